@@ -51,3 +51,19 @@ pub mod test_hook {
         STOPS_ARE_PANICS.with(Cell::get)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fatal_carries_its_message() {
+        super::test_hook::turn_stops_into_panics();
+        let outcome =
+            std::panic::catch_unwind(|| -> () { crate::fatal!("invariant {} broken", 3) });
+        let payload = outcome.expect_err("fatal! must not return");
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(message, "fatal: invariant 3 broken");
+    }
+}

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod fatal;
 pub mod rng;
 pub mod storage;
+pub mod testing;
 
 pub use clock::{Clock, MonotonicTime, SimulatedClock, SystemClock};
 pub use rng::SeededRng;
