@@ -281,6 +281,19 @@ impl fmt::Debug for AlignedBuffer {
     }
 }
 
+/// fdatasync that never returns a failure: on error the process stops (contract 7).
+///
+/// Every caller that makes data durable (WAL group commit, B-tree checkpoint) goes through
+/// this, so there is exactly one place where the "never retry a failed fsync" rule lives.
+pub async fn sync_or_stop<F: Storage>(file: &F) {
+    if let Err(error) = file.sync().await {
+        crate::fatal!(
+            "fdatasync failed; durability of {} is unknown: {error}",
+            file.name()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,18 +339,5 @@ mod tests {
         assert!(check_alignment(StorageOperation::Read, "f", 4096, 8192).is_ok());
         assert!(check_alignment(StorageOperation::Read, "f", 1, 4096).is_err());
         assert!(check_alignment(StorageOperation::Read, "f", 0, 100).is_err());
-    }
-}
-
-/// fdatasync that never returns a failure: on error the process stops (contract 7).
-///
-/// Every caller that makes data durable (WAL group commit, B-tree checkpoint) goes through
-/// this, so there is exactly one place where the "never retry a failed fsync" rule lives.
-pub async fn sync_or_stop<F: Storage>(file: &F) {
-    if let Err(error) = file.sync().await {
-        crate::fatal!(
-            "fdatasync failed; durability of {} is unknown: {error}",
-            file.name()
-        );
     }
 }
