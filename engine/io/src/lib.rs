@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod fatal;
+pub mod probe;
 pub mod rng;
 pub mod storage;
 pub mod testing;

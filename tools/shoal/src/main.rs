@@ -1,0 +1,49 @@
+//! `shoal`: one binary for every role (see README.md in this folder).
+
+mod doctor;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// mimalloc: per-thread free lists suit thread-per-core executors that allocate and free on the
+// same core; no conflict with glommio (RUNTIME.md).
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: a DynamoDB-compatible database cluster"
+)]
+struct Command {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Check that this machine can run a Shoal storage node: kernel, io_uring, memlock,
+    /// direct I/O on the data directory, fdatasync latency, cores, huge pages, clock source.
+    Doctor(doctor::DoctorOptions),
+}
+
+fn main() -> ExitCode {
+    install_logging();
+    let command = Command::parse();
+    match command.action {
+        Action::Doctor(options) => doctor::run(&options),
+    }
+}
+
+/// Structured logs to stderr; the level comes from SHOAL_LOG (default "info"), e.g.
+/// `SHOAL_LOG=shoal_store=debug`.
+fn install_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
