@@ -1,0 +1,44 @@
+//! `shoal-bench`: how we measure (../shared/BENCHMARKS.md). For now it measures the physical
+//! floors that every Shoal figure is reported against:
+//! - `durable-write`: one 4 KiB O_DIRECT write + fdatasync, the cheapest durable write the
+//!   device can do (a durable put can never be faster);
+//! - `loopback-rtt`: a small-message TCP round trip on 127.0.0.1 (a replicated write needs at
+//!   least one).
+
+mod floor;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal-bench",
+    version,
+    about = "Shoal benchmarks and load generator"
+)]
+struct Command {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Measure the physical floors: durable 4 KiB write and loopback round trip.
+    Floor(floor::FloorOptions),
+}
+
+fn main() -> ExitCode {
+    match Command::parse().action {
+        Action::Floor(options) => match floor::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench floor: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
