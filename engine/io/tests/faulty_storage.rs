@@ -51,15 +51,19 @@ fn only(set: impl FnOnce(&mut FaultRates)) -> FaultRates {
 
 fn write_new_block(fixture: &Fixture, block: u64) -> Result<(), shoal_io::StorageError> {
     block_on(async {
-        let file = fixture
-            .directory
-            .open("f", OpenMode::Existing)
-            .await
-            .unwrap();
+        let file = open_existing(fixture).await;
         let mut buffer = file.allocate_buffer(BLOCK);
         buffer.fill(NEW);
         file.write_at(buffer, block * BLOCK as u64).await
     })
+}
+
+async fn open_existing(fixture: &Fixture) -> shoal_io::storage::faulty::FaultyFile {
+    fixture
+        .directory
+        .open("f", OpenMode::Existing)
+        .await
+        .unwrap()
 }
 
 fn stored_block(fixture: &Fixture, block: usize) -> Vec<u8> {
@@ -70,11 +74,7 @@ fn stored_block(fixture: &Fixture, block: usize) -> Vec<u8> {
 fn read_error_fails_the_read() {
     let fixture = fixture(only(|rates| rates.read_error = 1.0), None);
     let error = block_on(async {
-        let file = fixture
-            .directory
-            .open("f", OpenMode::Existing)
-            .await
-            .unwrap();
+        let file = open_existing(&fixture).await;
         file.read_at(0, BLOCK).await.err().unwrap()
     });
     assert_eq!(error.raw_os_error(), Some(libc::EIO));
@@ -102,11 +102,7 @@ fn sync_error_fails_and_makes_nothing_durable() {
         .injector()
         .set_rates(only(|rates| rates.sync_error = 1.0));
     let error = block_on(async {
-        let file = fixture
-            .directory
-            .open("f", OpenMode::Existing)
-            .await
-            .unwrap();
+        let file = open_existing(&fixture).await;
         file.sync().await.err().unwrap()
     });
     assert_eq!(error.raw_os_error(), Some(libc::EIO));
@@ -169,11 +165,7 @@ fn write_bit_flip_stores_exactly_one_flipped_bit() {
 fn read_bit_flip_is_transient() {
     let fixture = fixture(only(|rates| rates.read_bit_flip = 1.0), None);
     let read = block_on(async {
-        let file = fixture
-            .directory
-            .open("f", OpenMode::Existing)
-            .await
-            .unwrap();
+        let file = open_existing(&fixture).await;
         file.read_at(0, BLOCK).await.unwrap().to_vec()
     });
     assert_eq!(differing_bits(&read, &[OLD; BLOCK]), 1);
@@ -188,7 +180,7 @@ fn latency_waits_on_the_simulated_clock() {
         rates.latency_max = Duration::from_millis(5);
     });
     let fixture = fixture(rates, Some(clock.clone()));
-    let file = block_on(fixture.directory.open("f", OpenMode::Existing)).unwrap();
+    let file = block_on(open_existing(&fixture));
     let mut read = pin!(file.read_at(0, BLOCK));
     let mut context = Context::from_waker(Waker::noop());
     let mut advanced = Duration::ZERO;
@@ -259,11 +251,7 @@ fn swarm_rates_are_bounded_and_seeded() {
 fn misaligned_requests_are_rejected_before_any_fault() {
     let fixture = fixture(only(|rates| rates.lost_write = 1.0), None);
     let error = block_on(async {
-        let file = fixture
-            .directory
-            .open("f", OpenMode::Existing)
-            .await
-            .unwrap();
+        let file = open_existing(&fixture).await;
         let buffer = file.allocate_buffer(100);
         file.write_at(buffer, 0).await.err().unwrap()
     });
@@ -277,11 +265,7 @@ fn a_failed_sync_stops_instead_of_returning() {
     let fixture = fixture(only(|rates| rates.sync_error = 1.0), None);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         block_on(async {
-            let file = fixture
-                .directory
-                .open("f", OpenMode::Existing)
-                .await
-                .unwrap();
+            let file = open_existing(&fixture).await;
             shoal_io::storage::sync_or_stop(&file).await;
         })
     }));
