@@ -14,6 +14,9 @@ pub enum Error {
     ConditionalCheckFailed,
     /// `SerializationException`: the request body does not have DynamoDB JSON's shape.
     Serialization(String),
+    /// `InternalServerError`: stored bytes failed to decode. Never caused by a client request;
+    /// the message says what was wrong for the operator, not for the client.
+    Corrupt(String),
 }
 
 impl Error {
@@ -23,13 +26,16 @@ impl Error {
             Error::Validation(_) => "ValidationException",
             Error::ConditionalCheckFailed => "ConditionalCheckFailedException",
             Error::Serialization(_) => "SerializationException",
+            Error::Corrupt(_) => "InternalServerError",
         }
     }
 
     /// DynamoDB's message text.
     pub fn message(&self) -> &str {
         match self {
-            Error::Validation(message) | Error::Serialization(message) => message,
+            Error::Validation(message)
+            | Error::Serialization(message)
+            | Error::Corrupt(message) => message,
             Error::ConditionalCheckFailed => crate::messages::CONDITIONAL_CHECK_FAILED,
         }
     }

@@ -2,8 +2,10 @@
 //! the binary item and sort-key encodings, the partition hash, and the expression language
 //! (parse, validate, evaluate). Pure: no IO, no async, no clock. See README.md and FORMAT.md.
 
+pub mod encoding;
 pub mod error;
 pub mod json;
+pub mod key;
 pub mod messages;
 pub mod number;
 pub mod value;
