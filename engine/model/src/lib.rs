@@ -4,6 +4,7 @@
 
 pub mod encoding;
 pub mod error;
+pub mod expression;
 pub mod json;
 pub mod key;
 pub mod messages;

@@ -340,3 +340,10 @@ pub const LEGACY_PUT_WITHOUT_VALUE: &str = "One or more parameter values were in
 pub fn legacy_duplicate_attributes_to_get(name: &str) -> String {
     format!("One or more parameter values were invalid: Duplicate value in attribute name: {name}")
 }
+
+/// A ReturnValues value outside the enum.
+pub fn return_values_invalid(value: &str) -> String {
+    format!(
+        "1 validation error detected: Value '{value}' at 'returnValues' failed to satisfy constraint: Member must satisfy enum value set: [ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
+    )
+}
