@@ -165,7 +165,7 @@ impl Number {
         if coefficient == 0 {
             return (!negative && exponent == 0).then_some(Number::ZERO);
         }
-        if coefficient % 10 == 0 || coefficient >= COEFFICIENT_LIMIT {
+        if coefficient.is_multiple_of(10) || coefficient >= COEFFICIENT_LIMIT {
             return None;
         }
         let number = Number {
@@ -411,7 +411,7 @@ impl From<u64> for Number {
     fn from(value: u64) -> Number {
         let mut coefficient = u128::from(value);
         let mut exponent = 0;
-        while coefficient != 0 && coefficient % 10 == 0 {
+        while coefficient != 0 && coefficient.is_multiple_of(10) {
             coefficient /= 10;
             exponent += 1;
         }
@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(number("1200"), number("12e2"));
         assert_eq!(number("1200").coefficient(), 12);
         assert_eq!(number("1200").exponent(), 2);
-        assert_eq!(number("-0").is_negative(), false);
+        assert!(!number("-0").is_negative());
     }
 
     #[test]

@@ -156,7 +156,7 @@ mod tests {
     fn splits_every_token_kind() {
         use TokenKind::*;
         assert_eq!(
-            kinds("a.#b[12] <> :v,(<=>=<>)+-="),
+            kinds("a.#b[12] <> :v,(<=>=< >)+-="),
             vec![
                 Identifier,
                 Dot,
