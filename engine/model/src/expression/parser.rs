@@ -199,7 +199,7 @@ impl Parser<'_, '_> {
         };
         let near_start = self.tokens[position.saturating_sub(1)].start;
         let near_end = self.tokens[(position + 1).min(self.tokens.len() - 1)].end;
-        let near = &self.source[near_start.min(token.start)..near_end.max(token.end)];
+        let near = self.source[near_start.min(token.start)..near_end.max(token.end)].trim();
         self.error(&messages::syntax_error(token_text, near))
     }
 
