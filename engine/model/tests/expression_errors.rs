@@ -18,7 +18,9 @@ fn context() -> ExpressionContext {
 }
 
 fn condition_error(expression: &str) -> String {
-    let error = context().parse_condition(ExpressionKind::Condition, expression).unwrap_err();
+    let error = context()
+        .parse_condition(ExpressionKind::Condition, expression)
+        .unwrap_err();
     assert_eq!(error.exception_name(), "ValidationException");
     error.message().to_string()
 }
@@ -32,8 +34,14 @@ fn update_error(expression: &str) -> String {
 #[test]
 fn condition_errors() {
     for (expression, expected) in [
-        ("", "Invalid ConditionExpression: The expression can not be empty;"),
-        ("   ", "Invalid ConditionExpression: The expression can not be empty;"),
+        (
+            "",
+            "Invalid ConditionExpression: The expression can not be empty;",
+        ),
+        (
+            "   ",
+            "Invalid ConditionExpression: The expression can not be empty;",
+        ),
         (
             "status = :n",
             "Invalid ConditionExpression: Attribute name is a reserved keyword; reserved keyword: status",
@@ -50,18 +58,42 @@ fn condition_errors() {
             "a = :missing",
             "Invalid ConditionExpression: An expression attribute value used in expression is not defined; attribute value: :missing",
         ),
-        ("a = ", "Invalid ConditionExpression: Syntax error; token: \"<EOF>\", near: \"=\""),
-        ("a = = :n", "Invalid ConditionExpression: Syntax error; token: \"=\", near: \"= = :n\""),
-        ("a :n", "Invalid ConditionExpression: Syntax error; token: \":n\", near: \"a :n\""),
-        ("a = :n $", "Invalid ConditionExpression: Syntax error; token: \"$\", near: \"$\""),
-        ("(a = :n", "Invalid ConditionExpression: Syntax error; token: \"<EOF>\", near: \":n\""),
-        ("a = :n)", "Invalid ConditionExpression: Syntax error; token: \")\", near: \":n)\""),
-        ("a[x] = :n", "Invalid ConditionExpression: Syntax error; token: \"x\", near: \"[x]\""),
+        (
+            "a = ",
+            "Invalid ConditionExpression: Syntax error; token: \"<EOF>\", near: \"=\"",
+        ),
+        (
+            "a = = :n",
+            "Invalid ConditionExpression: Syntax error; token: \"=\", near: \"= = :n\"",
+        ),
+        (
+            "a :n",
+            "Invalid ConditionExpression: Syntax error; token: \":n\", near: \"a :n\"",
+        ),
+        (
+            "a = :n $",
+            "Invalid ConditionExpression: Syntax error; token: \"$\", near: \"$\"",
+        ),
+        (
+            "(a = :n",
+            "Invalid ConditionExpression: Syntax error; token: \"<EOF>\", near: \":n\"",
+        ),
+        (
+            "a = :n)",
+            "Invalid ConditionExpression: Syntax error; token: \")\", near: \":n)\"",
+        ),
+        (
+            "a[x] = :n",
+            "Invalid ConditionExpression: Syntax error; token: \"x\", near: \"[x]\"",
+        ),
         (
             "a[99999999999999999999999] = :n",
             "Invalid ConditionExpression: Syntax error; token: \"99999999999999999999999\", near: \"[99999999999999999999999]\"",
         ),
-        ("foo(a)", "Invalid ConditionExpression: Invalid function name; function: foo"),
+        (
+            "foo(a)",
+            "Invalid ConditionExpression: Invalid function name; function: foo",
+        ),
         (
             "attribute_exists(a, b)",
             "Invalid ConditionExpression: Incorrect number of operands for operator or function; operator or function: attribute_exists, number of operands: 2",
@@ -115,7 +147,11 @@ fn expression_limits() {
         "Invalid ConditionExpression: The IN operator is provided with too many operands; number of operands: 101"
     );
     let in_list = vec![":n"; IN_OPERANDS_MAX].join(",");
-    assert!(context().parse_condition(ExpressionKind::Condition, &format!("a IN ({in_list})")).is_ok());
+    assert!(
+        context()
+            .parse_condition(ExpressionKind::Condition, &format!("a IN ({in_list})"))
+            .is_ok()
+    );
     let many = vec!["a = :n"; OPERATORS_MAX / 2 + 1].join(" OR ");
     assert_eq!(
         condition_error(&many),
@@ -128,7 +164,10 @@ fn expression_limits() {
     );
     assert!(
         context()
-            .parse_condition(ExpressionKind::Condition, &format!("a{} = :n", ".a".repeat(31)))
+            .parse_condition(
+                ExpressionKind::Condition,
+                &format!("a{} = :n", ".a".repeat(31))
+            )
             .is_ok()
     );
 }
@@ -146,16 +185,29 @@ fn pathological_nesting_fails_fast_without_recursion() {
     let appends = "list_append(".repeat(300);
     assert!(update_error(&format!("SET a = {appends}")).contains("maximum nesting level"));
     // Not a timed assertion: the duration is printed for the reader only.
-    println!("four pathological inputs rejected in {:?}", started.elapsed());
+    println!(
+        "four pathological inputs rejected in {:?}",
+        started.elapsed()
+    );
     let nested_ok = format!("{}a = :n{}", "(".repeat(31), ")".repeat(31));
-    assert!(context().parse_condition(ExpressionKind::Condition, &nested_ok).is_ok());
+    assert!(
+        context()
+            .parse_condition(ExpressionKind::Condition, &nested_ok)
+            .is_ok()
+    );
 }
 
 #[test]
 fn update_errors() {
     for (expression, expected) in [
-        ("", "Invalid UpdateExpression: The expression can not be empty;"),
-        ("a = :n", "Invalid UpdateExpression: Syntax error; token: \"a\", near: \"a =\""),
+        (
+            "",
+            "Invalid UpdateExpression: The expression can not be empty;",
+        ),
+        (
+            "a = :n",
+            "Invalid UpdateExpression: Syntax error; token: \"a\", near: \"a =\"",
+        ),
         (
             "SET a = :n SET b = :n",
             "Invalid UpdateExpression: The \"SET\" section can only be used once in an update expression;",
@@ -184,7 +236,10 @@ fn update_errors() {
             "DELETE a :n",
             "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: DELETE, operand type: NUMBER",
         ),
-        ("ADD a b", "Invalid UpdateExpression: Syntax error; token: \"b\", near: \"a b\""),
+        (
+            "ADD a b",
+            "Invalid UpdateExpression: Syntax error; token: \"b\", near: \"a b\"",
+        ),
         (
             "SET a = :s + :n",
             "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: +, operand type: S",
@@ -201,9 +256,18 @@ fn update_errors() {
             "SET a = list_append(:l)",
             "Invalid UpdateExpression: Incorrect number of operands for operator or function; operator or function: list_append, number of operands: 1",
         ),
-        ("SET a = size(b)", "Invalid UpdateExpression: The function is not allowed to be used this way in an expression; function: size"),
-        ("SET a = foo(b)", "Invalid UpdateExpression: Invalid function name; function: foo"),
-        ("REMOVE a,", "Invalid UpdateExpression: Syntax error; token: \"<EOF>\", near: \",\""),
+        (
+            "SET a = size(b)",
+            "Invalid UpdateExpression: The function is not allowed to be used this way in an expression; function: size",
+        ),
+        (
+            "SET a = foo(b)",
+            "Invalid UpdateExpression: Invalid function name; function: foo",
+        ),
+        (
+            "REMOVE a,",
+            "Invalid UpdateExpression: Syntax error; token: \"<EOF>\", near: \",\"",
+        ),
     ] {
         assert_eq!(update_error(expression), expected, "{expression:?}");
     }
@@ -217,29 +281,54 @@ fn projection_errors() {
         "Invalid ProjectionExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [a], path two: [a, b]"
     );
     let error = context().parse_projection("a[1].c, a.b").unwrap_err();
-    assert!(error.message().starts_with("Invalid ProjectionExpression: Two document paths conflict"));
+    assert!(
+        error
+            .message()
+            .starts_with("Invalid ProjectionExpression: Two document paths conflict")
+    );
     let error = context().parse_projection("a, ").unwrap_err();
-    assert!(error.message().starts_with("Invalid ProjectionExpression: Syntax error"));
+    assert!(
+        error
+            .message()
+            .starts_with("Invalid ProjectionExpression: Syntax error")
+    );
 }
 
 #[test]
 fn placeholder_maps_are_validated() {
     let error = ExpressionContext::from_json(Some(&json!({})), None).unwrap_err();
-    assert_eq!(error.message(), "ExpressionAttributeNames must not be empty");
+    assert_eq!(
+        error.message(),
+        "ExpressionAttributeNames must not be empty"
+    );
     let error = ExpressionContext::from_json(None, Some(&json!({}))).unwrap_err();
-    assert_eq!(error.message(), "ExpressionAttributeValues must not be empty");
+    assert_eq!(
+        error.message(),
+        "ExpressionAttributeValues must not be empty"
+    );
     let error = ExpressionContext::from_json(Some(&json!({"a": "b"})), None).unwrap_err();
-    assert_eq!(error.message(), "ExpressionAttributeNames contains invalid key: Syntax error; key: \"a\"");
+    assert_eq!(
+        error.message(),
+        "ExpressionAttributeNames contains invalid key: Syntax error; key: \"a\""
+    );
     let error = ExpressionContext::from_json(None, Some(&json!({"v": {"S": "x"}}))).unwrap_err();
-    assert_eq!(error.message(), "ExpressionAttributeValues contains invalid key: Syntax error; key: \"v\"");
+    assert_eq!(
+        error.message(),
+        "ExpressionAttributeValues contains invalid key: Syntax error; key: \"v\""
+    );
     let error = ExpressionContext::from_json(None, Some(&json!({":v": {"SS": []}}))).unwrap_err();
-    assert_eq!(error.message(), "One or more parameter values were invalid: An string set  may not be empty");
+    assert_eq!(
+        error.message(),
+        "One or more parameter values were invalid: An string set  may not be empty"
+    );
 }
 
 #[test]
 fn unused_placeholders_are_reported_after_all_expressions() {
     let mut context = context();
-    context.parse_condition(ExpressionKind::Condition, "#a = :n").unwrap();
+    context
+        .parse_condition(ExpressionKind::Condition, "#a = :n")
+        .unwrap();
     assert_eq!(
         context.finish().unwrap_err().message(),
         "Value provided in ExpressionAttributeNames unused in expressions: keys: {#b}"
@@ -249,9 +338,13 @@ fn unused_placeholders_are_reported_after_all_expressions() {
         context.finish().unwrap_err().message(),
         "Value provided in ExpressionAttributeValues unused in expressions: keys: {:big, :bool, :l, :ss, :type}"
     );
-    context.parse_update("SET a = :big, b = :bool, c = :l ADD d :ss").unwrap();
+    context
+        .parse_update("SET a = :big, b = :bool, c = :l ADD d :ss")
+        .unwrap();
     context.parse_projection("a").unwrap();
-    context.parse_condition(ExpressionKind::Filter, "attribute_type(a, :type)").unwrap_err();
+    context
+        .parse_condition(ExpressionKind::Filter, "attribute_type(a, :type)")
+        .unwrap_err();
     // The failed parse above still counted :type as used, as the whole request fails anyway.
     assert!(context.finish().is_ok());
 }

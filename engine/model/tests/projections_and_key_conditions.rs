@@ -19,7 +19,9 @@ fn projection_selects_paths_and_compacts_lists() {
     }))
     .unwrap();
     let mut context = ExpressionContext::from_json(Some(&json!({"#l": "l"})), None).unwrap();
-    let paths = context.parse_projection("a, #l[3], l[1].y, m.q, absent, m.absent").unwrap();
+    let paths = context
+        .parse_projection("a, #l[3], l[1].y, m.q, absent, m.absent")
+        .unwrap();
     assert_eq!(
         item_to_json(&project(&item, &paths)),
         json!({
@@ -43,7 +45,10 @@ fn key_condition(expression: &str) -> Result<Option<SortKeyCondition>, String> {
     let mut context = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
     let condition = parse_key_condition(&mut context, expression, &schema())
         .map_err(|error| error.message().to_string())?;
-    assert_eq!(condition.partition_value, value_from_json(&json!({"S": "p"})).unwrap());
+    assert_eq!(
+        condition.partition_value,
+        value_from_json(&json!({"S": "p"})).unwrap()
+    );
     Ok(condition.sort)
 }
 
@@ -53,9 +58,18 @@ fn valid_key_conditions() {
     assert_eq!(key_condition("pk = :p"), Ok(None));
     assert_eq!(key_condition("#pk = :p"), Ok(None));
     assert_eq!(key_condition(":p = pk"), Ok(None));
-    assert_eq!(key_condition("pk = :p AND sk = :one"), Ok(Some(SortKeyCondition::Equal(number("1")))));
-    assert_eq!(key_condition("sk < :one AND pk = :p"), Ok(Some(SortKeyCondition::Less(number("1")))));
-    assert_eq!(key_condition("pk = :p AND :one < sk"), Ok(Some(SortKeyCondition::Greater(number("1")))));
+    assert_eq!(
+        key_condition("pk = :p AND sk = :one"),
+        Ok(Some(SortKeyCondition::Equal(number("1"))))
+    );
+    assert_eq!(
+        key_condition("sk < :one AND pk = :p"),
+        Ok(Some(SortKeyCondition::Less(number("1"))))
+    );
+    assert_eq!(
+        key_condition("pk = :p AND :one < sk"),
+        Ok(Some(SortKeyCondition::Greater(number("1"))))
+    );
     assert_eq!(
         key_condition("pk = :p AND sk BETWEEN :one AND :two"),
         Ok(Some(SortKeyCondition::Between(number("1"), number("2"))))
@@ -66,19 +80,53 @@ fn valid_key_conditions() {
 fn invalid_key_conditions() {
     for (expression, expected) in [
         ("sk = :one", "Query condition missed key schema element: pk"),
-        ("pk = :p OR sk = :one", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: OR"),
-        ("NOT pk = :p", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: NOT"),
-        ("pk = :p AND sk <> :one", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: <>"),
-        ("pk = :p AND sk IN (:one)", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: IN"),
-        ("pk = :p AND attribute_exists(sk)", "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: attribute_exists"),
-        ("pk = :p AND pk = :p", "KeyConditionExpressions must only contain one condition per key"),
+        (
+            "pk = :p OR sk = :one",
+            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: OR",
+        ),
+        (
+            "NOT pk = :p",
+            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: NOT",
+        ),
+        (
+            "pk = :p AND sk <> :one",
+            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: <>",
+        ),
+        (
+            "pk = :p AND sk IN (:one)",
+            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: IN",
+        ),
+        (
+            "pk = :p AND attribute_exists(sk)",
+            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: attribute_exists",
+        ),
+        (
+            "pk = :p AND pk = :p",
+            "KeyConditionExpressions must only contain one condition per key",
+        ),
         ("pk < :p", "Query key condition not supported"),
-        ("pk = :p AND colour = :one", "Query key condition not supported"),
-        ("pk = :one", "One or more parameter values were invalid: Condition parameter type does not match schema type"),
-        ("pk = :p AND sk = :s", "One or more parameter values were invalid: Condition parameter type does not match schema type"),
-        ("pk = :p AND begins_with(sk, :s)", "One or more parameter values were invalid: Condition parameter type does not match schema type"),
+        (
+            "pk = :p AND colour = :one",
+            "Query key condition not supported",
+        ),
+        (
+            "pk = :one",
+            "One or more parameter values were invalid: Condition parameter type does not match schema type",
+        ),
+        (
+            "pk = :p AND sk = :s",
+            "One or more parameter values were invalid: Condition parameter type does not match schema type",
+        ),
+        (
+            "pk = :p AND begins_with(sk, :s)",
+            "One or more parameter values were invalid: Condition parameter type does not match schema type",
+        ),
     ] {
-        assert_eq!(key_condition(expression), Err(expected.to_string()), "{expression}");
+        assert_eq!(
+            key_condition(expression),
+            Err(expected.to_string()),
+            "{expression}"
+        );
     }
 }
 
@@ -103,5 +151,7 @@ fn sort_key_conditions_match_and_bound_encoded_keys() {
         assert_eq!(inside, begins.matches(&text(candidate)), "{candidate}");
     }
     let between = SortKeyCondition::Between(text("b"), text("d"));
-    assert!(between.matches(&text("c")) && between.matches(&text("d")) && !between.matches(&text("e")));
+    assert!(
+        between.matches(&text("c")) && between.matches(&text("d")) && !between.matches(&text("e"))
+    );
 }

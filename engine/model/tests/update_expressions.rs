@@ -49,11 +49,23 @@ fn updated(expression: &str) -> Json {
 
 #[test]
 fn set_actions() {
-    assert_eq!(updated("SET visits = visits + :five")["visits"], json!({"N": "15"}));
-    assert_eq!(updated("SET visits = :five - visits")["visits"], json!({"N": "-5"}));
+    assert_eq!(
+        updated("SET visits = visits + :five")["visits"],
+        json!({"N": "15"})
+    );
+    assert_eq!(
+        updated("SET visits = :five - visits")["visits"],
+        json!({"N": "-5"})
+    );
     assert_eq!(updated("SET fresh = :greeting")["fresh"], json!({"S": "t"}));
-    assert_eq!(updated("SET fresh = if_not_exists(fresh, :one)")["fresh"], json!({"N": "1"}));
-    assert_eq!(updated("SET visits = if_not_exists(visits, :one)")["visits"], json!({"N": "10"}));
+    assert_eq!(
+        updated("SET fresh = if_not_exists(fresh, :one)")["fresh"],
+        json!({"N": "1"})
+    );
+    assert_eq!(
+        updated("SET visits = if_not_exists(visits, :one)")["visits"],
+        json!({"N": "10"})
+    );
     assert_eq!(
         updated("SET entries = list_append(entries, :list)")["entries"]["L"][4],
         json!({"S": "new"})
@@ -66,10 +78,19 @@ fn set_actions() {
         updated("SET fresh = list_append(if_not_exists(fresh, :empty_list), :list)")["fresh"],
         json!({"L": [{"S": "new"}]})
     );
-    assert_eq!(updated("SET nested.middle.y = :one")["nested"]["M"]["middle"]["M"]["y"], json!({"N": "1"}));
-    assert_eq!(updated("SET entries[1] = :greeting")["entries"]["L"][1], json!({"S": "t"}));
+    assert_eq!(
+        updated("SET nested.middle.y = :one")["nested"]["M"]["middle"]["M"]["y"],
+        json!({"N": "1"})
+    );
+    assert_eq!(
+        updated("SET entries[1] = :greeting")["entries"]["L"][1],
+        json!({"S": "t"})
+    );
     // An index past the end appends.
-    assert_eq!(updated("SET entries[99] = :greeting")["entries"]["L"][4], json!({"S": "t"}));
+    assert_eq!(
+        updated("SET entries[99] = :greeting")["entries"]["L"][4],
+        json!({"S": "t"})
+    );
     // Every right side reads the item as it was before the update: a swap works.
     let swapped = updated("SET visits = greeting, greeting = visits");
     assert_eq!(swapped["visits"], json!({"S": "hello"}));
@@ -84,20 +105,33 @@ fn remove_actions() {
     // Indexes refer to the list before the update.
     let result = updated("REMOVE entries[1], entries[3]");
     assert_eq!(result["entries"], json!({"L": [{"N": "0"}, {"N": "2"}]}));
-    assert_eq!(updated("REMOVE entries[10]")["entries"]["L"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        updated("REMOVE entries[10]")["entries"]["L"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 #[test]
 fn add_and_delete_actions() {
     assert_eq!(updated("ADD visits :five")["visits"], json!({"N": "15"}));
     assert_eq!(updated("ADD fresh :five")["fresh"], json!({"N": "5"}));
-    assert_eq!(updated("ADD tags :c")["tags"], json!({"SS": ["a", "b", "c"]}));
-    assert_eq!(updated("ADD numbers :numbers")["numbers"], json!({"NS": ["1", "2", "3"]}));
+    assert_eq!(
+        updated("ADD tags :c")["tags"],
+        json!({"SS": ["a", "b", "c"]})
+    );
+    assert_eq!(
+        updated("ADD numbers :numbers")["numbers"],
+        json!({"NS": ["1", "2", "3"]})
+    );
     assert_eq!(updated("DELETE tags :a")["tags"], json!({"SS": ["b"]}));
     // Deleting every member removes the attribute, as a set may not be empty.
     assert!(updated("DELETE tags :ab").get("tags").is_none());
     assert!(updated("DELETE absent :ab").get("absent").is_none());
-    let combined = updated("SET greeting = :greeting REMOVE entries ADD visits :one DELETE tags :a");
+    let combined =
+        updated("SET greeting = :greeting REMOVE entries ADD visits :one DELETE tags :a");
     assert_eq!(combined["visits"], json!({"N": "11"}));
     assert!(combined.get("entries").is_none());
 }
@@ -105,18 +139,54 @@ fn add_and_delete_actions() {
 #[test]
 fn evaluation_errors() {
     for (expression, expected) in [
-        ("SET visits = greeting + :one", "An operand in the update expression has an incorrect data type"),
-        ("SET greeting = list_append(greeting, :list)", "An operand in the update expression has an incorrect data type"),
-        ("ADD greeting :five", "An operand in the update expression has an incorrect data type"),
-        ("ADD tags :numbers", "An operand in the update expression has an incorrect data type"),
-        ("DELETE numbers :a", "An operand in the update expression has an incorrect data type"),
-        ("SET visits = absent + :one", "The provided expression refers to an attribute that does not exist in the item"),
-        ("SET absent.x = :one", "The document path provided in the update expression is invalid for update"),
-        ("SET greeting.x = :one", "The document path provided in the update expression is invalid for update"),
-        ("SET nested[0] = :one", "The document path provided in the update expression is invalid for update"),
-        ("SET pk = :greeting", "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key"),
-        ("SET visits = :big + :big", "Number overflow. Attempting to store a number with magnitude larger than supported range"),
-        ("SET visits = :big + :tiny", "Number overflow. Attempting to store a number with more than 38 significant digits"),
+        (
+            "SET visits = greeting + :one",
+            "An operand in the update expression has an incorrect data type",
+        ),
+        (
+            "SET greeting = list_append(greeting, :list)",
+            "An operand in the update expression has an incorrect data type",
+        ),
+        (
+            "ADD greeting :five",
+            "An operand in the update expression has an incorrect data type",
+        ),
+        (
+            "ADD tags :numbers",
+            "An operand in the update expression has an incorrect data type",
+        ),
+        (
+            "DELETE numbers :a",
+            "An operand in the update expression has an incorrect data type",
+        ),
+        (
+            "SET visits = absent + :one",
+            "The provided expression refers to an attribute that does not exist in the item",
+        ),
+        (
+            "SET absent.x = :one",
+            "The document path provided in the update expression is invalid for update",
+        ),
+        (
+            "SET greeting.x = :one",
+            "The document path provided in the update expression is invalid for update",
+        ),
+        (
+            "SET nested[0] = :one",
+            "The document path provided in the update expression is invalid for update",
+        ),
+        (
+            "SET pk = :greeting",
+            "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key",
+        ),
+        (
+            "SET visits = :big + :big",
+            "Number overflow. Attempting to store a number with magnitude larger than supported range",
+        ),
+        (
+            "SET visits = :big + :tiny",
+            "Number overflow. Attempting to store a number with more than 38 significant digits",
+        ),
     ] {
         let error = run(expression, &old_item()).unwrap_err();
         assert_eq!(error.exception_name(), "ValidationException");
@@ -127,7 +197,10 @@ fn evaluation_errors() {
 #[test]
 fn updates_to_a_missing_item_start_from_nothing() {
     let item = run("SET a = :one ADD b :five", &json!({})).unwrap();
-    assert_eq!(item_to_json(&item), json!({"a": {"N": "1"}, "b": {"N": "5"}}));
+    assert_eq!(
+        item_to_json(&item),
+        json!({"a": {"N": "1"}, "b": {"N": "5"}})
+    );
 }
 
 #[test]
@@ -138,19 +211,29 @@ fn the_updated_item_is_limited_to_400_kb() {
     let mut context = ExpressionContext::from_json(None, Some(&values)).unwrap();
     let update = context.parse_update("SET b = :half").unwrap();
     let error = apply_update(&update, &item_from_json(&item).unwrap(), &schema()).unwrap_err();
-    assert_eq!(error.message(), "Item size to update has exceeded the maximum allowed size");
+    assert_eq!(
+        error.message(),
+        "Item size to update has exceeded the maximum allowed size"
+    );
 }
 
 #[test]
 fn return_values() {
     let mut context = ExpressionContext::from_json(None, Some(&values())).unwrap();
-    let update = context.parse_update("SET visits = visits + :one, nested.middle.y = :one REMOVE greeting").unwrap();
+    let update = context
+        .parse_update("SET visits = visits + :one, nested.middle.y = :one REMOVE greeting")
+        .unwrap();
     let old = item_from_json(&old_item()).unwrap();
     let new = apply_update(&update, &old, &schema()).unwrap();
     let paths = updated_paths(&update);
     let returned = |kind: &str| {
-        returned_attributes(ReturnValues::parse(kind).unwrap(), Some(&old), Some(&new), &paths)
-            .map(|item| item_to_json(&item))
+        returned_attributes(
+            ReturnValues::parse(kind).unwrap(),
+            Some(&old),
+            Some(&new),
+            &paths,
+        )
+        .map(|item| item_to_json(&item))
     };
     assert_eq!(returned("NONE"), None);
     assert_eq!(returned("ALL_OLD"), Some(old_item()));
@@ -164,6 +247,14 @@ fn return_values() {
         Some(json!({"visits": {"N": "11"}, "nested": {"M": {"middle": {"M": {"y": {"N": "1"}}}}}}))
     );
     // A new item has no old attributes to return.
-    assert_eq!(returned_attributes(ReturnValues::AllOld, None, Some(&new), &paths), None);
-    assert!(ReturnValues::parse("EVERYTHING").unwrap_err().message().contains("'EVERYTHING'"));
+    assert_eq!(
+        returned_attributes(ReturnValues::AllOld, None, Some(&new), &paths),
+        None
+    );
+    assert!(
+        ReturnValues::parse("EVERYTHING")
+            .unwrap_err()
+            .message()
+            .contains("'EVERYTHING'")
+    );
 }
