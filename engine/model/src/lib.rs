@@ -7,6 +7,7 @@ pub mod error;
 pub mod expression;
 pub mod json;
 pub mod key;
+pub mod legacy;
 pub mod messages;
 pub mod number;
 pub mod value;

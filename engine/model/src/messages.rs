@@ -347,3 +347,31 @@ pub fn return_values_invalid(value: &str) -> String {
         "1 validation error detected: Value '{value}' at 'returnValues' failed to satisfy constraint: Member must satisfy enum value set: [ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]"
     )
 }
+
+/// AttributeUpdates DELETE with a value that is not a set.
+pub fn legacy_delete_type(type_name: &str) -> String {
+    format!(
+        "One or more parameter values were invalid: DELETE action with value is not supported for the type {type_name}"
+    )
+}
+
+/// An AttributeUpdates Action outside the enum.
+pub fn legacy_unknown_action(action: &str) -> String {
+    format!(
+        "1 validation error detected: Value '{action}' at 'attributeUpdates.action' failed to satisfy constraint: Member must satisfy enum value set: [ADD, PUT, DELETE]"
+    )
+}
+
+/// A ConditionalOperator outside the enum.
+pub fn legacy_unknown_conditional_operator(operator: &str) -> String {
+    format!(
+        "1 validation error detected: Value '{operator}' at 'conditionalOperator' failed to satisfy constraint: Member must satisfy enum value set: [OR, AND]"
+    )
+}
+
+/// KeyConditions with an operator a key range cannot serve.
+pub const LEGACY_KEY_CONDITION_NOT_INDEXABLE: &str =
+    "Attempted conditional constraint is not an indexable operation";
+
+/// AttributesToGet given as an empty list.
+pub const LEGACY_ATTRIBUTES_TO_GET_EMPTY: &str = "1 validation error detected: Value '[]' at 'attributesToGet' failed to satisfy constraint: Member must have length greater than or equal to 1";

@@ -87,7 +87,7 @@ fn number_text_strategy() -> impl Strategy<Value = String> {
 /// What DynamoDB's rules say about an exact value: Ok, or which error.
 fn expected_outcome(value: &BigDecimal) -> Result<(), &'static str> {
     let normalized = value.normalized();
-    if normalized == BigDecimal::from(0) {
+    if normalized == 0 {
         return Ok(());
     }
     let (integer, scale) = normalized.as_bigint_and_exponent();
