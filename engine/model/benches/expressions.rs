@@ -50,11 +50,15 @@ fn main() {
 
     measure("parse + evaluate condition", || {
         let mut context = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
-        let condition = context.parse_condition(ExpressionKind::Condition, condition_text).unwrap();
+        let condition = context
+            .parse_condition(ExpressionKind::Condition, condition_text)
+            .unwrap();
         black_box(evaluate(&condition, &item));
     });
     let mut context = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
-    let condition = context.parse_condition(ExpressionKind::Condition, condition_text).unwrap();
+    let condition = context
+        .parse_condition(ExpressionKind::Condition, condition_text)
+        .unwrap();
     measure("evaluate parsed condition", || {
         black_box(evaluate(black_box(&condition), &item));
     });
@@ -73,6 +77,10 @@ fn main() {
     let parentheses = "(".repeat(4096);
     measure("reject 4,096 nested parentheses", || {
         let mut context = ExpressionContext::default();
-        black_box(context.parse_condition(ExpressionKind::Condition, &parentheses).unwrap_err());
+        black_box(
+            context
+                .parse_condition(ExpressionKind::Condition, &parentheses)
+                .unwrap_err(),
+        );
     });
 }

@@ -110,6 +110,9 @@ pub fn invalid_expression(kind: &str, detail: &str) -> String {
     format!("Invalid {kind}: {detail}")
 }
 
+/// A parenthesised group whose whole content is another parenthesised group, as in `((a = :v))`.
+pub const REDUNDANT_PARENTHESES: &str = "The expression has redundant parentheses;";
+
 /// An expression that is empty or only white space.
 pub const EXPRESSION_EMPTY: &str = "The expression can not be empty;";
 

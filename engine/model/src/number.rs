@@ -568,6 +568,23 @@ mod tests {
     }
 
     #[test]
+    fn sort_key_bytes_match_format_md() {
+        let mut expected = [0u8; NUMBER_SORT_KEY_BYTES];
+        expected[0] = NUMBER_SORT_KEY_POSITIVE;
+        expected[1] = 0x83;
+        expected[2..].copy_from_slice(&(42u128 * 10u128.pow(36)).to_be_bytes());
+        assert_eq!(number("42").sort_key_bytes(), expected);
+        let mut negative = [0u8; NUMBER_SORT_KEY_BYTES];
+        negative[0] = NUMBER_SORT_KEY_NEGATIVE;
+        negative[1] = 255 - 0x83;
+        negative[2..].copy_from_slice(&(u128::MAX - 42u128 * 10u128.pow(36)).to_be_bytes());
+        assert_eq!(number("-42").sort_key_bytes(), negative);
+        let mut zero = [0u8; NUMBER_SORT_KEY_BYTES];
+        zero[0] = NUMBER_SORT_KEY_ZERO;
+        assert_eq!(Number::ZERO.sort_key_bytes(), zero);
+    }
+
+    #[test]
     fn arithmetic_is_exact_and_checked() {
         assert_eq!(number("0.1").add(&number("0.2")).unwrap(), number("0.3"));
         assert_eq!(number("5").subtract(&number("7")).unwrap(), number("-2"));

@@ -137,6 +137,14 @@ pub fn item_size_bytes(item: &Item) -> usize {
         .sum()
 }
 
+/// Rejects an item to be written (PutItem) above [`ITEM_BYTES_MAX`], with DynamoDB's message.
+pub fn check_item_size(item: &Item) -> crate::Result<()> {
+    if item_size_bytes(item) > ITEM_BYTES_MAX {
+        return Err(crate::error::validation(crate::messages::ITEM_TOO_LARGE));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +187,17 @@ mod tests {
             AttributeValue::Boolean(false).compare(&AttributeValue::Boolean(true)),
             None
         );
+    }
+
+    #[test]
+    fn item_size_limit_is_inclusive() {
+        let name = "n".to_string();
+        let fill = |length: usize| {
+            Item::from([(name.clone(), AttributeValue::String("x".repeat(length)))])
+        };
+        assert!(check_item_size(&fill(ITEM_BYTES_MAX - 1)).is_ok());
+        let error = check_item_size(&fill(ITEM_BYTES_MAX)).unwrap_err();
+        assert_eq!(error.message(), crate::messages::ITEM_TOO_LARGE);
     }
 
     #[test]

@@ -111,7 +111,8 @@ fn boolean_operators_and_precedence() {
         // NOT binds tighter than AND: (NOT false) AND true.
         ("NOT age = :41 AND age = :42", true),
         ("NOT (age = :41 OR age = :42)", false),
-        ("((age = :42))", true),
+        ("(age = :42)", true),
+        ("((age = :42) AND (#n = :alice))", true),
     ] {
         check(expression, expected);
     }

@@ -189,7 +189,7 @@ fn pathological_nesting_fails_fast_without_recursion() {
         "four pathological inputs rejected in {:?}",
         started.elapsed()
     );
-    let nested_ok = format!("{}a = :n{}", "(".repeat(31), ")".repeat(31));
+    let nested_ok = format!("{}a = :n{}", "(a = :n AND ".repeat(31), ")".repeat(31));
     assert!(
         context()
             .parse_condition(ExpressionKind::Condition, &nested_ok)

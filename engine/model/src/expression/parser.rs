@@ -47,6 +47,9 @@ struct Parser<'source, 'context> {
     kind: ExpressionKind,
     context: &'context mut ExpressionContext,
     operator_count: usize,
+    /// The token indexes of the opening and closing parenthesis of the group closed last, to
+    /// detect a group whose whole content is another group, which DynamoDB rejects.
+    last_group: Option<(usize, usize)>,
 }
 
 fn prepare<'source, 'context>(
@@ -76,6 +79,7 @@ fn prepare<'source, 'context>(
         kind,
         context,
         operator_count: 0,
+        last_group: None,
     })
 }
 
@@ -253,9 +257,15 @@ impl Parser<'_, '_> {
             return Ok(Condition::Not(Box::new(self.unary(depth)?)));
         }
         if self.accept(TokenKind::LeftParenthesis) {
+            let open_index = self.position - 1;
             let depth = self.enter(depth)?;
             let condition = self.condition(depth)?;
             self.expect(TokenKind::RightParenthesis)?;
+            let close_index = self.position - 1;
+            if self.last_group == Some((open_index + 1, close_index - 1)) {
+                return Err(self.error(messages::REDUNDANT_PARENTHESES));
+            }
+            self.last_group = Some((open_index, close_index));
             return Ok(condition);
         }
         let token = self.peek();
