@@ -331,9 +331,6 @@ pub const LEGACY_EXISTS_TRUE_WITHOUT_VALUE: &str =
     "One or more parameter values were invalid: Value must be provided when Exists is true";
 /// Expected with both Value and ComparisonOperator forms mixed.
 pub const LEGACY_VALUE_WITH_OPERATOR: &str = "One or more parameter values were invalid: Value or Exists cannot be used with ComparisonOperator";
-/// ConditionalOperator given with fewer than two conditions has no meaning.
-pub const LEGACY_CONDITIONAL_OPERATOR_ALONE: &str =
-    "ConditionalOperator can only be used when Filter or Expected has two or more elements";
 /// AttributeUpdates with an ADD of a type other than number or set.
 pub const LEGACY_ADD_TYPE: &str =
     "One or more parameter values were invalid: Action ADD is not supported for the type ";

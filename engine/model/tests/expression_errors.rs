@@ -324,6 +324,25 @@ fn placeholder_maps_are_validated() {
 }
 
 #[test]
+fn placeholders_without_any_expression_are_rejected() {
+    assert_eq!(
+        context().finish().unwrap_err().message(),
+        "ExpressionAttributeNames can only be specified when using expressions"
+    );
+    let values_only = ExpressionContext::from_json(None, Some(&json!({":v": {"N": "1"}}))).unwrap();
+    assert_eq!(
+        values_only.finish().unwrap_err().message(),
+        "ExpressionAttributeValues can only be specified when using expressions"
+    );
+    assert!(
+        ExpressionContext::from_json(None, None)
+            .unwrap()
+            .finish()
+            .is_ok()
+    );
+}
+
+#[test]
 fn unused_placeholders_are_reported_after_all_expressions() {
     let mut context = context();
     context

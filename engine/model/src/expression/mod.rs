@@ -82,6 +82,8 @@ pub struct ExpressionContext {
     values: BTreeMap<String, AttributeValue>,
     used_names: BTreeSet<String>,
     used_values: BTreeSet<String>,
+    /// Whether any expression was parsed through this context.
+    parsed_any: bool,
 }
 
 fn is_placeholder(key: &str, sigil: char) -> bool {
@@ -121,6 +123,7 @@ impl ExpressionContext {
             values: values.unwrap_or_default(),
             used_names: BTreeSet::new(),
             used_values: BTreeSet::new(),
+            parsed_any: false,
         })
     }
 
@@ -162,21 +165,37 @@ impl ExpressionContext {
 
     /// Parses a ConditionExpression or FilterExpression.
     pub fn parse_condition(&mut self, kind: ExpressionKind, source: &str) -> Result<Condition> {
+        self.parsed_any = true;
         parser::parse_condition(self, kind, source)
     }
 
     /// Parses an UpdateExpression.
     pub fn parse_update(&mut self, source: &str) -> Result<Update> {
+        self.parsed_any = true;
         parser::parse_update(self, source)
     }
 
     /// Parses a ProjectionExpression into its paths, in written order.
     pub fn parse_projection(&mut self, source: &str) -> Result<Vec<DocumentPath>> {
+        self.parsed_any = true;
         parser::parse_projection(self, source)
     }
 
-    /// Rejects names or values that no expression of the request used, with DynamoDB's message.
+    /// Rejects names or values that no expression of the request used, with DynamoDB's message;
+    /// a request with placeholders but no expression at all gets DynamoDB's own message for that.
     pub fn finish(&self) -> Result<()> {
+        if !self.parsed_any {
+            if !self.names.is_empty() {
+                return Err(validation(messages::placeholders_without_expression(
+                    "ExpressionAttributeNames",
+                )));
+            }
+            if !self.values.is_empty() {
+                return Err(validation(messages::placeholders_without_expression(
+                    "ExpressionAttributeValues",
+                )));
+            }
+        }
         let unused_names: Vec<&str> = self
             .names
             .keys()
