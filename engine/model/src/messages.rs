@@ -185,6 +185,11 @@ pub fn values_invalid_key(key: &str) -> String {
     format!("ExpressionAttributeValues contains invalid key: Syntax error; key: \"{key}\"")
 }
 
+/// A value in ExpressionAttributeValues that is not a valid attribute value.
+pub fn values_invalid_value(detail: &str, key: &str) -> String {
+    format!("ExpressionAttributeValues contains invalid value: {detail} for key {key}")
+}
+
 /// ExpressionAttributeNames or ExpressionAttributeValues given without any expression.
 pub fn placeholders_without_expression(parameter: &str) -> String {
     format!("{parameter} can only be specified when using expressions")

@@ -319,7 +319,7 @@ fn placeholder_maps_are_validated() {
     let error = ExpressionContext::from_json(None, Some(&json!({":v": {"SS": []}}))).unwrap_err();
     assert_eq!(
         error.message(),
-        "One or more parameter values were invalid: An string set  may not be empty"
+        "ExpressionAttributeValues contains invalid value: One or more parameter values were invalid: An string set  may not be empty for key :v"
     );
 }
 

@@ -218,6 +218,19 @@ fn the_updated_item_is_limited_to_400_kb() {
 }
 
 #[test]
+fn copies_of_a_large_attribute_are_refused_before_they_are_built() {
+    let large = "x".repeat(150 * 1024);
+    let item = json!({"pk": {"S": "k"}, "a": {"S": large}});
+    let mut context = ExpressionContext::default();
+    let update = context.parse_update("SET b = a, c = a, d = a").unwrap();
+    let error = apply_update(&update, &item_from_json(&item).unwrap(), &schema()).unwrap_err();
+    assert_eq!(
+        error.message(),
+        "Item size to update has exceeded the maximum allowed size"
+    );
+}
+
+#[test]
 fn return_values() {
     let mut context = ExpressionContext::from_json(None, Some(&values())).unwrap();
     let update = context

@@ -156,7 +156,13 @@ impl ExpressionContext {
                 };
                 object
                     .iter()
-                    .map(|(key, value)| Ok((key.clone(), value_from_json(value)?)))
+                    .map(|(key, value)| match value_from_json(value) {
+                        Ok(value) => Ok((key.clone(), value)),
+                        Err(Error::Validation(message)) => {
+                            Err(validation(messages::values_invalid_value(&message, key)))
+                        }
+                        Err(other) => Err(other),
+                    })
                     .collect::<Result<BTreeMap<_, _>>>()
             })
             .transpose()?;

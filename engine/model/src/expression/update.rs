@@ -22,10 +22,19 @@ pub fn apply_update(update: &Update, old_item: &Item, key_schema: &KeySchema) ->
             return Err(validation(messages::key_attribute_updated(name)));
         }
     }
+    // Every SET value ends up in the new item (targets never overlap, so none is removed
+    // again), so their total size bounds the new item's. Checking it while evaluating keeps a
+    // hostile expression from copying a large item hundreds of times before the final check.
     let mut set_values = Vec::with_capacity(update.actions.len());
+    let mut set_values_bytes = 0usize;
     for action in &update.actions {
         if let UpdateAction::Set(_, value) = action {
-            set_values.push(evaluate_set_value(value, old_item)?);
+            let value = evaluate_set_value(value, old_item)?;
+            set_values_bytes = set_values_bytes.saturating_add(value.size_bytes());
+            if set_values_bytes > ITEM_BYTES_MAX {
+                return Err(validation(messages::UPDATED_ITEM_TOO_LARGE));
+            }
+            set_values.push(value);
         }
     }
     let mut new_item = old_item.clone();
