@@ -216,6 +216,7 @@ impl Number {
     /// The coefficient scaled to exactly 38 digits; with the adjusted exponent it orders numbers
     /// of the same sign by magnitude.
     fn scaled_coefficient(&self) -> u128 {
+        debug_assert!(self.digit_count() <= NUMBER_DIGITS_MAX, "invariant 3");
         self.coefficient * 10u128.pow(NUMBER_DIGITS_MAX - self.digit_count())
     }
 
@@ -292,6 +293,11 @@ impl Number {
             bytes[0] = NUMBER_SORT_KEY_ZERO;
             return bytes;
         }
+        debug_assert!(
+            (NUMBER_ADJUSTED_EXPONENT_MIN..=NUMBER_ADJUSTED_EXPONENT_MAX)
+                .contains(&self.adjusted_exponent()),
+            "invariant 4"
+        );
         let exponent_byte = (self.adjusted_exponent() - NUMBER_ADJUSTED_EXPONENT_MIN) as u8;
         let scaled = self.scaled_coefficient();
         if self.negative {

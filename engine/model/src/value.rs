@@ -12,6 +12,14 @@ pub type Item = BTreeMap<String, AttributeValue>;
 /// DynamoDB's largest item, 400 KB, counting names and values by [`item_size_bytes`].
 pub const ITEM_BYTES_MAX: usize = 400 * 1024;
 
+/// One read capacity unit covers a strongly consistent read of up to 4 KB.
+pub const READ_CAPACITY_UNIT_BYTES: usize = 4 * 1024;
+/// One write capacity unit covers a write of up to 1 KB.
+pub const WRITE_CAPACITY_UNIT_BYTES: usize = 1024;
+// An item always fits in a whole number of units.
+const _: () = assert!(ITEM_BYTES_MAX % READ_CAPACITY_UNIT_BYTES == 0);
+const _: () = assert!(READ_CAPACITY_UNIT_BYTES % WRITE_CAPACITY_UNIT_BYTES == 0);
+
 /// The deepest nesting of maps and lists: a value directly in an item is at depth 1.
 pub const NESTING_DEPTH_MAX: usize = 32;
 
@@ -137,6 +145,18 @@ pub fn item_size_bytes(item: &Item) -> usize {
         .sum()
 }
 
+/// Read capacity units for a strongly consistent read of an item of `item_bytes` (an
+/// eventually consistent read costs half). A read of a missing or empty item still costs one.
+pub fn read_capacity_units(item_bytes: usize) -> u64 {
+    item_bytes.div_ceil(READ_CAPACITY_UNIT_BYTES).max(1) as u64
+}
+
+/// Write capacity units for writing an item of `item_bytes` (DynamoDB charges the larger of the
+/// old and new item). A write always costs at least one.
+pub fn write_capacity_units(item_bytes: usize) -> u64 {
+    item_bytes.div_ceil(WRITE_CAPACITY_UNIT_BYTES).max(1) as u64
+}
+
 /// Rejects an item to be written (PutItem) above [`ITEM_BYTES_MAX`], with DynamoDB's message.
 pub fn check_item_size(item: &Item) -> crate::Result<()> {
     if item_size_bytes(item) > ITEM_BYTES_MAX {
@@ -187,6 +207,17 @@ mod tests {
             AttributeValue::Boolean(false).compare(&AttributeValue::Boolean(true)),
             None
         );
+    }
+
+    #[test]
+    fn capacity_units_round_up() {
+        assert_eq!(read_capacity_units(0), 1);
+        assert_eq!(read_capacity_units(4096), 1);
+        assert_eq!(read_capacity_units(4097), 2);
+        assert_eq!(write_capacity_units(0), 1);
+        assert_eq!(write_capacity_units(1024), 1);
+        assert_eq!(write_capacity_units(1025), 2);
+        assert_eq!(write_capacity_units(ITEM_BYTES_MAX), 400);
     }
 
     #[test]

@@ -652,3 +652,64 @@ impl Parser<'_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::number::Number;
+
+    fn parse(source: &str) -> Condition {
+        let values = BTreeMap::from([(":v".to_string(), AttributeValue::Number(Number::from(1)))]);
+        let mut context = ExpressionContext::new(None, Some(values)).unwrap();
+        context
+            .parse_condition(ExpressionKind::Condition, source)
+            .unwrap()
+    }
+
+    fn compare(name: &str) -> Condition {
+        Condition::Comparison {
+            left: Operand::Path(DocumentPath::attribute(name)),
+            comparator: Comparator::Equal,
+            right: Operand::Value(AttributeValue::Number(Number::from(1))),
+        }
+    }
+
+    #[test]
+    fn precedence_is_not_then_and_then_or() {
+        assert_eq!(
+            parse("a = :v OR b = :v AND NOT c = :v"),
+            Condition::Or(vec![
+                compare("a"),
+                Condition::And(vec![compare("b"), Condition::Not(Box::new(compare("c")))]),
+            ])
+        );
+        assert_eq!(
+            parse("(a = :v OR b = :v) AND c = :v"),
+            Condition::And(vec![
+                Condition::Or(vec![compare("a"), compare("b")]),
+                compare("c")
+            ])
+        );
+    }
+
+    #[test]
+    fn paths_parse_into_elements() {
+        let Condition::AttributeExists(path) = parse("attribute_exists(a.b[3].c[0][1])") else {
+            panic!("not attribute_exists");
+        };
+        assert_eq!(
+            path.elements,
+            vec![
+                PathElement::Attribute("a".to_string()),
+                PathElement::Attribute("b".to_string()),
+                PathElement::Index(3),
+                PathElement::Attribute("c".to_string()),
+                PathElement::Index(0),
+                PathElement::Index(1),
+            ]
+        );
+        assert_eq!(path.to_string(), "[a, b, [3], c, [0], [1]]");
+    }
+}
