@@ -17,8 +17,8 @@ pub const READ_CAPACITY_UNIT_BYTES: usize = 4 * 1024;
 /// One write capacity unit covers a write of up to 1 KB.
 pub const WRITE_CAPACITY_UNIT_BYTES: usize = 1024;
 // An item always fits in a whole number of units.
-const _: () = assert!(ITEM_BYTES_MAX % READ_CAPACITY_UNIT_BYTES == 0);
-const _: () = assert!(READ_CAPACITY_UNIT_BYTES % WRITE_CAPACITY_UNIT_BYTES == 0);
+const _: () = assert!(ITEM_BYTES_MAX.is_multiple_of(READ_CAPACITY_UNIT_BYTES));
+const _: () = assert!(READ_CAPACITY_UNIT_BYTES.is_multiple_of(WRITE_CAPACITY_UNIT_BYTES));
 
 /// The deepest nesting of maps and lists: a value directly in an item is at depth 1.
 pub const NESTING_DEPTH_MAX: usize = 32;
