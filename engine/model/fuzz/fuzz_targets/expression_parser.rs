@@ -20,14 +20,21 @@ fuzz_target!(|data: &[u8]| {
     let values = BTreeMap::from([
         (":v".to_string(), AttributeValue::Number(Number::from(1))),
         (":l".to_string(), AttributeValue::List(vec![])),
-        (":s".to_string(), AttributeValue::StringSet(BTreeSet::from(["x".to_string()]))),
+        (
+            ":s".to_string(),
+            AttributeValue::StringSet(BTreeSet::from(["x".to_string()])),
+        ),
     ]);
     let Ok(mut context) = ExpressionContext::new(Some(names), Some(values)) else {
         return;
     };
-    let item = Item::from([("a".to_string(), AttributeValue::List(vec![AttributeValue::Null]))]);
+    let item = Item::from([(
+        "a".to_string(),
+        AttributeValue::List(vec![AttributeValue::Null]),
+    )]);
     let schema = KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number);
-    let check = |error: shoal_model::Error| assert_eq!(error.exception_name(), "ValidationException");
+    let check =
+        |error: shoal_model::Error| assert_eq!(error.exception_name(), "ValidationException");
     match context.parse_condition(ExpressionKind::Condition, text) {
         Ok(condition) => {
             let _ = evaluate(&condition, &item);
