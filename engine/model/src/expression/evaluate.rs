@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 
 use super::ast::{Comparator, Condition, DocumentPath, Operand, PathElement};
+use crate::error::{Error, Result};
 use crate::number::Number;
 use crate::value::{AttributeValue, Item};
 
@@ -144,6 +145,15 @@ pub fn evaluate(condition: &Condition, item: &Item) -> bool {
             };
             contains(container.get(), member.get())
         }
+    }
+}
+
+/// The check a conditional write makes: `Ok` when there is no condition or it holds for the
+/// current item (empty when absent), else `ConditionalCheckFailedException`.
+pub fn check_condition(condition: Option<&Condition>, item: &Item) -> Result<()> {
+    match condition {
+        Some(condition) if !evaluate(condition, item) => Err(Error::ConditionalCheckFailed),
+        _ => Ok(()),
     }
 }
 
