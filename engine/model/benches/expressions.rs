@@ -55,7 +55,19 @@ fn main() {
             .unwrap();
         black_box(evaluate(&condition, &item));
     });
-    let mut context = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
+    measure("build placeholders from JSON", || {
+        black_box(ExpressionContext::from_json(Some(&names), Some(&values)).unwrap());
+    });
+    let prepared = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
+    measure("parse condition (placeholders built)", || {
+        let mut context = prepared.clone();
+        black_box(
+            context
+                .parse_condition(ExpressionKind::Condition, condition_text)
+                .unwrap(),
+        );
+    });
+    let mut context = prepared.clone();
     let condition = context
         .parse_condition(ExpressionKind::Condition, condition_text)
         .unwrap();

@@ -204,15 +204,16 @@ impl<'bytes> Reader<'bytes> {
     fn map_body(&mut self, depth: usize) -> Result<BTreeMap<String, AttributeValue>> {
         let count = self.count()?;
         let mut map = BTreeMap::new();
-        let mut previous: Option<String> = None;
         for _ in 0..count {
             let name = self.text()?;
-            if previous.as_ref().is_some_and(|previous| *previous >= name) {
+            if map
+                .last_key_value()
+                .is_some_and(|(previous, _)| *previous >= name)
+            {
                 return Err(corrupt("names out of order"));
             }
             let value = self.value(depth + 1)?;
-            map.insert(name.clone(), value);
-            previous = Some(name);
+            map.insert(name, value);
         }
         Ok(map)
     }

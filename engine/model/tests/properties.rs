@@ -11,7 +11,8 @@ use bigdecimal::BigDecimal;
 use proptest::prelude::*;
 use shoal_model::encoding::{decode_item, encode_item};
 use shoal_model::expression::evaluate::evaluate;
-use shoal_model::expression::{ExpressionContext, ExpressionKind};
+use shoal_model::expression::projection::project;
+use shoal_model::expression::{DocumentPath, ExpressionContext, ExpressionKind};
 use shoal_model::json::{item_from_json, item_to_json};
 use shoal_model::key::{partition_hash, sort_key_bytes};
 use shoal_model::number::{
@@ -178,6 +179,19 @@ proptest! {
         ] {
             let expected: Ordering = left.compare(&right).unwrap();
             prop_assert_eq!(sort_key_bytes(&left).unwrap().cmp(&sort_key_bytes(&right).unwrap()), expected);
+        }
+    }
+
+    #[test]
+    fn projecting_every_attribute_returns_the_item(item in item_strategy()) {
+        let paths: Vec<DocumentPath> = item.keys().map(|name| DocumentPath::attribute(name)).collect();
+        prop_assert_eq!(project(&item, &paths), item.clone());
+        // Projecting a subset keeps exactly those attributes, unchanged.
+        let half = &paths[..paths.len() / 2];
+        let projected = project(&item, half);
+        prop_assert_eq!(projected.len(), half.len());
+        for (name, value) in &projected {
+            prop_assert_eq!(Some(value), item.get(name));
         }
     }
 
