@@ -211,6 +211,40 @@ pub fn partition_hash(value: &AttributeValue) -> Option<u64> {
     Some(xxh3_64(&input))
 }
 
+/// The bytes before the partition key in a storage key: the hash (u64) and the key's length
+/// (u16), both big-endian.
+pub const STORAGE_KEY_PREFIX_BYTES: usize = 8 + 2;
+// The u16 length field must hold the longest encoded partition key.
+const _: () = assert!(PARTITION_KEY_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(crate::number::NUMBER_SORT_KEY_BYTES <= PARTITION_KEY_BYTES_MAX);
+
+/// The start of every storage key of one partition key: its hash, then the encoded partition
+/// key with its length. All items of a partition key share it, so a Query is one range scan;
+/// the hash first makes a Scan walk hash order. `None` for a non-key type. Layout in FORMAT.md.
+pub fn storage_key_prefix(partition_value: &AttributeValue) -> Option<Vec<u8>> {
+    let hash = partition_hash(partition_value)?;
+    let partition_bytes = sort_key_bytes(partition_value)?;
+    let length = u16::try_from(partition_bytes.len()).ok()?;
+    let mut key = Vec::with_capacity(STORAGE_KEY_PREFIX_BYTES + partition_bytes.len() + 32);
+    key.extend_from_slice(&hash.to_be_bytes());
+    key.extend_from_slice(&length.to_be_bytes());
+    key.extend_from_slice(&partition_bytes);
+    Some(key)
+}
+
+impl KeySchema {
+    /// The storage key of the item with these key attributes: [`storage_key_prefix`] followed
+    /// by the encoded sort key, if the table has one. Items of one partition key sort by sort
+    /// key. `None` if a key attribute is missing or not a key type (validate first).
+    pub fn storage_key(&self, key: &Item) -> Option<Vec<u8>> {
+        let mut storage_key = storage_key_prefix(key.get(&self.partition.name)?)?;
+        if let Some(sort) = &self.sort {
+            storage_key.extend_from_slice(&sort_key_bytes(key.get(&sort.name)?)?);
+        }
+        Some(storage_key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +358,36 @@ mod tests {
         assert_eq!(partition_hash(&AttributeValue::Null), None);
     }
 
+    #[test]
+    fn storage_keys_group_a_partition_and_order_it_by_sort_key() {
+        let key = |partition: &str, sort: &str| {
+            Item::from([
+                ("pk".to_string(), string(partition)),
+                ("sk".to_string(), number(sort)),
+            ])
+        };
+        let schema = schema();
+        let prefix = storage_key_prefix(&string("a")).unwrap();
+        let mut expected = PINNED_A_HASH.to_be_bytes().to_vec();
+        expected.extend_from_slice(&[0x00, 0x01, b'a']);
+        assert_eq!(prefix, expected);
+        let low = schema.storage_key(&key("a", "-5")).unwrap();
+        let high = schema.storage_key(&key("a", "10")).unwrap();
+        assert!(low.starts_with(&prefix) && high.starts_with(&prefix));
+        assert!(low < high);
+        // A partition key that extends another's bytes still gets its own group, as the length
+        // field separates them.
+        let longer = storage_key_prefix(&string("ab")).unwrap();
+        assert!(!longer.starts_with(&prefix));
+        assert_eq!(
+            schema.storage_key(&Item::from([("pk".to_string(), string("a"))])),
+            None
+        );
+        let partition_only = KeySchema::partition_only("pk", KeyType::String);
+        assert_eq!(partition_only.storage_key(&key("a", "1")), Some(prefix));
+    }
+
+    const PINNED_A_HASH: u64 = 0x0bb5_b3e1_e859_7f12;
     const PINNED_STRING_HASH: u64 = 3480828512661454471;
     const PINNED_NUMBER_HASH: u64 = 15132425340275858372;
 }

@@ -5,16 +5,18 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeBounds;
 use std::str::FromStr;
 
 use bigdecimal::BigDecimal;
 use proptest::prelude::*;
 use shoal_model::encoding::{decode_item, encode_item};
 use shoal_model::expression::evaluate::evaluate;
+use shoal_model::expression::key_condition::{KeyCondition, SortKeyCondition};
 use shoal_model::expression::projection::project;
 use shoal_model::expression::{DocumentPath, ExpressionContext, ExpressionKind};
 use shoal_model::json::{item_from_json, item_to_json};
-use shoal_model::key::{partition_hash, sort_key_bytes};
+use shoal_model::key::{KeySchema, KeyType, partition_hash, sort_key_bytes};
 use shoal_model::number::{
     NUMBER_ADJUSTED_EXPONENT_MAX, NUMBER_ADJUSTED_EXPONENT_MIN, NUMBER_DIGITS_MAX,
 };
@@ -192,6 +194,44 @@ proptest! {
         prop_assert_eq!(projected.len(), half.len());
         for (name, value) in &projected {
             prop_assert_eq!(Some(value), item.get(name));
+        }
+    }
+
+    #[test]
+    fn storage_bounds_select_exactly_the_matching_items(
+        partition in "[a-c]{1,3}",
+        other_partition in "[a-c]{1,3}",
+        sort_number in number_strategy(),
+        first in number_strategy(),
+        second in number_strategy(),
+        sort_text in "[a-c]{0,4}",
+        prefix in "[a-c]{0,3}",
+        kind in 0usize..7,
+    ) {
+        let (lower, upper) = if first <= second { (first, second) } else { (second, first) };
+        let number = |value: Number| AttributeValue::Number(value);
+        let text = |value: &str| AttributeValue::String(value.to_string());
+        let (sort_value, sort_condition) = match kind {
+            0 => (number(sort_number), SortKeyCondition::Equal(number(first))),
+            1 => (number(sort_number), SortKeyCondition::Less(number(first))),
+            2 => (number(sort_number), SortKeyCondition::LessOrEqual(number(first))),
+            3 => (number(sort_number), SortKeyCondition::Greater(number(first))),
+            4 => (number(sort_number), SortKeyCondition::GreaterOrEqual(number(first))),
+            5 => (number(sort_number), SortKeyCondition::Between(number(lower), number(upper))),
+            _ => (text(&sort_text), SortKeyCondition::BeginsWith(text(&prefix))),
+        };
+        let sort_type = if kind < 6 { KeyType::Number } else { KeyType::String };
+        let schema = KeySchema::with_sort("pk", KeyType::String, "sk", sort_type);
+        let condition = KeyCondition { partition_value: text(&partition), sort: Some(sort_condition.clone()) };
+        let bounds = condition.storage_bounds().unwrap();
+        for candidate_partition in [&partition, &other_partition] {
+            let key = Item::from([
+                ("pk".to_string(), text(candidate_partition)),
+                ("sk".to_string(), sort_value.clone()),
+            ]);
+            let storage_key = schema.storage_key(&key).unwrap();
+            let expected = candidate_partition == &partition && sort_condition.matches(&sort_value);
+            prop_assert_eq!(bounds.contains(&storage_key), expected);
         }
     }
 

@@ -7,7 +7,7 @@ use std::ops::Bound;
 use super::ast::{Comparator, Condition, Operand, PathElement};
 use super::{ExpressionContext, ExpressionKind};
 use crate::error::{Result, validation};
-use crate::key::{KeySchema, sort_key_bytes};
+use crate::key::{KeySchema, sort_key_bytes, storage_key_prefix};
 use crate::messages;
 use crate::value::AttributeValue;
 
@@ -109,6 +109,35 @@ pub struct KeyCondition {
     pub partition_value: AttributeValue,
     /// The sort key condition, if any.
     pub sort: Option<SortKeyCondition>,
+}
+
+impl KeyCondition {
+    /// The range of storage keys ([`KeySchema::storage_key`]) holding exactly the items the
+    /// condition selects, for one range scan. `None` if the partition value is not a key type.
+    pub fn storage_bounds(&self) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+        let prefix = storage_key_prefix(&self.partition_value)?;
+        let after_prefix = || prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        let Some(sort) = &self.sort else {
+            return Some((Bound::Included(prefix.clone()), after_prefix()));
+        };
+        let extend = |sort_bytes: &[u8]| {
+            let mut key = prefix.clone();
+            key.extend_from_slice(sort_bytes);
+            key
+        };
+        let (lower, upper) = sort.encoded_bounds();
+        let lower = match lower {
+            Bound::Included(bytes) => Bound::Included(extend(&bytes)),
+            Bound::Excluded(bytes) => Bound::Excluded(extend(&bytes)),
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+        };
+        let upper = match upper {
+            Bound::Included(bytes) => Bound::Included(extend(&bytes)),
+            Bound::Excluded(bytes) => Bound::Excluded(extend(&bytes)),
+            Bound::Unbounded => after_prefix(),
+        };
+        Some((lower, upper))
+    }
 }
 
 /// Parses and validates a KeyConditionExpression.
