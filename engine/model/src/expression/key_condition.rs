@@ -11,6 +11,9 @@ use crate::key::{KeySchema, sort_key_bytes, storage_key_prefix};
 use crate::messages;
 use crate::value::AttributeValue;
 
+/// A range of encoded keys: lower and upper bound, as `BTreeMap::range` takes them.
+pub type ByteRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 /// A condition on the sort key.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SortKeyCondition {
@@ -62,7 +65,7 @@ impl SortKeyCondition {
 
     /// The range of encoded sort keys ([`sort_key_bytes`]) that satisfies the condition, for a
     /// range scan within one partition key.
-    pub fn encoded_bounds(&self) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    pub fn encoded_bounds(&self) -> ByteRange {
         let encode = |value: &AttributeValue| sort_key_bytes(value).unwrap_or_default();
         match self {
             SortKeyCondition::Equal(value) => (
@@ -114,7 +117,7 @@ pub struct KeyCondition {
 impl KeyCondition {
     /// The range of storage keys ([`KeySchema::storage_key`]) holding exactly the items the
     /// condition selects, for one range scan. `None` if the partition value is not a key type.
-    pub fn storage_bounds(&self) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+    pub fn storage_bounds(&self) -> Option<ByteRange> {
         let prefix = storage_key_prefix(&self.partition_value)?;
         let after_prefix = || prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
         let Some(sort) = &self.sort else {
