@@ -1,0 +1,321 @@
+//! KeyConditionExpression (and legacy KeyConditions): an equality on the partition key and an
+//! optional condition on the sort key, checked against the table's key schema.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+use super::ast::{Comparator, Condition, Operand, PathElement};
+use super::{ExpressionContext, ExpressionKind};
+use crate::error::{Result, validation};
+use crate::key::{KeySchema, sort_key_bytes, storage_key_prefix};
+use crate::messages;
+use crate::value::AttributeValue;
+
+/// A range of encoded keys: lower and upper bound, as `BTreeMap::range` takes them.
+pub type ByteRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// A condition on the sort key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SortKeyCondition {
+    /// `sk = v`
+    Equal(AttributeValue),
+    /// `sk < v`
+    Less(AttributeValue),
+    /// `sk <= v`
+    LessOrEqual(AttributeValue),
+    /// `sk > v`
+    Greater(AttributeValue),
+    /// `sk >= v`
+    GreaterOrEqual(AttributeValue),
+    /// `sk BETWEEN lower AND upper`
+    Between(AttributeValue, AttributeValue),
+    /// `begins_with(sk, prefix)`
+    BeginsWith(AttributeValue),
+}
+
+impl SortKeyCondition {
+    /// Whether a sort key value satisfies the condition.
+    pub fn matches(&self, value: &AttributeValue) -> bool {
+        let order = |bound: &AttributeValue| value.compare(bound);
+        match self {
+            SortKeyCondition::Equal(bound) => order(bound) == Some(Ordering::Equal),
+            SortKeyCondition::Less(bound) => order(bound) == Some(Ordering::Less),
+            SortKeyCondition::LessOrEqual(bound) => {
+                matches!(order(bound), Some(Ordering::Less | Ordering::Equal))
+            }
+            SortKeyCondition::Greater(bound) => order(bound) == Some(Ordering::Greater),
+            SortKeyCondition::GreaterOrEqual(bound) => {
+                matches!(order(bound), Some(Ordering::Greater | Ordering::Equal))
+            }
+            SortKeyCondition::Between(lower, upper) => {
+                matches!(order(lower), Some(Ordering::Greater | Ordering::Equal))
+                    && matches!(order(upper), Some(Ordering::Less | Ordering::Equal))
+            }
+            SortKeyCondition::BeginsWith(prefix) => match (value, prefix) {
+                (AttributeValue::String(text), AttributeValue::String(prefix)) => {
+                    text.starts_with(prefix.as_str())
+                }
+                (AttributeValue::Binary(bytes), AttributeValue::Binary(prefix)) => {
+                    bytes.starts_with(prefix)
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// The range of encoded sort keys ([`sort_key_bytes`]) that satisfies the condition, for a
+    /// range scan within one partition key.
+    pub fn encoded_bounds(&self) -> ByteRange {
+        let encode = |value: &AttributeValue| sort_key_bytes(value).unwrap_or_default();
+        match self {
+            SortKeyCondition::Equal(value) => (
+                Bound::Included(encode(value)),
+                Bound::Included(encode(value)),
+            ),
+            SortKeyCondition::Less(value) => (Bound::Unbounded, Bound::Excluded(encode(value))),
+            SortKeyCondition::LessOrEqual(value) => {
+                (Bound::Unbounded, Bound::Included(encode(value)))
+            }
+            SortKeyCondition::Greater(value) => (Bound::Excluded(encode(value)), Bound::Unbounded),
+            SortKeyCondition::GreaterOrEqual(value) => {
+                (Bound::Included(encode(value)), Bound::Unbounded)
+            }
+            SortKeyCondition::Between(lower, upper) => (
+                Bound::Included(encode(lower)),
+                Bound::Included(encode(upper)),
+            ),
+            SortKeyCondition::BeginsWith(prefix) => {
+                let prefix = encode(prefix);
+                let upper = prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+                (Bound::Included(prefix), upper)
+            }
+        }
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, if any.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut successor = prefix.to_vec();
+    while let Some(last) = successor.pop() {
+        if last < u8::MAX {
+            successor.push(last + 1);
+            return Some(successor);
+        }
+    }
+    None
+}
+
+/// A validated key condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyCondition {
+    /// The partition key value the query reads.
+    pub partition_value: AttributeValue,
+    /// The sort key condition, if any.
+    pub sort: Option<SortKeyCondition>,
+}
+
+impl KeyCondition {
+    /// The range of storage keys ([`KeySchema::storage_key`]) holding exactly the items the
+    /// condition selects, for one range scan. `None` if the partition value is not a key type.
+    pub fn storage_bounds(&self) -> Option<ByteRange> {
+        let prefix = storage_key_prefix(&self.partition_value)?;
+        let after_prefix = || prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        let Some(sort) = &self.sort else {
+            return Some((Bound::Included(prefix.clone()), after_prefix()));
+        };
+        let extend = |sort_bytes: &[u8]| {
+            let mut key = prefix.clone();
+            key.extend_from_slice(sort_bytes);
+            key
+        };
+        let (lower, upper) = sort.encoded_bounds();
+        let lower = match lower {
+            Bound::Included(bytes) => Bound::Included(extend(&bytes)),
+            Bound::Excluded(bytes) => Bound::Excluded(extend(&bytes)),
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+        };
+        let upper = match upper {
+            Bound::Included(bytes) => Bound::Included(extend(&bytes)),
+            Bound::Excluded(bytes) => Bound::Excluded(extend(&bytes)),
+            Bound::Unbounded => after_prefix(),
+        };
+        Some((lower, upper))
+    }
+}
+
+/// Parses and validates a KeyConditionExpression.
+pub fn parse_key_condition(
+    context: &mut ExpressionContext,
+    source: &str,
+    key_schema: &KeySchema,
+) -> Result<KeyCondition> {
+    let condition = context.parse_condition(ExpressionKind::KeyCondition, source)?;
+    key_condition_from_tree(&condition, key_schema)
+}
+
+fn invalid_operator(operator: &str) -> crate::error::Error {
+    validation(messages::invalid_expression(
+        ExpressionKind::KeyCondition.parameter_name(),
+        &messages::key_condition_invalid_operator(operator),
+    ))
+}
+
+/// One conjunct, reduced to the key attribute it constrains and how.
+enum KeyTerm {
+    Equal(AttributeValue),
+    Sort(SortKeyCondition),
+}
+
+fn single_attribute(operand: &Operand) -> Result<&str> {
+    match operand {
+        Operand::Path(path) => match path.elements.as_slice() {
+            [PathElement::Attribute(name)] => Ok(name),
+            _ => Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED)),
+        },
+        _ => Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED)),
+    }
+}
+
+fn constant(operand: &Operand) -> Result<&AttributeValue> {
+    match operand {
+        Operand::Value(value) => Ok(value),
+        _ => Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED)),
+    }
+}
+
+fn term(condition: &Condition) -> Result<(&str, KeyTerm)> {
+    match condition {
+        Condition::Comparison {
+            left,
+            comparator,
+            right,
+        } => {
+            // DynamoDB accepts the key on either side; a constant on the left mirrors the order.
+            let (name, value, comparator) = match (left, right) {
+                (Operand::Value(value), path) => {
+                    (single_attribute(path)?, value, mirror(*comparator))
+                }
+                (path, value) => (single_attribute(path)?, constant(value)?, *comparator),
+            };
+            let value = value.clone();
+            let term = match comparator {
+                Comparator::Equal => KeyTerm::Equal(value),
+                Comparator::Less => KeyTerm::Sort(SortKeyCondition::Less(value)),
+                Comparator::LessOrEqual => KeyTerm::Sort(SortKeyCondition::LessOrEqual(value)),
+                Comparator::Greater => KeyTerm::Sort(SortKeyCondition::Greater(value)),
+                Comparator::GreaterOrEqual => {
+                    KeyTerm::Sort(SortKeyCondition::GreaterOrEqual(value))
+                }
+                Comparator::NotEqual => return Err(invalid_operator("<>")),
+            };
+            Ok((name, term))
+        }
+        Condition::Between {
+            value,
+            lower,
+            upper,
+        } => Ok((
+            single_attribute(value)?,
+            KeyTerm::Sort(SortKeyCondition::Between(
+                constant(lower)?.clone(),
+                constant(upper)?.clone(),
+            )),
+        )),
+        Condition::BeginsWith(value, prefix) => Ok((
+            single_attribute(value)?,
+            KeyTerm::Sort(SortKeyCondition::BeginsWith(constant(prefix)?.clone())),
+        )),
+        Condition::Or(_) => Err(invalid_operator("OR")),
+        Condition::Not(_) => Err(invalid_operator("NOT")),
+        Condition::In { .. } => Err(invalid_operator("IN")),
+        Condition::AttributeExists(_) => Err(invalid_operator("attribute_exists")),
+        Condition::AttributeNotExists(_) => Err(invalid_operator("attribute_not_exists")),
+        Condition::AttributeType(..) => Err(invalid_operator("attribute_type")),
+        Condition::Contains(..) => Err(invalid_operator("contains")),
+        Condition::And(_) => Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED)),
+    }
+}
+
+fn mirror(comparator: Comparator) -> Comparator {
+    match comparator {
+        Comparator::Less => Comparator::Greater,
+        Comparator::LessOrEqual => Comparator::GreaterOrEqual,
+        Comparator::Greater => Comparator::Less,
+        Comparator::GreaterOrEqual => Comparator::LessOrEqual,
+        other => other,
+    }
+}
+
+fn sort_values(condition: &SortKeyCondition) -> Vec<&AttributeValue> {
+    match condition {
+        SortKeyCondition::Between(lower, upper) => vec![lower, upper],
+        SortKeyCondition::Equal(value)
+        | SortKeyCondition::Less(value)
+        | SortKeyCondition::LessOrEqual(value)
+        | SortKeyCondition::Greater(value)
+        | SortKeyCondition::GreaterOrEqual(value)
+        | SortKeyCondition::BeginsWith(value) => vec![value],
+    }
+}
+
+/// Validates a condition tree (from an expression or from legacy KeyConditions) as a key
+/// condition for `key_schema`.
+pub fn key_condition_from_tree(
+    condition: &Condition,
+    key_schema: &KeySchema,
+) -> Result<KeyCondition> {
+    let conjuncts: Vec<&Condition> = match condition {
+        Condition::And(conjuncts) => conjuncts.iter().collect(),
+        single => vec![single],
+    };
+    if conjuncts.len() > 2 {
+        return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
+    }
+    let mut partition_value = None;
+    let mut sort = None;
+    for conjunct in conjuncts {
+        let (name, term) = term(conjunct)?;
+        if name == key_schema.partition.name {
+            if partition_value.is_some() {
+                return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
+            }
+            let KeyTerm::Equal(value) = term else {
+                return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
+            };
+            if !key_schema.partition.key_type.matches(&value) {
+                return Err(validation(messages::KEY_CONDITION_TYPE_MISMATCH));
+            }
+            partition_value = Some(value);
+        } else if let Some(sort_attribute) = key_schema
+            .sort
+            .as_ref()
+            .filter(|attribute| attribute.name == name)
+        {
+            if sort.is_some() {
+                return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
+            }
+            let condition = match term {
+                KeyTerm::Equal(value) => SortKeyCondition::Equal(value),
+                KeyTerm::Sort(condition) => condition,
+            };
+            if sort_values(&condition)
+                .iter()
+                .any(|value| !sort_attribute.key_type.matches(value))
+            {
+                return Err(validation(messages::KEY_CONDITION_TYPE_MISMATCH));
+            }
+            sort = Some(condition);
+        } else {
+            return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
+        }
+    }
+    let Some(partition_value) = partition_value else {
+        return Err(validation(messages::key_condition_missing_key(
+            &key_schema.partition.name,
+        )));
+    };
+    Ok(KeyCondition {
+        partition_value,
+        sort,
+    })
+}

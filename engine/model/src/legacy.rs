@@ -1,0 +1,327 @@
+//! The legacy request parameters, translated into the same syntax tree as expressions:
+//! Expected + ConditionalOperator and QueryFilter/ScanFilter into a [`Condition`],
+//! AttributeUpdates into an [`Update`], KeyConditions into a [`KeyCondition`], and
+//! AttributesToGet into projection paths. Inputs are the parameters' DynamoDB JSON.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map as JsonMap, Value as Json};
+
+use crate::error::{Error, Result, validation};
+use crate::expression::ast::{
+    Comparator, Condition, DocumentPath, Operand, SetValue, Update, UpdateAction, UpdateOperand,
+};
+use crate::expression::key_condition::{KeyCondition, key_condition_from_tree};
+use crate::json::value_from_json;
+use crate::key::KeySchema;
+use crate::messages;
+use crate::value::AttributeValue;
+
+fn serialization(context: &str) -> Error {
+    Error::Serialization(messages::unexpected_json(context))
+}
+
+fn object<'json>(json: &'json Json, parameter: &str) -> Result<&'json JsonMap<String, Json>> {
+    match json {
+        Json::Object(object) => Ok(object),
+        _ => Err(serialization(&format!("{parameter} must be an object"))),
+    }
+}
+
+fn attribute_value_list(entry: &JsonMap<String, Json>) -> Result<Vec<AttributeValue>> {
+    match entry.get("AttributeValueList") {
+        None => Ok(Vec::new()),
+        Some(Json::Array(values)) => values.iter().map(value_from_json).collect(),
+        Some(_) => Err(serialization("AttributeValueList must be an array")),
+    }
+}
+
+fn is_scalar(value: &AttributeValue) -> bool {
+    matches!(
+        value,
+        AttributeValue::String(_) | AttributeValue::Number(_) | AttributeValue::Binary(_)
+    )
+}
+
+/// Translates one legacy comparison on attribute `name`.
+fn comparison(name: &str, operator: &str, mut values: Vec<AttributeValue>) -> Result<Condition> {
+    let path = || DocumentPath::attribute(name);
+    let value_count = values.len();
+    let expect_count = |count: usize| {
+        if value_count == count {
+            Ok(())
+        } else {
+            Err(validation(messages::legacy_wrong_argument_count(operator)))
+        }
+    };
+    let wrong_type = || validation(messages::legacy_wrong_argument_type(operator));
+    let compare = |comparator: Comparator, value: AttributeValue| Condition::Comparison {
+        left: Operand::Path(path()),
+        comparator,
+        right: Operand::Value(value),
+    };
+    Ok(match operator {
+        "EQ" | "NE" | "LE" | "LT" | "GE" | "GT" => {
+            expect_count(1)?;
+            let value = values.swap_remove(0);
+            let comparator = match operator {
+                "EQ" => Comparator::Equal,
+                "NE" => Comparator::NotEqual,
+                "LE" => Comparator::LessOrEqual,
+                "LT" => Comparator::Less,
+                "GE" => Comparator::GreaterOrEqual,
+                _ => Comparator::Greater,
+            };
+            let ordering = !matches!(comparator, Comparator::Equal | Comparator::NotEqual);
+            if ordering && !is_scalar(&value) {
+                return Err(wrong_type());
+            }
+            compare(comparator, value)
+        }
+        "NOT_NULL" => {
+            expect_count(0)?;
+            Condition::AttributeExists(path())
+        }
+        "NULL" => {
+            expect_count(0)?;
+            Condition::AttributeNotExists(path())
+        }
+        "CONTAINS" | "NOT_CONTAINS" => {
+            expect_count(1)?;
+            let value = values.swap_remove(0);
+            if !is_scalar(&value) {
+                return Err(wrong_type());
+            }
+            let contains = Condition::Contains(Operand::Path(path()), Operand::Value(value));
+            if operator == "CONTAINS" {
+                contains
+            } else {
+                // A missing attribute does not satisfy NOT_CONTAINS in the legacy API.
+                Condition::And(vec![
+                    Condition::AttributeExists(path()),
+                    Condition::Not(Box::new(contains)),
+                ])
+            }
+        }
+        "BEGINS_WITH" => {
+            expect_count(1)?;
+            let value = values.swap_remove(0);
+            if !matches!(value, AttributeValue::String(_) | AttributeValue::Binary(_)) {
+                return Err(wrong_type());
+            }
+            Condition::BeginsWith(Operand::Path(path()), Operand::Value(value))
+        }
+        "IN" => {
+            if values.is_empty() {
+                return Err(validation(messages::legacy_wrong_argument_count(operator)));
+            }
+            if !values.iter().all(is_scalar) {
+                return Err(wrong_type());
+            }
+            Condition::In {
+                value: Operand::Path(path()),
+                candidates: values.into_iter().map(Operand::Value).collect(),
+            }
+        }
+        "BETWEEN" => {
+            expect_count(2)?;
+            let upper = values.swap_remove(1);
+            let lower = values.swap_remove(0);
+            if !is_scalar(&lower) || lower.type_name() != upper.type_name() {
+                return Err(wrong_type());
+            }
+            Condition::Between {
+                value: Operand::Path(path()),
+                lower: Operand::Value(lower),
+                upper: Operand::Value(upper),
+            }
+        }
+        other => return Err(validation(messages::legacy_unknown_operator(other))),
+    })
+}
+
+fn combine(
+    mut conditions: Vec<Condition>,
+    conditional_operator: Option<&str>,
+) -> Result<Option<Condition>> {
+    let use_or = match conditional_operator {
+        None | Some("AND") => false,
+        Some("OR") => true,
+        Some(other) => {
+            return Err(validation(messages::legacy_unknown_conditional_operator(
+                other,
+            )));
+        }
+    };
+    Ok(match conditions.len() {
+        0 => None,
+        1 => conditions.pop(),
+        _ if use_or => Some(Condition::Or(conditions)),
+        _ => Some(Condition::And(conditions)),
+    })
+}
+
+/// Translates `Expected` (with `ConditionalOperator`) into a condition; `None` when empty.
+pub fn expected_to_condition(
+    expected: &Json,
+    conditional_operator: Option<&str>,
+) -> Result<Option<Condition>> {
+    let mut conditions = Vec::new();
+    for (name, entry) in object(expected, "Expected")? {
+        let entry = object(entry, "ExpectedAttributeValue")?;
+        let value = entry.get("Value").map(value_from_json).transpose()?;
+        let exists = match entry.get("Exists") {
+            None => None,
+            Some(Json::Bool(flag)) => Some(*flag),
+            Some(_) => return Err(serialization("Exists must be a boolean")),
+        };
+        if let Some(operator) = entry.get("ComparisonOperator") {
+            if value.is_some() || exists.is_some() {
+                return Err(validation(messages::LEGACY_VALUE_WITH_OPERATOR));
+            }
+            let Json::String(operator) = operator else {
+                return Err(serialization("ComparisonOperator must be a string"));
+            };
+            conditions.push(comparison(name, operator, attribute_value_list(entry)?)?);
+            continue;
+        }
+        let condition = match (exists.unwrap_or(true), value) {
+            (true, Some(value)) => Condition::Comparison {
+                left: Operand::Path(DocumentPath::attribute(name)),
+                comparator: Comparator::Equal,
+                right: Operand::Value(value),
+            },
+            (true, None) => return Err(validation(messages::LEGACY_EXISTS_TRUE_WITHOUT_VALUE)),
+            (false, Some(_)) => return Err(validation(messages::LEGACY_EXISTS_FALSE_WITH_VALUE)),
+            (false, None) => Condition::AttributeNotExists(DocumentPath::attribute(name)),
+        };
+        conditions.push(condition);
+    }
+    combine(conditions, conditional_operator)
+}
+
+/// Translates `QueryFilter` or `ScanFilter` (with `ConditionalOperator`); `None` when empty.
+pub fn filter_to_condition(
+    filter: &Json,
+    conditional_operator: Option<&str>,
+) -> Result<Option<Condition>> {
+    let mut conditions = Vec::new();
+    for (name, entry) in object(filter, "Filter")? {
+        let entry = object(entry, "Condition")?;
+        let Some(Json::String(operator)) = entry.get("ComparisonOperator") else {
+            return Err(serialization("ComparisonOperator must be a string"));
+        };
+        conditions.push(comparison(name, operator, attribute_value_list(entry)?)?);
+    }
+    combine(conditions, conditional_operator)
+}
+
+/// Translates `KeyConditions` and validates it against the key schema.
+pub fn key_conditions_to_key_condition(
+    key_conditions: &Json,
+    key_schema: &KeySchema,
+) -> Result<KeyCondition> {
+    let mut conditions = Vec::new();
+    for (name, entry) in object(key_conditions, "KeyConditions")? {
+        let entry = object(entry, "Condition")?;
+        let Some(Json::String(operator)) = entry.get("ComparisonOperator") else {
+            return Err(serialization("ComparisonOperator must be a string"));
+        };
+        if !matches!(
+            operator.as_str(),
+            "EQ" | "LE" | "LT" | "GE" | "GT" | "BEGINS_WITH" | "BETWEEN"
+        ) {
+            return Err(validation(messages::LEGACY_KEY_CONDITION_NOT_INDEXABLE));
+        }
+        conditions.push(comparison(name, operator, attribute_value_list(entry)?)?);
+    }
+    let condition = match conditions.len() {
+        1 => conditions.swap_remove(0),
+        _ => Condition::And(conditions),
+    };
+    key_condition_from_tree(&condition, key_schema)
+}
+
+/// Translates `AttributeUpdates` into an update.
+pub fn attribute_updates_to_update(attribute_updates: &Json) -> Result<Update> {
+    let mut actions = Vec::new();
+    for (name, entry) in object(attribute_updates, "AttributeUpdates")? {
+        let entry = object(entry, "AttributeValueUpdate")?;
+        let value = entry.get("Value").map(value_from_json).transpose()?;
+        let action = match entry.get("Action") {
+            None => "PUT",
+            Some(Json::String(action)) => action.as_str(),
+            Some(_) => return Err(serialization("Action must be a string")),
+        };
+        let path = DocumentPath::attribute(name);
+        let is_set = |value: &AttributeValue| {
+            matches!(
+                value,
+                AttributeValue::StringSet(_)
+                    | AttributeValue::NumberSet(_)
+                    | AttributeValue::BinarySet(_)
+            )
+        };
+        actions.push(match (action, value) {
+            ("PUT", Some(value)) => {
+                UpdateAction::Set(path, SetValue::Operand(UpdateOperand::Value(value)))
+            }
+            ("PUT" | "ADD", None) => return Err(validation(messages::LEGACY_PUT_WITHOUT_VALUE)),
+            ("DELETE", None) => UpdateAction::Remove(path),
+            ("DELETE", Some(value)) if is_set(&value) => UpdateAction::Delete(path, value),
+            ("DELETE", Some(value)) => {
+                return Err(validation(messages::legacy_delete_type(value.type_name())));
+            }
+            ("ADD", Some(value))
+                if is_set(&value) || matches!(value, AttributeValue::Number(_)) =>
+            {
+                UpdateAction::Add(path, value)
+            }
+            ("ADD", Some(value)) => {
+                return Err(validation(format!(
+                    "{}{}",
+                    messages::LEGACY_ADD_TYPE,
+                    value.type_name()
+                )));
+            }
+            (other, _) => return Err(validation(messages::legacy_unknown_action(other))),
+        });
+    }
+    Ok(Update { actions })
+}
+
+/// Translates `AttributesToGet` into projection paths.
+pub fn attributes_to_get_to_projection(attributes_to_get: &Json) -> Result<Vec<DocumentPath>> {
+    let Json::Array(names) = attributes_to_get else {
+        return Err(serialization("AttributesToGet must be an array"));
+    };
+    if names.is_empty() {
+        return Err(validation(messages::LEGACY_ATTRIBUTES_TO_GET_EMPTY));
+    }
+    let mut seen = BTreeSet::new();
+    let mut paths = Vec::with_capacity(names.len());
+    for name in names {
+        let Json::String(name) = name else {
+            return Err(serialization("AttributesToGet members must be strings"));
+        };
+        if !seen.insert(name.as_str()) {
+            return Err(validation(messages::legacy_duplicate_attributes_to_get(
+                name,
+            )));
+        }
+        paths.push(DocumentPath::attribute(name));
+    }
+    Ok(paths)
+}
+
+/// Rejects a request that mixes legacy parameters with expression parameters, naming both
+/// groups as DynamoDB does. Each slice lists the parameter names present in the request.
+pub fn check_not_mixed(legacy_parameters: &[&str], expression_parameters: &[&str]) -> Result<()> {
+    if legacy_parameters.is_empty() || expression_parameters.is_empty() {
+        return Ok(());
+    }
+    Err(validation(messages::legacy_with_expression(
+        &legacy_parameters.join(", "),
+        &expression_parameters.join(", "),
+    )))
+}

@@ -1,0 +1,17 @@
+//! Shoal's item model and expression engine: DynamoDB's attribute values, exact numbers, keys,
+//! the binary item and sort-key encodings, the partition hash, and the expression language
+//! (parse, validate, evaluate). Pure: no IO, no async, no clock. See README.md and FORMAT.md.
+
+pub mod encoding;
+pub mod error;
+pub mod expression;
+pub mod json;
+pub mod key;
+pub mod legacy;
+pub mod messages;
+pub mod number;
+pub mod value;
+
+pub use error::{Error, Result};
+pub use number::Number;
+pub use value::{AttributeValue, Item};
