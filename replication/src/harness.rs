@@ -43,23 +43,28 @@ impl TestRng {
     }
 }
 
-pub(crate) const LEASE_DURATION: Duration = Duration::from_millis(100);
-pub(crate) const CLOCK_DRIFT_MAX: Duration = Duration::from_millis(10);
-/// Clock rates differ by at most 2% each way: over one lease duration (100 ms) two clocks differ
-/// by at most 4 ms, inside the 10 ms bound the replicas are configured with.
+/// A lease shorter than the minimum election timeout: the pre-check alone already keeps a new
+/// leader from being elected while the old lease runs.
+pub(crate) const LEASE_DURATION_SHORT: Duration = Duration::from_millis(100);
+/// A lease longer than the election timeout: a new leader can be elected while the old lease
+/// runs, so only the lease wait reported in promises keeps the leases apart.
+pub(crate) const LEASE_DURATION_LONG: Duration = Duration::from_millis(1000);
+pub(crate) const CLOCK_DRIFT_MAX: Duration = Duration::from_millis(50);
+/// Clock rates differ by at most 2% each way: over one long lease (1 s) two clocks differ by at
+/// most 40 ms, inside the 50 ms bound the replicas are configured with.
 const CLOCK_RATE_PPM_MAX: u64 = 20_000;
 const _: () = assert!(
-    (LEASE_DURATION.as_nanos() as u64 / 1_000_000) * 2 * CLOCK_RATE_PPM_MAX / 1000
+    (LEASE_DURATION_LONG.as_nanos() as u64 / 1_000_000) * 2 * CLOCK_RATE_PPM_MAX / 1000
         < CLOCK_DRIFT_MAX.as_nanos() as u64 / 1000
 );
 
-pub(crate) fn options(kind: ReplicaKind, seed: u64) -> ReplicaOptions {
+pub(crate) fn options(kind: ReplicaKind, seed: u64, lease_duration: Duration) -> ReplicaOptions {
     ReplicaOptions {
         kind,
         election_timeout_min: Duration::from_millis(150),
         election_timeout_jitter: Duration::from_millis(150),
         heartbeat_interval: Duration::from_millis(30),
-        lease_duration: LEASE_DURATION,
+        lease_duration,
         clock_drift_max: CLOCK_DRIFT_MAX,
         snapshot_retry_interval: Duration::from_millis(100),
         election_seed: seed,
@@ -75,6 +80,7 @@ pub(crate) struct Faults {
     pub(crate) isolate_per_mille: u64,
     pub(crate) membership_change_per_mille: u64,
     pub(crate) delay_max: Duration,
+    pub(crate) lease_duration: Duration,
 }
 
 impl Faults {
@@ -85,6 +91,7 @@ impl Faults {
         isolate_per_mille: 0,
         membership_change_per_mille: 0,
         delay_max: Duration::from_millis(2),
+        lease_duration: LEASE_DURATION_SHORT,
     };
 
     /// Rates drawn per seed (swarm testing): some seeds are calm, some are hostile.
@@ -96,6 +103,11 @@ impl Faults {
             isolate_per_mille: rng.below(8),
             membership_change_per_mille: if membership_changes { rng.below(20) } else { 0 },
             delay_max: Duration::from_millis(1 + rng.below(20)),
+            lease_duration: if rng.below(2) == 0 {
+                LEASE_DURATION_SHORT
+            } else {
+                LEASE_DURATION_LONG
+            },
         }
     }
 }
@@ -191,7 +203,7 @@ impl Cluster {
             let local = MonotonicTime::from_nanos(clock_offset_nanos);
             let mut replica = Replica::new(
                 NodeId(id),
-                options(kind, rng.next_u64()),
+                options(kind, rng.next_u64(), faults.lease_duration),
                 starting_membership.clone(),
                 local,
             )
@@ -297,7 +309,7 @@ impl Cluster {
                     self.restart(node);
                 } else if self.rng.chance_per_mille(faults.isolate_per_mille * 10) {
                     self.isolated.insert(node);
-                } else if !self.isolated.is_empty() && self.rng.chance_per_mille(100) {
+                } else if !self.isolated.is_empty() && self.rng.chance_per_mille(20) {
                     self.isolated.clear();
                 } else if self.rng.chance_per_mille(faults.membership_change_per_mille * 10) {
                     self.change_membership()?;
@@ -440,7 +452,12 @@ impl Cluster {
         };
         let seed = node.0.wrapping_mul(31).wrapping_add(state.restarts);
         let mut replica =
-            Replica::recover(node, options(state.kind, seed), recovered, now).expect("recovers");
+            Replica::recover(
+            node,
+            options(state.kind, seed, self.faults.lease_duration),
+            recovered,
+            now,
+        ).expect("recovers");
         replica.faults = self.injected;
         state.checked_through = state.checked_through.min(state.disk.snapshot.last_included_slot);
         state.replica = Some(replica);
@@ -764,6 +781,36 @@ mod tests {
         let caught = (0..20).find_map(|seed| run_seed(seed, STEPS_PER_SEED, false, broken).err());
         let violation = caught.expect("the broken variant must be caught");
         assert!(violation.contains("I7"), "{violation}");
+    }
+
+    /// The long soak: `SHOAL_SOAK_SEEDS=2000 cargo test -p shoal-replication --release --lib
+    /// soak -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "long soak; run explicitly"]
+    fn soak() {
+        let seeds: u64 = std::env::var("SHOAL_SOAK_SEEDS")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(1000);
+        let mut total = Stats::default();
+        for seed in 0..seeds {
+            for membership_changes in [false, true] {
+                let stats = run_seed(
+                    seed + if membership_changes { 1 << 32 } else { 0 },
+                    STEPS_PER_SEED,
+                    membership_changes,
+                    InjectedFaults::default(),
+                )
+                .unwrap();
+                total.committed_slots += stats.committed_slots;
+                total.leaders_elected += stats.leaders_elected;
+                total.crashes += stats.crashes;
+                total.snapshots_installed += stats.snapshots_installed;
+                total.membership_changes_committed += stats.membership_changes_committed;
+                total.messages_delivered += stats.messages_delivered;
+            }
+        }
+        println!("soak: {seeds} seeds x 2 configurations x {STEPS_PER_SEED} steps: {total:?}");
     }
 
     #[test]
