@@ -198,8 +198,13 @@ impl Cluster {
             .chain(spare.iter().map(|id| (*id, ReplicaKind::Full, false)));
         for (id, kind, member) in all {
             let clock_offset_nanos = rng.below(1_000_000_000);
-            let clock_rate_ppm = rng.below(2 * CLOCK_RATE_PPM_MAX + 1) as i64 - CLOCK_RATE_PPM_MAX as i64;
-            let starting_membership = if member { membership.clone() } else { Membership::default() };
+            let clock_rate_ppm =
+                rng.below(2 * CLOCK_RATE_PPM_MAX + 1) as i64 - CLOCK_RATE_PPM_MAX as i64;
+            let starting_membership = if member {
+                membership.clone()
+            } else {
+                Membership::default()
+            };
             let local = MonotonicTime::from_nanos(clock_offset_nanos);
             let mut replica = Replica::new(
                 NodeId(id),
@@ -311,7 +316,10 @@ impl Cluster {
                     self.isolated.insert(node);
                 } else if !self.isolated.is_empty() && self.rng.chance_per_mille(20) {
                     self.isolated.clear();
-                } else if self.rng.chance_per_mille(faults.membership_change_per_mille * 10) {
+                } else if self
+                    .rng
+                    .chance_per_mille(faults.membership_change_per_mille * 10)
+                {
                     self.change_membership()?;
                 }
             }
@@ -359,14 +367,22 @@ impl Cluster {
         let leaders: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.replica.as_ref().is_some_and(|r| r.role() == RoleKind::Leader))
+            .filter(|(_, n)| {
+                n.replica
+                    .as_ref()
+                    .is_some_and(|r| r.role() == RoleKind::Leader)
+            })
             .map(|(id, _)| *id)
             .collect();
         for node in leaders {
             let now = self.local_time(node);
             self.next_command += 1;
             let command = self.next_command.to_le_bytes().to_vec();
-            let replica = self.nodes.get_mut(&node).and_then(|n| n.replica.as_mut()).expect("alive");
+            let replica = self
+                .nodes
+                .get_mut(&node)
+                .and_then(|n| n.replica.as_mut())
+                .expect("alive");
             if let Ok(proposed) = replica.propose(now, command) {
                 self.execute(node, proposed.actions)?;
             }
@@ -378,7 +394,11 @@ impl Cluster {
         let Some(leader) = self
             .nodes
             .iter()
-            .find(|(_, n)| n.replica.as_ref().is_some_and(|r| r.role() == RoleKind::Leader))
+            .find(|(_, n)| {
+                n.replica
+                    .as_ref()
+                    .is_some_and(|r| r.role() == RoleKind::Leader)
+            })
             .map(|(id, _)| *id)
         else {
             return Ok(());
@@ -400,11 +420,17 @@ impl Cluster {
             _ => self.rng.below(2) == 0,
         };
         let change = if add && !non_members.is_empty() {
-            MembershipChange::AddFullReplica(non_members[self.rng.below(non_members.len() as u64) as usize])
+            MembershipChange::AddFullReplica(
+                non_members[self.rng.below(non_members.len() as u64) as usize],
+            )
         } else {
             MembershipChange::Remove(members[self.rng.below(members.len() as u64) as usize])
         };
-        let replica = self.nodes.get_mut(&leader).and_then(|n| n.replica.as_mut()).expect("alive");
+        let replica = self
+            .nodes
+            .get_mut(&leader)
+            .and_then(|n| n.replica.as_mut())
+            .expect("alive");
         if let Ok(proposed) = replica.propose_membership_change(now, change) {
             self.execute(leader, proposed.actions)?;
         }
@@ -448,18 +474,25 @@ impl Cluster {
         let recovered = RecoveredState {
             promised: state.disk.promised,
             snapshot: state.disk.snapshot.clone(),
-            entries: state.disk.entries.iter().map(|(s, e)| (*s, e.clone())).collect(),
+            entries: state
+                .disk
+                .entries
+                .iter()
+                .map(|(s, e)| (*s, e.clone()))
+                .collect(),
         };
         let seed = node.0.wrapping_mul(31).wrapping_add(state.restarts);
-        let mut replica =
-            Replica::recover(
+        let mut replica = Replica::recover(
             node,
             options(state.kind, seed, self.faults.lease_duration),
             recovered,
             now,
-        ).expect("recovers");
+        )
+        .expect("recovers");
         replica.faults = self.injected;
-        state.checked_through = state.checked_through.min(state.disk.snapshot.last_included_slot);
+        state.checked_through = state
+            .checked_through
+            .min(state.disk.snapshot.last_included_slot);
         state.replica = Some(replica);
     }
 
@@ -493,7 +526,10 @@ impl Cluster {
                     return Ok(());
                 }
                 // The host installs the snapshot durably before telling the core.
-                state.disk.entries = state.disk.entries.split_off(&meta.last_included_slot.next());
+                state.disk.entries = state
+                    .disk
+                    .entries
+                    .split_off(&meta.last_included_slot.next());
                 state.disk.snapshot = meta.clone();
                 state.checked_through = state.checked_through.max(meta.last_included_slot);
                 self.stats.snapshots_installed += 1;
@@ -507,7 +543,11 @@ impl Cluster {
         if self.rng.chance_per_mille(self.faults.loss_per_mille) {
             return;
         }
-        let copies = if self.rng.chance_per_mille(self.faults.duplicate_per_mille) { 2 } else { 1 };
+        let copies = if self.rng.chance_per_mille(self.faults.duplicate_per_mille) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = self.rng.below(self.faults.delay_max.as_nanos() as u64);
             self.network.push(InFlight {
@@ -550,7 +590,11 @@ impl Cluster {
                 Action::RoleChanged { role, ballot } => {
                     if role == RoleKind::Leader {
                         self.stats.leaders_elected += 1;
-                        if self.leaders.insert(ballot, node).is_some_and(|other| other != node) {
+                        if self
+                            .leaders
+                            .insert(ballot, node)
+                            .is_some_and(|other| other != node)
+                        {
                             return Err(format!("I3: two leaders of {ballot:?}"));
                         }
                     }
@@ -562,7 +606,12 @@ impl Cluster {
     }
 
     /// Records a committed value and checks I1 (one value per slot) and I4 (on a quorum).
-    fn observe_committed(&mut self, node: NodeId, slot: Slot, payload: &Payload) -> Result<(), String> {
+    fn observe_committed(
+        &mut self,
+        node: NodeId,
+        slot: Slot,
+        payload: &Payload,
+    ) -> Result<(), String> {
         match self.chosen.get(&slot) {
             Some(existing) if existing != payload => Err(format!(
                 "I1: slot {slot:?} committed as {existing:?} and as {payload:?} on {node:?}"
@@ -596,7 +645,10 @@ impl Cluster {
             .filter(|member| {
                 let disk = &self.nodes[member].disk;
                 disk.snapshot.last_included_slot >= slot
-                    || disk.entries.get(&slot).is_some_and(|entry| &entry.payload == payload)
+                    || disk
+                        .entries
+                        .get(&slot)
+                        .is_some_and(|entry| &entry.payload == payload)
             })
             .count();
         if holders < membership.quorum_size() {
@@ -644,7 +696,10 @@ impl Cluster {
             for (slot, payload) in observed {
                 self.observe_committed(node, slot, &payload)?;
             }
-            self.nodes.get_mut(&node).expect("node exists").checked_through = through;
+            self.nodes
+                .get_mut(&node)
+                .expect("node exists")
+                .checked_through = through;
         }
         if serving.len() > 1 {
             return Err(format!(
@@ -691,7 +746,14 @@ mod tests {
 
     #[test]
     fn without_faults_a_leader_is_elected_and_every_proposal_commits_everywhere() {
-        let mut cluster = Cluster::new(7, &[1, 2, 3], &[], &[], Faults::NONE, InjectedFaults::default());
+        let mut cluster = Cluster::new(
+            7,
+            &[1, 2, 3],
+            &[],
+            &[],
+            Faults::NONE,
+            InjectedFaults::default(),
+        );
         cluster.run(3_000).unwrap();
         assert!(cluster.stats.leaders_elected >= 1);
         // Stop proposing and let the pipeline drain: every replica must then hold every chosen
@@ -701,7 +763,11 @@ mod tests {
         let commit = cluster.max_commit();
         assert!(commit > Slot(20), "commit {commit:?}");
         for id in [1, 2, 3] {
-            assert_eq!(cluster.replica(id).unwrap().commit_slot(), commit, "replica {id}");
+            assert_eq!(
+                cluster.replica(id).unwrap().commit_slot(),
+                commit,
+                "replica {id}"
+            );
         }
         assert_eq!(cluster.chosen().len() as u64, commit.0);
     }
@@ -719,14 +785,18 @@ mod tests {
         // The runs must actually exercise the protocol, or passing would mean nothing.
         assert!(total.committed_slots > SAFETY_SEEDS * 50, "{total:?}");
         assert!(total.leaders_elected > SAFETY_SEEDS, "{total:?}");
-        assert!(total.crashes > 0 && total.snapshots_installed > 0, "{total:?}");
+        assert!(
+            total.crashes > 0 && total.snapshots_installed > 0,
+            "{total:?}"
+        );
     }
 
     #[test]
     fn randomized_membership_changes_never_break_the_invariants() {
         let mut total = Stats::default();
         for seed in 0..SAFETY_SEEDS {
-            let stats = run_seed(1000 + seed, STEPS_PER_SEED, true, InjectedFaults::default()).unwrap();
+            let stats =
+                run_seed(1000 + seed, STEPS_PER_SEED, true, InjectedFaults::default()).unwrap();
             total.membership_changes_committed += stats.membership_changes_committed;
             total.committed_slots += stats.committed_slots;
         }
@@ -738,7 +808,14 @@ mod tests {
         for seed in 0..10 {
             let mut rng = TestRng::new(seed);
             let faults = Faults::drawn(&mut rng, false);
-            let mut cluster = Cluster::new(seed, &[1, 2, 3], &[], &[], faults, InjectedFaults::default());
+            let mut cluster = Cluster::new(
+                seed,
+                &[1, 2, 3],
+                &[],
+                &[],
+                faults,
+                InjectedFaults::default(),
+            );
             cluster.run(3_000).unwrap();
             cluster.heal();
             let before = cluster.max_commit();
@@ -755,7 +832,8 @@ mod tests {
         for seed in 0..10 {
             let mut rng = TestRng::new(seed);
             let faults = Faults::drawn(&mut rng, false);
-            let mut cluster = Cluster::new(seed, &[1, 2], &[3], &[], faults, InjectedFaults::default());
+            let mut cluster =
+                Cluster::new(seed, &[1, 2], &[3], &[], faults, InjectedFaults::default());
             cluster.run(STEPS_PER_SEED).unwrap();
             assert!(cluster.stats.committed_slots > 0, "seed {seed}");
         }
@@ -769,7 +847,10 @@ mod tests {
         };
         let caught = (0..5).find_map(|seed| run_seed(seed, STEPS_PER_SEED, false, broken).err());
         let violation = caught.expect("the broken variant must be caught");
-        assert!(violation.contains("I4") || violation.contains("I1"), "{violation}");
+        assert!(
+            violation.contains("I4") || violation.contains("I1"),
+            "{violation}"
+        );
     }
 
     #[test]

@@ -67,16 +67,23 @@ pub enum Action {
         message: Message,
     },
     /// Apply these committed entries to the state machine, in order (full replicas only).
-    Apply { entries: Vec<(Slot, LogEntry)> },
+    Apply {
+        entries: Vec<(Slot, LogEntry)>,
+    },
     /// The follower `to` needs entries this leader already truncated: ship it the latest
     /// checkpoint. Its host calls `snapshot_installed` once the snapshot is durable there.
-    SendSnapshot { to: NodeId },
+    SendSnapshot {
+        to: NodeId,
+    },
     /// This replica may serve strong reads from now on, until `LeaseLost` (or until
     /// `can_serve_strong_read` says otherwise; the events only report changes seen at inputs).
     LeaseAcquired,
     LeaseLost,
     /// This replica became leader, candidate or follower of `ballot`.
-    RoleChanged { role: RoleKind, ballot: Ballot },
+    RoleChanged {
+        role: RoleKind,
+        ballot: Ballot,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

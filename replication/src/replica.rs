@@ -93,20 +93,26 @@ pub struct RecoveredState {
 pub enum RecoveryError {
     /// The durable entries skip a slot. The core only ever persists contiguous runs, so this is
     /// a lost write, and the replica must be rebuilt from a snapshot instead.
-    LogGap { after: Slot },
+    LogGap {
+        after: Slot,
+    },
     Options(OptionsError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProposeError {
-    NotLeader { leader_hint: Option<NodeId> },
+    NotLeader {
+        leader_hint: Option<NodeId>,
+    },
     /// The leader has not yet committed an entry of its own ballot.
     LeaderNotReady,
     /// Too many uncommitted entries, or the log needs a checkpoint before it can grow.
     Backpressure,
     /// A membership change is not committed yet; nothing goes after it until it is (I8).
     MembershipChangeInProgress,
-    CommandTooLarge { size_bytes: usize },
+    CommandTooLarge {
+        size_bytes: usize,
+    },
     Membership(MembershipError),
 }
 
@@ -165,7 +171,10 @@ struct CandidateState {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Role {
     Follower,
-    PreCandidate { round: u64, grants: BTreeSet<NodeId> },
+    PreCandidate {
+        round: u64,
+        grants: BTreeSet<NodeId>,
+    },
     Candidate(CandidateState),
     Leader(Box<LeaderState>),
 }
@@ -345,7 +354,10 @@ impl Replica {
     /// The membership after every membership entry in the log, committed or not.
     pub fn latest_membership(&self) -> Membership {
         let mut membership = self.committed_membership.clone();
-        for (_, entry) in self.log.range(self.commit_slot.next(), self.log.last_slot()) {
+        for (_, entry) in self
+            .log
+            .range(self.commit_slot.next(), self.log.last_slot())
+        {
             if let Payload::Membership(next) = entry.payload {
                 membership = next;
             }
@@ -394,7 +406,14 @@ impl Replica {
                 log_first_slot,
                 accepted,
                 lease_wait_nanos,
-            } => self.on_promise(now, from, ballot, log_first_slot, accepted, lease_wait_nanos),
+            } => self.on_promise(
+                now,
+                from,
+                ballot,
+                log_first_slot,
+                accepted,
+                lease_wait_nanos,
+            ),
             Message::Accept {
                 ballot,
                 round,
@@ -593,9 +612,9 @@ impl Replica {
     }
 
     fn on_pre_check(&mut self, now: MonotonicTime, from: NodeId, round: u64) {
-        let heard_recently = self.last_leader_contact.is_some_and(|contact| {
-            now < contact.saturating_add(self.options.election_timeout_min)
-        });
+        let heard_recently = self
+            .last_leader_contact
+            .is_some_and(|contact| now < contact.saturating_add(self.options.election_timeout_min));
         let granted = !matches!(self.role, Role::Leader(_))
             && !heard_recently
             && self.latest_membership().contains(from);
@@ -620,7 +639,9 @@ impl Replica {
             return;
         };
         let latest = self.latest_membership();
-        if self.committed_membership.is_quorum(|node| grants.contains(&node))
+        if self
+            .committed_membership
+            .is_quorum(|node| grants.contains(&node))
             && latest.is_quorum(|node| grants.contains(&node))
         {
             self.start_election(now);
@@ -641,7 +662,9 @@ impl Replica {
         // Our own support for an old leader protects its lease like anyone else's.
         let strong_reads_not_before = self
             .last_lease_support
-            .map_or(now, |support| support.saturating_add(self.options.lease_duration))
+            .map_or(now, |support| {
+                support.saturating_add(self.options.lease_duration)
+            })
             .max(now);
         self.set_role(Role::Candidate(CandidateState {
             ballot,
@@ -745,10 +768,12 @@ impl Replica {
         let own = self
             .log
             .range(self.commit_slot.next(), self.log.last_slot());
-        for (slot, entry) in own
-            .iter()
-            .chain(candidate.promises.values().flat_map(|entries| entries.iter()))
-        {
+        for (slot, entry) in own.iter().chain(
+            candidate
+                .promises
+                .values()
+                .flat_map(|entries| entries.iter()),
+        ) {
             if *slot <= self.commit_slot {
                 continue;
             }
@@ -759,8 +784,7 @@ impl Replica {
                 merged.insert(*slot, entry.clone());
             }
         }
-        let promised_by =
-            |node: NodeId| node == self.id || candidate.promises.contains_key(&node);
+        let promised_by = |node: NodeId| node == self.id || candidate.promises.contains_key(&node);
         if !self.committed_membership.is_quorum(promised_by) {
             return;
         }
@@ -1207,7 +1231,10 @@ impl Replica {
     /// membership in play acknowledged, plus the lease duration, minus the drift bound (I7).
     fn update_lease(&mut self) {
         let latest = self.latest_membership();
-        let lease = self.options.lease_duration.saturating_sub(self.options.clock_drift_max);
+        let lease = self
+            .options
+            .lease_duration
+            .saturating_sub(self.options.clock_drift_max);
         let Role::Leader(leader) = &mut self.role else {
             return;
         };

@@ -159,7 +159,10 @@ impl Membership {
     }
 
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.full_replicas.iter().chain(self.log_replicas.iter()).copied()
+        self.full_replicas
+            .iter()
+            .chain(self.log_replicas.iter())
+            .copied()
     }
 
     pub fn member_count(&self) -> usize {
