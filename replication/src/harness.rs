@@ -126,6 +126,9 @@ struct InFlight {
     payload: Payloadish,
 }
 
+/// A `Persist` the host issued and has not made durable: lsn, promised ballot, entries.
+type PendingWrite = (Lsn, Option<Ballot>, Vec<(Slot, LogEntry)>);
+
 /// What a node's disk holds durably.
 #[derive(Clone, Debug)]
 struct Disk {
@@ -141,7 +144,7 @@ struct Node {
     clock_rate_ppm: i64,
     disk: Disk,
     /// Writes issued but not yet durable; a crash loses them.
-    pending_writes: Vec<(Lsn, Option<Ballot>, Vec<(Slot, LogEntry)>)>,
+    pending_writes: Vec<PendingWrite>,
     /// Highest slot whose committed value the checker compared.
     checked_through: Slot,
     restarts: u64,
