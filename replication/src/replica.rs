@@ -1,0 +1,1354 @@
+//! One replica of one replication group: the MultiPaxos state machine.
+//!
+//! Every input (`tick`, `handle_message`, `propose`, `persisted`, `snapshot_installed`,
+//! `checkpointed`) takes the current monotonic time and returns the actions the host must carry
+//! out, in order. The invariants cited as "I<n>" are listed in the crate documentation.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use crate::limits::{
+    ACCEPT_BATCH_ENTRIES_MAX, COMMAND_BYTES_MAX, FOLLOWER_IN_FLIGHT_SLOTS_MAX, HELD_REPLIES_MAX,
+    IN_FLIGHT_SLOTS_MAX, LEASE_ROUNDS_TRACKED_MAX, LOG_BYTES_IN_MEMORY_MAX,
+    LOG_ENTRIES_IN_MEMORY_MAX,
+};
+use crate::log::Log;
+use crate::message::{Action, Message, RoleKind};
+use crate::types::{
+    Ballot, LogEntry, Lsn, Membership, MembershipChange, MembershipError, MonotonicTime, NodeId,
+    Payload, Slot, SnapshotMeta, duration_nanos,
+};
+
+/// Whether a replica keeps applied state and may lead, or only keeps the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplicaKind {
+    Full,
+    /// Accepts and persists entries and counts in quorums, but never campaigns, never leads and
+    /// never applies (I6).
+    Log,
+}
+
+/// Timing and seeding of one replica. All durations are on the host's monotonic clock.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReplicaOptions {
+    pub kind: ReplicaKind,
+    /// The shortest election timeout. A replica grants a pre-check only if it has not heard from
+    /// a leader for this long.
+    pub election_timeout_min: Duration,
+    /// Election timeouts are drawn uniformly from `[min, min + jitter)`.
+    pub election_timeout_jitter: Duration,
+    pub heartbeat_interval: Duration,
+    /// How long a follower's acknowledgement supports the leader's lease, measured on the
+    /// follower's clock from when it processed the Accept.
+    pub lease_duration: Duration,
+    /// The most that two replicas' clocks may disagree about the length of an interval no longer
+    /// than `lease_duration`. Leases are shortened by this much, and a new leader waits this much
+    /// longer than the old lease's supporters report.
+    pub clock_drift_max: Duration,
+    /// How long a leader waits before asking its host again to ship a snapshot to a follower.
+    pub snapshot_retry_interval: Duration,
+    /// Seeds the election timeout jitter. The core never reads a random source; each replica
+    /// should get a different seed (the host draws it from its seeded RNG).
+    pub election_seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionsError {
+    /// Heartbeats must come well within an election timeout or followers would campaign against
+    /// a healthy leader.
+    HeartbeatNotBelowElectionTimeout,
+    /// A lease shorter than the drift bound would never be valid.
+    LeaseNotLongerThanDrift,
+    ZeroElectionJitter,
+}
+
+impl ReplicaOptions {
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.heartbeat_interval >= self.election_timeout_min {
+            return Err(OptionsError::HeartbeatNotBelowElectionTimeout);
+        }
+        if self.lease_duration <= self.clock_drift_max {
+            return Err(OptionsError::LeaseNotLongerThanDrift);
+        }
+        if self.election_timeout_jitter.is_zero() {
+            return Err(OptionsError::ZeroElectionJitter);
+        }
+        Ok(())
+    }
+}
+
+/// What a replica recovers from its durable state after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredState {
+    pub promised: Ballot,
+    /// The checkpoint the host's applied state (or, for a log replica, its truncation point)
+    /// reflects.
+    pub snapshot: SnapshotMeta,
+    /// Entries after the snapshot, in the order they were persisted; a later entry for a slot
+    /// replaces an earlier one.
+    pub entries: Vec<(Slot, LogEntry)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryError {
+    /// The durable entries skip a slot. The core only ever persists contiguous runs, so this is
+    /// a lost write, and the replica must be rebuilt from a snapshot instead.
+    LogGap {
+        after: Slot,
+    },
+    Options(OptionsError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    NotLeader {
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader has not yet committed an entry of its own ballot.
+    LeaderNotReady,
+    /// Too many uncommitted entries, or the log needs a checkpoint before it can grow.
+    Backpressure,
+    /// A membership change is not committed yet; nothing goes after it until it is (I8).
+    MembershipChangeInProgress,
+    CommandTooLarge {
+        size_bytes: usize,
+    },
+    Membership(MembershipError),
+}
+
+/// A proposal the leader put in its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    pub slot: Slot,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrongReadRefusal {
+    /// Ask the hinted node instead (if any).
+    NotLeader { leader_hint: Option<NodeId> },
+    /// This replica leads but may not serve strong reads yet or any more: its lease lapsed, an
+    /// old leader's lease may still run, or it has not committed an entry of its own ballot.
+    LeaseNotHeld,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FollowerProgress {
+    /// Every slot up to here is durably the leader's value on the follower.
+    match_slot: Slot,
+    /// The next slot to send.
+    next_slot: Slot,
+    acked_round: u64,
+    snapshot_sent_at: Option<MonotonicTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct LeaderState {
+    ballot: Ballot,
+    /// The no-op this leader appended after phase 1. Committing it commits everything before it.
+    first_slot_of_ballot: Slot,
+    progress: BTreeMap<NodeId, FollowerProgress>,
+    /// The leader's own entries are durable through here.
+    own_durable_slot: Slot,
+    /// Persist lsns issued while leading, with the last slot each wrote.
+    durable_marks: VecDeque<(Lsn, Slot)>,
+    round: u64,
+    round_send_times: VecDeque<(u64, MonotonicTime)>,
+    lease_until: Option<MonotonicTime>,
+    strong_reads_not_before: MonotonicTime,
+    heartbeat_deadline: MonotonicTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CandidateState {
+    ballot: Ballot,
+    own_promise_lsn: Lsn,
+    /// Accepted entries reported by each promiser that still holds every slot we need.
+    promises: BTreeMap<NodeId, Vec<(Slot, LogEntry)>>,
+    strong_reads_not_before: MonotonicTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Role {
+    Follower,
+    PreCandidate {
+        round: u64,
+        grants: BTreeSet<NodeId>,
+    },
+    Candidate(CandidateState),
+    Leader(Box<LeaderState>),
+}
+
+impl Role {
+    fn kind(&self) -> RoleKind {
+        match self {
+            Role::Follower => RoleKind::Follower,
+            Role::PreCandidate { .. } => RoleKind::PreCandidate,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+}
+
+/// Faults a test can switch on to prove that the invariant checkers notice a broken protocol.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct InjectedFaults {
+    /// The leader commits as soon as its own copy is durable, without a quorum (breaks I4).
+    pub(crate) commit_without_quorum: bool,
+    /// A new leader serves strong reads without waiting out old leases (breaks I7).
+    pub(crate) ignore_old_leases: bool,
+}
+
+/// One replica of one replication group.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    id: NodeId,
+    options: ReplicaOptions,
+    promised: Ballot,
+    highest_round_seen: u64,
+    log: Log,
+    commit_slot: Slot,
+    committed_membership: Membership,
+    role: Role,
+    /// The ballot whose leader this replica's log is being matched against, and how far it
+    /// matches (I5).
+    following: Option<Ballot>,
+    match_slot: Slot,
+    leader_hint: Option<NodeId>,
+    last_leader_contact: Option<MonotonicTime>,
+    /// When this replica last supported a leader's lease (acknowledged an Accept, or sent a
+    /// heartbeat round as leader).
+    last_lease_support: Option<MonotonicTime>,
+    election_deadline: MonotonicTime,
+    random_state: u64,
+    next_lsn: u64,
+    durable_lsn: Lsn,
+    held_replies: VecDeque<(Lsn, NodeId, Message)>,
+    lease_announced: bool,
+    actions: Vec<Action>,
+    #[cfg(test)]
+    pub(crate) faults: InjectedFaults,
+}
+
+impl Replica {
+    /// A replica of a new group whose log starts empty with `membership`.
+    pub fn new(
+        id: NodeId,
+        options: ReplicaOptions,
+        membership: Membership,
+        now: MonotonicTime,
+    ) -> Result<Self, OptionsError> {
+        options.validate()?;
+        let random_state = options.election_seed;
+        let mut replica = Self {
+            id,
+            options,
+            promised: Ballot::ZERO,
+            highest_round_seen: 0,
+            log: Log::starting_at(Slot(1)),
+            commit_slot: Slot::ZERO,
+            committed_membership: membership,
+            role: Role::Follower,
+            following: None,
+            match_slot: Slot::ZERO,
+            leader_hint: None,
+            last_leader_contact: None,
+            last_lease_support: None,
+            election_deadline: now,
+            random_state,
+            next_lsn: 1,
+            durable_lsn: Lsn(0),
+            held_replies: VecDeque::new(),
+            lease_announced: false,
+            actions: Vec::new(),
+            #[cfg(test)]
+            faults: InjectedFaults::default(),
+        };
+        replica.reset_election_deadline(now);
+        Ok(replica)
+    }
+
+    /// A replica restarting from its durable state. Lsns restart at 1 in every incarnation.
+    pub fn recover(
+        id: NodeId,
+        options: ReplicaOptions,
+        state: RecoveredState,
+        now: MonotonicTime,
+    ) -> Result<Self, RecoveryError> {
+        let snapshot_slot = state.snapshot.last_included_slot;
+        let mut replica = Self::new(id, options, state.snapshot.membership, now)
+            .map_err(RecoveryError::Options)?;
+        replica.promised = state.promised;
+        replica.highest_round_seen = state.promised.round;
+        replica.log = Log::starting_at(snapshot_slot.next());
+        replica.commit_slot = snapshot_slot;
+        replica.match_slot = snapshot_slot;
+        for (slot, entry) in state.entries {
+            if slot <= snapshot_slot {
+                continue;
+            }
+            if slot > replica.log.last_slot().next() {
+                return Err(RecoveryError::LogGap {
+                    after: replica.log.last_slot(),
+                });
+            }
+            replica.log.put(slot, entry);
+        }
+        // A crash forgets when this replica last acknowledged a leader. It cannot have been
+        // later than now, so treating now as that moment keeps every old lease protected.
+        replica.last_lease_support = Some(now);
+        Ok(replica)
+    }
+
+    // ----- Accessors -------------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn kind(&self) -> ReplicaKind {
+        self.options.kind
+    }
+
+    pub fn role(&self) -> RoleKind {
+        self.role.kind()
+    }
+
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    /// The ballot this replica leads, if it leads.
+    pub fn leader_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Leader(leader) => Some(leader.ballot),
+            _ => None,
+        }
+    }
+
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        self.leader_hint
+    }
+
+    pub fn commit_slot(&self) -> Slot {
+        self.commit_slot
+    }
+
+    pub fn log_first_slot(&self) -> Slot {
+        self.log.first_slot()
+    }
+
+    pub fn log_last_slot(&self) -> Slot {
+        self.log.last_slot()
+    }
+
+    pub fn entry(&self, slot: Slot) -> Option<&LogEntry> {
+        self.log.get(slot)
+    }
+
+    pub fn committed_membership(&self) -> &Membership {
+        &self.committed_membership
+    }
+
+    /// The membership after every membership entry in the log, committed or not.
+    pub fn latest_membership(&self) -> Membership {
+        let mut membership = self.committed_membership.clone();
+        for (_, entry) in self
+            .log
+            .range(self.commit_slot.next(), self.log.last_slot())
+        {
+            if let Payload::Membership(next) = entry.payload {
+                membership = next;
+            }
+        }
+        membership
+    }
+
+    pub fn election_deadline(&self) -> MonotonicTime {
+        self.election_deadline
+    }
+
+    // ----- Inputs ----------------------------------------------------------------------------
+
+    /// Time passed: send heartbeats, start a pre-check when the leader went quiet, notice leases
+    /// that lapsed.
+    pub fn tick(&mut self, now: MonotonicTime) -> Vec<Action> {
+        match &self.role {
+            Role::Leader(leader) => {
+                if now >= leader.heartbeat_deadline {
+                    self.start_heartbeat_round(now);
+                }
+            }
+            Role::Follower | Role::PreCandidate { .. } | Role::Candidate(_) => {
+                if now >= self.election_deadline && self.may_campaign() {
+                    self.start_pre_check(now);
+                }
+            }
+        }
+        self.finish(now)
+    }
+
+    pub fn handle_message(
+        &mut self,
+        now: MonotonicTime,
+        from: NodeId,
+        message: Message,
+    ) -> Vec<Action> {
+        match message {
+            Message::PreCheck { round } => self.on_pre_check(now, from, round),
+            Message::PreCheckReply { round, granted } => {
+                self.on_pre_check_reply(now, from, round, granted)
+            }
+            Message::Prepare { ballot, from_slot } => self.on_prepare(now, from, ballot, from_slot),
+            Message::Promise {
+                ballot,
+                log_first_slot,
+                accepted,
+                lease_wait_nanos,
+            } => self.on_promise(
+                now,
+                from,
+                ballot,
+                log_first_slot,
+                accepted,
+                lease_wait_nanos,
+            ),
+            Message::Accept {
+                ballot,
+                round,
+                first_slot,
+                entries,
+                commit_slot,
+            } => self.on_accept(now, from, ballot, round, first_slot, entries, commit_slot),
+            Message::Accepted {
+                ballot,
+                round,
+                match_slot,
+                missing,
+            } => self.on_accepted(now, from, ballot, round, match_slot, missing),
+            Message::Rejected { promised } => self.on_rejected(now, promised),
+        }
+        self.finish(now)
+    }
+
+    /// Proposes a command. Only the leader accepts proposals.
+    pub fn propose(
+        &mut self,
+        now: MonotonicTime,
+        command: Vec<u8>,
+    ) -> Result<Proposed, ProposeError> {
+        if command.len() > COMMAND_BYTES_MAX {
+            return Err(ProposeError::CommandTooLarge {
+                size_bytes: command.len(),
+            });
+        }
+        self.check_can_append(command.len())?;
+        let slot = self.append_as_leader(now, Payload::Command(command));
+        Ok(Proposed {
+            slot,
+            actions: self.finish(now),
+        })
+    }
+
+    /// Proposes one membership step. It governs the slots after its own once committed; until
+    /// then the leader accepts no other proposal (I8).
+    pub fn propose_membership_change(
+        &mut self,
+        now: MonotonicTime,
+        change: MembershipChange,
+    ) -> Result<Proposed, ProposeError> {
+        self.check_can_append(0)?;
+        let Role::Leader(leader) = &self.role else {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_hint,
+            });
+        };
+        // A leader that has not committed in its own ballot may still hold an uncommitted
+        // membership entry from an earlier ballot that phase 1 did not reveal as chosen; changing
+        // membership on top of it could step two members away (the single-server change bug
+        // found in Raft). Committing our own no-op first settles every earlier entry.
+        if self.commit_slot < leader.first_slot_of_ballot {
+            return Err(ProposeError::LeaderNotReady);
+        }
+        let next = self
+            .committed_membership
+            .apply(change)
+            .map_err(ProposeError::Membership)?;
+        let slot = self.append_as_leader(now, Payload::Membership(next.clone()));
+        if let Role::Leader(leader) = &mut self.role {
+            for member in next.members() {
+                if member != self.id && !leader.progress.contains_key(&member) {
+                    leader.progress.insert(
+                        member,
+                        FollowerProgress {
+                            match_slot: Slot::ZERO,
+                            next_slot: self.commit_slot.next(),
+                            acked_round: 0,
+                            snapshot_sent_at: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.send_to_followers(now, false);
+        Ok(Proposed {
+            slot,
+            actions: self.finish(now),
+        })
+    }
+
+    /// The host made every `Persist` up to and including `lsn` durable.
+    pub fn persisted(&mut self, now: MonotonicTime, lsn: Lsn) -> Vec<Action> {
+        assert!(
+            lsn.0 < self.next_lsn,
+            "persisted({lsn:?}) reports a write that was never issued"
+        );
+        if lsn > self.durable_lsn {
+            self.durable_lsn = lsn;
+        }
+        // I2: replies that report persisted state leave only now that it is durable.
+        while let Some((needed, _, _)) = self.held_replies.front() {
+            if *needed > self.durable_lsn {
+                break;
+            }
+            if let Some((_, to, message)) = self.held_replies.pop_front() {
+                self.actions.push(Action::Send { to, message });
+            }
+        }
+        match &mut self.role {
+            Role::Leader(leader) => {
+                while let Some((mark_lsn, slot)) = leader.durable_marks.front().copied() {
+                    if mark_lsn > self.durable_lsn {
+                        break;
+                    }
+                    leader.durable_marks.pop_front();
+                    leader.own_durable_slot = leader.own_durable_slot.max(slot);
+                }
+                self.advance_commit(now);
+                self.update_lease();
+            }
+            Role::Candidate(_) => self.try_become_leader(now),
+            Role::Follower | Role::PreCandidate { .. } => {}
+        }
+        self.finish(now)
+    }
+
+    /// The host durably installed a snapshot (a full replica's applied state, or just the new
+    /// truncation point for a log replica).
+    pub fn snapshot_installed(&mut self, now: MonotonicTime, meta: SnapshotMeta) -> Vec<Action> {
+        let slot = meta.last_included_slot;
+        if slot > self.commit_slot {
+            self.log.truncate_prefix(slot);
+            self.commit_slot = slot;
+            self.committed_membership = meta.membership;
+            // The snapshot holds only chosen values, which every leader's log shares (I1).
+            self.match_slot = self.match_slot.max(slot);
+            if let Some(ballot) = self.following {
+                self.reply_after_durable(
+                    ballot.node,
+                    Message::Accepted {
+                        ballot,
+                        round: 0,
+                        match_slot: self.match_slot,
+                        missing: false,
+                    },
+                );
+            }
+        }
+        self.finish(now)
+    }
+
+    /// The host checkpointed its applied state through `through`: entries up to there may go.
+    pub fn checkpointed(&mut self, now: MonotonicTime, through: Slot) -> Vec<Action> {
+        assert!(
+            through <= self.commit_slot,
+            "checkpoint at {through:?} past the commit index {:?}",
+            self.commit_slot
+        );
+        self.log.truncate_prefix(through);
+        self.finish(now)
+    }
+
+    /// Whether this replica may serve a strongly consistent read from its applied state now.
+    ///
+    /// The host must have applied every `Apply` action it received before it serves the read.
+    pub fn can_serve_strong_read(&self, now: MonotonicTime) -> Result<(), StrongReadRefusal> {
+        let Role::Leader(leader) = &self.role else {
+            return Err(StrongReadRefusal::NotLeader {
+                leader_hint: self.leader_hint,
+            });
+        };
+        let serving = self.commit_slot >= leader.first_slot_of_ballot
+            && now >= leader.strong_reads_not_before
+            && leader.lease_until.is_some_and(|until| now < until);
+        if serving {
+            Ok(())
+        } else {
+            Err(StrongReadRefusal::LeaseNotHeld)
+        }
+    }
+
+    // ----- Election --------------------------------------------------------------------------
+
+    fn may_campaign(&self) -> bool {
+        // I6: a log replica never campaigns, whatever the membership says.
+        self.options.kind == ReplicaKind::Full
+            && self.latest_membership().is_full_replica(self.id)
+            && self.committed_membership.is_full_replica(self.id)
+    }
+
+    fn start_pre_check(&mut self, now: MonotonicTime) {
+        let round = self.highest_round_seen.max(self.promised.round) + 1;
+        self.set_role(Role::PreCandidate {
+            round,
+            grants: BTreeSet::from([self.id]),
+        });
+        self.reset_election_deadline(now);
+        for member in self.peers() {
+            self.send(member, Message::PreCheck { round });
+        }
+        self.check_pre_check_quorum(now);
+    }
+
+    fn on_pre_check(&mut self, now: MonotonicTime, from: NodeId, round: u64) {
+        let heard_recently = self
+            .last_leader_contact
+            .is_some_and(|contact| now < contact.saturating_add(self.options.election_timeout_min));
+        let granted = !matches!(self.role, Role::Leader(_))
+            && !heard_recently
+            && self.latest_membership().contains(from);
+        self.send(from, Message::PreCheckReply { round, granted });
+    }
+
+    fn on_pre_check_reply(&mut self, now: MonotonicTime, from: NodeId, round: u64, granted: bool) {
+        if let Role::PreCandidate {
+            round: current,
+            grants,
+        } = &mut self.role
+            && *current == round
+            && granted
+        {
+            grants.insert(from);
+            self.check_pre_check_quorum(now);
+        }
+    }
+
+    fn check_pre_check_quorum(&mut self, now: MonotonicTime) {
+        let Role::PreCandidate { grants, .. } = &self.role else {
+            return;
+        };
+        let latest = self.latest_membership();
+        if self
+            .committed_membership
+            .is_quorum(|node| grants.contains(&node))
+            && latest.is_quorum(|node| grants.contains(&node))
+        {
+            self.start_election(now);
+        }
+    }
+
+    fn start_election(&mut self, now: MonotonicTime) {
+        assert!(self.may_campaign(), "I6: only full members campaign");
+        let ballot = Ballot {
+            round: self.highest_round_seen.max(self.promised.round) + 1,
+            node: self.id,
+        };
+        self.highest_round_seen = ballot.round;
+        self.promised = ballot;
+        self.following = None;
+        self.leader_hint = None;
+        let own_promise_lsn = self.persist(Some(ballot), Vec::new());
+        // Our own support for an old leader protects its lease like anyone else's.
+        let strong_reads_not_before = self
+            .last_lease_support
+            .map_or(now, |support| {
+                support.saturating_add(self.options.lease_duration)
+            })
+            .max(now);
+        self.set_role(Role::Candidate(CandidateState {
+            ballot,
+            own_promise_lsn,
+            promises: BTreeMap::new(),
+            strong_reads_not_before,
+        }));
+        self.reset_election_deadline(now);
+        let from_slot = self.commit_slot.next();
+        for member in self.peers() {
+            self.send(member, Message::Prepare { ballot, from_slot });
+        }
+        self.try_become_leader(now);
+    }
+
+    fn on_prepare(&mut self, now: MonotonicTime, from: NodeId, ballot: Ballot, from_slot: Slot) {
+        self.highest_round_seen = self.highest_round_seen.max(ballot.round);
+        if ballot < self.promised {
+            self.send(
+                from,
+                Message::Rejected {
+                    promised: self.promised,
+                },
+            );
+            return;
+        }
+        if ballot > self.promised {
+            // I2: the promise is persisted before the Promise that reports it is sent.
+            self.promised = ballot;
+            self.persist(Some(ballot), Vec::new());
+            self.following = None;
+            self.leader_hint = None;
+            self.set_role(Role::Follower);
+        }
+        self.reset_election_deadline(now);
+        let lease_wait_nanos = self.last_lease_support.map_or(0, |support| {
+            duration_nanos(
+                support
+                    .saturating_add(self.options.lease_duration)
+                    .saturating_duration_since(now),
+            )
+        });
+        let accepted = self
+            .log
+            .range(from_slot.max(self.commit_slot.next()), self.log.last_slot());
+        // Committed entries at or after `from_slot` are chosen values the candidate lacks; they
+        // are reported too so that a lagging candidate learns them.
+        let mut reported = self.log.range(from_slot, self.commit_slot);
+        reported.extend(accepted);
+        self.reply_after_durable(
+            from,
+            Message::Promise {
+                ballot,
+                log_first_slot: self.log.first_slot(),
+                accepted: reported,
+                lease_wait_nanos,
+            },
+        );
+    }
+
+    fn on_promise(
+        &mut self,
+        now: MonotonicTime,
+        from: NodeId,
+        ballot: Ballot,
+        log_first_slot: Slot,
+        accepted: Vec<(Slot, LogEntry)>,
+        lease_wait_nanos: u64,
+    ) {
+        let commit_slot = self.commit_slot;
+        let drift = self.options.clock_drift_max;
+        let Role::Candidate(candidate) = &mut self.role else {
+            return;
+        };
+        if candidate.ballot != ballot {
+            return;
+        }
+        // A promiser that truncated slots we have not committed cannot tell us what was chosen
+        // there, so its promise does not count towards our quorum.
+        if log_first_slot > commit_slot.next() {
+            return;
+        }
+        candidate.promises.insert(from, accepted);
+        let wait_until = now
+            .saturating_add(Duration::from_nanos(lease_wait_nanos))
+            .saturating_add(drift);
+        candidate.strong_reads_not_before = candidate.strong_reads_not_before.max(wait_until);
+        self.try_become_leader(now);
+    }
+
+    /// Phase 1 is complete when promises (ours included, once durable) form a quorum of the
+    /// committed membership and of every membership entry the promised logs contain.
+    fn try_become_leader(&mut self, now: MonotonicTime) {
+        let Role::Candidate(candidate) = &self.role else {
+            return;
+        };
+        if candidate.own_promise_lsn > self.durable_lsn {
+            return;
+        }
+        let mut merged: BTreeMap<Slot, LogEntry> = BTreeMap::new();
+        let own = self
+            .log
+            .range(self.commit_slot.next(), self.log.last_slot());
+        for (slot, entry) in own.iter().chain(
+            candidate
+                .promises
+                .values()
+                .flat_map(|entries| entries.iter()),
+        ) {
+            if *slot <= self.commit_slot {
+                continue;
+            }
+            let replace = merged
+                .get(slot)
+                .is_none_or(|current| entry.ballot > current.ballot);
+            if replace {
+                merged.insert(*slot, entry.clone());
+            }
+        }
+        let promised_by = |node: NodeId| node == self.id || candidate.promises.contains_key(&node);
+        if !self.committed_membership.is_quorum(promised_by) {
+            return;
+        }
+        for entry in merged.values() {
+            if let Payload::Membership(membership) = &entry.payload
+                && !membership.is_quorum(promised_by)
+            {
+                return;
+            }
+        }
+        let ballot = candidate.ballot;
+        let strong_reads_not_before = candidate.strong_reads_not_before;
+        self.become_leader(now, ballot, merged, strong_reads_not_before);
+    }
+
+    fn become_leader(
+        &mut self,
+        now: MonotonicTime,
+        ballot: Ballot,
+        merged: BTreeMap<Slot, LogEntry>,
+        strong_reads_not_before: MonotonicTime,
+    ) {
+        let last_found = merged
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.commit_slot)
+            .max(self.commit_slot);
+        // Re-propose the highest-ballot value of every open slot in our own ballot, and close
+        // the slots nobody reported with no-ops (I3: one value per slot in this ballot).
+        let mut slot = self.commit_slot.next();
+        while slot <= last_found {
+            let payload = merged
+                .get(&slot)
+                .map_or(Payload::Noop, |entry| entry.payload.clone());
+            self.log.put(slot, LogEntry { ballot, payload });
+            slot = slot.next();
+        }
+        let first_slot_of_ballot = last_found.next();
+        self.log.put(
+            first_slot_of_ballot,
+            LogEntry {
+                ballot,
+                payload: Payload::Noop,
+            },
+        );
+        let written = self
+            .log
+            .range(self.commit_slot.next(), first_slot_of_ballot);
+        let lsn = self.persist(None, written);
+        let mut progress = BTreeMap::new();
+        let latest = self.latest_membership();
+        for member in self.committed_membership.members().chain(latest.members()) {
+            if member != self.id {
+                progress.insert(
+                    member,
+                    FollowerProgress {
+                        match_slot: Slot::ZERO,
+                        next_slot: self.commit_slot.next(),
+                        acked_round: 0,
+                        snapshot_sent_at: None,
+                    },
+                );
+            }
+        }
+        #[cfg(test)]
+        let strong_reads_not_before = if self.faults.ignore_old_leases {
+            now
+        } else {
+            strong_reads_not_before
+        };
+        self.set_role(Role::Leader(Box::new(LeaderState {
+            ballot,
+            first_slot_of_ballot,
+            progress,
+            own_durable_slot: self.commit_slot,
+            durable_marks: VecDeque::from([(lsn, first_slot_of_ballot)]),
+            round: 0,
+            round_send_times: VecDeque::new(),
+            lease_until: None,
+            strong_reads_not_before,
+            heartbeat_deadline: now,
+        })));
+        self.following = Some(ballot);
+        self.leader_hint = Some(self.id);
+        self.start_heartbeat_round(now);
+    }
+
+    // ----- Phase 2 ---------------------------------------------------------------------------
+
+    fn check_can_append(&self, payload_bytes: usize) -> Result<(), ProposeError> {
+        let Role::Leader(_) = &self.role else {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_hint,
+            });
+        };
+        if self.latest_membership() != self.committed_membership
+            || self.uncommitted_membership_entry()
+        {
+            return Err(ProposeError::MembershipChangeInProgress);
+        }
+        let uncommitted = self.log.last_slot().0 - self.commit_slot.0;
+        if uncommitted >= IN_FLIGHT_SLOTS_MAX
+            || self.log.entry_count() >= LOG_ENTRIES_IN_MEMORY_MAX
+            || self.log.payload_bytes() + payload_bytes > LOG_BYTES_IN_MEMORY_MAX
+        {
+            return Err(ProposeError::Backpressure);
+        }
+        Ok(())
+    }
+
+    fn uncommitted_membership_entry(&self) -> bool {
+        self.log
+            .range(self.commit_slot.next(), self.log.last_slot())
+            .iter()
+            .any(|(_, entry)| matches!(entry.payload, Payload::Membership(_)))
+    }
+
+    fn append_as_leader(&mut self, now: MonotonicTime, payload: Payload) -> Slot {
+        let Role::Leader(leader) = &self.role else {
+            unreachable!("append_as_leader is called after check_can_append");
+        };
+        let ballot = leader.ballot;
+        let slot = self.log.last_slot().next();
+        let entry = LogEntry { ballot, payload };
+        self.log.put(slot, entry.clone());
+        let lsn = self.persist(None, vec![(slot, entry)]);
+        if let Role::Leader(leader) = &mut self.role {
+            leader.durable_marks.push_back((lsn, slot));
+            assert!(
+                leader.durable_marks.len() as u64 <= IN_FLIGHT_SLOTS_MAX + 1,
+                "durable marks are bounded by the in-flight window"
+            );
+        }
+        self.send_to_followers(now, false);
+        slot
+    }
+
+    fn start_heartbeat_round(&mut self, now: MonotonicTime) {
+        let interval = self.options.heartbeat_interval;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        leader.round += 1;
+        leader.round_send_times.push_back((leader.round, now));
+        if leader.round_send_times.len() > LEASE_ROUNDS_TRACKED_MAX {
+            leader.round_send_times.pop_front();
+        }
+        leader.heartbeat_deadline = now.saturating_add(interval);
+        self.last_lease_support = Some(now);
+        self.last_leader_contact = Some(now);
+        self.send_to_followers(now, true);
+        self.update_lease();
+    }
+
+    fn send_to_followers(&mut self, now: MonotonicTime, heartbeat: bool) {
+        let followers: Vec<NodeId> = match &self.role {
+            Role::Leader(leader) => leader.progress.keys().copied().collect(),
+            _ => return,
+        };
+        for follower in followers {
+            self.send_to_follower(now, follower, heartbeat);
+        }
+    }
+
+    /// Sends `follower` the entries it lacks, within its in-flight window, or a snapshot request
+    /// to the host when it lacks entries we truncated. With `heartbeat`, something is always sent:
+    /// an empty Accept starting at the next unsent slot. A follower that lost an earlier Accept
+    /// answers it with `missing`, which is how lost messages are retransmitted.
+    fn send_to_follower(&mut self, now: MonotonicTime, follower: NodeId, heartbeat: bool) {
+        let commit_slot = self.commit_slot;
+        let last_slot = self.log.last_slot();
+        let first_slot = self.log.first_slot();
+        let retry = self.options.snapshot_retry_interval;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let ballot = leader.ballot;
+        let round = leader.round;
+        let Some(progress) = leader.progress.get_mut(&follower) else {
+            return;
+        };
+        let mut messages = Vec::new();
+        let mut snapshot = false;
+        if progress.next_slot < first_slot {
+            let due = progress
+                .snapshot_sent_at
+                .is_none_or(|sent| now >= sent.saturating_add(retry));
+            if due {
+                progress.snapshot_sent_at = Some(now);
+                snapshot = true;
+            }
+        } else {
+            while progress.next_slot <= last_slot
+                && progress.next_slot.0 <= progress.match_slot.0 + FOLLOWER_IN_FLIGHT_SLOTS_MAX
+            {
+                let batch_end = Slot(
+                    last_slot
+                        .0
+                        .min(progress.next_slot.0 + ACCEPT_BATCH_ENTRIES_MAX as u64 - 1)
+                        .min(progress.match_slot.0 + FOLLOWER_IN_FLIGHT_SLOTS_MAX),
+                );
+                let entries: Vec<LogEntry> = self
+                    .log
+                    .range(progress.next_slot, batch_end)
+                    .into_iter()
+                    .map(|(_, entry)| entry)
+                    .collect();
+                messages.push(Message::Accept {
+                    ballot,
+                    round,
+                    first_slot: progress.next_slot,
+                    entries,
+                    commit_slot,
+                });
+                progress.next_slot = batch_end.next();
+            }
+        }
+        if messages.is_empty() && heartbeat {
+            messages.push(Message::Accept {
+                ballot,
+                round,
+                first_slot: progress.next_slot,
+                entries: Vec::new(),
+                commit_slot,
+            });
+        }
+        if snapshot {
+            self.actions.push(Action::SendSnapshot { to: follower });
+        }
+        for message in messages {
+            self.send(follower, message);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_accept(
+        &mut self,
+        now: MonotonicTime,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        first_slot: Slot,
+        entries: Vec<LogEntry>,
+        leader_commit_slot: Slot,
+    ) {
+        self.highest_round_seen = self.highest_round_seen.max(ballot.round);
+        if ballot < self.promised || from != ballot.node {
+            self.send(
+                from,
+                Message::Rejected {
+                    promised: self.promised,
+                },
+            );
+            return;
+        }
+        if let Role::Leader(leader) = &self.role {
+            assert!(
+                leader.ballot != ballot,
+                "I3: two leaders of ballot {ballot:?}"
+            );
+        }
+        let mut promised_now = None;
+        if ballot > self.promised {
+            self.promised = ballot;
+            promised_now = Some(ballot);
+        }
+        if self.following != Some(ballot) {
+            // A new leader: only the committed prefix is known to match its log.
+            self.following = Some(ballot);
+            self.match_slot = self.commit_slot;
+        }
+        self.set_role(Role::Follower);
+        self.leader_hint = Some(ballot.node);
+        self.last_leader_contact = Some(now);
+        self.reset_election_deadline(now);
+
+        let missing = first_slot > self.match_slot.next();
+        let mut written = Vec::new();
+        if !missing {
+            let mut slot = first_slot;
+            for entry in entries {
+                // Slots up to `match_slot` already hold this leader's value; slots before the
+                // log's first slot are in a snapshot and chosen.
+                if slot > self.match_slot && slot >= self.log.first_slot() {
+                    let entry = LogEntry {
+                        ballot,
+                        payload: entry.payload,
+                    };
+                    self.log.put(slot, entry.clone());
+                    written.push((slot, entry));
+                    self.match_slot = slot;
+                }
+                slot = slot.next();
+            }
+        }
+        if promised_now.is_some() || !written.is_empty() {
+            self.persist(promised_now, written);
+        }
+        // I5: commit only what is known to be the leader's value.
+        let commit_to = leader_commit_slot.min(self.match_slot);
+        self.commit_through(commit_to);
+        self.last_lease_support = Some(now);
+        self.reply_after_durable(
+            from,
+            Message::Accepted {
+                ballot,
+                round,
+                match_slot: self.match_slot,
+                missing,
+            },
+        );
+    }
+
+    fn on_accepted(
+        &mut self,
+        now: MonotonicTime,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        match_slot: Slot,
+        missing: bool,
+    ) {
+        let last_slot = self.log.last_slot();
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if leader.ballot != ballot {
+            return;
+        }
+        let Some(progress) = leader.progress.get_mut(&from) else {
+            return;
+        };
+        assert!(
+            match_slot <= last_slot,
+            "I5: follower {from:?} matches past our log end"
+        );
+        progress.acked_round = progress.acked_round.max(round);
+        progress.match_slot = progress.match_slot.max(match_slot);
+        if missing {
+            progress.next_slot = progress.match_slot.next();
+        }
+        progress.next_slot = progress.next_slot.max(progress.match_slot.next());
+        self.send_to_follower(now, from, false);
+        self.advance_commit(now);
+        self.update_lease();
+    }
+
+    fn on_rejected(&mut self, _now: MonotonicTime, promised: Ballot) {
+        self.highest_round_seen = self.highest_round_seen.max(promised.round);
+        let own_ballot = match &self.role {
+            Role::Leader(leader) => Some(leader.ballot),
+            Role::Candidate(candidate) => Some(candidate.ballot),
+            Role::Follower | Role::PreCandidate { .. } => None,
+        };
+        if own_ballot.is_some_and(|own| promised > own) {
+            self.leader_hint = None;
+            self.set_role(Role::Follower);
+        }
+    }
+
+    /// Commits every slot that a quorum of its governing membership durably accepted in our
+    /// ballot (I4). A slot is governed by the committed membership folded with the membership
+    /// entries before it.
+    fn advance_commit(&mut self, _now: MonotonicTime) {
+        let Role::Leader(leader) = &self.role else {
+            return;
+        };
+        let mut membership = self.committed_membership.clone();
+        let mut slot = self.commit_slot.next();
+        let mut commit_to = self.commit_slot;
+        while slot <= self.log.last_slot() {
+            let accepted_by = |node: NodeId| {
+                if node == self.id {
+                    leader.own_durable_slot >= slot
+                } else {
+                    leader
+                        .progress
+                        .get(&node)
+                        .is_some_and(|progress| progress.match_slot >= slot)
+                }
+            };
+            #[cfg(test)]
+            let chosen = if self.faults.commit_without_quorum {
+                leader.own_durable_slot >= slot
+            } else {
+                membership.is_quorum(accepted_by)
+            };
+            #[cfg(not(test))]
+            let chosen = membership.is_quorum(accepted_by);
+            if !chosen {
+                break;
+            }
+            if let Some(LogEntry {
+                payload: Payload::Membership(next),
+                ..
+            }) = self.log.get(slot)
+            {
+                membership = next.clone();
+            }
+            commit_to = slot;
+            slot = slot.next();
+        }
+        self.commit_through(commit_to);
+    }
+
+    fn commit_through(&mut self, through: Slot) {
+        if through <= self.commit_slot {
+            return;
+        }
+        assert!(
+            through <= self.log.last_slot(),
+            "I9: commit {through:?} past the log end {:?}",
+            self.log.last_slot()
+        );
+        let newly = self.log.range(self.commit_slot.next(), through);
+        for (_, entry) in &newly {
+            if let Payload::Membership(next) = &entry.payload {
+                self.committed_membership = next.clone();
+            }
+        }
+        self.commit_slot = through;
+        if self.options.kind == ReplicaKind::Full {
+            self.actions.push(Action::Apply { entries: newly });
+        }
+        // A leader removed from the group (or left without a full replica's role) hands over:
+        // it stops heartbeating, and the remaining members elect a leader among themselves.
+        if matches!(self.role, Role::Leader(_))
+            && !self.committed_membership.is_full_replica(self.id)
+        {
+            self.leader_hint = None;
+            self.set_role(Role::Follower);
+        }
+        let latest = self.latest_membership();
+        if let Role::Leader(leader) = &mut self.role {
+            let committed = &self.committed_membership;
+            leader
+                .progress
+                .retain(|node, _| committed.contains(*node) || latest.contains(*node));
+        }
+    }
+
+    /// Extends the lease to the send time of the newest heartbeat round that a quorum of every
+    /// membership in play acknowledged, plus the lease duration, minus the drift bound (I7).
+    fn update_lease(&mut self) {
+        let latest = self.latest_membership();
+        let lease = self
+            .options
+            .lease_duration
+            .saturating_sub(self.options.clock_drift_max);
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let quorum_round = |membership: &Membership| -> u64 {
+            let mut rounds: Vec<u64> = membership
+                .members()
+                .map(|node| {
+                    if node == self.id {
+                        leader.round
+                    } else {
+                        leader
+                            .progress
+                            .get(&node)
+                            .map_or(0, |progress| progress.acked_round)
+                    }
+                })
+                .collect();
+            rounds.sort_unstable_by(|a, b| b.cmp(a));
+            rounds
+                .get(membership.quorum_size() - 1)
+                .copied()
+                .unwrap_or(0)
+        };
+        let round = quorum_round(&self.committed_membership).min(quorum_round(&latest));
+        if round == 0 {
+            return;
+        }
+        if let Some((_, sent)) = leader.round_send_times.iter().find(|(r, _)| *r == round) {
+            let until = sent.saturating_add(lease);
+            leader.lease_until = Some(leader.lease_until.map_or(until, |old| old.max(until)));
+        }
+    }
+
+    // ----- Plumbing --------------------------------------------------------------------------
+
+    fn peers(&self) -> Vec<NodeId> {
+        let latest = self.latest_membership();
+        let mut peers: BTreeSet<NodeId> = self.committed_membership.members().collect();
+        peers.extend(latest.members());
+        peers.remove(&self.id);
+        peers.into_iter().collect()
+    }
+
+    fn set_role(&mut self, role: Role) {
+        let old = self.role.kind();
+        self.role = role;
+        let new = self.role.kind();
+        if old != new || new == RoleKind::Candidate || new == RoleKind::Leader {
+            self.actions.push(Action::RoleChanged {
+                role: new,
+                ballot: self.promised,
+            });
+        }
+    }
+
+    fn reset_election_deadline(&mut self, now: MonotonicTime) {
+        let jitter_nanos = duration_nanos(self.options.election_timeout_jitter).max(1);
+        let random = split_mix_64(&mut self.random_state);
+        self.election_deadline = now
+            .saturating_add(self.options.election_timeout_min)
+            .saturating_add(Duration::from_nanos(random % jitter_nanos));
+    }
+
+    fn persist(&mut self, promised: Option<Ballot>, entries: Vec<(Slot, LogEntry)>) -> Lsn {
+        let lsn = Lsn(self.next_lsn);
+        self.next_lsn += 1;
+        self.actions.push(Action::Persist {
+            lsn,
+            promised,
+            entries,
+        });
+        lsn
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        self.actions.push(Action::Send { to, message });
+    }
+
+    /// Sends `message` once every write issued so far is durable (I2). Waiting for the newest
+    /// write rather than the exact one a reply depends on is simpler and only ever later.
+    fn reply_after_durable(&mut self, to: NodeId, message: Message) {
+        let needed = Lsn(self.next_lsn - 1);
+        if needed <= self.durable_lsn {
+            self.send(to, message);
+            return;
+        }
+        self.held_replies.push_back((needed, to, message));
+        if self.held_replies.len() > HELD_REPLIES_MAX {
+            // Dropping the oldest held reply is message loss, which the protocol tolerates.
+            self.held_replies.pop_front();
+        }
+    }
+
+    /// Announces lease changes seen at this input and hands the actions over.
+    fn finish(&mut self, now: MonotonicTime) -> Vec<Action> {
+        let serving = self.can_serve_strong_read(now).is_ok();
+        if serving != self.lease_announced {
+            self.lease_announced = serving;
+            self.actions.push(if serving {
+                Action::LeaseAcquired
+            } else {
+                Action::LeaseLost
+            });
+        }
+        std::mem::take(&mut self.actions)
+    }
+}
+
+/// SplitMix64: the election jitter source. Owned here so that the core reads no RNG and a seed
+/// replays the same timeouts forever.
+fn split_mix_64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

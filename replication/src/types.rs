@@ -1,0 +1,243 @@
+//! The values the protocol talks about: nodes, slots, ballots, log entries, time, membership.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+/// A storage node's identity. Every replica of a partition lives on a distinct node, so within
+/// one replication group a node id names exactly one replica.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+/// A position in the replicated log. Slot 0 is "before the first entry": the first real entry
+/// lives in slot 1, so `Slot(0)` is a valid commit index for an empty log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(pub u64);
+
+impl Slot {
+    pub const ZERO: Slot = Slot(0);
+
+    pub const fn next(self) -> Slot {
+        Slot(self.0 + 1)
+    }
+
+    /// The slot before this one; `Slot(0)` stays `Slot(0)`.
+    pub const fn previous(self) -> Slot {
+        Slot(self.0.saturating_sub(1))
+    }
+}
+
+/// A Paxos ballot. Ordered by round first and node second, so two candidates never share a
+/// ballot and every ballot has exactly one node allowed to lead it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: NodeId,
+}
+
+impl Ballot {
+    /// The ballot every replica has promised before it has heard of any candidate.
+    pub const ZERO: Ballot = Ballot {
+        round: 0,
+        node: NodeId(0),
+    };
+}
+
+/// A persistence sequence number: the core numbers every `Persist` action it emits, and the host
+/// reports durability with "persisted through lsn". Numbering writes rather than slots makes an
+/// overwrite of a slot (a new ballot re-accepting it) unambiguous.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+/// Nanoseconds on the host's monotonic clock.
+///
+/// The core defines its own time type instead of using `shoal_io::MonotonicTime` because
+/// `shoal-io` depends on glommio, and the core must build (and be model checked) without any IO
+/// crate. The host converts with `MonotonicTime::from_nanos(io_time.as_nanos())`; both are u64
+/// nanoseconds since an arbitrary origin, so the conversion is exact.
+#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MonotonicTime(u64);
+
+impl MonotonicTime {
+    pub const ZERO: MonotonicTime = MonotonicTime(0);
+
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Self(nanos)
+    }
+
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    pub fn saturating_add(self, duration: Duration) -> Self {
+        Self(self.0.saturating_add(duration_nanos(duration)))
+    }
+
+    pub fn saturating_sub(self, duration: Duration) -> Self {
+        Self(self.0.saturating_sub(duration_nanos(duration)))
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: MonotonicTime) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Debug for MonotonicTime {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}.{:09}s",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+pub(crate) fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Payload {
+    /// Written by a new leader to close the slots it found empty and to commit an entry in its own
+    /// ballot before it serves strong reads.
+    Noop,
+    /// An opaque command for the host's state machine (an encoded write record).
+    Command(Vec<u8>),
+    /// The group's next membership. It governs every slot after its own once it is committed.
+    Membership(Membership),
+}
+
+impl Payload {
+    /// Bytes this payload holds in memory, for the log's memory limit.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Payload::Noop => 0,
+            Payload::Command(bytes) => bytes.len(),
+            Payload::Membership(membership) => {
+                (membership.full_replicas.len() + membership.log_replicas.len()) * 8
+            }
+        }
+    }
+}
+
+/// One accepted log entry: the value and the ballot under which this replica accepted it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LogEntry {
+    pub ballot: Ballot,
+    pub payload: Payload,
+}
+
+/// The members of a replication group. Full replicas hold applied state and may lead; log
+/// replicas only accept and persist entries. Both count in every quorum.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Membership {
+    pub full_replicas: BTreeSet<NodeId>,
+    pub log_replicas: BTreeSet<NodeId>,
+}
+
+/// One step of a membership change. Changes move one member at a time so that any majority of
+/// the old membership intersects any majority of the new one (README, "Membership change").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MembershipChange {
+    AddFullReplica(NodeId),
+    AddLogReplica(NodeId),
+    Remove(NodeId),
+}
+
+impl Membership {
+    pub fn new(
+        full_replicas: impl IntoIterator<Item = NodeId>,
+        log_replicas: impl IntoIterator<Item = NodeId>,
+    ) -> Self {
+        Self {
+            full_replicas: full_replicas.into_iter().collect(),
+            log_replicas: log_replicas.into_iter().collect(),
+        }
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.full_replicas
+            .iter()
+            .chain(self.log_replicas.iter())
+            .copied()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.full_replicas.len() + self.log_replicas.len()
+    }
+
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.full_replicas.contains(&node) || self.log_replicas.contains(&node)
+    }
+
+    pub fn is_full_replica(&self, node: NodeId) -> bool {
+        self.full_replicas.contains(&node)
+    }
+
+    pub fn is_log_replica(&self, node: NodeId) -> bool {
+        self.log_replicas.contains(&node)
+    }
+
+    /// The smallest number of members that forms a majority.
+    pub fn quorum_size(&self) -> usize {
+        self.member_count() / 2 + 1
+    }
+
+    /// Whether the members for which `agrees` holds form a majority.
+    pub fn is_quorum(&self, agrees: impl Fn(NodeId) -> bool) -> bool {
+        self.members().filter(|node| agrees(*node)).count() >= self.quorum_size()
+    }
+
+    /// The membership after `change`, or why the change is not a single-member step.
+    pub fn apply(&self, change: MembershipChange) -> Result<Membership, MembershipError> {
+        let mut next = self.clone();
+        match change {
+            MembershipChange::AddFullReplica(node) => {
+                if self.contains(node) {
+                    return Err(MembershipError::AlreadyMember(node));
+                }
+                next.full_replicas.insert(node);
+            }
+            MembershipChange::AddLogReplica(node) => {
+                if self.contains(node) {
+                    return Err(MembershipError::AlreadyMember(node));
+                }
+                next.log_replicas.insert(node);
+            }
+            MembershipChange::Remove(node) => {
+                if !self.contains(node) {
+                    return Err(MembershipError::NotMember(node));
+                }
+                next.full_replicas.remove(&node);
+                next.log_replicas.remove(&node);
+                if next.full_replicas.is_empty() {
+                    return Err(MembershipError::NoFullReplicaLeft);
+                }
+            }
+        }
+        if next.member_count() > crate::limits::MEMBERS_MAX {
+            return Err(MembershipError::TooManyMembers);
+        }
+        Ok(next)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipError {
+    AlreadyMember(NodeId),
+    NotMember(NodeId),
+    NoFullReplicaLeft,
+    TooManyMembers,
+}
+
+/// What a snapshot (a checkpoint of the host's applied state) covers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    /// Every entry up to and including this slot is reflected in the snapshot.
+    pub last_included_slot: Slot,
+    /// The committed membership as of `last_included_slot`.
+    pub membership: Membership,
+}

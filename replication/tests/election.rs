@@ -1,0 +1,397 @@
+//! Elections: the pre-check, phase 1, and what a new leader does first.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Group, ms, n, options, three_full};
+use shoal_replication::{
+    Action, Ballot, LogEntry, Lsn, Membership, Message, Payload, Replica, ReplicaKind, RoleKind,
+    Slot,
+};
+
+fn ballot(round: u64, node: u64) -> Ballot {
+    Ballot {
+        round,
+        node: n(node),
+    }
+}
+
+fn send(to: u64, message: Message) -> Action {
+    Action::Send { to: n(to), message }
+}
+
+#[test]
+fn a_silent_leader_leads_to_a_pre_check_then_phase_one_then_a_no_op_in_the_new_ballot() {
+    let mut group = Group::new(&three_full(), &[]);
+    let now = ms(1000);
+    let b1 = ballot(1, 1);
+
+    // The election timer fired: ask first, touch no ballot.
+    let actions = group.get(1).tick(now);
+    assert_eq!(
+        actions,
+        vec![
+            Action::RoleChanged {
+                role: RoleKind::PreCandidate,
+                ballot: Ballot::ZERO,
+            },
+            send(2, Message::PreCheck { round: 1 }),
+            send(3, Message::PreCheck { round: 1 }),
+        ]
+    );
+    assert_eq!(group.get(1).promised(), Ballot::ZERO);
+
+    let actions = group
+        .get(2)
+        .handle_message(now, n(1), Message::PreCheck { round: 1 });
+    assert_eq!(
+        actions,
+        vec![send(
+            1,
+            Message::PreCheckReply {
+                round: 1,
+                granted: true,
+            }
+        )]
+    );
+
+    // One grant plus our own is a quorum of three: phase 1 starts, promise persisted first.
+    let actions = group.get(1).handle_message(
+        now,
+        n(2),
+        Message::PreCheckReply {
+            round: 1,
+            granted: true,
+        },
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::Persist {
+                lsn: Lsn(1),
+                promised: Some(b1),
+                entries: vec![],
+            },
+            Action::RoleChanged {
+                role: RoleKind::Candidate,
+                ballot: b1,
+            },
+            send(
+                2,
+                Message::Prepare {
+                    ballot: b1,
+                    from_slot: Slot(1),
+                }
+            ),
+            send(
+                3,
+                Message::Prepare {
+                    ballot: b1,
+                    from_slot: Slot(1),
+                }
+            ),
+        ]
+    );
+
+    // The promiser persists its promise and only then answers.
+    let actions = group.get(2).handle_message(
+        now,
+        n(1),
+        Message::Prepare {
+            ballot: b1,
+            from_slot: Slot(1),
+        },
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Persist {
+            lsn: Lsn(1),
+            promised: Some(b1),
+            entries: vec![],
+        }]
+    );
+    let promise = Message::Promise {
+        ballot: b1,
+        log_first_slot: Slot(1),
+        accepted: vec![],
+        lease_wait_nanos: 0,
+    };
+    assert_eq!(
+        group.get(2).persisted(now, Lsn(1)),
+        vec![send(1, promise.clone())]
+    );
+
+    // The candidate's own promise is not durable yet, so one promise is not enough.
+    assert_eq!(group.get(1).handle_message(now, n(2), promise), vec![]);
+    let noop = LogEntry {
+        ballot: b1,
+        payload: Payload::Noop,
+    };
+    let accept = Message::Accept {
+        ballot: b1,
+        round: 1,
+        first_slot: Slot(1),
+        entries: vec![noop.clone()],
+        commit_slot: Slot(0),
+    };
+    assert_eq!(
+        group.get(1).persisted(now, Lsn(1)),
+        vec![
+            Action::Persist {
+                lsn: Lsn(2),
+                promised: None,
+                entries: vec![(Slot(1), noop)],
+            },
+            Action::RoleChanged {
+                role: RoleKind::Leader,
+                ballot: b1,
+            },
+            send(2, accept.clone()),
+            send(3, accept),
+        ]
+    );
+    assert_eq!(group.get(1).leader_ballot(), Some(b1));
+}
+
+#[test]
+fn a_partitioned_node_cannot_disrupt_a_healthy_leader() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let leader_ballot = group.get(1).leader_ballot().unwrap();
+    let heard_at = group.now;
+
+    // Node 3 missed the heartbeats (say it was cut off) and its timer fires.
+    let late = heard_at.saturating_add(std::time::Duration::from_millis(250));
+    let actions = group.get(3).tick(late);
+    assert_eq!(
+        actions,
+        vec![
+            Action::RoleChanged {
+                role: RoleKind::PreCandidate,
+                ballot: leader_ballot,
+            },
+            send(1, Message::PreCheck { round: 2 }),
+            send(2, Message::PreCheck { round: 2 }),
+        ]
+    );
+    // Node 2 heard from the leader 50 ms ago and the leader is itself: both deny.
+    let recent = heard_at.saturating_add(std::time::Duration::from_millis(50));
+    let denied = Message::PreCheckReply {
+        round: 2,
+        granted: false,
+    };
+    assert_eq!(
+        group
+            .get(2)
+            .handle_message(recent, n(3), Message::PreCheck { round: 2 }),
+        vec![send(3, denied.clone())]
+    );
+    // (This is also the leader's first input since its lease became usable, so it says so.)
+    assert_eq!(
+        group
+            .get(1)
+            .handle_message(recent, n(3), Message::PreCheck { round: 2 }),
+        vec![send(3, denied.clone()), Action::LeaseAcquired]
+    );
+    assert_eq!(
+        group.get(3).handle_message(late, n(2), denied.clone()),
+        vec![]
+    );
+    assert_eq!(group.get(3).handle_message(late, n(1), denied), vec![]);
+    // No ballot moved anywhere: the leader keeps leading.
+    assert_eq!(group.get(3).promised(), leader_ballot);
+    assert_eq!(group.get(2).promised(), leader_ballot);
+    assert_eq!(group.get(1).leader_ballot(), Some(leader_ballot));
+}
+
+#[test]
+fn phase_one_re_proposes_the_highest_ballot_value_of_every_open_slot_and_fills_gaps() {
+    let mut replica =
+        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
+    let now = ms(1000);
+    // Having seen round 1, this replica campaigns in round 2.
+    assert_eq!(
+        replica.handle_message(
+            now,
+            n(3),
+            Message::Rejected {
+                promised: ballot(1, 3),
+            }
+        ),
+        vec![]
+    );
+    replica.tick(now);
+    replica.handle_message(
+        now,
+        n(2),
+        Message::PreCheckReply {
+            round: 2,
+            granted: true,
+        },
+    );
+    let b2 = ballot(2, 1);
+    assert_eq!(replica.promised(), b2);
+    let entry = |round: u64, node: u64, byte: u8| LogEntry {
+        ballot: ballot(round, node),
+        payload: Payload::Command(vec![byte]),
+    };
+    let promise = |accepted: Vec<(Slot, LogEntry)>| Message::Promise {
+        ballot: b2,
+        log_first_slot: Slot(1),
+        accepted,
+        lease_wait_nanos: 0,
+    };
+    assert_eq!(
+        replica.handle_message(
+            now,
+            n(2),
+            promise(vec![
+                (Slot(1), entry(1, 2, b'a')),
+                (Slot(3), entry(1, 2, b'c'))
+            ]),
+        ),
+        vec![]
+    );
+    assert_eq!(
+        replica.handle_message(now, n(3), promise(vec![(Slot(1), entry(1, 3, b'b'))])),
+        vec![]
+    );
+    let restamped = |payload: Payload| LogEntry {
+        ballot: b2,
+        payload,
+    };
+    let log = vec![
+        restamped(Payload::Command(vec![b'b'])),
+        restamped(Payload::Noop),
+        restamped(Payload::Command(vec![b'c'])),
+        restamped(Payload::Noop),
+    ];
+    let accept = Message::Accept {
+        ballot: b2,
+        round: 1,
+        first_slot: Slot(1),
+        entries: log.clone(),
+        commit_slot: Slot(0),
+    };
+    assert_eq!(
+        replica.persisted(now, Lsn(1)),
+        vec![
+            Action::Persist {
+                lsn: Lsn(2),
+                promised: None,
+                entries: (1..=4).map(Slot).zip(log).collect(),
+            },
+            Action::RoleChanged {
+                role: RoleKind::Leader,
+                ballot: b2,
+            },
+            send(2, accept.clone()),
+            send(3, accept),
+        ]
+    );
+}
+
+#[test]
+fn a_promise_from_a_replica_that_truncated_needed_slots_does_not_count() {
+    let mut replica =
+        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
+    let now = ms(1000);
+    replica.tick(now);
+    replica.handle_message(
+        now,
+        n(2),
+        Message::PreCheckReply {
+            round: 1,
+            granted: true,
+        },
+    );
+    let b1 = ballot(1, 1);
+    replica.persisted(now, Lsn(1));
+    // Node 2 checkpointed through slot 9; we have committed nothing, so we cannot learn slots
+    // 1..=9 from it, and its promise must not complete phase 1.
+    let actions = replica.handle_message(
+        now,
+        n(2),
+        Message::Promise {
+            ballot: b1,
+            log_first_slot: Slot(10),
+            accepted: vec![],
+            lease_wait_nanos: 0,
+        },
+    );
+    assert_eq!(actions, vec![]);
+    assert_eq!(replica.role(), RoleKind::Candidate);
+}
+
+#[test]
+fn a_single_replica_group_elects_itself_and_commits_on_its_own_durability() {
+    let membership = Membership::new([n(1)], []);
+    let mut replica = Replica::new(n(1), options(ReplicaKind::Full, 1), membership, ms(0)).unwrap();
+    let now = ms(1000);
+    let b1 = ballot(1, 1);
+    assert_eq!(
+        replica.tick(now),
+        vec![
+            Action::RoleChanged {
+                role: RoleKind::PreCandidate,
+                ballot: Ballot::ZERO,
+            },
+            Action::Persist {
+                lsn: Lsn(1),
+                promised: Some(b1),
+                entries: vec![],
+            },
+            Action::RoleChanged {
+                role: RoleKind::Candidate,
+                ballot: b1,
+            },
+        ]
+    );
+    let noop = LogEntry {
+        ballot: b1,
+        payload: Payload::Noop,
+    };
+    assert_eq!(
+        replica.persisted(now, Lsn(1)),
+        vec![
+            Action::Persist {
+                lsn: Lsn(2),
+                promised: None,
+                entries: vec![(Slot(1), noop.clone())],
+            },
+            Action::RoleChanged {
+                role: RoleKind::Leader,
+                ballot: b1,
+            },
+        ]
+    );
+    assert_eq!(
+        replica.persisted(now, Lsn(2)),
+        vec![
+            Action::Apply {
+                entries: vec![(Slot(1), noop)],
+            },
+            Action::LeaseAcquired,
+        ]
+    );
+    let proposed = replica.propose(now, b"x".to_vec()).unwrap();
+    let entry = LogEntry {
+        ballot: b1,
+        payload: Payload::Command(b"x".to_vec()),
+    };
+    assert_eq!(proposed.slot, Slot(2));
+    assert_eq!(
+        proposed.actions,
+        vec![Action::Persist {
+            lsn: Lsn(3),
+            promised: None,
+            entries: vec![(Slot(2), entry.clone())],
+        }]
+    );
+    assert_eq!(
+        replica.persisted(now, Lsn(3)),
+        vec![Action::Apply {
+            entries: vec![(Slot(2), entry)],
+        }]
+    );
+}

@@ -1,0 +1,175 @@
+//! Membership change through the log, one member at a time, and log replicas.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Group, HEARTBEAT, ms, n, options, three_full};
+use shoal_replication::{
+    Action, LogEntry, Lsn, Membership, MembershipChange, MembershipError, Message, Payload,
+    ProposeError, Replica, ReplicaKind, RoleKind, Slot,
+};
+
+fn spare(group: &mut Group, id: u64, kind: ReplicaKind) {
+    let replica = Replica::new(n(id), options(kind, id), Membership::default(), ms(0)).unwrap();
+    group.replicas.insert(n(id), replica);
+}
+
+#[test]
+fn adding_a_full_replica_goes_through_the_log_and_blocks_other_proposals_until_committed() {
+    let mut group = Group::new(&three_full(), &[]);
+    spare(&mut group, 4, ReplicaKind::Full);
+    group.elect(1);
+    let now = group.now;
+    let b1 = group.get(1).leader_ballot().unwrap();
+    let four = Membership::new([n(1), n(2), n(3), n(4)], []);
+    let entry = LogEntry {
+        ballot: b1,
+        payload: Payload::Membership(four.clone()),
+    };
+    let accept = Message::Accept {
+        ballot: b1,
+        round: 1,
+        first_slot: Slot(2),
+        entries: vec![entry.clone()],
+        commit_slot: Slot(1),
+    };
+    let proposed = group
+        .get(1)
+        .propose_membership_change(now, MembershipChange::AddFullReplica(n(4)))
+        .unwrap();
+    assert_eq!(proposed.slot, Slot(2));
+    assert_eq!(
+        proposed.actions,
+        vec![
+            Action::Persist {
+                lsn: Lsn(3),
+                promised: None,
+                entries: vec![(Slot(2), entry)],
+            },
+            Action::Send {
+                to: n(2),
+                message: accept.clone(),
+            },
+            Action::Send {
+                to: n(3),
+                message: accept.clone(),
+            },
+            Action::Send {
+                to: n(4),
+                message: accept,
+            },
+        ]
+    );
+    assert_eq!(
+        group.get(1).propose(now, b"later".to_vec()),
+        Err(ProposeError::MembershipChangeInProgress)
+    );
+    assert_eq!(
+        group
+            .get(1)
+            .propose_membership_change(now, MembershipChange::AddFullReplica(n(5))),
+        Err(ProposeError::MembershipChangeInProgress)
+    );
+    assert_eq!(group.get(1).latest_membership(), four);
+    assert_eq!(group.get(1).committed_membership(), &three_full());
+
+    group.settle(n(1), proposed.actions);
+    assert_eq!(group.get(1).committed_membership(), &four);
+    // The newcomer caught up from the leader's log and learns the commit with the heartbeat.
+    group.advance(HEARTBEAT);
+    assert_eq!(group.get(4).commit_slot(), Slot(2));
+    assert_eq!(group.get(4).committed_membership(), &four);
+    let now = group.now;
+    let proposed = group.get(1).propose(now, b"later".to_vec()).unwrap();
+    assert_eq!(proposed.slot, Slot(3));
+}
+
+#[test]
+fn a_leader_changes_membership_only_after_committing_in_its_own_ballot() {
+    let membership = Membership::new([n(1)], []);
+    let mut replica = Replica::new(n(1), options(ReplicaKind::Full, 1), membership, ms(0)).unwrap();
+    let now = ms(1000);
+    replica.tick(now);
+    replica.persisted(now, Lsn(1));
+    assert_eq!(replica.role(), RoleKind::Leader);
+    assert_eq!(
+        replica.propose_membership_change(now, MembershipChange::AddFullReplica(n(2))),
+        Err(ProposeError::LeaderNotReady)
+    );
+    replica.persisted(now, Lsn(2));
+    assert_eq!(
+        replica.propose_membership_change(now, MembershipChange::Remove(n(1))),
+        Err(ProposeError::Membership(MembershipError::NoFullReplicaLeft))
+    );
+    assert_eq!(
+        replica.propose_membership_change(now, MembershipChange::AddFullReplica(n(1))),
+        Err(ProposeError::Membership(MembershipError::AlreadyMember(n(
+            1
+        ))))
+    );
+    assert!(
+        replica
+            .propose_membership_change(now, MembershipChange::AddFullReplica(n(2)))
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_removed_leader_steps_down_and_the_rest_elect_a_leader_among_themselves() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    let proposed = group
+        .get(1)
+        .propose_membership_change(now, MembershipChange::Remove(n(1)))
+        .unwrap();
+    group.settle(n(1), proposed.actions);
+    let two_three = Membership::new([n(2), n(3)], []);
+    assert_eq!(group.get(1).committed_membership(), &two_three);
+    assert_eq!(group.get(1).role(), RoleKind::Follower);
+    // The removed node never campaigns again.
+    let far = ms(60_000);
+    assert_eq!(group.get(1).tick(far), vec![]);
+
+    group.elect(2);
+    assert_eq!(group.get(2).role(), RoleKind::Leader);
+    let now = group.now;
+    let proposed = group.get(2).propose(now, b"after".to_vec()).unwrap();
+    let slot = proposed.slot;
+    group.settle(n(2), proposed.actions);
+    assert_eq!(group.get(2).commit_slot(), slot);
+    assert_eq!(group.get(2).committed_membership(), &two_three);
+}
+
+#[test]
+fn a_log_replica_is_added_counts_in_quorums_and_never_applies_or_campaigns() {
+    let mut group = Group::new(&Membership::new([n(1), n(2)], [n(3)]), &[3]);
+    // Node 2 is down: node 1 and the log replica are a quorum of three.
+    group.replicas.remove(&n(2));
+    group.elect(1);
+    assert_eq!(group.get(1).role(), RoleKind::Leader);
+    let now = group.now;
+    let proposed = group.get(1).propose(now, b"x".to_vec()).unwrap();
+    let applied = group.settle(n(1), proposed.actions);
+    assert_eq!(group.get(1).commit_slot(), Slot(2));
+    assert!(applied.contains_key(&n(1)));
+    group.advance(HEARTBEAT);
+    assert_eq!(group.get(3).commit_slot(), Slot(2));
+    assert_eq!(group.get(3).tick(ms(60_000)), vec![]);
+    assert_eq!(group.get(3).role(), RoleKind::Follower);
+
+    // Adding a second log replica.
+    spare(&mut group, 4, ReplicaKind::Log);
+    let now = group.now;
+    let proposed = group
+        .get(1)
+        .propose_membership_change(now, MembershipChange::AddLogReplica(n(4)))
+        .unwrap();
+    let applied = group.settle(n(1), proposed.actions);
+    group.advance(HEARTBEAT);
+    let expected = Membership::new([n(1), n(2)], [n(3), n(4)]);
+    assert_eq!(group.get(1).committed_membership(), &expected);
+    assert_eq!(group.get(4).committed_membership(), &expected);
+    assert!(!applied.contains_key(&n(3)) && !applied.contains_key(&n(4)));
+    assert_eq!(group.get(4).tick(ms(60_000)), vec![]);
+}

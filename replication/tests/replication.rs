@@ -1,0 +1,287 @@
+//! Phase 2: pipelined accepts, durability before acknowledgement, commit notification,
+//! retransmission, catch-up by snapshot, backpressure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Group, HEARTBEAT, n, three_full};
+use shoal_replication::limits::IN_FLIGHT_SLOTS_MAX;
+use shoal_replication::{
+    Action, Ballot, LogEntry, Lsn, Message, Payload, ProposeError, Slot, SnapshotMeta,
+};
+
+fn send(to: u64, message: Message) -> Action {
+    Action::Send { to: n(to), message }
+}
+
+fn command(ballot: Ballot, bytes: &[u8]) -> LogEntry {
+    LogEntry {
+        ballot,
+        payload: Payload::Command(bytes.to_vec()),
+    }
+}
+
+#[test]
+fn a_write_commits_once_a_quorum_including_the_leader_has_it_durable() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    let b1 = group.get(1).leader_ballot().unwrap();
+    let entry = command(b1, b"put");
+    let accept = Message::Accept {
+        ballot: b1,
+        round: 1,
+        first_slot: Slot(2),
+        entries: vec![entry.clone()],
+        commit_slot: Slot(1),
+    };
+
+    let proposed = group.get(1).propose(now, b"put".to_vec()).unwrap();
+    assert_eq!(proposed.slot, Slot(2));
+    assert_eq!(
+        proposed.actions,
+        vec![
+            Action::Persist {
+                lsn: Lsn(3),
+                promised: None,
+                entries: vec![(Slot(2), entry.clone())],
+            },
+            send(2, accept.clone()),
+            send(3, accept.clone()),
+        ]
+    );
+
+    // The follower writes, learns that slot 1 is committed, and holds its answer.
+    let noop = LogEntry {
+        ballot: b1,
+        payload: Payload::Noop,
+    };
+    assert_eq!(
+        group.get(2).handle_message(now, n(1), accept),
+        vec![
+            Action::Persist {
+                lsn: Lsn(3),
+                promised: None,
+                entries: vec![(Slot(2), entry.clone())],
+            },
+            Action::Apply {
+                entries: vec![(Slot(1), noop)],
+            },
+        ]
+    );
+    let accepted = Message::Accepted {
+        ballot: b1,
+        round: 1,
+        match_slot: Slot(2),
+        missing: false,
+    };
+    assert_eq!(
+        group.get(2).persisted(now, Lsn(3)),
+        vec![send(1, accepted.clone())]
+    );
+
+    // One follower is durable, but the leader's own copy is not: no commit yet.
+    assert_eq!(group.get(1).handle_message(now, n(2), accepted), vec![]);
+    assert_eq!(group.get(1).commit_slot(), Slot(1));
+    assert_eq!(
+        group.get(1).persisted(now, Lsn(3)),
+        vec![Action::Apply {
+            entries: vec![(Slot(2), entry)],
+        }]
+    );
+    assert_eq!(group.get(1).commit_slot(), Slot(2));
+
+    // The next heartbeat tells the followers.
+    let later = now.saturating_add(HEARTBEAT);
+    let heartbeat = Message::Accept {
+        ballot: b1,
+        round: 2,
+        first_slot: Slot(3),
+        entries: vec![],
+        commit_slot: Slot(2),
+    };
+    let actions = group.get(1).tick(later);
+    assert!(actions.contains(&send(2, heartbeat.clone())), "{actions:?}");
+    assert!(actions.contains(&send(3, heartbeat)), "{actions:?}");
+}
+
+#[test]
+fn a_lost_accept_is_resent_when_the_follower_reports_the_gap() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    let b1 = group.get(1).leader_ballot().unwrap();
+    // The Accept for slot 2 is lost on the way to node 2; the one for slot 3 arrives.
+    group.get(1).propose(now, b"two".to_vec()).unwrap();
+    group.get(1).propose(now, b"three".to_vec()).unwrap();
+    let third = Message::Accept {
+        ballot: b1,
+        round: 1,
+        first_slot: Slot(3),
+        entries: vec![command(b1, b"three")],
+        commit_slot: Slot(1),
+    };
+    let noop = LogEntry {
+        ballot: b1,
+        payload: Payload::Noop,
+    };
+    assert_eq!(
+        group.get(2).handle_message(now, n(1), third),
+        vec![
+            Action::Apply {
+                entries: vec![(Slot(1), noop)],
+            },
+            send(
+                1,
+                Message::Accepted {
+                    ballot: b1,
+                    round: 1,
+                    match_slot: Slot(1),
+                    missing: true,
+                }
+            ),
+        ]
+    );
+    let actions = group.get(1).handle_message(
+        now,
+        n(2),
+        Message::Accepted {
+            ballot: b1,
+            round: 1,
+            match_slot: Slot(1),
+            missing: true,
+        },
+    );
+    assert_eq!(
+        actions,
+        vec![send(
+            2,
+            Message::Accept {
+                ballot: b1,
+                round: 1,
+                first_slot: Slot(2),
+                entries: vec![command(b1, b"two"), command(b1, b"three")],
+                commit_slot: Slot(1),
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_follower_behind_the_truncation_point_is_caught_up_by_snapshot() {
+    let mut group = Group::new(&three_full(), &[]);
+    // Node 3 is away while the others commit and checkpoint.
+    let mut away = group.replicas.remove(&n(3)).unwrap();
+    group.elect(1);
+    let now = group.now;
+    for byte in 0..5u8 {
+        let proposed = group.get(1).propose(now, vec![byte]).unwrap();
+        group.settle(n(1), proposed.actions);
+    }
+    assert_eq!(group.get(1).commit_slot(), Slot(6));
+    group.get(1).checkpointed(now, Slot(6));
+    assert_eq!(group.get(1).log_first_slot(), Slot(7));
+    let b1 = group.get(1).leader_ballot().unwrap();
+
+    // Node 3 returns and hears a heartbeat it cannot use: it lacks everything.
+    let later = now.saturating_add(HEARTBEAT);
+    let actions = group.get(1).tick(later);
+    let heartbeat = Message::Accept {
+        ballot: b1,
+        round: 2,
+        first_slot: Slot(7),
+        entries: vec![],
+        commit_slot: Slot(6),
+    };
+    assert!(actions.contains(&send(3, heartbeat.clone())), "{actions:?}");
+    let actions = away.handle_message(later, n(1), heartbeat);
+    let behind = Message::Accepted {
+        ballot: b1,
+        round: 2,
+        match_slot: Slot(0),
+        missing: true,
+    };
+    assert_eq!(
+        actions,
+        vec![Action::Persist {
+            lsn: Lsn(1),
+            promised: Some(b1),
+            entries: vec![],
+        },]
+    );
+    assert_eq!(away.persisted(later, Lsn(1)), vec![send(1, behind.clone())]);
+    assert_eq!(
+        group.get(1).handle_message(later, n(3), behind.clone()),
+        vec![Action::SendSnapshot { to: n(3) }]
+    );
+    // Asking again right away does not ship a second snapshot.
+    assert_eq!(group.get(1).handle_message(later, n(3), behind), vec![]);
+
+    // The host ships the checkpoint; once durable there, the follower reports its new match.
+    let meta = SnapshotMeta {
+        last_included_slot: Slot(6),
+        membership: three_full(),
+    };
+    let caught_up = Message::Accepted {
+        ballot: b1,
+        round: 0,
+        match_slot: Slot(6),
+        missing: false,
+    };
+    assert_eq!(
+        away.snapshot_installed(later, meta),
+        vec![send(1, caught_up.clone())]
+    );
+    assert_eq!(away.commit_slot(), Slot(6));
+    assert_eq!(away.log_first_slot(), Slot(7));
+    assert_eq!(group.get(1).handle_message(later, n(3), caught_up), vec![]);
+}
+
+#[test]
+fn proposals_beyond_the_in_flight_window_are_refused() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    // Nobody answers: the window fills.
+    for index in 0..IN_FLIGHT_SLOTS_MAX {
+        group
+            .get(1)
+            .propose(now, index.to_le_bytes().to_vec())
+            .unwrap();
+    }
+    assert_eq!(
+        group.get(1).propose(now, b"one too many".to_vec()),
+        Err(ProposeError::Backpressure)
+    );
+    assert_eq!(
+        group.get(2).propose(now, b"not the leader".to_vec()),
+        Err(ProposeError::NotLeader {
+            leader_hint: Some(n(1)),
+        })
+    );
+}
+
+#[test]
+fn a_stale_leader_steps_down_when_rejected_by_a_higher_ballot() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    let higher = Ballot {
+        round: 7,
+        node: n(3),
+    };
+    assert_eq!(
+        group
+            .get(1)
+            .handle_message(now, n(2), Message::Rejected { promised: higher }),
+        vec![Action::RoleChanged {
+            role: shoal_replication::RoleKind::Follower,
+            ballot: group.get(1).promised(),
+        }]
+    );
+    assert_eq!(group.get(1).leader_ballot(), None);
+    assert!(matches!(
+        group.get(1).propose(now, vec![1]),
+        Err(ProposeError::NotLeader { .. })
+    ));
+}
