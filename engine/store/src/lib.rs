@@ -1,0 +1,5 @@
+//! The storage engine of a Shoal shard: the write-ahead log that every partition replica on the
+//! shard's core appends to. See README.md for what this crate owns and where its objects live,
+//! and FORMAT.md for the bytes on disk.
+
+pub mod wal;
