@@ -377,11 +377,18 @@ fn fixtures_are_current_and_recover_as_documented() {
             let name = segment_file_name(segment.index);
             let committed = std::fs::read(directory.join(&name))
                 .unwrap_or_else(|error| panic!("fixture {}/{name}: {error}", fixture.name));
-            assert_eq!(
-                committed,
-                segment.file_bytes(),
-                "fixture {}/{name} differs from the format",
-                fixture.name
+            let built = segment.file_bytes();
+            let first_difference = committed
+                .iter()
+                .zip(&built)
+                .position(|(left, right)| left != right);
+            assert!(
+                committed.len() == built.len() && first_difference.is_none(),
+                "fixture {}/{name} differs from the format: {} bytes committed, {} built, \
+                 first difference at {first_difference:?}",
+                fixture.name,
+                committed.len(),
+                built.len()
             );
             block_on(async {
                 let file = simulated.open(&name, OpenMode::CreateNew).await.unwrap();
