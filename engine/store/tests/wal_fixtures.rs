@@ -42,7 +42,6 @@ fn fixture_config() -> WalConfig {
 /// A segment image under construction.
 struct Segment {
     index: u32,
-    generation: u64,
     bytes: Vec<u8>,
 }
 
@@ -57,11 +56,7 @@ impl Segment {
             log_first_generation,
         };
         bytes[..64].copy_from_slice(&header.encode());
-        Self {
-            index,
-            generation,
-            bytes,
-        }
+        Self { index, bytes }
     }
 
     /// Writes one batch in data block `block` (counted from 0); returns record offsets.
@@ -273,6 +268,28 @@ fn fixtures() -> Vec<Fixture> {
             let corruption = corruption(outcome);
             assert_eq!(corruption.kind, CorruptionKind::SegmentHeaderDamaged);
             assert_eq!(corruption.location.segment_index, 0);
+        },
+    });
+
+    let mut older = Segment::new(0, 1, 1, 1);
+    older.batch(0, 1, 1, &[(1, b"lsn 1")]);
+    let mut headerless = Segment::new(1, 2, 2, 1);
+    headerless.batch(0, 2, 2, &[(1, b"acknowledged in generation 2")]);
+    headerless.bytes[..64].fill(0);
+    list.push(Fixture {
+        name: "lost-newest-segment-header",
+        what: "segment 1 holds records of generation 2 but its header is gone",
+        segments: vec![older, headerless],
+        check: |outcome| {
+            let corruption = corruption(outcome);
+            assert_eq!(corruption.location.segment_index, 1);
+            assert_eq!(
+                corruption.kind,
+                CorruptionKind::NewerSegmentHeaderLost {
+                    record_offset: SEGMENT_DATA_OFFSET,
+                    record_generation: 2
+                }
+            );
         },
     });
 

@@ -364,3 +364,26 @@ fn config_mismatch_with_the_files_is_refused() {
         Err(WalError::ConfigInvalid(_))
     ));
 }
+
+#[test]
+fn lost_header_of_the_newest_segment_is_reported() {
+    let disk = SimulatedDisk::new();
+    let directory = disk.directory();
+    // 10 one-block batches: segment 0 holds LSNs 1-7, segment 1 (the newest) holds 8-10.
+    block_on(append_sequentially(&directory, 0..10));
+    // Segment 1's header vanishes (a lost or misdirected write, or rot): without H8 the log
+    // would silently end at LSN 7.
+    disk.corrupt(&segment_file_name(1), 0, &[0; 64]);
+    let error = block_on(open_collect(&directory, small_config())).unwrap_err();
+    let WalError::Corruption(corruption) = error else {
+        panic!("expected corruption, got {error:?}")
+    };
+    assert_eq!(corruption.location.segment_index, 1);
+    assert_eq!(
+        corruption.kind,
+        CorruptionKind::NewerSegmentHeaderLost {
+            record_offset: SEGMENT_DATA_OFFSET,
+            record_generation: 2
+        }
+    );
+}

@@ -57,6 +57,12 @@ pub enum CorruptionKind {
     DuplicateGeneration { other_segment_index: u32 },
     /// No segment has a valid header, yet segments hold data.
     NoValidSegmentHeader,
+    /// The segment after the newest one holds records of a newer generation than any valid
+    /// header: its own header was lost or damaged after records were acknowledged in it.
+    NewerSegmentHeaderLost {
+        record_offset: u64,
+        record_generation: u64,
+    },
 }
 
 /// Detected corruption, with its location.

@@ -74,7 +74,10 @@ use format::{
     BLOCK_BYTES, RECORD_FLAG_BATCH_END, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_DATA_OFFSET,
     SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot, align_up, record_encoded_bytes,
 };
-use recovery::{LogSegments, SegmentVerdict, decide, plan_log_segments, scan_segment};
+use recovery::{
+    LogSegments, SegmentVerdict, decide, find_newer_generation_record, plan_log_segments,
+    scan_segment,
+};
 
 /// A log sequence number: the position of a record in the shard's log. The first record has
 /// LSN 1; 0 means "before any record".
@@ -518,6 +521,33 @@ impl<F: Storage> Wal<F> {
                     (0, SEGMENT_DATA_OFFSET, 2, Lsn(1))
                 }
                 LogSegments::Chain(chain) => {
+                    // H8: the segment the log would move to next must not hold newer records.
+                    let newest = chain[chain.len() - 1];
+                    let next = (newest.segment_index as usize + 1) % files.len();
+                    if chain
+                        .iter()
+                        .all(|header| header.segment_index as usize != next)
+                    {
+                        let image = read_segment(&files[next], config.segment_bytes).await?;
+                        if let Some((record_offset, record_generation)) =
+                            find_newer_generation_record(&image, newest.generation)
+                        {
+                            return Err(WalCorruption {
+                                location: LogLocation {
+                                    segment_index: next as u32,
+                                    offset: 0,
+                                    generation: record_generation,
+                                    lsn_expected: Lsn(0),
+                                },
+                                kind: CorruptionKind::NewerSegmentHeaderLost {
+                                    record_offset,
+                                    record_generation,
+                                },
+                                observed: format!("{:?}", slots[next]),
+                            }
+                            .into());
+                        }
+                    }
                     report.lsn_first = chain[0].first_lsn;
                     report.segments_in_log = chain.len() as u32;
                     let mut end = None;

@@ -19,6 +19,7 @@
 //! | H5 | two valid headers with the same generation                      | corruption          |
 //! | H6 | walking back from the newest, generations stop being consecutive before `log_first_generation` of the newest | corruption (a live segment's header is damaged or lost) |
 //! | H7 | otherwise                                                       | the log is the run from the oldest consecutive generation to the newest; other segments are free |
+//! | H8 | the segment after the newest in the ring is not in the log but holds a valid record of a newer generation than the newest header | corruption (that segment was initialised, its header synced before any record, and the header is now lost or damaged) |
 //!
 //! A crash cannot make a header invalid: the header lies in one sector, which the media writes
 //! atomically, so a crash while (re)initialising a segment leaves its old header (a lost
@@ -287,6 +288,23 @@ fn search_after_end(
         position += RECORD_ALIGNMENT_BYTES;
     }
     (later_batch, scrub_end)
+}
+
+/// Case H8: the first valid record header in `image` (a segment outside the log) whose
+/// generation is newer than `generation_newest`, as (offset, generation).
+pub fn find_newer_generation_record(image: &[u8], generation_newest: u64) -> Option<(u64, u64)> {
+    let magic = RECORD_MAGIC.to_le_bytes();
+    let mut position = SEGMENT_DATA_OFFSET as usize;
+    while position + RECORD_HEADER_BYTES <= image.len() {
+        if image[position..position + 4] == magic
+            && let RecordSlot::Valid(record) = RecordHeader::decode(&image[position..])
+            && record.generation > generation_newest
+        {
+            return Some((position as u64, record.generation));
+        }
+        position += RECORD_ALIGNMENT_BYTES;
+    }
+    None
 }
 
 /// The decision table (cases R1 to R6) for one segment of the log. `newer` is the next

@@ -1,10 +1,8 @@
 //! Helpers shared by the WAL scenario tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedFile};
@@ -132,15 +130,11 @@ impl Future for YieldOnce {
 #[derive(Debug, Clone)]
 pub struct YieldingDirectory {
     pub inner: SimulatedDirectory,
-    pub operations: Rc<Cell<u64>>,
 }
 
 impl YieldingDirectory {
     pub fn new(inner: SimulatedDirectory) -> Self {
-        Self {
-            inner,
-            operations: Rc::default(),
-        }
+        Self { inner }
     }
 }
 

@@ -502,3 +502,18 @@ fn h7_lost_reinitialisation_keeps_the_old_segment_in_the_log() {
     .unwrap();
     assert_eq!(chain_indexes(plan), [0, 1]);
 }
+
+#[test]
+fn h8_records_newer_than_the_newest_header_are_found() {
+    let segment_header = header(1, 9, 50);
+    let mut image = new_image(&segment_header);
+    // The header was lost: block 0 is zero, but the records of generation 9 are there.
+    image[..SEGMENT_HEADER_BYTES].fill(0);
+    put_batch(&mut image, SEGMENT_DATA_OFFSET, 9, 50, &[b"acknowledged"]);
+    assert_eq!(
+        find_newer_generation_record(&image, 8),
+        Some((SEGMENT_DATA_OFFSET, 9))
+    );
+    // Stale records of older generations are not evidence.
+    assert_eq!(find_newer_generation_record(&image, 9), None);
+}
