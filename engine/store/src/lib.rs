@@ -2,4 +2,5 @@
 //! shard's core appends to. See README.md for what this crate owns and where its objects live,
 //! and FORMAT.md for the bytes on disk.
 
+pub mod btree;
 pub mod wal;
