@@ -58,7 +58,7 @@ fn populated_disk() -> (SimulatedDisk, Items) {
     let disk = SimulatedDisk::new();
     let (mut tree, _) = open(&disk.directory(), 32, BTreeConfig::default());
     let mut expected = Vec::new();
-    for index in 0..300 {
+    for index in 0..300u32 {
         let len = if index.is_multiple_of(10) { 9000 } else { 200 };
         block_on(tree.put(&key(index), &value(index, len), u64::from(index) + 1)).unwrap();
         expected.push((key(index), value(index, len)));
@@ -224,7 +224,7 @@ fn btree_on_dma_files() {
         let mut tree = BTree::open_in(&directory, TREE_FILE, 7, cache, BTreeConfig::default())
             .await
             .unwrap();
-        for index in 0..500 {
+        for index in 0..500u32 {
             let len = if index.is_multiple_of(50) {
                 20_000
             } else {
