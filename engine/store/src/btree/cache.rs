@@ -6,13 +6,22 @@
 //! that the durable checkpoint does not reference. While an evicted node's write is in flight it
 //! stays readable from `writing`, so a reader never fetches the page's older bytes.
 //!
+//! Write-backs run while other trees' tasks go on. A page can be freed and reused by its tree
+//! while another task's write-back of its old contents is still in flight; two writes to one
+//! offset in flight at once may complete in either order. So every write of a page waits until
+//! no other write of that page is in flight (`in_flight`, [`PageCache::wait_for_writes`]).
+//!
 //! # Invariants
 //! 1. At most `capacity_pages` nodes sit in slots; `index` maps exactly the occupied slots.
 //! 2. A (tree, page) is in at most one of: a slot, `writing`.
+//! 3. At most one write of a (tree, page) is in flight.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use shoal_io::{Storage, StorageResult};
 
@@ -49,7 +58,23 @@ struct CacheState<F> {
     index: HashMap<(TreeId, PageId), usize>,
     hand: usize,
     writing: HashMap<(TreeId, PageId), Rc<Node>>,
+    in_flight: HashSet<(TreeId, PageId)>,
     stats: CacheStats,
+}
+
+/// Gives other tasks on the executor a turn.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        context.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 /// A bounded node cache for one shard.
@@ -80,9 +105,54 @@ impl<F: Storage> PageCache<F> {
                 index: HashMap::new(),
                 hand: 0,
                 writing: HashMap::new(),
+                in_flight: HashSet::new(),
                 stats: CacheStats::default(),
             }),
         })
+    }
+
+    /// Waits until no write of `page` of `tree` is in flight, then claims the page for the
+    /// caller's write (invariant 3). Every write of a tree page goes through this or
+    /// [`PageCache::write_exclusively`].
+    async fn claim(&self, tree: TreeId, page: PageId) {
+        loop {
+            if self.state.borrow_mut().in_flight.insert((tree, page)) {
+                return;
+            }
+            YieldNow(false).await;
+        }
+    }
+
+    fn unclaim(&self, tree: TreeId, page: PageId) {
+        self.state.borrow_mut().in_flight.remove(&(tree, page));
+    }
+
+    /// Writes `buffer` as `page` of `tree`, never concurrently with another write of the page.
+    pub async fn write_exclusively(
+        &self,
+        tree: TreeId,
+        file: &F,
+        page: PageId,
+        buffer: F::Buffer,
+    ) -> StorageResult<()> {
+        self.claim(tree, page).await;
+        let written = file.write_at(buffer, page * PAGE_BYTES as u64).await;
+        self.unclaim(tree, page);
+        written
+    }
+
+    async fn write_node_exclusively(
+        &self,
+        tree: TreeId,
+        file: &F,
+        page: PageId,
+        node: &Node,
+        page_lsn: u64,
+    ) -> StorageResult<()> {
+        self.claim(tree, page).await;
+        let written = write_node(file, page, node, page_lsn).await;
+        self.unclaim(tree, page);
+        written
     }
 
     pub fn capacity_pages(&self) -> usize {
@@ -160,8 +230,15 @@ impl<F: Storage> PageCache<F> {
         };
         if let Some(victim) = victim {
             let key = (victim.tree, victim.page);
-            let written =
-                write_node(&*victim.file, victim.page, &victim.node, victim.page_lsn).await;
+            let written = self
+                .write_node_exclusively(
+                    victim.tree,
+                    &victim.file,
+                    victim.page,
+                    &victim.node,
+                    victim.page_lsn,
+                )
+                .await;
             let mut state = self.state.borrow_mut();
             if state
                 .writing
@@ -239,7 +316,8 @@ impl<F: Storage> PageCache<F> {
                 .collect()
         };
         for (page, file, node, page_lsn) in dirty {
-            write_node(&*file, page, &node, page_lsn).await?;
+            self.write_node_exclusively(tree, &file, page, &node, page_lsn)
+                .await?;
             let mut state = self.state.borrow_mut();
             if let Some(&slot_index) = state.index.get(&(tree, page))
                 && let Some(slot) = state.slots[slot_index].as_mut()

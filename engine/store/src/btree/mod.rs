@@ -524,8 +524,8 @@ impl<F: Storage> BTree<F> {
             };
             let mut buffer = self.file.allocate_buffer(PAGE_BYTES);
             encode_page(&header, chunk, &mut buffer);
-            self.file
-                .write_at(buffer, pages[index] * PAGE_BYTES as u64)
+            self.cache
+                .write_exclusively(self.tree, &self.file, pages[index], buffer)
                 .await?;
         }
         Ok(pages[0])
@@ -931,7 +931,9 @@ impl<F: Storage> BTree<F> {
             };
             let mut buffer = self.file.allocate_buffer(PAGE_BYTES);
             encode_page(&header, &payload, &mut buffer);
-            self.file.write_at(buffer, page * PAGE_BYTES as u64).await?;
+            self.cache
+                .write_exclusively(self.tree, &self.file, *page, buffer)
+                .await?;
         }
         sync_or_stop(&*self.file).await;
         let meta = Meta {
