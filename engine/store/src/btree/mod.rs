@@ -7,7 +7,7 @@
 //! [`INLINE_VALUE_BYTES_MAX`] live in chains of overflow pages.
 //!
 //! # Crash safety: copy-on-write with two meta slots
-//! Pages 0 and 1 are meta slots. The durable tree is the one the valid meta with the highest
+//! Pages 0 and 1 are meta slots; creating a tree writes an empty meta into slot 0 first. The durable tree is the one the valid meta with the highest
 //! sequence describes. Between checkpoints, a change never touches a page that the durable tree
 //! (or its free list) references: the changed node goes to a *fresh* page and its parent is
 //! changed the same way, up to the root. A checkpoint writes the dirty nodes and the free list,
