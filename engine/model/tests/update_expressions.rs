@@ -141,11 +141,19 @@ fn evaluation_errors() {
     for (expression, expected) in [
         (
             "SET visits = greeting + :one",
-            "An operand in the update expression has an incorrect data type",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: +, operand type: S",
+        ),
+        (
+            "SET visits = :one - greeting",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: -, operand type: S",
+        ),
+        (
+            "SET entries = list_append(entries, visits)",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: N",
         ),
         (
             "SET greeting = list_append(greeting, :list)",
-            "An operand in the update expression has an incorrect data type",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: S",
         ),
         (
             "ADD greeting :five",

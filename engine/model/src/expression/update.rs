@@ -102,7 +102,9 @@ fn evaluate_operand(operand: &UpdateOperand, item: &Item) -> Result<AttributeVal
                     first.extend(second);
                     Ok(AttributeValue::List(first))
                 }
-                _ => Err(validation(messages::UPDATE_OPERAND_TYPE)),
+                (AttributeValue::List(_), other) | (other, _) => {
+                    Err(operand_type_error("list_append", &other))
+                }
             }
         }
     }
@@ -126,8 +128,18 @@ fn evaluate_set_value(value: &SetValue, item: &Item) -> Result<AttributeValue> {
             };
             Ok(AttributeValue::Number(result))
         }
-        _ => Err(validation(messages::UPDATE_OPERAND_TYPE)),
+        (AttributeValue::Number(_), other) | (other, _) => {
+            Err(operand_type_error(if subtract { "-" } else { "+" }, &other))
+        }
     }
+}
+
+/// The error for a SET operand of the wrong type, found when the item's value is read.
+fn operand_type_error(operator: &str, operand: &AttributeValue) -> crate::error::Error {
+    validation(messages::invalid_expression(
+        "UpdateExpression",
+        &messages::wrong_operand_type(operator, operand.type_name()),
+    ))
 }
 
 fn add(existing: &AttributeValue, operand: &AttributeValue) -> Result<AttributeValue> {
