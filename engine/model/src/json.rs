@@ -285,7 +285,7 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"N": "x"})).message(),
-            messages::NUMBER_NOT_CONVERTIBLE
+            "The parameter cannot be converted to a numeric value: x"
         );
         assert_eq!(
             error_of(json!({"S": 1})).exception_name(),

@@ -12,7 +12,9 @@ pub const CONDITIONAL_CHECK_FAILED: &str = "The conditional request failed";
 
 // Numbers.
 /// A number string that is not a decimal.
-pub const NUMBER_NOT_CONVERTIBLE: &str = "A value provided cannot be converted into a number";
+pub fn number_not_convertible(text: &str) -> String {
+    format!("The parameter cannot be converted to a numeric value: {text}")
+}
 /// A number above 9.99...E+125 in magnitude.
 pub const NUMBER_OVERFLOW: &str =
     "Number overflow. Attempting to store a number with magnitude larger than supported range";
