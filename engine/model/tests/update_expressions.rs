@@ -203,6 +203,19 @@ fn evaluation_errors() {
 }
 
 #[test]
+fn section_keywords_ignore_case_and_sections_come_in_any_order() {
+    let result = updated("remove greeting add visits :one Set fresh = :greeting dElEtE tags :a");
+    assert!(result.get("greeting").is_none());
+    assert_eq!(result["visits"], json!({"N": "11"}));
+    assert_eq!(result["fresh"], json!({"S": "t"}));
+    assert_eq!(result["tags"], json!({"SS": ["b"]}));
+    // White space is free between tokens, including inside paths.
+    let spaced = updated("SET  nested . middle . y=:one ,entries [ 0 ]=:greeting");
+    assert_eq!(spaced["nested"]["M"]["middle"]["M"]["y"], json!({"N": "1"}));
+    assert_eq!(spaced["entries"]["L"][0], json!({"S": "t"}));
+}
+
+#[test]
 fn updates_to_a_missing_item_start_from_nothing() {
     let item = run("SET a = :one ADD b :five", &json!({})).unwrap();
     assert_eq!(
