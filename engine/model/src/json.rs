@@ -306,6 +306,14 @@ mod tests {
     }
 
     #[test]
+    fn items_need_named_attributes() {
+        let error = item_from_json(&json!({"": {"S": "x"}})).unwrap_err();
+        assert_eq!(error.message(), messages::ATTRIBUTE_NAME_EMPTY);
+        let error = item_from_json(&json!([])).unwrap_err();
+        assert_eq!(error.exception_name(), "SerializationException");
+    }
+
+    #[test]
     fn nesting_is_limited() {
         let mut json = json!({"NULL": true});
         for _ in 0..NESTING_DEPTH_MAX - 1 {
