@@ -22,30 +22,22 @@ pub fn apply_update(update: &Update, old_item: &Item, key_schema: &KeySchema) ->
             return Err(validation(messages::key_attribute_updated(name)));
         }
     }
-    // Every SET value ends up in the new item (targets never overlap, so none is removed
-    // again), so their total size bounds the new item's. Checking it while evaluating keeps a
-    // hostile expression from copying a large item hundreds of times before the final check.
-    let mut set_values = Vec::with_capacity(update.actions.len());
-    let mut set_values_bytes = 0usize;
-    for action in &update.actions {
-        if let UpdateAction::Set(_, value) = action {
-            let value = evaluate_set_value(value, old_item)?;
-            set_values_bytes = set_values_bytes.saturating_add(value.size_bytes());
-            if set_values_bytes > ITEM_BYTES_MAX {
-                return Err(validation(messages::UPDATED_ITEM_TOO_LARGE));
-            }
-            set_values.push(value);
-        }
-    }
+    // Right-hand sides read `old_item`, never `new_item`, so every SET sees the item as it was
+    // before the update whatever the order of the actions. Every SET value ends up in the new
+    // item (targets never overlap, so none is removed again), so their total size bounds the
+    // new item's; checking it as values are built keeps a hostile expression from copying a
+    // large item hundreds of times before the final size check.
     let mut new_item = old_item.clone();
-    let mut set_values = set_values.into_iter();
+    let mut set_values_bytes = 0usize;
     let mut removals: Vec<&DocumentPath> = Vec::new();
     for action in &update.actions {
         match action {
-            UpdateAction::Set(path, _) => {
-                let Some(value) = set_values.next() else {
-                    return Err(validation(messages::UPDATE_OPERAND_TYPE));
-                };
+            UpdateAction::Set(path, value) => {
+                let value = evaluate_set_value(value, old_item)?;
+                set_values_bytes = set_values_bytes.saturating_add(value.size_bytes());
+                if set_values_bytes > ITEM_BYTES_MAX {
+                    return Err(validation(messages::UPDATED_ITEM_TOO_LARGE));
+                }
                 set_at(&mut new_item, path, value)?;
             }
             UpdateAction::Remove(path) => removals.push(path),
