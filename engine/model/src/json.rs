@@ -285,7 +285,7 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"N": "x"})).message(),
-            messages::NUMBER_NOT_CONVERTIBLE
+            "The parameter cannot be converted to a numeric value: x"
         );
         assert_eq!(
             error_of(json!({"S": 1})).exception_name(),
@@ -303,6 +303,14 @@ mod tests {
             error_of(json!("S")).exception_name(),
             "SerializationException"
         );
+    }
+
+    #[test]
+    fn items_need_named_attributes() {
+        let error = item_from_json(&json!({"": {"S": "x"}})).unwrap_err();
+        assert_eq!(error.message(), messages::ATTRIBUTE_NAME_EMPTY);
+        let error = item_from_json(&json!([])).unwrap_err();
+        assert_eq!(error.exception_name(), "SerializationException");
     }
 
     #[test]

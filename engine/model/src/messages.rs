@@ -2,13 +2,19 @@
 //!
 //! Texts with parameters are functions. Where DynamoDB's own wording has a quirk (a double space,
 //! a missing space), the quirk is kept on purpose: clients and their tests match these strings.
+//!
+//! Sources: the DynamoDB API model in botocore (limits, enums) and, for wording, the texts that
+//! the moto project's DynamoDB mock reproduces from real responses. Texts found in neither are
+//! our best knowledge of DynamoDB's wording; the report of issue 4 lists them.
 
 /// The message of `ConditionalCheckFailedException`.
 pub const CONDITIONAL_CHECK_FAILED: &str = "The conditional request failed";
 
 // Numbers.
 /// A number string that is not a decimal.
-pub const NUMBER_NOT_CONVERTIBLE: &str = "A value provided cannot be converted into a number";
+pub fn number_not_convertible(text: &str) -> String {
+    format!("The parameter cannot be converted to a numeric value: {text}")
+}
 /// A number above 9.99...E+125 in magnitude.
 pub const NUMBER_OVERFLOW: &str =
     "Number overflow. Attempting to store a number with magnitude larger than supported range";
@@ -265,7 +271,7 @@ pub fn paths_conflict(first: &str, second: &str) -> String {
 /// An ExpressionAttributeValues value of a type ADD or DELETE does not accept.
 pub fn update_operand_type(operator: &str, type_name: &str) -> String {
     format!(
-        "Incorrect operand type for operator or function; operator: {operator}, operand type: {type_name}"
+        "Incorrect operand type for operator or function; operator: {operator}, operand type: {type_name}, typeSet: ALLOWED_FOR_{operator}_OPERAND"
     )
 }
 

@@ -86,12 +86,12 @@ impl Number {
             position += 1;
         }
         if mantissa_digit_count == 0 {
-            return Err(validation(messages::NUMBER_NOT_CONVERTIBLE));
+            return Err(validation(messages::number_not_convertible(text)));
         }
         let mut exponent_literal: i64 = 0;
         if position < bytes.len() {
             if bytes[position] != b'e' && bytes[position] != b'E' {
-                return Err(validation(messages::NUMBER_NOT_CONVERTIBLE));
+                return Err(validation(messages::number_not_convertible(text)));
             }
             position += 1;
             let mut exponent_negative = false;
@@ -104,14 +104,14 @@ impl Number {
             let exponent_start = position;
             while let Some(&byte) = bytes.get(position) {
                 if !byte.is_ascii_digit() {
-                    return Err(validation(messages::NUMBER_NOT_CONVERTIBLE));
+                    return Err(validation(messages::number_not_convertible(text)));
                 }
                 exponent_literal = (exponent_literal * 10 + i64::from(byte - b'0'))
                     .min(EXPONENT_LITERAL_SATURATION);
                 position += 1;
             }
             if position == exponent_start {
-                return Err(validation(messages::NUMBER_NOT_CONVERTIBLE));
+                return Err(validation(messages::number_not_convertible(text)));
             }
             if exponent_negative {
                 exponent_literal = -exponent_literal;
@@ -507,7 +507,7 @@ mod tests {
             let error = Number::parse(input).unwrap_err();
             assert_eq!(
                 error.message(),
-                messages::NUMBER_NOT_CONVERTIBLE,
+                format!("The parameter cannot be converted to a numeric value: {input}"),
                 "{input:?}"
             );
         }

@@ -10,6 +10,7 @@ use shoal_model::json::item_from_json;
 fn item() -> Json {
     json!({
         "pk": {"S": "user#1"},
+        "accented": {"S": "héllo"},
         "age": {"N": "42"},
         "name": {"S": "Alice"},
         "payload": {"B": "AAECAw=="},
@@ -145,6 +146,8 @@ fn functions() {
         ("contains(age, :42)", false),
         ("NOT contains(absent, :red)", true),
         ("size(#n) = :five", true),
+        // size() counts characters, not UTF-8 bytes.
+        ("size(accented) = :five", true),
         ("size(tags) < :five", true),
         ("size(entries) BETWEEN :one AND :five", true),
         ("size(nested) = :one", false),

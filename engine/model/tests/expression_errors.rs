@@ -12,7 +12,8 @@ fn context() -> ExpressionContext {
     let names = json!({"#a": "a", "#b": "b"});
     let values = json!({
         ":n": {"N": "1"}, ":big": {"N": "5"}, ":s": {"S": "x"}, ":type": {"S": "STRING"},
-        ":ss": {"SS": ["x"]}, ":l": {"L": []}, ":bool": {"BOOL": true}
+        ":ss": {"SS": ["x"]}, ":l": {"L": []}, ":bool": {"BOOL": true},
+        ":null": {"NULL": true}
     });
     ExpressionContext::from_json(Some(&names), Some(&values)).unwrap()
 }
@@ -60,7 +61,7 @@ fn condition_errors() {
         ),
         (
             "a = ",
-            "Invalid ConditionExpression: Syntax error; token: \"<EOF>\", near: \"=\"",
+            "Invalid ConditionExpression: Syntax error; token: \"<EOF>\", near: \"= \"",
         ),
         (
             "a = = :n",
@@ -72,7 +73,7 @@ fn condition_errors() {
         ),
         (
             "a = :n $",
-            "Invalid ConditionExpression: Syntax error; token: \"$\", near: \"$\"",
+            "Invalid ConditionExpression: Syntax error; token: \"$\", near: \":n $\"",
         ),
         (
             "(a = :n",
@@ -230,11 +231,11 @@ fn update_errors() {
         ),
         (
             "ADD a :s",
-            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: ADD, operand type: STRING",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: ADD, operand type: STRING, typeSet: ALLOWED_FOR_ADD_OPERAND",
         ),
         (
             "DELETE a :n",
-            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: DELETE, operand type: NUMBER",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: DELETE, operand type: NUMBER, typeSet: ALLOWED_FOR_DELETE_OPERAND",
         ),
         (
             "ADD a b",
@@ -355,10 +356,10 @@ fn unused_placeholders_are_reported_after_all_expressions() {
     context.parse_update("SET #b = :s").unwrap();
     assert_eq!(
         context.finish().unwrap_err().message(),
-        "Value provided in ExpressionAttributeValues unused in expressions: keys: {:big, :bool, :l, :ss, :type}"
+        "Value provided in ExpressionAttributeValues unused in expressions: keys: {:big, :bool, :l, :null, :ss, :type}"
     );
     context
-        .parse_update("SET a = :big, b = :bool, c = :l ADD d :ss")
+        .parse_update("SET a = :big, b = :bool, c = :l, e = :null ADD d :ss")
         .unwrap();
     context.parse_projection("a").unwrap();
     context
@@ -366,4 +367,34 @@ fn unused_placeholders_are_reported_after_all_expressions() {
         .unwrap_err();
     // The failed parse above still counted :type as used, as the whole request fails anyway.
     assert!(context.finish().is_ok());
+}
+
+#[test]
+fn syntax_errors_are_reported_before_semantic_ones() {
+    // DynamoDB's own example: VALUE is reserved, but the syntax error wins.
+    assert_eq!(
+        update_error("SET path = VALUE 1"),
+        "Invalid UpdateExpression: Syntax error; token: \"1\", near: \"VALUE 1\""
+    );
+    assert_eq!(
+        condition_error("status = :missing :n"),
+        "Invalid ConditionExpression: Syntax error; token: \":n\", near: \":missing :n\""
+    );
+    assert_eq!(
+        condition_error("#missing = :n AND"),
+        "Invalid ConditionExpression: Syntax error; token: \"<EOF>\", near: \"AND\""
+    );
+    // With valid syntax, the first semantic error in the text is reported.
+    assert_eq!(
+        condition_error("status = :missing"),
+        "Invalid ConditionExpression: Attribute name is a reserved keyword; reserved keyword: status"
+    );
+    assert_eq!(
+        condition_error("a = :missing AND #missing = :n"),
+        "Invalid ConditionExpression: An expression attribute value used in expression is not defined; attribute value: :missing"
+    );
+    assert_eq!(
+        condition_error("a BETWEEN :null AND :n"),
+        "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: BETWEEN, operand type: NULL"
+    );
 }

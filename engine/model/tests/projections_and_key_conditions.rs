@@ -39,7 +39,8 @@ fn schema() -> KeySchema {
 
 fn key_condition(expression: &str) -> Result<Option<SortKeyCondition>, String> {
     let values = json!({
-        ":p": {"S": "p"}, ":one": {"N": "1"}, ":two": {"N": "2"}, ":s": {"S": "s"}
+        ":p": {"S": "p"}, ":one": {"N": "1"}, ":two": {"N": "2"}, ":s": {"S": "s"},
+        ":empty": {"S": ""}
     });
     let names = json!({"#pk": "pk"});
     let mut context = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
@@ -107,7 +108,19 @@ fn invalid_key_conditions() {
         ("pk < :p", "Query key condition not supported"),
         (
             "pk = :p AND colour = :one",
+            "Query condition missed key schema element: sk",
+        ),
+        (
+            "pk = :p AND sk = :one AND colour = :one",
             "Query key condition not supported",
+        ),
+        (
+            "sk = :one AND colour = :one",
+            "Query condition missed key schema element: pk",
+        ),
+        (
+            "pk = :empty",
+            "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty string value. Key: pk",
         ),
         (
             "pk = :one",

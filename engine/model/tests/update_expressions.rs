@@ -141,11 +141,19 @@ fn evaluation_errors() {
     for (expression, expected) in [
         (
             "SET visits = greeting + :one",
-            "An operand in the update expression has an incorrect data type",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: +, operand type: S",
+        ),
+        (
+            "SET visits = :one - greeting",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: -, operand type: S",
+        ),
+        (
+            "SET entries = list_append(entries, visits)",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: N",
         ),
         (
             "SET greeting = list_append(greeting, :list)",
-            "An operand in the update expression has an incorrect data type",
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: S",
         ),
         (
             "ADD greeting :five",
@@ -192,6 +200,19 @@ fn evaluation_errors() {
         assert_eq!(error.exception_name(), "ValidationException");
         assert_eq!(error.message(), expected, "{expression}");
     }
+}
+
+#[test]
+fn section_keywords_ignore_case_and_sections_come_in_any_order() {
+    let result = updated("remove greeting add visits :one Set fresh = :greeting dElEtE tags :a");
+    assert!(result.get("greeting").is_none());
+    assert_eq!(result["visits"], json!({"N": "11"}));
+    assert_eq!(result["fresh"], json!({"S": "t"}));
+    assert_eq!(result["tags"], json!({"SS": ["b"]}));
+    // White space is free between tokens, including inside paths.
+    let spaced = updated("SET  nested . middle . y=:one ,entries [ 0 ]=:greeting");
+    assert_eq!(spaced["nested"]["M"]["middle"]["M"]["y"], json!({"N": "1"}));
+    assert_eq!(spaced["entries"]["L"][0], json!({"S": "t"}));
 }
 
 #[test]

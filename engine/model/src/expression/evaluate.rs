@@ -28,11 +28,11 @@ pub fn value_at<'item>(item: &'item Item, path: &DocumentPath) -> Option<&'item 
     Some(current)
 }
 
-/// The size DynamoDB's `size()` reports: bytes of a string or binary, members of a set,
-/// elements of a list or map.
+/// The size DynamoDB's `size()` reports: characters of a string, bytes of a binary, members of
+/// a set, elements of a list or map.
 pub fn size_of(value: &AttributeValue) -> Option<Number> {
     let size = match value {
-        AttributeValue::String(text) => text.len(),
+        AttributeValue::String(text) => text.chars().count(),
         AttributeValue::Binary(bytes) => bytes.len(),
         AttributeValue::StringSet(set) => set.len(),
         AttributeValue::NumberSet(set) => set.len(),

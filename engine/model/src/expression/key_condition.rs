@@ -7,7 +7,7 @@ use std::ops::Bound;
 use super::ast::{Comparator, Condition, Operand, PathElement};
 use super::{ExpressionContext, ExpressionKind};
 use crate::error::{Result, validation};
-use crate::key::{KeySchema, sort_key_bytes, storage_key_prefix};
+use crate::key::{KeySchema, KeyType, sort_key_bytes, storage_key_prefix};
 use crate::messages;
 use crate::value::AttributeValue;
 
@@ -268,54 +268,85 @@ pub fn key_condition_from_tree(
         Condition::And(conjuncts) => conjuncts.iter().collect(),
         single => vec![single],
     };
-    if conjuncts.len() > 2 {
-        return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
-    }
-    let mut partition_value = None;
-    let mut sort = None;
-    for conjunct in conjuncts {
-        let (name, term) = term(conjunct)?;
-        if name == key_schema.partition.name {
-            if partition_value.is_some() {
-                return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
-            }
-            let KeyTerm::Equal(value) = term else {
-                return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
-            };
-            if !key_schema.partition.key_type.matches(&value) {
-                return Err(validation(messages::KEY_CONDITION_TYPE_MISMATCH));
-            }
-            partition_value = Some(value);
-        } else if let Some(sort_attribute) = key_schema
-            .sort
-            .as_ref()
-            .filter(|attribute| attribute.name == name)
-        {
-            if sort.is_some() {
-                return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
-            }
-            let condition = match term {
-                KeyTerm::Equal(value) => SortKeyCondition::Equal(value),
-                KeyTerm::Sort(condition) => condition,
-            };
-            if sort_values(&condition)
-                .iter()
-                .any(|value| !sort_attribute.key_type.matches(value))
-            {
-                return Err(validation(messages::KEY_CONDITION_TYPE_MISMATCH));
-            }
-            sort = Some(condition);
-        } else {
-            return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
-        }
-    }
-    let Some(partition_value) = partition_value else {
+    let terms = conjuncts
+        .into_iter()
+        .map(term)
+        .collect::<Result<Vec<_>>>()?;
+    // The checks run in DynamoDB's order: the partition key first, then attributes outside the
+    // key, then the sort key.
+    let partition_name = key_schema.partition.name.as_str();
+    let sort_name = key_schema
+        .sort
+        .as_ref()
+        .map(|attribute| attribute.name.as_str());
+    let mut partition_terms = terms.iter().filter(|(name, _)| *name == partition_name);
+    let Some((_, partition_term)) = partition_terms.next() else {
         return Err(validation(messages::key_condition_missing_key(
-            &key_schema.partition.name,
+            partition_name,
         )));
     };
-    Ok(KeyCondition {
+    if partition_terms.next().is_some() {
+        return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
+    }
+    let KeyTerm::Equal(partition_value) = partition_term else {
+        return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
+    };
+    let outside_key = terms
+        .iter()
+        .any(|(name, _)| *name != partition_name && Some(*name) != sort_name);
+    let sort_terms: Vec<&KeyTerm> = terms
+        .iter()
+        .filter(|(name, _)| Some(*name) == sort_name)
+        .map(|(_, term)| term)
+        .collect();
+    if outside_key {
+        return Err(match sort_name {
+            Some(sort_name) if sort_terms.is_empty() => {
+                validation(messages::key_condition_missing_key(sort_name))
+            }
+            _ => validation(messages::KEY_CONDITION_NOT_SUPPORTED),
+        });
+    }
+    if sort_terms.len() > 1 {
+        return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
+    }
+    check_key_value(
+        partition_name,
+        key_schema.partition.key_type,
         partition_value,
+    )?;
+    let sort = match (sort_terms.first(), &key_schema.sort) {
+        (Some(term), Some(sort_attribute)) => {
+            let condition = match term {
+                KeyTerm::Equal(value) => SortKeyCondition::Equal(value.clone()),
+                KeyTerm::Sort(condition) => condition.clone(),
+            };
+            for value in sort_values(&condition) {
+                check_key_value(&sort_attribute.name, sort_attribute.key_type, value)?;
+            }
+            Some(condition)
+        }
+        _ => None,
+    };
+    Ok(KeyCondition {
+        partition_value: partition_value.clone(),
         sort,
     })
+}
+
+/// A key condition value must have the key's type and, like every key value, must not be an
+/// empty string or binary.
+fn check_key_value(name: &str, key_type: KeyType, value: &AttributeValue) -> Result<()> {
+    if !key_type.matches(value) {
+        return Err(validation(messages::KEY_CONDITION_TYPE_MISMATCH));
+    }
+    match value {
+        AttributeValue::String(text) if text.is_empty() => {
+            Err(validation(messages::key_empty_string(name)))
+        }
+        AttributeValue::Binary(bytes) if bytes.is_empty() => {
+            Err(validation(messages::key_empty_binary(name)))
+        }
+        _ => Ok(()),
+    }
 }

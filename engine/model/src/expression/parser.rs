@@ -50,6 +50,10 @@ struct Parser<'source, 'context> {
     /// The token indexes of the opening and closing parenthesis of the group closed last, to
     /// detect a group whose whole content is another group, which DynamoDB rejects.
     last_group: Option<(usize, usize)>,
+    /// The first semantic error found (a reserved word, an undefined placeholder, a wrong
+    /// operand). DynamoDB reports syntax errors before these, so parsing goes on to the end and
+    /// this error is returned only if the syntax is valid.
+    deferred: Option<Error>,
 }
 
 fn prepare<'source, 'context>(
@@ -66,7 +70,11 @@ fn prepare<'source, 'context>(
         Ok(tokens) => tokens,
         Err(invalid_character) => {
             let token = &source[invalid_character.start..invalid_character.end];
-            return Err(invalid(&messages::syntax_error(token, token)));
+            let near_start = invalid_character
+                .previous_token_start
+                .unwrap_or(invalid_character.start);
+            let near = &source[near_start..invalid_character.end];
+            return Err(invalid(&messages::syntax_error(token, near)));
         }
     };
     if tokens.len() == 1 {
@@ -80,6 +88,7 @@ fn prepare<'source, 'context>(
         context,
         operator_count: 0,
         last_group: None,
+        deferred: None,
     })
 }
 
@@ -91,12 +100,14 @@ pub(crate) fn parse_condition(
     let mut parser = prepare(context, kind, source)?;
     let condition = parser.condition(0)?;
     parser.expect(TokenKind::End)?;
+    parser.finish()?;
     Ok(condition)
 }
 
 pub(crate) fn parse_update(context: &mut ExpressionContext, source: &str) -> Result<Update> {
     let mut parser = prepare(context, ExpressionKind::Update, source)?;
     let update = parser.update()?;
+    parser.finish()?;
     let paths: Vec<&DocumentPath> = update.actions.iter().map(UpdateAction::path).collect();
     check_paths_disjoint(ExpressionKind::Update, &paths)?;
     Ok(update)
@@ -112,6 +123,7 @@ pub(crate) fn parse_projection(
         paths.push(parser.path()?);
     }
     parser.expect(TokenKind::End)?;
+    parser.finish()?;
     let references: Vec<&DocumentPath> = paths.iter().collect();
     check_paths_disjoint(ExpressionKind::Projection, &references)?;
     Ok(paths)
@@ -127,9 +139,9 @@ fn long_type_name(value: &AttributeValue) -> &'static str {
         AttributeValue::Null => "NULL",
         AttributeValue::Map(_) => "MAP",
         AttributeValue::List(_) => "LIST",
-        AttributeValue::StringSet(_) => "SET",
-        AttributeValue::NumberSet(_) => "SET",
-        AttributeValue::BinarySet(_) => "SET",
+        AttributeValue::StringSet(_) => "STRING SET",
+        AttributeValue::NumberSet(_) => "NUMBER SET",
+        AttributeValue::BinarySet(_) => "BINARY SET",
     }
 }
 
@@ -139,6 +151,32 @@ impl Parser<'_, '_> {
             self.kind.parameter_name(),
             detail,
         ))
+    }
+
+    /// Records a semantic error to report once the whole expression has parsed.
+    fn defer(&mut self, detail: &str) {
+        if self.deferred.is_none() {
+            self.deferred = Some(self.error(detail));
+        }
+    }
+
+    /// A stand-in condition after a deferred error; the parse fails, so it is never evaluated.
+    fn deferred_condition(&mut self, detail: &str) -> Result<Condition> {
+        self.defer(detail);
+        Ok(Condition::And(Vec::new()))
+    }
+
+    /// A stand-in update operand after a deferred error; never evaluated either.
+    fn deferred_update_operand(&mut self, detail: &str) -> Result<UpdateOperand> {
+        self.defer(detail);
+        Ok(UpdateOperand::Value(AttributeValue::Null))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.deferred.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     fn peek(&self) -> Token {
@@ -203,7 +241,7 @@ impl Parser<'_, '_> {
         };
         let near_start = self.tokens[position.saturating_sub(1)].start;
         let near_end = self.tokens[(position + 1).min(self.tokens.len() - 1)].end;
-        let near = self.source[near_start.min(token.start)..near_end.max(token.end)].trim();
+        let near = &self.source[near_start.min(token.start)..near_end.max(token.end)];
         self.error(&messages::syntax_error(token_text, near))
     }
 
@@ -263,7 +301,7 @@ impl Parser<'_, '_> {
             self.expect(TokenKind::RightParenthesis)?;
             let close_index = self.position - 1;
             if self.last_group == Some((open_index + 1, close_index - 1)) {
-                return Err(self.error(messages::REDUNDANT_PARENTHESES));
+                self.defer(messages::REDUNDANT_PARENTHESES);
             }
             self.last_group = Some((open_index, close_index));
             return Ok(condition);
@@ -309,13 +347,19 @@ impl Parser<'_, '_> {
                 return Err(self.syntax_error());
             }
             let upper = self.operand(depth)?;
+            for bound in [&lower, &upper] {
+                if let Operand::Value(AttributeValue::Null) = bound {
+                    self.defer(&messages::wrong_operand_type("BETWEEN", "NULL"));
+                }
+            }
             if let (Operand::Value(lower_value), Operand::Value(upper_value)) = (&lower, &upper)
                 && lower_value.compare(upper_value) == Some(std::cmp::Ordering::Greater)
             {
-                return Err(self.error(&messages::between_bounds(
+                let detail = messages::between_bounds(
                     &value_for_message(lower_value),
                     &value_for_message(upper_value),
-                )));
+                );
+                self.defer(&detail);
             }
             return Ok(Condition::Between {
                 value: left,
@@ -371,7 +415,7 @@ impl Parser<'_, '_> {
             _ => 2,
         };
         if arguments.len() != expected_count {
-            return Err(self.error(&messages::wrong_operand_count(name, arguments.len())));
+            return self.deferred_condition(&messages::wrong_operand_count(name, arguments.len()));
         }
         let second = if expected_count == 2 {
             arguments.pop()
@@ -386,34 +430,33 @@ impl Parser<'_, '_> {
             ("attribute_not_exists", Some(Operand::Path(path)), None) => {
                 Ok(Condition::AttributeNotExists(path))
             }
-            ("attribute_type", Some(Operand::Path(path)), Some(type_operand)) => match type_operand
-            {
-                Operand::Value(AttributeValue::String(type_name)) => {
-                    if TYPE_NAMES.contains(&type_name.as_str()) {
-                        Ok(Condition::AttributeType(path, type_name))
-                    } else {
-                        Err(self.error(&messages::invalid_type_name(&type_name)))
+            ("attribute_type", Some(Operand::Path(path)), Some(type_operand)) => {
+                match type_operand {
+                    Operand::Value(AttributeValue::String(type_name)) => {
+                        if TYPE_NAMES.contains(&type_name.as_str()) {
+                            Ok(Condition::AttributeType(path, type_name))
+                        } else {
+                            self.deferred_condition(&messages::invalid_type_name(&type_name))
+                        }
                     }
+                    Operand::Value(other) => self
+                        .deferred_condition(&messages::wrong_operand_type(name, other.type_name())),
+                    _ => self.deferred_condition(&messages::wrong_operand_type(name, "path")),
                 }
-                Operand::Value(other) => {
-                    Err(self.error(&messages::wrong_operand_type(name, other.type_name())))
-                }
-                _ => Err(self.error(&messages::wrong_operand_type(name, "path"))),
-            },
+            }
             ("begins_with", Some(first), Some(second)) => {
                 for operand in [&first, &second] {
                     if let Operand::Value(value) = operand
                         && !matches!(value, AttributeValue::String(_) | AttributeValue::Binary(_))
                     {
-                        return Err(
-                            self.error(&messages::wrong_operand_type(name, value.type_name()))
-                        );
+                        let detail = messages::wrong_operand_type(name, value.type_name());
+                        return self.deferred_condition(&detail);
                     }
                 }
                 Ok(Condition::BeginsWith(first, second))
             }
             ("contains", Some(first), Some(second)) => Ok(Condition::Contains(first, second)),
-            _ => Err(self.error(&messages::requires_path(name))),
+            _ => self.deferred_condition(&messages::requires_path(name)),
         }
     }
 
@@ -428,39 +471,46 @@ impl Parser<'_, '_> {
                 let name = self.text(token).to_string();
                 self.advance();
                 if name != SIZE_FUNCTION {
-                    return Err(self.unknown_function(&name));
+                    return Err(self.error(&self.unknown_function(&name)));
                 }
                 self.count_operator()?;
                 let mut arguments = self.arguments(depth)?;
-                if arguments.len() != 1 {
-                    return Err(self.error(&messages::wrong_operand_count(&name, arguments.len())));
-                }
-                match arguments.pop() {
-                    Some(Operand::Path(path)) => Ok(Operand::Size(path)),
-                    _ => Err(self.error(&messages::requires_path(&name))),
-                }
+                let detail = if arguments.len() != 1 {
+                    messages::wrong_operand_count(&name, arguments.len())
+                } else if let Some(Operand::Path(path)) = arguments.pop() {
+                    return Ok(Operand::Size(path));
+                } else {
+                    messages::requires_path(&name)
+                };
+                self.defer(&detail);
+                Ok(Operand::Value(AttributeValue::Null))
             }
             TokenKind::Identifier | TokenKind::NamePlaceholder => Ok(Operand::Path(self.path()?)),
             _ => Err(self.syntax_error()),
         }
     }
 
-    fn unknown_function(&self, name: &str) -> Error {
+    /// The error detail for a function name not allowed where it appears.
+    fn unknown_function(&self, name: &str) -> String {
         let known = CONDITION_FUNCTIONS.contains(&name)
             || UPDATE_FUNCTIONS.contains(&name)
             || name == SIZE_FUNCTION;
         if known {
-            self.error(&messages::function_not_allowed(name))
+            messages::function_not_allowed(name)
         } else {
-            self.error(&messages::invalid_function(name))
+            messages::invalid_function(name)
         }
     }
 
     fn value(&mut self, token: Token) -> Result<AttributeValue> {
         let placeholder = self.text(token).to_string();
-        self.context
-            .resolve_value(&placeholder)
-            .ok_or_else(|| self.error(&messages::undefined_value(&placeholder)))
+        match self.context.resolve_value(&placeholder) {
+            Some(value) => Ok(value),
+            None => {
+                self.defer(&messages::undefined_value(&placeholder));
+                Ok(AttributeValue::Null)
+            }
+        }
     }
 
     fn path_name(&mut self) -> Result<String> {
@@ -468,18 +518,22 @@ impl Parser<'_, '_> {
         match token.kind {
             TokenKind::Identifier => {
                 self.advance();
-                let name = self.text(token);
-                if is_reserved_word(name) {
-                    return Err(self.error(&messages::reserved_keyword(name)));
+                let name = self.text(token).to_string();
+                if is_reserved_word(&name) {
+                    self.defer(&messages::reserved_keyword(&name));
                 }
-                Ok(name.to_string())
+                Ok(name)
             }
             TokenKind::NamePlaceholder => {
                 self.advance();
                 let placeholder = self.text(token).to_string();
-                self.context
-                    .resolve_name(&placeholder)
-                    .ok_or_else(|| self.error(&messages::undefined_name(&placeholder)))
+                match self.context.resolve_name(&placeholder) {
+                    Some(name) => Ok(name),
+                    None => {
+                        self.defer(&messages::undefined_name(&placeholder));
+                        Ok(placeholder)
+                    }
+                }
             }
             _ => Err(self.syntax_error()),
         }
@@ -517,7 +571,7 @@ impl Parser<'_, '_> {
                 .find(|section| self.is_keyword(self.peek(), section))
                 .ok_or_else(|| self.syntax_error())?;
             if seen_sections.contains(&section) {
-                return Err(self.error(&messages::section_repeated(section)));
+                self.defer(&messages::section_repeated(section));
             }
             seen_sections.push(section);
             self.advance();
@@ -532,7 +586,7 @@ impl Parser<'_, '_> {
                     _ => {
                         let token = self.expect(TokenKind::ValuePlaceholder)?;
                         let value = self.value(token)?;
-                        self.check_add_or_delete_operand(section, &value)?;
+                        self.check_add_or_delete_operand(section, &value);
                         if section == "ADD" {
                             UpdateAction::Add(path, value)
                         } else {
@@ -549,7 +603,7 @@ impl Parser<'_, '_> {
         Ok(Update { actions })
     }
 
-    fn check_add_or_delete_operand(&self, section: &str, value: &AttributeValue) -> Result<()> {
+    fn check_add_or_delete_operand(&mut self, section: &str, value: &AttributeValue) {
         let is_set = matches!(
             value,
             AttributeValue::StringSet(_)
@@ -557,13 +611,11 @@ impl Parser<'_, '_> {
                 | AttributeValue::BinarySet(_)
         );
         let accepted = is_set || (section == "ADD" && matches!(value, AttributeValue::Number(_)));
-        if accepted {
-            Ok(())
-        } else {
-            Err(self.error(&messages::update_operand_type(
+        if !accepted {
+            self.defer(&messages::update_operand_type(
                 section,
                 long_type_name(value),
-            )))
+            ));
         }
     }
 
@@ -584,7 +636,7 @@ impl Parser<'_, '_> {
             if let UpdateOperand::Value(value) = operand
                 && !matches!(value, AttributeValue::Number(_))
             {
-                return Err(self.error(&messages::wrong_operand_type(symbol, value.type_name())));
+                self.defer(&messages::wrong_operand_type(symbol, value.type_name()));
             }
         }
         Ok(if symbol == "+" {
@@ -605,7 +657,7 @@ impl Parser<'_, '_> {
                 let name = self.text(token).to_string();
                 self.advance();
                 if !UPDATE_FUNCTIONS.contains(&name.as_str()) {
-                    return Err(self.unknown_function(&name));
+                    return Err(self.error(&self.unknown_function(&name)));
                 }
                 self.count_operator()?;
                 let depth = self.enter(depth)?;
@@ -621,7 +673,8 @@ impl Parser<'_, '_> {
                     self.expect(TokenKind::RightParenthesis)?;
                 }
                 if arguments.len() != 2 {
-                    return Err(self.error(&messages::wrong_operand_count(&name, arguments.len())));
+                    let detail = messages::wrong_operand_count(&name, arguments.len());
+                    return self.deferred_update_operand(&detail);
                 }
                 let second = arguments.pop();
                 let first = arguments.pop();
@@ -634,15 +687,13 @@ impl Parser<'_, '_> {
                             if let UpdateOperand::Value(value) = operand
                                 && !matches!(value, AttributeValue::List(_))
                             {
-                                return Err(self.error(&messages::wrong_operand_type(
-                                    &name,
-                                    value.type_name(),
-                                )));
+                                let detail = messages::wrong_operand_type(&name, value.type_name());
+                                return self.deferred_update_operand(&detail);
                             }
                         }
                         Ok(UpdateOperand::ListAppend(Box::new(first), Box::new(second)))
                     }
-                    _ => Err(self.error(&messages::requires_path(&name))),
+                    _ => self.deferred_update_operand(&messages::requires_path(&name)),
                 }
             }
             TokenKind::Identifier | TokenKind::NamePlaceholder => {

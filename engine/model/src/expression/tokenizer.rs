@@ -42,6 +42,8 @@ pub(crate) struct Token {
 pub(crate) struct InvalidCharacter {
     pub start: usize,
     pub end: usize,
+    /// Where the token before it starts, so that the error can quote it as context.
+    pub previous_token_start: Option<usize>,
 }
 
 fn is_name_byte(byte: u8) -> bool {
@@ -89,6 +91,7 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Token>, InvalidCharacter> {
                     return Err(InvalidCharacter {
                         start,
                         end: start + 1,
+                        previous_token_start: tokens.last().map(|token: &Token| token.start),
                     });
                 }
                 let kind = if byte == b'#' {
@@ -122,6 +125,7 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Token>, InvalidCharacter> {
                 return Err(InvalidCharacter {
                     start,
                     end: start + character_length,
+                    previous_token_start: tokens.last().map(|token: &Token| token.start),
                 });
             }
         };
@@ -183,14 +187,13 @@ mod tests {
 
     #[test]
     fn rejects_stray_characters() {
-        assert_eq!(
-            tokenize("a = $"),
-            Err(InvalidCharacter { start: 4, end: 5 })
-        );
-        assert_eq!(
-            tokenize("# = 1"),
-            Err(InvalidCharacter { start: 0, end: 1 })
-        );
-        assert_eq!(tokenize("é"), Err(InvalidCharacter { start: 0, end: 2 }));
+        let invalid = |start, end, previous_token_start| InvalidCharacter {
+            start,
+            end,
+            previous_token_start,
+        };
+        assert_eq!(tokenize("a = $"), Err(invalid(4, 5, Some(2))));
+        assert_eq!(tokenize("# = 1"), Err(invalid(0, 1, None)));
+        assert_eq!(tokenize("é"), Err(invalid(0, 2, None)));
     }
 }

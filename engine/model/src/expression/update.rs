@@ -22,30 +22,22 @@ pub fn apply_update(update: &Update, old_item: &Item, key_schema: &KeySchema) ->
             return Err(validation(messages::key_attribute_updated(name)));
         }
     }
-    // Every SET value ends up in the new item (targets never overlap, so none is removed
-    // again), so their total size bounds the new item's. Checking it while evaluating keeps a
-    // hostile expression from copying a large item hundreds of times before the final check.
-    let mut set_values = Vec::with_capacity(update.actions.len());
-    let mut set_values_bytes = 0usize;
-    for action in &update.actions {
-        if let UpdateAction::Set(_, value) = action {
-            let value = evaluate_set_value(value, old_item)?;
-            set_values_bytes = set_values_bytes.saturating_add(value.size_bytes());
-            if set_values_bytes > ITEM_BYTES_MAX {
-                return Err(validation(messages::UPDATED_ITEM_TOO_LARGE));
-            }
-            set_values.push(value);
-        }
-    }
+    // Right-hand sides read `old_item`, never `new_item`, so every SET sees the item as it was
+    // before the update whatever the order of the actions. Every SET value ends up in the new
+    // item (targets never overlap, so none is removed again), so their total size bounds the
+    // new item's; checking it as values are built keeps a hostile expression from copying a
+    // large item hundreds of times before the final size check.
     let mut new_item = old_item.clone();
-    let mut set_values = set_values.into_iter();
+    let mut set_values_bytes = 0usize;
     let mut removals: Vec<&DocumentPath> = Vec::new();
     for action in &update.actions {
         match action {
-            UpdateAction::Set(path, _) => {
-                let Some(value) = set_values.next() else {
-                    return Err(validation(messages::UPDATE_OPERAND_TYPE));
-                };
+            UpdateAction::Set(path, value) => {
+                let value = evaluate_set_value(value, old_item)?;
+                set_values_bytes = set_values_bytes.saturating_add(value.size_bytes());
+                if set_values_bytes > ITEM_BYTES_MAX {
+                    return Err(validation(messages::UPDATED_ITEM_TOO_LARGE));
+                }
                 set_at(&mut new_item, path, value)?;
             }
             UpdateAction::Remove(path) => removals.push(path),
@@ -102,7 +94,9 @@ fn evaluate_operand(operand: &UpdateOperand, item: &Item) -> Result<AttributeVal
                     first.extend(second);
                     Ok(AttributeValue::List(first))
                 }
-                _ => Err(validation(messages::UPDATE_OPERAND_TYPE)),
+                (AttributeValue::List(_), other) | (other, _) => {
+                    Err(operand_type_error("list_append", &other))
+                }
             }
         }
     }
@@ -126,8 +120,18 @@ fn evaluate_set_value(value: &SetValue, item: &Item) -> Result<AttributeValue> {
             };
             Ok(AttributeValue::Number(result))
         }
-        _ => Err(validation(messages::UPDATE_OPERAND_TYPE)),
+        (AttributeValue::Number(_), other) | (other, _) => {
+            Err(operand_type_error(if subtract { "-" } else { "+" }, &other))
+        }
     }
+}
+
+/// The error for a SET operand of the wrong type, found when the item's value is read.
+fn operand_type_error(operator: &str, operand: &AttributeValue) -> crate::error::Error {
+    validation(messages::invalid_expression(
+        "UpdateExpression",
+        &messages::wrong_operand_type(operator, operand.type_name()),
+    ))
 }
 
 fn add(existing: &AttributeValue, operand: &AttributeValue) -> Result<AttributeValue> {
