@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
-    cargo build --release --bins --target "$target"
+    cargo build --release --locked --bins --target "$target"
 for fuzz_target in expression_parser item_decoder; do
     corpus="$(mktemp -d)"
     cp "seeds/$fuzz_target"/* "$corpus"/
