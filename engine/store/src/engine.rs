@@ -265,6 +265,21 @@ impl<F: Storage> Partition<F> {
             .await?)
     }
 
+    /// Installs one chunk of a snapshot taken from another replica starting at `snapshot_lsn`.
+    /// Afterwards the partition counts as applied up to `snapshot_lsn`; the WAL records after it
+    /// are replayed on top (see "Snapshots" in the module docs).
+    pub async fn install_snapshot_chunk(
+        &mut self,
+        snapshot_lsn: Lsn,
+        items: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), EngineError> {
+        for (key, value) in items {
+            self.tree.put(key, value, snapshot_lsn.0).await?;
+        }
+        self.lsn_applied = self.lsn_applied.max(snapshot_lsn);
+        Ok(())
+    }
+
     pub async fn close(self) -> Result<(), EngineError> {
         Ok(self.tree.close().await?)
     }

@@ -291,3 +291,65 @@ fn long_run_recycles_segments_and_replays_records() {
     assert!(recycled > 0, "no WAL segment was recycled");
     assert!(shard.replayed > 0, "no record was replayed");
 }
+
+/// A replica rebuilt from a streamed snapshot (taken while writes continue) plus the WAL
+/// records after the snapshot's LSN equals the source.
+#[test]
+fn snapshot_and_wal_tail_rebuild_a_replica() {
+    let mut shard = Shard::new(21);
+    let mut rng = SeededRng::new(22);
+    let mut random_write = |shard: &mut Shard| {
+        let mutations: Vec<(u8, bool, usize)> = (0..1 + rng.below(3))
+            .map(|_| {
+                (
+                    rng.below(60) as u8,
+                    rng.chance(0.2),
+                    rng.below(1500) as usize,
+                )
+            })
+            .collect();
+        shard.apply(&Operation::Write {
+            partition: 0,
+            mutations,
+        });
+    };
+    for _ in 0..40 {
+        random_write(&mut shard);
+    }
+    let snapshot_lsn = shard.partitions[0].stats().lsn_applied;
+    let target_disk = SimulatedDisk::new();
+    let cache = PageCache::new(CACHE_PAGES);
+    let mut target = block_on(Partition::open(
+        &target_disk.directory(),
+        PartitionId(0),
+        cache,
+        BTreeConfig::default(),
+    ))
+    .unwrap();
+    let mut after = None;
+    loop {
+        let chunk = block_on(shard.partitions[0].snapshot_chunk(after.clone(), 7)).unwrap();
+        let Some((last_key, _)) = chunk.last() else {
+            break;
+        };
+        after = Some(last_key.clone());
+        block_on(target.install_snapshot_chunk(snapshot_lsn, &chunk)).unwrap();
+        // Writes go on while the snapshot streams.
+        random_write(&mut shard);
+    }
+    // The WAL tail after the snapshot's LSN, read from the source shard's log.
+    let source = shard.disk.crash_image_dropping_unsynced();
+    let mut partitions = vec![target];
+    let mut collector = ReplayCollector::new(&partitions);
+    let (wal, _) = block_on(Wal::open(&source.directory(), wal_config(), |record| {
+        collector.visit(record)
+    }))
+    .unwrap();
+    let replayed = block_on(collector.replay(&mut partitions, &wal)).unwrap();
+    assert!(replayed > 0);
+    assert!(
+        contents(&partitions[0]) == shard.models[0],
+        "the rebuilt replica differs"
+    );
+    assert!(contents(&partitions[0]) == contents(&shard.partitions[0]));
+}
