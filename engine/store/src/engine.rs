@@ -150,6 +150,8 @@ impl MutationBatch {
 pub struct PartitionStats {
     pub partition: PartitionId,
     pub item_count: u64,
+    /// Key plus value bytes of all items.
+    pub item_bytes: u64,
     pub lsn_applied: Lsn,
     pub lsn_checkpointed: Lsn,
     pub tree: BTreeStats,
@@ -245,6 +247,7 @@ impl<F: Storage> Partition<F> {
         PartitionStats {
             partition: self.partition,
             item_count: tree.item_count,
+            item_bytes: tree.item_bytes,
             lsn_applied: self.lsn_applied,
             lsn_checkpointed: Lsn(tree.lsn_durable),
             tree,
