@@ -30,7 +30,7 @@ use std::rc::Rc;
 
 use shoal_io::{Storage, StorageDirectory};
 
-use crate::btree::{BTree, BTreeConfig, BTreeError, BTreeStats, Direction, PageCache};
+use crate::btree::{BTree, BTreeConfig, BTreeError, BTreeStats, Direction, Item, PageCache};
 use crate::wal::{Lsn, PartitionId, RecordKind, RecoveredRecord, Wal};
 
 /// The WAL record kind that carries a [`MutationBatch`].
@@ -230,7 +230,7 @@ impl<F: Storage> Partition<F> {
         upper: Bound<Vec<u8>>,
         direction: Direction,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    ) -> Result<Vec<Item>, EngineError> {
         Ok(self.tree.scan(lower, upper, direction, limit).await?)
     }
 
@@ -260,7 +260,7 @@ impl<F: Storage> Partition<F> {
         &self,
         after: Option<Vec<u8>>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    ) -> Result<Vec<Item>, EngineError> {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         Ok(self
             .tree
@@ -274,7 +274,7 @@ impl<F: Storage> Partition<F> {
     pub async fn install_snapshot_chunk(
         &mut self,
         snapshot_lsn: Lsn,
-        items: &[(Vec<u8>, Vec<u8>)],
+        items: &[Item],
     ) -> Result<(), EngineError> {
         for (key, value) in items {
             self.tree.put(key, value, snapshot_lsn.0).await?;

@@ -12,7 +12,7 @@ use futures_lite::future::block_on;
 use shoal_io::storage::simulated::{SimulatedDisk, SimulatedFile};
 use shoal_io::{OpenMode, Storage, StorageDirectory};
 use shoal_store::btree::page::{PAGE_BYTES, PageDamage};
-use shoal_store::btree::{BTree, BTreeConfig, BTreeError, Direction, PageCache};
+use shoal_store::btree::{BTree, BTreeConfig, BTreeError, Direction, Item, PageCache};
 
 const TREE_FILE: &str = "golden.btree";
 
@@ -22,7 +22,7 @@ fn fixture_path() -> PathBuf {
         .join(TREE_FILE)
 }
 
-fn expected_items() -> Vec<(Vec<u8>, Vec<u8>)> {
+fn expected_items() -> Vec<Item> {
     vec![
         (b"alpha".to_vec(), b"first".to_vec()),
         (
@@ -75,7 +75,7 @@ fn open_bytes(bytes: &[u8]) -> Result<BTree<SimulatedFile>, BTreeError> {
     })
 }
 
-fn items(tree: &BTree<SimulatedFile>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BTreeError> {
+fn items(tree: &BTree<SimulatedFile>) -> Result<Vec<Item>, BTreeError> {
     block_on(tree.scan(
         Bound::Unbounded,
         Bound::Unbounded,

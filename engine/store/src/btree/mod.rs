@@ -129,6 +129,9 @@ impl From<StorageError> for BTreeError {
     }
 }
 
+/// A key and its value, as scans return them.
+pub type Item = (Vec<u8>, Vec<u8>);
+
 /// Scan order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -859,7 +862,7 @@ impl<F: Storage> BTree<F> {
         upper: Bound<Vec<u8>>,
         direction: Direction,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BTreeError> {
+    ) -> Result<Vec<Item>, BTreeError> {
         let mut items = Vec::new();
         if self.root == NO_PAGE || limit == 0 {
             return Ok(items);
