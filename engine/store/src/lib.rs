@@ -4,4 +4,5 @@
 //! and FORMAT.md for the bytes on disk.
 
 pub mod btree;
+pub mod engine;
 pub mod wal;

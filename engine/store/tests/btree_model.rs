@@ -71,6 +71,13 @@ fn value_bytes(key: u16, version: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+fn model_bytes(model: &Model) -> u64 {
+    model
+        .iter()
+        .map(|(key, value)| (key.len() + value.len()) as u64)
+        .sum()
+}
+
 fn operation() -> impl Strategy<Value = Operation> {
     let key = 0..200u16;
     let value = prop_oneof![0..64usize, 64..1024usize, 1025..12_000usize];
@@ -246,6 +253,7 @@ impl Harness {
             }
         }
         assert_eq!(self.tree.stats().item_count, self.model.len() as u64);
+        assert_eq!(self.tree.stats().item_bytes, model_bytes(&self.model));
     }
 
     /// Crashes; when `checkpoint_in_flight`, the new checkpoint may or may not have landed.
@@ -266,6 +274,7 @@ impl Harness {
             "recovered a state that was never checkpointed"
         );
         assert_eq!(tree.stats().item_count, recovered.len() as u64);
+        assert_eq!(tree.stats().item_bytes, model_bytes(&recovered));
         self.lsn = self.lsn.max(tree.stats().lsn_durable);
         self.lsn_applied = tree.stats().lsn_durable;
         self.tree = tree;

@@ -37,9 +37,12 @@ enum Operation {
 
 fn operation() -> impl Strategy<Value = Operation> {
     prop_oneof![
-        6 => (0..3u64, 0..3000usize).prop_map(|(partition, body_bytes)| Operation::Append { partition, body_bytes }),
+        // Bodies above one block make batches end before a segment's end, leaving the bytes of a
+        // recycled segment's previous generation after the last batch.
+        6 => (0..3u64, prop_oneof![0..600usize, 3000..7000usize])
+            .prop_map(|(partition, body_bytes)| Operation::Append { partition, body_bytes }),
         6 => (1..6u8).prop_map(Operation::Step),
-        2 => (0..3u64).prop_map(|partition| Operation::Checkpoint { partition }),
+        4 => (0..3u64).prop_map(|partition| Operation::Checkpoint { partition }),
         1 => Just(Operation::Crash),
     ]
 }
@@ -276,7 +279,7 @@ fn long_runs_reach_recycling_and_torn_tails() {
         let mut rng = SeededRng::new(seed ^ 0x5eed);
         for _ in 0..600 {
             match rng.below(14) {
-                0..=5 => harness.append(rng.below(3), rng.below(3000) as usize),
+                0..=5 => harness.append(rng.below(3), rng.below(7000) as usize),
                 6..=11 => harness.step(1 + rng.below(5) as u8),
                 12 => harness.checkpoint(rng.below(3)),
                 _ => {

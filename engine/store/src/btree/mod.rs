@@ -129,6 +129,9 @@ impl From<StorageError> for BTreeError {
     }
 }
 
+/// A key and its value, as scans return them.
+pub type Item = (Vec<u8>, Vec<u8>);
+
 /// Scan order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -145,17 +148,20 @@ struct Meta {
     page_count: u64,
     free_list_head: PageId,
     item_count: u64,
+    /// Key plus value bytes of all items.
+    item_bytes: u64,
 }
 
 impl Meta {
     fn encode(&self, slot: PageId, page: &mut [u8]) {
-        let mut payload = [0u8; 48];
+        let mut payload = [0u8; 56];
         payload[0..8].copy_from_slice(&META_MAGIC.to_le_bytes());
         payload[8..16].copy_from_slice(&self.sequence.to_le_bytes());
         payload[16..24].copy_from_slice(&self.root.to_le_bytes());
         payload[24..32].copy_from_slice(&self.page_count.to_le_bytes());
         payload[32..40].copy_from_slice(&self.free_list_head.to_le_bytes());
         payload[40..48].copy_from_slice(&self.item_count.to_le_bytes());
+        payload[48..56].copy_from_slice(&self.item_bytes.to_le_bytes());
         let header = PageHeader {
             page_type: PageType::Meta,
             count: 0,
@@ -178,6 +184,7 @@ impl Meta {
             page_count: read_u64(payload, 24),
             free_list_head: read_u64(payload, 32),
             item_count: read_u64(payload, 40),
+            item_bytes: read_u64(payload, 48),
         })
     }
 }
@@ -186,6 +193,8 @@ impl Meta {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BTreeStats {
     pub item_count: u64,
+    /// Key plus value bytes of all items.
+    pub item_bytes: u64,
     pub page_count: u64,
     pub free_pages: usize,
     pub lsn_applied: u64,
@@ -210,7 +219,15 @@ pub struct BTree<F: Storage> {
     durable_slot: usize,
     lsn_applied: u64,
     item_count: u64,
+    item_bytes: u64,
     checkpoints: u64,
+}
+
+fn stored_value_bytes(value: &StoredValue) -> usize {
+    match value {
+        StoredValue::Inline(bytes) => bytes.len(),
+        StoredValue::Overflow { value_bytes, .. } => *value_bytes as usize,
+    }
 }
 
 /// Where a key is inside a branch: the index of the child that covers it (0 = first child).
@@ -392,6 +409,7 @@ impl<F: Storage> BTree<F> {
             durable_slot: 1,
             lsn_applied: 0,
             item_count: 0,
+            item_bytes: 0,
             checkpoints: 0,
         };
         let Some((meta, slot)) = metas.into_iter().max_by_key(|(meta, _)| meta.sequence) else {
@@ -419,6 +437,7 @@ impl<F: Storage> BTree<F> {
         tree_state.page_count = meta.page_count;
         tree_state.lsn_applied = meta.checkpoint_lsn;
         tree_state.item_count = meta.item_count;
+        tree_state.item_bytes = meta.item_bytes;
         let mut next = meta.free_list_head;
         while next != NO_PAGE {
             let page = tree_state
@@ -439,6 +458,7 @@ impl<F: Storage> BTree<F> {
     pub fn stats(&self) -> BTreeStats {
         BTreeStats {
             item_count: self.item_count,
+            item_bytes: self.item_bytes,
             page_count: self.page_count,
             free_pages: self.free.len(),
             lsn_applied: self.lsn_applied,
@@ -726,12 +746,14 @@ impl<F: Storage> BTree<F> {
             self.store(page, Node::Leaf(vec![entry])).await?;
             self.root = page;
             self.item_count += 1;
+            self.item_bytes += (key.len() + value.len()) as u64;
             return Ok(());
         }
         let (path, leaf_page, mut entries) = self.descend(key).await?;
         match entries.binary_search_by(|probe| probe.key.as_slice().cmp(key)) {
             Ok(found) => {
                 let old = std::mem::replace(&mut entries[found], entry);
+                self.item_bytes -= (key.len() + stored_value_bytes(&old.value)) as u64;
                 self.release_value(&old.value).await?;
             }
             Err(position) => {
@@ -739,6 +761,7 @@ impl<F: Storage> BTree<F> {
                 self.item_count += 1;
             }
         }
+        self.item_bytes += (key.len() + value.len()) as u64;
         let pieces = split_node(Node::Leaf(entries));
         self.write_up(path, leaf_page, pieces).await
     }
@@ -756,6 +779,7 @@ impl<F: Storage> BTree<F> {
         let removed = entries.remove(found);
         self.release_value(&removed.value).await?;
         self.item_count -= 1;
+        self.item_bytes -= (removed.key.len() + stored_value_bytes(&removed.value)) as u64;
         if !entries.is_empty() {
             self.write_up(path, leaf_page, vec![(Vec::new(), Node::Leaf(entries))])
                 .await?;
@@ -838,7 +862,7 @@ impl<F: Storage> BTree<F> {
         upper: Bound<Vec<u8>>,
         direction: Direction,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BTreeError> {
+    ) -> Result<Vec<Item>, BTreeError> {
         let mut items = Vec::new();
         if self.root == NO_PAGE || limit == 0 {
             return Ok(items);
@@ -943,6 +967,7 @@ impl<F: Storage> BTree<F> {
             page_count: self.page_count,
             free_list_head: list_pages.first().copied().unwrap_or(NO_PAGE),
             item_count: self.item_count,
+            item_bytes: self.item_bytes,
         };
         let slot = 1 - self.durable_slot;
         let mut buffer = self.file.allocate_buffer(PAGE_BYTES);

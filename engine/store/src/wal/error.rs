@@ -44,8 +44,6 @@ pub enum CorruptionKind {
         newer_segment_index: u32,
         newer_first_lsn: Lsn,
     },
-    /// The first record of the oldest segment does not carry the LSN its header announces.
-    FirstRecordMismatch,
     /// A segment header between two segments of the log is unreadable.
     SegmentHeaderDamaged,
     /// A segment header names another segment index or another segment size.

@@ -71,8 +71,9 @@ use shoal_io::{OpenMode, Storage, StorageDirectory};
 use completion::Completion;
 pub use error::{CorruptionKind, LogLocation, WalCorruption, WalError, WriteFailure};
 use format::{
-    BLOCK_BYTES, RECORD_FLAG_BATCH_END, RECORD_HEADER_BYTES, RecordHeader, SEGMENT_DATA_OFFSET,
-    SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot, align_up, record_encoded_bytes,
+    BLOCK_BYTES, RECORD_FLAG_BATCH_END, RECORD_HEADER_BYTES, RecordHeader, RecordSlot,
+    SEGMENT_DATA_OFFSET, SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot, align_up,
+    record_encoded_bytes,
 };
 use recovery::{
     LogSegments, SegmentVerdict, decide, find_newer_generation_record, plan_log_segments,
@@ -874,12 +875,13 @@ impl<F: Storage> Wal<F> {
         let padded_bytes = align_up(batch.encoded_bytes as u64, BLOCK_BYTES as u64) as usize;
         let mut buffer = file.allocate_buffer(padded_bytes);
         encode_batch(&mut buffer, &batch.records, batch.generation);
+        verify_encoded_batch(&buffer, &batch.records, batch.generation);
         if let Err(error) = file.write_at(buffer, batch.offset).await {
             self.fail(batch.segment_index, batch.offset, &error, batch.records);
             return;
         }
         sync_or_stop(file).await;
-        let lsn_last = {
+        {
             let mut state = self.shared.state.borrow_mut();
             assert_eq!(
                 state.write_offset, batch.offset,
@@ -894,19 +896,16 @@ impl<F: Storage> Wal<F> {
                     .or_default();
                 *lsn_max = (*lsn_max).max(record.lsn);
             }
-            let lsn_last = batch.records[batch.records.len() - 1].lsn;
             assert_eq!(
                 state.lsn_durable.0 + 1,
                 batch.records[0].lsn.0,
                 "invariant 1: batches are durable in LSN order"
             );
-            state.lsn_durable = lsn_last;
+            state.lsn_durable = batch.records[batch.records.len() - 1].lsn;
             state.stats.batches_written += 1;
             state.stats.batch_bytes_written += padded_bytes as u64;
             state.stats.syncs += 1;
-            lsn_last
-        };
-        debug_assert_eq!(lsn_last, batch.records[batch.records.len() - 1].lsn);
+        }
         for record in batch.records {
             record.completion.complete(Ok(record.lsn));
         }
@@ -950,6 +949,30 @@ async fn write_segment_header<F: Storage>(
     buffer[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
     file.write_at(buffer, 0).await?;
     Ok(())
+}
+
+/// The paired assertion of `encode_batch`: the bytes about to be written decode, with the
+/// recovery decoder, to exactly the batch's records. A bug in the encoder stops the shard here
+/// instead of being found by the next recovery.
+fn verify_encoded_batch(buffer: &[u8], records: &[PendingRecord], generation: u64) {
+    let mut position = 0;
+    for (index, record) in records.iter().enumerate() {
+        let RecordSlot::Valid(header) = RecordHeader::decode(&buffer[position..]) else {
+            shoal_io::fatal!("encoded WAL record {} does not decode", record.lsn)
+        };
+        let body = &buffer[position + RECORD_HEADER_BYTES..][..record.body.len()];
+        let batch_end = index + 1 == records.len();
+        if header.lsn != record.lsn
+            || header.generation != generation
+            || header.batch_first_lsn != records[0].lsn
+            || header.is_batch_end() != batch_end
+            || header.body_bytes as usize != record.body.len()
+            || crc32c::crc32c(body) != header.body_checksum
+        {
+            shoal_io::fatal!("encoded WAL record {} decodes to {header:?}", record.lsn);
+        }
+        position += record_encoded_bytes(record.body.len());
+    }
 }
 
 /// Lays out a batch: records back to back at record alignment, the last one flagged as the

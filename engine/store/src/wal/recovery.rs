@@ -52,9 +52,15 @@
 //! | R1 | clean end  | no                          | none                            | end of the log |
 //! | R2 | damage     | no                          | none                            | torn tail: end of the log; the tail is scrubbed before appending |
 //! | R3 | either     | yes                         | any                             | corruption (damaged or missing acknowledged records, located at `S` or the damaged record) |
-//! | R4 | clean end  | no                          | starts at LSN `E`               | segment ends, the log continues in the newer segment |
+//! | R4 | either     | no                          | starts at LSN `E`               | segment ends, the log continues in the newer segment |
 //! | R5 | clean end  | no                          | starts at another LSN           | corruption (LSN gap) |
-//! | R6 | damage     | no                          | yes                             | corruption (a newer segment is only started once this one is durable) |
+//! | R6 | damage     | no                          | starts at another LSN           | corruption (a newer segment is only started once this one is durable) |
+//!
+//! R4 accepts damage at `S` because a recycled segment is not zeroed: after the last batch of
+//! this generation lie the old generation's bytes, and a block boundary of the new generation
+//! can fall in the middle of an old record, which reads as a bad header. That is not a loss:
+//! had any durable batch of this segment been damaged, the scan would stop before it and `E`
+//! would be below the newer segment's first LSN (R5, R6).
 //!
 //! A record header with a good checksum but an unknown format version inside the log is
 //! reported as an unsupported version, never read as the end.
@@ -343,6 +349,10 @@ pub fn decide(
         (damaged, None) => Ok(SegmentVerdict::EndOfLog {
             torn: damaged.is_some(),
         }),
+        // R4.
+        (_, Some((_, newer_first_lsn))) if newer_first_lsn == scan.lsn_next => {
+            Ok(SegmentVerdict::ContinuesInNewerSegment)
+        }
         // R6.
         (Some(_), Some((newer_segment_index, _))) => Err(WalCorruption {
             location,
@@ -351,10 +361,6 @@ pub fn decide(
             },
             observed,
         }),
-        // R4.
-        (None, Some((_, newer_first_lsn))) if newer_first_lsn == scan.lsn_next => {
-            Ok(SegmentVerdict::ContinuesInNewerSegment)
-        }
         // R5.
         (None, Some((newer_segment_index, newer_first_lsn))) => Err(WalCorruption {
             location,

@@ -313,10 +313,12 @@ fn r5_lsn_gap_before_the_newer_segment_is_corruption() {
 fn r6_damage_before_a_newer_segment_is_corruption() {
     let (mut image, segment_header, _, end) = two_batches();
     let (offsets, _) = put_batch(&mut image, end, GENERATION, 4, &[b"d", b"e"]);
-    // The body byte of the batch's last record.
+    // The body byte of the batch's last record: LSNs 4 and 5 are damaged, yet the newer
+    // segment starts after them, at 6.
     image[offsets[1] as usize + RECORD_HEADER_BYTES] ^= 1;
     let scan = scan_segment(&image, &segment_header).unwrap();
-    let corruption = decide(&scan, Some((1, Lsn(4)))).unwrap_err();
+    assert_eq!(scan.lsn_next, Lsn(4));
+    let corruption = decide(&scan, Some((1, Lsn(6)))).unwrap_err();
     assert_eq!(corruption.location.offset, offsets[1]);
     assert_eq!(
         corruption.kind,
@@ -324,6 +326,22 @@ fn r6_damage_before_a_newer_segment_is_corruption() {
             newer_segment_index: 1
         }
     );
+}
+
+#[test]
+fn r4_stale_bytes_of_an_older_generation_after_the_last_batch_end_the_segment() {
+    let (mut image, segment_header, _, end) = two_batches();
+    // The recycled segment's previous life had a long record here: the new generation's next
+    // block boundary falls in its body, which reads as a bad header.
+    image[end as usize..end as usize + BLOCK_BYTES].fill(0xAB);
+    let scan = scan_segment(&image, &segment_header).unwrap();
+    assert!(matches!(scan.stop, ScanStop::Damaged { .. }));
+    assert_eq!(
+        decide(&scan, Some((1, Lsn(4)))),
+        Ok(SegmentVerdict::ContinuesInNewerSegment)
+    );
+    // The same bytes in front of a newer segment that starts later are a loss.
+    assert!(decide(&scan, Some((1, Lsn(5)))).is_err());
 }
 
 #[test]
