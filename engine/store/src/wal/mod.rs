@@ -53,6 +53,7 @@
 
 pub mod error;
 pub mod format;
+pub mod inspect;
 pub mod recovery;
 
 mod completion;
