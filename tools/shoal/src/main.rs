@@ -1,6 +1,7 @@
 //! `shoal`: one binary for every role (see README.md in this folder).
 
 mod doctor;
+mod inspect;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,9 @@ enum Action {
     /// Check that this machine can run a Shoal storage node: kernel, io_uring, memlock,
     /// direct I/O on the data directory, fdatasync latency, cores, huge pages, clock source.
     Doctor(doctor::DoctorOptions),
+    /// Verify a storage file offline (checksums and structure) and summarise it; exit status
+    /// 1 on corruption, with its location.
+    Inspect(inspect::InspectOptions),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     let command = Command::parse();
     match command.action {
         Action::Doctor(options) => doctor::run(&options),
+        Action::Inspect(options) => inspect::run(&options),
     }
 }
 

@@ -35,6 +35,7 @@
 
 pub mod cache;
 pub mod page;
+pub mod verify;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;

@@ -88,6 +88,28 @@ pub enum PageDamage {
     WrongType(PageType),
     /// The payload does not parse (lengths past the end, keys out of order).
     Malformed,
+    // The rest are found by a whole-tree verification (`btree::verify`), not by reading one
+    // page: each is reported at the page that holds the bad reference or key.
+    /// The page references a page outside the file's pages, or a meta slot.
+    ReferenceOutOfRange(PageId),
+    /// The page references a page that something else in the tree or the free list also uses.
+    ReferencedTwice(PageId),
+    /// A leaf at another depth than the first leaf: the tree is not balanced.
+    LeafDepth {
+        depth: u32,
+        expected: u32,
+    },
+    /// A leaf key outside the range its ancestors' separators give it.
+    KeyOutsideParentRange,
+    /// A page below `page_count` that neither the tree nor the free list accounts for.
+    Unaccounted,
+    /// The meta's item count or bytes differ from what the leaves hold.
+    ItemTotalsMismatch {
+        meta_items: u64,
+        meta_bytes: u64,
+        tree_items: u64,
+        tree_bytes: u64,
+    },
 }
 
 fn read_u16(bytes: &[u8], offset: usize) -> u16 {

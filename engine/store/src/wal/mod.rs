@@ -53,6 +53,7 @@
 
 pub mod error;
 pub mod format;
+pub mod inspect;
 pub mod recovery;
 
 mod completion;
@@ -234,7 +235,8 @@ pub fn segment_file_name(index: u32) -> String {
     format!("wal-{index:04}.seg")
 }
 
-fn parse_segment_file_name(name: &str) -> Option<u32> {
+/// The segment index a file name names, if it is a segment file name.
+pub fn parse_segment_file_name(name: &str) -> Option<u32> {
     let digits = name.strip_prefix("wal-")?.strip_suffix(".seg")?;
     if digits.len() == 4 && digits.bytes().all(|byte| byte.is_ascii_digit()) {
         digits.parse().ok()
