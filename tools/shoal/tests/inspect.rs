@@ -317,7 +317,7 @@ fn a_flipped_byte_in_a_tree_page_fails_with_the_page_id() {
 #[test]
 fn the_golden_btree_fixture_is_sound() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../engine/store/tests/fixtures/btree-v1/golden.btree");
+        .join("../../engine/store/tests/fixtures/btree-v2/golden.btree");
     let output = inspect("btree", &path, false);
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
