@@ -5,18 +5,20 @@
 //! is detected when the page is read.
 //!
 //! # Why 16 KiB pages
-//! Keys must be as large as DynamoDB's: a storage key is hash (8) + partition-key length (2)
-//! + partition key (up to 2048) + sort key (up to 1024) = 3082 bytes, budgeted as
-//! [`KEY_BYTES_MAX`] = 3200. A branch split needs three maximal keys in one page (see
-//! [`KEY_BYTES_MAX`]), which 4 KiB pages cannot hold. Of the two ways out, spilling long keys to
-//! overflow pages makes every comparison against a spilled separator a dependent read (or a
-//! node's decoded size unbounded by its page), and adds key chains to copy-on-write and the
-//! free-page accounting; a larger page keeps every key inline and the tree code unchanged.
-//! The page is the smallest multiple of the 4 KiB I/O unit that holds three maximal branch
-//! entries as a power of two. Costs: an uncached point read transfers 16 KiB instead of
-//! 4 KiB (one NVMe command either way, more bandwidth); copy-on-write rewrites 16 KiB per
-//! changed node and checkpoint; a page cache of the same memory holds a quarter as many
-//! nodes (but each holds four times the entries, and the tree is shallower).
+//! Keys must be as large as DynamoDB's: a storage key (hash, partition-key length, partition
+//! key of up to 2048 bytes, sort key of up to 1024 bytes) is at most
+//! [`DYNAMODB_STORAGE_KEY_BYTES_MAX`] = 3082 bytes, budgeted as [`KEY_BYTES_MAX`] = 3200. A
+//! branch split needs three maximal keys in one page, which 4 KiB pages cannot hold. Of the two
+//! ways out, spilling long keys to overflow pages makes every comparison against a spilled
+//! separator a dependent read (or a cached node's size unbounded by its page), and adds key
+//! chains to copy-on-write and the free-page accounting; a larger page keeps every key whole
+//! in its node and the tree code unchanged. 16 KiB is the smallest power-of-two multiple of the
+//! 4 KiB I/O unit that holds three maximal branch entries, and it also holds two leaf entries
+//! with a maximal key and an inline value of up to 4 KiB. Costs: an uncached point read
+//! transfers 16 KiB instead of 4 KiB (one NVMe command either way, more bandwidth);
+//! copy-on-write rewrites 16 KiB per changed node and checkpoint; a page cache of the same
+//! memory holds a quarter as many nodes (each with four times the entries, in a shallower
+//! tree).
 
 use shoal_io::IO_ALIGNMENT_BYTES;
 
