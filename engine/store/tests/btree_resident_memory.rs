@@ -108,6 +108,7 @@ fn a_tree_eight_times_the_cache_keeps_the_resident_set_bounded() {
         }
         tree.checkpoint().await.unwrap();
         assert!(cache.resident_pages() <= CACHE_PAGES);
+        assert_eq!(cache.capacity_bytes(), CACHE_BYTES);
         let file_bytes = tree.stats().page_count as usize * PAGE_BYTES;
         assert!(
             file_bytes >= DATA_TO_CACHE_RATIO * CACHE_BYTES,

@@ -424,6 +424,51 @@ mod tests {
         assert_eq!(Node::decode(&page, 8), Ok(branch));
     }
 
+    /// The smallest nodes a split can leave must fit: three maximal branch entries, two leaf
+    /// entries with a maximal key and the largest inline value.
+    #[test]
+    fn nodes_of_maximal_entries_fit_and_round_trip() {
+        let mut page = vec![0; PAGE_BYTES];
+        let maximal_key = |last: u8| {
+            let mut key = vec![b'k'; KEY_BYTES_MAX];
+            key[KEY_BYTES_MAX - 1] = last;
+            key
+        };
+        let branch = Node::Branch {
+            first_child: 9,
+            entries: (0..3)
+                .map(|index| (maximal_key(index), 10 + u64::from(index)))
+                .collect(),
+        };
+        assert!(branch.fits());
+        branch.encode(8, 3, &mut page);
+        assert_eq!(Node::decode(&page, 8), Ok(branch));
+        let leaf = Node::Leaf(
+            (0..2)
+                .map(|index| LeafEntry {
+                    key: maximal_key(index),
+                    value: StoredValue::Inline(vec![index; INLINE_VALUE_BYTES_MAX]),
+                })
+                .collect(),
+        );
+        assert!(leaf.fits());
+        leaf.encode(7, 3, &mut page);
+        assert_eq!(Node::decode(&page, 7), Ok(leaf));
+    }
+
+    #[test]
+    fn a_meta_page_of_another_version_is_recognised() {
+        let mut page = vec![0; PAGE_BYTES];
+        assert_eq!(foreign_meta_format_version(&page), None, "never written");
+        page[0] = PageType::Meta as u8;
+        page[1] = BTREE_FORMAT_VERSION;
+        assert_eq!(foreign_meta_format_version(&page), None, "ours, damaged");
+        page[1] = 1;
+        assert_eq!(foreign_meta_format_version(&page), Some(1));
+        page[0] = PageType::Leaf as u8;
+        assert_eq!(foreign_meta_format_version(&page), None, "not a meta page");
+    }
+
     #[test]
     fn damage_is_detected() {
         let mut page = vec![0; PAGE_BYTES];
