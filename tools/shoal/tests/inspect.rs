@@ -325,6 +325,21 @@ fn the_golden_btree_fixture_is_sound() {
     assert!(text.contains("overflow"), "{text}");
 }
 
+/// The version-1 sample (4 KiB pages) is kept for this: it must be refused by name, never
+/// reported as an empty or a sound tree.
+#[test]
+fn an_older_btree_format_version_is_refused_by_name() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../engine/store/tests/fixtures/btree-v1/golden.btree");
+    let output = inspect("btree", &path, false);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(EXIT_CORRUPT), "{text}");
+    assert!(
+        text.contains("B-tree file of format version 1; this build reads version 2"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_missing_file_is_unreadable_not_corrupt() {
     let directory = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
