@@ -1,6 +1,8 @@
-//! A committed B-tree file of format version 1 (tests/fixtures/btree-v1/golden.btree): the
+//! A committed B-tree file of format version 2 (tests/fixtures/btree-v2/golden.btree): the
 //! current code must write exactly these bytes for the same operations, and must read them
 //! back. Damaged copies (both meta slots, a tree page) must be rejected with the right error.
+//! The version-1 file (tests/fixtures/btree-v1/golden.btree, 4 KiB pages) stays committed:
+//! it must be refused as another format version, never read or overwritten.
 //! Regenerate after an intended format change (with a version bump) with
 //! `SHOAL_REGENERATE_FIXTURES=1 cargo test -p shoal-store --test btree_fixtures`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +19,12 @@ use shoal_store::btree::{BTree, BTreeConfig, BTreeError, Direction, Item, PageCa
 const TREE_FILE: &str = "golden.btree";
 
 fn fixture_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/btree-v2")
+        .join(TREE_FILE)
+}
+
+fn version_1_fixture_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/btree-v1")
         .join(TREE_FILE)
@@ -88,6 +96,7 @@ fn items(tree: &BTree<SimulatedFile>) -> Result<Vec<Item>, BTreeError> {
 fn golden_btree_file_is_current_and_readable() {
     let built = build();
     if std::env::var_os("SHOAL_REGENERATE_FIXTURES").is_some() {
+        std::fs::create_dir_all(fixture_path().parent().unwrap()).unwrap();
         std::fs::write(fixture_path(), &built).unwrap();
     }
     let committed = std::fs::read(fixture_path()).unwrap();
@@ -140,4 +149,23 @@ fn damaged_copies_of_the_golden_file_are_rejected() {
         reported >= 3,
         "leaf and two overflow pages are in use, {reported} reported"
     );
+}
+
+#[test]
+fn a_version_1_file_is_refused_and_left_untouched() {
+    let committed = std::fs::read(version_1_fixture_path()).unwrap();
+    assert!(matches!(
+        open_bytes(&committed),
+        Err(BTreeError::UnsupportedFormatVersion {
+            found: 1,
+            supported: 2
+        })
+    ));
+    // Its first 16 KiB alone (four 4 KiB pages) would otherwise pass for a creation that never
+    // finished, and be overwritten with an empty tree.
+    let first_page = &committed[..PAGE_BYTES];
+    assert!(matches!(
+        open_bytes(first_page),
+        Err(BTreeError::UnsupportedFormatVersion { found: 1, .. })
+    ));
 }

@@ -1,5 +1,5 @@
 //! Property: the B-tree against a `BTreeMap` model. Random puts (small, large and overflow
-//! values, short and long keys), deletes, gets, bounded scans in both directions with limits,
+//! values, short keys and long ones up to the largest the tree accepts), deletes, gets, bounded scans in both directions with limits,
 //! checkpoints, and crashes (crash images of the simulated disk, also in the middle of a
 //! checkpoint), all through a small shared page cache so that dirty pages are evicted and
 //! written back. After every crash the recovered tree equals the model at the last
@@ -20,13 +20,16 @@ use futures_lite::future::block_on;
 use proptest::prelude::*;
 use shoal_io::storage::simulated::SimulatedDisk;
 use shoal_io::{SeededRng, StorageDirectory};
-use shoal_store::btree::{BTree, BTreeConfig, Direction, PageCache};
+use shoal_store::btree::{BTree, BTreeConfig, Direction, KEY_BYTES_MAX, PageCache};
 
 type File = <YieldingDirectory as StorageDirectory>::File;
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const TREE_FILE: &str = "partition-0001.btree";
 const CACHE_PAGES: usize = 16;
+/// How often a generated key is long: often enough that leaves and branches fill with maximal
+/// keys and split on them.
+const LONG_KEY_CHANCE: f64 = 0.3;
 
 #[derive(Debug, Clone)]
 enum Operation {
@@ -56,10 +59,15 @@ enum Operation {
     },
 }
 
+/// Lengths of long keys, chosen by the key number: a medium key, one the size of DynamoDB's
+/// largest partition key, and the largest key the tree accepts.
+const LONG_KEY_BYTES: [usize; 3] = [900, 2048, KEY_BYTES_MAX];
+
 fn key_bytes(key: u16, long_key: bool) -> Vec<u8> {
     let mut bytes = format!("{key:05}").into_bytes();
     if long_key {
-        bytes.extend(std::iter::repeat_n(b'~', 900));
+        let len = LONG_KEY_BYTES[usize::from(key) % LONG_KEY_BYTES.len()];
+        bytes.resize(len, b'~');
     }
     bytes
 }
@@ -80,14 +88,14 @@ fn model_bytes(model: &Model) -> u64 {
 
 fn operation() -> impl Strategy<Value = Operation> {
     let key = 0..200u16;
-    let value = prop_oneof![0..64usize, 64..1024usize, 1025..12_000usize];
+    let value = prop_oneof![0..64usize, 64..4096usize, 4097..40_000usize];
     let bound = proptest::option::of((0..200u16, any::<bool>()));
     prop_oneof![
-        10 => (key.clone(), proptest::bool::weighted(0.15), value)
+        10 => (key.clone(), proptest::bool::weighted(LONG_KEY_CHANCE), value)
             .prop_map(|(key, long_key, value_bytes)| Operation::Put { key, long_key, value_bytes }),
-        4 => (key.clone(), proptest::bool::weighted(0.15))
+        4 => (key.clone(), proptest::bool::weighted(LONG_KEY_CHANCE))
             .prop_map(|(key, long_key)| Operation::Delete { key, long_key }),
-        2 => (key, proptest::bool::weighted(0.15)).prop_map(|(key, long_key)| Operation::Get { key, long_key }),
+        2 => (key, proptest::bool::weighted(LONG_KEY_CHANCE)).prop_map(|(key, long_key)| Operation::Get { key, long_key }),
         2 => (bound.clone(), bound, any::<bool>(), 1..40usize)
             .prop_map(|(lower, upper, forward, limit)| Operation::Scan { lower, upper, forward, limit }),
         2 => Just(Operation::Checkpoint),
@@ -308,7 +316,7 @@ fn large_tree_reuses_freed_pages() {
             harness.apply(Operation::Put {
                 key: key % 500 + (round as u16 % 2) * 500,
                 long_key: key % 7 == 0,
-                value_bytes: (usize::from(key) * 37) % 3000,
+                value_bytes: (usize::from(key) * 37) % 9000,
             });
         }
         harness.apply(Operation::Checkpoint);

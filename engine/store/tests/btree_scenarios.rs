@@ -11,7 +11,7 @@ use shoal_io::storage::dma::DmaDirectory;
 use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedDisk, SimulatedFile};
 use shoal_io::testing::run_on_test_executor;
 use shoal_store::btree::page::{PAGE_BYTES, PageDamage};
-use shoal_store::btree::{BTree, BTreeConfig, BTreeError, Direction, PageCache};
+use shoal_store::btree::{BTree, BTreeConfig, BTreeError, Direction, KEY_BYTES_MAX, PageCache};
 
 const TREE_FILE: &str = "partition-0007.btree";
 
@@ -136,8 +136,9 @@ fn values_up_to_the_configured_limit() {
         Err(BTreeError::ValueTooLarge { .. })
     ));
     assert!(matches!(
-        block_on(tree.put(&vec![b'k'; 1025], b"v", 3)),
-        Err(BTreeError::KeyTooLarge { key_bytes: 1025 })
+        block_on(tree.put(&vec![b'k'; KEY_BYTES_MAX + 1], b"v", 3)),
+        Err(BTreeError::KeyTooLarge { key_bytes, key_bytes_max: KEY_BYTES_MAX })
+            if key_bytes == KEY_BYTES_MAX + 1
     ));
     block_on(tree.checkpoint()).unwrap();
     drop(tree);
@@ -176,12 +177,21 @@ fn values_up_to_the_configured_limit() {
     );
 }
 
+/// Values of the many-times-the-cache tree: a few per 16 KiB leaf, so 3000 items make hundreds
+/// of pages.
+const LARGE_TREE_VALUE_BYTES: usize = 2000;
+
 #[test]
 fn tree_many_times_larger_than_the_cache() {
     let disk = SimulatedDisk::new();
     let (mut tree, cache) = open(&disk.directory(), 16, BTreeConfig::default());
     for index in 0..3000 {
-        block_on(tree.put(&key(index), &value(index, 500), u64::from(index) + 1)).unwrap();
+        block_on(tree.put(
+            &key(index),
+            &value(index, LARGE_TREE_VALUE_BYTES),
+            u64::from(index) + 1,
+        ))
+        .unwrap();
         assert!(cache.resident_pages() <= cache.capacity_pages());
     }
     let stats = cache.stats();
@@ -194,7 +204,7 @@ fn tree_many_times_larger_than_the_cache() {
     for index in (0..3000).step_by(97) {
         assert_eq!(
             block_on(tree.get(&key(index))).unwrap().unwrap(),
-            value(index, 500)
+            value(index, LARGE_TREE_VALUE_BYTES)
         );
     }
     block_on(tree.checkpoint()).unwrap();

@@ -317,12 +317,27 @@ fn a_flipped_byte_in_a_tree_page_fails_with_the_page_id() {
 #[test]
 fn the_golden_btree_fixture_is_sound() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../engine/store/tests/fixtures/btree-v1/golden.btree");
+        .join("../../engine/store/tests/fixtures/btree-v2/golden.btree");
     let output = inspect("btree", &path, false);
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("items: 3 ("), "{text}");
     assert!(text.contains("overflow"), "{text}");
+}
+
+/// The version-1 sample (4 KiB pages) is kept for this: it must be refused by name, never
+/// reported as an empty or a sound tree.
+#[test]
+fn an_older_btree_format_version_is_refused_by_name() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../engine/store/tests/fixtures/btree-v1/golden.btree");
+    let output = inspect("btree", &path, false);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(EXIT_CORRUPT), "{text}");
+    assert!(
+        text.contains("B-tree file of format version 1; this build reads version 2"),
+        "{text}"
+    );
 }
 
 #[test]

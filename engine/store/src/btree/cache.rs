@@ -159,6 +159,12 @@ impl<F: Storage> PageCache<F> {
         self.capacity_pages
     }
 
+    /// The cache's memory bound in page bytes. A cached node is decoded, so it takes its page's
+    /// payload plus per-entry bookkeeping (tests/btree_resident_memory.rs measures the whole).
+    pub fn capacity_bytes(&self) -> usize {
+        self.capacity_pages * PAGE_BYTES
+    }
+
     pub fn resident_pages(&self) -> usize {
         self.state.borrow().index.len()
     }

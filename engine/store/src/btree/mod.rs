@@ -1,10 +1,14 @@
-//! The B-tree of one partition replica: one file of 4 KiB pages, copy-on-write, made durable
+//! The B-tree of one partition replica: one file of 16 KiB pages, copy-on-write, made durable
 //! by checkpoints.
 //!
 //! Lives on the core of the shard that owns the partition; its nodes are cached in the shard's
-//! [`PageCache`]. Keys are byte strings up to [`KEY_BYTES_MAX`], values byte strings up to
-//! `value_bytes_max` (400 KB by default, at most [`VALUE_BYTES_LIMIT`]); values longer than
-//! [`INLINE_VALUE_BYTES_MAX`] live in chains of overflow pages.
+//! [`PageCache`]. Keys are byte strings up to [`KEY_BYTES_MAX`] (3200 bytes: DynamoDB's largest
+//! storage key, 3082 bytes, plus a prefix), always stored whole in their node; values byte
+//! strings up to `value_bytes_max` (400 KB by default, at most [`VALUE_BYTES_LIMIT`]); values
+//! longer than [`INLINE_VALUE_BYTES_MAX`] live in chains of overflow pages. The page size is
+//! chosen so that every leaf holds at least two maximal entries and every branch at least three
+//! maximal keys, so any split leaves every piece non-empty; why a larger page rather than keys
+//! spilled to overflow pages, and what it costs, is in [`page`]'s module docs.
 //!
 //! # Crash safety: copy-on-write with two meta slots
 //! Pages 0 and 1 are meta slots; creating a tree writes an empty meta into slot 0 first. The durable tree is the one the valid meta with the highest
@@ -46,10 +50,11 @@ use shoal_io::storage::sync_or_stop;
 use shoal_io::{OpenMode, Storage, StorageDirectory, StorageError};
 
 pub use cache::{PageCache, TreeId};
+pub use page::KEY_BYTES_MAX;
 use page::{
-    INLINE_VALUE_BYTES_MAX, KEY_BYTES_MAX, LeafEntry, META_MAGIC, META_PAGE_IDS, NO_PAGE, Node,
-    PAGE_BYTES, PAGE_PAYLOAD_BYTES, PageDamage, PageHeader, PageId, PageType, StoredValue,
-    decode_page, encode_page, read_u64,
+    INLINE_VALUE_BYTES_MAX, LeafEntry, META_MAGIC, META_PAGE_IDS, NO_PAGE, Node, PAGE_BYTES,
+    PAGE_PAYLOAD_BYTES, PageDamage, PageHeader, PageId, PageType, StoredValue, decode_page,
+    encode_page, foreign_meta_format_version, read_u64,
 };
 
 /// The largest value any configuration allows (the 4 MB item limit plus its key and framing).
@@ -84,14 +89,22 @@ pub enum BTreeError {
     },
     /// Neither meta slot is valid although the file holds pages.
     NoValidMeta,
+    /// The key is longer than [`KEY_BYTES_MAX`]; nothing was changed.
     KeyTooLarge {
         key_bytes: usize,
+        key_bytes_max: usize,
     },
     ValueTooLarge {
         value_bytes: usize,
         value_bytes_max: usize,
     },
     ConfigInvalid(&'static str),
+    /// The file was written by another B-tree format version (FORMAT.md, version history);
+    /// it is neither read nor overwritten.
+    UnsupportedFormatVersion {
+        found: u8,
+        supported: u8,
+    },
 }
 
 impl fmt::Display for BTreeError {
@@ -102,12 +115,13 @@ impl fmt::Display for BTreeError {
                 write!(formatter, "B-tree page {page} is damaged: {damage:?}")
             }
             BTreeError::NoValidMeta => write!(formatter, "no valid B-tree meta page"),
-            BTreeError::KeyTooLarge { key_bytes } => {
-                write!(
-                    formatter,
-                    "key of {key_bytes} bytes exceeds {KEY_BYTES_MAX}"
-                )
-            }
+            BTreeError::KeyTooLarge {
+                key_bytes,
+                key_bytes_max,
+            } => write!(
+                formatter,
+                "key of {key_bytes} bytes exceeds the B-tree's limit of {key_bytes_max} bytes"
+            ),
             BTreeError::ValueTooLarge {
                 value_bytes,
                 value_bytes_max,
@@ -118,6 +132,10 @@ impl fmt::Display for BTreeError {
             BTreeError::ConfigInvalid(reason) => {
                 write!(formatter, "invalid B-tree config: {reason}")
             }
+            BTreeError::UnsupportedFormatVersion { found, supported } => write!(
+                formatter,
+                "B-tree file of format version {found}; this build reads version {supported}"
+            ),
         }
     }
 }
@@ -388,12 +406,22 @@ impl<F: Storage> BTree<F> {
         let file = Rc::new(file);
         let file_bytes = file.len().await?;
         let mut metas = Vec::new();
+        let mut foreign_version = None;
         for slot in META_PAGE_IDS {
             let page = file.read_at(slot * PAGE_BYTES as u64, PAGE_BYTES).await?;
             // A torn or damaged slot is skipped: the other one holds the previous checkpoint.
-            if let Ok(meta) = Meta::decode(&page, slot) {
-                metas.push((meta, slot as usize));
+            match Meta::decode(&page, slot) {
+                Ok(meta) => metas.push((meta, slot as usize)),
+                Err(_) => foreign_version = foreign_version.or(foreign_meta_format_version(&page)),
             }
+        }
+        if metas.is_empty()
+            && let Some(found) = foreign_version
+        {
+            return Err(BTreeError::UnsupportedFormatVersion {
+                found,
+                supported: page::BTREE_FORMAT_VERSION,
+            });
         }
         let mut tree_state = Self {
             tree,
@@ -721,6 +749,7 @@ impl<F: Storage> BTree<F> {
         if key.len() > KEY_BYTES_MAX {
             return Err(BTreeError::KeyTooLarge {
                 key_bytes: key.len(),
+                key_bytes_max: KEY_BYTES_MAX,
             });
         }
         if value.len() > self.config.value_bytes_max {

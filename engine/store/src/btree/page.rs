@@ -1,16 +1,34 @@
-//! B-tree page format (FORMAT.md, "B-tree"): a 32-byte header and a payload per 4 KiB page.
+//! B-tree page format (FORMAT.md, "B-tree"): a 32-byte header and a payload per 16 KiB page.
 //!
 //! Pure encoding and decoding. Every page carries its own id and a checksum over everything
 //! after the checksum field, so a bit flip, a torn page or a page written to the wrong place
 //! is detected when the page is read.
+//!
+//! # Why 16 KiB pages
+//! Keys must be as large as DynamoDB's: a storage key (hash, partition-key length, partition
+//! key of up to 2048 bytes, sort key of up to 1024 bytes) is at most
+//! [`DYNAMODB_STORAGE_KEY_BYTES_MAX`] = 3082 bytes, budgeted as [`KEY_BYTES_MAX`] = 3200. A
+//! branch split needs three maximal keys in one page, which 4 KiB pages cannot hold. Of the two
+//! ways out, spilling long keys to overflow pages makes every comparison against a spilled
+//! separator a dependent read (or a cached node's size unbounded by its page), and adds key
+//! chains to copy-on-write and the free-page accounting; a larger page keeps every key whole
+//! in its node and the tree code unchanged. 16 KiB is the smallest power-of-two multiple of the
+//! 4 KiB I/O unit that holds three maximal branch entries, and it also holds two leaf entries
+//! with a maximal key and an inline value of up to 4 KiB. Costs: an uncached point read
+//! transfers 16 KiB instead of 4 KiB (one NVMe command either way, more bandwidth);
+//! copy-on-write rewrites 16 KiB per changed node and checkpoint; a page cache of the same
+//! memory holds a quarter as many nodes (each with four times the entries, in a shallower
+//! tree).
 
 use shoal_io::IO_ALIGNMENT_BYTES;
 
-/// The unit of B-tree I/O.
-pub const PAGE_BYTES: usize = IO_ALIGNMENT_BYTES;
+/// The unit of B-tree I/O: four times the 4 KiB direct-I/O alignment (see the module docs).
+pub const PAGE_BYTES: usize = 4 * IO_ALIGNMENT_BYTES;
 pub const PAGE_HEADER_BYTES: usize = 32;
 pub const PAGE_PAYLOAD_BYTES: usize = PAGE_BYTES - PAGE_HEADER_BYTES;
-pub const BTREE_FORMAT_VERSION: u8 = 1;
+/// 2: 16 KiB pages and 3200-byte keys (1 had 4 KiB pages and 1 KiB keys); FORMAT.md.
+pub const BTREE_FORMAT_VERSION: u8 = 2;
+const _: () = assert!(PAGE_BYTES.is_multiple_of(IO_ALIGNMENT_BYTES));
 
 /// Page numbers: the byte offset of page `id` is `id * PAGE_BYTES`. Pages 0 and 1 are the two
 /// meta slots, so 0 never names a tree page and serves as "none".
@@ -18,10 +36,16 @@ pub type PageId = u64;
 pub const META_PAGE_IDS: [PageId; 2] = [0, 1];
 pub const NO_PAGE: PageId = 0;
 
-/// Longest key. Three keys must fit in a branch page so that a split always makes progress.
-pub const KEY_BYTES_MAX: usize = 1024;
-/// Values longer than this go to overflow pages, so a leaf always holds at least one entry.
-pub const INLINE_VALUE_BYTES_MAX: usize = 1024;
+/// The largest storage key DynamoDB's limits allow, as `shoal_model::key` lays it out: hash
+/// (u64) + partition-key length (u16) + partition key (`PARTITION_KEY_BYTES_MAX` = 2048) + sort
+/// key (`SORT_KEY_BYTES_MAX` = 1024). shoal-store does not depend on shoal-model, so the figures
+/// are repeated here; `tests/btree_long_keys.rs` checks a key of this size end to end.
+pub const DYNAMODB_STORAGE_KEY_BYTES_MAX: usize = 8 + 2 + 2048 + 1024;
+/// Longest key: a maximal storage key plus room for a prefix the node may add (a table id, a
+/// key-space tag). Three keys must fit in a branch page so that a split always makes progress.
+pub const KEY_BYTES_MAX: usize = 3200;
+/// Values longer than this go to overflow pages, so a leaf always holds at least two entries.
+pub const INLINE_VALUE_BYTES_MAX: usize = 4096;
 
 /// key length (2), value tag (1), value length (4).
 const LEAF_ENTRY_OVERHEAD_BYTES: usize = 7;
@@ -32,10 +56,13 @@ const BRANCH_ENTRY_OVERHEAD_BYTES: usize = 10;
 
 pub const LEAF_ENTRY_BYTES_MAX: usize =
     LEAF_ENTRY_OVERHEAD_BYTES + KEY_BYTES_MAX + INLINE_VALUE_BYTES_MAX;
-const _: () = assert!(LEAF_ENTRY_BYTES_MAX <= PAGE_PAYLOAD_BYTES);
+pub const BRANCH_ENTRY_BYTES_MAX: usize = BRANCH_ENTRY_OVERHEAD_BYTES + KEY_BYTES_MAX;
+const _: () = assert!(KEY_BYTES_MAX >= DYNAMODB_STORAGE_KEY_BYTES_MAX);
+const _: () = assert!(2 * LEAF_ENTRY_BYTES_MAX <= PAGE_PAYLOAD_BYTES);
 const _: () = assert!(INLINE_VALUE_BYTES_MAX >= OVERFLOW_REFERENCE_BYTES);
-const _: () = assert!(3 * (BRANCH_ENTRY_OVERHEAD_BYTES + KEY_BYTES_MAX) <= PAGE_PAYLOAD_BYTES);
+const _: () = assert!(3 * BRANCH_ENTRY_BYTES_MAX <= PAGE_PAYLOAD_BYTES);
 const _: () = assert!(PAGE_PAYLOAD_BYTES <= u16::MAX as usize);
+const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
 
 /// "SHOALBTM" as a little-endian u64: first payload bytes of a meta page.
 pub const META_MAGIC: u64 = u64::from_le_bytes(*b"SHOALBTM");
@@ -180,6 +207,18 @@ pub fn decode_page(
         link: read_u64(page, 24),
     };
     Ok((header, &page[PAGE_HEADER_BYTES..PAGE_BYTES]))
+}
+
+/// The format version of a meta page written by another version of this format (an older
+/// file), if `page` looks like one: a meta page type and a version byte that is neither 0 nor
+/// ours. Its checksum is not checked: an earlier version's page size, and so what its checksum
+/// covers, differs. Used only when no meta slot is valid, to refuse the file instead of taking
+/// it for a creation that never finished and overwriting it.
+pub fn foreign_meta_format_version(page: &[u8]) -> Option<u8> {
+    let (&page_type, &version) = (page.first()?, page.get(1)?);
+    let foreign =
+        page_type == PageType::Meta as u8 && version != 0 && version != BTREE_FORMAT_VERSION;
+    foreign.then_some(version)
 }
 
 /// A value as stored in a leaf.
@@ -383,6 +422,51 @@ mod tests {
         };
         branch.encode(8, 3, &mut page);
         assert_eq!(Node::decode(&page, 8), Ok(branch));
+    }
+
+    /// The smallest nodes a split can leave must fit: three maximal branch entries, two leaf
+    /// entries with a maximal key and the largest inline value.
+    #[test]
+    fn nodes_of_maximal_entries_fit_and_round_trip() {
+        let mut page = vec![0; PAGE_BYTES];
+        let maximal_key = |last: u8| {
+            let mut key = vec![b'k'; KEY_BYTES_MAX];
+            key[KEY_BYTES_MAX - 1] = last;
+            key
+        };
+        let branch = Node::Branch {
+            first_child: 9,
+            entries: (0..3)
+                .map(|index| (maximal_key(index), 10 + u64::from(index)))
+                .collect(),
+        };
+        assert!(branch.fits());
+        branch.encode(8, 3, &mut page);
+        assert_eq!(Node::decode(&page, 8), Ok(branch));
+        let leaf = Node::Leaf(
+            (0..2)
+                .map(|index| LeafEntry {
+                    key: maximal_key(index),
+                    value: StoredValue::Inline(vec![index; INLINE_VALUE_BYTES_MAX]),
+                })
+                .collect(),
+        );
+        assert!(leaf.fits());
+        leaf.encode(7, 3, &mut page);
+        assert_eq!(Node::decode(&page, 7), Ok(leaf));
+    }
+
+    #[test]
+    fn a_meta_page_of_another_version_is_recognised() {
+        let mut page = vec![0; PAGE_BYTES];
+        assert_eq!(foreign_meta_format_version(&page), None, "never written");
+        page[0] = PageType::Meta as u8;
+        page[1] = BTREE_FORMAT_VERSION;
+        assert_eq!(foreign_meta_format_version(&page), None, "ours, damaged");
+        page[1] = 1;
+        assert_eq!(foreign_meta_format_version(&page), Some(1));
+        page[0] = PageType::Leaf as u8;
+        assert_eq!(foreign_meta_format_version(&page), None, "not a meta page");
     }
 
     #[test]

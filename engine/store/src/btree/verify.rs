@@ -14,7 +14,10 @@ use std::rc::Rc;
 use shoal_io::Storage;
 
 use super::cache::{CACHE_PAGES_MIN, PageCache, TreeId};
-use super::page::{META_PAGE_IDS, NO_PAGE, Node, PAGE_BYTES, PageDamage, PageId, StoredValue};
+use super::page::{
+    BTREE_FORMAT_VERSION, META_PAGE_IDS, NO_PAGE, Node, PAGE_BYTES, PageDamage, PageId,
+    StoredValue, foreign_meta_format_version,
+};
 use super::{BTree, BTreeConfig, BTreeError, Meta, VALUE_BYTES_LIMIT, stored_value_bytes};
 
 /// The cache of the verifying tree is private to it, so any id will do.
@@ -108,9 +111,13 @@ pub async fn verify_tree<F: Storage>(
 ) -> Result<TreeReport, BTreeError> {
     let file_bytes = file.len().await?;
     let mut meta_slots = [Err(PageDamage::Zero), Err(PageDamage::Zero)];
+    let mut foreign_version = None;
     for (state, slot) in meta_slots.iter_mut().zip(META_PAGE_IDS) {
         let page = file.read_at(slot * PAGE_BYTES as u64, PAGE_BYTES).await?;
         *state = Meta::decode(&page, slot).map(MetaSummary::from);
+        if state.is_err() {
+            foreign_version = foreign_version.or(foreign_meta_format_version(&page));
+        }
     }
     let current = META_PAGE_IDS
         .iter()
@@ -118,7 +125,13 @@ pub async fn verify_tree<F: Storage>(
         .filter_map(|(slot, state)| state.as_ref().ok().map(|meta| (meta.sequence, *slot)))
         .max();
     let Some((_, current_slot)) = current else {
-        // The same rule as `BTree::open`, decided here because `open` would write a first meta.
+        // The same rules as `BTree::open`, decided here because `open` would write a first meta.
+        if let Some(found) = foreign_version {
+            return Err(BTreeError::UnsupportedFormatVersion {
+                found,
+                supported: BTREE_FORMAT_VERSION,
+            });
+        }
         if file_bytes > PAGE_BYTES as u64 {
             return Err(BTreeError::NoValidMeta);
         }
