@@ -208,6 +208,15 @@ impl<F: Storage> Partition<F> {
         if lsn <= self.lsn_applied {
             return Ok(());
         }
+        // A batch is one unit: reject it before touching the tree if any put is out of bounds,
+        // so a rejected batch changes nothing. (An I/O error part way through is different: the
+        // tree's in-memory state is then unknown and the caller must recover the partition from
+        // its checkpoint and the WAL.)
+        for mutation in &batch.mutations {
+            if let Mutation::Put { key, value } = mutation {
+                self.tree.check_put(key, value)?;
+            }
+        }
         for mutation in &batch.mutations {
             match mutation {
                 Mutation::Put { key, value } => self.tree.put(key, value, lsn.0).await?,

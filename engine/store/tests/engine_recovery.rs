@@ -353,3 +353,48 @@ fn snapshot_and_wal_tail_rebuild_a_replica() {
     );
     assert!(contents(&partitions[0]) == contents(&shard.partitions[0]));
 }
+
+/// A batch is applied as one unit: one oversized put rejects it before anything is applied.
+#[test]
+fn a_batch_with_one_oversized_put_changes_nothing() {
+    let disk = SimulatedDisk::new();
+    let directory = disk.directory();
+    block_on(async {
+        let mut partition = Partition::open(
+            &directory,
+            PartitionId(0),
+            PageCache::new(CACHE_PAGES),
+            BTreeConfig::default(),
+        )
+        .await
+        .unwrap();
+        let oversized_key = vec![7u8; shoal_store::btree::KEY_BYTES_MAX + 1];
+        let batch = MutationBatch {
+            mutations: vec![
+                Mutation::Put {
+                    key: b"fits".to_vec(),
+                    value: b"value".to_vec(),
+                },
+                Mutation::Put {
+                    key: oversized_key,
+                    value: b"value".to_vec(),
+                },
+            ],
+        };
+        let error = partition.apply(Lsn(1), &batch).await.unwrap_err();
+        assert!(error.to_string().contains("exceeds"), "{error}");
+        assert_eq!(partition.get(b"fits").await.unwrap(), None);
+        // The rejected LSN was not consumed: a valid batch at the same LSN applies.
+        let valid = MutationBatch {
+            mutations: vec![Mutation::Put {
+                key: b"fits".to_vec(),
+                value: b"value".to_vec(),
+            }],
+        };
+        partition.apply(Lsn(1), &valid).await.unwrap();
+        assert_eq!(
+            partition.get(b"fits").await.unwrap(),
+            Some(b"value".to_vec())
+        );
+    });
+}

@@ -744,8 +744,10 @@ impl<F: Storage> BTree<F> {
         }
     }
 
-    /// Inserts or replaces `key`, as the change at `lsn`.
-    pub async fn put(&mut self, key: &[u8], value: &[u8], lsn: u64) -> Result<(), BTreeError> {
+    /// Whether a put of `key` and `value` is within this tree's limits, without changing it.
+    /// Callers that apply several puts as one unit check them all first, so a rejected unit
+    /// changes nothing.
+    pub fn check_put(&self, key: &[u8], value: &[u8]) -> Result<(), BTreeError> {
         if key.len() > KEY_BYTES_MAX {
             return Err(BTreeError::KeyTooLarge {
                 key_bytes: key.len(),
@@ -758,6 +760,12 @@ impl<F: Storage> BTree<F> {
                 value_bytes_max: self.config.value_bytes_max,
             });
         }
+        Ok(())
+    }
+
+    /// Inserts or replaces `key`, as the change at `lsn`.
+    pub async fn put(&mut self, key: &[u8], value: &[u8], lsn: u64) -> Result<(), BTreeError> {
+        self.check_put(key, value)?;
         self.lsn_applied = self.lsn_applied.max(lsn);
         let stored = if value.len() > INLINE_VALUE_BYTES_MAX {
             StoredValue::Overflow {
