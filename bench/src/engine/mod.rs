@@ -283,6 +283,7 @@ pub fn run(options: &EngineOptions) -> io::Result<()> {
 }
 
 fn run_in(options: &EngineOptions, directory: &Path, filesystem: i64) -> io::Result<()> {
+    let pressure_at_start = cpu_pressure();
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("shoal-bench-engine")
         .io_memory(EXECUTOR_IO_MEMORY_BYTES)
@@ -291,6 +292,7 @@ fn run_in(options: &EngineOptions, directory: &Path, filesystem: i64) -> io::Res
     let report = executor.run(measure(options, directory))?;
     let report = json!({
         "machine": floor::machine_description(),
+        "cpu_pressure_at_start": pressure_at_start,
         "filesystem_type": format!("{filesystem:#x}"),
         "data_dir": directory.display().to_string(),
         "options": {

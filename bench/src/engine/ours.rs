@@ -124,7 +124,7 @@ impl ShoalEngine {
             }
             first += LOAD_BATCH_ITEMS;
             let batches_loaded = first / LOAD_BATCH_ITEMS;
-            if first >= items || batches_loaded % LOAD_CHECKPOINT_INTERVAL_BATCHES == 0 {
+            if first >= items || batches_loaded.is_multiple_of(LOAD_CHECKPOINT_INTERVAL_BATCHES) {
                 for partition in [&mut cached, &mut uncached] {
                     partition
                         .checkpoint(&wal)

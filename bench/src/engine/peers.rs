@@ -110,7 +110,7 @@ fn open_fjall(
         keyspace
             .insert(&item_key(index)[..], value)
             .map_err(failed("fjall: load"))?;
-        if (index + 1) % LOAD_BATCH_ITEMS == 0 {
+        if (index + 1).is_multiple_of(LOAD_BATCH_ITEMS) {
             database
                 .persist(PersistMode::SyncData)
                 .map_err(failed("fjall: load persist"))?;
