@@ -41,7 +41,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn from_histogram(histogram: &Histogram<u64>) -> Self {
+    pub(crate) fn from_histogram(histogram: &Histogram<u64>) -> Self {
         Self {
             samples: histogram.len(),
             p50: histogram.value_at_quantile(0.50),
@@ -52,7 +52,7 @@ impl Percentiles {
         }
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         json!({
             "samples": self.samples, "p50_ns": self.p50, "p90_ns": self.p90,
             "p99_ns": self.p99, "p999_ns": self.p999, "max_ns": self.max,
@@ -60,12 +60,12 @@ impl Percentiles {
     }
 }
 
-fn histogram() -> io::Result<Histogram<u64>> {
+pub(crate) fn histogram() -> io::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, HISTOGRAM_NANOS_MAX, 3)
         .map_err(|error| io::Error::other(format!("histogram: {error}")))
 }
 
-fn record(histogram: &mut Histogram<u64>, duration: Duration) {
+pub(crate) fn record(histogram: &mut Histogram<u64>, duration: Duration) {
     let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
     histogram.saturating_record(nanos.clamp(1, HISTOGRAM_NANOS_MAX));
 }
@@ -111,7 +111,7 @@ pub fn loopback_round_trip_floor(samples: usize) -> io::Result<Percentiles> {
 }
 
 /// What BENCHMARKS.md asks every result to carry about the machine.
-fn machine_description() -> serde_json::Value {
+pub(crate) fn machine_description() -> serde_json::Value {
     let kernel = nix::sys::utsname::uname()
         .map(|name| name.release().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -122,7 +122,7 @@ fn machine_description() -> serde_json::Value {
     json!({ "kernel": kernel, "cores": cores, "cpu_pressure": pressure.trim() })
 }
 
-fn micros(nanos: u64) -> String {
+pub(crate) fn micros(nanos: u64) -> String {
     format!("{:.1}", nanos as f64 / 1_000.0)
 }
 

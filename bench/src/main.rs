@@ -4,7 +4,11 @@
 //!   device can do (a durable put can never be faster);
 //! - `loopback-rtt`: a small-message TCP round trip on 127.0.0.1 (a replicated write needs at
 //!   least one).
+//!
+//! and the storage engine against its peers (`engine`): durable puts, point gets and range
+//! scans on our WAL + B-tree, fjall and redb, next to the durable-write floor, in one run.
 
+mod engine;
 mod floor;
 
 use std::process::ExitCode;
@@ -29,6 +33,8 @@ struct Command {
 enum Action {
     /// Measure the physical floors: durable 4 KiB write and loopback round trip.
     Floor(floor::FloorOptions),
+    /// Our storage engine against fjall and redb and the durable-write floor, on one directory.
+    Engine(engine::EngineOptions),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +43,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("shoal-bench floor: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Action::Engine(options) => match engine::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench engine: {error}");
                 ExitCode::FAILURE
             }
         },
