@@ -192,7 +192,7 @@ impl Role {
 
 /// Faults a test can switch on to prove that the invariant checkers notice a broken protocol.
 #[cfg(test)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub(crate) struct InjectedFaults {
     /// The leader commits as soon as its own copy is durable, without a quorum (breaks I4).
     pub(crate) commit_without_quorum: bool,
@@ -200,8 +200,9 @@ pub(crate) struct InjectedFaults {
     pub(crate) ignore_old_leases: bool,
 }
 
-/// One replica of one replication group.
-#[derive(Clone, Debug)]
+/// One replica of one replication group. Equality and hashing cover the whole state, so a model
+/// checker can deduplicate states of the real core.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Replica {
     id: NodeId,
     options: ReplicaOptions,
@@ -221,6 +222,10 @@ pub struct Replica {
     /// heartbeat round as leader).
     last_lease_support: Option<MonotonicTime>,
     election_deadline: MonotonicTime,
+    /// The random part of the election timeout, redrawn at every election attempt rather than
+    /// at every heartbeat, so that replicas stay desynchronised after a failed election while a
+    /// follower's state does not change with every heartbeat it receives.
+    election_jitter_nanos: u64,
     random_state: u64,
     next_lsn: u64,
     durable_lsn: Lsn,
@@ -256,6 +261,7 @@ impl Replica {
             last_leader_contact: None,
             last_lease_support: None,
             election_deadline: now,
+            election_jitter_nanos: 0,
             random_state,
             next_lsn: 1,
             durable_lsn: Lsn(0),
@@ -265,6 +271,7 @@ impl Replica {
             #[cfg(test)]
             faults: InjectedFaults::default(),
         };
+        replica.draw_election_jitter();
         replica.reset_election_deadline(now);
         Ok(replica)
     }
@@ -604,6 +611,7 @@ impl Replica {
             round,
             grants: BTreeSet::from([self.id]),
         });
+        self.draw_election_jitter();
         self.reset_election_deadline(now);
         for member in self.peers() {
             self.send(member, Message::PreCheck { round });
@@ -1290,12 +1298,15 @@ impl Replica {
         }
     }
 
+    fn draw_election_jitter(&mut self) {
+        let jitter_nanos_max = duration_nanos(self.options.election_timeout_jitter).max(1);
+        self.election_jitter_nanos = split_mix_64(&mut self.random_state) % jitter_nanos_max;
+    }
+
     fn reset_election_deadline(&mut self, now: MonotonicTime) {
-        let jitter_nanos = duration_nanos(self.options.election_timeout_jitter).max(1);
-        let random = split_mix_64(&mut self.random_state);
         self.election_deadline = now
             .saturating_add(self.options.election_timeout_min)
-            .saturating_add(Duration::from_nanos(random % jitter_nanos));
+            .saturating_add(Duration::from_nanos(self.election_jitter_nanos));
     }
 
     fn persist(&mut self, promised: Option<Ballot>, entries: Vec<(Slot, LogEntry)>) -> Lsn {
