@@ -831,6 +831,30 @@ mod tests {
     }
 
     #[test]
+    fn after_healing_a_group_that_changed_membership_commits_again() {
+        for seed in 0..10 {
+            let mut rng = TestRng::new(seed);
+            let faults = Faults::drawn(&mut rng, true);
+            let mut cluster = Cluster::new(
+                seed,
+                &[1, 2, 3],
+                &[],
+                &[4, 5],
+                faults,
+                InjectedFaults::default(),
+            );
+            cluster.run(3_000).unwrap();
+            cluster.heal();
+            let before = cluster.max_commit();
+            cluster.run(4_000).unwrap();
+            assert!(
+                cluster.max_commit() > before,
+                "seed {seed}: no progress after healing from {before:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_log_replica_counts_in_quorums_but_never_leads() {
         for seed in 0..10 {
             let mut rng = TestRng::new(seed);

@@ -136,8 +136,13 @@ mod tests {
     #[derive(Clone, Debug)]
     enum LogOperation {
         /// Put at `last + 1 - back` (an overwrite when `back > 0`, an append when 0).
-        Put { back: u64, byte: u8 },
-        TruncatePrefix { ahead: u64 },
+        Put {
+            back: u64,
+            byte: u8,
+        },
+        TruncatePrefix {
+            ahead: u64,
+        },
     }
 
     fn operation() -> impl proptest::strategy::Strategy<Value = LogOperation> {

@@ -165,6 +165,9 @@ struct CandidateState {
     own_promise_lsn: Lsn,
     /// Accepted entries reported by each promiser that still holds every slot we need.
     promises: BTreeMap<NodeId, Vec<(Slot, LogEntry)>>,
+    /// Everyone a Prepare went to. Phase 1 may reveal a membership entry with members we did not
+    /// know; they are asked too, because we need a quorum of that membership as well.
+    asked: BTreeSet<NodeId>,
     strong_reads_not_before: MonotonicTime,
 }
 
@@ -674,15 +677,17 @@ impl Replica {
                 support.saturating_add(self.options.lease_duration)
             })
             .max(now);
+        let peers = self.peers();
         self.set_role(Role::Candidate(CandidateState {
             ballot,
             own_promise_lsn,
             promises: BTreeMap::new(),
+            asked: peers.iter().copied().collect(),
             strong_reads_not_before,
         }));
         self.reset_election_deadline(now);
         let from_slot = self.commit_slot.next();
-        for member in self.peers() {
+        for member in peers {
             self.send(member, Message::Prepare { ballot, from_slot });
         }
         self.try_become_leader(now);
@@ -793,17 +798,36 @@ impl Replica {
             }
         }
         let promised_by = |node: NodeId| node == self.id || candidate.promises.contains_key(&node);
-        if !self.committed_membership.is_quorum(promised_by) {
-            return;
-        }
+        let mut unasked = Vec::new();
+        let mut complete = self.committed_membership.is_quorum(promised_by);
         for entry in merged.values() {
-            if let Payload::Membership(membership) = &entry.payload
-                && !membership.is_quorum(promised_by)
-            {
-                return;
+            if let Payload::Membership(membership) = &entry.payload {
+                unasked.extend(
+                    membership
+                        .members()
+                        .filter(|node| *node != self.id && !candidate.asked.contains(node)),
+                );
+                complete &= membership.is_quorum(promised_by);
             }
         }
         let ballot = candidate.ballot;
+        let from_slot = self.commit_slot.next();
+        for node in unasked {
+            if let Role::Candidate(candidate) = &mut self.role
+                && candidate.asked.insert(node)
+            {
+                self.actions.push(Action::Send {
+                    to: node,
+                    message: Message::Prepare { ballot, from_slot },
+                });
+            }
+        }
+        let Role::Candidate(candidate) = &self.role else {
+            return;
+        };
+        if !complete {
+            return;
+        }
         let strong_reads_not_before = candidate.strong_reads_not_before;
         self.become_leader(now, ballot, merged, strong_reads_not_before);
     }
