@@ -710,6 +710,21 @@ impl Cluster {
                 self.true_nanos
             ));
         }
+        // I7 also means a strong read sees every acknowledged write: the replica that may serve
+        // one has applied every slot committed anywhere so far.
+        if let (Some(reader), Some((highest, _))) = (serving.first(), self.chosen.last_key_value())
+        {
+            let applied = self.nodes[reader]
+                .replica
+                .as_ref()
+                .map_or(Slot::ZERO, Replica::commit_slot);
+            if applied < *highest {
+                return Err(format!(
+                    "I7: {reader:?} may serve strong reads with slots through {applied:?} while \
+                     slot {highest:?} was already committed"
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -389,6 +389,8 @@ impl Replica {
                 if now >= leader.heartbeat_deadline {
                     self.start_heartbeat_round(now);
                 }
+                // Commits held back while an old lease ran go through at the first tick after.
+                self.advance_commit(now);
             }
             Role::Follower | Role::PreCandidate { .. } | Role::Candidate(_) => {
                 if now >= self.election_deadline && self.may_campaign() {
@@ -761,10 +763,15 @@ impl Replica {
             return;
         }
         candidate.promises.insert(from, accepted);
-        let wait_until = now
-            .saturating_add(Duration::from_nanos(lease_wait_nanos))
-            .saturating_add(drift);
-        candidate.strong_reads_not_before = candidate.strong_reads_not_before.max(wait_until);
+        // A zero wait means the promiser's own clock already saw every lease it supported end,
+        // which is a fact about true time; only a remaining wait must be converted to our clock,
+        // which costs the drift bound.
+        if lease_wait_nanos > 0 {
+            let wait_until = now
+                .saturating_add(Duration::from_nanos(lease_wait_nanos))
+                .saturating_add(drift);
+            candidate.strong_reads_not_before = candidate.strong_reads_not_before.max(wait_until);
+        }
         self.try_become_leader(now);
     }
 
@@ -1181,10 +1188,16 @@ impl Replica {
     /// Commits every slot that a quorum of its governing membership durably accepted in our
     /// ballot (I4). A slot is governed by the committed membership folded with the membership
     /// entries before it.
-    fn advance_commit(&mut self, _now: MonotonicTime) {
+    fn advance_commit(&mut self, now: MonotonicTime) {
         let Role::Leader(leader) = &self.role else {
             return;
         };
+        // I7: while an old leader's lease may still run, it may serve strong reads from state
+        // without our writes, so we must not acknowledge any: commit (and so Apply, which is
+        // what acknowledges) waits until every old lease has ended.
+        if now < leader.strong_reads_not_before {
+            return;
+        }
         let mut membership = self.committed_membership.clone();
         let mut slot = self.commit_slot.next();
         let mut commit_to = self.commit_slot;

@@ -274,10 +274,13 @@ fn a_stale_leader_steps_down_when_rejected_by_a_higher_ballot() {
         group
             .get(1)
             .handle_message(now, n(2), Message::Rejected { promised: higher }),
-        vec![Action::RoleChanged {
-            role: shoal_replication::RoleKind::Follower,
-            ballot: group.get(1).promised(),
-        }]
+        vec![
+            Action::RoleChanged {
+                role: shoal_replication::RoleKind::Follower,
+                ballot: group.get(1).promised(),
+            },
+            Action::LeaseLost,
+        ]
     );
     assert_eq!(group.get(1).leader_ballot(), None);
     assert!(matches!(
