@@ -11,7 +11,7 @@ pub struct NodeId(pub u64);
 
 /// A position in the replicated log. Slot 0 is "before the first entry": the first real entry
 /// lives in slot 1, so `Slot(0)` is a valid commit index for an empty log.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slot(pub u64);
 
 impl Slot {
