@@ -140,6 +140,10 @@ struct FollowerProgress {
     next_slot: Slot,
     acked_round: u64,
     snapshot_sent_at: Option<MonotonicTime>,
+    /// When a `missing` reply last made us resend from the follower's match slot. Resending at
+    /// most once per heartbeat interval keeps reordered batches (each answered `missing`) from
+    /// multiplying into a retransmission storm.
+    rewound_at: Option<MonotonicTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -498,6 +502,7 @@ impl Replica {
                             next_slot: self.commit_slot.next(),
                             acked_round: 0,
                             snapshot_sent_at: None,
+                            rewound_at: None,
                         },
                     );
                 }
@@ -885,6 +890,7 @@ impl Replica {
                         next_slot: self.commit_slot.next(),
                         acked_round: 0,
                         snapshot_sent_at: None,
+                        rewound_at: None,
                     },
                 );
             }
@@ -1148,6 +1154,7 @@ impl Replica {
         missing: bool,
     ) {
         let last_slot = self.log.last_slot();
+        let heartbeat_interval = self.options.heartbeat_interval;
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
@@ -1163,8 +1170,12 @@ impl Replica {
         );
         progress.acked_round = progress.acked_round.max(round);
         progress.match_slot = progress.match_slot.max(match_slot);
-        if missing {
+        let may_rewind = progress
+            .rewound_at
+            .is_none_or(|at| now >= at.saturating_add(heartbeat_interval));
+        if missing && may_rewind {
             progress.next_slot = progress.match_slot.next();
+            progress.rewound_at = Some(now);
         }
         progress.next_slot = progress.next_slot.max(progress.match_slot.next());
         self.send_to_follower(now, from, false);

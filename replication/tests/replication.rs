@@ -165,6 +165,19 @@ fn a_lost_accept_is_resent_when_the_follower_reports_the_gap() {
             }
         )]
     );
+    // Another `missing` (say, a reordered batch) within the same heartbeat interval does not
+    // rewind again: resends are damped to one per interval and follower.
+    let actions = group.get(1).handle_message(
+        now,
+        n(2),
+        Message::Accepted {
+            ballot: b1,
+            round: 1,
+            match_slot: Slot(1),
+            missing: true,
+        },
+    );
+    assert_eq!(actions, vec![]);
 }
 
 #[test]

@@ -64,6 +64,8 @@ pub struct Report {
     pub seed: u64,
     pub simulated_ms: u64,
     pub operations_checked: u64,
+    /// Keys whose history the checker could not decide within its limits (should stay 0).
+    pub keys_unchecked: u64,
     pub writes_acknowledged: u64,
     pub reads_served: u64,
     pub faults: BTreeMap<&'static str, u64>,
@@ -763,9 +765,7 @@ impl Simulation {
                 Verdict::NotLinearizable => {
                     self.violation(format!("key {key}: history is not linearizable"));
                 }
-                Verdict::Unknown => {
-                    self.fault("linearizability search gave up");
-                }
+                Verdict::Unknown => self.report.keys_unchecked += 1,
             }
         }
     }

@@ -27,44 +27,108 @@ pub enum OperationKind {
     },
 }
 
-/// Searched states (linearized set and register value) before the checker gives up and calls a
-/// history unknown instead of spending unbounded time on it.
-pub const SEARCH_STATES_MAX: usize = 2_000_000;
-/// The longest history the bitset search accepts.
-pub const OPERATIONS_PER_KEY_MAX: usize = 1024;
+/// Searched states (linearized set and register value) per segment before the checker gives up
+/// and calls a history unknown instead of spending unbounded time on it.
+pub const SEARCH_STATES_MAX: usize = 100_000;
+/// The most operations one segment (a stretch with no quiescent point) may hold.
+pub const SEGMENT_OPERATIONS_MAX: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Linearizable,
     NotLinearizable,
-    /// The search hit `SEARCH_STATES_MAX`.
+    /// A segment was too long or the search hit `SEARCH_STATES_MAX`.
     Unknown,
 }
 
 /// Checks one key's history.
+///
+/// Two steps keep long histories cheap. First, a timed-out write that no read observed is
+/// dropped (never taking effect is always a valid choice for it), and one that a read observed
+/// must take effect before that read returns, so it gets that return time. Then every operation
+/// has a return time, and the history splits at quiescent points (no operation in flight); the
+/// segments are checked in order, carrying the set of register values each can end with.
 pub fn check(operations: &[Operation]) -> Verdict {
-    if operations.len() > OPERATIONS_PER_KEY_MAX {
-        return Verdict::Unknown;
+    let mut prepared: Vec<Operation> = Vec::with_capacity(operations.len());
+    for operation in operations {
+        match (operation.kind, operation.returned_nanos) {
+            (_, Some(_)) => prepared.push(operation.clone()),
+            (OperationKind::Write { value }, None) => {
+                let first_observed = operations
+                    .iter()
+                    .filter(|other| {
+                        other.kind
+                            == OperationKind::Read {
+                                observed: Some(value),
+                            }
+                    })
+                    .filter_map(|other| other.returned_nanos)
+                    .min();
+                if let Some(returned) = first_observed {
+                    prepared.push(Operation {
+                        returned_nanos: Some(returned),
+                        ..operation.clone()
+                    });
+                }
+            }
+            // A read that never returned told nobody anything.
+            (OperationKind::Read { .. }, None) => {}
+        }
     }
+    prepared.sort_by_key(|operation| operation.invoked_nanos);
+    let mut start_values: HashSet<Option<u64>> = HashSet::from([None]);
+    let mut segment_start = 0;
+    let mut latest_return = 0;
+    for index in 0..=prepared.len() {
+        let cut = index == prepared.len() || prepared[index].invoked_nanos > latest_return;
+        if cut && index > segment_start {
+            let segment = &prepared[segment_start..index];
+            if segment.len() > SEGMENT_OPERATIONS_MAX {
+                return Verdict::Unknown;
+            }
+            let mut end_values = HashSet::new();
+            for start in &start_values {
+                match end_values_of(segment, *start) {
+                    Some(values) => end_values.extend(values),
+                    None => return Verdict::Unknown,
+                }
+            }
+            if end_values.is_empty() {
+                return Verdict::NotLinearizable;
+            }
+            start_values = end_values;
+            segment_start = index;
+        }
+        if let Some(operation) = prepared.get(index) {
+            latest_return = latest_return.max(operation.returned_nanos.unwrap_or(u64::MAX));
+        }
+    }
+    Verdict::Linearizable
+}
+
+/// Every register value a complete linearization of `operations` from `start` can end with;
+/// None when the search ran out of budget.
+fn end_values_of(operations: &[Operation], start: Option<u64>) -> Option<HashSet<Option<u64>>> {
     let words = operations.len().div_ceil(64).max(1);
     let mut search = Search {
         operations,
         visited: HashSet::new(),
         linearized: vec![0u64; words],
+        linearized_count: 0,
         budget: SEARCH_STATES_MAX,
+        end_values: HashSet::new(),
     };
-    match search.explore(None) {
-        Some(true) => Verdict::Linearizable,
-        Some(false) => Verdict::NotLinearizable,
-        None => Verdict::Unknown,
-    }
+    search.explore(start)?;
+    Some(search.end_values)
 }
 
 struct Search<'a> {
     operations: &'a [Operation],
     visited: HashSet<(Vec<u64>, Option<u64>)>,
     linearized: Vec<u64>,
+    linearized_count: usize,
     budget: usize,
+    end_values: HashSet<Option<u64>>,
 }
 
 impl Search<'_> {
@@ -76,26 +140,21 @@ impl Search<'_> {
         self.linearized[index / 64] ^= 1 << (index % 64);
     }
 
-    /// Some(true): the remaining operations can be linearized from `value`; None: out of budget.
-    fn explore(&mut self, value: Option<u64>) -> Option<bool> {
-        // Done when every completed operation is linearized; timed-out ones may never happen.
-        let pending_completed: Vec<usize> = (0..self.operations.len())
-            .filter(|index| {
-                !self.is_linearized(*index) && self.operations[*index].returned_nanos.is_some()
-            })
-            .collect();
-        if pending_completed.is_empty() {
-            return Some(true);
+    /// Explores every order from here; None when out of budget.
+    fn explore(&mut self, value: Option<u64>) -> Option<()> {
+        if self.linearized_count == self.operations.len() {
+            self.end_values.insert(value);
+            return Some(());
         }
         if !self.visited.insert((self.linearized.clone(), value)) {
-            return Some(false);
+            return Some(());
         }
         self.budget = self.budget.checked_sub(1)?;
-        // An operation may go next only if it was invoked before every pending completed
-        // operation returned (otherwise that one must come first).
-        let earliest_return = pending_completed
-            .iter()
-            .filter_map(|index| self.operations[*index].returned_nanos)
+        // An operation may go next only if it was invoked before every pending operation
+        // returned (otherwise that one must come first).
+        let earliest_return = (0..self.operations.len())
+            .filter(|index| !self.is_linearized(*index))
+            .filter_map(|index| self.operations[index].returned_nanos)
             .min()
             .unwrap_or(u64::MAX);
         for index in 0..self.operations.len() {
@@ -112,13 +171,13 @@ impl Search<'_> {
                 OperationKind::Read { .. } => continue,
             };
             self.flip(index);
-            let found = self.explore(next_value);
+            self.linearized_count += 1;
+            let explored = self.explore(next_value);
             self.flip(index);
-            if found != Some(false) {
-                return found;
-            }
+            self.linearized_count -= 1;
+            explored?;
         }
-        Some(false)
+        Some(())
     }
 }
 
@@ -163,6 +222,24 @@ mod tests {
             write(1, 0, Some(50)),
             read(Some(1), 10, 20),
             read(None, 30, 40),
+        ];
+        assert_eq!(check(&history), Verdict::NotLinearizable);
+    }
+
+    #[test]
+    fn the_register_value_carries_across_quiescent_points() {
+        // Two segments: the first may end with 1 or 2, and only 2 explains the second.
+        let history = [
+            write(1, 0, Some(10)),
+            write(2, 5, Some(15)),
+            read(Some(2), 100, 110),
+        ];
+        assert_eq!(check(&history), Verdict::Linearizable);
+        let history = [
+            write(1, 0, Some(10)),
+            write(2, 5, Some(15)),
+            read(Some(2), 100, 110),
+            read(Some(1), 200, 210),
         ];
         assert_eq!(check(&history), Verdict::NotLinearizable);
     }

@@ -59,11 +59,12 @@ fn main() -> ExitCode {
         operations += report.operations_checked;
         println!(
             "seed {seed}: simulated {:.2} min, {} operations checked ({} writes acknowledged, {} \
-             strong reads), faults {:?}, violations {}, trace {:016x}",
+             strong reads, {} keys undecided), faults {:?}, violations {}, trace {:016x}",
             report.simulated_ms as f64 / 60_000.0,
             report.operations_checked,
             report.writes_acknowledged,
             report.reads_served,
+            report.keys_unchecked,
             report.faults,
             report.violations.len(),
             report.trace_hash
