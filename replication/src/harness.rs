@@ -710,6 +710,21 @@ impl Cluster {
                 self.true_nanos
             ));
         }
+        // I7 also means a strong read sees every acknowledged write: the replica that may serve
+        // one has applied every slot committed anywhere so far.
+        if let (Some(reader), Some((highest, _))) = (serving.first(), self.chosen.last_key_value())
+        {
+            let applied = self.nodes[reader]
+                .replica
+                .as_ref()
+                .map_or(Slot::ZERO, Replica::commit_slot);
+            if applied < *highest {
+                return Err(format!(
+                    "I7: {reader:?} may serve strong reads with slots through {applied:?} while \
+                     slot {highest:?} was already committed"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -816,6 +831,30 @@ mod tests {
                 &[1, 2, 3],
                 &[],
                 &[],
+                faults,
+                InjectedFaults::default(),
+            );
+            cluster.run(3_000).unwrap();
+            cluster.heal();
+            let before = cluster.max_commit();
+            cluster.run(4_000).unwrap();
+            assert!(
+                cluster.max_commit() > before,
+                "seed {seed}: no progress after healing from {before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn after_healing_a_group_that_changed_membership_commits_again() {
+        for seed in 0..10 {
+            let mut rng = TestRng::new(seed);
+            let faults = Faults::drawn(&mut rng, true);
+            let mut cluster = Cluster::new(
+                seed,
+                &[1, 2, 3],
+                &[],
+                &[4, 5],
                 faults,
                 InjectedFaults::default(),
             );

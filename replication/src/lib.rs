@@ -25,10 +25,12 @@
 //! - I5: a follower commits only up to its match slot, the prefix of its log known to equal its
 //!   current leader's log.
 //! - I6: a log replica never campaigns, never leads and never applies.
-//! - I7: at any instant of true time at most one replica can serve strong reads. A leader serves
-//!   them only after committing an entry of its own ballot, after every lease an older leader
-//!   could hold has expired, and before `send time of a quorum-acknowledged round + lease
-//!   duration - clock drift bound`.
+//! - I7: at any instant of true time at most one replica can serve strong reads, and it has
+//!   applied every write acknowledged anywhere. A leader serves them only after committing an
+//!   entry of its own ballot, after every lease an older leader could hold has expired, and
+//!   before `send time of a quorum-acknowledged round + lease duration - clock drift bound`; and
+//!   it commits (so acknowledges) nothing before every older lease has expired, since the older
+//!   leader may still serve reads that must not miss an acknowledged write.
 //! - I8: membership changes one member at a time; a leader holds at most one uncommitted
 //!   membership entry and appends nothing after it until it commits.
 //! - I9: the log is contiguous from its first slot, and the commit slot never passes its end.

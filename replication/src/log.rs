@@ -133,6 +133,65 @@ mod tests {
         assert_eq!(log.payload_bytes(), 0);
     }
 
+    #[derive(Clone, Debug)]
+    enum LogOperation {
+        /// Put at `last + 1 - back` (an overwrite when `back > 0`, an append when 0).
+        Put {
+            back: u64,
+            byte: u8,
+        },
+        TruncatePrefix {
+            ahead: u64,
+        },
+    }
+
+    fn operation() -> impl proptest::strategy::Strategy<Value = LogOperation> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u64..4, any::<u8>()).prop_map(|(back, byte)| LogOperation::Put { back, byte }),
+            1 => (0u64..6).prop_map(|ahead| LogOperation::TruncatePrefix { ahead }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The log agrees with a map from slot to entry after any sequence of appends,
+        /// overwrites and truncations, and its byte count matches what it holds (I9).
+        #[test]
+        fn the_log_behaves_like_a_map_of_slots(
+            operations in proptest::collection::vec(operation(), 0..64)
+        ) {
+            let mut log = Log::starting_at(Slot(1));
+            let mut model: std::collections::BTreeMap<u64, LogEntry> = Default::default();
+            let mut first = 1u64;
+            for operation in operations {
+                match operation {
+                    LogOperation::Put { back, byte } => {
+                        let next = log.last_slot().0 + 1;
+                        let slot = next.saturating_sub(back).max(first);
+                        log.put(Slot(slot), entry(byte));
+                        model.insert(slot, entry(byte));
+                    }
+                    LogOperation::TruncatePrefix { ahead } => {
+                        let through = first - 1 + ahead;
+                        log.truncate_prefix(Slot(through));
+                        model.retain(|slot, _| *slot > through);
+                        first = first.max(through + 1);
+                    }
+                }
+                proptest::prop_assert_eq!(log.first_slot(), Slot(first));
+                let held: Vec<(u64, LogEntry)> = log
+                    .range(Slot(0), Slot(u64::MAX))
+                    .into_iter()
+                    .map(|(slot, entry)| (slot.0, entry))
+                    .collect();
+                let expected: Vec<(u64, LogEntry)> = model.clone().into_iter().collect();
+                proptest::prop_assert_eq!(held, expected);
+                let bytes: usize = model.values().map(|entry| entry.payload.size_bytes()).sum();
+                proptest::prop_assert_eq!(log.payload_bytes(), bytes);
+            }
+        }
+    }
+
     #[test]
     #[should_panic(expected = "log must stay contiguous")]
     fn a_gap_is_refused() {

@@ -3,7 +3,7 @@
 use crate::types::{Ballot, LogEntry, Lsn, NodeId, Slot};
 
 /// A message between replicas of one group.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Message {
     /// "Is the leader really gone?" Sent by a full replica whose election timer expired, before
     /// it touches any ballot. `round` is the round the sender would campaign in.
@@ -52,7 +52,7 @@ pub enum Message {
 /// holds back every reply that reports persisted state (Promise, Accepted) until the host calls
 /// [`crate::Replica::persisted`] with an lsn at or past the write it depends on. So the host may
 /// execute `Persist` asynchronously (group commit) and every `Send` immediately.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Make these durable, then report `persisted(lsn)`. Entries are written as given; a later
     /// write of the same slot replaces an earlier one on recovery (last write wins, in lsn

@@ -140,6 +140,10 @@ struct FollowerProgress {
     next_slot: Slot,
     acked_round: u64,
     snapshot_sent_at: Option<MonotonicTime>,
+    /// When a `missing` reply last made us resend from the follower's match slot. Resending at
+    /// most once per heartbeat interval keeps reordered batches (each answered `missing`) from
+    /// multiplying into a retransmission storm.
+    rewound_at: Option<MonotonicTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -165,6 +169,9 @@ struct CandidateState {
     own_promise_lsn: Lsn,
     /// Accepted entries reported by each promiser that still holds every slot we need.
     promises: BTreeMap<NodeId, Vec<(Slot, LogEntry)>>,
+    /// Everyone a Prepare went to. Phase 1 may reveal a membership entry with members we did not
+    /// know; they are asked too, because we need a quorum of that membership as well.
+    asked: BTreeSet<NodeId>,
     strong_reads_not_before: MonotonicTime,
 }
 
@@ -192,7 +199,7 @@ impl Role {
 
 /// Faults a test can switch on to prove that the invariant checkers notice a broken protocol.
 #[cfg(test)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub(crate) struct InjectedFaults {
     /// The leader commits as soon as its own copy is durable, without a quorum (breaks I4).
     pub(crate) commit_without_quorum: bool,
@@ -200,8 +207,9 @@ pub(crate) struct InjectedFaults {
     pub(crate) ignore_old_leases: bool,
 }
 
-/// One replica of one replication group.
-#[derive(Clone, Debug)]
+/// One replica of one replication group. Equality and hashing cover the whole state, so a model
+/// checker can deduplicate states of the real core.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Replica {
     id: NodeId,
     options: ReplicaOptions,
@@ -221,6 +229,10 @@ pub struct Replica {
     /// heartbeat round as leader).
     last_lease_support: Option<MonotonicTime>,
     election_deadline: MonotonicTime,
+    /// The random part of the election timeout, redrawn at every election attempt rather than
+    /// at every heartbeat, so that replicas stay desynchronised after a failed election while a
+    /// follower's state does not change with every heartbeat it receives.
+    election_jitter_nanos: u64,
     random_state: u64,
     next_lsn: u64,
     durable_lsn: Lsn,
@@ -256,6 +268,7 @@ impl Replica {
             last_leader_contact: None,
             last_lease_support: None,
             election_deadline: now,
+            election_jitter_nanos: 0,
             random_state,
             next_lsn: 1,
             durable_lsn: Lsn(0),
@@ -265,6 +278,7 @@ impl Replica {
             #[cfg(test)]
             faults: InjectedFaults::default(),
         };
+        replica.draw_election_jitter();
         replica.reset_election_deadline(now);
         Ok(replica)
     }
@@ -379,6 +393,8 @@ impl Replica {
                 if now >= leader.heartbeat_deadline {
                     self.start_heartbeat_round(now);
                 }
+                // Commits held back while an old lease ran go through at the first tick after.
+                self.advance_commit(now);
             }
             Role::Follower | Role::PreCandidate { .. } | Role::Candidate(_) => {
                 if now >= self.election_deadline && self.may_campaign() {
@@ -486,6 +502,7 @@ impl Replica {
                             next_slot: self.commit_slot.next(),
                             acked_round: 0,
                             snapshot_sent_at: None,
+                            rewound_at: None,
                         },
                     );
                 }
@@ -604,6 +621,7 @@ impl Replica {
             round,
             grants: BTreeSet::from([self.id]),
         });
+        self.draw_election_jitter();
         self.reset_election_deadline(now);
         for member in self.peers() {
             self.send(member, Message::PreCheck { round });
@@ -666,15 +684,17 @@ impl Replica {
                 support.saturating_add(self.options.lease_duration)
             })
             .max(now);
+        let peers = self.peers();
         self.set_role(Role::Candidate(CandidateState {
             ballot,
             own_promise_lsn,
             promises: BTreeMap::new(),
+            asked: peers.iter().copied().collect(),
             strong_reads_not_before,
         }));
         self.reset_election_deadline(now);
         let from_slot = self.commit_slot.next();
-        for member in self.peers() {
+        for member in peers {
             self.send(member, Message::Prepare { ballot, from_slot });
         }
         self.try_become_leader(now);
@@ -748,10 +768,15 @@ impl Replica {
             return;
         }
         candidate.promises.insert(from, accepted);
-        let wait_until = now
-            .saturating_add(Duration::from_nanos(lease_wait_nanos))
-            .saturating_add(drift);
-        candidate.strong_reads_not_before = candidate.strong_reads_not_before.max(wait_until);
+        // A zero wait means the promiser's own clock already saw every lease it supported end,
+        // which is a fact about true time; only a remaining wait must be converted to our clock,
+        // which costs the drift bound.
+        if lease_wait_nanos > 0 {
+            let wait_until = now
+                .saturating_add(Duration::from_nanos(lease_wait_nanos))
+                .saturating_add(drift);
+            candidate.strong_reads_not_before = candidate.strong_reads_not_before.max(wait_until);
+        }
         self.try_become_leader(now);
     }
 
@@ -785,17 +810,36 @@ impl Replica {
             }
         }
         let promised_by = |node: NodeId| node == self.id || candidate.promises.contains_key(&node);
-        if !self.committed_membership.is_quorum(promised_by) {
-            return;
-        }
+        let mut unasked = Vec::new();
+        let mut complete = self.committed_membership.is_quorum(promised_by);
         for entry in merged.values() {
-            if let Payload::Membership(membership) = &entry.payload
-                && !membership.is_quorum(promised_by)
-            {
-                return;
+            if let Payload::Membership(membership) = &entry.payload {
+                unasked.extend(
+                    membership
+                        .members()
+                        .filter(|node| *node != self.id && !candidate.asked.contains(node)),
+                );
+                complete &= membership.is_quorum(promised_by);
             }
         }
         let ballot = candidate.ballot;
+        let from_slot = self.commit_slot.next();
+        for node in unasked {
+            if let Role::Candidate(candidate) = &mut self.role
+                && candidate.asked.insert(node)
+            {
+                self.actions.push(Action::Send {
+                    to: node,
+                    message: Message::Prepare { ballot, from_slot },
+                });
+            }
+        }
+        let Role::Candidate(candidate) = &self.role else {
+            return;
+        };
+        if !complete {
+            return;
+        }
         let strong_reads_not_before = candidate.strong_reads_not_before;
         self.become_leader(now, ballot, merged, strong_reads_not_before);
     }
@@ -846,6 +890,7 @@ impl Replica {
                         next_slot: self.commit_slot.next(),
                         acked_round: 0,
                         snapshot_sent_at: None,
+                        rewound_at: None,
                     },
                 );
             }
@@ -1109,6 +1154,7 @@ impl Replica {
         missing: bool,
     ) {
         let last_slot = self.log.last_slot();
+        let heartbeat_interval = self.options.heartbeat_interval;
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
@@ -1124,8 +1170,12 @@ impl Replica {
         );
         progress.acked_round = progress.acked_round.max(round);
         progress.match_slot = progress.match_slot.max(match_slot);
-        if missing {
+        let may_rewind = progress
+            .rewound_at
+            .is_none_or(|at| now >= at.saturating_add(heartbeat_interval));
+        if missing && may_rewind {
             progress.next_slot = progress.match_slot.next();
+            progress.rewound_at = Some(now);
         }
         progress.next_slot = progress.next_slot.max(progress.match_slot.next());
         self.send_to_follower(now, from, false);
@@ -1149,10 +1199,16 @@ impl Replica {
     /// Commits every slot that a quorum of its governing membership durably accepted in our
     /// ballot (I4). A slot is governed by the committed membership folded with the membership
     /// entries before it.
-    fn advance_commit(&mut self, _now: MonotonicTime) {
+    fn advance_commit(&mut self, now: MonotonicTime) {
         let Role::Leader(leader) = &self.role else {
             return;
         };
+        // I7: while an old leader's lease may still run, it may serve strong reads from state
+        // without our writes, so we must not acknowledge any: commit (and so Apply, which is
+        // what acknowledges) waits until every old lease has ended.
+        if now < leader.strong_reads_not_before {
+            return;
+        }
         let mut membership = self.committed_membership.clone();
         let mut slot = self.commit_slot.next();
         let mut commit_to = self.commit_slot;
@@ -1290,12 +1346,15 @@ impl Replica {
         }
     }
 
+    fn draw_election_jitter(&mut self) {
+        let jitter_nanos_max = duration_nanos(self.options.election_timeout_jitter).max(1);
+        self.election_jitter_nanos = split_mix_64(&mut self.random_state) % jitter_nanos_max;
+    }
+
     fn reset_election_deadline(&mut self, now: MonotonicTime) {
-        let jitter_nanos = duration_nanos(self.options.election_timeout_jitter).max(1);
-        let random = split_mix_64(&mut self.random_state);
         self.election_deadline = now
             .saturating_add(self.options.election_timeout_min)
-            .saturating_add(Duration::from_nanos(random % jitter_nanos));
+            .saturating_add(Duration::from_nanos(self.election_jitter_nanos));
     }
 
     fn persist(&mut self, promised: Option<Ballot>, entries: Vec<(Slot, LogEntry)>) -> Lsn {

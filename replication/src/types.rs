@@ -11,7 +11,7 @@ pub struct NodeId(pub u64);
 
 /// A position in the replicated log. Slot 0 is "before the first entry": the first real entry
 /// lives in slot 1, so `Slot(0)` is a valid commit index for an empty log.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slot(pub u64);
 
 impl Slot {
@@ -99,7 +99,7 @@ pub(crate) fn duration_nanos(duration: Duration) -> u64 {
 }
 
 /// What a log entry carries.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Payload {
     /// Written by a new leader to close the slots it found empty and to commit an entry in its own
     /// ballot before it serves strong reads.
@@ -124,7 +124,7 @@ impl Payload {
 }
 
 /// One accepted log entry: the value and the ballot under which this replica accepted it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogEntry {
     pub ballot: Ballot,
     pub payload: Payload,
@@ -132,7 +132,7 @@ pub struct LogEntry {
 
 /// The members of a replication group. Full replicas hold applied state and may lead; log
 /// replicas only accept and persist entries. Both count in every quorum.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Membership {
     pub full_replicas: BTreeSet<NodeId>,
     pub log_replicas: BTreeSet<NodeId>,

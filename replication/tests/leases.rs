@@ -21,20 +21,15 @@ fn a_lease_starts_at_the_send_time_of_the_acknowledged_round_and_is_shortened_by
     let mut group = Group::new(&three_full(), &[]);
     group.elect(1);
     let elected = group.now;
-    // Followers report no earlier lease (they never supported one), so the new leader only waits
-    // out the drift bound.
-    assert_eq!(
-        group.get(1).can_serve_strong_read(elected),
-        Err(StrongReadRefusal::LeaseNotHeld)
-    );
+    // Nobody ever supported an earlier lease, so the new leader waits for nothing: it committed
+    // its no-op and holds the lease from round 1 at once.
+    assert_eq!(group.get(1).can_serve_strong_read(elected), Ok(()));
     assert_eq!(
         group.get(2).can_serve_strong_read(elected),
         Err(StrongReadRefusal::NotLeader {
             leader_hint: Some(n(1)),
         })
     );
-    let ready = elected.saturating_add(DRIFT);
-    assert_eq!(group.get(1).can_serve_strong_read(ready), Ok(()));
     // Round 1 was sent at `elected` and acknowledged by a quorum; nothing renews it.
     let lease_end = elected.saturating_add(LEASE - DRIFT);
     assert_eq!(
@@ -47,9 +42,8 @@ fn a_lease_starts_at_the_send_time_of_the_acknowledged_round_and_is_shortened_by
         group.get(1).can_serve_strong_read(lease_end),
         Err(StrongReadRefusal::LeaseNotHeld)
     );
-    // Inputs announce the changes they observe: acquired once the drift has passed, lost at the
-    // first input after the end (here a tick that also sends heartbeat round 2, unanswered).
-    assert_eq!(group.get(1).tick(ready), vec![Action::LeaseAcquired]);
+    // Inputs announce the changes they observe: the loss at the first input after the end (here
+    // a tick that also sends heartbeat round 2, which nobody answers).
     let b1 = group.get(1).leader_ballot().unwrap();
     let heartbeat = Message::Accept {
         ballot: b1,
@@ -142,12 +136,21 @@ fn a_new_leader_waits_out_the_lease_its_promisers_supported() {
     // drift bound: no strong read before `last_support + 310 ms`, after the old lease's end.
     let wait_end = last_support.saturating_add(lease + DRIFT);
     assert!(wait_end > old_lease_end);
+    let just_before = wait_end.saturating_sub(Duration::from_nanos(1));
     assert_eq!(
-        group
-            .get(2)
-            .can_serve_strong_read(wait_end.saturating_sub(Duration::from_nanos(1))),
+        group.get(2).can_serve_strong_read(just_before),
         Err(StrongReadRefusal::LeaseNotHeld)
     );
+    // Nor does it acknowledge writes before then: the old leader may still serve reads, which
+    // must not miss an acknowledged write. Its no-op (slot 2) is accepted but not committed.
+    group.get(2).tick(just_before);
+    assert_eq!(group.get(2).commit_slot(), shoal_replication::Slot(1));
+    let actions = group.get(2).tick(wait_end);
+    assert!(
+        actions.contains(&Action::LeaseAcquired),
+        "commits and takes the lease at the first tick after the wait: {actions:?}"
+    );
+    assert_eq!(group.get(2).commit_slot(), shoal_replication::Slot(2));
     assert_eq!(group.get(2).can_serve_strong_read(wait_end), Ok(()));
     // Meanwhile the old leader's lease held until its own end and no longer.
     assert_eq!(

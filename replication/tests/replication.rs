@@ -165,6 +165,19 @@ fn a_lost_accept_is_resent_when_the_follower_reports_the_gap() {
             }
         )]
     );
+    // Another `missing` (say, a reordered batch) within the same heartbeat interval does not
+    // rewind again: resends are damped to one per interval and follower.
+    let actions = group.get(1).handle_message(
+        now,
+        n(2),
+        Message::Accepted {
+            ballot: b1,
+            round: 1,
+            match_slot: Slot(1),
+            missing: true,
+        },
+    );
+    assert_eq!(actions, vec![]);
 }
 
 #[test]
@@ -274,10 +287,13 @@ fn a_stale_leader_steps_down_when_rejected_by_a_higher_ballot() {
         group
             .get(1)
             .handle_message(now, n(2), Message::Rejected { promised: higher }),
-        vec![Action::RoleChanged {
-            role: shoal_replication::RoleKind::Follower,
-            ballot: group.get(1).promised(),
-        }]
+        vec![
+            Action::RoleChanged {
+                role: shoal_replication::RoleKind::Follower,
+                ballot: group.get(1).promised(),
+            },
+            Action::LeaseLost,
+        ]
     );
     assert_eq!(group.get(1).leader_ballot(), None);
     assert!(matches!(
