@@ -1,8 +1,6 @@
 //! The values the protocol talks about: nodes, slots, ballots, log entries, time, membership.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::time::Duration;
 
 /// A storage node's identity. Every replica of a partition lives on a distinct node, so within
 /// one replication group a node id names exactly one replica.
@@ -49,54 +47,10 @@ impl Ballot {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
 
-/// Nanoseconds on the host's monotonic clock.
-///
-/// The core defines its own time type instead of using `shoal_io::MonotonicTime` because
-/// `shoal-io` depends on glommio, and the core must build (and be model checked) without any IO
-/// crate. The host converts with `MonotonicTime::from_nanos(io_time.as_nanos())`; both are u64
-/// nanoseconds since an arbitrary origin, so the conversion is exact.
-#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MonotonicTime(u64);
-
-impl MonotonicTime {
-    pub const ZERO: MonotonicTime = MonotonicTime(0);
-
-    pub const fn from_nanos(nanos: u64) -> Self {
-        Self(nanos)
-    }
-
-    pub const fn as_nanos(self) -> u64 {
-        self.0
-    }
-
-    pub fn saturating_add(self, duration: Duration) -> Self {
-        Self(self.0.saturating_add(duration_nanos(duration)))
-    }
-
-    pub fn saturating_sub(self, duration: Duration) -> Self {
-        Self(self.0.saturating_sub(duration_nanos(duration)))
-    }
-
-    /// Time from `earlier` to `self`, zero if `earlier` is later.
-    pub fn saturating_duration_since(self, earlier: MonotonicTime) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl fmt::Debug for MonotonicTime {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "{}.{:09}s",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
-    }
-}
-
-pub(crate) fn duration_nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
+/// Nanoseconds on the host's monotonic clock: the dependency-free type shared with the IO seam
+/// (the core must build and be model checked without glommio or any IO crate).
+pub use shoal_time::MonotonicTime;
+pub(crate) use shoal_time::duration_nanos;
 
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

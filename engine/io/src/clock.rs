@@ -14,42 +14,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-/// Nanoseconds since an arbitrary origin on a clock that never goes backwards.
-#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MonotonicTime(u64);
-
-impl MonotonicTime {
-    pub const ZERO: MonotonicTime = MonotonicTime(0);
-
-    pub const fn from_nanos(nanos: u64) -> Self {
-        Self(nanos)
-    }
-
-    pub const fn as_nanos(self) -> u64 {
-        self.0
-    }
-
-    pub fn saturating_add(self, duration: Duration) -> Self {
-        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        Self(self.0.saturating_add(nanos))
-    }
-
-    /// Time elapsed from `earlier` to `self`, or zero if `earlier` is later.
-    pub fn saturating_duration_since(self, earlier: MonotonicTime) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl fmt::Debug for MonotonicTime {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "{}.{:09}s",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
-    }
-}
+pub use shoal_time::MonotonicTime;
 
 /// A source of monotonic time.
 pub trait Clock {
@@ -68,7 +33,7 @@ impl Clock for SystemClock {
                 let nanos = (spec.tv_sec() as u64)
                     .saturating_mul(1_000_000_000)
                     .saturating_add(spec.tv_nsec() as u64);
-                MonotonicTime(nanos)
+                MonotonicTime::from_nanos(nanos)
             }
             // CLOCK_MONOTONIC cannot fail on Linux with a valid pointer; if it does, time itself
             // is broken and no lease can be trusted.
@@ -99,7 +64,7 @@ impl fmt::Debug for SimulatedClock {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("SimulatedClock")
-            .field("now", &MonotonicTime(self.shared.now.get()))
+            .field("now", &MonotonicTime::from_nanos(self.shared.now.get()))
             .field("timers", &self.shared.timers.borrow().len())
             .finish()
     }
@@ -108,14 +73,14 @@ impl fmt::Debug for SimulatedClock {
 impl SimulatedClock {
     pub fn new(start: MonotonicTime) -> Self {
         let clock = Self::default();
-        clock.shared.now.set(start.0);
+        clock.shared.now.set(start.as_nanos());
         clock
     }
 
     /// Moves time forward to `time` (never backwards) and wakes every sleeper that is due.
     pub fn advance_to(&self, time: MonotonicTime) {
-        if time.0 > self.shared.now.get() {
-            self.shared.now.set(time.0);
+        if time.as_nanos() > self.shared.now.get() {
+            self.shared.now.set(time.as_nanos());
         }
         self.wake_due();
     }
@@ -130,7 +95,7 @@ impl SimulatedClock {
             .timers
             .borrow()
             .peek()
-            .map(|Reverse((deadline, _))| MonotonicTime(*deadline))
+            .map(|Reverse((deadline, _))| MonotonicTime::from_nanos(*deadline))
     }
 
     /// Jumps to the earliest deadline and wakes its sleepers. Returns false if nobody sleeps.
@@ -183,7 +148,7 @@ impl SimulatedClock {
 
 impl Clock for SimulatedClock {
     fn now(&self) -> MonotonicTime {
-        MonotonicTime(self.shared.now.get())
+        MonotonicTime::from_nanos(self.shared.now.get())
     }
 }
 
@@ -211,7 +176,7 @@ impl Future for SimulatedSleep {
                 shared
                     .timers
                     .borrow_mut()
-                    .push(Reverse((self.deadline.0, id)));
+                    .push(Reverse((self.deadline.as_nanos(), id)));
                 self.timer_id = Some(id);
                 id
             }
