@@ -5,4 +5,5 @@
 
 pub mod btree;
 pub mod engine;
+mod little_endian;
 pub mod wal;

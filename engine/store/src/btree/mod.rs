@@ -41,6 +41,7 @@ pub mod cache;
 pub mod page;
 pub mod verify;
 
+use crate::little_endian::read_u64;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Bound;
@@ -54,7 +55,7 @@ pub use page::KEY_BYTES_MAX;
 use page::{
     INLINE_VALUE_BYTES_MAX, LeafEntry, META_MAGIC, META_PAGE_IDS, NO_PAGE, Node, PAGE_BYTES,
     PAGE_PAYLOAD_BYTES, PageDamage, PageHeader, PageId, PageType, StoredValue, decode_page,
-    encode_page, foreign_meta_format_version, read_u64,
+    encode_page, foreign_meta_format_version,
 };
 
 /// The largest value any configuration allows (the 4 MB item limit plus its key and framing).

@@ -20,6 +20,7 @@
 //! memory holds a quarter as many nodes (each with four times the entries, in a shallower
 //! tree).
 
+use crate::little_endian::{read_u16, read_u32, read_u64};
 use shoal_io::IO_ALIGNMENT_BYTES;
 
 /// The unit of B-tree I/O: four times the 4 KiB direct-I/O alignment (see the module docs).
@@ -137,24 +138,6 @@ pub enum PageDamage {
         tree_items: u64,
         tree_bytes: u64,
     },
-}
-
-fn read_u16(bytes: &[u8], offset: usize) -> u16 {
-    let mut field = [0; 2];
-    field.copy_from_slice(&bytes[offset..offset + 2]);
-    u16::from_le_bytes(field)
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> u32 {
-    let mut field = [0; 4];
-    field.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(field)
-}
-
-pub fn read_u64(bytes: &[u8], offset: usize) -> u64 {
-    let mut field = [0; 8];
-    field.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(field)
 }
 
 /// Builds a page: header, payload, zero fill, checksum.

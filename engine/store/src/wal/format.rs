@@ -6,6 +6,7 @@
 use shoal_io::{IO_ALIGNMENT_BYTES, SECTOR_BYTES};
 
 use super::{Lsn, PartitionId, RecordKind};
+use crate::little_endian::{read_u16, read_u32, read_u64};
 
 /// The unit of every WAL write: a batch starts on a block boundary and is padded to one.
 pub const BLOCK_BYTES: usize = IO_ALIGNMENT_BYTES;
@@ -55,24 +56,6 @@ pub const fn record_encoded_bytes(body_bytes: usize) -> usize {
         (RECORD_HEADER_BYTES + body_bytes) as u64,
         RECORD_ALIGNMENT_BYTES as u64,
     ) as usize
-}
-
-fn read_u16(bytes: &[u8], offset: usize) -> u16 {
-    let mut field = [0; 2];
-    field.copy_from_slice(&bytes[offset..offset + 2]);
-    u16::from_le_bytes(field)
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> u32 {
-    let mut field = [0; 4];
-    field.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(field)
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> u64 {
-    let mut field = [0; 8];
-    field.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(field)
 }
 
 /// The header at the start of every initialised segment.
