@@ -4,6 +4,9 @@
 //! `checkpointed`) takes the current monotonic time and returns the actions the host must carry
 //! out, in order. The invariants cited as "I<n>" are listed in the crate documentation.
 
+// The election jitter source: SplitMix64 stepped over state the replica owns, so the core reads
+// no RNG and a seed replays the same timeouts forever.
+use shoal_rng::splitmix64 as split_mix_64;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -1400,14 +1403,4 @@ impl Replica {
         }
         std::mem::take(&mut self.actions)
     }
-}
-
-/// SplitMix64: the election jitter source. Owned here so that the core reads no RNG and a seed
-/// replays the same timeouts forever.
-fn split_mix_64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

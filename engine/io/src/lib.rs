@@ -8,7 +8,8 @@
 pub mod clock;
 pub mod fatal;
 pub mod probe;
-pub mod rng;
+/// The seeded random source lives in the dependency-free `shoal-rng`; re-exported here.
+pub use shoal_rng as rng;
 pub mod storage;
 pub mod testing;
 

@@ -9,8 +9,9 @@
 //! SplitMix64. Independent streams come from [`SeededRng::fork`], which hashes the parent seed
 //! with a stream number, so adding draws to one stream never shifts another.
 
-/// SplitMix64 step: used to expand seeds. Bijective on u64, so distinct inputs stay distinct.
-fn splitmix64(state: &mut u64) -> u64 {
+/// SplitMix64 step: used to expand seeds, and by the replication core as its election-jitter
+/// source. Bijective on u64, so distinct inputs stay distinct.
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
