@@ -106,7 +106,13 @@ fn engine_reports_every_cell_with_the_requested_counts() {
 #[test]
 fn engine_refuses_out_of_range_counts() {
     let directory = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    for (flag, value) in [("--operations", "0"), ("--items", "10"), ("--repeat", "0")] {
+    for (flag, value) in [
+        ("--operations", "0"),
+        ("--items", "10"),
+        ("--repeat", "0"),
+        ("--checkpoint-every", "0"),
+        ("--checkpoint-every", "1000000"),
+    ] {
         let output = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
             .args(["engine", "--data-dir"])
             .arg(directory.path())

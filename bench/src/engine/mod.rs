@@ -76,6 +76,11 @@ pub struct EngineOptions {
     /// Write every cell, ratio and the machine description as JSON to this file too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Applied puts between B-tree checkpoints in the put cells (the checkpoint runs on the
+    /// apply path, as on a shard today). Raise it above --operations to measure puts without
+    /// checkpoints.
+    #[arg(long, default_value_t = ours::CHECKPOINT_INTERVAL_RECORDS_DEFAULT)]
+    pub checkpoint_every: u64,
 }
 
 /// One measured workload.
@@ -219,6 +224,14 @@ fn validate(options: &EngineOptions) -> io::Result<()> {
             "--items must be between {ITEMS_MIN} and {ITEMS_MAX}"
         )));
     }
+    if options.checkpoint_every == 0
+        || options.checkpoint_every > ours::CHECKPOINT_INTERVAL_RECORDS_MAX
+    {
+        return Err(invalid(format!(
+            "--checkpoint-every must be between 1 and {}",
+            ours::CHECKPOINT_INTERVAL_RECORDS_MAX
+        )));
+    }
     if options.repeat == 0 || options.repeat > REPEAT_MAX {
         return Err(invalid(format!(
             "--repeat must be between 1 and {REPEAT_MAX}"
@@ -321,7 +334,13 @@ struct Report {
 async fn measure(options: &EngineOptions, directory: &Path) -> io::Result<Report> {
     let items = options.items as u64;
     let value = item_value();
-    let mut shoal = ours::ShoalEngine::open(&directory.join("shoal"), items, &value).await?;
+    let mut shoal = ours::ShoalEngine::open(
+        &directory.join("shoal"),
+        items,
+        &value,
+        options.checkpoint_every,
+    )
+    .await?;
     let fjall = peers::FjallPeer::open(&directory.join("fjall"), items, &value)?;
     let redb = peers::RedbPeer::open(&directory.join("redb"), items, &value)?;
     let floor_options = FloorOptions {

@@ -34,12 +34,18 @@ const LOAD_BATCH_ITEMS: u64 = 64;
 /// segments instead of waiting for a checkpoint forever (256 batches of 64 KiB per partition).
 const LOAD_CHECKPOINT_INTERVAL_BATCHES: u64 = 256;
 /// WAL segments: 8 x 32 MiB. Records are only recycled after a checkpoint; with a checkpoint
-/// every `CHECKPOINT_INTERVAL_RECORDS` puts (at most one 4 KiB block each) the log never fills.
+/// at most every `CHECKPOINT_INTERVAL_RECORDS_MAX` puts (at most one 4 KiB block each) the log
+/// never fills.
 const WAL_SEGMENT_BYTES: u64 = 32 << 20;
 const WAL_SEGMENT_COUNT: u32 = 8;
-/// Applied records between B-tree checkpoints during the put cells (the checkpoint cost is part
-/// of the measured puts, as it is on a shard).
-const CHECKPOINT_INTERVAL_RECORDS: u64 = 2048;
+/// Applied records between B-tree checkpoints during the put cells by default (the checkpoint
+/// cost is part of the measured puts, as it is on a shard); `--checkpoint-every` changes it.
+pub const CHECKPOINT_INTERVAL_RECORDS_DEFAULT: u64 = 2048;
+/// Half the WAL's 4 KiB blocks: a put record takes at most one block, so the ring never fills
+/// between checkpoints (the committer would otherwise wait for one forever).
+pub const CHECKPOINT_INTERVAL_RECORDS_MAX: u64 =
+    WAL_SEGMENT_BYTES * WAL_SEGMENT_COUNT as u64 / 4096 / 2;
+const _: () = assert!(CHECKPOINT_INTERVAL_RECORDS_DEFAULT <= CHECKPOINT_INTERVAL_RECORDS_MAX);
 /// Durable records waiting for the applier; more writers than this wait to hand theirs over.
 const APPLY_QUEUE_CAPACITY: usize = 1024;
 
@@ -56,6 +62,7 @@ pub struct ShoalEngine {
     /// `None` only while a put cell's applier owns it.
     cached: Option<Partition<DmaStorageFile>>,
     uncached: Partition<DmaStorageFile>,
+    checkpoint_interval_records: u64,
 }
 
 fn single_put(key: &[u8], value: &[u8]) -> MutationBatch {
@@ -69,7 +76,12 @@ fn single_put(key: &[u8], value: &[u8]) -> MutationBatch {
 
 impl ShoalEngine {
     /// Creates the WAL and both partitions in `path` and loads `items` items into each.
-    pub async fn open(path: &Path, items: u64, value: &[u8]) -> io::Result<Self> {
+    pub async fn open(
+        path: &Path,
+        items: u64,
+        value: &[u8],
+        checkpoint_interval_records: u64,
+    ) -> io::Result<Self> {
         std::fs::create_dir(path)?;
         let directory = DmaDirectory::open(path)
             .await
@@ -138,6 +150,7 @@ impl ShoalEngine {
             committer,
             cached: Some(cached),
             uncached,
+            checkpoint_interval_records,
         })
     }
 
@@ -174,6 +187,7 @@ impl ShoalEngine {
             self.wal.clone(),
             request_receiver,
             first_lsn,
+            self.checkpoint_interval_records,
         ));
         let request_sender = Rc::new(request_sender);
         let started = Instant::now();
@@ -269,12 +283,13 @@ async fn write_puts(
 }
 
 /// Applies durable records in LSN order, as a replica must (writers learn of durability in any
-/// order within a batch), checkpointing every `CHECKPOINT_INTERVAL_RECORDS` so the WAL recycles.
+/// order within a batch), checkpointing every `checkpoint_interval_records` so the WAL recycles.
 async fn apply_in_lsn_order(
     mut partition: Partition<DmaStorageFile>,
     wal: Wal<DmaStorageFile>,
     requests: LocalReceiver<ApplyRequest>,
     first_lsn: Lsn,
+    checkpoint_interval_records: u64,
 ) -> io::Result<Partition<DmaStorageFile>> {
     let mut next_lsn = first_lsn;
     let mut waiting: BTreeMap<Lsn, ApplyRequest> = BTreeMap::new();
@@ -290,7 +305,7 @@ async fn apply_in_lsn_order(
             let _ = request.applied.try_send(());
             next_lsn = Lsn(next_lsn.0 + 1);
             applied_since_checkpoint += 1;
-            if applied_since_checkpoint >= CHECKPOINT_INTERVAL_RECORDS {
+            if applied_since_checkpoint >= checkpoint_interval_records {
                 partition
                     .checkpoint(&wal)
                     .await
