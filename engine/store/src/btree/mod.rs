@@ -887,10 +887,23 @@ impl<F: Storage> BTree<F> {
         if self.root == NO_PAGE {
             return Ok(None);
         }
-        let (_, _, entries) = self.descend(key).await?;
-        match entries.binary_search_by(|probe| probe.key.as_slice().cmp(key)) {
-            Ok(found) => Ok(Some(self.materialise(&entries[found].value).await?)),
-            Err(_) => Ok(None),
+        // A read walks the cached nodes in place. `descend` is for writes: it copies the path
+        // and the leaf so copy-on-write can edit them, which a lookup must not pay for.
+        let mut page = self.root;
+        loop {
+            let node = self.load(page).await?;
+            match &*node {
+                Node::Leaf(entries) => {
+                    return match entries.binary_search_by(|probe| probe.key.as_slice().cmp(key)) {
+                        Ok(found) => Ok(Some(self.materialise(&entries[found].value).await?)),
+                        Err(_) => Ok(None),
+                    };
+                }
+                Node::Branch {
+                    first_child,
+                    entries,
+                } => page = child_at(*first_child, entries, child_index(entries, key)),
+            }
         }
     }
 
