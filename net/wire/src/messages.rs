@@ -1,0 +1,288 @@
+//! The messages of the bus, as plain Rust types archived with rkyv.
+//!
+//! Item-level parameters travel as DynamoDB JSON text (`parameters_json`), exactly the subset of
+//! a DynamoDB request that concerns one partition (no `TableName`). The router has already
+//! validated the request shape; the partition leader parses it again with the same model code
+//! (shoal-model) because it must evaluate conditions and updates against its latest state. This
+//! keeps one validation path and one set of error messages; a binary item encoding on this hop is
+//! a later optimisation, and the frame version would change with it.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// A node of the cluster. Node ids are assigned by the cluster's metadata and never reused.
+pub type NodeIdWire = u64;
+
+/// Where a partition replica lives: a node and one of its shards (cores).
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub struct ShardAddress {
+    pub node: NodeIdWire,
+    pub shard: u16,
+}
+
+/// A MultiPaxos ballot (`shoal_replication::Ballot`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BallotWire {
+    pub round: u64,
+    pub node: NodeIdWire,
+}
+
+/// Replica sets (`shoal_replication::Membership`), sorted.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MembershipWire {
+    pub full_replicas: Vec<NodeIdWire>,
+    pub log_replicas: Vec<NodeIdWire>,
+}
+
+/// The payload of a log entry (`shoal_replication::Payload`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum PayloadWire {
+    Noop,
+    Command(Vec<u8>),
+    Membership(MembershipWire),
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LogEntryWire {
+    pub ballot: BallotWire,
+    pub payload: PayloadWire,
+}
+
+/// A replication message (`shoal_replication::Message`), field for field.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ReplicationMessageWire {
+    PreCheck {
+        round: u64,
+    },
+    PreCheckReply {
+        round: u64,
+        granted: bool,
+    },
+    Prepare {
+        ballot: BallotWire,
+        from_slot: u64,
+    },
+    Promise {
+        ballot: BallotWire,
+        log_first_slot: u64,
+        accepted: Vec<(u64, LogEntryWire)>,
+        lease_wait_nanos: u64,
+    },
+    Accept {
+        ballot: BallotWire,
+        round: u64,
+        first_slot: u64,
+        entries: Vec<LogEntryWire>,
+        commit_slot: u64,
+    },
+    Accepted {
+        ballot: BallotWire,
+        round: u64,
+        match_slot: u64,
+        missing: bool,
+    },
+    Rejected {
+        promised: BallotWire,
+    },
+}
+
+/// One replication message of one group, between replicas on two nodes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationEnvelope {
+    /// The replication group: the partition id.
+    pub group: u64,
+    pub from: NodeIdWire,
+    pub to: NodeIdWire,
+    pub message: ReplicationMessageWire,
+}
+
+/// One chunk of a B-tree snapshot streamed from a leader to a follower that fell behind its
+/// truncated log. Chunks of one transfer share `transfer_id`, arrive in order over one
+/// connection, and the last has `last == true`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub group: u64,
+    pub from: NodeIdWire,
+    pub to: NodeIdWire,
+    pub transfer_id: u64,
+    /// Every entry up to this slot is reflected in the snapshot.
+    pub last_included_slot: u64,
+    pub membership: MembershipWire,
+    pub chunk_index: u32,
+    /// Storage key and encoded item, in key order.
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    pub last: bool,
+}
+
+/// What a WAL record of a replication group holds: one `Persist` action of the core.
+/// The archived bytes of this type are the WAL record body (record kind 2, see FORMAT.md).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PersistRecord {
+    pub group: u64,
+    /// The newly promised ballot, when the action carried one.
+    pub promised: Option<BallotWire>,
+    pub entries: Vec<(u64, LogEntryWire)>,
+    /// Written before a checkpoint of the group's B-tree: the slot the checkpoint will cover and
+    /// the committed membership as of that slot, so recovery can rebuild the snapshot metadata.
+    pub checkpoint: Option<CheckpointIntent>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointIntent {
+    pub last_included_slot: u64,
+    pub membership: MembershipWire,
+}
+
+/// A key attribute's type in a key schema.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTypeWire {
+    String,
+    Number,
+    Binary,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KeySchemaWire {
+    pub partition_key: (String, KeyTypeWire),
+    pub sort_key: Option<(String, KeyTypeWire)>,
+}
+
+/// The item operations a partition serves.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOperation {
+    PutItem,
+    GetItem,
+    UpdateItem,
+    DeleteItem,
+    /// One partition key of this partition.
+    Query,
+    /// This partition's part of a Scan.
+    Scan,
+    /// This partition's keys of a BatchGetItem (`{"Keys": [...], ...}`).
+    BatchGet,
+    /// This partition's requests of a BatchWriteItem (`[{"PutRequest": ...}, ...]`).
+    BatchWrite,
+}
+
+/// A request from a router (or an admin tool) to the shard that owns a partition replica.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum NodeRequest {
+    /// Create a replica of a new partition here, with the given replica set. Idempotent: a
+    /// replica that already exists with the same epoch answers `Created`.
+    CreatePartition {
+        partition: u64,
+        epoch: u64,
+        key_schema: KeySchemaWire,
+        membership: MembershipWire,
+    },
+    Item {
+        partition: u64,
+        /// The partition map epoch the router routed with.
+        epoch: u64,
+        operation: ItemOperation,
+        /// The operation's parameters as DynamoDB JSON (see the module docs).
+        parameters_json: String,
+    },
+    /// The replicas on the shard that receives it: for routers refreshing leader hints, for
+    /// tests and for `shoal` admin commands.
+    Status,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RequestFrame {
+    /// Chosen by the sender, unique among its requests in flight on one connection; the
+    /// response carries it back (pipelining).
+    pub request_id: u64,
+    pub request: NodeRequest,
+}
+
+/// The role of a replica as reported in a status.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRole {
+    Follower,
+    Candidate,
+    Leader,
+    /// Leader holding its lease: serves strong reads.
+    LeaderWithLease,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub partition: u64,
+    pub epoch: u64,
+    pub role: ReplicaRole,
+    pub leader_hint: Option<NodeIdWire>,
+    pub commit_slot: u64,
+    pub applied_slot: u64,
+    pub item_count: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum NodeResponse {
+    Created,
+    /// The operation's DynamoDB JSON response body (for example `{"Attributes": {...}}`), plus
+    /// the capacity it consumed, in thousandths of a unit.
+    Item {
+        body_json: String,
+        read_units_milli: u64,
+        write_units_milli: u64,
+    },
+    Status {
+        node: NodeIdWire,
+        shard: u16,
+        replicas: Vec<ReplicaStatus>,
+    },
+    Error(NodeError),
+}
+
+/// Why a shard did not serve a request. The routing errors carry hints so a router can retry at
+/// the right place instead of being forwarded blindly.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum NodeError {
+    /// No replica of this partition lives on this shard.
+    WrongOwner { partition: u64 },
+    /// This replica is not the leader (or not yet able to serve: no lease, no committed entry
+    /// of its own ballot). `leader_hint` is the node it believes leads.
+    NotLeader {
+        partition: u64,
+        leader_hint: Option<NodeIdWire>,
+    },
+    /// The router's epoch differs from the replica's.
+    StaleEpoch { partition: u64, current_epoch: u64 },
+    /// A DynamoDB error: exception name (for example `ConditionalCheckFailedException`) and
+    /// message, plus, for a failed condition with ReturnValuesOnConditionCheckFailure, the
+    /// item as DynamoDB JSON.
+    Dynamo {
+        type_name: String,
+        message: String,
+        item_json: Option<String>,
+    },
+    /// The replica is overloaded (its in-flight proposals are at their limit); retry later.
+    Busy { partition: u64 },
+    /// The request frame or its parameters could not be decoded.
+    Malformed { message: String },
+    /// The shard failed an I/O operation for this partition.
+    Internal { message: String },
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResponseFrame {
+    pub request_id: u64,
+    pub response: NodeResponse,
+}
+
+/// Everything the bus carries. One frame holds one `BusMessage`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    /// Several replication messages between the same pair of shards, batched into one frame.
+    Replication(Vec<ReplicationEnvelope>),
+    Snapshot(SnapshotChunk),
+    Request(RequestFrame),
+    Response(ResponseFrame),
+    /// The first frame on every connection: who is calling. Shards answer requests on any
+    /// connection; replication frames are accepted only after a `Hello` from a node.
+    Hello {
+        from: ShardAddress,
+    },
+}
