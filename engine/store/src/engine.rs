@@ -30,7 +30,9 @@ use std::rc::Rc;
 
 use shoal_io::{Storage, StorageDirectory};
 
-use crate::btree::{BTree, BTreeConfig, BTreeError, BTreeStats, Direction, Item, PageCache};
+use crate::btree::{
+    BTree, BTreeConfig, BTreeError, BTreeStats, Direction, Item, PageCache, TreeId,
+};
 use crate::wal::{Lsn, PartitionId, RecordKind, RecoveredRecord, Wal};
 
 /// The WAL record kind that carries a [`MutationBatch`].
@@ -178,14 +180,30 @@ impl<F: Storage> Partition<F> {
         cache: Rc<PageCache<F>>,
         config: BTreeConfig,
     ) -> Result<Self, EngineError> {
-        let tree = BTree::open_in(
+        Self::open_named(
             directory,
             &partition_file_name(partition),
             partition.0,
+            partition,
             cache,
             config,
         )
-        .await?;
+        .await
+    }
+
+    /// Opens (or creates) the partition's B-tree in `file_name`: for callers that keep more
+    /// than one generation of a partition's tree, such as a replica installing a snapshot next
+    /// to the tree it replaces. `tree` names the tree in the shared page cache and must be
+    /// unique among the trees open on the shard.
+    pub async fn open_named<D: StorageDirectory<File = F>>(
+        directory: &D,
+        file_name: &str,
+        tree: TreeId,
+        partition: PartitionId,
+        cache: Rc<PageCache<F>>,
+        config: BTreeConfig,
+    ) -> Result<Self, EngineError> {
+        let tree = BTree::open_in(directory, file_name, tree, cache, config).await?;
         let lsn_applied = Lsn(tree.stats().lsn_durable);
         Ok(Self {
             partition,
@@ -225,6 +243,7 @@ impl<F: Storage> Partition<F> {
                 }
             }
         }
+        self.tree.note_applied(lsn.0);
         self.lsn_applied = lsn;
         Ok(())
     }
@@ -249,6 +268,13 @@ impl<F: Storage> Partition<F> {
         let lsn = Lsn(self.tree.checkpoint().await?);
         wal.checkpointed(self.partition, lsn);
         Ok(lsn)
+    }
+
+    /// Makes the tree durable up to its applied LSN without telling a WAL: for callers whose
+    /// LSNs are not the WAL's (a replicated partition applies at log slots and computes the WAL
+    /// position it still needs itself). Returns the LSN the checkpoint covers.
+    pub async fn checkpoint_tree(&mut self) -> Result<Lsn, EngineError> {
+        Ok(Lsn(self.tree.checkpoint().await?))
     }
 
     pub fn stats(&self) -> PartitionStats {

@@ -764,6 +764,12 @@ impl<F: Storage> BTree<F> {
         Ok(())
     }
 
+    /// Records that every change up to `lsn` is reflected, also when the change at `lsn` touched
+    /// nothing in this tree (a replicated no-op), so the next checkpoint reports `lsn`.
+    pub fn note_applied(&mut self, lsn: u64) {
+        self.lsn_applied = self.lsn_applied.max(lsn);
+    }
+
     /// Inserts or replaces `key`, as the change at `lsn`.
     pub async fn put(&mut self, key: &[u8], value: &[u8], lsn: u64) -> Result<(), BTreeError> {
         self.check_put(key, value)?;

@@ -1,0 +1,1317 @@
+//! One partition replica on its shard: the sans-IO MultiPaxos core, the shard's WAL and the
+//! partition's B-tree, driven by events.
+//!
+//! The host (a shard's executor, a test) owns one [`PartitionReplica`] per partition replica and
+//! feeds it [`Event`]s one at a time, in one task; it executes the [`Output`]s it gets back:
+//! `Persist` through the shard WAL's group commit (then feeds `Event::Persisted` back), `Send`
+//! and `Snapshot` through the bus, `Reply` to the request's connection. The replica awaits only
+//! B-tree I/O and, rarely, a WAL append of its own (checkpoint intents, snapshot installs).
+//!
+//! # Log slots, WAL positions and checkpoints
+//! The B-tree applies committed entries at their log slot (`Lsn(slot)` in shoal-store's terms),
+//! so its checkpoint says "every slot up to C is in the tree". The WAL numbers records by its
+//! own LSN. Before each tree checkpoint the replica appends a *checkpoint intent* (slot C, the
+//! committed membership at C, the promised ballot) and only then checkpoints; it tells the WAL it
+//! may recycle everything below the oldest record it still needs: the latest intent and every
+//! record holding a slot above C. Recovery (see [`recover_shard`]) rebuilds the core's durable
+//! state from exactly those records.
+//!
+//! # Invariants
+//! 1. Applied slot == the core's commit slot after every event: `Apply` actions are executed
+//!    before the event returns, so strong reads and leader evaluation see every commit.
+//! 2. The leader evaluates a write against the applied state overlaid with its own proposals
+//!    that are not applied yet (`overlay`), one request at a time, in the order it proposes.
+//! 3. A write is answered success only when the slot it was proposed in is applied with the
+//!    very payload it proposed; any other outcome at that slot means it never took effect.
+//! 4. A tree checkpoint at slot C is preceded by a durable intent record for C.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::rc::Rc;
+
+use serde_json::{Value as Json, json};
+use shoal_io::{Storage, StorageDirectory};
+use shoal_model::encoding::{decode_item, encode_item};
+use shoal_model::expression::evaluate::check_condition;
+use shoal_model::expression::projection::project;
+use shoal_model::expression::update::{apply_update, returned_attributes, updated_paths};
+use shoal_model::json::item_to_json;
+use shoal_model::value::{
+    ITEM_BYTES_MAX, item_size_bytes, read_capacity_units, write_capacity_units,
+};
+use shoal_model::{Error as ModelError, Item};
+use shoal_replication::{
+    Action, Ballot, LogEntry, Lsn as CoreLsn, Message, MonotonicTime, NodeId, Payload,
+    ProposeError, RecoveredState, Replica, ReplicaOptions, RoleKind, Slot, SnapshotMeta,
+};
+use shoal_store::btree::{BTreeConfig, Direction, PageCache};
+use shoal_store::engine::{EngineError, Mutation, MutationBatch, Partition};
+use shoal_store::wal::{Lsn as WalLsn, PartitionId, RecordKind, Wal, WalError};
+use shoal_wire::messages::{
+    CheckpointIntent, ItemOperation, NodeError, NodeResponse, PersistRecord, ReplicaRole,
+    ReplicaStatus, SnapshotChunk,
+};
+
+use crate::convert::{
+    decode_record, encode_record, membership_from_wire, membership_to_wire, persist_record,
+    persist_record_entries,
+};
+use crate::meta::PartitionMeta;
+use crate::request::{GetRequest, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare};
+
+/// The WAL record kind of a replication group's [`PersistRecord`] (kind 1 is shoal-store's
+/// plain mutation batch, unused by replicated partitions).
+pub const REPLICATION_RECORD_KIND: RecordKind = match RecordKind::new(2) {
+    Some(kind) => kind,
+    None => panic!("record kind 2 is valid"),
+};
+
+/// Items per snapshot chunk: bounded so a chunk of 400 KB items stays far below the frame limit
+/// only when items are small; the byte bound below decides for large ones.
+pub const SNAPSHOT_CHUNK_ITEMS_MAX: usize = 256;
+/// Bytes of items per snapshot chunk (the last item may cross it).
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// Snapshot chunks produced per tick, so one transfer cannot monopolise the shard.
+pub const SNAPSHOT_CHUNKS_PER_TICK_MAX: usize = 4;
+/// Items read per B-tree scan call while serving a Query or Scan page.
+const RANGE_SCAN_BATCH_ITEMS: usize = 128;
+
+/// Tuning of a replica. The core's options, minus the seed, plus when to checkpoint.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub core: ReplicaOptions,
+    /// Checkpoint the B-tree once this many slots were applied since the last checkpoint. The
+    /// core keeps the un-checkpointed log in memory, bounded by its own limits, so this must
+    /// stay well below `shoal_replication::limits::LOG_ENTRIES_IN_MEMORY_MAX`.
+    pub checkpoint_every_slots: u64,
+    pub btree: BTreeConfig,
+}
+
+/// Checkpoints must come often enough that the core's in-memory log never fills.
+pub const CHECKPOINT_EVERY_SLOTS_MAX: u64 =
+    shoal_replication::limits::LOG_ENTRIES_IN_MEMORY_MAX as u64 / 2;
+
+#[derive(Debug)]
+pub enum Event {
+    Message {
+        from: NodeId,
+        message: Message,
+    },
+    /// Time passed: run the core's timers, checkpoint if due, continue snapshot transfers.
+    Tick,
+    Request {
+        /// The host's token for the reply (a connection and request id).
+        reply_to: u64,
+        epoch: u64,
+        operation: ItemOperation,
+        parameters_json: String,
+    },
+    /// The WAL made the `Persist` output with this core lsn durable at `wal_lsn`.
+    Persisted {
+        core_lsn: CoreLsn,
+        wal_lsn: WalLsn,
+    },
+    Snapshot(SnapshotChunk),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Send { to: NodeId, message: Message },
+    /// Append `body` to the shard WAL (kind [`REPLICATION_RECORD_KIND`]), then feed back
+    /// `Event::Persisted`. Outputs of one replica must be appended in the order given.
+    Persist { core_lsn: CoreLsn, body: Vec<u8> },
+    Reply { reply_to: u64, response: NodeResponse },
+    Snapshot(SnapshotChunk),
+}
+
+#[derive(Debug)]
+pub enum PartitionError {
+    Engine(EngineError),
+    Wal(WalError),
+    Storage(shoal_io::StorageError),
+    /// The durable state of the partition contradicts itself.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for PartitionError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartitionError::Engine(error) => write!(formatter, "{error}"),
+            PartitionError::Wal(error) => write!(formatter, "{error}"),
+            PartitionError::Storage(error) => write!(formatter, "{error}"),
+            PartitionError::Corrupt(reason) => write!(formatter, "{reason}"),
+        }
+    }
+}
+
+impl std::error::Error for PartitionError {}
+
+impl From<EngineError> for PartitionError {
+    fn from(error: EngineError) -> Self {
+        PartitionError::Engine(error)
+    }
+}
+
+impl From<WalError> for PartitionError {
+    fn from(error: WalError) -> Self {
+        PartitionError::Wal(error)
+    }
+}
+
+impl From<shoal_io::StorageError> for PartitionError {
+    fn from(error: shoal_io::StorageError) -> Self {
+        PartitionError::Storage(error)
+    }
+}
+
+/// A write the leader proposed, waiting for its slot to be applied (invariant 3).
+struct Waiter {
+    reply_to: u64,
+    payload: Vec<u8>,
+    response: NodeResponse,
+}
+
+struct OutgoingSnapshot {
+    to: NodeId,
+    transfer_id: u64,
+    last_included_slot: Slot,
+    membership: shoal_wire::messages::MembershipWire,
+    next_chunk: u32,
+    /// The last key sent; `None` before the first chunk.
+    after: Option<Vec<u8>>,
+}
+
+struct IncomingSnapshot<F: Storage> {
+    from: u64,
+    transfer_id: u64,
+    next_chunk: u32,
+    generation: u32,
+    tree: Partition<F>,
+}
+
+/// The name of generation `generation` of a partition's B-tree file. A replica installing a
+/// snapshot writes the next generation beside the current one and removes the old one only
+/// once the new one is durable.
+pub fn tree_file_name(partition: u64, generation: u32) -> String {
+    format!("partition-{partition:016x}-g{generation:08x}.btree")
+}
+
+/// Parses [`tree_file_name`].
+pub fn parse_tree_file_name(name: &str) -> Option<(u64, u32)> {
+    let rest = name.strip_prefix("partition-")?.strip_suffix(".btree")?;
+    let (partition, generation) = rest.split_once("-g")?;
+    if partition.len() != 16 || generation.len() != 8 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(partition, 16).ok()?,
+        u32::from_str_radix(generation, 16).ok()?,
+    ))
+}
+
+/// The page-cache id of a tree generation: unique per shard while partition ids stay below
+/// 2^48 (metadata assigns them densely from 1).
+fn tree_id(partition: u64, generation: u32) -> u64 {
+    (partition << 16) | u64::from(generation & 0xFFFF)
+}
+
+pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
+    meta: PartitionMeta,
+    node: NodeId,
+    config: ReplicaConfig,
+    core: Replica,
+    engine: Partition<F>,
+    generation: u32,
+    directory: Rc<D>,
+    cache: Rc<PageCache<F>>,
+    wal: Wal<F>,
+    /// Slots of each `Persist` output not yet reported durable, by core lsn.
+    persisting: BTreeMap<u64, Vec<Slot>>,
+    /// Core lsns reported durable out of order, waiting for the ones before them.
+    persisted_early: BTreeMap<u64, WalLsn>,
+    durable_core_lsn: u64,
+    /// The WAL record that last wrote each slot above the checkpoint.
+    slot_wal_lsn: BTreeMap<Slot, WalLsn>,
+    intent_wal_lsn: Option<WalLsn>,
+    checkpoint_slot: Slot,
+    applied_slot: Slot,
+    overlay: BTreeMap<Vec<u8>, (Slot, Option<Item>)>,
+    waiting: BTreeMap<Slot, Waiter>,
+    outgoing_snapshot: Option<OutgoingSnapshot>,
+    incoming_snapshot: Option<IncomingSnapshot<F>>,
+    next_transfer_id: u64,
+    outputs: Vec<Output>,
+}
+
+/// What recovery found for one partition in the shard's WAL.
+#[derive(Default)]
+pub struct RecoveredRecords {
+    /// In WAL order.
+    records: Vec<(WalLsn, PersistRecord)>,
+}
+
+/// Recovery step 2 for a shard: the WAL visitor that keeps every replication record, grouped by
+/// partition. Records of partitions that no longer exist are dropped.
+#[derive(Default)]
+pub struct ShardReplay {
+    pub partitions: BTreeMap<u64, RecoveredRecords>,
+    /// Replication records whose body failed to decode although their checksum passed.
+    pub undecodable: Vec<(WalLsn, u64)>,
+}
+
+impl ShardReplay {
+    pub fn visit(&mut self, record: shoal_store::wal::RecoveredRecord<'_>) {
+        if record.kind != REPLICATION_RECORD_KIND {
+            return;
+        }
+        match decode_record(record.body) {
+            Some(decoded) if decoded.group == record.partition.0 => self
+                .partitions
+                .entry(decoded.group)
+                .or_default()
+                .records
+                .push((record.lsn, decoded)),
+            _ => self.undecodable.push((record.lsn, record.partition.0)),
+        }
+    }
+}
+
+fn not_leader(partition: u64, leader_hint: Option<NodeId>) -> NodeResponse {
+    NodeResponse::Error(NodeError::NotLeader {
+        partition,
+        leader_hint: leader_hint.map(|node| node.0),
+    })
+}
+
+fn dynamo_error(error: &ModelError) -> NodeResponse {
+    NodeResponse::Error(NodeError::Dynamo {
+        type_name: error.exception_name().to_string(),
+        message: error.message().to_string(),
+        item_json: None,
+    })
+}
+
+fn item_response(body: Json, read_units_milli: u64, write_units_milli: u64) -> NodeResponse {
+    NodeResponse::Item {
+        body_json: body.to_string(),
+        read_units_milli,
+        write_units_milli,
+    }
+}
+
+fn read_units_milli(bytes: usize, consistent: bool) -> u64 {
+    let milli = read_capacity_units(bytes) * 1000;
+    if consistent { milli } else { milli / 2 }
+}
+
+/// What a leader decided for one write: the mutation to propose and the answer to give once it
+/// is applied.
+struct Evaluated {
+    mutation: Mutation,
+    new_item: Option<Item>,
+    attributes: Option<Item>,
+    write_units: u64,
+}
+
+impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
+    /// Creates a brand-new replica: writes the meta file, an empty tree, and starts the core.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        meta: PartitionMeta,
+        node: NodeId,
+        config: ReplicaConfig,
+        election_seed: u64,
+        directory: Rc<D>,
+        cache: Rc<PageCache<F>>,
+        wal: Wal<F>,
+        now: MonotonicTime,
+    ) -> Result<Self, PartitionError> {
+        meta.create(directory.as_ref())
+            .await
+            .map_err(|error| PartitionError::Corrupt(error.to_string()))?;
+        let engine = Partition::open_named(
+            directory.as_ref(),
+            &tree_file_name(meta.partition, 0),
+            tree_id(meta.partition, 0),
+            PartitionId(meta.partition),
+            cache.clone(),
+            config.btree.clone(),
+        )
+        .await?;
+        let mut options = config.core.clone();
+        options.election_seed = election_seed;
+        let core = Replica::new(node, options, meta.membership.clone(), now)
+            .map_err(|error| PartitionError::Corrupt(format!("bad replica options: {error:?}")))?;
+        Ok(Self::assemble(
+            meta, node, config, core, engine, 0, directory, cache, wal,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        meta: PartitionMeta,
+        node: NodeId,
+        config: ReplicaConfig,
+        core: Replica,
+        engine: Partition<F>,
+        generation: u32,
+        directory: Rc<D>,
+        cache: Rc<PageCache<F>>,
+        wal: Wal<F>,
+    ) -> Self {
+        let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
+        Self {
+            meta,
+            node,
+            config,
+            core,
+            engine,
+            generation,
+            directory,
+            cache,
+            wal,
+            persisting: BTreeMap::new(),
+            persisted_early: BTreeMap::new(),
+            durable_core_lsn: 0,
+            slot_wal_lsn: BTreeMap::new(),
+            intent_wal_lsn: None,
+            checkpoint_slot,
+            applied_slot: checkpoint_slot,
+            overlay: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            outgoing_snapshot: None,
+            incoming_snapshot: None,
+            next_transfer_id: 1,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Restarts a replica from its meta file, its newest complete tree generation and its WAL
+    /// records (recovery step 3; the caller opened the WAL with a [`ShardReplay`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn recover(
+        meta: PartitionMeta,
+        node: NodeId,
+        config: ReplicaConfig,
+        election_seed: u64,
+        directory: Rc<D>,
+        cache: Rc<PageCache<F>>,
+        wal: Wal<F>,
+        records: RecoveredRecords,
+        now: MonotonicTime,
+    ) -> Result<Self, PartitionError> {
+        let partition = meta.partition;
+        let (engine, generation) =
+            open_newest_tree(directory.as_ref(), &cache, partition, config.btree.clone()).await?;
+        let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
+        let mut promised = Ballot::ZERO;
+        let mut snapshot_membership = (checkpoint_slot == Slot::ZERO).then(|| meta.membership.clone());
+        let mut intent_wal_lsn = None;
+        let mut entries = Vec::new();
+        let mut slot_wal_lsn = BTreeMap::new();
+        for (wal_lsn, record) in &records.records {
+            if let Some(ballot) = &record.promised {
+                promised = promised.max(crate::convert::ballot_from_wire(ballot));
+            }
+            if let Some(intent) = &record.checkpoint
+                && Slot(intent.last_included_slot) == checkpoint_slot
+            {
+                snapshot_membership = Some(membership_from_wire(&intent.membership));
+                intent_wal_lsn = Some(*wal_lsn);
+            }
+            for (slot, entry) in persist_record_entries(record) {
+                if slot > checkpoint_slot {
+                    slot_wal_lsn.insert(slot, *wal_lsn);
+                    entries.push((slot, entry));
+                }
+            }
+        }
+        let Some(membership) = snapshot_membership else {
+            return Err(PartitionError::Corrupt(format!(
+                "partition {partition}: the tree is checkpointed at slot {} but the WAL holds no \
+                 checkpoint intent for that slot",
+                checkpoint_slot.0
+            )));
+        };
+        let mut options = config.core.clone();
+        options.election_seed = election_seed;
+        let core = Replica::recover(
+            node,
+            options,
+            RecoveredState {
+                promised,
+                snapshot: SnapshotMeta {
+                    last_included_slot: checkpoint_slot,
+                    membership,
+                },
+                entries,
+            },
+            now,
+        )
+        .map_err(|error| {
+            PartitionError::Corrupt(format!("partition {partition}: recovery refused: {error:?}"))
+        })?;
+        let mut replica = Self::assemble(
+            meta, node, config, core, engine, generation, directory, cache, wal,
+        );
+        replica.slot_wal_lsn = slot_wal_lsn;
+        replica.intent_wal_lsn = intent_wal_lsn;
+        replica.report_wal_low_water();
+        Ok(replica)
+    }
+
+    pub fn partition(&self) -> u64 {
+        self.meta.partition
+    }
+
+    pub fn meta(&self) -> &PartitionMeta {
+        &self.meta
+    }
+
+    pub fn applied_slot(&self) -> Slot {
+        self.applied_slot
+    }
+
+    pub fn role(&self) -> RoleKind {
+        self.core.role()
+    }
+
+    pub fn status(&self, now: MonotonicTime) -> ReplicaStatus {
+        let role = match self.core.role() {
+            RoleKind::Leader if self.core.can_serve_strong_read(now).is_ok() => {
+                ReplicaRole::LeaderWithLease
+            }
+            RoleKind::Leader => ReplicaRole::Leader,
+            RoleKind::Candidate | RoleKind::PreCandidate => ReplicaRole::Candidate,
+            RoleKind::Follower => ReplicaRole::Follower,
+        };
+        let leader_hint = if self.core.role() == RoleKind::Leader {
+            Some(self.node)
+        } else {
+            self.core.leader_hint()
+        };
+        ReplicaStatus {
+            partition: self.meta.partition,
+            epoch: self.meta.epoch,
+            role,
+            leader_hint: leader_hint.map(|node| node.0),
+            commit_slot: self.core.commit_slot().0,
+            applied_slot: self.applied_slot.0,
+            item_count: self.engine.stats().item_count,
+        }
+    }
+
+    /// Handles one event; returns what the host must do, in order.
+    pub async fn handle(
+        &mut self,
+        now: MonotonicTime,
+        event: Event,
+    ) -> Result<Vec<Output>, PartitionError> {
+        match event {
+            Event::Message { from, message } => {
+                let actions = self.core.handle_message(now, from, message);
+                self.execute(now, actions).await?;
+            }
+            Event::Tick => {
+                let actions = self.core.tick(now);
+                self.execute(now, actions).await?;
+                self.checkpoint_if_due(now).await?;
+                self.continue_outgoing_snapshot().await?;
+            }
+            Event::Request {
+                reply_to,
+                epoch,
+                operation,
+                parameters_json,
+            } => {
+                self.serve(now, reply_to, epoch, operation, &parameters_json)
+                    .await?;
+            }
+            Event::Persisted { core_lsn, wal_lsn } => {
+                self.persisted_early.insert(core_lsn.0, wal_lsn);
+                let mut advanced = false;
+                while let Some(wal_lsn) = self.persisted_early.remove(&(self.durable_core_lsn + 1))
+                {
+                    self.durable_core_lsn += 1;
+                    for slot in self
+                        .persisting
+                        .remove(&self.durable_core_lsn)
+                        .unwrap_or_default()
+                    {
+                        self.slot_wal_lsn.insert(slot, wal_lsn);
+                    }
+                    advanced = true;
+                }
+                if advanced {
+                    let actions = self.core.persisted(now, CoreLsn(self.durable_core_lsn));
+                    self.execute(now, actions).await?;
+                }
+            }
+            Event::Snapshot(chunk) => self.receive_snapshot_chunk(now, chunk).await?,
+        }
+        Ok(std::mem::take(&mut self.outputs))
+    }
+
+    async fn execute(&mut self, now: MonotonicTime, actions: Vec<Action>) -> Result<(), PartitionError> {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Persist {
+                    lsn,
+                    promised,
+                    entries,
+                } => {
+                    let record = persist_record(self.meta.partition, promised, &entries);
+                    self.persisting
+                        .insert(lsn.0, entries.iter().map(|(slot, _)| *slot).collect());
+                    self.outputs.push(Output::Persist {
+                        core_lsn: lsn,
+                        body: encode_record(&record),
+                    });
+                }
+                Action::Send { to, message } => self.outputs.push(Output::Send { to, message }),
+                Action::Apply { entries } => self.apply(entries).await?,
+                Action::SendSnapshot { to } => self.start_outgoing_snapshot(to),
+                Action::LeaseAcquired | Action::LeaseLost => {}
+                Action::RoleChanged { role, ballot } => {
+                    tracing::info!(
+                        partition = self.meta.partition,
+                        ?role,
+                        round = ballot.round,
+                        "replica role changed"
+                    );
+                    if role != RoleKind::Leader {
+                        self.abandon_proposals();
+                    }
+                }
+            }
+        }
+        let _ = now;
+        Ok(())
+    }
+
+    /// Leadership is gone: proposals not applied yet may or may not commit later under another
+    /// leader. Their clients get an error that says so; the overlay is dropped because it no
+    /// longer predicts the log.
+    fn abandon_proposals(&mut self) {
+        self.overlay.clear();
+        for (_, waiter) in std::mem::take(&mut self.waiting) {
+            self.outputs.push(Output::Reply {
+                reply_to: waiter.reply_to,
+                response: NodeResponse::Error(NodeError::Internal {
+                    message: "leadership changed while the write was in flight; it may or may \
+                              not have been applied"
+                        .to_string(),
+                }),
+            });
+        }
+    }
+
+    async fn apply(&mut self, entries: Vec<(Slot, LogEntry)>) -> Result<(), PartitionError> {
+        for (slot, entry) in entries {
+            if slot <= self.applied_slot {
+                continue;
+            }
+            let batch = match &entry.payload {
+                Payload::Command(bytes) => MutationBatch::decode(bytes).ok_or_else(|| {
+                    PartitionError::Corrupt(format!(
+                        "partition {}: committed slot {} is not a mutation batch",
+                        self.meta.partition, slot.0
+                    ))
+                })?,
+                Payload::Noop | Payload::Membership(_) => MutationBatch::default(),
+            };
+            self.engine.apply(WalLsn(slot.0), &batch).await?;
+            self.applied_slot = slot;
+            for mutation in &batch.mutations {
+                let key = match mutation {
+                    Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+                };
+                if self.overlay.get(key).is_some_and(|(overlay_slot, _)| *overlay_slot <= slot) {
+                    self.overlay.remove(key);
+                }
+            }
+            if let Some(waiter) = self.waiting.remove(&slot) {
+                let taken_effect =
+                    matches!(&entry.payload, Payload::Command(bytes) if *bytes == waiter.payload);
+                let response = if taken_effect {
+                    waiter.response
+                } else {
+                    NodeResponse::Error(NodeError::Internal {
+                        message: "the write lost its log slot to another leader's entry and was \
+                                  not applied"
+                            .to_string(),
+                    })
+                };
+                self.outputs.push(Output::Reply {
+                    reply_to: waiter.reply_to,
+                    response,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
+    async fn serve(
+        &mut self,
+        now: MonotonicTime,
+        reply_to: u64,
+        epoch: u64,
+        operation: ItemOperation,
+        parameters_json: &str,
+    ) -> Result<(), PartitionError> {
+        if epoch != self.meta.epoch {
+            self.reply(
+                reply_to,
+                NodeResponse::Error(NodeError::StaleEpoch {
+                    partition: self.meta.partition,
+                    current_epoch: self.meta.epoch,
+                }),
+            );
+            return Ok(());
+        }
+        let prepared = match prepare(operation, parameters_json, &self.meta.key_schema) {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                self.reply(reply_to, dynamo_error(&error));
+                return Ok(());
+            }
+        };
+        let response = match prepared {
+            PreparedRequest::Write(write) => {
+                return self.serve_writes(now, reply_to, vec![write], false).await;
+            }
+            PreparedRequest::BatchWrite(writes) => {
+                return self.serve_writes(now, reply_to, writes, true).await;
+            }
+            PreparedRequest::Get(get) => self.serve_gets(now, &[get], false).await?,
+            PreparedRequest::BatchGet(gets) => self.serve_gets(now, &gets, true).await?,
+            PreparedRequest::Range(range) => self.serve_range(now, &range).await?,
+        };
+        self.reply(reply_to, response);
+        Ok(())
+    }
+
+    fn reply(&mut self, reply_to: u64, response: NodeResponse) {
+        self.outputs.push(Output::Reply { reply_to, response });
+    }
+
+    /// The latest state of an item as the leader sees it (invariant 2).
+    async fn latest_item(&self, storage_key: &[u8]) -> Result<Option<Item>, PartitionError> {
+        if let Some((_, item)) = self.overlay.get(storage_key) {
+            return Ok(item.clone());
+        }
+        self.stored_item(storage_key).await
+    }
+
+    async fn stored_item(&self, storage_key: &[u8]) -> Result<Option<Item>, PartitionError> {
+        match self.engine.get(storage_key).await? {
+            None => Ok(None),
+            Some(bytes) => decode_item(&bytes).map(Some).map_err(|error| {
+                PartitionError::Corrupt(format!(
+                    "partition {}: stored item does not decode: {error}",
+                    self.meta.partition
+                ))
+            }),
+        }
+    }
+
+    fn evaluate_write(
+        &self,
+        write: &WriteRequest,
+        old_item: Option<&Item>,
+    ) -> Result<Evaluated, NodeResponse> {
+        let empty = Item::new();
+        if let Err(error) = check_condition(write.condition.as_ref(), old_item.unwrap_or(&empty)) {
+            let item_json = match (write.return_old_on_condition_failure, old_item) {
+                (true, Some(item)) => Some(item_to_json(item).to_string()),
+                _ => None,
+            };
+            return Err(NodeResponse::Error(NodeError::Dynamo {
+                type_name: error.exception_name().to_string(),
+                message: error.message().to_string(),
+                item_json,
+            }));
+        }
+        let (new_item, paths) = match &write.kind {
+            WriteKind::Put(item) => (Some(item.clone()), Vec::new()),
+            WriteKind::Delete => (None, Vec::new()),
+            WriteKind::Update(update) => {
+                let base = old_item.cloned().unwrap_or_else(|| write.key.clone());
+                let updated = apply_update(update, &base, &self.meta.key_schema)
+                    .map_err(|error| dynamo_error(&error))?;
+                if item_size_bytes(&updated) > ITEM_BYTES_MAX {
+                    return Err(dynamo_error(&ModelError::Validation(
+                        shoal_model::messages::UPDATED_ITEM_TOO_LARGE.to_string(),
+                    )));
+                }
+                (Some(updated), updated_paths(update))
+            }
+        };
+        let attributes =
+            returned_attributes(write.return_values, old_item, new_item.as_ref(), &paths);
+        let write_units = write_capacity_units(
+            old_item
+                .map_or(0, item_size_bytes)
+                .max(new_item.as_ref().map_or(0, item_size_bytes)),
+        );
+        let mutation = match &new_item {
+            Some(item) => Mutation::Put {
+                key: write.storage_key.clone(),
+                value: encode_item(item),
+            },
+            None => Mutation::Delete {
+                key: write.storage_key.clone(),
+            },
+        };
+        Ok(Evaluated {
+            mutation,
+            new_item,
+            attributes,
+            write_units,
+        })
+    }
+
+    async fn serve_writes(
+        &mut self,
+        now: MonotonicTime,
+        reply_to: u64,
+        writes: Vec<WriteRequest>,
+        batch: bool,
+    ) -> Result<(), PartitionError> {
+        if self.core.role() != RoleKind::Leader {
+            let hint = self.core.leader_hint();
+            self.reply(reply_to, not_leader(self.meta.partition, hint));
+            return Ok(());
+        }
+        let mut evaluated = Vec::with_capacity(writes.len());
+        for write in &writes {
+            let old_item = self.latest_item(&write.storage_key).await?;
+            match self.evaluate_write(write, old_item.as_ref()) {
+                Ok(result) => evaluated.push(result),
+                Err(response) => {
+                    self.reply(reply_to, response);
+                    return Ok(());
+                }
+            }
+        }
+        let mutations = MutationBatch {
+            mutations: evaluated.iter().map(|result| result.mutation.clone()).collect(),
+        };
+        let payload = mutations.encode();
+        let proposed = match self.core.propose(now, payload.clone()) {
+            Ok(proposed) => proposed,
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                self.reply(reply_to, not_leader(self.meta.partition, leader_hint));
+                return Ok(());
+            }
+            Err(ProposeError::CommandTooLarge { .. }) => {
+                self.reply(
+                    reply_to,
+                    dynamo_error(&ModelError::Validation(
+                        shoal_model::messages::ITEM_TOO_LARGE.to_string(),
+                    )),
+                );
+                return Ok(());
+            }
+            Err(
+                ProposeError::LeaderNotReady
+                | ProposeError::Backpressure
+                | ProposeError::MembershipChangeInProgress
+                | ProposeError::Membership(_),
+            ) => {
+                self.reply(
+                    reply_to,
+                    NodeResponse::Error(NodeError::Busy {
+                        partition: self.meta.partition,
+                    }),
+                );
+                return Ok(());
+            }
+        };
+        let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
+        let body = match (&evaluated[..], batch) {
+            ([single], false) => match &single.attributes {
+                Some(attributes) => json!({ "Attributes": item_to_json(attributes) }),
+                None => json!({}),
+            },
+            _ => json!({}),
+        };
+        for (write, result) in writes.iter().zip(evaluated) {
+            self.overlay
+                .insert(write.storage_key.clone(), (proposed.slot, result.new_item));
+        }
+        self.waiting.insert(
+            proposed.slot,
+            Waiter {
+                reply_to,
+                payload,
+                response: item_response(body, 0, write_units * 1000),
+            },
+        );
+        self.execute(now, proposed.actions).await
+    }
+
+    /// Whether a read may be served here now; the refusal to send otherwise.
+    fn check_read(&self, now: MonotonicTime, consistent: bool) -> Result<(), NodeResponse> {
+        if !consistent {
+            return Ok(());
+        }
+        self.core.can_serve_strong_read(now).map_err(|refusal| {
+            let hint = match refusal {
+                shoal_replication::StrongReadRefusal::NotLeader { leader_hint } => leader_hint,
+                _ => Some(self.node),
+            };
+            not_leader(self.meta.partition, hint)
+        })
+    }
+
+    async fn serve_gets(
+        &mut self,
+        now: MonotonicTime,
+        gets: &[GetRequest],
+        batch: bool,
+    ) -> Result<NodeResponse, PartitionError> {
+        let consistent = gets.iter().any(|get| get.consistent);
+        if let Err(refusal) = self.check_read(now, consistent) {
+            return Ok(refusal);
+        }
+        let mut items = Vec::new();
+        let mut read_milli = 0;
+        for get in gets {
+            let item = self.stored_item(&get.storage_key).await?;
+            read_milli += read_units_milli(item.as_ref().map_or(0, item_size_bytes), get.consistent);
+            if let Some(item) = item {
+                let item = match &get.projection {
+                    Some(paths) => project(&item, paths),
+                    None => item,
+                };
+                items.push(item_to_json(&item));
+            }
+        }
+        let body = if batch {
+            json!({ "Responses": items })
+        } else {
+            match items.pop() {
+                Some(item) => json!({ "Item": item }),
+                None => json!({}),
+            }
+        };
+        Ok(item_response(body, read_milli, 0))
+    }
+
+    async fn serve_range(
+        &mut self,
+        now: MonotonicTime,
+        range: &RangeRequest,
+    ) -> Result<NodeResponse, PartitionError> {
+        if let Err(refusal) = self.check_read(now, range.consistent) {
+            return Ok(refusal);
+        }
+        let direction = if range.forward {
+            Direction::Forward
+        } else {
+            Direction::Backward
+        };
+        let mut lower = range.lower.clone();
+        let mut upper = range.upper.clone();
+        let mut items = Vec::new();
+        let mut scanned_count = 0usize;
+        let mut scanned_bytes = 0usize;
+        let mut last_evaluated: Option<Item> = None;
+        let mut stopped_early = false;
+        'pages: loop {
+            let batch = self
+                .engine
+                .scan(lower.clone(), upper.clone(), direction, RANGE_SCAN_BATCH_ITEMS)
+                .await?;
+            let exhausted = batch.len() < RANGE_SCAN_BATCH_ITEMS;
+            for (key, value) in batch {
+                let item = decode_item(&value).map_err(|error| {
+                    PartitionError::Corrupt(format!(
+                        "partition {}: stored item does not decode: {error}",
+                        self.meta.partition
+                    ))
+                })?;
+                scanned_count += 1;
+                scanned_bytes += item_size_bytes(&item);
+                last_evaluated = Some(self.meta.key_schema.key_of(&item));
+                if range.filter.as_ref().is_none_or(|filter| {
+                    shoal_model::expression::evaluate::evaluate(filter, &item)
+                }) && !range.count_only
+                {
+                    let item = match &range.projection {
+                        Some(paths) => project(&item, paths),
+                        None => item,
+                    };
+                    items.push(item_to_json(&item));
+                } else if range.count_only
+                    && range.filter.as_ref().is_none_or(|filter| {
+                        shoal_model::expression::evaluate::evaluate(filter, &item)
+                    })
+                {
+                    items.push(Json::Null);
+                }
+                if direction == Direction::Forward {
+                    lower = Bound::Excluded(key);
+                } else {
+                    upper = Bound::Excluded(key);
+                }
+                if range.limit.is_some_and(|limit| scanned_count >= limit)
+                    || scanned_bytes >= crate::request::PAGE_BYTES_MAX
+                {
+                    stopped_early = true;
+                    break 'pages;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let count = items.len();
+        let mut body = serde_json::Map::new();
+        if !range.count_only {
+            body.insert("Items".to_string(), Json::Array(items));
+        }
+        body.insert("Count".to_string(), json!(count));
+        body.insert("ScannedCount".to_string(), json!(scanned_count));
+        if stopped_early && let Some(key) = last_evaluated {
+            body.insert("LastEvaluatedKey".to_string(), item_to_json(&key));
+        }
+        Ok(item_response(
+            Json::Object(body),
+            read_units_milli(scanned_bytes, range.consistent),
+            0,
+        ))
+    }
+}
+
+impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
+    /// Appends a checkpoint intent for the applied slot (invariant 4) and returns its WAL lsn.
+    async fn append_intent(&mut self) -> Result<WalLsn, PartitionError> {
+        let record = PersistRecord {
+            group: self.meta.partition,
+            promised: Some(crate::convert::ballot_to_wire(self.core.promised())),
+            entries: Vec::new(),
+            checkpoint: Some(CheckpointIntent {
+                last_included_slot: self.applied_slot.0,
+                membership: membership_to_wire(self.core.committed_membership()),
+            }),
+        };
+        Ok(self
+            .wal
+            .append(
+                PartitionId(self.meta.partition),
+                REPLICATION_RECORD_KIND,
+                &encode_record(&record),
+            )
+            .await?)
+    }
+
+    async fn checkpoint_if_due(&mut self, now: MonotonicTime) -> Result<(), PartitionError> {
+        if self.applied_slot.0 < self.checkpoint_slot.0 + self.config.checkpoint_every_slots
+            || self.incoming_snapshot.is_some()
+        {
+            return Ok(());
+        }
+        self.checkpoint(now).await
+    }
+
+    /// Makes the tree durable up to the applied slot, lets the core truncate its log and the
+    /// WAL recycle what no longer matters.
+    pub async fn checkpoint(&mut self, now: MonotonicTime) -> Result<(), PartitionError> {
+        let slot = self.applied_slot;
+        let intent_wal_lsn = self.append_intent().await?;
+        // Applies cannot interleave: this replica's events run one at a time and this one is
+        // still running, so the tree's applied lsn is still `slot`.
+        let checkpointed = self.engine.checkpoint_tree().await?;
+        assert_eq!(checkpointed.0, slot.0, "checkpoint covers the applied slot (invariant 4)");
+        self.checkpoint_slot = slot;
+        self.intent_wal_lsn = Some(intent_wal_lsn);
+        self.slot_wal_lsn = self.slot_wal_lsn.split_off(&slot.next());
+        let actions = self.core.checkpointed(now, slot);
+        self.execute(now, actions).await?;
+        self.report_wal_low_water();
+        Ok(())
+    }
+
+    /// Tells the WAL which of this partition's records recovery still needs (module docs).
+    fn report_wal_low_water(&self) {
+        let oldest_needed = self
+            .slot_wal_lsn
+            .values()
+            .copied()
+            .chain(self.intent_wal_lsn)
+            .chain(self.persisted_early.values().copied())
+            .min();
+        let through = match oldest_needed {
+            Some(lsn) => WalLsn(lsn.0.saturating_sub(1)),
+            // Nothing needed yet but nothing written either; keep everything.
+            None => return,
+        };
+        if self.intent_wal_lsn.is_some() || self.checkpoint_slot == Slot::ZERO {
+            self.wal
+                .checkpointed(PartitionId(self.meta.partition), through);
+        }
+    }
+
+    fn start_outgoing_snapshot(&mut self, to: NodeId) {
+        if self.outgoing_snapshot.as_ref().is_some_and(|snapshot| snapshot.to == to) {
+            // A transfer to this follower is running; the core asks again after its retry
+            // interval, and a transfer that failed restarts then.
+            return;
+        }
+        let transfer_id = self.next_transfer_id;
+        self.next_transfer_id += 1;
+        tracing::info!(
+            partition = self.meta.partition,
+            to = to.0,
+            slot = self.applied_slot.0,
+            "streaming a snapshot"
+        );
+        self.outgoing_snapshot = Some(OutgoingSnapshot {
+            to,
+            transfer_id,
+            last_included_slot: self.applied_slot,
+            membership: membership_to_wire(self.core.committed_membership()),
+            next_chunk: 0,
+            after: None,
+        });
+    }
+
+    async fn continue_outgoing_snapshot(&mut self) -> Result<(), PartitionError> {
+        for _ in 0..SNAPSHOT_CHUNKS_PER_TICK_MAX {
+            let Some(snapshot) = &self.outgoing_snapshot else {
+                return Ok(());
+            };
+            let mut items = Vec::new();
+            let mut bytes = 0usize;
+            let mut after = snapshot.after.clone();
+            let mut last = false;
+            while items.len() < SNAPSHOT_CHUNK_ITEMS_MAX && bytes < SNAPSHOT_CHUNK_BYTES_MAX {
+                let want = SNAPSHOT_CHUNK_ITEMS_MAX - items.len();
+                let batch = self.engine.snapshot_chunk(after.clone(), want).await?;
+                if batch.len() < want {
+                    last = true;
+                }
+                for (key, value) in batch {
+                    bytes += key.len() + value.len();
+                    after = Some(key.clone());
+                    items.push((key, value));
+                    if bytes >= SNAPSHOT_CHUNK_BYTES_MAX {
+                        break;
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+            let chunk = SnapshotChunk {
+                group: self.meta.partition,
+                from: self.node.0,
+                to: snapshot.to.0,
+                transfer_id: snapshot.transfer_id,
+                last_included_slot: snapshot.last_included_slot.0,
+                membership: snapshot.membership.clone(),
+                chunk_index: snapshot.next_chunk,
+                items,
+                last,
+            };
+            self.outputs.push(Output::Snapshot(chunk));
+            if last {
+                self.outgoing_snapshot = None;
+            } else if let Some(snapshot) = &mut self.outgoing_snapshot {
+                snapshot.next_chunk += 1;
+                snapshot.after = after;
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive_snapshot_chunk(
+        &mut self,
+        now: MonotonicTime,
+        chunk: SnapshotChunk,
+    ) -> Result<(), PartitionError> {
+        if Slot(chunk.last_included_slot) <= self.applied_slot {
+            return Ok(());
+        }
+        if chunk.chunk_index == 0 {
+            if let Some(abandoned) = self.incoming_snapshot.take() {
+                self.discard_tree(abandoned.tree, abandoned.generation).await?;
+            }
+            let generation = self.generation + 1;
+            let name = tree_file_name(self.meta.partition, generation);
+            // A leftover of an install that crashed before it finished.
+            if self.directory.list().await?.contains(&name) {
+                self.directory.remove(&name).await?;
+            }
+            let tree = Partition::open_named(
+                self.directory.as_ref(),
+                &name,
+                tree_id(self.meta.partition, generation),
+                PartitionId(self.meta.partition),
+                self.cache.clone(),
+                self.config.btree.clone(),
+            )
+            .await?;
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                from: chunk.from,
+                transfer_id: chunk.transfer_id,
+                next_chunk: 0,
+                generation,
+                tree,
+            });
+        }
+        let Some(incoming) = &mut self.incoming_snapshot else {
+            return Ok(());
+        };
+        if incoming.from != chunk.from
+            || incoming.transfer_id != chunk.transfer_id
+            || incoming.next_chunk != chunk.chunk_index
+        {
+            // A chunk of another transfer, or one was lost: wait for the leader to start over.
+            return Ok(());
+        }
+        let slot = WalLsn(chunk.last_included_slot);
+        incoming.tree.install_snapshot_chunk(slot, &chunk.items).await?;
+        incoming.next_chunk += 1;
+        if !chunk.last {
+            return Ok(());
+        }
+        let Some(incoming) = self.incoming_snapshot.take() else {
+            return Ok(());
+        };
+        let mut tree = incoming.tree;
+        // Invariant 4: the intent for the snapshot's slot is durable before the new tree is.
+        let membership = membership_from_wire(&chunk.membership);
+        let record = PersistRecord {
+            group: self.meta.partition,
+            promised: Some(crate::convert::ballot_to_wire(self.core.promised())),
+            entries: Vec::new(),
+            checkpoint: Some(CheckpointIntent {
+                last_included_slot: chunk.last_included_slot,
+                membership: chunk.membership.clone(),
+            }),
+        };
+        let intent_wal_lsn = self
+            .wal
+            .append(
+                PartitionId(self.meta.partition),
+                REPLICATION_RECORD_KIND,
+                &encode_record(&record),
+            )
+            .await?;
+        tree.apply(slot, &MutationBatch::default()).await?;
+        let checkpointed = tree.checkpoint_tree().await?;
+        assert_eq!(checkpointed, slot, "an installed snapshot is durable at its slot");
+        let old = std::mem::replace(&mut self.engine, tree);
+        let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
+        self.discard_tree(old, old_generation).await?;
+        let snapshot_slot = Slot(chunk.last_included_slot);
+        self.applied_slot = snapshot_slot;
+        self.checkpoint_slot = snapshot_slot;
+        self.intent_wal_lsn = Some(intent_wal_lsn);
+        self.slot_wal_lsn = self.slot_wal_lsn.split_off(&snapshot_slot.next());
+        self.overlay.clear();
+        tracing::info!(
+            partition = self.meta.partition,
+            slot = snapshot_slot.0,
+            "installed a snapshot"
+        );
+        let actions = self.core.snapshot_installed(
+            now,
+            SnapshotMeta {
+                last_included_slot: snapshot_slot,
+                membership,
+            },
+        );
+        self.execute(now, actions).await?;
+        self.report_wal_low_water();
+        Ok(())
+    }
+
+    async fn discard_tree(&self, tree: Partition<F>, generation: u32) -> Result<(), PartitionError> {
+        tree.close().await?;
+        self.directory
+            .remove(&tree_file_name(self.meta.partition, generation))
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the tree (the WAL belongs to the shard).
+    pub async fn close(self) -> Result<(), PartitionError> {
+        if let Some(incoming) = self.incoming_snapshot {
+            incoming.tree.close().await?;
+        }
+        Ok(self.engine.close().await?)
+    }
+}
+
+/// Opens the newest complete generation of a partition's tree and removes the others: an older
+/// one is left over from a snapshot install that finished; a newer one that was never
+/// checkpointed is left over from an install that crashed before it finished.
+async fn open_newest_tree<F: Storage, D: StorageDirectory<File = F>>(
+    directory: &D,
+    cache: &Rc<PageCache<F>>,
+    partition: u64,
+    config: BTreeConfig,
+) -> Result<(Partition<F>, u32), PartitionError> {
+    let mut generations: Vec<u32> = directory
+        .list()
+        .await?
+        .iter()
+        .filter_map(|name| parse_tree_file_name(name))
+        .filter(|(owner, _)| *owner == partition)
+        .map(|(_, generation)| generation)
+        .collect();
+    generations.sort_unstable();
+    let mut chosen: Option<(Partition<F>, u32)> = None;
+    while let Some(generation) = generations.pop() {
+        let tree = Partition::open_named(
+            directory,
+            &tree_file_name(partition, generation),
+            tree_id(partition, generation),
+            PartitionId(partition),
+            cache.clone(),
+            config.clone(),
+        )
+        .await?;
+        let complete = tree.stats().lsn_checkpointed.0 > 0 || generation == 0;
+        if chosen.is_none() && (complete || generations.is_empty()) {
+            chosen = Some((tree, generation));
+        } else {
+            tree.close().await?;
+            directory.remove(&tree_file_name(partition, generation)).await?;
+        }
+    }
+    match chosen {
+        Some(chosen) => Ok(chosen),
+        None => {
+            let tree = Partition::open_named(
+                directory,
+                &tree_file_name(partition, 0),
+                tree_id(partition, 0),
+                PartitionId(partition),
+                cache.clone(),
+                config,
+            )
+            .await?;
+            Ok((tree, 0))
+        }
+    }
+}
+
+/// The partitions whose meta files are in `directory`.
+pub async fn list_partitions<D: StorageDirectory>(directory: &D) -> Result<Vec<u64>, PartitionError> {
+    let mut partitions: Vec<u64> = directory
+        .list()
+        .await?
+        .iter()
+        .filter_map(|name| crate::meta::parse_meta_file_name(name))
+        .collect();
+    partitions.sort_unstable();
+    Ok(partitions)
+}
