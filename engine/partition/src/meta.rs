@@ -109,10 +109,13 @@ pub fn key_schema_from_wire(schema: &KeySchemaWire) -> KeySchema {
             name: schema.partition_key.0.clone(),
             key_type: key_type_from_wire(schema.partition_key.1),
         },
-        sort: schema.sort_key.as_ref().map(|(name, key_type)| KeyAttribute {
-            name: name.clone(),
-            key_type: key_type_from_wire(*key_type),
-        }),
+        sort: schema
+            .sort_key
+            .as_ref()
+            .map(|(name, key_type)| KeyAttribute {
+                name: name.clone(),
+                key_type: key_type_from_wire(*key_type),
+            }),
     }
 }
 
@@ -161,7 +164,9 @@ impl PartitionMeta {
             file: file.to_string(),
             reason,
         };
-        let header = bytes.get(..HEADER_BYTES).ok_or(corrupt("shorter than its header"))?;
+        let header = bytes
+            .get(..HEADER_BYTES)
+            .ok_or(corrupt("shorter than its header"))?;
         if header[0..4] != MAGIC {
             return Err(corrupt("bad magic"));
         }
@@ -217,7 +222,7 @@ impl PartitionMeta {
         let name = meta_file_name(partition);
         let file = directory.open(&name, OpenMode::Existing).await?;
         let length = file.len().await? as usize;
-        if length == 0 || length > META_FILE_BYTES_MAX || length % BLOCK_BYTES != 0 {
+        if length == 0 || length > META_FILE_BYTES_MAX || !length.is_multiple_of(BLOCK_BYTES) {
             return Err(MetaError::Corrupt {
                 file: name,
                 reason: "size is not a whole number of 4 KiB blocks up to 64 KiB",
@@ -235,4 +240,3 @@ impl PartitionMeta {
         Ok(meta)
     }
 }
-

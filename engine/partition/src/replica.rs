@@ -116,11 +116,20 @@ pub enum Event {
 
 #[derive(Debug, PartialEq)]
 pub enum Output {
-    Send { to: NodeId, message: Message },
+    Send {
+        to: NodeId,
+        message: Message,
+    },
     /// Append `body` to the shard WAL (kind [`REPLICATION_RECORD_KIND`]), then feed back
     /// `Event::Persisted`. Outputs of one replica must be appended in the order given.
-    Persist { core_lsn: CoreLsn, body: Vec<u8> },
-    Reply { reply_to: u64, response: NodeResponse },
+    Persist {
+        core_lsn: CoreLsn,
+        body: Vec<u8>,
+    },
+    Reply {
+        reply_to: u64,
+        response: NodeResponse,
+    },
     Snapshot(SnapshotChunk),
 }
 
@@ -405,7 +414,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             open_newest_tree(directory.as_ref(), &cache, partition, config.btree.clone()).await?;
         let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
         let mut promised = Ballot::ZERO;
-        let mut snapshot_membership = (checkpoint_slot == Slot::ZERO).then(|| meta.membership.clone());
+        let mut snapshot_membership =
+            (checkpoint_slot == Slot::ZERO).then(|| meta.membership.clone());
         let mut intent_wal_lsn = None;
         let mut entries = Vec::new();
         let mut slot_wal_lsn = BTreeMap::new();
@@ -449,7 +459,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             now,
         )
         .map_err(|error| {
-            PartitionError::Corrupt(format!("partition {partition}: recovery refused: {error:?}"))
+            PartitionError::Corrupt(format!(
+                "partition {partition}: recovery refused: {error:?}"
+            ))
         })?;
         let mut replica = Self::assemble(
             meta, node, config, core, engine, generation, directory, cache, wal,
@@ -552,7 +564,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         Ok(std::mem::take(&mut self.outputs))
     }
 
-    async fn execute(&mut self, now: MonotonicTime, actions: Vec<Action>) -> Result<(), PartitionError> {
+    async fn execute(
+        &mut self,
+        now: MonotonicTime,
+        actions: Vec<Action>,
+    ) -> Result<(), PartitionError> {
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             match action {
@@ -627,7 +643,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 let key = match mutation {
                     Mutation::Put { key, .. } | Mutation::Delete { key } => key,
                 };
-                if self.overlay.get(key).is_some_and(|(overlay_slot, _)| *overlay_slot <= slot) {
+                if self
+                    .overlay
+                    .get(key)
+                    .is_some_and(|(overlay_slot, _)| *overlay_slot <= slot)
+                {
                     self.overlay.remove(key);
                 }
             }
@@ -798,7 +818,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
         }
         let mutations = MutationBatch {
-            mutations: evaluated.iter().map(|result| result.mutation.clone()).collect(),
+            mutations: evaluated
+                .iter()
+                .map(|result| result.mutation.clone())
+                .collect(),
         };
         let payload = mutations.encode();
         let proposed = match self.core.propose(now, payload.clone()) {
@@ -882,7 +905,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mut read_milli = 0;
         for get in gets {
             let item = self.stored_item(&get.storage_key).await?;
-            read_milli += read_units_milli(item.as_ref().map_or(0, item_size_bytes), get.consistent);
+            read_milli +=
+                read_units_milli(item.as_ref().map_or(0, item_size_bytes), get.consistent);
             if let Some(item) = item {
                 let item = match &get.projection {
                     Some(paths) => project(&item, paths),
@@ -925,7 +949,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         'pages: loop {
             let batch = self
                 .engine
-                .scan(lower.clone(), upper.clone(), direction, RANGE_SCAN_BATCH_ITEMS)
+                .scan(
+                    lower.clone(),
+                    upper.clone(),
+                    direction,
+                    RANGE_SCAN_BATCH_ITEMS,
+                )
                 .await?;
             let exhausted = batch.len() < RANGE_SCAN_BATCH_ITEMS;
             for (key, value) in batch {
@@ -938,9 +967,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 scanned_count += 1;
                 scanned_bytes += item_size_bytes(&item);
                 last_evaluated = Some(self.meta.key_schema.key_of(&item));
-                if range.filter.as_ref().is_none_or(|filter| {
-                    shoal_model::expression::evaluate::evaluate(filter, &item)
-                }) && !range.count_only
+                if range
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| shoal_model::expression::evaluate::evaluate(filter, &item))
+                    && !range.count_only
                 {
                     let item = match &range.projection {
                         Some(paths) => project(&item, paths),
@@ -1027,7 +1058,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // Applies cannot interleave: this replica's events run one at a time and this one is
         // still running, so the tree's applied lsn is still `slot`.
         let checkpointed = self.engine.checkpoint_tree().await?;
-        assert_eq!(checkpointed.0, slot.0, "checkpoint covers the applied slot (invariant 4)");
+        assert_eq!(
+            checkpointed.0, slot.0,
+            "checkpoint covers the applied slot (invariant 4)"
+        );
         self.checkpoint_slot = slot;
         self.intent_wal_lsn = Some(intent_wal_lsn);
         self.slot_wal_lsn = self.slot_wal_lsn.split_off(&slot.next());
@@ -1058,7 +1092,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     }
 
     fn start_outgoing_snapshot(&mut self, to: NodeId) {
-        if self.outgoing_snapshot.as_ref().is_some_and(|snapshot| snapshot.to == to) {
+        if self
+            .outgoing_snapshot
+            .as_ref()
+            .is_some_and(|snapshot| snapshot.to == to)
+        {
             // A transfer to this follower is running; the core asks again after its retry
             // interval, and a transfer that failed restarts then.
             return;
@@ -1140,7 +1178,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
         if chunk.chunk_index == 0 {
             if let Some(abandoned) = self.incoming_snapshot.take() {
-                self.discard_tree(abandoned.tree, abandoned.generation).await?;
+                self.discard_tree(abandoned.tree, abandoned.generation)
+                    .await?;
             }
             let generation = self.generation + 1;
             let name = tree_file_name(self.meta.partition, generation);
@@ -1176,7 +1215,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             return Ok(());
         }
         let slot = WalLsn(chunk.last_included_slot);
-        incoming.tree.install_snapshot_chunk(slot, &chunk.items).await?;
+        incoming
+            .tree
+            .install_snapshot_chunk(slot, &chunk.items)
+            .await?;
         incoming.next_chunk += 1;
         if !chunk.last {
             return Ok(());
@@ -1206,7 +1248,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .await?;
         tree.apply(slot, &MutationBatch::default()).await?;
         let checkpointed = tree.checkpoint_tree().await?;
-        assert_eq!(checkpointed, slot, "an installed snapshot is durable at its slot");
+        assert_eq!(
+            checkpointed, slot,
+            "an installed snapshot is durable at its slot"
+        );
         let old = std::mem::replace(&mut self.engine, tree);
         let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
         self.discard_tree(old, old_generation).await?;
@@ -1233,7 +1278,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         Ok(())
     }
 
-    async fn discard_tree(&self, tree: Partition<F>, generation: u32) -> Result<(), PartitionError> {
+    async fn discard_tree(
+        &self,
+        tree: Partition<F>,
+        generation: u32,
+    ) -> Result<(), PartitionError> {
         tree.close().await?;
         self.directory
             .remove(&tree_file_name(self.meta.partition, generation))
@@ -1284,7 +1333,9 @@ async fn open_newest_tree<F: Storage, D: StorageDirectory<File = F>>(
             chosen = Some((tree, generation));
         } else {
             tree.close().await?;
-            directory.remove(&tree_file_name(partition, generation)).await?;
+            directory
+                .remove(&tree_file_name(partition, generation))
+                .await?;
         }
     }
     match chosen {
@@ -1305,7 +1356,9 @@ async fn open_newest_tree<F: Storage, D: StorageDirectory<File = F>>(
 }
 
 /// The partitions whose meta files are in `directory`.
-pub async fn list_partitions<D: StorageDirectory>(directory: &D) -> Result<Vec<u64>, PartitionError> {
+pub async fn list_partitions<D: StorageDirectory>(
+    directory: &D,
+) -> Result<Vec<u64>, PartitionError> {
     let mut partitions: Vec<u64> = directory
         .list()
         .await?

@@ -86,7 +86,10 @@ pub enum PreparedRequest {
 
 impl PreparedRequest {
     pub fn is_write(&self) -> bool {
-        matches!(self, PreparedRequest::Write(_) | PreparedRequest::BatchWrite(_))
+        matches!(
+            self,
+            PreparedRequest::Write(_) | PreparedRequest::BatchWrite(_)
+        )
     }
 }
 
@@ -139,7 +142,10 @@ fn context(parameters: &Json) -> Result<ExpressionContext> {
 }
 
 /// The condition of a write: ConditionExpression, or the legacy Expected (never both).
-fn write_condition(parameters: &Json, context: &mut ExpressionContext) -> Result<Option<Condition>> {
+fn write_condition(
+    parameters: &Json,
+    context: &mut ExpressionContext,
+) -> Result<Option<Condition>> {
     let expression = string_parameter(parameters, "ConditionExpression")?;
     let expected = parameters.get("Expected");
     let mut legacy_used = Vec::new();
@@ -171,7 +177,9 @@ fn return_values(parameters: &Json, allowed: &[ReturnValues]) -> Result<ReturnVa
     };
     let value = ReturnValues::parse(text)?;
     if !allowed.contains(&value) {
-        return Err(validation(shoal_model::messages::return_values_invalid(text)));
+        return Err(validation(shoal_model::messages::return_values_invalid(
+            text,
+        )));
     }
     Ok(value)
 }
@@ -186,11 +194,20 @@ fn return_old_on_failure(parameters: &Json) -> Result<bool> {
     }
 }
 
-fn projection(parameters: &Json, context: &mut ExpressionContext) -> Result<Option<Vec<DocumentPath>>> {
+fn projection(
+    parameters: &Json,
+    context: &mut ExpressionContext,
+) -> Result<Option<Vec<DocumentPath>>> {
     let expression = string_parameter(parameters, "ProjectionExpression")?;
     let attributes_to_get = parameters.get("AttributesToGet");
-    let legacy_used: Vec<&str> = attributes_to_get.map(|_| "AttributesToGet").into_iter().collect();
-    let expression_used: Vec<&str> = expression.map(|_| "ProjectionExpression").into_iter().collect();
+    let legacy_used: Vec<&str> = attributes_to_get
+        .map(|_| "AttributesToGet")
+        .into_iter()
+        .collect();
+    let expression_used: Vec<&str> = expression
+        .map(|_| "ProjectionExpression")
+        .into_iter()
+        .collect();
     legacy::check_not_mixed(&legacy_used, &expression_used)?;
     if let Some(source) = expression {
         return context.parse_projection(source).map(Some);
@@ -200,7 +217,11 @@ fn projection(parameters: &Json, context: &mut ExpressionContext) -> Result<Opti
         .transpose()
 }
 
-fn filter(parameters: &Json, legacy_name: &str, context: &mut ExpressionContext) -> Result<Option<Condition>> {
+fn filter(
+    parameters: &Json,
+    legacy_name: &str,
+    context: &mut ExpressionContext,
+) -> Result<Option<Condition>> {
     let expression = string_parameter(parameters, "FilterExpression")?;
     let legacy_filter = parameters.get(legacy_name);
     let legacy_used: Vec<&str> = legacy_filter.map(|_| legacy_name).into_iter().collect();
@@ -212,7 +233,9 @@ fn filter(parameters: &Json, legacy_name: &str, context: &mut ExpressionContext)
             .map(Some);
     }
     match legacy_filter {
-        Some(json) => legacy::filter_to_condition(json, string_parameter(parameters, "ConditionalOperator")?),
+        Some(json) => {
+            legacy::filter_to_condition(json, string_parameter(parameters, "ConditionalOperator")?)
+        }
         None => Ok(None),
     }
 }
@@ -232,7 +255,10 @@ fn limit(parameters: &Json) -> Result<Option<usize>> {
 
 fn count_only(parameters: &Json) -> Result<bool> {
     match string_parameter(parameters, "Select")? {
-        None | Some("ALL_ATTRIBUTES") | Some("SPECIFIC_ATTRIBUTES") | Some("ALL_PROJECTED_ATTRIBUTES") => Ok(false),
+        None
+        | Some("ALL_ATTRIBUTES")
+        | Some("SPECIFIC_ATTRIBUTES")
+        | Some("ALL_PROJECTED_ATTRIBUTES") => Ok(false),
         Some("COUNT") => Ok(true),
         Some(other) => Err(validation(format!(
             "1 validation error detected: Value '{other}' at 'select' failed to satisfy constraint: Member must satisfy enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES]"
@@ -246,14 +272,20 @@ fn exclusive_start(parameters: &Json, key_schema: &KeySchema) -> Result<Option<V
         Some(json) => {
             let key = item_from_json(json)?;
             if key_schema.validate_key(&key).is_err() {
-                return Err(validation("The provided starting key is invalid: The provided key element does not match the schema"));
+                return Err(validation(
+                    "The provided starting key is invalid: The provided key element does not match the schema",
+                ));
             }
             Ok(key_schema.storage_key(&key))
         }
     }
 }
 
-fn prepare_write(parameters: &Json, operation: ItemOperation, key_schema: &KeySchema) -> Result<WriteRequest> {
+fn prepare_write(
+    parameters: &Json,
+    operation: ItemOperation,
+    key_schema: &KeySchema,
+) -> Result<WriteRequest> {
     let mut context = context(parameters)?;
     let (key, storage_key, kind, allowed) = match operation {
         ItemOperation::PutItem => {
@@ -267,23 +299,39 @@ fn prepare_write(parameters: &Json, operation: ItemOperation, key_schema: &KeySc
             let storage_key = key_schema
                 .storage_key(&key)
                 .ok_or_else(|| validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
-            (key, storage_key, WriteKind::Put(item), &[ReturnValues::None, ReturnValues::AllOld][..])
+            (
+                key,
+                storage_key,
+                WriteKind::Put(item),
+                &[ReturnValues::None, ReturnValues::AllOld][..],
+            )
         }
         ItemOperation::DeleteItem => {
             let (key, storage_key) = key_parameter(parameters, "Key", key_schema)?;
-            (key, storage_key, WriteKind::Delete, &[ReturnValues::None, ReturnValues::AllOld][..])
+            (
+                key,
+                storage_key,
+                WriteKind::Delete,
+                &[ReturnValues::None, ReturnValues::AllOld][..],
+            )
         }
         _ => {
             let (key, storage_key) = key_parameter(parameters, "Key", key_schema)?;
             let expression = string_parameter(parameters, "UpdateExpression")?;
             let attribute_updates = parameters.get("AttributeUpdates");
-            let legacy_used: Vec<&str> = attribute_updates.map(|_| "AttributeUpdates").into_iter().collect();
-            let expression_used: Vec<&str> = expression.map(|_| "UpdateExpression").into_iter().collect();
+            let legacy_used: Vec<&str> = attribute_updates
+                .map(|_| "AttributeUpdates")
+                .into_iter()
+                .collect();
+            let expression_used: Vec<&str> =
+                expression.map(|_| "UpdateExpression").into_iter().collect();
             legacy::check_not_mixed(&legacy_used, &expression_used)?;
             let update = match (expression, attribute_updates) {
                 (Some(source), _) => context.parse_update(source)?,
                 (None, Some(json)) => legacy::attribute_updates_to_update(json)?,
-                (None, None) => Update { actions: Vec::new() },
+                (None, None) => Update {
+                    actions: Vec::new(),
+                },
             };
             (
                 key,
@@ -331,8 +379,14 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
     let mut context = context(parameters)?;
     let expression = string_parameter(parameters, "KeyConditionExpression")?;
     let key_conditions = parameters.get("KeyConditions");
-    let legacy_used: Vec<&str> = key_conditions.map(|_| "KeyConditions").into_iter().collect();
-    let expression_used: Vec<&str> = expression.map(|_| "KeyConditionExpression").into_iter().collect();
+    let legacy_used: Vec<&str> = key_conditions
+        .map(|_| "KeyConditions")
+        .into_iter()
+        .collect();
+    let expression_used: Vec<&str> = expression
+        .map(|_| "KeyConditionExpression")
+        .into_iter()
+        .collect();
     legacy::check_not_mixed(&legacy_used, &expression_used)?;
     let key_condition: KeyCondition = match (expression, key_conditions) {
         (Some(source), _) => parse_key_condition(&mut context, source, key_schema)?,
@@ -405,10 +459,20 @@ fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReques
             segment_bounds(segment, total)
         }
         (Some(_), Some(_)) => {
-            return Err(validation("The Segment parameter is required but was not present in the request when parameter TotalSegments is present"));
+            return Err(validation(
+                "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
+            ));
         }
-        (Some(_), None) => return Err(validation("The TotalSegments parameter is required but was not present in the request when Segment parameter is present")),
-        (None, Some(_)) => return Err(validation("The Segment parameter is required but was not present in the request when parameter TotalSegments is present")),
+        (Some(_), None) => {
+            return Err(validation(
+                "The TotalSegments parameter is required but was not present in the request when Segment parameter is present",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(validation(
+                "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
+            ));
+        }
     };
     if let Some(start) = exclusive_start(parameters, key_schema)? {
         lower = Bound::Excluded(start);
@@ -431,7 +495,9 @@ fn prepare_batch_get(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<Ge
         .and_then(Json::as_array)
         .ok_or_else(|| serialization("Keys must be a list"))?;
     if keys.len() > BATCH_GET_KEYS_MAX {
-        return Err(validation("Too many items requested for the BatchGetItem call"));
+        return Err(validation(
+            "Too many items requested for the BatchGetItem call",
+        ));
     }
     let mut context = context(parameters)?;
     let projection = projection(parameters, &mut context)?;
@@ -485,9 +551,16 @@ fn prepare_batch_write(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<
 }
 
 /// Parses the parameters of `operation` for a table with `key_schema`.
-pub fn prepare(operation: ItemOperation, parameters_json: &str, key_schema: &KeySchema) -> Result<PreparedRequest> {
-    let parameters: Json = serde_json::from_str(parameters_json)
-        .map_err(|error| Error::Serialization(format!("Start of structure or map found where not expected: {error}")))?;
+pub fn prepare(
+    operation: ItemOperation,
+    parameters_json: &str,
+    key_schema: &KeySchema,
+) -> Result<PreparedRequest> {
+    let parameters: Json = serde_json::from_str(parameters_json).map_err(|error| {
+        Error::Serialization(format!(
+            "Start of structure or map found where not expected: {error}"
+        ))
+    })?;
     if operation != ItemOperation::BatchWrite {
         object(&parameters, "the request")?;
     }
@@ -498,7 +571,11 @@ pub fn prepare(operation: ItemOperation, parameters_json: &str, key_schema: &Key
         ItemOperation::GetItem => PreparedRequest::Get(prepare_get(&parameters, key_schema)?),
         ItemOperation::Query => PreparedRequest::Range(prepare_query(&parameters, key_schema)?),
         ItemOperation::Scan => PreparedRequest::Range(prepare_scan(&parameters, key_schema)?),
-        ItemOperation::BatchGet => PreparedRequest::BatchGet(prepare_batch_get(&parameters, key_schema)?),
-        ItemOperation::BatchWrite => PreparedRequest::BatchWrite(prepare_batch_write(&parameters, key_schema)?),
+        ItemOperation::BatchGet => {
+            PreparedRequest::BatchGet(prepare_batch_get(&parameters, key_schema)?)
+        }
+        ItemOperation::BatchWrite => {
+            PreparedRequest::BatchWrite(prepare_batch_write(&parameters, key_schema)?)
+        }
     })
 }

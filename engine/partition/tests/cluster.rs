@@ -1,0 +1,551 @@
+//! Three replicas of one partition, each on its own simulated disk with its own shard WAL, on
+//! one glommio executor, with the network and the clock driven by the test: writes replicate,
+//! conditions are evaluated by the leader, reads are served by the rules, crashes lose nothing
+//! acknowledged, and a replica that missed truncated log catches up through a snapshot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+use shoal_io::StorageDirectory;
+use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedDisk, SimulatedFile};
+use shoal_io::testing::run_on_test_executor;
+use shoal_model::key::{KeySchema, KeyType};
+use shoal_partition::replica::RecoveredRecords;
+use shoal_partition::{
+    Event, Output, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
+    ShardReplay,
+};
+use shoal_replication::{
+    Membership, Message, MonotonicTime, NodeId, ReplicaKind, ReplicaOptions, RoleKind,
+};
+use shoal_store::btree::{BTreeConfig, PageCache};
+use shoal_store::wal::{PartitionId, Wal, WalConfig};
+use shoal_wire::messages::{ItemOperation, NodeError, NodeResponse, SnapshotChunk};
+
+const PARTITION: u64 = 7;
+const STEP: Duration = Duration::from_millis(10);
+const STEPS_MAX: usize = 20_000;
+
+fn config(checkpoint_every_slots: u64) -> ReplicaConfig {
+    ReplicaConfig {
+        core: ReplicaOptions {
+            kind: ReplicaKind::Full,
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_jitter: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            lease_duration: Duration::from_millis(200),
+            clock_drift_max: Duration::from_millis(10),
+            snapshot_retry_interval: Duration::from_millis(200),
+            election_seed: 0,
+        },
+        checkpoint_every_slots,
+        btree: BTreeConfig::default(),
+    }
+}
+
+fn wal_config() -> WalConfig {
+    WalConfig {
+        segment_bytes: 1 << 20,
+        segment_count: 8,
+        batch_bytes_max: 512 * 1024,
+        batch_records_max: 256,
+        pending_records_max: 1024,
+        pending_bytes_max: 1 << 20,
+        record_body_bytes_max: 256 * 1024,
+    }
+}
+
+type Replica = PartitionReplica<SimulatedFile, SimulatedDirectory>;
+
+struct Node {
+    disk: SimulatedDisk,
+    wal: Wal<SimulatedFile>,
+    replica: Replica,
+}
+
+enum Delivery {
+    Message(NodeId, Message),
+    Snapshot(SnapshotChunk),
+}
+
+struct Cluster {
+    now: MonotonicTime,
+    config: ReplicaConfig,
+    nodes: BTreeMap<NodeId, Node>,
+    network: VecDeque<(NodeId, Delivery)>,
+    isolated: BTreeSet<NodeId>,
+    replies: BTreeMap<u64, NodeResponse>,
+    next_reply: u64,
+}
+
+fn meta() -> PartitionMeta {
+    PartitionMeta {
+        partition: PARTITION,
+        epoch: 1,
+        key_schema: KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number),
+        membership: Membership::new([NodeId(1), NodeId(2), NodeId(3)], []),
+    }
+}
+
+async fn open_wal(disk: &SimulatedDisk) -> (Wal<SimulatedFile>, ShardReplay) {
+    let mut replay = ShardReplay::default();
+    let (wal, _) = Wal::open(&disk.directory(), wal_config(), |record| {
+        replay.visit(record)
+    })
+    .await
+    .unwrap();
+    let committer = wal.clone();
+    glommio::spawn_local(async move {
+        let _ = committer.run_committer().await;
+    })
+    .detach();
+    (wal, replay)
+}
+
+impl Cluster {
+    async fn new(checkpoint_every_slots: u64) -> Cluster {
+        let config = config(checkpoint_every_slots);
+        let mut nodes = BTreeMap::new();
+        for id in 1..=3 {
+            let disk = SimulatedDisk::new();
+            let (wal, _) = open_wal(&disk).await;
+            let replica = Replica::create(
+                meta(),
+                NodeId(id),
+                config.clone(),
+                id * 7919,
+                Rc::new(disk.directory()),
+                PageCache::new(256),
+                wal.clone(),
+                MonotonicTime::ZERO,
+            )
+            .await
+            .unwrap();
+            nodes.insert(NodeId(id), Node { disk, wal, replica });
+        }
+        Cluster {
+            now: MonotonicTime::ZERO,
+            config,
+            nodes,
+            network: VecDeque::new(),
+            isolated: BTreeSet::new(),
+            replies: BTreeMap::new(),
+            next_reply: 1,
+        }
+    }
+
+    /// Feeds one event and everything it causes on that node (persists are awaited here, so
+    /// the test runs the WAL's real group commit underneath).
+    async fn feed(&mut self, node: NodeId, event: Event) {
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let Some(state) = self.nodes.get_mut(&node) else {
+                return;
+            };
+            let outputs = state.replica.handle(self.now, event).await.unwrap();
+            for output in outputs {
+                match output {
+                    Output::Persist { core_lsn, body } => {
+                        let wal_lsn = state
+                            .wal
+                            .append(PartitionId(PARTITION), REPLICATION_RECORD_KIND, &body)
+                            .await
+                            .unwrap();
+                        events.push_back(Event::Persisted { core_lsn, wal_lsn });
+                    }
+                    Output::Send { to, message } => {
+                        if !self.isolated.contains(&node) && !self.isolated.contains(&to) {
+                            self.network
+                                .push_back((to, Delivery::Message(node, message)));
+                        }
+                    }
+                    Output::Snapshot(chunk) => {
+                        let to = NodeId(chunk.to);
+                        if !self.isolated.contains(&node) && !self.isolated.contains(&to) {
+                            self.network.push_back((to, Delivery::Snapshot(chunk)));
+                        }
+                    }
+                    Output::Reply { reply_to, response } => {
+                        self.replies.insert(reply_to, response);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn step(&mut self) {
+        self.now = self.now.saturating_add(STEP);
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.feed(id, Event::Tick).await;
+        }
+        let deliveries: Vec<_> = self.network.drain(..).collect();
+        for (to, delivery) in deliveries {
+            let event = match delivery {
+                Delivery::Message(from, message) => Event::Message { from, message },
+                Delivery::Snapshot(chunk) => Event::Snapshot(chunk),
+            };
+            self.feed(to, event).await;
+        }
+    }
+
+    fn leader_with_lease(&self) -> Option<NodeId> {
+        self.nodes.iter().find_map(|(id, node)| {
+            (node.replica.role() == RoleKind::Leader
+                && !self.isolated.contains(id)
+                && matches!(
+                    node.replica.status(self.now).role,
+                    shoal_wire::messages::ReplicaRole::LeaderWithLease
+                ))
+            .then_some(*id)
+        })
+    }
+
+    async fn await_leader(&mut self) -> NodeId {
+        for _ in 0..STEPS_MAX {
+            if let Some(leader) = self.leader_with_lease() {
+                return leader;
+            }
+            self.step().await;
+        }
+        panic!("no leader with a lease after {STEPS_MAX} steps");
+    }
+
+    /// Sends a request to `node` and steps until it is answered.
+    async fn request(
+        &mut self,
+        node: NodeId,
+        operation: ItemOperation,
+        parameters: Json,
+    ) -> NodeResponse {
+        let reply_to = self.next_reply;
+        self.next_reply += 1;
+        self.feed(
+            node,
+            Event::Request {
+                reply_to,
+                epoch: 1,
+                operation,
+                parameters_json: parameters.to_string(),
+            },
+        )
+        .await;
+        for _ in 0..STEPS_MAX {
+            if let Some(response) = self.replies.remove(&reply_to) {
+                return response;
+            }
+            self.step().await;
+        }
+        panic!("request {reply_to} unanswered");
+    }
+
+    /// A request to whichever replica leads, retried while leadership settles.
+    async fn leader_request(&mut self, operation: ItemOperation, parameters: Json) -> Json {
+        for _ in 0..50 {
+            let leader = self.await_leader().await;
+            match self.request(leader, operation, parameters.clone()).await {
+                NodeResponse::Item { body_json, .. } => {
+                    return serde_json::from_str(&body_json).unwrap();
+                }
+                NodeResponse::Error(NodeError::NotLeader { .. } | NodeError::Busy { .. }) => {
+                    self.step().await;
+                }
+                other => panic!("unexpected response {other:?}"),
+            }
+        }
+        panic!("no leader served {operation:?}");
+    }
+
+    /// Crashes every node (unsynced writes are lost) and restarts it from its disk.
+    async fn crash_and_restart_all(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.crash_and_restart(id).await;
+        }
+    }
+
+    async fn crash_and_restart(&mut self, id: NodeId) {
+        let node = self.nodes.remove(&id).unwrap();
+        node.wal.shutdown();
+        let disk = node.disk.crash_image_dropping_unsynced();
+        drop(node);
+        self.network.retain(|(to, _)| *to != id);
+        let (wal, mut replay) = open_wal(&disk).await;
+        let records = replay
+            .partitions
+            .remove(&PARTITION)
+            .unwrap_or_else(RecoveredRecords::default);
+        let meta = PartitionMeta::read(&disk.directory(), PARTITION)
+            .await
+            .unwrap();
+        let replica = Replica::recover(
+            meta,
+            id,
+            self.config.clone(),
+            id.0 * 104_729 + self.now.as_nanos(),
+            Rc::new(disk.directory()),
+            PageCache::new(256),
+            wal.clone(),
+            records,
+            self.now,
+        )
+        .await
+        .unwrap();
+        self.nodes.insert(id, Node { disk, wal, replica });
+    }
+}
+
+fn put(pk: &str, sk: u64, value: &str) -> Json {
+    json!({"Item": {"pk": {"S": pk}, "sk": {"N": sk.to_string()}, "v": {"S": value}}})
+}
+
+fn key(pk: &str, sk: u64) -> Json {
+    json!({"pk": {"S": pk}, "sk": {"N": sk.to_string()}})
+}
+
+#[test]
+fn writes_replicate_and_the_leader_evaluates_conditions() {
+    run_on_test_executor("cluster-writes", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        let body = cluster
+            .leader_request(ItemOperation::PutItem, put("a", 1, "one"))
+            .await;
+        assert_eq!(body, json!({}));
+        // A condition evaluated against the latest state: the item exists now.
+        let mut conditional = put("a", 1, "two");
+        conditional["ConditionExpression"] = json!("attribute_not_exists(pk)");
+        conditional["ReturnValuesOnConditionCheckFailure"] = json!("ALL_OLD");
+        let leader = cluster.await_leader().await;
+        match cluster
+            .request(leader, ItemOperation::PutItem, conditional)
+            .await
+        {
+            NodeResponse::Error(NodeError::Dynamo {
+                type_name,
+                item_json,
+                ..
+            }) => {
+                assert_eq!(type_name, "ConditionalCheckFailedException");
+                let item: Json = serde_json::from_str(&item_json.unwrap()).unwrap();
+                assert_eq!(item["v"], json!({"S": "one"}));
+            }
+            other => panic!("expected a failed condition, got {other:?}"),
+        }
+        let update = json!({
+            "Key": key("a", 1),
+            "UpdateExpression": "ADD n :one SET v = :v",
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":v": {"S": "three"}},
+            "ReturnValues": "UPDATED_NEW",
+        });
+        let body = cluster
+            .leader_request(ItemOperation::UpdateItem, update.clone())
+            .await;
+        assert_eq!(
+            body["Attributes"],
+            json!({"n": {"N": "1"}, "v": {"S": "three"}})
+        );
+        let body = cluster
+            .leader_request(ItemOperation::UpdateItem, update)
+            .await;
+        assert_eq!(body["Attributes"]["n"], json!({"N": "2"}));
+        // Strong read at the leader.
+        let body = cluster
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("a", 1), "ConsistentRead": true}),
+            )
+            .await;
+        assert_eq!(body["Item"]["n"], json!({"N": "2"}));
+        // Followers converge and serve eventually consistent reads; they refuse strong ones.
+        for _ in 0..20 {
+            cluster.step().await;
+        }
+        let leader = cluster.await_leader().await;
+        for id in [NodeId(1), NodeId(2), NodeId(3)] {
+            if id == leader {
+                continue;
+            }
+            match cluster
+                .request(id, ItemOperation::GetItem, json!({"Key": key("a", 1)}))
+                .await
+            {
+                NodeResponse::Item {
+                    body_json,
+                    read_units_milli,
+                    ..
+                } => {
+                    let body: Json = serde_json::from_str(&body_json).unwrap();
+                    assert_eq!(body["Item"]["v"], json!({"S": "three"}));
+                    assert_eq!(read_units_milli, 500, "an eventual read costs half a unit");
+                }
+                other => panic!("follower read failed: {other:?}"),
+            }
+            let strong = cluster
+                .request(
+                    id,
+                    ItemOperation::GetItem,
+                    json!({"Key": key("a", 1), "ConsistentRead": true}),
+                )
+                .await;
+            assert!(
+                matches!(strong, NodeResponse::Error(NodeError::NotLeader { leader_hint: Some(hint), .. }) if hint == leader.0),
+                "a follower must refuse a strong read with a hint: {strong:?}"
+            );
+        }
+        // Query one partition key backwards with a limit, then the next page.
+        for sk in 2..=5 {
+            cluster
+                .leader_request(ItemOperation::PutItem, put("a", sk, "x"))
+                .await;
+        }
+        let query = json!({
+            "KeyConditionExpression": "pk = :pk AND sk >= :low",
+            "ExpressionAttributeValues": {":pk": {"S": "a"}, ":low": {"N": "2"}},
+            "ScanIndexForward": false,
+            "Limit": 3,
+            "ConsistentRead": true,
+        });
+        let page = cluster
+            .leader_request(ItemOperation::Query, query.clone())
+            .await;
+        let sort_keys: Vec<&Json> = page["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| &item["sk"]["N"])
+            .collect();
+        assert_eq!(sort_keys, [&json!("5"), &json!("4"), &json!("3")]);
+        assert_eq!(page["LastEvaluatedKey"], key("a", 3));
+        let mut next = query;
+        next["ExclusiveStartKey"] = page["LastEvaluatedKey"].clone();
+        let page = cluster.leader_request(ItemOperation::Query, next).await;
+        assert_eq!(page["Count"], json!(1));
+        assert_eq!(page["Items"][0]["sk"]["N"], json!("2"));
+        // A stale epoch is refused with the current one.
+        let leader = cluster.await_leader().await;
+        let reply_to = 999_999;
+        cluster
+            .feed(
+                leader,
+                Event::Request {
+                    reply_to,
+                    epoch: 0,
+                    operation: ItemOperation::GetItem,
+                    parameters_json: json!({"Key": key("a", 1)}).to_string(),
+                },
+            )
+            .await;
+        assert_eq!(
+            cluster.replies.remove(&reply_to),
+            Some(NodeResponse::Error(NodeError::StaleEpoch {
+                partition: PARTITION,
+                current_epoch: 1
+            }))
+        );
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_a_crash_of_every_node() {
+    run_on_test_executor("cluster-crash", || async {
+        let mut cluster = Cluster::new(8).await;
+        for sk in 0..40 {
+            cluster
+                .leader_request(ItemOperation::PutItem, put("k", sk, &format!("v{sk}")))
+                .await;
+        }
+        cluster.crash_and_restart_all().await;
+        let scan = cluster
+            .leader_request(ItemOperation::Scan, json!({"ConsistentRead": true}))
+            .await;
+        assert_eq!(
+            scan["Count"],
+            json!(40),
+            "every acknowledged write survives: {scan}"
+        );
+        // And the restarted group keeps accepting writes.
+        cluster
+            .leader_request(ItemOperation::PutItem, put("k", 99, "after"))
+            .await;
+        cluster.crash_and_restart_all().await;
+        let body = cluster
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("k", 99), "ConsistentRead": true}),
+            )
+            .await;
+        assert_eq!(body["Item"]["v"], json!({"S": "after"}));
+    });
+}
+
+#[test]
+fn a_replica_behind_the_truncated_log_catches_up_by_snapshot() {
+    run_on_test_executor("cluster-snapshot", || async {
+        let mut cluster = Cluster::new(4).await;
+        let leader = cluster.await_leader().await;
+        let lagging = [NodeId(1), NodeId(2), NodeId(3)]
+            .into_iter()
+            .find(|id| *id != leader)
+            .unwrap();
+        cluster.isolated.insert(lagging);
+        for sk in 0..30 {
+            cluster
+                .leader_request(ItemOperation::PutItem, put("s", sk, "x"))
+                .await;
+        }
+        cluster
+            .leader_request(ItemOperation::DeleteItem, json!({"Key": key("s", 0)}))
+            .await;
+        cluster.isolated.clear();
+        for _ in 0..2_000 {
+            cluster.step().await;
+            let leader = cluster.await_leader().await;
+            if cluster.nodes[&lagging].replica.applied_slot()
+                >= cluster.nodes[&leader].replica.applied_slot()
+            {
+                break;
+            }
+        }
+        match cluster
+            .request(lagging, ItemOperation::Scan, json!({}))
+            .await
+        {
+            NodeResponse::Item { body_json, .. } => {
+                let body: Json = serde_json::from_str(&body_json).unwrap();
+                assert_eq!(
+                    body["Count"],
+                    json!(29),
+                    "the lagging replica converged: {body}"
+                );
+            }
+            other => panic!("scan at the lagging replica failed: {other:?}"),
+        }
+        // It caught up through a snapshot: its tree is a new generation.
+        let files = cluster.nodes[&lagging]
+            .disk
+            .directory()
+            .list()
+            .await
+            .unwrap();
+        assert!(
+            files.iter().any(|name| name.ends_with("-g00000001.btree")),
+            "no snapshot was installed: {files:?}"
+        );
+        // Its installed snapshot survives a crash.
+        cluster.crash_and_restart(lagging).await;
+        match cluster
+            .request(lagging, ItemOperation::Scan, json!({}))
+            .await
+        {
+            NodeResponse::Item { body_json, .. } => {
+                let body: Json = serde_json::from_str(&body_json).unwrap();
+                assert_eq!(body["Count"], json!(29));
+            }
+            other => panic!("scan after restart failed: {other:?}"),
+        }
+    });
+}
