@@ -272,6 +272,16 @@ pub struct RecoveryReport {
 }
 
 /// Counters since open.
+/// What the committer reports after each durable batch ([`Wal::set_observer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchObservation {
+    pub records: usize,
+    /// Bytes written, padded to blocks.
+    pub bytes: usize,
+    pub write: std::time::Duration,
+    pub sync: std::time::Duration,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalStats {
     pub records_appended: u64,
@@ -358,11 +368,36 @@ impl WalState {
     }
 }
 
-#[derive(Debug)]
 struct Shared<F> {
     config: WalConfig,
     files: Vec<F>,
     state: RefCell<WalState>,
+    observer: RefCell<Option<BatchObserver>>,
+}
+
+type BatchObserver = Box<dyn Fn(BatchObservation)>;
+
+impl<F: std::fmt::Debug> std::fmt::Debug for Shared<F> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Shared")
+            .field("config", &self.config)
+            .field("files", &self.files)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The durability of one queued record ([`Wal::enqueue`]): resolves to its LSN once the record
+/// is durable, or to the error that failed its batch.
+pub struct Durable(Completion);
+
+impl std::future::Future for Durable {
+    type Output = Result<Lsn, WalError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll(context)
+    }
 }
 
 /// A handle to the shard's WAL. Clones share it; all of them live on the shard's thread.
@@ -627,6 +662,7 @@ impl<F: Storage> Wal<F> {
                 config,
                 files,
                 state: RefCell::new(state),
+                observer: RefCell::new(None),
             }),
         };
         Ok((wal, report))
@@ -645,6 +681,20 @@ impl<F: Storage> Wal<F> {
         kind: RecordKind,
         body: &[u8],
     ) -> Result<Lsn, WalError> {
+        self.enqueue(partition, kind, body).await?.await
+    }
+
+    /// The first half of [`Wal::append`]: waits for room in the pending queue and queues the
+    /// record, then returns the future of its durability. Records are written in the order in
+    /// which their `enqueue` calls returned, so a caller that must keep its records in order
+    /// (a replica whose later write of a slot replaces an earlier one) enqueues them one after
+    /// another and awaits their durability concurrently, keeping group commit.
+    pub async fn enqueue(
+        &self,
+        partition: PartitionId,
+        kind: RecordKind,
+        body: &[u8],
+    ) -> Result<Durable, WalError> {
         let config = &self.shared.config;
         if body.len() > config.record_body_bytes_max {
             return Err(WalError::RecordTooLarge {
@@ -685,7 +735,7 @@ impl<F: Storage> Wal<F> {
             Poll::Ready(Ok(completion))
         })
         .await?;
-        completion.await
+        Ok(Durable(completion))
     }
 
     /// Partition `partition` is durable in its B-tree up to `lsn`: its records up to there are
@@ -713,6 +763,12 @@ impl<F: Storage> Wal<F> {
         state.shutting_down = true;
         state.wake_committer();
         state.wake_appenders();
+    }
+
+    /// Calls `observer` after every durable batch, for metrics (batch sizes, write and
+    /// fdatasync latency). Wall-clock durations are measured here only to be reported.
+    pub fn set_observer(&self, observer: impl Fn(BatchObservation) + 'static) {
+        *self.shared.observer.borrow_mut() = Some(Box::new(observer));
     }
 
     pub fn stats(&self) -> WalStats {
@@ -878,11 +934,22 @@ impl<F: Storage> Wal<F> {
         let mut buffer = file.allocate_buffer(padded_bytes);
         encode_batch(&mut buffer, &batch.records, batch.generation);
         verify_encoded_batch(&buffer, &batch.records, batch.generation);
+        let started = std::time::Instant::now();
         if let Err(error) = file.write_at(buffer, batch.offset).await {
             self.fail(batch.segment_index, batch.offset, &error, batch.records);
             return;
         }
+        let written = std::time::Instant::now();
         sync_or_stop(file).await;
+        let observation = BatchObservation {
+            records: batch.records.len(),
+            bytes: padded_bytes,
+            write: written.duration_since(started),
+            sync: written.elapsed(),
+        };
+        if let Some(observer) = self.shared.observer.borrow().as_ref() {
+            observer(observation);
+        }
         {
             let mut state = self.shared.state.borrow_mut();
             assert_eq!(

@@ -1,0 +1,255 @@
+//! Per-shard counters and HDR latency histograms, rendered as Prometheus text.
+//!
+//! Each shard keeps its own metrics on its own core (no sharing on the hot path) and renders
+//! them to text about once a second; the node's admin endpoint concatenates the latest text of
+//! every shard. Histograms are exported as summaries (p50, p90, p99, p99.9, max) because HDR
+//! buckets do not map onto Prometheus' fixed buckets without losing what HDR is for.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use shoal_store::btree::cache::CacheStats;
+use shoal_store::wal::WalStats;
+use shoal_wire::messages::{ReplicaRole, ReplicaStatus};
+
+/// Latencies above this are recorded as this (an hour, in microseconds).
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+/// Records per WAL batch above this are recorded as this.
+const BATCH_RECORDS_MAX: u64 = 1 << 20;
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+fn histogram(max: u64) -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, max, SIGNIFICANT_DIGITS) {
+        Ok(histogram) => histogram,
+        Err(error) => shoal_io::fatal!("histogram bounds are constants and valid: {error}"),
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<&'static str, u64>,
+    request_errors: BTreeMap<&'static str, u64>,
+    request_latency_us: BTreeMap<&'static str, Histogram<u64>>,
+    wal_batch_records: Option<Histogram<u64>>,
+    wal_sync_latency_us: Option<Histogram<u64>>,
+    replication_messages_dropped: u64,
+    requests_refused_busy: u64,
+}
+
+/// The metrics of one shard. Single-threaded, like everything else on the shard.
+#[derive(Default)]
+pub struct ShardMetrics {
+    inner: RefCell<Inner>,
+}
+
+impl ShardMetrics {
+    pub fn request_served(
+        &self,
+        operation: &'static str,
+        latency: Duration,
+        error: Option<&'static str>,
+    ) {
+        let mut inner = self.inner.borrow_mut();
+        *inner.requests.entry(operation).or_default() += 1;
+        if let Some(kind) = error {
+            *inner.request_errors.entry(kind).or_default() += 1;
+        }
+        let micros = (latency.as_micros() as u64).clamp(1, LATENCY_US_MAX);
+        inner
+            .request_latency_us
+            .entry(operation)
+            .or_insert_with(|| histogram(LATENCY_US_MAX))
+            .saturating_record(micros);
+    }
+
+    pub fn wal_batch(&self, records: usize, sync: Duration) {
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .wal_batch_records
+            .get_or_insert_with(|| histogram(BATCH_RECORDS_MAX))
+            .saturating_record((records as u64).clamp(1, BATCH_RECORDS_MAX));
+        inner
+            .wal_sync_latency_us
+            .get_or_insert_with(|| histogram(LATENCY_US_MAX))
+            .saturating_record((sync.as_micros() as u64).clamp(1, LATENCY_US_MAX));
+    }
+
+    pub fn replication_message_dropped(&self) {
+        self.inner.borrow_mut().replication_messages_dropped += 1;
+    }
+
+    pub fn request_refused_busy(&self) {
+        self.inner.borrow_mut().requests_refused_busy += 1;
+    }
+
+    /// The shard's metrics in the Prometheus text format (without HELP/TYPE headers, which the
+    /// node writes once for all shards: see [`HEADERS`]).
+    pub fn render(
+        &self,
+        node: u64,
+        shard: u16,
+        cache: &CacheStats,
+        wal: &WalStats,
+        replicas: &[ReplicaStatus],
+    ) -> String {
+        let inner = self.inner.borrow();
+        let labels = format!("node=\"{node}\",shard=\"{shard}\"");
+        let mut text = String::new();
+        for (operation, count) in &inner.requests {
+            let _ = writeln!(
+                text,
+                "shoal_requests_total{{{labels},operation=\"{operation}\"}} {count}"
+            );
+        }
+        for (kind, count) in &inner.request_errors {
+            let _ = writeln!(
+                text,
+                "shoal_request_errors_total{{{labels},kind=\"{kind}\"}} {count}"
+            );
+        }
+        for (operation, histogram) in &inner.request_latency_us {
+            summary(
+                &mut text,
+                "shoal_request_latency_us",
+                &format!("{labels},operation=\"{operation}\""),
+                histogram,
+            );
+        }
+        if let Some(histogram) = &inner.wal_batch_records {
+            summary(&mut text, "shoal_wal_batch_records", &labels, histogram);
+        }
+        if let Some(histogram) = &inner.wal_sync_latency_us {
+            summary(
+                &mut text,
+                "shoal_wal_fdatasync_latency_us",
+                &labels,
+                histogram,
+            );
+        }
+        let _ = writeln!(
+            text,
+            "shoal_wal_records_total{{{labels}}} {}",
+            wal.records_appended
+        );
+        let _ = writeln!(
+            text,
+            "shoal_wal_batches_total{{{labels}}} {}",
+            wal.batches_written
+        );
+        let _ = writeln!(
+            text,
+            "shoal_wal_segments_recycled_total{{{labels}}} {}",
+            wal.segments_recycled
+        );
+        let _ = writeln!(text, "shoal_cache_hits_total{{{labels}}} {}", cache.hits);
+        let _ = writeln!(
+            text,
+            "shoal_cache_misses_total{{{labels}}} {}",
+            cache.misses
+        );
+        let _ = writeln!(
+            text,
+            "shoal_cache_evictions_total{{{labels}}} {}",
+            cache.evictions
+        );
+        let _ = writeln!(
+            text,
+            "shoal_replication_messages_dropped_total{{{labels}}} {}",
+            inner.replication_messages_dropped
+        );
+        let _ = writeln!(
+            text,
+            "shoal_requests_refused_busy_total{{{labels}}} {}",
+            inner.requests_refused_busy
+        );
+        let leaders = replicas
+            .iter()
+            .filter(|replica| {
+                matches!(
+                    replica.role,
+                    ReplicaRole::Leader | ReplicaRole::LeaderWithLease
+                )
+            })
+            .count();
+        let _ = writeln!(text, "shoal_replicas{{{labels}}} {}", replicas.len());
+        let _ = writeln!(text, "shoal_leaders{{{labels}}} {leaders}");
+        for replica in replicas {
+            let partition = format!("{labels},partition=\"{}\"", replica.partition);
+            let _ = writeln!(
+                text,
+                "shoal_partition_commit_slot{{{partition}}} {}",
+                replica.commit_slot
+            );
+            let _ = writeln!(
+                text,
+                "shoal_partition_applied_slot{{{partition}}} {}",
+                replica.applied_slot
+            );
+            let _ = writeln!(
+                text,
+                "shoal_partition_items{{{partition}}} {}",
+                replica.item_count
+            );
+        }
+        text
+    }
+}
+
+fn summary(text: &mut String, name: &str, labels: &str, histogram: &Histogram<u64>) {
+    for quantile in [0.5, 0.9, 0.99, 0.999] {
+        let _ = writeln!(
+            text,
+            "{name}{{{labels},quantile=\"{quantile}\"}} {}",
+            histogram.value_at_quantile(quantile)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "{name}{{{labels},quantile=\"1\"}} {}",
+        histogram.max()
+    );
+    let _ = writeln!(text, "{name}_count{{{labels}}} {}", histogram.len());
+}
+
+/// HELP and TYPE lines for every metric a shard renders; written once per scrape.
+pub const HEADERS: &str = "\
+# HELP shoal_requests_total Requests served by a shard, by operation.
+# TYPE shoal_requests_total counter
+# HELP shoal_request_errors_total Requests answered with an error, by kind.
+# TYPE shoal_request_errors_total counter
+# HELP shoal_request_latency_us Time from a request's arrival at the shard to its reply, microseconds.
+# TYPE shoal_request_latency_us summary
+# HELP shoal_wal_batch_records Records per WAL group-commit batch.
+# TYPE shoal_wal_batch_records summary
+# HELP shoal_wal_fdatasync_latency_us fdatasync latency of WAL batches, microseconds.
+# TYPE shoal_wal_fdatasync_latency_us summary
+# HELP shoal_wal_records_total Records appended to the shard WAL.
+# TYPE shoal_wal_records_total counter
+# HELP shoal_wal_batches_total Batches written to the shard WAL.
+# TYPE shoal_wal_batches_total counter
+# HELP shoal_wal_segments_recycled_total WAL segments reused after checkpoints.
+# TYPE shoal_wal_segments_recycled_total counter
+# HELP shoal_cache_hits_total Page cache hits.
+# TYPE shoal_cache_hits_total counter
+# HELP shoal_cache_misses_total Page cache misses.
+# TYPE shoal_cache_misses_total counter
+# HELP shoal_cache_evictions_total Page cache evictions.
+# TYPE shoal_cache_evictions_total counter
+# HELP shoal_replication_messages_dropped_total Replication messages dropped because a replica's queue was full.
+# TYPE shoal_replication_messages_dropped_total counter
+# HELP shoal_requests_refused_busy_total Requests refused because a replica's queue was full.
+# TYPE shoal_requests_refused_busy_total counter
+# HELP shoal_replicas Partition replicas on the shard.
+# TYPE shoal_replicas gauge
+# HELP shoal_leaders Partition replicas on the shard that lead their group.
+# TYPE shoal_leaders gauge
+# HELP shoal_partition_commit_slot The replica's commit slot; replication lag is the leader's commit slot minus a follower's applied slot.
+# TYPE shoal_partition_commit_slot gauge
+# HELP shoal_partition_applied_slot The replica's applied slot.
+# TYPE shoal_partition_applied_slot gauge
+# HELP shoal_partition_items Items in the replica.
+# TYPE shoal_partition_items gauge
+";

@@ -1,0 +1,626 @@
+//! The shard runtime: start-up and recovery, the shard table, the per-replica tasks, and the
+//! dispatch of bus traffic to them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
+use shoal_io::{Clock, SystemClock};
+use shoal_partition::replica::{RecoveredRecords, list_partitions};
+use shoal_partition::{
+    Event, Output, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
+    ShardReplay,
+};
+use shoal_replication::NodeId;
+use shoal_store::btree::PageCache;
+use shoal_store::wal::{PartitionId, Wal, WalConfig};
+use shoal_wire::messages::{
+    BusMessage, ItemOperation, NodeError, NodeRequest, NodeResponse, ReplicaStatus,
+    ReplicationEnvelope, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+};
+
+use crate::metrics::ShardMetrics;
+
+/// Events waiting for one replica. Bounded: see invariant 2 in the crate docs.
+pub const REPLICA_QUEUE_EVENTS_MAX: usize = 4096;
+/// `Persist` outputs of one replica waiting to be queued in the WAL.
+pub const REPLICA_PERSIST_QUEUE_MAX: usize = 1024;
+/// Requests in flight on a shard (waiting for their reply); more are refused with `Busy`.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
+
+/// What the shard needs from the bus.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    /// How the bus names the connection a request came on.
+    type Connection: Copy + 'static;
+    /// Sends without waiting; the bus may drop the message when its queue to `to` is full.
+    fn send_replication(&self, to: ShardAddress, envelope: ReplicationEnvelope);
+    /// Sends, waiting for room: chunks of one transfer must arrive in order and complete.
+    async fn send_snapshot(&self, to: ShardAddress, chunk: SnapshotChunk);
+    fn respond(&self, connection: Self::Connection, response: ResponseFrame);
+}
+
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    pub node: NodeId,
+    pub shard: u16,
+    /// This shard's own directory (one per shard: its WAL and its trees).
+    pub directory: PathBuf,
+    pub replica: ReplicaConfig,
+    pub wal: WalConfig,
+    pub cache_pages: usize,
+    /// How often replicas get `Event::Tick`.
+    pub tick_interval: Duration,
+    /// Seeds election jitter; mixed with the node, shard and partition ids.
+    pub seed: u64,
+}
+
+#[derive(Debug)]
+pub enum ShardError {
+    Storage(shoal_io::StorageError),
+    Wal(shoal_store::wal::WalError),
+    Partition(u64, shoal_partition::PartitionError),
+    Meta(u64, shoal_partition::meta::MetaError),
+}
+
+impl std::fmt::Display for ShardError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardError::Storage(error) => write!(formatter, "{error}"),
+            ShardError::Wal(error) => write!(formatter, "WAL: {error}"),
+            ShardError::Partition(partition, error) => {
+                write!(formatter, "partition {partition}: {error}")
+            }
+            ShardError::Meta(partition, error) => {
+                write!(formatter, "partition {partition}: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShardError {}
+
+type Replica = PartitionReplica<DmaStorageFile, DmaDirectory>;
+
+/// One row of the shard table.
+struct TableRow {
+    epoch: u64,
+    events: Rc<LocalSender<Event>>,
+    status: Rc<RefCell<ReplicaStatus>>,
+}
+
+struct PendingReply<C> {
+    connection: C,
+    request_id: u64,
+    operation: &'static str,
+    received: Instant,
+}
+
+pub struct Shard<T: Transport> {
+    config: ShardConfig,
+    directory: Rc<DmaDirectory>,
+    cache: Rc<PageCache<DmaStorageFile>>,
+    wal: Wal<DmaStorageFile>,
+    transport: Rc<T>,
+    table: RefCell<BTreeMap<u64, TableRow>>,
+    replies: RefCell<HashMap<u64, PendingReply<T::Connection>>>,
+    next_reply: Cell<u64>,
+    metrics: Rc<ShardMetrics>,
+    /// Partitions being created right now, so a repeated CreatePartition waits for nothing.
+    creating: RefCell<std::collections::BTreeSet<u64>>,
+}
+
+fn operation_name(operation: ItemOperation) -> &'static str {
+    match operation {
+        ItemOperation::PutItem => "PutItem",
+        ItemOperation::GetItem => "GetItem",
+        ItemOperation::UpdateItem => "UpdateItem",
+        ItemOperation::DeleteItem => "DeleteItem",
+        ItemOperation::Query => "Query",
+        ItemOperation::Scan => "Scan",
+        ItemOperation::BatchGet => "BatchGet",
+        ItemOperation::BatchWrite => "BatchWrite",
+    }
+}
+
+fn error_kind(response: &NodeResponse) -> Option<&'static str> {
+    match response {
+        NodeResponse::Error(error) => Some(match error {
+            NodeError::WrongOwner { .. } => "WrongOwner",
+            NodeError::NotLeader { .. } => "NotLeader",
+            NodeError::StaleEpoch { .. } => "StaleEpoch",
+            NodeError::Dynamo { .. } => "Dynamo",
+            NodeError::Busy { .. } => "Busy",
+            NodeError::Malformed { .. } => "Malformed",
+            NodeError::Internal { .. } => "Internal",
+        }),
+        _ => None,
+    }
+}
+
+fn seed_for(config: &ShardConfig, partition: u64, incarnation: u64) -> u64 {
+    let mut state = config.seed
+        ^ config.node.0.rotate_left(17)
+        ^ u64::from(config.shard).rotate_left(33)
+        ^ partition.rotate_left(47)
+        ^ incarnation;
+    shoal_io::rng::splitmix64(&mut state)
+}
+
+impl<T: Transport + 'static> Shard<T> {
+    /// Opens the shard's directory (probe and self-test), its WAL, and recovers every replica
+    /// found there; then starts their tasks, the committer and the ticker.
+    pub async fn start(config: ShardConfig, transport: Rc<T>) -> Result<Rc<Self>, ShardError> {
+        std::fs::create_dir_all(&config.directory).map_err(|error| {
+            ShardError::Storage(shoal_io::StorageError::new(
+                shoal_io::StorageOperation::Open,
+                config.directory.display().to_string(),
+                error,
+            ))
+        })?;
+        let directory = Rc::new(
+            DmaDirectory::open(&config.directory)
+                .await
+                .map_err(ShardError::Storage)?,
+        );
+        let mut replay = ShardReplay::default();
+        let (wal, report) = Wal::open(directory.as_ref(), config.wal.clone(), |record| {
+            replay.visit(record)
+        })
+        .await
+        .map_err(ShardError::Wal)?;
+        if !replay.undecodable.is_empty() {
+            shoal_io::fatal!(
+                "shard {}: {} replication records passed their checksum but do not decode (first at \
+                 WAL lsn {:?}); refusing to guess",
+                config.shard,
+                replay.undecodable.len(),
+                replay.undecodable[0].0
+            );
+        }
+        tracing::info!(shard = config.shard, ?report, "WAL recovered");
+        let metrics = Rc::new(ShardMetrics::default());
+        {
+            let metrics = metrics.clone();
+            wal.set_observer(move |batch| metrics.wal_batch(batch.records, batch.sync));
+        }
+        let committer = wal.clone();
+        let shard_index = config.shard;
+        glommio::spawn_local(async move {
+            if let Err(error) = committer.run_committer().await {
+                shoal_io::fatal!("shard {shard_index}: the WAL committer stopped: {error}");
+            }
+        })
+        .detach();
+        let cache = PageCache::new(config.cache_pages);
+        let shard = Rc::new(Self {
+            config,
+            directory,
+            cache,
+            wal,
+            transport,
+            table: RefCell::new(BTreeMap::new()),
+            replies: RefCell::new(HashMap::new()),
+            next_reply: Cell::new(1),
+            metrics,
+            creating: RefCell::new(std::collections::BTreeSet::new()),
+        });
+        let partitions = list_partitions(shard.directory.as_ref())
+            .await
+            .map_err(|error| ShardError::Partition(0, error))?;
+        for partition in partitions {
+            let meta = PartitionMeta::read(shard.directory.as_ref(), partition)
+                .await
+                .map_err(|error| ShardError::Meta(partition, error))?;
+            let records = replay
+                .partitions
+                .remove(&partition)
+                .unwrap_or_else(RecoveredRecords::default);
+            let now = SystemClock.now();
+            let replica = Replica::recover(
+                meta,
+                shard.config.node,
+                shard.config.replica.clone(),
+                seed_for(&shard.config, partition, now.as_nanos()),
+                shard.directory.clone(),
+                shard.cache.clone(),
+                shard.wal.clone(),
+                records,
+                now,
+            )
+            .await
+            .map_err(|error| ShardError::Partition(partition, error))?;
+            tracing::info!(
+                shard = shard.config.shard,
+                partition,
+                applied_slot = replica.applied_slot().0,
+                "replica recovered"
+            );
+            shard.run_replica(replica);
+        }
+        shard.clone().spawn_ticker();
+        Ok(shard)
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.config.node
+    }
+
+    pub fn index(&self) -> u16 {
+        self.config.shard
+    }
+
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    pub fn statuses(&self) -> Vec<ReplicaStatus> {
+        self.table
+            .borrow()
+            .values()
+            .map(|row| row.status.borrow().clone())
+            .collect()
+    }
+
+    /// The shard's metrics as Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(
+            self.config.node.0,
+            self.config.shard,
+            &self.cache.stats(),
+            &self.wal.stats(),
+            &self.statuses(),
+        )
+    }
+
+    fn spawn_ticker(self: Rc<Self>) {
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(self.config.tick_interval).await;
+                let senders: Vec<Rc<LocalSender<Event>>> = self
+                    .table
+                    .borrow()
+                    .values()
+                    .map(|row| row.events.clone())
+                    .collect();
+                for sender in senders {
+                    // A full queue already has work; the next tick comes soon.
+                    let _ = sender.try_send(Event::Tick);
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Puts a replica in the shard table and starts its task and its WAL appender.
+    fn run_replica(self: &Rc<Self>, replica: Replica) {
+        let partition = replica.partition();
+        let (events, receiver) = local_channel::new_bounded(REPLICA_QUEUE_EVENTS_MAX);
+        let events = Rc::new(events);
+        let status = Rc::new(RefCell::new(replica.status(SystemClock.now())));
+        self.table.borrow_mut().insert(
+            partition,
+            TableRow {
+                epoch: replica.meta().epoch,
+                events: events.clone(),
+                status: status.clone(),
+            },
+        );
+        let (persists, persist_receiver) = local_channel::new_bounded(REPLICA_PERSIST_QUEUE_MAX);
+        self.spawn_appender(partition, persist_receiver, events.clone());
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            shard
+                .replica_loop(replica, receiver, persists, status)
+                .await;
+        })
+        .detach();
+    }
+
+    /// Invariant 1: enqueue in order, await durability concurrently.
+    fn spawn_appender(
+        &self,
+        partition: u64,
+        receiver: LocalReceiver<(shoal_replication::Lsn, Vec<u8>)>,
+        events: Rc<LocalSender<Event>>,
+    ) {
+        let wal = self.wal.clone();
+        glommio::spawn_local(async move {
+            while let Some((core_lsn, body)) = receiver.recv().await {
+                let durable = match wal
+                    .enqueue(PartitionId(partition), REPLICATION_RECORD_KIND, &body)
+                    .await
+                {
+                    Ok(durable) => durable,
+                    Err(error) => {
+                        shoal_io::fatal!("partition {partition}: WAL append failed: {error}")
+                    }
+                };
+                let events = events.clone();
+                glommio::spawn_local(async move {
+                    match durable.await {
+                        Ok(wal_lsn) => {
+                            let _ = events.send(Event::Persisted { core_lsn, wal_lsn }).await;
+                        }
+                        Err(error) => {
+                            shoal_io::fatal!("partition {partition}: WAL write failed: {error}")
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+        .detach();
+    }
+
+    async fn replica_loop(
+        self: Rc<Self>,
+        mut replica: Replica,
+        receiver: LocalReceiver<Event>,
+        persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
+        status: Rc<RefCell<ReplicaStatus>>,
+    ) {
+        let partition = replica.partition();
+        while let Some(event) = receiver.recv().await {
+            let now = SystemClock.now();
+            let outputs = match replica.handle(now, event).await {
+                Ok(outputs) => outputs,
+                // The replica's durable state or its I/O failed: its in-memory state can no
+                // longer be trusted, and a restart recovers it from disk.
+                Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
+            };
+            *status.borrow_mut() = replica.status(now);
+            for output in outputs {
+                match output {
+                    Output::Persist { core_lsn, body } => {
+                        if persists.send((core_lsn, body)).await.is_err() {
+                            shoal_io::fatal!("partition {partition}: the WAL appender is gone");
+                        }
+                    }
+                    Output::Send { to, message } => {
+                        let envelope = ReplicationEnvelope {
+                            group: partition,
+                            from: self.config.node.0,
+                            to: to.0,
+                            message: shoal_partition::convert::message_to_wire(&message),
+                        };
+                        self.transport.send_replication(
+                            ShardAddress {
+                                node: to.0,
+                                shard: self.config.shard,
+                            },
+                            envelope,
+                        );
+                    }
+                    Output::Snapshot(chunk) => {
+                        let to = ShardAddress {
+                            node: chunk.to,
+                            shard: self.config.shard,
+                        };
+                        self.transport.send_snapshot(to, chunk).await;
+                    }
+                    Output::Reply { reply_to, response } => self.reply(reply_to, response),
+                }
+            }
+        }
+    }
+
+    fn reply(&self, reply_to: u64, response: NodeResponse) {
+        let Some(pending) = self.replies.borrow_mut().remove(&reply_to) else {
+            return;
+        };
+        self.metrics.request_served(
+            pending.operation,
+            pending.received.elapsed(),
+            error_kind(&response),
+        );
+        self.transport.respond(
+            pending.connection,
+            ResponseFrame {
+                request_id: pending.request_id,
+                response,
+            },
+        );
+    }
+
+    fn respond_now(&self, connection: T::Connection, request_id: u64, response: NodeResponse) {
+        self.transport.respond(
+            connection,
+            ResponseFrame {
+                request_id,
+                response,
+            },
+        );
+    }
+
+    /// Routes one message from the bus to the replica or the shard that handles it.
+    pub async fn dispatch(self: &Rc<Self>, connection: T::Connection, message: BusMessage) {
+        match message {
+            BusMessage::Replication(envelopes) => {
+                for envelope in envelopes {
+                    if envelope.to != self.config.node.0 {
+                        continue;
+                    }
+                    let sender = self
+                        .table
+                        .borrow()
+                        .get(&envelope.group)
+                        .map(|row| row.events.clone());
+                    let Some(sender) = sender else {
+                        continue;
+                    };
+                    let event = Event::Message {
+                        from: NodeId(envelope.from),
+                        message: shoal_partition::convert::message_from_wire(&envelope.message),
+                    };
+                    if sender.try_send(event).is_err() {
+                        self.metrics.replication_message_dropped();
+                    }
+                }
+            }
+            BusMessage::Snapshot(chunk) => {
+                let sender = self
+                    .table
+                    .borrow()
+                    .get(&chunk.group)
+                    .map(|row| row.events.clone());
+                if let Some(sender) = sender {
+                    let _ = sender.send(Event::Snapshot(chunk)).await;
+                }
+            }
+            BusMessage::Request(RequestFrame {
+                request_id,
+                request,
+            }) => self.dispatch_request(connection, request_id, request).await,
+            BusMessage::Response(_) | BusMessage::Hello { .. } => {}
+        }
+    }
+
+    async fn dispatch_request(
+        self: &Rc<Self>,
+        connection: T::Connection,
+        request_id: u64,
+        request: NodeRequest,
+    ) {
+        match request {
+            NodeRequest::Status => {
+                let response = NodeResponse::Status {
+                    node: self.config.node.0,
+                    shard: self.config.shard,
+                    replicas: self.statuses(),
+                };
+                self.respond_now(connection, request_id, response);
+            }
+            NodeRequest::CreatePartition {
+                partition,
+                epoch,
+                key_schema,
+                membership,
+            } => {
+                let meta = PartitionMeta::from_parts(partition, epoch, &key_schema, &membership);
+                let response = self.create_partition(meta).await;
+                self.respond_now(connection, request_id, response);
+            }
+            NodeRequest::Item {
+                partition,
+                epoch,
+                operation,
+                parameters_json,
+            } => {
+                let row = self
+                    .table
+                    .borrow()
+                    .get(&partition)
+                    .map(|row| (row.epoch, row.events.clone()));
+                let Some((current_epoch, sender)) = row else {
+                    self.respond_now(
+                        connection,
+                        request_id,
+                        NodeResponse::Error(NodeError::WrongOwner { partition }),
+                    );
+                    return;
+                };
+                if current_epoch != epoch {
+                    self.respond_now(
+                        connection,
+                        request_id,
+                        NodeResponse::Error(NodeError::StaleEpoch {
+                            partition,
+                            current_epoch,
+                        }),
+                    );
+                    return;
+                }
+                if self.replies.borrow().len() >= REQUESTS_IN_FLIGHT_MAX {
+                    self.metrics.request_refused_busy();
+                    self.respond_now(
+                        connection,
+                        request_id,
+                        NodeResponse::Error(NodeError::Busy { partition }),
+                    );
+                    return;
+                }
+                let reply_to = self.next_reply.get();
+                self.next_reply.set(reply_to + 1);
+                self.replies.borrow_mut().insert(
+                    reply_to,
+                    PendingReply {
+                        connection,
+                        request_id,
+                        operation: operation_name(operation),
+                        received: Instant::now(),
+                    },
+                );
+                let event = Event::Request {
+                    reply_to,
+                    epoch,
+                    operation,
+                    parameters_json,
+                };
+                if sender.try_send(event).is_err() {
+                    self.metrics.request_refused_busy();
+                    self.reply(reply_to, NodeResponse::Error(NodeError::Busy { partition }));
+                }
+            }
+        }
+    }
+
+    async fn create_partition(self: &Rc<Self>, meta: PartitionMeta) -> NodeResponse {
+        let partition = meta.partition;
+        if let Some(row) = self.table.borrow().get(&partition) {
+            return if row.epoch == meta.epoch {
+                NodeResponse::Created
+            } else {
+                NodeResponse::Error(NodeError::StaleEpoch {
+                    partition,
+                    current_epoch: row.epoch,
+                })
+            };
+        }
+        if !meta.membership.contains(self.config.node) {
+            return NodeResponse::Error(NodeError::Malformed {
+                message: format!(
+                    "node {} is not in the replica set of partition {partition}",
+                    self.config.node.0
+                ),
+            });
+        }
+        if meta.membership.member_count() == 0
+            || meta.membership.member_count() > shoal_replication::limits::MEMBERS_MAX
+        {
+            return NodeResponse::Error(NodeError::Malformed {
+                message: "a replica set has 1 to 7 members".to_string(),
+            });
+        }
+        if !self.creating.borrow_mut().insert(partition) {
+            return NodeResponse::Error(NodeError::Busy { partition });
+        }
+        let now = SystemClock.now();
+        let created = Replica::create(
+            meta,
+            self.config.node,
+            self.config.replica.clone(),
+            seed_for(&self.config, partition, now.as_nanos()),
+            self.directory.clone(),
+            self.cache.clone(),
+            self.wal.clone(),
+            now,
+        )
+        .await;
+        self.creating.borrow_mut().remove(&partition);
+        match created {
+            Ok(replica) => {
+                tracing::info!(shard = self.config.shard, partition, "replica created");
+                self.run_replica(replica);
+                NodeResponse::Created
+            }
+            Err(error) => NodeResponse::Error(NodeError::Internal {
+                message: format!("cannot create partition {partition}: {error}"),
+            }),
+        }
+    }
+}
