@@ -5,7 +5,6 @@
 //! model (shoal-model). It is single-threaded and host-agnostic: the shard runtime (glommio, in
 //! tools/shoal) and tests drive it by events and execute its outputs. See README.md.
 
-pub mod convert;
 pub mod meta;
 pub mod replica;
 pub mod request;

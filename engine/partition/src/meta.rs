@@ -19,8 +19,6 @@ use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
 use shoal_replication::Membership;
 use shoal_wire::messages::{KeySchemaWire, KeyTypeWire, MembershipWire, NodeRequest};
 
-use crate::convert::{membership_from_wire, membership_to_wire};
-
 const MAGIC: [u8; 4] = *b"SHPM";
 const VERSION: u16 = 1;
 const HEADER_BYTES: usize = 16;
@@ -125,22 +123,23 @@ impl PartitionMeta {
             partition: self.partition,
             epoch: self.epoch,
             key_schema: key_schema_to_wire(&self.key_schema),
-            membership: membership_to_wire(&self.membership),
+            membership: MembershipWire::from(&self.membership),
         }
     }
 
+    /// The meta of a `CreatePartition` request; `None` if its membership is invalid.
     pub fn from_parts(
         partition: u64,
         epoch: u64,
         key_schema: &KeySchemaWire,
         membership: &MembershipWire,
-    ) -> PartitionMeta {
-        PartitionMeta {
+    ) -> Option<PartitionMeta> {
+        Some(PartitionMeta {
             partition,
             epoch,
             key_schema: key_schema_from_wire(key_schema),
-            membership: membership_from_wire(membership),
-        }
+            membership: Membership::try_from(membership).ok()?,
+        })
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -189,12 +188,8 @@ impl PartitionMeta {
                 epoch,
                 key_schema,
                 membership,
-            }) => Ok(PartitionMeta::from_parts(
-                partition,
-                epoch,
-                &key_schema,
-                &membership,
-            )),
+            }) => PartitionMeta::from_parts(partition, epoch, &key_schema, &membership)
+                .ok_or(corrupt("invalid membership")),
             _ => Err(corrupt("body is not a partition creation")),
         }
     }

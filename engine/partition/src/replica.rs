@@ -41,7 +41,7 @@ use shoal_model::value::{
 };
 use shoal_model::{Error as ModelError, Item};
 use shoal_replication::{
-    Action, Ballot, LogEntry, Lsn as CoreLsn, Message, MonotonicTime, NodeId, Payload,
+    Action, Ballot, LogEntry, Lsn as CoreLsn, Membership, Message, MonotonicTime, NodeId, Payload,
     ProposeError, RecoveredState, Replica, ReplicaOptions, RoleKind, Slot, SnapshotMeta,
 };
 use shoal_store::btree::{BTreeConfig, Direction, PageCache};
@@ -52,12 +52,10 @@ use shoal_wire::messages::{
     ReplicaStatus, SnapshotChunk,
 };
 
-use crate::convert::{
-    decode_record, encode_record, membership_from_wire, membership_to_wire, persist_record,
-    persist_record_entries,
-};
 use crate::meta::PartitionMeta;
 use crate::request::{GetRequest, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare};
+use shoal_wire::messages::{BallotWire, MembershipWire};
+use shoal_wire::persist::{decode_persist_record, encode_persist_record};
 
 /// The WAL record kind of a replication group's [`PersistRecord`] (kind 1 is shoal-store's
 /// plain mutation batch, unused by replicated partitions).
@@ -184,7 +182,7 @@ struct OutgoingSnapshot {
     to: NodeId,
     transfer_id: u64,
     last_included_slot: Slot,
-    membership: shoal_wire::messages::MembershipWire,
+    membership: MembershipWire,
     next_chunk: u32,
     /// The last key sent; `None` before the first chunk.
     after: Option<Vec<u8>>,
@@ -273,8 +271,8 @@ impl ShardReplay {
         if record.kind != REPLICATION_RECORD_KIND {
             return;
         }
-        match decode_record(record.body) {
-            Some(decoded) if decoded.group == record.partition.0 => self
+        match decode_persist_record(record.body) {
+            Ok(decoded) if decoded.group == record.partition.0 => self
                 .partitions
                 .entry(decoded.group)
                 .or_default()
@@ -421,15 +419,25 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mut slot_wal_lsn = BTreeMap::new();
         for (wal_lsn, record) in &records.records {
             if let Some(ballot) = &record.promised {
-                promised = promised.max(crate::convert::ballot_from_wire(ballot));
+                promised = promised.max(Ballot::from(*ballot));
             }
             if let Some(intent) = &record.checkpoint
                 && Slot(intent.last_included_slot) == checkpoint_slot
             {
-                snapshot_membership = Some(membership_from_wire(&intent.membership));
+                snapshot_membership =
+                    Some(Membership::try_from(&intent.membership).map_err(|error| {
+                        PartitionError::Corrupt(format!(
+                            "partition {partition}: checkpoint intent membership: {error}"
+                        ))
+                    })?);
                 intent_wal_lsn = Some(*wal_lsn);
             }
-            for (slot, entry) in persist_record_entries(record) {
+            let (_, record_entries) = record.to_core().map_err(|error| {
+                PartitionError::Corrupt(format!(
+                    "partition {partition}: WAL record at {wal_lsn:?}: {error}"
+                ))
+            })?;
+            for (slot, entry) in record_entries {
                 if slot > checkpoint_slot {
                     slot_wal_lsn.insert(slot, *wal_lsn);
                     entries.push((slot, entry));
@@ -577,12 +585,13 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     promised,
                     entries,
                 } => {
-                    let record = persist_record(self.meta.partition, promised, &entries);
                     self.persisting
                         .insert(lsn.0, entries.iter().map(|(slot, _)| *slot).collect());
+                    let record =
+                        PersistRecord::from_persist_action(self.meta.partition, promised, entries);
                     self.outputs.push(Output::Persist {
                         core_lsn: lsn,
-                        body: encode_record(&record),
+                        body: encode_persist_record(&record),
                     });
                 }
                 Action::Send { to, message } => self.outputs.push(Output::Send { to, message }),
@@ -1024,11 +1033,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     async fn append_intent(&mut self) -> Result<WalLsn, PartitionError> {
         let record = PersistRecord {
             group: self.meta.partition,
-            promised: Some(crate::convert::ballot_to_wire(self.core.promised())),
+            promised: Some(BallotWire::from(self.core.promised())),
             entries: Vec::new(),
             checkpoint: Some(CheckpointIntent {
                 last_included_slot: self.applied_slot.0,
-                membership: membership_to_wire(self.core.committed_membership()),
+                membership: MembershipWire::from(self.core.committed_membership()),
             }),
         };
         Ok(self
@@ -1036,7 +1045,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .append(
                 PartitionId(self.meta.partition),
                 REPLICATION_RECORD_KIND,
-                &encode_record(&record),
+                &encode_persist_record(&record),
             )
             .await?)
     }
@@ -1113,7 +1122,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             to,
             transfer_id,
             last_included_slot: self.applied_slot,
-            membership: membership_to_wire(self.core.committed_membership()),
+            membership: MembershipWire::from(self.core.committed_membership()),
             next_chunk: 0,
             after: None,
         });
@@ -1228,10 +1237,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         };
         let mut tree = incoming.tree;
         // Invariant 4: the intent for the snapshot's slot is durable before the new tree is.
-        let membership = membership_from_wire(&chunk.membership);
+        let Ok(membership) = Membership::try_from(&chunk.membership) else {
+            // A leader never sends an invalid membership; a transfer that carries one is
+            // damaged: drop it, and the leader starts another after its retry interval.
+            self.discard_tree(tree, incoming.generation).await?;
+            return Ok(());
+        };
         let record = PersistRecord {
             group: self.meta.partition,
-            promised: Some(crate::convert::ballot_to_wire(self.core.promised())),
+            promised: Some(BallotWire::from(self.core.promised())),
             entries: Vec::new(),
             checkpoint: Some(CheckpointIntent {
                 last_included_slot: chunk.last_included_slot,
@@ -1243,7 +1257,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .append(
                 PartitionId(self.meta.partition),
                 REPLICATION_RECORD_KIND,
-                &encode_record(&record),
+                &encode_persist_record(&record),
             )
             .await?;
         tree.apply(slot, &MutationBatch::default()).await?;

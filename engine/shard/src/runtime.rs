@@ -20,7 +20,8 @@ use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
     BusMessage, ItemOperation, NodeError, NodeRequest, NodeResponse, ReplicaStatus,
-    ReplicationEnvelope, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+    ReplicationEnvelope, ReplicationMessageWire, RequestFrame, ResponseFrame, ShardAddress,
+    SnapshotChunk,
 };
 
 use crate::metrics::ShardMetrics;
@@ -386,7 +387,7 @@ impl<T: Transport + 'static> Shard<T> {
                             group: partition,
                             from: self.config.node.0,
                             to: to.0,
-                            message: shoal_partition::convert::message_to_wire(&message),
+                            message: ReplicationMessageWire::from(message),
                         };
                         self.transport.send_replication(
                             ShardAddress {
@@ -453,9 +454,14 @@ impl<T: Transport + 'static> Shard<T> {
                     let Some(sender) = sender else {
                         continue;
                     };
+                    let Ok(message) = shoal_replication::Message::try_from(envelope.message) else {
+                        // A peer sent a message no correct replica could have produced.
+                        self.metrics.replication_message_dropped();
+                        continue;
+                    };
                     let event = Event::Message {
                         from: NodeId(envelope.from),
-                        message: shoal_partition::convert::message_from_wire(&envelope.message),
+                        message,
                     };
                     if sender.try_send(event).is_err() {
                         self.metrics.replication_message_dropped();
@@ -501,8 +507,13 @@ impl<T: Transport + 'static> Shard<T> {
                 key_schema,
                 membership,
             } => {
-                let meta = PartitionMeta::from_parts(partition, epoch, &key_schema, &membership);
-                let response = self.create_partition(meta).await;
+                let response =
+                    match PartitionMeta::from_parts(partition, epoch, &key_schema, &membership) {
+                        Some(meta) => self.create_partition(meta).await,
+                        None => NodeResponse::Error(NodeError::Malformed {
+                            message: "the replica set is not a valid membership".to_string(),
+                        }),
+                    };
                 self.respond_now(connection, request_id, response);
             }
             NodeRequest::Item {
