@@ -1,0 +1,80 @@
+//! Exponential reconnect backoff with seeded jitter.
+
+use std::time::Duration;
+
+use shoal_rng::SeededRng;
+
+/// The delays between connection attempts to one peer: each failure doubles the base delay,
+/// from `min` up to `max`; the delay actually waited is drawn uniformly from the upper half of
+/// the base ("equal jitter"), never below `min`. Jitter keeps the shards of a restarted node
+/// from reconnecting in lockstep; the seed makes a test's delays reproducible.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    base: Duration,
+    rng: SeededRng,
+}
+
+impl Backoff {
+    /// `min` is raised to at least one millisecond and `max` to at least `min`.
+    pub fn new(min: Duration, max: Duration, seed: u64) -> Backoff {
+        let min = min.max(Duration::from_millis(1));
+        let max = max.max(min);
+        Backoff {
+            min,
+            max,
+            base: min,
+            rng: SeededRng::new(seed),
+        }
+    }
+
+    /// The delay before the next attempt; the one after it will be about twice as long.
+    pub fn next_delay(&mut self) -> Duration {
+        let base_nanos = u64::try_from(self.base.as_nanos()).unwrap_or(u64::MAX);
+        let half = base_nanos / 2;
+        let jitter = self.rng.below(half.saturating_add(1));
+        let delay = Duration::from_nanos(half.saturating_add(jitter)).max(self.min);
+        self.base = self.base.saturating_mul(2).min(self.max);
+        delay
+    }
+
+    /// After a successful connection: the next failure waits about `min` again.
+    pub fn reset(&mut self) {
+        self.base = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_stay_within_bounds_and_reset() {
+        let min = Duration::from_millis(10);
+        let max = Duration::from_millis(300);
+        let mut backoff = Backoff::new(min, max, 7);
+        let delays: Vec<Duration> = (0..12).map(|_| backoff.next_delay()).collect();
+        for delay in &delays {
+            assert!(
+                *delay >= min && *delay <= max,
+                "{delay:?} outside [{min:?}, {max:?}]"
+            );
+        }
+        // The base doubles: by the sixth attempt (base 320 ms capped at 300 ms) the delay is at
+        // least half the maximum.
+        assert!(delays[6..].iter().all(|delay| *delay >= max / 2));
+        backoff.reset();
+        assert!(backoff.next_delay() <= min);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_delays() {
+        let run = |seed| {
+            let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1), seed);
+            (0..10).map(|_| backoff.next_delay()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+}
