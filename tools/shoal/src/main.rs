@@ -2,6 +2,7 @@
 
 mod doctor;
 mod inspect;
+mod node;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Action {
     /// Verify a storage file offline (checksums and structure) and summarise it; exit status
     /// 1 on corruption, with its location.
     Inspect(inspect::InspectOptions),
+    /// Run a storage node: one shard executor per core serving its partition replicas.
+    Node(node::NodeOptions),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     match command.action {
         Action::Doctor(options) => doctor::run(&options),
         Action::Inspect(options) => inspect::run(&options),
+        Action::Node(options) => node::run(&options),
     }
 }
 

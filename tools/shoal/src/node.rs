@@ -1,0 +1,380 @@
+//! `shoal node`: a storage node. One glommio executor per shard, each with its own bus port
+//! (base port + shard index), WAL, page cache and partition replicas (engine/shard), plus an
+//! admin HTTP endpoint serving `/metrics` (Prometheus text) and `/health`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use glommio::{LocalExecutorBuilder, Placement};
+use shoal_bus::{Bus, BusConfig, ConnectionId};
+use shoal_partition::ReplicaConfig;
+use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
+use shoal_shard::{Shard, ShardConfig, Transport};
+use shoal_store::btree::BTreeConfig;
+use shoal_store::wal::WalConfig;
+use shoal_wire::messages::{ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk};
+
+/// Shards per node at most (a sanity bound; one per core is the design).
+pub const SHARDS_MAX: u16 = 256;
+/// io_uring memory each shard executor registers (glommio's `io_memory`). glommio's default is
+/// 10 MiB, which needs a raised RLIMIT_MEMLOCK; 2 MiB works under the common 8 MiB default for
+/// a few shards and is plenty for our queue depths (RUNTIME.md).
+pub const SHARD_IO_MEMORY_BYTES: usize = 2 << 20;
+/// How long a snapshot chunk may wait for room toward an unreachable follower before the
+/// transfer is abandoned (the leader retries it later).
+pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often each shard renders its metrics for the admin endpoint.
+pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Admin requests: the request head must fit here, and a client gets this long to send it.
+const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Args, Clone)]
+pub struct NodeOptions {
+    /// This node's id (unique in the cluster, never reused).
+    #[arg(long)]
+    pub node_id: u64,
+    /// Data directory; each shard uses DIR/shard-<index>.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address of shard 0's bus port; shard i listens on port + i.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Shard executors (one per core is the design; more than cores runs unpinned).
+    #[arg(long, default_value_t = 1)]
+    pub shards: u16,
+    /// Another node: ID=HOST:PORT (its shard 0 bus port). Repeat for each peer.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<(u64, SocketAddr)>,
+    /// Admin HTTP address serving /metrics and /health.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Page cache per shard, in MiB of 16 KiB pages.
+    #[arg(long, default_value_t = 64)]
+    pub cache_mib: usize,
+    /// The shortest election timeout in milliseconds; heartbeats, leases and the drift bound
+    /// are derived from it (README.md of engine/shard lists the ratios).
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout_ms: u64,
+    /// WAL segment size per shard, MiB (segments are preallocated and reused in a ring).
+    #[arg(long, default_value_t = 64)]
+    pub wal_segment_mib: u64,
+    /// WAL segments per shard.
+    #[arg(long, default_value_t = 16)]
+    pub wal_segments: u32,
+    /// Checkpoint a partition's B-tree every this many applied log slots.
+    #[arg(long, default_value_t = 2048)]
+    pub checkpoint_every_slots: u64,
+}
+
+fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=HOST:PORT, got {text:?}"))?;
+    let id = id
+        .parse()
+        .map_err(|_| format!("peer id {id:?} is not a number"))?;
+    let address = address
+        .parse()
+        .map_err(|_| format!("peer address {address:?} is not HOST:PORT"))?;
+    Ok((id, address))
+}
+
+fn shard_address(base: SocketAddr, shard: u16) -> Option<SocketAddr> {
+    let port = base.port().checked_add(shard)?;
+    Some(SocketAddr::new(base.ip(), port))
+}
+
+/// The replica timing for an election timeout: heartbeats at a tenth of it, a lease of 80%
+/// (it must end before followers would elect someone else), a drift bound of a tenth of the
+/// lease (far above real CLOCK_MONOTONIC rate differences, which are parts per million).
+pub fn replica_options(election_timeout: Duration) -> ReplicaOptions {
+    let lease = election_timeout * 4 / 5;
+    ReplicaOptions {
+        kind: ReplicaKind::Full,
+        election_timeout_min: election_timeout,
+        election_timeout_jitter: election_timeout,
+        heartbeat_interval: election_timeout / 10,
+        lease_duration: lease,
+        clock_drift_max: lease / 10,
+        snapshot_retry_interval: election_timeout * 2,
+        election_seed: 0,
+    }
+}
+
+/// The bus, as the shard runtime sees it.
+struct BusTransport {
+    bus: Bus,
+}
+
+impl Transport for BusTransport {
+    type Connection = ConnectionId;
+
+    fn send_replication(&self, to: ShardAddress, envelope: ReplicationEnvelope) {
+        // A full queue or an unknown peer drops the message; replication tolerates loss.
+        let _ = self.bus.send_replication(to, envelope);
+    }
+
+    async fn send_snapshot(&self, to: ShardAddress, chunk: SnapshotChunk) {
+        let _ = glommio::timer::timeout(SNAPSHOT_SEND_TIMEOUT, async {
+            let _ = self.bus.send_snapshot(to, chunk).await;
+            Ok(())
+        })
+        .await;
+    }
+
+    fn respond(&self, connection: ConnectionId, response: ResponseFrame) {
+        // The connection may have closed; its client gave up on the answer.
+        let _ = self.bus.respond(connection, response);
+    }
+}
+
+fn validate(options: &NodeOptions) -> Result<(), String> {
+    if options.shards == 0 || options.shards > SHARDS_MAX {
+        return Err(format!("--shards must be 1 to {SHARDS_MAX}"));
+    }
+    if options.node_id == 0 {
+        return Err("--node-id must be at least 1 (0 means no node)".to_string());
+    }
+    if shard_address(options.listen, options.shards - 1).is_none() {
+        return Err("--listen port + shards runs past port 65535".to_string());
+    }
+    if options.peers.iter().any(|(id, _)| *id == options.node_id) {
+        return Err("a --peer has this node's own id".to_string());
+    }
+    if !(100..=60_000).contains(&options.election_timeout_ms) {
+        return Err("--election-timeout-ms must be 100 to 60000".to_string());
+    }
+    if !(1..=shoal_partition::replica::CHECKPOINT_EVERY_SLOTS_MAX)
+        .contains(&options.checkpoint_every_slots)
+    {
+        return Err(format!(
+            "--checkpoint-every-slots must be 1 to {}",
+            shoal_partition::replica::CHECKPOINT_EVERY_SLOTS_MAX
+        ));
+    }
+    let wal = WalConfig {
+        segment_bytes: options.wal_segment_mib << 20,
+        segment_count: options.wal_segments,
+        ..WalConfig::default()
+    };
+    if let Err(error) = wal.validate() {
+        return Err(format!(
+            "--wal-segment-mib / --wal-segments: {error} (a segment must hold the largest \
+             batch, {} MiB)",
+            WalConfig::default().batch_bytes_max >> 20
+        ));
+    }
+    if options.cache_mib == 0 {
+        return Err("--cache-mib must be at least 1".to_string());
+    }
+    Ok(())
+}
+
+pub fn run(options: &NodeOptions) -> ExitCode {
+    if let Err(error) = validate(options) {
+        eprintln!("shoal node: {error}");
+        return ExitCode::from(2);
+    }
+    if let Err(error) = std::fs::create_dir_all(&options.data_dir) {
+        eprintln!(
+            "shoal node: cannot create {}: {error}",
+            options.data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let published: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(vec![String::new(); usize::from(options.shards)]));
+    if let Some(admin) = options.admin {
+        match TcpListener::bind(admin) {
+            Ok(listener) => {
+                let published = published.clone();
+                std::thread::Builder::new()
+                    .name("shoal-admin".to_string())
+                    .spawn(move || serve_admin(listener, &published))
+                    .map_err(|error| {
+                        eprintln!("shoal node: cannot start the admin thread: {error}")
+                    })
+                    .ok();
+            }
+            Err(error) => {
+                eprintln!("shoal node: cannot listen on --admin {admin}: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+    let pinned = usize::from(options.shards) <= cores;
+    let (failures_sender, failures) = std::sync::mpsc::channel::<String>();
+    let mut threads = Vec::new();
+    for shard in 0..options.shards {
+        let options = options.clone();
+        let published = published.clone();
+        let failures_sender = failures_sender.clone();
+        let placement = if pinned {
+            Placement::Fixed(usize::from(shard))
+        } else {
+            Placement::Unbound
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{shard}"))
+            .spawn(move || {
+                let executor = LocalExecutorBuilder::new(placement)
+                    .name(&format!("shard-{shard}"))
+                    .io_memory(SHARD_IO_MEMORY_BYTES)
+                    .make();
+                let executor = match executor {
+                    Ok(executor) => executor,
+                    Err(error) => {
+                        let _ = failures_sender
+                            .send(format!("shard {shard}: cannot start its executor: {error}"));
+                        return;
+                    }
+                };
+                let outcome = executor.run(run_shard(options, shard, published));
+                if let Err(error) = outcome {
+                    let _ = failures_sender.send(format!("shard {shard}: {error}"));
+                }
+            });
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(error) => {
+                eprintln!("shoal node: cannot spawn shard {shard}: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    drop(failures_sender);
+    // A shard runs until the process ends; the first failure to start stops the node.
+    if let Ok(failure) = failures.recv() {
+        eprintln!("shoal node: {failure}");
+        return ExitCode::FAILURE;
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run_shard(
+    options: NodeOptions,
+    shard: u16,
+    published: Arc<Mutex<Vec<String>>>,
+) -> Result<(), String> {
+    let node = options.node_id;
+    let listen = shard_address(options.listen, shard).ok_or("port out of range")?;
+    let peers: BTreeMap<ShardAddress, SocketAddr> = options
+        .peers
+        .iter()
+        .filter_map(|(id, base)| {
+            Some((
+                ShardAddress { node: *id, shard },
+                shard_address(*base, shard)?,
+            ))
+        })
+        .collect();
+    let (bus, inbox) = Bus::start(BusConfig::new(ShardAddress { node, shard }, listen, peers))
+        .map_err(|error| format!("cannot start the bus on {listen}: {error}"))?;
+    let election_timeout = Duration::from_millis(options.election_timeout_ms);
+    let config = ShardConfig {
+        node: NodeId(node),
+        shard,
+        directory: options.data_dir.join(format!("shard-{shard}")),
+        replica: ReplicaConfig {
+            core: replica_options(election_timeout),
+            checkpoint_every_slots: options.checkpoint_every_slots,
+            btree: BTreeConfig::default(),
+        },
+        wal: WalConfig {
+            segment_bytes: options.wal_segment_mib << 20,
+            segment_count: options.wal_segments,
+            ..WalConfig::default()
+        },
+        cache_pages: options.cache_mib * 1024 * 1024 / shoal_store::btree::page::PAGE_BYTES,
+        tick_interval: Duration::from_millis(10),
+        seed: node.rotate_left(32) ^ u64::from(shard),
+    };
+    // RUNTIME.md: the first timer on an executor can be late; take that hit before leases.
+    glommio::timer::sleep(Duration::from_millis(1)).await;
+    let shard_runtime = Shard::start(config, Rc::new(BusTransport { bus }))
+        .await
+        .map_err(|error| error.to_string())?;
+    tracing::info!(node, shard, %listen, "shard serving");
+    {
+        let shard_runtime = shard_runtime.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let text = shard_runtime.render_metrics();
+                if let Ok(mut slots) = published.lock()
+                    && let Some(slot) = slots.get_mut(usize::from(shard))
+                {
+                    *slot = text;
+                }
+                glommio::timer::sleep(METRICS_PUBLISH_INTERVAL).await;
+            }
+        })
+        .detach();
+    }
+    while let Some(inbound) = inbox.recv().await {
+        let shard_runtime = shard_runtime.clone();
+        // Each message is dispatched in its own task: creating a partition or waiting for room
+        // in a replica's queue must not hold up the messages behind it.
+        glommio::spawn_local(async move {
+            shard_runtime
+                .dispatch(inbound.from_connection, inbound.message)
+                .await;
+        })
+        .detach();
+    }
+    Ok(())
+}
+
+fn serve_admin(listener: TcpListener, published: &Mutex<Vec<String>>) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        if let Err(error) = answer_admin(stream, published) {
+            tracing::debug!(%error, "admin request failed");
+        }
+    }
+}
+
+fn answer_admin(stream: TcpStream, published: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(ADMIN_READ_TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?).take(ADMIN_REQUEST_BYTES_MAX as u64);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Drain the headers, so the client sees its request consumed.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let mut parts = request_line.split_whitespace();
+    let (status, content_type, body) = match (parts.next(), parts.next()) {
+        (Some("GET"), Some("/metrics")) => {
+            let mut body = shoal_shard::metrics::HEADERS.to_string();
+            if let Ok(slots) = published.lock() {
+                for text in slots.iter() {
+                    body.push_str(text);
+                }
+            }
+            ("200 OK", "text/plain; version=0.0.4", body)
+        }
+        (Some("GET"), Some("/health")) => ("200 OK", "text/plain", "ok\n".to_string()),
+        (Some(_), Some(_)) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
