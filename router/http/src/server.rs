@@ -1,0 +1,431 @@
+//! The HTTP/1.1 server: one accept loop per router core, one task per connection.
+//!
+//! A connection reads a request head (bounded by [`HEAD_BYTES_MAX`] and [`HEADERS_MAX`]), then
+//! its `Content-Length` body (bounded by [`BODY_BYTES_MAX`]), answers it, and reads the next
+//! request (keep-alive; requests pipelined by the client are answered in order). A client that
+//! sends nothing for [`IDLE_TIMEOUT`] between requests, or takes longer than
+//! [`REQUEST_READ_TIMEOUT`] to send one request once it started, is disconnected. A head that
+//! does not parse gets `400` and the connection is closed, since the stream can no longer be
+//! framed.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use serde_json::Value as Json;
+
+use crate::protocol::{
+    ApiError, BODY_BYTES_MAX, COMPRESS_RESPONSE_BYTES_MIN, CONTENT_TYPE, Operation, accepts_gzip,
+    check_authorization, decode_body, gzip, parse_body,
+};
+
+/// A request head (request line and headers) must fit in this.
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Headers per request at most.
+pub const HEADERS_MAX: usize = 64;
+/// A keep-alive connection with no request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Once a request started arriving, all of it must arrive within this (slow clients).
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open connections per router core; more are accepted and closed at once.
+pub const CONNECTIONS_MAX: usize = 8192;
+/// Bytes read from the socket per read call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// What serves the operations.
+#[allow(async_fn_in_trait)]
+pub trait Api {
+    async fn call(&self, operation: Operation, body: Json) -> Result<Json, ApiError>;
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// The name the health check reports (`healthy: <name>`), normally the advertised
+    /// host:port.
+    pub health_name: String,
+    /// Seeds request ids.
+    pub seed: u64,
+    /// [`IDLE_TIMEOUT`] unless a test needs it shorter.
+    pub idle_timeout: Duration,
+    /// [`REQUEST_READ_TIMEOUT`] unless a test needs it shorter.
+    pub request_read_timeout: Duration,
+}
+
+impl HttpConfig {
+    pub fn new(listen: SocketAddr, health_name: String, seed: u64) -> HttpConfig {
+        HttpConfig {
+            listen,
+            health_name,
+            seed,
+            idle_timeout: IDLE_TIMEOUT,
+            request_read_timeout: REQUEST_READ_TIMEOUT,
+        }
+    }
+}
+
+pub struct HttpServer<A: Api> {
+    config: HttpConfig,
+    api: Rc<A>,
+    connections: Cell<usize>,
+    request_ids: Cell<u64>,
+}
+
+/// Why a connection stops.
+enum Stop {
+    /// The peer closed the connection cleanly between requests.
+    Closed,
+    /// The peer broke the protocol or a limit; it was answered if it could be.
+    Refused,
+    TimedOut,
+    Io,
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    keep_alive: bool,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    extra_headers: Vec<(&'static str, String)>,
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+impl<A: Api + 'static> HttpServer<A> {
+    pub fn new(config: HttpConfig, api: Rc<A>) -> Rc<Self> {
+        Rc::new(Self {
+            request_ids: Cell::new(config.seed),
+            config,
+            api,
+            connections: Cell::new(0),
+        })
+    }
+
+    /// Binds the listener (so the caller learns of a busy port at once) and spawns the accept
+    /// loop on the current executor. Returns the bound address.
+    pub fn start(self: &Rc<Self>) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(self.config.listen)?;
+        let address = listener.local_addr()?;
+        let server = self.clone();
+        glommio::spawn_local(async move { server.accept_loop(listener).await }).detach();
+        Ok(address)
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    if self.connections.get() >= CONNECTIONS_MAX {
+                        drop(stream);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    self.connections.set(self.connections.get() + 1);
+                    let server = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = server.serve_connection(stream).await;
+                        server.connections.set(server.connections.get() - 1);
+                    })
+                    .detach();
+                }
+                Err(_) => glommio::timer::sleep(ACCEPT_ERROR_PAUSE).await,
+            }
+        }
+    }
+
+    fn next_request_id(&self) -> String {
+        // 52 characters of [0-9A-Z], like DynamoDB's own request ids.
+        const ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let mut state = self.request_ids.get();
+        let mut id = String::with_capacity(52);
+        for _ in 0..4 {
+            let mut word = shoal_rng::splitmix64(&mut state);
+            for _ in 0..13 {
+                id.push(ALPHABET[(word % 36) as usize] as char);
+                word /= 36;
+            }
+        }
+        self.request_ids.set(state);
+        id
+    }
+
+    async fn serve_connection(self: &Rc<Self>, mut stream: TcpStream) -> Result<(), Stop> {
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            let outcome = self.read_request(&mut stream, &mut buffer).await;
+            let (response, keep_alive) = match outcome {
+                Ok(request) => {
+                    let keep_alive = request.keep_alive;
+                    (self.answer(request).await, keep_alive)
+                }
+                Err((Some(response), _)) => (response, false),
+                Err((None, stop)) => return Err(stop),
+            };
+            self.write_response(&mut stream, response, keep_alive)
+                .await?;
+            if !keep_alive {
+                let _ = stream.close().await;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn read_more(
+        stream: &mut TcpStream,
+        buffer: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<usize, Stop> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Stop::TimedOut);
+        }
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        let read =
+            glommio::timer::timeout(remaining, async { Ok(stream.read(&mut chunk).await) }).await;
+        match read {
+            Ok(Ok(read)) => {
+                buffer.extend_from_slice(&chunk[..read]);
+                Ok(read)
+            }
+            Ok(Err(_)) => Err(Stop::Io),
+            Err(_) => Err(Stop::TimedOut),
+        }
+    }
+
+    /// Reads one request; on failure, the response to send before closing (if any).
+    async fn read_request(
+        &self,
+        stream: &mut TcpStream,
+        buffer: &mut Vec<u8>,
+    ) -> Result<Request, (Option<Response>, Stop)> {
+        let idle_deadline = Instant::now() + self.config.idle_timeout;
+        let mut request_deadline: Option<Instant> =
+            (!buffer.is_empty()).then(|| Instant::now() + self.config.request_read_timeout);
+        // The head.
+        let (head_length, method, path, headers) = loop {
+            let mut header_slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            let mut parsed = httparse::Request::new(&mut header_slots);
+            match parsed.parse(buffer) {
+                Ok(httparse::Status::Complete(length)) if length > HEAD_BYTES_MAX => {
+                    return Err((Some(plain(431, "request head too large\n")), Stop::Refused));
+                }
+                Ok(httparse::Status::Complete(length)) => {
+                    let method = parsed.method.unwrap_or_default().to_string();
+                    let path = parsed.path.unwrap_or_default().to_string();
+                    let headers: Vec<(String, String)> = parsed
+                        .headers
+                        .iter()
+                        .map(|header| {
+                            (
+                                header.name.to_string(),
+                                String::from_utf8_lossy(header.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    break (length, method, path, headers);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if buffer.len() > HEAD_BYTES_MAX {
+                        return Err((Some(plain(431, "request head too large\n")), Stop::Refused));
+                    }
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err((Some(plain(431, "too many headers\n")), Stop::Refused));
+                }
+                Err(_) => return Err((Some(plain(400, "malformed request\n")), Stop::Refused)),
+            }
+            let deadline = request_deadline.unwrap_or(idle_deadline);
+            match Self::read_more(stream, buffer, deadline).await {
+                Ok(0) if buffer.is_empty() => return Err((None, Stop::Closed)),
+                Ok(0) => return Err((None, Stop::Io)),
+                Ok(_) => {
+                    request_deadline
+                        .get_or_insert_with(|| Instant::now() + self.config.request_read_timeout);
+                }
+                Err(Stop::TimedOut) if request_deadline.is_some() => {
+                    return Err((Some(plain(408, "request timeout\n")), Stop::TimedOut));
+                }
+                Err(stop) => return Err((None, stop)),
+            }
+        };
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.clone())
+        };
+        if find("transfer-encoding").is_some() {
+            return Err((
+                Some(plain(
+                    411,
+                    "chunked bodies are not supported; send Content-Length\n",
+                )),
+                Stop::Refused,
+            ));
+        }
+        let content_length = match find("content-length") {
+            None => 0,
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(length) => length,
+                Err(_) => return Err((Some(plain(400, "bad Content-Length\n")), Stop::Refused)),
+            },
+        };
+        if content_length > BODY_BYTES_MAX {
+            let error = ApiError::validation(format!(
+                "Request size {content_length} exceeded {BODY_BYTES_MAX} bytes"
+            ));
+            return Err((Some(self.error_response(&error, &[])), Stop::Refused));
+        }
+        let deadline =
+            request_deadline.unwrap_or_else(|| Instant::now() + self.config.request_read_timeout);
+        while buffer.len() < head_length + content_length {
+            match Self::read_more(stream, buffer, deadline).await {
+                Ok(0) => return Err((None, Stop::Io)),
+                Ok(_) => {}
+                Err(Stop::TimedOut) => {
+                    return Err((Some(plain(408, "request timeout\n")), Stop::TimedOut));
+                }
+                Err(stop) => return Err((None, stop)),
+            }
+        }
+        let body = buffer[head_length..head_length + content_length].to_vec();
+        buffer.drain(..head_length + content_length);
+        let connection = find("connection").map(|value| value.to_ascii_lowercase());
+        let keep_alive = !matches!(connection.as_deref(), Some("close"));
+        Ok(Request {
+            method,
+            path,
+            headers,
+            body,
+            keep_alive,
+        })
+    }
+
+    fn error_response(&self, error: &ApiError, extra: &[(&'static str, String)]) -> Response {
+        Response {
+            status: error.status(),
+            content_type: CONTENT_TYPE,
+            body: error.body().to_string().into_bytes(),
+            extra_headers: extra.to_vec(),
+        }
+    }
+
+    async fn answer(&self, request: Request) -> Response {
+        if request.method == "GET" {
+            return if request.path == "/" {
+                plain(200, &format!("healthy: {}", self.config.health_name))
+            } else {
+                plain(404, "not found\n")
+            };
+        }
+        if request.method != "POST" {
+            return plain(405, "method not allowed\n");
+        }
+        let gzip_response = accepts_gzip(request.header("accept-encoding"));
+        match self.call(&request).await {
+            Ok(body) => {
+                let body = body.to_string().into_bytes();
+                let mut extra = Vec::new();
+                let body = if gzip_response && body.len() >= COMPRESS_RESPONSE_BYTES_MIN {
+                    extra.push(("Content-Encoding", "gzip".to_string()));
+                    gzip(&body)
+                } else {
+                    body
+                };
+                Response {
+                    status: 200,
+                    content_type: CONTENT_TYPE,
+                    body,
+                    extra_headers: extra,
+                }
+            }
+            Err(error) => self.error_response(&error, &[]),
+        }
+    }
+
+    /// The protocol checks in DynamoDB's order: authentication, operation, body, then the
+    /// operation itself.
+    async fn call(&self, request: &Request) -> Result<Json, ApiError> {
+        check_authorization(request.header("authorization"))?;
+        let operation = request
+            .header("x-amz-target")
+            .and_then(Operation::from_target)
+            .ok_or_else(ApiError::unknown_operation)?;
+        let body = decode_body(request.header("content-encoding"), request.body.clone())?;
+        let body = parse_body(&body)?;
+        self.api.call(operation, body).await
+    }
+
+    async fn write_response(
+        &self,
+        stream: &mut TcpStream,
+        response: Response,
+        keep_alive: bool,
+    ) -> Result<(), Stop> {
+        let checksum = crc32fast::hash(&response.body);
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nx-amzn-RequestId: {}\r\nx-amz-crc32: {}\r\n",
+            response.status,
+            reason(response.status),
+            response.content_type,
+            response.body.len(),
+            self.next_request_id(),
+            checksum,
+        );
+        for (name, value) in &response.extra_headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(if keep_alive {
+            "Connection: keep-alive\r\n\r\n"
+        } else {
+            "Connection: close\r\n\r\n"
+        });
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&response.body);
+        stream.write_all(&bytes).await.map_err(|_| Stop::Io)?;
+        stream.flush().await.map_err(|_| Stop::Io)
+    }
+}
+
+fn plain(status: u16, text: &str) -> Response {
+    Response {
+        status,
+        content_type: "text/plain",
+        body: text.as_bytes().to_vec(),
+        extra_headers: Vec::new(),
+    }
+}
