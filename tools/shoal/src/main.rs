@@ -1,5 +1,6 @@
 //! `shoal`: one binary for every role (see README.md in this folder).
 
+mod dev;
 mod doctor;
 mod inspect;
 mod node;
@@ -34,15 +35,24 @@ enum Action {
     Inspect(inspect::InspectOptions),
     /// Run a storage node: one shard executor per core serving its partition replicas.
     Node(node::NodeOptions),
+    /// Run a local replicated cluster (nodes and a router as child processes) until Ctrl-C.
+    Dev(dev::DevOptions),
 }
 
 fn main() -> ExitCode {
+    // `shoal dev` blocks SIGINT and SIGTERM to take them synchronously, and a blocked mask
+    // survives exec: every shoal process starts by unblocking them, so it can be stopped.
+    let mut stop_signals = nix::sys::signal::SigSet::empty();
+    stop_signals.add(nix::sys::signal::Signal::SIGINT);
+    stop_signals.add(nix::sys::signal::Signal::SIGTERM);
+    let _ = stop_signals.thread_unblock();
     install_logging();
     let command = Command::parse();
     match command.action {
         Action::Doctor(options) => doctor::run(&options),
         Action::Inspect(options) => inspect::run(&options),
         Action::Node(options) => node::run(&options),
+        Action::Dev(options) => dev::run(&options),
     }
 }
 
