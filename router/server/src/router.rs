@@ -559,6 +559,17 @@ impl Router {
         }
     }
 
+    /// The partitions a table is routed to now (from metadata, leader hints as this core knows
+    /// them): for admin tools and tests.
+    pub async fn table_partitions(&self, name: &str) -> Result<Vec<PartitionEntry>, DynamoError> {
+        self.refresh_table(name, self.deadline()).await?;
+        self.tables
+            .borrow()
+            .get(name)
+            .map(|state| state.map.partitions().to_vec())
+            .ok_or_else(DynamoError::resource_not_found)
+    }
+
     // ---- Control plane --------------------------------------------------------------------
 
     fn table_description(&self, record: &TableRecord) -> Json {
