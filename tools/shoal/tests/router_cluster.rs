@@ -260,8 +260,54 @@ fn router_creates_a_table_writes_reads_scans_and_deletes_it() {
         for partition in &partitions {
             assert_eq!(partition.replicas.len(), 3);
         }
-        let listed = router.list_tables(json!({})).await.unwrap();
-        assert_eq!(listed["TableNames"], json!(["people"]));
+        // A second table gets partition ids of its own, and ListTables pages by name.
+        router
+            .create_table(json!({
+                "TableName": "orders",
+                "AttributeDefinitions": [
+                    {"AttributeName": "customer", "AttributeType": "S"},
+                    {"AttributeName": "number", "AttributeType": "N"}
+                ],
+                "KeySchema": [
+                    {"AttributeName": "customer", "KeyType": "HASH"},
+                    {"AttributeName": "number", "KeyType": "RANGE"}
+                ],
+                "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+            }))
+            .await
+            .unwrap();
+        let orders = router.table_partitions("orders").await.unwrap();
+        let people_ids: BTreeSet<u64> = partitions.iter().map(|p| p.id).collect();
+        let order_ids: BTreeSet<u64> = orders.iter().map(|p| p.id).collect();
+        assert_eq!(order_ids.len(), 4);
+        assert!(
+            people_ids.is_disjoint(&order_ids),
+            "{people_ids:?} {order_ids:?}"
+        );
+        assert!(
+            !people_ids.contains(&0) && !order_ids.contains(&0),
+            "0 is metadata"
+        );
+        let first_page = router.list_tables(json!({"Limit": 1})).await.unwrap();
+        assert_eq!(first_page["TableNames"], json!(["orders"]));
+        assert_eq!(first_page["LastEvaluatedTableName"], "orders");
+        let second_page = router
+            .list_tables(json!({"Limit": 1, "ExclusiveStartTableName": "orders"}))
+            .await
+            .unwrap();
+        assert_eq!(second_page["TableNames"], json!(["people"]));
+        assert!(second_page.get("LastEvaluatedTableName").is_none());
+        router
+            .put_item(json!({
+                "TableName": "orders",
+                "Item": {"customer": {"S": "c1"}, "number": {"N": "1"}},
+            }))
+            .await
+            .unwrap();
+        router
+            .delete_table(json!({"TableName": "orders"}))
+            .await
+            .unwrap();
 
         for index in 0..ITEMS {
             router.put_item(put_body(index)).await.unwrap();
