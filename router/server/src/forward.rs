@@ -1,0 +1,422 @@
+//! Forwarding a request to a partition's leader shard, with the retry rules of the router.
+//!
+//! - **NotLeader**: go to the hinted leader, or the next replica; after every replica said no,
+//!   back off (an election is under way).
+//! - **StaleEpoch / WrongOwner**: the map is out of date; the caller refreshes it from metadata
+//!   and calls again ([`ForwardError::StaleRoute`]).
+//! - **Busy, connection failures, read failures**: back off exponentially with equal jitter
+//!   and try again, the next replica after a connection failure.
+//! - **A write whose outcome is unknown** (the replica answered `Internal`, or the request left
+//!   and no answer came) is never retried: a retry could apply it twice (an `ADD`, a condition
+//!   that its own first application falsified). It ends as [`ForwardError::OutcomeUnknown`].
+//!
+//! Everything is bounded by the request's deadline and [`ATTEMPTS_MAX`]. A call that is already
+//! on the wire when the deadline passes still waits for its answer or [`CALL_TIMEOUT`], so a
+//! request can overrun its deadline by at most one call timeout: dropping a call half way would
+//! leave its pipelining slot in the client.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use shoal_bus::{BusClient, BusClientConfig, ClientError};
+use shoal_rng::SeededRng;
+use shoal_wire::messages::{ItemOperation, NodeError, NodeRequest, NodeResponse};
+
+use crate::error::DynamoError;
+use crate::partition_map::{NodeDirectory, NodeId, PartitionEntry};
+
+/// How long one DynamoDB request may spend in the router, retries included.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Attempts (calls to a shard) per request at most.
+pub const ATTEMPTS_MAX: u32 = 64;
+/// How long one call to a shard waits for its answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection attempt to a shard may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Backoff between retries: starts here and doubles up to the maximum, with equal jitter.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub const BACKOFF_MAX: Duration = Duration::from_millis(400);
+/// Pooled connections per router core at most (one per shard address).
+pub const POOLED_CONNECTIONS_MAX: usize = 4096;
+const _: () = assert!(BACKOFF_MIN.as_millis() < BACKOFF_MAX.as_millis());
+const _: () = assert!(CALL_TIMEOUT.as_millis() < REQUEST_DEADLINE.as_millis());
+
+/// A partition's successful answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub body: Json,
+    pub read_units_milli: u64,
+    pub write_units_milli: u64,
+    /// The node that answered: it leads the partition.
+    pub leader: NodeId,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ForwardError {
+    /// The partition answered with a DynamoDB error (a failed condition, a validation error).
+    Dynamo(DynamoError),
+    /// The map the request was routed with is out of date; refresh it and route again.
+    StaleRoute { partition: u64 },
+    /// A write may or may not have been applied; it must not be retried.
+    OutcomeUnknown { message: String },
+    /// No answer within the deadline or the attempt cap.
+    Unavailable { message: String },
+}
+
+impl ForwardError {
+    /// The error a client sees when the router gives up on this one.
+    pub fn into_dynamo(self) -> DynamoError {
+        match self {
+            ForwardError::Dynamo(error) => error,
+            ForwardError::StaleRoute { partition } => DynamoError::internal(format!(
+                "The partition map for partition {partition} kept changing; retry the request"
+            )),
+            ForwardError::OutcomeUnknown { message } => DynamoError::internal(format!(
+                "Internal server error (the write may or may not have been applied: {message})"
+            )),
+            ForwardError::Unavailable { message } => {
+                DynamoError::internal(format!("Internal server error ({message})"))
+            }
+        }
+    }
+}
+
+/// Whether a request changes data: decides if an unanswered request may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Read,
+    Write,
+}
+
+impl Effect {
+    pub fn of(operation: ItemOperation) -> Effect {
+        match operation {
+            ItemOperation::PutItem
+            | ItemOperation::UpdateItem
+            | ItemOperation::DeleteItem
+            | ItemOperation::BatchWrite => Effect::Write,
+            ItemOperation::GetItem
+            | ItemOperation::Query
+            | ItemOperation::Scan
+            | ItemOperation::BatchGet => Effect::Read,
+        }
+    }
+}
+
+/// Exponential backoff with equal jitter: half the current step, plus a random part of the
+/// other half, so retrying routers spread out instead of arriving together.
+struct Backoff {
+    step: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { step: BACKOFF_MIN }
+    }
+
+    fn next(&mut self, rng: &RefCell<SeededRng>) -> Duration {
+        let step_micros = u64::try_from(self.step.as_micros()).unwrap_or(u64::MAX);
+        let half = step_micros / 2;
+        let jitter = rng.borrow_mut().below(half.max(1));
+        self.step = (self.step * 2).min(BACKOFF_MAX);
+        Duration::from_micros(half + jitter)
+    }
+}
+
+/// The router core's connections to shards and its node directory. Lives on one glommio
+/// executor (it holds `BusClient`s, which are `!Send`).
+pub struct Forwarder {
+    pool: RefCell<HashMap<SocketAddr, Rc<BusClient>>>,
+    directory: RefCell<NodeDirectory>,
+    rng: RefCell<SeededRng>,
+}
+
+/// What a single call to a shard came to.
+enum CallOutcome {
+    Answer(NodeResponse),
+    /// The request never left this router: it can be sent again, even a write.
+    NotSent(ClientError),
+    /// It left and no answer came: a write's outcome is unknown.
+    Lost(ClientError),
+}
+
+impl Forwarder {
+    pub fn new(directory: NodeDirectory, seed: u64) -> Forwarder {
+        Forwarder {
+            pool: RefCell::new(HashMap::new()),
+            directory: RefCell::new(directory),
+            rng: RefCell::new(SeededRng::new(seed)),
+        }
+    }
+
+    pub fn directory(&self) -> NodeDirectory {
+        self.directory.borrow().clone()
+    }
+
+    /// Replaces the node directory (after reading the cluster item). Pooled connections stay:
+    /// a connection to an address that went away fails and is dropped on its next use.
+    pub fn set_directory(&self, directory: NodeDirectory) {
+        *self.directory.borrow_mut() = directory;
+    }
+
+    pub fn shard_address(&self, node: NodeId, shard: u16) -> Option<SocketAddr> {
+        self.directory.borrow().shard_address(node, shard)
+    }
+
+    async fn client(&self, address: SocketAddr) -> Result<Rc<BusClient>, ClientError> {
+        if let Some(client) = self.pool.borrow().get(&address) {
+            return Ok(client.clone());
+        }
+        let config = BusClientConfig {
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: CALL_TIMEOUT,
+            ..BusClientConfig::default()
+        };
+        let client = Rc::new(BusClient::connect(address, config).await?);
+        let mut pool = self.pool.borrow_mut();
+        if pool.len() >= POOLED_CONNECTIONS_MAX {
+            // Rare (more shards than the bound): drop an arbitrary connection; it reconnects
+            // on its next use.
+            if let Some(victim) = pool.keys().next().copied() {
+                pool.remove(&victim);
+            }
+        }
+        // Another task may have connected meanwhile; keep the first, drop ours.
+        Ok(pool.entry(address).or_insert(client).clone())
+    }
+
+    async fn call(&self, address: SocketAddr, request: NodeRequest) -> CallOutcome {
+        let client = match self.client(address).await {
+            Ok(client) => client,
+            Err(error) => return CallOutcome::NotSent(error),
+        };
+        // `requests_sent` counts requests queued for the wire: if it did not move, the call
+        // failed before its request could leave (a connection already known to be broken).
+        let sent_before = client.stats().requests_sent;
+        match client.call(request).await {
+            Ok(response) => CallOutcome::Answer(response),
+            Err(error) => {
+                // A failed connection stays failed; the next call reconnects.
+                let mut pool = self.pool.borrow_mut();
+                if pool
+                    .get(&address)
+                    .is_some_and(|pooled| Rc::ptr_eq(pooled, &client))
+                    && error != ClientError::Timeout
+                {
+                    pool.remove(&address);
+                }
+                if client.stats().requests_sent == sent_before {
+                    CallOutcome::NotSent(error)
+                } else {
+                    CallOutcome::Lost(error)
+                }
+            }
+        }
+    }
+
+    /// One request to one shard with no retries (CreatePartition, Status); `Err` says why no
+    /// answer came.
+    pub async fn call_once(
+        &self,
+        node: NodeId,
+        shard: u16,
+        request: NodeRequest,
+    ) -> Result<NodeResponse, String> {
+        let address = self
+            .shard_address(node, shard)
+            .ok_or_else(|| format!("node {node} is not in the directory"))?;
+        match self.call(address, request).await {
+            CallOutcome::Answer(response) => Ok(response),
+            CallOutcome::NotSent(error) | CallOutcome::Lost(error) => {
+                Err(format!("node {node} shard {shard}: {error}"))
+            }
+        }
+    }
+
+    async fn pause(&self, backoff: &mut Backoff, deadline: Instant) {
+        let delay = backoff.next(&self.rng);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        glommio::timer::sleep(delay.min(remaining)).await;
+    }
+
+    /// Sends an item request to the leader of `route`'s partition and retries by the rules in
+    /// the module docs until an answer, an error that must not be retried, or `deadline`.
+    pub async fn forward(
+        &self,
+        route: &PartitionEntry,
+        operation: ItemOperation,
+        parameters_json: &str,
+        deadline: Instant,
+    ) -> Result<Reply, ForwardError> {
+        let effect = Effect::of(operation);
+        let mut backoff = Backoff::new();
+        let Some(mut target) = route.first_target() else {
+            return Err(ForwardError::Unavailable {
+                message: format!("partition {} has no replicas", route.id),
+            });
+        };
+        // Replicas asked since the last pause: once all said "not leader", wait.
+        let mut refusals_since_pause = 0usize;
+        let mut last_problem = String::from("no attempt made");
+        for _attempt in 0..ATTEMPTS_MAX {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let Some(address) = self.shard_address(target, route.shard) else {
+                last_problem = format!("node {target} is not in the node directory");
+                target = route.next_replica(target).unwrap_or(target);
+                refusals_since_pause += 1;
+                if refusals_since_pause >= route.replicas.len() {
+                    refusals_since_pause = 0;
+                    self.pause(&mut backoff, deadline).await;
+                }
+                continue;
+            };
+            let request = NodeRequest::Item {
+                partition: route.id,
+                epoch: route.epoch,
+                operation,
+                parameters_json: parameters_json.to_string(),
+            };
+            match self.call(address, request).await {
+                CallOutcome::Answer(NodeResponse::Item {
+                    body_json,
+                    read_units_milli,
+                    write_units_milli,
+                }) => {
+                    let body = serde_json::from_str(&body_json).map_err(|error| {
+                        ForwardError::Dynamo(DynamoError::internal(format!(
+                            "Internal server error (partition {} answered unparsable JSON: {error})",
+                            route.id
+                        )))
+                    })?;
+                    return Ok(Reply {
+                        body,
+                        read_units_milli,
+                        write_units_milli,
+                        leader: target,
+                    });
+                }
+                CallOutcome::Answer(NodeResponse::Error(error)) => match error {
+                    NodeError::NotLeader { leader_hint, .. } => {
+                        last_problem = format!("node {target} is not the leader");
+                        let hinted = leader_hint
+                            .filter(|hint| *hint != target && route.replicas.contains(hint));
+                        refusals_since_pause += 1;
+                        if refusals_since_pause >= route.replicas.len() {
+                            refusals_since_pause = 0;
+                            self.pause(&mut backoff, deadline).await;
+                        }
+                        target = hinted
+                            .or_else(|| route.next_replica(target))
+                            .unwrap_or(target);
+                    }
+                    NodeError::StaleEpoch { .. } | NodeError::WrongOwner { .. } => {
+                        return Err(ForwardError::StaleRoute {
+                            partition: route.id,
+                        });
+                    }
+                    NodeError::Busy { .. } => {
+                        last_problem = format!("partition {} is busy", route.id);
+                        self.pause(&mut backoff, deadline).await;
+                    }
+                    NodeError::Dynamo {
+                        type_name,
+                        message,
+                        item_json,
+                    } => {
+                        let item = item_json.and_then(|text| serde_json::from_str(&text).ok());
+                        return Err(ForwardError::Dynamo(DynamoError {
+                            type_name,
+                            message,
+                            item,
+                        }));
+                    }
+                    NodeError::Malformed { message } => {
+                        // The router built the request; a node that cannot decode it will not
+                        // decode it on a retry either.
+                        return Err(ForwardError::Dynamo(DynamoError::internal(format!(
+                            "Internal server error (request refused as malformed: {message})"
+                        ))));
+                    }
+                    NodeError::Internal { message } => {
+                        if effect == Effect::Write {
+                            return Err(ForwardError::OutcomeUnknown { message });
+                        }
+                        last_problem = message;
+                        target = route.next_replica(target).unwrap_or(target);
+                        self.pause(&mut backoff, deadline).await;
+                    }
+                },
+                CallOutcome::Answer(other) => {
+                    return Err(ForwardError::Dynamo(DynamoError::internal(format!(
+                        "Internal server error (unexpected answer to an item request: {other:?})"
+                    ))));
+                }
+                CallOutcome::Lost(error) if effect == Effect::Write => {
+                    return Err(ForwardError::OutcomeUnknown {
+                        message: error.to_string(),
+                    });
+                }
+                CallOutcome::Lost(error) | CallOutcome::NotSent(error) => {
+                    last_problem = format!("node {target}: {error}");
+                    target = route.next_replica(target).unwrap_or(target);
+                    self.pause(&mut backoff, deadline).await;
+                }
+            }
+        }
+        Err(ForwardError::Unavailable {
+            message: format!("partition {}: {last_problem}", route.id),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_in_the_upper_half() {
+        let rng = RefCell::new(SeededRng::new(7));
+        let mut backoff = Backoff::new();
+        let mut step = BACKOFF_MIN;
+        for _ in 0..20 {
+            let delay = backoff.next(&rng);
+            assert!(
+                delay >= step / 2 && delay <= step,
+                "{delay:?} for step {step:?}"
+            );
+            step = (step * 2).min(BACKOFF_MAX);
+        }
+        assert_eq!(backoff.step, BACKOFF_MAX);
+    }
+
+    #[test]
+    fn writes_are_the_operations_that_change_data() {
+        assert_eq!(Effect::of(ItemOperation::BatchWrite), Effect::Write);
+        assert_eq!(Effect::of(ItemOperation::UpdateItem), Effect::Write);
+        assert_eq!(Effect::of(ItemOperation::Scan), Effect::Read);
+        assert_eq!(Effect::of(ItemOperation::BatchGet), Effect::Read);
+    }
+
+    #[test]
+    fn give_up_errors_are_internal_server_errors() {
+        let error = ForwardError::OutcomeUnknown {
+            message: "disk".to_string(),
+        }
+        .into_dynamo();
+        assert_eq!(error.type_name, "InternalServerError");
+        let conditional = DynamoError::new(
+            "ConditionalCheckFailedException",
+            "The conditional request failed",
+        );
+        assert_eq!(
+            ForwardError::Dynamo(conditional.clone()).into_dynamo(),
+            conditional
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! The router's core (README.md next to this crate's Cargo.toml): where a table's partitions
+//! go (`placement`), how a key finds its partition and shard (`partition_map`), the cluster's
+//! metadata kept in partition 0 (`metadata`), forwarding to partition leaders with the retry
+//! rules (`forward`), request checks (`validate`), and the DynamoDB operations the front end
+//! calls (`router::Router`, one per router core).
+
+pub mod error;
+pub mod forward;
+pub mod metadata;
+pub mod partition_map;
+pub mod placement;
+pub mod router;
+pub mod validate;
+
+pub use error::DynamoError;
+pub use metadata::{ClusterRecord, NodeAddress};
+pub use router::{Router, RouterConfig};

@@ -1,0 +1,705 @@
+//! The cluster's metadata, kept as items of partition 0: a replication group like any other,
+//! run by the same MultiPaxos partition code as data (the metadata replication group).
+//!
+//! Layout (partition key `key`, type S; README.md has the attribute list):
+//! - `cluster`: the node list with bus addresses and the shards per node.
+//! - `counter#partition`: `next`, the next unused partition id (ids are never reused).
+//! - `table#<name>`: one table: schema, billing mode, status, creation time, statistics and
+//!   its partition list.
+//!
+//! Every read is strongly consistent (`ConsistentRead: true`), served by the metadata leader
+//! under its lease, so a router never acts on metadata older than the last acknowledged write.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json, json};
+use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
+use shoal_wire::messages::{
+    ItemOperation, KeySchemaWire, KeyTypeWire, MembershipWire, NodeRequest, NodeResponse,
+};
+
+use crate::error::DynamoError;
+use crate::forward::{ForwardError, Forwarder};
+use crate::partition_map::{HashRange, NodeDirectory, NodeId, PartitionEntry};
+
+/// The metadata group's partition id. Data partitions are numbered from 1.
+pub const METADATA_PARTITION: u64 = 0;
+/// The metadata group's epoch (its replica set never changes yet).
+pub const METADATA_EPOCH: u64 = 1;
+/// The metadata group lives on this shard of its nodes.
+pub const METADATA_SHARD: u16 = 0;
+/// Metadata replicas: the lowest node ids, up to this many.
+pub const METADATA_REPLICAS_MAX: usize = 3;
+/// The first data partition id.
+pub const FIRST_DATA_PARTITION: u64 = 1;
+/// The metadata key attribute.
+pub const KEY_ATTRIBUTE: &str = "key";
+pub const CLUSTER_KEY: &str = "cluster";
+pub const PARTITION_COUNTER_KEY: &str = "counter#partition";
+pub const TABLE_KEY_PREFIX: &str = "table#";
+/// Pages of a metadata scan (ListTables) at most; each page is up to 1 MB of metadata.
+pub const METADATA_SCAN_PAGES_MAX: usize = 1024;
+/// Bootstrap waits this long at most for the metadata group to form and accept a write.
+pub const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause between bootstrap attempts at a node that did not answer yet.
+const BOOTSTRAP_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A node and the bus address of its shard 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub id: NodeId,
+    pub address: SocketAddr,
+}
+
+/// The cluster item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRecord {
+    pub nodes: Vec<NodeAddress>,
+    pub shards_per_node: u16,
+    pub created_at_seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Billing {
+    PayPerRequest,
+    Provisioned {
+        read_capacity_units: u64,
+        write_capacity_units: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableStatus {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl TableStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableStatus::Creating => "CREATING",
+            TableStatus::Active => "ACTIVE",
+            TableStatus::Deleting => "DELETING",
+        }
+    }
+
+    fn parse(text: &str) -> Option<TableStatus> {
+        match text {
+            "CREATING" => Some(TableStatus::Creating),
+            "ACTIVE" => Some(TableStatus::Active),
+            "DELETING" => Some(TableStatus::Deleting),
+            _ => None,
+        }
+    }
+}
+
+/// A table item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableRecord {
+    pub name: String,
+    pub key_schema: KeySchema,
+    /// As CreateTable gave them (only key attributes are allowed without indexes).
+    pub attribute_definitions: Vec<(String, KeyType)>,
+    pub billing: Billing,
+    pub status: TableStatus,
+    pub created_at_seconds: u64,
+    /// Estimates for DescribeTable, refreshed from the partitions' status.
+    pub item_count: u64,
+    pub size_bytes: u64,
+    /// In hash order; leader hints are not stored.
+    pub partitions: Vec<PartitionEntry>,
+}
+
+fn string(text: &str) -> Json {
+    json!({ "S": text })
+}
+
+fn number(value: u64) -> Json {
+    json!({ "N": value.to_string() })
+}
+
+fn corrupt(what: &str) -> DynamoError {
+    DynamoError::internal(format!("Internal server error (metadata item: {what})"))
+}
+
+fn get_string<'item>(item: &'item Json, name: &str) -> Result<&'item str, DynamoError> {
+    item.get(name)
+        .and_then(|value| value.get("S"))
+        .and_then(Json::as_str)
+        .ok_or_else(|| corrupt(&format!("{name} is not a string")))
+}
+
+fn get_number(item: &Json, name: &str) -> Result<u64, DynamoError> {
+    item.get(name)
+        .and_then(|value| value.get("N"))
+        .and_then(Json::as_str)
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| corrupt(&format!("{name} is not an unsigned number")))
+}
+
+fn get_list<'item>(item: &'item Json, name: &str) -> Result<&'item Vec<Json>, DynamoError> {
+    item.get(name)
+        .and_then(|value| value.get("L"))
+        .and_then(Json::as_array)
+        .ok_or_else(|| corrupt(&format!("{name} is not a list")))
+}
+
+fn get_map<'item>(value: &'item Json, what: &str) -> Result<&'item Json, DynamoError> {
+    value
+        .get("M")
+        .ok_or_else(|| corrupt(&format!("{what} is not a map")))
+}
+
+pub fn key_type_from_name(name: &str) -> Option<KeyType> {
+    match name {
+        "S" => Some(KeyType::String),
+        "N" => Some(KeyType::Number),
+        "B" => Some(KeyType::Binary),
+        _ => None,
+    }
+}
+
+fn key_attribute_json(attribute: &KeyAttribute) -> Json {
+    json!({ "M": {
+        "name": string(&attribute.name),
+        "type": string(attribute.key_type.type_name()),
+    }})
+}
+
+fn key_attribute_from(value: &Json) -> Result<KeyAttribute, DynamoError> {
+    let map = get_map(value, "key attribute")?;
+    Ok(KeyAttribute {
+        name: get_string(map, "name")?.to_string(),
+        key_type: key_type_from_name(get_string(map, "type")?)
+            .ok_or_else(|| corrupt("unknown key type"))?,
+    })
+}
+
+fn partition_json(partition: &PartitionEntry) -> Json {
+    json!({ "M": {
+        "id": number(partition.id),
+        "first": number(partition.range.first),
+        "last": number(partition.range.last),
+        "replicas": { "L": partition.replicas.iter().map(|node| number(*node)).collect::<Vec<_>>() },
+        "shard": number(u64::from(partition.shard)),
+        "epoch": number(partition.epoch),
+    }})
+}
+
+fn partition_from(value: &Json) -> Result<PartitionEntry, DynamoError> {
+    let map = get_map(value, "partition")?;
+    let replicas = get_list(map, "replicas")?
+        .iter()
+        .map(|node| {
+            node.get("N")
+                .and_then(Json::as_str)
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| corrupt("a replica is not a node id"))
+        })
+        .collect::<Result<Vec<NodeId>, DynamoError>>()?;
+    Ok(PartitionEntry {
+        id: get_number(map, "id")?,
+        range: HashRange {
+            first: get_number(map, "first")?,
+            last: get_number(map, "last")?,
+        },
+        replicas,
+        shard: u16::try_from(get_number(map, "shard")?).map_err(|_| corrupt("shard too large"))?,
+        epoch: get_number(map, "epoch")?,
+        leader_hint: None,
+    })
+}
+
+impl TableRecord {
+    pub fn item_key(name: &str) -> String {
+        format!("{TABLE_KEY_PREFIX}{name}")
+    }
+
+    /// The table as a metadata item in DynamoDB JSON.
+    pub fn to_item(&self) -> Json {
+        let mut item = Map::new();
+        item.insert(
+            KEY_ATTRIBUTE.to_string(),
+            string(&Self::item_key(&self.name)),
+        );
+        item.insert("name".to_string(), string(&self.name));
+        item.insert(
+            "hash_key".to_string(),
+            key_attribute_json(&self.key_schema.partition),
+        );
+        if let Some(sort) = &self.key_schema.sort {
+            item.insert("range_key".to_string(), key_attribute_json(sort));
+        }
+        let definitions: Vec<Json> = self
+            .attribute_definitions
+            .iter()
+            .map(|(name, key_type)| {
+                key_attribute_json(&KeyAttribute {
+                    name: name.clone(),
+                    key_type: *key_type,
+                })
+            })
+            .collect();
+        item.insert(
+            "attribute_definitions".to_string(),
+            json!({ "L": definitions }),
+        );
+        let (mode, read, write) = match self.billing {
+            Billing::PayPerRequest => ("PAY_PER_REQUEST", 0, 0),
+            Billing::Provisioned {
+                read_capacity_units,
+                write_capacity_units,
+            } => ("PROVISIONED", read_capacity_units, write_capacity_units),
+        };
+        item.insert("billing_mode".to_string(), string(mode));
+        item.insert("read_capacity_units".to_string(), number(read));
+        item.insert("write_capacity_units".to_string(), number(write));
+        item.insert("status".to_string(), string(self.status.name()));
+        item.insert("created_at".to_string(), number(self.created_at_seconds));
+        item.insert("item_count".to_string(), number(self.item_count));
+        item.insert("size_bytes".to_string(), number(self.size_bytes));
+        let partitions: Vec<Json> = self.partitions.iter().map(partition_json).collect();
+        item.insert("partitions".to_string(), json!({ "L": partitions }));
+        Json::Object(item)
+    }
+
+    pub fn from_item(item: &Json) -> Result<TableRecord, DynamoError> {
+        let partition = key_attribute_from(
+            item.get("hash_key")
+                .ok_or_else(|| corrupt("hash_key missing"))?,
+        )?;
+        let sort = item.get("range_key").map(key_attribute_from).transpose()?;
+        let attribute_definitions = get_list(item, "attribute_definitions")?
+            .iter()
+            .map(|value| key_attribute_from(value).map(|a| (a.name, a.key_type)))
+            .collect::<Result<Vec<_>, DynamoError>>()?;
+        let billing = match get_string(item, "billing_mode")? {
+            "PAY_PER_REQUEST" => Billing::PayPerRequest,
+            "PROVISIONED" => Billing::Provisioned {
+                read_capacity_units: get_number(item, "read_capacity_units")?,
+                write_capacity_units: get_number(item, "write_capacity_units")?,
+            },
+            _ => return Err(corrupt("unknown billing mode")),
+        };
+        Ok(TableRecord {
+            name: get_string(item, "name")?.to_string(),
+            key_schema: KeySchema { partition, sort },
+            attribute_definitions,
+            billing,
+            status: TableStatus::parse(get_string(item, "status")?)
+                .ok_or_else(|| corrupt("unknown status"))?,
+            created_at_seconds: get_number(item, "created_at")?,
+            item_count: get_number(item, "item_count")?,
+            size_bytes: get_number(item, "size_bytes")?,
+            partitions: get_list(item, "partitions")?
+                .iter()
+                .map(partition_from)
+                .collect::<Result<Vec<_>, DynamoError>>()?,
+        })
+    }
+}
+
+impl ClusterRecord {
+    pub fn to_item(&self) -> Json {
+        let nodes: Vec<Json> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                json!({ "M": {
+                    "id": number(node.id),
+                    "address": string(&node.address.to_string()),
+                }})
+            })
+            .collect();
+        json!({
+            KEY_ATTRIBUTE: string(CLUSTER_KEY),
+            "nodes": { "L": nodes },
+            "shards_per_node": number(u64::from(self.shards_per_node)),
+            "created_at": number(self.created_at_seconds),
+        })
+    }
+
+    pub fn from_item(item: &Json) -> Result<ClusterRecord, DynamoError> {
+        let nodes = get_list(item, "nodes")?
+            .iter()
+            .map(|value| {
+                let map = get_map(value, "node")?;
+                Ok(NodeAddress {
+                    id: get_number(map, "id")?,
+                    address: get_string(map, "address")?
+                        .parse()
+                        .map_err(|_| corrupt("a node address is not HOST:PORT"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, DynamoError>>()?;
+        Ok(ClusterRecord {
+            nodes,
+            shards_per_node: u16::try_from(get_number(item, "shards_per_node")?)
+                .map_err(|_| corrupt("shards_per_node too large"))?,
+            created_at_seconds: get_number(item, "created_at")?,
+        })
+    }
+
+    pub fn directory(&self) -> NodeDirectory {
+        NodeDirectory::new(self.nodes.iter().map(|node| (node.id, node.address)))
+    }
+}
+
+/// The metadata replicas for a node list: the lowest ids, up to [`METADATA_REPLICAS_MAX`].
+pub fn metadata_replicas(nodes: &[NodeAddress]) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = nodes.iter().map(|node| node.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(METADATA_REPLICAS_MAX);
+    ids
+}
+
+/// The wire form of a key schema, for CreatePartition.
+pub fn key_schema_wire(schema: &KeySchema) -> KeySchemaWire {
+    let wire_type = |key_type: KeyType| match key_type {
+        KeyType::String => KeyTypeWire::String,
+        KeyType::Number => KeyTypeWire::Number,
+        KeyType::Binary => KeyTypeWire::Binary,
+    };
+    KeySchemaWire {
+        partition_key: (
+            schema.partition.name.clone(),
+            wire_type(schema.partition.key_type),
+        ),
+        sort_key: schema
+            .sort
+            .as_ref()
+            .map(|sort| (sort.name.clone(), wire_type(sort.key_type))),
+    }
+}
+
+/// Reads and writes the metadata items through the metadata group's leader.
+pub struct MetadataStore {
+    route: RefCell<PartitionEntry>,
+}
+
+fn key_json(key: &str) -> Json {
+    json!({ KEY_ATTRIBUTE: string(key) })
+}
+
+impl MetadataStore {
+    /// The metadata group on `replicas` (see [`metadata_replicas`]).
+    pub fn new(replicas: Vec<NodeId>) -> MetadataStore {
+        MetadataStore {
+            route: RefCell::new(PartitionEntry {
+                id: METADATA_PARTITION,
+                range: HashRange::ALL,
+                replicas,
+                shard: METADATA_SHARD,
+                epoch: METADATA_EPOCH,
+                leader_hint: None,
+            }),
+        }
+    }
+
+    pub fn replicas(&self) -> Vec<NodeId> {
+        self.route.borrow().replicas.clone()
+    }
+
+    async fn request(
+        &self,
+        forwarder: &Forwarder,
+        operation: ItemOperation,
+        parameters: Json,
+        deadline: Instant,
+    ) -> Result<Json, ForwardError> {
+        let route = self.route.borrow().clone();
+        let reply = forwarder
+            .forward(&route, operation, &parameters.to_string(), deadline)
+            .await?;
+        self.route.borrow_mut().leader_hint = Some(reply.leader);
+        Ok(reply.body)
+    }
+
+    /// Creates the metadata group's replica on each of its nodes (idempotent: a replica that
+    /// exists with the same epoch answers `Created`), retrying nodes still starting up.
+    pub async fn create_group(&self, forwarder: &Forwarder) -> Result<(), DynamoError> {
+        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+        let replicas = self.replicas();
+        let mut membership = replicas.clone();
+        membership.sort_unstable();
+        for node in replicas {
+            loop {
+                let request = NodeRequest::CreatePartition {
+                    partition: METADATA_PARTITION,
+                    epoch: METADATA_EPOCH,
+                    key_schema: KeySchemaWire {
+                        partition_key: (KEY_ATTRIBUTE.to_string(), KeyTypeWire::String),
+                        sort_key: None,
+                    },
+                    membership: MembershipWire {
+                        full_replicas: membership.clone(),
+                        log_replicas: Vec::new(),
+                    },
+                };
+                let problem = match forwarder.call_once(node, METADATA_SHARD, request).await {
+                    Ok(NodeResponse::Created) => break,
+                    Ok(other) => format!("node {node} answered {other:?}"),
+                    Err(problem) => problem,
+                };
+                if Instant::now() >= deadline {
+                    return Err(DynamoError::internal(format!(
+                        "Internal server error (cannot create the metadata group: {problem})"
+                    )));
+                }
+                glommio::timer::sleep(BOOTSTRAP_RETRY_INTERVAL).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A strongly consistent read of one metadata item.
+    pub async fn get(
+        &self,
+        forwarder: &Forwarder,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<Option<Json>, ForwardError> {
+        let body = self
+            .request(
+                forwarder,
+                ItemOperation::GetItem,
+                json!({ "Key": key_json(key), "ConsistentRead": true }),
+                deadline,
+            )
+            .await?;
+        Ok(body.get("Item").cloned())
+    }
+
+    /// Writes `item` unless an item with its key exists; `Ok(false)` if one does.
+    pub async fn put_new(
+        &self,
+        forwarder: &Forwarder,
+        item: Json,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
+        let parameters = json!({
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(#key)",
+            "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
+        });
+        match self
+            .request(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ForwardError::Dynamo(error))
+                if error.type_name == "ConditionalCheckFailedException" =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Replaces a table item if its status is still `expected_status`; `Ok(false)` if not
+    /// (another router changed or deleted the table meanwhile).
+    pub async fn replace_table(
+        &self,
+        forwarder: &Forwarder,
+        record: &TableRecord,
+        expected_status: TableStatus,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
+        let parameters = json!({
+            "Item": record.to_item(),
+            "ConditionExpression": "#status = :expected",
+            "ExpressionAttributeNames": { "#status": "status" },
+            "ExpressionAttributeValues": { ":expected": string(expected_status.name()) },
+        });
+        match self
+            .request(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ForwardError::Dynamo(error))
+                if error.type_name == "ConditionalCheckFailedException" =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        forwarder: &Forwarder,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<(), ForwardError> {
+        self.request(
+            forwarder,
+            ItemOperation::DeleteItem,
+            json!({ "Key": key_json(key) }),
+            deadline,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Reserves `count` consecutive partition ids and returns the first. The leader applies
+    /// the update atomically in log order, so two routers never receive overlapping ids;
+    /// ids of a reservation whose table creation fails are simply never used.
+    pub async fn allocate_partition_ids(
+        &self,
+        forwarder: &Forwarder,
+        count: u64,
+        deadline: Instant,
+    ) -> Result<u64, ForwardError> {
+        let parameters = json!({
+            "Key": key_json(PARTITION_COUNTER_KEY),
+            "UpdateExpression": "SET #next = if_not_exists(#next, :first) + :count",
+            "ExpressionAttributeNames": { "#next": "next" },
+            "ExpressionAttributeValues": {
+                ":first": number(FIRST_DATA_PARTITION),
+                ":count": number(count),
+            },
+            "ReturnValues": "UPDATED_OLD",
+        });
+        let body = self
+            .request(forwarder, ItemOperation::UpdateItem, parameters, deadline)
+            .await?;
+        match body.get("Attributes") {
+            None => Ok(FIRST_DATA_PARTITION),
+            Some(attributes) => get_number(attributes, "next").map_err(ForwardError::Dynamo),
+        }
+    }
+
+    /// The names of every table item, unsorted (strongly consistent scan of partition 0).
+    pub async fn table_names(
+        &self,
+        forwarder: &Forwarder,
+        deadline: Instant,
+    ) -> Result<Vec<String>, ForwardError> {
+        let mut names = Vec::new();
+        let mut start: Option<Json> = None;
+        for _page in 0..METADATA_SCAN_PAGES_MAX {
+            let mut parameters = json!({
+                "ConsistentRead": true,
+                "FilterExpression": "begins_with(#key, :prefix)",
+                "ProjectionExpression": "#key",
+                "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
+                "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
+            });
+            if let Some(start) = start.take() {
+                parameters["ExclusiveStartKey"] = start;
+            }
+            let body = self
+                .request(forwarder, ItemOperation::Scan, parameters, deadline)
+                .await?;
+            for item in body
+                .get("Items")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = item
+                    .get(KEY_ATTRIBUTE)
+                    .and_then(|value| value.get("S"))
+                    .and_then(Json::as_str)
+                    .and_then(|key| key.strip_prefix(TABLE_KEY_PREFIX))
+                {
+                    names.push(name.to_string());
+                }
+            }
+            match body.get("LastEvaluatedKey") {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(names),
+            }
+        }
+        Err(ForwardError::Unavailable {
+            message: format!("metadata scan longer than {METADATA_SCAN_PAGES_MAX} pages"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> TableRecord {
+        TableRecord {
+            name: "orders".to_string(),
+            key_schema: KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number),
+            attribute_definitions: vec![
+                ("pk".to_string(), KeyType::String),
+                ("sk".to_string(), KeyType::Number),
+            ],
+            billing: Billing::Provisioned {
+                read_capacity_units: 5,
+                write_capacity_units: 7,
+            },
+            status: TableStatus::Creating,
+            created_at_seconds: 1_700_000_000,
+            item_count: 3,
+            size_bytes: 99,
+            partitions: vec![PartitionEntry {
+                id: 12,
+                range: HashRange::ALL,
+                replicas: vec![3, 1, 2],
+                shard: 1,
+                epoch: 1,
+                leader_hint: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn table_items_round_trip_and_parse_as_dynamodb_items() {
+        let record = record();
+        let item = record.to_item();
+        assert_eq!(TableRecord::from_item(&item).unwrap(), record);
+        // The item is valid DynamoDB JSON for the model (it is stored by a partition).
+        shoal_model::json::item_from_json(&item).unwrap();
+        assert_eq!(item["key"]["S"], "table#orders");
+        let mut broken = item.clone();
+        broken["status"] = json!({"S": "SLEEPING"});
+        assert!(TableRecord::from_item(&broken).is_err());
+    }
+
+    #[test]
+    fn cluster_items_round_trip() {
+        let cluster = ClusterRecord {
+            nodes: vec![
+                NodeAddress {
+                    id: 2,
+                    address: "127.0.0.1:7100".parse().unwrap(),
+                },
+                NodeAddress {
+                    id: 1,
+                    address: "[::1]:7000".parse().unwrap(),
+                },
+            ],
+            shards_per_node: 4,
+            created_at_seconds: 5,
+        };
+        let item = cluster.to_item();
+        shoal_model::json::item_from_json(&item).unwrap();
+        assert_eq!(ClusterRecord::from_item(&item).unwrap(), cluster);
+        assert_eq!(
+            cluster.directory().shard_address(2, 3),
+            Some("127.0.0.1:7103".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn metadata_lives_on_the_three_lowest_nodes() {
+        let nodes: Vec<NodeAddress> = [5u64, 3, 9, 1]
+            .iter()
+            .map(|id| NodeAddress {
+                id: *id,
+                address: "127.0.0.1:1".parse().unwrap(),
+            })
+            .collect();
+        assert_eq!(metadata_replicas(&nodes), vec![1, 3, 5]);
+        assert_eq!(metadata_replicas(&nodes[..2]), vec![3, 5]);
+    }
+}

@@ -1,0 +1,1373 @@
+//! [`Router`]: the DynamoDB operations the front end calls, one `Router` per router core.
+//!
+//! Each method takes the DynamoDB request body and returns the response body or a
+//! [`DynamoError`]. Control-plane operations read and write the metadata group
+//! (src/metadata.rs); item operations are routed by the partition key's hash through the
+//! table's cached partition map (src/partition_map.rs), admitted by `shoal-admission`, and
+//! forwarded to the partition leader's shard (src/forward.rs).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value as Json, json};
+use shoal_admission::{
+    BillingMode, CapacityUnits, Operation, ReadConsistency, TableAdmission, read_units, write_units,
+};
+use shoal_model::AttributeValue;
+use shoal_model::expression::ExpressionContext;
+use shoal_model::expression::key_condition::parse_key_condition;
+use shoal_model::json::value_from_json;
+use shoal_model::key::{KeySchema, partition_hash};
+use shoal_wire::messages::{ItemOperation, MembershipWire, NodeRequest, NodeResponse};
+
+use crate::error::{DynamoError, RESOURCE_IN_USE};
+use crate::forward::{ForwardError, Forwarder, REQUEST_DEADLINE, Reply};
+use crate::metadata::{
+    Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
+    key_schema_wire, metadata_replicas,
+};
+use crate::partition_map::{HashRange, PartitionEntry, PartitionMap};
+use crate::placement::{PARTITIONS_PER_TABLE_MAX, even_range, place};
+use crate::validate;
+
+/// Partitions a new table starts with, unless its provisioned throughput needs more. Four
+/// partitions at DynamoDB's per-partition ceilings (1,000 WCU, 3,000 RCU) serve 4,000 writes
+/// and 12,000 reads per second: what a new on-demand table admits at once (twice its assumed
+/// previous peak of 2,000 WCU and 6,000 RCU). README.md says more.
+pub const PARTITIONS_PER_TABLE_DEFAULT: u32 = 4;
+/// How long a router core trusts its cached copy of a table's metadata before re-reading it.
+/// A refresh also happens at once when a node says the map is stale.
+pub const TABLE_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Map refreshes per request at most (each after a StaleEpoch or WrongOwner answer).
+pub const ROUTE_REFRESHES_MAX: u32 = 3;
+/// CreateTable and DeleteTable may take this long (they create replicas on several nodes).
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
+/// BatchGetItem keys and BatchWriteItem requests per call (DynamoDB's limits).
+pub const BATCH_GET_KEYS_MAX: usize = 100;
+pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
+/// Tables cached per router core at most; the least recently loaded is dropped past it.
+pub const CACHED_TABLES_MAX: usize = 10_000;
+/// The attribute of a Scan's LastEvaluatedKey that marks a partition boundary: the scan goes
+/// on at the partition owning this hash, from its start. Clients pass LastEvaluatedKey back
+/// unchanged, so they never look inside it.
+pub const SCAN_RESUME_ATTRIBUTE: &str = "shoal:scan_resume_hash";
+const _: () = assert!(PARTITIONS_PER_TABLE_DEFAULT <= PARTITIONS_PER_TABLE_MAX);
+
+/// The router's settings. `nodes` must include the metadata nodes: the metadata group lives on
+/// the lowest node ids of the bootstrap node list, up to three.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub nodes: Vec<NodeAddress>,
+    pub region: String,
+    pub account: String,
+    pub partitions_per_table: u32,
+    pub request_deadline: Duration,
+    /// Seeds the retry jitter; give each router core its own.
+    pub seed: u64,
+}
+
+impl RouterConfig {
+    pub fn new(nodes: Vec<NodeAddress>) -> RouterConfig {
+        RouterConfig {
+            nodes,
+            region: "us-east-1".to_string(),
+            account: "000000000000".to_string(),
+            partitions_per_table: PARTITIONS_PER_TABLE_DEFAULT,
+            request_deadline: REQUEST_DEADLINE,
+            seed: 0,
+        }
+    }
+}
+
+/// A table as one router core routes to it.
+struct TableState {
+    record: TableRecord,
+    map: PartitionMap,
+    admission: TableAdmission,
+    loaded_at: Instant,
+}
+
+/// The router of one core. `!Send`: it holds bus connections of its executor.
+pub struct Router {
+    config: RouterConfig,
+    forwarder: Forwarder,
+    metadata: MetadataStore,
+    cluster: RefCell<Option<ClusterRecord>>,
+    tables: RefCell<HashMap<String, TableState>>,
+    started: Instant,
+}
+
+fn unix_seconds_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn admission_mode(billing: Billing) -> BillingMode {
+    match billing {
+        Billing::PayPerRequest => BillingMode::PayPerRequest {
+            read_units_per_second_max: None,
+            write_units_per_second_max: None,
+        },
+        Billing::Provisioned {
+            read_capacity_units,
+            write_capacity_units,
+        } => BillingMode::Provisioned {
+            read_units_per_second: read_capacity_units,
+            write_units_per_second: write_capacity_units,
+        },
+    }
+}
+
+/// Partitions for a new table: the default, or more if its provisioned throughput exceeds what
+/// that many partitions can serve at DynamoDB's per-partition ceilings.
+pub fn partitions_for(billing: Billing, default: u32) -> u32 {
+    let needed = match billing {
+        Billing::PayPerRequest => 0,
+        Billing::Provisioned {
+            read_capacity_units,
+            write_capacity_units,
+        } => read_capacity_units
+            .div_ceil(shoal_admission::PARTITION_READ_UNITS_PER_SECOND_MAX)
+            .max(
+                write_capacity_units
+                    .div_ceil(shoal_admission::PARTITION_WRITE_UNITS_PER_SECOND_MAX),
+            ),
+    };
+    let needed = u32::try_from(needed).unwrap_or(PARTITIONS_PER_TABLE_MAX);
+    default.max(needed).clamp(1, PARTITIONS_PER_TABLE_MAX)
+}
+
+/// The body without the members the router consumes: what a partition receives.
+fn partition_parameters(body: &Json) -> Map<String, Json> {
+    let mut parameters = body.as_object().cloned().unwrap_or_default();
+    for member in [
+        "TableName",
+        "ReturnConsumedCapacity",
+        "ReturnItemCollectionMetrics",
+    ] {
+        parameters.remove(member);
+    }
+    parameters
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CapacityReport {
+    None,
+    Total,
+    Indexes,
+}
+
+fn capacity_report(body: &Json) -> Result<CapacityReport, DynamoError> {
+    match body.get("ReturnConsumedCapacity") {
+        None | Some(Json::Null) => Ok(CapacityReport::None),
+        Some(Json::String(text)) => match text.as_str() {
+            "NONE" => Ok(CapacityReport::None),
+            "TOTAL" => Ok(CapacityReport::Total),
+            "INDEXES" => Ok(CapacityReport::Indexes),
+            other => Err(DynamoError::validation(format!(
+                "1 validation error detected: Value '{other}' at 'returnConsumedCapacity' failed to satisfy constraint: Member must satisfy enum value set: [INDEXES, TOTAL, NONE]"
+            ))),
+        },
+        Some(_) => Err(DynamoError::new(
+            crate::error::SERIALIZATION,
+            "Unexpected value type in payload: ReturnConsumedCapacity must be a string",
+        )),
+    }
+}
+
+fn consumed_capacity_json(table: &str, units_milli: u64, report: CapacityReport) -> Json {
+    let units = CapacityUnits::from_milli(units_milli).as_f64();
+    let mut consumed = json!({ "TableName": table, "CapacityUnits": units });
+    if report == CapacityReport::Indexes {
+        consumed["Table"] = json!({ "CapacityUnits": units });
+    }
+    consumed
+}
+
+fn consistency(body: &Json) -> ReadConsistency {
+    if body.get("ConsistentRead").and_then(Json::as_bool) == Some(true) {
+        ReadConsistency::Strong
+    } else {
+        ReadConsistency::Eventual
+    }
+}
+
+/// The partition key's hash of a key or item, with DynamoDB's messages when it is missing.
+fn key_hash(key_schema: &KeySchema, key: &Json, is_item: bool) -> Result<u64, DynamoError> {
+    let name = &key_schema.partition.name;
+    let Some(json) = key.get(name) else {
+        return Err(DynamoError::validation(if is_item {
+            shoal_model::messages::key_missing_in_item(name)
+        } else {
+            shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA.to_string()
+        }));
+    };
+    let value = value_from_json(json)?;
+    if !key_schema.partition.key_type.matches(&value) {
+        return Err(DynamoError::validation(if is_item {
+            shoal_model::messages::key_type_mismatch(
+                name,
+                key_schema.partition.key_type.type_name(),
+                value.type_name(),
+            )
+        } else {
+            shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA.to_string()
+        }));
+    }
+    partition_hash(&value)
+        .ok_or_else(|| DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))
+}
+
+/// The partition key value a Query reads, from its key condition (expression or legacy).
+fn query_partition_value(
+    body: &Json,
+    key_schema: &KeySchema,
+) -> Result<AttributeValue, DynamoError> {
+    if let Some(source) = body.get("KeyConditionExpression").and_then(Json::as_str) {
+        let mut context = ExpressionContext::from_json(
+            body.get("ExpressionAttributeNames"),
+            body.get("ExpressionAttributeValues"),
+        )?;
+        return Ok(parse_key_condition(&mut context, source, key_schema)?.partition_value);
+    }
+    if let Some(conditions) = body.get("KeyConditions") {
+        return Ok(
+            shoal_model::legacy::key_conditions_to_key_condition(conditions, key_schema)?
+                .partition_value,
+        );
+    }
+    Err(DynamoError::validation(
+        "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
+    ))
+}
+
+/// The hash range of a Scan's segment (all of it without Segment/TotalSegments), with the
+/// partition's own checks of the pair so the router never routes a request it will refuse.
+fn scan_segment(body: &Json) -> Result<HashRange, DynamoError> {
+    let segment = body.get("Segment").and_then(Json::as_u64);
+    let total = body.get("TotalSegments").and_then(Json::as_u64);
+    match (segment, total) {
+        (None, None) => Ok(HashRange::ALL),
+        (Some(segment), Some(total)) if (1..=1_000_000).contains(&total) && segment < total => {
+            // `total` <= 1,000,000 fits u32.
+            let segment = u32::try_from(segment).unwrap_or(0);
+            let total = u32::try_from(total).unwrap_or(1);
+            Ok(even_range(segment, total))
+        }
+        (Some(_), None) => Err(DynamoError::validation(
+            "The TotalSegments parameter is required but was not present in the request when Segment parameter is present",
+        )),
+        _ => Err(DynamoError::validation(
+            "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
+        )),
+    }
+}
+
+/// Where a Scan page starts: a hash to resume at, and the client's key to pass on if the
+/// previous page ended inside a partition.
+fn scan_start(
+    body: &Json,
+    key_schema: &KeySchema,
+    segment: HashRange,
+) -> Result<(u64, Option<Json>), DynamoError> {
+    let Some(start) = body.get("ExclusiveStartKey").filter(|key| !key.is_null()) else {
+        return Ok((segment.first, None));
+    };
+    if !key_schema.is_key_attribute(SCAN_RESUME_ATTRIBUTE)
+        && let Some(object) = start.as_object()
+        && object.len() == 1
+        && let Some(marker) = object.get(SCAN_RESUME_ATTRIBUTE)
+    {
+        let hash = marker
+            .get("N")
+            .and_then(Json::as_str)
+            .and_then(|text| text.parse::<u64>().ok())
+            .filter(|hash| segment.contains(*hash))
+            .ok_or_else(|| {
+                DynamoError::validation(
+                    "The provided starting key is invalid: The provided key element does not match the schema",
+                )
+            })?;
+        return Ok((hash, None));
+    }
+    let hash = key_hash(key_schema, start, false).map_err(|_| {
+        DynamoError::validation(
+            "The provided starting key is invalid: The provided key element does not match the schema",
+        )
+    })?;
+    Ok((hash, Some(start.clone())))
+}
+
+fn units_of(reply: &Reply, operation: Operation) -> u64 {
+    match operation {
+        Operation::Read => reply.read_units_milli,
+        Operation::Write => reply.write_units_milli,
+    }
+}
+
+impl Router {
+    /// A router with no connections yet; call [`Router::bootstrap`] once for a new cluster, or
+    /// [`Router::load_cluster`] to join an existing one, before anything else.
+    pub fn new(config: RouterConfig) -> Result<Router, DynamoError> {
+        if config.nodes.is_empty() {
+            return Err(DynamoError::validation("a router needs at least one node"));
+        }
+        let directory = crate::partition_map::NodeDirectory::new(
+            config.nodes.iter().map(|node| (node.id, node.address)),
+        );
+        Ok(Router {
+            forwarder: Forwarder::new(directory, config.seed),
+            metadata: MetadataStore::new(metadata_replicas(&config.nodes)),
+            cluster: RefCell::new(None),
+            tables: RefCell::new(HashMap::new()),
+            started: Instant::now(),
+            config,
+        })
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.request_deadline
+    }
+
+    fn admission_now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Creates the metadata group on its nodes and writes the cluster item (the configured
+    /// nodes, `shards_per_node`), unless a cluster item exists, which is then kept. Safe to
+    /// repeat and to run from several routers.
+    pub async fn bootstrap(&self, shards_per_node: u16) -> Result<ClusterRecord, DynamoError> {
+        if shards_per_node == 0 {
+            return Err(DynamoError::validation(
+                "shards_per_node must be at least 1",
+            ));
+        }
+        self.metadata.create_group(&self.forwarder).await?;
+        let cluster = ClusterRecord {
+            nodes: self.config.nodes.clone(),
+            shards_per_node,
+            created_at_seconds: unix_seconds_now(),
+        };
+        let deadline = Instant::now() + crate::metadata::BOOTSTRAP_DEADLINE;
+        // A fresh group elects its first leader within a few election timeouts; until then
+        // every replica answers NotLeader, so keep trying until the bootstrap deadline.
+        loop {
+            match self
+                .metadata
+                .put_new(
+                    &self.forwarder,
+                    cluster.to_item(),
+                    self.deadline().min(deadline),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(ForwardError::Unavailable { .. }) if Instant::now() < deadline => {}
+                Err(error) => return Err(error.into_dynamo()),
+            }
+        }
+        self.load_cluster().await
+    }
+
+    /// Reads the cluster item and routes with its node list from now on.
+    pub async fn load_cluster(&self) -> Result<ClusterRecord, DynamoError> {
+        let item = self
+            .metadata
+            .get(&self.forwarder, CLUSTER_KEY, self.deadline())
+            .await
+            .map_err(ForwardError::into_dynamo)?
+            .ok_or_else(|| {
+                DynamoError::internal("Internal server error (the cluster is not bootstrapped)")
+            })?;
+        let cluster = ClusterRecord::from_item(&item)?;
+        self.forwarder.set_directory(cluster.directory());
+        *self.cluster.borrow_mut() = Some(cluster.clone());
+        Ok(cluster)
+    }
+
+    async fn cluster(&self) -> Result<ClusterRecord, DynamoError> {
+        let cached = self.cluster.borrow().clone();
+        match cached {
+            Some(cluster) => Ok(cluster),
+            None => self.load_cluster().await,
+        }
+    }
+
+    async fn read_table(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Option<TableRecord>, DynamoError> {
+        let item = self
+            .metadata
+            .get(&self.forwarder, &TableRecord::item_key(name), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        item.map(|item| TableRecord::from_item(&item)).transpose()
+    }
+
+    /// Re-reads a table's metadata into the cache (keeping its admission state).
+    async fn refresh_table(&self, name: &str, deadline: Instant) -> Result<(), DynamoError> {
+        let record = self.read_table(name, deadline).await?;
+        let mut tables = self.tables.borrow_mut();
+        let Some(record) = record.filter(|record| record.status == TableStatus::Active) else {
+            tables.remove(name);
+            return Err(DynamoError::resource_not_found());
+        };
+        let map = PartitionMap::new(record.partitions.clone()).map_err(|error| {
+            DynamoError::internal(format!(
+                "Internal server error (table {name} has an invalid partition map: {error:?})"
+            ))
+        })?;
+        let now = self.admission_now();
+        match tables.get_mut(name) {
+            Some(state) => {
+                if state.record.billing != record.billing {
+                    state
+                        .admission
+                        .set_mode(admission_mode(record.billing), now);
+                }
+                state.record = record;
+                state.map = map;
+                state.loaded_at = Instant::now();
+            }
+            None => {
+                if tables.len() >= CACHED_TABLES_MAX
+                    && let Some(oldest) = tables
+                        .iter()
+                        .min_by_key(|(_, state)| state.loaded_at)
+                        .map(|(name, _)| name.clone())
+                {
+                    tables.remove(&oldest);
+                }
+                tables.insert(
+                    name.to_string(),
+                    TableState {
+                        admission: TableAdmission::new(admission_mode(record.billing), now),
+                        record,
+                        map,
+                        loaded_at: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The table's key schema and partition map, from the cache while it is fresh.
+    async fn table(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(KeySchema, PartitionMap), DynamoError> {
+        let fresh = self
+            .tables
+            .borrow()
+            .get(name)
+            .filter(|state| state.loaded_at.elapsed() < TABLE_CACHE_TTL)
+            .map(|state| (state.record.key_schema.clone(), state.map.clone()));
+        if let Some(found) = fresh {
+            return Ok(found);
+        }
+        self.refresh_table(name, deadline).await?;
+        self.tables
+            .borrow()
+            .get(name)
+            .map(|state| (state.record.key_schema.clone(), state.map.clone()))
+            .ok_or_else(DynamoError::resource_not_found)
+    }
+
+    fn admit(
+        &self,
+        table: &str,
+        operation: Operation,
+        partition: u64,
+        estimate: CapacityUnits,
+    ) -> Result<Option<shoal_admission::Admission>, DynamoError> {
+        let now = self.admission_now();
+        let mut tables = self.tables.borrow_mut();
+        let Some(state) = tables.get_mut(table) else {
+            return Ok(None);
+        };
+        state
+            .admission
+            .admit(operation, partition, estimate, now)
+            .map(Some)
+            .map_err(|throttled| DynamoError::new(throttled.exception_name, throttled.message))
+    }
+
+    fn settle(
+        &self,
+        table: &str,
+        admission: Option<shoal_admission::Admission>,
+        consumed_milli: u64,
+    ) {
+        let Some(admission) = admission else { return };
+        let now = self.admission_now();
+        if let Some(state) = self.tables.borrow_mut().get_mut(table) {
+            state
+                .admission
+                .settle(admission, CapacityUnits::from_milli(consumed_milli), now);
+        }
+    }
+
+    /// Routes one request to the partition owning `hash`, refreshing the map when a node says
+    /// it is stale, admitting it against the table's and the partition's buckets first.
+    async fn route(
+        &self,
+        table: &str,
+        hash: u64,
+        operation: ItemOperation,
+        parameters: &Json,
+        estimate: (Operation, CapacityUnits),
+        deadline: Instant,
+    ) -> Result<Reply, DynamoError> {
+        let parameters_json = parameters.to_string();
+        let mut refreshes = 0;
+        loop {
+            let (_, map) = self.table(table, deadline).await?;
+            let route: PartitionEntry = map.lookup(hash).clone();
+            let admission = self.admit(table, estimate.0, route.id, estimate.1)?;
+            let outcome = self
+                .forwarder
+                .forward(&route, operation, &parameters_json, deadline)
+                .await;
+            match outcome {
+                Ok(reply) => {
+                    self.settle(table, admission, units_of(&reply, estimate.0));
+                    if let Some(state) = self.tables.borrow_mut().get_mut(table) {
+                        state.map.note_leader(route.id, Some(reply.leader));
+                    }
+                    return Ok(reply);
+                }
+                Err(ForwardError::StaleRoute { .. }) if refreshes < ROUTE_REFRESHES_MAX => {
+                    // Refused before doing anything: nothing was consumed.
+                    self.settle(table, admission, 0);
+                    refreshes += 1;
+                    self.refresh_table(table, deadline).await?;
+                }
+                Err(error) => {
+                    // The partition may have done the work (a failed condition still reads the
+                    // item): keep the estimate charged.
+                    let charged = admission.as_ref().map_or(0, |a| a.charged.as_milli());
+                    self.settle(table, admission, charged);
+                    return Err(error.into_dynamo());
+                }
+            }
+        }
+    }
+
+    /// The partitions a table is routed to now (from metadata, leader hints as this core knows
+    /// them): for admin tools and tests.
+    pub async fn table_partitions(&self, name: &str) -> Result<Vec<PartitionEntry>, DynamoError> {
+        self.refresh_table(name, self.deadline()).await?;
+        self.tables
+            .borrow()
+            .get(name)
+            .map(|state| state.map.partitions().to_vec())
+            .ok_or_else(DynamoError::resource_not_found)
+    }
+
+    // ---- Control plane --------------------------------------------------------------------
+
+    fn table_description(&self, record: &TableRecord) -> Json {
+        let mut definitions: Vec<Json> = record
+            .attribute_definitions
+            .iter()
+            .map(|(name, key_type)| {
+                json!({ "AttributeName": name, "AttributeType": key_type.type_name() })
+            })
+            .collect();
+        definitions.sort_by(|a, b| {
+            a["AttributeName"]
+                .as_str()
+                .cmp(&b["AttributeName"].as_str())
+        });
+        let mut key_schema = vec![json!({
+            "AttributeName": record.key_schema.partition.name,
+            "KeyType": "HASH",
+        })];
+        if let Some(sort) = &record.key_schema.sort {
+            key_schema.push(json!({ "AttributeName": sort.name, "KeyType": "RANGE" }));
+        }
+        let (mode, read, write) = match record.billing {
+            Billing::PayPerRequest => ("PAY_PER_REQUEST", 0, 0),
+            Billing::Provisioned {
+                read_capacity_units,
+                write_capacity_units,
+            } => ("PROVISIONED", read_capacity_units, write_capacity_units),
+        };
+        let first_partition = record.partitions.first().map_or(0, |p| p.id);
+        let mut description = json!({
+            "TableName": record.name,
+            "TableStatus": record.status.name(),
+            "AttributeDefinitions": definitions,
+            "KeySchema": key_schema,
+            "CreationDateTime": record.created_at_seconds,
+            "ProvisionedThroughput": {
+                "NumberOfDecreasesToday": 0,
+                "ReadCapacityUnits": read,
+                "WriteCapacityUnits": write,
+            },
+            "TableSizeBytes": record.size_bytes,
+            "ItemCount": record.item_count,
+            "TableArn": format!(
+                "arn:aws:dynamodb:{}:{}:table/{}",
+                self.config.region, self.config.account, record.name
+            ),
+            // Stable for the table's life: derived from its first partition id, never reused.
+            "TableId": format!("00000000-0000-4000-8000-{first_partition:012x}"),
+            "DeletionProtectionEnabled": false,
+        });
+        if record.billing == Billing::PayPerRequest {
+            description["BillingModeSummary"] = json!({ "BillingMode": mode });
+        }
+        description
+    }
+
+    /// CreateTable. Creates the partitions' replicas before answering, so the table is
+    /// ACTIVE when this returns (DynamoDB answers CREATING and finishes later; clients that
+    /// wait for ACTIVE see it at once).
+    pub async fn create_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let request = validate::create_table(&body)?;
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let cluster = self.cluster().await?;
+        let partition_count = partitions_for(request.billing, self.config.partitions_per_table);
+        // Refuse a duplicate before spending partition ids (the conditional put below is what
+        // makes names unique; this only saves ids in the common case).
+        if self.read_table(&request.name, deadline).await?.is_some() {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!("Table already exists: {}", request.name),
+            ));
+        }
+        let first_id = self
+            .metadata
+            .allocate_partition_ids(&self.forwarder, u64::from(partition_count), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        let node_ids: Vec<u64> = cluster.nodes.iter().map(|node| node.id).collect();
+        let planned = place(
+            &node_ids,
+            cluster.shards_per_node,
+            partition_count,
+            first_id,
+        )
+        .map_err(|error| {
+            DynamoError::internal(format!("Internal server error (placement: {error:?})"))
+        })?;
+        let partitions: Vec<PartitionEntry> = planned
+            .into_iter()
+            .map(|plan| PartitionEntry {
+                id: first_id + u64::from(plan.ordinal),
+                range: plan.range,
+                replicas: plan.replicas,
+                shard: plan.shard,
+                epoch: 1,
+                leader_hint: None,
+            })
+            .collect();
+        let mut record = TableRecord {
+            name: request.name.clone(),
+            key_schema: request.key_schema,
+            attribute_definitions: request.attribute_definitions,
+            billing: request.billing,
+            status: TableStatus::Creating,
+            created_at_seconds: unix_seconds_now(),
+            item_count: 0,
+            size_bytes: 0,
+            partitions,
+        };
+        let created = self
+            .metadata
+            .put_new(&self.forwarder, record.to_item(), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if !created {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!("Table already exists: {}", request.name),
+            ));
+        }
+        self.create_partitions(&record, deadline).await?;
+        record.status = TableStatus::Active;
+        let activated = self
+            .metadata
+            .replace_table(&self.forwarder, &record, TableStatus::Creating, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if !activated {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!(
+                    "Attempt to change a resource which is still in use: Table {} changed while it was being created",
+                    record.name
+                ),
+            ));
+        }
+        Ok(json!({ "TableDescription": self.table_description(&record) }))
+    }
+
+    /// Asks every replica of every partition to create itself (idempotent), retrying nodes
+    /// that do not answer until the deadline.
+    async fn create_partitions(
+        &self,
+        record: &TableRecord,
+        deadline: Instant,
+    ) -> Result<(), DynamoError> {
+        let key_schema = key_schema_wire(&record.key_schema);
+        for partition in &record.partitions {
+            let mut membership = partition.replicas.clone();
+            membership.sort_unstable();
+            for node in &partition.replicas {
+                loop {
+                    let request = NodeRequest::CreatePartition {
+                        partition: partition.id,
+                        epoch: partition.epoch,
+                        key_schema: key_schema.clone(),
+                        membership: MembershipWire {
+                            full_replicas: membership.clone(),
+                            log_replicas: Vec::new(),
+                        },
+                    };
+                    let problem = match self
+                        .forwarder
+                        .call_once(*node, partition.shard, request)
+                        .await
+                    {
+                        Ok(NodeResponse::Created) => break,
+                        Ok(other) => format!("{other:?}"),
+                        Err(problem) => problem,
+                    };
+                    if Instant::now() >= deadline {
+                        return Err(DynamoError::internal(format!(
+                            "Internal server error (cannot create partition {} on node {node}: {problem})",
+                            partition.id
+                        )));
+                    }
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// DescribeTable. Item counts come live from the partitions' status (each replica counts
+    /// its items), falling back to the stored estimate for a partition that does not answer.
+    pub async fn describe_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?;
+        let deadline = self.deadline();
+        let mut record = self
+            .read_table(name, deadline)
+            .await?
+            .ok_or_else(|| DynamoError::table_not_found(name))?;
+        if record.status == TableStatus::Active
+            && let Some(count) = self.live_item_count(&record).await
+        {
+            record.item_count = count;
+        }
+        Ok(json!({ "Table": self.table_description(&record) }))
+    }
+
+    /// The sum of the partitions' item counts, one Status call per (node, shard) asked; `None`
+    /// if any partition went unanswered.
+    async fn live_item_count(&self, record: &TableRecord) -> Option<u64> {
+        let hints: HashMap<u64, Option<u64>> = self
+            .tables
+            .borrow()
+            .get(&record.name)
+            .map(|state| {
+                state
+                    .map
+                    .partitions()
+                    .iter()
+                    .map(|p| (p.id, p.leader_hint))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut by_shard: BTreeMap<(u64, u16), Vec<u64>> = BTreeMap::new();
+        for partition in &record.partitions {
+            let mut entry = partition.clone();
+            entry.leader_hint = hints.get(&partition.id).copied().flatten();
+            let node = entry.first_target()?;
+            by_shard
+                .entry((node, partition.shard))
+                .or_default()
+                .push(partition.id);
+        }
+        let mut total = 0u64;
+        for ((node, shard), partitions) in by_shard {
+            let Ok(NodeResponse::Status { replicas, .. }) = self
+                .forwarder
+                .call_once(node, shard, NodeRequest::Status)
+                .await
+            else {
+                return None;
+            };
+            for partition in partitions {
+                let status = replicas.iter().find(|r| r.partition == partition)?;
+                total = total.saturating_add(status.item_count);
+            }
+        }
+        Some(total)
+    }
+
+    /// ListTables: names in order, `Limit` (1 to 100) per page from `ExclusiveStartTableName`.
+    pub async fn list_tables(&self, body: Json) -> Result<Json, DynamoError> {
+        let limit = match body.get("Limit") {
+            None | Some(Json::Null) => validate::LIST_TABLES_LIMIT_MAX,
+            Some(value) => match value.as_u64() {
+                Some(limit) if (1..=validate::LIST_TABLES_LIMIT_MAX).contains(&limit) => limit,
+                _ => {
+                    return Err(DynamoError::validation(format!(
+                        "1 validation error detected: Value '{value}' at 'limit' failed to satisfy constraint: Member must have value less than or equal to {} and greater than or equal to 1",
+                        validate::LIST_TABLES_LIMIT_MAX
+                    )));
+                }
+            },
+        };
+        let start = body
+            .get("ExclusiveStartTableName")
+            .and_then(Json::as_str)
+            .map(str::to_string);
+        if let Some(start) = &start {
+            validate::check_table_name(start)?;
+        }
+        let mut names = self
+            .metadata
+            .table_names(&self.forwarder, self.deadline())
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        names.sort_unstable();
+        let after: Vec<String> = names
+            .into_iter()
+            .filter(|name| start.as_ref().is_none_or(|start| name > start))
+            .collect();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let page: Vec<String> = after.iter().take(limit).cloned().collect();
+        let mut response = json!({ "TableNames": page });
+        if after.len() > limit
+            && let Some(last) = page.last()
+        {
+            response["LastEvaluatedTableName"] = json!(last);
+        }
+        Ok(response)
+    }
+
+    /// DeleteTable: marks the table DELETING, then removes its item. Its partitions' replicas
+    /// stay on the nodes (README.md: the bus has no request to drop a replica yet); their ids
+    /// are never reused, so a new table of the same name starts empty.
+    pub async fn delete_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?;
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let mut record = self
+            .read_table(name, deadline)
+            .await?
+            .ok_or_else(|| DynamoError::table_not_found(name))?;
+        if record.status == TableStatus::Deleting {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!(
+                    "Attempt to change a resource which is still in use: Table is being deleted: {name}"
+                ),
+            ));
+        }
+        let previous = record.status;
+        record.status = TableStatus::Deleting;
+        let marked = self
+            .metadata
+            .replace_table(&self.forwarder, &record, previous, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if !marked {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!(
+                    "Attempt to change a resource which is still in use: Table {name} changed meanwhile"
+                ),
+            ));
+        }
+        self.tables.borrow_mut().remove(name);
+        self.metadata
+            .delete(&self.forwarder, &TableRecord::item_key(name), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        Ok(json!({ "TableDescription": self.table_description(&record) }))
+    }
+
+    // ---- Item operations ------------------------------------------------------------------
+
+    async fn single_item(&self, body: Json, operation: ItemOperation) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?.to_string();
+        let report = capacity_report(&body)?;
+        let deadline = self.deadline();
+        let (key_schema, _) = self.table(&name, deadline).await?;
+        let (key_member, is_item) = match operation {
+            ItemOperation::PutItem => ("Item", true),
+            _ => ("Key", false),
+        };
+        let key = body
+            .get(key_member)
+            .filter(|key| !key.is_null())
+            .ok_or_else(|| DynamoError::missing_member(&key_member.to_ascii_lowercase()))?;
+        let hash = key_hash(&key_schema, key, is_item)?;
+        let parameters = Json::Object(partition_parameters(&body));
+        let estimate = match operation {
+            ItemOperation::GetItem => (Operation::Read, read_units(1, consistency(&body))),
+            _ => (
+                Operation::Write,
+                write_units(u64::try_from(key.to_string().len()).unwrap_or(u64::MAX)),
+            ),
+        };
+        let reply = self
+            .route(&name, hash, operation, &parameters, estimate, deadline)
+            .await?;
+        let mut response = reply.body.clone();
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] =
+                consumed_capacity_json(&name, units_of(&reply, estimate.0), report);
+        }
+        Ok(response)
+    }
+
+    pub async fn put_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::PutItem).await
+    }
+
+    pub async fn get_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::GetItem).await
+    }
+
+    pub async fn update_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::UpdateItem).await
+    }
+
+    pub async fn delete_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::DeleteItem).await
+    }
+
+    /// Query: one partition key, so one partition; its page and LastEvaluatedKey pass through.
+    pub async fn query(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?.to_string();
+        let report = capacity_report(&body)?;
+        let deadline = self.deadline();
+        let (key_schema, _) = self.table(&name, deadline).await?;
+        let value = query_partition_value(&body, &key_schema)?;
+        let hash = partition_hash(&value).ok_or_else(|| {
+            DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
+        })?;
+        let parameters = Json::Object(partition_parameters(&body));
+        let estimate = (Operation::Read, read_units(1, consistency(&body)));
+        let reply = self
+            .route(
+                &name,
+                hash,
+                ItemOperation::Query,
+                &parameters,
+                estimate,
+                deadline,
+            )
+            .await?;
+        let mut response = reply.body.clone();
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] =
+                consumed_capacity_json(&name, reply.read_units_milli, report);
+        }
+        Ok(response)
+    }
+
+    /// Scan: walks the partitions overlapping the segment in hash order. A page ends where the
+    /// partition's page ends (its LastEvaluatedKey is passed on) or at the end of a partition
+    /// (LastEvaluatedKey then names the next partition's first hash, [`SCAN_RESUME_ATTRIBUTE`]).
+    /// Partitions with nothing in the segment are skipped within the same page.
+    pub async fn scan(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?.to_string();
+        let report = capacity_report(&body)?;
+        let deadline = self.deadline();
+        let (key_schema, map) = self.table(&name, deadline).await?;
+        let segment = scan_segment(&body)?;
+        let (mut resume_hash, mut start_key) = scan_start(&body, &key_schema, segment)?;
+        let mut items: Vec<Json> = Vec::new();
+        let mut count = 0u64;
+        let mut scanned = 0u64;
+        let mut consumed_milli = 0u64;
+        let mut last_evaluated: Option<Json> = None;
+        // Each step moves to a later partition, so the walk ends within the partition count.
+        for _step in 0..map.partitions().len() {
+            let index = map.index_of(resume_hash);
+            let partition = &map.partitions()[index];
+            let mut parameters = partition_parameters(&body);
+            parameters.remove("ExclusiveStartKey");
+            if let Some(start) = start_key.take() {
+                parameters.insert("ExclusiveStartKey".to_string(), start);
+            }
+            let reply = self
+                .route(
+                    &name,
+                    resume_hash,
+                    ItemOperation::Scan,
+                    &Json::Object(parameters),
+                    (Operation::Read, read_units(1, consistency(&body))),
+                    deadline,
+                )
+                .await?;
+            consumed_milli = consumed_milli.saturating_add(reply.read_units_milli);
+            let page_scanned = reply
+                .body
+                .get("ScannedCount")
+                .and_then(Json::as_u64)
+                .unwrap_or(0);
+            scanned += page_scanned;
+            count += reply.body.get("Count").and_then(Json::as_u64).unwrap_or(0);
+            if let Some(page) = reply.body.get("Items").and_then(Json::as_array) {
+                items.extend(page.iter().cloned());
+            }
+            if let Some(key) = reply.body.get("LastEvaluatedKey") {
+                last_evaluated = Some(key.clone());
+                break;
+            }
+            let next_first = partition.range.last.checked_add(1);
+            match next_first.filter(|first| *first <= segment.last) {
+                None => break,
+                Some(first) => {
+                    resume_hash = first;
+                    if page_scanned > 0 {
+                        last_evaluated =
+                            Some(json!({ SCAN_RESUME_ATTRIBUTE: { "N": first.to_string() } }));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut response = json!({ "Count": count, "ScannedCount": scanned });
+        if body.get("Select").and_then(Json::as_str) != Some("COUNT") {
+            response["Items"] = Json::Array(items);
+        }
+        if let Some(key) = last_evaluated {
+            response["LastEvaluatedKey"] = key;
+        }
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] = consumed_capacity_json(&name, consumed_milli, report);
+        }
+        Ok(response)
+    }
+
+    /// BatchGetItem: keys grouped per partition, one BatchGet per group; the keys of a group
+    /// that could not be read come back in UnprocessedKeys.
+    pub async fn batch_get_item(&self, body: Json) -> Result<Json, DynamoError> {
+        let report = capacity_report(&body)?;
+        let request_items = body
+            .get("RequestItems")
+            .and_then(Json::as_object)
+            .ok_or_else(|| DynamoError::missing_member("requestItems"))?;
+        let total: usize = request_items
+            .values()
+            .map(|table| {
+                table
+                    .get("Keys")
+                    .and_then(Json::as_array)
+                    .map_or(0, Vec::len)
+            })
+            .sum();
+        if total > BATCH_GET_KEYS_MAX {
+            return Err(DynamoError::validation(
+                "Too many items requested for the BatchGetItem call",
+            ));
+        }
+        let deadline = self.deadline();
+        let mut responses = Map::new();
+        let mut unprocessed = Map::new();
+        let mut capacity = Vec::new();
+        let mut processed_any = false;
+        let mut throttled: Option<DynamoError> = None;
+        for (name, table_request) in request_items {
+            validate::check_table_name(name)?;
+            let keys = table_request
+                .get("Keys")
+                .and_then(Json::as_array)
+                .filter(|keys| !keys.is_empty())
+                .ok_or_else(|| {
+                    DynamoError::validation(format!(
+                        "1 validation error detected: Value at 'requestItems.{name}.member.keys' failed to satisfy constraint: Member must have length greater than or equal to 1"
+                    ))
+                })?;
+            let (key_schema, map) = self.table(name, deadline).await?;
+            let mut groups: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
+            for key in keys {
+                let hash = key_hash(&key_schema, key, false)?;
+                groups
+                    .entry(map.index_of(hash))
+                    .or_insert_with(|| (hash, Vec::new()))
+                    .1
+                    .push(key.clone());
+            }
+            let mut table_items = Vec::new();
+            let mut table_unprocessed = Vec::new();
+            let mut table_milli = 0u64;
+            let consistency = consistency(table_request);
+            for (_, (hash, group)) in groups {
+                let mut parameters = table_request.as_object().cloned().unwrap_or_default();
+                parameters.insert("Keys".to_string(), Json::Array(group.clone()));
+                let estimate = read_units(1, consistency);
+                let units = u64::try_from(group.len()).unwrap_or(u64::MAX);
+                let estimate = CapacityUnits::from_milli(estimate.as_milli().saturating_mul(units));
+                match self
+                    .route(
+                        name,
+                        hash,
+                        ItemOperation::BatchGet,
+                        &Json::Object(parameters),
+                        (Operation::Read, estimate),
+                        deadline,
+                    )
+                    .await
+                {
+                    Ok(reply) => {
+                        processed_any = true;
+                        table_milli = table_milli.saturating_add(reply.read_units_milli);
+                        if let Some(found) = reply.body.get("Responses").and_then(Json::as_array) {
+                            table_items.extend(found.iter().cloned());
+                        }
+                    }
+                    Err(error) if is_retryable_for_batch(&error) => {
+                        if is_throttle(&error) {
+                            throttled = Some(error);
+                        }
+                        table_unprocessed.extend(group);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            responses.insert(name.clone(), Json::Array(table_items));
+            if !table_unprocessed.is_empty() {
+                let mut request = table_request.as_object().cloned().unwrap_or_default();
+                request.insert("Keys".to_string(), Json::Array(table_unprocessed));
+                unprocessed.insert(name.clone(), Json::Object(request));
+            }
+            if report != CapacityReport::None {
+                capacity.push(consumed_capacity_json(name, table_milli, report));
+            }
+        }
+        if !processed_any && let Some(error) = throttled {
+            return Err(error);
+        }
+        let mut response = json!({ "Responses": responses, "UnprocessedKeys": unprocessed });
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] = Json::Array(capacity);
+        }
+        Ok(response)
+    }
+
+    /// BatchWriteItem: requests grouped per partition, one BatchWrite per group; a group that
+    /// failed, or whose outcome is unknown, comes back in UnprocessedItems (puts and deletes
+    /// without conditions are safe to apply twice).
+    pub async fn batch_write_item(&self, body: Json) -> Result<Json, DynamoError> {
+        let report = capacity_report(&body)?;
+        let request_items = body
+            .get("RequestItems")
+            .and_then(Json::as_object)
+            .ok_or_else(|| DynamoError::missing_member("requestItems"))?;
+        let total: usize = request_items
+            .values()
+            .map(|requests| requests.as_array().map_or(0, Vec::len))
+            .sum();
+        if total > BATCH_WRITE_REQUESTS_MAX {
+            return Err(DynamoError::validation(format!(
+                "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to {BATCH_WRITE_REQUESTS_MAX}, Member must have length greater than or equal to 1]"
+            )));
+        }
+        let deadline = self.deadline();
+        let mut unprocessed = Map::new();
+        let mut capacity = Vec::new();
+        let mut processed_any = false;
+        let mut throttled: Option<DynamoError> = None;
+        for (name, requests) in request_items {
+            validate::check_table_name(name)?;
+            let requests = requests.as_array().filter(|r| !r.is_empty()).ok_or_else(|| {
+                DynamoError::validation(format!(
+                    "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to {BATCH_WRITE_REQUESTS_MAX}, Member must have length greater than or equal to 1]"
+                ))
+            })?;
+            let (key_schema, map) = self.table(name, deadline).await?;
+            let mut groups: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
+            for request in requests {
+                let (key, is_item) = match (request.get("PutRequest"), request.get("DeleteRequest"))
+                {
+                    (Some(put), None) => (put.get("Item"), true),
+                    (None, Some(delete)) => (delete.get("Key"), false),
+                    _ => {
+                        return Err(DynamoError::validation(
+                            "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes",
+                        ));
+                    }
+                };
+                let key = key.ok_or_else(|| {
+                    DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
+                })?;
+                let hash = key_hash(&key_schema, key, is_item)?;
+                groups
+                    .entry(map.index_of(hash))
+                    .or_insert_with(|| (hash, Vec::new()))
+                    .1
+                    .push(request.clone());
+            }
+            let mut table_unprocessed = Vec::new();
+            let mut table_milli = 0u64;
+            for (_, (hash, group)) in groups {
+                let parameters = Json::Array(group.clone());
+                let bytes = u64::try_from(parameters.to_string().len()).unwrap_or(u64::MAX);
+                match self
+                    .route(
+                        name,
+                        hash,
+                        ItemOperation::BatchWrite,
+                        &parameters,
+                        (Operation::Write, write_units(bytes)),
+                        deadline,
+                    )
+                    .await
+                {
+                    Ok(reply) => {
+                        processed_any = true;
+                        table_milli = table_milli.saturating_add(reply.write_units_milli);
+                    }
+                    Err(error) if is_retryable_for_batch(&error) => {
+                        if is_throttle(&error) {
+                            throttled = Some(error);
+                        }
+                        table_unprocessed.extend(group);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            if !table_unprocessed.is_empty() {
+                unprocessed.insert(name.clone(), Json::Array(table_unprocessed));
+            }
+            if report != CapacityReport::None {
+                capacity.push(consumed_capacity_json(name, table_milli, report));
+            }
+        }
+        if !processed_any && let Some(error) = throttled {
+            return Err(error);
+        }
+        let mut response = json!({ "UnprocessedItems": unprocessed });
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] = Json::Array(capacity);
+        }
+        Ok(response)
+    }
+}
+
+fn is_throttle(error: &DynamoError) -> bool {
+    error.type_name == "ProvisionedThroughputExceededException"
+        || error.type_name == "ThrottlingException"
+}
+
+/// Batch groups that failed for reasons of capacity or availability go back to the client as
+/// unprocessed; request errors (validation) fail the whole call, as in DynamoDB.
+fn is_retryable_for_batch(error: &DynamoError) -> bool {
+    is_throttle(error) || error.type_name == crate::error::INTERNAL_SERVER_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::key::KeyType;
+
+    #[test]
+    fn provisioned_throughput_adds_partitions() {
+        assert_eq!(partitions_for(Billing::PayPerRequest, 4), 4);
+        let big = Billing::Provisioned {
+            read_capacity_units: 10,
+            write_capacity_units: 9_500,
+        };
+        assert_eq!(partitions_for(big, 4), 10);
+        let reads = Billing::Provisioned {
+            read_capacity_units: 30_001,
+            write_capacity_units: 1,
+        };
+        assert_eq!(partitions_for(reads, 4), 11);
+    }
+
+    #[test]
+    fn keys_hash_by_their_partition_key_only() {
+        let schema = KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number);
+        let a = key_hash(&schema, &json!({"pk": {"S": "a"}, "sk": {"N": "1"}}), false).unwrap();
+        let b = key_hash(&schema, &json!({"pk": {"S": "a"}, "sk": {"N": "2"}}), false).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            partition_hash(&AttributeValue::String("a".to_string())).unwrap()
+        );
+        let missing = key_hash(&schema, &json!({"x": {"S": "a"}}), true).unwrap_err();
+        assert_eq!(missing.type_name, "ValidationException");
+        assert_eq!(
+            key_hash(&schema, &json!({"pk": {"N": "1"}}), false)
+                .unwrap_err()
+                .message,
+            "The provided key element does not match the schema"
+        );
+    }
+
+    #[test]
+    fn query_routes_by_the_key_condition() {
+        let schema = KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number);
+        let body = json!({
+            "KeyConditionExpression": "#p = :v AND sk > :s",
+            "ExpressionAttributeNames": {"#p": "pk"},
+            "ExpressionAttributeValues": {":v": {"S": "user"}, ":s": {"N": "3"}},
+        });
+        assert_eq!(
+            query_partition_value(&body, &schema).unwrap(),
+            AttributeValue::String("user".to_string())
+        );
+        let legacy = json!({"KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "u2"}]}}});
+        assert_eq!(
+            query_partition_value(&legacy, &schema).unwrap(),
+            AttributeValue::String("u2".to_string())
+        );
+        assert!(query_partition_value(&json!({}), &schema).is_err());
+    }
+
+    #[test]
+    fn scan_segments_and_resume_markers() {
+        assert_eq!(scan_segment(&json!({})).unwrap(), HashRange::ALL);
+        assert_eq!(
+            scan_segment(&json!({"Segment": 1, "TotalSegments": 4})).unwrap(),
+            even_range(1, 4)
+        );
+        assert!(scan_segment(&json!({"Segment": 4, "TotalSegments": 4})).is_err());
+        assert!(scan_segment(&json!({"Segment": 0})).is_err());
+        let schema = KeySchema::partition_only("pk", KeyType::String);
+        let marker = json!({"ExclusiveStartKey": {SCAN_RESUME_ATTRIBUTE: {"N": "77"}}});
+        assert_eq!(
+            scan_start(&marker, &schema, HashRange::ALL).unwrap(),
+            (77, None)
+        );
+        // A marker outside the segment is not a valid start.
+        assert!(scan_start(&marker, &schema, even_range(1, 2)).is_err());
+        let key = json!({"pk": {"S": "k"}});
+        let (hash, start) =
+            scan_start(&json!({"ExclusiveStartKey": key}), &schema, HashRange::ALL).unwrap();
+        assert_eq!(
+            hash,
+            partition_hash(&AttributeValue::String("k".to_string())).unwrap()
+        );
+        assert_eq!(start, Some(key));
+    }
+
+    #[test]
+    fn consumed_capacity_has_dynamodb_shape() {
+        assert_eq!(
+            consumed_capacity_json("t", 1500, CapacityReport::Total),
+            json!({"TableName": "t", "CapacityUnits": 1.5})
+        );
+        assert_eq!(
+            consumed_capacity_json("t", 500, CapacityReport::Indexes)["Table"],
+            json!({"CapacityUnits": 0.5})
+        );
+        assert!(capacity_report(&json!({"ReturnConsumedCapacity": "ALL"})).is_err());
+    }
+}

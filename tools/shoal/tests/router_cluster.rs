@@ -1,0 +1,446 @@
+//! The router library (shoal-router) against three real `shoal node` processes with two shards
+//! each: bootstrap of the metadata group, CreateTable (four partitions over both shards), 200
+//! items written and read back, Query, batches, a failed condition, Scan pages of a small Limit
+//! and parallel segments finding each item exactly once, and DeleteTable.
+//! The test runs under a watchdog that kills the processes and fails loudly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value as Json, json};
+use shoal_bus::BlockingClient;
+use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
+use shoal_wire::messages::NodeRequest;
+
+const SHARDS: u16 = 2;
+const ELECTION_TIMEOUT_MS: u64 = 400;
+const WATCHDOG: Duration = Duration::from_secs(240);
+const ITEMS: usize = 200;
+const SCAN_LIMIT: u64 = 7;
+
+/// `count` bases, each with `SHARDS` consecutive free ports after it (shard i listens on
+/// base + i), plus `count` single admin ports.
+fn free_port_blocks(count: usize) -> (Vec<u16>, Vec<u16>) {
+    let mut bases = Vec::new();
+    let mut held = Vec::new();
+    while bases.len() < count {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        let rest: Option<Vec<TcpListener>> = (1..SHARDS)
+            .map(|offset| {
+                base.checked_add(offset)
+                    .and_then(|port| TcpListener::bind(("127.0.0.1", port)).ok())
+            })
+            .collect();
+        if let Some(rest) = rest {
+            bases.push(base);
+            held.push(first);
+            held.extend(rest);
+        }
+    }
+    let admins: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let admin_ports = admins
+        .iter()
+        .map(|listener| listener.local_addr().unwrap().port())
+        .collect();
+    (bases, admin_ports)
+}
+
+struct Cluster {
+    _directory: tempfile::TempDir,
+    children: Vec<Child>,
+    nodes: Vec<NodeAddress>,
+    done: Arc<AtomicBool>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let (bases, admins) = free_port_blocks(3);
+        let directory = tempfile::tempdir().unwrap();
+        let nodes: Vec<NodeAddress> = (0..3)
+            .map(|index| NodeAddress {
+                id: index as u64 + 1,
+                address: SocketAddr::from(([127, 0, 0, 1], bases[index])),
+            })
+            .collect();
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        {
+            let pids = pids.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while started.elapsed() < WATCHDOG {
+                    if done.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                for pid in pids.lock().unwrap().iter() {
+                    let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                }
+                eprintln!("watchdog: router cluster test still running after {WATCHDOG:?}");
+                std::process::abort();
+            });
+        }
+        let mut children = Vec::new();
+        for (index, node) in nodes.iter().enumerate() {
+            let peers: Vec<String> = nodes
+                .iter()
+                .filter(|peer| peer.id != node.id)
+                .map(|peer| format!("--peer={}={}", peer.id, peer.address))
+                .collect();
+            let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+                .arg("node")
+                .arg(format!("--node-id={}", node.id))
+                .arg(format!(
+                    "--data-dir={}",
+                    directory.path().join(format!("node-{}", node.id)).display()
+                ))
+                .arg(format!("--listen={}", node.address))
+                .arg(format!("--admin=127.0.0.1:{}", admins[index]))
+                .arg(format!("--shards={SHARDS}"))
+                .arg("--cache-mib=4")
+                .arg("--wal-segment-mib=16")
+                .arg("--wal-segments=4")
+                .arg(format!("--election-timeout-ms={ELECTION_TIMEOUT_MS}"))
+                .args(peers)
+                .env("SHOAL_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("cannot start shoal node");
+            pids.lock().unwrap().push(child.id());
+            children.push(child);
+        }
+        // Wait until every shard answers.
+        for node in &nodes {
+            for shard in 0..SHARDS {
+                let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    if let Ok(mut client) = BlockingClient::connect(address, Duration::from_secs(2))
+                        && client.call(NodeRequest::Status).is_ok()
+                    {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "node {} shard {shard} did not come up",
+                        node.id
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        Cluster {
+            _directory: directory,
+            children,
+            nodes,
+            done,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
+fn key(index: usize) -> String {
+    format!("user-{index:04}")
+}
+
+fn put_body(index: usize) -> Json {
+    json!({
+        "TableName": "people",
+        "Item": {"pk": {"S": key(index)}, "n": {"N": index.to_string()}},
+    })
+}
+
+/// Runs `test` on a glommio executor in this thread, as a router core would.
+fn on_router_core(test: impl std::future::Future<Output = ()>) {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("router-test")
+        .io_memory(1 << 20)
+        .make()
+        .unwrap()
+        .run(async move {
+            // RUNTIME.md: the first timer sleep can be slow; take it before any deadline runs.
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            test.await;
+        });
+}
+
+/// Scans the whole table in pages of `SCAN_LIMIT` (one segment when `segment` is given) and
+/// returns the keys seen, in order, and the number of pages.
+async fn scan_keys(router: &Router, segment: Option<(u64, u64)>) -> (Vec<String>, usize) {
+    let mut keys = Vec::new();
+    let mut start: Option<Json> = None;
+    let mut pages = 0;
+    loop {
+        let mut body = json!({"TableName": "people", "Limit": SCAN_LIMIT, "ConsistentRead": true});
+        if let Some((segment, total)) = segment {
+            body["Segment"] = json!(segment);
+            body["TotalSegments"] = json!(total);
+        }
+        if let Some(start) = start.take() {
+            body["ExclusiveStartKey"] = start;
+        }
+        let page = router.scan(body).await.unwrap();
+        pages += 1;
+        assert!(pages <= ITEMS * 2, "the scan does not end");
+        let items = page["Items"].as_array().unwrap();
+        assert!(items.len() as u64 <= SCAN_LIMIT);
+        assert_eq!(page["Count"].as_u64().unwrap(), items.len() as u64);
+        for item in items {
+            keys.push(item["pk"]["S"].as_str().unwrap().to_string());
+        }
+        match page.get("LastEvaluatedKey") {
+            Some(next) => start = Some(next.clone()),
+            None => return (keys, pages),
+        }
+    }
+}
+
+fn assert_error(result: Result<Json, DynamoError>, type_name: &str) -> DynamoError {
+    let error = result.expect_err("expected an error");
+    assert_eq!(error.type_name, type_name, "{error}");
+    error
+}
+
+#[test]
+fn router_creates_a_table_writes_reads_scans_and_deletes_it() {
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    on_router_core(async move {
+        let mut config = RouterConfig::new(nodes);
+        config.seed = 1;
+        let router = Router::new(config).unwrap();
+        let bootstrapped = router.bootstrap(SHARDS).await.unwrap();
+        assert_eq!(bootstrapped.nodes.len(), 3);
+        assert_eq!(bootstrapped.shards_per_node, SHARDS);
+        // Bootstrap is idempotent.
+        router.bootstrap(SHARDS).await.unwrap();
+
+        let create = json!({
+            "TableName": "people",
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        });
+        let created = router.create_table(create.clone()).await.unwrap();
+        let description = &created["TableDescription"];
+        assert_eq!(description["TableStatus"], "ACTIVE");
+        assert_eq!(
+            description["TableArn"],
+            "arn:aws:dynamodb:us-east-1:000000000000:table/people"
+        );
+        assert_error(router.create_table(create).await, "ResourceInUseException");
+        let partitions = router.table_partitions("people").await.unwrap();
+        assert_eq!(partitions.len(), 4);
+        let shards: BTreeSet<u16> = partitions.iter().map(|p| p.shard).collect();
+        assert_eq!(shards, BTreeSet::from([0, 1]), "partitions use both shards");
+        for partition in &partitions {
+            assert_eq!(partition.replicas.len(), 3);
+        }
+        // A second table gets partition ids of its own, and ListTables pages by name.
+        router
+            .create_table(json!({
+                "TableName": "orders",
+                "AttributeDefinitions": [
+                    {"AttributeName": "customer", "AttributeType": "S"},
+                    {"AttributeName": "number", "AttributeType": "N"}
+                ],
+                "KeySchema": [
+                    {"AttributeName": "customer", "KeyType": "HASH"},
+                    {"AttributeName": "number", "KeyType": "RANGE"}
+                ],
+                "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+            }))
+            .await
+            .unwrap();
+        let orders = router.table_partitions("orders").await.unwrap();
+        let people_ids: BTreeSet<u64> = partitions.iter().map(|p| p.id).collect();
+        let order_ids: BTreeSet<u64> = orders.iter().map(|p| p.id).collect();
+        assert_eq!(order_ids.len(), 4);
+        assert!(
+            people_ids.is_disjoint(&order_ids),
+            "{people_ids:?} {order_ids:?}"
+        );
+        assert!(
+            !people_ids.contains(&0) && !order_ids.contains(&0),
+            "0 is metadata"
+        );
+        let first_page = router.list_tables(json!({"Limit": 1})).await.unwrap();
+        assert_eq!(first_page["TableNames"], json!(["orders"]));
+        assert_eq!(first_page["LastEvaluatedTableName"], "orders");
+        let second_page = router
+            .list_tables(json!({"Limit": 1, "ExclusiveStartTableName": "orders"}))
+            .await
+            .unwrap();
+        assert_eq!(second_page["TableNames"], json!(["people"]));
+        assert!(second_page.get("LastEvaluatedTableName").is_none());
+        router
+            .put_item(json!({
+                "TableName": "orders",
+                "Item": {"customer": {"S": "c1"}, "number": {"N": "1"}},
+            }))
+            .await
+            .unwrap();
+        router
+            .delete_table(json!({"TableName": "orders"}))
+            .await
+            .unwrap();
+
+        for index in 0..ITEMS {
+            router.put_item(put_body(index)).await.unwrap();
+        }
+        for index in 0..ITEMS {
+            let got = router
+                .get_item(json!({
+                    "TableName": "people",
+                    "Key": {"pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                    "ReturnConsumedCapacity": "TOTAL",
+                }))
+                .await
+                .unwrap();
+            assert_eq!(got["Item"]["n"]["N"], index.to_string(), "item {index}");
+            assert_eq!(got["ConsumedCapacity"]["TableName"], "people");
+            assert!(got["ConsumedCapacity"]["CapacityUnits"].as_f64().unwrap() > 0.0);
+        }
+        let queried = router
+            .query(json!({
+                "TableName": "people",
+                "KeyConditionExpression": "pk = :k",
+                "ExpressionAttributeValues": {":k": {"S": key(17)}},
+            }))
+            .await
+            .unwrap();
+        assert_eq!(queried["Count"], 1);
+        assert_eq!(queried["Items"][0]["n"]["N"], "17");
+
+        // A failed condition comes back as DynamoDB's error, with the old item when asked.
+        let failed = assert_error(
+            router
+                .put_item(json!({
+                    "TableName": "people",
+                    "Item": {"pk": {"S": key(3)}},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }))
+                .await,
+            "ConditionalCheckFailedException",
+        );
+        assert_eq!(failed.item.unwrap()["n"]["N"], "3");
+        let updated = router
+            .update_item(json!({
+                "TableName": "people",
+                "Key": {"pk": {"S": key(5)}},
+                "UpdateExpression": "ADD n :one",
+                "ExpressionAttributeValues": {":one": {"N": "100"}},
+                "ReturnValues": "UPDATED_NEW",
+            }))
+            .await
+            .unwrap();
+        assert_eq!(updated["Attributes"]["n"]["N"], "105");
+
+        // Batches across partitions: 20 new items written, then read back with old ones.
+        let writes: Vec<Json> = (ITEMS..ITEMS + 20)
+            .map(|index| json!({"PutRequest": {"Item": put_body(index)["Item"].clone()}}))
+            .collect();
+        let written = router
+            .batch_write_item(json!({"RequestItems": {"people": writes}}))
+            .await
+            .unwrap();
+        assert_eq!(written["UnprocessedItems"], json!({}));
+        let keys: Vec<Json> = (ITEMS - 10..ITEMS + 20)
+            .map(|index| json!({"pk": {"S": key(index)}}))
+            .collect();
+        let read = router
+            .batch_get_item(
+                json!({"RequestItems": {"people": {"Keys": keys, "ConsistentRead": true}}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(read["Responses"]["people"].as_array().unwrap().len(), 30);
+        assert_eq!(read["UnprocessedKeys"], json!({}));
+        let deletes: Vec<Json> = (ITEMS..ITEMS + 20)
+            .map(|index| json!({"DeleteRequest": {"Key": {"pk": {"S": key(index)}}}}))
+            .collect();
+        router
+            .batch_write_item(json!({"RequestItems": {"people": deletes}}))
+            .await
+            .unwrap();
+
+        // A paginated scan finds each item exactly once, in pages of at most SCAN_LIMIT.
+        let (scanned, pages) = scan_keys(&router, None).await;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for key in &scanned {
+            *seen.entry(key.clone()).or_default() += 1;
+        }
+        assert_eq!(
+            scanned.len(),
+            ITEMS,
+            "scan returned {} items",
+            scanned.len()
+        );
+        assert!(
+            seen.values().all(|count| *count == 1),
+            "duplicates in the scan"
+        );
+        let expected: BTreeSet<String> = (0..ITEMS).map(key).collect();
+        assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), expected);
+        assert!(pages >= ITEMS / SCAN_LIMIT as usize, "{pages} pages");
+        // Parallel scan segments partition the items too.
+        let mut segmented = Vec::new();
+        for segment in 0..3 {
+            segmented.extend(scan_keys(&router, Some((segment, 3))).await.0);
+        }
+        segmented.sort();
+        assert_eq!(segmented, expected.iter().cloned().collect::<Vec<_>>());
+
+        let described = router
+            .describe_table(json!({"TableName": "people"}))
+            .await
+            .unwrap();
+        assert_eq!(described["Table"]["TableStatus"], "ACTIVE");
+        assert_eq!(described["Table"]["ItemCount"], ITEMS);
+
+        let deleted = router
+            .delete_table(json!({"TableName": "people"}))
+            .await
+            .unwrap();
+        assert_eq!(deleted["TableDescription"]["TableStatus"], "DELETING");
+        assert_error(
+            router.describe_table(json!({"TableName": "people"})).await,
+            "ResourceNotFoundException",
+        );
+        assert_error(
+            router
+                .get_item(json!({"TableName": "people", "Key": {"pk": {"S": key(1)}}}))
+                .await,
+            "ResourceNotFoundException",
+        );
+        let listed = router.list_tables(json!({})).await.unwrap();
+        assert_eq!(listed["TableNames"], json!([]));
+    });
+    drop(cluster);
+}
