@@ -4,6 +4,7 @@ mod dev;
 mod doctor;
 mod inspect;
 mod node;
+mod router;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ enum Action {
     Inspect(inspect::InspectOptions),
     /// Run a storage node: one shard executor per core serving its partition replicas.
     Node(node::NodeOptions),
+    /// Run a router: the DynamoDB JSON/HTTP API, routing to the storage nodes.
+    Router(router::RouterOptions),
     /// Run a local replicated cluster (nodes and a router as child processes) until Ctrl-C.
     Dev(dev::DevOptions),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Action::Inspect(options) => inspect::run(&options),
         Action::Node(options) => node::run(&options),
         Action::Dev(options) => dev::run(&options),
+        Action::Router(options) => router::run(&options),
     }
 }
 

@@ -74,7 +74,7 @@ pub struct NodeOptions {
     pub checkpoint_every_slots: u64,
 }
 
-fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
+pub fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
     let (id, address) = text
         .split_once('=')
         .ok_or_else(|| format!("expected ID=HOST:PORT, got {text:?}"))?;

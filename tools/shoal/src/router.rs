@@ -1,0 +1,165 @@
+//! `shoal router`: the stateless router tier. One executor serves the DynamoDB JSON/HTTP API
+//! (router/http) and routes every operation through `shoal_router::Router` (metadata, partition
+//! map, admission, forwarding to the owning shard's leader).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use glommio::{LocalExecutorBuilder, Placement};
+use serde_json::{Value as Json, json};
+use shoal_http::{Api, ApiError, HttpConfig, HttpServer, Operation};
+use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
+
+/// How long the router keeps trying to reach the metadata nodes at start (they may be starting
+/// too, as under `shoal dev`).
+pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(60);
+const BOOTSTRAP_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// io_uring memory of the router's executor (see `shoal node`).
+const ROUTER_IO_MEMORY_BYTES: usize = 2 << 20;
+/// How long DescribeEndpoints tells clients to cache the endpoint (DynamoDB's value).
+const ENDPOINT_CACHE_MINUTES: u64 = 1440;
+
+#[derive(Debug, Args, Clone)]
+pub struct RouterOptions {
+    /// Address of the DynamoDB JSON/HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub http: SocketAddr,
+    /// A storage node: ID=HOST:PORT (its shard 0 bus port). Repeat for each node; the metadata
+    /// group lives on the three lowest ids.
+    #[arg(long = "node", value_parser = crate::node::parse_peer, required = true)]
+    pub nodes: Vec<(u64, SocketAddr)>,
+    /// Shards per node (every node runs the same number).
+    #[arg(long, default_value_t = 1)]
+    pub shards_per_node: u16,
+    /// The region in table ARNs.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// The account in table ARNs.
+    #[arg(long, default_value = "000000000000")]
+    pub account: String,
+}
+
+/// The router behind the HTTP API.
+struct RoutedApi {
+    router: Router,
+    endpoint: String,
+}
+
+fn api_error(error: DynamoError) -> ApiError {
+    let mut api = ApiError::new(&error.type_name, error.message);
+    if let Some(item) = error.item {
+        api.fields.push(("Item".to_string(), item));
+    }
+    api
+}
+
+impl Api for RoutedApi {
+    async fn call(&self, operation: Operation, body: Json) -> Result<Json, ApiError> {
+        let router = &self.router;
+        let outcome = match operation {
+            Operation::CreateTable => router.create_table(body).await,
+            Operation::DeleteTable => router.delete_table(body).await,
+            Operation::DescribeTable => router.describe_table(body).await,
+            Operation::ListTables => router.list_tables(body).await,
+            Operation::PutItem => router.put_item(body).await,
+            Operation::GetItem => router.get_item(body).await,
+            Operation::UpdateItem => router.update_item(body).await,
+            Operation::DeleteItem => router.delete_item(body).await,
+            Operation::Query => router.query(body).await,
+            Operation::Scan => router.scan(body).await,
+            Operation::BatchGetItem => router.batch_get_item(body).await,
+            Operation::BatchWriteItem => router.batch_write_item(body).await,
+            // The one endpoint is this router; clients that discover endpoints use it.
+            Operation::DescribeEndpoints => Ok(json!({
+                "Endpoints": [{"Address": self.endpoint, "CachePeriodInMinutes": ENDPOINT_CACHE_MINUTES}]
+            })),
+            // Not built yet: answered as DynamoDB answers an operation it does not know, never
+            // with an invented result.
+            Operation::UpdateTable
+            | Operation::DescribeLimits
+            | Operation::TagResource
+            | Operation::UntagResource
+            | Operation::ListTagsOfResource => return Err(ApiError::unknown_operation()),
+        };
+        outcome.map_err(api_error)
+    }
+}
+
+pub fn run(options: &RouterOptions) -> ExitCode {
+    if options.shards_per_node == 0 || options.shards_per_node > crate::node::SHARDS_MAX {
+        eprintln!(
+            "shoal router: --shards-per-node must be 1 to {}",
+            crate::node::SHARDS_MAX
+        );
+        return ExitCode::from(2);
+    }
+    let options = options.clone();
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("router-0")
+        .io_memory(ROUTER_IO_MEMORY_BYTES)
+        .make();
+    let executor = match executor {
+        Ok(executor) => executor,
+        Err(error) => {
+            eprintln!("shoal router: cannot start its executor: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match executor.run(serve(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal router: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(options: RouterOptions) -> Result<(), String> {
+    let nodes = options
+        .nodes
+        .iter()
+        .map(|(id, address)| NodeAddress {
+            id: *id,
+            address: *address,
+        })
+        .collect();
+    let mut config = RouterConfig::new(nodes);
+    config.region = options.region.clone();
+    config.account = options.account.clone();
+    let router = Router::new(config).map_err(|error| error.message)?;
+    // RUNTIME.md: take the first-timer delay before anything times out.
+    glommio::timer::sleep(Duration::from_millis(1)).await;
+    let started = Instant::now();
+    loop {
+        match router.bootstrap(options.shards_per_node).await {
+            Ok(_) => break,
+            Err(error) if started.elapsed() < BOOTSTRAP_TIMEOUT => {
+                tracing::debug!(%error.message, "metadata not reachable yet");
+                glommio::timer::sleep(BOOTSTRAP_RETRY_INTERVAL).await;
+            }
+            Err(error) => {
+                return Err(format!(
+                    "cannot bootstrap or load the cluster metadata within {BOOTSTRAP_TIMEOUT:?}: {}",
+                    error.message
+                ));
+            }
+        }
+    }
+    let endpoint = options.http.to_string();
+    let server = HttpServer::new(
+        HttpConfig::new(options.http, endpoint.clone(), options.http.port().into()),
+        Rc::new(RoutedApi { router, endpoint }),
+    );
+    let address = server
+        .start()
+        .map_err(|error| format!("cannot listen on --http {}: {error}", options.http))?;
+    tracing::info!(%address, "router serving the DynamoDB API");
+    println!("shoal router: DynamoDB API on http://{address}");
+    // Serve until the process is stopped.
+    loop {
+        glommio::timer::sleep(Duration::from_secs(3600)).await;
+    }
+}
