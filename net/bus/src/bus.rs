@@ -19,6 +19,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -207,6 +208,8 @@ struct Shared {
     inbox: LocalSender<Inbound>,
     stats: RefCell<BusStats>,
     accept_loop: RefCell<Option<JoinHandle<()>>>,
+    /// The listening socket, shared with the accept loop, until shutdown.
+    listener: RefCell<Option<Listener>>,
     shut_down: Cell<bool>,
 }
 
@@ -227,14 +230,15 @@ impl Bus {
     /// executor; every task it starts runs on that executor.
     pub fn start(config: BusConfig) -> Result<(Bus, Inbox), BusError> {
         config.check()?;
-        let listener = TcpListener::bind(config.listen).map_err(|error| BusError::Bind {
+        let bind_error = |source: std::io::Error| BusError::Bind {
             address: config.listen,
-            source: std::io::Error::other(error.to_string()),
-        })?;
-        let local_address = listener.local_addr().map_err(|error| BusError::Bind {
-            address: config.listen,
-            source: std::io::Error::other(error.to_string()),
-        })?;
+            source,
+        };
+        let listener = bind_exclusive(config.listen).map_err(bind_error)?;
+        let local_address = listener
+            .socket
+            .local_addr()
+            .map_err(|error| bind_error(std::io::Error::other(error.to_string())))?;
         let (inbox_sender, inbox_receiver) = local_channel::new_bounded(config.inbox_frames_max);
         let shared = Rc::new(Shared {
             me: config.me,
@@ -251,6 +255,7 @@ impl Bus {
             inbox: inbox_sender,
             stats: RefCell::new(BusStats::default()),
             accept_loop: RefCell::new(None),
+            listener: RefCell::new(Some(listener.clone())),
             shut_down: Cell::new(false),
         });
         let bus = Bus { shared };
@@ -258,7 +263,7 @@ impl Bus {
             bus.add_peer(address, socket_address);
         }
         let accept_loop =
-            glommio::spawn_local(run_accept_loop(bus.shared.clone(), listener)).detach();
+            glommio::spawn_local(run_accept_loop(bus.shared.clone(), listener.socket)).detach();
         *bus.shared.accept_loop.borrow_mut() = Some(accept_loop);
         Ok((
             bus,
@@ -412,20 +417,36 @@ impl Bus {
         *self.shared.stats.borrow()
     }
 
-    /// Stops every task of this bus and closes every socket. Queued messages are discarded;
-    /// waiting `send_snapshot` calls return `ShutDown`. Idempotent.
+    /// Stops every task of this bus. Queued messages are discarded; waiting `send_snapshot`
+    /// calls return `ShutDown`; inbound connections are shut down at once. The listening socket
+    /// and outbound sockets close when the executor next runs the cancelled tasks (at its next
+    /// scheduling point); use [`Bus::close`] to wait for that. Idempotent.
     pub fn shutdown(&self) {
+        drop(self.cancel_tasks());
+    }
+
+    /// Shuts down like [`Bus::shutdown`] and returns once every task has stopped and every
+    /// socket is closed, so the listening port can be bound again at once.
+    pub async fn close(&self) {
+        for task in self.cancel_tasks() {
+            // A cancelled task resolves once its future (and the sockets it owns) is dropped.
+            let _ = task.await;
+        }
+    }
+
+    /// Cancels every task (the first call only) and returns their handles.
+    fn cancel_tasks(&self) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
         if self.shared.shut_down.replace(true) {
-            return;
+            return tasks;
         }
-        if let Some(task) = self.shared.accept_loop.borrow_mut().take() {
-            task.cancel();
+        if let Some(listener) = self.shared.listener.borrow_mut().take() {
+            listener.shut_down();
         }
+        tasks.extend(self.shared.accept_loop.borrow_mut().take());
         let peers: Vec<Rc<Peer>> = self.shared.peers.borrow().values().cloned().collect();
         for peer in peers {
-            if let Some(task) = peer.writer.borrow_mut().take() {
-                task.cancel();
-            }
+            tasks.extend(peer.writer.borrow_mut().take());
             peer.replication.borrow_mut().clear();
             peer.snapshots.borrow_mut().clear();
             peer.room.notify_all();
@@ -434,12 +455,13 @@ impl Bus {
         for connection in connections.into_values() {
             connection.closed.set(true);
             connection.shut_socket();
-            for task in [&connection.reader, &connection.writer] {
-                if let Some(task) = task.borrow_mut().take() {
-                    task.cancel();
-                }
-            }
+            tasks.extend(connection.reader.borrow_mut().take());
+            tasks.extend(connection.writer.borrow_mut().take());
         }
+        for task in &tasks {
+            task.cancel();
+        }
+        tasks
     }
 }
 
@@ -447,6 +469,48 @@ impl Drop for Bus {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The listening socket and its descriptor (glommio's listener does not expose it).
+#[derive(Clone)]
+struct Listener {
+    socket: Rc<TcpListener>,
+    descriptor: RawFd,
+}
+
+impl Listener {
+    /// Takes the socket out of the listening state now. Cancelling the accept loop is not
+    /// enough: its io_uring accept keeps the socket listening until the kernel has processed
+    /// the cancellation, and meanwhile a restarted bus cannot bind the port (seen in
+    /// tests/reconnect.rs). A shut-down socket no longer conflicts with a new SO_REUSEADDR bind.
+    fn shut_down(&self) {
+        // SAFETY: `descriptor` belongs to `socket`, which `self` keeps alive for the whole call,
+        // so it names our listening socket and not a reused descriptor. shutdown(2) takes no
+        // pointers; its result needs no handling (the goal is a socket that stops listening).
+        unsafe {
+            libc::shutdown(self.descriptor, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Binds a listening socket that no other socket can share.
+///
+/// glommio's `TcpListener::bind` sets SO_REUSEPORT, so a second shard (or a second process)
+/// misconfigured with the same port would bind successfully and the kernel would split incoming
+/// connections between the two: requests would reach a shard that does not own their partition.
+/// std's bind sets SO_REUSEADDR (a restarted shard can rebind past TIME_WAIT) but not
+/// SO_REUSEPORT, so a duplicate fails loudly with EADDRINUSE instead.
+fn bind_exclusive(address: SocketAddr) -> std::io::Result<Listener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    let descriptor = listener.into_raw_fd();
+    // SAFETY: `descriptor` is a bound, listening TCP socket that `into_raw_fd` released to us;
+    // glommio's listener takes ownership and closes it when dropped. No other handle exists.
+    let socket = unsafe { TcpListener::from_raw_fd(descriptor) };
+    Ok(Listener {
+        socket: Rc::new(socket),
+        descriptor,
+    })
 }
 
 /// Connects to a peer and introduces this shard with `Hello`.
@@ -587,7 +651,7 @@ async fn run_peer_writer(shared: Rc<Shared>, peer: Rc<Peer>) {
     }
 }
 
-async fn run_accept_loop(shared: Rc<Shared>, listener: TcpListener) {
+async fn run_accept_loop(shared: Rc<Shared>, listener: Rc<TcpListener>) {
     // Invariant 4: runs until shutdown cancels it; each pass accepts one connection.
     while !shared.shut_down.get() {
         match listener.accept().await {
