@@ -81,8 +81,8 @@ where
 
 /// Ports `free_address` draws from: below Linux's default ephemeral range (32768-60999), so a
 /// port chosen here and left unbound for a while (a peer that is "down at first") cannot be
-/// taken meanwhile by some connection's ephemeral local port. That happened once in a stress
-/// run of these tests with `127.0.0.1:0`.
+/// taken meanwhile by some connection's ephemeral local port (the likely cause of one failure
+/// of tests/reconnect.rs when three test binaries ran at once with ports from `127.0.0.1:0`).
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
 /// A loopback address with a port that was free a moment ago.
