@@ -260,7 +260,7 @@ impl Bus {
         });
         let bus = Bus { shared };
         for (address, socket_address) in config.peers {
-            bus.add_peer(address, socket_address);
+            bus.add_peer(address, socket_address)?;
         }
         let accept_loop =
             glommio::spawn_local(run_accept_loop(bus.shared.clone(), listener.socket)).detach();
@@ -284,11 +284,21 @@ impl Bus {
 
     /// Adds a peer, or changes where an existing one listens (its next connection uses the new
     /// address). Nothing connects until something is sent to it.
-    pub fn add_peer(&self, address: ShardAddress, socket_address: SocketAddr) {
+    /// Fails only when the bus already has `PEERS_MAX` peers.
+    pub fn add_peer(
+        &self,
+        address: ShardAddress,
+        socket_address: SocketAddr,
+    ) -> Result<(), BusError> {
         let mut peers = self.shared.peers.borrow_mut();
         match peers.get(&address) {
             Some(peer) => peer.socket_address.set(socket_address),
             None => {
+                if peers.len() >= PEERS_MAX {
+                    return Err(BusError::Config {
+                        reason: format!("more than {PEERS_MAX} peers"),
+                    });
+                }
                 peers.insert(
                     address,
                     Rc::new(Peer {
@@ -303,6 +313,7 @@ impl Bus {
                 );
             }
         }
+        Ok(())
     }
 
     /// The peer, with its writer task started (connections are made lazily, by the writer).
@@ -773,9 +784,8 @@ async fn read_connection(
         };
         shared.count(|stats| stats.bytes_received += read as u64);
         let mut input = &buffer[..read];
-        // Every frame is at least FRAME_HEADER_BYTES long, so one read completes at most this
-        // many frames; each pass consumes input or ends the loop.
-        for _ in 0..=read / shoal_wire::FRAME_HEADER_BYTES {
+        // Each decode call consumes at least one byte (shoal-wire frame invariant 5).
+        for _ in 0..read {
             if input.is_empty() {
                 break;
             }

@@ -222,7 +222,8 @@ async fn run_reader(shared: Rc<ClientShared>, mut read_half: StreamHalf) {
             Ok(read) => read,
         };
         let mut input = &buffer[..read];
-        for _ in 0..=read / shoal_wire::FRAME_HEADER_BYTES {
+        // Each decode call consumes at least one byte (shoal-wire frame invariant 5).
+        for _ in 0..read {
             if input.is_empty() {
                 break;
             }

@@ -27,6 +27,10 @@ pub const REPLICATION_FRAME_ENVELOPES_MAX: usize = 4096;
 /// senders) rather than drop, since requests must not be lost silently.
 pub const INBOX_FRAMES_MAX: usize = 1024;
 
+/// Peer shards one bus sends to (each has a writer task and two queues). A cluster of 256
+/// nodes of 16 shards stays below it.
+pub const PEERS_MAX: usize = 4096;
+
 /// Inbound connections a shard serves at once; more are accepted and closed at once (counted).
 pub const INBOUND_CONNECTIONS_MAX: usize = 1024;
 
