@@ -57,6 +57,8 @@ pub struct BusConfig {
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// A write that makes no complete progress for this long drops its connection.
+    pub write_stall_timeout: Duration,
     /// Seeds the reconnect jitter (mixed with each peer's address).
     pub seed: u64,
 }
@@ -78,6 +80,7 @@ impl BusConfig {
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT_DEFAULT,
             seed: u64::from(me.shard) ^ me.node.rotate_left(16),
         }
     }
@@ -98,9 +101,9 @@ impl BusConfig {
                 reason: format!("{name} must be at least 1"),
             });
         }
-        if self.connect_timeout.is_zero() {
+        if self.connect_timeout.is_zero() || self.write_stall_timeout.is_zero() {
             return Err(BusError::Config {
-                reason: "connect_timeout must not be zero".into(),
+                reason: "connect_timeout and write_stall_timeout must not be zero".into(),
             });
         }
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
@@ -201,6 +204,7 @@ struct Shared {
     reconnect_backoff_min: Duration,
     reconnect_backoff_max: Duration,
     connect_timeout: Duration,
+    write_stall_timeout: Duration,
     seed: u64,
     peers: RefCell<BTreeMap<ShardAddress, Rc<Peer>>>,
     connections: RefCell<BTreeMap<ConnectionId, Rc<InboundConnection>>>,
@@ -248,6 +252,7 @@ impl Bus {
             reconnect_backoff_min: config.reconnect_backoff_min,
             reconnect_backoff_max: config.reconnect_backoff_max,
             connect_timeout: config.connect_timeout,
+            write_stall_timeout: config.write_stall_timeout,
             seed: config.seed,
             peers: RefCell::new(BTreeMap::new()),
             connections: RefCell::new(BTreeMap::new()),
@@ -524,6 +529,32 @@ fn bind_exclusive(address: SocketAddr) -> std::io::Result<Listener> {
     })
 }
 
+/// Why a write failed.
+enum WriteFailure {
+    Io,
+    Stalled,
+}
+
+/// Writes all of `bytes`, or fails when the socket fails or the write takes longer than the
+/// write stall timeout (counted). Either way the caller drops the connection: a partial frame
+/// may have been written.
+async fn write_within(
+    shared: &Shared,
+    writer: &mut (impl futures_lite::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> Result<(), WriteFailure> {
+    let write = async { writer.write_all(bytes).await.map_err(|_| WriteFailure::Io) };
+    let stall = async {
+        glommio::timer::sleep(shared.write_stall_timeout).await;
+        Err(WriteFailure::Stalled)
+    };
+    let result = futures_lite::future::or(write, stall).await;
+    if let Err(WriteFailure::Stalled) = result {
+        shared.count(|stats| stats.write_timeouts += 1);
+    }
+    result
+}
+
 /// Connects to a peer and introduces this shard with `Hello`.
 async fn connect_to_peer(shared: &Shared, peer: &Peer) -> Option<TcpStream> {
     let mut stream = TcpStream::connect_timeout(peer.socket_address.get(), shared.connect_timeout)
@@ -532,7 +563,7 @@ async fn connect_to_peer(shared: &Shared, peer: &Peer) -> Option<TcpStream> {
     // Replication frames are small and latency-bound; do not let Nagle hold them back.
     stream.set_nodelay(true).ok()?;
     let hello = encode_frame(&BusMessage::Hello { from: shared.me }).ok()?;
-    stream.write_all(&hello).await.ok()?;
+    write_within(shared, &mut stream, &hello).await.ok()?;
     shared.count(|stats| {
         stats.frames_sent += 1;
         stats.bytes_sent += hello.len() as u64;
@@ -643,7 +674,7 @@ async fn run_peer_writer(shared: Rc<Shared>, peer: Rc<Peer>) {
         let Some(connection) = stream.as_mut() else {
             continue;
         };
-        match connection.write_all(&batch.bytes).await {
+        match write_within(&shared, connection, &batch.bytes).await {
             Ok(()) => shared.count(|stats| {
                 stats.frames_sent += batch.frames;
                 stats.bytes_sent += batch.bytes.len() as u64;
@@ -896,7 +927,7 @@ async fn run_connection_writer(
             bytes.extend_from_slice(&frame);
             frames += 1;
         }
-        let written = write_half.write_all(&bytes).await;
+        let written = write_within(&shared, &mut write_half, &bytes).await;
         connection.responses_writing.set(0);
         connection.room.notify_all();
         match written {

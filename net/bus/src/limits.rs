@@ -46,6 +46,13 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub const RECONNECT_BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(10);
 pub const RECONNECT_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
 
+/// Default bound on one socket write (a whole batch). A peer that stops reading (frozen, or a
+/// machine that died without a reset, which TCP alone notices only after many minutes) would
+/// otherwise hold its connection, and so every later message to it, for that long; past this
+/// the connection is dropped and re-established. The largest frame (32 MiB) takes about 0.3 s
+/// at 1 Gb/s, so the default leaves ample room.
+pub const WRITE_STALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
 /// Default bound on one TCP connect attempt.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 
