@@ -15,6 +15,10 @@
 //!    one drained queue) and then awaits.
 //! 5. No task uses a `Latency::Matters` queue (RUNTIME.md: lost wake-ups with cross-executor
 //!    channels); everything runs in the executor's default queue.
+//! 6. Replication and snapshot frames are delivered only if every envelope's `from` is the node
+//!    that sent `Hello` on that connection and its `to` is this node; a frame that claims another
+//!    sender or receiver (misrouting, or impersonation by a misconfigured node) is a protocol
+//!    violation.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -851,13 +855,25 @@ async fn deliver(
             return None;
         }
         BusMessage::Replication(envelopes) => {
-            if hello.is_none() {
+            let Some(sender) = hello else {
+                return Some(ReaderEnd::ProtocolViolation);
+            };
+            // Invariant 6: every envelope names the node that introduced itself as its sender
+            // and this node as its receiver.
+            if envelopes
+                .iter()
+                .any(|envelope| envelope.from != sender.node || envelope.to != shared.me.node)
+            {
                 return Some(ReaderEnd::ProtocolViolation);
             }
             shared.count(|stats| stats.envelopes_received += envelopes.len() as u64);
         }
-        BusMessage::Snapshot(_) => {
-            if hello.is_none() {
+        BusMessage::Snapshot(chunk) => {
+            let Some(sender) = hello else {
+                return Some(ReaderEnd::ProtocolViolation);
+            };
+            // Invariant 6, for snapshot chunks.
+            if chunk.from != sender.node || chunk.to != shared.me.node {
                 return Some(ReaderEnd::ProtocolViolation);
             }
             shared.count(|stats| stats.snapshot_chunks_received += 1);
