@@ -108,7 +108,8 @@ impl BlockingClient {
     }
 
     fn read_response_inner(&mut self, deadline: Instant) -> Result<ResponseFrame, ClientError> {
-        // Each pass decodes buffered bytes or reads once from the socket; the deadline ends it.
+        // Each pass decodes buffered bytes or waits on the socket until at most the deadline;
+        // the deadline ends the loop.
         loop {
             if !self.buffered.is_empty() {
                 let mut input = &self.buffer[self.buffered.clone()];
@@ -135,7 +136,22 @@ impl BlockingClient {
                 return Err(ClientError::Timeout);
             }
             self.stream.set_read_timeout(Some(remaining))?;
-            let read = self.stream.read(&mut self.buffer)?;
+            let read = match self.stream.read(&mut self.buffer) {
+                Ok(read) => read,
+                // SO_RCVTIMEO can expire a little before our deadline (it counts in kernel
+                // ticks), and a signal can interrupt the read: check the deadline again.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             if read == 0 {
                 return Err(ClientError::ConnectionClosed);
             }

@@ -15,10 +15,15 @@
 //!    one drained queue) and then awaits.
 //! 5. No task uses a `Latency::Matters` queue (RUNTIME.md: lost wake-ups with cross-executor
 //!    channels); everything runs in the executor's default queue.
+//! 6. Replication and snapshot frames are delivered only if every envelope's `from` is the node
+//!    that sent `Hello` on that connection and its `to` is this node; a frame that claims another
+//!    sender or receiver (misrouting, or impersonation by a misconfigured node) is a protocol
+//!    violation.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -56,6 +61,8 @@ pub struct BusConfig {
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// A write that makes no complete progress for this long drops its connection.
+    pub write_stall_timeout: Duration,
     /// Seeds the reconnect jitter (mixed with each peer's address).
     pub seed: u64,
 }
@@ -77,6 +84,7 @@ impl BusConfig {
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT_DEFAULT,
             seed: u64::from(me.shard) ^ me.node.rotate_left(16),
         }
     }
@@ -97,9 +105,9 @@ impl BusConfig {
                 reason: format!("{name} must be at least 1"),
             });
         }
-        if self.connect_timeout.is_zero() {
+        if self.connect_timeout.is_zero() || self.write_stall_timeout.is_zero() {
             return Err(BusError::Config {
-                reason: "connect_timeout must not be zero".into(),
+                reason: "connect_timeout and write_stall_timeout must not be zero".into(),
             });
         }
         if self.reconnect_backoff_min > self.reconnect_backoff_max {
@@ -200,6 +208,7 @@ struct Shared {
     reconnect_backoff_min: Duration,
     reconnect_backoff_max: Duration,
     connect_timeout: Duration,
+    write_stall_timeout: Duration,
     seed: u64,
     peers: RefCell<BTreeMap<ShardAddress, Rc<Peer>>>,
     connections: RefCell<BTreeMap<ConnectionId, Rc<InboundConnection>>>,
@@ -207,6 +216,8 @@ struct Shared {
     inbox: LocalSender<Inbound>,
     stats: RefCell<BusStats>,
     accept_loop: RefCell<Option<JoinHandle<()>>>,
+    /// The listening socket, shared with the accept loop, until shutdown.
+    listener: RefCell<Option<Listener>>,
     shut_down: Cell<bool>,
 }
 
@@ -227,14 +238,15 @@ impl Bus {
     /// executor; every task it starts runs on that executor.
     pub fn start(config: BusConfig) -> Result<(Bus, Inbox), BusError> {
         config.check()?;
-        let listener = TcpListener::bind(config.listen).map_err(|error| BusError::Bind {
+        let bind_error = |source: std::io::Error| BusError::Bind {
             address: config.listen,
-            source: std::io::Error::other(error.to_string()),
-        })?;
-        let local_address = listener.local_addr().map_err(|error| BusError::Bind {
-            address: config.listen,
-            source: std::io::Error::other(error.to_string()),
-        })?;
+            source,
+        };
+        let listener = bind_exclusive(config.listen).map_err(bind_error)?;
+        let local_address = listener
+            .socket
+            .local_addr()
+            .map_err(|error| bind_error(std::io::Error::other(error.to_string())))?;
         let (inbox_sender, inbox_receiver) = local_channel::new_bounded(config.inbox_frames_max);
         let shared = Rc::new(Shared {
             me: config.me,
@@ -244,6 +256,7 @@ impl Bus {
             reconnect_backoff_min: config.reconnect_backoff_min,
             reconnect_backoff_max: config.reconnect_backoff_max,
             connect_timeout: config.connect_timeout,
+            write_stall_timeout: config.write_stall_timeout,
             seed: config.seed,
             peers: RefCell::new(BTreeMap::new()),
             connections: RefCell::new(BTreeMap::new()),
@@ -251,14 +264,15 @@ impl Bus {
             inbox: inbox_sender,
             stats: RefCell::new(BusStats::default()),
             accept_loop: RefCell::new(None),
+            listener: RefCell::new(Some(listener.clone())),
             shut_down: Cell::new(false),
         });
         let bus = Bus { shared };
         for (address, socket_address) in config.peers {
-            bus.add_peer(address, socket_address);
+            bus.add_peer(address, socket_address)?;
         }
         let accept_loop =
-            glommio::spawn_local(run_accept_loop(bus.shared.clone(), listener)).detach();
+            glommio::spawn_local(run_accept_loop(bus.shared.clone(), listener.socket)).detach();
         *bus.shared.accept_loop.borrow_mut() = Some(accept_loop);
         Ok((
             bus,
@@ -279,11 +293,21 @@ impl Bus {
 
     /// Adds a peer, or changes where an existing one listens (its next connection uses the new
     /// address). Nothing connects until something is sent to it.
-    pub fn add_peer(&self, address: ShardAddress, socket_address: SocketAddr) {
+    /// Fails only when the bus already has `PEERS_MAX` peers.
+    pub fn add_peer(
+        &self,
+        address: ShardAddress,
+        socket_address: SocketAddr,
+    ) -> Result<(), BusError> {
         let mut peers = self.shared.peers.borrow_mut();
         match peers.get(&address) {
             Some(peer) => peer.socket_address.set(socket_address),
             None => {
+                if peers.len() >= PEERS_MAX {
+                    return Err(BusError::Config {
+                        reason: format!("more than {PEERS_MAX} peers"),
+                    });
+                }
                 peers.insert(
                     address,
                     Rc::new(Peer {
@@ -298,6 +322,7 @@ impl Bus {
                 );
             }
         }
+        Ok(())
     }
 
     /// The peer, with its writer task started (connections are made lazily, by the writer).
@@ -412,20 +437,36 @@ impl Bus {
         *self.shared.stats.borrow()
     }
 
-    /// Stops every task of this bus and closes every socket. Queued messages are discarded;
-    /// waiting `send_snapshot` calls return `ShutDown`. Idempotent.
+    /// Stops every task of this bus. Queued messages are discarded; waiting `send_snapshot`
+    /// calls return `ShutDown`; inbound connections are shut down at once. The listening socket
+    /// and outbound sockets close when the executor next runs the cancelled tasks (at its next
+    /// scheduling point); use [`Bus::close`] to wait for that. Idempotent.
     pub fn shutdown(&self) {
+        drop(self.cancel_tasks());
+    }
+
+    /// Shuts down like [`Bus::shutdown`] and returns once every task has stopped and every
+    /// socket is closed, so the listening port can be bound again at once.
+    pub async fn close(&self) {
+        for task in self.cancel_tasks() {
+            // A cancelled task resolves once its future (and the sockets it owns) is dropped.
+            let _ = task.await;
+        }
+    }
+
+    /// Cancels every task (the first call only) and returns their handles.
+    fn cancel_tasks(&self) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
         if self.shared.shut_down.replace(true) {
-            return;
+            return tasks;
         }
-        if let Some(task) = self.shared.accept_loop.borrow_mut().take() {
-            task.cancel();
+        if let Some(listener) = self.shared.listener.borrow_mut().take() {
+            listener.shut_down();
         }
+        tasks.extend(self.shared.accept_loop.borrow_mut().take());
         let peers: Vec<Rc<Peer>> = self.shared.peers.borrow().values().cloned().collect();
         for peer in peers {
-            if let Some(task) = peer.writer.borrow_mut().take() {
-                task.cancel();
-            }
+            tasks.extend(peer.writer.borrow_mut().take());
             peer.replication.borrow_mut().clear();
             peer.snapshots.borrow_mut().clear();
             peer.room.notify_all();
@@ -434,12 +475,13 @@ impl Bus {
         for connection in connections.into_values() {
             connection.closed.set(true);
             connection.shut_socket();
-            for task in [&connection.reader, &connection.writer] {
-                if let Some(task) = task.borrow_mut().take() {
-                    task.cancel();
-                }
-            }
+            tasks.extend(connection.reader.borrow_mut().take());
+            tasks.extend(connection.writer.borrow_mut().take());
         }
+        for task in &tasks {
+            task.cancel();
+        }
+        tasks
     }
 }
 
@@ -447,6 +489,74 @@ impl Drop for Bus {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The listening socket and its descriptor (glommio's listener does not expose it).
+#[derive(Clone)]
+struct Listener {
+    socket: Rc<TcpListener>,
+    descriptor: RawFd,
+}
+
+impl Listener {
+    /// Takes the socket out of the listening state now. Cancelling the accept loop is not
+    /// enough: its io_uring accept keeps the socket listening until the kernel has processed
+    /// the cancellation, and meanwhile a restarted bus cannot bind the port (seen in
+    /// tests/reconnect.rs). A shut-down socket no longer conflicts with a new SO_REUSEADDR bind.
+    fn shut_down(&self) {
+        // SAFETY: `descriptor` belongs to `socket`, which `self` keeps alive for the whole call,
+        // so it names our listening socket and not a reused descriptor. shutdown(2) takes no
+        // pointers; its result needs no handling (the goal is a socket that stops listening).
+        unsafe {
+            libc::shutdown(self.descriptor, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Binds a listening socket that no other socket can share.
+///
+/// glommio's `TcpListener::bind` sets SO_REUSEPORT, so a second shard (or a second process)
+/// misconfigured with the same port would bind successfully and the kernel would split incoming
+/// connections between the two: requests would reach a shard that does not own their partition.
+/// std's bind sets SO_REUSEADDR (a restarted shard can rebind past TIME_WAIT) but not
+/// SO_REUSEPORT, so a duplicate fails loudly with EADDRINUSE instead.
+fn bind_exclusive(address: SocketAddr) -> std::io::Result<Listener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    let descriptor = listener.into_raw_fd();
+    // SAFETY: `descriptor` is a bound, listening TCP socket that `into_raw_fd` released to us;
+    // glommio's listener takes ownership and closes it when dropped. No other handle exists.
+    let socket = unsafe { TcpListener::from_raw_fd(descriptor) };
+    Ok(Listener {
+        socket: Rc::new(socket),
+        descriptor,
+    })
+}
+
+/// Why a write failed.
+enum WriteFailure {
+    Io,
+    Stalled,
+}
+
+/// Writes all of `bytes`, or fails when the socket fails or the write takes longer than the
+/// write stall timeout (counted). Either way the caller drops the connection: a partial frame
+/// may have been written.
+async fn write_within(
+    shared: &Shared,
+    writer: &mut (impl futures_lite::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> Result<(), WriteFailure> {
+    let write = async { writer.write_all(bytes).await.map_err(|_| WriteFailure::Io) };
+    let stall = async {
+        glommio::timer::sleep(shared.write_stall_timeout).await;
+        Err(WriteFailure::Stalled)
+    };
+    let result = futures_lite::future::or(write, stall).await;
+    if let Err(WriteFailure::Stalled) = result {
+        shared.count(|stats| stats.write_timeouts += 1);
+    }
+    result
 }
 
 /// Connects to a peer and introduces this shard with `Hello`.
@@ -457,7 +567,7 @@ async fn connect_to_peer(shared: &Shared, peer: &Peer) -> Option<TcpStream> {
     // Replication frames are small and latency-bound; do not let Nagle hold them back.
     stream.set_nodelay(true).ok()?;
     let hello = encode_frame(&BusMessage::Hello { from: shared.me }).ok()?;
-    stream.write_all(&hello).await.ok()?;
+    write_within(shared, &mut stream, &hello).await.ok()?;
     shared.count(|stats| {
         stats.frames_sent += 1;
         stats.bytes_sent += hello.len() as u64;
@@ -568,7 +678,7 @@ async fn run_peer_writer(shared: Rc<Shared>, peer: Rc<Peer>) {
         let Some(connection) = stream.as_mut() else {
             continue;
         };
-        match connection.write_all(&batch.bytes).await {
+        match write_within(&shared, connection, &batch.bytes).await {
             Ok(()) => shared.count(|stats| {
                 stats.frames_sent += batch.frames;
                 stats.bytes_sent += batch.bytes.len() as u64;
@@ -587,7 +697,7 @@ async fn run_peer_writer(shared: Rc<Shared>, peer: Rc<Peer>) {
     }
 }
 
-async fn run_accept_loop(shared: Rc<Shared>, listener: TcpListener) {
+async fn run_accept_loop(shared: Rc<Shared>, listener: Rc<TcpListener>) {
     // Invariant 4: runs until shutdown cancels it; each pass accepts one connection.
     while !shared.shut_down.get() {
         match listener.accept().await {
@@ -709,9 +819,8 @@ async fn read_connection(
         };
         shared.count(|stats| stats.bytes_received += read as u64);
         let mut input = &buffer[..read];
-        // Every frame is at least FRAME_HEADER_BYTES long, so one read completes at most this
-        // many frames; each pass consumes input or ends the loop.
-        for _ in 0..=read / shoal_wire::FRAME_HEADER_BYTES {
+        // Each decode call consumes at least one byte (shoal-wire frame invariant 5).
+        for _ in 0..read {
             if input.is_empty() {
                 break;
             }
@@ -746,13 +855,25 @@ async fn deliver(
             return None;
         }
         BusMessage::Replication(envelopes) => {
-            if hello.is_none() {
+            let Some(sender) = hello else {
+                return Some(ReaderEnd::ProtocolViolation);
+            };
+            // Invariant 6: every envelope names the node that introduced itself as its sender
+            // and this node as its receiver.
+            if envelopes
+                .iter()
+                .any(|envelope| envelope.from != sender.node || envelope.to != shared.me.node)
+            {
                 return Some(ReaderEnd::ProtocolViolation);
             }
             shared.count(|stats| stats.envelopes_received += envelopes.len() as u64);
         }
-        BusMessage::Snapshot(_) => {
-            if hello.is_none() {
+        BusMessage::Snapshot(chunk) => {
+            let Some(sender) = hello else {
+                return Some(ReaderEnd::ProtocolViolation);
+            };
+            // Invariant 6, for snapshot chunks.
+            if chunk.from != sender.node || chunk.to != shared.me.node {
                 return Some(ReaderEnd::ProtocolViolation);
             }
             shared.count(|stats| stats.snapshot_chunks_received += 1);
@@ -822,7 +943,7 @@ async fn run_connection_writer(
             bytes.extend_from_slice(&frame);
             frames += 1;
         }
-        let written = write_half.write_all(&bytes).await;
+        let written = write_within(&shared, &mut write_half, &bytes).await;
         connection.responses_writing.set(0);
         connection.room.notify_all();
         match written {

@@ -107,14 +107,10 @@ impl BusClient {
     ) -> Result<BusClient, ClientError> {
         let stream = TcpStream::connect_timeout(address, config.connect_timeout)
             .await
-            .map_err(|error| ClientError::Io {
-                kind: std::io::ErrorKind::ConnectionRefused,
-                message: error.to_string(),
-            })?;
-        stream.set_nodelay(true).map_err(|error| ClientError::Io {
-            kind: std::io::ErrorKind::Other,
-            message: error.to_string(),
-        })?;
+            .map_err(|error| ClientError::from(std::io::Error::from(error)))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|error| ClientError::from(std::io::Error::from(error)))?;
         let shared = Rc::new(ClientShared {
             outgoing: RefCell::new(VecDeque::new()),
             queued: Notify::default(),
@@ -222,7 +218,8 @@ async fn run_reader(shared: Rc<ClientShared>, mut read_half: StreamHalf) {
             Ok(read) => read,
         };
         let mut input = &buffer[..read];
-        for _ in 0..=read / shoal_wire::FRAME_HEADER_BYTES {
+        // Each decode call consumes at least one byte (shoal-wire frame invariant 5).
+        for _ in 0..read {
             if input.is_empty() {
                 break;
             }

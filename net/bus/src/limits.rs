@@ -27,6 +27,10 @@ pub const REPLICATION_FRAME_ENVELOPES_MAX: usize = 4096;
 /// senders) rather than drop, since requests must not be lost silently.
 pub const INBOX_FRAMES_MAX: usize = 1024;
 
+/// Peer shards one bus sends to (each has a writer task and two queues). A cluster of 256
+/// nodes of 16 shards stays below it.
+pub const PEERS_MAX: usize = 4096;
+
 /// Inbound connections a shard serves at once; more are accepted and closed at once (counted).
 pub const INBOUND_CONNECTIONS_MAX: usize = 1024;
 
@@ -41,6 +45,13 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// doubles it up to the maximum; the jitter draws from a seed).
 pub const RECONNECT_BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(10);
 pub const RECONNECT_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Default bound on one socket write (a whole batch). A peer that stops reading (frozen, or a
+/// machine that died without a reset, which TCP alone notices only after many minutes) would
+/// otherwise hold its connection, and so every later message to it, for that long; past this
+/// the connection is dropped and re-established. The largest frame (32 MiB) takes about 0.3 s
+/// at 1 Gb/s, so the default leaves ample room.
+pub const WRITE_STALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Default bound on one TCP connect attempt.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);

@@ -34,6 +34,9 @@ pub struct BusStats {
     pub connects: u64,
     pub connect_failures: u64,
     pub connections_lost: u64,
+    /// Writes (outbound batches or inbound responses) that stalled past the write timeout; each
+    /// also dropped its connection.
+    pub write_timeouts: u64,
     /// Inbound connections accepted, refused at `INBOUND_CONNECTIONS_MAX`, and closed because
     /// of a frame error (bad checksum, garbage) or a protocol violation (for example
     /// replication before `Hello`).

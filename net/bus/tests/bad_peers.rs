@@ -91,6 +91,17 @@ fn garbage_and_protocol_violations_close_only_their_connection() {
         .unwrap();
     assert_closed_by_server(rude);
 
+    // A Hello from node 9, then an envelope claiming to come from node 5: a protocol violation.
+    let mut impostor = TcpStream::connect(address).unwrap();
+    let mut bytes = encode_frame(&BusMessage::Hello { from: shard(9) })
+        .unwrap()
+        .to_vec();
+    bytes.extend_from_slice(
+        &encode_frame(&BusMessage::Replication(vec![numbered(1, 5, 1, 1)])).unwrap(),
+    );
+    impostor.write_all(&bytes).unwrap();
+    assert_closed_by_server(impostor);
+
     // The well-behaved connection was never disturbed, and new ones are served.
     assert_eq!(good.call(item_request("after")).unwrap(), echo_of("after"));
     let mut fresh = BlockingClient::connect(address, Duration::from_secs(5)).unwrap();
@@ -99,7 +110,7 @@ fn garbage_and_protocol_violations_close_only_their_connection() {
     stop.store(true, Ordering::SeqCst);
     let stats = shard_thread.join().unwrap();
     assert_eq!(stats.frame_errors, 2, "{stats:?}");
-    assert_eq!(stats.protocol_violations, 1, "{stats:?}");
-    assert_eq!(stats.connections_accepted, 5, "{stats:?}");
+    assert_eq!(stats.protocol_violations, 2, "{stats:?}");
+    assert_eq!(stats.connections_accepted, 6, "{stats:?}");
     assert_eq!(stats.responses_sent, 3, "{stats:?}");
 }

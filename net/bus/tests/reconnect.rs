@@ -90,3 +90,69 @@ fn a_peer_that_comes_up_later_receives_messages_sent_after() {
     receiver.join().unwrap();
     sender.join().unwrap();
 }
+
+#[test]
+fn a_restarted_peer_gets_a_new_connection() {
+    let _watchdog = Watchdog::start("restart", WATCHDOG);
+    spawn_executor("restart", move || async move {
+        let (receiver, inbox) = Bus::start(BusConfig::new(
+            shard(2),
+            "127.0.0.1:0".parse().unwrap(),
+            BTreeMap::new(),
+        ))
+        .unwrap();
+        let address = receiver.local_address();
+        let mut config = BusConfig::new(
+            shard(1),
+            "127.0.0.1:0".parse().unwrap(),
+            BTreeMap::from([(shard(2), address)]),
+        );
+        config.reconnect_backoff_min = Duration::from_millis(5);
+        config.reconnect_backoff_max = Duration::from_millis(40);
+        let (sender, _inbox) = Bus::start(config).unwrap();
+
+        sender
+            .send_replication(shard(2), numbered(1, 1, 2, 1))
+            .unwrap();
+        let first = glommio::timer::timeout(WAIT_DEADLINE, async { Ok(inbox.recv().await) })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            first.message,
+            BusMessage::Replication(vec![numbered(1, 1, 2, 1)])
+        );
+
+        // The peer restarts on the same port.
+        receiver.close().await;
+        drop(receiver);
+        drop(inbox);
+        let (restarted, inbox) =
+            Bus::start(BusConfig::new(shard(2), address, BTreeMap::new())).unwrap();
+
+        // Keep sending (as replication would) until the restarted peer hears from us.
+        let mut round = 2;
+        let delivered = loop {
+            sender
+                .send_replication(shard(2), numbered(1, 1, 2, round))
+                .unwrap();
+            round += 1;
+            let received = glommio::timer::timeout(Duration::from_millis(20), async {
+                Ok(inbox.recv().await)
+            })
+            .await;
+            if let Ok(Some(inbound)) = received {
+                break inbound;
+            }
+            assert!(round < 1000, "the restarted peer never heard from us");
+        };
+        assert_eq!(delivered.peer, Some(shard(1)));
+        let stats = sender.stats();
+        assert_eq!(stats.connects, 2, "{stats:?}");
+        assert!(stats.connections_lost >= 1, "{stats:?}");
+        sender.shutdown();
+        restarted.shutdown();
+    })
+    .join()
+    .unwrap();
+}

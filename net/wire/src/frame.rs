@@ -9,6 +9,8 @@
 //!    a lying peer cannot make a receiver allocate more than the limit.
 //! 4. After any error a stream of frames cannot be resynchronised (there is no frame marker to
 //!    search for), so a [`FrameDecoder`] stays failed and the connection must be dropped.
+//! 5. [`FrameDecoder::decode`] given non-empty input consumes at least one byte (or fails), so
+//!    a caller's loop over one chunk runs at most once per byte.
 
 use std::fmt;
 
@@ -403,7 +405,8 @@ impl FrameDecoder {
     /// chunk may hold several frames. `Ok(None)` means every byte of `input` was consumed and the
     /// current frame needs more.
     ///
-    /// After an error the decoder stays failed and returns the same error on every call.
+    /// Given non-empty input it consumes at least one byte (invariant 5). After an error the
+    /// decoder stays failed and returns the same error on every call.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<BusMessage>, FrameError> {
         // Each pass either consumes bytes or returns, and a frame has two parts, so two passes
         // per frame at most; the bound makes the loop's termination explicit.
@@ -465,21 +468,17 @@ impl FrameDecoder {
         messages: &mut Vec<BusMessage>,
     ) -> Result<(), FrameError> {
         let mut input = chunk;
-        // Every frame takes at least FRAME_HEADER_BYTES, so a chunk completes at most this many
-        // frames (plus the one already in progress).
-        for _ in 0..=chunk.len() / FRAME_HEADER_BYTES + 1 {
-            match self.decode(&mut input)? {
-                Some(message) => messages.push(message),
-                None => {
-                    if input.is_empty() {
-                        return Ok(());
-                    }
-                }
-            }
+        // Invariant 5: each call consumes at least one byte of non-empty input, so a chunk
+        // needs at most `chunk.len()` calls.
+        for _ in 0..chunk.len() {
             if input.is_empty() {
-                return Ok(());
+                break;
+            }
+            if let Some(message) = self.decode(&mut input)? {
+                messages.push(message);
             }
         }
+        debug_assert!(input.is_empty(), "invariant 5: decode made no progress");
         Ok(())
     }
 

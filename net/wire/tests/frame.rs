@@ -327,6 +327,29 @@ proptest! {
         prop_assert_eq!(decode_in_chunks(&stream, &cuts), messages);
     }
 
+    /// Invariant 5: decode consumes at least one byte of non-empty input (or fails), so loops
+    /// over a chunk are bounded by its length.
+    #[test]
+    fn every_decode_call_makes_progress(
+        batch in vec(common::envelope(), 0..3),
+        garbage in vec(any::<u8>(), 0..64),
+        cut in 1usize..64,
+    ) {
+        let mut stream = encode_frame(&BusMessage::Replication(batch)).unwrap().to_vec();
+        stream.extend_from_slice(&garbage);
+        let mut decoder = FrameDecoder::new();
+        for piece in stream.chunks(cut) {
+            let mut input = piece;
+            while !input.is_empty() {
+                let before = input.len();
+                match decoder.decode(&mut input) {
+                    Ok(_) => prop_assert!(input.len() < before),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
     #[test]
     fn garbage_never_panics(bytes in vec(any::<u8>(), 0..512)) {
         let _ = decode_frame(&bytes);

@@ -79,10 +79,33 @@ where
         .expect("cannot spawn an executor thread")
 }
 
+/// Ports `free_address` draws from: below Linux's default ephemeral range (32768-60999), so a
+/// port chosen here and left unbound for a while (a peer that is "down at first") cannot be
+/// taken meanwhile by some connection's ephemeral local port (the likely cause of one failure
+/// of tests/reconnect.rs when three test binaries ran at once with ports from `127.0.0.1:0`).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let mut state = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+        ^ DRAWS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..1000 {
+        let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+        let port = TEST_PORTS.start + (shoal_rng::splitmix64(&mut state) % span) as u16;
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpListener::bind(address).is_ok() {
+            return address;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 pub fn shard(node: u64) -> ShardAddress {
