@@ -110,6 +110,10 @@ pub enum Event {
         wal_lsn: WalLsn,
     },
     Snapshot(SnapshotChunk),
+    /// The host is about to stop this replica (its partition is being deleted here); the
+    /// replica does nothing with it. It travels in the same queue so that it comes after every
+    /// event queued before it.
+    Stop,
 }
 
 #[derive(Debug, PartialEq)]
@@ -568,6 +572,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 }
             }
             Event::Snapshot(chunk) => self.receive_snapshot_chunk(now, chunk).await?,
+            Event::Stop => {}
         }
         Ok(std::mem::take(&mut self.outputs))
     }
@@ -1304,6 +1309,25 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         Ok(())
     }
 
+    /// Closes the replica and removes its files: the meta file first, so that a crash part way
+    /// leaves only tree files without a meta file, which [`remove_orphan_trees`] clears at the
+    /// next start. The shard's WAL is told to forget the partition's records.
+    pub async fn destroy(self) -> Result<(), PartitionError> {
+        let partition = self.meta.partition;
+        let directory = self.directory.clone();
+        let wal = self.wal.clone();
+        self.close().await?;
+        directory
+            .remove(&crate::meta::meta_file_name(partition))
+            .await?;
+        if let Err(error) = directory.sync().await {
+            shoal_io::fatal!("directory sync failed while deleting partition {partition}: {error}");
+        }
+        remove_orphan_trees(directory.as_ref()).await?;
+        wal.forget_partition(PartitionId(partition));
+        Ok(())
+    }
+
     /// Closes the tree (the WAL belongs to the shard).
     pub async fn close(self) -> Result<(), PartitionError> {
         if let Some(incoming) = self.incoming_snapshot {
@@ -1367,6 +1391,28 @@ async fn open_newest_tree<F: Storage, D: StorageDirectory<File = F>>(
             Ok((tree, 0))
         }
     }
+}
+
+/// Removes tree files of partitions that have no meta file (left by a deletion that crashed
+/// part way). Returns how many it removed.
+pub async fn remove_orphan_trees<D: StorageDirectory>(
+    directory: &D,
+) -> Result<usize, PartitionError> {
+    let names = directory.list().await?;
+    let with_meta: std::collections::BTreeSet<u64> = names
+        .iter()
+        .filter_map(|name| crate::meta::parse_meta_file_name(name))
+        .collect();
+    let mut removed = 0;
+    for name in &names {
+        if let Some((partition, _)) = parse_tree_file_name(name)
+            && !with_meta.contains(&partition)
+        {
+            directory.remove(name).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The partitions whose meta files are in `directory`.

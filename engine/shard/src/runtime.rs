@@ -30,6 +30,8 @@ use crate::metrics::ShardMetrics;
 pub const REPLICA_QUEUE_EVENTS_MAX: usize = 4096;
 /// `Persist` outputs of one replica waiting to be queued in the WAL.
 pub const REPLICA_PERSIST_QUEUE_MAX: usize = 1024;
+/// How long a DeletePartition waits for the replica to close and remove its files.
+pub const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests in flight on a shard (waiting for their reply); more are refused with `Busy`.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
 
@@ -92,6 +94,8 @@ struct TableRow {
     epoch: u64,
     events: Rc<LocalSender<Event>>,
     status: Rc<RefCell<ReplicaStatus>>,
+    /// Set by the replica's task once it stopped and removed its files.
+    destroyed: Rc<Cell<bool>>,
 }
 
 struct PendingReply<C> {
@@ -210,6 +214,16 @@ impl<T: Transport + 'static> Shard<T> {
             metrics,
             creating: RefCell::new(std::collections::BTreeSet::new()),
         });
+        let orphans = shoal_partition::replica::remove_orphan_trees(shard.directory.as_ref())
+            .await
+            .map_err(|error| ShardError::Partition(0, error))?;
+        if orphans > 0 {
+            tracing::info!(
+                shard = shard.config.shard,
+                orphans,
+                "removed trees of deleted partitions"
+            );
+        }
         let partitions = list_partitions(shard.directory.as_ref())
             .await
             .map_err(|error| ShardError::Partition(0, error))?;
@@ -303,12 +317,14 @@ impl<T: Transport + 'static> Shard<T> {
         let (events, receiver) = local_channel::new_bounded(REPLICA_QUEUE_EVENTS_MAX);
         let events = Rc::new(events);
         let status = Rc::new(RefCell::new(replica.status(SystemClock.now())));
+        let destroyed = Rc::new(Cell::new(false));
         self.table.borrow_mut().insert(
             partition,
             TableRow {
                 epoch: replica.meta().epoch,
                 events: events.clone(),
                 status: status.clone(),
+                destroyed: destroyed.clone(),
             },
         );
         let (persists, persist_receiver) = local_channel::new_bounded(REPLICA_PERSIST_QUEUE_MAX);
@@ -316,7 +332,7 @@ impl<T: Transport + 'static> Shard<T> {
         let shard = self.clone();
         glommio::spawn_local(async move {
             shard
-                .replica_loop(replica, receiver, persists, status)
+                .replica_loop(replica, receiver, persists, status, destroyed)
                 .await;
         })
         .detach();
@@ -364,9 +380,21 @@ impl<T: Transport + 'static> Shard<T> {
         receiver: LocalReceiver<Event>,
         persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
         status: Rc<RefCell<ReplicaStatus>>,
+        destroyed: Rc<Cell<bool>>,
     ) {
         let partition = replica.partition();
         while let Some(event) = receiver.recv().await {
+            if matches!(event, Event::Stop) {
+                // Requests still queued behind the stop get no answer; their clients time out,
+                // as for any replica that went away.
+                drop(persists);
+                if let Err(error) = replica.destroy().await {
+                    shoal_io::fatal!("partition {partition}: deleting its files failed: {error}");
+                }
+                tracing::info!(shard = self.config.shard, partition, "replica deleted");
+                destroyed.set(true);
+                return;
+            }
             let now = SystemClock.now();
             let outputs = match replica.handle(now, event).await {
                 Ok(outputs) => outputs,
@@ -501,6 +529,10 @@ impl<T: Transport + 'static> Shard<T> {
                 };
                 self.respond_now(connection, request_id, response);
             }
+            NodeRequest::DeletePartition { partition, epoch } => {
+                let response = self.delete_partition(partition, epoch).await;
+                self.respond_now(connection, request_id, response);
+            }
             NodeRequest::CreatePartition {
                 partition,
                 epoch,
@@ -578,6 +610,41 @@ impl<T: Transport + 'static> Shard<T> {
                 }
             }
         }
+    }
+
+    /// Stops the replica's task, which closes it and removes its files, and waits (bounded by
+    /// [`DELETE_TIMEOUT`]) until that is done.
+    async fn delete_partition(self: &Rc<Self>, partition: u64, epoch: u64) -> NodeResponse {
+        let row = {
+            let table = self.table.borrow();
+            match table.get(&partition) {
+                None => return NodeResponse::Deleted,
+                Some(row) if row.epoch > epoch => {
+                    return NodeResponse::Error(NodeError::StaleEpoch {
+                        partition,
+                        current_epoch: row.epoch,
+                    });
+                }
+                Some(row) => (row.events.clone(), row.destroyed.clone()),
+            }
+        };
+        self.table.borrow_mut().remove(&partition);
+        let (events, destroyed) = row;
+        if events.send(Event::Stop).await.is_err() {
+            return NodeResponse::Error(NodeError::Internal {
+                message: format!("partition {partition}: its task is gone"),
+            });
+        }
+        let started = Instant::now();
+        while !destroyed.get() {
+            if started.elapsed() > DELETE_TIMEOUT {
+                return NodeResponse::Error(NodeError::Internal {
+                    message: format!("partition {partition}: deletion still running"),
+                });
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        NodeResponse::Deleted
     }
 
     async fn create_partition(self: &Rc<Self>, meta: PartitionMeta) -> NodeResponse {

@@ -187,6 +187,10 @@ pub enum NodeRequest {
     /// The replicas on the shard that receives it: for routers refreshing leader hints, for
     /// tests and for `shoal` admin commands.
     Status,
+    /// Remove this shard's replica of a partition whose table was deleted: its files and its
+    /// WAL records. Idempotent: a replica that is not there answers `Deleted`. Added after
+    /// version 1's other variants, so their archived tags are unchanged.
+    DeletePartition { partition: u64, epoch: u64 },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -234,6 +238,8 @@ pub enum NodeResponse {
         replicas: Vec<ReplicaStatus>,
     },
     Error(NodeError),
+    /// The answer to `DeletePartition`.
+    Deleted,
 }
 
 /// Why a shard did not serve a request. The routing errors carry hints so a router can retry at

@@ -890,11 +890,42 @@ impl Router {
             ));
         }
         self.tables.borrow_mut().remove(name);
+        // The replicas go first, while the record still lists them: a router that fails part
+        // way leaves the table DELETING, and a repeated DeleteTable is refused as in use, but
+        // the replicas it removed stay removed (DeletePartition is idempotent).
+        self.delete_partitions(&record).await;
         self.metadata
             .delete(&self.forwarder, &TableRecord::item_key(name), deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
         Ok(json!({ "TableDescription": self.table_description(&record) }))
+    }
+
+    /// Asks every replica of the table's partitions to remove itself. A node that does not
+    /// answer keeps its replica (it can no longer be reached through metadata, and its files
+    /// stay until an operator or a later repair removes them); the deletion goes on.
+    async fn delete_partitions(&self, record: &TableRecord) {
+        for partition in &record.partitions {
+            for node in &partition.replicas {
+                let request = NodeRequest::DeletePartition {
+                    partition: partition.id,
+                    epoch: partition.epoch,
+                };
+                match self
+                    .forwarder
+                    .call_once(*node, partition.shard, request)
+                    .await
+                {
+                    Ok(NodeResponse::Deleted) => {}
+                    outcome => tracing::warn!(
+                        partition = partition.id,
+                        node = *node,
+                        ?outcome,
+                        "a replica of a deleted table was not removed"
+                    ),
+                }
+            }
+        }
     }
 
     // ---- Item operations ------------------------------------------------------------------

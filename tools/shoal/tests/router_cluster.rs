@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
 use shoal_bus::BlockingClient;
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
-use shoal_wire::messages::NodeRequest;
+use shoal_wire::messages::{NodeRequest, NodeResponse};
 
 const SHARDS: u16 = 2;
 const ELECTION_TIMEOUT_MS: u64 = 400;
@@ -229,6 +229,7 @@ fn assert_error(result: Result<Json, DynamoError>, type_name: &str) -> DynamoErr
 fn router_creates_a_table_writes_reads_scans_and_deletes_it() {
     let cluster = Cluster::start();
     let nodes = cluster.nodes.clone();
+    let status_nodes = cluster.nodes.clone();
     on_router_core(async move {
         let mut config = RouterConfig::new(nodes);
         config.seed = 1;
@@ -304,10 +305,36 @@ fn router_creates_a_table_writes_reads_scans_and_deletes_it() {
             }))
             .await
             .unwrap();
+        let orders_partitions: Vec<u64> = router
+            .table_partitions("orders")
+            .await
+            .unwrap()
+            .iter()
+            .map(|partition| partition.id)
+            .collect();
         router
             .delete_table(json!({"TableName": "orders"}))
             .await
             .unwrap();
+        // Its replicas are gone from every node's shards, and only its.
+        for node in &status_nodes {
+            for shard in 0..SHARDS {
+                let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
+                let mut client = BlockingClient::connect(address, Duration::from_secs(2)).unwrap();
+                let NodeResponse::Status { replicas, .. } =
+                    client.call(NodeRequest::Status).unwrap()
+                else {
+                    panic!("a status request was not answered with a status");
+                };
+                assert!(
+                    replicas
+                        .iter()
+                        .all(|replica| !orders_partitions.contains(&replica.partition)),
+                    "a replica of the deleted table is still on node {} shard {shard}",
+                    node.id
+                );
+            }
+        }
 
         for index in 0..ITEMS {
             router.put_item(put_body(index)).await.unwrap();
