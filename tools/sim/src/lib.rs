@@ -28,7 +28,7 @@ use shoal_replication::{
     ProposeError, RecoveredState, Replica, ReplicaKind, ReplicaOptions, Slot, SnapshotMeta,
 };
 
-use linearizability::{Operation, OperationKind, Verdict};
+use linearizability::{EffectPoint, Operation, OperationKind, Verdict};
 use state_machine::{Command, KeyValueState};
 
 /// Each seed draws one of these cluster sizes.
@@ -37,7 +37,7 @@ const GROUP_COUNT_MIN: u64 = 2;
 const GROUP_COUNT_MAX: u64 = 4;
 const REPLICAS_PER_GROUP: usize = 3;
 const KEYS_PER_GROUP: u64 = 2;
-const CLIENT_COUNT: usize = 4;
+const CLIENT_COUNT: usize = 3;
 const _: () = assert!(REPLICAS_PER_GROUP as u64 <= NODE_COUNTS[0]);
 const STEP_NANOS: u64 = 1_000_000;
 const TICK_INTERVAL_STEPS: u64 = 5;
@@ -273,7 +273,11 @@ struct Simulation {
     /// Per key, the value clients last learned (the compare-and-sets' usual expectation).
     last_seen: BTreeMap<u64, u64>,
     eventual_reads: Vec<EventualRead>,
+    /// Orders the checked events (first applies, strong reads) within one instant.
+    event_sequence: u64,
     next_value: u64,
+    /// The earliest `fsync_at_nanos` of any replica, or None when none is scheduled.
+    fsync_earliest_nanos: Option<u64>,
     healing: bool,
     report: Report,
 }
@@ -468,7 +472,9 @@ pub fn run(options: SimulationOptions) -> Report {
         operation_by_value: BTreeMap::new(),
         last_seen: BTreeMap::new(),
         eventual_reads: Vec::new(),
+        event_sequence: 0,
         next_value: 1,
+        fsync_earliest_nanos: None,
         healing: false,
         report: Report {
             seed: options.seed,
@@ -760,17 +766,27 @@ impl Simulation {
     }
 
     fn fsync_due(&mut self) {
-        // Runs every step: find the due replicas without allocating when there are none.
-        let due: Vec<(NodeId, usize)> = self
-            .nodes
-            .iter()
-            .flat_map(|(id, node)| {
-                node.hosts
-                    .iter()
-                    .filter(|(_, host)| host.fsync_at_nanos.is_some_and(|at| at <= self.now_nanos))
-                    .map(move |(group, _)| (*id, *group))
-            })
-            .collect();
+        // Runs every step: skip the scan until the earliest scheduled fsync is due.
+        if self
+            .fsync_earliest_nanos
+            .is_none_or(|at| at > self.now_nanos)
+        {
+            return;
+        }
+        let mut due = Vec::new();
+        let mut earliest_later = None;
+        for (id, node) in &self.nodes {
+            for (group, host) in &node.hosts {
+                match host.fsync_at_nanos {
+                    Some(at) if at <= self.now_nanos => due.push((*id, *group)),
+                    Some(at) => {
+                        earliest_later = Some(earliest_later.map_or(at, |e: u64| e.min(at)))
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.fsync_earliest_nanos = earliest_later;
         for (id, group) in due {
             let now = self.local_time(id);
             let host = self.host_mut(id, group);
@@ -801,10 +817,14 @@ impl Simulation {
     }
 
     fn deliver_due(&mut self) {
-        let later = self.network.split_off(&(self.now_nanos + 1, 0));
-        let mut due: Vec<InFlight> = std::mem::replace(&mut self.network, later)
-            .into_values()
-            .collect();
+        let mut due = Vec::new();
+        // Bounded by the network's size limit.
+        while let Some(entry) = self.network.first_entry() {
+            if entry.key().0 > self.now_nanos {
+                break;
+            }
+            due.push(entry.remove());
+        }
         // Reordering: deliver what is due in a random order.
         while !due.is_empty() {
             let pick = self.network_rng.below(due.len() as u64) as usize;
@@ -904,7 +924,11 @@ impl Simulation {
                     let now_nanos = self.now_nanos;
                     let host = self.host_mut(node, group);
                     host.pending_writes.push((lsn, promised, entries));
-                    host.fsync_at_nanos.get_or_insert(now_nanos + delay);
+                    let at = *host.fsync_at_nanos.get_or_insert(now_nanos + delay);
+                    self.fsync_earliest_nanos = Some(
+                        self.fsync_earliest_nanos
+                            .map_or(at, |earliest| earliest.min(at)),
+                    );
                 }
                 Action::Send { to, message } => {
                     self.send(group, node, to, Envelope::Replication(message));
@@ -965,9 +989,10 @@ impl Simulation {
                     .or_default()
                     .insert(command.written_value());
             }
-            if let Some(operation) = self.operation_by_value.get(&command.written_value()) {
-                let operation = &mut self.history[*operation].operation;
-                operation.applied_by_nanos.get_or_insert(self.now_nanos);
+            if let Some(&operation) = self.operation_by_value.get(&command.written_value()) {
+                let point = self.next_effect_point();
+                let operation = &mut self.history[operation].operation;
+                operation.took_effect_at.get_or_insert(point);
             }
         }
     }
@@ -1100,6 +1125,14 @@ impl Simulation {
         }
     }
 
+    fn next_effect_point(&mut self) -> EffectPoint {
+        self.event_sequence += 1;
+        EffectPoint {
+            nanos: self.now_nanos,
+            sequence: self.event_sequence,
+        }
+    }
+
     fn take_value(&mut self) -> u64 {
         let value = self.next_value;
         self.next_value += 1;
@@ -1141,7 +1174,7 @@ impl Simulation {
                         kind,
                         invoked_nanos: self.now_nanos,
                         returned_nanos: None,
-                        applied_by_nanos: None,
+                        took_effect_at: None,
                     },
                     failed: false,
                 });
@@ -1191,13 +1224,14 @@ impl Simulation {
         if let Some(value) = observed {
             self.last_seen.insert(key, value);
         }
+        let point = self.next_effect_point();
         self.history.push(Recorded {
             key,
             operation: Operation {
                 kind: OperationKind::Read { observed },
                 invoked_nanos: self.now_nanos,
                 returned_nanos: Some(self.now_nanos),
-                applied_by_nanos: None,
+                took_effect_at: Some(point),
             },
             failed: false,
         });
@@ -1344,6 +1378,15 @@ mod tests {
         assert!(total.eventual_reads_checked > 100, "{total:?}");
         assert!(total.applied_states_compared > 100, "{total:?}");
         assert!(topologies.len() > 1, "seeds must vary the topology");
+    }
+
+    /// Seed 18 once stalled group 1 for the whole healed phase: both followers had restarted,
+    /// and the leader resent from its own stale record of their match slots, which they refused
+    /// as missing forever (fixed in the replication core's `on_accepted`).
+    #[test]
+    fn seed_18_followers_that_restarted_catch_up_and_the_group_stays_live() {
+        let report = run(options(18, 60));
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
     }
 
     #[test]
