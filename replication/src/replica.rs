@@ -722,7 +722,12 @@ impl Replica {
             self.leader_hint = None;
             self.set_role(Role::Follower);
         }
-        self.reset_election_deadline(now);
+        // A candidate that lacks slots we truncated cannot count our promise (see
+        // `on_promise`), so it cannot win with it: waiting for it would let a lagging replica
+        // that campaigns at every timeout keep the up-to-date ones from ever campaigning.
+        if from_slot >= self.log.first_slot() {
+            self.reset_election_deadline(now);
+        }
         let lease_wait_nanos = self.last_lease_support.map_or(0, |support| {
             duration_nanos(
                 support
