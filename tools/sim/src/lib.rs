@@ -1389,6 +1389,22 @@ mod tests {
         assert!(report.violations.is_empty(), "{:?}", report.violations);
     }
 
+    /// Seeds 688 and 785 once stalled a group for the whole healed phase: a replica that
+    /// lagged behind its peers' truncation points campaigned at every timeout, could never win
+    /// (their promises were useless to it), and each of its Prepares reset the up-to-date
+    /// replicas' election timers (fixed in the replication core's `on_prepare`).
+    #[test]
+    fn seeds_688_and_785_a_hopeless_candidate_does_not_stall_the_group() {
+        for seed in [688, 785] {
+            let report = run(options(seed, 60));
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+        }
+    }
+
     #[test]
     fn reads_without_a_lease_are_caught_within_a_few_seeds() {
         assert!(
