@@ -883,7 +883,10 @@ mod tests {
             commit_without_quorum: false,
             ignore_old_leases: true,
         };
-        let caught = (0..20).find_map(|seed| run_seed(seed, STEPS_PER_SEED, false, broken).err());
+        // The broken variant shows only when a lease hand-over meets a read at the wrong
+        // moment: about one seed in twenty-five, first at seed 41 since followers that restart
+        // are resent entries from the match they report.
+        let caught = (0..50).find_map(|seed| run_seed(seed, STEPS_PER_SEED, false, broken).err());
         let violation = caught.expect("the broken variant must be caught");
         assert!(violation.contains("I7"), "{violation}");
     }

@@ -722,7 +722,12 @@ impl Replica {
             self.leader_hint = None;
             self.set_role(Role::Follower);
         }
-        self.reset_election_deadline(now);
+        // A candidate that lacks slots we truncated cannot count our promise (see
+        // `on_promise`), so it cannot win with it: waiting for it would let a lagging replica
+        // that campaigns at every timeout keep the up-to-date ones from ever campaigning.
+        if from_slot >= self.log.first_slot() {
+            self.reset_election_deadline(now);
+        }
         let lease_wait_nanos = self.last_lease_support.map_or(0, |support| {
             duration_nanos(
                 support
@@ -1177,10 +1182,16 @@ impl Replica {
             .rewound_at
             .is_none_or(|at| now >= at.saturating_add(heartbeat_interval));
         if missing && may_rewind {
-            progress.next_slot = progress.match_slot.next();
+            // Resend from the match slot the follower reports, which may be below our record of
+            // it: a follower that restarted knows only its snapshot to match (I5) until we
+            // resend, although the entries we recorded are still durable there (so the record
+            // still counts towards quorums). Resending from our record would be refused as
+            // missing forever.
+            progress.next_slot = match_slot.next();
             progress.rewound_at = Some(now);
+        } else {
+            progress.next_slot = progress.next_slot.max(progress.match_slot.next());
         }
-        progress.next_slot = progress.next_slot.max(progress.match_slot.next());
         self.send_to_follower(now, from, false);
         self.advance_commit(now);
         self.update_lease();

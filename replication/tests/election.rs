@@ -394,3 +394,41 @@ fn a_single_replica_group_elects_itself_and_commits_on_its_own_durability() {
         }]
     );
 }
+
+#[test]
+fn a_candidate_behind_our_truncation_point_does_not_hold_our_election_back() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    for byte in 0..3u8 {
+        let proposed = group.get(1).propose(now, vec![byte]).unwrap();
+        group.settle(n(1), proposed.actions);
+    }
+    // Node 3 learns commits from the next Accept, so it trails the leader by one slot.
+    let commit = group.get(3).commit_slot();
+    assert!(commit >= Slot(2), "{commit:?}");
+    group.get(3).checkpointed(now, commit);
+    assert_eq!(group.get(3).log_first_slot(), commit.next());
+    let deadline = group.get(3).election_deadline();
+
+    // Node 2 lags (it committed nothing) and campaigns. Node 3 truncated the slots node 2 would
+    // need, so node 2 cannot count node 3's promise: it can never win with it. Node 3 promises
+    // (that is safe) but keeps its own election deadline, or a hopeless candidate campaigning
+    // again at every timeout would keep the up-to-date replicas from ever campaigning.
+    let later = now.saturating_add(std::time::Duration::from_millis(50));
+    let hopeless = Message::Prepare {
+        ballot: ballot(7, 2),
+        from_slot: Slot(1),
+    };
+    group.get(3).handle_message(later, n(2), hopeless);
+    assert_eq!(group.get(3).promised(), ballot(7, 2));
+    assert_eq!(group.get(3).election_deadline(), deadline);
+
+    // A candidate that can use the promise still holds the election back.
+    let viable = Message::Prepare {
+        ballot: ballot(8, 2),
+        from_slot: commit.next(),
+    };
+    group.get(3).handle_message(later, n(2), viable);
+    assert!(group.get(3).election_deadline() > deadline);
+}

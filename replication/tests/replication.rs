@@ -4,10 +4,11 @@
 
 mod common;
 
-use common::{Group, HEARTBEAT, n, three_full};
+use common::{Group, HEARTBEAT, n, options, three_full};
 use shoal_replication::limits::IN_FLIGHT_SLOTS_MAX;
 use shoal_replication::{
-    Action, Ballot, LogEntry, Lsn, Message, Payload, ProposeError, Slot, SnapshotMeta,
+    Action, Ballot, LogEntry, Lsn, Message, Payload, ProposeError, RecoveredState, Replica,
+    ReplicaKind, Slot, SnapshotMeta,
 };
 
 fn send(to: u64, message: Message) -> Action {
@@ -300,4 +301,84 @@ fn a_stale_leader_steps_down_when_rejected_by_a_higher_ballot() {
         group.get(1).propose(now, vec![1]),
         Err(ProposeError::NotLeader { .. })
     ));
+}
+
+#[test]
+fn a_follower_that_restarted_is_resent_the_entries_it_no_longer_knows_match() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    for byte in 0..3u8 {
+        let proposed = group.get(1).propose(now, vec![byte]).unwrap();
+        group.settle(n(1), proposed.actions);
+    }
+    assert_eq!(group.get(1).commit_slot(), Slot(4));
+    let b1 = group.get(1).leader_ballot().unwrap();
+
+    // Node 2 restarts with slots 1-4 durable but no checkpoint: it recovers with commit index 0
+    // and, until a leader proves otherwise, no slot known to match (I5). The leader still
+    // records node 2 as matching through slot 4.
+    let entries: Vec<(Slot, LogEntry)> = (1..=4)
+        .map(|slot| (Slot(slot), group.get(2).entry(Slot(slot)).unwrap().clone()))
+        .collect();
+    let recovered = RecoveredState {
+        promised: b1,
+        snapshot: SnapshotMeta {
+            last_included_slot: Slot(0),
+            membership: three_full(),
+        },
+        entries,
+    };
+    let restarted = Replica::recover(n(2), options(ReplicaKind::Full, 2), recovered, now).unwrap();
+    group.replicas.insert(n(2), restarted);
+
+    // The next heartbeat starts after slot 4, so node 2 reports the gap from slot 1.
+    let later = now.saturating_add(HEARTBEAT);
+    let heartbeat = group
+        .get(1)
+        .tick(later)
+        .into_iter()
+        .find_map(|action| match action {
+            Action::Send { to, message } if to == n(2) => Some(message),
+            _ => None,
+        })
+        .unwrap();
+    let reply = group
+        .get(2)
+        .handle_message(later, n(1), heartbeat)
+        .into_iter()
+        .find_map(|action| match action {
+            Action::Send { to, message } if to == n(1) => Some(message),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            Message::Accepted {
+                match_slot: Slot(0),
+                missing: true,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // The leader must resend from what node 2 reports, not from its own stale record of node
+    // 2's match: resending from slot 5 would be refused as missing forever, and with two such
+    // followers the group could never commit again while its leader kept its lease.
+    let actions = group.get(1).handle_message(later, n(2), reply);
+    let resent = actions.iter().any(|action| {
+        matches!(
+            action,
+            Action::Send {
+                to,
+                message: Message::Accept {
+                    first_slot: Slot(1),
+                    entries,
+                    ..
+                },
+            } if *to == n(2) && entries.len() == 4
+        )
+    });
+    assert!(resent, "{actions:?}");
 }

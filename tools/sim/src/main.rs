@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use shoal_sim::{SimulationOptions, run};
+use shoal_sim::{Report, SimulationOptions, run};
 
 struct Arguments {
     first_seed: u64,
@@ -39,6 +39,21 @@ fn parse() -> Result<Arguments, String> {
     Ok(arguments)
 }
 
+/// Adds one run's counts to the totals printed at the end.
+fn add(total: &mut Report, report: &Report) {
+    total.operations_checked += report.operations_checked;
+    total.puts_checked += report.puts_checked;
+    total.compare_and_sets_checked += report.compare_and_sets_checked;
+    total.compare_and_sets_succeeded += report.compare_and_sets_succeeded;
+    total.strong_reads_checked += report.strong_reads_checked;
+    total.eventual_reads_checked += report.eventual_reads_checked;
+    total.keys_unchecked += report.keys_unchecked;
+    total.applied_states_compared += report.applied_states_compared;
+    for (kind, count) in &report.faults {
+        *total.faults.entry(kind).or_default() += count;
+    }
+}
+
 fn main() -> ExitCode {
     let arguments = match parse() {
         Ok(arguments) => arguments,
@@ -49,22 +64,25 @@ fn main() -> ExitCode {
     };
     let simulated = Duration::from_secs_f64(arguments.minutes * 60.0);
     let mut failed = 0u64;
-    let mut operations = 0u64;
+    let mut total = Report::default();
     for seed in arguments.first_seed..arguments.first_seed + arguments.seed_count {
-        let report = run(SimulationOptions {
-            seed,
-            simulated,
-            broken_reads_without_lease: false,
-        });
-        operations += report.operations_checked;
+        let report = run(SimulationOptions::new(seed, simulated));
         println!(
-            "seed {seed}: simulated {:.2} min, {} operations checked ({} writes acknowledged, {} \
-             strong reads, {} keys undecided), faults {:?}, violations {}, trace {:016x}",
+            "seed {seed}: {} nodes, {} groups, simulated {:.2} min, {} operations checked ({} \
+             puts, {} compare-and-sets of which {} succeeded, {} strong reads, {} eventual \
+             reads; {} keys undecided), {} applied states compared, faults {:?}, violations {}, \
+             trace {:016x}",
+            report.node_count,
+            report.group_count,
             report.simulated_ms as f64 / 60_000.0,
             report.operations_checked,
-            report.writes_acknowledged,
-            report.reads_served,
+            report.puts_checked,
+            report.compare_and_sets_checked,
+            report.compare_and_sets_succeeded,
+            report.strong_reads_checked,
+            report.eventual_reads_checked,
             report.keys_unchecked,
+            report.applied_states_compared,
             report.faults,
             report.violations.len(),
             report.trace_hash
@@ -79,10 +97,23 @@ fn main() -> ExitCode {
                 arguments.minutes
             );
         }
+        add(&mut total, &report);
     }
     println!(
-        "{} seeds, {operations} operations checked, {failed} with violations",
-        arguments.seed_count
+        "{} seeds x {} simulated minutes: {} operations checked ({} puts, {} compare-and-sets of \
+         which {} succeeded, {} strong reads, {} eventual reads; {} keys undecided), {} applied \
+         states compared, faults {:?}, {failed} seeds with violations",
+        arguments.seed_count,
+        arguments.minutes,
+        total.operations_checked,
+        total.puts_checked,
+        total.compare_and_sets_checked,
+        total.compare_and_sets_succeeded,
+        total.strong_reads_checked,
+        total.eventual_reads_checked,
+        total.keys_unchecked,
+        total.applied_states_compared,
+        total.faults,
     );
     if failed == 0 {
         ExitCode::SUCCESS
