@@ -522,6 +522,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             commit_slot: self.core.commit_slot().0,
             applied_slot: self.applied_slot.0,
             item_count: self.engine.stats().item_count,
+            item_bytes: self.engine.stats().item_bytes,
         }
     }
 

@@ -220,6 +220,9 @@ pub struct ReplicaStatus {
     pub commit_slot: u64,
     pub applied_slot: u64,
     pub item_count: u64,
+    /// Bytes of the replica's stored items (keys and encoded values): the size estimate behind
+    /// DescribeTable's TableSizeBytes.
+    pub item_bytes: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

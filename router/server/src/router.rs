@@ -764,16 +764,17 @@ impl Router {
             .await?
             .ok_or_else(|| DynamoError::table_not_found(name))?;
         if record.status == TableStatus::Active
-            && let Some(count) = self.live_item_count(&record).await
+            && let Some((items, bytes)) = self.live_item_count(&record).await
         {
-            record.item_count = count;
+            record.item_count = items;
+            record.size_bytes = bytes;
         }
         Ok(json!({ "Table": self.table_description(&record) }))
     }
 
-    /// The sum of the partitions' item counts, one Status call per (node, shard) asked; `None`
-    /// if any partition went unanswered.
-    async fn live_item_count(&self, record: &TableRecord) -> Option<u64> {
+    /// The sums of the partitions' item counts and item bytes, one Status call per (node,
+    /// shard) asked; `None` if any partition went unanswered.
+    async fn live_item_count(&self, record: &TableRecord) -> Option<(u64, u64)> {
         let hints: HashMap<u64, Option<u64>> = self
             .tables
             .borrow()
@@ -798,6 +799,7 @@ impl Router {
                 .push(partition.id);
         }
         let mut total = 0u64;
+        let mut bytes = 0u64;
         for ((node, shard), partitions) in by_shard {
             let Ok(NodeResponse::Status { replicas, .. }) = self
                 .forwarder
@@ -809,9 +811,10 @@ impl Router {
             for partition in partitions {
                 let status = replicas.iter().find(|r| r.partition == partition)?;
                 total = total.saturating_add(status.item_count);
+                bytes = bytes.saturating_add(status.item_bytes);
             }
         }
-        Some(total)
+        Some((total, bytes))
     }
 
     /// ListTables: names in order, `Limit` (1 to 100) per page from `ExclusiveStartTableName`.

@@ -450,6 +450,11 @@ fn router_creates_a_table_writes_reads_scans_and_deletes_it() {
             .unwrap();
         assert_eq!(described["Table"]["TableStatus"], "ACTIVE");
         assert_eq!(described["Table"]["ItemCount"], ITEMS);
+        // Every item holds at least its key and a number: the size estimate cannot be below.
+        assert!(
+            described["Table"]["TableSizeBytes"].as_u64().unwrap() > ITEMS as u64 * 8,
+            "{described}"
+        );
 
         let deleted = router
             .delete_table(json!({"TableName": "people"}))

@@ -197,6 +197,7 @@ pub fn sample_messages() -> Vec<BusMessage> {
                     commit_slot: 10,
                     applied_slot: 9,
                     item_count: 1000,
+                    item_bytes: 123_456,
                 }],
             },
         }),
