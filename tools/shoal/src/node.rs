@@ -36,17 +36,23 @@ pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `shoal node`'s flags. Either `--config FILE` alone, or the flags (`--node-id`, `--data-dir`
+/// and `--listen` are then required).
 #[derive(Debug, Args, Clone)]
 pub struct NodeOptions {
+    /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
+    /// other flag may be given with it.
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots"])]
+    pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
-    #[arg(long)]
-    pub node_id: u64,
+    #[arg(long, required_unless_present = "config")]
+    pub node_id: Option<u64>,
     /// Data directory; each shard uses DIR/shard-<index>.
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    pub data_dir: Option<PathBuf>,
     /// Address of shard 0's bus port; shard i listens on port + i.
-    #[arg(long)]
-    pub listen: SocketAddr,
+    #[arg(long, required_unless_present = "config")]
+    pub listen: Option<SocketAddr>,
     /// Shard executors (one per core is the design; more than cores runs unpinned).
     #[arg(long, default_value_t = 1)]
     pub shards: u16,
@@ -57,21 +63,128 @@ pub struct NodeOptions {
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Page cache per shard, in MiB of 16 KiB pages.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_CACHE_MIB)]
     pub cache_mib: usize,
     /// The shortest election timeout in milliseconds; heartbeats, leases and the drift bound
     /// are derived from it (README.md of engine/shard lists the ratios).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
     pub election_timeout_ms: u64,
     /// WAL segment size per shard, MiB (segments are preallocated and reused in a ring).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_WAL_SEGMENT_MIB)]
     pub wal_segment_mib: u64,
     /// WAL segments per shard.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = DEFAULT_WAL_SEGMENTS)]
     pub wal_segments: u32,
     /// Checkpoint a partition's B-tree every this many applied log slots.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_EVERY_SLOTS)]
     pub checkpoint_every_slots: u64,
+}
+
+const DEFAULT_CACHE_MIB: usize = 64;
+const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
+const DEFAULT_WAL_SEGMENT_MIB: u64 = 64;
+const DEFAULT_WAL_SEGMENTS: u32 = 16;
+const DEFAULT_CHECKPOINT_EVERY_SLOTS: u64 = 2048;
+/// A config file larger than this is not a config file.
+const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// A peer in a config file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSetting {
+    pub id: u64,
+    pub address: SocketAddr,
+}
+
+/// Every setting of a node, as flags or a TOML file give them (the file's keys are these
+/// names; kernel-notes/deployment.md documents each).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    #[serde(default = "default_shards")]
+    pub shards: u16,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerSetting>,
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: usize,
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    #[serde(default = "default_wal_segment_mib")]
+    pub wal_segment_mib: u64,
+    #[serde(default = "default_wal_segments")]
+    pub wal_segments: u32,
+    #[serde(default = "default_checkpoint_every_slots")]
+    pub checkpoint_every_slots: u64,
+}
+
+fn default_shards() -> u16 {
+    1
+}
+fn default_cache_mib() -> usize {
+    DEFAULT_CACHE_MIB
+}
+fn default_election_timeout_ms() -> u64 {
+    DEFAULT_ELECTION_TIMEOUT_MS
+}
+fn default_wal_segment_mib() -> u64 {
+    DEFAULT_WAL_SEGMENT_MIB
+}
+fn default_wal_segments() -> u32 {
+    DEFAULT_WAL_SEGMENTS
+}
+fn default_checkpoint_every_slots() -> u64 {
+    DEFAULT_CHECKPOINT_EVERY_SLOTS
+}
+
+/// Reads a TOML config file into `T`, with the file named in every error.
+pub fn read_config<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+        .len();
+    if size > CONFIG_FILE_BYTES_MAX {
+        return Err(format!(
+            "{} is larger than {CONFIG_FILE_BYTES_MAX} bytes",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+impl NodeOptions {
+    /// The settings from the config file, or from the flags.
+    pub fn settings(&self) -> Result<NodeSettings, String> {
+        if let Some(path) = &self.config {
+            return read_config(path);
+        }
+        let missing = |name: &str| format!("--{name} is required without --config");
+        Ok(NodeSettings {
+            node_id: self.node_id.ok_or_else(|| missing("node-id"))?,
+            data_dir: self.data_dir.clone().ok_or_else(|| missing("data-dir"))?,
+            listen: self.listen.ok_or_else(|| missing("listen"))?,
+            shards: self.shards,
+            peers: self
+                .peers
+                .iter()
+                .map(|(id, address)| PeerSetting {
+                    id: *id,
+                    address: *address,
+                })
+                .collect(),
+            admin: self.admin,
+            cache_mib: self.cache_mib,
+            election_timeout_ms: self.election_timeout_ms,
+            wal_segment_mib: self.wal_segment_mib,
+            wal_segments: self.wal_segments,
+            checkpoint_every_slots: self.checkpoint_every_slots,
+        })
+    }
 }
 
 pub fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
@@ -136,7 +249,7 @@ impl Transport for BusTransport {
     }
 }
 
-fn validate(options: &NodeOptions) -> Result<(), String> {
+fn validate(options: &NodeSettings) -> Result<(), String> {
     if options.shards == 0 || options.shards > SHARDS_MAX {
         return Err(format!("--shards must be 1 to {SHARDS_MAX}"));
     }
@@ -146,7 +259,7 @@ fn validate(options: &NodeOptions) -> Result<(), String> {
     if shard_address(options.listen, options.shards - 1).is_none() {
         return Err("--listen port + shards runs past port 65535".to_string());
     }
-    if options.peers.iter().any(|(id, _)| *id == options.node_id) {
+    if options.peers.iter().any(|peer| peer.id == options.node_id) {
         return Err("a --peer has this node's own id".to_string());
     }
     if !(100..=60_000).contains(&options.election_timeout_ms) {
@@ -178,7 +291,15 @@ fn validate(options: &NodeOptions) -> Result<(), String> {
     Ok(())
 }
 
-pub fn run(options: &NodeOptions) -> ExitCode {
+pub fn run(flags: &NodeOptions) -> ExitCode {
+    let options = match flags.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("shoal node: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = &options;
     if let Err(error) = validate(options) {
         eprintln!("shoal node: {error}");
         return ExitCode::from(2);
@@ -264,7 +385,7 @@ pub fn run(options: &NodeOptions) -> ExitCode {
 }
 
 async fn run_shard(
-    options: NodeOptions,
+    options: NodeSettings,
     shard: u16,
     published: Arc<Mutex<Vec<String>>>,
 ) -> Result<(), String> {
@@ -273,10 +394,13 @@ async fn run_shard(
     let peers: BTreeMap<ShardAddress, SocketAddr> = options
         .peers
         .iter()
-        .filter_map(|(id, base)| {
+        .filter_map(|peer| {
             Some((
-                ShardAddress { node: *id, shard },
-                shard_address(*base, shard)?,
+                ShardAddress {
+                    node: peer.id,
+                    shard,
+                },
+                shard_address(peer.address, shard)?,
             ))
         })
         .collect();

@@ -22,24 +22,84 @@ const ROUTER_IO_MEMORY_BYTES: usize = 2 << 20;
 /// How long DescribeEndpoints tells clients to cache the endpoint (DynamoDB's value).
 const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 
+/// `shoal router`'s flags: `--config FILE` alone, or the flags (`--node` at least once).
 #[derive(Debug, Args, Clone)]
 pub struct RouterOptions {
+    /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
+    /// other flag may be given with it.
+    #[arg(long, conflicts_with_all = ["http", "nodes", "shards_per_node", "region", "account"])]
+    pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
-    #[arg(long, default_value = "127.0.0.1:8000")]
+    #[arg(long, default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,
     /// A storage node: ID=HOST:PORT (its shard 0 bus port). Repeat for each node; the metadata
     /// group lives on the three lowest ids.
-    #[arg(long = "node", value_parser = crate::node::parse_peer, required = true)]
+    #[arg(long = "node", value_parser = crate::node::parse_peer, required_unless_present = "config")]
     pub nodes: Vec<(u64, SocketAddr)>,
     /// Shards per node (every node runs the same number).
     #[arg(long, default_value_t = 1)]
     pub shards_per_node: u16,
     /// The region in table ARNs.
-    #[arg(long, default_value = "us-east-1")]
+    #[arg(long, default_value = DEFAULT_REGION)]
     pub region: String,
     /// The account in table ARNs.
-    #[arg(long, default_value = "000000000000")]
+    #[arg(long, default_value = DEFAULT_ACCOUNT)]
     pub account: String,
+}
+
+const DEFAULT_HTTP: &str = "127.0.0.1:8000";
+const DEFAULT_REGION: &str = "us-east-1";
+const DEFAULT_ACCOUNT: &str = "000000000000";
+
+/// Every setting of a router, as flags or a TOML file give them.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    #[serde(rename = "node")]
+    pub nodes: Vec<crate::node::PeerSetting>,
+    #[serde(default = "default_shards_per_node")]
+    pub shards_per_node: u16,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default = "default_account")]
+    pub account: String,
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
+fn default_shards_per_node() -> u16 {
+    1
+}
+fn default_region() -> String {
+    DEFAULT_REGION.to_string()
+}
+fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_string()
+}
+
+impl RouterOptions {
+    pub fn settings(&self) -> Result<RouterSettings, String> {
+        if let Some(path) = &self.config {
+            return crate::node::read_config(path);
+        }
+        Ok(RouterSettings {
+            http: self.http,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(id, address)| crate::node::PeerSetting {
+                    id: *id,
+                    address: *address,
+                })
+                .collect(),
+            shards_per_node: self.shards_per_node,
+            region: self.region.clone(),
+            account: self.account.clone(),
+        })
+    }
 }
 
 /// The router behind the HTTP API.
@@ -88,7 +148,18 @@ impl Api for RoutedApi {
     }
 }
 
-pub fn run(options: &RouterOptions) -> ExitCode {
+pub fn run(flags: &RouterOptions) -> ExitCode {
+    let options = match flags.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("shoal router: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if options.nodes.is_empty() {
+        eprintln!("shoal router: at least one node is needed");
+        return ExitCode::from(2);
+    }
     if options.shards_per_node == 0 || options.shards_per_node > crate::node::SHARDS_MAX {
         eprintln!(
             "shoal router: --shards-per-node must be 1 to {}",
@@ -96,7 +167,6 @@ pub fn run(options: &RouterOptions) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let options = options.clone();
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("router-0")
         .io_memory(ROUTER_IO_MEMORY_BYTES)
@@ -117,13 +187,13 @@ pub fn run(options: &RouterOptions) -> ExitCode {
     }
 }
 
-async fn serve(options: RouterOptions) -> Result<(), String> {
+async fn serve(options: RouterSettings) -> Result<(), String> {
     let nodes = options
         .nodes
         .iter()
-        .map(|(id, address)| NodeAddress {
-            id: *id,
-            address: *address,
+        .map(|node| NodeAddress {
+            id: node.id,
+            address: node.address,
         })
         .collect();
     let mut config = RouterConfig::new(nodes);

@@ -1,0 +1,117 @@
+//! `shoal node --config` and `shoal router --config`: a valid file starts a node; unknown keys,
+//! missing required keys and flags mixed with a file are refused at start with a clear message.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_bus::BlockingClient;
+use shoal_wire::messages::{NodeRequest, NodeResponse};
+
+fn shoal(arguments: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(arguments)
+        .env("SHOAL_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_node_starts_from_a_config_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = directory.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = 1\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nshards = 1\ncache_mib = 4\nwal_segment_mib = 16\nwal_segments = 2\n",
+            directory.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["node", "--config", config.to_str().unwrap()])
+        .env("SHOAL_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(mut client) = BlockingClient::connect(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            Duration::from_secs(2),
+        ) && let Ok(status) = client.call(NodeRequest::Status)
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the node did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "the node exited");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        matches!(
+            status,
+            NodeResponse::Status {
+                node: 1,
+                shard: 0,
+                ..
+            }
+        ),
+        "{status:?}"
+    );
+    assert!(directory.path().join("data").join("shard-0").is_dir());
+}
+
+#[test]
+fn bad_config_files_are_refused_at_start() {
+    let directory = tempfile::tempdir().unwrap();
+    let typo = directory.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "node_id = 1\ndata_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:1\"\nshard = 4\n",
+    )
+    .unwrap();
+    let output = shoal(&["node", "--config", typo.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("unknown field `shard`"), "{message}");
+
+    let missing = directory.path().join("missing.toml");
+    std::fs::write(&missing, "node_id = 1\n").unwrap();
+    let output = shoal(&["node", "--config", missing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing field `data_dir`"));
+
+    // A file and flags together.
+    let output = shoal(&[
+        "node",
+        "--config",
+        missing.to_str().unwrap(),
+        "--node-id",
+        "2",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+
+    // A router file without nodes, and one with a bad address.
+    let router = directory.path().join("router.toml");
+    std::fs::write(&router, "http = \"127.0.0.1:8000\"\n").unwrap();
+    let output = shoal(&["router", "--config", router.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing field `node`"));
+    std::fs::write(&router, "[[node]]\nid = 1\naddress = \"nowhere\"\n").unwrap();
+    let output = shoal(&["router", "--config", router.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("address"));
+}
