@@ -227,6 +227,9 @@ fn assert_error(result: Result<Json, DynamoError>, type_name: &str) -> DynamoErr
 
 #[test]
 fn router_creates_a_table_writes_reads_scans_and_deletes_it() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let cluster = Cluster::start();
     let nodes = cluster.nodes.clone();
     let status_nodes = cluster.nodes.clone();
@@ -475,4 +478,158 @@ fn router_creates_a_table_writes_reads_scans_and_deletes_it() {
         assert_eq!(listed["TableNames"], json!([]));
     });
     drop(cluster);
+}
+
+/// The tests share two cores: one cluster at a time.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn create_people(router_body: &str) -> Json {
+    let mut body = json!({
+        "TableName": "people",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "BillingMode": "PAY_PER_REQUEST",
+    });
+    if router_body == "provisioned" {
+        body["BillingMode"] = json!("PROVISIONED");
+        body["ProvisionedThroughput"] = json!({"ReadCapacityUnits": 1, "WriteCapacityUnits": 1});
+    }
+    body
+}
+
+/// Writes `index` until it is acknowledged; returns how long that took.
+async fn put_until_acknowledged(router: &Router, index: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        match router.put_item(put_body(index)).await {
+            Ok(_) => return started.elapsed(),
+            Err(error) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "item {index} was not acknowledged within 30 s: {error}"
+                );
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[test]
+fn killing_a_node_keeps_the_table_serving_without_losing_acknowledged_writes() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    let victim = cluster.children.remove(2);
+    let victim = std::cell::RefCell::new(Some(victim));
+    on_router_core(async move {
+        let mut config = RouterConfig::new(nodes);
+        config.seed = 2;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        for index in 0..100 {
+            put_until_acknowledged(&router, index).await;
+        }
+        // Node 3 holds a replica of every partition (3 nodes, 3 replicas) and of the metadata.
+        let mut child = victim.borrow_mut().take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut longest_pause = Duration::ZERO;
+        for index in 100..200 {
+            longest_pause = longest_pause.max(put_until_acknowledged(&router, index).await);
+        }
+        eprintln!("longest write pause after the kill: {longest_pause:?}");
+        // Elections take at most two election timeouts, plus the old leases and retries.
+        assert!(
+            longest_pause < Duration::from_secs(10),
+            "the table stopped serving for {longest_pause:?}"
+        );
+        for index in 0..200 {
+            let got = router
+                .get_item(json!({
+                    "TableName": "people",
+                    "Key": {"pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(
+                got["Item"]["n"]["N"],
+                index.to_string(),
+                "acknowledged item {index} was lost"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_small_provisioned_table_throttles_and_applies_nothing_it_rejected() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    let status_nodes = cluster.nodes.clone();
+    on_router_core(async move {
+        let mut config = RouterConfig::new(nodes);
+        config.seed = 3;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("provisioned"))
+            .await
+            .unwrap();
+        let mut acknowledged = 0u64;
+        let mut throttled = 0u64;
+        for index in 0..60 {
+            let mut body = put_body(index);
+            body["ReturnConsumedCapacity"] = json!("TOTAL");
+            match router.put_item(body).await {
+                Ok(response) => {
+                    acknowledged += 1;
+                    // A write of an item under 1 KB costs exactly one write unit.
+                    assert_eq!(response["ConsumedCapacity"]["CapacityUnits"], json!(1.0));
+                }
+                Err(error) => {
+                    assert_eq!(
+                        error.type_name, "ProvisionedThroughputExceededException",
+                        "{error}"
+                    );
+                    assert!(error.message.contains("provisioned throughput"), "{error}");
+                    throttled += 1;
+                }
+            }
+        }
+        assert!(throttled > 0, "1 WCU admitted 60 back-to-back writes");
+        assert!(acknowledged > 0, "nothing was admitted");
+        // Count what the replicas hold, bypassing admission: only acknowledged writes applied.
+        let partitions = router.table_partitions("people").await.unwrap();
+        let mut stored = 0u64;
+        for partition in &partitions {
+            let mut counted = None;
+            for node in &status_nodes {
+                let address =
+                    SocketAddr::new(node.address.ip(), node.address.port() + partition.shard);
+                let mut client = BlockingClient::connect(address, Duration::from_secs(2)).unwrap();
+                if let NodeResponse::Status { replicas, .. } =
+                    client.call(NodeRequest::Status).unwrap()
+                    && let Some(replica) = replicas
+                        .iter()
+                        .find(|replica| replica.partition == partition.id)
+                {
+                    counted = Some(counted.unwrap_or(0u64).max(replica.item_count));
+                }
+            }
+            stored += counted.unwrap();
+        }
+        assert_eq!(
+            stored, acknowledged,
+            "a rejected write was applied, or an acknowledged one lost"
+        );
+    });
 }
