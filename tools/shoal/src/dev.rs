@@ -4,6 +4,7 @@
 //!
 //! Ports, from `--port P` (the DynamoDB HTTP endpoint):
 //! - P: the router's DynamoDB JSON/HTTP API;
+//! - P + 1: the router's native client protocol (`shoal table|item|query|scan --endpoint`);
 //! - P + 100 × i (i = 1..N): node i's bus, shard s on that + s;
 //! - P + 100 × i + 99: node i's admin endpoint (/metrics, /health).
 
@@ -22,6 +23,10 @@ pub const DEV_NODES_MAX: u16 = 9;
 /// Shards per dev node at most (they share this machine's cores).
 pub const DEV_SHARDS_MAX: u16 = 16;
 const PORT_STRIDE: u16 = 100;
+/// The native protocol's port after the HTTP port (the router's default, `shoal router`).
+const NATIVE_PORT_OFFSET: u16 = 1;
+// The native port stays below node 1's ports.
+const _: () = assert!(NATIVE_PORT_OFFSET < PORT_STRIDE);
 /// How long children get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const CHILD_POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -44,6 +49,7 @@ pub struct DevOptions {
 
 pub struct DevLayout {
     pub http: SocketAddr,
+    pub native: SocketAddr,
     /// Per node: id, bus base address, admin address, data directory.
     pub nodes: Vec<(u64, SocketAddr, SocketAddr, PathBuf)>,
 }
@@ -78,6 +84,7 @@ pub fn layout(options: &DevOptions) -> Result<DevLayout, String> {
         .collect();
     Ok(DevLayout {
         http: loopback(options.port),
+        native: loopback(options.port + NATIVE_PORT_OFFSET),
         nodes,
     })
 }
@@ -162,6 +169,7 @@ pub fn run(options: &DevOptions) -> ExitCode {
         .process_group(0)
         .arg("router")
         .arg(format!("--http={}", layout.http))
+        .arg(format!("--native={}", layout.native))
         .arg(format!("--shards-per-node={}", options.shards_per_node));
     for (id, bus, _, _) in &layout.nodes {
         router.arg(format!("--node={id}={bus}"));
@@ -183,6 +191,10 @@ pub fn run(options: &DevOptions) -> ExitCode {
     println!(
         "  DynamoDB API: http://{}  (aws dynamodb --endpoint-url http://{} ...)",
         layout.http, layout.http
+    );
+    println!(
+        "  native protocol: {}  (shoal table list --endpoint {})",
+        layout.native, layout.native
     );
     for (id, bus, admin, _) in &layout.nodes {
         println!("  node {id}: bus {bus}, metrics http://{admin}/metrics");

@@ -1,8 +1,10 @@
 //! `shoal`: one binary for every role (see README.md in this folder).
 
+mod cli;
 mod dev;
 mod doctor;
 mod inspect;
+mod native;
 mod node;
 mod router;
 
@@ -40,6 +42,16 @@ enum Action {
     Router(router::RouterOptions),
     /// Run a local replicated cluster (nodes and a router as child processes) until Ctrl-C.
     Dev(dev::DevOptions),
+    /// Create, describe, list and delete tables (through a router's native protocol).
+    #[command(subcommand)]
+    Table(cli::TableCommand),
+    /// Put, get, update and delete items, in DynamoDB JSON.
+    #[command(subcommand)]
+    Item(cli::ItemCommand),
+    /// Query a table by partition key; prints the items, one DynamoDB JSON object a line.
+    Query(cli::QueryOptions),
+    /// Scan a table; prints the items, one DynamoDB JSON object a line.
+    Scan(cli::ScanOptions),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +69,10 @@ fn main() -> ExitCode {
         Action::Node(options) => node::run(&options),
         Action::Dev(options) => dev::run(&options),
         Action::Router(options) => router::run(&options),
+        Action::Table(command) => cli::run_table(&command),
+        Action::Item(command) => cli::run_item(&command),
+        Action::Query(options) => cli::run_query(&options),
+        Action::Scan(options) => cli::run_scan(&options),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `shoal router`: the stateless router tier. One executor serves the DynamoDB JSON/HTTP API
 //! (router/http) and routes every operation through `shoal_router::Router` (metadata, partition
-//! map, admission, forwarding to the owning shard's leader).
+//! map, admission, forwarding to the owning shard's leader). The same executor and `Router`
+//! serve the native client protocol on `--native` (native.rs).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,11 +28,15 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "nodes", "shards_per_node", "region", "account"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,
+    /// Address of the native client protocol (net/protocol/FORMAT.md); default: the HTTP
+    /// address with port + 1.
+    #[arg(long)]
+    pub native: Option<SocketAddr>,
     /// A storage node: ID=HOST:PORT (its shard 0 bus port). Repeat for each node; the metadata
     /// group lives on the three lowest ids.
     #[arg(long = "node", value_parser = crate::node::parse_peer, required_unless_present = "config")]
@@ -57,6 +62,9 @@ const DEFAULT_ACCOUNT: &str = "000000000000";
 pub struct RouterSettings {
     #[serde(default = "default_http")]
     pub http: SocketAddr,
+    /// The native protocol's address; default: the HTTP port + 1.
+    #[serde(default)]
+    pub native: Option<SocketAddr>,
     #[serde(rename = "node")]
     pub nodes: Vec<crate::node::PeerSetting>,
     #[serde(default = "default_shards_per_node")]
@@ -87,6 +95,7 @@ impl RouterOptions {
         }
         Ok(RouterSettings {
             http: self.http,
+            native: self.native,
             nodes: self
                 .nodes
                 .iter()
@@ -104,7 +113,7 @@ impl RouterOptions {
 
 /// The router behind the HTTP API.
 struct RoutedApi {
-    router: Router,
+    router: Rc<Router>,
     endpoint: String,
 }
 
@@ -187,6 +196,20 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
     }
 }
 
+/// `--native`, or the HTTP address with port + 1.
+fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
+    if let Some(native) = options.native {
+        return Ok(native);
+    }
+    let port = options.http.port().checked_add(1).ok_or_else(|| {
+        format!(
+            "--http port {} leaves no port for the native protocol; pass --native",
+            options.http.port()
+        )
+    })?;
+    Ok(SocketAddr::new(options.http.ip(), port))
+}
+
 async fn serve(options: RouterSettings) -> Result<(), String> {
     let nodes = options
         .nodes
@@ -199,7 +222,8 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     let mut config = RouterConfig::new(nodes);
     config.region = options.region.clone();
     config.account = options.account.clone();
-    let router = Router::new(config).map_err(|error| error.message)?;
+    let native = native_address(&options)?;
+    let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // RUNTIME.md: take the first-timer delay before anything times out.
     glommio::timer::sleep(Duration::from_millis(1)).await;
     let started = Instant::now();
@@ -221,13 +245,20 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     let endpoint = options.http.to_string();
     let server = HttpServer::new(
         HttpConfig::new(options.http, endpoint.clone(), options.http.port().into()),
-        Rc::new(RoutedApi { router, endpoint }),
+        Rc::new(RoutedApi {
+            router: router.clone(),
+            endpoint,
+        }),
     );
     let address = server
         .start()
         .map_err(|error| format!("cannot listen on --http {}: {error}", options.http))?;
     tracing::info!(%address, "router serving the DynamoDB API");
     println!("shoal router: DynamoDB API on http://{address}");
+    let native = crate::native::start(native, router)
+        .map_err(|error| format!("cannot listen on --native {native}: {error}"))?;
+    tracing::info!(address = %native, "router serving the native protocol");
+    println!("shoal router: native protocol on {native}");
     // Serve until the process is stopped.
     loop {
         glommio::timer::sleep(Duration::from_secs(3600)).await;

@@ -1,0 +1,388 @@
+//! `Client`: the blocking native client (std::net). A pool of connections to one router, each
+//! with a reader thread that matches responses to requests by request id, so many requests
+//! may be in flight on one connection (pipelining), from one thread (`submit`, then `wait`) or
+//! from many threads sharing the client.
+//!
+//! Invariants:
+//! 1. A request id is in a connection's `pending` map from just before its frame is written
+//!    until its response, its timeout or the connection's end; at most
+//!    `requests_in_flight_max` are.
+//! 2. Once a connection is closed (`closed` set) no request is added to it, and every pending
+//!    request has been told (`ConnectionLost`); the pool replaces it on next use.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use shoal_protocol::{Operation, ServiceError, decode_response, encode_request, read_frame};
+use shoal_rng::SeededRng;
+
+use crate::error::{ClientError, request_text, response_value};
+use crate::limits::{
+    CONNECT_TIMEOUT_DEFAULT, CONNECTIONS_DEFAULT, CONNECTIONS_MAX, REQUEST_TIMEOUT_DEFAULT,
+    REQUESTS_IN_FLIGHT_PER_CONNECTION_DEFAULT,
+};
+use crate::retry::{RetryPolicy, retryable};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The router's native address (`shoal router --native`).
+    pub endpoint: SocketAddr,
+    /// Connections in the pool (1 to `CONNECTIONS_MAX`); calls take them round-robin.
+    pub connections: usize,
+    pub connect_timeout: Duration,
+    /// How long one attempt waits for its response.
+    pub request_timeout: Duration,
+    /// Requests in flight per connection; a caller past it waits for room.
+    pub requests_in_flight_max: usize,
+    pub retry: RetryPolicy,
+    /// Seeds the backoff jitter (reproducible in tests).
+    pub seed: u64,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: SocketAddr) -> ClientConfig {
+        ClientConfig {
+            endpoint,
+            connections: CONNECTIONS_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            requests_in_flight_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_DEFAULT,
+            retry: RetryPolicy::default(),
+            seed: crate::retry::jitter_seed(),
+        }
+    }
+}
+
+type Outcome = Result<Result<String, ServiceError>, ClientError>;
+
+struct ConnectionState {
+    pending: HashMap<u64, SyncSender<Outcome>>,
+    next_request_id: u64,
+    /// Why the connection ended (invariant 2).
+    closed: Option<String>,
+}
+
+struct ConnectionShared {
+    state: Mutex<ConnectionState>,
+    /// Signalled when a pending request leaves the map or the connection closes.
+    room: Condvar,
+}
+
+impl ConnectionShared {
+    fn lock(&self) -> MutexGuard<'_, ConnectionState> {
+        // A panic while holding this lock leaves plain data behind (a map and a counter), still
+        // consistent for our use: take it over rather than poison every later call.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Invariant 2: marks the connection closed and tells every pending request.
+    fn close(&self, reason: &str) {
+        let pending = {
+            let mut state = self.lock();
+            if state.closed.is_none() {
+                state.closed = Some(reason.to_string());
+            }
+            std::mem::take(&mut state.pending)
+        };
+        for (_, sender) in pending {
+            let _ = sender.try_send(Err(ClientError::ConnectionLost(reason.to_string())));
+        }
+        self.room.notify_all();
+    }
+}
+
+/// One connection of the pool: the writing side here, the reading side on its own thread.
+struct Connection {
+    writer: Mutex<TcpStream>,
+    shared: Arc<ConnectionShared>,
+    requests_in_flight_max: usize,
+}
+
+impl Connection {
+    fn open(config: &ClientConfig) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect_timeout(&config.endpoint, config.connect_timeout)
+            .map_err(|error| ClientError::Connect(format!("{}: {error}", config.endpoint)))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|error| ClientError::Connect(error.to_string()))?;
+        let mut reader = stream
+            .try_clone()
+            .map_err(|error| ClientError::Connect(error.to_string()))?;
+        let shared = Arc::new(ConnectionShared {
+            state: Mutex::new(ConnectionState {
+                pending: HashMap::new(),
+                next_request_id: 1,
+                closed: None,
+            }),
+            room: Condvar::new(),
+        });
+        let reader_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("shoal-client-reader".to_string())
+            .spawn(move || read_responses(&mut reader, &reader_shared))
+            .map_err(|error| ClientError::Connect(format!("cannot start a reader: {error}")))?;
+        Ok(Connection {
+            writer: Mutex::new(stream),
+            shared,
+            requests_in_flight_max: config.requests_in_flight_max.max(1),
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.lock().closed.is_some()
+    }
+
+    /// Sends one request (invariant 1) and returns the handle to wait on.
+    fn send(
+        self: &Arc<Self>,
+        operation: Operation,
+        body: &str,
+        deadline: Instant,
+    ) -> Result<Pending, ClientError> {
+        let (sender, receiver) = sync_channel(1);
+        let request_id = {
+            let mut state = self.shared.lock();
+            loop {
+                if let Some(reason) = &state.closed {
+                    // Nothing of this request was written: it is safe to send elsewhere.
+                    return Err(ClientError::Connect(reason.clone()));
+                }
+                if state.pending.len() < self.requests_in_flight_max {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(ClientError::Timeout);
+                }
+                state = self
+                    .shared
+                    .room
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
+            }
+            let request_id = state.next_request_id;
+            state.next_request_id = state.next_request_id.wrapping_add(1);
+            state.pending.insert(request_id, sender);
+            request_id
+        };
+        let frame = match encode_request(request_id, operation, body) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.forget(request_id);
+                return Err(ClientError::InvalidRequest(error.to_string()));
+            }
+        };
+        let written = {
+            let mut writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            writer.write_all(&frame)
+        };
+        if let Err(error) = written {
+            // Part of the frame may have reached the server: the outcome is unknown.
+            let reason = format!("write failed: {error}");
+            self.shared.close(&reason);
+            return Err(ClientError::ConnectionLost(reason));
+        }
+        Ok(Pending {
+            connection: self.clone(),
+            request_id,
+            receiver,
+            deadline,
+        })
+    }
+
+    fn forget(&self, request_id: u64) {
+        self.shared.lock().pending.remove(&request_id);
+        self.shared.room.notify_all();
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Ends the reader thread: its read returns at once.
+        if let Ok(writer) = self.writer.lock() {
+            let _ = writer.shutdown(Shutdown::Both);
+        }
+        self.shared.close("client dropped");
+    }
+}
+
+/// The reader thread of one connection: hands each response to its waiting request.
+fn read_responses(stream: &mut TcpStream, shared: &ConnectionShared) {
+    let reason = loop {
+        let body = match read_frame(stream) {
+            Ok(body) => body,
+            Err(error) => break error.to_string(),
+        };
+        let response = match decode_response(&body) {
+            Ok(response) => response,
+            Err(error) => break format!("bad response: {error}"),
+        };
+        let sender = {
+            let mut state = shared.lock();
+            state.pending.remove(&response.request_id)
+        };
+        shared.room.notify_all();
+        // No sender: the request timed out and its caller gave up on it (a late response).
+        if let Some(sender) = sender {
+            let _ = sender.try_send(Ok(response.outcome));
+        }
+    };
+    let _ = stream.shutdown(Shutdown::Both);
+    shared.close(&reason);
+}
+
+/// A request sent and not yet answered. `wait` returns its response.
+pub struct Pending {
+    connection: Arc<Connection>,
+    request_id: u64,
+    receiver: Receiver<Outcome>,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// The id this request carries on its connection.
+    pub fn request_id(&self) -> u64 {
+        self.request_id
+    }
+
+    /// Waits for the response until this attempt's deadline.
+    pub fn wait(self) -> Result<Json, ClientError> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        match self.receiver.recv_timeout(remaining) {
+            Ok(Ok(outcome)) => response_value(outcome),
+            Ok(Err(error)) => Err(error),
+            Err(RecvTimeoutError::Timeout) => {
+                self.connection.forget(self.request_id);
+                Err(ClientError::Timeout)
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(ClientError::ConnectionLost(
+                "the connection ended".to_string(),
+            )),
+        }
+    }
+}
+
+/// The blocking client. `Send + Sync`: share it between threads with an `Arc`.
+pub struct Client {
+    config: ClientConfig,
+    pool: Vec<Mutex<Option<Arc<Connection>>>>,
+    next_connection: AtomicUsize,
+    rng: Mutex<SeededRng>,
+}
+
+impl Client {
+    /// Connects the first connection of the pool now, so a wrong endpoint fails here; the
+    /// others connect on first use.
+    pub fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.connections == 0 || config.connections > CONNECTIONS_MAX {
+            return Err(ClientError::InvalidRequest(format!(
+                "connections must be 1 to {CONNECTIONS_MAX}"
+            )));
+        }
+        let pool = (0..config.connections).map(|_| Mutex::new(None)).collect();
+        let client = Client {
+            rng: Mutex::new(SeededRng::new(config.seed)),
+            config,
+            pool,
+            next_connection: AtomicUsize::new(0),
+        };
+        client.connection(0)?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The pool's connection `index`, opened again if it has closed.
+    fn connection(&self, index: usize) -> Result<Arc<Connection>, ClientError> {
+        let mut slot = self.pool[index % self.pool.len()]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(connection) = slot.as_ref()
+            && !connection.is_closed()
+        {
+            return Ok(connection.clone());
+        }
+        let connection = Arc::new(Connection::open(&self.config)?);
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn next_connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let index = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.connection(index)
+    }
+
+    /// Sends one request without waiting for its response, and without retries: several
+    /// `submit`s followed by their `wait`s are pipelined. Requests go to the pool's connections
+    /// round-robin; `submit_on` picks one.
+    pub fn submit(&self, operation: Operation, body: &Json) -> Result<Pending, ClientError> {
+        let body = request_text(body)?;
+        let deadline = Instant::now() + self.config.request_timeout;
+        self.next_connection()?.send(operation, &body, deadline)
+    }
+
+    /// `submit` on connection `index` of the pool (modulo its size).
+    pub fn submit_on(
+        &self,
+        index: usize,
+        operation: Operation,
+        body: &Json,
+    ) -> Result<Pending, ClientError> {
+        let body = request_text(body)?;
+        let deadline = Instant::now() + self.config.request_timeout;
+        self.connection(index)?.send(operation, &body, deadline)
+    }
+
+    /// Runs one operation with the retry policy (retry.rs) and returns DynamoDB's response
+    /// body, or the error of the last attempt.
+    pub fn call(&self, operation: Operation, body: &Json) -> Result<Json, ClientError> {
+        let body = request_text(body)?;
+        let started = Instant::now();
+        let call_deadline = started + self.config.retry.deadline;
+        let attempts = self.config.retry.attempts();
+        let mut retry = 0;
+        loop {
+            let attempt_deadline =
+                (Instant::now() + self.config.request_timeout).min(call_deadline);
+            let result = self
+                .next_connection()
+                .and_then(|connection| connection.send(operation, &body, attempt_deadline))
+                .and_then(Pending::wait);
+            let error = match result {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if retry + 1 >= attempts || !retryable(operation, &error) {
+                return Err(error);
+            }
+            let delay = {
+                let mut rng = self
+                    .rng
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                self.config.retry.backoff(retry, &mut rng)
+            };
+            if Instant::now() + delay >= call_deadline {
+                return Err(error);
+            }
+            std::thread::sleep(delay);
+            retry += 1;
+        }
+    }
+}
+
+crate::operations::operation_methods!(Client, sync);

@@ -1,0 +1,26 @@
+//! Shoal's native client (protocol: net/protocol/FORMAT.md).
+//!
+//! - [`Client`]: blocking (std::net), a pool of connections, pipelining by request id, a
+//!   timeout per request; share it between threads.
+//! - [`AsyncClient`]: one pipelined connection on a glommio executor (`!Send`).
+//!
+//! Both retry by [`RetryPolicy`] (retry.rs): throttling for every operation, unknown outcomes
+//! for reads only, exponential backoff with full jitter, bounded attempts and a deadline. Both
+//! take and return DynamoDB JSON (`serde_json::Value`), one method per operation.
+
+pub mod async_io;
+mod blocking;
+mod error;
+mod glommio_client;
+pub mod limits;
+mod operations;
+pub mod retry;
+
+pub use blocking::{Client, ClientConfig, Pending};
+pub use error::{
+    ClientError, INTERNAL_SERVER_ERROR, PROVISIONED_THROUGHPUT_EXCEEDED, REQUEST_LIMIT_EXCEEDED,
+    SERVICE_UNAVAILABLE, THROTTLING,
+};
+pub use glommio_client::AsyncClient;
+pub use retry::RetryPolicy;
+pub use shoal_protocol::Operation;

@@ -1,0 +1,512 @@
+//! The admin CLI: `shoal table|item|query|scan`, a thin layer over shoal-client's blocking
+//! client against a router's native protocol port. Items go in and come out as DynamoDB JSON.
+//!
+//! Exit status: 0 on success; 1 when the server answers with an error (printed as
+//! `ExceptionName: message`) or cannot be reached; 2 on bad input (bad JSON, a bad key
+//! specification, missing arguments: clap's usage errors are 2 as well).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value as Json, json};
+use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy};
+
+/// The dev cluster's native port (`shoal dev` with its default `--port 8000`).
+const ENDPOINT_DEFAULT: &str = "127.0.0.1:8001";
+/// One CLI call's attempts together may take this long.
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Scan pages fetched at most when printing a whole table (a bound on the loop; a table
+/// bigger than this many pages needs `--limit` and `--start-key`... or the SDKs).
+const SCAN_PAGES_MAX: usize = 100_000;
+/// Exit status for bad input.
+const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Debug, Args, Clone)]
+pub struct Endpoint {
+    /// The router's native protocol address.
+    #[arg(long, default_value = ENDPOINT_DEFAULT)]
+    pub endpoint: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Create a table (on-demand unless capacities are given).
+    Create(TableCreate),
+    /// Print a table's description.
+    Describe(TableName),
+    /// Print the table names, one a line.
+    List(Endpoint),
+    /// Delete a table.
+    Delete(TableName),
+}
+
+#[derive(Debug, Args)]
+pub struct TableCreate {
+    #[arg(long)]
+    pub name: String,
+    /// The partition key: NAME:TYPE, TYPE one of S, N, B (e.g. year:N).
+    #[arg(long)]
+    pub partition_key: String,
+    /// The sort key: NAME:TYPE.
+    #[arg(long)]
+    pub sort_key: Option<String>,
+    /// Provisioned read capacity units (with --write-capacity); on-demand without.
+    #[arg(long, requires = "write_capacity")]
+    pub read_capacity: Option<u64>,
+    #[arg(long, requires = "read_capacity")]
+    pub write_capacity: Option<u64>,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct TableName {
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ItemCommand {
+    /// Write an item (DynamoDB JSON).
+    Put(ItemPut),
+    /// Print the item with this key, or nothing when there is none.
+    Get(ItemKey),
+    /// Apply an update expression and print the updated item.
+    Update(ItemUpdate),
+    /// Delete the item with this key.
+    Delete(ItemKey),
+}
+
+/// Expression members shared by several commands.
+#[derive(Debug, Args, Clone)]
+pub struct Expressions {
+    /// A condition expression the write must satisfy.
+    #[arg(long)]
+    pub condition: Option<String>,
+    /// ExpressionAttributeValues as DynamoDB JSON, e.g. '{":y":{"N":"2001"}}'.
+    #[arg(long)]
+    pub values: Option<String>,
+    /// ExpressionAttributeNames as JSON, e.g. '{"#t":"title"}'.
+    #[arg(long)]
+    pub names: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemPut {
+    #[arg(long)]
+    pub table: String,
+    /// The item, DynamoDB JSON.
+    #[arg(long)]
+    pub item: String,
+    #[command(flatten)]
+    pub expressions: Expressions,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemKey {
+    #[arg(long)]
+    pub table: String,
+    /// The key, DynamoDB JSON.
+    #[arg(long)]
+    pub key: String,
+    /// A strongly consistent read (get only).
+    #[arg(long)]
+    pub consistent: bool,
+    #[command(flatten)]
+    pub expressions: Expressions,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemUpdate {
+    #[arg(long)]
+    pub table: String,
+    #[arg(long)]
+    pub key: String,
+    /// The update expression, e.g. 'SET rating = :r'.
+    #[arg(long)]
+    pub update: String,
+    #[command(flatten)]
+    pub expressions: Expressions,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryOptions {
+    #[arg(long)]
+    pub table: String,
+    /// The key condition expression, e.g. 'year = :y'.
+    #[arg(long)]
+    pub key_condition: String,
+    /// A filter expression.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Items printed at most.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    #[arg(long)]
+    pub consistent: bool,
+    /// Newest sort keys first.
+    #[arg(long)]
+    pub descending: bool,
+    #[command(flatten)]
+    pub expressions: Expressions,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanOptions {
+    #[arg(long)]
+    pub table: String,
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Items printed at most.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    #[arg(long)]
+    pub consistent: bool,
+    #[command(flatten)]
+    pub expressions: Expressions,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+/// How a command failed.
+enum Failure {
+    BadInput(String),
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Failure {
+        Failure::Client(error)
+    }
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BadInput(message)) => {
+            eprintln!("shoal: {message}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(Failure::Client(ClientError::Connect(reason))) => {
+            eprintln!("shoal: cannot reach the router ({reason}); is `shoal dev` running?");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Client(ClientError::InvalidRequest(reason))) => {
+            eprintln!("shoal: {reason}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(Failure::Client(error)) => {
+            // DynamoDB errors print as `ExceptionName: message`.
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn connect(endpoint: &Endpoint) -> Result<Client, Failure> {
+    let mut config = ClientConfig::new(endpoint.endpoint);
+    config.connections = 1;
+    config.connect_timeout = CONNECT_TIMEOUT;
+    config.retry = RetryPolicy {
+        deadline: CALL_DEADLINE,
+        ..RetryPolicy::default()
+    };
+    Ok(Client::connect(config)?)
+}
+
+/// Parses `text` (the value of `--flag`) as a JSON object.
+fn json_object(flag: &str, text: &str) -> Result<Json, Failure> {
+    match serde_json::from_str::<Json>(text) {
+        Ok(value @ Json::Object(_)) => Ok(value),
+        Ok(_) => Err(Failure::BadInput(format!("--{flag} must be a JSON object"))),
+        Err(error) => Err(Failure::BadInput(format!(
+            "--{flag} is not valid JSON: {error}"
+        ))),
+    }
+}
+
+/// Adds the expression members given on the command line to `body`.
+fn add_expressions(body: &mut Json, expressions: &Expressions) -> Result<(), Failure> {
+    if let Some(condition) = &expressions.condition {
+        body["ConditionExpression"] = json!(condition);
+    }
+    if let Some(values) = &expressions.values {
+        body["ExpressionAttributeValues"] = json_object("values", values)?;
+    }
+    if let Some(names) = &expressions.names {
+        body["ExpressionAttributeNames"] = json_object("names", names)?;
+    }
+    Ok(())
+}
+
+/// `NAME:TYPE` into (name, type).
+fn key_attribute(flag: &str, text: &str) -> Result<(String, String), Failure> {
+    let bad = || {
+        Failure::BadInput(format!(
+            "--{flag} {text:?}: expected NAME:TYPE with TYPE one of S, N, B (e.g. year:N)"
+        ))
+    };
+    let (name, kind) = text.rsplit_once(':').ok_or_else(bad)?;
+    if name.is_empty() || !matches!(kind, "S" | "N" | "B") {
+        return Err(bad());
+    }
+    Ok((name.to_string(), kind.to_string()))
+}
+
+fn print_json(value: &Json) {
+    println!("{value}");
+}
+
+fn print_pretty(value: &Json) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(_) => println!("{value}"),
+    }
+}
+
+pub fn run_table(command: &TableCommand) -> ExitCode {
+    finish(table(command))
+}
+
+fn table(command: &TableCommand) -> Result<(), Failure> {
+    match command {
+        TableCommand::Create(create) => {
+            let (hash_name, hash_type) = key_attribute("partition-key", &create.partition_key)?;
+            let mut definitions =
+                vec![json!({"AttributeName": hash_name, "AttributeType": hash_type})];
+            let mut schema = vec![json!({"AttributeName": hash_name, "KeyType": "HASH"})];
+            if let Some(sort_key) = &create.sort_key {
+                let (range_name, range_type) = key_attribute("sort-key", sort_key)?;
+                if range_name == hash_name {
+                    return Err(Failure::BadInput(
+                        "--sort-key must name another attribute than --partition-key".to_string(),
+                    ));
+                }
+                definitions.push(json!({"AttributeName": range_name, "AttributeType": range_type}));
+                schema.push(json!({"AttributeName": range_name, "KeyType": "RANGE"}));
+            }
+            let mut body = json!({
+                "TableName": create.name,
+                "AttributeDefinitions": definitions,
+                "KeySchema": schema,
+            });
+            match (create.read_capacity, create.write_capacity) {
+                (Some(read), Some(write)) => {
+                    body["BillingMode"] = json!("PROVISIONED");
+                    body["ProvisionedThroughput"] =
+                        json!({"ReadCapacityUnits": read, "WriteCapacityUnits": write});
+                }
+                _ => body["BillingMode"] = json!("PAY_PER_REQUEST"),
+            }
+            let created = connect(&create.endpoint)?.create_table(&body)?;
+            print_pretty(&created["TableDescription"]);
+        }
+        TableCommand::Describe(table) => {
+            let described =
+                connect(&table.endpoint)?.describe_table(&json!({"TableName": table.name}))?;
+            print_pretty(&described["Table"]);
+        }
+        TableCommand::List(endpoint) => {
+            let client = connect(endpoint)?;
+            let mut start: Option<Json> = None;
+            loop {
+                let mut body = json!({});
+                if let Some(start) = start.take() {
+                    body["ExclusiveStartTableName"] = start;
+                }
+                let page = client.list_tables(&body)?;
+                for name in page["TableNames"].as_array().into_iter().flatten() {
+                    if let Some(name) = name.as_str() {
+                        println!("{name}");
+                    }
+                }
+                match page.get("LastEvaluatedTableName") {
+                    Some(next) => start = Some(next.clone()),
+                    None => break,
+                }
+            }
+        }
+        TableCommand::Delete(table) => {
+            let deleted =
+                connect(&table.endpoint)?.delete_table(&json!({"TableName": table.name}))?;
+            print_pretty(&deleted["TableDescription"]);
+        }
+    }
+    Ok(())
+}
+
+pub fn run_item(command: &ItemCommand) -> ExitCode {
+    finish(item(command))
+}
+
+fn item(command: &ItemCommand) -> Result<(), Failure> {
+    match command {
+        ItemCommand::Put(put) => {
+            let mut body = json!({"TableName": put.table, "Item": json_object("item", &put.item)?});
+            add_expressions(&mut body, &put.expressions)?;
+            connect(&put.endpoint)?.put_item(&body)?;
+        }
+        ItemCommand::Get(get) => {
+            let mut body = json!({
+                "TableName": get.table,
+                "Key": json_object("key", &get.key)?,
+                "ConsistentRead": get.consistent,
+            });
+            if let Some(names) = &get.expressions.names {
+                body["ExpressionAttributeNames"] = json_object("names", names)?;
+            }
+            let got = connect(&get.endpoint)?.get_item(&body)?;
+            match got.get("Item") {
+                Some(item) => print_json(item),
+                None => eprintln!("shoal: no item with this key"),
+            }
+        }
+        ItemCommand::Update(update) => {
+            let mut body = json!({
+                "TableName": update.table,
+                "Key": json_object("key", &update.key)?,
+                "UpdateExpression": update.update,
+                "ReturnValues": "ALL_NEW",
+            });
+            add_expressions(&mut body, &update.expressions)?;
+            let updated = connect(&update.endpoint)?.update_item(&body)?;
+            print_json(
+                updated
+                    .get("Attributes")
+                    .unwrap_or(&Json::Object(Map::new())),
+            );
+        }
+        ItemCommand::Delete(delete) => {
+            let mut body =
+                json!({"TableName": delete.table, "Key": json_object("key", &delete.key)?});
+            add_expressions(&mut body, &delete.expressions)?;
+            connect(&delete.endpoint)?.delete_item(&body)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a Query or Scan page after page, printing each item on a line, until the end or
+/// `limit` items.
+fn print_pages(
+    client: &Client,
+    mut body: Json,
+    limit: Option<u64>,
+    page: impl Fn(&Client, &Json) -> Result<Json, ClientError>,
+) -> Result<(), Failure> {
+    let mut printed: u64 = 0;
+    for _ in 0..SCAN_PAGES_MAX {
+        if let Some(limit) = limit {
+            body["Limit"] = json!(limit - printed);
+        }
+        let result = page(client, &body)?;
+        for item in result["Items"].as_array().into_iter().flatten() {
+            print_json(item);
+            printed += 1;
+        }
+        if limit.is_some_and(|limit| printed >= limit) {
+            return Ok(());
+        }
+        match result.get("LastEvaluatedKey") {
+            Some(next) => body["ExclusiveStartKey"] = next.clone(),
+            None => return Ok(()),
+        }
+    }
+    Err(Failure::BadInput(format!(
+        "stopped after {SCAN_PAGES_MAX} pages; use --limit"
+    )))
+}
+
+pub fn run_query(options: &QueryOptions) -> ExitCode {
+    finish((|| {
+        if options.limit == Some(0) {
+            return Err(Failure::BadInput("--limit must be at least 1".to_string()));
+        }
+        let mut body = json!({
+            "TableName": options.table,
+            "KeyConditionExpression": options.key_condition,
+            "ConsistentRead": options.consistent,
+            "ScanIndexForward": !options.descending,
+        });
+        if let Some(filter) = &options.filter {
+            body["FilterExpression"] = json!(filter);
+        }
+        add_expressions(&mut body, &options.expressions)?;
+        if options.expressions.condition.is_some() {
+            return Err(Failure::BadInput(
+                "query takes --key-condition and --filter, not --condition".to_string(),
+            ));
+        }
+        let client = connect(&options.endpoint)?;
+        print_pages(&client, body, options.limit, |client, body| {
+            client.query(body)
+        })
+    })())
+}
+
+pub fn run_scan(options: &ScanOptions) -> ExitCode {
+    finish((|| {
+        if options.limit == Some(0) {
+            return Err(Failure::BadInput("--limit must be at least 1".to_string()));
+        }
+        if options.expressions.condition.is_some() {
+            return Err(Failure::BadInput(
+                "scan takes --filter, not --condition".to_string(),
+            ));
+        }
+        let mut body = json!({"TableName": options.table, "ConsistentRead": options.consistent});
+        if let Some(filter) = &options.filter {
+            body["FilterExpression"] = json!(filter);
+        }
+        add_expressions(&mut body, &options.expressions)?;
+        let client = connect(&options.endpoint)?;
+        print_pages(&client, body, options.limit, |client, body| {
+            client.scan(body)
+        })
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_attributes_parse_name_and_type() {
+        assert!(
+            matches!(key_attribute("k", "year:N"), Ok((name, kind)) if name == "year" && kind == "N")
+        );
+        assert!(matches!(key_attribute("k", "a:b:S"), Ok((name, _)) if name == "a:b"));
+        for bad in ["year", "year:X", ":S", "year:"] {
+            assert!(
+                matches!(key_attribute("k", bad), Err(Failure::BadInput(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_flags_must_be_objects() {
+        assert!(json_object("item", r#"{"a":{"S":"b"}}"#).is_ok());
+        assert!(matches!(
+            json_object("item", "[1]"),
+            Err(Failure::BadInput(_))
+        ));
+        assert!(matches!(
+            json_object("item", "{nope"),
+            Err(Failure::BadInput(_))
+        ));
+    }
+}

@@ -1,0 +1,223 @@
+//! The router's native protocol listener (net/protocol/FORMAT.md), on the router's executor
+//! and its `Router`, beside the HTTP API.
+//!
+//! Per connection: a reader loop that reads frames (length checked before the body is buffered,
+//! crc32c before the flatbuffers verifier), runs each request in its own task (so requests of
+//! one connection run concurrently and answer in any order), and a writer task that writes the
+//! responses, each tagged with its request id. A bad frame closes the connection at once.
+//!
+//! Bounds: `NATIVE_CONNECTIONS_MAX` connections (the accept loop waits past it); per
+//! connection `SERVER_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX` requests in flight (the reader
+//! stops reading past it, so TCP pushes back on the client) and `RESPONSE_QUEUE_FRAMES_MAX`
+//! responses queued for the writer (handlers wait past it).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncWriteExt;
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
+use serde_json::Value as Json;
+use shoal_client::async_io::{StreamHalf, read_frame_async, shutdown_now, split};
+use shoal_protocol::frame::ReadFrameError;
+use shoal_protocol::limits::SERVER_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
+use shoal_protocol::{Operation, ServiceError, decode_request, encode_response};
+use shoal_router::{DynamoError, Router};
+
+/// Native connections served at once; the accept loop waits for one to end past it.
+pub const NATIVE_CONNECTIONS_MAX: usize = 1024;
+/// Responses of one connection queued for its writer.
+const RESPONSE_QUEUE_FRAMES_MAX: usize = 64;
+/// The pause after a failed accept (out of descriptors, say) before the next.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Binds `address` and serves it on this executor until the process ends. Returns the bound
+/// address (port 0 picks one).
+pub fn start(address: SocketAddr, router: Rc<Router>) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind(address).map_err(|error| error.to_string())?;
+    let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    glommio::spawn_local(accept_connections(listener, router)).detach();
+    Ok(bound)
+}
+
+async fn accept_connections(listener: TcpListener, router: Rc<Router>) {
+    let connections = Rc::new(Semaphore::new(NATIVE_CONNECTIONS_MAX as u64));
+    loop {
+        let Ok(permit) = connections.acquire_static_permit(1).await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok(stream) => {
+                let router = router.clone();
+                glommio::spawn_local(async move {
+                    serve_connection(stream, router).await;
+                    drop(permit);
+                })
+                .detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "native listener: accept failed");
+                drop(permit);
+                glommio::timer::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, router: Rc<Router>) {
+    let peer = stream.peer_addr().ok();
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "native connection: cannot set TCP_NODELAY");
+    }
+    let (mut reader, writer, stream) = split(stream);
+    let (responses, frames) = local_channel::new_bounded(RESPONSE_QUEUE_FRAMES_MAX);
+    let responses = Rc::new(responses);
+    let writer = glommio::spawn_local(write_responses(writer, frames, stream.clone())).detach();
+    let in_flight = Rc::new(Semaphore::new(
+        SERVER_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX as u64,
+    ));
+    loop {
+        // Taken before reading: past the bound, this connection's requests wait in TCP.
+        let Ok(permit) = in_flight.acquire_static_permit(1).await else {
+            break;
+        };
+        let body = match read_frame_async(&mut reader).await {
+            Ok(body) => body,
+            Err(ReadFrameError::Closed) => break,
+            Err(error) => {
+                tracing::info!(?peer, %error, "native connection: bad frame; closing");
+                shutdown_now(&stream);
+                break;
+            }
+        };
+        let request = match decode_request(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::info!(?peer, %error, "native connection: bad request buffer; closing");
+                shutdown_now(&stream);
+                break;
+            }
+        };
+        let request_id = request.request_id;
+        let operation_value = request.operation_value;
+        let request_body = request.body.map(str::to_string);
+        let router = router.clone();
+        let responses = responses.clone();
+        glommio::spawn_local(async move {
+            let frame = answer(&router, request_id, operation_value, request_body).await;
+            // Fails only when the writer has stopped (the connection is gone).
+            let _ = responses.send(frame).await;
+            drop(permit);
+        })
+        .detach();
+    }
+    // The writer ends once every request task has queued its response and dropped its sender.
+    drop(responses);
+    if let Some(()) = writer.await {
+        shutdown_now(&stream);
+    }
+}
+
+async fn write_responses(
+    mut writer: StreamHalf,
+    frames: LocalReceiver<Vec<u8>>,
+    stream: Rc<std::cell::RefCell<TcpStream>>,
+) {
+    while let Some(frame) = frames.recv().await {
+        let written = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await
+        }
+        .await;
+        if let Err(error) = written {
+            tracing::debug!(%error, "native connection: write failed; closing");
+            shutdown_now(&stream);
+            return;
+        }
+    }
+}
+
+fn service_error(error: DynamoError) -> ServiceError {
+    ServiceError {
+        type_name: error.type_name,
+        message: error.message,
+        item: error.item.map(|item| item.to_string()),
+    }
+}
+
+/// The request body as the HTTP API parses it (shoal_http::protocol::parse_body): absent or
+/// empty is `{}`, anything but an object is DynamoDB's SerializationException.
+fn parse_body(body: Option<&str>) -> Result<Json, ServiceError> {
+    shoal_http::protocol::parse_body(body.unwrap_or("").as_bytes()).map_err(|error| ServiceError {
+        type_name: error.type_name,
+        message: error.message.unwrap_or_default(),
+        item: None,
+    })
+}
+
+async fn dispatch(router: &Router, operation: Operation, body: Json) -> Result<Json, DynamoError> {
+    match operation {
+        Operation::CreateTable => router.create_table(body).await,
+        Operation::DeleteTable => router.delete_table(body).await,
+        Operation::DescribeTable => router.describe_table(body).await,
+        Operation::ListTables => router.list_tables(body).await,
+        Operation::PutItem => router.put_item(body).await,
+        Operation::GetItem => router.get_item(body).await,
+        Operation::UpdateItem => router.update_item(body).await,
+        Operation::DeleteItem => router.delete_item(body).await,
+        Operation::Query => router.query(body).await,
+        Operation::Scan => router.scan(body).await,
+        Operation::BatchGetItem => router.batch_get_item(body).await,
+        Operation::BatchWriteItem => router.batch_write_item(body).await,
+    }
+}
+
+/// Runs one request and returns its response frame.
+async fn answer(
+    router: &Router,
+    request_id: u64,
+    operation_value: u8,
+    body: Option<String>,
+) -> Vec<u8> {
+    let outcome = match Operation::from_wire_value(operation_value) {
+        None => Err(ServiceError {
+            type_name: "UnknownOperationException".to_string(),
+            message: format!("Unknown operation value {operation_value}"),
+            item: None,
+        }),
+        Some(operation) => match parse_body(body.as_deref()) {
+            Ok(body) => dispatch(router, operation, body)
+                .await
+                .map(|value| value.to_string())
+                .map_err(service_error),
+            Err(error) => Err(error),
+        },
+    };
+    let encoded = match &outcome {
+        Ok(text) => encode_response(request_id, Ok(text)),
+        Err(error) => encode_response(request_id, Err(error)),
+    };
+    match encoded {
+        Ok(frame) => frame,
+        Err(error) => {
+            // Only a body over the protocol's limit fails to encode; the client is told so.
+            let fallback = ServiceError {
+                type_name: "InternalServerError".to_string(),
+                message: format!("The response cannot be sent: {error}"),
+                item: None,
+            };
+            match encode_response(request_id, Err(&fallback)) {
+                Ok(frame) => frame,
+                // A short error always fits (encode_response checks only sizes): a failure here
+                // is a broken invariant of this module.
+                Err(error) => {
+                    shoal_io::fatal!(
+                        "native listener: cannot encode a short error response: {error}"
+                    )
+                }
+            }
+        }
+    }
+}
