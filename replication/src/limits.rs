@@ -19,9 +19,16 @@ pub const LOG_ENTRIES_IN_MEMORY_MAX: usize = 8192;
 /// Payload bytes kept in memory by the log, for the same reason.
 pub const LOG_BYTES_IN_MEMORY_MAX: usize = 64 * 1024 * 1024;
 
-/// The largest command payload: a DynamoDB item is at most 400 KiB, plus room for the record
-/// header and key.
-pub const COMMAND_BYTES_MAX: usize = 400 * 1024 + 4096;
+/// The largest command payload. A DynamoDB item is at most 400 KB by DynamoDB's count, but its
+/// binary encoding is larger when it has many small attributes (each costs lengths and a tag
+/// that DynamoDB does not count), and a BatchWriteItem puts several items of one partition in
+/// one command. 2 MiB holds any single item of ordinary shape and most batches; a command past
+/// it is refused at proposal (the client gets a ValidationException), never half-applied.
+pub const COMMAND_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// Payload bytes in one Accept message (beyond its first entry, which is always sent): keeps
+/// every Accept within one bus frame whatever the entry count.
+pub const ACCEPT_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Replies held back until the writes they depend on are durable. If the host stops reporting
 /// durability, the oldest held reply is dropped, which the protocol treats as message loss.
@@ -37,4 +44,5 @@ pub const MEMBERS_MAX: usize = 7;
 const _: () = assert!(ACCEPT_BATCH_ENTRIES_MAX as u64 <= FOLLOWER_IN_FLIGHT_SLOTS_MAX);
 const _: () = assert!(IN_FLIGHT_SLOTS_MAX < LOG_ENTRIES_IN_MEMORY_MAX as u64);
 const _: () = assert!(COMMAND_BYTES_MAX < LOG_BYTES_IN_MEMORY_MAX);
+const _: () = assert!(COMMAND_BYTES_MAX <= ACCEPT_BATCH_BYTES_MAX);
 const _: () = assert!(MEMBERS_MAX % 2 == 1);

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::limits::{
-    ACCEPT_BATCH_ENTRIES_MAX, COMMAND_BYTES_MAX, FOLLOWER_IN_FLIGHT_SLOTS_MAX, HELD_REPLIES_MAX,
-    IN_FLIGHT_SLOTS_MAX, LEASE_ROUNDS_TRACKED_MAX, LOG_BYTES_IN_MEMORY_MAX,
-    LOG_ENTRIES_IN_MEMORY_MAX,
+    ACCEPT_BATCH_BYTES_MAX, ACCEPT_BATCH_ENTRIES_MAX, COMMAND_BYTES_MAX,
+    FOLLOWER_IN_FLIGHT_SLOTS_MAX, HELD_REPLIES_MAX, IN_FLIGHT_SLOTS_MAX, LEASE_ROUNDS_TRACKED_MAX,
+    LOG_BYTES_IN_MEMORY_MAX, LOG_ENTRIES_IN_MEMORY_MAX,
 };
 use crate::log::Log;
 use crate::message::{Action, Message, RoleKind};
@@ -1040,12 +1040,25 @@ impl Replica {
                         .min(progress.next_slot.0 + ACCEPT_BATCH_ENTRIES_MAX as u64 - 1)
                         .min(progress.match_slot.0 + FOLLOWER_IN_FLIGHT_SLOTS_MAX),
                 );
-                let entries: Vec<LogEntry> = self
+                let mut entries: Vec<LogEntry> = self
                     .log
                     .range(progress.next_slot, batch_end)
                     .into_iter()
                     .map(|(_, entry)| entry)
                     .collect();
+                // Bound the message by bytes too, so it fits one bus frame: at least one entry,
+                // then as many as stay within ACCEPT_BATCH_BYTES_MAX.
+                let mut batch_bytes = 0usize;
+                let fitting = entries
+                    .iter()
+                    .take_while(|entry| {
+                        batch_bytes += entry.payload.size_bytes();
+                        batch_bytes <= ACCEPT_BATCH_BYTES_MAX
+                    })
+                    .count()
+                    .max(1);
+                entries.truncate(fitting);
+                let batch_end = Slot(progress.next_slot.0 + entries.len() as u64 - 1);
                 messages.push(Message::Accept {
                     ballot,
                     round,

@@ -82,8 +82,17 @@ pub struct ReplicaConfig {
     /// core keeps the un-checkpointed log in memory, bounded by its own limits, so this must
     /// stay well below `shoal_replication::limits::LOG_ENTRIES_IN_MEMORY_MAX`.
     pub checkpoint_every_slots: u64,
+    /// The partition trees' limits. `value_bytes_max` must hold the binary encoding of any
+    /// item DynamoDB accepts (400 KB by DynamoDB's size rules, which count less than the
+    /// encoding's per-attribute lengths and tags): use [`ITEM_TREE_CONFIG`].
     pub btree: BTreeConfig,
 }
+
+/// The tree limits a partition replica needs: values up to shoal-store's largest, since a
+/// 400 KB item (by DynamoDB's count) encodes to more than 400 KiB when it has many attributes.
+pub const ITEM_TREE_CONFIG: BTreeConfig = BTreeConfig {
+    value_bytes_max: shoal_store::btree::VALUE_BYTES_LIMIT,
+};
 
 /// Checkpoints must come often enough that the core's in-memory log never fills.
 pub const CHECKPOINT_EVERY_SLOTS_MAX: u64 =
@@ -123,7 +132,9 @@ pub enum Output {
         message: Message,
     },
     /// Append `body` to the shard WAL (kind [`REPLICATION_RECORD_KIND`]), then feed back
-    /// `Event::Persisted`. Outputs of one replica must be appended in the order given.
+    /// `Event::Persisted`. Outputs of one replica must be appended in the order given. A large
+    /// `Persist` of the core comes as several outputs with the same `core_lsn`, each one record
+    /// to append and report.
     Persist {
         core_lsn: CoreLsn,
         body: Vec<u8>,
@@ -173,6 +184,57 @@ impl From<shoal_io::StorageError> for PartitionError {
     fn from(error: shoal_io::StorageError) -> Self {
         PartitionError::Storage(error)
     }
+}
+
+/// A `Persist` of a whole Accept batch (up to 64 entries of up to 404 KB) is split into WAL
+/// records of about this fraction of the WAL's record limit, so each record fits it with room
+/// for the archive's own overhead.
+const PERSIST_RECORD_FRACTION_OF_LIMIT: usize = 2;
+// With the WAL's default record limit, the largest single entry fits a record of its own.
+const _: () = assert!(
+    shoal_store::wal::DEFAULT_RECORD_BODY_BYTES_MAX / PERSIST_RECORD_FRACTION_OF_LIMIT
+        >= shoal_replication::limits::COMMAND_BYTES_MAX + PERSIST_ENTRY_OVERHEAD_BYTES
+);
+/// A conservative estimate of an entry's archived size beyond its payload.
+const PERSIST_ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// One `Persist` of the core on its way to the WAL, possibly as several records.
+struct Persisting {
+    slots: Vec<Slot>,
+    records_outstanding: usize,
+    wal_lsn_first: Option<WalLsn>,
+}
+
+/// Splits a `Persist` into WAL records of at most about `record_bytes_target` bytes of entries
+/// each (a single larger entry gets a record of its own). The promise travels in the first
+/// record; recovery reads records in WAL order, in which they were enqueued.
+fn split_persist(
+    group: u64,
+    promised: Option<Ballot>,
+    entries: Vec<(Slot, LogEntry)>,
+    record_bytes_target: usize,
+) -> Vec<PersistRecord> {
+    let mut records = Vec::new();
+    let mut promised = promised;
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0usize;
+    for (slot, entry) in entries {
+        let bytes = entry.payload.size_bytes() + PERSIST_ENTRY_OVERHEAD_BYTES;
+        if !chunk.is_empty() && chunk_bytes + bytes > record_bytes_target {
+            records.push(PersistRecord::from_persist_action(
+                group,
+                promised.take(),
+                std::mem::take(&mut chunk),
+            ));
+            chunk_bytes = 0;
+        }
+        chunk_bytes += bytes;
+        chunk.push((slot, entry));
+    }
+    if !chunk.is_empty() || records.is_empty() {
+        records.push(PersistRecord::from_persist_action(group, promised, chunk));
+    }
+    records
 }
 
 /// A write the leader proposed, waiting for its slot to be applied (invariant 3).
@@ -237,7 +299,7 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     cache: Rc<PageCache<F>>,
     wal: Wal<F>,
     /// Slots of each `Persist` output not yet reported durable, by core lsn.
-    persisting: BTreeMap<u64, Vec<Slot>>,
+    persisting: BTreeMap<u64, Persisting>,
     /// Core lsns reported durable out of order, waiting for the ones before them.
     persisted_early: BTreeMap<u64, WalLsn>,
     durable_core_lsn: u64,
@@ -553,17 +615,32 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     .await?;
             }
             Event::Persisted { core_lsn, wal_lsn } => {
-                self.persisted_early.insert(core_lsn.0, wal_lsn);
+                // A core lsn is durable once every record it was split into is.
+                let Some(persisting) = self.persisting.get_mut(&core_lsn.0) else {
+                    return Ok(std::mem::take(&mut self.outputs));
+                };
+                persisting.records_outstanding -= 1;
+                persisting.wal_lsn_first = Some(
+                    persisting
+                        .wal_lsn_first
+                        .map_or(wal_lsn, |first| first.min(wal_lsn)),
+                );
+                if persisting.records_outstanding == 0 {
+                    self.persisted_early.insert(core_lsn.0, wal_lsn);
+                }
                 let mut advanced = false;
-                while let Some(wal_lsn) = self.persisted_early.remove(&(self.durable_core_lsn + 1))
+                while self
+                    .persisted_early
+                    .remove(&(self.durable_core_lsn + 1))
+                    .is_some()
                 {
                     self.durable_core_lsn += 1;
-                    for slot in self
-                        .persisting
-                        .remove(&self.durable_core_lsn)
-                        .unwrap_or_default()
-                    {
-                        self.slot_wal_lsn.insert(slot, wal_lsn);
+                    if let Some(done) = self.persisting.remove(&self.durable_core_lsn) {
+                        // The first record's position is a safe low-water mark for them all.
+                        let wal_lsn = done.wal_lsn_first.unwrap_or(wal_lsn);
+                        for slot in done.slots {
+                            self.slot_wal_lsn.insert(slot, wal_lsn);
+                        }
                     }
                     advanced = true;
                 }
@@ -591,14 +668,27 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     promised,
                     entries,
                 } => {
-                    self.persisting
-                        .insert(lsn.0, entries.iter().map(|(slot, _)| *slot).collect());
-                    let record =
-                        PersistRecord::from_persist_action(self.meta.partition, promised, entries);
-                    self.outputs.push(Output::Persist {
-                        core_lsn: lsn,
-                        body: encode_persist_record(&record),
-                    });
+                    let slots = entries.iter().map(|(slot, _)| *slot).collect();
+                    let records = split_persist(
+                        self.meta.partition,
+                        promised,
+                        entries,
+                        self.wal.config().record_body_bytes_max / PERSIST_RECORD_FRACTION_OF_LIMIT,
+                    );
+                    self.persisting.insert(
+                        lsn.0,
+                        Persisting {
+                            slots,
+                            records_outstanding: records.len(),
+                            wal_lsn_first: None,
+                        },
+                    );
+                    for record in records {
+                        self.outputs.push(Output::Persist {
+                            core_lsn: lsn,
+                            body: encode_persist_record(&record),
+                        });
+                    }
                 }
                 Action::Send { to, message } => self.outputs.push(Output::Send { to, message }),
                 Action::Apply { entries } => self.apply(entries).await?,
@@ -831,6 +921,22 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     return Ok(());
                 }
             }
+        }
+        // Nothing may be proposed that a replica could fail to apply: a committed entry that
+        // does not fit the tree would stop every replica that applies it, again at every
+        // restart. So the leader checks the tree's own limits first.
+        let value_bytes_max = self.config.btree.value_bytes_max;
+        if evaluated.iter().any(|result| {
+            matches!(&result.mutation, Mutation::Put { key, value }
+                if value.len() > value_bytes_max || key.len() > shoal_store::btree::KEY_BYTES_MAX)
+        }) {
+            self.reply(
+                reply_to,
+                dynamo_error(&ModelError::Validation(
+                    shoal_model::messages::ITEM_TOO_LARGE.to_string(),
+                )),
+            );
+            return Ok(());
         }
         let mutations = MutationBatch {
             mutations: evaluated

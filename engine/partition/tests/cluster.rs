@@ -31,6 +31,13 @@ const STEP: Duration = Duration::from_millis(10);
 const STEPS_MAX: usize = 20_000;
 
 fn config(checkpoint_every_slots: u64) -> ReplicaConfig {
+    config_with_tree(
+        checkpoint_every_slots,
+        shoal_partition::replica::ITEM_TREE_CONFIG,
+    )
+}
+
+fn config_with_tree(checkpoint_every_slots: u64, btree: BTreeConfig) -> ReplicaConfig {
     ReplicaConfig {
         core: ReplicaOptions {
             kind: ReplicaKind::Full,
@@ -43,19 +50,21 @@ fn config(checkpoint_every_slots: u64) -> ReplicaConfig {
             election_seed: 0,
         },
         checkpoint_every_slots,
-        btree: BTreeConfig::default(),
+        btree,
     }
 }
 
 fn wal_config() -> WalConfig {
+    // Small segments so checkpoints recycle them, but records big enough for the largest
+    // entry (a 400 KB item) with the replica's split of large Persists into several records.
     WalConfig {
-        segment_bytes: 1 << 20,
+        segment_bytes: 4 << 20,
         segment_count: 8,
-        batch_bytes_max: 512 * 1024,
+        batch_bytes_max: 2 << 20,
         batch_records_max: 256,
         pending_records_max: 1024,
-        pending_bytes_max: 1 << 20,
-        record_body_bytes_max: 256 * 1024,
+        pending_bytes_max: 4 << 20,
+        record_body_bytes_max: 1 << 20,
     }
 }
 
@@ -108,7 +117,10 @@ async fn open_wal(disk: &SimulatedDisk) -> (Wal<SimulatedFile>, ShardReplay) {
 
 impl Cluster {
     async fn new(checkpoint_every_slots: u64) -> Cluster {
-        let config = config(checkpoint_every_slots);
+        Cluster::with_config(config(checkpoint_every_slots)).await
+    }
+
+    async fn with_config(config: ReplicaConfig) -> Cluster {
         let mut nodes = BTreeMap::new();
         for id in 1..=3 {
             let disk = SimulatedDisk::new();
@@ -546,6 +558,134 @@ fn a_replica_behind_the_truncated_log_catches_up_by_snapshot() {
                 assert_eq!(body["Count"], json!(29));
             }
             other => panic!("scan after restart failed: {other:?}"),
+        }
+    });
+}
+
+/// A 400 KB item by DynamoDB's count whose encoding is larger: many attributes, each costing
+/// more bytes encoded (lengths and a tag) than DynamoDB counts.
+fn wide_item(pk: &str, attributes: usize, value_bytes: usize) -> Json {
+    let mut item = serde_json::Map::new();
+    item.insert("pk".to_string(), json!({"S": pk}));
+    item.insert("sk".to_string(), json!({"N": "1"}));
+    for index in 0..attributes {
+        item.insert(
+            format!("a{index:05}"),
+            json!({"S": "x".repeat(value_bytes)}),
+        );
+    }
+    json!({"Item": Json::Object(item)})
+}
+
+#[test]
+fn an_item_that_encodes_past_400_kib_is_stored_and_replicated() {
+    run_on_test_executor("cluster-wide-item", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        // 20,000 attributes of 6-byte names and 14-byte values: 400,000 bytes by DynamoDB's
+        // count (under 409,600), about 580,000 bytes encoded.
+        let item = wide_item("wide", 20_000, 14);
+        let body = cluster.leader_request(ItemOperation::PutItem, item).await;
+        assert_eq!(body, json!({}));
+        for _ in 0..20 {
+            cluster.step().await;
+        }
+        for id in [NodeId(1), NodeId(2), NodeId(3)] {
+            match cluster
+                .request(id, ItemOperation::GetItem, json!({"Key": key("wide", 1)}))
+                .await
+            {
+                NodeResponse::Item { body_json, .. } => {
+                    let body: Json = serde_json::from_str(&body_json).unwrap();
+                    assert_eq!(
+                        body["Item"].as_object().unwrap().len(),
+                        20_002,
+                        "node {id:?}"
+                    );
+                }
+                other => panic!("node {id:?}: {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn a_leader_refuses_what_its_trees_could_not_apply_instead_of_stopping_every_replica() {
+    run_on_test_executor("cluster-tree-limit", || async {
+        let small_tree = BTreeConfig {
+            value_bytes_max: 64 * 1024,
+        };
+        let mut cluster = Cluster::with_config(config_with_tree(1_000, small_tree)).await;
+        let leader = cluster.await_leader().await;
+        let response = cluster
+            .request(leader, ItemOperation::PutItem, wide_item("big", 10_000, 10))
+            .await;
+        match response {
+            NodeResponse::Error(NodeError::Dynamo {
+                type_name, message, ..
+            }) => {
+                assert_eq!(type_name, "ValidationException");
+                assert_eq!(message, "Item size has exceeded the maximum allowed size");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Nothing was proposed: the group keeps serving.
+        let body = cluster
+            .leader_request(ItemOperation::PutItem, put("small", 1, "ok"))
+            .await;
+        assert_eq!(body, json!({}));
+    });
+}
+
+#[test]
+fn a_follower_catching_up_on_large_entries_splits_its_wal_records() {
+    run_on_test_executor("cluster-large-catch-up", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        let leader = cluster.await_leader().await;
+        let lagging = [NodeId(1), NodeId(2), NodeId(3)]
+            .into_iter()
+            .find(|id| *id != leader)
+            .unwrap();
+        cluster.isolated.insert(lagging);
+        // Twelve items of 300 KB: the catch-up Accept carries them all, 3.6 MB, far past the
+        // WAL's 1 MiB record limit in this test, so the follower's Persist must be split.
+        for sk in 0..12 {
+            let mut item = put("large", sk, "v");
+            item["Item"]["blob"] = json!({"S": "y".repeat(300_000)});
+            cluster.leader_request(ItemOperation::PutItem, item).await;
+        }
+        cluster.isolated.clear();
+        for _ in 0..400 {
+            cluster.step().await;
+            let leader = cluster.await_leader().await;
+            if cluster.nodes[&lagging].replica.applied_slot()
+                >= cluster.nodes[&leader].replica.applied_slot()
+            {
+                break;
+            }
+        }
+        cluster.crash_and_restart(lagging).await;
+        for _ in 0..100 {
+            cluster.step().await;
+        }
+        for sk in 0..12 {
+            match cluster
+                .request(
+                    lagging,
+                    ItemOperation::GetItem,
+                    json!({"Key": key("large", sk)}),
+                )
+                .await
+            {
+                NodeResponse::Item { body_json, .. } => {
+                    let body: Json = serde_json::from_str(&body_json).unwrap();
+                    assert_eq!(
+                        body["Item"]["blob"]["S"].as_str().map(str::len),
+                        Some(300_000),
+                        "item {sk}"
+                    );
+                }
+                other => panic!("a read at the follower failed: {other:?}"),
+            }
         }
     });
 }

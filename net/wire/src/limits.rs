@@ -1,6 +1,6 @@
 //! Named limits of the wire formats, and why each has its value.
 
-use shoal_replication::limits::{ACCEPT_BATCH_ENTRIES_MAX, COMMAND_BYTES_MAX};
+use shoal_replication::limits::{ACCEPT_BATCH_BYTES_MAX, COMMAND_BYTES_MAX};
 
 /// The size of the fixed frame header (FORMAT.md). A multiple of 16 so that a body written right
 /// after the header in a 16-byte-aligned buffer is itself 16-byte aligned, as rkyv requires.
@@ -28,9 +28,10 @@ pub const FRAME_BODY_OVERHEAD_BYTES: usize = 1024 * 1024;
 /// The largest frame body a sender may write and a receiver accepts. A receiver rejects a larger
 /// declared length from the header alone, before it allocates anything for the body.
 ///
-/// The largest message the replication core emits is an Accept of `ACCEPT_BATCH_ENTRIES_MAX`
-/// commands of `COMMAND_BYTES_MAX` each (64 x 404 KiB, about 25.3 MiB); it must fit in one
-/// frame, so the limit is 32 MiB rather than the 4 MiB a snapshot chunk alone would need. The
+/// The largest Accept the replication core emits holds `ACCEPT_BATCH_BYTES_MAX` of payload plus
+/// one more command of up to `COMMAND_BYTES_MAX` (10 MiB); it must fit in one frame, with room
+/// for the per-entry fields, so the limit is 32 MiB rather than the 4 MiB a snapshot chunk
+/// alone would need. The
 /// bus batches several envelopes into one frame only up to a much smaller target (see shoal-bus),
 /// so typical frames are far below the limit; the limit is what a receiver must be ready for.
 pub const FRAME_BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
@@ -40,8 +41,7 @@ pub const FRAME_BYTES_MAX: usize = FRAME_HEADER_BYTES + FRAME_BODY_BYTES_MAX;
 
 const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(ARCHIVE_ALIGNMENT_BYTES));
 const _: () = assert!(
-    ACCEPT_BATCH_ENTRIES_MAX * COMMAND_BYTES_MAX + FRAME_BODY_OVERHEAD_BYTES
-        <= FRAME_BODY_BYTES_MAX
+    ACCEPT_BATCH_BYTES_MAX + COMMAND_BYTES_MAX + FRAME_BODY_OVERHEAD_BYTES <= FRAME_BODY_BYTES_MAX
 );
 const _: () = assert!(
     SNAPSHOT_CHUNK_ITEM_BYTES_TARGET + ITEM_BYTES_MAX + FRAME_BODY_OVERHEAD_BYTES

@@ -204,7 +204,7 @@ fn oversize_length_is_rejected_from_the_header_alone() {
 
 #[test]
 fn the_largest_accept_fits_and_a_larger_body_is_refused_by_the_encoder() {
-    use shoal_replication::limits::{ACCEPT_BATCH_ENTRIES_MAX, COMMAND_BYTES_MAX};
+    use shoal_replication::limits::{ACCEPT_BATCH_BYTES_MAX, COMMAND_BYTES_MAX};
     let entry = LogEntryWire {
         ballot: BallotWire { round: 1, node: 1 },
         payload: PayloadWire::Command(vec![7; COMMAND_BYTES_MAX]),
@@ -217,7 +217,8 @@ fn the_largest_accept_fits_and_a_larger_body_is_refused_by_the_encoder() {
             ballot: BallotWire { round: 1, node: 1 },
             round: 1,
             first_slot: 1,
-            entries: vec![entry; ACCEPT_BATCH_ENTRIES_MAX],
+            // The core fills an Accept up to ACCEPT_BATCH_BYTES_MAX and may add one more entry.
+            entries: vec![entry; ACCEPT_BATCH_BYTES_MAX / COMMAND_BYTES_MAX + 1],
             commit_slot: 0,
         },
     }]);

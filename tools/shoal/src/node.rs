@@ -17,7 +17,6 @@ use shoal_bus::{Bus, BusConfig, ConnectionId};
 use shoal_partition::ReplicaConfig;
 use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
 use shoal_shard::{Shard, ShardConfig, Transport};
-use shoal_store::btree::BTreeConfig;
 use shoal_store::wal::WalConfig;
 use shoal_wire::messages::{ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk};
 
@@ -414,7 +413,7 @@ async fn run_shard(
         replica: ReplicaConfig {
             core: replica_options(election_timeout),
             checkpoint_every_slots: options.checkpoint_every_slots,
-            btree: BTreeConfig::default(),
+            btree: shoal_partition::replica::ITEM_TREE_CONFIG,
         },
         wal: WalConfig {
             segment_bytes: options.wal_segment_mib << 20,
