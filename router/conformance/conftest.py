@@ -1,0 +1,307 @@
+"""Fixtures of the DynamoDB conformance suite.
+
+One `shoal dev` cluster (3 nodes and a router) serves the whole session on a free loopback
+port, in a temporary data directory. Every test makes its own uniquely named tables, so tests
+do not see each other's items and may run in any order.
+"""
+
+import contextlib
+import gzip
+import http.client
+import json
+import os
+import pathlib
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import boto3
+import botocore.auth
+import botocore.awsrequest
+import botocore.config
+import botocore.credentials
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCESS_KEY = "AKIDCONFORMANCE"
+SECRET_KEY = "conformance-secret"
+# `shoal dev --port P` uses P, and per node i (1..3) P + 100*i .. P + 100*i + 99 (bus shards,
+# admin). These are the ports we check are free before choosing P.
+DEV_NODES = 3
+PORT_STRIDE = 100
+# How long the cluster may take to elect its metadata leader and start serving.
+STARTUP_TIMEOUT_S = 120
+# How long it gets to stop after SIGTERM before it is killed (shoal dev itself gives its
+# children 10 s).
+STOP_GRACE_S = 20
+PORT_PICK_ATTEMPTS = 50
+
+
+def _shoal_binary():
+    explicit = os.environ.get("SHOAL_BIN")
+    if explicit:
+        return pathlib.Path(explicit)
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
+    for profile in ("release", "debug"):
+        candidate = target / profile / "shoal"
+        if candidate.exists():
+            return candidate
+    raise RuntimeError(
+        f"no shoal binary: set SHOAL_BIN or build it (looked in {target}/release and {target}/debug)"
+    )
+
+
+def _port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_base_port():
+    """A port P with P and every node's bus, shard and admin ports free."""
+    rng = random.Random()
+    for _ in range(PORT_PICK_ATTEMPTS):
+        base = rng.randrange(20000, 60000 - PORT_STRIDE * (DEV_NODES + 1), 10)
+        needed = [base]
+        for node in range(1, DEV_NODES + 1):
+            needed += [base + PORT_STRIDE * node, base + PORT_STRIDE * node + 99]
+        if all(_port_free(port) for port in needed):
+            return base
+    raise RuntimeError("no free port range for shoal dev")
+
+
+def _healthy(port):
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    """The URL of a running `shoal dev` cluster, stopped at the end of the session."""
+    binary = _shoal_binary()
+    data_dir = tempfile.mkdtemp(prefix="shoal-conformance-")
+    port = _pick_base_port()
+    log_path = pathlib.Path(data_dir) / "shoal-dev.log"
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [str(binary), "dev", "--data-dir", str(pathlib.Path(data_dir) / "data"), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def log_tail():
+        log.flush()
+        return log_path.read_bytes()[-4000:].decode(errors="replace")
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not _healthy(port):
+        if process.poll() is not None:
+            raise RuntimeError(f"shoal dev exited with {process.returncode}:\n{log_tail()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"shoal dev not healthy within {STARTUP_TIMEOUT_S}s:\n{log_tail()}")
+        time.sleep(0.2)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                # shoal dev puts its children in their own process groups; kill them by the
+                # session we started it in.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=STOP_GRACE_S)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def port(endpoint):
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def _client(endpoint, **config):
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=botocore.config.Config(
+            # Few retries: a conformance failure must not hide behind them, but a leader
+            # election in progress may answer one retryable error.
+            retries={"mode": "standard", "total_max_attempts": 3},
+            connect_timeout=10,
+            read_timeout=30,
+            **config,
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def ddb(endpoint):
+    return _client(endpoint)
+
+
+@pytest.fixture(scope="session")
+def resource(endpoint):
+    return boto3.resource(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+def unique_name(prefix="conf"):
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_table(ddb):
+    """Creates tables for one test and deletes them after it.
+
+    make_table() is a table with partition key `pk` (S); make_table(sort=("sk", "N")) adds a
+    sort key; make_table(hash_key=("id", "N")) changes the partition key.
+    """
+    created = []
+
+    def make(hash_key=("pk", "S"), sort=None, billing="PAY_PER_REQUEST", name=None):
+        name = name or unique_name()
+        schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
+        definitions = [{"AttributeName": hash_key[0], "AttributeType": hash_key[1]}]
+        if sort:
+            schema.append({"AttributeName": sort[0], "KeyType": "RANGE"})
+            definitions.append({"AttributeName": sort[0], "AttributeType": sort[1]})
+        params = dict(TableName=name, KeySchema=schema, AttributeDefinitions=definitions)
+        if billing == "PAY_PER_REQUEST":
+            params["BillingMode"] = "PAY_PER_REQUEST"
+        else:
+            params["ProvisionedThroughput"] = {"ReadCapacityUnits": 100, "WriteCapacityUnits": 100}
+        ddb.create_table(**params)
+        ddb.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+        )
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        with contextlib.suppress(ddb.exceptions.ResourceNotFoundException):
+            ddb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def table(make_table):
+    """A fresh table with partition key `pk` (S)."""
+    return make_table()
+
+
+@pytest.fixture
+def sorted_table(make_table):
+    """A fresh table with partition key `pk` (S) and sort key `sk` (N)."""
+    return make_table(sort=("sk", "N"))
+
+
+class RawResponse:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def error_type(self):
+        """The exception name of an error body, without its namespace (as SDKs read it)."""
+        return self.json()["__type"].rsplit("#", 1)[-1]
+
+
+class Raw:
+    """HTTP requests built by hand, signed with SigV4 unless told otherwise: for what an SDK
+    never sends (bad JSON, unknown targets, missing headers, compressed bodies)."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def signed_headers(self, target, body, extra=None):
+        request = botocore.awsrequest.AWSRequest(
+            method="POST",
+            url=f"http://127.0.0.1:{self.port}/",
+            data=body,
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": target,
+                **(extra or {}),
+            },
+        )
+        credentials = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
+        botocore.auth.SigV4Auth(credentials, "dynamodb", REGION).add_auth(request)
+        return dict(request.headers.items())
+
+    def send(self, method="POST", path="/", body=b"", headers=None, timeout=30):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return RawResponse(response.status, dict(response.getheaders()), response.read())
+        finally:
+            connection.close()
+
+    def call(self, operation, payload, extra_headers=None, sign=True, raw_body=None,
+             target=None):
+        body = raw_body if raw_body is not None else json.dumps(payload).encode()
+        target = target or f"DynamoDB_20120810.{operation}"
+        if sign:
+            headers = self.signed_headers(target, body, extra_headers)
+        else:
+            headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": target,
+                       **(extra_headers or {})}
+        return self.send(body=body, headers=headers)
+
+
+@pytest.fixture(scope="session")
+def raw(port):
+    return Raw(port)
+
+
+def gunzip_if_needed(response):
+    if response.headers.get("Content-Encoding", "").lower() == "gzip":
+        return gzip.decompress(response.body)
+    return response.body
+
+
+def expect_error(call, code, message=None, contains=None):
+    """Runs `call`, which must fail with DynamoDB error `code` (and `message` exactly, or a
+    message containing `contains`); returns the botocore error response."""
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as info:
+        call()
+    error = info.value.response["Error"]
+    assert error["Code"] == code, error
+    if message is not None:
+        assert error["Message"] == message
+    if contains is not None:
+        assert contains in error["Message"], error["Message"]
+    return info.value.response
