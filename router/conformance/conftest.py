@@ -5,6 +5,8 @@ port, in a temporary data directory. Every test makes its own uniquely named tab
 do not see each other's items and may run in any order.
 """
 
+import collections
+import concurrent.futures
 import contextlib
 import gzip
 import http.client
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 
@@ -176,31 +179,93 @@ def unique_name(prefix="conf"):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def create_table_request(name, hash_key=("pk", "S"), sort=None, billing="PAY_PER_REQUEST"):
+    schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
+    definitions = [{"AttributeName": hash_key[0], "AttributeType": hash_key[1]}]
+    if sort:
+        schema.append({"AttributeName": sort[0], "KeyType": "RANGE"})
+        definitions.append({"AttributeName": sort[0], "AttributeType": sort[1]})
+    params = dict(TableName=name, KeySchema=schema, AttributeDefinitions=definitions)
+    if billing == "PAY_PER_REQUEST":
+        params["BillingMode"] = "PAY_PER_REQUEST"
+    else:
+        params["ProvisionedThroughput"] = {"ReadCapacityUnits": 100, "WriteCapacityUnits": 100}
+    return params
+
+
+class TablePool:
+    """Tables created ahead of the tests that take them.
+
+    A new table's partitions elect their leaders in about a second after CreateTable (which
+    answers at once); a test's first write would wait for that. The pool creates each schema's
+    tables a few ahead on a background thread, so a test takes one that has had time to elect.
+    Every table is still used by one test only.
+    """
+
+    # How long after CreateTable a table is handed out at the earliest.
+    WARM_S = 2.0
+    # Tables kept ahead per schema.
+    DEPTH = 3
+
+    def __init__(self, endpoint):
+        self.client = _client(endpoint)
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.lock = threading.Lock()
+        self.queues = {}
+        self.made = []
+
+    def _create(self, spec):
+        name = unique_name()
+        self.client.create_table(**create_table_request(name, *spec))
+        return name, time.monotonic()
+
+    def _submit(self, spec):
+        return self.executor.submit(self._create, spec)
+
+    def take(self, spec):
+        with self.lock:
+            queue = self.queues.setdefault(spec, collections.deque())
+            while len(queue) < self.DEPTH + 1:
+                queue.append(self._submit(spec))
+            future = queue.popleft()
+            queue.append(self._submit(spec))
+        name, created = future.result(timeout=60)
+        time.sleep(max(0.0, created + self.WARM_S - time.monotonic()))
+        return name
+
+    def close(self):
+        """Deletes the tables no test took."""
+        with self.lock:
+            pending = [future for queue in self.queues.values() for future in queue]
+            self.queues.clear()
+        for future in pending:
+            if future.cancel():
+                continue
+            with contextlib.suppress(Exception):
+                name, _ = future.result(timeout=60)
+                self.client.delete_table(TableName=name)
+        self.executor.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session")
+def table_pool(endpoint):
+    pool = TablePool(endpoint)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def make_table(ddb):
-    """Creates tables for one test and deletes them after it.
+def make_table(ddb, table_pool):
+    """Tables for one test, deleted after it.
 
     make_table() is a table with partition key `pk` (S); make_table(sort=("sk", "N")) adds a
-    sort key; make_table(hash_key=("id", "N")) changes the partition key.
+    sort key; make_table(hash_key=("id", "N")) changes the partition key; billing="PROVISIONED"
+    gives it 100 RCU / 100 WCU. Each is a new, uniquely named table.
     """
     created = []
 
-    def make(hash_key=("pk", "S"), sort=None, billing="PAY_PER_REQUEST", name=None):
-        name = name or unique_name()
-        schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
-        definitions = [{"AttributeName": hash_key[0], "AttributeType": hash_key[1]}]
-        if sort:
-            schema.append({"AttributeName": sort[0], "KeyType": "RANGE"})
-            definitions.append({"AttributeName": sort[0], "AttributeType": sort[1]})
-        params = dict(TableName=name, KeySchema=schema, AttributeDefinitions=definitions)
-        if billing == "PAY_PER_REQUEST":
-            params["BillingMode"] = "PAY_PER_REQUEST"
-        else:
-            params["ProvisionedThroughput"] = {"ReadCapacityUnits": 100, "WriteCapacityUnits": 100}
-        ddb.create_table(**params)
-        ddb.get_waiter("table_exists").wait(
-            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
-        )
+    def make(hash_key=("pk", "S"), sort=None, billing="PAY_PER_REQUEST"):
+        name = table_pool.take((hash_key, sort, billing))
         created.append(name)
         return name
 
