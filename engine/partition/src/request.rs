@@ -453,27 +453,11 @@ fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReques
     context.finish()?;
     let segment = parameters.get("Segment").and_then(Json::as_u64);
     let total = parameters.get("TotalSegments").and_then(Json::as_u64);
-    let (mut lower, upper) = match (segment, total) {
-        (None, None) => (Bound::Unbounded, Bound::Unbounded),
-        (Some(segment), Some(total)) if (1..=1_000_000).contains(&total) && segment < total => {
-            segment_bounds(segment, total)
-        }
-        (Some(_), Some(_)) => {
-            return Err(validation(
-                "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
-            ));
-        }
-        (Some(_), None) => {
-            return Err(validation(
-                "The TotalSegments parameter is required but was not present in the request when Segment parameter is present",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(validation(
-                "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
-            ));
-        }
-    };
+    let (mut lower, upper) =
+        match shoal_model::messages::scan_segment(segment, total).map_err(validation)? {
+            None => (Bound::Unbounded, Bound::Unbounded),
+            Some((segment, total)) => segment_bounds(segment, total),
+        };
     if let Some(start) = exclusive_start(parameters, key_schema)? {
         lower = Bound::Excluded(start);
     }

@@ -248,20 +248,14 @@ fn query_partition_value(
 fn scan_segment(body: &Json) -> Result<HashRange, DynamoError> {
     let segment = body.get("Segment").and_then(Json::as_u64);
     let total = body.get("TotalSegments").and_then(Json::as_u64);
-    match (segment, total) {
-        (None, None) => Ok(HashRange::ALL),
-        (Some(segment), Some(total)) if (1..=1_000_000).contains(&total) && segment < total => {
-            // `total` <= 1,000,000 fits u32.
+    match shoal_model::messages::scan_segment(segment, total).map_err(DynamoError::validation)? {
+        None => Ok(HashRange::ALL),
+        Some((segment, total)) => {
+            // `total` <= TOTAL_SEGMENTS_MAX fits u32.
             let segment = u32::try_from(segment).unwrap_or(0);
             let total = u32::try_from(total).unwrap_or(1);
             Ok(even_range(segment, total))
         }
-        (Some(_), None) => Err(DynamoError::validation(
-            "The TotalSegments parameter is required but was not present in the request when Segment parameter is present",
-        )),
-        _ => Err(DynamoError::validation(
-            "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
-        )),
     }
 }
 
