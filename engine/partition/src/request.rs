@@ -6,7 +6,7 @@
 use std::ops::Bound;
 
 use serde_json::Value as Json;
-use shoal_model::expression::ast::{Condition, DocumentPath, Update};
+use shoal_model::expression::ast::{Condition, DocumentPath, Operand, Update};
 use shoal_model::expression::key_condition::{KeyCondition, parse_key_condition};
 use shoal_model::expression::update::ReturnValues;
 use shoal_model::expression::{ExpressionContext, ExpressionKind};
@@ -398,6 +398,19 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         }
     };
     let filter = filter(parameters, "QueryFilter", &mut context)?;
+    if let Some(condition) = &filter
+        && let Some(name) = key_attribute_in(condition, key_schema)
+    {
+        // DynamoDB refuses a Query filter on the key: the key condition is where it belongs.
+        let parameter = if parameters.get("QueryFilter").is_some() {
+            "QueryFilter"
+        } else {
+            "Filter Expression"
+        };
+        return Err(validation(format!(
+            "{parameter} can only contain non-primary key attributes: Primary key attribute: {name}"
+        )));
+    }
     let projection = projection(parameters, &mut context)?;
     context.finish()?;
     let (mut lower, mut upper) = key_condition
@@ -425,6 +438,44 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         consistent: bool_parameter(parameters, "ConsistentRead")?,
         count_only: count_only(parameters)?,
     })
+}
+
+/// The first key attribute a condition reads (at the top level of any of its paths), if any.
+fn key_attribute_in<'a>(condition: &Condition, key_schema: &'a KeySchema) -> Option<&'a str> {
+    let key_name = |path: &DocumentPath| {
+        let name = path.top_level_name();
+        std::iter::once(&key_schema.partition)
+            .chain(key_schema.sort.as_ref())
+            .find(|key| key.name == name)
+            .map(|key| key.name.as_str())
+    };
+    let in_operand = |operand: &Operand| match operand {
+        Operand::Path(path) | Operand::Size(path) => key_name(path),
+        Operand::Value(_) => None,
+    };
+    match condition {
+        Condition::Comparison { left, right, .. } => in_operand(left).or_else(|| in_operand(right)),
+        Condition::Between {
+            value,
+            lower,
+            upper,
+        } => in_operand(value)
+            .or_else(|| in_operand(lower))
+            .or_else(|| in_operand(upper)),
+        Condition::In { value, candidates } => {
+            in_operand(value).or_else(|| candidates.iter().find_map(in_operand))
+        }
+        Condition::And(conditions) | Condition::Or(conditions) => conditions
+            .iter()
+            .find_map(|condition| key_attribute_in(condition, key_schema)),
+        Condition::Not(condition) => key_attribute_in(condition, key_schema),
+        Condition::AttributeExists(path)
+        | Condition::AttributeNotExists(path)
+        | Condition::AttributeType(path, _) => key_name(path),
+        Condition::BeginsWith(left, right) | Condition::Contains(left, right) => {
+            in_operand(left).or_else(|| in_operand(right))
+        }
+    }
 }
 
 /// The storage-key bounds of parallel-scan segment `segment` of `total`: an even split of the
@@ -562,4 +613,54 @@ pub fn prepare(
             PreparedRequest::BatchWrite(prepare_batch_write(&parameters, key_schema)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::key::KeyType;
+
+    fn schema() -> KeySchema {
+        KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number)
+    }
+
+    fn query_error(parameters: serde_json::Value) -> String {
+        match prepare(ItemOperation::Query, &parameters.to_string(), &schema()) {
+            Err(error) => error.message().to_string(),
+            Ok(_) => panic!("query accepted: {parameters}"),
+        }
+    }
+
+    #[test]
+    fn query_filters_may_not_read_key_attributes() {
+        let message = query_error(serde_json::json!({
+            "KeyConditionExpression": "pk = :p",
+            "FilterExpression": "a = :v OR size(sk) > :v",
+            "ExpressionAttributeValues": {":p": {"S": "x"}, ":v": {"N": "1"}},
+        }));
+        assert_eq!(
+            message,
+            "Filter Expression can only contain non-primary key attributes: Primary key attribute: sk"
+        );
+        let message = query_error(serde_json::json!({
+            "KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "x"}]}},
+            "QueryFilter": {"pk": {"ComparisonOperator": "NOT_NULL"}},
+        }));
+        assert_eq!(
+            message,
+            "QueryFilter can only contain non-primary key attributes: Primary key attribute: pk"
+        );
+        // A filter on other attributes is fine, and a Scan may filter on the key.
+        let fine = serde_json::json!({
+            "KeyConditionExpression": "pk = :p",
+            "FilterExpression": "a.sk = :v",
+            "ExpressionAttributeValues": {":p": {"S": "x"}, ":v": {"N": "1"}},
+        });
+        assert!(prepare(ItemOperation::Query, &fine.to_string(), &schema()).is_ok());
+        let scan = serde_json::json!({
+            "FilterExpression": "sk > :v",
+            "ExpressionAttributeValues": {":v": {"N": "1"}},
+        });
+        assert!(prepare(ItemOperation::Scan, &scan.to_string(), &schema()).is_ok());
+    }
 }
