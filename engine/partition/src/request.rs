@@ -538,6 +538,9 @@ fn prepare_batch_get(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<Ge
     let projection = projection(parameters, &mut context)?;
     context.finish()?;
     let consistent = bool_parameter(parameters, "ConsistentRead")?;
+    // Equal keys have equal storage keys (1 and 1.0 included) and the same partition, so every
+    // duplicate of a request reaches the same partition's check.
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
     keys.iter()
         .map(|json| {
             let key = item_from_json(json)?;
@@ -545,6 +548,9 @@ fn prepare_batch_get(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<Ge
             let storage_key = key_schema
                 .storage_key(&key)
                 .ok_or_else(|| validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
+            if !seen.insert(storage_key.clone()) {
+                return Err(validation("Provided list of item keys contains duplicates"));
+            }
             Ok(GetRequest {
                 key,
                 storage_key,
@@ -662,5 +668,20 @@ mod tests {
             "ExpressionAttributeValues": {":v": {"N": "1"}},
         });
         assert!(prepare(ItemOperation::Scan, &scan.to_string(), &schema()).is_ok());
+    }
+
+    #[test]
+    fn batch_get_refuses_duplicate_keys() {
+        let keys = serde_json::json!({"Keys": [
+            {"pk": {"S": "a"}, "sk": {"N": "1"}},
+            {"pk": {"S": "a"}, "sk": {"N": "1.0"}},
+        ]});
+        match prepare(ItemOperation::BatchGet, &keys.to_string(), &schema()) {
+            Err(error) => assert_eq!(
+                error.message(),
+                "Provided list of item keys contains duplicates"
+            ),
+            Ok(_) => panic!("duplicate keys accepted"),
+        }
     }
 }
