@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +44,8 @@ STARTUP_TIMEOUT_S = 120
 # children 10 s).
 STOP_GRACE_S = 20
 PORT_PICK_ATTEMPTS = 50
+# How long a test waits for the pool to create its table.
+POOL_CREATE_TIMEOUT_S = 45
 
 
 def _shoal_binary():
@@ -93,9 +96,16 @@ def _healthy(port):
         return False
 
 
-@pytest.fixture(scope="session")
-def endpoint():
-    """The URL of a running `shoal dev` cluster, stopped at the end of the session."""
+def _interrupt_on_sigterm(signum, frame):
+    # `timeout` (run.sh) stops a run with SIGTERM: turn it into an interrupt so pytest runs
+    # the session teardown and the cluster is stopped, not left behind.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def dev_cluster():
+    """Starts `shoal dev` on a free port range in a temporary data directory, waits for its
+    health check, yields its URL, and stops it (SIGTERM, then SIGKILL of its process group)."""
     binary = _shoal_binary()
     data_dir = tempfile.mkdtemp(prefix="shoal-conformance-")
     port = _pick_base_port()
@@ -112,15 +122,14 @@ def endpoint():
         log.flush()
         return log_path.read_bytes()[-4000:].decode(errors="replace")
 
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not _healthy(port):
-        if process.poll() is not None:
-            raise RuntimeError(f"shoal dev exited with {process.returncode}:\n{log_tail()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"shoal dev not healthy within {STARTUP_TIMEOUT_S}s:\n{log_tail()}")
-        time.sleep(0.2)
     try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _healthy(port):
+            if process.poll() is not None:
+                raise RuntimeError(f"shoal dev exited with {process.returncode}:\n{log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"shoal dev not healthy within {STARTUP_TIMEOUT_S}s:\n{log_tail()}")
+            time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
         if process.poll() is None:
@@ -128,12 +137,36 @@ def endpoint():
             try:
                 process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                # shoal dev puts its children in their own process groups; kill them by the
-                # session we started it in.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=STOP_GRACE_S)
+                pass
+        # shoal dev puts its children in their own process groups, inside the session we
+        # started it in: kill whatever of that session is left.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_GRACE_S)
         log.close()
+        if os.environ.get("CONFORMANCE_KEEP_DATA"):
+            print(f"shoal dev data and log kept in {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    """The URL of the session's `shoal dev` cluster."""
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    with dev_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def isolated_client():
+    """A client of a cluster of the test's own, for a test that may bring its cluster down
+    (a known crash must not take the rest of the suite with it). Few retries and a short read
+    timeout: a dead cluster fails the test quickly."""
+    with dev_cluster() as url:
+        yield _client(url, retries={"mode": "standard", "total_max_attempts": 1},
+                      read_timeout=15)
 
 
 @pytest.fixture(scope="session")
@@ -149,12 +182,14 @@ def _client(endpoint, **config):
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
         config=botocore.config.Config(
-            # Few retries: a conformance failure must not hide behind them, but a leader
-            # election in progress may answer one retryable error.
-            retries={"mode": "standard", "total_max_attempts": 3},
-            connect_timeout=10,
-            read_timeout=30,
-            **config,
+            **{
+                # Few retries: a conformance failure must not hide behind them, but a leader
+                # election in progress may answer one retryable error.
+                "retries": {"mode": "standard", "total_max_attempts": 3},
+                "connect_timeout": 10,
+                "read_timeout": 30,
+                **config,
+            }
         ),
     )
 
@@ -204,15 +239,15 @@ class TablePool:
 
     # How long after CreateTable a table is handed out at the earliest.
     WARM_S = 2.0
-    # Tables kept ahead per schema.
-    DEPTH = 3
+    # Tables kept ahead per schema at most.
+    DEPTH = 2
 
     def __init__(self, endpoint):
         self.client = _client(endpoint)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.lock = threading.Lock()
         self.queues = {}
-        self.made = []
+        self.taken = {}
 
     def _create(self, spec):
         name = unique_name()
@@ -225,11 +260,16 @@ class TablePool:
     def take(self, spec):
         with self.lock:
             queue = self.queues.setdefault(spec, collections.deque())
-            while len(queue) < self.DEPTH + 1:
+            taken = self.taken.get(spec, 0) + 1
+            self.taken[spec] = taken
+            if not queue:
                 queue.append(self._submit(spec))
             future = queue.popleft()
-            queue.append(self._submit(spec))
-        name, created = future.result(timeout=60)
+            # Keep as many ahead as the schema has been asked for, up to DEPTH: a schema one
+            # test uses costs no spare tables.
+            while len(queue) < min(self.DEPTH, taken):
+                queue.append(self._submit(spec))
+        name, created = future.result(timeout=POOL_CREATE_TIMEOUT_S)
         time.sleep(max(0.0, created + self.WARM_S - time.monotonic()))
         return name
 
@@ -254,6 +294,22 @@ def table_pool(endpoint):
     pool.close()
 
 
+def _table_factory(ddb, table_pool):
+    created = []
+
+    def make(hash_key=("pk", "S"), sort=None, billing="PAY_PER_REQUEST"):
+        name = table_pool.take((hash_key, sort, billing))
+        created.append(name)
+        return name
+
+    def cleanup():
+        for name in created:
+            with contextlib.suppress(ddb.exceptions.ResourceNotFoundException):
+                ddb.delete_table(TableName=name)
+
+    return make, cleanup
+
+
 @pytest.fixture
 def make_table(ddb, table_pool):
     """Tables for one test, deleted after it.
@@ -262,17 +318,23 @@ def make_table(ddb, table_pool):
     sort key; make_table(hash_key=("id", "N")) changes the partition key; billing="PROVISIONED"
     gives it 100 RCU / 100 WCU. Each is a new, uniquely named table.
     """
-    created = []
-
-    def make(hash_key=("pk", "S"), sort=None, billing="PAY_PER_REQUEST"):
-        name = table_pool.take((hash_key, sort, billing))
-        created.append(name)
-        return name
-
+    make, cleanup = _table_factory(ddb, table_pool)
     yield make
-    for name in created:
-        with contextlib.suppress(ddb.exceptions.ResourceNotFoundException):
-            ddb.delete_table(TableName=name)
+    cleanup()
+
+
+@pytest.fixture(scope="module")
+def make_module_table(ddb, table_pool):
+    """Like make_table, but the tables live until the module's last test: for data that many
+    read-only tests (parametrized cases above all) query without changing it.
+
+    Why not a table per case: DeleteTable leaves the partitions' replicas on the nodes
+    (router/server/README.md), and every replica costs the nodes work, so a suite that makes
+    hundreds of tables slows itself down.
+    """
+    make, cleanup = _table_factory(ddb, table_pool)
+    yield make
+    cleanup()
 
 
 @pytest.fixture

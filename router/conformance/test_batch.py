@@ -10,8 +10,10 @@ def put(i, **extra):
     return {"PutRequest": {"Item": {"pk": {"S": f"k{i}"}, "n": {"N": str(i)}, **extra}}}
 
 
-@pytest.fixture
-def hundred(ddb, table):
+# Read by the tests below; test_batch_write_puts_and_deletes writes to a table of its own.
+@pytest.fixture(scope="module")
+def hundred(ddb, make_module_table):
+    table = make_module_table()
     for start in range(0, 100, 25):
         response = ddb.batch_write_item(RequestItems={table: [put(i) for i in range(start, start + 25)]})
         # Nothing was throttled or unavailable on an idle cluster.
@@ -76,7 +78,9 @@ def test_batch_write_with_duplicate_keys_is_refused(ddb, table):
         "ValidationException", "Provided list of item keys contains duplicates")
 
 
-def test_batch_write_puts_and_deletes(ddb, hundred):
+def test_batch_write_puts_and_deletes(ddb, table):
+    hundred = table
+    ddb.batch_write_item(RequestItems={hundred: [put(0)]})
     response = ddb.batch_write_item(RequestItems={hundred: [
         put(1000), {"DeleteRequest": {"Key": {"pk": {"S": "k0"}}}},
         {"DeleteRequest": {"Key": {"pk": {"S": "never-existed"}}}}]})
@@ -125,3 +129,17 @@ def test_consumed_capacity_per_table(ddb, hundred):
     response = ddb.batch_get_item(RequestItems={hundred: {"Keys": [{"pk": {"S": "k1"}}]}},
                                   ReturnConsumedCapacity="TOTAL")
     assert [c["TableName"] for c in response["ConsumedCapacity"]] == [hundred]
+
+
+def test_batch_write_with_an_invalid_attribute_writes_nothing(ddb, table):
+    """DynamoDB validates the whole request before writing any of it. 24 valid puts spread
+    over every partition of the table; one item has an invalid non-key attribute."""
+    requests = [put(i) for i in range(24)]
+    requests.append({"PutRequest": {"Item": {"pk": {"S": "bad"}, "z": {"NULL": False}}}})
+    expect_error(
+        lambda: ddb.batch_write_item(RequestItems={table: requests}),
+        "ValidationException",
+        "One or more parameter values were invalid: Null attribute value types must have the value of true")
+    response = ddb.batch_get_item(RequestItems={table: {
+        "Keys": [{"pk": {"S": f"k{i}"}} for i in range(24)], "ConsistentRead": True}})
+    assert response["Responses"][table] == []

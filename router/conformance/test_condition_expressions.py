@@ -8,17 +8,29 @@ from conftest import expect_error
 FAILED = "The conditional request failed"
 
 
-@pytest.fixture
-def seeded(ddb, table):
-    ddb.put_item(TableName=table, Item={
+SEED = {
         "pk": {"S": "k"},
         "n": {"N": "10"},
         "s": {"S": "prefix-body"},
         "tags": {"SS": ["red", "blue"]},
         "doc": {"M": {"lst": {"L": [{"N": "1"}, {"S": "two"}]}, "flag": {"BOOL": True}}},
         "nothing": {"NULL": True},
-    })
+}
+
+
+@pytest.fixture
+def seeded(ddb, table):
+    ddb.put_item(TableName=table, Item=SEED)
     return table
+
+
+@pytest.fixture(scope="module")
+def shared(ddb, make_module_table):
+    """One seeded table for the parametrized evaluation cases: `holds` writes only `probe`,
+    which no case reads."""
+    name = make_module_table()
+    ddb.put_item(TableName=name, Item=SEED)
+    return name
 
 
 def holds(ddb, table, condition, values=None, names=None):
@@ -70,8 +82,8 @@ def holds(ddb, table, condition, values=None, names=None):
     ("NOT (n = :v)", {":v": {"N": "10"}}, False),
     ("NOT n = :v OR n = :v", {":v": {"N": "10"}}, True),
 ], ids=lambda value: str(value)[:40])
-def test_condition_evaluation(ddb, seeded, condition, values, expected):
-    assert holds(ddb, seeded, condition, values) is expected
+def test_condition_evaluation(ddb, shared, condition, values, expected):
+    assert holds(ddb, shared, condition, values) is expected
 
 
 @pytest.mark.parametrize("condition, expected", [
@@ -82,8 +94,8 @@ def test_condition_evaluation(ddb, seeded, condition, values, expected):
     ("attribute_exists(doc.lst[5])", False),
     ("attribute_exists(nothing)", True),
 ])
-def test_existence_functions(ddb, seeded, condition, expected):
-    assert holds(ddb, seeded, condition) is expected
+def test_existence_functions(ddb, shared, condition, expected):
+    assert holds(ddb, shared, condition) is expected
 
 
 def test_attribute_not_exists_makes_put_create_only(ddb, table):

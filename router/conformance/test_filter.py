@@ -6,8 +6,10 @@ import pytest
 from conftest import expect_error
 
 
-@pytest.fixture
-def seeded(ddb, sorted_table):
+# Every test here only reads: one table serves the module.
+@pytest.fixture(scope="module")
+def seeded(ddb, make_module_table):
+    sorted_table = make_module_table(sort=("sk", "N"))
     with_batch = [{"PutRequest": {"Item": {
         "pk": {"S": "p"}, "sk": {"N": str(i)}, "even": {"BOOL": i % 2 == 0}, "v": {"N": str(i * 10)}}}}
         for i in range(10)]

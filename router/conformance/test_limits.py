@@ -1,18 +1,39 @@
 """Size limits: items of 400 KB, partition keys of 2048 bytes, sort keys of 1024 bytes,
 nesting of 32 levels."""
 
-from conftest import expect_error
+import pytest
+
+from conftest import create_table_request, expect_error, unique_name
 
 # DynamoDB's item limit: 400 KB, counted as the UTF-8 bytes of attribute names and values.
 ITEM_BYTES_MAX = 400 * 1024
 
 
-def test_item_of_exactly_400_kb_is_stored(ddb, table):
-    # "pk" + "k" + "d" = 4 bytes of names and key value; the rest is the string.
-    item = {"pk": {"S": "k"}, "d": {"S": "x" * (ITEM_BYTES_MAX - 4)}}
-    ddb.put_item(TableName=table, Item=item)
-    got = ddb.get_item(TableName=table, Key={"pk": {"S": "k"}}, ConsistentRead=True)
-    assert len(got["Item"]["d"]["S"]) == ITEM_BYTES_MAX - 4
+def put_and_get_400_kb(client, table, name_bytes):
+    # `name_bytes` of attribute names and key value; the rest of 400 KB is one string.
+    item = {"pk": {"S": "k"}, "d": {"S": "x" * (ITEM_BYTES_MAX - name_bytes)}}
+    client.put_item(TableName=table, Item=item)
+    got = client.get_item(TableName=table, Key={"pk": {"S": "k"}}, ConsistentRead=True)
+    assert len(got["Item"]["d"]["S"]) == ITEM_BYTES_MAX - name_bytes
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a legal item within ~25 bytes of 400 KB encodes to more than the B-tree's 400 KiB value "
+    "limit (BTreeConfig::default), and every replica applying it aborts: 'fatal: partition N: "
+    "value of 409623 bytes exceeds 409600' (engine/shard/src/runtime.rs); needs the store's "
+    "value limit to allow the encoding's overhead (engine/store, tools/shoal/src/node.rs)"))
+def test_item_of_exactly_400_kb_is_stored(isolated_client):
+    # On a cluster of its own: today the put aborts the nodes that apply it.
+    name = unique_name()
+    isolated_client.create_table(**create_table_request(name))
+    isolated_client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    # "pk" + "k" + "d" = 4 bytes of names and key value.
+    put_and_get_400_kb(isolated_client, name, 4)
+
+
+def test_item_a_little_under_400_kb_is_stored(ddb, table):
+    # Far enough under the limit for the encoding's overhead (see the xfail above).
+    put_and_get_400_kb(ddb, table, 1024)
 
 
 def test_item_one_byte_over_400_kb_is_refused(ddb, table):

@@ -1,6 +1,8 @@
 """Numbers: 38 significant digits, magnitudes 1E-130 to 1E+126 (exclusive), exact decimal
 arithmetic and normalised text."""
 
+import uuid
+
 import pytest
 
 from conftest import expect_error
@@ -8,9 +10,16 @@ from conftest import expect_error
 KEY = {"pk": {"S": "k"}}
 
 
+@pytest.fixture(scope="module")
+def shared(make_module_table):
+    """One table for the round-trip cases; each writes its own key."""
+    return make_module_table()
+
+
 def round_trip(ddb, table, text):
-    ddb.put_item(TableName=table, Item={"pk": {"S": "k"}, "n": {"N": text}})
-    return ddb.get_item(TableName=table, Key=KEY, ConsistentRead=True)["Item"]["n"]["N"]
+    key = {"pk": {"S": uuid.uuid4().hex}}
+    ddb.put_item(TableName=table, Item={**key, "n": {"N": text}})
+    return ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]["n"]["N"]
 
 
 @pytest.mark.parametrize("text", [
@@ -21,38 +30,38 @@ def round_trip(ddb, table, text):
     "-1E-130",
     "0",
 ])
-def test_representable_numbers_are_kept_exactly(ddb, table, text):
+def test_representable_numbers_are_kept_exactly(ddb, shared, text):
     from decimal import Decimal
 
-    assert Decimal(round_trip(ddb, table, text)) == Decimal(text)
+    assert Decimal(round_trip(ddb, shared, text)) == Decimal(text)
 
 
 @pytest.mark.parametrize("text, normal", [
     ("1.50", "1.5"), ("007", "7"), ("-0", "0"), ("1e3", "1000"), ("0.000", "0"),
 ])
-def test_numbers_come_back_normalised(ddb, table, text, normal):
-    assert round_trip(ddb, table, text) == normal
+def test_numbers_come_back_normalised(ddb, shared, text, normal):
+    assert round_trip(ddb, shared, text) == normal
 
 
-def test_more_than_38_significant_digits_is_refused(ddb, table):
-    expect_error(lambda: round_trip(ddb, table, "1234567890123456789012345678901234567891"),
+def test_more_than_38_significant_digits_is_refused(ddb, shared):
+    expect_error(lambda: round_trip(ddb, shared, "1234567890123456789012345678901234567891"),
                  "ValidationException",
                  "Attempting to store more than 38 significant digits in a Number")
 
 
-def test_overflow_is_refused(ddb, table):
-    expect_error(lambda: round_trip(ddb, table, "1E+126"), "ValidationException",
+def test_overflow_is_refused(ddb, shared):
+    expect_error(lambda: round_trip(ddb, shared, "1E+126"), "ValidationException",
                  "Number overflow. Attempting to store a number with magnitude larger than supported range")
 
 
-def test_underflow_is_refused(ddb, table):
-    expect_error(lambda: round_trip(ddb, table, "1E-131"), "ValidationException",
+def test_underflow_is_refused(ddb, shared):
+    expect_error(lambda: round_trip(ddb, shared, "1E-131"), "ValidationException",
                  "Number underflow. Attempting to store a number with magnitude smaller than supported range")
 
 
 @pytest.mark.parametrize("text", ["abc", "1..2", "", "NaN", "Infinity", "0x10"])
-def test_text_that_is_not_a_number_is_refused(ddb, table, text):
-    expect_error(lambda: round_trip(ddb, table, text), "ValidationException",
+def test_text_that_is_not_a_number_is_refused(ddb, shared, text):
+    expect_error(lambda: round_trip(ddb, shared, text), "ValidationException",
                  contains="The parameter cannot be converted to a numeric value")
 
 

@@ -5,8 +5,10 @@ import pytest
 from conftest import expect_error
 
 
-@pytest.fixture
-def seeded(ddb, sorted_table):
+# Every test here only reads: one table serves the module.
+@pytest.fixture(scope="module")
+def seeded(ddb, make_module_table):
+    sorted_table = make_module_table(sort=("sk", "N"))
     ddb.put_item(TableName=sorted_table, Item={
         "pk": {"S": "p"}, "sk": {"N": "1"},
         "a": {"S": "A"}, "b": {"N": "2"},

@@ -7,8 +7,10 @@ from conftest import expect_error
 COUNT = 25
 
 
-@pytest.fixture
-def seeded(ddb, sorted_table):
+# Every test here only reads: one table serves the module.
+@pytest.fixture(scope="module")
+def seeded(ddb, make_module_table):
+    sorted_table = make_module_table(sort=("sk", "N"))
     for start in range(0, COUNT, 25):
         ddb.batch_write_item(RequestItems={sorted_table: [
             {"PutRequest": {"Item": {"pk": {"S": "p"}, "sk": {"N": str(i)}, "v": {"S": f"v{i}"}}}}

@@ -8,8 +8,10 @@ from conftest import expect_error
 COUNT = 60
 
 
-@pytest.fixture
-def seeded(ddb, table):
+# Every test here but test_empty_table only reads: one table serves them.
+@pytest.fixture(scope="module")
+def seeded(ddb, make_module_table):
+    table = make_module_table()
     # Many partition keys, so the items spread over every partition of the table.
     for start in range(0, COUNT, 25):
         ddb.batch_write_item(RequestItems={table: [
