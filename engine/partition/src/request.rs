@@ -24,6 +24,9 @@ pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// A ReturnValues value the operation does not take, e.g. ALL_NEW on PutItem.
+pub const RETURN_VALUES_NOT_ALLOWED: &str = "Return values set to invalid value";
+
 fn validation(message: impl Into<String>) -> Error {
     Error::Validation(message.into())
 }
@@ -177,9 +180,9 @@ fn return_values(parameters: &Json, allowed: &[ReturnValues]) -> Result<ReturnVa
     };
     let value = ReturnValues::parse(text)?;
     if !allowed.contains(&value) {
-        return Err(validation(shoal_model::messages::return_values_invalid(
-            text,
-        )));
+        // A value of the enum this operation does not take (PutItem and DeleteItem take NONE
+        // and ALL_OLD only): DynamoDB's own wording, not the enum constraint's.
+        return Err(validation(RETURN_VALUES_NOT_ALLOWED));
     }
     Ok(value)
 }
@@ -668,6 +671,24 @@ mod tests {
             "ExpressionAttributeValues": {":v": {"N": "1"}},
         });
         assert!(prepare(ItemOperation::Scan, &scan.to_string(), &schema()).is_ok());
+    }
+
+    #[test]
+    fn return_values_an_operation_does_not_take() {
+        let put = serde_json::json!({"Item": {"pk": {"S": "a"}, "sk": {"N": "1"}}, "ReturnValues": "ALL_NEW"});
+        match prepare(ItemOperation::PutItem, &put.to_string(), &schema()) {
+            Err(error) => assert_eq!(error.message(), RETURN_VALUES_NOT_ALLOWED),
+            Ok(_) => panic!("ALL_NEW accepted on PutItem"),
+        }
+        let unknown = serde_json::json!({"Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}, "ReturnValues": "SOME"});
+        match prepare(ItemOperation::DeleteItem, &unknown.to_string(), &schema()) {
+            Err(error) => assert!(
+                error
+                    .message()
+                    .contains("at 'returnValues' failed to satisfy constraint")
+            ),
+            Ok(_) => panic!("SOME accepted"),
+        }
     }
 
     #[test]
