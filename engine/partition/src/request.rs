@@ -26,6 +26,9 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// A ReturnValues value the operation does not take, e.g. ALL_NEW on PutItem.
 pub const RETURN_VALUES_NOT_ALLOWED: &str = "Return values set to invalid value";
+/// A Query's ExclusiveStartKey that its key condition could not have produced.
+pub const START_KEY_OUTSIDE_QUERY: &str =
+    "The provided starting key is outside query boundaries based on provided conditions";
 
 fn validation(message: impl Into<String>) -> Error {
     Error::Validation(message.into())
@@ -425,6 +428,19 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         Some(_) => return Err(serialization("ScanIndexForward must be a boolean")),
     };
     if let Some(start) = exclusive_start(parameters, key_schema)? {
+        // A start key the key condition excludes (another partition key, a sort key out of
+        // range) is refused, as DynamoDB refuses it, rather than read from.
+        let above_lower = match &lower {
+            Bound::Included(bound) | Bound::Excluded(bound) => start >= *bound,
+            Bound::Unbounded => true,
+        };
+        let below_upper = match &upper {
+            Bound::Included(bound) | Bound::Excluded(bound) => start <= *bound,
+            Bound::Unbounded => true,
+        };
+        if !above_lower || !below_upper {
+            return Err(validation(START_KEY_OUTSIDE_QUERY));
+        }
         if forward {
             lower = Bound::Excluded(start);
         } else {
@@ -688,6 +704,32 @@ mod tests {
                     .contains("at 'returnValues' failed to satisfy constraint")
             ),
             Ok(_) => panic!("SOME accepted"),
+        }
+    }
+
+    #[test]
+    fn query_start_keys_outside_the_key_condition_are_refused() {
+        let query = |start: serde_json::Value| {
+            serde_json::json!({
+                "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+                "ExpressionAttributeValues": {":p": {"S": "x"}, ":a": {"N": "1"}, ":b": {"N": "5"}},
+                "ExclusiveStartKey": start,
+            })
+            .to_string()
+        };
+        for outside in [
+            serde_json::json!({"pk": {"S": "y"}, "sk": {"N": "2"}}),
+            serde_json::json!({"pk": {"S": "x"}, "sk": {"N": "6"}}),
+            serde_json::json!({"pk": {"S": "x"}, "sk": {"N": "0"}}),
+        ] {
+            match prepare(ItemOperation::Query, &query(outside.clone()), &schema()) {
+                Err(error) => assert_eq!(error.message(), START_KEY_OUTSIDE_QUERY),
+                Ok(_) => panic!("start key {outside} accepted"),
+            }
+        }
+        for inside in [1, 3, 5] {
+            let start = serde_json::json!({"pk": {"S": "x"}, "sk": {"N": inside.to_string()}});
+            assert!(prepare(ItemOperation::Query, &query(start), &schema()).is_ok());
         }
     }
 
