@@ -1177,6 +1177,10 @@ impl Router {
         let mut capacity = Vec::new();
         let mut processed_any = false;
         let mut throttled: Option<DynamoError> = None;
+        // Every request of every table is checked before anything is written: DynamoDB
+        // refuses an invalid batch as a whole, and a group written before a later group failed
+        // its checks could not be taken back.
+        let mut tables = Vec::with_capacity(request_items.len());
         for (name, requests) in request_items {
             validate::check_table_name(name)?;
             let requests = requests.as_array().filter(|r| !r.is_empty()).ok_or_else(|| {
@@ -1201,12 +1205,23 @@ impl Router {
                     DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
                 })?;
                 let hash = key_hash(&key_schema, key, is_item)?;
+                // The partition checks these again; here they keep the batch all or nothing.
+                let attributes = shoal_model::json::item_from_json(key)?;
+                if is_item {
+                    key_schema.validate_item(&attributes)?;
+                    shoal_model::value::check_item_size(&attributes)?;
+                } else {
+                    key_schema.validate_key(&attributes)?;
+                }
                 groups
                     .entry(map.index_of(hash))
                     .or_insert_with(|| (hash, Vec::new()))
                     .1
                     .push(request.clone());
             }
+            tables.push((name, groups));
+        }
+        for (name, groups) in tables {
             let mut table_unprocessed = Vec::new();
             let mut table_milli = 0u64;
             for (_, (hash, group)) in groups {
