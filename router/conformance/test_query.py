@@ -83,6 +83,10 @@ def test_select_specific_attributes(ddb, seeded):
     assert response["Items"] == [{"v": {"S": "v0"}}]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "accepted today; service-2.json: 'If you use the ProjectionExpression parameter, then the "
+    "value for Select can only be SPECIFIC_ATTRIBUTES. Any other value for Select will return "
+    "an error.' (engine/partition/src/request.rs count_only)"))
 def test_select_all_attributes_with_a_projection_is_refused(ddb, seeded):
     expect_error(lambda: query(ddb, seeded, Select="ALL_ATTRIBUTES", ProjectionExpression="v"),
                  "ValidationException",
@@ -94,10 +98,15 @@ def test_invalid_select_is_refused(ddb, seeded):
                  contains="Value 'SOME' at 'select' failed to satisfy constraint")
 
 
-def test_limit_zero_is_refused(ddb, seeded):
-    expect_error(lambda: query(ddb, seeded, Limit=0), "ValidationException",
-                 "1 validation error detected: Value '0' at 'limit' failed to satisfy constraint: "
-                 "Member must have value greater than or equal to 1")
+def test_limit_zero_is_refused(raw, seeded):
+    # botocore refuses Limit 0 itself, so the request is sent by hand.
+    response = raw.call("Query", {"TableName": seeded, "KeyConditionExpression": "pk = :p",
+                                  "ExpressionAttributeValues": {":p": {"S": "p"}}, "Limit": 0})
+    assert response.status == 400
+    assert response.error_type == "ValidationException"
+    assert response.json()["message"] == (
+        "1 validation error detected: Value '0' at 'limit' failed to satisfy constraint: "
+        "Member must have value greater than or equal to 1")
 
 
 def test_a_partition_with_no_items(ddb, seeded):
@@ -110,7 +119,7 @@ def test_exclusive_start_key_of_another_partition_key_is_refused(ddb, seeded):
     expect_error(
         lambda: query(ddb, seeded, ExclusiveStartKey={"pk": {"S": "other"}, "sk": {"N": "0"}}),
         "ValidationException",
-        contains="The provided starting key")
+        "The provided starting key is outside query boundaries based on provided conditions")
 
 
 def test_query_of_a_missing_table(ddb):

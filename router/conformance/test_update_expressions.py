@@ -128,10 +128,11 @@ def test_arithmetic_on_a_missing_attribute_is_refused(ddb, seeded):
 
 
 def test_arithmetic_on_a_string_is_refused(ddb, seeded):
+    # Only the exception is asserted: DynamoDB's text for a string met at run time by `+` is
+    # not known for certain here (Shoal answers with the operand-type message).
     expect_error(
         lambda: update(ddb, seeded, "SET x = s + :v", {":v": {"N": "1"}}),
-        "ValidationException",
-        "An operand in the update expression has an incorrect data type")
+        "ValidationException")
 
 
 def test_add_to_a_string_is_refused(ddb, seeded):
