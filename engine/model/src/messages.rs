@@ -386,3 +386,87 @@ pub const LEGACY_KEY_CONDITION_NOT_INDEXABLE: &str =
 
 /// AttributesToGet given as an empty list.
 pub const LEGACY_ATTRIBUTES_TO_GET_EMPTY: &str = "1 validation error detected: Value '[]' at 'attributesToGet' failed to satisfy constraint: Member must have length greater than or equal to 1";
+
+// Parallel scan.
+/// TotalSegments may be 1 to this.
+pub const TOTAL_SEGMENTS_MAX: u64 = 1_000_000;
+
+/// Checks a Scan's `Segment` and `TotalSegments` in DynamoDB's order (the members' ranges,
+/// then both or neither, then `Segment < TotalSegments`): `Ok(Some((segment, total)))` for a
+/// parallel scan, `Ok(None)` for a whole-table scan, or DynamoDB's message.
+pub fn scan_segment(
+    segment: Option<u64>,
+    total: Option<u64>,
+) -> Result<Option<(u64, u64)>, String> {
+    let mut problems = Vec::new();
+    if let Some(total) = total {
+        if total < 1 {
+            problems.push(format!("Value '{total}' at 'totalSegments' failed to satisfy constraint: Member must have value greater than or equal to 1"));
+        } else if total > TOTAL_SEGMENTS_MAX {
+            problems.push(format!("Value '{total}' at 'totalSegments' failed to satisfy constraint: Member must have value less than or equal to {TOTAL_SEGMENTS_MAX}"));
+        }
+    }
+    if let Some(segment) = segment
+        && segment > TOTAL_SEGMENTS_MAX - 1
+    {
+        problems.push(format!(
+            "Value '{segment}' at 'segment' failed to satisfy constraint: Member must have value less than or equal to {}",
+            TOTAL_SEGMENTS_MAX - 1
+        ));
+    }
+    if !problems.is_empty() {
+        let noun = if problems.len() == 1 {
+            "error"
+        } else {
+            "errors"
+        };
+        return Err(format!(
+            "{} validation {noun} detected: {}",
+            problems.len(),
+            problems.join("; ")
+        ));
+    }
+    match (segment, total) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err("The TotalSegments parameter is required but was not present in the request when Segment parameter is present".to_string()),
+        (None, Some(_)) => Err("The Segment parameter is required but was not present in the request when parameter TotalSegments is present".to_string()),
+        (Some(segment), Some(total)) if segment >= total => Err(format!(
+            "The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: {segment} is not less than TotalSegments: {total}"
+        )),
+        (Some(segment), Some(total)) => Ok(Some((segment, total))),
+    }
+}
+
+#[cfg(test)]
+mod scan_segment_tests {
+    use super::scan_segment;
+
+    #[test]
+    fn scan_segment_checks_in_dynamodb_order() {
+        assert_eq!(scan_segment(None, None), Ok(None));
+        assert_eq!(scan_segment(Some(3), Some(4)), Ok(Some((3, 4))));
+        assert_eq!(
+            scan_segment(Some(4), Some(4)).unwrap_err(),
+            "The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: 4 is not less than TotalSegments: 4"
+        );
+        assert!(
+            scan_segment(Some(0), None)
+                .unwrap_err()
+                .starts_with("The TotalSegments parameter is required")
+        );
+        assert!(
+            scan_segment(None, Some(2))
+                .unwrap_err()
+                .starts_with("The Segment parameter is required")
+        );
+        assert_eq!(
+            scan_segment(Some(0), Some(1_000_001)).unwrap_err(),
+            "1 validation error detected: Value '1000001' at 'totalSegments' failed to satisfy constraint: Member must have value less than or equal to 1000000"
+        );
+        assert!(
+            scan_segment(Some(0), Some(0))
+                .unwrap_err()
+                .contains("greater than or equal to 1")
+        );
+    }
+}

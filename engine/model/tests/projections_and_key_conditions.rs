@@ -83,23 +83,23 @@ fn invalid_key_conditions() {
         ("sk = :one", "Query condition missed key schema element: pk"),
         (
             "pk = :p OR sk = :one",
-            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: OR",
+            "Invalid operator used in KeyConditionExpression: OR",
         ),
         (
             "NOT pk = :p",
-            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: NOT",
+            "Invalid operator used in KeyConditionExpression: NOT",
         ),
         (
             "pk = :p AND sk <> :one",
-            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: <>",
+            "Invalid operator used in KeyConditionExpression: <>",
         ),
         (
             "pk = :p AND sk IN (:one)",
-            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: IN",
+            "Invalid operator used in KeyConditionExpression: IN",
         ),
         (
             "pk = :p AND attribute_exists(sk)",
-            "Invalid KeyConditionExpression: Invalid operator used in KeyConditionExpression: attribute_exists",
+            "Invalid operator used in KeyConditionExpression: attribute_exists",
         ),
         (
             "pk = :p AND pk = :p",

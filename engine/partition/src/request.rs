@@ -6,7 +6,7 @@
 use std::ops::Bound;
 
 use serde_json::Value as Json;
-use shoal_model::expression::ast::{Condition, DocumentPath, Update};
+use shoal_model::expression::ast::{Condition, DocumentPath, Operand, Update};
 use shoal_model::expression::key_condition::{KeyCondition, parse_key_condition};
 use shoal_model::expression::update::ReturnValues;
 use shoal_model::expression::{ExpressionContext, ExpressionKind};
@@ -23,6 +23,12 @@ pub const BATCH_GET_KEYS_MAX: usize = 100;
 pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
 
 type Result<T> = std::result::Result<T, Error>;
+
+/// A ReturnValues value the operation does not take, e.g. ALL_NEW on PutItem.
+pub const RETURN_VALUES_NOT_ALLOWED: &str = "Return values set to invalid value";
+/// A Query's ExclusiveStartKey that its key condition could not have produced.
+pub const START_KEY_OUTSIDE_QUERY: &str =
+    "The provided starting key is outside query boundaries based on provided conditions";
 
 fn validation(message: impl Into<String>) -> Error {
     Error::Validation(message.into())
@@ -177,9 +183,9 @@ fn return_values(parameters: &Json, allowed: &[ReturnValues]) -> Result<ReturnVa
     };
     let value = ReturnValues::parse(text)?;
     if !allowed.contains(&value) {
-        return Err(validation(shoal_model::messages::return_values_invalid(
-            text,
-        )));
+        // A value of the enum this operation does not take (PutItem and DeleteItem take NONE
+        // and ALL_OLD only): DynamoDB's own wording, not the enum constraint's.
+        return Err(validation(RETURN_VALUES_NOT_ALLOWED));
     }
     Ok(value)
 }
@@ -398,6 +404,19 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         }
     };
     let filter = filter(parameters, "QueryFilter", &mut context)?;
+    if let Some(condition) = &filter
+        && let Some(name) = key_attribute_in(condition, key_schema)
+    {
+        // DynamoDB refuses a Query filter on the key: the key condition is where it belongs.
+        let parameter = if parameters.get("QueryFilter").is_some() {
+            "QueryFilter"
+        } else {
+            "Filter Expression"
+        };
+        return Err(validation(format!(
+            "{parameter} can only contain non-primary key attributes: Primary key attribute: {name}"
+        )));
+    }
     let projection = projection(parameters, &mut context)?;
     context.finish()?;
     let (mut lower, mut upper) = key_condition
@@ -409,6 +428,19 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         Some(_) => return Err(serialization("ScanIndexForward must be a boolean")),
     };
     if let Some(start) = exclusive_start(parameters, key_schema)? {
+        // A start key the key condition excludes (another partition key, a sort key out of
+        // range) is refused, as DynamoDB refuses it, rather than read from.
+        let above_lower = match &lower {
+            Bound::Included(bound) | Bound::Excluded(bound) => start >= *bound,
+            Bound::Unbounded => true,
+        };
+        let below_upper = match &upper {
+            Bound::Included(bound) | Bound::Excluded(bound) => start <= *bound,
+            Bound::Unbounded => true,
+        };
+        if !above_lower || !below_upper {
+            return Err(validation(START_KEY_OUTSIDE_QUERY));
+        }
         if forward {
             lower = Bound::Excluded(start);
         } else {
@@ -425,6 +457,44 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         consistent: bool_parameter(parameters, "ConsistentRead")?,
         count_only: count_only(parameters)?,
     })
+}
+
+/// The first key attribute a condition reads (at the top level of any of its paths), if any.
+fn key_attribute_in<'a>(condition: &Condition, key_schema: &'a KeySchema) -> Option<&'a str> {
+    let key_name = |path: &DocumentPath| {
+        let name = path.top_level_name();
+        std::iter::once(&key_schema.partition)
+            .chain(key_schema.sort.as_ref())
+            .find(|key| key.name == name)
+            .map(|key| key.name.as_str())
+    };
+    let in_operand = |operand: &Operand| match operand {
+        Operand::Path(path) | Operand::Size(path) => key_name(path),
+        Operand::Value(_) => None,
+    };
+    match condition {
+        Condition::Comparison { left, right, .. } => in_operand(left).or_else(|| in_operand(right)),
+        Condition::Between {
+            value,
+            lower,
+            upper,
+        } => in_operand(value)
+            .or_else(|| in_operand(lower))
+            .or_else(|| in_operand(upper)),
+        Condition::In { value, candidates } => {
+            in_operand(value).or_else(|| candidates.iter().find_map(in_operand))
+        }
+        Condition::And(conditions) | Condition::Or(conditions) => conditions
+            .iter()
+            .find_map(|condition| key_attribute_in(condition, key_schema)),
+        Condition::Not(condition) => key_attribute_in(condition, key_schema),
+        Condition::AttributeExists(path)
+        | Condition::AttributeNotExists(path)
+        | Condition::AttributeType(path, _) => key_name(path),
+        Condition::BeginsWith(left, right) | Condition::Contains(left, right) => {
+            in_operand(left).or_else(|| in_operand(right))
+        }
+    }
 }
 
 /// The storage-key bounds of parallel-scan segment `segment` of `total`: an even split of the
@@ -453,27 +523,11 @@ fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReques
     context.finish()?;
     let segment = parameters.get("Segment").and_then(Json::as_u64);
     let total = parameters.get("TotalSegments").and_then(Json::as_u64);
-    let (mut lower, upper) = match (segment, total) {
-        (None, None) => (Bound::Unbounded, Bound::Unbounded),
-        (Some(segment), Some(total)) if (1..=1_000_000).contains(&total) && segment < total => {
-            segment_bounds(segment, total)
-        }
-        (Some(_), Some(_)) => {
-            return Err(validation(
-                "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
-            ));
-        }
-        (Some(_), None) => {
-            return Err(validation(
-                "The TotalSegments parameter is required but was not present in the request when Segment parameter is present",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(validation(
-                "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
-            ));
-        }
-    };
+    let (mut lower, upper) =
+        match shoal_model::messages::scan_segment(segment, total).map_err(validation)? {
+            None => (Bound::Unbounded, Bound::Unbounded),
+            Some((segment, total)) => segment_bounds(segment, total),
+        };
     if let Some(start) = exclusive_start(parameters, key_schema)? {
         lower = Bound::Excluded(start);
     }
@@ -503,6 +557,9 @@ fn prepare_batch_get(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<Ge
     let projection = projection(parameters, &mut context)?;
     context.finish()?;
     let consistent = bool_parameter(parameters, "ConsistentRead")?;
+    // Equal keys have equal storage keys (1 and 1.0 included) and the same partition, so every
+    // duplicate of a request reaches the same partition's check.
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
     keys.iter()
         .map(|json| {
             let key = item_from_json(json)?;
@@ -510,6 +567,9 @@ fn prepare_batch_get(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<Ge
             let storage_key = key_schema
                 .storage_key(&key)
                 .ok_or_else(|| validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
+            if !seen.insert(storage_key.clone()) {
+                return Err(validation("Provided list of item keys contains duplicates"));
+            }
             Ok(GetRequest {
                 key,
                 storage_key,
@@ -578,4 +638,113 @@ pub fn prepare(
             PreparedRequest::BatchWrite(prepare_batch_write(&parameters, key_schema)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::key::KeyType;
+
+    fn schema() -> KeySchema {
+        KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number)
+    }
+
+    fn query_error(parameters: serde_json::Value) -> String {
+        match prepare(ItemOperation::Query, &parameters.to_string(), &schema()) {
+            Err(error) => error.message().to_string(),
+            Ok(_) => panic!("query accepted: {parameters}"),
+        }
+    }
+
+    #[test]
+    fn query_filters_may_not_read_key_attributes() {
+        let message = query_error(serde_json::json!({
+            "KeyConditionExpression": "pk = :p",
+            "FilterExpression": "a = :v OR size(sk) > :v",
+            "ExpressionAttributeValues": {":p": {"S": "x"}, ":v": {"N": "1"}},
+        }));
+        assert_eq!(
+            message,
+            "Filter Expression can only contain non-primary key attributes: Primary key attribute: sk"
+        );
+        let message = query_error(serde_json::json!({
+            "KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "x"}]}},
+            "QueryFilter": {"pk": {"ComparisonOperator": "NOT_NULL"}},
+        }));
+        assert_eq!(
+            message,
+            "QueryFilter can only contain non-primary key attributes: Primary key attribute: pk"
+        );
+        // A filter on other attributes is fine, and a Scan may filter on the key.
+        let fine = serde_json::json!({
+            "KeyConditionExpression": "pk = :p",
+            "FilterExpression": "a.sk = :v",
+            "ExpressionAttributeValues": {":p": {"S": "x"}, ":v": {"N": "1"}},
+        });
+        assert!(prepare(ItemOperation::Query, &fine.to_string(), &schema()).is_ok());
+        let scan = serde_json::json!({
+            "FilterExpression": "sk > :v",
+            "ExpressionAttributeValues": {":v": {"N": "1"}},
+        });
+        assert!(prepare(ItemOperation::Scan, &scan.to_string(), &schema()).is_ok());
+    }
+
+    #[test]
+    fn return_values_an_operation_does_not_take() {
+        let put = serde_json::json!({"Item": {"pk": {"S": "a"}, "sk": {"N": "1"}}, "ReturnValues": "ALL_NEW"});
+        match prepare(ItemOperation::PutItem, &put.to_string(), &schema()) {
+            Err(error) => assert_eq!(error.message(), RETURN_VALUES_NOT_ALLOWED),
+            Ok(_) => panic!("ALL_NEW accepted on PutItem"),
+        }
+        let unknown = serde_json::json!({"Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}, "ReturnValues": "SOME"});
+        match prepare(ItemOperation::DeleteItem, &unknown.to_string(), &schema()) {
+            Err(error) => assert!(
+                error
+                    .message()
+                    .contains("at 'returnValues' failed to satisfy constraint")
+            ),
+            Ok(_) => panic!("SOME accepted"),
+        }
+    }
+
+    #[test]
+    fn query_start_keys_outside_the_key_condition_are_refused() {
+        let query = |start: serde_json::Value| {
+            serde_json::json!({
+                "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+                "ExpressionAttributeValues": {":p": {"S": "x"}, ":a": {"N": "1"}, ":b": {"N": "5"}},
+                "ExclusiveStartKey": start,
+            })
+            .to_string()
+        };
+        for outside in [
+            serde_json::json!({"pk": {"S": "y"}, "sk": {"N": "2"}}),
+            serde_json::json!({"pk": {"S": "x"}, "sk": {"N": "6"}}),
+            serde_json::json!({"pk": {"S": "x"}, "sk": {"N": "0"}}),
+        ] {
+            match prepare(ItemOperation::Query, &query(outside.clone()), &schema()) {
+                Err(error) => assert_eq!(error.message(), START_KEY_OUTSIDE_QUERY),
+                Ok(_) => panic!("start key {outside} accepted"),
+            }
+        }
+        for inside in [1, 3, 5] {
+            let start = serde_json::json!({"pk": {"S": "x"}, "sk": {"N": inside.to_string()}});
+            assert!(prepare(ItemOperation::Query, &query(start), &schema()).is_ok());
+        }
+    }
+
+    #[test]
+    fn batch_get_refuses_duplicate_keys() {
+        let keys = serde_json::json!({"Keys": [
+            {"pk": {"S": "a"}, "sk": {"N": "1"}},
+            {"pk": {"S": "a"}, "sk": {"N": "1.0"}},
+        ]});
+        match prepare(ItemOperation::BatchGet, &keys.to_string(), &schema()) {
+            Err(error) => assert_eq!(
+                error.message(),
+                "Provided list of item keys contains duplicates"
+            ),
+            Ok(_) => panic!("duplicate keys accepted"),
+        }
+    }
 }

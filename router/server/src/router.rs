@@ -248,20 +248,14 @@ fn query_partition_value(
 fn scan_segment(body: &Json) -> Result<HashRange, DynamoError> {
     let segment = body.get("Segment").and_then(Json::as_u64);
     let total = body.get("TotalSegments").and_then(Json::as_u64);
-    match (segment, total) {
-        (None, None) => Ok(HashRange::ALL),
-        (Some(segment), Some(total)) if (1..=1_000_000).contains(&total) && segment < total => {
-            // `total` <= 1,000,000 fits u32.
+    match shoal_model::messages::scan_segment(segment, total).map_err(DynamoError::validation)? {
+        None => Ok(HashRange::ALL),
+        Some((segment, total)) => {
+            // `total` <= TOTAL_SEGMENTS_MAX fits u32.
             let segment = u32::try_from(segment).unwrap_or(0);
             let total = u32::try_from(total).unwrap_or(1);
             Ok(even_range(segment, total))
         }
-        (Some(_), None) => Err(DynamoError::validation(
-            "The TotalSegments parameter is required but was not present in the request when Segment parameter is present",
-        )),
-        _ => Err(DynamoError::validation(
-            "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
-        )),
     }
 }
 
@@ -1217,6 +1211,10 @@ impl Router {
         let mut capacity = Vec::new();
         let mut processed_any = false;
         let mut throttled: Option<DynamoError> = None;
+        // Every request of every table is checked before anything is written: DynamoDB
+        // refuses an invalid batch as a whole, and a group written before a later group failed
+        // its checks could not be taken back.
+        let mut tables = Vec::with_capacity(request_items.len());
         for (name, requests) in request_items {
             validate::check_table_name(name)?;
             let requests = requests.as_array().filter(|r| !r.is_empty()).ok_or_else(|| {
@@ -1241,12 +1239,23 @@ impl Router {
                     DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
                 })?;
                 let hash = key_hash(&key_schema, key, is_item)?;
+                // The partition checks these again; here they keep the batch all or nothing.
+                let attributes = shoal_model::json::item_from_json(key)?;
+                if is_item {
+                    key_schema.validate_item(&attributes)?;
+                    shoal_model::value::check_item_size(&attributes)?;
+                } else {
+                    key_schema.validate_key(&attributes)?;
+                }
                 groups
                     .entry(map.index_of(hash))
                     .or_insert_with(|| (hash, Vec::new()))
                     .1
                     .push(request.clone());
             }
+            tables.push((name, groups));
+        }
+        for (name, groups) in tables {
             let mut table_unprocessed = Vec::new();
             let mut table_milli = 0u64;
             for (_, (hash, group)) in groups {

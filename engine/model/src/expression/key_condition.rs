@@ -153,11 +153,10 @@ pub fn parse_key_condition(
     key_condition_from_tree(&condition, key_schema)
 }
 
+/// DynamoDB's text has no "Invalid KeyConditionExpression: " prefix here (as clients quote it:
+/// "Invalid operator used in KeyConditionExpression: OR").
 fn invalid_operator(operator: &str) -> crate::error::Error {
-    validation(messages::invalid_expression(
-        ExpressionKind::KeyCondition.parameter_name(),
-        &messages::key_condition_invalid_operator(operator),
-    ))
+    validation(messages::key_condition_invalid_operator(operator))
 }
 
 /// One conjunct, reduced to the key attribute it constrains and how.

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The DynamoDB conformance suite: boto3 + pytest against a fresh `shoal dev` cluster, then an
+# AWS CLI smoke test against another. Needs only python3 (with venv) and pip access; builds
+# the shoal binary unless SHOAL_BIN names one.
+#
+#   router/conformance/run.sh [pytest arguments...]
+#
+# Environment: SHOAL_BIN (skip the build), CARGO_TARGET_DIR, CONFORMANCE_VENV (default
+# target/conformance-venv), PYTHON (default python3), CONFORMANCE_TIMEOUT_S (whole pytest run,
+# default 900).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="${CONFORMANCE_VENV:-$root/target/conformance-venv}"
+python="${PYTHON:-python3}"
+started=$SECONDS
+
+# 1. The venv, reused while requirements.txt is unchanged.
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$venv/.requirements.txt"; then
+    echo "conformance: creating $venv"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+    cp "$here/requirements.txt" "$venv/.requirements.txt"
+fi
+
+# 2. The binary (debug: on two cores it builds much faster than release and serves the suite
+# well within its time).
+if [ -z "${SHOAL_BIN:-}" ]; then
+    (cd "$root" && cargo build --locked -p shoal)
+    export SHOAL_BIN="$target/debug/shoal"
+fi
+echo "conformance: shoal binary $SHOAL_BIN"
+
+# 3. The suite. pytest.ini sets a 60 s timeout per test (pytest-timeout); the whole run is
+# bounded too, and SIGTERM lets conftest.py stop its cluster.
+cd "$here"
+status=0
+timeout --kill-after=30 "${CONFORMANCE_TIMEOUT_S:-900}" \
+    "$venv/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?
+
+# 4. AWS CLI smoke test on a cluster of its own.
+smoke_dir="$(mktemp -d -t shoal-awscli-XXXXXX)"
+port="$("$venv/bin/python" -c 'import conftest; print(conftest._pick_base_port())')"
+"$SHOAL_BIN" dev --data-dir "$smoke_dir/data" --port "$port" >"$smoke_dir/shoal-dev.log" 2>&1 &
+dev_pid=$!
+stop_dev() {
+    kill -TERM "$dev_pid" 2>/dev/null || true
+    # shoal dev stops its children within 10 s, then kills them.
+    for _ in $(seq 1 150); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$dev_pid" 2>/dev/null || true
+    rm -rf "$smoke_dir"
+}
+trap stop_dev EXIT
+"$venv/bin/python" - "$port" <<'PY'
+import sys, time, conftest
+deadline = time.monotonic() + conftest.STARTUP_TIMEOUT_S
+while not conftest._healthy(int(sys.argv[1])):
+    if time.monotonic() > deadline:
+        sys.exit("shoal dev did not become healthy")
+    time.sleep(0.2)
+PY
+export AWS_ACCESS_KEY_ID=AKIDSMOKE AWS_SECRET_ACCESS_KEY=smoke AWS_DEFAULT_REGION=us-east-1
+export AWS_PAGER="" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+aws() { "$venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" --output json "$@"; }
+smoke_fail() { echo "conformance: AWS CLI smoke test failed: $*" >&2; tail -20 "$smoke_dir/shoal-dev.log" >&2; exit 1; }
+table=awscli-smoke
+aws dynamodb create-table --table-name "$table" --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions AttributeName=pk,AttributeType=S --key-schema AttributeName=pk,KeyType=HASH \
+    >/dev/null || smoke_fail create-table
+aws dynamodb wait table-exists --table-name "$table" || smoke_fail wait table-exists
+aws dynamodb put-item --table-name "$table" --item '{"pk": {"S": "cli"}, "n": {"N": "42"}}' \
+    || smoke_fail put-item
+got="$(aws dynamodb get-item --table-name "$table" --key '{"pk": {"S": "cli"}}' --consistent-read \
+    --query 'Item.n.N' --output text)" || smoke_fail get-item
+[ "$got" = "42" ] || smoke_fail "get-item returned '$got', not 42"
+# JSON output: the CLI follows LastEvaluatedKey and sums Count over the pages (text output
+# would print one Count per page).
+count="$(aws dynamodb scan --table-name "$table" --query 'Count')" || smoke_fail scan
+[ "$count" = "1" ] || smoke_fail "scan counted '$count', not 1"
+aws dynamodb delete-table --table-name "$table" >/dev/null || smoke_fail delete-table
+if aws dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
+    smoke_fail "describe-table found the deleted table"
+fi
+echo "conformance: AWS CLI smoke test passed"
+
+echo "conformance: finished in $((SECONDS - started)) s (pytest exit $status)"
+exit "$status"

@@ -1,0 +1,110 @@
+"""Scan: whole-table pagination, Limit, parallel scan segments, Select COUNT and the
+segment parameter checks."""
+
+import pytest
+
+from conftest import expect_error
+
+COUNT = 60
+
+
+# Every test here but test_empty_table only reads: one table serves them.
+@pytest.fixture(scope="module")
+def seeded(ddb, make_module_table):
+    table = make_module_table()
+    # Many partition keys, so the items spread over every partition of the table.
+    for start in range(0, COUNT, 25):
+        ddb.batch_write_item(RequestItems={table: [
+            {"PutRequest": {"Item": {"pk": {"S": f"item-{i}"}, "n": {"N": str(i)}}}}
+            for i in range(start, min(COUNT, start + 25))]})
+    return table
+
+
+def scan_all(ddb, table, max_pages=200, **params):
+    """Every page of a scan, following LastEvaluatedKey (bounded)."""
+    pages = []
+    for _ in range(max_pages):
+        response = ddb.scan(TableName=table, **params)
+        pages.append(response)
+        if "LastEvaluatedKey" not in response:
+            return pages
+        params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    raise AssertionError(f"scan did not end within {max_pages} pages")
+
+
+def keys(pages):
+    return [item["pk"]["S"] for page in pages for item in page["Items"]]
+
+
+def test_full_scan_returns_every_item_exactly_once(ddb, seeded):
+    found = keys(scan_all(ddb, seeded, ConsistentRead=True))
+    assert sorted(found) == sorted(f"item-{i}" for i in range(COUNT))
+
+
+def test_limit_bounds_every_page(ddb, seeded):
+    pages = scan_all(ddb, seeded, Limit=7, ConsistentRead=True)
+    assert all(page["ScannedCount"] <= 7 for page in pages)
+    assert sorted(keys(pages)) == sorted(f"item-{i}" for i in range(COUNT))
+
+
+def test_paginator(ddb, seeded):
+    pages = ddb.get_paginator("scan").paginate(TableName=seeded, PaginationConfig={"PageSize": 9})
+    assert sum(page["Count"] for page in pages) == COUNT
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 7])
+def test_parallel_scan_segments_partition_the_table(ddb, seeded, total):
+    by_segment = [keys(scan_all(ddb, seeded, Segment=s, TotalSegments=total, ConsistentRead=True))
+                  for s in range(total)]
+    everything = [key for segment in by_segment for key in segment]
+    # Disjoint and complete.
+    assert len(everything) == len(set(everything)) == COUNT
+
+
+def test_select_count(ddb, seeded):
+    pages = scan_all(ddb, seeded, Select="COUNT", ConsistentRead=True)
+    assert all("Items" not in page for page in pages)
+    assert sum(page["Count"] for page in pages) == COUNT
+
+
+def test_select_count_with_filter(ddb, seeded):
+    pages = scan_all(ddb, seeded, Select="COUNT", FilterExpression="n < :v",
+                     ExpressionAttributeValues={":v": {"N": "10"}}, ConsistentRead=True)
+    assert sum(page["Count"] for page in pages) == 10
+    assert sum(page["ScannedCount"] for page in pages) == COUNT
+
+
+def test_empty_table(ddb, table):
+    pages = scan_all(ddb, table)
+    assert keys(pages) == [] and sum(page["Count"] for page in pages) == 0
+
+
+def test_segment_without_total_segments_is_refused(ddb, seeded):
+    expect_error(lambda: ddb.scan(TableName=seeded, Segment=0), "ValidationException",
+                 "The TotalSegments parameter is required but was not present in the request "
+                 "when Segment parameter is present")
+
+
+def test_total_segments_without_segment_is_refused(ddb, seeded):
+    expect_error(lambda: ddb.scan(TableName=seeded, TotalSegments=2), "ValidationException",
+                 "The Segment parameter is required but was not present in the request when "
+                 "parameter TotalSegments is present")
+
+
+def test_segment_not_below_total_segments_is_refused(ddb, seeded):
+    expect_error(lambda: ddb.scan(TableName=seeded, Segment=4, TotalSegments=4),
+                 "ValidationException",
+                 "The Segment parameter is zero-based and must be less than parameter "
+                 "TotalSegments: Segment: 4 is not less than TotalSegments: 4")
+
+
+def test_total_segments_out_of_range_is_refused(ddb, seeded):
+    expect_error(lambda: ddb.scan(TableName=seeded, Segment=0, TotalSegments=1000001),
+                 "ValidationException",
+                 "1 validation error detected: Value '1000001' at 'totalSegments' failed to "
+                 "satisfy constraint: Member must have value less than or equal to 1000000")
+
+
+def test_scan_of_a_missing_table(ddb):
+    expect_error(lambda: ddb.scan(TableName="conf-no-such-table"), "ResourceNotFoundException",
+                 "Requested resource not found")
