@@ -418,3 +418,40 @@ mod tests {
         assert!(!accepts_gzip(Some("gzip;q=0")));
     }
 }
+
+#[cfg(test)]
+mod pathological_inputs {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        // Random bytes, as body and as a compressed body of every encoding: an error value or a
+        // JSON object, never a panic.
+        #[test]
+        fn request_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = parse_body(&bytes);
+            for encoding in ["gzip", "deflate", "identity", "br"] {
+                if let Ok(inflated) = decode_body(Some(encoding), bytes.clone()) {
+                    let _ = parse_body(&inflated);
+                }
+            }
+            let _ = check_authorization(std::str::from_utf8(&bytes).ok());
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_not_overflowing_the_stack() {
+        // serde_json stops at 128 levels; a body nested 100,000 deep must be an error value.
+        let body = "[".repeat(100_000);
+        assert_eq!(
+            parse_body(body.as_bytes()).unwrap_err().type_name,
+            "SerializationException"
+        );
+        let object = "{\"a\":".repeat(100_000);
+        assert_eq!(
+            parse_body(object.as_bytes()).unwrap_err().type_name,
+            "SerializationException"
+        );
+    }
+}
