@@ -24,6 +24,10 @@
 //! 3. A write is answered success only when the slot it was proposed in is applied with the
 //!    very payload it proposed; any other outcome at that slot means it never took effect.
 //! 4. A tree checkpoint at slot C is preceded by a durable intent record for C.
+//! 5. A write refused by its condition proposes nothing, so its refusal is a read: it is
+//!    answered only under the leader's lease, and when the condition was evaluated against an
+//!    overlay entry, only once that entry's slot is applied with the payload proposed (else the
+//!    refusal could describe a state that never existed, or one a strong read has not seen yet).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -63,6 +67,11 @@ pub const REPLICATION_RECORD_KIND: RecordKind = match RecordKind::new(2) {
     Some(kind) => kind,
     None => panic!("record kind 2 is valid"),
 };
+
+/// The answer to a write refused by a condition evaluated against an overlay entry that was not
+/// applied as proposed, or not under the lease (invariant 5): the write itself proposed nothing.
+const CONDITION_ON_UNAPPLIED_WRITE: &str = "the condition was evaluated against a write that did \
+    not take effect as proposed, or leadership changed; this request was not applied, retry it";
 
 /// Items per snapshot chunk: bounded so a chunk of 400 KB items stays far below the frame limit
 /// only when items are small; the byte bound below decides for large ones.
@@ -310,6 +319,9 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     applied_slot: Slot,
     overlay: BTreeMap<Vec<u8>, (Slot, Option<Item>)>,
     waiting: BTreeMap<Slot, Waiter>,
+    /// Refusals evaluated against the overlay entry at a slot, answered once it is applied
+    /// (invariant 5): reply token and response.
+    deferred: BTreeMap<Slot, Vec<(u64, NodeResponse)>>,
     outgoing_snapshot: Option<OutgoingSnapshot>,
     incoming_snapshot: Option<IncomingSnapshot<F>>,
     next_transfer_id: u64,
@@ -452,6 +464,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             applied_slot: checkpoint_slot,
             overlay: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            deferred: BTreeMap::new(),
             outgoing_snapshot: None,
             incoming_snapshot: None,
             next_transfer_id: 1,
@@ -691,7 +704,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     }
                 }
                 Action::Send { to, message } => self.outputs.push(Output::Send { to, message }),
-                Action::Apply { entries } => self.apply(entries).await?,
+                Action::Apply { entries } => self.apply(now, entries).await?,
                 Action::SendSnapshot { to } => self.start_outgoing_snapshot(to),
                 Action::LeaseAcquired | Action::LeaseLost => {}
                 Action::RoleChanged { role, ballot } => {
@@ -707,7 +720,6 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 }
             }
         }
-        let _ = now;
         Ok(())
     }
 
@@ -716,6 +728,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// longer predicts the log.
     fn abandon_proposals(&mut self) {
         self.overlay.clear();
+        for (_, answers) in std::mem::take(&mut self.deferred) {
+            for (reply_to, _) in answers {
+                self.outputs.push(Output::Reply {
+                    reply_to,
+                    response: NodeResponse::Error(NodeError::Internal {
+                        message: CONDITION_ON_UNAPPLIED_WRITE.to_string(),
+                    }),
+                });
+            }
+        }
         for (_, waiter) in std::mem::take(&mut self.waiting) {
             self.outputs.push(Output::Reply {
                 reply_to: waiter.reply_to,
@@ -728,7 +750,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
     }
 
-    async fn apply(&mut self, entries: Vec<(Slot, LogEntry)>) -> Result<(), PartitionError> {
+    async fn apply(
+        &mut self,
+        now: MonotonicTime,
+        entries: Vec<(Slot, LogEntry)>,
+    ) -> Result<(), PartitionError> {
         for (slot, entry) in entries {
             if slot <= self.applied_slot {
                 continue;
@@ -756,9 +782,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.overlay.remove(key);
                 }
             }
+            let mut proposal_took_effect = false;
             if let Some(waiter) = self.waiting.remove(&slot) {
                 let taken_effect =
                     matches!(&entry.payload, Payload::Command(bytes) if *bytes == waiter.payload);
+                proposal_took_effect = taken_effect;
                 let response = if taken_effect {
                     waiter.response
                 } else {
@@ -772,6 +800,21 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     reply_to: waiter.reply_to,
                     response,
                 });
+            }
+            if let Some(answers) = self.deferred.remove(&slot) {
+                // Invariant 5: the state the condition saw is now applied, and under the lease
+                // no other leader can have moved past it.
+                let stands = proposal_took_effect && self.core.can_serve_strong_read(now).is_ok();
+                for (reply_to, response) in answers {
+                    let response = if stands {
+                        response
+                    } else {
+                        NodeResponse::Error(NodeError::Internal {
+                            message: CONDITION_ON_UNAPPLIED_WRITE.to_string(),
+                        })
+                    };
+                    self.outputs.push(Output::Reply { reply_to, response });
+                }
             }
         }
         Ok(())
@@ -823,12 +866,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.outputs.push(Output::Reply { reply_to, response });
     }
 
-    /// The latest state of an item as the leader sees it (invariant 2).
-    async fn latest_item(&self, storage_key: &[u8]) -> Result<Option<Item>, PartitionError> {
-        if let Some((_, item)) = self.overlay.get(storage_key) {
-            return Ok(item.clone());
+    /// The latest state of an item as the leader sees it (invariant 2), and the slot of the
+    /// overlay entry it comes from, if it does.
+    async fn latest_item(
+        &self,
+        storage_key: &[u8],
+    ) -> Result<(Option<Item>, Option<Slot>), PartitionError> {
+        if let Some((slot, item)) = self.overlay.get(storage_key) {
+            return Ok((item.clone(), Some(*slot)));
         }
-        self.stored_item(storage_key).await
+        Ok((self.stored_item(storage_key).await?, None))
     }
 
     async fn stored_item(&self, storage_key: &[u8]) -> Result<Option<Item>, PartitionError> {
@@ -913,13 +960,27 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
         let mut evaluated = Vec::with_capacity(writes.len());
         for write in &writes {
-            let old_item = self.latest_item(&write.storage_key).await?;
+            let (old_item, overlay_slot) = self.latest_item(&write.storage_key).await?;
             match self.evaluate_write(write, old_item.as_ref()) {
                 Ok(result) => evaluated.push(result),
-                Err(response) => {
-                    self.reply(reply_to, response);
-                    return Ok(());
-                }
+                // Invariant 5: the refusal waits for the overlay entry it saw.
+                Err(response) => match overlay_slot {
+                    Some(slot) => {
+                        self.deferred
+                            .entry(slot)
+                            .or_default()
+                            .push((reply_to, response));
+                        return Ok(());
+                    }
+                    None => {
+                        let response = match self.check_read(now, true) {
+                            Ok(()) => response,
+                            Err(refusal) => refusal,
+                        };
+                        self.reply(reply_to, response);
+                        return Ok(());
+                    }
+                },
             }
         }
         // Nothing may be proposed that a replica could fail to apply: a committed entry that

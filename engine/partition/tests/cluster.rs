@@ -689,3 +689,77 @@ fn a_follower_catching_up_on_large_entries_splits_its_wal_records() {
         }
     });
 }
+
+/// Found by shoal-sim (seed 0, 12 s): the leader evaluated a condition against its overlay (a
+/// put proposed but not applied) and answered ConditionalCheckFailed at once; a strong read
+/// right after still returned the value the condition had expected, so the refusal described a
+/// state no read could see yet (not linearizable). A refusal that depends on an overlay entry
+/// now waits for that entry's slot to be applied (invariant 5).
+#[test]
+fn a_condition_refused_against_an_unapplied_write_waits_for_that_write() {
+    run_on_test_executor("cluster-deferred-refusal", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("a", 1, "one"))
+            .await;
+        let leader = cluster.await_leader().await;
+        // The followers hear nothing, so the next put stays in the leader's overlay.
+        for id in [1, 2, 3].map(NodeId) {
+            if id != leader {
+                cluster.isolated.insert(id);
+            }
+        }
+        let (put_token, refusal_token) = (1_000, 1_001);
+        cluster
+            .feed(
+                leader,
+                Event::Request {
+                    reply_to: put_token,
+                    epoch: 1,
+                    operation: ItemOperation::PutItem,
+                    parameters_json: put("a", 1, "two").to_string(),
+                },
+            )
+            .await;
+        let mut conditional = put("a", 1, "three");
+        conditional["ConditionExpression"] = json!("v = :one");
+        conditional["ExpressionAttributeValues"] = json!({":one": {"S": "one"}});
+        cluster
+            .feed(
+                leader,
+                Event::Request {
+                    reply_to: refusal_token,
+                    epoch: 1,
+                    operation: ItemOperation::PutItem,
+                    parameters_json: conditional.to_string(),
+                },
+            )
+            .await;
+        assert!(
+            !cluster.replies.contains_key(&refusal_token),
+            "the refusal must wait for the put it saw: {:?}",
+            cluster.replies.get(&refusal_token)
+        );
+        cluster.isolated.clear();
+        for _ in 0..STEPS_MAX {
+            if cluster.replies.contains_key(&refusal_token) {
+                break;
+            }
+            cluster.step().await;
+        }
+        let put_answer = cluster.replies.remove(&put_token);
+        match cluster.replies.remove(&refusal_token) {
+            // Refused once the put it saw was applied: the put succeeded first.
+            Some(NodeResponse::Error(NodeError::Dynamo { type_name, .. })) => {
+                assert_eq!(type_name, "ConditionalCheckFailedException");
+                assert!(
+                    matches!(put_answer, Some(NodeResponse::Item { .. })),
+                    "{put_answer:?}"
+                );
+            }
+            // Leadership moved before the put was applied: the refusal is withdrawn.
+            Some(NodeResponse::Error(NodeError::Internal { .. })) => {}
+            other => panic!("unexpected answer to the conditional put: {other:?}"),
+        }
+    });
+}

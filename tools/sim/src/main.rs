@@ -49,6 +49,7 @@ fn add(total: &mut Report, report: &Report) {
     total.eventual_reads_checked += report.eventual_reads_checked;
     total.keys_unchecked += report.keys_unchecked;
     total.applied_states_compared += report.applied_states_compared;
+    total.wal_segments_recycled += report.wal_segments_recycled;
     for (kind, count) in &report.faults {
         *total.faults.entry(kind).or_default() += count;
     }
@@ -70,8 +71,8 @@ fn main() -> ExitCode {
         println!(
             "seed {seed}: {} nodes, {} groups, simulated {:.2} min, {} operations checked ({} \
              puts, {} compare-and-sets of which {} succeeded, {} strong reads, {} eventual \
-             reads; {} keys undecided), {} applied states compared, faults {:?}, violations {}, \
-             trace {:016x}",
+             reads; {} keys undecided), {} applied states compared, {} WAL segments recycled, \
+             faults {:?}, violations {}, trace {:016x}",
             report.node_count,
             report.group_count,
             report.simulated_ms as f64 / 60_000.0,
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
             report.eventual_reads_checked,
             report.keys_unchecked,
             report.applied_states_compared,
+            report.wal_segments_recycled,
             report.faults,
             report.violations.len(),
             report.trace_hash
@@ -102,7 +104,7 @@ fn main() -> ExitCode {
     println!(
         "{} seeds x {} simulated minutes: {} operations checked ({} puts, {} compare-and-sets of \
          which {} succeeded, {} strong reads, {} eventual reads; {} keys undecided), {} applied \
-         states compared, faults {:?}, {failed} seeds with violations",
+         states compared, {} WAL segments recycled, faults {:?}, {failed} seeds with violations",
         arguments.seed_count,
         arguments.minutes,
         total.operations_checked,
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
         total.eventual_reads_checked,
         total.keys_unchecked,
         total.applied_states_compared,
+        total.wal_segments_recycled,
         total.faults,
     );
     if failed == 0 {
