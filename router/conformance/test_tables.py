@@ -5,6 +5,11 @@ import pytest
 
 from conftest import create_table_request, expect_error, unique_name
 
+# Tests here create several tables each, and CreateTable slows down as a cluster accumulates
+# partitions (deleted tables' replicas stay on the nodes: router/server/README.md); seconds
+# per table late in a run on a busy two-core machine.
+pytestmark = pytest.mark.timeout(180)
+
 
 @pytest.fixture
 def created(ddb):
