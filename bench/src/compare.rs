@@ -59,9 +59,9 @@ pub struct CompareOptions {
     /// Puts of the 1-client cell.
     #[arg(long, default_value_t = 2_000)]
     pub put_operations: u64,
-    /// Clients of the closed-loop peak cell.
-    #[arg(long, default_value_t = 64)]
-    pub peak_clients: usize,
+    /// Clients of the closed-loop peak cells (one cell per count), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,32")]
+    pub peak_clients: Vec<usize>,
     /// Puts of the peak cell.
     #[arg(long, default_value_t = 20_000)]
     pub peak_operations: u64,
@@ -93,6 +93,15 @@ pub struct CompareOptions {
 /// Child processes stopped (SIGTERM, then SIGKILL after `STOP_GRACE`) when dropped.
 struct Servers {
     children: Vec<(String, Child)>,
+}
+
+impl Servers {
+    /// The first server that is no longer running.
+    fn exited(&mut self) -> Option<String> {
+        self.children
+            .iter_mut()
+            .find_map(|(name, child)| (!matches!(child.try_wait(), Ok(None))).then(|| name.clone()))
+    }
 }
 
 impl Drop for Servers {
@@ -267,7 +276,12 @@ fn check(options: &CompareOptions) -> Result<(), String> {
     {
         return Err("operation and record counts are bounded (see shoal-bench run)".to_string());
     }
-    if options.peak_clients == 0 || options.peak_clients > crate::load::CLIENTS_MAX {
+    if options.peak_clients.is_empty()
+        || options
+            .peak_clients
+            .iter()
+            .any(|&clients| clients == 0 || clients > crate::load::CLIENTS_MAX)
+    {
         return Err(format!(
             "--peak-clients must be 1 to {}",
             crate::load::CLIENTS_MAX
@@ -299,28 +313,26 @@ fn cells(options: &CompareOptions) -> Vec<Cell> {
         max_duration: Duration::from_secs(options.max_seconds),
         seed: 1,
     };
-    let mut cells = vec![
-        cell(
-            "put closed x1".to_string(),
+    let mut cells = vec![cell(
+        "put closed x1".to_string(),
+        Workload::PutOnly,
+        Mode::Closed { clients: 1 },
+        options.put_operations,
+    )];
+    for &clients in &options.peak_clients {
+        cells.push(cell(
+            format!("put closed x{clients}"),
             Workload::PutOnly,
-            Mode::Closed { clients: 1 },
-            options.put_operations,
-        ),
-        cell(
-            format!("put closed x{}", options.peak_clients),
-            Workload::PutOnly,
-            Mode::Closed {
-                clients: options.peak_clients,
-            },
+            Mode::Closed { clients },
             options.peak_operations,
-        ),
-    ];
+        ));
+    }
     if options.open_rate > 0.0 && options.open_operations > 0 {
         cells.push(cell(
             format!("put open {:.0}/s", options.open_rate),
             Workload::PutOnly,
             Mode::Open {
-                workers: crate::load::OPEN_LOOP_WORKERS_DEFAULT.max(options.peak_clients),
+                workers: crate::load::OPEN_LOOP_WORKERS_DEFAULT,
                 rate: options.open_rate,
             },
             options.open_operations,
@@ -357,7 +369,13 @@ pub fn run(options: &CompareOptions) -> Result<(), String> {
         .collect();
     let dev_pid = start_shoal(options, &mut servers)?;
     let native = std::net::SocketAddr::from(([127, 0, 0, 1], options.shoal_port + 1));
-    let connections = options.peak_clients.max(LOAD_CLIENTS);
+    let connections = options
+        .peak_clients
+        .iter()
+        .copied()
+        .chain([LOAD_CLIENTS, crate::load::OPEN_LOOP_WORKERS_DEFAULT])
+        .max()
+        .unwrap_or(LOAD_CLIENTS);
     let shoal: Box<dyn Target> = Box::new(crate::load::targets::retry_connect(|| {
         crate::load::targets::ShoalNative::connect(native, connections)
     })?);
@@ -385,6 +403,13 @@ pub fn run(options: &CompareOptions) -> Result<(), String> {
     for repetition in 0..options.repeat {
         for (index, cell) in cells.iter().enumerate() {
             for (target, pids) in [(&shoal, &shoal_pids), (&etcd, &etcd_pids)] {
+                // A server that died makes every later cell meaningless: stop here.
+                if let Some(name) = servers.exited() {
+                    return Err(format!(
+                        "{name} exited during the comparison (logs in {})",
+                        options.data_dir.display()
+                    ));
+                }
                 let report = run_cell(target.as_ref(), cell, pids)?;
                 println!("{}  [rep {}]", report.table_row(), repetition + 1);
                 reports.push((repetition, index, report));

@@ -429,13 +429,15 @@ pub fn intended_send_time(start: Instant, rate: f64, index: u64) -> Instant {
 }
 
 /// Open loop: `operations` requests at `rate` per second, served by `workers` clients (the
-/// most that may be in flight). Latency runs from each request's intended send time.
+/// most that may be in flight). Latency runs from each request's intended send time. No
+/// request is released after `duration` (the run then ends when those in flight answer).
 pub fn open_loop(
     plan: &Plan,
     target: &dyn Target,
     workers: usize,
     rate: f64,
     operations: u64,
+    duration: Duration,
 ) -> std::io::Result<(ClientStats, LagAccount, Duration)> {
     let (sender, receiver) = sync_channel::<Instant>(OPEN_LOOP_QUEUE_MAX);
     let receiver = Mutex::new(receiver);
@@ -469,6 +471,9 @@ pub fn open_loop(
         scope.spawn(move || progress("open loop", completed, done, start));
         for index in 0..operations {
             let intended = intended_send_time(start, rate, index);
+            if intended > start + duration {
+                break;
+            }
             let now = Instant::now();
             if intended > now {
                 std::thread::sleep(intended - now);

@@ -98,7 +98,8 @@ pub struct RunOptions {
     /// Operations of the run phase.
     #[arg(long, default_value_t = 10_000)]
     pub operations: u64,
-    /// The run phase stops after this many seconds even if operations remain (closed loop).
+    /// The run phase stops after this many seconds even if operations remain (open loop: no
+    /// request is released after it).
     #[arg(long, default_value_t = 60)]
     pub max_seconds: u64,
     /// Open loop at this many operations per second (absent: closed loop).
@@ -290,9 +291,15 @@ pub fn run_cell(target: &dyn Target, cell: &Cell, server_pids: &[u32]) -> Result
             (stats, None, elapsed)
         }
         Mode::Open { workers, rate } => {
-            let (stats, lag, elapsed) =
-                driver::open_loop(&plan, target, workers, rate, cell.operations)
-                    .map_err(|error| error.to_string())?;
+            let (stats, lag, elapsed) = driver::open_loop(
+                &plan,
+                target,
+                workers,
+                rate,
+                cell.operations,
+                cell.max_duration,
+            )
+            .map_err(|error| error.to_string())?;
             (stats, Some((lag.percentiles(), lag.valid())), elapsed)
         }
     };
