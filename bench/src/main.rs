@@ -6,10 +6,13 @@
 //!   least one).
 //!
 //! and the storage engine against its peers (`engine`): durable puts, point gets and range
-//! scans on our WAL + B-tree, fjall and redb, next to the durable-write floor, in one run.
+//! scans on our WAL + B-tree, fjall and redb, next to the durable-write floor, in one run;
+//! the load generator (`run`) and Shoal against etcd side by side (`compare`).
 
+mod compare;
 mod engine;
 mod floor;
+mod load;
 
 use std::process::ExitCode;
 
@@ -35,6 +38,10 @@ enum Action {
     Floor(floor::FloorOptions),
     /// Our storage engine against fjall and redb and the durable-write floor, on one directory.
     Engine(engine::EngineOptions),
+    /// The load generator: a YCSB-style workload against Shoal (or etcd with `--features etcd`).
+    Run(load::RunOptions),
+    /// Shoal (`shoal dev`) and etcd (3 members) side by side, interleaved; a markdown report.
+    Compare(compare::CompareOptions),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,20 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("shoal-bench engine: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Action::Run(options) => match load::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench run: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Action::Compare(options) => match compare::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench compare: {error}");
                 ExitCode::FAILURE
             }
         },

@@ -1,0 +1,212 @@
+//! The systems under load, behind one blocking interface: a call returns when the system has
+//! answered (for a write: acknowledged durably, by each system's own contract).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json, json};
+use shoal_client::{Client, ClientConfig, ClientError};
+
+/// The table every Shoal run uses (hash key `pk`, a string).
+pub const SHOAL_TABLE: &str = "usertable";
+/// How long `prepare` waits for a system that is still starting.
+pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
+const PREPARE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why an operation failed, by kind (the JSON counts errors by this name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError(pub String);
+
+pub trait Target: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Makes the system ready for the workload (creates the table); idempotent; waits while
+    /// the system starts, at most `PREPARE_TIMEOUT`.
+    fn prepare(&self) -> Result<(), String>;
+    /// Writes the whole record `key` (its fields, in order).
+    fn put(&self, key: &str, fields: &[&str]) -> Result<(), OpError>;
+    /// Reads the record `key`: strongly (linearizable) or eventually consistent (Shoal's
+    /// eventually consistent read, etcd's serializable read). Returns whether it exists.
+    fn get(&self, key: &str, strong: bool) -> Result<bool, OpError>;
+}
+
+/// Retries `attempt` until it succeeds or `PREPARE_TIMEOUT` passes.
+pub fn retry_until_ready(mut attempt: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+    let deadline = Instant::now() + PREPARE_TIMEOUT;
+    loop {
+        match attempt() {
+            Ok(()) => return Ok(()),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(format!("not ready after {PREPARE_TIMEOUT:?}: {error}"));
+            }
+            Err(_) => std::thread::sleep(PREPARE_RETRY_INTERVAL),
+        }
+    }
+}
+
+/// Retries `connect` until it succeeds or `PREPARE_TIMEOUT` passes (a system still starting).
+pub fn retry_connect<T>(mut connect: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let deadline = Instant::now() + PREPARE_TIMEOUT;
+    loop {
+        match connect() {
+            Ok(connected) => return Ok(connected),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(format!("cannot connect in {PREPARE_TIMEOUT:?}: {error}"));
+            }
+            Err(_) => std::thread::sleep(PREPARE_RETRY_INTERVAL),
+        }
+    }
+}
+
+/// Shoal through its native protocol (shoal-client's blocking, pooled, pipelined `Client`).
+pub struct ShoalNative {
+    client: Client,
+}
+
+fn client_error_kind(error: &ClientError) -> OpError {
+    OpError(match error {
+        ClientError::Service { type_name, .. } => type_name.clone(),
+        ClientError::Connect(_) => "Connect".to_string(),
+        ClientError::ConnectionLost(_) => "ConnectionLost".to_string(),
+        ClientError::Timeout => "Timeout".to_string(),
+        ClientError::InvalidRequest(_) => "InvalidRequest".to_string(),
+        ClientError::Protocol(_) => "Protocol".to_string(),
+    })
+}
+
+impl ShoalNative {
+    /// `connections`: the pool size (1 to shoal-client's `CONNECTIONS_MAX`).
+    pub fn connect(endpoint: SocketAddr, connections: usize) -> Result<ShoalNative, String> {
+        let mut config = ClientConfig::new(endpoint);
+        config.connections = connections.clamp(1, shoal_client::limits::CONNECTIONS_MAX);
+        let client = Client::connect(config).map_err(|error| format!("{endpoint}: {error}"))?;
+        Ok(ShoalNative { client })
+    }
+
+    fn item(key: &str, fields: &[&str]) -> Json {
+        let mut item = Map::new();
+        item.insert("pk".to_string(), json!({ "S": key }));
+        for (index, field) in fields.iter().enumerate() {
+            item.insert(format!("field{index}"), json!({ "S": field }));
+        }
+        Json::Object(item)
+    }
+}
+
+impl Target for ShoalNative {
+    fn name(&self) -> &'static str {
+        "shoal"
+    }
+
+    fn prepare(&self) -> Result<(), String> {
+        retry_until_ready(|| {
+            let created = self.client.create_table(&json!({
+                "TableName": SHOAL_TABLE,
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "BillingMode": "PAY_PER_REQUEST",
+            }));
+            match created {
+                Ok(_) => Ok(()),
+                Err(error) if error.exception_name() == Some("ResourceInUseException") => Ok(()),
+                Err(error) => Err(error.to_string()),
+            }
+        })?;
+        // The table may take a moment to accept writes on every node.
+        retry_until_ready(|| {
+            self.put("shoal-bench-ready", &["ready"])
+                .map_err(|error| error.0)
+        })
+    }
+
+    fn put(&self, key: &str, fields: &[&str]) -> Result<(), OpError> {
+        self.client
+            .put_item(&json!({ "TableName": SHOAL_TABLE, "Item": Self::item(key, fields) }))
+            .map(|_| ())
+            .map_err(|error| client_error_kind(&error))
+    }
+
+    fn get(&self, key: &str, strong: bool) -> Result<bool, OpError> {
+        let response = self
+            .client
+            .get_item(&json!({
+                "TableName": SHOAL_TABLE,
+                "Key": { "pk": { "S": key } },
+                "ConsistentRead": strong,
+            }))
+            .map_err(|error| client_error_kind(&error))?;
+        Ok(response.get("Item").is_some())
+    }
+}
+
+#[cfg(feature = "etcd")]
+pub use etcd::Etcd;
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    use super::{OpError, Target, retry_until_ready};
+    use etcd_client::{Client, GetOptions};
+
+    /// Worker threads of the runtime that drives etcd-client (tonic needs tokio).
+    const RUNTIME_THREADS: usize = 2;
+
+    /// etcd v3 through etcd-client (gRPC). Puts are etcd's default: acknowledged after a quorum
+    /// has fdatasync'ed the entry. Strong reads are linearizable; eventual ones serializable.
+    pub struct Etcd {
+        runtime: tokio::runtime::Runtime,
+        client: Client,
+    }
+
+    fn kind(error: &etcd_client::Error) -> OpError {
+        OpError(match error {
+            etcd_client::Error::GRpcStatus(status) => format!("grpc:{:?}", status.code()),
+            etcd_client::Error::TransportError(_) => "transport".to_string(),
+            _ => "etcd".to_string(),
+        })
+    }
+
+    impl Etcd {
+        pub fn connect(endpoints: &[String]) -> Result<Etcd, String> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(RUNTIME_THREADS)
+                .enable_all()
+                .build()
+                .map_err(|error| format!("tokio runtime: {error}"))?;
+            let client = runtime
+                .block_on(Client::connect(endpoints, None))
+                .map_err(|error| format!("etcd {endpoints:?}: {error}"))?;
+            Ok(Etcd { runtime, client })
+        }
+    }
+
+    impl Target for Etcd {
+        fn name(&self) -> &'static str {
+            "etcd"
+        }
+
+        fn prepare(&self) -> Result<(), String> {
+            retry_until_ready(|| {
+                self.put("shoal-bench-ready", &["ready"])
+                    .map_err(|error| error.0)
+            })
+        }
+
+        fn put(&self, key: &str, fields: &[&str]) -> Result<(), OpError> {
+            let value = fields.concat();
+            let mut client = self.client.kv_client();
+            self.runtime
+                .block_on(client.put(key, value, None))
+                .map(|_| ())
+                .map_err(|error| kind(&error))
+        }
+
+        fn get(&self, key: &str, strong: bool) -> Result<bool, OpError> {
+            let options = (!strong).then(|| GetOptions::new().with_serializable());
+            let mut client = self.client.kv_client();
+            let response = self
+                .runtime
+                .block_on(client.get(key, options))
+                .map_err(|error| kind(&error))?;
+            Ok(!response.kvs().is_empty())
+        }
+    }
+}
