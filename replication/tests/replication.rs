@@ -382,3 +382,36 @@ fn a_follower_that_restarted_is_resent_the_entries_it_no_longer_knows_match() {
     });
     assert!(resent, "{actions:?}");
 }
+
+#[test]
+fn a_leader_whose_own_disk_lags_gets_backpressure_not_an_assertion() {
+    // Found by shoal-bench (32 put clients): two followers commit entries the leader's own
+    // disk has not made durable yet, so the uncommitted window stays small while the leader's
+    // undurable writes pile up. They are bounded by backpressure.
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    let mut refused = false;
+    for index in 0..(IN_FLIGHT_SLOTS_MAX + 16) {
+        match group.get(1).propose(now, vec![index as u8]) {
+            Ok(proposed) => {
+                // Everything but the leader's own persist happens: followers persist and ack.
+                let without_own_persist: Vec<Action> = proposed
+                    .actions
+                    .into_iter()
+                    .filter(|action| !matches!(action, Action::Persist { .. }))
+                    .collect();
+                group.settle(n(1), without_own_persist);
+            }
+            Err(ProposeError::Backpressure) => {
+                refused = true;
+                break;
+            }
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert!(
+        refused,
+        "the leader never pushed back while its disk lagged"
+    );
+}
