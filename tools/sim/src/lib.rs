@@ -1223,8 +1223,15 @@ impl Simulation {
                     self.send(group, id, to, Envelope::Replication(message));
                 }
                 Output::Snapshot(chunk) => {
+                    // A sender that is itself still fuzzy passes its own horizon on.
+                    let sender_fuzzy_until = self.nodes[&id]
+                        .fuzzy_until
+                        .get(&group)
+                        .copied()
+                        .unwrap_or(Slot::ZERO);
                     let to = NodeId(chunk.to);
-                    self.send(group, id, to, Envelope::Snapshot(chunk, after));
+                    let horizon = after.max(sender_fuzzy_until);
+                    self.send(group, id, to, Envelope::Snapshot(chunk, horizon));
                 }
                 Output::Reply { reply_to, response } => self.on_reply(reply_to, response),
             }
