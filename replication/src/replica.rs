@@ -593,6 +593,14 @@ impl Replica {
     /// Whether this replica may serve a strongly consistent read from its applied state now.
     ///
     /// The host must have applied every `Apply` action it received before it serves the read.
+    /// Whether this replica leads and has committed an entry of its own ballot. Until then its
+    /// log may hold entries of earlier ballots, recovered in phase 1, that are neither committed
+    /// nor its own: a host that evaluates requests against its applied state (conditions,
+    /// updates) must wait for this, or it evaluates against a state that misses them.
+    pub fn leader_ready(&self) -> bool {
+        matches!(&self.role, Role::Leader(leader) if self.commit_slot >= leader.first_slot_of_ballot)
+    }
+
     pub fn can_serve_strong_read(&self, now: MonotonicTime) -> Result<(), StrongReadRefusal> {
         let Role::Leader(leader) = &self.role else {
             return Err(StrongReadRefusal::NotLeader {

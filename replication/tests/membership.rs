@@ -173,3 +173,19 @@ fn a_log_replica_is_added_counts_in_quorums_and_never_applies_or_campaigns() {
     assert!(!applied.contains_key(&n(3)) && !applied.contains_key(&n(4)));
     assert_eq!(group.get(4).tick(ms(60_000)), vec![]);
 }
+
+/// A host evaluating requests against applied state (shoal-partition) waits for this: until
+/// the leader's own no-op commits, its log may hold recovered entries no host has applied.
+#[test]
+fn a_leader_is_ready_only_after_committing_in_its_own_ballot() {
+    let membership = Membership::new([n(1)], []);
+    let mut replica = Replica::new(n(1), options(ReplicaKind::Full, 1), membership, ms(0)).unwrap();
+    assert!(!replica.leader_ready(), "a follower is never ready");
+    let now = ms(1000);
+    replica.tick(now);
+    replica.persisted(now, Lsn(1));
+    assert_eq!(replica.role(), RoleKind::Leader);
+    assert!(!replica.leader_ready(), "its no-op is not committed yet");
+    replica.persisted(now, Lsn(2));
+    assert!(replica.leader_ready());
+}

@@ -20,7 +20,9 @@
 //! 1. Applied slot == the core's commit slot after every event: `Apply` actions are executed
 //!    before the event returns, so strong reads and leader evaluation see every commit.
 //! 2. The leader evaluates a write against the applied state overlaid with its own proposals
-//!    that are not applied yet (`overlay`), one request at a time, in the order it proposes.
+//!    that are not applied yet (`overlay`), one request at a time, in the order it proposes,
+//!    and only once it has committed an entry of its own ballot (`leader_ready`): before that,
+//!    its log may hold recovered entries of earlier leaders that no overlay shows.
 //! 3. A write is answered success only when the slot it was proposed in is applied with the
 //!    very payload it proposed; any other outcome at that slot means it never took effect.
 //! 4. A tree checkpoint at slot C is preceded by a durable intent record for C.
@@ -956,6 +958,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if self.core.role() != RoleKind::Leader {
             let hint = self.core.leader_hint();
             self.reply(reply_to, not_leader(self.meta.partition, hint));
+            return Ok(());
+        }
+        if !self.core.leader_ready() {
+            // Invariant 2 needs every slot before this leader's own proposals applied: entries
+            // of earlier ballots recovered in phase 1 are in no overlay. Ready once the
+            // leader's no-op commits, moments after the election.
+            self.reply(
+                reply_to,
+                NodeResponse::Error(NodeError::Busy {
+                    partition: self.meta.partition,
+                }),
+            );
             return Ok(());
         }
         let mut evaluated = Vec::with_capacity(writes.len());
