@@ -64,6 +64,7 @@ fn a_peer_that_stops_reading_loses_its_connection_after_the_write_timeout() {
         for round in 0..ENVELOPES {
             bus.send_replication(shard(2), large_accept(round)).unwrap();
         }
+        let ticks_before_stall = ticks.get();
         wait_until("the stalled write timed out", || {
             bus.stats().write_timeouts >= 1
         })
@@ -72,8 +73,13 @@ fn a_peer_that_stops_reading_loses_its_connection_after_the_write_timeout() {
         assert!(stats.connections_lost >= 1, "{stats:?}");
         assert!(stats.envelopes_dropped_unreachable >= 1, "{stats:?}");
         assert!(stats.envelopes_sent < ENVELOPES, "{stats:?}");
-        // The executor was never blocked: the ticker ran throughout the stall.
-        assert!(ticks.get() >= 20, "only {} ticks", ticks.get());
+        // The executor was not blocked by the stalled write: the ticker ran during it. (Counting
+        // ticks against the stall's length would be a timing assertion, which fails on a loaded
+        // machine without telling anything about the bus.)
+        assert!(
+            ticks.get() > ticks_before_stall,
+            "the ticker never ran while the write stalled"
+        );
         drop(ticker);
         bus.close().await;
     })
