@@ -11,6 +11,7 @@ pub mod probe;
 /// The seeded random source lives in the dependency-free `shoal-rng`; re-exported here.
 pub use shoal_rng as rng;
 pub mod storage;
+pub mod tcp;
 pub mod testing;
 
 pub use clock::{Clock, MonotonicTime, SimulatedClock, SystemClock};

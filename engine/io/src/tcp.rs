@@ -1,4 +1,5 @@
 //! A glommio `TcpStream` shared by a reader task and a writer task, with an immediate shutdown.
+//! Used by the bus (net/bus), the native client and the router's native listener.
 //!
 //! Why not `futures_lite::io::split`: we need a handle on the socket to end the connection at
 //! once. Dropping a glommio stream closes its descriptor, but glommio may have an io_uring poll
@@ -21,12 +22,12 @@ use glommio::net::TcpStream;
 /// One end's handle on a shared stream. Both halves poll the same stream; that is safe because
 /// glommio keeps separate readiness sources for reading and writing, and a poll never holds the
 /// `RefCell` borrow past its return.
-pub(crate) struct StreamHalf {
+pub struct StreamHalf {
     stream: Rc<RefCell<TcpStream>>,
 }
 
 /// Splits `stream` into a read handle, a write handle and a handle for `shutdown_now`.
-pub(crate) fn split(stream: TcpStream) -> (StreamHalf, StreamHalf, Rc<RefCell<TcpStream>>) {
+pub fn split(stream: TcpStream) -> (StreamHalf, StreamHalf, Rc<RefCell<TcpStream>>) {
     let stream = Rc::new(RefCell::new(stream));
     (
         StreamHalf {
@@ -41,7 +42,7 @@ pub(crate) fn split(stream: TcpStream) -> (StreamHalf, StreamHalf, Rc<RefCell<Tc
 
 /// Shuts the connection down in both directions now. The peer sees the end of the stream
 /// (or a reset) at once; our own pending reads and writes fail.
-pub(crate) fn shutdown_now(stream: &RefCell<TcpStream>) {
+pub fn shutdown_now(stream: &RefCell<TcpStream>) {
     let descriptor = stream.borrow().as_raw_fd();
     // SAFETY: `descriptor` belongs to the TcpStream borrowed above, which is alive for the whole
     // call, so it names our socket and not a reused descriptor. shutdown(2) takes no pointers.

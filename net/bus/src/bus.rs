@@ -43,7 +43,7 @@ use crate::error::{BusError, RespondError, SendError};
 use crate::limits::*;
 use crate::notify::Notify;
 use crate::stats::BusStats;
-use crate::stream::{StreamHalf, shutdown_now, split};
+use shoal_io::tcp::{StreamHalf, shutdown_now, split};
 
 /// How a shard's bus is set up.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use crate::limits::{
     READ_CHUNK_BYTES,
 };
 use crate::notify::Notify;
-use crate::stream::{StreamHalf, shutdown_now, split};
+use shoal_io::tcp::{StreamHalf, shutdown_now, split};
 
 #[derive(Debug, Clone)]
 pub struct BusClientConfig {

@@ -15,7 +15,6 @@ pub mod error;
 pub mod limits;
 mod notify;
 pub mod stats;
-mod stream;
 
 pub use blocking::BlockingClient;
 pub use bus::{Bus, BusConfig, ConnectionId, Inbound, Inbox};

@@ -1,15 +1,9 @@
-//! Async frame IO and a shareable glommio stream, used by `AsyncClient` and by the router's
-//! native listener (tools/shoal).
+//! Async frame IO (and, re-exported from shoal-io, a shareable glommio stream), used by
+//! `AsyncClient` and by the router's native listener (tools/shoal).
 
-use std::cell::RefCell;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
-use glommio::net::TcpStream;
+use futures_lite::{AsyncRead, AsyncReadExt};
 use shoal_protocol::frame::{FrameError, FrameHeader, ReadFrameError};
 use shoal_protocol::limits::HEADER_BYTES;
 
@@ -54,64 +48,5 @@ pub async fn read_frame_async(
     Ok(body)
 }
 
-/// One end's handle on a glommio stream shared by a reader task and a writer task. Both poll
-/// the same stream: glommio keeps separate readiness sources for reading and writing, and a
-/// poll never holds the `RefCell` borrow past its return (the same design as shoal-bus).
-pub struct StreamHalf {
-    stream: Rc<RefCell<TcpStream>>,
-}
-
-/// Splits `stream` into a read half, a write half and a handle for `shutdown_now`.
-pub fn split(stream: TcpStream) -> (StreamHalf, StreamHalf, Rc<RefCell<TcpStream>>) {
-    let stream = Rc::new(RefCell::new(stream));
-    (
-        StreamHalf {
-            stream: stream.clone(),
-        },
-        StreamHalf {
-            stream: stream.clone(),
-        },
-        stream,
-    )
-}
-
-/// Shuts the connection down in both directions now. Dropping a glommio stream may leave it
-/// open until an armed io_uring poll is cancelled (shoal-bus, stream.rs); a bad frame must close
-/// the connection at once.
-pub fn shutdown_now(stream: &RefCell<TcpStream>) {
-    let descriptor = stream.borrow().as_raw_fd();
-    // SAFETY: `descriptor` belongs to the TcpStream borrowed above, alive for the whole call, so
-    // it names our socket. shutdown(2) takes no pointers; its error (ENOTCONN when the peer is
-    // gone) needs no handling: the goal is a closed socket.
-    unsafe {
-        libc::shutdown(descriptor, libc::SHUT_RDWR);
-    }
-}
-
-impl AsyncRead for StreamHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.stream.borrow_mut()).poll_read(context, buffer)
-    }
-}
-
-impl AsyncWrite for StreamHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.stream.borrow_mut()).poll_write(context, buffer)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.stream.borrow_mut()).poll_flush(context)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.stream.borrow_mut()).poll_close(context)
-    }
-}
+// The shared stream and its immediate shutdown live in shoal-io, with the bus's connections.
+pub use shoal_io::tcp::{StreamHalf, shutdown_now, split};
