@@ -248,6 +248,13 @@ fn split_persist(
     records
 }
 
+/// The least time between two checkpoints a replica takes because the WAL needs the segment
+/// its records are in (`checkpoint_if_due`).
+const WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS: u64 = 50_000_000;
+
+/// How long replies may wait on one slot before a replica logs the stall.
+const STALL_REPORT_INTERVAL_NANOS: u64 = 1_000_000_000;
+
 /// A write the leader proposed, waiting for its slot to be applied (invariant 3).
 struct Waiter {
     reply_to: u64,
@@ -324,6 +331,10 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// Refusals evaluated against the overlay entry at a slot, answered once it is applied
     /// (invariant 5): reply token and response.
     deferred: BTreeMap<Slot, Vec<(u64, NodeResponse)>>,
+    /// When the last checkpoint the WAL asked for (not the slot schedule) ran.
+    last_wal_pressure_checkpoint: Option<MonotonicTime>,
+    /// The oldest slot replies wait on, and since when (for `report_stalled_replies`).
+    stall_since: Option<(Slot, MonotonicTime)>,
     outgoing_snapshot: Option<OutgoingSnapshot>,
     incoming_snapshot: Option<IncomingSnapshot<F>>,
     next_transfer_id: u64,
@@ -467,6 +478,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             overlay: BTreeMap::new(),
             waiting: BTreeMap::new(),
             deferred: BTreeMap::new(),
+            stall_since: None,
+            last_wal_pressure_checkpoint: None,
             outgoing_snapshot: None,
             incoming_snapshot: None,
             next_transfer_id: 1,
@@ -617,6 +630,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             Event::Tick => {
                 let actions = self.core.tick(now);
                 self.execute(now, actions).await?;
+                self.report_stalled_replies(now);
                 self.checkpoint_if_due(now).await?;
                 self.continue_outgoing_snapshot().await?;
             }
@@ -723,6 +737,42 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
         }
         Ok(())
+    }
+
+    /// Diagnostics: a reply that waits on a slot already applied can never be sent (a bug), and
+    /// one that waits long past the commit slot means replication stalled. Logged at most once
+    /// per `STALL_REPORT_INTERVAL_NANOS`.
+    fn report_stalled_replies(&mut self, now: MonotonicTime) {
+        let oldest_waiting = self.waiting.keys().next().copied();
+        let oldest_deferred = self.deferred.keys().next().copied();
+        let Some(oldest) = oldest_waiting.into_iter().chain(oldest_deferred).min() else {
+            self.stall_since = None;
+            return;
+        };
+        let since = *self.stall_since.get_or_insert((oldest, now));
+        if since.0 != oldest {
+            self.stall_since = Some((oldest, now));
+            return;
+        }
+        if now.as_nanos().saturating_sub(since.1.as_nanos()) < STALL_REPORT_INTERVAL_NANOS {
+            return;
+        }
+        self.stall_since = Some((oldest, now));
+        tracing::warn!(
+            partition = self.meta.partition,
+            role = ?self.core.role(),
+            oldest_waiting = ?oldest_waiting,
+            oldest_deferred = ?oldest_deferred,
+            waiting = self.waiting.len(),
+            deferred = self.deferred.len(),
+            applied = self.applied_slot.0,
+            commit = self.core.commit_slot().0,
+            log_last = self.core.log_last_slot().0,
+            durable_core_lsn = self.durable_core_lsn,
+            persisting = self.persisting.len(),
+            persisted_early = self.persisted_early.len(),
+            "replies have waited on the same slot for a second"
+        );
     }
 
     /// Leadership is gone: proposals not applied yet may or may not commit later under another
@@ -1237,11 +1287,28 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .await?)
     }
 
+    /// Checkpoints every `checkpoint_every_slots` applied slots, and also whenever this
+    /// partition's records keep the shard WAL from reusing its next segment (a partition that
+    /// writes rarely, like the metadata partition, would otherwise pin that segment for ever
+    /// and stop every partition of the shard once the WAL fills). The second reason is rate
+    /// limited: records not yet applied cannot be released by a checkpoint, only by commit.
     async fn checkpoint_if_due(&mut self, now: MonotonicTime) -> Result<(), PartitionError> {
-        if self.applied_slot.0 < self.checkpoint_slot.0 + self.config.checkpoint_every_slots
-            || self.incoming_snapshot.is_some()
-        {
+        if self.incoming_snapshot.is_some() {
             return Ok(());
+        }
+        let due_by_slots =
+            self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots;
+        let due_by_wal = !due_by_slots
+            && self.last_wal_pressure_checkpoint.is_none_or(|at| {
+                now.as_nanos().saturating_sub(at.as_nanos())
+                    >= WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS
+            })
+            && self.wal.pins_next_segment(PartitionId(self.meta.partition));
+        if !due_by_slots && !due_by_wal {
+            return Ok(());
+        }
+        if due_by_wal {
+            self.last_wal_pressure_checkpoint = Some(now);
         }
         self.checkpoint(now).await
     }

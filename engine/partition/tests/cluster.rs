@@ -27,6 +27,7 @@ use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{ItemOperation, NodeError, NodeResponse, SnapshotChunk};
 
 const PARTITION: u64 = 7;
+const BYSTANDER_PARTITION: u64 = 8;
 const STEP: Duration = Duration::from_millis(10);
 const STEPS_MAX: usize = 20_000;
 
@@ -74,6 +75,9 @@ struct Node {
     disk: SimulatedDisk,
     wal: Wal<SimulatedFile>,
     replica: Replica,
+    /// A partition of its own (a one-member group) sharing this node's WAL, that writes once
+    /// and then only ticks, like a shard's rarely written metadata partition.
+    bystander: Option<Replica>,
 }
 
 enum Delivery {
@@ -101,12 +105,17 @@ fn meta() -> PartitionMeta {
 }
 
 async fn open_wal(disk: &SimulatedDisk) -> (Wal<SimulatedFile>, ShardReplay) {
+    open_wal_with(disk, wal_config()).await
+}
+
+async fn open_wal_with(
+    disk: &SimulatedDisk,
+    config: WalConfig,
+) -> (Wal<SimulatedFile>, ShardReplay) {
     let mut replay = ShardReplay::default();
-    let (wal, _) = Wal::open(&disk.directory(), wal_config(), |record| {
-        replay.visit(record)
-    })
-    .await
-    .unwrap();
+    let (wal, _) = Wal::open(&disk.directory(), config, |record| replay.visit(record))
+        .await
+        .unwrap();
     let committer = wal.clone();
     glommio::spawn_local(async move {
         let _ = committer.run_committer().await;
@@ -121,10 +130,14 @@ impl Cluster {
     }
 
     async fn with_config(config: ReplicaConfig) -> Cluster {
+        Cluster::with_wal(config, wal_config()).await
+    }
+
+    async fn with_wal(config: ReplicaConfig, wal_config: WalConfig) -> Cluster {
         let mut nodes = BTreeMap::new();
         for id in 1..=3 {
             let disk = SimulatedDisk::new();
-            let (wal, _) = open_wal(&disk).await;
+            let (wal, _) = open_wal_with(&disk, wal_config.clone()).await;
             let replica = Replica::create(
                 meta(),
                 NodeId(id),
@@ -137,7 +150,15 @@ impl Cluster {
             )
             .await
             .unwrap();
-            nodes.insert(NodeId(id), Node { disk, wal, replica });
+            nodes.insert(
+                NodeId(id),
+                Node {
+                    disk,
+                    wal,
+                    replica,
+                    bystander: None,
+                },
+            );
         }
         Cluster {
             now: MonotonicTime::ZERO,
@@ -191,6 +212,7 @@ impl Cluster {
 
     async fn step(&mut self) {
         self.now = self.now.saturating_add(STEP);
+        self.tick_bystanders().await;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             self.feed(id, Event::Tick).await;
@@ -307,7 +329,80 @@ impl Cluster {
         )
         .await
         .unwrap();
-        self.nodes.insert(id, Node { disk, wal, replica });
+        self.nodes.insert(
+            id,
+            Node {
+                disk,
+                wal,
+                replica,
+                bystander: None,
+            },
+        );
+    }
+
+    /// Gives every node a bystander partition (see `Node::bystander`) and lets each elect
+    /// itself, which writes its first WAL records.
+    async fn add_bystanders(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let meta = PartitionMeta {
+                partition: BYSTANDER_PARTITION,
+                epoch: 1,
+                key_schema: KeySchema::partition_only("pk", KeyType::String),
+                membership: Membership::new([id], []),
+            };
+            let replica = Replica::create(
+                meta,
+                id,
+                self.config.clone(),
+                id.0 * 31,
+                Rc::new(node.disk.directory()),
+                PageCache::new(64),
+                node.wal.clone(),
+                self.now,
+            )
+            .await
+            .unwrap();
+            node.bystander = Some(replica);
+        }
+        for _ in 0..200 {
+            self.step().await;
+        }
+        for node in self.nodes.values() {
+            let bystander = node.bystander.as_ref().unwrap();
+            assert_eq!(
+                bystander.role(),
+                RoleKind::Leader,
+                "a one-member group leads"
+            );
+        }
+    }
+
+    /// Ticks every bystander once, persisting what it asks for.
+    async fn tick_bystanders(&mut self) {
+        for node in self.nodes.values_mut() {
+            let Some(bystander) = node.bystander.as_mut() else {
+                continue;
+            };
+            let mut events = VecDeque::from([Event::Tick]);
+            while let Some(event) = events.pop_front() {
+                for output in bystander.handle(self.now, event).await.unwrap() {
+                    if let Output::Persist { core_lsn, body } = output {
+                        let wal_lsn = node
+                            .wal
+                            .append(
+                                PartitionId(BYSTANDER_PARTITION),
+                                REPLICATION_RECORD_KIND,
+                                &body,
+                            )
+                            .await
+                            .unwrap();
+                        events.push_back(Event::Persisted { core_lsn, wal_lsn });
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -760,6 +855,54 @@ fn a_condition_refused_against_an_unapplied_write_waits_for_that_write() {
             // Leadership moved before the put was applied: the refusal is withdrawn.
             Some(NodeResponse::Error(NodeError::Internal { .. })) => {}
             other => panic!("unexpected answer to the conditional put: {other:?}"),
+        }
+    });
+}
+
+/// A partition that wrote once and then stayed idle must not keep the shard WAL from reusing
+/// its segments: it checkpoints when its records are in the segment the WAL needs next. Before
+/// that rule, the idle partition's first records pinned their segment for ever, and once the
+/// busy partition had filled the ring every append on the shard waited for a checkpoint that
+/// never came (found by shoal-bench: a 3-node cluster stopped answering after ~35k puts).
+#[test]
+fn an_idle_partition_does_not_stop_the_shard_wal_from_recycling() {
+    run_on_test_executor("cluster-idle-partition", || async {
+        // A ring of 4 x 256 KiB; the writes below fill it several times over.
+        let small_ring = WalConfig {
+            segment_bytes: 256 << 10,
+            segment_count: 4,
+            batch_bytes_max: 64 << 10,
+            batch_records_max: 64,
+            pending_records_max: 256,
+            pending_bytes_max: 128 << 10,
+            record_body_bytes_max: 32 << 10,
+        };
+        let body = async {
+            let mut cluster = Cluster::with_wal(config(32), small_ring).await;
+            cluster.add_bystanders().await;
+            let value = "x".repeat(900);
+            for sk in 0..3_000 {
+                cluster
+                    .leader_request(ItemOperation::PutItem, put("k", sk % 100, &value))
+                    .await;
+            }
+            cluster
+        };
+        // Without the rule the WAL waits for ever: fail instead of hanging.
+        let cluster = glommio::timer::timeout(Duration::from_secs(120), async { Ok(body.await) })
+            .await
+            .expect("the WAL stopped accepting records");
+        for node in cluster.nodes.values() {
+            let stats = node.wal.stats();
+            assert!(
+                stats.segments_recycled >= 4,
+                "the ring was reused: {stats:?}"
+            );
+            assert_eq!(
+                node.bystander.as_ref().unwrap().role(),
+                RoleKind::Leader,
+                "the bystander kept its leadership"
+            );
         }
     });
 }

@@ -771,6 +771,30 @@ impl<F: Storage> Wal<F> {
         *self.shared.observer.borrow_mut() = Some(Box::new(observer));
     }
 
+    /// Whether `partition` has records, past its checkpoint, in the segment the committer
+    /// reuses next (the one after the active segment in ring order). Such a partition must
+    /// checkpoint soon whatever its own checkpoint schedule says: a partition that writes
+    /// rarely would otherwise keep that segment for ever, and once the active segment fills
+    /// the whole shard's WAL would wait for a checkpoint that never comes.
+    pub fn pins_next_segment(&self, partition: PartitionId) -> bool {
+        let state = self.shared.state.borrow();
+        let count = state.segments.len();
+        if count < 2 {
+            return false;
+        }
+        let next = &state.segments[(state.active_segment + 1) % count];
+        next.in_log
+            && next
+                .partition_lsn_max
+                .get(&partition)
+                .is_some_and(|lsn_max| {
+                    state
+                        .checkpoints
+                        .get(&partition)
+                        .is_none_or(|checkpoint| checkpoint < lsn_max)
+                })
+    }
+
     pub fn stats(&self) -> WalStats {
         let state = self.shared.state.borrow();
         WalStats {
