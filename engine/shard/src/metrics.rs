@@ -144,6 +144,21 @@ impl ShardMetrics {
             "shoal_wal_segments_recycled_total{{{labels}}} {}",
             wal.segments_recycled
         );
+        let _ = writeln!(
+            text,
+            "shoal_wal_waits_for_checkpoint_total{{{labels}}} {}",
+            wal.waits_for_checkpoint
+        );
+        let _ = writeln!(
+            text,
+            "shoal_wal_pending_records{{{labels}}} {}",
+            wal.pending_records
+        );
+        let _ = writeln!(
+            text,
+            "shoal_wal_lsn_durable{{{labels}}} {}",
+            wal.lsn_durable.0
+        );
         let _ = writeln!(text, "shoal_cache_hits_total{{{labels}}} {}", cache.hits);
         let _ = writeln!(
             text,
@@ -228,6 +243,12 @@ pub const HEADERS: &str = "\
 # TYPE shoal_wal_fdatasync_latency_us summary
 # HELP shoal_wal_records_total Records appended to the shard WAL.
 # TYPE shoal_wal_records_total counter
+# HELP shoal_wal_waits_for_checkpoint_total Times the WAL committer waited for a checkpoint to free the next segment.
+# TYPE shoal_wal_waits_for_checkpoint_total counter
+# HELP shoal_wal_pending_records Records queued for the WAL and not yet written.
+# TYPE shoal_wal_pending_records gauge
+# HELP shoal_wal_lsn_durable The WAL is durable through this LSN.
+# TYPE shoal_wal_lsn_durable gauge
 # HELP shoal_wal_batches_total Batches written to the shard WAL.
 # TYPE shoal_wal_batches_total counter
 # HELP shoal_wal_segments_recycled_total WAL segments reused after checkpoints.

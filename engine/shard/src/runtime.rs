@@ -100,6 +100,7 @@ struct TableRow {
 
 struct PendingReply<C> {
     connection: C,
+    partition: u64,
     request_id: u64,
     operation: &'static str,
     received: Instant,
@@ -282,6 +283,15 @@ impl<T: Transport + 'static> Shard<T> {
     }
 
     /// The shard's metrics as Prometheus text.
+    /// Item requests handed to replicas and not answered yet, by partition.
+    pub fn pending_replies(&self) -> BTreeMap<u64, usize> {
+        let mut by_partition = BTreeMap::new();
+        for pending in self.replies.borrow().values() {
+            *by_partition.entry(pending.partition).or_default() += 1;
+        }
+        by_partition
+    }
+
     pub fn render_metrics(&self) -> String {
         self.metrics.render(
             self.config.node.0,
@@ -593,6 +603,7 @@ impl<T: Transport + 'static> Shard<T> {
                     reply_to,
                     PendingReply {
                         connection,
+                        partition,
                         request_id,
                         operation: operation_name(operation),
                         received: Instant::now(),

@@ -428,6 +428,20 @@ impl Bus {
             .map_or(0, |peer| peer.replication.borrow().len())
     }
 
+    /// Requests received on inbound connections and not yet answered and written, summed
+    /// over the connections, and the most any one connection holds (a connection at
+    /// `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX` stops reading: invariant 2).
+    pub fn requests_outstanding(&self) -> (usize, usize) {
+        self.shared
+            .connections
+            .borrow()
+            .values()
+            .map(|connection| connection.outstanding())
+            .fold((0, 0), |(sum, max), outstanding| {
+                (sum + outstanding, max.max(outstanding))
+            })
+    }
+
     /// Inbound connections open now.
     pub fn connection_count(&self) -> usize {
         self.shared.connections.borrow().len()

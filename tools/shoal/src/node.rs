@@ -223,7 +223,7 @@ pub fn replica_options(election_timeout: Duration) -> ReplicaOptions {
 
 /// The bus, as the shard runtime sees it.
 struct BusTransport {
-    bus: Bus,
+    bus: Rc<Bus>,
 }
 
 impl Transport for BusTransport {
@@ -246,6 +246,53 @@ impl Transport for BusTransport {
         // The connection may have closed; its client gave up on the answer.
         let _ = self.bus.respond(connection, response);
     }
+}
+
+const BUS_METRICS_HEADERS: &str = "\
+# HELP shoal_bus_requests_received_total Client requests read from inbound bus connections.
+# TYPE shoal_bus_requests_received_total counter
+# HELP shoal_bus_responses_sent_total Responses written to inbound bus connections.
+# TYPE shoal_bus_responses_sent_total counter
+# HELP shoal_bus_requests_outstanding Requests received and not yet answered, all connections.
+# TYPE shoal_bus_requests_outstanding gauge
+# HELP shoal_bus_connection_requests_outstanding_max The most any one connection holds; at the per-connection bound it stops reading.
+# TYPE shoal_bus_connection_requests_outstanding_max gauge
+# HELP shoal_shard_pending_replies Item requests handed to a partition's replica and not answered yet.
+# TYPE shoal_shard_pending_replies gauge
+# HELP shoal_bus_envelopes_dropped_total Replication envelopes dropped, by reason.
+# TYPE shoal_bus_envelopes_dropped_total counter
+# HELP shoal_bus_write_timeouts_total Writes that stalled past the write timeout (each dropped its connection).
+# TYPE shoal_bus_write_timeouts_total counter
+";
+
+/// The bus's counters and the shard's unanswered requests, in Prometheus text.
+fn bus_metrics(node: u64, shard: u16, bus: &Bus, pending_replies: &BTreeMap<u64, usize>) -> String {
+    let stats = bus.stats();
+    let (outstanding, outstanding_max) = bus.requests_outstanding();
+    let labels = format!("node=\"{node}\",shard=\"{shard}\"");
+    let mut text = format!(
+        "shoal_bus_requests_received_total{{{labels}}} {}\n\
+         shoal_bus_responses_sent_total{{{labels}}} {}\n\
+         shoal_bus_requests_outstanding{{{labels}}} {outstanding}\n\
+         shoal_bus_connection_requests_outstanding_max{{{labels}}} {outstanding_max}\n\
+         shoal_bus_write_timeouts_total{{{labels}}} {}\n",
+        stats.requests_received, stats.responses_sent, stats.write_timeouts,
+    );
+    for (partition, count) in pending_replies {
+        text.push_str(&format!(
+            "shoal_shard_pending_replies{{{labels},partition=\"{partition}\"}} {count}\n"
+        ));
+    }
+    for (reason, count) in [
+        ("queue_full", stats.envelopes_dropped_queue_full),
+        ("unreachable", stats.envelopes_dropped_unreachable),
+        ("oversize", stats.envelopes_dropped_oversize),
+    ] {
+        text.push_str(&format!(
+            "shoal_bus_envelopes_dropped_total{{{labels},reason=\"{reason}\"}} {count}\n"
+        ));
+    }
+    text
 }
 
 fn validate(options: &NodeSettings) -> Result<(), String> {
@@ -426,7 +473,8 @@ async fn run_shard(
     };
     // RUNTIME.md: the first timer on an executor can be late; take that hit before leases.
     glommio::timer::sleep(Duration::from_millis(1)).await;
-    let shard_runtime = Shard::start(config, Rc::new(BusTransport { bus }))
+    let bus = Rc::new(bus);
+    let shard_runtime = Shard::start(config, Rc::new(BusTransport { bus: bus.clone() }))
         .await
         .map_err(|error| error.to_string())?;
     tracing::info!(node, shard, %listen, "shard serving");
@@ -434,7 +482,13 @@ async fn run_shard(
         let shard_runtime = shard_runtime.clone();
         glommio::spawn_local(async move {
             loop {
-                let text = shard_runtime.render_metrics();
+                let mut text = shard_runtime.render_metrics();
+                text.push_str(&bus_metrics(
+                    node,
+                    shard,
+                    &bus,
+                    &shard_runtime.pending_replies(),
+                ));
                 if let Ok(mut slots) = published.lock()
                     && let Some(slot) = slots.get_mut(usize::from(shard))
                 {
@@ -482,6 +536,7 @@ fn answer_admin(stream: TcpStream, published: &Mutex<Vec<String>>) -> std::io::R
     let (status, content_type, body) = match (parts.next(), parts.next()) {
         (Some("GET"), Some("/metrics")) => {
             let mut body = shoal_shard::metrics::HEADERS.to_string();
+            body.push_str(BUS_METRICS_HEADERS);
             if let Ok(slots) = published.lock() {
                 for text in slots.iter() {
                     body.push_str(text);
