@@ -1,30 +1,27 @@
-//! `shoal-bench compare`: Shoal (`shoal dev`, 3 nodes) and etcd (3 members) started side by
-//! side on loopback with fresh data, the same cells run against both, interleaved (ours, peer,
-//! ours, peer, ...) `--repeat` times, and a markdown report of medians and same-run ratios.
-
-// Without the `etcd` feature only the argument checks and the report code compile (and are
-// tested); the runner that uses them needs etcd-client.
-#![cfg_attr(not(feature = "etcd"), allow(dead_code))]
+//! `shoal-bench compare --config FILE`: Shoal and a peer started side by side on loopback with
+//! fresh data, the same cells run against both, interleaved (ours, peer, ours, peer, ...)
+//! `repeat` times, and a markdown report of medians and same-run ratios, plus JSON and SVG
+//! plots. Two peers: etcd v3 (3 members; Shoal through its native protocol) and dynalite
+//! (Shoal through its DynamoDB HTTP API).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-#[cfg(feature = "etcd")]
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::floor::{machine_description, micros};
 use crate::load::driver::{RecordShape, Workload};
+use crate::load::dynamodb_http::DynamoDbHttp;
 use crate::load::keys::Distribution;
-#[cfg(feature = "etcd")]
-use crate::load::targets::Target;
-use crate::load::{Cell, Mode, Report, cpu_pressure};
-#[cfg(feature = "etcd")]
-use crate::load::{load_records, run_cell};
+use crate::load::targets::{ShoalNative, Target, retry_connect};
+use crate::load::{Cell, Mode, Report, cpu_pressure, load_records, run_cell};
 
 /// Repetitions at most.
 pub const REPEAT_MAX: usize = 20;
@@ -36,58 +33,179 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// Load clients for the records the read cells need.
 const LOAD_CLIENTS: usize = 8;
 
+/// Ports and names the two comparisons use unless the config says otherwise.
+const SHOAL_PORT_DEFAULT: u16 = 18_000;
+const ETCD_PORT_DEFAULT: u16 = 23_790;
+const DYNALITE_PORT_DEFAULT: u16 = 4_567;
+/// dynalite keeps a new table CREATING this long (its default is 500 ms; the load waits).
+const DYNALITE_CREATE_TABLE_MS: u32 = 50;
+
 #[derive(Debug, Clone, Args)]
 pub struct CompareOptions {
-    /// The `shoal` binary (a release build: target/release/shoal).
+    /// The comparison: systems, records and cells (TOML; see bench/compare/*.toml).
     #[arg(long)]
-    pub shoal_bin: PathBuf,
-    /// The `etcd` binary (bench/scripts/install-etcd.sh installs it).
-    #[arg(long, default_value = "etcd")]
-    pub etcd_bin: PathBuf,
-    /// Fresh data for both clusters goes to DIR/shoal and DIR/etcd (removed first). Use the
-    /// device under test, never tmpfs.
+    pub config: PathBuf,
+    /// Overrides the config's `report` (markdown).
     #[arg(long)]
-    pub data_dir: PathBuf,
-    /// `shoal dev --port` (HTTP; native protocol on +1).
-    #[arg(long, default_value_t = 18_000)]
-    pub shoal_port: u16,
-    /// etcd member i serves clients on this + 10 (i - 1), peers on that + 1.
-    #[arg(long, default_value_t = 23_790)]
-    pub etcd_port: u16,
-    #[arg(long, default_value_t = 3)]
-    pub repeat: usize,
-    /// Puts of the 1-client cell.
-    #[arg(long, default_value_t = 2_000)]
-    pub put_operations: u64,
-    /// Clients of the closed-loop peak cells (one cell per count), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "16,32")]
-    pub peak_clients: Vec<usize>,
-    /// Puts of the peak cell.
-    #[arg(long, default_value_t = 20_000)]
-    pub peak_operations: u64,
-    /// Rate of the open-loop put cell (0: no such cell).
-    #[arg(long, default_value_t = 1_000.0)]
-    pub open_rate: f64,
-    #[arg(long, default_value_t = 5_000)]
-    pub open_operations: u64,
-    /// Strong reads of the 1-client read cell (0: no such cell).
-    #[arg(long, default_value_t = 2_000)]
-    pub read_operations: u64,
-    /// Records loaded before the cells (keys the puts and reads choose from, uniformly).
-    #[arg(long, default_value_t = 1_000)]
-    pub records: u64,
-    #[arg(long, default_value_t = 10)]
-    pub field_count: usize,
-    #[arg(long, default_value_t = 100)]
-    pub field_bytes: usize,
-    /// Every cell stops after this many seconds even if operations remain.
-    #[arg(long, default_value_t = 120)]
-    pub max_seconds: u64,
-    /// The markdown report.
-    #[arg(long, default_value = "compare.md")]
-    pub report: PathBuf,
+    pub report: Option<PathBuf>,
+    /// Overrides the config's `json`.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Overrides the config's `plots` (a directory for the SVG plots).
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
+}
+
+/// Who Shoal is compared with, and through which of Shoal's front doors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    /// Shoal's native protocol against etcd v3 (3 members): the replicated-store comparison.
+    Etcd,
+    /// Shoal's DynamoDB HTTP API against dynalite (npm, one in-memory process): the front-door
+    /// comparison.
+    Dynalite,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Etcd => "etcd",
+            Peer::Dynalite => "dynalite",
+        }
+    }
+
+    /// The name of Shoal's side in the reports.
+    fn ours(self) -> &'static str {
+        match self {
+            Peer::Etcd => "shoal",
+            Peer::Dynalite => "shoal-http",
+        }
+    }
+}
+
+/// One comparison, as read from `--config` (unknown keys are refused: a typo must not
+/// silently fall back to a default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareConfig {
+    pub peer: Peer,
+    /// The `shoal` binary (a release build: target/release/shoal).
+    pub shoal_bin: PathBuf,
+    /// The `etcd` binary (bench/scripts/install-etcd.sh installs it).
+    #[serde(default = "default_etcd_bin")]
+    pub etcd_bin: PathBuf,
+    /// The `dynalite` script (bench/scripts/install-dynalite.sh installs it).
+    #[serde(default = "default_dynalite_bin")]
+    pub dynalite_bin: PathBuf,
+    /// Fresh data for both systems goes to DIR/shoal and DIR/<peer> (removed first). Use the
+    /// device under test, never tmpfs.
+    pub data_dir: PathBuf,
+    /// `shoal dev --port` (HTTP; native protocol on +1).
+    #[serde(default)]
+    pub shoal_port: Option<u16>,
+    /// etcd member i serves clients on this + 10 i, peers on that + 1; dynalite's port.
+    #[serde(default)]
+    pub peer_port: Option<u16>,
+    #[serde(default = "default_repeat")]
+    pub repeat: usize,
+    /// Records loaded before the cells.
+    #[serde(default = "default_records")]
+    pub records: u64,
+    #[serde(default = "default_field_count")]
+    pub field_count: usize,
+    #[serde(default = "default_field_bytes")]
+    pub field_bytes: usize,
+    /// Every cell stops after this many seconds even if operations remain.
+    #[serde(default = "default_max_seconds")]
+    pub max_seconds: u64,
+    #[serde(default = "default_report")]
+    pub report: PathBuf,
+    #[serde(default)]
+    pub json: Option<PathBuf>,
+    #[serde(default)]
+    pub plots: Option<PathBuf>,
+    #[serde(rename = "cell")]
+    pub cells: Vec<CellConfig>,
+}
+
+/// One cell: a workload in one mode, run against both systems `repeat` times.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellConfig {
+    /// Defaults to "<workload> closed x<clients>" or "<workload> open <rate>/s".
+    #[serde(default)]
+    pub label: Option<String>,
+    /// put-only, strong-read-only, eventual-read-only, a, b, c, d, e, f.
+    pub workload: String,
+    /// Closed loop: clients; open loop: workers (default 64).
+    #[serde(default)]
+    pub clients: Option<usize>,
+    /// Open loop at this rate (operations per second).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    pub operations: u64,
+    /// uniform (default), zipfian, latest.
+    #[serde(default)]
+    pub distribution: Option<String>,
+    /// Reads of workloads A-F: strong (default) or eventual.
+    #[serde(default)]
+    pub read_consistency: Option<String>,
+}
+
+fn default_etcd_bin() -> PathBuf {
+    PathBuf::from("etcd")
+}
+fn default_dynalite_bin() -> PathBuf {
+    PathBuf::from("bench/peers/node_modules/.bin/dynalite")
+}
+fn default_repeat() -> usize {
+    3
+}
+fn default_records() -> u64 {
+    1_000
+}
+fn default_field_count() -> usize {
+    10
+}
+fn default_field_bytes() -> usize {
+    100
+}
+fn default_max_seconds() -> u64 {
+    120
+}
+fn default_report() -> PathBuf {
+    PathBuf::from("compare.md")
+}
+
+impl CompareConfig {
+    pub fn read(options: &CompareOptions) -> Result<CompareConfig, String> {
+        let text = std::fs::read_to_string(&options.config)
+            .map_err(|error| format!("{}: {error}", options.config.display()))?;
+        let mut config: CompareConfig = toml::from_str(&text)
+            .map_err(|error| format!("{}: {error}", options.config.display()))?;
+        if let Some(report) = &options.report {
+            config.report = report.clone();
+        }
+        if options.json.is_some() {
+            config.json = options.json.clone();
+        }
+        if options.plots.is_some() {
+            config.plots = options.plots.clone();
+        }
+        Ok(config)
+    }
+
+    fn shoal_port(&self) -> u16 {
+        self.shoal_port.unwrap_or(SHOAL_PORT_DEFAULT)
+    }
+
+    fn peer_port(&self) -> u16 {
+        self.peer_port.unwrap_or(match self.peer {
+            Peer::Etcd => ETCD_PORT_DEFAULT,
+            Peer::Dynalite => DYNALITE_PORT_DEFAULT,
+        })
+    }
 }
 
 /// Child processes stopped (SIGTERM, then SIGKILL after `STOP_GRACE`) when dropped.
@@ -140,10 +258,10 @@ fn log_file(path: &Path) -> Result<Stdio, String> {
         .map_err(|error| format!("{}: {error}", path.display()))
 }
 
-fn start_etcd(options: &CompareOptions, servers: &mut Servers) -> Result<Vec<String>, String> {
-    let directory = options.data_dir.join("etcd");
+fn start_etcd(config: &CompareConfig, servers: &mut Servers) -> Result<Vec<String>, String> {
+    let directory = config.data_dir.join("etcd");
     fresh_dir(&directory)?;
-    let client_port = |member: usize| u32::from(options.etcd_port) + 10 * member as u32;
+    let client_port = |member: usize| u32::from(config.peer_port()) + 10 * member as u32;
     let cluster: Vec<String> = (0..MEMBERS)
         .map(|member| format!("m{member}=http://127.0.0.1:{}", client_port(member) + 1))
         .collect();
@@ -152,7 +270,7 @@ fn start_etcd(options: &CompareOptions, servers: &mut Servers) -> Result<Vec<Str
     for member in 0..MEMBERS {
         let client = format!("http://127.0.0.1:{}", client_port(member));
         let peer = format!("http://127.0.0.1:{}", client_port(member) + 1);
-        let child = Command::new(&options.etcd_bin)
+        let child = Command::new(&config.etcd_bin)
             .arg(format!("--name=m{member}"))
             .arg(format!(
                 "--data-dir={}",
@@ -171,25 +289,49 @@ fn start_etcd(options: &CompareOptions, servers: &mut Servers) -> Result<Vec<Str
             .stdout(Stdio::null())
             .stderr(log_file(&directory.join(format!("m{member}.log")))?)
             .spawn()
-            .map_err(|error| format!("{}: {error}", options.etcd_bin.display()))?;
+            .map_err(|error| format!("{}: {error}", config.etcd_bin.display()))?;
         servers.children.push((format!("etcd m{member}"), child));
         endpoints.push(client);
     }
     Ok(endpoints)
 }
 
-fn start_shoal(options: &CompareOptions, servers: &mut Servers) -> Result<u32, String> {
-    let directory = options.data_dir.join("shoal");
+/// dynalite keeps its tables in memory (no `--path`): it is the reference for what a DynamoDB
+/// front door costs, not for durability, and the report says so.
+fn start_dynalite(config: &CompareConfig, servers: &mut Servers) -> Result<u32, String> {
+    let directory = config.data_dir.join("dynalite");
     fresh_dir(&directory)?;
-    let child = Command::new(&options.shoal_bin)
+    let child = Command::new(&config.dynalite_bin)
+        .arg("--port")
+        .arg(config.peer_port().to_string())
+        .arg("--createTableMs")
+        .arg(DYNALITE_CREATE_TABLE_MS.to_string())
+        .stdout(log_file(&directory.join("dynalite.log"))?)
+        .stderr(log_file(&directory.join("dynalite.err"))?)
+        .spawn()
+        .map_err(|error| {
+            format!(
+                "{}: {error} (bench/scripts/install-dynalite.sh installs it)",
+                config.dynalite_bin.display()
+            )
+        })?;
+    let pid = child.id();
+    servers.children.push(("dynalite".to_string(), child));
+    Ok(pid)
+}
+
+fn start_shoal(config: &CompareConfig, servers: &mut Servers) -> Result<u32, String> {
+    let directory = config.data_dir.join("shoal");
+    fresh_dir(&directory)?;
+    let child = Command::new(&config.shoal_bin)
         .arg("dev")
         .arg(format!("--data-dir={}", directory.display()))
         .arg(format!("--nodes={MEMBERS}"))
-        .arg(format!("--port={}", options.shoal_port))
-        .stdout(log_file(&options.data_dir.join("shoal-dev.log"))?)
-        .stderr(log_file(&options.data_dir.join("shoal-dev.err"))?)
+        .arg(format!("--port={}", config.shoal_port()))
+        .stdout(log_file(&config.data_dir.join("shoal-dev.log"))?)
+        .stderr(log_file(&config.data_dir.join("shoal-dev.err"))?)
         .spawn()
-        .map_err(|error| format!("{}: {error}", options.shoal_bin.display()))?;
+        .map_err(|error| format!("{}: {error}", config.shoal_bin.display()))?;
     let pid = child.id();
     servers.children.push(("shoal dev".to_string(), child));
     Ok(pid)
@@ -259,155 +401,228 @@ fn summarize(reports: &[&Report]) -> CellSummary {
     }
 }
 
-fn check(options: &CompareOptions) -> Result<(), String> {
-    if options.repeat == 0 || options.repeat > REPEAT_MAX {
-        return Err(format!("--repeat must be 1 to {REPEAT_MAX}"));
+/// The cells of `config`, checked against the generator's bounds.
+pub fn cells(config: &CompareConfig) -> Result<Vec<Cell>, String> {
+    if config.repeat == 0 || config.repeat > REPEAT_MAX {
+        return Err(format!("repeat must be 1 to {REPEAT_MAX}"));
     }
-    let operations = [
-        options.put_operations,
-        options.peak_operations,
-        options.open_operations,
-        options.read_operations,
-    ];
-    if operations
-        .iter()
-        .any(|&count| count > crate::load::OPERATIONS_MAX)
-        || options.records > crate::load::RECORDS_MAX
-    {
-        return Err("operation and record counts are bounded (see shoal-bench run)".to_string());
+    if config.records > crate::load::RECORDS_MAX {
+        return Err(format!("records is at most {}", crate::load::RECORDS_MAX));
     }
-    if options.peak_clients.is_empty()
-        || options
-            .peak_clients
-            .iter()
-            .any(|&clients| clients == 0 || clients > crate::load::CLIENTS_MAX)
-    {
+    if config.max_seconds == 0 || config.max_seconds > crate::load::RUN_SECONDS_MAX {
         return Err(format!(
-            "--peak-clients must be 1 to {}",
-            crate::load::CLIENTS_MAX
+            "max_seconds must be 1 to {}",
+            crate::load::RUN_SECONDS_MAX
         ));
     }
-    if options.max_seconds == 0 || options.max_seconds > crate::load::RUN_SECONDS_MAX {
-        return Err("--max-seconds is bounded".to_string());
+    if config.field_count == 0 || config.field_count > crate::load::FIELD_COUNT_MAX {
+        return Err(format!(
+            "field_count must be 1 to {}",
+            crate::load::FIELD_COUNT_MAX
+        ));
     }
-    if !(0.0..=crate::load::RATE_MAX).contains(&options.open_rate) {
-        return Err("--open-rate is bounded".to_string());
+    if config.field_bytes == 0 || config.field_bytes > crate::load::FIELD_BYTES_MAX {
+        return Err(format!(
+            "field_bytes must be 1 to {}",
+            crate::load::FIELD_BYTES_MAX
+        ));
     }
-    Ok(())
-}
-
-fn cells(options: &CompareOptions) -> Vec<Cell> {
+    if config.cells.is_empty() {
+        return Err("the config has no [[cell]]".to_string());
+    }
     let shape = RecordShape {
-        field_count: options.field_count,
-        field_bytes: options.field_bytes,
+        field_count: config.field_count,
+        field_bytes: config.field_bytes,
     };
-    let cell = |label: String, workload: Workload, mode: Mode, operations: u64| Cell {
-        label,
-        workload,
-        distribution: Distribution::Uniform,
-        strong_reads: true,
-        shape,
-        records: options.records,
-        mode,
-        operations,
-        max_duration: Duration::from_secs(options.max_seconds),
-        seed: 1,
-    };
-    let mut cells = vec![cell(
-        "put closed x1".to_string(),
-        Workload::PutOnly,
-        Mode::Closed { clients: 1 },
-        options.put_operations,
-    )];
-    for &clients in &options.peak_clients {
-        cells.push(cell(
-            format!("put closed x{clients}"),
-            Workload::PutOnly,
-            Mode::Closed { clients },
-            options.peak_operations,
-        ));
-    }
-    if options.open_rate > 0.0 && options.open_operations > 0 {
-        cells.push(cell(
-            format!("put open {:.0}/s", options.open_rate),
-            Workload::PutOnly,
-            Mode::Open {
-                workers: crate::load::OPEN_LOOP_WORKERS_DEFAULT,
-                rate: options.open_rate,
+    let mut cells = Vec::new();
+    for (index, cell) in config.cells.iter().enumerate() {
+        let context = |message: String| format!("cell {}: {message}", index + 1);
+        let workload = Workload::from_str(&cell.workload, true)
+            .map_err(|_| context(format!("unknown workload {:?}", cell.workload)))?;
+        let distribution = match &cell.distribution {
+            Some(name) => Distribution::from_str(name, true)
+                .map_err(|_| context(format!("unknown distribution {name:?}")))?,
+            None => Distribution::Uniform,
+        };
+        let strong = match cell.read_consistency.as_deref() {
+            None | Some("strong") => true,
+            Some("eventual") => false,
+            Some(other) => return Err(context(format!("unknown read_consistency {other:?}"))),
+        };
+        if cell.operations == 0 || cell.operations > crate::load::OPERATIONS_MAX {
+            return Err(context(format!(
+                "operations must be 1 to {}",
+                crate::load::OPERATIONS_MAX
+            )));
+        }
+        let clients = cell.clients.unwrap_or(match cell.rate {
+            Some(_) => crate::load::OPEN_LOOP_WORKERS_DEFAULT,
+            None => 1,
+        });
+        if clients == 0 || clients > crate::load::CLIENTS_MAX {
+            return Err(context(format!(
+                "clients must be 1 to {}",
+                crate::load::CLIENTS_MAX
+            )));
+        }
+        let mode = match cell.rate {
+            Some(rate) if rate > 0.0 && rate <= crate::load::RATE_MAX => Mode::Open {
+                workers: clients,
+                rate,
             },
-            options.open_operations,
-        ));
+            Some(_) => {
+                return Err(context(format!(
+                    "rate must be above 0 and at most {}",
+                    crate::load::RATE_MAX
+                )));
+            }
+            None => Mode::Closed { clients },
+        };
+        let label = cell.label.clone().unwrap_or_else(|| match mode {
+            Mode::Closed { clients } => format!("{} closed x{clients}", cell.workload),
+            Mode::Open { rate, .. } => format!("{} open {rate:.0}/s", cell.workload),
+        });
+        cells.push(Cell {
+            label,
+            workload,
+            distribution,
+            strong_reads: workload.strong_reads(strong),
+            shape,
+            records: config.records,
+            mode,
+            operations: cell.operations,
+            max_duration: Duration::from_secs(config.max_seconds),
+            seed: 1 + index as u64,
+        });
     }
-    if options.read_operations > 0 {
-        cells.push(cell(
-            "strong read closed x1".to_string(),
-            Workload::StrongReadOnly,
-            Mode::Closed { clients: 1 },
-            options.read_operations,
-        ));
-    }
+    Ok(cells)
+}
+
+/// The connections Shoal's client pool needs: one per concurrent client or worker.
+fn connections_needed(cells: &[Cell]) -> usize {
     cells
+        .iter()
+        .map(|cell| match cell.mode {
+            Mode::Closed { clients } => clients,
+            Mode::Open { workers, .. } => workers,
+        })
+        .chain([LOAD_CLIENTS])
+        .max()
+        .unwrap_or(LOAD_CLIENTS)
 }
 
-#[cfg(not(feature = "etcd"))]
-pub fn run(_options: &CompareOptions) -> Result<(), String> {
-    Err("compare needs shoal-bench built with `--features etcd`".to_string())
+/// Both systems, started fresh and ready for the cells.
+struct Systems {
+    servers: Servers,
+    ours: Box<dyn Target>,
+    ours_pids: Vec<u32>,
+    peer: Box<dyn Target>,
+    peer_pids: Vec<u32>,
 }
 
-#[cfg(feature = "etcd")]
-pub fn run(options: &CompareOptions) -> Result<(), String> {
-    check(options)?;
-    fresh_dir(&options.data_dir.join("shoal"))?;
+fn start_systems(config: &CompareConfig, cells: &[Cell]) -> Result<Systems, String> {
     let mut servers = Servers {
         children: Vec::new(),
     };
-    let endpoints = start_etcd(options, &mut servers)?;
-    let etcd_pids: Vec<u32> = servers
-        .children
-        .iter()
-        .map(|(_, child)| child.id())
-        .collect();
-    let dev_pid = start_shoal(options, &mut servers)?;
-    let native = std::net::SocketAddr::from(([127, 0, 0, 1], options.shoal_port + 1));
-    let connections = options
-        .peak_clients
-        .iter()
-        .copied()
-        .chain([LOAD_CLIENTS, crate::load::OPEN_LOOP_WORKERS_DEFAULT])
-        .max()
-        .unwrap_or(LOAD_CLIENTS);
-    let shoal: Box<dyn Target> = Box::new(crate::load::targets::retry_connect(|| {
-        crate::load::targets::ShoalNative::connect(native, connections)
-    })?);
-    let etcd: Box<dyn Target> = Box::new(crate::load::targets::retry_connect(|| {
-        crate::load::targets::Etcd::connect(&endpoints)
-    })?);
-    shoal.prepare()?;
-    etcd.prepare()?;
-    let shoal_pids = children_of(dev_pid);
-    eprintln!("compare: shoal server pids {shoal_pids:?}, etcd pids {etcd_pids:?}");
-    let shape = RecordShape {
-        field_count: options.field_count,
-        field_bytes: options.field_bytes,
+    let connections = connections_needed(cells);
+    let (peer, peer_pids): (Box<dyn Target>, Vec<u32>) = match config.peer {
+        Peer::Etcd => {
+            let endpoints = start_etcd(config, &mut servers)?;
+            let pids = servers
+                .children
+                .iter()
+                .map(|(_, child)| child.id())
+                .collect();
+            (connect_etcd(&endpoints)?, pids)
+        }
+        Peer::Dynalite => {
+            let pid = start_dynalite(config, &mut servers)?;
+            let address = SocketAddr::from(([127, 0, 0, 1], config.peer_port()));
+            let target = retry_connect(|| DynamoDbHttp::connect("dynalite", address))?;
+            (Box::new(target), vec![pid])
+        }
     };
-    for target in [&shoal, &etcd] {
-        let loaded = load_records(target.as_ref(), shape, options.records, LOAD_CLIENTS, 7)?;
+    let dev_pid = start_shoal(config, &mut servers)?;
+    let ours: Box<dyn Target> = match config.peer {
+        Peer::Etcd => {
+            let native = SocketAddr::from(([127, 0, 0, 1], config.shoal_port() + 1));
+            Box::new(retry_connect(|| ShoalNative::connect(native, connections))?)
+        }
+        Peer::Dynalite => {
+            let http = SocketAddr::from(([127, 0, 0, 1], config.shoal_port()));
+            Box::new(retry_connect(|| DynamoDbHttp::connect("shoal-http", http))?)
+        }
+    };
+    ours.prepare()?;
+    peer.prepare()?;
+    // A server that could not start (a port in use) may leave another process answering.
+    if let Some(name) = servers.exited() {
+        return Err(format!(
+            "{name} exited while starting (logs in {})",
+            config.data_dir.display()
+        ));
+    }
+    // After `prepare`: `shoal dev` has started its nodes and router by then.
+    let ours_pids = children_of(dev_pid);
+    Ok(Systems {
+        servers,
+        ours,
+        ours_pids,
+        peer,
+        peer_pids,
+    })
+}
+
+#[cfg(feature = "etcd")]
+fn connect_etcd(endpoints: &[String]) -> Result<Box<dyn Target>, String> {
+    Ok(Box::new(retry_connect(|| {
+        crate::load::targets::Etcd::connect(endpoints)
+    })?))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn connect_etcd(_endpoints: &[String]) -> Result<Box<dyn Target>, String> {
+    Err("comparing with etcd needs shoal-bench built with `--features etcd`".to_string())
+}
+
+pub fn run(options: &CompareOptions) -> Result<(), String> {
+    let config = CompareConfig::read(options)?;
+    let cells = cells(&config)?;
+    fresh_dir(&config.data_dir)?;
+    let mut systems = start_systems(&config, &cells)?;
+    eprintln!(
+        "compare: {} server pids {:?}, {} pids {:?}",
+        config.peer.ours(),
+        systems.ours_pids,
+        config.peer.name(),
+        systems.peer_pids
+    );
+    let shape = RecordShape {
+        field_count: config.field_count,
+        field_bytes: config.field_bytes,
+    };
+    for target in [&systems.ours, &systems.peer] {
+        let loaded = load_records(target.as_ref(), shape, config.records, LOAD_CLIENTS, 7)?;
         eprintln!(
-            "compare: {} loaded {} records",
-            loaded.target, loaded.operations
+            "compare: {} loaded {} records ({} errors)",
+            loaded.target,
+            loaded.operations,
+            loaded.errors.values().sum::<u64>()
         );
     }
-    let cells = cells(options);
     let mut reports: Vec<(usize, usize, Report)> = Vec::new();
     println!("{}", Report::table_header());
-    for repetition in 0..options.repeat {
+    for repetition in 0..config.repeat {
         for (index, cell) in cells.iter().enumerate() {
-            for (target, pids) in [(&shoal, &shoal_pids), (&etcd, &etcd_pids)] {
+            for (target, pids) in [
+                (&systems.ours, &systems.ours_pids),
+                (&systems.peer, &systems.peer_pids),
+            ] {
                 // A server that died makes every later cell meaningless: stop here.
-                if let Some(name) = servers.exited() {
+                if let Some(name) = systems.servers.exited() {
                     return Err(format!(
                         "{name} exited during the comparison (logs in {})",
-                        options.data_dir.display()
+                        config.data_dir.display()
                     ));
                 }
                 let report = run_cell(target.as_ref(), cell, pids)?;
@@ -416,15 +631,22 @@ pub fn run(options: &CompareOptions) -> Result<(), String> {
             }
         }
     }
-    drop(servers);
-    let markdown = render(options, &cells, &reports, &shoal_pids, &etcd_pids);
-    std::fs::write(&options.report, &markdown)
-        .map_err(|error| format!("{}: {error}", options.report.display()))?;
+    let (ours_pids, peer_pids) = (systems.ours_pids.clone(), systems.peer_pids.clone());
+    drop(systems);
+    let markdown = render(&config, &cells, &reports, &ours_pids, &peer_pids);
+    std::fs::write(&config.report, &markdown)
+        .map_err(|error| format!("{}: {error}", config.report.display()))?;
     println!("\n{markdown}");
-    if let Some(path) = &options.json {
+    if let Some(directory) = &config.plots {
+        for path in crate::plot::comparison_plots(directory, &cells, &reports)? {
+            eprintln!("compare: wrote {}", path.display());
+        }
+    }
+    if let Some(path) = &config.json {
         let document = json!({
             "machine": machine_description(),
             "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "config": format!("{config:?}"),
             "runs": reports.iter().map(|(repetition, _, report)| {
                 let mut value = report.to_json();
                 value["repetition"] = json!(repetition + 1);
@@ -438,15 +660,23 @@ pub fn run(options: &CompareOptions) -> Result<(), String> {
 }
 
 fn render(
-    options: &CompareOptions,
+    config: &CompareConfig,
     cells: &[Cell],
     reports: &[(usize, usize, Report)],
-    shoal_pids: &[u32],
-    etcd_pids: &[u32],
+    ours_pids: &[u32],
+    peer_pids: &[u32],
 ) -> String {
+    let (ours, peer) = (config.peer.ours(), config.peer.name());
     let machine = machine_description();
     let mut out = String::new();
-    out.push_str("# shoal-bench compare: Shoal (3 nodes) vs etcd (3 members), one run\n\n");
+    out.push_str(&match config.peer {
+        Peer::Etcd => "# shoal-bench compare: Shoal (3 nodes, native protocol) vs etcd (3 \
+                       members), one run\n\n"
+            .to_string(),
+        Peer::Dynalite => "# shoal-bench compare: Shoal's DynamoDB HTTP API (3 nodes, \
+                           replicated, durable) vs dynalite (one process, in memory), one run\n\n"
+            .to_string(),
+    });
     out.push_str(&format!(
         "Command: `{}`\n\nMachine: kernel {}, {} cores; CPU pressure at the end: `{}`\n\n",
         std::env::args().collect::<Vec<_>>().join(" "),
@@ -455,15 +685,9 @@ fn render(
         cpu_pressure(),
     ));
     out.push_str(&format!(
-        "Records: {} of {} x {} B; keys uniform; {} repetitions interleaved (shoal, etcd per \
-         cell); medians. Server CPU from /proc/<pid>/stat of Shoal's nodes and router {:?} and \
-         the etcd members {:?}.\n\n",
-        options.records,
-        options.field_count,
-        options.field_bytes,
-        options.repeat,
-        shoal_pids,
-        etcd_pids
+        "Records: {} of {} x {} B; {} repetitions interleaved ({ours}, {peer} per cell); \
+         medians. Server CPU from /proc/<pid>/stat of {ours} {:?} and {peer} {:?}.\n\n",
+        config.records, config.field_count, config.field_bytes, config.repeat, ours_pids, peer_pids
     ));
     out.push_str(
         "| cell | system | ops/s | p50 us | p99 us | server CPU us/op | pressure avg10 % | errors | invalid runs |\n\
@@ -472,7 +696,7 @@ fn render(
     let mut ratios = Vec::new();
     for (index, cell) in cells.iter().enumerate() {
         let mut summaries = BTreeMap::new();
-        for system in ["shoal", "etcd"] {
+        for system in [ours, peer] {
             let runs: Vec<&Report> = reports
                 .iter()
                 .filter(|(_, cell_index, report)| *cell_index == index && report.target == system)
@@ -495,7 +719,7 @@ fn render(
             ));
             summaries.insert(system, summary);
         }
-        if let (Some(ours), Some(peer)) = (summaries.get("shoal"), summaries.get("etcd")) {
+        if let (Some(ours), Some(peer)) = (summaries.get(ours), summaries.get(peer)) {
             ratios.push(format!(
                 "| {} | {:.2} | {:.2} | {:.2} | {} |",
                 cell.label,
@@ -509,11 +733,11 @@ fn render(
             ));
         }
     }
-    out.push_str(
-        "\nRatios (medians of this run; > 1 means Shoal is better, except CPU where < 1 is):\n\n\
-         | cell | ops/s shoal/etcd | p50 etcd/shoal | p99 etcd/shoal | CPU per op shoal/etcd |\n\
+    out.push_str(&format!(
+        "\nRatios (medians of this run; > 1 means {ours} is better, except CPU where < 1 is):\n\n\
+         | cell | ops/s {ours}/{peer} | p50 {peer}/{ours} | p99 {peer}/{ours} | CPU per op {ours}/{peer} |\n\
          |---|---:|---:|---:|---:|\n",
-    );
+    ));
     out.push_str(&ratios.join("\n"));
     out.push_str("\n\nEvery run:\n\n```\n");
     out.push_str(&Report::table_header());
@@ -531,6 +755,9 @@ fn render(
                     micros(lag.p99)
                 ))
         ));
+        for (error, count) in &report.errors {
+            out.push_str(&format!("    error {error}: {count}\n"));
+        }
     }
     out.push_str("```\n");
     out
@@ -547,6 +774,57 @@ mod tests {
         assert_eq!(
             pressure_avg10("some avg10=12.50 avg60=3.00 avg300=1.00 total=5"),
             Some(12.5)
+        );
+    }
+
+    fn parse(text: &str) -> Result<Vec<Cell>, String> {
+        let config: CompareConfig = toml::from_str(text).map_err(|error| error.to_string())?;
+        cells(&config)
+    }
+
+    #[test]
+    fn the_shipped_configs_are_valid() {
+        for name in ["etcd.toml", "dynalite.toml", "smoke-dynalite.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("compare")
+                .join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let cells = parse(&text).unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert!(!cells.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let base = "peer = \"etcd\"\nshoal_bin = \"s\"\ndata_dir = \"/d\"\n";
+        let cells = parse(&format!(
+            "{base}[[cell]]\nworkload = \"put-only\"\nrate = 500.0\noperations = 10\n\
+             [[cell]]\nworkload = \"e\"\nclients = 4\noperations = 10\n\
+             read_consistency = \"eventual\"\ndistribution = \"zipfian\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cells[0].label, "put-only open 500/s");
+        assert!(matches!(cells[0].mode, Mode::Open { workers: 64, .. }));
+        assert_eq!(cells[1].label, "e closed x4");
+        assert!(!cells[1].strong_reads);
+        assert_eq!(cells[1].distribution, Distribution::Zipfian);
+        // A typo is an error, not a default.
+        let typo = parse(&format!(
+            "{base}[[cell]]\nworkload = \"a\"\noperation = 10\n"
+        ));
+        assert!(typo.unwrap_err().contains("operation"));
+        let unknown = parse(&format!(
+            "{base}[[cell]]\nworkload = \"z\"\noperations = 10\n"
+        ));
+        assert!(unknown.unwrap_err().contains("unknown workload"));
+        let zero = parse(&format!(
+            "{base}[[cell]]\nworkload = \"a\"\noperations = 0\n"
+        ));
+        assert!(zero.unwrap_err().contains("operations must be"));
+        let no_cells = parse(&format!("{base}cell = []\n"));
+        assert!(no_cells.unwrap_err().contains("no [[cell]]"));
+        assert!(
+            parse("peer = \"mysql\"\nshoal_bin = \"s\"\ndata_dir = \"/d\"\ncell = []").is_err()
         );
     }
 }

@@ -7,12 +7,14 @@
 //!
 //! and the storage engine against its peers (`engine`): durable puts, point gets and range
 //! scans on our WAL + B-tree, fjall and redb, next to the durable-write floor, in one run;
-//! the load generator (`run`) and Shoal against etcd side by side (`compare`).
+//! the load generator (`run`: Shoal native, DynamoDB HTTP, etcd) and Shoal side by side with
+//! a peer (`compare --config`: etcd, or dynalite through the DynamoDB HTTP API).
 
 mod compare;
 mod engine;
 mod floor;
 mod load;
+mod plot;
 
 use std::process::ExitCode;
 
@@ -40,7 +42,8 @@ enum Action {
     Engine(engine::EngineOptions),
     /// The load generator: a YCSB-style workload against Shoal (or etcd with `--features etcd`).
     Run(load::RunOptions),
-    /// Shoal (`shoal dev`) and etcd (3 members) side by side, interleaved; a markdown report.
+    /// Shoal (`shoal dev`) and a peer (etcd, or dynalite over HTTP) side by side, interleaved,
+    /// as a config file describes; a markdown report, JSON and SVG plots.
     Compare(compare::CompareOptions),
 }
 

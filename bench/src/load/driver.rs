@@ -24,6 +24,8 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 const VALUE_POOL_BYTES: usize = 64 * 1024;
 /// The open-loop clock starts this long after every worker is ready.
 const OPEN_LOOP_START_DELAY: Duration = Duration::from_millis(10);
+/// The longest YCSB E scan (YCSB's `maxscanlength` default); lengths are uniform from 1.
+pub const SCAN_LENGTH_MAX: u64 = 100;
 /// Requests the open-loop dispatcher may queue ahead of the workers.
 const OPEN_LOOP_QUEUE_MAX: usize = 4_096;
 const ALPHANUMERIC: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -39,6 +41,8 @@ pub enum Workload {
     C,
     /// YCSB D: 95 % reads of the latest records, 5 % inserts.
     D,
+    /// YCSB E: 95 % short scans (1 to `SCAN_LENGTH_MAX` records), 5 % inserts.
+    E,
     /// YCSB F: 50 % reads, 50 % read-modify-writes.
     F,
     /// Durable puts (whole records) only.
@@ -55,6 +59,7 @@ pub enum OpKind {
     Update,
     Insert,
     ReadModifyWrite,
+    Scan,
 }
 
 impl OpKind {
@@ -64,22 +69,24 @@ impl OpKind {
             OpKind::Update => "update",
             OpKind::Insert => "insert",
             OpKind::ReadModifyWrite => "read-modify-write",
+            OpKind::Scan => "scan",
         }
     }
 }
 
 impl Workload {
-    /// (read, update, insert, read-modify-write) fractions.
-    fn mix(self) -> [f64; 4] {
+    /// (read, update, insert, read-modify-write, scan) fractions.
+    fn mix(self) -> [f64; 5] {
         match self {
-            Workload::A => [0.5, 0.5, 0.0, 0.0],
-            Workload::B => [0.95, 0.05, 0.0, 0.0],
+            Workload::A => [0.5, 0.5, 0.0, 0.0, 0.0],
+            Workload::B => [0.95, 0.05, 0.0, 0.0, 0.0],
             Workload::C | Workload::StrongReadOnly | Workload::EventualReadOnly => {
-                [1.0, 0.0, 0.0, 0.0]
+                [1.0, 0.0, 0.0, 0.0, 0.0]
             }
-            Workload::D => [0.95, 0.0, 0.05, 0.0],
-            Workload::F => [0.5, 0.0, 0.0, 0.5],
-            Workload::PutOnly => [0.0, 1.0, 0.0, 0.0],
+            Workload::D => [0.95, 0.0, 0.05, 0.0, 0.0],
+            Workload::E => [0.0, 0.0, 0.05, 0.0, 0.95],
+            Workload::F => [0.5, 0.0, 0.0, 0.5, 0.0],
+            Workload::PutOnly => [0.0, 1.0, 0.0, 0.0, 0.0],
         }
     }
 
@@ -102,15 +109,17 @@ impl Workload {
 
     pub fn choose(self, rng: &mut SeededRng) -> OpKind {
         let draw = rng.unit_f64();
-        let [read, update, insert, _] = self.mix();
+        let [read, update, insert, read_modify_write, _] = self.mix();
         if draw < read {
             OpKind::Read
         } else if draw < read + update {
             OpKind::Update
         } else if draw < read + update + insert {
             OpKind::Insert
-        } else {
+        } else if draw < read + update + insert + read_modify_write {
             OpKind::ReadModifyWrite
+        } else {
+            OpKind::Scan
         }
     }
 }
@@ -256,6 +265,13 @@ impl Worker {
                 let found = target.get(&key, plan.strong_reads)?;
                 let fields = self.values.fields(&mut self.rng, &plan.shape);
                 target.put(&key, &fields).map(|()| found)
+            }
+            OpKind::Scan => {
+                let key = record_key(self.keys.next(&mut self.rng, records));
+                let length = 1 + self.rng.below(SCAN_LENGTH_MAX);
+                target
+                    .scan(&key, length as usize)
+                    .map(|returned| returned > 0)
             }
         }
     }
@@ -579,6 +595,12 @@ mod tests {
         assert!(!counts.contains_key(&OpKind::Insert));
         assert!((0..1_000).all(|_| Workload::PutOnly.choose(&mut rng) == OpKind::Update));
         assert!((0..1_000).all(|_| Workload::C.choose(&mut rng) == OpKind::Read));
+        let mut e = BTreeMap::new();
+        for _ in 0..100_000 {
+            *e.entry(Workload::E.choose(&mut rng)).or_insert(0u32) += 1;
+        }
+        assert!((94_000..96_000).contains(&e[&OpKind::Scan]), "{e:?}");
+        assert_eq!(e[&OpKind::Scan] + e[&OpKind::Insert], 100_000, "{e:?}");
         assert_eq!(record_key(42), "user000000000042");
         assert_eq!(record_key(42).len(), 16);
     }

@@ -3,6 +3,7 @@
 //! histograms, errors by kind, server CPU per operation and CPU pressure.
 
 pub mod driver;
+pub mod dynamodb_http;
 pub mod keys;
 pub mod targets;
 
@@ -42,6 +43,9 @@ pub enum TargetKind {
     Shoal,
     /// etcd v3 (gRPC; needs the `etcd` feature).
     Etcd,
+    /// The DynamoDB JSON API over HTTP at `--http-endpoint`: Shoal's HTTP port, dynalite, or
+    /// any DynamoDB-compatible server.
+    DynamodbHttp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +68,9 @@ pub struct RunOptions {
     /// Shoal's native endpoint (`shoal dev --port P` serves it on P + 1).
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub shoal_endpoint: SocketAddr,
+    /// The DynamoDB HTTP endpoint (`shoal dev --port P` serves it on P).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub http_endpoint: SocketAddr,
     /// etcd client endpoints, comma-separated.
     #[arg(
         long,
@@ -118,6 +125,22 @@ pub struct RunOptions {
     pub json: Option<PathBuf>,
 }
 
+/// The quantiles a report keeps of its latency histogram: enough points to draw the
+/// percentile spectrum out to the maximum.
+pub const SPECTRUM_QUANTILES: [f64; 13] = [
+    0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0,
+];
+
+fn spectrum(histogram: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    SPECTRUM_QUANTILES
+        .iter()
+        .map(|&quantile| (quantile, histogram.value_at_quantile(quantile)))
+        .collect()
+}
+
 /// How a run phase is driven.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -134,6 +157,8 @@ pub struct Report {
     pub elapsed: Duration,
     pub latency: BTreeMap<String, Percentiles>,
     pub all: Percentiles,
+    /// (quantile, latency ns) at `SPECTRUM_QUANTILES`: the latency percentile spectrum.
+    pub spectrum: Vec<(f64, u64)>,
     pub errors: BTreeMap<String, u64>,
     pub reads_not_found: u64,
     /// Open loop: the generator's send lag and whether the run is valid.
@@ -165,6 +190,9 @@ impl Report {
             "elapsed_s": self.elapsed.as_secs_f64(),
             "ops_per_s": self.ops_per_second(),
             "latency_ns": self.all.to_json(),
+            "latency_spectrum_ns": self.spectrum.iter()
+                .map(|(quantile, nanos)| json!({"quantile": quantile, "ns": nanos}))
+                .collect::<Vec<_>>(),
             "latency_ns_by_operation": self.latency.iter()
                 .map(|(kind, p)| (kind.clone(), p.to_json()))
                 .collect::<serde_json::Map<_, _>>(),
@@ -181,7 +209,7 @@ impl Report {
 
     pub fn table_header() -> String {
         format!(
-            "{:<8} {:<26} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7} {:>9} {:>6}",
+            "{:<10} {:<26} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>7} {:>9} {:>6}",
             "target",
             "cell",
             "ops",
@@ -198,7 +226,7 @@ impl Report {
 
     pub fn table_row(&self) -> String {
         format!(
-            "{:<8} {:<26} {:>9} {:>10.0} {:>9} {:>9} {:>9} {:>10} {:>7} {:>9} {:>6}",
+            "{:<10} {:<26} {:>9} {:>10.0} {:>9} {:>9} {:>9} {:>10} {:>7} {:>9} {:>6}",
             self.target,
             self.label,
             self.operations,
@@ -320,6 +348,7 @@ pub fn run_cell(target: &dyn Target, cell: &Cell, server_pids: &[u32]) -> Result
             })
             .collect(),
         all: Percentiles::from_histogram(&stats.all),
+        spectrum: spectrum(&stats.all),
         errors: stats.errors.clone(),
         reads_not_found: stats.reads_not_found,
         send_lag: lag,
@@ -360,6 +389,7 @@ pub fn load_records(
             Percentiles::from_histogram(&stats.all),
         )]),
         all: Percentiles::from_histogram(&stats.all),
+        spectrum: spectrum(&stats.all),
         errors: stats.errors,
         reads_not_found: 0,
         send_lag: None,
@@ -374,6 +404,9 @@ pub fn connect(options: &RunOptions, connections: usize) -> Result<Box<dyn Targe
         // A cluster that was just started may not listen yet.
         TargetKind::Shoal => Ok(Box::new(targets::retry_connect(|| {
             targets::ShoalNative::connect(options.shoal_endpoint, connections)
+        })?)),
+        TargetKind::DynamodbHttp => Ok(Box::new(targets::retry_connect(|| {
+            dynamodb_http::DynamoDbHttp::connect("dynamodb-http", options.http_endpoint)
         })?)),
         #[cfg(feature = "etcd")]
         TargetKind::Etcd => Ok(Box::new(targets::Etcd::connect(&options.etcd_endpoints)?)),

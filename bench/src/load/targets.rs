@@ -27,6 +27,10 @@ pub trait Target: Send + Sync {
     /// Reads the record `key`: strongly (linearizable) or eventually consistent (Shoal's
     /// eventually consistent read, etcd's serializable read). Returns whether it exists.
     fn get(&self, key: &str, strong: bool) -> Result<bool, OpError>;
+    /// Reads up to `count` records after `start_key` in the system's own key order (YCSB E's
+    /// short scan: DynamoDB Scan from `ExclusiveStartKey` with `Limit`; an etcd range from
+    /// the key). Returns how many records came back.
+    fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError>;
 }
 
 /// Retries `attempt` until it succeeds or `PREPARE_TIMEOUT` passes.
@@ -136,6 +140,18 @@ impl Target for ShoalNative {
             .map_err(|error| client_error_kind(&error))?;
         Ok(response.get("Item").is_some())
     }
+
+    fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError> {
+        let response = self
+            .client
+            .scan(&json!({
+                "TableName": SHOAL_TABLE,
+                "ExclusiveStartKey": { "pk": { "S": start_key } },
+                "Limit": count,
+            }))
+            .map_err(|error| client_error_kind(&error))?;
+        Ok(response["Items"].as_array().map_or(0, Vec::len))
+    }
 }
 
 #[cfg(feature = "etcd")]
@@ -207,6 +223,20 @@ mod etcd {
                 .block_on(client.get(key, options))
                 .map_err(|error| kind(&error))?;
             Ok(!response.kvs().is_empty())
+        }
+
+        fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError> {
+            // The keys after `start_key` (exclusive, as DynamoDB's ExclusiveStartKey: the
+            // range starts at the key with a 0 byte appended), linearizable like strong reads.
+            let options = GetOptions::new()
+                .with_from_key()
+                .with_limit(i64::try_from(count).unwrap_or(i64::MAX));
+            let mut client = self.client.kv_client();
+            let response = self
+                .runtime
+                .block_on(client.get(format!("{start_key}\0"), Some(options)))
+                .map_err(|error| kind(&error))?;
+            Ok(response.kvs().len())
         }
     }
 }
