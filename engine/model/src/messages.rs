@@ -387,6 +387,36 @@ pub const LEGACY_KEY_CONDITION_NOT_INDEXABLE: &str =
 /// AttributesToGet given as an empty list.
 pub const LEGACY_ATTRIBUTES_TO_GET_EMPTY: &str = "1 validation error detected: Value '[]' at 'attributesToGet' failed to satisfy constraint: Member must have length greater than or equal to 1";
 
+// Select and indexes.
+/// Query reports its Select rules inside the envelope of a constraint violation, Scan without
+/// it: a moto test module marked `aws_verified` (run against DynamoDB) records both.
+pub fn query_select_violation(message: &str) -> String {
+    format!("1 validation error detected: {message}")
+}
+
+/// `Select` other than SPECIFIC_ATTRIBUTES with ProjectionExpression or AttributesToGet
+/// (`parameter`). COUNT is worded "only the Count".
+pub fn select_excludes_attributes(parameter: &str, select: &str) -> String {
+    let choice = if select == "COUNT" {
+        "only the Count"
+    } else {
+        select
+    };
+    format!("Cannot specify the {parameter} when choosing to get {choice}")
+}
+
+/// `Select: SPECIFIC_ATTRIBUTES` without ProjectionExpression or AttributesToGet.
+pub const SELECT_SPECIFIC_WITHOUT_ATTRIBUTES: &str = "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES";
+
+/// `Select: ALL_PROJECTED_ATTRIBUTES` without IndexName (Scan's text says Querying too).
+pub const SELECT_ALL_PROJECTED_WITHOUT_INDEX: &str =
+    "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName";
+
+/// An IndexName the table does not have.
+pub fn index_not_found(name: &str) -> String {
+    format!("The table does not have the specified index: {name}")
+}
+
 // Parallel scan.
 /// TotalSegments may be 1 to this.
 pub const TOTAL_SEGMENTS_MAX: u64 = 1_000_000;

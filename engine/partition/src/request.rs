@@ -259,16 +259,75 @@ fn limit(parameters: &Json) -> Result<Option<usize>> {
     }
 }
 
-fn count_only(parameters: &Json) -> Result<bool> {
-    match string_parameter(parameters, "Select")? {
-        None
-        | Some("ALL_ATTRIBUTES")
-        | Some("SPECIFIC_ATTRIBUTES")
-        | Some("ALL_PROJECTED_ATTRIBUTES") => Ok(false),
-        Some("COUNT") => Ok(true),
-        Some(other) => Err(validation(format!(
+/// Query or Scan: they word their Select rules differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RangeOperation {
+    Query,
+    Scan,
+}
+
+/// `Select` and what it allows, before anything else of the request is read (DynamoDB checks
+/// it with the request's shape): the enum; ProjectionExpression or AttributesToGet only with
+/// SPECIFIC_ATTRIBUTES, which needs one of them; ALL_PROJECTED_ATTRIBUTES only with an index
+/// (a projection breaks the first rule before the second). `Ok(true)` for COUNT.
+fn count_only(parameters: &Json, operation: RangeOperation) -> Result<bool> {
+    let select = string_parameter(parameters, "Select")?;
+    if let Some(other) = select.filter(|select| {
+        !matches!(
+            *select,
+            "ALL_ATTRIBUTES" | "SPECIFIC_ATTRIBUTES" | "ALL_PROJECTED_ATTRIBUTES" | "COUNT"
+        )
+    }) {
+        return Err(validation(format!(
             "1 validation error detected: Value '{other}' at 'select' failed to satisfy constraint: Member must satisfy enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES]"
-        ))),
+        )));
+    }
+    let attributes = if parameters
+        .get("ProjectionExpression")
+        .is_some_and(|value| !value.is_null())
+    {
+        Some("ProjectionExpression")
+    } else if parameters
+        .get("AttributesToGet")
+        .is_some_and(|value| !value.is_null())
+    {
+        Some("AttributesToGet")
+    } else {
+        None
+    };
+    let indexed = parameters
+        .get("IndexName")
+        .is_some_and(|value| !value.is_null());
+    let violation = match (select, attributes) {
+        (
+            Some(select @ ("ALL_ATTRIBUTES" | "ALL_PROJECTED_ATTRIBUTES" | "COUNT")),
+            Some(parameter),
+        ) => Some(shoal_model::messages::select_excludes_attributes(
+            parameter, select,
+        )),
+        (Some("SPECIFIC_ATTRIBUTES"), None) => {
+            Some(shoal_model::messages::SELECT_SPECIFIC_WITHOUT_ATTRIBUTES.to_string())
+        }
+        (Some("ALL_PROJECTED_ATTRIBUTES"), None) if !indexed => {
+            Some(shoal_model::messages::SELECT_ALL_PROJECTED_WITHOUT_INDEX.to_string())
+        }
+        _ => None,
+    };
+    if let Some(message) = violation {
+        return Err(validation(match operation {
+            RangeOperation::Query => shoal_model::messages::query_select_violation(&message),
+            RangeOperation::Scan => message,
+        }));
+    }
+    Ok(select == Some("COUNT"))
+}
+
+/// Tables have no secondary indexes yet, so any IndexName names one the table does not have:
+/// refused rather than read from the table itself.
+fn check_no_index(parameters: &Json) -> Result<()> {
+    match string_parameter(parameters, "IndexName")? {
+        Some(name) => Err(validation(shoal_model::messages::index_not_found(name))),
+        None => Ok(()),
     }
 }
 
@@ -382,6 +441,8 @@ fn prepare_get(parameters: &Json, key_schema: &KeySchema) -> Result<GetRequest> 
 }
 
 fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeRequest> {
+    let count_only = count_only(parameters, RangeOperation::Query)?;
+    check_no_index(parameters)?;
     let mut context = context(parameters)?;
     let expression = string_parameter(parameters, "KeyConditionExpression")?;
     let key_conditions = parameters.get("KeyConditions");
@@ -455,7 +516,7 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         projection,
         limit: limit(parameters)?,
         consistent: bool_parameter(parameters, "ConsistentRead")?,
-        count_only: count_only(parameters)?,
+        count_only,
     })
 }
 
@@ -517,6 +578,8 @@ pub fn segment_bounds(segment: u64, total: u64) -> (Bound<Vec<u8>>, Bound<Vec<u8
 }
 
 fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeRequest> {
+    let count_only = count_only(parameters, RangeOperation::Scan)?;
+    check_no_index(parameters)?;
     let mut context = context(parameters)?;
     let filter = filter(parameters, "ScanFilter", &mut context)?;
     let projection = projection(parameters, &mut context)?;
@@ -539,7 +602,7 @@ fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReques
         projection,
         limit: limit(parameters)?,
         consistent: bool_parameter(parameters, "ConsistentRead")?,
-        count_only: count_only(parameters)?,
+        count_only,
     })
 }
 
@@ -730,6 +793,83 @@ mod tests {
         for inside in [1, 3, 5] {
             let start = serde_json::json!({"pk": {"S": "x"}, "sk": {"N": inside.to_string()}});
             assert!(prepare(ItemOperation::Query, &query(start), &schema()).is_ok());
+        }
+    }
+
+    fn scan_error(parameters: serde_json::Value) -> String {
+        match prepare(ItemOperation::Scan, &parameters.to_string(), &schema()) {
+            Err(error) => error.message().to_string(),
+            Ok(_) => panic!("scan accepted: {parameters}"),
+        }
+    }
+
+    #[test]
+    fn select_rules_with_query_and_scan_wording() {
+        let query = |extra: serde_json::Value| {
+            let mut parameters = serde_json::json!({
+                "KeyConditionExpression": "pk = :p",
+                "ExpressionAttributeValues": {":p": {"S": "x"}},
+            });
+            for (member, value) in extra.as_object().unwrap() {
+                parameters[member] = value.clone();
+            }
+            parameters
+        };
+        for (select, choice) in [
+            ("ALL_ATTRIBUTES", "ALL_ATTRIBUTES"),
+            ("ALL_PROJECTED_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES"),
+            ("COUNT", "only the Count"),
+        ] {
+            assert_eq!(
+                query_error(query(
+                    serde_json::json!({"Select": select, "ProjectionExpression": "a"})
+                )),
+                format!(
+                    "1 validation error detected: Cannot specify the ProjectionExpression when choosing to get {choice}"
+                )
+            );
+            assert_eq!(
+                scan_error(serde_json::json!({"Select": select, "AttributesToGet": ["a"]})),
+                format!("Cannot specify the AttributesToGet when choosing to get {choice}")
+            );
+        }
+        assert_eq!(
+            query_error(query(serde_json::json!({"Select": "SPECIFIC_ATTRIBUTES"}))),
+            "1 validation error detected: Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES"
+        );
+        assert_eq!(
+            scan_error(serde_json::json!({"Select": "ALL_PROJECTED_ATTRIBUTES"})),
+            "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName"
+        );
+        assert_eq!(
+            scan_error(serde_json::json!({"IndexName": "by-a"})),
+            "The table does not have the specified index: by-a"
+        );
+        // What remains allowed: SPECIFIC_ATTRIBUTES with a projection, COUNT or ALL_ATTRIBUTES
+        // without one, and no Select at all.
+        for allowed in [
+            serde_json::json!({"Select": "SPECIFIC_ATTRIBUTES", "ProjectionExpression": "a"}),
+            serde_json::json!({"Select": "SPECIFIC_ATTRIBUTES", "AttributesToGet": ["a"]}),
+            serde_json::json!({"Select": "ALL_ATTRIBUTES"}),
+            serde_json::json!({"ProjectionExpression": "a"}),
+        ] {
+            assert!(
+                prepare(
+                    ItemOperation::Query,
+                    &query(allowed.clone()).to_string(),
+                    &schema()
+                )
+                .is_ok()
+            );
+            assert!(prepare(ItemOperation::Scan, &allowed.to_string(), &schema()).is_ok());
+        }
+        match prepare(
+            ItemOperation::Scan,
+            &serde_json::json!({"Select": "COUNT"}).to_string(),
+            &schema(),
+        ) {
+            Ok(PreparedRequest::Range(request)) => assert!(request.count_only),
+            _ => panic!("Select COUNT was not a count"),
         }
     }
 

@@ -16,8 +16,8 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// worth the CPU.
 pub const COMPRESS_RESPONSE_BYTES_MIN: usize = 1024;
 
-/// The operations of the DynamoDB API. `Implemented` ones reach the [`crate::Api`]; the others
-/// are answered `UnknownOperationException` until they are built, never with a crash.
+/// The operations of the DynamoDB API that reach the [`crate::Api`]. Any other target is
+/// answered `UnknownOperationException`, as DynamoDB answers an operation it does not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
     CreateTable,

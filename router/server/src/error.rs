@@ -10,6 +10,7 @@ pub const RESOURCE_NOT_FOUND: &str = "ResourceNotFoundException";
 pub const RESOURCE_IN_USE: &str = "ResourceInUseException";
 pub const INTERNAL_SERVER_ERROR: &str = "InternalServerError";
 pub const SERIALIZATION: &str = "SerializationException";
+pub const LIMIT_EXCEEDED: &str = "LimitExceededException";
 
 /// An error a DynamoDB client receives: the exception name (the front end sends it as
 /// `__type`), DynamoDB's message, and for a failed condition with
@@ -46,9 +47,26 @@ impl DynamoError {
         )
     }
 
+    /// The tag operations' wording for a table ARN that names no table. "ResourcArn" is
+    /// DynamoDB's own spelling (dynalite's tests, which run against DynamoDB, expect it).
+    pub fn resource_arn_not_found(arn: &str) -> DynamoError {
+        DynamoError::new(
+            RESOURCE_NOT_FOUND,
+            format!("Requested resource not found: ResourcArn: {arn} not found"),
+        )
+    }
+
     /// The item operations' wording for a missing table.
     pub fn resource_not_found() -> DynamoError {
         DynamoError::new(RESOURCE_NOT_FOUND, "Requested resource not found")
+    }
+
+    /// A member of the wrong JSON type.
+    pub fn serialization(what: &str) -> DynamoError {
+        DynamoError::new(
+            SERIALIZATION,
+            format!("Unexpected value type in payload: {what}"),
+        )
     }
 
     /// A required member is absent (DynamoDB's generic constraint message).

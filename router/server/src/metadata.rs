@@ -4,13 +4,24 @@
 //! Layout (partition key `key`, type S; README.md has the attribute list):
 //! - `cluster`: the node list with bus addresses and the shards per node.
 //! - `counter#partition`: `next`, the next unused partition id (ids are never reused).
-//! - `table#<name>`: one table: schema, billing mode, status, creation time, statistics and
-//!   its partition list.
+//! - `table#<name>`: one table: schema, billing mode, status, creation time, statistics, its
+//!   partition list, its tags, the history of its throughput changes and its revision.
 //!
 //! Every read is strongly consistent (`ConsistentRead: true`), served by the metadata leader
 //! under its lease, so a router never acts on metadata older than the last acknowledged write.
+//!
+//! # Invariants of a table item
+//! 1. A change is a read, a modification and a conditional replace on the status and the
+//!    `revision` that were read; the writer stores `revision + 1`. Two routers changing one
+//!    table never both succeed from the same read (no lost update of tags or throughput).
+//! 2. Members added after the first format are optional when read: a table item written by an
+//!    older router decodes with `revision` 0, no tags, no throughput history, and a
+//!    pay-per-request time equal to its creation time if it is on demand (the time DynamoDB
+//!    reports for a table created on demand). Writers always write them.
+//! 3. Tag keys are unique (a map), at most `validate::TAGS_PER_RESOURCE_MAX`.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -96,6 +107,34 @@ impl TableStatus {
     }
 }
 
+/// The unix day (UTC) of a time in unix milliseconds: DynamoDB counts throughput decreases per
+/// UTC day.
+pub const MILLISECONDS_PER_DAY: u64 = 86_400_000;
+
+/// What DescribeTable reports about a table's provisioned throughput changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThroughputHistory {
+    /// The last UpdateTable that raised read or write capacity (unix milliseconds).
+    pub last_increase_ms: Option<u64>,
+    /// The last UpdateTable that lowered read or write capacity (unix milliseconds).
+    pub last_decrease_ms: Option<u64>,
+    /// The UTC day (unix days) that `decreases` counts.
+    pub decreases_day: u64,
+    /// Decreases on `decreases_day`; one UpdateTable lowering both counts once.
+    pub decreases: u64,
+}
+
+impl ThroughputHistory {
+    /// NumberOfDecreasesToday at `now_ms`: the count restarts at 00:00 UTC.
+    pub fn decreases_today(&self, now_ms: u64) -> u64 {
+        if now_ms / MILLISECONDS_PER_DAY == self.decreases_day {
+            self.decreases
+        } else {
+            0
+        }
+    }
+}
+
 /// A table item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableRecord {
@@ -111,6 +150,15 @@ pub struct TableRecord {
     pub size_bytes: u64,
     /// In hash order; leader hints are not stored.
     pub partitions: Vec<PartitionEntry>,
+    /// TagResource's and CreateTable's tags, by key (invariant 3).
+    pub tags: BTreeMap<String, String>,
+    pub throughput_history: ThroughputHistory,
+    /// When the table last became PAY_PER_REQUEST (its creation, if created so), in unix
+    /// milliseconds: DescribeTable's LastUpdateToPayPerRequestDateTime. `None` for a table that
+    /// was never on demand.
+    pub pay_per_request_since_ms: Option<u64>,
+    /// Incremented by every replace (invariant 1).
+    pub revision: u64,
 }
 
 fn string(text: &str) -> Json {
@@ -130,6 +178,14 @@ fn get_string<'item>(item: &'item Json, name: &str) -> Result<&'item str, Dynamo
         .and_then(|value| value.get("S"))
         .and_then(Json::as_str)
         .ok_or_else(|| corrupt(&format!("{name} is not a string")))
+}
+
+/// A member added after the first format: absent in older items (invariant 2).
+fn get_optional_number(item: &Json, name: &str) -> Result<Option<u64>, DynamoError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(_) => get_number(item, name).map(Some),
+    }
 }
 
 fn get_number(item: &Json, name: &str) -> Result<u64, DynamoError> {
@@ -263,6 +319,31 @@ impl TableRecord {
         item.insert("size_bytes".to_string(), number(self.size_bytes));
         let partitions: Vec<Json> = self.partitions.iter().map(partition_json).collect();
         item.insert("partitions".to_string(), json!({ "L": partitions }));
+        let tags: Vec<Json> = self
+            .tags
+            .iter()
+            .map(|(key, value)| json!({ "M": { "key": string(key), "value": string(value) } }))
+            .collect();
+        item.insert("tags".to_string(), json!({ "L": tags }));
+        let history = &self.throughput_history;
+        if let Some(at) = history.last_increase_ms {
+            item.insert("throughput_last_increase_ms".to_string(), number(at));
+        }
+        if let Some(at) = history.last_decrease_ms {
+            item.insert("throughput_last_decrease_ms".to_string(), number(at));
+        }
+        item.insert(
+            "throughput_decreases_day".to_string(),
+            number(history.decreases_day),
+        );
+        item.insert(
+            "throughput_decreases".to_string(),
+            number(history.decreases),
+        );
+        if let Some(at) = self.pay_per_request_since_ms {
+            item.insert("pay_per_request_since_ms".to_string(), number(at));
+        }
+        item.insert("revision".to_string(), number(self.revision));
         Json::Object(item)
     }
 
@@ -284,6 +365,25 @@ impl TableRecord {
             },
             _ => return Err(corrupt("unknown billing mode")),
         };
+        let created_at_seconds = get_number(item, "created_at")?;
+        let mut tags = BTreeMap::new();
+        if item.get("tags").is_some() {
+            for tag in get_list(item, "tags")? {
+                let map = get_map(tag, "tag")?;
+                tags.insert(
+                    get_string(map, "key")?.to_string(),
+                    get_string(map, "value")?.to_string(),
+                );
+            }
+        }
+        let pay_per_request_since_ms = match get_optional_number(item, "pay_per_request_since_ms")?
+        {
+            // Invariant 2: an older on-demand table has been on demand since its creation.
+            None if billing == Billing::PayPerRequest => {
+                Some(created_at_seconds.saturating_mul(1000))
+            }
+            since => since,
+        };
         Ok(TableRecord {
             name: get_string(item, "name")?.to_string(),
             key_schema: KeySchema { partition, sort },
@@ -291,14 +391,59 @@ impl TableRecord {
             billing,
             status: TableStatus::parse(get_string(item, "status")?)
                 .ok_or_else(|| corrupt("unknown status"))?,
-            created_at_seconds: get_number(item, "created_at")?,
+            created_at_seconds,
             item_count: get_number(item, "item_count")?,
             size_bytes: get_number(item, "size_bytes")?,
             partitions: get_list(item, "partitions")?
                 .iter()
                 .map(partition_from)
                 .collect::<Result<Vec<_>, DynamoError>>()?,
+            tags,
+            throughput_history: ThroughputHistory {
+                last_increase_ms: get_optional_number(item, "throughput_last_increase_ms")?,
+                last_decrease_ms: get_optional_number(item, "throughput_last_decrease_ms")?,
+                decreases_day: get_optional_number(item, "throughput_decreases_day")?.unwrap_or(0),
+                decreases: get_optional_number(item, "throughput_decreases")?.unwrap_or(0),
+            },
+            pay_per_request_since_ms,
+            revision: get_optional_number(item, "revision")?.unwrap_or(0),
         })
+    }
+
+    /// Sets the billing mode and throughput as UpdateTable does, keeping what DescribeTable
+    /// reports about the change: the last increase and decrease (one UpdateTable lowering one
+    /// capacity and raising the other is both), the decreases of the UTC day, and when the
+    /// table last became on demand. A switch between modes is neither an increase nor a
+    /// decrease: DynamoDB counts those between provisioned levels only.
+    pub fn change_billing(&mut self, billing: Billing, now_ms: u64) {
+        match (self.billing, billing) {
+            (
+                Billing::Provisioned {
+                    read_capacity_units: read_before,
+                    write_capacity_units: write_before,
+                },
+                Billing::Provisioned {
+                    read_capacity_units: read_after,
+                    write_capacity_units: write_after,
+                },
+            ) => {
+                let history = &mut self.throughput_history;
+                if read_after > read_before || write_after > write_before {
+                    history.last_increase_ms = Some(now_ms);
+                }
+                if read_after < read_before || write_after < write_before {
+                    history.last_decrease_ms = Some(now_ms);
+                    let today = now_ms / MILLISECONDS_PER_DAY;
+                    history.decreases = history.decreases_today(now_ms).saturating_add(1);
+                    history.decreases_day = today;
+                }
+            }
+            (Billing::Provisioned { .. }, Billing::PayPerRequest) => {
+                self.pay_per_request_since_ms = Some(now_ms);
+            }
+            (Billing::PayPerRequest, _) => {}
+        }
+        self.billing = billing;
     }
 }
 
@@ -373,6 +518,16 @@ pub fn key_schema_wire(schema: &KeySchema) -> KeySchemaWire {
             .sort
             .as_ref()
             .map(|sort| (sort.name.clone(), wire_type(sort.key_type))),
+    }
+}
+
+/// The condition of a table replace (invariant 1). An item written before revisions existed
+/// has none, which reads as revision 0 (invariant 2).
+fn replace_condition(expected_revision: u64) -> &'static str {
+    if expected_revision == 0 {
+        "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision)"
+    } else {
+        "#status = :expected AND #revision = :revision"
     }
 }
 
@@ -500,20 +655,26 @@ impl MetadataStore {
         }
     }
 
-    /// Replaces a table item if its status is still `expected_status`; `Ok(false)` if not
-    /// (another router changed or deleted the table meanwhile).
+    /// Replaces a table item if its status and revision are still those read (`read`), storing
+    /// `record` with the next revision; `Ok(false)` if not (another router changed or deleted
+    /// the table meanwhile: invariant 1).
     pub async fn replace_table(
         &self,
         forwarder: &Forwarder,
-        record: &TableRecord,
-        expected_status: TableStatus,
+        record: &mut TableRecord,
+        read: (TableStatus, u64),
         deadline: Instant,
     ) -> Result<bool, ForwardError> {
+        let (expected_status, expected_revision) = read;
+        record.revision = expected_revision.saturating_add(1);
         let parameters = json!({
             "Item": record.to_item(),
-            "ConditionExpression": "#status = :expected",
-            "ExpressionAttributeNames": { "#status": "status" },
-            "ExpressionAttributeValues": { ":expected": string(expected_status.name()) },
+            "ConditionExpression": replace_condition(expected_revision),
+            "ExpressionAttributeNames": { "#status": "status", "#revision": "revision" },
+            "ExpressionAttributeValues": {
+                ":expected": string(expected_status.name()),
+                ":revision": number(expected_revision),
+            },
         });
         match self
             .request(forwarder, ItemOperation::PutItem, parameters, deadline)
@@ -649,7 +810,43 @@ mod tests {
                 epoch: 1,
                 leader_hint: None,
             }],
+            tags: BTreeMap::from([
+                ("team".to_string(), "shoal".to_string()),
+                ("empty".to_string(), String::new()),
+            ]),
+            throughput_history: ThroughputHistory {
+                last_increase_ms: Some(1_700_000_100_000),
+                last_decrease_ms: None,
+                decreases_day: 19_675,
+                decreases: 2,
+            },
+            pay_per_request_since_ms: Some(1_699_000_000_500),
+            revision: 7,
         }
+    }
+
+    /// The members a table item of the first format had: every member written since is
+    /// optional when read (invariant 2).
+    const FIRST_FORMAT_MEMBERS: [&str; 13] = [
+        "key",
+        "name",
+        "hash_key",
+        "range_key",
+        "attribute_definitions",
+        "billing_mode",
+        "read_capacity_units",
+        "write_capacity_units",
+        "status",
+        "created_at",
+        "item_count",
+        "size_bytes",
+        "partitions",
+    ];
+
+    fn first_format(item: &Json) -> Json {
+        let mut old = item.as_object().unwrap().clone();
+        old.retain(|member, _| FIRST_FORMAT_MEMBERS.contains(&member.as_str()));
+        Json::Object(old)
     }
 
     #[test]
@@ -663,6 +860,90 @@ mod tests {
         let mut broken = item.clone();
         broken["status"] = json!({"S": "SLEEPING"});
         assert!(TableRecord::from_item(&broken).is_err());
+    }
+
+    #[test]
+    fn table_items_of_the_first_format_still_decode() {
+        let provisioned = record();
+        let decoded = TableRecord::from_item(&first_format(&provisioned.to_item())).unwrap();
+        assert_eq!(decoded.revision, 0);
+        assert!(decoded.tags.is_empty());
+        assert_eq!(decoded.throughput_history, ThroughputHistory::default());
+        assert_eq!(decoded.pay_per_request_since_ms, None);
+        assert_eq!(decoded.partitions, provisioned.partitions);
+        // An on-demand table of the first format has been on demand since its creation.
+        let mut on_demand = record();
+        on_demand.billing = Billing::PayPerRequest;
+        let decoded = TableRecord::from_item(&first_format(&on_demand.to_item())).unwrap();
+        assert_eq!(decoded.pay_per_request_since_ms, Some(1_700_000_000_000));
+        // A corrupt optional member is still refused, not defaulted.
+        let mut broken = provisioned.to_item();
+        broken["revision"] = json!({"S": "7"});
+        assert!(TableRecord::from_item(&broken).is_err());
+        let mut broken = provisioned.to_item();
+        broken["tags"] = json!({"L": [{"M": {"key": {"S": "k"}}}]});
+        assert!(TableRecord::from_item(&broken).is_err());
+    }
+
+    #[test]
+    fn replaces_are_conditional_on_the_revision_read() {
+        assert_eq!(
+            replace_condition(0),
+            "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision)"
+        );
+        assert_eq!(
+            replace_condition(3),
+            "#status = :expected AND #revision = :revision"
+        );
+    }
+
+    #[test]
+    fn billing_changes_keep_dynamodb_throughput_history() {
+        let day = 19_700 * MILLISECONDS_PER_DAY;
+        let provisioned = |read, write| Billing::Provisioned {
+            read_capacity_units: read,
+            write_capacity_units: write,
+        };
+        let mut table = record();
+        table.billing = provisioned(5, 5);
+        table.throughput_history = ThroughputHistory::default();
+        table.pay_per_request_since_ms = None;
+        table.change_billing(provisioned(10, 5), day + 1);
+        assert_eq!(table.throughput_history.last_increase_ms, Some(day + 1));
+        assert_eq!(table.throughput_history.last_decrease_ms, None);
+        assert_eq!(table.throughput_history.decreases_today(day + 1), 0);
+        // Lowering both capacities is one decrease; raising one and lowering the other is
+        // both an increase and a decrease.
+        table.change_billing(provisioned(1, 1), day + 2);
+        table.change_billing(provisioned(2, 1), day + 3);
+        table.change_billing(provisioned(1, 2), day + 4);
+        let history = table.throughput_history;
+        assert_eq!(history.last_increase_ms, Some(day + 4));
+        assert_eq!(history.last_decrease_ms, Some(day + 4));
+        assert_eq!(history.decreases_today(day + 4), 2);
+        // The count restarts at 00:00 UTC.
+        assert_eq!(history.decreases_today(day + MILLISECONDS_PER_DAY), 0);
+        table.change_billing(provisioned(1, 1), day + MILLISECONDS_PER_DAY + 5);
+        assert_eq!(
+            table
+                .throughput_history
+                .decreases_today(day + MILLISECONDS_PER_DAY + 5),
+            1
+        );
+        // A switch between modes moves neither; a switch to on demand is dated.
+        table.change_billing(Billing::PayPerRequest, day + MILLISECONDS_PER_DAY + 6);
+        assert_eq!(table.billing, Billing::PayPerRequest);
+        assert_eq!(
+            table.pay_per_request_since_ms,
+            Some(day + MILLISECONDS_PER_DAY + 6)
+        );
+        let before = table.throughput_history;
+        table.change_billing(provisioned(9, 9), day + MILLISECONDS_PER_DAY + 7);
+        assert_eq!(table.throughput_history, before);
+        assert_eq!(
+            table.pay_per_request_since_ms,
+            Some(day + MILLISECONDS_PER_DAY + 6)
+        );
     }
 
     #[test]

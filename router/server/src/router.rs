@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value as Json, json};
@@ -21,7 +22,7 @@ use shoal_model::json::value_from_json;
 use shoal_model::key::{KeySchema, partition_hash};
 use shoal_wire::messages::{ItemOperation, MembershipWire, NodeRequest, NodeResponse};
 
-use crate::error::{DynamoError, RESOURCE_IN_USE};
+use crate::error::{DynamoError, LIMIT_EXCEEDED, RESOURCE_IN_USE};
 use crate::forward::{ForwardError, Forwarder, REQUEST_DEADLINE, Reply};
 use crate::metadata::{
     Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
@@ -52,7 +53,15 @@ pub const CACHED_TABLES_MAX: usize = 10_000;
 /// on at the partition owning this hash, from its start. Clients pass LastEvaluatedKey back
 /// unchanged, so they never look inside it.
 pub const SCAN_RESUME_ATTRIBUTE: &str = "shoal:scan_resume_hash";
+/// A change of a table's metadata (UpdateTable, tags) reads the item again after a concurrent
+/// change this many times at most before answering as DynamoDB answers a change in progress.
+pub const METADATA_WRITE_ATTEMPTS_MAX: u32 = 8;
+/// ListTagsOfResource's page. DynamoDB answers every tag of a table in one page (a table has
+/// at most 50), so NextToken only continues a page a client cut itself.
+pub const LIST_TAGS_PAGE_TAGS_MAX: usize = validate::TAGS_PER_RESOURCE_MAX;
 const _: () = assert!(PARTITIONS_PER_TABLE_DEFAULT <= PARTITIONS_PER_TABLE_MAX);
+const _: () = assert!(METADATA_WRITE_ATTEMPTS_MAX >= 1);
+const _: () = assert!(LIST_TAGS_PAGE_TAGS_MAX >= validate::TAGS_PER_RESOURCE_MAX);
 
 /// The router's settings. `nodes` must include the metadata nodes: the metadata group lives on
 /// the lowest node ids of the bootstrap node list, up to three.
@@ -102,6 +111,49 @@ fn unix_seconds_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn unix_millis_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// A time in unix milliseconds as DynamoDB's JSON dates are: seconds, with the fraction when
+/// there is one (so a date set from a whole second equals CreationDateTime exactly).
+fn date_json(unix_ms: u64) -> Json {
+    if unix_ms.is_multiple_of(1000) {
+        json!(unix_ms / 1000)
+    } else {
+        // Exact to the millisecond: unix milliseconds stay below 2^53 until the year 287396.
+        json!(unix_ms as f64 / 1000.0)
+    }
+}
+
+/// ListTagsOfResource's page: the tags after `after` in key order, at most `page_tags_max`,
+/// and the NextToken (the page's last key) when more follow.
+fn tags_page(
+    tags: &BTreeMap<String, String>,
+    after: Option<&str>,
+    page_tags_max: usize,
+) -> (Vec<Json>, Option<String>) {
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut following = tags.range::<str, _>((lower, Bound::Unbounded));
+    let page: Vec<Json> = following
+        .by_ref()
+        .take(page_tags_max)
+        .map(|(key, value)| json!({ "Key": key, "Value": value }))
+        .collect();
+    let next = match following.next() {
+        Some(_) => page
+            .last()
+            .and_then(|tag| tag["Key"].as_str())
+            .map(str::to_string),
+        None => None,
+    };
+    (page, next)
 }
 
 fn admission_mode(billing: Billing) -> BillingMode {
@@ -405,18 +457,25 @@ impl Router {
     /// Re-reads a table's metadata into the cache (keeping its admission state).
     async fn refresh_table(&self, name: &str, deadline: Instant) -> Result<(), DynamoError> {
         let record = self.read_table(name, deadline).await?;
-        let mut tables = self.tables.borrow_mut();
         let Some(record) = record.filter(|record| record.status == TableStatus::Active) else {
-            tables.remove(name);
+            self.tables.borrow_mut().remove(name);
             return Err(DynamoError::resource_not_found());
         };
+        self.cache_record(record)
+    }
+
+    /// Routes with `record` from now on: its partition map, and its billing mode for admission
+    /// (a changed mode re-limits the table's buckets at once).
+    fn cache_record(&self, record: TableRecord) -> Result<(), DynamoError> {
+        let name = record.name.clone();
         let map = PartitionMap::new(record.partitions.clone()).map_err(|error| {
             DynamoError::internal(format!(
                 "Internal server error (table {name} has an invalid partition map: {error:?})"
             ))
         })?;
         let now = self.admission_now();
-        match tables.get_mut(name) {
+        let mut tables = self.tables.borrow_mut();
+        match tables.get_mut(&name) {
             Some(state) => {
                 if state.record.billing != record.billing {
                     state
@@ -437,7 +496,7 @@ impl Router {
                     tables.remove(&oldest);
                 }
                 tables.insert(
-                    name.to_string(),
+                    name,
                     TableState {
                         admission: TableAdmission::new(admission_mode(record.billing), now),
                         record,
@@ -566,6 +625,14 @@ impl Router {
 
     // ---- Control plane --------------------------------------------------------------------
 
+    /// A table's ARN, as DescribeTable reports it and the tag operations take it.
+    fn table_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:dynamodb:{}:{}:table/{name}",
+            self.config.region, self.config.account
+        )
+    }
+
     fn table_description(&self, record: &TableRecord) -> Json {
         let mut definitions: Vec<Json> = record
             .attribute_definitions
@@ -593,6 +660,18 @@ impl Router {
                 write_capacity_units,
             } => ("PROVISIONED", read_capacity_units, write_capacity_units),
         };
+        let history = &record.throughput_history;
+        let mut throughput = json!({
+            "NumberOfDecreasesToday": history.decreases_today(unix_millis_now()),
+            "ReadCapacityUnits": read,
+            "WriteCapacityUnits": write,
+        });
+        if let Some(at) = history.last_increase_ms {
+            throughput["LastIncreaseDateTime"] = date_json(at);
+        }
+        if let Some(at) = history.last_decrease_ms {
+            throughput["LastDecreaseDateTime"] = date_json(at);
+        }
         let first_partition = record.partitions.first().map_or(0, |p| p.id);
         let mut description = json!({
             "TableName": record.name,
@@ -600,23 +679,22 @@ impl Router {
             "AttributeDefinitions": definitions,
             "KeySchema": key_schema,
             "CreationDateTime": record.created_at_seconds,
-            "ProvisionedThroughput": {
-                "NumberOfDecreasesToday": 0,
-                "ReadCapacityUnits": read,
-                "WriteCapacityUnits": write,
-            },
+            "ProvisionedThroughput": throughput,
             "TableSizeBytes": record.size_bytes,
             "ItemCount": record.item_count,
-            "TableArn": format!(
-                "arn:aws:dynamodb:{}:{}:table/{}",
-                self.config.region, self.config.account, record.name
-            ),
+            "TableArn": self.table_arn(&record.name),
             // Stable for the table's life: derived from its first partition id, never reused.
             "TableId": format!("00000000-0000-4000-8000-{first_partition:012x}"),
             "DeletionProtectionEnabled": false,
         });
-        if record.billing == Billing::PayPerRequest {
-            description["BillingModeSummary"] = json!({ "BillingMode": mode });
+        // DynamoDB reports the summary for a table that is or ever was on demand, and none for
+        // a table that was always provisioned.
+        if record.billing == Billing::PayPerRequest || record.pay_per_request_since_ms.is_some() {
+            let mut summary = json!({ "BillingMode": mode });
+            if let Some(since) = record.pay_per_request_since_ms {
+                summary["LastUpdateToPayPerRequestDateTime"] = date_json(since);
+            }
+            description["BillingModeSummary"] = summary;
         }
         description
     }
@@ -626,6 +704,7 @@ impl Router {
     /// wait for ACTIVE see it at once).
     pub async fn create_table(&self, body: Json) -> Result<Json, DynamoError> {
         let request = validate::create_table(&body)?;
+        validate::check_table_maximum(request.billing, &self.config.region)?;
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let cluster = self.cluster().await?;
         let partition_count = partitions_for(request.billing, self.config.partitions_per_table);
@@ -663,16 +742,23 @@ impl Router {
                 leader_hint: None,
             })
             .collect();
+        let created_at_seconds = unix_seconds_now();
         let mut record = TableRecord {
             name: request.name.clone(),
             key_schema: request.key_schema,
             attribute_definitions: request.attribute_definitions,
             billing: request.billing,
             status: TableStatus::Creating,
-            created_at_seconds: unix_seconds_now(),
+            created_at_seconds,
             item_count: 0,
             size_bytes: 0,
             partitions,
+            tags: request.tags,
+            throughput_history: Default::default(),
+            // DynamoDB dates a table created on demand from its creation.
+            pay_per_request_since_ms: (request.billing == Billing::PayPerRequest)
+                .then(|| created_at_seconds.saturating_mul(1000)),
+            revision: 0,
         };
         let created = self
             .metadata
@@ -689,7 +775,12 @@ impl Router {
         record.status = TableStatus::Active;
         let activated = self
             .metadata
-            .replace_table(&self.forwarder, &record, TableStatus::Creating, deadline)
+            .replace_table(
+                &self.forwarder,
+                &mut record,
+                (TableStatus::Creating, 0),
+                deadline,
+            )
             .await
             .map_err(ForwardError::into_dynamo)?;
         if !activated {
@@ -871,11 +962,11 @@ impl Router {
                 ),
             ));
         }
-        let previous = record.status;
+        let read = (record.status, record.revision);
         record.status = TableStatus::Deleting;
         let marked = self
             .metadata
-            .replace_table(&self.forwarder, &record, previous, deadline)
+            .replace_table(&self.forwarder, &mut record, read, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
         if !marked {
@@ -923,6 +1014,183 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// A change of a table's item (metadata invariant 1): `change` maps the record read to the
+    /// record to store, or to `None` when nothing changes. After a concurrent change it reads
+    /// again, [`METADATA_WRITE_ATTEMPTS_MAX`] times at most, then answers `conflict`. The new
+    /// record is routed with on this core at once; other cores and routers load it within
+    /// [`TABLE_CACHE_TTL`].
+    async fn change_table(
+        &self,
+        name: &str,
+        missing: impl Fn() -> DynamoError,
+        mut change: impl FnMut(&TableRecord) -> Result<Option<TableRecord>, DynamoError>,
+        conflict: impl Fn() -> DynamoError,
+    ) -> Result<TableRecord, DynamoError> {
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        for _attempt in 0..METADATA_WRITE_ATTEMPTS_MAX {
+            let record = self
+                .read_table(name, deadline)
+                .await?
+                .ok_or_else(&missing)?;
+            let Some(mut changed) = change(&record)? else {
+                return Ok(record);
+            };
+            let replaced = self
+                .metadata
+                .replace_table(
+                    &self.forwarder,
+                    &mut changed,
+                    (record.status, record.revision),
+                    deadline,
+                )
+                .await
+                .map_err(ForwardError::into_dynamo)?;
+            if replaced {
+                if changed.status == TableStatus::Active {
+                    self.cache_record(changed.clone())?;
+                }
+                return Ok(changed);
+            }
+        }
+        Err(conflict())
+    }
+
+    /// UpdateTable: BillingMode and ProvisionedThroughput. The change is one metadata write, so
+    /// the table stays ACTIVE and the answer describes it changed (DynamoDB answers UPDATING
+    /// with the old values and applies them later; DynamoDB Local answers as here). Admission on
+    /// this core uses the new capacity at once, other routers within [`TABLE_CACHE_TTL`].
+    /// Partitions are not split for a higher throughput yet: each still admits DynamoDB's
+    /// per-partition ceilings.
+    pub async fn update_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let request = validate::update_table(&body)?;
+        let name = request.name.as_str();
+        let region = self.config.region.as_str();
+        let record = self
+            .change_table(
+                name,
+                || DynamoError::table_not_found(name),
+                |record| {
+                    match record.status {
+                        TableStatus::Active => {}
+                        TableStatus::Creating => return Err(table_in_use(name, "created")),
+                        TableStatus::Deleting => return Err(table_in_use(name, "deleted")),
+                    }
+                    let Some(billing) = validate::updated_billing(record.billing, &request)?
+                    else {
+                        return Ok(None);
+                    };
+                    validate::check_table_maximum(billing, region)?;
+                    let mut changed = record.clone();
+                    changed.change_billing(billing, unix_millis_now());
+                    Ok(Some(changed))
+                },
+                || {
+                    DynamoError::new(
+                        RESOURCE_IN_USE,
+                        format!(
+                            "Attempt to change a resource which is still in use: Table IOPS are currently being updated. Table: {name}"
+                        ),
+                    )
+                },
+            )
+            .await?;
+        Ok(json!({ "TableDescription": self.table_description(&record) }))
+    }
+
+    /// DescribeLimits: DynamoDB's default quotas, the ones CreateTable and UpdateTable apply
+    /// per table (validate.rs).
+    pub fn describe_limits(&self, _body: Json) -> Result<Json, DynamoError> {
+        Ok(json!({
+            "AccountMaxReadCapacityUnits": validate::ACCOUNT_READ_CAPACITY_UNITS_MAX,
+            "AccountMaxWriteCapacityUnits": validate::ACCOUNT_WRITE_CAPACITY_UNITS_MAX,
+            "TableMaxReadCapacityUnits": validate::TABLE_READ_CAPACITY_UNITS_MAX,
+            "TableMaxWriteCapacityUnits": validate::TABLE_WRITE_CAPACITY_UNITS_MAX,
+        }))
+    }
+
+    /// A tag operation's table: its ARN and name, checked against this router's region and
+    /// account (the ARNs DescribeTable reports).
+    fn tagged_table<'body>(
+        &self,
+        body: &'body Json,
+    ) -> Result<(&'body str, &'body str), DynamoError> {
+        validate::table_of_arn(body, &self.config.region, &self.config.account)
+    }
+
+    /// Changes a table's tags with `change`, refused past the tag limit. A table that is not
+    /// ACTIVE is not found, as DynamoDB's tag operations answer for a table being created.
+    async fn change_tags(
+        &self,
+        arn: &str,
+        name: &str,
+        change: impl Fn(&mut BTreeMap<String, String>),
+    ) -> Result<(), DynamoError> {
+        self.change_table(
+            name,
+            || DynamoError::resource_arn_not_found(arn),
+            |record| {
+                if record.status != TableStatus::Active {
+                    return Err(DynamoError::resource_arn_not_found(arn));
+                }
+                let mut changed = record.clone();
+                change(&mut changed.tags);
+                validate::check_tag_count(changed.tags.len())?;
+                Ok((changed.tags != record.tags).then_some(changed))
+            },
+            || {
+                DynamoError::new(
+                    LIMIT_EXCEEDED,
+                    format!("Subscriber limit exceeded: Table tags are being updated: {name}"),
+                )
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// TagResource: adds tags, replacing the value of a key the table has; at most 50 in all.
+    /// The request is checked whole before the table is read (one bad tag applies none).
+    pub async fn tag_resource(&self, body: Json) -> Result<Json, DynamoError> {
+        let (arn, name) = self.tagged_table(&body)?;
+        let tags = validate::tag_resource_tags(&body)?;
+        self.change_tags(arn, name, |table_tags| {
+            table_tags.extend(tags.iter().map(|(key, value)| (key.clone(), value.clone())));
+        })
+        .await?;
+        Ok(json!({}))
+    }
+
+    /// UntagResource: removes tags by key; a key the table does not have is not an error.
+    pub async fn untag_resource(&self, body: Json) -> Result<Json, DynamoError> {
+        let (arn, name) = self.tagged_table(&body)?;
+        let keys = validate::tag_keys(&body)?;
+        self.change_tags(arn, name, |table_tags| {
+            for key in &keys {
+                table_tags.remove(key);
+            }
+        })
+        .await?;
+        Ok(json!({}))
+    }
+
+    /// ListTagsOfResource: the table's tags in key order, in one page (see
+    /// [`LIST_TAGS_PAGE_TAGS_MAX`]); NextToken, if given, continues after that key.
+    pub async fn list_tags_of_resource(&self, body: Json) -> Result<Json, DynamoError> {
+        let (arn, name) = self.tagged_table(&body)?;
+        let after = validate::next_token(&body)?;
+        let record = self
+            .read_table(name, self.deadline())
+            .await?
+            .filter(|record| record.status == TableStatus::Active)
+            .ok_or_else(|| DynamoError::resource_arn_not_found(arn))?;
+        let (page, next) = tags_page(&record.tags, after, LIST_TAGS_PAGE_TAGS_MAX);
+        let mut response = json!({ "Tags": page });
+        if let Some(next) = next {
+            response["NextToken"] = json!(next);
+        }
+        Ok(response)
     }
 
     // ---- Item operations ------------------------------------------------------------------
@@ -1303,6 +1571,16 @@ impl Router {
     }
 }
 
+/// A change refused while CreateTable or DeleteTable runs.
+fn table_in_use(name: &str, becoming: &str) -> DynamoError {
+    DynamoError::new(
+        RESOURCE_IN_USE,
+        format!(
+            "Attempt to change a resource which is still in use: Table is being {becoming}: {name}"
+        ),
+    )
+}
+
 fn is_throttle(error: &DynamoError) -> bool {
     error.type_name == "ProvisionedThroughputExceededException"
         || error.type_name == "ThrottlingException"
@@ -1399,6 +1677,44 @@ mod tests {
             partition_hash(&AttributeValue::String("k".to_string())).unwrap()
         );
         assert_eq!(start, Some(key));
+    }
+
+    #[test]
+    fn tag_pages_continue_after_their_last_key() {
+        let tags: BTreeMap<String, String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|key| (key.to_string(), format!("value of {key}")))
+            .collect();
+        let keys = |page: &[Json]| -> Vec<String> {
+            page.iter()
+                .map(|tag| tag["Key"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (page, next) = tags_page(&tags, None, 2);
+        assert_eq!(keys(&page), ["a", "b"]);
+        assert_eq!(page[0], json!({"Key": "a", "Value": "value of a"}));
+        assert_eq!(next.as_deref(), Some("b"));
+        let (page, next) = tags_page(&tags, next.as_deref(), 2);
+        assert_eq!(keys(&page), ["c", "d"]);
+        let (page, next) = tags_page(&tags, next.as_deref(), 2);
+        assert_eq!(keys(&page), ["e"]);
+        assert_eq!(next, None);
+        // A page that ends exactly at the last tag has no NextToken; a token between keys or
+        // past the end continues from there.
+        assert_eq!(tags_page(&tags, None, 5).1, None);
+        assert_eq!(keys(&tags_page(&tags, Some("bb"), 5).0), ["c", "d", "e"]);
+        assert!(tags_page(&tags, Some("z"), 5).0.is_empty());
+        assert!(
+            tags_page(&BTreeMap::new(), None, LIST_TAGS_PAGE_TAGS_MAX)
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn dates_are_seconds_with_their_fraction() {
+        assert_eq!(date_json(1_700_000_000_000), json!(1_700_000_000u64));
+        assert_eq!(date_json(1_700_000_000_250), json!(1_700_000_000.25));
     }
 
     #[test]

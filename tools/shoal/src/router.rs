@@ -133,6 +133,11 @@ impl Api for RoutedApi {
             Operation::DeleteTable => router.delete_table(body).await,
             Operation::DescribeTable => router.describe_table(body).await,
             Operation::ListTables => router.list_tables(body).await,
+            Operation::UpdateTable => router.update_table(body).await,
+            Operation::DescribeLimits => router.describe_limits(body),
+            Operation::TagResource => router.tag_resource(body).await,
+            Operation::UntagResource => router.untag_resource(body).await,
+            Operation::ListTagsOfResource => router.list_tags_of_resource(body).await,
             Operation::PutItem => router.put_item(body).await,
             Operation::GetItem => router.get_item(body).await,
             Operation::UpdateItem => router.update_item(body).await,
@@ -145,13 +150,6 @@ impl Api for RoutedApi {
             Operation::DescribeEndpoints => Ok(json!({
                 "Endpoints": [{"Address": self.endpoint, "CachePeriodInMinutes": ENDPOINT_CACHE_MINUTES}]
             })),
-            // Not built yet: answered as DynamoDB answers an operation it does not know, never
-            // with an invented result.
-            Operation::UpdateTable
-            | Operation::DescribeLimits
-            | Operation::TagResource
-            | Operation::UntagResource
-            | Operation::ListTagsOfResource => return Err(ApiError::unknown_operation()),
         };
         outcome.map_err(api_error)
     }

@@ -1,7 +1,9 @@
 //! The router library (shoal-router) against three real `shoal node` processes with two shards
 //! each: bootstrap of the metadata group, CreateTable (four partitions over both shards), 200
 //! items written and read back, Query, batches, a failed condition, Scan pages of a small Limit
-//! and parallel segments finding each item exactly once, and DeleteTable.
+//! and parallel segments finding each item exactly once, and DeleteTable; a node killed under
+//! writes; a provisioned table throttling until UpdateTable raises its capacity, which a second
+//! router then reads (with the table's tags) from the metadata group.
 //! The test runs under a watchdog that kills the processes and fails loudly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -568,7 +570,7 @@ fn killing_a_node_keeps_the_table_serving_without_losing_acknowledged_writes() {
 }
 
 #[test]
-fn a_small_provisioned_table_throttles_and_applies_nothing_it_rejected() {
+fn a_small_provisioned_table_throttles_applies_nothing_it_rejected_until_update_table_raises_it() {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -631,5 +633,55 @@ fn a_small_provisioned_table_throttles_and_applies_nothing_it_rejected() {
             stored, acknowledged,
             "a rejected write was applied, or an acknowledged one lost"
         );
+
+        // UpdateTable lifts the limit on this router at once: the same burst is admitted.
+        let updated = router
+            .update_table(json!({
+                "TableName": "people",
+                "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1000},
+            }))
+            .await
+            .unwrap();
+        let throughput = &updated["TableDescription"]["ProvisionedThroughput"];
+        assert_eq!(throughput["WriteCapacityUnits"], 1000);
+        assert!(
+            throughput["LastIncreaseDateTime"].is_number(),
+            "{throughput}"
+        );
+        // Debt from the throttled burst carries over; at 1,000 WCU it is repaid within ms.
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        for index in 100..160 {
+            router.put_item(put_body(index)).await.unwrap();
+        }
+        let arn = "arn:aws:dynamodb:us-east-1:000000000000:table/people";
+        router
+            .tag_resource(json!({"ResourceArn": arn, "Tags": [{"Key": "team", "Value": "shoal"}]}))
+            .await
+            .unwrap();
+
+        // Another router (a restarted one, or another core) reads both from the metadata group.
+        let mut other_config = RouterConfig::new(status_nodes.clone());
+        other_config.seed = 4;
+        let other = Router::new(other_config).unwrap();
+        other.load_cluster().await.unwrap();
+        let described = other
+            .describe_table(json!({"TableName": "people"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            described["Table"]["ProvisionedThroughput"]["WriteCapacityUnits"],
+            1000
+        );
+        assert_eq!(
+            other
+                .list_tags_of_resource(json!({"ResourceArn": arn}))
+                .await
+                .unwrap(),
+            json!({"Tags": [{"Key": "team", "Value": "shoal"}]})
+        );
+        // Its admission starts from the table's new capacity too.
+        for index in 160..200 {
+            other.put_item(put_body(index)).await.unwrap();
+        }
     });
 }
