@@ -104,7 +104,10 @@ fn a_damaged_meta_slot_is_reported_not_skipped_for_the_other() {
     let (disk, expected) = populated_disk();
     for slot in [0u64, 1] {
         let original = disk.contents(TREE_FILE).unwrap();
-        for at in [slot as usize * PAGE_BYTES + 45, slot as usize * PAGE_BYTES + 9000] {
+        for at in [
+            slot as usize * PAGE_BYTES + 45,
+            slot as usize * PAGE_BYTES + 9000,
+        ] {
             disk.corrupt(TREE_FILE, at as u64, &[original[at] ^ 0x10]);
             let opened = block_on(BTree::open_in(
                 &disk.directory(),

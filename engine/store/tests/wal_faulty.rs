@@ -11,9 +11,9 @@ use std::rc::Rc;
 
 use common::{body, body_id, kind, open_collect, small_config};
 use futures_lite::future::{block_on, zip};
-use shoal_io::{SECTOR_BYTES, SeededRng};
 use shoal_io::storage::faulty::{FaultInjector, FaultKind, FaultRates, FaultyDirectory};
 use shoal_io::storage::simulated::SimulatedDisk;
+use shoal_io::{SECTOR_BYTES, SeededRng};
 use shoal_store::wal::format::{BLOCK_BYTES, RECORD_HEADER_BYTES, SEGMENT_DATA_OFFSET};
 use shoal_store::wal::{Lsn, PartitionId, WalError, segment_file_name};
 
@@ -171,11 +171,17 @@ fn silent_write_faults_are_caught_before_the_batch_is_acknowledged() {
         block_on(async {
             let (wal, _, _) = open_collect(&directory, small_config()).await.unwrap();
             let (committed, (first, faulty, after)) = zip(wal.run_committer(), async {
-                let first = wal.append(PartitionId(0), kind(), &body(0, BODY_BYTES)).await;
+                let first = wal
+                    .append(PartitionId(0), kind(), &body(0, BODY_BYTES))
+                    .await;
                 injector.set_rates(rates.clone());
-                let faulty = wal.append(PartitionId(0), kind(), &body(1, BODY_BYTES)).await;
+                let faulty = wal
+                    .append(PartitionId(0), kind(), &body(1, BODY_BYTES))
+                    .await;
                 injector.set_rates(FaultRates::none());
-                let after = wal.append(PartitionId(0), kind(), &body(2, BODY_BYTES)).await;
+                let after = wal
+                    .append(PartitionId(0), kind(), &body(2, BODY_BYTES))
+                    .await;
                 (first, faulty, after)
             })
             .await;

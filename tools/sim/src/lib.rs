@@ -36,21 +36,21 @@ use shoal_io::storage::faulty::{
 use shoal_io::storage::simulated::SimulatedDisk;
 use shoal_io::{SeededRng, StorageDirectory, StorageError, StorageOperation};
 use shoal_model::key::{KeySchema, KeyType};
+use shoal_partition::meta::MetaError;
 use shoal_partition::{
-    Event, Output, PartitionError, PartitionMeta, PartitionReplica,
-    REPLICATION_RECORD_KIND, ReplicaConfig, ShardReplay,
+    Event, Output, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND,
+    ReplicaConfig, ShardReplay,
 };
 use shoal_replication::{
-    Ballot, LogEntry, Lsn as CoreLsn, Membership, Message, MonotonicTime, NodeId, Payload, ReplicaKind,
-    ReplicaOptions, Slot,
+    Ballot, LogEntry, Lsn as CoreLsn, Membership, Message, MonotonicTime, NodeId, Payload,
+    ReplicaKind, ReplicaOptions, Slot,
 };
 use shoal_store::btree::{BTreeConfig, BTreeError, PageCache};
 use shoal_store::engine::{EngineError, Mutation, MutationBatch};
 use shoal_store::wal::format::{SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot};
 use shoal_store::wal::{Durable, PartitionId, Wal, WalConfig, WalError, segment_file_name};
-use shoal_partition::meta::MetaError;
-use shoal_wire::persist::decode_persist_record;
 use shoal_wire::messages::{ItemOperation, NodeError, NodeResponse, SnapshotChunk};
+use shoal_wire::persist::decode_persist_record;
 
 use linearizability::{EffectPoint, Operation, OperationKind, Verdict};
 use requests::{CONDITION_FAILED, Command, SCAN_PARAMETERS};
@@ -139,6 +139,9 @@ const AT_REST_FLIPS_PER_MILLION_STEPS_MAX: u64 = 2_000;
 const FAULTY_DISKS_MAX: usize = 2;
 /// Replicas of one group whose disks may be faulty: a minority, so a majority survives.
 const FAULTY_REPLICAS_PER_GROUP_MAX: usize = (REPLICAS_PER_GROUP - 1) / 2;
+/// Broken variant `WalDamageTakenForEndOfLog`: the faulty disks' nodes restart this long after
+/// the variant crashes them.
+const BROKEN_RESTART_NANOS: u64 = 100_000_000;
 /// Broken variant `WalDamageTakenForEndOfLog`: truncations tried before the WAL opens.
 const BROKEN_TRUNCATIONS_MAX: usize = 8;
 
@@ -156,7 +159,8 @@ pub enum Broken {
     AcceptedWritesAlteredOnOneReplica,
     /// Eventual reads return a value no write produced; the eventual-read check must catch it.
     EventualReadsInventValues,
-    /// When a faulty disk's WAL reports corruption at recovery, the simulator truncates the log
+    /// When a faulty disk's node restarts, the simulator flips a bit at rest in the first record
+    /// of its newest WAL segment, and when the WAL then reports corruption, truncates the log
     /// where the damage is (zeroes it and every newer segment) and opens it again: what a WAL
     /// recovery that takes a mid-log checksum failure for the end of the log would do. The
     /// acceptor-memory check (and, when the forgotten state mattered, linearizability) must
@@ -596,10 +600,7 @@ fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
 
 /// The simulator's executor: polls `future`, and the node's WAL committer whenever the future
 /// waits (it can wait only on the committer: simulated I/O completes at once).
-fn drive<T>(
-    future: impl Future<Output = T>,
-    committer: &mut Committer,
-) -> Result<T, NodeFailure> {
+fn drive<T>(future: impl Future<Output = T>, committer: &mut Committer) -> Result<T, NodeFailure> {
     let mut future = std::pin::pin!(future);
     for _ in 0..DRIVE_POLLS_MAX {
         if let Poll::Ready(output) = poll_once(future.as_mut()) {
@@ -792,11 +793,7 @@ pub fn run(options: SimulationOptions) -> Report {
         let hosted: Vec<usize> = (0..groups.len())
             .filter(|group| groups[*group].members.contains(&id))
             .collect();
-        let injector = FaultInjector::new(
-            storage.rates.clone(),
-            storage_rng.fork(id.0),
-            None,
-        );
+        let injector = FaultInjector::new(storage.rates.clone(), storage_rng.fork(id.0), None);
         // Switched on once the cluster was created (`run`): faults during creation would
         // only stop the node before it did anything.
         injector.set_enabled(false);
@@ -971,6 +968,31 @@ fn start_runtime(
     })
 }
 
+/// The broken variant's damage, so that every restart of a faulty disk's node exercises it:
+/// one bit at rest in the first record header of the newest WAL segment (in the log, and
+/// followed by later batches unless the segment has just one).
+fn damage_newest_segment(disk: &SimulatedDisk) {
+    let newest = (0..wal_config().segment_count)
+        .filter_map(|index| {
+            let contents = disk.contents(&segment_file_name(index))?;
+            let header: [u8; SEGMENT_HEADER_BYTES] =
+                contents.get(..SEGMENT_HEADER_BYTES)?.try_into().ok()?;
+            match SegmentHeader::decode(&header) {
+                SegmentHeaderSlot::Valid(header) => Some((header.generation, index, contents)),
+                _ => None,
+            }
+        })
+        .max_by_key(|(generation, _, _)| *generation);
+    let Some((_, index, contents)) = newest else {
+        return;
+    };
+    // The LSN field of the first record header of the segment's first batch.
+    let offset = shoal_store::wal::format::SEGMENT_DATA_OFFSET as usize + 16;
+    if let Some(byte) = contents.get(offset) {
+        disk.corrupt(&segment_file_name(index), offset as u64, &[byte ^ 0x01]);
+    }
+}
+
 /// The broken variant `WalDamageTakenForEndOfLog`: opens the WAL as a recovery that takes
 /// damage for the end of the log would, by zeroing the log from the damaged block on (the
 /// rest of that segment and every segment of a newer generation) until it opens. Returns
@@ -1084,6 +1106,11 @@ impl Simulation {
         let heal_from_step = total_steps - total_steps / 5;
         let mut acknowledged_before_heal = Vec::new();
         for step in 0..total_steps {
+            if step == total_steps / 3
+                && self.options.broken == Some(Broken::WalDamageTakenForEndOfLog)
+            {
+                self.crash_faulty_disks();
+            }
             if step == heal_from_step {
                 self.heal();
                 acknowledged_before_heal = self.groups.iter().map(|g| g.acknowledged).collect();
@@ -1130,7 +1157,11 @@ impl Simulation {
             (FaultKind::ReadBitFlip, "storage: bit flip on read"),
         ];
         let faulty_disks = self.nodes.values().filter(|node| node.faulty_disk).count();
-        *self.report.faults.entry("storage: faulty disks").or_default() += faulty_disks as u64;
+        *self
+            .report
+            .faults
+            .entry("storage: faulty disks")
+            .or_default() += faulty_disks as u64;
         for (kind, name) in storage_kinds {
             let count: usize = self
                 .nodes
@@ -1175,8 +1206,11 @@ impl Simulation {
         let node = self.nodes.get_mut(&id).expect("node exists");
         node.incarnation += 1;
         let directory = node.directory();
-        if broken && !fresh && node.faulty_disk && truncate_at_wal_damage(&node.disk, &directory) {
-            self.fault("broken: WAL truncated at damage");
+        if broken && !fresh && node.faulty_disk {
+            damage_newest_segment(&node.disk);
+            if truncate_at_wal_damage(&node.disk, &directory) {
+                self.fault("broken: WAL truncated at damage");
+            }
         }
         let node = self.nodes.get_mut(&id).expect("node exists");
         match start_runtime(&directory, id, &metas, fresh, seed, now) {
@@ -1307,6 +1341,22 @@ impl Simulation {
             disk.corrupt(name, offset, &[contents[offset as usize] ^ (1 << bit)]);
             self.fault("storage: bit flip at rest");
             self.trace(id, usize::MAX, &[5, offset, bit]);
+        }
+    }
+
+    /// The broken variant `WalDamageTakenForEndOfLog` crashes every running faulty disk's node
+    /// once, so that its recovery runs in every seed.
+    fn crash_faulty_disks(&mut self) {
+        let faulty: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.faulty_disk && node.is_up())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in faulty {
+            self.crash(id);
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            node.restart_at_nanos = Some(self.now_nanos + BROKEN_RESTART_NANOS);
         }
     }
 
@@ -2199,6 +2249,11 @@ mod tests {
         SimulationOptions::new(seed, Duration::from_secs(seconds))
     }
 
+    /// Seeds within which `WalDamageTakenForEndOfLog` must be caught (the variant crashes the
+    /// faulty disks' nodes a third into the run; one that storage faults stopped earlier, or
+    /// whose newest segment holds one batch, escapes).
+    const BROKEN_WAL_SEEDS: u64 = 10;
+
     fn caught_within(broken: Broken, seeds: u64, needle: &str) -> bool {
         (0..seeds).any(|seed| {
             let report = run(SimulationOptions {
@@ -2256,6 +2311,52 @@ mod tests {
             "{total:?}"
         );
         assert!(topologies.len() > 1, "seeds must vary the topology");
+        let storage_faults: u64 = total
+            .faults
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("storage: ") && **kind != "storage: faulty disks")
+            .map(|(_, count)| count)
+            .sum();
+        assert!(storage_faults > 0, "{total:?}");
+    }
+
+    /// Faulty disks are a minority of every group's replicas, one with 3 nodes, at most two
+    /// with 5, and the seed varies which.
+    #[test]
+    fn faulty_disks_are_a_minority_of_every_group() {
+        let mut chosen_sets = BTreeSet::new();
+        for seed in 0..200 {
+            let mut rng = SeededRng::new(seed);
+            let node_count = NODE_COUNTS[(seed % 2) as usize];
+            let group_count = GROUP_COUNT_MIN + seed % (GROUP_COUNT_MAX - GROUP_COUNT_MIN + 1);
+            let first_node = seed % node_count;
+            let groups: Vec<Group> = (0..group_count)
+                .map(|group| Group {
+                    members: (0..REPLICAS_PER_GROUP as u64)
+                        .map(|replica| NodeId(1 + (first_node + group + replica) % node_count))
+                        .collect(),
+                    digests: BTreeMap::new(),
+                    acknowledged: 0,
+                })
+                .collect();
+            let faulty = faulty_disks(&mut rng, node_count, &groups);
+            assert!(
+                !faulty.is_empty() && faulty.len() <= FAULTY_DISKS_MAX,
+                "seed {seed}"
+            );
+            if node_count == 3 {
+                assert_eq!(faulty.len(), 1, "seed {seed}");
+            }
+            for group in &groups {
+                let count = group.members.iter().filter(|m| faulty.contains(*m)).count();
+                assert!(
+                    count <= FAULTY_REPLICAS_PER_GROUP_MAX,
+                    "seed {seed}: {faulty:?}"
+                );
+            }
+            chosen_sets.insert(faulty);
+        }
+        assert!(chosen_sets.len() > 5);
     }
 
     /// Seed 0 (12 s) once failed every key: the leader refused a conditional put against a
@@ -2313,6 +2414,20 @@ mod tests {
                 "applied states differ"
             ),
             "the applied-state comparison must catch diverging replicas"
+        );
+    }
+
+    /// The checkers catch a WAL recovery that takes mid-log damage for the end of the log: the
+    /// faulty disk's replica comes back without promises or entries it acknowledged.
+    #[test]
+    fn wal_damage_taken_for_the_end_of_the_log_is_caught() {
+        assert!(
+            caught_within(
+                Broken::WalDamageTakenForEndOfLog,
+                BROKEN_WAL_SEEDS,
+                "acceptor forgot"
+            ),
+            "the acceptor-memory check must catch a replica that lost acknowledged records"
         );
     }
 
