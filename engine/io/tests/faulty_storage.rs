@@ -276,3 +276,37 @@ fn a_failed_sync_stops_instead_of_returning() {
         .unwrap_or_default();
     assert!(message.starts_with("fatal: fdatasync failed"), "{message}");
 }
+
+/// `write_verified` turns every fault a device shows at write time into a `ReadBack` error,
+/// and passes a write that landed intact.
+#[test]
+fn write_verified_reports_every_silent_write_fault_and_passes_a_clean_write() {
+    use shoal_io::StorageOperation;
+    use shoal_io::storage::write_verified;
+    let silent_kinds: [fn(&mut FaultRates); 4] = [
+        |rates| rates.lost_write = 1.0,
+        |rates| rates.torn_write = 1.0,
+        |rates| rates.misdirected_write = 1.0,
+        |rates| rates.write_bit_flip = 1.0,
+    ];
+    for set in silent_kinds {
+        let fixture = fixture(only(set), None);
+        let outcome = block_on(async {
+            let file = open_existing(&fixture).await;
+            let mut buffer = file.allocate_buffer(2 * BLOCK);
+            buffer.fill(NEW);
+            write_verified(&file, buffer, BLOCK as u64).await
+        });
+        let error = outcome.expect_err("the read back must differ");
+        assert_eq!(error.operation, StorageOperation::ReadBack, "{error}");
+        assert_eq!(error.kind(), ErrorKind::InvalidData);
+    }
+    let fixture = fixture(FaultRates::none(), None);
+    block_on(async {
+        let file = open_existing(&fixture).await;
+        let mut buffer = file.allocate_buffer(BLOCK);
+        buffer.fill(NEW);
+        write_verified(&file, buffer, 0).await.unwrap();
+    });
+    assert_eq!(fixture.disk.contents("f").unwrap()[..BLOCK], [NEW; BLOCK]);
+}

@@ -201,7 +201,9 @@ impl PartitionMeta {
         let bytes = self.encode();
         let mut buffer = file.allocate_buffer(bytes.len());
         buffer.copy_from_slice(&bytes);
-        file.write_at(buffer, 0).await?;
+        // Read back: a meta file the device lost or damaged would stop the replica at its next
+        // start; better to fail the creation now, while the caller can still refuse it.
+        shoal_io::storage::write_verified(&file, buffer, 0).await?;
         shoal_io::storage::sync_or_stop(&file).await;
         file.close().await?;
         if let Err(error) = directory.sync().await {

@@ -586,6 +586,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.applied_slot
     }
 
+    /// The MultiPaxos core, read only: hosts and checkers inspect its promise and log (the
+    /// simulator checks that a restarted replica still holds what it acknowledged durable).
+    pub fn core(&self) -> &Replica {
+        &self.core
+    }
+
     pub fn role(&self) -> RoleKind {
         self.core.role()
     }

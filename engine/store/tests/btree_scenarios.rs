@@ -95,6 +95,42 @@ fn every_damaged_page_is_reported_never_served() {
     assert!(reported > 10, "only {reported} damaged pages were in use");
 }
 
+/// A meta slot that is neither valid nor all zero was damaged at rest (a torn meta write leaves
+/// the old meta or the new one: every field lies in the first sector). Recovery must report
+/// it, never fall back to the other slot's older checkpoint, which the WAL may no longer
+/// cover. Either slot, the current or the previous checkpoint's.
+#[test]
+fn a_damaged_meta_slot_is_reported_not_skipped_for_the_other() {
+    let (disk, expected) = populated_disk();
+    for slot in [0u64, 1] {
+        let original = disk.contents(TREE_FILE).unwrap();
+        for at in [
+            slot as usize * PAGE_BYTES + 45,
+            slot as usize * PAGE_BYTES + 9000,
+        ] {
+            disk.corrupt(TREE_FILE, at as u64, &[original[at] ^ 0x10]);
+            let opened = block_on(BTree::open_in(
+                &disk.directory(),
+                TREE_FILE,
+                7,
+                PageCache::new(32),
+                BTreeConfig::default(),
+            ));
+            match opened {
+                Err(BTreeError::Corruption { page, damage }) => {
+                    assert_eq!(page, slot);
+                    assert_eq!(damage, PageDamage::Checksum);
+                }
+                Err(other) => panic!("slot {slot} byte {at}: {other}"),
+                Ok(_) => panic!("slot {slot} byte {at}: a damaged meta slot was skipped"),
+            }
+            disk.corrupt(TREE_FILE, at as u64, &[original[at]]);
+        }
+    }
+    let (tree, _) = open(&disk.directory(), 32, BTreeConfig::default());
+    assert_eq!(everything(&tree).unwrap(), expected);
+}
+
 #[test]
 fn misdirected_page_is_reported_with_both_ids() {
     let (disk, expected) = populated_disk();

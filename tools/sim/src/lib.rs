@@ -30,21 +30,27 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use shoal_io::SeededRng;
-use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedDisk, SimulatedFile};
+use shoal_io::storage::faulty::{
+    FaultInjector, FaultKind, FaultRates as StorageFaultRates, FaultyDirectory, FaultyFile,
+};
+use shoal_io::storage::simulated::SimulatedDisk;
+use shoal_io::{SeededRng, StorageDirectory, StorageError, StorageOperation};
 use shoal_model::key::{KeySchema, KeyType};
+use shoal_partition::meta::MetaError;
 use shoal_partition::{
-    Event, Output, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
-    ShardReplay,
+    Event, Output, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND,
+    ReplicaConfig, ShardReplay,
 };
 use shoal_replication::{
-    LogEntry, Lsn as CoreLsn, Membership, Message, MonotonicTime, NodeId, Payload, ReplicaKind,
-    ReplicaOptions, Slot,
+    Ballot, LogEntry, Lsn as CoreLsn, Membership, Message, MonotonicTime, NodeId, Payload,
+    ReplicaKind, ReplicaOptions, Slot,
 };
-use shoal_store::btree::{BTreeConfig, PageCache};
-use shoal_store::engine::{Mutation, MutationBatch};
-use shoal_store::wal::{Durable, PartitionId, Wal, WalConfig, WalError};
+use shoal_store::btree::{BTreeConfig, BTreeError, PageCache};
+use shoal_store::engine::{EngineError, Mutation, MutationBatch};
+use shoal_store::wal::format::{SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot};
+use shoal_store::wal::{Durable, PartitionId, Wal, WalConfig, WalError, segment_file_name};
 use shoal_wire::messages::{ItemOperation, NodeError, NodeResponse, SnapshotChunk};
+use shoal_wire::persist::decode_persist_record;
 
 use linearizability::{EffectPoint, Operation, OperationKind, Verdict};
 use requests::{CONDITION_FAILED, Command, SCAN_PARAMETERS};
@@ -116,6 +122,28 @@ const STREAM_WORKLOAD: u64 = 4;
 const STREAM_NODES: u64 = 5;
 const STREAM_FAULTS: u64 = 6;
 const STREAM_TOPOLOGY: u64 = 7;
+const STREAM_STORAGE_FAULTS: u64 = 8;
+
+/// Storage faults (see "Storage faults" in README.md). Each silent kind is switched on for a
+/// seed with probability one half, at a per-operation rate drawn log-uniformly between these
+/// powers of ten: at the top, a faulty disk writing a few hundred times a second meets a fault
+/// within a second or two; at the bottom, it may run the whole seed and crash with latent
+/// damage instead.
+const STORAGE_FAULT_RATE_LOG10_MIN: f64 = -5.0;
+const STORAGE_FAULT_RATE_LOG10_MAX: f64 = -2.5;
+/// Bit flips at rest (latent damage, after any read back): at most this many per million steps
+/// on each faulty disk, each flipping one bit of one file anywhere.
+const AT_REST_FLIPS_PER_MILLION_STEPS_MAX: u64 = 2_000;
+/// Storage faults hit at most this many nodes per seed (two of five), and `faulty_disks` keeps
+/// them to a minority of every group: with 3 nodes every group has a replica on each, so one.
+const FAULTY_DISKS_MAX: usize = 2;
+/// Replicas of one group whose disks may be faulty: a minority, so a majority survives.
+const FAULTY_REPLICAS_PER_GROUP_MAX: usize = (REPLICAS_PER_GROUP - 1) / 2;
+/// Broken variant `WalDamageTakenForEndOfLog`: the faulty disks' nodes restart this long after
+/// the variant crashes them.
+const BROKEN_RESTART_NANOS: u64 = 100_000_000;
+/// Broken variant `WalDamageTakenForEndOfLog`: truncations tried before the WAL opens.
+const BROKEN_TRUNCATIONS_MAX: usize = 8;
 
 pub(crate) const FNV_OFFSET_BASIS: u64 = 0xCBF2_9CE4_8422_2325;
 
@@ -131,6 +159,13 @@ pub enum Broken {
     AcceptedWritesAlteredOnOneReplica,
     /// Eventual reads return a value no write produced; the eventual-read check must catch it.
     EventualReadsInventValues,
+    /// When a faulty disk's node restarts, the simulator flips a bit at rest in the first record
+    /// of its newest WAL segment, and when the WAL then reports corruption, truncates the log
+    /// where the damage is (zeroes it and every newer segment) and opens it again: what a WAL
+    /// recovery that takes a mid-log checksum failure for the end of the log would do. The
+    /// acceptor-memory check (and, when the forgotten state mattered, linearizability) must
+    /// catch the replica that forgot what it acknowledged.
+    WalDamageTakenForEndOfLog,
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +213,13 @@ pub struct Report {
     pub trace_hash: u64,
 }
 
+/// The storage fault rates of one seed, for its faulty disks.
+#[derive(Clone, Debug)]
+struct StorageFaults {
+    rates: StorageFaultRates,
+    at_rest_flips_per_million_steps: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct FaultRates {
     loss_per_million: u64,
@@ -206,25 +248,113 @@ struct InFlight {
     envelope: Envelope,
 }
 
-type SimulatedReplica = PartitionReplica<SimulatedFile, SimulatedDirectory>;
+type SimulatedReplica = PartitionReplica<FaultyFile, FaultyDirectory>;
 type Committer = Pin<Box<dyn Future<Output = Result<(), WalError>>>>;
 
 /// What a running node holds in memory; dropped whole by a crash.
 struct Runtime {
-    wal: Wal<SimulatedFile>,
+    wal: Wal<FaultyFile>,
     committer: Committer,
     /// Replicas by group index.
     replicas: BTreeMap<usize, SimulatedReplica>,
-    /// Records queued in the WAL and not yet reported durable: group, core lsn, durability.
-    unsynced: Vec<(usize, CoreLsn, Durable)>,
+    /// Records queued in the WAL and not yet reported durable: group, core lsn, durability,
+    /// and what the record holds for the acceptor-memory check.
+    unsynced: Vec<(usize, CoreLsn, Durable, AcceptorRecord)>,
     /// When the simulator next polls the committer (the group commit's fsync).
     commit_at_nanos: Option<u64>,
+}
+
+/// What one WAL record of a replica holds that the replica must never forget once it is
+/// durable: a promised ballot and accepted entries (slot, ballot).
+#[derive(Clone, Debug, Default)]
+struct AcceptorRecord {
+    promised: Option<Ballot>,
+    accepted: Vec<(Slot, Ballot)>,
+}
+
+/// Per replica, everything its durable records held: the highest promise, and per slot the
+/// highest ballot accepted. A restarted replica must hold at least this (the acceptor-memory
+/// check): a Paxos acceptor that forgets a promise or an accepted value can let another value
+/// be chosen.
+#[derive(Clone, Debug)]
+struct AcceptorMemory {
+    promised: Ballot,
+    accepted: BTreeMap<Slot, Ballot>,
+}
+
+impl Default for AcceptorMemory {
+    fn default() -> Self {
+        Self {
+            promised: Ballot::ZERO,
+            accepted: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a node failed, and whether its storage reported corruption (a checksum, a structural
+/// check or a read back failed): on a faulty disk that is the expected fail-stop, elsewhere a
+/// violation.
+struct NodeFailure {
+    text: String,
+    corruption: bool,
+}
+
+impl NodeFailure {
+    fn other(text: String) -> Self {
+        Self {
+            text,
+            corruption: false,
+        }
+    }
+}
+
+fn storage_corruption(error: &StorageError) -> bool {
+    error.operation == StorageOperation::ReadBack
+}
+
+fn wal_corruption(error: &WalError) -> bool {
+    match error {
+        WalError::Corruption(_) => true,
+        WalError::WriteFailed(failure) => failure.read_back_mismatch,
+        WalError::Storage(error) => storage_corruption(error),
+        _ => false,
+    }
+}
+
+fn partition_corruption(error: &PartitionError) -> bool {
+    match error {
+        PartitionError::Wal(error) => wal_corruption(error),
+        PartitionError::Storage(error) => storage_corruption(error),
+        PartitionError::Engine(EngineError::BTree(error)) => match error {
+            BTreeError::Corruption { .. } | BTreeError::NoValidMeta => true,
+            BTreeError::Storage(error) => storage_corruption(error),
+            _ => false,
+        },
+        PartitionError::Corrupt(_) => true,
+        PartitionError::Engine(_) => false,
+    }
+}
+
+fn meta_corruption(error: &MetaError) -> bool {
+    match error {
+        MetaError::Corrupt { .. } => true,
+        MetaError::Storage(error) => storage_corruption(error),
+    }
 }
 
 struct Node {
     clock_offset_nanos: u64,
     clock_rate_ppm: i64,
     disk: SimulatedDisk,
+    /// Decides this node's storage faults, over every incarnation; switched off for healthy
+    /// disks and in the heal phase.
+    injector: Rc<FaultInjector>,
+    /// One of the seed's faulty disks (at most a minority of every group).
+    faulty_disk: bool,
+    /// Its storage reported corruption: stopped for good, as `fatal!` stops a process.
+    stopped: bool,
+    /// Per hosted group, what its durable records held (the acceptor-memory check).
+    acceptor_memory: BTreeMap<usize, AcceptorMemory>,
     /// The groups this node hosts a replica of.
     groups: Vec<usize>,
     /// None while the node is down.
@@ -242,6 +372,10 @@ struct Node {
 impl Node {
     fn is_up(&self) -> bool {
         self.runtime.is_some()
+    }
+
+    fn directory(&self) -> FaultyDirectory {
+        FaultyDirectory::new(self.disk.directory(), Rc::clone(&self.injector))
     }
 }
 
@@ -303,6 +437,8 @@ struct Simulation {
     disk_rng: SeededRng,
     workload_rng: SeededRng,
     fault_rng: SeededRng,
+    storage_rng: SeededRng,
+    storage_faults: StorageFaults,
     nodes: BTreeMap<NodeId, Node>,
     groups: Vec<Group>,
     /// Messages by (delivery time, sequence number): delivery scans only what is due.
@@ -371,6 +507,84 @@ fn wal_config() -> WalConfig {
     }
 }
 
+/// The storage fault rates of a seed (swarm): each silent kind on with probability one half.
+fn storage_faults(rng: &mut SeededRng) -> StorageFaults {
+    let mut draw = || {
+        if rng.chance(0.5) {
+            0.0
+        } else {
+            let exponent = STORAGE_FAULT_RATE_LOG10_MIN
+                + rng.unit_f64() * (STORAGE_FAULT_RATE_LOG10_MAX - STORAGE_FAULT_RATE_LOG10_MIN);
+            10f64.powf(exponent)
+        }
+    };
+    let rates = StorageFaultRates {
+        torn_write: draw(),
+        lost_write: draw(),
+        misdirected_write: draw(),
+        write_bit_flip: draw(),
+        read_bit_flip: draw(),
+        // Not storage corruption: EIO is a reported failure (tested in shoal-store), and a
+        // failed fdatasync stops the process through `fatal!`, which the simulator cannot
+        // survive in-process.
+        ..StorageFaultRates::none()
+    };
+    let at_rest_flips_per_million_steps = if rng.chance(0.5) {
+        0
+    } else {
+        rng.below(AT_REST_FLIPS_PER_MILLION_STEPS_MAX + 1)
+    };
+    StorageFaults {
+        rates,
+        at_rest_flips_per_million_steps,
+    }
+}
+
+/// The seed's faulty disks: nodes in a random order, each taken while every group it hosts
+/// keeps at most a minority of faulty replicas, up to `FAULTY_DISKS_MAX`.
+fn faulty_disks(rng: &mut SeededRng, node_count: u64, groups: &[Group]) -> BTreeSet<NodeId> {
+    let mut order: Vec<NodeId> = (1..=node_count).map(NodeId).collect();
+    for index in (1..order.len()).rev() {
+        let other = rng.below(index as u64 + 1) as usize;
+        order.swap(index, other);
+    }
+    let wanted = 1 + rng.below(FAULTY_DISKS_MAX as u64) as usize;
+    let mut chosen = BTreeSet::new();
+    for node in order {
+        if chosen.len() == wanted {
+            break;
+        }
+        let fits = groups.iter().all(|group| {
+            let faulty = group
+                .members
+                .iter()
+                .filter(|member| chosen.contains(*member) || **member == node)
+                .count();
+            faulty <= FAULTY_REPLICAS_PER_GROUP_MAX
+        });
+        if fits {
+            chosen.insert(node);
+        }
+    }
+    chosen
+}
+
+/// What a replica's `Persist` body (the WAL record) holds for the acceptor-memory check. A
+/// body that does not decode holds nothing the check can use; recovery reports it anyway.
+fn acceptor_record(body: &[u8]) -> AcceptorRecord {
+    let Ok(record) = decode_persist_record(body) else {
+        return AcceptorRecord::default();
+    };
+    AcceptorRecord {
+        promised: record.promised.map(Ballot::from),
+        accepted: record
+            .entries
+            .iter()
+            .map(|(slot, entry)| (Slot(*slot), Ballot::from(entry.ballot)))
+            .collect(),
+    }
+}
+
 fn partition_meta(group: usize, members: &[NodeId]) -> PartitionMeta {
     PartitionMeta {
         partition: group as u64 + PARTITION_FIRST,
@@ -386,19 +600,22 @@ fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
 
 /// The simulator's executor: polls `future`, and the node's WAL committer whenever the future
 /// waits (it can wait only on the committer: simulated I/O completes at once).
-fn drive<T>(future: impl Future<Output = T>, committer: &mut Committer) -> Result<T, String> {
+fn drive<T>(future: impl Future<Output = T>, committer: &mut Committer) -> Result<T, NodeFailure> {
     let mut future = std::pin::pin!(future);
     for _ in 0..DRIVE_POLLS_MAX {
         if let Poll::Ready(output) = poll_once(future.as_mut()) {
             return Ok(output);
         }
         if let Poll::Ready(outcome) = poll_once(committer.as_mut()) {
-            return Err(format!("the WAL committer stopped: {outcome:?}"));
+            return Err(NodeFailure {
+                text: format!("the WAL committer stopped: {outcome:?}"),
+                corruption: outcome.as_ref().is_err_and(wal_corruption),
+            });
         }
     }
-    Err(format!(
+    Err(NodeFailure::other(format!(
         "a future still waits after {DRIVE_POLLS_MAX} polls of the WAL committer"
-    ))
+    )))
 }
 
 /// Polls a future that needs no committer (opening a WAL) to completion.
@@ -564,6 +781,9 @@ pub fn run(options: SimulationOptions) -> Report {
         })
         .collect();
 
+    let mut storage_rng = root.fork(STREAM_STORAGE_FAULTS);
+    let storage = storage_faults(&mut storage_rng);
+    let faulty = faulty_disks(&mut storage_rng, node_count, &groups);
     let mut node_rng = root.fork(STREAM_NODES);
     let mut nodes = BTreeMap::new();
     for id in (1..=node_count).map(NodeId) {
@@ -573,12 +793,23 @@ pub fn run(options: SimulationOptions) -> Report {
         let hosted: Vec<usize> = (0..groups.len())
             .filter(|group| groups[*group].members.contains(&id))
             .collect();
+        let injector = FaultInjector::new(storage.rates.clone(), storage_rng.fork(id.0), None);
+        // Switched on once the cluster was created (`run`): faults during creation would
+        // only stop the node before it did anything.
+        injector.set_enabled(false);
         nodes.insert(
             id,
             Node {
                 clock_offset_nanos,
                 clock_rate_ppm,
                 disk: SimulatedDisk::new(),
+                injector,
+                faulty_disk: faulty.contains(&id),
+                stopped: false,
+                acceptor_memory: hosted
+                    .iter()
+                    .map(|group| (*group, AcceptorMemory::default()))
+                    .collect(),
                 observed_applied: hosted.iter().map(|group| (*group, Slot::ZERO)).collect(),
                 groups: hosted,
                 fuzzy_until: BTreeMap::new(),
@@ -604,6 +835,8 @@ pub fn run(options: SimulationOptions) -> Report {
         disk_rng: root.fork(STREAM_DISK),
         workload_rng: root.fork(STREAM_WORKLOAD),
         fault_rng: root.fork(STREAM_FAULTS),
+        storage_rng,
+        storage_faults: storage,
         nodes,
         groups,
         network: BTreeMap::new(),
@@ -636,6 +869,9 @@ pub fn run(options: SimulationOptions) -> Report {
         let seed = node_rng.next_u64();
         simulation.start(id, true, seed);
     }
+    for node in simulation.nodes.values() {
+        node.injector.set_enabled(node.faulty_disk);
+    }
     simulation.run();
     simulation.report
 }
@@ -644,27 +880,30 @@ pub fn run(options: SimulationOptions) -> Report {
 /// restarts after this long, as a supervisor would restart the process.
 const FAILED_NODE_RESTART_NANOS: u64 = 1_000_000_000;
 
-/// Opens a node's WAL and page cache on `disk` and creates (`fresh`) or recovers each of its
-/// replicas: the storage node's start, step by step.
+/// Opens a node's WAL and page cache on `directory` and creates (`fresh`) or recovers each of
+/// its replicas: the storage node's start, step by step.
 fn start_runtime(
-    disk: &SimulatedDisk,
+    directory: &FaultyDirectory,
     id: NodeId,
     metas: &[(usize, PartitionMeta)],
     fresh: bool,
     seed: u64,
     now: MonotonicTime,
-) -> Result<Runtime, String> {
-    let directory = disk.directory();
+) -> Result<Runtime, NodeFailure> {
     let mut replay = ShardReplay::default();
-    let (wal, _) = complete(Wal::open(&directory, wal_config(), |record| {
+    let (wal, _) = complete(Wal::open(directory, wal_config(), |record| {
         replay.visit(record)
-    }))?
-    .map_err(|error| format!("{id:?}: the WAL does not open: {error}"))?;
+    }))
+    .map_err(NodeFailure::other)?
+    .map_err(|error| NodeFailure {
+        text: format!("{id:?}: the WAL does not open: {error}"),
+        corruption: wal_corruption(&error),
+    })?;
     if !replay.undecodable.is_empty() {
-        return Err(format!(
+        return Err(NodeFailure::other(format!(
             "{id:?}: WAL records that pass their checksum do not decode: {:?}",
             replay.undecodable
-        ));
+        )));
     }
     let committer_wal = wal.clone();
     let mut committer: Committer = Box::pin(async move { committer_wal.run_committer().await });
@@ -679,7 +918,7 @@ fn start_runtime(
                     id,
                     replica_config(),
                     election_seed,
-                    Rc::new(disk.directory()),
+                    Rc::new(directory.clone()),
                     cache.clone(),
                     wal.clone(),
                     now,
@@ -688,10 +927,13 @@ fn start_runtime(
             )?
         } else {
             let stored = drive(
-                PartitionMeta::read(&directory, meta.partition),
+                PartitionMeta::read(directory, meta.partition),
                 &mut committer,
             )?
-            .map_err(|error| format!("{id:?} group {group}: the meta file: {error}"))?;
+            .map_err(|error| NodeFailure {
+                text: format!("{id:?} group {group}: the meta file: {error}"),
+                corruption: meta_corruption(&error),
+            })?;
             let records = replay
                 .partitions
                 .remove(&meta.partition)
@@ -702,7 +944,7 @@ fn start_runtime(
                     id,
                     replica_config(),
                     election_seed,
-                    Rc::new(disk.directory()),
+                    Rc::new(directory.clone()),
                     cache.clone(),
                     wal.clone(),
                     records,
@@ -711,7 +953,10 @@ fn start_runtime(
                 &mut committer,
             )?
         }
-        .map_err(|error| format!("{id:?} group {group}: the replica does not start: {error}"))?;
+        .map_err(|error| NodeFailure {
+            text: format!("{id:?} group {group}: the replica does not start: {error}"),
+            corruption: partition_corruption(&error),
+        })?;
         replicas.insert(*group, replica);
     }
     Ok(Runtime {
@@ -721,6 +966,75 @@ fn start_runtime(
         unsynced: Vec::new(),
         commit_at_nanos: None,
     })
+}
+
+/// The broken variant's damage, so that every restart of a faulty disk's node exercises it:
+/// one bit at rest in the first record header of the newest WAL segment (in the log, and
+/// followed by later batches unless the segment has just one).
+fn damage_newest_segment(disk: &SimulatedDisk) {
+    let newest = (0..wal_config().segment_count)
+        .filter_map(|index| {
+            let contents = disk.contents(&segment_file_name(index))?;
+            let header: [u8; SEGMENT_HEADER_BYTES] =
+                contents.get(..SEGMENT_HEADER_BYTES)?.try_into().ok()?;
+            match SegmentHeader::decode(&header) {
+                SegmentHeaderSlot::Valid(header) => Some((header.generation, index, contents)),
+                _ => None,
+            }
+        })
+        .max_by_key(|(generation, _, _)| *generation);
+    let Some((_, index, contents)) = newest else {
+        return;
+    };
+    // The LSN field of the first record header of the segment's first batch.
+    let offset = shoal_store::wal::format::SEGMENT_DATA_OFFSET as usize + 16;
+    if let Some(byte) = contents.get(offset) {
+        disk.corrupt(&segment_file_name(index), offset as u64, &[byte ^ 0x01]);
+    }
+}
+
+/// The broken variant `WalDamageTakenForEndOfLog`: opens the WAL as a recovery that takes
+/// damage for the end of the log would, by zeroing the log from the damaged block on (the
+/// rest of that segment and every segment of a newer generation) until it opens. Returns
+/// whether it truncated anything.
+fn truncate_at_wal_damage(disk: &SimulatedDisk, directory: &FaultyDirectory) -> bool {
+    let block = shoal_store::wal::format::BLOCK_BYTES as u64;
+    let mut truncated = false;
+    for _ in 0..BROKEN_TRUNCATIONS_MAX {
+        let opened = complete(Wal::open(directory, wal_config(), |_| {}));
+        let Ok(Err(WalError::Corruption(corruption))) = opened else {
+            return truncated;
+        };
+        let location = corruption.location;
+        let generation_of = |index: u32| {
+            let contents = disk.contents(&segment_file_name(index))?;
+            let header: [u8; SEGMENT_HEADER_BYTES] =
+                contents.get(..SEGMENT_HEADER_BYTES)?.try_into().ok()?;
+            match SegmentHeader::decode(&header) {
+                SegmentHeaderSlot::Valid(header) => Some(header.generation),
+                _ => None,
+            }
+        };
+        for index in 0..wal_config().segment_count {
+            let name = segment_file_name(index);
+            let Some(contents) = disk.contents(&name) else {
+                continue;
+            };
+            let from = if index == location.segment_index {
+                location.offset - location.offset % block
+            } else if generation_of(index).is_some_and(|generation| {
+                location.generation > 0 && generation > location.generation
+            }) {
+                0
+            } else {
+                continue;
+            };
+            let zeros = vec![0; contents.len().saturating_sub(from as usize)];
+            disk.corrupt(&name, from, &zeros);
+            truncated = true;
+        }
+    }
+    truncated
 }
 
 /// Operations shown from the end of a non-linearizable history's shortest failing prefix.
@@ -792,6 +1106,11 @@ impl Simulation {
         let heal_from_step = total_steps - total_steps / 5;
         let mut acknowledged_before_heal = Vec::new();
         for step in 0..total_steps {
+            if step == total_steps / 3
+                && self.options.broken == Some(Broken::WalDamageTakenForEndOfLog)
+            {
+                self.crash_faulty_disks();
+            }
             if step == heal_from_step {
                 self.heal();
                 acknowledged_before_heal = self.groups.iter().map(|g| g.acknowledged).collect();
@@ -830,6 +1149,29 @@ impl Simulation {
                 self.report.wal_segments_recycled += runtime.wal.stats().segments_recycled;
             }
         }
+        let storage_kinds = [
+            (FaultKind::TornWrite, "storage: torn write"),
+            (FaultKind::LostWrite, "storage: lost write"),
+            (FaultKind::MisdirectedWrite, "storage: misdirected write"),
+            (FaultKind::WriteBitFlip, "storage: bit flip on write"),
+            (FaultKind::ReadBitFlip, "storage: bit flip on read"),
+        ];
+        let faulty_disks = self.nodes.values().filter(|node| node.faulty_disk).count();
+        *self
+            .report
+            .faults
+            .entry("storage: faulty disks")
+            .or_default() += faulty_disks as u64;
+        for (kind, name) in storage_kinds {
+            let count: usize = self
+                .nodes
+                .values()
+                .map(|node| node.injector.count(kind))
+                .sum();
+            if count > 0 {
+                *self.report.faults.entry(name).or_default() += count as u64;
+            }
+        }
         self.check_history();
         self.check_eventual_reads();
         self.report.simulated_ms = self.now_nanos / 1_000_000;
@@ -843,7 +1185,9 @@ impl Simulation {
         }
         self.unclog_due();
         for node in self.nodes.values_mut() {
-            if !node.is_up() {
+            // Storage heals too; what it already damaged stays on the disk.
+            node.injector.set_enabled(false);
+            if !node.is_up() && !node.stopped {
                 node.restart_at_nanos = Some(0);
             }
         }
@@ -858,21 +1202,96 @@ impl Simulation {
             .iter()
             .map(|group| (*group, partition_meta(*group, &self.groups[*group].members)))
             .collect();
+        let broken = self.options.broken == Some(Broken::WalDamageTakenForEndOfLog);
         let node = self.nodes.get_mut(&id).expect("node exists");
         node.incarnation += 1;
-        match start_runtime(&node.disk, id, &metas, fresh, seed, now) {
+        let directory = node.directory();
+        if broken && !fresh && node.faulty_disk {
+            damage_newest_segment(&node.disk);
+            if truncate_at_wal_damage(&node.disk, &directory) {
+                self.fault("broken: WAL truncated at damage");
+            }
+        }
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        match start_runtime(&directory, id, &metas, fresh, seed, now) {
             Ok(runtime) => {
                 for (group, replica) in &runtime.replicas {
                     node.observed_applied.insert(*group, replica.applied_slot());
                 }
                 node.runtime = Some(runtime);
+                if !fresh {
+                    self.check_acceptor_memory(id);
+                }
             }
-            Err(error) => {
-                // The node stays down; without storage faults nothing explains it.
-                self.violation(format!("{id:?} cannot start: {error}"));
-            }
+            Err(failure) => self.stop_or_violation(id, usize::MAX, failure),
         }
         self.trace(id, usize::MAX, &[3, u64::from(fresh)]);
+    }
+
+    /// A restarted replica must hold every promise and accepted entry its durable records held
+    /// (entries below its log's first slot are in its checkpointed tree). Storage faults that
+    /// the engine did not detect, or a recovery that drops records, show up here first.
+    fn check_acceptor_memory(&mut self, id: NodeId) {
+        let mut forgotten = Vec::new();
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let Some(runtime) = node.runtime.as_ref() else {
+            return;
+        };
+        for (group, replica) in &runtime.replicas {
+            let core = replica.core();
+            let Some(memory) = node.acceptor_memory.get_mut(group) else {
+                continue;
+            };
+            memory.accepted = memory.accepted.split_off(&core.log_first_slot());
+            if core.promised() < memory.promised {
+                forgotten.push(format!(
+                    "{id:?} group {group}: restarted with promise {:?} below the durable {:?}",
+                    core.promised(),
+                    memory.promised
+                ));
+            }
+            for (slot, ballot) in &memory.accepted {
+                let held = core.entry(*slot).map(|entry| entry.ballot);
+                if held.is_none_or(|held| held < *ballot) {
+                    forgotten.push(format!(
+                        "{id:?} group {group}: restarted without the entry it durably accepted \
+                         at {slot:?} in {ballot:?} (holds {held:?})"
+                    ));
+                    break;
+                }
+            }
+        }
+        for text in forgotten {
+            self.violation(format!("acceptor forgot: {text}"));
+        }
+    }
+
+    /// A node failed. Corruption its storage reported on a faulty disk is the expected
+    /// fail-stop: the node stops for good, as `fatal!` would stop the process, and is counted.
+    /// Anything else (and corruption on a healthy disk) is a violation; the node then restarts
+    /// a second later, as a supervisor would.
+    fn stop_or_violation(&mut self, id: NodeId, group: usize, failure: NodeFailure) {
+        let faulty_disk = self.nodes[&id].faulty_disk;
+        if failure.corruption && faulty_disk {
+            if self.nodes[&id].stopped {
+                return;
+            }
+            self.crash(id);
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            node.stopped = true;
+            node.restart_at_nanos = None;
+            self.fault("node stopped: corruption detected");
+            self.trace(id, group, &[4]);
+            return;
+        }
+        let disk = if faulty_disk { "faulty" } else { "healthy" };
+        self.violation(format!(
+            "{id:?} group {group} ({disk} disk): {}",
+            failure.text
+        ));
+        self.crash(id);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.restart_at_nanos = Some(self.now_nanos + FAILED_NODE_RESTART_NANOS);
     }
 
     /// A power loss: every replica of the node and its WAL are gone from memory, and the disk
@@ -886,16 +1305,63 @@ impl Simulation {
         self.trace(id, usize::MAX, &[1]);
     }
 
-    /// A replica or its WAL failed in a way only a bug explains: recorded as a violation, and
-    /// the node is crashed and restarted, as a supervisor would after `fatal!`.
-    fn fail_node(&mut self, id: NodeId, group: usize, error: String) {
-        self.violation(format!("{id:?} group {group}: {error}"));
-        self.crash(id);
-        let node = self.nodes.get_mut(&id).expect("node exists");
-        node.restart_at_nanos = Some(self.now_nanos + FAILED_NODE_RESTART_NANOS);
+    /// A replica or its WAL failed in a way only a bug explains, or its storage reported
+    /// corruption (`stop_or_violation` tells the two apart).
+    fn fail_node(&mut self, id: NodeId, group: usize, failure: NodeFailure) {
+        self.stop_or_violation(id, group, failure);
+    }
+
+    /// Latent damage: one bit of one file of a faulty disk flips, in both the bytes reads see
+    /// and the durable image, whether the node is up or down. Only checksums can find it.
+    fn flip_bits_at_rest(&mut self) {
+        let rate = self.storage_faults.at_rest_flips_per_million_steps;
+        let faulty: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.faulty_disk)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in faulty {
+            if self.storage_rng.below(1_000_000) >= rate {
+                continue;
+            }
+            let disk = self.nodes[&id].disk.clone();
+            let Ok(Ok(names)) = complete(disk.directory().list()) else {
+                continue;
+            };
+            if names.is_empty() {
+                continue;
+            }
+            let name = &names[self.storage_rng.below(names.len() as u64) as usize];
+            let Some(contents) = disk.contents(name).filter(|bytes| !bytes.is_empty()) else {
+                continue;
+            };
+            let offset = self.storage_rng.below(contents.len() as u64);
+            let bit = self.storage_rng.below(8);
+            disk.corrupt(name, offset, &[contents[offset as usize] ^ (1 << bit)]);
+            self.fault("storage: bit flip at rest");
+            self.trace(id, usize::MAX, &[5, offset, bit]);
+        }
+    }
+
+    /// The broken variant `WalDamageTakenForEndOfLog` crashes every running faulty disk's node
+    /// once, so that its recovery runs in every seed.
+    fn crash_faulty_disks(&mut self) {
+        let faulty: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.faulty_disk && node.is_up())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in faulty {
+            self.crash(id);
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            node.restart_at_nanos = Some(self.now_nanos + BROKEN_RESTART_NANOS);
+        }
     }
 
     fn inject_faults(&mut self) {
+        self.flip_bits_at_rest();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let node = ids[self.fault_rng.below(ids.len() as u64) as usize];
         if self.fault_rng.below(1_000_000) < self.rates.crash_per_million_steps && self.is_up(node)
@@ -988,6 +1454,17 @@ impl Simulation {
                 state.digests = state.digests.split_off(&floor);
             }
         }
+        // Accepted entries below a live replica's log are in its checkpointed tree.
+        for node in self.nodes.values_mut() {
+            let Some(runtime) = node.runtime.as_ref() else {
+                continue;
+            };
+            for (group, replica) in &runtime.replicas {
+                if let Some(memory) = node.acceptor_memory.get_mut(group) {
+                    memory.accepted = memory.accepted.split_off(&replica.core().log_first_slot());
+                }
+            }
+        }
     }
 
     /// The group commit's fsync: polls the committer of each node whose commit is due (it
@@ -1011,21 +1488,25 @@ impl Simulation {
             };
             runtime.commit_at_nanos = None;
             if let Poll::Ready(outcome) = poll_once(runtime.committer.as_mut()) {
+                let corruption = outcome.as_ref().is_err_and(wal_corruption);
                 self.fail_node(
                     id,
                     usize::MAX,
-                    format!("the WAL committer stopped: {outcome:?}"),
+                    NodeFailure {
+                        text: format!("the WAL committer stopped: {outcome:?}"),
+                        corruption,
+                    },
                 );
                 continue;
             }
             let mut durable = Vec::new();
             let mut failure = None;
             let mut waiting = Vec::new();
-            for (group, core_lsn, mut future) in std::mem::take(&mut runtime.unsynced) {
+            for (group, core_lsn, mut future, record) in std::mem::take(&mut runtime.unsynced) {
                 match poll_once(Pin::new(&mut future)) {
-                    Poll::Ready(Ok(wal_lsn)) => durable.push((group, core_lsn, wal_lsn)),
+                    Poll::Ready(Ok(wal_lsn)) => durable.push((group, core_lsn, wal_lsn, record)),
                     Poll::Ready(Err(error)) => failure = Some((group, error)),
-                    Poll::Pending => waiting.push((group, core_lsn, future)),
+                    Poll::Pending => waiting.push((group, core_lsn, future, record)),
                 }
             }
             let wal_full = !waiting.is_empty();
@@ -1037,11 +1518,32 @@ impl Simulation {
             if wal_full {
                 self.fault("WAL full, waiting for a checkpoint");
             }
+            // What became durable stays on the disk even if a later record failed.
+            if let Some(node) = self.nodes.get_mut(&id) {
+                for (group, _, _, record) in &durable {
+                    let memory = node.acceptor_memory.entry(*group).or_default();
+                    if let Some(promised) = record.promised {
+                        memory.promised = memory.promised.max(promised);
+                    }
+                    for (slot, ballot) in &record.accepted {
+                        let held = memory.accepted.entry(*slot).or_insert(*ballot);
+                        *held = (*held).max(*ballot);
+                    }
+                }
+            }
             if let Some((group, error)) = failure {
-                self.fail_node(id, group, format!("a WAL append failed: {error}"));
+                let corruption = wal_corruption(&error);
+                self.fail_node(
+                    id,
+                    group,
+                    NodeFailure {
+                        text: format!("a WAL append failed: {error}"),
+                        corruption,
+                    },
+                );
                 continue;
             }
-            for (group, core_lsn, wal_lsn) in durable {
+            for (group, core_lsn, wal_lsn, _) in durable {
                 self.feed(id, group, Event::Persisted { core_lsn, wal_lsn });
             }
         }
@@ -1165,8 +1667,18 @@ impl Simulation {
         });
         let outputs = match handled {
             Ok(Ok(outputs)) => outputs,
-            Ok(Err(error)) => return self.fail_node(id, group, format!("replica error: {error}")),
-            Err(stall) => return self.fail_node(id, group, stall),
+            Ok(Err(error)) => {
+                let corruption = partition_corruption(&error);
+                return self.fail_node(
+                    id,
+                    group,
+                    NodeFailure {
+                        text: format!("replica error: {error}"),
+                        corruption,
+                    },
+                );
+            }
+            Err(failure) => return self.fail_node(id, group, failure),
         };
         if let Some(scanned) = scanned {
             if last_snapshot_chunk && after > before {
@@ -1185,9 +1697,17 @@ impl Simulation {
                     _ => None,
                 }),
                 Ok(Err(error)) => {
-                    return self.fail_node(id, group, format!("a scan failed: {error}"));
+                    let corruption = partition_corruption(&error);
+                    return self.fail_node(
+                        id,
+                        group,
+                        NodeFailure {
+                            text: format!("a scan failed: {error}"),
+                            corruption,
+                        },
+                    );
                 }
-                Err(stall) => return self.fail_node(id, group, stall),
+                Err(failure) => return self.fail_node(id, group, failure),
             };
             self.observe_applied(id, group, after, body);
         }
@@ -1210,13 +1730,33 @@ impl Simulation {
                     );
                     match queued {
                         Ok(Ok(durable)) => {
-                            runtime.unsynced.push((group, core_lsn, durable));
+                            // Decoding every record costs a fifth of a debug run: only faulty
+                            // disks, whose recovery the check is about, are tracked.
+                            let record = if self.nodes[&id].faulty_disk {
+                                acceptor_record(&body)
+                            } else {
+                                AcceptorRecord::default()
+                            };
+                            let Some(runtime) =
+                                self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut())
+                            else {
+                                return;
+                            };
+                            runtime.unsynced.push((group, core_lsn, durable, record));
                             runtime.commit_at_nanos.get_or_insert(commit_at);
                         }
                         Ok(Err(error)) => {
-                            return self.fail_node(id, group, format!("WAL enqueue: {error}"));
+                            let corruption = wal_corruption(&error);
+                            return self.fail_node(
+                                id,
+                                group,
+                                NodeFailure {
+                                    text: format!("WAL enqueue: {error}"),
+                                    corruption,
+                                },
+                            );
                         }
-                        Err(stall) => return self.fail_node(id, group, stall),
+                        Err(failure) => return self.fail_node(id, group, failure),
                     }
                 }
                 Output::Send { to, message } => {
@@ -1709,6 +2249,11 @@ mod tests {
         SimulationOptions::new(seed, Duration::from_secs(seconds))
     }
 
+    /// Seeds within which `WalDamageTakenForEndOfLog` must be caught (the variant crashes the
+    /// faulty disks' nodes a third into the run; one that storage faults stopped earlier, or
+    /// whose newest segment holds one batch, escapes).
+    const BROKEN_WAL_SEEDS: u64 = 10;
+
     fn caught_within(broken: Broken, seeds: u64, needle: &str) -> bool {
         (0..seeds).any(|seed| {
             let report = run(SimulationOptions {
@@ -1766,6 +2311,52 @@ mod tests {
             "{total:?}"
         );
         assert!(topologies.len() > 1, "seeds must vary the topology");
+        let storage_faults: u64 = total
+            .faults
+            .iter()
+            .filter(|(kind, _)| kind.starts_with("storage: ") && **kind != "storage: faulty disks")
+            .map(|(_, count)| count)
+            .sum();
+        assert!(storage_faults > 0, "{total:?}");
+    }
+
+    /// Faulty disks are a minority of every group's replicas, one with 3 nodes, at most two
+    /// with 5, and the seed varies which.
+    #[test]
+    fn faulty_disks_are_a_minority_of_every_group() {
+        let mut chosen_sets = BTreeSet::new();
+        for seed in 0..200 {
+            let mut rng = SeededRng::new(seed);
+            let node_count = NODE_COUNTS[(seed % 2) as usize];
+            let group_count = GROUP_COUNT_MIN + seed % (GROUP_COUNT_MAX - GROUP_COUNT_MIN + 1);
+            let first_node = seed % node_count;
+            let groups: Vec<Group> = (0..group_count)
+                .map(|group| Group {
+                    members: (0..REPLICAS_PER_GROUP as u64)
+                        .map(|replica| NodeId(1 + (first_node + group + replica) % node_count))
+                        .collect(),
+                    digests: BTreeMap::new(),
+                    acknowledged: 0,
+                })
+                .collect();
+            let faulty = faulty_disks(&mut rng, node_count, &groups);
+            assert!(
+                !faulty.is_empty() && faulty.len() <= FAULTY_DISKS_MAX,
+                "seed {seed}"
+            );
+            if node_count == 3 {
+                assert_eq!(faulty.len(), 1, "seed {seed}");
+            }
+            for group in &groups {
+                let count = group.members.iter().filter(|m| faulty.contains(*m)).count();
+                assert!(
+                    count <= FAULTY_REPLICAS_PER_GROUP_MAX,
+                    "seed {seed}: {faulty:?}"
+                );
+            }
+            chosen_sets.insert(faulty);
+        }
+        assert!(chosen_sets.len() > 5);
     }
 
     /// Seed 0 (12 s) once failed every key: the leader refused a conditional put against a
@@ -1823,6 +2414,20 @@ mod tests {
                 "applied states differ"
             ),
             "the applied-state comparison must catch diverging replicas"
+        );
+    }
+
+    /// The checkers catch a WAL recovery that takes mid-log damage for the end of the log: the
+    /// faulty disk's replica comes back without promises or entries it acknowledged.
+    #[test]
+    fn wal_damage_taken_for_the_end_of_the_log_is_caught() {
+        assert!(
+            caught_within(
+                Broken::WalDamageTakenForEndOfLog,
+                BROKEN_WAL_SEEDS,
+                "acceptor forgot"
+            ),
+            "the acceptor-memory check must catch a replica that lost acknowledged records"
         );
     }
 

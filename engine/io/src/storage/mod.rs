@@ -59,6 +59,9 @@ pub enum StorageOperation {
     Remove,
     SyncDirectory,
     SelfTest,
+    /// Reading back a write that reported success returned other bytes ([`write_verified`]):
+    /// the device lost, tore, misdirected or corrupted it.
+    ReadBack,
 }
 
 /// A storage failure with the file and operation it happened on.
@@ -279,6 +282,53 @@ impl fmt::Debug for AlignedBuffer {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "AlignedBuffer({} bytes)", self.len)
     }
+}
+
+/// Writes `buffer` at `offset`, then reads the range back and compares it with what was
+/// written: TigerBeetle's paired assertion, on the write path of every durable structure (WAL
+/// batches and segment headers, B-tree pages and metas, partition meta files).
+///
+/// Why: a write the device reports as done may have been lost, torn or sent to another offset,
+/// or its bytes may be stored flipped. Checksums catch that only when the bytes are read,
+/// often at the next recovery, and when the damaged write is the last one of a log, recovery
+/// cannot tell it from a crash before the write (FORMAT.md of shoal-store): the replica would
+/// silently forget a promise or an accepted value it acknowledged. Reading back before the
+/// write is acknowledged turns every fault the device shows at write time into an error
+/// ([`StorageOperation::ReadBack`]), which the layers above treat as corruption and stop on.
+/// What it cannot see: damage after the read back (bit rot at rest), and a device that answers
+/// the read from a cache holding the right bytes while the media holds others; checksums on
+/// every read remain the defence there.
+///
+/// Cost: one read of the same length per write, before the caller acknowledges anything.
+pub async fn write_verified<F: Storage>(
+    file: &F,
+    buffer: F::Buffer,
+    offset: u64,
+) -> StorageResult<()> {
+    let expected = buffer.to_vec();
+    file.write_at(buffer, offset).await?;
+    let read = file.read_at(offset, expected.len()).await?;
+    if read[..] != expected[..] {
+        let differs_at = read
+            .iter()
+            .zip(&expected)
+            .position(|(read, expected)| read != expected)
+            .unwrap_or(read.len().min(expected.len()));
+        return Err(StorageError::new(
+            StorageOperation::ReadBack,
+            file.name(),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} bytes written at offset {offset} read back as {} bytes differing from \
+                     byte {differs_at} on",
+                    expected.len(),
+                    read.len()
+                ),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// fdatasync that never returns a failure: on error the process stops (contract 7).

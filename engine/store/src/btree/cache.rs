@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use shoal_io::storage::write_verified;
 use shoal_io::{Storage, StorageResult};
 
 use super::page::{Node, PAGE_BYTES, PageId};
@@ -92,7 +93,7 @@ async fn write_node<F: Storage>(
 ) -> StorageResult<()> {
     let mut buffer = file.allocate_buffer(PAGE_BYTES);
     node.encode(page, page_lsn, &mut buffer);
-    file.write_at(buffer, page * PAGE_BYTES as u64).await
+    write_verified(file, buffer, page * PAGE_BYTES as u64).await
 }
 
 impl<F: Storage> PageCache<F> {
@@ -136,7 +137,7 @@ impl<F: Storage> PageCache<F> {
         buffer: F::Buffer,
     ) -> StorageResult<()> {
         self.claim(tree, page).await;
-        let written = file.write_at(buffer, page * PAGE_BYTES as u64).await;
+        let written = write_verified(file, buffer, page * PAGE_BYTES as u64).await;
         self.unclaim(tree, page);
         written
     }

@@ -25,9 +25,18 @@
 //! next checkpoint is durable. The free list (free, pending and the previous free list's own
 //! pages) is written at every checkpoint as a chain of free-list pages.
 //!
+//! # Storage faults
+//! Every page and meta write is read back before it counts ([`write_verified`]), so a write the
+//! device lost, tore, misdirected or flipped fails the operation instead of leaving a stale page
+//! with a valid checksum and the right page id behind (nothing else could tell it from the
+//! current one: a parent does not record its children's checksums). Every read checks the
+//! page's checksum, type and id. A meta slot that is neither valid nor all zero is corruption,
+//! never a reason to fall back to the other slot (see `open`).
+//!
 //! # Simplifications (documented limits)
-//! Deletes remove empty nodes but do not merge underfull siblings. A meta slot damaged at rest
-//! makes recovery fall back to the other slot's older checkpoint (see FORMAT.md).
+//! Deletes remove empty nodes but do not merge underfull siblings. Damage at rest to a page
+//! after its write was read back is detected (checksum, page id) but not repaired here: the
+//! replica is rebuilt from its peers.
 //!
 //! # Invariants
 //! 1. Every page id below `page_count` is in exactly one of: the current tree (nodes and
@@ -47,7 +56,7 @@ use std::fmt;
 use std::ops::Bound;
 use std::rc::Rc;
 
-use shoal_io::storage::sync_or_stop;
+use shoal_io::storage::{sync_or_stop, write_verified};
 use shoal_io::{OpenMode, Storage, StorageDirectory, StorageError};
 
 pub use cache::{PageCache, TreeId};
@@ -408,21 +417,33 @@ impl<F: Storage> BTree<F> {
         let file_bytes = file.len().await?;
         let mut metas = Vec::new();
         let mut foreign_version = None;
+        let mut damaged = None;
         for slot in META_PAGE_IDS {
             let page = file.read_at(slot * PAGE_BYTES as u64, PAGE_BYTES).await?;
-            // A torn or damaged slot is skipped: the other one holds the previous checkpoint.
             match Meta::decode(&page, slot) {
                 Ok(meta) => metas.push((meta, slot as usize)),
-                Err(_) => foreign_version = foreign_version.or(foreign_meta_format_version(&page)),
+                // Never written: slot 1 before the first checkpoint, or an unfinished creation.
+                Err(_) if page.iter().all(|byte| *byte == 0) => {}
+                Err(damage) => match foreign_meta_format_version(&page) {
+                    Some(found) => foreign_version = foreign_version.or(Some(found)),
+                    None => damaged = damaged.or(Some((slot, damage))),
+                },
             }
         }
-        if metas.is_empty()
-            && let Some(found) = foreign_version
-        {
+        // A file of another format version is refused as such, whatever its slots hold.
+        if let Some(found) = foreign_version {
             return Err(BTreeError::UnsupportedFormatVersion {
                 found,
                 supported: page::BTREE_FORMAT_VERSION,
             });
+        }
+        // Not a torn checkpoint: every meta field lies in the page's first sector and the rest
+        // of a meta page is zero in every version written, so a torn write (whole sectors old
+        // or new, FORMAT.md) leaves the old meta or the new one, both valid. A non-zero slot
+        // that fails its checks was damaged at rest or by a misdirected write. Falling back to
+        // the other slot would open an older checkpoint than the WAL may still cover: stop.
+        if let Some((page, damage)) = damaged {
+            return Err(BTreeError::Corruption { page, damage });
         }
         let mut tree_state = Self {
             tree,
@@ -455,7 +476,7 @@ impl<F: Storage> BTree<F> {
             };
             let mut buffer = tree_state.file.allocate_buffer(PAGE_BYTES);
             meta.encode(META_PAGE_IDS[0], &mut buffer);
-            tree_state.file.write_at(buffer, 0).await?;
+            write_verified(&*tree_state.file, buffer, 0).await?;
             sync_or_stop(&*tree_state.file).await;
             tree_state.durable_meta = meta;
             tree_state.durable_slot = 0;
@@ -1030,9 +1051,7 @@ impl<F: Storage> BTree<F> {
         let slot = 1 - self.durable_slot;
         let mut buffer = self.file.allocate_buffer(PAGE_BYTES);
         meta.encode(slot as PageId, &mut buffer);
-        self.file
-            .write_at(buffer, slot as u64 * PAGE_BYTES as u64)
-            .await?;
+        write_verified(&*self.file, buffer, slot as u64 * PAGE_BYTES as u64).await?;
         sync_or_stop(&*self.file).await;
         self.durable_meta = meta;
         self.durable_slot = slot;

@@ -61,6 +61,10 @@ pub enum CorruptionKind {
         record_offset: u64,
         record_generation: u64,
     },
+    /// The log seemed to end in a torn batch, but reading the tail again returned other bytes
+    /// from `differs_at` on: a read fault, not a torn write. Truncating and scrubbing on the
+    /// strength of such a read could destroy an acknowledged batch, so recovery stops instead.
+    TailReadsDisagree { differs_at: u64 },
 }
 
 /// Detected corruption, with its location.
@@ -88,6 +92,9 @@ pub struct WriteFailure {
     pub segment_index: u32,
     pub offset: u64,
     pub message: String,
+    /// The write reported success but read back other bytes: the device damaged it, which is
+    /// corruption detected, not an I/O error.
+    pub read_back_mismatch: bool,
 }
 
 #[derive(Debug)]

@@ -66,8 +66,8 @@ use std::num::NonZeroU8;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use shoal_io::storage::sync_or_stop;
-use shoal_io::{OpenMode, Storage, StorageDirectory};
+use shoal_io::storage::{sync_or_stop, write_verified};
+use shoal_io::{OpenMode, Storage, StorageDirectory, StorageError, StorageOperation};
 
 use completion::Completion;
 pub use error::{CorruptionKind, LogLocation, WalCorruption, WalError, WriteFailure};
@@ -77,8 +77,8 @@ use format::{
     record_encoded_bytes,
 };
 use recovery::{
-    LogSegments, SegmentVerdict, decide, find_newer_generation_record, plan_log_segments,
-    scan_segment,
+    LogSegments, SegmentScan, SegmentVerdict, decide, find_newer_generation_record,
+    plan_log_segments, scan_segment,
 };
 
 /// A log sequence number: the position of a record in the shard's log. The first record has
@@ -434,8 +434,50 @@ async fn write_zeros<F: Storage>(file: &F, offset: u64, len: u64) -> Result<(), 
     while written < len {
         let chunk = (len - written).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
         let buffer = file.allocate_buffer(chunk);
-        file.write_at(buffer, offset + written).await?;
+        write_verified(file, buffer, offset + written).await?;
         written += chunk as u64;
+    }
+    Ok(())
+}
+
+/// Case R2 (a torn tail) is decided on one read, and acting on it scrubs the tail. Reads the
+/// segment from the log end `S` again and requires the same bytes: a read that flipped a bit in
+/// the last durable batch would otherwise pass for a torn write, and the scrub would then
+/// destroy a batch that was acknowledged. Bytes before `S` need no second read: every record
+/// there passed its checksums.
+async fn confirm_torn_tail<F: Storage>(
+    file: &F,
+    image: &[u8],
+    scan: &SegmentScan,
+) -> Result<(), WalError> {
+    let segment_bytes = image.len() as u64;
+    let mut offset = scan.log_end_offset;
+    while offset < segment_bytes {
+        let chunk = (segment_bytes - offset).min(RECOVERY_READ_CHUNK_BYTES as u64) as usize;
+        let data = file.read_at(offset, chunk).await?;
+        let start = offset as usize;
+        // A short file reads as if padded with zeros (`read_segment`).
+        let mut again = vec![0; chunk];
+        again[..data.len()].copy_from_slice(&data);
+        if let Some(position) = again
+            .iter()
+            .zip(&image[start..start + chunk])
+            .position(|(again, first)| again != first)
+        {
+            let differs_at = offset + position as u64;
+            return Err(WalCorruption {
+                location: LogLocation {
+                    segment_index: scan.segment_index,
+                    offset: scan.log_end_offset,
+                    generation: scan.generation,
+                    lsn_expected: scan.lsn_next,
+                },
+                kind: CorruptionKind::TailReadsDisagree { differs_at },
+                observed: format!("{:?}", scan.stop),
+            }
+            .into());
+        }
+        offset += chunk as u64;
     }
     Ok(())
 }
@@ -619,6 +661,9 @@ impl<F: Storage> Wal<F> {
                                 chain.len(),
                                 "the log ends only in its newest segment"
                             );
+                            if torn {
+                                confirm_torn_tail(&files[index], &image, &scan).await?;
+                            }
                             report.torn_tail = torn;
                             let scrub_bytes = scan.scrub_end_offset - scan.log_end_offset;
                             if scrub_bytes > 0 {
@@ -959,7 +1004,10 @@ impl<F: Storage> Wal<F> {
         encode_batch(&mut buffer, &batch.records, batch.generation);
         verify_encoded_batch(&buffer, &batch.records, batch.generation);
         let started = std::time::Instant::now();
-        if let Err(error) = file.write_at(buffer, batch.offset).await {
+        // Read back before anything is acknowledged: a batch the device silently lost, tore,
+        // misdirected or flipped would otherwise be acknowledged, and if it is the last one
+        // before a crash, recovery takes its loss for a torn tail (FORMAT.md, known limit).
+        if let Err(error) = write_verified(file, buffer, batch.offset).await {
             self.fail(batch.segment_index, batch.offset, &error, batch.records);
             return;
         }
@@ -1010,13 +1058,14 @@ impl<F: Storage> Wal<F> {
         &self,
         segment_index: usize,
         offset: u64,
-        error: &dyn fmt::Display,
+        error: &StorageError,
         batch: Vec<PendingRecord>,
     ) {
         let failure = WriteFailure {
             segment_index: segment_index as u32,
             offset,
             message: error.to_string(),
+            read_back_mismatch: error.operation == StorageOperation::ReadBack,
         };
         tracing::error!(target: "shoal::wal", segment_index, offset, %error, "WAL write failed");
         let queued: Vec<PendingRecord> = {
@@ -1037,10 +1086,10 @@ impl<F: Storage> Wal<F> {
 async fn write_segment_header<F: Storage>(
     file: &F,
     header: &SegmentHeader,
-) -> Result<(), WalError> {
+) -> Result<(), StorageError> {
     let mut buffer = file.allocate_buffer(BLOCK_BYTES);
     buffer[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
-    file.write_at(buffer, 0).await?;
+    write_verified(file, buffer, 0).await?;
     Ok(())
 }
 
