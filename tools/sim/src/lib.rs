@@ -1113,6 +1113,11 @@ impl Simulation {
             }
             if step == heal_from_step {
                 self.heal();
+                // Writes sent into the faults may have lost their request or answer; a client
+                // waits OPERATION_TIMEOUT_NANOS for them, longer than a short run's heal phase.
+                // Give up on them now (they stay in the history as possibly applied), so that
+                // the liveness check below measures the healed cluster, not the client timeout.
+                self.time_out_pending(true);
                 acknowledged_before_heal = self.groups.iter().map(|g| g.acknowledged).collect();
             }
             self.now_nanos += STEP_NANOS;
@@ -1138,8 +1143,10 @@ impl Simulation {
         if total_steps >= 5_000 {
             for (group, before) in acknowledged_before_heal.into_iter().enumerate() {
                 if self.groups[group].acknowledged == before {
+                    let replicas = self.describe_group(group);
                     self.violation(format!(
-                        "liveness: group {group} acknowledged no write after every fault healed"
+                        "liveness: group {group} acknowledged no write after every fault healed \
+                         ({replicas})"
                     ));
                 }
             }
@@ -1175,6 +1182,38 @@ impl Simulation {
         self.check_history();
         self.check_eventual_reads();
         self.report.simulated_ms = self.now_nanos / 1_000_000;
+    }
+
+    /// Each node's replica of `group` as a liveness violation reports it: down, or its role,
+    /// commit slot, applied slot and WAL queue.
+    fn describe_group(&self, group: usize) -> String {
+        let now = MonotonicTime::from_nanos(self.now_nanos);
+        self.nodes
+            .iter()
+            .map(|(id, node)| {
+                let Some(runtime) = &node.runtime else {
+                    return format!(
+                        "{id:?} down{}",
+                        if node.stopped { " (stopped)" } else { "" }
+                    );
+                };
+                match runtime.replicas.get(&group) {
+                    Some(replica) => {
+                        let status = replica.status(now);
+                        format!(
+                            "{id:?} {:?} commit {} applied {} unsynced {} commit_at {:?}",
+                            status.role,
+                            status.commit_slot,
+                            status.applied_slot,
+                            runtime.unsynced.len(),
+                            runtime.commit_at_nanos
+                        )
+                    }
+                    None => format!("{id:?} no replica"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn heal(&mut self) {

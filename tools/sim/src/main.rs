@@ -1,5 +1,7 @@
 //! `shoal-sim --seeds N [--seed S] [--minutes M]`: runs seeds of the deterministic simulator and
-//! prints per-run figures; on a violation, the command that replays the seed.
+//! prints per-run figures; on a violation, the command that replays the seed. With
+//! `SHOAL_LOG` set (for example `SHOAL_LOG=info`), the replicas' own log lines go to stderr, as
+//! `shoal node` writes them: the way to see what a failing seed's replicas did.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +12,17 @@ struct Arguments {
     first_seed: u64,
     seed_count: u64,
     minutes: f64,
+}
+
+fn init_logging() {
+    // Off unless asked: a soak of thousands of seeds must not pay for formatting.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
 }
 
 fn parse() -> Result<Arguments, String> {
@@ -56,6 +69,7 @@ fn add(total: &mut Report, report: &Report) {
 }
 
 fn main() -> ExitCode {
+    init_logging();
     let arguments = match parse() {
         Ok(arguments) => arguments,
         Err(error) => {
