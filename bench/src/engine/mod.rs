@@ -81,6 +81,10 @@ pub struct EngineOptions {
     /// checkpoints.
     #[arg(long, default_value_t = ours::CHECKPOINT_INTERVAL_RECORDS_DEFAULT)]
     pub checkpoint_every: u64,
+    /// Whether our engine reads every durable write back before it counts
+    /// (shoal_io::storage::write_verified; `shoal node --verify-writes`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_writes: bool,
 }
 
 /// One measured workload.
@@ -276,6 +280,7 @@ fn median_u64(values: &[u64]) -> u64 {
 
 pub fn run(options: &EngineOptions) -> io::Result<()> {
     validate(options)?;
+    shoal_io::storage::set_write_verification(options.verify_writes);
     let parent = match &options.data_dir {
         Some(path) => path.clone(),
         None => std::env::current_dir()?,
@@ -311,6 +316,7 @@ fn run_in(options: &EngineOptions, directory: &Path, filesystem: i64) -> io::Res
         "options": {
             "operations": options.operations, "items": options.items,
             "repeat": options.repeat, "key_bytes": KEY_BYTES, "value_bytes": VALUE_BYTES,
+            "verify_writes": options.verify_writes,
         },
         "floor": report.floor,
         "cells": report.cells,

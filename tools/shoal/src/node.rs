@@ -41,7 +41,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots"])]
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes"])]
     pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
     #[arg(long, required_unless_present = "config")]
@@ -77,6 +77,11 @@ pub struct NodeOptions {
     /// Checkpoint a partition's B-tree every this many applied log slots.
     #[arg(long, default_value_t = DEFAULT_CHECKPOINT_EVERY_SLOTS)]
     pub checkpoint_every_slots: u64,
+    /// Read every durable write (WAL batch, B-tree page, meta file) back before it counts, so a
+    /// write the device lost, tore or misdirected stops the node instead of being forgotten
+    /// (shoal_io::storage::write_verified). `false` saves one read per write.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_writes: bool,
 }
 
 const DEFAULT_CACHE_MIB: usize = 64;
@@ -119,6 +124,8 @@ pub struct NodeSettings {
     pub wal_segments: u32,
     #[serde(default = "default_checkpoint_every_slots")]
     pub checkpoint_every_slots: u64,
+    #[serde(default = "default_verify_writes")]
+    pub verify_writes: bool,
 }
 
 fn default_shards() -> u16 {
@@ -138,6 +145,9 @@ fn default_wal_segments() -> u32 {
 }
 fn default_checkpoint_every_slots() -> u64 {
     DEFAULT_CHECKPOINT_EVERY_SLOTS
+}
+fn default_verify_writes() -> bool {
+    true
 }
 
 /// Reads a TOML config file into `T`, with the file named in every error.
@@ -182,6 +192,7 @@ impl NodeOptions {
             wal_segment_mib: self.wal_segment_mib,
             wal_segments: self.wal_segments,
             checkpoint_every_slots: self.checkpoint_every_slots,
+            verify_writes: self.verify_writes,
         })
     }
 }
@@ -349,6 +360,10 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
     if let Err(error) = validate(options) {
         eprintln!("shoal node: {error}");
         return ExitCode::from(2);
+    }
+    shoal_io::storage::set_write_verification(options.verify_writes);
+    if !options.verify_writes {
+        tracing::warn!("durable writes are not read back (--verify-writes false)");
     }
     if let Err(error) = std::fs::create_dir_all(&options.data_dir) {
         eprintln!(

@@ -29,6 +29,7 @@ use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Offsets, lengths and buffer addresses of all file I/O are multiples of this.
 /// 4 KiB even where the device reports 512-byte logical blocks: it is the NVMe page size and the
@@ -284,6 +285,21 @@ impl fmt::Debug for AlignedBuffer {
     }
 }
 
+/// Whether [`write_verified`] reads its writes back. One switch for the whole process, like a
+/// mount option: it is a policy of the machine's storage, set once at start-up, not a
+/// property of one file. On unless switched off.
+static WRITE_VERIFICATION: AtomicBool = AtomicBool::new(true);
+
+/// Switches the read-back of [`write_verified`] on or off for the whole process.
+pub fn set_write_verification(enabled: bool) {
+    WRITE_VERIFICATION.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether [`write_verified`] reads its writes back in this process.
+pub fn write_verification() -> bool {
+    WRITE_VERIFICATION.load(Ordering::Relaxed)
+}
+
 /// Writes `buffer` at `offset`, then reads the range back and compares it with what was
 /// written: TigerBeetle's paired assertion, on the write path of every durable structure (WAL
 /// batches and segment headers, B-tree pages and metas, partition meta files).
@@ -299,12 +315,17 @@ impl fmt::Debug for AlignedBuffer {
 /// the read from a cache holding the right bytes while the media holds others; checksums on
 /// every read remain the defence there.
 ///
-/// Cost: one read of the same length per write, before the caller acknowledges anything.
+/// Cost: one read of the same length per write, before the caller acknowledges anything. A
+/// process may switch it off ([`set_write_verification`]) and accept the risk above for that
+/// read; `shoal node --verify-writes false` does, and `shoal-bench engine` measures both.
 pub async fn write_verified<F: Storage>(
     file: &F,
     buffer: F::Buffer,
     offset: u64,
 ) -> StorageResult<()> {
+    if !WRITE_VERIFICATION.load(Ordering::Relaxed) {
+        return file.write_at(buffer, offset).await;
+    }
     let expected = buffer.to_vec();
     file.write_at(buffer, offset).await?;
     let read = file.read_at(offset, expected.len()).await?;
