@@ -722,6 +722,23 @@ impl Replica {
             );
             return;
         }
+        // A candidate that lacks slots we truncated cannot count our promise (see
+        // `on_promise`), so it cannot win with it. Promising anyway would only cost us: the
+        // higher ballot would end our own campaign (or our leadership), and a lagging replica
+        // that campaigns again at every timeout would keep the up-to-date ones from ever
+        // winning (a dueling-candidates livelock the simulator found: seed 354, one replica
+        // stopped, the lagging one campaigning for ever against the up-to-date one). Refusing
+        // a prepare is always safe; our own next ballot goes past its round
+        // (`highest_round_seen`), and once we lead we send it a snapshot.
+        if from_slot < self.log.first_slot() {
+            self.send(
+                from,
+                Message::Rejected {
+                    promised: self.promised,
+                },
+            );
+            return;
+        }
         if ballot > self.promised {
             // I2: the promise is persisted before the Promise that reports it is sent.
             self.promised = ballot;
@@ -730,12 +747,7 @@ impl Replica {
             self.leader_hint = None;
             self.set_role(Role::Follower);
         }
-        // A candidate that lacks slots we truncated cannot count our promise (see
-        // `on_promise`), so it cannot win with it: waiting for it would let a lagging replica
-        // that campaigns at every timeout keep the up-to-date ones from ever campaigning.
-        if from_slot >= self.log.first_slot() {
-            self.reset_election_deadline(now);
-        }
+        self.reset_election_deadline(now);
         let lease_wait_nanos = self.last_lease_support.map_or(0, |support| {
             duration_nanos(
                 support

@@ -412,16 +412,29 @@ fn a_candidate_behind_our_truncation_point_does_not_hold_our_election_back() {
     let deadline = group.get(3).election_deadline();
 
     // Node 2 lags (it committed nothing) and campaigns. Node 3 truncated the slots node 2 would
-    // need, so node 2 cannot count node 3's promise: it can never win with it. Node 3 promises
-    // (that is safe) but keeps its own election deadline, or a hopeless candidate campaigning
-    // again at every timeout would keep the up-to-date replicas from ever campaigning.
+    // need, so node 2 cannot count node 3's promise: it can never win with it. Node 3 refuses
+    // the prepare: it keeps its promise, its role and its own election deadline, or a hopeless
+    // candidate campaigning again at every timeout would keep the up-to-date replicas from
+    // ever winning. Its next ballot still goes past the hopeless round.
     let later = now.saturating_add(std::time::Duration::from_millis(50));
+    let promised_before = group.get(3).promised();
+    let role_before = group.get(3).role();
     let hopeless = Message::Prepare {
         ballot: ballot(7, 2),
         from_slot: Slot(1),
     };
-    group.get(3).handle_message(later, n(2), hopeless);
-    assert_eq!(group.get(3).promised(), ballot(7, 2));
+    let actions = group.get(3).handle_message(later, n(2), hopeless);
+    assert_eq!(
+        actions,
+        vec![Action::Send {
+            to: n(2),
+            message: Message::Rejected {
+                promised: promised_before
+            },
+        }]
+    );
+    assert_eq!(group.get(3).promised(), promised_before);
+    assert_eq!(group.get(3).role(), role_before);
     assert_eq!(group.get(3).election_deadline(), deadline);
 
     // A candidate that can use the promise still holds the election back.
