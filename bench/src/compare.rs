@@ -104,6 +104,10 @@ pub struct CompareConfig {
     /// `shoal dev --port` (HTTP; native protocol on +1).
     #[serde(default)]
     pub shoal_port: Option<u16>,
+    /// `shoal dev --verify-writes` (default true, Shoal's default). `false` gives Shoal the
+    /// same durability contract as etcd, which does not read its writes back.
+    #[serde(default = "default_verify_writes")]
+    pub shoal_verify_writes: bool,
     /// etcd member i serves clients on this + 10 i, peers on that + 1; dynalite's port.
     #[serde(default)]
     pub peer_port: Option<u16>,
@@ -158,6 +162,9 @@ fn default_etcd_bin() -> PathBuf {
 }
 fn default_dynalite_bin() -> PathBuf {
     PathBuf::from("bench/peers/node_modules/.bin/dynalite")
+}
+fn default_verify_writes() -> bool {
+    true
 }
 fn default_repeat() -> usize {
     3
@@ -328,6 +335,7 @@ fn start_shoal(config: &CompareConfig, servers: &mut Servers) -> Result<u32, Str
         .arg(format!("--data-dir={}", directory.display()))
         .arg(format!("--nodes={MEMBERS}"))
         .arg(format!("--port={}", config.shoal_port()))
+        .arg(format!("--verify-writes={}", config.shoal_verify_writes))
         .stdout(log_file(&config.data_dir.join("shoal-dev.log"))?)
         .stderr(log_file(&config.data_dir.join("shoal-dev.err"))?)
         .spawn()
@@ -686,8 +694,19 @@ fn render(
     ));
     out.push_str(&format!(
         "Records: {} of {} x {} B; {} repetitions interleaved ({ours}, {peer} per cell); \
-         medians. Server CPU from /proc/<pid>/stat of {ours} {:?} and {peer} {:?}.\n\n",
-        config.records, config.field_count, config.field_bytes, config.repeat, ours_pids, peer_pids
+         medians. Server CPU from /proc/<pid>/stat of {ours} {:?} and {peer} {:?}. Shoal's \
+         write read-back (verify_writes): {}.\n\n",
+        config.records,
+        config.field_count,
+        config.field_bytes,
+        config.repeat,
+        ours_pids,
+        peer_pids,
+        if config.shoal_verify_writes {
+            "on"
+        } else {
+            "off"
+        }
     ));
     out.push_str(
         "| cell | system | ops/s | p50 us | p99 us | server CPU us/op | pressure avg10 % | errors | invalid runs |\n\
@@ -784,7 +803,12 @@ mod tests {
 
     #[test]
     fn the_shipped_configs_are_valid() {
-        for name in ["etcd.toml", "dynalite.toml", "smoke-dynalite.toml"] {
+        for name in [
+            "etcd.toml",
+            "etcd-equal-durability.toml",
+            "dynalite.toml",
+            "smoke-dynalite.toml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("compare")
                 .join(name);

@@ -45,6 +45,10 @@ pub struct DevOptions {
     /// The DynamoDB HTTP port; the other ports follow from it (see `shoal dev --help`).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
+    /// Passed to every node: read durable writes back before they count (`shoal node
+    /// --verify-writes`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_writes: bool,
 }
 
 pub struct DevLayout {
@@ -147,6 +151,7 @@ pub fn run(options: &DevOptions) -> ExitCode {
             .arg(format!("--listen={bus}"))
             .arg(format!("--admin={admin}"))
             .arg(format!("--shards={}", options.shards_per_node))
+            .arg(format!("--verify-writes={}", options.verify_writes))
             // A development machine's disk: small WAL rings.
             .arg("--wal-segment-mib=16")
             .arg("--wal-segments=4");
