@@ -546,7 +546,7 @@ fn start_systems(config: &CompareConfig, cells: &[Cell]) -> Result<Systems, Stri
         Peer::Dynalite => {
             let pid = start_dynalite(config, &mut servers)?;
             let address = SocketAddr::from(([127, 0, 0, 1], config.peer_port()));
-            let target = retry_connect(|| DynamoDbHttp::connect("dynalite", address))?;
+            let target = retry_connect(|| DynamoDbHttp::connect("dynalite", address, false))?;
             (Box::new(target), vec![pid])
         }
     };
@@ -558,7 +558,9 @@ fn start_systems(config: &CompareConfig, cells: &[Cell]) -> Result<Systems, Stri
         }
         Peer::Dynalite => {
             let http = SocketAddr::from(([127, 0, 0, 1], config.shoal_port()));
-            Box::new(retry_connect(|| DynamoDbHttp::connect("shoal-http", http))?)
+            Box::new(retry_connect(|| {
+                DynamoDbHttp::connect("shoal-http", http, true)
+            })?)
         }
     };
     ours.prepare()?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as Json, json};
 
-use super::targets::{OpError, SHOAL_TABLE, Target, retry_until_ready};
+use super::targets::{OpError, SHOAL_TABLE, Target, create_table_request, retry_until_ready};
 
 /// A response header section larger than this is a broken server, not a benchmark result.
 const RESPONSE_HEADER_BYTES_MAX: usize = 16 * 1024;
@@ -127,6 +127,9 @@ impl Connection {
 /// A DynamoDB-compatible endpoint; `name` tells the reports which system it is.
 pub struct DynamoDbHttp {
     name: &'static str,
+    /// Whether the benchmark table is created with provisioned capacity (Shoal) or on demand
+    /// (peers); see `targets::create_table_request`.
+    provisioned: bool,
     endpoint: SocketAddr,
     /// Idle keep-alive connections; a client thread takes one per request and gives it back.
     idle: Mutex<Vec<Connection>>,
@@ -134,10 +137,15 @@ pub struct DynamoDbHttp {
 
 impl DynamoDbHttp {
     /// Checks that `endpoint` accepts connections (a system still starting fails here).
-    pub fn connect(name: &'static str, endpoint: SocketAddr) -> Result<DynamoDbHttp, String> {
+    pub fn connect(
+        name: &'static str,
+        endpoint: SocketAddr,
+        provisioned: bool,
+    ) -> Result<DynamoDbHttp, String> {
         let first = Connection::open(endpoint).map_err(|error| format!("{endpoint}: {error}"))?;
         Ok(DynamoDbHttp {
             name,
+            provisioned,
             endpoint,
             idle: Mutex::new(vec![first]),
         })
@@ -216,15 +224,7 @@ impl Target for DynamoDbHttp {
 
     fn prepare(&self) -> Result<(), String> {
         retry_until_ready(|| {
-            let created = self.call(
-                "CreateTable",
-                &json!({
-                    "TableName": SHOAL_TABLE,
-                    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-                    "BillingMode": "PAY_PER_REQUEST",
-                }),
-            );
+            let created = self.call("CreateTable", &create_table_request(self.provisioned));
             match created {
                 Ok(_) => Ok(()),
                 Err(OpError(name)) if name == "ResourceInUseException" => Ok(()),
@@ -322,7 +322,7 @@ mod tests {
              5\r\n{\"Ite\r\n16\r\nms\":[{},{}],\"Count\":2}\r\n0\r\n\r\n"
                 .to_string(),
         ]);
-        let target = DynamoDbHttp::connect("test", address).unwrap();
+        let target = DynamoDbHttp::connect("test", address, false).unwrap();
         assert_eq!(target.get("user1", true), Ok(true));
         assert_eq!(
             target.put("user1", &["x"]),

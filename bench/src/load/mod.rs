@@ -71,6 +71,11 @@ pub struct RunOptions {
     /// The DynamoDB HTTP endpoint (`shoal dev --port P` serves it on P).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub http_endpoint: SocketAddr,
+    /// Create the table with provisioned capacity (`targets::SHOAL_TABLE_WRITE_UNITS`), as the
+    /// Shoal targets do, rather than on demand (for DynamoDB servers that do not take that
+    /// much capacity). The native target always provisions.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub provisioned_table: bool,
     /// etcd client endpoints, comma-separated.
     #[arg(
         long,
@@ -406,7 +411,11 @@ pub fn connect(options: &RunOptions, connections: usize) -> Result<Box<dyn Targe
             targets::ShoalNative::connect(options.shoal_endpoint, connections)
         })?)),
         TargetKind::DynamodbHttp => Ok(Box::new(targets::retry_connect(|| {
-            dynamodb_http::DynamoDbHttp::connect("dynamodb-http", options.http_endpoint)
+            dynamodb_http::DynamoDbHttp::connect(
+                "dynamodb-http",
+                options.http_endpoint,
+                options.provisioned_table,
+            )
         })?)),
         #[cfg(feature = "etcd")]
         TargetKind::Etcd => Ok(Box::new(targets::Etcd::connect(&options.etcd_endpoints)?)),
