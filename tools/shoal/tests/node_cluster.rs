@@ -309,6 +309,9 @@ fn files_in(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// How long a node's /metrics may take to show what it did (ten publish intervals).
+const METRICS_PUBLISHED_WITHIN: Duration = Duration::from_secs(10);
+
 #[test]
 fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start(2048);
@@ -350,8 +353,17 @@ fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     // The killed node restarts, recovers and catches up from the log.
     cluster.spawn(leader);
     cluster.await_count(leader, acknowledged, Duration::from_secs(20));
-    // Its metrics endpoint reports the shard.
-    let metrics = http_get(cluster.nodes[&new_leader].admin, "/metrics");
+    // Its metrics endpoint reports the shard. The shard publishes its text every second
+    // (METRICS_PUBLISH_INTERVAL in src/node.rs), later on a loaded machine, so the requests it
+    // served show up within a few seconds, not at once.
+    let published_by = Instant::now() + METRICS_PUBLISHED_WITHIN;
+    let metrics = loop {
+        let metrics = http_get(cluster.nodes[&new_leader].admin, "/metrics");
+        if metrics.contains("shoal_requests_total{node=\"") || Instant::now() >= published_by {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         metrics.contains("shoal_requests_total{node=\""),
         "{metrics}"
