@@ -364,7 +364,8 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median (the mean of the middle two for an even count; NaN when empty).
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,

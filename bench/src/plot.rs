@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
+use crate::compare::median;
 use crate::load::{Cell, Mode, Report};
 
 const PLOT_SIZE: (u32, u32) = (900, 560);
@@ -277,15 +278,6 @@ fn rate_plots(
         written.push(path);
     }
     Ok(written)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::Value as Json;
 
-use super::targets::{OpError, SHOAL_TABLE, Target, create_table_request, retry_until_ready};
+use super::targets::{
+    OpError, Target, create_table_request, get_request, put_request, retry_until_ready,
+    scan_request, scanned_items,
+};
 
 /// A response header section larger than this is a broken server, not a benchmark result.
 const RESPONSE_HEADER_BYTES_MAX: usize = 16 * 1024;
@@ -199,15 +202,6 @@ impl DynamoDbHttp {
         let short = type_name.rsplit('#').next().unwrap_or(type_name);
         Err(OpError(short.to_string()))
     }
-
-    fn item(key: &str, fields: &[&str]) -> Json {
-        let mut item = Map::new();
-        item.insert("pk".to_string(), json!({ "S": key }));
-        for (index, field) in fields.iter().enumerate() {
-            item.insert(format!("field{index}"), json!({ "S": field }));
-        }
-        Json::Object(item)
-    }
 }
 
 fn io_error_kind(error: std::io::Error) -> OpError {
@@ -239,35 +233,17 @@ impl Target for DynamoDbHttp {
     }
 
     fn put(&self, key: &str, fields: &[&str]) -> Result<(), OpError> {
-        self.call(
-            "PutItem",
-            &json!({ "TableName": SHOAL_TABLE, "Item": Self::item(key, fields) }),
-        )
-        .map(|_| ())
+        self.call("PutItem", &put_request(key, fields)).map(|_| ())
     }
 
     fn get(&self, key: &str, strong: bool) -> Result<bool, OpError> {
-        let response = self.call(
-            "GetItem",
-            &json!({
-                "TableName": SHOAL_TABLE,
-                "Key": { "pk": { "S": key } },
-                "ConsistentRead": strong,
-            }),
-        )?;
+        let response = self.call("GetItem", &get_request(key, strong))?;
         Ok(response.get("Item").is_some())
     }
 
     fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError> {
-        let response = self.call(
-            "Scan",
-            &json!({
-                "TableName": SHOAL_TABLE,
-                "ExclusiveStartKey": { "pk": { "S": start_key } },
-                "Limit": count,
-            }),
-        )?;
-        Ok(response["Items"].as_array().map_or(0, Vec::len))
+        let response = self.call("Scan", &scan_request(start_key, count))?;
+        Ok(scanned_items(&response))
     }
 }
 

@@ -37,6 +37,45 @@ pub fn create_table_request(provisioned: bool) -> Json {
     request
 }
 
+/// A record as a DynamoDB item: the key in `pk`, field i in `field<i>` (every DynamoDB-speaking
+/// target writes the same item).
+pub fn record_item(key: &str, fields: &[&str]) -> Json {
+    let mut item = Map::new();
+    item.insert("pk".to_string(), json!({ "S": key }));
+    for (index, field) in fields.iter().enumerate() {
+        item.insert(format!("field{index}"), json!({ "S": field }));
+    }
+    Json::Object(item)
+}
+
+/// The PutItem request of the whole record `key`.
+pub fn put_request(key: &str, fields: &[&str]) -> Json {
+    json!({ "TableName": SHOAL_TABLE, "Item": record_item(key, fields) })
+}
+
+/// The GetItem request of `key`.
+pub fn get_request(key: &str, strong: bool) -> Json {
+    json!({
+        "TableName": SHOAL_TABLE,
+        "Key": { "pk": { "S": key } },
+        "ConsistentRead": strong,
+    })
+}
+
+/// YCSB E's short scan: up to `count` items after `start_key` in the table's own order.
+pub fn scan_request(start_key: &str, count: usize) -> Json {
+    json!({
+        "TableName": SHOAL_TABLE,
+        "ExclusiveStartKey": { "pk": { "S": start_key } },
+        "Limit": count,
+    })
+}
+
+/// Items in a Scan answer.
+pub fn scanned_items(response: &Json) -> usize {
+    response["Items"].as_array().map_or(0, Vec::len)
+}
+
 /// How long `prepare` waits for a system that is still starting.
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 const PREPARE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -113,15 +152,6 @@ impl ShoalNative {
         let client = Client::connect(config).map_err(|error| format!("{endpoint}: {error}"))?;
         Ok(ShoalNative { client })
     }
-
-    fn item(key: &str, fields: &[&str]) -> Json {
-        let mut item = Map::new();
-        item.insert("pk".to_string(), json!({ "S": key }));
-        for (index, field) in fields.iter().enumerate() {
-            item.insert(format!("field{index}"), json!({ "S": field }));
-        }
-        Json::Object(item)
-    }
 }
 
 impl Target for ShoalNative {
@@ -147,7 +177,7 @@ impl Target for ShoalNative {
 
     fn put(&self, key: &str, fields: &[&str]) -> Result<(), OpError> {
         self.client
-            .put_item(&json!({ "TableName": SHOAL_TABLE, "Item": Self::item(key, fields) }))
+            .put_item(&put_request(key, fields))
             .map(|_| ())
             .map_err(|error| client_error_kind(&error))
     }
@@ -155,11 +185,7 @@ impl Target for ShoalNative {
     fn get(&self, key: &str, strong: bool) -> Result<bool, OpError> {
         let response = self
             .client
-            .get_item(&json!({
-                "TableName": SHOAL_TABLE,
-                "Key": { "pk": { "S": key } },
-                "ConsistentRead": strong,
-            }))
+            .get_item(&get_request(key, strong))
             .map_err(|error| client_error_kind(&error))?;
         Ok(response.get("Item").is_some())
     }
@@ -167,13 +193,9 @@ impl Target for ShoalNative {
     fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError> {
         let response = self
             .client
-            .scan(&json!({
-                "TableName": SHOAL_TABLE,
-                "ExclusiveStartKey": { "pk": { "S": start_key } },
-                "Limit": count,
-            }))
+            .scan(&scan_request(start_key, count))
             .map_err(|error| client_error_kind(&error))?;
-        Ok(response["Items"].as_array().map_or(0, Vec::len))
+        Ok(scanned_items(&response))
     }
 }
 

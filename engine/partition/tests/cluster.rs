@@ -124,6 +124,21 @@ async fn open_wal_with(
     (wal, replay)
 }
 
+/// Appends a replica's Persist to its node's WAL (awaiting the group commit) and returns the
+/// event that reports it durable.
+async fn persist(
+    wal: &Wal<SimulatedFile>,
+    partition: u64,
+    core_lsn: shoal_replication::Lsn,
+    body: &[u8],
+) -> Event {
+    let wal_lsn = wal
+        .append(PartitionId(partition), REPLICATION_RECORD_KIND, body)
+        .await
+        .unwrap();
+    Event::Persisted { core_lsn, wal_lsn }
+}
+
 impl Cluster {
     async fn new(checkpoint_every_slots: u64) -> Cluster {
         Cluster::with_config(config(checkpoint_every_slots)).await
@@ -183,12 +198,7 @@ impl Cluster {
             for output in outputs {
                 match output {
                     Output::Persist { core_lsn, body } => {
-                        let wal_lsn = state
-                            .wal
-                            .append(PartitionId(PARTITION), REPLICATION_RECORD_KIND, &body)
-                            .await
-                            .unwrap();
-                        events.push_back(Event::Persisted { core_lsn, wal_lsn });
+                        events.push_back(persist(&state.wal, PARTITION, core_lsn, &body).await);
                     }
                     Output::Send { to, message } => {
                         if !self.isolated.contains(&node) && !self.isolated.contains(&to) {
@@ -389,16 +399,9 @@ impl Cluster {
             while let Some(event) = events.pop_front() {
                 for output in bystander.handle(self.now, event).await.unwrap() {
                     if let Output::Persist { core_lsn, body } = output {
-                        let wal_lsn = node
-                            .wal
-                            .append(
-                                PartitionId(BYSTANDER_PARTITION),
-                                REPLICATION_RECORD_KIND,
-                                &body,
-                            )
-                            .await
-                            .unwrap();
-                        events.push_back(Event::Persisted { core_lsn, wal_lsn });
+                        events.push_back(
+                            persist(&node.wal, BYSTANDER_PARTITION, core_lsn, &body).await,
+                        );
                     }
                 }
             }

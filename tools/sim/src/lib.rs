@@ -2168,29 +2168,37 @@ impl Simulation {
         } else {
             self.clients[client].leader_guess[group]
         };
-        if !self.is_up(node) {
-            self.retry_later(client, group, None);
-            return;
-        }
-        let reply_to = self.request(
+        self.read(
             client,
             group,
             node,
             RequestKind::StrongRead { key },
-            ItemOperation::GetItem,
             requests::get_parameters(key, !broken),
         );
-        // A replica answers a read at once, unless the read stopped its node (corruption
-        // found on a faulty disk while reading: counted as such, or a violation of its own).
-        if self.requests.remove(&reply_to).is_some() && self.is_up(node) {
-            self.violation(format!("{node:?} group {group}: a read was not answered"));
-        }
     }
 
     /// Reads any live replica's applied state, with no lease and no leader: the value may be
     /// stale, but it must be one a write that was not refused wrote.
     fn eventual_read(&mut self, client: usize, group: usize, key: u64) {
         let node = self.random_member(group);
+        self.read(
+            client,
+            group,
+            node,
+            RequestKind::EventualRead { key },
+            requests::get_parameters(key, false),
+        );
+    }
+
+    /// Sends a GetItem to `node`, which answers a read at once (inside `request`).
+    fn read(
+        &mut self,
+        client: usize,
+        group: usize,
+        node: NodeId,
+        kind: RequestKind,
+        parameters_json: String,
+    ) {
         if !self.is_up(node) {
             self.retry_later(client, group, None);
             return;
@@ -2199,12 +2207,12 @@ impl Simulation {
             client,
             group,
             node,
-            RequestKind::EventualRead { key },
+            kind,
             ItemOperation::GetItem,
-            requests::get_parameters(key, false),
+            parameters_json,
         );
-        // A replica answers a read at once, unless the read stopped its node (corruption
-        // found on a faulty disk while reading: counted as such, or a violation of its own).
+        // Unless the read stopped its node (corruption found on a faulty disk while reading:
+        // counted as such, or a violation of its own), its answer came back already.
         if self.requests.remove(&reply_to).is_some() && self.is_up(node) {
             self.violation(format!("{node:?} group {group}: a read was not answered"));
         }

@@ -295,11 +295,6 @@ pub fn set_write_verification(enabled: bool) {
     WRITE_VERIFICATION.store(enabled, Ordering::Relaxed);
 }
 
-/// Whether [`write_verified`] reads its writes back in this process.
-pub fn write_verification() -> bool {
-    WRITE_VERIFICATION.load(Ordering::Relaxed)
-}
-
 /// Writes `buffer` at `offset`, then reads the range back and compares it with what was
 /// written: TigerBeetle's paired assertion, on the write path of every durable structure (WAL
 /// batches and segment headers, B-tree pages and metas, partition meta files).
