@@ -82,6 +82,10 @@ pub const SNAPSHOT_CHUNK_ITEMS_MAX: usize = 256;
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// Snapshot chunks produced per tick, so one transfer cannot monopolise the shard.
 pub const SNAPSHOT_CHUNKS_PER_TICK_MAX: usize = 4;
+/// A transfer whose follower took no chunk for this long is abandoned: the follower is down or
+/// cut off, and when it returns it needs a snapshot of the state then, not of the state when
+/// this one began. The core asks for a new transfer after its snapshot retry interval.
+pub const SNAPSHOT_TRANSFER_STALL_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 /// Items read per B-tree scan call while serving a Query or Scan page.
 const RANGE_SCAN_BATCH_ITEMS: usize = 128;
 
@@ -116,7 +120,13 @@ pub enum Event {
         message: Message,
     },
     /// Time passed: run the core's timers, checkpoint if due, continue snapshot transfers.
-    Tick,
+    Tick {
+        /// How many snapshot chunks the host's transport takes now toward
+        /// [`PartitionReplica::snapshot_destination`] (0 when there is none). The replica
+        /// produces at most this many, so a follower that is down or slow holds back only its
+        /// own transfer and never the host's task.
+        snapshot_room: usize,
+    },
     Request {
         /// The host's token for the reply (a connection and request id).
         reply_to: u64,
@@ -270,6 +280,8 @@ struct OutgoingSnapshot {
     next_chunk: u32,
     /// The last key sent; `None` before the first chunk.
     after: Option<Vec<u8>>,
+    /// When the transfer started or last handed a chunk to the transport.
+    progressed_at: MonotonicTime,
 }
 
 struct IncomingSnapshot<F: Storage> {
@@ -278,6 +290,8 @@ struct IncomingSnapshot<F: Storage> {
     next_chunk: u32,
     generation: u32,
     tree: Partition<F>,
+    /// When the transfer started or last installed a chunk.
+    progressed_at: MonotonicTime,
 }
 
 /// The name of generation `generation` of a partition's B-tree file. A replica installing a
@@ -633,12 +647,21 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 let actions = self.core.handle_message(now, from, message);
                 self.execute(now, actions).await?;
             }
-            Event::Tick => {
+            Event::Tick { snapshot_room } => {
+                // The room is the host's for the destination before this tick; a transfer that
+                // starts during it waits for the next tick's room.
+                let destination = self.snapshot_destination();
                 let actions = self.core.tick(now);
                 self.execute(now, actions).await?;
                 self.report_stalled_replies(now);
+                self.abandon_incoming_snapshot_if_stuck(now).await?;
                 self.checkpoint_if_due(now).await?;
-                self.continue_outgoing_snapshot().await?;
+                let room = if self.snapshot_destination() == destination {
+                    snapshot_room
+                } else {
+                    0
+                };
+                self.continue_outgoing_snapshot(now, room).await?;
             }
             Event::Request {
                 reply_to,
@@ -727,7 +750,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 }
                 Action::Send { to, message } => self.outputs.push(Output::Send { to, message }),
                 Action::Apply { entries } => self.apply(now, entries).await?,
-                Action::SendSnapshot { to } => self.start_outgoing_snapshot(to),
+                Action::SendSnapshot { to } => self.start_outgoing_snapshot(now, to),
                 Action::LeaseAcquired | Action::LeaseLost => {}
                 Action::RoleChanged { role, ballot } => {
                     tracing::info!(
@@ -1360,7 +1383,13 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
     }
 
-    fn start_outgoing_snapshot(&mut self, to: NodeId) {
+    /// The follower this replica is streaming a snapshot to, if any: the host tells the next
+    /// tick how much room its transport has toward it (`Event::Tick`).
+    pub fn snapshot_destination(&self) -> Option<NodeId> {
+        self.outgoing_snapshot.as_ref().map(|snapshot| snapshot.to)
+    }
+
+    fn start_outgoing_snapshot(&mut self, now: MonotonicTime, to: NodeId) {
         if self
             .outgoing_snapshot
             .as_ref()
@@ -1385,11 +1414,33 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             membership: MembershipWire::from(self.core.committed_membership()),
             next_chunk: 0,
             after: None,
+            progressed_at: now,
         });
     }
 
-    async fn continue_outgoing_snapshot(&mut self) -> Result<(), PartitionError> {
-        for _ in 0..SNAPSHOT_CHUNKS_PER_TICK_MAX {
+    /// Produces the next chunks of the outgoing transfer, at most `room` (what the transport
+    /// takes now) and `SNAPSHOT_CHUNKS_PER_TICK_MAX`; abandons a transfer that made no progress
+    /// for `SNAPSHOT_TRANSFER_STALL_MAX`.
+    async fn continue_outgoing_snapshot(
+        &mut self,
+        now: MonotonicTime,
+        room: usize,
+    ) -> Result<(), PartitionError> {
+        if let Some(snapshot) = &self.outgoing_snapshot
+            && room == 0
+            && now.saturating_duration_since(snapshot.progressed_at) >= SNAPSHOT_TRANSFER_STALL_MAX
+        {
+            tracing::info!(
+                partition = self.meta.partition,
+                to = snapshot.to.0,
+                slot = snapshot.last_included_slot.0,
+                chunks_sent = snapshot.next_chunk,
+                "abandoning a snapshot transfer the follower does not take"
+            );
+            self.outgoing_snapshot = None;
+            return Ok(());
+        }
+        for _ in 0..room.min(SNAPSHOT_CHUNKS_PER_TICK_MAX) {
             let Some(snapshot) = &self.outgoing_snapshot else {
                 return Ok(());
             };
@@ -1432,6 +1483,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             } else if let Some(snapshot) = &mut self.outgoing_snapshot {
                 snapshot.next_chunk += 1;
                 snapshot.after = after;
+                snapshot.progressed_at = now;
             }
         }
         Ok(())
@@ -1471,18 +1523,23 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 next_chunk: 0,
                 generation,
                 tree,
+                progressed_at: now,
             });
         }
         let Some(incoming) = &mut self.incoming_snapshot else {
             return Ok(());
         };
-        if incoming.from != chunk.from
-            || incoming.transfer_id != chunk.transfer_id
-            || incoming.next_chunk != chunk.chunk_index
-        {
-            // A chunk of another transfer, or one was lost: wait for the leader to start over.
+        if incoming.from != chunk.from || incoming.transfer_id != chunk.transfer_id {
+            // A late chunk of another transfer.
             return Ok(());
         }
+        if incoming.next_chunk != chunk.chunk_index {
+            // A chunk of this transfer was lost, so it can never complete: drop it now, so
+            // that this replica checkpoints again (and lets the shard's WAL recycle) while the
+            // leader starts another after its retry interval.
+            return self.abandon_incoming_snapshot("a chunk was lost").await;
+        }
+        incoming.progressed_at = now;
         let slot = WalLsn(chunk.last_included_slot);
         incoming
             .tree
@@ -1550,6 +1607,46 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.execute(now, actions).await?;
         self.report_wal_low_water();
         Ok(())
+    }
+
+    /// An incoming transfer keeps this replica from checkpointing (`checkpoint_if_due`), and so
+    /// keeps its records in the shard's WAL: one that stopped (its leader died or gave it up)
+    /// or that holds the segment the WAL must reuse next would stop every partition of the
+    /// shard once the ring is full (issue 14). Such a transfer is dropped; the leader starts a
+    /// new one after its retry interval.
+    async fn abandon_incoming_snapshot_if_stuck(
+        &mut self,
+        now: MonotonicTime,
+    ) -> Result<(), PartitionError> {
+        let Some(incoming) = &self.incoming_snapshot else {
+            return Ok(());
+        };
+        if now.saturating_duration_since(incoming.progressed_at) >= SNAPSHOT_TRANSFER_STALL_MAX {
+            return self
+                .abandon_incoming_snapshot("no chunk came for too long")
+                .await;
+        }
+        if self.wal.pins_next_segment(PartitionId(self.meta.partition)) {
+            return self
+                .abandon_incoming_snapshot("the WAL needs this replica to checkpoint")
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn abandon_incoming_snapshot(&mut self, reason: &str) -> Result<(), PartitionError> {
+        let Some(incoming) = self.incoming_snapshot.take() else {
+            return Ok(());
+        };
+        tracing::info!(
+            partition = self.meta.partition,
+            from = incoming.from,
+            transfer_id = incoming.transfer_id,
+            chunks_installed = incoming.next_chunk,
+            reason,
+            "abandoning an incoming snapshot"
+        );
+        self.discard_tree(incoming.tree, incoming.generation).await
     }
 
     async fn discard_tree(

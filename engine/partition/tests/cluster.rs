@@ -14,7 +14,9 @@ use shoal_io::StorageDirectory;
 use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedDisk, SimulatedFile};
 use shoal_io::testing::run_on_test_executor;
 use shoal_model::key::{KeySchema, KeyType};
-use shoal_partition::replica::RecoveredRecords;
+use shoal_partition::replica::{
+    RecoveredRecords, SNAPSHOT_CHUNKS_PER_TICK_MAX, SNAPSHOT_TRANSFER_STALL_MAX,
+};
 use shoal_partition::{
     Event, Output, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
     ShardReplay,
@@ -93,6 +95,10 @@ struct Cluster {
     isolated: BTreeSet<NodeId>,
     replies: BTreeMap<u64, NodeResponse>,
     next_reply: u64,
+    /// Followers whose transport takes no snapshot chunk (a dead peer's full bus queue).
+    snapshot_refused: BTreeSet<NodeId>,
+    /// Snapshot chunks each node produced, by destination.
+    snapshot_chunks_sent: BTreeMap<NodeId, usize>,
 }
 
 fn meta() -> PartitionMeta {
@@ -183,6 +189,8 @@ impl Cluster {
             isolated: BTreeSet::new(),
             replies: BTreeMap::new(),
             next_reply: 1,
+            snapshot_refused: BTreeSet::new(),
+            snapshot_chunks_sent: BTreeMap::new(),
         }
     }
 
@@ -208,6 +216,7 @@ impl Cluster {
                     }
                     Output::Snapshot(chunk) => {
                         let to = NodeId(chunk.to);
+                        *self.snapshot_chunks_sent.entry(to).or_default() += 1;
                         if !self.isolated.contains(&node) && !self.isolated.contains(&to) {
                             self.network.push_back((to, Delivery::Snapshot(chunk)));
                         }
@@ -225,7 +234,12 @@ impl Cluster {
         self.tick_bystanders().await;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
-            self.feed(id, Event::Tick).await;
+            let destination = self.nodes[&id].replica.snapshot_destination();
+            let snapshot_room = match destination {
+                Some(to) if self.snapshot_refused.contains(&to) => 0,
+                _ => SNAPSHOT_CHUNKS_PER_TICK_MAX,
+            };
+            self.feed(id, Event::Tick { snapshot_room }).await;
         }
         let deliveries: Vec<_> = self.network.drain(..).collect();
         for (to, delivery) in deliveries {
@@ -395,7 +409,7 @@ impl Cluster {
             let Some(bystander) = node.bystander.as_mut() else {
                 continue;
             };
-            let mut events = VecDeque::from([Event::Tick]);
+            let mut events = VecDeque::from([Event::Tick { snapshot_room: 0 }]);
             while let Some(event) = events.pop_front() {
                 for output in bystander.handle(self.now, event).await.unwrap() {
                     if let Output::Persist { core_lsn, body } = output {
@@ -656,6 +670,95 @@ fn a_replica_behind_the_truncated_log_catches_up_by_snapshot() {
                 assert_eq!(body["Count"], json!(29));
             }
             other => panic!("scan after restart failed: {other:?}"),
+        }
+    });
+}
+
+/// Writes a test makes at most before its leader must have truncated past a cut-off follower.
+const WRITES_UNTIL_SNAPSHOT_MAX: u64 = 2_000;
+
+/// Issue 14: a follower whose transport takes no snapshot chunk (it is down, and the bus's
+/// queue toward it is full) must cost the leader nothing. The leader produces no chunk beyond
+/// the room its host reports, keeps committing and serving with the other follower, abandons
+/// the transfer after `SNAPSHOT_TRANSFER_STALL_MAX`, and streams a fresh snapshot once the
+/// follower takes chunks again.
+#[test]
+fn a_follower_that_takes_no_snapshot_never_stops_the_leader() {
+    run_on_test_executor("cluster-snapshot-refused", || async {
+        let mut cluster = Cluster::new(4).await;
+        let leader = cluster.await_leader().await;
+        let dead = [NodeId(1), NodeId(2), NodeId(3)]
+            .into_iter()
+            .find(|id| *id != leader)
+            .unwrap();
+        cluster.isolated.insert(dead);
+        cluster.snapshot_refused.insert(dead);
+        // Far past the checkpoints that truncate what the dead follower lacks, so the leader
+        // wants to stream it a snapshot, and long past the stall limit.
+        let stall_steps = (SNAPSHOT_TRANSFER_STALL_MAX.as_millis() / STEP.as_millis()) as usize;
+        let mut written = 0;
+        let streaming = loop {
+            assert!(
+                written < WRITES_UNTIL_SNAPSHOT_MAX,
+                "the leader never asked for a snapshot"
+            );
+            cluster
+                .leader_request(ItemOperation::PutItem, put("s", written, "x"))
+                .await;
+            written += 1;
+            let leader = cluster.await_leader().await;
+            if let Some(to) = cluster.nodes[&leader].replica.snapshot_destination() {
+                break to;
+            }
+        };
+        assert_eq!(
+            streaming, dead,
+            "the snapshot goes to the follower that fell behind"
+        );
+        // The leader keeps serving while the transfer cannot move, and gives it up.
+        let mut abandoned = false;
+        for step in 0..stall_steps + 10 {
+            cluster.step().await;
+            if step % 100 == 0 {
+                cluster
+                    .leader_request(ItemOperation::PutItem, put("s", written, "x"))
+                    .await;
+                written += 1;
+            }
+            let leader = cluster.await_leader().await;
+            abandoned |= cluster.nodes[&leader]
+                .replica
+                .snapshot_destination()
+                .is_none();
+        }
+        assert!(abandoned, "a transfer nobody takes is abandoned");
+        assert_eq!(
+            cluster.snapshot_chunks_sent.get(&dead),
+            None,
+            "no chunk went out beyond the room the host reported"
+        );
+        // The follower takes chunks again: it catches up from a fresh snapshot.
+        cluster.isolated.clear();
+        cluster.snapshot_refused.clear();
+        for _ in 0..2_000 {
+            cluster.step().await;
+            let leader = cluster.await_leader().await;
+            if cluster.nodes[&dead].replica.applied_slot()
+                >= cluster.nodes[&leader].replica.applied_slot()
+            {
+                break;
+            }
+        }
+        match cluster.request(dead, ItemOperation::Scan, json!({})).await {
+            NodeResponse::Item { body_json, .. } => {
+                let body: Json = serde_json::from_str(&body_json).unwrap();
+                assert_eq!(
+                    body["Count"],
+                    json!(written),
+                    "the follower converged: {body}"
+                );
+            }
+            other => panic!("scan at the returned follower failed: {other:?}"),
         }
     });
 }

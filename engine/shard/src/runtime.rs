@@ -42,8 +42,15 @@ pub trait Transport {
     type Connection: Copy + 'static;
     /// Sends without waiting; the bus may drop the message when its queue to `to` is full.
     fn send_replication(&self, to: ShardAddress, envelope: ReplicationEnvelope);
-    /// Sends, waiting for room: chunks of one transfer must arrive in order and complete.
-    async fn send_snapshot(&self, to: ShardAddress, chunk: SnapshotChunk);
+    /// How many snapshot chunks `send_snapshot` takes toward `to` right now. Replicas produce
+    /// no more than this per tick, so a follower that is down or slow holds back only its own
+    /// transfer, never the replica's task (issue 14: a leader awaiting room toward a dead
+    /// follower stopped its partition).
+    fn snapshot_room(&self, to: ShardAddress) -> usize;
+    /// Queues a chunk without waiting. Called only within `snapshot_room`; a chunk that finds
+    /// no room anyway is dropped, the receiver sees the gap in `chunk_index`, and the transfer
+    /// starts again.
+    fn send_snapshot(&self, to: ShardAddress, chunk: SnapshotChunk);
     fn respond(&self, connection: Self::Connection, response: ResponseFrame);
 }
 
@@ -314,7 +321,8 @@ impl<T: Transport + 'static> Shard<T> {
                     .collect();
                 for sender in senders {
                     // A full queue already has work; the next tick comes soon.
-                    let _ = sender.try_send(Event::Tick);
+                    // The replica's task fills in the snapshot room (`with_snapshot_room`).
+                    let _ = sender.try_send(Event::Tick { snapshot_room: 0 });
                 }
             }
         })
@@ -406,6 +414,7 @@ impl<T: Transport + 'static> Shard<T> {
                 return;
             }
             let now = SystemClock.now();
+            let event = self.with_snapshot_room(&replica, event);
             let outputs = match replica.handle(now, event).await {
                 Ok(outputs) => outputs,
                 // The replica's durable state or its I/O failed: its in-memory state can no
@@ -440,11 +449,27 @@ impl<T: Transport + 'static> Shard<T> {
                             node: chunk.to,
                             shard: self.config.shard,
                         };
-                        self.transport.send_snapshot(to, chunk).await;
+                        self.transport.send_snapshot(to, chunk);
                     }
                     Output::Reply { reply_to, response } => self.reply(reply_to, response),
                 }
             }
+        }
+    }
+
+    /// A tick, with the room the bus has now toward the follower this replica is streaming a
+    /// snapshot to (read here, at the moment the replica uses it, not when the tick was queued).
+    fn with_snapshot_room(&self, replica: &Replica, event: Event) -> Event {
+        match event {
+            Event::Tick { .. } => Event::Tick {
+                snapshot_room: replica.snapshot_destination().map_or(0, |to| {
+                    self.transport.snapshot_room(ShardAddress {
+                        node: to.0,
+                        shard: self.config.shard,
+                    })
+                }),
+            },
+            other => other,
         }
     }
 

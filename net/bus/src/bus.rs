@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //!
-//! 1. Nothing on the send path awaits the network: `send_replication` only queues (or drops and
-//!    counts), so a slow or dead peer never stalls the shard's executor.
+//! 1. Nothing on the send path awaits the network: `send_replication` and `try_send_snapshot`
+//!    only queue (or drop and count), so a slow or dead peer never stalls the shard's executor.
+//!    (`send_snapshot` waits for room, for callers that own a task of their own per transfer.)
 //! 2. Every queue is bounded: a peer's replication queue by `outbound_queue_envelopes_max`, its
 //!    snapshot queue by `snapshot_queue_chunks_max`, the inbox by `inbox_frames_max`, and a
 //!    connection's unanswered plus unwritten requests by `REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`.
@@ -365,6 +366,36 @@ impl Bus {
             }
             queue.push_back(envelope);
         }
+        peer.queued.notify_all();
+        Ok(())
+    }
+
+    /// How many snapshot chunks `to`'s queue takes now: a sender that produces no more than
+    /// this and queues them with `try_send_snapshot` never waits (invariant 1). A peer that is
+    /// unreachable keeps its queued chunks, so its room stays 0 until it comes back.
+    pub fn snapshot_room(&self, to: ShardAddress) -> usize {
+        let Ok(peer) = self.peer(to) else {
+            return 0;
+        };
+        self.shared
+            .snapshot_queue_chunks_max
+            .saturating_sub(peer.snapshots.borrow().len())
+    }
+
+    /// Queues one snapshot chunk for `to` without waiting; `QueueFull` (the chunk is dropped)
+    /// when `snapshot_room` is 0. This is what a shard's replicas use: nothing a dead or slow
+    /// follower does may stop the task that serves the partition.
+    pub fn try_send_snapshot(
+        &self,
+        to: ShardAddress,
+        chunk: SnapshotChunk,
+    ) -> Result<(), SendError> {
+        let peer = self.peer(to)?;
+        if peer.snapshots.borrow().len() >= self.shared.snapshot_queue_chunks_max {
+            self.shared.count(|stats| stats.snapshot_chunks_lost += 1);
+            return Err(SendError::QueueFull);
+        }
+        peer.snapshots.borrow_mut().push_back(chunk);
         peer.queued.notify_all();
         Ok(())
     }

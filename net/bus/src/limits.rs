@@ -10,9 +10,10 @@ use shoal_wire::limits::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
 /// follower reports `missing`), and a slow peer must never block the shard's executor.
 pub const OUTBOUND_QUEUE_ENVELOPES_MAX: usize = 4096;
 
-/// Snapshot chunks queued for one peer. `send_snapshot` waits for room instead of dropping:
-/// a lost chunk restarts a whole transfer, and chunks are large (up to about 4.4 MiB), so a
-/// small queue bounds memory while keeping the socket busy.
+/// Snapshot chunks queued for one peer. Senders produce chunks only while there is room
+/// (`Bus::snapshot_room`) instead of dropping them: a lost chunk restarts a whole transfer, and
+/// chunks are large (up to about 4.4 MiB), so a small queue bounds memory while keeping the
+/// socket busy.
 pub const SNAPSHOT_QUEUE_CHUNKS_MAX: usize = 4;
 
 /// The writer packs queued envelopes into one frame until its estimated body reaches this size,

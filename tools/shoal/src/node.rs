@@ -26,9 +26,6 @@ pub const SHARDS_MAX: u16 = 256;
 /// 10 MiB, which needs a raised RLIMIT_MEMLOCK; 2 MiB works under the common 8 MiB default for
 /// a few shards and is plenty for our queue depths (RUNTIME.md).
 pub const SHARD_IO_MEMORY_BYTES: usize = 2 << 20;
-/// How long a snapshot chunk may wait for room toward an unreachable follower before the
-/// transfer is abandoned (the leader retries it later).
-pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often each shard renders its metrics for the admin endpoint.
 pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// Admin requests: the request head must fit here, and a client gets this long to send it.
@@ -245,12 +242,14 @@ impl Transport for BusTransport {
         let _ = self.bus.send_replication(to, envelope);
     }
 
-    async fn send_snapshot(&self, to: ShardAddress, chunk: SnapshotChunk) {
-        let _ = glommio::timer::timeout(SNAPSHOT_SEND_TIMEOUT, async {
-            let _ = self.bus.send_snapshot(to, chunk).await;
-            Ok(())
-        })
-        .await;
+    fn snapshot_room(&self, to: ShardAddress) -> usize {
+        self.bus.snapshot_room(to)
+    }
+
+    fn send_snapshot(&self, to: ShardAddress, chunk: SnapshotChunk) {
+        // Within the room asked for just before, this cannot fail; if it does, the chunk is
+        // counted as lost and the transfer restarts.
+        let _ = self.bus.try_send_snapshot(to, chunk);
     }
 
     fn respond(&self, connection: ConnectionId, response: ResponseFrame) {

@@ -23,13 +23,14 @@
 pub mod linearizability;
 pub mod requests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use shoal_bus::limits::SNAPSHOT_QUEUE_CHUNKS_MAX;
 use shoal_io::storage::faulty::{
     FaultInjector, FaultKind, FaultRates as StorageFaultRates, FaultyDirectory, FaultyFile,
 };
@@ -450,6 +451,12 @@ struct Simulation {
     clogged: Option<(NodeId, u64)>,
     /// Messages to or from the clogged node that came due while it was clogged.
     clog_held: Vec<InFlight>,
+    /// Snapshot chunks waiting to go out, per link (sender, follower), bounded as the bus bounds
+    /// its per-peer queue (`SNAPSHOT_QUEUE_CHUNKS_MAX`). A link sends a chunk only while the
+    /// follower is up and reachable, as the bus's writer connects only then, so a follower that
+    /// is down leaves its sender no room (the situation of issue 14); replicas produce chunks
+    /// only within the room their tick reports.
+    snapshot_queues: BTreeMap<(NodeId, NodeId), VecDeque<InFlight>>,
     clients: Vec<Client>,
     requests: BTreeMap<u64, PendingRequest>,
     next_reply_to: u64,
@@ -844,6 +851,7 @@ pub fn run(options: SimulationOptions) -> Report {
         isolated: BTreeMap::new(),
         clogged: None,
         clog_held: Vec::new(),
+        snapshot_queues: BTreeMap::new(),
         clients,
         requests: BTreeMap::new(),
         next_reply_to: SCAN_REPLY_TO + 1,
@@ -1122,6 +1130,7 @@ impl Simulation {
             }
             self.now_nanos += STEP_NANOS;
             self.unclog_due();
+            self.send_queued_snapshot_chunks();
             self.deliver_due();
             self.fsync_due();
             if step % TICK_INTERVAL_STEPS == 0 {
@@ -1473,7 +1482,57 @@ impl Simulation {
             .flat_map(|(id, node)| node.groups.iter().map(move |group| (*id, *group)))
             .collect();
         for (id, group) in replicas {
-            self.feed(id, group, Event::Tick);
+            let snapshot_room = self.snapshot_room(id, group);
+            self.feed(id, group, Event::Tick { snapshot_room });
+        }
+    }
+
+    /// The room on the link from `id` to the follower its replica of `group` is streaming to.
+    fn snapshot_room(&self, id: NodeId, group: usize) -> usize {
+        let destination = self.nodes[&id]
+            .runtime
+            .as_ref()
+            .and_then(|runtime| runtime.replicas.get(&group))
+            .and_then(|replica| replica.snapshot_destination());
+        destination.map_or(0, |to| {
+            SNAPSHOT_QUEUE_CHUNKS_MAX
+                - self
+                    .snapshot_queues
+                    .get(&(id, to))
+                    .map_or(0, VecDeque::len)
+                    .min(SNAPSHOT_QUEUE_CHUNKS_MAX)
+        })
+    }
+
+    /// Each link whose follower is reachable puts one queued chunk on the network per step (the
+    /// bus's writer takes one chunk per write). A sender that went down lost its queues with
+    /// its process.
+    fn send_queued_snapshot_chunks(&mut self) {
+        let links: Vec<(NodeId, NodeId)> = self.snapshot_queues.keys().copied().collect();
+        for (from, to) in links {
+            if !self.is_up(from) {
+                self.snapshot_queues.remove(&(from, to));
+                continue;
+            }
+            let reachable = self.is_up(to)
+                && !self.isolated.contains_key(&from)
+                && self.isolated.get(&to).is_none_or(|one_way| *one_way);
+            if !reachable {
+                continue;
+            }
+            let Some(queue) = self.snapshot_queues.get_mut(&(from, to)) else {
+                continue;
+            };
+            let Some(message) = queue.pop_front() else {
+                continue;
+            };
+            if queue.is_empty() {
+                self.snapshot_queues.remove(&(from, to));
+            }
+            let InFlight {
+                group, envelope, ..
+            } = message;
+            self.send(group, from, to, envelope);
         }
     }
 
@@ -1810,7 +1869,22 @@ impl Simulation {
                         .unwrap_or(Slot::ZERO);
                     let to = NodeId(chunk.to);
                     let horizon = after.max(sender_fuzzy_until);
-                    self.send(group, id, to, Envelope::Snapshot(chunk, horizon));
+                    let queue = self.snapshot_queues.entry((id, to)).or_default();
+                    if queue.len() < SNAPSHOT_QUEUE_CHUNKS_MAX {
+                        queue.push_back(InFlight {
+                            group,
+                            from: id,
+                            to,
+                            envelope: Envelope::Snapshot(chunk, horizon),
+                        });
+                    } else {
+                        // The host asked for room first; a replica that overfills a queue
+                        // ignored it, and the production bus would drop the chunk too.
+                        self.violation(format!(
+                            "{id:?} group {group}: a snapshot chunk beyond the room its tick \
+                             reported"
+                        ));
+                    }
                 }
                 Output::Reply { reply_to, response } => self.on_reply(reply_to, response),
             }
