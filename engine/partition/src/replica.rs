@@ -375,6 +375,70 @@ struct DurableState {
     kept: BTreeMap<Slot, (WalLsn, LogEntry)>,
 }
 
+/// The core rebuilt from a partition's records, with the WAL positions its low water needs.
+struct RecoveredCore {
+    core: Replica,
+    /// The record holding each slot's kept entry.
+    slot_wal_lsn: BTreeMap<Slot, WalLsn>,
+    /// The intent of the tree's checkpoint.
+    intent_wal_lsn: Option<WalLsn>,
+}
+
+fn recover_core(
+    meta: &PartitionMeta,
+    node: NodeId,
+    options: ReplicaOptions,
+    records: &[(WalLsn, PersistRecord)],
+    checkpoint_slot: Slot,
+    now: MonotonicTime,
+) -> Result<RecoveredCore, PartitionError> {
+    let partition = meta.partition;
+    let DurableState {
+        promised,
+        snapshot_membership,
+        intent_wal_lsn,
+        kept,
+    } = read_durable_state(partition, records, checkpoint_slot, &meta.membership)?;
+    let Some(membership) = snapshot_membership else {
+        return Err(PartitionError::Corrupt(format!(
+            "partition {partition}: the tree is checkpointed at slot {} but the WAL holds no \
+             checkpoint intent for that slot",
+            checkpoint_slot.0
+        )));
+    };
+    let slot_wal_lsn: BTreeMap<Slot, WalLsn> = kept
+        .iter()
+        .map(|(slot, (wal_lsn, _))| (*slot, *wal_lsn))
+        .collect();
+    let entries = kept
+        .into_iter()
+        .map(|(slot, (_, entry))| (slot, entry))
+        .collect();
+    let core = Replica::recover(
+        node,
+        options,
+        RecoveredState {
+            promised,
+            snapshot: SnapshotMeta {
+                last_included_slot: checkpoint_slot,
+                membership,
+            },
+            entries,
+        },
+        now,
+    )
+    .map_err(|error| {
+        PartitionError::Corrupt(format!(
+            "partition {partition}: recovery refused: {error:?}"
+        ))
+    })?;
+    Ok(RecoveredCore {
+        core,
+        slot_wal_lsn,
+        intent_wal_lsn,
+    })
+}
+
 /// Applies recovery rules 1 to 3 of FORMAT.md to a partition's records (in WAL order). The
 /// entry of a slot is chosen over all of its records, not replayed in WAL order: recycling
 /// (rule 4) can leave a record of a high slot before the only remaining records of lower ones,
@@ -586,52 +650,22 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let (engine, generation) =
             open_newest_tree(directory.as_ref(), &cache, partition, config.btree.clone()).await?;
         let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
-        let DurableState {
-            promised,
-            snapshot_membership,
-            intent_wal_lsn,
-            kept,
-        } = read_durable_state(
-            partition,
-            &records.records,
-            checkpoint_slot,
-            &meta.membership,
-        )?;
-        let Some(membership) = snapshot_membership else {
-            return Err(PartitionError::Corrupt(format!(
-                "partition {partition}: the tree is checkpointed at slot {} but the WAL holds no \
-                 checkpoint intent for that slot",
-                checkpoint_slot.0
-            )));
-        };
-        let slot_wal_lsn: BTreeMap<Slot, WalLsn> = kept
-            .iter()
-            .map(|(slot, (wal_lsn, _))| (*slot, *wal_lsn))
-            .collect();
-        let entries = kept
-            .into_iter()
-            .map(|(slot, (_, entry))| (slot, entry))
-            .collect();
         let mut options = config.core.clone();
         options.election_seed = election_seed;
-        let core = Replica::recover(
-            node,
-            options,
-            RecoveredState {
-                promised,
-                snapshot: SnapshotMeta {
-                    last_included_slot: checkpoint_slot,
-                    membership,
-                },
-                entries,
-            },
-            now,
-        )
-        .map_err(|error| {
-            PartitionError::Corrupt(format!(
-                "partition {partition}: recovery refused: {error:?}"
-            ))
-        })?;
+        let recovered = recover_core(&meta, node, options, &records.records, checkpoint_slot, now);
+        let RecoveredCore {
+            core,
+            slot_wal_lsn,
+            intent_wal_lsn,
+        } = match recovered {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                // The host may serve on without this replica (engine/shard does): leave no
+                // open file behind.
+                engine.close().await?;
+                return Err(error);
+            }
+        };
         let mut replica = Self::assemble(
             meta, node, config, core, engine, generation, directory, cache, wal,
         );
