@@ -10,7 +10,9 @@
 //! Accepted) are held inside the core until the host reports, through [`Replica::persisted`],
 //! that every write up to that lsn is durable. The host may therefore run `Persist` through an
 //! asynchronous group commit and send every `Send` as soon as it sees it. A leader counts its own
-//! copy of an entry towards a quorum only once it is durable, too.
+//! copy of an entry towards a quorum only once it is durable, too. [`Replica::recover`] keeps,
+//! for each slot, the durable entry with the highest ballot (of equal ballots, the later write),
+//! whatever order the writes come in, so a host may drop writes that newer writes superseded.
 //!
 //! # Invariants
 //! The asserts in this crate cite these numbers; the test harness checks I1, I3, I4, I6 and I7

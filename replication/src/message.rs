@@ -54,9 +54,10 @@ pub enum Message {
 /// execute `Persist` asynchronously (group commit) and every `Send` immediately.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Make these durable, then report `persisted(lsn)`. Entries are written as given; a later
-    /// write of the same slot replaces an earlier one on recovery (last write wins, in lsn
-    /// order). `promised`, when present, is the new promised ballot.
+    /// Make these durable, then report `persisted(lsn)`. Entries are written as given; on
+    /// recovery the write of a slot with the highest ballot wins, of equal ballots the later
+    /// one (which is the last write whenever every write is kept; see `RecoveredState`).
+    /// `promised`, when present, is the new promised ballot.
     Persist {
         lsn: Lsn,
         promised: Option<Ballot>,

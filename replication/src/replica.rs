@@ -7,7 +7,7 @@
 // The election jitter source: SplitMix64 stepped over state the replica owns, so the core reads
 // no RNG and a seed replays the same timeouts forever.
 use shoal_rng::splitmix64 as split_mix_64;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 use std::time::Duration;
 
 use crate::limits::{
@@ -83,19 +83,27 @@ impl ReplicaOptions {
 /// What a replica recovers from its durable state after a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveredState {
+    /// The highest ballot promised in any durable write. Recovery raises it to the highest
+    /// ballot of `entries`: accepting an entry promises its ballot, and a host may have dropped
+    /// the write that carried the promise once newer writes held every slot it needs.
     pub promised: Ballot,
     /// The checkpoint the host's applied state (or, for a log replica, its truncation point)
     /// reflects.
     pub snapshot: SnapshotMeta,
-    /// Entries after the snapshot, in the order they were persisted; a later entry for a slot
-    /// replaces an earlier one.
+    /// The durable writes of entries, in the order they were persisted. They may hold one slot
+    /// several times and need not be in slot order: recovery keeps, for each slot after the
+    /// snapshot, the entry with the highest ballot, and of equal ballots the later one
+    /// ([`LogEntry::replaces_at_recovery`]); entries at or before the snapshot are ignored. Only
+    /// the kept entries must be contiguous from the slot after the snapshot on.
     pub entries: Vec<(Slot, LogEntry)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecoveryError {
-    /// The durable entries skip a slot. The core only ever persists contiguous runs, so this is
-    /// a lost write, and the replica must be rebuilt from a snapshot instead.
+    /// The kept entries (one per slot, see [`RecoveredState::entries`]) skip a slot after
+    /// `after`. The core only ever persists contiguous runs, and a host may drop a write only
+    /// once a newer write of the same slot is durable, so this is a lost write, and the
+    /// replica must be rebuilt from a snapshot instead.
     LogGap {
         after: Slot,
     },
@@ -287,6 +295,11 @@ impl Replica {
     }
 
     /// A replica restarting from its durable state. Lsns restart at 1 in every incarnation.
+    ///
+    /// The entry of each slot is decided over all of its durable writes first, and contiguity
+    /// is checked on the result: a host that dropped superseded writes can hand over a write of
+    /// a high slot before the only remaining writes of the slots below it (issue 14: slot 10
+    /// of ballot 1, then slots 1 to 18 re-sent in ballot 2, the first writes of 1 to 9 gone).
     pub fn recover(
         id: NodeId,
         options: ReplicaOptions,
@@ -296,16 +309,37 @@ impl Replica {
         let snapshot_slot = state.snapshot.last_included_slot;
         let mut replica = Self::new(id, options, state.snapshot.membership, now)
             .map_err(RecoveryError::Options)?;
-        replica.promised = state.promised;
-        replica.highest_round_seen = state.promised.round;
-        replica.log = Log::starting_at(snapshot_slot.next());
-        replica.commit_slot = snapshot_slot;
-        replica.match_slot = snapshot_slot;
+        // I2: every entry was accepted under a ballot this replica had promised, so the
+        // promise is at least the highest of them, whichever writes are left.
+        let promised = state
+            .entries
+            .iter()
+            .map(|(_, entry)| entry.ballot)
+            .fold(state.promised, Ballot::max);
+        let mut kept: BTreeMap<Slot, LogEntry> = BTreeMap::new();
         for (slot, entry) in state.entries {
             if slot <= snapshot_slot {
                 continue;
             }
-            if slot > replica.log.last_slot().next() {
+            match kept.entry(slot) {
+                btree_map::Entry::Vacant(vacant) => {
+                    vacant.insert(entry);
+                }
+                btree_map::Entry::Occupied(mut occupied) => {
+                    if entry.replaces_at_recovery(occupied.get()) {
+                        occupied.insert(entry);
+                    }
+                }
+            }
+        }
+        replica.promised = promised;
+        replica.highest_round_seen = promised.round;
+        replica.log = Log::starting_at(snapshot_slot.next());
+        replica.commit_slot = snapshot_slot;
+        replica.match_slot = snapshot_slot;
+        for (slot, entry) in kept {
+            // I9: the kept entries must continue the log without a hole.
+            if slot != replica.log.last_slot().next() {
                 return Err(RecoveryError::LogGap {
                     after: replica.log.last_slot(),
                 });

@@ -84,6 +84,22 @@ pub struct LogEntry {
     pub payload: Payload,
 }
 
+impl LogEntry {
+    /// Whether this durable write of a slot takes the place of `earlier`, a write of the same
+    /// slot that came before it, when a replica rebuilds its log from its durable writes: the
+    /// higher accepted ballot wins, and of two writes in the same ballot the later one.
+    ///
+    /// A live replica only ever overwrites a slot with an equal or higher ballot (I2), so this
+    /// is what write order gives when every write is still there. It stays true when the host
+    /// has dropped older writes that a newer write of the same slot superseded: the writes
+    /// that remain may then hold a slot above slots whose only remaining writes come later
+    /// (README, "The durability rule"), and only a rule that does not need the writes in
+    /// order recovers that log.
+    pub fn replaces_at_recovery(&self, earlier: &LogEntry) -> bool {
+        self.ballot >= earlier.ballot
+    }
+}
+
 /// The members of a replication group. Full replicas hold applied state and may lead; log
 /// replicas only accept and persist entries. Both count in every quorum.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -72,6 +72,31 @@ pub fn parse_meta_file_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The name of the marker a shard leaves when it gives a replica of `partition` up: the replica
+/// refused to recover, and its WAL records were then released so that the shard's WAL could go
+/// on (FORMAT.md). An empty file; that it exists is all it says.
+pub fn unrecoverable_marker_file_name(partition: u64) -> String {
+    format!("partition-{partition:016x}.unrecoverable")
+}
+
+/// Durably leaves the marker of [`unrecoverable_marker_file_name`]. It must be durable before
+/// the WAL may recycle any of the partition's records: a later start would otherwise recover
+/// the replica from whatever part of its records is left, which can have lost a promise or an
+/// acknowledged entry without leaving a gap to show it.
+pub async fn mark_unrecoverable<D: StorageDirectory>(
+    directory: &D,
+    partition: u64,
+) -> Result<(), shoal_io::StorageError> {
+    let name = unrecoverable_marker_file_name(partition);
+    let file = directory.open(&name, OpenMode::CreateOrExisting).await?;
+    shoal_io::storage::sync_or_stop(&file).await;
+    file.close().await?;
+    if let Err(error) = directory.sync().await {
+        shoal_io::fatal!("directory sync failed after creating {name}: {error}");
+    }
+    Ok(())
+}
+
 pub fn key_type_to_wire(key_type: KeyType) -> KeyTypeWire {
     match key_type {
         KeyType::String => KeyTypeWire::String,

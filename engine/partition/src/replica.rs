@@ -12,9 +12,13 @@
 //! so its checkpoint says "every slot up to C is in the tree". The WAL numbers records by its
 //! own LSN. Before each tree checkpoint the replica appends a *checkpoint intent* (slot C, the
 //! committed membership at C, the promised ballot) and only then checkpoints; it tells the WAL it
-//! may recycle everything below the oldest record it still needs: the latest intent and every
-//! record holding a slot above C. Recovery (see [`recover_shard`]) rebuilds the core's durable
-//! state from exactly those records.
+//! may recycle everything below the oldest record it still needs: the latest intent and, for
+//! every slot above C, the record holding the entry the slot has now. Recovery
+//! ([`PartitionReplica::recover`]) rebuilds the core's durable state from exactly those records,
+//! by the rules of FORMAT.md: the records left need not be in slot order (an older write of a
+//! low slot may be gone while an older write of a higher slot remains), so the entry of each
+//! slot is chosen over all its records (highest ballot, then the later record), never by
+//! replaying them in WAL order.
 //!
 //! # Invariants
 //! 1. Applied slot == the core's commit slot after every event: `Apply` actions are executed
@@ -335,7 +339,11 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// Core lsns reported durable out of order, waiting for the ones before them.
     persisted_early: BTreeMap<u64, WalLsn>,
     durable_core_lsn: u64,
-    /// The WAL record that last wrote each slot above the checkpoint.
+    /// For each slot above the checkpoint, the WAL record holding the entry the core has for
+    /// it (for a `Persist` split into several records, the first of them, which is no later):
+    /// the newest durable write of the slot, or after recovery the record of the entry recovery
+    /// kept. Both name the same write, since the core only overwrites a slot with an equal or
+    /// higher ballot.
     slot_wal_lsn: BTreeMap<Slot, WalLsn>,
     intent_wal_lsn: Option<WalLsn>,
     checkpoint_slot: Slot,
@@ -360,6 +368,143 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
 pub struct RecoveredRecords {
     /// In WAL order.
     records: Vec<(WalLsn, PersistRecord)>,
+}
+
+impl RecoveredRecords {
+    /// The records found, in WAL order (for inspection and tests).
+    pub fn records(&self) -> &[(WalLsn, PersistRecord)] {
+        &self.records
+    }
+}
+
+/// What a partition's durable records say, decided by the recovery rules of FORMAT.md.
+struct DurableState {
+    promised: Ballot,
+    /// The committed membership at the tree's checkpoint; `None` when the intent for a
+    /// checkpoint above slot 0 is missing.
+    snapshot_membership: Option<Membership>,
+    intent_wal_lsn: Option<WalLsn>,
+    /// For each slot above the checkpoint, the entry recovery keeps and the record that holds
+    /// it: the record the WAL must keep for the slot until a newer write of it is durable.
+    kept: BTreeMap<Slot, (WalLsn, LogEntry)>,
+}
+
+/// The core rebuilt from a partition's records, with the WAL positions its low water needs.
+struct RecoveredCore {
+    core: Replica,
+    /// The record holding each slot's kept entry.
+    slot_wal_lsn: BTreeMap<Slot, WalLsn>,
+    /// The intent of the tree's checkpoint.
+    intent_wal_lsn: Option<WalLsn>,
+}
+
+fn recover_core(
+    meta: &PartitionMeta,
+    node: NodeId,
+    options: ReplicaOptions,
+    records: &[(WalLsn, PersistRecord)],
+    checkpoint_slot: Slot,
+    now: MonotonicTime,
+) -> Result<RecoveredCore, PartitionError> {
+    let partition = meta.partition;
+    let DurableState {
+        promised,
+        snapshot_membership,
+        intent_wal_lsn,
+        kept,
+    } = read_durable_state(partition, records, checkpoint_slot, &meta.membership)?;
+    let Some(membership) = snapshot_membership else {
+        return Err(PartitionError::Corrupt(format!(
+            "partition {partition}: the tree is checkpointed at slot {} but the WAL holds no \
+             checkpoint intent for that slot",
+            checkpoint_slot.0
+        )));
+    };
+    let slot_wal_lsn: BTreeMap<Slot, WalLsn> = kept
+        .iter()
+        .map(|(slot, (wal_lsn, _))| (*slot, *wal_lsn))
+        .collect();
+    let entries = kept
+        .into_iter()
+        .map(|(slot, (_, entry))| (slot, entry))
+        .collect();
+    let core = Replica::recover(
+        node,
+        options,
+        RecoveredState {
+            promised,
+            snapshot: SnapshotMeta {
+                last_included_slot: checkpoint_slot,
+                membership,
+            },
+            entries,
+        },
+        now,
+    )
+    .map_err(|error| {
+        PartitionError::Corrupt(format!(
+            "partition {partition}: recovery refused: {error:?}"
+        ))
+    })?;
+    Ok(RecoveredCore {
+        core,
+        slot_wal_lsn,
+        intent_wal_lsn,
+    })
+}
+
+/// Applies recovery rules 1 to 3 of FORMAT.md to a partition's records (in WAL order). The
+/// entry of a slot is chosen over all of its records, not replayed in WAL order: recycling
+/// (rule 4) can leave a record of a high slot before the only remaining records of lower ones,
+/// and the core checks that the kept slots are contiguous.
+fn read_durable_state(
+    partition: u64,
+    records: &[(WalLsn, PersistRecord)],
+    checkpoint_slot: Slot,
+    meta_membership: &Membership,
+) -> Result<DurableState, PartitionError> {
+    let mut promised = Ballot::ZERO;
+    let mut snapshot_membership = (checkpoint_slot == Slot::ZERO).then(|| meta_membership.clone());
+    let mut intent_wal_lsn = None;
+    let mut kept: BTreeMap<Slot, (WalLsn, LogEntry)> = BTreeMap::new();
+    for (wal_lsn, record) in records {
+        if let Some(ballot) = &record.promised {
+            promised = promised.max(Ballot::from(*ballot));
+        }
+        if let Some(intent) = &record.checkpoint
+            && Slot(intent.last_included_slot) == checkpoint_slot
+        {
+            snapshot_membership =
+                Some(Membership::try_from(&intent.membership).map_err(|error| {
+                    PartitionError::Corrupt(format!(
+                        "partition {partition}: checkpoint intent membership: {error}"
+                    ))
+                })?);
+            intent_wal_lsn = Some(*wal_lsn);
+        }
+        let (_, record_entries) = record.to_core().map_err(|error| {
+            PartitionError::Corrupt(format!(
+                "partition {partition}: WAL record at {wal_lsn:?}: {error}"
+            ))
+        })?;
+        for (slot, entry) in record_entries {
+            if slot <= checkpoint_slot {
+                continue;
+            }
+            let replaces = kept
+                .get(&slot)
+                .is_none_or(|(_, current)| entry.replaces_at_recovery(current));
+            if replaces {
+                kept.insert(slot, (*wal_lsn, entry));
+            }
+        }
+    }
+    Ok(DurableState {
+        promised,
+        snapshot_membership,
+        intent_wal_lsn,
+        kept,
+    })
 }
 
 /// Recovery step 2 for a shard: the WAL visitor that keeps every replication record, grouped by
@@ -519,66 +664,22 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let (engine, generation) =
             open_newest_tree(directory.as_ref(), &cache, partition, config.btree.clone()).await?;
         let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
-        let mut promised = Ballot::ZERO;
-        let mut snapshot_membership =
-            (checkpoint_slot == Slot::ZERO).then(|| meta.membership.clone());
-        let mut intent_wal_lsn = None;
-        let mut entries = Vec::new();
-        let mut slot_wal_lsn = BTreeMap::new();
-        for (wal_lsn, record) in &records.records {
-            if let Some(ballot) = &record.promised {
-                promised = promised.max(Ballot::from(*ballot));
-            }
-            if let Some(intent) = &record.checkpoint
-                && Slot(intent.last_included_slot) == checkpoint_slot
-            {
-                snapshot_membership =
-                    Some(Membership::try_from(&intent.membership).map_err(|error| {
-                        PartitionError::Corrupt(format!(
-                            "partition {partition}: checkpoint intent membership: {error}"
-                        ))
-                    })?);
-                intent_wal_lsn = Some(*wal_lsn);
-            }
-            let (_, record_entries) = record.to_core().map_err(|error| {
-                PartitionError::Corrupt(format!(
-                    "partition {partition}: WAL record at {wal_lsn:?}: {error}"
-                ))
-            })?;
-            for (slot, entry) in record_entries {
-                if slot > checkpoint_slot {
-                    slot_wal_lsn.insert(slot, *wal_lsn);
-                    entries.push((slot, entry));
-                }
-            }
-        }
-        let Some(membership) = snapshot_membership else {
-            return Err(PartitionError::Corrupt(format!(
-                "partition {partition}: the tree is checkpointed at slot {} but the WAL holds no \
-                 checkpoint intent for that slot",
-                checkpoint_slot.0
-            )));
-        };
         let mut options = config.core.clone();
         options.election_seed = election_seed;
-        let core = Replica::recover(
-            node,
-            options,
-            RecoveredState {
-                promised,
-                snapshot: SnapshotMeta {
-                    last_included_slot: checkpoint_slot,
-                    membership,
-                },
-                entries,
-            },
-            now,
-        )
-        .map_err(|error| {
-            PartitionError::Corrupt(format!(
-                "partition {partition}: recovery refused: {error:?}"
-            ))
-        })?;
+        let recovered = recover_core(&meta, node, options, &records.records, checkpoint_slot, now);
+        let RecoveredCore {
+            core,
+            slot_wal_lsn,
+            intent_wal_lsn,
+        } = match recovered {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                // The host may serve on without this replica (engine/shard does): leave no
+                // open file behind.
+                engine.close().await?;
+                return Err(error);
+            }
+        };
         let mut replica = Self::assemble(
             meta, node, config, core, engine, generation, directory, cache, wal,
         );
@@ -1779,4 +1880,118 @@ pub async fn list_partitions<D: StorageDirectory>(
         .collect();
     partitions.sort_unstable();
     Ok(partitions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARTITION: u64 = 3;
+
+    fn ballot(round: u64) -> Ballot {
+        Ballot {
+            round,
+            node: NodeId(1),
+        }
+    }
+
+    fn record(
+        promised: Option<u64>,
+        round: u64,
+        slots: std::ops::RangeInclusive<u64>,
+    ) -> PersistRecord {
+        let entries = slots
+            .map(|slot| {
+                let entry = LogEntry {
+                    ballot: ballot(round),
+                    payload: Payload::Command(vec![slot as u8, round as u8]),
+                };
+                (Slot(slot), entry)
+            })
+            .collect();
+        PersistRecord::from_persist_action(PARTITION, promised.map(ballot), entries)
+    }
+
+    fn membership() -> Membership {
+        Membership::new([NodeId(1), NodeId(2), NodeId(3)], [])
+    }
+
+    fn kept_records(state: &DurableState) -> BTreeMap<u64, (u64, u64)> {
+        state
+            .kept
+            .iter()
+            .map(|(slot, (wal_lsn, entry))| (slot.0, (wal_lsn.0, entry.ballot.round)))
+            .collect()
+    }
+
+    /// Issue 14's records: slot 10 of ballot 1 alone, then the promise of ballot 2 and slots 1
+    /// to 18 re-sent in ballot 2 (the first writes of slots 1 to 9 recycled). Every slot keeps
+    /// the ballot-2 record, so the WAL keeps that one.
+    #[test]
+    fn every_slot_points_at_the_record_of_the_entry_kept() {
+        let records = vec![
+            (WalLsn(40), record(None, 1, 10..=10)),
+            (
+                WalLsn(41),
+                PersistRecord::from_persist_action(PARTITION, Some(ballot(2)), Vec::new()),
+            ),
+            (WalLsn(42), record(None, 2, 1..=18)),
+        ];
+        let state = read_durable_state(PARTITION, &records, Slot::ZERO, &membership()).unwrap();
+        assert_eq!(state.promised, ballot(2));
+        assert_eq!(state.snapshot_membership, Some(membership()));
+        let expected: BTreeMap<u64, (u64, u64)> = (1..=18).map(|slot| (slot, (42, 2))).collect();
+        assert_eq!(kept_records(&state), expected);
+    }
+
+    /// Write order decides only between equal ballots. A later record of a lower ballot (which a
+    /// live replica never writes) neither replaces the entry nor becomes the record the WAL
+    /// keeps for the slot: pointing there would let the WAL recycle the record that holds the
+    /// entry recovery kept.
+    #[test]
+    fn a_later_record_of_a_lower_ballot_does_not_take_the_slot() {
+        let same_ballot_again = PersistRecord::from_persist_action(
+            PARTITION,
+            None,
+            vec![(
+                Slot(2),
+                LogEntry {
+                    ballot: ballot(2),
+                    payload: Payload::Noop,
+                },
+            )],
+        );
+        let records = vec![
+            (WalLsn(7), record(Some(2), 2, 1..=2)),
+            (WalLsn(8), record(None, 1, 1..=1)),
+            (WalLsn(9), same_ballot_again),
+        ];
+        let state = read_durable_state(PARTITION, &records, Slot::ZERO, &membership()).unwrap();
+        assert_eq!(
+            kept_records(&state),
+            BTreeMap::from([(1, (7, 2)), (2, (9, 2))])
+        );
+        assert_eq!(state.kept[&Slot(2)].1.payload, Payload::Noop);
+    }
+
+    #[test]
+    fn slots_at_or_below_the_checkpoint_are_not_kept_and_its_intent_is_found() {
+        let intent = PersistRecord {
+            group: PARTITION,
+            promised: Some(BallotWire::from(ballot(1))),
+            entries: Vec::new(),
+            checkpoint: Some(CheckpointIntent {
+                last_included_slot: 4,
+                membership: MembershipWire::from(&membership()),
+            }),
+        };
+        let records = vec![(WalLsn(1), record(Some(1), 1, 1..=6)), (WalLsn(2), intent)];
+        let state = read_durable_state(PARTITION, &records, Slot(4), &membership()).unwrap();
+        assert_eq!(state.intent_wal_lsn, Some(WalLsn(2)));
+        assert_eq!(state.snapshot_membership, Some(membership()));
+        assert_eq!(
+            kept_records(&state),
+            BTreeMap::from([(5, (1, 1)), (6, (1, 1))])
+        );
+    }
 }

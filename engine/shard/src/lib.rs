@@ -22,4 +22,4 @@ pub mod metrics;
 mod runtime;
 
 pub use metrics::ShardMetrics;
-pub use runtime::{Shard, ShardConfig, ShardError, Transport};
+pub use runtime::{RecoveryFailure, Shard, ShardConfig, ShardError, Transport};

@@ -15,6 +15,8 @@ use shoal_store::btree::cache::CacheStats;
 use shoal_store::wal::WalStats;
 use shoal_wire::messages::{ReplicaRole, ReplicaStatus};
 
+use crate::runtime::RecoveryFailure;
+
 /// Latencies above this are recorded as this (an hour, in microseconds).
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 /// Records per WAL batch above this are recorded as this.
@@ -94,6 +96,7 @@ impl ShardMetrics {
         cache: &CacheStats,
         wal: &WalStats,
         replicas: &[ReplicaStatus],
+        recovery_failures: &[RecoveryFailure],
     ) -> String {
         let inner = self.inner.borrow();
         let labels = format!("node=\"{node}\",shard=\"{shard}\"");
@@ -209,6 +212,13 @@ impl ShardMetrics {
                 replica.item_count
             );
         }
+        for failure in recovery_failures {
+            let _ = writeln!(
+                text,
+                "shoal_partition_recovery_failed{{{labels},partition=\"{}\"}} 1",
+                failure.partition
+            );
+        }
         text
     }
 }
@@ -273,4 +283,6 @@ pub const HEADERS: &str = "\
 # TYPE shoal_partition_applied_slot gauge
 # HELP shoal_partition_items Items in the replica.
 # TYPE shoal_partition_items gauge
+# HELP shoal_partition_recovery_failed 1 for a partition whose replica on the shard refused to recover at start: out of service, files kept, the reason in the log.
+# TYPE shoal_partition_recovery_failed gauge
 ";

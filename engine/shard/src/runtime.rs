@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
-use shoal_io::{Clock, SystemClock};
+use shoal_io::{Clock, StorageDirectory, SystemClock};
+use shoal_partition::meta::{mark_unrecoverable, unrecoverable_marker_file_name};
 use shoal_partition::replica::{RecoveredRecords, list_partitions};
 use shoal_partition::{
-    Event, Output, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
-    ShardReplay,
+    Event, Output, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND,
+    ReplicaConfig, ShardReplay,
 };
 use shoal_replication::NodeId;
 use shoal_store::btree::PageCache;
@@ -105,6 +106,39 @@ struct TableRow {
     destroyed: Rc<Cell<bool>>,
 }
 
+/// A partition whose replica on this shard refused to recover: it is out of service (its
+/// requests are refused, its replication traffic dropped) and its files stay as they are, for
+/// an operator to inspect or to rebuild the replica from its peers. The rest of the shard
+/// serves on.
+struct FailedPartition {
+    epoch: u64,
+    reason: String,
+    /// Its WAL records are still kept, so a later start (of a fixed build, say) can try again.
+    /// They are released, once a durable marker says the replica is given up, when the WAL
+    /// needs the segment they are in: kept for ever, they would stop the whole shard's WAL.
+    wal_records_kept: bool,
+}
+
+/// What [`Shard::recovery_failures`] reports about one partition that refused to recover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryFailure {
+    pub partition: u64,
+    pub epoch: u64,
+    pub reason: String,
+    /// Its WAL records were released: it will not be recovered from this node again.
+    pub wal_records_released: bool,
+}
+
+/// The answer to a request that needs a partition this shard gave up.
+fn recovery_failed_answer(partition: u64) -> NodeResponse {
+    NodeResponse::Error(NodeError::Internal {
+        message: format!(
+            "partition {partition}: its replica on this shard refused to recover and is out of \
+             service; its files are kept for inspection"
+        ),
+    })
+}
+
 struct PendingReply<C> {
     connection: C,
     partition: u64,
@@ -120,6 +154,8 @@ pub struct Shard<T: Transport> {
     wal: Wal<DmaStorageFile>,
     transport: Rc<T>,
     table: RefCell<BTreeMap<u64, TableRow>>,
+    /// Partitions whose replicas refused to recover; never in `table`.
+    failed: RefCell<BTreeMap<u64, FailedPartition>>,
     replies: RefCell<HashMap<u64, PendingReply<T::Connection>>>,
     next_reply: Cell<u64>,
     metrics: Rc<ShardMetrics>,
@@ -217,6 +253,7 @@ impl<T: Transport + 'static> Shard<T> {
             wal,
             transport,
             table: RefCell::new(BTreeMap::new()),
+            failed: RefCell::new(BTreeMap::new()),
             replies: RefCell::new(HashMap::new()),
             next_reply: Cell::new(1),
             metrics,
@@ -235,6 +272,7 @@ impl<T: Transport + 'static> Shard<T> {
         let partitions = list_partitions(shard.directory.as_ref())
             .await
             .map_err(|error| ShardError::Partition(0, error))?;
+        let names = shard.directory.list().await.map_err(ShardError::Storage)?;
         for partition in partitions {
             let meta = PartitionMeta::read(shard.directory.as_ref(), partition)
                 .await
@@ -243,8 +281,32 @@ impl<T: Transport + 'static> Shard<T> {
                 .partitions
                 .remove(&partition)
                 .unwrap_or_else(RecoveredRecords::default);
+            if names.contains(&unrecoverable_marker_file_name(partition)) {
+                // What is left of its records may miss any part of its log; they are never
+                // read again (see `FailedPartition::wal_records_kept`).
+                shard.wal.forget_partition(PartitionId(partition));
+                let reason = "its replica refused to recover at an earlier start, and its WAL \
+                              records were released since"
+                    .to_string();
+                tracing::error!(
+                    shard = shard.config.shard,
+                    partition,
+                    %reason,
+                    "partition replica out of service; its files are kept"
+                );
+                shard.failed.borrow_mut().insert(
+                    partition,
+                    FailedPartition {
+                        epoch: meta.epoch,
+                        reason,
+                        wal_records_kept: false,
+                    },
+                );
+                continue;
+            }
+            let epoch = meta.epoch;
             let now = SystemClock.now();
-            let replica = Replica::recover(
+            let recovered = Replica::recover(
                 meta,
                 shard.config.node,
                 shard.config.replica.clone(),
@@ -255,8 +317,34 @@ impl<T: Transport + 'static> Shard<T> {
                 records,
                 now,
             )
-            .await
-            .map_err(|error| ShardError::Partition(partition, error))?;
+            .await;
+            let replica = match recovered {
+                Ok(replica) => replica,
+                // The replica's durable state contradicts itself (a hole in its log, a
+                // checkpoint without its intent, a record that does not convert): one replica
+                // is lost, which its group tolerates, and the other partitions need not be.
+                // I/O and storage errors still stop the shard: they are the node's, not the
+                // partition's.
+                Err(PartitionError::Corrupt(reason)) => {
+                    tracing::error!(
+                        shard = shard.config.shard,
+                        partition,
+                        %reason,
+                        "partition replica refused to recover: out of service, its files are \
+                         kept; the other partitions are served"
+                    );
+                    shard.failed.borrow_mut().insert(
+                        partition,
+                        FailedPartition {
+                            epoch,
+                            reason,
+                            wal_records_kept: true,
+                        },
+                    );
+                    continue;
+                }
+                Err(error) => return Err(ShardError::Partition(partition, error)),
+            };
             tracing::info!(
                 shard = shard.config.shard,
                 partition,
@@ -281,6 +369,22 @@ impl<T: Transport + 'static> Shard<T> {
         &self.metrics
     }
 
+    /// The partitions on this shard whose replicas refused to recover (none of them is in
+    /// [`Shard::statuses`]).
+    pub fn recovery_failures(&self) -> Vec<RecoveryFailure> {
+        self.failed
+            .borrow()
+            .iter()
+            .map(|(partition, failed)| RecoveryFailure {
+                partition: *partition,
+                epoch: failed.epoch,
+                reason: failed.reason.clone(),
+                wal_records_released: !failed.wal_records_kept,
+            })
+            .collect()
+    }
+
+    /// The replicas this shard serves.
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
         self.table
             .borrow()
@@ -306,6 +410,7 @@ impl<T: Transport + 'static> Shard<T> {
             &self.cache.stats(),
             &self.wal.stats(),
             &self.statuses(),
+            &self.recovery_failures(),
         )
     }
 
@@ -324,9 +429,43 @@ impl<T: Transport + 'static> Shard<T> {
                     // The replica's task fills in the snapshot room (`with_snapshot_room`).
                     let _ = sender.try_send(Event::Tick { snapshot_room: 0 });
                 }
+                self.release_records_of_failed_partitions().await;
             }
         })
         .detach();
+    }
+
+    /// Releases the WAL records of a partition that refused to recover once they are in the
+    /// segment the WAL reuses next: kept longer, they would stop every partition of the shard.
+    /// The replica is marked unrecoverable first, durably, so that no later start recovers it
+    /// from the records that happen to be left.
+    async fn release_records_of_failed_partitions(&self) {
+        let pinning: Vec<u64> = self
+            .failed
+            .borrow()
+            .iter()
+            .filter(|(partition, failed)| {
+                failed.wal_records_kept && self.wal.pins_next_segment(PartitionId(**partition))
+            })
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in pinning {
+            if let Err(error) = mark_unrecoverable(self.directory.as_ref(), partition).await {
+                shoal_io::fatal!(
+                    "partition {partition}: marking its replica unrecoverable failed: {error}"
+                );
+            }
+            self.wal.forget_partition(PartitionId(partition));
+            if let Some(failed) = self.failed.borrow_mut().get_mut(&partition) {
+                failed.wal_records_kept = false;
+            }
+            tracing::error!(
+                shard = self.config.shard,
+                partition,
+                "released the WAL records of a partition replica that refused to recover, which \
+                 the WAL needed: it will not be recovered from this node again; rebuild it"
+            );
+        }
     }
 
     /// Puts a replica in the shard table and starts its task and its WAL appender.
@@ -595,11 +734,19 @@ impl<T: Transport + 'static> Shard<T> {
                     .get(&partition)
                     .map(|row| (row.epoch, row.events.clone()));
                 let Some((current_epoch, sender)) = row else {
-                    self.respond_now(
-                        connection,
-                        request_id,
-                        NodeResponse::Error(NodeError::WrongOwner { partition }),
-                    );
+                    // A replica that refused to recover is still this shard's: answering
+                    // WrongOwner would send the router to refresh a map that is right. It is
+                    // not the leader, and never will be until rebuilt, so the router tries the
+                    // next replica.
+                    let response = if self.failed.borrow().contains_key(&partition) {
+                        NodeError::NotLeader {
+                            partition,
+                            leader_hint: None,
+                        }
+                    } else {
+                        NodeError::WrongOwner { partition }
+                    };
+                    self.respond_now(connection, request_id, NodeResponse::Error(response));
                     return;
                 };
                 if current_epoch != epoch {
@@ -651,6 +798,10 @@ impl<T: Transport + 'static> Shard<T> {
     /// Stops the replica's task, which closes it and removes its files, and waits (bounded by
     /// [`DELETE_TIMEOUT`]) until that is done.
     async fn delete_partition(self: &Rc<Self>, partition: u64, epoch: u64) -> NodeResponse {
+        if self.failed.borrow().contains_key(&partition) {
+            // Its files stay for inspection until an operator removes them.
+            return recovery_failed_answer(partition);
+        }
         let row = {
             let table = self.table.borrow();
             match table.get(&partition) {
@@ -685,6 +836,9 @@ impl<T: Transport + 'static> Shard<T> {
 
     async fn create_partition(self: &Rc<Self>, meta: PartitionMeta) -> NodeResponse {
         let partition = meta.partition;
+        if self.failed.borrow().contains_key(&partition) {
+            return recovery_failed_answer(partition);
+        }
         if let Some(row) = self.table.borrow().get(&partition) {
             return if row.epoch == meta.epoch {
                 NodeResponse::Created

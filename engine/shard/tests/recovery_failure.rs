@@ -1,0 +1,354 @@
+//! A partition replica that refuses to recover does not take its shard down: the shard starts,
+//! serves its other partitions, answers requests for the broken one with an error at once,
+//! reports it in the metrics, keeps its files, and releases its WAL records (after a durable
+//! marker) only when the WAL needs their segment. A later start keeps the marked replica out of
+//! service without reading what is left of its records.
+//!
+//! On real files (glommio DMA in a temporary directory), since the shard runs on them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use shoal_io::storage::dma::DmaDirectory;
+use shoal_io::testing::run_on_test_executor;
+use shoal_io::{Clock, SystemClock};
+use shoal_model::key::{KeySchema, KeyType};
+use shoal_partition::meta::{meta_file_name, unrecoverable_marker_file_name};
+use shoal_partition::replica::ITEM_TREE_CONFIG;
+use shoal_partition::{PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig};
+use shoal_replication::{
+    Ballot, LogEntry, Membership, NodeId, Payload, ReplicaKind, ReplicaOptions, Slot,
+};
+use shoal_shard::metrics::HEADERS;
+use shoal_shard::{Shard, ShardConfig, Transport};
+use shoal_store::btree::PageCache;
+use shoal_store::wal::{PartitionId, RecordKind, Wal, WalConfig};
+use shoal_wire::messages::{
+    BusMessage, ItemOperation, NodeError, NodeRequest, NodeResponse, ReplicaRole,
+    ReplicationEnvelope, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+};
+use shoal_wire::persist::encode_persist_record;
+
+const NODE: NodeId = NodeId(1);
+/// Its only WAL record holds slot 2 and nothing holds slot 1: a hole, so recovery refuses it.
+const BROKEN: u64 = 5;
+/// A one-member group that recovers and leads.
+const HEALTHY: u64 = 6;
+const EPOCH: u64 = 3;
+/// Another partition's plain records, which move the WAL to its next segment.
+const FILLER_PARTITION: u64 = 99;
+const FILLER_KIND: RecordKind = match RecordKind::new(1) {
+    Some(kind) => kind,
+    None => panic!("record kind 1 is valid"),
+};
+const FILLER_BODY_BYTES: usize = 3000;
+const FILLER_RECORDS_MAX: usize = 100;
+const TICK: Duration = Duration::from_millis(10);
+/// How long the test waits for something the shard does on its own (an election, a tick).
+const WAIT_STEPS_MAX: usize = 500;
+
+fn replica_config() -> ReplicaConfig {
+    ReplicaConfig {
+        core: ReplicaOptions {
+            kind: ReplicaKind::Full,
+            election_timeout_min: Duration::from_millis(50),
+            election_timeout_jitter: Duration::from_millis(50),
+            heartbeat_interval: Duration::from_millis(10),
+            lease_duration: Duration::from_millis(100),
+            clock_drift_max: Duration::from_millis(5),
+            snapshot_retry_interval: Duration::from_millis(100),
+            election_seed: 0,
+        },
+        checkpoint_every_slots: 64,
+        btree: ITEM_TREE_CONFIG,
+    }
+}
+
+/// Two 64 KiB segments: once the log moved to the second, the first (with the broken
+/// partition's record) is the one the WAL reuses next.
+fn wal_config() -> WalConfig {
+    WalConfig {
+        segment_bytes: 64 << 10,
+        segment_count: 2,
+        batch_bytes_max: 16 << 10,
+        batch_records_max: 16,
+        pending_records_max: 64,
+        pending_bytes_max: 64 << 10,
+        record_body_bytes_max: 8 << 10,
+    }
+}
+
+fn shard_config(directory: &Path) -> ShardConfig {
+    ShardConfig {
+        node: NODE,
+        shard: 0,
+        directory: directory.to_path_buf(),
+        replica: replica_config(),
+        wal: wal_config(),
+        cache_pages: 64,
+        tick_interval: TICK,
+        seed: 17,
+    }
+}
+
+fn meta(partition: u64, members: &[u64]) -> PartitionMeta {
+    PartitionMeta {
+        partition,
+        epoch: EPOCH,
+        key_schema: KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number),
+        membership: Membership::new(members.iter().map(|node| NodeId(*node)), []),
+    }
+}
+
+/// Records what the shard answers; replication and snapshots go nowhere.
+#[derive(Default)]
+struct Recorder {
+    responses: RefCell<Vec<ResponseFrame>>,
+}
+
+impl Transport for Recorder {
+    type Connection = u64;
+    fn send_replication(&self, _to: ShardAddress, _envelope: ReplicationEnvelope) {}
+    async fn send_snapshot(&self, _to: ShardAddress, _chunk: SnapshotChunk) {}
+    fn respond(&self, _connection: u64, response: ResponseFrame) {
+        self.responses.borrow_mut().push(response);
+    }
+}
+
+/// The shard's directory before the start under test: both partitions created, the broken
+/// one's log with a hole, and the WAL moved on to its second segment.
+async fn prepare(path: &Path) {
+    let directory = Rc::new(DmaDirectory::open(path).await.unwrap());
+    let (wal, _) = Wal::open(directory.as_ref(), wal_config(), |_| {})
+        .await
+        .unwrap();
+    let committer = wal.clone();
+    glommio::spawn_local(async move { committer.run_committer().await.unwrap() }).detach();
+    for (partition, members) in [(BROKEN, &[1, 2, 3][..]), (HEALTHY, &[1][..])] {
+        let replica = PartitionReplica::create(
+            meta(partition, members),
+            NODE,
+            replica_config(),
+            partition,
+            directory.clone(),
+            PageCache::new(16),
+            wal.clone(),
+            SystemClock.now(),
+        )
+        .await
+        .unwrap();
+        replica.close().await.unwrap();
+    }
+    let ballot = Ballot {
+        round: 1,
+        node: NodeId(2),
+    };
+    let hole = shoal_wire::messages::PersistRecord::from_persist_action(
+        BROKEN,
+        Some(ballot),
+        vec![(
+            Slot(2),
+            LogEntry {
+                ballot,
+                payload: Payload::Noop,
+            },
+        )],
+    );
+    wal.append(
+        PartitionId(BROKEN),
+        REPLICATION_RECORD_KIND,
+        &encode_persist_record(&hole),
+    )
+    .await
+    .unwrap();
+    for _ in 0..FILLER_RECORDS_MAX {
+        if wal.stats().active_segment == 1 {
+            break;
+        }
+        wal.append(
+            PartitionId(FILLER_PARTITION),
+            FILLER_KIND,
+            &[7; FILLER_BODY_BYTES],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(wal.stats().active_segment, 1, "{:?}", wal.stats());
+    wal.shutdown();
+}
+
+async fn request(
+    shard: &Rc<Shard<Recorder>>,
+    transport: &Recorder,
+    request_id: u64,
+    request: NodeRequest,
+) -> NodeResponse {
+    shard
+        .dispatch(
+            0,
+            BusMessage::Request(RequestFrame {
+                request_id,
+                request,
+            }),
+        )
+        .await;
+    for _ in 0..WAIT_STEPS_MAX {
+        let answered = transport
+            .responses
+            .borrow()
+            .iter()
+            .position(|frame| frame.request_id == request_id);
+        if let Some(index) = answered {
+            return transport.responses.borrow_mut().remove(index).response;
+        }
+        glommio::timer::sleep(TICK).await;
+    }
+    panic!("request {request_id} was never answered");
+}
+
+fn put(partition: u64) -> NodeRequest {
+    NodeRequest::Item {
+        partition,
+        epoch: EPOCH,
+        operation: ItemOperation::PutItem,
+        parameters_json: r#"{"Item": {"pk": {"S": "a"}, "sk": {"N": "1"}}}"#.to_string(),
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..WAIT_STEPS_MAX {
+        if done() {
+            return;
+        }
+        glommio::timer::sleep(TICK).await;
+    }
+    panic!("waited in vain until {what}");
+}
+
+#[test]
+fn a_replica_that_refuses_to_recover_is_kept_out_of_service_and_the_shard_serves_on() {
+    let temporary = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path: PathBuf = temporary.path().to_path_buf();
+    let prepare_path = path.clone();
+    run_on_test_executor("shard-recovery-prepare", move || async move {
+        prepare(&prepare_path).await;
+    });
+
+    let serve_path = path.clone();
+    run_on_test_executor("shard-recovery-serve", move || async move {
+        let transport = Rc::new(Recorder::default());
+        let shard = Shard::start(shard_config(&serve_path), transport.clone())
+            .await
+            .expect("one broken partition does not stop the shard");
+
+        // Nothing has ticked yet: the records are still kept for another try.
+        let failures = shard.recovery_failures();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].partition, BROKEN);
+        assert_eq!(failures[0].epoch, EPOCH);
+        assert!(
+            failures[0].reason.contains("LogGap"),
+            "{}",
+            failures[0].reason
+        );
+        assert!(!failures[0].wal_records_released);
+        let served: Vec<u64> = shard
+            .statuses()
+            .iter()
+            .map(|status| status.partition)
+            .collect();
+        assert_eq!(served, vec![HEALTHY]);
+        let metrics = shard.render_metrics();
+        assert!(
+            metrics.contains(
+                "shoal_partition_recovery_failed{node=\"1\",shard=\"0\",partition=\"5\"} 1"
+            ),
+            "{metrics}"
+        );
+        assert!(HEADERS.contains("# HELP shoal_partition_recovery_failed "));
+        assert!(HEADERS.contains("# TYPE shoal_partition_recovery_failed gauge"));
+
+        // Requests for it are answered at once; the router moves on to another replica.
+        assert_eq!(
+            request(&shard, &transport, 1, put(BROKEN)).await,
+            NodeResponse::Error(NodeError::NotLeader {
+                partition: BROKEN,
+                leader_hint: None,
+            })
+        );
+        assert_eq!(
+            request(&shard, &transport, 2, put(42)).await,
+            NodeResponse::Error(NodeError::WrongOwner { partition: 42 })
+        );
+        for (request_id, control) in [
+            (
+                3,
+                NodeRequest::DeletePartition {
+                    partition: BROKEN,
+                    epoch: EPOCH,
+                },
+            ),
+            (4, meta(BROKEN, &[1, 2, 3]).to_request()),
+        ] {
+            match request(&shard, &transport, request_id, control).await {
+                NodeResponse::Error(NodeError::Internal { message }) => {
+                    assert!(message.contains("refused to recover"), "{message}");
+                }
+                other => panic!("a control request for the broken partition got {other:?}"),
+            }
+        }
+        assert!(serve_path.join(meta_file_name(BROKEN)).exists());
+
+        // The other partition is served.
+        wait_until("the healthy partition leads with a lease", || {
+            shard
+                .statuses()
+                .iter()
+                .any(|status| status.role == ReplicaRole::LeaderWithLease)
+        })
+        .await;
+        match request(&shard, &transport, 5, put(HEALTHY)).await {
+            NodeResponse::Item { .. } => {}
+            other => panic!("the healthy partition answered {other:?}"),
+        }
+
+        // The broken partition's record is in the segment the WAL reuses next: the shard marks
+        // the replica unrecoverable and lets the WAL go on.
+        wait_until("the broken partition's records are released", || {
+            shard.recovery_failures()[0].wal_records_released
+        })
+        .await;
+        assert!(
+            serve_path
+                .join(unrecoverable_marker_file_name(BROKEN))
+                .exists()
+        );
+        assert!(serve_path.join(meta_file_name(BROKEN)).exists());
+    });
+
+    let restart_path = path.clone();
+    run_on_test_executor("shard-recovery-restart", move || async move {
+        let transport = Rc::new(Recorder::default());
+        let shard = Shard::start(shard_config(&restart_path), transport.clone())
+            .await
+            .unwrap();
+        let failures = shard.recovery_failures();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].partition, BROKEN);
+        assert!(failures[0].wal_records_released);
+        assert!(
+            failures[0].reason.contains("earlier start"),
+            "{}",
+            failures[0].reason
+        );
+        let served: Vec<u64> = shard
+            .statuses()
+            .iter()
+            .map(|status| status.partition)
+            .collect();
+        assert_eq!(served, vec![HEALTHY]);
+    });
+}
