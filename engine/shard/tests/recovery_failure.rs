@@ -112,7 +112,11 @@ struct Recorder {
 impl Transport for Recorder {
     type Connection = u64;
     fn send_replication(&self, _to: ShardAddress, _envelope: ReplicationEnvelope) {}
-    async fn send_snapshot(&self, _to: ShardAddress, _chunk: SnapshotChunk) {}
+    fn snapshot_room(&self, _to: ShardAddress) -> usize {
+        0
+    }
+
+    fn send_snapshot(&self, _to: ShardAddress, _chunk: SnapshotChunk) {}
     fn respond(&self, _connection: u64, response: ResponseFrame) {
         self.responses.borrow_mut().push(response);
     }
