@@ -2,7 +2,8 @@
 //! ports in a temporary directory; a node is SIGKILLed; `shoal dev` reports it on stderr, the
 //! router and the other nodes keep running and serving the table, and the node is started
 //! again (a new pid whose admin endpoint answers) on its data. With `--no-restart` the node
-//! stays down and the rest keep serving, and `shoal dev` exits once every child is gone.
+//! stays down, the rest keep serving (CreateTable included), and `shoal dev` exits once every
+//! child is gone.
 //! SIGTERM stops every child, a restarted one included. Each cluster runs under a watchdog that stops it and fails loudly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -218,10 +219,10 @@ fn healthy(admin: SocketAddr) -> bool {
     answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n")
 }
 
-fn create_table(client: &Client) {
+fn create_table(client: &Client, name: &str) {
     let created = client
         .create_table(&json!({
-            "TableName": "survivors",
+            "TableName": name,
             "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
             "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
             "BillingMode": "PAY_PER_REQUEST",
@@ -259,7 +260,7 @@ fn a_killed_node_is_reported_and_started_again_while_the_rest_keep_serving() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dev = Dev::start(1, &[]);
     let client = dev.client().unwrap();
-    create_table(&client);
+    create_table(&client, "survivors");
     write_and_read(&dev, "before");
     let others: Vec<u32> = ["node 1", "node 3", "router"]
         .iter()
@@ -312,7 +313,7 @@ fn with_no_restart_a_killed_node_stays_down_and_the_rest_keep_serving() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dev = Dev::start(2, &["--no-restart"]);
     let client = dev.client().unwrap();
-    create_table(&client);
+    create_table(&client, "survivors");
     write_and_read(&dev, "before");
     let victim = dev.pid_of("node 3").unwrap();
 
@@ -324,6 +325,8 @@ fn with_no_restart_a_killed_node_stays_down_and_the_rest_keep_serving() {
         .then_some(())
     });
     write_and_read(&dev, "after the kill");
+    // A table created while node 3 is down is created on the other two (issue 14).
+    create_table(&dev.client().unwrap(), "created-without-node-3");
     // Serving went on without node 3, which was never started again.
     assert!(!healthy(dev.admin(3)));
     assert_eq!(dev.pid_of("node 3"), Some(victim));
