@@ -135,6 +135,26 @@ pub struct Forwarder {
     rng: RefCell<SeededRng>,
 }
 
+/// Why a single call to a shard ([`Forwarder::call_once`]) got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The request never left this router: the shard could not be reached (its node is down,
+    /// or not in the directory).
+    NotSent(String),
+    /// The request left and no answer came in time: the node is slow or stopped meanwhile,
+    /// and may have done the work.
+    Lost(String),
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::NotSent(message) => write!(formatter, "{message} (not sent)"),
+            CallFailure::Lost(message) => write!(formatter, "{message} (no answer)"),
+        }
+    }
+}
+
 /// What a single call to a shard came to.
 enum CallOutcome {
     Answer(NodeResponse),
@@ -225,15 +245,18 @@ impl Forwarder {
         node: NodeId,
         shard: u16,
         request: NodeRequest,
-    ) -> Result<NodeResponse, String> {
+    ) -> Result<NodeResponse, CallFailure> {
         let address = self
             .shard_address(node, shard)
-            .ok_or_else(|| format!("node {node} is not in the directory"))?;
+            .ok_or_else(|| CallFailure::NotSent(format!("node {node} is not in the directory")))?;
         match self.call(address, request).await {
             CallOutcome::Answer(response) => Ok(response),
-            CallOutcome::NotSent(error) | CallOutcome::Lost(error) => {
-                Err(format!("node {node} shard {shard}: {error}"))
-            }
+            CallOutcome::NotSent(error) => Err(CallFailure::NotSent(format!(
+                "node {node} shard {shard}: {error}"
+            ))),
+            CallOutcome::Lost(error) => Err(CallFailure::Lost(format!(
+                "node {node} shard {shard}: {error}"
+            ))),
         }
     }
 

@@ -19,9 +19,16 @@
 //!    pay-per-request time equal to its creation time if it is on demand (the time DynamoDB
 //!    reports for a table created on demand). Writers always write them.
 //! 3. Tag keys are unique (a map), at most `validate::TAGS_PER_RESOURCE_MAX`.
+//! 4. `pending_replicas` lists the replicas (partition, node) of an ACTIVE table whose
+//!    `CreatePartition` no node has acknowledged yet: each is in its partition's replica set,
+//!    and every partition has a majority of its replicas created, so it serves without them.
+//!    Requests are never routed to a pending replica ([`TableRecord::routed_partitions`]);
+//!    the router's repair pass creates them once their nodes answer and removes them from the
+//!    list. The member is absent when the list is empty, so a scan finds the tables that have
+//!    some by `attribute_exists`.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -50,6 +57,8 @@ pub const KEY_ATTRIBUTE: &str = "key";
 pub const CLUSTER_KEY: &str = "cluster";
 pub const PARTITION_COUNTER_KEY: &str = "counter#partition";
 pub const TABLE_KEY_PREFIX: &str = "table#";
+/// The table item's member listing replicas not created yet (invariant 4).
+pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
 /// Pages of a metadata scan (ListTables) at most; each page is up to 1 MB of metadata.
 pub const METADATA_SCAN_PAGES_MAX: usize = 1024;
 /// Bootstrap waits this long at most for the metadata group to form and accept a write.
@@ -159,6 +168,8 @@ pub struct TableRecord {
     pub pay_per_request_since_ms: Option<u64>,
     /// Incremented by every replace (invariant 1).
     pub revision: u64,
+    /// Replicas (partition id, node) not created yet (invariant 4).
+    pub pending_replicas: BTreeSet<(u64, NodeId)>,
 }
 
 fn string(text: &str) -> Json {
@@ -269,6 +280,20 @@ fn partition_from(value: &Json) -> Result<PartitionEntry, DynamoError> {
     })
 }
 
+/// Invariant 4's member: absent in items without pending replicas (and in every item written
+/// before it existed, invariant 2).
+fn pending_replicas_from(item: &Json) -> Result<BTreeSet<(u64, NodeId)>, DynamoError> {
+    let mut pending = BTreeSet::new();
+    if item.get(PENDING_REPLICAS_ATTRIBUTE).is_none() {
+        return Ok(pending);
+    }
+    for replica in get_list(item, PENDING_REPLICAS_ATTRIBUTE)? {
+        let map = get_map(replica, "pending replica")?;
+        pending.insert((get_number(map, "partition")?, get_number(map, "node")?));
+    }
+    Ok(pending)
+}
+
 impl TableRecord {
     pub fn item_key(name: &str) -> String {
         format!("{TABLE_KEY_PREFIX}{name}")
@@ -344,7 +369,37 @@ impl TableRecord {
             item.insert("pay_per_request_since_ms".to_string(), number(at));
         }
         item.insert("revision".to_string(), number(self.revision));
+        // Invariant 4: absent when empty, so that a scan can filter on its existence.
+        if !self.pending_replicas.is_empty() {
+            let pending: Vec<Json> = self
+                .pending_replicas
+                .iter()
+                .map(|(partition, node)| {
+                    json!({ "M": { "partition": number(*partition), "node": number(*node) } })
+                })
+                .collect();
+            item.insert(
+                PENDING_REPLICAS_ATTRIBUTE.to_string(),
+                json!({ "L": pending }),
+            );
+        }
         Json::Object(item)
+    }
+
+    /// The partitions as requests are routed to them: without their pending replicas
+    /// (invariant 4), which do not exist on their nodes yet. A node without the replica would
+    /// answer WrongOwner, which a router takes for a stale map, not for "try another replica".
+    pub fn routed_partitions(&self) -> Vec<PartitionEntry> {
+        self.partitions
+            .iter()
+            .map(|partition| {
+                let mut routed = partition.clone();
+                routed
+                    .replicas
+                    .retain(|node| !self.pending_replicas.contains(&(partition.id, *node)));
+                routed
+            })
+            .collect()
     }
 
     pub fn from_item(item: &Json) -> Result<TableRecord, DynamoError> {
@@ -407,6 +462,7 @@ impl TableRecord {
             },
             pay_per_request_since_ms,
             revision: get_optional_number(item, "revision")?.unwrap_or(0),
+            pending_replicas: pending_replicas_from(item)?,
         })
     }
 
@@ -598,7 +654,7 @@ impl MetadataStore {
                 let problem = match forwarder.call_once(node, METADATA_SHARD, request).await {
                     Ok(NodeResponse::Created) => break,
                     Ok(other) => format!("node {node} answered {other:?}"),
-                    Err(problem) => problem,
+                    Err(problem) => problem.to_string(),
                 };
                 if Instant::now() >= deadline {
                     return Err(DynamoError::internal(format!(
@@ -734,6 +790,49 @@ impl MetadataStore {
         }
     }
 
+    /// The table items that list pending replicas (invariant 4), unsorted. The leader reads
+    /// every metadata item to find them (a filtered scan): the repair pass's cost.
+    pub async fn tables_with_pending_replicas(
+        &self,
+        forwarder: &Forwarder,
+        deadline: Instant,
+    ) -> Result<Vec<TableRecord>, ForwardError> {
+        let mut records = Vec::new();
+        let mut start: Option<Json> = None;
+        for _page in 0..METADATA_SCAN_PAGES_MAX {
+            let mut parameters = json!({
+                "ConsistentRead": true,
+                "FilterExpression": "begins_with(#key, :prefix) AND attribute_exists(#pending)",
+                "ExpressionAttributeNames": {
+                    "#key": KEY_ATTRIBUTE,
+                    "#pending": PENDING_REPLICAS_ATTRIBUTE,
+                },
+                "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
+            });
+            if let Some(start) = start.take() {
+                parameters["ExclusiveStartKey"] = start;
+            }
+            let body = self
+                .request(forwarder, ItemOperation::Scan, parameters, deadline)
+                .await?;
+            for item in body
+                .get("Items")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                records.push(TableRecord::from_item(item).map_err(ForwardError::Dynamo)?);
+            }
+            match body.get("LastEvaluatedKey") {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(records),
+            }
+        }
+        Err(ForwardError::Unavailable {
+            message: format!("metadata scan longer than {METADATA_SCAN_PAGES_MAX} pages"),
+        })
+    }
+
     /// The names of every table item, unsorted (strongly consistent scan of partition 0).
     pub async fn table_names(
         &self,
@@ -822,6 +921,7 @@ mod tests {
             },
             pay_per_request_since_ms: Some(1_699_000_000_500),
             revision: 7,
+            pending_replicas: BTreeSet::from([(12, 3)]),
         }
     }
 
@@ -870,6 +970,7 @@ mod tests {
         assert!(decoded.tags.is_empty());
         assert_eq!(decoded.throughput_history, ThroughputHistory::default());
         assert_eq!(decoded.pay_per_request_since_ms, None);
+        assert!(decoded.pending_replicas.is_empty());
         assert_eq!(decoded.partitions, provisioned.partitions);
         // An on-demand table of the first format has been on demand since its creation.
         let mut on_demand = record();
@@ -882,6 +983,31 @@ mod tests {
         assert!(TableRecord::from_item(&broken).is_err());
         let mut broken = provisioned.to_item();
         broken["tags"] = json!({"L": [{"M": {"key": {"S": "k"}}}]});
+        assert!(TableRecord::from_item(&broken).is_err());
+    }
+
+    #[test]
+    fn pending_replicas_are_absent_when_none_and_never_routed_to() {
+        let mut table = record();
+        let item = table.to_item();
+        assert_eq!(
+            item[PENDING_REPLICAS_ATTRIBUTE],
+            json!({"L": [{"M": {"partition": {"N": "12"}, "node": {"N": "3"}}}]})
+        );
+        let routed = table.routed_partitions();
+        assert_eq!(routed[0].replicas, vec![1, 2]);
+        assert_eq!(
+            table.partitions[0].replicas,
+            vec![3, 1, 2],
+            "kept in the record"
+        );
+        table.pending_replicas.clear();
+        let item = table.to_item();
+        assert!(item.get(PENDING_REPLICAS_ATTRIBUTE).is_none());
+        assert_eq!(TableRecord::from_item(&item).unwrap(), table);
+        assert_eq!(table.routed_partitions(), table.partitions);
+        let mut broken = record().to_item();
+        broken[PENDING_REPLICAS_ATTRIBUTE] = json!({"L": [{"M": {"node": {"N": "3"}}}]});
         assert!(TableRecord::from_item(&broken).is_err());
     }
 

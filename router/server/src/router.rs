@@ -23,12 +23,12 @@ use shoal_model::key::{KeySchema, partition_hash};
 use shoal_wire::messages::{ItemOperation, MembershipWire, NodeRequest, NodeResponse};
 
 use crate::error::{DynamoError, LIMIT_EXCEEDED, RESOURCE_IN_USE};
-use crate::forward::{ForwardError, Forwarder, REQUEST_DEADLINE, Reply};
+use crate::forward::{CallFailure, ForwardError, Forwarder, REQUEST_DEADLINE, Reply};
 use crate::metadata::{
     Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
     key_schema_wire, metadata_replicas,
 };
-use crate::partition_map::{HashRange, PartitionEntry, PartitionMap};
+use crate::partition_map::{HashRange, NodeId, PartitionEntry, PartitionMap};
 use crate::placement::{PARTITIONS_PER_TABLE_MAX, even_range, place};
 use crate::validate;
 
@@ -44,6 +44,22 @@ pub const TABLE_CACHE_TTL: Duration = Duration::from_secs(5);
 pub const ROUTE_REFRESHES_MAX: u32 = 3;
 /// CreateTable and DeleteTable may take this long (they create replicas on several nodes).
 pub const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
+/// CreateTable waits this long for replicas on nodes it cannot reach (connections refused or
+/// timed out). Past it, a partition with a majority of its replicas created is served without
+/// them; they stay pending (metadata invariant 4) until the repair pass creates them, so a node
+/// that is down does not hold up the table.
+pub const REPLICAS_ALL_WAIT: Duration = Duration::from_secs(2);
+/// CreateTable waits this long at most: for a majority of every partition's replicas (nodes
+/// may still be starting or restarting), and for replicas on nodes that were reached but have
+/// not created them yet (a loaded node is slow, not down). Then replicas still missing are
+/// left pending if each partition has a majority; if one has not, CreateTable removes what it
+/// made and fails.
+pub const REPLICAS_MAJORITY_WAIT: Duration = Duration::from_secs(10);
+/// The pause between CreateTable's rounds of `CreatePartition` calls.
+pub const REPLICA_CREATE_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a router runs its repair pass over the tables with pending replicas
+/// ([`Router::create_pending_replicas`]).
+pub const PENDING_REPLICAS_INTERVAL: Duration = Duration::from_secs(5);
 /// BatchGetItem keys and BatchWriteItem requests per call (DynamoDB's limits).
 pub const BATCH_GET_KEYS_MAX: usize = 100;
 pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
@@ -61,6 +77,11 @@ pub const METADATA_WRITE_ATTEMPTS_MAX: u32 = 8;
 pub const LIST_TAGS_PAGE_TAGS_MAX: usize = validate::TAGS_PER_RESOURCE_MAX;
 const _: () = assert!(PARTITIONS_PER_TABLE_DEFAULT <= PARTITIONS_PER_TABLE_MAX);
 const _: () = assert!(METADATA_WRITE_ATTEMPTS_MAX >= 1);
+// The waits for replicas leave CreateTable the time to write the table item twice, and to
+// remove what it made when it fails, within its deadline.
+const _: () = assert!(REPLICAS_ALL_WAIT.as_millis() <= REPLICAS_MAJORITY_WAIT.as_millis());
+const _: () = assert!(REPLICAS_MAJORITY_WAIT.as_millis() * 2 <= CONTROL_DEADLINE.as_millis());
+const _: () = assert!(REPLICA_CREATE_RETRY_INTERVAL.as_millis() < REPLICAS_ALL_WAIT.as_millis());
 const _: () = assert!(LIST_TAGS_PAGE_TAGS_MAX >= validate::TAGS_PER_RESOURCE_MAX);
 
 /// The router's settings. `nodes` must include the metadata nodes: the metadata group lives on
@@ -468,7 +489,7 @@ impl Router {
     /// (a changed mode re-limits the table's buckets at once).
     fn cache_record(&self, record: TableRecord) -> Result<(), DynamoError> {
         let name = record.name.clone();
-        let map = PartitionMap::new(record.partitions.clone()).map_err(|error| {
+        let map = PartitionMap::new(record.routed_partitions()).map_err(|error| {
             DynamoError::internal(format!(
                 "Internal server error (table {name} has an invalid partition map: {error:?})"
             ))
@@ -702,6 +723,23 @@ impl Router {
     /// CreateTable. Creates the partitions' replicas before answering, so the table is
     /// ACTIVE when this returns (DynamoDB answers CREATING and finishes later; clients that
     /// wait for ACTIVE see it at once).
+    ///
+    /// A node that is down does not stop it: once every partition has a majority of its
+    /// replicas created (all MultiPaxos needs to choose values and elect leaders) and
+    /// [`REPLICAS_ALL_WAIT`] has passed, the table becomes ACTIVE with the other replicas
+    /// pending (metadata invariant 4). They keep their place in the replica sets, so the
+    /// table keeps the replication factor it was placed with: the repair pass
+    /// ([`Router::create_pending_replicas`]) creates them when their nodes answer, and they
+    /// catch up from their peers' logs or snapshots. Placing on the live nodes only would
+    /// instead leave the table with fewer replicas for good (nothing moves replicas yet), and
+    /// a three-node cluster with a node down would place every partition on two nodes that
+    /// must both stay up.
+    ///
+    /// Without a majority after [`REPLICAS_MAJORITY_WAIT`], the replicas it made are deleted,
+    /// then the table item, and the client gets InternalServerError: the cluster cannot serve
+    /// the table now, a retry may succeed once nodes return, and every SDK retries that error
+    /// by itself (LimitExceededException would tell the client it runs too many control-plane
+    /// operations, which is not the case). The name is free again for that retry.
     pub async fn create_table(&self, body: Json) -> Result<Json, DynamoError> {
         let request = validate::create_table(&body)?;
         validate::check_table_maximum(request.billing, &self.config.region)?;
@@ -759,6 +797,7 @@ impl Router {
             pay_per_request_since_ms: (request.billing == Billing::PayPerRequest)
                 .then(|| created_at_seconds.saturating_mul(1000)),
             revision: 0,
+            pending_replicas: Default::default(),
         };
         let created = self
             .metadata
@@ -771,7 +810,24 @@ impl Router {
                 format!("Table already exists: {}", request.name),
             ));
         }
-        self.create_partitions(&record, deadline).await?;
+        let missing = self.create_replicas(&record).await;
+        if let Err(problem) = majority_created(&record.partitions, &missing) {
+            self.abandon_creation(&record, deadline).await;
+            return Err(DynamoError::internal(format!(
+                "Internal server error (table {} was not created: {problem}; retry when the nodes are back)",
+                record.name
+            )));
+        }
+        for ((partition, node), why) in &missing {
+            tracing::warn!(
+                table = %record.name,
+                partition,
+                node,
+                problem = %why.problem,
+                "replica left pending: its node did not answer"
+            );
+        }
+        record.pending_replicas = missing.into_keys().collect();
         record.status = TableStatus::Active;
         let activated = self
             .metadata
@@ -795,48 +851,227 @@ impl Router {
         Ok(json!({ "TableDescription": self.table_description(&record) }))
     }
 
-    /// Asks every replica of every partition to create itself (idempotent), retrying nodes
-    /// that do not answer until the deadline.
-    async fn create_partitions(
-        &self,
-        record: &TableRecord,
-        deadline: Instant,
-    ) -> Result<(), DynamoError> {
-        let key_schema = key_schema_wire(&record.key_schema);
-        for partition in &record.partitions {
-            let mut membership = partition.replicas.clone();
-            membership.sort_unstable();
-            for node in &partition.replicas {
-                loop {
-                    let request = NodeRequest::CreatePartition {
-                        partition: partition.id,
-                        epoch: partition.epoch,
-                        key_schema: key_schema.clone(),
-                        membership: MembershipWire {
-                            full_replicas: membership.clone(),
-                            log_replicas: Vec::new(),
-                        },
+    /// Asks every replica of every partition to create itself (idempotent), in rounds, until
+    /// all are created; or [`REPLICAS_ALL_WAIT`] passed with a majority of every partition
+    /// created and only unreachable nodes missing; or [`REPLICAS_MAJORITY_WAIT`] passed.
+    /// Returns the replicas not created, each with the last reason.
+    async fn create_replicas(&self, record: &TableRecord) -> BTreeMap<(u64, NodeId), Missing> {
+        let started = Instant::now();
+        let mut missing: BTreeMap<(u64, NodeId), Missing> = record
+            .partitions
+            .iter()
+            .flat_map(|partition| {
+                partition.replicas.iter().map(|node| {
+                    let not_asked = Missing {
+                        problem: "not asked yet".to_string(),
+                        node_reached: false,
                     };
-                    let problem = match self
-                        .forwarder
-                        .call_once(*node, partition.shard, request)
-                        .await
-                    {
-                        Ok(NodeResponse::Created) => break,
-                        Ok(other) => format!("{other:?}"),
-                        Err(problem) => problem,
-                    };
-                    if Instant::now() >= deadline {
-                        return Err(DynamoError::internal(format!(
-                            "Internal server error (cannot create partition {} on node {node}: {problem})",
-                            partition.id
-                        )));
+                    ((partition.id, *node), not_asked)
+                })
+            })
+            .collect();
+        loop {
+            let asked: Vec<(u64, NodeId)> = missing.keys().copied().collect();
+            let created = self.create_replicas_once(record, &asked).await;
+            for (replica, outcome) in created {
+                match outcome {
+                    Ok(()) => {
+                        missing.remove(&replica);
                     }
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    Err(problem) => {
+                        missing.insert(replica, problem);
+                    }
                 }
             }
+            let waited = started.elapsed();
+            let majority = majority_created(&record.partitions, &missing).is_ok();
+            let only_unreachable = missing.values().all(|missing| !missing.node_reached);
+            if missing.is_empty()
+                || (majority && only_unreachable && waited >= REPLICAS_ALL_WAIT)
+                || waited >= REPLICAS_MAJORITY_WAIT
+            {
+                return missing;
+            }
+            glommio::timer::sleep(REPLICA_CREATE_RETRY_INTERVAL).await;
         }
-        Ok(())
+    }
+
+    /// One `CreatePartition` call to each of `replicas` (partition id, node) of `record`. A
+    /// shard that did not answer is not called again in the same round: a node that is down
+    /// costs one connection timeout per round, not one per partition.
+    async fn create_replicas_once(
+        &self,
+        record: &TableRecord,
+        replicas: &[(u64, NodeId)],
+    ) -> Vec<((u64, NodeId), Result<(), Missing>)> {
+        let key_schema = key_schema_wire(&record.key_schema);
+        let mut silent: BTreeMap<(NodeId, u16), Missing> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(replicas.len());
+        for &(partition_id, node) in replicas {
+            let Some(partition) = record.partitions.iter().find(|p| p.id == partition_id) else {
+                let problem = format!("partition {partition_id} is not in the table");
+                outcomes.push((
+                    (partition_id, node),
+                    Err(Missing {
+                        problem,
+                        node_reached: false,
+                    }),
+                ));
+                continue;
+            };
+            if let Some(missing) = silent.get(&(node, partition.shard)) {
+                outcomes.push(((partition_id, node), Err(missing.clone())));
+                continue;
+            }
+            let mut membership = partition.replicas.clone();
+            membership.sort_unstable();
+            let request = NodeRequest::CreatePartition {
+                partition: partition.id,
+                epoch: partition.epoch,
+                key_schema: key_schema.clone(),
+                membership: MembershipWire {
+                    full_replicas: membership,
+                    log_replicas: Vec::new(),
+                },
+            };
+            let outcome = match self
+                .forwarder
+                .call_once(node, partition.shard, request)
+                .await
+            {
+                Ok(NodeResponse::Created) => Ok(()),
+                Ok(other) => Err(Missing {
+                    problem: format!("node {node} answered {other:?}"),
+                    node_reached: true,
+                }),
+                Err(failure) => {
+                    let missing = Missing {
+                        node_reached: matches!(failure, CallFailure::Lost(_)),
+                        problem: failure.to_string(),
+                    };
+                    silent.insert((node, partition.shard), missing.clone());
+                    Err(missing)
+                }
+            };
+            outcomes.push(((partition_id, node), outcome));
+        }
+        outcomes
+    }
+
+    /// Removes what a failed CreateTable made: the replicas first (DeletePartition is
+    /// idempotent and answers a node without the replica too), while the item still lists
+    /// them, then the CREATING item, so the name is free again. A step that fails is logged;
+    /// a table item left CREATING is removed by DeleteTable.
+    async fn abandon_creation(&self, record: &TableRecord, deadline: Instant) {
+        self.delete_partitions(record).await;
+        if let Err(error) = self
+            .metadata
+            .delete(
+                &self.forwarder,
+                &TableRecord::item_key(&record.name),
+                deadline,
+            )
+            .await
+        {
+            tracing::warn!(
+                table = %record.name,
+                ?error,
+                "a failed CreateTable could not remove its CREATING table item"
+            );
+        }
+    }
+
+    /// The repair pass: creates the pending replicas (metadata invariant 4) of every ACTIVE
+    /// table whose nodes answer now, and removes them from the table item. Returns how many
+    /// replicas are still pending. `shoal router` runs it every [`PENDING_REPLICAS_INTERVAL`];
+    /// it is safe to run from several routers at once (creation is idempotent, the item change
+    /// is conditional).
+    ///
+    /// A pending replica never existed, so creating it empty is safe: it has promised and
+    /// accepted nothing, and it learns the chosen values from its peers like a follower that
+    /// fell behind. A replica whose creation was acknowledged is never in the list, so a node
+    /// that lost its data never gets an empty replica in place of one that voted.
+    pub async fn create_pending_replicas(&self) -> Result<usize, DynamoError> {
+        let records = self
+            .metadata
+            .tables_with_pending_replicas(&self.forwarder, self.deadline())
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        let mut still_pending = 0usize;
+        for record in records {
+            // A CREATING table's creator decides its replicas; a DELETING one is going away.
+            if record.status != TableStatus::Active {
+                still_pending += record.pending_replicas.len();
+                continue;
+            }
+            let asked: Vec<(u64, NodeId)> = record.pending_replicas.iter().copied().collect();
+            let created: Vec<(u64, NodeId)> = self
+                .create_replicas_once(&record, &asked)
+                .await
+                .into_iter()
+                .filter_map(|(replica, outcome)| outcome.is_ok().then_some(replica))
+                .collect();
+            if created.is_empty() {
+                still_pending += record.pending_replicas.len();
+                continue;
+            }
+            still_pending += self.note_replicas_created(&record, &created).await?;
+        }
+        Ok(still_pending)
+    }
+
+    /// Removes `created` from the pending replicas of the table `record` was read from, and
+    /// returns how many stay pending. If that table is gone, going or replaced by another of
+    /// the same name meanwhile, the replicas just created belong to nothing: they are deleted.
+    async fn note_replicas_created(
+        &self,
+        record: &TableRecord,
+        created: &[(u64, NodeId)],
+    ) -> Result<usize, DynamoError> {
+        let name = record.name.as_str();
+        // Partition ids are never reused: the first one names this table, not a later one of
+        // the same name.
+        let incarnation = record.partitions.first().map(|partition| partition.id);
+        let orphaned = std::cell::Cell::new(false);
+        let changed = self
+            .change_table(
+                name,
+                || DynamoError::table_not_found(name),
+                |current| {
+                    let same = current.status == TableStatus::Active
+                        && current.partitions.first().map(|partition| partition.id) == incarnation;
+                    orphaned.set(!same);
+                    if !same {
+                        return Ok(None);
+                    }
+                    let mut changed = current.clone();
+                    for replica in created {
+                        changed.pending_replicas.remove(replica);
+                    }
+                    Ok((changed.pending_replicas != current.pending_replicas).then_some(changed))
+                },
+                || table_in_use(name, "updated"),
+            )
+            .await;
+        let remaining = match changed {
+            Ok(current) if !orphaned.get() => return Ok(current.pending_replicas.len()),
+            Ok(_) => 0,
+            Err(error) if error.type_name == crate::error::RESOURCE_NOT_FOUND => {
+                orphaned.set(true);
+                0
+            }
+            Err(error) => return Err(error),
+        };
+        if orphaned.get() {
+            let mut leftover = record.clone();
+            for partition in &mut leftover.partitions {
+                partition
+                    .replicas
+                    .retain(|node| created.contains(&(partition.id, *node)));
+            }
+            self.delete_partitions(&leftover).await;
+        }
+        Ok(remaining)
     }
 
     /// DescribeTable. Item counts come live from the partitions' status (each replica counts
@@ -874,7 +1109,7 @@ impl Router {
             })
             .unwrap_or_default();
         let mut by_shard: BTreeMap<(u64, u16), Vec<u64>> = BTreeMap::new();
-        for partition in &record.partitions {
+        for partition in &record.routed_partitions() {
             let mut entry = partition.clone();
             entry.leader_hint = hints.get(&partition.id).copied().flatten();
             let node = entry.first_target()?;
@@ -1571,6 +1806,48 @@ impl Router {
     }
 }
 
+/// Why CreateTable has not created a replica yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Missing {
+    problem: String,
+    /// The node was reached (it answered, or took the request and did not answer in time): it
+    /// is up, perhaps slow, and worth waiting for longer than a node that cannot be reached.
+    node_reached: bool,
+}
+
+/// Whether every one of `partitions` has a majority of its replicas created, given the
+/// replicas (partition id, node) `missing`; if not, which partition lacks one and why.
+fn majority_created(
+    partitions: &[PartitionEntry],
+    missing: &BTreeMap<(u64, NodeId), Missing>,
+) -> Result<(), String> {
+    for partition in partitions {
+        let absent: Vec<(NodeId, &str)> = partition
+            .replicas
+            .iter()
+            .filter_map(|node| {
+                missing
+                    .get(&(partition.id, *node))
+                    .map(|missing| (*node, missing.problem.as_str()))
+            })
+            .collect();
+        let created = partition.replicas.len() - absent.len();
+        if created < partition.replicas.len() / 2 + 1 {
+            let reasons: Vec<String> = absent
+                .iter()
+                .map(|(node, problem)| format!("node {node}: {problem}"))
+                .collect();
+            return Err(format!(
+                "a majority of the {} replicas of partition {} could not be created ({})",
+                partition.replicas.len(),
+                partition.id,
+                reasons.join("; ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A change refused while CreateTable or DeleteTable runs.
 fn table_in_use(name: &str, becoming: &str) -> DynamoError {
     DynamoError::new(
@@ -1709,6 +1986,48 @@ mod tests {
                 .0
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_partition_needs_a_majority_of_its_replicas_created() {
+        let partition = |id: u64, replicas: Vec<NodeId>| PartitionEntry {
+            id,
+            range: HashRange::ALL,
+            replicas,
+            shard: 0,
+            epoch: 1,
+            leader_hint: None,
+        };
+        let partitions = [partition(1, vec![1, 2, 3]), partition(2, vec![4, 5, 1])];
+        let down = |replicas: &[(u64, NodeId)]| -> BTreeMap<(u64, NodeId), Missing> {
+            replicas
+                .iter()
+                .map(|replica| {
+                    let missing = Missing {
+                        problem: "connection refused".to_string(),
+                        node_reached: false,
+                    };
+                    (*replica, missing)
+                })
+                .collect()
+        };
+        assert_eq!(majority_created(&partitions, &down(&[])), Ok(()));
+        // One replica of three missing in each partition: two of three is a majority.
+        assert_eq!(
+            majority_created(&partitions, &down(&[(1, 3), (2, 4)])),
+            Ok(())
+        );
+        let problem = majority_created(&partitions, &down(&[(1, 3), (2, 4), (2, 5)])).unwrap_err();
+        assert_eq!(
+            problem,
+            "a majority of the 3 replicas of partition 2 could not be created (node 4: connection refused; node 5: connection refused)"
+        );
+        // One replica is its own majority; two need both.
+        assert_eq!(
+            majority_created(&[partition(3, vec![7])], &down(&[])),
+            Ok(())
+        );
+        assert!(majority_created(&[partition(3, vec![7, 8])], &down(&[(3, 8)])).is_err());
     }
 
     #[test]

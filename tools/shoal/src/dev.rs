@@ -1,6 +1,16 @@
 //! `shoal dev`: a replicated cluster on this machine, for development. Starts N node processes
-//! and a router as children on loopback, prints the endpoints, and stops them all on Ctrl-C or
-//! SIGTERM. Started again with the same arguments, it finds its data and serves it again.
+//! and a router as children on loopback, prints the endpoints and each child's pid, and stops
+//! them all on Ctrl-C or SIGTERM. Started again with the same arguments, it finds its data and
+//! serves it again.
+//!
+//! A child that exits is reported on stderr (which one, its pid, its exit status or signal) and
+//! the others keep running, so a killed node shows replication at work: its partitions go on
+//! with the remaining majority. The child is started again on its data after
+//! [`RESTART_DELAY_FIRST`], doubling at each death up to [`RESTART_DELAY_MAX`]; a child that
+//! stayed up [`RESTART_BACKOFF_RESET_UPTIME`] starts over from the first delay. With
+//! `--no-restart` it stays down (to watch the cluster without it), and `shoal dev` exits once
+//! every child is gone. Ctrl-C and SIGTERM stop everything at any time, a pending restart
+//! included.
 //!
 //! Ports, from `--port P` (the DynamoDB HTTP endpoint):
 //! - P: the router's DynamoDB JSON/HTTP API;
@@ -10,8 +20,9 @@
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode};
+use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -30,6 +41,17 @@ const _: () = assert!(NATIVE_PORT_OFFSET < PORT_STRIDE);
 /// How long children get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const CHILD_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// The delay before a child that exited is started again, the first time.
+pub const RESTART_DELAY_FIRST: Duration = Duration::from_secs(1);
+/// The delay doubles at each death in a row, up to this: a child that cannot start (a port
+/// taken, a broken data directory) is retried without flooding the terminal.
+pub const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+/// A child that ran this long before it exited died for a new reason: its delay starts over.
+pub const RESTART_BACKOFF_RESET_UPTIME: Duration = Duration::from_secs(60);
+const _: () = assert!(RESTART_DELAY_FIRST.as_millis() > 0);
+const _: () = assert!(RESTART_DELAY_FIRST.as_millis() <= RESTART_DELAY_MAX.as_millis());
+// A child that crashes as soon as it starts never stays up long enough to reset its delay.
+const _: () = assert!(RESTART_DELAY_MAX.as_millis() < RESTART_BACKOFF_RESET_UPTIME.as_millis());
 
 #[derive(Debug, Args, Clone)]
 pub struct DevOptions {
@@ -49,6 +71,10 @@ pub struct DevOptions {
     /// --verify-writes`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub verify_writes: bool,
+    /// Leave a child that exited down instead of starting it again (the rest keep running;
+    /// `shoal dev` exits when every child is gone).
+    #[arg(long)]
+    pub no_restart: bool,
 }
 
 pub struct DevLayout {
@@ -93,17 +119,163 @@ pub fn layout(options: &DevOptions) -> Result<DevLayout, String> {
     })
 }
 
-fn stop_all(children: &mut [(String, Child)]) {
-    for (_, child) in children.iter() {
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+/// How a child ended, in words: "exited with status 1", "was killed by SIGKILL".
+fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    if let Some(number) = status.signal() {
+        let name = Signal::try_from(number)
+            .map_or_else(|_| format!("signal {number}"), |signal| signal.to_string());
+        let core = if status.core_dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        return format!("was killed by {name}{core}");
+    }
+    format!("ended ({status})")
+}
+
+/// The restart delays of one child: [`RESTART_DELAY_FIRST`], doubling at each death up to
+/// [`RESTART_DELAY_MAX`], and the first again after an uptime of
+/// [`RESTART_BACKOFF_RESET_UPTIME`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RestartBackoff {
+    next: Duration,
+}
+
+impl RestartBackoff {
+    fn new() -> RestartBackoff {
+        RestartBackoff {
+            next: RESTART_DELAY_FIRST,
+        }
+    }
+
+    /// The delay before starting again a child that died after running for `uptime`.
+    fn after_death(&mut self, uptime: Duration) -> Duration {
+        if uptime >= RESTART_BACKOFF_RESET_UPTIME {
+            self.next = RESTART_DELAY_FIRST;
+        }
+        let delay = self.next;
+        self.next = self.next.saturating_mul(2).min(RESTART_DELAY_MAX);
+        delay
+    }
+}
+
+/// Where one child of `shoal dev` is in its life.
+enum ChildState {
+    Running {
+        child: Child,
+        started: Instant,
+    },
+    /// It exited; it is started again at this time.
+    RestartAt(Instant),
+    /// It exited and stays down (`--no-restart`).
+    Down,
+}
+
+/// One child of `shoal dev`: how to start it, and its state.
+struct Supervised {
+    name: String,
+    command: Command,
+    state: ChildState,
+    backoff: RestartBackoff,
+}
+
+impl Supervised {
+    /// Starts the child for the first time; an error here is a setup problem (the binary is
+    /// gone), so the caller stops the cluster instead of retrying.
+    fn spawn(name: String, mut command: Command) -> Result<Supervised, String> {
+        let child = command
+            .spawn()
+            .map_err(|error| format!("cannot start {name}: {error}"))?;
+        println!("shoal dev: {name} started (pid {})", child.id());
+        Ok(Supervised {
+            name,
+            command,
+            state: ChildState::Running {
+                child,
+                started: Instant::now(),
+            },
+            backoff: RestartBackoff::new(),
+        })
+    }
+
+    /// Notices a death or a restart that is due. `restart` is false under `--no-restart`.
+    fn poll(&mut self, now: Instant, restart: bool) {
+        match &mut self.state {
+            ChildState::Running { child, started } => {
+                let uptime = now.saturating_duration_since(*started);
+                let pid = child.id();
+                let how = match child.try_wait() {
+                    Ok(None) => return,
+                    Ok(Some(status)) => describe_exit(status),
+                    Err(error) => {
+                        // It cannot be watched any more: make sure it is gone before another
+                        // one takes its ports.
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        format!("could not be watched ({error}) and was killed")
+                    }
+                };
+                self.died(&format!("(pid {pid}) {how}"), uptime, now, restart);
+            }
+            ChildState::RestartAt(at) if now >= *at => match self.command.spawn() {
+                Ok(child) => {
+                    println!("shoal dev: {} restarted (pid {})", self.name, child.id());
+                    self.state = ChildState::Running {
+                        child,
+                        started: now,
+                    };
+                }
+                Err(error) => {
+                    self.died(
+                        &format!("could not be started ({error})"),
+                        Duration::ZERO,
+                        now,
+                        restart,
+                    );
+                }
+            },
+            ChildState::RestartAt(_) | ChildState::Down => {}
+        }
+    }
+
+    fn died(&mut self, how: &str, uptime: Duration, now: Instant, restart: bool) {
+        let name = &self.name;
+        if restart {
+            let delay = self.backoff.after_death(uptime);
+            eprintln!("shoal dev: {name} {how}; starting it again in {delay:?}");
+            self.state = ChildState::RestartAt(now + delay);
+        } else {
+            eprintln!("shoal dev: {name} {how}; leaving it down (--no-restart)");
+            self.state = ChildState::Down;
+        }
+    }
+}
+
+/// Sends SIGTERM to every running child and waits for them, killing those still running after
+/// [`STOP_GRACE`]. A pending restart is simply dropped.
+fn stop_all(children: &mut [Supervised]) {
+    for supervised in children.iter() {
+        if let ChildState::Running { child, .. } = &supervised.state {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        }
     }
     let deadline = Instant::now() + STOP_GRACE;
-    for (name, child) in children.iter_mut() {
+    for supervised in children.iter_mut() {
+        let ChildState::Running { child, .. } = &mut supervised.state else {
+            continue;
+        };
         loop {
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() >= deadline => {
-                    eprintln!("shoal dev: {name} did not stop in {STOP_GRACE:?}; killing it");
+                    eprintln!(
+                        "shoal dev: {} did not stop in {STOP_GRACE:?}; killing it",
+                        supervised.name
+                    );
                     let _ = child.kill();
                     let _ = child.wait();
                     break;
@@ -111,7 +283,54 @@ fn stop_all(children: &mut [(String, Child)]) {
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
+        supervised.state = ChildState::Down;
     }
+}
+
+fn node_command(
+    executable: &std::path::Path,
+    options: &DevOptions,
+    layout: &DevLayout,
+    node: &(u64, SocketAddr, SocketAddr, PathBuf),
+) -> Command {
+    let (id, bus, admin, directory) = node;
+    let mut command = Command::new(executable);
+    command
+        .process_group(0)
+        .arg("node")
+        .arg(format!("--node-id={id}"))
+        .arg(format!("--data-dir={}", directory.display()))
+        .arg(format!("--listen={bus}"))
+        .arg(format!("--admin={admin}"))
+        .arg(format!("--shards={}", options.shards_per_node))
+        .arg(format!("--verify-writes={}", options.verify_writes))
+        // A development machine's disk: small WAL rings.
+        .arg("--wal-segment-mib=16")
+        .arg("--wal-segments=4");
+    for (peer, peer_bus, _, _) in &layout.nodes {
+        if peer != id {
+            command.arg(format!("--peer={peer}={peer_bus}"));
+        }
+    }
+    command
+}
+
+fn router_command(
+    executable: &std::path::Path,
+    options: &DevOptions,
+    layout: &DevLayout,
+) -> Command {
+    let mut command = Command::new(executable);
+    command
+        .process_group(0)
+        .arg("router")
+        .arg(format!("--http={}", layout.http))
+        .arg(format!("--native={}", layout.native))
+        .arg(format!("--shards-per-node={}", options.shards_per_node));
+    for (id, bus, _, _) in &layout.nodes {
+        command.arg(format!("--node={id}={bus}"));
+    }
+    command
 }
 
 pub fn run(options: &DevOptions) -> ExitCode {
@@ -140,51 +359,29 @@ pub fn run(options: &DevOptions) -> ExitCode {
         eprintln!("shoal dev: cannot block signals: {error}");
         return ExitCode::FAILURE;
     }
-    let mut children: Vec<(String, Child)> = Vec::new();
-    for (id, bus, admin, directory) in &layout.nodes {
-        let mut command = Command::new(&executable);
-        command
-            .process_group(0)
-            .arg("node")
-            .arg(format!("--node-id={id}"))
-            .arg(format!("--data-dir={}", directory.display()))
-            .arg(format!("--listen={bus}"))
-            .arg(format!("--admin={admin}"))
-            .arg(format!("--shards={}", options.shards_per_node))
-            .arg(format!("--verify-writes={}", options.verify_writes))
-            // A development machine's disk: small WAL rings.
-            .arg("--wal-segment-mib=16")
-            .arg("--wal-segments=4");
-        for (peer, peer_bus, _, _) in &layout.nodes {
-            if peer != id {
-                command.arg(format!("--peer={peer}={peer_bus}"));
-            }
-        }
-        match command.spawn() {
-            Ok(child) => children.push((format!("node {id}"), child)),
+    let mut commands: Vec<(String, Command)> = layout
+        .nodes
+        .iter()
+        .map(|node| {
+            (
+                format!("node {}", node.0),
+                node_command(&executable, options, &layout, node),
+            )
+        })
+        .collect();
+    commands.push((
+        "router".to_string(),
+        router_command(&executable, options, &layout),
+    ));
+    let mut children: Vec<Supervised> = Vec::with_capacity(commands.len());
+    for (name, command) in commands {
+        match Supervised::spawn(name, command) {
+            Ok(supervised) => children.push(supervised),
             Err(error) => {
-                eprintln!("shoal dev: cannot start node {id}: {error}");
+                eprintln!("shoal dev: {error}");
                 stop_all(&mut children);
                 return ExitCode::FAILURE;
             }
-        }
-    }
-    let mut router = Command::new(&executable);
-    router
-        .process_group(0)
-        .arg("router")
-        .arg(format!("--http={}", layout.http))
-        .arg(format!("--native={}", layout.native))
-        .arg(format!("--shards-per-node={}", options.shards_per_node));
-    for (id, bus, _, _) in &layout.nodes {
-        router.arg(format!("--node={id}={bus}"));
-    }
-    match router.spawn() {
-        Ok(child) => children.push(("router".to_string(), child)),
-        Err(error) => {
-            eprintln!("shoal dev: cannot start the router: {error}");
-            stop_all(&mut children);
-            return ExitCode::FAILURE;
         }
     }
     println!(
@@ -204,6 +401,11 @@ pub fn run(options: &DevOptions) -> ExitCode {
     for (id, bus, admin, _) in &layout.nodes {
         println!("  node {id}: bus {bus}, metrics http://{admin}/metrics");
     }
+    if options.no_restart {
+        println!("  a child that exits stays down (--no-restart).");
+    } else {
+        println!("  a child that exits is started again (--no-restart leaves it down).");
+    }
     println!("  Ctrl-C stops the cluster; run the same command again to restart it on its data.");
     // One thread takes the blocked signals synchronously (sigwait) and reports them.
     let (signal_sender, signal_receiver) = std::sync::mpsc::channel();
@@ -219,24 +421,60 @@ pub fn run(options: &DevOptions) -> ExitCode {
         stop_all(&mut children);
         return ExitCode::FAILURE;
     }
-    // Wait for a signal, or for a child to die (then the cluster is not what was promised).
+    // Until a signal: report deaths and start children again when their delay is over. The
+    // signal is checked on every turn, so a pending restart never delays the stop.
     let outcome = loop {
-        if let Some((name, status)) = children.iter_mut().find_map(|(name, child)| {
-            child
-                .try_wait()
-                .ok()
-                .flatten()
-                .map(|status| (name.clone(), status))
-        }) {
-            eprintln!("shoal dev: {name} exited ({status}); stopping the cluster");
-            break ExitCode::FAILURE;
-        }
         if let Ok(signal) = signal_receiver.try_recv() {
             println!("shoal dev: {signal:?}: stopping the cluster");
             break ExitCode::SUCCESS;
+        }
+        let now = Instant::now();
+        for child in &mut children {
+            child.poll(now, !options.no_restart);
+        }
+        if children
+            .iter()
+            .all(|child| matches!(child.state, ChildState::Down))
+        {
+            eprintln!("shoal dev: every child has exited; stopping");
+            break ExitCode::FAILURE;
         }
         std::thread::sleep(CHILD_POLL_INTERVAL);
     };
     stop_all(&mut children);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delays_double_to_their_cap_and_start_over_after_a_long_uptime() {
+        let mut backoff = RestartBackoff::new();
+        let short = Duration::from_millis(10);
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            delays.push(backoff.after_death(short).as_secs());
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(
+            backoff.after_death(RESTART_BACKOFF_RESET_UPTIME),
+            RESTART_DELAY_FIRST
+        );
+        assert_eq!(backoff.after_death(short), RESTART_DELAY_FIRST * 2);
+    }
+
+    #[test]
+    fn exits_are_described_by_status_or_signal() {
+        // A raw wait status: the exit code in bits 8-15, or the signal in bits 0-6.
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(3 << 8)),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(9)),
+            "was killed by SIGKILL"
+        );
+    }
 }

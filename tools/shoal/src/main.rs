@@ -40,7 +40,8 @@ enum Action {
     Node(node::NodeOptions),
     /// Run a router: the DynamoDB JSON/HTTP API, routing to the storage nodes.
     Router(router::RouterOptions),
-    /// Run a local replicated cluster (nodes and a router as child processes) until Ctrl-C.
+    /// Run a local replicated cluster (nodes and a router as child processes, each started
+    /// again if it dies) until Ctrl-C.
     Dev(dev::DevOptions),
     /// Create, describe, list and delete tables (through a router's native protocol).
     #[command(subcommand)]

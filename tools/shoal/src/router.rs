@@ -1,7 +1,9 @@
 //! `shoal router`: the stateless router tier. One executor serves the DynamoDB JSON/HTTP API
 //! (router/http) and routes every operation through `shoal_router::Router` (metadata, partition
 //! map, admission, forwarding to the owning shard's leader). The same executor and `Router`
-//! serve the native client protocol on `--native` (native.rs).
+//! serve the native client protocol on `--native` (native.rs). A task on it runs the repair
+//! pass every `PENDING_REPLICAS_INTERVAL`: it creates the replicas that CreateTable left
+//! pending on nodes that were down (router/server README.md).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Value as Json, json};
 use shoal_http::{Api, ApiError, HttpConfig, HttpServer, Operation};
+use shoal_router::router::PENDING_REPLICAS_INTERVAL;
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
 
 /// How long the router keeps trying to reach the metadata nodes at start (they may be starting
@@ -194,6 +197,33 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
     }
 }
 
+/// Runs [`Router::create_pending_replicas`] every `PENDING_REPLICAS_INTERVAL` for the life of
+/// the executor. A failed pass (metadata unreachable) is logged and tried again at the next.
+fn spawn_repair_pass(router: Rc<Router>) {
+    glommio::spawn_local(async move {
+        // Logged when it changes, not at every pass while a node stays down.
+        let mut pending_before = 0;
+        loop {
+            glommio::timer::sleep(PENDING_REPLICAS_INTERVAL).await;
+            match router.create_pending_replicas().await {
+                Ok(pending) => {
+                    if pending != pending_before {
+                        tracing::info!(
+                            pending,
+                            "replicas pending creation on nodes that were down"
+                        );
+                    }
+                    pending_before = pending;
+                }
+                Err(error) => {
+                    tracing::warn!(%error.message, "the pending replicas pass failed");
+                }
+            }
+        }
+    })
+    .detach();
+}
+
 /// `--native`, or the HTTP address with port + 1.
 fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
     if let Some(native) = options.native {
@@ -240,6 +270,7 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
             }
         }
     }
+    spawn_repair_pass(router.clone());
     let endpoint = options.http.to_string();
     let server = HttpServer::new(
         HttpConfig::new(options.http, endpoint.clone(), options.http.port().into()),

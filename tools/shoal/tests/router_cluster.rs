@@ -3,7 +3,11 @@
 //! items written and read back, Query, batches, a failed condition, Scan pages of a small Limit
 //! and parallel segments finding each item exactly once, and DeleteTable; a node killed under
 //! writes; a provisioned table throttling until UpdateTable raises its capacity, which a second
-//! router then reads (with the table's tags) from the metadata group.
+//! router then reads (with the table's tags) from the metadata group; CreateTable with a node
+//! down (the table serves on the other two, and the repair pass creates the missing replicas
+//! once the node is back, which then catch up); CreateTable without a majority of live
+//! replicas (it fails, leaves nothing behind, and succeeds when retried after the nodes
+//! return).
 //! The test runs under a watchdog that kills the processes and fails loudly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -60,17 +64,28 @@ fn free_port_blocks(count: usize) -> (Vec<u16>, Vec<u16>) {
 }
 
 struct Cluster {
-    _directory: tempfile::TempDir,
-    children: Vec<Child>,
+    directory: tempfile::TempDir,
+    admins: Vec<u16>,
+    /// Per node slot, its process while it runs.
+    children: Vec<Option<Child>>,
     nodes: Vec<NodeAddress>,
+    /// Every node process started, for the watchdog.
+    pids: Arc<Mutex<Vec<u32>>>,
     done: Arc<AtomicBool>,
 }
 
 impl Cluster {
+    /// Three nodes, all running.
     fn start() -> Cluster {
-        let (bases, admins) = free_port_blocks(3);
+        Cluster::start_some(3, 3)
+    }
+
+    /// `slots` nodes known to each other (and to routers given `nodes`), the first `running`
+    /// of them started.
+    fn start_some(slots: usize, running: usize) -> Cluster {
+        let (bases, admins) = free_port_blocks(slots);
         let directory = tempfile::tempdir().unwrap();
-        let nodes: Vec<NodeAddress> = (0..3)
+        let nodes: Vec<NodeAddress> = (0..slots)
             .map(|index| NodeAddress {
                 id: index as u64 + 1,
                 address: SocketAddr::from(([127, 0, 0, 1], bases[index])),
@@ -96,73 +111,110 @@ impl Cluster {
                 std::process::abort();
             });
         }
-        let mut children = Vec::new();
-        for (index, node) in nodes.iter().enumerate() {
-            let peers: Vec<String> = nodes
-                .iter()
-                .filter(|peer| peer.id != node.id)
-                .map(|peer| format!("--peer={}={}", peer.id, peer.address))
-                .collect();
-            let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-                .arg("node")
-                .arg(format!("--node-id={}", node.id))
-                .arg(format!(
-                    "--data-dir={}",
-                    directory.path().join(format!("node-{}", node.id)).display()
-                ))
-                .arg(format!("--listen={}", node.address))
-                .arg(format!("--admin=127.0.0.1:{}", admins[index]))
-                .arg(format!("--shards={SHARDS}"))
-                .arg("--cache-mib=4")
-                .arg("--wal-segment-mib=16")
-                .arg("--wal-segments=4")
-                .arg(format!("--election-timeout-ms={ELECTION_TIMEOUT_MS}"))
-                .args(peers)
-                .env("SHOAL_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("cannot start shoal node");
-            pids.lock().unwrap().push(child.id());
-            children.push(child);
+        let mut cluster = Cluster {
+            directory,
+            admins,
+            children: (0..slots).map(|_| None).collect(),
+            nodes,
+            pids,
+            done,
+        };
+        for index in 0..running {
+            cluster.start_node(index);
         }
-        // Wait until every shard answers.
-        for node in &nodes {
-            for shard in 0..SHARDS {
-                let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    if let Ok(mut client) = BlockingClient::connect(address, Duration::from_secs(2))
-                        && client.call(NodeRequest::Status).is_ok()
-                    {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "node {} shard {shard} did not come up",
-                        node.id
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
+        cluster
+    }
+
+    /// Starts node slot `index` (again, on its data directory, after a kill) and waits until
+    /// every shard of it answers.
+    fn start_node(&mut self, index: usize) {
+        assert!(self.children[index].is_none(), "node slot {index} runs");
+        let node = self.nodes[index];
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|peer| peer.id != node.id)
+            .map(|peer| format!("--peer={}={}", peer.id, peer.address))
+            .collect();
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("node")
+            .arg(format!("--node-id={}", node.id))
+            .arg(format!(
+                "--data-dir={}",
+                self.directory
+                    .path()
+                    .join(format!("node-{}", node.id))
+                    .display()
+            ))
+            .arg(format!("--listen={}", node.address))
+            .arg(format!("--admin=127.0.0.1:{}", self.admins[index]))
+            .arg(format!("--shards={SHARDS}"))
+            .arg("--cache-mib=4")
+            .arg("--wal-segment-mib=16")
+            .arg("--wal-segments=4")
+            .arg(format!("--election-timeout-ms={ELECTION_TIMEOUT_MS}"))
+            .args(peers)
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start shoal node");
+        self.pids.lock().unwrap().push(child.id());
+        self.children[index] = Some(child);
+        for shard in 0..SHARDS {
+            let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(mut client) = BlockingClient::connect(address, Duration::from_secs(2))
+                    && client.call(NodeRequest::Status).is_ok()
+                {
+                    break;
                 }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} shard {shard} did not come up",
+                    node.id
+                );
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Cluster {
-            _directory: directory,
-            children,
-            nodes,
-            done,
-        }
+    }
+
+    /// SIGKILLs node slot `index`.
+    fn kill_node(&mut self, index: usize) {
+        let mut child = self.children[index]
+            .take()
+            .expect("the node is not running");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for child in self.children.iter_mut().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }
         self.done.store(true, Ordering::SeqCst);
     }
+}
+
+/// The replicas (partition ids) on every shard of `node`.
+fn replicas_on(node: &NodeAddress) -> Vec<shoal_wire::messages::ReplicaStatus> {
+    let mut replicas = Vec::new();
+    for shard in 0..SHARDS {
+        let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
+        let mut client = BlockingClient::connect(address, Duration::from_secs(2)).unwrap();
+        let NodeResponse::Status {
+            replicas: on_shard, ..
+        } = client.call(NodeRequest::Status).unwrap()
+        else {
+            panic!("a status request was not answered with a status");
+        };
+        replicas.extend(on_shard);
+    }
+    replicas
 }
 
 fn key(index: usize) -> String {
@@ -523,7 +575,7 @@ fn killing_a_node_keeps_the_table_serving_without_losing_acknowledged_writes() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut cluster = Cluster::start();
     let nodes = cluster.nodes.clone();
-    let victim = cluster.children.remove(2);
+    let victim = cluster.children[2].take().unwrap();
     let victim = std::cell::RefCell::new(Some(victim));
     on_router_core(async move {
         let mut config = RouterConfig::new(nodes);
@@ -682,6 +734,166 @@ fn a_small_provisioned_table_throttles_applies_nothing_it_rejected_until_update_
         // Its admission starts from the table's new capacity too.
         for index in 160..200 {
             other.put_item(put_body(index)).await.unwrap();
+        }
+    });
+}
+
+/// Calls the repair pass until no replica is pending; panics after a bound.
+async fn repair_until_nothing_pending(router: &Router) {
+    let started = Instant::now();
+    loop {
+        match router.create_pending_replicas().await {
+            Ok(0) => return,
+            outcome => assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "replicas still pending after a minute: {outcome:?}"
+            ),
+        }
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn a_table_created_with_a_node_down_serves_and_its_replicas_there_are_created_when_it_returns() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = std::cell::RefCell::new(Cluster::start());
+    let nodes = cluster.borrow().nodes.clone();
+    let down = nodes[2];
+    on_router_core(async {
+        let mut config = RouterConfig::new(nodes.clone());
+        config.seed = 5;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        // Node 3 holds a replica of every partition (3 nodes, 3 replicas) and of the metadata.
+        cluster.borrow_mut().kill_node(2);
+
+        let created = router
+            .create_table(create_people("on-demand"))
+            .await
+            .expect("CreateTable with one node of three down");
+        assert_eq!(created["TableDescription"]["TableStatus"], "ACTIVE");
+        let described = router
+            .describe_table(json!({"TableName": "people"}))
+            .await
+            .unwrap();
+        assert_eq!(described["Table"]["TableStatus"], "ACTIVE");
+        // Requests are routed to the two replicas that exist.
+        let partitions = router.table_partitions("people").await.unwrap();
+        assert_eq!(partitions.len(), 4);
+        for partition in &partitions {
+            assert_eq!(partition.replicas.len(), 2, "{partition:?}");
+            assert!(!partition.replicas.contains(&down.id), "{partition:?}");
+        }
+        for index in 0..ITEMS {
+            put_until_acknowledged(&router, index).await;
+        }
+        for index in 0..ITEMS {
+            let got = router
+                .get_item(json!({
+                    "TableName": "people",
+                    "Key": {"pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(got["Item"]["n"]["N"], index.to_string(), "item {index}");
+        }
+        // While node 3 is down, its four replicas stay pending.
+        assert_eq!(router.create_pending_replicas().await.unwrap(), 4);
+
+        // Node 3 returns: the repair pass creates its replicas, which then catch up.
+        cluster.borrow_mut().start_node(2);
+        repair_until_nothing_pending(&router).await;
+        let partitions = router.table_partitions("people").await.unwrap();
+        for partition in &partitions {
+            assert_eq!(partition.replicas.len(), 3, "{partition:?}");
+        }
+        let ids: BTreeSet<u64> = partitions.iter().map(|partition| partition.id).collect();
+        let started = Instant::now();
+        loop {
+            let on_node_3: Vec<_> = replicas_on(&down)
+                .into_iter()
+                .filter(|replica| ids.contains(&replica.partition))
+                .collect();
+            let items: u64 = on_node_3.iter().map(|replica| replica.item_count).sum();
+            if on_node_3.len() == ids.len() && items == ITEMS as u64 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "node 3 holds {} replicas with {items} items, not {} with {ITEMS}",
+                on_node_3.len(),
+                ids.len()
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        // The table goes on serving with all three.
+        for index in ITEMS..ITEMS + 20 {
+            put_until_acknowledged(&router, index).await;
+        }
+    });
+}
+
+#[test]
+fn a_table_without_a_majority_of_live_replicas_is_not_created_and_a_retry_succeeds() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Five nodes, 4 and 5 down: the metadata group (nodes 1-3) serves, but some partitions of
+    // a new table are placed with two of their three replicas on nodes 4 and 5.
+    let cluster = std::cell::RefCell::new(Cluster::start_some(5, 3));
+    let nodes = cluster.borrow().nodes.clone();
+    on_router_core(async {
+        let mut config = RouterConfig::new(nodes.clone());
+        config.seed = 6;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+
+        let failed = assert_error(
+            router.create_table(create_people("on-demand")).await,
+            "InternalServerError",
+        );
+        assert!(failed.message.contains("was not created"), "{failed}");
+        assert!(failed.message.contains("majority"), "{failed}");
+        // Nothing is left behind: no table item, no replica of a data partition.
+        assert_error(
+            router.describe_table(json!({"TableName": "people"})).await,
+            "ResourceNotFoundException",
+        );
+        let listed = router.list_tables(json!({})).await.unwrap();
+        assert_eq!(listed["TableNames"], json!([]));
+        for node in &nodes[..3] {
+            let partitions: Vec<u64> = replicas_on(node)
+                .iter()
+                .map(|replica| replica.partition)
+                .collect();
+            assert_eq!(partitions, vec![0], "node {} keeps {partitions:?}", node.id);
+        }
+
+        // The nodes return; the client's retry creates the table.
+        cluster.borrow_mut().start_node(3);
+        cluster.borrow_mut().start_node(4);
+        let created = router
+            .create_table(create_people("on-demand"))
+            .await
+            .expect("the retried CreateTable");
+        assert_eq!(created["TableDescription"]["TableStatus"], "ACTIVE");
+        assert_eq!(router.create_pending_replicas().await.unwrap(), 0);
+        for index in 0..20 {
+            put_until_acknowledged(&router, index).await;
+        }
+        for index in 0..20 {
+            let got = router
+                .get_item(json!({
+                    "TableName": "people",
+                    "Key": {"pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(got["Item"]["n"]["N"], index.to_string(), "item {index}");
         }
     });
 }
