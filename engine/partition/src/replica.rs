@@ -1428,19 +1428,84 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
         let due_by_slots =
             self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots;
-        let due_by_wal = !due_by_slots
-            && self.last_wal_pressure_checkpoint.is_none_or(|at| {
-                now.as_nanos().saturating_sub(at.as_nanos())
-                    >= WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS
-            })
-            && self.wal.pins_next_segment(PartitionId(self.meta.partition));
+        let due_by_wal = self.last_wal_pressure_checkpoint.is_none_or(|at| {
+            now.as_nanos().saturating_sub(at.as_nanos()) >= WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS
+        }) && self.pins_wal_segments_reused_soon();
         if !due_by_slots && !due_by_wal {
             return Ok(());
         }
         if due_by_wal {
             self.last_wal_pressure_checkpoint = Some(now);
         }
-        self.checkpoint(now).await
+        self.checkpoint(now).await?;
+        if due_by_wal && self.pins_wal_segments_reused_soon() {
+            // What still pins are entries this replica accepted but has not applied (a
+            // follower cut off from commits, a leader waiting for a quorum): a checkpoint
+            // cannot release them, so they are written again at the WAL's head.
+            self.rewrite_unapplied_entries_forward().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether this partition's records sit in the older half of the shard's WAL ring (the
+    /// segments the committer reuses next); see `Wal::pins_segments_ahead`.
+    fn pins_wal_segments_reused_soon(&self) -> bool {
+        let ahead = (self.wal.config().segment_count as usize / 2).max(1);
+        self.wal
+            .pins_segments_ahead(PartitionId(self.meta.partition), ahead)
+    }
+
+    /// Writes every log entry above the checkpoint, with the promise, into new WAL records, so
+    /// that the older records holding them can be recycled (issue 14: a follower that accepted
+    /// entries it could not commit kept them in the oldest segment until the ring was full,
+    /// and then its own checkpoint intent could not be written: every partition of the shard
+    /// stopped). Recovery takes each slot's entry with the highest ballot and, among equal
+    /// ballots, the later record (FORMAT.md, recovery rule 1), so the copies are what it
+    /// recovers, and a copy of an entry whose own `Persist` is still on its way is harmless:
+    /// it is the value the core accepted, and the later record is the same entry.
+    async fn rewrite_unapplied_entries_forward(&mut self) -> Result<(), PartitionError> {
+        let first = self.checkpoint_slot.next();
+        let last = self.core.log_last_slot();
+        let entries: Vec<(Slot, LogEntry)> = (first.0..=last.0)
+            .filter_map(|slot| {
+                self.core
+                    .entry(Slot(slot))
+                    .map(|entry| (Slot(slot), entry.clone()))
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let records = split_persist(
+            self.meta.partition,
+            Some(self.core.promised()),
+            entries,
+            self.wal.config().record_body_bytes_max / PERSIST_RECORD_FRACTION_OF_LIMIT,
+        );
+        let mut rewritten = 0usize;
+        for record in records {
+            let slots: Vec<u64> = record.entries.iter().map(|(slot, _)| *slot).collect();
+            let wal_lsn = self
+                .wal
+                .append(
+                    PartitionId(self.meta.partition),
+                    REPLICATION_RECORD_KIND,
+                    &encode_persist_record(&record),
+                )
+                .await?;
+            rewritten += slots.len();
+            for slot in slots {
+                self.slot_wal_lsn.insert(Slot(slot), wal_lsn);
+            }
+        }
+        tracing::info!(
+            partition = self.meta.partition,
+            entries = rewritten,
+            first = first.0,
+            "rewrote unapplied log entries at the WAL head to let it recycle"
+        );
+        self.report_wal_low_water();
+        Ok(())
     }
 
     /// Makes the tree durable up to the applied slot, lets the core truncate its log and the

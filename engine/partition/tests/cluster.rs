@@ -1012,3 +1012,118 @@ fn an_idle_partition_does_not_stop_the_shard_wal_from_recycling() {
         }
     });
 }
+
+impl Cluster {
+    /// A PutItem on `id`'s bystander partition, carried through its WAL records to the reply.
+    async fn bystander_put(&mut self, id: NodeId, sk: u64, value: &str) {
+        let reply_to = self.next_reply;
+        self.next_reply += 1;
+        let node = self.nodes.get_mut(&id).unwrap();
+        let bystander = node.bystander.as_mut().unwrap();
+        let mut events = VecDeque::from([Event::Request {
+            reply_to,
+            epoch: 1,
+            operation: ItemOperation::PutItem,
+            parameters_json: json!({"Item": {"pk": {"S": format!("b{sk}")}, "v": {"S": value}}})
+                .to_string(),
+        }]);
+        while let Some(event) = events.pop_front() {
+            for output in bystander.handle(self.now, event).await.unwrap() {
+                match output {
+                    Output::Persist { core_lsn, body } => events
+                        .push_back(persist(&node.wal, BYSTANDER_PARTITION, core_lsn, &body).await),
+                    Output::Reply { response, .. } => {
+                        assert!(
+                            matches!(response, NodeResponse::Item { .. }),
+                            "the bystander wrote: {response:?}"
+                        );
+                        return;
+                    }
+                    Output::Send { .. } | Output::Snapshot(_) => {}
+                }
+            }
+        }
+        panic!("the bystander's put got no reply");
+    }
+}
+
+/// Issue 14 (and simulator seed 144): entries a replica accepted but cannot apply (here a
+/// leader cut off from both followers) cannot be released by a checkpoint. They sat in the
+/// oldest WAL segment while another partition of the shard filled the ring, until the shard's
+/// WAL waited for a checkpoint that could not be written. The replica now writes them again at
+/// the WAL's head while half the ring is still free, and keeps them.
+#[test]
+fn unapplied_entries_do_not_stop_the_shard_wal_from_recycling() {
+    run_on_test_executor("cluster-unapplied-entries", || async {
+        let small_ring = WalConfig {
+            segment_bytes: 256 << 10,
+            segment_count: 4,
+            batch_bytes_max: 64 << 10,
+            batch_records_max: 64,
+            pending_records_max: 256,
+            pending_bytes_max: 128 << 10,
+            record_body_bytes_max: 32 << 10,
+        };
+        let body = async {
+            let mut cluster = Cluster::with_wal(config(32), small_ring).await;
+            cluster.add_bystanders().await;
+            let leader = cluster.await_leader().await;
+            for id in cluster.nodes.keys().copied().collect::<Vec<_>>() {
+                if id != leader {
+                    cluster.isolated.insert(id);
+                }
+            }
+            // Writes the leader accepts and persists but can never commit while cut off.
+            let unapplied_first = cluster.nodes[&leader].replica.core().log_last_slot().next();
+            for sk in 0..5 {
+                let reply_to = cluster.next_reply;
+                cluster.next_reply += 1;
+                cluster
+                    .feed(
+                        leader,
+                        Event::Request {
+                            reply_to,
+                            epoch: 1,
+                            operation: ItemOperation::PutItem,
+                            parameters_json: put("u", sk, "pending").to_string(),
+                        },
+                    )
+                    .await;
+            }
+            let unapplied_last = cluster.nodes[&leader].replica.core().log_last_slot();
+            assert!(
+                unapplied_last >= unapplied_first,
+                "the leader proposed them"
+            );
+            // The bystander on the leader's node fills the ring several times over.
+            let value = "x".repeat(900);
+            for sk in 0..2_000 {
+                cluster.bystander_put(leader, sk % 100, &value).await;
+                if sk % 10 == 0 {
+                    cluster.step().await;
+                }
+            }
+            (cluster, leader, unapplied_first, unapplied_last)
+        };
+        // Without the rule the WAL waits for ever: fail instead of hanging.
+        let (cluster, leader, first, last) =
+            glommio::timer::timeout(Duration::from_secs(120), async { Ok(body.await) })
+                .await
+                .expect("the WAL stopped accepting records");
+        let node = &cluster.nodes[&leader];
+        let stats = node.wal.stats();
+        assert!(
+            stats.segments_recycled >= 4,
+            "the ring was reused: {stats:?}"
+        );
+        for slot in first.0..=last.0 {
+            assert!(
+                node.replica
+                    .core()
+                    .entry(shoal_replication::Slot(slot))
+                    .is_some(),
+                "the leader still holds its unapplied entry at slot {slot}"
+            );
+        }
+    });
+}

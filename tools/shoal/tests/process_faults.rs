@@ -66,7 +66,21 @@ const STALL_BOUND: Duration = Duration::from_secs(12);
 const RESTART_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the final reads may retry while the healed cluster settles.
 const FINAL_READ_DEADLINE: Duration = Duration::from_secs(60);
-const WATCHDOG: Duration = Duration::from_secs(600);
+/// How long one node stays down in the long-outage phase, and how long the repeated kills go
+/// on. CI's defaults keep the whole test near three minutes; longer soaks set
+/// `SHOAL_FAULT_OUTAGE_SECONDS` and `SHOAL_FAULT_KILL_LOOP_SECONDS` (the watchdog grows with
+/// them).
+const LONG_OUTAGE_DEFAULT: Duration = Duration::from_secs(30);
+const KILL_LOOP_DEFAULT: Duration = Duration::from_secs(30);
+/// The watchdog's allowance beyond the two configurable phases.
+const WATCHDOG_BASE: Duration = Duration::from_secs(540);
+
+fn seconds_from_environment(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .map_or(default, Duration::from_secs)
+}
 
 /// One node process and what it needs to start again on the same data.
 struct NodeProcess {
@@ -648,7 +662,12 @@ struct Faults {
     long_outage: Duration,
 }
 
-fn run_nemesis(cluster: &mut Cluster, rng: &mut SeededRng, faults: &mut Faults) {
+struct Phases {
+    long_outage: Duration,
+    kill_loop: Duration,
+}
+
+fn run_nemesis(cluster: &mut Cluster, rng: &mut SeededRng, faults: &mut Faults, phases: &Phases) {
     let sleep = std::thread::sleep;
     sleep(Duration::from_secs(3));
     // SIGKILL and restart of a random node.
@@ -697,14 +716,14 @@ fn run_nemesis(cluster: &mut Cluster, rng: &mut SeededRng, faults: &mut Faults) 
     let down = Instant::now();
     cluster.kill_node(victim);
     faults.kills += 1;
-    sleep(Duration::from_secs(30));
+    sleep(phases.long_outage);
     cluster.restart_node(victim);
     faults.long_outage = down.elapsed();
     faults.restarts += 1;
     sleep(Duration::from_secs(5));
     // Kills again and again while the WAL rings wrap.
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
+    while started.elapsed() < phases.kill_loop {
         let victim = rng.below(NODES as u64) as usize;
         cluster.kill_node(victim);
         faults.kills += 1;
@@ -716,10 +735,10 @@ fn run_nemesis(cluster: &mut Cluster, rng: &mut SeededRng, faults: &mut Faults) 
     sleep(Duration::from_secs(3));
 }
 
-fn start_watchdog(pids: Arc<Mutex<BTreeSet<u32>>>, done: Arc<AtomicBool>) {
+fn start_watchdog(pids: Arc<Mutex<BTreeSet<u32>>>, done: Arc<AtomicBool>, limit: Duration) {
     std::thread::spawn(move || {
         let started = Instant::now();
-        while started.elapsed() < WATCHDOG {
+        while started.elapsed() < limit {
             if done.load(Ordering::SeqCst) {
                 return;
             }
@@ -729,7 +748,7 @@ fn start_watchdog(pids: Arc<Mutex<BTreeSet<u32>>>, done: Arc<AtomicBool>) {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGCONT);
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
-        eprintln!("watchdog: the process fault test still runs after {WATCHDOG:?}");
+        eprintln!("watchdog: the process fault test still runs after {limit:?}");
         std::process::abort();
     });
 }
@@ -746,7 +765,15 @@ fn write_history(path: &Path, key: u64, history: &[HistoryOperation]) {
 fn a_majority_keeps_serving_and_nothing_is_lost_under_process_faults() {
     let pids = Arc::new(Mutex::new(BTreeSet::new()));
     let done = Arc::new(AtomicBool::new(false));
-    start_watchdog(pids.clone(), done.clone());
+    let phases = Phases {
+        long_outage: seconds_from_environment("SHOAL_FAULT_OUTAGE_SECONDS", LONG_OUTAGE_DEFAULT),
+        kill_loop: seconds_from_environment("SHOAL_FAULT_KILL_LOOP_SECONDS", KILL_LOOP_DEFAULT),
+    };
+    start_watchdog(
+        pids.clone(),
+        done.clone(),
+        WATCHDOG_BASE + phases.long_outage + phases.kill_loop,
+    );
     let seed = std::env::var("SHOAL_FAULT_SEED")
         .ok()
         .and_then(|text| text.parse().ok())
@@ -767,7 +794,7 @@ fn a_majority_keeps_serving_and_nothing_is_lost_under_process_faults() {
         })
         .collect();
     let mut faults = Faults::default();
-    run_nemesis(&mut cluster, &mut rng, &mut faults);
+    run_nemesis(&mut cluster, &mut rng, &mut faults, &phases);
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
         worker.join().unwrap();

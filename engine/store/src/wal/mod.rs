@@ -41,7 +41,10 @@
 //! segment other than the active one may be reused once, for every partition with records in
 //! it, the partition's checkpoint is at or past its last record there. Segments are reused in
 //! ring order when the active one is full; if the next one is still needed, the committer
-//! waits for a checkpoint (and the bounded queue pushes back on appenders).
+//! waits for a checkpoint (and the bounded queue pushes back on appenders). A checkpoint needs
+//! WAL room of its own (the layer above writes an intent first), so partitions release their
+//! records while room is left: [`Wal::pins_segments_ahead`] tells one that its records sit in
+//! the segments reused soon.
 //!
 //! # Invariants
 //! 1. LSNs are assigned in queue order, without gaps, starting at 1; the committer writes
@@ -822,22 +825,26 @@ impl<F: Storage> Wal<F> {
     /// rarely would otherwise keep that segment for ever, and once the active segment fills
     /// the whole shard's WAL would wait for a checkpoint that never comes.
     pub fn pins_next_segment(&self, partition: PartitionId) -> bool {
+        self.pins_segments_ahead(partition, 1)
+    }
+
+    /// Whether `partition` has records, past its checkpoint, in any of the `ahead` segments
+    /// the committer reuses next (ring order after the active one). A partition that acts on
+    /// this while half the ring is still free has half a ring of writes to release them in,
+    /// and its own release needs WAL room (a checkpoint intent, records written forward), which
+    /// a full ring no longer has.
+    pub fn pins_segments_ahead(&self, partition: PartitionId, ahead: usize) -> bool {
         let state = self.shared.state.borrow();
         let count = state.segments.len();
-        if count < 2 {
-            return false;
-        }
-        let next = &state.segments[(state.active_segment + 1) % count];
-        next.in_log
-            && next
-                .partition_lsn_max
-                .get(&partition)
-                .is_some_and(|lsn_max| {
-                    state
-                        .checkpoints
-                        .get(&partition)
-                        .is_none_or(|checkpoint| checkpoint < lsn_max)
-                })
+        let checkpoint = state.checkpoints.get(&partition);
+        (1..=ahead.min(count.saturating_sub(1))).any(|distance| {
+            let segment = &state.segments[(state.active_segment + distance) % count];
+            segment.in_log
+                && segment
+                    .partition_lsn_max
+                    .get(&partition)
+                    .is_some_and(|lsn_max| checkpoint.is_none_or(|checkpoint| checkpoint < lsn_max))
+        })
     }
 
     pub fn stats(&self) -> WalStats {
