@@ -2402,6 +2402,25 @@ mod tests {
         assert_ne!(first.trace_hash, run(options(12, 10)).trace_hash);
     }
 
+    /// Issue 14: at one simulated minute these seeds stopped a whole node. Seed 144's node 5
+    /// had a replica whose accepted but unapplied entries pinned the oldest WAL segment until
+    /// the ring was full, and then its own checkpoint intent could not be written ("a future
+    /// still waits after 64 polls of the WAL committer"); seed 83 failed the same way before
+    /// snapshot chunks were paced by the bus's queue bound. Replay:
+    /// `cargo run --release -p shoal-sim -- --seed 144 --seeds 1 --minutes 1`.
+    #[test]
+    fn seeds_83_and_144_keep_their_wal_rings_recycling_for_a_simulated_minute() {
+        for seed in [83, 144] {
+            let report = run(options(seed, 60));
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            assert!(report.wal_segments_recycled > 0, "seed {seed}: {report:?}");
+        }
+    }
+
     #[test]
     fn a_smoke_of_seeds_finds_no_violation_and_does_real_work() {
         let mut total = Report::default();
