@@ -108,6 +108,11 @@ const _: () = assert!(
 const CLOG_NANOS_MIN: u64 = 10_000_000;
 /// Violations kept per run; past this the run stops, since the first ones explain the rest.
 const VIOLATIONS_MAX: usize = 16;
+/// Liveness under a minority of faults (issue 14: a partition stopped for good while it kept a
+/// majority): a group whose majority of replicas is up, not isolated and not clogged for this
+/// long must acknowledge a write in that time. Several election timeouts, leases and client
+/// timeouts, so message loss and elections alone never reach it.
+const MAJORITY_LIVENESS_WINDOW_NANOS: u64 = 10_000_000_000;
 /// Workload mix per client operation, out of 100: puts, then compare-and-sets, then strong
 /// reads; the rest are eventual reads.
 const PUT_PERCENT: u64 = 35;
@@ -167,6 +172,9 @@ pub enum Broken {
     /// acceptor-memory check (and, when the forgotten state mattered, linearizability) must
     /// catch the replica that forgot what it acknowledged.
     WalDamageTakenForEndOfLog,
+    /// Group 0's answers to writes never reach its clients, so it acknowledges no write however
+    /// healthy it is; the liveness check under a minority of faults must catch it.
+    GroupZeroRepliesLost,
 }
 
 #[derive(Clone, Debug)]
@@ -386,6 +394,9 @@ struct Group {
     /// Digest of the applied items at a slot and the first replica seen there.
     digests: BTreeMap<Slot, (u64, NodeId)>,
     acknowledged: u64,
+    /// Since when a majority of the members has been healthy with no write acknowledged, and
+    /// the acknowledged count then (`MAJORITY_LIVENESS_WINDOW_NANOS`).
+    healthy_majority_since: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -785,6 +796,7 @@ pub fn run(options: SimulationOptions) -> Report {
                 .collect(),
             digests: BTreeMap::new(),
             acknowledged: 0,
+            healthy_majority_since: None,
         })
         .collect();
 
@@ -1144,6 +1156,7 @@ impl Simulation {
             }
             self.restart_due();
             self.run_clients();
+            self.check_majority_liveness();
             if self.report.violations.len() >= VIOLATIONS_MAX {
                 break;
             }
@@ -1195,6 +1208,46 @@ impl Simulation {
 
     /// Each node's replica of `group` as a liveness violation reports it: down, or its role,
     /// commit slot, applied slot and WAL queue.
+    /// A replica that is up, and neither isolated nor clogged: one the faults leave alone.
+    fn is_healthy(&self, node: NodeId) -> bool {
+        self.is_up(node)
+            && !self.isolated.contains_key(&node)
+            && self.clogged.is_none_or(|(clogged, _)| clogged != node)
+    }
+
+    fn check_majority_liveness(&mut self) {
+        for group in 0..self.groups.len() {
+            let members = &self.groups[group].members;
+            let healthy = members
+                .iter()
+                .filter(|node| self.is_healthy(**node))
+                .count();
+            let majority = healthy > members.len() / 2;
+            let acknowledged = self.groups[group].acknowledged;
+            let since = match self.groups[group].healthy_majority_since {
+                Some((since, mark)) if majority && mark == acknowledged => since,
+                _ if majority => {
+                    self.groups[group].healthy_majority_since =
+                        Some((self.now_nanos, acknowledged));
+                    continue;
+                }
+                _ => {
+                    self.groups[group].healthy_majority_since = None;
+                    continue;
+                }
+            };
+            if self.now_nanos - since >= MAJORITY_LIVENESS_WINDOW_NANOS {
+                let replicas = self.describe_group(group);
+                self.violation(format!(
+                    "liveness: group {group} kept a healthy majority for {} s and acknowledged \
+                     no write: {replicas}",
+                    MAJORITY_LIVENESS_WINDOW_NANOS / 1_000_000_000
+                ));
+                self.groups[group].healthy_majority_since = Some((self.now_nanos, acknowledged));
+            }
+        }
+    }
+
     fn describe_group(&self, group: usize) -> String {
         let now = MonotonicTime::from_nanos(self.now_nanos);
         self.nodes
@@ -1886,6 +1939,12 @@ impl Simulation {
                         ));
                     }
                 }
+                Output::Reply { reply_to, .. }
+                    if group == 0
+                        && self.options.broken == Some(Broken::GroupZeroRepliesLost)
+                        && self.requests.get(&reply_to).is_some_and(|pending| {
+                            matches!(pending.kind, RequestKind::Write { .. })
+                        }) => {}
                 Output::Reply { reply_to, response } => self.on_reply(reply_to, response),
             }
         }
@@ -2481,6 +2540,7 @@ mod tests {
                         .collect(),
                     digests: BTreeMap::new(),
                     acknowledged: 0,
+                    healthy_majority_since: None,
                 })
                 .collect();
             let faulty = faulty_disks(&mut rng, node_count, &groups);
@@ -2572,6 +2632,24 @@ mod tests {
                 "acceptor forgot"
             ),
             "the acceptor-memory check must catch a replica that lost acknowledged records"
+        );
+    }
+
+    /// A group that keeps a healthy majority and acknowledges nothing is caught while the
+    /// faults are still on, not only after the heal.
+    #[test]
+    fn a_healthy_majority_that_acknowledges_nothing_is_caught() {
+        let report = run(SimulationOptions {
+            broken: Some(Broken::GroupZeroRepliesLost),
+            ..options(1, 40)
+        });
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|violation| violation.starts_with("liveness: group 0 kept a healthy majority")),
+            "{:?}",
+            report.violations
         );
     }
 
