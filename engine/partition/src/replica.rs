@@ -1423,11 +1423,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// and stop every partition of the shard once the WAL fills). The second reason is rate
     /// limited: records not yet applied cannot be released by a checkpoint, only by commit.
     async fn checkpoint_if_due(&mut self, now: MonotonicTime) -> Result<(), PartitionError> {
-        if self.incoming_snapshot.is_some() {
-            return Ok(());
-        }
-        let due_by_slots =
-            self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots;
+        // While a snapshot comes in, only WAL pressure checkpoints (the current tree, which stays
+        // the newest complete generation until the install): the shard's WAL must never wait
+        // for a transfer.
+        let due_by_slots = self.incoming_snapshot.is_none()
+            && self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots;
         let due_by_wal = self.last_wal_pressure_checkpoint.is_none_or(|at| {
             now.as_nanos().saturating_sub(at.as_nanos()) >= WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS
         }) && self.pins_wal_segments_reused_soon();
@@ -1777,9 +1777,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
 
     /// An incoming transfer keeps this replica from checkpointing (`checkpoint_if_due`), and so
     /// keeps its records in the shard's WAL: one that stopped (its leader died or gave it up)
-    /// or that holds the segment the WAL must reuse next would stop every partition of the
-    /// shard once the ring is full (issue 14). Such a transfer is dropped; the leader starts a
-    /// new one after its retry interval.
+    /// would stop every partition of the shard once the ring is full (issue 14). Such a transfer
+    /// is dropped; the leader starts a new one after its retry interval. WAL pressure does not
+    /// drop a transfer: the pressure relief checkpoints the current tree meanwhile (dropping
+    /// transfers under pressure kept a follower on a busy shard from ever finishing one).
     async fn abandon_incoming_snapshot_if_stuck(
         &mut self,
         now: MonotonicTime,
@@ -1790,11 +1791,6 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if now.saturating_duration_since(incoming.progressed_at) >= SNAPSHOT_TRANSFER_STALL_MAX {
             return self
                 .abandon_incoming_snapshot("no chunk came for too long")
-                .await;
-        }
-        if self.wal.pins_next_segment(PartitionId(self.meta.partition)) {
-            return self
-                .abandon_incoming_snapshot("the WAL needs this replica to checkpoint")
                 .await;
         }
         Ok(())

@@ -182,7 +182,10 @@ impl Cluster {
             .arg(format!("--wal-segments={WAL_SEGMENTS}"))
             .arg(format!("--checkpoint-every-slots={CHECKPOINT_EVERY_SLOTS}"))
             .arg(format!("--election-timeout-ms={ELECTION_TIMEOUT_MS}"))
-            .env("SHOAL_LOG", "warn")
+            .env(
+                "SHOAL_LOG",
+                std::env::var("SHOAL_FAULT_NODE_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for peer in &self.nodes {
@@ -288,6 +291,22 @@ impl Drop for Cluster {
         let _ = self.router.kill();
         let _ = self.router.wait();
     }
+}
+
+/// Every node's replicas as they report them, for a failure message.
+fn describe_nodes(cluster: &Cluster) -> String {
+    let mut lines = Vec::new();
+    for node in &cluster.nodes {
+        let described = BlockingClient::connect(node.bus, Duration::from_secs(1))
+            .ok()
+            .and_then(|mut client| client.call(NodeRequest::Status).ok())
+            .map_or_else(
+                || "no answer".to_string(),
+                |response| format!("{response:?}"),
+            );
+        lines.push(format!("node {}: {described}", node.id));
+    }
+    lines.join("\n")
 }
 
 /// The (partition, role) of every replica on a node's shard 0, or None if it does not answer.
@@ -583,18 +602,17 @@ fn lost_writes(
 }
 
 /// Calls until a definite answer comes (the healed cluster may still be electing).
-fn call_until_definite(client: &Client, operation: Operation, body: &Json) -> Json {
+fn call_until_definite(client: &Client, operation: Operation, body: &Json) -> Result<Json, String> {
     let deadline = Instant::now() + FINAL_READ_DEADLINE;
     loop {
         match client.call(operation, body) {
-            Ok(response) => return response,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no answer to {operation:?} {body} after healing: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(200));
+            Ok(response) => return Ok(response),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "no answer to {operation:?} {body} in {FINAL_READ_DEADLINE:?}: {error}"
+                ));
             }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
 }
@@ -610,7 +628,8 @@ fn create_table(native: SocketAddr) {
             "AttributeDefinitions": [{"AttributeName": "k", "AttributeType": "S"}],
             "KeySchema": [{"AttributeName": "k", "KeyType": "HASH"}],
         }),
-    );
+    )
+    .expect("CreateTable answers");
 }
 
 /// Items written before the faults start, so that every partition's snapshot spans many
@@ -640,7 +659,8 @@ fn preload(native: SocketAddr) -> Vec<(String, u64)> {
                 &client,
                 Operation::BatchWriteItem,
                 &json!({"RequestItems": {TABLE: requests}}),
-            );
+            )
+            .expect("BatchWriteItem answers");
             requests = response["UnprocessedItems"][TABLE]
                 .as_array()
                 .cloned()
@@ -815,7 +835,8 @@ fn a_majority_keeps_serving_and_nothing_is_lost_under_process_faults() {
         let invoked = origin.elapsed().as_nanos() as u64;
         let request = RegisterRequest::Read;
         let (operation, body) = request.to_call(key);
-        let response = call_until_definite(&client, operation, &body);
+        let response = call_until_definite(&client, operation, &body)
+            .unwrap_or_else(|error| panic!("after healing: {error}\n{}", describe_nodes(&cluster)));
         let returned = origin.elapsed().as_nanos() as u64;
         let entry = history_entry(&request, &Answer::Success(response), invoked, returned)
             .expect("a successful read is history");
@@ -824,7 +845,8 @@ fn a_majority_keeps_serving_and_nothing_is_lost_under_process_faults() {
     let mut found = BTreeMap::new();
     for (key, _) in &recorded.inserts_acknowledged {
         let body = json!({"TableName": TABLE, "Key": {"k": {"S": key}}, "ConsistentRead": true});
-        let response = call_until_definite(&client, Operation::GetItem, &body);
+        let response = call_until_definite(&client, Operation::GetItem, &body)
+            .unwrap_or_else(|error| panic!("after healing: {error}\n{}", describe_nodes(&cluster)));
         found.insert(key.clone(), register_value(response.get("Item")));
     }
     let lost = lost_writes(&recorded.inserts_acknowledged, &found);
