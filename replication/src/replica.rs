@@ -143,6 +143,11 @@ pub enum StrongReadRefusal {
     LeaseNotHeld,
 }
 
+/// How many minimum election timeouts a leader may go without answers from a quorum before it
+/// steps down. More than one: answers wait for the followers' durable writes, and a new leader's
+/// first answers come only after phase 2 reaches them through lossy links.
+const QUORUM_SILENCE_ELECTION_TIMEOUTS: u32 = 3;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FollowerProgress {
     /// Every slot up to here is durably the leader's value on the follower.
@@ -150,6 +155,9 @@ struct FollowerProgress {
     /// The next slot to send.
     next_slot: Slot,
     acked_round: u64,
+    /// When an answer from this follower to our ballot last arrived (on our clock): the leader
+    /// steps down when fewer than a quorum answered within an election timeout (`tick`).
+    heard_at: Option<MonotonicTime>,
     snapshot_sent_at: Option<MonotonicTime>,
     /// When a `missing` reply last made us resend from the follower's match slot. Resending at
     /// most once per heartbeat interval keeps reordered batches (each answered `missing`) from
@@ -172,6 +180,9 @@ struct LeaderState {
     lease_until: Option<MonotonicTime>,
     strong_reads_not_before: MonotonicTime,
     heartbeat_deadline: MonotonicTime,
+    /// When this leadership began: the quorum check in `tick` waits an election timeout from
+    /// here before it may step down.
+    elected_at: MonotonicTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -426,7 +437,22 @@ impl Replica {
     /// that lapsed.
     pub fn tick(&mut self, now: MonotonicTime) -> Vec<Action> {
         match &self.role {
-            Role::Leader(leader) => {
+            Role::Leader(_) => {
+                if !self.hears_from_a_quorum(now) {
+                    // Cut off from a quorum (the rest may already follow a newer leader that
+                    // this one cannot hear): it can commit nothing, so it stops leading. Its
+                    // requests then get NotLeader at once instead of waiting until their
+                    // clients time out, and clients look for the leader elsewhere (the
+                    // simulator found clients held for good by such a leader). Stepping down
+                    // changes no ballot and no durable state, so it is always safe.
+                    self.leader_hint = None;
+                    self.set_role(Role::Follower);
+                    self.reset_election_deadline(now);
+                    return self.finish(now);
+                }
+                let Role::Leader(leader) = &self.role else {
+                    return self.finish(now);
+                };
                 if now >= leader.heartbeat_deadline {
                     self.start_heartbeat_round(now);
                 }
@@ -538,6 +564,7 @@ impl Replica {
                             match_slot: Slot::ZERO,
                             next_slot: self.commit_slot.next(),
                             acked_round: 0,
+                            heard_at: None,
                             snapshot_sent_at: None,
                             rewound_at: None,
                         },
@@ -951,6 +978,7 @@ impl Replica {
                         match_slot: Slot::ZERO,
                         next_slot: self.commit_slot.next(),
                         acked_round: 0,
+                        heard_at: None,
                         snapshot_sent_at: None,
                         rewound_at: None,
                     },
@@ -974,6 +1002,7 @@ impl Replica {
             lease_until: None,
             strong_reads_not_before,
             heartbeat_deadline: now,
+            elected_at: now,
         })));
         self.following = Some(ballot);
         self.leader_hint = Some(self.id);
@@ -1250,6 +1279,7 @@ impl Replica {
             "I5: follower {from:?} matches past our log end"
         );
         progress.acked_round = progress.acked_round.max(round);
+        progress.heard_at = Some(now);
         progress.match_slot = progress.match_slot.max(match_slot);
         let may_rewind = progress
             .rewound_at
@@ -1372,6 +1402,31 @@ impl Replica {
 
     /// Extends the lease to the send time of the newest heartbeat round that a quorum of every
     /// membership in play acknowledged, plus the lease duration, minus the drift bound (I7).
+    /// Whether a quorum of both the committed and the latest membership (this leader counting
+    /// itself) answered within the last `QUORUM_SILENCE_ELECTION_TIMEOUTS` election timeouts;
+    /// always true during the first such window of a leadership.
+    fn hears_from_a_quorum(&self, now: MonotonicTime) -> bool {
+        let Role::Leader(leader) = &self.role else {
+            return true;
+        };
+        let window = self
+            .options
+            .election_timeout_min
+            .saturating_mul(QUORUM_SILENCE_ELECTION_TIMEOUTS);
+        if now < leader.elected_at.saturating_add(window) {
+            return true;
+        }
+        let recent = |node: NodeId| {
+            node == self.id
+                || leader
+                    .progress
+                    .get(&node)
+                    .and_then(|progress| progress.heard_at)
+                    .is_some_and(|heard| now < heard.saturating_add(window))
+        };
+        self.committed_membership.is_quorum(recent) && self.latest_membership().is_quorum(recent)
+    }
+
     fn update_lease(&mut self) {
         let latest = self.latest_membership();
         let lease = self

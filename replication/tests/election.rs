@@ -445,3 +445,44 @@ fn a_candidate_behind_our_truncation_point_does_not_hold_our_election_back() {
     group.get(3).handle_message(later, n(2), viable);
     assert!(group.get(3).election_deadline() > deadline);
 }
+
+/// A leader that hears from no quorum for `QUORUM_SILENCE_ELECTION_TIMEOUTS` election
+/// timeouts (cut off, while the others may follow a newer leader it cannot hear) stops leading,
+/// so its clients get NotLeader at once instead of waiting for answers that never come (found
+/// by shoal-sim's liveness check under a minority of faults, seeds 229 and 302). It keeps its
+/// ballot: stepping down changes no durable state.
+#[test]
+fn a_leader_cut_off_from_a_quorum_steps_down() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let leader_ballot = group.get(1).leader_ballot().unwrap();
+    let elected_at = group.now;
+    // Heartbeats go out and nothing comes back.
+    let mut stepped_down_at = None;
+    for step in 1..=200 {
+        let now = elected_at.saturating_add(std::time::Duration::from_millis(10 * step));
+        let actions = group.get(1).tick(now);
+        if actions.contains(&Action::RoleChanged {
+            role: RoleKind::Follower,
+            ballot: leader_ballot,
+        }) {
+            stepped_down_at = Some(now);
+            break;
+        }
+    }
+    let stepped_down_at = stepped_down_at.expect("the cut-off leader stepped down");
+    let silent_for = stepped_down_at.saturating_duration_since(elected_at);
+    assert!(
+        silent_for >= common::ELECTION_MIN * 3,
+        "not before three election timeouts: {silent_for:?}"
+    );
+    assert_eq!(group.get(1).role(), RoleKind::Follower);
+    assert_eq!(group.get(1).promised(), leader_ballot, "the ballot stays");
+    assert!(
+        matches!(
+            group.get(1).propose(stepped_down_at, b"x".to_vec()),
+            Err(shoal_replication::ProposeError::NotLeader { leader_hint: None })
+        ),
+        "a proposal now gets NotLeader"
+    );
+}

@@ -1556,13 +1556,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     }
 
     fn start_outgoing_snapshot(&mut self, now: MonotonicTime, to: NodeId) {
-        if self
-            .outgoing_snapshot
-            .as_ref()
-            .is_some_and(|snapshot| snapshot.to == to)
-        {
-            // A transfer to this follower is running; the core asks again after its retry
-            // interval, and a transfer that failed restarts then.
+        if self.outgoing_snapshot.is_some() {
+            // A transfer is running, to this follower or another: the core asks again after its
+            // retry interval, and this one starts once that one finished or was abandoned.
+            // Replacing a running transfer to another follower made two followers that both
+            // needed a snapshot (back after a long outage) take turns for ever, each transfer
+            // cut off before its end, and the partition kept no quorum (issue 14).
             return;
         }
         let transfer_id = self.next_transfer_id;

@@ -1240,8 +1240,9 @@ impl Simulation {
                 let replicas = self.describe_group(group);
                 self.violation(format!(
                     "liveness: group {group} kept a healthy majority for {} s and acknowledged \
-                     no write: {replicas}",
-                    MAJORITY_LIVENESS_WINDOW_NANOS / 1_000_000_000
+                     no write (at {} ms): {replicas}",
+                    MAJORITY_LIVENESS_WINDOW_NANOS / 1_000_000_000,
+                    self.now_nanos / 1_000_000
                 ));
                 self.groups[group].healthy_majority_since = Some((self.now_nanos, acknowledged));
             }
@@ -1262,9 +1263,18 @@ impl Simulation {
                 match runtime.replicas.get(&group) {
                     Some(replica) => {
                         let status = replica.status(now);
+                        let faults = match (self.isolated.get(id), self.clogged) {
+                            (Some(true), _) => " (isolated one way)",
+                            (Some(false), _) => " (isolated)",
+                            (None, Some((clogged, _))) if clogged == *id => " (clogged)",
+                            _ => "",
+                        };
                         format!(
-                            "{id:?} {:?} commit {} applied {} unsynced {} commit_at {:?}",
+                            "{id:?}{faults} {:?} promised {:?} leader hint {:?} commit {} \
+                             applied {} unsynced {} commit_at {:?}",
                             status.role,
+                            replica.core().promised(),
+                            replica.core().leader_hint(),
                             status.commit_slot,
                             status.applied_slot,
                             runtime.unsynced.len(),
