@@ -86,6 +86,10 @@ pub const SNAPSHOT_CHUNK_ITEMS_MAX: usize = 256;
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// Snapshot chunks produced per tick, so one transfer cannot monopolise the shard.
 pub const SNAPSHOT_CHUNKS_PER_TICK_MAX: usize = 4;
+/// A transfer that handed no chunk to the transport for this long gives way to a transfer to
+/// another follower (its own follower is down or its link full); one that moves is never
+/// replaced.
+pub const SNAPSHOT_PREEMPT_STALL_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// A transfer whose follower took no chunk for this long is abandoned: the follower is down or
 /// cut off, and when it returns it needs a snapshot of the state then, not of the state when
 /// this one began. The core asks for a new transfer after its snapshot retry interval.
@@ -1556,13 +1560,24 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     }
 
     fn start_outgoing_snapshot(&mut self, now: MonotonicTime, to: NodeId) {
-        if self.outgoing_snapshot.is_some() {
-            // A transfer is running, to this follower or another: the core asks again after its
-            // retry interval, and this one starts once that one finished or was abandoned.
-            // Replacing a running transfer to another follower made two followers that both
-            // needed a snapshot (back after a long outage) take turns for ever, each transfer
-            // cut off before its end, and the partition kept no quorum (issue 14).
-            return;
+        if let Some(running) = &self.outgoing_snapshot {
+            // A transfer that is moving is never replaced: replacing it with one to another
+            // follower made two followers that both needed a snapshot (back after a long
+            // outage) take turns for ever, each transfer cut off before its end, and the
+            // partition kept no quorum (issue 14). The core asks again after its retry
+            // interval. A transfer that is not moving (its follower is down: no room) gives
+            // way, or a dead follower would keep a live one waiting.
+            let moving =
+                now.saturating_duration_since(running.progressed_at) < SNAPSHOT_PREEMPT_STALL_MIN;
+            if running.to == to || moving {
+                return;
+            }
+            tracing::info!(
+                partition = self.meta.partition,
+                from_follower = running.to.0,
+                to = to.0,
+                "replacing a snapshot transfer that does not move"
+            );
         }
         let transfer_id = self.next_transfer_id;
         self.next_transfer_id += 1;
