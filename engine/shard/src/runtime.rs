@@ -186,6 +186,8 @@ fn error_kind(response: &NodeResponse) -> Option<&'static str> {
             NodeError::Busy { .. } => "Busy",
             NodeError::Malformed { .. } => "Malformed",
             NodeError::Internal { .. } => "Internal",
+            NodeError::NotApplied { .. } => "NotApplied",
+            NodeError::OutcomeUnknown { .. } => "OutcomeUnknown",
         }),
         _ => None,
     }
