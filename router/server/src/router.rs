@@ -623,9 +623,17 @@ impl Router {
                     self.refresh_table(table, deadline).await?;
                 }
                 Err(error) => {
-                    // The partition may have done the work (a failed condition still reads the
-                    // item): keep the estimate charged.
-                    let charged = admission.as_ref().map_or(0, |a| a.charged.as_milli());
+                    // DynamoDB charges nothing for a request it refused. When a replica may
+                    // have done the work (a failed condition still reads the item; a write
+                    // whose outcome is unknown) the estimate stays charged; when none can have
+                    // (every attempt refused as not leader, busy or not applied, or never sent)
+                    // it is refunded.
+                    let charged = match &admission {
+                        Some(admission) if error.may_have_consumed() => {
+                            admission.charged.as_milli()
+                        }
+                        _ => 0,
+                    };
                     self.settle(table, admission, charged);
                     return Err(error.into_dynamo());
                 }
