@@ -75,9 +75,20 @@ pub const REPLICATION_RECORD_KIND: RecordKind = match RecordKind::new(2) {
 };
 
 /// The answer to a write refused by a condition evaluated against an overlay entry that was not
-/// applied as proposed, or not under the lease (invariant 5): the write itself proposed nothing.
-const CONDITION_ON_UNAPPLIED_WRITE: &str = "the condition was evaluated against a write that did \
-    not take effect as proposed, or leadership changed; this request was not applied, retry it";
+/// applied as proposed, or not under the lease (invariant 5): the write itself proposed nothing,
+/// so it is sent as `NotApplied`.
+pub const CONDITION_ON_UNAPPLIED_WRITE: &str = "the condition was evaluated against a write that \
+    did not take effect as proposed, or leadership changed; this request was not applied, retry it";
+
+/// The answer to a write whose log slot was applied with another leader's entry (invariant 3):
+/// `NotApplied`.
+pub const WRITE_LOST_ITS_SLOT: &str =
+    "the write lost its log slot to another leader's entry and was not applied";
+
+/// The answer to a write proposed but not applied when this replica stopped leading: another
+/// leader may still commit it, so it is sent as `OutcomeUnknown`.
+pub const LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT: &str =
+    "leadership changed while the write was in flight; it may or may not have been applied";
 
 /// Items per snapshot chunk: bounded so a chunk of 400 KB items stays far below the frame limit
 /// only when items are small; the byte bound below decides for large ones.
@@ -910,15 +921,17 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     }
 
     /// Leadership is gone: proposals not applied yet may or may not commit later under another
-    /// leader. Their clients get an error that says so; the overlay is dropped because it no
-    /// longer predicts the log.
+    /// leader (a new leader re-proposes what a quorum accepted). Their clients get an error
+    /// that says so; the overlay is dropped because it no longer predicts the log.
     fn abandon_proposals(&mut self) {
         self.overlay.clear();
+        // Invariant 5: these writes were refused by their conditions and proposed nothing, so
+        // withdrawing the refusal leaves them certainly not applied.
         for (_, answers) in std::mem::take(&mut self.deferred) {
             for (reply_to, _) in answers {
                 self.outputs.push(Output::Reply {
                     reply_to,
-                    response: NodeResponse::Error(NodeError::Internal {
+                    response: NodeResponse::Error(NodeError::NotApplied {
                         message: CONDITION_ON_UNAPPLIED_WRITE.to_string(),
                     }),
                 });
@@ -927,10 +940,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         for (_, waiter) in std::mem::take(&mut self.waiting) {
             self.outputs.push(Output::Reply {
                 reply_to: waiter.reply_to,
-                response: NodeResponse::Error(NodeError::Internal {
-                    message: "leadership changed while the write was in flight; it may or may \
-                              not have been applied"
-                        .to_string(),
+                response: NodeResponse::Error(NodeError::OutcomeUnknown {
+                    message: LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT.to_string(),
                 }),
             });
         }
@@ -973,13 +984,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 let taken_effect =
                     matches!(&entry.payload, Payload::Command(bytes) if *bytes == waiter.payload);
                 proposal_took_effect = taken_effect;
+                // Invariant 3: a proposal lives at its one slot (a new leader re-proposes an
+                // accepted entry at the slot it was accepted in), so another payload there
+                // means this write never takes effect.
                 let response = if taken_effect {
                     waiter.response
                 } else {
-                    NodeResponse::Error(NodeError::Internal {
-                        message: "the write lost its log slot to another leader's entry and was \
-                                  not applied"
-                            .to_string(),
+                    NodeResponse::Error(NodeError::NotApplied {
+                        message: WRITE_LOST_ITS_SLOT.to_string(),
                     })
                 };
                 self.outputs.push(Output::Reply {
@@ -992,10 +1004,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 // no other leader can have moved past it.
                 let stands = proposal_took_effect && self.core.can_serve_strong_read(now).is_ok();
                 for (reply_to, response) in answers {
+                    // The refused write proposed nothing (invariant 5): withdrawn, it is
+                    // certainly not applied.
                     let response = if stands {
                         response
                     } else {
-                        NodeResponse::Error(NodeError::Internal {
+                        NodeResponse::Error(NodeError::NotApplied {
                             message: CONDITION_ON_UNAPPLIED_WRITE.to_string(),
                         })
                     };

@@ -15,7 +15,8 @@ use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedDisk, SimulatedF
 use shoal_io::testing::run_on_test_executor;
 use shoal_model::key::{KeySchema, KeyType};
 use shoal_partition::replica::{
-    RecoveredRecords, SNAPSHOT_CHUNKS_PER_TICK_MAX, SNAPSHOT_TRANSFER_STALL_MAX,
+    CONDITION_ON_UNAPPLIED_WRITE, LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT, RecoveredRecords,
+    SNAPSHOT_CHUNKS_PER_TICK_MAX, SNAPSHOT_TRANSFER_STALL_MAX,
 };
 use shoal_partition::{
     Event, Output, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
@@ -958,10 +959,152 @@ fn a_condition_refused_against_an_unapplied_write_waits_for_that_write() {
                     "{put_answer:?}"
                 );
             }
-            // Leadership moved before the put was applied: the refusal is withdrawn.
-            Some(NodeResponse::Error(NodeError::Internal { .. })) => {}
+            // Leadership moved before the put was applied: the refusal is withdrawn, and the
+            // conditional put, which proposed nothing, is certainly not applied.
+            Some(NodeResponse::Error(NodeError::NotApplied { message })) => {
+                assert_eq!(message, CONDITION_ON_UNAPPLIED_WRITE);
+            }
             other => panic!("unexpected answer to the conditional put: {other:?}"),
         }
+    });
+}
+
+impl Cluster {
+    /// Feeds a request to `node` under a token of its own, without stepping.
+    async fn send(&mut self, node: NodeId, operation: ItemOperation, parameters: Json) -> u64 {
+        let reply_to = self.next_reply;
+        self.next_reply += 1;
+        self.feed(
+            node,
+            Event::Request {
+                reply_to,
+                epoch: 1,
+                operation,
+                parameters_json: parameters.to_string(),
+            },
+        )
+        .await;
+        reply_to
+    }
+
+    /// Steps until a replica other than `old` leads with a lease.
+    async fn await_new_leader(&mut self, old: NodeId) -> NodeId {
+        for _ in 0..STEPS_MAX {
+            if let Some(leader) = self.leader_with_lease().filter(|leader| *leader != old) {
+                return leader;
+            }
+            self.step().await;
+        }
+        panic!("no new leader after {STEPS_MAX} steps");
+    }
+
+    /// Steps until every one of `tokens` is answered; returns the answers in order.
+    async fn await_replies(&mut self, tokens: &[u64]) -> Vec<NodeResponse> {
+        for _ in 0..STEPS_MAX {
+            if tokens.iter().all(|token| self.replies.contains_key(token)) {
+                break;
+            }
+            self.step().await;
+        }
+        tokens
+            .iter()
+            .map(|token| {
+                self.replies
+                    .remove(token)
+                    .unwrap_or_else(|| panic!("request {token} unanswered"))
+            })
+            .collect()
+    }
+
+    /// The value `v` of item ("a", 1) by a strong read at the leader.
+    async fn strong_value(&mut self) -> Json {
+        let body = self
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("a", 1), "ConsistentRead": true}),
+            )
+            .await;
+        body["Item"]["v"].clone()
+    }
+}
+
+/// A leader cut off with a write that reached no other replica: when it steps down the write
+/// is answered `OutcomeUnknown` (the leader cannot know whether another leader will commit
+/// it), and a refusal by a condition that saw that write is withdrawn as `NotApplied` (the
+/// refused write proposed nothing). The new leader never saw the cut-off write, so it did not
+/// take effect; the conditional write, sent again, is evaluated afresh.
+#[test]
+fn a_write_stranded_by_a_leadership_change_is_unknown_and_a_withdrawn_refusal_not_applied() {
+    run_on_test_executor("cluster-stranded-write", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("a", 1, "one"))
+            .await;
+        let old = cluster.await_leader().await;
+        cluster.isolated.insert(old);
+        let stranded = cluster
+            .send(old, ItemOperation::PutItem, put("a", 1, "two"))
+            .await;
+        let mut conditional = put("a", 1, "three");
+        conditional["ConditionExpression"] = json!("v = :one");
+        conditional["ExpressionAttributeValues"] = json!({":one": {"S": "one"}});
+        // Evaluated against the stranded write in the overlay: false, and deferred.
+        let refused = cluster
+            .send(old, ItemOperation::PutItem, conditional.clone())
+            .await;
+        cluster.await_new_leader(old).await;
+        cluster.isolated.clear();
+        let answers = cluster.await_replies(&[stranded, refused]).await;
+        assert_eq!(
+            answers[0],
+            NodeResponse::Error(NodeError::OutcomeUnknown {
+                message: LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT.to_string()
+            })
+        );
+        assert_eq!(
+            answers[1],
+            NodeResponse::Error(NodeError::NotApplied {
+                message: CONDITION_ON_UNAPPLIED_WRITE.to_string()
+            })
+        );
+        // Neither write took effect; the conditional one, sent again, now succeeds.
+        assert_eq!(cluster.strong_value().await, json!({"S": "one"}));
+        cluster
+            .leader_request(ItemOperation::PutItem, conditional)
+            .await;
+        assert_eq!(cluster.strong_value().await, json!({"S": "three"}));
+    });
+}
+
+/// Why a write stranded by a leadership change cannot be called "not applied": here its Accepts
+/// reached both followers before its leader was cut off, so the new leader finds it accepted
+/// and commits it. The old leader, stepping down before it learns that, says it does not know
+/// (or, had it learned, success); it never says `NotApplied`.
+#[test]
+fn a_write_stranded_by_a_leadership_change_may_still_take_effect() {
+    run_on_test_executor("cluster-stranded-write-applied", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("a", 1, "one"))
+            .await;
+        let old = cluster.await_leader().await;
+        // The Accepts are queued before the leader is cut off, so they are delivered; the
+        // followers' answers are not.
+        let stranded = cluster
+            .send(old, ItemOperation::PutItem, put("a", 1, "two"))
+            .await;
+        cluster.isolated.insert(old);
+        cluster.await_new_leader(old).await;
+        cluster.isolated.clear();
+        let answer = cluster.await_replies(&[stranded]).await.remove(0);
+        assert!(
+            matches!(
+                answer,
+                NodeResponse::Error(NodeError::OutcomeUnknown { .. }) | NodeResponse::Item { .. }
+            ),
+            "{answer:?}"
+        );
+        assert_eq!(cluster.strong_value().await, json!({"S": "two"}));
     });
 }
 

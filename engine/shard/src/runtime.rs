@@ -129,9 +129,10 @@ pub struct RecoveryFailure {
     pub wal_records_released: bool,
 }
 
-/// The answer to a request that needs a partition this shard gave up.
+/// The answer to a request that needs a partition this shard gave up: refused before anything
+/// was done, so `NotApplied`.
 fn recovery_failed_answer(partition: u64) -> NodeResponse {
-    NodeResponse::Error(NodeError::Internal {
+    NodeResponse::Error(NodeError::NotApplied {
         message: format!(
             "partition {partition}: its replica on this shard refused to recover and is out of \
              service; its files are kept for inspection"
@@ -186,6 +187,8 @@ fn error_kind(response: &NodeResponse) -> Option<&'static str> {
             NodeError::Busy { .. } => "Busy",
             NodeError::Malformed { .. } => "Malformed",
             NodeError::Internal { .. } => "Internal",
+            NodeError::NotApplied { .. } => "NotApplied",
+            NodeError::OutcomeUnknown { .. } => "OutcomeUnknown",
         }),
         _ => None,
     }
@@ -817,15 +820,18 @@ impl<T: Transport + 'static> Shard<T> {
         };
         self.table.borrow_mut().remove(&partition);
         let (events, destroyed) = row;
+        // The replica is out of the shard table from here on, whatever happens to its files:
+        // the failures below leave the deletion done in part, an outcome the caller cannot
+        // know.
         if events.send(Event::Stop).await.is_err() {
-            return NodeResponse::Error(NodeError::Internal {
+            return NodeResponse::Error(NodeError::OutcomeUnknown {
                 message: format!("partition {partition}: its task is gone"),
             });
         }
         let started = Instant::now();
         while !destroyed.get() {
             if started.elapsed() > DELETE_TIMEOUT {
-                return NodeResponse::Error(NodeError::Internal {
+                return NodeResponse::Error(NodeError::OutcomeUnknown {
                     message: format!("partition {partition}: deletion still running"),
                 });
             }
@@ -886,7 +892,9 @@ impl<T: Transport + 'static> Shard<T> {
                 self.run_replica(replica);
                 NodeResponse::Created
             }
-            Err(error) => NodeResponse::Error(NodeError::Internal {
+            // Creation may have failed after writing the meta file or a tree file: what is left
+            // on disk is unknown.
+            Err(error) => NodeResponse::Error(NodeError::OutcomeUnknown {
                 message: format!("cannot create partition {partition}: {error}"),
             }),
         }

@@ -971,11 +971,12 @@ async fn run_connection_writer(
             let frame = match encode_frame(&BusMessage::Response(response)) {
                 Ok(frame) => frame,
                 Err(error) => {
-                    // The client still gets an answer instead of a timeout.
+                    // The client still gets an answer instead of a timeout. The request was
+                    // served (a write applied), but this answer cannot say how.
                     shared.count(|stats| stats.responses_oversize += 1);
                     let replacement = BusMessage::Response(ResponseFrame {
                         request_id,
-                        response: NodeResponse::Error(NodeError::Internal {
+                        response: NodeResponse::Error(NodeError::OutcomeUnknown {
                             message: format!("response not sent: {error}"),
                         }),
                     });

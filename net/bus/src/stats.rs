@@ -27,7 +27,7 @@ pub struct BusStats {
     pub snapshot_chunks_received: u64,
     pub requests_received: u64,
     pub responses_sent: u64,
-    /// Responses replaced by an `Internal` error because they exceeded the frame body limit.
+    /// Responses replaced by an `OutcomeUnknown` error because they exceeded the frame body limit.
     pub responses_oversize: u64,
     /// Outbound connections established, attempts that failed, and established connections
     /// that broke (every later successful connect is a reconnect).

@@ -271,8 +271,21 @@ pub enum NodeError {
     Busy { partition: u64 },
     /// The request frame or its parameters could not be decoded.
     Malformed { message: String },
-    /// The shard failed an I/O operation for this partition.
+    /// Written by nodes of earlier builds for any failure, whether or not the request could
+    /// have taken effect; nodes no longer send it. Readers treat it as `OutcomeUnknown`, the
+    /// reading that is safe for both.
     Internal { message: String },
+    /// The request was certainly not applied and never will be: it was refused before it was
+    /// proposed, or its proposal can no longer take effect (its log slot holds another entry;
+    /// a refusal by a condition that described a state that did not last). Sending it again,
+    /// to this replica or another, is safe. Added after version 1's other variants, so their
+    /// archived tags are unchanged (FORMAT.md, "Variants added at the end").
+    NotApplied { message: String },
+    /// The request may or may not have taken effect, now or later: a write that was proposed
+    /// and then lost its leader, a control request still running, an answer that could not be
+    /// sent. A write must not be sent again blindly (an `ADD` would apply twice). Added with
+    /// `NotApplied`.
+    OutcomeUnknown { message: String },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

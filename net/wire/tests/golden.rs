@@ -114,3 +114,72 @@ fn the_persist_record_encodes_to_the_golden_bytes_and_back() {
         persist_record()
     );
 }
+
+/// A shard's answer `Error(Internal { message: "io" })` to request 5: tag 3 = Response, the
+/// request id, tag 3 = Error, tag 6 = Internal, the two-byte string stored inline (0xff
+/// marks the unused inline bytes). Pinned before `NotApplied` and `OutcomeUnknown` were added
+/// after `Internal`, to show that adding variants at the end leaves every existing frame as
+/// it was.
+const INTERNAL_ERROR_FRAME: &str = "
+    53484c31 0100 0400 58000000 5e698a63 000000000000000000000000 d363297c
+    03000000000000000500000000000000030000000000000006000000696fffff
+    ffffffff00000000000000000000000000000000000000000000000000000000
+    000000000000000000000000000000000000000000000000";
+
+fn error_response(error: NodeError) -> BusMessage {
+    BusMessage::Response(ResponseFrame {
+        request_id: 5,
+        response: NodeResponse::Error(error),
+    })
+}
+
+#[test]
+fn an_error_answer_of_the_first_format_is_unchanged() {
+    let internal = error_response(NodeError::Internal {
+        message: "io".to_string(),
+    });
+    assert_eq!(
+        hex(&encode_frame(&internal).unwrap()),
+        hex(&unhex(INTERNAL_ERROR_FRAME))
+    );
+    assert_eq!(
+        decode_frame(&unhex(INTERNAL_ERROR_FRAME)).unwrap().0,
+        internal
+    );
+}
+
+/// The variants added at the end take the next tags (7 and 8) and the same frame size: the
+/// same bytes as `Internal` but for the tag.
+#[test]
+fn the_error_kinds_added_later_take_the_next_tags() {
+    let golden = unhex(INTERNAL_ERROR_FRAME);
+    let body_at = FRAME_HEADER_BYTES;
+    // Body offset of the NodeError tag: Response tag (8 with padding), request id (8),
+    // Error tag (8 with padding).
+    let error_tag_at = body_at + 24;
+    assert_eq!(golden[error_tag_at], 6);
+    for (error, tag) in [
+        (
+            NodeError::NotApplied {
+                message: "io".to_string(),
+            },
+            7u8,
+        ),
+        (
+            NodeError::OutcomeUnknown {
+                message: "io".to_string(),
+            },
+            8u8,
+        ),
+    ] {
+        let frame = encode_frame(&error_response(error.clone())).unwrap();
+        assert_eq!(frame.len(), golden.len(), "{error:?}");
+        assert_eq!(frame[error_tag_at], tag, "{error:?}");
+        assert_eq!(
+            frame[error_tag_at + 1..],
+            golden[error_tag_at + 1..],
+            "{error:?}"
+        );
+        assert_eq!(decode_frame(&frame).unwrap().0, error_response(error));
+    }
+}

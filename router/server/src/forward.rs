@@ -4,11 +4,20 @@
 //!   back off (an election is under way).
 //! - **StaleEpoch / WrongOwner**: the map is out of date; the caller refreshes it from metadata
 //!   and calls again ([`ForwardError::StaleRoute`]).
-//! - **Busy, connection failures, read failures**: back off exponentially with equal jitter
-//!   and try again, the next replica after a connection failure.
-//! - **A write whose outcome is unknown** (the replica answered `Internal`, or the request left
-//!   and no answer came) is never retried: a retry could apply it twice (an `ADD`, a condition
-//!   that its own first application falsified). It ends as [`ForwardError::OutcomeUnknown`].
+//! - **Busy, NotApplied**: back off exponentially with equal jitter and ask the same replica
+//!   again. `NotApplied` says the request certainly did not take effect and never will (it was
+//!   refused before it was proposed, or its proposal lost its log slot), so even a write is sent
+//!   again; a replica that lost its leadership meanwhile answers NotLeader with a hint.
+//! - **Connection failures, read failures**: back off and try the next replica.
+//! - **A write whose outcome is unknown** (the replica answered `OutcomeUnknown`, or `Internal`
+//!   from a node of an earlier build, or the request left and no answer came) is never
+//!   retried: a retry could apply it twice (an `ADD`, a condition that its own first
+//!   application falsified). It ends as [`ForwardError::OutcomeUnknown`], which the client sees
+//!   as DynamoDB's `InternalServerError` (a 500) saying the write may or may not have been
+//!   applied.
+//!
+//! [`after_error`] and [`after_call_failure`] are these rules as pure functions; the loop in
+//! [`Forwarder::forward`] only carries them out.
 //!
 //! Everything is bounded by the request's deadline and [`ATTEMPTS_MAX`]. A call that is already
 //! on the wire when the deadline passes still waits for its answer or [`CALL_TIMEOUT`], so a
@@ -59,26 +68,48 @@ pub struct Reply {
 pub enum ForwardError {
     /// The partition answered with a DynamoDB error (a failed condition, a validation error).
     Dynamo(DynamoError),
+    /// The partition refused the request before doing any of its work (it could not decode
+    /// it): the error to answer, with nothing consumed.
+    Refused(DynamoError),
     /// The map the request was routed with is out of date; refresh it and route again.
     StaleRoute { partition: u64 },
     /// A write may or may not have been applied; it must not be retried.
     OutcomeUnknown { message: String },
-    /// No answer within the deadline or the attempt cap.
-    Unavailable { message: String },
+    /// No answer within the deadline or the attempt cap. `replica_may_have_served` is false
+    /// when no replica can have done the request's work: every attempt was refused (not the
+    /// leader, busy, not applied) or never left this router.
+    Unavailable {
+        message: String,
+        replica_may_have_served: bool,
+    },
 }
 
 impl ForwardError {
+    /// Whether a replica may have done the request's work, so the capacity charged for it
+    /// stays charged. DynamoDB charges nothing for a request it refused; it does charge a
+    /// write refused by its condition, which read the item.
+    pub fn may_have_consumed(&self) -> bool {
+        match self {
+            ForwardError::Dynamo(_) | ForwardError::OutcomeUnknown { .. } => true,
+            ForwardError::Refused(_) | ForwardError::StaleRoute { .. } => false,
+            ForwardError::Unavailable {
+                replica_may_have_served,
+                ..
+            } => *replica_may_have_served,
+        }
+    }
+
     /// The error a client sees when the router gives up on this one.
     pub fn into_dynamo(self) -> DynamoError {
         match self {
-            ForwardError::Dynamo(error) => error,
+            ForwardError::Dynamo(error) | ForwardError::Refused(error) => error,
             ForwardError::StaleRoute { partition } => DynamoError::internal(format!(
                 "The partition map for partition {partition} kept changing; retry the request"
             )),
             ForwardError::OutcomeUnknown { message } => DynamoError::internal(format!(
                 "Internal server error (the write may or may not have been applied: {message})"
             )),
-            ForwardError::Unavailable { message } => {
+            ForwardError::Unavailable { message, .. } => {
                 DynamoError::internal(format!("Internal server error ({message})"))
             }
         }
@@ -104,6 +135,80 @@ impl Effect {
             | ItemOperation::Scan
             | ItemOperation::BatchGet => Effect::Read,
         }
+    }
+}
+
+/// What the forwarder does next after a replica's error answer or a failed call: the retry
+/// rules of the module docs, decided by [`after_error`] and [`after_call_failure`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Retry {
+    /// Ask the hinted leader when it is one of the partition's replicas, else the next
+    /// replica; pause once every replica has refused since the last pause (an election is
+    /// under way).
+    FollowLeader { hint: Option<NodeId> },
+    /// Pause, then ask the same replica again: it is busy, or it refused the request as not
+    /// applied.
+    SameReplica,
+    /// Pause, then ask the next replica: this one could not serve a read, or could not be
+    /// reached. `replica_may_have_served` says whether it may have done the work anyway.
+    NextReplica { replica_may_have_served: bool },
+    /// The partition map is out of date: the caller refreshes it and routes again.
+    RefreshRoute,
+    /// Give up with this error.
+    Stop(ForwardError),
+}
+
+/// The retry rule for a replica's error answer to a request of `effect`.
+pub fn after_error(error: NodeError, effect: Effect) -> Retry {
+    match error {
+        NodeError::NotLeader { leader_hint, .. } => Retry::FollowLeader { hint: leader_hint },
+        NodeError::StaleEpoch { .. } | NodeError::WrongOwner { .. } => Retry::RefreshRoute,
+        // Nothing was done, and the request can take effect only if sent again.
+        NodeError::Busy { .. } | NodeError::NotApplied { .. } => Retry::SameReplica,
+        NodeError::Dynamo {
+            type_name,
+            message,
+            item_json,
+        } => {
+            let item = item_json.and_then(|text| serde_json::from_str(&text).ok());
+            Retry::Stop(ForwardError::Dynamo(DynamoError {
+                type_name,
+                message,
+                item,
+            }))
+        }
+        // The router built the request; a node that cannot decode it will not decode it on a
+        // retry either.
+        NodeError::Malformed { message } => {
+            Retry::Stop(ForwardError::Refused(DynamoError::internal(format!(
+                "Internal server error (request refused as malformed: {message})"
+            ))))
+        }
+        // `Internal` comes from nodes of an earlier build, which sent it whether or not the
+        // request could have taken effect: read it as the kind that is safe for both.
+        NodeError::OutcomeUnknown { message } | NodeError::Internal { message } => match effect {
+            Effect::Write => Retry::Stop(ForwardError::OutcomeUnknown { message }),
+            // A read changes nothing: repeating it anywhere is safe.
+            Effect::Read => Retry::NextReplica {
+                replica_may_have_served: true,
+            },
+        },
+    }
+}
+
+/// The retry rule for a call to a replica that got no answer: `sent` says whether the request
+/// left this router.
+pub fn after_call_failure(sent: bool, effect: Effect, message: String) -> Retry {
+    match (sent, effect) {
+        // It left and no answer came: the replica may have applied it.
+        (true, Effect::Write) => Retry::Stop(ForwardError::OutcomeUnknown { message }),
+        (true, Effect::Read) => Retry::NextReplica {
+            replica_may_have_served: true,
+        },
+        // It never left: even a write can go elsewhere.
+        (false, _) => Retry::NextReplica {
+            replica_may_have_served: false,
+        },
     }
 }
 
@@ -280,121 +385,118 @@ impl Forwarder {
         let Some(mut target) = route.first_target() else {
             return Err(ForwardError::Unavailable {
                 message: format!("partition {} has no replicas", route.id),
+                replica_may_have_served: false,
             });
         };
         // Replicas asked since the last pause: once all said "not leader", wait.
         let mut refusals_since_pause = 0usize;
         let mut last_problem = String::from("no attempt made");
+        let mut replica_may_have_served = false;
         for _attempt in 0..ATTEMPTS_MAX {
             if Instant::now() >= deadline {
                 break;
             }
-            let Some(address) = self.shard_address(target, route.shard) else {
-                last_problem = format!("node {target} is not in the node directory");
-                target = route.next_replica(target).unwrap_or(target);
-                refusals_since_pause += 1;
-                if refusals_since_pause >= route.replicas.len() {
-                    refusals_since_pause = 0;
-                    self.pause(&mut backoff, deadline).await;
+            let retry = match self.shard_address(target, route.shard) {
+                None => {
+                    last_problem = format!("node {target} is not in the node directory");
+                    // Like a replica that refused: move on, and pause once all were tried.
+                    Retry::FollowLeader { hint: None }
                 }
-                continue;
-            };
-            let request = NodeRequest::Item {
-                partition: route.id,
-                epoch: route.epoch,
-                operation,
-                parameters_json: parameters_json.to_string(),
-            };
-            match self.call(address, request).await {
-                CallOutcome::Answer(NodeResponse::Item {
-                    body_json,
-                    read_units_milli,
-                    write_units_milli,
-                }) => {
-                    let body = serde_json::from_str(&body_json).map_err(|error| {
-                        ForwardError::Dynamo(DynamoError::internal(format!(
-                            "Internal server error (partition {} answered unparsable JSON: {error})",
-                            route.id
-                        )))
-                    })?;
-                    return Ok(Reply {
-                        body,
-                        read_units_milli,
-                        write_units_milli,
-                        leader: target,
-                    });
-                }
-                CallOutcome::Answer(NodeResponse::Error(error)) => match error {
-                    NodeError::NotLeader { leader_hint, .. } => {
-                        last_problem = format!("node {target} is not the leader");
-                        let hinted = leader_hint
-                            .filter(|hint| *hint != target && route.replicas.contains(hint));
-                        refusals_since_pause += 1;
-                        if refusals_since_pause >= route.replicas.len() {
-                            refusals_since_pause = 0;
-                            self.pause(&mut backoff, deadline).await;
+                Some(address) => {
+                    let request = NodeRequest::Item {
+                        partition: route.id,
+                        epoch: route.epoch,
+                        operation,
+                        parameters_json: parameters_json.to_string(),
+                    };
+                    match self.call(address, request).await {
+                        CallOutcome::Answer(NodeResponse::Item {
+                            body_json,
+                            read_units_milli,
+                            write_units_milli,
+                        }) => {
+                            let body = serde_json::from_str(&body_json).map_err(|error| {
+                                ForwardError::Dynamo(DynamoError::internal(format!(
+                                    "Internal server error (partition {} answered unparsable JSON: {error})",
+                                    route.id
+                                )))
+                            })?;
+                            return Ok(Reply {
+                                body,
+                                read_units_milli,
+                                write_units_milli,
+                                leader: target,
+                            });
                         }
-                        target = hinted
-                            .or_else(|| route.next_replica(target))
-                            .unwrap_or(target);
+                        CallOutcome::Answer(NodeResponse::Error(error)) => {
+                            last_problem = problem_of(&error, route.id, target);
+                            after_error(error, effect)
+                        }
+                        CallOutcome::Answer(other) => {
+                            return Err(ForwardError::Dynamo(DynamoError::internal(format!(
+                                "Internal server error (unexpected answer to an item request: {other:?})"
+                            ))));
+                        }
+                        CallOutcome::Lost(error) => {
+                            last_problem = format!("node {target}: {error}");
+                            after_call_failure(true, effect, error.to_string())
+                        }
+                        CallOutcome::NotSent(error) => {
+                            last_problem = format!("node {target}: {error}");
+                            after_call_failure(false, effect, error.to_string())
+                        }
                     }
-                    NodeError::StaleEpoch { .. } | NodeError::WrongOwner { .. } => {
-                        return Err(ForwardError::StaleRoute {
-                            partition: route.id,
-                        });
-                    }
-                    NodeError::Busy { .. } => {
-                        last_problem = format!("partition {} is busy", route.id);
+                }
+            };
+            match retry {
+                Retry::FollowLeader { hint } => {
+                    let hinted =
+                        hint.filter(|hint| *hint != target && route.replicas.contains(hint));
+                    refusals_since_pause += 1;
+                    if refusals_since_pause >= route.replicas.len() {
+                        refusals_since_pause = 0;
                         self.pause(&mut backoff, deadline).await;
                     }
-                    NodeError::Dynamo {
-                        type_name,
-                        message,
-                        item_json,
-                    } => {
-                        let item = item_json.and_then(|text| serde_json::from_str(&text).ok());
-                        return Err(ForwardError::Dynamo(DynamoError {
-                            type_name,
-                            message,
-                            item,
-                        }));
-                    }
-                    NodeError::Malformed { message } => {
-                        // The router built the request; a node that cannot decode it will not
-                        // decode it on a retry either.
-                        return Err(ForwardError::Dynamo(DynamoError::internal(format!(
-                            "Internal server error (request refused as malformed: {message})"
-                        ))));
-                    }
-                    NodeError::Internal { message } => {
-                        if effect == Effect::Write {
-                            return Err(ForwardError::OutcomeUnknown { message });
-                        }
-                        last_problem = message;
-                        target = route.next_replica(target).unwrap_or(target);
-                        self.pause(&mut backoff, deadline).await;
-                    }
-                },
-                CallOutcome::Answer(other) => {
-                    return Err(ForwardError::Dynamo(DynamoError::internal(format!(
-                        "Internal server error (unexpected answer to an item request: {other:?})"
-                    ))));
+                    target = hinted
+                        .or_else(|| route.next_replica(target))
+                        .unwrap_or(target);
                 }
-                CallOutcome::Lost(error) if effect == Effect::Write => {
-                    return Err(ForwardError::OutcomeUnknown {
-                        message: error.to_string(),
-                    });
-                }
-                CallOutcome::Lost(error) | CallOutcome::NotSent(error) => {
-                    last_problem = format!("node {target}: {error}");
+                Retry::SameReplica => self.pause(&mut backoff, deadline).await,
+                Retry::NextReplica {
+                    replica_may_have_served: served,
+                } => {
+                    replica_may_have_served |= served;
                     target = route.next_replica(target).unwrap_or(target);
                     self.pause(&mut backoff, deadline).await;
                 }
+                Retry::RefreshRoute => {
+                    return Err(ForwardError::StaleRoute {
+                        partition: route.id,
+                    });
+                }
+                Retry::Stop(error) => return Err(error),
             }
         }
         Err(ForwardError::Unavailable {
             message: format!("partition {}: {last_problem}", route.id),
+            replica_may_have_served,
         })
+    }
+}
+
+/// What went wrong with one attempt, for the message of a request that runs out of attempts.
+fn problem_of(error: &NodeError, partition: u64, node: NodeId) -> String {
+    match error {
+        NodeError::NotLeader { .. } => format!("node {node} is not the leader"),
+        NodeError::Busy { .. } => format!("partition {partition} is busy"),
+        NodeError::NotApplied { message }
+        | NodeError::OutcomeUnknown { message }
+        | NodeError::Internal { message }
+        | NodeError::Malformed { message } => message.clone(),
+        NodeError::StaleEpoch { .. } | NodeError::WrongOwner { .. } => {
+            format!("node {node} routes partition {partition} with another map")
+        }
+        NodeError::Dynamo { type_name, .. } => format!("node {node} answered {type_name}"),
     }
 }
 
@@ -426,6 +528,145 @@ mod tests {
         assert_eq!(Effect::of(ItemOperation::BatchGet), Effect::Read);
     }
 
+    /// Every kind of error a replica answers, each with the rule that follows it, for a read
+    /// and for a write.
+    #[test]
+    fn each_error_kind_has_its_retry_rule() {
+        let message = || "m".to_string();
+        let cases: Vec<(NodeError, Retry, Retry)> = vec![
+            (
+                NodeError::NotLeader {
+                    partition: 1,
+                    leader_hint: Some(3),
+                },
+                Retry::FollowLeader { hint: Some(3) },
+                Retry::FollowLeader { hint: Some(3) },
+            ),
+            (
+                NodeError::StaleEpoch {
+                    partition: 1,
+                    current_epoch: 2,
+                },
+                Retry::RefreshRoute,
+                Retry::RefreshRoute,
+            ),
+            (
+                NodeError::WrongOwner { partition: 1 },
+                Retry::RefreshRoute,
+                Retry::RefreshRoute,
+            ),
+            (
+                NodeError::Busy { partition: 1 },
+                Retry::SameReplica,
+                Retry::SameReplica,
+            ),
+            // Certainly not applied: a write is sent again too.
+            (
+                NodeError::NotApplied { message: message() },
+                Retry::SameReplica,
+                Retry::SameReplica,
+            ),
+            // Perhaps applied: a read goes elsewhere, a write stops.
+            (
+                NodeError::OutcomeUnknown { message: message() },
+                Retry::NextReplica {
+                    replica_may_have_served: true,
+                },
+                Retry::Stop(ForwardError::OutcomeUnknown { message: message() }),
+            ),
+            // An earlier build's `Internal` is read as an unknown outcome.
+            (
+                NodeError::Internal { message: message() },
+                Retry::NextReplica {
+                    replica_may_have_served: true,
+                },
+                Retry::Stop(ForwardError::OutcomeUnknown { message: message() }),
+            ),
+            (
+                NodeError::Malformed { message: message() },
+                Retry::Stop(ForwardError::Refused(DynamoError::internal(
+                    "Internal server error (request refused as malformed: m)",
+                ))),
+                Retry::Stop(ForwardError::Refused(DynamoError::internal(
+                    "Internal server error (request refused as malformed: m)",
+                ))),
+            ),
+            (
+                NodeError::Dynamo {
+                    type_name: "ConditionalCheckFailedException".to_string(),
+                    message: message(),
+                    item_json: Some(r#"{"pk":{"S":"a"}}"#.to_string()),
+                },
+                Retry::Stop(ForwardError::Dynamo(DynamoError {
+                    type_name: "ConditionalCheckFailedException".to_string(),
+                    message: message(),
+                    item: Some(serde_json::json!({"pk": {"S": "a"}})),
+                })),
+                Retry::Stop(ForwardError::Dynamo(DynamoError {
+                    type_name: "ConditionalCheckFailedException".to_string(),
+                    message: message(),
+                    item: Some(serde_json::json!({"pk": {"S": "a"}})),
+                })),
+            ),
+        ];
+        for (error, read, write) in cases {
+            assert_eq!(
+                after_error(error.clone(), Effect::Read),
+                read,
+                "read, {error:?}"
+            );
+            assert_eq!(
+                after_error(error.clone(), Effect::Write),
+                write,
+                "write, {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_without_an_answer_stops_only_a_write_that_left() {
+        let message = || "timed out".to_string();
+        assert_eq!(
+            after_call_failure(true, Effect::Write, message()),
+            Retry::Stop(ForwardError::OutcomeUnknown { message: message() })
+        );
+        assert_eq!(
+            after_call_failure(true, Effect::Read, message()),
+            Retry::NextReplica {
+                replica_may_have_served: true
+            }
+        );
+        for effect in [Effect::Read, Effect::Write] {
+            assert_eq!(
+                after_call_failure(false, effect, message()),
+                Retry::NextReplica {
+                    replica_may_have_served: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn only_errors_after_a_replica_may_have_served_keep_their_charge() {
+        let conditional = DynamoError::new("ConditionalCheckFailedException", "failed");
+        assert!(ForwardError::Dynamo(conditional.clone()).may_have_consumed());
+        assert!(
+            ForwardError::OutcomeUnknown {
+                message: "m".to_string()
+            }
+            .may_have_consumed()
+        );
+        assert!(!ForwardError::Refused(conditional).may_have_consumed());
+        assert!(!ForwardError::StaleRoute { partition: 1 }.may_have_consumed());
+        for served in [false, true] {
+            let unavailable = ForwardError::Unavailable {
+                message: "m".to_string(),
+                replica_may_have_served: served,
+            };
+            assert_eq!(unavailable.may_have_consumed(), served);
+        }
+    }
+
     #[test]
     fn give_up_errors_are_internal_server_errors() {
         let error = ForwardError::OutcomeUnknown {
@@ -433,6 +674,10 @@ mod tests {
         }
         .into_dynamo();
         assert_eq!(error.type_name, "InternalServerError");
+        assert_eq!(
+            error.message,
+            "Internal server error (the write may or may not have been applied: disk)"
+        );
         let conditional = DynamoError::new(
             "ConditionalCheckFailedException",
             "The conditional request failed",

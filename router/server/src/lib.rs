@@ -1,10 +1,12 @@
 //! The router's core (README.md next to this crate's Cargo.toml): where a table's partitions
 //! go (`placement`), how a key finds its partition and shard (`partition_map`), the cluster's
 //! metadata kept in partition 0 (`metadata`), forwarding to partition leaders with the retry
-//! rules (`forward`), request checks (`validate`), and the DynamoDB operations the front end
-//! calls (`router::Router`, one per router core).
+//! rules (`forward`), request checks (`validate`), batches' calls to their partitions run
+//! concurrently (`fan_out`), and the DynamoDB operations the front end calls
+//! (`router::Router`, one per router core).
 
 pub mod error;
+pub mod fan_out;
 pub mod forward;
 pub mod metadata;
 pub mod partition_map;

@@ -830,6 +830,8 @@ impl MetadataStore {
         }
         Err(ForwardError::Unavailable {
             message: format!("metadata scan longer than {METADATA_SCAN_PAGES_MAX} pages"),
+            // Every page was served.
+            replica_may_have_served: true,
         })
     }
 
@@ -877,6 +879,8 @@ impl MetadataStore {
         }
         Err(ForwardError::Unavailable {
             message: format!("metadata scan longer than {METADATA_SCAN_PAGES_MAX} pages"),
+            // Every page was served.
+            replica_may_have_served: true,
         })
     }
 }

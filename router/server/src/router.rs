@@ -23,6 +23,7 @@ use shoal_model::key::{KeySchema, partition_hash};
 use shoal_wire::messages::{ItemOperation, MembershipWire, NodeRequest, NodeResponse};
 
 use crate::error::{DynamoError, LIMIT_EXCEEDED, RESOURCE_IN_USE};
+use crate::fan_out::join_bounded;
 use crate::forward::{CallFailure, ForwardError, Forwarder, REQUEST_DEADLINE, Reply};
 use crate::metadata::{
     Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
@@ -63,6 +64,11 @@ pub const PENDING_REPLICAS_INTERVAL: Duration = Duration::from_secs(5);
 /// BatchGetItem keys and BatchWriteItem requests per call (DynamoDB's limits).
 pub const BATCH_GET_KEYS_MAX: usize = 100;
 pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
+/// A batch's calls to its partitions in flight at once. A BatchWriteItem's 25 requests reach
+/// 16 partitions at most in one round, the 4 of a default table at once; the bound keeps one
+/// BatchGetItem of 100 keys from putting 100 calls on the nodes and the router's connections
+/// at the same moment, and its latency from growing past a few round trips.
+pub const BATCH_PARTITIONS_IN_FLIGHT_MAX: usize = 16;
 /// Tables cached per router core at most; the least recently loaded is dropped past it.
 pub const CACHED_TABLES_MAX: usize = 10_000;
 /// The attribute of a Scan's LastEvaluatedKey that marks a partition boundary: the scan goes
@@ -83,6 +89,11 @@ const _: () = assert!(REPLICAS_ALL_WAIT.as_millis() <= REPLICAS_MAJORITY_WAIT.as
 const _: () = assert!(REPLICAS_MAJORITY_WAIT.as_millis() * 2 <= CONTROL_DEADLINE.as_millis());
 const _: () = assert!(REPLICA_CREATE_RETRY_INTERVAL.as_millis() < REPLICAS_ALL_WAIT.as_millis());
 const _: () = assert!(LIST_TAGS_PAGE_TAGS_MAX >= validate::TAGS_PER_RESOURCE_MAX);
+// One batch never fills a connection's pipeline to a shard, which other requests share.
+const _: () = assert!(
+    BATCH_PARTITIONS_IN_FLIGHT_MAX >= 1
+        && BATCH_PARTITIONS_IN_FLIGHT_MAX < shoal_bus::limits::CLIENT_REQUESTS_IN_FLIGHT_MAX
+);
 
 /// The router's settings. `nodes` must include the metadata nodes: the metadata group lives on
 /// the lowest node ids of the bootstrap node list, up to three.
@@ -623,9 +634,17 @@ impl Router {
                     self.refresh_table(table, deadline).await?;
                 }
                 Err(error) => {
-                    // The partition may have done the work (a failed condition still reads the
-                    // item): keep the estimate charged.
-                    let charged = admission.as_ref().map_or(0, |a| a.charged.as_milli());
+                    // DynamoDB charges nothing for a request it refused. When a replica may
+                    // have done the work (a failed condition still reads the item; a write
+                    // whose outcome is unknown) the estimate stays charged; when none can have
+                    // (every attempt refused as not leader, busy or not applied, or never sent)
+                    // it is refunded.
+                    let charged = match &admission {
+                        Some(admission) if error.may_have_consumed() => {
+                            admission.charged.as_milli()
+                        }
+                        _ => 0,
+                    };
                     self.settle(table, admission, charged);
                     return Err(error.into_dynamo());
                 }
@@ -1585,8 +1604,9 @@ impl Router {
         Ok(response)
     }
 
-    /// BatchGetItem: keys grouped per partition, one BatchGet per group; the keys of a group
-    /// that could not be read come back in UnprocessedKeys.
+    /// BatchGetItem: keys grouped per partition, one BatchGet per group, the groups sent
+    /// concurrently ([`BATCH_PARTITIONS_IN_FLIGHT_MAX`] at a time); the keys of a group that
+    /// could not be read come back in UnprocessedKeys.
     pub async fn batch_get_item(&self, body: Json) -> Result<Json, DynamoError> {
         let report = capacity_report(&body)?;
         let request_items = body
@@ -1608,11 +1628,10 @@ impl Router {
             ));
         }
         let deadline = self.deadline();
-        let mut responses = Map::new();
-        let mut unprocessed = Map::new();
-        let mut capacity = Vec::new();
-        let mut processed_any = false;
-        let mut throttled: Option<DynamoError> = None;
+        // Every table and key is checked before anything is read, as DynamoDB checks the whole
+        // request first.
+        let mut tables: Vec<(&String, &Json)> = Vec::with_capacity(request_items.len());
+        let mut groups = Vec::new();
         for (name, table_request) in request_items {
             validate::check_table_name(name)?;
             let keys = table_request
@@ -1625,27 +1644,38 @@ impl Router {
                     ))
                 })?;
             let (key_schema, map) = self.table(name, deadline).await?;
-            let mut groups: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
+            let mut by_partition: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
             for key in keys {
                 let hash = key_hash(&key_schema, key, false)?;
-                groups
+                by_partition
                     .entry(map.index_of(hash))
                     .or_insert_with(|| (hash, Vec::new()))
                     .1
                     .push(key.clone());
             }
-            let mut table_items = Vec::new();
-            let mut table_unprocessed = Vec::new();
-            let mut table_milli = 0u64;
-            let consistency = consistency(table_request);
-            for (_, (hash, group)) in groups {
+            groups.extend(
+                by_partition
+                    .into_values()
+                    .map(|(hash, members)| BatchGroup {
+                        table: tables.len(),
+                        hash,
+                        members,
+                    }),
+            );
+            tables.push((name, table_request));
+        }
+        let calls: Vec<_> = groups
+            .iter()
+            .map(|group| {
+                let (name, table_request) = tables[group.table];
                 let mut parameters = table_request.as_object().cloned().unwrap_or_default();
-                parameters.insert("Keys".to_string(), Json::Array(group.clone()));
-                let estimate = read_units(1, consistency);
-                let units = u64::try_from(group.len()).unwrap_or(u64::MAX);
-                let estimate = CapacityUnits::from_milli(estimate.as_milli().saturating_mul(units));
-                match self
-                    .route(
+                parameters.insert("Keys".to_string(), Json::Array(group.members.clone()));
+                let per_key = read_units(1, consistency(table_request));
+                let keys = u64::try_from(group.members.len()).unwrap_or(u64::MAX);
+                let estimate = CapacityUnits::from_milli(per_key.as_milli().saturating_mul(keys));
+                let hash = group.hash;
+                async move {
+                    self.route(
                         name,
                         hash,
                         ItemOperation::BatchGet,
@@ -1654,35 +1684,24 @@ impl Router {
                         deadline,
                     )
                     .await
-                {
-                    Ok(reply) => {
-                        processed_any = true;
-                        table_milli = table_milli.saturating_add(reply.read_units_milli);
-                        if let Some(found) = reply.body.get("Responses").and_then(Json::as_array) {
-                            table_items.extend(found.iter().cloned());
-                        }
-                    }
-                    Err(error) if is_retryable_for_batch(&error) => {
-                        if is_throttle(&error) {
-                            throttled = Some(error);
-                        }
-                        table_unprocessed.extend(group);
-                    }
-                    Err(error) => return Err(error),
                 }
-            }
-            responses.insert(name.clone(), Json::Array(table_items));
-            if !table_unprocessed.is_empty() {
+            })
+            .collect();
+        let results = join_bounded(calls, BATCH_PARTITIONS_IN_FLIGHT_MAX).await;
+        let outcomes = settle_batch(tables.len(), groups, results, Operation::Read)?;
+        let mut responses = Map::new();
+        let mut unprocessed = Map::new();
+        let mut capacity = Vec::new();
+        for ((name, table_request), outcome) in tables.into_iter().zip(outcomes) {
+            responses.insert(name.clone(), Json::Array(outcome.items));
+            if !outcome.unprocessed.is_empty() {
                 let mut request = table_request.as_object().cloned().unwrap_or_default();
-                request.insert("Keys".to_string(), Json::Array(table_unprocessed));
+                request.insert("Keys".to_string(), Json::Array(outcome.unprocessed));
                 unprocessed.insert(name.clone(), Json::Object(request));
             }
             if report != CapacityReport::None {
-                capacity.push(consumed_capacity_json(name, table_milli, report));
+                capacity.push(consumed_capacity_json(name, outcome.units_milli, report));
             }
-        }
-        if !processed_any && let Some(error) = throttled {
-            return Err(error);
         }
         let mut response = json!({ "Responses": responses, "UnprocessedKeys": unprocessed });
         if report != CapacityReport::None {
@@ -1691,9 +1710,10 @@ impl Router {
         Ok(response)
     }
 
-    /// BatchWriteItem: requests grouped per partition, one BatchWrite per group; a group that
-    /// failed, or whose outcome is unknown, comes back in UnprocessedItems (puts and deletes
-    /// without conditions are safe to apply twice).
+    /// BatchWriteItem: requests grouped per partition, one BatchWrite per group, the groups
+    /// sent concurrently ([`BATCH_PARTITIONS_IN_FLIGHT_MAX`] at a time); a group that failed,
+    /// or whose outcome is unknown, comes back in UnprocessedItems (puts and deletes without
+    /// conditions are safe to apply twice).
     pub async fn batch_write_item(&self, body: Json) -> Result<Json, DynamoError> {
         let report = capacity_report(&body)?;
         let request_items = body
@@ -1710,14 +1730,11 @@ impl Router {
             )));
         }
         let deadline = self.deadline();
-        let mut unprocessed = Map::new();
-        let mut capacity = Vec::new();
-        let mut processed_any = false;
-        let mut throttled: Option<DynamoError> = None;
         // Every request of every table is checked before anything is written: DynamoDB
         // refuses an invalid batch as a whole, and a group written before a later group failed
         // its checks could not be taken back.
-        let mut tables = Vec::with_capacity(request_items.len());
+        let mut tables: Vec<&String> = Vec::with_capacity(request_items.len());
+        let mut groups = Vec::new();
         for (name, requests) in request_items {
             validate::check_table_name(name)?;
             let requests = requests.as_array().filter(|r| !r.is_empty()).ok_or_else(|| {
@@ -1726,7 +1743,7 @@ impl Router {
                 ))
             })?;
             let (key_schema, map) = self.table(name, deadline).await?;
-            let mut groups: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
+            let mut by_partition: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
             for request in requests {
                 let (key, is_item) = match (request.get("PutRequest"), request.get("DeleteRequest"))
                 {
@@ -1750,22 +1767,32 @@ impl Router {
                 } else {
                     key_schema.validate_key(&attributes)?;
                 }
-                groups
+                by_partition
                     .entry(map.index_of(hash))
                     .or_insert_with(|| (hash, Vec::new()))
                     .1
                     .push(request.clone());
             }
-            tables.push((name, groups));
+            groups.extend(
+                by_partition
+                    .into_values()
+                    .map(|(hash, members)| BatchGroup {
+                        table: tables.len(),
+                        hash,
+                        members,
+                    }),
+            );
+            tables.push(name);
         }
-        for (name, groups) in tables {
-            let mut table_unprocessed = Vec::new();
-            let mut table_milli = 0u64;
-            for (_, (hash, group)) in groups {
-                let parameters = Json::Array(group.clone());
+        let calls: Vec<_> = groups
+            .iter()
+            .map(|group| {
+                let name = tables[group.table];
+                let parameters = Json::Array(group.members.clone());
                 let bytes = u64::try_from(parameters.to_string().len()).unwrap_or(u64::MAX);
-                match self
-                    .route(
+                let hash = group.hash;
+                async move {
+                    self.route(
                         name,
                         hash,
                         ItemOperation::BatchWrite,
@@ -1774,29 +1801,20 @@ impl Router {
                         deadline,
                     )
                     .await
-                {
-                    Ok(reply) => {
-                        processed_any = true;
-                        table_milli = table_milli.saturating_add(reply.write_units_milli);
-                    }
-                    Err(error) if is_retryable_for_batch(&error) => {
-                        if is_throttle(&error) {
-                            throttled = Some(error);
-                        }
-                        table_unprocessed.extend(group);
-                    }
-                    Err(error) => return Err(error),
                 }
-            }
-            if !table_unprocessed.is_empty() {
-                unprocessed.insert(name.clone(), Json::Array(table_unprocessed));
+            })
+            .collect();
+        let results = join_bounded(calls, BATCH_PARTITIONS_IN_FLIGHT_MAX).await;
+        let outcomes = settle_batch(tables.len(), groups, results, Operation::Write)?;
+        let mut unprocessed = Map::new();
+        let mut capacity = Vec::new();
+        for (name, outcome) in tables.into_iter().zip(outcomes) {
+            if !outcome.unprocessed.is_empty() {
+                unprocessed.insert(name.clone(), Json::Array(outcome.unprocessed));
             }
             if report != CapacityReport::None {
-                capacity.push(consumed_capacity_json(name, table_milli, report));
+                capacity.push(consumed_capacity_json(name, outcome.units_milli, report));
             }
-        }
-        if !processed_any && let Some(error) = throttled {
-            return Err(error);
         }
         let mut response = json!({ "UnprocessedItems": unprocessed });
         if report != CapacityReport::None {
@@ -1804,6 +1822,73 @@ impl Router {
         }
         Ok(response)
     }
+}
+
+/// One partition's share of a batch: its table (the index in the batch's table order), a hash
+/// that routes to the partition, and the keys or write requests for it, in request order.
+#[derive(Clone, Debug, PartialEq)]
+struct BatchGroup {
+    table: usize,
+    hash: u64,
+    members: Vec<Json>,
+}
+
+/// What one table of a batch came to.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct TableOutcome {
+    /// The items its partitions returned (BatchGetItem), group after group.
+    items: Vec<Json>,
+    /// The keys or requests of its groups that failed for capacity or availability.
+    unprocessed: Vec<Json>,
+    /// The capacity its served groups consumed, in thousandths of a unit.
+    units_milli: u64,
+}
+
+/// Folds the answers of a batch's groups (in the order of `groups`, which the answers follow)
+/// into one outcome per table, by DynamoDB's rules, and with the answer a walk of the groups one
+/// after another gave before they were sent concurrently: a group refused for capacity or
+/// availability goes back as unprocessed; any other error fails the whole call, the first such
+/// error in group order (the groups after it were sent too, where the walk stopped: the request
+/// checks run before anything is sent, so such an error is rare, and a batch is not atomic
+/// either way); and when no group was served and some were throttled, the call fails with the
+/// last throttling error, as DynamoDB answers a batch of which nothing could be processed for
+/// lack of throughput with ProvisionedThroughputExceededException.
+fn settle_batch(
+    table_count: usize,
+    groups: Vec<BatchGroup>,
+    results: Vec<Result<Reply, DynamoError>>,
+    operation: Operation,
+) -> Result<Vec<TableOutcome>, DynamoError> {
+    let mut outcomes = vec![TableOutcome::default(); table_count];
+    let mut processed_any = false;
+    let mut throttled: Option<DynamoError> = None;
+    for (group, result) in groups.into_iter().zip(results) {
+        let Some(outcome) = outcomes.get_mut(group.table) else {
+            continue;
+        };
+        match result {
+            Ok(reply) => {
+                processed_any = true;
+                outcome.units_milli = outcome
+                    .units_milli
+                    .saturating_add(units_of(&reply, operation));
+                if let Some(found) = reply.body.get("Responses").and_then(Json::as_array) {
+                    outcome.items.extend(found.iter().cloned());
+                }
+            }
+            Err(error) if is_retryable_for_batch(&error) => {
+                if is_throttle(&error) {
+                    throttled = Some(error);
+                }
+                outcome.unprocessed.extend(group.members);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if !processed_any && let Some(error) = throttled {
+        return Err(error);
+    }
+    Ok(outcomes)
 }
 
 /// Why CreateTable has not created a replica yet.
@@ -2034,6 +2119,170 @@ mod tests {
     fn dates_are_seconds_with_their_fraction() {
         assert_eq!(date_json(1_700_000_000_000), json!(1_700_000_000u64));
         assert_eq!(date_json(1_700_000_000_250), json!(1_700_000_000.25));
+    }
+
+    fn group(table: usize, keys: &[&str]) -> BatchGroup {
+        BatchGroup {
+            table,
+            hash: 0,
+            members: keys.iter().map(|key| json!({"pk": {"S": key}})).collect(),
+        }
+    }
+
+    fn served(keys: &[&str], read_units_milli: u64) -> Result<Reply, DynamoError> {
+        let items: Vec<Json> = keys
+            .iter()
+            .map(|key| json!({"pk": {"S": key}, "v": {"N": "1"}}))
+            .collect();
+        Ok(Reply {
+            body: json!({ "Responses": items }),
+            read_units_milli,
+            write_units_milli: 0,
+            leader: 1,
+        })
+    }
+
+    fn unavailable() -> Result<Reply, DynamoError> {
+        Err(DynamoError::internal(
+            "Internal server error (partition 3: no leader)",
+        ))
+    }
+
+    fn throttled(message: &str) -> Result<Reply, DynamoError> {
+        Err(DynamoError::new(
+            "ProvisionedThroughputExceededException",
+            message,
+        ))
+    }
+
+    fn keys_of(members: &[Json]) -> Vec<&str> {
+        members
+            .iter()
+            .map(|member| member["pk"]["S"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_over_many_partitions_returns_every_item_in_group_order() {
+        // Two tables: table 0 over three partitions, table 1 over two.
+        let groups = vec![
+            group(0, &["a", "b"]),
+            group(0, &["c"]),
+            group(0, &["d", "e"]),
+            group(1, &["x"]),
+            group(1, &["y", "z"]),
+        ];
+        let results = vec![
+            served(&["a", "b"], 1_000),
+            served(&["c"], 500),
+            served(&["d", "e"], 1_000),
+            served(&["x"], 500),
+            served(&["y", "z"], 1_000),
+        ];
+        let outcomes = settle_batch(2, groups, results, Operation::Read).unwrap();
+        assert_eq!(keys_of(&outcomes[0].items), ["a", "b", "c", "d", "e"]);
+        assert_eq!(keys_of(&outcomes[1].items), ["x", "y", "z"]);
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| outcome.unprocessed.is_empty())
+        );
+        assert_eq!(outcomes[0].units_milli, 2_500);
+        assert_eq!(outcomes[1].units_milli, 1_500);
+    }
+
+    #[test]
+    fn an_unavailable_partition_leaves_only_its_own_keys_unprocessed() {
+        let groups = vec![
+            group(0, &["a", "b"]),
+            group(0, &["c", "d"]),
+            group(0, &["e"]),
+            group(1, &["x"]),
+        ];
+        let results = vec![
+            served(&["a", "b"], 1_000),
+            unavailable(),
+            served(&["e"], 500),
+            throttled("table 1 is over its capacity"),
+        ];
+        let outcomes = settle_batch(2, groups, results, Operation::Read).unwrap();
+        assert_eq!(keys_of(&outcomes[0].items), ["a", "b", "e"]);
+        assert_eq!(keys_of(&outcomes[0].unprocessed), ["c", "d"]);
+        // Capacity counts the groups served only.
+        assert_eq!(outcomes[0].units_milli, 1_500);
+        assert!(outcomes[1].items.is_empty());
+        assert_eq!(keys_of(&outcomes[1].unprocessed), ["x"]);
+        assert_eq!(outcomes[1].units_milli, 0);
+    }
+
+    #[test]
+    fn a_batch_of_which_nothing_was_served_for_throughput_fails_with_the_last_throttle() {
+        let groups = vec![group(0, &["a"]), group(0, &["b"]), group(1, &["x"])];
+        let results = vec![throttled("first"), unavailable(), throttled("last")];
+        let error = settle_batch(2, groups, results, Operation::Read).unwrap_err();
+        assert_eq!(error.type_name, "ProvisionedThroughputExceededException");
+        assert_eq!(error.message, "last");
+        // Unavailable only: everything comes back unprocessed, and the call succeeds.
+        let groups = vec![group(0, &["a"]), group(0, &["b"])];
+        let outcomes = settle_batch(
+            1,
+            groups,
+            vec![unavailable(), unavailable()],
+            Operation::Read,
+        )
+        .unwrap();
+        assert_eq!(keys_of(&outcomes[0].unprocessed), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_request_error_fails_the_batch_and_the_first_in_group_order_wins() {
+        let groups = vec![
+            group(0, &["a"]),
+            group(0, &["b"]),
+            group(0, &["c"]),
+            group(1, &["x"]),
+        ];
+        let results = vec![
+            throttled("capacity"),
+            served(&["b"], 500),
+            Err(DynamoError::validation("first")),
+            Err(DynamoError::new(crate::error::RESOURCE_NOT_FOUND, "second")),
+        ];
+        let error = settle_batch(2, groups, results, Operation::Read).unwrap_err();
+        assert_eq!(error, DynamoError::validation("first"));
+    }
+
+    #[test]
+    fn a_batch_write_sums_write_units_and_returns_its_unprocessed_requests() {
+        let put = |key: &str| json!({"PutRequest": {"Item": {"pk": {"S": key}}}});
+        let groups = vec![
+            BatchGroup {
+                table: 0,
+                hash: 1,
+                members: vec![put("a"), put("b")],
+            },
+            BatchGroup {
+                table: 0,
+                hash: 2,
+                members: vec![put("c")],
+            },
+        ];
+        let written = Reply {
+            body: json!({}),
+            read_units_milli: 0,
+            write_units_milli: 2_000,
+            leader: 2,
+        };
+        let outcomes = settle_batch(
+            1,
+            groups,
+            vec![Ok(written), unavailable()],
+            Operation::Write,
+        )
+        .unwrap();
+        assert!(outcomes[0].items.is_empty());
+        assert_eq!(outcomes[0].unprocessed, vec![put("c")]);
+        assert_eq!(outcomes[0].units_milli, 2_000);
     }
 
     #[test]

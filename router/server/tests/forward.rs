@@ -229,8 +229,9 @@ fn busy_backs_off_and_retries_the_same_leader() {
     });
 }
 
+/// `Internal` comes from nodes of an earlier build, which sent it for any failure.
 #[test]
-fn a_write_with_an_unknown_outcome_is_never_retried_but_a_read_is() {
+fn an_internal_error_of_an_earlier_node_is_an_unknown_outcome() {
     run(async {
         let cluster = FakeCluster::start(Rc::new(|node, _| match node {
             1 => NodeResponse::Error(NodeError::Internal {
@@ -253,6 +254,129 @@ fn a_write_with_an_unknown_outcome_is_never_retried_but_a_read_is() {
         let reply = cluster
             .forwarder
             .forward(&route(), ItemOperation::GetItem, "{}", deadline)
+            .await
+            .unwrap();
+        assert_eq!(reply.leader, 2);
+    });
+}
+
+#[test]
+fn a_write_refused_as_not_applied_is_sent_again_until_it_is_served() {
+    run(async {
+        // Node 1 refuses twice (its proposal lost its slot; a condition saw a write that did
+        // not last), then serves.
+        let cluster = FakeCluster::start(Rc::new(|node, seen| match (node, seen) {
+            (1, 0 | 1) => NodeResponse::Error(NodeError::NotApplied {
+                message: "the write lost its log slot".to_string(),
+            }),
+            _ => item(),
+        }));
+        let reply = cluster
+            .forwarder
+            .forward(
+                &route(),
+                ItemOperation::UpdateItem,
+                "{}",
+                deadline_in(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.leader, 1);
+        assert_eq!(cluster.requests_at(1), 3, "the same replica, asked again");
+        assert_eq!(cluster.total_requests(), 3);
+    });
+}
+
+#[test]
+fn a_replica_that_lost_its_leadership_redirects_the_retried_write() {
+    run(async {
+        // Node 1 refuses as not applied, then says node 3 leads now, which serves.
+        let cluster = FakeCluster::start(Rc::new(|node, seen| match (node, seen) {
+            (1, 0) => NodeResponse::Error(NodeError::NotApplied {
+                message: "leadership changed".to_string(),
+            }),
+            (1, _) => not_leader(Some(3)),
+            _ => item(),
+        }));
+        let reply = cluster
+            .forwarder
+            .forward(
+                &route(),
+                ItemOperation::PutItem,
+                "{}",
+                deadline_in(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.leader, 3);
+        assert_eq!(cluster.requests_at(1), 2);
+        assert_eq!(cluster.requests_at(2), 0);
+        assert_eq!(cluster.requests_at(3), 1);
+    });
+}
+
+#[test]
+fn refusals_until_the_deadline_end_as_unavailable_with_nothing_served() {
+    run(async {
+        let cluster = FakeCluster::start(Rc::new(|_, _| {
+            NodeResponse::Error(NodeError::NotApplied {
+                message: "the condition was evaluated against a write that did not take effect"
+                    .to_string(),
+            })
+        }));
+        let error = cluster
+            .forwarder
+            .forward(
+                &route(),
+                ItemOperation::PutItem,
+                "{}",
+                deadline_in(Duration::from_millis(300)),
+            )
+            .await
+            .unwrap_err();
+        match &error {
+            ForwardError::Unavailable {
+                message,
+                replica_may_have_served,
+            } => {
+                assert!(message.contains("did not take effect"), "{message}");
+                assert!(!replica_may_have_served);
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(!error.may_have_consumed());
+        assert!(cluster.requests_at(1) >= 2, "retried");
+    });
+}
+
+#[test]
+fn a_write_whose_outcome_is_unknown_is_never_retried() {
+    run(async {
+        let cluster = FakeCluster::start(Rc::new(|node, _| match node {
+            1 => NodeResponse::Error(NodeError::OutcomeUnknown {
+                message: "leadership changed while the write was in flight".to_string(),
+            }),
+            _ => item(),
+        }));
+        let deadline = deadline_in(Duration::from_secs(5));
+        let error = cluster
+            .forwarder
+            .forward(&route(), ItemOperation::DeleteItem, "{}", deadline)
+            .await
+            .unwrap_err();
+        assert!(error.may_have_consumed());
+        let error = error.into_dynamo();
+        assert_eq!(error.type_name, "InternalServerError");
+        assert_eq!(
+            error.message,
+            "Internal server error (the write may or may not have been applied: leadership \
+             changed while the write was in flight)"
+        );
+        assert_eq!(cluster.total_requests(), 1);
+        // A read is repeated at the next replica.
+        let reply = cluster
+            .forwarder
+            .forward(&route(), ItemOperation::Query, "{}", deadline)
             .await
             .unwrap();
         assert_eq!(reply.leader, 2);

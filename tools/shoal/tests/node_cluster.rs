@@ -230,7 +230,7 @@ impl Cluster {
                 parameters_json: parameters.to_string(),
             },
         )
-        .unwrap_or(NodeResponse::Error(NodeError::Internal {
+        .unwrap_or(NodeResponse::Error(NodeError::OutcomeUnknown {
             message: "no answer".to_string(),
         }))
     }
@@ -242,10 +242,14 @@ impl Cluster {
             let leader = self.leader(candidates, FAILOVER_BOUND);
             match self.item(leader, operation, parameters) {
                 NodeResponse::Item { .. } => return true,
-                NodeResponse::Error(NodeError::NotLeader { .. } | NodeError::Busy { .. }) => {
+                NodeResponse::Error(
+                    NodeError::NotLeader { .. }
+                    | NodeError::Busy { .. }
+                    | NodeError::NotApplied { .. },
+                ) => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                NodeResponse::Error(NodeError::Internal { .. }) => return false,
+                NodeResponse::Error(NodeError::OutcomeUnknown { .. }) => return false,
                 other => panic!("write failed: {other:?}"),
             }
         }

@@ -7,7 +7,8 @@
 //! down (the table serves on the other two, and the repair pass creates the missing replicas
 //! once the node is back, which then catch up); CreateTable without a majority of live
 //! replicas (it fails, leaves nothing behind, and succeeds when retried after the nodes
-//! return).
+//! return); batches over the ten partitions of a table on five nodes, every item served, then
+//! with two nodes killed only the items of the partitions left without a majority unprocessed.
 //! The test runs under a watchdog that kills the processes and fails loudly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -897,3 +898,179 @@ fn a_table_without_a_majority_of_live_replicas_is_not_created_and_a_retry_succee
         }
     });
 }
+
+/// The partition (its id) of item `index` of "people".
+fn partition_of(partitions: &[shoal_router::partition_map::PartitionEntry], index: usize) -> u64 {
+    let hash =
+        shoal_model::key::partition_hash(&shoal_model::AttributeValue::String(key(index))).unwrap();
+    partitions
+        .iter()
+        .find(|partition| partition.range.first <= hash && hash <= partition.range.last)
+        .unwrap()
+        .id
+}
+
+/// The keys (`pk` values) of a batch's items, keys or write requests (none for a member that
+/// is absent).
+fn pks(members: &Json) -> BTreeSet<String> {
+    members
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|member| {
+            let item = member.get("PutRequest").map_or(member, |put| &put["Item"]);
+            item["pk"]["S"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Batches fan out to every partition they touch. A table of ten partitions (its provisioned
+/// writes need them) over five nodes: with every node up, batches write and read back items of
+/// all ten. With nodes 4 and 5 killed, the partitions with two of their three replicas there
+/// have no majority: their items come back unprocessed, and only theirs, while the other
+/// partitions serve theirs in the same batch.
+#[test]
+fn batches_span_every_partition_and_a_partition_without_a_majority_leaves_only_its_items() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    const ITEMS_READ: usize = 100;
+    const ROUNDS_MAX: usize = 5;
+    let cluster = std::cell::RefCell::new(Cluster::start_some(5, 5));
+    let nodes = cluster.borrow().nodes.clone();
+    on_router_core(async {
+        let mut config = RouterConfig::new(nodes.clone());
+        config.seed = 7;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        let mut create = create_people("on-demand");
+        create["BillingMode"] = json!("PROVISIONED");
+        create["ProvisionedThroughput"] =
+            json!({"ReadCapacityUnits": 1000, "WriteCapacityUnits": 9500});
+        router.create_table(create).await.unwrap();
+        let partitions = router.table_partitions("people").await.unwrap();
+        assert_eq!(partitions.len(), 10);
+
+        // Every node up: 100 items, written 25 at a time, a client resending what comes back
+        // unprocessed while the new partitions elect their leaders.
+        for first in (0..ITEMS_READ).step_by(BATCH_WRITES) {
+            let mut requests: Json = (first..first + BATCH_WRITES)
+                .map(|index| json!({"PutRequest": {"Item": put_body(index)["Item"].clone()}}))
+                .collect();
+            for round in 0.. {
+                assert!(round < ROUNDS_MAX, "items {first}.. never all written");
+                let written = router
+                    .batch_write_item(json!({"RequestItems": {"people": requests}}))
+                    .await
+                    .unwrap();
+                match written["UnprocessedItems"].get("people") {
+                    None => break,
+                    Some(unprocessed) => requests = unprocessed.clone(),
+                }
+            }
+        }
+        let touched: BTreeSet<u64> = (0..ITEMS_READ)
+            .map(|index| partition_of(&partitions, index))
+            .collect();
+        assert_eq!(
+            touched.len(),
+            partitions.len(),
+            "the items span every partition"
+        );
+        let keys: Vec<Json> = (0..ITEMS_READ)
+            .map(|index| json!({"pk": {"S": key(index)}}))
+            .collect();
+        let read = router
+            .batch_get_item(json!({
+                "RequestItems": {"people": {"Keys": keys.clone(), "ConsistentRead": true}},
+                "ReturnConsumedCapacity": "TOTAL",
+            }))
+            .await
+            .unwrap();
+        assert_eq!(read["UnprocessedKeys"], json!({}));
+        let expected: BTreeSet<String> = (0..ITEMS_READ).map(key).collect();
+        assert_eq!(pks(&read["Responses"]["people"]), expected);
+        // One strong read unit per item under 4 KB, summed over the ten partitions.
+        assert_eq!(
+            read["ConsumedCapacity"],
+            json!([{"TableName": "people", "CapacityUnits": ITEMS_READ as f64}])
+        );
+
+        // Nodes 4 and 5 down: a partition with two replicas there has no majority.
+        cluster.borrow_mut().kill_node(3);
+        cluster.borrow_mut().kill_node(4);
+        let lost: BTreeSet<u64> = partitions
+            .iter()
+            .filter(|partition| {
+                let down = partition
+                    .replicas
+                    .iter()
+                    .filter(|node| **node == 4 || **node == 5)
+                    .count();
+                down * 2 > partition.replicas.len()
+            })
+            .map(|partition| partition.id)
+            .collect();
+        assert!(
+            !lost.is_empty() && lost.len() < partitions.len(),
+            "placement left {lost:?} without a majority"
+        );
+
+        // Writes: a partition that lost a replica elects again, and a request sent on a
+        // connection to a killed node may have an unknown outcome, so the client resends what
+        // comes back until only the items of the partitions without a majority are left.
+        let new_items = ITEMS_READ..ITEMS_READ + BATCH_WRITES;
+        let on_lost: BTreeSet<String> = new_items
+            .clone()
+            .filter(|index| lost.contains(&partition_of(&partitions, *index)))
+            .map(key)
+            .collect();
+        assert!(
+            !on_lost.is_empty() && on_lost.len() < BATCH_WRITES,
+            "the batch spans served and unserved partitions"
+        );
+        let mut requests: Json = new_items
+            .clone()
+            .map(|index| json!({"PutRequest": {"Item": put_body(index)["Item"].clone()}}))
+            .collect();
+        for round in 0.. {
+            assert!(round < ROUNDS_MAX, "unprocessed: {requests}");
+            let written = router
+                .batch_write_item(json!({"RequestItems": {"people": requests}}))
+                .await
+                .unwrap();
+            requests = written["UnprocessedItems"]["people"].clone();
+            let unprocessed = pks(&requests);
+            assert!(
+                unprocessed.is_superset(&on_lost),
+                "an item of a partition without a majority was written: {unprocessed:?}"
+            );
+            if unprocessed == on_lost {
+                break;
+            }
+        }
+
+        // Reads: the items of the partitions without a majority come back in UnprocessedKeys
+        // (with the request's other members), every other item in Responses.
+        let read = router
+            .batch_get_item(json!({
+                "RequestItems": {"people": {"Keys": keys, "ConsistentRead": true}},
+            }))
+            .await
+            .unwrap();
+        let unreadable: BTreeSet<String> = (0..ITEMS_READ)
+            .filter(|index| lost.contains(&partition_of(&partitions, *index)))
+            .map(key)
+            .collect();
+        let unprocessed = &read["UnprocessedKeys"]["people"];
+        assert_eq!(unprocessed["ConsistentRead"], json!(true));
+        assert_eq!(pks(&unprocessed["Keys"]), unreadable);
+        assert_eq!(
+            pks(&read["Responses"]["people"]),
+            expected.difference(&unreadable).cloned().collect()
+        );
+    });
+}
+
+/// BatchWriteItem's limit of requests per call.
+const BATCH_WRITES: usize = 25;

@@ -212,6 +212,8 @@ pub struct Report {
     /// Puts and compare-and-sets whose client got an answer.
     pub writes_acknowledged: u64,
     pub compare_and_sets_succeeded: u64,
+    /// Writes a replica answered `NotApplied`: held to it by the checkers, then sent again.
+    pub writes_not_applied: u64,
     /// Times a replica reached a slot another replica of its group had applied, and the two
     /// states' digests were compared.
     pub applied_states_compared: u64,
@@ -429,7 +431,7 @@ struct Recorded {
     key: u64,
     operation: Operation,
     /// The replica refused the write before proposing it (not the leader, busy, condition
-    /// false), so it never takes effect; a refused put is left out of the history, a
+    /// false) or said it was not applied, so it never takes effect; a refused put is left out of the history, a
     /// compare-and-set whose condition was false stays in it as a failed one.
     refused: bool,
 }
@@ -2130,9 +2132,17 @@ impl Simulation {
                 self.history[operation].refused = true;
                 self.retry_later(client, group, Some(node));
             }
-            // Leadership moved while the write was in flight, or its slot went to another
-            // leader's entry: the outcome is unknown to the client, as after a timeout.
-            NodeResponse::Error(NodeError::Internal { .. }) => {}
+            // Its slot went to another leader's entry, or a refusal by its condition was
+            // withdrawn: the replica says it never takes effect. Recorded as refused, so the
+            // checkers hold the replica to it (its value must never be read), and sent again.
+            NodeResponse::Error(NodeError::NotApplied { .. }) => {
+                self.history[operation].refused = true;
+                self.report.writes_not_applied += 1;
+                self.retry_later(client, group, Some(node));
+            }
+            // Leadership moved while the write was in flight: the outcome is unknown to the
+            // client, as after a timeout.
+            NodeResponse::Error(NodeError::OutcomeUnknown { .. }) => {}
             other => self.violation(format!(
                 "{node:?} group {group}: unexpected answer to a write: {other:?}"
             )),
@@ -2506,6 +2516,7 @@ mod tests {
             total.puts_checked += report.puts_checked;
             total.compare_and_sets_checked += report.compare_and_sets_checked;
             total.compare_and_sets_succeeded += report.compare_and_sets_succeeded;
+            total.writes_not_applied += report.writes_not_applied;
             total.strong_reads_checked += report.strong_reads_checked;
             total.eventual_reads_checked += report.eventual_reads_checked;
             total.applied_states_compared += report.applied_states_compared;

@@ -58,6 +58,7 @@ fn add(total: &mut Report, report: &Report) {
     total.puts_checked += report.puts_checked;
     total.compare_and_sets_checked += report.compare_and_sets_checked;
     total.compare_and_sets_succeeded += report.compare_and_sets_succeeded;
+    total.writes_not_applied += report.writes_not_applied;
     total.strong_reads_checked += report.strong_reads_checked;
     total.eventual_reads_checked += report.eventual_reads_checked;
     total.keys_unchecked += report.keys_unchecked;
@@ -85,7 +86,8 @@ fn main() -> ExitCode {
         println!(
             "seed {seed}: {} nodes, {} groups, simulated {:.2} min, {} operations checked ({} \
              puts, {} compare-and-sets of which {} succeeded, {} strong reads, {} eventual \
-             reads; {} keys undecided), {} applied states compared, {} WAL segments recycled, \
+             reads; {} keys undecided), {} writes answered not applied, {} applied states \
+             compared, {} WAL segments recycled, \
              faults {:?}, violations {}, trace {:016x}",
             report.node_count,
             report.group_count,
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             report.strong_reads_checked,
             report.eventual_reads_checked,
             report.keys_unchecked,
+            report.writes_not_applied,
             report.applied_states_compared,
             report.wal_segments_recycled,
             report.faults,
@@ -117,8 +120,8 @@ fn main() -> ExitCode {
     }
     println!(
         "{} seeds x {} simulated minutes: {} operations checked ({} puts, {} compare-and-sets of \
-         which {} succeeded, {} strong reads, {} eventual reads; {} keys undecided), {} applied \
-         states compared, {} WAL segments recycled, faults {:?}, {failed} seeds with violations",
+         which {} succeeded, {} strong reads, {} eventual reads; {} keys undecided), {} writes \
+         answered not applied, {} applied states compared, {} WAL segments recycled, faults {:?}, {failed} seeds with violations",
         arguments.seed_count,
         arguments.minutes,
         total.operations_checked,
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         total.strong_reads_checked,
         total.eventual_reads_checked,
         total.keys_unchecked,
+        total.writes_not_applied,
         total.applied_states_compared,
         total.wal_segments_recycled,
         total.faults,

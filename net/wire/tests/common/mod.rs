@@ -247,6 +247,12 @@ pub fn sample_messages() -> Vec<BusMessage> {
         NodeError::Internal {
             message: "io".into(),
         },
+        NodeError::NotApplied {
+            message: "lost its slot".into(),
+        },
+        NodeError::OutcomeUnknown {
+            message: "leadership changed".into(),
+        },
     ];
     for (index, error) in errors.into_iter().enumerate() {
         messages.push(BusMessage::Response(ResponseFrame {
