@@ -51,7 +51,10 @@ const CHECKPOINT_EVERY_SLOTS: u64 = 64;
 /// its header), so the ring wraps often.
 const WAL_SEGMENT_MIB: u64 = 9;
 const WAL_SEGMENTS: u32 = 2;
-const REGISTER_KEYS: u64 = 6;
+/// Many keys, so that each key's history has quiet moments even while requests wait out a
+/// failover: the checker splits histories there, and a stretch without one longer than
+/// `shoal_sim::linearizability::SEGMENT_OPERATIONS_MAX` operations is undecidable.
+const REGISTER_KEYS: u64 = 24;
 const WORKERS: u64 = 6;
 /// One request attempt; the router's own deadline is longer, so this is what a worker sees as
 /// "no answer" (outcome unknown).
@@ -59,9 +62,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 /// Every `INSERT_EVERY`-th operation of a worker writes a new key that must survive.
 const INSERT_EVERY: u64 = 4;
 /// The longest a register key may go without a definite answer: a failover (election timeout, the
-/// old lease running out, the router learning the new leader) plus the request that timed out
-/// while it happened. A partition that stops for good exceeds it by the length of a phase.
-const STALL_BOUND: Duration = Duration::from_secs(12);
+/// old lease running out, the router learning the new leader) plus the requests that time out
+/// while it happens (the router's 2 s call timeout toward a killed or paused leader, the
+/// worker's own 4 s). A partition that stops for good exceeds it by the length of a phase.
+/// Measured on the 2-core VM: 5.2 to 10.8 s in five runs; the issue's target of a few seconds
+/// is not met yet (the closing note of issue 14 says where the time goes).
+const STALL_BOUND: Duration = Duration::from_secs(15);
 /// How long a restarted node may take to serve again (a debug build recovering two WAL
 /// segments and its trees on a loaded two-core machine).
 const RESTART_DEADLINE: Duration = Duration::from_secs(60);
@@ -852,19 +858,25 @@ fn a_majority_keeps_serving_and_nothing_is_lost_under_process_faults() {
     }
     let lost = lost_writes(&recorded.inserts_acknowledged, &found);
     let mut violations = Vec::new();
+    let mut undecided = Vec::new();
     for (key, history) in &recorded.histories {
-        let verdict = check(history);
-        if verdict != Verdict::Linearizable {
-            write_history(cluster.directory.path(), *key, history);
-            violations.push(format!("register-{key}: {verdict:?}"));
+        match check(history) {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable => {
+                write_history(cluster.directory.path(), *key, history);
+                violations.push(format!("register-{key}"));
+            }
+            // The search gave up (a stretch of history with no quiet moment was too long):
+            // that key proves nothing either way, and is reported.
+            Verdict::Unknown => undecided.push(*key),
         }
     }
     done.store(true, Ordering::SeqCst);
     eprintln!(
         "process faults: {:.0} s, {} operations ({} inserts acknowledged with the preload, {} outcomes unknown, \
          refused {:?}); faults: {} kills ({} of the busiest leader), {} pauses, {} restarts, one \
-         node down for {:.0} s; {} lost writes, {} linearizability violations; longest stall \
-         {:.2} s (register-{})",
+         node down for {:.0} s; {} lost writes, {} linearizability violations ({} of {} keys \
+         undecided); longest stall {:.2} s (register-{})",
         run_time.as_secs_f64(),
         recorded.operations,
         recorded.inserts_acknowledged.len(),
@@ -877,10 +889,16 @@ fn a_majority_keeps_serving_and_nothing_is_lost_under_process_faults() {
         faults.long_outage.as_secs_f64(),
         lost.len(),
         violations.len(),
+        undecided.len(),
+        recorded.histories.len(),
         recorded.longest_stall.as_secs_f64(),
         recorded.longest_stall_key,
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(
+        undecided.len() * 2 < recorded.histories.len(),
+        "the checker decided too few keys to mean anything: {undecided:?} undecided"
+    );
     if !violations.is_empty() {
         // Keep the histories for the person who reads the failure.
         let kept = cluster.directory.path().to_path_buf();
