@@ -634,6 +634,20 @@ impl Router {
                     self.refresh_table(table, deadline).await?;
                 }
                 Err(error) => {
+                    if matches!(error, ForwardError::OutcomeUnknown { .. }) {
+                        // The leader we asked went silent or lost its leadership with the write
+                        // in flight (killed, paused, cut off). Keeping it as the hint sent every
+                        // later write to the same silent node for a call timeout each, for as
+                        // long as it stayed silent (seconds of stall after the majority had
+                        // elected a new leader, issue 14). The next request asks another
+                        // replica, which names the leader if it is not one.
+                        if let Some(state) = self.tables.borrow_mut().get_mut(table) {
+                            let next = route
+                                .first_target()
+                                .and_then(|asked| route.next_replica(asked));
+                            state.map.note_leader(route.id, next);
+                        }
+                    }
                     // DynamoDB charges nothing for a request it refused. When a replica may
                     // have done the work (a failed condition still reads the item; a write
                     // whose outcome is unknown) the estimate stays charged; when none can have
