@@ -72,6 +72,19 @@ fn wal_config() -> WalConfig {
     }
 }
 
+/// A ring of 4 x 256 KiB, which the WAL-recycling tests fill several times over.
+fn small_ring_wal_config() -> WalConfig {
+    WalConfig {
+        segment_bytes: 256 << 10,
+        segment_count: 4,
+        batch_bytes_max: 64 << 10,
+        batch_records_max: 64,
+        pending_records_max: 256,
+        pending_bytes_max: 128 << 10,
+        record_body_bytes_max: 32 << 10,
+    }
+}
+
 type Replica = PartitionReplica<SimulatedFile, SimulatedDirectory>;
 
 struct Node {
@@ -1116,16 +1129,7 @@ fn a_write_stranded_by_a_leadership_change_may_still_take_effect() {
 #[test]
 fn an_idle_partition_does_not_stop_the_shard_wal_from_recycling() {
     run_on_test_executor("cluster-idle-partition", || async {
-        // A ring of 4 x 256 KiB; the writes below fill it several times over.
-        let small_ring = WalConfig {
-            segment_bytes: 256 << 10,
-            segment_count: 4,
-            batch_bytes_max: 64 << 10,
-            batch_records_max: 64,
-            pending_records_max: 256,
-            pending_bytes_max: 128 << 10,
-            record_body_bytes_max: 32 << 10,
-        };
+        let small_ring = small_ring_wal_config();
         let body = async {
             let mut cluster = Cluster::with_wal(config(32), small_ring).await;
             cluster.add_bystanders().await;
@@ -1198,15 +1202,7 @@ impl Cluster {
 #[test]
 fn unapplied_entries_do_not_stop_the_shard_wal_from_recycling() {
     run_on_test_executor("cluster-unapplied-entries", || async {
-        let small_ring = WalConfig {
-            segment_bytes: 256 << 10,
-            segment_count: 4,
-            batch_bytes_max: 64 << 10,
-            batch_records_max: 64,
-            pending_records_max: 256,
-            pending_bytes_max: 128 << 10,
-            record_body_bytes_max: 32 << 10,
-        };
+        let small_ring = small_ring_wal_config();
         let body = async {
             let mut cluster = Cluster::with_wal(config(32), small_ring).await;
             cluster.add_bystanders().await;
