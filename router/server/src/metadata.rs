@@ -797,42 +797,20 @@ impl MetadataStore {
         forwarder: &Forwarder,
         deadline: Instant,
     ) -> Result<Vec<TableRecord>, ForwardError> {
-        let mut records = Vec::new();
-        let mut start: Option<Json> = None;
-        for _page in 0..METADATA_SCAN_PAGES_MAX {
-            let mut parameters = json!({
-                "ConsistentRead": true,
-                "FilterExpression": "begins_with(#key, :prefix) AND attribute_exists(#pending)",
-                "ExpressionAttributeNames": {
-                    "#key": KEY_ATTRIBUTE,
-                    "#pending": PENDING_REPLICAS_ATTRIBUTE,
-                },
-                "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
-            });
-            if let Some(start) = start.take() {
-                parameters["ExclusiveStartKey"] = start;
-            }
-            let body = self
-                .request(forwarder, ItemOperation::Scan, parameters, deadline)
-                .await?;
-            for item in body
-                .get("Items")
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-            {
-                records.push(TableRecord::from_item(item).map_err(ForwardError::Dynamo)?);
-            }
-            match body.get("LastEvaluatedKey") {
-                Some(key) => start = Some(key.clone()),
-                None => return Ok(records),
-            }
-        }
-        Err(ForwardError::Unavailable {
-            message: format!("metadata scan longer than {METADATA_SCAN_PAGES_MAX} pages"),
-            // Every page was served.
-            replica_may_have_served: true,
-        })
+        let parameters = json!({
+            "ConsistentRead": true,
+            "FilterExpression": "begins_with(#key, :prefix) AND attribute_exists(#pending)",
+            "ExpressionAttributeNames": {
+                "#key": KEY_ATTRIBUTE,
+                "#pending": PENDING_REPLICAS_ATTRIBUTE,
+            },
+            "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
+        });
+        self.scan_all(forwarder, parameters, deadline)
+            .await?
+            .iter()
+            .map(|item| TableRecord::from_item(item).map_err(ForwardError::Dynamo))
+            .collect()
     }
 
     /// The names of every table item, unsorted (strongly consistent scan of partition 0).
@@ -841,40 +819,51 @@ impl MetadataStore {
         forwarder: &Forwarder,
         deadline: Instant,
     ) -> Result<Vec<String>, ForwardError> {
-        let mut names = Vec::new();
-        let mut start: Option<Json> = None;
-        for _page in 0..METADATA_SCAN_PAGES_MAX {
-            let mut parameters = json!({
-                "ConsistentRead": true,
-                "FilterExpression": "begins_with(#key, :prefix)",
-                "ProjectionExpression": "#key",
-                "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
-                "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
-            });
-            if let Some(start) = start.take() {
-                parameters["ExclusiveStartKey"] = start;
-            }
-            let body = self
-                .request(forwarder, ItemOperation::Scan, parameters, deadline)
-                .await?;
-            for item in body
-                .get("Items")
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(name) = item
-                    .get(KEY_ATTRIBUTE)
+        let parameters = json!({
+            "ConsistentRead": true,
+            "FilterExpression": "begins_with(#key, :prefix)",
+            "ProjectionExpression": "#key",
+            "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
+            "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
+        });
+        Ok(self
+            .scan_all(forwarder, parameters, deadline)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                item.get(KEY_ATTRIBUTE)
                     .and_then(|value| value.get("S"))
                     .and_then(Json::as_str)
                     .and_then(|key| key.strip_prefix(TABLE_KEY_PREFIX))
-                {
-                    names.push(name.to_string());
-                }
+                    .map(str::to_string)
+            })
+            .collect())
+    }
+
+    /// Every item a Scan of partition 0 with `parameters` returns, page after page, at most
+    /// `METADATA_SCAN_PAGES_MAX` pages.
+    async fn scan_all(
+        &self,
+        forwarder: &Forwarder,
+        parameters: Json,
+        deadline: Instant,
+    ) -> Result<Vec<Json>, ForwardError> {
+        let mut items = Vec::new();
+        let mut start: Option<Json> = None;
+        for _page in 0..METADATA_SCAN_PAGES_MAX {
+            let mut page_parameters = parameters.clone();
+            if let Some(start) = start.take() {
+                page_parameters["ExclusiveStartKey"] = start;
+            }
+            let body = self
+                .request(forwarder, ItemOperation::Scan, page_parameters, deadline)
+                .await?;
+            if let Some(page) = body.get("Items").and_then(Json::as_array) {
+                items.extend(page.iter().cloned());
             }
             match body.get("LastEvaluatedKey") {
                 Some(key) => start = Some(key.clone()),
-                None => return Ok(names),
+                None => return Ok(items),
             }
         }
         Err(ForwardError::Unavailable {
