@@ -10,6 +10,7 @@ pub mod key;
 pub mod legacy;
 pub mod messages;
 pub mod number;
+pub mod request;
 pub mod value;
 
 pub use error::{Error, Result};

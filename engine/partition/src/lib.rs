@@ -7,7 +7,6 @@
 
 pub mod meta;
 pub mod replica;
-pub mod request;
 
 pub use meta::PartitionMeta;
 pub use replica::{

@@ -63,7 +63,9 @@ use shoal_wire::messages::{
 };
 
 use crate::meta::PartitionMeta;
-use crate::request::{GetRequest, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare};
+use shoal_model::request::{
+    GetRequest, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare,
+};
 use shoal_wire::messages::{BallotWire, MembershipWire};
 use shoal_wire::persist::{decode_persist_record, encode_persist_record};
 
@@ -545,6 +547,20 @@ impl ShardReplay {
                 .push((record.lsn, decoded)),
             _ => self.undecodable.push((record.lsn, record.partition.0)),
         }
+    }
+}
+
+fn model_operation(operation: ItemOperation) -> shoal_model::request::ItemOperation {
+    use shoal_model::request::ItemOperation as Model;
+    match operation {
+        ItemOperation::PutItem => Model::PutItem,
+        ItemOperation::GetItem => Model::GetItem,
+        ItemOperation::UpdateItem => Model::UpdateItem,
+        ItemOperation::DeleteItem => Model::DeleteItem,
+        ItemOperation::Query => Model::Query,
+        ItemOperation::Scan => Model::Scan,
+        ItemOperation::BatchGet => Model::BatchGet,
+        ItemOperation::BatchWrite => Model::BatchWrite,
     }
 }
 
@@ -1040,7 +1056,19 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
-        let prepared = match prepare(operation, parameters_json, &self.meta.key_schema) {
+        let prepared = match serde_json::from_str::<Json>(parameters_json)
+            .map_err(|error| {
+                ModelError::Serialization(format!(
+                    "Start of structure or map found where not expected: {error}"
+                ))
+            })
+            .and_then(|parameters| {
+                prepare(
+                    model_operation(operation),
+                    &parameters,
+                    &self.meta.key_schema,
+                )
+            }) {
             Ok(prepared) => prepared,
             Err(error) => {
                 self.reply(reply_to, dynamo_error(&error));
@@ -1385,7 +1413,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     upper = Bound::Excluded(key);
                 }
                 if range.limit.is_some_and(|limit| scanned_count >= limit)
-                    || scanned_bytes >= crate::request::PAGE_BYTES_MAX
+                    || scanned_bytes >= shoal_model::request::PAGE_BYTES_MAX
                 {
                     stopped_early = true;
                     break 'pages;

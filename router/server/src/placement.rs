@@ -3,7 +3,7 @@
 //! Invariants (checked by the property tests at the bottom):
 //! 1. The partitions' hash ranges are contiguous, do not overlap, and cover `0..=u64::MAX`;
 //!    partition `i` of `n` covers `[i * 2^64 / n, (i + 1) * 2^64 / n)`, the split that
-//!    `shoal_partition::request::segment_bounds` uses for scan segments.
+//!    `shoal_model::request::segment_bounds` uses for scan segments.
 //! 2. A partition's replicas are distinct nodes, `min(REPLICATION_FACTOR, nodes)` of them.
 //! 3. Every replica of a partition uses the same shard index (the storage node's placement
 //!    rule: a replica sends replication traffic to `(peer node, own shard)`).
@@ -185,7 +185,7 @@ mod tests {
         }
     }
 
-    /// The formula of `shoal_partition::request::segment_bounds`, restated on numbers (the
+    /// The formula of `shoal_model::request::segment_bounds`, restated on numbers (the
     /// router must not depend on the replica runtime).
     fn shoal_partition_segment_bounds(segment: u64, total: u64) -> (u64, u128) {
         let span = u128::from(u64::MAX) + 1;

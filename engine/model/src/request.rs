@@ -1,19 +1,18 @@
-//! Item requests as a partition replica receives them: DynamoDB JSON parameters, parsed into
-//! prepared operations with the model's own parsers, so the router and the leader agree on every
-//! message. The router has already checked the request shape (issue "DynamoDB HTTP API" keeps
-//! the full validation table); what is checked here is what the leader needs to evaluate safely.
+//! Item requests, typed: the DynamoDB JSON parameters of one partition's share of an item
+//! operation, parsed once (by the router) into a [`PreparedRequest`] that a partition leader
+//! only evaluates. Every check a request needs before it reads an item happens here, with the
+//! model's own parsers and one set of limits.
 
 use std::ops::Bound;
 
 use serde_json::Value as Json;
-use shoal_model::expression::ast::{Condition, DocumentPath, Operand, Update};
-use shoal_model::expression::key_condition::{KeyCondition, parse_key_condition};
-use shoal_model::expression::update::ReturnValues;
-use shoal_model::expression::{ExpressionContext, ExpressionKind};
-use shoal_model::json::item_from_json;
-use shoal_model::key::KeySchema;
-use shoal_model::{Error, Item, legacy};
-use shoal_wire::messages::ItemOperation;
+use crate::expression::ast::{Condition, DocumentPath, Operand, Update};
+use crate::expression::key_condition::{KeyCondition, parse_key_condition};
+use crate::expression::update::ReturnValues;
+use crate::expression::{ExpressionContext, ExpressionKind};
+use crate::json::item_from_json;
+use crate::key::KeySchema;
+use crate::{Error, Item, legacy};
 
 /// DynamoDB's page limit for Query and Scan: data read (before any filter) per response.
 pub const PAGE_BYTES_MAX: usize = 1024 * 1024;
@@ -23,6 +22,23 @@ pub const BATCH_GET_KEYS_MAX: usize = 100;
 pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
 
 type Result<T> = std::result::Result<T, Error>;
+
+/// The item operations a partition serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemOperation {
+    PutItem,
+    GetItem,
+    UpdateItem,
+    DeleteItem,
+    /// One partition key of this partition.
+    Query,
+    /// This partition's part of a Scan.
+    Scan,
+    /// This partition's keys of a BatchGetItem (`{"Keys": [...], ...}`).
+    BatchGet,
+    /// This partition's requests of a BatchWriteItem (`[{"PutRequest": ...}, ...]`).
+    BatchWrite,
+}
 
 /// A ReturnValues value the operation does not take, e.g. ALL_NEW on PutItem.
 pub const RETURN_VALUES_NOT_ALLOWED: &str = "Return values set to invalid value";
@@ -128,7 +144,7 @@ fn key_parameter(parameters: &Json, name: &str, key_schema: &KeySchema) -> Resul
     key_schema.validate_key(&key)?;
     let storage_key = key_schema
         .storage_key(&key)
-        .ok_or_else(|| validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
+        .ok_or_else(|| validation(crate::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
     Ok((key, storage_key))
 }
 
@@ -302,20 +318,20 @@ fn count_only(parameters: &Json, operation: RangeOperation) -> Result<bool> {
         (
             Some(select @ ("ALL_ATTRIBUTES" | "ALL_PROJECTED_ATTRIBUTES" | "COUNT")),
             Some(parameter),
-        ) => Some(shoal_model::messages::select_excludes_attributes(
+        ) => Some(crate::messages::select_excludes_attributes(
             parameter, select,
         )),
         (Some("SPECIFIC_ATTRIBUTES"), None) => {
-            Some(shoal_model::messages::SELECT_SPECIFIC_WITHOUT_ATTRIBUTES.to_string())
+            Some(crate::messages::SELECT_SPECIFIC_WITHOUT_ATTRIBUTES.to_string())
         }
         (Some("ALL_PROJECTED_ATTRIBUTES"), None) if !indexed => {
-            Some(shoal_model::messages::SELECT_ALL_PROJECTED_WITHOUT_INDEX.to_string())
+            Some(crate::messages::SELECT_ALL_PROJECTED_WITHOUT_INDEX.to_string())
         }
         _ => None,
     };
     if let Some(message) = violation {
         return Err(validation(match operation {
-            RangeOperation::Query => shoal_model::messages::query_select_violation(&message),
+            RangeOperation::Query => crate::messages::query_select_violation(&message),
             RangeOperation::Scan => message,
         }));
     }
@@ -326,7 +342,7 @@ fn count_only(parameters: &Json, operation: RangeOperation) -> Result<bool> {
 /// refused rather than read from the table itself.
 fn check_no_index(parameters: &Json) -> Result<()> {
     match string_parameter(parameters, "IndexName")? {
-        Some(name) => Err(validation(shoal_model::messages::index_not_found(name))),
+        Some(name) => Err(validation(crate::messages::index_not_found(name))),
         None => Ok(()),
     }
 }
@@ -359,11 +375,11 @@ fn prepare_write(
             })?;
             let item = item_from_json(json)?;
             key_schema.validate_item(&item)?;
-            shoal_model::value::check_item_size(&item)?;
+            crate::value::check_item_size(&item)?;
             let key = key_schema.key_of(&item);
             let storage_key = key_schema
                 .storage_key(&key)
-                .ok_or_else(|| validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
+                .ok_or_else(|| validation(crate::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
             (
                 key,
                 storage_key,
@@ -482,7 +498,7 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
     context.finish()?;
     let (mut lower, mut upper) = key_condition
         .storage_bounds()
-        .ok_or_else(|| validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
+        .ok_or_else(|| validation(crate::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
     let forward = match parameters.get("ScanIndexForward") {
         None | Some(Json::Null) => true,
         Some(Json::Bool(flag)) => *flag,
@@ -587,7 +603,7 @@ fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReques
     let segment = parameters.get("Segment").and_then(Json::as_u64);
     let total = parameters.get("TotalSegments").and_then(Json::as_u64);
     let (mut lower, upper) =
-        match shoal_model::messages::scan_segment(segment, total).map_err(validation)? {
+        match crate::messages::scan_segment(segment, total).map_err(validation)? {
             None => (Bound::Unbounded, Bound::Unbounded),
             Some((segment, total)) => segment_bounds(segment, total),
         };
@@ -629,7 +645,7 @@ fn prepare_batch_get(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<Ge
             key_schema.validate_key(&key)?;
             let storage_key = key_schema
                 .storage_key(&key)
-                .ok_or_else(|| validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
+                .ok_or_else(|| validation(crate::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
             if !seen.insert(storage_key.clone()) {
                 return Err(validation("Provided list of item keys contains duplicates"));
             }
@@ -676,29 +692,24 @@ fn prepare_batch_write(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<
 /// Parses the parameters of `operation` for a table with `key_schema`.
 pub fn prepare(
     operation: ItemOperation,
-    parameters_json: &str,
+    parameters: &Json,
     key_schema: &KeySchema,
 ) -> Result<PreparedRequest> {
-    let parameters: Json = serde_json::from_str(parameters_json).map_err(|error| {
-        Error::Serialization(format!(
-            "Start of structure or map found where not expected: {error}"
-        ))
-    })?;
     if operation != ItemOperation::BatchWrite {
-        object(&parameters, "the request")?;
+        object(parameters, "the request")?;
     }
     Ok(match operation {
         ItemOperation::PutItem | ItemOperation::UpdateItem | ItemOperation::DeleteItem => {
-            PreparedRequest::Write(prepare_write(&parameters, operation, key_schema)?)
+            PreparedRequest::Write(prepare_write(parameters, operation, key_schema)?)
         }
-        ItemOperation::GetItem => PreparedRequest::Get(prepare_get(&parameters, key_schema)?),
-        ItemOperation::Query => PreparedRequest::Range(prepare_query(&parameters, key_schema)?),
-        ItemOperation::Scan => PreparedRequest::Range(prepare_scan(&parameters, key_schema)?),
+        ItemOperation::GetItem => PreparedRequest::Get(prepare_get(parameters, key_schema)?),
+        ItemOperation::Query => PreparedRequest::Range(prepare_query(parameters, key_schema)?),
+        ItemOperation::Scan => PreparedRequest::Range(prepare_scan(parameters, key_schema)?),
         ItemOperation::BatchGet => {
-            PreparedRequest::BatchGet(prepare_batch_get(&parameters, key_schema)?)
+            PreparedRequest::BatchGet(prepare_batch_get(parameters, key_schema)?)
         }
         ItemOperation::BatchWrite => {
-            PreparedRequest::BatchWrite(prepare_batch_write(&parameters, key_schema)?)
+            PreparedRequest::BatchWrite(prepare_batch_write(parameters, key_schema)?)
         }
     })
 }
@@ -706,14 +717,14 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_model::key::KeyType;
+    use crate::key::KeyType;
 
     fn schema() -> KeySchema {
         KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number)
     }
 
     fn query_error(parameters: serde_json::Value) -> String {
-        match prepare(ItemOperation::Query, &parameters.to_string(), &schema()) {
+        match prepare(ItemOperation::Query, &parameters, &schema()) {
             Err(error) => error.message().to_string(),
             Ok(_) => panic!("query accepted: {parameters}"),
         }
@@ -744,23 +755,23 @@ mod tests {
             "FilterExpression": "a.sk = :v",
             "ExpressionAttributeValues": {":p": {"S": "x"}, ":v": {"N": "1"}},
         });
-        assert!(prepare(ItemOperation::Query, &fine.to_string(), &schema()).is_ok());
+        assert!(prepare(ItemOperation::Query, &fine, &schema()).is_ok());
         let scan = serde_json::json!({
             "FilterExpression": "sk > :v",
             "ExpressionAttributeValues": {":v": {"N": "1"}},
         });
-        assert!(prepare(ItemOperation::Scan, &scan.to_string(), &schema()).is_ok());
+        assert!(prepare(ItemOperation::Scan, &scan, &schema()).is_ok());
     }
 
     #[test]
     fn return_values_an_operation_does_not_take() {
         let put = serde_json::json!({"Item": {"pk": {"S": "a"}, "sk": {"N": "1"}}, "ReturnValues": "ALL_NEW"});
-        match prepare(ItemOperation::PutItem, &put.to_string(), &schema()) {
+        match prepare(ItemOperation::PutItem, &put, &schema()) {
             Err(error) => assert_eq!(error.message(), RETURN_VALUES_NOT_ALLOWED),
             Ok(_) => panic!("ALL_NEW accepted on PutItem"),
         }
         let unknown = serde_json::json!({"Key": {"pk": {"S": "a"}, "sk": {"N": "1"}}, "ReturnValues": "SOME"});
-        match prepare(ItemOperation::DeleteItem, &unknown.to_string(), &schema()) {
+        match prepare(ItemOperation::DeleteItem, &unknown, &schema()) {
             Err(error) => assert!(
                 error
                     .message()
@@ -778,7 +789,6 @@ mod tests {
                 "ExpressionAttributeValues": {":p": {"S": "x"}, ":a": {"N": "1"}, ":b": {"N": "5"}},
                 "ExclusiveStartKey": start,
             })
-            .to_string()
         };
         for outside in [
             serde_json::json!({"pk": {"S": "y"}, "sk": {"N": "2"}}),
@@ -797,7 +807,7 @@ mod tests {
     }
 
     fn scan_error(parameters: serde_json::Value) -> String {
-        match prepare(ItemOperation::Scan, &parameters.to_string(), &schema()) {
+        match prepare(ItemOperation::Scan, &parameters, &schema()) {
             Err(error) => error.message().to_string(),
             Ok(_) => panic!("scan accepted: {parameters}"),
         }
@@ -856,16 +866,16 @@ mod tests {
             assert!(
                 prepare(
                     ItemOperation::Query,
-                    &query(allowed.clone()).to_string(),
+                    &query(allowed.clone()),
                     &schema()
                 )
                 .is_ok()
             );
-            assert!(prepare(ItemOperation::Scan, &allowed.to_string(), &schema()).is_ok());
+            assert!(prepare(ItemOperation::Scan, &allowed, &schema()).is_ok());
         }
         match prepare(
             ItemOperation::Scan,
-            &serde_json::json!({"Select": "COUNT"}).to_string(),
+            &serde_json::json!({"Select": "COUNT"}),
             &schema(),
         ) {
             Ok(PreparedRequest::Range(request)) => assert!(request.count_only),
@@ -879,7 +889,7 @@ mod tests {
             {"pk": {"S": "a"}, "sk": {"N": "1"}},
             {"pk": {"S": "a"}, "sk": {"N": "1.0"}},
         ]});
-        match prepare(ItemOperation::BatchGet, &keys.to_string(), &schema()) {
+        match prepare(ItemOperation::BatchGet, &keys, &schema()) {
             Err(error) => assert_eq!(
                 error.message(),
                 "Provided list of item keys contains duplicates"
