@@ -95,6 +95,9 @@ pub struct RangeRequest {
     pub consistent: bool,
     /// `Select: COUNT`: answer counts only.
     pub count_only: bool,
+    /// Bytes of items read (before any filter) after which the page ends: [`PAGE_BYTES_MAX`],
+    /// or what is left of it when a router fills one Scan page from several partitions.
+    pub page_bytes_max: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -533,6 +536,7 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         limit: limit(parameters)?,
         consistent: bool_parameter(parameters, "ConsistentRead")?,
         count_only,
+        page_bytes_max: PAGE_BYTES_MAX as u64,
     })
 }
 
@@ -619,6 +623,7 @@ fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReques
         limit: limit(parameters)?,
         consistent: bool_parameter(parameters, "ConsistentRead")?,
         count_only,
+        page_bytes_max: PAGE_BYTES_MAX as u64,
     })
 }
 

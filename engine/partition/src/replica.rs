@@ -1413,7 +1413,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     upper = Bound::Excluded(key);
                 }
                 if range.limit.is_some_and(|limit| scanned_count >= limit)
-                    || scanned_bytes >= shoal_model::request::PAGE_BYTES_MAX
+                    || scanned_bytes as u64 >= range.page_bytes_max
                 {
                     stopped_early = true;
                     break 'pages;
