@@ -6,6 +6,7 @@
 use std::ops::Bound;
 
 use serde_json::Value as Json;
+
 use crate::expression::ast::{Condition, DocumentPath, Operand, Update};
 use crate::expression::key_condition::{KeyCondition, parse_key_condition};
 use crate::expression::update::ReturnValues;
@@ -868,14 +869,7 @@ mod tests {
             serde_json::json!({"Select": "ALL_ATTRIBUTES"}),
             serde_json::json!({"ProjectionExpression": "a"}),
         ] {
-            assert!(
-                prepare(
-                    ItemOperation::Query,
-                    &query(allowed.clone()),
-                    &schema()
-                )
-                .is_ok()
-            );
+            assert!(prepare(ItemOperation::Query, &query(allowed.clone()), &schema()).is_ok());
             assert!(prepare(ItemOperation::Scan, &allowed, &schema()).is_ok());
         }
         match prepare(
