@@ -6,6 +6,11 @@
 //! 2. The decoder accepts only canonical encodings, so `encode(decode(bytes)) == bytes` for
 //!    every accepted input, and it never panics, allocates beyond the input's size, or recurses
 //!    deeper than [`NESTING_DEPTH_MAX`].
+//!
+//! The value encoding and its [`Reader`] are shared with the typed request encoding
+//! (`request_codec`), so that an attribute value has one binary form everywhere; the reader
+//! takes the error constructor, because a bad stored item is corrupt data while a bad request is
+//! a malformed message.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,18 +48,18 @@ pub fn encode_item(item: &Item) -> Vec<u8> {
     output
 }
 
-fn encode_length(length: usize, output: &mut Vec<u8>) {
+pub(crate) fn encode_length(length: usize, output: &mut Vec<u8>) {
     // Items are bounded by ITEM_BYTES_MAX long before a length reaches u32::MAX.
     let length = u32::try_from(length).unwrap_or(u32::MAX);
     output.extend_from_slice(&length.to_le_bytes());
 }
 
-fn encode_bytes(bytes: &[u8], output: &mut Vec<u8>) {
+pub(crate) fn encode_bytes(bytes: &[u8], output: &mut Vec<u8>) {
     encode_length(bytes.len(), output);
     output.extend_from_slice(bytes);
 }
 
-fn encode_map_body(map: &BTreeMap<String, AttributeValue>, output: &mut Vec<u8>) {
+pub(crate) fn encode_map_body(map: &BTreeMap<String, AttributeValue>, output: &mut Vec<u8>) {
     encode_length(map.len(), output);
     for (name, value) in map {
         encode_bytes(name.as_bytes(), output);
@@ -136,7 +141,7 @@ pub fn encode_value(value: &AttributeValue, output: &mut Vec<u8>) {
 
 /// Decodes an item written by [`encode_item`]; any other input is an [`Error::Corrupt`].
 pub fn decode_item(bytes: &[u8]) -> Result<Item> {
-    let mut reader = Reader { bytes, position: 0 };
+    let mut reader = Reader::new(bytes, corrupt);
     let version = reader.byte()?;
     if version != ITEM_FORMAT_VERSION {
         return Err(corrupt(&format!("unknown item format version {version}")));
@@ -152,28 +157,55 @@ fn corrupt(reason: &str) -> Error {
     Error::Corrupt(format!("stored item is corrupt: {reason}"))
 }
 
-struct Reader<'bytes> {
+/// A bounds-checked cursor over encoded bytes. Every method fails with `failure` instead of
+/// panicking, and no method allocates more than the bytes it consumes justify.
+pub(crate) struct Reader<'bytes> {
     bytes: &'bytes [u8],
     position: usize,
+    /// Builds the error for a decoding failure from its reason.
+    failure: fn(&str) -> Error,
 }
 
 impl<'bytes> Reader<'bytes> {
-    fn take(&mut self, length: usize) -> Result<&'bytes [u8]> {
+    pub(crate) fn new(bytes: &'bytes [u8], failure: fn(&str) -> Error) -> Reader<'bytes> {
+        Reader {
+            bytes,
+            position: 0,
+            failure,
+        }
+    }
+
+    /// The error for a decoding failure.
+    pub(crate) fn fail(&self, reason: &str) -> Error {
+        (self.failure)(reason)
+    }
+
+    /// The offset of the next byte to read.
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+
+    /// The bytes not yet read.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.position
+    }
+
+    pub(crate) fn take(&mut self, length: usize) -> Result<&'bytes [u8]> {
         let end = self
             .position
             .checked_add(length)
             .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| corrupt("truncated"))?;
+            .ok_or_else(|| self.fail("truncated"))?;
         let slice = &self.bytes[self.position..end];
         self.position = end;
         Ok(slice)
     }
 
-    fn byte(&mut self) -> Result<u8> {
+    pub(crate) fn byte(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
-    fn length(&mut self) -> Result<usize> {
+    pub(crate) fn length(&mut self) -> Result<usize> {
         let mut field = [0u8; 4];
         field.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(field) as usize)
@@ -181,27 +213,28 @@ impl<'bytes> Reader<'bytes> {
 
     /// A count of elements, each of which takes at least one byte, so a count above the bytes
     /// left is corrupt; checking it here keeps allocations bounded by the input.
-    fn count(&mut self) -> Result<usize> {
+    pub(crate) fn count(&mut self) -> Result<usize> {
         let count = self.length()?;
-        if count > self.bytes.len() - self.position {
-            return Err(corrupt("count exceeds the remaining bytes"));
+        if count > self.remaining() {
+            return Err(self.fail("count exceeds the remaining bytes"));
         }
         Ok(count)
     }
 
-    fn byte_string(&mut self) -> Result<&'bytes [u8]> {
+    pub(crate) fn byte_string(&mut self) -> Result<&'bytes [u8]> {
         let length = self.length()?;
         self.take(length)
     }
 
-    fn text(&mut self) -> Result<String> {
+    pub(crate) fn text(&mut self) -> Result<String> {
         let bytes = self.byte_string()?;
         std::str::from_utf8(bytes)
             .map(str::to_string)
-            .map_err(|_| corrupt("invalid UTF-8"))
+            .map_err(|_| self.fail("invalid UTF-8"))
     }
 
-    fn map_body(&mut self, depth: usize) -> Result<BTreeMap<String, AttributeValue>> {
+    /// A map whose values sit at nesting level `depth + 1` (`depth` 0 for an item).
+    pub(crate) fn map_body(&mut self, depth: usize) -> Result<BTreeMap<String, AttributeValue>> {
         let count = self.count()?;
         let mut map = BTreeMap::new();
         for _ in 0..count {
@@ -210,7 +243,7 @@ impl<'bytes> Reader<'bytes> {
                 .last_key_value()
                 .is_some_and(|(previous, _)| *previous >= name)
             {
-                return Err(corrupt("names out of order"));
+                return Err(self.fail("names out of order"));
             }
             let value = self.value(depth + 1)?;
             map.insert(name, value);
@@ -224,7 +257,7 @@ impl<'bytes> Reader<'bytes> {
         if header & !(NUMBER_NEGATIVE_BIT | NUMBER_LENGTH_MASK) != 0
             || length > NUMBER_COEFFICIENT_BYTES_MAX
         {
-            return Err(corrupt("invalid number header"));
+            return Err(self.fail("invalid number header"));
         }
         let mut exponent_field = [0u8; 2];
         exponent_field.copy_from_slice(self.take(2)?);
@@ -232,7 +265,7 @@ impl<'bytes> Reader<'bytes> {
         let mut coefficient_field = [0u8; NUMBER_COEFFICIENT_BYTES_MAX];
         coefficient_field[..length].copy_from_slice(self.take(length)?);
         if length > 0 && coefficient_field[length - 1] == 0 {
-            return Err(corrupt("number coefficient not minimal"));
+            return Err(self.fail("number coefficient not minimal"));
         }
         let coefficient = u128::from_le_bytes(coefficient_field);
         Number::from_parts(
@@ -240,20 +273,22 @@ impl<'bytes> Reader<'bytes> {
             coefficient,
             i32::from(exponent),
         )
-        .ok_or_else(|| corrupt("number not canonical"))
+        .ok_or_else(|| self.fail("number not canonical"))
     }
 
     fn set_count(&mut self) -> Result<usize> {
         let count = self.count()?;
         if count == 0 {
-            return Err(corrupt("empty set"));
+            return Err(self.fail("empty set"));
         }
         Ok(count)
     }
 
-    fn value(&mut self, depth: usize) -> Result<AttributeValue> {
+    /// One value at nesting level `depth` (1 for an item's attribute, as [`AttributeValue::depth`]
+    /// counts), refused beyond [`NESTING_DEPTH_MAX`].
+    pub(crate) fn value(&mut self, depth: usize) -> Result<AttributeValue> {
         if depth > NESTING_DEPTH_MAX {
-            return Err(corrupt("nested too deeply"));
+            return Err(self.fail("nested too deeply"));
         }
         let tag = self.byte()?;
         Ok(match tag {
@@ -276,7 +311,8 @@ impl<'bytes> Reader<'bytes> {
                 let count = self.set_count()?;
                 let mut set = BTreeSet::new();
                 for _ in 0..count {
-                    insert_ascending(&mut set, self.text()?)?;
+                    let member = self.text()?;
+                    self.insert_ascending(&mut set, member)?;
                 }
                 AttributeValue::StringSet(set)
             }
@@ -284,7 +320,8 @@ impl<'bytes> Reader<'bytes> {
                 let count = self.set_count()?;
                 let mut set = BTreeSet::new();
                 for _ in 0..count {
-                    insert_ascending(&mut set, self.number()?)?;
+                    let member = self.number()?;
+                    self.insert_ascending(&mut set, member)?;
                 }
                 AttributeValue::NumberSet(set)
             }
@@ -292,21 +329,22 @@ impl<'bytes> Reader<'bytes> {
                 let count = self.set_count()?;
                 let mut set = BTreeSet::new();
                 for _ in 0..count {
-                    insert_ascending(&mut set, self.byte_string()?.to_vec())?;
+                    let member = self.byte_string()?.to_vec();
+                    self.insert_ascending(&mut set, member)?;
                 }
                 AttributeValue::BinarySet(set)
             }
-            other => return Err(corrupt(&format!("unknown value tag {other:#04x}"))),
+            other => return Err(self.fail(&format!("unknown value tag {other:#04x}"))),
         })
     }
-}
 
-fn insert_ascending<T: Ord>(set: &mut BTreeSet<T>, member: T) -> Result<()> {
-    if set.last().is_some_and(|last| *last >= member) {
-        return Err(corrupt("set members out of order"));
+    fn insert_ascending<T: Ord>(&self, set: &mut BTreeSet<T>, member: T) -> Result<()> {
+        if set.last().is_some_and(|last| *last >= member) {
+            return Err(self.fail("set members out of order"));
+        }
+        set.insert(member);
+        Ok(())
     }
-    set.insert(member);
-    Ok(())
 }
 
 #[cfg(test)]
