@@ -40,6 +40,12 @@ const NUMBER_LENGTH_MASK: u8 = 0x1F;
 /// A u128 coefficient needs at most 16 bytes.
 const NUMBER_COEFFICIENT_BYTES_MAX: usize = 16;
 
+/// The most elements a decoder reserves room for before decoding them. A count field may claim
+/// up to the bytes left, and each level of nested containers may claim that again, so reserving
+/// the full count at every level could reserve many times the input's size; past this cap a
+/// vector grows only as its elements actually decode.
+pub(crate) const PREALLOCATED_ELEMENTS_MAX: usize = 64;
+
 /// Encodes an item. Lengths and counts are u32 little-endian; see FORMAT.md.
 pub fn encode_item(item: &Item) -> Vec<u8> {
     let mut output = Vec::with_capacity(64);
@@ -301,7 +307,7 @@ impl<'bytes> Reader<'bytes> {
             TAG_MAP => AttributeValue::Map(self.map_body(depth)?),
             TAG_LIST => {
                 let count = self.count()?;
-                let mut list = Vec::with_capacity(count);
+                let mut list = Vec::with_capacity(count.min(PREALLOCATED_ELEMENTS_MAX));
                 for _ in 0..count {
                     list.push(self.value(depth + 1)?);
                 }
