@@ -11,6 +11,7 @@ pub mod legacy;
 pub mod messages;
 pub mod number;
 pub mod request;
+pub mod request_codec;
 pub mod value;
 
 pub use error::{Error, Result};
