@@ -12,7 +12,7 @@ RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
     cargo build --release --locked --bins --target "$target"
-for fuzz_target in expression_parser item_decoder; do
+for fuzz_target in expression_parser item_decoder request_decoder; do
     corpus="$(mktemp -d)"
     cp "seeds/$fuzz_target"/* "$corpus"/
     "$CARGO_TARGET_DIR/$target/release/$fuzz_target" -max_total_time="$seconds" -max_len=4200 \

@@ -326,3 +326,16 @@ proptest! {
         }
     }
 }
+
+/// The fuzz target's seeds are valid encodings, so the fuzzer starts from inside the format.
+#[test]
+fn fuzz_seeds_decode() {
+    for seed in [
+        include_bytes!("../fuzz/seeds/request_decoder/seed1").as_slice(),
+        include_bytes!("../fuzz/seeds/request_decoder/seed2").as_slice(),
+        include_bytes!("../fuzz/seeds/request_decoder/seed3").as_slice(),
+    ] {
+        let request = decode_request(seed).unwrap();
+        assert_eq!(encode_request(&request), seed);
+    }
+}
