@@ -232,6 +232,13 @@ pub fn storage_key_prefix(partition_value: &AttributeValue) -> Option<Vec<u8>> {
     Some(key)
 }
 
+/// The partition hash a storage key starts with (see [`storage_key_prefix`]); `None` for bytes
+/// too short to be a storage key.
+pub fn storage_key_hash(storage_key: &[u8]) -> Option<u64> {
+    let hash: [u8; 8] = storage_key.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(hash))
+}
+
 impl KeySchema {
     /// The storage key of the item with these key attributes: [`storage_key_prefix`] followed
     /// by the encoded sort key, if the table has one. Items of one partition key sort by sort

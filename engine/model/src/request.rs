@@ -111,6 +111,22 @@ pub enum PreparedRequest {
 }
 
 impl PreparedRequest {
+    /// The request's name in metrics: the DynamoDB operation for single items and batches;
+    /// `Range` for a Query or a partition's part of a Scan, which are the same read here.
+    pub fn operation_label(&self) -> &'static str {
+        match self {
+            PreparedRequest::Write(write) => match write.kind {
+                WriteKind::Put(_) => "PutItem",
+                WriteKind::Update(_) => "UpdateItem",
+                WriteKind::Delete => "DeleteItem",
+            },
+            PreparedRequest::Get(_) => "GetItem",
+            PreparedRequest::Range(_) => "Range",
+            PreparedRequest::BatchGet(_) => "BatchGet",
+            PreparedRequest::BatchWrite(_) => "BatchWrite",
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         matches!(
             self,

@@ -39,13 +39,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::rc::Rc;
 
-use serde_json::{Value as Json, json};
 use shoal_io::{Storage, StorageDirectory};
 use shoal_model::encoding::{decode_item, encode_item};
 use shoal_model::expression::evaluate::check_condition;
 use shoal_model::expression::projection::project;
 use shoal_model::expression::update::{apply_update, returned_attributes, updated_paths};
-use shoal_model::json::item_to_json;
 use shoal_model::value::{
     ITEM_BYTES_MAX, item_size_bytes, read_capacity_units, write_capacity_units,
 };
@@ -58,14 +56,12 @@ use shoal_store::btree::{BTreeConfig, Direction, PageCache};
 use shoal_store::engine::{EngineError, Mutation, MutationBatch, Partition};
 use shoal_store::wal::{Lsn as WalLsn, PartitionId, RecordKind, Wal, WalError};
 use shoal_wire::messages::{
-    CheckpointIntent, ItemOperation, NodeError, NodeResponse, PersistRecord, ReplicaRole,
+    CheckpointIntent, ItemResult, NodeError, NodeResponse, PersistRecord, ReplicaRole,
     ReplicaStatus, SnapshotChunk,
 };
 
 use crate::meta::PartitionMeta;
-use shoal_model::request::{
-    GetRequest, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare,
-};
+use shoal_model::request::{GetRequest, PreparedRequest, RangeRequest, WriteKind, WriteRequest};
 use shoal_wire::messages::{BallotWire, MembershipWire};
 use shoal_wire::persist::{decode_persist_record, encode_persist_record};
 
@@ -152,8 +148,8 @@ pub enum Event {
         /// The host's token for the reply (a connection and request id).
         reply_to: u64,
         epoch: u64,
-        operation: ItemOperation,
-        parameters_json: String,
+        /// The request, prepared (parsed and validated) by the router.
+        request: PreparedRequest,
     },
     /// The WAL made the `Persist` output with this core lsn durable at `wal_lsn`.
     Persisted {
@@ -550,20 +546,6 @@ impl ShardReplay {
     }
 }
 
-fn model_operation(operation: ItemOperation) -> shoal_model::request::ItemOperation {
-    use shoal_model::request::ItemOperation as Model;
-    match operation {
-        ItemOperation::PutItem => Model::PutItem,
-        ItemOperation::GetItem => Model::GetItem,
-        ItemOperation::UpdateItem => Model::UpdateItem,
-        ItemOperation::DeleteItem => Model::DeleteItem,
-        ItemOperation::Query => Model::Query,
-        ItemOperation::Scan => Model::Scan,
-        ItemOperation::BatchGet => Model::BatchGet,
-        ItemOperation::BatchWrite => Model::BatchWrite,
-    }
-}
-
 fn not_leader(partition: u64, leader_hint: Option<NodeId>) -> NodeResponse {
     NodeResponse::Error(NodeError::NotLeader {
         partition,
@@ -575,13 +557,17 @@ fn dynamo_error(error: &ModelError) -> NodeResponse {
     NodeResponse::Error(NodeError::Dynamo {
         type_name: error.exception_name().to_string(),
         message: error.message().to_string(),
-        item_json: None,
+        item: None,
     })
 }
 
-fn item_response(body: Json, read_units_milli: u64, write_units_milli: u64) -> NodeResponse {
+fn item_response(
+    result: ItemResult,
+    read_units_milli: u64,
+    write_units_milli: u64,
+) -> NodeResponse {
     NodeResponse::Item {
-        body_json: body.to_string(),
+        result,
         read_units_milli,
         write_units_milli,
     }
@@ -798,11 +784,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             Event::Request {
                 reply_to,
                 epoch,
-                operation,
-                parameters_json,
+                request,
             } => {
-                self.serve(now, reply_to, epoch, operation, &parameters_json)
-                    .await?;
+                self.serve(now, reply_to, epoch, request).await?;
             }
             Event::Persisted { core_lsn, wal_lsn } => {
                 // A core lsn is durable once every record it was split into is.
@@ -1043,8 +1027,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         now: MonotonicTime,
         reply_to: u64,
         epoch: u64,
-        operation: ItemOperation,
-        parameters_json: &str,
+        prepared: PreparedRequest,
     ) -> Result<(), PartitionError> {
         if epoch != self.meta.epoch {
             self.reply(
@@ -1056,25 +1039,6 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
-        let prepared = match serde_json::from_str::<Json>(parameters_json)
-            .map_err(|error| {
-                ModelError::Serialization(format!(
-                    "Start of structure or map found where not expected: {error}"
-                ))
-            })
-            .and_then(|parameters| {
-                prepare(
-                    model_operation(operation),
-                    &parameters,
-                    &self.meta.key_schema,
-                )
-            }) {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                self.reply(reply_to, dynamo_error(&error));
-                return Ok(());
-            }
-        };
         let response = match prepared {
             PreparedRequest::Write(write) => {
                 return self.serve_writes(now, reply_to, vec![write], false).await;
@@ -1125,14 +1089,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     ) -> Result<Evaluated, NodeResponse> {
         let empty = Item::new();
         if let Err(error) = check_condition(write.condition.as_ref(), old_item.unwrap_or(&empty)) {
-            let item_json = match (write.return_old_on_condition_failure, old_item) {
-                (true, Some(item)) => Some(item_to_json(item).to_string()),
+            let item = match (write.return_old_on_condition_failure, old_item) {
+                (true, Some(item)) => Some(encode_item(item)),
                 _ => None,
             };
             return Err(NodeResponse::Error(NodeError::Dynamo {
                 type_name: error.exception_name().to_string(),
                 message: error.message().to_string(),
-                item_json,
+                item,
             }));
         }
         let (new_item, paths) = match &write.kind {
@@ -1277,12 +1241,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
         };
         let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
-        let body = match (&evaluated[..], batch) {
-            ([single], false) => match &single.attributes {
-                Some(attributes) => json!({ "Attributes": item_to_json(attributes) }),
-                None => json!({}),
+        let result = match (&evaluated[..], batch) {
+            ([single], false) => ItemResult::Write {
+                attributes: single.attributes.as_ref().map(encode_item),
             },
-            _ => json!({}),
+            _ => ItemResult::BatchWrite,
         };
         for (write, result) in writes.iter().zip(evaluated) {
             self.overlay
@@ -1293,7 +1256,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             Waiter {
                 reply_to,
                 payload,
-                response: item_response(body, 0, write_units * 1000),
+                response: item_response(result, 0, write_units * 1000),
             },
         );
         self.execute(now, proposed.actions).await
@@ -1334,18 +1297,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     Some(paths) => project(&item, paths),
                     None => item,
                 };
-                items.push(item_to_json(&item));
+                items.push(encode_item(&item));
             }
         }
-        let body = if batch {
-            json!({ "Responses": items })
+        let result = if batch {
+            ItemResult::BatchGet { items }
         } else {
-            match items.pop() {
-                Some(item) => json!({ "Item": item }),
-                None => json!({}),
-            }
+            ItemResult::Get { item: items.pop() }
         };
-        Ok(item_response(body, read_milli, 0))
+        Ok(item_response(result, read_milli, 0))
     }
 
     async fn serve_range(
@@ -1364,6 +1324,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mut lower = range.lower.clone();
         let mut upper = range.upper.clone();
         let mut items = Vec::new();
+        let mut count = 0u64;
         let mut scanned_count = 0usize;
         let mut scanned_bytes = 0usize;
         let mut last_evaluated: Option<Item> = None;
@@ -1389,23 +1350,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 scanned_count += 1;
                 scanned_bytes += item_size_bytes(&item);
                 last_evaluated = Some(self.meta.key_schema.key_of(&item));
-                if range
-                    .filter
-                    .as_ref()
-                    .is_none_or(|filter| shoal_model::expression::evaluate::evaluate(filter, &item))
-                    && !range.count_only
-                {
-                    let item = match &range.projection {
-                        Some(paths) => project(&item, paths),
-                        None => item,
-                    };
-                    items.push(item_to_json(&item));
-                } else if range.count_only
-                    && range.filter.as_ref().is_none_or(|filter| {
-                        shoal_model::expression::evaluate::evaluate(filter, &item)
-                    })
-                {
-                    items.push(Json::Null);
+                let passes = range.filter.as_ref().is_none_or(|filter| {
+                    shoal_model::expression::evaluate::evaluate(filter, &item)
+                });
+                if passes {
+                    count += 1;
+                    if !range.count_only {
+                        items.push(match &range.projection {
+                            Some(paths) => encode_item(&project(&item, paths)),
+                            // Unprojected, the stored bytes are the answer's encoding already.
+                            None => value,
+                        });
+                    }
                 }
                 if direction == Direction::Forward {
                     lower = Bound::Excluded(key);
@@ -1423,18 +1379,17 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 break;
             }
         }
-        let count = items.len();
-        let mut body = serde_json::Map::new();
-        if !range.count_only {
-            body.insert("Items".to_string(), Json::Array(items));
-        }
-        body.insert("Count".to_string(), json!(count));
-        body.insert("ScannedCount".to_string(), json!(scanned_count));
-        if stopped_early && let Some(key) = last_evaluated {
-            body.insert("LastEvaluatedKey".to_string(), item_to_json(&key));
-        }
+        let result = ItemResult::Range {
+            items,
+            count,
+            scanned_count: scanned_count as u64,
+            scanned_bytes: scanned_bytes as u64,
+            last_evaluated_key: last_evaluated
+                .filter(|_| stopped_early)
+                .map(|key| encode_item(&key)),
+        };
         Ok(item_response(
-            Json::Object(body),
+            result,
             read_units_milli(scanned_bytes, range.consistent),
             0,
         ))

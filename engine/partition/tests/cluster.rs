@@ -14,6 +14,7 @@ use shoal_io::StorageDirectory;
 use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedDisk, SimulatedFile};
 use shoal_io::testing::run_on_test_executor;
 use shoal_model::key::{KeySchema, KeyType};
+use shoal_model::request::{ItemOperation, PreparedRequest, prepare};
 use shoal_partition::replica::{
     CONDITION_ON_UNAPPLIED_WRITE, LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT, RecoveredRecords,
     SNAPSHOT_CHUNKS_PER_TICK_MAX, SNAPSHOT_TRANSFER_STALL_MAX,
@@ -25,9 +26,10 @@ use shoal_partition::{
 use shoal_replication::{
     Membership, Message, MonotonicTime, NodeId, ReplicaKind, ReplicaOptions, RoleKind,
 };
+use shoal_router::forward::{item_json, render_result};
 use shoal_store::btree::{BTreeConfig, PageCache};
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
-use shoal_wire::messages::{ItemOperation, NodeError, NodeResponse, SnapshotChunk};
+use shoal_wire::messages::{NodeError, NodeResponse, SnapshotChunk};
 
 const PARTITION: u64 = 7;
 const BYSTANDER_PARTITION: u64 = 8;
@@ -113,6 +115,11 @@ struct Cluster {
     snapshot_refused: BTreeSet<NodeId>,
     /// Snapshot chunks each node produced, by destination.
     snapshot_chunks_sent: BTreeMap<NodeId, usize>,
+}
+
+/// A request to the test partition, prepared as a router prepares it.
+fn typed(operation: ItemOperation, parameters: &Json) -> PreparedRequest {
+    prepare(operation, parameters, &meta().key_schema).unwrap()
 }
 
 fn meta() -> PartitionMeta {
@@ -301,8 +308,7 @@ impl Cluster {
             Event::Request {
                 reply_to,
                 epoch: 1,
-                operation,
-                parameters_json: parameters.to_string(),
+                request: typed(operation, &parameters),
             },
         )
         .await;
@@ -320,8 +326,8 @@ impl Cluster {
         for _ in 0..50 {
             let leader = self.await_leader().await;
             match self.request(leader, operation, parameters.clone()).await {
-                NodeResponse::Item { body_json, .. } => {
-                    return serde_json::from_str(&body_json).unwrap();
+                NodeResponse::Item { result, .. } => {
+                    return render_result(&result, false).unwrap();
                 }
                 NodeResponse::Error(NodeError::NotLeader { .. } | NodeError::Busy { .. }) => {
                     self.step().await;
@@ -463,12 +469,10 @@ fn writes_replicate_and_the_leader_evaluates_conditions() {
             .await
         {
             NodeResponse::Error(NodeError::Dynamo {
-                type_name,
-                item_json,
-                ..
+                type_name, item, ..
             }) => {
                 assert_eq!(type_name, "ConditionalCheckFailedException");
-                let item: Json = serde_json::from_str(&item_json.unwrap()).unwrap();
+                let item = item_json(&item.unwrap()).unwrap();
                 assert_eq!(item["v"], json!({"S": "one"}));
             }
             other => panic!("expected a failed condition, got {other:?}"),
@@ -512,11 +516,11 @@ fn writes_replicate_and_the_leader_evaluates_conditions() {
                 .await
             {
                 NodeResponse::Item {
-                    body_json,
+                    result,
                     read_units_milli,
                     ..
                 } => {
-                    let body: Json = serde_json::from_str(&body_json).unwrap();
+                    let body: Json = render_result(&result, false).unwrap();
                     assert_eq!(body["Item"]["v"], json!({"S": "three"}));
                     assert_eq!(read_units_milli, 500, "an eventual read costs half a unit");
                 }
@@ -572,8 +576,7 @@ fn writes_replicate_and_the_leader_evaluates_conditions() {
                 Event::Request {
                     reply_to,
                     epoch: 0,
-                    operation: ItemOperation::GetItem,
-                    parameters_json: json!({"Key": key("a", 1)}).to_string(),
+                    request: typed(ItemOperation::GetItem, &json!({"Key": key("a", 1)})),
                 },
             )
             .await;
@@ -652,8 +655,8 @@ fn a_replica_behind_the_truncated_log_catches_up_by_snapshot() {
             .request(lagging, ItemOperation::Scan, json!({}))
             .await
         {
-            NodeResponse::Item { body_json, .. } => {
-                let body: Json = serde_json::from_str(&body_json).unwrap();
+            NodeResponse::Item { result, .. } => {
+                let body: Json = render_result(&result, false).unwrap();
                 assert_eq!(
                     body["Count"],
                     json!(29),
@@ -679,8 +682,8 @@ fn a_replica_behind_the_truncated_log_catches_up_by_snapshot() {
             .request(lagging, ItemOperation::Scan, json!({}))
             .await
         {
-            NodeResponse::Item { body_json, .. } => {
-                let body: Json = serde_json::from_str(&body_json).unwrap();
+            NodeResponse::Item { result, .. } => {
+                let body: Json = render_result(&result, false).unwrap();
                 assert_eq!(body["Count"], json!(29));
             }
             other => panic!("scan after restart failed: {other:?}"),
@@ -764,8 +767,8 @@ fn a_follower_that_takes_no_snapshot_never_stops_the_leader() {
             }
         }
         match cluster.request(dead, ItemOperation::Scan, json!({})).await {
-            NodeResponse::Item { body_json, .. } => {
-                let body: Json = serde_json::from_str(&body_json).unwrap();
+            NodeResponse::Item { result, .. } => {
+                let body: Json = render_result(&result, false).unwrap();
                 assert_eq!(
                     body["Count"],
                     json!(written),
@@ -809,8 +812,8 @@ fn an_item_that_encodes_past_400_kib_is_stored_and_replicated() {
                 .request(id, ItemOperation::GetItem, json!({"Key": key("wide", 1)}))
                 .await
             {
-                NodeResponse::Item { body_json, .. } => {
-                    let body: Json = serde_json::from_str(&body_json).unwrap();
+                NodeResponse::Item { result, .. } => {
+                    let body: Json = render_result(&result, false).unwrap();
                     assert_eq!(
                         body["Item"].as_object().unwrap().len(),
                         20_002,
@@ -891,8 +894,8 @@ fn a_follower_catching_up_on_large_entries_splits_its_wal_records() {
                 )
                 .await
             {
-                NodeResponse::Item { body_json, .. } => {
-                    let body: Json = serde_json::from_str(&body_json).unwrap();
+                NodeResponse::Item { result, .. } => {
+                    let body: Json = render_result(&result, false).unwrap();
                     assert_eq!(
                         body["Item"]["blob"]["S"].as_str().map(str::len),
                         Some(300_000),
@@ -931,8 +934,7 @@ fn a_condition_refused_against_an_unapplied_write_waits_for_that_write() {
                 Event::Request {
                     reply_to: put_token,
                     epoch: 1,
-                    operation: ItemOperation::PutItem,
-                    parameters_json: put("a", 1, "two").to_string(),
+                    request: typed(ItemOperation::PutItem, &put("a", 1, "two")),
                 },
             )
             .await;
@@ -945,8 +947,7 @@ fn a_condition_refused_against_an_unapplied_write_waits_for_that_write() {
                 Event::Request {
                     reply_to: refusal_token,
                     epoch: 1,
-                    operation: ItemOperation::PutItem,
-                    parameters_json: conditional.to_string(),
+                    request: typed(ItemOperation::PutItem, &conditional),
                 },
             )
             .await;
@@ -992,8 +993,7 @@ impl Cluster {
             Event::Request {
                 reply_to,
                 epoch: 1,
-                operation,
-                parameters_json: parameters.to_string(),
+                request: typed(operation, &parameters),
             },
         )
         .await;
@@ -1170,9 +1170,12 @@ impl Cluster {
         let mut events = VecDeque::from([Event::Request {
             reply_to,
             epoch: 1,
-            operation: ItemOperation::PutItem,
-            parameters_json: json!({"Item": {"pk": {"S": format!("b{sk}")}, "v": {"S": value}}})
-                .to_string(),
+            request: prepare(
+                ItemOperation::PutItem,
+                &json!({"Item": {"pk": {"S": format!("b{sk}")}, "v": {"S": value}}}),
+                &KeySchema::partition_only("pk", KeyType::String),
+            )
+            .unwrap(),
         }]);
         while let Some(event) = events.pop_front() {
             for output in bystander.handle(self.now, event).await.unwrap() {
@@ -1223,8 +1226,7 @@ fn unapplied_entries_do_not_stop_the_shard_wal_from_recycling() {
                         Event::Request {
                             reply_to,
                             epoch: 1,
-                            operation: ItemOperation::PutItem,
-                            parameters_json: put("u", sk, "pending").to_string(),
+                            request: typed(ItemOperation::PutItem, &put("u", sk, "pending")),
                         },
                     )
                     .await;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
 use shoal_io::{Clock, StorageDirectory, SystemClock};
+use shoal_model::request_codec::decode_request;
 use shoal_partition::meta::{mark_unrecoverable, unrecoverable_marker_file_name};
 use shoal_partition::replica::{RecoveredRecords, list_partitions};
 use shoal_partition::{
@@ -20,9 +21,8 @@ use shoal_replication::NodeId;
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
-    BusMessage, ItemOperation, NodeError, NodeRequest, NodeResponse, ReplicaStatus,
-    ReplicationEnvelope, ReplicationMessageWire, RequestFrame, ResponseFrame, ShardAddress,
-    SnapshotChunk,
+    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicaStatus, ReplicationEnvelope,
+    ReplicationMessageWire, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
 };
 
 use crate::metrics::ShardMetrics;
@@ -162,19 +162,6 @@ pub struct Shard<T: Transport> {
     metrics: Rc<ShardMetrics>,
     /// Partitions being created right now, so a repeated CreatePartition waits for nothing.
     creating: RefCell<std::collections::BTreeSet<u64>>,
-}
-
-fn operation_name(operation: ItemOperation) -> &'static str {
-    match operation {
-        ItemOperation::PutItem => "PutItem",
-        ItemOperation::GetItem => "GetItem",
-        ItemOperation::UpdateItem => "UpdateItem",
-        ItemOperation::DeleteItem => "DeleteItem",
-        ItemOperation::Query => "Query",
-        ItemOperation::Scan => "Scan",
-        ItemOperation::BatchGet => "BatchGet",
-        ItemOperation::BatchWrite => "BatchWrite",
-    }
 }
 
 fn error_kind(response: &NodeResponse) -> Option<&'static str> {
@@ -728,8 +715,7 @@ impl<T: Transport + 'static> Shard<T> {
             NodeRequest::Item {
                 partition,
                 epoch,
-                operation,
-                parameters_json,
+                request,
             } => {
                 let row = self
                     .table
@@ -772,6 +758,21 @@ impl<T: Transport + 'static> Shard<T> {
                     );
                     return;
                 }
+                // The router encoded what it prepared; a request that does not decode came
+                // from a build with another format or a bug, and is refused unapplied.
+                let request = match decode_request(&request) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        self.respond_now(
+                            connection,
+                            request_id,
+                            NodeResponse::Error(NodeError::Malformed {
+                                message: error.message().to_string(),
+                            }),
+                        );
+                        return;
+                    }
+                };
                 let reply_to = self.next_reply.get();
                 self.next_reply.set(reply_to + 1);
                 self.replies.borrow_mut().insert(
@@ -780,15 +781,14 @@ impl<T: Transport + 'static> Shard<T> {
                         connection,
                         partition,
                         request_id,
-                        operation: operation_name(operation),
+                        operation: request.operation_label(),
                         received: Instant::now(),
                     },
                 );
                 let event = Event::Request {
                     reply_to,
                     epoch,
-                    operation,
-                    parameters_json,
+                    request,
                 };
                 if sender.try_send(event).is_err() {
                     self.metrics.request_refused_busy();

@@ -16,6 +16,8 @@ use shoal_io::storage::dma::DmaDirectory;
 use shoal_io::testing::run_on_test_executor;
 use shoal_io::{Clock, SystemClock};
 use shoal_model::key::{KeySchema, KeyType};
+use shoal_model::request::{ItemOperation, prepare as prepare_request};
+use shoal_model::request_codec::encode_request;
 use shoal_partition::meta::{meta_file_name, unrecoverable_marker_file_name};
 use shoal_partition::replica::ITEM_TREE_CONFIG;
 use shoal_partition::{PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig};
@@ -27,8 +29,8 @@ use shoal_shard::{Shard, ShardConfig, Transport};
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, RecordKind, Wal, WalConfig};
 use shoal_wire::messages::{
-    BusMessage, ItemOperation, NodeError, NodeRequest, NodeResponse, ReplicaRole,
-    ReplicationEnvelope, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicaRole, ReplicationEnvelope,
+    RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
 };
 use shoal_wire::persist::encode_persist_record;
 
@@ -217,8 +219,14 @@ fn put(partition: u64) -> NodeRequest {
     NodeRequest::Item {
         partition,
         epoch: EPOCH,
-        operation: ItemOperation::PutItem,
-        parameters_json: r#"{"Item": {"pk": {"S": "a"}, "sk": {"N": "1"}}}"#.to_string(),
+        request: encode_request(
+            &prepare_request(
+                ItemOperation::PutItem,
+                &serde_json::json!({"Item": {"pk": {"S": "a"}, "sk": {"N": "1"}}}),
+                &KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number),
+            )
+            .unwrap(),
+        ),
     }
 }
 

@@ -53,7 +53,7 @@ fn blocking_client_round_trips_against_a_glommio_shard() {
     for (index, id) in ids.into_iter().enumerate() {
         let frame = client.receive().unwrap();
         assert_eq!(frame.request_id, id);
-        assert_eq!(frame.response, echo_of(&format!("p{index}")));
+        assert_eq!(frame.response, echo_of(format!("p{index}")));
     }
     // A status request the echo server answers with Created.
     assert_eq!(

@@ -1,11 +1,10 @@
 //! The messages of the bus, as plain Rust types archived with rkyv.
 //!
-//! Item-level parameters travel as DynamoDB JSON text (`parameters_json`), exactly the subset of
-//! a DynamoDB request that concerns one partition (no `TableName`). The router has already
-//! validated the request shape; the partition leader parses it again with the same model code
-//! (shoal-model) because it must evaluate conditions and updates against its latest state. This
-//! keeps one validation path and one set of error messages; a binary item encoding on this hop is
-//! a later optimisation, and the frame version would change with it.
+//! Item requests travel typed: the router parses each DynamoDB request once into a prepared
+//! request (shoal-model's `request` module) and sends it in the typed item request encoding
+//! (shoal-model FORMAT.md); the partition leader decodes it and only evaluates. Replies carry
+//! items in the binary item encoding, and each front end renders them in its own format. No
+//! JSON crosses this hop.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -148,23 +147,6 @@ pub struct KeySchemaWire {
     pub sort_key: Option<(String, KeyTypeWire)>,
 }
 
-/// The item operations a partition serves.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemOperation {
-    PutItem,
-    GetItem,
-    UpdateItem,
-    DeleteItem,
-    /// One partition key of this partition.
-    Query,
-    /// This partition's part of a Scan.
-    Scan,
-    /// This partition's keys of a BatchGetItem (`{"Keys": [...], ...}`).
-    BatchGet,
-    /// This partition's requests of a BatchWriteItem (`[{"PutRequest": ...}, ...]`).
-    BatchWrite,
-}
-
 /// A request from a router (or an admin tool) to the shard that owns a partition replica.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum NodeRequest {
@@ -180,9 +162,8 @@ pub enum NodeRequest {
         partition: u64,
         /// The partition map epoch the router routed with.
         epoch: u64,
-        operation: ItemOperation,
-        /// The operation's parameters as DynamoDB JSON (see the module docs).
-        parameters_json: String,
+        /// The prepared request in the typed item request encoding (see the module docs).
+        request: Vec<u8>,
     },
     /// The replicas on the shard that receives it: for routers refreshing leader hints, for
     /// tests and for `shoal` admin commands.
@@ -225,13 +206,37 @@ pub struct ReplicaStatus {
     pub item_bytes: u64,
 }
 
+/// The result of an item request. Every item (and key) is in the binary item encoding
+/// (shoal-model FORMAT.md).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    /// PutItem, UpdateItem, DeleteItem: the attributes their ReturnValues asked for, if any.
+    Write { attributes: Option<Vec<u8>> },
+    /// A partition's share of a BatchWriteItem: all of it was written.
+    BatchWrite,
+    /// GetItem: the item (projected), if it exists.
+    Get { item: Option<Vec<u8>> },
+    /// A partition's share of a BatchGetItem: the items that exist (projected).
+    BatchGet { items: Vec<Vec<u8>> },
+    /// A Query or a partition's part of a Scan. `items` is empty for `Select: COUNT`; `count`
+    /// is the number that passed the filter, `scanned_count` the number evaluated and
+    /// `scanned_bytes` their size (what counts toward the page limit). `last_evaluated_key` is
+    /// set when the page ended before the range did.
+    Range {
+        items: Vec<Vec<u8>>,
+        count: u64,
+        scanned_count: u64,
+        scanned_bytes: u64,
+        last_evaluated_key: Option<Vec<u8>>,
+    },
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum NodeResponse {
     Created,
-    /// The operation's DynamoDB JSON response body (for example `{"Attributes": {...}}`), plus
-    /// the capacity it consumed, in thousandths of a unit.
+    /// What an item request produced, plus the capacity it consumed, in thousandths of a unit.
     Item {
-        body_json: String,
+        result: ItemResult,
         read_units_milli: u64,
         write_units_milli: u64,
     },
@@ -261,11 +266,11 @@ pub enum NodeError {
     StaleEpoch { partition: u64, current_epoch: u64 },
     /// A DynamoDB error: exception name (for example `ConditionalCheckFailedException`) and
     /// message, plus, for a failed condition with ReturnValuesOnConditionCheckFailure, the
-    /// item as DynamoDB JSON.
+    /// item in the binary item encoding.
     Dynamo {
         type_name: String,
         message: String,
-        item_json: Option<String>,
+        item: Option<Vec<u8>>,
     },
     /// The replica is overloaded (its in-flight proposals are at their limit); retry later.
     Busy { partition: u64 },

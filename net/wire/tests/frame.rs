@@ -129,8 +129,8 @@ fn header_checks_report_what_is_wrong() {
         decode_frame(&bytes)
     };
     assert_eq!(
-        rewrite(&|bytes| bytes[4..6].copy_from_slice(&2u16.to_le_bytes())).unwrap_err(),
-        FrameError::UnsupportedVersion { found: 2 }
+        rewrite(&|bytes| bytes[4..6].copy_from_slice(&1u16.to_le_bytes())).unwrap_err(),
+        FrameError::UnsupportedVersion { found: 1 }
     );
     assert_eq!(
         rewrite(&|bytes| bytes[6..8].copy_from_slice(&99u16.to_le_bytes())).unwrap_err(),

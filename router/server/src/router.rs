@@ -15,16 +15,20 @@ use serde_json::{Map, Value as Json, json};
 use shoal_admission::{
     BillingMode, CapacityUnits, Operation, ReadConsistency, TableAdmission, read_units, write_units,
 };
-use shoal_model::AttributeValue;
-use shoal_model::expression::ExpressionContext;
-use shoal_model::expression::key_condition::parse_key_condition;
 use shoal_model::json::value_from_json;
-use shoal_model::key::{KeySchema, partition_hash};
-use shoal_wire::messages::{ItemOperation, MembershipWire, NodeRequest, NodeResponse};
+use shoal_model::key::{KeySchema, partition_hash, storage_key_hash};
+use shoal_model::request::{
+    GetRequest, ItemOperation, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare,
+};
+use shoal_model::value::item_size_bytes;
+use shoal_wire::messages::{ItemResult, MembershipWire, NodeRequest, NodeResponse};
 
 use crate::error::{DynamoError, LIMIT_EXCEEDED, RESOURCE_IN_USE};
 use crate::fan_out::join_bounded;
-use crate::forward::{CallFailure, ForwardError, Forwarder, REQUEST_DEADLINE, Reply};
+use crate::forward::{
+    CallFailure, ForwardError, Forwarder, ItemCall, REQUEST_DEADLINE, Reply, item_json,
+    render_result,
+};
 use crate::metadata::{
     Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
     key_schema_wire, metadata_replicas,
@@ -71,10 +75,6 @@ pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
 pub const BATCH_PARTITIONS_IN_FLIGHT_MAX: usize = 16;
 /// Tables cached per router core at most; the least recently loaded is dropped past it.
 pub const CACHED_TABLES_MAX: usize = 10_000;
-/// The attribute of a Scan's LastEvaluatedKey that marks a partition boundary: the scan goes
-/// on at the partition owning this hash, from its start. Clients pass LastEvaluatedKey back
-/// unchanged, so they never look inside it.
-pub const SCAN_RESUME_ATTRIBUTE: &str = "shoal:scan_resume_hash";
 /// A change of a table's metadata (UpdateTable, tags) reads the item again after a concurrent
 /// change this many times at most before answering as DynamoDB answers a change in progress.
 pub const METADATA_WRITE_ATTEMPTS_MAX: u32 = 8;
@@ -223,19 +223,6 @@ pub fn partitions_for(billing: Billing, default: u32) -> u32 {
     default.max(needed).clamp(1, PARTITIONS_PER_TABLE_MAX)
 }
 
-/// The body without the members the router consumes: what a partition receives.
-fn partition_parameters(body: &Json) -> Map<String, Json> {
-    let mut parameters = body.as_object().cloned().unwrap_or_default();
-    for member in [
-        "TableName",
-        "ReturnConsumedCapacity",
-        "ReturnItemCollectionMetrics",
-    ] {
-        parameters.remove(member);
-    }
-    parameters
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CapacityReport {
     None,
@@ -304,78 +291,72 @@ fn key_hash(key_schema: &KeySchema, key: &Json, is_item: bool) -> Result<u64, Dy
         .ok_or_else(|| DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))
 }
 
-/// The partition key value a Query reads, from its key condition (expression or legacy).
-fn query_partition_value(
-    body: &Json,
-    key_schema: &KeySchema,
-) -> Result<AttributeValue, DynamoError> {
-    if let Some(source) = body.get("KeyConditionExpression").and_then(Json::as_str) {
-        let mut context = ExpressionContext::from_json(
-            body.get("ExpressionAttributeNames"),
-            body.get("ExpressionAttributeValues"),
-        )?;
-        return Ok(parse_key_condition(&mut context, source, key_schema)?.partition_value);
+/// The partition hash a Query reads: its key condition names one partition key, so both of its
+/// storage-key bounds start with that key's hash.
+fn query_hash(range: &RangeRequest) -> Result<u64, DynamoError> {
+    match &range.lower {
+        Bound::Included(key) | Bound::Excluded(key) => storage_key_hash(key),
+        Bound::Unbounded => None,
     }
-    if let Some(conditions) = body.get("KeyConditions") {
-        return Ok(
-            shoal_model::legacy::key_conditions_to_key_condition(conditions, key_schema)?
-                .partition_value,
-        );
-    }
-    Err(DynamoError::validation(
-        "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
-    ))
+    .ok_or_else(|| DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))
 }
 
 /// The hash range of a Scan's segment (all of it without Segment/TotalSegments), with the
-/// partition's own checks of the pair so the router never routes a request it will refuse.
-fn scan_segment(body: &Json) -> Result<HashRange, DynamoError> {
+/// partition's own checks of the pair so the router never routes a request it will refuse;
+/// and the segment's numbers, for messages.
+fn scan_segment(body: &Json) -> Result<(HashRange, Option<(u64, u64)>), DynamoError> {
     let segment = body.get("Segment").and_then(Json::as_u64);
     let total = body.get("TotalSegments").and_then(Json::as_u64);
     match shoal_model::messages::scan_segment(segment, total).map_err(DynamoError::validation)? {
-        None => Ok(HashRange::ALL),
+        None => Ok((HashRange::ALL, None)),
         Some((segment, total)) => {
             // `total` <= TOTAL_SEGMENTS_MAX fits u32.
-            let segment = u32::try_from(segment).unwrap_or(0);
-            let total = u32::try_from(total).unwrap_or(1);
-            Ok(even_range(segment, total))
+            let index = u32::try_from(segment).unwrap_or(0);
+            let count = u32::try_from(total).unwrap_or(1);
+            Ok((even_range(index, count), Some((segment, total))))
         }
     }
 }
 
-/// Where a Scan page starts: a hash to resume at, and the client's key to pass on if the
-/// previous page ended inside a partition.
-fn scan_start(
+/// The hash a Scan page starts at: its ExclusiveStartKey's (which the prepared range starts
+/// after), or the segment's first. A start key of another segment is refused with DynamoDB's
+/// message (verified on the real service by ScyllaDB's Alternator tests,
+/// scylladb/scylladb#9270).
+fn scan_start_hash(
     body: &Json,
-    key_schema: &KeySchema,
+    range: &RangeRequest,
     segment: HashRange,
-) -> Result<(u64, Option<Json>), DynamoError> {
-    let Some(start) = body.get("ExclusiveStartKey").filter(|key| !key.is_null()) else {
-        return Ok((segment.first, None));
-    };
-    if !key_schema.is_key_attribute(SCAN_RESUME_ATTRIBUTE)
-        && let Some(object) = start.as_object()
-        && object.len() == 1
-        && let Some(marker) = object.get(SCAN_RESUME_ATTRIBUTE)
-    {
-        let hash = marker
-            .get("N")
-            .and_then(Json::as_str)
-            .and_then(|text| text.parse::<u64>().ok())
-            .filter(|hash| segment.contains(*hash))
-            .ok_or_else(|| {
-                DynamoError::validation(
-                    "The provided starting key is invalid: The provided key element does not match the schema",
-                )
-            })?;
-        return Ok((hash, None));
+    segment_numbers: Option<(u64, u64)>,
+) -> Result<u64, DynamoError> {
+    if body.get("ExclusiveStartKey").is_none_or(Json::is_null) {
+        return Ok(segment.first);
     }
-    let hash = key_hash(key_schema, start, false).map_err(|_| {
+    let hash = match &range.lower {
+        Bound::Excluded(key) => storage_key_hash(key),
+        _ => None,
+    }
+    .ok_or_else(|| {
         DynamoError::validation(
             "The provided starting key is invalid: The provided key element does not match the schema",
         )
     })?;
-    Ok((hash, Some(start.clone())))
+    if !segment.contains(hash) {
+        let (segment, total) = segment_numbers.unwrap_or((0, 1));
+        return Err(DynamoError::validation(format!(
+            "The provided starting key is invalid: Invalid ExclusiveStartKey. Please use ExclusiveStartKey with correct Segment. TotalSegments: {total} Segment: {segment}"
+        )));
+    }
+    Ok(hash)
+}
+
+/// The write capacity a write is admitted with before the leader knows its real size: the
+/// size of what it sends (the item of a put, the key otherwise).
+fn write_estimate_bytes(write: &WriteRequest) -> u64 {
+    let bytes = match &write.kind {
+        WriteKind::Put(item) => item_size_bytes(item),
+        WriteKind::Update(_) | WriteKind::Delete => item_size_bytes(&write.key),
+    };
+    u64::try_from(bytes).unwrap_or(u64::MAX)
 }
 
 fn units_of(reply: &Reply, operation: Operation) -> u64 {
@@ -604,21 +585,16 @@ impl Router {
         &self,
         table: &str,
         hash: u64,
-        operation: ItemOperation,
-        parameters: &Json,
+        call: &ItemCall,
         estimate: (Operation, CapacityUnits),
         deadline: Instant,
     ) -> Result<Reply, DynamoError> {
-        let parameters_json = parameters.to_string();
         let mut refreshes = 0;
         loop {
             let (_, map) = self.table(table, deadline).await?;
             let route: PartitionEntry = map.lookup(hash).clone();
             let admission = self.admit(table, estimate.0, route.id, estimate.1)?;
-            let outcome = self
-                .forwarder
-                .forward(&route, operation, &parameters_json, deadline)
-                .await;
+            let outcome = self.forwarder.forward(&route, call, deadline).await;
             match outcome {
                 Ok(reply) => {
                     self.settle(table, admission, units_of(&reply, estimate.0));
@@ -1462,6 +1438,11 @@ impl Router {
     }
 
     // ---- Item operations ------------------------------------------------------------------
+    //
+    // Each operation parses its request once, here, into a prepared request (every check it
+    // needs before reading an item happens in `prepare`, before admission), and sends that to
+    // the partitions, which only evaluate it. Their typed answers are rendered as DynamoDB JSON
+    // here too.
 
     async fn single_item(&self, body: Json, operation: ItemOperation) -> Result<Json, DynamoError> {
         let name = validate::table_name(&body)?.to_string();
@@ -1476,19 +1457,19 @@ impl Router {
             .get(key_member)
             .filter(|key| !key.is_null())
             .ok_or_else(|| DynamoError::missing_member(&key_member.to_ascii_lowercase()))?;
+        // The partition key's own checks first, with their messages; then everything else.
         let hash = key_hash(&key_schema, key, is_item)?;
-        let parameters = Json::Object(partition_parameters(&body));
-        let estimate = match operation {
-            ItemOperation::GetItem => (Operation::Read, read_units(1, consistency(&body))),
-            _ => (
-                Operation::Write,
-                write_units(u64::try_from(key.to_string().len()).unwrap_or(u64::MAX)),
-            ),
+        let prepared = prepare(operation, &body, &key_schema)?;
+        let estimate = match &prepared {
+            PreparedRequest::Write(write) => {
+                (Operation::Write, write_units(write_estimate_bytes(write)))
+            }
+            _ => (Operation::Read, read_units(1, consistency(&body))),
         };
         let reply = self
-            .route(&name, hash, operation, &parameters, estimate, deadline)
+            .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
             .await?;
-        let mut response = reply.body.clone();
+        let mut response = render_result(&reply.result, false)?;
         if report != CapacityReport::None {
             response["ConsumedCapacity"] =
                 consumed_capacity_json(&name, units_of(&reply, estimate.0), report);
@@ -1518,23 +1499,19 @@ impl Router {
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
         let (key_schema, _) = self.table(&name, deadline).await?;
-        let value = query_partition_value(&body, &key_schema)?;
-        let hash = partition_hash(&value).ok_or_else(|| {
-            DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
-        })?;
-        let parameters = Json::Object(partition_parameters(&body));
+        let prepared = prepare(ItemOperation::Query, &body, &key_schema)?;
+        let PreparedRequest::Range(range) = &prepared else {
+            return Err(DynamoError::internal(
+                "Internal server error (a Query prepared as something else)",
+            ));
+        };
+        let hash = query_hash(range)?;
+        let count_only = range.count_only;
         let estimate = (Operation::Read, read_units(1, consistency(&body)));
         let reply = self
-            .route(
-                &name,
-                hash,
-                ItemOperation::Query,
-                &parameters,
-                estimate,
-                deadline,
-            )
+            .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
             .await?;
-        let mut response = reply.body.clone();
+        let mut response = render_result(&reply.result, count_only)?;
         if report != CapacityReport::None {
             response["ConsumedCapacity"] =
                 consumed_capacity_json(&name, reply.read_units_milli, report);
@@ -1542,71 +1519,82 @@ impl Router {
         Ok(response)
     }
 
-    /// Scan: walks the partitions overlapping the segment in hash order. A page ends where the
-    /// partition's page ends (its LastEvaluatedKey is passed on) or at the end of a partition
-    /// (LastEvaluatedKey then names the next partition's first hash, [`SCAN_RESUME_ATTRIBUTE`]).
-    /// Partitions with nothing in the segment are skipped within the same page.
+    /// Scan: one page fills across partitions, as DynamoDB's does. It walks the partitions
+    /// overlapping the segment in hash order from where the page starts, each asked for what
+    /// is left of the page (Limit, and the 1 MB of data read). The page ends where a partition
+    /// stops inside its range (its LastEvaluatedKey, the key of the last item evaluated, is the
+    /// page's) or at the end of the segment.
     pub async fn scan(&self, body: Json) -> Result<Json, DynamoError> {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
         let (key_schema, map) = self.table(&name, deadline).await?;
-        let segment = scan_segment(&body)?;
-        let (mut resume_hash, mut start_key) = scan_start(&body, &key_schema, segment)?;
+        let (segment, segment_numbers) = scan_segment(&body)?;
+        let prepared = prepare(ItemOperation::Scan, &body, &key_schema)?;
+        let PreparedRequest::Range(range) = prepared else {
+            return Err(DynamoError::internal(
+                "Internal server error (a Scan prepared as something else)",
+            ));
+        };
+        let mut resume_hash = scan_start_hash(&body, &range, segment, segment_numbers)?;
         let mut items: Vec<Json> = Vec::new();
         let mut count = 0u64;
         let mut scanned = 0u64;
+        let mut scanned_bytes = 0u64;
         let mut consumed_milli = 0u64;
         let mut last_evaluated: Option<Json> = None;
         // Each step moves to a later partition, so the walk ends within the partition count.
         for _step in 0..map.partitions().len() {
-            let index = map.index_of(resume_hash);
-            let partition = &map.partitions()[index];
-            let mut parameters = partition_parameters(&body);
-            parameters.remove("ExclusiveStartKey");
-            if let Some(start) = start_key.take() {
-                parameters.insert("ExclusiveStartKey".to_string(), start);
-            }
+            let partition = &map.partitions()[map.index_of(resume_hash)];
+            let mut part = range.clone();
+            part.limit = range
+                .limit
+                .map(|limit| limit.saturating_sub(usize::try_from(scanned).unwrap_or(limit)));
+            part.page_bytes_max = range.page_bytes_max.saturating_sub(scanned_bytes);
             let reply = self
                 .route(
                     &name,
                     resume_hash,
-                    ItemOperation::Scan,
-                    &Json::Object(parameters),
+                    &ItemCall::new(&PreparedRequest::Range(part)),
                     (Operation::Read, read_units(1, consistency(&body))),
                     deadline,
                 )
                 .await?;
             consumed_milli = consumed_milli.saturating_add(reply.read_units_milli);
-            let page_scanned = reply
-                .body
-                .get("ScannedCount")
-                .and_then(Json::as_u64)
-                .unwrap_or(0);
-            scanned += page_scanned;
-            count += reply.body.get("Count").and_then(Json::as_u64).unwrap_or(0);
-            if let Some(page) = reply.body.get("Items").and_then(Json::as_array) {
-                items.extend(page.iter().cloned());
+            let ItemResult::Range {
+                items: page,
+                count: page_count,
+                scanned_count,
+                scanned_bytes: page_bytes,
+                last_evaluated_key,
+            } = reply.result
+            else {
+                return Err(DynamoError::internal(
+                    "Internal server error (a partition answered a Scan with another result)",
+                ));
+            };
+            count += page_count;
+            scanned += scanned_count;
+            scanned_bytes = scanned_bytes.saturating_add(page_bytes);
+            for item in &page {
+                items.push(item_json(item)?);
             }
-            if let Some(key) = reply.body.get("LastEvaluatedKey") {
-                last_evaluated = Some(key.clone());
+            if let Some(key) = last_evaluated_key {
+                last_evaluated = Some(item_json(&key)?);
                 break;
             }
-            let next_first = partition.range.last.checked_add(1);
-            match next_first.filter(|first| *first <= segment.last) {
+            match partition
+                .range
+                .last
+                .checked_add(1)
+                .filter(|first| *first <= segment.last)
+            {
                 None => break,
-                Some(first) => {
-                    resume_hash = first;
-                    if page_scanned > 0 {
-                        last_evaluated =
-                            Some(json!({ SCAN_RESUME_ATTRIBUTE: { "N": first.to_string() } }));
-                        break;
-                    }
-                }
+                Some(first) => resume_hash = first,
             }
         }
         let mut response = json!({ "Count": count, "ScannedCount": scanned });
-        if body.get("Select").and_then(Json::as_str) != Some("COUNT") {
+        if !range.count_only {
             response["Items"] = Json::Array(items);
         }
         if let Some(key) = last_evaluated {
@@ -1646,6 +1634,7 @@ impl Router {
         // request first.
         let mut tables: Vec<(&String, &Json)> = Vec::with_capacity(request_items.len());
         let mut groups = Vec::new();
+        let mut calls = Vec::new();
         for (name, table_request) in request_items {
             validate::check_table_name(name)?;
             let keys = table_request
@@ -1658,50 +1647,59 @@ impl Router {
                     ))
                 })?;
             let (key_schema, map) = self.table(name, deadline).await?;
-            let mut by_partition: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
             for key in keys {
-                let hash = key_hash(&key_schema, key, false)?;
-                by_partition
-                    .entry(map.index_of(hash))
-                    .or_insert_with(|| (hash, Vec::new()))
-                    .1
-                    .push(key.clone());
+                key_hash(&key_schema, key, false)?;
             }
-            groups.extend(
-                by_partition
-                    .into_values()
-                    .map(|(hash, members)| BatchGroup {
-                        table: tables.len(),
-                        hash,
-                        members,
-                    }),
-            );
+            let PreparedRequest::BatchGet(gets) =
+                prepare(ItemOperation::BatchGet, table_request, &key_schema)?
+            else {
+                return Err(DynamoError::internal(
+                    "Internal server error (a BatchGetItem prepared as something else)",
+                ));
+            };
+            let per_key = read_units(1, consistency(table_request));
+            let mut by_partition: BTreeMap<usize, (u64, Vec<Json>, Vec<GetRequest>)> =
+                BTreeMap::new();
+            for (key, get) in keys.iter().zip(gets) {
+                let hash = storage_key_hash(&get.storage_key).ok_or_else(|| {
+                    DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
+                })?;
+                let group = by_partition
+                    .entry(map.index_of(hash))
+                    .or_insert_with(|| (hash, Vec::new(), Vec::new()));
+                group.1.push(key.clone());
+                group.2.push(get);
+            }
+            for (hash, members, gets) in by_partition.into_values() {
+                let keys = u64::try_from(gets.len()).unwrap_or(u64::MAX);
+                let estimate = CapacityUnits::from_milli(per_key.as_milli().saturating_mul(keys));
+                calls.push((ItemCall::new(&PreparedRequest::BatchGet(gets)), estimate));
+                groups.push(BatchGroup {
+                    table: tables.len(),
+                    hash,
+                    members,
+                });
+            }
             tables.push((name, table_request));
         }
-        let calls: Vec<_> = groups
-            .iter()
-            .map(|group| {
-                let (name, table_request) = tables[group.table];
-                let mut parameters = table_request.as_object().cloned().unwrap_or_default();
-                parameters.insert("Keys".to_string(), Json::Array(group.members.clone()));
-                let per_key = read_units(1, consistency(table_request));
-                let keys = u64::try_from(group.members.len()).unwrap_or(u64::MAX);
-                let estimate = CapacityUnits::from_milli(per_key.as_milli().saturating_mul(keys));
-                let hash = group.hash;
-                async move {
+        let results = join_bounded(
+            groups
+                .iter()
+                .zip(&calls)
+                .map(|(group, (call, estimate))| {
+                    let (name, _) = tables[group.table];
                     self.route(
                         name,
-                        hash,
-                        ItemOperation::BatchGet,
-                        &Json::Object(parameters),
-                        (Operation::Read, estimate),
+                        group.hash,
+                        call,
+                        (Operation::Read, *estimate),
                         deadline,
                     )
-                    .await
-                }
-            })
-            .collect();
-        let results = join_bounded(calls, BATCH_PARTITIONS_IN_FLIGHT_MAX).await;
+                })
+                .collect(),
+            BATCH_PARTITIONS_IN_FLIGHT_MAX,
+        )
+        .await;
         let outcomes = settle_batch(tables.len(), groups, results, Operation::Read)?;
         let mut responses = Map::new();
         let mut unprocessed = Map::new();
@@ -1749,6 +1747,7 @@ impl Router {
         // its checks could not be taken back.
         let mut tables: Vec<&String> = Vec::with_capacity(request_items.len());
         let mut groups = Vec::new();
+        let mut calls = Vec::new();
         for (name, requests) in request_items {
             validate::check_table_name(name)?;
             let requests = requests.as_array().filter(|r| !r.is_empty()).ok_or_else(|| {
@@ -1757,7 +1756,7 @@ impl Router {
                 ))
             })?;
             let (key_schema, map) = self.table(name, deadline).await?;
-            let mut by_partition: BTreeMap<usize, (u64, Vec<Json>)> = BTreeMap::new();
+            // The partition key's own checks first, with their messages, as for single items.
             for request in requests {
                 let (key, is_item) = match (request.get("PutRequest"), request.get("DeleteRequest"))
                 {
@@ -1772,53 +1771,62 @@ impl Router {
                 let key = key.ok_or_else(|| {
                     DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
                 })?;
-                let hash = key_hash(&key_schema, key, is_item)?;
-                // The partition checks these again; here they keep the batch all or nothing.
-                let attributes = shoal_model::json::item_from_json(key)?;
-                if is_item {
-                    key_schema.validate_item(&attributes)?;
-                    shoal_model::value::check_item_size(&attributes)?;
-                } else {
-                    key_schema.validate_key(&attributes)?;
-                }
-                by_partition
-                    .entry(map.index_of(hash))
-                    .or_insert_with(|| (hash, Vec::new()))
-                    .1
-                    .push(request.clone());
+                key_hash(&key_schema, key, is_item)?;
             }
-            groups.extend(
-                by_partition
-                    .into_values()
-                    .map(|(hash, members)| BatchGroup {
-                        table: tables.len(),
-                        hash,
-                        members,
-                    }),
-            );
+            let list = Json::Array(requests.clone());
+            let PreparedRequest::BatchWrite(writes) =
+                prepare(ItemOperation::BatchWrite, &list, &key_schema)?
+            else {
+                return Err(DynamoError::internal(
+                    "Internal server error (a BatchWriteItem prepared as something else)",
+                ));
+            };
+            let mut by_partition: BTreeMap<usize, (u64, Vec<Json>, Vec<WriteRequest>)> =
+                BTreeMap::new();
+            for (request, write) in requests.iter().zip(writes) {
+                let hash = storage_key_hash(&write.storage_key).ok_or_else(|| {
+                    DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
+                })?;
+                let group = by_partition
+                    .entry(map.index_of(hash))
+                    .or_insert_with(|| (hash, Vec::new(), Vec::new()));
+                group.1.push(request.clone());
+                group.2.push(write);
+            }
+            for (hash, members, writes) in by_partition.into_values() {
+                let bytes = writes
+                    .iter()
+                    .map(write_estimate_bytes)
+                    .fold(0u64, u64::saturating_add);
+                calls.push((
+                    ItemCall::new(&PreparedRequest::BatchWrite(writes)),
+                    write_units(bytes),
+                ));
+                groups.push(BatchGroup {
+                    table: tables.len(),
+                    hash,
+                    members,
+                });
+            }
             tables.push(name);
         }
-        let calls: Vec<_> = groups
-            .iter()
-            .map(|group| {
-                let name = tables[group.table];
-                let parameters = Json::Array(group.members.clone());
-                let bytes = u64::try_from(parameters.to_string().len()).unwrap_or(u64::MAX);
-                let hash = group.hash;
-                async move {
+        let results = join_bounded(
+            groups
+                .iter()
+                .zip(&calls)
+                .map(|(group, (call, estimate))| {
                     self.route(
-                        name,
-                        hash,
-                        ItemOperation::BatchWrite,
-                        &parameters,
-                        (Operation::Write, write_units(bytes)),
+                        tables[group.table],
+                        group.hash,
+                        call,
+                        (Operation::Write, *estimate),
                         deadline,
                     )
-                    .await
-                }
-            })
-            .collect();
-        let results = join_bounded(calls, BATCH_PARTITIONS_IN_FLIGHT_MAX).await;
+                })
+                .collect(),
+            BATCH_PARTITIONS_IN_FLIGHT_MAX,
+        )
+        .await;
         let outcomes = settle_batch(tables.len(), groups, results, Operation::Write)?;
         let mut unprocessed = Map::new();
         let mut capacity = Vec::new();
@@ -1886,8 +1894,10 @@ fn settle_batch(
                 outcome.units_milli = outcome
                     .units_milli
                     .saturating_add(units_of(&reply, operation));
-                if let Some(found) = reply.body.get("Responses").and_then(Json::as_array) {
-                    outcome.items.extend(found.iter().cloned());
+                if let ItemResult::BatchGet { items } = &reply.result {
+                    for item in items {
+                        outcome.items.push(item_json(item)?);
+                    }
                 }
             }
             Err(error) if is_retryable_for_batch(&error) => {
@@ -1971,6 +1981,7 @@ fn is_retryable_for_batch(error: &DynamoError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_model::AttributeValue;
     use shoal_model::key::KeyType;
 
     #[test]
@@ -2011,48 +2022,70 @@ mod tests {
     #[test]
     fn query_routes_by_the_key_condition() {
         let schema = KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number);
-        let body = json!({
-            "KeyConditionExpression": "#p = :v AND sk > :s",
-            "ExpressionAttributeNames": {"#p": "pk"},
-            "ExpressionAttributeValues": {":v": {"S": "user"}, ":s": {"N": "3"}},
-        });
-        assert_eq!(
-            query_partition_value(&body, &schema).unwrap(),
-            AttributeValue::String("user".to_string())
-        );
+        let hash_of = |body: &Json| {
+            let Ok(PreparedRequest::Range(range)) = prepare(ItemOperation::Query, body, &schema)
+            else {
+                panic!("not a query: {body}");
+            };
+            query_hash(&range).unwrap()
+        };
+        let user = partition_hash(&AttributeValue::String("user".to_string())).unwrap();
+        for forward in [true, false] {
+            let body = json!({
+                "KeyConditionExpression": "#p = :v AND sk > :s",
+                "ExpressionAttributeNames": {"#p": "pk"},
+                "ExpressionAttributeValues": {":v": {"S": "user"}, ":s": {"N": "3"}},
+                "ScanIndexForward": forward,
+                "ExclusiveStartKey": {"pk": {"S": "user"}, "sk": {"N": "9"}},
+            });
+            assert_eq!(hash_of(&body), user);
+        }
         let legacy = json!({"KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "u2"}]}}});
         assert_eq!(
-            query_partition_value(&legacy, &schema).unwrap(),
-            AttributeValue::String("u2".to_string())
+            hash_of(&legacy),
+            partition_hash(&AttributeValue::String("u2".to_string())).unwrap()
         );
-        assert!(query_partition_value(&json!({}), &schema).is_err());
     }
 
     #[test]
-    fn scan_segments_and_resume_markers() {
-        assert_eq!(scan_segment(&json!({})).unwrap(), HashRange::ALL);
+    fn scan_segments_and_start_keys() {
+        assert_eq!(scan_segment(&json!({})).unwrap(), (HashRange::ALL, None));
         assert_eq!(
             scan_segment(&json!({"Segment": 1, "TotalSegments": 4})).unwrap(),
-            even_range(1, 4)
+            (even_range(1, 4), Some((1, 4)))
         );
         assert!(scan_segment(&json!({"Segment": 4, "TotalSegments": 4})).is_err());
         assert!(scan_segment(&json!({"Segment": 0})).is_err());
         let schema = KeySchema::partition_only("pk", KeyType::String);
-        let marker = json!({"ExclusiveStartKey": {SCAN_RESUME_ATTRIBUTE: {"N": "77"}}});
+        let start = |body: &Json| {
+            let Ok(PreparedRequest::Range(range)) = prepare(ItemOperation::Scan, body, &schema)
+            else {
+                panic!("not a scan: {body}");
+            };
+            let (segment, numbers) = scan_segment(body).unwrap();
+            scan_start_hash(body, &range, segment, numbers)
+        };
+        let k = partition_hash(&AttributeValue::String("k".to_string())).unwrap();
+        assert_eq!(start(&json!({})).unwrap(), 0);
         assert_eq!(
-            scan_start(&marker, &schema, HashRange::ALL).unwrap(),
-            (77, None)
+            start(&json!({"ExclusiveStartKey": {"pk": {"S": "k"}}})).unwrap(),
+            k
         );
-        // A marker outside the segment is not a valid start.
-        assert!(scan_start(&marker, &schema, even_range(1, 2)).is_err());
-        let key = json!({"pk": {"S": "k"}});
-        let (hash, start) =
-            scan_start(&json!({"ExclusiveStartKey": key}), &schema, HashRange::ALL).unwrap();
+        // A start key of another segment is refused, as DynamoDB refuses it.
+        let total = 4u64;
+        let own = u64::try_from((u128::from(k) * u128::from(total)) >> 64).unwrap();
+        let other = (own + 1) % total;
         assert_eq!(
-            hash,
-            partition_hash(&AttributeValue::String("k".to_string())).unwrap()
+            start(&json!({"ExclusiveStartKey": {"pk": {"S": "k"}}, "Segment": own, "TotalSegments": total}))
+                .unwrap(),
+            k
         );
-        assert_eq!(start, Some(key));
+        assert_eq!(
+            start(&json!({"ExclusiveStartKey": {"pk": {"S": "k"}}, "Segment": other, "TotalSegments": total}))
+                .unwrap_err()
+                .message,
+            format!("The provided starting key is invalid: Invalid ExclusiveStartKey. Please use ExclusiveStartKey with correct Segment. TotalSegments: {total} Segment: {other}")
+        );
     }
 
     #[test]
@@ -2144,12 +2177,17 @@ mod tests {
     }
 
     fn served(keys: &[&str], read_units_milli: u64) -> Result<Reply, DynamoError> {
-        let items: Vec<Json> = keys
+        let items = keys
             .iter()
-            .map(|key| json!({"pk": {"S": key}, "v": {"N": "1"}}))
+            .map(|key| {
+                let item = json!({"pk": {"S": key}, "v": {"N": "1"}});
+                shoal_model::encoding::encode_item(
+                    &shoal_model::json::item_from_json(&item).unwrap(),
+                )
+            })
             .collect();
         Ok(Reply {
-            body: json!({ "Responses": items }),
+            result: ItemResult::BatchGet { items },
             read_units_milli,
             write_units_milli: 0,
             leader: 1,
@@ -2282,7 +2320,7 @@ mod tests {
             },
         ];
         let written = Reply {
-            body: json!({}),
+            result: ItemResult::BatchWrite,
             read_units_milli: 0,
             write_units_milli: 2_000,
             leader: 2,

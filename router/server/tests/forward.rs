@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use shoal_bus::{Bus, BusConfig, Inbox};
-use shoal_router::forward::{CALL_TIMEOUT, ForwardError, Forwarder};
+use shoal_router::forward::{CALL_TIMEOUT, Effect, ForwardError, Forwarder, ItemCall};
 use shoal_router::partition_map::{HashRange, NodeDirectory, PartitionEntry};
 use shoal_wire::messages::{
-    BusMessage, ItemOperation, NodeError, NodeResponse, ResponseFrame, ShardAddress,
+    BusMessage, ItemResult, NodeError, NodeResponse, ResponseFrame, ShardAddress,
 };
 
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -127,9 +127,24 @@ fn route() -> PartitionEntry {
     }
 }
 
+/// The fake nodes never look inside a request: only its effect matters to the forwarder.
+fn write() -> ItemCall {
+    ItemCall {
+        effect: Effect::Write,
+        encoded: Vec::new(),
+    }
+}
+
+fn read() -> ItemCall {
+    ItemCall {
+        effect: Effect::Read,
+        encoded: Vec::new(),
+    }
+}
+
 fn item() -> NodeResponse {
     NodeResponse::Item {
-        body_json: r#"{"Attributes":{}}"#.to_string(),
+        result: ItemResult::Write { attributes: None },
         read_units_milli: 0,
         write_units_milli: 1000,
     }
@@ -183,12 +198,7 @@ fn not_leader_follows_the_hint() {
         }));
         let reply = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::PutItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap();
         assert_eq!(reply.leader, 3);
@@ -214,12 +224,7 @@ fn busy_backs_off_and_retries_the_same_leader() {
         let started = Instant::now();
         let reply = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::PutItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap();
         assert_eq!(reply.leader, 1);
@@ -242,7 +247,7 @@ fn an_internal_error_of_an_earlier_node_is_an_unknown_outcome() {
         let deadline = deadline_in(Duration::from_secs(5));
         let error = cluster
             .forwarder
-            .forward(&route(), ItemOperation::UpdateItem, "{}", deadline)
+            .forward(&route(), &write(), deadline)
             .await
             .unwrap_err();
         assert!(
@@ -253,7 +258,7 @@ fn an_internal_error_of_an_earlier_node_is_an_unknown_outcome() {
         assert_eq!(cluster.total_requests(), 1);
         let reply = cluster
             .forwarder
-            .forward(&route(), ItemOperation::GetItem, "{}", deadline)
+            .forward(&route(), &read(), deadline)
             .await
             .unwrap();
         assert_eq!(reply.leader, 2);
@@ -273,12 +278,7 @@ fn a_write_refused_as_not_applied_is_sent_again_until_it_is_served() {
         }));
         let reply = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::UpdateItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap();
         assert_eq!(reply.leader, 1);
@@ -300,12 +300,7 @@ fn a_replica_that_lost_its_leadership_redirects_the_retried_write() {
         }));
         let reply = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::PutItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap();
         assert_eq!(reply.leader, 3);
@@ -326,12 +321,7 @@ fn refusals_until_the_deadline_end_as_unavailable_with_nothing_served() {
         }));
         let error = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::PutItem,
-                "{}",
-                deadline_in(Duration::from_millis(300)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_millis(300)))
             .await
             .unwrap_err();
         match &error {
@@ -361,7 +351,7 @@ fn a_write_whose_outcome_is_unknown_is_never_retried() {
         let deadline = deadline_in(Duration::from_secs(5));
         let error = cluster
             .forwarder
-            .forward(&route(), ItemOperation::DeleteItem, "{}", deadline)
+            .forward(&route(), &write(), deadline)
             .await
             .unwrap_err();
         assert!(error.may_have_consumed());
@@ -376,7 +366,7 @@ fn a_write_whose_outcome_is_unknown_is_never_retried() {
         // A read is repeated at the next replica.
         let reply = cluster
             .forwarder
-            .forward(&route(), ItemOperation::Query, "{}", deadline)
+            .forward(&route(), &read(), deadline)
             .await
             .unwrap();
         assert_eq!(reply.leader, 2);
@@ -398,7 +388,7 @@ fn stale_epochs_and_wrong_owners_ask_for_a_map_refresh() {
         let deadline = deadline_in(Duration::from_secs(5));
         let error = cluster
             .forwarder
-            .forward(&route(), ItemOperation::PutItem, "{}", deadline)
+            .forward(&route(), &write(), deadline)
             .await
             .unwrap_err();
         assert_eq!(
@@ -411,7 +401,7 @@ fn stale_epochs_and_wrong_owners_ask_for_a_map_refresh() {
         elsewhere.leader_hint = Some(2);
         let error = cluster
             .forwarder
-            .forward(&elsewhere, ItemOperation::GetItem, "{}", deadline)
+            .forward(&elsewhere, &read(), deadline)
             .await
             .unwrap_err();
         assert_eq!(
@@ -431,17 +421,15 @@ fn dynamodb_errors_pass_through_with_the_old_item() {
             NodeResponse::Error(NodeError::Dynamo {
                 type_name: "ConditionalCheckFailedException".to_string(),
                 message: "The conditional request failed".to_string(),
-                item_json: Some(r#"{"pk":{"S":"a"}}"#.to_string()),
+                item: Some(shoal_model::encoding::encode_item(
+                    &shoal_model::json::item_from_json(&serde_json::json!({"pk": {"S": "a"}}))
+                        .unwrap(),
+                )),
             })
         }));
         let error = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::PutItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap_err()
             .into_dynamo();
@@ -459,7 +447,7 @@ fn no_leader_ends_at_the_deadline_with_backoff_between_rounds() {
         let started = Instant::now();
         let error = cluster
             .forwarder
-            .forward(&route(), ItemOperation::PutItem, "{}", deadline_in(bound))
+            .forward(&route(), &write(), deadline_in(bound))
             .await
             .unwrap_err();
         let elapsed = started.elapsed();
@@ -494,12 +482,7 @@ fn an_unreachable_replica_is_skipped_even_for_writes() {
         cluster.forwarder.set_directory(directory);
         let reply = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::PutItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap();
         assert_eq!(reply.leader, 2);
@@ -517,12 +500,7 @@ fn a_write_sent_and_never_answered_is_not_retried() {
         let started = Instant::now();
         let error = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::PutItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &write(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap_err();
         assert!(
@@ -534,12 +512,7 @@ fn a_write_sent_and_never_answered_is_not_retried() {
         // A read in the same situation moves on to the next replica.
         let reply = cluster
             .forwarder
-            .forward(
-                &route(),
-                ItemOperation::GetItem,
-                "{}",
-                deadline_in(Duration::from_secs(5)),
-            )
+            .forward(&route(), &read(), deadline_in(Duration::from_secs(5)))
             .await
             .unwrap();
         assert_eq!(reply.leader, 2);

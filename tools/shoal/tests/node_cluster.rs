@@ -18,9 +18,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
 use shoal_bus::BlockingClient;
+use shoal_model::key::{KeySchema, KeyType};
+use shoal_model::request::{ItemOperation, prepare};
+use shoal_model::request_codec::encode_request;
+use shoal_router::forward::render_result;
 use shoal_wire::messages::{
-    ItemOperation, KeySchemaWire, KeyTypeWire, MembershipWire, NodeError, NodeRequest,
-    NodeResponse, ReplicaRole,
+    KeySchemaWire, KeyTypeWire, MembershipWire, NodeError, NodeRequest, NodeResponse, ReplicaRole,
 };
 
 const PARTITION: u64 = 1;
@@ -226,8 +229,14 @@ impl Cluster {
             NodeRequest::Item {
                 partition: PARTITION,
                 epoch: 1,
-                operation,
-                parameters_json: parameters.to_string(),
+                request: encode_request(
+                    &prepare(
+                        operation,
+                        parameters,
+                        &KeySchema::partition_only("pk", KeyType::String),
+                    )
+                    .unwrap(),
+                ),
             },
         )
         .unwrap_or(NodeResponse::Error(NodeError::OutcomeUnknown {
@@ -262,8 +271,8 @@ impl Cluster {
             ItemOperation::Scan,
             &json!({"ConsistentRead": consistent}),
         ) {
-            NodeResponse::Item { body_json, .. } => {
-                let body: Json = serde_json::from_str(&body_json).unwrap();
+            NodeResponse::Item { result, .. } => {
+                let body = render_result(&result, false).unwrap();
                 body["Count"].as_u64()
             }
             _ => None,
@@ -425,8 +434,8 @@ fn a_paused_leader_serves_no_stale_strong_read() {
     let mut refusals = 0;
     while Instant::now() < deadline {
         match cluster.item(old_leader, ItemOperation::GetItem, &get) {
-            NodeResponse::Item { body_json, .. } => {
-                let body: Json = serde_json::from_str(&body_json).unwrap();
+            NodeResponse::Item { result, .. } => {
+                let body = render_result(&result, false).unwrap();
                 assert_eq!(
                     body["Item"]["v"],
                     json!({"N": "2"}),
@@ -442,8 +451,8 @@ fn a_paused_leader_serves_no_stale_strong_read() {
         "the resumed leader never refused a strong read"
     );
     match cluster.item(new_leader, ItemOperation::GetItem, &get) {
-        NodeResponse::Item { body_json, .. } => {
-            let body: Json = serde_json::from_str(&body_json).unwrap();
+        NodeResponse::Item { result, .. } => {
+            let body = render_result(&result, false).unwrap();
             assert_eq!(body["Item"]["v"], json!({"N": "2"}));
         }
         NodeResponse::Error(NodeError::NotLeader { .. }) => {}

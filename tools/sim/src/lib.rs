@@ -37,6 +37,7 @@ use shoal_io::storage::faulty::{
 use shoal_io::storage::simulated::SimulatedDisk;
 use shoal_io::{SeededRng, StorageDirectory, StorageError, StorageOperation};
 use shoal_model::key::{KeySchema, KeyType};
+use shoal_model::request::PreparedRequest;
 use shoal_partition::meta::MetaError;
 use shoal_partition::{
     Event, Output, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND,
@@ -50,11 +51,11 @@ use shoal_store::btree::{BTreeConfig, BTreeError, PageCache};
 use shoal_store::engine::{EngineError, Mutation, MutationBatch};
 use shoal_store::wal::format::{SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot};
 use shoal_store::wal::{Durable, PartitionId, Wal, WalConfig, WalError, segment_file_name};
-use shoal_wire::messages::{ItemOperation, NodeError, NodeResponse, SnapshotChunk};
+use shoal_wire::messages::{ItemResult, NodeError, NodeResponse, SnapshotChunk};
 use shoal_wire::persist::decode_persist_record;
 
 use linearizability::{EffectPoint, Operation, OperationKind, Verdict};
-use requests::{CONDITION_FAILED, Command, SCAN_PARAMETERS};
+use requests::{CONDITION_FAILED, Command};
 
 /// Each seed draws one of these cluster sizes.
 const NODE_COUNTS: [u64; 2] = [3, 5];
@@ -697,6 +698,18 @@ fn message_fingerprint(message: &Message) -> [u64; 4] {
 }
 
 /// The numbers that identify a replica's output in the trace.
+/// The size of a result's items: enough to tell answers apart in a fingerprint.
+fn result_fingerprint(result: &ItemResult) -> u64 {
+    let bytes = |items: &[Vec<u8>]| items.iter().map(|item| item.len() as u64).sum::<u64>();
+    match result {
+        ItemResult::Write { attributes } => attributes.as_ref().map_or(0, |item| item.len() as u64),
+        ItemResult::BatchWrite => 1,
+        ItemResult::Get { item } => 2 + item.as_ref().map_or(0, |item| item.len() as u64),
+        ItemResult::BatchGet { items } => 3 + bytes(items),
+        ItemResult::Range { items, count, .. } => 4 + bytes(items) + (count << 32),
+    }
+}
+
 fn output_fingerprint(output: &Output) -> [u64; 5] {
     match output {
         Output::Persist { core_lsn, body } => [1, core_lsn.0, body.len() as u64, 0, 0],
@@ -706,7 +719,7 @@ fn output_fingerprint(output: &Output) -> [u64; 5] {
         }
         Output::Reply { reply_to, response } => {
             let kind = match response {
-                NodeResponse::Item { body_json, .. } => 1 + ((body_json.len() as u64) << 8),
+                NodeResponse::Item { result, .. } => 1 + (result_fingerprint(result) << 8),
                 NodeResponse::Error(_) => 2,
                 _ => 3,
             };
@@ -1823,8 +1836,7 @@ impl Simulation {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
                 epoch: EPOCH,
-                operation: ItemOperation::Scan,
-                parameters_json: SCAN_PARAMETERS.to_string(),
+                request: requests::scan_request(),
             };
             drive(replica.handle(now, scan), &mut runtime.committer)
         });
@@ -1854,9 +1866,9 @@ impl Simulation {
             let body = match scanned {
                 Ok(Ok(scan_outputs)) => scan_outputs.into_iter().find_map(|output| match output {
                     Output::Reply {
-                        response: NodeResponse::Item { body_json, .. },
+                        response: NodeResponse::Item { result, .. },
                         ..
-                    } => Some(body_json),
+                    } => Some(result),
                     _ => None,
                 }),
                 Ok(Err(error)) => {
@@ -1962,14 +1974,14 @@ impl Simulation {
         }
     }
 
-    /// Checks the applied state a replica reached (the body of a Scan at `slot`): its digest
+    /// Checks the applied state a replica reached (the result of a Scan at `slot`): its digest
     /// against another replica's at the same slot, and every value in it marks its write as
     /// applied by now.
-    fn observe_applied(&mut self, id: NodeId, group: usize, slot: Slot, body: Option<String>) {
+    fn observe_applied(&mut self, id: NodeId, group: usize, slot: Slot, scan: Option<ItemResult>) {
         if let Some(node) = self.nodes.get_mut(&id) {
             node.observed_applied.insert(group, slot);
         }
-        let state = match body.as_deref().map(requests::parse_scan_body) {
+        let state = match scan.as_ref().map(requests::parse_scan_result) {
             Some(Ok(state)) => state,
             Some(Err(error)) => {
                 return self.violation(format!("{id:?} group {group}: scan answer: {error}"));
@@ -2033,8 +2045,8 @@ impl Simulation {
                 self.write_answered(client, group, node, operation, response);
             }
             RequestKind::StrongRead { key } => match response {
-                NodeResponse::Item { body_json, .. } => {
-                    let observed = match requests::parse_get_body(&body_json) {
+                NodeResponse::Item { result, .. } => {
+                    let observed = match requests::parse_get_result(&result) {
                         Ok(observed) => observed,
                         Err(error) => return self.violation(format!("GetItem answer: {error}")),
                     };
@@ -2062,8 +2074,8 @@ impl Simulation {
                 )),
             },
             RequestKind::EventualRead { key } => match response {
-                NodeResponse::Item { body_json, .. } => {
-                    let mut observed = match requests::parse_get_body(&body_json) {
+                NodeResponse::Item { result, .. } => {
+                    let mut observed = match requests::parse_get_result(&result) {
                         Ok(observed) => observed,
                         Err(error) => return self.violation(format!("GetItem answer: {error}")),
                     };
@@ -2239,8 +2251,7 @@ impl Simulation {
         group: usize,
         node: NodeId,
         kind: RequestKind,
-        operation: ItemOperation,
-        parameters_json: String,
+        request: PreparedRequest,
     ) -> u64 {
         let reply_to = self.take_reply_to();
         self.requests.insert(
@@ -2268,8 +2279,7 @@ impl Simulation {
             Event::Request {
                 reply_to,
                 epoch: EPOCH,
-                operation,
-                parameters_json,
+                request,
             },
         );
         reply_to
@@ -2307,8 +2317,7 @@ impl Simulation {
             group,
             node,
             RequestKind::Write { operation },
-            ItemOperation::PutItem,
-            command.parameters_json(),
+            command.request(),
         );
     }
 
@@ -2326,7 +2335,7 @@ impl Simulation {
             group,
             node,
             RequestKind::StrongRead { key },
-            requests::get_parameters(key, !broken),
+            requests::get_request(key, !broken),
         );
     }
 
@@ -2339,7 +2348,7 @@ impl Simulation {
             group,
             node,
             RequestKind::EventualRead { key },
-            requests::get_parameters(key, false),
+            requests::get_request(key, false),
         );
     }
 
@@ -2350,20 +2359,13 @@ impl Simulation {
         group: usize,
         node: NodeId,
         kind: RequestKind,
-        parameters_json: String,
+        request: PreparedRequest,
     ) {
         if !self.is_up(node) {
             self.retry_later(client, group, None);
             return;
         }
-        let reply_to = self.request(
-            client,
-            group,
-            node,
-            kind,
-            ItemOperation::GetItem,
-            parameters_json,
-        );
+        let reply_to = self.request(client, group, node, kind, request);
         // Unless the read stopped its node (corruption found on a faulty disk while reading:
         // counted as such, or a violation of its own), its answer came back already.
         if self.requests.remove(&reply_to).is_some() && self.is_up(node) {

@@ -1,5 +1,7 @@
 //! The DynamoDB requests the simulated clients send to the real partition replicas, and the
-//! reading of their answers.
+//! reading of their answers. Requests are written as DynamoDB JSON and prepared as the router
+//! prepares them, then pass through the typed request encoding and back, so every simulated
+//! request also exercises the codec the bus uses.
 //!
 //! A simulated key `k` is the item whose partition key `pk` is the string `k<k>`; its register
 //! value is the number attribute `v`. Every write in a run writes a value no other write writes,
@@ -8,6 +10,12 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value as Json, json};
+use shoal_model::encoding::decode_item;
+use shoal_model::json::item_to_json;
+use shoal_model::key::{KeySchema, KeyType};
+use shoal_model::request::{ItemOperation, PreparedRequest, prepare};
+use shoal_model::request_codec::{decode_request, encode_request};
+use shoal_wire::messages::ItemResult;
 
 /// What a client asks a group to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +35,20 @@ pub enum Command {
 /// The exception a PutItem whose condition is false answers: the write was not applied.
 pub const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
+/// The simulated table's key: one string attribute, `pk`.
+pub fn key_schema() -> KeySchema {
+    KeySchema::partition_only("pk", KeyType::String)
+}
+
+/// `parameters` prepared for the simulated table and carried through the request encoding.
+/// The simulator writes only valid requests, so a refusal is a bug in it (or in `prepare`).
+fn prepared(operation: ItemOperation, parameters: &Json) -> PreparedRequest {
+    let request = prepare(operation, parameters, &key_schema())
+        .unwrap_or_else(|error| panic!("the simulator built an invalid request: {error:?}"));
+    decode_request(&encode_request(&request))
+        .unwrap_or_else(|error| panic!("a prepared request does not decode: {error:?}"))
+}
+
 fn key_attribute(key: u64) -> Json {
     json!({ "S": format!("k{key}") })
 }
@@ -45,13 +67,17 @@ impl Command {
         }
     }
 
-    /// The PutItem parameters: a blind put, or a put conditioned on the current value.
-    pub fn parameters_json(&self) -> String {
+    /// The PutItem: a blind put, or a put conditioned on the current value.
+    pub fn request(&self) -> PreparedRequest {
+        prepared(ItemOperation::PutItem, &self.parameters())
+    }
+
+    fn parameters(&self) -> Json {
         let item = json!({
             "pk": key_attribute(self.key()),
             "v": { "N": self.written_value().to_string() },
         });
-        let parameters = match *self {
+        match *self {
             Command::Put { .. } => json!({ "Item": item }),
             Command::CompareAndSet { expected: None, .. } => json!({
                 "Item": item,
@@ -65,18 +91,28 @@ impl Command {
                 "ConditionExpression": "v = :expected",
                 "ExpressionAttributeValues": { ":expected": { "N": expected.to_string() } },
             }),
-        };
-        parameters.to_string()
+        }
     }
 }
 
-/// GetItem parameters for `key`, strongly consistent or not.
-pub fn get_parameters(key: u64, consistent: bool) -> String {
-    json!({ "Key": { "pk": key_attribute(key) }, "ConsistentRead": consistent }).to_string()
+/// A GetItem of `key`, strongly consistent or not.
+pub fn get_request(key: u64, consistent: bool) -> PreparedRequest {
+    prepared(
+        ItemOperation::GetItem,
+        &json!({ "Key": { "pk": key_attribute(key) }, "ConsistentRead": consistent }),
+    )
 }
 
-/// Scan parameters that read the whole partition at any replica (its applied state).
-pub const SCAN_PARAMETERS: &str = "{}";
+/// A Scan that reads the whole partition at any replica (its applied state).
+pub fn scan_request() -> PreparedRequest {
+    prepared(ItemOperation::Scan, &json!({}))
+}
+
+fn item_of(bytes: &[u8]) -> Result<Json, String> {
+    decode_item(bytes)
+        .map(|item| item_to_json(&item))
+        .map_err(|error| format!("an answered item does not decode: {error:?}"))
+}
 
 /// The simulated key and value of one item in DynamoDB JSON.
 fn key_and_value(item: &Json) -> Result<(u64, u64), String> {
@@ -93,24 +129,33 @@ fn key_and_value(item: &Json) -> Result<(u64, u64), String> {
 }
 
 /// The value a GetItem answer holds: None when the item does not exist.
-pub fn parse_get_body(body_json: &str) -> Result<Option<u64>, String> {
-    let body: Json = serde_json::from_str(body_json).map_err(|error| error.to_string())?;
-    match body.get("Item") {
-        None => Ok(None),
-        Some(item) => key_and_value(item).map(|(_, value)| Some(value)),
+pub fn parse_get_result(result: &ItemResult) -> Result<Option<u64>, String> {
+    match result {
+        ItemResult::Get { item: None } => Ok(None),
+        ItemResult::Get { item: Some(bytes) } => {
+            key_and_value(&item_of(bytes)?).map(|(_, value)| Some(value))
+        }
+        other => Err(format!("a GetItem answered {other:?}")),
     }
 }
 
 /// Every item of a Scan answer, by simulated key.
-pub fn parse_scan_body(body_json: &str) -> Result<BTreeMap<u64, u64>, String> {
-    let body: Json = serde_json::from_str(body_json).map_err(|error| error.to_string())?;
-    if body.get("LastEvaluatedKey").is_some() {
+pub fn parse_scan_result(result: &ItemResult) -> Result<BTreeMap<u64, u64>, String> {
+    let ItemResult::Range {
+        items,
+        last_evaluated_key,
+        ..
+    } = result
+    else {
+        return Err(format!("a Scan answered {result:?}"));
+    };
+    if last_evaluated_key.is_some() {
         return Err("a scan of a few small items stopped early".to_string());
     }
-    let items = body["Items"]
-        .as_array()
-        .ok_or_else(|| format!("scan answer without Items: {body}"))?;
-    items.iter().map(key_and_value).collect()
+    items
+        .iter()
+        .map(|bytes| key_and_value(&item_of(bytes)?))
+        .collect()
 }
 
 /// FNV-1a over the applied items in key order: equal states give equal digests everywhere.
@@ -125,54 +170,78 @@ pub fn digest(state: &BTreeMap<u64, u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_model::encoding::encode_item;
+    use shoal_model::json::item_from_json;
+    use shoal_model::request::WriteKind;
+
+    fn put_of(command: Command) -> shoal_model::request::WriteRequest {
+        match command.request() {
+            PreparedRequest::Write(write) => write,
+            other => panic!("not a write: {other:?}"),
+        }
+    }
 
     #[test]
     fn requests_carry_the_key_the_value_and_the_condition() {
-        let put: Json = serde_json::from_str(&Command::Put { key: 3, value: 9 }.parameters_json())
-            .expect("json");
-        assert_eq!(put["Item"]["pk"]["S"], "k3");
-        assert_eq!(put["Item"]["v"]["N"], "9");
-        assert!(put.get("ConditionExpression").is_none());
-        let unwritten: Json = serde_json::from_str(
-            &Command::CompareAndSet {
-                key: 1,
-                expected: None,
-                new: 4,
-            }
-            .parameters_json(),
-        )
-        .expect("json");
-        assert_eq!(unwritten["ConditionExpression"], "attribute_not_exists(pk)");
-        let expecting: Json = serde_json::from_str(
-            &Command::CompareAndSet {
-                key: 1,
-                expected: Some(7),
-                new: 5,
-            }
-            .parameters_json(),
-        )
-        .expect("json");
-        assert_eq!(expecting["ConditionExpression"], "v = :expected");
+        let put = put_of(Command::Put { key: 3, value: 9 });
+        let WriteKind::Put(item) = &put.kind else {
+            panic!("not a put");
+        };
         assert_eq!(
-            expecting["ExpressionAttributeValues"][":expected"]["N"],
-            "7"
+            item_to_json(item),
+            json!({"pk": {"S": "k3"}, "v": {"N": "9"}})
         );
+        assert!(put.condition.is_none());
+        for expected in [None, Some(7)] {
+            let conditional = put_of(Command::CompareAndSet {
+                key: 1,
+                expected,
+                new: 4,
+            });
+            assert!(conditional.condition.is_some(), "{expected:?}");
+        }
+        assert!(matches!(get_request(2, true), PreparedRequest::Get(get) if get.consistent));
+        assert!(matches!(scan_request(), PreparedRequest::Range(_)));
+    }
+
+    fn encoded(item: Json) -> Vec<u8> {
+        encode_item(&item_from_json(&item).unwrap())
     }
 
     #[test]
     fn answers_parse_and_malformed_ones_are_refused() {
-        assert_eq!(parse_get_body("{}"), Ok(None));
+        assert_eq!(parse_get_result(&ItemResult::Get { item: None }), Ok(None));
         assert_eq!(
-            parse_get_body(r#"{"Item":{"pk":{"S":"k2"},"v":{"N":"11"}}}"#),
+            parse_get_result(&ItemResult::Get {
+                item: Some(encoded(json!({"pk": {"S": "k2"}, "v": {"N": "11"}})))
+            }),
             Ok(Some(11))
         );
-        assert!(parse_get_body(r#"{"Item":{"pk":{"S":"k2"}}}"#).is_err());
-        let state = parse_scan_body(
-            r#"{"Items":[{"pk":{"S":"k2"},"v":{"N":"11"}},{"pk":{"S":"k0"},"v":{"N":"3"}}],"Count":2}"#,
-        )
-        .expect("scan");
+        assert!(
+            parse_get_result(&ItemResult::Get {
+                item: Some(encoded(json!({"pk": {"S": "k2"}})))
+            })
+            .is_err()
+        );
+        assert!(
+            parse_get_result(&ItemResult::Get {
+                item: Some(vec![9])
+            })
+            .is_err()
+        );
+        let scan = |last_evaluated_key| ItemResult::Range {
+            items: vec![
+                encoded(json!({"pk": {"S": "k2"}, "v": {"N": "11"}})),
+                encoded(json!({"pk": {"S": "k0"}, "v": {"N": "3"}})),
+            ],
+            count: 2,
+            scanned_count: 2,
+            scanned_bytes: 20,
+            last_evaluated_key,
+        };
+        let state = parse_scan_result(&scan(None)).expect("scan");
         assert_eq!(state, BTreeMap::from([(0, 3), (2, 11)]));
-        assert!(parse_scan_body(r#"{"Items":[],"LastEvaluatedKey":{}}"#).is_err());
+        assert!(parse_scan_result(&scan(Some(encoded(json!({"pk": {"S": "k0"}}))))).is_err());
         let mut changed = state.clone();
         changed.insert(2, 12);
         assert_ne!(digest(&state), digest(&changed));

@@ -137,19 +137,22 @@ pub fn heartbeat(group: u64, round: u64) -> ReplicationEnvelope {
     }
 }
 
+/// An item request whose (opaque, here) request bytes are `text`.
 pub fn item_request(text: &str) -> NodeRequest {
     NodeRequest::Item {
         partition: 1,
         epoch: 1,
-        operation: ItemOperation::GetItem,
-        parameters_json: text.to_owned(),
+        request: text.as_bytes().to_vec(),
     }
 }
 
-/// What `serve_echo` answers to `item_request(text)`.
-pub fn echo_of(text: &str) -> NodeResponse {
+/// What `serve_echo` answers to an item request with bytes `request`: a GetItem result whose
+/// item bytes are "echo " and the request's.
+pub fn echo_of(request: impl AsRef<[u8]>) -> NodeResponse {
     NodeResponse::Item {
-        body_json: format!("echo {text}"),
+        result: ItemResult::Get {
+            item: Some([b"echo ".as_slice(), request.as_ref()].concat()),
+        },
         read_units_milli: 500,
         write_units_milli: 0,
     }
@@ -164,8 +167,7 @@ pub async fn serve_echo(bus: Rc<Bus>, inbox: Inbox, hold: usize) {
         let BusMessage::Request(request) = inbound.message else {
             continue;
         };
-        if matches!(&request.request, NodeRequest::Item { parameters_json, .. } if parameters_json == "ignore")
-        {
+        if matches!(&request.request, NodeRequest::Item { request, .. } if request == b"ignore") {
             continue;
         }
         held.push((inbound.from_connection, request));
@@ -174,9 +176,7 @@ pub async fn serve_echo(bus: Rc<Bus>, inbox: Inbox, hold: usize) {
         }
         for (connection, request) in held.drain(..).rev() {
             let response = match &request.request {
-                NodeRequest::Item {
-                    parameters_json, ..
-                } => echo_of(parameters_json),
+                NodeRequest::Item { request, .. } => echo_of(request),
                 _ => NodeResponse::Created,
             };
             let _ = bus.respond(

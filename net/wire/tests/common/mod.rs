@@ -202,26 +202,17 @@ pub fn sample_messages() -> Vec<BusMessage> {
             },
         }),
     ];
-    for (index, operation) in [
-        ItemOperation::PutItem,
-        ItemOperation::GetItem,
-        ItemOperation::UpdateItem,
-        ItemOperation::DeleteItem,
-        ItemOperation::Query,
-        ItemOperation::Scan,
-        ItemOperation::BatchGet,
-        ItemOperation::BatchWrite,
-    ]
-    .into_iter()
-    .enumerate()
+    // The request bytes are opaque here (the typed item request encoding is shoal-model's).
+    for (index, request) in [Vec::new(), vec![1, 2, 3], vec![0xFF; 300]]
+        .into_iter()
+        .enumerate()
     {
         messages.push(BusMessage::Request(RequestFrame {
             request_id: 100 + index as u64,
             request: NodeRequest::Item {
                 partition: 6,
                 epoch: 2,
-                operation,
-                parameters_json: r#"{"Key":{"pk":{"S":"a"}}}"#.into(),
+                request,
             },
         }));
     }
@@ -238,7 +229,7 @@ pub fn sample_messages() -> Vec<BusMessage> {
         NodeError::Dynamo {
             type_name: "ConditionalCheckFailedException".into(),
             message: "The conditional request failed".into(),
-            item_json: Some("{}".into()),
+            item: Some(vec![1, 0, 0, 0, 0]),
         },
         NodeError::Busy { partition: 1 },
         NodeError::Malformed {
@@ -260,13 +251,36 @@ pub fn sample_messages() -> Vec<BusMessage> {
             response: NodeResponse::Error(error),
         }));
     }
-    messages.push(BusMessage::Response(ResponseFrame {
-        request_id: 300,
-        response: NodeResponse::Item {
-            body_json: r#"{"Item":{}}"#.into(),
-            read_units_milli: 500,
-            write_units_milli: 0,
+    let results = [
+        ItemResult::Write { attributes: None },
+        ItemResult::Write {
+            attributes: Some(vec![1, 0, 0, 0, 0]),
         },
-    }));
+        ItemResult::BatchWrite,
+        ItemResult::Get { item: None },
+        ItemResult::Get {
+            item: Some(vec![1, 0, 0, 0, 0]),
+        },
+        ItemResult::BatchGet {
+            items: vec![vec![1, 0, 0, 0, 0], vec![1, 1, 0, 0, 0]],
+        },
+        ItemResult::Range {
+            items: vec![vec![1, 0, 0, 0, 0]],
+            count: 1,
+            scanned_count: 3,
+            scanned_bytes: 120,
+            last_evaluated_key: Some(vec![1, 0, 0, 0, 0]),
+        },
+    ];
+    for (index, result) in results.into_iter().enumerate() {
+        messages.push(BusMessage::Response(ResponseFrame {
+            request_id: 300 + index as u64,
+            response: NodeResponse::Item {
+                result,
+                read_units_milli: 500,
+                write_units_milli: 0,
+            },
+        }));
+    }
     messages
 }
