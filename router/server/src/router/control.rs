@@ -1,0 +1,975 @@
+//! The control plane: CreateTable, DescribeTable, ListTables, DeleteTable, UpdateTable,
+//! DescribeLimits and the tag operations, over the metadata group.
+
+use super::*;
+
+/// A time in unix milliseconds as DynamoDB's JSON dates are: seconds, with the fraction when
+/// there is one (so a date set from a whole second equals CreationDateTime exactly).
+fn date_json(unix_ms: u64) -> Json {
+    if unix_ms.is_multiple_of(1000) {
+        json!(unix_ms / 1000)
+    } else {
+        // Exact to the millisecond: unix milliseconds stay below 2^53 until the year 287396.
+        json!(unix_ms as f64 / 1000.0)
+    }
+}
+
+/// ListTagsOfResource's page: the tags after `after` in key order, at most `page_tags_max`,
+/// and the NextToken (the page's last key) when more follow.
+fn tags_page(
+    tags: &BTreeMap<String, String>,
+    after: Option<&str>,
+    page_tags_max: usize,
+) -> (Vec<Json>, Option<String>) {
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut following = tags.range::<str, _>((lower, Bound::Unbounded));
+    let page: Vec<Json> = following
+        .by_ref()
+        .take(page_tags_max)
+        .map(|(key, value)| json!({ "Key": key, "Value": value }))
+        .collect();
+    let next = match following.next() {
+        Some(_) => page
+            .last()
+            .and_then(|tag| tag["Key"].as_str())
+            .map(str::to_string),
+        None => None,
+    };
+    (page, next)
+}
+
+impl Router {
+    /// A table's ARN, as DescribeTable reports it and the tag operations take it.
+    fn table_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:dynamodb:{}:{}:table/{name}",
+            self.config.region, self.config.account
+        )
+    }
+
+    fn table_description(&self, record: &TableRecord) -> Json {
+        let mut definitions: Vec<Json> = record
+            .attribute_definitions
+            .iter()
+            .map(|(name, key_type)| {
+                json!({ "AttributeName": name, "AttributeType": key_type.type_name() })
+            })
+            .collect();
+        definitions.sort_by(|a, b| {
+            a["AttributeName"]
+                .as_str()
+                .cmp(&b["AttributeName"].as_str())
+        });
+        let mut key_schema = vec![json!({
+            "AttributeName": record.key_schema.partition.name,
+            "KeyType": "HASH",
+        })];
+        if let Some(sort) = &record.key_schema.sort {
+            key_schema.push(json!({ "AttributeName": sort.name, "KeyType": "RANGE" }));
+        }
+        let (mode, read, write) = match record.billing {
+            Billing::PayPerRequest => ("PAY_PER_REQUEST", 0, 0),
+            Billing::Provisioned {
+                read_capacity_units,
+                write_capacity_units,
+            } => ("PROVISIONED", read_capacity_units, write_capacity_units),
+        };
+        let history = &record.throughput_history;
+        let mut throughput = json!({
+            "NumberOfDecreasesToday": history.decreases_today(unix_millis_now()),
+            "ReadCapacityUnits": read,
+            "WriteCapacityUnits": write,
+        });
+        if let Some(at) = history.last_increase_ms {
+            throughput["LastIncreaseDateTime"] = date_json(at);
+        }
+        if let Some(at) = history.last_decrease_ms {
+            throughput["LastDecreaseDateTime"] = date_json(at);
+        }
+        let first_partition = record.partitions.first().map_or(0, |p| p.id);
+        let mut description = json!({
+            "TableName": record.name,
+            "TableStatus": record.status.name(),
+            "AttributeDefinitions": definitions,
+            "KeySchema": key_schema,
+            "CreationDateTime": record.created_at_seconds,
+            "ProvisionedThroughput": throughput,
+            "TableSizeBytes": record.size_bytes,
+            "ItemCount": record.item_count,
+            "TableArn": self.table_arn(&record.name),
+            // Stable for the table's life: derived from its first partition id, never reused.
+            "TableId": format!("00000000-0000-4000-8000-{first_partition:012x}"),
+            "DeletionProtectionEnabled": false,
+        });
+        // DynamoDB reports the summary for a table that is or ever was on demand, and none for
+        // a table that was always provisioned.
+        if record.billing == Billing::PayPerRequest || record.pay_per_request_since_ms.is_some() {
+            let mut summary = json!({ "BillingMode": mode });
+            if let Some(since) = record.pay_per_request_since_ms {
+                summary["LastUpdateToPayPerRequestDateTime"] = date_json(since);
+            }
+            description["BillingModeSummary"] = summary;
+        }
+        description
+    }
+
+    /// CreateTable. Creates the partitions' replicas before answering, so the table is
+    /// ACTIVE when this returns (DynamoDB answers CREATING and finishes later; clients that
+    /// wait for ACTIVE see it at once).
+    ///
+    /// A node that is down does not stop it: once every partition has a majority of its
+    /// replicas created (all MultiPaxos needs to choose values and elect leaders) and
+    /// [`REPLICAS_ALL_WAIT`] has passed, the table becomes ACTIVE with the other replicas
+    /// pending (metadata invariant 4). They keep their place in the replica sets, so the
+    /// table keeps the replication factor it was placed with: the repair pass
+    /// ([`Router::create_pending_replicas`]) creates them when their nodes answer, and they
+    /// catch up from their peers' logs or snapshots. Placing on the live nodes only would
+    /// instead leave the table with fewer replicas for good (nothing moves replicas yet), and
+    /// a three-node cluster with a node down would place every partition on two nodes that
+    /// must both stay up.
+    ///
+    /// Without a majority after [`REPLICAS_MAJORITY_WAIT`], the replicas it made are deleted,
+    /// then the table item, and the client gets InternalServerError: the cluster cannot serve
+    /// the table now, a retry may succeed once nodes return, and every SDK retries that error
+    /// by itself (LimitExceededException would tell the client it runs too many control-plane
+    /// operations, which is not the case). The name is free again for that retry.
+    pub async fn create_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let request = validate::create_table(&body)?;
+        validate::check_table_maximum(request.billing, &self.config.region)?;
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let cluster = self.cluster().await?;
+        let partition_count = partitions_for(request.billing, self.config.partitions_per_table);
+        // Refuse a duplicate before spending partition ids (the conditional put below is what
+        // makes names unique; this only saves ids in the common case).
+        if self.read_table(&request.name, deadline).await?.is_some() {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!("Table already exists: {}", request.name),
+            ));
+        }
+        let first_id = self
+            .metadata
+            .allocate_partition_ids(&self.forwarder, u64::from(partition_count), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        let node_ids: Vec<u64> = cluster.nodes.iter().map(|node| node.id).collect();
+        let planned = place(
+            &node_ids,
+            cluster.shards_per_node,
+            partition_count,
+            first_id,
+        )
+        .map_err(|error| {
+            DynamoError::internal(format!("Internal server error (placement: {error:?})"))
+        })?;
+        let partitions: Vec<PartitionEntry> = planned
+            .into_iter()
+            .map(|plan| PartitionEntry {
+                id: first_id + u64::from(plan.ordinal),
+                range: plan.range,
+                replicas: plan.replicas,
+                shard: plan.shard,
+                epoch: 1,
+                leader_hint: None,
+            })
+            .collect();
+        let created_at_seconds = unix_seconds_now();
+        let mut record = TableRecord {
+            name: request.name.clone(),
+            key_schema: request.key_schema,
+            attribute_definitions: request.attribute_definitions,
+            billing: request.billing,
+            status: TableStatus::Creating,
+            created_at_seconds,
+            item_count: 0,
+            size_bytes: 0,
+            partitions,
+            tags: request.tags,
+            throughput_history: Default::default(),
+            // DynamoDB dates a table created on demand from its creation.
+            pay_per_request_since_ms: (request.billing == Billing::PayPerRequest)
+                .then(|| created_at_seconds.saturating_mul(1000)),
+            revision: 0,
+            pending_replicas: Default::default(),
+        };
+        let created = self
+            .metadata
+            .put_new(&self.forwarder, record.to_item(), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if !created {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!("Table already exists: {}", request.name),
+            ));
+        }
+        let missing = self.create_replicas(&record).await;
+        if let Err(problem) = majority_created(&record.partitions, &missing) {
+            self.abandon_creation(&record, deadline).await;
+            return Err(DynamoError::internal(format!(
+                "Internal server error (table {} was not created: {problem}; retry when the nodes are back)",
+                record.name
+            )));
+        }
+        for ((partition, node), why) in &missing {
+            tracing::warn!(
+                table = %record.name,
+                partition,
+                node,
+                problem = %why.problem,
+                "replica left pending: its node did not answer"
+            );
+        }
+        record.pending_replicas = missing.into_keys().collect();
+        record.status = TableStatus::Active;
+        let activated = self
+            .metadata
+            .replace_table(
+                &self.forwarder,
+                &mut record,
+                (TableStatus::Creating, 0),
+                deadline,
+            )
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if !activated {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!(
+                    "Attempt to change a resource which is still in use: Table {} changed while it was being created",
+                    record.name
+                ),
+            ));
+        }
+        Ok(json!({ "TableDescription": self.table_description(&record) }))
+    }
+
+    /// Asks every replica of every partition to create itself (idempotent), in rounds, until
+    /// all are created; or [`REPLICAS_ALL_WAIT`] passed with a majority of every partition
+    /// created and only unreachable nodes missing; or [`REPLICAS_MAJORITY_WAIT`] passed.
+    /// Returns the replicas not created, each with the last reason.
+    async fn create_replicas(&self, record: &TableRecord) -> BTreeMap<(u64, NodeId), Missing> {
+        let started = Instant::now();
+        let mut missing: BTreeMap<(u64, NodeId), Missing> = record
+            .partitions
+            .iter()
+            .flat_map(|partition| {
+                partition.replicas.iter().map(|node| {
+                    let not_asked = Missing {
+                        problem: "not asked yet".to_string(),
+                        node_reached: false,
+                    };
+                    ((partition.id, *node), not_asked)
+                })
+            })
+            .collect();
+        loop {
+            let asked: Vec<(u64, NodeId)> = missing.keys().copied().collect();
+            let created = self.create_replicas_once(record, &asked).await;
+            for (replica, outcome) in created {
+                match outcome {
+                    Ok(()) => {
+                        missing.remove(&replica);
+                    }
+                    Err(problem) => {
+                        missing.insert(replica, problem);
+                    }
+                }
+            }
+            let waited = started.elapsed();
+            let majority = majority_created(&record.partitions, &missing).is_ok();
+            let only_unreachable = missing.values().all(|missing| !missing.node_reached);
+            if missing.is_empty()
+                || (majority && only_unreachable && waited >= REPLICAS_ALL_WAIT)
+                || waited >= REPLICAS_MAJORITY_WAIT
+            {
+                return missing;
+            }
+            glommio::timer::sleep(REPLICA_CREATE_RETRY_INTERVAL).await;
+        }
+    }
+
+    /// One `CreatePartition` call to each of `replicas` (partition id, node) of `record`. A
+    /// shard that did not answer is not called again in the same round: a node that is down
+    /// costs one connection timeout per round, not one per partition.
+    async fn create_replicas_once(
+        &self,
+        record: &TableRecord,
+        replicas: &[(u64, NodeId)],
+    ) -> Vec<((u64, NodeId), Result<(), Missing>)> {
+        let key_schema = key_schema_wire(&record.key_schema);
+        let mut silent: BTreeMap<(NodeId, u16), Missing> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(replicas.len());
+        for &(partition_id, node) in replicas {
+            let Some(partition) = record.partitions.iter().find(|p| p.id == partition_id) else {
+                let problem = format!("partition {partition_id} is not in the table");
+                outcomes.push((
+                    (partition_id, node),
+                    Err(Missing {
+                        problem,
+                        node_reached: false,
+                    }),
+                ));
+                continue;
+            };
+            if let Some(missing) = silent.get(&(node, partition.shard)) {
+                outcomes.push(((partition_id, node), Err(missing.clone())));
+                continue;
+            }
+            let mut membership = partition.replicas.clone();
+            membership.sort_unstable();
+            let request = NodeRequest::CreatePartition {
+                partition: partition.id,
+                epoch: partition.epoch,
+                key_schema: key_schema.clone(),
+                membership: MembershipWire {
+                    full_replicas: membership,
+                    log_replicas: Vec::new(),
+                },
+            };
+            let outcome = match self
+                .forwarder
+                .call_once(node, partition.shard, request)
+                .await
+            {
+                Ok(NodeResponse::Created) => Ok(()),
+                Ok(other) => Err(Missing {
+                    problem: format!("node {node} answered {other:?}"),
+                    node_reached: true,
+                }),
+                Err(failure) => {
+                    let missing = Missing {
+                        node_reached: matches!(failure, CallFailure::Lost(_)),
+                        problem: failure.to_string(),
+                    };
+                    silent.insert((node, partition.shard), missing.clone());
+                    Err(missing)
+                }
+            };
+            outcomes.push(((partition_id, node), outcome));
+        }
+        outcomes
+    }
+
+    /// Removes what a failed CreateTable made: the replicas first (DeletePartition is
+    /// idempotent and answers a node without the replica too), while the item still lists
+    /// them, then the CREATING item, so the name is free again. A step that fails is logged;
+    /// a table item left CREATING is removed by DeleteTable.
+    async fn abandon_creation(&self, record: &TableRecord, deadline: Instant) {
+        self.delete_partitions(record).await;
+        if let Err(error) = self
+            .metadata
+            .delete(
+                &self.forwarder,
+                &TableRecord::item_key(&record.name),
+                deadline,
+            )
+            .await
+        {
+            tracing::warn!(
+                table = %record.name,
+                ?error,
+                "a failed CreateTable could not remove its CREATING table item"
+            );
+        }
+    }
+
+    /// The repair pass: creates the pending replicas (metadata invariant 4) of every ACTIVE
+    /// table whose nodes answer now, and removes them from the table item. Returns how many
+    /// replicas are still pending. `shoal router` runs it every [`PENDING_REPLICAS_INTERVAL`];
+    /// it is safe to run from several routers at once (creation is idempotent, the item change
+    /// is conditional).
+    ///
+    /// A pending replica never existed, so creating it empty is safe: it has promised and
+    /// accepted nothing, and it learns the chosen values from its peers like a follower that
+    /// fell behind. A replica whose creation was acknowledged is never in the list, so a node
+    /// that lost its data never gets an empty replica in place of one that voted.
+    pub async fn create_pending_replicas(&self) -> Result<usize, DynamoError> {
+        let records = self
+            .metadata
+            .tables_with_pending_replicas(&self.forwarder, self.deadline())
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        let mut still_pending = 0usize;
+        for record in records {
+            // A CREATING table's creator decides its replicas; a DELETING one is going away.
+            if record.status != TableStatus::Active {
+                still_pending += record.pending_replicas.len();
+                continue;
+            }
+            let asked: Vec<(u64, NodeId)> = record.pending_replicas.iter().copied().collect();
+            let created: Vec<(u64, NodeId)> = self
+                .create_replicas_once(&record, &asked)
+                .await
+                .into_iter()
+                .filter_map(|(replica, outcome)| outcome.is_ok().then_some(replica))
+                .collect();
+            if created.is_empty() {
+                still_pending += record.pending_replicas.len();
+                continue;
+            }
+            still_pending += self.note_replicas_created(&record, &created).await?;
+        }
+        Ok(still_pending)
+    }
+
+    /// Removes `created` from the pending replicas of the table `record` was read from, and
+    /// returns how many stay pending. If that table is gone, going or replaced by another of
+    /// the same name meanwhile, the replicas just created belong to nothing: they are deleted.
+    async fn note_replicas_created(
+        &self,
+        record: &TableRecord,
+        created: &[(u64, NodeId)],
+    ) -> Result<usize, DynamoError> {
+        let name = record.name.as_str();
+        // Partition ids are never reused: the first one names this table, not a later one of
+        // the same name.
+        let incarnation = record.partitions.first().map(|partition| partition.id);
+        let orphaned = std::cell::Cell::new(false);
+        let changed = self
+            .change_table(
+                name,
+                || DynamoError::table_not_found(name),
+                |current| {
+                    let same = current.status == TableStatus::Active
+                        && current.partitions.first().map(|partition| partition.id) == incarnation;
+                    orphaned.set(!same);
+                    if !same {
+                        return Ok(None);
+                    }
+                    let mut changed = current.clone();
+                    for replica in created {
+                        changed.pending_replicas.remove(replica);
+                    }
+                    Ok((changed.pending_replicas != current.pending_replicas).then_some(changed))
+                },
+                || table_in_use(name, "updated"),
+            )
+            .await;
+        let remaining = match changed {
+            Ok(current) if !orphaned.get() => return Ok(current.pending_replicas.len()),
+            Ok(_) => 0,
+            Err(error) if error.type_name == crate::error::RESOURCE_NOT_FOUND => {
+                orphaned.set(true);
+                0
+            }
+            Err(error) => return Err(error),
+        };
+        if orphaned.get() {
+            let mut leftover = record.clone();
+            for partition in &mut leftover.partitions {
+                partition
+                    .replicas
+                    .retain(|node| created.contains(&(partition.id, *node)));
+            }
+            self.delete_partitions(&leftover).await;
+        }
+        Ok(remaining)
+    }
+
+    /// DescribeTable. Item counts come live from the partitions' status (each replica counts
+    /// its items), falling back to the stored estimate for a partition that does not answer.
+    pub async fn describe_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?;
+        let deadline = self.deadline();
+        let mut record = self
+            .read_table(name, deadline)
+            .await?
+            .ok_or_else(|| DynamoError::table_not_found(name))?;
+        if record.status == TableStatus::Active
+            && let Some((items, bytes)) = self.live_item_count(&record).await
+        {
+            record.item_count = items;
+            record.size_bytes = bytes;
+        }
+        Ok(json!({ "Table": self.table_description(&record) }))
+    }
+
+    /// The sums of the partitions' item counts and item bytes, one Status call per (node,
+    /// shard) asked; `None` if any partition went unanswered.
+    async fn live_item_count(&self, record: &TableRecord) -> Option<(u64, u64)> {
+        let hints: HashMap<u64, Option<u64>> = self
+            .tables
+            .borrow()
+            .get(&record.name)
+            .map(|state| {
+                state
+                    .map
+                    .partitions()
+                    .iter()
+                    .map(|p| (p.id, p.leader_hint))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut by_shard: BTreeMap<(u64, u16), Vec<u64>> = BTreeMap::new();
+        for partition in &record.routed_partitions() {
+            let mut entry = partition.clone();
+            entry.leader_hint = hints.get(&partition.id).copied().flatten();
+            let node = entry.first_target()?;
+            by_shard
+                .entry((node, partition.shard))
+                .or_default()
+                .push(partition.id);
+        }
+        let mut total = 0u64;
+        let mut bytes = 0u64;
+        for ((node, shard), partitions) in by_shard {
+            let Ok(NodeResponse::Status { replicas, .. }) = self
+                .forwarder
+                .call_once(node, shard, NodeRequest::Status)
+                .await
+            else {
+                return None;
+            };
+            for partition in partitions {
+                let status = replicas.iter().find(|r| r.partition == partition)?;
+                total = total.saturating_add(status.item_count);
+                bytes = bytes.saturating_add(status.item_bytes);
+            }
+        }
+        Some((total, bytes))
+    }
+
+    /// ListTables: names in order, `Limit` (1 to 100) per page from `ExclusiveStartTableName`.
+    pub async fn list_tables(&self, body: Json) -> Result<Json, DynamoError> {
+        let limit = match body.get("Limit") {
+            None | Some(Json::Null) => validate::LIST_TABLES_LIMIT_MAX,
+            Some(value) => match value.as_u64() {
+                Some(limit) if (1..=validate::LIST_TABLES_LIMIT_MAX).contains(&limit) => limit,
+                _ => {
+                    return Err(DynamoError::validation(format!(
+                        "1 validation error detected: Value '{value}' at 'limit' failed to satisfy constraint: Member must have value less than or equal to {} and greater than or equal to 1",
+                        validate::LIST_TABLES_LIMIT_MAX
+                    )));
+                }
+            },
+        };
+        let start = body
+            .get("ExclusiveStartTableName")
+            .and_then(Json::as_str)
+            .map(str::to_string);
+        if let Some(start) = &start {
+            validate::check_table_name(start)?;
+        }
+        let mut names = self
+            .metadata
+            .table_names(&self.forwarder, self.deadline())
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        names.sort_unstable();
+        let after: Vec<String> = names
+            .into_iter()
+            .filter(|name| start.as_ref().is_none_or(|start| name > start))
+            .collect();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let page: Vec<String> = after.iter().take(limit).cloned().collect();
+        let mut response = json!({ "TableNames": page });
+        if after.len() > limit
+            && let Some(last) = page.last()
+        {
+            response["LastEvaluatedTableName"] = json!(last);
+        }
+        Ok(response)
+    }
+
+    /// DeleteTable: marks the table DELETING, then removes its item. Its partitions' replicas
+    /// stay on the nodes (README.md: the bus has no request to drop a replica yet); their ids
+    /// are never reused, so a new table of the same name starts empty.
+    pub async fn delete_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?;
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let mut record = self
+            .read_table(name, deadline)
+            .await?
+            .ok_or_else(|| DynamoError::table_not_found(name))?;
+        if record.status == TableStatus::Deleting {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!(
+                    "Attempt to change a resource which is still in use: Table is being deleted: {name}"
+                ),
+            ));
+        }
+        let read = (record.status, record.revision);
+        record.status = TableStatus::Deleting;
+        let marked = self
+            .metadata
+            .replace_table(&self.forwarder, &mut record, read, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if !marked {
+            return Err(DynamoError::new(
+                RESOURCE_IN_USE,
+                format!(
+                    "Attempt to change a resource which is still in use: Table {name} changed meanwhile"
+                ),
+            ));
+        }
+        self.tables.borrow_mut().remove(name);
+        // The replicas go first, while the record still lists them: a router that fails part
+        // way leaves the table DELETING, and a repeated DeleteTable is refused as in use, but
+        // the replicas it removed stay removed (DeletePartition is idempotent).
+        self.delete_partitions(&record).await;
+        self.metadata
+            .delete(&self.forwarder, &TableRecord::item_key(name), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        Ok(json!({ "TableDescription": self.table_description(&record) }))
+    }
+
+    /// Asks every replica of the table's partitions to remove itself. A node that does not
+    /// answer keeps its replica (it can no longer be reached through metadata, and its files
+    /// stay until an operator or a later repair removes them); the deletion goes on.
+    async fn delete_partitions(&self, record: &TableRecord) {
+        for partition in &record.partitions {
+            for node in &partition.replicas {
+                let request = NodeRequest::DeletePartition {
+                    partition: partition.id,
+                    epoch: partition.epoch,
+                };
+                match self
+                    .forwarder
+                    .call_once(*node, partition.shard, request)
+                    .await
+                {
+                    Ok(NodeResponse::Deleted) => {}
+                    outcome => tracing::warn!(
+                        partition = partition.id,
+                        node = *node,
+                        ?outcome,
+                        "a replica of a deleted table was not removed"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// A change of a table's item (metadata invariant 1): `change` maps the record read to the
+    /// record to store, or to `None` when nothing changes. After a concurrent change it reads
+    /// again, [`METADATA_WRITE_ATTEMPTS_MAX`] times at most, then answers `conflict`. The new
+    /// record is routed with on this core at once; other cores and routers load it within
+    /// [`TABLE_CACHE_TTL`].
+    async fn change_table(
+        &self,
+        name: &str,
+        missing: impl Fn() -> DynamoError,
+        mut change: impl FnMut(&TableRecord) -> Result<Option<TableRecord>, DynamoError>,
+        conflict: impl Fn() -> DynamoError,
+    ) -> Result<TableRecord, DynamoError> {
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        for _attempt in 0..METADATA_WRITE_ATTEMPTS_MAX {
+            let record = self
+                .read_table(name, deadline)
+                .await?
+                .ok_or_else(&missing)?;
+            let Some(mut changed) = change(&record)? else {
+                return Ok(record);
+            };
+            let replaced = self
+                .metadata
+                .replace_table(
+                    &self.forwarder,
+                    &mut changed,
+                    (record.status, record.revision),
+                    deadline,
+                )
+                .await
+                .map_err(ForwardError::into_dynamo)?;
+            if replaced {
+                if changed.status == TableStatus::Active {
+                    self.cache_record(changed.clone())?;
+                }
+                return Ok(changed);
+            }
+        }
+        Err(conflict())
+    }
+
+    /// UpdateTable: BillingMode and ProvisionedThroughput. The change is one metadata write, so
+    /// the table stays ACTIVE and the answer describes it changed (DynamoDB answers UPDATING
+    /// with the old values and applies them later; DynamoDB Local answers as here). Admission on
+    /// this core uses the new capacity at once, other routers within [`TABLE_CACHE_TTL`].
+    /// Partitions are not split for a higher throughput yet: each still admits DynamoDB's
+    /// per-partition ceilings.
+    pub async fn update_table(&self, body: Json) -> Result<Json, DynamoError> {
+        let request = validate::update_table(&body)?;
+        let name = request.name.as_str();
+        let region = self.config.region.as_str();
+        let record = self
+            .change_table(
+                name,
+                || DynamoError::table_not_found(name),
+                |record| {
+                    match record.status {
+                        TableStatus::Active => {}
+                        TableStatus::Creating => return Err(table_in_use(name, "created")),
+                        TableStatus::Deleting => return Err(table_in_use(name, "deleted")),
+                    }
+                    let Some(billing) = validate::updated_billing(record.billing, &request)?
+                    else {
+                        return Ok(None);
+                    };
+                    validate::check_table_maximum(billing, region)?;
+                    let mut changed = record.clone();
+                    changed.change_billing(billing, unix_millis_now());
+                    Ok(Some(changed))
+                },
+                || {
+                    DynamoError::new(
+                        RESOURCE_IN_USE,
+                        format!(
+                            "Attempt to change a resource which is still in use: Table IOPS are currently being updated. Table: {name}"
+                        ),
+                    )
+                },
+            )
+            .await?;
+        Ok(json!({ "TableDescription": self.table_description(&record) }))
+    }
+
+    /// DescribeLimits: DynamoDB's default quotas, the ones CreateTable and UpdateTable apply
+    /// per table (validate.rs).
+    pub fn describe_limits(&self, _body: Json) -> Result<Json, DynamoError> {
+        Ok(json!({
+            "AccountMaxReadCapacityUnits": validate::ACCOUNT_READ_CAPACITY_UNITS_MAX,
+            "AccountMaxWriteCapacityUnits": validate::ACCOUNT_WRITE_CAPACITY_UNITS_MAX,
+            "TableMaxReadCapacityUnits": validate::TABLE_READ_CAPACITY_UNITS_MAX,
+            "TableMaxWriteCapacityUnits": validate::TABLE_WRITE_CAPACITY_UNITS_MAX,
+        }))
+    }
+
+    /// A tag operation's table: its ARN and name, checked against this router's region and
+    /// account (the ARNs DescribeTable reports).
+    fn tagged_table<'body>(
+        &self,
+        body: &'body Json,
+    ) -> Result<(&'body str, &'body str), DynamoError> {
+        validate::table_of_arn(body, &self.config.region, &self.config.account)
+    }
+
+    /// Changes a table's tags with `change`, refused past the tag limit. A table that is not
+    /// ACTIVE is not found, as DynamoDB's tag operations answer for a table being created.
+    async fn change_tags(
+        &self,
+        arn: &str,
+        name: &str,
+        change: impl Fn(&mut BTreeMap<String, String>),
+    ) -> Result<(), DynamoError> {
+        self.change_table(
+            name,
+            || DynamoError::resource_arn_not_found(arn),
+            |record| {
+                if record.status != TableStatus::Active {
+                    return Err(DynamoError::resource_arn_not_found(arn));
+                }
+                let mut changed = record.clone();
+                change(&mut changed.tags);
+                validate::check_tag_count(changed.tags.len())?;
+                Ok((changed.tags != record.tags).then_some(changed))
+            },
+            || {
+                DynamoError::new(
+                    LIMIT_EXCEEDED,
+                    format!("Subscriber limit exceeded: Table tags are being updated: {name}"),
+                )
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// TagResource: adds tags, replacing the value of a key the table has; at most 50 in all.
+    /// The request is checked whole before the table is read (one bad tag applies none).
+    pub async fn tag_resource(&self, body: Json) -> Result<Json, DynamoError> {
+        let (arn, name) = self.tagged_table(&body)?;
+        let tags = validate::tag_resource_tags(&body)?;
+        self.change_tags(arn, name, |table_tags| {
+            table_tags.extend(tags.iter().map(|(key, value)| (key.clone(), value.clone())));
+        })
+        .await?;
+        Ok(json!({}))
+    }
+
+    /// UntagResource: removes tags by key; a key the table does not have is not an error.
+    pub async fn untag_resource(&self, body: Json) -> Result<Json, DynamoError> {
+        let (arn, name) = self.tagged_table(&body)?;
+        let keys = validate::tag_keys(&body)?;
+        self.change_tags(arn, name, |table_tags| {
+            for key in &keys {
+                table_tags.remove(key);
+            }
+        })
+        .await?;
+        Ok(json!({}))
+    }
+
+    /// ListTagsOfResource: the table's tags in key order, in one page (see
+    /// [`LIST_TAGS_PAGE_TAGS_MAX`]); NextToken, if given, continues after that key.
+    pub async fn list_tags_of_resource(&self, body: Json) -> Result<Json, DynamoError> {
+        let (arn, name) = self.tagged_table(&body)?;
+        let after = validate::next_token(&body)?;
+        let record = self
+            .read_table(name, self.deadline())
+            .await?
+            .filter(|record| record.status == TableStatus::Active)
+            .ok_or_else(|| DynamoError::resource_arn_not_found(arn))?;
+        let (page, next) = tags_page(&record.tags, after, LIST_TAGS_PAGE_TAGS_MAX);
+        let mut response = json!({ "Tags": page });
+        if let Some(next) = next {
+            response["NextToken"] = json!(next);
+        }
+        Ok(response)
+    }
+}
+
+/// Why CreateTable has not created a replica yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Missing {
+    problem: String,
+    /// The node was reached (it answered, or took the request and did not answer in time): it
+    /// is up, perhaps slow, and worth waiting for longer than a node that cannot be reached.
+    node_reached: bool,
+}
+
+/// Whether every one of `partitions` has a majority of its replicas created, given the
+/// replicas (partition id, node) `missing`; if not, which partition lacks one and why.
+fn majority_created(
+    partitions: &[PartitionEntry],
+    missing: &BTreeMap<(u64, NodeId), Missing>,
+) -> Result<(), String> {
+    for partition in partitions {
+        let absent: Vec<(NodeId, &str)> = partition
+            .replicas
+            .iter()
+            .filter_map(|node| {
+                missing
+                    .get(&(partition.id, *node))
+                    .map(|missing| (*node, missing.problem.as_str()))
+            })
+            .collect();
+        let created = partition.replicas.len() - absent.len();
+        if created < partition.replicas.len() / 2 + 1 {
+            let reasons: Vec<String> = absent
+                .iter()
+                .map(|(node, problem)| format!("node {node}: {problem}"))
+                .collect();
+            return Err(format!(
+                "a majority of the {} replicas of partition {} could not be created ({})",
+                partition.replicas.len(),
+                partition.id,
+                reasons.join("; ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A change refused while CreateTable or DeleteTable runs.
+fn table_in_use(name: &str, becoming: &str) -> DynamoError {
+    DynamoError::new(
+        RESOURCE_IN_USE,
+        format!(
+            "Attempt to change a resource which is still in use: Table is being {becoming}: {name}"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provisioned_throughput_adds_partitions() {
+        assert_eq!(partitions_for(Billing::PayPerRequest, 4), 4);
+        let big = Billing::Provisioned {
+            read_capacity_units: 10,
+            write_capacity_units: 9_500,
+        };
+        assert_eq!(partitions_for(big, 4), 10);
+        let reads = Billing::Provisioned {
+            read_capacity_units: 30_001,
+            write_capacity_units: 1,
+        };
+        assert_eq!(partitions_for(reads, 4), 11);
+    }
+
+    #[test]
+    fn tag_pages_continue_after_their_last_key() {
+        let tags: BTreeMap<String, String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|key| (key.to_string(), format!("value of {key}")))
+            .collect();
+        let keys = |page: &[Json]| -> Vec<String> {
+            page.iter()
+                .map(|tag| tag["Key"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (page, next) = tags_page(&tags, None, 2);
+        assert_eq!(keys(&page), ["a", "b"]);
+        assert_eq!(page[0], json!({"Key": "a", "Value": "value of a"}));
+        assert_eq!(next.as_deref(), Some("b"));
+        let (page, next) = tags_page(&tags, next.as_deref(), 2);
+        assert_eq!(keys(&page), ["c", "d"]);
+        let (page, next) = tags_page(&tags, next.as_deref(), 2);
+        assert_eq!(keys(&page), ["e"]);
+        assert_eq!(next, None);
+        // A page that ends exactly at the last tag has no NextToken; a token between keys or
+        // past the end continues from there.
+        assert_eq!(tags_page(&tags, None, 5).1, None);
+        assert_eq!(keys(&tags_page(&tags, Some("bb"), 5).0), ["c", "d", "e"]);
+        assert!(tags_page(&tags, Some("z"), 5).0.is_empty());
+        assert!(
+            tags_page(&BTreeMap::new(), None, LIST_TAGS_PAGE_TAGS_MAX)
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_partition_needs_a_majority_of_its_replicas_created() {
+        let partition = |id: u64, replicas: Vec<NodeId>| PartitionEntry {
+            id,
+            range: HashRange::ALL,
+            replicas,
+            shard: 0,
+            epoch: 1,
+            leader_hint: None,
+        };
+        let partitions = [partition(1, vec![1, 2, 3]), partition(2, vec![4, 5, 1])];
+        let down = |replicas: &[(u64, NodeId)]| -> BTreeMap<(u64, NodeId), Missing> {
+            replicas
+                .iter()
+                .map(|replica| {
+                    let missing = Missing {
+                        problem: "connection refused".to_string(),
+                        node_reached: false,
+                    };
+                    (*replica, missing)
+                })
+                .collect()
+        };
+        assert_eq!(majority_created(&partitions, &down(&[])), Ok(()));
+        // One replica of three missing in each partition: two of three is a majority.
+        assert_eq!(
+            majority_created(&partitions, &down(&[(1, 3), (2, 4)])),
+            Ok(())
+        );
+        let problem = majority_created(&partitions, &down(&[(1, 3), (2, 4), (2, 5)])).unwrap_err();
+        assert_eq!(
+            problem,
+            "a majority of the 3 replicas of partition 2 could not be created (node 4: connection refused; node 5: connection refused)"
+        );
+        // One replica is its own majority; two need both.
+        assert_eq!(
+            majority_created(&[partition(3, vec![7])], &down(&[])),
+            Ok(())
+        );
+        assert!(majority_created(&[partition(3, vec![7, 8])], &down(&[(3, 8)])).is_err());
+    }
+
+    #[test]
+    fn dates_are_seconds_with_their_fraction() {
+        assert_eq!(date_json(1_700_000_000_000), json!(1_700_000_000u64));
+        assert_eq!(date_json(1_700_000_000_250), json!(1_700_000_000.25));
+    }
+}

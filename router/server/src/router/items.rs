@@ -1,0 +1,328 @@
+//! The single-item operations, Query and Scan: each request is prepared once here and sent
+//! to the partition that owns its key (a Scan page walks partitions in hash order).
+
+use super::*;
+
+/// The partition hash a Query reads: its key condition names one partition key, so both of its
+/// storage-key bounds start with that key's hash.
+fn query_hash(range: &RangeRequest) -> Result<u64, DynamoError> {
+    match &range.lower {
+        Bound::Included(key) | Bound::Excluded(key) => storage_key_hash(key),
+        Bound::Unbounded => None,
+    }
+    .ok_or_else(|| DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))
+}
+
+/// The hash range of a Scan's segment (all of it without Segment/TotalSegments), with the
+/// partition's own checks of the pair so the router never routes a request it will refuse;
+/// and the segment's numbers, for messages.
+fn scan_segment(body: &Json) -> Result<(HashRange, Option<(u64, u64)>), DynamoError> {
+    let segment = body.get("Segment").and_then(Json::as_u64);
+    let total = body.get("TotalSegments").and_then(Json::as_u64);
+    match shoal_model::messages::scan_segment(segment, total).map_err(DynamoError::validation)? {
+        None => Ok((HashRange::ALL, None)),
+        Some((segment, total)) => {
+            // `total` <= TOTAL_SEGMENTS_MAX fits u32.
+            let index = u32::try_from(segment).unwrap_or(0);
+            let count = u32::try_from(total).unwrap_or(1);
+            Ok((even_range(index, count), Some((segment, total))))
+        }
+    }
+}
+
+/// The hash a Scan page starts at: its ExclusiveStartKey's (which the prepared range starts
+/// after), or the segment's first. A start key of another segment is refused with DynamoDB's
+/// message (verified on the real service by ScyllaDB's Alternator tests,
+/// scylladb/scylladb#9270).
+fn scan_start_hash(
+    body: &Json,
+    range: &RangeRequest,
+    segment: HashRange,
+    segment_numbers: Option<(u64, u64)>,
+) -> Result<u64, DynamoError> {
+    if body.get("ExclusiveStartKey").is_none_or(Json::is_null) {
+        return Ok(segment.first);
+    }
+    let hash = match &range.lower {
+        Bound::Excluded(key) => storage_key_hash(key),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        DynamoError::validation(
+            "The provided starting key is invalid: The provided key element does not match the schema",
+        )
+    })?;
+    if !segment.contains(hash) {
+        let (segment, total) = segment_numbers.unwrap_or((0, 1));
+        return Err(DynamoError::validation(format!(
+            "The provided starting key is invalid: Invalid ExclusiveStartKey. Please use ExclusiveStartKey with correct Segment. TotalSegments: {total} Segment: {segment}"
+        )));
+    }
+    Ok(hash)
+}
+
+impl Router {
+    //
+    // Each operation parses its request once, here, into a prepared request (every check it
+    // needs before reading an item happens in `prepare`, before admission), and sends that to
+    // the partitions, which only evaluate it. Their typed answers are rendered as DynamoDB JSON
+    // here too.
+
+    async fn single_item(&self, body: Json, operation: ItemOperation) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?.to_string();
+        let report = capacity_report(&body)?;
+        let deadline = self.deadline();
+        let (key_schema, _) = self.table(&name, deadline).await?;
+        let (key_member, is_item) = match operation {
+            ItemOperation::PutItem => ("Item", true),
+            _ => ("Key", false),
+        };
+        let key = body
+            .get(key_member)
+            .filter(|key| !key.is_null())
+            .ok_or_else(|| DynamoError::missing_member(&key_member.to_ascii_lowercase()))?;
+        // The partition key's own checks first, with their messages; then everything else.
+        let hash = key_hash(&key_schema, key, is_item)?;
+        let prepared = prepare(operation, &body, &key_schema)?;
+        let estimate = match &prepared {
+            PreparedRequest::Write(write) => {
+                (Operation::Write, write_units(write_estimate_bytes(write)))
+            }
+            _ => (Operation::Read, read_units(1, consistency(&body))),
+        };
+        let reply = self
+            .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
+            .await?;
+        let mut response = render_result(&reply.result, false)?;
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] =
+                consumed_capacity_json(&name, units_of(&reply, estimate.0), report);
+        }
+        Ok(response)
+    }
+
+    pub async fn put_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::PutItem).await
+    }
+
+    pub async fn get_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::GetItem).await
+    }
+
+    pub async fn update_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::UpdateItem).await
+    }
+
+    pub async fn delete_item(&self, body: Json) -> Result<Json, DynamoError> {
+        self.single_item(body, ItemOperation::DeleteItem).await
+    }
+
+    /// Query: one partition key, so one partition; its page and LastEvaluatedKey pass through.
+    pub async fn query(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?.to_string();
+        let report = capacity_report(&body)?;
+        let deadline = self.deadline();
+        let (key_schema, _) = self.table(&name, deadline).await?;
+        let prepared = prepare(ItemOperation::Query, &body, &key_schema)?;
+        let PreparedRequest::Range(range) = &prepared else {
+            return Err(DynamoError::internal(
+                "Internal server error (a Query prepared as something else)",
+            ));
+        };
+        let hash = query_hash(range)?;
+        let count_only = range.count_only;
+        let estimate = (Operation::Read, read_units(1, consistency(&body)));
+        let reply = self
+            .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
+            .await?;
+        let mut response = render_result(&reply.result, count_only)?;
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] =
+                consumed_capacity_json(&name, reply.read_units_milli, report);
+        }
+        Ok(response)
+    }
+
+    /// Scan: one page fills across partitions, as DynamoDB's does. It walks the partitions
+    /// overlapping the segment in hash order from where the page starts, each asked for what
+    /// is left of the page (Limit, and the 1 MB of data read). The page ends where a partition
+    /// stops inside its range (its LastEvaluatedKey, the key of the last item evaluated, is the
+    /// page's) or at the end of the segment.
+    pub async fn scan(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?.to_string();
+        let report = capacity_report(&body)?;
+        let deadline = self.deadline();
+        let (key_schema, map) = self.table(&name, deadline).await?;
+        let (segment, segment_numbers) = scan_segment(&body)?;
+        let prepared = prepare(ItemOperation::Scan, &body, &key_schema)?;
+        let PreparedRequest::Range(range) = prepared else {
+            return Err(DynamoError::internal(
+                "Internal server error (a Scan prepared as something else)",
+            ));
+        };
+        let mut resume_hash = scan_start_hash(&body, &range, segment, segment_numbers)?;
+        let mut items: Vec<Json> = Vec::new();
+        let mut count = 0u64;
+        let mut scanned = 0u64;
+        let mut scanned_bytes = 0u64;
+        let mut consumed_milli = 0u64;
+        let mut last_evaluated: Option<Json> = None;
+        // Each step moves to a later partition, so the walk ends within the partition count.
+        for _step in 0..map.partitions().len() {
+            let partition = &map.partitions()[map.index_of(resume_hash)];
+            let mut part = range.clone();
+            part.limit = range
+                .limit
+                .map(|limit| limit.saturating_sub(usize::try_from(scanned).unwrap_or(limit)));
+            part.page_bytes_max = range.page_bytes_max.saturating_sub(scanned_bytes);
+            let reply = self
+                .route(
+                    &name,
+                    resume_hash,
+                    &ItemCall::new(&PreparedRequest::Range(part)),
+                    (Operation::Read, read_units(1, consistency(&body))),
+                    deadline,
+                )
+                .await?;
+            consumed_milli = consumed_milli.saturating_add(reply.read_units_milli);
+            let ItemResult::Range {
+                items: page,
+                count: page_count,
+                scanned_count,
+                scanned_bytes: page_bytes,
+                last_evaluated_key,
+            } = reply.result
+            else {
+                return Err(DynamoError::internal(
+                    "Internal server error (a partition answered a Scan with another result)",
+                ));
+            };
+            count += page_count;
+            scanned += scanned_count;
+            scanned_bytes = scanned_bytes.saturating_add(page_bytes);
+            for item in &page {
+                items.push(item_json(item)?);
+            }
+            if let Some(key) = last_evaluated_key {
+                last_evaluated = Some(item_json(&key)?);
+                break;
+            }
+            match partition
+                .range
+                .last
+                .checked_add(1)
+                .filter(|first| *first <= segment.last)
+            {
+                None => break,
+                Some(first) => resume_hash = first,
+            }
+        }
+        let mut response = json!({ "Count": count, "ScannedCount": scanned });
+        if !range.count_only {
+            response["Items"] = Json::Array(items);
+        }
+        if let Some(key) = last_evaluated {
+            response["LastEvaluatedKey"] = key;
+        }
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] = consumed_capacity_json(&name, consumed_milli, report);
+        }
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::AttributeValue;
+    use shoal_model::key::KeyType;
+
+    #[test]
+    fn keys_hash_by_their_partition_key_only() {
+        let schema = KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number);
+        let a = key_hash(&schema, &json!({"pk": {"S": "a"}, "sk": {"N": "1"}}), false).unwrap();
+        let b = key_hash(&schema, &json!({"pk": {"S": "a"}, "sk": {"N": "2"}}), false).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            partition_hash(&AttributeValue::String("a".to_string())).unwrap()
+        );
+        let missing = key_hash(&schema, &json!({"x": {"S": "a"}}), true).unwrap_err();
+        assert_eq!(missing.type_name, "ValidationException");
+        assert_eq!(
+            key_hash(&schema, &json!({"pk": {"N": "1"}}), false)
+                .unwrap_err()
+                .message,
+            "The provided key element does not match the schema"
+        );
+    }
+
+    #[test]
+    fn query_routes_by_the_key_condition() {
+        let schema = KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number);
+        let hash_of = |body: &Json| {
+            let Ok(PreparedRequest::Range(range)) = prepare(ItemOperation::Query, body, &schema)
+            else {
+                panic!("not a query: {body}");
+            };
+            query_hash(&range).unwrap()
+        };
+        let user = partition_hash(&AttributeValue::String("user".to_string())).unwrap();
+        for forward in [true, false] {
+            let body = json!({
+                "KeyConditionExpression": "#p = :v AND sk > :s",
+                "ExpressionAttributeNames": {"#p": "pk"},
+                "ExpressionAttributeValues": {":v": {"S": "user"}, ":s": {"N": "3"}},
+                "ScanIndexForward": forward,
+                "ExclusiveStartKey": {"pk": {"S": "user"}, "sk": {"N": "9"}},
+            });
+            assert_eq!(hash_of(&body), user);
+        }
+        let legacy = json!({"KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "u2"}]}}});
+        assert_eq!(
+            hash_of(&legacy),
+            partition_hash(&AttributeValue::String("u2".to_string())).unwrap()
+        );
+    }
+
+    #[test]
+    fn scan_segments_and_start_keys() {
+        assert_eq!(scan_segment(&json!({})).unwrap(), (HashRange::ALL, None));
+        assert_eq!(
+            scan_segment(&json!({"Segment": 1, "TotalSegments": 4})).unwrap(),
+            (even_range(1, 4), Some((1, 4)))
+        );
+        assert!(scan_segment(&json!({"Segment": 4, "TotalSegments": 4})).is_err());
+        assert!(scan_segment(&json!({"Segment": 0})).is_err());
+        let schema = KeySchema::partition_only("pk", KeyType::String);
+        let start = |body: &Json| {
+            let Ok(PreparedRequest::Range(range)) = prepare(ItemOperation::Scan, body, &schema)
+            else {
+                panic!("not a scan: {body}");
+            };
+            let (segment, numbers) = scan_segment(body).unwrap();
+            scan_start_hash(body, &range, segment, numbers)
+        };
+        let k = partition_hash(&AttributeValue::String("k".to_string())).unwrap();
+        assert_eq!(start(&json!({})).unwrap(), 0);
+        assert_eq!(
+            start(&json!({"ExclusiveStartKey": {"pk": {"S": "k"}}})).unwrap(),
+            k
+        );
+        // A start key of another segment is refused, as DynamoDB refuses it.
+        let total = 4u64;
+        let own = u64::try_from((u128::from(k) * u128::from(total)) >> 64).unwrap();
+        let other = (own + 1) % total;
+        assert_eq!(
+            start(&json!({"ExclusiveStartKey": {"pk": {"S": "k"}}, "Segment": own, "TotalSegments": total}))
+                .unwrap(),
+            k
+        );
+        assert_eq!(
+            start(&json!({"ExclusiveStartKey": {"pk": {"S": "k"}}, "Segment": other, "TotalSegments": total}))
+                .unwrap_err()
+                .message,
+            format!("The provided starting key is invalid: Invalid ExclusiveStartKey. Please use ExclusiveStartKey with correct Segment. TotalSegments: {total} Segment: {other}")
+        );
+    }
+}

@@ -1,0 +1,588 @@
+//! [`Router`]: the DynamoDB operations the front end calls, one `Router` per router core.
+//!
+//! Each method takes the DynamoDB request body and returns the response body or a
+//! [`DynamoError`]. Control-plane operations read and write the metadata group
+//! (src/metadata.rs); item operations are routed by the partition key's hash through the
+//! table's cached partition map (src/partition_map.rs), admitted by `shoal-admission`, and
+//! forwarded to the partition leader's shard (src/forward.rs).
+//!
+//! This module holds the router's state (its table cache, admission and routing); the
+//! operations live in `control` (tables and tags), `items` (single items, Query, Scan) and
+//! `batch` (BatchGetItem, BatchWriteItem).
+
+mod batch;
+mod control;
+mod items;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value as Json, json};
+use shoal_admission::{
+    BillingMode, CapacityUnits, Operation, ReadConsistency, TableAdmission, read_units, write_units,
+};
+use shoal_model::json::value_from_json;
+use shoal_model::key::{KeySchema, partition_hash, storage_key_hash};
+use shoal_model::request::{
+    GetRequest, ItemOperation, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare,
+};
+use shoal_model::value::item_size_bytes;
+use shoal_wire::messages::{ItemResult, MembershipWire, NodeRequest, NodeResponse};
+
+use crate::error::{DynamoError, LIMIT_EXCEEDED, RESOURCE_IN_USE};
+use crate::fan_out::join_bounded;
+use crate::forward::{
+    CallFailure, ForwardError, Forwarder, ItemCall, REQUEST_DEADLINE, Reply, item_json,
+    render_result,
+};
+use crate::metadata::{
+    Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
+    key_schema_wire, metadata_replicas,
+};
+use crate::partition_map::{HashRange, NodeId, PartitionEntry, PartitionMap};
+use crate::placement::{PARTITIONS_PER_TABLE_MAX, even_range, place};
+use crate::validate;
+
+/// Partitions a new table starts with, unless its provisioned throughput needs more. Four
+/// partitions at DynamoDB's per-partition ceilings (1,000 WCU, 3,000 RCU) serve 4,000 writes
+/// and 12,000 reads per second: what a new on-demand table admits at once (twice its assumed
+/// previous peak of 2,000 WCU and 6,000 RCU). README.md says more.
+pub const PARTITIONS_PER_TABLE_DEFAULT: u32 = 4;
+/// How long a router core trusts its cached copy of a table's metadata before re-reading it.
+/// A refresh also happens at once when a node says the map is stale.
+pub const TABLE_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Map refreshes per request at most (each after a StaleEpoch or WrongOwner answer).
+pub const ROUTE_REFRESHES_MAX: u32 = 3;
+/// CreateTable and DeleteTable may take this long (they create replicas on several nodes).
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
+/// CreateTable waits this long for replicas on nodes it cannot reach (connections refused or
+/// timed out). Past it, a partition with a majority of its replicas created is served without
+/// them; they stay pending (metadata invariant 4) until the repair pass creates them, so a node
+/// that is down does not hold up the table.
+pub const REPLICAS_ALL_WAIT: Duration = Duration::from_secs(2);
+/// CreateTable waits this long at most: for a majority of every partition's replicas (nodes
+/// may still be starting or restarting), and for replicas on nodes that were reached but have
+/// not created them yet (a loaded node is slow, not down). Then replicas still missing are
+/// left pending if each partition has a majority; if one has not, CreateTable removes what it
+/// made and fails.
+pub const REPLICAS_MAJORITY_WAIT: Duration = Duration::from_secs(10);
+/// The pause between CreateTable's rounds of `CreatePartition` calls.
+pub const REPLICA_CREATE_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a router runs its repair pass over the tables with pending replicas
+/// ([`Router::create_pending_replicas`]).
+pub const PENDING_REPLICAS_INTERVAL: Duration = Duration::from_secs(5);
+/// BatchGetItem keys and BatchWriteItem requests per call (DynamoDB's limits).
+pub const BATCH_GET_KEYS_MAX: usize = 100;
+pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
+/// A batch's calls to its partitions in flight at once. A BatchWriteItem's 25 requests reach
+/// 16 partitions at most in one round, the 4 of a default table at once; the bound keeps one
+/// BatchGetItem of 100 keys from putting 100 calls on the nodes and the router's connections
+/// at the same moment, and its latency from growing past a few round trips.
+pub const BATCH_PARTITIONS_IN_FLIGHT_MAX: usize = 16;
+/// Tables cached per router core at most; the least recently loaded is dropped past it.
+pub const CACHED_TABLES_MAX: usize = 10_000;
+/// A change of a table's metadata (UpdateTable, tags) reads the item again after a concurrent
+/// change this many times at most before answering as DynamoDB answers a change in progress.
+pub const METADATA_WRITE_ATTEMPTS_MAX: u32 = 8;
+/// ListTagsOfResource's page. DynamoDB answers every tag of a table in one page (a table has
+/// at most 50), so NextToken only continues a page a client cut itself.
+pub const LIST_TAGS_PAGE_TAGS_MAX: usize = validate::TAGS_PER_RESOURCE_MAX;
+const _: () = assert!(PARTITIONS_PER_TABLE_DEFAULT <= PARTITIONS_PER_TABLE_MAX);
+const _: () = assert!(METADATA_WRITE_ATTEMPTS_MAX >= 1);
+// The waits for replicas leave CreateTable the time to write the table item twice, and to
+// remove what it made when it fails, within its deadline.
+const _: () = assert!(REPLICAS_ALL_WAIT.as_millis() <= REPLICAS_MAJORITY_WAIT.as_millis());
+const _: () = assert!(REPLICAS_MAJORITY_WAIT.as_millis() * 2 <= CONTROL_DEADLINE.as_millis());
+const _: () = assert!(REPLICA_CREATE_RETRY_INTERVAL.as_millis() < REPLICAS_ALL_WAIT.as_millis());
+const _: () = assert!(LIST_TAGS_PAGE_TAGS_MAX >= validate::TAGS_PER_RESOURCE_MAX);
+// One batch never fills a connection's pipeline to a shard, which other requests share.
+const _: () = assert!(
+    BATCH_PARTITIONS_IN_FLIGHT_MAX >= 1
+        && BATCH_PARTITIONS_IN_FLIGHT_MAX < shoal_bus::limits::CLIENT_REQUESTS_IN_FLIGHT_MAX
+);
+
+/// The router's settings. `nodes` must include the metadata nodes: the metadata group lives on
+/// the lowest node ids of the bootstrap node list, up to three.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub nodes: Vec<NodeAddress>,
+    pub region: String,
+    pub account: String,
+    pub partitions_per_table: u32,
+    pub request_deadline: Duration,
+    /// Seeds the retry jitter; give each router core its own.
+    pub seed: u64,
+}
+
+impl RouterConfig {
+    pub fn new(nodes: Vec<NodeAddress>) -> RouterConfig {
+        RouterConfig {
+            nodes,
+            region: "us-east-1".to_string(),
+            account: "000000000000".to_string(),
+            partitions_per_table: PARTITIONS_PER_TABLE_DEFAULT,
+            request_deadline: REQUEST_DEADLINE,
+            seed: 0,
+        }
+    }
+}
+
+/// A table as one router core routes to it.
+struct TableState {
+    record: TableRecord,
+    map: PartitionMap,
+    admission: TableAdmission,
+    loaded_at: Instant,
+}
+
+/// The router of one core. `!Send`: it holds bus connections of its executor.
+pub struct Router {
+    config: RouterConfig,
+    forwarder: Forwarder,
+    metadata: MetadataStore,
+    cluster: RefCell<Option<ClusterRecord>>,
+    tables: RefCell<HashMap<String, TableState>>,
+    started: Instant,
+}
+
+fn unix_seconds_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn unix_millis_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn admission_mode(billing: Billing) -> BillingMode {
+    match billing {
+        Billing::PayPerRequest => BillingMode::PayPerRequest {
+            read_units_per_second_max: None,
+            write_units_per_second_max: None,
+        },
+        Billing::Provisioned {
+            read_capacity_units,
+            write_capacity_units,
+        } => BillingMode::Provisioned {
+            read_units_per_second: read_capacity_units,
+            write_units_per_second: write_capacity_units,
+        },
+    }
+}
+
+/// Partitions for a new table: the default, or more if its provisioned throughput exceeds what
+/// that many partitions can serve at DynamoDB's per-partition ceilings.
+pub fn partitions_for(billing: Billing, default: u32) -> u32 {
+    let needed = match billing {
+        Billing::PayPerRequest => 0,
+        Billing::Provisioned {
+            read_capacity_units,
+            write_capacity_units,
+        } => read_capacity_units
+            .div_ceil(shoal_admission::PARTITION_READ_UNITS_PER_SECOND_MAX)
+            .max(
+                write_capacity_units
+                    .div_ceil(shoal_admission::PARTITION_WRITE_UNITS_PER_SECOND_MAX),
+            ),
+    };
+    let needed = u32::try_from(needed).unwrap_or(PARTITIONS_PER_TABLE_MAX);
+    default.max(needed).clamp(1, PARTITIONS_PER_TABLE_MAX)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CapacityReport {
+    None,
+    Total,
+    Indexes,
+}
+
+fn capacity_report(body: &Json) -> Result<CapacityReport, DynamoError> {
+    match body.get("ReturnConsumedCapacity") {
+        None | Some(Json::Null) => Ok(CapacityReport::None),
+        Some(Json::String(text)) => match text.as_str() {
+            "NONE" => Ok(CapacityReport::None),
+            "TOTAL" => Ok(CapacityReport::Total),
+            "INDEXES" => Ok(CapacityReport::Indexes),
+            other => Err(DynamoError::validation(format!(
+                "1 validation error detected: Value '{other}' at 'returnConsumedCapacity' failed to satisfy constraint: Member must satisfy enum value set: [INDEXES, TOTAL, NONE]"
+            ))),
+        },
+        Some(_) => Err(DynamoError::new(
+            crate::error::SERIALIZATION,
+            "Unexpected value type in payload: ReturnConsumedCapacity must be a string",
+        )),
+    }
+}
+
+fn consumed_capacity_json(table: &str, units_milli: u64, report: CapacityReport) -> Json {
+    let units = CapacityUnits::from_milli(units_milli).as_f64();
+    let mut consumed = json!({ "TableName": table, "CapacityUnits": units });
+    if report == CapacityReport::Indexes {
+        consumed["Table"] = json!({ "CapacityUnits": units });
+    }
+    consumed
+}
+
+fn consistency(body: &Json) -> ReadConsistency {
+    if body.get("ConsistentRead").and_then(Json::as_bool) == Some(true) {
+        ReadConsistency::Strong
+    } else {
+        ReadConsistency::Eventual
+    }
+}
+
+/// The partition key's hash of a key or item, with DynamoDB's messages when it is missing.
+fn key_hash(key_schema: &KeySchema, key: &Json, is_item: bool) -> Result<u64, DynamoError> {
+    let name = &key_schema.partition.name;
+    let Some(json) = key.get(name) else {
+        return Err(DynamoError::validation(if is_item {
+            shoal_model::messages::key_missing_in_item(name)
+        } else {
+            shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA.to_string()
+        }));
+    };
+    let value = value_from_json(json)?;
+    if !key_schema.partition.key_type.matches(&value) {
+        return Err(DynamoError::validation(if is_item {
+            shoal_model::messages::key_type_mismatch(
+                name,
+                key_schema.partition.key_type.type_name(),
+                value.type_name(),
+            )
+        } else {
+            shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA.to_string()
+        }));
+    }
+    partition_hash(&value)
+        .ok_or_else(|| DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))
+}
+
+/// The write capacity a write is admitted with before the leader knows its real size: the
+/// size of what it sends (the item of a put, the key otherwise).
+fn write_estimate_bytes(write: &WriteRequest) -> u64 {
+    let bytes = match &write.kind {
+        WriteKind::Put(item) => item_size_bytes(item),
+        WriteKind::Update(_) | WriteKind::Delete => item_size_bytes(&write.key),
+    };
+    u64::try_from(bytes).unwrap_or(u64::MAX)
+}
+
+fn units_of(reply: &Reply, operation: Operation) -> u64 {
+    match operation {
+        Operation::Read => reply.read_units_milli,
+        Operation::Write => reply.write_units_milli,
+    }
+}
+
+impl Router {
+    /// A router with no connections yet; call [`Router::bootstrap`] once for a new cluster, or
+    /// [`Router::load_cluster`] to join an existing one, before anything else.
+    pub fn new(config: RouterConfig) -> Result<Router, DynamoError> {
+        if config.nodes.is_empty() {
+            return Err(DynamoError::validation("a router needs at least one node"));
+        }
+        let directory = crate::partition_map::NodeDirectory::new(
+            config.nodes.iter().map(|node| (node.id, node.address)),
+        );
+        Ok(Router {
+            forwarder: Forwarder::new(directory, config.seed),
+            metadata: MetadataStore::new(metadata_replicas(&config.nodes)),
+            cluster: RefCell::new(None),
+            tables: RefCell::new(HashMap::new()),
+            started: Instant::now(),
+            config,
+        })
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.request_deadline
+    }
+
+    fn admission_now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Creates the metadata group on its nodes and writes the cluster item (the configured
+    /// nodes, `shards_per_node`), unless a cluster item exists, which is then kept. Safe to
+    /// repeat and to run from several routers.
+    pub async fn bootstrap(&self, shards_per_node: u16) -> Result<ClusterRecord, DynamoError> {
+        if shards_per_node == 0 {
+            return Err(DynamoError::validation(
+                "shards_per_node must be at least 1",
+            ));
+        }
+        self.metadata.create_group(&self.forwarder).await?;
+        let cluster = ClusterRecord {
+            nodes: self.config.nodes.clone(),
+            shards_per_node,
+            created_at_seconds: unix_seconds_now(),
+        };
+        let deadline = Instant::now() + crate::metadata::BOOTSTRAP_DEADLINE;
+        // A fresh group elects its first leader within a few election timeouts; until then
+        // every replica answers NotLeader, so keep trying until the bootstrap deadline.
+        loop {
+            match self
+                .metadata
+                .put_new(
+                    &self.forwarder,
+                    cluster.to_item(),
+                    self.deadline().min(deadline),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(ForwardError::Unavailable { .. }) if Instant::now() < deadline => {}
+                Err(error) => return Err(error.into_dynamo()),
+            }
+        }
+        self.load_cluster().await
+    }
+
+    /// Reads the cluster item and routes with its node list from now on.
+    pub async fn load_cluster(&self) -> Result<ClusterRecord, DynamoError> {
+        let item = self
+            .metadata
+            .get(&self.forwarder, CLUSTER_KEY, self.deadline())
+            .await
+            .map_err(ForwardError::into_dynamo)?
+            .ok_or_else(|| {
+                DynamoError::internal("Internal server error (the cluster is not bootstrapped)")
+            })?;
+        let cluster = ClusterRecord::from_item(&item)?;
+        self.forwarder.set_directory(cluster.directory());
+        *self.cluster.borrow_mut() = Some(cluster.clone());
+        Ok(cluster)
+    }
+
+    async fn cluster(&self) -> Result<ClusterRecord, DynamoError> {
+        let cached = self.cluster.borrow().clone();
+        match cached {
+            Some(cluster) => Ok(cluster),
+            None => self.load_cluster().await,
+        }
+    }
+
+    async fn read_table(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Option<TableRecord>, DynamoError> {
+        let item = self
+            .metadata
+            .get(&self.forwarder, &TableRecord::item_key(name), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        item.map(|item| TableRecord::from_item(&item)).transpose()
+    }
+
+    /// Re-reads a table's metadata into the cache (keeping its admission state).
+    async fn refresh_table(&self, name: &str, deadline: Instant) -> Result<(), DynamoError> {
+        let record = self.read_table(name, deadline).await?;
+        let Some(record) = record.filter(|record| record.status == TableStatus::Active) else {
+            self.tables.borrow_mut().remove(name);
+            return Err(DynamoError::resource_not_found());
+        };
+        self.cache_record(record)
+    }
+
+    /// Routes with `record` from now on: its partition map, and its billing mode for admission
+    /// (a changed mode re-limits the table's buckets at once).
+    fn cache_record(&self, record: TableRecord) -> Result<(), DynamoError> {
+        let name = record.name.clone();
+        let map = PartitionMap::new(record.routed_partitions()).map_err(|error| {
+            DynamoError::internal(format!(
+                "Internal server error (table {name} has an invalid partition map: {error:?})"
+            ))
+        })?;
+        let now = self.admission_now();
+        let mut tables = self.tables.borrow_mut();
+        match tables.get_mut(&name) {
+            Some(state) => {
+                if state.record.billing != record.billing {
+                    state
+                        .admission
+                        .set_mode(admission_mode(record.billing), now);
+                }
+                state.record = record;
+                state.map = map;
+                state.loaded_at = Instant::now();
+            }
+            None => {
+                if tables.len() >= CACHED_TABLES_MAX
+                    && let Some(oldest) = tables
+                        .iter()
+                        .min_by_key(|(_, state)| state.loaded_at)
+                        .map(|(name, _)| name.clone())
+                {
+                    tables.remove(&oldest);
+                }
+                tables.insert(
+                    name,
+                    TableState {
+                        admission: TableAdmission::new(admission_mode(record.billing), now),
+                        record,
+                        map,
+                        loaded_at: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The table's key schema and partition map, from the cache while it is fresh.
+    async fn table(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(KeySchema, PartitionMap), DynamoError> {
+        let fresh = self
+            .tables
+            .borrow()
+            .get(name)
+            .filter(|state| state.loaded_at.elapsed() < TABLE_CACHE_TTL)
+            .map(|state| (state.record.key_schema.clone(), state.map.clone()));
+        if let Some(found) = fresh {
+            return Ok(found);
+        }
+        self.refresh_table(name, deadline).await?;
+        self.tables
+            .borrow()
+            .get(name)
+            .map(|state| (state.record.key_schema.clone(), state.map.clone()))
+            .ok_or_else(DynamoError::resource_not_found)
+    }
+
+    fn admit(
+        &self,
+        table: &str,
+        operation: Operation,
+        partition: u64,
+        estimate: CapacityUnits,
+    ) -> Result<Option<shoal_admission::Admission>, DynamoError> {
+        let now = self.admission_now();
+        let mut tables = self.tables.borrow_mut();
+        let Some(state) = tables.get_mut(table) else {
+            return Ok(None);
+        };
+        state
+            .admission
+            .admit(operation, partition, estimate, now)
+            .map(Some)
+            .map_err(|throttled| DynamoError::new(throttled.exception_name, throttled.message))
+    }
+
+    fn settle(
+        &self,
+        table: &str,
+        admission: Option<shoal_admission::Admission>,
+        consumed_milli: u64,
+    ) {
+        let Some(admission) = admission else { return };
+        let now = self.admission_now();
+        if let Some(state) = self.tables.borrow_mut().get_mut(table) {
+            state
+                .admission
+                .settle(admission, CapacityUnits::from_milli(consumed_milli), now);
+        }
+    }
+
+    /// Routes one request to the partition owning `hash`, refreshing the map when a node says
+    /// it is stale, admitting it against the table's and the partition's buckets first.
+    async fn route(
+        &self,
+        table: &str,
+        hash: u64,
+        call: &ItemCall,
+        estimate: (Operation, CapacityUnits),
+        deadline: Instant,
+    ) -> Result<Reply, DynamoError> {
+        let mut refreshes = 0;
+        loop {
+            let (_, map) = self.table(table, deadline).await?;
+            let route: PartitionEntry = map.lookup(hash).clone();
+            let admission = self.admit(table, estimate.0, route.id, estimate.1)?;
+            let outcome = self.forwarder.forward(&route, call, deadline).await;
+            match outcome {
+                Ok(reply) => {
+                    self.settle(table, admission, units_of(&reply, estimate.0));
+                    if let Some(state) = self.tables.borrow_mut().get_mut(table) {
+                        state.map.note_leader(route.id, Some(reply.leader));
+                    }
+                    return Ok(reply);
+                }
+                Err(ForwardError::StaleRoute { .. }) if refreshes < ROUTE_REFRESHES_MAX => {
+                    // Refused before doing anything: nothing was consumed.
+                    self.settle(table, admission, 0);
+                    refreshes += 1;
+                    self.refresh_table(table, deadline).await?;
+                }
+                Err(error) => {
+                    if matches!(error, ForwardError::OutcomeUnknown { .. }) {
+                        // The leader we asked went silent or lost its leadership with the write
+                        // in flight (killed, paused, cut off). Keeping it as the hint sent every
+                        // later write to the same silent node for a call timeout each, for as
+                        // long as it stayed silent (seconds of stall after the majority had
+                        // elected a new leader, issue 14). The next request asks another
+                        // replica, which names the leader if it is not one.
+                        if let Some(state) = self.tables.borrow_mut().get_mut(table) {
+                            let next = route
+                                .first_target()
+                                .and_then(|asked| route.next_replica(asked));
+                            state.map.note_leader(route.id, next);
+                        }
+                    }
+                    // DynamoDB charges nothing for a request it refused. When a replica may
+                    // have done the work (a failed condition still reads the item; a write
+                    // whose outcome is unknown) the estimate stays charged; when none can have
+                    // (every attempt refused as not leader, busy or not applied, or never sent)
+                    // it is refunded.
+                    let charged = match &admission {
+                        Some(admission) if error.may_have_consumed() => {
+                            admission.charged.as_milli()
+                        }
+                        _ => 0,
+                    };
+                    self.settle(table, admission, charged);
+                    return Err(error.into_dynamo());
+                }
+            }
+        }
+    }
+
+    /// The partitions a table is routed to now (from metadata, leader hints as this core knows
+    /// them): for admin tools and tests.
+    pub async fn table_partitions(&self, name: &str) -> Result<Vec<PartitionEntry>, DynamoError> {
+        self.refresh_table(name, self.deadline()).await?;
+        self.tables
+            .borrow()
+            .get(name)
+            .map(|state| state.map.partitions().to_vec())
+            .ok_or_else(DynamoError::resource_not_found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumed_capacity_has_dynamodb_shape() {
+        assert_eq!(
+            consumed_capacity_json("t", 1500, CapacityReport::Total),
+            json!({"TableName": "t", "CapacityUnits": 1.5})
+        );
+        assert_eq!(
+            consumed_capacity_json("t", 500, CapacityReport::Indexes)["Table"],
+            json!({"CapacityUnits": 0.5})
+        );
+        assert!(capacity_report(&json!({"ReturnConsumedCapacity": "ALL"})).is_err());
+    }
+}
