@@ -6,6 +6,10 @@
 //! own port), the shard table says which replicas it holds, and each replica runs as one task
 //! that takes its events in order from a bounded queue.
 //!
+//! The dispatch rules (which replica a message is for, which requests are refused before they
+//! reach one, what each replica output becomes) are a sans-IO [`dispatch::Dispatch`] that this
+//! crate's glommio host and the simulator (tools/sim) both drive.
+//!
 //! Placement rule: every replica of a partition lives on the same shard index on its node, so a
 //! replica sends to `(peer node, own shard)`. The partition map (router/metadata) chooses the
 //! index when it places the partition.
@@ -18,6 +22,7 @@
 //!    full: the protocol tolerates loss. Requests are refused with `Busy` instead. Persist
 //!    completions and snapshot chunks wait for room: losing them would stall or corrupt state.
 
+pub mod dispatch;
 pub mod metrics;
 mod runtime;
 

@@ -2,7 +2,7 @@
 //! dispatch of bus traffic to them.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -10,21 +10,21 @@ use std::time::{Duration, Instant};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
 use shoal_io::{Clock, StorageDirectory, SystemClock};
-use shoal_model::request_codec::decode_request;
 use shoal_partition::meta::{mark_unrecoverable, unrecoverable_marker_file_name};
 use shoal_partition::replica::{RecoveredRecords, list_partitions};
 use shoal_partition::{
-    Event, Output, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND,
-    ReplicaConfig, ShardReplay,
+    Event, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
+    ShardReplay,
 };
 use shoal_replication::NodeId;
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
-    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicaStatus, ReplicationEnvelope,
-    ReplicationMessageWire, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+    BusMessage, NodeError, NodeResponse, ReplicaStatus, ReplicationEnvelope, ResponseFrame,
+    ShardAddress, SnapshotChunk,
 };
 
+use crate::dispatch::{Command, Decision, Delivery, Dispatch, Routed};
 use crate::metrics::ShardMetrics;
 
 /// Events waiting for one replica. Bounded: see invariant 2 in the crate docs.
@@ -33,8 +33,6 @@ pub const REPLICA_QUEUE_EVENTS_MAX: usize = 4096;
 pub const REPLICA_PERSIST_QUEUE_MAX: usize = 1024;
 /// How long a DeletePartition waits for the replica to close and remove its files.
 pub const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests in flight on a shard (waiting for their reply); more are refused with `Busy`.
-pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
 
 /// What the shard needs from the bus.
 #[allow(async_fn_in_trait)]
@@ -99,7 +97,6 @@ type Replica = PartitionReplica<DmaStorageFile, DmaDirectory>;
 
 /// One row of the shard table.
 struct TableRow {
-    epoch: u64,
     events: Rc<LocalSender<Event>>,
     status: Rc<RefCell<ReplicaStatus>>,
     /// Set by the replica's task once it stopped and removed its files.
@@ -129,56 +126,21 @@ pub struct RecoveryFailure {
     pub wal_records_released: bool,
 }
 
-/// The answer to a request that needs a partition this shard gave up: refused before anything
-/// was done, so `NotApplied`.
-fn recovery_failed_answer(partition: u64) -> NodeResponse {
-    NodeResponse::Error(NodeError::NotApplied {
-        message: format!(
-            "partition {partition}: its replica on this shard refused to recover and is out of \
-             service; its files are kept for inspection"
-        ),
-    })
-}
-
-struct PendingReply<C> {
-    connection: C,
-    partition: u64,
-    request_id: u64,
-    operation: &'static str,
-    received: Instant,
-}
-
 pub struct Shard<T: Transport> {
     config: ShardConfig,
     directory: Rc<DmaDirectory>,
     cache: Rc<PageCache<DmaStorageFile>>,
     wal: Wal<DmaStorageFile>,
     transport: Rc<T>,
+    /// The replicas' queues and what their tasks report; the same partitions as the routes of
+    /// `dispatch`.
     table: RefCell<BTreeMap<u64, TableRow>>,
     /// Partitions whose replicas refused to recover; never in `table`.
     failed: RefCell<BTreeMap<u64, FailedPartition>>,
-    replies: RefCell<HashMap<u64, PendingReply<T::Connection>>>,
-    next_reply: Cell<u64>,
+    /// The dispatch rules and the requests waiting for their replicas (shared with the
+    /// simulator, dispatch.rs).
+    dispatch: RefCell<Dispatch<T::Connection>>,
     metrics: Rc<ShardMetrics>,
-    /// Partitions being created right now, so a repeated CreatePartition waits for nothing.
-    creating: RefCell<std::collections::BTreeSet<u64>>,
-}
-
-fn error_kind(response: &NodeResponse) -> Option<&'static str> {
-    match response {
-        NodeResponse::Error(error) => Some(match error {
-            NodeError::WrongOwner { .. } => "WrongOwner",
-            NodeError::NotLeader { .. } => "NotLeader",
-            NodeError::StaleEpoch { .. } => "StaleEpoch",
-            NodeError::Dynamo { .. } => "Dynamo",
-            NodeError::Busy { .. } => "Busy",
-            NodeError::Malformed { .. } => "Malformed",
-            NodeError::Internal { .. } => "Internal",
-            NodeError::NotApplied { .. } => "NotApplied",
-            NodeError::OutcomeUnknown { .. } => "OutcomeUnknown",
-        }),
-        _ => None,
-    }
 }
 
 fn seed_for(config: &ShardConfig, partition: u64, incarnation: u64) -> u64 {
@@ -236,18 +198,17 @@ impl<T: Transport + 'static> Shard<T> {
         })
         .detach();
         let cache = PageCache::new(config.cache_pages);
+        let dispatch = RefCell::new(Dispatch::new(config.node, config.shard));
         let shard = Rc::new(Self {
             config,
             directory,
             cache,
             wal,
             transport,
+            dispatch,
             table: RefCell::new(BTreeMap::new()),
             failed: RefCell::new(BTreeMap::new()),
-            replies: RefCell::new(HashMap::new()),
-            next_reply: Cell::new(1),
             metrics,
-            creating: RefCell::new(std::collections::BTreeSet::new()),
         });
         let orphans = shoal_partition::replica::remove_orphan_trees(shard.directory.as_ref())
             .await
@@ -284,6 +245,10 @@ impl<T: Transport + 'static> Shard<T> {
                     %reason,
                     "partition replica out of service; its files are kept"
                 );
+                shard
+                    .dispatch
+                    .borrow_mut()
+                    .add_out_of_service(partition, meta.epoch);
                 shard.failed.borrow_mut().insert(
                     partition,
                     FailedPartition {
@@ -323,6 +288,10 @@ impl<T: Transport + 'static> Shard<T> {
                         "partition replica refused to recover: out of service, its files are \
                          kept; the other partitions are served"
                     );
+                    shard
+                        .dispatch
+                        .borrow_mut()
+                        .add_out_of_service(partition, epoch);
                     shard.failed.borrow_mut().insert(
                         partition,
                         FailedPartition {
@@ -386,11 +355,7 @@ impl<T: Transport + 'static> Shard<T> {
     /// The shard's metrics as Prometheus text.
     /// Item requests handed to replicas and not answered yet, by partition.
     pub fn pending_replies(&self) -> BTreeMap<u64, usize> {
-        let mut by_partition = BTreeMap::new();
-        for pending in self.replies.borrow().values() {
-            *by_partition.entry(pending.partition).or_default() += 1;
-        }
-        by_partition
+        self.dispatch.borrow().pending_replies()
     }
 
     pub fn render_metrics(&self) -> String {
@@ -465,10 +430,12 @@ impl<T: Transport + 'static> Shard<T> {
         let events = Rc::new(events);
         let status = Rc::new(RefCell::new(replica.status(SystemClock.now())));
         let destroyed = Rc::new(Cell::new(false));
+        self.dispatch
+            .borrow_mut()
+            .add_replica(partition, replica.meta().epoch);
         self.table.borrow_mut().insert(
             partition,
             TableRow {
-                epoch: replica.meta().epoch,
                 events: events.clone(),
                 status: status.clone(),
                 destroyed: destroyed.clone(),
@@ -552,35 +519,21 @@ impl<T: Transport + 'static> Shard<T> {
             };
             *status.borrow_mut() = replica.status(now);
             for output in outputs {
-                match output {
-                    Output::Persist { core_lsn, body } => {
-                        if persists.send((core_lsn, body)).await.is_err() {
-                            shoal_io::fatal!("partition {partition}: the WAL appender is gone");
-                        }
+                let command = self.dispatch.borrow_mut().on_output(partition, output, now);
+                match command {
+                    Some(Command::Persist { core_lsn, body, .. }) => {
+                        persists.send((core_lsn, body)).await.unwrap_or_else(|_| {
+                            shoal_io::fatal!("partition {partition}: the WAL appender is gone")
+                        });
                     }
-                    Output::Send { to, message } => {
-                        let envelope = ReplicationEnvelope {
-                            group: partition,
-                            from: self.config.node.0,
-                            to: to.0,
-                            message: ReplicationMessageWire::from(message),
-                        };
-                        self.transport.send_replication(
-                            ShardAddress {
-                                node: to.0,
-                                shard: self.config.shard,
-                            },
-                            envelope,
-                        );
+                    Some(Command::Replicate { to, envelope }) => {
+                        self.transport.send_replication(to, envelope);
                     }
-                    Output::Snapshot(chunk) => {
-                        let to = ShardAddress {
-                            node: chunk.to,
-                            shard: self.config.shard,
-                        };
-                        self.transport.send_snapshot(to, chunk);
+                    Some(Command::Snapshot { to, chunk }) => {
+                        self.transport.send_snapshot(to, chunk)
                     }
-                    Output::Reply { reply_to, response } => self.reply(reply_to, response),
+                    Some(command @ Command::Respond { .. }) => self.carry_out(command),
+                    None => {}
                 }
             }
         }
@@ -602,25 +555,27 @@ impl<T: Transport + 'static> Shard<T> {
         }
     }
 
-    fn reply(&self, reply_to: u64, response: NodeResponse) {
-        let Some(pending) = self.replies.borrow_mut().remove(&reply_to) else {
-            return;
-        };
-        self.metrics.request_served(
-            pending.operation,
-            pending.received.elapsed(),
-            error_kind(&response),
-        );
-        self.transport.respond(
-            pending.connection,
-            ResponseFrame {
-                request_id: pending.request_id,
-                response,
-            },
-        );
+    /// Carries out an answer of the dispatch: metrics, then the response on its connection.
+    fn carry_out(&self, command: Command<T::Connection>) {
+        if let Command::Respond {
+            connection,
+            frame,
+            served,
+        } = command
+        {
+            self.metrics.request_served(
+                served.operation,
+                Duration::from_nanos(served.latency_nanos),
+                served.error_kind,
+            );
+            self.transport.respond(connection, frame);
+        }
     }
 
     fn respond_now(&self, connection: T::Connection, request_id: u64, response: NodeResponse) {
+        if matches!(response, NodeResponse::Error(NodeError::Busy { .. })) {
+            self.metrics.request_refused_busy();
+        }
         self.transport.respond(
             connection,
             ResponseFrame {
@@ -630,196 +585,102 @@ impl<T: Transport + 'static> Shard<T> {
         );
     }
 
-    /// Routes one message from the bus to the replica or the shard that handles it.
+    /// Routes one message from the bus to the replica or the shard that handles it, by the
+    /// rules of [`Dispatch`].
     pub async fn dispatch(self: &Rc<Self>, connection: T::Connection, message: BusMessage) {
-        match message {
-            BusMessage::Replication(envelopes) => {
-                for envelope in envelopes {
-                    if envelope.to != self.config.node.0 {
-                        continue;
-                    }
-                    let sender = self
-                        .table
-                        .borrow()
-                        .get(&envelope.group)
-                        .map(|row| row.events.clone());
-                    let Some(sender) = sender else {
-                        continue;
-                    };
-                    let Ok(message) = shoal_replication::Message::try_from(envelope.message) else {
-                        // A peer sent a message no correct replica could have produced.
-                        self.metrics.replication_message_dropped();
-                        continue;
-                    };
-                    let event = Event::Message {
-                        from: NodeId(envelope.from),
-                        message,
-                    };
-                    if sender.try_send(event).is_err() {
-                        self.metrics.replication_message_dropped();
-                    }
+        let routed = self
+            .dispatch
+            .borrow_mut()
+            .route(connection, message, SystemClock.now());
+        for routed in routed {
+            match routed {
+                Routed::Replica {
+                    partition,
+                    event,
+                    delivery,
+                } => self.deliver(partition, event, delivery).await,
+                Routed::Respond { connection, frame } => {
+                    self.respond_now(connection, frame.request_id, frame.response);
                 }
-            }
-            BusMessage::Snapshot(chunk) => {
-                let sender = self
-                    .table
-                    .borrow()
-                    .get(&chunk.group)
-                    .map(|row| row.events.clone());
-                if let Some(sender) = sender {
-                    let _ = sender.send(Event::Snapshot(chunk)).await;
+                Routed::Status {
+                    connection,
+                    request_id,
+                } => {
+                    let response = NodeResponse::Status {
+                        node: self.config.node.0,
+                        shard: self.config.shard,
+                        replicas: self.statuses(),
+                    };
+                    self.respond_now(connection, request_id, response);
                 }
+                Routed::Create {
+                    connection,
+                    request_id,
+                    meta,
+                } => {
+                    let response = self.create_partition(meta).await;
+                    self.respond_now(connection, request_id, response);
+                }
+                Routed::Delete {
+                    connection,
+                    request_id,
+                    partition,
+                    epoch,
+                } => {
+                    let response = self.delete_partition(partition, epoch).await;
+                    self.respond_now(connection, request_id, response);
+                }
+                Routed::Undecodable => self.metrics.replication_message_dropped(),
             }
-            BusMessage::Request(RequestFrame {
-                request_id,
-                request,
-            }) => self.dispatch_request(connection, request_id, request).await,
-            BusMessage::Response(_) | BusMessage::Hello { .. } => {}
         }
     }
 
-    async fn dispatch_request(
-        self: &Rc<Self>,
-        connection: T::Connection,
-        request_id: u64,
-        request: NodeRequest,
-    ) {
-        match request {
-            NodeRequest::Status => {
-                let response = NodeResponse::Status {
-                    node: self.config.node.0,
-                    shard: self.config.shard,
-                    replicas: self.statuses(),
-                };
-                self.respond_now(connection, request_id, response);
-            }
-            NodeRequest::DeletePartition { partition, epoch } => {
-                let response = self.delete_partition(partition, epoch).await;
-                self.respond_now(connection, request_id, response);
-            }
-            NodeRequest::CreatePartition {
-                partition,
-                epoch,
-                key_schema,
-                membership,
-            } => {
-                let response =
-                    match PartitionMeta::from_parts(partition, epoch, &key_schema, &membership) {
-                        Some(meta) => self.create_partition(meta).await,
-                        None => NodeResponse::Error(NodeError::Malformed {
-                            message: "the replica set is not a valid membership".to_string(),
-                        }),
-                    };
-                self.respond_now(connection, request_id, response);
-            }
-            NodeRequest::Item {
-                partition,
-                epoch,
-                request,
-            } => {
-                let row = self
-                    .table
-                    .borrow()
-                    .get(&partition)
-                    .map(|row| (row.epoch, row.events.clone()));
-                let Some((current_epoch, sender)) = row else {
-                    // A replica that refused to recover is still this shard's: answering
-                    // WrongOwner would send the router to refresh a map that is right. It is
-                    // not the leader, and never will be until rebuilt, so the router tries the
-                    // next replica.
-                    let response = if self.failed.borrow().contains_key(&partition) {
-                        NodeError::NotLeader {
-                            partition,
-                            leader_hint: None,
-                        }
-                    } else {
-                        NodeError::WrongOwner { partition }
-                    };
-                    self.respond_now(connection, request_id, NodeResponse::Error(response));
-                    return;
-                };
-                if current_epoch != epoch {
-                    self.respond_now(
-                        connection,
-                        request_id,
-                        NodeResponse::Error(NodeError::StaleEpoch {
-                            partition,
-                            current_epoch,
-                        }),
-                    );
-                    return;
-                }
-                if self.replies.borrow().len() >= REQUESTS_IN_FLIGHT_MAX {
-                    self.metrics.request_refused_busy();
-                    self.respond_now(
-                        connection,
-                        request_id,
-                        NodeResponse::Error(NodeError::Busy { partition }),
-                    );
-                    return;
-                }
-                // The router encoded what it prepared; a request that does not decode came
-                // from a build with another format or a bug, and is refused unapplied.
-                let request = match decode_request(&request) {
-                    Ok(request) => request,
-                    Err(error) => {
-                        self.respond_now(
-                            connection,
-                            request_id,
-                            NodeResponse::Error(NodeError::Malformed {
-                                message: error.message().to_string(),
-                            }),
-                        );
-                        return;
-                    }
-                };
-                let reply_to = self.next_reply.get();
-                self.next_reply.set(reply_to + 1);
-                self.replies.borrow_mut().insert(
-                    reply_to,
-                    PendingReply {
-                        connection,
-                        partition,
-                        request_id,
-                        operation: request.operation_label(),
-                        received: Instant::now(),
-                    },
-                );
-                let event = Event::Request {
-                    reply_to,
-                    epoch,
-                    request,
-                };
+    /// Hands an event to its replica's queue by the rule of its kind (crate invariant 2).
+    async fn deliver(&self, partition: u64, event: Event, delivery: Delivery) {
+        let sender = self
+            .table
+            .borrow()
+            .get(&partition)
+            .map(|row| row.events.clone());
+        match (delivery, sender) {
+            (Delivery::DropWhenFull, Some(sender)) => {
                 if sender.try_send(event).is_err() {
-                    self.metrics.request_refused_busy();
-                    self.reply(reply_to, NodeResponse::Error(NodeError::Busy { partition }));
+                    self.metrics.replication_message_dropped();
                 }
             }
+            (Delivery::RefuseWhenFull { reply_to }, sender) => {
+                let queued = sender.is_some_and(|sender| sender.try_send(event).is_ok());
+                if !queued {
+                    self.metrics.request_refused_busy();
+                    let refusal = self
+                        .dispatch
+                        .borrow_mut()
+                        .refuse_busy(reply_to, SystemClock.now());
+                    if let Some(refusal) = refusal {
+                        self.carry_out(refusal);
+                    }
+                }
+            }
+            (Delivery::WaitForRoom, Some(sender)) => {
+                let _ = sender.send(event).await;
+            }
+            // Routed to a replica whose task is already gone (a delete racing): dropped, as a
+            // message to a stopped replica is.
+            (Delivery::DropWhenFull | Delivery::WaitForRoom, None) => {}
         }
     }
 
     /// Stops the replica's task, which closes it and removes its files, and waits (bounded by
     /// [`DELETE_TIMEOUT`]) until that is done.
     async fn delete_partition(self: &Rc<Self>, partition: u64, epoch: u64) -> NodeResponse {
-        if self.failed.borrow().contains_key(&partition) {
-            // Its files stay for inspection until an operator removes them.
-            return recovery_failed_answer(partition);
+        let decision = self.dispatch.borrow_mut().begin_delete(partition, epoch);
+        if let Decision::Answer(response) = decision {
+            return response;
         }
-        let row = {
-            let table = self.table.borrow();
-            match table.get(&partition) {
-                None => return NodeResponse::Deleted,
-                Some(row) if row.epoch > epoch => {
-                    return NodeResponse::Error(NodeError::StaleEpoch {
-                        partition,
-                        current_epoch: row.epoch,
-                    });
-                }
-                Some(row) => (row.events.clone(), row.destroyed.clone()),
-            }
+        let Some(row) = self.table.borrow_mut().remove(&partition) else {
+            return NodeResponse::Deleted;
         };
-        self.table.borrow_mut().remove(&partition);
-        let (events, destroyed) = row;
+        let (events, destroyed) = (row.events, row.destroyed);
         // The replica is out of the shard table from here on, whatever happens to its files:
         // the failures below leave the deletion done in part, an outcome the caller cannot
         // know.
@@ -842,36 +703,9 @@ impl<T: Transport + 'static> Shard<T> {
 
     async fn create_partition(self: &Rc<Self>, meta: PartitionMeta) -> NodeResponse {
         let partition = meta.partition;
-        if self.failed.borrow().contains_key(&partition) {
-            return recovery_failed_answer(partition);
-        }
-        if let Some(row) = self.table.borrow().get(&partition) {
-            return if row.epoch == meta.epoch {
-                NodeResponse::Created
-            } else {
-                NodeResponse::Error(NodeError::StaleEpoch {
-                    partition,
-                    current_epoch: row.epoch,
-                })
-            };
-        }
-        if !meta.membership.contains(self.config.node) {
-            return NodeResponse::Error(NodeError::Malformed {
-                message: format!(
-                    "node {} is not in the replica set of partition {partition}",
-                    self.config.node.0
-                ),
-            });
-        }
-        if meta.membership.member_count() == 0
-            || meta.membership.member_count() > shoal_replication::limits::MEMBERS_MAX
-        {
-            return NodeResponse::Error(NodeError::Malformed {
-                message: "a replica set has 1 to 7 members".to_string(),
-            });
-        }
-        if !self.creating.borrow_mut().insert(partition) {
-            return NodeResponse::Error(NodeError::Busy { partition });
+        let decision = self.dispatch.borrow_mut().begin_create(&meta);
+        if let Decision::Answer(response) = decision {
+            return response;
         }
         let now = SystemClock.now();
         let created = Replica::create(
@@ -885,7 +719,7 @@ impl<T: Transport + 'static> Shard<T> {
             now,
         )
         .await;
-        self.creating.borrow_mut().remove(&partition);
+        self.dispatch.borrow_mut().end_create(partition);
         match created {
             Ok(replica) => {
                 tracing::info!(shard = self.config.shard, partition, "replica created");

@@ -1,0 +1,514 @@
+//! The shard's dispatch rules, without I/O: which replica a bus message is for, which requests
+//! are refused before they reach one (and with which answer), and what each replica output
+//! becomes. The glommio host (`runtime.rs`) and the simulator (tools/sim) both drive a
+//! [`Dispatch`]: the rules run, and are tested, as one copy.
+//!
+//! A host feeds it what arrives ([`Dispatch::route`]) and what its replicas produce
+//! ([`Dispatch::on_output`]), with the time of its own clock, and carries out what comes back:
+//! hand an event to a replica's queue, answer a connection, send on the bus, append to the WAL.
+//! The host owns the replicas, their queues and the storage; `Dispatch` owns the table of the
+//! partitions served here (with the epoch each was placed with), the partitions out of service,
+//! the partitions being created, and the requests waiting for their replica's answer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use shoal_io::MonotonicTime;
+use shoal_model::request_codec::decode_request;
+use shoal_partition::{Event, Output, PartitionMeta};
+use shoal_replication::{Lsn as CoreLsn, NodeId};
+use shoal_wire::messages::{
+    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicationEnvelope, ReplicationMessageWire,
+    RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+};
+
+/// Requests in flight on a shard (waiting for their reply); more are refused with `Busy`.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
+
+/// How a host must hand a routed event to its replica's bounded queue (crate invariant 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A replication message: dropped when the queue is full (the protocol tolerates loss);
+    /// count it with `replication_message_dropped`.
+    DropWhenFull,
+    /// An item request: refused when the queue is full, with [`Dispatch::refuse_busy`].
+    RefuseWhenFull { reply_to: u64 },
+    /// A snapshot chunk: waits for room (a lost chunk restarts the whole transfer).
+    WaitForRoom,
+}
+
+/// What to do with one message that arrived.
+#[derive(Debug)]
+pub enum Routed<C> {
+    /// Hand `event` to the replica of `partition`.
+    Replica {
+        partition: u64,
+        event: Event,
+        delivery: Delivery,
+    },
+    /// Answer now: the request was refused before any replica saw it.
+    Respond { connection: C, frame: ResponseFrame },
+    /// Answer `NodeRequest::Status` with the statuses of the replicas (the host holds them).
+    Status { connection: C, request_id: u64 },
+    /// Create this replica (checked by [`Dispatch::begin_create`] first), then answer.
+    Create {
+        connection: C,
+        request_id: u64,
+        meta: PartitionMeta,
+    },
+    /// Delete the replica (checked by [`Dispatch::begin_delete`] first), then answer.
+    Delete {
+        connection: C,
+        request_id: u64,
+        partition: u64,
+        epoch: u64,
+    },
+    /// A replication message no correct peer could have sent (it does not convert): dropped
+    /// and counted.
+    Undecodable,
+}
+
+/// A request answered, for the host's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The request's operation, as `PreparedRequest::operation_label` names it.
+    pub operation: &'static str,
+    pub latency_nanos: u64,
+    /// The error kind of the answer, if it is an error (see [`error_kind`]).
+    pub error_kind: Option<&'static str>,
+}
+
+/// What a replica output becomes.
+#[derive(Debug)]
+pub enum Command<C> {
+    /// Append to the shard WAL, in the order given (crate invariant 1); report durability with
+    /// `Event::Persisted { core_lsn, wal_lsn }` to the same replica.
+    Persist {
+        partition: u64,
+        core_lsn: CoreLsn,
+        body: Vec<u8>,
+    },
+    /// Send on the bus without waiting (the bus may drop it).
+    Replicate {
+        to: ShardAddress,
+        envelope: ReplicationEnvelope,
+    },
+    /// Send a snapshot chunk; the replica asked for room first (`Event::Tick`).
+    Snapshot {
+        to: ShardAddress,
+        chunk: SnapshotChunk,
+    },
+    /// Answer the request that waited for this reply.
+    Respond {
+        connection: C,
+        frame: ResponseFrame,
+        served: Served,
+    },
+}
+
+struct PendingReply<C> {
+    connection: C,
+    partition: u64,
+    request_id: u64,
+    operation: &'static str,
+    received: MonotonicTime,
+}
+
+/// The answer to a request that needs a partition this shard gave up: refused before anything
+/// was done, so `NotApplied`.
+pub fn recovery_failed_answer(partition: u64) -> NodeResponse {
+    NodeResponse::Error(NodeError::NotApplied {
+        message: format!(
+            "partition {partition}: its replica on this shard refused to recover and is out of \
+             service; its files are kept for inspection"
+        ),
+    })
+}
+
+/// The kind of an error answer, as metrics label it.
+pub fn error_kind(response: &NodeResponse) -> Option<&'static str> {
+    match response {
+        NodeResponse::Error(error) => Some(match error {
+            NodeError::WrongOwner { .. } => "WrongOwner",
+            NodeError::NotLeader { .. } => "NotLeader",
+            NodeError::StaleEpoch { .. } => "StaleEpoch",
+            NodeError::Dynamo { .. } => "Dynamo",
+            NodeError::Busy { .. } => "Busy",
+            NodeError::Malformed { .. } => "Malformed",
+            NodeError::Internal { .. } => "Internal",
+            NodeError::NotApplied { .. } => "NotApplied",
+            NodeError::OutcomeUnknown { .. } => "OutcomeUnknown",
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a create or delete may go ahead, or its answer.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Proceed,
+    Answer(NodeResponse),
+}
+
+/// The dispatch state of one shard. `C` is how the host names the connection a request came
+/// on.
+pub struct Dispatch<C> {
+    node: NodeId,
+    shard: u16,
+    /// The partitions served here, with the epoch each replica was placed with.
+    routes: BTreeMap<u64, u64>,
+    /// Partitions whose replica refused to recover, with their epoch: never in `routes`.
+    out_of_service: BTreeMap<u64, u64>,
+    /// Partitions being created right now, so that a repeated CreatePartition waits for
+    /// nothing.
+    creating: BTreeSet<u64>,
+    replies: HashMap<u64, PendingReply<C>>,
+    next_reply: u64,
+    requests_in_flight_max: usize,
+}
+
+impl<C: Copy> Dispatch<C> {
+    pub fn new(node: NodeId, shard: u16) -> Self {
+        Self::with_request_limit(node, shard, REQUESTS_IN_FLIGHT_MAX)
+    }
+
+    /// A dispatch that refuses requests past `requests_in_flight_max` (tests use a small one).
+    pub fn with_request_limit(node: NodeId, shard: u16, requests_in_flight_max: usize) -> Self {
+        Self {
+            node,
+            shard,
+            routes: BTreeMap::new(),
+            out_of_service: BTreeMap::new(),
+            creating: BTreeSet::new(),
+            replies: HashMap::new(),
+            next_reply: 1,
+            requests_in_flight_max,
+        }
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Where the replica of a partition on `node` lives: placement puts every replica of a
+    /// partition on the same shard index of its node.
+    pub fn peer(&self, node: NodeId) -> ShardAddress {
+        ShardAddress {
+            node: node.0,
+            shard: self.shard,
+        }
+    }
+
+    /// A replica now served here (created or recovered).
+    pub fn add_replica(&mut self, partition: u64, epoch: u64) {
+        self.out_of_service.remove(&partition);
+        self.routes.insert(partition, epoch);
+    }
+
+    /// A replica that refused to recover: its requests are refused, its traffic dropped.
+    pub fn add_out_of_service(&mut self, partition: u64, epoch: u64) {
+        self.routes.remove(&partition);
+        self.out_of_service.insert(partition, epoch);
+    }
+
+    pub fn epoch_of(&self, partition: u64) -> Option<u64> {
+        self.routes.get(&partition).copied()
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.routes.keys().copied()
+    }
+
+    /// Item requests handed to replicas and not answered yet, by partition.
+    pub fn pending_replies(&self) -> BTreeMap<u64, usize> {
+        let mut by_partition = BTreeMap::new();
+        for pending in self.replies.values() {
+            *by_partition.entry(pending.partition).or_default() += 1;
+        }
+        by_partition
+    }
+
+    /// Routes one message from the bus.
+    pub fn route(
+        &mut self,
+        connection: C,
+        message: BusMessage,
+        now: MonotonicTime,
+    ) -> Vec<Routed<C>> {
+        match message {
+            BusMessage::Replication(envelopes) => envelopes
+                .into_iter()
+                .filter(|envelope| {
+                    envelope.to == self.node.0 && self.routes.contains_key(&envelope.group)
+                })
+                .map(
+                    |envelope| match shoal_replication::Message::try_from(envelope.message) {
+                        Ok(message) => Routed::Replica {
+                            partition: envelope.group,
+                            event: Event::Message {
+                                from: NodeId(envelope.from),
+                                message,
+                            },
+                            delivery: Delivery::DropWhenFull,
+                        },
+                        Err(_) => Routed::Undecodable,
+                    },
+                )
+                .collect(),
+            BusMessage::Snapshot(chunk) => {
+                if chunk.to != self.node.0 || !self.routes.contains_key(&chunk.group) {
+                    return Vec::new();
+                }
+                vec![Routed::Replica {
+                    partition: chunk.group,
+                    event: Event::Snapshot(chunk),
+                    delivery: Delivery::WaitForRoom,
+                }]
+            }
+            BusMessage::Request(RequestFrame {
+                request_id,
+                request,
+            }) => vec![self.route_request(connection, request_id, request, now)],
+            BusMessage::Response(_) | BusMessage::Hello { .. } => Vec::new(),
+        }
+    }
+
+    fn route_request(
+        &mut self,
+        connection: C,
+        request_id: u64,
+        request: NodeRequest,
+        now: MonotonicTime,
+    ) -> Routed<C> {
+        let answer = |response| Routed::Respond {
+            connection,
+            frame: ResponseFrame {
+                request_id,
+                response,
+            },
+        };
+        match request {
+            NodeRequest::Status => Routed::Status {
+                connection,
+                request_id,
+            },
+            NodeRequest::DeletePartition { partition, epoch } => Routed::Delete {
+                connection,
+                request_id,
+                partition,
+                epoch,
+            },
+            NodeRequest::CreatePartition {
+                partition,
+                epoch,
+                key_schema,
+                membership,
+            } => match PartitionMeta::from_parts(partition, epoch, &key_schema, &membership) {
+                Some(meta) => Routed::Create {
+                    connection,
+                    request_id,
+                    meta,
+                },
+                None => answer(NodeResponse::Error(NodeError::Malformed {
+                    message: "the replica set is not a valid membership".to_string(),
+                })),
+            },
+            NodeRequest::Item {
+                partition,
+                epoch,
+                request,
+            } => {
+                let Some(current_epoch) = self.routes.get(&partition).copied() else {
+                    // A replica that refused to recover is still this shard's: answering
+                    // WrongOwner would send the router to refresh a map that is right. It is
+                    // not the leader, and never will be until rebuilt, so the router tries the
+                    // next replica.
+                    let error = if self.out_of_service.contains_key(&partition) {
+                        NodeError::NotLeader {
+                            partition,
+                            leader_hint: None,
+                        }
+                    } else {
+                        NodeError::WrongOwner { partition }
+                    };
+                    return answer(NodeResponse::Error(error));
+                };
+                if current_epoch != epoch {
+                    return answer(NodeResponse::Error(NodeError::StaleEpoch {
+                        partition,
+                        current_epoch,
+                    }));
+                }
+                if self.replies.len() >= self.requests_in_flight_max {
+                    return answer(NodeResponse::Error(NodeError::Busy { partition }));
+                }
+                // The router encoded what it prepared; a request that does not decode came
+                // from a build with another format or a bug, and is refused unapplied.
+                let request = match decode_request(&request) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        return answer(NodeResponse::Error(NodeError::Malformed {
+                            message: error.message().to_string(),
+                        }));
+                    }
+                };
+                let reply_to = self.next_reply;
+                self.next_reply += 1;
+                self.replies.insert(
+                    reply_to,
+                    PendingReply {
+                        connection,
+                        partition,
+                        request_id,
+                        operation: request.operation_label(),
+                        received: now,
+                    },
+                );
+                Routed::Replica {
+                    partition,
+                    event: Event::Request {
+                        reply_to,
+                        epoch,
+                        request,
+                    },
+                    delivery: Delivery::RefuseWhenFull { reply_to },
+                }
+            }
+        }
+    }
+
+    /// The answer to a request whose replica's queue was full.
+    pub fn refuse_busy(&mut self, reply_to: u64, now: MonotonicTime) -> Option<Command<C>> {
+        let partition = self.replies.get(&reply_to)?.partition;
+        self.reply(
+            reply_to,
+            NodeResponse::Error(NodeError::Busy { partition }),
+            now,
+        )
+    }
+
+    fn reply(
+        &mut self,
+        reply_to: u64,
+        response: NodeResponse,
+        now: MonotonicTime,
+    ) -> Option<Command<C>> {
+        let pending = self.replies.remove(&reply_to)?;
+        let served = Served {
+            operation: pending.operation,
+            latency_nanos: now.as_nanos().saturating_sub(pending.received.as_nanos()),
+            error_kind: error_kind(&response),
+        };
+        Some(Command::Respond {
+            connection: pending.connection,
+            frame: ResponseFrame {
+                request_id: pending.request_id,
+                response,
+            },
+            served,
+        })
+    }
+
+    /// What one output of the replica of `partition` becomes. `None` for a reply nobody waits
+    /// for any more (its replica was deleted and recreated, say).
+    pub fn on_output(
+        &mut self,
+        partition: u64,
+        output: Output,
+        now: MonotonicTime,
+    ) -> Option<Command<C>> {
+        match output {
+            Output::Persist { core_lsn, body } => Some(Command::Persist {
+                partition,
+                core_lsn,
+                body,
+            }),
+            Output::Send { to, message } => Some(Command::Replicate {
+                to: self.peer(to),
+                envelope: ReplicationEnvelope {
+                    group: partition,
+                    from: self.node.0,
+                    to: to.0,
+                    message: ReplicationMessageWire::from(message),
+                },
+            }),
+            Output::Snapshot(chunk) => Some(Command::Snapshot {
+                to: self.peer(NodeId(chunk.to)),
+                chunk,
+            }),
+            Output::Reply { reply_to, response } => self.reply(reply_to, response, now),
+        }
+    }
+
+    /// Whether CreatePartition may create `meta`'s replica here now. On `Proceed` the
+    /// partition counts as being created until [`Dispatch::end_create`].
+    pub fn begin_create(&mut self, meta: &PartitionMeta) -> Decision {
+        let partition = meta.partition;
+        if self.out_of_service.contains_key(&partition) {
+            return Decision::Answer(recovery_failed_answer(partition));
+        }
+        if let Some(epoch) = self.routes.get(&partition) {
+            return Decision::Answer(if *epoch == meta.epoch {
+                NodeResponse::Created
+            } else {
+                NodeResponse::Error(NodeError::StaleEpoch {
+                    partition,
+                    current_epoch: *epoch,
+                })
+            });
+        }
+        if !meta.membership.contains(self.node) {
+            return Decision::Answer(NodeResponse::Error(NodeError::Malformed {
+                message: format!(
+                    "node {} is not in the replica set of partition {partition}",
+                    self.node.0
+                ),
+            }));
+        }
+        if meta.membership.member_count() == 0
+            || meta.membership.member_count() > shoal_replication::limits::MEMBERS_MAX
+        {
+            return Decision::Answer(NodeResponse::Error(NodeError::Malformed {
+                message: format!(
+                    "a replica set has 1 to {} members",
+                    shoal_replication::limits::MEMBERS_MAX
+                ),
+            }));
+        }
+        if !self.creating.insert(partition) {
+            return Decision::Answer(NodeResponse::Error(NodeError::Busy { partition }));
+        }
+        Decision::Proceed
+    }
+
+    /// The creation begun by `begin_create` ended (a replica it created is added with
+    /// `add_replica`).
+    pub fn end_create(&mut self, partition: u64) {
+        self.creating.remove(&partition);
+    }
+
+    /// Whether DeletePartition may delete the replica of `partition` now. On `Proceed` the
+    /// replica is out of the table already: nothing more is routed to it, whatever happens to
+    /// its files.
+    pub fn begin_delete(&mut self, partition: u64, epoch: u64) -> Decision {
+        if self.out_of_service.contains_key(&partition) {
+            // Its files stay for inspection until an operator removes them.
+            return Decision::Answer(recovery_failed_answer(partition));
+        }
+        match self.routes.get(&partition) {
+            None => Decision::Answer(NodeResponse::Deleted),
+            Some(current) if *current > epoch => {
+                Decision::Answer(NodeResponse::Error(NodeError::StaleEpoch {
+                    partition,
+                    current_epoch: *current,
+                }))
+            }
+            Some(_) => {
+                self.routes.remove(&partition);
+                Decision::Proceed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
