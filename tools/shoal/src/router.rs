@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Value as Json, json};
-use shoal_http::{Api, ApiError, HttpConfig, HttpServer, Operation};
+use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
 use shoal_router::router::PENDING_REPLICAS_INTERVAL;
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
 
@@ -129,7 +129,16 @@ fn api_error(error: DynamoError) -> ApiError {
 }
 
 impl Api for RoutedApi {
-    async fn call(&self, operation: Operation, body: Json) -> Result<Json, ApiError> {
+    async fn secret_key(&self, _access_key_id: &str) -> Option<String> {
+        None
+    }
+
+    async fn call(
+        &self,
+        _caller: &Caller,
+        operation: Operation,
+        body: Json,
+    ) -> Result<Json, ApiError> {
         let router = &self.router;
         let outcome = match operation {
             Operation::CreateTable => router.create_table(body).await,
@@ -272,8 +281,13 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     }
     spawn_repair_pass(router.clone());
     let endpoint = options.http.to_string();
+    let mut http_config =
+        HttpConfig::new(options.http, endpoint.clone(), options.http.port().into());
+    // No access keys exist yet: signatures are checked for shape only, as before.
+    http_config.authentication = Authentication::Off;
+    http_config.region = options.region.clone();
     let server = HttpServer::new(
-        HttpConfig::new(options.http, endpoint.clone(), options.http.port().into()),
+        http_config,
         Rc::new(RoutedApi {
             router: router.clone(),
             endpoint,
