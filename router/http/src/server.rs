@@ -117,7 +117,17 @@ pub struct HttpServer<A: Api> {
     api: Rc<A>,
     connections: Cell<usize>,
     request_ids: Cell<u64>,
+    /// Requests refused by authentication, per exception in [`AUTHENTICATION_ERRORS`] order.
+    authentication_refusals: [Cell<u64>; AUTHENTICATION_ERRORS.len()],
 }
+
+/// The exceptions authentication answers, as /metrics counts them.
+pub const AUTHENTICATION_ERRORS: [&str; 4] = [
+    "MissingAuthenticationTokenException",
+    "IncompleteSignatureException",
+    "InvalidSignatureException",
+    "UnrecognizedClientException",
+];
 
 /// Why a connection stops.
 enum Stop {
@@ -176,6 +186,7 @@ impl<A: Api + 'static> HttpServer<A> {
             config,
             api,
             connections: Cell::new(0),
+            authentication_refusals: Default::default(),
         })
     }
 
@@ -392,6 +403,8 @@ impl<A: Api + 'static> HttpServer<A> {
         if request.method == "GET" {
             return if request.path == "/" {
                 plain(200, &format!("healthy: {}", self.config.health_name))
+            } else if request.path == "/metrics" {
+                plain(200, &self.render_metrics())
             } else {
                 plain(404, "not found\n")
             };
@@ -435,9 +448,46 @@ impl<A: Api + 'static> HttpServer<A> {
         self.api.call(&caller, operation, body).await
     }
 
+    /// Prometheus text: whether signatures are verified (an operator must see at a glance that
+    /// a router runs with `--auth none`) and the requests authentication refused.
+    fn render_metrics(&self) -> String {
+        let verified = u8::from(self.config.authentication == Authentication::SigV4);
+        let mut text = format!(
+            "# HELP shoal_http_signatures_verified 1 if SigV4 signatures are verified, 0 if any credentials are accepted (--auth none).\n\
+             # TYPE shoal_http_signatures_verified gauge\n\
+             shoal_http_signatures_verified {verified}\n\
+             # HELP shoal_http_authentication_refused_total Requests refused by authentication, by exception.\n\
+             # TYPE shoal_http_authentication_refused_total counter\n"
+        );
+        for (name, count) in AUTHENTICATION_ERRORS
+            .iter()
+            .zip(&self.authentication_refusals)
+        {
+            text.push_str(&format!(
+                "shoal_http_authentication_refused_total{{exception=\"{name}\"}} {}\n",
+                count.get()
+            ));
+        }
+        text
+    }
+
+    /// [`Self::verify_caller`], counting refusals for /metrics.
+    async fn authenticate(&self, request: &Request) -> Result<Caller, ApiError> {
+        let outcome = self.verify_caller(request).await;
+        if let Err(error) = &outcome
+            && let Some(index) = AUTHENTICATION_ERRORS
+                .iter()
+                .position(|name| *name == error.type_name)
+        {
+            let count = &self.authentication_refusals[index];
+            count.set(count.get().saturating_add(1));
+        }
+        outcome
+    }
+
     /// The steps of sigv4.rs in order: shape, scope, time, key, signature. With
     /// [`Authentication::Off`], the shape only.
-    async fn authenticate(&self, request: &Request) -> Result<Caller, ApiError> {
+    async fn verify_caller(&self, request: &Request) -> Result<Caller, ApiError> {
         let signed = SignedRequest {
             method: &request.method,
             target: &request.path,

@@ -217,6 +217,14 @@ fn health_check_answers_get_slash() {
     let reply = roundtrip(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, b"healthy: test:8000");
+    // With authentication off, /metrics says so (an operator must be able to see it).
+    let metrics = roundtrip(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        text.contains("\nshoal_http_signatures_verified 0\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -194,6 +194,28 @@ fn refused_requests_never_reach_the_api() {
         shoal_http::sigv4::SIGNATURE_MISMATCH,
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // /metrics counts them, and says signatures are verified.
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    stream.read_to_string(&mut metrics).unwrap();
+    assert!(
+        metrics.contains("\nshoal_http_signatures_verified 1\n"),
+        "{metrics}"
+    );
+    for (exception, count) in [
+        ("InvalidSignatureException", 3),
+        ("UnrecognizedClientException", 1),
+        ("MissingAuthenticationTokenException", 1),
+        ("IncompleteSignatureException", 0),
+    ] {
+        let line = format!(
+            "shoal_http_authentication_refused_total{{exception=\"{exception}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
 
 #[test]
