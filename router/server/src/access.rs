@@ -472,7 +472,10 @@ impl KeyStore {
 pub struct KeyCache {
     store: KeyStore,
     keys: RefCell<BTreeMap<String, AccessKey>>,
-    last_attempt: Cell<Option<Instant>>,
+    /// When the last read of the keys started.
+    last_started: Cell<Option<Instant>>,
+    /// When the read that gave `keys` started: everything written before it is in `keys`.
+    keys_read_at: Cell<Option<Instant>>,
 }
 
 impl KeyCache {
@@ -480,30 +483,48 @@ impl KeyCache {
         KeyCache {
             store,
             keys: RefCell::new(BTreeMap::new()),
-            last_attempt: Cell::new(None),
+            last_started: Cell::new(None),
+            keys_read_at: Cell::new(None),
         }
     }
 
     /// Reads the keys again; on failure the keys read last stay in use.
     pub async fn refresh(&self) -> Result<usize, DynamoError> {
-        self.last_attempt.set(Some(Instant::now()));
+        let started = Instant::now();
+        self.last_started.set(Some(started));
         let keys = self.store.load().await?.keys;
         let count = keys.len();
-        *self.keys.borrow_mut() = keys;
+        // Reads may complete out of order: keep the newest.
+        if self
+            .keys_read_at
+            .get()
+            .is_none_or(|read_at| read_at <= started)
+        {
+            *self.keys.borrow_mut() = keys;
+            self.keys_read_at.set(Some(started));
+        }
         Ok(count)
     }
 
-    /// The key with this id. A miss reads the keys again first, unless that was done less than
-    /// [`KEYS_MISS_REFRESH_INTERVAL_MIN`] ago.
+    /// The key with this id. A miss waits for keys read after the request arrived (so a key
+    /// created just before it works), starting a read at most every
+    /// [`KEYS_MISS_REFRESH_INTERVAL_MIN`]: misses arriving together share one read.
     pub async fn key(&self, id: &str) -> Option<AccessKey> {
         if let Some(key) = self.keys.borrow().get(id) {
             return Some(key.clone());
         }
-        let recent = self
-            .last_attempt
+        let arrived = Instant::now();
+        if let Some(started) = self.last_started.get() {
+            let allowed = started + KEYS_MISS_REFRESH_INTERVAL_MIN;
+            if allowed > arrived {
+                glommio::timer::sleep(allowed - arrived).await;
+            }
+        }
+        let fresh = self
+            .keys_read_at
             .get()
-            .is_some_and(|at| at.elapsed() < KEYS_MISS_REFRESH_INTERVAL_MIN);
-        if !recent && let Err(error) = self.refresh().await {
+            .is_some_and(|read_at| read_at >= arrived);
+        if !fresh && let Err(error) = self.refresh().await {
             tracing::warn!(%error.message, "cannot read the access keys");
         }
         self.keys.borrow().get(id).cloned()
