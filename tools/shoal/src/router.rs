@@ -290,7 +290,9 @@ fn spawn_repair_pass(router: Rc<Router>) {
     .detach();
 }
 
-/// `--native`, or the HTTP address with port + 1.
+/// `--native`, or the HTTP port + 1: on the HTTP address with `--auth none`, on loopback
+/// otherwise, since the native protocol does not authenticate its connections yet and must
+/// not open the door the HTTP API keeps shut.
 fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
     if let Some(native) = options.native {
         return Ok(native);
@@ -301,7 +303,11 @@ fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
             options.http.port()
         )
     })?;
-    Ok(SocketAddr::new(options.http.ip(), port))
+    let ip = match options.auth {
+        AuthMode::None => options.http.ip(),
+        AuthMode::Sigv4 => std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 async fn serve(options: RouterSettings) -> Result<(), String> {
@@ -391,9 +397,55 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     let native = crate::native::start(native, router)
         .map_err(|error| format!("cannot listen on --native {native}: {error}"))?;
     tracing::info!(address = %native, "router serving the native protocol");
+    if options.auth == AuthMode::Sigv4 && !native.ip().is_loopback() {
+        tracing::warn!(
+            address = %native,
+            "the native protocol does not authenticate its connections yet: anyone who reaches it can read and change every table; bind --native to loopback or firewall it"
+        );
+    }
     println!("shoal router: native protocol on {native}");
     // Serve until the process is stopped.
     loop {
         glommio::timer::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml_text: &str) -> RouterSettings {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    const NODES: &str = "[[node]]\nid = 1\naddress = \"10.0.0.1:7100\"\n";
+
+    #[test]
+    fn signatures_are_verified_unless_the_config_says_none() {
+        let default = settings(&format!("http = \"10.0.1.5:8000\"\n{NODES}"));
+        assert_eq!(default.auth, AuthMode::Sigv4);
+        let none = settings(&format!("auth = \"none\"\n{NODES}"));
+        assert_eq!(none.auth, AuthMode::None);
+        assert!(toml::from_str::<RouterSettings>(&format!("auth = \"maybe\"\n{NODES}")).is_err());
+    }
+
+    #[test]
+    fn the_unauthenticated_native_port_defaults_to_loopback_when_http_is_authenticated() {
+        let mut options = settings(&format!("http = \"10.0.1.5:8000\"\n{NODES}"));
+        assert_eq!(
+            native_address(&options).unwrap(),
+            "127.0.0.1:8001".parse::<SocketAddr>().unwrap()
+        );
+        options.auth = AuthMode::None;
+        assert_eq!(
+            native_address(&options).unwrap(),
+            "10.0.1.5:8001".parse::<SocketAddr>().unwrap()
+        );
+        options.native = Some("10.0.1.5:9000".parse().unwrap());
+        options.auth = AuthMode::Sigv4;
+        assert_eq!(
+            native_address(&options).unwrap(),
+            "10.0.1.5:9000".parse::<SocketAddr>().unwrap()
+        );
     }
 }
