@@ -106,13 +106,22 @@ def _interrupt_on_sigterm(signum, frame):
 def dev_cluster():
     """Starts `shoal dev` on a free port range in a temporary data directory, waits for its
     health check, yields its URL, and stops it (SIGTERM, then SIGKILL of its process group)."""
+    with dev_cluster_logged() as (url, _log_path):
+        yield url
+
+
+@contextlib.contextmanager
+def dev_cluster_logged(extra_args=()):
+    """`dev_cluster` with more `shoal dev` arguments (`--auth`), yielding the URL and the path
+    of the cluster's log (where `shoal dev --auth` prints its key)."""
     binary = _shoal_binary()
     data_dir = tempfile.mkdtemp(prefix="shoal-conformance-")
     port = _pick_base_port()
     log_path = pathlib.Path(data_dir) / "shoal-dev.log"
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [str(binary), "dev", "--data-dir", str(pathlib.Path(data_dir) / "data"), "--port", str(port)],
+        [str(binary), "dev", "--data-dir", str(pathlib.Path(data_dir) / "data"), "--port", str(port),
+         *extra_args],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -130,7 +139,7 @@ def dev_cluster():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"shoal dev not healthy within {STARTUP_TIMEOUT_S}s:\n{log_tail()}")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", log_path
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

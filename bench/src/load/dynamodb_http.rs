@@ -3,9 +3,10 @@
 //! client over std's `TcpStream`: the generator's clients are threads, and a crate with its own
 //! runtime would put that runtime's scheduling into every measurement.
 //!
-//! Requests carry a well-formed SigV4 `Authorization` header with fixed credentials (neither
-//! Shoal nor dynalite verifies signatures, both check the shape) so that the request is what an
-//! SDK would send, byte for byte close enough that the server does the same work.
+//! Requests carry a well-formed SigV4 `Authorization` header with fixed credentials (`shoal dev`
+//! without `--auth` and dynalite check only its shape; a `shoal router` verifying signatures
+//! would refuse them) so that the request is what an SDK would send, byte for byte close enough
+//! that the server does the same work.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,7 +26,8 @@ const RESPONSE_HEADER_BYTES_MAX: usize = 16 * 1024;
 const RESPONSE_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// A request that has not been answered in this long counts as a `Timeout` error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Fixed, syntactically valid SigV4 credentials; nobody checks the signature.
+/// Fixed, syntactically valid SigV4 credentials; the servers measured do not check the
+/// signature.
 const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKIDSHOALBENCH/20260101/us-east-1/\
     dynamodb/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, \
     Signature=0000000000000000000000000000000000000000000000000000000000000000";

@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -19,8 +19,9 @@ use serde_json::Value as Json;
 
 use crate::protocol::{
     ApiError, BODY_BYTES_MAX, COMPRESS_RESPONSE_BYTES_MIN, CONTENT_TYPE, Operation, accepts_gzip,
-    check_authorization, decode_body, gzip, parse_body,
+    decode_body, gzip, parse_body,
 };
+use crate::sigv4::{self, SignedRequest};
 
 /// A request head (request line and headers) must fit in this.
 pub const HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -35,11 +36,45 @@ pub const CONNECTIONS_MAX: usize = 8192;
 /// Bytes read from the socket per read call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// The region of a server not told otherwise (the AWS SDKs' usual default).
+pub const DEFAULT_REGION: &str = "us-east-1";
 
-/// What serves the operations.
+/// What serves the operations, and knows the access keys.
 #[allow(async_fn_in_trait)]
 pub trait Api {
-    async fn call(&self, operation: Operation, body: Json) -> Result<Json, ApiError>;
+    /// The secret access key of `access_key_id`; `None` for a key that does not exist (or was
+    /// revoked). Asked once per request when signatures are verified
+    /// ([`Authentication::SigV4`]), never otherwise.
+    async fn secret_key(&self, access_key_id: &str) -> Option<String>;
+
+    /// Serves one operation for `caller`, who is authenticated but not yet authorized: what a
+    /// key may do is the implementation's business.
+    async fn call(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        body: Json,
+    ) -> Result<Json, ApiError>;
+}
+
+/// Who sent a request, as far as the server knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The request was signed with this access key's secret (verified).
+    Key { access_key_id: String },
+    /// Signatures are not verified ([`Authentication::Off`]): anyone may do anything.
+    Anyone,
+}
+
+/// Whether the server verifies signatures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authentication {
+    /// Every request must carry a valid SigV4 signature of a known key (the default).
+    SigV4,
+    /// Any credentials are accepted, as DynamoDB Local accepts them: the signature's shape is
+    /// still checked (SDKs always send one), its value is not. For `shoal dev`, and for
+    /// `shoal router --auth none`, which says so loudly.
+    Off,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +89,12 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// [`REQUEST_READ_TIMEOUT`] unless a test needs it shorter.
     pub request_read_timeout: Duration,
+    /// [`Authentication::SigV4`] unless deliberately turned off.
+    pub authentication: Authentication,
+    /// The region credentials must be scoped to.
+    pub region: String,
+    /// The wall clock signatures' times are checked against; tests fix it.
+    pub clock: fn() -> SystemTime,
 }
 
 impl HttpConfig {
@@ -64,6 +105,9 @@ impl HttpConfig {
             seed,
             idle_timeout: IDLE_TIMEOUT,
             request_read_timeout: REQUEST_READ_TIMEOUT,
+            authentication: Authentication::SigV4,
+            region: DEFAULT_REGION.to_string(),
+            clock: SystemTime::now,
         }
     }
 }
@@ -73,7 +117,17 @@ pub struct HttpServer<A: Api> {
     api: Rc<A>,
     connections: Cell<usize>,
     request_ids: Cell<u64>,
+    /// Requests refused by authentication, per exception in [`AUTHENTICATION_ERRORS`] order.
+    authentication_refusals: [Cell<u64>; AUTHENTICATION_ERRORS.len()],
 }
+
+/// The exceptions authentication answers, as /metrics counts them.
+pub const AUTHENTICATION_ERRORS: [&str; 4] = [
+    "MissingAuthenticationTokenException",
+    "IncompleteSignatureException",
+    "InvalidSignatureException",
+    "UnrecognizedClientException",
+];
 
 /// Why a connection stops.
 enum Stop {
@@ -132,6 +186,7 @@ impl<A: Api + 'static> HttpServer<A> {
             config,
             api,
             connections: Cell::new(0),
+            authentication_refusals: Default::default(),
         })
     }
 
@@ -348,6 +403,8 @@ impl<A: Api + 'static> HttpServer<A> {
         if request.method == "GET" {
             return if request.path == "/" {
                 plain(200, &format!("healthy: {}", self.config.health_name))
+            } else if request.path == "/metrics" {
+                plain(200, &self.render_metrics())
             } else {
                 plain(404, "not found\n")
             };
@@ -378,16 +435,81 @@ impl<A: Api + 'static> HttpServer<A> {
     }
 
     /// The protocol checks in DynamoDB's order: authentication, operation, body, then the
-    /// operation itself.
+    /// operation itself (which authorizes the caller before it does anything, so a refused
+    /// request costs no capacity).
     async fn call(&self, request: &Request) -> Result<Json, ApiError> {
-        check_authorization(request.header("authorization"))?;
+        let caller = self.authenticate(request).await?;
         let operation = request
             .header("x-amz-target")
             .and_then(Operation::from_target)
             .ok_or_else(ApiError::unknown_operation)?;
         let body = decode_body(request.header("content-encoding"), request.body.clone())?;
         let body = parse_body(&body)?;
-        self.api.call(operation, body).await
+        self.api.call(&caller, operation, body).await
+    }
+
+    /// Prometheus text: whether signatures are verified (an operator must see at a glance that
+    /// a router runs with `--auth none`) and the requests authentication refused.
+    fn render_metrics(&self) -> String {
+        let verified = u8::from(self.config.authentication == Authentication::SigV4);
+        let mut text = format!(
+            "# HELP shoal_http_signatures_verified 1 if SigV4 signatures are verified, 0 if any credentials are accepted (--auth none).\n\
+             # TYPE shoal_http_signatures_verified gauge\n\
+             shoal_http_signatures_verified {verified}\n\
+             # HELP shoal_http_authentication_refused_total Requests refused by authentication, by exception.\n\
+             # TYPE shoal_http_authentication_refused_total counter\n"
+        );
+        for (name, count) in AUTHENTICATION_ERRORS
+            .iter()
+            .zip(&self.authentication_refusals)
+        {
+            text.push_str(&format!(
+                "shoal_http_authentication_refused_total{{exception=\"{name}\"}} {}\n",
+                count.get()
+            ));
+        }
+        text
+    }
+
+    /// [`Self::verify_caller`], counting refusals for /metrics.
+    async fn authenticate(&self, request: &Request) -> Result<Caller, ApiError> {
+        let outcome = self.verify_caller(request).await;
+        if let Err(error) = &outcome
+            && let Some(index) = AUTHENTICATION_ERRORS
+                .iter()
+                .position(|name| *name == error.type_name)
+        {
+            let count = &self.authentication_refusals[index];
+            count.set(count.get().saturating_add(1));
+        }
+        outcome
+    }
+
+    /// The steps of sigv4.rs in order: shape, scope, time, key, signature. With
+    /// [`Authentication::Off`], the shape only.
+    async fn verify_caller(&self, request: &Request) -> Result<Caller, ApiError> {
+        let signed = SignedRequest {
+            method: &request.method,
+            target: &request.path,
+            headers: &request.headers,
+            body: &request.body,
+        };
+        let signature = sigv4::parse(&signed)?;
+        if self.config.authentication == Authentication::Off {
+            return Ok(Caller::Anyone);
+        }
+        sigv4::check_scope(&signature, &self.config.region)?;
+        sigv4::check_time(&signature, (self.config.clock)())?;
+        let Some(secret_key) = self.api.secret_key(&signature.access_key_id).await else {
+            return Err(ApiError::new(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        };
+        sigv4::verify(&signature, &signed, &secret_key)?;
+        Ok(Caller::Key {
+            access_key_id: signature.access_key_id,
+        })
     }
 
     async fn write_response(

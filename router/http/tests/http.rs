@@ -10,15 +10,26 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
-use shoal_http::{Api, ApiError, HttpConfig, HttpServer, Operation};
+use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
 
 const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKID/20261121/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-target, Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// Echoes the operation and body; `{"fail": name}` answers that error.
+/// Echoes the operation and body; `{"fail": name}` answers that error. Signatures are not
+/// verified here (tests/sigv4.rs verifies them).
 struct Echo;
 
 impl Api for Echo {
-    async fn call(&self, operation: Operation, body: Json) -> Result<Json, ApiError> {
+    async fn secret_key(&self, _access_key_id: &str) -> Option<String> {
+        None
+    }
+
+    async fn call(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        body: Json,
+    ) -> Result<Json, ApiError> {
+        assert_eq!(caller, &Caller::Anyone);
         if let Some(name) = body.get("fail").and_then(Json::as_str) {
             return Err(ApiError::new(name, "asked to fail"));
         }
@@ -38,6 +49,7 @@ fn start_server() -> SocketAddr {
             let mut config = HttpConfig::new("127.0.0.1:0".parse().unwrap(), "test:8000".into(), 7);
             config.request_read_timeout = Duration::from_millis(500);
             config.idle_timeout = Duration::from_secs(2);
+            config.authentication = Authentication::Off;
             let server = HttpServer::new(config, Rc::new(Echo));
             sender.send(server.start().unwrap()).unwrap();
             // Serve until the process ends.
@@ -121,7 +133,7 @@ fn read_reply(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Reply {
 
 fn request_bytes(target: &str, body: &[u8], extra: &str) -> Vec<u8> {
     let mut bytes = format!(
-        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: {target}\r\nAuthorization: {AUTHORIZATION}\r\nContent-Length: {}\r\n{extra}\r\n",
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: {target}\r\nX-Amz-Date: 20261121T000000Z\r\nAuthorization: {AUTHORIZATION}\r\nContent-Length: {}\r\n{extra}\r\n",
         body.len()
     )
     .into_bytes();
@@ -205,6 +217,14 @@ fn health_check_answers_get_slash() {
     let reply = roundtrip(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, b"healthy: test:8000");
+    // With authentication off, /metrics says so (an operator must be able to see it).
+    let metrics = roundtrip(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        text.contains("\nshoal_http_signatures_verified 0\n"),
+        "{text}"
+    );
 }
 
 #[test]

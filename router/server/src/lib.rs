@@ -3,8 +3,9 @@
 //! metadata kept in partition 0 (`metadata`), forwarding to partition leaders with the retry
 //! rules (`forward`), request checks (`validate`), batches' calls to their partitions run
 //! concurrently (`fan_out`), and the DynamoDB operations the front end calls
-//! (`router::Router`, one per router core).
+//! (`router::Router`, one per router core); access keys and what each may do (`access`).
 
+pub mod access;
 pub mod error;
 pub mod fan_out;
 pub mod forward;

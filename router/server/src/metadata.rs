@@ -6,6 +6,7 @@
 //! - `counter#partition`: `next`, the next unused partition id (ids are never reused).
 //! - `table#<name>`: one table: schema, billing mode, status, creation time, statistics, its
 //!   partition list, its tags, the history of its throughput changes and its revision.
+//! - `access_keys`: every access key (id, secret, role, tables) and a revision (access.rs).
 //!
 //! Every read is strongly consistent (`ConsistentRead: true`), served by the metadata leader
 //! under its lease, so a router never acts on metadata older than the last acknowledged write.
@@ -739,6 +740,43 @@ impl MetadataStore {
                 ":revision": number(expected_revision),
             },
         });
+        match self
+            .request(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ForwardError::Dynamo(error))
+                if error.type_name == "ConditionalCheckFailedException" =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Writes `item` if the item with its key has `revision` = `expected_revision` (or, for
+    /// `None`, does not exist); `Ok(false)` if another writer got there first. The items kept
+    /// whole with a revision (access.rs) change by this read-modify-write.
+    pub async fn put_if_revision(
+        &self,
+        forwarder: &Forwarder,
+        item: Json,
+        expected_revision: Option<u64>,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
+        let parameters = match expected_revision {
+            None => json!({
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(#key)",
+                "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
+            }),
+            Some(revision) => json!({
+                "Item": item,
+                "ConditionExpression": "#revision = :revision",
+                "ExpressionAttributeNames": { "#revision": "revision" },
+                "ExpressionAttributeValues": { ":revision": number(revision) },
+            }),
+        };
         match self
             .request(forwarder, ItemOperation::PutItem, parameters, deadline)
             .await

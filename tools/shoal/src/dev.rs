@@ -17,6 +17,10 @@
 //! - P + 1: the router's native client protocol (`shoal table|item|query|scan --endpoint`);
 //! - P + 100 × i (i = 1..N): node i's bus, shard s on that + s;
 //! - P + 100 × i + 99: node i's admin endpoint (/metrics, /health).
+//!
+//! Credentials: like DynamoDB Local, the router accepts any (`shoal router --auth none`), and
+//! says how to turn checking on. With `--auth` it verifies signatures, and `shoal dev` creates
+//! an admin key once the cluster answers (`shoal auth create-key`) and prints it.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -75,6 +79,35 @@ pub struct DevOptions {
     /// `shoal dev` exits when every child is gone).
     #[arg(long)]
     pub no_restart: bool,
+    /// Verify SigV4 signatures (as `shoal router` does by default) and create an admin key,
+    /// printed once the cluster answers. Without it any credentials are accepted.
+    #[arg(long)]
+    pub auth: bool,
+}
+
+impl DevOptions {
+    /// `shoal dev` with no flags.
+    pub fn defaults() -> DevOptions {
+        DevOptions {
+            data_dir: PathBuf::from("./shoal-data"),
+            nodes: 3,
+            shards_per_node: 1,
+            port: 8000,
+            verify_writes: true,
+            no_restart: false,
+            auth: false,
+        }
+    }
+}
+
+/// The nodes' bus addresses of `shoal dev` with no flags: where `shoal auth` looks when given
+/// no nodes.
+pub fn default_node_buses() -> Result<Vec<(u64, SocketAddr)>, String> {
+    Ok(layout(&DevOptions::defaults())?
+        .nodes
+        .iter()
+        .map(|(id, bus, _, _)| (*id, *bus))
+        .collect())
 }
 
 pub struct DevLayout {
@@ -327,10 +360,43 @@ fn router_command(
         .arg(format!("--http={}", layout.http))
         .arg(format!("--native={}", layout.native))
         .arg(format!("--shards-per-node={}", options.shards_per_node));
+    if !options.auth {
+        command.arg("--auth=none");
+    }
     for (id, bus, _, _) in &layout.nodes {
         command.arg(format!("--node={id}={bus}"));
     }
     command
+}
+
+/// `shoal auth create-key --role admin` against this cluster, on a thread of its own (it waits
+/// for the metadata group to answer, while the supervision loop goes on): prints the key.
+fn create_admin_key(executable: &std::path::Path, layout: &DevLayout) {
+    let mut command = Command::new(executable);
+    command.arg("auth").arg("create-key").arg("--role=admin");
+    for (id, bus, _, _) in &layout.nodes {
+        command.arg(format!("--node={id}={bus}"));
+    }
+    let http = layout.http;
+    let spawned = std::thread::Builder::new()
+        .name("shoal-dev-key".to_string())
+        .spawn(move || match command.output() {
+            Ok(output) if output.status.success() => {
+                println!("shoal dev: signatures are verified (--auth); an admin key for http://{http}:");
+                print!("{}", String::from_utf8_lossy(&output.stdout));
+                println!(
+                    "  (more keys: shoal auth create-key --role read-only --tables T; shoal auth --help)"
+                );
+            }
+            Ok(output) => eprintln!(
+                "shoal dev: could not create an access key: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(error) => eprintln!("shoal dev: could not run shoal auth create-key: {error}"),
+        });
+    if let Err(error) = spawned {
+        eprintln!("shoal dev: cannot start the key thread: {error}");
+    }
 }
 
 pub fn run(options: &DevOptions) -> ExitCode {
@@ -405,6 +471,14 @@ pub fn run(options: &DevOptions) -> ExitCode {
         println!("  a child that exits stays down (--no-restart).");
     } else {
         println!("  a child that exits is started again (--no-restart leaves it down).");
+    }
+    if options.auth {
+        println!("  signatures are verified; an admin key follows once the cluster answers.");
+        create_admin_key(&executable, &layout);
+    } else {
+        println!(
+            "  any credentials are accepted (like DynamoDB Local); `shoal dev --auth` verifies signatures and prints a key."
+        );
     }
     println!("  Ctrl-C stops the cluster; run the same command again to restart it on its data.");
     // One thread takes the blocked signals synchronously (sigwait) and reports them.

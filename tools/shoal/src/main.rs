@@ -1,5 +1,6 @@
 //! `shoal`: one binary for every role (see README.md in this folder).
 
+mod auth;
 mod cli;
 mod dev;
 mod doctor;
@@ -53,6 +54,10 @@ enum Action {
     Query(cli::QueryOptions),
     /// Scan a table; prints the items, one DynamoDB JSON object a line.
     Scan(cli::ScanOptions),
+    /// Create, list and revoke access keys (SigV4 credentials with a role), in the cluster's
+    /// metadata, over the bus.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Action::Item(command) => cli::run_item(&command),
         Action::Query(options) => cli::run_query(&options),
         Action::Scan(options) => cli::run_scan(&options),
+        Action::Auth(command) => auth::run(&command),
     }
 }
 

@@ -4,6 +4,11 @@
 //! serve the native client protocol on `--native` (native.rs). A task on it runs the repair
 //! pass every `PENDING_REPLICAS_INTERVAL`: it creates the replicas that CreateTable left
 //! pending on nodes that were down (router/server README.md).
+//!
+//! Authentication is on unless `--auth none`: every HTTP request must be signed (SigV4) with
+//! a key of the cluster (`shoal auth create-key`), and the key's role and tables are checked
+//! before the operation runs, so a refused request costs no capacity. The keys are read from
+//! the metadata every few seconds (`shoal_router::access::KeyCache`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -13,7 +18,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Value as Json, json};
-use shoal_http::{Api, ApiError, HttpConfig, HttpServer, Operation};
+use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
+use shoal_router::access::{KeyCache, KeyStore};
 use shoal_router::router::PENDING_REPLICAS_INTERVAL;
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
 
@@ -31,7 +37,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -53,6 +59,19 @@ pub struct RouterOptions {
     /// The account in table ARNs.
     #[arg(long, default_value = DEFAULT_ACCOUNT)]
     pub account: String,
+    /// `sigv4`: every request must be signed with a key of the cluster (`shoal auth
+    /// create-key`). `none`: any credentials are accepted, as DynamoDB Local does; only for a
+    /// machine nobody else can reach (logged as a warning, and on /metrics).
+    #[arg(long, value_enum, default_value_t = AuthMode::Sigv4)]
+    pub auth: AuthMode,
+}
+
+/// How the router authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Sigv4,
+    None,
 }
 
 const DEFAULT_HTTP: &str = "127.0.0.1:8000";
@@ -76,6 +95,13 @@ pub struct RouterSettings {
     pub region: String,
     #[serde(default = "default_account")]
     pub account: String,
+    /// `"sigv4"` (the default) or `"none"`, as `--auth`.
+    #[serde(default = "default_auth")]
+    pub auth: AuthMode,
+}
+
+fn default_auth() -> AuthMode {
+    AuthMode::Sigv4
 }
 
 fn default_http() -> SocketAddr {
@@ -110,6 +136,7 @@ impl RouterOptions {
             shards_per_node: self.shards_per_node,
             region: self.region.clone(),
             account: self.account.clone(),
+            auth: self.auth,
         })
     }
 }
@@ -118,6 +145,34 @@ impl RouterOptions {
 struct RoutedApi {
     router: Rc<Router>,
     endpoint: String,
+    /// The access keys, when signatures are verified.
+    keys: Option<Rc<KeyCache>>,
+    region: String,
+    account: String,
+}
+
+impl RoutedApi {
+    /// The caller's key may run this operation on the tables it names (checked before the
+    /// router sees the request: a refused request costs no capacity). A key revoked since its
+    /// signature was checked is refused as unknown.
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        body: &Json,
+    ) -> Result<(), ApiError> {
+        let (Caller::Key { access_key_id }, Some(keys)) = (caller, &self.keys) else {
+            return Ok(());
+        };
+        let Some(key) = keys.key(access_key_id).await else {
+            return Err(ApiError::new(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        };
+        key.authorize(operation.name(), body, &self.region, &self.account)
+            .map_err(api_error)
+    }
 }
 
 fn api_error(error: DynamoError) -> ApiError {
@@ -129,7 +184,18 @@ fn api_error(error: DynamoError) -> ApiError {
 }
 
 impl Api for RoutedApi {
-    async fn call(&self, operation: Operation, body: Json) -> Result<Json, ApiError> {
+    async fn secret_key(&self, access_key_id: &str) -> Option<String> {
+        let keys = self.keys.as_ref()?;
+        keys.key(access_key_id).await.map(|key| key.secret)
+    }
+
+    async fn call(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        body: Json,
+    ) -> Result<Json, ApiError> {
+        self.authorize(caller, operation, &body).await?;
         let router = &self.router;
         let outcome = match operation {
             Operation::CreateTable => router.create_table(body).await,
@@ -224,7 +290,9 @@ fn spawn_repair_pass(router: Rc<Router>) {
     .detach();
 }
 
-/// `--native`, or the HTTP address with port + 1.
+/// `--native`, or the HTTP port + 1: on the HTTP address with `--auth none`, on loopback
+/// otherwise, since the native protocol does not authenticate its connections yet and must
+/// not open the door the HTTP API keeps shut.
 fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
     if let Some(native) = options.native {
         return Ok(native);
@@ -235,7 +303,11 @@ fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
             options.http.port()
         )
     })?;
-    Ok(SocketAddr::new(options.http.ip(), port))
+    let ip = match options.auth {
+        AuthMode::None => options.http.ip(),
+        AuthMode::Sigv4 => std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 async fn serve(options: RouterSettings) -> Result<(), String> {
@@ -272,11 +344,49 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     }
     spawn_repair_pass(router.clone());
     let endpoint = options.http.to_string();
+    let mut http_config =
+        HttpConfig::new(options.http, endpoint.clone(), options.http.port().into());
+    http_config.region = options.region.clone();
+    let keys = match options.auth {
+        AuthMode::Sigv4 => {
+            let nodes: Vec<NodeAddress> = options
+                .nodes
+                .iter()
+                .map(|node| NodeAddress {
+                    id: node.id,
+                    address: node.address,
+                })
+                .collect();
+            let store =
+                KeyStore::new(&nodes, options.http.port().into()).map_err(|error| error.message)?;
+            let cache = Rc::new(KeyCache::new(store));
+            match cache.refresh().await {
+                Ok(0) => tracing::warn!(
+                    "no access keys exist yet: every request is refused until `shoal auth create-key` makes one"
+                ),
+                Ok(count) => tracing::info!(count, "access keys loaded"),
+                Err(error) => tracing::warn!(%error.message, "cannot read the access keys yet"),
+            }
+            cache.start_refreshing();
+            Some(cache)
+        }
+        AuthMode::None => {
+            tracing::warn!(
+                "--auth none: signatures are NOT verified; anyone who can reach {} can read, change and delete every table",
+                options.http
+            );
+            http_config.authentication = Authentication::Off;
+            None
+        }
+    };
     let server = HttpServer::new(
-        HttpConfig::new(options.http, endpoint.clone(), options.http.port().into()),
+        http_config,
         Rc::new(RoutedApi {
             router: router.clone(),
             endpoint,
+            keys,
+            region: options.region.clone(),
+            account: options.account.clone(),
         }),
     );
     let address = server
@@ -287,9 +397,55 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     let native = crate::native::start(native, router)
         .map_err(|error| format!("cannot listen on --native {native}: {error}"))?;
     tracing::info!(address = %native, "router serving the native protocol");
+    if options.auth == AuthMode::Sigv4 && !native.ip().is_loopback() {
+        tracing::warn!(
+            address = %native,
+            "the native protocol does not authenticate its connections yet: anyone who reaches it can read and change every table; bind --native to loopback or firewall it"
+        );
+    }
     println!("shoal router: native protocol on {native}");
     // Serve until the process is stopped.
     loop {
         glommio::timer::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml_text: &str) -> RouterSettings {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    const NODES: &str = "[[node]]\nid = 1\naddress = \"10.0.0.1:7100\"\n";
+
+    #[test]
+    fn signatures_are_verified_unless_the_config_says_none() {
+        let default = settings(&format!("http = \"10.0.1.5:8000\"\n{NODES}"));
+        assert_eq!(default.auth, AuthMode::Sigv4);
+        let none = settings(&format!("auth = \"none\"\n{NODES}"));
+        assert_eq!(none.auth, AuthMode::None);
+        assert!(toml::from_str::<RouterSettings>(&format!("auth = \"maybe\"\n{NODES}")).is_err());
+    }
+
+    #[test]
+    fn the_unauthenticated_native_port_defaults_to_loopback_when_http_is_authenticated() {
+        let mut options = settings(&format!("http = \"10.0.1.5:8000\"\n{NODES}"));
+        assert_eq!(
+            native_address(&options).unwrap(),
+            "127.0.0.1:8001".parse::<SocketAddr>().unwrap()
+        );
+        options.auth = AuthMode::None;
+        assert_eq!(
+            native_address(&options).unwrap(),
+            "10.0.1.5:8001".parse::<SocketAddr>().unwrap()
+        );
+        options.native = Some("10.0.1.5:9000".parse().unwrap());
+        options.auth = AuthMode::Sigv4;
+        assert_eq!(
+            native_address(&options).unwrap(),
+            "10.0.1.5:9000".parse::<SocketAddr>().unwrap()
+        );
     }
 }
