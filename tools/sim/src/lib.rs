@@ -38,6 +38,7 @@ use shoal_io::storage::simulated::SimulatedDisk;
 use shoal_io::{SeededRng, StorageDirectory, StorageError, StorageOperation};
 use shoal_model::key::{KeySchema, KeyType};
 use shoal_model::request::PreparedRequest;
+use shoal_model::request_codec::encode_request;
 use shoal_partition::meta::MetaError;
 use shoal_partition::{
     Event, Output, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND,
@@ -47,11 +48,15 @@ use shoal_replication::{
     Ballot, LogEntry, Lsn as CoreLsn, Membership, Message, MonotonicTime, NodeId, Payload,
     ReplicaKind, ReplicaOptions, Slot,
 };
+use shoal_shard::dispatch::{Command as ShardCommand, Dispatch, Routed};
 use shoal_store::btree::{BTreeConfig, BTreeError, PageCache};
 use shoal_store::engine::{EngineError, Mutation, MutationBatch};
 use shoal_store::wal::format::{SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot};
 use shoal_store::wal::{Durable, PartitionId, Wal, WalConfig, WalError, segment_file_name};
-use shoal_wire::messages::{ItemResult, NodeError, NodeResponse, SnapshotChunk};
+use shoal_wire::messages::{
+    BusMessage, ItemResult, NodeError, NodeRequest, NodeResponse, ReplicationEnvelope,
+    RequestFrame, SnapshotChunk,
+};
 use shoal_wire::persist::decode_persist_record;
 
 use linearizability::{EffectPoint, Operation, OperationKind, Verdict};
@@ -83,6 +88,10 @@ const PAGE_CACHE_PAGES: usize = 256;
 const PARTITION_FIRST: u64 = 1;
 /// Every partition's epoch; the simulator never moves partitions.
 const EPOCH: u64 = 1;
+/// The shard index every simulated replica lives on.
+const SHARD: u16 = 0;
+/// The connection replication traffic arrives on: dispatch answers nothing on it.
+const BUS_CONNECTION: u64 = u64::MAX;
 /// Polls `drive` alternates between a future and the committer before it calls the future
 /// stalled. Simulated I/O never waits, so a handful suffice; a stall means the WAL is full and
 /// waits for a checkpoint that cannot come while the caller waits.
@@ -245,7 +254,8 @@ struct FaultRates {
 
 #[derive(Clone, Debug)]
 enum Envelope {
-    Replication(Message),
+    /// A replication message as the bus carries it (the shard's dispatch converts it back).
+    Replication(ReplicationEnvelope),
     /// A snapshot chunk and the sender's applied slot when it produced it: the leader streams
     /// its live tree, so the chunks may hold writes of slots up to there (a fuzzy snapshot that
     /// replaying those slots makes exact).
@@ -265,6 +275,10 @@ type Committer = Pin<Box<dyn Future<Output = Result<(), WalError>>>>;
 
 /// What a running node holds in memory; dropped whole by a crash.
 struct Runtime {
+    /// The production shard's dispatch rules (engine/shard): every client request and every
+    /// message between replicas goes through them, and every replica output comes back
+    /// through them. A connection is the simulator's reply token.
+    dispatch: Dispatch<u64>,
     wal: Wal<FaultyFile>,
     committer: Committer,
     /// Replicas by group index.
@@ -994,7 +1008,12 @@ fn start_runtime(
         })?;
         replicas.insert(*group, replica);
     }
+    let mut dispatch = Dispatch::new(id, SHARD);
+    for meta in replicas.values().map(|replica| replica.meta()) {
+        dispatch.add_replica(meta.partition, meta.epoch);
+    }
     Ok(Runtime {
+        dispatch,
         wal,
         committer,
         replicas,
@@ -1766,22 +1785,42 @@ impl Simulation {
             return;
         }
         let (to, group) = (message.to, message.group);
-        let event = match message.envelope {
-            Envelope::Replication(body) => {
-                let altered = self.options.broken
-                    == Some(Broken::AcceptedWritesAlteredOnOneReplica)
-                    && self.groups[group].members[0] == to;
-                Event::Message {
-                    from: message.from,
-                    message: if altered { alter_accept(body) } else { body },
-                }
-            }
+        let bus_message = match message.envelope {
+            Envelope::Replication(envelope) => BusMessage::Replication(vec![envelope]),
             Envelope::Snapshot(chunk, horizon) => {
                 self.delivering_snapshot_horizon = horizon;
-                Event::Snapshot(chunk)
+                BusMessage::Snapshot(chunk)
             }
         };
-        self.feed(to, group, event);
+        let now = self.local_time(to);
+        let Some(runtime) = self.nodes.get_mut(&to).and_then(|n| n.runtime.as_mut()) else {
+            return;
+        };
+        for routed in runtime.dispatch.route(BUS_CONNECTION, bus_message, now) {
+            match routed {
+                Routed::Replica {
+                    event: Event::Message { from, message },
+                    ..
+                } => {
+                    let altered = self.options.broken
+                        == Some(Broken::AcceptedWritesAlteredOnOneReplica)
+                        && self.groups[group].members[0] == to;
+                    let message = if altered {
+                        alter_accept(message)
+                    } else {
+                        message
+                    };
+                    self.feed(to, group, Event::Message { from, message });
+                }
+                Routed::Replica { event, .. } => self.feed(to, group, event),
+                Routed::Undecodable => self.violation(format!(
+                    "{to:?} group {group}: a replication message that does not convert"
+                )),
+                other => self.violation(format!(
+                    "{to:?} group {group}: replica traffic routed as {other:?}"
+                )),
+            }
+        }
     }
 
     fn send(&mut self, group: usize, from: NodeId, to: NodeId, envelope: Envelope) {
@@ -1886,10 +1925,17 @@ impl Simulation {
             };
             self.observe_applied(id, group, after, body);
         }
+        let partition = group as u64 + PARTITION_FIRST;
         for output in outputs {
             self.trace(id, group, &output_fingerprint(&output));
-            match output {
-                Output::Persist { core_lsn, body } => {
+            let Some(runtime) = self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut()) else {
+                return;
+            };
+            let Some(command) = runtime.dispatch.on_output(partition, output, now) else {
+                continue;
+            };
+            match command {
+                ShardCommand::Persist { core_lsn, body, .. } => {
                     let partition = PartitionId(group as u64 + PARTITION_FIRST);
                     let commit_at =
                         self.now_nanos + 1 + self.disk_rng.below(GROUP_COMMIT_DELAY_NANOS_MAX);
@@ -1934,10 +1980,10 @@ impl Simulation {
                         Err(failure) => return self.fail_node(id, group, failure),
                     }
                 }
-                Output::Send { to, message } => {
-                    self.send(group, id, to, Envelope::Replication(message));
+                ShardCommand::Replicate { to, envelope } => {
+                    self.send(group, id, NodeId(to.node), Envelope::Replication(envelope));
                 }
-                Output::Snapshot(chunk) => {
+                ShardCommand::Snapshot { chunk, .. } => {
                     // A sender that is itself still fuzzy passes its own horizon on.
                     let sender_fuzzy_until = self.nodes[&id]
                         .fuzzy_until
@@ -1963,13 +2009,15 @@ impl Simulation {
                         ));
                     }
                 }
-                Output::Reply { reply_to, .. }
+                ShardCommand::Respond { frame, .. }
                     if group == 0
                         && self.options.broken == Some(Broken::GroupZeroRepliesLost)
-                        && self.requests.get(&reply_to).is_some_and(|pending| {
+                        && self.requests.get(&frame.request_id).is_some_and(|pending| {
                             matches!(pending.kind, RequestKind::Write { .. })
                         }) => {}
-                Output::Reply { reply_to, response } => self.on_reply(reply_to, response),
+                ShardCommand::Respond { frame, .. } => {
+                    self.on_reply(frame.request_id, frame.response)
+                }
             }
         }
     }
@@ -2273,15 +2321,32 @@ impl Simulation {
                 next_at_nanos: self.now_nanos + STEP_NANOS,
             };
         }
-        self.feed(
-            node,
-            group,
-            Event::Request {
-                reply_to,
+        // Through the bus's request path: encoded as the router sends it, routed and decoded by
+        // the shard's dispatch.
+        let frame = RequestFrame {
+            request_id: reply_to,
+            request: NodeRequest::Item {
+                partition: group as u64 + PARTITION_FIRST,
                 epoch: EPOCH,
-                request,
+                request: encode_request(&request),
             },
-        );
+        };
+        let now = self.local_time(node);
+        let Some(runtime) = self.nodes.get_mut(&node).and_then(|n| n.runtime.as_mut()) else {
+            return reply_to;
+        };
+        for routed in runtime
+            .dispatch
+            .route(reply_to, BusMessage::Request(frame), now)
+        {
+            match routed {
+                Routed::Replica { event, .. } => self.feed(node, group, event),
+                Routed::Respond { frame, .. } => self.on_reply(frame.request_id, frame.response),
+                other => self.violation(format!(
+                    "{node:?} group {group}: an item request routed as {other:?}"
+                )),
+            }
+        }
         reply_to
     }
 
