@@ -24,6 +24,7 @@
 
 pub mod dispatch;
 pub mod metrics;
+pub mod recovery;
 mod runtime;
 
 pub use metrics::ShardMetrics;

@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
-use shoal_io::{Clock, StorageDirectory, SystemClock};
-use shoal_partition::meta::{mark_unrecoverable, unrecoverable_marker_file_name};
-use shoal_partition::replica::{RecoveredRecords, list_partitions};
+use shoal_io::{Clock, SystemClock};
+use shoal_partition::meta::mark_unrecoverable;
 use shoal_partition::{
-    Event, PartitionError, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
-    ShardReplay,
+    Event, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig, ShardReplay,
 };
 use shoal_replication::NodeId;
 use shoal_store::btree::PageCache;
@@ -26,6 +24,7 @@ use shoal_wire::messages::{
 
 use crate::dispatch::{Command, Decision, Delivery, Dispatch, Routed};
 use crate::metrics::ShardMetrics;
+use crate::recovery::RecoveryContext;
 
 /// Events waiting for one replica. Bounded: see invariant 2 in the crate docs.
 pub const REPLICA_QUEUE_EVENTS_MAX: usize = 4096;
@@ -74,6 +73,12 @@ pub enum ShardError {
     Wal(shoal_store::wal::WalError),
     Partition(u64, shoal_partition::PartitionError),
     Meta(u64, shoal_partition::meta::MetaError),
+    /// Replication records passed their checksum but do not decode (recovery rule 1).
+    UndecodableRecords {
+        count: usize,
+        first_lsn: u64,
+        first_partition: u64,
+    },
 }
 
 impl std::fmt::Display for ShardError {
@@ -87,6 +92,15 @@ impl std::fmt::Display for ShardError {
             ShardError::Meta(partition, error) => {
                 write!(formatter, "partition {partition}: {error}")
             }
+            ShardError::UndecodableRecords {
+                count,
+                first_lsn,
+                first_partition,
+            } => write!(
+                formatter,
+                "{count} replication records pass their checksum but do not decode (the first at \
+                 WAL lsn {first_lsn}, partition {first_partition}); refusing to guess"
+            ),
         }
     }
 }
@@ -174,15 +188,6 @@ impl<T: Transport + 'static> Shard<T> {
         })
         .await
         .map_err(ShardError::Wal)?;
-        if !replay.undecodable.is_empty() {
-            shoal_io::fatal!(
-                "shard {}: {} replication records passed their checksum but do not decode (first at \
-                 WAL lsn {:?}); refusing to guess",
-                config.shard,
-                replay.undecodable.len(),
-                replay.undecodable[0].0
-            );
-        }
         tracing::info!(shard = config.shard, ?report, "WAL recovered");
         let metrics = Rc::new(ShardMetrics::default());
         {
@@ -210,103 +215,52 @@ impl<T: Transport + 'static> Shard<T> {
             failed: RefCell::new(BTreeMap::new()),
             metrics,
         });
-        let orphans = shoal_partition::replica::remove_orphan_trees(shard.directory.as_ref())
-            .await
-            .map_err(|error| ShardError::Partition(0, error))?;
-        if orphans > 0 {
+        let now = SystemClock.now();
+        let recovered = crate::recovery::recover_shard(
+            shard.directory.clone(),
+            &shard.wal,
+            replay,
+            RecoveryContext {
+                node: shard.config.node,
+                replica: &shard.config.replica,
+                cache: shard.cache.clone(),
+                now,
+            },
+            |partition| seed_for(&shard.config, partition, now.as_nanos()),
+        )
+        .await?;
+        if recovered.orphan_trees_removed > 0 {
             tracing::info!(
                 shard = shard.config.shard,
-                orphans,
+                orphans = recovered.orphan_trees_removed,
                 "removed trees of deleted partitions"
             );
         }
-        let partitions = list_partitions(shard.directory.as_ref())
-            .await
-            .map_err(|error| ShardError::Partition(0, error))?;
-        let names = shard.directory.list().await.map_err(ShardError::Storage)?;
-        for partition in partitions {
-            let meta = PartitionMeta::read(shard.directory.as_ref(), partition)
-                .await
-                .map_err(|error| ShardError::Meta(partition, error))?;
-            let records = replay
-                .partitions
-                .remove(&partition)
-                .unwrap_or_else(RecoveredRecords::default);
-            if names.contains(&unrecoverable_marker_file_name(partition)) {
-                // What is left of its records may miss any part of its log; they are never
-                // read again (see `FailedPartition::wal_records_kept`).
-                shard.wal.forget_partition(PartitionId(partition));
-                let reason = "its replica refused to recover at an earlier start, and its WAL \
-                              records were released since"
-                    .to_string();
-                tracing::error!(
-                    shard = shard.config.shard,
-                    partition,
-                    %reason,
-                    "partition replica out of service; its files are kept"
-                );
-                shard
-                    .dispatch
-                    .borrow_mut()
-                    .add_out_of_service(partition, meta.epoch);
-                shard.failed.borrow_mut().insert(
-                    partition,
-                    FailedPartition {
-                        epoch: meta.epoch,
-                        reason,
-                        wal_records_kept: false,
-                    },
-                );
-                continue;
-            }
-            let epoch = meta.epoch;
-            let now = SystemClock.now();
-            let recovered = Replica::recover(
-                meta,
-                shard.config.node,
-                shard.config.replica.clone(),
-                seed_for(&shard.config, partition, now.as_nanos()),
-                shard.directory.clone(),
-                shard.cache.clone(),
-                shard.wal.clone(),
-                records,
-                now,
-            )
-            .await;
-            let replica = match recovered {
-                Ok(replica) => replica,
-                // The replica's durable state contradicts itself (a hole in its log, a
-                // checkpoint without its intent, a record that does not convert): one replica
-                // is lost, which its group tolerates, and the other partitions need not be.
-                // I/O and storage errors still stop the shard: they are the node's, not the
-                // partition's.
-                Err(PartitionError::Corrupt(reason)) => {
-                    tracing::error!(
-                        shard = shard.config.shard,
-                        partition,
-                        %reason,
-                        "partition replica refused to recover: out of service, its files are \
-                         kept; the other partitions are served"
-                    );
-                    shard
-                        .dispatch
-                        .borrow_mut()
-                        .add_out_of_service(partition, epoch);
-                    shard.failed.borrow_mut().insert(
-                        partition,
-                        FailedPartition {
-                            epoch,
-                            reason,
-                            wal_records_kept: true,
-                        },
-                    );
-                    continue;
-                }
-                Err(error) => return Err(ShardError::Partition(partition, error)),
-            };
+        for failure in recovered.failed {
+            tracing::error!(
+                shard = shard.config.shard,
+                partition = failure.partition,
+                reason = %failure.reason,
+                "partition replica refused to recover: out of service, its files are kept; the \
+                 other partitions are served"
+            );
+            shard
+                .dispatch
+                .borrow_mut()
+                .add_out_of_service(failure.partition, failure.epoch);
+            shard.failed.borrow_mut().insert(
+                failure.partition,
+                FailedPartition {
+                    epoch: failure.epoch,
+                    reason: failure.reason,
+                    wal_records_kept: !failure.wal_records_released,
+                },
+            );
+        }
+        for replica in recovered.replicas {
             tracing::info!(
                 shard = shard.config.shard,
-                partition,
+                partition = replica.partition(),
                 applied_slot = replica.applied_slot().0,
                 "replica recovered"
             );

@@ -48,7 +48,9 @@ use shoal_replication::{
     Ballot, LogEntry, Lsn as CoreLsn, Membership, Message, MonotonicTime, NodeId, Payload,
     ReplicaKind, ReplicaOptions, Slot,
 };
+use shoal_shard::ShardError;
 use shoal_shard::dispatch::{Command as ShardCommand, Dispatch, Routed};
+use shoal_shard::recovery::{RecoveryContext, recover_shard};
 use shoal_store::btree::{BTreeConfig, BTreeError, PageCache};
 use shoal_store::engine::{EngineError, Mutation, MutationBatch};
 use shoal_store::wal::format::{SEGMENT_HEADER_BYTES, SegmentHeader, SegmentHeaderSlot};
@@ -948,65 +950,83 @@ fn start_runtime(
         text: format!("{id:?}: the WAL does not open: {error}"),
         corruption: wal_corruption(&error),
     })?;
-    if !replay.undecodable.is_empty() {
-        return Err(NodeFailure::other(format!(
-            "{id:?}: WAL records that pass their checksum do not decode: {:?}",
-            replay.undecodable
-        )));
-    }
     let committer_wal = wal.clone();
     let mut committer: Committer = Box::pin(async move { committer_wal.run_committer().await });
     let cache = PageCache::new(PAGE_CACHE_PAGES);
+    let election_seed = |partition: u64| seed ^ partition.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut replicas = BTreeMap::new();
-    for (group, meta) in metas {
-        let election_seed = seed ^ (*group as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let replica = if fresh {
-            drive(
+    if fresh {
+        for (group, meta) in metas {
+            let replica = drive(
                 PartitionReplica::create(
                     meta.clone(),
                     id,
                     replica_config(),
-                    election_seed,
+                    election_seed(meta.partition),
                     Rc::new(directory.clone()),
                     cache.clone(),
                     wal.clone(),
                     now,
                 ),
-                &mut committer,
-            )?
-        } else {
-            let stored = drive(
-                PartitionMeta::read(directory, meta.partition),
                 &mut committer,
             )?
             .map_err(|error| NodeFailure {
-                text: format!("{id:?} group {group}: the meta file: {error}"),
-                corruption: meta_corruption(&error),
+                text: format!("{id:?} group {group}: the replica is not created: {error}"),
+                corruption: partition_corruption(&error),
             })?;
-            let records = replay
-                .partitions
-                .remove(&meta.partition)
-                .unwrap_or_default();
-            drive(
-                PartitionReplica::recover(
-                    stored,
-                    id,
-                    replica_config(),
-                    election_seed,
-                    Rc::new(directory.clone()),
-                    cache.clone(),
-                    wal.clone(),
-                    records,
-                    now,
-                ),
-                &mut committer,
-            )?
+            replicas.insert(*group, replica);
         }
+    } else {
+        // The production shard's start-up recovery (engine/shard/src/recovery.rs).
+        let replica = replica_config();
+        let recovered = drive(
+            recover_shard(
+                Rc::new(directory.clone()),
+                &wal,
+                replay,
+                RecoveryContext {
+                    node: id,
+                    replica: &replica,
+                    cache: cache.clone(),
+                    now,
+                },
+                election_seed,
+            ),
+            &mut committer,
+        )?
         .map_err(|error| NodeFailure {
-            text: format!("{id:?} group {group}: the replica does not start: {error}"),
-            corruption: partition_corruption(&error),
+            corruption: shard_corruption(&error),
+            text: format!("{id:?}: the shard does not recover: {error}"),
         })?;
-        replicas.insert(*group, replica);
+        // Production keeps a replica that refused to recover out of service and serves the
+        // others; here that only happens on a faulty disk (or it is a violation), and the node
+        // is stopped as a whole, as the checkers expect of a node whose storage lied.
+        if let Some(failure) = recovered.failed.first() {
+            return Err(NodeFailure {
+                text: format!(
+                    "{id:?}: partition {} refused to recover: {}",
+                    failure.partition, failure.reason
+                ),
+                corruption: true,
+            });
+        }
+        for replica in recovered.replicas {
+            let partition = replica.partition();
+            let Some((group, _)) = metas.iter().find(|(_, meta)| meta.partition == partition)
+            else {
+                return Err(NodeFailure::other(format!(
+                    "{id:?}: recovered partition {partition}, which it does not host"
+                )));
+            };
+            replicas.insert(*group, replica);
+        }
+        if replicas.len() != metas.len() {
+            return Err(NodeFailure::other(format!(
+                "{id:?}: recovered {} of its {} replicas",
+                replicas.len(),
+                metas.len()
+            )));
+        }
     }
     let mut dispatch = Dispatch::new(id, SHARD);
     for meta in replicas.values().map(|replica| replica.meta()) {
@@ -1020,6 +1040,17 @@ fn start_runtime(
         unsynced: Vec::new(),
         commit_at_nanos: None,
     })
+}
+
+/// Whether a shard's recovery failed on corruption its storage reported or its records show.
+fn shard_corruption(error: &ShardError) -> bool {
+    match error {
+        ShardError::Storage(error) => storage_corruption(error),
+        ShardError::Wal(error) => wal_corruption(error),
+        ShardError::Partition(_, error) => partition_corruption(error),
+        ShardError::Meta(_, error) => meta_corruption(error),
+        ShardError::UndecodableRecords { .. } => false,
+    }
 }
 
 /// The broken variant's damage, so that every restart of a faulty disk's node exercises it:
