@@ -29,9 +29,9 @@ pub const FRAME_BODY_OVERHEAD_BYTES: usize = 1024 * 1024;
 /// declared length from the header alone, before it allocates anything for the body.
 ///
 /// The largest Accept the replication core emits holds `ACCEPT_BATCH_BYTES_MAX` of payload plus
-/// one more command of up to `COMMAND_BYTES_MAX` (10 MiB); it must fit in one frame, with room
-/// for the per-entry fields, so the limit is 32 MiB rather than the 4 MiB a snapshot chunk
-/// alone would need. The
+/// one more command of up to `COMMAND_BYTES_MAX` (both in shoal-replication's limits, the one
+/// place they are defined); it must fit in one frame, with room for the per-entry fields, which
+/// the assertions below check from those constants. The
 /// bus batches several envelopes into one frame only up to a much smaller target (see shoal-bus),
 /// so typical frames are far below the limit; the limit is what a receiver must be ready for.
 pub const FRAME_BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
