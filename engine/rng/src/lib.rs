@@ -9,6 +9,10 @@
 //! SplitMix64. Independent streams come from [`SeededRng::fork`], which hashes the parent seed
 //! with a stream number, so adding draws to one stream never shifts another.
 
+pub mod backoff;
+
+pub use backoff::Backoff;
+
 /// SplitMix64 step: used to expand seeds, and by the replication core as its election-jitter
 /// source. Bijective on u64, so distinct inputs stay distinct.
 pub fn splitmix64(state: &mut u64) -> u64 {

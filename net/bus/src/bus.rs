@@ -38,13 +38,13 @@ use shoal_wire::messages::{
 };
 use shoal_wire::{FrameDecoder, FrameError, encode_frame};
 
-use crate::backoff::Backoff;
 use crate::batch::{coalesce_heartbeats, pack_frames};
 use crate::error::{BusError, RespondError, SendError};
 use crate::limits::*;
 use crate::notify::Notify;
 use crate::stats::BusStats;
 use shoal_io::tcp::{StreamHalf, shutdown_now, split};
+use shoal_rng::Backoff;
 
 /// How a shard's bus is set up.
 #[derive(Debug, Clone)]

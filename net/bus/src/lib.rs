@@ -6,7 +6,6 @@
 //! routers and tools are answered with [`Bus::respond`] on the connection they came on.
 //! [`BusClient`] (glommio) and [`BlockingClient`] (std) are the calling side of requests.
 
-pub mod backoff;
 pub mod batch;
 pub mod blocking;
 pub mod bus;

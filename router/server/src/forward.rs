@@ -36,7 +36,7 @@ use shoal_model::encoding::decode_item;
 use shoal_model::json::item_to_json;
 use shoal_model::request::PreparedRequest;
 use shoal_model::request_codec::encode_request;
-use shoal_rng::SeededRng;
+use shoal_rng::{Backoff, SeededRng};
 use shoal_wire::messages::{ItemResult, NodeError, NodeRequest, NodeResponse};
 
 use crate::error::DynamoError;
@@ -287,26 +287,6 @@ pub fn after_call_failure(sent: bool, effect: Effect, message: String) -> Retry 
     }
 }
 
-/// Exponential backoff with equal jitter: half the current step, plus a random part of the
-/// other half, so retrying routers spread out instead of arriving together.
-struct Backoff {
-    step: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff { step: BACKOFF_MIN }
-    }
-
-    fn next(&mut self, rng: &RefCell<SeededRng>) -> Duration {
-        let step_micros = u64::try_from(self.step.as_micros()).unwrap_or(u64::MAX);
-        let half = step_micros / 2;
-        let jitter = rng.borrow_mut().below(half.max(1));
-        self.step = (self.step * 2).min(BACKOFF_MAX);
-        Duration::from_micros(half + jitter)
-    }
-}
-
 /// The router core's connections to shards and its node directory. Lives on one glommio
 /// executor (it holds `BusClient`s, which are `!Send`).
 pub struct Forwarder {
@@ -355,6 +335,12 @@ impl Forwarder {
 
     pub fn directory(&self) -> NodeDirectory {
         self.directory.borrow().clone()
+    }
+
+    /// A request's backoff between retries ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`], equal
+    /// jitter), seeded from this router core's generator.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(BACKOFF_MIN, BACKOFF_MAX, self.rng.borrow_mut().next_u64())
     }
 
     /// Replaces the node directory (after reading the cluster item). Pooled connections stay:
@@ -441,7 +427,7 @@ impl Forwarder {
     }
 
     async fn pause(&self, backoff: &mut Backoff, deadline: Instant) {
-        let delay = backoff.next(&self.rng);
+        let delay = backoff.next_delay();
         let remaining = deadline.saturating_duration_since(Instant::now());
         glommio::timer::sleep(delay.min(remaining)).await;
     }
@@ -455,7 +441,7 @@ impl Forwarder {
         deadline: Instant,
     ) -> Result<Reply, ForwardError> {
         let effect = call.effect;
-        let mut backoff = Backoff::new();
+        let mut backoff = self.backoff();
         let Some(mut target) = route.first_target() else {
             return Err(ForwardError::Unavailable {
                 message: format!("partition {} has no replicas", route.id),
@@ -570,22 +556,6 @@ fn problem_of(error: &NodeError, partition: u64, node: NodeId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter_in_the_upper_half() {
-        let rng = RefCell::new(SeededRng::new(7));
-        let mut backoff = Backoff::new();
-        let mut step = BACKOFF_MIN;
-        for _ in 0..20 {
-            let delay = backoff.next(&rng);
-            assert!(
-                delay >= step / 2 && delay <= step,
-                "{delay:?} for step {step:?}"
-            );
-            step = (step * 2).min(BACKOFF_MAX);
-        }
-        assert_eq!(backoff.step, BACKOFF_MAX);
-    }
 
     #[test]
     fn writes_are_the_operations_that_change_data() {

@@ -1,13 +1,15 @@
-//! Exponential reconnect backoff with seeded jitter.
+//! Exponential backoff with seeded jitter: the one implementation behind the bus's reconnects
+//! and the router's retries.
 
 use std::time::Duration;
 
-use shoal_rng::SeededRng;
+use crate::SeededRng;
 
-/// The delays between connection attempts to one peer: each failure doubles the base delay,
-/// from `min` up to `max`; the delay actually waited is drawn uniformly from the upper half of
-/// the base ("equal jitter"), never below `min`. Jitter keeps the shards of a restarted node
-/// from reconnecting in lockstep; the seed makes a test's delays reproducible.
+/// The delays between attempts: each failure doubles the base delay, from `min` up to `max`;
+/// the delay actually waited is drawn uniformly from the upper half of the base ("equal
+/// jitter"), never below `min`. Jitter keeps the shards of a restarted node from reconnecting in
+/// lockstep, and routers retrying one busy partition from arriving together; the seed makes a
+/// test's delays reproducible.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
