@@ -1,4 +1,4 @@
-//! `shoal-bench`: how we measure (../shared/BENCHMARKS.md). For now it measures the physical
+//! `shoal-bench`: how we measure (bench/BENCHMARKS.md). For now it measures the physical
 //! floors that every Shoal figure is reported against:
 //! - `durable-write`: one 4 KiB O_DIRECT write + fdatasync, the cheapest durable write the
 //!   device can do (a durable put can never be faster);

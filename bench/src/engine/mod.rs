@@ -1,6 +1,6 @@
 //! `shoal-bench engine`: our storage engine (the shard WAL with group commit plus a partition's
 //! B-tree), fjall and redb, and the durable-write floor, measured in one process and one run on
-//! one directory (../shared/BENCHMARKS.md: same-run ratios, interleaved, medians).
+//! one directory (bench/BENCHMARKS.md: same-run ratios, interleaved, medians).
 //!
 //! Cells (every system runs the same keys, drawn from one seeded stream per cell and repetition):
 //! - `put-1`, `put-8`, `put-64`: durable 1 KB puts (16 B key, 1000 B value) by 1, 8 or 64
@@ -51,7 +51,7 @@ pub const WRITER_COUNTS: [usize; 3] = [1, 8, 64];
 pub const ITEMS_MIN: usize = 2 * SCAN_ITEMS;
 /// Registered I/O memory of the benchmark's executor. glommio's default is 10 MiB; buffers
 /// beyond the registered pool come from the heap, so a small pool only avoids needing a raised
-/// RLIMIT_MEMLOCK (RUNTIME.md).
+/// RLIMIT_MEMLOCK (kernel-notes/glommio-runtime.md).
 const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
 /// statfs magic of tmpfs: a benchmark of durable writes on memory would measure nothing.
 const TMPFS_MAGIC: i64 = 0x0102_1994;

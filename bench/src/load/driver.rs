@@ -16,7 +16,7 @@ use super::targets::{OpError, Target};
 use crate::floor::{self, Percentiles};
 
 /// An open-loop run is invalid when the generator's send lag p99 exceeds this
-/// (../shared/BENCHMARKS.md).
+/// (bench/BENCHMARKS.md).
 pub const SEND_LAG_P99_MAX: Duration = Duration::from_millis(1);
 /// How often a long run prints a progress line.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);

@@ -1,6 +1,6 @@
 //! Support for tests that need a glommio executor.
 //!
-//! RUNTIME.md: multi-executor code has shown rare hangs under glommio 0.9, so every test that
+//! kernel-notes/glommio-runtime.md: multi-executor code has shown rare hangs under glommio 0.9, so every test that
 //! runs on an executor runs under a watchdog that fails the test loudly instead of hanging CI.
 
 use std::future::Future;

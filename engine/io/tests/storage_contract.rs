@@ -234,7 +234,7 @@ fn contract_holds_for_dma_storage() {
     });
 }
 
-/// Regression for glommio 0.9's IOPOLL probe (RUNTIME.md): opening an empty file first used to
+/// Regression for glommio 0.9's IOPOLL probe (kernel-notes/glommio-runtime.md): opening an empty file first used to
 /// make every later DMA read on the executor fail with EOPNOTSUPP.
 #[test]
 fn dma_reads_work_after_an_empty_file_was_opened_first() {

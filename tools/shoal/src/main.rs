@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 // mimalloc: per-thread free lists suit thread-per-core executors that allocate and free on the
-// same core; no conflict with glommio (RUNTIME.md).
+// same core; no conflict with glommio (kernel-notes/glommio-runtime.md).
 #[global_allocator]
 static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -24,7 +24,7 @@ use shoal_wire::messages::{ReplicationEnvelope, ResponseFrame, ShardAddress, Sna
 pub const SHARDS_MAX: u16 = 256;
 /// io_uring memory each shard executor registers (glommio's `io_memory`). glommio's default is
 /// 10 MiB, which needs a raised RLIMIT_MEMLOCK; 2 MiB works under the common 8 MiB default for
-/// a few shards and is plenty for our queue depths (RUNTIME.md).
+/// a few shards and is plenty for our queue depths (kernel-notes/glommio-runtime.md).
 pub const SHARD_IO_MEMORY_BYTES: usize = 2 << 20;
 /// How often each shard renders its metrics for the admin endpoint.
 pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -485,7 +485,7 @@ async fn run_shard(
         tick_interval: Duration::from_millis(10),
         seed: node.rotate_left(32) ^ u64::from(shard),
     };
-    // RUNTIME.md: the first timer on an executor can be late; take that hit before leases.
+    // kernel-notes/glommio-runtime.md: the first timer on an executor can be late; take that hit before leases.
     glommio::timer::sleep(Duration::from_millis(1)).await;
     let bus = Rc::new(bus);
     let shard_runtime = Shard::start(config, Rc::new(BusTransport { bus: bus.clone() }))

@@ -324,7 +324,7 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     config.account = options.account.clone();
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
-    // RUNTIME.md: take the first-timer delay before anything times out.
+    // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.
     glommio::timer::sleep(Duration::from_millis(1)).await;
     let started = Instant::now();
     loop {

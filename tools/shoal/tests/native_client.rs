@@ -387,7 +387,7 @@ fn glommio_client_round_trips(cluster: &DevCluster) {
         .make()
         .unwrap()
         .run(async move {
-            // RUNTIME.md: the first timer sleep can be slow; take it before any timeout runs.
+            // kernel-notes/glommio-runtime.md: the first timer sleep can be slow; take it before any timeout runs.
             glommio::timer::sleep(Duration::from_millis(20)).await;
             let client = AsyncClient::connect(config(native, 1)).await.unwrap();
             let item = movie(1968, "async");

@@ -237,7 +237,7 @@ fn on_router_core(test: impl std::future::Future<Output = ()>) {
         .make()
         .unwrap()
         .run(async move {
-            // RUNTIME.md: the first timer sleep can be slow; take it before any deadline runs.
+            // kernel-notes/glommio-runtime.md: the first timer sleep can be slow; take it before any deadline runs.
             glommio::timer::sleep(Duration::from_millis(20)).await;
             test.await;
         });

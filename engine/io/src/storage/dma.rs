@@ -2,7 +2,7 @@
 //!
 //! Objects here live on the glommio executor (core) that created them.
 //!
-//! Built-in workarounds for glommio 0.9 (../../../../shared/RUNTIME.md, kernel-notes/):
+//! Built-in workarounds for glommio 0.9 (kernel-notes/glommio-runtime.md, kernel-notes/):
 //! 1. glommio decides once per executor thread and block device whether the io_uring poll ring
 //!    (IOPOLL) works, by reading the first DMA file opened on that device. If that file is empty,
 //!    the read trivially succeeds, IOPOLL is wrongly enabled, and every later DMA read on the

@@ -11,7 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use shoal_bus::{Bus, Inbox};
 use shoal_wire::messages::*;
 
-/// Registered I/O memory per test executor (RUNTIME.md: 1 MiB starts five times faster than the
+/// Registered I/O memory per test executor (kernel-notes/glommio-runtime.md: 1 MiB starts five times faster than the
 /// 10 MiB default).
 pub const TEST_EXECUTOR_IO_MEMORY_BYTES: usize = 1 << 20;
 
@@ -21,7 +21,7 @@ pub const WATCHDOG: Duration = Duration::from_secs(60);
 /// Deadline for a condition a scenario waits for (well inside the watchdog).
 pub const WAIT_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Aborts the process, loudly, if it is not dropped within `limit`. RUNTIME.md: multi-executor
+/// Aborts the process, loudly, if it is not dropped within `limit`. kernel-notes/glommio-runtime.md: multi-executor
 /// glommio code has shown rare hangs, and a hung test must fail CI rather than stall it.
 pub struct Watchdog {
     disarm: Option<mpsc::Sender<()>>,
@@ -70,7 +70,7 @@ where
                 .make()
                 .expect("cannot start a glommio executor");
             executor.run(async move {
-                // RUNTIME.md: the first timer of an executor can fire 10-100 ms late when other
+                // kernel-notes/glommio-runtime.md: the first timer of an executor can fire 10-100 ms late when other
                 // threads existed before it started; take that hit before anything is timed.
                 glommio::timer::sleep(Duration::from_millis(5)).await;
                 make_future().await
