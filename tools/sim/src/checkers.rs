@@ -1,0 +1,405 @@
+//! The checkers: trace fingerprints, applied-state digests, acceptor memory, majority liveness,
+//! linearizability of every key's history and the eventual reads.
+
+use super::*;
+
+/// What a replica's `Persist` body (the WAL record) holds for the acceptor-memory check. A
+/// body that does not decode holds nothing the check can use; recovery reports it anyway.
+pub(crate) fn acceptor_record(body: &[u8]) -> AcceptorRecord {
+    let Ok(record) = decode_persist_record(body) else {
+        return AcceptorRecord::default();
+    };
+    AcceptorRecord {
+        promised: record.promised.map(Ballot::from),
+        accepted: record
+            .entries
+            .iter()
+            .map(|(slot, entry)| (Slot(*slot), Ballot::from(entry.ballot)))
+            .collect(),
+    }
+}
+
+/// The numbers that identify a replication message in the trace. Cheaper than hashing its
+/// `Debug` text, and as telling: two runs that differ anywhere soon differ in some ballot, slot
+/// or destination.
+pub(crate) fn message_fingerprint(message: &Message) -> [u64; 4] {
+    match message {
+        Message::PreCheck { round } => [1, *round, 0, 0],
+        Message::PreCheckReply { round, granted } => [2, *round, u64::from(*granted), 0],
+        Message::Prepare { ballot, from_slot } => [3, ballot.round, ballot.node.0, from_slot.0],
+        Message::Promise {
+            ballot, accepted, ..
+        } => [4, ballot.round, ballot.node.0, accepted.len() as u64],
+        Message::Accept {
+            ballot,
+            round,
+            first_slot,
+            entries,
+            commit_slot,
+        } => [
+            5,
+            ballot.round ^ round.rotate_left(32),
+            first_slot.0 ^ (entries.len() as u64).rotate_left(48),
+            commit_slot.0,
+        ],
+        Message::Accepted {
+            ballot,
+            round,
+            match_slot,
+            missing,
+        } => [
+            6,
+            ballot.round ^ round.rotate_left(32),
+            match_slot.0,
+            u64::from(*missing),
+        ],
+        Message::Rejected { promised } => [7, promised.round, promised.node.0, 0],
+    }
+}
+
+/// The numbers that identify a replica's output in the trace.
+/// The size of a result's items: enough to tell answers apart in a fingerprint.
+pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
+    let bytes = |items: &[Vec<u8>]| items.iter().map(|item| item.len() as u64).sum::<u64>();
+    match result {
+        ItemResult::Write { attributes } => attributes.as_ref().map_or(0, |item| item.len() as u64),
+        ItemResult::BatchWrite => 1,
+        ItemResult::Get { item } => 2 + item.as_ref().map_or(0, |item| item.len() as u64),
+        ItemResult::BatchGet { items } => 3 + bytes(items),
+        ItemResult::Range { items, count, .. } => 4 + bytes(items) + (count << 32),
+    }
+}
+
+pub(crate) fn output_fingerprint(output: &Output) -> [u64; 5] {
+    match output {
+        Output::Persist { core_lsn, body } => [1, core_lsn.0, body.len() as u64, 0, 0],
+        Output::Send { to, message } => {
+            let [kind, a, b, c] = message_fingerprint(message);
+            [2, to.0 | kind << 32, a, b, c]
+        }
+        Output::Reply { reply_to, response } => {
+            let kind = match response {
+                NodeResponse::Item { result, .. } => 1 + (result_fingerprint(result) << 8),
+                NodeResponse::Error(_) => 2,
+                _ => 3,
+            };
+            [3, *reply_to, kind, 0, 0]
+        }
+        Output::Snapshot(chunk) => [
+            4,
+            chunk.to,
+            chunk.last_included_slot,
+            u64::from(chunk.chunk_index),
+            chunk.items.len() as u64,
+        ],
+    }
+}
+
+/// The last operations of the shortest prefix (in invocation order) that is already not
+/// linearizable: where a failing seed's story ends, for whoever replays it.
+pub(crate) fn failing_window(operations: &[Operation]) -> Vec<Operation> {
+    let mut sorted = operations.to_vec();
+    sorted.sort_by_key(|operation| operation.invoked_nanos);
+    // Bisection, assuming that a prefix longer than a failing one fails too: nearly always
+    // so (a later operation rarely repairs an earlier contradiction), and this is a diagnostic.
+    let (mut low, mut high) = (1, sorted.len());
+    while low < high {
+        let middle = (low + high) / 2;
+        if linearizability::check(&sorted[..middle]) == Verdict::NotLinearizable {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    sorted.truncate(low);
+    sorted.split_off(low.saturating_sub(FAILING_WINDOW_OPERATIONS))
+}
+
+impl Simulation {
+    pub(crate) fn trace(&mut self, node: NodeId, group: usize, words: &[u64]) {
+        // FNV's step a word at a time rather than a byte at a time: the trace runs on every
+        // output, and it only needs to differ when runs differ, not to be FNV-1a.
+        let mix = |hash: u64, word: u64| (hash ^ word).wrapping_mul(0x0000_0100_0000_01B3);
+        let mut hash = mix(self.report.trace_hash, self.now_nanos);
+        hash = mix(hash, node.0);
+        hash = mix(hash, group as u64);
+        for word in words {
+            hash = mix(hash, *word);
+        }
+        self.report.trace_hash = hash;
+    }
+
+    pub(crate) fn violation(&mut self, text: String) {
+        if self.report.violations.len() < VIOLATIONS_MAX {
+            self.report.violations.push(text);
+        }
+    }
+
+    pub(crate) fn check_majority_liveness(&mut self) {
+        for group in 0..self.groups.len() {
+            let members = &self.groups[group].members;
+            let healthy = members
+                .iter()
+                .filter(|node| self.is_healthy(**node))
+                .count();
+            let majority = healthy > members.len() / 2;
+            let acknowledged = self.groups[group].acknowledged;
+            let since = match self.groups[group].healthy_majority_since {
+                Some((since, mark)) if majority && mark == acknowledged => since,
+                _ if majority => {
+                    self.groups[group].healthy_majority_since =
+                        Some((self.now_nanos, acknowledged));
+                    continue;
+                }
+                _ => {
+                    self.groups[group].healthy_majority_since = None;
+                    continue;
+                }
+            };
+            if self.now_nanos - since >= MAJORITY_LIVENESS_WINDOW_NANOS {
+                let replicas = self.describe_group(group);
+                self.violation(format!(
+                    "liveness: group {group} kept a healthy majority for {} s and acknowledged \
+                     no write (at {} ms): {replicas}",
+                    MAJORITY_LIVENESS_WINDOW_NANOS / 1_000_000_000,
+                    self.now_nanos / 1_000_000
+                ));
+                self.groups[group].healthy_majority_since = Some((self.now_nanos, acknowledged));
+            }
+        }
+    }
+
+    pub(crate) fn describe_group(&self, group: usize) -> String {
+        let now = MonotonicTime::from_nanos(self.now_nanos);
+        self.nodes
+            .iter()
+            .map(|(id, node)| {
+                let Some(runtime) = &node.runtime else {
+                    return format!(
+                        "{id:?} down{}",
+                        if node.stopped { " (stopped)" } else { "" }
+                    );
+                };
+                match runtime.replicas.get(&group) {
+                    Some(replica) => {
+                        let status = replica.status(now);
+                        let faults = match (self.isolated.get(id), self.clogged) {
+                            (Some(true), _) => " (isolated one way)",
+                            (Some(false), _) => " (isolated)",
+                            (None, Some((clogged, _))) if clogged == *id => " (clogged)",
+                            _ => "",
+                        };
+                        format!(
+                            "{id:?}{faults} {:?} promised {:?} leader hint {:?} commit {} \
+                             applied {} unsynced {} commit_at {:?}",
+                            status.role,
+                            replica.core().promised(),
+                            replica.core().leader_hint(),
+                            status.commit_slot,
+                            status.applied_slot,
+                            runtime.unsynced.len(),
+                            runtime.commit_at_nanos
+                        )
+                    }
+                    None => format!("{id:?} no replica"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// A restarted replica must hold every promise and accepted entry its durable records held
+    /// (entries below its log's first slot are in its checkpointed tree). Storage faults that
+    /// the engine did not detect, or a recovery that drops records, show up here first.
+    pub(crate) fn check_acceptor_memory(&mut self, id: NodeId) {
+        let mut forgotten = Vec::new();
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let Some(runtime) = node.runtime.as_ref() else {
+            return;
+        };
+        for (group, replica) in &runtime.replicas {
+            let core = replica.core();
+            let Some(memory) = node.acceptor_memory.get_mut(group) else {
+                continue;
+            };
+            memory.accepted = memory.accepted.split_off(&core.log_first_slot());
+            if core.promised() < memory.promised {
+                forgotten.push(format!(
+                    "{id:?} group {group}: restarted with promise {:?} below the durable {:?}",
+                    core.promised(),
+                    memory.promised
+                ));
+            }
+            for (slot, ballot) in &memory.accepted {
+                let held = core.entry(*slot).map(|entry| entry.ballot);
+                if held.is_none_or(|held| held < *ballot) {
+                    forgotten.push(format!(
+                        "{id:?} group {group}: restarted without the entry it durably accepted \
+                         at {slot:?} in {ballot:?} (holds {held:?})"
+                    ));
+                    break;
+                }
+            }
+        }
+        for text in forgotten {
+            self.violation(format!("acceptor forgot: {text}"));
+        }
+    }
+
+    /// Checks the applied state a replica reached (the result of a Scan at `slot`): its digest
+    /// against another replica's at the same slot, and every value in it marks its write as
+    /// applied by now.
+    pub(crate) fn observe_applied(
+        &mut self,
+        id: NodeId,
+        group: usize,
+        slot: Slot,
+        scan: Option<ItemResult>,
+    ) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.observed_applied.insert(group, slot);
+        }
+        let state = match scan.as_ref().map(requests::parse_scan_result) {
+            Some(Ok(state)) => state,
+            Some(Err(error)) => {
+                return self.violation(format!("{id:?} group {group}: scan answer: {error}"));
+            }
+            None => {
+                return self.violation(format!("{id:?} group {group}: a scan got no items"));
+            }
+        };
+        self.trace(id, group, &[9, slot.0, state.len() as u64]);
+        for value in state.values() {
+            if let Some(&operation) = self.operation_by_value.get(value)
+                && self.history[operation].operation.took_effect_at.is_none()
+            {
+                let point = self.next_effect_point();
+                self.history[operation].operation.took_effect_at = Some(point);
+            }
+        }
+        let fuzzy = self.nodes[&id]
+            .fuzzy_until
+            .get(&group)
+            .is_some_and(|until| slot < *until);
+        if !fuzzy {
+            self.record_digest(group, id, slot, requests::digest(&state));
+        }
+    }
+
+    /// Compares the digest of `node`'s applied state at `slot` with the one another replica of
+    /// the group had there.
+    pub(crate) fn record_digest(&mut self, group: usize, node: NodeId, slot: Slot, digest: u64) {
+        match self.groups[group].digests.get(&slot).copied() {
+            Some((first, first_node)) if first != digest => self.violation(format!(
+                "group {group}: applied states differ at {slot:?}: {first_node:?} has digest \
+                 {first:016x}, {node:?} has {digest:016x}"
+            )),
+            Some(_) => self.report.applied_states_compared += 1,
+            None => {
+                self.groups[group].digests.insert(slot, (digest, node));
+            }
+        }
+    }
+
+    /// Keeps the checkers' memory bounded: digests of slots every live replica of the group has
+    /// passed can no longer be compared with a live replica's (a restarted one may reach them
+    /// again, and is then compared with later replicas instead).
+    pub(crate) fn prune_checker_state(&mut self) {
+        for group in 0..self.groups.len() {
+            let live_floor = self.groups[group]
+                .members
+                .iter()
+                .filter(|node| self.is_up(**node))
+                .filter_map(|node| self.nodes[node].observed_applied.get(&group).copied())
+                .min();
+            if let Some(floor) = live_floor {
+                let state = &mut self.groups[group];
+                state.digests = state.digests.split_off(&floor);
+            }
+        }
+        // Accepted entries below a live replica's log are in its checkpointed tree.
+        for node in self.nodes.values_mut() {
+            let Some(runtime) = node.runtime.as_ref() else {
+                continue;
+            };
+            for (group, replica) in &runtime.replicas {
+                if let Some(memory) = node.acceptor_memory.get_mut(group) {
+                    memory.accepted = memory.accepted.split_off(&replica.core().log_first_slot());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn check_history(&mut self) {
+        let keys: BTreeSet<u64> = self.history.iter().map(|recorded| recorded.key).collect();
+        for key in keys {
+            let operations: Vec<Operation> = self
+                .history
+                .iter()
+                .filter(|recorded| recorded.key == key && !recorded.refused)
+                .map(|recorded| recorded.operation.clone())
+                .collect();
+            for operation in &operations {
+                let count = match operation.kind {
+                    OperationKind::Write { .. } => &mut self.report.puts_checked,
+                    OperationKind::CompareAndSet { .. } => {
+                        &mut self.report.compare_and_sets_checked
+                    }
+                    OperationKind::Read { .. } => &mut self.report.strong_reads_checked,
+                };
+                *count += 1;
+            }
+            self.report.operations_checked += operations.len() as u64;
+            match linearizability::check(&operations) {
+                Verdict::Linearizable => {}
+                Verdict::NotLinearizable => {
+                    let window = failing_window(&operations);
+                    self.violation(format!(
+                        "key {key}: history is not linearizable; the shortest failing prefix \
+                         (by invocation) ends with {window:?}"
+                    ));
+                }
+                Verdict::Unknown => self.report.keys_unchecked += 1,
+            }
+        }
+    }
+
+    /// An eventual read may be stale, but the value it returns must have been written to that
+    /// key by a write the system did not refuse (not a compare-and-set whose condition was
+    /// false, not a write a replica turned away before proposing it).
+    pub(crate) fn check_eventual_reads(&mut self) {
+        let mut violations = Vec::new();
+        for read in &self.eventual_reads {
+            let Some(value) = read.observed else {
+                continue;
+            };
+            let written = self
+                .operation_by_value
+                .get(&value)
+                .map(|operation| &self.history[*operation])
+                .is_some_and(|recorded| {
+                    recorded.key == read.key
+                        && !recorded.refused
+                        && !matches!(
+                            recorded.operation.kind,
+                            OperationKind::CompareAndSet {
+                                succeeded: Some(false),
+                                ..
+                            }
+                        )
+                });
+            if !written {
+                violations.push(format!(
+                    "key {}: eventual read from {:?} returned {value}, which no write to it \
+                     in group {} produced",
+                    read.key, read.node, read.group
+                ));
+            }
+        }
+        self.report.eventual_reads_checked = self.eventual_reads.len() as u64;
+        self.report.operations_checked += self.eventual_reads.len() as u64;
+        for violation in violations {
+            self.violation(violation);
+        }
+    }
+}

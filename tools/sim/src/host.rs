@@ -1,0 +1,586 @@
+//! The node host: start-up (fresh, or the production shard recovery), the simulator's executor
+//! (`drive`), and the carrying out of replica outputs through the production shard dispatch.
+
+use super::*;
+
+pub(crate) fn replica_options(seed: u64) -> ReplicaOptions {
+    ReplicaOptions {
+        kind: ReplicaKind::Full,
+        election_timeout_min: Duration::from_millis(300),
+        election_timeout_jitter: Duration::from_millis(300),
+        heartbeat_interval: Duration::from_millis(50),
+        lease_duration: LEASE_DURATION,
+        clock_drift_max: CLOCK_DRIFT_MAX,
+        snapshot_retry_interval: Duration::from_millis(200),
+        election_seed: seed,
+    }
+}
+
+pub(crate) fn replica_config() -> ReplicaConfig {
+    ReplicaConfig {
+        core: replica_options(0),
+        checkpoint_every_slots: CHECKPOINT_EVERY_SLOTS,
+        btree: BTreeConfig::default(),
+    }
+}
+
+/// Small segments, so that every run recycles them many times (every batch takes at least a
+/// 4 KiB block), yet 4 MiB in all: room for several seconds of the node's records while one of
+/// its groups cannot commit (and so cannot checkpoint and release its old records). The
+/// simulated disk compares a whole file on every sync in debug builds, so the segment size is
+/// also most of the debug build's cost per fsync. A record holds at most one core `Persist`:
+/// up to the in-flight slots of small items, far below the body limit.
+pub(crate) fn wal_config() -> WalConfig {
+    WalConfig {
+        segment_bytes: 128 * 1024,
+        segment_count: 32,
+        batch_bytes_max: 120 * 1024,
+        batch_records_max: 256,
+        pending_records_max: 1024,
+        pending_bytes_max: 1 << 20,
+        record_body_bytes_max: 100 * 1024,
+    }
+}
+
+pub(crate) fn partition_meta(group: usize, members: &[NodeId]) -> PartitionMeta {
+    PartitionMeta {
+        partition: group as u64 + PARTITION_FIRST,
+        epoch: EPOCH,
+        key_schema: KeySchema::partition_only("pk", KeyType::String),
+        membership: Membership::new(members.iter().copied(), []),
+    }
+}
+
+pub(crate) fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// The simulator's executor: polls `future`, and the node's WAL committer whenever the future
+/// waits (it can wait only on the committer: simulated I/O completes at once).
+pub(crate) fn drive<T>(
+    future: impl Future<Output = T>,
+    committer: &mut Committer,
+) -> Result<T, NodeFailure> {
+    let mut future = std::pin::pin!(future);
+    for _ in 0..DRIVE_POLLS_MAX {
+        if let Poll::Ready(output) = poll_once(future.as_mut()) {
+            return Ok(output);
+        }
+        if let Poll::Ready(outcome) = poll_once(committer.as_mut()) {
+            return Err(NodeFailure {
+                text: format!("the WAL committer stopped: {outcome:?}"),
+                corruption: outcome.as_ref().is_err_and(wal_corruption),
+            });
+        }
+    }
+    Err(NodeFailure::other(format!(
+        "a future still waits after {DRIVE_POLLS_MAX} polls of the WAL committer"
+    )))
+}
+
+/// Polls a future that needs no committer (opening a WAL) to completion.
+pub(crate) fn complete<T>(future: impl Future<Output = T>) -> Result<T, String> {
+    let mut future = std::pin::pin!(future);
+    for _ in 0..DRIVE_POLLS_MAX {
+        if let Poll::Ready(output) = poll_once(future.as_mut()) {
+            return Ok(output);
+        }
+    }
+    Err(format!(
+        "a future still waits after {DRIVE_POLLS_MAX} polls"
+    ))
+}
+
+/// Opens a node's WAL and page cache on `directory` and creates (`fresh`) or recovers each of
+/// its replicas: the storage node's start, step by step.
+pub(crate) fn start_runtime(
+    directory: &FaultyDirectory,
+    id: NodeId,
+    metas: &[(usize, PartitionMeta)],
+    fresh: bool,
+    seed: u64,
+    now: MonotonicTime,
+) -> Result<Runtime, NodeFailure> {
+    let mut replay = ShardReplay::default();
+    let (wal, _) = complete(Wal::open(directory, wal_config(), |record| {
+        replay.visit(record)
+    }))
+    .map_err(NodeFailure::other)?
+    .map_err(|error| NodeFailure {
+        text: format!("{id:?}: the WAL does not open: {error}"),
+        corruption: wal_corruption(&error),
+    })?;
+    let committer_wal = wal.clone();
+    let mut committer: Committer = Box::pin(async move { committer_wal.run_committer().await });
+    let cache = PageCache::new(PAGE_CACHE_PAGES);
+    let election_seed = |partition: u64| seed ^ partition.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut replicas = BTreeMap::new();
+    if fresh {
+        for (group, meta) in metas {
+            let replica = drive(
+                PartitionReplica::create(
+                    meta.clone(),
+                    id,
+                    replica_config(),
+                    election_seed(meta.partition),
+                    Rc::new(directory.clone()),
+                    cache.clone(),
+                    wal.clone(),
+                    now,
+                ),
+                &mut committer,
+            )?
+            .map_err(|error| NodeFailure {
+                text: format!("{id:?} group {group}: the replica is not created: {error}"),
+                corruption: partition_corruption(&error),
+            })?;
+            replicas.insert(*group, replica);
+        }
+    } else {
+        // The production shard's start-up recovery (engine/shard/src/recovery.rs).
+        let replica = replica_config();
+        let recovered = drive(
+            recover_shard(
+                Rc::new(directory.clone()),
+                &wal,
+                replay,
+                RecoveryContext {
+                    node: id,
+                    replica: &replica,
+                    cache: cache.clone(),
+                    now,
+                },
+                election_seed,
+            ),
+            &mut committer,
+        )?
+        .map_err(|error| NodeFailure {
+            corruption: shard_corruption(&error),
+            text: format!("{id:?}: the shard does not recover: {error}"),
+        })?;
+        // Production keeps a replica that refused to recover out of service and serves the
+        // others; here that only happens on a faulty disk (or it is a violation), and the node
+        // is stopped as a whole, as the checkers expect of a node whose storage lied.
+        if let Some(failure) = recovered.failed.first() {
+            return Err(NodeFailure {
+                text: format!(
+                    "{id:?}: partition {} refused to recover: {}",
+                    failure.partition, failure.reason
+                ),
+                corruption: true,
+            });
+        }
+        for replica in recovered.replicas {
+            let partition = replica.partition();
+            let Some((group, _)) = metas.iter().find(|(_, meta)| meta.partition == partition)
+            else {
+                return Err(NodeFailure::other(format!(
+                    "{id:?}: recovered partition {partition}, which it does not host"
+                )));
+            };
+            replicas.insert(*group, replica);
+        }
+        if replicas.len() != metas.len() {
+            return Err(NodeFailure::other(format!(
+                "{id:?}: recovered {} of its {} replicas",
+                replicas.len(),
+                metas.len()
+            )));
+        }
+    }
+    let mut dispatch = Dispatch::new(id, SHARD);
+    for meta in replicas.values().map(|replica| replica.meta()) {
+        dispatch.add_replica(meta.partition, meta.epoch);
+    }
+    Ok(Runtime {
+        dispatch,
+        wal,
+        committer,
+        replicas,
+        unsynced: Vec::new(),
+        commit_at_nanos: None,
+    })
+}
+
+impl Simulation {
+    /// Starts node `id` from its disk: fresh at the beginning of the run, else through recovery.
+    pub(crate) fn start(&mut self, id: NodeId, fresh: bool, seed: u64) {
+        let now = self.local_time(id);
+        let metas: Vec<(usize, PartitionMeta)> = self.nodes[&id]
+            .groups
+            .iter()
+            .map(|group| (*group, partition_meta(*group, &self.groups[*group].members)))
+            .collect();
+        let broken = self.options.broken == Some(Broken::WalDamageTakenForEndOfLog);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.incarnation += 1;
+        let directory = node.directory();
+        if broken && !fresh && node.faulty_disk {
+            damage_newest_segment(&node.disk);
+            if truncate_at_wal_damage(&node.disk, &directory) {
+                self.fault("broken: WAL truncated at damage");
+            }
+        }
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        match start_runtime(&directory, id, &metas, fresh, seed, now) {
+            Ok(runtime) => {
+                for (group, replica) in &runtime.replicas {
+                    node.observed_applied.insert(*group, replica.applied_slot());
+                }
+                node.runtime = Some(runtime);
+                if !fresh {
+                    self.check_acceptor_memory(id);
+                }
+            }
+            Err(failure) => self.stop_or_violation(id, usize::MAX, failure),
+        }
+        self.trace(id, usize::MAX, &[3, u64::from(fresh)]);
+    }
+
+    /// A power loss: every replica of the node and its WAL are gone from memory, and the disk
+    /// is what the loss leaves (unsynced sectors may or may not have landed).
+    pub(crate) fn crash(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        if let Some(runtime) = node.runtime.take() {
+            self.report.wal_segments_recycled += runtime.wal.stats().segments_recycled;
+        }
+        node.disk = node.disk.crash_image(&mut self.disk_rng);
+        self.trace(id, usize::MAX, &[1]);
+    }
+
+    /// A replica or its WAL failed in a way only a bug explains, or its storage reported
+    /// corruption (`stop_or_violation` tells the two apart).
+    pub(crate) fn fail_node(&mut self, id: NodeId, group: usize, failure: NodeFailure) {
+        self.stop_or_violation(id, group, failure);
+    }
+
+    /// A node failed. Corruption its storage reported on a faulty disk is the expected
+    /// fail-stop: the node stops for good, as `fatal!` would stop the process, and is counted.
+    /// Anything else (and corruption on a healthy disk) is a violation; the node then restarts
+    /// a second later, as a supervisor would.
+    pub(crate) fn stop_or_violation(&mut self, id: NodeId, group: usize, failure: NodeFailure) {
+        let faulty_disk = self.nodes[&id].faulty_disk;
+        if failure.corruption && faulty_disk {
+            if self.nodes[&id].stopped {
+                return;
+            }
+            self.crash(id);
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            node.stopped = true;
+            node.restart_at_nanos = None;
+            self.fault("node stopped: corruption detected");
+            self.trace(id, group, &[4]);
+            return;
+        }
+        let disk = if faulty_disk { "faulty" } else { "healthy" };
+        self.violation(format!(
+            "{id:?} group {group} ({disk} disk): {}",
+            failure.text
+        ));
+        self.crash(id);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.restart_at_nanos = Some(self.now_nanos + FAILED_NODE_RESTART_NANOS);
+    }
+
+    pub(crate) fn restart_due(&mut self) {
+        let due: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.restart_at_nanos.is_some_and(|at| at <= self.now_nanos))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            node.restart_at_nanos = None;
+            let seed =
+                id.0.wrapping_mul(0x9E37)
+                    .wrapping_add(node.incarnation.rotate_left(20))
+                    .wrapping_add(self.options.seed.rotate_left(40));
+            self.start(id, false, seed);
+        }
+    }
+
+    pub(crate) fn tick_all(&mut self) {
+        let replicas: Vec<(NodeId, usize)> = self
+            .nodes
+            .iter()
+            .flat_map(|(id, node)| node.groups.iter().map(move |group| (*id, *group)))
+            .collect();
+        for (id, group) in replicas {
+            let snapshot_room = self.snapshot_room(id, group);
+            self.feed(id, group, Event::Tick { snapshot_room });
+        }
+    }
+
+    /// The group commit's fsync: polls the committer of each node whose commit is due (it
+    /// writes and syncs every queued record), then reports what became durable.
+    pub(crate) fn fsync_due(&mut self) {
+        let due: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| {
+                node.runtime
+                    .as_ref()
+                    .and_then(|runtime| runtime.commit_at_nanos)
+                    .is_some_and(|at| at <= self.now_nanos)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let retry_at = self.now_nanos + 1 + self.disk_rng.below(GROUP_COMMIT_DELAY_NANOS_MAX);
+            let Some(runtime) = self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut()) else {
+                continue;
+            };
+            runtime.commit_at_nanos = None;
+            if let Poll::Ready(outcome) = poll_once(runtime.committer.as_mut()) {
+                let corruption = outcome.as_ref().is_err_and(wal_corruption);
+                self.fail_node(
+                    id,
+                    usize::MAX,
+                    NodeFailure {
+                        text: format!("the WAL committer stopped: {outcome:?}"),
+                        corruption,
+                    },
+                );
+                continue;
+            }
+            let mut durable = Vec::new();
+            let mut failure = None;
+            let mut waiting = Vec::new();
+            for (group, core_lsn, mut future, record) in std::mem::take(&mut runtime.unsynced) {
+                match poll_once(Pin::new(&mut future)) {
+                    Poll::Ready(Ok(wal_lsn)) => durable.push((group, core_lsn, wal_lsn, record)),
+                    Poll::Ready(Err(error)) => failure = Some((group, error)),
+                    Poll::Pending => waiting.push((group, core_lsn, future, record)),
+                }
+            }
+            let wal_full = !waiting.is_empty();
+            if wal_full {
+                // The WAL waits for a checkpoint to recycle a segment; try again later.
+                runtime.commit_at_nanos = Some(retry_at);
+            }
+            runtime.unsynced = waiting;
+            if wal_full {
+                self.fault("WAL full, waiting for a checkpoint");
+            }
+            // What became durable stays on the disk even if a later record failed.
+            if let Some(node) = self.nodes.get_mut(&id) {
+                for (group, _, _, record) in &durable {
+                    let memory = node.acceptor_memory.entry(*group).or_default();
+                    if let Some(promised) = record.promised {
+                        memory.promised = memory.promised.max(promised);
+                    }
+                    for (slot, ballot) in &record.accepted {
+                        let held = memory.accepted.entry(*slot).or_insert(*ballot);
+                        *held = (*held).max(*ballot);
+                    }
+                }
+            }
+            if let Some((group, error)) = failure {
+                let corruption = wal_corruption(&error);
+                self.fail_node(
+                    id,
+                    group,
+                    NodeFailure {
+                        text: format!("a WAL append failed: {error}"),
+                        corruption,
+                    },
+                );
+                continue;
+            }
+            for (group, core_lsn, wal_lsn, _) in durable {
+                self.feed(id, group, Event::Persisted { core_lsn, wal_lsn });
+            }
+        }
+    }
+
+    /// Hands one event to one replica and carries out what it returns. When the event moved the
+    /// replica's applied slot, its applied state is read back (a Scan at that replica) for the
+    /// checkers.
+    pub(crate) fn feed(&mut self, id: NodeId, group: usize, event: Event) {
+        let now = self.local_time(id);
+        let last_snapshot_chunk = matches!(&event, Event::Snapshot(chunk) if chunk.last);
+        let Some(runtime) = self
+            .nodes
+            .get_mut(&id)
+            .and_then(|node| node.runtime.as_mut())
+        else {
+            return;
+        };
+        let Some(replica) = runtime.replicas.get_mut(&group) else {
+            return;
+        };
+        let before = replica.applied_slot();
+        let handled = drive(replica.handle(now, event), &mut runtime.committer);
+        let after = replica.applied_slot();
+        let scanned = (after != before).then(|| {
+            let scan = Event::Request {
+                reply_to: SCAN_REPLY_TO,
+                epoch: EPOCH,
+                request: requests::scan_request(),
+            };
+            drive(replica.handle(now, scan), &mut runtime.committer)
+        });
+        let outputs = match handled {
+            Ok(Ok(outputs)) => outputs,
+            Ok(Err(error)) => {
+                let corruption = partition_corruption(&error);
+                return self.fail_node(
+                    id,
+                    group,
+                    NodeFailure {
+                        text: format!("replica error: {error}"),
+                        corruption,
+                    },
+                );
+            }
+            Err(failure) => return self.fail_node(id, group, failure),
+        };
+        if let Some(scanned) = scanned {
+            if last_snapshot_chunk && after > before {
+                self.fault("snapshot installed");
+                let horizon = self.delivering_snapshot_horizon;
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    node.fuzzy_until.insert(group, horizon);
+                }
+            }
+            let body = match scanned {
+                Ok(Ok(scan_outputs)) => scan_outputs.into_iter().find_map(|output| match output {
+                    Output::Reply {
+                        response: NodeResponse::Item { result, .. },
+                        ..
+                    } => Some(result),
+                    _ => None,
+                }),
+                Ok(Err(error)) => {
+                    let corruption = partition_corruption(&error);
+                    return self.fail_node(
+                        id,
+                        group,
+                        NodeFailure {
+                            text: format!("a scan failed: {error}"),
+                            corruption,
+                        },
+                    );
+                }
+                Err(failure) => return self.fail_node(id, group, failure),
+            };
+            self.observe_applied(id, group, after, body);
+        }
+        let partition = group as u64 + PARTITION_FIRST;
+        for output in outputs {
+            self.trace(id, group, &output_fingerprint(&output));
+            let Some(runtime) = self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut()) else {
+                return;
+            };
+            let Some(command) = runtime.dispatch.on_output(partition, output, now) else {
+                continue;
+            };
+            match command {
+                ShardCommand::Persist { core_lsn, body, .. } => {
+                    let partition = PartitionId(group as u64 + PARTITION_FIRST);
+                    let commit_at =
+                        self.now_nanos + 1 + self.disk_rng.below(GROUP_COMMIT_DELAY_NANOS_MAX);
+                    let Some(runtime) = self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut())
+                    else {
+                        return;
+                    };
+                    let queued = drive(
+                        runtime
+                            .wal
+                            .enqueue(partition, REPLICATION_RECORD_KIND, &body),
+                        &mut runtime.committer,
+                    );
+                    match queued {
+                        Ok(Ok(durable)) => {
+                            // Decoding every record costs a fifth of a debug run: only faulty
+                            // disks, whose recovery the check is about, are tracked.
+                            let record = if self.nodes[&id].faulty_disk {
+                                acceptor_record(&body)
+                            } else {
+                                AcceptorRecord::default()
+                            };
+                            let Some(runtime) =
+                                self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut())
+                            else {
+                                return;
+                            };
+                            runtime.unsynced.push((group, core_lsn, durable, record));
+                            runtime.commit_at_nanos.get_or_insert(commit_at);
+                        }
+                        Ok(Err(error)) => {
+                            let corruption = wal_corruption(&error);
+                            return self.fail_node(
+                                id,
+                                group,
+                                NodeFailure {
+                                    text: format!("WAL enqueue: {error}"),
+                                    corruption,
+                                },
+                            );
+                        }
+                        Err(failure) => return self.fail_node(id, group, failure),
+                    }
+                }
+                ShardCommand::Replicate { to, envelope } => {
+                    self.send(group, id, NodeId(to.node), Envelope::Replication(envelope));
+                }
+                ShardCommand::Snapshot { chunk, .. } => {
+                    // A sender that is itself still fuzzy passes its own horizon on.
+                    let sender_fuzzy_until = self.nodes[&id]
+                        .fuzzy_until
+                        .get(&group)
+                        .copied()
+                        .unwrap_or(Slot::ZERO);
+                    let to = NodeId(chunk.to);
+                    let horizon = after.max(sender_fuzzy_until);
+                    let queue = self.snapshot_queues.entry((id, to)).or_default();
+                    if queue.len() < SNAPSHOT_QUEUE_CHUNKS_MAX {
+                        queue.push_back(InFlight {
+                            group,
+                            from: id,
+                            to,
+                            envelope: Envelope::Snapshot(chunk, horizon),
+                        });
+                    } else {
+                        // The host asked for room first; a replica that overfills a queue
+                        // ignored it, and the production bus would drop the chunk too.
+                        self.violation(format!(
+                            "{id:?} group {group}: a snapshot chunk beyond the room its tick \
+                             reported"
+                        ));
+                    }
+                }
+                ShardCommand::Respond { frame, .. }
+                    if group == 0
+                        && self.options.broken == Some(Broken::GroupZeroRepliesLost)
+                        && self.requests.get(&frame.request_id).is_some_and(|pending| {
+                            matches!(pending.kind, RequestKind::Write { .. })
+                        }) => {}
+                ShardCommand::Respond { frame, .. } => {
+                    self.on_reply(frame.request_id, frame.response)
+                }
+            }
+        }
+    }
+
+    pub(crate) fn local_time(&self, node: NodeId) -> MonotonicTime {
+        let state = &self.nodes[&node];
+        let skew = (i128::from(self.now_nanos) * i128::from(state.clock_rate_ppm)) / 1_000_000;
+        let local = i128::from(state.clock_offset_nanos) + i128::from(self.now_nanos) + skew;
+        MonotonicTime::from_nanos(u64::try_from(local).unwrap_or(0))
+    }
+
+    pub(crate) fn is_up(&self, node: NodeId) -> bool {
+        self.nodes[&node].is_up()
+    }
+
+    /// Each node's replica of `group` as a liveness violation reports it: down, or its role,
+    /// commit slot, applied slot and WAL queue.
+    /// A replica that is up, and neither isolated nor clogged: one the faults leave alone.
+    pub(crate) fn is_healthy(&self, node: NodeId) -> bool {
+        self.is_up(node)
+            && !self.isolated.contains_key(&node)
+            && self.clogged.is_none_or(|(clogged, _)| clogged != node)
+    }
+}

@@ -1,0 +1,378 @@
+//! The client workload: puts, compare-and-sets, strong and eventual reads, their answers and
+//! the history the linearizability checker reads.
+
+use super::*;
+
+impl Simulation {
+    pub(crate) fn on_reply(&mut self, reply_to: u64, response: NodeResponse) {
+        if reply_to == SCAN_REPLY_TO {
+            return;
+        }
+        let Some(request) = self.requests.remove(&reply_to) else {
+            // The client gave up on it.
+            return;
+        };
+        let PendingRequest {
+            client,
+            group,
+            node,
+            kind,
+        } = request;
+        match kind {
+            RequestKind::Write { operation } => {
+                self.clients[client].state = ClientState::Idle {
+                    next_at_nanos: self.now_nanos,
+                };
+                self.write_answered(client, group, node, operation, response);
+            }
+            RequestKind::StrongRead { key } => match response {
+                NodeResponse::Item { result, .. } => {
+                    let observed = match requests::parse_get_result(&result) {
+                        Ok(observed) => observed,
+                        Err(error) => return self.violation(format!("GetItem answer: {error}")),
+                    };
+                    if let Some(value) = observed {
+                        self.last_seen.insert(key, value);
+                    }
+                    let point = self.next_effect_point();
+                    self.history.push(Recorded {
+                        key,
+                        operation: Operation {
+                            kind: OperationKind::Read { observed },
+                            invoked_nanos: self.now_nanos,
+                            returned_nanos: Some(self.now_nanos),
+                            took_effect_at: Some(point),
+                        },
+                        refused: false,
+                    });
+                }
+                NodeResponse::Error(NodeError::NotLeader { leader_hint, .. }) => {
+                    let hint = leader_hint.map(NodeId).filter(|hint| *hint != node);
+                    self.retry_later(client, group, hint);
+                }
+                other => self.violation(format!(
+                    "{node:?} group {group}: unexpected answer to a strong read: {other:?}"
+                )),
+            },
+            RequestKind::EventualRead { key } => match response {
+                NodeResponse::Item { result, .. } => {
+                    let mut observed = match requests::parse_get_result(&result) {
+                        Ok(observed) => observed,
+                        Err(error) => return self.violation(format!("GetItem answer: {error}")),
+                    };
+                    if self.options.broken == Some(Broken::EventualReadsInventValues) {
+                        // A value no write in the run writes: values count up from 1.
+                        observed = observed.map(|value| value | 1 << 63);
+                    }
+                    self.eventual_reads.push(EventualRead {
+                        group,
+                        node,
+                        key,
+                        observed,
+                    });
+                }
+                other => self.violation(format!(
+                    "{node:?} group {group}: unexpected answer to an eventual read: {other:?}"
+                )),
+            },
+        }
+    }
+
+    pub(crate) fn write_answered(
+        &mut self,
+        client: usize,
+        group: usize,
+        node: NodeId,
+        operation: usize,
+        response: NodeResponse,
+    ) {
+        match response {
+            NodeResponse::Item { .. } => {
+                let recorded = &mut self.history[operation];
+                recorded.operation.returned_nanos = Some(self.now_nanos);
+                let key = recorded.key;
+                let value = match &mut recorded.operation.kind {
+                    OperationKind::CompareAndSet { succeeded, new, .. } => {
+                        *succeeded = Some(true);
+                        self.report.compare_and_sets_succeeded += 1;
+                        *new
+                    }
+                    OperationKind::Write { value } => *value,
+                    OperationKind::Read { .. } => return,
+                };
+                self.last_seen.insert(key, value);
+                self.report.writes_acknowledged += 1;
+                self.groups[group].acknowledged += 1;
+            }
+            NodeResponse::Error(NodeError::Dynamo { type_name, .. })
+                if type_name == CONDITION_FAILED =>
+            {
+                let recorded = &mut self.history[operation];
+                recorded.operation.returned_nanos = Some(self.now_nanos);
+                match &mut recorded.operation.kind {
+                    OperationKind::CompareAndSet { succeeded, .. } => *succeeded = Some(false),
+                    _ => self.violation(format!(
+                        "{node:?} group {group}: a put without a condition failed its condition"
+                    )),
+                }
+                self.report.writes_acknowledged += 1;
+            }
+            NodeResponse::Error(NodeError::NotLeader { leader_hint, .. }) => {
+                self.history[operation].refused = true;
+                self.retry_later(client, group, leader_hint.map(NodeId));
+            }
+            NodeResponse::Error(NodeError::Busy { .. }) => {
+                self.history[operation].refused = true;
+                self.retry_later(client, group, Some(node));
+            }
+            // Its slot went to another leader's entry, or a refusal by its condition was
+            // withdrawn: the replica says it never takes effect. Recorded as refused, so the
+            // checkers hold the replica to it (its value must never be read), and sent again.
+            NodeResponse::Error(NodeError::NotApplied { .. }) => {
+                self.history[operation].refused = true;
+                self.report.writes_not_applied += 1;
+                self.retry_later(client, group, Some(node));
+            }
+            // Leadership moved while the write was in flight: the outcome is unknown to the
+            // client, as after a timeout.
+            NodeResponse::Error(NodeError::OutcomeUnknown { .. }) => {}
+            other => self.violation(format!(
+                "{node:?} group {group}: unexpected answer to a write: {other:?}"
+            )),
+        }
+    }
+
+    pub(crate) fn time_out_pending(&mut self, everything: bool) {
+        for client in 0..self.clients.len() {
+            if let ClientState::Writing {
+                operation,
+                reply_to,
+            } = self.clients[client].state
+            {
+                let invoked = self.history[operation].operation.invoked_nanos;
+                if everything || self.now_nanos >= invoked.saturating_add(OPERATION_TIMEOUT_NANOS) {
+                    self.requests.remove(&reply_to);
+                    self.clients[client].state = ClientState::Idle {
+                        next_at_nanos: self.now_nanos,
+                    };
+                }
+            }
+        }
+    }
+
+    pub(crate) fn run_clients(&mut self) {
+        self.time_out_pending(false);
+        let key_count = self.groups.len() as u64 * KEYS_PER_GROUP;
+        for client in 0..self.clients.len() {
+            let ClientState::Idle { next_at_nanos } = self.clients[client].state else {
+                continue;
+            };
+            if next_at_nanos > self.now_nanos {
+                continue;
+            }
+            let key = self.workload_rng.below(key_count);
+            let group = (key % self.groups.len() as u64) as usize;
+            let kind = self.workload_rng.below(100);
+            if kind < PUT_PERCENT {
+                let value = self.take_value();
+                self.write(client, group, Command::Put { key, value });
+            } else if kind < PUT_PERCENT + COMPARE_AND_SET_PERCENT {
+                // Usually expect what clients last learned, so that some succeed under
+                // contention; sometimes expect the key to be unwritten or a stale value.
+                let expected = match self.workload_rng.below(8) {
+                    0 => None,
+                    1 => Some(self.workload_rng.below(self.next_value)),
+                    _ => self.last_seen.get(&key).copied(),
+                };
+                let new = self.take_value();
+                self.write(client, group, Command::CompareAndSet { key, expected, new });
+            } else if kind < PUT_PERCENT + COMPARE_AND_SET_PERCENT + STRONG_READ_PERCENT {
+                self.strong_read(client, group, key);
+            } else {
+                self.eventual_read(client, group, key);
+            }
+        }
+    }
+
+    pub(crate) fn next_effect_point(&mut self) -> EffectPoint {
+        self.event_sequence += 1;
+        EffectPoint {
+            nanos: self.now_nanos,
+            sequence: self.event_sequence,
+        }
+    }
+
+    pub(crate) fn take_value(&mut self) -> u64 {
+        let value = self.next_value;
+        self.next_value += 1;
+        value
+    }
+
+    pub(crate) fn take_reply_to(&mut self) -> u64 {
+        let reply_to = self.next_reply_to;
+        self.next_reply_to += 1;
+        reply_to
+    }
+
+    pub(crate) fn retry_later(&mut self, client: usize, group: usize, hint: Option<NodeId>) {
+        let guess = match hint {
+            Some(node) => node,
+            None => self.random_member(group),
+        };
+        self.clients[client].leader_guess[group] = guess;
+        self.clients[client].state = ClientState::Idle {
+            next_at_nanos: self.now_nanos + CLIENT_RETRY_NANOS,
+        };
+    }
+
+    /// Sends a request to a replica; its answer comes back through `on_reply`.
+    pub(crate) fn request(
+        &mut self,
+        client: usize,
+        group: usize,
+        node: NodeId,
+        kind: RequestKind,
+        request: PreparedRequest,
+    ) -> u64 {
+        let reply_to = self.take_reply_to();
+        self.requests.insert(
+            reply_to,
+            PendingRequest {
+                client,
+                group,
+                node,
+                kind,
+            },
+        );
+        if let RequestKind::Write { operation } = kind {
+            self.clients[client].state = ClientState::Writing {
+                operation,
+                reply_to,
+            };
+        } else {
+            self.clients[client].state = ClientState::Idle {
+                next_at_nanos: self.now_nanos + STEP_NANOS,
+            };
+        }
+        // Through the bus's request path: encoded as the router sends it, routed and decoded by
+        // the shard's dispatch.
+        let frame = RequestFrame {
+            request_id: reply_to,
+            request: NodeRequest::Item {
+                partition: group as u64 + PARTITION_FIRST,
+                epoch: EPOCH,
+                request: encode_request(&request),
+            },
+        };
+        let now = self.local_time(node);
+        let Some(runtime) = self.nodes.get_mut(&node).and_then(|n| n.runtime.as_mut()) else {
+            return reply_to;
+        };
+        for routed in runtime
+            .dispatch
+            .route(reply_to, BusMessage::Request(frame), now)
+        {
+            match routed {
+                Routed::Replica { event, .. } => self.feed(node, group, event),
+                Routed::Respond { frame, .. } => self.on_reply(frame.request_id, frame.response),
+                other => self.violation(format!(
+                    "{node:?} group {group}: an item request routed as {other:?}"
+                )),
+            }
+        }
+        reply_to
+    }
+
+    pub(crate) fn write(&mut self, client: usize, group: usize, command: Command) {
+        let node = self.clients[client].leader_guess[group];
+        if !self.is_up(node) {
+            self.retry_later(client, group, None);
+            return;
+        }
+        let kind = match command {
+            Command::Put { value, .. } => OperationKind::Write { value },
+            Command::CompareAndSet { expected, new, .. } => OperationKind::CompareAndSet {
+                expected,
+                new,
+                succeeded: None,
+            },
+        };
+        self.history.push(Recorded {
+            key: command.key(),
+            operation: Operation {
+                kind,
+                invoked_nanos: self.now_nanos,
+                returned_nanos: None,
+                took_effect_at: None,
+            },
+            refused: false,
+        });
+        let operation = self.history.len() - 1;
+        self.operation_by_value
+            .insert(command.written_value(), operation);
+        self.request(
+            client,
+            group,
+            node,
+            RequestKind::Write { operation },
+            command.request(),
+        );
+    }
+
+    pub(crate) fn strong_read(&mut self, client: usize, group: usize, key: u64) {
+        let broken = self.options.broken == Some(Broken::ReadsWithoutLease);
+        // The broken variant reads from any replica without asking for consistency, as an
+        // eventually consistent read would, but checks the answer as strong.
+        let node = if broken {
+            self.random_member(group)
+        } else {
+            self.clients[client].leader_guess[group]
+        };
+        self.read(
+            client,
+            group,
+            node,
+            RequestKind::StrongRead { key },
+            requests::get_request(key, !broken),
+        );
+    }
+
+    /// Reads any live replica's applied state, with no lease and no leader: the value may be
+    /// stale, but it must be one a write that was not refused wrote.
+    pub(crate) fn eventual_read(&mut self, client: usize, group: usize, key: u64) {
+        let node = self.random_member(group);
+        self.read(
+            client,
+            group,
+            node,
+            RequestKind::EventualRead { key },
+            requests::get_request(key, false),
+        );
+    }
+
+    /// Sends a GetItem to `node`, which answers a read at once (inside `request`).
+    pub(crate) fn read(
+        &mut self,
+        client: usize,
+        group: usize,
+        node: NodeId,
+        kind: RequestKind,
+        request: PreparedRequest,
+    ) {
+        if !self.is_up(node) {
+            self.retry_later(client, group, None);
+            return;
+        }
+        let reply_to = self.request(client, group, node, kind, request);
+        // Unless the read stopped its node (corruption found on a faulty disk while reading:
+        // counted as such, or a violation of its own), its answer came back already.
+        if self.requests.remove(&reply_to).is_some() && self.is_up(node) {
+            self.violation(format!("{node:?} group {group}: a read was not answered"));
+        }
+    }
+
+    pub(crate) fn random_member(&mut self, group: usize) -> NodeId {
+        let members = &self.groups[group].members;
+        members[self.workload_rng.below(members.len() as u64) as usize]
+    }
+}
