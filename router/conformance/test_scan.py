@@ -138,3 +138,53 @@ def test_total_segments_out_of_range_is_refused(ddb, seeded):
 def test_scan_of_a_missing_table(ddb):
     expect_error(lambda: ddb.scan(TableName="conf-no-such-table"), "ResourceNotFoundException",
                  "Requested resource not found")
+
+
+# A single Scan of a small table returns all of it: DynamoDB fills a page up to 1 MB or Limit
+# across its partitions (API reference, Scan: "A single Scan operation reads up to the maximum
+# number of items set (if using the Limit parameter) or a maximum of 1 MB of data"). Before,
+# Shoal answered one partition's items per call (issue 21).
+def test_one_scan_of_a_small_table_returns_every_item(ddb, seeded):
+    response = ddb.scan(TableName=seeded)
+    assert sorted(item["pk"]["S"] for item in response["Items"]) == sorted(
+        f"item-{i}" for i in range(COUNT))
+    assert response["Count"] == response["ScannedCount"] == COUNT
+    assert "LastEvaluatedKey" not in response
+
+
+# LastEvaluatedKey is the key of the last item evaluated (API reference, Scan:
+# "LastEvaluatedKey: The primary key of the item where the operation stopped"), so clients and
+# ORMs can decode it as a key and resume from it.
+def test_last_evaluated_key_is_the_last_items_key(ddb, seeded):
+    for limit in (1, 7, 25):
+        response = ddb.scan(TableName=seeded, Limit=limit, ConsistentRead=True)
+        assert len(response["Items"]) == limit
+        assert response["LastEvaluatedKey"] == {"pk": response["Items"][-1]["pk"]}
+
+
+# A start key must belong to the segment it resumes; DynamoDB's message as ScyllaDB's Alternator
+# tests verified on AWS (scylladb/scylladb#9270, test_scan.py::
+# test_scan_parallel_with_exclusive_start_key).
+def test_a_start_key_of_another_segment_is_refused(ddb, seeded):
+    total = 4
+    first = ddb.scan(TableName=seeded, Segment=0, TotalSegments=total, Limit=1)
+    start = first["LastEvaluatedKey"]
+    # The same segment resumes after it...
+    ddb.scan(TableName=seeded, Segment=0, TotalSegments=total, ExclusiveStartKey=start)
+    # ...another is refused.
+    expect_error(
+        lambda: ddb.scan(TableName=seeded, Segment=1, TotalSegments=total,
+                         ExclusiveStartKey=start),
+        "ValidationException",
+        "The provided starting key is invalid: Invalid ExclusiveStartKey. Please use "
+        f"ExclusiveStartKey with correct Segment. TotalSegments: {total} Segment: 1")
+
+
+# A page's reads are rounded up once (developer guide, "Read consumption for Scan": the sizes
+# of all items read are summed and rounded up to the next 4 KB), whatever the number of
+# partitions it crossed: 60 small items read eventually consistently cost 0.5 units.
+def test_a_page_is_charged_once_for_all_it_read(ddb, seeded):
+    response = ddb.scan(TableName=seeded, ReturnConsumedCapacity="TOTAL")
+    assert response["ConsumedCapacity"]["CapacityUnits"] == 0.5
+    strong = ddb.scan(TableName=seeded, ConsistentRead=True, ReturnConsumedCapacity="TOTAL")
+    assert strong["ConsumedCapacity"]["CapacityUnits"] == 1.0

@@ -225,7 +225,12 @@ impl Router {
             response["LastEvaluatedKey"] = key;
         }
         if report != CapacityReport::None {
-            response["ConsumedCapacity"] = consumed_capacity_json(&name, consumed_milli, report);
+            // DynamoDB rounds a page's reads up once, over all it read; each partition's
+            // answer was rounded on its own (what admission settled), which would report up
+            // to a unit per partition too many.
+            let page_milli = read_units(scanned_bytes, consistency(&body)).as_milli();
+            response["ConsumedCapacity"] =
+                consumed_capacity_json(&name, page_milli.min(consumed_milli), report);
         }
         Ok(response)
     }
