@@ -805,6 +805,13 @@ impl<T: Transport + 'static> Shard<T> {
             // Its files stay for inspection until an operator removes them.
             return recovery_failed_answer(partition);
         }
+        if self.creating.borrow().contains(&partition) {
+            // Its CreatePartition is still running (requests are dispatched concurrently).
+            // Answering Deleted now, as for a replica that is not there, let the creation
+            // finish afterwards and leave a replica nobody would delete (issue 15). Busy: not
+            // applied, the sender asks again later.
+            return NodeResponse::Error(NodeError::Busy { partition });
+        }
         let row = {
             let table = self.table.borrow();
             match table.get(&partition) {
