@@ -128,9 +128,19 @@ impl Router {
         let (active, unfinished): (Vec<TableRecord>, Vec<TableRecord>) = records
             .into_iter()
             .partition(|record| record.status == TableStatus::Active);
-        let mut report = RepairReport {
-            pending_replicas: self.create_pending_replicas_of(active).await?,
-            ..RepairReport::default()
+        let mut report = RepairReport::default();
+        // One part failing (a table item changed meanwhile, a node slow) does not hold up the
+        // others: each is tried again at the next pass.
+        let pending_total: usize = active
+            .iter()
+            .map(|record| record.pending_replicas.len())
+            .sum();
+        report.pending_replicas = match self.create_pending_replicas_of(active).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error.message, "creating pending replicas failed");
+                pending_total
+            }
         };
         (report.unfinished_tables, report.tables_finished) =
             self.finish_unfinished_of(unfinished).await;
