@@ -494,6 +494,13 @@ impl<C: Copy> Dispatch<C> {
             // Its files stay for inspection until an operator removes them.
             return Decision::Answer(recovery_failed_answer(partition));
         }
+        if self.creating.contains(&partition) {
+            // Its CreatePartition is still running (requests are dispatched concurrently).
+            // Answering Deleted now, as for a replica that is not there, let the creation
+            // finish afterwards and leave a replica nobody would delete (issue 15). Busy: not
+            // applied, the sender asks again later.
+            return Decision::Answer(NodeResponse::Error(NodeError::Busy { partition }));
+        }
         match self.routes.get(&partition) {
             None => Decision::Answer(NodeResponse::Deleted),
             Some(current) if *current > epoch => {

@@ -27,6 +27,20 @@
 //!    the router's repair pass creates them once their nodes answer and removes them from the
 //!    list. The member is absent when the list is empty, so a scan finds the tables that have
 //!    some by `attribute_exists`.
+//! 5. A replica of a data partition is created (`CreatePartition` sent) only after a table item
+//!    listing that partition has been written, and a table item's partition list never
+//!    changes while the item exists. So a replica that a node hosts at some moment, whose
+//!    partition no table item lists at a later moment (read strongly), belongs to a table
+//!    that was deleted or whose creation was abandoned: nothing will ever route to it again,
+//!    and the repair pass may delete it (`Router::collect_orphan_replicas`). Partition splits
+//!    and index creation, when built, must list a new partition in the item before creating
+//!    its replicas.
+//! 6. A table's first partition id names its incarnation (ids are never reused): every
+//!    conditional write of a table item also requires the incarnation read, so a router that
+//!    read a table which was deleted and created again meanwhile never changes the new one.
+//!    `changed_at_ms` is the writer's wall clock at each write; the repair pass uses it (and
+//!    its own observation) to tell an unfinished CreateTable or DeleteTable whose router died
+//!    from one still running (router/server README.md, "the control-plane state machine").
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -170,6 +184,9 @@ pub struct TableRecord {
     pub revision: u64,
     /// Replicas (partition id, node) not created yet (invariant 4).
     pub pending_replicas: BTreeSet<(u64, NodeId)>,
+    /// When the item was last written, in unix milliseconds of the writer's wall clock
+    /// (invariant 6); 0 in items written before it existed.
+    pub changed_at_ms: u64,
 }
 
 fn string(text: &str) -> Json {
@@ -369,6 +386,7 @@ impl TableRecord {
             item.insert("pay_per_request_since_ms".to_string(), number(at));
         }
         item.insert("revision".to_string(), number(self.revision));
+        item.insert("changed_at_ms".to_string(), number(self.changed_at_ms));
         // Invariant 4: absent when empty, so that a scan can filter on its existence.
         if !self.pending_replicas.is_empty() {
             let pending: Vec<Json> = self
@@ -463,7 +481,14 @@ impl TableRecord {
             pay_per_request_since_ms,
             revision: get_optional_number(item, "revision")?.unwrap_or(0),
             pending_replicas: pending_replicas_from(item)?,
+            changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
         })
+    }
+
+    /// The table's incarnation: its first partition id (invariant 6). Every table has at least
+    /// one partition; an item without any (corrupt) has none.
+    pub fn incarnation(&self) -> Option<u64> {
+        self.partitions.first().map(|partition| partition.id)
     }
 
     /// Sets the billing mode and throughput as UpdateTable does, keeping what DescribeTable
@@ -582,14 +607,45 @@ pub fn key_schema_wire(schema: &KeySchema) -> KeySchemaWire {
     }
 }
 
-/// The condition of a table replace (invariant 1). An item written before revisions existed
-/// has none, which reads as revision 0 (invariant 2).
+/// The condition of a table replace (invariant 1) or removal: the status, revision and
+/// incarnation read (invariant 6). An item written before revisions existed has none, which
+/// reads as revision 0 (invariant 2).
 fn replace_condition(expected_revision: u64) -> &'static str {
     if expected_revision == 0 {
-        "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision)"
+        "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision) AND #partitions[0].#id = :incarnation"
     } else {
-        "#status = :expected AND #revision = :revision"
+        "#status = :expected AND #revision = :revision AND #partitions[0].#id = :incarnation"
     }
+}
+
+/// The names and values [`replace_condition`] refers to.
+fn replace_condition_members(
+    expected_status: TableStatus,
+    expected_revision: u64,
+    incarnation: u64,
+) -> (Json, Json) {
+    (
+        json!({
+            "#status": "status",
+            "#revision": "revision",
+            "#partitions": "partitions",
+            "#id": "id",
+        }),
+        json!({
+            ":expected": string(expected_status.name()),
+            ":revision": number(expected_revision),
+            ":incarnation": number(incarnation),
+        }),
+    )
+}
+
+/// The wall clock in unix milliseconds, as `changed_at_ms` records it.
+fn unix_millis_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Reads and writes the metadata items through the metadata group's leader.
@@ -719,9 +775,22 @@ impl MetadataStore {
         }
     }
 
-    /// Replaces a table item if its status and revision are still those read (`read`), storing
-    /// `record` with the next revision; `Ok(false)` if not (another router changed or deleted
-    /// the table meanwhile: invariant 1).
+    /// Writes a new table item (CreateTable's first step) unless one of its name exists;
+    /// `Ok(false)` if one does. Stamps `changed_at_ms`.
+    pub async fn put_new_table(
+        &self,
+        forwarder: &Forwarder,
+        record: &mut TableRecord,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
+        record.changed_at_ms = unix_millis_now();
+        self.put_new(forwarder, record.to_item(), deadline).await
+    }
+
+    /// Replaces a table item if its status, revision and incarnation are still those read
+    /// (`read`, and `record`'s first partition), storing `record` with the next revision and
+    /// `changed_at_ms` now; `Ok(false)` if not (another router changed or deleted the table
+    /// meanwhile: invariants 1 and 6).
     pub async fn replace_table(
         &self,
         forwarder: &Forwarder,
@@ -730,18 +799,57 @@ impl MetadataStore {
         deadline: Instant,
     ) -> Result<bool, ForwardError> {
         let (expected_status, expected_revision) = read;
+        let Some(incarnation) = record.incarnation() else {
+            return Err(ForwardError::Dynamo(corrupt("a table without partitions")));
+        };
         record.revision = expected_revision.saturating_add(1);
+        record.changed_at_ms = unix_millis_now();
+        let (names, values) =
+            replace_condition_members(expected_status, expected_revision, incarnation);
         let parameters = json!({
             "Item": record.to_item(),
             "ConditionExpression": replace_condition(expected_revision),
-            "ExpressionAttributeNames": { "#status": "status", "#revision": "revision" },
-            "ExpressionAttributeValues": {
-                ":expected": string(expected_status.name()),
-                ":revision": number(expected_revision),
-            },
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
         });
+        self.conditional(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
+    }
+
+    /// Removes a table item if its status, revision and incarnation are still those of
+    /// `record` (DeleteTable's last step); `Ok(false)` if not: it is gone already (another
+    /// router finished the deletion), or the item is another incarnation's.
+    pub async fn remove_table(
+        &self,
+        forwarder: &Forwarder,
+        record: &TableRecord,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
+        let Some(incarnation) = record.incarnation() else {
+            return Err(ForwardError::Dynamo(corrupt("a table without partitions")));
+        };
+        let (names, values) =
+            replace_condition_members(record.status, record.revision, incarnation);
+        let parameters = json!({
+            "Key": key_json(&TableRecord::item_key(&record.name)),
+            "ConditionExpression": replace_condition(record.revision),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        });
+        self.conditional(forwarder, ItemOperation::DeleteItem, parameters, deadline)
+            .await
+    }
+
+    /// A conditional write: `Ok(false)` when its condition failed.
+    async fn conditional(
+        &self,
+        forwarder: &Forwarder,
+        operation: ItemOperation,
+        parameters: Json,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
         match self
-            .request(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .request(forwarder, operation, parameters, deadline)
             .await
         {
             Ok(_) => Ok(true),
@@ -791,20 +899,17 @@ impl MetadataStore {
         }
     }
 
-    pub async fn delete(
+    /// The next unused partition id: every id below it was reserved by some CreateTable (and
+    /// is listed by a table item, or was never used, or belonged to a table now gone).
+    pub async fn next_partition_id(
         &self,
         forwarder: &Forwarder,
-        key: &str,
         deadline: Instant,
-    ) -> Result<(), ForwardError> {
-        self.request(
-            forwarder,
-            ItemOperation::DeleteItem,
-            json!({ "Key": key_json(key) }),
-            deadline,
-        )
-        .await
-        .map(|_| ())
+    ) -> Result<u64, ForwardError> {
+        match self.get(forwarder, PARTITION_COUNTER_KEY, deadline).await? {
+            None => Ok(FIRST_DATA_PARTITION),
+            Some(item) => get_number(&item, "next").map_err(ForwardError::Dynamo),
+        }
     }
 
     /// Reserves `count` consecutive partition ids and returns the first. The leader applies
@@ -835,22 +940,53 @@ impl MetadataStore {
         }
     }
 
-    /// The table items that list pending replicas (invariant 4), unsorted. The leader reads
-    /// every metadata item to find them (a filtered scan): the repair pass's cost.
-    pub async fn tables_with_pending_replicas(
+    /// The table items the repair pass works on, unsorted: those that list pending replicas
+    /// (invariant 4) and those not ACTIVE (CreateTable or DeleteTable unfinished, or still
+    /// running). The leader reads every metadata item to find them (a filtered scan): the
+    /// repair pass's cost.
+    pub async fn tables_needing_repair(
         &self,
         forwarder: &Forwarder,
         deadline: Instant,
     ) -> Result<Vec<TableRecord>, ForwardError> {
         let parameters = json!({
             "ConsistentRead": true,
-            "FilterExpression": "begins_with(#key, :prefix) AND attribute_exists(#pending)",
+            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR #status <> :active)",
             "ExpressionAttributeNames": {
                 "#key": KEY_ATTRIBUTE,
                 "#pending": PENDING_REPLICAS_ATTRIBUTE,
+                "#status": "status",
             },
+            "ExpressionAttributeValues": {
+                ":prefix": string(TABLE_KEY_PREFIX),
+                ":active": string(TableStatus::Active.name()),
+            },
+        });
+        self.scan_tables(forwarder, parameters, deadline).await
+    }
+
+    /// Every table item, whatever its status, unsorted (strongly consistent scan).
+    pub async fn all_tables(
+        &self,
+        forwarder: &Forwarder,
+        deadline: Instant,
+    ) -> Result<Vec<TableRecord>, ForwardError> {
+        let parameters = json!({
+            "ConsistentRead": true,
+            "FilterExpression": "begins_with(#key, :prefix)",
+            "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
             "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
         });
+        self.scan_tables(forwarder, parameters, deadline).await
+    }
+
+    /// The table items a scan with `parameters` returns; one that does not decode fails it.
+    async fn scan_tables(
+        &self,
+        forwarder: &Forwarder,
+        parameters: Json,
+        deadline: Instant,
+    ) -> Result<Vec<TableRecord>, ForwardError> {
         self.scan_all(forwarder, parameters, deadline)
             .await?
             .iter()
@@ -960,6 +1096,7 @@ mod tests {
             pay_per_request_since_ms: Some(1_699_000_000_500),
             revision: 7,
             pending_replicas: BTreeSet::from([(12, 3)]),
+            changed_at_ms: 1_700_000_200_000,
         }
     }
 
@@ -1009,6 +1146,7 @@ mod tests {
         assert_eq!(decoded.throughput_history, ThroughputHistory::default());
         assert_eq!(decoded.pay_per_request_since_ms, None);
         assert!(decoded.pending_replicas.is_empty());
+        assert_eq!(decoded.changed_at_ms, 0);
         assert_eq!(decoded.partitions, provisioned.partitions);
         // An on-demand table of the first format has been on demand since its creation.
         let mut on_demand = record();
@@ -1050,15 +1188,43 @@ mod tests {
     }
 
     #[test]
-    fn replaces_are_conditional_on_the_revision_read() {
+    fn replaces_are_conditional_on_the_revision_and_incarnation_read() {
         assert_eq!(
             replace_condition(0),
-            "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision)"
+            "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision) AND #partitions[0].#id = :incarnation"
         );
         assert_eq!(
             replace_condition(3),
-            "#status = :expected AND #revision = :revision"
+            "#status = :expected AND #revision = :revision AND #partitions[0].#id = :incarnation"
         );
+        assert_eq!(record().incarnation(), Some(12));
+        let (names, values) = replace_condition_members(TableStatus::Deleting, 3, 12);
+        assert_eq!(names["#partitions"], "partitions");
+        assert_eq!(values[":expected"], json!({"S": "DELETING"}));
+        assert_eq!(values[":incarnation"], json!({"N": "12"}));
+    }
+
+    /// The condition is evaluated by the partition's own expression code against the item as
+    /// stored: it holds for the item read, and fails for another revision, status or
+    /// incarnation.
+    #[test]
+    fn the_replace_condition_holds_only_for_the_item_read() {
+        use shoal_model::expression::{ExpressionContext, ExpressionKind, evaluate::evaluate};
+        let table = record();
+        let item = shoal_model::json::item_from_json(&table.to_item()).unwrap();
+        let holds = |status: TableStatus, revision: u64, incarnation: u64| -> bool {
+            let (names, values) = replace_condition_members(status, revision, incarnation);
+            let mut context = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
+            let condition = context
+                .parse_condition(ExpressionKind::Condition, replace_condition(revision))
+                .unwrap();
+            context.finish().unwrap();
+            evaluate(&condition, &item)
+        };
+        assert!(holds(TableStatus::Creating, 7, 12));
+        assert!(!holds(TableStatus::Active, 7, 12));
+        assert!(!holds(TableStatus::Creating, 6, 12));
+        assert!(!holds(TableStatus::Creating, 7, 13));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! (router/http) and routes every operation through `shoal_router::Router` (metadata, partition
 //! map, admission, forwarding to the owning shard's leader). The same executor and `Router`
 //! serve the native client protocol on `--native` (native.rs). A task on it runs the repair
-//! pass every `PENDING_REPLICAS_INTERVAL`: it creates the replicas that CreateTable left
-//! pending on nodes that were down (router/server README.md).
+//! pass every `REPAIR_INTERVAL`: it creates the replicas that CreateTable left pending on nodes
+//! that were down, finishes the CreateTable and DeleteTable that a router which died left
+//! unfinished, and deletes replicas of no table (router/server README.md).
 //!
 //! Authentication is on unless `--auth none`: every HTTP request must be signed (SigV4) with
 //! a key of the cluster (`shoal auth create-key`), and the key's role and tables are checked
@@ -20,7 +21,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Value as Json, json};
 use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
 use shoal_router::access::{KeyCache, KeyStore};
-use shoal_router::router::PENDING_REPLICAS_INTERVAL;
+use shoal_router::router::{REPAIR_INTERVAL, RepairReport};
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
 
 /// How long the router keeps trying to reach the metadata nodes at start (they may be starting
@@ -263,26 +264,38 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
     }
 }
 
-/// Runs [`Router::create_pending_replicas`] every `PENDING_REPLICAS_INTERVAL` for the life of
-/// the executor. A failed pass (metadata unreachable) is logged and tried again at the next.
+/// Runs [`Router::repair_pass`] every `REPAIR_INTERVAL` for the life of the executor: pending
+/// replicas, CreateTable and DeleteTable left unfinished by a router that died, replicas of no
+/// table. A failed pass (metadata unreachable) is logged and tried again at the next.
 fn spawn_repair_pass(router: Rc<Router>) {
     glommio::spawn_local(async move {
         // Logged when it changes, not at every pass while a node stays down.
-        let mut pending_before = 0;
+        let mut before = RepairReport::default();
         loop {
-            glommio::timer::sleep(PENDING_REPLICAS_INTERVAL).await;
-            match router.create_pending_replicas().await {
-                Ok(pending) => {
-                    if pending != pending_before {
+            glommio::timer::sleep(REPAIR_INTERVAL).await;
+            match router.repair_pass().await {
+                Ok(report) => {
+                    if report.pending_replicas != before.pending_replicas {
                         tracing::info!(
-                            pending,
+                            pending = report.pending_replicas,
                             "replicas pending creation on nodes that were down"
                         );
                     }
-                    pending_before = pending;
+                    if report.unfinished_tables != before.unfinished_tables
+                        || report.tables_finished > 0
+                        || report.orphan_replicas_deleted > 0
+                    {
+                        tracing::info!(
+                            unfinished = report.unfinished_tables,
+                            finished = report.tables_finished,
+                            orphans_deleted = report.orphan_replicas_deleted,
+                            "control-plane repair"
+                        );
+                    }
+                    before = report;
                 }
                 Err(error) => {
-                    tracing::warn!(%error.message, "the pending replicas pass failed");
+                    tracing::warn!(%error.message, "the repair pass failed");
                 }
             }
         }

@@ -8,7 +8,10 @@
 //! once the node is back, which then catch up); CreateTable without a majority of live
 //! replicas (it fails, leaves nothing behind, and succeeds when retried after the nodes
 //! return); batches over the ten partitions of a table on five nodes, every item served, then
-//! with two nodes killed only the items of the partitions left without a majority unprocessed.
+//! with two nodes killed only the items of the partitions left without a majority unprocessed;
+//! a router killed (by fault injection) after each step of CreateTable and DeleteTable, every
+//! table then finished by another router's repair pass, its name reusable and no replica
+//! left; the replicas of a table deleted while a node was down, collected when it returns.
 //! The test runs under a watchdog that kills the processes and fails loudly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -25,6 +28,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
 use shoal_bus::BlockingClient;
+use shoal_router::router::ControlStep;
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
 use shoal_wire::messages::{NodeRequest, NodeResponse};
 
@@ -1074,3 +1078,327 @@ fn batches_span_every_partition_and_a_partition_without_a_majority_leaves_only_i
 
 /// BatchWriteItem's limit of requests per call.
 const BATCH_WRITES: usize = 25;
+
+/// A table named `name` of one string key `pk`, on demand.
+fn create_named(name: &str) -> Json {
+    let mut body = create_people("on-demand");
+    body["TableName"] = json!(name);
+    body
+}
+
+/// A router whose repair pass takes over an unfinished table after 300 ms of no change, scans
+/// for replicas of no table at every pass and deletes them after a 300 ms grace: the
+/// production intervals shortened, so the resume paths run within the test.
+fn repairing_config(nodes: &[NodeAddress], seed: u64) -> RouterConfig {
+    let mut config = RouterConfig::new(nodes.to_vec());
+    config.seed = seed;
+    config.control_step_timeout = Duration::from_millis(300);
+    config.orphan_scan_interval = Duration::ZERO;
+    config.orphan_replica_grace = Duration::from_millis(300);
+    config
+}
+
+/// Runs CreateTable (or DeleteTable) with `body` on a router of its own that stops for good
+/// after `step`, as if its process were killed there, then drops the operation and the router.
+async fn kill_router_after(nodes: &[NodeAddress], step: ControlStep, body: Json, delete: bool) {
+    let mut config = RouterConfig::new(nodes.to_vec());
+    config.seed = 12;
+    config.crash_at = Some(step);
+    let router = std::rc::Rc::new(Router::new(config).unwrap());
+    router.load_cluster().await.unwrap();
+    let operation = {
+        let router = router.clone();
+        glommio::spawn_local(async move {
+            if delete {
+                router.delete_table(body).await
+            } else {
+                router.create_table(body).await
+            }
+        })
+    };
+    let started = Instant::now();
+    while !router.crashed() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the router never reached {step:?}"
+        );
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        operation.cancel().await.is_none(),
+        "the operation went on past {step:?}"
+    );
+}
+
+/// Runs `repairer`'s pass over unfinished tables until `name` is ACTIVE (its status) or gone
+/// (`None`); panics after a bound.
+async fn finish_table(repairer: &Router, name: &str) -> Option<String> {
+    let started = Instant::now();
+    loop {
+        let unfinished = repairer.finish_unfinished_tables().await;
+        match repairer.describe_table(json!({"TableName": name})).await {
+            Ok(described) if described["Table"]["TableStatus"] == "ACTIVE" => {
+                eprintln!("{name}: ACTIVE after {:?} of repair", started.elapsed());
+                return Some("ACTIVE".to_string());
+            }
+            Err(error) if error.type_name == "ResourceNotFoundException" => {
+                eprintln!("{name}: gone after {:?} of repair", started.elapsed());
+                return None;
+            }
+            outcome => assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{name} is still unfinished after a minute: {outcome:?} ({unfinished:?})"
+            ),
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The partition ids on every shard of every node in `nodes`.
+fn hosted_partitions(nodes: &[NodeAddress]) -> BTreeMap<u64, Vec<u64>> {
+    nodes
+        .iter()
+        .map(|node| {
+            let mut partitions: Vec<u64> = replicas_on(node)
+                .iter()
+                .map(|replica| replica.partition)
+                .collect();
+            partitions.sort_unstable();
+            (node.id, partitions)
+        })
+        .collect()
+}
+
+/// Issue 15: a router that dies part way through CreateTable or DeleteTable must not strand
+/// the table. For each step of both, a router is stopped for good right after it; while the
+/// table is unfinished it shows CREATING or DELETING and keeps its name, as in DynamoDB (and a
+/// DeleteTable of a table being created is refused, as DynamoDB refuses it); another router's
+/// repair pass then drives it to ACTIVE (or gone, when it stopped before writing anything) or,
+/// for a deletion, gone. The name is then reusable by a new, empty table, and at the end, with
+/// every table deleted, no node hosts any replica but the metadata group's: the state machine
+/// itself removed them (the orphan collection is not run here).
+#[test]
+fn a_router_killed_at_any_step_of_create_or_delete_table_leaves_the_table_active_or_gone() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    on_router_core(async move {
+        let repairer = Router::new(repairing_config(&nodes, 11)).unwrap();
+        repairer.bootstrap(SHARDS).await.unwrap();
+        for (index, step) in ControlStep::ALL.into_iter().enumerate() {
+            let name = format!("crash-{index}");
+            let key = json!({"pk": {"S": "before"}});
+            let deleting = matches!(
+                step,
+                ControlStep::DeleteMarked
+                    | ControlStep::DeleteFirstReplicaDeleted
+                    | ControlStep::DeleteReplicasDeleted
+            );
+            if deleting {
+                repairer.create_table(create_named(&name)).await.unwrap();
+                repairer
+                    .put_item(json!({"TableName": name, "Item": key}))
+                    .await
+                    .unwrap();
+            }
+            let body = if deleting {
+                json!({"TableName": name})
+            } else {
+                create_named(&name)
+            };
+            kill_router_after(&nodes, step, body, deleting).await;
+            // While it is unfinished: DynamoDB's statuses, and the name stays taken.
+            let described = repairer.describe_table(json!({"TableName": name})).await;
+            match step {
+                ControlStep::CreateIdsReserved => {
+                    assert_error(described, "ResourceNotFoundException");
+                }
+                _ if !deleting => {
+                    assert_eq!(described.unwrap()["Table"]["TableStatus"], "CREATING");
+                    let refused = assert_error(
+                        repairer.delete_table(json!({"TableName": name})).await,
+                        "ResourceInUseException",
+                    );
+                    assert_eq!(
+                        refused.message,
+                        format!(
+                            "Attempt to change a resource which is still in use: Table is being created: {name}"
+                        )
+                    );
+                }
+                _ => {
+                    assert_eq!(described.unwrap()["Table"]["TableStatus"], "DELETING");
+                    assert_error(
+                        repairer.delete_table(json!({"TableName": name})).await,
+                        "ResourceInUseException",
+                    );
+                    assert_error(
+                        repairer.create_table(create_named(&name)).await,
+                        "ResourceInUseException",
+                    );
+                }
+            }
+            let listed = repairer.list_tables(json!({})).await.unwrap();
+            let is_listed = listed["TableNames"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(name));
+            assert_eq!(
+                is_listed,
+                step != ControlStep::CreateIdsReserved,
+                "{listed}"
+            );
+
+            // Another router finishes it.
+            let ended = finish_table(&repairer, &name).await;
+            match step {
+                ControlStep::CreateIdsReserved => assert_eq!(ended, None, "{step:?}"),
+                _ if !deleting => {
+                    assert_eq!(ended.as_deref(), Some("ACTIVE"), "{step:?}");
+                    // Every replica exists: the table serves, then is deleted as usual.
+                    for partition in repairer.table_partitions(&name).await.unwrap() {
+                        assert_eq!(partition.replicas.len(), 3, "{step:?} {partition:?}");
+                    }
+                    repairer
+                        .put_item(json!({"TableName": name, "Item": key}))
+                        .await
+                        .unwrap();
+                    repairer
+                        .delete_table(json!({"TableName": name}))
+                        .await
+                        .unwrap();
+                }
+                _ => assert_eq!(ended, None, "{step:?}"),
+            }
+            // The name is reusable, by a new and empty table.
+            repairer.create_table(create_named(&name)).await.unwrap();
+            let got = repairer
+                .get_item(json!({"TableName": name, "Key": key, "ConsistentRead": true}))
+                .await
+                .unwrap();
+            assert!(got.get("Item").is_none(), "{step:?}: {got}");
+            repairer
+                .delete_table(json!({"TableName": name}))
+                .await
+                .unwrap();
+        }
+        let listed = repairer.list_tables(json!({})).await.unwrap();
+        assert_eq!(listed["TableNames"], json!([]));
+        for (node, partitions) in hosted_partitions(&nodes) {
+            assert_eq!(partitions, vec![0], "node {node} keeps {partitions:?}");
+        }
+    });
+}
+
+/// A leak of issue 15: DeleteTable asks each replica once to delete itself, and a node that
+/// is down keeps its replicas; before the orphan collection they stayed for good (the node
+/// recovers them from its disk when it restarts). Here the table is deleted with node 3 down,
+/// its name is reused at once (the new table's replicas on node 3 left pending), node 3
+/// returns with the old replicas, and the repair pass deletes them, after their grace, and
+/// only them: the new table's replicas are created and serve.
+#[test]
+fn replicas_of_a_table_deleted_while_their_node_was_down_are_collected_when_it_returns() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = std::cell::RefCell::new(Cluster::start());
+    let nodes = cluster.borrow().nodes.clone();
+    let down = nodes[2];
+    on_router_core(async {
+        let router = Router::new(repairing_config(&nodes, 13)).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let old: BTreeSet<u64> = router
+            .table_partitions("people")
+            .await
+            .unwrap()
+            .iter()
+            .map(|partition| partition.id)
+            .collect();
+        for index in 0..20 {
+            put_until_acknowledged(&router, index).await;
+        }
+
+        cluster.borrow_mut().kill_node(2);
+        router
+            .delete_table(json!({"TableName": "people"}))
+            .await
+            .unwrap();
+        assert_error(
+            router.describe_table(json!({"TableName": "people"})).await,
+            "ResourceNotFoundException",
+        );
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let new: BTreeSet<u64> = router
+            .table_partitions("people")
+            .await
+            .unwrap()
+            .iter()
+            .map(|partition| partition.id)
+            .collect();
+        assert!(old.is_disjoint(&new));
+        for index in 100..120 {
+            put_until_acknowledged(&router, index).await;
+        }
+
+        // Node 3 returns with the deleted table's replicas: the leak.
+        cluster.borrow_mut().start_node(2);
+        let on_down = |partitions: &BTreeSet<u64>| -> BTreeSet<u64> {
+            replicas_on(&down)
+                .iter()
+                .map(|replica| replica.partition)
+                .filter(|partition| partitions.contains(partition))
+                .collect()
+        };
+        assert_eq!(on_down(&old), old, "node 3 recovered the old replicas");
+        // The first scan only notes them (grace); later ones delete them.
+        assert_eq!(router.collect_orphan_replicas().await.unwrap(), 0);
+        assert_eq!(on_down(&old), old);
+        let started = Instant::now();
+        let mut deleted = 0;
+        loop {
+            let report = router.repair_pass().await.unwrap();
+            deleted += report.orphan_replicas_deleted;
+            if report.pending_replicas == 0 && on_down(&old).is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "after a minute: {report:?}, node 3 keeps {:?}",
+                on_down(&old)
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(deleted, old.len());
+        // Only the old replicas went: every node hosts the metadata group and the new table.
+        let mut expected = vec![0];
+        expected.extend(new.iter().copied());
+        for (node, partitions) in hosted_partitions(&nodes) {
+            assert_eq!(partitions, expected, "node {node}");
+        }
+        for index in (0..20).chain(100..120) {
+            let got = router
+                .get_item(json!({
+                    "TableName": "people",
+                    "Key": {"pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            let expected = if index < 100 {
+                Json::Null
+            } else {
+                json!(index.to_string())
+            };
+            assert_eq!(got["Item"]["n"]["N"], expected, "item {index}");
+        }
+    });
+}

@@ -402,4 +402,14 @@ fn deletion_is_idempotent_and_unroutes_the_replica_first() {
         dispatch.begin_delete(PARTITION, EPOCH),
         Decision::Answer(NodeResponse::Deleted)
     );
+    // A deletion while the creation still runs is refused as busy: answered Deleted, it would
+    // let the creation finish afterwards and leave a replica nobody deletes.
+    assert_eq!(dispatch.begin_create(&meta(12, 1, &[2])), Decision::Proceed);
+    assert_eq!(
+        dispatch.begin_delete(12, 1),
+        Decision::Answer(NodeResponse::Error(NodeError::Busy { partition: 12 }))
+    );
+    dispatch.end_create(12);
+    dispatch.add_replica(12, 1);
+    assert_eq!(dispatch.begin_delete(12, 1), Decision::Proceed);
 }

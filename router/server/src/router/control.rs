@@ -152,6 +152,7 @@ impl Router {
             .allocate_partition_ids(&self.forwarder, u64::from(partition_count), deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
+        self.step_done(ControlStep::CreateIdsReserved).await;
         let node_ids: Vec<u64> = cluster.nodes.iter().map(|node| node.id).collect();
         let planned = place(
             &node_ids,
@@ -191,10 +192,14 @@ impl Router {
                 .then(|| created_at_seconds.saturating_mul(1000)),
             revision: 0,
             pending_replicas: Default::default(),
+            changed_at_ms: 0,
         };
+        // Step 1: the CREATING item, with the partition list, before any replica exists
+        // (metadata invariant 5). Ids reserved above and never written here are simply never
+        // used: no replica of them can exist.
         let created = self
             .metadata
-            .put_new(&self.forwarder, record.to_item(), deadline)
+            .put_new_table(&self.forwarder, &mut record, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
         if !created {
@@ -203,14 +208,51 @@ impl Router {
                 format!("Table already exists: {}", request.name),
             ));
         }
+        self.step_done(ControlStep::CreateItemWritten).await;
+        match self.finish_creation(record, deadline).await? {
+            Creation::Active(record) => {
+                Ok(json!({ "TableDescription": self.table_description(&record) }))
+            }
+            Creation::Abandoned { name, problem } => Err(DynamoError::internal(format!(
+                "Internal server error (table {name} was not created: {problem}; retry when the nodes are back)"
+            ))),
+        }
+    }
+
+    /// CreateTable from its CREATING item on (steps 2 and 3 of the state machine, README.md):
+    /// creates the replicas, then marks the table ACTIVE with the replicas still missing
+    /// pending; or, without a majority of some partition's replicas, abandons it: marks it
+    /// DELETING and finishes that deletion, so the name is free again. Run by CreateTable and
+    /// by the repair pass for a table whose router died (every step is idempotent: creating
+    /// a replica that exists answers Created, and the item's writes are conditional on the
+    /// revision read, so of two routers finishing one table exactly one write wins and the
+    /// other reads the outcome).
+    pub(super) async fn finish_creation(
+        &self,
+        mut record: TableRecord,
+        deadline: Instant,
+    ) -> Result<Creation, DynamoError> {
+        debug_assert_eq!(record.status, TableStatus::Creating);
+        let read = (record.status, record.revision);
         let missing = self.create_replicas(&record).await;
         if let Err(problem) = majority_created(&record.partitions, &missing) {
-            self.abandon_creation(&record, deadline).await;
-            return Err(DynamoError::internal(format!(
-                "Internal server error (table {} was not created: {problem}; retry when the nodes are back)",
-                record.name
-            )));
+            tracing::warn!(table = %record.name, %problem, "CreateTable abandoned");
+            record.status = TableStatus::Deleting;
+            let marked = self
+                .metadata
+                .replace_table(&self.forwarder, &mut record, read, deadline)
+                .await
+                .map_err(ForwardError::into_dynamo)?;
+            if marked {
+                self.finish_deletion(&record, deadline).await?;
+                return Ok(Creation::Abandoned {
+                    name: record.name,
+                    problem,
+                });
+            }
+            return self.creation_outcome(&record, problem, deadline).await;
         }
+        self.step_done(ControlStep::CreateReplicasCreated).await;
         for ((partition, node), why) in &missing {
             tracing::warn!(
                 table = %record.name,
@@ -224,24 +266,43 @@ impl Router {
         record.status = TableStatus::Active;
         let activated = self
             .metadata
-            .replace_table(
-                &self.forwarder,
-                &mut record,
-                (TableStatus::Creating, 0),
-                deadline,
-            )
+            .replace_table(&self.forwarder, &mut record, read, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
-        if !activated {
-            return Err(DynamoError::new(
-                RESOURCE_IN_USE,
-                format!(
-                    "Attempt to change a resource which is still in use: Table {} changed while it was being created",
-                    record.name
-                ),
-            ));
+        if activated {
+            self.cache_record(record.clone())?;
+            return Ok(Creation::Active(Box::new(record)));
         }
-        Ok(json!({ "TableDescription": self.table_description(&record) }))
+        self.creation_outcome(
+            &record,
+            "its table item changed meanwhile".to_string(),
+            deadline,
+        )
+        .await
+    }
+
+    /// What became of a creation whose last write lost to another router's (the repair pass
+    /// finishing it too): ACTIVE if that router activated the same incarnation, abandoned
+    /// otherwise (deleted or being deleted, by that router).
+    async fn creation_outcome(
+        &self,
+        record: &TableRecord,
+        problem: String,
+        deadline: Instant,
+    ) -> Result<Creation, DynamoError> {
+        let current = self.read_table(&record.name, deadline).await?;
+        match current {
+            Some(current)
+                if current.status == TableStatus::Active
+                    && current.incarnation() == record.incarnation() =>
+            {
+                Ok(Creation::Active(Box::new(current)))
+            }
+            _ => Ok(Creation::Abandoned {
+                name: record.name.clone(),
+                problem,
+            }),
+        }
     }
 
     /// Asks every replica of every partition to create itself (idempotent), in rounds, until
@@ -292,7 +353,7 @@ impl Router {
     /// One `CreatePartition` call to each of `replicas` (partition id, node) of `record`. A
     /// shard that did not answer is not called again in the same round: a node that is down
     /// costs one connection timeout per round, not one per partition.
-    async fn create_replicas_once(
+    pub(super) async fn create_replicas_once(
         &self,
         record: &TableRecord,
         replicas: &[(u64, NodeId)],
@@ -332,7 +393,10 @@ impl Router {
                 .call_once(node, partition.shard, request)
                 .await
             {
-                Ok(NodeResponse::Created) => Ok(()),
+                Ok(NodeResponse::Created) => {
+                    self.step_done(ControlStep::CreateFirstReplicaCreated).await;
+                    Ok(())
+                }
                 Ok(other) => Err(Missing {
                     problem: format!("node {node} answered {other:?}"),
                     node_reached: true,
@@ -349,122 +413,6 @@ impl Router {
             outcomes.push(((partition_id, node), outcome));
         }
         outcomes
-    }
-
-    /// Removes what a failed CreateTable made: the replicas first (DeletePartition is
-    /// idempotent and answers a node without the replica too), while the item still lists
-    /// them, then the CREATING item, so the name is free again. A step that fails is logged;
-    /// a table item left CREATING is removed by DeleteTable.
-    async fn abandon_creation(&self, record: &TableRecord, deadline: Instant) {
-        self.delete_partitions(record).await;
-        if let Err(error) = self
-            .metadata
-            .delete(
-                &self.forwarder,
-                &TableRecord::item_key(&record.name),
-                deadline,
-            )
-            .await
-        {
-            tracing::warn!(
-                table = %record.name,
-                ?error,
-                "a failed CreateTable could not remove its CREATING table item"
-            );
-        }
-    }
-
-    /// The repair pass: creates the pending replicas (metadata invariant 4) of every ACTIVE
-    /// table whose nodes answer now, and removes them from the table item. Returns how many
-    /// replicas are still pending. `shoal router` runs it every [`PENDING_REPLICAS_INTERVAL`];
-    /// it is safe to run from several routers at once (creation is idempotent, the item change
-    /// is conditional).
-    ///
-    /// A pending replica never existed, so creating it empty is safe: it has promised and
-    /// accepted nothing, and it learns the chosen values from its peers like a follower that
-    /// fell behind. A replica whose creation was acknowledged is never in the list, so a node
-    /// that lost its data never gets an empty replica in place of one that voted.
-    pub async fn create_pending_replicas(&self) -> Result<usize, DynamoError> {
-        let records = self
-            .metadata
-            .tables_with_pending_replicas(&self.forwarder, self.deadline())
-            .await
-            .map_err(ForwardError::into_dynamo)?;
-        let mut still_pending = 0usize;
-        for record in records {
-            // A CREATING table's creator decides its replicas; a DELETING one is going away.
-            if record.status != TableStatus::Active {
-                still_pending += record.pending_replicas.len();
-                continue;
-            }
-            let asked: Vec<(u64, NodeId)> = record.pending_replicas.iter().copied().collect();
-            let created: Vec<(u64, NodeId)> = self
-                .create_replicas_once(&record, &asked)
-                .await
-                .into_iter()
-                .filter_map(|(replica, outcome)| outcome.is_ok().then_some(replica))
-                .collect();
-            if created.is_empty() {
-                still_pending += record.pending_replicas.len();
-                continue;
-            }
-            still_pending += self.note_replicas_created(&record, &created).await?;
-        }
-        Ok(still_pending)
-    }
-
-    /// Removes `created` from the pending replicas of the table `record` was read from, and
-    /// returns how many stay pending. If that table is gone, going or replaced by another of
-    /// the same name meanwhile, the replicas just created belong to nothing: they are deleted.
-    async fn note_replicas_created(
-        &self,
-        record: &TableRecord,
-        created: &[(u64, NodeId)],
-    ) -> Result<usize, DynamoError> {
-        let name = record.name.as_str();
-        // Partition ids are never reused: the first one names this table, not a later one of
-        // the same name.
-        let incarnation = record.partitions.first().map(|partition| partition.id);
-        let orphaned = std::cell::Cell::new(false);
-        let changed = self
-            .change_table(
-                name,
-                || DynamoError::table_not_found(name),
-                |current| {
-                    let same = current.status == TableStatus::Active
-                        && current.partitions.first().map(|partition| partition.id) == incarnation;
-                    orphaned.set(!same);
-                    if !same {
-                        return Ok(None);
-                    }
-                    let mut changed = current.clone();
-                    for replica in created {
-                        changed.pending_replicas.remove(replica);
-                    }
-                    Ok((changed.pending_replicas != current.pending_replicas).then_some(changed))
-                },
-                || table_in_use(name, "updated"),
-            )
-            .await;
-        let remaining = match changed {
-            Ok(current) if !orphaned.get() => return Ok(current.pending_replicas.len()),
-            Ok(_) => 0,
-            Err(error) if error.type_name == crate::error::RESOURCE_NOT_FOUND => {
-                orphaned.set(true);
-                0
-            }
-            Err(error) => return Err(error),
-        };
-        if orphaned.get() {
-            let mut leftover = record.clone();
-            for partition in &mut leftover.partitions {
-                partition
-                    .replicas
-                    .retain(|node| created.contains(&(partition.id, *node)));
-            }
-            self.delete_partitions(&leftover).await;
-        }
-        Ok(remaining)
     }
 
     /// DescribeTable. Item counts come live from the partitions' status (each replica counts
@@ -572,9 +520,12 @@ impl Router {
         Ok(response)
     }
 
-    /// DeleteTable: marks the table DELETING, then removes its item. Its partitions' replicas
-    /// stay on the nodes (README.md: the bus has no request to drop a replica yet); their ids
-    /// are never reused, so a new table of the same name starts empty.
+    /// DeleteTable: marks the table DELETING (step 1 of the deletion, README.md), then
+    /// finishes the deletion ([`Router::finish_deletion`]): deletes its replicas and removes
+    /// its item, which frees its name. A table being created is refused, as DynamoDB refuses
+    /// it. Once the table is DELETING the call answers with its description whatever the
+    /// later steps met: the repair pass finishes a deletion left part way, and replicas on
+    /// nodes that did not answer are collected when they return.
     pub async fn delete_table(&self, body: Json) -> Result<Json, DynamoError> {
         let name = validate::table_name(&body)?;
         let deadline = Instant::now() + CONTROL_DEADLINE;
@@ -582,13 +533,12 @@ impl Router {
             .read_table(name, deadline)
             .await?
             .ok_or_else(|| DynamoError::table_not_found(name))?;
-        if record.status == TableStatus::Deleting {
-            return Err(DynamoError::new(
-                RESOURCE_IN_USE,
-                format!(
-                    "Attempt to change a resource which is still in use: Table is being deleted: {name}"
-                ),
-            ));
+        match record.status {
+            TableStatus::Active => {}
+            // DeleteTable racing CreateTable left replicas that the creator went on creating
+            // after the deletion had removed the others (issue 15); DynamoDB refuses it too.
+            TableStatus::Creating => return Err(table_in_use(name, "created")),
+            TableStatus::Deleting => return Err(table_in_use(name, "deleted")),
         }
         let read = (record.status, record.revision);
         record.status = TableStatus::Deleting;
@@ -606,21 +556,50 @@ impl Router {
             ));
         }
         self.tables.borrow_mut().remove(name);
-        // The replicas go first, while the record still lists them: a router that fails part
-        // way leaves the table DELETING, and a repeated DeleteTable is refused as in use, but
-        // the replicas it removed stay removed (DeletePartition is idempotent).
-        self.delete_partitions(&record).await;
-        self.metadata
-            .delete(&self.forwarder, &TableRecord::item_key(name), deadline)
-            .await
-            .map_err(ForwardError::into_dynamo)?;
+        self.step_done(ControlStep::DeleteMarked).await;
+        if let Err(error) = self.finish_deletion(&record, deadline).await {
+            tracing::warn!(
+                table = name,
+                %error.message,
+                "DeleteTable left its table DELETING; the repair pass finishes it"
+            );
+        }
         Ok(json!({ "TableDescription": self.table_description(&record) }))
     }
 
-    /// Asks every replica of the table's partitions to remove itself. A node that does not
-    /// answer keeps its replica (it can no longer be reached through metadata, and its files
-    /// stay until an operator or a later repair removes them); the deletion goes on.
-    async fn delete_partitions(&self, record: &TableRecord) {
+    /// A deletion from its DELETING item on (steps 2 and 3, README.md): asks every replica to
+    /// delete itself, then removes the item if it is still the one read. Run by DeleteTable,
+    /// by a CreateTable that abandons its table, and by the repair pass for a table whose
+    /// router died. Idempotent: a node without the replica answers Deleted, and the item's
+    /// removal is conditional on the DELETING revision and incarnation read, so it removes
+    /// this table's item or nothing (never a table created again under the name). A replica
+    /// whose node does not answer is left: nothing routes to it once the item is gone, and
+    /// the orphan collection deletes it when the node is back (metadata invariant 5), so a
+    /// node that is down never holds a name.
+    pub(super) async fn finish_deletion(
+        &self,
+        record: &TableRecord,
+        deadline: Instant,
+    ) -> Result<(), DynamoError> {
+        debug_assert_eq!(record.status, TableStatus::Deleting);
+        self.delete_partitions(record).await;
+        self.step_done(ControlStep::DeleteReplicasDeleted).await;
+        let removed = self
+            .metadata
+            .remove_table(&self.forwarder, record, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if !removed {
+            tracing::debug!(table = %record.name, "its item was removed by another router");
+        }
+        Ok(())
+    }
+
+    /// Asks every replica of the table's partitions to remove itself, and returns how many did
+    /// not answer Deleted. Those stay on their nodes until the orphan collection finds them
+    /// (metadata invariant 5); the deletion goes on.
+    pub(super) async fn delete_partitions(&self, record: &TableRecord) -> usize {
+        let mut left = 0;
         for partition in &record.partitions {
             for node in &partition.replicas {
                 let request = NodeRequest::DeletePartition {
@@ -632,16 +611,22 @@ impl Router {
                     .call_once(*node, partition.shard, request)
                     .await
                 {
-                    Ok(NodeResponse::Deleted) => {}
-                    outcome => tracing::warn!(
-                        partition = partition.id,
-                        node = *node,
-                        ?outcome,
-                        "a replica of a deleted table was not removed"
-                    ),
+                    Ok(NodeResponse::Deleted) => {
+                        self.step_done(ControlStep::DeleteFirstReplicaDeleted).await;
+                    }
+                    outcome => {
+                        left += 1;
+                        tracing::warn!(
+                            partition = partition.id,
+                            node = *node,
+                            ?outcome,
+                            "a replica of a deleted table was not removed yet"
+                        );
+                    }
                 }
             }
         }
+        left
     }
 
     /// A change of a table's item (metadata invariant 1): `change` maps the record read to the
@@ -649,7 +634,7 @@ impl Router {
     /// again, [`METADATA_WRITE_ATTEMPTS_MAX`] times at most, then answers `conflict`. The new
     /// record is routed with on this core at once; other cores and routers load it within
     /// [`TABLE_CACHE_TTL`].
-    async fn change_table(
+    pub(super) async fn change_table(
         &self,
         name: &str,
         missing: impl Fn() -> DynamoError,
@@ -822,9 +807,20 @@ impl Router {
     }
 }
 
+/// How a creation ended ([`Router::finish_creation`]).
+#[derive(Debug)]
+pub(super) enum Creation {
+    /// The table is ACTIVE: this record (boxed: a record is several hundred bytes, the other
+    /// variant a few dozen).
+    Active(Box<TableRecord>),
+    /// Not created (a partition without a majority of its replicas): the table was deleted,
+    /// or is being deleted by the router that won the race.
+    Abandoned { name: String, problem: String },
+}
+
 /// Why CreateTable has not created a replica yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Missing {
+pub(super) struct Missing {
     problem: String,
     /// The node was reached (it answered, or took the request and did not answer in time): it
     /// is up, perhaps slow, and worth waiting for longer than a node that cannot be reached.
@@ -865,7 +861,7 @@ fn majority_created(
 }
 
 /// A change refused while CreateTable or DeleteTable runs.
-fn table_in_use(name: &str, becoming: &str) -> DynamoError {
+pub(super) fn table_in_use(name: &str, becoming: &str) -> DynamoError {
     DynamoError::new(
         RESOURCE_IN_USE,
         format!(

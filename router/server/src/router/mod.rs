@@ -13,8 +13,11 @@
 mod batch;
 mod control;
 mod items;
+mod repair;
 
-use std::cell::RefCell;
+pub use repair::RepairReport;
+
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -70,9 +73,25 @@ pub const REPLICAS_ALL_WAIT: Duration = Duration::from_secs(2);
 pub const REPLICAS_MAJORITY_WAIT: Duration = Duration::from_secs(10);
 /// The pause between CreateTable's rounds of `CreatePartition` calls.
 pub const REPLICA_CREATE_RETRY_INTERVAL: Duration = Duration::from_millis(100);
-/// How often a router runs its repair pass over the tables with pending replicas
-/// ([`Router::create_pending_replicas`]).
-pub const PENDING_REPLICAS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a router runs its repair pass ([`Router::repair_pass`]): pending replicas,
+/// unfinished CreateTable and DeleteTable, and (every [`ORPHAN_SCAN_INTERVAL`]) replicas of
+/// no table.
+pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
+/// A CreateTable or DeleteTable whose table item has not changed for this long is taken over
+/// by the repair pass ([`Router::finish_unfinished_tables`]): its router is presumed dead.
+/// Longer than the longest step of a live router (CreateTable waits for replicas up to
+/// [`REPLICAS_MAJORITY_WAIT`]), so a router still working is not raced in the normal case;
+/// racing it is harmless anyway, since every step is idempotent and every write of the item
+/// conditional (router/server README.md, "the control-plane state machine").
+pub const CONTROL_STEP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the repair pass asks every shard which replicas it hosts, to find replicas of no
+/// table ([`Router::collect_orphan_replicas`]). Each time costs one Status call per shard and
+/// a strongly consistent scan of every table item, so it runs less often than the rest.
+pub const ORPHAN_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+/// A replica of no table is deleted only when two scans at least this far apart both found it
+/// so. Metadata invariant 5 makes one scan enough; the grace keeps a writer that broke it
+/// (records a partition just after creating its replica) from losing that replica.
+pub const ORPHAN_REPLICA_GRACE: Duration = Duration::from_secs(60);
 /// BatchGetItem keys and BatchWriteItem requests per call (DynamoDB's limits).
 pub const BATCH_GET_KEYS_MAX: usize = 100;
 pub const BATCH_WRITE_REQUESTS_MAX: usize = 25;
@@ -97,6 +116,10 @@ const _: () = assert!(REPLICAS_ALL_WAIT.as_millis() <= REPLICAS_MAJORITY_WAIT.as
 const _: () = assert!(REPLICAS_MAJORITY_WAIT.as_millis() * 2 <= CONTROL_DEADLINE.as_millis());
 const _: () = assert!(REPLICA_CREATE_RETRY_INTERVAL.as_millis() < REPLICAS_ALL_WAIT.as_millis());
 const _: () = assert!(LIST_TAGS_PAGE_TAGS_MAX >= validate::TAGS_PER_RESOURCE_MAX);
+// A live CreateTable's wait for replicas ends before the repair pass takes its table over.
+const _: () = assert!(CONTROL_STEP_TIMEOUT.as_millis() > REPLICAS_MAJORITY_WAIT.as_millis());
+const _: () = assert!(REPAIR_INTERVAL.as_millis() <= CONTROL_STEP_TIMEOUT.as_millis());
+const _: () = assert!(REPAIR_INTERVAL.as_millis() <= ORPHAN_SCAN_INTERVAL.as_millis());
 // One batch never fills a connection's pipeline to a shard, which other requests share.
 const _: () = assert!(
     BATCH_PARTITIONS_IN_FLIGHT_MAX >= 1
@@ -114,6 +137,50 @@ pub struct RouterConfig {
     pub request_deadline: Duration,
     /// Seeds the retry jitter; give each router core its own.
     pub seed: u64,
+    /// [`CONTROL_STEP_TIMEOUT`] unless a test shortens it.
+    pub control_step_timeout: Duration,
+    /// [`ORPHAN_SCAN_INTERVAL`] unless a test shortens it.
+    pub orphan_scan_interval: Duration,
+    /// [`ORPHAN_REPLICA_GRACE`] unless a test shortens it.
+    pub orphan_replica_grace: Duration,
+    /// Fault injection for tests: the step after which CreateTable or DeleteTable stops for
+    /// good, as if the router's process died there. `None` in production.
+    pub crash_at: Option<ControlStep>,
+}
+
+/// The steps of CreateTable and DeleteTable (README.md, "the control-plane state machine"),
+/// named for fault injection: with [`RouterConfig::crash_at`] set to one, the operation stops
+/// for good right after it (the future never completes and does nothing more), as a router
+/// killed there would. Tests then check that another router finishes the operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlStep {
+    /// CreateTable reserved its partition ids; no table item yet.
+    CreateIdsReserved,
+    /// CreateTable wrote the CREATING item with its partition list; no replica asked yet.
+    CreateItemWritten,
+    /// CreateTable's first replica was created; the others not asked yet.
+    CreateFirstReplicaCreated,
+    /// CreateTable asked every replica; the item is still CREATING.
+    CreateReplicasCreated,
+    /// DeleteTable marked the item DELETING; no replica deleted yet.
+    DeleteMarked,
+    /// DeleteTable deleted its first replica; the others not asked yet.
+    DeleteFirstReplicaDeleted,
+    /// DeleteTable asked every replica; the item is still there.
+    DeleteReplicasDeleted,
+}
+
+impl ControlStep {
+    /// Every step, in the order CreateTable then DeleteTable take them.
+    pub const ALL: [ControlStep; 7] = [
+        ControlStep::CreateIdsReserved,
+        ControlStep::CreateItemWritten,
+        ControlStep::CreateFirstReplicaCreated,
+        ControlStep::CreateReplicasCreated,
+        ControlStep::DeleteMarked,
+        ControlStep::DeleteFirstReplicaDeleted,
+        ControlStep::DeleteReplicasDeleted,
+    ];
 }
 
 impl RouterConfig {
@@ -125,6 +192,10 @@ impl RouterConfig {
             partitions_per_table: PARTITIONS_PER_TABLE_DEFAULT,
             request_deadline: REQUEST_DEADLINE,
             seed: 0,
+            control_step_timeout: CONTROL_STEP_TIMEOUT,
+            orphan_scan_interval: ORPHAN_SCAN_INTERVAL,
+            orphan_replica_grace: ORPHAN_REPLICA_GRACE,
+            crash_at: None,
         }
     }
 }
@@ -145,6 +216,10 @@ pub struct Router {
     cluster: RefCell<Option<ClusterRecord>>,
     tables: RefCell<HashMap<String, TableState>>,
     started: Instant,
+    /// What the repair pass remembers between passes (repair.rs).
+    repair: repair::RepairMemory,
+    /// Set when an operation stopped at [`RouterConfig::crash_at`].
+    crashed: Cell<bool>,
 }
 
 fn unix_seconds_now() -> u64 {
@@ -297,8 +372,25 @@ impl Router {
             cluster: RefCell::new(None),
             tables: RefCell::new(HashMap::new()),
             started: Instant::now(),
+            repair: repair::RepairMemory::default(),
+            crashed: Cell::new(false),
             config,
         })
+    }
+
+    /// Marks the end of a control-plane step. Under fault injection ([`RouterConfig::crash_at`])
+    /// the operation stops here for good, as if the router died.
+    async fn step_done(&self, step: ControlStep) {
+        if self.config.crash_at == Some(step) {
+            self.crashed.set(true);
+            tracing::warn!(?step, "injected crash: this operation stops here for good");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether an operation stopped at the injected crash step ([`RouterConfig::crash_at`]).
+    pub fn crashed(&self) -> bool {
+        self.crashed.get()
     }
 
     fn deadline(&self) -> Instant {
