@@ -132,28 +132,26 @@ impl Decoder {
         Ok(Some(Json::Array(out)))
     }
 
-    /// A vector of named entries as an object: `entry` gives each entry's name and its value.
+    /// A vector of named entries as an object: `name` gives each entry's name, `value` its
+    /// value.
     fn entries<'a, T: Follow<'a> + 'a>(
         &mut self,
         entries: Option<Entries<'a, T>>,
         path: Path<'_>,
-        mut entry: impl FnMut(
-            &mut Self,
-            &T::Inner,
-            Path<'_>,
-        ) -> Result<(Option<&'a str>, Json), ConvertError>,
+        name: impl Fn(&T::Inner) -> Option<&'a str>,
+        mut value: impl FnMut(&mut Self, &T::Inner, Path<'_>) -> Result<Json, ConvertError>,
     ) -> Result<Option<Json>, ConvertError> {
         let Some(entries) = entries else {
             return Ok(None);
         };
         let mut members = Map::new();
-        for (index, value) in entries.iter().enumerate() {
-            let entry_path = path.index(index);
-            let (name, value) = entry(self, &value, entry_path)?;
-            let Some(name) = name else {
-                return Err(problem(entry_path, "an entry without its name"));
+        for (index, entry) in entries.iter().enumerate() {
+            let Some(name) = name(&entry) else {
+                return Err(problem(path.index(index), "an entry without its name"));
             };
+            let entry_path = path.member(name);
             self.count(name.len(), entry_path)?;
+            let value = value(self, &entry, entry_path)?;
             members.insert(name.to_string(), value);
         }
         Ok(Some(Json::Object(members)))
@@ -174,39 +172,58 @@ impl Decoder {
         }
         self.count(0, path)?;
         let null = || Json::Null;
+        let type_path = |name| path.member(name);
         let (type_name, inner) = match value.type_() {
             wire::AttributeType::Empty => return Ok(Json::Object(Map::new())),
-            wire::AttributeType::S => ("S", self.text(value.text(), path)?.unwrap_or_else(null)),
-            wire::AttributeType::N => ("N", self.text(value.text(), path)?.unwrap_or_else(null)),
+            wire::AttributeType::S => (
+                "S",
+                self.text(value.text(), type_path("S"))?
+                    .unwrap_or_else(null),
+            ),
+            wire::AttributeType::N => (
+                "N",
+                self.text(value.text(), type_path("N"))?
+                    .unwrap_or_else(null),
+            ),
             wire::AttributeType::B => (
                 "B",
                 match value.bytes() {
-                    Some(bytes) => self.binary(bytes.bytes(), path)?,
+                    Some(bytes) => self.binary(bytes.bytes(), type_path("B"))?,
                     None => Json::Null,
                 },
             ),
             wire::AttributeType::Bool => ("BOOL", Json::Bool(value.flag())),
             wire::AttributeType::Null => ("NULL", Json::Bool(value.flag())),
-            wire::AttributeType::SS => ("SS", self.strings(value.texts(), path)?.unwrap_or_else(null)),
-            wire::AttributeType::NS => ("NS", self.strings(value.texts(), path)?.unwrap_or_else(null)),
+            wire::AttributeType::SS => (
+                "SS",
+                self.strings(value.texts(), type_path("SS"))?
+                    .unwrap_or_else(null),
+            ),
+            wire::AttributeType::NS => (
+                "NS",
+                self.strings(value.texts(), type_path("NS"))?
+                    .unwrap_or_else(null),
+            ),
             wire::AttributeType::BS => (
                 "BS",
-                self.list(value.binaries(), path, |decoder, binary, path| {
-                    match binary.bytes() {
+                self.list(
+                    value.binaries(),
+                    type_path("BS"),
+                    |decoder, binary, path| match binary.bytes() {
                         Some(bytes) => decoder.binary(bytes.bytes(), path),
                         None => Ok(Json::Null),
-                    }
-                })?
+                    },
+                )?
                 .unwrap_or_else(null),
             ),
             wire::AttributeType::M => (
                 "M",
-                self.attributes(value.map(), path, depth + 1)?
+                self.attributes(value.map(), type_path("M"), depth + 1)?
                     .unwrap_or_else(null),
             ),
             wire::AttributeType::L => (
                 "L",
-                self.list(value.list(), path, |decoder, value, path| {
+                self.list(value.list(), type_path("L"), |decoder, value, path| {
                     decoder.attribute_value(&value, path, depth + 1)
                 })?
                 .unwrap_or_else(null),
@@ -240,13 +257,15 @@ impl Decoder {
         path: Path<'_>,
         depth: usize,
     ) -> Result<Option<Json>, ConvertError> {
-        self.entries(attributes, path, |decoder, attribute, path| {
-            let value = match attribute.value() {
-                Some(value) => decoder.attribute_value(&value, path, depth)?,
-                None => Json::Null,
-            };
-            Ok((attribute.name(), value))
-        })
+        self.entries(
+            attributes,
+            path,
+            |attribute| attribute.name(),
+            |decoder, attribute, path| match attribute.value() {
+                Some(value) => decoder.attribute_value(&value, path, depth),
+                None => Ok(Json::Null),
+            },
+        )
     }
 
     fn item<'a>(
@@ -284,10 +303,12 @@ impl Decoder {
         names: Option<Entries<'a, wire::NameEntry<'a>>>,
         path: Path<'_>,
     ) -> Result<Option<Json>, ConvertError> {
-        self.entries(names, path, |decoder, entry, path| {
-            let value = decoder.text(entry.value(), path)?.unwrap_or(Json::Null);
-            Ok((entry.name(), value))
-        })
+        self.entries(
+            names,
+            path,
+            |entry| entry.name(),
+            |decoder, entry, path| Ok(decoder.text(entry.value(), path)?.unwrap_or(Json::Null)),
+        )
     }
 
     fn expected<'a>(
@@ -295,22 +316,27 @@ impl Decoder {
         entries: Option<Entries<'a, wire::ExpectedEntry<'a>>>,
         path: Path<'_>,
     ) -> Result<Option<Json>, ConvertError> {
-        self.entries(entries, path, |decoder, entry, path| {
-            let mut object = Object::default();
-            if let Some(expected) = entry.value() {
-                object.set("Value", decoder.optional_value(expected.value(), path)?);
-                object.set("Exists", expected.exists().map(Json::Bool));
-                object.set(
-                    "ComparisonOperator",
-                    decoder.text(expected.comparison_operator(), path)?,
-                );
-                object.set(
-                    "AttributeValueList",
-                    decoder.attribute_values(expected.attribute_value_list(), path)?,
-                );
-            }
-            Ok((entry.name(), object.done()))
-        })
+        self.entries(
+            entries,
+            path,
+            |entry| entry.name(),
+            |decoder, entry, path| {
+                let mut object = Object::default();
+                if let Some(expected) = entry.value() {
+                    object.set("Value", decoder.optional_value(expected.value(), path)?);
+                    object.set("Exists", expected.exists().map(Json::Bool));
+                    object.set(
+                        "ComparisonOperator",
+                        decoder.text(expected.comparison_operator(), path)?,
+                    );
+                    object.set(
+                        "AttributeValueList",
+                        decoder.attribute_values(expected.attribute_value_list(), path)?,
+                    );
+                }
+                Ok(object.done())
+            },
+        )
     }
 
     fn conditions<'a>(
@@ -318,20 +344,25 @@ impl Decoder {
         entries: Option<Entries<'a, wire::ConditionEntry<'a>>>,
         path: Path<'_>,
     ) -> Result<Option<Json>, ConvertError> {
-        self.entries(entries, path, |decoder, entry, path| {
-            let mut object = Object::default();
-            if let Some(condition) = entry.value() {
-                object.set(
-                    "ComparisonOperator",
-                    decoder.text(condition.comparison_operator(), path)?,
-                );
-                object.set(
-                    "AttributeValueList",
-                    decoder.attribute_values(condition.attribute_value_list(), path)?,
-                );
-            }
-            Ok((entry.name(), object.done()))
-        })
+        self.entries(
+            entries,
+            path,
+            |entry| entry.name(),
+            |decoder, entry, path| {
+                let mut object = Object::default();
+                if let Some(condition) = entry.value() {
+                    object.set(
+                        "ComparisonOperator",
+                        decoder.text(condition.comparison_operator(), path)?,
+                    );
+                    object.set(
+                        "AttributeValueList",
+                        decoder.attribute_values(condition.attribute_value_list(), path)?,
+                    );
+                }
+                Ok(object.done())
+            },
+        )
     }
 
     fn attribute_updates<'a>(
@@ -339,14 +370,19 @@ impl Decoder {
         entries: Option<Entries<'a, wire::AttributeUpdateEntry<'a>>>,
         path: Path<'_>,
     ) -> Result<Option<Json>, ConvertError> {
-        self.entries(entries, path, |decoder, entry, path| {
-            let mut object = Object::default();
-            if let Some(update) = entry.value() {
-                object.set("Value", decoder.optional_value(update.value(), path)?);
-                object.set("Action", decoder.text(update.action(), path)?);
-            }
-            Ok((entry.name(), object.done()))
-        })
+        self.entries(
+            entries,
+            path,
+            |entry| entry.name(),
+            |decoder, entry, path| {
+                let mut object = Object::default();
+                if let Some(update) = entry.value() {
+                    object.set("Value", decoder.optional_value(update.value(), path)?);
+                    object.set("Action", decoder.text(update.action(), path)?);
+                }
+                Ok(object.done())
+            },
+        )
     }
 
     fn keys_and_attributes<'a>(
@@ -354,26 +390,31 @@ impl Decoder {
         entries: Option<Entries<'a, wire::KeysAndAttributesEntry<'a>>>,
         path: Path<'_>,
     ) -> Result<Option<Json>, ConvertError> {
-        self.entries(entries, path, |decoder, entry, path| {
-            let mut object = Object::default();
-            if let Some(request) = entry.value() {
-                object.set("Keys", decoder.items(request.keys(), path)?);
-                object.set(
-                    "ProjectionExpression",
-                    decoder.text(request.projection_expression(), path)?,
-                );
-                object.set(
-                    "ExpressionAttributeNames",
-                    decoder.names(request.expression_attribute_names(), path)?,
-                );
-                object.set("ConsistentRead", request.consistent_read().map(Json::Bool));
-                object.set(
-                    "AttributesToGet",
-                    decoder.strings(request.attributes_to_get(), path)?,
-                );
-            }
-            Ok((entry.table_name(), object.done()))
-        })
+        self.entries(
+            entries,
+            path,
+            |entry| entry.table_name(),
+            |decoder, entry, path| {
+                let mut object = Object::default();
+                if let Some(request) = entry.value() {
+                    object.set("Keys", decoder.items(request.keys(), path)?);
+                    object.set(
+                        "ProjectionExpression",
+                        decoder.text(request.projection_expression(), path)?,
+                    );
+                    object.set(
+                        "ExpressionAttributeNames",
+                        decoder.names(request.expression_attribute_names(), path)?,
+                    );
+                    object.set("ConsistentRead", request.consistent_read().map(Json::Bool));
+                    object.set(
+                        "AttributesToGet",
+                        decoder.strings(request.attributes_to_get(), path)?,
+                    );
+                }
+                Ok(object.done())
+            },
+        )
     }
 
     fn write_requests<'a>(
@@ -381,23 +422,28 @@ impl Decoder {
         entries: Option<Entries<'a, wire::WriteRequestsEntry<'a>>>,
         path: Path<'_>,
     ) -> Result<Option<Json>, ConvertError> {
-        self.entries(entries, path, |decoder, entry, path| {
-            let requests = decoder.list(entry.requests(), path, |decoder, request, path| {
-                let mut object = Object::default();
-                if let Some(put) = request.put_request() {
-                    let mut inner = Object::default();
-                    inner.set("Item", decoder.item(put.item(), path)?);
-                    object.set("PutRequest", Some(inner.done()));
-                }
-                if let Some(delete) = request.delete_request() {
-                    let mut inner = Object::default();
-                    inner.set("Key", decoder.item(delete.key(), path)?);
-                    object.set("DeleteRequest", Some(inner.done()));
-                }
-                Ok(object.done())
-            })?;
-            Ok((entry.table_name(), requests.unwrap_or(Json::Null)))
-        })
+        self.entries(
+            entries,
+            path,
+            |entry| entry.table_name(),
+            |decoder, entry, path| {
+                let requests = decoder.list(entry.requests(), path, |decoder, request, path| {
+                    let mut object = Object::default();
+                    if let Some(put) = request.put_request() {
+                        let mut inner = Object::default();
+                        inner.set("Item", decoder.item(put.item(), path)?);
+                        object.set("PutRequest", Some(inner.done()));
+                    }
+                    if let Some(delete) = request.delete_request() {
+                        let mut inner = Object::default();
+                        inner.set("Key", decoder.item(delete.key(), path)?);
+                        object.set("DeleteRequest", Some(inner.done()));
+                    }
+                    Ok(object.done())
+                })?;
+                Ok(requests.unwrap_or(Json::Null))
+            },
+        )
     }
 
     fn key_schema<'a>(
@@ -407,7 +453,10 @@ impl Decoder {
     ) -> Result<Option<Json>, ConvertError> {
         self.list(elements, path, |decoder, element, path| {
             let mut object = Object::default();
-            object.set("AttributeName", decoder.text(element.attribute_name(), path)?);
+            object.set(
+                "AttributeName",
+                decoder.text(element.attribute_name(), path)?,
+            );
             object.set("KeyType", decoder.text(element.key_type(), path)?);
             Ok(object.done())
         })
@@ -450,7 +499,10 @@ impl Decoder {
         let root = Path::Root;
         let mut object = Object::default();
         let r = request;
-        object.set("TableName", self.text(r.table_name(), root.member("TableName"))?);
+        object.set(
+            "TableName",
+            self.text(r.table_name(), root.member("TableName"))?,
+        );
         object.set("Item", self.item(r.item(), root.member("Item"))?);
         object.set("Key", self.item(r.key(), root.member("Key"))?);
         for (name, text) in [
@@ -465,7 +517,10 @@ impl Decoder {
                 r.return_values_on_condition_check_failure(),
             ),
             ("ReturnConsumedCapacity", r.return_consumed_capacity()),
-            ("ReturnItemCollectionMetrics", r.return_item_collection_metrics()),
+            (
+                "ReturnItemCollectionMetrics",
+                r.return_item_collection_metrics(),
+            ),
             ("Select", r.select()),
             ("IndexName", r.index_name()),
             ("ConditionalOperator", r.conditional_operator()),
@@ -511,7 +566,10 @@ impl Decoder {
             "AttributesToGet",
             self.strings(r.attributes_to_get(), root.member("AttributesToGet"))?,
         );
-        object.set("Expected", self.expected(r.expected(), root.member("Expected"))?);
+        object.set(
+            "Expected",
+            self.expected(r.expected(), root.member("Expected"))?,
+        );
         for (name, conditions) in [
             ("KeyConditions", r.key_conditions()),
             ("QueryFilter", r.query_filter()),
@@ -532,13 +590,19 @@ impl Decoder {
                 ));
             }
             (gets, None) => {
-                object.set("RequestItems", self.keys_and_attributes(gets, request_items)?);
+                object.set(
+                    "RequestItems",
+                    self.keys_and_attributes(gets, request_items)?,
+                );
             }
             (None, writes) => {
                 object.set("RequestItems", self.write_requests(writes, request_items)?);
             }
         }
-        object.set("KeySchema", self.key_schema(r.key_schema(), root.member("KeySchema"))?);
+        object.set(
+            "KeySchema",
+            self.key_schema(r.key_schema(), root.member("KeySchema"))?,
+        );
         object.set(
             "AttributeDefinitions",
             self.attribute_definitions(
@@ -648,7 +712,10 @@ impl Decoder {
         let r = response;
         let mut object = Object::default();
         object.set("Item", self.item(r.item(), root.member("Item"))?);
-        object.set("Attributes", self.item(r.attributes(), root.member("Attributes"))?);
+        object.set(
+            "Attributes",
+            self.item(r.attributes(), root.member("Attributes"))?,
+        );
         object.set("Items", self.items(r.items(), root.member("Items"))?);
         object.set("Count", r.count().map(Json::from));
         object.set("ScannedCount", r.scanned_count().map(Json::from));
@@ -666,17 +733,23 @@ impl Decoder {
         if let Some(capacities) = r.consumed_capacities() {
             object.set(
                 "ConsumedCapacity",
-                self.list(Some(capacities), capacity_path, |decoder, capacity, path| {
-                    decoder.consumed_capacity(&capacity, path)
-                })?,
+                self.list(
+                    Some(capacities),
+                    capacity_path,
+                    |decoder, capacity, path| decoder.consumed_capacity(&capacity, path),
+                )?,
             );
         }
         object.set(
             "Responses",
-            self.entries(r.responses(), root.member("Responses"), |decoder, entry, path| {
-                let items = decoder.items(entry.items(), path)?;
-                Ok((entry.table_name(), items.unwrap_or(Json::Null)))
-            })?,
+            self.entries(
+                r.responses(),
+                root.member("Responses"),
+                |entry| entry.table_name(),
+                |decoder, entry, path| {
+                    Ok(decoder.items(entry.items(), path)?.unwrap_or(Json::Null))
+                },
+            )?,
         );
         object.set(
             "UnprocessedKeys",
@@ -690,7 +763,10 @@ impl Decoder {
             "TableDescription",
             self.table_description(r.table_description(), root.member("TableDescription"))?,
         );
-        object.set("Table", self.table_description(r.table(), root.member("Table"))?);
+        object.set(
+            "Table",
+            self.table_description(r.table(), root.member("Table"))?,
+        );
         object.set(
             "TableNames",
             self.strings(r.table_names(), root.member("TableNames"))?,

@@ -619,7 +619,9 @@ impl<'fbb> Encoder<'fbb> {
                 "TableName" => args.table_name = Some(self.string(value, path)?),
                 "Item" => args.item = Some(self.item(value, path)?),
                 "Key" => args.key = Some(self.item(value, path)?),
-                "ConditionExpression" => args.condition_expression = Some(self.string(value, path)?),
+                "ConditionExpression" => {
+                    args.condition_expression = Some(self.string(value, path)?)
+                }
                 "UpdateExpression" => args.update_expression = Some(self.string(value, path)?),
                 "ProjectionExpression" => {
                     args.projection_expression = Some(self.string(value, path)?);
@@ -636,8 +638,7 @@ impl<'fbb> Encoder<'fbb> {
                 }
                 "ReturnValues" => args.return_values = Some(self.string(value, path)?),
                 "ReturnValuesOnConditionCheckFailure" => {
-                    args.return_values_on_condition_check_failure =
-                        Some(self.string(value, path)?);
+                    args.return_values_on_condition_check_failure = Some(self.string(value, path)?);
                 }
                 "ReturnConsumedCapacity" => {
                     args.return_consumed_capacity = Some(self.string(value, path)?);
@@ -661,7 +662,9 @@ impl<'fbb> Encoder<'fbb> {
                 "AttributeUpdates" => {
                     args.attribute_updates = Some(self.attribute_updates(value, path)?);
                 }
-                "ConditionalOperator" => args.conditional_operator = Some(self.string(value, path)?),
+                "ConditionalOperator" => {
+                    args.conditional_operator = Some(self.string(value, path)?)
+                }
                 "RequestItems" if operation == Operation::BatchWriteItem => {
                     args.request_items_write = Some(self.write_requests(value, path)?);
                 }
@@ -757,12 +760,11 @@ impl<'fbb> Encoder<'fbb> {
                             _ => return Err(not_a_member(path)),
                         }
                     }
-                    args.provisioned_throughput = Some(
-                        wire::ProvisionedThroughputDescription::create(
+                    args.provisioned_throughput =
+                        Some(wire::ProvisionedThroughputDescription::create(
                             &mut self.builder,
                             &throughput,
-                        ),
-                    );
+                        ));
                 }
                 "TableSizeBytes" => args.table_size_bytes = Some(unsigned(value, path)?),
                 "ItemCount" => args.item_count = Some(unsigned(value, path)?),
@@ -784,8 +786,10 @@ impl<'fbb> Encoder<'fbb> {
                             _ => return Err(not_a_member(path)),
                         }
                     }
-                    args.billing_mode_summary =
-                        Some(wire::BillingModeSummary::create(&mut self.builder, &summary));
+                    args.billing_mode_summary = Some(wire::BillingModeSummary::create(
+                        &mut self.builder,
+                        &summary,
+                    ));
                 }
                 _ => return Err(not_a_member(path)),
             }
@@ -815,24 +819,26 @@ impl<'fbb> Encoder<'fbb> {
                 "ScannedCount" => args.scanned_count = Some(unsigned(value, path)?),
                 "LastEvaluatedKey" => args.last_evaluated_key = Some(self.item(value, path)?),
                 "ConsumedCapacity" if value.is_array() => {
-                    args.consumed_capacities = Some(self.list(value, path, |encoder, json, path| {
-                        encoder.consumed_capacity(json, path)
-                    })?);
+                    args.consumed_capacities =
+                        Some(self.list(value, path, |encoder, json, path| {
+                            encoder.consumed_capacity(json, path)
+                        })?);
                 }
                 "ConsumedCapacity" => {
                     args.consumed_capacity = Some(self.consumed_capacity(value, path)?);
                 }
                 "Responses" => {
-                    args.responses = Some(self.entries(value, path, |encoder, name, json, path| {
-                        let items = encoder.items(json, path)?;
-                        Ok(wire::ItemsEntry::create(
-                            &mut encoder.builder,
-                            &wire::ItemsEntryArgs {
-                                table_name: Some(name),
-                                items: Some(items),
-                            },
-                        ))
-                    })?);
+                    args.responses =
+                        Some(self.entries(value, path, |encoder, name, json, path| {
+                            let items = encoder.items(json, path)?;
+                            Ok(wire::ItemsEntry::create(
+                                &mut encoder.builder,
+                                &wire::ItemsEntryArgs {
+                                    table_name: Some(name),
+                                    items: Some(items),
+                                },
+                            ))
+                        })?);
                 }
                 "UnprocessedKeys" => {
                     args.unprocessed_keys = Some(self.keys_and_attributes(value, path)?);
@@ -885,7 +891,10 @@ fn not_a_member(path: Path<'_>) -> EncodeError {
     )
 }
 
-fn object<'json>(json: &'json Json, path: Path<'_>) -> Result<&'json Map<String, Json>, EncodeError> {
+fn object<'json>(
+    json: &'json Json,
+    path: Path<'_>,
+) -> Result<&'json Map<String, Json>, EncodeError> {
     json.as_object()
         .ok_or_else(|| unrepresentable(path, "must be an object"))
 }

@@ -50,9 +50,8 @@ pub use decode::ConvertError;
 pub use frame::{FrameError, FrameHeader, ReadFrameError, encode_frame, read_frame, split_frame};
 pub use message::{
     DecodeError, EncodeError, Operation, RequestView, Response, ServiceError,
-    UNSUPPORTED_VERSION_1_MESSAGE, UNSUPPORTED_VERSION_EXCEPTION, decode_request,
-    decode_response, encode_request, encode_request_into, encode_response,
-    encode_unsupported_version_response,
+    UNSUPPORTED_VERSION_1_MESSAGE, UNSUPPORTED_VERSION_EXCEPTION, decode_request, decode_response,
+    encode_request, encode_request_into, encode_response, encode_unsupported_version_response,
 };
 
 /// The protocol version this crate speaks: the file identifiers "SHQ2" and "SHS2" carry it.

@@ -16,8 +16,8 @@ use crate::encode::Encoder;
 use crate::frame::encode_frame_into;
 use crate::generated::shoal::client::v_2 as wire;
 use crate::limits::{
-    FRAME_BYTES_MAX, HEADER_BYTES, VERIFIER_APPARENT_BYTES_MAX, VERIFIER_TABLE_DEPTH_MAX,
-    VERIFIER_TABLES_MAX,
+    BODY_BYTES_MIN, FRAME_BYTES_MAX, HEADER_BYTES, VERIFIER_APPARENT_BYTES_MAX,
+    VERIFIER_TABLE_DEPTH_MAX, VERIFIER_TABLES_MAX,
 };
 use crate::v1;
 
@@ -288,6 +288,12 @@ pub fn encode_request(
 /// Reads a checked frame body as a request (identifier, then the flatbuffers verifier). The
 /// members are converted by [`RequestView::body`].
 pub fn decode_request(buffer: &[u8]) -> Result<RequestView<'_>, DecodeError> {
+    // flatbuffers' identifier check asserts the length; the frame guarantees it, this does too.
+    if buffer.len() < BODY_BYTES_MIN {
+        return Err(DecodeError::Identifier {
+            expected: REQUEST_IDENTIFIER,
+        });
+    }
     if !wire::request_buffer_has_identifier(buffer) {
         if let Some(request_id) = v1::request_id(buffer) {
             return Err(DecodeError::UnsupportedVersion {
@@ -339,11 +345,8 @@ pub fn encode_response(
     match outcome {
         Ok(body) => encoder.response_body(&mut args, body)?,
         Err(error) => {
-            args.error = Some(encoder.error(
-                &error.type_name,
-                &error.message,
-                error.item.as_ref(),
-            )?);
+            args.error =
+                Some(encoder.error(&error.type_name, &error.message, error.item.as_ref())?);
         }
     }
     let response = wire::Response::create(&mut encoder.builder, &args);
@@ -355,7 +358,9 @@ pub fn encode_response(
 
 /// Reads a checked frame body as a response.
 pub fn decode_response(buffer: &[u8]) -> Result<Response, DecodeError> {
-    if !flatbuffers::buffer_has_identifier(buffer, RESPONSE_IDENTIFIER, false) {
+    if buffer.len() < BODY_BYTES_MIN
+        || !flatbuffers::buffer_has_identifier(buffer, RESPONSE_IDENTIFIER, false)
+    {
         return Err(DecodeError::Identifier {
             expected: RESPONSE_IDENTIFIER,
         });
@@ -500,7 +505,10 @@ mod tests {
         assert_eq!(response.request_id(), 77);
         assert_eq!(response.body(), None);
         let error = response.error().unwrap();
-        assert_eq!(error.type_name(), Some("UnsupportedProtocolVersionException"));
+        assert_eq!(
+            error.type_name(),
+            Some("UnsupportedProtocolVersionException")
+        );
         assert_eq!(
             error.message(),
             Some("unsupported protocol version 1; this router speaks version 2")
@@ -533,6 +541,91 @@ mod tests {
         let text = "x".repeat(DYNAMODB_BODY_BYTES_MAX - 1024);
         let body = json!({"TableName": "t", "Item": {"a": {"S": text}}});
         let frame = encode_request(1, Operation::BatchWriteItem, &body).unwrap();
-        assert_eq!(decode_request(body_of(&frame)).unwrap().body().unwrap(), body);
+        assert_eq!(
+            decode_request(body_of(&frame)).unwrap().body().unwrap(),
+            body
+        );
+    }
+}
+
+/// Golden bytes of format version 2, annotated in FORMAT.md. Other encoders may lay a buffer
+/// out differently (any layout the flatbuffers verifier accepts is valid); this pins ours.
+#[cfg(test)]
+mod golden {
+    use serde_json::json;
+
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_list_tables_request_frame() {
+        let frame = encode_request(1, Operation::ListTables, &json!({})).unwrap();
+        assert_eq!(
+            hex(&frame),
+            "20 00 00 00 13 49 37 d5 \
+             10 00 00 00 53 48 51 32 08 00 10 00 08 00 07 00 \
+             08 00 00 00 00 00 00 04 01 00 00 00 00 00 00 00"
+        );
+    }
+
+    #[test]
+    fn a_get_item_request_frame() {
+        let body = json!({"TableName": "t", "Key": {"k": {"S": "v"}}});
+        let frame = encode_request(2, Operation::GetItem, &body).unwrap();
+        assert_eq!(
+            hex(&frame),
+            "78 00 00 00 32 21 91 54 \
+             18 00 00 00 53 48 51 32 00 00 0e 00 18 00 10 00 07 00 08 00 00 00 0c 00 \
+             0e 00 00 00 00 00 00 06 10 00 00 00 14 00 00 00 02 00 00 00 00 00 00 00 \
+             01 00 00 00 74 00 00 00 \
+             01 00 00 00 0c 00 00 00 \
+             08 00 0c 00 04 00 08 00 08 00 00 00 24 00 00 00 0c 00 00 00 \
+             08 00 0c 00 07 00 08 00 08 00 00 00 00 00 00 01 04 00 00 00 \
+             01 00 00 00 76 00 00 00 01 00 00 00 6b 00 00 00"
+        );
+    }
+
+    #[test]
+    fn a_success_response_frame() {
+        let frame = encode_response(1, Ok(&json!({}))).unwrap();
+        assert_eq!(
+            hex(&frame),
+            "20 00 00 00 b2 81 55 31 \
+             14 00 00 00 53 48 53 32 00 00 00 00 00 00 06 00 0c 00 04 00 \
+             06 00 00 00 01 00 00 00 00 00 00 00"
+        );
+    }
+
+    #[test]
+    fn an_error_response_frame() {
+        let error = ServiceError {
+            type_name: "E".to_string(),
+            message: "m".to_string(),
+            item: None,
+        };
+        let frame = encode_response(2, Err(&error)).unwrap();
+        assert_eq!(
+            hex(&frame),
+            "48 00 00 00 5e 39 69 36 \
+             10 00 00 00 53 48 53 32 08 00 14 00 08 00 04 00 \
+             08 00 00 00 18 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 \
+             08 00 0c 00 04 00 08 00 08 00 00 00 10 00 00 00 04 00 00 00 \
+             01 00 00 00 6d 00 00 00 01 00 00 00 45 00 00 00"
+        );
+    }
+
+    #[test]
+    fn the_version_error_in_version_1() {
+        let frame = encode_unsupported_version_response(1, 3);
+        let expected_start = "a8 00 00 00 a3 34 49 98 18 00 00 00 53 48 53 31";
+        assert!(hex(&frame).starts_with(expected_start), "{}", hex(&frame));
+        assert_eq!(frame.len(), 176);
     }
 }

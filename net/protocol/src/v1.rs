@@ -16,7 +16,9 @@ pub const RESPONSE_IDENTIFIER_V1: &str = "SHS1";
 /// The request id of a sound version 1 request; `None` when the buffer is not one (another
 /// identifier, or the verifier refuses it).
 pub(crate) fn request_id(buffer: &[u8]) -> Option<u64> {
-    if !wire_v1::request_buffer_has_identifier(buffer) {
+    if buffer.len() < crate::limits::BODY_BYTES_MIN
+        || !wire_v1::request_buffer_has_identifier(buffer)
+    {
         return None;
     }
     wire_v1::root_as_request_with_opts(&verifier_options(), buffer)

@@ -435,7 +435,10 @@ fn bad_frames_close_the_connection_and_unknown_operations_are_answered(cluster: 
     assert_eq!(answers[1].request_id, 43);
     let error = answers[1].outcome.clone().unwrap().unwrap_err();
     assert_eq!(error.type_name, "SerializationException");
-    assert!(error.message.contains("unknown AttributeValue type 99"), "{error}");
+    assert!(
+        error.message.contains("unknown AttributeValue type 99"),
+        "{error}"
+    );
     let version_1_answer = version_1_answer.expect("the version 1 request is answered");
     let response = flatbuffers::root::<wire_v1::Response>(&version_1_answer).unwrap();
     assert_eq!(response.request_id(), 42);
