@@ -19,10 +19,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use shoal_protocol::{Operation, ServiceError, decode_response, encode_request, read_frame};
+use shoal_protocol::{Operation, decode_response, encode_request, read_frame};
 use shoal_rng::SeededRng;
 
-use crate::error::{ClientError, request_text, response_value};
+use crate::error::{ClientError, Outcome, outcome_of, response_value};
 use crate::limits::{
     CONNECT_TIMEOUT_DEFAULT, CONNECTIONS_DEFAULT, CONNECTIONS_MAX, REQUEST_TIMEOUT_DEFAULT,
     REQUESTS_IN_FLIGHT_PER_CONNECTION_DEFAULT,
@@ -58,8 +58,6 @@ impl ClientConfig {
         }
     }
 }
-
-type Outcome = Result<Result<String, ServiceError>, ClientError>;
 
 struct ConnectionState {
     pending: HashMap<u64, SyncSender<Outcome>>,
@@ -144,7 +142,7 @@ impl Connection {
     fn send(
         self: &Arc<Self>,
         operation: Operation,
-        body: &str,
+        body: &Json,
         deadline: Instant,
     ) -> Result<Pending, ClientError> {
         let (sender, receiver) = sync_channel(1);
@@ -236,7 +234,7 @@ fn read_responses(stream: &mut TcpStream, shared: &ConnectionShared) {
         shared.room.notify_all();
         // No sender: the request timed out and its caller gave up on it (a late response).
         if let Some(sender) = sender {
-            let _ = sender.try_send(Ok(response.outcome));
+            let _ = sender.try_send(outcome_of(response));
         }
     };
     let _ = stream.shutdown(Shutdown::Both);
@@ -261,8 +259,7 @@ impl Pending {
     pub fn wait(self) -> Result<Json, ClientError> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         match self.receiver.recv_timeout(remaining) {
-            Ok(Ok(outcome)) => response_value(outcome),
-            Ok(Err(error)) => Err(error),
+            Ok(outcome) => response_value(outcome),
             Err(RecvTimeoutError::Timeout) => {
                 self.connection.forget(self.request_id);
                 Err(ClientError::Timeout)
@@ -330,9 +327,8 @@ impl Client {
     /// `submit`s followed by their `wait`s are pipelined. Requests go to the pool's connections
     /// round-robin; `submit_on` picks one.
     pub fn submit(&self, operation: Operation, body: &Json) -> Result<Pending, ClientError> {
-        let body = request_text(body)?;
         let deadline = Instant::now() + self.config.request_timeout;
-        self.next_connection()?.send(operation, &body, deadline)
+        self.next_connection()?.send(operation, body, deadline)
     }
 
     /// `submit` on connection `index` of the pool (modulo its size).
@@ -342,15 +338,13 @@ impl Client {
         operation: Operation,
         body: &Json,
     ) -> Result<Pending, ClientError> {
-        let body = request_text(body)?;
         let deadline = Instant::now() + self.config.request_timeout;
-        self.connection(index)?.send(operation, &body, deadline)
+        self.connection(index)?.send(operation, body, deadline)
     }
 
     /// Runs one operation with the retry policy (retry.rs) and returns DynamoDB's response
     /// body, or the error of the last attempt.
     pub fn call(&self, operation: Operation, body: &Json) -> Result<Json, ClientError> {
-        let body = request_text(body)?;
         let started = Instant::now();
         let call_deadline = started + self.config.retry.deadline;
         let attempts = self.config.retry.attempts();
@@ -360,7 +354,7 @@ impl Client {
                 (Instant::now() + self.config.request_timeout).min(call_deadline);
             let result = self
                 .next_connection()
-                .and_then(|connection| connection.send(operation, &body, attempt_deadline))
+                .and_then(|connection| connection.send(operation, body, attempt_deadline))
                 .and_then(Pending::wait);
             let error = match result {
                 Ok(value) => return Ok(value),

@@ -26,7 +26,9 @@ pub enum ClientError {
     ConnectionLost(String),
     /// No response within the request timeout: it may or may not have been applied.
     Timeout,
-    /// The caller's request cannot be sent (its body is not a JSON object, or too large).
+    /// The caller's request cannot be sent: its body is not a JSON object, has a member the
+    /// protocol cannot carry (the message names it, e.g. `member Item must be an object`), or
+    /// is too large. Nothing was sent.
     InvalidRequest(String),
     /// The server's response is not what the protocol promises.
     Protocol(String),
@@ -78,35 +80,26 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// The request body as JSON text: it must be an object (DynamoDB's bodies all are).
-pub(crate) fn request_text(body: &Json) -> Result<String, ClientError> {
-    if !body.is_object() {
-        return Err(ClientError::InvalidRequest(
-            "the request body must be a JSON object".to_string(),
-        ));
-    }
-    Ok(body.to_string())
+/// What a reader thread or task hands to the request it answers: the server's outcome, or a
+/// failure to get one.
+pub(crate) type Outcome = Result<Result<Json, shoal_protocol::ServiceError>, ClientError>;
+
+/// A decoded response's outcome as the caller's: a response whose members do not convert is a
+/// protocol error of that request only (the connection stays).
+pub(crate) fn outcome_of(response: shoal_protocol::Response) -> Outcome {
+    response
+        .outcome
+        .map_err(|error| ClientError::Protocol(format!("response members: {error}")))
 }
 
-/// Turns a decoded response outcome into the caller's result.
-pub(crate) fn response_value(
-    outcome: Result<String, shoal_protocol::ServiceError>,
-) -> Result<Json, ClientError> {
-    match outcome {
-        Ok(body) => serde_json::from_str(&body)
-            .map_err(|error| ClientError::Protocol(format!("response body is not JSON: {error}"))),
-        Err(error) => {
-            let item = match error.item {
-                Some(text) => Some(serde_json::from_str(&text).map_err(|error| {
-                    ClientError::Protocol(format!("error item is not JSON: {error}"))
-                })?),
-                None => None,
-            };
-            Err(ClientError::Service {
-                type_name: error.type_name,
-                message: error.message,
-                item,
-            })
-        }
+/// Turns an outcome into the caller's result.
+pub(crate) fn response_value(outcome: Outcome) -> Result<Json, ClientError> {
+    match outcome? {
+        Ok(body) => Ok(body),
+        Err(error) => Err(ClientError::Service {
+            type_name: error.type_name,
+            message: error.message,
+            item: error.item,
+        }),
     }
 }

@@ -14,16 +14,14 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use serde_json::Value as Json;
-use shoal_protocol::{Operation, ServiceError, decode_response, encode_request};
+use shoal_protocol::{Operation, decode_response, encode_request};
 use shoal_rng::SeededRng;
 
 use crate::async_io::{StreamHalf, read_frame_async, shutdown_now, split};
 use crate::blocking::ClientConfig;
-use crate::error::{ClientError, request_text, response_value};
+use crate::error::{ClientError, Outcome, outcome_of, response_value};
 use crate::limits::WRITE_QUEUE_FRAMES_MAX;
 use crate::retry::retryable;
-
-type Outcome = Result<Result<String, ServiceError>, ClientError>;
 
 struct AsyncConnection {
     pending: RefCell<HashMap<u64, LocalSender<Outcome>>>,
@@ -78,7 +76,7 @@ impl AsyncConnection {
     async fn send_and_wait(
         &self,
         operation: Operation,
-        body: &str,
+        body: &Json,
         timeout: Duration,
     ) -> Result<Json, ClientError> {
         let waited = async {
@@ -109,10 +107,7 @@ impl AsyncConnection {
                 .await
                 .unwrap_or_else(|| Err(ClientError::ConnectionLost(self.closed_reason())));
             drop(forget);
-            match outcome {
-                Ok(outcome) => response_value(outcome),
-                Err(error) => Err(error),
-            }
+            response_value(outcome)
         };
         let expired = async {
             glommio::timer::sleep(timeout).await;
@@ -160,7 +155,7 @@ async fn read_responses(connection: Weak<AsyncConnection>, mut reader: StreamHal
         };
         let sender = connection.pending.borrow_mut().remove(&response.request_id);
         if let Some(sender) = sender {
-            let _ = sender.try_send(Ok(response.outcome));
+            let _ = sender.try_send(outcome_of(response));
         }
     };
     if let Some(connection) = connection.upgrade() {
@@ -221,16 +216,14 @@ impl AsyncClient {
 
     /// One attempt, no retries.
     pub async fn call_once(&self, operation: Operation, body: &Json) -> Result<Json, ClientError> {
-        let body = request_text(body)?;
         self.connection()
             .await?
-            .send_and_wait(operation, &body, self.config.request_timeout)
+            .send_and_wait(operation, body, self.config.request_timeout)
             .await
     }
 
     /// Runs one operation with the retry policy (retry.rs).
     pub async fn call(&self, operation: Operation, body: &Json) -> Result<Json, ClientError> {
-        let body = request_text(body)?;
         let call_deadline = Instant::now() + self.config.retry.deadline;
         let attempts = self.config.retry.attempts();
         let mut retry = 0;
@@ -240,7 +233,7 @@ impl AsyncClient {
                 .request_timeout
                 .min(call_deadline.saturating_duration_since(Instant::now()));
             let error = match self.connection().await {
-                Ok(connection) => match connection.send_and_wait(operation, &body, timeout).await {
+                Ok(connection) => match connection.send_and_wait(operation, body, timeout).await {
                     Ok(value) => return Ok(value),
                     Err(error) => error,
                 },

@@ -1,26 +1,50 @@
-//! Requests and responses: building and reading the flatbuffers of schema/shoal.fbs, framed.
+//! Requests and responses: the flatbuffers of schema/shoal.fbs (version 2), framed, to and
+//! from DynamoDB JSON value trees (`serde_json::Value`, the form the router's operations and
+//! the clients' API take). The conversions are in encode.rs and decode.rs; no JSON text is
+//! read or written.
 //!
-//! Bodies stay DynamoDB JSON text here; parsing them is the router's (one validation path with
-//! the HTTP API, DynamoDB's exact error messages) and the client's business.
+//! Version rules (FORMAT.md, "Versions"): a request buffer with version 1's identifier `SHQ1`
+//! is recognised and answered, in version 1's response format, with
+//! [`UNSUPPORTED_VERSION_EXCEPTION`]; any other identifier is a bad frame.
 
 use std::fmt;
 
-use flatbuffers::FlatBufferBuilder;
+use serde_json::Value as Json;
 
+use crate::decode::{ConvertError, Decoder};
+use crate::encode::Encoder;
 use crate::frame::encode_frame_into;
-use crate::generated::shoal::client as wire;
-use crate::limits::{DYNAMODB_BODY_BYTES_MAX, FRAME_BYTES_MAX, HEADER_BYTES};
+use crate::generated::shoal::client::v_2 as wire;
+use crate::limits::{
+    BODY_BYTES_MIN, FRAME_BYTES_MAX, HEADER_BYTES, VERIFIER_APPARENT_BYTES_MAX,
+    VERIFIER_TABLE_DEPTH_MAX, VERIFIER_TABLES_MAX,
+};
+use crate::v1;
 
 /// The file identifier of a request buffer (bytes 4..8 of the flatbuffer).
 pub const REQUEST_IDENTIFIER: &str = wire::REQUEST_IDENTIFIER;
 /// The file identifier of a response buffer. Distinct from requests' so that a buffer sent the
 /// wrong way (a server's answer replayed at a server) fails verification.
-pub const RESPONSE_IDENTIFIER: &str = "SHS1";
+pub const RESPONSE_IDENTIFIER: &str = "SHS2";
 
-/// What flatbuffers adds around a request or response's strings, at most; the builder's first
-/// allocation.
-const BUILDER_SLACK_BYTES: usize = 256;
+/// The exception a version 1 request is answered with.
+pub const UNSUPPORTED_VERSION_EXCEPTION: &str = "UnsupportedProtocolVersionException";
+/// Its message.
+pub const UNSUPPORTED_VERSION_1_MESSAGE: &str =
+    "unsupported protocol version 1; this router speaks version 2";
 
+/// The builder's first allocation beyond what the caller expects.
+const BUILDER_SLACK_BYTES: usize = 1024;
+
+/// The verifier's limits on a received buffer (limits.rs).
+pub(crate) fn verifier_options() -> flatbuffers::VerifierOptions {
+    flatbuffers::VerifierOptions {
+        max_depth: VERIFIER_TABLE_DEPTH_MAX,
+        max_tables: VERIFIER_TABLES_MAX,
+        max_apparent_size: VERIFIER_APPARENT_BYTES_MAX,
+        ignore_missing_null_terminator: false,
+    }
+}
 /// The operations of the native protocol: the DynamoDB operations the router serves. The
 /// numbers are the schema's `Operation` values and never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,8 +148,10 @@ impl fmt::Display for Operation {
 /// Why a request or response cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EncodeError {
-    /// A body over DynamoDB's request size limit (`DYNAMODB_BODY_BYTES_MAX`).
+    /// Over DynamoDB's request size limit (`DYNAMODB_BODY_BYTES_MAX`) or the frame's.
     BodyTooLarge { body_bytes: usize },
+    /// A value the schema cannot carry: the member's path (`Item.year.N`) and why.
+    Unrepresentable { path: String, reason: String },
 }
 
 impl fmt::Display for EncodeError {
@@ -133,23 +159,29 @@ impl fmt::Display for EncodeError {
         match self {
             EncodeError::BodyTooLarge { body_bytes } => write!(
                 formatter,
-                "body of {body_bytes} bytes is over the limit of {DYNAMODB_BODY_BYTES_MAX}"
+                "body of {body_bytes} bytes or more is over the limit of {} bytes",
+                crate::limits::DYNAMODB_BODY_BYTES_MAX
             ),
+            EncodeError::Unrepresentable { path, reason } => {
+                write!(formatter, "member {path} {reason}")
+            }
         }
     }
 }
 
 impl std::error::Error for EncodeError {}
 
-/// Why a checked frame body is not a valid request or response.
+/// Why a checked frame body is not a request or response. Each closes the connection, except
+/// `UnsupportedVersion`, which the server answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
+    /// A sound request of an older version of the protocol: answer it with
+    /// [`encode_unsupported_version_response`].
+    UnsupportedVersion { version: u32, request_id: u64 },
     /// Bytes 4..8 are not the expected file identifier.
     Identifier { expected: &'static str },
     /// The flatbuffers verifier refused the buffer.
     Invalid(String),
-    /// A response with both a body and an error, or neither.
-    Ambiguous,
     /// An error without its exception name.
     MissingExceptionName,
 }
@@ -157,16 +189,13 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DecodeError::UnsupportedVersion { version, .. } => {
+                write!(formatter, "a request of protocol version {version}")
+            }
             DecodeError::Identifier { expected } => {
                 write!(formatter, "buffer is not a {expected} buffer")
             }
             DecodeError::Invalid(reason) => write!(formatter, "invalid flatbuffer: {reason}"),
-            DecodeError::Ambiguous => {
-                write!(
-                    formatter,
-                    "response carries both a body and an error, or neither"
-                )
-            }
             DecodeError::MissingExceptionName => write!(formatter, "error without type_name"),
         }
     }
@@ -175,24 +204,32 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// A decoded request, borrowing the frame body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
     pub request_id: u64,
     /// The schema value; `Operation::from_wire_value` names it, or says it is unknown (the
     /// server answers UnknownOperationException: the frame itself was sound).
     pub operation_value: u8,
-    /// DynamoDB JSON; `None` when absent (the empty request `{}`).
-    pub body: Option<&'a str>,
+    table: wire::Request<'a>,
+}
+
+impl RequestView<'_> {
+    /// The request's members as the DynamoDB JSON body the HTTP API would have parsed. Fails
+    /// only for what the verifier does not check (decode.rs); the server answers that with
+    /// SerializationException.
+    pub fn body(&self) -> Result<Json, ConvertError> {
+        Decoder::new().request(&self.table)
+    }
 }
 
 /// A DynamoDB error as the protocol carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceError {
     /// The exception name without namespace, e.g. `ConditionalCheckFailedException`.
     pub type_name: String,
     pub message: String,
-    /// DynamoDB JSON of the old item (a failed condition asked for ALL_OLD).
-    pub item: Option<String>,
+    /// The old item, in DynamoDB JSON (a failed condition asked for ALL_OLD).
+    pub item: Option<Json>,
 }
 
 impl fmt::Display for ServiceError {
@@ -202,155 +239,150 @@ impl fmt::Display for ServiceError {
 }
 
 /// A decoded response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub request_id: u64,
-    /// The DynamoDB JSON response body, or the error.
-    pub outcome: Result<String, ServiceError>,
+    /// The DynamoDB JSON response body, or the error; `Err(ConvertError)` when the buffer is
+    /// sound but its members are not (decode.rs): a fault of this request only.
+    pub outcome: Result<Result<Json, ServiceError>, ConvertError>,
 }
 
-fn check_body_size(body: &str) -> Result<(), EncodeError> {
-    if body.len() > DYNAMODB_BODY_BYTES_MAX {
+fn frame_of(data: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    // The encoders count what they write against DynamoDB's limit, and the flatbuffer's own
+    // overhead is bounded by FLATBUFFER_OVERHEAD_BYTES_MAX; checked here rather than assumed.
+    if HEADER_BYTES + data.len() > FRAME_BYTES_MAX {
         return Err(EncodeError::BodyTooLarge {
-            body_bytes: body.len(),
+            body_bytes: data.len(),
         });
     }
+    out.reserve(HEADER_BYTES + data.len());
+    encode_frame_into(data, out);
     Ok(())
 }
 
-/// Appends the frame of a request to `out`.
+/// Appends the frame of a request to `out`. `body` is DynamoDB's request body for `operation`
+/// (DynamoDB JSON, as the HTTP API takes it).
 pub fn encode_request_into(
     request_id: u64,
     operation: Operation,
-    body: &str,
+    body: &Json,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    check_body_size(body)?;
-    let mut builder = FlatBufferBuilder::with_capacity(body.len() + BUILDER_SLACK_BYTES);
-    let body = builder.create_string(body);
-    let request = wire::Request::create(
-        &mut builder,
-        &wire::RequestArgs {
-            request_id,
-            operation: wire::Operation(operation.wire_value()),
-            body: Some(body),
-        },
-    );
-    wire::finish_request_buffer(&mut builder, request);
-    encode_frame_into(builder.finished_data(), out);
-    Ok(())
+    let mut encoder = Encoder::with_capacity(BUILDER_SLACK_BYTES);
+    let request = encoder.request(request_id, operation, body)?;
+    wire::finish_request_buffer(&mut encoder.builder, request);
+    frame_of(encoder.builder.finished_data(), out)
 }
 
 /// The frame of a request.
 pub fn encode_request(
     request_id: u64,
     operation: Operation,
-    body: &str,
+    body: &Json,
 ) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len() + BUILDER_SLACK_BYTES);
+    let mut out = Vec::new();
     encode_request_into(request_id, operation, body, &mut out)?;
     Ok(out)
 }
 
-/// Reads a checked frame body as a request (identifier, then the flatbuffers verifier).
+/// Reads a checked frame body as a request (identifier, then the flatbuffers verifier). The
+/// members are converted by [`RequestView::body`].
 pub fn decode_request(buffer: &[u8]) -> Result<RequestView<'_>, DecodeError> {
-    if !wire::request_buffer_has_identifier(buffer) {
+    // flatbuffers' identifier check asserts the length; the frame guarantees it, this does too.
+    if buffer.len() < BODY_BYTES_MIN {
         return Err(DecodeError::Identifier {
             expected: REQUEST_IDENTIFIER,
         });
     }
-    let request =
-        wire::root_as_request(buffer).map_err(|error| DecodeError::Invalid(error.to_string()))?;
+    if !wire::request_buffer_has_identifier(buffer) {
+        if let Some(request_id) = v1::request_id(buffer) {
+            return Err(DecodeError::UnsupportedVersion {
+                version: 1,
+                request_id,
+            });
+        }
+        return Err(DecodeError::Identifier {
+            expected: REQUEST_IDENTIFIER,
+        });
+    }
+    let table = wire::root_as_request_with_opts(&verifier_options(), buffer)
+        .map_err(|error| DecodeError::Invalid(error.to_string()))?;
     Ok(RequestView {
-        request_id: request.request_id(),
-        operation_value: request.operation().0,
-        body: request.body(),
+        request_id: table.request_id(),
+        operation_value: table.operation().0,
+        table,
     })
 }
 
-/// The frame of a response. Fails only for a body over the size limit; the server then answers
+/// The answer to [`DecodeError::UnsupportedVersion`]: a response in that version's format, so
+/// that its client reads it as an error ([`UNSUPPORTED_VERSION_EXCEPTION`]).
+pub fn encode_unsupported_version_response(version: u32, request_id: u64) -> Vec<u8> {
+    debug_assert_eq!(version, 1, "only version 1 precedes this one");
+    let mut out = Vec::new();
+    encode_frame_into(
+        &v1::error_response(
+            request_id,
+            UNSUPPORTED_VERSION_EXCEPTION,
+            UNSUPPORTED_VERSION_1_MESSAGE,
+        ),
+        &mut out,
+    );
+    out
+}
+
+/// The frame of a response: the router's DynamoDB JSON body, or its error. Fails for a body
+/// over the size limit or with a member the schema does not carry; the server then answers
 /// with an error instead.
 pub fn encode_response(
     request_id: u64,
-    outcome: Result<&str, &ServiceError>,
+    outcome: Result<&Json, &ServiceError>,
 ) -> Result<Vec<u8>, EncodeError> {
-    let text_bytes = match outcome {
-        Ok(body) => {
-            check_body_size(body)?;
-            body.len()
-        }
-        Err(error) => {
-            let item = error.item.as_deref().unwrap_or("");
-            check_body_size(item)?;
-            error.type_name.len() + error.message.len() + item.len()
-        }
+    let mut encoder = Encoder::with_capacity(BUILDER_SLACK_BYTES);
+    let mut args = wire::ResponseArgs {
+        request_id,
+        ..Default::default()
     };
-    let mut builder = FlatBufferBuilder::with_capacity(text_bytes + BUILDER_SLACK_BYTES);
-    let (body, error) = match outcome {
-        Ok(body) => (Some(builder.create_string(body)), None),
+    match outcome {
+        Ok(body) => encoder.response_body(&mut args, body)?,
         Err(error) => {
-            let type_name = builder.create_string(&error.type_name);
-            let message = builder.create_string(&error.message);
-            let item = error
-                .item
-                .as_deref()
-                .map(|item| builder.create_string(item));
-            let error = wire::Error::create(
-                &mut builder,
-                &wire::ErrorArgs {
-                    type_name: Some(type_name),
-                    message: Some(message),
-                    item,
-                },
-            );
-            (None, Some(error))
+            args.error =
+                Some(encoder.error(&error.type_name, &error.message, error.item.as_ref())?);
         }
-    };
-    let response = wire::Response::create(
-        &mut builder,
-        &wire::ResponseArgs {
-            request_id,
-            body,
-            error,
-        },
-    );
-    builder.finish(response, Some(RESPONSE_IDENTIFIER));
-    let data = builder.finished_data();
-    // The strings are bounded above and the table overhead is small, so the frame fits;
-    // checked here rather than assumed.
-    if HEADER_BYTES + data.len() > FRAME_BYTES_MAX {
-        return Err(EncodeError::BodyTooLarge {
-            body_bytes: data.len(),
-        });
     }
-    let mut out = Vec::with_capacity(HEADER_BYTES + data.len());
-    encode_frame_into(data, &mut out);
+    let response = wire::Response::create(&mut encoder.builder, &args);
+    encoder.builder.finish(response, Some(RESPONSE_IDENTIFIER));
+    let mut out = Vec::new();
+    frame_of(encoder.builder.finished_data(), &mut out)?;
     Ok(out)
 }
 
 /// Reads a checked frame body as a response.
 pub fn decode_response(buffer: &[u8]) -> Result<Response, DecodeError> {
-    if !flatbuffers::buffer_has_identifier(buffer, RESPONSE_IDENTIFIER, false) {
+    if buffer.len() < BODY_BYTES_MIN
+        || !flatbuffers::buffer_has_identifier(buffer, RESPONSE_IDENTIFIER, false)
+    {
         return Err(DecodeError::Identifier {
             expected: RESPONSE_IDENTIFIER,
         });
     }
-    let response = flatbuffers::root::<wire::Response>(buffer)
+    let response = flatbuffers::root_with_opts::<wire::Response>(&verifier_options(), buffer)
         .map_err(|error| DecodeError::Invalid(error.to_string()))?;
-    let outcome = match (response.body(), response.error()) {
-        (Some(body), None) => Ok(body.to_string()),
-        (None, Some(error)) => {
+    let mut decoder = Decoder::new();
+    let outcome = match response.error() {
+        None => decoder.response_body(&response).map(Ok),
+        Some(error) => {
             let type_name = error
                 .type_name()
                 .filter(|name| !name.is_empty())
                 .ok_or(DecodeError::MissingExceptionName)?;
-            Err(ServiceError {
-                type_name: type_name.to_string(),
-                message: error.message().unwrap_or("").to_string(),
-                item: error.item().map(str::to_string),
+            decoder.error_item(&error).map(|item| {
+                Err(ServiceError {
+                    type_name: type_name.to_string(),
+                    message: error.message().unwrap_or("").to_string(),
+                    item,
+                })
             })
         }
-        _ => return Err(DecodeError::Ambiguous),
     };
     Ok(Response {
         request_id: response.request_id(),
@@ -360,8 +392,11 @@ pub fn decode_response(buffer: &[u8]) -> Result<Response, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::frame::split_frame;
+    use crate::limits::DYNAMODB_BODY_BYTES_MAX;
 
     fn body_of(frame: &[u8]) -> &[u8] {
         split_frame(frame).unwrap().unwrap().0
@@ -387,44 +422,23 @@ mod tests {
     }
 
     #[test]
-    fn a_request_round_trips() {
-        let body = r#"{"TableName":"movies","Key":{"year":{"N":"2001"}}}"#;
-        let frame = encode_request(u64::MAX - 3, Operation::GetItem, body).unwrap();
+    fn a_request_carries_its_id_operation_and_identifier() {
+        let body = json!({"TableName": "movies", "Key": {"year": {"N": "2001"}}});
+        let frame = encode_request(u64::MAX - 3, Operation::GetItem, &body).unwrap();
         let request = decode_request(body_of(&frame)).unwrap();
         assert_eq!(request.request_id, u64::MAX - 3);
         assert_eq!(
             Operation::from_wire_value(request.operation_value),
             Some(Operation::GetItem)
         );
-        assert_eq!(request.body, Some(body));
-        assert_eq!(&body_of(&frame)[4..8], b"SHQ1");
-    }
-
-    #[test]
-    fn responses_round_trip_with_bodies_and_errors() {
-        let frame = encode_response(7, Ok(r#"{"Item":{}}"#)).unwrap();
-        assert_eq!(
-            decode_response(body_of(&frame)).unwrap(),
-            Response {
-                request_id: 7,
-                outcome: Ok(r#"{"Item":{}}"#.to_string())
-            }
-        );
-        let error = ServiceError {
-            type_name: "ConditionalCheckFailedException".to_string(),
-            message: "The conditional request failed".to_string(),
-            item: Some(r#"{"k":{"S":"v"}}"#.to_string()),
-        };
-        let frame = encode_response(8, Err(&error)).unwrap();
-        let decoded = decode_response(body_of(&frame)).unwrap();
-        assert_eq!(decoded.request_id, 8);
-        assert_eq!(decoded.outcome, Err(error));
+        assert_eq!(request.body().unwrap(), body);
+        assert_eq!(&body_of(&frame)[4..8], b"SHQ2");
     }
 
     #[test]
     fn requests_and_responses_are_not_confused() {
-        let request = encode_request(1, Operation::Scan, "{}").unwrap();
-        let response = encode_response(1, Ok("{}")).unwrap();
+        let request = encode_request(1, Operation::Scan, &json!({})).unwrap();
+        let response = encode_response(1, Ok(&json!({}))).unwrap();
         assert!(matches!(
             decode_response(body_of(&request)),
             Err(DecodeError::Identifier { .. })
@@ -436,28 +450,10 @@ mod tests {
     }
 
     #[test]
-    fn a_response_with_neither_body_nor_error_is_refused() {
-        let mut builder = FlatBufferBuilder::new();
-        let response = wire::Response::create(
-            &mut builder,
-            &wire::ResponseArgs {
-                request_id: 3,
-                body: None,
-                error: None,
-            },
-        );
-        builder.finish(response, Some(RESPONSE_IDENTIFIER));
-        assert_eq!(
-            decode_response(builder.finished_data()),
-            Err(DecodeError::Ambiguous)
-        );
-    }
-
-    #[test]
     fn garbage_with_the_right_identifier_is_refused_by_the_verifier() {
         // A root offset pointing far past the end.
         let mut buffer = vec![0xF0, 0xFF, 0xFF, 0x0F];
-        buffer.extend_from_slice(b"SHQ1");
+        buffer.extend_from_slice(b"SHQ2");
         buffer.extend_from_slice(&[0u8; 8]);
         assert!(matches!(
             decode_request(&buffer),
@@ -466,29 +462,98 @@ mod tests {
     }
 
     #[test]
-    fn oversize_bodies_are_refused_when_encoding() {
-        let body = "x".repeat(DYNAMODB_BODY_BYTES_MAX + 1);
+    fn an_error_without_its_name_is_refused() {
+        let error = ServiceError {
+            type_name: String::new(),
+            message: "m".to_string(),
+            item: None,
+        };
+        let frame = encode_response(3, Err(&error)).unwrap();
+        assert_eq!(
+            decode_response(body_of(&frame)),
+            Err(DecodeError::MissingExceptionName)
+        );
+    }
+
+    #[test]
+    fn a_version_1_request_is_answered_in_version_1_with_the_version_error() {
+        use crate::generated_v1::shoal::client as wire_v1;
+        let mut builder = flatbuffers::FlatBufferBuilder::new();
+        let body = builder.create_string("{}");
+        let request = wire_v1::Request::create(
+            &mut builder,
+            &wire_v1::RequestArgs {
+                request_id: 77,
+                operation: wire_v1::Operation::ListTables,
+                body: Some(body),
+            },
+        );
+        wire_v1::finish_request_buffer(&mut builder, request);
+        let Err(DecodeError::UnsupportedVersion {
+            version,
+            request_id,
+        }) = decode_request(builder.finished_data())
+        else {
+            panic!("a version 1 request is recognised");
+        };
+        assert_eq!((version, request_id), (1, 77));
+        let frame = encode_unsupported_version_response(version, request_id);
+        let answer = body_of(&frame);
+        assert_eq!(&answer[4..8], b"SHS1");
+        // What a version 1 client reads.
+        let response = flatbuffers::root::<wire_v1::Response>(answer).unwrap();
+        assert_eq!(response.request_id(), 77);
+        assert_eq!(response.body(), None);
+        let error = response.error().unwrap();
+        assert_eq!(
+            error.type_name(),
+            Some("UnsupportedProtocolVersionException")
+        );
+        assert_eq!(
+            error.message(),
+            Some("unsupported protocol version 1; this router speaks version 2")
+        );
+        // A version 1 buffer the verifier refuses is a bad frame, as before.
+        let mut broken = vec![0xF0, 0xFF, 0xFF, 0x0F];
+        broken.extend_from_slice(b"SHQ1");
+        broken.extend_from_slice(&[0u8; 8]);
         assert!(matches!(
-            encode_request(1, Operation::PutItem, &body),
+            decode_request(&broken),
+            Err(DecodeError::Identifier { .. })
+        ));
+    }
+
+    #[test]
+    fn oversize_requests_are_refused_when_encoding() {
+        let text = "x".repeat(DYNAMODB_BODY_BYTES_MAX + 1);
+        let error = encode_request(
+            1,
+            Operation::PutItem,
+            &json!({"TableName": "t", "Item": {"a": {"S": text}}}),
+        )
+        .unwrap_err();
+        assert!(matches!(error, EncodeError::BodyTooLarge { .. }), "{error}");
+        assert!(matches!(
+            encode_response(1, Ok(&json!({"Item": {"a": {"S": text}}}))),
             Err(EncodeError::BodyTooLarge { .. })
         ));
-        assert!(matches!(
-            encode_response(1, Ok(&body)),
-            Err(EncodeError::BodyTooLarge { .. })
-        ));
-        // The largest body DynamoDB allows fits in a frame.
-        let body = "x".repeat(DYNAMODB_BODY_BYTES_MAX);
+        // A request near DynamoDB's limit fits in a frame.
+        let text = "x".repeat(DYNAMODB_BODY_BYTES_MAX - 1024);
+        let body = json!({"TableName": "t", "Item": {"a": {"S": text}}});
         let frame = encode_request(1, Operation::BatchWriteItem, &body).unwrap();
         assert_eq!(
-            decode_request(body_of(&frame)).unwrap().body,
-            Some(&body[..])
+            decode_request(body_of(&frame)).unwrap().body().unwrap(),
+            body
         );
     }
 }
-/// Golden bytes of format version 1, annotated in FORMAT.md. Other encoders may lay a buffer
+
+/// Golden bytes of format version 2, annotated in FORMAT.md. Other encoders may lay a buffer
 /// out differently (any layout the flatbuffers verifier accepts is valid); this pins ours.
 #[cfg(test)]
 mod golden {
+    use serde_json::json;
+
     use super::*;
 
     fn hex(bytes: &[u8]) -> String {
@@ -500,26 +565,41 @@ mod golden {
     }
 
     #[test]
-    fn a_get_item_request_frame() {
-        let frame = encode_request(1, Operation::GetItem, "{}").unwrap();
+    fn a_list_tables_request_frame() {
+        let frame = encode_request(1, Operation::ListTables, &json!({})).unwrap();
         assert_eq!(
             hex(&frame),
-            "30 00 00 00 e1 86 fc 1c \
-             14 00 00 00 53 48 51 31 00 00 0a 00 14 00 0c 00 07 00 08 00 \
-             0a 00 00 00 00 00 00 06 0c 00 00 00 01 00 00 00 00 00 00 00 \
-             02 00 00 00 7b 7d 00 00"
+            "20 00 00 00 13 49 37 d5 \
+             10 00 00 00 53 48 51 32 08 00 10 00 08 00 07 00 \
+             08 00 00 00 00 00 00 04 01 00 00 00 00 00 00 00"
+        );
+    }
+
+    #[test]
+    fn a_get_item_request_frame() {
+        let body = json!({"TableName": "t", "Key": {"k": {"S": "v"}}});
+        let frame = encode_request(2, Operation::GetItem, &body).unwrap();
+        assert_eq!(
+            hex(&frame),
+            "78 00 00 00 32 21 91 54 \
+             18 00 00 00 53 48 51 32 00 00 0e 00 18 00 10 00 07 00 08 00 00 00 0c 00 \
+             0e 00 00 00 00 00 00 06 10 00 00 00 14 00 00 00 02 00 00 00 00 00 00 00 \
+             01 00 00 00 74 00 00 00 \
+             01 00 00 00 0c 00 00 00 \
+             08 00 0c 00 04 00 08 00 08 00 00 00 24 00 00 00 0c 00 00 00 \
+             08 00 0c 00 07 00 08 00 08 00 00 00 00 00 00 01 04 00 00 00 \
+             01 00 00 00 76 00 00 00 01 00 00 00 6b 00 00 00"
         );
     }
 
     #[test]
     fn a_success_response_frame() {
-        let frame = encode_response(1, Ok("{}")).unwrap();
+        let frame = encode_response(1, Ok(&json!({}))).unwrap();
         assert_eq!(
             hex(&frame),
-            "28 00 00 00 11 2f d1 f9 \
-             10 00 00 00 53 48 53 31 08 00 10 00 08 00 04 00 \
-             08 00 00 00 0c 00 00 00 01 00 00 00 00 00 00 00 \
-             02 00 00 00 7b 7d 00 00"
+            "20 00 00 00 b2 81 55 31 \
+             14 00 00 00 53 48 53 32 00 00 00 00 00 00 06 00 0c 00 04 00 \
+             06 00 00 00 01 00 00 00 00 00 00 00"
         );
     }
 
@@ -533,11 +613,19 @@ mod golden {
         let frame = encode_response(2, Err(&error)).unwrap();
         assert_eq!(
             hex(&frame),
-            "50 00 00 00 07 56 6f 1c \
-             18 00 00 00 53 48 53 31 00 00 00 00 00 00 0a 00 14 00 08 00 00 00 04 00 \
-             0a 00 00 00 18 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 \
+            "48 00 00 00 5e 39 69 36 \
+             10 00 00 00 53 48 53 32 08 00 14 00 08 00 04 00 \
+             08 00 00 00 18 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 \
              08 00 0c 00 04 00 08 00 08 00 00 00 10 00 00 00 04 00 00 00 \
              01 00 00 00 6d 00 00 00 01 00 00 00 45 00 00 00"
         );
+    }
+
+    #[test]
+    fn the_version_error_in_version_1() {
+        let frame = encode_unsupported_version_response(1, 3);
+        let expected_start = "a8 00 00 00 a3 34 49 98 18 00 00 00 53 48 53 31";
+        assert!(hex(&frame).starts_with(expected_start), "{}", hex(&frame));
+        assert_eq!(frame.len(), 176);
     }
 }

@@ -4,7 +4,13 @@
 //! Per connection: a reader loop that reads frames (length checked before the body is buffered,
 //! crc32c before the flatbuffers verifier), runs each request in its own task (so requests of
 //! one connection run concurrently and answer in any order), and a writer task that writes the
-//! responses, each tagged with its request id. A bad frame closes the connection at once.
+//! responses, each tagged with its request id. A bad frame closes the connection at once; a
+//! sound version 1 request is answered with the version error (FORMAT.md, "Versions").
+//!
+//! Version 2 carries typed values, no JSON: each request's members become the DynamoDB JSON
+//! value tree the router's operations take (shoal_protocol's decoder, in memory), so the HTTP
+//! API and this listener share one validation path and DynamoDB's messages; the router's
+//! answer is encoded back into the schema's typed tables.
 //!
 //! Bounds: `NATIVE_CONNECTIONS_MAX` connections (the accept loop waits past it); per
 //! connection `SERVER_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX` requests in flight (the reader
@@ -22,14 +28,23 @@ use glommio::sync::Semaphore;
 use serde_json::Value as Json;
 use shoal_client::async_io::{StreamHalf, read_frame_async, shutdown_now, split};
 use shoal_protocol::frame::ReadFrameError;
-use shoal_protocol::limits::SERVER_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
-use shoal_protocol::{Operation, ServiceError, decode_request, encode_response};
+use shoal_protocol::limits::{
+    ATTRIBUTE_NESTING_DEPTH_MAX, SERVER_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+};
+use shoal_protocol::{
+    DecodeError, Operation, ServiceError, decode_request, encode_response,
+    encode_unsupported_version_response,
+};
 use shoal_router::{DynamoError, Router};
 
 /// Native connections served at once; the accept loop waits for one to end past it.
 pub const NATIVE_CONNECTIONS_MAX: usize = 1024;
 /// Responses of one connection queued for its writer.
 const RESPONSE_QUEUE_FRAMES_MAX: usize = 64;
+// The protocol's converters must carry every nesting the model accepts, and more, so that the
+// router, not the converter, refuses what is too deep, with DynamoDB's message.
+const _: () = assert!(ATTRIBUTE_NESTING_DEPTH_MAX > shoal_model::value::NESTING_DEPTH_MAX);
+
 /// The pause after a failed accept (out of descriptors, say) before the next.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
@@ -94,6 +109,20 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>) {
         };
         let request = match decode_request(&body) {
             Ok(request) => request,
+            Err(DecodeError::UnsupportedVersion {
+                version,
+                request_id,
+            }) => {
+                // A sound request of an older client: told, in its own format, and the
+                // connection stays (its next request gets the same answer).
+                tracing::debug!(?peer, version, "native connection: old protocol version");
+                let frame = encode_unsupported_version_response(version, request_id);
+                if responses.send(frame).await.is_err() {
+                    break;
+                }
+                drop(permit);
+                continue;
+            }
             Err(error) => {
                 tracing::info!(?peer, %error, "native connection: bad request buffer; closing");
                 shutdown_now(&stream);
@@ -102,7 +131,12 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>) {
         };
         let request_id = request.request_id;
         let operation_value = request.operation_value;
-        let request_body = request.body.map(str::to_string);
+        // Converted here, while the frame body is borrowed; the task owns the value tree.
+        let request_body = request.body().map_err(|error| ServiceError {
+            type_name: "SerializationException".to_string(),
+            message: format!("Unexpected value in payload: {error}"),
+            item: None,
+        });
         let router = router.clone();
         let responses = responses.clone();
         glommio::spawn_local(async move {
@@ -143,18 +177,8 @@ fn service_error(error: DynamoError) -> ServiceError {
     ServiceError {
         type_name: error.type_name,
         message: error.message,
-        item: error.item.map(|item| item.to_string()),
+        item: error.item,
     }
-}
-
-/// The request body as the HTTP API parses it (shoal_http::protocol::parse_body): absent or
-/// empty is `{}`, anything but an object is DynamoDB's SerializationException.
-fn parse_body(body: Option<&str>) -> Result<Json, ServiceError> {
-    shoal_http::protocol::parse_body(body.unwrap_or("").as_bytes()).map_err(|error| ServiceError {
-        type_name: error.type_name,
-        message: error.message.unwrap_or_default(),
-        item: None,
-    })
 }
 
 async fn dispatch(router: &Router, operation: Operation, body: Json) -> Result<Json, DynamoError> {
@@ -179,7 +203,7 @@ async fn answer(
     router: &Router,
     request_id: u64,
     operation_value: u8,
-    body: Option<String>,
+    body: Result<Json, ServiceError>,
 ) -> Vec<u8> {
     let outcome = match Operation::from_wire_value(operation_value) {
         None => Err(ServiceError {
@@ -187,22 +211,23 @@ async fn answer(
             message: format!("Unknown operation value {operation_value}"),
             item: None,
         }),
-        Some(operation) => match parse_body(body.as_deref()) {
+        Some(operation) => match body {
             Ok(body) => dispatch(router, operation, body)
                 .await
-                .map(|value| value.to_string())
                 .map_err(service_error),
             Err(error) => Err(error),
         },
     };
     let encoded = match &outcome {
-        Ok(text) => encode_response(request_id, Ok(text)),
+        Ok(body) => encode_response(request_id, Ok(body)),
         Err(error) => encode_response(request_id, Err(error)),
     };
     match encoded {
         Ok(frame) => frame,
         Err(error) => {
-            // Only a body over the protocol's limit fails to encode; the client is told so.
+            // A body over the protocol's limit, or a member the schema does not carry (a router
+            // answer this listener does not know: a bug, named in the message), fails to
+            // encode; the client is told so.
             let fallback = ServiceError {
                 type_name: "InternalServerError".to_string(),
                 message: format!("The response cannot be sent: {error}"),
@@ -210,8 +235,8 @@ async fn answer(
             };
             match encode_response(request_id, Err(&fallback)) {
                 Ok(frame) => frame,
-                // A short error always fits (encode_response checks only sizes): a failure here
-                // is a broken invariant of this module.
+                // A short error without an item always encodes: a failure here is a broken
+                // invariant of this module.
                 Err(error) => {
                     shoal_io::fatal!(
                         "native listener: cannot encode a short error response: {error}"

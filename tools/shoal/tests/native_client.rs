@@ -19,7 +19,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
 use shoal_client::{AsyncClient, Client, ClientConfig, ClientError, Operation, RetryPolicy};
-use shoal_protocol::generated::shoal::client as wire;
+use shoal_protocol::generated::shoal::client::v_2 as wire;
+use shoal_protocol::generated_v1::shoal::client as wire_v1;
 use shoal_protocol::{decode_response, encode_frame, encode_request, read_frame};
 
 const WATCHDOG: Duration = Duration::from_secs(120);
@@ -239,11 +240,21 @@ fn blocking_client_lifecycle_crud_conditions_pipelining(cluster: &DevCluster) {
         client.get_item(&json!({"TableName": "movies", "Key": {"year": {"N": "2001"}}})),
         "ValidationException",
     );
-    // Bad input is refused before it is sent.
+    // Bad input is refused before it is sent, naming the member the protocol cannot carry.
     assert!(matches!(
         client.put_item(&json!(["not", "an", "object"])),
         Err(ClientError::InvalidRequest(_))
     ));
+    let refused = client.put_item(&json!({"TableName": "movies", "Item": 5}));
+    let Err(ClientError::InvalidRequest(reason)) = refused else {
+        panic!("expected InvalidRequest, got {refused:?}");
+    };
+    assert_eq!(reason, "member Item must be an object");
+    // What the protocol can carry reaches the router, which answers DynamoDB's error.
+    service_error(
+        client.put_item(&json!({"TableName": "movies", "Item": {"year": {"N": "x"}}})),
+        "ValidationException",
+    );
 
     client
         .delete_item(&json!({"TableName": "movies", "Key": key}))
@@ -325,7 +336,7 @@ fn blocking_client_lifecycle_crud_conditions_pipelining(cluster: &DevCluster) {
 fn bad_frames_close_the_connection_and_unknown_operations_are_answered(cluster: &DevCluster) {
     let read_timeout = Some(Duration::from_secs(10));
     // A frame whose checksum does not match its body: the router closes without answering.
-    let mut frame = encode_request(1, Operation::ListTables, "{}").unwrap();
+    let mut frame = encode_request(1, Operation::ListTables, &json!({})).unwrap();
     let last = frame.len() - 1;
     frame[last] ^= 0x01;
     let mut stream = TcpStream::connect(cluster.native).unwrap();
@@ -344,39 +355,109 @@ fn bad_frames_close_the_connection_and_unknown_operations_are_answered(cluster: 
     // A sound frame with an operation this server does not know is answered, and the
     // connection stays usable.
     let mut builder = flatbuffers::FlatBufferBuilder::new();
-    let body = builder.create_string("{}");
     let request = wire::Request::create(
         &mut builder,
         &wire::RequestArgs {
             request_id: 41,
             operation: wire::Operation(200),
-            body: Some(body),
+            ..Default::default()
         },
     );
     wire::finish_request_buffer(&mut builder, request);
+    let unknown_operation = encode_frame(builder.finished_data());
+    // A version 1 request (DynamoDB JSON text inside) is answered with the version error, in
+    // version 1's response format, so a version 1 client shows it.
+    let mut builder = flatbuffers::FlatBufferBuilder::new();
+    let body = builder.create_string("{}");
+    let request = wire_v1::Request::create(
+        &mut builder,
+        &wire_v1::RequestArgs {
+            request_id: 42,
+            operation: wire_v1::Operation::ListTables,
+            body: Some(body),
+        },
+    );
+    wire_v1::finish_request_buffer(&mut builder, request);
+    let version_1 = encode_frame(builder.finished_data());
+    // A sound buffer whose members do not convert (an attribute type this version does not
+    // know) is answered with SerializationException.
+    let mut builder = flatbuffers::FlatBufferBuilder::new();
+    let table_name = builder.create_string("movies");
+    let name = builder.create_string("year");
+    let value = wire::AttributeValue::create(
+        &mut builder,
+        &wire::AttributeValueArgs {
+            type_: wire::AttributeType(99),
+            ..Default::default()
+        },
+    );
+    let attribute = wire::Attribute::create(
+        &mut builder,
+        &wire::AttributeArgs {
+            name: Some(name),
+            value: Some(value),
+        },
+    );
+    let key = builder.create_vector(&[attribute]);
+    let request = wire::Request::create(
+        &mut builder,
+        &wire::RequestArgs {
+            request_id: 43,
+            operation: wire::Operation::GetItem,
+            table_name: Some(table_name),
+            key: Some(key),
+            ..Default::default()
+        },
+    );
+    wire::finish_request_buffer(&mut builder, request);
+    let unknown_type = encode_frame(builder.finished_data());
+
     let mut stream = TcpStream::connect(cluster.native).unwrap();
     stream.set_read_timeout(read_timeout).unwrap();
-    stream
-        .write_all(&encode_frame(builder.finished_data()))
-        .unwrap();
-    stream
-        .write_all(&encode_request(42, Operation::PutItem, "[1, 2]").unwrap())
-        .unwrap();
+    for frame in [&unknown_operation, &version_1, &unknown_type] {
+        stream.write_all(frame).unwrap();
+    }
     let mut answers = Vec::new();
-    for _ in 0..2 {
-        answers.push(decode_response(&read_frame(&mut stream).unwrap()).unwrap());
+    let mut version_1_answer = None;
+    for _ in 0..3 {
+        let body = read_frame(&mut stream).unwrap();
+        if &body[4..8] == b"SHS1" {
+            version_1_answer = Some(body);
+        } else {
+            answers.push(decode_response(&body).unwrap());
+        }
     }
     answers.sort_by_key(|response| response.request_id);
+    assert_eq!(answers.len(), 2);
     assert_eq!(answers[0].request_id, 41);
-    assert_eq!(
-        answers[0].outcome.as_ref().unwrap_err().type_name,
-        "UnknownOperationException"
+    let error = answers[0].outcome.clone().unwrap().unwrap_err();
+    assert_eq!(error.type_name, "UnknownOperationException");
+    assert_eq!(answers[1].request_id, 43);
+    let error = answers[1].outcome.clone().unwrap().unwrap_err();
+    assert_eq!(error.type_name, "SerializationException");
+    assert!(
+        error.message.contains("unknown AttributeValue type 99"),
+        "{error}"
     );
-    assert_eq!(answers[1].request_id, 42);
+    let version_1_answer = version_1_answer.expect("the version 1 request is answered");
+    let response = flatbuffers::root::<wire_v1::Response>(&version_1_answer).unwrap();
+    assert_eq!(response.request_id(), 42);
+    let error = response.error().unwrap();
     assert_eq!(
-        answers[1].outcome.as_ref().unwrap_err().type_name,
-        "SerializationException"
+        error.type_name(),
+        Some(shoal_protocol::UNSUPPORTED_VERSION_EXCEPTION)
     );
+    assert_eq!(
+        error.message(),
+        Some("unsupported protocol version 1; this router speaks version 2")
+    );
+    // The connection is still open and speaks version 2.
+    stream
+        .write_all(&encode_request(44, Operation::ListTables, &json!({})).unwrap())
+        .unwrap();
+    let listed = decode_response(&read_frame(&mut stream).unwrap()).unwrap();
+    assert_eq!(listed.request_id, 44);
+    assert!(listed.outcome.unwrap().unwrap()["TableNames"].is_array());
 }
 
 fn glommio_client_round_trips(cluster: &DevCluster) {

@@ -9,6 +9,9 @@ pub mod shoal {
 #[allow(unused_imports, dead_code)]
 pub mod client {
 
+#[allow(unused_imports, dead_code)]
+pub mod v_2 {
+
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
@@ -138,6 +141,2618 @@ impl<'a> ::flatbuffers::Verifiable for Operation {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Operation {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_ATTRIBUTE_TYPE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_ATTRIBUTE_TYPE: u8 = 10;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_ATTRIBUTE_TYPE: [AttributeType; 11] = [
+  AttributeType::Empty,
+  AttributeType::S,
+  AttributeType::N,
+  AttributeType::B,
+  AttributeType::SS,
+  AttributeType::NS,
+  AttributeType::BS,
+  AttributeType::M,
+  AttributeType::L,
+  AttributeType::Null,
+  AttributeType::Bool,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct AttributeType(pub u8);
+#[allow(non_upper_case_globals)]
+impl AttributeType {
+  pub const Empty: Self = Self(0);
+  pub const S: Self = Self(1);
+  pub const N: Self = Self(2);
+  pub const B: Self = Self(3);
+  pub const SS: Self = Self(4);
+  pub const NS: Self = Self(5);
+  pub const BS: Self = Self(6);
+  pub const M: Self = Self(7);
+  pub const L: Self = Self(8);
+  pub const Null: Self = Self(9);
+  pub const Bool: Self = Self(10);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Empty,
+    Self::S,
+    Self::N,
+    Self::B,
+    Self::SS,
+    Self::NS,
+    Self::BS,
+    Self::M,
+    Self::L,
+    Self::Null,
+    Self::Bool,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Empty => Some("Empty"),
+      Self::S => Some("S"),
+      Self::N => Some("N"),
+      Self::B => Some("B"),
+      Self::SS => Some("SS"),
+      Self::NS => Some("NS"),
+      Self::BS => Some("BS"),
+      Self::M => Some("M"),
+      Self::L => Some("L"),
+      Self::Null => Some("Null"),
+      Self::Bool => Some("Bool"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for AttributeType {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for AttributeType {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for AttributeType {
+    type Output = AttributeType;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for AttributeType {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for AttributeType {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for AttributeType {}
+pub enum AttributeValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AttributeValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AttributeValue<'a> {
+  type Inner = AttributeValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AttributeValue<'a> {
+  pub const VT_TYPE_: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BYTES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FLAG: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TEXTS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BINARIES: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAP: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LIST: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AttributeValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AttributeValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AttributeValue<'bldr>> {
+    let mut builder = AttributeValueBuilder::new(_fbb);
+    if let Some(x) = args.list { builder.add_list(x); }
+    if let Some(x) = args.map { builder.add_map(x); }
+    if let Some(x) = args.binaries { builder.add_binaries(x); }
+    if let Some(x) = args.texts { builder.add_texts(x); }
+    if let Some(x) = args.bytes { builder.add_bytes(x); }
+    if let Some(x) = args.text { builder.add_text(x); }
+    builder.add_flag(args.flag);
+    builder.add_type_(args.type_);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn type_(&self) -> AttributeType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<AttributeType>(AttributeValue::VT_TYPE_, Some(AttributeType::Empty)).unwrap()}
+  }
+  #[inline]
+  pub fn text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AttributeValue::VT_TEXT, None)}
+  }
+  #[inline]
+  pub fn bytes(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AttributeValue::VT_BYTES, None)}
+  }
+  #[inline]
+  pub fn flag(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(AttributeValue::VT_FLAG, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn texts(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(AttributeValue::VT_TEXTS, None)}
+  }
+  #[inline]
+  pub fn binaries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Binary<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Binary>>>>(AttributeValue::VT_BINARIES, None)}
+  }
+  #[inline]
+  pub fn map(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(AttributeValue::VT_MAP, None)}
+  }
+  #[inline]
+  pub fn list(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue>>>>(AttributeValue::VT_LIST, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AttributeValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<AttributeType>("type_", Self::VT_TYPE_, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("bytes", Self::VT_BYTES, false)?
+     .visit_field::<bool>("flag", Self::VT_FLAG, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("texts", Self::VT_TEXTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Binary>>>>("binaries", Self::VT_BINARIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("map", Self::VT_MAP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AttributeValue>>>>("list", Self::VT_LIST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AttributeValueArgs<'a> {
+    pub type_: AttributeType,
+    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub bytes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub flag: bool,
+    pub texts: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub binaries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Binary<'a>>>>>,
+    pub map: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub list: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue<'a>>>>>,
+}
+impl<'a> Default for AttributeValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AttributeValueArgs {
+      type_: AttributeType::Empty,
+      text: None,
+      bytes: None,
+      flag: false,
+      texts: None,
+      binaries: None,
+      map: None,
+      list: None,
+    }
+  }
+}
+
+pub struct AttributeValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AttributeValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_type_(&mut self, type_: AttributeType) {
+    self.fbb_.push_slot::<AttributeType>(AttributeValue::VT_TYPE_, type_, AttributeType::Empty);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeValue::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn add_bytes(&mut self, bytes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeValue::VT_BYTES, bytes);
+  }
+  #[inline]
+  pub fn add_flag(&mut self, flag: bool) {
+    self.fbb_.push_slot::<bool>(AttributeValue::VT_FLAG, flag, false);
+  }
+  #[inline]
+  pub fn add_texts(&mut self, texts: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeValue::VT_TEXTS, texts);
+  }
+  #[inline]
+  pub fn add_binaries(&mut self, binaries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Binary<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeValue::VT_BINARIES, binaries);
+  }
+  #[inline]
+  pub fn add_map(&mut self, map: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeValue::VT_MAP, map);
+  }
+  #[inline]
+  pub fn add_list(&mut self, list: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AttributeValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeValue::VT_LIST, list);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AttributeValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AttributeValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AttributeValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AttributeValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AttributeValue");
+      ds.field("type_", &self.type_());
+      ds.field("text", &self.text());
+      ds.field("bytes", &self.bytes());
+      ds.field("flag", &self.flag());
+      ds.field("texts", &self.texts());
+      ds.field("binaries", &self.binaries());
+      ds.field("map", &self.map());
+      ds.field("list", &self.list());
+      ds.finish()
+  }
+}
+pub enum BinaryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Binary<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Binary<'a> {
+  type Inner = Binary<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Binary<'a> {
+  pub const VT_BYTES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Binary { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BinaryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Binary<'bldr>> {
+    let mut builder = BinaryBuilder::new(_fbb);
+    if let Some(x) = args.bytes { builder.add_bytes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn bytes(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Binary::VT_BYTES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Binary<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("bytes", Self::VT_BYTES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BinaryArgs<'a> {
+    pub bytes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for BinaryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BinaryArgs {
+      bytes: None,
+    }
+  }
+}
+
+pub struct BinaryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BinaryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_bytes(&mut self, bytes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Binary::VT_BYTES, bytes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BinaryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BinaryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Binary<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Binary<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Binary");
+      ds.field("bytes", &self.bytes());
+      ds.finish()
+  }
+}
+pub enum AttributeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Attribute<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Attribute<'a> {
+  type Inner = Attribute<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Attribute<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Attribute { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AttributeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Attribute<'bldr>> {
+    let mut builder = AttributeBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Attribute::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<AttributeValue<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<AttributeValue>>(Attribute::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Attribute<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<AttributeValue>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AttributeArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<AttributeValue<'a>>>,
+}
+impl<'a> Default for AttributeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AttributeArgs {
+      name: None,
+      value: None,
+    }
+  }
+}
+
+pub struct AttributeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AttributeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Attribute::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<AttributeValue<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<AttributeValue>>(Attribute::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AttributeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AttributeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Attribute<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Attribute<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Attribute");
+      ds.field("name", &self.name());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum ItemOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Item<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Item<'a> {
+  type Inner = Item<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Item<'a> {
+  pub const VT_ATTRIBUTES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Item { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ItemArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Item<'bldr>> {
+    let mut builder = ItemBuilder::new(_fbb);
+    if let Some(x) = args.attributes { builder.add_attributes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn attributes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Item::VT_ATTRIBUTES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Item<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("attributes", Self::VT_ATTRIBUTES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ItemArgs<'a> {
+    pub attributes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+}
+impl<'a> Default for ItemArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ItemArgs {
+      attributes: None,
+    }
+  }
+}
+
+pub struct ItemBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ItemBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_attributes(&mut self, attributes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Item::VT_ATTRIBUTES, attributes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ItemBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ItemBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Item<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Item<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Item");
+      ds.field("attributes", &self.attributes());
+      ds.finish()
+  }
+}
+pub enum NameEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NameEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NameEntry<'a> {
+  type Inner = NameEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NameEntry<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NameEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NameEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NameEntry<'bldr>> {
+    let mut builder = NameEntryBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NameEntry::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NameEntry::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NameEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NameEntryArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for NameEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NameEntryArgs {
+      name: None,
+      value: None,
+    }
+  }
+}
+
+pub struct NameEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NameEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NameEntry::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NameEntry::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NameEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NameEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NameEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NameEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NameEntry");
+      ds.field("name", &self.name());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum ExpectedAttributeValueOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ExpectedAttributeValue<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ExpectedAttributeValue<'a> {
+  type Inner = ExpectedAttributeValue<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ExpectedAttributeValue<'a> {
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EXISTS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_COMPARISON_OPERATOR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ATTRIBUTE_VALUE_LIST: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ExpectedAttributeValue { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ExpectedAttributeValueArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ExpectedAttributeValue<'bldr>> {
+    let mut builder = ExpectedAttributeValueBuilder::new(_fbb);
+    if let Some(x) = args.attribute_value_list { builder.add_attribute_value_list(x); }
+    if let Some(x) = args.comparison_operator { builder.add_comparison_operator(x); }
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.exists { builder.add_exists(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn value(&self) -> Option<AttributeValue<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<AttributeValue>>(ExpectedAttributeValue::VT_VALUE, None)}
+  }
+  #[inline]
+  pub fn exists(&self) -> Option<bool> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ExpectedAttributeValue::VT_EXISTS, None)}
+  }
+  #[inline]
+  pub fn comparison_operator(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ExpectedAttributeValue::VT_COMPARISON_OPERATOR, None)}
+  }
+  #[inline]
+  pub fn attribute_value_list(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue>>>>(ExpectedAttributeValue::VT_ATTRIBUTE_VALUE_LIST, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ExpectedAttributeValue<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<AttributeValue>>("value", Self::VT_VALUE, false)?
+     .visit_field::<bool>("exists", Self::VT_EXISTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("comparison_operator", Self::VT_COMPARISON_OPERATOR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AttributeValue>>>>("attribute_value_list", Self::VT_ATTRIBUTE_VALUE_LIST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ExpectedAttributeValueArgs<'a> {
+    pub value: Option<::flatbuffers::WIPOffset<AttributeValue<'a>>>,
+    pub exists: Option<bool>,
+    pub comparison_operator: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attribute_value_list: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue<'a>>>>>,
+}
+impl<'a> Default for ExpectedAttributeValueArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ExpectedAttributeValueArgs {
+      value: None,
+      exists: None,
+      comparison_operator: None,
+      attribute_value_list: None,
+    }
+  }
+}
+
+pub struct ExpectedAttributeValueBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ExpectedAttributeValueBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<AttributeValue<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<AttributeValue>>(ExpectedAttributeValue::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn add_exists(&mut self, exists: bool) {
+    self.fbb_.push_slot_always::<bool>(ExpectedAttributeValue::VT_EXISTS, exists);
+  }
+  #[inline]
+  pub fn add_comparison_operator(&mut self, comparison_operator: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ExpectedAttributeValue::VT_COMPARISON_OPERATOR, comparison_operator);
+  }
+  #[inline]
+  pub fn add_attribute_value_list(&mut self, attribute_value_list: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AttributeValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ExpectedAttributeValue::VT_ATTRIBUTE_VALUE_LIST, attribute_value_list);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ExpectedAttributeValueBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ExpectedAttributeValueBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ExpectedAttributeValue<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ExpectedAttributeValue<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ExpectedAttributeValue");
+      ds.field("value", &self.value());
+      ds.field("exists", &self.exists());
+      ds.field("comparison_operator", &self.comparison_operator());
+      ds.field("attribute_value_list", &self.attribute_value_list());
+      ds.finish()
+  }
+}
+pub enum ExpectedEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ExpectedEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ExpectedEntry<'a> {
+  type Inner = ExpectedEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ExpectedEntry<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ExpectedEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ExpectedEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ExpectedEntry<'bldr>> {
+    let mut builder = ExpectedEntryBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ExpectedEntry::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<ExpectedAttributeValue<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ExpectedAttributeValue>>(ExpectedEntry::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ExpectedEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ExpectedAttributeValue>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ExpectedEntryArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<ExpectedAttributeValue<'a>>>,
+}
+impl<'a> Default for ExpectedEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ExpectedEntryArgs {
+      name: None,
+      value: None,
+    }
+  }
+}
+
+pub struct ExpectedEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ExpectedEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ExpectedEntry::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<ExpectedAttributeValue<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ExpectedAttributeValue>>(ExpectedEntry::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ExpectedEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ExpectedEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ExpectedEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ExpectedEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ExpectedEntry");
+      ds.field("name", &self.name());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum ConditionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Condition<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Condition<'a> {
+  type Inner = Condition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Condition<'a> {
+  pub const VT_COMPARISON_OPERATOR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTRIBUTE_VALUE_LIST: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Condition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConditionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Condition<'bldr>> {
+    let mut builder = ConditionBuilder::new(_fbb);
+    if let Some(x) = args.attribute_value_list { builder.add_attribute_value_list(x); }
+    if let Some(x) = args.comparison_operator { builder.add_comparison_operator(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn comparison_operator(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Condition::VT_COMPARISON_OPERATOR, None)}
+  }
+  #[inline]
+  pub fn attribute_value_list(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue>>>>(Condition::VT_ATTRIBUTE_VALUE_LIST, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Condition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("comparison_operator", Self::VT_COMPARISON_OPERATOR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AttributeValue>>>>("attribute_value_list", Self::VT_ATTRIBUTE_VALUE_LIST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConditionArgs<'a> {
+    pub comparison_operator: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attribute_value_list: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeValue<'a>>>>>,
+}
+impl<'a> Default for ConditionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConditionArgs {
+      comparison_operator: None,
+      attribute_value_list: None,
+    }
+  }
+}
+
+pub struct ConditionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConditionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_comparison_operator(&mut self, comparison_operator: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Condition::VT_COMPARISON_OPERATOR, comparison_operator);
+  }
+  #[inline]
+  pub fn add_attribute_value_list(&mut self, attribute_value_list: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AttributeValue<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Condition::VT_ATTRIBUTE_VALUE_LIST, attribute_value_list);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConditionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConditionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Condition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Condition<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Condition");
+      ds.field("comparison_operator", &self.comparison_operator());
+      ds.field("attribute_value_list", &self.attribute_value_list());
+      ds.finish()
+  }
+}
+pub enum ConditionEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ConditionEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ConditionEntry<'a> {
+  type Inner = ConditionEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ConditionEntry<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ConditionEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConditionEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ConditionEntry<'bldr>> {
+    let mut builder = ConditionEntryBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConditionEntry::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<Condition<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Condition>>(ConditionEntry::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ConditionEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConditionEntryArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
+}
+impl<'a> Default for ConditionEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConditionEntryArgs {
+      name: None,
+      value: None,
+    }
+  }
+}
+
+pub struct ConditionEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConditionEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConditionEntry::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<Condition<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Condition>>(ConditionEntry::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConditionEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConditionEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConditionEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ConditionEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ConditionEntry");
+      ds.field("name", &self.name());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum AttributeValueUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AttributeValueUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AttributeValueUpdate<'a> {
+  type Inner = AttributeValueUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AttributeValueUpdate<'a> {
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AttributeValueUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AttributeValueUpdateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AttributeValueUpdate<'bldr>> {
+    let mut builder = AttributeValueUpdateBuilder::new(_fbb);
+    if let Some(x) = args.action { builder.add_action(x); }
+    if let Some(x) = args.value { builder.add_value(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn value(&self) -> Option<AttributeValue<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<AttributeValue>>(AttributeValueUpdate::VT_VALUE, None)}
+  }
+  #[inline]
+  pub fn action(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AttributeValueUpdate::VT_ACTION, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AttributeValueUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<AttributeValue>>("value", Self::VT_VALUE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("action", Self::VT_ACTION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AttributeValueUpdateArgs<'a> {
+    pub value: Option<::flatbuffers::WIPOffset<AttributeValue<'a>>>,
+    pub action: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AttributeValueUpdateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AttributeValueUpdateArgs {
+      value: None,
+      action: None,
+    }
+  }
+}
+
+pub struct AttributeValueUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AttributeValueUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<AttributeValue<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<AttributeValue>>(AttributeValueUpdate::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn add_action(&mut self, action: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeValueUpdate::VT_ACTION, action);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AttributeValueUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AttributeValueUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AttributeValueUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AttributeValueUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AttributeValueUpdate");
+      ds.field("value", &self.value());
+      ds.field("action", &self.action());
+      ds.finish()
+  }
+}
+pub enum AttributeUpdateEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AttributeUpdateEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AttributeUpdateEntry<'a> {
+  type Inner = AttributeUpdateEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AttributeUpdateEntry<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AttributeUpdateEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AttributeUpdateEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AttributeUpdateEntry<'bldr>> {
+    let mut builder = AttributeUpdateEntryBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AttributeUpdateEntry::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<AttributeValueUpdate<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<AttributeValueUpdate>>(AttributeUpdateEntry::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AttributeUpdateEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<AttributeValueUpdate>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AttributeUpdateEntryArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<AttributeValueUpdate<'a>>>,
+}
+impl<'a> Default for AttributeUpdateEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AttributeUpdateEntryArgs {
+      name: None,
+      value: None,
+    }
+  }
+}
+
+pub struct AttributeUpdateEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AttributeUpdateEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeUpdateEntry::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<AttributeValueUpdate<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<AttributeValueUpdate>>(AttributeUpdateEntry::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AttributeUpdateEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AttributeUpdateEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AttributeUpdateEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AttributeUpdateEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AttributeUpdateEntry");
+      ds.field("name", &self.name());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum KeysAndAttributesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct KeysAndAttributes<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysAndAttributes<'a> {
+  type Inner = KeysAndAttributes<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysAndAttributes<'a> {
+  pub const VT_KEYS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PROJECTION_EXPRESSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EXPRESSION_ATTRIBUTE_NAMES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CONSISTENT_READ: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ATTRIBUTES_TO_GET: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysAndAttributes { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysAndAttributesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<KeysAndAttributes<'bldr>> {
+    let mut builder = KeysAndAttributesBuilder::new(_fbb);
+    if let Some(x) = args.attributes_to_get { builder.add_attributes_to_get(x); }
+    if let Some(x) = args.expression_attribute_names { builder.add_expression_attribute_names(x); }
+    if let Some(x) = args.projection_expression { builder.add_projection_expression(x); }
+    if let Some(x) = args.keys { builder.add_keys(x); }
+    if let Some(x) = args.consistent_read { builder.add_consistent_read(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item>>>>(KeysAndAttributes::VT_KEYS, None)}
+  }
+  #[inline]
+  pub fn projection_expression(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(KeysAndAttributes::VT_PROJECTION_EXPRESSION, None)}
+  }
+  #[inline]
+  pub fn expression_attribute_names(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NameEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NameEntry>>>>(KeysAndAttributes::VT_EXPRESSION_ATTRIBUTE_NAMES, None)}
+  }
+  #[inline]
+  pub fn consistent_read(&self) -> Option<bool> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(KeysAndAttributes::VT_CONSISTENT_READ, None)}
+  }
+  #[inline]
+  pub fn attributes_to_get(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(KeysAndAttributes::VT_ATTRIBUTES_TO_GET, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysAndAttributes<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Item>>>>("keys", Self::VT_KEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("projection_expression", Self::VT_PROJECTION_EXPRESSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<NameEntry>>>>("expression_attribute_names", Self::VT_EXPRESSION_ATTRIBUTE_NAMES, false)?
+     .visit_field::<bool>("consistent_read", Self::VT_CONSISTENT_READ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("attributes_to_get", Self::VT_ATTRIBUTES_TO_GET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysAndAttributesArgs<'a> {
+    pub keys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item<'a>>>>>,
+    pub projection_expression: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub expression_attribute_names: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NameEntry<'a>>>>>,
+    pub consistent_read: Option<bool>,
+    pub attributes_to_get: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for KeysAndAttributesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    KeysAndAttributesArgs {
+      keys: None,
+      projection_expression: None,
+      expression_attribute_names: None,
+      consistent_read: None,
+      attributes_to_get: None,
+    }
+  }
+}
+
+pub struct KeysAndAttributesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysAndAttributesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_keys(&mut self, keys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Item<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeysAndAttributes::VT_KEYS, keys);
+  }
+  #[inline]
+  pub fn add_projection_expression(&mut self, projection_expression: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeysAndAttributes::VT_PROJECTION_EXPRESSION, projection_expression);
+  }
+  #[inline]
+  pub fn add_expression_attribute_names(&mut self, expression_attribute_names: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<NameEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeysAndAttributes::VT_EXPRESSION_ATTRIBUTE_NAMES, expression_attribute_names);
+  }
+  #[inline]
+  pub fn add_consistent_read(&mut self, consistent_read: bool) {
+    self.fbb_.push_slot_always::<bool>(KeysAndAttributes::VT_CONSISTENT_READ, consistent_read);
+  }
+  #[inline]
+  pub fn add_attributes_to_get(&mut self, attributes_to_get: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeysAndAttributes::VT_ATTRIBUTES_TO_GET, attributes_to_get);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysAndAttributesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysAndAttributesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysAndAttributes<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysAndAttributes<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysAndAttributes");
+      ds.field("keys", &self.keys());
+      ds.field("projection_expression", &self.projection_expression());
+      ds.field("expression_attribute_names", &self.expression_attribute_names());
+      ds.field("consistent_read", &self.consistent_read());
+      ds.field("attributes_to_get", &self.attributes_to_get());
+      ds.finish()
+  }
+}
+pub enum KeysAndAttributesEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct KeysAndAttributesEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysAndAttributesEntry<'a> {
+  type Inner = KeysAndAttributesEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysAndAttributesEntry<'a> {
+  pub const VT_TABLE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysAndAttributesEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysAndAttributesEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<KeysAndAttributesEntry<'bldr>> {
+    let mut builder = KeysAndAttributesEntryBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.table_name { builder.add_table_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(KeysAndAttributesEntry::VT_TABLE_NAME, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<KeysAndAttributes<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<KeysAndAttributes>>(KeysAndAttributesEntry::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysAndAttributesEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_name", Self::VT_TABLE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<KeysAndAttributes>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysAndAttributesEntryArgs<'a> {
+    pub table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<KeysAndAttributes<'a>>>,
+}
+impl<'a> Default for KeysAndAttributesEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    KeysAndAttributesEntryArgs {
+      table_name: None,
+      value: None,
+    }
+  }
+}
+
+pub struct KeysAndAttributesEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysAndAttributesEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table_name(&mut self, table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeysAndAttributesEntry::VT_TABLE_NAME, table_name);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<KeysAndAttributes<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<KeysAndAttributes>>(KeysAndAttributesEntry::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysAndAttributesEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysAndAttributesEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysAndAttributesEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysAndAttributesEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysAndAttributesEntry");
+      ds.field("table_name", &self.table_name());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum PutRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PutRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PutRequest<'a> {
+  type Inner = PutRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PutRequest<'a> {
+  pub const VT_ITEM: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PutRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PutRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PutRequest<'bldr>> {
+    let mut builder = PutRequestBuilder::new(_fbb);
+    if let Some(x) = args.item { builder.add_item(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn item(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(PutRequest::VT_ITEM, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PutRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("item", Self::VT_ITEM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PutRequestArgs<'a> {
+    pub item: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+}
+impl<'a> Default for PutRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PutRequestArgs {
+      item: None,
+    }
+  }
+}
+
+pub struct PutRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_item(&mut self, item: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PutRequest::VT_ITEM, item);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PutRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PutRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PutRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PutRequest");
+      ds.field("item", &self.item());
+      ds.finish()
+  }
+}
+pub enum DeleteRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeleteRequest<'a> {
+  type Inner = DeleteRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeleteRequest<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeleteRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeleteRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeleteRequest<'bldr>> {
+    let mut builder = DeleteRequestBuilder::new(_fbb);
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(DeleteRequest::VT_KEY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeleteRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("key", Self::VT_KEY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteRequestArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+}
+impl<'a> Default for DeleteRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteRequestArgs {
+      key: None,
+    }
+  }
+}
+
+pub struct DeleteRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteRequest::VT_KEY, key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeleteRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeleteRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteRequest");
+      ds.field("key", &self.key());
+      ds.finish()
+  }
+}
+pub enum WriteRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct WriteRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WriteRequest<'a> {
+  type Inner = WriteRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WriteRequest<'a> {
+  pub const VT_PUT_REQUEST: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DELETE_REQUEST: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WriteRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WriteRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<WriteRequest<'bldr>> {
+    let mut builder = WriteRequestBuilder::new(_fbb);
+    if let Some(x) = args.delete_request { builder.add_delete_request(x); }
+    if let Some(x) = args.put_request { builder.add_put_request(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn put_request(&self) -> Option<PutRequest<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<PutRequest>>(WriteRequest::VT_PUT_REQUEST, None)}
+  }
+  #[inline]
+  pub fn delete_request(&self) -> Option<DeleteRequest<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<DeleteRequest>>(WriteRequest::VT_DELETE_REQUEST, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WriteRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<PutRequest>>("put_request", Self::VT_PUT_REQUEST, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<DeleteRequest>>("delete_request", Self::VT_DELETE_REQUEST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WriteRequestArgs<'a> {
+    pub put_request: Option<::flatbuffers::WIPOffset<PutRequest<'a>>>,
+    pub delete_request: Option<::flatbuffers::WIPOffset<DeleteRequest<'a>>>,
+}
+impl<'a> Default for WriteRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WriteRequestArgs {
+      put_request: None,
+      delete_request: None,
+    }
+  }
+}
+
+pub struct WriteRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WriteRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_put_request(&mut self, put_request: ::flatbuffers::WIPOffset<PutRequest<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<PutRequest>>(WriteRequest::VT_PUT_REQUEST, put_request);
+  }
+  #[inline]
+  pub fn add_delete_request(&mut self, delete_request: ::flatbuffers::WIPOffset<DeleteRequest<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<DeleteRequest>>(WriteRequest::VT_DELETE_REQUEST, delete_request);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WriteRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WriteRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WriteRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WriteRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WriteRequest");
+      ds.field("put_request", &self.put_request());
+      ds.field("delete_request", &self.delete_request());
+      ds.finish()
+  }
+}
+pub enum WriteRequestsEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct WriteRequestsEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WriteRequestsEntry<'a> {
+  type Inner = WriteRequestsEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WriteRequestsEntry<'a> {
+  pub const VT_TABLE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REQUESTS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WriteRequestsEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WriteRequestsEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<WriteRequestsEntry<'bldr>> {
+    let mut builder = WriteRequestsEntryBuilder::new(_fbb);
+    if let Some(x) = args.requests { builder.add_requests(x); }
+    if let Some(x) = args.table_name { builder.add_table_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(WriteRequestsEntry::VT_TABLE_NAME, None)}
+  }
+  #[inline]
+  pub fn requests(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequest<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequest>>>>(WriteRequestsEntry::VT_REQUESTS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WriteRequestsEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_name", Self::VT_TABLE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<WriteRequest>>>>("requests", Self::VT_REQUESTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WriteRequestsEntryArgs<'a> {
+    pub table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub requests: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequest<'a>>>>>,
+}
+impl<'a> Default for WriteRequestsEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    WriteRequestsEntryArgs {
+      table_name: None,
+      requests: None,
+    }
+  }
+}
+
+pub struct WriteRequestsEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WriteRequestsEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table_name(&mut self, table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WriteRequestsEntry::VT_TABLE_NAME, table_name);
+  }
+  #[inline]
+  pub fn add_requests(&mut self, requests: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<WriteRequest<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WriteRequestsEntry::VT_REQUESTS, requests);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WriteRequestsEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WriteRequestsEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WriteRequestsEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WriteRequestsEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WriteRequestsEntry");
+      ds.field("table_name", &self.table_name());
+      ds.field("requests", &self.requests());
+      ds.finish()
+  }
+}
+pub enum KeySchemaElementOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct KeySchemaElement<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeySchemaElement<'a> {
+  type Inner = KeySchemaElement<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeySchemaElement<'a> {
+  pub const VT_ATTRIBUTE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEY_TYPE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeySchemaElement { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeySchemaElementArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<KeySchemaElement<'bldr>> {
+    let mut builder = KeySchemaElementBuilder::new(_fbb);
+    if let Some(x) = args.key_type { builder.add_key_type(x); }
+    if let Some(x) = args.attribute_name { builder.add_attribute_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn attribute_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(KeySchemaElement::VT_ATTRIBUTE_NAME, None)}
+  }
+  #[inline]
+  pub fn key_type(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(KeySchemaElement::VT_KEY_TYPE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeySchemaElement<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("attribute_name", Self::VT_ATTRIBUTE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key_type", Self::VT_KEY_TYPE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeySchemaElementArgs<'a> {
+    pub attribute_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub key_type: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for KeySchemaElementArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    KeySchemaElementArgs {
+      attribute_name: None,
+      key_type: None,
+    }
+  }
+}
+
+pub struct KeySchemaElementBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeySchemaElementBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_attribute_name(&mut self, attribute_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeySchemaElement::VT_ATTRIBUTE_NAME, attribute_name);
+  }
+  #[inline]
+  pub fn add_key_type(&mut self, key_type: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeySchemaElement::VT_KEY_TYPE, key_type);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeySchemaElementBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeySchemaElementBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeySchemaElement<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeySchemaElement<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeySchemaElement");
+      ds.field("attribute_name", &self.attribute_name());
+      ds.field("key_type", &self.key_type());
+      ds.finish()
+  }
+}
+pub enum AttributeDefinitionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AttributeDefinition<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AttributeDefinition<'a> {
+  type Inner = AttributeDefinition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AttributeDefinition<'a> {
+  pub const VT_ATTRIBUTE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTRIBUTE_TYPE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AttributeDefinition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AttributeDefinitionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AttributeDefinition<'bldr>> {
+    let mut builder = AttributeDefinitionBuilder::new(_fbb);
+    if let Some(x) = args.attribute_type { builder.add_attribute_type(x); }
+    if let Some(x) = args.attribute_name { builder.add_attribute_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn attribute_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AttributeDefinition::VT_ATTRIBUTE_NAME, None)}
+  }
+  #[inline]
+  pub fn attribute_type(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AttributeDefinition::VT_ATTRIBUTE_TYPE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AttributeDefinition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("attribute_name", Self::VT_ATTRIBUTE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("attribute_type", Self::VT_ATTRIBUTE_TYPE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AttributeDefinitionArgs<'a> {
+    pub attribute_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attribute_type: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AttributeDefinitionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AttributeDefinitionArgs {
+      attribute_name: None,
+      attribute_type: None,
+    }
+  }
+}
+
+pub struct AttributeDefinitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AttributeDefinitionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_attribute_name(&mut self, attribute_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeDefinition::VT_ATTRIBUTE_NAME, attribute_name);
+  }
+  #[inline]
+  pub fn add_attribute_type(&mut self, attribute_type: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttributeDefinition::VT_ATTRIBUTE_TYPE, attribute_type);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AttributeDefinitionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AttributeDefinitionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AttributeDefinition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AttributeDefinition<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AttributeDefinition");
+      ds.field("attribute_name", &self.attribute_name());
+      ds.field("attribute_type", &self.attribute_type());
+      ds.finish()
+  }
+}
+pub enum ProvisionedThroughputOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ProvisionedThroughput<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProvisionedThroughput<'a> {
+  type Inner = ProvisionedThroughput<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProvisionedThroughput<'a> {
+  pub const VT_READ_CAPACITY_UNITS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_WRITE_CAPACITY_UNITS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProvisionedThroughput { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProvisionedThroughputArgs
+  ) -> ::flatbuffers::WIPOffset<ProvisionedThroughput<'bldr>> {
+    let mut builder = ProvisionedThroughputBuilder::new(_fbb);
+    if let Some(x) = args.write_capacity_units { builder.add_write_capacity_units(x); }
+    if let Some(x) = args.read_capacity_units { builder.add_read_capacity_units(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn read_capacity_units(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ProvisionedThroughput::VT_READ_CAPACITY_UNITS, None)}
+  }
+  #[inline]
+  pub fn write_capacity_units(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ProvisionedThroughput::VT_WRITE_CAPACITY_UNITS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProvisionedThroughput<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("read_capacity_units", Self::VT_READ_CAPACITY_UNITS, false)?
+     .visit_field::<i64>("write_capacity_units", Self::VT_WRITE_CAPACITY_UNITS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProvisionedThroughputArgs {
+    pub read_capacity_units: Option<i64>,
+    pub write_capacity_units: Option<i64>,
+}
+impl<'a> Default for ProvisionedThroughputArgs {
+  #[inline]
+  fn default() -> Self {
+    ProvisionedThroughputArgs {
+      read_capacity_units: None,
+      write_capacity_units: None,
+    }
+  }
+}
+
+pub struct ProvisionedThroughputBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProvisionedThroughputBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_read_capacity_units(&mut self, read_capacity_units: i64) {
+    self.fbb_.push_slot_always::<i64>(ProvisionedThroughput::VT_READ_CAPACITY_UNITS, read_capacity_units);
+  }
+  #[inline]
+  pub fn add_write_capacity_units(&mut self, write_capacity_units: i64) {
+    self.fbb_.push_slot_always::<i64>(ProvisionedThroughput::VT_WRITE_CAPACITY_UNITS, write_capacity_units);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProvisionedThroughputBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProvisionedThroughputBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProvisionedThroughput<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProvisionedThroughput<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProvisionedThroughput");
+      ds.field("read_capacity_units", &self.read_capacity_units());
+      ds.field("write_capacity_units", &self.write_capacity_units());
+      ds.finish()
+  }
+}
+pub enum TagOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Tag<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Tag<'a> {
+  type Inner = Tag<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Tag<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Tag { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TagArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Tag<'bldr>> {
+    let mut builder = TagBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Tag::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Tag::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Tag<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TagArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for TagArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TagArgs {
+      key: None,
+      value: None,
+    }
+  }
+}
+
+pub struct TagBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TagBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Tag::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Tag::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TagBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TagBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Tag<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Tag<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Tag");
+      ds.field("key", &self.key());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -156,7 +2771,45 @@ impl<'a> ::flatbuffers::Follow<'a> for Request<'a> {
 impl<'a> Request<'a> {
   pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_OPERATION: ::flatbuffers::VOffsetT = 6;
-  pub const VT_BODY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TABLE_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ITEM: ::flatbuffers::VOffsetT = 10;
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CONDITION_EXPRESSION: ::flatbuffers::VOffsetT = 14;
+  pub const VT_UPDATE_EXPRESSION: ::flatbuffers::VOffsetT = 16;
+  pub const VT_PROJECTION_EXPRESSION: ::flatbuffers::VOffsetT = 18;
+  pub const VT_FILTER_EXPRESSION: ::flatbuffers::VOffsetT = 20;
+  pub const VT_KEY_CONDITION_EXPRESSION: ::flatbuffers::VOffsetT = 22;
+  pub const VT_EXPRESSION_ATTRIBUTE_NAMES: ::flatbuffers::VOffsetT = 24;
+  pub const VT_EXPRESSION_ATTRIBUTE_VALUES: ::flatbuffers::VOffsetT = 26;
+  pub const VT_RETURN_VALUES: ::flatbuffers::VOffsetT = 28;
+  pub const VT_RETURN_VALUES_ON_CONDITION_CHECK_FAILURE: ::flatbuffers::VOffsetT = 30;
+  pub const VT_RETURN_CONSUMED_CAPACITY: ::flatbuffers::VOffsetT = 32;
+  pub const VT_RETURN_ITEM_COLLECTION_METRICS: ::flatbuffers::VOffsetT = 34;
+  pub const VT_CONSISTENT_READ: ::flatbuffers::VOffsetT = 36;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 38;
+  pub const VT_SCAN_INDEX_FORWARD: ::flatbuffers::VOffsetT = 40;
+  pub const VT_EXCLUSIVE_START_KEY: ::flatbuffers::VOffsetT = 42;
+  pub const VT_SELECT: ::flatbuffers::VOffsetT = 44;
+  pub const VT_SEGMENT: ::flatbuffers::VOffsetT = 46;
+  pub const VT_TOTAL_SEGMENTS: ::flatbuffers::VOffsetT = 48;
+  pub const VT_INDEX_NAME: ::flatbuffers::VOffsetT = 50;
+  pub const VT_ATTRIBUTES_TO_GET: ::flatbuffers::VOffsetT = 52;
+  pub const VT_EXPECTED: ::flatbuffers::VOffsetT = 54;
+  pub const VT_KEY_CONDITIONS: ::flatbuffers::VOffsetT = 56;
+  pub const VT_QUERY_FILTER: ::flatbuffers::VOffsetT = 58;
+  pub const VT_SCAN_FILTER: ::flatbuffers::VOffsetT = 60;
+  pub const VT_ATTRIBUTE_UPDATES: ::flatbuffers::VOffsetT = 62;
+  pub const VT_CONDITIONAL_OPERATOR: ::flatbuffers::VOffsetT = 64;
+  pub const VT_REQUEST_ITEMS_GET: ::flatbuffers::VOffsetT = 66;
+  pub const VT_REQUEST_ITEMS_WRITE: ::flatbuffers::VOffsetT = 68;
+  pub const VT_KEY_SCHEMA: ::flatbuffers::VOffsetT = 70;
+  pub const VT_ATTRIBUTE_DEFINITIONS: ::flatbuffers::VOffsetT = 72;
+  pub const VT_BILLING_MODE: ::flatbuffers::VOffsetT = 74;
+  pub const VT_PROVISIONED_THROUGHPUT: ::flatbuffers::VOffsetT = 76;
+  pub const VT_TAGS: ::flatbuffers::VOffsetT = 78;
+  pub const VT_DELETION_PROTECTION_ENABLED: ::flatbuffers::VOffsetT = 80;
+  pub const VT_TABLE_CLASS: ::flatbuffers::VOffsetT = 82;
+  pub const VT_EXCLUSIVE_START_TABLE_NAME: ::flatbuffers::VOffsetT = 84;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -168,8 +2821,46 @@ impl<'a> Request<'a> {
     args: &'args RequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Request<'bldr>> {
     let mut builder = RequestBuilder::new(_fbb);
+    if let Some(x) = args.total_segments { builder.add_total_segments(x); }
+    if let Some(x) = args.segment { builder.add_segment(x); }
+    if let Some(x) = args.limit { builder.add_limit(x); }
     builder.add_request_id(args.request_id);
-    if let Some(x) = args.body { builder.add_body(x); }
+    if let Some(x) = args.exclusive_start_table_name { builder.add_exclusive_start_table_name(x); }
+    if let Some(x) = args.table_class { builder.add_table_class(x); }
+    if let Some(x) = args.tags { builder.add_tags(x); }
+    if let Some(x) = args.provisioned_throughput { builder.add_provisioned_throughput(x); }
+    if let Some(x) = args.billing_mode { builder.add_billing_mode(x); }
+    if let Some(x) = args.attribute_definitions { builder.add_attribute_definitions(x); }
+    if let Some(x) = args.key_schema { builder.add_key_schema(x); }
+    if let Some(x) = args.request_items_write { builder.add_request_items_write(x); }
+    if let Some(x) = args.request_items_get { builder.add_request_items_get(x); }
+    if let Some(x) = args.conditional_operator { builder.add_conditional_operator(x); }
+    if let Some(x) = args.attribute_updates { builder.add_attribute_updates(x); }
+    if let Some(x) = args.scan_filter { builder.add_scan_filter(x); }
+    if let Some(x) = args.query_filter { builder.add_query_filter(x); }
+    if let Some(x) = args.key_conditions { builder.add_key_conditions(x); }
+    if let Some(x) = args.expected { builder.add_expected(x); }
+    if let Some(x) = args.attributes_to_get { builder.add_attributes_to_get(x); }
+    if let Some(x) = args.index_name { builder.add_index_name(x); }
+    if let Some(x) = args.select { builder.add_select(x); }
+    if let Some(x) = args.exclusive_start_key { builder.add_exclusive_start_key(x); }
+    if let Some(x) = args.return_item_collection_metrics { builder.add_return_item_collection_metrics(x); }
+    if let Some(x) = args.return_consumed_capacity { builder.add_return_consumed_capacity(x); }
+    if let Some(x) = args.return_values_on_condition_check_failure { builder.add_return_values_on_condition_check_failure(x); }
+    if let Some(x) = args.return_values { builder.add_return_values(x); }
+    if let Some(x) = args.expression_attribute_values { builder.add_expression_attribute_values(x); }
+    if let Some(x) = args.expression_attribute_names { builder.add_expression_attribute_names(x); }
+    if let Some(x) = args.key_condition_expression { builder.add_key_condition_expression(x); }
+    if let Some(x) = args.filter_expression { builder.add_filter_expression(x); }
+    if let Some(x) = args.projection_expression { builder.add_projection_expression(x); }
+    if let Some(x) = args.update_expression { builder.add_update_expression(x); }
+    if let Some(x) = args.condition_expression { builder.add_condition_expression(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    if let Some(x) = args.item { builder.add_item(x); }
+    if let Some(x) = args.table_name { builder.add_table_name(x); }
+    if let Some(x) = args.deletion_protection_enabled { builder.add_deletion_protection_enabled(x); }
+    if let Some(x) = args.scan_index_forward { builder.add_scan_index_forward(x); }
+    if let Some(x) = args.consistent_read { builder.add_consistent_read(x); }
     builder.add_operation(args.operation);
     builder.finish()
   }
@@ -190,11 +2881,277 @@ impl<'a> Request<'a> {
     unsafe { self._tab.get::<Operation>(Request::VT_OPERATION, Some(Operation::Invalid)).unwrap()}
   }
   #[inline]
-  pub fn body(&self) -> Option<&'a str> {
+  pub fn table_name(&self) -> Option<&'a str> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_BODY, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_TABLE_NAME, None)}
+  }
+  #[inline]
+  pub fn item(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Request::VT_ITEM, None)}
+  }
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Request::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn condition_expression(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_CONDITION_EXPRESSION, None)}
+  }
+  #[inline]
+  pub fn update_expression(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_UPDATE_EXPRESSION, None)}
+  }
+  #[inline]
+  pub fn projection_expression(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_PROJECTION_EXPRESSION, None)}
+  }
+  #[inline]
+  pub fn filter_expression(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_FILTER_EXPRESSION, None)}
+  }
+  #[inline]
+  pub fn key_condition_expression(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_KEY_CONDITION_EXPRESSION, None)}
+  }
+  #[inline]
+  pub fn expression_attribute_names(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NameEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NameEntry>>>>(Request::VT_EXPRESSION_ATTRIBUTE_NAMES, None)}
+  }
+  #[inline]
+  pub fn expression_attribute_values(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Request::VT_EXPRESSION_ATTRIBUTE_VALUES, None)}
+  }
+  #[inline]
+  pub fn return_values(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_RETURN_VALUES, None)}
+  }
+  #[inline]
+  pub fn return_values_on_condition_check_failure(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_RETURN_VALUES_ON_CONDITION_CHECK_FAILURE, None)}
+  }
+  #[inline]
+  pub fn return_consumed_capacity(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_RETURN_CONSUMED_CAPACITY, None)}
+  }
+  #[inline]
+  pub fn return_item_collection_metrics(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_RETURN_ITEM_COLLECTION_METRICS, None)}
+  }
+  #[inline]
+  pub fn consistent_read(&self) -> Option<bool> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Request::VT_CONSISTENT_READ, None)}
+  }
+  #[inline]
+  pub fn limit(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Request::VT_LIMIT, None)}
+  }
+  #[inline]
+  pub fn scan_index_forward(&self) -> Option<bool> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Request::VT_SCAN_INDEX_FORWARD, None)}
+  }
+  #[inline]
+  pub fn exclusive_start_key(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Request::VT_EXCLUSIVE_START_KEY, None)}
+  }
+  #[inline]
+  pub fn select(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_SELECT, None)}
+  }
+  #[inline]
+  pub fn segment(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Request::VT_SEGMENT, None)}
+  }
+  #[inline]
+  pub fn total_segments(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Request::VT_TOTAL_SEGMENTS, None)}
+  }
+  #[inline]
+  pub fn index_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_INDEX_NAME, None)}
+  }
+  #[inline]
+  pub fn attributes_to_get(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Request::VT_ATTRIBUTES_TO_GET, None)}
+  }
+  #[inline]
+  pub fn expected(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ExpectedEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ExpectedEntry>>>>(Request::VT_EXPECTED, None)}
+  }
+  #[inline]
+  pub fn key_conditions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry>>>>(Request::VT_KEY_CONDITIONS, None)}
+  }
+  #[inline]
+  pub fn query_filter(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry>>>>(Request::VT_QUERY_FILTER, None)}
+  }
+  #[inline]
+  pub fn scan_filter(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry>>>>(Request::VT_SCAN_FILTER, None)}
+  }
+  #[inline]
+  pub fn attribute_updates(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeUpdateEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeUpdateEntry>>>>(Request::VT_ATTRIBUTE_UPDATES, None)}
+  }
+  #[inline]
+  pub fn conditional_operator(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_CONDITIONAL_OPERATOR, None)}
+  }
+  #[inline]
+  pub fn request_items_get(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry>>>>(Request::VT_REQUEST_ITEMS_GET, None)}
+  }
+  #[inline]
+  pub fn request_items_write(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry>>>>(Request::VT_REQUEST_ITEMS_WRITE, None)}
+  }
+  #[inline]
+  pub fn key_schema(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeySchemaElement<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeySchemaElement>>>>(Request::VT_KEY_SCHEMA, None)}
+  }
+  #[inline]
+  pub fn attribute_definitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeDefinition<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeDefinition>>>>(Request::VT_ATTRIBUTE_DEFINITIONS, None)}
+  }
+  #[inline]
+  pub fn billing_mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_BILLING_MODE, None)}
+  }
+  #[inline]
+  pub fn provisioned_throughput(&self) -> Option<ProvisionedThroughput<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ProvisionedThroughput>>(Request::VT_PROVISIONED_THROUGHPUT, None)}
+  }
+  #[inline]
+  pub fn tags(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Tag<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Tag>>>>(Request::VT_TAGS, None)}
+  }
+  #[inline]
+  pub fn deletion_protection_enabled(&self) -> Option<bool> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Request::VT_DELETION_PROTECTION_ENABLED, None)}
+  }
+  #[inline]
+  pub fn table_class(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_TABLE_CLASS, None)}
+  }
+  #[inline]
+  pub fn exclusive_start_table_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Request::VT_EXCLUSIVE_START_TABLE_NAME, None)}
   }
 }
 
@@ -206,7 +3163,45 @@ impl ::flatbuffers::Verifiable for Request<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
      .visit_field::<Operation>("operation", Self::VT_OPERATION, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("body", Self::VT_BODY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_name", Self::VT_TABLE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("item", Self::VT_ITEM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("condition_expression", Self::VT_CONDITION_EXPRESSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("update_expression", Self::VT_UPDATE_EXPRESSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("projection_expression", Self::VT_PROJECTION_EXPRESSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("filter_expression", Self::VT_FILTER_EXPRESSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key_condition_expression", Self::VT_KEY_CONDITION_EXPRESSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<NameEntry>>>>("expression_attribute_names", Self::VT_EXPRESSION_ATTRIBUTE_NAMES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("expression_attribute_values", Self::VT_EXPRESSION_ATTRIBUTE_VALUES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("return_values", Self::VT_RETURN_VALUES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("return_values_on_condition_check_failure", Self::VT_RETURN_VALUES_ON_CONDITION_CHECK_FAILURE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("return_consumed_capacity", Self::VT_RETURN_CONSUMED_CAPACITY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("return_item_collection_metrics", Self::VT_RETURN_ITEM_COLLECTION_METRICS, false)?
+     .visit_field::<bool>("consistent_read", Self::VT_CONSISTENT_READ, false)?
+     .visit_field::<i64>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<bool>("scan_index_forward", Self::VT_SCAN_INDEX_FORWARD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("exclusive_start_key", Self::VT_EXCLUSIVE_START_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("select", Self::VT_SELECT, false)?
+     .visit_field::<i64>("segment", Self::VT_SEGMENT, false)?
+     .visit_field::<i64>("total_segments", Self::VT_TOTAL_SEGMENTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("index_name", Self::VT_INDEX_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("attributes_to_get", Self::VT_ATTRIBUTES_TO_GET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ExpectedEntry>>>>("expected", Self::VT_EXPECTED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConditionEntry>>>>("key_conditions", Self::VT_KEY_CONDITIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConditionEntry>>>>("query_filter", Self::VT_QUERY_FILTER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConditionEntry>>>>("scan_filter", Self::VT_SCAN_FILTER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AttributeUpdateEntry>>>>("attribute_updates", Self::VT_ATTRIBUTE_UPDATES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("conditional_operator", Self::VT_CONDITIONAL_OPERATOR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry>>>>("request_items_get", Self::VT_REQUEST_ITEMS_GET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry>>>>("request_items_write", Self::VT_REQUEST_ITEMS_WRITE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeySchemaElement>>>>("key_schema", Self::VT_KEY_SCHEMA, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AttributeDefinition>>>>("attribute_definitions", Self::VT_ATTRIBUTE_DEFINITIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("billing_mode", Self::VT_BILLING_MODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ProvisionedThroughput>>("provisioned_throughput", Self::VT_PROVISIONED_THROUGHPUT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Tag>>>>("tags", Self::VT_TAGS, false)?
+     .visit_field::<bool>("deletion_protection_enabled", Self::VT_DELETION_PROTECTION_ENABLED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_class", Self::VT_TABLE_CLASS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("exclusive_start_table_name", Self::VT_EXCLUSIVE_START_TABLE_NAME, false)?
      .finish();
     Ok(())
   }
@@ -214,7 +3209,45 @@ impl ::flatbuffers::Verifiable for Request<'_> {
 pub struct RequestArgs<'a> {
     pub request_id: u64,
     pub operation: Operation,
-    pub body: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub item: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub condition_expression: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub update_expression: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub projection_expression: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub filter_expression: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub key_condition_expression: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub expression_attribute_names: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NameEntry<'a>>>>>,
+    pub expression_attribute_values: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub return_values: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub return_values_on_condition_check_failure: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub return_consumed_capacity: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub return_item_collection_metrics: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub consistent_read: Option<bool>,
+    pub limit: Option<i64>,
+    pub scan_index_forward: Option<bool>,
+    pub exclusive_start_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub select: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub segment: Option<i64>,
+    pub total_segments: Option<i64>,
+    pub index_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attributes_to_get: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub expected: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ExpectedEntry<'a>>>>>,
+    pub key_conditions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry<'a>>>>>,
+    pub query_filter: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry<'a>>>>>,
+    pub scan_filter: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConditionEntry<'a>>>>>,
+    pub attribute_updates: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeUpdateEntry<'a>>>>>,
+    pub conditional_operator: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub request_items_get: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry<'a>>>>>,
+    pub request_items_write: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry<'a>>>>>,
+    pub key_schema: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeySchemaElement<'a>>>>>,
+    pub attribute_definitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeDefinition<'a>>>>>,
+    pub billing_mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub provisioned_throughput: Option<::flatbuffers::WIPOffset<ProvisionedThroughput<'a>>>,
+    pub tags: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Tag<'a>>>>>,
+    pub deletion_protection_enabled: Option<bool>,
+    pub table_class: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub exclusive_start_table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for RequestArgs<'a> {
   #[inline]
@@ -222,7 +3255,45 @@ impl<'a> Default for RequestArgs<'a> {
     RequestArgs {
       request_id: 0,
       operation: Operation::Invalid,
-      body: None,
+      table_name: None,
+      item: None,
+      key: None,
+      condition_expression: None,
+      update_expression: None,
+      projection_expression: None,
+      filter_expression: None,
+      key_condition_expression: None,
+      expression_attribute_names: None,
+      expression_attribute_values: None,
+      return_values: None,
+      return_values_on_condition_check_failure: None,
+      return_consumed_capacity: None,
+      return_item_collection_metrics: None,
+      consistent_read: None,
+      limit: None,
+      scan_index_forward: None,
+      exclusive_start_key: None,
+      select: None,
+      segment: None,
+      total_segments: None,
+      index_name: None,
+      attributes_to_get: None,
+      expected: None,
+      key_conditions: None,
+      query_filter: None,
+      scan_filter: None,
+      attribute_updates: None,
+      conditional_operator: None,
+      request_items_get: None,
+      request_items_write: None,
+      key_schema: None,
+      attribute_definitions: None,
+      billing_mode: None,
+      provisioned_throughput: None,
+      tags: None,
+      deletion_protection_enabled: None,
+      table_class: None,
+      exclusive_start_table_name: None,
     }
   }
 }
@@ -241,8 +3312,160 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<Operation>(Request::VT_OPERATION, operation, Operation::Invalid);
   }
   #[inline]
-  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_BODY, body);
+  pub fn add_table_name(&mut self, table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_TABLE_NAME, table_name);
+  }
+  #[inline]
+  pub fn add_item(&mut self, item: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_ITEM, item);
+  }
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_condition_expression(&mut self, condition_expression: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_CONDITION_EXPRESSION, condition_expression);
+  }
+  #[inline]
+  pub fn add_update_expression(&mut self, update_expression: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_UPDATE_EXPRESSION, update_expression);
+  }
+  #[inline]
+  pub fn add_projection_expression(&mut self, projection_expression: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_PROJECTION_EXPRESSION, projection_expression);
+  }
+  #[inline]
+  pub fn add_filter_expression(&mut self, filter_expression: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_FILTER_EXPRESSION, filter_expression);
+  }
+  #[inline]
+  pub fn add_key_condition_expression(&mut self, key_condition_expression: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_KEY_CONDITION_EXPRESSION, key_condition_expression);
+  }
+  #[inline]
+  pub fn add_expression_attribute_names(&mut self, expression_attribute_names: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<NameEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_EXPRESSION_ATTRIBUTE_NAMES, expression_attribute_names);
+  }
+  #[inline]
+  pub fn add_expression_attribute_values(&mut self, expression_attribute_values: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_EXPRESSION_ATTRIBUTE_VALUES, expression_attribute_values);
+  }
+  #[inline]
+  pub fn add_return_values(&mut self, return_values: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_RETURN_VALUES, return_values);
+  }
+  #[inline]
+  pub fn add_return_values_on_condition_check_failure(&mut self, return_values_on_condition_check_failure: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_RETURN_VALUES_ON_CONDITION_CHECK_FAILURE, return_values_on_condition_check_failure);
+  }
+  #[inline]
+  pub fn add_return_consumed_capacity(&mut self, return_consumed_capacity: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_RETURN_CONSUMED_CAPACITY, return_consumed_capacity);
+  }
+  #[inline]
+  pub fn add_return_item_collection_metrics(&mut self, return_item_collection_metrics: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_RETURN_ITEM_COLLECTION_METRICS, return_item_collection_metrics);
+  }
+  #[inline]
+  pub fn add_consistent_read(&mut self, consistent_read: bool) {
+    self.fbb_.push_slot_always::<bool>(Request::VT_CONSISTENT_READ, consistent_read);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: i64) {
+    self.fbb_.push_slot_always::<i64>(Request::VT_LIMIT, limit);
+  }
+  #[inline]
+  pub fn add_scan_index_forward(&mut self, scan_index_forward: bool) {
+    self.fbb_.push_slot_always::<bool>(Request::VT_SCAN_INDEX_FORWARD, scan_index_forward);
+  }
+  #[inline]
+  pub fn add_exclusive_start_key(&mut self, exclusive_start_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_EXCLUSIVE_START_KEY, exclusive_start_key);
+  }
+  #[inline]
+  pub fn add_select(&mut self, select: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_SELECT, select);
+  }
+  #[inline]
+  pub fn add_segment(&mut self, segment: i64) {
+    self.fbb_.push_slot_always::<i64>(Request::VT_SEGMENT, segment);
+  }
+  #[inline]
+  pub fn add_total_segments(&mut self, total_segments: i64) {
+    self.fbb_.push_slot_always::<i64>(Request::VT_TOTAL_SEGMENTS, total_segments);
+  }
+  #[inline]
+  pub fn add_index_name(&mut self, index_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_INDEX_NAME, index_name);
+  }
+  #[inline]
+  pub fn add_attributes_to_get(&mut self, attributes_to_get: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_ATTRIBUTES_TO_GET, attributes_to_get);
+  }
+  #[inline]
+  pub fn add_expected(&mut self, expected: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ExpectedEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_EXPECTED, expected);
+  }
+  #[inline]
+  pub fn add_key_conditions(&mut self, key_conditions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConditionEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_KEY_CONDITIONS, key_conditions);
+  }
+  #[inline]
+  pub fn add_query_filter(&mut self, query_filter: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConditionEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_QUERY_FILTER, query_filter);
+  }
+  #[inline]
+  pub fn add_scan_filter(&mut self, scan_filter: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConditionEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_SCAN_FILTER, scan_filter);
+  }
+  #[inline]
+  pub fn add_attribute_updates(&mut self, attribute_updates: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AttributeUpdateEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_ATTRIBUTE_UPDATES, attribute_updates);
+  }
+  #[inline]
+  pub fn add_conditional_operator(&mut self, conditional_operator: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_CONDITIONAL_OPERATOR, conditional_operator);
+  }
+  #[inline]
+  pub fn add_request_items_get(&mut self, request_items_get: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_REQUEST_ITEMS_GET, request_items_get);
+  }
+  #[inline]
+  pub fn add_request_items_write(&mut self, request_items_write: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<WriteRequestsEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_REQUEST_ITEMS_WRITE, request_items_write);
+  }
+  #[inline]
+  pub fn add_key_schema(&mut self, key_schema: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeySchemaElement<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_KEY_SCHEMA, key_schema);
+  }
+  #[inline]
+  pub fn add_attribute_definitions(&mut self, attribute_definitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AttributeDefinition<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_ATTRIBUTE_DEFINITIONS, attribute_definitions);
+  }
+  #[inline]
+  pub fn add_billing_mode(&mut self, billing_mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_BILLING_MODE, billing_mode);
+  }
+  #[inline]
+  pub fn add_provisioned_throughput(&mut self, provisioned_throughput: ::flatbuffers::WIPOffset<ProvisionedThroughput<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ProvisionedThroughput>>(Request::VT_PROVISIONED_THROUGHPUT, provisioned_throughput);
+  }
+  #[inline]
+  pub fn add_tags(&mut self, tags: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Tag<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_TAGS, tags);
+  }
+  #[inline]
+  pub fn add_deletion_protection_enabled(&mut self, deletion_protection_enabled: bool) {
+    self.fbb_.push_slot_always::<bool>(Request::VT_DELETION_PROTECTION_ENABLED, deletion_protection_enabled);
+  }
+  #[inline]
+  pub fn add_table_class(&mut self, table_class: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_TABLE_CLASS, table_class);
+  }
+  #[inline]
+  pub fn add_exclusive_start_table_name(&mut self, exclusive_start_table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_EXCLUSIVE_START_TABLE_NAME, exclusive_start_table_name);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestBuilder<'a, 'b, A> {
@@ -264,7 +3487,45 @@ impl ::core::fmt::Debug for Request<'_> {
     let mut ds = f.debug_struct("Request");
       ds.field("request_id", &self.request_id());
       ds.field("operation", &self.operation());
-      ds.field("body", &self.body());
+      ds.field("table_name", &self.table_name());
+      ds.field("item", &self.item());
+      ds.field("key", &self.key());
+      ds.field("condition_expression", &self.condition_expression());
+      ds.field("update_expression", &self.update_expression());
+      ds.field("projection_expression", &self.projection_expression());
+      ds.field("filter_expression", &self.filter_expression());
+      ds.field("key_condition_expression", &self.key_condition_expression());
+      ds.field("expression_attribute_names", &self.expression_attribute_names());
+      ds.field("expression_attribute_values", &self.expression_attribute_values());
+      ds.field("return_values", &self.return_values());
+      ds.field("return_values_on_condition_check_failure", &self.return_values_on_condition_check_failure());
+      ds.field("return_consumed_capacity", &self.return_consumed_capacity());
+      ds.field("return_item_collection_metrics", &self.return_item_collection_metrics());
+      ds.field("consistent_read", &self.consistent_read());
+      ds.field("limit", &self.limit());
+      ds.field("scan_index_forward", &self.scan_index_forward());
+      ds.field("exclusive_start_key", &self.exclusive_start_key());
+      ds.field("select", &self.select());
+      ds.field("segment", &self.segment());
+      ds.field("total_segments", &self.total_segments());
+      ds.field("index_name", &self.index_name());
+      ds.field("attributes_to_get", &self.attributes_to_get());
+      ds.field("expected", &self.expected());
+      ds.field("key_conditions", &self.key_conditions());
+      ds.field("query_filter", &self.query_filter());
+      ds.field("scan_filter", &self.scan_filter());
+      ds.field("attribute_updates", &self.attribute_updates());
+      ds.field("conditional_operator", &self.conditional_operator());
+      ds.field("request_items_get", &self.request_items_get());
+      ds.field("request_items_write", &self.request_items_write());
+      ds.field("key_schema", &self.key_schema());
+      ds.field("attribute_definitions", &self.attribute_definitions());
+      ds.field("billing_mode", &self.billing_mode());
+      ds.field("provisioned_throughput", &self.provisioned_throughput());
+      ds.field("tags", &self.tags());
+      ds.field("deletion_protection_enabled", &self.deletion_protection_enabled());
+      ds.field("table_class", &self.table_class());
+      ds.field("exclusive_start_table_name", &self.exclusive_start_table_name());
       ds.finish()
   }
 }
@@ -320,11 +3581,11 @@ impl<'a> Error<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Error::VT_MESSAGE, None)}
   }
   #[inline]
-  pub fn item(&self) -> Option<&'a str> {
+  pub fn item(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Error::VT_ITEM, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Error::VT_ITEM, None)}
   }
 }
 
@@ -336,7 +3597,7 @@ impl ::flatbuffers::Verifiable for Error<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("type_name", Self::VT_TYPE_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("item", Self::VT_ITEM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("item", Self::VT_ITEM, false)?
      .finish();
     Ok(())
   }
@@ -344,7 +3605,7 @@ impl ::flatbuffers::Verifiable for Error<'_> {
 pub struct ErrorArgs<'a> {
     pub type_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub item: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub item: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
 }
 impl<'a> Default for ErrorArgs<'a> {
   #[inline]
@@ -371,7 +3632,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Error::VT_MESSAGE, message);
   }
   #[inline]
-  pub fn add_item(&mut self, item: ::flatbuffers::WIPOffset<&'b  str>) {
+  pub fn add_item(&mut self, item: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Error::VT_ITEM, item);
   }
   #[inline]
@@ -398,6 +3659,905 @@ impl ::core::fmt::Debug for Error<'_> {
       ds.finish()
   }
 }
+pub enum CapacityOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Capacity<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Capacity<'a> {
+  type Inner = Capacity<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Capacity<'a> {
+  pub const VT_CAPACITY_UNITS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Capacity { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CapacityArgs
+  ) -> ::flatbuffers::WIPOffset<Capacity<'bldr>> {
+    let mut builder = CapacityBuilder::new(_fbb);
+    if let Some(x) = args.capacity_units { builder.add_capacity_units(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn capacity_units(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(Capacity::VT_CAPACITY_UNITS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Capacity<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<f64>("capacity_units", Self::VT_CAPACITY_UNITS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CapacityArgs {
+    pub capacity_units: Option<f64>,
+}
+impl<'a> Default for CapacityArgs {
+  #[inline]
+  fn default() -> Self {
+    CapacityArgs {
+      capacity_units: None,
+    }
+  }
+}
+
+pub struct CapacityBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CapacityBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_capacity_units(&mut self, capacity_units: f64) {
+    self.fbb_.push_slot_always::<f64>(Capacity::VT_CAPACITY_UNITS, capacity_units);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CapacityBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CapacityBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Capacity<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Capacity<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Capacity");
+      ds.field("capacity_units", &self.capacity_units());
+      ds.finish()
+  }
+}
+pub enum ConsumedCapacityOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ConsumedCapacity<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ConsumedCapacity<'a> {
+  type Inner = ConsumedCapacity<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ConsumedCapacity<'a> {
+  pub const VT_TABLE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CAPACITY_UNITS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ConsumedCapacity { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConsumedCapacityArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ConsumedCapacity<'bldr>> {
+    let mut builder = ConsumedCapacityBuilder::new(_fbb);
+    if let Some(x) = args.capacity_units { builder.add_capacity_units(x); }
+    if let Some(x) = args.table { builder.add_table(x); }
+    if let Some(x) = args.table_name { builder.add_table_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConsumedCapacity::VT_TABLE_NAME, None)}
+  }
+  #[inline]
+  pub fn capacity_units(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(ConsumedCapacity::VT_CAPACITY_UNITS, None)}
+  }
+  #[inline]
+  pub fn table(&self) -> Option<Capacity<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Capacity>>(ConsumedCapacity::VT_TABLE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ConsumedCapacity<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_name", Self::VT_TABLE_NAME, false)?
+     .visit_field::<f64>("capacity_units", Self::VT_CAPACITY_UNITS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Capacity>>("table", Self::VT_TABLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConsumedCapacityArgs<'a> {
+    pub table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub capacity_units: Option<f64>,
+    pub table: Option<::flatbuffers::WIPOffset<Capacity<'a>>>,
+}
+impl<'a> Default for ConsumedCapacityArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConsumedCapacityArgs {
+      table_name: None,
+      capacity_units: None,
+      table: None,
+    }
+  }
+}
+
+pub struct ConsumedCapacityBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConsumedCapacityBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table_name(&mut self, table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConsumedCapacity::VT_TABLE_NAME, table_name);
+  }
+  #[inline]
+  pub fn add_capacity_units(&mut self, capacity_units: f64) {
+    self.fbb_.push_slot_always::<f64>(ConsumedCapacity::VT_CAPACITY_UNITS, capacity_units);
+  }
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<Capacity<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Capacity>>(ConsumedCapacity::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConsumedCapacityBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConsumedCapacityBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConsumedCapacity<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ConsumedCapacity<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ConsumedCapacity");
+      ds.field("table_name", &self.table_name());
+      ds.field("capacity_units", &self.capacity_units());
+      ds.field("table", &self.table());
+      ds.finish()
+  }
+}
+pub enum ItemsEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ItemsEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ItemsEntry<'a> {
+  type Inner = ItemsEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ItemsEntry<'a> {
+  pub const VT_TABLE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ITEMS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ItemsEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ItemsEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ItemsEntry<'bldr>> {
+    let mut builder = ItemsEntryBuilder::new(_fbb);
+    if let Some(x) = args.items { builder.add_items(x); }
+    if let Some(x) = args.table_name { builder.add_table_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ItemsEntry::VT_TABLE_NAME, None)}
+  }
+  #[inline]
+  pub fn items(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item>>>>(ItemsEntry::VT_ITEMS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ItemsEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_name", Self::VT_TABLE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Item>>>>("items", Self::VT_ITEMS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ItemsEntryArgs<'a> {
+    pub table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub items: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item<'a>>>>>,
+}
+impl<'a> Default for ItemsEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ItemsEntryArgs {
+      table_name: None,
+      items: None,
+    }
+  }
+}
+
+pub struct ItemsEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ItemsEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table_name(&mut self, table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ItemsEntry::VT_TABLE_NAME, table_name);
+  }
+  #[inline]
+  pub fn add_items(&mut self, items: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Item<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ItemsEntry::VT_ITEMS, items);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ItemsEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ItemsEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ItemsEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ItemsEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ItemsEntry");
+      ds.field("table_name", &self.table_name());
+      ds.field("items", &self.items());
+      ds.finish()
+  }
+}
+pub enum ProvisionedThroughputDescriptionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ProvisionedThroughputDescription<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProvisionedThroughputDescription<'a> {
+  type Inner = ProvisionedThroughputDescription<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProvisionedThroughputDescription<'a> {
+  pub const VT_NUMBER_OF_DECREASES_TODAY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_READ_CAPACITY_UNITS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_WRITE_CAPACITY_UNITS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAST_INCREASE_DATE_TIME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_DECREASE_DATE_TIME: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProvisionedThroughputDescription { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProvisionedThroughputDescriptionArgs
+  ) -> ::flatbuffers::WIPOffset<ProvisionedThroughputDescription<'bldr>> {
+    let mut builder = ProvisionedThroughputDescriptionBuilder::new(_fbb);
+    if let Some(x) = args.last_decrease_date_time { builder.add_last_decrease_date_time(x); }
+    if let Some(x) = args.last_increase_date_time { builder.add_last_increase_date_time(x); }
+    if let Some(x) = args.write_capacity_units { builder.add_write_capacity_units(x); }
+    if let Some(x) = args.read_capacity_units { builder.add_read_capacity_units(x); }
+    if let Some(x) = args.number_of_decreases_today { builder.add_number_of_decreases_today(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn number_of_decreases_today(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProvisionedThroughputDescription::VT_NUMBER_OF_DECREASES_TODAY, None)}
+  }
+  #[inline]
+  pub fn read_capacity_units(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProvisionedThroughputDescription::VT_READ_CAPACITY_UNITS, None)}
+  }
+  #[inline]
+  pub fn write_capacity_units(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProvisionedThroughputDescription::VT_WRITE_CAPACITY_UNITS, None)}
+  }
+  #[inline]
+  pub fn last_increase_date_time(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(ProvisionedThroughputDescription::VT_LAST_INCREASE_DATE_TIME, None)}
+  }
+  #[inline]
+  pub fn last_decrease_date_time(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(ProvisionedThroughputDescription::VT_LAST_DECREASE_DATE_TIME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProvisionedThroughputDescription<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("number_of_decreases_today", Self::VT_NUMBER_OF_DECREASES_TODAY, false)?
+     .visit_field::<u64>("read_capacity_units", Self::VT_READ_CAPACITY_UNITS, false)?
+     .visit_field::<u64>("write_capacity_units", Self::VT_WRITE_CAPACITY_UNITS, false)?
+     .visit_field::<f64>("last_increase_date_time", Self::VT_LAST_INCREASE_DATE_TIME, false)?
+     .visit_field::<f64>("last_decrease_date_time", Self::VT_LAST_DECREASE_DATE_TIME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProvisionedThroughputDescriptionArgs {
+    pub number_of_decreases_today: Option<u64>,
+    pub read_capacity_units: Option<u64>,
+    pub write_capacity_units: Option<u64>,
+    pub last_increase_date_time: Option<f64>,
+    pub last_decrease_date_time: Option<f64>,
+}
+impl<'a> Default for ProvisionedThroughputDescriptionArgs {
+  #[inline]
+  fn default() -> Self {
+    ProvisionedThroughputDescriptionArgs {
+      number_of_decreases_today: None,
+      read_capacity_units: None,
+      write_capacity_units: None,
+      last_increase_date_time: None,
+      last_decrease_date_time: None,
+    }
+  }
+}
+
+pub struct ProvisionedThroughputDescriptionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProvisionedThroughputDescriptionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_number_of_decreases_today(&mut self, number_of_decreases_today: u64) {
+    self.fbb_.push_slot_always::<u64>(ProvisionedThroughputDescription::VT_NUMBER_OF_DECREASES_TODAY, number_of_decreases_today);
+  }
+  #[inline]
+  pub fn add_read_capacity_units(&mut self, read_capacity_units: u64) {
+    self.fbb_.push_slot_always::<u64>(ProvisionedThroughputDescription::VT_READ_CAPACITY_UNITS, read_capacity_units);
+  }
+  #[inline]
+  pub fn add_write_capacity_units(&mut self, write_capacity_units: u64) {
+    self.fbb_.push_slot_always::<u64>(ProvisionedThroughputDescription::VT_WRITE_CAPACITY_UNITS, write_capacity_units);
+  }
+  #[inline]
+  pub fn add_last_increase_date_time(&mut self, last_increase_date_time: f64) {
+    self.fbb_.push_slot_always::<f64>(ProvisionedThroughputDescription::VT_LAST_INCREASE_DATE_TIME, last_increase_date_time);
+  }
+  #[inline]
+  pub fn add_last_decrease_date_time(&mut self, last_decrease_date_time: f64) {
+    self.fbb_.push_slot_always::<f64>(ProvisionedThroughputDescription::VT_LAST_DECREASE_DATE_TIME, last_decrease_date_time);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProvisionedThroughputDescriptionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProvisionedThroughputDescriptionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProvisionedThroughputDescription<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProvisionedThroughputDescription<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProvisionedThroughputDescription");
+      ds.field("number_of_decreases_today", &self.number_of_decreases_today());
+      ds.field("read_capacity_units", &self.read_capacity_units());
+      ds.field("write_capacity_units", &self.write_capacity_units());
+      ds.field("last_increase_date_time", &self.last_increase_date_time());
+      ds.field("last_decrease_date_time", &self.last_decrease_date_time());
+      ds.finish()
+  }
+}
+pub enum BillingModeSummaryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct BillingModeSummary<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for BillingModeSummary<'a> {
+  type Inner = BillingModeSummary<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> BillingModeSummary<'a> {
+  pub const VT_BILLING_MODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_UPDATE_TO_PAY_PER_REQUEST_DATE_TIME: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    BillingModeSummary { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BillingModeSummaryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<BillingModeSummary<'bldr>> {
+    let mut builder = BillingModeSummaryBuilder::new(_fbb);
+    if let Some(x) = args.last_update_to_pay_per_request_date_time { builder.add_last_update_to_pay_per_request_date_time(x); }
+    if let Some(x) = args.billing_mode { builder.add_billing_mode(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn billing_mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BillingModeSummary::VT_BILLING_MODE, None)}
+  }
+  #[inline]
+  pub fn last_update_to_pay_per_request_date_time(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(BillingModeSummary::VT_LAST_UPDATE_TO_PAY_PER_REQUEST_DATE_TIME, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for BillingModeSummary<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("billing_mode", Self::VT_BILLING_MODE, false)?
+     .visit_field::<f64>("last_update_to_pay_per_request_date_time", Self::VT_LAST_UPDATE_TO_PAY_PER_REQUEST_DATE_TIME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BillingModeSummaryArgs<'a> {
+    pub billing_mode: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub last_update_to_pay_per_request_date_time: Option<f64>,
+}
+impl<'a> Default for BillingModeSummaryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BillingModeSummaryArgs {
+      billing_mode: None,
+      last_update_to_pay_per_request_date_time: None,
+    }
+  }
+}
+
+pub struct BillingModeSummaryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BillingModeSummaryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_billing_mode(&mut self, billing_mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BillingModeSummary::VT_BILLING_MODE, billing_mode);
+  }
+  #[inline]
+  pub fn add_last_update_to_pay_per_request_date_time(&mut self, last_update_to_pay_per_request_date_time: f64) {
+    self.fbb_.push_slot_always::<f64>(BillingModeSummary::VT_LAST_UPDATE_TO_PAY_PER_REQUEST_DATE_TIME, last_update_to_pay_per_request_date_time);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BillingModeSummaryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BillingModeSummaryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<BillingModeSummary<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for BillingModeSummary<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("BillingModeSummary");
+      ds.field("billing_mode", &self.billing_mode());
+      ds.field("last_update_to_pay_per_request_date_time", &self.last_update_to_pay_per_request_date_time());
+      ds.finish()
+  }
+}
+pub enum TableDescriptionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TableDescription<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TableDescription<'a> {
+  type Inner = TableDescription<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TableDescription<'a> {
+  pub const VT_TABLE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TABLE_STATUS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ATTRIBUTE_DEFINITIONS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_KEY_SCHEMA: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CREATION_DATE_TIME: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PROVISIONED_THROUGHPUT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_TABLE_SIZE_BYTES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_ITEM_COUNT: ::flatbuffers::VOffsetT = 18;
+  pub const VT_TABLE_ARN: ::flatbuffers::VOffsetT = 20;
+  pub const VT_TABLE_ID: ::flatbuffers::VOffsetT = 22;
+  pub const VT_DELETION_PROTECTION_ENABLED: ::flatbuffers::VOffsetT = 24;
+  pub const VT_BILLING_MODE_SUMMARY: ::flatbuffers::VOffsetT = 26;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TableDescription { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TableDescriptionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TableDescription<'bldr>> {
+    let mut builder = TableDescriptionBuilder::new(_fbb);
+    if let Some(x) = args.item_count { builder.add_item_count(x); }
+    if let Some(x) = args.table_size_bytes { builder.add_table_size_bytes(x); }
+    if let Some(x) = args.creation_date_time { builder.add_creation_date_time(x); }
+    if let Some(x) = args.billing_mode_summary { builder.add_billing_mode_summary(x); }
+    if let Some(x) = args.table_id { builder.add_table_id(x); }
+    if let Some(x) = args.table_arn { builder.add_table_arn(x); }
+    if let Some(x) = args.provisioned_throughput { builder.add_provisioned_throughput(x); }
+    if let Some(x) = args.key_schema { builder.add_key_schema(x); }
+    if let Some(x) = args.attribute_definitions { builder.add_attribute_definitions(x); }
+    if let Some(x) = args.table_status { builder.add_table_status(x); }
+    if let Some(x) = args.table_name { builder.add_table_name(x); }
+    if let Some(x) = args.deletion_protection_enabled { builder.add_deletion_protection_enabled(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn table_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TableDescription::VT_TABLE_NAME, None)}
+  }
+  #[inline]
+  pub fn table_status(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TableDescription::VT_TABLE_STATUS, None)}
+  }
+  #[inline]
+  pub fn attribute_definitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeDefinition<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeDefinition>>>>(TableDescription::VT_ATTRIBUTE_DEFINITIONS, None)}
+  }
+  #[inline]
+  pub fn key_schema(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeySchemaElement<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeySchemaElement>>>>(TableDescription::VT_KEY_SCHEMA, None)}
+  }
+  #[inline]
+  pub fn creation_date_time(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(TableDescription::VT_CREATION_DATE_TIME, None)}
+  }
+  #[inline]
+  pub fn provisioned_throughput(&self) -> Option<ProvisionedThroughputDescription<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ProvisionedThroughputDescription>>(TableDescription::VT_PROVISIONED_THROUGHPUT, None)}
+  }
+  #[inline]
+  pub fn table_size_bytes(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TableDescription::VT_TABLE_SIZE_BYTES, None)}
+  }
+  #[inline]
+  pub fn item_count(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TableDescription::VT_ITEM_COUNT, None)}
+  }
+  #[inline]
+  pub fn table_arn(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TableDescription::VT_TABLE_ARN, None)}
+  }
+  #[inline]
+  pub fn table_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TableDescription::VT_TABLE_ID, None)}
+  }
+  #[inline]
+  pub fn deletion_protection_enabled(&self) -> Option<bool> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TableDescription::VT_DELETION_PROTECTION_ENABLED, None)}
+  }
+  #[inline]
+  pub fn billing_mode_summary(&self) -> Option<BillingModeSummary<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<BillingModeSummary>>(TableDescription::VT_BILLING_MODE_SUMMARY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TableDescription<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_name", Self::VT_TABLE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_status", Self::VT_TABLE_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AttributeDefinition>>>>("attribute_definitions", Self::VT_ATTRIBUTE_DEFINITIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeySchemaElement>>>>("key_schema", Self::VT_KEY_SCHEMA, false)?
+     .visit_field::<f64>("creation_date_time", Self::VT_CREATION_DATE_TIME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ProvisionedThroughputDescription>>("provisioned_throughput", Self::VT_PROVISIONED_THROUGHPUT, false)?
+     .visit_field::<u64>("table_size_bytes", Self::VT_TABLE_SIZE_BYTES, false)?
+     .visit_field::<u64>("item_count", Self::VT_ITEM_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_arn", Self::VT_TABLE_ARN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("table_id", Self::VT_TABLE_ID, false)?
+     .visit_field::<bool>("deletion_protection_enabled", Self::VT_DELETION_PROTECTION_ENABLED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<BillingModeSummary>>("billing_mode_summary", Self::VT_BILLING_MODE_SUMMARY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TableDescriptionArgs<'a> {
+    pub table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub table_status: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attribute_definitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AttributeDefinition<'a>>>>>,
+    pub key_schema: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeySchemaElement<'a>>>>>,
+    pub creation_date_time: Option<f64>,
+    pub provisioned_throughput: Option<::flatbuffers::WIPOffset<ProvisionedThroughputDescription<'a>>>,
+    pub table_size_bytes: Option<u64>,
+    pub item_count: Option<u64>,
+    pub table_arn: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub table_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub deletion_protection_enabled: Option<bool>,
+    pub billing_mode_summary: Option<::flatbuffers::WIPOffset<BillingModeSummary<'a>>>,
+}
+impl<'a> Default for TableDescriptionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TableDescriptionArgs {
+      table_name: None,
+      table_status: None,
+      attribute_definitions: None,
+      key_schema: None,
+      creation_date_time: None,
+      provisioned_throughput: None,
+      table_size_bytes: None,
+      item_count: None,
+      table_arn: None,
+      table_id: None,
+      deletion_protection_enabled: None,
+      billing_mode_summary: None,
+    }
+  }
+}
+
+pub struct TableDescriptionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TableDescriptionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_table_name(&mut self, table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableDescription::VT_TABLE_NAME, table_name);
+  }
+  #[inline]
+  pub fn add_table_status(&mut self, table_status: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableDescription::VT_TABLE_STATUS, table_status);
+  }
+  #[inline]
+  pub fn add_attribute_definitions(&mut self, attribute_definitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AttributeDefinition<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableDescription::VT_ATTRIBUTE_DEFINITIONS, attribute_definitions);
+  }
+  #[inline]
+  pub fn add_key_schema(&mut self, key_schema: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeySchemaElement<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableDescription::VT_KEY_SCHEMA, key_schema);
+  }
+  #[inline]
+  pub fn add_creation_date_time(&mut self, creation_date_time: f64) {
+    self.fbb_.push_slot_always::<f64>(TableDescription::VT_CREATION_DATE_TIME, creation_date_time);
+  }
+  #[inline]
+  pub fn add_provisioned_throughput(&mut self, provisioned_throughput: ::flatbuffers::WIPOffset<ProvisionedThroughputDescription<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ProvisionedThroughputDescription>>(TableDescription::VT_PROVISIONED_THROUGHPUT, provisioned_throughput);
+  }
+  #[inline]
+  pub fn add_table_size_bytes(&mut self, table_size_bytes: u64) {
+    self.fbb_.push_slot_always::<u64>(TableDescription::VT_TABLE_SIZE_BYTES, table_size_bytes);
+  }
+  #[inline]
+  pub fn add_item_count(&mut self, item_count: u64) {
+    self.fbb_.push_slot_always::<u64>(TableDescription::VT_ITEM_COUNT, item_count);
+  }
+  #[inline]
+  pub fn add_table_arn(&mut self, table_arn: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableDescription::VT_TABLE_ARN, table_arn);
+  }
+  #[inline]
+  pub fn add_table_id(&mut self, table_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TableDescription::VT_TABLE_ID, table_id);
+  }
+  #[inline]
+  pub fn add_deletion_protection_enabled(&mut self, deletion_protection_enabled: bool) {
+    self.fbb_.push_slot_always::<bool>(TableDescription::VT_DELETION_PROTECTION_ENABLED, deletion_protection_enabled);
+  }
+  #[inline]
+  pub fn add_billing_mode_summary(&mut self, billing_mode_summary: ::flatbuffers::WIPOffset<BillingModeSummary<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<BillingModeSummary>>(TableDescription::VT_BILLING_MODE_SUMMARY, billing_mode_summary);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TableDescriptionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TableDescriptionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TableDescription<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TableDescription<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TableDescription");
+      ds.field("table_name", &self.table_name());
+      ds.field("table_status", &self.table_status());
+      ds.field("attribute_definitions", &self.attribute_definitions());
+      ds.field("key_schema", &self.key_schema());
+      ds.field("creation_date_time", &self.creation_date_time());
+      ds.field("provisioned_throughput", &self.provisioned_throughput());
+      ds.field("table_size_bytes", &self.table_size_bytes());
+      ds.field("item_count", &self.item_count());
+      ds.field("table_arn", &self.table_arn());
+      ds.field("table_id", &self.table_id());
+      ds.field("deletion_protection_enabled", &self.deletion_protection_enabled());
+      ds.field("billing_mode_summary", &self.billing_mode_summary());
+      ds.finish()
+  }
+}
 pub enum ResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -415,8 +4575,22 @@ impl<'a> ::flatbuffers::Follow<'a> for Response<'a> {
 
 impl<'a> Response<'a> {
   pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-  pub const VT_BODY: ::flatbuffers::VOffsetT = 6;
-  pub const VT_ERROR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ITEM: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ATTRIBUTES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ITEMS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_COUNT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_SCANNED_COUNT: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LAST_EVALUATED_KEY: ::flatbuffers::VOffsetT = 18;
+  pub const VT_CONSUMED_CAPACITY: ::flatbuffers::VOffsetT = 20;
+  pub const VT_CONSUMED_CAPACITIES: ::flatbuffers::VOffsetT = 22;
+  pub const VT_RESPONSES: ::flatbuffers::VOffsetT = 24;
+  pub const VT_UNPROCESSED_KEYS: ::flatbuffers::VOffsetT = 26;
+  pub const VT_UNPROCESSED_ITEMS: ::flatbuffers::VOffsetT = 28;
+  pub const VT_TABLE_DESCRIPTION: ::flatbuffers::VOffsetT = 30;
+  pub const VT_TABLE: ::flatbuffers::VOffsetT = 32;
+  pub const VT_TABLE_NAMES: ::flatbuffers::VOffsetT = 34;
+  pub const VT_LAST_EVALUATED_TABLE_NAME: ::flatbuffers::VOffsetT = 36;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -428,9 +4602,23 @@ impl<'a> Response<'a> {
     args: &'args ResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Response<'bldr>> {
     let mut builder = ResponseBuilder::new(_fbb);
+    if let Some(x) = args.scanned_count { builder.add_scanned_count(x); }
+    if let Some(x) = args.count { builder.add_count(x); }
     builder.add_request_id(args.request_id);
+    if let Some(x) = args.last_evaluated_table_name { builder.add_last_evaluated_table_name(x); }
+    if let Some(x) = args.table_names { builder.add_table_names(x); }
+    if let Some(x) = args.table { builder.add_table(x); }
+    if let Some(x) = args.table_description { builder.add_table_description(x); }
+    if let Some(x) = args.unprocessed_items { builder.add_unprocessed_items(x); }
+    if let Some(x) = args.unprocessed_keys { builder.add_unprocessed_keys(x); }
+    if let Some(x) = args.responses { builder.add_responses(x); }
+    if let Some(x) = args.consumed_capacities { builder.add_consumed_capacities(x); }
+    if let Some(x) = args.consumed_capacity { builder.add_consumed_capacity(x); }
+    if let Some(x) = args.last_evaluated_key { builder.add_last_evaluated_key(x); }
+    if let Some(x) = args.items { builder.add_items(x); }
+    if let Some(x) = args.attributes { builder.add_attributes(x); }
+    if let Some(x) = args.item { builder.add_item(x); }
     if let Some(x) = args.error { builder.add_error(x); }
-    if let Some(x) = args.body { builder.add_body(x); }
     builder.finish()
   }
 
@@ -443,18 +4631,116 @@ impl<'a> Response<'a> {
     unsafe { self._tab.get::<u64>(Response::VT_REQUEST_ID, Some(0)).unwrap()}
   }
   #[inline]
-  pub fn body(&self) -> Option<&'a str> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Response::VT_BODY, None)}
-  }
-  #[inline]
   pub fn error(&self) -> Option<Error<'a>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(Response::VT_ERROR, None)}
+  }
+  #[inline]
+  pub fn item(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Response::VT_ITEM, None)}
+  }
+  #[inline]
+  pub fn attributes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Response::VT_ATTRIBUTES, None)}
+  }
+  #[inline]
+  pub fn items(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item>>>>(Response::VT_ITEMS, None)}
+  }
+  #[inline]
+  pub fn count(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Response::VT_COUNT, None)}
+  }
+  #[inline]
+  pub fn scanned_count(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Response::VT_SCANNED_COUNT, None)}
+  }
+  #[inline]
+  pub fn last_evaluated_key(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute>>>>(Response::VT_LAST_EVALUATED_KEY, None)}
+  }
+  #[inline]
+  pub fn consumed_capacity(&self) -> Option<ConsumedCapacity<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<ConsumedCapacity>>(Response::VT_CONSUMED_CAPACITY, None)}
+  }
+  #[inline]
+  pub fn consumed_capacities(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConsumedCapacity<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConsumedCapacity>>>>(Response::VT_CONSUMED_CAPACITIES, None)}
+  }
+  #[inline]
+  pub fn responses(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ItemsEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ItemsEntry>>>>(Response::VT_RESPONSES, None)}
+  }
+  #[inline]
+  pub fn unprocessed_keys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry>>>>(Response::VT_UNPROCESSED_KEYS, None)}
+  }
+  #[inline]
+  pub fn unprocessed_items(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry>>>>(Response::VT_UNPROCESSED_ITEMS, None)}
+  }
+  #[inline]
+  pub fn table_description(&self) -> Option<TableDescription<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<TableDescription>>(Response::VT_TABLE_DESCRIPTION, None)}
+  }
+  #[inline]
+  pub fn table(&self) -> Option<TableDescription<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<TableDescription>>(Response::VT_TABLE, None)}
+  }
+  #[inline]
+  pub fn table_names(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Response::VT_TABLE_NAMES, None)}
+  }
+  #[inline]
+  pub fn last_evaluated_table_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Response::VT_LAST_EVALUATED_TABLE_NAME, None)}
   }
 }
 
@@ -465,24 +4751,66 @@ impl ::flatbuffers::Verifiable for Response<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("body", Self::VT_BODY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("item", Self::VT_ITEM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("attributes", Self::VT_ATTRIBUTES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Item>>>>("items", Self::VT_ITEMS, false)?
+     .visit_field::<u64>("count", Self::VT_COUNT, false)?
+     .visit_field::<u64>("scanned_count", Self::VT_SCANNED_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Attribute>>>>("last_evaluated_key", Self::VT_LAST_EVALUATED_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<ConsumedCapacity>>("consumed_capacity", Self::VT_CONSUMED_CAPACITY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConsumedCapacity>>>>("consumed_capacities", Self::VT_CONSUMED_CAPACITIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ItemsEntry>>>>("responses", Self::VT_RESPONSES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry>>>>("unprocessed_keys", Self::VT_UNPROCESSED_KEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry>>>>("unprocessed_items", Self::VT_UNPROCESSED_ITEMS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<TableDescription>>("table_description", Self::VT_TABLE_DESCRIPTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<TableDescription>>("table", Self::VT_TABLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("table_names", Self::VT_TABLE_NAMES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("last_evaluated_table_name", Self::VT_LAST_EVALUATED_TABLE_NAME, false)?
      .finish();
     Ok(())
   }
 }
 pub struct ResponseArgs<'a> {
     pub request_id: u64,
-    pub body: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub item: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub attributes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub items: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Item<'a>>>>>,
+    pub count: Option<u64>,
+    pub scanned_count: Option<u64>,
+    pub last_evaluated_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Attribute<'a>>>>>,
+    pub consumed_capacity: Option<::flatbuffers::WIPOffset<ConsumedCapacity<'a>>>,
+    pub consumed_capacities: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConsumedCapacity<'a>>>>>,
+    pub responses: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ItemsEntry<'a>>>>>,
+    pub unprocessed_keys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry<'a>>>>>,
+    pub unprocessed_items: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<WriteRequestsEntry<'a>>>>>,
+    pub table_description: Option<::flatbuffers::WIPOffset<TableDescription<'a>>>,
+    pub table: Option<::flatbuffers::WIPOffset<TableDescription<'a>>>,
+    pub table_names: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub last_evaluated_table_name: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for ResponseArgs<'a> {
   #[inline]
   fn default() -> Self {
     ResponseArgs {
       request_id: 0,
-      body: None,
       error: None,
+      item: None,
+      attributes: None,
+      items: None,
+      count: None,
+      scanned_count: None,
+      last_evaluated_key: None,
+      consumed_capacity: None,
+      consumed_capacities: None,
+      responses: None,
+      unprocessed_keys: None,
+      unprocessed_items: None,
+      table_description: None,
+      table: None,
+      table_names: None,
+      last_evaluated_table_name: None,
     }
   }
 }
@@ -497,12 +4825,68 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ResponseBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Response::VT_REQUEST_ID, request_id, 0);
   }
   #[inline]
-  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_BODY, body);
-  }
-  #[inline]
   pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(Response::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_item(&mut self, item: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_ITEM, item);
+  }
+  #[inline]
+  pub fn add_attributes(&mut self, attributes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_ATTRIBUTES, attributes);
+  }
+  #[inline]
+  pub fn add_items(&mut self, items: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Item<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_ITEMS, items);
+  }
+  #[inline]
+  pub fn add_count(&mut self, count: u64) {
+    self.fbb_.push_slot_always::<u64>(Response::VT_COUNT, count);
+  }
+  #[inline]
+  pub fn add_scanned_count(&mut self, scanned_count: u64) {
+    self.fbb_.push_slot_always::<u64>(Response::VT_SCANNED_COUNT, scanned_count);
+  }
+  #[inline]
+  pub fn add_last_evaluated_key(&mut self, last_evaluated_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Attribute<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_LAST_EVALUATED_KEY, last_evaluated_key);
+  }
+  #[inline]
+  pub fn add_consumed_capacity(&mut self, consumed_capacity: ::flatbuffers::WIPOffset<ConsumedCapacity<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<ConsumedCapacity>>(Response::VT_CONSUMED_CAPACITY, consumed_capacity);
+  }
+  #[inline]
+  pub fn add_consumed_capacities(&mut self, consumed_capacities: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConsumedCapacity<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_CONSUMED_CAPACITIES, consumed_capacities);
+  }
+  #[inline]
+  pub fn add_responses(&mut self, responses: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ItemsEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_RESPONSES, responses);
+  }
+  #[inline]
+  pub fn add_unprocessed_keys(&mut self, unprocessed_keys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeysAndAttributesEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_UNPROCESSED_KEYS, unprocessed_keys);
+  }
+  #[inline]
+  pub fn add_unprocessed_items(&mut self, unprocessed_items: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<WriteRequestsEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_UNPROCESSED_ITEMS, unprocessed_items);
+  }
+  #[inline]
+  pub fn add_table_description(&mut self, table_description: ::flatbuffers::WIPOffset<TableDescription<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<TableDescription>>(Response::VT_TABLE_DESCRIPTION, table_description);
+  }
+  #[inline]
+  pub fn add_table(&mut self, table: ::flatbuffers::WIPOffset<TableDescription<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<TableDescription>>(Response::VT_TABLE, table);
+  }
+  #[inline]
+  pub fn add_table_names(&mut self, table_names: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_TABLE_NAMES, table_names);
+  }
+  #[inline]
+  pub fn add_last_evaluated_table_name(&mut self, last_evaluated_table_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Response::VT_LAST_EVALUATED_TABLE_NAME, last_evaluated_table_name);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ResponseBuilder<'a, 'b, A> {
@@ -523,8 +4907,22 @@ impl ::core::fmt::Debug for Response<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Response");
       ds.field("request_id", &self.request_id());
-      ds.field("body", &self.body());
       ds.field("error", &self.error());
+      ds.field("item", &self.item());
+      ds.field("attributes", &self.attributes());
+      ds.field("items", &self.items());
+      ds.field("count", &self.count());
+      ds.field("scanned_count", &self.scanned_count());
+      ds.field("last_evaluated_key", &self.last_evaluated_key());
+      ds.field("consumed_capacity", &self.consumed_capacity());
+      ds.field("consumed_capacities", &self.consumed_capacities());
+      ds.field("responses", &self.responses());
+      ds.field("unprocessed_keys", &self.unprocessed_keys());
+      ds.field("unprocessed_items", &self.unprocessed_items());
+      ds.field("table_description", &self.table_description());
+      ds.field("table", &self.table());
+      ds.field("table_names", &self.table_names());
+      ds.field("last_evaluated_table_name", &self.last_evaluated_table_name());
       ds.finish()
   }
 }
@@ -588,7 +4986,7 @@ pub unsafe fn root_as_request_unchecked(buf: &[u8]) -> Request<'_> {
 pub unsafe fn size_prefixed_root_as_request_unchecked(buf: &[u8]) -> Request<'_> {
   unsafe { ::flatbuffers::size_prefixed_root_unchecked::<Request>(buf) }
 }
-pub const REQUEST_IDENTIFIER: &str = "SHQ1";
+pub const REQUEST_IDENTIFIER: &str = "SHQ2";
 
 #[inline]
 pub fn request_buffer_has_identifier(buf: &[u8]) -> bool {
@@ -611,6 +5009,7 @@ pub fn finish_request_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(
 pub fn finish_size_prefixed_request_buffer<'a, 'b, A: ::flatbuffers::Allocator + 'a>(fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>, root: ::flatbuffers::WIPOffset<Request<'a>>) {
   fbb.finish_size_prefixed(root, Some(REQUEST_IDENTIFIER));
 }
+}  // pub mod v2
 }  // pub mod client
 }  // pub mod shoal
 
