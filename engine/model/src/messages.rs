@@ -237,6 +237,20 @@ pub fn invalid_type_name(name: &str) -> String {
     )
 }
 
+/// A BETWEEN whose constant bounds have different types.
+pub fn between_types_differ(lower: &str, upper: &str) -> String {
+    format!(
+        "The BETWEEN operator requires same data type for lower and upper bounds; lower bound operand: AttributeValue: {lower}, upper bound operand: AttributeValue: {upper}"
+    )
+}
+
+/// Two operands of one operator or function that are the same document path.
+pub fn operands_not_distinct(operator: &str, path: &str) -> String {
+    format!(
+        "The first operand must be distinct from the remaining operands for this operator or function; operator: {operator}, first operand: {path}"
+    )
+}
+
 /// A BETWEEN whose constant bounds are in the wrong order.
 pub fn between_bounds(lower: &str, upper: &str) -> String {
     format!(
