@@ -355,7 +355,43 @@ pub const LEGACY_EXISTS_FALSE_WITH_VALUE: &str =
 pub const LEGACY_EXISTS_TRUE_WITHOUT_VALUE: &str =
     "One or more parameter values were invalid: Value must be provided when Exists is true";
 /// Expected with both Value and ComparisonOperator forms mixed.
-pub const LEGACY_VALUE_WITH_OPERATOR: &str = "One or more parameter values were invalid: Value or Exists cannot be used with ComparisonOperator";
+/// An Expected entry with both Value and AttributeValueList.
+pub fn legacy_value_and_value_list(name: &str) -> String {
+    format!(
+        "One or more parameter values were invalid: Value and AttributeValueList cannot be used together for Attribute: {name}"
+    )
+}
+
+/// An Expected entry with AttributeValueList but no ComparisonOperator.
+pub fn legacy_value_list_without_operator(name: &str) -> String {
+    format!(
+        "One or more parameter values were invalid: AttributeValueList can only be used with a ComparisonOperator for Attribute: {name}"
+    )
+}
+
+/// An Expected entry with both Exists and ComparisonOperator.
+pub fn legacy_exists_with_operator(name: &str) -> String {
+    format!(
+        "One or more parameter values were invalid: Exists and ComparisonOperator cannot be used together for Attribute: {name}"
+    )
+}
+
+/// An Expected entry whose ComparisonOperator takes arguments and has none.
+pub fn legacy_operator_without_arguments(operator: &str, name: &str) -> String {
+    format!(
+        "One or more parameter values were invalid: Value or AttributeValueList must be used with ComparisonOperator: {operator} for Attribute: {name}"
+    )
+}
+
+/// IN or BETWEEN with AttributeValueList members of different types.
+pub const LEGACY_VALUES_OF_DIFFERENT_TYPES: &str = "One or more parameter values were invalid: AttributeValues inside AttributeValueList must be of same type";
+
+/// A legacy BETWEEN whose bounds are in the wrong order.
+pub const LEGACY_BETWEEN_BOUNDS: &str = "The BETWEEN condition was provided a range where the lower bound is greater than the upper bound";
+
+/// ConditionalOperator with no Expected or filter to combine, or with only one entry.
+pub const LEGACY_CONDITIONAL_OPERATOR_ALONE: &str =
+    "ConditionalOperator can only be used when Filter or Expected has two or more elements";
 /// AttributeUpdates with an ADD of a type other than number or set.
 pub const LEGACY_ADD_TYPE: &str =
     "One or more parameter values were invalid: Action ADD is not supported for the type ";

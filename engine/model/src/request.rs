@@ -190,9 +190,13 @@ fn write_condition(
 ) -> Result<Option<Condition>> {
     let expression = string_parameter(parameters, "ConditionExpression")?;
     let expected = parameters.get("Expected");
+    let conditional_operator = string_parameter(parameters, "ConditionalOperator")?;
     let mut legacy_used = Vec::new();
     if expected.is_some() {
         legacy_used.push("Expected");
+    }
+    if conditional_operator.is_some() {
+        legacy_used.push("ConditionalOperator");
     }
     let mut expression_used = Vec::new();
     if expression.is_some() {
@@ -205,11 +209,8 @@ fn write_condition(
             .map(Some);
     }
     match expected {
-        Some(expected) => legacy::expected_to_condition(
-            expected,
-            string_parameter(parameters, "ConditionalOperator")?,
-        ),
-        None => Ok(None),
+        Some(expected) => legacy::expected_to_condition(expected, conditional_operator),
+        None => legacy::check_conditional_operator_has_entries(conditional_operator).map(|()| None),
     }
 }
 
@@ -266,7 +267,11 @@ fn filter(
 ) -> Result<Option<Condition>> {
     let expression = string_parameter(parameters, "FilterExpression")?;
     let legacy_filter = parameters.get(legacy_name);
-    let legacy_used: Vec<&str> = legacy_filter.map(|_| legacy_name).into_iter().collect();
+    let conditional_operator = string_parameter(parameters, "ConditionalOperator")?;
+    let mut legacy_used: Vec<&str> = legacy_filter.map(|_| legacy_name).into_iter().collect();
+    if conditional_operator.is_some() {
+        legacy_used.push("ConditionalOperator");
+    }
     let expression_used: Vec<&str> = expression.map(|_| "FilterExpression").into_iter().collect();
     legacy::check_not_mixed(&legacy_used, &expression_used)?;
     if let Some(source) = expression {
@@ -275,10 +280,8 @@ fn filter(
             .map(Some);
     }
     match legacy_filter {
-        Some(json) => {
-            legacy::filter_to_condition(json, string_parameter(parameters, "ConditionalOperator")?)
-        }
-        None => Ok(None),
+        Some(json) => legacy::filter_to_condition(json, conditional_operator),
+        None => legacy::check_conditional_operator_has_entries(conditional_operator).map(|()| None),
     }
 }
 
@@ -719,6 +722,7 @@ pub fn prepare(
 ) -> Result<PreparedRequest> {
     if operation != ItemOperation::BatchWrite {
         object(parameters, "the request")?;
+        legacy::check_request_not_mixed(parameters)?;
     }
     Ok(match operation {
         ItemOperation::PutItem | ItemOperation::UpdateItem | ItemOperation::DeleteItem => {
@@ -885,7 +889,11 @@ mod tests {
             serde_json::json!({"Select": "ALL_ATTRIBUTES"}),
             serde_json::json!({"ProjectionExpression": "a"}),
         ] {
-            assert!(prepare(ItemOperation::Query, &query(allowed.clone()), &schema()).is_ok());
+            // (A query's key condition here is an expression, which AttributesToGet may not
+            // join: that combination is only checked on Scan.)
+            if allowed.get("AttributesToGet").is_none() {
+                assert!(prepare(ItemOperation::Query, &query(allowed.clone()), &schema()).is_ok());
+            }
             assert!(prepare(ItemOperation::Scan, &allowed, &schema()).is_ok());
         }
         match prepare(
