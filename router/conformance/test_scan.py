@@ -138,3 +138,16 @@ def test_total_segments_out_of_range_is_refused(ddb, seeded):
 def test_scan_of_a_missing_table(ddb):
     expect_error(lambda: ddb.scan(TableName="conf-no-such-table"), "ResourceNotFoundException",
                  "Requested resource not found")
+
+
+@pytest.mark.parametrize("total", [2, 5])
+def test_parallel_scan_resumed_with_exclusive_start_key(ddb, seeded, total):
+    # Each segment paged with Limit and resumed from its own LastEvaluatedKey covers its
+    # share once; together the segments cover the table once (Developer Guide, Parallel scan).
+    everything = []
+    for segment in range(total):
+        pages = scan_all(ddb, seeded, Segment=segment, TotalSegments=total, Limit=4,
+                         ConsistentRead=True)
+        assert all(len(page["Items"]) <= 4 for page in pages)
+        everything += keys(pages)
+    assert sorted(everything) == sorted(f"item-{i}" for i in range(COUNT))
