@@ -57,9 +57,10 @@ pub fn unexpected_json(context: &str) -> String {
 /// Binary data that is not valid base64 (a SerializationException).
 pub const BASE64_INVALID: &str = "Base64 encoded value could not be decoded";
 
-/// An item or attribute nested deeper than DynamoDB allows.
-pub const NESTING_TOO_DEEP: &str =
-    "Nesting Levels have exceeded supported limits: Maximum levels of nesting is 32";
+/// An item or attribute nested deeper than DynamoDB allows (32 levels, the attribute itself
+/// the first). The wording captured from DynamoDB in eu-west-2 by a public test suite that
+/// checks it against the real service.
+pub const NESTING_TOO_DEEP: &str = "Nesting Levels have exceeded supported limits: Attributes in the item have nested levels beyond supported limit";
 
 // Items and keys.
 /// A PutItem item above 400 KB.
