@@ -306,9 +306,14 @@ mod tests {
             error_of(json!({"B": "!!"})).exception_name(),
             "SerializationException"
         );
+        // An unknown member is ignored: alone, it leaves the value empty.
         assert_eq!(
-            error_of(json!({"X": "1"})).exception_name(),
-            "SerializationException"
+            error_of(json!({"X": "1"})).message(),
+            messages::ATTRIBUTE_VALUE_EMPTY
+        );
+        assert_eq!(
+            value_from_json(&json!({"X": "1", "S": "s"})).unwrap(),
+            AttributeValue::String("s".to_string())
         );
         assert_eq!(
             error_of(json!("S")).exception_name(),
