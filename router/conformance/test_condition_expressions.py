@@ -308,3 +308,17 @@ def test_more_syntax_errors(ddb, shared, condition):
 ], ids=lambda value: str(value)[:40])
 def test_accepted_operands(ddb, shared, condition, values, expected):
     assert holds(ddb, shared, condition, values) is expected
+
+
+def test_unknown_type_name_in_attribute_type(ddb, shared):
+    # dynalite's test/scan.js: "Invalid attribute type name found; type: 1, valid types:
+    # {((B|NULL|SS|BOOL|L|BS|N|NS|S|M),?){10}}$" (the ten names in braces, no spaces).
+    import re
+    response = expect_error(
+        lambda: ddb.delete_item(TableName=shared, Key={"pk": {"S": "k"}},
+                                ConditionExpression="attribute_type(n, :t)",
+                                ExpressionAttributeValues={":t": {"S": "1"}}),
+        "ValidationException")
+    assert re.fullmatch(r"Invalid ConditionExpression: Invalid attribute type name found; type: 1, "
+                        r"valid types: \{((B|NULL|SS|BOOL|L|BS|N|NS|S|M),?){10}\}",
+                        response["Error"]["Message"])

@@ -231,10 +231,12 @@ pub fn function_not_allowed(name: &str) -> String {
     format!("The function is not allowed to be used this way in an expression; function: {name}")
 }
 
-/// An `attribute_type` argument that is not a type name.
+/// An `attribute_type` argument that is not a type name. The list has no spaces inside its
+/// braces (dynalite's test/scan.js matches DynamoDB's with
+/// `valid types: {((B|NULL|SS|BOOL|L|BS|N|NS|S|M),?){10}}$`; the order is dynalite's).
 pub fn invalid_type_name(name: &str) -> String {
     format!(
-        "Invalid attribute type name found; type: {name}, valid types: {{ B,BOOL,BS,L,M,N,NS,NULL,S,SS }}"
+        "Invalid attribute type name found; type: {name}, valid types: {{B,NULL,SS,BOOL,L,BS,N,NS,S,M}}"
     )
 }
 

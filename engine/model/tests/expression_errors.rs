@@ -113,7 +113,7 @@ fn condition_errors() {
         ),
         (
             "attribute_type(a, :type)",
-            "Invalid ConditionExpression: Invalid attribute type name found; type: STRING, valid types: { B,BOOL,BS,L,M,N,NS,NULL,S,SS }",
+            "Invalid ConditionExpression: Invalid attribute type name found; type: STRING, valid types: {B,NULL,SS,BOOL,L,BS,N,NS,S,M}",
         ),
         (
             "size(a)",
