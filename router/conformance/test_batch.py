@@ -147,3 +147,35 @@ def test_batch_write_with_an_invalid_attribute_writes_nothing(ddb, table):
     response = ddb.batch_get_item(RequestItems={table: {
         "Keys": [{"pk": {"S": f"k{i}"}} for i in range(24)], "ConsistentRead": True}})
     assert response["Responses"][table] == []
+
+
+def test_batch_get_answers_at_most_16_mb_and_hands_back_the_rest(ddb, make_table):
+    # "A single operation can retrieve up to 16 MB of data ... if you ask to retrieve 100 items,
+    # but each individual item is 300 KB in size, the system returns 52 items (so as not to
+    # exceed the 16 MB limit). It also returns an appropriate UnprocessedKeys value so you can
+    # get the next page of results." (API reference, BatchGetItem.)
+    table = make_table()
+    value = "x" * (300 * 1024)
+    count = 60
+    for i in range(count):
+        ddb.put_item(TableName=table, Item={"pk": {"S": f"big{i}"}, "v": {"S": value}})
+    keys = [{"pk": {"S": f"big{i}"}} for i in range(count)]
+    response = ddb.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
+    first = response["Responses"][table]
+    assert 0 < len(first) < count
+    assert sum(len(item["v"]["S"]) for item in first) <= 16 * 1024 * 1024
+    unprocessed = response["UnprocessedKeys"][table]
+    assert unprocessed["ConsistentRead"] is True
+    got = [item["pk"]["S"] for item in first]
+    for _ in range(10):
+        if not unprocessed:
+            break
+        response = ddb.batch_get_item(RequestItems={table: unprocessed})
+        got += [item["pk"]["S"] for item in response["Responses"][table]]
+        unprocessed = response["UnprocessedKeys"].get(table)
+    assert sorted(got) == sorted(key["pk"]["S"] for key in keys)
+    # Projected small, the same keys fit in one answer.
+    response = ddb.batch_get_item(RequestItems={table: {"Keys": keys, "ProjectionExpression": "pk",
+                                                        "ConsistentRead": True}})
+    assert len(response["Responses"][table]) == count
+    assert response["UnprocessedKeys"] == {}

@@ -213,3 +213,112 @@ def test_empty_expression_attribute_values_is_refused(ddb, seeded):
                              ConditionExpression="attribute_exists(n)",
                              ExpressionAttributeValues={}),
         "ValidationException", "ExpressionAttributeValues must not be empty")
+
+
+# What DynamoDB refuses before it reads the item, with its messages. Sources: dynalite's
+# test/scan.js and test/deleteItem.js (a suite its README says runs against DynamoDB itself;
+# the FilterExpression cases there are the same checks as ConditionExpression's), and ScyllaDB's
+# test/alternator/test_condition_expression.py (run against AWS with --aws), which shows that a
+# constant of a type the operator cannot order is a ValidationException while the same type
+# read from the item only makes the condition false.
+def operand_type(operator, type_name):
+    return ("Invalid ConditionExpression: Incorrect operand type for operator or function; "
+            f"operator or function: {operator}, operand type: {type_name}")
+
+
+def not_distinct(operator, path):
+    return ("Invalid ConditionExpression: The first operand must be distinct from the remaining "
+            f"operands for this operator or function; operator: {operator}, first operand: {path}")
+
+
+def misused(function):
+    return ("Invalid ConditionExpression: The function is not allowed to be used this way in an "
+            f"expression; function: {function}")
+
+
+@pytest.mark.parametrize("condition, values, message", [
+    ("n < :v", {":v": {"BOOL": True}}, operand_type("<", "BOOL")),
+    ("n <= :v", {":v": {"L": [{"N": "1"}]}}, operand_type("<=", "L")),
+    (":v > n", {":v": {"M": {}}}, operand_type(">", "M")),
+    ("n >= :v", {":v": {"NULL": True}}, operand_type(">=", "NULL")),
+    ("n BETWEEN :a AND :b", {":a": {"NS": ["1"]}, ":b": {"NS": ["2"]}}, operand_type("BETWEEN", "NS")),
+    ("n BETWEEN :a AND :b", {":a": {"N": "1"}, ":b": {"S": "a"}},
+     "Invalid ConditionExpression: The BETWEEN operator requires same data type for lower and "
+     "upper bounds; lower bound operand: AttributeValue: {N:1}, upper bound operand: "
+     "AttributeValue: {S:a}"),
+    ("begins_with(s, size(tags))", None, operand_type("begins_with", "N")),
+    ("begins_with(:v, s)", {":v": {"SS": ["a"]}}, operand_type("begins_with", "SS")),
+    ("attribute_type(s, size(tags))", None, operand_type("attribute_type", "N")),
+    ("size(size(s)) > n", None, operand_type("size", "N")),
+    ("size(:v) > n", {":v": {"N": "1"}}, operand_type("size", "N")),
+    ("size(:v) > n", {":v": {"BOOL": False}}, operand_type("size", "BOOL")),
+    ("attribute_not_exists(size(:v))", {":v": {"S": "1"}},
+     "Invalid ConditionExpression: Operator or function requires a document path; operator or "
+     "function: attribute_not_exists"),
+    ("n = n", None, not_distinct("=", "[n]")),
+    ("s = :v AND doc.lst[1] <> #d.lst[1]", {":v": {"S": "x"}}, not_distinct("<>", "[doc, lst, [1]]")),
+    ("contains(doc.lst, doc.lst)", None, not_distinct("contains", "[doc, lst]")),
+    ("begins_with(s, s)", None, not_distinct("begins_with", "[s]")),
+    ("attribute_type(s, s)", None, not_distinct("attribute_type", "[s]")),
+    ("attribute_not_exists(n) > s", None, misused("attribute_not_exists")),
+    ("contains(:v, s) = s", {":v": {"S": "x"}}, misused("contains")),
+    ("size(contains(s, n)) > n", None, misused("contains")),
+    ("n BETWEEN s AND attribute_exists(s)", None, misused("attribute_exists")),
+    ("size(s)", None, misused("size")),
+    # Reserved words are refused before undefined placeholders, wherever they stand.
+    (":missing < abort", None,
+     "Invalid ConditionExpression: Attribute name is a reserved keyword; reserved keyword: abort"),
+], ids=lambda value: str(value)[:40])
+def test_refused_before_the_item_is_read(ddb, shared, condition, values, message):
+    params = dict(TableName=shared, Key={"pk": {"S": "k"}}, ConditionExpression=condition)
+    if values:
+        params["ExpressionAttributeValues"] = values
+    if "#d" in condition:
+        params["ExpressionAttributeNames"] = {"#d": "doc"}
+    expect_error(lambda: ddb.delete_item(**params), "ValidationException", message)
+    assert ddb.get_item(TableName=shared, Key={"pk": {"S": "k"}}, ConsistentRead=True)["Item"]
+
+
+@pytest.mark.parametrize("condition", [
+    "size(s).b > n", "size(s)[0] > n", "n > between", "n IN (s, )", "n = :v.b",
+    "attribute_exists(s[x])", "attribute_exists(s..b)",
+])
+def test_more_syntax_errors(ddb, shared, condition):
+    # dynalite's test/scan.js, "should return ValidationException for syntax errors".
+    params = dict(TableName=shared, Key={"pk": {"S": "k"}}, ConditionExpression=condition)
+    if ":v" in condition:
+        params["ExpressionAttributeValues"] = {":v": {"S": "x"}}
+    expect_error(lambda: ddb.delete_item(**params), "ValidationException",
+                 contains="Invalid ConditionExpression: Syntax error; ")
+
+
+@pytest.mark.parametrize("condition, values, expected", [
+    # The same types read from the item only make the condition false.
+    ("doc.lst < n", None, False),
+    ("n BETWEEN doc.flag AND doc.lst", None, False),
+    ("begins_with(n, s)", None, False),
+    # Constants DynamoDB accepts where its documentation names paths: size(:v) and
+    # attribute_type(:v, :t) (test_condition_expression.py, test_update_condition_attribute_type).
+    ("size(:v) = size(s)", {":v": {"S": "eleven-char"}}, True),
+    ("size(:v) = :n", {":v": {"SS": ["a", "b"]}, ":n": {"N": "2"}}, True),
+    ("attribute_type(:v, :t)", {":v": {"N": "0"}, ":t": {"S": "N"}}, True),
+    ("attribute_type(:v, :t)", {":v": {"N": "0"}, ":t": {"S": "S"}}, False),
+    # begins_with works both ways round and between two paths.
+    ("begins_with(:v, s)", {":v": {"S": "prefix-body-and-more"}}, True),
+], ids=lambda value: str(value)[:40])
+def test_accepted_operands(ddb, shared, condition, values, expected):
+    assert holds(ddb, shared, condition, values) is expected
+
+
+def test_unknown_type_name_in_attribute_type(ddb, shared):
+    # dynalite's test/scan.js: "Invalid attribute type name found; type: 1, valid types:
+    # {((B|NULL|SS|BOOL|L|BS|N|NS|S|M),?){10}}$" (the ten names in braces, no spaces).
+    import re
+    response = expect_error(
+        lambda: ddb.delete_item(TableName=shared, Key={"pk": {"S": "k"}},
+                                ConditionExpression="attribute_type(n, :t)",
+                                ExpressionAttributeValues={":t": {"S": "1"}}),
+        "ValidationException")
+    assert re.fullmatch(r"Invalid ConditionExpression: Invalid attribute type name found; type: 1, "
+                        r"valid types: \{((B|NULL|SS|BOOL|L|BS|N|NS|S|M),?){10}\}",
+                        response["Error"]["Message"])

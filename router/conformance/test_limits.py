@@ -78,13 +78,22 @@ def nested(depth):
     return value
 
 
+NESTING_TOO_DEEP = ("Nesting Levels have exceeded supported limits: Attributes in the item have "
+                    "nested levels beyond supported limit")
+
+
 def test_nesting_up_to_32_levels(ddb, table):
-    # 31 maps around a scalar is within 32 levels whether or not the top-level value counts
-    # as a level; 33 maps is past it either way.
+    # The attribute itself is level 1: 31 maps around a scalar (the scalar at level 32) is the
+    # deepest DynamoDB takes, 32 maps are refused, with this message. A public test suite
+    # captured both against DynamoDB in eu-west-2 ("Nesting depth - 32-level document limit",
+    # PutItem and ExpressionAttributeValues alike).
     ddb.put_item(TableName=table, Item={"pk": {"S": "k"}, "n": nested(31)})
-    expect_error(lambda: ddb.put_item(TableName=table, Item={"pk": {"S": "k"}, "n": nested(33)}),
-                 "ValidationException",
-                 "Nesting Levels have exceeded supported limits: Maximum levels of nesting is 32")
+    expect_error(lambda: ddb.put_item(TableName=table, Item={"pk": {"S": "k"}, "n": nested(32)}),
+                 "ValidationException", NESTING_TOO_DEEP)
+    expect_error(lambda: ddb.delete_item(TableName=table, Key={"pk": {"S": "k"}},
+                                         ConditionExpression="n = :v",
+                                         ExpressionAttributeValues={":v": nested(32)}),
+                 "ValidationException", contains=NESTING_TOO_DEEP)
 
 
 def test_empty_attribute_name_is_refused(ddb, table):

@@ -74,3 +74,39 @@ def test_batch_get_projects(ddb, seeded):
     response = ddb.batch_get_item(RequestItems={seeded: {
         "Keys": [KEY], "ProjectionExpression": "#a", "ExpressionAttributeNames": {"#a": "a"}}})
     assert response["Responses"][seeded] == [{"a": {"S": "A"}}]
+
+
+@pytest.fixture(scope="module")
+def listed(ddb, make_module_table):
+    table = make_module_table(sort=("sk", "N"))
+    ddb.put_item(TableName=table, Item={
+        "pk": {"S": "p"}, "sk": {"N": "1"},
+        "a": {"L": [{"S": "a0"}, {"S": "a1"}, {"S": "a2"}]},
+        "m": {"M": {"b": {"L": [{"M": {"c": {"N": "7"}, "d": {"N": "8"}}}, {"M": {"c": {"N": "9"}}}]}}},
+    })
+    return table
+
+
+# List indexes in projections keep the item's structure, the selected elements in index
+# order, on every read (Developer Guide, "Projection expressions": "Description,
+# RelatedItems[0], ProductReviews.FiveStar"; Document paths: list elements by index).
+@pytest.mark.parametrize("projection, expected", [
+    ("a[2]", {"a": {"L": [{"S": "a2"}]}}),
+    ("a[2], a[0]", {"a": {"L": [{"S": "a0"}, {"S": "a2"}]}}),
+    ("m.b[0].c", {"m": {"M": {"b": {"L": [{"M": {"c": {"N": "7"}}}]}}}}),
+    ("m.b[1].c, m.b[0].d", {"m": {"M": {"b": {"L": [{"M": {"d": {"N": "8"}}}, {"M": {"c": {"N": "9"}}}]}}}}),
+    ("a[7], m.b[5].c", {}),
+])
+def test_list_indexes_on_every_read(ddb, listed, projection, expected):
+    key = {"pk": {"S": "p"}, "sk": {"N": "1"}}
+    got = ddb.get_item(TableName=listed, Key=key, ProjectionExpression=projection, ConsistentRead=True)
+    assert got["Item"] == expected
+    queried = ddb.query(TableName=listed, KeyConditionExpression="pk = :p",
+                        ExpressionAttributeValues={":p": {"S": "p"}}, ProjectionExpression=projection,
+                        ConsistentRead=True)
+    assert queried["Items"] == [expected]
+    scanned = ddb.scan(TableName=listed, ProjectionExpression=projection, ConsistentRead=True)
+    assert scanned["Items"] == [expected]
+    batch = ddb.batch_get_item(RequestItems={listed: {"Keys": [key], "ProjectionExpression": projection,
+                                                      "ConsistentRead": True}})
+    assert batch["Responses"][listed] == [expected]

@@ -180,3 +180,77 @@ def test_consumed_capacity_is_reported_when_asked(ddb, seeded):
     capacity = response["ConsumedCapacity"]
     assert capacity["TableName"] == seeded
     assert capacity["CapacityUnits"] > 0
+
+
+# ExclusiveStartKey checks, with DynamoDB's messages: dynalite's test/query.js and db/query.js
+# (its README: tested against the live DynamoDB instances, error messages included).
+STARTING_KEY_INVALID = ("The provided starting key is invalid: The provided key element does not "
+                        "match the schema")
+
+
+@pytest.mark.parametrize("start", [
+    {"pk": {"S": "p"}},
+    {"pk": {"S": "p"}, "sk": {"S": "1"}},
+    {"pk": {"S": "p"}, "sk": {"N": "1"}, "v": {"S": "extra"}},
+    {},
+], ids=["no sort key", "sort key of the wrong type", "an extra attribute", "empty"])
+def test_start_key_not_matching_the_schema_is_refused(ddb, seeded, start):
+    expect_error(lambda: query(ddb, seeded, ExclusiveStartKey=start), "ValidationException",
+                 STARTING_KEY_INVALID)
+
+
+@pytest.mark.parametrize("start", [
+    {"pk": {"S": "p"}, "sk": {"N": "1"}},
+    {"pk": {"S": "p"}, "other": {"S": "x"}},
+], ids=["a sort key", "another attribute"])
+def test_start_key_of_a_table_without_sort_key(ddb, table, start):
+    expect_error(lambda: query(ddb, table, ExclusiveStartKey=start), "ValidationException",
+                 STARTING_KEY_INVALID)
+    expect_error(lambda: ddb.scan(TableName=table, ExclusiveStartKey=start), "ValidationException",
+                 STARTING_KEY_INVALID)
+
+
+@pytest.mark.parametrize("start, message", [
+    # The sort key is checked against the sort key condition first...
+    ({"pk": {"S": "p"}, "sk": {"N": "2"}},
+     "The provided starting key does not match the range key predicate"),
+    ({"pk": {"S": "other"}, "sk": {"N": "30"}},
+     "The provided starting key does not match the range key predicate"),
+    # ...then the partition key.
+    ({"pk": {"S": "other"}, "sk": {"N": "7"}},
+     "The query can return at most one row and cannot be restarted"),
+])
+def test_start_key_outside_a_sort_key_condition_is_refused(ddb, seeded, start, message):
+    expect_error(
+        lambda: ddb.query(TableName=seeded, KeyConditionExpression="pk = :p AND sk BETWEEN :a AND :b",
+                          ExpressionAttributeValues={":p": {"S": "p"}, ":a": {"N": "5"},
+                                                     ":b": {"N": "20"}},
+                          ExclusiveStartKey=start),
+        "ValidationException", message)
+
+
+def test_long_partition_read_backwards_across_size_pages(ddb, make_table):
+    # 3 MB in one partition: a backward query crosses 1 MB pages, each LastEvaluatedKey the
+    # last item read, every item once and in descending order (API reference, Query:
+    # ScanIndexForward and LastEvaluatedKey).
+    table = make_table(sort=("sk", "N"))
+    value = "x" * 12_000
+    total = 250
+    for start in range(0, total, 25):
+        ddb.batch_write_item(RequestItems={table: [
+            {"PutRequest": {"Item": {"pk": {"S": "long"}, "sk": {"N": str(i)}, "v": {"S": value}}}}
+            for i in range(start, start + 25)]})
+    seen, pages, start_key = [], 0, None
+    while True:
+        extra = {"ExclusiveStartKey": start_key} if start_key else {}
+        response = ddb.query(TableName=table, KeyConditionExpression="pk = :p",
+                             ExpressionAttributeValues={":p": {"S": "long"}}, ScanIndexForward=False,
+                             ConsistentRead=True, ProjectionExpression="sk", **extra)
+        pages += 1
+        seen += [int(item["sk"]["N"]) for item in response["Items"]]
+        start_key = response.get("LastEvaluatedKey")
+        if start_key is None:
+            break
+        assert start_key == {"pk": {"S": "long"}, "sk": {"N": str(seen[-1])}}
+    assert seen == list(range(total - 1, -1, -1))
+    assert pages >= 3

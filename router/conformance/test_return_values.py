@@ -104,3 +104,94 @@ def test_invalid_return_values_on_condition_check_failure_is_refused(ddb, seeded
         "ValidationException",
         contains="at 'returnValuesOnConditionCheckFailure' failed to satisfy constraint: Member "
                  "must satisfy enum value set: [ALL_OLD, NONE]")
+
+
+# UpdateItem on an item that does not exist. SET and ADD create it, and so does an update with
+# no action at all (the key alone); an update made only of REMOVE and DELETE actions leaves it
+# missing, and then no ReturnValues setting returns Attributes. ScyllaDB's
+# test/alternator/test_item.py (test_update_item_non_existent) and test_returnvalues.py
+# (test_update_item_returnvalues_all_new, _updated_new, _all_old), run against AWS with --aws.
+MISSING = {"pk": {"S": "missing"}}
+ALL_RETURN_VALUES = ["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"]
+
+
+def get_missing(ddb, table):
+    return ddb.get_item(TableName=table, Key=MISSING, ConsistentRead=True).get("Item")
+
+
+@pytest.mark.parametrize("value", ALL_RETURN_VALUES)
+@pytest.mark.parametrize("expression, values", [
+    ("REMOVE a", None),
+    ("REMOVE a, b.c, d[3]", None),
+    ("DELETE s :s", {":s": {"SS": ["x"]}}),
+    ("REMOVE a DELETE s :s", {":s": {"NS": ["1"]}}),
+])
+def test_remove_and_delete_do_not_create_a_missing_item(ddb, table, value, expression, values):
+    params = dict(TableName=table, Key=MISSING, UpdateExpression=expression, ReturnValues=value)
+    if values:
+        params["ExpressionAttributeValues"] = values
+    assert "Attributes" not in ddb.update_item(**params)
+    assert get_missing(ddb, table) is None
+
+
+def test_attribute_updates_delete_does_not_create_a_missing_item(ddb, table):
+    response = ddb.update_item(TableName=table, Key=MISSING, ReturnValues="ALL_NEW",
+                               AttributeUpdates={"a": {"Action": "DELETE"},
+                                                 "s": {"Action": "DELETE", "Value": {"SS": ["x"]}}})
+    assert "Attributes" not in response
+    assert get_missing(ddb, table) is None
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("NONE", None),
+    ("ALL_OLD", None),
+    ("UPDATED_OLD", None),
+    ("ALL_NEW", {"pk": {"S": "missing"}, "n": {"N": "2"}, "s": {"SS": ["x"]}}),
+    # Key attributes are never updated, so UPDATED_NEW leaves them out of a created item.
+    ("UPDATED_NEW", {"n": {"N": "2"}, "s": {"SS": ["x"]}}),
+])
+def test_add_creates_a_missing_item(ddb, table, value, expected):
+    response = ddb.update_item(TableName=table, Key=MISSING, ReturnValues=value,
+                               UpdateExpression="ADD n :two, s :s REMOVE gone",
+                               ExpressionAttributeValues={":two": {"N": "2"}, ":s": {"SS": ["x"]}})
+    assert response.get("Attributes") == expected
+    assert get_missing(ddb, table) == {"pk": {"S": "missing"}, "n": {"N": "2"}, "s": {"SS": ["x"]}}
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("ALL_OLD", None),
+    ("UPDATED_OLD", None),
+    ("ALL_NEW", {"pk": {"S": "missing"}, "v": {"S": "new"}}),
+    ("UPDATED_NEW", {"v": {"S": "new"}}),
+])
+def test_set_creates_a_missing_item(ddb, table, value, expected):
+    response = ddb.update_item(TableName=table, Key=MISSING, ReturnValues=value,
+                               UpdateExpression="SET v = :v REMOVE gone DELETE s :s",
+                               ExpressionAttributeValues={":v": {"S": "new"}, ":s": {"SS": ["x"]}})
+    assert response.get("Attributes") == expected
+    assert get_missing(ddb, table) == {"pk": {"S": "missing"}, "v": {"S": "new"}}
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("ALL_OLD", None),
+    ("UPDATED_OLD", None),
+    ("ALL_NEW", {"pk": {"S": "missing"}}),
+    ("UPDATED_NEW", None),
+])
+def test_empty_attribute_updates_create_the_key_alone(ddb, table, value, expected):
+    response = ddb.update_item(TableName=table, Key=MISSING, ReturnValues=value,
+                               AttributeUpdates={})
+    assert response.get("Attributes") == expected
+    assert get_missing(ddb, table) == {"pk": {"S": "missing"}}
+
+
+def test_remove_on_an_existing_item_keeps_the_key(ddb, seeded):
+    # The item exists, so removing its last non-key attributes leaves the key (ALL_NEW) and
+    # UPDATED_NEW has nothing to return. Same sources.
+    response = ddb.update_item(TableName=seeded, Key=KEY, ReturnValues="ALL_NEW",
+                               UpdateExpression="REMOVE a, b")
+    assert response["Attributes"] == {"pk": {"S": "k"}}
+    response = ddb.update_item(TableName=seeded, Key=KEY, ReturnValues="UPDATED_NEW",
+                               UpdateExpression="REMOVE a, b")
+    assert "Attributes" not in response
+    assert ddb.get_item(TableName=seeded, Key=KEY, ConsistentRead=True)["Item"] == KEY

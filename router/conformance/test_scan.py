@@ -188,3 +188,16 @@ def test_a_page_is_charged_once_for_all_it_read(ddb, seeded):
     assert response["ConsumedCapacity"]["CapacityUnits"] == 0.5
     strong = ddb.scan(TableName=seeded, ConsistentRead=True, ReturnConsumedCapacity="TOTAL")
     assert strong["ConsumedCapacity"]["CapacityUnits"] == 1.0
+
+
+@pytest.mark.parametrize("total", [2, 5])
+def test_parallel_scan_resumed_with_exclusive_start_key(ddb, seeded, total):
+    # Each segment paged with Limit and resumed from its own LastEvaluatedKey covers its
+    # share once; together the segments cover the table once (Developer Guide, Parallel scan).
+    everything = []
+    for segment in range(total):
+        pages = scan_all(ddb, seeded, Segment=segment, TotalSegments=total, Limit=4,
+                         ConsistentRead=True)
+        assert all(len(page["Items"]) <= 4 for page in pages)
+        everything += keys(pages)
+    assert sorted(everything) == sorted(f"item-{i}" for i in range(COUNT))

@@ -36,6 +36,23 @@ fn attribute_value_list(entry: &JsonMap<String, Json>) -> Result<Vec<AttributeVa
     }
 }
 
+/// The legacy ComparisonOperator enum.
+const COMPARISON_OPERATORS: [&str; 13] = [
+    "EQ",
+    "NE",
+    "LE",
+    "LT",
+    "GE",
+    "GT",
+    "NOT_NULL",
+    "NULL",
+    "CONTAINS",
+    "NOT_CONTAINS",
+    "BEGINS_WITH",
+    "IN",
+    "BETWEEN",
+];
+
 fn is_scalar(value: &AttributeValue) -> bool {
     matches!(
         value,
@@ -115,6 +132,12 @@ fn comparison(name: &str, operator: &str, mut values: Vec<AttributeValue>) -> Re
             if values.is_empty() {
                 return Err(validation(messages::legacy_wrong_argument_count(operator)));
             }
+            if values
+                .iter()
+                .any(|value| value.type_name() != values[0].type_name())
+            {
+                return Err(validation(messages::LEGACY_VALUES_OF_DIFFERENT_TYPES));
+            }
             if !values.iter().all(is_scalar) {
                 return Err(wrong_type());
             }
@@ -127,8 +150,14 @@ fn comparison(name: &str, operator: &str, mut values: Vec<AttributeValue>) -> Re
             expect_count(2)?;
             let upper = values.swap_remove(1);
             let lower = values.swap_remove(0);
-            if !is_scalar(&lower) || lower.type_name() != upper.type_name() {
+            if lower.type_name() != upper.type_name() {
+                return Err(validation(messages::LEGACY_VALUES_OF_DIFFERENT_TYPES));
+            }
+            if !is_scalar(&lower) {
                 return Err(wrong_type());
+            }
+            if lower.compare(&upper) == Some(std::cmp::Ordering::Greater) {
+                return Err(validation(messages::LEGACY_BETWEEN_BOUNDS));
             }
             Condition::Between {
                 value: Operand::Path(path()),
@@ -153,12 +182,25 @@ fn combine(
             )));
         }
     };
+    // DynamoDB refuses a ConditionalOperator with nothing to combine, even AND over a single
+    // entry (ScyllaDB's test_expected.py, test_update_expected_empty, run with --aws).
+    if conditional_operator.is_some() && conditions.len() < 2 {
+        return Err(validation(messages::LEGACY_CONDITIONAL_OPERATOR_ALONE));
+    }
     Ok(match conditions.len() {
         0 => None,
         1 => conditions.pop(),
         _ if use_or => Some(Condition::Or(conditions)),
         _ => Some(Condition::And(conditions)),
     })
+}
+
+/// Refuses a ConditionalOperator given without the Expected or filter it combines.
+pub fn check_conditional_operator_has_entries(conditional_operator: Option<&str>) -> Result<()> {
+    match conditional_operator {
+        Some(_) => Err(validation(messages::LEGACY_CONDITIONAL_OPERATOR_ALONE)),
+        None => Ok(()),
+    }
 }
 
 /// Translates `Expected` (with `ConditionalOperator`) into a condition; `None` when empty.
@@ -175,14 +217,45 @@ pub fn expected_to_condition(
             Some(Json::Bool(flag)) => Some(*flag),
             Some(_) => return Err(serialization("Exists must be a boolean")),
         };
-        if let Some(operator) = entry.get("ComparisonOperator") {
-            if value.is_some() || exists.is_some() {
-                return Err(validation(messages::LEGACY_VALUE_WITH_OPERATOR));
+        let operator = match entry.get("ComparisonOperator") {
+            None => None,
+            Some(Json::String(operator)) => Some(operator.as_str()),
+            Some(_) => return Err(serialization("ComparisonOperator must be a string")),
+        };
+        let value_list = entry
+            .get("AttributeValueList")
+            .map(|_| attribute_value_list(entry))
+            .transpose()?;
+        // DynamoDB's checks of one entry, in its order (dynalite's test/deleteItem.js, a suite
+        // run against DynamoDB): Value with AttributeValueList, AttributeValueList without an
+        // operator, Exists with an operator, an operator without arguments.
+        if value.is_some() && value_list.is_some() {
+            return Err(validation(messages::legacy_value_and_value_list(name)));
+        }
+        if value_list.is_some() && operator.is_none() {
+            return Err(validation(messages::legacy_value_list_without_operator(
+                name,
+            )));
+        }
+        if let Some(operator) = operator {
+            if !COMPARISON_OPERATORS.contains(&operator) {
+                return Err(validation(messages::legacy_unknown_operator(operator)));
             }
-            let Json::String(operator) = operator else {
-                return Err(serialization("ComparisonOperator must be a string"));
+            if exists.is_some() {
+                return Err(validation(messages::legacy_exists_with_operator(name)));
+            }
+            // Value stands for a one-element AttributeValueList.
+            let arguments = match (value_list, value) {
+                (Some(list), _) => list,
+                (None, Some(value)) => vec![value],
+                (None, None) if matches!(operator, "NULL" | "NOT_NULL") => Vec::new(),
+                (None, None) => {
+                    return Err(validation(messages::legacy_operator_without_arguments(
+                        operator, name,
+                    )));
+                }
             };
-            conditions.push(comparison(name, operator, attribute_value_list(entry)?)?);
+            conditions.push(comparison(name, operator, arguments)?);
             continue;
         }
         let condition = match (exists.unwrap_or(true), value) {
@@ -227,6 +300,11 @@ pub fn key_conditions_to_key_condition(
         let Some(Json::String(operator)) = entry.get("ComparisonOperator") else {
             return Err(serialization("ComparisonOperator must be a string"));
         };
+        // The enum is checked first: `eq` is not an operator at all, NE is one that cannot
+        // use an index.
+        if !COMPARISON_OPERATORS.contains(&operator.as_str()) {
+            return Err(validation(messages::legacy_unknown_operator(operator)));
+        }
         if !matches!(
             operator.as_str(),
             "EQ" | "LE" | "LT" | "GE" | "GT" | "BEGINS_WITH" | "BETWEEN"
@@ -312,6 +390,44 @@ pub fn attributes_to_get_to_projection(attributes_to_get: &Json) -> Result<Vec<D
         paths.push(DocumentPath::attribute(name));
     }
     Ok(paths)
+}
+
+/// The legacy parameters of the item operations, in the order DynamoDB's error lists them.
+const LEGACY_PARAMETERS: [&str; 7] = [
+    "AttributesToGet",
+    "AttributeUpdates",
+    "ConditionalOperator",
+    "Expected",
+    "KeyConditions",
+    "QueryFilter",
+    "ScanFilter",
+];
+
+/// The expression parameters that replace them.
+const EXPRESSION_PARAMETERS: [&str; 5] = [
+    "ConditionExpression",
+    "FilterExpression",
+    "KeyConditionExpression",
+    "ProjectionExpression",
+    "UpdateExpression",
+];
+
+/// Rejects a request that mixes any legacy parameter with any expression parameter, not only
+/// a legacy parameter with its own replacement: "DynamoDB does not allow mixing legacy
+/// conditional parameters and expression parameters in a single call" (Developer Guide,
+/// Legacy conditional parameters), so QueryFilter with ProjectionExpression is refused too.
+pub fn check_request_not_mixed(parameters: &Json) -> Result<()> {
+    let present = |names: &[&'static str]| -> Vec<&'static str> {
+        names
+            .iter()
+            .copied()
+            .filter(|name| parameters.get(name).is_some())
+            .collect()
+    };
+    check_not_mixed(
+        &present(&LEGACY_PARAMETERS),
+        &present(&EXPRESSION_PARAMETERS),
+    )
 }
 
 /// Rejects a request that mixes legacy parameters with expression parameters, naming both

@@ -44,6 +44,13 @@ pub enum ItemOperation {
 /// A ReturnValues value the operation does not take, e.g. ALL_NEW on PutItem.
 pub const RETURN_VALUES_NOT_ALLOWED: &str = "Return values set to invalid value";
 /// A Query's ExclusiveStartKey that its key condition could not have produced.
+/// A Query start key whose sort key the sort key condition does not match.
+pub const START_KEY_OUTSIDE_SORT_CONDITION: &str =
+    "The provided starting key does not match the range key predicate";
+/// A Query start key of another partition when the query has a sort key condition.
+pub const START_KEY_CANNOT_RESTART: &str =
+    "The query can return at most one row and cannot be restarted";
+/// A Query start key of another partition.
 pub const START_KEY_OUTSIDE_QUERY: &str =
     "The provided starting key is outside query boundaries based on provided conditions";
 
@@ -190,9 +197,13 @@ fn write_condition(
 ) -> Result<Option<Condition>> {
     let expression = string_parameter(parameters, "ConditionExpression")?;
     let expected = parameters.get("Expected");
+    let conditional_operator = string_parameter(parameters, "ConditionalOperator")?;
     let mut legacy_used = Vec::new();
     if expected.is_some() {
         legacy_used.push("Expected");
+    }
+    if conditional_operator.is_some() {
+        legacy_used.push("ConditionalOperator");
     }
     let mut expression_used = Vec::new();
     if expression.is_some() {
@@ -205,11 +216,8 @@ fn write_condition(
             .map(Some);
     }
     match expected {
-        Some(expected) => legacy::expected_to_condition(
-            expected,
-            string_parameter(parameters, "ConditionalOperator")?,
-        ),
-        None => Ok(None),
+        Some(expected) => legacy::expected_to_condition(expected, conditional_operator),
+        None => legacy::check_conditional_operator_has_entries(conditional_operator).map(|()| None),
     }
 }
 
@@ -266,7 +274,11 @@ fn filter(
 ) -> Result<Option<Condition>> {
     let expression = string_parameter(parameters, "FilterExpression")?;
     let legacy_filter = parameters.get(legacy_name);
-    let legacy_used: Vec<&str> = legacy_filter.map(|_| legacy_name).into_iter().collect();
+    let conditional_operator = string_parameter(parameters, "ConditionalOperator")?;
+    let mut legacy_used: Vec<&str> = legacy_filter.map(|_| legacy_name).into_iter().collect();
+    if conditional_operator.is_some() {
+        legacy_used.push("ConditionalOperator");
+    }
     let expression_used: Vec<&str> = expression.map(|_| "FilterExpression").into_iter().collect();
     legacy::check_not_mixed(&legacy_used, &expression_used)?;
     if let Some(source) = expression {
@@ -275,10 +287,8 @@ fn filter(
             .map(Some);
     }
     match legacy_filter {
-        Some(json) => {
-            legacy::filter_to_condition(json, string_parameter(parameters, "ConditionalOperator")?)
-        }
-        None => Ok(None),
+        Some(json) => legacy::filter_to_condition(json, conditional_operator),
+        None => legacy::check_conditional_operator_has_entries(conditional_operator).map(|()| None),
     }
 }
 
@@ -368,16 +378,58 @@ fn check_no_index(parameters: &Json) -> Result<()> {
 }
 
 fn exclusive_start(parameters: &Json, key_schema: &KeySchema) -> Result<Option<Vec<u8>>> {
+    Ok(exclusive_start_key(parameters, key_schema)?.map(|(_, storage_key)| storage_key))
+}
+
+/// ExclusiveStartKey, validated against the key schema: the key and its storage key.
+fn exclusive_start_key(
+    parameters: &Json,
+    key_schema: &KeySchema,
+) -> Result<Option<(Item, Vec<u8>)>> {
     match parameters.get("ExclusiveStartKey") {
         None | Some(Json::Null) => Ok(None),
         Some(json) => {
             let key = item_from_json(json)?;
-            if key_schema.validate_key(&key).is_err() {
+            let storage_key = match key_schema.validate_key(&key) {
+                Ok(()) => key_schema.storage_key(&key),
+                Err(_) => None,
+            };
+            let Some(storage_key) = storage_key else {
                 return Err(validation(
                     "The provided starting key is invalid: The provided key element does not match the schema",
                 ));
+            };
+            Ok(Some((key, storage_key)))
+        }
+    }
+}
+
+/// Refuses a Query start key the key condition excludes, with DynamoDB's message for each
+/// case (dynalite's db/query.js, whose suite runs against DynamoDB): without a sort key
+/// condition, another partition key is outside the query's boundaries; with one, a sort key
+/// the condition does not match is checked first, then the partition key.
+fn check_start_key_in_query(
+    start: &Item,
+    key_condition: &KeyCondition,
+    key_schema: &KeySchema,
+) -> Result<()> {
+    let partition_matches =
+        start.get(&key_schema.partition.name) == Some(&key_condition.partition_value);
+    match &key_condition.sort {
+        None if !partition_matches => Err(validation(START_KEY_OUTSIDE_QUERY)),
+        None => Ok(()),
+        Some(sort) => {
+            let sort_value = key_schema
+                .sort
+                .as_ref()
+                .and_then(|sort_key| start.get(&sort_key.name));
+            if !sort_value.is_some_and(|value| sort.matches(value)) {
+                return Err(validation(START_KEY_OUTSIDE_SORT_CONDITION));
             }
-            Ok(key_schema.storage_key(&key))
+            if !partition_matches {
+                return Err(validation(START_KEY_CANNOT_RESTART));
+            }
+            Ok(())
         }
     }
 }
@@ -524,9 +576,10 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         Some(Json::Bool(flag)) => *flag,
         Some(_) => return Err(serialization("ScanIndexForward must be a boolean")),
     };
-    if let Some(start) = exclusive_start(parameters, key_schema)? {
+    if let Some((start_key, start)) = exclusive_start_key(parameters, key_schema)? {
         // A start key the key condition excludes (another partition key, a sort key out of
         // range) is refused, as DynamoDB refuses it, rather than read from.
+        check_start_key_in_query(&start_key, &key_condition, key_schema)?;
         let above_lower = match &lower {
             Bound::Included(bound) | Bound::Excluded(bound) => start >= *bound,
             Bound::Unbounded => true,
@@ -719,6 +772,7 @@ pub fn prepare(
 ) -> Result<PreparedRequest> {
     if operation != ItemOperation::BatchWrite {
         object(parameters, "the request")?;
+        legacy::check_request_not_mixed(parameters)?;
     }
     Ok(match operation {
         ItemOperation::PutItem | ItemOperation::UpdateItem | ItemOperation::DeleteItem => {
@@ -812,16 +866,31 @@ mod tests {
                 "ExclusiveStartKey": start,
             })
         };
-        for outside in [
-            serde_json::json!({"pk": {"S": "y"}, "sk": {"N": "2"}}),
-            serde_json::json!({"pk": {"S": "x"}, "sk": {"N": "6"}}),
-            serde_json::json!({"pk": {"S": "x"}, "sk": {"N": "0"}}),
+        for (outside, message) in [
+            (
+                serde_json::json!({"pk": {"S": "y"}, "sk": {"N": "2"}}),
+                START_KEY_CANNOT_RESTART,
+            ),
+            (
+                serde_json::json!({"pk": {"S": "x"}, "sk": {"N": "6"}}),
+                START_KEY_OUTSIDE_SORT_CONDITION,
+            ),
+            (
+                serde_json::json!({"pk": {"S": "y"}, "sk": {"N": "0"}}),
+                START_KEY_OUTSIDE_SORT_CONDITION,
+            ),
         ] {
             match prepare(ItemOperation::Query, &query(outside.clone()), &schema()) {
-                Err(error) => assert_eq!(error.message(), START_KEY_OUTSIDE_QUERY),
+                Err(error) => assert_eq!(error.message(), message),
                 Ok(_) => panic!("start key {outside} accepted"),
             }
         }
+        let without_sort_condition = serde_json::json!({
+            "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": "x"}},
+            "ExclusiveStartKey": {"pk": {"S": "y"}, "sk": {"N": "2"}},
+        });
+        assert_eq!(query_error(without_sort_condition), START_KEY_OUTSIDE_QUERY);
         for inside in [1, 3, 5] {
             let start = serde_json::json!({"pk": {"S": "x"}, "sk": {"N": inside.to_string()}});
             assert!(prepare(ItemOperation::Query, &query(start), &schema()).is_ok());
@@ -885,7 +954,11 @@ mod tests {
             serde_json::json!({"Select": "ALL_ATTRIBUTES"}),
             serde_json::json!({"ProjectionExpression": "a"}),
         ] {
-            assert!(prepare(ItemOperation::Query, &query(allowed.clone()), &schema()).is_ok());
+            // (A query's key condition here is an expression, which AttributesToGet may not
+            // join: that combination is only checked on Scan.)
+            if allowed.get("AttributesToGet").is_none() {
+                assert!(prepare(ItemOperation::Query, &query(allowed.clone()), &schema()).is_ok());
+            }
             assert!(prepare(ItemOperation::Scan, &allowed, &schema()).is_ok());
         }
         match prepare(

@@ -113,7 +113,7 @@ fn condition_errors() {
         ),
         (
             "attribute_type(a, :type)",
-            "Invalid ConditionExpression: Invalid attribute type name found; type: STRING, valid types: { B,BOOL,BS,L,M,N,NS,NULL,S,SS }",
+            "Invalid ConditionExpression: Invalid attribute type name found; type: STRING, valid types: {B,NULL,SS,BOOL,L,BS,N,NS,S,M}",
         ),
         (
             "size(a)",
@@ -127,8 +127,115 @@ fn condition_errors() {
             "a BETWEEN :big AND :n",
             "Invalid ConditionExpression: The BETWEEN operator requires upper bound to be greater than or equal to lower bound; lower bound operand: AttributeValue: {N:5}, upper bound operand: AttributeValue: {N:1}",
         ),
+        // What DynamoDB checks before reading the item, with its messages: dynalite's
+        // test/scan.js and test/deleteItem.js (a suite run against DynamoDB itself) and
+        // ScyllaDB's test/alternator/test_condition_expression.py (run with --aws).
+        (
+            "a < :bool",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: <, operand type: BOOL",
+        ),
+        (
+            ":l >= a",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: >=, operand type: L",
+        ),
+        (
+            "a BETWEEN :ss AND :ss",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: BETWEEN, operand type: SS",
+        ),
+        (
+            "a BETWEEN :n AND :s",
+            "Invalid ConditionExpression: The BETWEEN operator requires same data type for lower and upper bounds; lower bound operand: AttributeValue: {N:1}, upper bound operand: AttributeValue: {S:x}",
+        ),
+        (
+            "a = a",
+            "Invalid ConditionExpression: The first operand must be distinct from the remaining operands for this operator or function; operator: =, first operand: [a]",
+        ),
+        (
+            "b = :n AND #a.b[1] <> a.b[1]",
+            "Invalid ConditionExpression: The first operand must be distinct from the remaining operands for this operator or function; operator: <>, first operand: [a, b, [1]]",
+        ),
+        (
+            "contains(a.b, a.#b)",
+            "Invalid ConditionExpression: The first operand must be distinct from the remaining operands for this operator or function; operator: contains, first operand: [a, b]",
+        ),
+        (
+            "attribute_type(a, a)",
+            "Invalid ConditionExpression: The first operand must be distinct from the remaining operands for this operator or function; operator: attribute_type, first operand: [a]",
+        ),
+        (
+            "attribute_type(a, size(b))",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: attribute_type, operand type: N",
+        ),
+        (
+            "begins_with(a, size(b))",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: begins_with, operand type: N",
+        ),
+        (
+            "size(size(a)) > :n",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: size, operand type: N",
+        ),
+        (
+            "size(:n) > a",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: size, operand type: N",
+        ),
+        (
+            "size(:bool) > a",
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; operator or function: size, operand type: BOOL",
+        ),
+        (
+            "attribute_not_exists(size(:s))",
+            "Invalid ConditionExpression: Operator or function requires a document path; operator or function: attribute_not_exists",
+        ),
+        (
+            "attribute_not_exists(a) = :n",
+            "Invalid ConditionExpression: The function is not allowed to be used this way in an expression; function: attribute_not_exists",
+        ),
+        (
+            "begins_with(a, :s) > a",
+            "Invalid ConditionExpression: The function is not allowed to be used this way in an expression; function: begins_with",
+        ),
+        (
+            "size(a).b > :n",
+            "Invalid ConditionExpression: Syntax error; token: \".\", near: \").b\"",
+        ),
+        (
+            "a > between",
+            "Invalid ConditionExpression: Syntax error; token: \"between\", near: \"> between\"",
+        ),
+        // Whole-expression checks (reserved words) come before per-condition ones.
+        (
+            ":missing < abort",
+            "Invalid ConditionExpression: Attribute name is a reserved keyword; reserved keyword: abort",
+        ),
     ] {
         assert_eq!(condition_error(expression), expected, "{expression:?}");
+    }
+}
+
+/// Operands DynamoDB accepts although its documentation names only paths: a constant in
+/// size() and attribute_type() (ScyllaDB's test_condition_expression.py, run with --aws, and
+/// dynalite's test/scan.js).
+#[test]
+fn constants_in_size_and_attribute_type() {
+    let item = shoal_model::json::item_from_json(&json!({"a": {"S": "xyz"}})).unwrap();
+    let values =
+        json!({":s": {"S": "abc"}, ":three": {"N": "3"}, ":tS": {"S": "S"}, ":tN": {"S": "N"}});
+    for (expression, expected) in [
+        ("size(:s) = :three", true),
+        ("size(a) = size(:s)", true),
+        ("attribute_type(:s, :tS)", true),
+        ("attribute_type(:three, :tS)", false),
+        ("attribute_type(:three, :tN)", true),
+    ] {
+        let mut context = ExpressionContext::from_json(None, Some(&values)).unwrap();
+        let condition = context
+            .parse_condition(ExpressionKind::Condition, expression)
+            .unwrap_or_else(|error| panic!("{expression}: {error}"));
+        assert_eq!(
+            shoal_model::expression::evaluate::evaluate(&condition, &item),
+            expected,
+            "{expression}"
+        );
     }
 }
 

@@ -124,13 +124,35 @@ fn expected_errors() {
             json!({"a": {"Exists": false, "Value": {"N": "1"}}}),
             "One or more parameter values were invalid: Value cannot be used when Exists is false",
         ),
+        // dynalite's test/deleteItem.js (its README: tested against live DynamoDB, error
+        // messages included).
         (
-            json!({"a": {"Value": {"N": "1"}, "ComparisonOperator": "EQ"}}),
-            "One or more parameter values were invalid: Value or Exists cannot be used with ComparisonOperator",
+            json!({"a": {"Value": {"N": "1"}, "ComparisonOperator": "BETWEEN"}}),
+            "One or more parameter values were invalid: Invalid number of argument(s) for the BETWEEN ComparisonOperator",
         ),
         (
             json!({"a": {"ComparisonOperator": "EQ"}}),
-            "One or more parameter values were invalid: Invalid number of argument(s) for the EQ ComparisonOperator",
+            "One or more parameter values were invalid: Value or AttributeValueList must be used with ComparisonOperator: EQ for Attribute: a",
+        ),
+        (
+            json!({"a": {"Exists": true, "ComparisonOperator": "LT"}}),
+            "One or more parameter values were invalid: Exists and ComparisonOperator cannot be used together for Attribute: a",
+        ),
+        (
+            json!({"a": {"Exists": true, "AttributeValueList": []}}),
+            "One or more parameter values were invalid: AttributeValueList can only be used with a ComparisonOperator for Attribute: a",
+        ),
+        (
+            json!({"a": {"Value": {"S": "a"}, "AttributeValueList": []}}),
+            "One or more parameter values were invalid: Value and AttributeValueList cannot be used together for Attribute: a",
+        ),
+        (
+            json!({"a": {"ComparisonOperator": "IN", "AttributeValueList": [{"S": "b"}, {"N": "1"}]}}),
+            "One or more parameter values were invalid: AttributeValues inside AttributeValueList must be of same type",
+        ),
+        (
+            json!({"a": {"ComparisonOperator": "BETWEEN", "AttributeValueList": [{"S": "b"}, {"S": "a"}]}}),
+            "The BETWEEN condition was provided a range where the lower bound is greater than the upper bound",
         ),
         (
             json!({"a": {"ComparisonOperator": "NULL", "AttributeValueList": [{"N": "1"}]}}),

@@ -4,7 +4,7 @@
 use serde_json::{Value as Json, json};
 use shoal_model::expression::ExpressionContext;
 use shoal_model::expression::update::{
-    ReturnValues, apply_update, returned_attributes, updated_paths,
+    ReturnValues, apply_update, creates_missing_item, returned_attributes, updated_paths,
 };
 use shoal_model::json::{item_from_json, item_to_json};
 use shoal_model::key::{KeySchema, KeyType};
@@ -291,4 +291,23 @@ fn return_values() {
             .message()
             .contains("'EVERYTHING'")
     );
+}
+
+/// DynamoDB creates a missing item for SET and ADD (and for an update with no action), never
+/// for one made only of REMOVE and DELETE (ScyllaDB's alternator/test/test_item.py,
+/// test_update_item_non_existent, run against AWS with `--aws`).
+#[test]
+fn only_set_and_add_create_a_missing_item() {
+    let creates = |expression: &str| {
+        let mut context = ExpressionContext::from_json(None, Some(&values())).unwrap();
+        creates_missing_item(&context.parse_update(expression).unwrap())
+    };
+    assert!(creates("SET greeting = :greeting"));
+    assert!(creates("ADD visits :one"));
+    assert!(creates("REMOVE greeting SET visits = :one"));
+    assert!(creates("DELETE tags :a ADD numbers :numbers"));
+    assert!(!creates("REMOVE greeting"));
+    assert!(!creates("DELETE tags :a"));
+    assert!(!creates("REMOVE greeting, entries[0] DELETE tags :a"));
+    assert!(creates_missing_item(&Default::default()));
 }

@@ -43,7 +43,9 @@ use shoal_io::{Storage, StorageDirectory};
 use shoal_model::encoding::{decode_item, encode_item};
 use shoal_model::expression::evaluate::check_condition;
 use shoal_model::expression::projection::project;
-use shoal_model::expression::update::{apply_update, returned_attributes, updated_paths};
+use shoal_model::expression::update::{
+    apply_update, creates_missing_item, returned_attributes, updated_paths,
+};
 use shoal_model::value::{
     ITEM_BYTES_MAX, item_size_bytes, read_capacity_units, write_capacity_units,
 };
@@ -1102,6 +1104,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let (new_item, paths) = match &write.kind {
             WriteKind::Put(item) => (Some(item.clone()), Vec::new()),
             WriteKind::Delete => (None, Vec::new()),
+            // Only REMOVE and DELETE actions on a missing item: nothing is written.
+            WriteKind::Update(update) if old_item.is_none() && !creates_missing_item(update) => {
+                (None, Vec::new())
+            }
             WriteKind::Update(update) => {
                 let base = old_item.cloned().unwrap_or_else(|| write.key.clone());
                 let updated = apply_update(update, &base, &self.meta.key_schema)

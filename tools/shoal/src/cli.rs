@@ -5,6 +5,7 @@
 //! `ExceptionName: message`) or cannot be reached; 2 on bad input (bad JSON, a bad key
 //! specification, missing arguments: clap's usage errors are 2 as well).
 
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub enum TableCommand {
 
 #[derive(Debug, Args)]
 pub struct TableCreate {
+    /// The table's name.
     #[arg(long)]
     pub name: String,
     /// The partition key: NAME:TYPE, TYPE one of S, N, B (e.g. year:N).
@@ -56,6 +58,7 @@ pub struct TableCreate {
     /// Provisioned read capacity units (with --write-capacity); on-demand without.
     #[arg(long, requires = "write_capacity")]
     pub read_capacity: Option<u64>,
+    /// Provisioned write capacity units (with --read-capacity).
     #[arg(long, requires = "read_capacity")]
     pub write_capacity: Option<u64>,
     #[command(flatten)]
@@ -64,6 +67,7 @@ pub struct TableCreate {
 
 #[derive(Debug, Args)]
 pub struct TableName {
+    /// The table's name.
     #[arg(long)]
     pub name: String,
     #[command(flatten)]
@@ -75,19 +79,16 @@ pub enum ItemCommand {
     /// Write an item (DynamoDB JSON).
     Put(ItemPut),
     /// Print the item with this key, or nothing when there is none.
-    Get(ItemKey),
+    Get(ItemGet),
     /// Apply an update expression and print the updated item.
     Update(ItemUpdate),
     /// Delete the item with this key.
-    Delete(ItemKey),
+    Delete(ItemDelete),
 }
 
-/// Expression members shared by several commands.
+/// The placeholders of the expressions of any command.
 #[derive(Debug, Args, Clone)]
-pub struct Expressions {
-    /// A condition expression the write must satisfy.
-    #[arg(long)]
-    pub condition: Option<String>,
+pub struct Placeholders {
     /// ExpressionAttributeValues as DynamoDB JSON, e.g. '{":y":{"N":"2001"}}'.
     #[arg(long)]
     pub values: Option<String>,
@@ -96,8 +97,20 @@ pub struct Expressions {
     pub names: Option<String>,
 }
 
+/// The condition of a write (put, update, delete), with the placeholders. Reads take no
+/// condition: a query has --key-condition and --filter, a scan --filter.
+#[derive(Debug, Args, Clone)]
+pub struct Expressions {
+    /// A condition expression the write must satisfy.
+    #[arg(long)]
+    pub condition: Option<String>,
+    #[command(flatten)]
+    pub placeholders: Placeholders,
+}
+
 #[derive(Debug, Args)]
 pub struct ItemPut {
+    /// The table's name.
     #[arg(long)]
     pub table: String,
     /// The item, DynamoDB JSON.
@@ -110,15 +123,28 @@ pub struct ItemPut {
 }
 
 #[derive(Debug, Args)]
-pub struct ItemKey {
+pub struct ItemGet {
+    /// The table's name.
     #[arg(long)]
     pub table: String,
     /// The key, DynamoDB JSON.
     #[arg(long)]
     pub key: String,
-    /// A strongly consistent read (get only).
+    /// A strongly consistent read.
     #[arg(long)]
     pub consistent: bool,
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemDelete {
+    /// The table's name.
+    #[arg(long)]
+    pub table: String,
+    /// The key, DynamoDB JSON.
+    #[arg(long)]
+    pub key: String,
     #[command(flatten)]
     pub expressions: Expressions,
     #[command(flatten)]
@@ -127,8 +153,10 @@ pub struct ItemKey {
 
 #[derive(Debug, Args)]
 pub struct ItemUpdate {
+    /// The table's name.
     #[arg(long)]
     pub table: String,
+    /// The key, DynamoDB JSON.
     #[arg(long)]
     pub key: String,
     /// The update expression, e.g. 'SET rating = :r'.
@@ -142,6 +170,7 @@ pub struct ItemUpdate {
 
 #[derive(Debug, Args)]
 pub struct QueryOptions {
+    /// The table's name.
     #[arg(long)]
     pub table: String,
     /// The key condition expression, e.g. 'year = :y'.
@@ -153,30 +182,34 @@ pub struct QueryOptions {
     /// Items printed at most.
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Strongly consistent reads.
     #[arg(long)]
     pub consistent: bool,
     /// Newest sort keys first.
     #[arg(long)]
     pub descending: bool,
     #[command(flatten)]
-    pub expressions: Expressions,
+    pub placeholders: Placeholders,
     #[command(flatten)]
     pub endpoint: Endpoint,
 }
 
 #[derive(Debug, Args)]
 pub struct ScanOptions {
+    /// The table's name.
     #[arg(long)]
     pub table: String,
+    /// A filter expression.
     #[arg(long)]
     pub filter: Option<String>,
     /// Items printed at most.
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Strongly consistent reads.
     #[arg(long)]
     pub consistent: bool,
     #[command(flatten)]
-    pub expressions: Expressions,
+    pub placeholders: Placeholders,
     #[command(flatten)]
     pub endpoint: Endpoint,
 }
@@ -185,6 +218,9 @@ pub struct ScanOptions {
 enum Failure {
     BadInput(String),
     Client(ClientError),
+    /// Standard output could not be written: closed by its reader (`shoal scan | head`), which
+    /// ends the command quietly, or another I/O error.
+    Output(std::io::Error),
 }
 
 impl From<ClientError> for Failure {
@@ -208,12 +244,34 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
             eprintln!("shoal: {reason}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
+        Err(Failure::Client(
+            ClientError::ConnectionLost(reason) | ClientError::Protocol(reason),
+        )) if answered_http(&reason) => {
+            eprintln!(
+                "shoal: the endpoint answered in HTTP: it is the router's DynamoDB HTTP port; \
+                 --endpoint takes the native protocol port, the HTTP port + 1 \
+                 ({ENDPOINT_DEFAULT} for `shoal dev`)"
+            );
+            ExitCode::FAILURE
+        }
         Err(Failure::Client(error)) => {
             // DynamoDB errors print as `ExceptionName: message`.
             eprintln!("{error}");
             ExitCode::FAILURE
         }
+        Err(Failure::Output(error)) if error.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(error)) => {
+            eprintln!("shoal: cannot write the output: {error}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// Whether a failed call read an HTTP response as a native frame: the answer's first bytes,
+/// "HTTP", taken as the frame's little-endian length, are what the client reports.
+fn answered_http(reason: &str) -> bool {
+    const HTTP_AS_FRAME_LENGTH: u32 = u32::from_le_bytes(*b"HTTP");
+    reason.contains("bad frame") && reason.contains(&HTTP_AS_FRAME_LENGTH.to_string())
 }
 
 fn connect(endpoint: &Endpoint) -> Result<Client, Failure> {
@@ -238,15 +296,20 @@ fn json_object(flag: &str, text: &str) -> Result<Json, Failure> {
     }
 }
 
-/// Adds the expression members given on the command line to `body`.
+/// Adds the condition and placeholders given on the command line to `body`.
 fn add_expressions(body: &mut Json, expressions: &Expressions) -> Result<(), Failure> {
     if let Some(condition) = &expressions.condition {
         body["ConditionExpression"] = json!(condition);
     }
-    if let Some(values) = &expressions.values {
+    add_placeholders(body, &expressions.placeholders)
+}
+
+/// Adds the placeholders given on the command line to `body`.
+fn add_placeholders(body: &mut Json, placeholders: &Placeholders) -> Result<(), Failure> {
+    if let Some(values) = &placeholders.values {
         body["ExpressionAttributeValues"] = json_object("values", values)?;
     }
-    if let Some(names) = &expressions.names {
+    if let Some(names) = &placeholders.names {
         body["ExpressionAttributeNames"] = json_object("names", names)?;
     }
     Ok(())
@@ -266,14 +329,20 @@ fn key_attribute(flag: &str, text: &str) -> Result<(String, String), Failure> {
     Ok((name.to_string(), kind.to_string()))
 }
 
-fn print_json(value: &Json) {
-    println!("{value}");
+/// Writes one line to standard output; a reader that closed it ends the command (quietly,
+/// see [`finish`]) instead of panicking as `println!` does.
+fn print_line(text: &dyn std::fmt::Display) -> Result<(), Failure> {
+    writeln!(std::io::stdout().lock(), "{text}").map_err(Failure::Output)
 }
 
-fn print_pretty(value: &Json) {
+fn print_json(value: &Json) -> Result<(), Failure> {
+    print_line(value)
+}
+
+fn print_pretty(value: &Json) -> Result<(), Failure> {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(_) => println!("{value}"),
+        Ok(text) => print_line(&text),
+        Err(_) => print_line(value),
     }
 }
 
@@ -312,12 +381,12 @@ fn table(command: &TableCommand) -> Result<(), Failure> {
                 _ => body["BillingMode"] = json!("PAY_PER_REQUEST"),
             }
             let created = connect(&create.endpoint)?.create_table(&body)?;
-            print_pretty(&created["TableDescription"]);
+            print_pretty(&created["TableDescription"])?;
         }
         TableCommand::Describe(table) => {
             let described =
                 connect(&table.endpoint)?.describe_table(&json!({"TableName": table.name}))?;
-            print_pretty(&described["Table"]);
+            print_pretty(&described["Table"])?;
         }
         TableCommand::List(endpoint) => {
             let client = connect(endpoint)?;
@@ -330,7 +399,7 @@ fn table(command: &TableCommand) -> Result<(), Failure> {
                 let page = client.list_tables(&body)?;
                 for name in page["TableNames"].as_array().into_iter().flatten() {
                     if let Some(name) = name.as_str() {
-                        println!("{name}");
+                        print_line(&name)?;
                     }
                 }
                 match page.get("LastEvaluatedTableName") {
@@ -342,7 +411,7 @@ fn table(command: &TableCommand) -> Result<(), Failure> {
         TableCommand::Delete(table) => {
             let deleted =
                 connect(&table.endpoint)?.delete_table(&json!({"TableName": table.name}))?;
-            print_pretty(&deleted["TableDescription"]);
+            print_pretty(&deleted["TableDescription"])?;
         }
     }
     Ok(())
@@ -360,17 +429,14 @@ fn item(command: &ItemCommand) -> Result<(), Failure> {
             connect(&put.endpoint)?.put_item(&body)?;
         }
         ItemCommand::Get(get) => {
-            let mut body = json!({
+            let body = json!({
                 "TableName": get.table,
                 "Key": json_object("key", &get.key)?,
                 "ConsistentRead": get.consistent,
             });
-            if let Some(names) = &get.expressions.names {
-                body["ExpressionAttributeNames"] = json_object("names", names)?;
-            }
             let got = connect(&get.endpoint)?.get_item(&body)?;
             match got.get("Item") {
-                Some(item) => print_json(item),
+                Some(item) => print_json(item)?,
                 None => eprintln!("shoal: no item with this key"),
             }
         }
@@ -387,7 +453,7 @@ fn item(command: &ItemCommand) -> Result<(), Failure> {
                 updated
                     .get("Attributes")
                     .unwrap_or(&Json::Object(Map::new())),
-            );
+            )?;
         }
         ItemCommand::Delete(delete) => {
             let mut body =
@@ -414,7 +480,7 @@ fn print_pages(
         }
         let result = page(client, &body)?;
         for item in result["Items"].as_array().into_iter().flatten() {
-            print_json(item);
+            print_json(item)?;
             printed += 1;
         }
         if limit.is_some_and(|limit| printed >= limit) {
@@ -444,12 +510,7 @@ pub fn run_query(options: &QueryOptions) -> ExitCode {
         if let Some(filter) = &options.filter {
             body["FilterExpression"] = json!(filter);
         }
-        add_expressions(&mut body, &options.expressions)?;
-        if options.expressions.condition.is_some() {
-            return Err(Failure::BadInput(
-                "query takes --key-condition and --filter, not --condition".to_string(),
-            ));
-        }
+        add_placeholders(&mut body, &options.placeholders)?;
         let client = connect(&options.endpoint)?;
         print_pages(&client, body, options.limit, |client, body| {
             client.query(body)
@@ -462,16 +523,11 @@ pub fn run_scan(options: &ScanOptions) -> ExitCode {
         if options.limit == Some(0) {
             return Err(Failure::BadInput("--limit must be at least 1".to_string()));
         }
-        if options.expressions.condition.is_some() {
-            return Err(Failure::BadInput(
-                "scan takes --filter, not --condition".to_string(),
-            ));
-        }
         let mut body = json!({"TableName": options.table, "ConsistentRead": options.consistent});
         if let Some(filter) = &options.filter {
             body["FilterExpression"] = json!(filter);
         }
-        add_expressions(&mut body, &options.expressions)?;
+        add_placeholders(&mut body, &options.placeholders)?;
         let client = connect(&options.endpoint)?;
         print_pages(&client, body, options.limit, |client, body| {
             client.scan(body)
@@ -495,6 +551,65 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_http_answer_is_recognised() {
+        // What the client reports when the endpoint is the router's HTTP port.
+        assert!(answered_http(
+            "bad frame: frame body of 1347703880 bytes is over the limit of 16842752"
+        ));
+        assert!(!answered_http(
+            "bad frame: frame body of 99999999 bytes is over the limit of 16842752"
+        ));
+    }
+
+    #[test]
+    fn reads_offer_no_write_condition() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: Commands,
+        }
+        #[derive(clap::Subcommand)]
+        enum Commands {
+            Query(QueryOptions),
+            Scan(ScanOptions),
+            #[command(subcommand)]
+            Item(ItemCommand),
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        let flags = |command: &clap::Command| -> Vec<String> {
+            command
+                .get_arguments()
+                .filter_map(|argument| argument.get_long().map(str::to_string))
+                .collect()
+        };
+        for path in [&["query"][..], &["scan"], &["item", "get"]] {
+            let mut command = &cli;
+            for name in path {
+                command = command.find_subcommand(name).unwrap();
+            }
+            assert!(
+                !flags(command).contains(&"condition".to_string()),
+                "{path:?}"
+            );
+            // Every flag says what it is for.
+            for argument in command.get_arguments() {
+                assert!(
+                    argument.get_help().is_some(),
+                    "{path:?} --{:?}",
+                    argument.get_long()
+                );
+            }
+        }
+        let delete = cli
+            .find_subcommand("item")
+            .and_then(|item| item.find_subcommand("delete"))
+            .unwrap();
+        assert!(flags(delete).contains(&"condition".to_string()));
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub struct DevOptions {
     /// Shards (executors) per node.
     #[arg(long, default_value_t = 1)]
     pub shards_per_node: u16,
-    /// The DynamoDB HTTP port; the other ports follow from it (see `shoal dev --help`).
+    /// The DynamoDB HTTP port P. The others follow from it: the native protocol on P + 1
+    /// (`shoal table|item|query|scan --endpoint`), node i's bus on P + 100 × i (shard s on
+    /// that + s) and its admin endpoint (/metrics, /health) on P + 100 × i + 99.
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// Passed to every node: read durable writes back before they count (`shoal node

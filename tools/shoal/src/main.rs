@@ -84,12 +84,15 @@ fn main() -> ExitCode {
 }
 
 /// Structured logs to stderr; the level comes from SHOAL_LOG (default "info"), e.g.
-/// `SHOAL_LOG=shoal_store=debug`.
+/// `SHOAL_LOG=shoal_store=debug`. Coloured only when stderr is a terminal: a log written to a
+/// file or a pipe carries no ANSI escape codes.
 fn install_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -6,7 +6,7 @@
 //! disjunct   := conjunct ( AND conjunct )*
 //! conjunct   := NOT conjunct | '(' condition ')' | function | operand comparison
 //! comparison := comparator operand | BETWEEN operand AND operand | IN '(' operand, ... ')'
-//! operand    := path | ':value' | size '(' path ')'
+//! operand    := path | ':value' | size '(' operand ')'   (a constant's size is folded)
 //! path       := name ( '.' name | '[' integer ']' )*         name := identifier | '#name'
 //! update     := ( SET set, ... | REMOVE path, ... | ADD path :value, ... | DELETE path :value, ... )+
 //! set        := path '=' update_operand ( ('+' | '-') update_operand )?
@@ -19,6 +19,7 @@ use super::ast::{
     Comparator, Condition, DocumentPath, Operand, PathElement, SetValue, Update, UpdateAction,
     UpdateOperand,
 };
+use super::evaluate::size_of;
 use super::reserved::is_reserved_word;
 use super::tokenizer::{Token, TokenKind, tokenize};
 use super::{
@@ -39,6 +40,24 @@ const CONDITION_FUNCTIONS: [&str; 5] = [
 ];
 const UPDATE_FUNCTIONS: [&str; 2] = ["if_not_exists", "list_append"];
 const SIZE_FUNCTION: &str = "size";
+/// The words of the condition grammar itself: never an attribute name in a condition.
+const CONDITION_KEYWORDS: [&str; 5] = ["AND", "OR", "NOT", "BETWEEN", "IN"];
+
+/// The type an operand is known to have before the item is read: a constant's, or N for
+/// `size()`. DynamoDB checks these against what each operator accepts; a path's type is
+/// only known once the item is read, and a mismatch there just makes the condition false.
+fn known_type(operand: &Operand) -> Option<&'static str> {
+    match operand {
+        Operand::Value(value) => Some(value.type_name()),
+        Operand::Size(_) => Some("N"),
+        Operand::Path(_) => None,
+    }
+}
+
+/// Whether values of `type_name` have an order (`<`, `BETWEEN`): strings, numbers, binaries.
+fn is_ordered_type(type_name: &str) -> bool {
+    matches!(type_name, "S" | "N" | "B")
+}
 
 struct Parser<'source, 'context> {
     source: &'source str,
@@ -50,9 +69,13 @@ struct Parser<'source, 'context> {
     /// The token indexes of the opening and closing parenthesis of the group closed last, to
     /// detect a group whose whole content is another group, which DynamoDB rejects.
     last_group: Option<(usize, usize)>,
-    /// The first semantic error found (a reserved word, an undefined placeholder, a wrong
-    /// operand). DynamoDB reports syntax errors before these, so parsing goes on to the end and
-    /// this error is returned only if the syntax is valid.
+    /// The first error of the whole-expression checks DynamoDB makes after the syntax and
+    /// before any per-condition check: redundant parentheses and reserved words.
+    deferred_expression: Option<Error>,
+    /// The first per-condition error found (an undefined placeholder, a wrong operand count or
+    /// type, operands that are not distinct). DynamoDB reports syntax errors and the
+    /// whole-expression errors before these, so parsing goes on to the end and this error is
+    /// returned only if nothing else is wrong.
     deferred: Option<Error>,
 }
 
@@ -88,6 +111,7 @@ fn prepare<'source, 'context>(
         context,
         operator_count: 0,
         last_group: None,
+        deferred_expression: None,
         deferred: None,
     })
 }
@@ -160,6 +184,26 @@ impl Parser<'_, '_> {
         }
     }
 
+    /// Records a whole-expression error (reported before every per-condition one).
+    fn defer_expression_error(&mut self, detail: &str) {
+        if self.deferred_expression.is_none() {
+            self.deferred_expression = Some(self.error(detail));
+        }
+    }
+
+    /// Records the error of two operands that are the same path, which DynamoDB refuses for
+    /// every two-operand operator and function (`a = a`, `contains(a, a)`).
+    fn check_distinct(&mut self, operator: &str, first: &Operand, second: &Operand) {
+        if let (Operand::Path(first), Operand::Path(second)) = (first, second)
+            && first == second
+        {
+            self.defer(&messages::operands_not_distinct(
+                operator,
+                &first.to_string(),
+            ));
+        }
+    }
+
     /// A stand-in condition after a deferred error; the parse fails, so it is never evaluated.
     fn deferred_condition(&mut self, detail: &str) -> Result<Condition> {
         self.defer(detail);
@@ -173,7 +217,11 @@ impl Parser<'_, '_> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        match self.deferred.take() {
+        match self
+            .deferred_expression
+            .take()
+            .or_else(|| self.deferred.take())
+        {
             Some(error) => Err(error),
             None => Ok(()),
         }
@@ -301,7 +349,7 @@ impl Parser<'_, '_> {
             self.expect(TokenKind::RightParenthesis)?;
             let close_index = self.position - 1;
             if self.last_group == Some((open_index + 1, close_index - 1)) {
-                self.defer(messages::REDUNDANT_PARENTHESES);
+                self.defer_expression_error(messages::REDUNDANT_PARENTHESES);
             }
             self.last_group = Some((open_index, close_index));
             return Ok(condition);
@@ -313,11 +361,31 @@ impl Parser<'_, '_> {
             let name = self.text(token).to_string();
             if CONDITION_FUNCTIONS.contains(&name.as_str()) {
                 self.advance();
-                return self.condition_function(&name, depth);
+                let condition = self.condition_function(&name, depth)?;
+                // A function that is a condition is not an operand: `attribute_exists(a) = :v`.
+                if self.comparison_follows() {
+                    return Err(self.error(&messages::function_not_allowed(&name)));
+                }
+                return Ok(condition);
             }
         }
         let left = self.operand(depth)?;
         self.comparison(left, depth)
+    }
+
+    /// Whether the next token starts the right-hand side of a comparison.
+    fn comparison_follows(&self) -> bool {
+        let token = self.peek();
+        matches!(
+            token.kind,
+            TokenKind::Equal
+                | TokenKind::NotEqual
+                | TokenKind::Less
+                | TokenKind::LessOrEqual
+                | TokenKind::Greater
+                | TokenKind::GreaterOrEqual
+        ) || self.is_keyword(token, "BETWEEN")
+            || self.is_keyword(token, "IN")
     }
 
     fn comparison(&mut self, left: Operand, depth: usize) -> Result<Condition> {
@@ -334,6 +402,10 @@ impl Parser<'_, '_> {
             self.advance();
             self.count_operator()?;
             let right = self.operand(depth)?;
+            self.check_distinct(comparator.symbol(), &left, &right);
+            if !matches!(comparator, Comparator::Equal | Comparator::NotEqual) {
+                self.check_ordered(comparator.symbol(), &[&left, &right]);
+            }
             return Ok(Condition::Comparison {
                 left,
                 comparator,
@@ -347,19 +419,21 @@ impl Parser<'_, '_> {
                 return Err(self.syntax_error());
             }
             let upper = self.operand(depth)?;
-            for bound in [&lower, &upper] {
-                if let Operand::Value(AttributeValue::Null) = bound {
-                    self.defer(&messages::wrong_operand_type("BETWEEN", "NULL"));
+            self.check_ordered("BETWEEN", &[&left, &lower, &upper]);
+            if let (Operand::Value(lower_value), Operand::Value(upper_value)) = (&lower, &upper) {
+                let bounds = || {
+                    (
+                        value_for_message(lower_value),
+                        value_for_message(upper_value),
+                    )
+                };
+                if lower_value.type_name() != upper_value.type_name() {
+                    let (lower_text, upper_text) = bounds();
+                    self.defer(&messages::between_types_differ(&lower_text, &upper_text));
+                } else if lower_value.compare(upper_value) == Some(std::cmp::Ordering::Greater) {
+                    let (lower_text, upper_text) = bounds();
+                    self.defer(&messages::between_bounds(&lower_text, &upper_text));
                 }
-            }
-            if let (Operand::Value(lower_value), Operand::Value(upper_value)) = (&lower, &upper)
-                && lower_value.compare(upper_value) == Some(std::cmp::Ordering::Greater)
-            {
-                let detail = messages::between_bounds(
-                    &value_for_message(lower_value),
-                    &value_for_message(upper_value),
-                );
-                self.defer(&detail);
             }
             return Ok(Condition::Between {
                 value: left,
@@ -383,10 +457,24 @@ impl Parser<'_, '_> {
                 candidates,
             });
         }
-        if matches!(left, Operand::Size(_)) {
+        // `size(a)` alone is a misused function, `size(a).b` a syntax error.
+        let path_follows = matches!(self.peek().kind, TokenKind::Dot | TokenKind::LeftBracket);
+        if matches!(left, Operand::Size(_)) && !path_follows {
             return Err(self.error(&messages::function_not_allowed(SIZE_FUNCTION)));
         }
         Err(self.syntax_error())
+    }
+
+    /// Records the error of an operand whose type is known (a constant, or `size()`) and has
+    /// no order, for `<`, `<=`, `>`, `>=` and BETWEEN.
+    fn check_ordered(&mut self, operator: &str, operands: &[&Operand]) {
+        if let Some(type_name) = operands
+            .iter()
+            .filter_map(|operand| known_type(operand))
+            .find(|type_name| !is_ordered_type(type_name))
+        {
+            self.defer(&messages::wrong_operand_type(operator, type_name));
+        }
     }
 
     /// Parses `( operand, ... )` after a function name.
@@ -423,6 +511,9 @@ impl Parser<'_, '_> {
             None
         };
         let first = arguments.pop();
+        if let (Some(first), Some(second)) = (&first, &second) {
+            self.check_distinct(name, first, second);
+        }
         match (name, first, second) {
             ("attribute_exists", Some(Operand::Path(path)), None) => {
                 Ok(Condition::AttributeExists(path))
@@ -430,26 +521,41 @@ impl Parser<'_, '_> {
             ("attribute_not_exists", Some(Operand::Path(path)), None) => {
                 Ok(Condition::AttributeNotExists(path))
             }
-            ("attribute_type", Some(Operand::Path(path)), Some(type_operand)) => {
-                match type_operand {
-                    Operand::Value(AttributeValue::String(type_name)) => {
-                        if TYPE_NAMES.contains(&type_name.as_str()) {
-                            Ok(Condition::AttributeType(path, type_name))
-                        } else {
-                            self.deferred_condition(&messages::invalid_type_name(&type_name))
-                        }
+            (
+                "attribute_type",
+                Some(tested @ (Operand::Path(_) | Operand::Value(_))),
+                Some(type_operand),
+            ) => {
+                let type_name = match type_operand {
+                    Operand::Value(AttributeValue::String(type_name)) => type_name,
+                    other => {
+                        let type_name = known_type(&other).unwrap_or("path");
+                        return self
+                            .deferred_condition(&messages::wrong_operand_type(name, type_name));
                     }
-                    Operand::Value(other) => self
-                        .deferred_condition(&messages::wrong_operand_type(name, other.type_name())),
-                    _ => self.deferred_condition(&messages::wrong_operand_type(name, "path")),
+                };
+                if !TYPE_NAMES.contains(&type_name.as_str()) {
+                    return self.deferred_condition(&messages::invalid_type_name(&type_name));
                 }
+                Ok(match tested {
+                    Operand::Path(path) => Condition::AttributeType(path, type_name),
+                    // DynamoDB also tests the type of a constant: the answer is known now,
+                    // so the condition becomes a comparison of two constants.
+                    constant => Condition::Comparison {
+                        left: Operand::Value(AttributeValue::String(
+                            known_type(&constant).unwrap_or_default().to_string(),
+                        )),
+                        comparator: Comparator::Equal,
+                        right: Operand::Value(AttributeValue::String(type_name)),
+                    },
+                })
             }
             ("begins_with", Some(first), Some(second)) => {
                 for operand in [&first, &second] {
-                    if let Operand::Value(value) = operand
-                        && !matches!(value, AttributeValue::String(_) | AttributeValue::Binary(_))
+                    if let Some(type_name) = known_type(operand)
+                        && !matches!(type_name, "S" | "B")
                     {
-                        let detail = messages::wrong_operand_type(name, value.type_name());
+                        let detail = messages::wrong_operand_type(name, type_name);
                         return self.deferred_condition(&detail);
                     }
                 }
@@ -475,12 +581,18 @@ impl Parser<'_, '_> {
                 }
                 self.count_operator()?;
                 let mut arguments = self.arguments(depth)?;
-                let detail = if arguments.len() != 1 {
-                    messages::wrong_operand_count(&name, arguments.len())
-                } else if let Some(Operand::Path(path)) = arguments.pop() {
-                    return Ok(Operand::Size(path));
-                } else {
-                    messages::requires_path(&name)
+                let detail = match arguments.pop() {
+                    Some(_) if !arguments.is_empty() => {
+                        messages::wrong_operand_count(&name, arguments.len() + 1)
+                    }
+                    None => messages::wrong_operand_count(&name, 0),
+                    Some(Operand::Path(path)) => return Ok(Operand::Size(path)),
+                    // The size of a constant is known now (DynamoDB accepts `size(:v)`).
+                    Some(Operand::Value(value)) => match size_of(&value) {
+                        Some(size) => return Ok(Operand::Value(AttributeValue::Number(size))),
+                        None => messages::wrong_operand_type(&name, value.type_name()),
+                    },
+                    Some(Operand::Size(_)) => messages::wrong_operand_type(&name, "N"),
                 };
                 self.defer(&detail);
                 Ok(Operand::Value(AttributeValue::Null))
@@ -517,10 +629,23 @@ impl Parser<'_, '_> {
         let token = self.peek();
         match token.kind {
             TokenKind::Identifier => {
-                self.advance();
                 let name = self.text(token).to_string();
+                let in_condition = matches!(
+                    self.kind,
+                    ExpressionKind::Condition
+                        | ExpressionKind::Filter
+                        | ExpressionKind::KeyCondition
+                );
+                if in_condition
+                    && CONDITION_KEYWORDS
+                        .iter()
+                        .any(|keyword| name.eq_ignore_ascii_case(keyword))
+                {
+                    return Err(self.syntax_error());
+                }
+                self.advance();
                 if is_reserved_word(&name) {
-                    self.defer(&messages::reserved_keyword(&name));
+                    self.defer_expression_error(&messages::reserved_keyword(&name));
                 }
                 Ok(name)
             }

@@ -262,6 +262,19 @@ fn remove_at(item: &mut Item, path: &DocumentPath) -> Result<()> {
     Ok(())
 }
 
+/// Whether `update` writes an item that does not exist yet. DynamoDB creates the missing item
+/// for an update with a SET or ADD action, and for one with no action at all (empty
+/// AttributeUpdates, or no update parameter): the new item is then the key alone. An update
+/// made only of REMOVE and DELETE actions has nothing to write, so a missing item stays
+/// missing and every ReturnValues setting returns no Attributes.
+pub fn creates_missing_item(update: &Update) -> bool {
+    update.actions.is_empty()
+        || update
+            .actions
+            .iter()
+            .any(|action| matches!(action, UpdateAction::Set(..) | UpdateAction::Add(..)))
+}
+
 /// The ReturnValues parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReturnValues {

@@ -1,6 +1,17 @@
 //! BatchGetItem and BatchWriteItem: requests grouped per partition and sent concurrently.
 
 use super::*;
+use shoal_model::Item;
+use shoal_model::encoding::decode_item;
+use shoal_model::json::item_to_json;
+
+/// The most item data one BatchGetItem answers: "A single operation can retrieve up to 16 MB
+/// of data ... BatchGetItem returns a partial result if the response size limit is exceeded",
+/// the rest in UnprocessedKeys (API reference, BatchGetItem). Sizes are DynamoDB's item sizes.
+const BATCH_GET_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A batch with no table in RequestItems: the map's length constraint, as DynamoDB words it.
+const REQUEST_ITEMS_EMPTY: &str = "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1";
 
 impl Router {
     /// BatchGetItem: keys grouped per partition, one BatchGet per group, the groups sent
@@ -12,6 +23,9 @@ impl Router {
             .get("RequestItems")
             .and_then(Json::as_object)
             .ok_or_else(|| DynamoError::missing_member("requestItems"))?;
+        if request_items.is_empty() {
+            return Err(DynamoError::validation(REQUEST_ITEMS_EMPTY));
+        }
         let total: usize = request_items
             .values()
             .map(|table| {
@@ -97,7 +111,13 @@ impl Router {
             BATCH_PARTITIONS_IN_FLIGHT_MAX,
         )
         .await;
-        let outcomes = settle_batch(tables.len(), groups, results, Operation::Read)?;
+        let outcomes = settle_batch(
+            tables.len(),
+            groups,
+            results,
+            Operation::Read,
+            BATCH_GET_RESPONSE_BYTES_MAX,
+        )?;
         let mut responses = Map::new();
         let mut unprocessed = Map::new();
         let mut capacity = Vec::new();
@@ -129,6 +149,9 @@ impl Router {
             .get("RequestItems")
             .and_then(Json::as_object)
             .ok_or_else(|| DynamoError::missing_member("requestItems"))?;
+        if request_items.is_empty() {
+            return Err(DynamoError::validation(REQUEST_ITEMS_EMPTY));
+        }
         let total: usize = request_items
             .values()
             .map(|requests| requests.as_array().map_or(0, Vec::len))
@@ -224,7 +247,7 @@ impl Router {
             BATCH_PARTITIONS_IN_FLIGHT_MAX,
         )
         .await;
-        let outcomes = settle_batch(tables.len(), groups, results, Operation::Write)?;
+        let outcomes = settle_batch(tables.len(), groups, results, Operation::Write, usize::MAX)?;
         let mut unprocessed = Map::new();
         let mut capacity = Vec::new();
         for (name, outcome) in tables.into_iter().zip(outcomes) {
@@ -272,13 +295,18 @@ struct TableOutcome {
 /// either way); and when no group was served and some were throttled, the call fails with the
 /// last throttling error, as DynamoDB answers a batch of which nothing could be processed for
 /// lack of throughput with ProvisionedThroughputExceededException.
+///
+/// Read items are answered up to `response_bytes_max`; past it, the keys of the items left out
+/// (and every key of the groups after) go back as unprocessed, as DynamoDB's 16 MB limit does.
 fn settle_batch(
     table_count: usize,
     groups: Vec<BatchGroup>,
     results: Vec<Result<Reply, DynamoError>>,
     operation: Operation,
+    response_bytes_max: usize,
 ) -> Result<Vec<TableOutcome>, DynamoError> {
     let mut outcomes = vec![TableOutcome::default(); table_count];
+    let mut response_bytes = 0usize;
     let mut processed_any = false;
     let mut throttled: Option<DynamoError> = None;
     for (group, result) in groups.into_iter().zip(results) {
@@ -292,8 +320,25 @@ fn settle_batch(
                     .units_milli
                     .saturating_add(units_of(&reply, operation));
                 if let ItemResult::BatchGet { items } = &reply.result {
-                    for item in items {
-                        outcome.items.push(item_json(item)?);
+                    let mut decoded = Vec::with_capacity(items.len());
+                    for bytes in items {
+                        decoded.push(decode_batch_item(bytes)?);
+                    }
+                    let answered = answer_within_limit(
+                        &decoded,
+                        &group.members,
+                        &mut response_bytes,
+                        response_bytes_max,
+                    );
+                    match answered {
+                        Some(left_out) => {
+                            let kept = decoded.len() - left_out.len();
+                            outcome
+                                .items
+                                .extend(decoded[..kept].iter().map(item_to_json));
+                            outcome.unprocessed.extend(left_out);
+                        }
+                        None => outcome.unprocessed.extend(group.members),
                     }
                 }
             }
@@ -310,6 +355,79 @@ fn settle_batch(
         return Err(error);
     }
     Ok(outcomes)
+}
+
+fn decode_batch_item(bytes: &[u8]) -> Result<Item, DynamoError> {
+    decode_item(bytes).map_err(|error| {
+        DynamoError::internal(format!(
+            "Internal server error (a partition answered an item that does not decode: {error})"
+        ))
+    })
+}
+
+/// Fits one group's items into what is left of the response limit. Returns the keys of the
+/// items left out (empty when all fit), or `None` when the group is left out whole: its items
+/// cannot all be matched to their keys (a projection without the key attributes), so the whole
+/// group goes back as unprocessed. A group is never left out when nothing was answered before
+/// it, so a client that retries UnprocessedKeys always makes progress.
+fn answer_within_limit(
+    items: &[Item],
+    members: &[Json],
+    response_bytes: &mut usize,
+    response_bytes_max: usize,
+) -> Option<Vec<Json>> {
+    let mut kept = 0;
+    let mut kept_bytes = 0usize;
+    for item in items {
+        let size = item_size_bytes(item);
+        if response_bytes
+            .saturating_add(kept_bytes)
+            .saturating_add(size)
+            > response_bytes_max
+        {
+            break;
+        }
+        kept_bytes += size;
+        kept += 1;
+    }
+    if kept == items.len() {
+        *response_bytes = response_bytes.saturating_add(kept_bytes);
+        return Some(Vec::new());
+    }
+    // The limit is reached: nothing after this group is answered.
+    let nothing_answered_yet = *response_bytes == 0;
+    let left_out: Option<Vec<Json>> = items[kept..]
+        .iter()
+        .map(|item| key_of_item(item, members))
+        .collect();
+    match left_out {
+        Some(keys) => {
+            *response_bytes = response_bytes_max;
+            Some(keys)
+        }
+        None if nothing_answered_yet => {
+            *response_bytes = response_bytes_max;
+            Some(Vec::new())
+        }
+        None => {
+            *response_bytes = response_bytes_max;
+            None
+        }
+    }
+}
+
+/// The requested key (one of `members`) whose attributes `item` carries.
+fn key_of_item(item: &Item, members: &[Json]) -> Option<Json> {
+    members
+        .iter()
+        .find(|member| {
+            member.as_object().is_some_and(|key| {
+                key.iter().all(|(name, value)| {
+                    value_from_json(value).is_ok_and(|value| item.get(name) == Some(&value))
+                })
+            })
+        })
+        .cloned()
 }
 
 fn is_throttle(error: &DynamoError) -> bool {
@@ -390,7 +508,7 @@ mod tests {
             served(&["x"], 500),
             served(&["y", "z"], 1_000),
         ];
-        let outcomes = settle_batch(2, groups, results, Operation::Read).unwrap();
+        let outcomes = settle_batch(2, groups, results, Operation::Read, usize::MAX).unwrap();
         assert_eq!(keys_of(&outcomes[0].items), ["a", "b", "c", "d", "e"]);
         assert_eq!(keys_of(&outcomes[1].items), ["x", "y", "z"]);
         assert!(
@@ -416,7 +534,7 @@ mod tests {
             served(&["e"], 500),
             throttled("table 1 is over its capacity"),
         ];
-        let outcomes = settle_batch(2, groups, results, Operation::Read).unwrap();
+        let outcomes = settle_batch(2, groups, results, Operation::Read, usize::MAX).unwrap();
         assert_eq!(keys_of(&outcomes[0].items), ["a", "b", "e"]);
         assert_eq!(keys_of(&outcomes[0].unprocessed), ["c", "d"]);
         // Capacity counts the groups served only.
@@ -430,7 +548,7 @@ mod tests {
     fn a_batch_of_which_nothing_was_served_for_throughput_fails_with_the_last_throttle() {
         let groups = vec![group(0, &["a"]), group(0, &["b"]), group(1, &["x"])];
         let results = vec![throttled("first"), unavailable(), throttled("last")];
-        let error = settle_batch(2, groups, results, Operation::Read).unwrap_err();
+        let error = settle_batch(2, groups, results, Operation::Read, usize::MAX).unwrap_err();
         assert_eq!(error.type_name, "ProvisionedThroughputExceededException");
         assert_eq!(error.message, "last");
         // Unavailable only: everything comes back unprocessed, and the call succeeds.
@@ -440,6 +558,7 @@ mod tests {
             groups,
             vec![unavailable(), unavailable()],
             Operation::Read,
+            usize::MAX,
         )
         .unwrap();
         assert_eq!(keys_of(&outcomes[0].unprocessed), ["a", "b"]);
@@ -459,7 +578,7 @@ mod tests {
             Err(DynamoError::validation("first")),
             Err(DynamoError::new(crate::error::RESOURCE_NOT_FOUND, "second")),
         ];
-        let error = settle_batch(2, groups, results, Operation::Read).unwrap_err();
+        let error = settle_batch(2, groups, results, Operation::Read, usize::MAX).unwrap_err();
         assert_eq!(error, DynamoError::validation("first"));
     }
 
@@ -489,10 +608,53 @@ mod tests {
             groups,
             vec![Ok(written), unavailable()],
             Operation::Write,
+            usize::MAX,
         )
         .unwrap();
         assert!(outcomes[0].items.is_empty());
         assert_eq!(outcomes[0].unprocessed, vec![put("c")]);
         assert_eq!(outcomes[0].units_milli, 2_000);
+    }
+
+    #[test]
+    fn a_read_past_the_response_limit_hands_back_the_keys_left_out() {
+        // Each served item is about 40 bytes; a limit of 100 answers two of them.
+        let groups = vec![group(0, &["a", "b"]), group(0, &["c"]), group(1, &["x"])];
+        let results = vec![
+            served(&["a", "b"], 1_000),
+            served(&["c"], 500),
+            served(&["x"], 500),
+        ];
+        let item_bytes = item_size_bytes(
+            &shoal_model::json::item_from_json(&json!({"pk": {"S": "a"}, "v": {"N": "1"}}))
+                .unwrap(),
+        );
+        let limit = item_bytes * 2 + item_bytes / 2;
+        let outcomes = settle_batch(2, groups, results, Operation::Read, limit).unwrap();
+        assert_eq!(keys_of(&outcomes[0].items), ["a", "b"]);
+        assert_eq!(keys_of(&outcomes[0].unprocessed), ["c"]);
+        assert!(outcomes[1].items.is_empty());
+        assert_eq!(keys_of(&outcomes[1].unprocessed), ["x"]);
+        // The capacity of every served group is still counted.
+        assert_eq!(outcomes[0].units_milli, 1_500);
+    }
+
+    #[test]
+    fn the_limit_splits_a_group_and_never_answers_nothing() {
+        let item_bytes = item_size_bytes(
+            &shoal_model::json::item_from_json(&json!({"pk": {"S": "a"}, "v": {"N": "1"}}))
+                .unwrap(),
+        );
+        let groups = vec![group(0, &["a", "b", "c"])];
+        let outcomes = settle_batch(
+            1,
+            groups,
+            vec![served(&["a", "b", "c"], 1_500)],
+            Operation::Read,
+            item_bytes,
+        )
+        .unwrap();
+        assert_eq!(keys_of(&outcomes[0].items), ["a"]);
+        assert_eq!(keys_of(&outcomes[0].unprocessed), ["b", "c"]);
     }
 }

@@ -316,6 +316,15 @@ fn consistency(body: &Json) -> ReadConsistency {
 /// The partition key's hash of a key or item, with DynamoDB's messages when it is missing.
 fn key_hash(key_schema: &KeySchema, key: &Json, is_item: bool) -> Result<u64, DynamoError> {
     let name = &key_schema.partition.name;
+    // An Item or Key that is not a JSON object is a malformed request (SerializationException),
+    // not a key missing from a well-formed one.
+    if !key.is_object() {
+        return Err(DynamoError::serialization(if is_item {
+            "an item must be an object"
+        } else {
+            "a key must be an object"
+        }));
+    }
     let Some(json) = key.get(name) else {
         return Err(DynamoError::validation(if is_item {
             shoal_model::messages::key_missing_in_item(name)
