@@ -10,6 +10,7 @@ pub mod error;
 pub mod fan_out;
 pub mod forward;
 pub mod metadata;
+pub mod operation;
 pub mod partition_map;
 pub mod placement;
 pub mod router;
@@ -17,4 +18,5 @@ pub mod validate;
 
 pub use error::DynamoError;
 pub use metadata::{ClusterRecord, NodeAddress};
+pub use operation::Operation as RouterOperation;
 pub use router::{Router, RouterConfig};

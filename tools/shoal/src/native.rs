@@ -35,7 +35,7 @@ use shoal_protocol::{
     DecodeError, Operation, ServiceError, decode_request, encode_response,
     encode_unsupported_version_response,
 };
-use shoal_router::{DynamoError, Router};
+use shoal_router::{DynamoError, Router, RouterOperation};
 
 /// Native connections served at once; the accept loop waits for one to end past it.
 pub const NATIVE_CONNECTIONS_MAX: usize = 1024;
@@ -181,20 +181,14 @@ fn service_error(error: DynamoError) -> ServiceError {
     }
 }
 
+/// The router's one dispatch table ([`Router::dispatch`]), by the operation's DynamoDB name.
 async fn dispatch(router: &Router, operation: Operation, body: Json) -> Result<Json, DynamoError> {
-    match operation {
-        Operation::CreateTable => router.create_table(body).await,
-        Operation::DeleteTable => router.delete_table(body).await,
-        Operation::DescribeTable => router.describe_table(body).await,
-        Operation::ListTables => router.list_tables(body).await,
-        Operation::PutItem => router.put_item(body).await,
-        Operation::GetItem => router.get_item(body).await,
-        Operation::UpdateItem => router.update_item(body).await,
-        Operation::DeleteItem => router.delete_item(body).await,
-        Operation::Query => router.query(body).await,
-        Operation::Scan => router.scan(body).await,
-        Operation::BatchGetItem => router.batch_get_item(body).await,
-        Operation::BatchWriteItem => router.batch_write_item(body).await,
+    match RouterOperation::from_name(operation.name()) {
+        Some(operation) => router.dispatch(operation, body).await,
+        None => Err(DynamoError::internal(format!(
+            "Internal server error (operation {} has no handler)",
+            operation.name()
+        ))),
     }
 }
 

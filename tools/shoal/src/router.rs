@@ -22,7 +22,7 @@ use serde_json::{Value as Json, json};
 use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
 use shoal_router::access::{KeyCache, KeyStore};
 use shoal_router::router::{REPAIR_INTERVAL, RepairReport};
-use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig};
+use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig, RouterOperation};
 
 /// How long the router keeps trying to reach the metadata nodes at start (they may be starting
 /// too, as under `shoal dev`).
@@ -198,28 +198,16 @@ impl Api for RoutedApi {
     ) -> Result<Json, ApiError> {
         self.authorize(caller, operation, &body).await?;
         let router = &self.router;
-        let outcome = match operation {
-            Operation::CreateTable => router.create_table(body).await,
-            Operation::DeleteTable => router.delete_table(body).await,
-            Operation::DescribeTable => router.describe_table(body).await,
-            Operation::ListTables => router.list_tables(body).await,
-            Operation::UpdateTable => router.update_table(body).await,
-            Operation::DescribeLimits => router.describe_limits(body),
-            Operation::TagResource => router.tag_resource(body).await,
-            Operation::UntagResource => router.untag_resource(body).await,
-            Operation::ListTagsOfResource => router.list_tags_of_resource(body).await,
-            Operation::PutItem => router.put_item(body).await,
-            Operation::GetItem => router.get_item(body).await,
-            Operation::UpdateItem => router.update_item(body).await,
-            Operation::DeleteItem => router.delete_item(body).await,
-            Operation::Query => router.query(body).await,
-            Operation::Scan => router.scan(body).await,
-            Operation::BatchGetItem => router.batch_get_item(body).await,
-            Operation::BatchWriteItem => router.batch_write_item(body).await,
+        let outcome = match RouterOperation::from_name(operation.name()) {
+            Some(operation) => router.dispatch(operation, body).await,
             // The one endpoint is this router; clients that discover endpoints use it.
-            Operation::DescribeEndpoints => Ok(json!({
+            None if operation == Operation::DescribeEndpoints => Ok(json!({
                 "Endpoints": [{"Address": self.endpoint, "CachePeriodInMinutes": ENDPOINT_CACHE_MINUTES}]
             })),
+            None => Err(DynamoError::internal(format!(
+                "Internal server error (operation {} has no handler)",
+                operation.name()
+            ))),
         };
         outcome.map_err(api_error)
     }
@@ -432,6 +420,31 @@ mod tests {
     }
 
     const NODES: &str = "[[node]]\nid = 1\naddress = \"10.0.0.1:7100\"\n";
+
+    /// Every operation either front end accepts reaches the router's one dispatch table, but
+    /// DescribeEndpoints, which the HTTP front end answers itself.
+    #[test]
+    fn every_front_end_operation_has_a_handler() {
+        let http = shoal_router::RouterOperation::ALL
+            .into_iter()
+            .map(|operation| operation.name())
+            .chain(["DescribeEndpoints"]);
+        for name in http {
+            let target = format!("DynamoDB_20120810.{name}");
+            let operation = Operation::from_target(&target).expect("the HTTP API knows it");
+            assert!(
+                RouterOperation::from_name(operation.name()).is_some()
+                    || operation == Operation::DescribeEndpoints,
+                "{name}"
+            );
+        }
+        for operation in shoal_protocol::Operation::ALL {
+            assert!(
+                RouterOperation::from_name(operation.name()).is_some(),
+                "{operation}"
+            );
+        }
+    }
 
     #[test]
     fn signatures_are_verified_unless_the_config_says_none() {

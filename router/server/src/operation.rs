@@ -1,0 +1,123 @@
+//! The DynamoDB operations a [`Router`] serves, and its one dispatch table: the HTTP API and the
+//! native protocol both name an operation in their own wire form (an `X-Amz-Target` name, a
+//! schema value) and hand it here by its DynamoDB name.
+
+use serde_json::Value as Json;
+
+use crate::{DynamoError, Router};
+
+/// An operation the router core serves. `DescribeEndpoints` is not one: it names the front end
+/// that answers it, so each front end answers it itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    CreateTable,
+    DeleteTable,
+    DescribeTable,
+    ListTables,
+    UpdateTable,
+    DescribeLimits,
+    TagResource,
+    UntagResource,
+    ListTagsOfResource,
+    PutItem,
+    GetItem,
+    UpdateItem,
+    DeleteItem,
+    Query,
+    Scan,
+    BatchGetItem,
+    BatchWriteItem,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 17] = [
+        Operation::CreateTable,
+        Operation::DeleteTable,
+        Operation::DescribeTable,
+        Operation::ListTables,
+        Operation::UpdateTable,
+        Operation::DescribeLimits,
+        Operation::TagResource,
+        Operation::UntagResource,
+        Operation::ListTagsOfResource,
+        Operation::PutItem,
+        Operation::GetItem,
+        Operation::UpdateItem,
+        Operation::DeleteItem,
+        Operation::Query,
+        Operation::Scan,
+        Operation::BatchGetItem,
+        Operation::BatchWriteItem,
+    ];
+
+    /// DynamoDB's name of the operation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::CreateTable => "CreateTable",
+            Operation::DeleteTable => "DeleteTable",
+            Operation::DescribeTable => "DescribeTable",
+            Operation::ListTables => "ListTables",
+            Operation::UpdateTable => "UpdateTable",
+            Operation::DescribeLimits => "DescribeLimits",
+            Operation::TagResource => "TagResource",
+            Operation::UntagResource => "UntagResource",
+            Operation::ListTagsOfResource => "ListTagsOfResource",
+            Operation::PutItem => "PutItem",
+            Operation::GetItem => "GetItem",
+            Operation::UpdateItem => "UpdateItem",
+            Operation::DeleteItem => "DeleteItem",
+            Operation::Query => "Query",
+            Operation::Scan => "Scan",
+            Operation::BatchGetItem => "BatchGetItem",
+            Operation::BatchWriteItem => "BatchWriteItem",
+        }
+    }
+
+    /// The operation of a DynamoDB name; `None` for one the router core does not serve.
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL
+            .into_iter()
+            .find(|operation| operation.name() == name)
+    }
+}
+
+impl Router {
+    /// Runs `operation` on its DynamoDB request body: the one dispatch table of the front ends.
+    pub async fn dispatch(&self, operation: Operation, body: Json) -> Result<Json, DynamoError> {
+        match operation {
+            Operation::CreateTable => self.create_table(body).await,
+            Operation::DeleteTable => self.delete_table(body).await,
+            Operation::DescribeTable => self.describe_table(body).await,
+            Operation::ListTables => self.list_tables(body).await,
+            Operation::UpdateTable => self.update_table(body).await,
+            Operation::DescribeLimits => self.describe_limits(body),
+            Operation::TagResource => self.tag_resource(body).await,
+            Operation::UntagResource => self.untag_resource(body).await,
+            Operation::ListTagsOfResource => self.list_tags_of_resource(body).await,
+            Operation::PutItem => self.put_item(body).await,
+            Operation::GetItem => self.get_item(body).await,
+            Operation::UpdateItem => self.update_item(body).await,
+            Operation::DeleteItem => self.delete_item(body).await,
+            Operation::Query => self.query(body).await,
+            Operation::Scan => self.scan(body).await,
+            Operation::BatchGetItem => self.batch_get_item(body).await,
+            Operation::BatchWriteItem => self.batch_write_item(body).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_distinct() {
+        let mut names = std::collections::BTreeSet::new();
+        for operation in Operation::ALL {
+            assert_eq!(Operation::from_name(operation.name()), Some(operation));
+            assert!(names.insert(operation.name()));
+        }
+        assert_eq!(Operation::from_name("DescribeEndpoints"), None);
+        assert_eq!(Operation::from_name("putitem"), None);
+    }
+}
