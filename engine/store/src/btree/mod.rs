@@ -419,6 +419,13 @@ impl<F: Storage> BTree<F> {
         let mut foreign_version = None;
         let mut damaged = None;
         for slot in META_PAGE_IDS {
+            // A slot past the end of the file was never made durable: the first checkpoint
+            // writes slot 1 at the file's end and syncs before it counts, so a crash can leave
+            // the file ending inside that page, with the new meta's first sector in it or not.
+            // Either way the checkpoint did not complete, and slot 0 holds the durable meta.
+            if file_bytes < (slot + 1) * PAGE_BYTES as u64 {
+                continue;
+            }
             let page = file.read_at(slot * PAGE_BYTES as u64, PAGE_BYTES).await?;
             match Meta::decode(&page, slot) {
                 Ok(meta) => metas.push((meta, slot as usize)),
