@@ -6,89 +6,23 @@
 //! On real files (glommio DMA in a temporary directory), since the shard runs on them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::RefCell;
-use std::path::Path;
+mod common;
+
 use std::rc::Rc;
-use std::time::Duration;
 
 use shoal_io::testing::run_on_test_executor;
-use shoal_partition::ReplicaConfig;
-use shoal_partition::replica::ITEM_TREE_CONFIG;
-use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
-use shoal_shard::{Shard, ShardConfig, Transport};
-use shoal_store::wal::WalConfig;
+use shoal_shard::Shard;
 use shoal_wire::messages::{
     BusMessage, KeySchemaWire, KeyTypeWire, MembershipWire, NodeError, NodeRequest, NodeResponse,
-    ReplicationEnvelope, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+    RequestFrame,
 };
 
-const NODE: NodeId = NodeId(1);
+use common::{NODE, Recorder, TICK, shard_config};
+
 const PARTITION: u64 = 6;
 const EPOCH: u64 = 3;
-const TICK: Duration = Duration::from_millis(10);
 /// How long the test waits for an answer, in ticks.
 const WAIT_STEPS_MAX: usize = 500;
-
-fn replica_config() -> ReplicaConfig {
-    ReplicaConfig {
-        core: ReplicaOptions {
-            kind: ReplicaKind::Full,
-            election_timeout_min: Duration::from_millis(50),
-            election_timeout_jitter: Duration::from_millis(50),
-            heartbeat_interval: Duration::from_millis(10),
-            lease_duration: Duration::from_millis(100),
-            clock_drift_max: Duration::from_millis(5),
-            snapshot_retry_interval: Duration::from_millis(100),
-            election_seed: 0,
-        },
-        checkpoint_every_slots: 64,
-        btree: ITEM_TREE_CONFIG,
-    }
-}
-
-fn wal_config() -> WalConfig {
-    WalConfig {
-        segment_bytes: 64 << 10,
-        segment_count: 2,
-        batch_bytes_max: 16 << 10,
-        batch_records_max: 16,
-        pending_records_max: 64,
-        pending_bytes_max: 64 << 10,
-        record_body_bytes_max: 8 << 10,
-    }
-}
-
-fn shard_config(directory: &Path) -> ShardConfig {
-    ShardConfig {
-        node: NODE,
-        shard: 0,
-        directory: directory.to_path_buf(),
-        replica: replica_config(),
-        wal: wal_config(),
-        cache_pages: 64,
-        tick_interval: TICK,
-        seed: 17,
-    }
-}
-
-/// Records what the shard answers; replication and snapshots go nowhere.
-#[derive(Default)]
-struct Recorder {
-    responses: RefCell<Vec<ResponseFrame>>,
-}
-
-impl Transport for Recorder {
-    type Connection = u64;
-    fn send_replication(&self, _to: ShardAddress, _envelope: ReplicationEnvelope) {}
-    fn snapshot_room(&self, _to: ShardAddress) -> usize {
-        0
-    }
-
-    fn send_snapshot(&self, _to: ShardAddress, _chunk: SnapshotChunk) {}
-    fn respond(&self, _connection: u64, response: ResponseFrame) {
-        self.responses.borrow_mut().push(response);
-    }
-}
 
 fn frame(request_id: u64, request: NodeRequest) -> BusMessage {
     BusMessage::Request(RequestFrame {

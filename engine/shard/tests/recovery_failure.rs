@@ -7,11 +7,12 @@
 //! On real files (glommio DMA in a temporary directory), since the shard runs on them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::RefCell;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
 
+use common::{NODE, Recorder, TICK, replica_config, shard_config, wal_config};
 use shoal_io::storage::dma::DmaDirectory;
 use shoal_io::testing::run_on_test_executor;
 use shoal_io::{Clock, SystemClock};
@@ -19,22 +20,17 @@ use shoal_model::key::{KeySchema, KeyType};
 use shoal_model::request::{ItemOperation, prepare as prepare_request};
 use shoal_model::request_codec::encode_request;
 use shoal_partition::meta::{meta_file_name, unrecoverable_marker_file_name};
-use shoal_partition::replica::ITEM_TREE_CONFIG;
-use shoal_partition::{PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig};
-use shoal_replication::{
-    Ballot, LogEntry, Membership, NodeId, Payload, ReplicaKind, ReplicaOptions, Slot,
-};
+use shoal_partition::{PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND};
+use shoal_replication::{Ballot, LogEntry, Membership, NodeId, Payload, Slot};
+use shoal_shard::Shard;
 use shoal_shard::metrics::HEADERS;
-use shoal_shard::{Shard, ShardConfig, Transport};
 use shoal_store::btree::PageCache;
-use shoal_store::wal::{PartitionId, RecordKind, Wal, WalConfig};
+use shoal_store::wal::{PartitionId, RecordKind, Wal};
 use shoal_wire::messages::{
-    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicaRole, ReplicationEnvelope,
-    RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicaRole, RequestFrame,
 };
 use shoal_wire::persist::encode_persist_record;
 
-const NODE: NodeId = NodeId(1);
 /// Its only WAL record holds slot 2 and nothing holds slot 1: a hole, so recovery refuses it.
 const BROKEN: u64 = 5;
 /// A one-member group that recovers and leads.
@@ -48,53 +44,8 @@ const FILLER_KIND: RecordKind = match RecordKind::new(1) {
 };
 const FILLER_BODY_BYTES: usize = 3000;
 const FILLER_RECORDS_MAX: usize = 100;
-const TICK: Duration = Duration::from_millis(10);
 /// How long the test waits for something the shard does on its own (an election, a tick).
 const WAIT_STEPS_MAX: usize = 500;
-
-fn replica_config() -> ReplicaConfig {
-    ReplicaConfig {
-        core: ReplicaOptions {
-            kind: ReplicaKind::Full,
-            election_timeout_min: Duration::from_millis(50),
-            election_timeout_jitter: Duration::from_millis(50),
-            heartbeat_interval: Duration::from_millis(10),
-            lease_duration: Duration::from_millis(100),
-            clock_drift_max: Duration::from_millis(5),
-            snapshot_retry_interval: Duration::from_millis(100),
-            election_seed: 0,
-        },
-        checkpoint_every_slots: 64,
-        btree: ITEM_TREE_CONFIG,
-    }
-}
-
-/// Two 64 KiB segments: once the log moved to the second, the first (with the broken
-/// partition's record) is the one the WAL reuses next.
-fn wal_config() -> WalConfig {
-    WalConfig {
-        segment_bytes: 64 << 10,
-        segment_count: 2,
-        batch_bytes_max: 16 << 10,
-        batch_records_max: 16,
-        pending_records_max: 64,
-        pending_bytes_max: 64 << 10,
-        record_body_bytes_max: 8 << 10,
-    }
-}
-
-fn shard_config(directory: &Path) -> ShardConfig {
-    ShardConfig {
-        node: NODE,
-        shard: 0,
-        directory: directory.to_path_buf(),
-        replica: replica_config(),
-        wal: wal_config(),
-        cache_pages: 64,
-        tick_interval: TICK,
-        seed: 17,
-    }
-}
 
 fn meta(partition: u64, members: &[u64]) -> PartitionMeta {
     PartitionMeta {
@@ -102,25 +53,6 @@ fn meta(partition: u64, members: &[u64]) -> PartitionMeta {
         epoch: EPOCH,
         key_schema: KeySchema::with_sort("pk", KeyType::String, "sk", KeyType::Number),
         membership: Membership::new(members.iter().map(|node| NodeId(*node)), []),
-    }
-}
-
-/// Records what the shard answers; replication and snapshots go nowhere.
-#[derive(Default)]
-struct Recorder {
-    responses: RefCell<Vec<ResponseFrame>>,
-}
-
-impl Transport for Recorder {
-    type Connection = u64;
-    fn send_replication(&self, _to: ShardAddress, _envelope: ReplicationEnvelope) {}
-    fn snapshot_room(&self, _to: ShardAddress) -> usize {
-        0
-    }
-
-    fn send_snapshot(&self, _to: ShardAddress, _chunk: SnapshotChunk) {}
-    fn respond(&self, _connection: u64, response: ResponseFrame) {
-        self.responses.borrow_mut().push(response);
     }
 }
 
