@@ -44,6 +44,10 @@ STARTUP_TIMEOUT_S = 120
 # children 10 s).
 STOP_GRACE_S = 20
 PORT_PICK_ATTEMPTS = 50
+# Test ports lie between this and the start of the ephemeral range (Linux's default start when
+# /proc cannot be read).
+LOWEST_TEST_PORT = 20000
+DEFAULT_EPHEMERAL_START = 32768
 # How long a test waits for the pool to create its table.
 POOL_CREATE_TIMEOUT_S = 45
 
@@ -71,11 +75,22 @@ def _port_free(port):
     return True
 
 
+def _ephemeral_start():
+    """The first port of the kernel's ephemeral range. Outgoing connections take their local
+    port from it, so a port chosen there can be taken between choosing it and `shoal dev`
+    binding it; the ports chosen here stay below it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_EPHEMERAL_START
+
+
 def _pick_base_port():
     """A port P with P and every node's bus, shard and admin ports free."""
     rng = random.Random()
     for _ in range(PORT_PICK_ATTEMPTS):
-        base = rng.randrange(20000, 60000 - PORT_STRIDE * (DEV_NODES + 1), 10)
+        base = rng.randrange(LOWEST_TEST_PORT, _ephemeral_start() - PORT_STRIDE * (DEV_NODES + 1), 10)
         needed = [base]
         for node in range(1, DEV_NODES + 1):
             needed += [base + PORT_STRIDE * node, base + PORT_STRIDE * node + 99]

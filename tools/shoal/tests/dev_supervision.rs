@@ -8,8 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,19 +35,8 @@ const DEV_PORT_OFFSETS: [u16; 8] = [0, 1, 100, 199, 200, 299, 300, 399];
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A base port whose dev layout is free now.
-fn free_dev_port(salt: u64) -> u16 {
-    let seed = u64::from(std::process::id()) * 7919 + salt * 104_729;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed + attempt * 523) % 40_000) as u16;
-        let held: Option<Vec<TcpListener>> = DEV_PORT_OFFSETS
-            .iter()
-            .map(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok())
-            .collect();
-        if held.is_some() {
-            return base;
-        }
-    }
-    panic!("no free port layout for shoal dev");
+fn free_dev_port() -> u16 {
+    common::free_port_layouts(1, &DEV_PORT_OFFSETS)[0]
 }
 
 fn alive(pid: u32) -> bool {
@@ -95,9 +86,9 @@ fn stop(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
 }
 
 impl Dev {
-    fn start(salt: u64, extra: &[&str]) -> Dev {
+    fn start(extra: &[&str]) -> Dev {
         let directory = tempfile::tempdir().unwrap();
-        let port = free_dev_port(salt);
+        let port = free_dev_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("dev")
             .arg(format!("--nodes={NODES}"))
@@ -258,7 +249,7 @@ fn a_killed_node_is_reported_and_started_again_while_the_rest_keep_serving() {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let dev = Dev::start(1, &[]);
+    let dev = Dev::start(&[]);
     let client = dev.client().unwrap();
     create_table(&client, "survivors");
     write_and_read(&dev, "before");
@@ -311,7 +302,7 @@ fn with_no_restart_a_killed_node_stays_down_and_the_rest_keep_serving() {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let dev = Dev::start(2, &["--no-restart"]);
+    let dev = Dev::start(&["--no-restart"]);
     let client = dev.client().unwrap();
     create_table(&client, "survivors");
     write_and_read(&dev, "before");

@@ -7,8 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,18 +34,7 @@ const DEV_PORT_OFFSETS: [u16; 8] = [0, 1, 100, 199, 200, 299, 300, 399];
 
 /// A base port whose dev layout is free now.
 fn free_dev_port() -> u16 {
-    let seed = u64::from(std::process::id()) * 7919;
-    for attempt in 0..200u64 {
-        let base = 20_000 + ((seed + attempt * 523) % 40_000) as u16;
-        let held: Option<Vec<TcpListener>> = DEV_PORT_OFFSETS
-            .iter()
-            .map(|offset| TcpListener::bind(("127.0.0.1", base + offset)).ok())
-            .collect();
-        if held.is_some() {
-            return base;
-        }
-    }
-    panic!("no free port layout for shoal dev");
+    common::free_port_layouts(1, &DEV_PORT_OFFSETS)[0]
 }
 
 struct DevCluster {

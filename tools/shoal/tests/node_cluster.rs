@@ -6,8 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,16 +36,7 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(10);
 const WATCHDOG: Duration = Duration::from_secs(150);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn free_ports(count: usize) -> Vec<u16> {
-    // Bind them all at once so they differ, then release them for the nodes.
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|listener| listener.local_addr().unwrap().port())
-        .collect()
-}
+use common::free_ports;
 
 struct NodeProcess {
     child: Option<Child>,

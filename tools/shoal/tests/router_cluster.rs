@@ -16,8 +16,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,31 +43,10 @@ const SCAN_LIMIT: u64 = 7;
 /// `count` bases, each with `SHARDS` consecutive free ports after it (shard i listens on
 /// base + i), plus `count` single admin ports.
 fn free_port_blocks(count: usize) -> (Vec<u16>, Vec<u16>) {
-    let mut bases = Vec::new();
-    let mut held = Vec::new();
-    while bases.len() < count {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        let rest: Option<Vec<TcpListener>> = (1..SHARDS)
-            .map(|offset| {
-                base.checked_add(offset)
-                    .and_then(|port| TcpListener::bind(("127.0.0.1", port)).ok())
-            })
-            .collect();
-        if let Some(rest) = rest {
-            bases.push(base);
-            held.push(first);
-            held.extend(rest);
-        }
-    }
-    let admins: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let admin_ports = admins
-        .iter()
-        .map(|listener| listener.local_addr().unwrap().port())
-        .collect();
-    (bases, admin_ports)
+    (
+        common::free_port_blocks(count, SHARDS),
+        common::free_ports(count),
+    )
 }
 
 struct Cluster {
