@@ -85,17 +85,24 @@ impl Log {
 
     /// Entries in `from..=through`, clamped to what the log holds.
     pub(crate) fn range(&self, from: Slot, through: Slot) -> Vec<(Slot, LogEntry)> {
+        self.iter(from, through)
+            .map(|(slot, entry)| (slot, entry.clone()))
+            .collect()
+    }
+
+    /// The entries held from `from` through `through`, borrowed: for the callers that only
+    /// look (a membership search runs on every election step and commit) or copy a prefix.
+    pub(crate) fn iter(
+        &self,
+        from: Slot,
+        through: Slot,
+    ) -> impl Iterator<Item = (Slot, &LogEntry)> + '_ {
         let start = from.max(self.first_slot);
         let end = through.min(self.last_slot());
-        let mut out = Vec::new();
-        let mut slot = start;
-        while slot <= end {
-            if let Some(entry) = self.get(slot) {
-                out.push((slot, entry.clone()));
-            }
-            slot = slot.next();
-        }
-        out
+        (start.0..=end.0).filter_map(move |slot| {
+            let slot = Slot(slot);
+            self.get(slot).map(|entry| (slot, entry))
+        })
     }
 }
 

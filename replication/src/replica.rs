@@ -415,16 +415,15 @@ impl Replica {
 
     /// The membership after every membership entry in the log, committed or not.
     pub fn latest_membership(&self) -> Membership {
-        let mut membership = self.committed_membership.clone();
-        for (_, entry) in self
-            .log
-            .range(self.commit_slot.next(), self.log.last_slot())
-        {
-            if let Payload::Membership(next) = entry.payload {
-                membership = next;
-            }
-        }
-        membership
+        self.log
+            .iter(self.commit_slot.next(), self.log.last_slot())
+            .filter_map(|(_, entry)| match &entry.payload {
+                Payload::Membership(next) => Some(next),
+                Payload::Command(_) | Payload::Noop => None,
+            })
+            .last()
+            .unwrap_or(&self.committed_membership)
+            .clone()
     }
 
     pub fn election_deadline(&self) -> MonotonicTime {
@@ -1040,8 +1039,7 @@ impl Replica {
 
     fn uncommitted_membership_entry(&self) -> bool {
         self.log
-            .range(self.commit_slot.next(), self.log.last_slot())
-            .iter()
+            .iter(self.commit_slot.next(), self.log.last_slot())
             .any(|(_, entry)| matches!(entry.payload, Payload::Membership(_)))
     }
 
@@ -1129,24 +1127,19 @@ impl Replica {
                         .min(progress.next_slot.0 + ACCEPT_BATCH_ENTRIES_MAX as u64 - 1)
                         .min(progress.match_slot.0 + FOLLOWER_IN_FLIGHT_SLOTS_MAX),
                 );
-                let mut entries: Vec<LogEntry> = self
-                    .log
-                    .range(progress.next_slot, batch_end)
-                    .into_iter()
-                    .map(|(_, entry)| entry)
-                    .collect();
                 // Bound the message by bytes too, so it fits one bus frame: at least one entry,
-                // then as many as stay within ACCEPT_BATCH_BYTES_MAX.
+                // then as many as stay within ACCEPT_BATCH_BYTES_MAX. Only those are copied.
                 let mut batch_bytes = 0usize;
-                let fitting = entries
-                    .iter()
-                    .take_while(|entry| {
+                let entries: Vec<LogEntry> = self
+                    .log
+                    .iter(progress.next_slot, batch_end)
+                    .enumerate()
+                    .take_while(|(index, (_, entry))| {
                         batch_bytes += entry.payload.size_bytes();
-                        batch_bytes <= ACCEPT_BATCH_BYTES_MAX
+                        *index == 0 || batch_bytes <= ACCEPT_BATCH_BYTES_MAX
                     })
-                    .count()
-                    .max(1);
-                entries.truncate(fitting);
+                    .map(|(_, (_, entry))| entry.clone())
+                    .collect();
                 let batch_end = Slot(progress.next_slot.0 + entries.len() as u64 - 1);
                 messages.push(Message::Accept {
                     ballot,

@@ -678,7 +678,10 @@ impl<F: Storage> BTree<F> {
     async fn descend(
         &self,
         key: &[u8],
-    ) -> Result<(Vec<(PageId, Node, usize)>, PageId, Vec<LeafEntry>), BTreeError> {
+    ) -> Result<(Vec<(PageId, Rc<Node>, usize)>, PageId, Vec<LeafEntry>), BTreeError> {
+        // The branches on the path stay shared with the cache: most puts change only a leaf
+        // that is already fresh (written in place), and then no ancestor is copied at all.
+        // `write_up` copies a branch only when it changes it.
         let mut path = Vec::new();
         let mut page = self.root;
         loop {
@@ -691,7 +694,7 @@ impl<F: Storage> BTree<F> {
                 } => {
                     let index = child_index(entries, key);
                     let child = child_at(*first_child, entries, index);
-                    path.push((page, (*node).clone(), index));
+                    path.push((page, Rc::clone(&node), index));
                     page = child;
                 }
             }
@@ -702,7 +705,7 @@ impl<F: Storage> BTree<F> {
     /// ancestors on `path`, copying each changed node to a fresh page (invariant 2).
     async fn write_up(
         &mut self,
-        mut path: Vec<(PageId, Node, usize)>,
+        mut path: Vec<(PageId, Rc<Node>, usize)>,
         mut old_page: PageId,
         mut pieces: Vec<(Vec<u8>, Node)>,
     ) -> Result<(), BTreeError> {
@@ -747,7 +750,7 @@ impl<F: Storage> BTree<F> {
                     let Node::Branch {
                         mut first_child,
                         mut entries,
-                    } = parent
+                    } = Rc::unwrap_or_clone(parent)
                     else {
                         unreachable!("paths hold branches")
                     };
@@ -868,7 +871,7 @@ impl<F: Storage> BTree<F> {
             let Node::Branch {
                 mut first_child,
                 mut entries,
-            } = parent
+            } = Rc::unwrap_or_clone(parent)
             else {
                 unreachable!("paths hold branches")
             };
