@@ -197,6 +197,32 @@ impl<F: Storage> PageCache<F> {
         }
     }
 
+    /// Changes the cached node of `page` of `tree` in place with `change` and marks it dirty as
+    /// of `page_lsn`; `None` (and `change` not run) when the page is not resident in a slot
+    /// (absent, or evicted and still being written back). A node that a reader or a write-back
+    /// still holds is copied first (`Rc::make_mut`), so they keep the version they started
+    /// with. This is what a put into a fresh page costs: no copy of the page's entries when
+    /// nobody else holds it.
+    pub fn update_in_place<R>(
+        &self,
+        tree: TreeId,
+        page: PageId,
+        page_lsn: u64,
+        change: impl FnOnce(&mut Node) -> R,
+    ) -> Option<R> {
+        let mut state = self.state.borrow_mut();
+        let slot_index = *state.index.get(&(tree, page))?;
+        let slot = state.slots[slot_index]
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("invariant 1: indexed slots are occupied"));
+        let changed = change(Rc::make_mut(&mut slot.node));
+        slot.dirty = true;
+        slot.referenced = true;
+        slot.page_lsn = page_lsn;
+        state.stats.hits += 1;
+        Some(changed)
+    }
+
     /// Puts `node` in the cache as page `page` of `tree`; `dirty` when it differs from the
     /// page on disk. May evict (and write back) another node first.
     pub async fn insert(

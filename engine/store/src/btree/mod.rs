@@ -274,6 +274,17 @@ fn child_at(first_child: PageId, entries: &[(Vec<u8>, PageId)], index: usize) ->
 
 /// Splits an overfull node into pieces that each fit a page. Every piece but the first comes
 /// with the key that separates it from its left neighbour.
+/// Puts `entry` into the sorted leaf `entries`; returns the entry it replaced, if any.
+fn leaf_insert(entries: &mut Vec<LeafEntry>, entry: LeafEntry) -> Option<LeafEntry> {
+    match entries.binary_search_by(|probe| probe.key.as_slice().cmp(&entry.key)) {
+        Ok(found) => Some(std::mem::replace(&mut entries[found], entry)),
+        Err(position) => {
+            entries.insert(position, entry);
+            None
+        }
+    }
+}
+
 fn split_node(node: Node) -> Vec<(Vec<u8>, Node)> {
     if node.fits() {
         return vec![(Vec::new(), node)];
@@ -678,7 +689,7 @@ impl<F: Storage> BTree<F> {
     async fn descend(
         &self,
         key: &[u8],
-    ) -> Result<(Vec<(PageId, Rc<Node>, usize)>, PageId, Vec<LeafEntry>), BTreeError> {
+    ) -> Result<(Vec<(PageId, Rc<Node>, usize)>, PageId, Rc<Node>), BTreeError> {
         // The branches on the path stay shared with the cache: most puts change only a leaf
         // that is already fresh (written in place), and then no ancestor is copied at all.
         // `write_up` copies a branch only when it changes it.
@@ -687,7 +698,7 @@ impl<F: Storage> BTree<F> {
         loop {
             let node = self.load(page).await?;
             match &*node {
-                Node::Leaf(entries) => return Ok((path, page, entries.clone())),
+                Node::Leaf(_) => return Ok((path, page, node)),
                 Node::Branch {
                     first_child,
                     entries,
@@ -825,21 +836,83 @@ impl<F: Storage> BTree<F> {
             self.item_bytes += (key.len() + value.len()) as u64;
             return Ok(());
         }
-        let (path, leaf_page, mut entries) = self.descend(key).await?;
-        match entries.binary_search_by(|probe| probe.key.as_slice().cmp(key)) {
-            Ok(found) => {
-                let old = std::mem::replace(&mut entries[found], entry);
+        let (path, leaf_page, leaf) = self.descend(key).await?;
+        if self.fresh.contains(&leaf_page) {
+            // Written since the last checkpoint: the page may change in place (invariant 2),
+            // and the cached node is changed without copying its entries.
+            drop(leaf);
+            let mut pending = Some(entry);
+            let changed = self
+                .cache
+                .update_in_place(self.tree, leaf_page, self.lsn_applied, |node| {
+                    let Node::Leaf(entries) = node else {
+                        unreachable!("descend ends at a leaf")
+                    };
+                    let entry = pending.take().unwrap_or_else(|| unreachable!("run once"));
+                    let replaced = leaf_insert(entries, entry);
+                    (replaced, node.fits())
+                });
+            if let Some((replaced, fits)) = changed {
+                self.account_put(key, value, replaced.as_ref()).await?;
+                if fits {
+                    return Ok(());
+                }
+                // Grown past one page: split it like any other changed leaf. The first piece
+                // goes back to the same fresh page.
+                let grown = self
+                    .cache
+                    .get(self.tree, leaf_page)
+                    .unwrap_or_else(|| unreachable!("the page was just changed in the cache"));
+                let pieces = split_node(Rc::unwrap_or_clone(grown));
+                return self.write_up(path, leaf_page, pieces).await;
+            }
+            // Not resident (being written back): copy it as below.
+            let entry = pending
+                .take()
+                .unwrap_or_else(|| unreachable!("the change did not run"));
+            let leaf = self.load(leaf_page).await?;
+            return self.put_copying(path, leaf_page, leaf, key, value, entry).await;
+        }
+        self.put_copying(path, leaf_page, leaf, key, value, entry)
+            .await
+    }
+
+    /// The put of `entry` into a copy of `leaf`, written to a fresh page.
+    async fn put_copying(
+        &mut self,
+        path: Vec<(PageId, Rc<Node>, usize)>,
+        leaf_page: PageId,
+        leaf: Rc<Node>,
+        key: &[u8],
+        value: &[u8],
+        entry: LeafEntry,
+    ) -> Result<(), BTreeError> {
+        let Node::Leaf(mut entries) = Rc::unwrap_or_clone(leaf) else {
+            unreachable!("descend ends at a leaf")
+        };
+        let replaced = leaf_insert(&mut entries, entry);
+        self.account_put(key, value, replaced.as_ref()).await?;
+        let pieces = split_node(Node::Leaf(entries));
+        self.write_up(path, leaf_page, pieces).await
+    }
+
+    /// The item count and bytes after a put of `key` and `value` that replaced `replaced`, whose
+    /// overflow pages are released.
+    async fn account_put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        replaced: Option<&LeafEntry>,
+    ) -> Result<(), BTreeError> {
+        match replaced {
+            Some(old) => {
                 self.item_bytes -= (key.len() + stored_value_bytes(&old.value)) as u64;
                 self.release_value(&old.value).await?;
             }
-            Err(position) => {
-                entries.insert(position, entry);
-                self.item_count += 1;
-            }
+            None => self.item_count += 1,
         }
         self.item_bytes += (key.len() + value.len()) as u64;
-        let pieces = split_node(Node::Leaf(entries));
-        self.write_up(path, leaf_page, pieces).await
+        Ok(())
     }
 
     /// Removes `key`, as the change at `lsn`; returns whether it was there.
@@ -848,7 +921,10 @@ impl<F: Storage> BTree<F> {
         if self.root == NO_PAGE {
             return Ok(false);
         }
-        let (mut path, leaf_page, mut entries) = self.descend(key).await?;
+        let (mut path, leaf_page, leaf) = self.descend(key).await?;
+        let Node::Leaf(mut entries) = Rc::unwrap_or_clone(leaf) else {
+            unreachable!("descend ends at a leaf")
+        };
         let Ok(found) = entries.binary_search_by(|probe| probe.key.as_slice().cmp(key)) else {
             return Ok(false);
         };
