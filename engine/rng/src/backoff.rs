@@ -1,5 +1,6 @@
-//! Exponential backoff with seeded jitter: the one implementation behind the bus's reconnects
-//! and the router's retries.
+//! Exponential backoff with seeded jitter: the one implementation behind the bus's reconnects,
+//! the router's retries ([`Backoff`], equal jitter) and the native client's retries
+//! ([`full_jitter_delay`]).
 
 use std::time::Duration;
 
@@ -47,9 +48,58 @@ impl Backoff {
     }
 }
 
+/// The wait before retry number `retry` (0 for the first retry) of a client: uniform in
+/// `[0, min(max, base × 2^retry)]` ("full jitter"). A client's retries answer throttling,
+/// where many clients were refused together: spreading them over the whole window, down to
+/// zero, unbunches them best (the AWS SDKs back off so). [`Backoff`] keeps a floor instead,
+/// which a reconnecting peer needs.
+pub fn full_jitter_delay(
+    base: Duration,
+    max: Duration,
+    retry: u32,
+    rng: &mut SeededRng,
+) -> Duration {
+    let base = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
+    let cap = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    let shift = retry.min(63);
+    let ceiling = base
+        .checked_shl(shift)
+        .filter(|shifted| shifted >> shift == base)
+        .unwrap_or(u64::MAX)
+        .min(cap);
+    Duration::from_nanos(rng.below(ceiling.saturating_add(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_jitter_stays_within_the_doubling_window_and_its_cap() {
+        let mut rng = SeededRng::new(7);
+        let base = Duration::from_millis(25);
+        let max = Duration::from_secs(2);
+        for retry in 0..80 {
+            let window = base
+                .checked_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
+                .unwrap_or(max)
+                .min(max);
+            for _ in 0..50 {
+                assert!(full_jitter_delay(base, max, retry, &mut rng) <= window);
+            }
+        }
+        // Full jitter reaches down to zero and up to the window: over many draws at the
+        // cap, both ends of [0, 2 s] are approached.
+        let draws: Vec<Duration> = (0..2000)
+            .map(|_| full_jitter_delay(base, max, 20, &mut rng))
+            .collect();
+        assert!(draws.iter().any(|delay| *delay < Duration::from_millis(20)));
+        assert!(
+            draws
+                .iter()
+                .any(|delay| *delay > Duration::from_millis(1980))
+        );
+    }
 
     #[test]
     fn delays_grow_stay_within_bounds_and_reset() {

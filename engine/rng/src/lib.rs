@@ -11,7 +11,7 @@
 
 pub mod backoff;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, full_jitter_delay};
 
 /// SplitMix64 step: used to expand seeds, and by the replication core as its election-jitter
 /// source. Bijective on u64, so distinct inputs stay distinct.

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use shoal_protocol::Operation;
-use shoal_rng::SeededRng;
+use shoal_rng::{SeededRng, full_jitter_delay};
 
 use crate::error::{
     ClientError, INTERNAL_SERVER_ERROR, PROVISIONED_THROUGHPUT_EXCEEDED, REQUEST_LIMIT_EXCEEDED,
@@ -72,14 +72,7 @@ impl RetryPolicy {
     /// `[0, min(backoff_max, backoff_base × 2^retry)]` ("full jitter", which spreads the
     /// retries of many throttled clients over the whole window instead of bunching them).
     pub fn backoff(&self, retry: u32, rng: &mut SeededRng) -> Duration {
-        let base = u64::try_from(self.backoff_base.as_nanos()).unwrap_or(u64::MAX);
-        let cap = u64::try_from(self.backoff_max.as_nanos()).unwrap_or(u64::MAX);
-        let ceiling = base
-            .checked_shl(retry.min(63))
-            .filter(|shifted| shifted >> retry.min(63) == base)
-            .unwrap_or(u64::MAX)
-            .min(cap);
-        Duration::from_nanos(rng.below(ceiling.saturating_add(1)))
+        full_jitter_delay(self.backoff_base, self.backoff_max, retry, rng)
     }
 }
 

@@ -842,16 +842,16 @@ impl<F: Storage> BTree<F> {
             // and the cached node is changed without copying its entries.
             drop(leaf);
             let mut pending = Some(entry);
-            let changed = self
-                .cache
-                .update_in_place(self.tree, leaf_page, self.lsn_applied, |node| {
-                    let Node::Leaf(entries) = node else {
-                        unreachable!("descend ends at a leaf")
-                    };
-                    let entry = pending.take().unwrap_or_else(|| unreachable!("run once"));
-                    let replaced = leaf_insert(entries, entry);
-                    (replaced, node.fits())
-                });
+            let changed =
+                self.cache
+                    .update_in_place(self.tree, leaf_page, self.lsn_applied, |node| {
+                        let Node::Leaf(entries) = node else {
+                            unreachable!("descend ends at a leaf")
+                        };
+                        let entry = pending.take().unwrap_or_else(|| unreachable!("run once"));
+                        let replaced = leaf_insert(entries, entry);
+                        (replaced, node.fits())
+                    });
             if let Some((replaced, fits)) = changed {
                 self.account_put(key, value, replaced.as_ref()).await?;
                 if fits {
@@ -871,7 +871,9 @@ impl<F: Storage> BTree<F> {
                 .take()
                 .unwrap_or_else(|| unreachable!("the change did not run"));
             let leaf = self.load(leaf_page).await?;
-            return self.put_copying(path, leaf_page, leaf, key, value, entry).await;
+            return self
+                .put_copying(path, leaf_page, leaf, key, value, entry)
+                .await;
         }
         self.put_copying(path, leaf_page, leaf, key, value, entry)
             .await
