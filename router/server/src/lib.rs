@@ -14,6 +14,7 @@ pub mod operation;
 pub mod partition_map;
 pub mod placement;
 pub mod router;
+pub mod table_settings;
 pub mod validate;
 
 pub use error::DynamoError;
