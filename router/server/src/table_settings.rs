@@ -150,8 +150,9 @@ fn enum_violation(value: &str, path: &str, allowed: &[&str]) -> DynamoError {
 
 /// The SSE types of botocore's model, in its order.
 const SSE_TYPES: [&str; 2] = ["AES256", "KMS"];
-/// The stream view types of botocore's model, in its order.
-const STREAM_VIEW_TYPES: [&str; 4] = ["NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY"];
+/// The stream view types, in the order DynamoDB's enum message lists them (ack-api-quirks
+/// DDB-TABLE-457, `ct_stream_viewtype_empty`), which is not botocore's.
+const STREAM_VIEW_TYPES: [&str; 4] = ["OLD_IMAGE", "KEYS_ONLY", "NEW_AND_OLD_IMAGES", "NEW_IMAGE"];
 
 /// A request's `SSESpecification`, `None` when absent. The rules of DynamoDB, in its order:
 /// the enum, then `Enabled: false` with a type or key, AES256, a key without SSEType KMS.
@@ -164,6 +165,12 @@ pub fn encryption_request(body: &Json) -> Result<Option<EncryptionRequest>, Dyna
     let enabled = optional_bool(specification, "Enabled")?;
     let sse_type = optional_string(specification, "SSEType")?;
     let key = optional_string(specification, "KMSMasterKeyId")?;
+    // DDB-TABLE-457 `ct_sse_kms_key_empty`: the generic length constraint.
+    if key == Some("") {
+        return Err(DynamoError::validation(
+            "1 validation error detected: Value '' at 'sSESpecification.kMSMasterKeyId' failed to satisfy constraint: Member must have length greater than or equal to 1",
+        ));
+    }
     if let Some(sse_type) = sse_type
         && !SSE_TYPES.contains(&sse_type)
     {
@@ -509,6 +516,12 @@ mod tests {
             "1 validation error detected: Value 'DES' at 'sSESpecification.sSEType' failed to satisfy constraint: Member must satisfy enum value set: [AES256, KMS]"
         );
         assert_eq!(
+            message(sse(
+                json!({"Enabled": true, "SSEType": "KMS", "KMSMasterKeyId": ""})
+            )),
+            "1 validation error detected: Value '' at 'sSESpecification.kMSMasterKeyId' failed to satisfy constraint: Member must have length greater than or equal to 1"
+        );
+        assert_eq!(
             sse(json!({"Enabled": "yes"})).unwrap_err().type_name,
             "SerializationException"
         );
@@ -581,7 +594,7 @@ mod tests {
             message(stream(
                 json!({"StreamEnabled": false, "StreamViewType": "ALL"})
             )),
-            "1 validation error detected: Value 'ALL' at 'streamSpecification.streamViewType' failed to satisfy constraint: Member must satisfy enum value set: [NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"
+            "1 validation error detected: Value 'ALL' at 'streamSpecification.streamViewType' failed to satisfy constraint: Member must satisfy enum value set: [OLD_IMAGE, KEYS_ONLY, NEW_AND_OLD_IMAGES, NEW_IMAGE]"
         );
     }
 

@@ -17,6 +17,13 @@ use crate::error::{DynamoError, LIMIT_EXCEEDED};
 use crate::metadata::{Billing, key_type_from_name};
 use crate::table_settings::{self, CreateSettings, UpdateSettings};
 
+/// Key attribute names (KeySchema, AttributeDefinitions) are 1 to 255 characters
+/// (service-2.json `KeySchemaAttributeName`; ScyllaDB's test_limits.py, run against DynamoDB,
+/// finds 255 accepted and 256 refused for hash and range keys).
+pub const KEY_ATTRIBUTE_NAME_CHARS_MIN: usize = 1;
+pub const KEY_ATTRIBUTE_NAME_CHARS_MAX: usize = 255;
+const _: () = assert!(KEY_ATTRIBUTE_NAME_CHARS_MIN <= KEY_ATTRIBUTE_NAME_CHARS_MAX);
+
 /// DynamoDB's table name limits.
 pub const TABLE_NAME_BYTES_MIN: usize = 3;
 pub const TABLE_NAME_BYTES_MAX: usize = 255;
@@ -187,6 +194,10 @@ fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoEr
                     index + 1
                 ))
             })?;
+        check_key_attribute_name(
+            name,
+            &format!("attributeDefinitions.{}.member.attributeName", index + 1),
+        )?;
         let type_name = definition
             .get("AttributeType")
             .and_then(Json::as_str)
@@ -213,6 +224,21 @@ fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoEr
         definitions.push((name.to_string(), key_type));
     }
     Ok(definitions)
+}
+
+/// A key attribute name's length, with DynamoDB's generic constraint text at `path`.
+fn check_key_attribute_name(name: &str, path: &str) -> Result<(), DynamoError> {
+    let chars = name.chars().count();
+    let bound = if chars < KEY_ATTRIBUTE_NAME_CHARS_MIN {
+        format!("Member must have length greater than or equal to {KEY_ATTRIBUTE_NAME_CHARS_MIN}")
+    } else if chars > KEY_ATTRIBUTE_NAME_CHARS_MAX {
+        format!("Member must have length less than or equal to {KEY_ATTRIBUTE_NAME_CHARS_MAX}")
+    } else {
+        return Ok(());
+    };
+    Err(DynamoError::validation(format!(
+        "1 validation error detected: Value '{name}' at '{path}' failed to satisfy constraint: {bound}"
+    )))
 }
 
 fn key_elements(body: &Json) -> Result<Vec<(String, String)>, DynamoError> {
@@ -249,6 +275,10 @@ fn key_elements(body: &Json) -> Result<Vec<(String, String)>, DynamoError> {
                         index + 1
                     ))
                 })?;
+            check_key_attribute_name(
+                name,
+                &format!("keySchema.{}.member.attributeName", index + 1),
+            )?;
             let key_type = element
                 .get("KeyType")
                 .and_then(Json::as_str)
@@ -1041,6 +1071,45 @@ mod tests {
         );
         body["StreamSpecification"] = json!({"StreamEnabled": true, "StreamViewType": "KEYS_ONLY"});
         assert!(message(&body).contains("not supported by this server yet"));
+        // Key attribute names of 1 to 255 characters, in the key schema and the definitions.
+        for (schema_name, definition_name, path) in [
+            (
+                "k".repeat(256),
+                "k".repeat(256),
+                "keySchema.1.member.attributeName",
+            ),
+            (
+                "pk".to_string(),
+                "k".repeat(256),
+                "attributeDefinitions.1.member.attributeName",
+            ),
+            (
+                String::new(),
+                "pk".to_string(),
+                "keySchema.1.member.attributeName",
+            ),
+        ] {
+            let mut body = request();
+            body["KeySchema"] = json!([{"AttributeName": schema_name, "KeyType": "HASH"}]);
+            body["AttributeDefinitions"] =
+                json!([{"AttributeName": definition_name, "AttributeType": "S"}]);
+            let text = message(&body);
+            assert!(
+                text.starts_with("1 validation error detected: Value '"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "at '{path}' failed to satisfy constraint: Member must have length"
+                )),
+                "{text}"
+            );
+        }
+        let mut body = request();
+        body["KeySchema"] = json!([{"AttributeName": "k".repeat(255), "KeyType": "HASH"}]);
+        body["AttributeDefinitions"] =
+            json!([{"AttributeName": "k".repeat(255), "AttributeType": "S"}]);
+        assert!(create_table(&body).is_ok());
         let mut body = request();
         body["TableClass"] = json!("GLACIER");
         assert_eq!(message(&body), INVALID_TABLE_CLASS);
