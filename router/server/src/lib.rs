@@ -10,6 +10,7 @@ pub mod error;
 pub mod fan_out;
 pub mod forward;
 pub mod metadata;
+pub mod metrics;
 pub mod operation;
 pub mod partition_map;
 pub mod placement;
