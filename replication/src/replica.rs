@@ -148,6 +148,17 @@ pub enum StrongReadRefusal {
 /// first answers come only after phase 2 reaches them through lossy links.
 const QUORUM_SILENCE_ELECTION_TIMEOUTS: u32 = 3;
 
+/// A replica that has never promised a ballot nor heard from a leader (a new group's, before
+/// its first election) waits this many times less than its election timeout (minimum and
+/// jitter alike) before a pre-check, and again after each pre-check that found no quorum.
+/// There is no leader to wait for, so the full timeout (1 to 2 s with `shoal node`'s
+/// default) only delayed a new table's first request: DynamoDB serves a table as soon as it
+/// is ACTIVE. The pre-check stays, so a replica added to a running group cannot disrupt it,
+/// and the first promise or leader contact restores the full timeout, so replicas cannot
+/// keep racing each other on the short one. Only timing changes; safety never depends on it.
+pub const FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR: u32 = 10;
+const _: () = assert!(FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR >= 1);
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FollowerProgress {
     /// Every slot up to here is durably the leader's value on the follower.
@@ -1486,10 +1497,27 @@ impl Replica {
         self.election_jitter_nanos = split_mix_64(&mut self.random_state) % jitter_nanos_max;
     }
 
+    /// Whether this replica has never promised a ballot nor heard from a leader: its group may
+    /// never have had one ([`FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR`]).
+    fn never_led(&self) -> bool {
+        self.promised == Ballot::ZERO && self.last_leader_contact.is_none()
+    }
+
     fn reset_election_deadline(&mut self, now: MonotonicTime) {
+        let (minimum, jitter_nanos) = if self.never_led() {
+            (
+                self.options.election_timeout_min / FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR,
+                self.election_jitter_nanos / u64::from(FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR),
+            )
+        } else {
+            (
+                self.options.election_timeout_min,
+                self.election_jitter_nanos,
+            )
+        };
         self.election_deadline = now
-            .saturating_add(self.options.election_timeout_min)
-            .saturating_add(Duration::from_nanos(self.election_jitter_nanos));
+            .saturating_add(minimum)
+            .saturating_add(Duration::from_nanos(jitter_nanos));
     }
 
     fn persist(&mut self, promised: Option<Ballot>, entries: Vec<(Slot, LogEntry)>) -> Lsn {

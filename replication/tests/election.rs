@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{Group, ms, n, options, three_full};
+use common::{ELECTION_MIN, Group, ms, n, options, three_full};
 use shoal_replication::{
-    Action, Ballot, LogEntry, Lsn, Membership, Message, Payload, Replica, ReplicaKind, RoleKind,
-    Slot,
+    Action, Ballot, FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR, LogEntry, Lsn, Membership, Message,
+    Payload, Replica, ReplicaKind, RoleKind, Slot,
 };
 
 fn ballot(round: u64, node: u64) -> Ballot {
@@ -485,4 +485,36 @@ fn a_leader_cut_off_from_a_quorum_steps_down() {
         ),
         "a proposal now gets NotLeader"
     );
+}
+
+/// A new group has never had a leader to wait for: its replicas pre-check after a tenth of the
+/// election timeout (a new table's first request waited 1 to 2 s for its leaders, issue 21),
+/// and once they have a leader they wait the full timeout again before suspecting it.
+#[test]
+fn a_new_group_elects_its_first_leader_within_a_fraction_of_the_election_timeout() {
+    let mut group = Group::new(&three_full(), &[]);
+    let jitter_max = std::time::Duration::from_millis(100);
+    let fresh_deadline_max =
+        ms(0).saturating_add((ELECTION_MIN + jitter_max) / FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR);
+    for id in 1..=3 {
+        let deadline = group.get(id).election_deadline();
+        assert!(deadline <= fresh_deadline_max, "{deadline:?}");
+    }
+    // Ticking at the short deadline elects a leader: nothing else had to happen first.
+    let mut elected = false;
+    for _ in 0..10 {
+        group.advance((ELECTION_MIN + jitter_max) / FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR);
+        if (1..=3).any(|id| group.get(id).role() == RoleKind::Leader) {
+            elected = true;
+            break;
+        }
+    }
+    assert!(elected, "no leader within ten short timeouts");
+    // The followers now wait a full timeout for the leader they heard.
+    let now = group.now;
+    for id in 1..=3 {
+        if group.get(id).role() == RoleKind::Follower {
+            assert!(group.get(id).election_deadline() >= now.saturating_add(ELECTION_MIN / 2));
+        }
+    }
 }

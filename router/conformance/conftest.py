@@ -255,14 +255,16 @@ def create_table_request(name, hash_key=("pk", "S"), sort=None, billing="PAY_PER
 class TablePool:
     """Tables created ahead of the tests that take them.
 
-    A new table's partitions elect their leaders in about a second after CreateTable (which
-    answers at once); a test's first write would wait for that. The pool creates each schema's
-    tables a few ahead on a background thread, so a test takes one that has had time to elect.
-    Every table is still used by one test only.
+    A new table's partitions elect their first leaders within a few hundred milliseconds of
+    CreateTable (which answers at once; a new group's replicas campaign after a tenth of the
+    election timeout, issue 21); a test's first write would wait for that. The pool creates
+    each schema's tables a few ahead on a background thread, so a test takes one that has had
+    time to elect. Every table is still used by one test only.
     """
 
-    # How long after CreateTable a table is handed out at the earliest.
-    WARM_S = 2.0
+    # How long after CreateTable a table is handed out at the earliest (a first write before
+    # the leaders are elected waits for them, it does not fail).
+    WARM_S = 0.3
     # Tables kept ahead per schema at most.
     DEPTH = 2
 

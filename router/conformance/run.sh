@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The DynamoDB conformance suite: boto3 + pytest against a fresh `shoal dev` cluster, then an
-# AWS CLI smoke test against another. Needs only python3 (with venv) and pip access; builds
+# AWS CLI smoke test and the AWS SDK for JavaScript v3 cases (js/) against another. Needs only python3 (with venv) and pip access; builds
 # the shoal binary unless SHOAL_BIN names one.
 #
 #   router/conformance/run.sh [pytest arguments...]
 #
 # Environment: SHOAL_BIN (skip the build), CARGO_TARGET_DIR, CONFORMANCE_VENV (default
 # target/conformance-venv), PYTHON (default python3), CONFORMANCE_TIMEOUT_S (whole pytest run,
-# default 900).
+# default 900), CONFORMANCE_REQUIRE_JS=1 (fail, not skip, when node cannot be had).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -86,5 +86,47 @@ if aws dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
 fi
 echo "conformance: AWS CLI smoke test passed"
 
-echo "conformance: finished in $((SECONDS - started)) s (pytest exit $status)"
+# 5. The AWS SDK for JavaScript v3 (js/, a few dozen cases with node's own test runner) on the
+# same cluster: SDKs differ in what they validate and send. Node and npm are installed with
+# apt-get when missing (CI has apt and runs as root); where that is impossible the cases are
+# skipped with a message, unless CONFORMANCE_REQUIRE_JS=1 (.ci/run sets it), which fails the
+# run instead: in CI a skip would be a check that cannot fail.
+js_dir="$here/js"
+node_usable() {
+    command -v node >/dev/null && command -v npm >/dev/null &&
+        node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'
+}
+install_node() {
+    command -v apt-get >/dev/null || return 1
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        sudo -n true 2>/dev/null || return 1
+        sudo="sudo -n"
+    fi
+    echo "conformance: installing nodejs and npm with apt-get"
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+}
+if node_usable || { install_node && node_usable; }; then
+    # npm ci only when the lockfile changed since the last install.
+    if ! cmp -s "$js_dir/package-lock.json" "$js_dir/node_modules/.shoal-installed-lock"; then
+        (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+            smoke_fail "npm ci of the JavaScript SDK failed"
+        cp "$js_dir/package-lock.json" "$js_dir/node_modules/.shoal-installed-lock"
+    fi
+    if SHOAL_ENDPOINT="http://127.0.0.1:$port" timeout --kill-after=10 300 \
+        node --test "$js_dir"/*.test.mjs; then
+        echo "conformance: JavaScript SDK cases passed"
+    else
+        echo "conformance: JavaScript SDK cases failed" >&2
+        status=1
+    fi
+elif [ "${CONFORMANCE_REQUIRE_JS:-0}" = 1 ]; then
+    echo "conformance: node >= 18 and npm are needed for the JavaScript SDK cases and could not be installed" >&2
+    status=1
+else
+    echo "conformance: SKIPPED the JavaScript SDK cases: node >= 18 and npm are not installed and apt-get could not install them (set CONFORMANCE_REQUIRE_JS=1 to make this an error)"
+fi
+
+echo "conformance: finished in $((SECONDS - started)) s (exit $status)"
 exit "$status"

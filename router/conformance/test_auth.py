@@ -361,12 +361,12 @@ def test_bad_cli_input_is_refused(cluster):
 
 
 def test_refused_requests_leave_the_tables_capacity_untouched(cluster):
-    """A provisioned table with 1 WCU starts with one second of capacity; a 300 KB put costs
-    about 293 WCU and leaves it in debt for minutes. Refused 300 KB puts (a read-only key, a
-    wrong secret) must cost nothing: a put after them is admitted."""
+    """A provisioned table with 1 WCU starts with 300 s of burst credit (300 WCU); a 350 KB put
+    costs about 342 WCU and leaves it in debt for a minute. Refused 350 KB puts (a read-only
+    key, a wrong secret) must cost nothing: a put after them is admitted."""
     admin = cluster.client(cluster.admin)
     table = create_table(admin, conftest.unique_name("capacity"), write_capacity=1)
-    big = {"pk": {"S": "big"}, "blob": {"S": "x" * 300_000}}
+    big = {"pk": {"S": "big"}, "blob": {"S": "x" * 350_000}}
     reader = cluster.client(cluster.create_key("--role", "read-only"))
     forger = cluster.client((cluster.admin[0], "not the secret"))
     for _ in range(3):

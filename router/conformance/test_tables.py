@@ -172,11 +172,11 @@ def test_describe_endpoints(ddb, endpoint):
     assert response["Endpoints"][0]["CachePeriodInMinutes"] == 1440
 
 
+# SSESpecification, TableClass, DeletionProtectionEnabled and a disabled stream are table
+# settings: test_table_settings.py.
 @pytest.mark.parametrize("member, value", [
-    ("SSESpecification", {"Enabled": True}),
     ("OnDemandThroughput", {"MaxReadRequestUnits": 100}),
     ("WarmThroughput", {"ReadUnitsPerSecond": 13000}),
-    ("StreamSpecification", {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}),
 ])
 def test_create_table_refuses_features_not_built(ddb, member, value):
     # Refused, never silently ignored; the table is not created.

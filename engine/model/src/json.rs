@@ -199,6 +199,7 @@ pub fn item_from_json(json: &Json) -> Result<Item> {
         if name.is_empty() {
             return Err(validation(messages::ATTRIBUTE_NAME_EMPTY));
         }
+        crate::value::check_attribute_name_length(name)?;
         item.insert(name.clone(), value_from_json(value)?);
     }
     Ok(item)
@@ -327,6 +328,12 @@ mod tests {
         assert_eq!(error.message(), messages::ATTRIBUTE_NAME_EMPTY);
         let error = item_from_json(&json!([])).unwrap_err();
         assert_eq!(error.exception_name(), "SerializationException");
+        // Names of up to 65,535 bytes, not one more.
+        let longest = "n".repeat(crate::value::ATTRIBUTE_NAME_BYTES_MAX);
+        assert!(item_from_json(&json!({ longest.clone(): {"N": "1"} })).is_ok());
+        let error = item_from_json(&json!({ format!("{longest}n"): {"N": "1"} })).unwrap_err();
+        assert_eq!(error.message(), messages::ATTRIBUTE_NAME_TOO_LONG);
+        assert_eq!(error.exception_name(), "ValidationException");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::expression::key_condition::{KeyCondition, key_condition_from_tree};
 use crate::json::value_from_json;
 use crate::key::KeySchema;
 use crate::messages;
-use crate::value::AttributeValue;
+use crate::value::{AttributeValue, check_attribute_name_length};
 
 fn serialization(context: &str) -> Error {
     Error::Serialization(messages::unexpected_json(context))
@@ -62,6 +62,7 @@ fn is_scalar(value: &AttributeValue) -> bool {
 
 /// Translates one legacy comparison on attribute `name`.
 fn comparison(name: &str, operator: &str, mut values: Vec<AttributeValue>) -> Result<Condition> {
+    check_attribute_name_length(name)?;
     let path = || DocumentPath::attribute(name);
     let value_count = values.len();
     let expect_count = |count: usize| {
@@ -258,6 +259,7 @@ pub fn expected_to_condition(
             conditions.push(comparison(name, operator, arguments)?);
             continue;
         }
+        check_attribute_name_length(name)?;
         let condition = match (exists.unwrap_or(true), value) {
             (true, Some(value)) => Condition::Comparison {
                 left: Operand::Path(DocumentPath::attribute(name)),
@@ -331,6 +333,7 @@ pub fn attribute_updates_to_update(attribute_updates: &Json) -> Result<Update> {
             Some(Json::String(action)) => action.as_str(),
             Some(_) => return Err(serialization("Action must be a string")),
         };
+        check_attribute_name_length(name)?;
         let path = DocumentPath::attribute(name);
         let is_set = |value: &AttributeValue| {
             matches!(
@@ -387,6 +390,7 @@ pub fn attributes_to_get_to_projection(attributes_to_get: &Json) -> Result<Vec<D
                 name,
             )));
         }
+        check_attribute_name_length(name)?;
         paths.push(DocumentPath::attribute(name));
     }
     Ok(paths)

@@ -78,6 +78,11 @@ pub const KEY_DOES_NOT_MATCH_SCHEMA: &str = "The provided key element does not m
 pub const ATTRIBUTE_NAME_EMPTY: &str =
     "One or more parameter values were invalid: An AttributeName must not be empty";
 
+/// An attribute name over 65,535 bytes (value.rs, `ATTRIBUTE_NAME_BYTES_MAX`). The text is our
+/// own: no public record of DynamoDB's wording was found; tests run against DynamoDB check only
+/// the exception and that the message names the limit.
+pub const ATTRIBUTE_NAME_TOO_LONG: &str = "One or more parameter values were invalid: Attribute name size exceeds the maximum size limit of 65535 bytes";
+
 /// An item without one of the key attributes.
 pub fn key_missing_in_item(name: &str) -> String {
     format!("One or more parameter values were invalid: Missing the key {name} in the item")

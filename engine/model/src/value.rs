@@ -23,6 +23,23 @@ const _: () = assert!(READ_CAPACITY_UNIT_BYTES.is_multiple_of(WRITE_CAPACITY_UNI
 /// The deepest nesting of maps and lists: a value directly in an item is at depth 1.
 pub const NESTING_DEPTH_MAX: usize = 32;
 
+/// The longest attribute name, in UTF-8 bytes. The developer guide says 64 KB; DynamoDB
+/// accepts 65,535 bytes and refuses 65,536 (ScyllaDB's test_limits.py, whose tests run
+/// against DynamoDB: `test_limit_attribute_length_nonkey_good` / `_bad`), in items, keys,
+/// ExpressionAttributeNames and the legacy parameters alike.
+pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 65_535;
+const _: () = assert!(ATTRIBUTE_NAME_BYTES_MAX < ITEM_BYTES_MAX);
+
+/// Refuses an attribute name over [`ATTRIBUTE_NAME_BYTES_MAX`].
+pub fn check_attribute_name_length(name: &str) -> crate::error::Result<()> {
+    if name.len() > ATTRIBUTE_NAME_BYTES_MAX {
+        return Err(crate::error::validation(
+            crate::messages::ATTRIBUTE_NAME_TOO_LONG,
+        ));
+    }
+    Ok(())
+}
+
 /// One attribute value. Sets are ordered sets, so they hold no duplicates and compare equal
 /// regardless of the order a client sent them in.
 #[derive(Clone, Debug, PartialEq, Eq)]

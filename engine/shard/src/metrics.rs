@@ -87,8 +87,9 @@ impl ShardMetrics {
         self.inner.borrow_mut().requests_refused_busy += 1;
     }
 
-    /// The shard's metrics in the Prometheus text format (without HELP/TYPE headers, which the
-    /// node writes once for all shards: see [`HEADERS`]).
+    /// The shard's metrics in the Prometheus text format, samples only: the node serves them
+    /// with every other shard's under the families' HELP/TYPE lines ([`HEADERS`],
+    /// [`exposition`]).
     pub fn render(
         &self,
         node: u64,
@@ -239,6 +240,58 @@ fn summary(text: &mut String, name: &str, labels: &str, histogram: &Histogram<u6
     let _ = writeln!(text, "{name}_count{{{labels}}} {}", histogram.len());
 }
 
+/// One Prometheus text exposition from the HELP/TYPE lines of every family (`headers`, in the
+/// order to serve them) and sample lines from several renderers (`chunks`, one per shard):
+/// each family's HELP and TYPE followed by all of its samples, as the text format requires.
+/// Writing every header first and the shards' samples after them made Prometheus' Python
+/// client and the OpenMetrics parser misread the whole page (issue 21). A sample belongs to
+/// the family of its name, or, for a summary or histogram, of its name without `_sum`,
+/// `_count` or `_bucket`. Samples of no declared family (a renderer without its header, a
+/// bug) are served last, untyped, so nothing is lost from a scrape.
+pub fn exposition(headers: &str, chunks: &[&str]) -> String {
+    let mut families: Vec<(&str, Vec<&str>, Vec<&str>)> = Vec::new();
+    for line in headers.lines() {
+        let Some(name) = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .and_then(|rest| rest.split(' ').next())
+        else {
+            continue;
+        };
+        match families.iter_mut().find(|(family, _, _)| *family == name) {
+            Some((_, header_lines, _)) => header_lines.push(line),
+            None => families.push((name, vec![line], Vec::new())),
+        }
+    }
+    let mut undeclared = Vec::new();
+    for line in chunks.iter().flat_map(|chunk| chunk.lines()) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line.split(['{', ' ']).next().unwrap_or(line);
+        let family = families.iter_mut().find(|(family, _, _)| {
+            name == *family
+                || ["_sum", "_count", "_bucket"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(*family))
+        });
+        match family {
+            Some((_, _, samples)) => samples.push(line),
+            None => undeclared.push(line),
+        }
+    }
+    let mut text = String::new();
+    for line in families
+        .iter()
+        .flat_map(|(_, header_lines, samples)| header_lines.iter().chain(samples))
+        .chain(&undeclared)
+    {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
 /// HELP and TYPE lines for every metric a shard renders; written once per scrape.
 pub const HEADERS: &str = "\
 # HELP shoal_requests_total Requests served by a shard, by operation.
@@ -286,3 +339,50 @@ pub const HEADERS: &str = "\
 # HELP shoal_partition_recovery_failed 1 for a partition whose replica on the shard refused to recover at start: out of service, files kept, the reason in the log.
 # TYPE shoal_partition_recovery_failed gauge
 ";
+
+#[cfg(test)]
+mod exposition_tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_served_whole_with_the_samples_of_every_shard() {
+        let headers =
+            "# HELP a_total A.\n# TYPE a_total counter\n# HELP b_us B.\n# TYPE b_us summary\n";
+        let shard_0 = "a_total{shard=\"0\"} 1\nb_us{shard=\"0\",quantile=\"0.5\"} 7\nb_us_count{shard=\"0\"} 2\n";
+        let shard_1 = "b_us{shard=\"1\",quantile=\"0.5\"} 9\na_total{shard=\"1\"} 3\nstray 1\n";
+        assert_eq!(
+            exposition(headers, &[shard_0, shard_1]),
+            "# HELP a_total A.\n# TYPE a_total counter\na_total{shard=\"0\"} 1\na_total{shard=\"1\"} 3\n\
+             # HELP b_us B.\n# TYPE b_us summary\nb_us{shard=\"0\",quantile=\"0.5\"} 7\n\
+             b_us_count{shard=\"0\"} 2\nb_us{shard=\"1\",quantile=\"0.5\"} 9\nstray 1\n"
+        );
+    }
+
+    #[test]
+    fn every_sample_a_shard_renders_has_a_declared_family() {
+        let metrics = ShardMetrics::default();
+        metrics.request_served("PutItem", Duration::from_micros(10), Some("Busy"));
+        metrics.wal_batch(3, Duration::from_micros(100));
+        metrics.replication_message_dropped();
+        let rendered = metrics.render(1, 0, &CacheStats::default(), &WalStats::default(), &[], &[]);
+        assert!(rendered.contains("shoal_request_latency_us"));
+        let text = exposition(HEADERS, &[&rendered, &rendered]);
+        // Every sample follows the TYPE line of its own family.
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(
+                    name.starts_with(family),
+                    "{name} after the TYPE of {family}"
+                );
+            }
+        }
+        assert_eq!(
+            text.lines().filter(|line| !line.starts_with('#')).count(),
+            2 * rendered.lines().count()
+        );
+    }
+}

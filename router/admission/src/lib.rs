@@ -5,8 +5,14 @@
 //! Every table has a read and a write token bucket, and so does every partition of it:
 //! - **Provisioned** tables refill at their RCU/WCU per second and keep up to
 //!   [`BURST_SECONDS`] (300 s) of unused capacity as burst credit, as DynamoDB does. A new
-//!   table (or a new provisioning level) starts with [`PROVISIONED_INITIAL_SECONDS`] of capacity:
-//!   burst credit is earned by not using capacity, never granted up front.
+//!   provisioned table starts with [`PROVISIONED_INITIAL_SECONDS`] (all 300 s) of credit, as if
+//!   it had been idle: on DynamoDB a single 400 KB write (400 WCU) to a new 5-WCU table
+//!   succeeds, and test suites verified against DynamoDB write hundreds of items to new
+//!   5-WCU tables at once without being throttled; a table that started with one second
+//!   would throttle both (issue 21). Starting full is never stricter than DynamoDB. A new
+//!   provisioning level keeps the balance (UpdateTable does not hand out credit).
+//!   The table bucket holds the sum of the partitions' burst credit (each keeps 300 s of its
+//!   share on DynamoDB), and any partition may draw on all of it (below).
 //! - **On-demand** (PAY_PER_REQUEST) tables admit up to [`ON_DEMAND_PEAK_MULTIPLIER`] (2) times
 //!   their previous peak per second instantly, and the peak grows with the traffic they serve
 //!   (measured over [`ON_DEMAND_PEAK_WINDOW`]). A new table's previous peak is 6,000 RCU and
@@ -46,12 +52,13 @@ pub use units::{CapacityUnits, ReadConsistency, read_units, write_units};
 
 /// Seconds of unused provisioned capacity a table may bank (DynamoDB: 300).
 pub const BURST_SECONDS: u64 = 300;
-/// Seconds of capacity a provisioned table starts with.
-pub const PROVISIONED_INITIAL_SECONDS: u64 = 1;
+/// Seconds of capacity a provisioned table starts with: a full burst bucket (module docs).
+pub const PROVISIONED_INITIAL_SECONDS: u64 = BURST_SECONDS;
 /// DynamoDB's per-partition ceilings.
 pub const PARTITION_READ_UNITS_PER_SECOND_MAX: u64 = 3_000;
 pub const PARTITION_WRITE_UNITS_PER_SECOND_MAX: u64 = 1_000;
-/// A partition bucket holds one second of its ceiling.
+/// A partition bucket holds one second of its ceiling: the ceilings are hard per-second limits
+/// on DynamoDB (burst credit is spent below them, never above).
 pub const PARTITION_BURST_SECONDS: u64 = 1;
 /// A new on-demand table's assumed previous peak, per second.
 pub const ON_DEMAND_INITIAL_PEAK_READ_UNITS_PER_SECOND: u64 = 6_000;
@@ -74,7 +81,11 @@ or index. DynamoDB is automatically scaling your table or index so please try ag
 exceptions persist, check if you have a hot key: \
 https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html";
 const PROVISIONED_EXCEPTION: &str = "ProvisionedThroughputExceededException";
-const ON_DEMAND_EXCEPTION: &str = "ThrottlingException";
+/// Data-plane throttling of an on-demand table is ProvisionedThroughputExceededException too,
+/// with its own message: the API reference lists ThrottlingException for control-plane
+/// operations made too rapidly (CreateTable, UpdateTable, DeleteTable), and SDKs retry
+/// ProvisionedThroughputExceededException by name on every data-plane call.
+const ON_DEMAND_EXCEPTION: &str = PROVISIONED_EXCEPTION;
 
 /// A table's billing mode, as CreateTable and UpdateTable set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

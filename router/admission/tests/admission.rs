@@ -48,8 +48,23 @@ fn admit_until_throttled(
 #[test]
 fn a_provisioned_table_serves_its_rate_and_then_throttles_with_dynamodbs_error() {
     let mut table = TableAdmission::new(provisioned(5, 10), Duration::ZERO);
-    let admitted = admit_until_throttled(&mut table, Operation::Write, 0, ONE, Duration::ZERO, 100);
-    assert_eq!(admitted, 10, "one second of 10 WCU");
+    // Over several partitions: each is capped at 1,000 WCU per second.
+    let admitted: usize = (1..=5)
+        .map(|partition| {
+            admit_until_throttled(
+                &mut table,
+                Operation::Write,
+                partition,
+                ONE,
+                Duration::ZERO,
+                10_000,
+            )
+        })
+        .sum();
+    assert_eq!(
+        admitted, 3_000,
+        "a new table holds 300 s of 10 WCU as burst credit"
+    );
     let throttled = table
         .admit(Operation::Write, 0, ONE, Duration::ZERO)
         .unwrap_err();
@@ -68,6 +83,7 @@ fn a_provisioned_table_serves_its_rate_and_then_throttles_with_dynamodbs_error()
     );
     // Reads have their own bucket.
     assert!(table.admit(Operation::Read, 0, ONE, Duration::ZERO).is_ok());
+    // Once the credit is spent, the table serves its rate.
     // A throttled request consumed nothing: the balance is exactly what admissions left.
     assert_eq!(
         table.table_balance_milli(Operation::Write, Duration::ZERO),
@@ -91,6 +107,31 @@ fn unused_capacity_is_banked_for_at_most_300_seconds() {
 }
 
 #[test]
+fn a_single_400_kb_write_to_a_new_5_wcu_table_succeeds_on_burst_credit() {
+    let mut table = TableAdmission::new(provisioned(5, 5), Duration::ZERO);
+    let estimate = write_units(400 * 1024);
+    assert_eq!(estimate, CapacityUnits::from_units(400));
+    let admission = table
+        .admit(Operation::Write, 0, estimate, Duration::ZERO)
+        .unwrap();
+    table.settle(admission, estimate, Duration::ZERO);
+    // 1,500 units of credit less 400: three more such writes, then throttled.
+    assert_eq!(
+        table.table_balance_milli(Operation::Write, Duration::ZERO),
+        1_100_000
+    );
+    // Each on a partition of its own (a partition admits 1,000 WCU per second at most).
+    let admitted = (1..=10)
+        .filter(|partition| {
+            table
+                .admit(Operation::Write, *partition, estimate, Duration::ZERO)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(admitted, 3);
+}
+
+#[test]
 fn eventually_consistent_reads_cost_half() {
     let mut table = TableAdmission::new(provisioned(10, 1), Duration::ZERO);
     let estimate = read_units(4096, ReadConsistency::Eventual);
@@ -100,30 +141,32 @@ fn eventually_consistent_reads_cost_half() {
         0,
         estimate,
         Duration::ZERO,
-        100,
+        10_000,
     );
-    assert_eq!(admitted, 20);
+    assert_eq!(admitted, 6_000, "300 s of 10 RCU at half a unit each");
 }
 
 #[test]
 fn underestimates_become_debt_and_overestimates_are_refunded() {
     let mut table = TableAdmission::new(provisioned(10, 10), Duration::ZERO);
-    // Charged one unit, consumed 20 (a 20 KB update found only after reading the old item).
+    // Charged one unit, consumed 3,010 (a 3,010 KB update found only after reading the old
+    // item, say): the 3,000 units of credit and 10 more.
     let admission = table
         .admit(Operation::Write, 0, ONE, Duration::ZERO)
         .unwrap();
-    table.settle(admission, write_units(20 * 1024), Duration::ZERO);
+    table.settle(admission, write_units(3_010 * 1024), Duration::ZERO);
     assert_eq!(
         table.table_balance_milli(Operation::Write, Duration::ZERO),
         -10_000
     );
+    // Partition 0 is in debt too (for 2 s at its 1,000 WCU); partition 1 shows the table's.
     assert!(
-        table.admit(Operation::Write, 0, ONE, SECOND).is_err(),
+        table.admit(Operation::Write, 1, ONE, SECOND).is_err(),
         "debt repaid only at 1 s"
     );
     assert!(
         table
-            .admit(Operation::Write, 0, ONE, SECOND + SECOND / 10)
+            .admit(Operation::Write, 1, ONE, SECOND + SECOND / 10)
             .is_ok()
     );
 
@@ -143,7 +186,7 @@ fn underestimates_become_debt_and_overestimates_are_refunded() {
     );
     assert_eq!(
         table.table_balance_milli(Operation::Read, Duration::ZERO),
-        9_000
+        2_999_000
     );
 }
 
@@ -166,7 +209,11 @@ fn a_new_on_demand_table_serves_twice_its_initial_peak_at_once() {
     let throttled = table
         .admit(Operation::Write, 9, ONE, Duration::ZERO)
         .unwrap_err();
-    assert_eq!(throttled.exception_name, "ThrottlingException");
+    // Data-plane throttling is ProvisionedThroughputExceededException in both modes.
+    assert_eq!(
+        throttled.exception_name,
+        "ProvisionedThroughputExceededException"
+    );
     assert!(
         throttled
             .message
@@ -263,8 +310,8 @@ fn a_maximum_on_demand_throughput_caps_the_table() {
 fn update_table_changes_the_rate_and_keeps_the_balance() {
     let mut table = TableAdmission::new(provisioned(1, 1), Duration::ZERO);
     assert_eq!(
-        admit_until_throttled(&mut table, Operation::Write, 0, ONE, Duration::ZERO, 100),
-        1
+        admit_until_throttled(&mut table, Operation::Write, 0, ONE, Duration::ZERO, 1_000),
+        300
     );
     table.set_mode(provisioned(1, 100), Duration::ZERO);
     assert!(
@@ -300,7 +347,8 @@ proptest! {
                 table.settle(admission, estimate, now);
                 admitted_milli += estimate.as_milli();
             }
-            let accrued_milli = rate * 1_000 + (rate * 1_000 * now.as_millis() as u64) / 1_000;
+            let accrued_milli = rate * 1_000 * BURST_SECONDS
+                + (rate * 1_000 * now.as_millis() as u64) / 1_000;
             // Admission needs a positive balance, so at most one request's estimate of debt.
             prop_assert!(admitted_milli <= accrued_milli + 5_000, "{} > {}", admitted_milli, accrued_milli);
             prop_assert!(table.table_balance_milli(Operation::Write, now) > -5_000);

@@ -55,6 +55,12 @@ pub trait Api {
         operation: Operation,
         body: Json,
     ) -> Result<Json, ApiError>;
+
+    /// The implementation's metrics in the Prometheus text format, each family whole (HELP,
+    /// TYPE, then its samples); /metrics serves them after the server's own.
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// Who sent a request, as far as the server knows.
@@ -468,6 +474,7 @@ impl<A: Api + 'static> HttpServer<A> {
                 count.get()
             ));
         }
+        text.push_str(&self.api.metrics());
         text
     }
 

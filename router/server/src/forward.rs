@@ -293,7 +293,14 @@ pub struct Forwarder {
     pool: RefCell<HashMap<SocketAddr, Rc<BusClient>>>,
     directory: RefCell<NodeDirectory>,
     rng: RefCell<SeededRng>,
+    /// Attempts made again, by [`RETRY_KINDS`] (for /metrics).
+    retries: RefCell<[u64; RETRY_KINDS.len()]>,
 }
+
+/// Why an attempt was made again, as /metrics names it: a replica was not the leader (or
+/// not in the directory), was busy or had not applied the request, did not answer, or the
+/// partition map was stale (the router refreshes it and routes again).
+pub const RETRY_KINDS: [&str; 4] = ["not_leader", "busy", "no_answer", "stale_route"];
 
 /// Why a single call to a shard ([`Forwarder::call_once`]) got no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -330,6 +337,21 @@ impl Forwarder {
             pool: RefCell::new(HashMap::new()),
             directory: RefCell::new(directory),
             rng: RefCell::new(SeededRng::new(seed)),
+            retries: RefCell::new([0; RETRY_KINDS.len()]),
+        }
+    }
+
+    /// Attempts made again so far, by kind.
+    pub fn retries(&self) -> Vec<(&'static str, u64)> {
+        RETRY_KINDS
+            .into_iter()
+            .zip(self.retries.borrow().iter().copied())
+            .collect()
+    }
+
+    fn count_retry(&self, kind: usize) {
+        if let Some(count) = self.retries.borrow_mut().get_mut(kind) {
+            *count = count.saturating_add(1);
         }
     }
 
@@ -501,6 +523,13 @@ impl Forwarder {
                     }
                 }
             };
+            self.count_retry(match &retry {
+                Retry::FollowLeader { .. } => 0,
+                Retry::SameReplica => 1,
+                Retry::NextReplica { .. } => 2,
+                Retry::RefreshRoute => 3,
+                Retry::Stop(_) => RETRY_KINDS.len(),
+            });
             match retry {
                 Retry::FollowLeader { hint } => {
                     let hinted =

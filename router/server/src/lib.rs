@@ -10,10 +10,12 @@ pub mod error;
 pub mod fan_out;
 pub mod forward;
 pub mod metadata;
+pub mod metrics;
 pub mod operation;
 pub mod partition_map;
 pub mod placement;
 pub mod router;
+pub mod table_settings;
 pub mod validate;
 
 pub use error::DynamoError;

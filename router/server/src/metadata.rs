@@ -55,6 +55,7 @@ use shoal_wire::messages::{KeySchemaWire, KeyTypeWire, MembershipWire, NodeReque
 use crate::error::DynamoError;
 use crate::forward::{ForwardError, Forwarder, ItemCall, render_result};
 use crate::partition_map::{HashRange, NodeDirectory, NodeId, PartitionEntry};
+use crate::table_settings::TableSettings;
 
 /// The metadata group's partition id. Data partitions are numbered from 1.
 pub const METADATA_PARTITION: u64 = 0;
@@ -187,6 +188,9 @@ pub struct TableRecord {
     /// When the item was last written, in unix milliseconds of the writer's wall clock
     /// (invariant 6); 0 in items written before it existed.
     pub changed_at_ms: u64,
+    /// Encryption, table class and deletion protection (table_settings.rs); the defaults in
+    /// items written before they existed (invariant 2).
+    pub settings: TableSettings,
 }
 
 fn string(text: &str) -> Json {
@@ -401,6 +405,7 @@ impl TableRecord {
                 json!({ "L": pending }),
             );
         }
+        self.settings.write_to(&mut item);
         Json::Object(item)
     }
 
@@ -482,6 +487,7 @@ impl TableRecord {
             revision: get_optional_number(item, "revision")?.unwrap_or(0),
             pending_replicas: pending_replicas_from(item)?,
             changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
+            settings: TableSettings::read_from(item)?,
         })
     }
 
@@ -1097,6 +1103,16 @@ mod tests {
             revision: 7,
             pending_replicas: BTreeSet::from([(12, 3)]),
             changed_at_ms: 1_700_000_200_000,
+            settings: TableSettings {
+                encryption: crate::table_settings::Encryption::Kms {
+                    key_arn: "arn:aws:kms:us-east-1:000000000000:key/k".to_string(),
+                },
+                table_class: Some(crate::table_settings::TableClassSetting {
+                    class: crate::validate::TableClass::StandardInfrequentAccess,
+                    updated_ms: Some(1_700_000_300_000),
+                }),
+                deletion_protection: true,
+            },
         }
     }
 
@@ -1147,6 +1163,7 @@ mod tests {
         assert_eq!(decoded.pay_per_request_since_ms, None);
         assert!(decoded.pending_replicas.is_empty());
         assert_eq!(decoded.changed_at_ms, 0);
+        assert_eq!(decoded.settings, TableSettings::default());
         assert_eq!(decoded.partitions, provisioned.partitions);
         // An on-demand table of the first format has been on demand since its creation.
         let mut on_demand = record();
@@ -1159,6 +1176,9 @@ mod tests {
         assert!(TableRecord::from_item(&broken).is_err());
         let mut broken = provisioned.to_item();
         broken["tags"] = json!({"L": [{"M": {"key": {"S": "k"}}}]});
+        assert!(TableRecord::from_item(&broken).is_err());
+        let mut broken = provisioned.to_item();
+        broken["deletion_protection"] = json!({"S": "yes"});
         assert!(TableRecord::from_item(&broken).is_err());
     }
 

@@ -84,6 +84,14 @@ impl Operation {
 impl Router {
     /// Runs `operation` on its DynamoDB request body: the one dispatch table of the front ends.
     pub async fn dispatch(&self, operation: Operation, body: Json) -> Result<Json, DynamoError> {
+        let started = std::time::Instant::now();
+        let answer = self.run(operation, body).await;
+        let error = answer.as_ref().err().map(|error| error.type_name.as_str());
+        self.record_request(operation.name(), started.elapsed(), error);
+        answer
+    }
+
+    async fn run(&self, operation: Operation, body: Json) -> Result<Json, DynamoError> {
         match operation {
             Operation::CreateTable => self.create_table(body).await,
             Operation::DeleteTable => self.delete_table(body).await,

@@ -15,6 +15,14 @@ use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
 
 use crate::error::{DynamoError, LIMIT_EXCEEDED};
 use crate::metadata::{Billing, key_type_from_name};
+use crate::table_settings::{self, CreateSettings, UpdateSettings};
+
+/// Key attribute names (KeySchema, AttributeDefinitions) are 1 to 255 characters
+/// (service-2.json `KeySchemaAttributeName`; ScyllaDB's test_limits.py, run against DynamoDB,
+/// finds 255 accepted and 256 refused for hash and range keys).
+pub const KEY_ATTRIBUTE_NAME_CHARS_MIN: usize = 1;
+pub const KEY_ATTRIBUTE_NAME_CHARS_MAX: usize = 255;
+const _: () = assert!(KEY_ATTRIBUTE_NAME_CHARS_MIN <= KEY_ATTRIBUTE_NAME_CHARS_MAX);
 
 /// DynamoDB's table name limits.
 pub const TABLE_NAME_BYTES_MIN: usize = 3;
@@ -67,11 +75,10 @@ const NO_TAG_KEYS: &str = "Atleast one Tag Key needs to be provided as Input.";
 const NO_TABLE_ARN: &str = "Invalid TableArn";
 
 /// CreateTable members of features Shoal does not have yet: refused, never ignored.
-const CREATE_TABLE_NOT_BUILT: [&str; 10] = [
+/// SSESpecification and StreamSpecification (disabled) are table settings (table_settings.rs).
+const CREATE_TABLE_NOT_BUILT: [&str; 8] = [
     "GlobalSecondaryIndexes",
     "LocalSecondaryIndexes",
-    "StreamSpecification",
-    "SSESpecification",
     "WarmThroughput",
     "OnDemandThroughput",
     "ResourcePolicy",
@@ -80,10 +87,9 @@ const CREATE_TABLE_NOT_BUILT: [&str; 10] = [
     "VectorIndexes",
 ];
 /// UpdateTable members of features Shoal does not have yet: refused, never ignored.
-const UPDATE_TABLE_NOT_BUILT: [&str; 11] = [
+/// SSESpecification and StreamSpecification are table settings (table_settings.rs).
+const UPDATE_TABLE_NOT_BUILT: [&str; 9] = [
     "GlobalSecondaryIndexUpdates",
-    "StreamSpecification",
-    "SSESpecification",
     "ReplicaUpdates",
     "MultiRegionConsistency",
     "GlobalTableWitnessUpdates",
@@ -162,6 +168,8 @@ pub struct CreateTable {
     pub attribute_definitions: Vec<(String, KeyType)>,
     pub billing: Billing,
     pub tags: BTreeMap<String, String>,
+    /// Encryption, table class and deletion protection as asked (table_settings.rs).
+    pub settings: CreateSettings,
 }
 
 fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoError> {
@@ -186,6 +194,10 @@ fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoEr
                     index + 1
                 ))
             })?;
+        check_key_attribute_name(
+            name,
+            &format!("attributeDefinitions.{}.member.attributeName", index + 1),
+        )?;
         let type_name = definition
             .get("AttributeType")
             .and_then(Json::as_str)
@@ -212,6 +224,21 @@ fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoEr
         definitions.push((name.to_string(), key_type));
     }
     Ok(definitions)
+}
+
+/// A key attribute name's length, with DynamoDB's generic constraint text at `path`.
+fn check_key_attribute_name(name: &str, path: &str) -> Result<(), DynamoError> {
+    let chars = name.chars().count();
+    let bound = if chars < KEY_ATTRIBUTE_NAME_CHARS_MIN {
+        format!("Member must have length greater than or equal to {KEY_ATTRIBUTE_NAME_CHARS_MIN}")
+    } else if chars > KEY_ATTRIBUTE_NAME_CHARS_MAX {
+        format!("Member must have length less than or equal to {KEY_ATTRIBUTE_NAME_CHARS_MAX}")
+    } else {
+        return Ok(());
+    };
+    Err(DynamoError::validation(format!(
+        "1 validation error detected: Value '{name}' at '{path}' failed to satisfy constraint: {bound}"
+    )))
 }
 
 fn key_elements(body: &Json) -> Result<Vec<(String, String)>, DynamoError> {
@@ -248,6 +275,10 @@ fn key_elements(body: &Json) -> Result<Vec<(String, String)>, DynamoError> {
                         index + 1
                     ))
                 })?;
+            check_key_attribute_name(
+                name,
+                &format!("keySchema.{}.member.attributeName", index + 1),
+            )?;
             let key_type = element
                 .get("KeyType")
                 .and_then(Json::as_str)
@@ -409,21 +440,37 @@ pub fn check_table_maximum(billing: Billing, region: &str) -> Result<(), DynamoE
     Ok(())
 }
 
-/// A table class: every Shoal table is STANDARD.
+/// A table class. Shoal stores and reports it; both classes are served alike (DynamoDB's
+/// classes differ in price, not in behaviour or performance).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TableClass {
     Standard,
     StandardInfrequentAccess,
 }
 
+impl TableClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableClass::Standard => "STANDARD",
+            TableClass::StandardInfrequentAccess => "STANDARD_INFREQUENT_ACCESS",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TableClass> {
+        match name {
+            "STANDARD" => Some(TableClass::Standard),
+            "STANDARD_INFREQUENT_ACCESS" => Some(TableClass::StandardInfrequentAccess),
+            _ => None,
+        }
+    }
+}
+
 fn table_class(body: &Json) -> Result<Option<TableClass>, DynamoError> {
     match body.get("TableClass") {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::String(class)) => match class.as_str() {
-            "STANDARD" => Ok(Some(TableClass::Standard)),
-            "STANDARD_INFREQUENT_ACCESS" => Ok(Some(TableClass::StandardInfrequentAccess)),
-            _ => Err(DynamoError::validation(INVALID_TABLE_CLASS)),
-        },
+        Some(Json::String(class)) => TableClass::parse(class)
+            .map(Some)
+            .ok_or_else(|| DynamoError::validation(INVALID_TABLE_CLASS)),
         Some(_) => Err(DynamoError::serialization("TableClass must be a string")),
     }
 }
@@ -438,25 +485,9 @@ fn deletion_protection(body: &Json) -> Result<Option<bool>, DynamoError> {
     }
 }
 
-/// TableClass and DeletionProtectionEnabled are honoured where they ask for what Shoal is (a
-/// STANDARD table without deletion protection) and refused otherwise.
-fn check_class_and_protection(
-    class: Option<TableClass>,
-    protection: Option<bool>,
-) -> Result<(), DynamoError> {
-    if class == Some(TableClass::StandardInfrequentAccess) {
-        return Err(DynamoError::validation(
-            "TableClass STANDARD_INFREQUENT_ACCESS is not supported by this server yet",
-        ));
-    }
-    if protection == Some(true) {
-        return Err(not_built("DeletionProtectionEnabled"));
-    }
-    Ok(())
-}
-
-/// Checks a CreateTable request. Secondary indexes, streams and the other options are not
-/// supported yet and are refused rather than ignored.
+/// Checks a CreateTable request. Secondary indexes, enabled streams and the other options
+/// are not supported yet and are refused rather than ignored; encryption, the table class,
+/// deletion protection and a disabled stream are table settings (table_settings.rs).
 pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
     let name = table_name(body)?.to_string();
     if let Some(member) = CREATE_TABLE_NOT_BUILT
@@ -465,7 +496,14 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
     {
         return Err(not_built(member));
     }
-    check_class_and_protection(table_class(body)?, deletion_protection(body)?)?;
+    let settings = CreateSettings {
+        encryption: table_settings::encryption_request(body)?,
+        table_class: table_class(body)?,
+        deletion_protection: deletion_protection(body)?,
+    };
+    if let Some(stream) = table_settings::stream_specification(body)? {
+        table_settings::check_create_stream(&stream)?;
+    }
     let elements = key_elements(body)?;
     let definitions = attribute_definitions(body)?;
     if elements[0].1 != "HASH" {
@@ -533,16 +571,18 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         attribute_definitions: definitions,
         billing,
         tags,
+        settings,
     })
 }
 
-/// A checked UpdateTable request: what it asks of the table's billing. Its TableClass and
-/// DeletionProtectionEnabled, if any, ask for what the table already is.
+/// A checked UpdateTable request: what it asks of the table's billing, and of its settings
+/// (at most one of them, with nothing else).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpdateTable {
     pub name: String,
     pub billing_mode: Option<BillingModeName>,
     pub throughput: Option<Throughput>,
+    pub settings: UpdateSettings,
 }
 
 /// Checks an UpdateTable request on its own (before the table is read): its shape, that it asks
@@ -555,6 +595,8 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
     let billing_mode = billing_mode(body)?;
     let class = table_class(body)?;
     let protection = deletion_protection(body)?;
+    let encryption = table_settings::encryption_request(body)?;
+    let stream = table_settings::stream_specification(body)?;
     let features_not_built = UPDATE_TABLE_NOT_BUILT
         .iter()
         .filter(|member| present(body, member));
@@ -562,24 +604,41 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
         + usize::from(billing_mode.is_some())
         + usize::from(class.is_some())
         + usize::from(protection.is_some())
+        + usize::from(encryption.is_some())
+        + usize::from(stream.is_some())
         + features_not_built.clone().count();
     if changes == 0 {
         return Err(DynamoError::validation(UPDATE_TABLE_NOTHING_TO_DO));
     }
-    if protection.is_some() && changes > 1 {
-        return Err(DynamoError::validation(
-            "One or more parameter values were invalid: DeletionProtection modification must be the only operation in the request",
-        ));
+    // DynamoDB names the first of these that is not alone: encryption, class, protection.
+    for (asked, change) in [
+        (encryption.is_some(), "Server-Side Encryption"),
+        (class.is_some(), "TableClass"),
+        (protection.is_some(), "DeletionProtection"),
+    ] {
+        if asked && changes > 1 {
+            return Err(DynamoError::validation(format!(
+                "One or more parameter values were invalid: {change} modification must be the only operation in the request"
+            )));
+        }
     }
-    if class.is_some() && changes > 1 {
+    // A stream change combines with PAY_PER_REQUEST only (ack-api-quirks DDB-TABLE-433).
+    if stream.is_some()
+        && (throughput.is_some() || billing_mode == Some(BillingModeName::Provisioned))
+    {
         return Err(DynamoError::validation(
-            "One or more parameter values were invalid: TableClass modification must be the only operation in the request",
+            "One or more parameter values were invalid: You cannot modify stream status while updating table IOPS",
         ));
     }
     if let Some(member) = features_not_built.clone().next() {
         return Err(not_built(member));
     }
-    check_class_and_protection(class, protection)?;
+    let settings = UpdateSettings {
+        encryption,
+        table_class: class,
+        deletion_protection: protection,
+        stream,
+    };
     match (billing_mode, throughput) {
         (Some(BillingModeName::PayPerRequest), Some(_)) => {
             Err(DynamoError::validation(PAY_PER_REQUEST_WITH_THROUGHPUT))
@@ -591,13 +650,14 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
             name,
             billing_mode,
             throughput,
+            settings,
         }),
     }
 }
 
 /// The billing an UpdateTable leaves the table with, given its billing now; `None` when the
-/// request changes nothing (PAY_PER_REQUEST asked of an on-demand table, or only TableClass
-/// STANDARD or DeletionProtectionEnabled false). Throughput equal to the current throughput is
+/// request changes no billing (PAY_PER_REQUEST asked of an on-demand table, or only a table
+/// setting). Throughput equal to the current throughput is
 /// refused, as DynamoDB refuses it.
 pub fn updated_billing(
     current: Billing,
@@ -994,11 +1054,62 @@ mod tests {
         );
         body["Tags"] = json!([]);
         assert!(create_table(&body).unwrap().tags.is_empty());
+        // The settings tools send on every table are taken (table_settings.rs).
         body["DeletionProtectionEnabled"] = json!(true);
+        body["TableClass"] = json!("STANDARD_INFREQUENT_ACCESS");
+        body["SSESpecification"] = json!({"Enabled": true});
+        body["StreamSpecification"] = json!({"StreamEnabled": false});
+        let settings = create_table(&body).unwrap().settings;
+        assert_eq!(settings.deletion_protection, Some(true));
         assert_eq!(
-            message(&body),
-            "DeletionProtectionEnabled is not supported by this server yet"
+            settings.table_class,
+            Some(TableClass::StandardInfrequentAccess)
         );
+        assert_eq!(
+            settings.encryption,
+            Some(table_settings::EncryptionRequest::Kms { key: None })
+        );
+        body["StreamSpecification"] = json!({"StreamEnabled": true, "StreamViewType": "KEYS_ONLY"});
+        assert!(message(&body).contains("not supported by this server yet"));
+        // Key attribute names of 1 to 255 characters, in the key schema and the definitions.
+        for (schema_name, definition_name, path) in [
+            (
+                "k".repeat(256),
+                "k".repeat(256),
+                "keySchema.1.member.attributeName",
+            ),
+            (
+                "pk".to_string(),
+                "k".repeat(256),
+                "attributeDefinitions.1.member.attributeName",
+            ),
+            (
+                String::new(),
+                "pk".to_string(),
+                "keySchema.1.member.attributeName",
+            ),
+        ] {
+            let mut body = request();
+            body["KeySchema"] = json!([{"AttributeName": schema_name, "KeyType": "HASH"}]);
+            body["AttributeDefinitions"] =
+                json!([{"AttributeName": definition_name, "AttributeType": "S"}]);
+            let text = message(&body);
+            assert!(
+                text.starts_with("1 validation error detected: Value '"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "at '{path}' failed to satisfy constraint: Member must have length"
+                )),
+                "{text}"
+            );
+        }
+        let mut body = request();
+        body["KeySchema"] = json!([{"AttributeName": "k".repeat(255), "KeyType": "HASH"}]);
+        body["AttributeDefinitions"] =
+            json!([{"AttributeName": "k".repeat(255), "AttributeType": "S"}]);
+        assert!(create_table(&body).is_ok());
         let mut body = request();
         body["TableClass"] = json!("GLACIER");
         assert_eq!(message(&body), INVALID_TABLE_CLASS);
@@ -1042,22 +1153,27 @@ mod tests {
             ),
             "One or more parameter values were invalid: DeletionProtection modification must be the only operation in the request"
         );
+        // DynamoDB names encryption first, then the class, then protection (DDB-TABLE-433).
         assert_eq!(
             update_message(json!({"TableClass": "STANDARD", "SSESpecification": {}})),
+            "One or more parameter values were invalid: Server-Side Encryption modification must be the only operation in the request"
+        );
+        assert_eq!(
+            update_message(json!({"TableClass": "STANDARD", "DeletionProtectionEnabled": true})),
             "One or more parameter values were invalid: TableClass modification must be the only operation in the request"
         );
         assert_eq!(
-            update_message(json!({"TableClass": "STANDARD_INFREQUENT_ACCESS"})),
-            "TableClass STANDARD_INFREQUENT_ACCESS is not supported by this server yet"
+            update_message(json!({
+                "StreamSpecification": {"StreamEnabled": false},
+                "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1},
+            })),
+            "One or more parameter values were invalid: You cannot modify stream status while updating table IOPS"
         );
-        assert_eq!(
-            update_message(json!({"DeletionProtectionEnabled": true})),
-            "DeletionProtectionEnabled is not supported by this server yet"
-        );
-        // What Shoal already is, asked alone, is accepted and changes no billing.
+        // A setting asked alone is accepted and changes no billing.
         for body in [
-            json!({"TableClass": "STANDARD"}),
-            json!({"DeletionProtectionEnabled": false}),
+            json!({"TableClass": "STANDARD_INFREQUENT_ACCESS"}),
+            json!({"DeletionProtectionEnabled": true}),
+            json!({"SSESpecification": {"Enabled": true}}),
         ] {
             let request = update(body).unwrap();
             assert_eq!(

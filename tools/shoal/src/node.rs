@@ -549,13 +549,14 @@ fn answer_admin(stream: TcpStream, published: &Mutex<Vec<String>>) -> std::io::R
     let mut parts = request_line.split_whitespace();
     let (status, content_type, body) = match (parts.next(), parts.next()) {
         (Some("GET"), Some("/metrics")) => {
-            let mut body = shoal_shard::metrics::HEADERS.to_string();
-            body.push_str(BUS_METRICS_HEADERS);
-            if let Ok(slots) = published.lock() {
-                for text in slots.iter() {
-                    body.push_str(text);
+            let headers = format!("{}{BUS_METRICS_HEADERS}", shoal_shard::metrics::HEADERS);
+            let body = match published.lock() {
+                Ok(slots) => {
+                    let chunks: Vec<&str> = slots.iter().map(String::as_str).collect();
+                    shoal_shard::metrics::exposition(&headers, &chunks)
                 }
-            }
+                Err(_) => shoal_shard::metrics::exposition(&headers, &[]),
+            };
             ("200 OK", "text/plain; version=0.0.4", body)
         }
         (Some("GET"), Some("/health")) => ("200 OK", "text/plain", "ok\n".to_string()),

@@ -185,6 +185,10 @@ fn api_error(error: DynamoError) -> ApiError {
 }
 
 impl Api for RoutedApi {
+    fn metrics(&self) -> String {
+        self.router.render_metrics()
+    }
+
     async fn secret_key(&self, access_key_id: &str) -> Option<String> {
         let keys = self.keys.as_ref()?;
         keys.key(access_key_id).await.map(|key| key.secret)

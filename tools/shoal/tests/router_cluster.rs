@@ -626,7 +626,8 @@ fn a_small_provisioned_table_throttles_applies_nothing_it_rejected_until_update_
             .unwrap();
         let mut acknowledged = 0u64;
         let mut throttled = 0u64;
-        for index in 0..60 {
+        // 1 WCU with 300 s of burst credit: 400 back-to-back writes must meet throttling.
+        for index in 0..400 {
             let mut body = put_body(index);
             body["ReturnConsumedCapacity"] = json!("TOTAL");
             match router.put_item(body).await {
@@ -645,7 +646,7 @@ fn a_small_provisioned_table_throttles_applies_nothing_it_rejected_until_update_
                 }
             }
         }
-        assert!(throttled > 0, "1 WCU admitted 60 back-to-back writes");
+        assert!(throttled > 0, "1 WCU admitted 400 back-to-back writes");
         assert!(acknowledged > 0, "nothing was admitted");
         // Count what the replicas hold, bypassing admission: only acknowledged writes applied.
         let partitions = router.table_partitions("people").await.unwrap();

@@ -109,6 +109,9 @@ impl ExpressionContext {
             if let Some(key) = names.keys().find(|key| !is_placeholder(key, '#')) {
                 return Err(validation(messages::names_invalid_key(key)));
             }
+            for name in names.values() {
+                crate::value::check_attribute_name_length(name)?;
+            }
         }
         if let Some(values) = &values {
             if values.is_empty() {

@@ -2,6 +2,7 @@
 //! DescribeLimits and the tag operations, over the metadata group.
 
 use super::*;
+use crate::table_settings::{DELETION_PROTECTED, TableSettings};
 
 /// A time in unix milliseconds as DynamoDB's JSON dates are: seconds, with the fraction when
 /// there is one (so a date set from a whole second equals CreationDateTime exactly).
@@ -99,8 +100,8 @@ impl Router {
             "TableArn": self.table_arn(&record.name),
             // Stable for the table's life: derived from its first partition id, never reused.
             "TableId": format!("00000000-0000-4000-8000-{first_partition:012x}"),
-            "DeletionProtectionEnabled": false,
         });
+        record.settings.describe_into(&mut description, date_json);
         // DynamoDB reports the summary for a table that is or ever was on demand, and none for
         // a table that was always provisioned.
         if record.billing == Billing::PayPerRequest || record.pay_per_request_since_ms.is_some() {
@@ -193,6 +194,11 @@ impl Router {
             revision: 0,
             pending_replicas: Default::default(),
             changed_at_ms: 0,
+            settings: TableSettings::created(
+                &request.settings,
+                &self.config.region,
+                &self.config.account,
+            ),
         };
         // Step 1: the CREATING item, with the partition list, before any replica exists
         // (metadata invariant 5). Ids reserved above and never written here are simply never
@@ -540,6 +546,11 @@ impl Router {
             TableStatus::Creating => return Err(table_in_use(name, "created")),
             TableStatus::Deleting => return Err(table_in_use(name, "deleted")),
         }
+        // The protection is read with the revision the DELETING write is conditional on, so
+        // an UpdateTable turning it on meanwhile makes that write fail: never deleted while on.
+        if record.settings.deletion_protection {
+            return Err(DynamoError::validation(DELETION_PROTECTED));
+        }
         let read = (record.status, record.revision);
         record.status = TableStatus::Deleting;
         let marked = self
@@ -670,7 +681,8 @@ impl Router {
         Err(conflict())
     }
 
-    /// UpdateTable: BillingMode and ProvisionedThroughput. The change is one metadata write, so
+    /// UpdateTable: BillingMode and ProvisionedThroughput, or one table setting (encryption,
+    /// table class, deletion protection; table_settings.rs). The change is one metadata write, so
     /// the table stays ACTIVE and the answer describes it changed (DynamoDB answers UPDATING
     /// with the old values and applies them later; DynamoDB Local answers as here). Admission on
     /// this core uses the new capacity at once, other routers within [`TABLE_CACHE_TTL`].
@@ -680,6 +692,7 @@ impl Router {
         let request = validate::update_table(&body)?;
         let name = request.name.as_str();
         let region = self.config.region.as_str();
+        let account = self.config.account.as_str();
         let record = self
             .change_table(
                 name,
@@ -690,13 +703,28 @@ impl Router {
                         TableStatus::Creating => return Err(table_in_use(name, "created")),
                         TableStatus::Deleting => return Err(table_in_use(name, "deleted")),
                     }
-                    let Some(billing) = validate::updated_billing(record.billing, &request)?
-                    else {
+                    let now_ms = unix_millis_now();
+                    let settings = record.settings.updated(
+                        &request.settings,
+                        name,
+                        region,
+                        account,
+                        now_ms,
+                    )?;
+                    let billing = validate::updated_billing(record.billing, &request)?;
+                    if let Some(billing) = billing {
+                        validate::check_table_maximum(billing, region)?;
+                    }
+                    if billing.is_none() && settings.is_none() {
                         return Ok(None);
-                    };
-                    validate::check_table_maximum(billing, region)?;
+                    }
                     let mut changed = record.clone();
-                    changed.change_billing(billing, unix_millis_now());
+                    if let Some(billing) = billing {
+                        changed.change_billing(billing, now_ms);
+                    }
+                    if let Some(settings) = settings {
+                        changed.settings = settings;
+                    }
                     Ok(Some(changed))
                 },
                 || {

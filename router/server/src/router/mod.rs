@@ -44,6 +44,7 @@ use crate::metadata::{
     Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
     key_schema_wire, metadata_replicas,
 };
+use crate::metrics::RouterMetrics;
 use crate::partition_map::{HashRange, NodeId, PartitionEntry, PartitionMap};
 use crate::placement::{PARTITIONS_PER_TABLE_MAX, even_range, place};
 use crate::validate;
@@ -220,6 +221,8 @@ pub struct Router {
     repair: repair::RepairMemory,
     /// Set when an operation stopped at [`RouterConfig::crash_at`].
     crashed: Cell<bool>,
+    /// Requests, errors, latency, throttles (metrics.rs).
+    metrics: RouterMetrics,
 }
 
 fn unix_seconds_now() -> u64 {
@@ -383,6 +386,7 @@ impl Router {
             started: Instant::now(),
             repair: repair::RepairMemory::default(),
             crashed: Cell::new(false),
+            metrics: RouterMetrics::default(),
             config,
         })
     }
@@ -395,6 +399,21 @@ impl Router {
             tracing::warn!(?step, "injected crash: this operation stops here for good");
             std::future::pending::<()>().await;
         }
+    }
+
+    /// This core's metrics in the Prometheus text format (metrics.rs).
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.forwarder.retries())
+    }
+
+    /// Records an answered request for /metrics (the one dispatch table calls it).
+    pub(crate) fn record_request(
+        &self,
+        operation: &'static str,
+        latency: Duration,
+        error: Option<&str>,
+    ) {
+        self.metrics.request_served(operation, latency, error);
     }
 
     /// Whether an operation stopped at the injected crash step ([`RouterConfig::crash_at`]).
@@ -577,7 +596,17 @@ impl Router {
             .admission
             .admit(operation, partition, estimate, now)
             .map(Some)
-            .map_err(|throttled| DynamoError::new(throttled.exception_name, throttled.message))
+            .map_err(|throttled| {
+                let direction = match operation {
+                    Operation::Read => "read",
+                    Operation::Write => "write",
+                };
+                self.metrics.throttled(
+                    direction,
+                    throttled.reason.unwrap_or(throttled.exception_name),
+                );
+                DynamoError::new(throttled.exception_name, throttled.message)
+            })
     }
 
     fn settle(
