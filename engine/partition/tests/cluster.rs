@@ -1379,7 +1379,10 @@ fn the_sweeper_deletes_expired_items_through_the_log() {
             .leader_request(ItemOperation::PutItem, put("kept", 99, "no expiry"))
             .await;
         // Expired but not yet swept: still readable, as in DynamoDB.
-        assert_eq!(cluster.sort_keys("gone").await.len(), expired_count as usize);
+        assert_eq!(
+            cluster.sort_keys("gone").await.len(),
+            expired_count as usize
+        );
 
         let leader = cluster.await_leader().await;
         cluster.sweep_step(TTL_NOW).await;
@@ -1406,9 +1409,7 @@ fn the_sweeper_deletes_expired_items_through_the_log() {
             assert_eq!(count as u64, expired_count, "replica {id:?}");
         }
         for id in [1, 2, 3].map(NodeId) {
-            let response = cluster
-                .request(id, ItemOperation::Scan, json!({}))
-                .await;
+            let response = cluster.request(id, ItemOperation::Scan, json!({})).await;
             let NodeResponse::Item { result, .. } = response else {
                 panic!("{response:?}");
             };

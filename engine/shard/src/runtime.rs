@@ -18,8 +18,8 @@ use shoal_replication::NodeId;
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
-    BusMessage, NodeError, NodeResponse, ReplicaRole, ReplicaStatus, ReplicationEnvelope, ResponseFrame,
-    ShardAddress, SnapshotChunk,
+    BusMessage, NodeError, NodeResponse, ReplicaRole, ReplicaStatus, ReplicationEnvelope,
+    ResponseFrame, ShardAddress, SnapshotChunk,
 };
 
 use crate::dispatch::{Command, Decision, Delivery, Dispatch, Routed};

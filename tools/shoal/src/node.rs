@@ -634,7 +634,12 @@ async fn refresh_time_to_live<T: Transport + 'static>(
             }
         }
         if attributes != shard.time_to_live() {
-            tracing::info!(node, shard = shard.index(), partitions = attributes.len(), "TTL settings changed");
+            tracing::info!(
+                node,
+                shard = shard.index(),
+                partitions = attributes.len(),
+                "TTL settings changed"
+            );
             shard.set_time_to_live(attributes);
         }
     }

@@ -252,7 +252,9 @@ fn expired_items_go_within_a_bound_extended_ones_stay_and_the_setting_survives_r
             .await
             .unwrap();
         let now = unix_now();
-        let expired: Vec<String> = (0..ITEMS_PER_KIND).map(|i| format!("expired-{i}")).collect();
+        let expired: Vec<String> = (0..ITEMS_PER_KIND)
+            .map(|i| format!("expired-{i}"))
+            .collect();
         for key in &expired {
             put(&router, key, Some(now - 60)).await;
         }
@@ -285,7 +287,9 @@ fn expired_items_go_within_a_bound_extended_ones_stay_and_the_setting_survives_r
         let took = await_gone(&router, &expired).await;
         eprintln!("expired items gone {took:?} after TTL was enabled");
         await_gone(&router, &["control".to_string()]).await;
-        let extended = present(&router, "extended").await.expect("extended item kept");
+        let extended = present(&router, "extended")
+            .await
+            .expect("extended item kept");
         assert_eq!(extended["expires"]["N"], (soon + 3_600).to_string());
         for i in 0..ITEMS_PER_KIND {
             assert!(present(&router, &format!("future-{i}")).await.is_some());

@@ -954,7 +954,9 @@ pub(super) fn time_to_live_change(
     if let Some(changed_at_ms) = current.changed_at_ms
         && now_ms < changed_at_ms.saturating_add(interval_ms)
     {
-        return Err(DynamoError::validation(TIME_TO_LIVE_CHANGED_WITHIN_INTERVAL));
+        return Err(DynamoError::validation(
+            TIME_TO_LIVE_CHANGED_WITHIN_INTERVAL,
+        ));
     }
     Ok(request.enabled.then(|| request.attribute_name.clone()))
 }
@@ -1038,8 +1040,7 @@ mod tests {
             TIME_TO_LIVE_CHANGED_WITHIN_INTERVAL
         );
         assert_eq!(
-            time_to_live_change(&disabled, &specification(true, "new"), 121_000, interval)
-                .unwrap(),
+            time_to_live_change(&disabled, &specification(true, "new"), 121_000, interval).unwrap(),
             Some("new".to_string())
         );
         assert_eq!(
