@@ -527,6 +527,7 @@ impl<T: Transport + 'static> Shard<T> {
             }
             let now = SystemClock.now();
             let event = self.with_snapshot_room(&replica, event);
+            let expired_before = replica.expired_deletes_proposed();
             let outputs = match replica.handle(now, event).await {
                 Ok(outputs) => outputs,
                 // The replica's durable state or its I/O failed: its in-memory state can no
@@ -534,6 +535,8 @@ impl<T: Transport + 'static> Shard<T> {
                 Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
             };
             *status.borrow_mut() = replica.status(now);
+            self.metrics
+                .time_to_live_deletes_proposed(replica.expired_deletes_proposed() - expired_before);
             for output in outputs {
                 let command = self.dispatch.borrow_mut().on_output(partition, output, now);
                 match command {

@@ -152,6 +152,29 @@ impl Drop for Cluster {
     }
 }
 
+/// The sum over the nodes of `shoal_ttl_deletes_proposed_total` in their /metrics.
+fn ttl_deletes_in_metrics(admins: &[u16]) -> u64 {
+    use std::io::{Read, Write};
+    let mut total = 0;
+    for port in admins {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", *port)) else {
+            continue;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        total += response
+            .lines()
+            .filter(|line| line.starts_with("shoal_ttl_deletes_proposed_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
 fn on_router_core(test: impl std::future::Future<Output = ()>) {
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("router-test")
@@ -236,11 +259,11 @@ async fn await_gone(router: &Router, keys: &[String]) -> Duration {
 fn expired_items_go_within_a_bound_extended_ones_stay_and_the_setting_survives_restarts() {
     let mut cluster = Cluster::start();
     let nodes = cluster.nodes.clone();
+    let admins = cluster.admins.clone();
     let mut config = RouterConfig::new(nodes.clone());
     config.seed = 18;
-    let router_config = config.clone();
     on_router_core(async move {
-        let router = Router::new(router_config).unwrap();
+        let router = Router::new(config.clone()).unwrap();
         router.bootstrap(1).await.unwrap();
         router
             .create_table(json!({
@@ -295,15 +318,32 @@ fn expired_items_go_within_a_bound_extended_ones_stay_and_the_setting_survives_r
             assert!(present(&router, &format!("future-{i}")).await.is_some());
             assert!(present(&router, &format!("forever-{i}")).await.is_some());
         }
-    });
+        // The leaders' metrics count the deletes (published once a second).
+        let expected = ITEMS_PER_KIND as u64 + 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let counted = ttl_deletes_in_metrics(&admins);
+            if counted >= expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics count {counted} TTL deletes, expected {expected}"
+            );
+            glommio::timer::sleep(Duration::from_millis(250)).await;
+        }
+        drop(router);
 
-    for index in 0..NODES {
-        cluster.kill_node(index);
-    }
-    for index in 0..NODES {
-        cluster.start_node(index);
-    }
-    on_router_core(async move {
+        for index in 0..NODES {
+            cluster.kill_node(index);
+        }
+        // The router's connections see the nodes close theirs and close in turn (on this
+        // executor), so the nodes' ports are free to bind again: a connection left open here
+        // would hold its node's side in FIN_WAIT2 and the port with it.
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        for index in 0..NODES {
+            cluster.start_node(index);
+        }
         let router = Router::new(config).unwrap();
         router.bootstrap(1).await.unwrap();
         let described = until_ok("DescribeTimeToLive", || {
