@@ -37,8 +37,6 @@
 
 mod sweep;
 
-pub use sweep::SweepStep;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::rc::Rc;
@@ -848,8 +846,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 now_unix_seconds,
                 pass_period,
             } => {
-                self.sweep_expired(now, attribute, now_unix_seconds, pass_period)
+                let step = self
+                    .sweep_expired(now, attribute, now_unix_seconds, pass_period)
                     .await?;
+                step.log(self.meta.partition);
             }
             Event::Stop => {}
         }

@@ -28,18 +28,33 @@ pub(super) struct SweepState {
     next_pass_at: MonotonicTime,
     /// The slot of the sweep's last proposal; no step runs while it waits to be applied.
     in_flight: Option<Slot>,
-    /// Items the sweeper deleted (proposals that took effect are not told apart here: this
-    /// counts proposed deletes), for tests and metrics.
+    /// Deletes the sweeper proposed since the replica started (some may not take effect, if
+    /// leadership moves first), for metrics and tests.
     deletes_proposed: u64,
 }
 
-/// What one step did, for the host's metrics and for tests.
+/// What one step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SweepStep {
-    pub items_read: usize,
-    pub deletes_proposed: usize,
+pub(super) struct SweepStep {
+    items_read: usize,
+    deletes_proposed: usize,
     /// The step read the partition's last key: the pass is over.
-    pub pass_finished: bool,
+    pass_finished: bool,
+}
+
+impl SweepStep {
+    /// A step that proposed deletes or ended a pass is worth a debug line.
+    pub(super) fn log(&self, partition: u64) {
+        if self.deletes_proposed > 0 || self.pass_finished {
+            tracing::debug!(
+                partition,
+                items_read = self.items_read,
+                deletes_proposed = self.deletes_proposed,
+                pass_finished = self.pass_finished,
+                "time to live sweep step"
+            );
+        }
+    }
 }
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
