@@ -50,6 +50,9 @@ LOWEST_TEST_PORT = 20000
 DEFAULT_EPHEMERAL_START = 32768
 # How long a test waits for the pool to create its table.
 POOL_CREATE_TIMEOUT_S = 45
+# Seconds between Time to Live sweeps of a partition in the suite's clusters (`shoal dev
+# --ttl-sweep-period-seconds`): short, so that test_ttl.py sees items expire.
+TTL_SWEEP_PERIOD_S = 1
 
 
 def _shoal_binary():
@@ -136,7 +139,7 @@ def dev_cluster_logged(extra_args=()):
     log = open(log_path, "wb")
     process = subprocess.Popen(
         [str(binary), "dev", "--data-dir", str(pathlib.Path(data_dir) / "data"), "--port", str(port),
-         *extra_args],
+         "--ttl-sweep-period-seconds", str(TTL_SWEEP_PERIOD_S), *extra_args],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

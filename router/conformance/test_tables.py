@@ -202,5 +202,5 @@ def test_create_table_with_a_global_secondary_index(ddb, created):
 
 def test_operations_not_built_are_unknown_operations(ddb):
     # What a gap looks like: DynamoDB's answer to an operation it does not know.
-    expect_error(lambda: ddb.describe_time_to_live(TableName="conf-any"),
+    expect_error(lambda: ddb.describe_continuous_backups(TableName="conf-any"),
                  "UnknownOperationException")

@@ -7,6 +7,7 @@
 
 pub mod meta;
 pub mod replica;
+pub mod time_to_live;
 
 pub use meta::PartitionMeta;
 pub use replica::{

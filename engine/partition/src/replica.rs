@@ -35,6 +35,8 @@
 //!    overlay entry, only once that entry's slot is applied with the payload proposed (else the
 //!    refusal could describe a state that never existed, or one a strong read has not seen yet).
 
+mod sweep;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::rc::Rc;
@@ -159,6 +161,15 @@ pub enum Event {
         wal_lsn: WalLsn,
     },
     Snapshot(SnapshotChunk),
+    /// Run one step of the Time to Live sweeper if this replica is the leader (src/replica/
+    /// sweep.rs): `attribute` is the table's TTL attribute, `now_unix_seconds` the host's wall
+    /// clock, and a pass over the partition starts at most once per `pass_period`. The host
+    /// sends it only for partitions of tables with TTL enabled, spaced out by its step interval.
+    SweepExpired {
+        attribute: String,
+        now_unix_seconds: u64,
+        pass_period: std::time::Duration,
+    },
     /// The host is about to stop this replica (its partition is being deleted here); the
     /// replica does nothing with it. It travels in the same queue so that it comes after every
     /// event queued before it.
@@ -286,7 +297,8 @@ const STALL_REPORT_INTERVAL_NANOS: u64 = 1_000_000_000;
 
 /// A write the leader proposed, waiting for its slot to be applied (invariant 3).
 struct Waiter {
-    reply_to: u64,
+    /// `None` for the sweeper's deletes, which no client waits for.
+    reply_to: Option<u64>,
     payload: Vec<u8>,
     response: NodeResponse,
 }
@@ -376,6 +388,8 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     incoming_snapshot: Option<IncomingSnapshot<F>>,
     next_transfer_id: u64,
     outputs: Vec<Output>,
+    /// The Time to Live sweeper's progress (src/replica/sweep.rs).
+    sweep: sweep::SweepState,
 }
 
 /// What recovery found for one partition in the shard's WAL.
@@ -662,6 +676,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             incoming_snapshot: None,
             next_transfer_id: 1,
             outputs: Vec::new(),
+            sweep: Default::default(),
         }
     }
 
@@ -826,6 +841,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 }
             }
             Event::Snapshot(chunk) => self.receive_snapshot_chunk(now, chunk).await?,
+            Event::SweepExpired {
+                attribute,
+                now_unix_seconds,
+                pass_period,
+            } => {
+                let step = self
+                    .sweep_expired(now, attribute, now_unix_seconds, pass_period)
+                    .await?;
+                step.log(self.meta.partition);
+            }
             Event::Stop => {}
         }
         Ok(std::mem::take(&mut self.outputs))
@@ -940,8 +965,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
         }
         for (_, waiter) in std::mem::take(&mut self.waiting) {
+            let Some(reply_to) = waiter.reply_to else {
+                continue;
+            };
             self.outputs.push(Output::Reply {
-                reply_to: waiter.reply_to,
+                reply_to,
                 response: NodeResponse::Error(NodeError::OutcomeUnknown {
                     message: LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT.to_string(),
                 }),
@@ -970,9 +998,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.engine.apply(WalLsn(slot.0), &batch).await?;
             self.applied_slot = slot;
             for mutation in &batch.mutations {
-                let key = match mutation {
-                    Mutation::Put { key, .. } | Mutation::Delete { key } => key,
-                };
+                let key = mutation.key();
                 if self
                     .overlay
                     .get(key)
@@ -996,10 +1022,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                         message: WRITE_LOST_ITS_SLOT.to_string(),
                     })
                 };
-                self.outputs.push(Output::Reply {
-                    reply_to: waiter.reply_to,
-                    response,
-                });
+                if let Some(reply_to) = waiter.reply_to {
+                    self.outputs.push(Output::Reply { reply_to, response });
+                }
             }
             if let Some(answers) = self.deferred.remove(&slot) {
                 // Invariant 5: the state the condition saw is now applied, and under the lease
@@ -1260,7 +1285,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.waiting.insert(
             proposed.slot,
             Waiter {
-                reply_to,
+                reply_to: Some(reply_to),
                 payload,
                 response: item_response(result, 0, write_units * 1000),
             },

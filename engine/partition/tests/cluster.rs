@@ -1268,3 +1268,295 @@ fn unapplied_entries_do_not_stop_the_shard_wal_from_recycling() {
         }
     });
 }
+
+/// The wall clock the Time to Live tests pretend it is, in epoch seconds.
+const TTL_NOW: u64 = 1_800_000_000;
+const TTL_PASS_PERIOD: Duration = Duration::from_secs(1);
+
+fn put_expiring(pk: &str, sk: u64, expires: Json) -> Json {
+    json!({"Item": {"pk": {"S": pk}, "sk": {"N": sk.to_string()}, "expires": expires}})
+}
+
+impl Cluster {
+    /// One sweeper step on every replica (only the leader acts), then a network step.
+    async fn sweep_step(&mut self, now_unix_seconds: u64) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.feed(
+                id,
+                Event::SweepExpired {
+                    attribute: "expires".to_string(),
+                    now_unix_seconds,
+                    pass_period: TTL_PASS_PERIOD,
+                },
+            )
+            .await;
+        }
+        self.step().await;
+    }
+
+    /// The sort keys of partition key `pk`, by a strongly consistent query at the leader.
+    async fn sort_keys(&mut self, pk: &str) -> Vec<u64> {
+        let body = self
+            .leader_request(
+                ItemOperation::Query,
+                json!({
+                    "KeyConditionExpression": "pk = :pk",
+                    "ExpressionAttributeValues": {":pk": {"S": pk}},
+                    "ConsistentRead": true,
+                }),
+            )
+            .await;
+        body["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["sk"]["N"].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// The keys each replica's log holds deletes by Time to Live for (tag 3), by node.
+    fn expired_in_logs(&self) -> BTreeMap<NodeId, usize> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| {
+                let core = node.replica.core();
+                let mut count = 0;
+                let mut slot = core.log_first_slot();
+                while slot <= core.commit_slot() {
+                    if let Some(shoal_replication::LogEntry {
+                        payload: shoal_replication::Payload::Command(bytes),
+                        ..
+                    }) = core.entry(slot)
+                    {
+                        let batch = shoal_store::engine::MutationBatch::decode(bytes).unwrap();
+                        count += batch
+                            .mutations
+                            .iter()
+                            .filter(|mutation| {
+                                matches!(mutation, shoal_store::engine::Mutation::Expire { .. })
+                            })
+                            .count();
+                    }
+                    slot = shoal_replication::Slot(slot.0 + 1);
+                }
+                (*id, count)
+            })
+            .collect()
+    }
+}
+
+/// The sweeper deletes exactly the items DynamoDB's rules call expired, through the log (every
+/// replica applies the deletes, each marked as a delete by TTL), in bounded steps, and starts
+/// its next pass only after the pass period.
+#[test]
+fn the_sweeper_deletes_expired_items_through_the_log() {
+    run_on_test_executor("cluster-ttl-sweep", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        let expired_count = shoal_partition::time_to_live::SWEEP_DELETES_PER_STEP as u64 + 10;
+        for sk in 0..expired_count {
+            let expires = json!({"N": (TTL_NOW - 100 - sk).to_string()});
+            cluster
+                .leader_request(ItemOperation::PutItem, put_expiring("gone", sk, expires))
+                .await;
+        }
+        let kept = [
+            json!({"N": (TTL_NOW + 1_000).to_string()}),
+            json!({"N": TTL_NOW.to_string()}),
+            json!({"S": (TTL_NOW - 100).to_string()}),
+            json!({"N": (TTL_NOW - 6 * 365 * 86_400).to_string()}),
+            json!({"L": [{"N": "1"}]}),
+        ];
+        for (sk, expires) in kept.iter().enumerate() {
+            cluster
+                .leader_request(
+                    ItemOperation::PutItem,
+                    put_expiring("kept", sk as u64, expires.clone()),
+                )
+                .await;
+        }
+        cluster
+            .leader_request(ItemOperation::PutItem, put("kept", 99, "no expiry"))
+            .await;
+        // Expired but not yet swept: still readable, as in DynamoDB.
+        assert_eq!(
+            cluster.sort_keys("gone").await.len(),
+            expired_count as usize
+        );
+
+        let leader = cluster.await_leader().await;
+        cluster.sweep_step(TTL_NOW).await;
+        let first_step = cluster.nodes[&leader].replica.expired_deletes_proposed();
+        assert_eq!(
+            first_step,
+            shoal_partition::time_to_live::SWEEP_DELETES_PER_STEP as u64,
+            "one step proposes at most its bound"
+        );
+        for _ in 0..20 {
+            cluster.sweep_step(TTL_NOW).await;
+        }
+        assert_eq!(
+            cluster.nodes[&leader].replica.expired_deletes_proposed(),
+            expired_count
+        );
+        assert!(cluster.sort_keys("gone").await.is_empty());
+        assert_eq!(cluster.sort_keys("kept").await, vec![0, 1, 2, 3, 4, 99]);
+        for _ in 0..50 {
+            cluster.step().await;
+        }
+        // Every replica applied the deletes, and each log says who made them.
+        for (id, count) in cluster.expired_in_logs() {
+            assert_eq!(count as u64, expired_count, "replica {id:?}");
+        }
+        for id in [1, 2, 3].map(NodeId) {
+            let response = cluster.request(id, ItemOperation::Scan, json!({})).await;
+            let NodeResponse::Item { result, .. } = response else {
+                panic!("{response:?}");
+            };
+            let body = render_result(&result, false).unwrap();
+            assert_eq!(body["Count"], 6, "replica {id:?}: {body}");
+        }
+
+        // The pass is over: an item that expires now waits for the next pass.
+        cluster
+            .leader_request(
+                ItemOperation::PutItem,
+                put_expiring("late", 1, json!({"N": (TTL_NOW - 1).to_string()})),
+            )
+            .await;
+        let leader = cluster.await_leader().await;
+        let before = cluster.nodes[&leader].replica.expired_deletes_proposed();
+        cluster.sweep_step(TTL_NOW).await;
+        assert_eq!(
+            cluster.nodes[&leader].replica.expired_deletes_proposed(),
+            before,
+            "no pass before the period is over"
+        );
+        for _ in 0..(TTL_PASS_PERIOD.as_millis() / STEP.as_millis()) {
+            cluster.step().await;
+        }
+        for _ in 0..5 {
+            cluster.sweep_step(TTL_NOW).await;
+        }
+        assert!(cluster.sort_keys("late").await.is_empty());
+    });
+}
+
+/// An update that extends an item's TTL while it is still in flight (proposed, not applied)
+/// wins: the sweeper decides on the leader's latest state, so it proposes no delete, and the
+/// item is kept with its new expiry.
+#[test]
+fn an_extension_in_flight_wins_over_the_sweeper() {
+    run_on_test_executor("cluster-ttl-extension", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        cluster
+            .leader_request(
+                ItemOperation::PutItem,
+                put_expiring("a", 1, json!({"N": (TTL_NOW - 10).to_string()})),
+            )
+            .await;
+        let leader = cluster.await_leader().await;
+        for id in [1, 2, 3].map(NodeId) {
+            if id != leader {
+                cluster.isolated.insert(id);
+            }
+        }
+        let extension = cluster
+            .send(
+                leader,
+                ItemOperation::UpdateItem,
+                json!({
+                    "Key": key("a", 1),
+                    "UpdateExpression": "SET expires = :later",
+                    "ExpressionAttributeValues": {":later": {"N": (TTL_NOW + 3_600).to_string()}},
+                }),
+            )
+            .await;
+        // The stored item is expired; the extension is only in the leader's overlay.
+        cluster
+            .feed(
+                leader,
+                Event::SweepExpired {
+                    attribute: "expires".to_string(),
+                    now_unix_seconds: TTL_NOW,
+                    pass_period: TTL_PASS_PERIOD,
+                },
+            )
+            .await;
+        assert_eq!(cluster.nodes[&leader].replica.expired_deletes_proposed(), 0);
+        cluster.isolated.clear();
+        let answers = cluster.await_replies(&[extension]).await;
+        assert!(
+            matches!(answers[0], NodeResponse::Item { .. }),
+            "{answers:?}"
+        );
+        for _ in 0..10 {
+            cluster.sweep_step(TTL_NOW).await;
+        }
+        assert_eq!(cluster.sort_keys("a").await, vec![1]);
+        assert_eq!(cluster.expired_in_logs().values().sum::<usize>(), 0);
+        // Once the new expiry has passed, the next pass deletes it.
+        for _ in 0..(TTL_PASS_PERIOD.as_millis() / STEP.as_millis()) {
+            cluster.step().await;
+        }
+        for _ in 0..5 {
+            cluster.sweep_step(TTL_NOW + 3_601).await;
+        }
+        assert!(cluster.sort_keys("a").await.is_empty());
+    });
+}
+
+/// A delete the sweeper proposed first is ordered first: a conditional update sent after it,
+/// while it is in flight, sees the item gone.
+#[test]
+fn a_write_after_the_sweepers_delete_sees_the_item_gone() {
+    run_on_test_executor("cluster-ttl-ordered", || async {
+        let mut cluster = Cluster::new(1_000).await;
+        cluster
+            .leader_request(
+                ItemOperation::PutItem,
+                put_expiring("a", 1, json!({"N": (TTL_NOW - 10).to_string()})),
+            )
+            .await;
+        let leader = cluster.await_leader().await;
+        for id in [1, 2, 3].map(NodeId) {
+            if id != leader {
+                cluster.isolated.insert(id);
+            }
+        }
+        cluster
+            .feed(
+                leader,
+                Event::SweepExpired {
+                    attribute: "expires".to_string(),
+                    now_unix_seconds: TTL_NOW,
+                    pass_period: TTL_PASS_PERIOD,
+                },
+            )
+            .await;
+        assert_eq!(cluster.nodes[&leader].replica.expired_deletes_proposed(), 1);
+        let update = cluster
+            .send(
+                leader,
+                ItemOperation::UpdateItem,
+                json!({
+                    "Key": key("a", 1),
+                    "UpdateExpression": "SET expires = :later",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeValues": {":later": {"N": (TTL_NOW + 3_600).to_string()}},
+                }),
+            )
+            .await;
+        cluster.isolated.clear();
+        let answers = cluster.await_replies(&[update]).await;
+        match &answers[0] {
+            NodeResponse::Error(NodeError::Dynamo { type_name, .. }) => {
+                assert_eq!(type_name, "ConditionalCheckFailedException");
+                assert!(cluster.sort_keys("a").await.is_empty());
+            }
+            // Leadership moved before the delete applied: the refusal is withdrawn.
+            NodeResponse::Error(NodeError::NotApplied { .. }) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    });
+}

@@ -39,6 +39,7 @@ struct Inner {
     wal_sync_latency_us: Option<Histogram<u64>>,
     replication_messages_dropped: u64,
     requests_refused_busy: u64,
+    time_to_live_deletes_proposed: u64,
 }
 
 /// The metrics of one shard. Single-threaded, like everything else on the shard.
@@ -85,6 +86,11 @@ impl ShardMetrics {
 
     pub fn request_refused_busy(&self) {
         self.inner.borrow_mut().requests_refused_busy += 1;
+    }
+
+    /// Deletes of expired items a sweeper on this shard proposed.
+    pub fn time_to_live_deletes_proposed(&self, count: u64) {
+        self.inner.borrow_mut().time_to_live_deletes_proposed += count;
     }
 
     /// The shard's metrics in the Prometheus text format, samples only: the node serves them
@@ -183,6 +189,11 @@ impl ShardMetrics {
             text,
             "shoal_requests_refused_busy_total{{{labels}}} {}",
             inner.requests_refused_busy
+        );
+        let _ = writeln!(
+            text,
+            "shoal_ttl_deletes_proposed_total{{{labels}}} {}",
+            inner.time_to_live_deletes_proposed
         );
         let leaders = replicas
             .iter()
@@ -326,6 +337,8 @@ pub const HEADERS: &str = "\
 # TYPE shoal_replication_messages_dropped_total counter
 # HELP shoal_requests_refused_busy_total Requests refused because a replica's queue was full.
 # TYPE shoal_requests_refused_busy_total counter
+# HELP shoal_ttl_deletes_proposed_total Deletes of expired items (Time to Live) the shard's partition leaders proposed.
+# TYPE shoal_ttl_deletes_proposed_total counter
 # HELP shoal_replicas Partition replicas on the shard.
 # TYPE shoal_replicas gauge
 # HELP shoal_leaders Partition replicas on the shard that lead their group.

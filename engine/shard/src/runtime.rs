@@ -18,8 +18,8 @@ use shoal_replication::NodeId;
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
-    BusMessage, NodeError, NodeResponse, ReplicaStatus, ReplicationEnvelope, ResponseFrame,
-    ShardAddress, SnapshotChunk,
+    BusMessage, NodeError, NodeResponse, ReplicaRole, ReplicaStatus, ReplicationEnvelope,
+    ResponseFrame, ShardAddress, SnapshotChunk,
 };
 
 use crate::dispatch::{Command, Decision, Delivery, Dispatch, Routed};
@@ -32,6 +32,11 @@ pub const REPLICA_QUEUE_EVENTS_MAX: usize = 4096;
 pub const REPLICA_PERSIST_QUEUE_MAX: usize = 1024;
 /// How long a DeletePartition waits for the replica to close and remove its files.
 pub const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the shard offers each partition it leads, of a table with Time to Live enabled, a
+/// sweep step (shoal_partition::time_to_live). With at most
+/// `shoal_partition::time_to_live::SWEEP_DELETES_PER_STEP` deletes a step, a partition's
+/// sweeper deletes at most 1,280 items a second: the bound on the write load TTL adds.
+pub const TIME_TO_LIVE_SWEEP_STEP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What the shard needs from the bus.
 #[allow(async_fn_in_trait)]
@@ -65,6 +70,9 @@ pub struct ShardConfig {
     pub tick_interval: Duration,
     /// Seeds election jitter; mixed with the node, shard and partition ids.
     pub seed: u64,
+    /// The least time between the starts of two Time to Live passes over one partition
+    /// (`shoal node --ttl-sweep-period-seconds`).
+    pub time_to_live_sweep_period: Duration,
 }
 
 #[derive(Debug)]
@@ -155,6 +163,9 @@ pub struct Shard<T: Transport> {
     /// simulator, dispatch.rs).
     dispatch: RefCell<Dispatch<T::Connection>>,
     metrics: Rc<ShardMetrics>,
+    /// The TTL attribute of each partition here whose table has Time to Live enabled, as the
+    /// host last learned it from the metadata group ([`Shard::set_time_to_live`]).
+    time_to_live: RefCell<BTreeMap<u64, String>>,
 }
 
 fn seed_for(config: &ShardConfig, partition: u64, incarnation: u64) -> u64 {
@@ -214,6 +225,7 @@ impl<T: Transport + 'static> Shard<T> {
             table: RefCell::new(BTreeMap::new()),
             failed: RefCell::new(BTreeMap::new()),
             metrics,
+            time_to_live: RefCell::new(BTreeMap::new()),
         });
         let now = SystemClock.now();
         let recovered = crate::recovery::recover_shard(
@@ -267,6 +279,7 @@ impl<T: Transport + 'static> Shard<T> {
             shard.run_replica(replica);
         }
         shard.clone().spawn_ticker();
+        shard.clone().spawn_sweeper();
         Ok(shard)
     }
 
@@ -339,6 +352,55 @@ impl<T: Transport + 'static> Shard<T> {
                     let _ = sender.try_send(Event::Tick { snapshot_room: 0 });
                 }
                 self.release_records_of_failed_partitions().await;
+            }
+        })
+        .detach();
+    }
+
+    /// Sets which partitions have Time to Live enabled, and on which attribute: the host reads
+    /// the tables' settings from the metadata group (engine/shard README.md, "Time to Live")
+    /// and passes the partitions of this shard. A partition left out is not swept.
+    pub fn set_time_to_live(&self, attributes: BTreeMap<u64, String>) {
+        *self.time_to_live.borrow_mut() = attributes;
+    }
+
+    /// The partitions with Time to Live enabled, as last set.
+    pub fn time_to_live(&self) -> BTreeMap<u64, String> {
+        self.time_to_live.borrow().clone()
+    }
+
+    /// Every [`TIME_TO_LIVE_SWEEP_STEP_INTERVAL`], queues a sweep step for each partition with
+    /// TTL enabled that a replica here leads. A full queue drops the step: foreground traffic
+    /// comes first, and the next step comes soon.
+    fn spawn_sweeper(self: Rc<Self>) {
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(TIME_TO_LIVE_SWEEP_STEP_INTERVAL).await;
+                let attributes = self.time_to_live.borrow().clone();
+                if attributes.is_empty() {
+                    continue;
+                }
+                let now_unix_seconds = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_secs());
+                for (partition, attribute) in attributes {
+                    let sender = match self.table.borrow().get(&partition) {
+                        Some(row)
+                            if matches!(
+                                row.status.borrow().role,
+                                ReplicaRole::Leader | ReplicaRole::LeaderWithLease
+                            ) =>
+                        {
+                            row.events.clone()
+                        }
+                        _ => continue,
+                    };
+                    let _ = sender.try_send(Event::SweepExpired {
+                        attribute,
+                        now_unix_seconds,
+                        pass_period: self.config.time_to_live_sweep_period,
+                    });
+                }
             }
         })
         .detach();
@@ -465,6 +527,7 @@ impl<T: Transport + 'static> Shard<T> {
             }
             let now = SystemClock.now();
             let event = self.with_snapshot_room(&replica, event);
+            let expired_before = replica.expired_deletes_proposed();
             let outputs = match replica.handle(now, event).await {
                 Ok(outputs) => outputs,
                 // The replica's durable state or its I/O failed: its in-memory state can no
@@ -472,6 +535,8 @@ impl<T: Transport + 'static> Shard<T> {
                 Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
             };
             *status.borrow_mut() = replica.status(now);
+            self.metrics
+                .time_to_live_deletes_proposed(replica.expired_deletes_proposed() - expired_before);
             for output in outputs {
                 let command = self.dispatch.borrow_mut().on_output(partition, output, now);
                 match command {

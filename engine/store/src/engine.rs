@@ -46,17 +46,39 @@ pub const BATCH_MUTATIONS_MAX: usize = 4096;
 
 const MUTATION_TAG_PUT: u8 = 1;
 const MUTATION_TAG_DELETE: u8 = 2;
+const MUTATION_TAG_EXPIRE: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// A delete made by Time to Live, not by a client: applied exactly as [`Mutation::Delete`];
+    /// its own tag is kept in the committed log so that a reader of the log (a stream) can tell
+    /// the service's deletes from the clients'.
+    Expire {
+        key: Vec<u8>,
+    },
+}
+
+impl Mutation {
+    /// The storage key the mutation changes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Mutation::Put { key, .. } | Mutation::Delete { key } | Mutation::Expire { key } => key,
+        }
+    }
 }
 
 /// Mutations applied atomically at one LSN.
 ///
-/// Encoding (little-endian): mutation count u32, then per mutation: tag u8 (1 put, 2 delete),
-/// key length u16, value length u32 (0 for a delete), key bytes, value bytes.
+/// Encoding (little-endian; engine/store FORMAT.md, "Mutation batch"): mutation count u32, then
+/// per mutation: tag u8 (1 put, 2 delete, 3 delete by Time to Live), key length u16, value
+/// length u32 (0 for both deletes), key bytes, value bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MutationBatch {
     pub mutations: Vec<Mutation>,
@@ -109,6 +131,7 @@ impl MutationBatch {
             let (tag, key, value): (u8, &[u8], &[u8]) = match mutation {
                 Mutation::Put { key, value } => (MUTATION_TAG_PUT, key, value),
                 Mutation::Delete { key } => (MUTATION_TAG_DELETE, key, &[]),
+                Mutation::Expire { key } => (MUTATION_TAG_EXPIRE, key, &[]),
             };
             bytes.push(tag);
             bytes.extend_from_slice(&(key.len() as u16).to_le_bytes());
@@ -140,6 +163,7 @@ impl MutationBatch {
             mutations.push(match (tag, value_bytes) {
                 (MUTATION_TAG_PUT, _) => Mutation::Put { key, value },
                 (MUTATION_TAG_DELETE, 0) => Mutation::Delete { key },
+                (MUTATION_TAG_EXPIRE, 0) => Mutation::Expire { key },
                 _ => return None,
             });
         }
@@ -238,7 +262,7 @@ impl<F: Storage> Partition<F> {
         for mutation in &batch.mutations {
             match mutation {
                 Mutation::Put { key, value } => self.tree.put(key, value, lsn.0).await?,
-                Mutation::Delete { key } => {
+                Mutation::Delete { key } | Mutation::Expire { key } => {
                     self.tree.delete(key, lsn.0).await?;
                 }
             }
@@ -398,10 +422,29 @@ mod tests {
                 Mutation::Delete {
                     key: b"k2".to_vec(),
                 },
+                Mutation::Expire {
+                    key: b"k3".to_vec(),
+                },
             ],
         };
         let bytes = batch.encode();
         assert_eq!(MutationBatch::decode(&bytes), Some(batch));
+        // The bytes FORMAT.md documents: count, then tag, key length, value length, key, value.
+        let expire_at = bytes.len() - (1 + 2 + 4 + 2);
+        assert_eq!(
+            bytes[expire_at..],
+            [3, 2, 0, 0, 0, 0, 0, b'k', b'3'],
+            "an expiry is tag 3 with an empty value"
+        );
+        assert_eq!(bytes[..4], 3u32.to_le_bytes());
+        let mut with_value = bytes.clone();
+        with_value[expire_at + 3] = 1;
+        with_value.push(0);
+        assert_eq!(
+            MutationBatch::decode(&with_value),
+            None,
+            "an expiry carries no value"
+        );
         assert_eq!(MutationBatch::decode(&bytes[..bytes.len() - 1]), None);
         let mut trailing = bytes.clone();
         trailing.push(0);

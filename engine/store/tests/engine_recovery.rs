@@ -156,7 +156,12 @@ impl Shard {
                 .map(|(key, delete, value_bytes)| {
                     let key = format!("key-{key:03}").into_bytes();
                     if *delete {
-                        Mutation::Delete { key }
+                        // Deletes by Time to Live (tag 3) are recovered exactly as deletes.
+                        if key.last().is_some_and(|byte| byte % 2 == 0) {
+                            Mutation::Delete { key }
+                        } else {
+                            Mutation::Expire { key }
+                        }
                     } else {
                         self.version += 1;
                         let value = (0..*value_bytes)
@@ -199,7 +204,7 @@ impl Shard {
                 Mutation::Put { key, value } => {
                     model.insert(key, value);
                 }
-                Mutation::Delete { key } => {
+                Mutation::Delete { key } | Mutation::Expire { key } => {
                     model.remove(&key);
                 }
             }

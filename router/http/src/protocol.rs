@@ -38,9 +38,11 @@ pub enum Operation {
     TagResource,
     UntagResource,
     ListTagsOfResource,
+    UpdateTimeToLive,
+    DescribeTimeToLive,
 }
 
-const OPERATIONS: [(&str, Operation); 18] = [
+const OPERATIONS: [(&str, Operation); 20] = [
     ("CreateTable", Operation::CreateTable),
     ("DeleteTable", Operation::DeleteTable),
     ("DescribeTable", Operation::DescribeTable),
@@ -59,6 +61,8 @@ const OPERATIONS: [(&str, Operation); 18] = [
     ("TagResource", Operation::TagResource),
     ("UntagResource", Operation::UntagResource),
     ("ListTagsOfResource", Operation::ListTagsOfResource),
+    ("UpdateTimeToLive", Operation::UpdateTimeToLive),
+    ("DescribeTimeToLive", Operation::DescribeTimeToLive),
 ];
 
 impl Operation {

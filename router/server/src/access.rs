@@ -68,12 +68,12 @@ const ACCESS_DENIED: &str = "AccessDeniedException";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     /// Reads: GetItem, Query, Scan, BatchGetItem, DescribeTable, ListTables, ListTagsOfResource,
-    /// DescribeLimits, DescribeEndpoints.
+    /// DescribeTimeToLive, DescribeLimits, DescribeEndpoints.
     ReadOnly,
     /// Reads and item writes: PutItem, UpdateItem, DeleteItem, BatchWriteItem.
     ReadWrite,
     /// Everything, the control plane included: CreateTable, DeleteTable, UpdateTable,
-    /// TagResource, UntagResource.
+    /// TagResource, UntagResource, UpdateTimeToLive.
     Admin,
 }
 
@@ -97,7 +97,9 @@ impl Role {
 pub fn role_needed(operation: &str) -> Role {
     match operation {
         "GetItem" | "Query" | "Scan" | "BatchGetItem" | "DescribeTable" | "ListTables"
-        | "ListTagsOfResource" | "DescribeLimits" | "DescribeEndpoints" => Role::ReadOnly,
+        | "ListTagsOfResource" | "DescribeTimeToLive" | "DescribeLimits" | "DescribeEndpoints" => {
+            Role::ReadOnly
+        }
         "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" => Role::ReadWrite,
         _ => Role::Admin,
     }
@@ -604,6 +606,10 @@ mod tests {
                 "r",
                 "a",
             )
+            .unwrap();
+        assert!(denial(&writer, "UpdateTimeToLive", item.clone()).contains("table/movies"));
+        key(Role::ReadOnly, None)
+            .authorize("DescribeTimeToLive", &item, "r", "a")
             .unwrap();
         assert!(denial(&writer, "CreateTable", item.clone()).contains(
             "dynamodb:CreateTable on resource: arn:aws:dynamodb:us-east-1:000000000000:table/movies"

@@ -74,6 +74,8 @@ pub const PARTITION_COUNTER_KEY: &str = "counter#partition";
 pub const TABLE_KEY_PREFIX: &str = "table#";
 /// The table item's member listing replicas not created yet (invariant 4).
 pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
+/// The table item's attribute naming the TTL attribute, present only while TTL is enabled.
+pub const TIME_TO_LIVE_ATTRIBUTE: &str = "time_to_live_attribute";
 /// Pages of a metadata scan (ListTables) at most; each page is up to 1 MB of metadata.
 pub const METADATA_SCAN_PAGES_MAX: usize = 1024;
 /// Bootstrap waits this long at most for the metadata group to form and accept a write.
@@ -191,6 +193,21 @@ pub struct TableRecord {
     /// Encryption, table class and deletion protection (table_settings.rs); the defaults in
     /// items written before they existed (invariant 2).
     pub settings: TableSettings,
+    /// UpdateTimeToLive's setting (router/server README.md, "Time to Live").
+    pub time_to_live: TimeToLiveSetting,
+}
+
+/// A table's Time to Live: the attribute that holds each item's expiry while TTL is enabled,
+/// and when UpdateTimeToLive last changed it. Both are absent from items written before TTL
+/// existed, which read as never configured (invariant 2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimeToLiveSetting {
+    /// `Some` while enabled: the sweepers of the table's partition leaders delete items whose
+    /// attribute of this name holds an expired epoch-seconds Number.
+    pub attribute: Option<String>,
+    /// The last UpdateTimeToLive that changed the setting, in unix milliseconds of its router's
+    /// wall clock; `None` if none ever did.
+    pub changed_at_ms: Option<u64>,
 }
 
 fn string(text: &str) -> Json {
@@ -391,6 +408,12 @@ impl TableRecord {
         }
         item.insert("revision".to_string(), number(self.revision));
         item.insert("changed_at_ms".to_string(), number(self.changed_at_ms));
+        if let Some(attribute) = &self.time_to_live.attribute {
+            item.insert(TIME_TO_LIVE_ATTRIBUTE.to_string(), string(attribute));
+        }
+        if let Some(at) = self.time_to_live.changed_at_ms {
+            item.insert("time_to_live_changed_at_ms".to_string(), number(at));
+        }
         // Invariant 4: absent when empty, so that a scan can filter on its existence.
         if !self.pending_replicas.is_empty() {
             let pending: Vec<Json> = self
@@ -488,6 +511,13 @@ impl TableRecord {
             pending_replicas: pending_replicas_from(item)?,
             changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
             settings: TableSettings::read_from(item)?,
+            time_to_live: TimeToLiveSetting {
+                attribute: match item.get(TIME_TO_LIVE_ATTRIBUTE) {
+                    None => None,
+                    Some(_) => Some(get_string(item, TIME_TO_LIVE_ATTRIBUTE)?.to_string()),
+                },
+                changed_at_ms: get_optional_number(item, "time_to_live_changed_at_ms")?,
+            },
         })
     }
 
@@ -1113,6 +1143,10 @@ mod tests {
                 }),
                 deletion_protection: true,
             },
+            time_to_live: TimeToLiveSetting {
+                attribute: Some("expires_at".to_string()),
+                changed_at_ms: Some(1_700_000_300_000),
+            },
         }
     }
 
@@ -1164,6 +1198,7 @@ mod tests {
         assert!(decoded.pending_replicas.is_empty());
         assert_eq!(decoded.changed_at_ms, 0);
         assert_eq!(decoded.settings, TableSettings::default());
+        assert_eq!(decoded.time_to_live, TimeToLiveSetting::default());
         assert_eq!(decoded.partitions, provisioned.partitions);
         // An on-demand table of the first format has been on demand since its creation.
         let mut on_demand = record();
@@ -1179,6 +1214,9 @@ mod tests {
         assert!(TableRecord::from_item(&broken).is_err());
         let mut broken = provisioned.to_item();
         broken["deletion_protection"] = json!({"S": "yes"});
+        assert!(TableRecord::from_item(&broken).is_err());
+        let mut broken = provisioned.to_item();
+        broken[TIME_TO_LIVE_ATTRIBUTE] = json!({"N": "7"});
         assert!(TableRecord::from_item(&broken).is_err());
     }
 

@@ -19,6 +19,8 @@ pub enum Operation {
     TagResource,
     UntagResource,
     ListTagsOfResource,
+    UpdateTimeToLive,
+    DescribeTimeToLive,
     PutItem,
     GetItem,
     UpdateItem,
@@ -30,7 +32,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 17] = [
+    pub const ALL: [Operation; 19] = [
         Operation::CreateTable,
         Operation::DeleteTable,
         Operation::DescribeTable,
@@ -40,6 +42,8 @@ impl Operation {
         Operation::TagResource,
         Operation::UntagResource,
         Operation::ListTagsOfResource,
+        Operation::UpdateTimeToLive,
+        Operation::DescribeTimeToLive,
         Operation::PutItem,
         Operation::GetItem,
         Operation::UpdateItem,
@@ -62,6 +66,8 @@ impl Operation {
             Operation::TagResource => "TagResource",
             Operation::UntagResource => "UntagResource",
             Operation::ListTagsOfResource => "ListTagsOfResource",
+            Operation::UpdateTimeToLive => "UpdateTimeToLive",
+            Operation::DescribeTimeToLive => "DescribeTimeToLive",
             Operation::PutItem => "PutItem",
             Operation::GetItem => "GetItem",
             Operation::UpdateItem => "UpdateItem",
@@ -102,6 +108,8 @@ impl Router {
             Operation::TagResource => self.tag_resource(body).await,
             Operation::UntagResource => self.untag_resource(body).await,
             Operation::ListTagsOfResource => self.list_tags_of_resource(body).await,
+            Operation::UpdateTimeToLive => self.update_time_to_live(body).await,
+            Operation::DescribeTimeToLive => self.describe_time_to_live(body).await,
             Operation::PutItem => self.put_item(body).await,
             Operation::GetItem => self.get_item(body).await,
             Operation::UpdateItem => self.update_item(body).await,

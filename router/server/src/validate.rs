@@ -56,6 +56,10 @@ const TAG_PUNCTUATION: &str = "+-=._:/@";
 /// ResourceArn's length limits (service-2.json `ResourceArnString`).
 pub const RESOURCE_ARN_BYTES_MIN: usize = 1;
 pub const RESOURCE_ARN_BYTES_MAX: usize = 1283;
+/// TimeToLiveSpecification.AttributeName's length in bytes (the service model's
+/// TimeToLiveAttributeName: 1 to 255).
+pub const TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MIN: usize = 1;
+pub const TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MAX: usize = 255;
 const _: () = assert!(TAG_KEY_CHARS_MIN <= TAG_KEY_CHARS_MAX);
 const _: () = assert!(TAG_KEY_RESERVED_PREFIX.len() <= TAG_KEY_CHARS_MAX);
 
@@ -808,6 +812,68 @@ pub fn tag_keys(body: &Json) -> Result<Vec<String>, DynamoError> {
         .collect()
 }
 
+/// UpdateTimeToLive's TimeToLiveSpecification: both members are required (the service model),
+/// every violation reported at once as DynamoDB reports its constraint violations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeToLiveSpecification {
+    pub enabled: bool,
+    pub attribute_name: String,
+}
+
+pub fn time_to_live_specification(body: &Json) -> Result<TimeToLiveSpecification, DynamoError> {
+    let specification = match body.get("TimeToLiveSpecification") {
+        None | Some(Json::Null) => {
+            return Err(DynamoError::missing_member("timeToLiveSpecification"));
+        }
+        Some(Json::Object(specification)) => specification,
+        Some(_) => {
+            return Err(DynamoError::serialization(
+                "TimeToLiveSpecification must be a structure",
+            ));
+        }
+    };
+    let mut problems = Vec::new();
+    let enabled = match specification.get("Enabled") {
+        None | Some(Json::Null) => {
+            problems.push(
+                "Value null at 'timeToLiveSpecification.enabled' failed to satisfy constraint: Member must not be null"
+                    .to_string(),
+            );
+            false
+        }
+        Some(Json::Bool(enabled)) => *enabled,
+        Some(_) => return Err(DynamoError::serialization("Enabled must be a boolean")),
+    };
+    let attribute_name = match specification.get("AttributeName") {
+        None | Some(Json::Null) => {
+            problems.push(
+                "Value null at 'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must not be null"
+                    .to_string(),
+            );
+            String::new()
+        }
+        Some(Json::String(name)) => {
+            if name.len() < TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MIN {
+                problems.push(format!(
+                    "Value '{name}' at 'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must have length greater than or equal to {TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MIN}"
+                ));
+            }
+            if name.len() > TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MAX {
+                problems.push(format!(
+                    "Value '{name}' at 'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must have length less than or equal to {TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MAX}"
+                ));
+            }
+            name.clone()
+        }
+        Some(_) => return Err(DynamoError::serialization("AttributeName must be a string")),
+    };
+    constraint_violations(problems)?;
+    Ok(TimeToLiveSpecification {
+        enabled,
+        attribute_name,
+    })
+}
+
 /// The table a tag operation's ResourceArn names. The ARN must be a table ARN of this router's
 /// region and account, `arn:aws:dynamodb:<region>:<account>:table/<name>`, with DynamoDB's
 /// messages for each way it is not. Whether the table exists is the caller's check.
@@ -1340,6 +1406,49 @@ mod tests {
                 .unwrap_err()
                 .message,
             TAG_LIMIT_EXCEEDED
+        );
+    }
+
+    #[test]
+    fn time_to_live_specifications_need_both_members() {
+        let good = json!({"TimeToLiveSpecification": {"Enabled": true, "AttributeName": "ttl"}});
+        assert_eq!(
+            time_to_live_specification(&good).unwrap(),
+            TimeToLiveSpecification {
+                enabled: true,
+                attribute_name: "ttl".to_string()
+            }
+        );
+        assert_eq!(
+            time_to_live_specification(&json!({})).unwrap_err().message,
+            "1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null"
+        );
+        assert_eq!(
+            time_to_live_specification(&json!({"TimeToLiveSpecification": {}}))
+                .unwrap_err()
+                .message,
+            "2 validation errors detected: Value null at 'timeToLiveSpecification.enabled' failed to satisfy constraint: Member must not be null; Value null at 'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must not be null"
+        );
+        let empty = json!({"TimeToLiveSpecification": {"Enabled": false, "AttributeName": ""}});
+        assert_eq!(
+            time_to_live_specification(&empty).unwrap_err().message,
+            "1 validation error detected: Value '' at 'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must have length greater than or equal to 1"
+        );
+        let longest = "a".repeat(TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MAX);
+        let body = json!({"TimeToLiveSpecification": {"Enabled": true, "AttributeName": longest}});
+        assert!(time_to_live_specification(&body).is_ok());
+        let too_long = "a".repeat(TIME_TO_LIVE_ATTRIBUTE_NAME_BYTES_MAX + 1);
+        let body = json!({"TimeToLiveSpecification": {"Enabled": true, "AttributeName": too_long}});
+        assert!(
+            time_to_live_specification(&body)
+                .unwrap_err()
+                .message
+                .ends_with("Member must have length less than or equal to 255")
+        );
+        let wrong = json!({"TimeToLiveSpecification": {"Enabled": "yes", "AttributeName": "ttl"}});
+        assert_eq!(
+            time_to_live_specification(&wrong).unwrap_err().type_name,
+            crate::error::SERIALIZATION
         );
     }
 

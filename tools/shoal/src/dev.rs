@@ -85,7 +85,15 @@ pub struct DevOptions {
     /// printed once the cluster answers. Without it any credentials are accepted.
     #[arg(long)]
     pub auth: bool,
+    /// Passed to every node: seconds between Time to Live sweeps of a partition (`shoal node
+    /// --ttl-sweep-period-seconds`); short here, so that expiry can be watched.
+    #[arg(long, default_value_t = DEV_TTL_SWEEP_PERIOD_SECONDS)]
+    pub ttl_sweep_period_seconds: u64,
 }
+
+/// `shoal dev`'s Time to Live sweep period: expired items go within seconds, where a
+/// production node (an hour by default) takes its time.
+pub const DEV_TTL_SWEEP_PERIOD_SECONDS: u64 = 5;
 
 impl DevOptions {
     /// `shoal dev` with no flags.
@@ -98,6 +106,7 @@ impl DevOptions {
             verify_writes: true,
             no_restart: false,
             auth: false,
+            ttl_sweep_period_seconds: DEV_TTL_SWEEP_PERIOD_SECONDS,
         }
     }
 }
@@ -339,6 +348,10 @@ fn node_command(
         .arg(format!("--admin={admin}"))
         .arg(format!("--shards={}", options.shards_per_node))
         .arg(format!("--verify-writes={}", options.verify_writes))
+        .arg(format!(
+            "--ttl-sweep-period-seconds={}",
+            options.ttl_sweep_period_seconds
+        ))
         // A development machine's disk: small WAL rings.
         .arg("--wal-segment-mib=16")
         .arg("--wal-segments=4");

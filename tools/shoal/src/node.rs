@@ -16,6 +16,11 @@ use glommio::{LocalExecutorBuilder, Placement};
 use shoal_bus::{Bus, BusConfig, ConnectionId};
 use shoal_partition::ReplicaConfig;
 use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
+use shoal_router::forward::Forwarder;
+use shoal_router::metadata::{
+    METADATA_PARTITION, MetadataStore, NodeAddress, TableStatus, metadata_replicas,
+};
+use shoal_router::partition_map::NodeDirectory;
 use shoal_shard::{Shard, ShardConfig, Transport};
 use shoal_store::wal::WalConfig;
 use shoal_wire::messages::{ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk};
@@ -38,7 +43,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes"])]
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds"])]
     pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
     #[arg(long, required_unless_present = "config")]
@@ -79,6 +84,10 @@ pub struct NodeOptions {
     /// (shoal_io::storage::write_verified). `false` saves one read per write.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub verify_writes: bool,
+    /// Time to Live: the least time in seconds between the starts of two sweeps of a partition
+    /// for expired items (each partition leader sweeps its own; README.md, "Time to Live").
+    #[arg(long, default_value_t = DEFAULT_TTL_SWEEP_PERIOD_SECONDS)]
+    pub ttl_sweep_period_seconds: u64,
 }
 
 const DEFAULT_CACHE_MIB: usize = 64;
@@ -86,6 +95,18 @@ const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
 const DEFAULT_WAL_SEGMENT_MIB: u64 = 64;
 const DEFAULT_WAL_SEGMENTS: u32 = 16;
 const DEFAULT_CHECKPOINT_EVERY_SLOTS: u64 = 2048;
+/// An hour between sweeps: DynamoDB deletes expired items "typically within two days" (API
+/// reference, UpdateTimeToLive), and a pass an hour finds them well within that at a small
+/// cost (one read of the partition an hour, in bounded steps).
+const DEFAULT_TTL_SWEEP_PERIOD_SECONDS: u64 = 3600;
+/// The sweep period's bounds: a second (tests, `shoal dev`) to a day.
+const TTL_SWEEP_PERIOD_SECONDS_MIN: u64 = 1;
+const TTL_SWEEP_PERIOD_SECONDS_MAX: u64 = 86_400;
+/// Each shard reads the tables' TTL settings from the metadata group once per sweep period, at
+/// least this often: a change by UpdateTimeToLive reaches the sweepers within it.
+pub const TTL_SETTINGS_REFRESH_INTERVAL_MAX: Duration = Duration::from_secs(60);
+/// One read of the tables' settings may take this long.
+const TTL_SETTINGS_READ_DEADLINE: Duration = Duration::from_secs(10);
 /// A config file larger than this is not a config file.
 const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -123,6 +144,8 @@ pub struct NodeSettings {
     pub checkpoint_every_slots: u64,
     #[serde(default = "default_verify_writes")]
     pub verify_writes: bool,
+    #[serde(default = "default_ttl_sweep_period_seconds")]
+    pub ttl_sweep_period_seconds: u64,
 }
 
 fn default_shards() -> u16 {
@@ -145,6 +168,9 @@ fn default_checkpoint_every_slots() -> u64 {
 }
 fn default_verify_writes() -> bool {
     true
+}
+fn default_ttl_sweep_period_seconds() -> u64 {
+    DEFAULT_TTL_SWEEP_PERIOD_SECONDS
 }
 
 /// Reads a TOML config file into `T`, with the file named in every error.
@@ -190,6 +216,7 @@ impl NodeOptions {
             wal_segments: self.wal_segments,
             checkpoint_every_slots: self.checkpoint_every_slots,
             verify_writes: self.verify_writes,
+            ttl_sweep_period_seconds: self.ttl_sweep_period_seconds,
         })
     }
 }
@@ -344,6 +371,14 @@ fn validate(options: &NodeSettings) -> Result<(), String> {
     if options.cache_mib == 0 {
         return Err("--cache-mib must be at least 1".to_string());
     }
+    if !(TTL_SWEEP_PERIOD_SECONDS_MIN..=TTL_SWEEP_PERIOD_SECONDS_MAX)
+        .contains(&options.ttl_sweep_period_seconds)
+    {
+        return Err(format!(
+            "--ttl-sweep-period-seconds must be {TTL_SWEEP_PERIOD_SECONDS_MIN} to \
+             {TTL_SWEEP_PERIOD_SECONDS_MAX}"
+        ));
+    }
     Ok(())
 }
 
@@ -484,6 +519,7 @@ async fn run_shard(
         cache_pages: options.cache_mib * 1024 * 1024 / shoal_store::btree::page::PAGE_BYTES,
         tick_interval: Duration::from_millis(10),
         seed: node.rotate_left(32) ^ u64::from(shard),
+        time_to_live_sweep_period: Duration::from_secs(options.ttl_sweep_period_seconds),
     };
     // kernel-notes/glommio-runtime.md: the first timer on an executor can be late; take that hit before leases.
     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -513,6 +549,24 @@ async fn run_shard(
         })
         .detach();
     }
+    {
+        let shard_runtime = shard_runtime.clone();
+        let mut nodes: Vec<NodeAddress> = options
+            .peers
+            .iter()
+            .map(|peer| NodeAddress {
+                id: peer.id,
+                address: peer.address,
+            })
+            .collect();
+        nodes.push(NodeAddress {
+            id: node,
+            address: options.listen,
+        });
+        let interval = Duration::from_secs(options.ttl_sweep_period_seconds)
+            .min(TTL_SETTINGS_REFRESH_INTERVAL_MAX);
+        glommio::spawn_local(refresh_time_to_live(shard_runtime, nodes, interval)).detach();
+    }
     while let Some(inbound) = inbox.recv().await {
         let shard_runtime = shard_runtime.clone();
         // Each message is dispatched in its own task: creating a partition or waiting for room
@@ -525,6 +579,70 @@ async fn run_shard(
         .detach();
     }
     Ok(())
+}
+
+/// Keeps the shard's Time to Live settings current: every `interval`, reads every table item
+/// from the metadata group (a strongly consistent scan at its leader, as a router does) and
+/// gives the shard the TTL attribute of each of its partitions whose table has TTL enabled.
+/// The metadata group lives on the lowest node ids of the cluster (`metadata_replicas`), which
+/// this node knows from its peer list. A read that fails keeps the settings it had: the sweep
+/// goes on as last known, and the next read corrects it. A shard with no data partition reads
+/// nothing.
+async fn refresh_time_to_live<T: Transport + 'static>(
+    shard: Rc<Shard<T>>,
+    nodes: Vec<NodeAddress>,
+    interval: Duration,
+) {
+    let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
+    let forwarder = Forwarder::new(directory, shard.node().0 ^ u64::from(shard.index()));
+    let metadata = MetadataStore::new(metadata_replicas(&nodes));
+    let node = shard.node().0;
+    loop {
+        glommio::timer::sleep(interval).await;
+        let hosted: std::collections::BTreeSet<u64> = shard
+            .statuses()
+            .iter()
+            .map(|status| status.partition)
+            .filter(|partition| *partition != METADATA_PARTITION)
+            .collect();
+        if hosted.is_empty() {
+            if !shard.time_to_live().is_empty() {
+                shard.set_time_to_live(BTreeMap::new());
+            }
+            continue;
+        }
+        let deadline = std::time::Instant::now() + TTL_SETTINGS_READ_DEADLINE;
+        let tables = match metadata.all_tables(&forwarder, deadline).await {
+            Ok(tables) => tables,
+            Err(error) => {
+                tracing::debug!(node, shard = shard.index(), ?error, "TTL settings not read");
+                continue;
+            }
+        };
+        let mut attributes = BTreeMap::new();
+        for table in tables {
+            let Some(attribute) = table.time_to_live.attribute else {
+                continue;
+            };
+            if table.status != TableStatus::Active {
+                continue;
+            }
+            for partition in table.partitions {
+                if hosted.contains(&partition.id) {
+                    attributes.insert(partition.id, attribute.clone());
+                }
+            }
+        }
+        if attributes != shard.time_to_live() {
+            tracing::info!(
+                node,
+                shard = shard.index(),
+                partitions = attributes.len(),
+                "TTL settings changed"
+            );
+            shard.set_time_to_live(attributes);
+        }
+    }
 }
 
 fn serve_admin(listener: TcpListener, published: &Mutex<Vec<String>>) {

@@ -89,6 +89,25 @@ fn bad_config_files_are_refused_at_start() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing field `data_dir`"));
 
+    // The TTL sweep period is bounded: a second to a day.
+    for period in ["0", "86401"] {
+        let out_of_range = directory.path().join("ttl.toml");
+        std::fs::write(
+            &out_of_range,
+            format!(
+                "node_id = 1\ndata_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:1\"\nttl_sweep_period_seconds = {period}\n"
+            ),
+        )
+        .unwrap();
+        let output = shoal(&["node", "--config", out_of_range.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2));
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            message.contains("--ttl-sweep-period-seconds must be 1 to 86400"),
+            "{message}"
+        );
+    }
+
     // A file and flags together.
     let output = shoal(&[
         "node",

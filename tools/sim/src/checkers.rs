@@ -268,8 +268,15 @@ impl Simulation {
                 return self.violation(format!("{id:?} group {group}: a scan got no items"));
             }
         };
-        self.trace(id, group, &[9, slot.0, state.len() as u64]);
-        for value in state.values() {
+        self.trace(id, group, &[9, slot.0, state.registers.len() as u64]);
+        let latest = &mut self.groups[group].latest_expiring;
+        if latest
+            .as_ref()
+            .is_none_or(|(latest_slot, _)| *latest_slot < slot)
+        {
+            *latest = Some((slot, state.expiring.clone()));
+        }
+        for value in state.registers.values() {
             if let Some(&operation) = self.operation_by_value.get(value)
                 && self.history[operation].operation.took_effect_at.is_none()
             {
@@ -367,6 +374,36 @@ impl Simulation {
     /// An eventual read may be stale, but the value it returns must have been written to that
     /// key by a write the system did not refuse (not a compare-and-set whose condition was
     /// false, not a write a replica turned away before proposing it).
+    /// Time to Live: every expired item acknowledged before `healed_at_nanos` is gone from the
+    /// highest applied state seen in its group. The healed phase gives the sweepers many pass
+    /// periods with a majority up and connected.
+    pub(crate) fn check_expired_items_deleted(&mut self, healed_at_nanos: u64) {
+        for group in 0..self.groups.len() {
+            let Some((slot, present)) = self.groups[group].latest_expiring.clone() else {
+                continue;
+            };
+            let due: Vec<u64> = self.groups[group]
+                .expiring_acknowledged
+                .iter()
+                .filter(|(_, acknowledged_at)| **acknowledged_at < healed_at_nanos)
+                .map(|(key, _)| *key)
+                .collect();
+            self.report.expired_deletes_checked += due.len() as u64;
+            let left: Vec<u64> = due
+                .into_iter()
+                .filter(|key| present.contains(key))
+                .collect();
+            if !left.is_empty() {
+                self.violation(format!(
+                    "time to live: group {group}: {} expired items acknowledged before the faults \
+                     healed are still applied at {slot:?} (x{} first)",
+                    left.len(),
+                    left[0]
+                ));
+            }
+        }
+    }
+
     pub(crate) fn check_eventual_reads(&mut self) {
         let mut violations = Vec::new();
         for read in &self.eventual_reads {

@@ -306,9 +306,26 @@ impl Simulation {
             .iter()
             .flat_map(|(id, node)| node.groups.iter().map(move |group| (*id, *group)))
             .collect();
+        let sweep =
+            self.options.time_to_live && self.options.broken != Some(Broken::SweeperStopped);
         for (id, group) in replicas {
             let snapshot_room = self.snapshot_room(id, group);
             self.feed(id, group, Event::Tick { snapshot_room });
+            if sweep {
+                // Every replica is offered the step, as a shard offers it to the partitions it
+                // believes it leads; only a ready leader acts on it.
+                let now_unix_seconds =
+                    requests::UNIX_SECONDS_BASE + self.local_time(id).as_nanos() / 1_000_000_000;
+                self.feed(
+                    id,
+                    group,
+                    Event::SweepExpired {
+                        attribute: requests::TIME_TO_LIVE_ATTRIBUTE.to_string(),
+                        now_unix_seconds,
+                        pass_period: SWEEP_PASS_PERIOD,
+                    },
+                );
+            }
         }
     }
 

@@ -145,6 +145,11 @@ const PUT_PERCENT: u64 = 35;
 const COMPARE_AND_SET_PERCENT: u64 = 25;
 const STRONG_READ_PERCENT: u64 = 25;
 const _: () = assert!(PUT_PERCENT + COMPARE_AND_SET_PERCENT + STRONG_READ_PERCENT < 100);
+/// With Time to Live on, this share of client turns (out of 100, drawn from a stream of its
+/// own) writes an already expired item instead of running the register workload.
+const EXPIRING_WRITE_PERCENT: u64 = 10;
+/// With Time to Live on, a replica's sweeper starts a pass at most this often.
+const SWEEP_PASS_PERIOD: Duration = Duration::from_millis(100);
 
 /// Independent random streams, so that adding draws to one never shifts another.
 const STREAM_FAULT_RATES: u64 = 1;
@@ -155,6 +160,7 @@ const STREAM_NODES: u64 = 5;
 const STREAM_FAULTS: u64 = 6;
 const STREAM_TOPOLOGY: u64 = 7;
 const STREAM_STORAGE_FAULTS: u64 = 8;
+const STREAM_TIME_TO_LIVE: u64 = 9;
 
 /// Storage faults (see "Storage faults" in README.md). Each silent kind is switched on for a
 /// seed with probability one half, at a per-operation rate drawn log-uniformly between these
@@ -201,6 +207,9 @@ pub enum Broken {
     /// Group 0's answers to writes never reach its clients, so it acknowledges no write however
     /// healthy it is; the liveness check under a minority of faults must catch it.
     GroupZeroRepliesLost,
+    /// Time to Live is on but no replica is ever offered a sweep step, so expired items stay;
+    /// the end-of-run expiry check must catch it.
+    SweeperStopped,
 }
 
 #[derive(Clone, Debug)]
@@ -209,6 +218,10 @@ pub struct SimulationOptions {
     pub simulated: Duration,
     /// Test only: run a deliberately broken variant.
     pub broken: Option<Broken>,
+    /// Time to Live on the simulated table (`--time-to-live`): clients also write items that
+    /// are already expired, every replica is offered a sweep step at each tick, and after the
+    /// faults heal every expired item acknowledged before must be deleted.
+    pub time_to_live: bool,
 }
 
 impl SimulationOptions {
@@ -217,6 +230,7 @@ impl SimulationOptions {
             seed,
             simulated,
             broken: None,
+            time_to_live: false,
         }
     }
 }
@@ -245,6 +259,10 @@ pub struct Report {
     pub applied_states_compared: u64,
     /// WAL segments the nodes' WALs recycled (summed over every incarnation).
     pub wal_segments_recycled: u64,
+    /// Writes of expired items acknowledged (Time to Live on), and of those, the ones the
+    /// end-of-run check required to be deleted (acknowledged before the faults healed).
+    pub expiring_writes_acknowledged: u64,
+    pub expired_deletes_checked: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
@@ -396,13 +414,27 @@ struct Group {
     /// Since when a majority of the members has been healthy with no write acknowledged, and
     /// the acknowledged count then (`MAJORITY_LIVENESS_WINDOW_NANOS`).
     healthy_majority_since: Option<(u64, u64)>,
+    /// Time to Live: expiring items acknowledged, with when.
+    expiring_acknowledged: BTreeMap<u64, u64>,
+    /// The expiring items of the highest applied state any replica was seen at.
+    latest_expiring: Option<(Slot, BTreeSet<u64>)>,
 }
 
 #[derive(Clone, Copy)]
 enum RequestKind {
-    Write { operation: usize },
-    StrongRead { key: u64 },
-    EventualRead { key: u64 },
+    Write {
+        operation: usize,
+    },
+    StrongRead {
+        key: u64,
+    },
+    EventualRead {
+        key: u64,
+    },
+    /// A write of an expired item (Time to Live on); no client waits for it.
+    ExpiringWrite {
+        key: u64,
+    },
 }
 
 /// A client request waiting for its `Output::Reply`.
@@ -479,6 +511,9 @@ struct Simulation {
     /// Orders the checked events (first applies, strong reads) within one instant.
     event_sequence: u64,
     next_value: u64,
+    /// Time to Live: the expiring writes' own random stream, and the next expiring key.
+    ttl_rng: SeededRng,
+    next_expiring_key: u64,
     /// The fuzziness horizon of the snapshot chunk being delivered.
     delivering_snapshot_horizon: Slot,
     healing: bool,
@@ -521,6 +556,8 @@ pub fn run(options: SimulationOptions) -> Report {
             digests: BTreeMap::new(),
             acknowledged: 0,
             healthy_majority_since: None,
+            expiring_acknowledged: BTreeMap::new(),
+            latest_expiring: None,
         })
         .collect();
 
@@ -597,6 +634,8 @@ pub fn run(options: SimulationOptions) -> Report {
         eventual_reads: Vec::new(),
         event_sequence: 0,
         next_value: 1,
+        ttl_rng: root.fork(STREAM_TIME_TO_LIVE),
+        next_expiring_key: 0,
         delivering_snapshot_horizon: Slot::ZERO,
         healing: false,
         report: Report {
@@ -709,6 +748,9 @@ impl Simulation {
                 *self.report.faults.entry(name).or_default() += count as u64;
             }
         }
+        if self.options.time_to_live && total_steps >= 5_000 {
+            self.check_expired_items_deleted(heal_from_step * STEP_NANOS);
+        }
         self.check_history();
         self.check_eventual_reads();
         self.report.simulated_ms = self.now_nanos / 1_000_000;
@@ -739,6 +781,48 @@ mod tests {
                 .iter()
                 .any(|violation| violation.contains(needle))
         })
+    }
+
+    /// Time to Live under faults: the sweepers delete expired items through the log (replicas
+    /// compared with them included), never a register (the linearizability check), and every
+    /// expired item acknowledged before the faults healed is gone at the end.
+    #[test]
+    fn a_smoke_of_seeds_with_time_to_live_finds_no_violation_and_deletes() {
+        let mut acknowledged = 0;
+        let mut checked = 0;
+        for seed in 0..4 {
+            let report = run(SimulationOptions {
+                time_to_live: true,
+                ..options(seed, 10)
+            });
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            acknowledged += report.expiring_writes_acknowledged;
+            checked += report.expired_deletes_checked;
+        }
+        assert!(
+            acknowledged > 50,
+            "{acknowledged} expiring writes acknowledged"
+        );
+        assert!(checked > 50, "{checked} expired items checked deleted");
+    }
+
+    #[test]
+    fn a_stopped_sweeper_is_caught() {
+        let caught = (0..3).any(|seed| {
+            run(SimulationOptions {
+                broken: Some(Broken::SweeperStopped),
+                time_to_live: true,
+                ..options(seed, 10)
+            })
+            .violations
+            .iter()
+            .any(|violation| violation.starts_with("time to live:"))
+        });
+        assert!(caught);
     }
 
     #[test]
@@ -832,6 +916,8 @@ mod tests {
                     digests: BTreeMap::new(),
                     acknowledged: 0,
                     healthy_majority_since: None,
+                    expiring_acknowledged: BTreeMap::new(),
+                    latest_expiring: None,
                 })
                 .collect();
             let faulty = faulty_disks(&mut rng, node_count, &groups);

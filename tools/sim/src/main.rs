@@ -1,4 +1,4 @@
-//! `shoal-sim --seeds N [--seed S] [--minutes M]`: runs seeds of the deterministic simulator and
+//! `shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true]`: runs seeds of the deterministic simulator and
 //! prints per-run figures; on a violation, the command that replays the seed. With
 //! `SHOAL_LOG` set (for example `SHOAL_LOG=info`), the replicas' own log lines go to stderr, as
 //! `shoal node` writes them: the way to see what a failing seed's replicas did.
@@ -12,6 +12,7 @@ struct Arguments {
     first_seed: u64,
     seed_count: u64,
     minutes: f64,
+    time_to_live: bool,
 }
 
 fn init_logging() {
@@ -30,6 +31,7 @@ fn parse() -> Result<Arguments, String> {
         first_seed: 0,
         seed_count: 1,
         minutes: 1.0,
+        time_to_live: false,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -45,6 +47,11 @@ fn parse() -> Result<Arguments, String> {
             }
             "--minutes" => {
                 arguments.minutes = value.parse().map_err(|_| format!("bad minutes {value}"))?;
+            }
+            "--time-to-live" => {
+                arguments.time_to_live = value
+                    .parse()
+                    .map_err(|_| format!("bad --time-to-live {value} (true or false)"))?;
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -64,6 +71,8 @@ fn add(total: &mut Report, report: &Report) {
     total.keys_unchecked += report.keys_unchecked;
     total.applied_states_compared += report.applied_states_compared;
     total.wal_segments_recycled += report.wal_segments_recycled;
+    total.expiring_writes_acknowledged += report.expiring_writes_acknowledged;
+    total.expired_deletes_checked += report.expired_deletes_checked;
     for (kind, count) in &report.faults {
         *total.faults.entry(kind).or_default() += count;
     }
@@ -74,7 +83,9 @@ fn main() -> ExitCode {
     let arguments = match parse() {
         Ok(arguments) => arguments,
         Err(error) => {
-            eprintln!("shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M]");
+            eprintln!(
+                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -82,7 +93,10 @@ fn main() -> ExitCode {
     let mut failed = 0u64;
     let mut total = Report::default();
     for seed in arguments.first_seed..arguments.first_seed + arguments.seed_count {
-        let report = run(SimulationOptions::new(seed, simulated));
+        let report = run(SimulationOptions {
+            time_to_live: arguments.time_to_live,
+            ..SimulationOptions::new(seed, simulated)
+        });
         println!(
             "seed {seed}: {} nodes, {} groups, simulated {:.2} min, {} operations checked ({} \
              puts, {} compare-and-sets of which {} succeeded, {} strong reads, {} eventual \
@@ -106,14 +120,25 @@ fn main() -> ExitCode {
             report.violations.len(),
             report.trace_hash
         );
+        if arguments.time_to_live {
+            println!(
+                "  time to live: {} expired items written, {} checked deleted at the end",
+                report.expiring_writes_acknowledged, report.expired_deletes_checked
+            );
+        }
         if !report.violations.is_empty() {
             failed += 1;
             for violation in &report.violations {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}",
-                arguments.minutes
+                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}",
+                arguments.minutes,
+                if arguments.time_to_live {
+                    " --time-to-live true"
+                } else {
+                    ""
+                }
             );
         }
         add(&mut total, &report);

@@ -24,10 +24,8 @@ pub(crate) fn alter_accept(message: Message) -> Message {
                         mutations: batch
                             .mutations
                             .into_iter()
-                            .map(|mutation| match mutation {
-                                Mutation::Put { key, .. } | Mutation::Delete { key } => {
-                                    Mutation::Delete { key }
-                                }
+                            .map(|mutation| Mutation::Delete {
+                                key: mutation.key().to_vec(),
                             })
                             .collect(),
                     }

@@ -7,7 +7,7 @@
 //! value is the number attribute `v`. Every write in a run writes a value no other write writes,
 //! so a value names the operation that wrote it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value as Json, json};
 use shoal_model::encoding::decode_item;
@@ -95,6 +95,25 @@ impl Command {
     }
 }
 
+/// The wall clock of the simulated nodes starts here, in epoch seconds (their sweepers' clock).
+pub const UNIX_SECONDS_BASE: u64 = 1_800_000_000;
+/// The TTL attribute of the simulated table when Time to Live is on.
+pub const TIME_TO_LIVE_ATTRIBUTE: &str = "expires";
+
+/// The PutItem of expiring item `key`: partition key `x<key>`, already expired at every moment
+/// of the run, so the sweeper may delete it as soon as it is applied. No client reads it: the
+/// register keys `k<k>` never carry a TTL attribute, so a delete of one of them by the sweeper
+/// is a linearizability violation.
+pub fn expiring_put_request(key: u64) -> PreparedRequest {
+    prepared(
+        ItemOperation::PutItem,
+        &json!({ "Item": {
+            "pk": { "S": format!("x{key}") },
+            TIME_TO_LIVE_ATTRIBUTE: { "N": (UNIX_SECONDS_BASE - 1).to_string() },
+        }}),
+    )
+}
+
 /// A GetItem of `key`, strongly consistent or not.
 pub fn get_request(key: u64, consistent: bool) -> PreparedRequest {
     prepared(
@@ -139,8 +158,15 @@ pub fn parse_get_result(result: &ItemResult) -> Result<Option<u64>, String> {
     }
 }
 
-/// Every item of a Scan answer, by simulated key.
-pub fn parse_scan_result(result: &ItemResult) -> Result<BTreeMap<u64, u64>, String> {
+/// A replica's applied items: the registers by simulated key, and the expiring items' keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScannedState {
+    pub registers: BTreeMap<u64, u64>,
+    pub expiring: BTreeSet<u64>,
+}
+
+/// Every item of a Scan answer.
+pub fn parse_scan_result(result: &ItemResult) -> Result<ScannedState, String> {
     let ItemResult::Range {
         items,
         last_evaluated_key,
@@ -152,19 +178,39 @@ pub fn parse_scan_result(result: &ItemResult) -> Result<BTreeMap<u64, u64>, Stri
     if last_evaluated_key.is_some() {
         return Err("a scan of a few small items stopped early".to_string());
     }
-    items
-        .iter()
-        .map(|bytes| key_and_value(&item_of(bytes)?))
-        .collect()
+    let mut state = ScannedState::default();
+    for bytes in items {
+        let item = item_of(bytes)?;
+        let expiring = item["pk"]["S"]
+            .as_str()
+            .and_then(|name| name.strip_prefix('x'))
+            .and_then(|digits| digits.parse::<u64>().ok());
+        match expiring {
+            Some(key) => {
+                state.expiring.insert(key);
+            }
+            None => {
+                let (key, value) = key_and_value(&item)?;
+                state.registers.insert(key, value);
+            }
+        }
+    }
+    Ok(state)
 }
 
 /// FNV-1a over the applied items in key order: equal states give equal digests everywhere.
-pub fn digest(state: &BTreeMap<u64, u64>) -> u64 {
-    state
+/// Expiring items count too (after the registers, each with a marker byte), so replicas that
+/// disagree on a delete by the sweeper differ; without them the digest is the registers' alone.
+pub fn digest(state: &ScannedState) -> u64 {
+    let registers = state
+        .registers
         .iter()
         .fold(crate::FNV_OFFSET_BASIS, |hash, (key, value)| {
             crate::fnv1a(crate::fnv1a(hash, &key.to_le_bytes()), &value.to_le_bytes())
-        })
+        });
+    state.expiring.iter().fold(registers, |hash, key| {
+        crate::fnv1a(crate::fnv1a(hash, b"x"), &key.to_le_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -240,10 +286,34 @@ mod tests {
             last_evaluated_key,
         };
         let state = parse_scan_result(&scan(None)).expect("scan");
-        assert_eq!(state, BTreeMap::from([(0, 3), (2, 11)]));
+        assert_eq!(state.registers, BTreeMap::from([(0, 3), (2, 11)]));
+        assert!(state.expiring.is_empty());
         assert!(parse_scan_result(&scan(Some(encoded(json!({"pk": {"S": "k0"}}))))).is_err());
         let mut changed = state.clone();
-        changed.insert(2, 12);
+        changed.registers.insert(2, 12);
         assert_ne!(digest(&state), digest(&changed));
+        let mut with_expiring = state.clone();
+        with_expiring.expiring.insert(2);
+        assert_ne!(digest(&state), digest(&with_expiring));
+        let PreparedRequest::Write(expiring) = expiring_put_request(5) else {
+            panic!("not a write");
+        };
+        let WriteKind::Put(item) = &expiring.kind else {
+            panic!("not a put");
+        };
+        let scanned = parse_scan_result(&ItemResult::Range {
+            items: vec![encode_item(item)],
+            count: 1,
+            scanned_count: 1,
+            scanned_bytes: 10,
+            last_evaluated_key: None,
+        })
+        .expect("scan");
+        assert_eq!(scanned.expiring, BTreeSet::from([5]));
+        assert!(shoal_partition::time_to_live::expired(
+            item,
+            TIME_TO_LIVE_ATTRIBUTE,
+            UNIX_SECONDS_BASE
+        ));
     }
 }

@@ -54,6 +54,21 @@ impl Simulation {
                     "{node:?} group {group}: unexpected answer to a strong read: {other:?}"
                 )),
             },
+            RequestKind::ExpiringWrite { key } => match response {
+                NodeResponse::Item { .. } => {
+                    self.groups[group]
+                        .expiring_acknowledged
+                        .insert(key, self.now_nanos);
+                    self.report.expiring_writes_acknowledged += 1;
+                }
+                // The client has moved on (no client waits for these): only its guess of the
+                // leader learns from the answer.
+                NodeResponse::Error(NodeError::NotLeader {
+                    leader_hint: Some(hint),
+                    ..
+                }) => self.clients[client].leader_guess[group] = NodeId(hint),
+                _ => {}
+            },
             RequestKind::EventualRead { key } => match response {
                 NodeResponse::Item { result, .. } => {
                     let mut observed = match requests::parse_get_result(&result) {
@@ -168,6 +183,11 @@ impl Simulation {
                 continue;
             };
             if next_at_nanos > self.now_nanos {
+                continue;
+            }
+            if self.options.time_to_live && self.ttl_rng.below(100) < EXPIRING_WRITE_PERCENT {
+                let group = self.ttl_rng.below(self.groups.len() as u64) as usize;
+                self.expiring_write(client, group);
                 continue;
             }
             let key = self.workload_rng.below(key_count);
@@ -316,6 +336,25 @@ impl Simulation {
             node,
             RequestKind::Write { operation },
             command.request(),
+        );
+    }
+
+    /// Writes a new expired item to `group` (Time to Live on). Its answer only records it as
+    /// acknowledged, for the end-of-run check that the sweeper deleted it.
+    pub(crate) fn expiring_write(&mut self, client: usize, group: usize) {
+        let node = self.clients[client].leader_guess[group];
+        if !self.is_up(node) {
+            self.retry_later(client, group, None);
+            return;
+        }
+        let key = self.next_expiring_key;
+        self.next_expiring_key += 1;
+        self.request(
+            client,
+            group,
+            node,
+            RequestKind::ExpiringWrite { key },
+            requests::expiring_put_request(key),
         );
     }
 

@@ -54,6 +54,7 @@ pub fn shard_config(directory: &Path) -> ShardConfig {
         cache_pages: 64,
         tick_interval: TICK,
         seed: 17,
+        time_to_live_sweep_period: Duration::from_secs(1),
     }
 }
 

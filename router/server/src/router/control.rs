@@ -199,6 +199,7 @@ impl Router {
                 &self.config.region,
                 &self.config.account,
             ),
+            time_to_live: Default::default(),
         };
         // Step 1: the CREATING item, with the partition list, before any replica exists
         // (metadata invariant 5). Ids reserved above and never written here are simply never
@@ -833,6 +834,66 @@ impl Router {
         }
         Ok(response)
     }
+
+    /// UpdateTimeToLive: enables TTL on an attribute or disables it, one metadata write. The
+    /// setting is ENABLED or DISABLED at once, as DynamoDB reports it (a probe of DynamoDB
+    /// never saw ENABLING or DISABLING at 1 s polling); the partition leaders' sweepers learn
+    /// it from the table item within their refresh interval (engine/shard README.md, "Time to
+    /// Live"). DynamoDB checks the request against the setting before its interval between
+    /// changes, so "already enabled" answers even within the interval.
+    pub async fn update_time_to_live(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?;
+        let specification = validate::time_to_live_specification(&body)?;
+        let now_ms = unix_millis_now();
+        self.change_table(
+            name,
+            || DynamoError::table_not_found(name),
+            |record| {
+                match record.status {
+                    TableStatus::Active => {}
+                    TableStatus::Creating => return Err(table_in_use(name, "created")),
+                    TableStatus::Deleting => return Err(table_in_use(name, "deleted")),
+                }
+                let attribute = time_to_live_change(
+                    &record.time_to_live,
+                    &specification,
+                    now_ms,
+                    TIME_TO_LIVE_CHANGE_INTERVAL,
+                )?;
+                let mut changed = record.clone();
+                changed.time_to_live = TimeToLiveSetting {
+                    attribute,
+                    changed_at_ms: Some(now_ms),
+                };
+                Ok(Some(changed))
+            },
+            || DynamoError::validation(TIME_TO_LIVE_CHANGED_WITHIN_INTERVAL),
+        )
+        .await?;
+        Ok(json!({
+            "TimeToLiveSpecification": {
+                "Enabled": specification.enabled,
+                "AttributeName": specification.attribute_name,
+            }
+        }))
+    }
+
+    /// DescribeTimeToLive: ENABLED with the attribute, or DISABLED without one (DynamoDB does
+    /// not tell a table that never had TTL from one that had it disabled).
+    pub async fn describe_time_to_live(&self, body: Json) -> Result<Json, DynamoError> {
+        let name = validate::table_name(&body)?;
+        let record = self
+            .read_table(name, self.deadline())
+            .await?
+            .ok_or_else(|| DynamoError::table_not_found(name))?;
+        if record.status != TableStatus::Active {
+            return Err(DynamoError::validation(format!(
+                "Cannot describe time to live while table is in {} state",
+                record.status.name()
+            )));
+        }
+        Ok(json!({ "TimeToLiveDescription": time_to_live_description(&record.time_to_live) }))
+    }
 }
 
 /// How a creation ended ([`Router::finish_creation`]).
@@ -888,6 +949,46 @@ fn majority_created(
     Ok(())
 }
 
+/// DescribeTimeToLive's TimeToLiveDescription of a setting.
+pub(super) fn time_to_live_description(setting: &TimeToLiveSetting) -> Json {
+    match &setting.attribute {
+        Some(attribute) => json!({ "TimeToLiveStatus": "ENABLED", "AttributeName": attribute }),
+        None => json!({ "TimeToLiveStatus": "DISABLED" }),
+    }
+}
+
+/// The attribute UpdateTimeToLive leaves enabled (`None`: disabled), or DynamoDB's refusal.
+/// The request is checked against the current setting first, then against the interval since
+/// the last change (DynamoDB answers in this order).
+pub(super) fn time_to_live_change(
+    current: &TimeToLiveSetting,
+    request: &validate::TimeToLiveSpecification,
+    now_ms: u64,
+    interval: Duration,
+) -> Result<Option<String>, DynamoError> {
+    match (&current.attribute, request.enabled) {
+        (Some(attribute), true) if *attribute == request.attribute_name => {
+            return Err(DynamoError::validation(TIME_TO_LIVE_ALREADY_ENABLED));
+        }
+        (Some(attribute), _) if *attribute != request.attribute_name => {
+            return Err(DynamoError::validation(format!(
+                "TimeToLive is active on a different AttributeName: current value of AttributeName is {attribute}"
+            )));
+        }
+        (None, false) => return Err(DynamoError::validation(TIME_TO_LIVE_ALREADY_DISABLED)),
+        _ => {}
+    }
+    let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    if let Some(changed_at_ms) = current.changed_at_ms
+        && now_ms < changed_at_ms.saturating_add(interval_ms)
+    {
+        return Err(DynamoError::validation(
+            TIME_TO_LIVE_CHANGED_WITHIN_INTERVAL,
+        ));
+    }
+    Ok(request.enabled.then(|| request.attribute_name.clone()))
+}
+
 /// A change refused while CreateTable or DeleteTable runs.
 pub(super) fn table_in_use(name: &str, becoming: &str) -> DynamoError {
     DynamoError::new(
@@ -901,6 +1002,84 @@ pub(super) fn table_in_use(name: &str, becoming: &str) -> DynamoError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn specification(enabled: bool, attribute_name: &str) -> validate::TimeToLiveSpecification {
+        validate::TimeToLiveSpecification {
+            enabled,
+            attribute_name: attribute_name.to_string(),
+        }
+    }
+
+    #[test]
+    fn time_to_live_changes_follow_dynamodb() {
+        let interval = Duration::from_secs(60);
+        let never = TimeToLiveSetting::default();
+        assert_eq!(
+            time_to_live_change(&never, &specification(true, "ttl"), 5, interval).unwrap(),
+            Some("ttl".to_string())
+        );
+        assert_eq!(
+            time_to_live_change(&never, &specification(false, "ttl"), 5, interval)
+                .unwrap_err()
+                .message,
+            TIME_TO_LIVE_ALREADY_DISABLED
+        );
+        let enabled = TimeToLiveSetting {
+            attribute: Some("ttl".to_string()),
+            changed_at_ms: Some(1_000),
+        };
+        // The setting is checked before the interval: within it, "already enabled" answers.
+        assert_eq!(
+            time_to_live_change(&enabled, &specification(true, "ttl"), 1_001, interval)
+                .unwrap_err()
+                .message,
+            TIME_TO_LIVE_ALREADY_ENABLED
+        );
+        assert_eq!(
+            time_to_live_change(&enabled, &specification(true, "other"), 999_999, interval)
+                .unwrap_err()
+                .message,
+            "TimeToLive is active on a different AttributeName: current value of AttributeName is ttl"
+        );
+        assert_eq!(
+            time_to_live_change(&enabled, &specification(false, "other"), 999_999, interval)
+                .unwrap_err()
+                .message,
+            "TimeToLive is active on a different AttributeName: current value of AttributeName is ttl"
+        );
+        assert_eq!(
+            time_to_live_change(&enabled, &specification(false, "ttl"), 60_999, interval)
+                .unwrap_err()
+                .message,
+            TIME_TO_LIVE_CHANGED_WITHIN_INTERVAL
+        );
+        assert_eq!(
+            time_to_live_change(&enabled, &specification(false, "ttl"), 61_000, interval).unwrap(),
+            None
+        );
+        let disabled = TimeToLiveSetting {
+            attribute: None,
+            changed_at_ms: Some(61_000),
+        };
+        assert_eq!(
+            time_to_live_change(&disabled, &specification(true, "new"), 61_001, interval)
+                .unwrap_err()
+                .message,
+            TIME_TO_LIVE_CHANGED_WITHIN_INTERVAL
+        );
+        assert_eq!(
+            time_to_live_change(&disabled, &specification(true, "new"), 121_000, interval).unwrap(),
+            Some("new".to_string())
+        );
+        assert_eq!(
+            time_to_live_description(&disabled),
+            json!({"TimeToLiveStatus": "DISABLED"})
+        );
+        assert_eq!(
+            time_to_live_description(&enabled),
+            json!({"TimeToLiveStatus": "ENABLED", "AttributeName": "ttl"})
+        );
+    }
 
     #[test]
     fn provisioned_throughput_adds_partitions() {

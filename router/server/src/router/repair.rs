@@ -465,6 +465,7 @@ mod tests {
             pending_replicas: Default::default(),
             changed_at_ms: 0,
             settings: Default::default(),
+            time_to_live: Default::default(),
         }
     }
 

@@ -1,0 +1,188 @@
+//! The Time to Live sweeper of a partition leader (src/time_to_live.rs has the rules): one step
+//! per `Event::SweepExpired`, in key order, passes at most once per pass period.
+
+use std::ops::Bound;
+use std::time::Duration;
+
+use shoal_model::encoding::decode_item;
+use shoal_replication::{MonotonicTime, RoleKind, Slot};
+use shoal_store::btree::Direction;
+use shoal_store::engine::{Mutation, MutationBatch};
+use shoal_wire::messages::{ItemResult, NodeResponse};
+
+use super::{PartitionError, PartitionReplica, Waiter};
+use crate::time_to_live::{SWEEP_DELETES_PER_STEP, SWEEP_ITEMS_PER_STEP, expired};
+use shoal_io::{Storage, StorageDirectory};
+
+/// Where a replica's sweeper stands. Kept across leadership changes: a leader that loses and
+/// regains leadership resumes its pass where it stopped.
+#[derive(Debug, Default)]
+pub(super) struct SweepState {
+    /// The TTL attribute the current pass looks at; a pass restarts when it changes.
+    attribute: String,
+    /// The last key the current pass read; `None` at the start of a pass.
+    cursor: Option<Vec<u8>>,
+    /// Whether a pass is under way; between passes the sweeper waits for `next_pass_at`.
+    in_pass: bool,
+    pass_started_at: MonotonicTime,
+    next_pass_at: MonotonicTime,
+    /// The slot of the sweep's last proposal; no step runs while it waits to be applied.
+    in_flight: Option<Slot>,
+    /// Deletes the sweeper proposed since the replica started (some may not take effect, if
+    /// leadership moves first), for metrics and tests.
+    deletes_proposed: u64,
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct SweepStep {
+    items_read: usize,
+    deletes_proposed: usize,
+    /// The step read the partition's last key: the pass is over.
+    pass_finished: bool,
+}
+
+impl SweepStep {
+    /// A step that proposed deletes or ended a pass is worth a debug line.
+    pub(super) fn log(&self, partition: u64) {
+        if self.deletes_proposed > 0 || self.pass_finished {
+            tracing::debug!(
+                partition,
+                items_read = self.items_read,
+                deletes_proposed = self.deletes_proposed,
+                pass_finished = self.pass_finished,
+                "time to live sweep step"
+            );
+        }
+    }
+}
+
+impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
+    /// Deletes proposed by this replica's sweeper since it started.
+    pub fn expired_deletes_proposed(&self) -> u64 {
+        self.sweep.deletes_proposed
+    }
+
+    /// One sweeper step (src/time_to_live.rs): nothing unless this replica is a ready leader,
+    /// its previous sweep proposal is applied, and a pass is under way or due.
+    pub(super) async fn sweep_expired(
+        &mut self,
+        now: MonotonicTime,
+        attribute: String,
+        now_unix_seconds: u64,
+        pass_period: Duration,
+    ) -> Result<SweepStep, PartitionError> {
+        if self.core.role() != RoleKind::Leader || !self.core.leader_ready() {
+            return Ok(SweepStep::default());
+        }
+        if self.sweep.attribute != attribute {
+            self.sweep = SweepState {
+                attribute,
+                deletes_proposed: self.sweep.deletes_proposed,
+                next_pass_at: now,
+                ..SweepState::default()
+            };
+        }
+        if let Some(slot) = self.sweep.in_flight {
+            // A lost leadership drops every waiter, so a slot no waiter holds is settled.
+            if self.waiting.contains_key(&slot) {
+                return Ok(SweepStep::default());
+            }
+            self.sweep.in_flight = None;
+        }
+        if !self.sweep.in_pass {
+            if now < self.sweep.next_pass_at {
+                return Ok(SweepStep::default());
+            }
+            self.sweep.in_pass = true;
+            self.sweep.pass_started_at = now;
+            self.sweep.cursor = None;
+        }
+        let lower = match &self.sweep.cursor {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Unbounded,
+        };
+        let batch = self
+            .engine
+            .scan(
+                lower,
+                Bound::Unbounded,
+                Direction::Forward,
+                SWEEP_ITEMS_PER_STEP,
+            )
+            .await?;
+        let mut step = SweepStep {
+            items_read: 0,
+            deletes_proposed: 0,
+            pass_finished: batch.len() < SWEEP_ITEMS_PER_STEP,
+        };
+        let mut cursor = self.sweep.cursor.clone();
+        let mut expired_keys = Vec::new();
+        for (key, value) in batch {
+            if expired_keys.len() == SWEEP_DELETES_PER_STEP {
+                // The rest of the page waits for the next step.
+                step.pass_finished = false;
+                break;
+            }
+            step.items_read += 1;
+            let stored = decode_item(&value).map_err(|error| {
+                PartitionError::Corrupt(format!(
+                    "partition {}: stored item does not decode: {error}",
+                    self.meta.partition
+                ))
+            })?;
+            let attribute = self.sweep.attribute.as_str();
+            if expired(&stored, attribute, now_unix_seconds) {
+                // Invariant 2: the delete is decided on the latest state, proposals in flight
+                // included. A write proposed since (one extending the TTL, say) wins.
+                let (latest, _) = self.latest_item(&key).await?;
+                if latest.is_some_and(|item| expired(&item, attribute, now_unix_seconds)) {
+                    expired_keys.push(key.clone());
+                }
+            }
+            cursor = Some(key);
+        }
+        if !expired_keys.is_empty() {
+            let batch = MutationBatch {
+                mutations: expired_keys
+                    .iter()
+                    .map(|key| Mutation::Expire { key: key.clone() })
+                    .collect(),
+            };
+            let payload = batch.encode();
+            let Ok(proposed) = self.core.propose(now, payload.clone()) else {
+                // Backpressure, a membership change, a lost leadership: the same keys are
+                // read again at the next step, from the unchanged cursor.
+                return Ok(SweepStep::default());
+            };
+            for key in &expired_keys {
+                self.overlay.insert(key.clone(), (proposed.slot, None));
+            }
+            // No client waits for these deletes; the waiter makes the slot's outcome known to
+            // the refusals deferred on it (invariant 5) like any proposal's.
+            self.waiting.insert(
+                proposed.slot,
+                Waiter {
+                    reply_to: None,
+                    payload,
+                    response: NodeResponse::Item {
+                        result: ItemResult::BatchWrite,
+                        read_units_milli: 0,
+                        write_units_milli: 0,
+                    },
+                },
+            );
+            self.sweep.in_flight = Some(proposed.slot);
+            step.deletes_proposed = expired_keys.len();
+            self.sweep.deletes_proposed += expired_keys.len() as u64;
+            self.execute(now, proposed.actions).await?;
+        }
+        self.sweep.cursor = cursor;
+        if step.pass_finished {
+            self.sweep.in_pass = false;
+            self.sweep.cursor = None;
+            self.sweep.next_pass_at = self.sweep.pass_started_at.saturating_add(pass_period);
+        }
+        Ok(step)
+    }
+}
