@@ -6,6 +6,7 @@ pub mod encoding;
 pub mod error;
 pub mod expression;
 pub mod json;
+pub mod index;
 pub mod key;
 pub mod legacy;
 pub mod messages;
