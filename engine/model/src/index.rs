@@ -319,9 +319,16 @@ pub struct IndexChange {
     pub written_entry_bytes: Vec<usize>,
 }
 
-/// The size DynamoDB counts for an index entry: the projected item plus the overhead.
+/// The size of an item's index entry as capacity counts it (reads and writes of the index):
+/// the projected attributes, keys included.
+pub fn projected_size_bytes(index: &LocalIndex, table: &KeySchema, item: &Item) -> usize {
+    crate::value::item_size_bytes(&index.project(table, item))
+}
+
+/// The size an index entry adds to storage and to its item collection: the projected item
+/// plus DynamoDB's per-entry overhead.
 pub fn entry_size_bytes(index: &LocalIndex, table: &KeySchema, item: &Item) -> usize {
-    crate::value::item_size_bytes(&index.project(table, item)) + INDEX_ENTRY_OVERHEAD_BYTES
+    projected_size_bytes(index, table, item) + INDEX_ENTRY_OVERHEAD_BYTES
 }
 
 /// The changes to `indexes` of a write that turns `old` into `new` at `storage_key`, derived
@@ -375,13 +382,13 @@ pub fn index_changes(
                 change.delete = Some(key.clone());
                 change
                     .written_entry_bytes
-                    .push(entry_size_bytes(index, table, item));
+                    .push(projected_size_bytes(index, table, item));
             }
             if let (Some(key), Some(item)) = (&new_entry, new) {
                 change.put = Some(key.clone());
                 change
                     .written_entry_bytes
-                    .push(entry_size_bytes(index, table, item));
+                    .push(projected_size_bytes(index, table, item));
             }
         } else if let (Some(_), Some(old_item), Some(new_item)) = (&new_entry, old, new)
             && index.project(table, old_item) != index.project(table, new_item)
@@ -389,7 +396,7 @@ pub fn index_changes(
             // Same entry key, but what the entry holds changed: DynamoDB rewrites the entry.
             change
                 .written_entry_bytes
-                .push(entry_size_bytes(index, table, new_item));
+                .push(projected_size_bytes(index, table, new_item));
         }
         if !change.written_entry_bytes.is_empty() {
             changes.push(change);

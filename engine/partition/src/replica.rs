@@ -583,7 +583,8 @@ fn read_units_milli(bytes: usize, consistent: bool) -> u64 {
 /// What a leader decided for one write: the mutation to propose and the answer to give once it
 /// is applied.
 struct Evaluated {
-    mutation: Mutation,
+    /// The item's mutation first, then its local index entries' (one batch, one slot).
+    mutations: Vec<Mutation>,
     new_item: Option<Item>,
     attributes: Option<Item>,
     write_units: u64,
@@ -1122,11 +1123,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         };
         let attributes =
             returned_attributes(write.return_values, old_item, new_item.as_ref(), &paths);
+        let index_writes = crate::local_index::index_writes(
+            write,
+            &self.meta.key_schema,
+            old_item,
+            new_item.as_ref(),
+        )
+        .map_err(|error| dynamo_error(&error))?;
         let write_units = write_capacity_units(
             old_item
                 .map_or(0, item_size_bytes)
                 .max(new_item.as_ref().map_or(0, item_size_bytes)),
-        );
+        ) + index_writes.write_units;
         let mutation = match &new_item {
             Some(item) => Mutation::Put {
                 key: write.storage_key.clone(),
@@ -1136,8 +1144,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 key: write.storage_key.clone(),
             },
         };
+        let mut mutations = vec![mutation];
+        mutations.extend(index_writes.mutations);
         Ok(Evaluated {
-            mutation,
+            mutations,
             new_item,
             attributes,
             write_units,
@@ -1197,8 +1207,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // does not fit the tree would stop every replica that applies it, again at every
         // restart. So the leader checks the tree's own limits first.
         let value_bytes_max = self.config.btree.value_bytes_max;
-        if evaluated.iter().any(|result| {
-            matches!(&result.mutation, Mutation::Put { key, value }
+        if evaluated.iter().flat_map(|result| &result.mutations).any(|mutation| {
+            matches!(mutation, Mutation::Put { key, value }
                 if value.len() > value_bytes_max || key.len() > shoal_store::btree::KEY_BYTES_MAX)
         }) {
             self.reply(
@@ -1212,7 +1222,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mutations = MutationBatch {
             mutations: evaluated
                 .iter()
-                .map(|result| result.mutation.clone())
+                .flat_map(|result| result.mutations.iter().cloned())
                 .collect(),
         };
         let payload = mutations.encode();
@@ -1322,13 +1332,25 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if let Err(refusal) = self.check_read(now, range.consistent) {
             return Ok(refusal);
         }
+        if let Some(read) = &range.index {
+            let (result, read_milli) = crate::local_index::read_index_range(
+                &self.engine,
+                self.meta.partition,
+                &self.meta.key_schema,
+                range,
+                read,
+            )
+            .await?;
+            return Ok(item_response(result, read_milli, 0));
+        }
         let direction = if range.forward {
             Direction::Forward
         } else {
             Direction::Backward
         };
         let mut lower = range.lower.clone();
-        let mut upper = range.upper.clone();
+        // Local index entries share the tree; a table read never reaches their region.
+        let mut upper = crate::local_index::items_only(range.upper.clone());
         let mut items = Vec::new();
         let mut count = 0u64;
         let mut scanned_count = 0usize;

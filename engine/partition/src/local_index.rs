@@ -1,0 +1,205 @@
+//! Local secondary indexes at the partition: the entry mutations a write adds to its batch, and
+//! Query and Scan over an index's entries.
+//!
+//! Entries live in the partition's own B-tree (layout in shoal-model's FORMAT.md, "Local
+//! secondary index entries"), so a write and its index changes are one mutation batch, applied
+//! at one log slot on every replica (atomically, in log order, replayed by recovery and carried
+//! by snapshots like any key). An entry's value is empty: a read of the index finds the item
+//! through the entry and projects it, so an entry can never disagree with its item.
+
+use std::ops::Bound;
+
+use shoal_io::Storage;
+use shoal_model::encoding::{decode_item, encode_item};
+use shoal_model::expression::evaluate::evaluate;
+use shoal_model::expression::projection::project;
+use shoal_model::index::{INDEX_REGION_PREFIX, base_storage_key, index_changes, projected_size_bytes};
+use shoal_model::key::KeySchema;
+use shoal_model::request::{IndexRead, RangeRequest, WriteRequest};
+use shoal_model::value::{item_size_bytes, read_capacity_units, write_capacity_units};
+use shoal_model::{Error as ModelError, Item};
+use shoal_store::btree::{Direction, KEY_BYTES_MAX};
+use shoal_store::engine::{Mutation, Partition};
+use shoal_wire::messages::ItemResult;
+
+use crate::replica::PartitionError;
+
+/// Entries read from the tree per scan call of an index read.
+const INDEX_SCAN_BATCH_ENTRIES: usize = 128;
+
+/// A write's index entry mutations and the write capacity they cost, in units.
+pub(crate) struct IndexWrites {
+    pub mutations: Vec<Mutation>,
+    pub write_units: u64,
+}
+
+/// The entry mutations of `write`, which turns `old` into `new`: derived from the two images the
+/// leader evaluated, so they go into the same batch as the item.
+pub(crate) fn index_writes(
+    write: &WriteRequest,
+    key_schema: &KeySchema,
+    old: Option<&Item>,
+    new: Option<&Item>,
+) -> Result<IndexWrites, ModelError> {
+    let changes = index_changes(&write.local_indexes, key_schema, &write.storage_key, old, new)?;
+    let mut writes = IndexWrites {
+        mutations: Vec::new(),
+        write_units: 0,
+    };
+    for change in changes {
+        if let Some(key) = change.delete {
+            writes.mutations.push(Mutation::Delete { key });
+        }
+        if let Some(key) = change.put {
+            if key.len() > KEY_BYTES_MAX {
+                // Only keys near every DynamoDB key limit at once get here: the entry holds the
+                // partition key, the index sort key and the table sort key.
+                let name = write
+                    .local_indexes
+                    .iter()
+                    .find(|index| index.number == change.number)
+                    .map_or("", |index| index.name.as_str());
+                return Err(ModelError::Validation(format!(
+                    "One or more parameter values were invalid: the partition key, sort key and index sort key of index {name} take {} bytes together in the index entry, more than the {KEY_BYTES_MAX} this server stores",
+                    key.len()
+                )));
+            }
+            writes.mutations.push(Mutation::Put { key, value: Vec::new() });
+        }
+        writes.write_units += change
+            .written_entry_bytes
+            .iter()
+            .map(|bytes| write_capacity_units(*bytes))
+            .sum::<u64>();
+    }
+    Ok(writes)
+}
+
+/// The upper bound of a table (not index) read: item keys only, never the index region.
+pub(crate) fn items_only(upper: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    let region = INDEX_REGION_PREFIX.to_vec();
+    match upper {
+        Bound::Unbounded => Bound::Excluded(region),
+        Bound::Included(key) | Bound::Excluded(key) if key >= region => Bound::Excluded(region),
+        other => other,
+    }
+}
+
+fn read_units_milli(units: u64, consistent: bool) -> u64 {
+    if consistent { units * 1000 } else { units * 500 }
+}
+
+/// A Query or Scan page over an index's entries: each entry leads to its item, which is
+/// projected to the index (or, when the request needs more, read whole from the base: an LSI
+/// fetch, charged as a read of the item). The answer's LastEvaluatedKey is the table key plus
+/// the index sort key, as DynamoDB gives it for an index.
+pub(crate) async fn read_index_range<F: Storage>(
+    engine: &Partition<F>,
+    partition: u64,
+    key_schema: &KeySchema,
+    range: &RangeRequest,
+    read: &IndexRead,
+) -> Result<(ItemResult, u64), PartitionError> {
+    let index = &read.index;
+    let direction = if range.forward {
+        Direction::Forward
+    } else {
+        Direction::Backward
+    };
+    let corrupt = |what: &str| {
+        PartitionError::Corrupt(format!(
+            "partition {partition}: index {} entry {what}",
+            index.name
+        ))
+    };
+    let mut lower = range.lower.clone();
+    let mut upper = range.upper.clone();
+    let mut items = Vec::new();
+    let mut count = 0u64;
+    let mut scanned_count = 0usize;
+    let mut entry_bytes = 0usize;
+    let mut fetch_units = 0u64;
+    let mut last_evaluated: Option<Item> = None;
+    let mut stopped_early = false;
+    'pages: loop {
+        let batch = engine
+            .scan(
+                lower.clone(),
+                upper.clone(),
+                direction,
+                INDEX_SCAN_BATCH_ENTRIES,
+            )
+            .await?;
+        let exhausted = batch.len() < INDEX_SCAN_BATCH_ENTRIES;
+        for (entry, _) in batch {
+            let storage_key =
+                base_storage_key(&entry).ok_or_else(|| corrupt("is not an entry key"))?;
+            let bytes = engine
+                .get(&storage_key)
+                .await?
+                .ok_or_else(|| corrupt("points at no item"))?;
+            let item = decode_item(&bytes).map_err(|error| {
+                PartitionError::Corrupt(format!(
+                    "partition {partition}: stored item does not decode: {error}"
+                ))
+            })?;
+            if index.sort_value(&item).is_none() {
+                return Err(corrupt("points at an item without the index key"));
+            }
+            scanned_count += 1;
+            entry_bytes += projected_size_bytes(index, key_schema, &item);
+            let mut key = key_schema.key_of(&item);
+            if let Some(value) = item.get(&index.sort_key.name) {
+                key.insert(index.sort_key.name.clone(), value.clone());
+            }
+            last_evaluated = Some(key);
+            let visible = if read.fetch_base {
+                fetch_units += read_capacity_units(item_size_bytes(&item));
+                item
+            } else {
+                index.project(key_schema, &item)
+            };
+            let passes = range
+                .filter
+                .as_ref()
+                .is_none_or(|filter| evaluate(filter, &visible));
+            if passes {
+                count += 1;
+                if !range.count_only {
+                    items.push(encode_item(&match &range.projection {
+                        Some(paths) => project(&visible, paths),
+                        None => visible,
+                    }));
+                }
+            }
+            if direction == Direction::Forward {
+                lower = Bound::Excluded(entry);
+            } else {
+                upper = Bound::Excluded(entry);
+            }
+            if range.limit.is_some_and(|limit| scanned_count >= limit)
+                || entry_bytes as u64 >= range.page_bytes_max
+            {
+                stopped_early = true;
+                break 'pages;
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let read_milli = read_units_milli(
+        read_capacity_units(entry_bytes) + fetch_units,
+        range.consistent,
+    );
+    let result = ItemResult::Range {
+        items,
+        count,
+        scanned_count: scanned_count as u64,
+        scanned_bytes: entry_bytes as u64,
+        last_evaluated_key: last_evaluated
+            .filter(|_| stopped_early)
+            .map(|key| encode_item(&key)),
+    };
+    Ok((result, read_milli))
+}
