@@ -187,6 +187,9 @@ pub struct TableRecord {
     /// When the item was last written, in unix milliseconds of the writer's wall clock
     /// (invariant 6); 0 in items written before it existed.
     pub changed_at_ms: u64,
+    /// The table's local secondary indexes, fixed at creation (invariant 2: the member is
+    /// absent when there are none, as in items written before indexes existed).
+    pub local_indexes: Vec<shoal_model::index::LocalIndex>,
 }
 
 fn string(text: &str) -> Json {
@@ -387,6 +390,12 @@ impl TableRecord {
         }
         item.insert("revision".to_string(), number(self.revision));
         item.insert("changed_at_ms".to_string(), number(self.changed_at_ms));
+        if !self.local_indexes.is_empty() {
+            item.insert(
+                "local_indexes".to_string(),
+                crate::index_definitions::local_indexes_json(&self.local_indexes),
+            );
+        }
         // Invariant 4: absent when empty, so that a scan can filter on its existence.
         if !self.pending_replicas.is_empty() {
             let pending: Vec<Json> = self
@@ -482,6 +491,9 @@ impl TableRecord {
             revision: get_optional_number(item, "revision")?.unwrap_or(0),
             pending_replicas: pending_replicas_from(item)?,
             changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
+            local_indexes: crate::index_definitions::local_indexes_from(
+                item.get("local_indexes"),
+            )?,
         })
     }
 
@@ -1097,6 +1109,26 @@ mod tests {
             revision: 7,
             pending_replicas: BTreeSet::from([(12, 3)]),
             changed_at_ms: 1_700_000_200_000,
+            local_indexes: vec![
+                shoal_model::index::LocalIndex {
+                    name: "by_date".to_string(),
+                    number: 0,
+                    sort_key: KeyAttribute {
+                        name: "date".to_string(),
+                        key_type: KeyType::String,
+                    },
+                    projection: shoal_model::index::Projection::Include(vec!["total".to_string()]),
+                },
+                shoal_model::index::LocalIndex {
+                    name: "by_total".to_string(),
+                    number: 1,
+                    sort_key: KeyAttribute {
+                        name: "total".to_string(),
+                        key_type: KeyType::Number,
+                    },
+                    projection: shoal_model::index::Projection::KeysOnly,
+                },
+            ],
         }
     }
 

@@ -57,12 +57,12 @@ impl Router {
                         "1 validation error detected: Value at 'requestItems.{name}.member.keys' failed to satisfy constraint: Member must have length greater than or equal to 1"
                     ))
                 })?;
-            let (key_schema, map) = self.table(name, deadline).await?;
+            let (key_schema, indexes, map) = self.table_with_indexes(name, deadline).await?;
             for key in keys {
                 key_hash(&key_schema, key, false)?;
             }
             let PreparedRequest::BatchGet(gets) =
-                prepare(ItemOperation::BatchGet, table_request, &key_schema)?
+                prepare_indexed(ItemOperation::BatchGet, table_request, &key_schema, &indexes)?
             else {
                 return Err(DynamoError::internal(
                     "Internal server error (a BatchGetItem prepared as something else)",
@@ -175,7 +175,7 @@ impl Router {
                     "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to {BATCH_WRITE_REQUESTS_MAX}, Member must have length greater than or equal to 1]"
                 ))
             })?;
-            let (key_schema, map) = self.table(name, deadline).await?;
+            let (key_schema, indexes, map) = self.table_with_indexes(name, deadline).await?;
             // The partition key's own checks first, with their messages, as for single items.
             for request in requests {
                 let (key, is_item) = match (request.get("PutRequest"), request.get("DeleteRequest"))
@@ -195,7 +195,7 @@ impl Router {
             }
             let list = Json::Array(requests.clone());
             let PreparedRequest::BatchWrite(writes) =
-                prepare(ItemOperation::BatchWrite, &list, &key_schema)?
+                prepare_indexed(ItemOperation::BatchWrite, &list, &key_schema, &indexes)?
             else {
                 return Err(DynamoError::internal(
                     "Internal server error (a BatchWriteItem prepared as something else)",

@@ -7,6 +7,10 @@ use super::*;
 /// storage-key bounds start with that key's hash.
 fn query_hash(range: &RangeRequest) -> Result<u64, DynamoError> {
     match &range.lower {
+        // An index Query's bounds are entry keys, which carry their items' hash.
+        Bound::Included(key) | Bound::Excluded(key) if range.index.is_some() => {
+            shoal_model::index::entry_key_hash(key)
+        }
         Bound::Included(key) | Bound::Excluded(key) => storage_key_hash(key),
         Bound::Unbounded => None,
     }
@@ -44,6 +48,8 @@ fn scan_start_hash(
         return Ok(segment.first);
     }
     let hash = match &range.lower {
+        // An index Scan resumes at an entry key, which carries its item's hash.
+        Bound::Excluded(key) if range.index.is_some() => shoal_model::index::entry_key_hash(key),
         Bound::Excluded(key) => storage_key_hash(key),
         _ => None,
     }
@@ -72,7 +78,7 @@ impl Router {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
-        let (key_schema, _) = self.table(&name, deadline).await?;
+        let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
         let (key_member, is_item) = match operation {
             ItemOperation::PutItem => ("Item", true),
             _ => ("Key", false),
@@ -83,7 +89,7 @@ impl Router {
             .ok_or_else(|| DynamoError::missing_member(&key_member.to_ascii_lowercase()))?;
         // The partition key's own checks first, with their messages; then everything else.
         let hash = key_hash(&key_schema, key, is_item)?;
-        let prepared = prepare(operation, &body, &key_schema)?;
+        let prepared = prepare_indexed(operation, &body, &key_schema, &indexes)?;
         let estimate = match &prepared {
             PreparedRequest::Write(write) => {
                 (Operation::Write, write_units(write_estimate_bytes(write)))
@@ -122,8 +128,8 @@ impl Router {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
-        let (key_schema, _) = self.table(&name, deadline).await?;
-        let prepared = prepare(ItemOperation::Query, &body, &key_schema)?;
+        let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
+        let prepared = prepare_indexed(ItemOperation::Query, &body, &key_schema, &indexes)?;
         let PreparedRequest::Range(range) = &prepared else {
             return Err(DynamoError::internal(
                 "Internal server error (a Query prepared as something else)",
@@ -152,9 +158,9 @@ impl Router {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
-        let (key_schema, map) = self.table(&name, deadline).await?;
+        let (key_schema, indexes, map) = self.table_with_indexes(&name, deadline).await?;
         let (segment, segment_numbers) = scan_segment(&body)?;
-        let prepared = prepare(ItemOperation::Scan, &body, &key_schema)?;
+        let prepared = prepare_indexed(ItemOperation::Scan, &body, &key_schema, &indexes)?;
         let PreparedRequest::Range(range) = prepared else {
             return Err(DynamoError::internal(
                 "Internal server error (a Scan prepared as something else)",
@@ -241,6 +247,7 @@ mod tests {
     use super::*;
     use shoal_model::AttributeValue;
     use shoal_model::key::KeyType;
+    use shoal_model::request::prepare;
 
     #[test]
     fn keys_hash_by_their_partition_key_only() {

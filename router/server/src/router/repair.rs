@@ -464,6 +464,7 @@ mod tests {
             revision: 0,
             pending_replicas: Default::default(),
             changed_at_ms: 0,
+            local_indexes: Vec::new(),
         }
     }
 
