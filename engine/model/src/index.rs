@@ -257,9 +257,7 @@ pub fn query_bounds(number: u8, condition: &KeyCondition) -> Option<ByteRange> {
         Some(SortKeyCondition::Less(value)) => (start, Bound::Excluded(first_of(value))),
         Some(SortKeyCondition::LessOrEqual(value)) => (start, Bound::Excluded(after(value))),
         Some(SortKeyCondition::Greater(value)) => (Bound::Included(after(value)), end()),
-        Some(SortKeyCondition::GreaterOrEqual(value)) => {
-            (Bound::Included(first_of(value)), end())
-        }
+        Some(SortKeyCondition::GreaterOrEqual(value)) => (Bound::Included(first_of(value)), end()),
         Some(SortKeyCondition::Between(lower, upper)) => (
             Bound::Included(first_of(lower)),
             Bound::Excluded(after(upper)),

@@ -5,8 +5,8 @@
 pub mod encoding;
 pub mod error;
 pub mod expression;
-pub mod json;
 pub mod index;
+pub mod json;
 pub mod key;
 pub mod legacy;
 pub mod messages;

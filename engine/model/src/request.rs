@@ -11,8 +11,8 @@ use crate::expression::ast::{Condition, DocumentPath, Operand, Update};
 use crate::expression::key_condition::{KeyCondition, parse_key_condition};
 use crate::expression::update::ReturnValues;
 use crate::expression::{ExpressionContext, ExpressionKind};
-use crate::json::item_from_json;
 use crate::index::LocalIndex;
+use crate::json::item_from_json;
 use crate::key::KeySchema;
 use crate::{Error, Item, legacy};
 
@@ -111,7 +111,8 @@ pub struct RangeRequest {
     /// or what is left of it when a router fills one Scan page from several partitions.
     pub page_bytes_max: u64,
     /// A read of a local secondary index instead of the table: the bounds are entry keys.
-    pub index: Option<IndexRead>,
+    /// Boxed: most ranges read the table, and requests travel in every replica event.
+    pub index: Option<Box<IndexRead>>,
 }
 
 /// How a Query or Scan reads a local secondary index.
@@ -417,8 +418,7 @@ fn fetches_base(
     if let Some(condition) = filter {
         condition_paths(condition, &mut names);
     }
-    projection.is_some_and(|paths| !paths.iter().all(projected))
-        || !names.iter().all(|path| projected(path))
+    projection.is_some_and(|paths| !paths.iter().all(projected)) || !names.iter().all(projected)
 }
 
 /// Every document path a condition reads.
@@ -469,7 +469,10 @@ fn index_start_key(
     key_schema: &KeySchema,
     index: &LocalIndex,
 ) -> Result<Option<(Item, Vec<u8>)>> {
-    let Some(json) = parameters.get("ExclusiveStartKey").filter(|json| !json.is_null()) else {
+    let Some(json) = parameters
+        .get("ExclusiveStartKey")
+        .filter(|json| !json.is_null())
+    else {
         return Ok(None);
     };
     let invalid = || {
@@ -483,7 +486,8 @@ fn index_start_key(
         return Err(invalid());
     }
     let storage_key = key_schema.storage_key(&key).ok_or_else(invalid)?;
-    let entry = crate::index::entry_key(index.number, &storage_key, &sort_value).ok_or_else(invalid)?;
+    let entry =
+        crate::index::entry_key(index.number, &storage_key, &sort_value).ok_or_else(invalid)?;
     key.insert(index.sort_key.name.clone(), sort_value);
     Ok(Some((key, entry)))
 }
@@ -723,16 +727,18 @@ fn prepare_query(
             upper = Bound::Excluded(start);
         }
     }
-    let index = index.map(|index| IndexRead {
-        fetch_base: !count_only
-            && fetches_base(
-                parameters,
-                index,
-                table_key_schema,
-                projection.as_deref(),
-                filter.as_ref(),
-            ),
-        index: index.clone(),
+    let index = index.map(|index| {
+        Box::new(IndexRead {
+            fetch_base: !count_only
+                && fetches_base(
+                    parameters,
+                    index,
+                    table_key_schema,
+                    projection.as_deref(),
+                    filter.as_ref(),
+                ),
+            index: index.clone(),
+        })
     });
     Ok(RangeRequest {
         lower,
@@ -831,16 +837,18 @@ fn prepare_scan(
     } else if let Some(start) = exclusive_start(parameters, key_schema)? {
         lower = Bound::Excluded(start);
     }
-    let index = index.map(|index| IndexRead {
-        fetch_base: !count_only
-            && fetches_base(
-                parameters,
-                index,
-                key_schema,
-                projection.as_deref(),
-                filter.as_ref(),
-            ),
-        index: index.clone(),
+    let index = index.map(|index| {
+        Box::new(IndexRead {
+            fetch_base: !count_only
+                && fetches_base(
+                    parameters,
+                    index,
+                    key_schema,
+                    projection.as_deref(),
+                    filter.as_ref(),
+                ),
+            index: index.clone(),
+        })
     });
     Ok(RangeRequest {
         lower,

@@ -548,10 +548,10 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
         REQUEST_RANGE_INDEXED => {
             let mut range = decode_range(reader)?;
             let index = decode_local_index(reader)?;
-            range.index = Some(IndexRead {
+            range.index = Some(Box::new(IndexRead {
                 index,
                 fetch_base: decode_bool(reader)?,
-            });
+            }));
             PreparedRequest::Range(range)
         }
         REQUEST_BATCH_GET => {

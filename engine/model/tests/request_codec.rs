@@ -299,7 +299,7 @@ fn range_strategy() -> impl Strategy<Value = RangeRequest> {
                 consistent,
                 count_only,
                 page_bytes_max,
-                index: index.map(|(index, fetch_base)| IndexRead { index, fetch_base }),
+                index: index.map(|(index, fetch_base)| Box::new(IndexRead { index, fetch_base })),
             },
         )
 }

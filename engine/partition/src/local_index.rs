@@ -13,7 +13,9 @@ use shoal_io::Storage;
 use shoal_model::encoding::{decode_item, encode_item};
 use shoal_model::expression::evaluate::evaluate;
 use shoal_model::expression::projection::project;
-use shoal_model::index::{INDEX_REGION_PREFIX, base_storage_key, index_changes, projected_size_bytes};
+use shoal_model::index::{
+    INDEX_REGION_PREFIX, base_storage_key, index_changes, projected_size_bytes,
+};
 use shoal_model::key::KeySchema;
 use shoal_model::request::{IndexRead, RangeRequest, WriteRequest};
 use shoal_model::value::{item_size_bytes, read_capacity_units, write_capacity_units};
@@ -41,7 +43,13 @@ pub(crate) fn index_writes(
     old: Option<&Item>,
     new: Option<&Item>,
 ) -> Result<IndexWrites, ModelError> {
-    let changes = index_changes(&write.local_indexes, key_schema, &write.storage_key, old, new)?;
+    let changes = index_changes(
+        &write.local_indexes,
+        key_schema,
+        &write.storage_key,
+        old,
+        new,
+    )?;
     let mut writes = IndexWrites {
         mutations: Vec::new(),
         write_units: 0,
@@ -64,7 +72,10 @@ pub(crate) fn index_writes(
                     key.len()
                 )));
             }
-            writes.mutations.push(Mutation::Put { key, value: Vec::new() });
+            writes.mutations.push(Mutation::Put {
+                key,
+                value: Vec::new(),
+            });
         }
         writes.write_units += change
             .written_entry_bytes
@@ -86,7 +97,11 @@ pub(crate) fn items_only(upper: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
 }
 
 fn read_units_milli(units: u64, consistent: bool) -> u64 {
-    if consistent { units * 1000 } else { units * 500 }
+    if consistent {
+        units * 1000
+    } else {
+        units * 500
+    }
 }
 
 /// A Query or Scan page over an index's entries: each entry leads to its item, which is

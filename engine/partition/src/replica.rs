@@ -1207,10 +1207,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // does not fit the tree would stop every replica that applies it, again at every
         // restart. So the leader checks the tree's own limits first.
         let value_bytes_max = self.config.btree.value_bytes_max;
-        if evaluated.iter().flat_map(|result| &result.mutations).any(|mutation| {
-            matches!(mutation, Mutation::Put { key, value }
+        if evaluated
+            .iter()
+            .flat_map(|result| &result.mutations)
+            .any(|mutation| {
+                matches!(mutation, Mutation::Put { key, value }
                 if value.len() > value_bytes_max || key.len() > shoal_store::btree::KEY_BYTES_MAX)
-        }) {
+            })
+        {
             self.reply(
                 reply_to,
                 dynamo_error(&ModelError::Validation(

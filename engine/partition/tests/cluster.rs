@@ -121,13 +121,7 @@ struct Cluster {
 /// A request to the test partition, prepared as a router prepares it, for a table with the
 /// local indexes of [`local_indexes`] (attributes the other tests' items do not have).
 fn typed(operation: ItemOperation, parameters: &Json) -> PreparedRequest {
-    prepare_indexed(
-        operation,
-        parameters,
-        &meta().key_schema,
-        &local_indexes(),
-    )
-    .unwrap()
+    prepare_indexed(operation, parameters, &meta().key_schema, &local_indexes()).unwrap()
 }
 
 fn local_indexes() -> Vec<LocalIndex> {
@@ -760,7 +754,10 @@ fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() 
         assert_eq!(found, expected_by_rank(&items), "{all}");
         // The index projects keys and v, not the rest.
         let first = &all["Items"][0];
-        assert!(first.get("v").is_some() && first.get("hidden").is_none(), "{first}");
+        assert!(
+            first.get("v").is_some() && first.get("hidden").is_none(),
+            "{first}"
+        );
         // Select ALL_ATTRIBUTES fetches the item from the base.
         let whole = cluster
             .leader_request(
@@ -785,8 +782,12 @@ fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() 
             }
             match page.get("LastEvaluatedKey") {
                 Some(key) => {
-                    let mut names: Vec<&str> =
-                        key.as_object().unwrap().keys().map(String::as_str).collect();
+                    let mut names: Vec<&str> = key
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
                     names.sort();
                     assert_eq!(names, ["pk", "rank", "sk"]);
                     start = Some(key.clone());

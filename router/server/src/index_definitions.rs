@@ -70,7 +70,7 @@ impl Kind {
     }
 }
 
-fn list<'body>(body: &'body Json, kind: Kind) -> Result<Option<&'body Vec<Json>>, DynamoError> {
+fn list(body: &Json, kind: Kind) -> Result<Option<&Vec<Json>>, DynamoError> {
     match body.get(kind.member()) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::Array(list)) => Ok(Some(list)),
@@ -233,8 +233,13 @@ fn check_common(
                 key_type: *key_type,
             }),
             None => {
-                let keys: Vec<&str> = index.elements.iter().map(|(name, _)| name.as_str()).collect();
-                let defined: Vec<&str> = definitions.iter().map(|(name, _)| name.as_str()).collect();
+                let keys: Vec<&str> = index
+                    .elements
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                let defined: Vec<&str> =
+                    definitions.iter().map(|(name, _)| name.as_str()).collect();
                 return Err(DynamoError::validation(format!(
                     "{INVALID}Some index key attributes are not defined in AttributeDefinitions. Keys: [{}], AttributeDefinitions: [{}]",
                     keys.join(", "),
@@ -250,12 +255,20 @@ fn check_common(
             "Both the Hash Key and the Range Key element in the KeySchema have the same name",
         ));
     }
-    if index.elements.first().is_some_and(|(_, key_type)| key_type != "HASH") {
+    if index
+        .elements
+        .first()
+        .is_some_and(|(_, key_type)| key_type != "HASH")
+    {
         return Err(DynamoError::validation(
             "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
         ));
     }
-    if index.elements.get(1).is_some_and(|(_, key_type)| key_type != "RANGE") {
+    if index
+        .elements
+        .get(1)
+        .is_some_and(|(_, key_type)| key_type != "RANGE")
+    {
         return Err(DynamoError::validation(
             "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
         ));
@@ -304,9 +317,10 @@ fn check_unique_name(names: &mut Vec<String>, name: &str) -> Result<(), DynamoEr
 /// Whether the request names any secondary index (DynamoDB words its attribute-definition
 /// rules differently then).
 pub fn requested(body: &Json) -> bool {
-    [Kind::Local, Kind::Global]
-        .iter()
-        .any(|kind| body.get(kind.member()).is_some_and(|value| !value.is_null()))
+    [Kind::Local, Kind::Global].iter().any(|kind| {
+        body.get(kind.member())
+            .is_some_and(|value| !value.is_null())
+    })
 }
 
 /// The shape checks of both lists, which DynamoDB makes before any rule about keys.
@@ -383,7 +397,9 @@ pub fn secondary_indexes(
             used.extend(attributes.iter().map(|key| key.name.clone()));
             let mut attributes = attributes.into_iter();
             let Some(partition) = attributes.next() else {
-                return Err(DynamoError::missing_member("globalSecondaryIndexes.member.keySchema"));
+                return Err(DynamoError::missing_member(
+                    "globalSecondaryIndexes.member.keySchema",
+                ));
             };
             indexes.global.push(GlobalIndex {
                 name: index.name.clone(),
@@ -477,7 +493,10 @@ pub fn local_indexes_json(indexes: &[LocalIndex]) -> Json {
                 "projection": {"S": index.projection.type_name()},
             });
             if let Projection::Include(names) = &index.projection {
-                let names: Vec<Json> = names.iter().map(|name| serde_json::json!({"S": name})).collect();
+                let names: Vec<Json> = names
+                    .iter()
+                    .map(|name| serde_json::json!({"S": name}))
+                    .collect();
                 map["non_key"] = serde_json::json!({"L": names});
             }
             serde_json::json!({"M": map})
@@ -510,7 +529,9 @@ pub fn local_indexes_from(member: Option<&Json>) -> Result<Vec<LocalIndex>, Dyna
         .ok_or_else(|| corrupt("is not a list"))?;
     list.iter()
         .map(|entry| {
-            let map = entry.get("M").ok_or_else(|| corrupt("entry is not a map"))?;
+            let map = entry
+                .get("M")
+                .ok_or_else(|| corrupt("entry is not a map"))?;
             let number = map
                 .get("number")
                 .and_then(|value| value.get("N"))

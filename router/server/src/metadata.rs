@@ -491,9 +491,7 @@ impl TableRecord {
             revision: get_optional_number(item, "revision")?.unwrap_or(0),
             pending_replicas: pending_replicas_from(item)?,
             changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
-            local_indexes: crate::index_definitions::local_indexes_from(
-                item.get("local_indexes"),
-            )?,
+            local_indexes: crate::index_definitions::local_indexes_from(item.get("local_indexes"))?,
         })
     }
 

@@ -526,8 +526,7 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         (None, _) => return Err(DynamoError::missing_member("keySchema")),
     };
     let billing = billing(body)?;
-    let indexes =
-        index_definitions::secondary_indexes(body, &key_schema, &definitions, billing)?;
+    let indexes = index_definitions::secondary_indexes(body, &key_schema, &definitions, billing)?;
     index_definitions::check_globals_supported(&indexes)?;
     let tags = match body.get("Tags") {
         None | Some(Json::Null) => BTreeMap::new(),

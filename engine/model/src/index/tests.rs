@@ -29,7 +29,10 @@ fn string(text: &str) -> AttributeValue {
 }
 
 fn item(pk: &str, sk: &str, extra: &[(&str, AttributeValue)]) -> Item {
-    let mut item = Item::from([("pk".to_string(), string(pk)), ("sk".to_string(), string(sk))]);
+    let mut item = Item::from([
+        ("pk".to_string(), string(pk)),
+        ("sk".to_string(), string(sk)),
+    ]);
     for (name, value) in extra {
         item.insert(name.to_string(), value.clone());
     }
@@ -149,11 +152,7 @@ fn changes_follow_the_index_key_and_projected_attributes() {
 #[test]
 fn projections_keep_the_keys() {
     let keys_only = index(0, KeyType::String, Projection::KeysOnly);
-    let full = item(
-        "a",
-        "1",
-        &[("lsi0", string("x")), ("other", string("o"))],
-    );
+    let full = item("a", "1", &[("lsi0", string("x")), ("other", string("o"))]);
     let projected = keys_only.project(&table(), &full);
     assert_eq!(
         projected.keys().cloned().collect::<Vec<_>>(),

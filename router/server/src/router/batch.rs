@@ -61,8 +61,12 @@ impl Router {
             for key in keys {
                 key_hash(&key_schema, key, false)?;
             }
-            let PreparedRequest::BatchGet(gets) =
-                prepare_indexed(ItemOperation::BatchGet, table_request, &key_schema, &indexes)?
+            let PreparedRequest::BatchGet(gets) = prepare_indexed(
+                ItemOperation::BatchGet,
+                table_request,
+                &key_schema,
+                &indexes,
+            )?
             else {
                 return Err(DynamoError::internal(
                     "Internal server error (a BatchGetItem prepared as something else)",
