@@ -10,6 +10,8 @@ Sources, cited per test:
 - [API-Q] DynamoDB API reference, Query (IndexName, Select, ExclusiveStartKey/LastEvaluatedKey).
 - [DYNALITE] dynalite's validations/createTable.js and its test suite, which runs against
   DynamoDB (the index validation messages).
+- [API-PutItem] DynamoDB API reference, PutItem (ReturnItemCollectionMetrics,
+  ItemCollectionMetrics: ItemCollectionKey, SizeEstimateRangeGB).
 - [MOTO] moto's tests of create_table with indexes (test_dynamodb_exceptions.py), written from
   recorded DynamoDB answers ("Some AttributeDefinitions are not used").
 """
@@ -215,8 +217,33 @@ def test_writes_keep_the_index_in_step(ddb, make_table):
             {"PutRequest": {"Item": {"pk": {"S": "a"}, "sk": {"S": str(i)},
                                      "tag": {"S": f"t{i}"}}}} for i in range(5)]})
         assert tags() == [(f"t{i}", str(i)) for i in range(5)]
+        # [API-PutItem] ReturnItemCollectionMetrics SIZE: for a table with local secondary
+        # indexes, the collection's partition key and a size range in GB.
+        metrics = ddb.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "9"}},
+                               ReturnItemCollectionMetrics="SIZE")["ItemCollectionMetrics"]
+        assert metrics["ItemCollectionKey"] == {"pk": {"S": "a"}}
+        low, high = metrics["SizeEstimateRangeGB"]
+        assert low <= 0.001 < high
+        deleted = ddb.delete_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"S": "9"}},
+                                  ReturnItemCollectionMetrics="SIZE")
+        assert deleted["ItemCollectionMetrics"]["ItemCollectionKey"] == {"pk": {"S": "a"}}
+        quiet = ddb.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "9"}})
+        assert "ItemCollectionMetrics" not in quiet
     finally:
         ddb.delete_table(TableName=name)
+
+
+def test_tables_without_local_indexes_report_no_item_collection(ddb, table):
+    # [API-PutItem] ItemCollectionMetrics "is only returned if the ReturnItemCollectionMetrics
+    # parameter was specified" and the table has local secondary indexes.
+    response = ddb.put_item(TableName=table, Item={"pk": {"S": "a"}},
+                            ReturnItemCollectionMetrics="SIZE")
+    assert "ItemCollectionMetrics" not in response
+    expect_error(lambda: ddb.put_item(TableName=table, Item={"pk": {"S": "a"}},
+                                      ReturnItemCollectionMetrics="ALL"),
+                 "ValidationException",
+                 "1 validation error detected: Value 'ALL' at 'returnItemCollectionMetrics' "
+                 "failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]")
 
 
 def test_unknown_index_names_are_refused(ddb, lsi_table):

@@ -303,6 +303,58 @@ pub fn scan_bounds(number: u8, lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -
     (lower, upper)
 }
 
+/// The byte after [`INDEX_REGION_PREFIX`] that starts the item-collection size records, after
+/// every index number's region.
+pub const COLLECTION_REGION_MARKER: u8 = 0xFE;
+const _: () = assert!(LOCAL_SECONDARY_INDEXES_MAX < COLLECTION_REGION_MARKER as usize);
+/// The one attribute of an item-collection size record: the collection's bytes (N).
+pub const COLLECTION_BYTES_ATTRIBUTE: &str = "bytes";
+
+/// The key of the size record of the item collection (the items of one partition key, with
+/// their index entries) that the item at `storage_key` belongs to (FORMAT.md).
+pub fn collection_key(storage_key: &[u8]) -> Option<Vec<u8>> {
+    let (prefix, _) = split_storage_key(storage_key)?;
+    let mut key = INDEX_REGION_PREFIX.to_vec();
+    key.push(COLLECTION_REGION_MARKER);
+    key.extend_from_slice(prefix);
+    Some(key)
+}
+
+/// The size record's content: an item holding the collection's bytes, stored in the item
+/// encoding so the leader reads it like an item (its overlay included).
+pub fn collection_record(bytes: u64) -> Item {
+    Item::from([(
+        COLLECTION_BYTES_ATTRIBUTE.to_string(),
+        AttributeValue::Number(crate::Number::from(bytes)),
+    )])
+}
+
+/// The bytes a size record holds; `None` for a record that is not one.
+pub fn collection_bytes(record: &Item) -> Option<u64> {
+    match record.get(COLLECTION_BYTES_ATTRIBUTE) {
+        Some(AttributeValue::Number(number)) => number.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
+/// What `item` adds to its item collection: its own size and its entries' in every index that
+/// holds it, each with DynamoDB's per-entry overhead.
+pub fn collection_share(indexes: &[LocalIndex], table: &KeySchema, item: &Item) -> u64 {
+    let entries: usize = indexes
+        .iter()
+        .filter(|index| index.sort_value(item).is_some())
+        .map(|index| entry_size_bytes(index, table, item))
+        .sum();
+    (crate::value::item_size_bytes(item) + entries) as u64
+}
+
+/// DynamoDB's SizeEstimateRangeGB for a collection of `bytes`: the whole gigabytes below it
+/// and the next one, a range that always holds the size.
+pub fn size_estimate_range_gb(bytes: u64) -> [f64; 2] {
+    let lower = (bytes >> 30) as f64;
+    [lower, lower + 1.0]
+}
+
 /// What one write does to one index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexChange {

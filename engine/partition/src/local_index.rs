@@ -14,7 +14,8 @@ use shoal_model::encoding::{decode_item, encode_item};
 use shoal_model::expression::evaluate::evaluate;
 use shoal_model::expression::projection::project;
 use shoal_model::index::{
-    INDEX_REGION_PREFIX, base_storage_key, index_changes, projected_size_bytes,
+    INDEX_REGION_PREFIX, base_storage_key, collection_key, collection_record, collection_share,
+    index_changes, projected_size_bytes,
 };
 use shoal_model::key::KeySchema;
 use shoal_model::request::{IndexRead, RangeRequest, WriteRequest};
@@ -22,7 +23,7 @@ use shoal_model::value::{item_size_bytes, read_capacity_units, write_capacity_un
 use shoal_model::{Error as ModelError, Item};
 use shoal_store::btree::{Direction, KEY_BYTES_MAX};
 use shoal_store::engine::{Mutation, Partition};
-use shoal_wire::messages::ItemResult;
+use shoal_wire::messages::{ItemResult, NodeError, NodeResponse};
 
 use crate::replica::PartitionError;
 
@@ -84,6 +85,68 @@ pub(crate) fn index_writes(
             .sum::<u64>();
     }
     Ok(writes)
+}
+
+/// The exception DynamoDB names when a write would grow an item collection past its limit.
+pub const ITEM_COLLECTION_SIZE_LIMIT_EXCEEDED: &str = "ItemCollectionSizeLimitExceededException";
+/// Its message.
+pub const ITEM_COLLECTION_TOO_LARGE: &str = "Item collection size limit exceeded";
+
+/// The size record key of the item collection a write changes, for a table with local indexes
+/// (DynamoDB keeps item collections only for those).
+pub(crate) fn collection_of(write: &WriteRequest) -> Option<Vec<u8>> {
+    if write.local_indexes.is_empty() {
+        return None;
+    }
+    collection_key(&write.storage_key)
+}
+
+/// ItemCollectionMetrics' ItemCollectionKey: the partition key attribute of the write.
+pub(crate) fn collection_key_item(write: &WriteRequest, key_schema: &KeySchema) -> Item {
+    write
+        .key
+        .iter()
+        .filter(|(name, _)| **name == key_schema.partition.name)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// The collection's new size after a write that turns `old` into `new`, and the mutation of
+/// its size record; a write that would grow the collection past `bytes_max` is refused (one
+/// that shrinks it, or keeps it, is not, so a collection over the limit can always be cut).
+pub(crate) fn collection_change(
+    write: &WriteRequest,
+    key_schema: &KeySchema,
+    record_key: Vec<u8>,
+    before: u64,
+    old: Option<&Item>,
+    new: Option<&Item>,
+    bytes_max: u64,
+) -> Result<(Mutation, (Vec<u8>, u64)), NodeResponse> {
+    let share = |item: Option<&Item>| {
+        item.map_or(0, |item| {
+            collection_share(&write.local_indexes, key_schema, item)
+        })
+    };
+    let after = before.saturating_sub(share(old)).saturating_add(share(new));
+    if after > bytes_max && after > before {
+        return Err(NodeResponse::Error(NodeError::Dynamo {
+            type_name: ITEM_COLLECTION_SIZE_LIMIT_EXCEEDED.to_string(),
+            message: ITEM_COLLECTION_TOO_LARGE.to_string(),
+            item: None,
+        }));
+    }
+    let mutation = if after == 0 {
+        Mutation::Delete {
+            key: record_key.clone(),
+        }
+    } else {
+        Mutation::Put {
+            key: record_key.clone(),
+            value: encode_item(&collection_record(after)),
+        }
+    };
+    Ok((mutation, (record_key, after)))
 }
 
 /// The upper bound of a table (not index) read: item keys only, never the index region.

@@ -120,6 +120,10 @@ pub struct ReplicaConfig {
     /// item DynamoDB accepts (400 KB by DynamoDB's size rules, which count less than the
     /// encoding's per-attribute lengths and tags): use [`ITEM_TREE_CONFIG`].
     pub btree: BTreeConfig,
+    /// The largest item collection (the items of one partition key and their local index
+    /// entries) a table with local secondary indexes may grow to:
+    /// [`shoal_model::index::ITEM_COLLECTION_BYTES_MAX`], lowered by tests.
+    pub item_collection_bytes_max: u64,
 }
 
 /// The tree limits a partition replica needs: values up to shoal-store's largest, since a
@@ -588,6 +592,9 @@ struct Evaluated {
     new_item: Option<Item>,
     attributes: Option<Item>,
     write_units: u64,
+    /// For a table with local indexes: the item collection's size record key and its new
+    /// size (the record is in the batch and goes in the overlay like an item).
+    collection: Option<(Vec<u8>, u64)>,
 }
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
@@ -1151,6 +1158,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             new_item,
             attributes,
             write_units,
+            collection: None,
         })
     }
 
@@ -1178,10 +1186,46 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
-        let mut evaluated = Vec::with_capacity(writes.len());
+        let mut evaluated: Vec<Evaluated> = Vec::with_capacity(writes.len());
         for write in &writes {
-            let (old_item, overlay_slot) = self.latest_item(&write.storage_key).await?;
-            match self.evaluate_write(write, old_item.as_ref()) {
+            let (old_item, mut overlay_slot) = self.latest_item(&write.storage_key).await?;
+            let mut outcome = self.evaluate_write(write, old_item.as_ref());
+            if let Ok(result) = &mut outcome
+                && let Some(collection_key) = crate::local_index::collection_of(write)
+            {
+                // The collection's size as this batch left it, else as the leader sees it.
+                let before = match evaluated.iter().rev().find_map(|earlier| {
+                    earlier
+                        .collection
+                        .as_ref()
+                        .filter(|(key, _)| *key == collection_key)
+                }) {
+                    Some((_, bytes)) => Some(*bytes),
+                    None => {
+                        let (record, record_slot) = self.latest_item(&collection_key).await?;
+                        overlay_slot = overlay_slot.max(record_slot);
+                        record
+                            .as_ref()
+                            .and_then(shoal_model::index::collection_bytes)
+                    }
+                };
+                match crate::local_index::collection_change(
+                    write,
+                    &self.meta.key_schema,
+                    collection_key,
+                    before.unwrap_or(0),
+                    old_item.as_ref(),
+                    result.new_item.as_ref(),
+                    self.config.item_collection_bytes_max,
+                ) {
+                    Ok((mutation, collection)) => {
+                        result.mutations.push(mutation);
+                        result.collection = Some(collection);
+                    }
+                    Err(refusal) => outcome = Err(refusal),
+                }
+            }
+            match outcome {
                 Ok(result) => evaluated.push(result),
                 // Invariant 5: the refusal waits for the overlay entry it saw.
                 Err(response) => match overlay_slot {
@@ -1262,12 +1306,33 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         };
         let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
         let result = match (&evaluated[..], batch) {
+            (
+                [
+                    Evaluated {
+                        collection: Some((_, collection_bytes)),
+                        attributes,
+                        ..
+                    },
+                ],
+                false,
+            ) => ItemResult::WriteInCollection {
+                attributes: attributes.as_ref().map(encode_item),
+                collection_key: encode_item(&crate::local_index::collection_key_item(
+                    &writes[0],
+                    &self.meta.key_schema,
+                )),
+                collection_bytes: *collection_bytes,
+            },
             ([single], false) => ItemResult::Write {
                 attributes: single.attributes.as_ref().map(encode_item),
             },
             _ => ItemResult::BatchWrite,
         };
         for (write, result) in writes.iter().zip(evaluated) {
+            if let Some((key, bytes)) = result.collection {
+                let record = (bytes > 0).then(|| shoal_model::index::collection_record(bytes));
+                self.overlay.insert(key, (proposed.slot, record));
+            }
             self.overlay
                 .insert(write.storage_key.clone(), (proposed.slot, result.new_item));
         }

@@ -30,12 +30,14 @@ use shoal_replication::{
 use shoal_router::forward::{item_json, render_result};
 use shoal_store::btree::{BTreeConfig, PageCache};
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
-use shoal_wire::messages::{NodeError, NodeResponse, SnapshotChunk};
+use shoal_wire::messages::{ItemResult, NodeError, NodeResponse, SnapshotChunk};
 
 const PARTITION: u64 = 7;
 const BYSTANDER_PARTITION: u64 = 8;
 const STEP: Duration = Duration::from_millis(10);
 const STEPS_MAX: usize = 20_000;
+/// The item-collection limit of the test replicas.
+const TEST_ITEM_COLLECTION_BYTES_MAX: u64 = 64 * 1024;
 
 fn config(checkpoint_every_slots: u64) -> ReplicaConfig {
     config_with_tree(
@@ -58,6 +60,8 @@ fn config_with_tree(checkpoint_every_slots: u64, btree: BTreeConfig) -> ReplicaC
         },
         checkpoint_every_slots,
         btree,
+        // Low, so that a test reaches it (the real limit is ITEM_COLLECTION_BYTES_MAX).
+        item_collection_bytes_max: TEST_ITEM_COLLECTION_BYTES_MAX,
     }
 }
 
@@ -826,6 +830,84 @@ fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() 
             .await;
         assert_eq!(empty_index["Count"], json!(0));
     });
+}
+
+#[test]
+fn item_collections_of_tables_with_local_indexes_stop_at_their_limit() {
+    run_on_test_executor("cluster-item-collection", || async {
+        let mut cluster = Cluster::new(8).await;
+        let big = |sk: u64| {
+            json!({"Item": {"pk": {"S": "big"}, "sk": {"N": sk.to_string()},
+                "rank": {"N": "1"}, "v": {"S": "x".repeat(9_000)}}})
+        };
+        // Each item counts its own size and its by_rank entry (which projects v): about 18 KB.
+        let mut written = 0;
+        let mut sizes = Vec::new();
+        let refusal = loop {
+            let leader = cluster.await_leader().await;
+            match cluster
+                .request(leader, ItemOperation::PutItem, big(written))
+                .await
+            {
+                NodeResponse::Item {
+                    result:
+                        ItemResult::WriteInCollection {
+                            collection_bytes, ..
+                        },
+                    ..
+                } => {
+                    sizes.push(collection_bytes);
+                    written += 1;
+                }
+                NodeResponse::Error(NodeError::Dynamo {
+                    type_name, message, ..
+                }) => break (type_name, message),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(written < 100, "the limit never stopped the collection");
+        };
+        assert_eq!(
+            refusal,
+            (
+                "ItemCollectionSizeLimitExceededException".to_string(),
+                "Item collection size limit exceeded".to_string()
+            )
+        );
+        // The collection grew by the same share each time, and stayed within the limit.
+        assert!(sizes.windows(2).all(|pair| pair[1] - pair[0] == sizes[0]));
+        assert!(*sizes.last().unwrap() <= TEST_ITEM_COLLECTION_BYTES_MAX);
+        // Another partition key is its own collection.
+        cluster
+            .leader_request(ItemOperation::PutItem, big(0).tap_pk("small"))
+            .await;
+        // The size survives a crash of every node: the next write is still refused...
+        cluster.crash_and_restart_all().await;
+        let leader = cluster.await_leader().await;
+        assert!(matches!(
+            cluster
+                .request(leader, ItemOperation::PutItem, big(written))
+                .await,
+            NodeResponse::Error(NodeError::Dynamo { .. })
+        ));
+        // ...and a delete, which shrinks the collection, is not, after which a put fits again.
+        cluster
+            .leader_request(ItemOperation::DeleteItem, json!({"Key": key("big", 0)}))
+            .await;
+        cluster
+            .leader_request(ItemOperation::PutItem, big(written))
+            .await;
+    });
+}
+
+trait WithPartitionKey {
+    fn tap_pk(self, pk: &str) -> Json;
+}
+
+impl WithPartitionKey for Json {
+    fn tap_pk(mut self, pk: &str) -> Json {
+        self["Item"]["pk"] = json!({"S": pk});
+        self
+    }
 }
 
 #[test]

@@ -229,6 +229,15 @@ pub enum ItemResult {
         scanned_bytes: u64,
         last_evaluated_key: Option<Vec<u8>>,
     },
+    /// A single-item write to a table with local secondary indexes: `Write`, plus the size of
+    /// the item collection it wrote to (its partition key, `collection_key`, in the binary item
+    /// encoding) after the write, for ItemCollectionMetrics. Added at the end (FORMAT.md,
+    /// "Variants added at the end").
+    WriteInCollection {
+        attributes: Option<Vec<u8>>,
+        collection_key: Vec<u8>,
+        collection_bytes: u64,
+    },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

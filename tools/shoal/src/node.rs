@@ -475,6 +475,7 @@ async fn run_shard(
             core: replica_options(election_timeout),
             checkpoint_every_slots: options.checkpoint_every_slots,
             btree: shoal_partition::replica::ITEM_TREE_CONFIG,
+            item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
         },
         wal: WalConfig {
             segment_bytes: options.wal_segment_mib << 20,

@@ -67,6 +67,11 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
         ItemResult::Get { item } => 2 + item.as_ref().map_or(0, |item| item.len() as u64),
         ItemResult::BatchGet { items } => 3 + bytes(items),
         ItemResult::Range { items, count, .. } => 4 + bytes(items) + (count << 32),
+        ItemResult::WriteInCollection {
+            attributes,
+            collection_bytes,
+            ..
+        } => 5 + attributes.as_ref().map_or(0, |item| item.len() as u64) + (collection_bytes << 8),
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) fn replica_config() -> ReplicaConfig {
         core: replica_options(0),
         checkpoint_every_slots: CHECKPOINT_EVERY_SLOTS,
         btree: BTreeConfig::default(),
+        item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
     }
 }
 

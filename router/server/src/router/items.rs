@@ -67,6 +67,22 @@ fn scan_start_hash(
     Ok(hash)
 }
 
+/// ReturnItemCollectionMetrics: whether SIZE was asked for (tables with local secondary
+/// indexes then answer ItemCollectionMetrics; others have no item collections to report).
+fn item_collection_metrics(body: &Json) -> Result<bool, DynamoError> {
+    match body.get("ReturnItemCollectionMetrics") {
+        None | Some(Json::Null) => Ok(false),
+        Some(Json::String(value)) if value == "SIZE" => Ok(true),
+        Some(Json::String(value)) if value == "NONE" => Ok(false),
+        Some(Json::String(other)) => Err(DynamoError::validation(format!(
+            "1 validation error detected: Value '{other}' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]"
+        ))),
+        Some(_) => Err(DynamoError::serialization(
+            "ReturnItemCollectionMetrics must be a string",
+        )),
+    }
+}
+
 impl Router {
     //
     // Each operation parses its request once, here, into a prepared request (every check it
@@ -77,6 +93,7 @@ impl Router {
     async fn single_item(&self, body: Json, operation: ItemOperation) -> Result<Json, DynamoError> {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
+        let metrics = item_collection_metrics(&body)?;
         let deadline = self.deadline();
         let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
         let (key_member, is_item) = match operation {
@@ -103,6 +120,18 @@ impl Router {
         if report != CapacityReport::None {
             response["ConsumedCapacity"] =
                 consumed_capacity_json(&name, units_of(&reply, estimate.0), report);
+        }
+        if metrics
+            && let ItemResult::WriteInCollection {
+                collection_key,
+                collection_bytes,
+                ..
+            } = &reply.result
+        {
+            response["ItemCollectionMetrics"] = json!({
+                "ItemCollectionKey": item_json(collection_key)?,
+                "SizeEstimateRangeGB": shoal_model::index::size_estimate_range_gb(*collection_bytes),
+            });
         }
         Ok(response)
     }
