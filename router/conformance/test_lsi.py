@@ -173,6 +173,17 @@ def test_reads_of_an_index_are_charged(ddb, lsi_table):
     assert fetched["ConsumedCapacity"]["CapacityUnits"] > plain["ConsumedCapacity"]["CapacityUnits"]
 
 
+def test_index_capacity_is_reported_per_index(ddb, lsi_table):
+    # [API-Q] ReturnConsumedCapacity INDEXES: ConsumedCapacity's Table and
+    # LocalSecondaryIndexes members (botocore's ConsumedCapacity shape).
+    name, _ = lsi_table
+    response = query_index(ddb, name, ReturnConsumedCapacity="INDEXES")
+    consumed = response["ConsumedCapacity"]
+    assert consumed["Table"]["CapacityUnits"] == 0.0
+    assert consumed["LocalSecondaryIndexes"]["by_rank"]["CapacityUnits"] == \
+        consumed["CapacityUnits"] > 0
+
+
 def test_scan_of_an_index_reads_its_entries_only(ddb, lsi_table):
     # [API-Q] Scan with IndexName reads the index; [DG-LSI] sparse indexes.
     name, _ = lsi_table
@@ -229,6 +240,14 @@ def test_writes_keep_the_index_in_step(ddb, make_table):
         assert deleted["ItemCollectionMetrics"]["ItemCollectionKey"] == {"pk": {"S": "a"}}
         quiet = ddb.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "9"}})
         assert "ItemCollectionMetrics" not in quiet
+        # [DG-LSI] "Write capacity units": a write that adds an index entry also writes the
+        # index, and INDEXES reports that index's share.
+        indexed = ddb.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "9"},
+                                                     "tag": {"S": "z"}},
+                               ReturnConsumedCapacity="INDEXES")["ConsumedCapacity"]
+        assert indexed["LocalSecondaryIndexes"] == {"by_tag": {"CapacityUnits": 1.0}}
+        assert indexed["Table"]["CapacityUnits"] == 1.0
+        assert indexed["CapacityUnits"] == 2.0
     finally:
         ddb.delete_table(TableName=name)
 

@@ -34,6 +34,8 @@ const INDEX_SCAN_BATCH_ENTRIES: usize = 128;
 pub(crate) struct IndexWrites {
     pub mutations: Vec<Mutation>,
     pub write_units: u64,
+    /// The write units of each index, by index number (ConsumedCapacity INDEXES).
+    pub units_by_index: Vec<u64>,
 }
 
 /// The entry mutations of `write`, which turns `old` into `new`: derived from the two images the
@@ -51,9 +53,16 @@ pub(crate) fn index_writes(
         old,
         new,
     )?;
+    let indexes_count = write
+        .local_indexes
+        .iter()
+        .map(|index| usize::from(index.number) + 1)
+        .max()
+        .unwrap_or(0);
     let mut writes = IndexWrites {
         mutations: Vec::new(),
         write_units: 0,
+        units_by_index: vec![0; indexes_count],
     };
     for change in changes {
         if let Some(key) = change.delete {
@@ -78,11 +87,15 @@ pub(crate) fn index_writes(
                 value: Vec::new(),
             });
         }
-        writes.write_units += change
+        let units = change
             .written_entry_bytes
             .iter()
             .map(|bytes| write_capacity_units(*bytes))
             .sum::<u64>();
+        writes.write_units += units;
+        if let Some(slot) = writes.units_by_index.get_mut(usize::from(change.number)) {
+            *slot += units;
+        }
     }
     Ok(writes)
 }

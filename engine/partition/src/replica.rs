@@ -595,6 +595,8 @@ struct Evaluated {
     /// For a table with local indexes: the item collection's size record key and its new
     /// size (the record is in the batch and goes in the overlay like an item).
     collection: Option<(Vec<u8>, u64)>,
+    /// The write units of each local index's entries, by index number.
+    index_write_units: Vec<u64>,
 }
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
@@ -1159,6 +1161,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             attributes,
             write_units,
             collection: None,
+            index_write_units: index_writes.units_by_index,
         })
     }
 
@@ -1311,6 +1314,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     Evaluated {
                         collection: Some((_, collection_bytes)),
                         attributes,
+                        index_write_units,
                         ..
                     },
                 ],
@@ -1322,6 +1326,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     &self.meta.key_schema,
                 )),
                 collection_bytes: *collection_bytes,
+                index_write_units_milli: index_write_units
+                    .iter()
+                    .map(|units| units * 1000)
+                    .collect(),
             },
             ([single], false) => ItemResult::Write {
                 attributes: single.attributes.as_ref().map(encode_item),

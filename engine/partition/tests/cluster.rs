@@ -36,7 +36,7 @@ const PARTITION: u64 = 7;
 const BYSTANDER_PARTITION: u64 = 8;
 const STEP: Duration = Duration::from_millis(10);
 const STEPS_MAX: usize = 20_000;
-/// The item-collection limit of the test replicas.
+/// The item-collection limit of the replicas of the test of that limit.
 const TEST_ITEM_COLLECTION_BYTES_MAX: u64 = 64 * 1024;
 
 fn config(checkpoint_every_slots: u64) -> ReplicaConfig {
@@ -60,8 +60,7 @@ fn config_with_tree(checkpoint_every_slots: u64, btree: BTreeConfig) -> ReplicaC
         },
         checkpoint_every_slots,
         btree,
-        // Low, so that a test reaches it (the real limit is ITEM_COLLECTION_BYTES_MAX).
-        item_collection_bytes_max: TEST_ITEM_COLLECTION_BYTES_MAX,
+        item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
     }
 }
 
@@ -835,7 +834,12 @@ fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() 
 #[test]
 fn item_collections_of_tables_with_local_indexes_stop_at_their_limit() {
     run_on_test_executor("cluster-item-collection", || async {
-        let mut cluster = Cluster::new(8).await;
+        // Lowered, so that the test reaches it with a few items.
+        let mut cluster = Cluster::with_config(ReplicaConfig {
+            item_collection_bytes_max: TEST_ITEM_COLLECTION_BYTES_MAX,
+            ..config(8)
+        })
+        .await;
         let big = |sk: u64| {
             json!({"Item": {"pk": {"S": "big"}, "sk": {"N": sk.to_string()},
                 "rank": {"N": "1"}, "v": {"S": "x".repeat(9_000)}}})

@@ -237,6 +237,10 @@ pub enum ItemResult {
         attributes: Option<Vec<u8>>,
         collection_key: Vec<u8>,
         collection_bytes: u64,
+        /// The write units (thousandths) each local index's entries cost, by index number;
+        /// the rest of the answer's `write_units_milli` is the table's (ConsumedCapacity
+        /// INDEXES).
+        index_write_units_milli: Vec<u64>,
     },
 }
 

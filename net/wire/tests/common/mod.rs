@@ -275,6 +275,7 @@ pub fn sample_messages() -> Vec<BusMessage> {
             attributes: Some(vec![1, 0, 0, 0, 0]),
             collection_key: vec![1, 1, 0, 0, 0],
             collection_bytes: 10 << 30,
+            index_write_units_milli: vec![1000, 0, 2000],
         },
     ];
     for (index, result) in results.into_iter().enumerate() {

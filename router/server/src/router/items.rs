@@ -83,6 +83,54 @@ fn item_collection_metrics(body: &Json) -> Result<bool, DynamoError> {
     }
 }
 
+/// The index a read charges alone: an LSI read that fetches nothing from the table. (One that
+/// fetches is reported as the table's in INDEXES: the answer does not split the two yet.)
+fn index_only_read(range: &RangeRequest) -> Option<String> {
+    range
+        .index
+        .as_ref()
+        .filter(|read| !read.fetch_base)
+        .map(|read| read.index.name.clone())
+}
+
+/// ConsumedCapacity INDEXES of a read of one index only: the table's part is 0.
+fn index_read_units(consumed: &mut Json, index: &str, units_milli: u64) {
+    let units = CapacityUnits::from_milli(units_milli).as_f64();
+    consumed["Table"] = json!({ "CapacityUnits": 0.0 });
+    consumed["LocalSecondaryIndexes"] = json!({ index: { "CapacityUnits": units } });
+}
+
+/// ConsumedCapacity INDEXES for a table with local indexes: the units each index's part cost
+/// (`LocalSecondaryIndexes`, by name), and the rest as the table's.
+fn split_local_index_units(
+    consumed: &mut Json,
+    total_milli: u64,
+    indexes: &[shoal_model::index::LocalIndex],
+    units_milli_by_number: &[u64],
+) {
+    let mut by_name = serde_json::Map::new();
+    let mut index_milli = 0u64;
+    for index in indexes {
+        let milli = units_milli_by_number
+            .get(usize::from(index.number))
+            .copied()
+            .unwrap_or(0);
+        if milli > 0 {
+            index_milli += milli;
+            by_name.insert(
+                index.name.clone(),
+                json!({ "CapacityUnits": CapacityUnits::from_milli(milli).as_f64() }),
+            );
+        }
+    }
+    if by_name.is_empty() {
+        return;
+    }
+    let table_milli = total_milli.saturating_sub(index_milli);
+    consumed["Table"] = json!({ "CapacityUnits": CapacityUnits::from_milli(table_milli).as_f64() });
+    consumed["LocalSecondaryIndexes"] = Json::Object(by_name);
+}
+
 impl Router {
     //
     // Each operation parses its request once, here, into a prepared request (every check it
@@ -118,8 +166,21 @@ impl Router {
             .await?;
         let mut response = render_result(&reply.result, false)?;
         if report != CapacityReport::None {
-            response["ConsumedCapacity"] =
-                consumed_capacity_json(&name, units_of(&reply, estimate.0), report);
+            let total = units_of(&reply, estimate.0);
+            response["ConsumedCapacity"] = consumed_capacity_json(&name, total, report);
+            if report == CapacityReport::Indexes
+                && let ItemResult::WriteInCollection {
+                    index_write_units_milli,
+                    ..
+                } = &reply.result
+            {
+                split_local_index_units(
+                    &mut response["ConsumedCapacity"],
+                    total,
+                    &indexes,
+                    index_write_units_milli,
+                );
+            }
         }
         if metrics
             && let ItemResult::WriteInCollection {
@@ -166,6 +227,7 @@ impl Router {
         };
         let hash = query_hash(range)?;
         let count_only = range.count_only;
+        let index_only = index_only_read(range);
         let estimate = (Operation::Read, read_units(1, consistency(&body)));
         let reply = self
             .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
@@ -174,6 +236,15 @@ impl Router {
         if report != CapacityReport::None {
             response["ConsumedCapacity"] =
                 consumed_capacity_json(&name, reply.read_units_milli, report);
+            if report == CapacityReport::Indexes
+                && let Some(index) = &index_only
+            {
+                index_read_units(
+                    &mut response["ConsumedCapacity"],
+                    index,
+                    reply.read_units_milli,
+                );
+            }
         }
         Ok(response)
     }
@@ -264,8 +335,13 @@ impl Router {
             // answer was rounded on its own (what admission settled), which would report up
             // to a unit per partition too many.
             let page_milli = read_units(scanned_bytes, consistency(&body)).as_milli();
-            response["ConsumedCapacity"] =
-                consumed_capacity_json(&name, page_milli.min(consumed_milli), report);
+            let units = page_milli.min(consumed_milli);
+            response["ConsumedCapacity"] = consumed_capacity_json(&name, units, report);
+            if report == CapacityReport::Indexes
+                && let Some(index) = index_only_read(&range)
+            {
+                index_read_units(&mut response["ConsumedCapacity"], &index, units);
+            }
         }
         Ok(response)
     }
