@@ -251,6 +251,39 @@ impl Simulation {
         }
     }
 
+    /// Checks that a replica's local index at `slot` holds exactly its items: one entry per
+    /// item, with the item's value (the index is maintained in each write's own batch, so no
+    /// crash, recovery, snapshot or lost message may ever leave them apart).
+    pub(crate) fn check_local_index(
+        &mut self,
+        id: NodeId,
+        group: usize,
+        slot: Slot,
+        items: Option<&ItemResult>,
+        index: Option<&ItemResult>,
+    ) {
+        let (Some(items), Some(index)) = (items, index) else {
+            return self.violation(format!(
+                "{id:?} group {group}: a scan of the items or of the index got no answer"
+            ));
+        };
+        match (
+            requests::parse_scan_result(items),
+            requests::parse_scan_result(index),
+        ) {
+            // Equal maps and as many entries as keys: no key has a second, stale entry.
+            (Ok(items), Ok(entries))
+                if items == entries
+                    && matches!(index, ItemResult::Range { items: listed, .. } if listed.len() == entries.len()) => {}
+            (Ok(items), Ok(entries)) => self.violation(format!(
+                "{id:?} group {group} at {slot:?}: the local index holds {entries:?}, the items are {items:?}"
+            )),
+            (Err(error), _) | (_, Err(error)) => {
+                self.violation(format!("{id:?} group {group}: scan answer: {error}"))
+            }
+        }
+    }
+
     /// Checks the applied state a replica reached (the result of a Scan at `slot`): its digest
     /// against another replica's at the same slot, and every value in it marks its write as
     /// applied by now.
