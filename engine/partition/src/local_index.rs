@@ -7,6 +7,7 @@
 //! by snapshots like any key). An entry's value is empty: a read of the index finds the item
 //! through the entry and projects it, so an entry can never disagree with its item.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use shoal_io::Storage;
@@ -22,7 +23,7 @@ use shoal_model::request::{IndexRead, RangeRequest, WriteRequest};
 use shoal_model::value::{item_size_bytes, read_capacity_units, write_capacity_units};
 use shoal_model::{Error as ModelError, Item};
 use shoal_store::btree::{Direction, KEY_BYTES_MAX};
-use shoal_store::engine::{Mutation, Partition};
+use shoal_store::engine::{Mutation, MutationBatch, Partition};
 use shoal_wire::messages::{ItemResult, NodeError, NodeResponse};
 
 use crate::replica::PartitionError;
@@ -160,6 +161,78 @@ pub(crate) fn collection_change(
         }
     };
     Ok((mutation, (record_key, after)))
+}
+
+/// Entries read per scan call while counting the index region.
+const REGION_COUNT_BATCH_KEYS: usize = 512;
+
+/// The keys of the tree's local-index region (engine/model FORMAT.md): how many and their key
+/// plus value bytes, as the tree counts its items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RegionStats {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl RegionStats {
+    /// Counts the region of a tree (empty, and one scan call, for a table without indexes).
+    pub(crate) async fn count<F: Storage>(engine: &Partition<F>) -> Result<Self, PartitionError> {
+        let mut stats = RegionStats::default();
+        let mut lower = Bound::Included(INDEX_REGION_PREFIX.to_vec());
+        // Each pass moves past the keys it read; the region is finite, so the loop ends.
+        loop {
+            let batch = engine
+                .scan(
+                    lower.clone(),
+                    Bound::Unbounded,
+                    Direction::Forward,
+                    REGION_COUNT_BATCH_KEYS,
+                )
+                .await?;
+            let exhausted = batch.len() < REGION_COUNT_BATCH_KEYS;
+            for (key, value) in batch {
+                stats.count += 1;
+                stats.bytes += (key.len() + value.len()) as u64;
+                lower = Bound::Excluded(key);
+            }
+            if exhausted {
+                return Ok(stats);
+            }
+        }
+    }
+
+    /// Accounts for the region's keys a batch is about to change, in batch order (a batch may
+    /// put one collection record twice), against the tree as it is before the batch.
+    pub(crate) async fn before_apply<F: Storage>(
+        &mut self,
+        engine: &Partition<F>,
+        batch: &MutationBatch,
+    ) -> Result<(), PartitionError> {
+        let mut in_batch: BTreeMap<&[u8], Option<usize>> = BTreeMap::new();
+        for mutation in &batch.mutations {
+            let (key, after) = match mutation {
+                Mutation::Put { key, value } => (key, Some(value.len())),
+                Mutation::Delete { key } => (key, None),
+            };
+            if !key.starts_with(&INDEX_REGION_PREFIX) {
+                continue;
+            }
+            let before = match in_batch.get(key.as_slice()) {
+                Some(state) => *state,
+                None => engine.get(key).await?.map(|value| value.len()),
+            };
+            if let Some(value_bytes) = before {
+                self.count = self.count.saturating_sub(1);
+                self.bytes = self.bytes.saturating_sub((key.len() + value_bytes) as u64);
+            }
+            if let Some(value_bytes) = after {
+                self.count += 1;
+                self.bytes += (key.len() + value_bytes) as u64;
+            }
+            in_batch.insert(key, after);
+        }
+        Ok(())
+    }
 }
 
 /// The upper bound of a table (not index) read: item keys only, never the index region.

@@ -353,6 +353,10 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     directory: Rc<D>,
     cache: Rc<PageCache<F>>,
     wal: Wal<F>,
+    /// The keys of the local-index region of the tree (entries and item-collection records),
+    /// which the tree counts as items: counted at the first event after the tree is opened,
+    /// kept up to date by `apply`, left out of the status's item count and bytes.
+    index_region: Option<crate::local_index::RegionStats>,
     /// Slots of each `Persist` output not yet reported durable, by core lsn.
     persisting: BTreeMap<u64, Persisting>,
     /// Core lsns reported durable out of order, waiting for the ones before them.
@@ -656,6 +660,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             directory,
             cache,
             wal,
+            index_region: None,
             persisting: BTreeMap::new(),
             persisted_early: BTreeMap::new(),
             durable_core_lsn: 0,
@@ -761,8 +766,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             leader_hint: leader_hint.map(|node| node.0),
             commit_slot: self.core.commit_slot().0,
             applied_slot: self.applied_slot.0,
-            item_count: self.engine.stats().item_count,
-            item_bytes: self.engine.stats().item_bytes,
+            item_count: self
+                .engine
+                .stats()
+                .item_count
+                .saturating_sub(self.index_region.as_ref().map_or(0, |region| region.count)),
+            item_bytes: self
+                .engine
+                .stats()
+                .item_bytes
+                .saturating_sub(self.index_region.as_ref().map_or(0, |region| region.bytes)),
         }
     }
 
@@ -772,6 +785,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         now: MonotonicTime,
         event: Event,
     ) -> Result<Vec<Output>, PartitionError> {
+        if self.index_region.is_none() {
+            self.index_region = Some(crate::local_index::RegionStats::count(&self.engine).await?);
+        }
         match event {
             Event::Message { from, message } => {
                 let actions = self.core.handle_message(now, from, message);
@@ -977,6 +993,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 })?,
                 Payload::Noop | Payload::Membership(_) => MutationBatch::default(),
             };
+            if let Some(region) = &mut self.index_region {
+                region.before_apply(&self.engine, &batch).await?;
+            }
             self.engine.apply(WalLsn(slot.0), &batch).await?;
             self.applied_slot = slot;
             for mutation in &batch.mutations {
@@ -1866,6 +1885,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             "an installed snapshot is durable at its slot"
         );
         let old = std::mem::replace(&mut self.engine, tree);
+        // Counted again from the installed tree at the next event.
+        self.index_region = None;
         let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
         self.discard_tree(old, old_generation).await?;
         let snapshot_slot = Slot(chunk.last_included_slot);

@@ -828,6 +828,10 @@ fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() 
             .leader_request(ItemOperation::Scan, json!({"IndexName": "by_tag"}))
             .await;
         assert_eq!(empty_index["Count"], json!(0));
+        // The status counts items only, not index entries or collection size records.
+        let leader = cluster.await_leader().await;
+        let status = cluster.nodes[&leader].replica.status(cluster.now);
+        assert_eq!(status.item_count, items.len() as u64);
     });
 }
 
