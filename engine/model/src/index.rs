@@ -407,13 +407,19 @@ pub fn index_changes(
             let Some(value) = item.and_then(|item| index.sort_value(item)) else {
                 return Ok(None);
             };
-            if let AttributeValue::String(text) = value
-                && text.is_empty()
-            {
+            let (length, kind) = match value {
+                AttributeValue::String(text) => (text.len(), "string"),
+                AttributeValue::Binary(bytes) => (bytes.len(), "binary"),
+                _ => (1, ""),
+            };
+            if length == 0 {
                 return Err(validation(format!(
-                    "One or more parameter values are not valid. A value specified for a secondary index key is not supported. The AttributeValue for a key attribute cannot contain an empty string value. IndexName: {}, IndexKey: {}",
+                    "One or more parameter values are not valid. A value specified for a secondary index key is not supported. The AttributeValue for a key attribute cannot contain an empty {kind} value. IndexName: {}, IndexKey: {}",
                     index.name, index.sort_key.name
                 )));
+            }
+            if length > crate::key::SORT_KEY_BYTES_MAX {
+                return Err(validation(crate::messages::SORT_KEY_TOO_LARGE));
             }
             entry_key(index.number, storage_key, value)
                 .map(Some)

@@ -104,6 +104,16 @@ fn sparse_items_have_no_entry_and_wrong_types_are_refused() {
             .message()
             .contains("IndexName: idx0, IndexKey: lsi0")
     );
+    // An index sort key is a sort key: DynamoDB's 1024-byte limit applies.
+    let long = item("a", "1", &[("lsi0", string(&"x".repeat(1025)))]);
+    assert_eq!(
+        index_changes(&string_index, &table(), &key, None, Some(&long))
+            .unwrap_err()
+            .message(),
+        crate::messages::SORT_KEY_TOO_LARGE
+    );
+    let longest = item("a", "1", &[("lsi0", string(&"x".repeat(1024)))]);
+    assert!(index_changes(&string_index, &table(), &key, None, Some(&longest)).is_ok());
 }
 
 #[test]
@@ -297,5 +307,99 @@ proptest! {
                 prop_assert!(items.contains_key(&base_storage_key(entry).unwrap()));
             }
         }
+    }
+}
+
+mod prepared_reads {
+    use serde_json::json;
+
+    use super::*;
+    use crate::request::{ItemOperation, PreparedRequest, RangeRequest, prepare_indexed};
+
+    fn indexes() -> Vec<LocalIndex> {
+        vec![
+            index(0, KeyType::String, Projection::KeysOnly),
+            index(1, KeyType::String, Projection::All),
+        ]
+    }
+
+    fn range(operation: ItemOperation, body: serde_json::Value) -> crate::Result<RangeRequest> {
+        match prepare_indexed(operation, &body, &table(), &indexes())? {
+            PreparedRequest::Range(range) => Ok(range),
+            other => panic!("not a range: {other:?}"),
+        }
+    }
+
+    fn query(index_name: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut body = json!({"IndexName": index_name, "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": "a"}}});
+        for (name, value) in extra.as_object().unwrap() {
+            body[name] = value.clone();
+        }
+        body
+    }
+
+    #[test]
+    fn index_queries_read_the_index_region_and_fetch_only_when_needed() {
+        let read = range(ItemOperation::Query, query("idx0", json!({}))).unwrap();
+        let Bound::Included(lower) = &read.lower else {
+            panic!("{:?}", read.lower);
+        };
+        assert!(lower.starts_with(&index_region_start(0)));
+        let fetch = |index_name: &str, extra| {
+            range(ItemOperation::Query, query(index_name, extra))
+                .unwrap()
+                .index
+                .unwrap()
+                .fetch_base
+        };
+        assert!(!fetch("idx0", json!({})));
+        assert!(!fetch(
+            "idx0",
+            json!({"Select": "ALL_PROJECTED_ATTRIBUTES"})
+        ));
+        assert!(fetch("idx0", json!({"Select": "ALL_ATTRIBUTES"})));
+        assert!(fetch("idx0", json!({"ProjectionExpression": "colour"})));
+        assert!(!fetch("idx0", json!({"ProjectionExpression": "lsi0, sk"})));
+        assert!(fetch(
+            "idx0",
+            json!({"FilterExpression": "attribute_exists(colour)"})
+        ));
+        // An index that projects everything never fetches.
+        assert!(!fetch("idx1", json!({"Select": "ALL_ATTRIBUTES"})));
+        let scan = range(ItemOperation::Scan, json!({"IndexName": "idx1"})).unwrap();
+        assert_eq!(scan.lower, Bound::Included(index_region_start(1)));
+        assert_eq!(scan.upper, Bound::Excluded(index_region_end(1)));
+    }
+
+    #[test]
+    fn index_start_keys_need_the_table_key_and_the_index_key() {
+        let start = json!({"pk": {"S": "a"}, "sk": {"S": "1"}, "lsi0": {"S": "m"}});
+        let read = range(
+            ItemOperation::Query,
+            query("idx0", json!({"ExclusiveStartKey": start})),
+        )
+        .unwrap();
+        let storage_key = storage_key(&item("a", "1", &[]));
+        assert_eq!(
+            read.lower,
+            Bound::Excluded(entry_key(0, &storage_key, &string("m")).unwrap())
+        );
+        let without_index_key = json!({"pk": {"S": "a"}, "sk": {"S": "1"}});
+        assert_eq!(
+            range(
+                ItemOperation::Query,
+                query("idx0", json!({"ExclusiveStartKey": without_index_key}))
+            )
+            .unwrap_err()
+            .message(),
+            "The provided starting key is invalid: The provided key element does not match the schema"
+        );
+        assert_eq!(
+            range(ItemOperation::Query, query("nope", json!({})))
+                .unwrap_err()
+                .message(),
+            "The table does not have the specified index: nope"
+        );
     }
 }
