@@ -12,6 +12,7 @@ Sources, cited per test:
   DynamoDB (the index validation messages).
 - [API-PutItem] DynamoDB API reference, PutItem (ReturnItemCollectionMetrics,
   ItemCollectionMetrics: ItemCollectionKey, SizeEstimateRangeGB).
+- [API-BatchWriteItem] DynamoDB API reference, BatchWriteItem (ItemCollectionMetrics by table).
 - [MOTO] moto's tests of create_table with indexes (test_dynamodb_exceptions.py), written from
   recorded DynamoDB answers ("Some AttributeDefinitions are not used").
 """
@@ -224,10 +225,15 @@ def test_writes_keep_the_index_in_step(ddb, make_table):
             "pk": {"S": "a"}, "sk": {"S": "3"}, "tag": {"N": "1"}}), "ValidationException",
             "One or more parameter values were invalid: Type mismatch for Index Key tag "
             "Expected: S Actual: N IndexName: by_tag")
-        ddb.batch_write_item(RequestItems={name: [
+        batch = ddb.batch_write_item(RequestItems={name: [
             {"PutRequest": {"Item": {"pk": {"S": "a"}, "sk": {"S": str(i)},
-                                     "tag": {"S": f"t{i}"}}}} for i in range(5)]})
+                                     "tag": {"S": f"t{i}"}}}} for i in range(5)]},
+            ReturnItemCollectionMetrics="SIZE")
         assert tags() == [(f"t{i}", str(i)) for i in range(5)]
+        # [API-BatchWriteItem] ItemCollectionMetrics: per table, one entry per collection.
+        [collection] = batch["ItemCollectionMetrics"][name]
+        assert collection["ItemCollectionKey"] == {"pk": {"S": "a"}}
+        assert len(collection["SizeEstimateRangeGB"]) == 2
         # [API-PutItem] ReturnItemCollectionMetrics SIZE: for a table with local secondary
         # indexes, the collection's partition key and a size range in GB.
         metrics = ddb.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "9"}},

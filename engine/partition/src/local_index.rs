@@ -24,7 +24,7 @@ use shoal_model::value::{item_size_bytes, read_capacity_units, write_capacity_un
 use shoal_model::{Error as ModelError, Item};
 use shoal_store::btree::{Direction, KEY_BYTES_MAX};
 use shoal_store::engine::{Mutation, MutationBatch, Partition};
-use shoal_wire::messages::{ItemResult, NodeError, NodeResponse};
+use shoal_wire::messages::{CollectionSize, ItemResult, NodeError, NodeResponse};
 
 use crate::replica::PartitionError;
 
@@ -123,6 +123,27 @@ pub(crate) fn collection_key_item(write: &WriteRequest, key_schema: &KeySchema) 
         .filter(|(name, _)| **name == key_schema.partition.name)
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
+}
+
+/// A batch write's answer: `BatchWrite`, or for a table with local indexes the final size of
+/// each collection it wrote to (the last write of a collection carries its size after all).
+pub(crate) fn batch_result<'a>(
+    writes: impl Iterator<Item = (&'a WriteRequest, u64)>,
+    key_schema: &KeySchema,
+) -> ItemResult {
+    let mut sizes: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for (write, bytes) in writes {
+        sizes.insert(encode_item(&collection_key_item(write, key_schema)), bytes);
+    }
+    if sizes.is_empty() {
+        return ItemResult::BatchWrite;
+    }
+    ItemResult::BatchWriteInCollections {
+        collections: sizes
+            .into_iter()
+            .map(|(key, bytes)| CollectionSize { key, bytes })
+            .collect(),
+    }
 }
 
 /// The collection's new size after a write that turns `old` into `new`, and the mutation of

@@ -1353,7 +1353,13 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             ([single], false) => ItemResult::Write {
                 attributes: single.attributes.as_ref().map(encode_item),
             },
-            _ => ItemResult::BatchWrite,
+            _ => crate::local_index::batch_result(
+                writes
+                    .iter()
+                    .zip(&evaluated)
+                    .filter_map(|(write, result)| Some((write, result.collection.as_ref()?.1))),
+                &self.meta.key_schema,
+            ),
         };
         for (write, result) in writes.iter().zip(evaluated) {
             if let Some((key, bytes)) = result.collection {

@@ -242,6 +242,17 @@ pub enum ItemResult {
         /// INDEXES).
         index_write_units_milli: Vec<u64>,
     },
+    /// A partition's share of a BatchWriteItem to a table with local secondary indexes:
+    /// `BatchWrite`, plus each item collection it wrote to, with its size after the batch.
+    /// Added at the end.
+    BatchWriteInCollections { collections: Vec<CollectionSize> },
+}
+
+/// An item collection and its size: its partition key (binary item encoding) and bytes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CollectionSize {
+    pub key: Vec<u8>,
+    pub bytes: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -172,7 +172,7 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
                 body.insert("Attributes".to_string(), item_json(attributes)?);
             }
         }
-        ItemResult::BatchWrite => {}
+        ItemResult::BatchWrite | ItemResult::BatchWriteInCollections { .. } => {}
         ItemResult::Get { item } => {
             if let Some(item) = item {
                 body.insert("Item".to_string(), item_json(item)?);

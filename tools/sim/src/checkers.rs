@@ -72,6 +72,9 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
             collection_bytes,
             ..
         } => 5 + attributes.as_ref().map_or(0, |item| item.len() as u64) + (collection_bytes << 8),
+        ItemResult::BatchWriteInCollections { collections } => {
+            6 + collections.iter().map(|size| size.bytes << 8).sum::<u64>()
+        }
     }
 }
 

@@ -277,6 +277,12 @@ pub fn sample_messages() -> Vec<BusMessage> {
             collection_bytes: 10 << 30,
             index_write_units_milli: vec![1000, 0, 2000],
         },
+        ItemResult::BatchWriteInCollections {
+            collections: vec![CollectionSize {
+                key: vec![1, 1, 0, 0, 0],
+                bytes: 4096,
+            }],
+        },
     ];
     for (index, result) in results.into_iter().enumerate() {
         messages.push(BusMessage::Response(ResponseFrame {

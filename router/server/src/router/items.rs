@@ -69,7 +69,7 @@ fn scan_start_hash(
 
 /// ReturnItemCollectionMetrics: whether SIZE was asked for (tables with local secondary
 /// indexes then answer ItemCollectionMetrics; others have no item collections to report).
-fn item_collection_metrics(body: &Json) -> Result<bool, DynamoError> {
+pub(super) fn item_collection_metrics(body: &Json) -> Result<bool, DynamoError> {
     match body.get("ReturnItemCollectionMetrics") {
         None | Some(Json::Null) => Ok(false),
         Some(Json::String(value)) if value == "SIZE" => Ok(true),
