@@ -192,6 +192,21 @@ def test_scan_of_an_index_reads_its_entries_only(ddb, lsi_table):
     assert index_scan["Count"] == len(ranked()) + 1  # and the item of partition key "other"
     table_scan = ddb.scan(TableName=name)
     assert table_scan["Count"] == ITEMS + 1
+    # Pages of an index Scan walk every partition and resume from the index key ([API-Q]).
+    seen, start = [], None
+    for _ in range(ITEMS + 5):
+        extra = {"ExclusiveStartKey": start} if start else {}
+        page = ddb.scan(TableName=name, IndexName="by_rank", Limit=2, **extra)
+        seen += [(item["pk"]["S"], item["sk"]["S"]) for item in page["Items"]]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            break
+        assert set(start) == {"pk", "sk", "rank"}
+    assert sorted(seen) == sorted([("p", sk) for _, sk in ranked()] + [("other", "x")])
+    # Parallel segments of the index together hold it once.
+    segments = [ddb.scan(TableName=name, IndexName="by_rank", Segment=i, TotalSegments=3)
+                for i in range(3)]
+    assert sum(segment["Count"] for segment in segments) == len(ranked()) + 1
 
 
 def test_writes_keep_the_index_in_step(ddb, make_table):
