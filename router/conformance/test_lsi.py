@@ -240,6 +240,18 @@ def test_writes_keep_the_index_in_step(ddb, make_table):
             "pk": {"S": "a"}, "sk": {"S": "3"}, "tag": {"N": "1"}}), "ValidationException",
             "One or more parameter values were invalid: Type mismatch for Index Key tag "
             "Expected: S Actual: N IndexName: by_tag")
+        # The same for an update, whose new image the leader checks ([DYNALITE] updateItem
+        # tests: "Type mismatch for Index Key ... IndexName: ...").
+        expect_error(lambda: ddb.update_item(
+            TableName=name, Key={"pk": {"S": "a"}, "sk": {"S": "3"}},
+            UpdateExpression="SET tag = :t", ExpressionAttributeValues={":t": {"N": "1"}}),
+            "ValidationException",
+            "One or more parameter values were invalid: Type mismatch for Index Key tag "
+            "Expected: S Actual: N IndexName: by_tag")
+        # Checked before the condition, as input.
+        expect_error(lambda: ddb.put_item(TableName=name, Item={
+            "pk": {"S": "a"}, "sk": {"S": "3"}, "tag": {"N": "1"}},
+            ConditionExpression="attribute_exists(nothing)"), "ValidationException")
         batch = ddb.batch_write_item(RequestItems={name: [
             {"PutRequest": {"Item": {"pk": {"S": "a"}, "sk": {"S": str(i)},
                                      "tag": {"S": f"t{i}"}}}} for i in range(5)]},

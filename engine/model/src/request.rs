@@ -950,14 +950,24 @@ pub fn prepare_indexed(
     local_indexes: &[LocalIndex],
 ) -> Result<PreparedRequest> {
     let mut prepared = prepare_unindexed(operation, parameters, key_schema, local_indexes)?;
-    match &mut prepared {
-        PreparedRequest::Write(write) => write.local_indexes = local_indexes.to_vec(),
-        PreparedRequest::BatchWrite(writes) => {
-            for write in writes {
-                write.local_indexes = local_indexes.to_vec();
-            }
+    let writes: &mut [WriteRequest] = match &mut prepared {
+        PreparedRequest::Write(write) => std::slice::from_mut(write),
+        PreparedRequest::BatchWrite(writes) => writes,
+        _ => &mut [],
+    };
+    for write in writes {
+        // A Put's index keys are input, checked before anything is read as DynamoDB checks
+        // them (an update's are checked by the leader once it has the new image).
+        if let WriteKind::Put(item) = &write.kind {
+            crate::index::index_changes(
+                local_indexes,
+                key_schema,
+                &write.storage_key,
+                None,
+                Some(item),
+            )?;
         }
-        _ => {}
+        write.local_indexes = local_indexes.to_vec();
     }
     Ok(prepared)
 }

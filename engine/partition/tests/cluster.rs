@@ -718,13 +718,16 @@ fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() 
                 .await;
             items.remove(&sk);
         }
-        // A write whose index key has the wrong type is refused and changes nothing.
+        // An update that would give the index key the wrong type is refused by the leader,
+        // which has the new image (a Put's is refused by `prepare`), and changes nothing.
         let leader = cluster.await_leader().await;
         let refused = cluster
             .request(
                 leader,
-                ItemOperation::PutItem,
-                json!({"Item": {"pk": {"S": "a"}, "sk": {"N": "10"}, "rank": {"S": "x"}}}),
+                ItemOperation::UpdateItem,
+                json!({"Key": key("a", 10), "UpdateExpression": "SET #r = :r",
+                    "ExpressionAttributeNames": {"#r": "rank"},
+                    "ExpressionAttributeValues": {":r": {"S": "x"}}}),
             )
             .await;
         let NodeResponse::Error(NodeError::Dynamo { message, .. }) = refused else {
