@@ -5,6 +5,7 @@
 pub mod encoding;
 pub mod error;
 pub mod expression;
+pub mod index;
 pub mod json;
 pub mod key;
 pub mod legacy;

@@ -11,6 +11,7 @@ use crate::expression::ast::{Condition, DocumentPath, Operand, Update};
 use crate::expression::key_condition::{KeyCondition, parse_key_condition};
 use crate::expression::update::ReturnValues;
 use crate::expression::{ExpressionContext, ExpressionKind};
+use crate::index::LocalIndex;
 use crate::json::item_from_json;
 use crate::key::KeySchema;
 use crate::{Error, Item, legacy};
@@ -80,6 +81,9 @@ pub struct WriteRequest {
     pub return_values: ReturnValues,
     /// ReturnValuesOnConditionCheckFailure = ALL_OLD.
     pub return_old_on_condition_failure: bool,
+    /// The table's local secondary indexes, which the leader changes in the same mutation
+    /// batch as the item (empty for a table without them).
+    pub local_indexes: Vec<LocalIndex>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -106,6 +110,18 @@ pub struct RangeRequest {
     /// Bytes of items read (before any filter) after which the page ends: [`PAGE_BYTES_MAX`],
     /// or what is left of it when a router fills one Scan page from several partitions.
     pub page_bytes_max: u64,
+    /// A read of a local secondary index instead of the table: the bounds are entry keys.
+    /// Boxed: most ranges read the table, and requests travel in every replica event.
+    pub index: Option<Box<IndexRead>>,
+}
+
+/// How a Query or Scan reads a local secondary index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexRead {
+    pub index: LocalIndex,
+    /// Whether the answer (or the filter) needs attributes the index does not project: they
+    /// are fetched from the base item, and each fetch is charged as a read of that item.
+    pub fetch_base: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -368,13 +384,112 @@ fn count_only(parameters: &Json, operation: RangeOperation) -> Result<bool> {
     Ok(select == Some("COUNT"))
 }
 
-/// Tables have no secondary indexes yet, so any IndexName names one the table does not have:
-/// refused rather than read from the table itself.
-fn check_no_index(parameters: &Json) -> Result<()> {
+/// The local secondary index an IndexName names; one the table does not have is refused
+/// rather than read from the table itself.
+fn named_index<'a>(parameters: &Json, indexes: &'a [LocalIndex]) -> Result<Option<&'a LocalIndex>> {
     match string_parameter(parameters, "IndexName")? {
-        Some(name) => Err(validation(crate::messages::index_not_found(name))),
-        None => Ok(()),
+        Some(name) => indexes
+            .iter()
+            .find(|index| index.name == name)
+            .map(Some)
+            .ok_or_else(|| validation(crate::messages::index_not_found(name))),
+        None => Ok(None),
     }
+}
+
+/// Whether a read of `index` must fetch the base item: Select ALL_ATTRIBUTES on an index that
+/// does not project everything, or a projection or filter naming an attribute the index does
+/// not project (DynamoDB fetches those from the table for an LSI).
+fn fetches_base(
+    parameters: &Json,
+    index: &LocalIndex,
+    key_schema: &KeySchema,
+    projection: Option<&[DocumentPath]>,
+    filter: Option<&Condition>,
+) -> bool {
+    if index.projection == crate::index::Projection::All {
+        return false;
+    }
+    if parameters.get("Select").and_then(Json::as_str) == Some("ALL_ATTRIBUTES") {
+        return true;
+    }
+    let projected = |path: &DocumentPath| index.projects(key_schema, path.top_level_name());
+    let mut names = Vec::new();
+    if let Some(condition) = filter {
+        condition_paths(condition, &mut names);
+    }
+    projection.is_some_and(|paths| !paths.iter().all(projected)) || !names.iter().all(projected)
+}
+
+/// Every document path a condition reads.
+fn condition_paths(condition: &Condition, output: &mut Vec<DocumentPath>) {
+    let operand = |operand: &Operand, output: &mut Vec<DocumentPath>| {
+        if let Operand::Path(path) | Operand::Size(path) = operand {
+            output.push(path.clone());
+        }
+    };
+    match condition {
+        Condition::Comparison { left, right, .. }
+        | Condition::BeginsWith(left, right)
+        | Condition::Contains(left, right) => {
+            operand(left, output);
+            operand(right, output);
+        }
+        Condition::Between {
+            value,
+            lower,
+            upper,
+        } => {
+            for each in [value, lower, upper] {
+                operand(each, output);
+            }
+        }
+        Condition::In { value, candidates } => {
+            operand(value, output);
+            for candidate in candidates {
+                operand(candidate, output);
+            }
+        }
+        Condition::And(conditions) | Condition::Or(conditions) => {
+            for condition in conditions {
+                condition_paths(condition, output);
+            }
+        }
+        Condition::Not(condition) => condition_paths(condition, output),
+        Condition::AttributeExists(path)
+        | Condition::AttributeNotExists(path)
+        | Condition::AttributeType(path, _) => output.push(path.clone()),
+    }
+}
+
+/// An index read's ExclusiveStartKey: the table's key attributes and the index sort key,
+/// exactly (DynamoDB's LastEvaluatedKey for an index), and the entry key after which to go on.
+fn index_start_key(
+    parameters: &Json,
+    key_schema: &KeySchema,
+    index: &LocalIndex,
+) -> Result<Option<(Item, Vec<u8>)>> {
+    let Some(json) = parameters
+        .get("ExclusiveStartKey")
+        .filter(|json| !json.is_null())
+    else {
+        return Ok(None);
+    };
+    let invalid = || {
+        validation(
+            "The provided starting key is invalid: The provided key element does not match the schema",
+        )
+    };
+    let mut key = item_from_json(json)?;
+    let sort_value = key.remove(&index.sort_key.name).ok_or_else(invalid)?;
+    if !index.sort_key.key_type.matches(&sort_value) || key_schema.validate_key(&key).is_err() {
+        return Err(invalid());
+    }
+    let storage_key = key_schema.storage_key(&key).ok_or_else(invalid)?;
+    let entry =
+        crate::index::entry_key(index.number, &storage_key, &sort_value).ok_or_else(invalid)?;
+    key.insert(index.sort_key.name.clone(), sort_value);
+    Ok(Some((key, entry)))
 }
 
 fn exclusive_start(parameters: &Json, key_schema: &KeySchema) -> Result<Option<Vec<u8>>> {
@@ -511,6 +626,7 @@ fn prepare_write(
         condition,
         return_values,
         return_old_on_condition_failure,
+        local_indexes: Vec::new(),
     })
 }
 
@@ -528,9 +644,16 @@ fn prepare_get(parameters: &Json, key_schema: &KeySchema) -> Result<GetRequest> 
     })
 }
 
-fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeRequest> {
+fn prepare_query(
+    parameters: &Json,
+    table_key_schema: &KeySchema,
+    indexes: &[LocalIndex],
+) -> Result<RangeRequest> {
     let count_only = count_only(parameters, RangeOperation::Query)?;
-    check_no_index(parameters)?;
+    let index = named_index(parameters, indexes)?;
+    // An index Query's key condition, filter rule and start key are on the index's key.
+    let index_key_schema = index.map(|index| index.key_schema(table_key_schema));
+    let key_schema = index_key_schema.as_ref().unwrap_or(table_key_schema);
     let mut context = context(parameters)?;
     let expression = string_parameter(parameters, "KeyConditionExpression")?;
     let key_conditions = parameters.get("KeyConditions");
@@ -568,15 +691,22 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
     }
     let projection = projection(parameters, &mut context)?;
     context.finish()?;
-    let (mut lower, mut upper) = key_condition
-        .storage_bounds()
-        .ok_or_else(|| validation(crate::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
+    let bounds = match index {
+        Some(index) => crate::index::query_bounds(index.number, &key_condition),
+        None => key_condition.storage_bounds(),
+    };
+    let (mut lower, mut upper) =
+        bounds.ok_or_else(|| validation(crate::messages::KEY_DOES_NOT_MATCH_SCHEMA))?;
     let forward = match parameters.get("ScanIndexForward") {
         None | Some(Json::Null) => true,
         Some(Json::Bool(flag)) => *flag,
         Some(_) => return Err(serialization("ScanIndexForward must be a boolean")),
     };
-    if let Some((start_key, start)) = exclusive_start_key(parameters, key_schema)? {
+    let start = match index {
+        Some(index) => index_start_key(parameters, table_key_schema, index)?,
+        None => exclusive_start_key(parameters, key_schema)?,
+    };
+    if let Some((start_key, start)) = start {
         // A start key the key condition excludes (another partition key, a sort key out of
         // range) is refused, as DynamoDB refuses it, rather than read from.
         check_start_key_in_query(&start_key, &key_condition, key_schema)?;
@@ -597,6 +727,19 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
             upper = Bound::Excluded(start);
         }
     }
+    let index = index.map(|index| {
+        Box::new(IndexRead {
+            fetch_base: !count_only
+                && fetches_base(
+                    parameters,
+                    index,
+                    table_key_schema,
+                    projection.as_deref(),
+                    filter.as_ref(),
+                ),
+            index: index.clone(),
+        })
+    });
     Ok(RangeRequest {
         lower,
         upper,
@@ -607,6 +750,7 @@ fn prepare_query(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReque
         consistent: bool_parameter(parameters, "ConsistentRead")?,
         count_only,
         page_bytes_max: PAGE_BYTES_MAX as u64,
+        index,
     })
 }
 
@@ -667,23 +811,45 @@ pub fn segment_bounds(segment: u64, total: u64) -> (Bound<Vec<u8>>, Bound<Vec<u8
     (lower, upper)
 }
 
-fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeRequest> {
+fn prepare_scan(
+    parameters: &Json,
+    key_schema: &KeySchema,
+    indexes: &[LocalIndex],
+) -> Result<RangeRequest> {
     let count_only = count_only(parameters, RangeOperation::Scan)?;
-    check_no_index(parameters)?;
+    let index = named_index(parameters, indexes)?;
     let mut context = context(parameters)?;
     let filter = filter(parameters, "ScanFilter", &mut context)?;
     let projection = projection(parameters, &mut context)?;
     context.finish()?;
     let segment = parameters.get("Segment").and_then(Json::as_u64);
     let total = parameters.get("TotalSegments").and_then(Json::as_u64);
-    let (mut lower, upper) =
+    let (mut lower, mut upper) =
         match crate::messages::scan_segment(segment, total).map_err(validation)? {
             None => (Bound::Unbounded, Bound::Unbounded),
             Some((segment, total)) => segment_bounds(segment, total),
         };
-    if let Some(start) = exclusive_start(parameters, key_schema)? {
+    if let Some(index) = index {
+        (lower, upper) = crate::index::scan_bounds(index.number, &lower, &upper);
+        if let Some((_, start)) = index_start_key(parameters, key_schema, index)? {
+            lower = Bound::Excluded(start);
+        }
+    } else if let Some(start) = exclusive_start(parameters, key_schema)? {
         lower = Bound::Excluded(start);
     }
+    let index = index.map(|index| {
+        Box::new(IndexRead {
+            fetch_base: !count_only
+                && fetches_base(
+                    parameters,
+                    index,
+                    key_schema,
+                    projection.as_deref(),
+                    filter.as_ref(),
+                ),
+            index: index.clone(),
+        })
+    });
     Ok(RangeRequest {
         lower,
         upper,
@@ -694,6 +860,7 @@ fn prepare_scan(parameters: &Json, key_schema: &KeySchema) -> Result<RangeReques
         consistent: bool_parameter(parameters, "ConsistentRead")?,
         count_only,
         page_bytes_max: PAGE_BYTES_MAX as u64,
+        index,
     })
 }
 
@@ -764,11 +931,52 @@ fn prepare_batch_write(parameters: &Json, key_schema: &KeySchema) -> Result<Vec<
     Ok(writes)
 }
 
-/// Parses the parameters of `operation` for a table with `key_schema`.
+/// Parses the parameters of `operation` for a table with `key_schema` and no secondary index.
 pub fn prepare(
     operation: ItemOperation,
     parameters: &Json,
     key_schema: &KeySchema,
+) -> Result<PreparedRequest> {
+    prepare_indexed(operation, parameters, key_schema, &[])
+}
+
+/// Parses the parameters of `operation` for a table with `key_schema` and these local secondary
+/// indexes: writes carry them (their leader maintains the entries), and Query and Scan may name
+/// one in IndexName.
+pub fn prepare_indexed(
+    operation: ItemOperation,
+    parameters: &Json,
+    key_schema: &KeySchema,
+    local_indexes: &[LocalIndex],
+) -> Result<PreparedRequest> {
+    let mut prepared = prepare_unindexed(operation, parameters, key_schema, local_indexes)?;
+    let writes: &mut [WriteRequest] = match &mut prepared {
+        PreparedRequest::Write(write) => std::slice::from_mut(write),
+        PreparedRequest::BatchWrite(writes) => writes,
+        _ => &mut [],
+    };
+    for write in writes {
+        // A Put's index keys are input, checked before anything is read as DynamoDB checks
+        // them (an update's are checked by the leader once it has the new image).
+        if let WriteKind::Put(item) = &write.kind {
+            crate::index::index_changes(
+                local_indexes,
+                key_schema,
+                &write.storage_key,
+                None,
+                Some(item),
+            )?;
+        }
+        write.local_indexes = local_indexes.to_vec();
+    }
+    Ok(prepared)
+}
+
+fn prepare_unindexed(
+    operation: ItemOperation,
+    parameters: &Json,
+    key_schema: &KeySchema,
+    local_indexes: &[LocalIndex],
 ) -> Result<PreparedRequest> {
     if operation != ItemOperation::BatchWrite {
         object(parameters, "the request")?;
@@ -779,8 +987,12 @@ pub fn prepare(
             PreparedRequest::Write(prepare_write(parameters, operation, key_schema)?)
         }
         ItemOperation::GetItem => PreparedRequest::Get(prepare_get(parameters, key_schema)?),
-        ItemOperation::Query => PreparedRequest::Range(prepare_query(parameters, key_schema)?),
-        ItemOperation::Scan => PreparedRequest::Range(prepare_scan(parameters, key_schema)?),
+        ItemOperation::Query => {
+            PreparedRequest::Range(prepare_query(parameters, key_schema, local_indexes)?)
+        }
+        ItemOperation::Scan => {
+            PreparedRequest::Range(prepare_scan(parameters, key_schema, local_indexes)?)
+        }
         ItemOperation::BatchGet => {
             PreparedRequest::BatchGet(prepare_batch_get(parameters, key_schema)?)
         }

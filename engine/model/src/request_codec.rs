@@ -31,9 +31,13 @@ use crate::expression::ast::{
 };
 use crate::expression::update::ReturnValues;
 use crate::expression::{DOCUMENT_PATH_DEPTH_MAX, EXPRESSION_NESTING_DEPTH_MAX};
+use crate::index::{
+    LOCAL_SECONDARY_INDEXES_MAX, LocalIndex, PROJECTED_NON_KEY_ATTRIBUTES_MAX, Projection,
+};
+use crate::key::{KeyAttribute, KeyType};
 use crate::request::{
-    BATCH_GET_KEYS_MAX, BATCH_WRITE_REQUESTS_MAX, GetRequest, PreparedRequest, RangeRequest,
-    WriteKind, WriteRequest,
+    BATCH_GET_KEYS_MAX, BATCH_WRITE_REQUESTS_MAX, GetRequest, IndexRead, PreparedRequest,
+    RangeRequest, WriteKind, WriteRequest,
 };
 use crate::value::{AttributeValue, Item, NESTING_DEPTH_MAX, TYPE_NAMES};
 
@@ -58,6 +62,22 @@ const REQUEST_GET: u8 = 0x02;
 const REQUEST_RANGE: u8 = 0x03;
 const REQUEST_BATCH_GET: u8 = 0x04;
 const REQUEST_BATCH_WRITE: u8 = 0x05;
+/// 0x01, 0x05 and 0x03 for a table with local secondary indexes: each write followed by the
+/// table's indexes, the range by the index it reads. Requests of tables without indexes keep
+/// their version 1 bytes, so routers and nodes of the version before indexes read them.
+const REQUEST_WRITE_INDEXED: u8 = 0x06;
+const REQUEST_BATCH_WRITE_INDEXED: u8 = 0x07;
+const REQUEST_RANGE_INDEXED: u8 = 0x08;
+
+/// A local index's key type.
+const KEY_TYPE_STRING: u8 = 0x01;
+const KEY_TYPE_NUMBER: u8 = 0x02;
+const KEY_TYPE_BINARY: u8 = 0x03;
+
+/// A local index's projection.
+const PROJECTION_ALL: u8 = 0x01;
+const PROJECTION_KEYS_ONLY: u8 = 0x02;
+const PROJECTION_INCLUDE: u8 = 0x03;
 
 /// What a write does to its item.
 const WRITE_PUT: u8 = 0x01;
@@ -139,18 +159,31 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
     let mut output = Vec::with_capacity(128);
     output.push(REQUEST_FORMAT_VERSION);
     match request {
-        PreparedRequest::Write(write) => {
+        PreparedRequest::Write(write) if write.local_indexes.is_empty() => {
             output.push(REQUEST_WRITE);
             encode_write(write, &mut output);
+        }
+        PreparedRequest::Write(write) => {
+            output.push(REQUEST_WRITE_INDEXED);
+            encode_write(write, &mut output);
+            encode_local_indexes(&write.local_indexes, &mut output);
         }
         PreparedRequest::Get(get) => {
             output.push(REQUEST_GET);
             encode_get(get, &mut output);
         }
-        PreparedRequest::Range(range) => {
-            output.push(REQUEST_RANGE);
-            encode_range(range, &mut output);
-        }
+        PreparedRequest::Range(range) => match &range.index {
+            None => {
+                output.push(REQUEST_RANGE);
+                encode_range(range, &mut output);
+            }
+            Some(index) => {
+                output.push(REQUEST_RANGE_INDEXED);
+                encode_range(range, &mut output);
+                encode_local_index(&index.index, &mut output);
+                encode_bool(index.fetch_base, &mut output);
+            }
+        },
         PreparedRequest::BatchGet(gets) => {
             output.push(REQUEST_BATCH_GET);
             encode_length(gets.len(), &mut output);
@@ -159,14 +192,51 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
             }
         }
         PreparedRequest::BatchWrite(writes) => {
-            output.push(REQUEST_BATCH_WRITE);
+            let indexed = writes.iter().any(|write| !write.local_indexes.is_empty());
+            output.push(if indexed {
+                REQUEST_BATCH_WRITE_INDEXED
+            } else {
+                REQUEST_BATCH_WRITE
+            });
             encode_length(writes.len(), &mut output);
             for write in writes {
                 encode_write(write, &mut output);
+                if indexed {
+                    encode_local_indexes(&write.local_indexes, &mut output);
+                }
             }
         }
     }
     output
+}
+
+fn encode_local_indexes(indexes: &[LocalIndex], output: &mut Vec<u8>) {
+    encode_length(indexes.len(), output);
+    for index in indexes {
+        encode_local_index(index, output);
+    }
+}
+
+fn encode_local_index(index: &LocalIndex, output: &mut Vec<u8>) {
+    encode_bytes(index.name.as_bytes(), output);
+    output.push(index.number);
+    encode_bytes(index.sort_key.name.as_bytes(), output);
+    output.push(match index.sort_key.key_type {
+        KeyType::String => KEY_TYPE_STRING,
+        KeyType::Number => KEY_TYPE_NUMBER,
+        KeyType::Binary => KEY_TYPE_BINARY,
+    });
+    match &index.projection {
+        Projection::All => output.push(PROJECTION_ALL),
+        Projection::KeysOnly => output.push(PROJECTION_KEYS_ONLY),
+        Projection::Include(names) => {
+            output.push(PROJECTION_INCLUDE);
+            encode_length(names.len(), output);
+            for name in names {
+                encode_bytes(name.as_bytes(), output);
+            }
+        }
+    }
 }
 
 fn encode_bool(flag: bool, output: &mut Vec<u8>) {
@@ -465,8 +535,25 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
     }
     let request = match reader.byte()? {
         REQUEST_WRITE => PreparedRequest::Write(decode_write(reader)?),
+        REQUEST_WRITE_INDEXED => {
+            let mut write = decode_write(reader)?;
+            write.local_indexes = decode_local_indexes(reader)?;
+            if write.local_indexes.is_empty() {
+                return Err(reader.fail("an indexed write without indexes"));
+            }
+            PreparedRequest::Write(write)
+        }
         REQUEST_GET => PreparedRequest::Get(decode_get(reader)?),
         REQUEST_RANGE => PreparedRequest::Range(decode_range(reader)?),
+        REQUEST_RANGE_INDEXED => {
+            let mut range = decode_range(reader)?;
+            let index = decode_local_index(reader)?;
+            range.index = Some(Box::new(IndexRead {
+                index,
+                fetch_base: decode_bool(reader)?,
+            }));
+            PreparedRequest::Range(range)
+        }
         REQUEST_BATCH_GET => {
             let count = bounded_count(reader, BATCH_GET_KEYS_MAX, "BatchGet keys")?;
             let mut gets = Vec::with_capacity(count);
@@ -475,11 +562,19 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
             }
             PreparedRequest::BatchGet(gets)
         }
-        REQUEST_BATCH_WRITE => {
+        kind @ (REQUEST_BATCH_WRITE | REQUEST_BATCH_WRITE_INDEXED) => {
+            let indexed = kind == REQUEST_BATCH_WRITE_INDEXED;
             let count = bounded_count(reader, BATCH_WRITE_REQUESTS_MAX, "BatchWrite requests")?;
             let mut writes = Vec::with_capacity(count);
             for _ in 0..count {
-                writes.push(decode_write(reader)?);
+                let mut write = decode_write(reader)?;
+                if indexed {
+                    write.local_indexes = decode_local_indexes(reader)?;
+                }
+                writes.push(write);
+            }
+            if indexed && writes.iter().all(|write| write.local_indexes.is_empty()) {
+                return Err(reader.fail("an indexed batch write without indexes"));
             }
             PreparedRequest::BatchWrite(writes)
         }
@@ -563,6 +658,62 @@ fn decode_write(reader: &mut Reader<'_>) -> Result<WriteRequest> {
         condition,
         return_values,
         return_old_on_condition_failure,
+        local_indexes: Vec::new(),
+    })
+}
+
+fn decode_name(reader: &mut Reader<'_>, what: &str) -> Result<String> {
+    let bytes = reader.byte_string()?;
+    match std::str::from_utf8(bytes) {
+        Ok(name) if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(reader.fail(&format!("{what} is empty or not UTF-8"))),
+    }
+}
+
+fn decode_local_indexes(reader: &mut Reader<'_>) -> Result<Vec<LocalIndex>> {
+    let count = bounded_count(reader, LOCAL_SECONDARY_INDEXES_MAX, "local indexes")?;
+    let mut indexes = Vec::with_capacity(count);
+    for _ in 0..count {
+        indexes.push(decode_local_index(reader)?);
+    }
+    Ok(indexes)
+}
+
+fn decode_local_index(reader: &mut Reader<'_>) -> Result<LocalIndex> {
+    let name = decode_name(reader, "an index name")?;
+    let number = reader.byte()?;
+    let sort_name = decode_name(reader, "an index key name")?;
+    let key_type = match reader.byte()? {
+        KEY_TYPE_STRING => KeyType::String,
+        KEY_TYPE_NUMBER => KeyType::Number,
+        KEY_TYPE_BINARY => KeyType::Binary,
+        other => return Err(reader.fail(&format!("unknown key type {other:#04x}"))),
+    };
+    let projection = match reader.byte()? {
+        PROJECTION_ALL => Projection::All,
+        PROJECTION_KEYS_ONLY => Projection::KeysOnly,
+        PROJECTION_INCLUDE => {
+            let count = bounded_count(
+                reader,
+                PROJECTED_NON_KEY_ATTRIBUTES_MAX,
+                "projected attributes",
+            )?;
+            let mut names = Vec::with_capacity(count);
+            for _ in 0..count {
+                names.push(decode_name(reader, "a projected attribute")?);
+            }
+            Projection::Include(names)
+        }
+        other => return Err(reader.fail(&format!("unknown projection {other:#04x}"))),
+    };
+    Ok(LocalIndex {
+        name,
+        number,
+        sort_key: KeyAttribute {
+            name: sort_name,
+            key_type,
+        },
+        projection,
     })
 }
 
@@ -603,6 +754,7 @@ fn decode_range(reader: &mut Reader<'_>) -> Result<RangeRequest> {
         consistent,
         count_only,
         page_bytes_max,
+        index: None,
     })
 }
 
@@ -885,6 +1037,7 @@ mod tests {
             ])),
             return_values: ReturnValues::AllOld,
             return_old_on_condition_failure: true,
+            local_indexes: Vec::new(),
         });
         let expected: Vec<u8> = vec![
             0x01, // version
@@ -1181,6 +1334,7 @@ mod tests {
             consistent: false,
             count_only: false,
             page_bytes_max: PAGE_BYTES_MAX as u64,
+            index: None,
         })
     }
 
@@ -1220,6 +1374,7 @@ mod tests {
                 condition: None,
                 return_values: ReturnValues::None,
                 return_old_on_condition_failure: false,
+                local_indexes: Vec::new(),
             })
         };
         round_trip(&appends(UPDATE_OPERAND_DEPTH_MAX));
@@ -1275,10 +1430,10 @@ mod tests {
             "malformed item request encoding: unknown request format version 2 (at byte 1)"
         );
         let mut unknown_kind = bytes.clone();
-        unknown_kind[1] = 0x06;
+        unknown_kind[1] = 0x09;
         assert_eq!(
             error_message(&unknown_kind),
-            "malformed item request encoding: unknown request kind 0x06 (at byte 2)"
+            "malformed item request encoding: unknown request kind 0x09 (at byte 2)"
         );
         let mut trailing = bytes.clone();
         trailing.push(0);
@@ -1336,6 +1491,7 @@ mod tests {
             condition: None,
             return_values: ReturnValues::None,
             return_old_on_condition_failure: false,
+            local_indexes: Vec::new(),
         });
         let mut bytes = encode_request(&request);
         let a = bytes.iter().position(|&byte| byte == b'a').unwrap();

@@ -11,7 +11,11 @@ use shoal_model::expression::ast::{
     UpdateOperand,
 };
 use shoal_model::expression::update::ReturnValues;
-use shoal_model::request::{GetRequest, PreparedRequest, RangeRequest, WriteKind, WriteRequest};
+use shoal_model::index::{LocalIndex, Projection};
+use shoal_model::key::{KeyAttribute, KeyType};
+use shoal_model::request::{
+    GetRequest, IndexRead, PreparedRequest, RangeRequest, WriteKind, WriteRequest,
+};
 use shoal_model::request_codec::{decode_request, encode_request};
 use shoal_model::value::TYPE_NAMES;
 use shoal_model::{AttributeValue, Item, Number};
@@ -206,15 +210,49 @@ fn write_strategy() -> impl Strategy<Value = WriteRequest> {
         prop::option::of(condition_strategy()),
         return_values_strategy(),
         any::<bool>(),
+        prop::collection::vec(local_index_strategy(), 0..3),
     )
         .prop_map(
-            |(key, storage_key, kind, condition, return_values, return_old)| WriteRequest {
-                key,
-                storage_key,
-                kind,
-                condition,
-                return_values,
-                return_old_on_condition_failure: return_old,
+            |(key, storage_key, kind, condition, return_values, return_old, local_indexes)| {
+                WriteRequest {
+                    key,
+                    storage_key,
+                    kind,
+                    condition,
+                    return_values,
+                    return_old_on_condition_failure: return_old,
+                    local_indexes,
+                }
+            },
+        )
+}
+
+fn local_index_strategy() -> impl Strategy<Value = LocalIndex> {
+    let projection = prop_oneof![
+        Just(Projection::All),
+        Just(Projection::KeysOnly),
+        prop::collection::vec("[a-z]{1,4}", 0..3).prop_map(Projection::Include),
+    ];
+    (
+        "[a-z]{3,6}",
+        0u8..5,
+        "[a-z]{1,4}",
+        prop_oneof![
+            Just(KeyType::String),
+            Just(KeyType::Number),
+            Just(KeyType::Binary)
+        ],
+        projection,
+    )
+        .prop_map(
+            |(name, number, sort_name, key_type, projection)| LocalIndex {
+                name,
+                number,
+                sort_key: KeyAttribute {
+                    name: sort_name,
+                    key_type,
+                },
+                projection,
             },
         )
 }
@@ -241,6 +279,7 @@ fn range_strategy() -> impl Strategy<Value = RangeRequest> {
         projection_strategy(),
         prop::option::of(any::<usize>()),
         (any::<bool>(), any::<bool>(), any::<u64>()),
+        prop::option::of((local_index_strategy(), any::<bool>())),
     )
         .prop_map(
             |(
@@ -249,6 +288,7 @@ fn range_strategy() -> impl Strategy<Value = RangeRequest> {
                 projection,
                 limit,
                 (consistent, count_only, page_bytes_max),
+                index,
             )| RangeRequest {
                 lower,
                 upper,
@@ -259,6 +299,7 @@ fn range_strategy() -> impl Strategy<Value = RangeRequest> {
                 consistent,
                 count_only,
                 page_bytes_max,
+                index: index.map(|(index, fetch_base)| Box::new(IndexRead { index, fetch_base })),
             },
         )
 }

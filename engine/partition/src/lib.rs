@@ -5,6 +5,7 @@
 //! model (shoal-model). It is single-threaded and host-agnostic: the shard runtime (glommio, in
 //! tools/shoal) and tests drive it by events and execute its outputs. See README.md.
 
+mod local_index;
 pub mod meta;
 pub mod replica;
 pub mod time_to_live;

@@ -122,6 +122,10 @@ pub struct ReplicaConfig {
     /// item DynamoDB accepts (400 KB by DynamoDB's size rules, which count less than the
     /// encoding's per-attribute lengths and tags): use [`ITEM_TREE_CONFIG`].
     pub btree: BTreeConfig,
+    /// The largest item collection (the items of one partition key and their local index
+    /// entries) a table with local secondary indexes may grow to:
+    /// [`shoal_model::index::ITEM_COLLECTION_BYTES_MAX`], lowered by tests.
+    pub item_collection_bytes_max: u64,
 }
 
 /// The tree limits a partition replica needs: values up to shoal-store's largest, since a
@@ -162,11 +166,11 @@ pub enum Event {
     },
     Snapshot(SnapshotChunk),
     /// Run one step of the Time to Live sweeper if this replica is the leader (src/replica/
-    /// sweep.rs): `attribute` is the table's TTL attribute, `now_unix_seconds` the host's wall
+    /// sweep.rs): `target` is the table's TTL attribute and local indexes, `now_unix_seconds` the host's wall
     /// clock, and a pass over the partition starts at most once per `pass_period`. The host
     /// sends it only for partitions of tables with TTL enabled, spaced out by its step interval.
     SweepExpired {
-        attribute: String,
+        target: crate::time_to_live::SweepTarget,
         now_unix_seconds: u64,
         pass_period: std::time::Duration,
     },
@@ -361,6 +365,10 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     directory: Rc<D>,
     cache: Rc<PageCache<F>>,
     wal: Wal<F>,
+    /// The keys of the local-index region of the tree (entries and item-collection records),
+    /// which the tree counts as items: counted at the first event after the tree is opened,
+    /// kept up to date by `apply`, left out of the status's item count and bytes.
+    index_region: Option<crate::local_index::RegionStats>,
     /// Slots of each `Persist` output not yet reported durable, by core lsn.
     persisting: BTreeMap<u64, Persisting>,
     /// Core lsns reported durable out of order, waiting for the ones before them.
@@ -597,10 +605,16 @@ fn read_units_milli(bytes: usize, consistent: bool) -> u64 {
 /// What a leader decided for one write: the mutation to propose and the answer to give once it
 /// is applied.
 struct Evaluated {
-    mutation: Mutation,
+    /// The item's mutation first, then its local index entries' (one batch, one slot).
+    mutations: Vec<Mutation>,
     new_item: Option<Item>,
     attributes: Option<Item>,
     write_units: u64,
+    /// For a table with local indexes: the item collection's size record key and its new
+    /// size (the record is in the batch and goes in the overlay like an item).
+    collection: Option<(Vec<u8>, u64)>,
+    /// The write units of each local index's entries, by index number.
+    index_write_units: Vec<u64>,
 }
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
@@ -660,6 +674,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             directory,
             cache,
             wal,
+            index_region: None,
             persisting: BTreeMap::new(),
             persisted_early: BTreeMap::new(),
             durable_core_lsn: 0,
@@ -766,8 +781,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             leader_hint: leader_hint.map(|node| node.0),
             commit_slot: self.core.commit_slot().0,
             applied_slot: self.applied_slot.0,
-            item_count: self.engine.stats().item_count,
-            item_bytes: self.engine.stats().item_bytes,
+            item_count: self
+                .engine
+                .stats()
+                .item_count
+                .saturating_sub(self.index_region.as_ref().map_or(0, |region| region.count)),
+            item_bytes: self
+                .engine
+                .stats()
+                .item_bytes
+                .saturating_sub(self.index_region.as_ref().map_or(0, |region| region.bytes)),
         }
     }
 
@@ -777,6 +800,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         now: MonotonicTime,
         event: Event,
     ) -> Result<Vec<Output>, PartitionError> {
+        if self.index_region.is_none() {
+            self.index_region = Some(crate::local_index::RegionStats::count(&self.engine).await?);
+        }
         match event {
             Event::Message { from, message } => {
                 let actions = self.core.handle_message(now, from, message);
@@ -842,12 +868,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             Event::Snapshot(chunk) => self.receive_snapshot_chunk(now, chunk).await?,
             Event::SweepExpired {
-                attribute,
+                target,
                 now_unix_seconds,
                 pass_period,
             } => {
                 let step = self
-                    .sweep_expired(now, attribute, now_unix_seconds, pass_period)
+                    .sweep_expired(now, target, now_unix_seconds, pass_period)
                     .await?;
                 step.log(self.meta.partition);
             }
@@ -995,6 +1021,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 })?,
                 Payload::Noop | Payload::Membership(_) => MutationBatch::default(),
             };
+            if let Some(region) = &mut self.index_region {
+                region.before_apply(&self.engine, &batch).await?;
+            }
             self.engine.apply(WalLsn(slot.0), &batch).await?;
             self.applied_slot = slot;
             for mutation in &batch.mutations {
@@ -1147,11 +1176,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         };
         let attributes =
             returned_attributes(write.return_values, old_item, new_item.as_ref(), &paths);
+        let index_writes = crate::local_index::index_writes(
+            write,
+            &self.meta.key_schema,
+            old_item,
+            new_item.as_ref(),
+        )
+        .map_err(|error| dynamo_error(&error))?;
         let write_units = write_capacity_units(
             old_item
                 .map_or(0, item_size_bytes)
                 .max(new_item.as_ref().map_or(0, item_size_bytes)),
-        );
+        ) + index_writes.write_units;
         let mutation = match &new_item {
             Some(item) => Mutation::Put {
                 key: write.storage_key.clone(),
@@ -1161,11 +1197,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 key: write.storage_key.clone(),
             },
         };
+        let mut mutations = vec![mutation];
+        mutations.extend(index_writes.mutations);
         Ok(Evaluated {
-            mutation,
+            mutations,
             new_item,
             attributes,
             write_units,
+            collection: None,
+            index_write_units: index_writes.units_by_index,
         })
     }
 
@@ -1193,10 +1233,46 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
-        let mut evaluated = Vec::with_capacity(writes.len());
+        let mut evaluated: Vec<Evaluated> = Vec::with_capacity(writes.len());
         for write in &writes {
-            let (old_item, overlay_slot) = self.latest_item(&write.storage_key).await?;
-            match self.evaluate_write(write, old_item.as_ref()) {
+            let (old_item, mut overlay_slot) = self.latest_item(&write.storage_key).await?;
+            let mut outcome = self.evaluate_write(write, old_item.as_ref());
+            if let Ok(result) = &mut outcome
+                && let Some(collection_key) = crate::local_index::collection_of(write)
+            {
+                // The collection's size as this batch left it, else as the leader sees it.
+                let before = match evaluated.iter().rev().find_map(|earlier| {
+                    earlier
+                        .collection
+                        .as_ref()
+                        .filter(|(key, _)| *key == collection_key)
+                }) {
+                    Some((_, bytes)) => Some(*bytes),
+                    None => {
+                        let (record, record_slot) = self.latest_item(&collection_key).await?;
+                        overlay_slot = overlay_slot.max(record_slot);
+                        record
+                            .as_ref()
+                            .and_then(shoal_model::index::collection_bytes)
+                    }
+                };
+                match crate::local_index::collection_change(
+                    write,
+                    &self.meta.key_schema,
+                    collection_key,
+                    before.unwrap_or(0),
+                    old_item.as_ref(),
+                    result.new_item.as_ref(),
+                    self.config.item_collection_bytes_max,
+                ) {
+                    Ok((mutation, collection)) => {
+                        result.mutations.push(mutation);
+                        result.collection = Some(collection);
+                    }
+                    Err(refusal) => outcome = Err(refusal),
+                }
+            }
+            match outcome {
                 Ok(result) => evaluated.push(result),
                 // Invariant 5: the refusal waits for the overlay entry it saw.
                 Err(response) => match overlay_slot {
@@ -1222,10 +1298,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // does not fit the tree would stop every replica that applies it, again at every
         // restart. So the leader checks the tree's own limits first.
         let value_bytes_max = self.config.btree.value_bytes_max;
-        if evaluated.iter().any(|result| {
-            matches!(&result.mutation, Mutation::Put { key, value }
+        if evaluated
+            .iter()
+            .flat_map(|result| &result.mutations)
+            .any(|mutation| {
+                matches!(mutation, Mutation::Put { key, value }
                 if value.len() > value_bytes_max || key.len() > shoal_store::btree::KEY_BYTES_MAX)
-        }) {
+            })
+        {
             self.reply(
                 reply_to,
                 dynamo_error(&ModelError::Validation(
@@ -1237,7 +1317,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mutations = MutationBatch {
             mutations: evaluated
                 .iter()
-                .map(|result| result.mutation.clone())
+                .flat_map(|result| result.mutations.iter().cloned())
                 .collect(),
         };
         let payload = mutations.encode();
@@ -1273,12 +1353,44 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         };
         let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
         let result = match (&evaluated[..], batch) {
+            (
+                [
+                    Evaluated {
+                        collection: Some((_, collection_bytes)),
+                        attributes,
+                        index_write_units,
+                        ..
+                    },
+                ],
+                false,
+            ) => ItemResult::WriteInCollection {
+                attributes: attributes.as_ref().map(encode_item),
+                collection_key: encode_item(&crate::local_index::collection_key_item(
+                    &writes[0],
+                    &self.meta.key_schema,
+                )),
+                collection_bytes: *collection_bytes,
+                index_write_units_milli: index_write_units
+                    .iter()
+                    .map(|units| units * 1000)
+                    .collect(),
+            },
             ([single], false) => ItemResult::Write {
                 attributes: single.attributes.as_ref().map(encode_item),
             },
-            _ => ItemResult::BatchWrite,
+            _ => crate::local_index::batch_result(
+                writes
+                    .iter()
+                    .zip(&evaluated)
+                    .filter_map(|(write, result)| Some((write, result.collection.as_ref()?.1))),
+                &self.meta.key_schema,
+            ),
         };
         for (write, result) in writes.iter().zip(evaluated) {
+            if let Some((key, bytes)) = result.collection {
+                let record = (bytes > 0).then(|| shoal_model::index::collection_record(bytes));
+                self.overlay.insert(key, (proposed.slot, record));
+            }
             self.overlay
                 .insert(write.storage_key.clone(), (proposed.slot, result.new_item));
         }
@@ -1347,13 +1459,25 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if let Err(refusal) = self.check_read(now, range.consistent) {
             return Ok(refusal);
         }
+        if let Some(read) = &range.index {
+            let (result, read_milli) = crate::local_index::read_index_range(
+                &self.engine,
+                self.meta.partition,
+                &self.meta.key_schema,
+                range,
+                read,
+            )
+            .await?;
+            return Ok(item_response(result, read_milli, 0));
+        }
         let direction = if range.forward {
             Direction::Forward
         } else {
             Direction::Backward
         };
         let mut lower = range.lower.clone();
-        let mut upper = range.upper.clone();
+        // Local index entries share the tree; a table read never reaches their region.
+        let mut upper = crate::local_index::items_only(range.upper.clone());
         let mut items = Vec::new();
         let mut count = 0u64;
         let mut scanned_count = 0usize;
@@ -1792,6 +1916,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             "an installed snapshot is durable at its slot"
         );
         let old = std::mem::replace(&mut self.engine, tree);
+        // Counted again from the installed tree at the next event.
+        self.index_region = None;
         let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
         self.discard_tree(old, old_generation).await?;
         let snapshot_slot = Slot(chunk.last_included_slot);

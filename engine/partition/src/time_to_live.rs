@@ -17,8 +17,18 @@
 //! behind a burst of deletes.
 
 use shoal_model::Item;
+use shoal_model::index::LocalIndex;
 use shoal_model::number::Number;
 use shoal_model::value::AttributeValue;
+
+/// What a partition's sweeper needs of its table: the TTL attribute, and the table's local
+/// secondary indexes, whose entries (and item collection size) a TTL delete removes in the
+/// same log entry as the item, as any delete does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SweepTarget {
+    pub attribute: String,
+    pub local_indexes: Vec<LocalIndex>,
+}
 
 /// Items one sweep step reads at most: one B-tree scan call, like a page of a Scan.
 pub const SWEEP_ITEMS_PER_STEP: usize = 256;

@@ -13,12 +13,14 @@ use serde_json::{Value as Json, json};
 use shoal_io::StorageDirectory;
 use shoal_io::storage::simulated::{SimulatedDirectory, SimulatedDisk, SimulatedFile};
 use shoal_io::testing::run_on_test_executor;
-use shoal_model::key::{KeySchema, KeyType};
-use shoal_model::request::{ItemOperation, PreparedRequest, prepare};
+use shoal_model::index::{LocalIndex, Projection};
+use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
+use shoal_model::request::{ItemOperation, PreparedRequest, prepare, prepare_indexed};
 use shoal_partition::replica::{
     CONDITION_ON_UNAPPLIED_WRITE, LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT, RecoveredRecords,
     SNAPSHOT_CHUNKS_PER_TICK_MAX, SNAPSHOT_TRANSFER_STALL_MAX,
 };
+use shoal_partition::time_to_live::SweepTarget;
 use shoal_partition::{
     Event, Output, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig,
     ShardReplay,
@@ -29,12 +31,14 @@ use shoal_replication::{
 use shoal_router::forward::{item_json, render_result};
 use shoal_store::btree::{BTreeConfig, PageCache};
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
-use shoal_wire::messages::{NodeError, NodeResponse, SnapshotChunk};
+use shoal_wire::messages::{ItemResult, NodeError, NodeResponse, SnapshotChunk};
 
 const PARTITION: u64 = 7;
 const BYSTANDER_PARTITION: u64 = 8;
 const STEP: Duration = Duration::from_millis(10);
 const STEPS_MAX: usize = 20_000;
+/// The item-collection limit of the replicas of the test of that limit.
+const TEST_ITEM_COLLECTION_BYTES_MAX: u64 = 64 * 1024;
 
 fn config(checkpoint_every_slots: u64) -> ReplicaConfig {
     config_with_tree(
@@ -57,6 +61,7 @@ fn config_with_tree(checkpoint_every_slots: u64, btree: BTreeConfig) -> ReplicaC
         },
         checkpoint_every_slots,
         btree,
+        item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
     }
 }
 
@@ -117,9 +122,33 @@ struct Cluster {
     snapshot_chunks_sent: BTreeMap<NodeId, usize>,
 }
 
-/// A request to the test partition, prepared as a router prepares it.
+/// A request to the test partition, prepared as a router prepares it, for a table with the
+/// local indexes of [`local_indexes`] (attributes the other tests' items do not have).
 fn typed(operation: ItemOperation, parameters: &Json) -> PreparedRequest {
-    prepare(operation, parameters, &meta().key_schema).unwrap()
+    prepare_indexed(operation, parameters, &meta().key_schema, &local_indexes()).unwrap()
+}
+
+fn local_indexes() -> Vec<LocalIndex> {
+    vec![
+        LocalIndex {
+            name: "by_rank".to_string(),
+            number: 0,
+            sort_key: KeyAttribute {
+                name: "rank".to_string(),
+                key_type: KeyType::Number,
+            },
+            projection: Projection::Include(vec!["v".to_string()]),
+        },
+        LocalIndex {
+            name: "by_tag".to_string(),
+            number: 1,
+            sort_key: KeyAttribute {
+                name: "tag".to_string(),
+                key_type: KeyType::String,
+            },
+            projection: Projection::KeysOnly,
+        },
+    ]
 }
 
 fn meta() -> PartitionMeta {
@@ -621,6 +650,276 @@ fn acknowledged_writes_survive_a_crash_of_every_node() {
             .await;
         assert_eq!(body["Item"]["v"], json!({"S": "after"}));
     });
+}
+
+/// The (rank, sk) pairs an index Query of partition "a" must return, from the model of items.
+fn expected_by_rank(items: &BTreeMap<u64, Option<u64>>) -> Vec<(u64, u64)> {
+    let mut expected: Vec<(u64, u64)> = items
+        .iter()
+        .filter_map(|(sk, rank)| rank.map(|rank| (rank, *sk)))
+        .collect();
+    expected.sort();
+    expected
+}
+
+fn number_of(value: &Json) -> u64 {
+    value["N"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() {
+    run_on_test_executor("cluster-local-index", || async {
+        let mut cluster = Cluster::new(8).await;
+        // The model: sk -> rank (None: the item has no rank, so it is not in the index).
+        let mut items: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+        for sk in 0..24u64 {
+            let mut item = json!({"pk": {"S": "a"}, "sk": {"N": sk.to_string()},
+                "v": {"S": format!("v{sk}")}, "hidden": {"S": "h"}});
+            let rank = (sk % 7 != 0).then_some(sk % 5);
+            if let Some(rank) = rank {
+                item["rank"] = json!({"N": rank.to_string()});
+            }
+            cluster
+                .leader_request(ItemOperation::PutItem, json!({"Item": item}))
+                .await;
+            items.insert(sk, rank);
+        }
+        // Change the index key, remove it, give it to an item without one, delete items.
+        for sk in [1u64, 2, 3] {
+            cluster
+                .leader_request(
+                    ItemOperation::UpdateItem,
+                    json!({"Key": key("a", sk), "UpdateExpression": "SET #r = :r",
+                        "ExpressionAttributeNames": {"#r": "rank"},
+                        "ExpressionAttributeValues": {":r": {"N": "9"}}}),
+                )
+                .await;
+            items.insert(sk, Some(9));
+        }
+        cluster
+            .leader_request(
+                ItemOperation::UpdateItem,
+                json!({"Key": key("a", 4), "UpdateExpression": "REMOVE #r",
+                    "ExpressionAttributeNames": {"#r": "rank"}}),
+            )
+            .await;
+        items.insert(4, None);
+        cluster
+            .leader_request(
+                ItemOperation::UpdateItem,
+                json!({"Key": key("a", 7), "UpdateExpression": "SET #r = :r",
+                    "ExpressionAttributeNames": {"#r": "rank"},
+                    "ExpressionAttributeValues": {":r": {"N": "0"}}}),
+            )
+            .await;
+        items.insert(7, Some(0));
+        for sk in [5u64, 6, 8] {
+            cluster
+                .leader_request(ItemOperation::DeleteItem, json!({"Key": key("a", sk)}))
+                .await;
+            items.remove(&sk);
+        }
+        // An update that would give the index key the wrong type is refused by the leader,
+        // which has the new image (a Put's is refused by `prepare`), and changes nothing.
+        let leader = cluster.await_leader().await;
+        let refused = cluster
+            .request(
+                leader,
+                ItemOperation::UpdateItem,
+                json!({"Key": key("a", 10), "UpdateExpression": "SET #r = :r",
+                    "ExpressionAttributeNames": {"#r": "rank"},
+                    "ExpressionAttributeValues": {":r": {"S": "x"}}}),
+            )
+            .await;
+        let NodeResponse::Error(NodeError::Dynamo { message, .. }) = refused else {
+            panic!("a mistyped index key is refused: {refused:?}");
+        };
+        assert_eq!(
+            message,
+            "One or more parameter values were invalid: Type mismatch for Index Key rank Expected: N Actual: S IndexName: by_rank"
+        );
+        cluster.crash_and_restart_all().await;
+
+        let query = |extra: Json| {
+            let mut body = json!({"IndexName": "by_rank", "ConsistentRead": true,
+                "KeyConditionExpression": "pk = :p",
+                "ExpressionAttributeValues": {":p": {"S": "a"}}});
+            for (name, value) in extra.as_object().unwrap() {
+                body[name] = value.clone();
+            }
+            body
+        };
+        let all = cluster
+            .leader_request(ItemOperation::Query, query(json!({})))
+            .await;
+        let found: Vec<(u64, u64)> = all["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| (number_of(&item["rank"]), number_of(&item["sk"])))
+            .collect();
+        assert_eq!(found, expected_by_rank(&items), "{all}");
+        // The index projects keys and v, not the rest.
+        let first = &all["Items"][0];
+        assert!(
+            first.get("v").is_some() && first.get("hidden").is_none(),
+            "{first}"
+        );
+        // Select ALL_ATTRIBUTES fetches the item from the base.
+        let whole = cluster
+            .leader_request(
+                ItemOperation::Query,
+                query(json!({"Select": "ALL_ATTRIBUTES", "Limit": 1})),
+            )
+            .await;
+        assert_eq!(whole["Items"][0]["hidden"], json!({"S": "h"}));
+        // Pages of 3, backwards, resumed from each LastEvaluatedKey (table key + index key).
+        let mut pages = Vec::new();
+        let mut start: Option<Json> = None;
+        for _ in 0..items.len() {
+            let mut extra = json!({"Limit": 3, "ScanIndexForward": false});
+            if let Some(start) = start.take() {
+                extra["ExclusiveStartKey"] = start;
+            }
+            let page = cluster
+                .leader_request(ItemOperation::Query, query(extra))
+                .await;
+            for item in page["Items"].as_array().unwrap() {
+                pages.push((number_of(&item["rank"]), number_of(&item["sk"])));
+            }
+            match page.get("LastEvaluatedKey") {
+                Some(key) => {
+                    let mut names: Vec<&str> = key
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    names.sort();
+                    assert_eq!(names, ["pk", "rank", "sk"]);
+                    start = Some(key.clone());
+                }
+                None => break,
+            }
+        }
+        let mut backwards = expected_by_rank(&items);
+        backwards.reverse();
+        assert_eq!(pages, backwards);
+        // A range on the index sort key.
+        let ranged = cluster
+            .leader_request(
+                ItemOperation::Query,
+                json!({"IndexName": "by_rank", "KeyConditionExpression": "pk = :p AND #r BETWEEN :l AND :h",
+                    "ExpressionAttributeNames": {"#r": "rank"},
+                    "ExpressionAttributeValues": {":p": {"S": "a"}, ":l": {"N": "1"}, ":h": {"N": "3"}}}),
+            )
+            .await;
+        let in_range = expected_by_rank(&items)
+            .into_iter()
+            .filter(|(rank, _)| (1..=3).contains(rank))
+            .count();
+        assert_eq!(ranged["Count"], json!(in_range));
+        // A Scan of the table sees the items only; a Scan of the index its entries only.
+        let scan = cluster
+            .leader_request(ItemOperation::Scan, json!({"ConsistentRead": true}))
+            .await;
+        assert_eq!(scan["Count"], json!(items.len()));
+        let index_scan = cluster
+            .leader_request(ItemOperation::Scan, json!({"IndexName": "by_rank"}))
+            .await;
+        assert_eq!(index_scan["Count"], json!(expected_by_rank(&items).len()));
+        let empty_index = cluster
+            .leader_request(ItemOperation::Scan, json!({"IndexName": "by_tag"}))
+            .await;
+        assert_eq!(empty_index["Count"], json!(0));
+        // The status counts items only, not index entries or collection size records.
+        let leader = cluster.await_leader().await;
+        let status = cluster.nodes[&leader].replica.status(cluster.now);
+        assert_eq!(status.item_count, items.len() as u64);
+    });
+}
+
+#[test]
+fn item_collections_of_tables_with_local_indexes_stop_at_their_limit() {
+    run_on_test_executor("cluster-item-collection", || async {
+        // Lowered, so that the test reaches it with a few items.
+        let mut cluster = Cluster::with_config(ReplicaConfig {
+            item_collection_bytes_max: TEST_ITEM_COLLECTION_BYTES_MAX,
+            ..config(8)
+        })
+        .await;
+        let big = |sk: u64| {
+            json!({"Item": {"pk": {"S": "big"}, "sk": {"N": sk.to_string()},
+                "rank": {"N": "1"}, "v": {"S": "x".repeat(9_000)}}})
+        };
+        // Each item counts its own size and its by_rank entry (which projects v): about 18 KB.
+        let mut written = 0;
+        let mut sizes = Vec::new();
+        let refusal = loop {
+            let leader = cluster.await_leader().await;
+            match cluster
+                .request(leader, ItemOperation::PutItem, big(written))
+                .await
+            {
+                NodeResponse::Item {
+                    result:
+                        ItemResult::WriteInCollection {
+                            collection_bytes, ..
+                        },
+                    ..
+                } => {
+                    sizes.push(collection_bytes);
+                    written += 1;
+                }
+                NodeResponse::Error(NodeError::Dynamo {
+                    type_name, message, ..
+                }) => break (type_name, message),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(written < 100, "the limit never stopped the collection");
+        };
+        assert_eq!(
+            refusal,
+            (
+                "ItemCollectionSizeLimitExceededException".to_string(),
+                "Item collection size limit exceeded".to_string()
+            )
+        );
+        // The collection grew by the same share each time, and stayed within the limit.
+        assert!(sizes.windows(2).all(|pair| pair[1] - pair[0] == sizes[0]));
+        assert!(*sizes.last().unwrap() <= TEST_ITEM_COLLECTION_BYTES_MAX);
+        // Another partition key is its own collection.
+        cluster
+            .leader_request(ItemOperation::PutItem, big(0).tap_pk("small"))
+            .await;
+        // The size survives a crash of every node: the next write is still refused...
+        cluster.crash_and_restart_all().await;
+        let leader = cluster.await_leader().await;
+        assert!(matches!(
+            cluster
+                .request(leader, ItemOperation::PutItem, big(written))
+                .await,
+            NodeResponse::Error(NodeError::Dynamo { .. })
+        ));
+        // ...and a delete, which shrinks the collection, is not, after which a put fits again.
+        cluster
+            .leader_request(ItemOperation::DeleteItem, json!({"Key": key("big", 0)}))
+            .await;
+        cluster
+            .leader_request(ItemOperation::PutItem, big(written))
+            .await;
+    });
+}
+
+trait WithPartitionKey {
+    fn tap_pk(self, pk: &str) -> Json;
+}
+
+impl WithPartitionKey for Json {
+    fn tap_pk(mut self, pk: &str) -> Json {
+        self["Item"]["pk"] = json!({"S": pk});
+        self
+    }
 }
 
 #[test]
@@ -1285,7 +1584,10 @@ impl Cluster {
             self.feed(
                 id,
                 Event::SweepExpired {
-                    attribute: "expires".to_string(),
+                    target: SweepTarget {
+                        attribute: "expires".to_string(),
+                        local_indexes: local_indexes(),
+                    },
                     now_unix_seconds,
                     pass_period: TTL_PASS_PERIOD,
                 },
@@ -1477,7 +1779,10 @@ fn an_extension_in_flight_wins_over_the_sweeper() {
             .feed(
                 leader,
                 Event::SweepExpired {
-                    attribute: "expires".to_string(),
+                    target: SweepTarget {
+                        attribute: "expires".to_string(),
+                        local_indexes: local_indexes(),
+                    },
                     now_unix_seconds: TTL_NOW,
                     pass_period: TTL_PASS_PERIOD,
                 },
@@ -1528,7 +1833,10 @@ fn a_write_after_the_sweepers_delete_sees_the_item_gone() {
             .feed(
                 leader,
                 Event::SweepExpired {
-                    attribute: "expires".to_string(),
+                    target: SweepTarget {
+                        attribute: "expires".to_string(),
+                        local_indexes: local_indexes(),
+                    },
                     now_unix_seconds: TTL_NOW,
                     pass_period: TTL_PASS_PERIOD,
                 },

@@ -54,6 +54,7 @@ fn config() -> ReplicaConfig {
         },
         checkpoint_every_slots: 64,
         btree: ITEM_TREE_CONFIG,
+        item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
     }
 }
 

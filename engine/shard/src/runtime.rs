@@ -11,6 +11,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
 use shoal_io::{Clock, SystemClock};
 use shoal_partition::meta::mark_unrecoverable;
+use shoal_partition::time_to_live::SweepTarget;
 use shoal_partition::{
     Event, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig, ShardReplay,
 };
@@ -163,9 +164,10 @@ pub struct Shard<T: Transport> {
     /// simulator, dispatch.rs).
     dispatch: RefCell<Dispatch<T::Connection>>,
     metrics: Rc<ShardMetrics>,
-    /// The TTL attribute of each partition here whose table has Time to Live enabled, as the
-    /// host last learned it from the metadata group ([`Shard::set_time_to_live`]).
-    time_to_live: RefCell<BTreeMap<u64, String>>,
+    /// The TTL attribute (and the table's local indexes) of each partition here whose table
+    /// has Time to Live enabled, as the host last learned them from the metadata group
+    /// ([`Shard::set_time_to_live`]).
+    time_to_live: RefCell<BTreeMap<u64, SweepTarget>>,
 }
 
 fn seed_for(config: &ShardConfig, partition: u64, incarnation: u64) -> u64 {
@@ -360,12 +362,12 @@ impl<T: Transport + 'static> Shard<T> {
     /// Sets which partitions have Time to Live enabled, and on which attribute: the host reads
     /// the tables' settings from the metadata group (engine/shard README.md, "Time to Live")
     /// and passes the partitions of this shard. A partition left out is not swept.
-    pub fn set_time_to_live(&self, attributes: BTreeMap<u64, String>) {
-        *self.time_to_live.borrow_mut() = attributes;
+    pub fn set_time_to_live(&self, targets: BTreeMap<u64, SweepTarget>) {
+        *self.time_to_live.borrow_mut() = targets;
     }
 
     /// The partitions with Time to Live enabled, as last set.
-    pub fn time_to_live(&self) -> BTreeMap<u64, String> {
+    pub fn time_to_live(&self) -> BTreeMap<u64, SweepTarget> {
         self.time_to_live.borrow().clone()
     }
 
@@ -376,14 +378,14 @@ impl<T: Transport + 'static> Shard<T> {
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(TIME_TO_LIVE_SWEEP_STEP_INTERVAL).await;
-                let attributes = self.time_to_live.borrow().clone();
-                if attributes.is_empty() {
+                let targets = self.time_to_live.borrow().clone();
+                if targets.is_empty() {
                     continue;
                 }
                 let now_unix_seconds = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |elapsed| elapsed.as_secs());
-                for (partition, attribute) in attributes {
+                for (partition, target) in targets {
                     let sender = match self.table.borrow().get(&partition) {
                         Some(row)
                             if matches!(
@@ -396,7 +398,7 @@ impl<T: Transport + 'static> Shard<T> {
                         _ => continue,
                     };
                     let _ = sender.try_send(Event::SweepExpired {
-                        attribute,
+                        target,
                         now_unix_seconds,
                         pass_period: self.config.time_to_live_sweep_period,
                     });

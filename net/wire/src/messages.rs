@@ -229,6 +229,30 @@ pub enum ItemResult {
         scanned_bytes: u64,
         last_evaluated_key: Option<Vec<u8>>,
     },
+    /// A single-item write to a table with local secondary indexes: `Write`, plus the size of
+    /// the item collection it wrote to (its partition key, `collection_key`, in the binary item
+    /// encoding) after the write, for ItemCollectionMetrics. Added at the end (FORMAT.md,
+    /// "Variants added at the end").
+    WriteInCollection {
+        attributes: Option<Vec<u8>>,
+        collection_key: Vec<u8>,
+        collection_bytes: u64,
+        /// The write units (thousandths) each local index's entries cost, by index number;
+        /// the rest of the answer's `write_units_milli` is the table's (ConsumedCapacity
+        /// INDEXES).
+        index_write_units_milli: Vec<u64>,
+    },
+    /// A partition's share of a BatchWriteItem to a table with local secondary indexes:
+    /// `BatchWrite`, plus each item collection it wrote to, with its size after the batch.
+    /// Added at the end.
+    BatchWriteInCollections { collections: Vec<CollectionSize> },
+}
+
+/// An item collection and its size: its partition key (binary item encoding) and bytes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CollectionSize {
+    pub key: Vec<u8>,
+    pub bytes: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -183,3 +183,16 @@ fn the_error_kinds_added_later_take_the_next_tags() {
         assert_eq!(decode_frame(&frame).unwrap().0, error_response(error));
     }
 }
+
+/// `ItemResult::WriteInCollection` was added at the end: it must not grow the archived enum, so
+/// every result an older writer sends keeps its bytes ("Variants added at the end").
+#[test]
+fn the_result_added_later_keeps_the_archived_size() {
+    assert_eq!(
+        std::mem::size_of::<ArchivedItemResult>(),
+        ARCHIVED_ITEM_RESULT_BYTES
+    );
+}
+
+/// The archived size of `ItemResult` before `WriteInCollection`, measured on that version.
+const ARCHIVED_ITEM_RESULT_BYTES: usize = 56;

@@ -166,7 +166,13 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
                 body.insert("Attributes".to_string(), item_json(attributes)?);
             }
         }
-        ItemResult::BatchWrite => {}
+        // ItemCollectionMetrics is added by the operation when the request asked for it.
+        ItemResult::WriteInCollection { attributes, .. } => {
+            if let Some(attributes) = attributes {
+                body.insert("Attributes".to_string(), item_json(attributes)?);
+            }
+        }
+        ItemResult::BatchWrite | ItemResult::BatchWriteInCollections { .. } => {}
         ItemResult::Get { item } => {
             if let Some(item) = item {
                 body.insert("Item".to_string(), item_json(item)?);

@@ -9,6 +9,7 @@ pub mod access;
 pub mod error;
 pub mod fan_out;
 pub mod forward;
+pub mod index_definitions;
 pub mod metadata;
 pub mod metrics;
 pub mod operation;

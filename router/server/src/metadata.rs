@@ -190,6 +190,9 @@ pub struct TableRecord {
     /// When the item was last written, in unix milliseconds of the writer's wall clock
     /// (invariant 6); 0 in items written before it existed.
     pub changed_at_ms: u64,
+    /// The table's local secondary indexes, fixed at creation (invariant 2: the member is
+    /// absent when there are none, as in items written before indexes existed).
+    pub local_indexes: Vec<shoal_model::index::LocalIndex>,
     /// Encryption, table class and deletion protection (table_settings.rs); the defaults in
     /// items written before they existed (invariant 2).
     pub settings: TableSettings,
@@ -414,6 +417,12 @@ impl TableRecord {
         if let Some(at) = self.time_to_live.changed_at_ms {
             item.insert("time_to_live_changed_at_ms".to_string(), number(at));
         }
+        if !self.local_indexes.is_empty() {
+            item.insert(
+                "local_indexes".to_string(),
+                crate::index_definitions::local_indexes_json(&self.local_indexes),
+            );
+        }
         // Invariant 4: absent when empty, so that a scan can filter on its existence.
         if !self.pending_replicas.is_empty() {
             let pending: Vec<Json> = self
@@ -518,6 +527,7 @@ impl TableRecord {
                 },
                 changed_at_ms: get_optional_number(item, "time_to_live_changed_at_ms")?,
             },
+            local_indexes: crate::index_definitions::local_indexes_from(item.get("local_indexes"))?,
         })
     }
 
@@ -1147,6 +1157,26 @@ mod tests {
                 attribute: Some("expires_at".to_string()),
                 changed_at_ms: Some(1_700_000_300_000),
             },
+            local_indexes: vec![
+                shoal_model::index::LocalIndex {
+                    name: "by_date".to_string(),
+                    number: 0,
+                    sort_key: KeyAttribute {
+                        name: "date".to_string(),
+                        key_type: KeyType::String,
+                    },
+                    projection: shoal_model::index::Projection::Include(vec!["total".to_string()]),
+                },
+                shoal_model::index::LocalIndex {
+                    name: "by_total".to_string(),
+                    number: 1,
+                    sort_key: KeyAttribute {
+                        name: "total".to_string(),
+                        key_type: KeyType::Number,
+                    },
+                    projection: shoal_model::index::Projection::KeysOnly,
+                },
+            ],
         }
     }
 

@@ -11,9 +11,11 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
+use shoal_model::index::LocalIndex;
 use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
 
 use crate::error::{DynamoError, LIMIT_EXCEEDED};
+use crate::index_definitions;
 use crate::metadata::{Billing, key_type_from_name};
 use crate::table_settings::{self, CreateSettings, UpdateSettings};
 
@@ -79,10 +81,10 @@ const NO_TAG_KEYS: &str = "Atleast one Tag Key needs to be provided as Input.";
 const NO_TABLE_ARN: &str = "Invalid TableArn";
 
 /// CreateTable members of features Shoal does not have yet: refused, never ignored.
-/// SSESpecification and StreamSpecification (disabled) are table settings (table_settings.rs).
-const CREATE_TABLE_NOT_BUILT: [&str; 8] = [
-    "GlobalSecondaryIndexes",
-    "LocalSecondaryIndexes",
+/// SSESpecification and StreamSpecification (disabled) are table settings (table_settings.rs);
+/// LocalSecondaryIndexes are built and GlobalSecondaryIndexes are checked, then refused
+/// (index_definitions.rs).
+const CREATE_TABLE_NOT_BUILT: [&str; 6] = [
     "WarmThroughput",
     "OnDemandThroughput",
     "ResourcePolicy",
@@ -113,7 +115,7 @@ fn present(body: &Json, member: &str) -> bool {
 }
 
 /// Constraint violations of the request's shape, reported together as DynamoDB reports them.
-fn constraint_violations(problems: Vec<String>) -> Result<(), DynamoError> {
+pub(crate) fn constraint_violations(problems: Vec<String>) -> Result<(), DynamoError> {
     if problems.is_empty() {
         return Ok(());
     }
@@ -174,6 +176,8 @@ pub struct CreateTable {
     pub tags: BTreeMap<String, String>,
     /// Encryption, table class and deletion protection as asked (table_settings.rs).
     pub settings: CreateSettings,
+    /// LocalSecondaryIndexes, numbered in request order (GSIs are checked, then refused).
+    pub local_indexes: Vec<LocalIndex>,
 }
 
 fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoError> {
@@ -331,7 +335,7 @@ const THROUGHPUT_MEMBERS: [(&str, &str); 2] = [
 /// A request's ProvisionedThroughput, `None` when absent. Both members must be present and at
 /// least [`CAPACITY_UNITS_MIN`]; every violation is reported at once, before any rule about the
 /// billing mode (DynamoDB checks the request's shape first).
-fn provisioned_throughput(body: &Json) -> Result<Option<Throughput>, DynamoError> {
+pub(crate) fn provisioned_throughput(body: &Json) -> Result<Option<Throughput>, DynamoError> {
     let throughput = match body.get("ProvisionedThroughput") {
         None | Some(Json::Null) => return Ok(None),
         Some(Json::Object(throughput)) => throughput,
@@ -508,6 +512,8 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
     if let Some(stream) = table_settings::stream_specification(body)? {
         table_settings::check_create_stream(&stream)?;
     }
+    index_definitions::check_shapes(body)?;
+    let indexed = index_definitions::requested(body);
     let elements = key_elements(body)?;
     let definitions = attribute_definitions(body)?;
     if elements[0].1 != "HASH" {
@@ -552,7 +558,8 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
             key_type: *key_type,
         });
     }
-    if definitions.len() != elements.len() {
+    // With indexes, unused definitions are reported with the keys every index uses (below).
+    if !indexed && definitions.len() != elements.len() {
         return Err(DynamoError::validation(
             "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions",
         ));
@@ -563,6 +570,8 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         (None, _) => return Err(DynamoError::missing_member("keySchema")),
     };
     let billing = billing(body)?;
+    let indexes = index_definitions::secondary_indexes(body, &key_schema, &definitions, billing)?;
+    index_definitions::check_globals_supported(&indexes)?;
     let tags = match body.get("Tags") {
         None | Some(Json::Null) => BTreeMap::new(),
         // CreateTable may name no tags at all, unlike TagResource.
@@ -576,6 +585,7 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         billing,
         tags,
         settings,
+        local_indexes: indexes.local,
     })
 }
 

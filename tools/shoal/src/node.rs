@@ -15,6 +15,7 @@ use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use shoal_bus::{Bus, BusConfig, ConnectionId};
 use shoal_partition::ReplicaConfig;
+use shoal_partition::time_to_live::SweepTarget;
 use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
 use shoal_router::forward::Forwarder;
 use shoal_router::metadata::{
@@ -510,6 +511,7 @@ async fn run_shard(
             core: replica_options(election_timeout),
             checkpoint_every_slots: options.checkpoint_every_slots,
             btree: shoal_partition::replica::ITEM_TREE_CONFIG,
+            item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
         },
         wal: WalConfig {
             segment_bytes: options.wal_segment_mib << 20,
@@ -624,12 +626,16 @@ async fn refresh_time_to_live<T: Transport + 'static>(
             let Some(attribute) = table.time_to_live.attribute else {
                 continue;
             };
+            let target = SweepTarget {
+                attribute,
+                local_indexes: table.local_indexes,
+            };
             if table.status != TableStatus::Active {
                 continue;
             }
             for partition in table.partitions {
                 if hosted.contains(&partition.id) {
-                    attributes.insert(partition.id, attribute.clone());
+                    attributes.insert(partition.id, target.clone());
                 }
             }
         }

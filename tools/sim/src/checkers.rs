@@ -67,6 +67,14 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
         ItemResult::Get { item } => 2 + item.as_ref().map_or(0, |item| item.len() as u64),
         ItemResult::BatchGet { items } => 3 + bytes(items),
         ItemResult::Range { items, count, .. } => 4 + bytes(items) + (count << 32),
+        ItemResult::WriteInCollection {
+            attributes,
+            collection_bytes,
+            ..
+        } => 5 + attributes.as_ref().map_or(0, |item| item.len() as u64) + (collection_bytes << 8),
+        ItemResult::BatchWriteInCollections { collections } => {
+            6 + collections.iter().map(|size| size.bytes << 8).sum::<u64>()
+        }
     }
 }
 
@@ -243,6 +251,39 @@ impl Simulation {
         }
         for text in forgotten {
             self.violation(format!("acceptor forgot: {text}"));
+        }
+    }
+
+    /// Checks that a replica's local index at `slot` holds exactly its items: one entry per
+    /// item, with the item's value (the index is maintained in each write's own batch, so no
+    /// crash, recovery, snapshot or lost message may ever leave them apart).
+    pub(crate) fn check_local_index(
+        &mut self,
+        id: NodeId,
+        group: usize,
+        slot: Slot,
+        items: Option<&ItemResult>,
+        index: Option<&ItemResult>,
+    ) {
+        let (Some(items), Some(index)) = (items, index) else {
+            return self.violation(format!(
+                "{id:?} group {group}: a scan of the items or of the index got no answer"
+            ));
+        };
+        match (
+            requests::parse_scan_result(items),
+            requests::parse_scan_result(index),
+        ) {
+            // Equal maps and as many entries as keys: no key has a second, stale entry.
+            (Ok(items), Ok(entries))
+                if items == entries
+                    && matches!(index, ItemResult::Range { items: listed, .. } if listed.len() == entries.len()) => {}
+            (Ok(items), Ok(entries)) => self.violation(format!(
+                "{id:?} group {group} at {slot:?}: the local index holds {entries:?}, the items are {items:?}"
+            )),
+            (Err(error), _) | (_, Err(error)) => {
+                self.violation(format!("{id:?} group {group}: scan answer: {error}"))
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub(crate) fn replica_config() -> ReplicaConfig {
         core: replica_options(0),
         checkpoint_every_slots: CHECKPOINT_EVERY_SLOTS,
         btree: BTreeConfig::default(),
+        item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
     }
 }
 
@@ -320,7 +321,12 @@ impl Simulation {
                     id,
                     group,
                     Event::SweepExpired {
-                        attribute: requests::TIME_TO_LIVE_ATTRIBUTE.to_string(),
+                        // The workload's writes carry the local index, so the sweeper's deletes
+                        // must remove its entries too (the index checker holds them to it).
+                        target: shoal_partition::time_to_live::SweepTarget {
+                            attribute: requests::TIME_TO_LIVE_ATTRIBUTE.to_string(),
+                            local_indexes: requests::local_indexes(),
+                        },
                         now_unix_seconds,
                         pass_period: SWEEP_PASS_PERIOD,
                     },
@@ -438,6 +444,15 @@ impl Simulation {
             };
             drive(replica.handle(now, scan), &mut runtime.committer)
         });
+        // The local index at the same applied slot (no await between the two reads).
+        let index_scanned = (after != before).then(|| {
+            let scan = Event::Request {
+                reply_to: SCAN_REPLY_TO,
+                epoch: EPOCH,
+                request: requests::index_scan_request(),
+            };
+            drive(replica.handle(now, scan), &mut runtime.committer)
+        });
         let outputs = match handled {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(error)) => {
@@ -482,6 +497,31 @@ impl Simulation {
                 }
                 Err(failure) => return self.fail_node(id, group, failure),
             };
+            let index_body = match index_scanned {
+                Some(Ok(Ok(scan_outputs))) => {
+                    scan_outputs.into_iter().find_map(|output| match output {
+                        Output::Reply {
+                            response: NodeResponse::Item { result, .. },
+                            ..
+                        } => Some(result),
+                        _ => None,
+                    })
+                }
+                Some(Ok(Err(error))) => {
+                    let corruption = partition_corruption(&error);
+                    return self.fail_node(
+                        id,
+                        group,
+                        NodeFailure {
+                            text: format!("an index scan failed: {error}"),
+                            corruption,
+                        },
+                    );
+                }
+                Some(Err(failure)) => return self.fail_node(id, group, failure),
+                None => None,
+            };
+            self.check_local_index(id, group, after, body.as_ref(), index_body.as_ref());
             self.observe_applied(id, group, after, body);
         }
         let partition = group as u64 + PARTITION_FIRST;

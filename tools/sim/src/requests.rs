@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value as Json, json};
 use shoal_model::encoding::decode_item;
+use shoal_model::index::{LocalIndex, Projection};
 use shoal_model::json::item_to_json;
-use shoal_model::key::{KeySchema, KeyType};
-use shoal_model::request::{ItemOperation, PreparedRequest, prepare};
+use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
+use shoal_model::request::{ItemOperation, PreparedRequest, prepare_indexed};
 use shoal_model::request_codec::{decode_request, encode_request};
 use shoal_wire::messages::ItemResult;
 
@@ -40,10 +41,26 @@ pub fn key_schema() -> KeySchema {
     KeySchema::partition_only("pk", KeyType::String)
 }
 
+/// The simulated table's local secondary index: its entries sort the items by `v`, so every
+/// write moves an entry, and the checker compares the index with the items at every applied
+/// slot. (CreateTable would ask the table for a sort key first; the partition does not need
+/// one, and the simulated table keeps its one-attribute key.)
+pub fn local_indexes() -> Vec<LocalIndex> {
+    vec![LocalIndex {
+        name: "by_value".to_string(),
+        number: 0,
+        sort_key: KeyAttribute {
+            name: "v".to_string(),
+            key_type: KeyType::Number,
+        },
+        projection: Projection::KeysOnly,
+    }]
+}
+
 /// `parameters` prepared for the simulated table and carried through the request encoding.
 /// The simulator writes only valid requests, so a refusal is a bug in it (or in `prepare`).
 fn prepared(operation: ItemOperation, parameters: &Json) -> PreparedRequest {
-    let request = prepare(operation, parameters, &key_schema())
+    let request = prepare_indexed(operation, parameters, &key_schema(), &local_indexes())
         .unwrap_or_else(|error| panic!("the simulator built an invalid request: {error:?}"));
     decode_request(&encode_request(&request))
         .unwrap_or_else(|error| panic!("a prepared request does not decode: {error:?}"))
@@ -103,12 +120,14 @@ pub const TIME_TO_LIVE_ATTRIBUTE: &str = "expires";
 /// The PutItem of expiring item `key`: partition key `x<key>`, already expired at every moment
 /// of the run, so the sweeper may delete it as soon as it is applied. No client reads it: the
 /// register keys `k<k>` never carry a TTL attribute, so a delete of one of them by the sweeper
-/// is a linearizability violation.
+/// is a linearizability violation. It carries the local index's attribute `v`, so it has an
+/// index entry that the sweeper's delete must remove with it.
 pub fn expiring_put_request(key: u64) -> PreparedRequest {
     prepared(
         ItemOperation::PutItem,
         &json!({ "Item": {
             "pk": { "S": format!("x{key}") },
+            "v": { "N": key.to_string() },
             TIME_TO_LIVE_ATTRIBUTE: { "N": (UNIX_SECONDS_BASE - 1).to_string() },
         }}),
     )
@@ -125,6 +144,11 @@ pub fn get_request(key: u64, consistent: bool) -> PreparedRequest {
 /// A Scan that reads the whole partition at any replica (its applied state).
 pub fn scan_request() -> PreparedRequest {
     prepared(ItemOperation::Scan, &json!({}))
+}
+
+/// A Scan of the local index `by_value`, which must hold exactly the items of [`scan_request`].
+pub fn index_scan_request() -> PreparedRequest {
+    prepared(ItemOperation::Scan, &json!({ "IndexName": "by_value" }))
 }
 
 fn item_of(bytes: &[u8]) -> Result<Json, String> {
@@ -163,6 +187,17 @@ pub fn parse_get_result(result: &ItemResult) -> Result<Option<u64>, String> {
 pub struct ScannedState {
     pub registers: BTreeMap<u64, u64>,
     pub expiring: BTreeSet<u64>,
+}
+
+impl ScannedState {
+    /// How many items the state holds.
+    pub fn len(&self) -> usize {
+        self.registers.len() + self.expiring.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Every item of a Scan answer.

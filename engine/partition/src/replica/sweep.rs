@@ -11,8 +11,11 @@ use shoal_store::engine::{Mutation, MutationBatch};
 use shoal_wire::messages::{ItemResult, NodeResponse};
 
 use super::{PartitionError, PartitionReplica, Waiter};
-use crate::time_to_live::{SWEEP_DELETES_PER_STEP, SWEEP_ITEMS_PER_STEP, expired};
+use crate::time_to_live::{SWEEP_DELETES_PER_STEP, SWEEP_ITEMS_PER_STEP, SweepTarget, expired};
 use shoal_io::{Storage, StorageDirectory};
+use shoal_model::Item;
+use shoal_model::index::LocalIndex;
+use std::collections::BTreeMap;
 
 /// Where a replica's sweeper stands. Kept across leadership changes: a leader that loses and
 /// regains leadership resumes its pass where it stopped.
@@ -68,10 +71,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     pub(super) async fn sweep_expired(
         &mut self,
         now: MonotonicTime,
-        attribute: String,
+        target: SweepTarget,
         now_unix_seconds: u64,
         pass_period: Duration,
     ) -> Result<SweepStep, PartitionError> {
+        let SweepTarget {
+            attribute,
+            local_indexes,
+        } = target;
         if self.core.role() != RoleKind::Leader || !self.core.leader_ready() {
             return Ok(SweepStep::default());
         }
@@ -102,11 +109,13 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             Some(key) => Bound::Excluded(key.clone()),
             None => Bound::Unbounded,
         };
+        // Items only: the local-index region after them holds entries and collection records,
+        // which are not items and expire with theirs.
         let batch = self
             .engine
             .scan(
                 lower,
-                Bound::Unbounded,
+                crate::local_index::items_only(Bound::Unbounded),
                 Direction::Forward,
                 SWEEP_ITEMS_PER_STEP,
             )
@@ -118,6 +127,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         };
         let mut cursor = self.sweep.cursor.clone();
         let mut expired_keys = Vec::new();
+        let mut mutations = Vec::new();
+        // Item collections (tables with local indexes) as this step's deletes leave them.
+        let mut collections: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         for (key, value) in batch {
             if expired_keys.len() == SWEEP_DELETES_PER_STEP {
                 // The rest of the page waits for the next step.
@@ -136,19 +148,24 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 // Invariant 2: the delete is decided on the latest state, proposals in flight
                 // included. A write proposed since (one extending the TTL, say) wins.
                 let (latest, _) = self.latest_item(&key).await?;
-                if latest.is_some_and(|item| expired(&item, attribute, now_unix_seconds)) {
+                if let Some(item) = latest.filter(|item| expired(item, attribute, now_unix_seconds))
+                {
+                    mutations.push(Mutation::Expire { key: key.clone() });
+                    self.expire_index_entries(
+                        &local_indexes,
+                        &key,
+                        &item,
+                        &mut collections,
+                        &mut mutations,
+                    )
+                    .await?;
                     expired_keys.push(key.clone());
                 }
             }
             cursor = Some(key);
         }
         if !expired_keys.is_empty() {
-            let batch = MutationBatch {
-                mutations: expired_keys
-                    .iter()
-                    .map(|key| Mutation::Expire { key: key.clone() })
-                    .collect(),
-            };
+            let batch = MutationBatch { mutations };
             let payload = batch.encode();
             let Ok(proposed) = self.core.propose(now, payload.clone()) else {
                 // Backpressure, a membership change, a lost leadership: the same keys are
@@ -157,6 +174,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             };
             for key in &expired_keys {
                 self.overlay.insert(key.clone(), (proposed.slot, None));
+            }
+            for (key, bytes) in collections {
+                let record = (bytes > 0).then(|| shoal_model::index::collection_record(bytes));
+                self.overlay.insert(key, (proposed.slot, record));
             }
             // No client waits for these deletes; the waiter makes the slot's outcome known to
             // the refusals deferred on it (invariant 5) like any proposal's.
@@ -184,5 +205,68 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.sweep.next_pass_at = self.sweep.pass_started_at.saturating_add(pass_period);
         }
         Ok(step)
+    }
+
+    /// The mutations that go with the TTL delete of `item` (at `key`) on a table with local
+    /// indexes, exactly as a DeleteItem's would: its index entries' deletes and its item
+    /// collection's new size (`collections` carries the sizes this step already changed).
+    async fn expire_index_entries(
+        &self,
+        local_indexes: &[LocalIndex],
+        key: &[u8],
+        item: &Item,
+        collections: &mut BTreeMap<Vec<u8>, u64>,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<(), PartitionError> {
+        if local_indexes.is_empty() {
+            return Ok(());
+        }
+        let key_schema = &self.meta.key_schema;
+        let changes =
+            shoal_model::index::index_changes(local_indexes, key_schema, key, Some(item), None)
+                .map_err(|error| {
+                    PartitionError::Corrupt(format!(
+                        "partition {}: a stored item's index entries cannot be derived: {error}",
+                        self.meta.partition
+                    ))
+                })?;
+        mutations.extend(
+            changes
+                .into_iter()
+                .filter_map(|change| change.delete)
+                .map(|key| Mutation::Delete { key }),
+        );
+        let Some(record_key) = shoal_model::index::collection_key(key) else {
+            return Ok(());
+        };
+        let before = match collections.get(&record_key) {
+            Some(bytes) => *bytes,
+            None => {
+                let (record, _) = self.latest_item(&record_key).await?;
+                record
+                    .as_ref()
+                    .and_then(shoal_model::index::collection_bytes)
+                    .unwrap_or(0)
+            }
+        };
+        let after = before.saturating_sub(shoal_model::index::collection_share(
+            local_indexes,
+            key_schema,
+            item,
+        ));
+        mutations.push(if after == 0 {
+            Mutation::Delete {
+                key: record_key.clone(),
+            }
+        } else {
+            Mutation::Put {
+                key: record_key.clone(),
+                value: shoal_model::encoding::encode_item(&shoal_model::index::collection_record(
+                    after,
+                )),
+            }
+        });
+        collections.insert(record_key, after);
+        Ok(())
     }
 }

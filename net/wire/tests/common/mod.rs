@@ -271,6 +271,18 @@ pub fn sample_messages() -> Vec<BusMessage> {
             scanned_bytes: 120,
             last_evaluated_key: Some(vec![1, 0, 0, 0, 0]),
         },
+        ItemResult::WriteInCollection {
+            attributes: Some(vec![1, 0, 0, 0, 0]),
+            collection_key: vec![1, 1, 0, 0, 0],
+            collection_bytes: 10 << 30,
+            index_write_units_milli: vec![1000, 0, 2000],
+        },
+        ItemResult::BatchWriteInCollections {
+            collections: vec![CollectionSize {
+                key: vec![1, 1, 0, 0, 0],
+                bytes: 4096,
+            }],
+        },
     ];
     for (index, result) in results.into_iter().enumerate() {
         messages.push(BusMessage::Response(ResponseFrame {

@@ -57,12 +57,16 @@ impl Router {
                         "1 validation error detected: Value at 'requestItems.{name}.member.keys' failed to satisfy constraint: Member must have length greater than or equal to 1"
                     ))
                 })?;
-            let (key_schema, map) = self.table(name, deadline).await?;
+            let (key_schema, indexes, map) = self.table_with_indexes(name, deadline).await?;
             for key in keys {
                 key_hash(&key_schema, key, false)?;
             }
-            let PreparedRequest::BatchGet(gets) =
-                prepare(ItemOperation::BatchGet, table_request, &key_schema)?
+            let PreparedRequest::BatchGet(gets) = prepare_indexed(
+                ItemOperation::BatchGet,
+                table_request,
+                &key_schema,
+                &indexes,
+            )?
             else {
                 return Err(DynamoError::internal(
                     "Internal server error (a BatchGetItem prepared as something else)",
@@ -145,6 +149,7 @@ impl Router {
     /// conditions are safe to apply twice).
     pub async fn batch_write_item(&self, body: Json) -> Result<Json, DynamoError> {
         let report = capacity_report(&body)?;
+        let metrics = super::items::item_collection_metrics(&body)?;
         let request_items = body
             .get("RequestItems")
             .and_then(Json::as_object)
@@ -175,7 +180,7 @@ impl Router {
                     "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to {BATCH_WRITE_REQUESTS_MAX}, Member must have length greater than or equal to 1]"
                 ))
             })?;
-            let (key_schema, map) = self.table(name, deadline).await?;
+            let (key_schema, indexes, map) = self.table_with_indexes(name, deadline).await?;
             // The partition key's own checks first, with their messages, as for single items.
             for request in requests {
                 let (key, is_item) = match (request.get("PutRequest"), request.get("DeleteRequest"))
@@ -195,7 +200,7 @@ impl Router {
             }
             let list = Json::Array(requests.clone());
             let PreparedRequest::BatchWrite(writes) =
-                prepare(ItemOperation::BatchWrite, &list, &key_schema)?
+                prepare_indexed(ItemOperation::BatchWrite, &list, &key_schema, &indexes)?
             else {
                 return Err(DynamoError::internal(
                     "Internal server error (a BatchWriteItem prepared as something else)",
@@ -250,6 +255,7 @@ impl Router {
         let outcomes = settle_batch(tables.len(), groups, results, Operation::Write, usize::MAX)?;
         let mut unprocessed = Map::new();
         let mut capacity = Vec::new();
+        let mut collection_metrics = Map::new();
         for (name, outcome) in tables.into_iter().zip(outcomes) {
             if !outcome.unprocessed.is_empty() {
                 unprocessed.insert(name.clone(), Json::Array(outcome.unprocessed));
@@ -257,8 +263,24 @@ impl Router {
             if report != CapacityReport::None {
                 capacity.push(consumed_capacity_json(name, outcome.units_milli, report));
             }
+            if metrics && !outcome.collections.is_empty() {
+                let list: Vec<Json> = outcome
+                    .collections
+                    .into_iter()
+                    .map(|(key, bytes)| {
+                        json!({
+                            "ItemCollectionKey": key,
+                            "SizeEstimateRangeGB": shoal_model::index::size_estimate_range_gb(bytes),
+                        })
+                    })
+                    .collect();
+                collection_metrics.insert(name.clone(), Json::Array(list));
+            }
         }
         let mut response = json!({ "UnprocessedItems": unprocessed });
+        if !collection_metrics.is_empty() {
+            response["ItemCollectionMetrics"] = Json::Object(collection_metrics);
+        }
         if report != CapacityReport::None {
             response["ConsumedCapacity"] = Json::Array(capacity);
         }
@@ -284,6 +306,8 @@ struct TableOutcome {
     unprocessed: Vec<Json>,
     /// The capacity its served groups consumed, in thousandths of a unit.
     units_milli: u64,
+    /// BatchWriteItem to a table with local indexes: the collections written, with their sizes.
+    collections: Vec<(Json, u64)>,
 }
 
 /// Folds the answers of a batch's groups (in the order of `groups`, which the answers follow)
@@ -319,6 +343,14 @@ fn settle_batch(
                 outcome.units_milli = outcome
                     .units_milli
                     .saturating_add(units_of(&reply, operation));
+                if let ItemResult::BatchWriteInCollections { collections } = &reply.result {
+                    for collection in collections {
+                        outcome.collections.push((
+                            item_to_json(&decode_batch_item(&collection.key)?),
+                            collection.bytes,
+                        ));
+                    }
+                }
                 if let ItemResult::BatchGet { items } = &reply.result {
                     let mut decoded = Vec::with_capacity(items.len());
                     for bytes in items {

@@ -48,6 +48,34 @@ impl Router {
         )
     }
 
+    /// DescribeTable's LocalSecondaryIndexes, in creation order. IndexSizeBytes and ItemCount
+    /// are not tracked per index yet and report 0 (DynamoDB's own figures lag by hours).
+    fn local_indexes_json(&self, record: &TableRecord) -> Json {
+        let table_arn = self.table_arn(&record.name);
+        let indexes: Vec<Json> = record
+            .local_indexes
+            .iter()
+            .map(|index| {
+                let mut projection = json!({ "ProjectionType": index.projection.type_name() });
+                if let shoal_model::index::Projection::Include(names) = &index.projection {
+                    projection["NonKeyAttributes"] = json!(names);
+                }
+                json!({
+                    "IndexName": index.name,
+                    "KeySchema": [
+                        { "AttributeName": record.key_schema.partition.name, "KeyType": "HASH" },
+                        { "AttributeName": index.sort_key.name, "KeyType": "RANGE" },
+                    ],
+                    "Projection": projection,
+                    "IndexSizeBytes": 0,
+                    "ItemCount": 0,
+                    "IndexArn": format!("{table_arn}/index/{}", index.name),
+                })
+            })
+            .collect();
+        Json::Array(indexes)
+    }
+
     fn table_description(&self, record: &TableRecord) -> Json {
         let mut definitions: Vec<Json> = record
             .attribute_definitions
@@ -102,6 +130,9 @@ impl Router {
             "TableId": format!("00000000-0000-4000-8000-{first_partition:012x}"),
         });
         record.settings.describe_into(&mut description, date_json);
+        if !record.local_indexes.is_empty() {
+            description["LocalSecondaryIndexes"] = self.local_indexes_json(record);
+        }
         // DynamoDB reports the summary for a table that is or ever was on demand, and none for
         // a table that was always provisioned.
         if record.billing == Billing::PayPerRequest || record.pay_per_request_since_ms.is_some() {
@@ -200,6 +231,7 @@ impl Router {
                 &self.config.account,
             ),
             time_to_live: Default::default(),
+            local_indexes: request.local_indexes,
         };
         // Step 1: the CREATING item, with the partition list, before any replica exists
         // (metadata invariant 5). Ids reserved above and never written here are simply never

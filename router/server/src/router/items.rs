@@ -7,6 +7,10 @@ use super::*;
 /// storage-key bounds start with that key's hash.
 fn query_hash(range: &RangeRequest) -> Result<u64, DynamoError> {
     match &range.lower {
+        // An index Query's bounds are entry keys, which carry their items' hash.
+        Bound::Included(key) | Bound::Excluded(key) if range.index.is_some() => {
+            shoal_model::index::entry_key_hash(key)
+        }
         Bound::Included(key) | Bound::Excluded(key) => storage_key_hash(key),
         Bound::Unbounded => None,
     }
@@ -44,6 +48,8 @@ fn scan_start_hash(
         return Ok(segment.first);
     }
     let hash = match &range.lower {
+        // An index Scan resumes at an entry key, which carries its item's hash.
+        Bound::Excluded(key) if range.index.is_some() => shoal_model::index::entry_key_hash(key),
         Bound::Excluded(key) => storage_key_hash(key),
         _ => None,
     }
@@ -61,6 +67,70 @@ fn scan_start_hash(
     Ok(hash)
 }
 
+/// ReturnItemCollectionMetrics: whether SIZE was asked for (tables with local secondary
+/// indexes then answer ItemCollectionMetrics; others have no item collections to report).
+pub(super) fn item_collection_metrics(body: &Json) -> Result<bool, DynamoError> {
+    match body.get("ReturnItemCollectionMetrics") {
+        None | Some(Json::Null) => Ok(false),
+        Some(Json::String(value)) if value == "SIZE" => Ok(true),
+        Some(Json::String(value)) if value == "NONE" => Ok(false),
+        Some(Json::String(other)) => Err(DynamoError::validation(format!(
+            "1 validation error detected: Value '{other}' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]"
+        ))),
+        Some(_) => Err(DynamoError::serialization(
+            "ReturnItemCollectionMetrics must be a string",
+        )),
+    }
+}
+
+/// The index a read charges alone: an LSI read that fetches nothing from the table. (One that
+/// fetches is reported as the table's in INDEXES: the answer does not split the two yet.)
+fn index_only_read(range: &RangeRequest) -> Option<String> {
+    range
+        .index
+        .as_ref()
+        .filter(|read| !read.fetch_base)
+        .map(|read| read.index.name.clone())
+}
+
+/// ConsumedCapacity INDEXES of a read of one index only: the table's part is 0.
+fn index_read_units(consumed: &mut Json, index: &str, units_milli: u64) {
+    let units = CapacityUnits::from_milli(units_milli).as_f64();
+    consumed["Table"] = json!({ "CapacityUnits": 0.0 });
+    consumed["LocalSecondaryIndexes"] = json!({ index: { "CapacityUnits": units } });
+}
+
+/// ConsumedCapacity INDEXES for a table with local indexes: the units each index's part cost
+/// (`LocalSecondaryIndexes`, by name), and the rest as the table's.
+fn split_local_index_units(
+    consumed: &mut Json,
+    total_milli: u64,
+    indexes: &[shoal_model::index::LocalIndex],
+    units_milli_by_number: &[u64],
+) {
+    let mut by_name = serde_json::Map::new();
+    let mut index_milli = 0u64;
+    for index in indexes {
+        let milli = units_milli_by_number
+            .get(usize::from(index.number))
+            .copied()
+            .unwrap_or(0);
+        if milli > 0 {
+            index_milli += milli;
+            by_name.insert(
+                index.name.clone(),
+                json!({ "CapacityUnits": CapacityUnits::from_milli(milli).as_f64() }),
+            );
+        }
+    }
+    if by_name.is_empty() {
+        return;
+    }
+    let table_milli = total_milli.saturating_sub(index_milli);
+    consumed["Table"] = json!({ "CapacityUnits": CapacityUnits::from_milli(table_milli).as_f64() });
+    consumed["LocalSecondaryIndexes"] = Json::Object(by_name);
+}
+
 impl Router {
     //
     // Each operation parses its request once, here, into a prepared request (every check it
@@ -71,8 +141,9 @@ impl Router {
     async fn single_item(&self, body: Json, operation: ItemOperation) -> Result<Json, DynamoError> {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
+        let metrics = item_collection_metrics(&body)?;
         let deadline = self.deadline();
-        let (key_schema, _) = self.table(&name, deadline).await?;
+        let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
         let (key_member, is_item) = match operation {
             ItemOperation::PutItem => ("Item", true),
             _ => ("Key", false),
@@ -83,7 +154,7 @@ impl Router {
             .ok_or_else(|| DynamoError::missing_member(&key_member.to_ascii_lowercase()))?;
         // The partition key's own checks first, with their messages; then everything else.
         let hash = key_hash(&key_schema, key, is_item)?;
-        let prepared = prepare(operation, &body, &key_schema)?;
+        let prepared = prepare_indexed(operation, &body, &key_schema, &indexes)?;
         let estimate = match &prepared {
             PreparedRequest::Write(write) => {
                 (Operation::Write, write_units(write_estimate_bytes(write)))
@@ -95,8 +166,33 @@ impl Router {
             .await?;
         let mut response = render_result(&reply.result, false)?;
         if report != CapacityReport::None {
-            response["ConsumedCapacity"] =
-                consumed_capacity_json(&name, units_of(&reply, estimate.0), report);
+            let total = units_of(&reply, estimate.0);
+            response["ConsumedCapacity"] = consumed_capacity_json(&name, total, report);
+            if report == CapacityReport::Indexes
+                && let ItemResult::WriteInCollection {
+                    index_write_units_milli,
+                    ..
+                } = &reply.result
+            {
+                split_local_index_units(
+                    &mut response["ConsumedCapacity"],
+                    total,
+                    &indexes,
+                    index_write_units_milli,
+                );
+            }
+        }
+        if metrics
+            && let ItemResult::WriteInCollection {
+                collection_key,
+                collection_bytes,
+                ..
+            } = &reply.result
+        {
+            response["ItemCollectionMetrics"] = json!({
+                "ItemCollectionKey": item_json(collection_key)?,
+                "SizeEstimateRangeGB": shoal_model::index::size_estimate_range_gb(*collection_bytes),
+            });
         }
         Ok(response)
     }
@@ -122,8 +218,8 @@ impl Router {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
-        let (key_schema, _) = self.table(&name, deadline).await?;
-        let prepared = prepare(ItemOperation::Query, &body, &key_schema)?;
+        let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
+        let prepared = prepare_indexed(ItemOperation::Query, &body, &key_schema, &indexes)?;
         let PreparedRequest::Range(range) = &prepared else {
             return Err(DynamoError::internal(
                 "Internal server error (a Query prepared as something else)",
@@ -131,6 +227,7 @@ impl Router {
         };
         let hash = query_hash(range)?;
         let count_only = range.count_only;
+        let index_only = index_only_read(range);
         let estimate = (Operation::Read, read_units(1, consistency(&body)));
         let reply = self
             .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
@@ -139,6 +236,15 @@ impl Router {
         if report != CapacityReport::None {
             response["ConsumedCapacity"] =
                 consumed_capacity_json(&name, reply.read_units_milli, report);
+            if report == CapacityReport::Indexes
+                && let Some(index) = &index_only
+            {
+                index_read_units(
+                    &mut response["ConsumedCapacity"],
+                    index,
+                    reply.read_units_milli,
+                );
+            }
         }
         Ok(response)
     }
@@ -152,9 +258,9 @@ impl Router {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
-        let (key_schema, map) = self.table(&name, deadline).await?;
+        let (key_schema, indexes, map) = self.table_with_indexes(&name, deadline).await?;
         let (segment, segment_numbers) = scan_segment(&body)?;
-        let prepared = prepare(ItemOperation::Scan, &body, &key_schema)?;
+        let prepared = prepare_indexed(ItemOperation::Scan, &body, &key_schema, &indexes)?;
         let PreparedRequest::Range(range) = prepared else {
             return Err(DynamoError::internal(
                 "Internal server error (a Scan prepared as something else)",
@@ -229,8 +335,13 @@ impl Router {
             // answer was rounded on its own (what admission settled), which would report up
             // to a unit per partition too many.
             let page_milli = read_units(scanned_bytes, consistency(&body)).as_milli();
-            response["ConsumedCapacity"] =
-                consumed_capacity_json(&name, page_milli.min(consumed_milli), report);
+            let units = page_milli.min(consumed_milli);
+            response["ConsumedCapacity"] = consumed_capacity_json(&name, units, report);
+            if report == CapacityReport::Indexes
+                && let Some(index) = index_only_read(&range)
+            {
+                index_read_units(&mut response["ConsumedCapacity"], &index, units);
+            }
         }
         Ok(response)
     }
@@ -241,6 +352,7 @@ mod tests {
     use super::*;
     use shoal_model::AttributeValue;
     use shoal_model::key::KeyType;
+    use shoal_model::request::prepare;
 
     #[test]
     fn keys_hash_by_their_partition_key_only() {

@@ -26,10 +26,12 @@ use serde_json::{Map, Value as Json, json};
 use shoal_admission::{
     BillingMode, CapacityUnits, Operation, ReadConsistency, TableAdmission, read_units, write_units,
 };
+use shoal_model::index::LocalIndex;
 use shoal_model::json::value_from_json;
 use shoal_model::key::{KeySchema, partition_hash, storage_key_hash};
 use shoal_model::request::{
-    GetRequest, ItemOperation, PreparedRequest, RangeRequest, WriteKind, WriteRequest, prepare,
+    GetRequest, ItemOperation, PreparedRequest, RangeRequest, WriteKind, WriteRequest,
+    prepare_indexed,
 };
 use shoal_model::value::item_size_bytes;
 use shoal_wire::messages::{ItemResult, MembershipWire, NodeRequest, NodeResponse};
@@ -588,6 +590,24 @@ impl Router {
             .get(name)
             .map(|state| (state.record.key_schema.clone(), state.map.clone()))
             .ok_or_else(DynamoError::resource_not_found)
+    }
+
+    /// [`Router::table`] with the table's local secondary indexes, which every write carries
+    /// (its leader maintains their entries) and Query and Scan may read.
+    async fn table_with_indexes(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(KeySchema, Vec<LocalIndex>, PartitionMap), DynamoError> {
+        let (key_schema, map) = self.table(name, deadline).await?;
+        // No await since `table` filled the cache: the indexes are the same record's.
+        let indexes = self
+            .tables
+            .borrow()
+            .get(name)
+            .map(|state| state.record.local_indexes.clone())
+            .unwrap_or_default();
+        Ok((key_schema, indexes, map))
     }
 
     fn admit(

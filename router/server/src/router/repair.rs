@@ -466,6 +466,7 @@ mod tests {
             changed_at_ms: 0,
             settings: Default::default(),
             time_to_live: Default::default(),
+            local_indexes: Vec::new(),
         }
     }
 

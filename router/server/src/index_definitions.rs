@@ -1,0 +1,575 @@
+//! CreateTable's LocalSecondaryIndexes and GlobalSecondaryIndexes: parsed and checked with
+//! DynamoDB's rules and messages, in DynamoDB's order (the shape of each index first, then the
+//! table's key schema, then each LSI, then each GSI, then the attribute definitions every index
+//! uses, then the projection and throughput rules).
+//!
+//! Sources of the wording: dynalite's validations/createTable.js (its suite runs against
+//! DynamoDB), moto's `_throw_attr_error` (moto/dynamodb/responses.py), and recorded DynamoDB
+//! responses quoted in public issue threads (router/server/README.md).
+
+use serde_json::Value as Json;
+use shoal_model::index::{
+    GLOBAL_SECONDARY_INDEXES_MAX, INDEX_NAME_BYTES_MAX, INDEX_NAME_BYTES_MIN,
+    LOCAL_SECONDARY_INDEXES_MAX, LocalIndex, PROJECTED_NON_KEY_ATTRIBUTES_MAX, Projection,
+};
+use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
+
+use crate::error::DynamoError;
+use crate::metadata::Billing;
+use crate::validate::{Throughput, constraint_violations, provisioned_throughput};
+
+const INVALID: &str = "One or more parameter values were invalid: ";
+
+/// A global secondary index as CreateTable asked for it (checked, not yet built: CreateTable
+/// refuses it after every check, see [`check_globals_supported`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalIndex {
+    pub name: String,
+    pub key_schema: KeySchema,
+    pub projection: Projection,
+    pub throughput: Option<Throughput>,
+}
+
+/// The checked secondary indexes of a CreateTable request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecondaryIndexes {
+    pub local: Vec<LocalIndex>,
+    pub global: Vec<GlobalIndex>,
+}
+
+/// One index as the request gives it, after the shape checks.
+struct IndexRequest<'body> {
+    name: String,
+    /// (attribute name, key type name) as listed.
+    elements: Vec<(String, String)>,
+    projection_type: Option<&'body str>,
+    non_key_attributes: Option<Vec<String>>,
+    body: &'body Json,
+}
+
+/// Which list an index came from: the request member and its path in constraint messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Local,
+    Global,
+}
+
+impl Kind {
+    fn member(self) -> &'static str {
+        match self {
+            Kind::Local => "LocalSecondaryIndexes",
+            Kind::Global => "GlobalSecondaryIndexes",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Local => "localSecondaryIndexes",
+            Kind::Global => "globalSecondaryIndexes",
+        }
+    }
+}
+
+fn list(body: &Json, kind: Kind) -> Result<Option<&Vec<Json>>, DynamoError> {
+    match body.get(kind.member()) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Array(list)) => Ok(Some(list)),
+        Some(_) => Err(DynamoError::serialization(&format!(
+            "{} must be a list",
+            kind.member()
+        ))),
+    }
+}
+
+/// The shape checks of one list (the generic validator's "N validation errors detected"),
+/// reported together as DynamoDB reports them.
+fn shaped<'body>(list: &'body [Json], kind: Kind) -> Result<Vec<IndexRequest<'body>>, DynamoError> {
+    let mut problems = Vec::new();
+    let mut indexes = Vec::with_capacity(list.len());
+    for (position, index) in list.iter().enumerate() {
+        let at = format!("{}.{}.member", kind.path(), position + 1);
+        let name = match index.get("IndexName") {
+            Some(Json::String(name)) => name.clone(),
+            None | Some(Json::Null) => {
+                problems.push(format!(
+                    "Value null at '{at}.indexName' failed to satisfy constraint: Member must not be null"
+                ));
+                String::new()
+            }
+            Some(_) => return Err(DynamoError::serialization("IndexName must be a string")),
+        };
+        if !name.is_empty() || index.get("IndexName").is_some_and(Json::is_string) {
+            if !name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
+            {
+                problems.push(format!(
+                    "Value '{name}' at '{at}.indexName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+                ));
+            }
+            if name.len() < INDEX_NAME_BYTES_MIN {
+                problems.push(format!(
+                    "Value '{name}' at '{at}.indexName' failed to satisfy constraint: Member must have length greater than or equal to {INDEX_NAME_BYTES_MIN}"
+                ));
+            }
+            if name.len() > INDEX_NAME_BYTES_MAX {
+                problems.push(format!(
+                    "Value '{name}' at '{at}.indexName' failed to satisfy constraint: Member must have length less than or equal to {INDEX_NAME_BYTES_MAX}"
+                ));
+            }
+        }
+        let mut elements = Vec::new();
+        match index.get("KeySchema") {
+            None | Some(Json::Null) => problems.push(format!(
+                "Value null at '{at}.keySchema' failed to satisfy constraint: Member must not be null"
+            )),
+            Some(Json::Array(schema)) => {
+                if schema.is_empty() || schema.len() > 2 {
+                    let bound = if schema.is_empty() {
+                        "Member must have length greater than or equal to 1"
+                    } else {
+                        "Member must have length less than or equal to 2"
+                    };
+                    problems.push(format!(
+                        "Value '{}' at '{at}.keySchema' failed to satisfy constraint: {bound}",
+                        Json::Array(schema.clone())
+                    ));
+                }
+                for (element_position, element) in schema.iter().enumerate() {
+                    let element_at = format!("{at}.keySchema.{}.member", element_position + 1);
+                    let attribute = element.get("AttributeName").and_then(Json::as_str);
+                    let key_type = element.get("KeyType").and_then(Json::as_str);
+                    if attribute.is_none() {
+                        problems.push(format!(
+                            "Value null at '{element_at}.attributeName' failed to satisfy constraint: Member must not be null"
+                        ));
+                    }
+                    match key_type {
+                        None => problems.push(format!(
+                            "Value null at '{element_at}.keyType' failed to satisfy constraint: Member must not be null"
+                        )),
+                        Some(key_type) if key_type != "HASH" && key_type != "RANGE" => {
+                            problems.push(format!(
+                                "Value '{key_type}' at '{element_at}.keyType' failed to satisfy constraint: Member must satisfy enum value set: [HASH, RANGE]"
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                    if let (Some(attribute), Some(key_type)) = (attribute, key_type) {
+                        elements.push((attribute.to_string(), key_type.to_string()));
+                    }
+                }
+            }
+            Some(_) => return Err(DynamoError::serialization("KeySchema must be a list")),
+        }
+        let mut projection_type = None;
+        let mut non_key_attributes = None;
+        match index.get("Projection") {
+            None | Some(Json::Null) => problems.push(format!(
+                "Value null at '{at}.projection' failed to satisfy constraint: Member must not be null"
+            )),
+            Some(Json::Object(projection)) => {
+                match projection.get("ProjectionType") {
+                    None | Some(Json::Null) => {}
+                    Some(Json::String(name)) => {
+                        if !matches!(name.as_str(), "ALL" | "KEYS_ONLY" | "INCLUDE") {
+                            problems.push(format!(
+                                "Value '{name}' at '{at}.projection.projectionType' failed to satisfy constraint: Member must satisfy enum value set: [ALL, INCLUDE, KEYS_ONLY]"
+                            ));
+                        }
+                        projection_type = Some(name.as_str());
+                    }
+                    Some(_) => {
+                        return Err(DynamoError::serialization("ProjectionType must be a string"));
+                    }
+                }
+                match projection.get("NonKeyAttributes") {
+                    None | Some(Json::Null) => {}
+                    Some(Json::Array(names)) => {
+                        if names.is_empty() {
+                            problems.push(format!(
+                                "Value '[]' at '{at}.projection.nonKeyAttributes' failed to satisfy constraint: Member must have length greater than or equal to 1"
+                            ));
+                        }
+                        let names = names
+                            .iter()
+                            .map(|name| name.as_str().map(str::to_string))
+                            .collect::<Option<Vec<String>>>()
+                            .ok_or_else(|| {
+                                DynamoError::serialization("NonKeyAttributes must be strings")
+                            })?;
+                        non_key_attributes = Some(names);
+                    }
+                    Some(_) => {
+                        return Err(DynamoError::serialization("NonKeyAttributes must be a list"));
+                    }
+                }
+            }
+            Some(_) => return Err(DynamoError::serialization("Projection must be a structure")),
+        }
+        indexes.push(IndexRequest {
+            name,
+            elements,
+            projection_type,
+            non_key_attributes,
+            body: index,
+        });
+    }
+    constraint_violations(problems)?;
+    Ok(indexes)
+}
+
+/// The rules every index shares, in DynamoDB's order: key attributes defined, distinct, HASH
+/// then RANGE; the projection.
+fn check_common(
+    index: &IndexRequest<'_>,
+    definitions: &[(String, KeyType)],
+) -> Result<(Vec<KeyAttribute>, Projection), DynamoError> {
+    let mut attributes = Vec::with_capacity(index.elements.len());
+    for (name, _) in &index.elements {
+        match definitions.iter().find(|(defined, _)| defined == name) {
+            Some((_, key_type)) => attributes.push(KeyAttribute {
+                name: name.clone(),
+                key_type: *key_type,
+            }),
+            None => {
+                let keys: Vec<&str> = index
+                    .elements
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                let defined: Vec<&str> =
+                    definitions.iter().map(|(name, _)| name.as_str()).collect();
+                return Err(DynamoError::validation(format!(
+                    "{INVALID}Some index key attributes are not defined in AttributeDefinitions. Keys: [{}], AttributeDefinitions: [{}]",
+                    keys.join(", "),
+                    defined.join(", ")
+                )));
+            }
+        }
+    }
+    if let [first, second] = &index.elements[..]
+        && first.0 == second.0
+    {
+        return Err(DynamoError::validation(
+            "Both the Hash Key and the Range Key element in the KeySchema have the same name",
+        ));
+    }
+    if index
+        .elements
+        .first()
+        .is_some_and(|(_, key_type)| key_type != "HASH")
+    {
+        return Err(DynamoError::validation(
+            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
+        ));
+    }
+    if index
+        .elements
+        .get(1)
+        .is_some_and(|(_, key_type)| key_type != "RANGE")
+    {
+        return Err(DynamoError::validation(
+            "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
+        ));
+    }
+    Ok((attributes, projection(index)?))
+}
+
+fn projection(index: &IndexRequest<'_>) -> Result<Projection, DynamoError> {
+    let Some(projection_type) = index.projection_type else {
+        return Err(DynamoError::validation(format!(
+            "{INVALID}Unknown ProjectionType: null"
+        )));
+    };
+    match (projection_type, &index.non_key_attributes) {
+        ("INCLUDE", None) => Err(DynamoError::validation(format!(
+            "{INVALID}ProjectionType is INCLUDE, but NonKeyAttributes is not specified"
+        ))),
+        ("INCLUDE", Some(names)) => {
+            for (position, name) in names.iter().enumerate() {
+                if names[..position].contains(name) {
+                    return Err(DynamoError::validation(format!(
+                        "{INVALID}Duplicate element in NonKeyAttributes: {name}"
+                    )));
+                }
+            }
+            Ok(Projection::Include(names.clone()))
+        }
+        (other, Some(_)) => Err(DynamoError::validation(format!(
+            "{INVALID}ProjectionType is {other}, but NonKeyAttributes is specified"
+        ))),
+        ("KEYS_ONLY", None) => Ok(Projection::KeysOnly),
+        _ => Ok(Projection::All),
+    }
+}
+
+fn check_unique_name(names: &mut Vec<String>, name: &str) -> Result<(), DynamoError> {
+    if names.iter().any(|existing| existing == name) {
+        return Err(DynamoError::validation(format!(
+            "{INVALID}Duplicate index name: {name}"
+        )));
+    }
+    names.push(name.to_string());
+    Ok(())
+}
+
+/// Whether the request names any secondary index (DynamoDB words its attribute-definition
+/// rules differently then).
+pub fn requested(body: &Json) -> bool {
+    [Kind::Local, Kind::Global].iter().any(|kind| {
+        body.get(kind.member())
+            .is_some_and(|value| !value.is_null())
+    })
+}
+
+/// The shape checks of both lists, which DynamoDB makes before any rule about keys.
+pub fn check_shapes(body: &Json) -> Result<(), DynamoError> {
+    for kind in [Kind::Local, Kind::Global] {
+        if let Some(list) = list(body, kind)? {
+            shaped(list, kind)?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses and checks CreateTable's secondary indexes for a table with `table` as its key
+/// schema and `definitions` as its attribute definitions, then that every definition is used.
+pub fn secondary_indexes(
+    body: &Json,
+    table: &KeySchema,
+    definitions: &[(String, KeyType)],
+    billing: Billing,
+) -> Result<SecondaryIndexes, DynamoError> {
+    let mut names = Vec::new();
+    let mut indexes = SecondaryIndexes::default();
+    let mut used: Vec<String> = table.attributes().map(|key| key.name.clone()).collect();
+    if let Some(list) = list(body, Kind::Local)? {
+        if list.is_empty() {
+            return Err(DynamoError::validation(format!(
+                "{INVALID}List of LocalSecondaryIndexes is empty"
+            )));
+        }
+        if table.sort.is_none() {
+            return Err(DynamoError::validation(format!(
+                "{INVALID}Table KeySchema does not have a range key, which is required when specifying a LocalSecondaryIndex"
+            )));
+        }
+        for (position, index) in shaped(list, Kind::Local)?.iter().enumerate() {
+            let (attributes, projection) = check_common(index, definitions)?;
+            let [hash, sort] = &attributes[..] else {
+                return Err(DynamoError::validation(format!(
+                    "{INVALID}Index KeySchema does not have a range key for index: {}",
+                    index.name
+                )));
+            };
+            if hash.name != table.partition.name {
+                return Err(DynamoError::validation(format!(
+                    "{INVALID}Index KeySchema does not have the same leading hash key as table KeySchema for index: {}. index hash key: {}, table hash key: {}",
+                    index.name, hash.name, table.partition.name
+                )));
+            }
+            check_unique_name(&mut names, &index.name)?;
+            used.push(sort.name.clone());
+            indexes.local.push(LocalIndex {
+                name: index.name.clone(),
+                // At most LOCAL_SECONDARY_INDEXES_MAX (checked below, before anything is kept).
+                number: u8::try_from(position).unwrap_or(u8::MAX),
+                sort_key: sort.clone(),
+                projection,
+            });
+        }
+        if list.len() > LOCAL_SECONDARY_INDEXES_MAX {
+            return Err(DynamoError::validation(format!(
+                "{INVALID}Number of LocalSecondaryIndexes exceeds per-table limit of {LOCAL_SECONDARY_INDEXES_MAX}"
+            )));
+        }
+    }
+    if let Some(list) = list(body, Kind::Global)? {
+        if list.is_empty() {
+            return Err(DynamoError::validation(format!(
+                "{INVALID}List of GlobalSecondaryIndexes is empty"
+            )));
+        }
+        for index in shaped(list, Kind::Global)? {
+            let (attributes, projection) = check_common(&index, definitions)?;
+            check_unique_name(&mut names, &index.name)?;
+            used.extend(attributes.iter().map(|key| key.name.clone()));
+            let mut attributes = attributes.into_iter();
+            let Some(partition) = attributes.next() else {
+                return Err(DynamoError::missing_member(
+                    "globalSecondaryIndexes.member.keySchema",
+                ));
+            };
+            indexes.global.push(GlobalIndex {
+                name: index.name.clone(),
+                key_schema: KeySchema {
+                    partition,
+                    sort: attributes.next(),
+                },
+                projection,
+                throughput: provisioned_throughput(index.body)?,
+            });
+        }
+        if list.len() > GLOBAL_SECONDARY_INDEXES_MAX {
+            return Err(DynamoError::validation(format!(
+                "{INVALID}GlobalSecondaryIndex count exceeds the per-table limit of {GLOBAL_SECONDARY_INDEXES_MAX}"
+            )));
+        }
+    }
+    let mut keys_used: Vec<&str> = Vec::new();
+    for name in &used {
+        if !keys_used.contains(&name.as_str()) {
+            keys_used.push(name);
+        }
+    }
+    if definitions.len() > keys_used.len() {
+        let defined: Vec<&str> = definitions.iter().map(|(name, _)| name.as_str()).collect();
+        return Err(DynamoError::validation(format!(
+            "{INVALID}Some AttributeDefinitions are not used. AttributeDefinitions: [{}], keys used: [{}]",
+            defined.join(", "),
+            keys_used.join(", ")
+        )));
+    }
+    let projected: usize = indexes
+        .local
+        .iter()
+        .map(|index| &index.projection)
+        .chain(indexes.global.iter().map(|index| &index.projection))
+        .map(|projection| match projection {
+            Projection::Include(names) => names.len(),
+            _ => 0,
+        })
+        .sum();
+    if projected > PROJECTED_NON_KEY_ATTRIBUTES_MAX {
+        return Err(DynamoError::validation(format!(
+            "{INVALID}Number of projected attributes in all indexes exceeds limit of {PROJECTED_NON_KEY_ATTRIBUTES_MAX}"
+        )));
+    }
+    for index in &indexes.global {
+        match (billing, index.throughput) {
+            (Billing::PayPerRequest, Some(_)) => {
+                return Err(DynamoError::validation(format!(
+                    "{INVALID}ProvisionedThroughput should not be specified for index: {} when BillingMode is PAY_PER_REQUEST",
+                    index.name
+                )));
+            }
+            (Billing::Provisioned { .. }, None) => {
+                return Err(DynamoError::validation(format!(
+                    "{INVALID}ProvisionedThroughput is not specified for index: {}",
+                    index.name
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(indexes)
+}
+
+/// GSIs are checked like DynamoDB checks them, then refused: Shoal does not maintain them yet,
+/// and an index that is accepted but not maintained would answer queries wrongly.
+pub fn check_globals_supported(indexes: &SecondaryIndexes) -> Result<(), DynamoError> {
+    match indexes.global.first() {
+        None => Ok(()),
+        Some(index) => Err(DynamoError::validation(format!(
+            "GlobalSecondaryIndexes are not supported by this server yet (index {}): only LocalSecondaryIndexes are maintained",
+            index.name
+        ))),
+    }
+}
+
+/// The metadata item's `local_indexes` member (metadata invariant 2: absent in items of tables
+/// without indexes and in items written before indexes existed): a list of maps
+/// `{name: S, number: N, sort_name: S, sort_type: S, projection: S, non_key: L of S}`.
+pub fn local_indexes_json(indexes: &[LocalIndex]) -> Json {
+    let list: Vec<Json> = indexes
+        .iter()
+        .map(|index| {
+            let mut map = serde_json::json!({
+                "name": {"S": index.name},
+                "number": {"N": index.number.to_string()},
+                "sort_name": {"S": index.sort_key.name},
+                "sort_type": {"S": index.sort_key.key_type.type_name()},
+                "projection": {"S": index.projection.type_name()},
+            });
+            if let Projection::Include(names) = &index.projection {
+                let names: Vec<Json> = names
+                    .iter()
+                    .map(|name| serde_json::json!({"S": name}))
+                    .collect();
+                map["non_key"] = serde_json::json!({"L": names});
+            }
+            serde_json::json!({"M": map})
+        })
+        .collect();
+    serde_json::json!({"L": list})
+}
+
+fn corrupt(what: &str) -> DynamoError {
+    DynamoError::internal(format!(
+        "Internal server error (metadata item: local_indexes {what})"
+    ))
+}
+
+fn text<'item>(map: &'item Json, name: &str) -> Result<&'item str, DynamoError> {
+    map.get(name)
+        .and_then(|value| value.get("S"))
+        .and_then(Json::as_str)
+        .ok_or_else(|| corrupt(&format!("{name} is not a string")))
+}
+
+/// Reads [`local_indexes_json`]'s form back; `None` (no member) is a table without LSIs.
+pub fn local_indexes_from(member: Option<&Json>) -> Result<Vec<LocalIndex>, DynamoError> {
+    let Some(member) = member else {
+        return Ok(Vec::new());
+    };
+    let list = member
+        .get("L")
+        .and_then(Json::as_array)
+        .ok_or_else(|| corrupt("is not a list"))?;
+    list.iter()
+        .map(|entry| {
+            let map = entry
+                .get("M")
+                .ok_or_else(|| corrupt("entry is not a map"))?;
+            let number = map
+                .get("number")
+                .and_then(|value| value.get("N"))
+                .and_then(Json::as_str)
+                .and_then(|text| text.parse::<u8>().ok())
+                .ok_or_else(|| corrupt("number is not a small number"))?;
+            let projection = match text(map, "projection")? {
+                "ALL" => Projection::All,
+                "KEYS_ONLY" => Projection::KeysOnly,
+                "INCLUDE" => Projection::Include(
+                    map.get("non_key")
+                        .and_then(|value| value.get("L"))
+                        .and_then(Json::as_array)
+                        .ok_or_else(|| corrupt("non_key is not a list"))?
+                        .iter()
+                        .map(|name| {
+                            name.get("S")
+                                .and_then(Json::as_str)
+                                .map(str::to_string)
+                                .ok_or_else(|| corrupt("non_key holds a non-string"))
+                        })
+                        .collect::<Result<Vec<String>, DynamoError>>()?,
+                ),
+                _ => return Err(corrupt("projection is unknown")),
+            };
+            Ok(LocalIndex {
+                name: text(map, "name")?.to_string(),
+                number,
+                sort_key: KeyAttribute {
+                    name: text(map, "sort_name")?.to_string(),
+                    key_type: crate::metadata::key_type_from_name(text(map, "sort_type")?)
+                        .ok_or_else(|| corrupt("sort_type is unknown"))?,
+                },
+                projection,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
