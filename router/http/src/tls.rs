@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
@@ -195,23 +195,48 @@ pub enum HandshakeFailure {
     Failed,
 }
 
-/// Takes a freshly accepted connection through the TLS handshake, within `timeout` in all.
-/// Never panics on what the client sends; every failure closes the connection.
+/// What a TLS port answers a client whose first byte is not a TLS handshake record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaintextAnswer {
+    /// A `400` saying to use `https://`, when the first byte looks like an HTTP method (the
+    /// DynamoDB API's port).
+    Http,
+    /// Nothing: the connection closes (the native protocol's port, whose clients would not
+    /// read an HTTP answer).
+    Close,
+}
+
+/// Takes a freshly accepted connection of the HTTP API through the TLS handshake, within
+/// `timeout` in all. Never panics on what the client sends; every failure closes the
+/// connection.
 pub async fn accept(
     acceptor: &TlsAcceptor,
     mut stream: TcpStream,
     timeout: Duration,
 ) -> Result<TlsStream<TcpStream>, HandshakeFailure> {
     let deadline = std::time::Instant::now() + timeout;
+    screen(&mut stream, timeout, PlaintextAnswer::Http).await?;
+    let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+    handshake(acceptor, stream, remaining).await
+}
+
+/// Waits (within `timeout`) for the connection's first byte, without consuming it, and refuses
+/// the connection unless it starts a TLS handshake record: plaintext is never handed to
+/// rustls, and a plaintext HTTP client learns why it is refused.
+pub async fn screen(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    answer: PlaintextAnswer,
+) -> Result<(), HandshakeFailure> {
     let mut first = [0u8; 1];
     let peeked =
         glommio::timer::timeout(timeout, async { Ok(stream.peek(&mut first).await) }).await;
     match peeked {
-        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => Ok(()),
         Ok(Ok(1)) => {
             // A method name starts with a capital letter: answer in HTTP, which is what the
             // client speaks. Anything else gets no answer. Best effort: the client may be gone.
-            if first[0].is_ascii_uppercase() {
+            if answer == PlaintextAnswer::Http && first[0].is_ascii_uppercase() {
                 // Read what the client sent first (one read, bounded): closing a socket with
                 // unread bytes resets it, and the client would see the reset, not the answer.
                 let mut request = vec![0u8; PLAINTEXT_READ_BYTES_MAX];
@@ -228,13 +253,21 @@ pub async fn accept(
                 .await;
             }
             let _ = stream.close().await;
-            return Err(HandshakeFailure::NotTls);
+            Err(HandshakeFailure::NotTls)
         }
-        Ok(Ok(_)) | Ok(Err(_)) => return Err(HandshakeFailure::Failed),
-        Err(_) => return Err(HandshakeFailure::TimedOut),
+        Ok(Ok(_)) | Ok(Err(_)) => Err(HandshakeFailure::Failed),
+        Err(_) => Err(HandshakeFailure::TimedOut),
     }
-    let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-    match glommio::timer::timeout(remaining, async { Ok(acceptor.accept(stream).await) }).await {
+}
+
+/// The TLS handshake over `stream` (a screened connection, or a handle to one), within
+/// `timeout`.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+    timeout: Duration,
+) -> Result<TlsStream<S>, HandshakeFailure> {
+    match glommio::timer::timeout(timeout, async { Ok(acceptor.accept(stream).await) }).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(_)) => Err(HandshakeFailure::Failed),
         Err(_) => Err(HandshakeFailure::TimedOut),

@@ -589,10 +589,18 @@ pub fn run(options: &DevOptions) -> ExitCode {
             certificate.parent().unwrap_or(&options.data_dir).display()
         );
     }
-    println!(
-        "  native protocol: {}  (shoal table list --endpoint {})",
-        layout.native, layout.native
-    );
+    match &dev_certificate {
+        None => println!(
+            "  native protocol: {}  (shoal table list --endpoint {})",
+            layout.native, layout.native
+        ),
+        Some((certificate, _)) => println!(
+            "  native protocol: {} over TLS  (shoal table list --endpoint {} --ca-bundle {})",
+            layout.native,
+            layout.native,
+            certificate.display()
+        ),
+    }
     for (id, bus, admin, _) in &layout.nodes {
         println!("  node {id}: bus {bus}, metrics http://{admin}/metrics");
     }

@@ -394,7 +394,7 @@ async fn serve(
         HttpConfig::new(options.http, endpoint.clone(), options.http.port().into());
     http_config.region = options.region.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    http_config.tls = tls;
+    http_config.tls = tls.clone();
     let keys = match options.auth {
         AuthMode::Sigv4 => {
             let nodes: Vec<NodeAddress> = options
@@ -442,7 +442,8 @@ async fn serve(
         .map_err(|error| format!("cannot listen on --http {}: {error}", options.http))?;
     tracing::info!(%address, scheme, "router serving the DynamoDB API");
     println!("shoal router: DynamoDB API on {scheme}://{address}");
-    let native = crate::native::start(native, router)
+    let native_tls = tls.is_some();
+    let native = crate::native::start(native, router, tls)
         .map_err(|error| format!("cannot listen on --native {native}: {error}"))?;
     tracing::info!(address = %native, "router serving the native protocol");
     if options.auth == AuthMode::Sigv4 && !native.ip().is_loopback() {
@@ -451,7 +452,11 @@ async fn serve(
             "the native protocol does not authenticate its connections yet: anyone who reaches it can read and change every table; bind --native to loopback or firewall it"
         );
     }
-    println!("shoal router: native protocol on {native}");
+    if native_tls {
+        println!("shoal router: native protocol on {native} (TLS)");
+    } else {
+        println!("shoal router: native protocol on {native}");
+    }
     // Serve until the process is stopped.
     loop {
         glommio::timer::sleep(Duration::from_secs(3600)).await;
