@@ -219,3 +219,34 @@ impl Read for SessionReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_ca_bundle_or_server_name_is_named_in_the_error() {
+        let directory =
+            std::env::temp_dir().join(format!("shoal-client-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let missing = directory.join("missing.pem");
+        let error = TlsSettings::from_ca_bundle(&missing, "127.0.0.1").unwrap_err();
+        assert!(
+            error.contains("cannot read the CA bundle") && error.contains("missing.pem"),
+            "{error}"
+        );
+        let empty = directory.join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").unwrap();
+        let error = TlsSettings::from_ca_bundle(&empty, "127.0.0.1").unwrap_err();
+        assert!(error.contains("holds no PEM certificate"), "{error}");
+        let garbled = directory.join("garbled.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let error = TlsSettings::from_ca_bundle(&garbled, "127.0.0.1").unwrap_err();
+        assert!(error.contains("not valid PEM"), "{error}");
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}

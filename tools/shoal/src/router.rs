@@ -10,6 +10,10 @@
 //! a key of the cluster (`shoal auth create-key`), and the key's role and tables are checked
 //! before the operation runs, so a refused request costs no capacity. The keys are read from
 //! the metadata every few seconds (`shoal_router::access::KeyCache`).
+//!
+//! TLS: with `--tls-cert` and `--tls-key` (or `tls_cert`/`tls_key` in the file), read and
+//! checked before anything else starts, the HTTP API and the native port speak TLS only, with
+//! that certificate (router/http/src/tls.rs); without them, plaintext only.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
