@@ -661,6 +661,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_dev_certificate_is_made_once_and_kept_while_usable() {
+        let directory = tempfile::tempdir().unwrap();
+        let (certificate, key, fresh) = ensure_dev_certificate(directory.path()).unwrap();
+        assert!(fresh);
+        assert_eq!(certificate, directory.path().join("tls/cert.pem"));
+        let mode = std::fs::metadata(&key).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let pem = std::fs::read(&certificate).unwrap();
+        // The router accepts the pair.
+        shoal_http::tls::server_config(&certificate, &key).unwrap();
+        let (_, _, fresh) = ensure_dev_certificate(directory.path()).unwrap();
+        assert!(!fresh);
+        assert_eq!(
+            std::fs::read(&certificate).unwrap(),
+            pem,
+            "kept, not remade"
+        );
+        // A pair that no longer serves is reported, not silently replaced.
+        std::fs::write(&key, "garbage\n").unwrap();
+        let error = ensure_dev_certificate(directory.path()).unwrap_err();
+        assert!(error.contains("holds no PEM private key"), "{error}");
+        assert!(
+            error.contains("to have shoal dev --tls make a new pair"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn restart_delays_double_to_their_cap_and_start_over_after_a_long_uptime() {
         let mut backoff = RestartBackoff::new();
         let short = Duration::from_millis(10);
