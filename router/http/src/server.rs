@@ -142,9 +142,10 @@ pub struct HttpServer<A: Api> {
 }
 
 /// Why TLS handshakes failed, as /metrics counts them.
-pub const TLS_HANDSHAKE_FAILURES: [(HandshakeFailure, &str); 3] = [
+pub const TLS_HANDSHAKE_FAILURES: [(HandshakeFailure, &str); 4] = [
     (HandshakeFailure::NotTls, "not_tls"),
     (HandshakeFailure::TimedOut, "timed_out"),
+    (HandshakeFailure::Closed, "closed"),
     (HandshakeFailure::Failed, "failed"),
 ];
 

@@ -190,6 +190,9 @@ pub enum HandshakeFailure {
     NotTls,
     /// The client did not finish the handshake within [`TLS_HANDSHAKE_TIMEOUT`].
     TimedOut,
+    /// The client closed the connection before sending a byte (a load balancer's TCP health
+    /// check, a port scan): counted apart, so that `Failed` means failed handshakes.
+    Closed,
     /// The handshake failed (no common version or cipher suite, the client refused our
     /// certificate, a malformed message) or the connection broke.
     Failed,
@@ -255,7 +258,8 @@ pub async fn screen(
             let _ = stream.close().await;
             Err(HandshakeFailure::NotTls)
         }
-        Ok(Ok(_)) | Ok(Err(_)) => Err(HandshakeFailure::Failed),
+        Ok(Ok(_)) => Err(HandshakeFailure::Closed),
+        Ok(Err(_)) => Err(HandshakeFailure::Failed),
         Err(_) => Err(HandshakeFailure::TimedOut),
     }
 }
