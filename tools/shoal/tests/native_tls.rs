@@ -3,7 +3,8 @@
 //! shoal-client's blocking client trusting that certificate (a table, an item written and read
 //! back, requests pipelined on one TLS connection), a client trusting another CA (refused in
 //! the handshake, not retried), a plaintext client (refused, while TLS clients go on being
-//! served), and the CLI's `--ca-bundle`. One cluster, under a watchdog that fails loudly.
+//! served), the glommio client (which refuses a TLS config), and the CLI's `--ca-bundle`. One
+//! cluster, under a watchdog that fails loudly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,10 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use glommio::{LocalExecutorBuilder, Placement};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
-use shoal_client::{Client, ClientConfig, ClientError, Operation, TlsSettings};
+use shoal_client::{AsyncClient, Client, ClientConfig, ClientError, Operation, TlsSettings};
 
 const WATCHDOG: Duration = Duration::from_secs(120);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(45);
@@ -200,6 +202,19 @@ fn native_protocol_over_tls_through_shoal_dev() {
     let refused = Client::connect(plaintext).and_then(|client| client.list_tables(&json!({})));
     assert!(refused.is_err(), "{refused:?}");
     assert!(client.list_tables(&json!({})).is_ok());
+
+    // The glommio client does not speak TLS yet: it refuses the config rather than connect in
+    // plaintext.
+    let config = cluster.config(&cluster.certificate());
+    let refused = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .unwrap()
+        .run(async move { AsyncClient::connect(config).await.err() });
+    assert!(
+        matches!(refused, Some(ClientError::InvalidRequest(ref reason)) if reason.contains("TLS")),
+        "{refused:?}"
+    );
 
     // The CLI: with --ca-bundle it works, without it does not.
     let certificate = cluster.certificate().display().to_string();
