@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -102,9 +103,17 @@ def _pick_base_port():
     raise RuntimeError("no free port range for shoal dev")
 
 
-def _healthy(port):
+def _healthy(port, ca_path=None):
+    """Whether the router answers its health check; over HTTPS, trusting `ca_path`, when
+    given (`shoal dev --tls`, whose certificate appears once `shoal dev` made it)."""
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        if ca_path is None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        else:
+            if not pathlib.Path(ca_path).exists():
+                return False
+            context = ssl.create_default_context(cafile=str(ca_path))
+            connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
         connection.request("GET", "/")
         response = connection.getresponse()
         response.read()
@@ -130,8 +139,9 @@ def dev_cluster():
 
 @contextlib.contextmanager
 def dev_cluster_logged(extra_args=()):
-    """`dev_cluster` with more `shoal dev` arguments (`--auth`), yielding the URL and the path
-    of the cluster's log (where `shoal dev --auth` prints its key)."""
+    """`dev_cluster` with more `shoal dev` arguments (`--auth`, `--tls`), yielding the URL and
+    the path of the cluster's log (where `shoal dev --auth` prints its key). With `--tls` the
+    URL is https:// and the certificate to trust is `dev_tls_certificate(log_path)`."""
     binary = _shoal_binary()
     data_dir = tempfile.mkdtemp(prefix="shoal-conformance-")
     port = _pick_base_port()
@@ -151,13 +161,15 @@ def dev_cluster_logged(extra_args=()):
 
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(port):
+        tls = "--tls" in extra_args
+        ca_path = dev_tls_certificate(log_path) if tls else None
+        while not _healthy(port, ca_path):
             if process.poll() is not None:
                 raise RuntimeError(f"shoal dev exited with {process.returncode}:\n{log_tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"shoal dev not healthy within {STARTUP_TIMEOUT_S}s:\n{log_tail()}")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}", log_path
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}", log_path
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -176,6 +188,12 @@ def dev_cluster_logged(extra_args=()):
             print(f"shoal dev data and log kept in {data_dir}")
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def dev_tls_certificate(log_path):
+    """Where `shoal dev --tls` keeps its self-signed certificate (`<data-dir>/tls/cert.pem`),
+    for the cluster whose log is `log_path`."""
+    return pathlib.Path(log_path).parent / "data" / "tls" / "cert.pem"
 
 
 @pytest.fixture(scope="session")

@@ -141,6 +141,7 @@ fn client_error_kind(error: &ClientError) -> OpError {
         ClientError::Timeout => "Timeout".to_string(),
         ClientError::InvalidRequest(_) => "InvalidRequest".to_string(),
         ClientError::Protocol(_) => "Protocol".to_string(),
+        ClientError::Tls(_) => "Tls".to_string(),
     })
 }
 

@@ -11,7 +11,7 @@
 //!    request has been told (`ConnectionLost`); the pool replaces it on next use.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -28,6 +28,7 @@ use crate::limits::{
     REQUESTS_IN_FLIGHT_PER_CONNECTION_DEFAULT,
 };
 use crate::retry::{RetryPolicy, retryable};
+use crate::tls::{Session, SessionReader, TlsSettings};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -43,6 +44,9 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Seeds the backoff jitter (reproducible in tests).
     pub seed: u64,
+    /// Speak TLS to a router whose native port does (`shoal router --tls-cert`), trusting
+    /// these settings' CA bundle. `None`: plaintext.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ClientConfig {
@@ -55,6 +59,7 @@ impl ClientConfig {
             requests_in_flight_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_DEFAULT,
             retry: RetryPolicy::default(),
             seed: crate::retry::jitter_seed(),
+            tls: None,
         }
     }
 }
@@ -97,9 +102,31 @@ impl ConnectionShared {
     }
 }
 
+/// The writing side of a connection: the socket, or the socket and its TLS session.
+enum Writer {
+    Plain(TcpStream),
+    Tls { socket: TcpStream, session: Session },
+}
+
+impl Writer {
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(socket) => socket.write_all(frame),
+            Writer::Tls { socket, session } => crate::tls::write_sealed(session, socket, frame),
+        }
+    }
+
+    fn shutdown(&self) {
+        let socket = match self {
+            Writer::Plain(socket) | Writer::Tls { socket, .. } => socket,
+        };
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+}
+
 /// One connection of the pool: the writing side here, the reading side on its own thread.
 struct Connection {
-    writer: Mutex<TcpStream>,
+    writer: Mutex<Writer>,
     shared: Arc<ConnectionShared>,
     requests_in_flight_max: usize,
 }
@@ -111,7 +138,16 @@ impl Connection {
         stream
             .set_nodelay(true)
             .map_err(|error| ClientError::Connect(error.to_string()))?;
-        let mut reader = stream
+        let mut stream = stream;
+        let session = match &config.tls {
+            Some(settings) => Some(crate::tls::handshake(
+                settings,
+                &mut stream,
+                config.connect_timeout,
+            )?),
+            None => None,
+        };
+        let reader_socket = stream
             .try_clone()
             .map_err(|error| ClientError::Connect(error.to_string()))?;
         let shared = Arc::new(ConnectionShared {
@@ -123,12 +159,23 @@ impl Connection {
             room: Condvar::new(),
         });
         let reader_shared = shared.clone();
+        let (mut reader, writer): (Box<dyn Read + Send>, Writer) = match session {
+            None => (Box::new(reader_socket), Writer::Plain(stream)),
+            Some(session) => (
+                Box::new(SessionReader::new(session.clone(), reader_socket)),
+                Writer::Tls {
+                    socket: stream,
+                    session,
+                },
+            ),
+        };
+        let shutdown_socket = stream_for_shutdown(&writer)?;
         std::thread::Builder::new()
             .name("shoal-client-reader".to_string())
-            .spawn(move || read_responses(&mut reader, &reader_shared))
+            .spawn(move || read_responses(&mut reader, &shutdown_socket, &reader_shared))
             .map_err(|error| ClientError::Connect(format!("cannot start a reader: {error}")))?;
         Ok(Connection {
-            writer: Mutex::new(stream),
+            writer: Mutex::new(writer),
             shared,
             requests_in_flight_max: config.requests_in_flight_max.max(1),
         })
@@ -184,7 +231,7 @@ impl Connection {
                 .writer
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            writer.write_all(&frame)
+            writer.write_frame(&frame)
         };
         if let Err(error) = written {
             // Part of the frame may have reached the server: the outcome is unknown.
@@ -210,14 +257,28 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // Ends the reader thread: its read returns at once.
         if let Ok(writer) = self.writer.lock() {
-            let _ = writer.shutdown(Shutdown::Both);
+            writer.shutdown();
         }
         self.shared.close("client dropped");
     }
 }
 
+/// A handle of the connection's socket for the reader thread to shut it down with.
+fn stream_for_shutdown(writer: &Writer) -> Result<TcpStream, ClientError> {
+    let socket = match writer {
+        Writer::Plain(socket) | Writer::Tls { socket, .. } => socket,
+    };
+    socket
+        .try_clone()
+        .map_err(|error| ClientError::Connect(error.to_string()))
+}
+
 /// The reader thread of one connection: hands each response to its waiting request.
-fn read_responses(stream: &mut TcpStream, shared: &ConnectionShared) {
+fn read_responses(
+    stream: &mut Box<dyn Read + Send>,
+    socket: &TcpStream,
+    shared: &ConnectionShared,
+) {
     let reason = loop {
         let body = match read_frame(stream) {
             Ok(body) => body,
@@ -237,7 +298,7 @@ fn read_responses(stream: &mut TcpStream, shared: &ConnectionShared) {
             let _ = sender.try_send(outcome_of(response));
         }
     };
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = socket.shutdown(Shutdown::Both);
     shared.close(&reason);
 }
 

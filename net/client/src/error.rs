@@ -32,6 +32,10 @@ pub enum ClientError {
     InvalidRequest(String),
     /// The server's response is not what the protocol promises.
     Protocol(String),
+    /// The TLS handshake failed: the router's certificate is not trusted (or not valid for the
+    /// name), or client and router share no protocol version. Nothing was sent; retrying does
+    /// not help.
+    Tls(String),
 }
 
 impl ClientError {
@@ -74,6 +78,7 @@ impl fmt::Display for ClientError {
             }
             ClientError::InvalidRequest(reason) => write!(formatter, "invalid request: {reason}"),
             ClientError::Protocol(reason) => write!(formatter, "protocol error: {reason}"),
+            ClientError::Tls(reason) => write!(formatter, "TLS handshake failed: {reason}"),
         }
     }
 }

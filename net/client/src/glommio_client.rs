@@ -193,7 +193,15 @@ pub struct AsyncClient {
 
 impl AsyncClient {
     /// Connects now, so a wrong endpoint fails here.
+    ///
+    /// Plaintext only: a config with `tls` set is refused (`InvalidRequest`) rather than
+    /// connected without the encryption it asks for. The blocking `Client` speaks TLS.
     pub async fn connect(config: ClientConfig) -> Result<AsyncClient, ClientError> {
+        if config.tls.is_some() {
+            return Err(ClientError::InvalidRequest(
+                "the glommio client does not speak TLS yet; use the blocking Client".to_string(),
+            ));
+        }
         let connection = AsyncConnection::open(&config).await?;
         Ok(AsyncClient {
             rng: RefCell::new(SeededRng::new(config.seed)),

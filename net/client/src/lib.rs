@@ -15,6 +15,7 @@ mod glommio_client;
 pub mod limits;
 mod operations;
 pub mod retry;
+mod tls;
 
 pub use blocking::{Client, ClientConfig, Pending};
 pub use error::{
@@ -24,3 +25,4 @@ pub use error::{
 pub use glommio_client::AsyncClient;
 pub use retry::RetryPolicy;
 pub use shoal_protocol::Operation;
+pub use tls::TlsSettings;

@@ -96,7 +96,7 @@ pub fn retryable(operation: Operation, error: &ClientError) -> bool {
         },
         ClientError::Connect(_) => true,
         ClientError::ConnectionLost(_) | ClientError::Timeout => operation.is_read(),
-        ClientError::InvalidRequest(_) | ClientError::Protocol(_) => false,
+        ClientError::InvalidRequest(_) | ClientError::Protocol(_) | ClientError::Tls(_) => false,
     }
 }
 

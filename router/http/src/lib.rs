@@ -12,6 +12,8 @@
 pub mod protocol;
 pub mod server;
 pub mod sigv4;
+pub mod tls;
 
 pub use protocol::{ApiError, Operation};
 pub use server::{Api, Authentication, Caller, HttpConfig, HttpServer};
+pub use tls::{TLS_HANDSHAKE_TIMEOUT, TlsConfigError};

@@ -11,10 +11,12 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::TlsAcceptor;
+use glommio::net::TcpListener;
 use serde_json::Value as Json;
 
 use crate::protocol::{
@@ -22,6 +24,7 @@ use crate::protocol::{
     decode_body, gzip, parse_body,
 };
 use crate::sigv4::{self, SignedRequest};
+use crate::tls::{self, HandshakeFailure, TLS_HANDSHAKE_TIMEOUT};
 
 /// A request head (request line and headers) must fit in this.
 pub const HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -101,6 +104,11 @@ pub struct HttpConfig {
     pub region: String,
     /// The wall clock signatures' times are checked against; tests fix it.
     pub clock: fn() -> SystemTime,
+    /// With a configuration (`tls::server_config`), the port speaks TLS only; without, plain
+    /// HTTP only.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// [`TLS_HANDSHAKE_TIMEOUT`] unless a test needs it shorter.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl HttpConfig {
@@ -114,6 +122,8 @@ impl HttpConfig {
             authentication: Authentication::SigV4,
             region: DEFAULT_REGION.to_string(),
             clock: SystemTime::now,
+            tls: None,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -125,7 +135,19 @@ pub struct HttpServer<A: Api> {
     request_ids: Cell<u64>,
     /// Requests refused by authentication, per exception in [`AUTHENTICATION_ERRORS`] order.
     authentication_refusals: [Cell<u64>; AUTHENTICATION_ERRORS.len()],
+    /// Present when the port speaks TLS.
+    tls_acceptor: Option<TlsAcceptor>,
+    /// Connections that did not become TLS, per reason in [`TLS_HANDSHAKE_FAILURES`] order.
+    tls_handshake_failures: [Cell<u64>; TLS_HANDSHAKE_FAILURES.len()],
 }
+
+/// Why TLS handshakes failed, as /metrics counts them.
+pub const TLS_HANDSHAKE_FAILURES: [(HandshakeFailure, &str); 4] = [
+    (HandshakeFailure::NotTls, "not_tls"),
+    (HandshakeFailure::TimedOut, "timed_out"),
+    (HandshakeFailure::Closed, "closed"),
+    (HandshakeFailure::Failed, "failed"),
+];
 
 /// The exceptions authentication answers, as /metrics counts them.
 pub const AUTHENTICATION_ERRORS: [&str; 4] = [
@@ -188,6 +210,8 @@ fn reason(status: u16) -> &'static str {
 impl<A: Api + 'static> HttpServer<A> {
     pub fn new(config: HttpConfig, api: Rc<A>) -> Rc<Self> {
         Rc::new(Self {
+            tls_acceptor: config.tls.clone().map(TlsAcceptor::from),
+            tls_handshake_failures: Default::default(),
             request_ids: Cell::new(config.seed),
             config,
             api,
@@ -218,13 +242,37 @@ impl<A: Api + 'static> HttpServer<A> {
                     self.connections.set(self.connections.get() + 1);
                     let server = self.clone();
                     glommio::spawn_local(async move {
-                        let _ = server.serve_connection(stream).await;
+                        match &server.tls_acceptor {
+                            None => {
+                                let _ = server.serve_connection(stream).await;
+                            }
+                            Some(acceptor) => {
+                                let timeout = server.config.tls_handshake_timeout;
+                                match tls::accept(acceptor, stream, timeout).await {
+                                    Ok(stream) => {
+                                        let _ = server.serve_connection(stream).await;
+                                    }
+                                    Err(failure) => server.count_handshake_failure(failure),
+                                }
+                            }
+                        }
                         server.connections.set(server.connections.get() - 1);
                     })
                     .detach();
                 }
                 Err(_) => glommio::timer::sleep(ACCEPT_ERROR_PAUSE).await,
             }
+        }
+    }
+
+    fn count_handshake_failure(&self, failure: HandshakeFailure) {
+        tracing::debug!(?failure, "TLS handshake failed");
+        if let Some(index) = TLS_HANDSHAKE_FAILURES
+            .iter()
+            .position(|(kind, _)| *kind == failure)
+        {
+            let count = &self.tls_handshake_failures[index];
+            count.set(count.get().saturating_add(1));
         }
     }
 
@@ -244,7 +292,10 @@ impl<A: Api + 'static> HttpServer<A> {
         id
     }
 
-    async fn serve_connection(self: &Rc<Self>, mut stream: TcpStream) -> Result<(), Stop> {
+    async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+        self: &Rc<Self>,
+        mut stream: S,
+    ) -> Result<(), Stop> {
         let mut buffer: Vec<u8> = Vec::new();
         loop {
             let outcome = self.read_request(&mut stream, &mut buffer).await;
@@ -265,8 +316,8 @@ impl<A: Api + 'static> HttpServer<A> {
         }
     }
 
-    async fn read_more(
-        stream: &mut TcpStream,
+    async fn read_more<S: AsyncRead + Unpin>(
+        stream: &mut S,
         buffer: &mut Vec<u8>,
         deadline: Instant,
     ) -> Result<usize, Stop> {
@@ -288,9 +339,9 @@ impl<A: Api + 'static> HttpServer<A> {
     }
 
     /// Reads one request; on failure, the response to send before closing (if any).
-    async fn read_request(
+    async fn read_request<S: AsyncRead + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         buffer: &mut Vec<u8>,
     ) -> Result<Request, (Option<Response>, Stop)> {
         let idle_deadline = Instant::now() + self.config.idle_timeout;
@@ -474,6 +525,21 @@ impl<A: Api + 'static> HttpServer<A> {
                 count.get()
             ));
         }
+        if self.tls_acceptor.is_some() {
+            text.push_str(
+                "# HELP shoal_http_tls_handshakes_failed_total Connections to the TLS port that did not become TLS, by reason.\n\
+                 # TYPE shoal_http_tls_handshakes_failed_total counter\n",
+            );
+            for ((_, reason), count) in TLS_HANDSHAKE_FAILURES
+                .iter()
+                .zip(&self.tls_handshake_failures)
+            {
+                text.push_str(&format!(
+                    "shoal_http_tls_handshakes_failed_total{{reason=\"{reason}\"}} {}\n",
+                    count.get()
+                ));
+            }
+        }
         text.push_str(&self.api.metrics());
         text
     }
@@ -519,9 +585,9 @@ impl<A: Api + 'static> HttpServer<A> {
         })
     }
 
-    async fn write_response(
+    async fn write_response<S: AsyncWrite + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         response: Response,
         keep_alive: bool,
     ) -> Result<(), Stop> {

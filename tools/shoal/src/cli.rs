@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value as Json, json};
-use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy};
+use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy, TlsSettings};
 
 /// The dev cluster's native port (`shoal dev` with its default `--port 8000`).
 const ENDPOINT_DEFAULT: &str = "127.0.0.1:8001";
@@ -30,6 +30,13 @@ pub struct Endpoint {
     /// The router's native protocol address.
     #[arg(long, default_value = ENDPOINT_DEFAULT)]
     pub endpoint: SocketAddr,
+    /// Speak TLS to the native port (a router with --tls-cert, or `shoal dev --tls`), trusting
+    /// the certificates of this PEM file (for `shoal dev --tls`: <data-dir>/tls/cert.pem).
+    #[arg(long)]
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// The name the router's certificate must be valid for; default: --endpoint's IP address.
+    #[arg(long, requires = "ca_bundle")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +261,12 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+        Err(Failure::Client(error @ ClientError::Tls(_))) => {
+            eprintln!(
+                "shoal: {error}; --ca-bundle must name the CA (or the self-signed certificate) that signed the router's certificate"
+            );
+            ExitCode::FAILURE
+        }
         Err(Failure::Client(error)) => {
             // DynamoDB errors print as `ExceptionName: message`.
             eprintln!("{error}");
@@ -282,6 +295,14 @@ fn connect(endpoint: &Endpoint) -> Result<Client, Failure> {
         deadline: CALL_DEADLINE,
         ..RetryPolicy::default()
     };
+    if let Some(ca_bundle) = &endpoint.ca_bundle {
+        let server_name = endpoint
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| endpoint.endpoint.ip().to_string());
+        config.tls =
+            Some(TlsSettings::from_ca_bundle(ca_bundle, &server_name).map_err(Failure::BadInput)?);
+    }
     Ok(Client::connect(config)?)
 }
 

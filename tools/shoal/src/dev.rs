@@ -22,10 +22,12 @@
 //! says how to turn checking on. With `--auth` it verifies signatures, and `shoal dev` creates
 //! an admin key once the cluster answers (`shoal auth create-key`) and prints it.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -85,6 +87,11 @@ pub struct DevOptions {
     /// printed once the cluster answers. Without it any credentials are accepted.
     #[arg(long)]
     pub auth: bool,
+    /// Serve the DynamoDB API over HTTPS only, with a self-signed certificate for 127.0.0.1
+    /// and localhost kept in <data-dir>/tls/ (made on the first run, reused after), and print
+    /// how to trust it.
+    #[arg(long)]
+    pub tls: bool,
     /// Passed to every node: seconds between Time to Live sweeps of a partition (`shoal node
     /// --ttl-sweep-period-seconds`); short here, so that expiry can be watched.
     #[arg(long, default_value_t = DEV_TTL_SWEEP_PERIOD_SECONDS)]
@@ -106,6 +113,7 @@ impl DevOptions {
             verify_writes: true,
             no_restart: false,
             auth: false,
+            tls: false,
             ttl_sweep_period_seconds: DEV_TTL_SWEEP_PERIOD_SECONDS,
         }
     }
@@ -161,6 +169,10 @@ pub fn layout(options: &DevOptions) -> Result<DevLayout, String> {
         native: loopback(options.port + NATIVE_PORT_OFFSET),
         nodes,
     })
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 /// How a child ended, in words: "exited with status 1", "was killed by SIGKILL".
@@ -363,6 +375,68 @@ fn node_command(
     command
 }
 
+/// The directory under `--data-dir` that holds `shoal dev --tls`'s certificate and key.
+pub const DEV_TLS_DIRECTORY: &str = "tls";
+/// The names the self-signed certificate is valid for: where `shoal dev` listens.
+const DEV_TLS_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
+
+/// `shoal dev --tls`'s certificate and key: `<data-dir>/tls/{cert,key}.pem`.
+pub fn dev_tls_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let directory = data_dir.join(DEV_TLS_DIRECTORY);
+    (directory.join("cert.pem"), directory.join("key.pem"))
+}
+
+/// Makes the self-signed pair of `shoal dev --tls` unless the data directory already holds a
+/// usable one (so clients told to trust it keep working across restarts). Returns the paths
+/// and whether the pair is new.
+pub fn ensure_dev_certificate(data_dir: &Path) -> Result<(PathBuf, PathBuf, bool), String> {
+    let (certificate, key) = dev_tls_paths(data_dir);
+    if certificate.exists() && key.exists() {
+        return match shoal_http::tls::server_config(&certificate, &key) {
+            Ok(_) => Ok((certificate, key, false)),
+            Err(error) => Err(format!(
+                "{error} (delete {} to have shoal dev --tls make a new pair)",
+                certificate.parent().unwrap_or(data_dir).display()
+            )),
+        };
+    }
+    let mut params = rcgen::CertificateParams::new(
+        DEV_TLS_NAMES
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|error| format!("cannot describe the dev certificate: {error}"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "shoal dev (self-signed)");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let signing_key = rcgen::KeyPair::generate()
+        .map_err(|error| format!("cannot generate the dev TLS key: {error}"))?;
+    let generated = params
+        .self_signed(&signing_key)
+        .map_err(|error| format!("cannot sign the dev certificate: {error}"))?;
+    let directory = data_dir.join(DEV_TLS_DIRECTORY);
+    std::fs::create_dir_all(&directory)
+        .map_err(|error| format!("cannot create {}: {error}", directory.display()))?;
+    // The key is written readable by its owner only, before any byte of it is in the file.
+    let mut key_file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key)
+        .map_err(|error| format!("cannot create {}: {error}", key.display()))?;
+    key_file
+        .write_all(signing_key.serialize_pem().as_bytes())
+        .and_then(|()| key_file.sync_all())
+        .map_err(|error| format!("cannot write {}: {error}", key.display()))?;
+    std::fs::write(&certificate, generated.pem())
+        .map_err(|error| format!("cannot write {}: {error}", certificate.display()))?;
+    Ok((certificate, key, true))
+}
+
 fn router_command(
     executable: &std::path::Path,
     options: &DevOptions,
@@ -378,6 +452,12 @@ fn router_command(
     if !options.auth {
         command.arg("--auth=none");
     }
+    if options.tls {
+        let (certificate, key) = dev_tls_paths(&options.data_dir);
+        command
+            .arg(format!("--tls-cert={}", certificate.display()))
+            .arg(format!("--tls-key={}", key.display()));
+    }
     for (id, bus, _, _) in &layout.nodes {
         command.arg(format!("--node={id}={bus}"));
     }
@@ -386,18 +466,18 @@ fn router_command(
 
 /// `shoal auth create-key --role admin` against this cluster, on a thread of its own (it waits
 /// for the metadata group to answer, while the supervision loop goes on): prints the key.
-fn create_admin_key(executable: &std::path::Path, layout: &DevLayout) {
+fn create_admin_key(executable: &std::path::Path, layout: &DevLayout, options: &DevOptions) {
     let mut command = Command::new(executable);
     command.arg("auth").arg("create-key").arg("--role=admin");
     for (id, bus, _, _) in &layout.nodes {
         command.arg(format!("--node={id}={bus}"));
     }
-    let http = layout.http;
+    let http = format!("{}://{}", scheme(options.tls), layout.http);
     let spawned = std::thread::Builder::new()
         .name("shoal-dev-key".to_string())
         .spawn(move || match command.output() {
             Ok(output) if output.status.success() => {
-                println!("shoal dev: signatures are verified (--auth); an admin key for http://{http}:");
+                println!("shoal dev: signatures are verified (--auth); an admin key for {http}:");
                 print!("{}", String::from_utf8_lossy(&output.stdout));
                 println!(
                     "  (more keys: shoal auth create-key --role read-only --tables T; shoal auth --help)"
@@ -440,6 +520,18 @@ pub fn run(options: &DevOptions) -> ExitCode {
         eprintln!("shoal dev: cannot block signals: {error}");
         return ExitCode::FAILURE;
     }
+    // Before any child starts: a router without its certificate would only restart in a loop.
+    let dev_certificate = if options.tls {
+        match ensure_dev_certificate(&options.data_dir) {
+            Ok((certificate, _, fresh)) => Some((certificate, fresh)),
+            Err(error) => {
+                eprintln!("shoal dev: --tls: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let mut commands: Vec<(String, Command)> = layout
         .nodes
         .iter()
@@ -471,14 +563,44 @@ pub fn run(options: &DevOptions) -> ExitCode {
         options.shards_per_node,
         options.data_dir.display()
     );
-    println!(
-        "  DynamoDB API: http://{}  (aws dynamodb --endpoint-url http://{} ...)",
-        layout.http, layout.http
-    );
-    println!(
-        "  native protocol: {}  (shoal table list --endpoint {})",
-        layout.native, layout.native
-    );
+    let api = format!("{}://{}", scheme(options.tls), layout.http);
+    println!("  DynamoDB API: {api}  (aws dynamodb --endpoint-url {api} ...)");
+    if let Some((certificate, fresh)) = &dev_certificate {
+        let made = if *fresh {
+            "made now"
+        } else {
+            "kept from an earlier run"
+        };
+        println!(
+            "  TLS only, self-signed certificate for 127.0.0.1 and localhost ({made}): {}",
+            certificate.display()
+        );
+        println!(
+            "    trust it: AWS_CA_BUNDLE={} aws dynamodb --endpoint-url {api} list-tables",
+            certificate.display()
+        );
+        println!(
+            "    boto3: boto3.client(\"dynamodb\", endpoint_url=\"{api}\", verify=\"{}\")  (or AWS_CA_BUNDLE)",
+            certificate.display()
+        );
+        println!(
+            "    curl --cacert {} {api}/   (delete {} for a new pair)",
+            certificate.display(),
+            certificate.parent().unwrap_or(&options.data_dir).display()
+        );
+    }
+    match &dev_certificate {
+        None => println!(
+            "  native protocol: {}  (shoal table list --endpoint {})",
+            layout.native, layout.native
+        ),
+        Some((certificate, _)) => println!(
+            "  native protocol: {} over TLS  (shoal table list --endpoint {} --ca-bundle {})",
+            layout.native,
+            layout.native,
+            certificate.display()
+        ),
+    }
     for (id, bus, admin, _) in &layout.nodes {
         println!("  node {id}: bus {bus}, metrics http://{admin}/metrics");
     }
@@ -489,7 +611,7 @@ pub fn run(options: &DevOptions) -> ExitCode {
     }
     if options.auth {
         println!("  signatures are verified; an admin key follows once the cluster answers.");
-        create_admin_key(&executable, &layout);
+        create_admin_key(&executable, &layout, options);
     } else {
         println!(
             "  any credentials are accepted (like DynamoDB Local); `shoal dev --auth` verifies signatures and prints a key."
@@ -537,6 +659,37 @@ pub fn run(options: &DevOptions) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dev_certificate_is_made_once_and_kept_while_usable() {
+        let directory = tempfile::tempdir().unwrap();
+        let (certificate, key, fresh) = ensure_dev_certificate(directory.path()).unwrap();
+        assert!(fresh);
+        assert_eq!(certificate, directory.path().join("tls/cert.pem"));
+        let mode = std::fs::metadata(&key).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let pem = std::fs::read(&certificate).unwrap();
+        // The router accepts the pair.
+        shoal_http::tls::server_config(&certificate, &key).unwrap();
+        let (_, _, fresh) = ensure_dev_certificate(directory.path()).unwrap();
+        assert!(!fresh);
+        assert_eq!(
+            std::fs::read(&certificate).unwrap(),
+            pem,
+            "kept, not remade"
+        );
+        // A pair that no longer serves is reported, not silently replaced.
+        std::fs::write(&key, "garbage\n").unwrap();
+        let error = ensure_dev_certificate(directory.path()).unwrap_err();
+        assert!(error.contains("holds no PEM private key"), "{error}");
+        assert!(
+            error.contains("to have shoal dev --tls make a new pair"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn restart_delays_double_to_their_cap_and_start_over_after_a_long_uptime() {

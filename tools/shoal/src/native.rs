@@ -19,14 +19,18 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_rustls::TlsAcceptor;
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use serde_json::Value as Json;
-use shoal_client::async_io::{StreamHalf, read_frame_async, shutdown_now, split};
+use shoal_client::async_io::{read_frame_async, shutdown_now, split};
+use shoal_http::TLS_HANDSHAKE_TIMEOUT;
+use shoal_http::tls;
 use shoal_protocol::frame::ReadFrameError;
 use shoal_protocol::limits::{
     ATTRIBUTE_NESTING_DEPTH_MAX, SERVER_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
@@ -50,14 +54,27 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Binds `address` and serves it on this executor until the process ends. Returns the bound
 /// address (port 0 picks one).
-pub fn start(address: SocketAddr, router: Rc<Router>) -> Result<SocketAddr, String> {
+///
+/// With `tls`, every connection must complete a TLS handshake within
+/// [`TLS_HANDSHAKE_TIMEOUT`] before its first frame (the router's certificate, as on the HTTP
+/// API); a connection whose first byte is not a TLS record is closed unanswered.
+pub fn start(
+    address: SocketAddr,
+    router: Rc<Router>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<SocketAddr, String> {
     let listener = TcpListener::bind(address).map_err(|error| error.to_string())?;
     let bound = listener.local_addr().map_err(|error| error.to_string())?;
-    glommio::spawn_local(accept_connections(listener, router)).detach();
+    let acceptor = tls.map(|config| Rc::new(TlsAcceptor::from(config)));
+    glommio::spawn_local(accept_connections(listener, router, acceptor)).detach();
     Ok(bound)
 }
 
-async fn accept_connections(listener: TcpListener, router: Rc<Router>) {
+async fn accept_connections(
+    listener: TcpListener,
+    router: Rc<Router>,
+    acceptor: Option<Rc<TlsAcceptor>>,
+) {
     let connections = Rc::new(Semaphore::new(NATIVE_CONNECTIONS_MAX as u64));
     loop {
         let Ok(permit) = connections.acquire_static_permit(1).await else {
@@ -66,8 +83,9 @@ async fn accept_connections(listener: TcpListener, router: Rc<Router>) {
         match listener.accept().await {
             Ok(stream) => {
                 let router = router.clone();
+                let acceptor = acceptor.clone();
                 glommio::spawn_local(async move {
-                    serve_connection(stream, router).await;
+                    serve_connection(stream, router, acceptor).await;
                     drop(permit);
                 })
                 .detach();
@@ -81,12 +99,58 @@ async fn accept_connections(listener: TcpListener, router: Rc<Router>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, router: Rc<Router>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    router: Rc<Router>,
+    acceptor: Option<Rc<TlsAcceptor>>,
+) {
     let peer = stream.peer_addr().ok();
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "native connection: cannot set TCP_NODELAY");
     }
-    let (mut reader, writer, stream) = split(stream);
+    let Some(acceptor) = acceptor else {
+        let (reader, writer, stream) = split(stream);
+        return serve_frames(reader, writer, stream, router, peer).await;
+    };
+    let deadline = Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+    if let Err(failure) = tls::screen(
+        &mut stream,
+        TLS_HANDSHAKE_TIMEOUT,
+        tls::PlaintextAnswer::Close,
+    )
+    .await
+    {
+        tracing::debug!(?peer, ?failure, "native connection: not TLS; closed");
+        return;
+    }
+    // The TLS stream runs over one handle of the shared socket; the third handle stays here for
+    // `shutdown_now`, which must reach the socket under the TLS layer.
+    let (handle, _, stream) = split(stream);
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let secured = match tls::handshake(&acceptor, handle, remaining).await {
+        Ok(secured) => secured,
+        Err(failure) => {
+            tracing::debug!(?peer, ?failure, "native connection: TLS handshake failed");
+            shutdown_now(&stream);
+            return;
+        }
+    };
+    let (reader, writer) = futures_lite::io::split(secured);
+    serve_frames(reader, writer, stream, router, peer).await;
+}
+
+/// Serves the frames of one connection until it ends: `reader` and `writer` are its two
+/// directions (over TLS or not), `stream` the socket under them.
+async fn serve_frames<R, W>(
+    mut reader: R,
+    writer: W,
+    stream: Rc<std::cell::RefCell<TcpStream>>,
+    router: Rc<Router>,
+    peer: Option<SocketAddr>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
     let (responses, frames) = local_channel::new_bounded(RESPONSE_QUEUE_FRAMES_MAX);
     let responses = Rc::new(responses);
     let writer = glommio::spawn_local(write_responses(writer, frames, stream.clone())).detach();
@@ -154,8 +218,8 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>) {
     }
 }
 
-async fn write_responses(
-    mut writer: StreamHalf,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    mut writer: W,
     frames: LocalReceiver<Vec<u8>>,
     stream: Rc<std::cell::RefCell<TcpStream>>,
 ) {

@@ -10,6 +10,10 @@
 //! a key of the cluster (`shoal auth create-key`), and the key's role and tables are checked
 //! before the operation runs, so a refused request costs no capacity. The keys are read from
 //! the metadata every few seconds (`shoal_router::access::KeyCache`).
+//!
+//! TLS: with `--tls-cert` and `--tls-key` (or `tls_cert`/`tls_key` in the file), read and
+//! checked before anything else starts, the HTTP API and the native port speak TLS only, with
+//! that certificate (router/http/src/tls.rs); without them, plaintext only.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -38,7 +42,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -65,6 +69,13 @@ pub struct RouterOptions {
     /// machine nobody else can reach (logged as a warning, and on /metrics).
     #[arg(long, value_enum, default_value_t = AuthMode::Sigv4)]
     pub auth: AuthMode,
+    /// A PEM certificate chain (the server's certificate first): the DynamoDB API then speaks
+    /// HTTPS only. Needs --tls-key. Without both, the API speaks plain HTTP.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert's first certificate.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// How the router authenticates requests.
@@ -99,6 +110,12 @@ pub struct RouterSettings {
     /// `"sigv4"` (the default) or `"none"`, as `--auth`.
     #[serde(default = "default_auth")]
     pub auth: AuthMode,
+    /// As `--tls-cert`: a PEM certificate chain; with `tls_key`, the API speaks HTTPS only.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// As `--tls-key`.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 fn default_auth() -> AuthMode {
@@ -138,7 +155,25 @@ impl RouterOptions {
             region: self.region.clone(),
             account: self.account.clone(),
             auth: self.auth,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         })
+    }
+}
+
+impl RouterSettings {
+    /// The TLS configuration of the API port, when a certificate and key are given: read and
+    /// checked here, so a missing file or a mismatched pair stops the router at start, with
+    /// the file named.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(certificate), Some(key)) => shoal_http::tls::server_config(certificate, key)
+                .map(Some)
+                .map_err(|error| error.to_string()),
+            (Some(_), None) => Err("tls_cert is set but tls_key is not: give both".to_string()),
+            (None, Some(_)) => Err("tls_key is set but tls_cert is not: give both".to_string()),
+        }
     }
 }
 
@@ -236,6 +271,13 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let tls = match options.tls() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("shoal router: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("router-0")
         .io_memory(ROUTER_IO_MEMORY_BYTES)
@@ -247,7 +289,7 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match executor.run(serve(options)) {
+    match executor.run(serve(options, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal router: {error}");
@@ -315,7 +357,10 @@ fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
-async fn serve(options: RouterSettings) -> Result<(), String> {
+async fn serve(
+    options: RouterSettings,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> Result<(), String> {
     let nodes = options
         .nodes
         .iter()
@@ -352,6 +397,8 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     let mut http_config =
         HttpConfig::new(options.http, endpoint.clone(), options.http.port().into());
     http_config.region = options.region.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    http_config.tls = tls.clone();
     let keys = match options.auth {
         AuthMode::Sigv4 => {
             let nodes: Vec<NodeAddress> = options
@@ -397,9 +444,10 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
     let address = server
         .start()
         .map_err(|error| format!("cannot listen on --http {}: {error}", options.http))?;
-    tracing::info!(%address, "router serving the DynamoDB API");
-    println!("shoal router: DynamoDB API on http://{address}");
-    let native = crate::native::start(native, router)
+    tracing::info!(%address, scheme, "router serving the DynamoDB API");
+    println!("shoal router: DynamoDB API on {scheme}://{address}");
+    let native_tls = tls.is_some();
+    let native = crate::native::start(native, router, tls)
         .map_err(|error| format!("cannot listen on --native {native}: {error}"))?;
     tracing::info!(address = %native, "router serving the native protocol");
     if options.auth == AuthMode::Sigv4 && !native.ip().is_loopback() {
@@ -408,7 +456,11 @@ async fn serve(options: RouterSettings) -> Result<(), String> {
             "the native protocol does not authenticate its connections yet: anyone who reaches it can read and change every table; bind --native to loopback or firewall it"
         );
     }
-    println!("shoal router: native protocol on {native}");
+    if native_tls {
+        println!("shoal router: native protocol on {native} (TLS)");
+    } else {
+        println!("shoal router: native protocol on {native}");
+    }
     // Serve until the process is stopped.
     loop {
         glommio::timer::sleep(Duration::from_secs(3600)).await;
@@ -457,6 +509,23 @@ mod tests {
         let none = settings(&format!("auth = \"none\"\n{NODES}"));
         assert_eq!(none.auth, AuthMode::None);
         assert!(toml::from_str::<RouterSettings>(&format!("auth = \"maybe\"\n{NODES}")).is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        let plain = settings(NODES);
+        assert!(plain.tls().unwrap().is_none());
+        let only_certificate = settings(&format!("tls_cert = \"/x.crt\"\n{NODES}"));
+        let error = only_certificate.tls().unwrap_err();
+        assert!(error.contains("tls_key is not"), "{error}");
+        let missing = settings(&format!(
+            "tls_cert = \"/nonexistent/x.crt\"\ntls_key = \"/nonexistent/x.key\"\n{NODES}"
+        ));
+        let error = missing.tls().unwrap_err();
+        assert!(
+            error.contains("cannot read the TLS certificate /nonexistent/x.crt"),
+            "{error}"
+        );
     }
 
     #[test]

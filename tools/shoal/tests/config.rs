@@ -128,4 +128,61 @@ fn bad_config_files_are_refused_at_start() {
     let output = shoal(&["router", "--config", router.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("address"));
+
+    // TLS files that cannot serve stop the router at start, before it looks for the nodes,
+    // naming the file and the fault: from flags and from the file alike.
+    let certificate = directory.path().join("router.crt");
+    let key = directory.path().join("router.key");
+    let other_key = directory.path().join("other.key");
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&certificate, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&other_key, other.signing_key.serialize_pem()).unwrap();
+    let absent = directory.path().join("absent.crt");
+    let cases = [
+        (&absent, &key, "cannot read the TLS certificate"),
+        (
+            &certificate,
+            &other_key,
+            "does not belong to the certificate",
+        ),
+        (&certificate, &certificate, "holds no PEM private key"),
+    ];
+    for (certificate_path, key_path, expected) in cases {
+        let output = shoal(&[
+            "router",
+            "--node",
+            "1=127.0.0.1:1",
+            "--tls-cert",
+            certificate_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(2));
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(message.contains(expected), "{message}");
+    }
+    std::fs::write(
+        &router,
+        format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n[[node]]\nid = 1\naddress = \"127.0.0.1:1\"\n",
+            certificate.display(),
+            other_key.display()
+        ),
+    )
+    .unwrap();
+    let output = shoal(&["router", "--config", router.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("other.key does not belong"), "{message}");
+    // Only one of the pair: clap refuses it.
+    let output = shoal(&[
+        "router",
+        "--node",
+        "1=127.0.0.1:1",
+        "--tls-cert",
+        certificate.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
 }
