@@ -307,6 +307,47 @@ pub fn scan_bounds(number: u8, lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -
 /// every index number's region.
 pub const COLLECTION_REGION_MARKER: u8 = 0xFE;
 const _: () = assert!(LOCAL_SECONDARY_INDEXES_MAX < COLLECTION_REGION_MARKER as usize);
+/// The byte after [`INDEX_REGION_PREFIX`] of the applied-chain record: the one key after every
+/// collection record (engine/model FORMAT.md, "The applied chain").
+pub const APPLIED_CHAIN_MARKER: u8 = 0xFF;
+const _: () = assert!(COLLECTION_REGION_MARKER < APPLIED_CHAIN_MARKER);
+
+/// The key of the applied-chain record, the last key of the tree's index region.
+pub fn applied_chain_key() -> Vec<u8> {
+    let mut key = INDEX_REGION_PREFIX.to_vec();
+    key.push(APPLIED_CHAIN_MARKER);
+    key
+}
+
+/// What a log slot holds, as the applied chain counts it.
+#[derive(Clone, Copy, Debug)]
+pub enum ChainedEntry<'a> {
+    /// A command: its bytes, exactly as committed.
+    Command(&'a [u8]),
+    Noop,
+    Membership,
+}
+
+/// The applied chain after `entry` at `slot`, from the chain `previous` before it: xxh3-64
+/// (seed 0) of `previous` (u64 LE), `slot` (u64 LE), a kind byte (`C` command, `N` no-op, `M`
+/// membership) and, for a command, its bytes. Two replicas that applied the same entries
+/// hold the same chain; a leader that evaluated a write against another history expects
+/// another chain, and the write is applied as a no-op (FORMAT.md, "The applied chain").
+pub fn chain_step(previous: u64, slot: u64, entry: ChainedEntry<'_>) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&previous.to_le_bytes());
+    hasher.update(&slot.to_le_bytes());
+    match entry {
+        ChainedEntry::Command(bytes) => {
+            hasher.update(b"C");
+            hasher.update(bytes);
+        }
+        ChainedEntry::Noop => hasher.update(b"N"),
+        ChainedEntry::Membership => hasher.update(b"M"),
+    }
+    hasher.digest()
+}
+
 /// The one attribute of an item-collection size record: the collection's bytes (N).
 pub const COLLECTION_BYTES_ATTRIBUTE: &str = "bytes";
 

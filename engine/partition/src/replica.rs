@@ -34,6 +34,14 @@
 //!    answered only under the leader's lease, and when the condition was evaluated against an
 //!    overlay entry, only once that entry's slot is applied with the payload proposed (else the
 //!    refusal could describe a state that never existed, or one a strong read has not seen yet).
+//! 6. A write takes effect only on the history it was evaluated against. Its batch carries the
+//!    applied chain its leader expected before its slot (the chain record put,
+//!    `chain_requirement`); every replica applies a batch whose expectation differs from its
+//!    own chain as a no-op, and advances the chain either way. Without it, a leader that lost
+//!    its earlier proposals to a later leader's entries (a no-op, another write) could still
+//!    have a later proposal chosen, evaluated against its lost ones: simulator seed 1039 left
+//!    a local index with a stale entry that way. The chain is kept in the tree (checkpointed,
+//!    replayed, and sent exact at the snapshot's slot), so every replica decides alike.
 
 mod durability;
 mod serve;
@@ -50,6 +58,7 @@ use shoal_model::expression::projection::project;
 use shoal_model::expression::update::{
     apply_update, creates_missing_item, returned_attributes, updated_paths,
 };
+use shoal_model::index::ChainedEntry;
 use shoal_model::value::{
     ITEM_BYTES_MAX, item_size_bytes, read_capacity_units, write_capacity_units,
 };
@@ -314,6 +323,11 @@ struct OutgoingSnapshot {
     transfer_id: u64,
     last_included_slot: Slot,
     membership: MembershipWire,
+    /// The applied chain at `last_included_slot`. The stream reads the live tree, which may
+    /// have applied later slots by the time it reaches the chain record (the tree's last key):
+    /// the record is sent with this value instead, so the follower's chain is exact at the
+    /// slot it resumes from (invariant 6).
+    applied_chain: Option<u64>,
     next_chunk: u32,
     /// The last key sent; `None` before the first chunk.
     after: Option<Vec<u8>>,
@@ -371,6 +385,10 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// which the tree counts as items: counted at the first event after the tree is opened,
     /// kept up to date by `apply`, left out of the status's item count and bytes.
     index_region: Option<crate::local_index::RegionStats>,
+    /// The applied chain at `applied_slot` (shoal_model::index::chain_step): read from the
+    /// tree's chain record when first needed after the tree is opened or replaced, then
+    /// advanced by every applied slot.
+    applied_chain: Option<u64>,
     /// Slots of each `Persist` output not yet reported durable, by core lsn.
     persisting: BTreeMap<u64, Persisting>,
     /// Core lsns reported durable out of order, waiting for the ones before them.
@@ -677,6 +695,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             cache,
             wal,
             index_region: None,
+            applied_chain: None,
             persisting: BTreeMap::new(),
             persisted_early: BTreeMap::new(),
             durable_core_lsn: 0,
@@ -805,6 +824,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if self.index_region.is_none() {
             self.index_region = Some(crate::local_index::RegionStats::count(&self.engine).await?);
         }
+        // Loaded before anything can start a snapshot, which captures it.
+        self.applied_chain().await?;
         match event {
             Event::Message { from, message } => {
                 let actions = self.core.handle_message(now, from, message);
@@ -1005,6 +1026,58 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
     }
 
+    /// The applied chain at `applied_slot`, read from the tree's chain record the first time
+    /// (0 for a tree that has none: a new partition, or one written before the chain existed).
+    async fn applied_chain(&mut self) -> Result<u64, PartitionError> {
+        if let Some(chain) = self.applied_chain {
+            return Ok(chain);
+        }
+        let stored = self
+            .engine
+            .get(&shoal_model::index::applied_chain_key())
+            .await?;
+        let chain = match stored {
+            None => 0,
+            Some(bytes) => u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
+                PartitionError::Corrupt(format!(
+                    "partition {}: the applied-chain record holds {} bytes, not 8",
+                    self.meta.partition,
+                    bytes.len()
+                ))
+            })?),
+        };
+        self.applied_chain = Some(chain);
+        Ok(chain)
+    }
+
+    /// The chain a write proposed now expects before it: the applied chain advanced over every
+    /// entry of the log after the applied slot, as this leader sees them (invariant 6). It is
+    /// added to the write's batch as a put of the chain record, which `apply` checks and
+    /// replaces with the chain after the write.
+    pub(super) async fn chain_requirement(&mut self) -> Result<Mutation, PartitionError> {
+        let mut chain = self.applied_chain().await?;
+        let mut slot = self.applied_slot.next();
+        while slot <= self.core.log_last_slot() {
+            let chained = match self.core.entry(slot).map(|entry| &entry.payload) {
+                Some(Payload::Command(bytes)) => ChainedEntry::Command(bytes),
+                Some(Payload::Noop) => ChainedEntry::Noop,
+                Some(Payload::Membership(_)) => ChainedEntry::Membership,
+                None => {
+                    return Err(PartitionError::Corrupt(format!(
+                        "partition {}: the log holds no entry at slot {} after the applied slot",
+                        self.meta.partition, slot.0
+                    )));
+                }
+            };
+            chain = shoal_model::index::chain_step(chain, slot.0, chained);
+            slot = slot.next();
+        }
+        Ok(Mutation::Put {
+            key: shoal_model::index::applied_chain_key(),
+            value: chain.to_le_bytes().to_vec(),
+        })
+    }
+
     async fn apply(
         &mut self,
         now: MonotonicTime,
@@ -1014,22 +1087,63 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             if slot <= self.applied_slot {
                 continue;
             }
-            let batch = match &entry.payload {
-                Payload::Command(bytes) => MutationBatch::decode(bytes).ok_or_else(|| {
-                    PartitionError::Corrupt(format!(
-                        "partition {}: committed slot {} is not a mutation batch",
-                        self.meta.partition, slot.0
-                    ))
-                })?,
-                Payload::Noop | Payload::Membership(_) => MutationBatch::default(),
+            let (mut batch, chained) = match &entry.payload {
+                Payload::Command(bytes) => (
+                    MutationBatch::decode(bytes).ok_or_else(|| {
+                        PartitionError::Corrupt(format!(
+                            "partition {}: committed slot {} is not a mutation batch",
+                            self.meta.partition, slot.0
+                        ))
+                    })?,
+                    ChainedEntry::Command(bytes),
+                ),
+                Payload::Noop => (MutationBatch::default(), ChainedEntry::Noop),
+                Payload::Membership(_) => (MutationBatch::default(), ChainedEntry::Membership),
             };
+            // Invariant 6: a write evaluated against another history than the one committed
+            // before it (its leader's proposals before it lost to a later leader's) is applied
+            // as a no-op, on every replica alike.
+            let chain_before = self.applied_chain().await?;
+            let chain_after = shoal_model::index::chain_step(chain_before, slot.0, chained);
+            let chain_key = shoal_model::index::applied_chain_key();
+            let required = batch
+                .mutations
+                .iter()
+                .rposition(|mutation| mutation.key() == chain_key.as_slice())
+                .map(|position| batch.mutations.remove(position));
+            let voided = required.is_some_and(|mutation| {
+                !matches!(mutation, Mutation::Put { value, .. }
+                    if value.as_slice() == chain_before.to_le_bytes().as_slice())
+            });
+            let written_keys: Vec<Vec<u8>> = if voided {
+                tracing::debug!(
+                    partition = self.meta.partition,
+                    slot = slot.0,
+                    "a write evaluated against another history is applied as a no-op"
+                );
+                std::mem::take(&mut batch.mutations)
+                    .into_iter()
+                    .map(|mutation| mutation.key().to_vec())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            batch.mutations.push(Mutation::Put {
+                key: chain_key,
+                value: chain_after.to_le_bytes().to_vec(),
+            });
             if let Some(region) = &mut self.index_region {
                 region.before_apply(&self.engine, &batch).await?;
             }
             self.engine.apply(WalLsn(slot.0), &batch).await?;
             self.applied_slot = slot;
-            for mutation in &batch.mutations {
-                let key = mutation.key();
+            self.applied_chain = Some(chain_after);
+            let keys = batch
+                .mutations
+                .iter()
+                .map(Mutation::key)
+                .chain(written_keys.iter().map(Vec::as_slice));
+            for key in keys {
                 if self
                     .overlay
                     .get(key)
@@ -1040,8 +1154,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             let mut proposal_took_effect = false;
             if let Some(waiter) = self.waiting.remove(&slot) {
-                let taken_effect =
-                    matches!(&entry.payload, Payload::Command(bytes) if *bytes == waiter.payload);
+                let taken_effect = !voided
+                    && matches!(&entry.payload, Payload::Command(bytes) if *bytes == waiter.payload);
                 proposal_took_effect = taken_effect;
                 // Invariant 3: a proposal lives at its one slot (a new leader re-proposes an
                 // accepted entry at the slot it was accepted in), so another payload there

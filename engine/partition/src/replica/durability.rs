@@ -199,6 +199,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             transfer_id,
             last_included_slot: self.applied_slot,
             membership: MembershipWire::from(self.core.committed_membership()),
+            applied_chain: self.applied_chain,
             next_chunk: 0,
             after: None,
             progressed_at: now,
@@ -241,7 +242,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 if batch.len() < want {
                     last = true;
                 }
-                for (key, value) in batch {
+                for (key, mut value) in batch {
+                    if let Some(chain) = snapshot.applied_chain
+                        && key == shoal_model::index::applied_chain_key()
+                    {
+                        value = chain.to_le_bytes().to_vec();
+                    }
                     bytes += key.len() + value.len();
                     after = Some(key.clone());
                     items.push((key, value));
@@ -373,6 +379,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let old = std::mem::replace(&mut self.engine, tree);
         // Counted again from the installed tree at the next event.
         self.index_region = None;
+        self.applied_chain = None;
         let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
         self.discard_tree(old, old_generation).await?;
         let snapshot_slot = Slot(chunk.last_included_slot);

@@ -244,12 +244,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
-        let mutations = MutationBatch {
+        let mut mutations = MutationBatch {
             mutations: evaluated
                 .iter()
                 .flat_map(|result| result.mutations.iter().cloned())
                 .collect(),
         };
+        // Evaluated against this leader's view of every slot before it (invariant 6).
+        mutations.mutations.push(self.chain_requirement().await?);
         let payload = mutations.encode();
         let proposed = match self.core.propose(now, payload.clone()) {
             Ok(proposed) => proposed,

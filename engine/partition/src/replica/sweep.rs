@@ -165,7 +165,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             cursor = Some(key);
         }
         if !expired_keys.is_empty() {
-            let batch = MutationBatch { mutations };
+            let mut batch = MutationBatch { mutations };
+            // Decided against this leader's view of every slot before it (invariant 6).
+            batch.mutations.push(self.chain_requirement().await?);
             let payload = batch.encode();
             let Ok(proposed) = self.core.propose(now, payload.clone()) else {
                 // Backpressure, a membership change, a lost leadership: the same keys are
