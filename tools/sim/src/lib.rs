@@ -854,6 +854,17 @@ mod tests {
         }
     }
 
+    /// At one simulated minute this seed committed a write evaluated against a history that
+    /// was not committed (a leader's later proposal chosen after its earlier ones lost to
+    /// another leader's entries), leaving a local index with a stale entry; partition
+    /// invariant 6 (the applied chain) voids such a write on every replica. Replay:
+    /// `cargo run --release -p shoal-sim -- --seed 1039 --seeds 1 --minutes 1`.
+    #[test]
+    fn seed_1039_commits_no_write_evaluated_against_a_lost_history() {
+        let report = run(options(1039, 60));
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+    }
+
     #[test]
     fn a_smoke_of_seeds_finds_no_violation_and_does_real_work() {
         let mut total = Report::default();
