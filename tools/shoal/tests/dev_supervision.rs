@@ -107,23 +107,12 @@ impl Dev {
         collect(child.stdout.take().unwrap(), lines.clone(), false);
         collect(child.stderr.take().unwrap(), lines.clone(), true);
         let child = Arc::new(Mutex::new(child));
-        let done = Arc::new(AtomicBool::new(false));
-        {
+        let done = {
             let child = child.clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while started.elapsed() < WATCHDOG {
-                    if done.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                eprintln!("watchdog: dev supervision test still running after {WATCHDOG:?}");
+            common::watchdog(WATCHDOG, "dev supervision test", move || {
                 stop(&child);
-                std::process::abort();
-            });
-        }
+            })
+        };
         let dev = Dev {
             _directory: directory,
             child,

@@ -78,23 +78,10 @@ impl DevCluster {
             .spawn()
             .expect("cannot start shoal dev");
         let child = Arc::new(Mutex::new(child));
-        let done = Arc::new(AtomicBool::new(false));
-        {
+        let done = {
             let child = child.clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while started.elapsed() < WATCHDOG {
-                    if done.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                eprintln!("watchdog: native client test still running after {WATCHDOG:?}");
-                stop(&child);
-                std::process::abort();
-            });
-        }
+            common::watchdog(WATCHDOG, "native client test", move || stop(&child))
+        };
         let native = SocketAddr::from(([127, 0, 0, 1], port + 1));
         // The router listens on the native port once it has bootstrapped the metadata.
         let deadline = Instant::now() + STARTUP_TIMEOUT;

@@ -71,23 +71,10 @@ impl DevCluster {
             .spawn()
             .expect("cannot start shoal dev");
         let child = Arc::new(Mutex::new(child));
-        let done = Arc::new(AtomicBool::new(false));
-        {
+        let done = {
             let child = child.clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while started.elapsed() < WATCHDOG {
-                    if done.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                eprintln!("watchdog: native TLS test still running after {WATCHDOG:?}");
-                stop(&child);
-                std::process::abort();
-            });
-        }
+            common::watchdog(WATCHDOG, "native TLS test", move || stop(&child))
+        };
         let cluster = DevCluster {
             directory,
             child,

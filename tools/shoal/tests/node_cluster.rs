@@ -76,25 +76,14 @@ impl Cluster {
             );
         }
         let pids = Arc::new(Mutex::new(Vec::new()));
-        let done = Arc::new(AtomicBool::new(false));
-        {
+        let done = {
             let pids = pids.clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while started.elapsed() < WATCHDOG {
-                    if done.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
+            common::watchdog(WATCHDOG, "node cluster test", move || {
                 for pid in pids.lock().unwrap().iter() {
                     let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
                 }
-                eprintln!("watchdog: node cluster test still running after {WATCHDOG:?}");
-                std::process::abort();
-            });
-        }
+            })
+        };
         let mut cluster = Cluster {
             directory,
             nodes,

@@ -12,8 +12,9 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The lowest port the tests use: above the well-known and registered ports most services
 /// listen on by default.
@@ -109,4 +110,32 @@ pub fn free_ports(count: usize) -> Vec<u16> {
 /// One free port below the ephemeral range.
 pub fn free_port() -> u16 {
     free_ports(1)[0]
+}
+
+/// How often a watchdog looks whether its test finished.
+const WATCHDOG_POLL: Duration = Duration::from_millis(100);
+
+/// Starts a watchdog for a test of processes: unless the returned flag is set within `limit`,
+/// it runs `stop_processes` (so nothing outlives the test), says that `what` hung, and aborts
+/// the test binary, failing loudly instead of hanging CI.
+pub fn watchdog(
+    limit: Duration,
+    what: &'static str,
+    stop_processes: impl FnOnce() + Send + 'static,
+) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = done.clone();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if finished.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(WATCHDOG_POLL);
+        }
+        stop_processes();
+        eprintln!("watchdog: {what} still running after {limit:?}");
+        std::process::abort();
+    });
+    done
 }
