@@ -25,6 +25,8 @@ use crate::key::{
 };
 use crate::value::{AttributeValue, Item};
 
+pub mod global;
+
 /// DynamoDB's per-table quota of local secondary indexes.
 pub const LOCAL_SECONDARY_INDEXES_MAX: usize = 5;
 /// DynamoDB's default per-table quota of global secondary indexes.
@@ -228,7 +230,14 @@ pub fn entry_key_hash(entry_key: &[u8]) -> Option<u64> {
 /// The entry-key range of index `number` that holds exactly what `condition` selects (its sort
 /// condition is on the index sort key). `None` if the partition value is not a key type.
 pub fn query_bounds(number: u8, condition: &KeyCondition) -> Option<ByteRange> {
-    let mut prefix = index_region_start(number);
+    escaped_query_bounds(index_region_start(number), condition)
+}
+
+/// The range of keys `header ‖ prefix(partition value) ‖ escaped sort value ‖ rest` that
+/// `condition` selects: the layout of LSI entries (after their region and number) and of GSI
+/// entries (with an empty header).
+pub(crate) fn escaped_query_bounds(header: Vec<u8>, condition: &KeyCondition) -> Option<ByteRange> {
+    let mut prefix = header;
     prefix.extend_from_slice(&storage_key_prefix(&condition.partition_value)?);
     let with = |value: &AttributeValue, terminator: Option<u8>| -> Vec<u8> {
         let mut key = prefix.clone();
@@ -271,7 +280,7 @@ pub fn query_bounds(number: u8, condition: &KeyCondition) -> Option<ByteRange> {
 }
 
 /// The smallest byte string greater than every string starting with `prefix`, if any.
-fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut next = prefix.to_vec();
     while let Some(last) = next.pop() {
         if last < u8::MAX {

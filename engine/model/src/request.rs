@@ -12,6 +12,7 @@ use crate::expression::key_condition::{KeyCondition, parse_key_condition};
 use crate::expression::update::ReturnValues;
 use crate::expression::{ExpressionContext, ExpressionKind};
 use crate::index::LocalIndex;
+use crate::index::global::{GlobalIndex, OutboxPosition, PositionedChange};
 use crate::json::item_from_json;
 use crate::key::KeySchema;
 use crate::{Error, Item, legacy};
@@ -84,6 +85,9 @@ pub struct WriteRequest {
     /// The table's local secondary indexes, which the leader changes in the same mutation
     /// batch as the item (empty for a table without them).
     pub local_indexes: Vec<LocalIndex>,
+    /// The table's global secondary indexes: the leader puts the write's entry changes into
+    /// the partition's outbox in the same batch (empty for a table without them).
+    pub global_indexes: Vec<GlobalIndex>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +117,9 @@ pub struct RangeRequest {
     /// A read of a local secondary index instead of the table: the bounds are entry keys.
     /// Boxed: most ranges read the table, and requests travel in every replica event.
     pub index: Option<Box<IndexRead>>,
+    /// A read of a global secondary index's partition: the bounds are its entry keys. Never
+    /// set together with `index`.
+    pub global_index: Option<Box<GlobalIndex>>,
 }
 
 /// How a Query or Scan reads a local secondary index.
@@ -131,6 +138,23 @@ pub enum PreparedRequest {
     Range(RangeRequest),
     BatchGet(Vec<GetRequest>),
     BatchWrite(Vec<WriteRequest>),
+    /// A GSI propagator's read of a base partition's outbox: the records after `after`, in
+    /// position order, at most [`crate::index::global::OUTBOX_READ_ENTRIES_MAX`] (strongly
+    /// consistent, at the leader).
+    OutboxRead {
+        after: Option<OutboxPosition>,
+    },
+    /// Removes a base partition's outbox records up to `through`, which every index partition
+    /// has applied.
+    OutboxTrim {
+        through: OutboxPosition,
+    },
+    /// Applies a base partition's GSI changes at an index partition, each once (invariant 3 of
+    /// `index::global`).
+    IndexApply {
+        source: u64,
+        changes: Vec<PositionedChange>,
+    },
 }
 
 impl PreparedRequest {
@@ -147,13 +171,19 @@ impl PreparedRequest {
             PreparedRequest::Range(_) => "Range",
             PreparedRequest::BatchGet(_) => "BatchGet",
             PreparedRequest::BatchWrite(_) => "BatchWrite",
+            PreparedRequest::OutboxRead { .. } => "OutboxRead",
+            PreparedRequest::OutboxTrim { .. } => "OutboxTrim",
+            PreparedRequest::IndexApply { .. } => "IndexApply",
         }
     }
 
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            PreparedRequest::Write(_) | PreparedRequest::BatchWrite(_)
+            PreparedRequest::Write(_)
+                | PreparedRequest::BatchWrite(_)
+                | PreparedRequest::OutboxTrim { .. }
+                | PreparedRequest::IndexApply { .. }
         )
     }
 }
@@ -384,17 +414,52 @@ fn count_only(parameters: &Json, operation: RangeOperation) -> Result<bool> {
     Ok(select == Some("COUNT"))
 }
 
-/// The local secondary index an IndexName names; one the table does not have is refused
-/// rather than read from the table itself.
-fn named_index<'a>(parameters: &Json, indexes: &'a [LocalIndex]) -> Result<Option<&'a LocalIndex>> {
-    match string_parameter(parameters, "IndexName")? {
-        Some(name) => indexes
-            .iter()
-            .find(|index| index.name == name)
-            .map(Some)
-            .ok_or_else(|| validation(crate::messages::index_not_found(name))),
-        None => Ok(None),
+/// A table's secondary indexes, as requests to it need them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TableIndexes<'a> {
+    pub local: &'a [LocalIndex],
+    pub global: &'a [GlobalIndex],
+}
+
+/// The index an IndexName names.
+#[derive(Clone, Copy, Debug)]
+enum NamedIndex<'a> {
+    Local(&'a LocalIndex),
+    Global(&'a GlobalIndex),
+}
+
+/// The index an IndexName names; one the table does not have is refused rather than read
+/// from the table itself.
+fn named_index<'a>(parameters: &Json, indexes: TableIndexes<'a>) -> Result<Option<NamedIndex<'a>>> {
+    let Some(name) = string_parameter(parameters, "IndexName")? else {
+        return Ok(None);
+    };
+    if let Some(index) = indexes.local.iter().find(|index| index.name == name) {
+        return Ok(Some(NamedIndex::Local(index)));
     }
+    indexes
+        .global
+        .iter()
+        .find(|index| index.name == name)
+        .map(|index| Some(NamedIndex::Global(index)))
+        .ok_or_else(|| validation(crate::messages::index_not_found(name)))
+}
+
+/// What DynamoDB refuses of a read of a GSI before anything is read: ConsistentRead, and Select
+/// ALL_ATTRIBUTES when the index does not project every attribute (a GSI has no base item to
+/// fetch them from).
+fn check_global_read(parameters: &Json, index: &GlobalIndex) -> Result<()> {
+    if bool_parameter(parameters, "ConsistentRead")? {
+        return Err(validation(crate::index::global::CONSISTENT_READ_ON_GSI));
+    }
+    if index.projection != crate::index::Projection::All
+        && parameters.get("Select").and_then(Json::as_str) == Some("ALL_ATTRIBUTES")
+    {
+        return Err(validation(
+            crate::index::global::select_all_attributes_on_partial_gsi(&index.name),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a read of `index` must fetch the base item: Select ALL_ATTRIBUTES on an index that
@@ -627,6 +692,7 @@ fn prepare_write(
         return_values,
         return_old_on_condition_failure,
         local_indexes: Vec::new(),
+        global_indexes: Vec::new(),
     })
 }
 
@@ -647,12 +713,24 @@ fn prepare_get(parameters: &Json, key_schema: &KeySchema) -> Result<GetRequest> 
 fn prepare_query(
     parameters: &Json,
     table_key_schema: &KeySchema,
-    indexes: &[LocalIndex],
+    indexes: TableIndexes<'_>,
 ) -> Result<RangeRequest> {
     let count_only = count_only(parameters, RangeOperation::Query)?;
-    let index = named_index(parameters, indexes)?;
+    let named = named_index(parameters, indexes)?;
+    let (index, global) = match named {
+        Some(NamedIndex::Local(index)) => (Some(index), None),
+        Some(NamedIndex::Global(index)) => {
+            check_global_read(parameters, index)?;
+            (None, Some(index))
+        }
+        None => (None, None),
+    };
     // An index Query's key condition, filter rule and start key are on the index's key.
-    let index_key_schema = index.map(|index| index.key_schema(table_key_schema));
+    let index_key_schema = match named {
+        Some(NamedIndex::Local(index)) => Some(index.key_schema(table_key_schema)),
+        Some(NamedIndex::Global(index)) => Some(index.key_schema()),
+        None => None,
+    };
     let key_schema = index_key_schema.as_ref().unwrap_or(table_key_schema);
     let mut context = context(parameters)?;
     let expression = string_parameter(parameters, "KeyConditionExpression")?;
@@ -691,8 +769,9 @@ fn prepare_query(
     }
     let projection = projection(parameters, &mut context)?;
     context.finish()?;
-    let bounds = match index {
-        Some(index) => crate::index::query_bounds(index.number, &key_condition),
+    let bounds = match named {
+        Some(NamedIndex::Local(index)) => crate::index::query_bounds(index.number, &key_condition),
+        Some(NamedIndex::Global(index)) => index.query_bounds(&key_condition),
         None => key_condition.storage_bounds(),
     };
     let (mut lower, mut upper) =
@@ -702,8 +781,9 @@ fn prepare_query(
         Some(Json::Bool(flag)) => *flag,
         Some(_) => return Err(serialization("ScanIndexForward must be a boolean")),
     };
-    let start = match index {
-        Some(index) => index_start_key(parameters, table_key_schema, index)?,
+    let start = match named {
+        Some(NamedIndex::Local(index)) => index_start_key(parameters, table_key_schema, index)?,
+        Some(NamedIndex::Global(index)) => index.start_key(parameters, table_key_schema)?,
         None => exclusive_start_key(parameters, key_schema)?,
     };
     if let Some((start_key, start)) = start {
@@ -751,6 +831,7 @@ fn prepare_query(
         count_only,
         page_bytes_max: PAGE_BYTES_MAX as u64,
         index,
+        global_index: global.map(|index| Box::new(index.clone())),
     })
 }
 
@@ -814,10 +895,18 @@ pub fn segment_bounds(segment: u64, total: u64) -> (Bound<Vec<u8>>, Bound<Vec<u8
 fn prepare_scan(
     parameters: &Json,
     key_schema: &KeySchema,
-    indexes: &[LocalIndex],
+    indexes: TableIndexes<'_>,
 ) -> Result<RangeRequest> {
     let count_only = count_only(parameters, RangeOperation::Scan)?;
-    let index = named_index(parameters, indexes)?;
+    let named = named_index(parameters, indexes)?;
+    let (index, global) = match named {
+        Some(NamedIndex::Local(index)) => (Some(index), None),
+        Some(NamedIndex::Global(index)) => {
+            check_global_read(parameters, index)?;
+            (None, Some(index))
+        }
+        None => (None, None),
+    };
     let mut context = context(parameters)?;
     let filter = filter(parameters, "ScanFilter", &mut context)?;
     let projection = projection(parameters, &mut context)?;
@@ -832,6 +921,11 @@ fn prepare_scan(
     if let Some(index) = index {
         (lower, upper) = crate::index::scan_bounds(index.number, &lower, &upper);
         if let Some((_, start)) = index_start_key(parameters, key_schema, index)? {
+            lower = Bound::Excluded(start);
+        }
+    } else if let Some(global) = global {
+        (lower, upper) = crate::index::global::scan_bounds(lower, upper);
+        if let Some((_, start)) = global.start_key(parameters, key_schema)? {
             lower = Bound::Excluded(start);
         }
     } else if let Some(start) = exclusive_start(parameters, key_schema)? {
@@ -861,6 +955,7 @@ fn prepare_scan(
         count_only,
         page_bytes_max: PAGE_BYTES_MAX as u64,
         index,
+        global_index: global.map(|index| Box::new(index.clone())),
     })
 }
 
@@ -941,15 +1036,34 @@ pub fn prepare(
 }
 
 /// Parses the parameters of `operation` for a table with `key_schema` and these local secondary
-/// indexes: writes carry them (their leader maintains the entries), and Query and Scan may name
-/// one in IndexName.
+/// indexes (and no global one).
 pub fn prepare_indexed(
     operation: ItemOperation,
     parameters: &Json,
     key_schema: &KeySchema,
     local_indexes: &[LocalIndex],
 ) -> Result<PreparedRequest> {
-    let mut prepared = prepare_unindexed(operation, parameters, key_schema, local_indexes)?;
+    prepare_for_table(
+        operation,
+        parameters,
+        key_schema,
+        TableIndexes {
+            local: local_indexes,
+            global: &[],
+        },
+    )
+}
+
+/// Parses the parameters of `operation` for a table with `key_schema` and these secondary
+/// indexes: writes carry them (their leader maintains local entries and fills the outbox of
+/// global ones), and Query and Scan may name one in IndexName.
+pub fn prepare_for_table(
+    operation: ItemOperation,
+    parameters: &Json,
+    key_schema: &KeySchema,
+    indexes: TableIndexes<'_>,
+) -> Result<PreparedRequest> {
+    let mut prepared = prepare_unindexed(operation, parameters, key_schema, indexes)?;
     let writes: &mut [WriteRequest] = match &mut prepared {
         PreparedRequest::Write(write) => std::slice::from_mut(write),
         PreparedRequest::BatchWrite(writes) => writes,
@@ -960,14 +1074,18 @@ pub fn prepare_indexed(
         // them (an update's are checked by the leader once it has the new image).
         if let WriteKind::Put(item) = &write.kind {
             crate::index::index_changes(
-                local_indexes,
+                indexes.local,
                 key_schema,
                 &write.storage_key,
                 None,
                 Some(item),
             )?;
+            for index in indexes.global {
+                index.check_item(item)?;
+            }
         }
-        write.local_indexes = local_indexes.to_vec();
+        write.local_indexes = indexes.local.to_vec();
+        write.global_indexes = indexes.global.to_vec();
     }
     Ok(prepared)
 }
@@ -976,7 +1094,7 @@ fn prepare_unindexed(
     operation: ItemOperation,
     parameters: &Json,
     key_schema: &KeySchema,
-    local_indexes: &[LocalIndex],
+    indexes: TableIndexes<'_>,
 ) -> Result<PreparedRequest> {
     if operation != ItemOperation::BatchWrite {
         object(parameters, "the request")?;
@@ -988,10 +1106,10 @@ fn prepare_unindexed(
         }
         ItemOperation::GetItem => PreparedRequest::Get(prepare_get(parameters, key_schema)?),
         ItemOperation::Query => {
-            PreparedRequest::Range(prepare_query(parameters, key_schema, local_indexes)?)
+            PreparedRequest::Range(prepare_query(parameters, key_schema, indexes)?)
         }
         ItemOperation::Scan => {
-            PreparedRequest::Range(prepare_scan(parameters, key_schema, local_indexes)?)
+            PreparedRequest::Range(prepare_scan(parameters, key_schema, indexes)?)
         }
         ItemOperation::BatchGet => {
             PreparedRequest::BatchGet(prepare_batch_get(parameters, key_schema)?)

@@ -31,8 +31,13 @@ use crate::expression::ast::{
 };
 use crate::expression::update::ReturnValues;
 use crate::expression::{DOCUMENT_PATH_DEPTH_MAX, EXPRESSION_NESTING_DEPTH_MAX};
+use crate::index::global::{
+    EntryChange, GlobalIndex, GlobalIndexChange, OUTBOX_READ_ENTRIES_MAX, OutboxPosition,
+    PositionedChange,
+};
 use crate::index::{
-    LOCAL_SECONDARY_INDEXES_MAX, LocalIndex, PROJECTED_NON_KEY_ATTRIBUTES_MAX, Projection,
+    GLOBAL_SECONDARY_INDEXES_MAX, LOCAL_SECONDARY_INDEXES_MAX, LocalIndex,
+    PROJECTED_NON_KEY_ATTRIBUTES_MAX, Projection,
 };
 use crate::key::{KeyAttribute, KeyType};
 use crate::request::{
@@ -68,6 +73,20 @@ const REQUEST_BATCH_WRITE: u8 = 0x05;
 const REQUEST_WRITE_INDEXED: u8 = 0x06;
 const REQUEST_BATCH_WRITE_INDEXED: u8 = 0x07;
 const REQUEST_RANGE_INDEXED: u8 = 0x08;
+/// A write (or batch) to a table with global secondary indexes: each write followed by the
+/// table's local indexes (possibly none) and its global ones.
+const REQUEST_WRITE_GLOBAL: u8 = 0x09;
+const REQUEST_BATCH_WRITE_GLOBAL: u8 = 0x0A;
+/// A range read of a GSI partition: the range followed by the index.
+const REQUEST_RANGE_GLOBAL: u8 = 0x0B;
+/// The GSI propagation requests (index::global).
+const REQUEST_OUTBOX_READ: u8 = 0x0C;
+const REQUEST_OUTBOX_TRIM: u8 = 0x0D;
+const REQUEST_INDEX_APPLY: u8 = 0x0E;
+
+/// An index change's kind.
+const CHANGE_PUT: u8 = 0x01;
+const CHANGE_DELETE: u8 = 0x02;
 
 /// A local index's key type.
 const KEY_TYPE_STRING: u8 = 0x01;
@@ -159,6 +178,12 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
     let mut output = Vec::with_capacity(128);
     output.push(REQUEST_FORMAT_VERSION);
     match request {
+        PreparedRequest::Write(write) if !write.global_indexes.is_empty() => {
+            output.push(REQUEST_WRITE_GLOBAL);
+            encode_write(write, &mut output);
+            encode_local_indexes(&write.local_indexes, &mut output);
+            encode_global_indexes(&write.global_indexes, &mut output);
+        }
         PreparedRequest::Write(write) if write.local_indexes.is_empty() => {
             output.push(REQUEST_WRITE);
             encode_write(write, &mut output);
@@ -172,12 +197,17 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
             output.push(REQUEST_GET);
             encode_get(get, &mut output);
         }
-        PreparedRequest::Range(range) => match &range.index {
-            None => {
+        PreparedRequest::Range(range) => match (&range.index, &range.global_index) {
+            (_, Some(global)) => {
+                output.push(REQUEST_RANGE_GLOBAL);
+                encode_range(range, &mut output);
+                encode_global_index(global, &mut output);
+            }
+            (None, None) => {
                 output.push(REQUEST_RANGE);
                 encode_range(range, &mut output);
             }
-            Some(index) => {
+            (Some(index), None) => {
                 output.push(REQUEST_RANGE_INDEXED);
                 encode_range(range, &mut output);
                 encode_local_index(&index.index, &mut output);
@@ -189,6 +219,48 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
             encode_length(gets.len(), &mut output);
             for get in gets {
                 encode_get(get, &mut output);
+            }
+        }
+        PreparedRequest::BatchWrite(writes)
+            if writes.iter().any(|write| !write.global_indexes.is_empty()) =>
+        {
+            output.push(REQUEST_BATCH_WRITE_GLOBAL);
+            encode_length(writes.len(), &mut output);
+            for write in writes {
+                encode_write(write, &mut output);
+                encode_local_indexes(&write.local_indexes, &mut output);
+                encode_global_indexes(&write.global_indexes, &mut output);
+            }
+        }
+        PreparedRequest::OutboxRead { after } => {
+            output.push(REQUEST_OUTBOX_READ);
+            match after {
+                None => output.push(ABSENT),
+                Some(position) => {
+                    output.push(PRESENT);
+                    encode_position(*position, &mut output);
+                }
+            }
+        }
+        PreparedRequest::OutboxTrim { through } => {
+            output.push(REQUEST_OUTBOX_TRIM);
+            encode_position(*through, &mut output);
+        }
+        PreparedRequest::IndexApply { source, changes } => {
+            output.push(REQUEST_INDEX_APPLY);
+            encode_u64(*source, &mut output);
+            encode_length(changes.len(), &mut output);
+            for positioned in changes {
+                encode_position(positioned.position, &mut output);
+                output.push(positioned.change.index_number);
+                encode_bytes(&positioned.change.entry_key, &mut output);
+                match &positioned.change.change {
+                    EntryChange::Put(item) => {
+                        output.push(CHANGE_PUT);
+                        encode_bytes(item, &mut output);
+                    }
+                    EntryChange::Delete => output.push(CHANGE_DELETE),
+                }
             }
         }
         PreparedRequest::BatchWrite(writes) => {
@@ -220,13 +292,47 @@ fn encode_local_indexes(indexes: &[LocalIndex], output: &mut Vec<u8>) {
 fn encode_local_index(index: &LocalIndex, output: &mut Vec<u8>) {
     encode_bytes(index.name.as_bytes(), output);
     output.push(index.number);
-    encode_bytes(index.sort_key.name.as_bytes(), output);
-    output.push(match index.sort_key.key_type {
+    encode_key_attribute(&index.sort_key, output);
+    encode_projection_kind(&index.projection, output);
+}
+
+fn encode_global_indexes(indexes: &[GlobalIndex], output: &mut Vec<u8>) {
+    encode_length(indexes.len(), output);
+    for index in indexes {
+        encode_global_index(index, output);
+    }
+}
+
+fn encode_global_index(index: &GlobalIndex, output: &mut Vec<u8>) {
+    encode_bytes(index.name.as_bytes(), output);
+    output.push(index.number);
+    encode_key_attribute(&index.partition_key, output);
+    match &index.sort_key {
+        None => output.push(ABSENT),
+        Some(sort) => {
+            output.push(PRESENT);
+            encode_key_attribute(sort, output);
+        }
+    }
+    encode_projection_kind(&index.projection, output);
+}
+
+fn encode_position(position: OutboxPosition, output: &mut Vec<u8>) {
+    encode_u64(position.slot, output);
+    output.extend_from_slice(&position.ordinal.to_le_bytes());
+}
+
+fn encode_key_attribute(attribute: &KeyAttribute, output: &mut Vec<u8>) {
+    encode_bytes(attribute.name.as_bytes(), output);
+    output.push(match attribute.key_type {
         KeyType::String => KEY_TYPE_STRING,
         KeyType::Number => KEY_TYPE_NUMBER,
         KeyType::Binary => KEY_TYPE_BINARY,
     });
-    match &index.projection {
+}
+
+fn encode_projection_kind(projection: &Projection, output: &mut Vec<u8>) {
+    match projection {
         Projection::All => output.push(PROJECTION_ALL),
         Projection::KeysOnly => output.push(PROJECTION_KEYS_ONLY),
         Projection::Include(names) => {
@@ -545,6 +651,74 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
         }
         REQUEST_GET => PreparedRequest::Get(decode_get(reader)?),
         REQUEST_RANGE => PreparedRequest::Range(decode_range(reader)?),
+        REQUEST_WRITE_GLOBAL => {
+            let mut write = decode_write(reader)?;
+            write.local_indexes = decode_local_indexes(reader)?;
+            write.global_indexes = decode_global_indexes(reader)?;
+            if write.global_indexes.is_empty() {
+                return Err(reader.fail("a write with global indexes without any"));
+            }
+            PreparedRequest::Write(write)
+        }
+        REQUEST_BATCH_WRITE_GLOBAL => {
+            let count = bounded_count(reader, BATCH_WRITE_REQUESTS_MAX, "BatchWrite requests")?;
+            let mut writes = Vec::with_capacity(count);
+            for _ in 0..count {
+                let mut write = decode_write(reader)?;
+                write.local_indexes = decode_local_indexes(reader)?;
+                write.global_indexes = decode_global_indexes(reader)?;
+                writes.push(write);
+            }
+            if writes.iter().all(|write| write.global_indexes.is_empty()) {
+                return Err(reader.fail("a batch write with global indexes without any"));
+            }
+            PreparedRequest::BatchWrite(writes)
+        }
+        REQUEST_RANGE_GLOBAL => {
+            let mut range = decode_range(reader)?;
+            range.global_index = Some(Box::new(decode_global_index(reader)?));
+            PreparedRequest::Range(range)
+        }
+        REQUEST_OUTBOX_READ => PreparedRequest::OutboxRead {
+            after: if decode_present(reader)? {
+                Some(decode_position(reader)?)
+            } else {
+                None
+            },
+        },
+        REQUEST_OUTBOX_TRIM => PreparedRequest::OutboxTrim {
+            through: decode_position(reader)?,
+        },
+        REQUEST_INDEX_APPLY => {
+            let source = decode_u64(reader)?;
+            let count = bounded_count(reader, OUTBOX_READ_ENTRIES_MAX, "index changes")?;
+            let mut changes = Vec::with_capacity(count);
+            for _ in 0..count {
+                let position = decode_position(reader)?;
+                let index_number = reader.byte()?;
+                let entry_key = reader.byte_string()?.to_vec();
+                let change = match reader.byte()? {
+                    CHANGE_PUT => {
+                        let item = reader.byte_string()?;
+                        if crate::encoding::decode_item(item).is_err() {
+                            return Err(reader.fail("an index entry that is not an item"));
+                        }
+                        EntryChange::Put(item.to_vec())
+                    }
+                    CHANGE_DELETE => EntryChange::Delete,
+                    other => return Err(reader.fail(&format!("unknown change kind {other:#04x}"))),
+                };
+                changes.push(PositionedChange {
+                    position,
+                    change: GlobalIndexChange {
+                        index_number,
+                        entry_key,
+                        change,
+                    },
+                });
+            }
+            PreparedRequest::IndexApply { source, changes }
+        }
         REQUEST_RANGE_INDEXED => {
             let mut range = decode_range(reader)?;
             let index = decode_local_index(reader)?;
@@ -659,6 +833,7 @@ fn decode_write(reader: &mut Reader<'_>) -> Result<WriteRequest> {
         return_values,
         return_old_on_condition_failure,
         local_indexes: Vec::new(),
+        global_indexes: Vec::new(),
     })
 }
 
@@ -682,14 +857,67 @@ fn decode_local_indexes(reader: &mut Reader<'_>) -> Result<Vec<LocalIndex>> {
 fn decode_local_index(reader: &mut Reader<'_>) -> Result<LocalIndex> {
     let name = decode_name(reader, "an index name")?;
     let number = reader.byte()?;
-    let sort_name = decode_name(reader, "an index key name")?;
+    let sort_key = decode_key_attribute(reader)?;
+    let projection = decode_projection_kind(reader)?;
+    Ok(LocalIndex {
+        name,
+        number,
+        sort_key,
+        projection,
+    })
+}
+
+fn decode_global_indexes(reader: &mut Reader<'_>) -> Result<Vec<GlobalIndex>> {
+    let count = bounded_count(reader, GLOBAL_SECONDARY_INDEXES_MAX, "global indexes")?;
+    let mut indexes = Vec::with_capacity(count);
+    for _ in 0..count {
+        indexes.push(decode_global_index(reader)?);
+    }
+    Ok(indexes)
+}
+
+fn decode_global_index(reader: &mut Reader<'_>) -> Result<GlobalIndex> {
+    let name = decode_name(reader, "an index name")?;
+    let number = reader.byte()?;
+    let partition_key = decode_key_attribute(reader)?;
+    let sort_key = if decode_present(reader)? {
+        Some(decode_key_attribute(reader)?)
+    } else {
+        None
+    };
+    let projection = decode_projection_kind(reader)?;
+    Ok(GlobalIndex {
+        name,
+        number,
+        partition_key,
+        sort_key,
+        projection,
+    })
+}
+
+fn decode_position(reader: &mut Reader<'_>) -> Result<OutboxPosition> {
+    let slot = decode_u64(reader)?;
+    let mut ordinal = [0u8; 4];
+    ordinal.copy_from_slice(reader.take(4)?);
+    Ok(OutboxPosition {
+        slot,
+        ordinal: u32::from_le_bytes(ordinal),
+    })
+}
+
+fn decode_key_attribute(reader: &mut Reader<'_>) -> Result<KeyAttribute> {
+    let name = decode_name(reader, "an index key name")?;
     let key_type = match reader.byte()? {
         KEY_TYPE_STRING => KeyType::String,
         KEY_TYPE_NUMBER => KeyType::Number,
         KEY_TYPE_BINARY => KeyType::Binary,
         other => return Err(reader.fail(&format!("unknown key type {other:#04x}"))),
     };
-    let projection = match reader.byte()? {
+    Ok(KeyAttribute { name, key_type })
+}
+
+fn decode_projection_kind(reader: &mut Reader<'_>) -> Result<Projection> {
+    Ok(match reader.byte()? {
         PROJECTION_ALL => Projection::All,
         PROJECTION_KEYS_ONLY => Projection::KeysOnly,
         PROJECTION_INCLUDE => {
@@ -705,15 +933,6 @@ fn decode_local_index(reader: &mut Reader<'_>) -> Result<LocalIndex> {
             Projection::Include(names)
         }
         other => return Err(reader.fail(&format!("unknown projection {other:#04x}"))),
-    };
-    Ok(LocalIndex {
-        name,
-        number,
-        sort_key: KeyAttribute {
-            name: sort_name,
-            key_type,
-        },
-        projection,
     })
 }
 
@@ -755,6 +974,7 @@ fn decode_range(reader: &mut Reader<'_>) -> Result<RangeRequest> {
         count_only,
         page_bytes_max,
         index: None,
+        global_index: None,
     })
 }
 
@@ -1038,6 +1258,7 @@ mod tests {
             return_values: ReturnValues::AllOld,
             return_old_on_condition_failure: true,
             local_indexes: Vec::new(),
+            global_indexes: Vec::new(),
         });
         let expected: Vec<u8> = vec![
             0x01, // version
@@ -1335,6 +1556,7 @@ mod tests {
             count_only: false,
             page_bytes_max: PAGE_BYTES_MAX as u64,
             index: None,
+            global_index: None,
         })
     }
 
@@ -1375,6 +1597,7 @@ mod tests {
                 return_values: ReturnValues::None,
                 return_old_on_condition_failure: false,
                 local_indexes: Vec::new(),
+                global_indexes: Vec::new(),
             })
         };
         round_trip(&appends(UPDATE_OPERAND_DEPTH_MAX));
@@ -1430,10 +1653,10 @@ mod tests {
             "malformed item request encoding: unknown request format version 2 (at byte 1)"
         );
         let mut unknown_kind = bytes.clone();
-        unknown_kind[1] = 0x09;
+        unknown_kind[1] = 0x0F;
         assert_eq!(
             error_message(&unknown_kind),
-            "malformed item request encoding: unknown request kind 0x09 (at byte 2)"
+            "malformed item request encoding: unknown request kind 0x0f (at byte 2)"
         );
         let mut trailing = bytes.clone();
         trailing.push(0);
@@ -1492,6 +1715,7 @@ mod tests {
             return_values: ReturnValues::None,
             return_old_on_condition_failure: false,
             local_indexes: Vec::new(),
+            global_indexes: Vec::new(),
         });
         let mut bytes = encode_request(&request);
         let a = bytes.iter().position(|&byte| byte == b'a').unwrap();

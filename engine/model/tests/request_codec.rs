@@ -6,11 +6,15 @@
 use std::ops::Bound;
 
 use proptest::prelude::*;
+use shoal_model::encoding::encode_item;
 use shoal_model::expression::ast::{
     Comparator, Condition, DocumentPath, Operand, PathElement, SetValue, Update, UpdateAction,
     UpdateOperand,
 };
 use shoal_model::expression::update::ReturnValues;
+use shoal_model::index::global::{
+    EntryChange, GlobalIndex, GlobalIndexChange, OutboxPosition, PositionedChange,
+};
 use shoal_model::index::{LocalIndex, Projection};
 use shoal_model::key::{KeyAttribute, KeyType};
 use shoal_model::request::{
@@ -211,9 +215,19 @@ fn write_strategy() -> impl Strategy<Value = WriteRequest> {
         return_values_strategy(),
         any::<bool>(),
         prop::collection::vec(local_index_strategy(), 0..3),
+        prop::collection::vec(global_index_strategy(), 0..3),
     )
         .prop_map(
-            |(key, storage_key, kind, condition, return_values, return_old, local_indexes)| {
+            |(
+                key,
+                storage_key,
+                kind,
+                condition,
+                return_values,
+                return_old,
+                local_indexes,
+                global_indexes,
+            )| {
                 WriteRequest {
                     key,
                     storage_key,
@@ -222,9 +236,74 @@ fn write_strategy() -> impl Strategy<Value = WriteRequest> {
                     return_values,
                     return_old_on_condition_failure: return_old,
                     local_indexes,
+                    global_indexes,
                 }
             },
         )
+}
+
+fn key_attribute_strategy() -> impl Strategy<Value = KeyAttribute> {
+    (
+        "[a-z]{1,4}",
+        prop_oneof![
+            Just(KeyType::String),
+            Just(KeyType::Number),
+            Just(KeyType::Binary)
+        ],
+    )
+        .prop_map(|(name, key_type)| KeyAttribute { name, key_type })
+}
+
+fn global_index_strategy() -> impl Strategy<Value = GlobalIndex> {
+    let projection = prop_oneof![
+        Just(Projection::All),
+        Just(Projection::KeysOnly),
+        prop::collection::vec("[a-z]{1,4}", 0..3).prop_map(Projection::Include),
+    ];
+    (
+        "[a-z]{3,6}",
+        any::<u8>(),
+        key_attribute_strategy(),
+        prop::option::of(key_attribute_strategy()),
+        projection,
+    )
+        .prop_map(
+            |(name, number, partition_key, sort_key, projection)| GlobalIndex {
+                name,
+                number,
+                partition_key,
+                sort_key,
+                projection,
+            },
+        )
+}
+
+fn position_strategy() -> impl Strategy<Value = OutboxPosition> {
+    (any::<u64>(), any::<u32>()).prop_map(|(slot, ordinal)| OutboxPosition { slot, ordinal })
+}
+
+fn index_apply_strategy() -> impl Strategy<Value = PreparedRequest> {
+    let change = (
+        position_strategy(),
+        any::<u8>(),
+        bytes_strategy(),
+        prop::option::of(item_strategy()),
+    )
+        .prop_map(
+            |(position, index_number, entry_key, item)| PositionedChange {
+                position,
+                change: GlobalIndexChange {
+                    index_number,
+                    entry_key,
+                    change: match item {
+                        Some(item) => EntryChange::Put(encode_item(&item)),
+                        None => EntryChange::Delete,
+                    },
+                },
+            },
+        );
+    (any::<u64>(), prop::collection::vec(change, 0..4))
+        .prop_map(|(source, changes)| PreparedRequest::IndexApply { source, changes })
 }
 
 fn local_index_strategy() -> impl Strategy<Value = LocalIndex> {
@@ -279,7 +358,12 @@ fn range_strategy() -> impl Strategy<Value = RangeRequest> {
         projection_strategy(),
         prop::option::of(any::<usize>()),
         (any::<bool>(), any::<bool>(), any::<u64>()),
-        prop::option::of((local_index_strategy(), any::<bool>())),
+        prop_oneof![
+            Just((None, None)),
+            (local_index_strategy(), any::<bool>())
+                .prop_map(|(index, fetch_base)| (Some(IndexRead { index, fetch_base }), None)),
+            global_index_strategy().prop_map(|index| (None, Some(index))),
+        ],
     )
         .prop_map(
             |(
@@ -288,7 +372,7 @@ fn range_strategy() -> impl Strategy<Value = RangeRequest> {
                 projection,
                 limit,
                 (consistent, count_only, page_bytes_max),
-                index,
+                (index, global_index),
             )| RangeRequest {
                 lower,
                 upper,
@@ -299,7 +383,8 @@ fn range_strategy() -> impl Strategy<Value = RangeRequest> {
                 consistent,
                 count_only,
                 page_bytes_max,
-                index: index.map(|(index, fetch_base)| Box::new(IndexRead { index, fetch_base })),
+                index: index.map(Box::new),
+                global_index: global_index.map(Box::new),
             },
         )
 }
@@ -311,6 +396,10 @@ fn request_strategy() -> impl Strategy<Value = PreparedRequest> {
         range_strategy().prop_map(PreparedRequest::Range),
         prop::collection::vec(get_strategy(), 0..4).prop_map(PreparedRequest::BatchGet),
         prop::collection::vec(write_strategy(), 0..4).prop_map(PreparedRequest::BatchWrite),
+        prop::option::of(position_strategy())
+            .prop_map(|after| PreparedRequest::OutboxRead { after }),
+        position_strategy().prop_map(|through| PreparedRequest::OutboxTrim { through }),
+        index_apply_strategy(),
     ]
 }
 

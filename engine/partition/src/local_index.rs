@@ -14,6 +14,7 @@ use shoal_io::Storage;
 use shoal_model::encoding::{decode_item, encode_item};
 use shoal_model::expression::evaluate::evaluate;
 use shoal_model::expression::projection::project;
+use shoal_model::index::global::is_outbox_key;
 use shoal_model::index::{
     INDEX_REGION_PREFIX, base_storage_key, collection_key, collection_record, collection_share,
     index_changes, projected_size_bytes,
@@ -193,6 +194,9 @@ const REGION_COUNT_BATCH_KEYS: usize = 512;
 pub(crate) struct RegionStats {
     pub count: u64,
     pub bytes: u64,
+    /// Of those, the GSI outbox records (shoal_model::index::global): what the leader's
+    /// backpressure bounds.
+    pub outbox_entries: u64,
 }
 
 impl RegionStats {
@@ -214,6 +218,9 @@ impl RegionStats {
             for (key, value) in batch {
                 stats.count += 1;
                 stats.bytes += (key.len() + value.len()) as u64;
+                if is_outbox_key(&key) {
+                    stats.outbox_entries += 1;
+                }
                 lower = Bound::Excluded(key);
             }
             if exhausted {
@@ -242,13 +249,16 @@ impl RegionStats {
                 Some(state) => *state,
                 None => engine.get(key).await?.map(|value| value.len()),
             };
+            let outbox = u64::from(is_outbox_key(key));
             if let Some(value_bytes) = before {
                 self.count = self.count.saturating_sub(1);
                 self.bytes = self.bytes.saturating_sub((key.len() + value_bytes) as u64);
+                self.outbox_entries = self.outbox_entries.saturating_sub(outbox);
             }
             if let Some(value_bytes) = after {
                 self.count += 1;
                 self.bytes += (key.len() + value_bytes) as u64;
+                self.outbox_entries += outbox;
             }
             in_batch.insert(key, after);
         }

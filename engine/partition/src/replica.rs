@@ -44,6 +44,7 @@
 //!    replayed, and sent exact at the snapshot's slot), so every replica decides alike.
 
 mod durability;
+mod global_index;
 mod serve;
 mod sweep;
 
@@ -635,6 +636,8 @@ struct Evaluated {
     collection: Option<(Vec<u8>, u64)>,
     /// The write units of each local index's entries, by index number.
     index_write_units: Vec<u64>,
+    /// The write's GSI entry changes, for the partition's outbox.
+    global_changes: Vec<shoal_model::index::global::GlobalIndexChange>,
 }
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
@@ -1128,6 +1131,20 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             } else {
                 Vec::new()
             };
+            // Outbox records take their position from the slot (index::global invariant 2),
+            // the same on every replica and at every replay.
+            for mutation in &mut batch.mutations {
+                if let Mutation::Put { key, .. } = mutation
+                    && let Some(ordinal) = shoal_model::index::global::pending_outbox_ordinal(key)
+                {
+                    *key = shoal_model::index::global::outbox_key(
+                        shoal_model::index::global::OutboxPosition {
+                            slot: slot.0,
+                            ordinal,
+                        },
+                    );
+                }
+            }
             batch.mutations.push(Mutation::Put {
                 key: chain_key,
                 value: chain_after.to_le_bytes().to_vec(),

@@ -21,13 +21,16 @@ use shoal_model::index::LocalIndex;
 use shoal_model::number::Number;
 use shoal_model::value::AttributeValue;
 
-/// What a partition's sweeper needs of its table: the TTL attribute, and the table's local
-/// secondary indexes, whose entries (and item collection size) a TTL delete removes in the
+/// What a partition's sweeper needs of its table: the TTL attribute, and the table's
+/// secondary indexes (local ones here), whose entries (and item collection size) a TTL delete removes in the
 /// same log entry as the item, as any delete does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SweepTarget {
     pub attribute: String,
     pub local_indexes: Vec<LocalIndex>,
+    /// The table's global secondary indexes: a TTL delete puts its entry deletes into the
+    /// partition's outbox, as any delete does.
+    pub global_indexes: Vec<shoal_model::index::global::GlobalIndex>,
 }
 
 /// Items one sweep step reads at most: one B-tree scan call, like a page of a Scan.

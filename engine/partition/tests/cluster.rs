@@ -1587,6 +1587,7 @@ impl Cluster {
                     target: SweepTarget {
                         attribute: "expires".to_string(),
                         local_indexes: local_indexes(),
+                        global_indexes: Vec::new(),
                     },
                     now_unix_seconds,
                     pass_period: TTL_PASS_PERIOD,
@@ -1782,6 +1783,7 @@ fn an_extension_in_flight_wins_over_the_sweeper() {
                     target: SweepTarget {
                         attribute: "expires".to_string(),
                         local_indexes: local_indexes(),
+                        global_indexes: Vec::new(),
                     },
                     now_unix_seconds: TTL_NOW,
                     pass_period: TTL_PASS_PERIOD,
@@ -1836,6 +1838,7 @@ fn a_write_after_the_sweepers_delete_sees_the_item_gone() {
                     target: SweepTarget {
                         attribute: "expires".to_string(),
                         local_indexes: local_indexes(),
+                        global_indexes: Vec::new(),
                     },
                     now_unix_seconds: TTL_NOW,
                     pass_period: TTL_PASS_PERIOD,

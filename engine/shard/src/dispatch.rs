@@ -37,6 +37,9 @@ pub enum Delivery {
 }
 
 /// What to do with one message that arrived.
+// `Replica` is the variant nearly every message takes, and a `Routed` lives only until it is
+// handed on: boxing the event would add an allocation per message and save no memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Routed<C> {
     /// Hand `event` to the replica of `partition`.

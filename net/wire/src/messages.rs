@@ -246,6 +246,21 @@ pub enum ItemResult {
     /// `BatchWrite`, plus each item collection it wrote to, with its size after the batch.
     /// Added at the end.
     BatchWriteInCollections { collections: Vec<CollectionSize> },
+    /// A base partition's outbox records (GSI changes) in position order, for a propagator.
+    /// Added at the end.
+    Outbox { changes: Vec<OutboxChange> },
+}
+
+/// One outbox record (shoal-model `index::global`): its position (log slot and ordinal), the
+/// GSI it changes, the entry key, and the entry's new value (the projected item in the binary
+/// item encoding) or `None` for a delete.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OutboxChange {
+    pub slot: u64,
+    pub ordinal: u32,
+    pub index_number: u8,
+    pub entry_key: Vec<u8>,
+    pub item: Option<Vec<u8>>,
 }
 
 /// An item collection and its size: its partition key (binary item encoding) and bytes.

@@ -20,8 +20,7 @@ use crate::validate::{Throughput, constraint_violations, provisioned_throughput}
 
 const INVALID: &str = "One or more parameter values were invalid: ";
 
-/// A global secondary index as CreateTable asked for it (checked, not yet built: CreateTable
-/// refuses it after every check, see [`check_globals_supported`]).
+/// A global secondary index as CreateTable asked for it, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GlobalIndex {
     pub name: String,
@@ -466,18 +465,6 @@ pub fn secondary_indexes(
     Ok(indexes)
 }
 
-/// GSIs are checked like DynamoDB checks them, then refused: Shoal does not maintain them yet,
-/// and an index that is accepted but not maintained would answer queries wrongly.
-pub fn check_globals_supported(indexes: &SecondaryIndexes) -> Result<(), DynamoError> {
-    match indexes.global.first() {
-        None => Ok(()),
-        Some(index) => Err(DynamoError::validation(format!(
-            "GlobalSecondaryIndexes are not supported by this server yet (index {}): only LocalSecondaryIndexes are maintained",
-            index.name
-        ))),
-    }
-}
-
 /// The metadata item's `local_indexes` member (metadata invariant 2: absent in items of tables
 /// without indexes and in items written before indexes existed): a list of maps
 /// `{name: S, number: N, sort_name: S, sort_type: S, projection: S, non_key: L of S}`.
@@ -490,15 +477,8 @@ pub fn local_indexes_json(indexes: &[LocalIndex]) -> Json {
                 "number": {"N": index.number.to_string()},
                 "sort_name": {"S": index.sort_key.name},
                 "sort_type": {"S": index.sort_key.key_type.type_name()},
-                "projection": {"S": index.projection.type_name()},
             });
-            if let Projection::Include(names) = &index.projection {
-                let names: Vec<Json> = names
-                    .iter()
-                    .map(|name| serde_json::json!({"S": name}))
-                    .collect();
-                map["non_key"] = serde_json::json!({"L": names});
-            }
+            projection_json(&index.projection, &mut map);
             serde_json::json!({"M": map})
         })
         .collect();
@@ -507,7 +487,7 @@ pub fn local_indexes_json(indexes: &[LocalIndex]) -> Json {
 
 fn corrupt(what: &str) -> DynamoError {
     DynamoError::internal(format!(
-        "Internal server error (metadata item: local_indexes {what})"
+        "Internal server error (metadata item: secondary index {what})"
     ))
 }
 
@@ -532,43 +512,98 @@ pub fn local_indexes_from(member: Option<&Json>) -> Result<Vec<LocalIndex>, Dyna
             let map = entry
                 .get("M")
                 .ok_or_else(|| corrupt("entry is not a map"))?;
-            let number = map
-                .get("number")
-                .and_then(|value| value.get("N"))
-                .and_then(Json::as_str)
-                .and_then(|text| text.parse::<u8>().ok())
-                .ok_or_else(|| corrupt("number is not a small number"))?;
-            let projection = match text(map, "projection")? {
-                "ALL" => Projection::All,
-                "KEYS_ONLY" => Projection::KeysOnly,
-                "INCLUDE" => Projection::Include(
-                    map.get("non_key")
-                        .and_then(|value| value.get("L"))
-                        .and_then(Json::as_array)
-                        .ok_or_else(|| corrupt("non_key is not a list"))?
-                        .iter()
-                        .map(|name| {
-                            name.get("S")
-                                .and_then(Json::as_str)
-                                .map(str::to_string)
-                                .ok_or_else(|| corrupt("non_key holds a non-string"))
-                        })
-                        .collect::<Result<Vec<String>, DynamoError>>()?,
-                ),
-                _ => return Err(corrupt("projection is unknown")),
-            };
             Ok(LocalIndex {
                 name: text(map, "name")?.to_string(),
-                number,
-                sort_key: KeyAttribute {
-                    name: text(map, "sort_name")?.to_string(),
-                    key_type: crate::metadata::key_type_from_name(text(map, "sort_type")?)
-                        .ok_or_else(|| corrupt("sort_type is unknown"))?,
-                },
-                projection,
+                number: index_number(map)?,
+                sort_key: key_attribute(map, "sort")?,
+                projection: projection_from(map)?,
             })
         })
         .collect()
+}
+
+/// A global index's definition in its metadata map (metadata.rs adds its partitions):
+/// `{name: S, number: N, hash_name: S, hash_type: S, sort_name: S?, sort_type: S?,
+/// projection: S, non_key: L of S?}`.
+pub fn global_index_json(index: &shoal_model::index::global::GlobalIndex) -> Json {
+    let mut map = serde_json::json!({
+        "name": {"S": index.name},
+        "number": {"N": index.number.to_string()},
+        "hash_name": {"S": index.partition_key.name},
+        "hash_type": {"S": index.partition_key.key_type.type_name()},
+    });
+    if let Some(sort) = &index.sort_key {
+        map["sort_name"] = serde_json::json!({"S": sort.name});
+        map["sort_type"] = serde_json::json!({"S": sort.key_type.type_name()});
+    }
+    projection_json(&index.projection, &mut map);
+    map
+}
+
+/// Reads [`global_index_json`]'s form back.
+pub fn global_index_from(
+    map: &Json,
+) -> Result<shoal_model::index::global::GlobalIndex, DynamoError> {
+    Ok(shoal_model::index::global::GlobalIndex {
+        name: text(map, "name")?.to_string(),
+        number: index_number(map)?,
+        partition_key: key_attribute(map, "hash")?,
+        sort_key: match map.get("sort_name") {
+            None => None,
+            Some(_) => Some(key_attribute(map, "sort")?),
+        },
+        projection: projection_from(map)?,
+    })
+}
+
+fn index_number(map: &Json) -> Result<u8, DynamoError> {
+    map.get("number")
+        .and_then(|value| value.get("N"))
+        .and_then(Json::as_str)
+        .and_then(|text| text.parse::<u8>().ok())
+        .ok_or_else(|| corrupt("number is not a small number"))
+}
+
+/// The key attribute stored as `{prefix}_name` and `{prefix}_type`.
+fn key_attribute(map: &Json, prefix: &str) -> Result<KeyAttribute, DynamoError> {
+    Ok(KeyAttribute {
+        name: text(map, &format!("{prefix}_name"))?.to_string(),
+        key_type: crate::metadata::key_type_from_name(text(map, &format!("{prefix}_type"))?)
+            .ok_or_else(|| corrupt(&format!("{prefix}_type is unknown")))?,
+    })
+}
+
+fn projection_json(projection: &Projection, map: &mut Json) {
+    map["projection"] = serde_json::json!({"S": projection.type_name()});
+    if let Projection::Include(names) = projection {
+        let names: Vec<Json> = names
+            .iter()
+            .map(|name| serde_json::json!({"S": name}))
+            .collect();
+        map["non_key"] = serde_json::json!({"L": names});
+    }
+}
+
+fn projection_from(map: &Json) -> Result<Projection, DynamoError> {
+    Ok(match text(map, "projection")? {
+        "ALL" => Projection::All,
+        "KEYS_ONLY" => Projection::KeysOnly,
+        "INCLUDE" => Projection::Include(
+            map.get("non_key")
+                .and_then(|value| value.get("L"))
+                .and_then(Json::as_array)
+                .ok_or_else(|| corrupt("non_key is not a list"))?
+                .iter()
+                .map(|name| {
+                    name.get("S")
+                        .and_then(Json::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| corrupt("non_key holds a non-string"))
+                })
+                .collect::<Result<Vec<String>, DynamoError>>()?,
+        ),
+        _ => return Err(corrupt("projection is unknown")),
+    })
 }
 
 #[cfg(test)]

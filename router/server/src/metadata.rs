@@ -198,6 +198,20 @@ pub struct TableRecord {
     pub settings: TableSettings,
     /// UpdateTimeToLive's setting (router/server README.md, "Time to Live").
     pub time_to_live: TimeToLiveSetting,
+    /// The table's global secondary indexes, each with its own partitions (invariant 2: the
+    /// member is absent when there are none). Their partitions are listed here before any of
+    /// their replicas is created, as the table's are (invariant 5).
+    pub global_indexes: Vec<GlobalIndexRecord>,
+}
+
+/// A global secondary index of a table: its definition, its partitions (placed and numbered
+/// like a table's, in hash order of the index partition key) and its provisioned throughput
+/// (`None` on demand).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalIndexRecord {
+    pub index: shoal_model::index::global::GlobalIndex,
+    pub partitions: Vec<PartitionEntry>,
+    pub throughput: Option<crate::validate::Throughput>,
 }
 
 /// A table's Time to Live: the attribute that holds each item's expiry while TTL is enabled,
@@ -321,6 +335,39 @@ fn partition_from(value: &Json) -> Result<PartitionEntry, DynamoError> {
     })
 }
 
+/// The `global_indexes` member (invariant 2: absent without GSIs): each index's definition
+/// (index_definitions.rs), its partitions as the table's are written, and its throughput.
+fn global_indexes_from(item: &Json) -> Result<Vec<GlobalIndexRecord>, DynamoError> {
+    let Some(member) = item.get("global_indexes") else {
+        return Ok(Vec::new());
+    };
+    member
+        .get("L")
+        .and_then(Json::as_array)
+        .ok_or_else(|| corrupt("global_indexes is not a list"))?
+        .iter()
+        .map(|entry| {
+            let map = get_map(entry, "a global index")?;
+            let read = get_optional_number(map, "read_capacity_units")?;
+            let write = get_optional_number(map, "write_capacity_units")?;
+            Ok(GlobalIndexRecord {
+                index: crate::index_definitions::global_index_from(map)?,
+                partitions: get_list(map, "partitions")?
+                    .iter()
+                    .map(partition_from)
+                    .collect::<Result<Vec<_>, DynamoError>>()?,
+                throughput: match (read, write) {
+                    (Some(read), Some(write)) => Some(crate::validate::Throughput {
+                        read_capacity_units: read,
+                        write_capacity_units: write,
+                    }),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
+}
+
 /// Invariant 4's member: absent in items without pending replicas (and in every item written
 /// before it existed, invariant 2).
 fn pending_replicas_from(item: &Json) -> Result<BTreeSet<(u64, NodeId)>, DynamoError> {
@@ -423,6 +470,24 @@ impl TableRecord {
                 crate::index_definitions::local_indexes_json(&self.local_indexes),
             );
         }
+        if !self.global_indexes.is_empty() {
+            let list: Vec<Json> = self
+                .global_indexes
+                .iter()
+                .map(|record| {
+                    let mut map = crate::index_definitions::global_index_json(&record.index);
+                    let partitions: Vec<Json> =
+                        record.partitions.iter().map(partition_json).collect();
+                    map["partitions"] = json!({ "L": partitions });
+                    if let Some(throughput) = record.throughput {
+                        map["read_capacity_units"] = number(throughput.read_capacity_units);
+                        map["write_capacity_units"] = number(throughput.write_capacity_units);
+                    }
+                    json!({ "M": map })
+                })
+                .collect();
+            item.insert("global_indexes".to_string(), json!({ "L": list }));
+        }
         // Invariant 4: absent when empty, so that a scan can filter on its existence.
         if !self.pending_replicas.is_empty() {
             let pending: Vec<Json> = self
@@ -445,7 +510,33 @@ impl TableRecord {
     /// (invariant 4), which do not exist on their nodes yet. A node without the replica would
     /// answer WrongOwner, which a router takes for a stale map, not for "try another replica".
     pub fn routed_partitions(&self) -> Vec<PartitionEntry> {
-        self.partitions
+        self.routed(&self.partitions)
+    }
+
+    /// [`TableRecord::routed_partitions`] of a global secondary index.
+    pub fn routed_index_partitions(&self, index: &GlobalIndexRecord) -> Vec<PartitionEntry> {
+        self.routed(&index.partitions)
+    }
+
+    /// Every partition of the table: its own, then its global secondary indexes'. What is
+    /// created, repaired and deleted with the table.
+    pub fn all_partitions(&self) -> impl Iterator<Item = &PartitionEntry> {
+        self.partitions.iter().chain(
+            self.global_indexes
+                .iter()
+                .flat_map(|index| index.partitions.iter()),
+        )
+    }
+
+    /// The global index named `name`, if the table has one.
+    pub fn global_index(&self, name: &str) -> Option<&GlobalIndexRecord> {
+        self.global_indexes
+            .iter()
+            .find(|record| record.index.name == name)
+    }
+
+    fn routed(&self, partitions: &[PartitionEntry]) -> Vec<PartitionEntry> {
+        partitions
             .iter()
             .map(|partition| {
                 let mut routed = partition.clone();
@@ -528,6 +619,7 @@ impl TableRecord {
                 changed_at_ms: get_optional_number(item, "time_to_live_changed_at_ms")?,
             },
             local_indexes: crate::index_definitions::local_indexes_from(item.get("local_indexes"))?,
+            global_indexes: global_indexes_from(item)?,
         })
     }
 
@@ -1157,6 +1249,51 @@ mod tests {
                 attribute: Some("expires_at".to_string()),
                 changed_at_ms: Some(1_700_000_300_000),
             },
+            global_indexes: vec![
+                GlobalIndexRecord {
+                    index: shoal_model::index::global::GlobalIndex {
+                        name: "by_customer".to_string(),
+                        number: 0,
+                        partition_key: KeyAttribute {
+                            name: "customer".to_string(),
+                            key_type: KeyType::String,
+                        },
+                        sort_key: Some(KeyAttribute {
+                            name: "total".to_string(),
+                            key_type: KeyType::Number,
+                        }),
+                        projection: shoal_model::index::Projection::Include(vec![
+                            "status".to_string(),
+                        ]),
+                    },
+                    partitions: vec![PartitionEntry {
+                        id: 20,
+                        range: HashRange::ALL,
+                        replicas: vec![1, 2, 3],
+                        shard: 1,
+                        epoch: 1,
+                        leader_hint: None,
+                    }],
+                    throughput: Some(crate::validate::Throughput {
+                        read_capacity_units: 3,
+                        write_capacity_units: 4,
+                    }),
+                },
+                GlobalIndexRecord {
+                    index: shoal_model::index::global::GlobalIndex {
+                        name: "by_status".to_string(),
+                        number: 1,
+                        partition_key: KeyAttribute {
+                            name: "status".to_string(),
+                            key_type: KeyType::String,
+                        },
+                        sort_key: None,
+                        projection: shoal_model::index::Projection::KeysOnly,
+                    },
+                    partitions: Vec::new(),
+                    throughput: None,
+                },
+            ],
             local_indexes: vec![
                 shoal_model::index::LocalIndex {
                     name: "by_date".to_string(),

@@ -82,8 +82,7 @@ const NO_TABLE_ARN: &str = "Invalid TableArn";
 
 /// CreateTable members of features Shoal does not have yet: refused, never ignored.
 /// SSESpecification and StreamSpecification (disabled) are table settings (table_settings.rs);
-/// LocalSecondaryIndexes are built and GlobalSecondaryIndexes are checked, then refused
-/// (index_definitions.rs).
+/// LocalSecondaryIndexes and GlobalSecondaryIndexes are built (index_definitions.rs).
 const CREATE_TABLE_NOT_BUILT: [&str; 6] = [
     "WarmThroughput",
     "OnDemandThroughput",
@@ -176,8 +175,10 @@ pub struct CreateTable {
     pub tags: BTreeMap<String, String>,
     /// Encryption, table class and deletion protection as asked (table_settings.rs).
     pub settings: CreateSettings,
-    /// LocalSecondaryIndexes, numbered in request order (GSIs are checked, then refused).
+    /// LocalSecondaryIndexes, numbered in request order.
     pub local_indexes: Vec<LocalIndex>,
+    /// GlobalSecondaryIndexes, in request order.
+    pub global_indexes: Vec<index_definitions::GlobalIndex>,
 }
 
 fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoError> {
@@ -571,7 +572,6 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
     };
     let billing = billing(body)?;
     let indexes = index_definitions::secondary_indexes(body, &key_schema, &definitions, billing)?;
-    index_definitions::check_globals_supported(&indexes)?;
     let tags = match body.get("Tags") {
         None | Some(Json::Null) => BTreeMap::new(),
         // CreateTable may name no tags at all, unlike TagResource.
@@ -586,6 +586,7 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         tags,
         settings,
         local_indexes: indexes.local,
+        global_indexes: indexes.global,
     })
 }
 

@@ -629,6 +629,11 @@ async fn refresh_time_to_live<T: Transport + 'static>(
             let target = SweepTarget {
                 attribute,
                 local_indexes: table.local_indexes,
+                global_indexes: table
+                    .global_indexes
+                    .into_iter()
+                    .map(|record| record.index)
+                    .collect(),
             };
             if table.status != TableStatus::Active {
                 continue;

@@ -393,6 +393,8 @@ async fn serve(
         }
     }
     spawn_repair_pass(router.clone());
+    let propagating = router.clone();
+    glommio::spawn_local(async move { propagating.run_index_propagation().await }).detach();
     let endpoint = options.http.to_string();
     let mut http_config =
         HttpConfig::new(options.http, endpoint.clone(), options.http.port().into());

@@ -75,6 +75,12 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
         ItemResult::BatchWriteInCollections { collections } => {
             6 + collections.iter().map(|size| size.bytes << 8).sum::<u64>()
         }
+        ItemResult::Outbox { changes } => {
+            7 + changes
+                .iter()
+                .map(|change| change.entry_key.len() as u64 + (change.slot << 16))
+                .sum::<u64>()
+        }
     }
 }
 

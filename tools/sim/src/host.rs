@@ -326,6 +326,7 @@ impl Simulation {
                         target: shoal_partition::time_to_live::SweepTarget {
                             attribute: requests::TIME_TO_LIVE_ATTRIBUTE.to_string(),
                             local_indexes: requests::local_indexes(),
+                            global_indexes: Vec::new(),
                         },
                         now_unix_seconds,
                         pass_period: SWEEP_PASS_PERIOD,

@@ -32,6 +32,13 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             PreparedRequest::Get(get) => self.serve_gets(now, &[get], false).await?,
             PreparedRequest::BatchGet(gets) => self.serve_gets(now, &gets, true).await?,
             PreparedRequest::Range(range) => self.serve_range(now, &range).await?,
+            PreparedRequest::OutboxRead { after } => self.serve_outbox_read(now, after).await?,
+            PreparedRequest::OutboxTrim { through } => {
+                return self.serve_outbox_trim(now, reply_to, through).await;
+            }
+            PreparedRequest::IndexApply { source, changes } => {
+                return self.serve_index_apply(now, reply_to, source, changes).await;
+            }
         };
         self.reply(reply_to, response);
         Ok(())
@@ -113,11 +120,32 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             new_item.as_ref(),
         )
         .map_err(|error| dynamo_error(&error))?;
+        let (global_changes, global_units) = shoal_model::index::global::global_changes(
+            &write.global_indexes,
+            &self.meta.key_schema,
+            &write.storage_key,
+            old_item,
+            new_item.as_ref(),
+        )
+        .map_err(|error| dynamo_error(&error))?;
+        if let Some(change) = global_changes
+            .iter()
+            .find(|change| change.entry_key.len() > shoal_store::btree::KEY_BYTES_MAX)
+        {
+            // As for a local index entry: only keys near every DynamoDB key limit at once.
+            return Err(dynamo_error(&ModelError::Validation(format!(
+                "One or more parameter values were invalid: the index key and the table key take {} bytes together in the entry of global secondary index number {}, more than the {} this server stores",
+                change.entry_key.len(),
+                change.index_number,
+                shoal_store::btree::KEY_BYTES_MAX
+            ))));
+        }
         let write_units = write_capacity_units(
             old_item
                 .map_or(0, item_size_bytes)
                 .max(new_item.as_ref().map_or(0, item_size_bytes)),
-        ) + index_writes.write_units;
+        ) + index_writes.write_units
+            + global_units.iter().sum::<u64>();
         let mutation = match &new_item {
             Some(item) => Mutation::Put {
                 key: write.storage_key.clone(),
@@ -136,6 +164,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             write_units,
             collection: None,
             index_write_units: index_writes.units_by_index,
+            global_changes,
         })
     }
 
@@ -146,21 +175,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         writes: Vec<WriteRequest>,
         batch: bool,
     ) -> Result<(), PartitionError> {
-        if self.core.role() != RoleKind::Leader {
-            let hint = self.core.leader_hint();
-            self.reply(reply_to, not_leader(self.meta.partition, hint));
-            return Ok(());
-        }
-        if !self.core.leader_ready() {
-            // Invariant 2 needs every slot before this leader's own proposals applied: entries
-            // of earlier ballots recovered in phase 1 are in no overlay. Ready once the
-            // leader's no-op commits, moments after the election.
-            self.reply(
-                reply_to,
-                NodeResponse::Error(NodeError::Busy {
-                    partition: self.meta.partition,
-                }),
-            );
+        // Invariant 2 needs every slot before this leader's own proposals applied: entries of
+        // earlier ballots recovered in phase 1 are in no overlay. Ready once the leader's
+        // no-op commits, moments after the election.
+        if let Some(refusal) = self.refuse_write() {
+            self.reply(reply_to, refusal);
             return Ok(());
         }
         let mut evaluated: Vec<Evaluated> = Vec::with_capacity(writes.len());
@@ -244,45 +263,37 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
+        let global_changes = evaluated.iter().flat_map(|result| &result.global_changes);
+        let outbox_additions = global_changes.clone().count() as u64;
+        if outbox_additions > 0
+            && self.outbox_entries() + outbox_additions
+                > shoal_model::index::global::OUTBOX_ENTRIES_MAX
+        {
+            // The table's GSIs are this far behind: DynamoDB throttles the table's writes
+            // until they catch up, which bounds the outbox (and the index lag).
+            self.reply(
+                reply_to,
+                NodeResponse::Error(NodeError::Dynamo {
+                    type_name: "ProvisionedThroughputExceededException".to_string(),
+                    message: shoal_model::index::global::GSI_BACKPRESSURE.to_string(),
+                    item: None,
+                }),
+            );
+            return Ok(());
+        }
         let mut mutations = MutationBatch {
             mutations: evaluated
                 .iter()
                 .flat_map(|result| result.mutations.iter().cloned())
                 .collect(),
         };
-        // Evaluated against this leader's view of every slot before it (invariant 6).
-        mutations.mutations.push(self.chain_requirement().await?);
-        let payload = mutations.encode();
-        let proposed = match self.core.propose(now, payload.clone()) {
-            Ok(proposed) => proposed,
-            Err(ProposeError::NotLeader { leader_hint }) => {
-                self.reply(reply_to, not_leader(self.meta.partition, leader_hint));
-                return Ok(());
-            }
-            Err(ProposeError::CommandTooLarge { .. }) => {
-                self.reply(
-                    reply_to,
-                    dynamo_error(&ModelError::Validation(
-                        shoal_model::messages::ITEM_TOO_LARGE.to_string(),
-                    )),
-                );
-                return Ok(());
-            }
-            Err(
-                ProposeError::LeaderNotReady
-                | ProposeError::Backpressure
-                | ProposeError::MembershipChangeInProgress
-                | ProposeError::Membership(_),
-            ) => {
-                self.reply(
-                    reply_to,
-                    NodeResponse::Error(NodeError::Busy {
-                        partition: self.meta.partition,
-                    }),
-                );
-                return Ok(());
-            }
-        };
+        // The outbox records get their positions when the batch is applied (its slot).
+        for (ordinal, change) in (0u32..).zip(global_changes) {
+            mutations.mutations.push(Mutation::Put {
+                key: shoal_model::index::global::pending_outbox_key(ordinal),
+                value: shoal_model::index::global::encode_change(change),
+            });
+        }
         let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
         let result = match (&evaluated[..], batch) {
             (
@@ -318,23 +329,67 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 &self.meta.key_schema,
             ),
         };
+        let response = item_response(result, 0, write_units * 1000);
+        let Some((slot, actions)) = self
+            .propose_batch(now, reply_to, mutations, response)
+            .await?
+        else {
+            return Ok(());
+        };
         for (write, result) in writes.iter().zip(evaluated) {
             if let Some((key, bytes)) = result.collection {
                 let record = (bytes > 0).then(|| shoal_model::index::collection_record(bytes));
-                self.overlay.insert(key, (proposed.slot, record));
+                self.overlay.insert(key, (slot, record));
             }
             self.overlay
-                .insert(write.storage_key.clone(), (proposed.slot, result.new_item));
+                .insert(write.storage_key.clone(), (slot, result.new_item));
         }
-        self.waiting.insert(
-            proposed.slot,
-            Waiter {
-                reply_to: Some(reply_to),
-                payload,
-                response: item_response(result, 0, write_units * 1000),
-            },
-        );
-        self.execute(now, proposed.actions).await
+        self.execute(now, actions).await
+    }
+
+    /// Proposes `batch`, evaluated against this leader's view of every slot before it (the
+    /// chain requirement is appended, invariant 6), and answers `response` once its slot is
+    /// applied with it. On a refusal to propose, answers the refusal and returns `None`; else
+    /// the slot and the core's actions, which the caller executes after putting what it
+    /// evaluated into the overlay (executing may apply the slot at once).
+    pub(super) async fn propose_batch(
+        &mut self,
+        now: MonotonicTime,
+        reply_to: u64,
+        mut batch: MutationBatch,
+        response: NodeResponse,
+    ) -> Result<Option<(Slot, Vec<Action>)>, PartitionError> {
+        batch.mutations.push(self.chain_requirement().await?);
+        let payload = batch.encode();
+        let refusal = match self.core.propose(now, payload.clone()) {
+            Ok(proposed) => {
+                self.waiting.insert(
+                    proposed.slot,
+                    Waiter {
+                        reply_to: Some(reply_to),
+                        payload,
+                        response,
+                    },
+                );
+                return Ok(Some((proposed.slot, proposed.actions)));
+            }
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                not_leader(self.meta.partition, leader_hint)
+            }
+            Err(ProposeError::CommandTooLarge { .. }) => dynamo_error(&ModelError::Validation(
+                shoal_model::messages::ITEM_TOO_LARGE.to_string(),
+            )),
+            Err(
+                ProposeError::LeaderNotReady
+                | ProposeError::Backpressure
+                | ProposeError::MembershipChangeInProgress
+                | ProposeError::Membership(_),
+            ) => NodeResponse::Error(NodeError::Busy {
+                partition: self.meta.partition,
+            }),
+        };
+        self.reply(reply_to, refusal);
+        Ok(None)
     }
 
     /// Whether a read may be served here now; the refusal to send otherwise.
@@ -440,7 +495,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 })?;
                 scanned_count += 1;
                 scanned_bytes += item_size_bytes(&item);
-                last_evaluated = Some(self.meta.key_schema.key_of(&item));
+                last_evaluated = Some(match &range.global_index {
+                    // A GSI partition's entries are projected items: the next page starts
+                    // after the index key and the table key.
+                    Some(index) => index.evaluated_key(&self.meta.key_schema, &item),
+                    None => self.meta.key_schema.key_of(&item),
+                });
                 let passes = range.filter.as_ref().is_none_or(|filter| {
                     shoal_model::expression::evaluate::evaluate(filter, &item)
                 });

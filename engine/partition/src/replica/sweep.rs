@@ -78,8 +78,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let SweepTarget {
             attribute,
             local_indexes,
+            global_indexes,
         } = target;
         if self.core.role() != RoleKind::Leader || !self.core.leader_ready() {
+            return Ok(SweepStep::default());
+        }
+        if !global_indexes.is_empty()
+            && self.outbox_entries() >= shoal_model::index::global::OUTBOX_ENTRIES_MAX
+        {
+            // The GSIs are behind: the deletes wait, as the table's writes do.
             return Ok(SweepStep::default());
         }
         if self.sweep.attribute != attribute {
@@ -130,6 +137,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mut mutations = Vec::new();
         // Item collections (tables with local indexes) as this step's deletes leave them.
         let mut collections: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        // GSI changes of this step's deletes, numbered in the batch (index::global).
+        let mut outbox_ordinal = 0u32;
         for (key, value) in batch {
             if expired_keys.len() == SWEEP_DELETES_PER_STEP {
                 // The rest of the page waits for the next step.
@@ -151,6 +160,26 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 if let Some(item) = latest.filter(|item| expired(item, attribute, now_unix_seconds))
                 {
                     mutations.push(Mutation::Expire { key: key.clone() });
+                    let (changes, _) = shoal_model::index::global::global_changes(
+                        &global_indexes,
+                        &self.meta.key_schema,
+                        &key,
+                        Some(&item),
+                        None,
+                    )
+                    .map_err(|error| {
+                        PartitionError::Corrupt(format!(
+                            "partition {}: a stored item's index changes cannot be derived: {error}",
+                            self.meta.partition
+                        ))
+                    })?;
+                    for change in changes {
+                        mutations.push(Mutation::Put {
+                            key: shoal_model::index::global::pending_outbox_key(outbox_ordinal),
+                            value: shoal_model::index::global::encode_change(&change),
+                        });
+                        outbox_ordinal += 1;
+                    }
                     self.expire_index_entries(
                         &local_indexes,
                         &key,

@@ -61,11 +61,11 @@ impl Router {
             for key in keys {
                 key_hash(&key_schema, key, false)?;
             }
-            let PreparedRequest::BatchGet(gets) = prepare_indexed(
+            let PreparedRequest::BatchGet(gets) = prepare_for_table(
                 ItemOperation::BatchGet,
                 table_request,
                 &key_schema,
-                &indexes,
+                indexes.as_table_indexes(),
             )?
             else {
                 return Err(DynamoError::internal(
@@ -199,8 +199,12 @@ impl Router {
                 key_hash(&key_schema, key, is_item)?;
             }
             let list = Json::Array(requests.clone());
-            let PreparedRequest::BatchWrite(writes) =
-                prepare_indexed(ItemOperation::BatchWrite, &list, &key_schema, &indexes)?
+            let PreparedRequest::BatchWrite(writes) = prepare_for_table(
+                ItemOperation::BatchWrite,
+                &list,
+                &key_schema,
+                indexes.as_table_indexes(),
+            )?
             else {
                 return Err(DynamoError::internal(
                     "Internal server error (a BatchWriteItem prepared as something else)",
@@ -252,6 +256,9 @@ impl Router {
             BATCH_PARTITIONS_IN_FLIGHT_MAX,
         )
         .await;
+        for group in &groups {
+            self.request_propagation(tables[group.table], group.hash);
+        }
         let outcomes = settle_batch(tables.len(), groups, results, Operation::Write, usize::MAX)?;
         let mut unprocessed = Map::new();
         let mut capacity = Vec::new();

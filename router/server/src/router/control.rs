@@ -76,6 +76,59 @@ impl Router {
         Json::Array(indexes)
     }
 
+    /// DescribeTable's GlobalSecondaryIndexes, in creation order, with each index's entry
+    /// count and bytes where `counts` has them (else 0, as DynamoDB reports a new index).
+    fn global_indexes_json(
+        &self,
+        record: &TableRecord,
+        counts: &HashMap<String, (u64, u64)>,
+    ) -> Json {
+        let table_arn = self.table_arn(&record.name);
+        let indexes: Vec<Json> = record
+            .global_indexes
+            .iter()
+            .map(|global| {
+                let index = &global.index;
+                let mut projection = json!({ "ProjectionType": index.projection.type_name() });
+                if let shoal_model::index::Projection::Include(names) = &index.projection {
+                    projection["NonKeyAttributes"] = json!(names);
+                }
+                let mut key_schema =
+                    vec![json!({ "AttributeName": index.partition_key.name, "KeyType": "HASH" })];
+                if let Some(sort) = &index.sort_key {
+                    key_schema.push(json!({ "AttributeName": sort.name, "KeyType": "RANGE" }));
+                }
+                let (read, write) = global.throughput.map_or((0, 0), |throughput| {
+                    (
+                        throughput.read_capacity_units,
+                        throughput.write_capacity_units,
+                    )
+                });
+                let (items, bytes) = counts.get(&index.name).copied().unwrap_or((0, 0));
+                let mut description = json!({
+                    "IndexName": index.name,
+                    "KeySchema": key_schema,
+                    "Projection": projection,
+                    "IndexStatus": record.status.name(),
+                    "ProvisionedThroughput": {
+                        "NumberOfDecreasesToday": 0,
+                        "ReadCapacityUnits": read,
+                        "WriteCapacityUnits": write,
+                    },
+                    "IndexSizeBytes": bytes,
+                    "ItemCount": items,
+                    "IndexArn": format!("{table_arn}/index/{}", index.name),
+                });
+                if global.throughput.is_none() {
+                    description["OnDemandThroughput"] =
+                        json!({ "MaxReadRequestUnits": -1, "MaxWriteRequestUnits": -1 });
+                }
+                description
+            })
+            .collect();
+        Json::Array(indexes)
+    }
+
     fn table_description(&self, record: &TableRecord) -> Json {
         let mut definitions: Vec<Json> = record
             .attribute_definitions
@@ -133,6 +186,10 @@ impl Router {
         if !record.local_indexes.is_empty() {
             description["LocalSecondaryIndexes"] = self.local_indexes_json(record);
         }
+        if !record.global_indexes.is_empty() {
+            description["GlobalSecondaryIndexes"] =
+                self.global_indexes_json(record, &HashMap::new());
+        }
         // DynamoDB reports the summary for a table that is or ever was on demand, and none for
         // a table that was always provisioned.
         if record.billing == Billing::PayPerRequest || record.pay_per_request_since_ms.is_some() {
@@ -179,33 +236,68 @@ impl Router {
                 format!("Table already exists: {}", request.name),
             ));
         }
+        // Each GSI is partitioned like a table of its own throughput (or the table's mode).
+        let index_partition_counts: Vec<u32> = request
+            .global_indexes
+            .iter()
+            .map(|index| {
+                let billing = index
+                    .throughput
+                    .map_or(request.billing, validate::Throughput::billing);
+                partitions_for(billing, self.config.partitions_per_table)
+            })
+            .collect();
+        let ids_needed = u64::from(partition_count)
+            + index_partition_counts
+                .iter()
+                .map(|count| u64::from(*count))
+                .sum::<u64>();
         let first_id = self
             .metadata
-            .allocate_partition_ids(&self.forwarder, u64::from(partition_count), deadline)
+            .allocate_partition_ids(&self.forwarder, ids_needed, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
         self.step_done(ControlStep::CreateIdsReserved).await;
         let node_ids: Vec<u64> = cluster.nodes.iter().map(|node| node.id).collect();
-        let planned = place(
-            &node_ids,
-            cluster.shards_per_node,
-            partition_count,
-            first_id,
-        )
-        .map_err(|error| {
-            DynamoError::internal(format!("Internal server error (placement: {error:?})"))
-        })?;
-        let partitions: Vec<PartitionEntry> = planned
-            .into_iter()
-            .map(|plan| PartitionEntry {
-                id: first_id + u64::from(plan.ordinal),
-                range: plan.range,
-                replicas: plan.replicas,
-                shard: plan.shard,
-                epoch: 1,
-                leader_hint: None,
-            })
-            .collect();
+        let place_partitions = |count: u32, first_id: u64| {
+            let planned =
+                place(&node_ids, cluster.shards_per_node, count, first_id).map_err(|error| {
+                    DynamoError::internal(format!("Internal server error (placement: {error:?})"))
+                })?;
+            Ok::<_, DynamoError>(
+                planned
+                    .into_iter()
+                    .map(|plan| PartitionEntry {
+                        id: first_id + u64::from(plan.ordinal),
+                        range: plan.range,
+                        replicas: plan.replicas,
+                        shard: plan.shard,
+                        epoch: 1,
+                        leader_hint: None,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let partitions = place_partitions(partition_count, first_id)?;
+        let mut next_id = first_id + u64::from(partition_count);
+        let mut global_indexes = Vec::with_capacity(request.global_indexes.len());
+        for ((number, index), count) in (0u8..)
+            .zip(request.global_indexes)
+            .zip(index_partition_counts)
+        {
+            global_indexes.push(GlobalIndexRecord {
+                index: shoal_model::index::global::GlobalIndex {
+                    name: index.name,
+                    number,
+                    partition_key: index.key_schema.partition,
+                    sort_key: index.key_schema.sort,
+                    projection: index.projection,
+                },
+                partitions: place_partitions(count, next_id)?,
+                throughput: index.throughput,
+            });
+            next_id += u64::from(count);
+        }
         let created_at_seconds = unix_seconds_now();
         let mut record = TableRecord {
             name: request.name.clone(),
@@ -232,6 +324,7 @@ impl Router {
             ),
             time_to_live: Default::default(),
             local_indexes: request.local_indexes,
+            global_indexes,
         };
         // Step 1: the CREATING item, with the partition list, before any replica exists
         // (metadata invariant 5). Ids reserved above and never written here are simply never
@@ -274,7 +367,7 @@ impl Router {
         debug_assert_eq!(record.status, TableStatus::Creating);
         let read = (record.status, record.revision);
         let missing = self.create_replicas(&record).await;
-        if let Err(problem) = majority_created(&record.partitions, &missing) {
+        if let Err(problem) = majority_created(record.all_partitions(), &missing) {
             tracing::warn!(table = %record.name, %problem, "CreateTable abandoned");
             record.status = TableStatus::Deleting;
             let marked = self
@@ -351,8 +444,7 @@ impl Router {
     async fn create_replicas(&self, record: &TableRecord) -> BTreeMap<(u64, NodeId), Missing> {
         let started = Instant::now();
         let mut missing: BTreeMap<(u64, NodeId), Missing> = record
-            .partitions
-            .iter()
+            .all_partitions()
             .flat_map(|partition| {
                 partition.replicas.iter().map(|node| {
                     let not_asked = Missing {
@@ -377,7 +469,7 @@ impl Router {
                 }
             }
             let waited = started.elapsed();
-            let majority = majority_created(&record.partitions, &missing).is_ok();
+            let majority = majority_created(record.all_partitions(), &missing).is_ok();
             let only_unreachable = missing.values().all(|missing| !missing.node_reached);
             if missing.is_empty()
                 || (majority && only_unreachable && waited >= REPLICAS_ALL_WAIT)
@@ -401,7 +493,7 @@ impl Router {
         let mut silent: BTreeMap<(NodeId, u16), Missing> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(replicas.len());
         for &(partition_id, node) in replicas {
-            let Some(partition) = record.partitions.iter().find(|p| p.id == partition_id) else {
+            let Some(partition) = record.all_partitions().find(|p| p.id == partition_id) else {
                 let problem = format!("partition {partition_id} is not in the table");
                 outcomes.push((
                     (partition_id, node),
@@ -464,32 +556,56 @@ impl Router {
             .await?
             .ok_or_else(|| DynamoError::table_not_found(name))?;
         if record.status == TableStatus::Active
-            && let Some((items, bytes)) = self.live_item_count(&record).await
+            && let Some((items, bytes)) = self
+                .live_item_count(&record.name, None, record.routed_partitions())
+                .await
         {
             record.item_count = items;
             record.size_bytes = bytes;
         }
-        Ok(json!({ "Table": self.table_description(&record) }))
+        let mut description = self.table_description(&record);
+        if record.status == TableStatus::Active && !record.global_indexes.is_empty() {
+            let mut counts = HashMap::new();
+            for index in &record.global_indexes {
+                let partitions = record.routed_index_partitions(index);
+                if let Some(count) = self
+                    .live_item_count(&record.name, Some(&index.index.name), partitions)
+                    .await
+                {
+                    counts.insert(index.index.name.clone(), count);
+                }
+            }
+            description["GlobalSecondaryIndexes"] = self.global_indexes_json(&record, &counts);
+        }
+        Ok(json!({ "Table": description }))
     }
 
-    /// The sums of the partitions' item counts and item bytes, one Status call per (node,
-    /// shard) asked; `None` if any partition went unanswered.
-    async fn live_item_count(&self, record: &TableRecord) -> Option<(u64, u64)> {
+    /// The sums of the item counts and item bytes of `partitions` (of `table`, or of its global
+    /// index `index`: entries), one Status call per (node, shard) asked; `None` if any
+    /// partition went unanswered.
+    async fn live_item_count(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        partitions: Vec<PartitionEntry>,
+    ) -> Option<(u64, u64)> {
         let hints: HashMap<u64, Option<u64>> = self
             .tables
             .borrow()
-            .get(&record.name)
-            .map(|state| {
-                state
-                    .map
-                    .partitions()
+            .get(table)
+            .and_then(|state| match index {
+                None => Some(&state.map),
+                Some(index) => state.index_maps.get(index),
+            })
+            .map(|map| {
+                map.partitions()
                     .iter()
                     .map(|p| (p.id, p.leader_hint))
                     .collect()
             })
             .unwrap_or_default();
         let mut by_shard: BTreeMap<(u64, u16), Vec<u64>> = BTreeMap::new();
-        for partition in &record.routed_partitions() {
+        for partition in &partitions {
             let mut entry = partition.clone();
             entry.leader_hint = hints.get(&partition.id).copied().flatten();
             let node = entry.first_target()?;
@@ -644,7 +760,7 @@ impl Router {
     /// (metadata invariant 5); the deletion goes on.
     pub(super) async fn delete_partitions(&self, record: &TableRecord) -> usize {
         let mut left = 0;
-        for partition in &record.partitions {
+        for partition in record.all_partitions() {
             for node in &partition.replicas {
                 let request = NodeRequest::DeletePartition {
                     partition: partition.id,
@@ -950,8 +1066,8 @@ pub(super) struct Missing {
 
 /// Whether every one of `partitions` has a majority of its replicas created, given the
 /// replicas (partition id, node) `missing`; if not, which partition lacks one and why.
-fn majority_created(
-    partitions: &[PartitionEntry],
+fn majority_created<'a>(
+    partitions: impl IntoIterator<Item = &'a PartitionEntry>,
     missing: &BTreeMap<(u64, NodeId), Missing>,
 ) -> Result<(), String> {
     for partition in partitions {

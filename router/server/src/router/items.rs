@@ -83,21 +83,30 @@ pub(super) fn item_collection_metrics(body: &Json) -> Result<bool, DynamoError> 
     }
 }
 
-/// The index a read charges alone: an LSI read that fetches nothing from the table. (One that
-/// fetches is reported as the table's in INDEXES: the answer does not split the two yet.)
-fn index_only_read(range: &RangeRequest) -> Option<String> {
+/// The index a read charges alone: a GSI read, or an LSI read that fetches nothing from the
+/// table (one that fetches is reported as the table's in INDEXES: the answer does not split
+/// the two yet). The flag says whether the index is global.
+fn index_only_read(range: &RangeRequest) -> Option<(String, bool)> {
+    if let Some(index) = &range.global_index {
+        return Some((index.name.clone(), true));
+    }
     range
         .index
         .as_ref()
         .filter(|read| !read.fetch_base)
-        .map(|read| read.index.name.clone())
+        .map(|read| (read.index.name.clone(), false))
 }
 
 /// ConsumedCapacity INDEXES of a read of one index only: the table's part is 0.
-fn index_read_units(consumed: &mut Json, index: &str, units_milli: u64) {
+fn index_read_units(consumed: &mut Json, (index, global): &(String, bool), units_milli: u64) {
     let units = CapacityUnits::from_milli(units_milli).as_f64();
     consumed["Table"] = json!({ "CapacityUnits": 0.0 });
-    consumed["LocalSecondaryIndexes"] = json!({ index: { "CapacityUnits": units } });
+    let member = if *global {
+        "GlobalSecondaryIndexes"
+    } else {
+        "LocalSecondaryIndexes"
+    };
+    consumed[member] = json!({ index: { "CapacityUnits": units } });
 }
 
 /// ConsumedCapacity INDEXES for a table with local indexes: the units each index's part cost
@@ -154,16 +163,22 @@ impl Router {
             .ok_or_else(|| DynamoError::missing_member(&key_member.to_ascii_lowercase()))?;
         // The partition key's own checks first, with their messages; then everything else.
         let hash = key_hash(&key_schema, key, is_item)?;
-        let prepared = prepare_indexed(operation, &body, &key_schema, &indexes)?;
+        let prepared =
+            prepare_for_table(operation, &body, &key_schema, indexes.as_table_indexes())?;
         let estimate = match &prepared {
             PreparedRequest::Write(write) => {
                 (Operation::Write, write_units(write_estimate_bytes(write)))
             }
             _ => (Operation::Read, read_units(1, consistency(&body))),
         };
-        let reply = self
+        let outcome = self
             .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
-            .await?;
+            .await;
+        if prepared.is_write() {
+            // Its GSI changes (if any, and if it took effect) wait in the partition's outbox.
+            self.request_propagation(&name, hash);
+        }
+        let reply = outcome?;
         let mut response = render_result(&reply.result, false)?;
         if report != CapacityReport::None {
             let total = units_of(&reply, estimate.0);
@@ -177,7 +192,7 @@ impl Router {
                 split_local_index_units(
                     &mut response["ConsumedCapacity"],
                     total,
-                    &indexes,
+                    &indexes.local,
                     index_write_units_milli,
                 );
             }
@@ -219,7 +234,12 @@ impl Router {
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
         let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
-        let prepared = prepare_indexed(ItemOperation::Query, &body, &key_schema, &indexes)?;
+        let prepared = prepare_for_table(
+            ItemOperation::Query,
+            &body,
+            &key_schema,
+            indexes.as_table_indexes(),
+        )?;
         let PreparedRequest::Range(range) = &prepared else {
             return Err(DynamoError::internal(
                 "Internal server error (a Query prepared as something else)",
@@ -228,9 +248,17 @@ impl Router {
         let hash = query_hash(range)?;
         let count_only = range.count_only;
         let index_only = index_only_read(range);
+        let global = range.global_index.as_ref().map(|index| index.name.clone());
         let estimate = (Operation::Read, read_units(1, consistency(&body)));
         let reply = self
-            .route(&name, hash, &ItemCall::new(&prepared), estimate, deadline)
+            .route_in(
+                &name,
+                global.as_deref(),
+                hash,
+                &ItemCall::new(&prepared),
+                estimate,
+                deadline,
+            )
             .await?;
         let mut response = render_result(&reply.result, count_only)?;
         if report != CapacityReport::None {
@@ -260,13 +288,24 @@ impl Router {
         let deadline = self.deadline();
         let (key_schema, indexes, map) = self.table_with_indexes(&name, deadline).await?;
         let (segment, segment_numbers) = scan_segment(&body)?;
-        let prepared = prepare_indexed(ItemOperation::Scan, &body, &key_schema, &indexes)?;
+        let prepared = prepare_for_table(
+            ItemOperation::Scan,
+            &body,
+            &key_schema,
+            indexes.as_table_indexes(),
+        )?;
         let PreparedRequest::Range(range) = prepared else {
             return Err(DynamoError::internal(
                 "Internal server error (a Scan prepared as something else)",
             ));
         };
         let mut resume_hash = scan_start_hash(&body, &range, segment, segment_numbers)?;
+        // A GSI Scan walks the index's partitions.
+        let global = range.global_index.as_ref().map(|index| index.name.clone());
+        let map = match &global {
+            Some(index) => self.route_map(&name, Some(index), deadline).await?,
+            None => map,
+        };
         let mut items: Vec<Json> = Vec::new();
         let mut count = 0u64;
         let mut scanned = 0u64;
@@ -282,8 +321,9 @@ impl Router {
                 .map(|limit| limit.saturating_sub(usize::try_from(scanned).unwrap_or(limit)));
             part.page_bytes_max = range.page_bytes_max.saturating_sub(scanned_bytes);
             let reply = self
-                .route(
+                .route_in(
                     &name,
+                    global.as_deref(),
                     resume_hash,
                     &ItemCall::new(&PreparedRequest::Range(part)),
                     (Operation::Read, read_units(1, consistency(&body))),

@@ -13,6 +13,7 @@
 mod batch;
 mod control;
 mod items;
+mod propagate;
 mod repair;
 
 pub use repair::RepairReport;
@@ -30,8 +31,8 @@ use shoal_model::index::LocalIndex;
 use shoal_model::json::value_from_json;
 use shoal_model::key::{KeySchema, partition_hash, storage_key_hash};
 use shoal_model::request::{
-    GetRequest, ItemOperation, PreparedRequest, RangeRequest, WriteKind, WriteRequest,
-    prepare_indexed,
+    GetRequest, ItemOperation, PreparedRequest, RangeRequest, TableIndexes, WriteKind,
+    WriteRequest, prepare_for_table,
 };
 use shoal_model::value::item_size_bytes;
 use shoal_wire::messages::{ItemResult, MembershipWire, NodeRequest, NodeResponse};
@@ -43,8 +44,8 @@ use crate::forward::{
     render_result,
 };
 use crate::metadata::{
-    Billing, CLUSTER_KEY, ClusterRecord, MetadataStore, NodeAddress, TableRecord, TableStatus,
-    TimeToLiveSetting, key_schema_wire, metadata_replicas,
+    Billing, CLUSTER_KEY, ClusterRecord, GlobalIndexRecord, MetadataStore, NodeAddress,
+    TableRecord, TableStatus, TimeToLiveSetting, key_schema_wire, metadata_replicas,
 };
 use crate::metrics::RouterMetrics;
 use crate::partition_map::{HashRange, NodeId, PartitionEntry, PartitionMap};
@@ -213,10 +214,28 @@ impl RouterConfig {
     }
 }
 
+/// A table's secondary index definitions, as its requests carry them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct IndexDefinitions {
+    pub local: Vec<LocalIndex>,
+    pub global: Vec<shoal_model::index::global::GlobalIndex>,
+}
+
+impl IndexDefinitions {
+    pub fn as_table_indexes(&self) -> TableIndexes<'_> {
+        TableIndexes {
+            local: &self.local,
+            global: &self.global,
+        }
+    }
+}
+
 /// A table as one router core routes to it.
 struct TableState {
     record: TableRecord,
     map: PartitionMap,
+    /// Each global secondary index's partition map, by index name.
+    index_maps: HashMap<String, PartitionMap>,
     admission: TableAdmission,
     loaded_at: Instant,
 }
@@ -235,6 +254,8 @@ pub struct Router {
     crashed: Cell<bool>,
     /// Requests, errors, latency, throttles (metrics.rs).
     metrics: RouterMetrics,
+    /// Global secondary index propagation (propagate.rs).
+    propagation: propagate::Propagation,
 }
 
 fn unix_seconds_now() -> u64 {
@@ -399,6 +420,7 @@ impl Router {
             repair: repair::RepairMemory::default(),
             crashed: Cell::new(false),
             metrics: RouterMetrics::default(),
+            propagation: Default::default(),
             config,
         })
     }
@@ -528,11 +550,21 @@ impl Router {
     /// (a changed mode re-limits the table's buckets at once).
     fn cache_record(&self, record: TableRecord) -> Result<(), DynamoError> {
         let name = record.name.clone();
-        let map = PartitionMap::new(record.routed_partitions()).map_err(|error| {
+        let invalid = |error| {
             DynamoError::internal(format!(
                 "Internal server error (table {name} has an invalid partition map: {error:?})"
             ))
-        })?;
+        };
+        let map = PartitionMap::new(record.routed_partitions()).map_err(invalid)?;
+        let index_maps = record
+            .global_indexes
+            .iter()
+            .map(|index| {
+                PartitionMap::new(record.routed_index_partitions(index))
+                    .map(|map| (index.index.name.clone(), map))
+                    .map_err(invalid)
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
         let now = self.admission_now();
         let mut tables = self.tables.borrow_mut();
         match tables.get_mut(&name) {
@@ -544,6 +576,7 @@ impl Router {
                 }
                 state.record = record;
                 state.map = map;
+                state.index_maps = index_maps;
                 state.loaded_at = Instant::now();
             }
             None => {
@@ -561,6 +594,7 @@ impl Router {
                         admission: TableAdmission::new(admission_mode(record.billing), now),
                         record,
                         map,
+                        index_maps,
                         loaded_at: Instant::now(),
                     },
                 );
@@ -592,22 +626,71 @@ impl Router {
             .ok_or_else(DynamoError::resource_not_found)
     }
 
-    /// [`Router::table`] with the table's local secondary indexes, which every write carries
-    /// (its leader maintains their entries) and Query and Scan may read.
+    /// [`Router::table`] with the table's secondary indexes, which every write carries (its
+    /// leader maintains local entries and fills the outbox of global ones) and Query and Scan
+    /// may read.
     async fn table_with_indexes(
         &self,
         name: &str,
         deadline: Instant,
-    ) -> Result<(KeySchema, Vec<LocalIndex>, PartitionMap), DynamoError> {
+    ) -> Result<(KeySchema, IndexDefinitions, PartitionMap), DynamoError> {
         let (key_schema, map) = self.table(name, deadline).await?;
         // No await since `table` filled the cache: the indexes are the same record's.
         let indexes = self
             .tables
             .borrow()
             .get(name)
-            .map(|state| state.record.local_indexes.clone())
+            .map(|state| IndexDefinitions {
+                local: state.record.local_indexes.clone(),
+                global: state
+                    .record
+                    .global_indexes
+                    .iter()
+                    .map(|record| record.index.clone())
+                    .collect(),
+            })
             .unwrap_or_default();
         Ok((key_schema, indexes, map))
+    }
+
+    /// The partition map requests to `table` (or to its global index `index`) route with.
+    async fn route_map(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        deadline: Instant,
+    ) -> Result<PartitionMap, DynamoError> {
+        let (_, map) = self.table(table, deadline).await?;
+        let Some(index) = index else {
+            return Ok(map);
+        };
+        self.tables
+            .borrow()
+            .get(table)
+            .and_then(|state| state.index_maps.get(index).cloned())
+            .ok_or_else(|| DynamoError::validation(shoal_model::messages::index_not_found(index)))
+    }
+
+    /// Remembers which replica of `partition` (of `table`, or of its global index `index`)
+    /// leads, for the next request.
+    fn note_leader(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        partition: u64,
+        leader: Option<NodeId>,
+    ) {
+        let mut tables = self.tables.borrow_mut();
+        let Some(state) = tables.get_mut(table) else {
+            return;
+        };
+        let map = match index {
+            None => Some(&mut state.map),
+            Some(index) => state.index_maps.get_mut(index),
+        };
+        if let Some(map) = map {
+            map.note_leader(partition, leader);
+        }
     }
 
     fn admit(
@@ -664,18 +747,31 @@ impl Router {
         estimate: (Operation, CapacityUnits),
         deadline: Instant,
     ) -> Result<Reply, DynamoError> {
+        self.route_in(table, None, hash, call, estimate, deadline)
+            .await
+    }
+
+    /// [`Router::route`] to the partitions of `table`'s global index `index` when it is named
+    /// (admitted against the table's buckets).
+    async fn route_in(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        hash: u64,
+        call: &ItemCall,
+        estimate: (Operation, CapacityUnits),
+        deadline: Instant,
+    ) -> Result<Reply, DynamoError> {
         let mut refreshes = 0;
         loop {
-            let (_, map) = self.table(table, deadline).await?;
+            let map = self.route_map(table, index, deadline).await?;
             let route: PartitionEntry = map.lookup(hash).clone();
             let admission = self.admit(table, estimate.0, route.id, estimate.1)?;
             let outcome = self.forwarder.forward(&route, call, deadline).await;
             match outcome {
                 Ok(reply) => {
                     self.settle(table, admission, units_of(&reply, estimate.0));
-                    if let Some(state) = self.tables.borrow_mut().get_mut(table) {
-                        state.map.note_leader(route.id, Some(reply.leader));
-                    }
+                    self.note_leader(table, index, route.id, Some(reply.leader));
                     return Ok(reply);
                 }
                 Err(ForwardError::StaleRoute { .. }) if refreshes < ROUTE_REFRESHES_MAX => {
@@ -692,12 +788,10 @@ impl Router {
                         // long as it stayed silent (seconds of stall after the majority had
                         // elected a new leader, issue 14). The next request asks another
                         // replica, which names the leader if it is not one.
-                        if let Some(state) = self.tables.borrow_mut().get_mut(table) {
-                            let next = route
-                                .first_target()
-                                .and_then(|asked| route.next_replica(asked));
-                            state.map.note_leader(route.id, next);
-                        }
+                        let next = route
+                            .first_target()
+                            .and_then(|asked| route.next_replica(asked));
+                        self.note_leader(table, index, route.id, next);
                     }
                     // DynamoDB charges nothing for a request it refused. When a replica may
                     // have done the work (a failed condition still reads the item; a write

@@ -82,7 +82,7 @@ fn orphan_replicas(
 ) -> BTreeSet<HostedReplica> {
     let listed: BTreeSet<u64> = tables
         .iter()
-        .flat_map(|table| table.partitions.iter().map(|partition| partition.id))
+        .flat_map(|table| table.all_partitions().map(|partition| partition.id))
         .collect();
     hosted
         .iter()
@@ -245,7 +245,11 @@ impl Router {
         };
         if orphaned.get() {
             let mut leftover = record.clone();
-            for partition in &mut leftover.partitions {
+            let index_partitions = leftover
+                .global_indexes
+                .iter_mut()
+                .flat_map(|index| index.partitions.iter_mut());
+            for partition in leftover.partitions.iter_mut().chain(index_partitions) {
                 partition
                     .replicas
                     .retain(|node| created.contains(&(partition.id, *node)));
@@ -467,6 +471,7 @@ mod tests {
             settings: Default::default(),
             time_to_live: Default::default(),
             local_indexes: Vec::new(),
+            global_indexes: Vec::new(),
         }
     }
 

@@ -1,0 +1,268 @@
+//! Global secondary index propagation (shoal_model::index::global): a router moves each base
+//! partition's outbox to the index partitions, in position order, and trims what they applied.
+//!
+//! Why the router tier: it already holds the partition maps of tables and indexes, follows
+//! leaders and retries, so a base partition's leader needs no routing of its own. The base
+//! partition's outbox is the durable cursor: a change leaves it only after every index
+//! partition it touches applied it, so a router that dies, a leader that changes or a node
+//! that restarts loses nothing, and because index partitions apply each position once
+//! (index::global invariant 3), sending a change again, from this router or another, changes
+//! nothing.
+//!
+//! When: the router that wrote to a table with GSIs asks for its partition at once (the index
+//! lags by about one round trip); every [`PROPAGATION_SWEEP_INTERVAL`] each router also looks
+//! at every table with GSIs in the metadata, so the outbox of a router that died, or of TTL
+//! deletes, drains too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use glommio::sync::Semaphore;
+use shoal_model::index::global::{
+    EntryChange, GlobalIndexChange, OutboxPosition, PositionedChange,
+};
+use shoal_wire::messages::OutboxChange;
+
+use super::*;
+
+/// How often every table with GSIs has its base partitions' outboxes looked at, besides the
+/// requests of writes through this router.
+pub const PROPAGATION_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// Outbox reads one base partition gets per turn before the others get theirs.
+pub const PROPAGATION_ROUNDS_PER_TURN: usize = 16;
+/// How long one propagation call (an outbox read, an apply, a trim) may take with retries.
+pub const PROPAGATION_CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The base partitions waiting for a propagation turn, and the signal that wakes the loop.
+pub(crate) struct Propagation {
+    pending: RefCell<BTreeSet<(String, u64)>>,
+    wake: Semaphore,
+    /// Changes moved to index partitions by this router core (for /metrics and tests).
+    pub(crate) changes_applied: Cell<u64>,
+}
+
+impl Default for Propagation {
+    fn default() -> Self {
+        Propagation {
+            pending: RefCell::new(BTreeSet::new()),
+            wake: Semaphore::new(0),
+            changes_applied: Cell::new(0),
+        }
+    }
+}
+
+impl Propagation {
+    /// Asks for a turn of base partition `partition` of `table`.
+    pub(crate) fn request(&self, table: &str, partition: u64) {
+        let inserted = self
+            .pending
+            .borrow_mut()
+            .insert((table.to_string(), partition));
+        if inserted {
+            self.wake.signal(1);
+        }
+    }
+}
+
+impl Router {
+    /// Asks for the propagation of the base partition that owns `hash`, if `table` has GSIs.
+    pub(crate) fn request_propagation(&self, table: &str, hash: u64) {
+        let partition = self
+            .tables
+            .borrow()
+            .get(table)
+            .filter(|state| !state.record.global_indexes.is_empty())
+            .map(|state| state.map.lookup(hash).id);
+        if let Some(partition) = partition {
+            self.propagation.request(table, partition);
+        }
+    }
+
+    /// Index changes this router core moved to index partitions since it started.
+    pub fn index_changes_propagated(&self) -> u64 {
+        self.propagation.changes_applied.get()
+    }
+
+    /// Runs propagation for the life of the executor (`shoal router` spawns it).
+    pub async fn run_index_propagation(&self) {
+        let mut last_sweep: Option<Instant> = None;
+        loop {
+            let sweep_due =
+                last_sweep.is_none_or(|last| last.elapsed() >= PROPAGATION_SWEEP_INTERVAL);
+            if sweep_due {
+                last_sweep = Some(Instant::now());
+                self.request_all_indexed_tables().await;
+            }
+            let turn: Vec<(String, u64)> =
+                std::mem::take(&mut *self.propagation.pending.borrow_mut())
+                    .into_iter()
+                    .collect();
+            for (table, partition) in turn {
+                match self.propagate_partition(&table, partition).await {
+                    Ok(true) => {}
+                    // More than a turn's worth: it goes on at the next turn, after the others.
+                    Ok(false) => self.propagation.request(&table, partition),
+                    Err(error) => tracing::debug!(
+                        table,
+                        partition,
+                        %error.message,
+                        "index propagation failed; retried at the next sweep"
+                    ),
+                }
+            }
+            if !self.propagation.pending.borrow().is_empty() {
+                continue;
+            }
+            // Woken by a request, or at the next sweep.
+            let wait = glommio::timer::timeout(PROPAGATION_SWEEP_INTERVAL, async {
+                self.propagation.wake.acquire(1).await
+            })
+            .await;
+            // Signals that arrived during the turn are spent by the turn that follows.
+            let _ = wait;
+            while self.propagation.wake.try_acquire(1).unwrap_or(false) {}
+        }
+    }
+
+    /// Requests a turn for every base partition of every ACTIVE table with GSIs.
+    async fn request_all_indexed_tables(&self) {
+        let deadline = Instant::now() + PROPAGATION_CALL_DEADLINE;
+        let tables = match self.metadata.all_tables(&self.forwarder, deadline).await {
+            Ok(tables) => tables,
+            Err(error) => {
+                tracing::debug!(?error, "tables not read for index propagation");
+                return;
+            }
+        };
+        for table in tables {
+            if table.status != TableStatus::Active || table.global_indexes.is_empty() {
+                continue;
+            }
+            for partition in &table.partitions {
+                self.propagation.request(&table.name, partition.id);
+            }
+        }
+    }
+
+    /// Moves base partition `partition`'s outbox to the index partitions, one read's worth at
+    /// a time. `Ok(true)` when the outbox was found empty, `Ok(false)` when the turn ended
+    /// first.
+    async fn propagate_partition(&self, table: &str, partition: u64) -> Result<bool, DynamoError> {
+        let deadline = Instant::now() + PROPAGATION_CALL_DEADLINE;
+        let (_, map) = self.table(table, deadline).await?;
+        let Some(base) = map.get(partition).cloned() else {
+            // Not a partition of the table as it is now (recreated meanwhile): nothing to do.
+            return Ok(true);
+        };
+        for _round in 0..PROPAGATION_ROUNDS_PER_TURN {
+            let deadline = Instant::now() + PROPAGATION_CALL_DEADLINE;
+            let read = PreparedRequest::OutboxRead { after: None };
+            let reply = self
+                .forwarder
+                .forward(&base, &ItemCall::new(&read), deadline)
+                .await
+                .map_err(ForwardError::into_dynamo)?;
+            self.note_leader(table, None, partition, Some(reply.leader));
+            let ItemResult::Outbox { changes } = reply.result else {
+                return Err(DynamoError::internal(
+                    "Internal server error (an outbox read answered with another result)",
+                ));
+            };
+            let Some(last) = changes.last().map(|change| OutboxPosition {
+                slot: change.slot,
+                ordinal: change.ordinal,
+            }) else {
+                return Ok(true);
+            };
+            let moved = changes.len() as u64;
+            self.apply_at_index_partitions(table, partition, changes, deadline)
+                .await?;
+            let trim = PreparedRequest::OutboxTrim { through: last };
+            self.forwarder
+                .forward(&base, &ItemCall::new(&trim), deadline)
+                .await
+                .map_err(ForwardError::into_dynamo)?;
+            self.propagation
+                .changes_applied
+                .set(self.propagation.changes_applied.get() + moved);
+        }
+        Ok(false)
+    }
+
+    /// Sends each index partition the changes of `source` that touch it, in position order,
+    /// and waits until every one has applied them. A change of an index the table no longer
+    /// has is dropped.
+    async fn apply_at_index_partitions(
+        &self,
+        table: &str,
+        source: u64,
+        changes: Vec<OutboxChange>,
+        deadline: Instant,
+    ) -> Result<(), DynamoError> {
+        let indexes: BTreeMap<u8, String> = self
+            .tables
+            .borrow()
+            .get(table)
+            .map(|state| {
+                state
+                    .record
+                    .global_indexes
+                    .iter()
+                    .map(|record| (record.index.number, record.index.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // (index name, index partition id) -> its changes, in position order.
+        let mut by_partition: BTreeMap<(String, u64), (PartitionEntry, Vec<PositionedChange>)> =
+            BTreeMap::new();
+        for change in changes {
+            let Some(index) = indexes.get(&change.index_number) else {
+                continue;
+            };
+            let map = self.route_map(table, Some(index), deadline).await?;
+            let hash = storage_key_hash(&change.entry_key).ok_or_else(|| {
+                DynamoError::internal("Internal server error (an index entry key without a hash)")
+            })?;
+            let route = map.lookup(hash).clone();
+            by_partition
+                .entry((index.clone(), route.id))
+                .or_insert_with(|| (route, Vec::new()))
+                .1
+                .push(PositionedChange {
+                    position: OutboxPosition {
+                        slot: change.slot,
+                        ordinal: change.ordinal,
+                    },
+                    change: GlobalIndexChange {
+                        index_number: change.index_number,
+                        entry_key: change.entry_key,
+                        change: match change.item {
+                            Some(item) => EntryChange::Put(item),
+                            None => EntryChange::Delete,
+                        },
+                    },
+                });
+        }
+        let calls: Vec<_> = by_partition
+            .into_iter()
+            .map(|((index, _), (route, changes))| async move {
+                let apply = PreparedRequest::IndexApply { source, changes };
+                let reply = self
+                    .forwarder
+                    .forward(&route, &ItemCall::new(&apply), deadline)
+                    .await
+                    .map_err(ForwardError::into_dynamo)?;
+                self.note_leader(table, Some(&index), route.id, Some(reply.leader));
+                Ok::<(), DynamoError>(())
+            })
+            .collect();
+        // Each index partition is its own log, so their applies run at once.
+        for outcome in join_bounded(calls, PROPAGATION_APPLIES_IN_FLIGHT_MAX).await {
+            outcome?;
+        }
+        Ok(())
+    }
+}
+
+/// Index partitions one base partition's changes are applied at concurrently.
+const PROPAGATION_APPLIES_IN_FLIGHT_MAX: usize = 16;
