@@ -471,3 +471,33 @@ pub fn scan_bounds(lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> ByteRange {
     };
     (lower, upper)
 }
+
+/// What one propagation round of a base partition does with the outbox records it read: the
+/// changes each index partition applies (keyed by what `route` names it, in position order)
+/// and the position through which the outbox is trimmed once all of them applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoundPlan<K> {
+    pub applies: std::collections::BTreeMap<K, Vec<PositionedChange>>,
+    pub trim_through: Option<OutboxPosition>,
+}
+
+/// Plans a propagation round over `changes` (an outbox read, in position order): `route` names
+/// the index partition of a change (by its index number and its entry key's hash), or `None`
+/// for a change of an index that no longer exists, which is dropped. The router and the
+/// simulator both propagate with this.
+pub fn plan_round<K: Ord>(
+    changes: impl IntoIterator<Item = PositionedChange>,
+    mut route: impl FnMut(&GlobalIndexChange) -> Option<K>,
+) -> RoundPlan<K> {
+    let mut plan = RoundPlan {
+        applies: std::collections::BTreeMap::new(),
+        trim_through: None,
+    };
+    for positioned in changes {
+        plan.trim_through = Some(positioned.position);
+        if let Some(target) = route(&positioned.change) {
+            plan.applies.entry(target).or_default().push(positioned);
+        }
+    }
+    plan
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use glommio::sync::Semaphore;
 use shoal_model::index::global::{
-    EntryChange, GlobalIndexChange, OutboxPosition, PositionedChange,
+    EntryChange, GlobalIndexChange, OutboxPosition, PositionedChange, plan_round,
 };
 use shoal_wire::messages::OutboxChange;
 
@@ -212,37 +212,27 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default();
-        // (index name, index partition id) -> its changes, in position order.
-        let mut by_partition: BTreeMap<(String, u64), (PartitionEntry, Vec<PositionedChange>)> =
-            BTreeMap::new();
-        for change in changes {
-            let Some(index) = indexes.get(&change.index_number) else {
-                continue;
-            };
-            let map = self.route_map(table, Some(index), deadline).await?;
-            let hash = storage_key_hash(&change.entry_key).ok_or_else(|| {
-                DynamoError::internal("Internal server error (an index entry key without a hash)")
-            })?;
-            let route = map.lookup(hash).clone();
-            by_partition
-                .entry((index.clone(), route.id))
-                .or_insert_with(|| (route, Vec::new()))
-                .1
-                .push(PositionedChange {
-                    position: OutboxPosition {
-                        slot: change.slot,
-                        ordinal: change.ordinal,
-                    },
-                    change: GlobalIndexChange {
-                        index_number: change.index_number,
-                        entry_key: change.entry_key,
-                        change: match change.item {
-                            Some(item) => EntryChange::Put(item),
-                            None => EntryChange::Delete,
-                        },
-                    },
-                });
+        // Index partitions are looked up by name and entry-key hash; the map is the cached
+        // one (no await inside the routing function).
+        let mut routes: BTreeMap<(String, u64), PartitionEntry> = BTreeMap::new();
+        let mut maps: BTreeMap<String, PartitionMap> = BTreeMap::new();
+        for name in indexes.values() {
+            maps.insert(
+                name.clone(),
+                self.route_map(table, Some(name), deadline).await?,
+            );
         }
+        let plan = plan_round(changes.into_iter().map(positioned), |change| {
+            let name = indexes.get(&change.index_number)?;
+            let route = maps.get(name)?.lookup(storage_key_hash(&change.entry_key)?);
+            routes.insert((name.clone(), route.id), route.clone());
+            Some((name.clone(), route.id))
+        });
+        let by_partition = plan.applies.into_iter().filter_map(|(target, changes)| {
+            routes
+                .get(&target)
+                .map(|route| (target, (route.clone(), changes)))
+        });
         let calls: Vec<_> = by_partition
             .into_iter()
             .map(|((index, _), (route, changes))| async move {
@@ -266,3 +256,21 @@ impl Router {
 
 /// Index partitions one base partition's changes are applied at concurrently.
 const PROPAGATION_APPLIES_IN_FLIGHT_MAX: usize = 16;
+
+/// An outbox record as the model's propagation plan takes it.
+fn positioned(change: OutboxChange) -> PositionedChange {
+    PositionedChange {
+        position: OutboxPosition {
+            slot: change.slot,
+            ordinal: change.ordinal,
+        },
+        change: GlobalIndexChange {
+            index_number: change.index_number,
+            entry_key: change.entry_key,
+            change: match change.item {
+                Some(item) => EntryChange::Put(item),
+                None => EntryChange::Delete,
+            },
+        },
+    }
+}
