@@ -501,3 +501,6 @@ pub fn plan_round<K: Ord>(
     }
     plan
 }
+
+#[cfg(test)]
+mod tests;
