@@ -155,6 +155,13 @@ pub enum PreparedRequest {
         source: u64,
         changes: Vec<PositionedChange>,
     },
+    /// One step of a new GSI's backfill at a base partition: the leader puts the index
+    /// entries of the items after `after` (at most a step's worth) into the outbox, in one log
+    /// entry ordered with the writes around it.
+    IndexBackfill {
+        index: GlobalIndex,
+        after: Option<Vec<u8>>,
+    },
 }
 
 impl PreparedRequest {
@@ -174,6 +181,7 @@ impl PreparedRequest {
             PreparedRequest::OutboxRead { .. } => "OutboxRead",
             PreparedRequest::OutboxTrim { .. } => "OutboxTrim",
             PreparedRequest::IndexApply { .. } => "IndexApply",
+            PreparedRequest::IndexBackfill { .. } => "IndexBackfill",
         }
     }
 
@@ -184,6 +192,7 @@ impl PreparedRequest {
                 | PreparedRequest::BatchWrite(_)
                 | PreparedRequest::OutboxTrim { .. }
                 | PreparedRequest::IndexApply { .. }
+                | PreparedRequest::IndexBackfill { .. }
         )
     }
 }

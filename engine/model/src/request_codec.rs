@@ -83,6 +83,7 @@ const REQUEST_RANGE_GLOBAL: u8 = 0x0B;
 const REQUEST_OUTBOX_READ: u8 = 0x0C;
 const REQUEST_OUTBOX_TRIM: u8 = 0x0D;
 const REQUEST_INDEX_APPLY: u8 = 0x0E;
+const REQUEST_INDEX_BACKFILL: u8 = 0x0F;
 
 /// An index change's kind.
 const CHANGE_PUT: u8 = 0x01;
@@ -260,6 +261,17 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
                         encode_bytes(item, &mut output);
                     }
                     EntryChange::Delete => output.push(CHANGE_DELETE),
+                }
+            }
+        }
+        PreparedRequest::IndexBackfill { index, after } => {
+            output.push(REQUEST_INDEX_BACKFILL);
+            encode_global_index(index, &mut output);
+            match after {
+                None => output.push(ABSENT),
+                Some(key) => {
+                    output.push(PRESENT);
+                    encode_bytes(key, &mut output);
                 }
             }
         }
@@ -719,6 +731,14 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
             }
             PreparedRequest::IndexApply { source, changes }
         }
+        REQUEST_INDEX_BACKFILL => PreparedRequest::IndexBackfill {
+            index: decode_global_index(reader)?,
+            after: if decode_present(reader)? {
+                Some(reader.byte_string()?.to_vec())
+            } else {
+                None
+            },
+        },
         REQUEST_RANGE_INDEXED => {
             let mut range = decode_range(reader)?;
             let index = decode_local_index(reader)?;
@@ -1653,10 +1673,10 @@ mod tests {
             "malformed item request encoding: unknown request format version 2 (at byte 1)"
         );
         let mut unknown_kind = bytes.clone();
-        unknown_kind[1] = 0x0F;
+        unknown_kind[1] = 0x10;
         assert_eq!(
             error_message(&unknown_kind),
-            "malformed item request encoding: unknown request kind 0x0f (at byte 2)"
+            "malformed item request encoding: unknown request kind 0x10 (at byte 2)"
         );
         let mut trailing = bytes.clone();
         trailing.push(0);

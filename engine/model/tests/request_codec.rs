@@ -400,6 +400,8 @@ fn request_strategy() -> impl Strategy<Value = PreparedRequest> {
             .prop_map(|after| PreparedRequest::OutboxRead { after }),
         position_strategy().prop_map(|through| PreparedRequest::OutboxTrim { through }),
         index_apply_strategy(),
+        (global_index_strategy(), prop::option::of(bytes_strategy()))
+            .prop_map(|(index, after)| PreparedRequest::IndexBackfill { index, after }),
     ]
 }
 

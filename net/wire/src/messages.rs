@@ -249,6 +249,10 @@ pub enum ItemResult {
     /// A base partition's outbox records (GSI changes) in position order, for a propagator.
     /// Added at the end.
     Outbox { changes: Vec<OutboxChange> },
+    /// One step of a GSI backfill was applied: the next step starts after `resume_after` (the
+    /// last item key the step read), or the partition is done when it is `None`. Added at the
+    /// end.
+    Backfill { resume_after: Option<Vec<u8>> },
 }
 
 /// One outbox record (shoal-model `index::global`): its position (log slot and ordinal), the

@@ -174,7 +174,7 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
         }
         ItemResult::BatchWrite | ItemResult::BatchWriteInCollections { .. } => {}
         // Only the GSI propagator asks for outbox records; it reads them without rendering.
-        ItemResult::Outbox { .. } => {}
+        ItemResult::Outbox { .. } | ItemResult::Backfill { .. } => {}
         ItemResult::Get { item } => {
             if let Some(item) = item {
                 body.insert("Item".to_string(), item_json(item)?);

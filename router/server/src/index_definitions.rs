@@ -465,6 +465,139 @@ pub fn secondary_indexes(
     Ok(indexes)
 }
 
+/// One entry of UpdateTable's GlobalSecondaryIndexUpdates, checked against the request alone
+/// (the table's own rules are the router's: index_updates.rs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GlobalIndexUpdate {
+    Create(GlobalIndex),
+    Update {
+        name: String,
+        throughput: Option<Throughput>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+impl GlobalIndexUpdate {
+    pub fn index_name(&self) -> &str {
+        match self {
+            GlobalIndexUpdate::Create(index) => &index.name,
+            GlobalIndexUpdate::Update { name, .. } | GlobalIndexUpdate::Delete { name } => name,
+        }
+    }
+}
+
+/// UpdateTable's GlobalSecondaryIndexUpdates: each entry holds exactly one action, an index
+/// is named once, and a Create's key attributes are defined in this request's own
+/// AttributeDefinitions (`definitions`), with the messages DynamoDB gives (recorded from the
+/// service; router/server README.md cites them). `None` when the member is absent.
+pub fn global_index_updates(
+    body: &Json,
+    definitions: &[(String, KeyType)],
+) -> Result<Option<Vec<GlobalIndexUpdate>>, DynamoError> {
+    let list = match body.get("GlobalSecondaryIndexUpdates") {
+        None | Some(Json::Null) => return Ok(None),
+        Some(Json::Array(list)) => list,
+        Some(_) => {
+            return Err(DynamoError::serialization(
+                "GlobalSecondaryIndexUpdates must be a list",
+            ));
+        }
+    };
+    if list.is_empty() {
+        return Err(DynamoError::validation(format!(
+            "{INVALID}List of GlobalSecondaryIndexUpdates is empty"
+        )));
+    }
+    let mut updates = Vec::with_capacity(list.len());
+    for entry in list {
+        let actions: Vec<&str> = ["Create", "Update", "Delete"]
+            .into_iter()
+            .filter(|action| entry.get(*action).is_some_and(|value| !value.is_null()))
+            .collect();
+        let update = match actions[..] {
+            [] => {
+                return Err(DynamoError::validation(format!(
+                    "{INVALID}One of GlobalSecondaryIndexUpdate.Update, GlobalSecondaryIndexUpdate.Create, GlobalSecondaryIndexUpdate.Delete must not be null"
+                )));
+            }
+            [_, _, ..] => {
+                return Err(DynamoError::validation(format!(
+                    "{INVALID}Only one global secondary index action is allowed per GlobalSecondaryIndexUpdate object"
+                )));
+            }
+            ["Create"] => {
+                let create = std::slice::from_ref(&entry["Create"]);
+                let shaped = shaped(create, Kind::Global)?;
+                let index = &shaped[0];
+                let missing: Vec<&str> = index
+                    .elements
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .filter(|name| !definitions.iter().any(|(defined, _)| defined == name))
+                    .collect();
+                if !missing.is_empty() {
+                    let defined: Vec<&str> =
+                        definitions.iter().map(|(name, _)| name.as_str()).collect();
+                    return Err(DynamoError::validation(format!(
+                        "{INVALID}Some index key attributes are not defined in AttributeDefinitions. Keys: [{}], AttributeDefinitions: [{}]",
+                        missing.join(", "),
+                        defined.join(", ")
+                    )));
+                }
+                let (attributes, projection) = check_common(index, definitions)?;
+                let mut attributes = attributes.into_iter();
+                let Some(partition) = attributes.next() else {
+                    return Err(DynamoError::missing_member(
+                        "globalSecondaryIndexUpdates.member.create.keySchema",
+                    ));
+                };
+                GlobalIndexUpdate::Create(GlobalIndex {
+                    name: index.name.clone(),
+                    key_schema: KeySchema {
+                        partition,
+                        sort: attributes.next(),
+                    },
+                    projection,
+                    throughput: provisioned_throughput(index.body)?,
+                })
+            }
+            [action] => {
+                let name = entry[action]
+                    .get("IndexName")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| {
+                        DynamoError::missing_member(&format!(
+                            "globalSecondaryIndexUpdates.member.{}.indexName",
+                            action.to_ascii_lowercase()
+                        ))
+                    })?
+                    .to_string();
+                if action == "Delete" {
+                    GlobalIndexUpdate::Delete { name }
+                } else {
+                    GlobalIndexUpdate::Update {
+                        name,
+                        throughput: provisioned_throughput(&entry[action])?,
+                    }
+                }
+            }
+        };
+        if updates
+            .iter()
+            .any(|earlier: &GlobalIndexUpdate| earlier.index_name() == update.index_name())
+        {
+            return Err(DynamoError::validation(format!(
+                "{INVALID}Only one global secondary index update per index is allowed simultaneously. Index: {}",
+                update.index_name()
+            )));
+        }
+        updates.push(update);
+    }
+    Ok(Some(updates))
+}
+
 /// The metadata item's `local_indexes` member (metadata invariant 2: absent in items of tables
 /// without indexes and in items written before indexes existed): a list of maps
 /// `{name: S, number: N, sort_name: S, sort_type: S, projection: S, non_key: L of S}`.

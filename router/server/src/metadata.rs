@@ -202,6 +202,10 @@ pub struct TableRecord {
     /// member is absent when there are none). Their partitions are listed here before any of
     /// their replicas is created, as the table's are (invariant 5).
     pub global_indexes: Vec<GlobalIndexRecord>,
+    /// Index numbers given to global indexes so far: a new one gets the next (numbers are never
+    /// reused, so an outbox record of a deleted index never reaches a new one). Absent in
+    /// items written before UpdateTable could add indexes: then one past the highest in use.
+    pub global_index_numbers_used: u16,
 }
 
 /// A global secondary index of a table: its definition, its partitions (placed and numbered
@@ -212,7 +216,45 @@ pub struct GlobalIndexRecord {
     pub index: shoal_model::index::global::GlobalIndex,
     pub partitions: Vec<PartitionEntry>,
     pub throughput: Option<crate::validate::Throughput>,
+    /// CREATING (UpdateTable added it; its backfill is under way), ACTIVE, or DELETING.
+    pub status: GlobalIndexStatus,
+    /// While CREATING: the base partitions whose backfill is done.
+    pub backfilled: BTreeSet<u64>,
+    /// When UpdateTable added the index (its writer's wall clock, unix milliseconds); 0 for an
+    /// index created with its table.
+    pub added_at_ms: u64,
 }
+
+/// Where a global secondary index is in its life (DescribeTable's IndexStatus).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalIndexStatus {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl GlobalIndexStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            GlobalIndexStatus::Creating => "CREATING",
+            GlobalIndexStatus::Active => "ACTIVE",
+            GlobalIndexStatus::Deleting => "DELETING",
+        }
+    }
+
+    fn parse(text: &str) -> Option<GlobalIndexStatus> {
+        match text {
+            "CREATING" => Some(GlobalIndexStatus::Creating),
+            "ACTIVE" => Some(GlobalIndexStatus::Active),
+            "DELETING" => Some(GlobalIndexStatus::Deleting),
+            _ => None,
+        }
+    }
+}
+
+/// The table item's member present while some global index is CREATING or DELETING, so that
+/// the repair pass finds the tables whose index change a router must finish.
+pub const GLOBAL_INDEXES_CHANGING_ATTRIBUTE: &str = "global_indexes_changing";
 
 /// A table's Time to Live: the attribute that holds each item's expiry while TTL is enabled,
 /// and when UpdateTimeToLive last changed it. Both are absent from items written before TTL
@@ -350,7 +392,27 @@ fn global_indexes_from(item: &Json) -> Result<Vec<GlobalIndexRecord>, DynamoErro
             let map = get_map(entry, "a global index")?;
             let read = get_optional_number(map, "read_capacity_units")?;
             let write = get_optional_number(map, "write_capacity_units")?;
+            let status = match map.get("status") {
+                None => GlobalIndexStatus::Active,
+                Some(_) => GlobalIndexStatus::parse(get_string(map, "status")?)
+                    .ok_or_else(|| corrupt("unknown index status"))?,
+            };
+            let backfilled = match map.get("backfilled") {
+                None => BTreeSet::new(),
+                Some(_) => get_list(map, "backfilled")?
+                    .iter()
+                    .map(|id| {
+                        id.get("N")
+                            .and_then(Json::as_str)
+                            .and_then(|text| text.parse().ok())
+                            .ok_or_else(|| corrupt("a backfilled partition is not an id"))
+                    })
+                    .collect::<Result<BTreeSet<u64>, DynamoError>>()?,
+            };
             Ok(GlobalIndexRecord {
+                status,
+                backfilled,
+                added_at_ms: get_optional_number(map, "added_at_ms")?.unwrap_or(0),
                 index: crate::index_definitions::global_index_from(map)?,
                 partitions: get_list(map, "partitions")?
                     .iter()
@@ -483,10 +545,29 @@ impl TableRecord {
                         map["read_capacity_units"] = number(throughput.read_capacity_units);
                         map["write_capacity_units"] = number(throughput.write_capacity_units);
                     }
+                    map["status"] = string(record.status.name());
+                    let backfilled: Vec<Json> =
+                        record.backfilled.iter().map(|id| number(*id)).collect();
+                    map["backfilled"] = json!({ "L": backfilled });
+                    map["added_at_ms"] = number(record.added_at_ms);
                     json!({ "M": map })
                 })
                 .collect();
             item.insert("global_indexes".to_string(), json!({ "L": list }));
+            item.insert(
+                "global_index_numbers_used".to_string(),
+                number(u64::from(self.global_index_numbers_used)),
+            );
+            if self
+                .global_indexes
+                .iter()
+                .any(|index| index.status != GlobalIndexStatus::Active)
+            {
+                item.insert(
+                    GLOBAL_INDEXES_CHANGING_ATTRIBUTE.to_string(),
+                    json!({ "BOOL": true }),
+                );
+            }
         }
         // Invariant 4: absent when empty, so that a scan can filter on its existence.
         if !self.pending_replicas.is_empty() {
@@ -585,6 +666,7 @@ impl TableRecord {
             }
             since => since,
         };
+        let global_indexes = global_indexes_from(item)?;
         Ok(TableRecord {
             name: get_string(item, "name")?.to_string(),
             key_schema: KeySchema { partition, sort },
@@ -619,7 +701,16 @@ impl TableRecord {
                 changed_at_ms: get_optional_number(item, "time_to_live_changed_at_ms")?,
             },
             local_indexes: crate::index_definitions::local_indexes_from(item.get("local_indexes"))?,
-            global_indexes: global_indexes_from(item)?,
+            global_index_numbers_used: match get_optional_number(item, "global_index_numbers_used")?
+            {
+                Some(used) => u16::try_from(used).map_err(|_| corrupt("too many index numbers"))?,
+                None => global_indexes
+                    .iter()
+                    .map(|record| u16::from(record.index.number) + 1)
+                    .max()
+                    .unwrap_or(0),
+            },
+            global_indexes,
         })
     }
 
@@ -659,6 +750,10 @@ impl TableRecord {
             }
             (Billing::Provisioned { .. }, Billing::PayPerRequest) => {
                 self.pay_per_request_since_ms = Some(now_ms);
+                // On demand, the indexes have no throughput of their own either.
+                for index in &mut self.global_indexes {
+                    index.throughput = None;
+                }
             }
             (Billing::PayPerRequest, _) => {}
         }
@@ -1089,10 +1184,11 @@ impl MetadataStore {
     ) -> Result<Vec<TableRecord>, ForwardError> {
         let parameters = json!({
             "ConsistentRead": true,
-            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR #status <> :active)",
+            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR attribute_exists(#changing) OR #status <> :active)",
             "ExpressionAttributeNames": {
                 "#key": KEY_ATTRIBUTE,
                 "#pending": PENDING_REPLICAS_ATTRIBUTE,
+                "#changing": GLOBAL_INDEXES_CHANGING_ATTRIBUTE,
                 "#status": "status",
             },
             "ExpressionAttributeValues": {
@@ -1278,6 +1374,9 @@ mod tests {
                         read_capacity_units: 3,
                         write_capacity_units: 4,
                     }),
+                    status: GlobalIndexStatus::Creating,
+                    backfilled: BTreeSet::from([4, 9]),
+                    added_at_ms: 1_700_000_400_000,
                 },
                 GlobalIndexRecord {
                     index: shoal_model::index::global::GlobalIndex {
@@ -1292,8 +1391,12 @@ mod tests {
                     },
                     partitions: Vec::new(),
                     throughput: None,
+                    status: GlobalIndexStatus::Active,
+                    backfilled: BTreeSet::new(),
+                    added_at_ms: 0,
                 },
             ],
+            global_index_numbers_used: 3,
             local_indexes: vec![
                 shoal_model::index::LocalIndex {
                     name: "by_date".to_string(),

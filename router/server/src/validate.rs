@@ -93,8 +93,7 @@ const CREATE_TABLE_NOT_BUILT: [&str; 6] = [
 ];
 /// UpdateTable members of features Shoal does not have yet: refused, never ignored.
 /// SSESpecification and StreamSpecification are table settings (table_settings.rs).
-const UPDATE_TABLE_NOT_BUILT: [&str; 9] = [
-    "GlobalSecondaryIndexUpdates",
+const UPDATE_TABLE_NOT_BUILT: [&str; 8] = [
     "ReplicaUpdates",
     "MultiRegionConsistency",
     "GlobalTableWitnessUpdates",
@@ -598,6 +597,8 @@ pub struct UpdateTable {
     pub billing_mode: Option<BillingModeName>,
     pub throughput: Option<Throughput>,
     pub settings: UpdateSettings,
+    /// GlobalSecondaryIndexUpdates, checked against the request (index_definitions.rs).
+    pub global_index_updates: Option<Vec<index_definitions::GlobalIndexUpdate>>,
 }
 
 /// Checks an UpdateTable request on its own (before the table is read): its shape, that it asks
@@ -612,6 +613,12 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
     let protection = deletion_protection(body)?;
     let encryption = table_settings::encryption_request(body)?;
     let stream = table_settings::stream_specification(body)?;
+    // A new index's key attributes are defined in this request's own AttributeDefinitions.
+    let definitions = match body.get("AttributeDefinitions") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(_) => attribute_definitions(body)?,
+    };
+    let global_index_updates = index_definitions::global_index_updates(body, &definitions)?;
     let features_not_built = UPDATE_TABLE_NOT_BUILT
         .iter()
         .filter(|member| present(body, member));
@@ -621,6 +628,7 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
         + usize::from(protection.is_some())
         + usize::from(encryption.is_some())
         + usize::from(stream.is_some())
+        + usize::from(global_index_updates.is_some())
         + features_not_built.clone().count();
     if changes == 0 {
         return Err(DynamoError::validation(UPDATE_TABLE_NOTHING_TO_DO));
@@ -666,6 +674,7 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
             billing_mode,
             throughput,
             settings,
+            global_index_updates,
         }),
     }
 }

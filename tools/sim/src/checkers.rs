@@ -75,6 +75,9 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
         ItemResult::BatchWriteInCollections { collections } => {
             6 + collections.iter().map(|size| size.bytes << 8).sum::<u64>()
         }
+        ItemResult::Backfill { resume_after } => {
+            8 + resume_after.as_ref().map_or(0, |key| key.len() as u64)
+        }
         ItemResult::Outbox { changes } => {
             7 + changes
                 .iter()

@@ -1,15 +1,22 @@
 //! Global secondary index propagation at a partition leader (shoal_model::index::global): a
 //! base partition serves its outbox to a propagator and trims what the index partitions
-//! applied; an index partition applies a base partition's changes, each exactly once.
+//! applied; an index partition applies a base partition's changes, each exactly once; and a
+//! new index is backfilled through the same outbox.
 
 use shoal_model::index::global::{
-    EntryChange, OUTBOX_READ_BYTES_MAX, OUTBOX_READ_ENTRIES_MAX, OutboxPosition, PositionedChange,
-    decode_change, outbox_key, outbox_position, outbox_range, position_record, record_position,
-    source_position_key,
+    EntryChange, GlobalIndex, GlobalIndexChange, OUTBOX_ENTRIES_MAX, OUTBOX_READ_BYTES_MAX,
+    OUTBOX_READ_ENTRIES_MAX, OutboxPosition, PositionedChange, decode_change, encode_change,
+    outbox_key, outbox_position, outbox_range, pending_outbox_key, position_record,
+    record_position, source_position_key,
 };
 use shoal_wire::messages::OutboxChange;
 
 use super::*;
+
+/// Items one backfill step reads: one B-tree scan call, and one log entry of at most this many
+/// outbox records (well inside a batch's mutation limit).
+pub const BACKFILL_ITEMS_PER_STEP: usize = 256;
+const _: () = assert!(BACKFILL_ITEMS_PER_STEP < shoal_store::engine::BATCH_MUTATIONS_MAX);
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// The outbox records this replica's tree holds (counted with the index region).
@@ -195,6 +202,85 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.overlay
                 .insert(position_key, (slot, Some(position_record(position))));
         }
+        self.execute(now, actions).await
+    }
+
+    /// One step of a new GSI's backfill: the entries of the next items after `after` go into
+    /// the outbox in one log entry, each from the item's latest state (proposals in flight
+    /// included), so the step is ordered with every write: a write before it is in the state
+    /// it copies, a write after it changes the entries it made. Items without the index key,
+    /// with another type, or whose entry could not be stored are skipped, as DynamoDB's
+    /// backfill skips them (they could not have been written with the index in place).
+    pub(super) async fn serve_index_backfill(
+        &mut self,
+        now: MonotonicTime,
+        reply_to: u64,
+        index: GlobalIndex,
+        after: Option<Vec<u8>>,
+    ) -> Result<(), PartitionError> {
+        if let Some(refusal) = self.refuse_write() {
+            self.reply(reply_to, refusal);
+            return Ok(());
+        }
+        if self.outbox_entries() + BACKFILL_ITEMS_PER_STEP as u64 > OUTBOX_ENTRIES_MAX {
+            // The indexes are behind; the step is asked again later.
+            self.reply(
+                reply_to,
+                NodeResponse::Error(NodeError::Busy {
+                    partition: self.meta.partition,
+                }),
+            );
+            return Ok(());
+        }
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let items = self
+            .engine
+            .scan(
+                lower,
+                crate::local_index::items_only(Bound::Unbounded),
+                Direction::Forward,
+                BACKFILL_ITEMS_PER_STEP,
+            )
+            .await?;
+        let resume_after = (items.len() == BACKFILL_ITEMS_PER_STEP)
+            .then(|| items.last().map(|(key, _)| key.clone()))
+            .flatten();
+        let mut mutations = Vec::new();
+        let mut ordinal = 0u32;
+        for (key, _) in &items {
+            let (latest, _) = self.latest_item(key).await?;
+            let Some(item) = latest else {
+                continue;
+            };
+            let Some(entry_key) = index
+                .entry_key(key, &item)
+                .filter(|entry_key| entry_key.len() <= shoal_store::btree::KEY_BYTES_MAX)
+            else {
+                continue;
+            };
+            if index.check_item(&item).is_err() {
+                continue;
+            }
+            let projected = index.project(&self.meta.key_schema, &item);
+            mutations.push(Mutation::Put {
+                key: pending_outbox_key(ordinal),
+                value: encode_change(&GlobalIndexChange {
+                    index_number: index.number,
+                    entry_key,
+                    change: EntryChange::Put(encode_item(&projected)),
+                }),
+            });
+            ordinal += 1;
+        }
+        let response = NodeResponse::Item {
+            result: ItemResult::Backfill { resume_after },
+            read_units_milli: 0,
+            write_units_milli: 0,
+        };
+        let batch = MutationBatch { mutations };
+        let Some((_, actions)) = self.propose_batch(now, reply_to, batch, response).await? else {
+            return Ok(());
+        };
         self.execute(now, actions).await
     }
 

@@ -39,6 +39,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             PreparedRequest::IndexApply { source, changes } => {
                 return self.serve_index_apply(now, reply_to, source, changes).await;
             }
+            PreparedRequest::IndexBackfill { index, after } => {
+                return self.serve_index_backfill(now, reply_to, index, after).await;
+            }
         };
         self.reply(reply_to, response);
         Ok(())

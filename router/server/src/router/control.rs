@@ -105,11 +105,16 @@ impl Router {
                     )
                 });
                 let (items, bytes) = counts.get(&index.name).copied().unwrap_or((0, 0));
+                // A table CREATING or DELETING carries its indexes along.
+                let status = match record.status {
+                    TableStatus::Active => global.status.name(),
+                    other => other.name(),
+                };
                 let mut description = json!({
                     "IndexName": index.name,
                     "KeySchema": key_schema,
                     "Projection": projection,
-                    "IndexStatus": record.status.name(),
+                    "IndexStatus": status,
                     "ProvisionedThroughput": {
                         "NumberOfDecreasesToday": 0,
                         "ReadCapacityUnits": read,
@@ -119,6 +124,9 @@ impl Router {
                     "ItemCount": items,
                     "IndexArn": format!("{table_arn}/index/{}", index.name),
                 });
+                if global.status == GlobalIndexStatus::Creating {
+                    description["Backfilling"] = json!(true);
+                }
                 if global.throughput.is_none() {
                     description["OnDemandThroughput"] =
                         json!({ "MaxReadRequestUnits": -1, "MaxWriteRequestUnits": -1 });
@@ -129,7 +137,7 @@ impl Router {
         Json::Array(indexes)
     }
 
-    fn table_description(&self, record: &TableRecord) -> Json {
+    pub(super) fn table_description(&self, record: &TableRecord) -> Json {
         let mut definitions: Vec<Json> = record
             .attribute_definitions
             .iter()
@@ -295,6 +303,9 @@ impl Router {
                 },
                 partitions: place_partitions(count, next_id)?,
                 throughput: index.throughput,
+                status: GlobalIndexStatus::Active,
+                backfilled: Default::default(),
+                added_at_ms: 0,
             });
             next_id += u64::from(count);
         }
@@ -324,6 +335,7 @@ impl Router {
             ),
             time_to_live: Default::default(),
             local_indexes: request.local_indexes,
+            global_index_numbers_used: u16::try_from(global_indexes.len()).unwrap_or(u16::MAX),
             global_indexes,
         };
         // Step 1: the CREATING item, with the partition list, before any replica exists
@@ -366,7 +378,8 @@ impl Router {
     ) -> Result<Creation, DynamoError> {
         debug_assert_eq!(record.status, TableStatus::Creating);
         let read = (record.status, record.revision);
-        let missing = self.create_replicas(&record).await;
+        let partitions: Vec<PartitionEntry> = record.all_partitions().cloned().collect();
+        let missing = self.create_replicas(&record, &partitions).await;
         if let Err(problem) = majority_created(record.all_partitions(), &missing) {
             tracing::warn!(table = %record.name, %problem, "CreateTable abandoned");
             record.status = TableStatus::Deleting;
@@ -441,10 +454,14 @@ impl Router {
     /// all are created; or [`REPLICAS_ALL_WAIT`] passed with a majority of every partition
     /// created and only unreachable nodes missing; or [`REPLICAS_MAJORITY_WAIT`] passed.
     /// Returns the replicas not created, each with the last reason.
-    async fn create_replicas(&self, record: &TableRecord) -> BTreeMap<(u64, NodeId), Missing> {
+    pub(super) async fn create_replicas(
+        &self,
+        record: &TableRecord,
+        partitions: &[PartitionEntry],
+    ) -> BTreeMap<(u64, NodeId), Missing> {
         let started = Instant::now();
-        let mut missing: BTreeMap<(u64, NodeId), Missing> = record
-            .all_partitions()
+        let mut missing: BTreeMap<(u64, NodeId), Missing> = partitions
+            .iter()
             .flat_map(|partition| {
                 partition.replicas.iter().map(|node| {
                     let not_asked = Missing {
@@ -469,7 +486,7 @@ impl Router {
                 }
             }
             let waited = started.elapsed();
-            let majority = majority_created(record.all_partitions(), &missing).is_ok();
+            let majority = majority_created(partitions, &missing).is_ok();
             let only_unreachable = missing.values().all(|missing| !missing.node_reached);
             if missing.is_empty()
                 || (majority && only_unreachable && waited >= REPLICAS_ALL_WAIT)
@@ -839,6 +856,9 @@ impl Router {
     /// per-partition ceilings.
     pub async fn update_table(&self, body: Json) -> Result<Json, DynamoError> {
         let request = validate::update_table(&body)?;
+        if let Some(updates) = &request.global_index_updates {
+            return self.update_global_indexes(&request, updates).await;
+        }
         let name = request.name.as_str();
         let region = self.config.region.as_str();
         let account = self.config.account.as_str();
@@ -870,6 +890,9 @@ impl Router {
                     let mut changed = record.clone();
                     if let Some(billing) = billing {
                         changed.change_billing(billing, now_ms);
+                        // Provisioned again, every index needs throughput of its own
+                        // (GlobalSecondaryIndexUpdates' Update gives it).
+                        super::index_updates::check_index_throughput(&changed)?;
                     }
                     if let Some(settings) = settings {
                         changed.settings = settings;
@@ -1066,7 +1089,7 @@ pub(super) struct Missing {
 
 /// Whether every one of `partitions` has a majority of its replicas created, given the
 /// replicas (partition id, node) `missing`; if not, which partition lacks one and why.
-fn majority_created<'a>(
+pub(super) fn majority_created<'a>(
     partitions: impl IntoIterator<Item = &'a PartitionEntry>,
     missing: &BTreeMap<(u64, NodeId), Missing>,
 ) -> Result<(), String> {

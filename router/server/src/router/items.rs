@@ -245,6 +245,7 @@ impl Router {
                 "Internal server error (a Query prepared as something else)",
             ));
         };
+        indexes.check_readable(range)?;
         let hash = query_hash(range)?;
         let count_only = range.count_only;
         let index_only = index_only_read(range);
@@ -299,6 +300,7 @@ impl Router {
                 "Internal server error (a Scan prepared as something else)",
             ));
         };
+        indexes.check_readable(&range)?;
         let mut resume_hash = scan_start_hash(&body, &range, segment, segment_numbers)?;
         // A GSI Scan walks the index's partitions.
         let global = range.global_index.as_ref().map(|index| index.name.clone());

@@ -12,6 +12,7 @@
 
 mod batch;
 mod control;
+mod index_updates;
 mod items;
 mod propagate;
 mod repair;
@@ -44,8 +45,8 @@ use crate::forward::{
     render_result,
 };
 use crate::metadata::{
-    Billing, CLUSTER_KEY, ClusterRecord, GlobalIndexRecord, MetadataStore, NodeAddress,
-    TableRecord, TableStatus, TimeToLiveSetting, key_schema_wire, metadata_replicas,
+    Billing, CLUSTER_KEY, ClusterRecord, GlobalIndexRecord, GlobalIndexStatus, MetadataStore,
+    NodeAddress, TableRecord, TableStatus, TimeToLiveSetting, key_schema_wire, metadata_replicas,
 };
 use crate::metrics::RouterMetrics;
 use crate::partition_map::{HashRange, NodeId, PartitionEntry, PartitionMap};
@@ -219,9 +220,24 @@ impl RouterConfig {
 pub(crate) struct IndexDefinitions {
     pub local: Vec<LocalIndex>,
     pub global: Vec<shoal_model::index::global::GlobalIndex>,
+    /// The global indexes still backfilling: not readable yet.
+    pub creating: Vec<String>,
 }
 
 impl IndexDefinitions {
+    /// DynamoDB's refusal of a Query or Scan of an index that is still backfilling.
+    pub fn check_readable(&self, range: &RangeRequest) -> Result<(), DynamoError> {
+        match &range.global_index {
+            Some(index) if self.creating.contains(&index.name) => {
+                Err(DynamoError::validation(format!(
+                    "Cannot read from backfilling global secondary index: {}",
+                    index.name
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn as_table_indexes(&self) -> TableIndexes<'_> {
         TableIndexes {
             local: &self.local,
@@ -559,6 +575,7 @@ impl Router {
         let index_maps = record
             .global_indexes
             .iter()
+            .filter(|index| index.status != GlobalIndexStatus::Deleting)
             .map(|index| {
                 PartitionMap::new(record.routed_index_partitions(index))
                     .map(|map| (index.index.name.clone(), map))
@@ -642,11 +659,21 @@ impl Router {
             .get(name)
             .map(|state| IndexDefinitions {
                 local: state.record.local_indexes.clone(),
+                // Writes carry a CREATING index too (its entries accrue while it backfills);
+                // a DELETING one no longer.
                 global: state
                     .record
                     .global_indexes
                     .iter()
+                    .filter(|record| record.status != GlobalIndexStatus::Deleting)
                     .map(|record| record.index.clone())
+                    .collect(),
+                creating: state
+                    .record
+                    .global_indexes
+                    .iter()
+                    .filter(|record| record.status == GlobalIndexStatus::Creating)
+                    .map(|record| record.index.name.clone())
                     .collect(),
             })
             .unwrap_or_default();

@@ -147,7 +147,11 @@ impl Router {
     /// Moves base partition `partition`'s outbox to the index partitions, one read's worth at
     /// a time. `Ok(true)` when the outbox was found empty, `Ok(false)` when the turn ended
     /// first.
-    async fn propagate_partition(&self, table: &str, partition: u64) -> Result<bool, DynamoError> {
+    pub(super) async fn propagate_partition(
+        &self,
+        table: &str,
+        partition: u64,
+    ) -> Result<bool, DynamoError> {
         let deadline = Instant::now() + PROPAGATION_CALL_DEADLINE;
         let (_, map) = self.table(table, deadline).await?;
         let Some(base) = map.get(partition).cloned() else {
@@ -208,6 +212,8 @@ impl Router {
                     .record
                     .global_indexes
                     .iter()
+                    // A DELETING index's changes are dropped: its partitions are going away.
+                    .filter(|record| record.status != GlobalIndexStatus::Deleting)
                     .map(|record| (record.index.number, record.index.name.clone()))
                     .collect()
             })

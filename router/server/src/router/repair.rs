@@ -129,6 +129,17 @@ impl Router {
             .into_iter()
             .partition(|record| record.status == TableStatus::Active);
         let mut report = RepairReport::default();
+        // Global index changes (index_updates.rs) of ACTIVE tables, advanced after the rest.
+        let changing_indexes: Vec<TableRecord> = active
+            .iter()
+            .filter(|record| {
+                record
+                    .global_indexes
+                    .iter()
+                    .any(|index| index.status != crate::metadata::GlobalIndexStatus::Active)
+            })
+            .cloned()
+            .collect();
         // One part failing (a table item changed meanwhile, a node slow) does not hold up the
         // others: each is tried again at the next pass.
         let pending_total: usize = active
@@ -144,6 +155,9 @@ impl Router {
         };
         (report.unfinished_tables, report.tables_finished) =
             self.finish_unfinished_of(unfinished).await;
+        for record in &changing_indexes {
+            self.advance_index_changes(record).await;
+        }
         let scan_due = self
             .repair
             .orphan_scan_last
@@ -472,6 +486,7 @@ mod tests {
             time_to_live: Default::default(),
             local_indexes: Vec::new(),
             global_indexes: Vec::new(),
+            global_index_numbers_used: 0,
         }
     }
 
