@@ -17,6 +17,8 @@ Sources, cited per test:
   recorded DynamoDB answers ("Some AttributeDefinitions are not used").
 """
 
+import time
+
 import pytest
 
 from conftest import expect_error, unique_name
@@ -370,12 +372,31 @@ def test_projection_rules(ddb):
     _invalid(ddb, request, "One or more parameter values were invalid: Unknown ProjectionType: null")
 
 
-def test_global_indexes_are_refused_until_they_are_maintained(ddb):
-    # Shoal does not maintain GSIs yet: a valid one is refused, never accepted unmaintained.
-    request = lsi_table_request(unique_name("lsi"))
+def test_local_and_global_indexes_together(ddb):
+    # [DG-LSI] A table may have both kinds; each write maintains both (the LSI in the same
+    # write, the GSI eventually).
+    name = unique_name("lsi")
+    request = lsi_table_request(name)
     request["GlobalSecondaryIndexes"] = [{
         "IndexName": "by_tag_global",
         "KeySchema": [{"AttributeName": "tag", "KeyType": "HASH"}],
         "Projection": {"ProjectionType": "ALL"}}]
-    _invalid(ddb, request, "GlobalSecondaryIndexes are not supported by this server yet (index "
-             "by_tag_global): only LocalSecondaryIndexes are maintained")
+    ddb.create_table(**request)
+    try:
+        ddb.put_item(TableName=name, Item={"pk": {"S": "p"}, "sk": {"S": "1"}, "tag": {"S": "t"},
+                                           "rank": {"N": "5"}})
+        local = ddb.query(TableName=name, IndexName="by_tag", KeyConditionExpression="pk = :p",
+                          ExpressionAttributeValues={":p": {"S": "p"}})
+        assert local["Count"] == 1
+        deadline = time.monotonic() + 15
+        while True:
+            page = ddb.query(TableName=name, IndexName="by_tag_global",
+                             KeyConditionExpression="tag = :t",
+                             ExpressionAttributeValues={":t": {"S": "t"}})
+            if page["Count"] == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert page["Items"] == [{"pk": {"S": "p"}, "sk": {"S": "1"}, "tag": {"S": "t"},
+                                  "rank": {"N": "5"}}]
+    finally:
+        ddb.delete_table(TableName=name)

@@ -188,8 +188,6 @@ def test_create_table_refuses_features_not_built(ddb, member, value):
     expect_error(lambda: ddb.describe_table(TableName=name), "ResourceNotFoundException")
 
 
-@pytest.mark.xfail(strict=True, reason="GlobalSecondaryIndexes are refused until indexes are built "
-                                       "(router/server/src/validate.rs)")
 def test_create_table_with_a_global_secondary_index(ddb, created):
     name = unique_name()
     request = create_table_request(name)

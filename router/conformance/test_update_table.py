@@ -201,7 +201,6 @@ def test_update_of_a_missing_table(ddb):
 
 
 @pytest.mark.parametrize("member, value", [
-    ("GlobalSecondaryIndexUpdates", [{"Delete": {"IndexName": "by-x"}}]),
     ("ReplicaUpdates", [{"Create": {"RegionName": "eu-west-1"}}]),
     ("OnDemandThroughput", {"MaxReadRequestUnits": 100}),
     ("WarmThroughput", {"ReadUnitsPerSecond": 13000}),

@@ -316,3 +316,64 @@ describe("batches", () => {
     );
   });
 });
+
+describe("global secondary indexes", () => {
+  it("a GSI answers Query and Scan once its write propagated (test_gsi.py, GUIDE GSI)", async () => {
+    const name = await makeTable({
+      extra: {
+        AttributeDefinitions: [
+          { AttributeName: "pk", AttributeType: "S" },
+          { AttributeName: "city", AttributeType: "S" },
+        ],
+        GlobalSecondaryIndexes: [
+          {
+            IndexName: "by_city",
+            KeySchema: [{ AttributeName: "city", KeyType: "HASH" }],
+            Projection: { ProjectionType: "KEYS_ONLY" },
+          },
+        ],
+      },
+    });
+    for (const [pk, city] of [["a", "oslo"], ["b", "oslo"], ["c", "rome"]]) {
+      await ddb.send(
+        new PutItemCommand({
+          TableName: name,
+          Item: { pk: { S: pk }, city: { S: city }, hidden: { N: "1" } },
+        }),
+      );
+    }
+    // GSIs are eventually consistent: poll for a bounded time.
+    const deadline = Date.now() + 15_000;
+    let page;
+    do {
+      page = await ddb.send(
+        new QueryCommand({
+          TableName: name,
+          IndexName: "by_city",
+          KeyConditionExpression: "city = :c",
+          ExpressionAttributeValues: { ":c": { S: "oslo" } },
+        }),
+      );
+    } while (page.Count < 2 && Date.now() < deadline);
+    assert.equal(page.Count, 2);
+    // KEYS_ONLY: the table key and the index key, nothing else.
+    for (const item of page.Items) {
+      assert.deepEqual(Object.keys(item).sort(), ["city", "pk"]);
+    }
+    await expectError(
+      ddb.send(
+        new QueryCommand({
+          TableName: name,
+          IndexName: "by_city",
+          ConsistentRead: true,
+          KeyConditionExpression: "city = :c",
+          ExpressionAttributeValues: { ":c": { S: "oslo" } },
+        }),
+      ),
+      "ValidationException",
+      { message: "Consistent reads are not supported on global secondary indexes" },
+    );
+    const scanned = await ddb.send(new ScanCommand({ TableName: name, IndexName: "by_city" }));
+    assert.equal(scanned.Count, 3);
+  });
+});
