@@ -1,5 +1,6 @@
 //! The router core's metrics in the Prometheus text format (version 0.0.4): requests, errors
-//! and latency by operation, admission throttles and forwarding retries.
+//! and latency by operation, admission throttles, forwarding retries, and global secondary
+//! index propagation (its lag and the changes moved).
 //!
 //! Every family is written whole (its HELP and TYPE lines, then all its samples), which is what
 //! the format requires and what Prometheus' own parsers read; the conformance suite parses
@@ -57,6 +58,10 @@ struct Inner {
     errors: BTreeMap<(&'static str, String), u64>,
     /// (read or write, ThrottlingReason or exception) → requests admission turned away.
     throttles: BTreeMap<(&'static str, String), u64>,
+    /// From a write's answer to its GSI changes applied (router/propagate.rs).
+    propagation_lag: LatencyHistogram,
+    /// GSI changes moved from outboxes to index partitions.
+    index_changes: u64,
 }
 
 /// The metrics of one router core.
@@ -88,6 +93,17 @@ impl RouterMetrics {
             .throttles
             .entry((direction, reason.to_string()))
             .or_default() += 1;
+    }
+
+    /// A propagation turn emptied an outbox that a write through this router had filled
+    /// `lag` ago.
+    pub fn index_propagated(&self, lag: Duration) {
+        self.inner.borrow_mut().propagation_lag.record(lag);
+    }
+
+    /// `count` GSI changes were applied at their index partitions.
+    pub fn index_changes_applied(&self, count: u64) {
+        self.inner.borrow_mut().index_changes += count;
     }
 
     /// The families in Prometheus text, with the forwarder's retries by kind.
@@ -126,28 +142,11 @@ impl RouterMetrics {
             "Time from a request's dispatch to its answer at the router, by operation.",
         );
         for (operation, histogram) in &inner.latency {
-            let mut cumulative = 0u64;
-            for (bound, count) in LATENCY_BUCKETS_SECONDS.iter().zip(histogram.buckets) {
-                cumulative += count;
-                let _ = writeln!(
-                    text,
-                    "shoal_router_request_duration_seconds_bucket{{operation=\"{operation}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                text,
-                "shoal_router_request_duration_seconds_bucket{{operation=\"{operation}\",le=\"+Inf\"}} {}",
-                histogram.count
-            );
-            let _ = writeln!(
-                text,
-                "shoal_router_request_duration_seconds_sum{{operation=\"{operation}\"}} {}",
-                histogram.sum_us as f64 / 1e6
-            );
-            let _ = writeln!(
-                text,
-                "shoal_router_request_duration_seconds_count{{operation=\"{operation}\"}} {}",
-                histogram.count
+            histogram_samples(
+                &mut text,
+                "shoal_router_request_duration_seconds",
+                &format!("operation=\"{operation}\""),
+                histogram,
             );
         }
         family(
@@ -175,8 +174,64 @@ impl RouterMetrics {
                 "shoal_router_forward_retries_total{{kind=\"{kind}\"}} {count}"
             );
         }
+        family(
+            &mut text,
+            "shoal_router_gsi_propagation_lag_seconds",
+            "histogram",
+            "Time from a write's answer at this router to its global secondary index changes applied at every index partition.",
+        );
+        histogram_samples(
+            &mut text,
+            "shoal_router_gsi_propagation_lag_seconds",
+            "",
+            &inner.propagation_lag,
+        );
+        family(
+            &mut text,
+            "shoal_router_gsi_changes_propagated_total",
+            "counter",
+            "Global secondary index changes this router moved from base partitions' outboxes to index partitions.",
+        );
+        let _ = writeln!(
+            text,
+            "shoal_router_gsi_changes_propagated_total {}",
+            inner.index_changes
+        );
         text
     }
+}
+
+/// The samples of one histogram (cumulative buckets, `+Inf`, sum and count) with `labels`
+/// (`name="value",...`, or empty).
+fn histogram_samples(text: &mut String, name: &str, labels: &str, histogram: &LatencyHistogram) {
+    let separator = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0u64;
+    for (bound, count) in LATENCY_BUCKETS_SECONDS.iter().zip(histogram.buckets) {
+        cumulative += count;
+        let _ = writeln!(
+            text,
+            "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {}",
+        histogram.count
+    );
+    let braces = |labels: &str| {
+        if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        }
+    };
+    let _ = writeln!(
+        text,
+        "{name}_sum{} {}",
+        braces(labels),
+        histogram.sum_us as f64 / 1e6
+    );
+    let _ = writeln!(text, "{name}_count{} {}", braces(labels), histogram.count);
 }
 
 fn family(text: &mut String, name: &str, kind: &str, help: &str) {
@@ -207,7 +262,15 @@ mod tests {
         );
         metrics.request_served("GetItem", Duration::from_secs(20), None);
         metrics.throttled("write", "TableWriteProvisionedThroughputExceeded");
+        metrics.index_propagated(Duration::from_millis(3));
+        metrics.index_changes_applied(7);
         let text = metrics.render(&[("busy", 2), ("not_leader", 1)]);
+        assert!(
+            text.contains("shoal_router_gsi_propagation_lag_seconds_bucket{le=\"0.0025\"} 0\n")
+        );
+        assert!(text.contains("shoal_router_gsi_propagation_lag_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("shoal_router_gsi_propagation_lag_seconds_count 1\n"));
+        assert!(text.contains("shoal_router_gsi_changes_propagated_total 7\n"));
         // Each family's HELP and TYPE come right before its own samples, and no family
         // appears twice.
         let mut current: Option<String> = None;

@@ -390,7 +390,7 @@ impl Router {
                 .await
                 .map_err(ForwardError::into_dynamo)?;
             self.note_leader(table, None, partition, Some(reply.leader));
-            self.propagation.request(table, partition);
+            self.propagation.request(table, partition, None);
             let ItemResult::Backfill { resume_after } = reply.result else {
                 return Err(DynamoError::internal(
                     "Internal server error (a backfill step answered with another result)",
