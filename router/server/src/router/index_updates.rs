@@ -566,7 +566,10 @@ fn apply_update(
     Ok(())
 }
 
-/// DynamoDB's answer for an Update or Delete of an index the table does not have.
+/// The answer to an Update or Delete of an index the table does not have. The exception
+/// follows DynamoDB's API reference (ResourceNotFoundException for a nonexistent index); no
+/// public recording of the service's exact text was found, so the text follows its
+/// table-not-found message.
 fn index_not_found(table: &str, index: &str) -> DynamoError {
     DynamoError::new(
         crate::error::RESOURCE_NOT_FOUND,
