@@ -320,3 +320,29 @@ def test_index_read_capacity_is_reported_under_the_index(ddb, gsi_table):
     consumed = page["ConsumedCapacity"]
     assert consumed["Table"]["CapacityUnits"] == 0
     assert consumed["GlobalSecondaryIndexes"]["by_city"]["CapacityUnits"] > 0
+
+
+def test_an_opted_in_table_reads_its_gsi_consistently(ddb):
+    # Beyond DynamoDB (README.md, "Secondary indexes"): with the tag
+    # shoal:consistent-gsi-reads=true, a GSI read with ConsistentRead waits until the index
+    # has applied every write committed before it, so a read right after a write sees it.
+    # Without the tag the read is refused as DynamoDB refuses it (test above).
+    name = unique_name("gsistrong")
+    ddb.create_table(**gsi_table_request(
+        name, Tags=[{"Key": "shoal:consistent-gsi-reads", "Value": "true"}]))
+    try:
+        for i in range(20):
+            ddb.put_item(TableName=name, Item={"pk": {"S": f"s{i}"}, "city": {"S": "lyon"},
+                                               "age": {"N": str(i)}})
+            page = ddb.query(TableName=name, IndexName="by_city", ConsistentRead=True,
+                             KeyConditionExpression="city = :c",
+                             ExpressionAttributeValues={":c": {"S": "lyon"}})
+            assert [item["pk"]["S"] for item in page["Items"]] == [f"s{j}" for j in range(i + 1)]
+            ddb.update_item(TableName=name, Key={"pk": {"S": f"s{i}"}},
+                            UpdateExpression="SET nick = :n",
+                            ExpressionAttributeValues={":n": {"S": f"v{i}"}})
+            scanned = ddb.scan(TableName=name, IndexName="by_city", ConsistentRead=True)
+            assert {item["pk"]["S"]: item.get("nick") for item in scanned["Items"]}[f"s{i}"] == {
+                "S": f"v{i}"}
+    finally:
+        ddb.delete_table(TableName=name)

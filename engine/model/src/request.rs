@@ -428,6 +428,9 @@ fn count_only(parameters: &Json, operation: RangeOperation) -> Result<bool> {
 pub struct TableIndexes<'a> {
     pub local: &'a [LocalIndex],
     pub global: &'a [GlobalIndex],
+    /// The table opted in to strongly consistent GSI reads (beyond DynamoDB, off by default:
+    /// router/server README.md, "Strongly consistent GSI reads").
+    pub consistent_global_reads: bool,
 }
 
 /// The index an IndexName names.
@@ -457,8 +460,12 @@ fn named_index<'a>(parameters: &Json, indexes: TableIndexes<'a>) -> Result<Optio
 /// What DynamoDB refuses of a read of a GSI before anything is read: ConsistentRead, and Select
 /// ALL_ATTRIBUTES when the index does not project every attribute (a GSI has no base item to
 /// fetch them from).
-fn check_global_read(parameters: &Json, index: &GlobalIndex) -> Result<()> {
-    if bool_parameter(parameters, "ConsistentRead")? {
+fn check_global_read(
+    parameters: &Json,
+    index: &GlobalIndex,
+    consistent_allowed: bool,
+) -> Result<()> {
+    if bool_parameter(parameters, "ConsistentRead")? && !consistent_allowed {
         return Err(validation(crate::index::global::CONSISTENT_READ_ON_GSI));
     }
     if index.projection != crate::index::Projection::All
@@ -729,7 +736,7 @@ fn prepare_query(
     let (index, global) = match named {
         Some(NamedIndex::Local(index)) => (Some(index), None),
         Some(NamedIndex::Global(index)) => {
-            check_global_read(parameters, index)?;
+            check_global_read(parameters, index, indexes.consistent_global_reads)?;
             (None, Some(index))
         }
         None => (None, None),
@@ -911,7 +918,7 @@ fn prepare_scan(
     let (index, global) = match named {
         Some(NamedIndex::Local(index)) => (Some(index), None),
         Some(NamedIndex::Global(index)) => {
-            check_global_read(parameters, index)?;
+            check_global_read(parameters, index, indexes.consistent_global_reads)?;
             (None, Some(index))
         }
         None => (None, None),
@@ -1059,6 +1066,7 @@ pub fn prepare_indexed(
         TableIndexes {
             local: local_indexes,
             global: &[],
+            consistent_global_reads: false,
         },
     )
 }

@@ -11,6 +11,8 @@ pub const RESOURCE_IN_USE: &str = "ResourceInUseException";
 pub const INTERNAL_SERVER_ERROR: &str = "InternalServerError";
 pub const SERIALIZATION: &str = "SerializationException";
 pub const LIMIT_EXCEEDED: &str = "LimitExceededException";
+/// DynamoDB's retryable "slow down": SDKs retry it with backoff.
+pub const THROTTLING: &str = "ThrottlingException";
 
 /// An error a DynamoDB client receives: the exception name (the front end sends it as
 /// `__type`), DynamoDB's message, and for a failed condition with

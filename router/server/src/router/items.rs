@@ -246,6 +246,9 @@ impl Router {
             ));
         };
         indexes.check_readable(range)?;
+        if range.global_index.is_some() && range.consistent {
+            self.drain_outboxes(&name, deadline).await?;
+        }
         let hash = query_hash(range)?;
         let count_only = range.count_only;
         let index_only = index_only_read(range);
@@ -301,6 +304,9 @@ impl Router {
             ));
         };
         indexes.check_readable(&range)?;
+        if range.global_index.is_some() && range.consistent {
+            self.drain_outboxes(&name, deadline).await?;
+        }
         let mut resume_hash = scan_start_hash(&body, &range, segment, segment_numbers)?;
         // A GSI Scan walks the index's partitions.
         let global = range.global_index.as_ref().map(|index| index.name.clone());

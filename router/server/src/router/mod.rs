@@ -222,7 +222,16 @@ pub(crate) struct IndexDefinitions {
     pub global: Vec<shoal_model::index::global::GlobalIndex>,
     /// The global indexes still backfilling: not readable yet.
     pub creating: Vec<String>,
+    /// The table's [`CONSISTENT_GSI_READS_TAG`] is "true".
+    pub consistent_global_reads: bool,
 }
+
+/// The tag that opts a table in to strongly consistent reads of its global secondary indexes
+/// (beyond DynamoDB, which refuses them): a Query or Scan of a GSI with ConsistentRead true
+/// first waits until every base partition's outbox is empty, so the index has applied every
+/// write committed before the read began, then reads the index partitions' leaders under their
+/// leases. A tag, because every SDK can set one and DynamoDB's own API has no member for it.
+pub const CONSISTENT_GSI_READS_TAG: &str = "shoal:consistent-gsi-reads";
 
 impl IndexDefinitions {
     /// DynamoDB's refusal of a Query or Scan of an index that is still backfilling.
@@ -242,6 +251,7 @@ impl IndexDefinitions {
         TableIndexes {
             local: &self.local,
             global: &self.global,
+            consistent_global_reads: self.consistent_global_reads,
         }
     }
 }
@@ -675,6 +685,11 @@ impl Router {
                     .filter(|record| record.status == GlobalIndexStatus::Creating)
                     .map(|record| record.index.name.clone())
                     .collect(),
+                consistent_global_reads: state
+                    .record
+                    .tags
+                    .get(CONSISTENT_GSI_READS_TAG)
+                    .is_some_and(|value| value == "true"),
             })
             .unwrap_or_default();
         Ok((key_schema, indexes, map))

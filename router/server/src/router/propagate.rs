@@ -99,6 +99,37 @@ impl Router {
         self.propagation.changes_applied.get()
     }
 
+    /// Empties the outbox of every base partition of `table` (concurrently), so that its GSIs
+    /// have applied every write committed before this call: what a strongly consistent GSI
+    /// read waits for. Fails when an outbox cannot be emptied before `deadline` (writes faster
+    /// than propagation, or an index partition unavailable).
+    pub(super) async fn drain_outboxes(
+        &self,
+        table: &str,
+        deadline: Instant,
+    ) -> Result<(), DynamoError> {
+        let (_, map) = self.table(table, deadline).await?;
+        let drains: Vec<_> = map
+            .partitions()
+            .iter()
+            .map(|partition| async move {
+                while Instant::now() < deadline {
+                    if self.propagate_partition(table, partition.id).await? {
+                        return Ok(());
+                    }
+                }
+                Err(DynamoError::new(
+                    crate::error::THROTTLING,
+                    "The table's global secondary indexes did not catch up with its writes in time for a consistent read; retry it",
+                ))
+            })
+            .collect();
+        for outcome in join_bounded(drains, PROPAGATION_APPLIES_IN_FLIGHT_MAX).await {
+            outcome?;
+        }
+        Ok(())
+    }
+
     /// Runs propagation for the life of the executor (`shoal router` spawns it).
     pub async fn run_index_propagation(&self) {
         let mut last_sweep: Option<Instant> = None;
