@@ -346,3 +346,25 @@ def test_an_opted_in_table_reads_its_gsi_consistently(ddb):
                 "S": f"v{i}"}
     finally:
         ddb.delete_table(TableName=name)
+
+
+def test_write_capacity_of_a_gsi_is_reported_under_the_index(ddb, gsi_table):
+    # [DG-GSI] "Provisioned throughput considerations": a write that adds an index entry
+    # consumes a write unit of the index too; ReturnConsumedCapacity INDEXES reports the
+    # table's and each index's part, TOTAL their sum.
+    name, _ = gsi_table
+    item = {"pk": {"S": "cap1"}, "city": {"S": "nice"}, "age": {"N": "1"}}
+    total = ddb.put_item(TableName=name, Item=item, ReturnConsumedCapacity="TOTAL")
+    assert total["ConsumedCapacity"]["CapacityUnits"] == 2.0
+    item["pk"] = {"S": "cap2"}
+    indexes = ddb.put_item(TableName=name, Item=item, ReturnConsumedCapacity="INDEXES")
+    consumed = indexes["ConsumedCapacity"]
+    assert consumed["CapacityUnits"] == 2.0
+    assert consumed["Table"]["CapacityUnits"] == 1.0
+    assert consumed["GlobalSecondaryIndexes"] == {"by_city": {"CapacityUnits": 1.0}}
+    # An item in no index costs the table only.
+    plain = ddb.put_item(TableName=name, Item={"pk": {"S": "cap3"}},
+                         ReturnConsumedCapacity="INDEXES")["ConsumedCapacity"]
+    assert plain["CapacityUnits"] == 1.0 and "GlobalSecondaryIndexes" not in plain
+    for pk in ("cap1", "cap2", "cap3"):
+        ddb.delete_item(TableName=name, Key={"pk": {"S": pk}})

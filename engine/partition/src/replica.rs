@@ -72,8 +72,8 @@ use shoal_store::btree::{BTreeConfig, Direction, PageCache};
 use shoal_store::engine::{EngineError, Mutation, MutationBatch, Partition};
 use shoal_store::wal::{Lsn as WalLsn, PartitionId, RecordKind, Wal, WalError};
 use shoal_wire::messages::{
-    CheckpointIntent, ItemResult, NodeError, NodeResponse, PersistRecord, ReplicaRole,
-    ReplicaStatus, SnapshotChunk,
+    CheckpointIntent, CollectionSize, IndexWriteUnits, ItemResult, NodeError, NodeResponse,
+    PersistRecord, ReplicaRole, ReplicaStatus, SnapshotChunk,
 };
 
 use crate::meta::PartitionMeta;
@@ -638,6 +638,8 @@ struct Evaluated {
     index_write_units: Vec<u64>,
     /// The write's GSI entry changes, for the partition's outbox.
     global_changes: Vec<shoal_model::index::global::GlobalIndexChange>,
+    /// The write units of each global index's changes, by position in the write's list.
+    global_write_units: Vec<u64>,
 }
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {

@@ -249,6 +249,16 @@ pub enum ItemResult {
     /// A base partition's outbox records (GSI changes) in position order, for a propagator.
     /// Added at the end.
     Outbox { changes: Vec<OutboxChange> },
+    /// A single-item write to a table with global secondary indexes: `Write`, plus what
+    /// ItemCollectionMetrics and ConsumedCapacity INDEXES need: the item collection's size
+    /// after the write (tables with local indexes) and the write units (thousandths) each
+    /// index's changes cost; the rest of the answer's `write_units_milli` is the table's.
+    /// Added at the end.
+    WriteWithIndexes {
+        attributes: Option<Vec<u8>>,
+        collection: Option<Box<CollectionSize>>,
+        index_write_units_milli: Vec<IndexWriteUnits>,
+    },
     /// One step of a GSI backfill was applied: the next step starts after `resume_after` (the
     /// last item key the step read), or the partition is done when it is `None`. Added at the
     /// end.
@@ -265,6 +275,15 @@ pub struct OutboxChange {
     pub index_number: u8,
     pub entry_key: Vec<u8>,
     pub item: Option<Vec<u8>>,
+}
+
+/// The write units (thousandths) one secondary index's changes of a write cost: the index is
+/// named by its number among the table's local (`global` false) or global indexes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct IndexWriteUnits {
+    pub global: bool,
+    pub number: u8,
+    pub milli: u64,
 }
 
 /// An item collection and its size: its partition key (binary item encoding) and bytes.

@@ -167,7 +167,8 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
             }
         }
         // ItemCollectionMetrics is added by the operation when the request asked for it.
-        ItemResult::WriteInCollection { attributes, .. } => {
+        ItemResult::WriteInCollection { attributes, .. }
+        | ItemResult::WriteWithIndexes { attributes, .. } => {
             if let Some(attributes) = attributes {
                 body.insert("Attributes".to_string(), item_json(attributes)?);
             }

@@ -109,35 +109,51 @@ fn index_read_units(consumed: &mut Json, (index, global): &(String, bool), units
     consumed[member] = json!({ index: { "CapacityUnits": units } });
 }
 
-/// ConsumedCapacity INDEXES for a table with local indexes: the units each index's part cost
-/// (`LocalSecondaryIndexes`, by name), and the rest as the table's.
-fn split_local_index_units(
+/// ConsumedCapacity INDEXES for a write to a table with secondary indexes: the units each
+/// index's changes cost (`LocalSecondaryIndexes` and `GlobalSecondaryIndexes`, by name), and
+/// the rest as the table's. `units` names each index by kind and number.
+fn split_index_units(
     consumed: &mut Json,
     total_milli: u64,
-    indexes: &[shoal_model::index::LocalIndex],
-    units_milli_by_number: &[u64],
+    indexes: &IndexDefinitions,
+    units: impl Iterator<Item = (bool, u8, u64)>,
 ) {
-    let mut by_name = serde_json::Map::new();
+    let mut local = serde_json::Map::new();
+    let mut global = serde_json::Map::new();
     let mut index_milli = 0u64;
-    for index in indexes {
-        let milli = units_milli_by_number
-            .get(usize::from(index.number))
-            .copied()
-            .unwrap_or(0);
-        if milli > 0 {
-            index_milli += milli;
-            by_name.insert(
-                index.name.clone(),
-                json!({ "CapacityUnits": CapacityUnits::from_milli(milli).as_f64() }),
-            );
-        }
+    for (is_global, number, milli) in units.filter(|(_, _, milli)| *milli > 0) {
+        let name = if is_global {
+            indexes
+                .global
+                .iter()
+                .find(|index| index.number == number)
+                .map(|index| index.name.clone())
+        } else {
+            indexes
+                .local
+                .iter()
+                .find(|index| index.number == number)
+                .map(|index| index.name.clone())
+        };
+        let Some(name) = name else { continue };
+        index_milli += milli;
+        let by_name = if is_global { &mut global } else { &mut local };
+        by_name.insert(
+            name,
+            json!({ "CapacityUnits": CapacityUnits::from_milli(milli).as_f64() }),
+        );
     }
-    if by_name.is_empty() {
+    if local.is_empty() && global.is_empty() {
         return;
     }
     let table_milli = total_milli.saturating_sub(index_milli);
     consumed["Table"] = json!({ "CapacityUnits": CapacityUnits::from_milli(table_milli).as_f64() });
-    consumed["LocalSecondaryIndexes"] = Json::Object(by_name);
+    if !local.is_empty() {
+        consumed["LocalSecondaryIndexes"] = Json::Object(local);
+    }
+    if !global.is_empty() {
+        consumed["GlobalSecondaryIndexes"] = Json::Object(global);
+    }
 }
 
 impl Router {
@@ -183,30 +199,51 @@ impl Router {
         if report != CapacityReport::None {
             let total = units_of(&reply, estimate.0);
             response["ConsumedCapacity"] = consumed_capacity_json(&name, total, report);
-            if report == CapacityReport::Indexes
-                && let ItemResult::WriteInCollection {
-                    index_write_units_milli,
-                    ..
-                } = &reply.result
-            {
-                split_local_index_units(
-                    &mut response["ConsumedCapacity"],
-                    total,
-                    &indexes.local,
-                    index_write_units_milli,
-                );
+            if report == CapacityReport::Indexes {
+                let consumed = &mut response["ConsumedCapacity"];
+                match &reply.result {
+                    ItemResult::WriteInCollection {
+                        index_write_units_milli,
+                        ..
+                    } => split_index_units(
+                        consumed,
+                        total,
+                        &indexes,
+                        (0u8..)
+                            .zip(index_write_units_milli)
+                            .map(|(number, milli)| (false, number, *milli)),
+                    ),
+                    ItemResult::WriteWithIndexes {
+                        index_write_units_milli,
+                        ..
+                    } => split_index_units(
+                        consumed,
+                        total,
+                        &indexes,
+                        index_write_units_milli
+                            .iter()
+                            .map(|units| (units.global, units.number, units.milli)),
+                    ),
+                    _ => {}
+                }
             }
         }
-        if metrics
-            && let ItemResult::WriteInCollection {
+        let collection = match &reply.result {
+            ItemResult::WriteInCollection {
                 collection_key,
                 collection_bytes,
                 ..
-            } = &reply.result
-        {
+            } => Some((collection_key, *collection_bytes)),
+            ItemResult::WriteWithIndexes {
+                collection: Some(collection),
+                ..
+            } => Some((&collection.key, collection.bytes)),
+            _ => None,
+        };
+        if metrics && let Some((key, bytes)) = collection {
             response["ItemCollectionMetrics"] = json!({
-                "ItemCollectionKey": item_json(collection_key)?,
-                "SizeEstimateRangeGB": shoal_model::index::size_estimate_range_gb(*collection_bytes),
+                "ItemCollectionKey": item_json(key)?,
+                "SizeEstimateRangeGB": shoal_model::index::size_estimate_range_gb(bytes),
             });
         }
         Ok(response)
