@@ -299,76 +299,76 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             });
         }
         let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
-        let result =
-            match (&evaluated[..], batch) {
-                ([single], false) if !writes[0].global_indexes.is_empty() => {
-                    // What a table with GSIs reports per index (ConsumedCapacity INDEXES).
-                    let local = single.index_write_units.iter().enumerate().filter_map(
-                        |(number, units)| {
-                            (*units > 0).then(|| IndexWriteUnits {
-                                global: false,
-                                number: u8::try_from(number).unwrap_or(u8::MAX),
-                                milli: units * 1000,
-                            })
-                        },
-                    );
-                    let global = writes[0]
-                        .global_indexes
-                        .iter()
-                        .zip(&single.global_write_units)
-                        .filter(|(_, units)| **units > 0)
-                        .map(|(index, units)| IndexWriteUnits {
-                            global: true,
-                            number: index.number,
-                            milli: units * 1000,
-                        });
-                    ItemResult::WriteWithIndexes {
-                        attributes: single.attributes.as_ref().map(encode_item),
-                        collection: single.collection.as_ref().map(|(_, bytes)| {
-                            Box::new(CollectionSize {
-                                key: encode_item(&crate::local_index::collection_key_item(
-                                    &writes[0],
-                                    &self.meta.key_schema,
-                                )),
-                                bytes: *bytes,
-                            })
-                        }),
-                        index_write_units_milli: local.chain(global).collect(),
-                    }
-                }
-                (
-                    [
-                        Evaluated {
-                            collection: Some((_, collection_bytes)),
-                            attributes,
-                            index_write_units,
-                            ..
-                        },
-                    ],
-                    false,
-                ) => ItemResult::WriteInCollection {
-                    attributes: attributes.as_ref().map(encode_item),
-                    collection_key: encode_item(&crate::local_index::collection_key_item(
-                        &writes[0],
-                        &self.meta.key_schema,
-                    )),
-                    collection_bytes: *collection_bytes,
-                    index_write_units_milli: index_write_units
-                        .iter()
-                        .map(|units| units * 1000)
-                        .collect(),
-                },
-                ([single], false) => ItemResult::Write {
+        let result = match (&evaluated[..], batch) {
+            ([single], false) if !writes[0].global_indexes.is_empty() => {
+                // What a table with GSIs reports per index (ConsumedCapacity INDEXES).
+                let local = single
+                    .index_write_units
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, units)| **units > 0)
+                    .map(|(number, units)| IndexWriteUnits {
+                        global: false,
+                        number: u8::try_from(number).unwrap_or(u8::MAX),
+                        milli: units * 1000,
+                    });
+                let global = writes[0]
+                    .global_indexes
+                    .iter()
+                    .zip(&single.global_write_units)
+                    .filter(|(_, units)| **units > 0)
+                    .map(|(index, units)| IndexWriteUnits {
+                        global: true,
+                        number: index.number,
+                        milli: units * 1000,
+                    });
+                ItemResult::WriteWithIndexes {
                     attributes: single.attributes.as_ref().map(encode_item),
-                },
-                _ => crate::local_index::batch_result(
-                    writes
-                        .iter()
-                        .zip(&evaluated)
-                        .filter_map(|(write, result)| Some((write, result.collection.as_ref()?.1))),
+                    collection: single.collection.as_ref().map(|(_, bytes)| {
+                        Box::new(CollectionSize {
+                            key: encode_item(&crate::local_index::collection_key_item(
+                                &writes[0],
+                                &self.meta.key_schema,
+                            )),
+                            bytes: *bytes,
+                        })
+                    }),
+                    index_write_units_milli: local.chain(global).collect(),
+                }
+            }
+            (
+                [
+                    Evaluated {
+                        collection: Some((_, collection_bytes)),
+                        attributes,
+                        index_write_units,
+                        ..
+                    },
+                ],
+                false,
+            ) => ItemResult::WriteInCollection {
+                attributes: attributes.as_ref().map(encode_item),
+                collection_key: encode_item(&crate::local_index::collection_key_item(
+                    &writes[0],
                     &self.meta.key_schema,
-                ),
-            };
+                )),
+                collection_bytes: *collection_bytes,
+                index_write_units_milli: index_write_units
+                    .iter()
+                    .map(|units| units * 1000)
+                    .collect(),
+            },
+            ([single], false) => ItemResult::Write {
+                attributes: single.attributes.as_ref().map(encode_item),
+            },
+            _ => crate::local_index::batch_result(
+                writes
+                    .iter()
+                    .zip(&evaluated)
+                    .filter_map(|(write, result)| Some((write, result.collection.as_ref()?.1))),
+                &self.meta.key_schema,
+            ),
+        };
         let response = item_response(result, 0, write_units * 1000);
         let Some((slot, actions)) = self
             .propose_batch(now, reply_to, mutations, response)
