@@ -135,6 +135,9 @@ pub struct DynamoDbHttp {
     /// Whether the benchmark table is created with provisioned capacity (Shoal) or on demand
     /// (peers); see `targets::create_table_request`.
     provisioned: bool,
+    /// The table's global secondary indexes (`targets::create_table_request`), and its name.
+    global_indexes: u8,
+    table: String,
     endpoint: SocketAddr,
     /// Idle keep-alive connections; a client thread takes one per request and gives it back.
     idle: Mutex<Vec<Connection>>,
@@ -147,10 +150,22 @@ impl DynamoDbHttp {
         endpoint: SocketAddr,
         provisioned: bool,
     ) -> Result<DynamoDbHttp, String> {
+        Self::connect_indexed(name, endpoint, provisioned, 0)
+    }
+
+    /// [`DynamoDbHttp::connect`] to a table with `global_indexes` GSIs of its own.
+    pub fn connect_indexed(
+        name: &'static str,
+        endpoint: SocketAddr,
+        provisioned: bool,
+        global_indexes: u8,
+    ) -> Result<DynamoDbHttp, String> {
         let first = Connection::open(endpoint).map_err(|error| format!("{endpoint}: {error}"))?;
         Ok(DynamoDbHttp {
             name,
             provisioned,
+            global_indexes,
+            table: crate::load::targets::table_name(global_indexes),
             endpoint,
             idle: Mutex::new(vec![first]),
         })
@@ -220,7 +235,10 @@ impl Target for DynamoDbHttp {
 
     fn prepare(&self) -> Result<(), String> {
         retry_until_ready(|| {
-            let created = self.call("CreateTable", &create_table_request(self.provisioned));
+            let created = self.call(
+                "CreateTable",
+                &create_table_request(&self.table, self.provisioned, self.global_indexes),
+            );
             match created {
                 Ok(_) => Ok(()),
                 Err(OpError(name)) if name == "ResourceInUseException" => Ok(()),
@@ -235,16 +253,17 @@ impl Target for DynamoDbHttp {
     }
 
     fn put(&self, key: &str, fields: &[&str]) -> Result<(), OpError> {
-        self.call("PutItem", &put_request(key, fields)).map(|_| ())
+        self.call("PutItem", &put_request(&self.table, key, fields))
+            .map(|_| ())
     }
 
     fn get(&self, key: &str, strong: bool) -> Result<bool, OpError> {
-        let response = self.call("GetItem", &get_request(key, strong))?;
+        let response = self.call("GetItem", &get_request(&self.table, key, strong))?;
         Ok(response.get("Item").is_some())
     }
 
     fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError> {
-        let response = self.call("Scan", &scan_request(start_key, count))?;
+        let response = self.call("Scan", &scan_request(&self.table, start_key, count))?;
         Ok(scanned_items(&response))
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod driver;
 pub mod dynamodb_http;
+pub mod gsi_lag;
 pub mod keys;
 pub mod targets;
 
@@ -76,6 +77,12 @@ pub struct RunOptions {
     /// much capacity). The native target always provisions.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub provisioned_table: bool,
+    /// Global secondary indexes of the benchmark table (dynamodb-http target only, at most
+    /// `targets::GLOBAL_INDEXES_MAX`): on field0 (KEYS_ONLY) and field1 (ALL), in a table of its
+    /// own (`usertable_gsiN`). After the run, the router's GSI propagation lag is read from its
+    /// /metrics.
+    #[arg(long, default_value_t = 0)]
+    pub global_indexes: u8,
     /// etcd client endpoints, comma-separated.
     #[arg(
         long,
@@ -411,10 +418,11 @@ pub fn connect(options: &RunOptions, connections: usize) -> Result<Box<dyn Targe
             targets::ShoalNative::connect(options.shoal_endpoint, connections)
         })?)),
         TargetKind::DynamodbHttp => Ok(Box::new(targets::retry_connect(|| {
-            dynamodb_http::DynamoDbHttp::connect(
+            dynamodb_http::DynamoDbHttp::connect_indexed(
                 "dynamodb-http",
                 options.http_endpoint,
                 options.provisioned_table,
+                options.global_indexes,
             )
         })?)),
         #[cfg(feature = "etcd")]
@@ -427,6 +435,18 @@ pub fn connect(options: &RunOptions, connections: usize) -> Result<Box<dyn Targe
 }
 
 fn check(options: &RunOptions) -> Result<(), String> {
+    if options.global_indexes > targets::GLOBAL_INDEXES_MAX {
+        return Err(format!(
+            "--global-indexes is at most {}",
+            targets::GLOBAL_INDEXES_MAX
+        ));
+    }
+    if options.global_indexes > 0 && options.target != TargetKind::DynamodbHttp {
+        return Err(
+            "--global-indexes needs --target dynamodb-http (the native protocol's CreateTable has no indexes)"
+                .to_string(),
+        );
+    }
     if options.record_count > RECORDS_MAX {
         return Err(format!("--record-count is at most {RECORDS_MAX}"));
     }
@@ -548,11 +568,19 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             );
         }
     }
+    let propagation_lag = if options.global_indexes > 0 {
+        let lag = gsi_lag::scrape(options.http_endpoint)?;
+        println!("{}", lag.table_row());
+        Some(lag)
+    } else {
+        None
+    };
     if let Some(path) = &options.json {
         let document = json!({
             "machine": machine_description(),
             "options": format!("{options:?}"),
             "reports": reports.iter().map(Report::to_json).collect::<Vec<_>>(),
+            "gsi_propagation_lag": propagation_lag.as_ref().map(gsi_lag::Lag::to_json),
         });
         let text = serde_json::to_string_pretty(&document).map_err(|error| error.to_string())?;
         std::fs::write(path, text).map_err(|error| format!("{}: {error}", path.display()))?;

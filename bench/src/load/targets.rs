@@ -20,21 +20,57 @@ pub const SHOAL_TABLE_READ_UNITS: u64 = 40_000;
 
 /// The CreateTable request of the benchmark table: provisioned as above for Shoal, on demand
 /// for peers (which do not admit by capacity).
-pub fn create_table_request(provisioned: bool) -> Json {
+pub fn create_table_request(table: &str, provisioned: bool, global_indexes: u8) -> Json {
     let mut request = json!({
-        "TableName": SHOAL_TABLE,
+        "TableName": table,
         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
         "BillingMode": "PAY_PER_REQUEST",
     });
+    let throughput = json!({
+        "ReadCapacityUnits": SHOAL_TABLE_READ_UNITS,
+        "WriteCapacityUnits": SHOAL_TABLE_WRITE_UNITS,
+    });
     if provisioned {
         request["BillingMode"] = json!("PROVISIONED");
-        request["ProvisionedThroughput"] = json!({
-            "ReadCapacityUnits": SHOAL_TABLE_READ_UNITS,
-            "WriteCapacityUnits": SHOAL_TABLE_WRITE_UNITS,
-        });
+        request["ProvisionedThroughput"] = throughput.clone();
+    }
+    if global_indexes > 0 {
+        let mut definitions = vec![json!({"AttributeName": "pk", "AttributeType": "S"})];
+        let mut indexes = Vec::new();
+        for number in 0..global_indexes {
+            let field = format!("field{number}");
+            definitions.push(json!({"AttributeName": field, "AttributeType": "S"}));
+            // The first index holds keys only, the second whole records: the two ends of
+            // what an index costs per write.
+            let projection = if number == 0 { "KEYS_ONLY" } else { "ALL" };
+            let mut index = json!({
+                "IndexName": format!("by_{field}"),
+                "KeySchema": [{"AttributeName": field, "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": projection},
+            });
+            if provisioned {
+                index["ProvisionedThroughput"] = throughput.clone();
+            }
+            indexes.push(index);
+        }
+        request["AttributeDefinitions"] = Json::Array(definitions);
+        request["GlobalSecondaryIndexes"] = Json::Array(indexes);
     }
     request
+}
+
+/// Global secondary indexes a benchmark table may have (`--global-indexes`): one per field it
+/// indexes (field0, field1).
+pub const GLOBAL_INDEXES_MAX: u8 = 2;
+
+/// The benchmark table of a run with `global_indexes` GSIs: its own table, so that runs with
+/// and without indexes can share a cluster.
+pub fn table_name(global_indexes: u8) -> String {
+    match global_indexes {
+        0 => SHOAL_TABLE.to_string(),
+        count => format!("{SHOAL_TABLE}_gsi{count}"),
+    }
 }
 
 /// A record as a DynamoDB item: the key in `pk`, field i in `field<i>` (every DynamoDB-speaking
@@ -49,23 +85,23 @@ pub fn record_item(key: &str, fields: &[&str]) -> Json {
 }
 
 /// The PutItem request of the whole record `key`.
-pub fn put_request(key: &str, fields: &[&str]) -> Json {
-    json!({ "TableName": SHOAL_TABLE, "Item": record_item(key, fields) })
+pub fn put_request(table: &str, key: &str, fields: &[&str]) -> Json {
+    json!({ "TableName": table, "Item": record_item(key, fields) })
 }
 
 /// The GetItem request of `key`.
-pub fn get_request(key: &str, strong: bool) -> Json {
+pub fn get_request(table: &str, key: &str, strong: bool) -> Json {
     json!({
-        "TableName": SHOAL_TABLE,
+        "TableName": table,
         "Key": { "pk": { "S": key } },
         "ConsistentRead": strong,
     })
 }
 
 /// YCSB E's short scan: up to `count` items after `start_key` in the table's own order.
-pub fn scan_request(start_key: &str, count: usize) -> Json {
+pub fn scan_request(table: &str, start_key: &str, count: usize) -> Json {
     json!({
-        "TableName": SHOAL_TABLE,
+        "TableName": table,
         "ExclusiveStartKey": { "pk": { "S": start_key } },
         "Limit": count,
     })
@@ -162,7 +198,9 @@ impl Target for ShoalNative {
 
     fn prepare(&self) -> Result<(), String> {
         retry_until_ready(|| {
-            let created = self.client.create_table(&create_table_request(true));
+            let created = self
+                .client
+                .create_table(&create_table_request(SHOAL_TABLE, true, 0));
             match created {
                 Ok(_) => Ok(()),
                 Err(error) if error.exception_name() == Some("ResourceInUseException") => Ok(()),
@@ -178,7 +216,7 @@ impl Target for ShoalNative {
 
     fn put(&self, key: &str, fields: &[&str]) -> Result<(), OpError> {
         self.client
-            .put_item(&put_request(key, fields))
+            .put_item(&put_request(SHOAL_TABLE, key, fields))
             .map(|_| ())
             .map_err(|error| client_error_kind(&error))
     }
@@ -186,7 +224,7 @@ impl Target for ShoalNative {
     fn get(&self, key: &str, strong: bool) -> Result<bool, OpError> {
         let response = self
             .client
-            .get_item(&get_request(key, strong))
+            .get_item(&get_request(SHOAL_TABLE, key, strong))
             .map_err(|error| client_error_kind(&error))?;
         Ok(response.get("Item").is_some())
     }
@@ -194,7 +232,7 @@ impl Target for ShoalNative {
     fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError> {
         let response = self
             .client
-            .scan(&scan_request(start_key, count))
+            .scan(&scan_request(SHOAL_TABLE, start_key, count))
             .map_err(|error| client_error_kind(&error))?;
         Ok(scanned_items(&response))
     }

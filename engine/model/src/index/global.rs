@@ -51,6 +51,10 @@ const _: () = assert!(OUTBOX_MARKER < super::COLLECTION_REGION_MARKER);
 pub const OUTBOX_ENTRIES_MAX: u64 = 65_536;
 /// Outbox records one propagation read returns at most.
 pub const OUTBOX_READ_ENTRIES_MAX: usize = 512;
+/// Outbox records one trim removes at most (one log entry of deletes, within a batch's
+/// mutation limit): a propagator trims before it has applied more than this since its last.
+pub const OUTBOX_TRIM_ENTRIES_MAX: usize = 4_000;
+const _: () = assert!(OUTBOX_READ_ENTRIES_MAX <= OUTBOX_TRIM_ENTRIES_MAX);
 /// Bytes (keys and projected items) one propagation read returns at most; the last record
 /// may cross it.
 pub const OUTBOX_READ_BYTES_MAX: usize = 1024 * 1024;

@@ -5,13 +5,16 @@
 
 use shoal_model::index::global::{
     EntryChange, GlobalIndex, GlobalIndexChange, OUTBOX_ENTRIES_MAX, OUTBOX_READ_BYTES_MAX,
-    OUTBOX_READ_ENTRIES_MAX, OutboxPosition, PositionedChange, decode_change, encode_change,
-    outbox_key, outbox_position, outbox_range, pending_outbox_key, position_record,
-    record_position, source_position_key,
+    OUTBOX_READ_ENTRIES_MAX, OUTBOX_TRIM_ENTRIES_MAX, OutboxPosition, PositionedChange,
+    decode_change, encode_change, outbox_key, outbox_position, outbox_range, pending_outbox_key,
+    position_record, record_position, source_position_key,
 };
 use shoal_wire::messages::OutboxChange;
 
 use super::*;
+
+// A trim's deletes and the chain record are one batch.
+const _: () = assert!(OUTBOX_TRIM_ENTRIES_MAX < shoal_store::engine::BATCH_MUTATIONS_MAX);
 
 /// Items one backfill step reads: one B-tree scan call, and one log entry of at most this many
 /// outbox records (well inside a batch's mutation limit).
@@ -75,8 +78,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         })
     }
 
-    /// Removes the outbox records up to `through` (at most a read's worth per call: a
-    /// propagator trims what it read). Answers once the deletes are applied; with nothing to
+    /// Removes the outbox records up to `through` (at most `OUTBOX_TRIM_ENTRIES_MAX` per call:
+    /// a propagator trims before it has applied more). Answers once the deletes are applied; with nothing to
     /// remove, at once (a record another propagator trimmed is gone either way).
     pub(super) async fn serve_outbox_trim(
         &mut self,
@@ -92,7 +95,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let upper = Bound::Included(outbox_key(through));
         let records = self
             .engine
-            .scan(lower, upper, Direction::Forward, OUTBOX_READ_ENTRIES_MAX)
+            .scan(lower, upper, Direction::Forward, OUTBOX_TRIM_ENTRIES_MAX)
             .await?;
         let done = NodeResponse::Item {
             result: ItemResult::Write { attributes: None },

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use glommio::sync::Semaphore;
 use shoal_model::index::global::{
-    EntryChange, GlobalIndexChange, OutboxPosition, PositionedChange, plan_round,
+    EntryChange, GlobalIndexChange, OUTBOX_READ_ENTRIES_MAX, OUTBOX_TRIM_ENTRIES_MAX,
+    OutboxPosition, PositionedChange, plan_round,
 };
 use shoal_wire::messages::OutboxChange;
 
@@ -35,6 +36,8 @@ use super::*;
 pub const PROPAGATION_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Outbox reads one base partition gets per turn before the others get theirs.
 pub const PROPAGATION_ROUNDS_PER_TURN: usize = 16;
+/// Base partitions whose turns run at once (each its own log and its own round trips).
+const PROPAGATION_PARTITIONS_IN_FLIGHT_MAX: usize = 32;
 /// How long one propagation call (an outbox read, an apply, a trim) may take with retries.
 pub const PROPAGATION_CALL_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -144,8 +147,18 @@ impl Router {
                 std::mem::take(&mut *self.propagation.pending.borrow_mut())
                     .into_iter()
                     .collect();
-            for ((table, partition), since) in turn {
-                match self.propagate_partition(&table, partition).await {
+            // Base partitions are independent logs: their turns run at once.
+            let turns: Vec<_> = turn
+                .into_iter()
+                .map(|((table, partition), since)| async move {
+                    let outcome = self.propagate_partition(&table, partition).await;
+                    (table, partition, since, outcome)
+                })
+                .collect();
+            for (table, partition, since, outcome) in
+                join_bounded(turns, PROPAGATION_PARTITIONS_IN_FLIGHT_MAX).await
+            {
+                match outcome {
                     Ok(true) => {
                         if let Some(since) = since {
                             self.metrics.index_propagated(since.elapsed());
@@ -209,9 +222,17 @@ impl Router {
             // Not a partition of the table as it is now (recreated meanwhile): nothing to do.
             return Ok(true);
         };
+        // Rounds read on from the last position applied; the outbox is trimmed once at the end
+        // (and before a trim would grow past what one trim removes), not after every round:
+        // each trim is a replicated write of the base partition.
+        let mut applied_through: Option<OutboxPosition> = None;
+        let mut untrimmed = 0usize;
+        let mut drained = false;
         for _round in 0..PROPAGATION_ROUNDS_PER_TURN {
             let deadline = Instant::now() + PROPAGATION_CALL_DEADLINE;
-            let read = PreparedRequest::OutboxRead { after: None };
+            let read = PreparedRequest::OutboxRead {
+                after: applied_through,
+            };
             let reply = self
                 .forwarder
                 .forward(&base, &ItemCall::new(&read), deadline)
@@ -227,22 +248,45 @@ impl Router {
                 slot: change.slot,
                 ordinal: change.ordinal,
             }) else {
-                return Ok(true);
+                drained = true;
+                break;
             };
-            let moved = changes.len() as u64;
+            let moved = changes.len();
             self.apply_at_index_partitions(table, partition, changes, deadline)
                 .await?;
-            let trim = PreparedRequest::OutboxTrim { through: last };
-            self.forwarder
-                .forward(&base, &ItemCall::new(&trim), deadline)
-                .await
-                .map_err(ForwardError::into_dynamo)?;
+            applied_through = Some(last);
+            untrimmed += moved;
             self.propagation
                 .changes_applied
-                .set(self.propagation.changes_applied.get() + moved);
-            self.metrics.index_changes_applied(moved);
+                .set(self.propagation.changes_applied.get() + moved as u64);
+            self.metrics.index_changes_applied(moved as u64);
+            if untrimmed + OUTBOX_READ_ENTRIES_MAX > OUTBOX_TRIM_ENTRIES_MAX {
+                self.trim_outbox(table, &base, last).await?;
+                untrimmed = 0;
+            }
         }
-        Ok(false)
+        if let (Some(through), true) = (applied_through, untrimmed > 0) {
+            self.trim_outbox(table, &base, through).await?;
+        }
+        Ok(drained)
+    }
+
+    /// Removes `base`'s outbox records through `through`, which every index partition applied.
+    async fn trim_outbox(
+        &self,
+        table: &str,
+        base: &PartitionEntry,
+        through: OutboxPosition,
+    ) -> Result<(), DynamoError> {
+        let deadline = Instant::now() + PROPAGATION_CALL_DEADLINE;
+        let trim = PreparedRequest::OutboxTrim { through };
+        let reply = self
+            .forwarder
+            .forward(base, &ItemCall::new(&trim), deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        self.note_leader(table, None, base.id, Some(reply.leader));
+        Ok(())
     }
 
     /// Sends each index partition the changes of `source` that touch it, in position order,
