@@ -24,7 +24,7 @@ use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Value as Json, json};
 use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
-use shoal_router::access::{KeyCache, KeyStore};
+use shoal_router::access::{AccessControl, KeyCache, KeyStore};
 use shoal_router::router::{REPAIR_INTERVAL, RepairReport};
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig, RouterOperation};
 
@@ -181,32 +181,27 @@ impl RouterSettings {
 struct RoutedApi {
     router: Rc<Router>,
     endpoint: String,
-    /// The access keys, when signatures are verified.
-    keys: Option<Rc<KeyCache>>,
-    region: String,
-    account: String,
+    /// The access checks, when signatures are verified (shared with the native listener).
+    access: Option<Rc<AccessControl>>,
+    /// The native listener's counters, served on the same /metrics.
+    native_metrics: Rc<crate::native::NativeMetrics>,
 }
 
 impl RoutedApi {
     /// The caller's key may run this operation on the tables it names (checked before the
-    /// router sees the request: a refused request costs no capacity). A key revoked since its
-    /// signature was checked is refused as unknown.
+    /// router sees the request: a refused request costs no capacity).
     async fn authorize(
         &self,
         caller: &Caller,
         operation: Operation,
         body: &Json,
     ) -> Result<(), ApiError> {
-        let (Caller::Key { access_key_id }, Some(keys)) = (caller, &self.keys) else {
+        let (Caller::Key { access_key_id }, Some(access)) = (caller, &self.access) else {
             return Ok(());
         };
-        let Some(key) = keys.key(access_key_id).await else {
-            return Err(ApiError::new(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ));
-        };
-        key.authorize(operation.name(), body, &self.region, &self.account)
+        access
+            .authorize(access_key_id, operation.name(), body)
+            .await
             .map_err(api_error)
     }
 }
@@ -221,12 +216,13 @@ fn api_error(error: DynamoError) -> ApiError {
 
 impl Api for RoutedApi {
     fn metrics(&self) -> String {
-        self.router.render_metrics()
+        let mut text = self.router.render_metrics();
+        text.push_str(&self.native_metrics.render());
+        text
     }
 
     async fn secret_key(&self, access_key_id: &str) -> Option<String> {
-        let keys = self.keys.as_ref()?;
-        keys.key(access_key_id).await.map(|key| key.secret)
+        self.access.as_ref()?.secret(access_key_id).await
     }
 
     async fn call(
@@ -337,9 +333,9 @@ fn spawn_repair_pass(router: Rc<Router>) {
     .detach();
 }
 
-/// `--native`, or the HTTP port + 1: on the HTTP address with `--auth none`, on loopback
-/// otherwise, since the native protocol does not authenticate its connections yet and must
-/// not open the door the HTTP API keeps shut.
+/// `--native`, or the HTTP port + 1 on the HTTP address: the native protocol authenticates
+/// its connections with the same keys as the HTTP API (net/protocol/FORMAT.md,
+/// "Authentication"), so it may listen where the API does.
 fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
     if let Some(native) = options.native {
         return Ok(native);
@@ -350,11 +346,7 @@ fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
             options.http.port()
         )
     })?;
-    let ip = match options.auth {
-        AuthMode::None => options.http.ip(),
-        AuthMode::Sigv4 => std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
-    };
-    Ok(SocketAddr::new(ip, port))
+    Ok(SocketAddr::new(options.http.ip(), port))
 }
 
 async fn serve(
@@ -399,7 +391,7 @@ async fn serve(
     http_config.region = options.region.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     http_config.tls = tls.clone();
-    let keys = match options.auth {
+    let access = match options.auth {
         AuthMode::Sigv4 => {
             let nodes: Vec<NodeAddress> = options
                 .nodes
@@ -420,25 +412,29 @@ async fn serve(
                 Err(error) => tracing::warn!(%error.message, "cannot read the access keys yet"),
             }
             cache.start_refreshing();
-            Some(cache)
+            Some(Rc::new(AccessControl::new(
+                cache,
+                options.region.clone(),
+                options.account.clone(),
+            )))
         }
         AuthMode::None => {
             tracing::warn!(
-                "--auth none: signatures are NOT verified; anyone who can reach {} can read, change and delete every table",
+                "--auth none: signatures are NOT verified, and native connections need no key; anyone who can reach {} or {native} can read, change and delete every table",
                 options.http
             );
             http_config.authentication = Authentication::Off;
             None
         }
     };
+    let native_metrics = Rc::new(crate::native::NativeMetrics::new(access.is_some()));
     let server = HttpServer::new(
         http_config,
         Rc::new(RoutedApi {
             router: router.clone(),
             endpoint,
-            keys,
-            region: options.region.clone(),
-            account: options.account.clone(),
+            access: access.clone(),
+            native_metrics: native_metrics.clone(),
         }),
     );
     let address = server
@@ -447,15 +443,15 @@ async fn serve(
     tracing::info!(%address, scheme, "router serving the DynamoDB API");
     println!("shoal router: DynamoDB API on {scheme}://{address}");
     let native_tls = tls.is_some();
-    let native = crate::native::start(native, router, tls)
+    let listener = crate::native::NativeListener {
+        router,
+        tls,
+        access,
+        metrics: native_metrics,
+    };
+    let native = crate::native::start(native, listener)
         .map_err(|error| format!("cannot listen on --native {native}: {error}"))?;
     tracing::info!(address = %native, "router serving the native protocol");
-    if options.auth == AuthMode::Sigv4 && !native.ip().is_loopback() {
-        tracing::warn!(
-            address = %native,
-            "the native protocol does not authenticate its connections yet: anyone who reaches it can read and change every table; bind --native to loopback or firewall it"
-        );
-    }
     if native_tls {
         println!("shoal router: native protocol on {native} (TLS)");
     } else {
@@ -529,19 +525,16 @@ mod tests {
     }
 
     #[test]
-    fn the_unauthenticated_native_port_defaults_to_loopback_when_http_is_authenticated() {
+    fn the_native_port_defaults_to_the_http_address_port_plus_one() {
         let mut options = settings(&format!("http = \"10.0.1.5:8000\"\n{NODES}"));
-        assert_eq!(
-            native_address(&options).unwrap(),
-            "127.0.0.1:8001".parse::<SocketAddr>().unwrap()
-        );
-        options.auth = AuthMode::None;
-        assert_eq!(
-            native_address(&options).unwrap(),
-            "10.0.1.5:8001".parse::<SocketAddr>().unwrap()
-        );
+        for auth in [AuthMode::Sigv4, AuthMode::None] {
+            options.auth = auth;
+            assert_eq!(
+                native_address(&options).unwrap(),
+                "10.0.1.5:8001".parse::<SocketAddr>().unwrap()
+            );
+        }
         options.native = Some("10.0.1.5:9000".parse().unwrap());
-        options.auth = AuthMode::Sigv4;
         assert_eq!(
             native_address(&options).unwrap(),
             "10.0.1.5:9000".parse::<SocketAddr>().unwrap()
