@@ -458,6 +458,13 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_are_told_apart_from_flatbuffers() {
+        // FORMAT.md's golden frame.
+        assert_eq!(
+            encode_hello(),
+            [
+                8, 0, 0, 0, 0x8f, 0x57, 0x27, 0xe0, 0, 0, 0, 0, b'S', b'H', b'H', b'2'
+            ]
+        );
         let hello = body_of(&encode_hello());
         assert_eq!(hello, b"\0\0\0\0SHH2");
         decode_hello(&hello).unwrap();
