@@ -385,8 +385,13 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// `nodes` as a router is given them: the metadata group is on the lowest ids.
-    pub fn new(nodes: &[NodeAddress], seed: u64) -> Result<KeyStore, DynamoError> {
+    /// `nodes` as a router is given them: the metadata group is on the lowest ids. `bus_tls`:
+    /// the bus's mutual TLS, when the cluster's buses require it.
+    pub fn new(
+        nodes: &[NodeAddress],
+        seed: u64,
+        bus_tls: Option<shoal_bus::BusTls>,
+    ) -> Result<KeyStore, DynamoError> {
         if nodes.is_empty() {
             return Err(DynamoError::validation(
                 "the key store needs the cluster's nodes",
@@ -394,7 +399,7 @@ impl KeyStore {
         }
         let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
         Ok(KeyStore {
-            forwarder: Forwarder::new(directory, seed),
+            forwarder: Forwarder::new(directory, seed).with_bus_tls(bus_tls),
             metadata: MetadataStore::new(metadata_replicas(nodes)),
         })
     }

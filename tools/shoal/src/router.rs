@@ -42,7 +42,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -76,6 +76,8 @@ pub struct RouterOptions {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert's first certificate.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub bus_tls: crate::bus_tls::BusTlsArgs,
 }
 
 /// How the router authenticates requests.
@@ -116,6 +118,14 @@ pub struct RouterSettings {
     /// As `--tls-key`.
     #[serde(default)]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS on the bus (bus_tls.rs): the router's certificate chain, its key, the
+    /// cluster CA bundle; all three when the nodes' buses require it.
+    #[serde(default)]
+    pub bus_tls_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub bus_tls_key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub bus_tls_ca: Option<std::path::PathBuf>,
 }
 
 fn default_auth() -> AuthMode {
@@ -157,11 +167,23 @@ impl RouterOptions {
             auth: self.auth,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            bus_tls_cert: self.bus_tls.bus_tls_cert.clone(),
+            bus_tls_key: self.bus_tls.bus_tls_key.clone(),
+            bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
         })
     }
 }
 
 impl RouterSettings {
+    /// The bus's mutual TLS, read and checked now, when the three files are given.
+    pub fn bus_tls(&self) -> Result<Option<shoal_bus::BusTls>, String> {
+        crate::bus_tls::load(
+            self.bus_tls_cert.as_deref(),
+            self.bus_tls_key.as_deref(),
+            self.bus_tls_ca.as_deref(),
+        )
+    }
+
     /// The TLS configuration of the API port, when a certificate and key are given: read and
     /// checked here, so a missing file or a mismatched pair stops the router at start, with
     /// the file named.
@@ -274,6 +296,13 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let bus_tls = match options.bus_tls() {
+        Ok(bus_tls) => bus_tls,
+        Err(error) => {
+            eprintln!("shoal router: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("router-0")
         .io_memory(ROUTER_IO_MEMORY_BYTES)
@@ -285,7 +314,7 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match executor.run(serve(options, tls)) {
+    match executor.run(serve(options, tls, bus_tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal router: {error}");
@@ -352,6 +381,7 @@ fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
 async fn serve(
     options: RouterSettings,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    bus_tls: Option<shoal_bus::BusTls>,
 ) -> Result<(), String> {
     let nodes = options
         .nodes
@@ -364,6 +394,7 @@ async fn serve(
     let mut config = RouterConfig::new(nodes);
     config.region = options.region.clone();
     config.account = options.account.clone();
+    config.bus_tls = bus_tls.clone();
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.
@@ -401,8 +432,8 @@ async fn serve(
                     address: node.address,
                 })
                 .collect();
-            let store =
-                KeyStore::new(&nodes, options.http.port().into()).map_err(|error| error.message)?;
+            let store = KeyStore::new(&nodes, options.http.port().into(), bus_tls.clone())
+                .map_err(|error| error.message)?;
             let cache = Rc::new(KeyCache::new(store));
             match cache.refresh().await {
                 Ok(0) => tracing::warn!(
