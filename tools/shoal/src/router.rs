@@ -9,7 +9,13 @@
 //! Authentication is on unless `--auth none`: every HTTP request must be signed (SigV4) with
 //! a key of the cluster (`shoal auth create-key`), and the key's role and tables are checked
 //! before the operation runs, so a refused request costs no capacity. The keys are read from
-//! the metadata every few seconds (`shoal_router::access::KeyCache`).
+//! the metadata every few seconds (`shoal_router::access::KeyCache`). Native connections
+//! authenticate with the same keys (native.rs), and both front ends authorise through one
+//! `AccessControl`.
+//!
+//! Bus TLS: with `--bus-tls-cert/--bus-tls-key/--bus-tls-ca` (or the `bus_tls_*` keys) every
+//! connection to the nodes' buses, the key store's included, is mutual TLS with the cluster
+//! CA (net/bus/src/tls.rs).
 //!
 //! TLS: with `--tls-cert` and `--tls-key` (or `tls_cert`/`tls_key` in the file), read and
 //! checked before anything else starts, the HTTP API and the native port speak TLS only, with
