@@ -178,17 +178,17 @@ impl Connection {
         };
         let shutdown_socket = stream_for_shutdown(&writer)?;
         let mut writer = writer;
-        if let Some(credentials) = &config.credentials {
-            if let Err(error) = authenticate(
+        if let Some(credentials) = &config.credentials
+            && let Err(error) = authenticate(
                 &mut writer,
                 &mut reader,
                 &shutdown_socket,
                 credentials,
                 config.connect_timeout,
-            ) {
-                writer.shutdown();
-                return Err(error);
-            }
+            )
+        {
+            writer.shutdown();
+            return Err(error);
         }
         std::thread::Builder::new()
             .name("shoal-client-reader".to_string())
