@@ -305,6 +305,11 @@ fn a_cluster_forms_over_mutual_tls_and_refuses_strangers() {
     // connections fail their handshake at nodes 1 and 2; theirs to it find a certificate the
     // cluster CA did not sign), and nodes 1 and 2 go on serving.
     cluster.kill_node(2);
+    // A killed glommio process's io_uring is torn down after it exits, and its requests can
+    // hold the listening socket open a moment longer: wait until the port is free again.
+    cluster.wait_for("node 3's bus port to be released", || {
+        std::net::TcpListener::bind(("127.0.0.1", cluster.buses[2])).is_ok()
+    });
     cluster.start_node(2, "impostor", "other");
     cluster.wait_for("node 3's handshakes refused by node 1", || {
         cluster.counter(0, &labels(1, "failed")) >= 1
