@@ -600,7 +600,15 @@ async fn dispatch(
     operation: Operation,
     body: Json,
 ) -> Result<Json, DynamoError> {
-    if let (Some(access), Some(access_key_id)) = (&listener.access, caller) {
+    if let Some(access) = &listener.access {
+        // The reader loop sends no request of an unauthenticated connection here; should that
+        // ever break, the request is refused, not served without a key.
+        let Some(access_key_id) = caller else {
+            return Err(DynamoError::new(
+                MISSING_AUTHENTICATION_TOKEN,
+                NOT_AUTHENTICATED_MESSAGE,
+            ));
+        };
         access
             .authorize(access_key_id, operation.name(), &body)
             .await?;
