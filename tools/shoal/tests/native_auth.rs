@@ -3,8 +3,10 @@
 //! made with `shoal auth create-key`, then: the blocking and glommio clients with a valid key;
 //! a wrong secret, an unknown key, an expired timestamp, a handshake replayed on another
 //! connection or sent without a challenge, and requests before the handshake, each refused
-//! with its precise error; a read-only key that cannot write through the native port; the CLI
-//! reading the key from the AWS variables; the refusals on the router's /metrics. One cluster,
+//! with its precise error; a read-only key that cannot write through the native port; a key
+//! revoked while its connection is open; a connection that never authenticates, closed at the
+//! timeout; the CLI reading the key from the AWS variables; the refusals on the router's
+//! /metrics. One cluster,
 //! under a watchdog that fails loudly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -254,6 +256,9 @@ fn native_connections_authenticate_with_the_clusters_keys() {
     let cluster = DevCluster::start();
     let admin = cluster.create_key(&["--role=admin"]);
     let client = cluster.wait_until_served(&admin);
+    // Opened now and never authenticated: the router closes it after its timeout (checked at
+    // the end, so the wait overlaps the rest of the test).
+    let mut idle = Raw::connect(cluster.native);
 
     // A valid key works: the control plane and items through the native port.
     let created = client
@@ -427,6 +432,38 @@ fn native_connections_authenticate_with_the_clusters_keys() {
         "{stderr}"
     );
 
+    // A revoked key stops working on a connection that authenticated before: routers read
+    // the keys again within seconds, and each request is authorised on the keys read last.
+    let revoked = cluster.create_key(&["--role=read-only"]);
+    let doomed = cluster.wait_until_served(&revoked);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    command.args(["auth", "revoke-key", &revoked.access_key_id]);
+    for node in 1..=3u16 {
+        command.arg(format!(
+            "--node={node}=127.0.0.1:{}",
+            cluster.port + 100 * node
+        ));
+    }
+    let output = command.env("SHOAL_LOG", "warn").output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        match doomed.list_tables(&json!({})) {
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "the revoked key still works");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(error) => {
+                let (type_name, _) = service_error(error);
+                assert_eq!(type_name, "UnrecognizedClientException");
+                break;
+            }
+        }
+    }
+
+    // The connection that never authenticated was closed at the router's timeout.
+    idle.assert_closed();
+
     // Every refusal above is counted on the router's /metrics.
     let metrics = cluster.router_metrics();
     assert_eq!(counter(&metrics, "shoal_native_keys_verified "), 1);
@@ -440,4 +477,8 @@ fn native_connections_authenticate_with_the_clusters_keys() {
         assert!(counter(&metrics, &sample) >= 1, "{exception}: {metrics}");
     }
     assert!(counter(&metrics, "shoal_native_authenticated_total ") >= 4);
+    assert_eq!(
+        counter(&metrics, "shoal_native_authentication_timeouts_total "),
+        1
+    );
 }
