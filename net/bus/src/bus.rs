@@ -20,6 +20,11 @@
 //!    that sent `Hello` on that connection and its `to` is this node; a frame that claims another
 //!    sender or receiver (misrouting, or impersonation by a misconfigured node) is a protocol
 //!    violation.
+//! 7. With `BusConfig::tls` (tls.rs), no byte of an inbound connection reaches the frame
+//!    decoder before its TLS handshake verified the peer's certificate against the cluster CA,
+//!    and an outbound connection carries no frame before the peer's certificate was verified:
+//!    a plaintext or wrongly-signed peer is refused and counted (`tls_handshakes_failed`,
+//!    `tls_connect_failures`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -28,7 +33,7 @@ use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::task::JoinHandle;
@@ -43,7 +48,8 @@ use crate::error::{BusError, RespondError, SendError};
 use crate::limits::*;
 use crate::notify::Notify;
 use crate::stats::BusStats;
-use shoal_io::tcp::{StreamHalf, shutdown_now, split};
+use crate::tls::{BUS_TLS_HANDSHAKE_TIMEOUT, BusTls};
+use shoal_io::tcp::{shutdown_now, split};
 use shoal_rng::Backoff;
 
 /// How a shard's bus is set up.
@@ -66,6 +72,9 @@ pub struct BusConfig {
     pub write_stall_timeout: Duration,
     /// Seeds the reconnect jitter (mixed with each peer's address).
     pub seed: u64,
+    /// Mutual TLS with the cluster CA on every connection, both ways (tls.rs); `None`:
+    /// plaintext, as the bus was before (its network must then be the cluster's own).
+    pub tls: Option<BusTls>,
 }
 
 impl BusConfig {
@@ -87,6 +96,7 @@ impl BusConfig {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             write_stall_timeout: WRITE_STALL_TIMEOUT_DEFAULT,
             seed: u64::from(me.shard) ^ me.node.rotate_left(16),
+            tls: None,
         }
     }
 
@@ -211,6 +221,7 @@ struct Shared {
     connect_timeout: Duration,
     write_stall_timeout: Duration,
     seed: u64,
+    tls: Option<BusTls>,
     peers: RefCell<BTreeMap<ShardAddress, Rc<Peer>>>,
     connections: RefCell<BTreeMap<ConnectionId, Rc<InboundConnection>>>,
     next_connection_id: Cell<u64>,
@@ -259,6 +270,7 @@ impl Bus {
             connect_timeout: config.connect_timeout,
             write_stall_timeout: config.write_stall_timeout,
             seed: config.seed,
+            tls: config.tls,
             peers: RefCell::new(BTreeMap::new()),
             connections: RefCell::new(BTreeMap::new()),
             next_connection_id: Cell::new(0),
@@ -592,7 +604,13 @@ async fn write_within(
     writer: &mut (impl futures_lite::AsyncWrite + Unpin),
     bytes: &[u8],
 ) -> Result<(), WriteFailure> {
-    let write = async { writer.write_all(bytes).await.map_err(|_| WriteFailure::Io) };
+    // Flushed: a TLS stream holds sealed records until then (a plain socket has nothing to
+    // flush).
+    let write = async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    };
+    let write = async { write.await.map_err(|_| WriteFailure::Io) };
     let stall = async {
         glommio::timer::sleep(shared.write_stall_timeout).await;
         Err(WriteFailure::Stalled)
@@ -604,13 +622,32 @@ async fn write_within(
     result
 }
 
-/// Connects to a peer and introduces this shard with `Hello`.
-async fn connect_to_peer(shared: &Shared, peer: &Peer) -> Option<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(peer.socket_address.get(), shared.connect_timeout)
+/// An outbound connection: written to only (the peer never answers on it).
+type PeerStream = Box<dyn AsyncWrite + Unpin>;
+
+/// Connects to a peer (through the TLS handshake when the bus has TLS: invariant 7) and
+/// introduces this shard with `Hello`.
+async fn connect_to_peer(shared: &Shared, peer: &Peer) -> Option<PeerStream> {
+    let address = peer.socket_address.get();
+    let stream = TcpStream::connect_timeout(address, shared.connect_timeout)
         .await
         .ok()?;
     // Replication frames are small and latency-bound; do not let Nagle hold them back.
     stream.set_nodelay(true).ok()?;
+    let mut stream: PeerStream = match &shared.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            match crate::tls::connect(&tls.connector(), address, stream, BUS_TLS_HANDSHAKE_TIMEOUT)
+                .await
+            {
+                Ok(secured) => Box::new(secured),
+                Err(_) => {
+                    shared.count(|stats| stats.tls_connect_failures += 1);
+                    return None;
+                }
+            }
+        }
+    };
     let hello = encode_frame(&BusMessage::Hello { from: shared.me }).ok()?;
     write_within(shared, &mut stream, &hello).await.ok()?;
     shared.count(|stats| {
@@ -691,7 +728,7 @@ async fn run_peer_writer(shared: Rc<Shared>, peer: Rc<Peer>) {
         shared.reconnect_backoff_max,
         peer_seed,
     );
-    let mut stream: Option<TcpStream> = None;
+    let mut stream: Option<PeerStream> = None;
     // Invariant 4: runs until shutdown cancels it; each pass connects once or writes once.
     while !shared.shut_down.get() {
         if peer.is_idle() {
@@ -781,6 +818,19 @@ fn start_connection(shared: &Rc<Shared>, stream: TcpStream) {
         .borrow_mut()
         .insert(id, connection.clone());
     shared.count(|stats| stats.connections_accepted += 1);
+    if let Some(tls) = &shared.tls {
+        // The handshake runs in the reader task, which starts the writer once it is done.
+        let reader = glommio::spawn_local(run_tls_connection(
+            shared.clone(),
+            id,
+            connection.clone(),
+            tls.clone(),
+            stream,
+        ))
+        .detach();
+        *connection.reader.borrow_mut() = Some(reader);
+        return;
+    }
     let (read_half, write_half, whole) = split(stream);
     *connection.stream.borrow_mut() = Some(whole);
     let reader = glommio::spawn_local(run_connection_reader(
@@ -799,6 +849,50 @@ fn start_connection(shared: &Rc<Shared>, stream: TcpStream) {
     .detach();
     *connection.reader.borrow_mut() = Some(reader);
     *connection.writer.borrow_mut() = Some(writer);
+}
+
+/// An inbound connection of a bus with TLS (invariant 7): screened (a plaintext first byte is
+/// refused), taken through the handshake that verifies the peer's certificate against the
+/// cluster CA, then served like a plaintext one over the TLS stream. A refusal is counted by
+/// reason and closes the connection.
+async fn run_tls_connection(
+    shared: Rc<Shared>,
+    id: ConnectionId,
+    connection: Rc<InboundConnection>,
+    tls: BusTls,
+    stream: TcpStream,
+) {
+    let deadline = std::time::Instant::now() + BUS_TLS_HANDSHAKE_TIMEOUT;
+    let screened = crate::tls::screen(&stream, BUS_TLS_HANDSHAKE_TIMEOUT).await;
+    // The TLS stream runs over one handle of the shared socket; the third handle is kept for
+    // `shut_socket`, which must reach the socket under the TLS layer.
+    let (handle, _, whole) = split(stream);
+    *connection.stream.borrow_mut() = Some(whole);
+    let secured = match screened {
+        Ok(()) => {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            crate::tls::accept(&tls.acceptor(), handle, remaining).await
+        }
+        Err(failure) => Err(failure),
+    };
+    let secured = match secured {
+        Ok(secured) => secured,
+        Err(failure) => {
+            shared.count(|stats| stats.tls_handshakes_failed[failure.index()] += 1);
+            close_connection(&shared, id, &connection, true);
+            return;
+        }
+    };
+    let (read_half, write_half) = futures_lite::io::split(secured);
+    let writer = glommio::spawn_local(run_connection_writer(
+        shared.clone(),
+        id,
+        connection.clone(),
+        write_half,
+    ))
+    .detach();
+    *connection.writer.borrow_mut() = Some(writer);
+    run_connection_reader(shared, id, connection, read_half).await;
 }
 
 /// Marks a connection closed, removes it, and stops its other task (`from_reader` says which
@@ -836,7 +930,7 @@ async fn run_connection_reader(
     shared: Rc<Shared>,
     id: ConnectionId,
     connection: Rc<InboundConnection>,
-    read_half: StreamHalf,
+    read_half: impl AsyncRead + Unpin,
 ) {
     let end = read_connection(&shared, id, &connection, read_half).await;
     match end {
@@ -851,7 +945,7 @@ async fn read_connection(
     shared: &Shared,
     id: ConnectionId,
     connection: &InboundConnection,
-    mut read_half: StreamHalf,
+    mut read_half: impl AsyncRead + Unpin,
 ) -> ReaderEnd {
     let mut decoder = FrameDecoder::new();
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
@@ -954,7 +1048,7 @@ async fn run_connection_writer(
     shared: Rc<Shared>,
     id: ConnectionId,
     connection: Rc<InboundConnection>,
-    mut write_half: StreamHalf,
+    mut write_half: impl AsyncWrite + Unpin,
 ) {
     // Invariant 4: one drained response queue per pass, until the connection closes.
     while !connection.closed.get() {

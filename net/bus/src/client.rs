@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use shoal_wire::messages::{BusMessage, NodeRequest, NodeResponse, RequestFrame};
@@ -20,7 +20,8 @@ use crate::limits::{
     READ_CHUNK_BYTES,
 };
 use crate::notify::Notify;
-use shoal_io::tcp::{StreamHalf, shutdown_now, split};
+use crate::tls::{BUS_TLS_HANDSHAKE_TIMEOUT, BusTls};
+use shoal_io::tcp::{shutdown_now, split};
 
 #[derive(Debug, Clone)]
 pub struct BusClientConfig {
@@ -29,6 +30,9 @@ pub struct BusClientConfig {
     pub request_timeout: Duration,
     /// Requests in flight at once; `call` waits for room past this.
     pub requests_in_flight_max: usize,
+    /// Mutual TLS with the cluster CA (tls.rs): the shard's certificate is verified for the
+    /// address dialled, and ours presented. `None`: plaintext.
+    pub tls: Option<BusTls>,
 }
 
 impl Default for BusClientConfig {
@@ -37,6 +41,7 @@ impl Default for BusClientConfig {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             request_timeout: CLIENT_REQUEST_TIMEOUT_DEFAULT,
             requests_in_flight_max: CLIENT_REQUESTS_IN_FLIGHT_MAX,
+            tls: None,
         }
     }
 }
@@ -121,8 +126,37 @@ impl BusClient {
             stats: RefCell::new(ClientStats::default()),
         });
         let (read_half, write_half, stream) = split(stream);
-        let reader = glommio::spawn_local(run_reader(shared.clone(), read_half)).detach();
-        let writer = glommio::spawn_local(run_writer(shared.clone(), write_half)).detach();
+        let (reader, writer) = match &config.tls {
+            None => (
+                glommio::spawn_local(run_reader(shared.clone(), read_half)).detach(),
+                glommio::spawn_local(run_writer(shared.clone(), write_half)).detach(),
+            ),
+            Some(tls) => {
+                // Over one handle of the shared socket; `stream` stays for `shutdown_now`.
+                let secured = match crate::tls::connect(
+                    &tls.connector(),
+                    address,
+                    read_half,
+                    BUS_TLS_HANDSHAKE_TIMEOUT,
+                )
+                .await
+                {
+                    Ok(secured) => secured,
+                    Err(message) => {
+                        shutdown_now(&stream);
+                        return Err(ClientError::Io {
+                            kind: std::io::ErrorKind::InvalidData,
+                            message,
+                        });
+                    }
+                };
+                let (read_half, write_half) = futures_lite::io::split(secured);
+                (
+                    glommio::spawn_local(run_reader(shared.clone(), read_half)).detach(),
+                    glommio::spawn_local(run_writer(shared.clone(), write_half)).detach(),
+                )
+            }
+        };
         Ok(BusClient {
             shared,
             config,
@@ -207,7 +241,7 @@ impl Drop for BusClient {
     }
 }
 
-async fn run_reader(shared: Rc<ClientShared>, mut read_half: StreamHalf) {
+async fn run_reader(shared: Rc<ClientShared>, mut read_half: impl AsyncRead + Unpin) {
     let mut decoder = FrameDecoder::new();
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     // One socket read per pass, until the connection ends.
@@ -251,7 +285,7 @@ async fn run_reader(shared: Rc<ClientShared>, mut read_half: StreamHalf) {
     }
 }
 
-async fn run_writer(shared: Rc<ClientShared>, mut write_half: StreamHalf) {
+async fn run_writer(shared: Rc<ClientShared>, mut write_half: impl AsyncWrite + Unpin) {
     // One drained queue per pass, until the connection ends.
     while shared.failure().is_none() {
         if shared.outgoing.borrow().is_empty() {
@@ -262,7 +296,12 @@ async fn run_writer(shared: Rc<ClientShared>, mut write_half: StreamHalf) {
         for frame in shared.outgoing.borrow_mut().drain(..) {
             bytes.extend_from_slice(&frame);
         }
-        if let Err(error) = write_half.write_all(&bytes).await {
+        // Flushed: a TLS stream holds sealed records until then.
+        let written = async {
+            write_half.write_all(&bytes).await?;
+            write_half.flush().await
+        };
+        if let Err(error) = written.await {
             return shared.fail(error.into());
         }
     }

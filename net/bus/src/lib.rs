@@ -14,9 +14,11 @@ pub mod error;
 pub mod limits;
 mod notify;
 pub mod stats;
+pub mod tls;
 
 pub use blocking::BlockingClient;
 pub use bus::{Bus, BusConfig, ConnectionId, Inbound, Inbox};
 pub use client::{BusClient, BusClientConfig, ClientStats};
 pub use error::{BusError, ClientError, RespondError, SendError};
 pub use stats::BusStats;
+pub use tls::{BUS_TLS_HANDSHAKE_TIMEOUT, BusTls, BusTlsError, HandshakeFailure};

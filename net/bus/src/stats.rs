@@ -44,4 +44,11 @@ pub struct BusStats {
     pub connections_refused: u64,
     pub frame_errors: u64,
     pub protocol_violations: u64,
+    /// With bus TLS: inbound connections refused in the TLS handshake, by reason in
+    /// `tls::HandshakeFailure::ALL` order (not TLS, timed out, closed, failed: a client
+    /// certificate missing or not the cluster CA's), and outbound connections whose handshake
+    /// failed (the peer's certificate not the cluster CA's, or not for its address; a peer
+    /// without TLS).
+    pub tls_handshakes_failed: [u64; 4],
+    pub tls_connect_failures: u64,
 }

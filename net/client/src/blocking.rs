@@ -19,9 +19,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+use shoal_protocol::handshake::{HandshakeKind, encode_hello, handshake_kind};
 use shoal_protocol::{Operation, decode_response, encode_request, read_frame};
 use shoal_rng::SeededRng;
 
+use crate::credentials::{Credentials, answer_challenge, read_outcome, unexpected};
 use crate::error::{ClientError, Outcome, outcome_of, response_value};
 use crate::limits::{
     CONNECT_TIMEOUT_DEFAULT, CONNECTIONS_DEFAULT, CONNECTIONS_MAX, REQUEST_TIMEOUT_DEFAULT,
@@ -47,6 +49,10 @@ pub struct ClientConfig {
     /// Speak TLS to a router whose native port does (`shoal router --tls-cert`), trusting
     /// these settings' CA bundle. `None`: plaintext.
     pub tls: Option<TlsSettings>,
+    /// The access key each connection authenticates with before its first request
+    /// (net/protocol/FORMAT.md, "Authentication"). `None`: no handshake, which only a router
+    /// started with `--auth none` serves.
+    pub credentials: Option<Credentials>,
 }
 
 impl ClientConfig {
@@ -60,6 +66,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             seed: crate::retry::jitter_seed(),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -170,6 +177,19 @@ impl Connection {
             ),
         };
         let shutdown_socket = stream_for_shutdown(&writer)?;
+        let mut writer = writer;
+        if let Some(credentials) = &config.credentials
+            && let Err(error) = authenticate(
+                &mut writer,
+                &mut reader,
+                &shutdown_socket,
+                credentials,
+                config.connect_timeout,
+            )
+        {
+            writer.shutdown();
+            return Err(error);
+        }
         std::thread::Builder::new()
             .name("shoal-client-reader".to_string())
             .spawn(move || read_responses(&mut reader, &shutdown_socket, &reader_shared))
@@ -261,6 +281,45 @@ impl Drop for Connection {
         }
         self.shared.close("client dropped");
     }
+}
+
+/// The authentication handshake (credentials.rs), before the reader thread starts: each of
+/// its reads and writes bounded by `timeout` (the connect timeout), through the connection's
+/// own reader and writer, so it is encrypted when the connection is.
+fn authenticate(
+    writer: &mut Writer,
+    reader: &mut Box<dyn Read + Send>,
+    socket: &TcpStream,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let set_timeouts = |timeout: Option<Duration>| {
+        socket
+            .set_read_timeout(timeout)
+            .and_then(|()| socket.set_write_timeout(timeout))
+            .map_err(|error| ClientError::Connect(error.to_string()))
+    };
+    // Nothing of a request was sent yet: a failure here is a connect failure (retryable).
+    let broken = |error: &dyn std::fmt::Display| {
+        ClientError::Connect(format!("authentication handshake: {error}"))
+    };
+    set_timeouts(Some(timeout))?;
+    writer
+        .write_frame(&encode_hello())
+        .map_err(|error| broken(&error))?;
+    let challenge = read_frame(reader).map_err(|error| broken(&error))?;
+    if handshake_kind(&challenge) != Some(HandshakeKind::Challenge) {
+        return Err(unexpected(HandshakeKind::Challenge));
+    }
+    writer
+        .write_frame(&answer_challenge(&challenge, credentials)?)
+        .map_err(|error| broken(&error))?;
+    let outcome = read_frame(reader).map_err(|error| broken(&error))?;
+    if handshake_kind(&outcome) != Some(HandshakeKind::Authenticated) {
+        return Err(unexpected(HandshakeKind::Authenticated));
+    }
+    read_outcome(&outcome)?;
+    set_timeouts(None)
 }
 
 /// A handle of the connection's socket for the reader thread to shut it down with.

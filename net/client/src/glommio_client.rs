@@ -14,11 +14,13 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use serde_json::Value as Json;
+use shoal_protocol::handshake::{HandshakeKind, encode_hello, handshake_kind};
 use shoal_protocol::{Operation, decode_response, encode_request};
 use shoal_rng::SeededRng;
 
 use crate::async_io::{StreamHalf, read_frame_async, shutdown_now, split};
 use crate::blocking::ClientConfig;
+use crate::credentials::{Credentials, answer_challenge, read_outcome, unexpected};
 use crate::error::{ClientError, Outcome, outcome_of, response_value};
 use crate::limits::WRITE_QUEUE_FRAMES_MAX;
 use crate::retry::retryable;
@@ -41,7 +43,21 @@ impl AsyncConnection {
         stream
             .set_nodelay(true)
             .map_err(|error| ClientError::Connect(error.to_string()))?;
-        let (read_half, write_half, stream) = split(stream);
+        let (mut read_half, mut write_half, stream) = split(stream);
+        if let Some(credentials) = &config.credentials {
+            let handshake = authenticate(&mut read_half, &mut write_half, credentials);
+            let expired = async {
+                glommio::timer::sleep(config.connect_timeout).await;
+                Err(ClientError::Connect(format!(
+                    "authentication handshake: no answer within {:?}",
+                    config.connect_timeout
+                )))
+            };
+            if let Err(error) = or(handshake, expired).await {
+                shutdown_now(&stream);
+                return Err(error);
+            }
+        }
         let (outgoing, frames) = local_channel::new_bounded(WRITE_QUEUE_FRAMES_MAX);
         let connection = Rc::new(AsyncConnection {
             pending: RefCell::new(HashMap::new()),
@@ -138,6 +154,42 @@ impl Drop for Forget<'_> {
             .borrow_mut()
             .remove(&self.request_id);
     }
+}
+
+async fn send(writer: &mut StreamHalf, frame: &[u8]) -> std::io::Result<()> {
+    writer.write_all(frame).await?;
+    writer.flush().await
+}
+
+/// The authentication handshake (credentials.rs), before the reader and writer tasks start.
+async fn authenticate(
+    reader: &mut StreamHalf,
+    writer: &mut StreamHalf,
+    credentials: &Credentials,
+) -> Result<(), ClientError> {
+    // Nothing of a request was sent yet: a failure here is a connect failure (retryable).
+    let broken = |error: &dyn std::fmt::Display| {
+        ClientError::Connect(format!("authentication handshake: {error}"))
+    };
+    send(writer, &encode_hello())
+        .await
+        .map_err(|error| broken(&error))?;
+    let challenge = read_frame_async(reader)
+        .await
+        .map_err(|error| broken(&error))?;
+    if handshake_kind(&challenge) != Some(HandshakeKind::Challenge) {
+        return Err(unexpected(HandshakeKind::Challenge));
+    }
+    send(writer, &answer_challenge(&challenge, credentials)?)
+        .await
+        .map_err(|error| broken(&error))?;
+    let outcome = read_frame_async(reader)
+        .await
+        .map_err(|error| broken(&error))?;
+    if handshake_kind(&outcome) != Some(HandshakeKind::Authenticated) {
+        return Err(unexpected(HandshakeKind::Authenticated));
+    }
+    read_outcome(&outcome)
 }
 
 async fn read_responses(connection: Weak<AsyncConnection>, mut reader: StreamHalf) {

@@ -8,6 +8,7 @@
 mod decode;
 mod encode;
 pub mod frame;
+pub mod handshake;
 pub mod limits;
 pub mod message;
 pub mod v1;

@@ -63,6 +63,10 @@ pub const KEYS_REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 pub const KEYS_WRITE_ATTEMPTS_MAX: u32 = 8;
 
 const ACCESS_DENIED: &str = "AccessDeniedException";
+/// DynamoDB's answer to a key it does not know (never made, or revoked).
+pub const UNRECOGNIZED_CLIENT: &str = "UnrecognizedClientException";
+pub const UNRECOGNIZED_CLIENT_MESSAGE: &str =
+    "The security token included in the request is invalid.";
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -381,8 +385,13 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// `nodes` as a router is given them: the metadata group is on the lowest ids.
-    pub fn new(nodes: &[NodeAddress], seed: u64) -> Result<KeyStore, DynamoError> {
+    /// `nodes` as a router is given them: the metadata group is on the lowest ids. `bus_tls`:
+    /// the bus's mutual TLS, when the cluster's buses require it.
+    pub fn new(
+        nodes: &[NodeAddress],
+        seed: u64,
+        bus_tls: Option<shoal_bus::BusTls>,
+    ) -> Result<KeyStore, DynamoError> {
         if nodes.is_empty() {
             return Err(DynamoError::validation(
                 "the key store needs the cluster's nodes",
@@ -390,7 +399,7 @@ impl KeyStore {
         }
         let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
         Ok(KeyStore {
-            forwarder: Forwarder::new(directory, seed),
+            forwarder: Forwarder::new(directory, seed).with_bus_tls(bus_tls),
             metadata: MetadataStore::new(metadata_replicas(nodes)),
         })
     }
@@ -555,6 +564,48 @@ impl KeyCache {
             }
         })
         .detach();
+    }
+}
+
+/// The access checks of a router that verifies keys, shared by its front ends (the HTTP API
+/// and the native protocol), so both refuse exactly the same requests with the same messages.
+pub struct AccessControl {
+    keys: Rc<KeyCache>,
+    region: String,
+    account: String,
+}
+
+impl AccessControl {
+    /// `region` and `account` are the router's: they name resources in AccessDenied messages.
+    pub fn new(keys: Rc<KeyCache>, region: String, account: String) -> AccessControl {
+        AccessControl {
+            keys,
+            region,
+            account,
+        }
+    }
+
+    /// The secret of `access_key_id`, to verify a signature with; `None` for an unknown key.
+    pub async fn secret(&self, access_key_id: &str) -> Option<String> {
+        self.keys.key(access_key_id).await.map(|key| key.secret)
+    }
+
+    /// Whether the key, already authenticated, may run `operation` on what `body` names
+    /// (invariant 2). A key revoked since it was authenticated is refused as unknown, so a
+    /// revocation reaches long-lived connections too.
+    pub async fn authorize(
+        &self,
+        access_key_id: &str,
+        operation: &str,
+        body: &Json,
+    ) -> Result<(), DynamoError> {
+        let Some(key) = self.keys.key(access_key_id).await else {
+            return Err(DynamoError::new(
+                UNRECOGNIZED_CLIENT,
+                UNRECOGNIZED_CLIENT_MESSAGE,
+            ));
+        };
+        key.authorize(operation, body, &self.region, &self.account)
     }
 }
 

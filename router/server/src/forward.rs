@@ -31,7 +31,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use shoal_bus::{BusClient, BusClientConfig, ClientError};
+use shoal_bus::{BusClient, BusClientConfig, BusTls, ClientError};
 use shoal_model::encoding::decode_item;
 use shoal_model::json::item_to_json;
 use shoal_model::request::PreparedRequest;
@@ -304,6 +304,8 @@ pub struct Forwarder {
     rng: RefCell<SeededRng>,
     /// Attempts made again, by [`RETRY_KINDS`] (for /metrics).
     retries: RefCell<[u64; RETRY_KINDS.len()]>,
+    /// Mutual TLS with the cluster CA on every bus connection (net/bus/src/tls.rs).
+    bus_tls: Option<BusTls>,
 }
 
 /// Why an attempt was made again, as /metrics names it: a replica was not the leader (or
@@ -347,7 +349,15 @@ impl Forwarder {
             directory: RefCell::new(directory),
             rng: RefCell::new(SeededRng::new(seed)),
             retries: RefCell::new([0; RETRY_KINDS.len()]),
+            bus_tls: None,
         }
+    }
+
+    /// Connects to the shards with mutual TLS (`Some`): the cluster's buses then refuse
+    /// anything else.
+    pub fn with_bus_tls(mut self, bus_tls: Option<BusTls>) -> Forwarder {
+        self.bus_tls = bus_tls;
+        self
     }
 
     /// Attempts made again so far, by kind.
@@ -391,6 +401,7 @@ impl Forwarder {
         let config = BusClientConfig {
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: CALL_TIMEOUT,
+            tls: self.bus_tls.clone(),
             ..BusClientConfig::default()
         };
         let client = Rc::new(BusClient::connect(address, config).await?);

@@ -51,6 +51,10 @@ pub struct ClusterArgs {
     /// repeat for each. Default: the nodes of `shoal dev` with its default --port.
     #[arg(long = "node", value_parser = crate::node::parse_peer)]
     pub nodes: Vec<(u64, SocketAddr)>,
+    /// When the cluster's buses require mutual TLS: a certificate of the cluster CA (a
+    /// router's will do), its key and the CA; with --config, its bus_tls_* keys are used.
+    #[command(flatten)]
+    pub bus_tls: crate::bus_tls::BusTlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,18 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 impl ClusterArgs {
+    /// The bus's mutual TLS: `--config`'s keys, or the flags.
+    fn bus_tls(&self) -> Result<Option<shoal_bus::BusTls>, String> {
+        if let Some(path) = &self.config {
+            let settings: crate::router::RouterSettings = crate::node::read_config(path)?;
+            if self.bus_tls.bus_tls_cert.is_some() {
+                return Err("give the bus TLS files in --config or as flags, not both".to_string());
+            }
+            return settings.bus_tls();
+        }
+        self.bus_tls.load()
+    }
+
     fn nodes(&self) -> Result<Vec<NodeAddress>, String> {
         let pairs: Vec<(u64, SocketAddr)> = if let Some(path) = &self.config {
             let settings: crate::router::RouterSettings = crate::node::read_config(path)?;
@@ -120,6 +136,10 @@ fn with_store<Outcome: 'static>(
         eprintln!("shoal auth: {error}");
         ExitCode::from(EXIT_BAD_INPUT)
     })?;
+    let bus_tls = cluster.bus_tls().map_err(|error| {
+        eprintln!("shoal auth: {error}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })?;
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("shoal-auth")
         .io_memory(IO_MEMORY_BYTES)
@@ -129,7 +149,7 @@ fn with_store<Outcome: 'static>(
             ExitCode::FAILURE
         })?;
     let outcome = executor.run(async move {
-        let store = KeyStore::new(&nodes, u64::from(std::process::id()))?;
+        let store = KeyStore::new(&nodes, u64::from(std::process::id()), bus_tls)?;
         let deadline = Instant::now() + COMMAND_DEADLINE;
         loop {
             match action(&store).await {

@@ -1,6 +1,11 @@
 //! The admin CLI: `shoal table|item|query|scan`, a thin layer over shoal-client's blocking
 //! client against a router's native protocol port. Items go in and come out as DynamoDB JSON.
 //!
+//! Credentials: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, as the AWS SDKs read them
+//! (and as `shoal auth create-key` prints them); each connection authenticates with them
+//! (net/protocol/FORMAT.md, "Authentication"). Without them no handshake is made, which only
+//! a router with `--auth none` (as under `shoal dev`) serves.
+//!
 //! Exit status: 0 on success; 1 when the server answers with an error (printed as
 //! `ExceptionName: message`) or cannot be reached; 2 on bad input (bad JSON, a bad key
 //! specification, missing arguments: clap's usage errors are 2 as well).
@@ -12,7 +17,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value as Json, json};
-use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy, TlsSettings};
+use shoal_client::{
+    ACCESS_KEY_ID_VARIABLE, Client, ClientConfig, ClientError, Credentials, RetryPolicy,
+    SECRET_ACCESS_KEY_VARIABLE, TlsSettings,
+};
 
 /// The dev cluster's native port (`shoal dev` with its default `--port 8000`).
 const ENDPOINT_DEFAULT: &str = "127.0.0.1:8001";
@@ -267,6 +275,14 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+        Err(Failure::Client(error))
+            if error.exception_name() == Some("MissingAuthenticationTokenException") =>
+        {
+            eprintln!(
+                "{error}\nshoal: this router verifies access keys: set {ACCESS_KEY_ID_VARIABLE} and {SECRET_ACCESS_KEY_VARIABLE} (`shoal auth create-key` prints them)"
+            );
+            ExitCode::FAILURE
+        }
         Err(Failure::Client(error)) => {
             // DynamoDB errors print as `ExceptionName: message`.
             eprintln!("{error}");
@@ -303,6 +319,9 @@ fn connect(endpoint: &Endpoint) -> Result<Client, Failure> {
         config.tls =
             Some(TlsSettings::from_ca_bundle(ca_bundle, &server_name).map_err(Failure::BadInput)?);
     }
+    // The key the AWS SDKs would use (what `shoal auth create-key` prints as `export` lines):
+    // one pair of variables serves the HTTP API and this port.
+    config.credentials = Credentials::from_env();
     Ok(Client::connect(config)?)
 }
 

@@ -473,11 +473,14 @@ fn create_admin_key(executable: &std::path::Path, layout: &DevLayout, options: &
         command.arg(format!("--node={id}={bus}"));
     }
     let http = format!("{}://{}", scheme(options.tls), layout.http);
+    let native = layout.native;
     let spawned = std::thread::Builder::new()
         .name("shoal-dev-key".to_string())
         .spawn(move || match command.output() {
             Ok(output) if output.status.success() => {
-                println!("shoal dev: signatures are verified (--auth); an admin key for {http}:");
+                println!(
+                    "shoal dev: signatures are verified (--auth); an admin key for {http} and the native port {native} (shoal table|item|query|scan read it from these variables):"
+                );
                 print!("{}", String::from_utf8_lossy(&output.stdout));
                 println!(
                     "  (more keys: shoal auth create-key --role read-only --tables T; shoal auth --help)"
@@ -610,7 +613,9 @@ pub fn run(options: &DevOptions) -> ExitCode {
         println!("  a child that exits is started again (--no-restart leaves it down).");
     }
     if options.auth {
-        println!("  signatures are verified; an admin key follows once the cluster answers.");
+        println!(
+            "  signatures are verified, and native connections authenticate; an admin key follows once the cluster answers."
+        );
         create_admin_key(&executable, &layout, options);
     } else {
         println!(

@@ -1,6 +1,8 @@
 //! `shoal`: one binary for every role (see README.md in this folder).
 
 mod auth;
+mod bus_tls;
+mod cert;
 mod cli;
 mod dev;
 mod doctor;
@@ -58,6 +60,10 @@ enum Action {
     /// metadata, over the bus.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Make a cluster CA and the certificates it signs for nodes and routers (mutual TLS on
+    /// the bus).
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
         Action::Query(options) => cli::run_query(&options),
         Action::Scan(options) => cli::run_scan(&options),
         Action::Auth(command) => auth::run(&command),
+        Action::Cert(command) => cert::run(&command),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
-use shoal_bus::{Bus, BusConfig, ConnectionId};
+use shoal_bus::{Bus, BusConfig, BusTls, ConnectionId, HandshakeFailure};
 use shoal_partition::ReplicaConfig;
 use shoal_partition::time_to_live::SweepTarget;
 use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
@@ -44,7 +44,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds"])]
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
     pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
     #[arg(long, required_unless_present = "config")]
@@ -89,6 +89,8 @@ pub struct NodeOptions {
     /// for expired items (each partition leader sweeps its own; README.md, "Time to Live").
     #[arg(long, default_value_t = DEFAULT_TTL_SWEEP_PERIOD_SECONDS)]
     pub ttl_sweep_period_seconds: u64,
+    #[command(flatten)]
+    pub bus_tls: crate::bus_tls::BusTlsArgs,
 }
 
 const DEFAULT_CACHE_MIB: usize = 64;
@@ -147,6 +149,14 @@ pub struct NodeSettings {
     pub verify_writes: bool,
     #[serde(default = "default_ttl_sweep_period_seconds")]
     pub ttl_sweep_period_seconds: u64,
+    /// Mutual TLS on the bus (bus_tls.rs): this node's certificate chain, its key, the
+    /// cluster CA bundle; all three or none.
+    #[serde(default)]
+    pub bus_tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub bus_tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub bus_tls_ca: Option<PathBuf>,
 }
 
 fn default_shards() -> u16 {
@@ -218,6 +228,9 @@ impl NodeOptions {
             checkpoint_every_slots: self.checkpoint_every_slots,
             verify_writes: self.verify_writes,
             ttl_sweep_period_seconds: self.ttl_sweep_period_seconds,
+            bus_tls_cert: self.bus_tls.bus_tls_cert.clone(),
+            bus_tls_key: self.bus_tls.bus_tls_key.clone(),
+            bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
         })
     }
 }
@@ -301,10 +314,22 @@ const BUS_METRICS_HEADERS: &str = "\
 # TYPE shoal_bus_envelopes_dropped_total counter
 # HELP shoal_bus_write_timeouts_total Writes that stalled past the write timeout (each dropped its connection).
 # TYPE shoal_bus_write_timeouts_total counter
+# HELP shoal_bus_tls 1 if the bus requires mutual TLS with the cluster CA, 0 if it is plaintext.
+# TYPE shoal_bus_tls gauge
+# HELP shoal_bus_tls_handshakes_failed_total Inbound bus connections refused in the TLS handshake, by reason (failed: no client certificate, or not the cluster CA's).
+# TYPE shoal_bus_tls_handshakes_failed_total counter
+# HELP shoal_bus_tls_connect_failures_total Outbound bus connections whose TLS handshake failed (the peer's certificate not the cluster CA's or not for its address, or a peer without TLS).
+# TYPE shoal_bus_tls_connect_failures_total counter
 ";
 
 /// The bus's counters and the shard's unanswered requests, in Prometheus text.
-fn bus_metrics(node: u64, shard: u16, bus: &Bus, pending_replies: &BTreeMap<u64, usize>) -> String {
+fn bus_metrics(
+    node: u64,
+    shard: u16,
+    bus: &Bus,
+    tls: bool,
+    pending_replies: &BTreeMap<u64, usize>,
+) -> String {
     let stats = bus.stats();
     let (outstanding, outstanding_max) = bus.requests_outstanding();
     let labels = format!("node=\"{node}\",shard=\"{shard}\"");
@@ -319,6 +344,17 @@ fn bus_metrics(node: u64, shard: u16, bus: &Bus, pending_replies: &BTreeMap<u64,
     for (partition, count) in pending_replies {
         text.push_str(&format!(
             "shoal_shard_pending_replies{{{labels},partition=\"{partition}\"}} {count}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "shoal_bus_tls{{{labels}}} {}\nshoal_bus_tls_connect_failures_total{{{labels}}} {}\n",
+        u8::from(tls),
+        stats.tls_connect_failures
+    ));
+    for (failure, reason) in HandshakeFailure::ALL {
+        text.push_str(&format!(
+            "shoal_bus_tls_handshakes_failed_total{{{labels},reason=\"{reason}\"}} {}\n",
+            stats.tls_handshakes_failed[failure.index()]
         ));
     }
     for (reason, count) in [
@@ -396,6 +432,18 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
         eprintln!("shoal node: {error}");
         return ExitCode::from(2);
     }
+    // Read once, before any shard starts: a bad file stops the node here, named.
+    let bus_tls = match crate::bus_tls::load(
+        options.bus_tls_cert.as_deref(),
+        options.bus_tls_key.as_deref(),
+        options.bus_tls_ca.as_deref(),
+    ) {
+        Ok(bus_tls) => bus_tls,
+        Err(error) => {
+            eprintln!("shoal node: {error}");
+            return ExitCode::from(2);
+        }
+    };
     shoal_io::storage::set_write_verification(options.verify_writes);
     if !options.verify_writes {
         tracing::warn!("durable writes are not read back (--verify-writes false)");
@@ -435,6 +483,7 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
         let options = options.clone();
         let published = published.clone();
         let failures_sender = failures_sender.clone();
+        let bus_tls = bus_tls.clone();
         let placement = if pinned {
             Placement::Fixed(usize::from(shard))
         } else {
@@ -455,7 +504,7 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
                         return;
                     }
                 };
-                let outcome = executor.run(run_shard(options, shard, published));
+                let outcome = executor.run(run_shard(options, shard, published, bus_tls));
                 if let Err(error) = outcome {
                     let _ = failures_sender.send(format!("shard {shard}: {error}"));
                 }
@@ -484,6 +533,7 @@ async fn run_shard(
     options: NodeSettings,
     shard: u16,
     published: Arc<Mutex<Vec<String>>>,
+    bus_tls: Option<BusTls>,
 ) -> Result<(), String> {
     let node = options.node_id;
     let listen = shard_address(options.listen, shard).ok_or("port out of range")?;
@@ -500,7 +550,9 @@ async fn run_shard(
             ))
         })
         .collect();
-    let (bus, inbox) = Bus::start(BusConfig::new(ShardAddress { node, shard }, listen, peers))
+    let mut bus_config = BusConfig::new(ShardAddress { node, shard }, listen, peers);
+    bus_config.tls = bus_tls.clone();
+    let (bus, inbox) = Bus::start(bus_config)
         .map_err(|error| format!("cannot start the bus on {listen}: {error}"))?;
     let election_timeout = Duration::from_millis(options.election_timeout_ms);
     let config = ShardConfig {
@@ -532,6 +584,7 @@ async fn run_shard(
     tracing::info!(node, shard, %listen, "shard serving");
     {
         let shard_runtime = shard_runtime.clone();
+        let tls = bus_tls.is_some();
         glommio::spawn_local(async move {
             loop {
                 let mut text = shard_runtime.render_metrics();
@@ -539,6 +592,7 @@ async fn run_shard(
                     node,
                     shard,
                     &bus,
+                    tls,
                     &shard_runtime.pending_replies(),
                 ));
                 if let Ok(mut slots) = published.lock()
@@ -567,7 +621,13 @@ async fn run_shard(
         });
         let interval = Duration::from_secs(options.ttl_sweep_period_seconds)
             .min(TTL_SETTINGS_REFRESH_INTERVAL_MAX);
-        glommio::spawn_local(refresh_time_to_live(shard_runtime, nodes, interval)).detach();
+        glommio::spawn_local(refresh_time_to_live(
+            shard_runtime,
+            nodes,
+            interval,
+            bus_tls,
+        ))
+        .detach();
     }
     while let Some(inbound) = inbox.recv().await {
         let shard_runtime = shard_runtime.clone();
@@ -594,9 +654,11 @@ async fn refresh_time_to_live<T: Transport + 'static>(
     shard: Rc<Shard<T>>,
     nodes: Vec<NodeAddress>,
     interval: Duration,
+    bus_tls: Option<BusTls>,
 ) {
     let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
-    let forwarder = Forwarder::new(directory, shard.node().0 ^ u64::from(shard.index()));
+    let forwarder =
+        Forwarder::new(directory, shard.node().0 ^ u64::from(shard.index())).with_bus_tls(bus_tls);
     let metadata = MetadataStore::new(metadata_replicas(&nodes));
     let node = shard.node().0;
     loop {

@@ -9,7 +9,13 @@
 //! Authentication is on unless `--auth none`: every HTTP request must be signed (SigV4) with
 //! a key of the cluster (`shoal auth create-key`), and the key's role and tables are checked
 //! before the operation runs, so a refused request costs no capacity. The keys are read from
-//! the metadata every few seconds (`shoal_router::access::KeyCache`).
+//! the metadata every few seconds (`shoal_router::access::KeyCache`). Native connections
+//! authenticate with the same keys (native.rs), and both front ends authorise through one
+//! `AccessControl`.
+//!
+//! Bus TLS: with `--bus-tls-cert/--bus-tls-key/--bus-tls-ca` (or the `bus_tls_*` keys) every
+//! connection to the nodes' buses, the key store's included, is mutual TLS with the cluster
+//! CA (net/bus/src/tls.rs).
 //!
 //! TLS: with `--tls-cert` and `--tls-key` (or `tls_cert`/`tls_key` in the file), read and
 //! checked before anything else starts, the HTTP API and the native port speak TLS only, with
@@ -24,7 +30,7 @@ use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Value as Json, json};
 use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
-use shoal_router::access::{KeyCache, KeyStore};
+use shoal_router::access::{AccessControl, KeyCache, KeyStore};
 use shoal_router::router::{REPAIR_INTERVAL, RepairReport};
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig, RouterOperation};
 
@@ -42,7 +48,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -76,6 +82,8 @@ pub struct RouterOptions {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert's first certificate.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub bus_tls: crate::bus_tls::BusTlsArgs,
 }
 
 /// How the router authenticates requests.
@@ -116,6 +124,14 @@ pub struct RouterSettings {
     /// As `--tls-key`.
     #[serde(default)]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS on the bus (bus_tls.rs): the router's certificate chain, its key, the
+    /// cluster CA bundle; all three when the nodes' buses require it.
+    #[serde(default)]
+    pub bus_tls_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub bus_tls_key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub bus_tls_ca: Option<std::path::PathBuf>,
 }
 
 fn default_auth() -> AuthMode {
@@ -157,11 +173,23 @@ impl RouterOptions {
             auth: self.auth,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            bus_tls_cert: self.bus_tls.bus_tls_cert.clone(),
+            bus_tls_key: self.bus_tls.bus_tls_key.clone(),
+            bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
         })
     }
 }
 
 impl RouterSettings {
+    /// The bus's mutual TLS, read and checked now, when the three files are given.
+    pub fn bus_tls(&self) -> Result<Option<shoal_bus::BusTls>, String> {
+        crate::bus_tls::load(
+            self.bus_tls_cert.as_deref(),
+            self.bus_tls_key.as_deref(),
+            self.bus_tls_ca.as_deref(),
+        )
+    }
+
     /// The TLS configuration of the API port, when a certificate and key are given: read and
     /// checked here, so a missing file or a mismatched pair stops the router at start, with
     /// the file named.
@@ -181,32 +209,27 @@ impl RouterSettings {
 struct RoutedApi {
     router: Rc<Router>,
     endpoint: String,
-    /// The access keys, when signatures are verified.
-    keys: Option<Rc<KeyCache>>,
-    region: String,
-    account: String,
+    /// The access checks, when signatures are verified (shared with the native listener).
+    access: Option<Rc<AccessControl>>,
+    /// The native listener's counters, served on the same /metrics.
+    native_metrics: Rc<crate::native::NativeMetrics>,
 }
 
 impl RoutedApi {
     /// The caller's key may run this operation on the tables it names (checked before the
-    /// router sees the request: a refused request costs no capacity). A key revoked since its
-    /// signature was checked is refused as unknown.
+    /// router sees the request: a refused request costs no capacity).
     async fn authorize(
         &self,
         caller: &Caller,
         operation: Operation,
         body: &Json,
     ) -> Result<(), ApiError> {
-        let (Caller::Key { access_key_id }, Some(keys)) = (caller, &self.keys) else {
+        let (Caller::Key { access_key_id }, Some(access)) = (caller, &self.access) else {
             return Ok(());
         };
-        let Some(key) = keys.key(access_key_id).await else {
-            return Err(ApiError::new(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ));
-        };
-        key.authorize(operation.name(), body, &self.region, &self.account)
+        access
+            .authorize(access_key_id, operation.name(), body)
+            .await
             .map_err(api_error)
     }
 }
@@ -221,12 +244,13 @@ fn api_error(error: DynamoError) -> ApiError {
 
 impl Api for RoutedApi {
     fn metrics(&self) -> String {
-        self.router.render_metrics()
+        let mut text = self.router.render_metrics();
+        text.push_str(&self.native_metrics.render());
+        text
     }
 
     async fn secret_key(&self, access_key_id: &str) -> Option<String> {
-        let keys = self.keys.as_ref()?;
-        keys.key(access_key_id).await.map(|key| key.secret)
+        self.access.as_ref()?.secret(access_key_id).await
     }
 
     async fn call(
@@ -278,6 +302,13 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let bus_tls = match options.bus_tls() {
+        Ok(bus_tls) => bus_tls,
+        Err(error) => {
+            eprintln!("shoal router: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name("router-0")
         .io_memory(ROUTER_IO_MEMORY_BYTES)
@@ -289,7 +320,7 @@ pub fn run(flags: &RouterOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match executor.run(serve(options, tls)) {
+    match executor.run(serve(options, tls, bus_tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shoal router: {error}");
@@ -337,9 +368,9 @@ fn spawn_repair_pass(router: Rc<Router>) {
     .detach();
 }
 
-/// `--native`, or the HTTP port + 1: on the HTTP address with `--auth none`, on loopback
-/// otherwise, since the native protocol does not authenticate its connections yet and must
-/// not open the door the HTTP API keeps shut.
+/// `--native`, or the HTTP port + 1 on the HTTP address: the native protocol authenticates
+/// its connections with the same keys as the HTTP API (net/protocol/FORMAT.md,
+/// "Authentication"), so it may listen where the API does.
 fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
     if let Some(native) = options.native {
         return Ok(native);
@@ -350,16 +381,13 @@ fn native_address(options: &RouterSettings) -> Result<SocketAddr, String> {
             options.http.port()
         )
     })?;
-    let ip = match options.auth {
-        AuthMode::None => options.http.ip(),
-        AuthMode::Sigv4 => std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
-    };
-    Ok(SocketAddr::new(ip, port))
+    Ok(SocketAddr::new(options.http.ip(), port))
 }
 
 async fn serve(
     options: RouterSettings,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    bus_tls: Option<shoal_bus::BusTls>,
 ) -> Result<(), String> {
     let nodes = options
         .nodes
@@ -372,6 +400,7 @@ async fn serve(
     let mut config = RouterConfig::new(nodes);
     config.region = options.region.clone();
     config.account = options.account.clone();
+    config.bus_tls = bus_tls.clone();
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.
@@ -401,7 +430,7 @@ async fn serve(
     http_config.region = options.region.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     http_config.tls = tls.clone();
-    let keys = match options.auth {
+    let access = match options.auth {
         AuthMode::Sigv4 => {
             let nodes: Vec<NodeAddress> = options
                 .nodes
@@ -411,8 +440,8 @@ async fn serve(
                     address: node.address,
                 })
                 .collect();
-            let store =
-                KeyStore::new(&nodes, options.http.port().into()).map_err(|error| error.message)?;
+            let store = KeyStore::new(&nodes, options.http.port().into(), bus_tls.clone())
+                .map_err(|error| error.message)?;
             let cache = Rc::new(KeyCache::new(store));
             match cache.refresh().await {
                 Ok(0) => tracing::warn!(
@@ -422,25 +451,29 @@ async fn serve(
                 Err(error) => tracing::warn!(%error.message, "cannot read the access keys yet"),
             }
             cache.start_refreshing();
-            Some(cache)
+            Some(Rc::new(AccessControl::new(
+                cache,
+                options.region.clone(),
+                options.account.clone(),
+            )))
         }
         AuthMode::None => {
             tracing::warn!(
-                "--auth none: signatures are NOT verified; anyone who can reach {} can read, change and delete every table",
+                "--auth none: signatures are NOT verified, and native connections need no key; anyone who can reach {} or {native} can read, change and delete every table",
                 options.http
             );
             http_config.authentication = Authentication::Off;
             None
         }
     };
+    let native_metrics = Rc::new(crate::native::NativeMetrics::new(access.is_some()));
     let server = HttpServer::new(
         http_config,
         Rc::new(RoutedApi {
             router: router.clone(),
             endpoint,
-            keys,
-            region: options.region.clone(),
-            account: options.account.clone(),
+            access: access.clone(),
+            native_metrics: native_metrics.clone(),
         }),
     );
     let address = server
@@ -449,15 +482,15 @@ async fn serve(
     tracing::info!(%address, scheme, "router serving the DynamoDB API");
     println!("shoal router: DynamoDB API on {scheme}://{address}");
     let native_tls = tls.is_some();
-    let native = crate::native::start(native, router, tls)
+    let listener = crate::native::NativeListener {
+        router,
+        tls,
+        access,
+        metrics: native_metrics,
+    };
+    let native = crate::native::start(native, listener)
         .map_err(|error| format!("cannot listen on --native {native}: {error}"))?;
     tracing::info!(address = %native, "router serving the native protocol");
-    if options.auth == AuthMode::Sigv4 && !native.ip().is_loopback() {
-        tracing::warn!(
-            address = %native,
-            "the native protocol does not authenticate its connections yet: anyone who reaches it can read and change every table; bind --native to loopback or firewall it"
-        );
-    }
     if native_tls {
         println!("shoal router: native protocol on {native} (TLS)");
     } else {
@@ -531,19 +564,16 @@ mod tests {
     }
 
     #[test]
-    fn the_unauthenticated_native_port_defaults_to_loopback_when_http_is_authenticated() {
+    fn the_native_port_defaults_to_the_http_address_port_plus_one() {
         let mut options = settings(&format!("http = \"10.0.1.5:8000\"\n{NODES}"));
-        assert_eq!(
-            native_address(&options).unwrap(),
-            "127.0.0.1:8001".parse::<SocketAddr>().unwrap()
-        );
-        options.auth = AuthMode::None;
-        assert_eq!(
-            native_address(&options).unwrap(),
-            "10.0.1.5:8001".parse::<SocketAddr>().unwrap()
-        );
+        for auth in [AuthMode::Sigv4, AuthMode::None] {
+            options.auth = auth;
+            assert_eq!(
+                native_address(&options).unwrap(),
+                "10.0.1.5:8001".parse::<SocketAddr>().unwrap()
+            );
+        }
         options.native = Some("10.0.1.5:9000".parse().unwrap());
-        options.auth = AuthMode::Sigv4;
         assert_eq!(
             native_address(&options).unwrap(),
             "10.0.1.5:9000".parse::<SocketAddr>().unwrap()

@@ -20,9 +20,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
-use shoal_client::{AsyncClient, Client, ClientConfig, ClientError, Operation, RetryPolicy};
+use shoal_client::{
+    AsyncClient, Client, ClientConfig, ClientError, Credentials, Operation, RetryPolicy,
+};
 use shoal_protocol::generated::shoal::client::v_2 as wire;
 use shoal_protocol::generated_v1::shoal::client as wire_v1;
+use shoal_protocol::handshake::{Challenge, encode_hello};
 use shoal_protocol::{decode_response, encode_frame, encode_request, read_frame};
 
 const WATCHDOG: Duration = Duration::from_secs(120);
@@ -566,6 +569,20 @@ fn tables_are_deleted(cluster: &DevCluster) {
     );
 }
 
+/// `shoal dev` runs its router with `--auth none`: requests need no handshake (every test
+/// above), and a client that authenticates anyway is accepted whatever its key, as DynamoDB
+/// Local accepts any credentials; the challenge says that nothing is verified.
+fn any_credentials_are_accepted_under_auth_none(cluster: &DevCluster) {
+    let mut config = config(cluster.native, 1);
+    config.credentials = Some(Credentials::new("anyone", "anything"));
+    let client = Client::connect(config).unwrap();
+    client.list_tables(&json!({})).unwrap();
+    let mut stream = TcpStream::connect(cluster.native).unwrap();
+    stream.write_all(&encode_hello()).unwrap();
+    let challenge = Challenge::decode(&read_frame(&mut stream).unwrap()).unwrap();
+    assert!(!challenge.verifies);
+}
+
 #[test]
 fn native_protocol_through_shoal_dev() {
     let cluster = DevCluster::start();
@@ -573,6 +590,7 @@ fn native_protocol_through_shoal_dev() {
     bad_frames_close_the_connection_and_unknown_operations_are_answered(&cluster);
     glommio_client_round_trips(&cluster);
     cli_creates_puts_gets_scans_and_fails_clearly(&cluster);
+    any_credentials_are_accepted_under_auth_none(&cluster);
     tables_are_deleted(&cluster);
     drop(cluster);
 }

@@ -132,6 +132,9 @@ impl Cluster {
             .arg("router")
             .arg(format!("--http=127.0.0.1:{}", free_port()))
             .arg(format!("--native={native}"))
+            // The subject here is process faults, not keys: the native port takes requests
+            // without a handshake only under --auth none (tests/native_auth.rs covers keys).
+            .arg("--auth=none")
             .env("SHOAL_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -161,6 +161,8 @@ pub struct RouterConfig {
     /// Fault injection for tests: the step after which CreateTable or DeleteTable stops for
     /// good, as if the router's process died there. `None` in production.
     pub crash_at: Option<ControlStep>,
+    /// Mutual TLS on the bus with the cluster CA (net/bus/src/tls.rs); `None`: plaintext.
+    pub bus_tls: Option<shoal_bus::BusTls>,
 }
 
 /// The steps of CreateTable and DeleteTable (README.md, "the control-plane state machine"),
@@ -211,6 +213,7 @@ impl RouterConfig {
             orphan_scan_interval: ORPHAN_SCAN_INTERVAL,
             orphan_replica_grace: ORPHAN_REPLICA_GRACE,
             crash_at: None,
+            bus_tls: None,
         }
     }
 }
@@ -438,7 +441,7 @@ impl Router {
             config.nodes.iter().map(|node| (node.id, node.address)),
         );
         Ok(Router {
-            forwarder: Forwarder::new(directory, config.seed),
+            forwarder: Forwarder::new(directory, config.seed).with_bus_tls(config.bus_tls.clone()),
             metadata: MetadataStore::new(metadata_replicas(&config.nodes)),
             cluster: RefCell::new(None),
             tables: RefCell::new(HashMap::new()),
