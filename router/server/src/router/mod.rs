@@ -430,6 +430,31 @@ fn units_of(reply: &Reply, operation: Operation) -> u64 {
     }
 }
 
+/// What admission settles a request at: its units, less those of its global secondary index
+/// changes, which DynamoDB charges to each index's own capacity, never to the table's (charging
+/// the table would throttle a table with two GSIs at a third of its capacity). GSIs have no
+/// buckets of their own yet. A BatchWriteItem's answer does not split its units per index, so
+/// its GSI units still count against the table (router/server README.md).
+fn table_units_of(reply: &Reply, operation: Operation) -> u64 {
+    let units = units_of(reply, operation);
+    match (&reply.result, operation) {
+        (
+            ItemResult::WriteWithIndexes {
+                index_write_units_milli,
+                ..
+            },
+            Operation::Write,
+        ) => units.saturating_sub(
+            index_write_units_milli
+                .iter()
+                .filter(|index| index.global)
+                .map(|index| index.milli)
+                .sum(),
+        ),
+        _ => units,
+    }
+}
+
 impl Router {
     /// A router with no connections yet; call [`Router::bootstrap`] once for a new cluster, or
     /// [`Router::load_cluster`] to join an existing one, before anything else.
@@ -815,7 +840,7 @@ impl Router {
             let outcome = self.forwarder.forward(&route, call, deadline).await;
             match outcome {
                 Ok(reply) => {
-                    self.settle(table, admission, units_of(&reply, estimate.0));
+                    self.settle(table, admission, table_units_of(&reply, estimate.0));
                     self.note_leader(table, index, route.id, Some(reply.leader));
                     return Ok(reply);
                 }
