@@ -27,6 +27,7 @@
 
 mod checkers;
 mod faults;
+mod global_index;
 mod host;
 pub mod linearizability;
 mod network;
@@ -35,6 +36,7 @@ mod workload;
 
 use checkers::*;
 use faults::*;
+use global_index::*;
 use host::*;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -161,6 +163,7 @@ const STREAM_FAULTS: u64 = 6;
 const STREAM_TOPOLOGY: u64 = 7;
 const STREAM_STORAGE_FAULTS: u64 = 8;
 const STREAM_TIME_TO_LIVE: u64 = 9;
+const STREAM_GLOBAL_INDEX: u64 = 10;
 
 /// Storage faults (see "Storage faults" in README.md). Each silent kind is switched on for a
 /// seed with probability one half, at a per-operation rate drawn log-uniformly between these
@@ -210,6 +213,10 @@ pub enum Broken {
     /// Time to Live is on but no replica is ever offered a sweep step, so expired items stay;
     /// the end-of-run expiry check must catch it.
     SweeperStopped,
+    /// With the GSI on, the propagator leaves the last change of every round of more than one
+    /// out of its IndexApply and trims the outbox past it all the same; the GSI checkers must
+    /// catch the index that lacks it.
+    PropagationSkipsAChange,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +229,11 @@ pub struct SimulationOptions {
     /// are already expired, every replica is offered a sweep step at each tick, and after the
     /// faults heal every expired item acknowledged before must be deleted.
     pub time_to_live: bool,
+    /// A global secondary index on the simulated table (`--global-index`): one more group is
+    /// its index partition, writes carry the GSI (their leaders fill their partitions'
+    /// outboxes), a simulated propagator moves the outboxes to the index group, and the GSI
+    /// checkers watch the index (README.md, "Global secondary index").
+    pub global_index: bool,
 }
 
 impl SimulationOptions {
@@ -231,6 +243,7 @@ impl SimulationOptions {
             simulated,
             broken: None,
             time_to_live: false,
+            global_index: false,
         }
     }
 }
@@ -263,6 +276,13 @@ pub struct Report {
     /// end-of-run check required to be deleted (acknowledged before the faults healed).
     pub expiring_writes_acknowledged: u64,
     pub expired_deletes_checked: u64,
+    /// GSI on: index changes the index group acknowledged applying (resends included), index
+    /// states read and checked, propagation calls given up after their timeout, and base items
+    /// whose entries the end-of-run check compared.
+    pub global_index_changes_propagated: u64,
+    pub global_index_states_observed: u64,
+    pub global_index_calls_timed_out: u64,
+    pub global_index_entries_checked: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
@@ -516,6 +536,19 @@ struct Simulation {
     next_expiring_key: u64,
     /// The fuzziness horizon of the snapshot chunk being delivered.
     delivering_snapshot_horizon: Slot,
+    /// GSI on: the index group (the last group), the propagation of each base group's outbox,
+    /// the propagator's calls by reply token and its own random stream.
+    index_group: Option<usize>,
+    propagation: Vec<BasePropagation>,
+    propagation_calls: BTreeMap<u64, PropagationCall>,
+    propagation_rng: SeededRng,
+    /// Per base item (`pk`), the newest version any index state showed and the lowest index
+    /// slot it was seen at (the GSI monotonicity check).
+    index_versions: BTreeMap<String, (u64, Slot)>,
+    /// The index group's applied slot that every acknowledged round is in.
+    index_acknowledged_through: Slot,
+    /// After the run: clients start nothing new while the outboxes drain.
+    clients_stopped: bool,
     healing: bool,
     report: Report,
 }
@@ -548,7 +581,9 @@ pub fn run(options: SimulationOptions) -> Report {
     let node_count = NODE_COUNTS[topology_rng.below(NODE_COUNTS.len() as u64) as usize];
     let group_count = GROUP_COUNT_MIN + topology_rng.below(GROUP_COUNT_MAX - GROUP_COUNT_MIN + 1);
     let first_node = topology_rng.below(node_count);
-    let groups: Vec<Group> = (0..group_count)
+    // With a GSI, its index partition is one more group, placed like the others.
+    let all_group_count = group_count + u64::from(options.global_index);
+    let groups: Vec<Group> = (0..all_group_count)
         .map(|group| Group {
             members: (0..REPLICAS_PER_GROUP as u64)
                 .map(|replica| NodeId(1 + (first_node + group + replica) % node_count))
@@ -560,6 +595,15 @@ pub fn run(options: SimulationOptions) -> Report {
             latest_expiring: None,
         })
         .collect();
+    let index_group = options.global_index.then_some(group_count as usize);
+    let propagation = match index_group {
+        Some(index_group) => (0..index_group)
+            .map(|base| {
+                BasePropagation::new(groups[base].members[0], groups[index_group].members[0])
+            })
+            .collect(),
+        None => Vec::new(),
+    };
 
     let mut storage_rng = root.fork(STREAM_STORAGE_FAULTS);
     let storage = storage_faults(&mut storage_rng);
@@ -637,6 +681,13 @@ pub fn run(options: SimulationOptions) -> Report {
         ttl_rng: root.fork(STREAM_TIME_TO_LIVE),
         next_expiring_key: 0,
         delivering_snapshot_horizon: Slot::ZERO,
+        index_group,
+        propagation,
+        propagation_calls: BTreeMap::new(),
+        propagation_rng: root.fork(STREAM_GLOBAL_INDEX),
+        index_versions: BTreeMap::new(),
+        index_acknowledged_through: Slot::ZERO,
+        clients_stopped: false,
         healing: false,
         report: Report {
             seed: options.seed,
@@ -685,24 +736,10 @@ impl Simulation {
                 // Give up on them now (they stay in the history as possibly applied), so that
                 // the liveness check below measures the healed cluster, not the client timeout.
                 self.time_out_pending(true);
+                self.restart_propagation_rounds();
                 acknowledged_before_heal = self.groups.iter().map(|g| g.acknowledged).collect();
             }
-            self.now_nanos += STEP_NANOS;
-            self.unclog_due();
-            self.send_queued_snapshot_chunks();
-            self.deliver_due();
-            self.fsync_due();
-            if step % TICK_INTERVAL_STEPS == 0 {
-                self.tick_all();
-            }
-            if step % PRUNE_INTERVAL_STEPS == 0 {
-                self.prune_checker_state();
-            }
-            if !self.healing {
-                self.inject_faults();
-            }
-            self.restart_due();
-            self.run_clients();
+            self.step(step);
             self.check_majority_liveness();
             if self.report.violations.len() >= VIOLATIONS_MAX {
                 break;
@@ -711,6 +748,11 @@ impl Simulation {
         self.time_out_pending(true);
         if total_steps >= 5_000 {
             for (group, before) in acknowledged_before_heal.into_iter().enumerate() {
+                // The index group acknowledges the propagator's rounds, not client writes:
+                // its liveness after the heal is that every outbox drains (below).
+                if Some(group) == self.index_group {
+                    continue;
+                }
                 if self.groups[group].acknowledged == before {
                     let replicas = self.describe_group(group);
                     self.violation(format!(
@@ -751,9 +793,50 @@ impl Simulation {
         if self.options.time_to_live && total_steps >= 5_000 {
             self.check_expired_items_deleted(heal_from_step * STEP_NANOS);
         }
+        if self.index_group.is_some() && self.report.violations.len() < VIOLATIONS_MAX {
+            self.drain_outboxes(total_steps);
+        }
         self.check_history();
         self.check_eventual_reads();
         self.report.simulated_ms = self.now_nanos / 1_000_000;
+    }
+
+    /// One step of virtual time: messages, disks, ticks, faults (until the heal), restarts,
+    /// clients and the propagator.
+    fn step(&mut self, step: u64) {
+        self.now_nanos += STEP_NANOS;
+        self.unclog_due();
+        self.send_queued_snapshot_chunks();
+        self.deliver_due();
+        self.fsync_due();
+        if step % TICK_INTERVAL_STEPS == 0 {
+            self.tick_all();
+        }
+        if step % PRUNE_INTERVAL_STEPS == 0 {
+            self.prune_checker_state();
+        }
+        if !self.healing {
+            self.inject_faults();
+        }
+        self.restart_due();
+        self.run_clients();
+        self.run_propagator();
+    }
+
+    /// GSI on, after the run (every fault healed): clients start nothing new, and the
+    /// propagator has `GLOBAL_INDEX_DRAIN_NANOS_MAX` to drain every base group's outbox; then
+    /// the index must be the projection of the base items (`global_index_settled`). An outbox
+    /// that does not drain in that time is a liveness violation.
+    fn drain_outboxes(&mut self, first_step: u64) {
+        self.clients_stopped = true;
+        let drain_steps = GLOBAL_INDEX_DRAIN_NANOS_MAX / STEP_NANOS;
+        for step in first_step..first_step + drain_steps {
+            self.step(step);
+            if self.global_index_settled() {
+                return;
+            }
+        }
+        self.report_undrained_outboxes();
     }
 }
 
