@@ -344,10 +344,20 @@ impl Simulation {
             return;
         };
         let mut applies = plan.applies.into_values().next().unwrap_or_default();
-        if self.options.broken == Some(Broken::PropagationSkipsAChange) && applies.len() > 1 {
-            // The broken propagator's off-by-one: the round's last change is never sent, and
-            // the outbox is trimmed past it all the same.
-            applies.pop();
+        let skipped = match self.options.broken {
+            Some(Broken::PropagationSkipsAChange) => Some(true),
+            Some(Broken::PropagationSkipsADelete) => Some(false),
+            _ => None,
+        };
+        if let Some(put) = skipped
+            && applies.len() > 1
+            && let Some(last) = applies
+                .iter()
+                .rposition(|positioned| matches!(positioned.change.change, EntryChange::Put(_)) == put)
+        {
+            // The broken propagator: one change of the round is never sent, and the outbox is
+            // trimmed past it all the same.
+            applies.remove(last);
             self.fault("broken: index change skipped");
         }
         let propagation = &mut self.propagation[base];
@@ -650,8 +660,10 @@ impl Simulation {
             .collect();
         let stale: Vec<_> = expected
             .iter()
-            .filter(|(key, item)| actual.get(*key).is_some_and(|entry| entry != *item))
-            .map(|(key, _)| key)
+            .filter_map(|(key, item)| {
+                let entry = actual.get(key)?;
+                (entry != item).then_some((key, item, entry))
+            })
             .collect();
         if !missing.is_empty() || !extra.is_empty() || !stale.is_empty() {
             self.violation(format!(

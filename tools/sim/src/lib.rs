@@ -213,10 +213,15 @@ pub enum Broken {
     /// Time to Live is on but no replica is ever offered a sweep step, so expired items stay;
     /// the end-of-run expiry check must catch it.
     SweeperStopped,
-    /// With the GSI on, the propagator leaves the last change of every round of more than one
-    /// out of its IndexApply and trims the outbox past it all the same; the GSI checkers must
-    /// catch the index that lacks it.
+    /// With the GSI on, the propagator leaves the last entry put of every round of more than
+    /// one change out of its IndexApply and trims the outbox past it all the same. A skipped
+    /// put leaves an entry missing or at an older version, which no state shows going
+    /// backwards: the end-of-run projection check must catch it.
     PropagationSkipsAChange,
+    /// As `PropagationSkipsAChange`, for the last entry delete of a round: the entry a write
+    /// moved away or removed stays, so an index state holds two entries of one item, or an
+    /// older version after a newer one; the checks of every index state must catch it.
+    PropagationSkipsADelete,
 }
 
 #[derive(Clone, Debug)]
@@ -906,6 +911,98 @@ mod tests {
             .any(|violation| violation.starts_with("time to live:"))
         });
         assert!(caught);
+    }
+
+    fn with_global_index(seed: u64, seconds: u64) -> SimulationOptions {
+        SimulationOptions {
+            global_index: true,
+            ..options(seed, seconds)
+        }
+    }
+
+    /// A GSI under every fault: the propagator moves every base group's outbox to the index
+    /// group through the production dispatch; index replicas agree at every slot, no index
+    /// state shows an older version of an item after a newer one, and once the healed cluster
+    /// drained every outbox the index is exactly the projection of the base items.
+    #[test]
+    fn a_smoke_of_seeds_with_a_global_index_finds_no_violation_and_converges() {
+        let mut total = Report::default();
+        for seed in 0..4 {
+            let report = run(with_global_index(seed, 10));
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            assert!(report.global_index_entries_checked > 0, "seed {seed}: {report:?}");
+            total.global_index_changes_propagated += report.global_index_changes_propagated;
+            total.global_index_states_observed += report.global_index_states_observed;
+            total.puts_checked += report.puts_checked;
+        }
+        assert!(total.global_index_changes_propagated > 1_000, "{total:?}");
+        assert!(total.global_index_states_observed > 500, "{total:?}");
+        assert!(total.puts_checked > 100, "{total:?}");
+    }
+
+    /// With Time to Live too, the sweepers' deletes reach the index through the outbox: the
+    /// expiring items' entries must be gone with them at the end.
+    #[test]
+    fn a_global_index_with_time_to_live_loses_the_expired_items_entries() {
+        let report = run(SimulationOptions {
+            time_to_live: true,
+            ..with_global_index(4, 10)
+        });
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert!(report.expired_deletes_checked > 10, "{report:?}");
+        assert!(report.global_index_entries_checked > 0, "{report:?}");
+    }
+
+    fn caught_in_every_seed(broken: Broken, seeds: u64, needle: &str) {
+        for seed in 0..seeds {
+            let report = run(SimulationOptions {
+                broken: Some(broken),
+                ..with_global_index(seed, 10)
+            });
+            assert!(
+                report
+                    .violations
+                    .iter()
+                    .any(|violation| violation.contains(needle)),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+        }
+    }
+
+    /// A propagator that skips entry puts and trims past them leaves entries missing or stale
+    /// at the end, which no single index state shows: the end-of-run comparison with the
+    /// projection of the base items must catch it.
+    #[test]
+    fn a_propagation_that_skips_a_change_is_caught_by_the_projection_check() {
+        caught_in_every_seed(
+            Broken::PropagationSkipsAChange,
+            2,
+            "is not the projection of the base items",
+        );
+    }
+
+    /// A propagator that skips entry deletes leaves entries the items moved away from: an
+    /// index state then shows an older version of an item, or two entries of it.
+    #[test]
+    fn a_propagation_that_skips_a_delete_is_caught_in_the_index_states() {
+        caught_in_every_seed(Broken::PropagationSkipsADelete, 2, "global index: ");
+        let report = run(SimulationOptions {
+            broken: Some(Broken::PropagationSkipsADelete),
+            ..with_global_index(0, 10)
+        });
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|violation| violation.contains("after version")),
+            "{:?}",
+            report.violations
+        );
     }
 
     #[test]
