@@ -455,6 +455,45 @@ mod tests {
         assert!(matches!(scan_request(), PreparedRequest::Range(_)));
     }
 
+    /// With the GSI, a write is an UpdateItem that carries the index, under the same
+    /// condition, and moves the item between GSI keys or out of the index by its value.
+    #[test]
+    fn indexed_writes_carry_the_global_index_and_its_key() {
+        let update_of = |command: Command| match command.indexed_request() {
+            PreparedRequest::Write(write) => write,
+            other => panic!("not a write: {other:?}"),
+        };
+        let with_key = update_of(Command::Put { key: 3, value: 5 });
+        assert!(matches!(with_key.kind, WriteKind::Update(_)));
+        assert_eq!(with_key.global_indexes, global_indexes());
+        assert!(with_key.condition.is_none());
+        assert_eq!(global_index_key(5), Some("g1".to_string()));
+        assert_eq!(global_index_key(4), None);
+        let conditional = update_of(Command::CompareAndSet {
+            key: 1,
+            expected: Some(7),
+            new: 4,
+        });
+        assert!(conditional.condition.is_some());
+        assert_eq!(global_index_keys().len() as u64, GLOBAL_INDEX_KEY_VALUES);
+        let PreparedRequest::Range(scan) = global_index_scan_request() else {
+            panic!("not a range read");
+        };
+        assert!(scan.global_index.is_some() && !scan.consistent);
+        let PreparedRequest::Range(query) = global_index_query_request("g2") else {
+            panic!("not a range read");
+        };
+        assert!(query.global_index.is_some());
+        let PreparedRequest::Write(expiring) = expiring_put_request(2, true) else {
+            panic!("not a write");
+        };
+        let WriteKind::Put(item) = &expiring.kind else {
+            panic!("not a put");
+        };
+        assert!(global_indexes()[0].holds(item));
+        assert_eq!(key_and_version(item), Ok(("x2".to_string(), 1)));
+    }
+
     fn encoded(item: Json) -> Vec<u8> {
         encode_item(&item_from_json(&item).unwrap())
     }
