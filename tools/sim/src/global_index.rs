@@ -1,5 +1,5 @@
-//! Global secondary indexes under simulation (`--global-index`): the propagator, a client-like
-//! actor that moves every base group's outbox to the index group as a router does
+//! Global secondary indexes under simulation (`--global-index`): the propagators, client-like
+//! actors that each move every base group's outbox to the index group as a router does
 //! (router/server/src/router/propagate.rs: read the outbox at the base leader, plan the round
 //! with `shoal_model::index::global::plan_round`, apply at the index partition's leader, then
 //! trim), and the GSI checkers: every observed index state holds at most one entry per base
@@ -31,6 +31,11 @@ pub(crate) const GLOBAL_INDEX_DRAIN_NANOS_MAX: u64 = 5_000_000_000;
 /// same applied slot: one empty read may race a write that is applied just after it.
 const DRAINED_READS_MIN: u32 = 2;
 const _: () = assert!(PROPAGATION_IDLE_NANOS * 4 < GLOBAL_INDEX_DRAIN_NANOS_MAX);
+/// Propagators, each moving every base group's outbox on its own: every router propagates
+/// every table's outboxes (its sweep), so in production several move one outbox at once, and
+/// the index partitions' apply-once rule (index::global invariant 3) must hold under their
+/// interleavings.
+pub(crate) const PROPAGATORS: usize = 2;
 
 /// Where one base group's propagation round stands.
 #[derive(Clone, Debug)]
@@ -49,8 +54,10 @@ pub(crate) enum PropagationStep {
     Trimming { through: OutboxPosition },
 }
 
-/// The propagation of one base group's outbox.
-pub(crate) struct BasePropagation {
+/// One propagator's propagation of one base group's outbox (a lane).
+pub(crate) struct PropagationLane {
+    /// The base group whose outbox this lane moves.
+    base: usize,
     pub(crate) step: PropagationStep,
     /// The call in flight: its reply token and when it was sent.
     call: Option<(u64, u64)>,
@@ -64,9 +71,10 @@ pub(crate) struct BasePropagation {
     drained: Option<(Slot, u32)>,
 }
 
-impl BasePropagation {
-    pub(crate) fn new(base_leader_guess: NodeId, index_leader_guess: NodeId) -> Self {
+impl PropagationLane {
+    pub(crate) fn new(base: usize, base_leader_guess: NodeId, index_leader_guess: NodeId) -> Self {
         Self {
+            base,
             step: PropagationStep::Idle { next_at_nanos: 0 },
             call: None,
             send_at_nanos: 0,
@@ -79,7 +87,7 @@ impl BasePropagation {
 
 /// A propagation call waiting for its answer.
 pub(crate) struct PropagationCall {
-    base: usize,
+    lane: usize,
     /// The group called: the base group (read, trim) or the index group (apply).
     group: usize,
     node: NodeId,
@@ -122,20 +130,20 @@ impl Simulation {
     pub(crate) fn index_apply_waiting(&self) -> bool {
         self.propagation
             .iter()
-            .any(|base| matches!(base.step, PropagationStep::Applying { .. }))
+            .any(|lane| matches!(lane.step, PropagationStep::Applying { .. }))
     }
 
     /// At the heal the propagator gives up on its calls, as clients give up on their writes:
     /// one lost into the faults would otherwise hold its round for the call timeout.
     pub(crate) fn restart_propagation_rounds(&mut self) {
-        for base in 0..self.propagation.len() {
-            if let Some((reply_to, _)) = self.propagation[base].call.take() {
+        for lane in &mut self.propagation {
+            if let Some((reply_to, _)) = lane.call.take() {
                 self.propagation_calls.remove(&reply_to);
             }
-            self.propagation[base].step = PropagationStep::Idle {
+            lane.step = PropagationStep::Idle {
                 next_at_nanos: self.now_nanos,
             };
-            self.propagation[base].send_at_nanos = self.now_nanos;
+            lane.send_at_nanos = self.now_nanos;
         }
     }
 
@@ -145,15 +153,16 @@ impl Simulation {
         let Some(index_group) = self.index_group else {
             return;
         };
-        for base in 0..self.propagation.len() {
-            if let Some((reply_to, sent_at)) = self.propagation[base].call
+        for lane in 0..self.propagation.len() {
+            let base = self.propagation[lane].base;
+            if let Some((reply_to, sent_at)) = self.propagation[lane].call
                 && self.now_nanos >= sent_at + PROPAGATION_CALL_TIMEOUT_NANOS
             {
                 // Which replica leads is unknown now: the round starts over with new guesses.
                 self.propagation_calls.remove(&reply_to);
                 let base_guess = self.propagation_member(base);
                 let index_guess = self.propagation_member(index_group);
-                let propagation = &mut self.propagation[base];
+                let propagation = &mut self.propagation[lane];
                 propagation.call = None;
                 propagation.step = PropagationStep::Idle {
                     next_at_nanos: self.now_nanos,
@@ -162,7 +171,7 @@ impl Simulation {
                 propagation.index_leader_guess = index_guess;
                 self.report.global_index_calls_timed_out += 1;
             }
-            let propagation = &mut self.propagation[base];
+            let propagation = &mut self.propagation[lane];
             if propagation.call.is_some() || propagation.send_at_nanos > self.now_nanos {
                 continue;
             }
@@ -193,7 +202,7 @@ impl Simulation {
                     PreparedRequest::OutboxTrim { through: *through },
                 ),
             };
-            self.propagation_call(base, group, node, request);
+            self.propagation_call(lane, group, node, request);
         }
     }
 
@@ -207,26 +216,26 @@ impl Simulation {
     /// node's production dispatch). The answer may come back within the send.
     fn propagation_call(
         &mut self,
-        base: usize,
+        lane: usize,
         group: usize,
         node: NodeId,
         request: PreparedRequest,
     ) {
         if !self.is_up(node) {
             let guess = self.propagation_member(group);
-            self.propagation_retry(base, group, Some(guess));
+            self.propagation_retry(lane, group, Some(guess));
             return;
         }
         let reply_to = self.take_reply_to();
         self.propagation_calls
-            .insert(reply_to, PropagationCall { base, group, node });
-        self.propagation[base].call = Some((reply_to, self.now_nanos));
+            .insert(reply_to, PropagationCall { lane, group, node });
+        self.propagation[lane].call = Some((reply_to, self.now_nanos));
         self.send_item_request(group, node, reply_to, request);
     }
 
     /// The current step is sent again after the clients' retry delay, to `guess` if given.
-    fn propagation_retry(&mut self, base: usize, group: usize, guess: Option<NodeId>) {
-        let propagation = &mut self.propagation[base];
+    fn propagation_retry(&mut self, lane: usize, group: usize, guess: Option<NodeId>) {
+        let propagation = &mut self.propagation[lane];
         if let Some(guess) = guess {
             if Some(group) == self.index_group {
                 propagation.index_leader_guess = guess;
@@ -239,21 +248,21 @@ impl Simulation {
 
     /// The answer to a propagation call (`on_reply` hands it over).
     pub(crate) fn propagation_answered(&mut self, reply_to: u64, response: NodeResponse) {
-        let Some(PropagationCall { base, group, node }) = self.propagation_calls.remove(&reply_to)
+        let Some(PropagationCall { lane, group, node }) = self.propagation_calls.remove(&reply_to)
         else {
             return;
         };
-        if self.propagation[base].call.map(|(token, _)| token) != Some(reply_to) {
+        if self.propagation[lane].call.map(|(token, _)| token) != Some(reply_to) {
             // An earlier attempt's answer; its round was given up.
             return;
         }
-        self.propagation[base].call = None;
+        self.propagation[lane].call = None;
         match response {
             NodeResponse::Item { result, .. } => {
-                let step = self.propagation[base].step.clone();
+                let step = self.propagation[lane].step.clone();
                 match (step, result) {
                     (PropagationStep::Reading, ItemResult::Outbox { changes }) => {
-                        self.outbox_read(base, node, changes);
+                        self.outbox_read(lane, node, changes);
                     }
                     (PropagationStep::Applying { changes, through }, ItemResult::Write { .. }) => {
                         // The answering leader applied the round: the index reached at least
@@ -263,12 +272,12 @@ impl Simulation {
                             self.index_acknowledged_through.max(applied);
                         self.report.global_index_changes_propagated += changes.len() as u64;
                         self.groups[group].acknowledged += 1;
-                        self.propagation[base].step = PropagationStep::Trimming { through };
-                        self.propagation[base].send_at_nanos = self.now_nanos;
+                        self.propagation[lane].step = PropagationStep::Trimming { through };
+                        self.propagation[lane].send_at_nanos = self.now_nanos;
                     }
                     (PropagationStep::Trimming { .. }, ItemResult::Write { .. }) => {
                         // More may wait: the next round reads at once.
-                        self.propagation[base].step = PropagationStep::Idle {
+                        self.propagation[lane].step = PropagationStep::Idle {
                             next_at_nanos: self.now_nanos,
                         };
                     }
@@ -283,7 +292,7 @@ impl Simulation {
                     Some(hint) => hint,
                     None => self.propagation_member(group),
                 };
-                self.propagation_retry(base, group, Some(guess));
+                self.propagation_retry(lane, group, Some(guess));
             }
             // A leader not ready yet, or a write whose slot went to another entry or whose
             // outcome is unknown: sent again (an apply or a trim twice changes nothing).
@@ -291,7 +300,7 @@ impl Simulation {
                 NodeError::Busy { .. }
                 | NodeError::NotApplied { .. }
                 | NodeError::OutcomeUnknown { .. },
-            ) => self.propagation_retry(base, group, None),
+            ) => self.propagation_retry(lane, group, None),
             other => self.violation(format!(
                 "global index: {node:?} group {group}: unexpected answer to the propagator: \
                  {other:?}"
@@ -301,8 +310,9 @@ impl Simulation {
 
     /// An outbox read came back: plans the round (every change of index 0 goes to the one
     /// index group) and goes on to apply it, or, when the outbox is empty, notes where.
-    fn outbox_read(&mut self, base: usize, node: NodeId, changes: Vec<OutboxChange>) {
+    fn outbox_read(&mut self, lane: usize, node: NodeId, changes: Vec<OutboxChange>) {
         let index_group = self.index_group.expect("the propagator runs with a GSI");
+        let base = self.propagation[lane].base;
         // Invariant 2 of index::global: an outbox is read in position order.
         let increasing = changes
             .windows(2)
@@ -314,7 +324,7 @@ impl Simulation {
         }
         if changes.is_empty() {
             let slot = self.applied_slot_of(node, base).unwrap_or(Slot::ZERO);
-            let propagation = &mut self.propagation[base];
+            let propagation = &mut self.propagation[lane];
             propagation.drained = Some(match propagation.drained {
                 Some((at, reads)) if at == slot => (at, reads + 1),
                 _ => (slot, 1),
@@ -324,7 +334,7 @@ impl Simulation {
             };
             return;
         }
-        self.propagation[base].drained = None;
+        self.propagation[lane].drained = None;
         let mut unknown_indexes = 0;
         let plan = plan_round(changes.into_iter().map(positioned), |change| {
             if change.index_number == 0 {
@@ -360,7 +370,7 @@ impl Simulation {
             applies.remove(last);
             self.fault("broken: index change skipped");
         }
-        let propagation = &mut self.propagation[base];
+        let propagation = &mut self.propagation[lane];
         propagation.step = if applies.is_empty() {
             PropagationStep::Trimming { through }
         } else {
@@ -538,18 +548,21 @@ impl Simulation {
         let Some(index_group) = self.index_group else {
             return true;
         };
-        let mut bases = Vec::new();
-        for base in 0..self.propagation.len() {
-            let Some((drained_at, reads)) = self.propagation[base].drained else {
+        // Every lane (each propagator's view of each base group) must have found it drained.
+        let mut bases = BTreeMap::new();
+        for lane in 0..self.propagation.len() {
+            let base = self.propagation[lane].base;
+            let Some((drained_at, reads)) = self.propagation[lane].drained else {
                 return false;
             };
             match self.highest_replica(base) {
                 Some((node, highest)) if highest == drained_at && reads >= DRAINED_READS_MIN => {
-                    bases.push((base, node));
+                    bases.insert(base, node);
                 }
                 _ => return false,
             }
         }
+        let bases: Vec<(usize, NodeId)> = bases.into_iter().collect();
         let Some((index_node, index_slot)) = self.highest_replica(index_group) else {
             return false;
         };
@@ -566,8 +579,9 @@ impl Simulation {
     pub(crate) fn report_undrained_outboxes(&mut self) {
         let seconds = GLOBAL_INDEX_DRAIN_NANOS_MAX / 1_000_000_000;
         let mut undrained = 0;
-        for base in 0..self.propagation.len() {
-            let drained = self.propagation[base].drained;
+        for lane in 0..self.propagation.len() {
+            let base = self.propagation[lane].base;
+            let drained = self.propagation[lane].drained;
             let highest = self.highest_replica(base);
             if let (Some((at, reads)), Some((_, slot))) = (drained, highest)
                 && at == slot
@@ -576,7 +590,7 @@ impl Simulation {
                 continue;
             }
             undrained += 1;
-            let step = format!("{:?}", self.propagation[base].step);
+            let step = format!("{:?}", self.propagation[lane].step);
             let replicas = self.describe_group(base);
             self.violation(format!(
                 "global index: liveness: group {base}'s outbox is not drained {seconds} s after \

@@ -541,10 +541,10 @@ struct Simulation {
     next_expiring_key: u64,
     /// The fuzziness horizon of the snapshot chunk being delivered.
     delivering_snapshot_horizon: Slot,
-    /// GSI on: the index group (the last group), the propagation of each base group's outbox,
-    /// the propagator's calls by reply token and its own random stream.
+    /// GSI on: the index group (the last group), the propagators' lanes (one per propagator
+    /// and base group), their calls by reply token and their own random stream.
     index_group: Option<usize>,
-    propagation: Vec<BasePropagation>,
+    propagation: Vec<PropagationLane>,
     propagation_calls: BTreeMap<u64, PropagationCall>,
     propagation_rng: SeededRng,
     /// Per base item (`pk`), the newest version any index state showed and the lowest index
@@ -601,10 +601,16 @@ pub fn run(options: SimulationOptions) -> Report {
         })
         .collect();
     let index_group = options.global_index.then_some(group_count as usize);
+    // One lane per propagator and base group; propagators start at different guesses.
     let propagation = match index_group {
-        Some(index_group) => (0..index_group)
-            .map(|base| {
-                BasePropagation::new(groups[base].members[0], groups[index_group].members[0])
+        Some(index_group) => (0..PROPAGATORS)
+            .flat_map(|propagator| (0..index_group).map(move |base| (propagator, base)))
+            .map(|(propagator, base)| {
+                PropagationLane::new(
+                    base,
+                    groups[base].members[propagator % REPLICAS_PER_GROUP],
+                    groups[index_group].members[propagator % REPLICAS_PER_GROUP],
+                )
             })
             .collect(),
         None => Vec::new(),
