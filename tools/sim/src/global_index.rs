@@ -361,9 +361,9 @@ impl Simulation {
         };
         if let Some(put) = skipped
             && applies.len() > 1
-            && let Some(last) = applies
-                .iter()
-                .rposition(|positioned| matches!(positioned.change.change, EntryChange::Put(_)) == put)
+            && let Some(last) = applies.iter().rposition(|positioned| {
+                matches!(positioned.change.change, EntryChange::Put(_)) == put
+            })
         {
             // The broken propagator: one change of the round is never sent, and the outbox is
             // trimmed past it all the same.
@@ -616,7 +616,12 @@ impl Simulation {
     /// base item read at `bases`: no missing entry, no extra one, no stale one, each under its
     /// GSI key (a Query per GSI key reads exactly the entries whose entry keys lie under it,
     /// and a Scan finds no entry outside those).
-    fn check_global_index(&mut self, bases: &[(usize, NodeId)], index_node: NodeId, index_slot: Slot) {
+    fn check_global_index(
+        &mut self,
+        bases: &[(usize, NodeId)],
+        index_node: NodeId,
+        index_slot: Slot,
+    ) {
         let Some(index_group) = self.index_group else {
             return;
         };
@@ -637,7 +642,9 @@ impl Simulation {
                 };
                 let base_key = match requests::key_and_version(item) {
                     Ok((base_key, _)) => base_key,
-                    Err(error) => return self.violation(format!("global index: base item: {error}")),
+                    Err(error) => {
+                        return self.violation(format!("global index: base item: {error}"));
+                    }
                 };
                 expected.insert((key.to_string(), base_key), index.project(&table, item));
             }
@@ -663,7 +670,10 @@ impl Simulation {
                     Ok((base_key, _)) => base_key,
                     Err(error) => return self.violation(format!("global index: entry: {error}")),
                 };
-                if actual.insert((key.clone(), base_key.clone()), entry).is_some() {
+                if actual
+                    .insert((key.clone(), base_key.clone()), entry)
+                    .is_some()
+                {
                     self.violation(format!(
                         "global index: {index_node:?} holds two entries of {base_key} under {key}"
                     ));

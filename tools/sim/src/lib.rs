@@ -820,10 +820,10 @@ impl Simulation {
         self.send_queued_snapshot_chunks();
         self.deliver_due();
         self.fsync_due();
-        if step % TICK_INTERVAL_STEPS == 0 {
+        if step.is_multiple_of(TICK_INTERVAL_STEPS) {
             self.tick_all();
         }
-        if step % PRUNE_INTERVAL_STEPS == 0 {
+        if step.is_multiple_of(PRUNE_INTERVAL_STEPS) {
             self.prune_checker_state();
         }
         if !self.healing {
@@ -940,7 +940,10 @@ mod tests {
                 "seed {seed}: {:?}",
                 report.violations
             );
-            assert!(report.global_index_entries_checked > 0, "seed {seed}: {report:?}");
+            assert!(
+                report.global_index_entries_checked > 0,
+                "seed {seed}: {report:?}"
+            );
             total.global_index_changes_propagated += report.global_index_changes_propagated;
             total.global_index_states_observed += report.global_index_states_observed;
             total.puts_checked += report.puts_checked;

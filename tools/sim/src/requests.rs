@@ -180,15 +180,14 @@ impl Command {
                 ..
             } => {
                 parameters["ConditionExpression"] = json!("v = :expected");
-                values.insert(":expected".to_string(), json!({ "N": expected.to_string() }));
+                values.insert(
+                    ":expected".to_string(),
+                    json!({ "N": expected.to_string() }),
+                );
             }
         }
         parameters["ExpressionAttributeValues"] = Json::Object(values);
-        prepared_for(
-            ItemOperation::UpdateItem,
-            &parameters,
-            &global_indexes(),
-        )
+        prepared_for(ItemOperation::UpdateItem, &parameters, &global_indexes())
     }
 
     fn parameters(&self) -> Json {
@@ -235,7 +234,8 @@ pub fn expiring_put_request(key: u64, global_index: bool) -> PreparedRequest {
     if !global_index {
         return prepared(ItemOperation::PutItem, &json!({ "Item": item }));
     }
-    item[GLOBAL_INDEX_KEY_ATTRIBUTE] = json!({ "S": format!("g{}", 1 + key % GLOBAL_INDEX_KEY_VALUES) });
+    item[GLOBAL_INDEX_KEY_ATTRIBUTE] =
+        json!({ "S": format!("g{}", 1 + key % GLOBAL_INDEX_KEY_VALUES) });
     item[VERSION_ATTRIBUTE] = json!({ "N": "1" });
     prepared_for(
         ItemOperation::PutItem,
@@ -302,7 +302,8 @@ pub fn parse_items(result: &ItemResult) -> Result<Vec<Item>, String> {
     items
         .iter()
         .map(|bytes| {
-            decode_item(bytes).map_err(|error| format!("an answered item does not decode: {error:?}"))
+            decode_item(bytes)
+                .map_err(|error| format!("an answered item does not decode: {error:?}"))
         })
         .collect()
 }
