@@ -23,7 +23,8 @@
 //! This file holds the run loop, the settings and the state's types; the rest is by concern:
 //! `host` (start-up, the executor, replica outputs through the production shard dispatch),
 //! `network`, `faults`, `checkers`, `workload` (the clients), `requests` (their DynamoDB
-//! requests) and `linearizability`.
+//! requests), `linearizability`, and `global_index` (with `--global-index`: the GSI
+//! propagators and checkers).
 
 mod checkers;
 mod faults;
