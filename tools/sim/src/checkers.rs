@@ -162,6 +162,11 @@ impl Simulation {
 
     pub(crate) fn check_majority_liveness(&mut self) {
         for group in 0..self.groups.len() {
+            // The index group owes an acknowledgement only while the propagator waits on it.
+            if Some(group) == self.index_group && !self.index_apply_waiting() {
+                self.groups[group].healthy_majority_since = None;
+                continue;
+            }
             let members = &self.groups[group].members;
             let healthy = members
                 .iter()

@@ -309,10 +309,17 @@ impl Simulation {
             .collect();
         let sweep =
             self.options.time_to_live && self.options.broken != Some(Broken::SweeperStopped);
+        let global_indexes = if self.options.global_index {
+            requests::global_indexes()
+        } else {
+            Vec::new()
+        };
         for (id, group) in replicas {
             let snapshot_room = self.snapshot_room(id, group);
             self.feed(id, group, Event::Tick { snapshot_room });
-            if sweep {
+            // Only table partitions are swept (the node sets TTL targets for a table's
+            // partitions, never for its indexes' partitions).
+            if sweep && Some(group) != self.index_group {
                 // Every replica is offered the step, as a shard offers it to the partitions it
                 // believes it leads; only a ready leader acts on it.
                 let now_unix_seconds =
@@ -326,7 +333,9 @@ impl Simulation {
                         target: shoal_partition::time_to_live::SweepTarget {
                             attribute: requests::TIME_TO_LIVE_ATTRIBUTE.to_string(),
                             local_indexes: requests::local_indexes(),
-                            global_indexes: Vec::new(),
+                            // With the GSI, a delete by TTL puts its entry's delete into the
+                            // outbox, like any delete.
+                            global_indexes: global_indexes.clone(),
                         },
                         now_unix_seconds,
                         pass_period: SWEEP_PASS_PERIOD,
@@ -437,16 +446,23 @@ impl Simulation {
         let before = replica.applied_slot();
         let handled = drive(replica.handle(now, event), &mut runtime.committer);
         let after = replica.applied_slot();
+        // An index group's state is its GSI entries, read as a Scan of the GSI reads them.
+        let index_group = Some(group) == self.index_group;
         let scanned = (after != before).then(|| {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
                 epoch: EPOCH,
-                request: requests::scan_request(),
+                request: if index_group {
+                    requests::global_index_scan_request()
+                } else {
+                    requests::scan_request()
+                },
             };
             drive(replica.handle(now, scan), &mut runtime.committer)
         });
-        // The local index at the same applied slot (no await between the two reads).
-        let index_scanned = (after != before).then(|| {
+        // The local index at the same applied slot (no await between the two reads). An index
+        // group's writes (IndexApply) maintain no local index.
+        let index_scanned = (after != before && !index_group).then(|| {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
                 epoch: EPOCH,
@@ -498,6 +514,10 @@ impl Simulation {
                 }
                 Err(failure) => return self.fail_node(id, group, failure),
             };
+            if index_group {
+                self.observe_index(id, group, after, body);
+                return self.carry_out(id, group, now, after, outputs);
+            }
             let index_body = match index_scanned {
                 Some(Ok(Ok(scan_outputs))) => {
                     scan_outputs.into_iter().find_map(|output| match output {
@@ -525,6 +545,20 @@ impl Simulation {
             self.check_local_index(id, group, after, body.as_ref(), index_body.as_ref());
             self.observe_applied(id, group, after, body);
         }
+        self.carry_out(id, group, now, after, outputs);
+    }
+
+    /// Carries out a replica's outputs through the production shard dispatch: WAL appends,
+    /// replication messages, snapshot chunks and replies. `after` is the replica's applied
+    /// slot once it produced them.
+    fn carry_out(
+        &mut self,
+        id: NodeId,
+        group: usize,
+        now: MonotonicTime,
+        after: Slot,
+        outputs: Vec<Output>,
+    ) {
         let partition = group as u64 + PARTITION_FIRST;
         for output in outputs {
             self.trace(id, group, &output_fingerprint(&output));

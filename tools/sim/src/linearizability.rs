@@ -53,6 +53,25 @@ pub enum OperationKind {
     },
 }
 
+impl Operation {
+    /// When this operation proves the register held `value`, if it does: a read or a
+    /// successful compare-and-set by its return, and a timed-out compare-and-set expecting
+    /// `value` by the point the system says it took effect (its new value was applied, so its
+    /// condition held then). Without the last, a write overwritten by such a compare-and-set
+    /// in the same applied batch (no applied state ever shows it) would count as never done.
+    fn observed_at(&self, value: u64) -> Option<u64> {
+        match self.kind {
+            OperationKind::CompareAndSet {
+                expected: Some(expected),
+                succeeded: None,
+                ..
+            } if expected == value => self.took_effect_at.map(|point| point.nanos),
+            kind if kind.observed_value() == Some(value) => self.returned_nanos,
+            _ => None,
+        }
+    }
+}
+
 impl OperationKind {
     /// The value this operation would write, if it is a write.
     fn written_value(&self) -> Option<u64> {
@@ -133,8 +152,7 @@ pub fn check(operations: &[Operation]) -> Verdict {
             (Some(value), None) => {
                 let first_observed = operations
                     .iter()
-                    .filter(|other| other.kind.observed_value() == Some(value))
-                    .filter_map(|other| other.returned_nanos)
+                    .filter_map(|other| other.observed_at(value))
                     .min();
                 let applied = operation.took_effect_at.map(|point| point.nanos);
                 let deadline = match (first_observed, applied) {
@@ -437,6 +455,47 @@ mod tests {
             read(Some(2), 100, 110),
         ];
         assert_eq!(check(&history), Verdict::NotLinearizable);
+    }
+
+    /// Seed 2506 with `--global-index true` (0.12 simulated minutes): a timed-out write and a
+    /// timed-out compare-and-set expecting it were applied in one batch, so no applied state
+    /// showed the write; the compare-and-set's effect proves it happened.
+    #[test]
+    fn a_timed_out_compare_and_set_that_took_effect_proves_the_write_it_expected() {
+        let write = Operation {
+            kind: OperationKind::Write { value: 1 },
+            invoked_nanos: 0,
+            returned_nanos: None,
+            took_effect_at: None,
+        };
+        let compare_and_set = Operation {
+            kind: OperationKind::CompareAndSet {
+                expected: Some(1),
+                new: 2,
+                succeeded: None,
+            },
+            invoked_nanos: 5,
+            returned_nanos: None,
+            took_effect_at: Some(EffectPoint {
+                nanos: 20,
+                sequence: 1,
+            }),
+        };
+        let read = Operation {
+            kind: OperationKind::Read { observed: Some(2) },
+            invoked_nanos: 30,
+            returned_nanos: Some(30),
+            took_effect_at: Some(EffectPoint {
+                nanos: 30,
+                sequence: 2,
+            }),
+        };
+        assert_eq!(
+            check(&[write, compare_and_set.clone(), read.clone()]),
+            Verdict::Linearizable
+        );
+        // Without the write, the compare-and-set cannot have taken effect.
+        assert_eq!(check(&[compare_and_set, read]), Verdict::NotLinearizable);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true]`: runs seeds of the deterministic simulator and
+//! `shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true]`: runs seeds of the deterministic simulator and
 //! prints per-run figures; on a violation, the command that replays the seed. With
 //! `SHOAL_LOG` set (for example `SHOAL_LOG=info`), the replicas' own log lines go to stderr, as
 //! `shoal node` writes them: the way to see what a failing seed's replicas did.
@@ -13,6 +13,7 @@ struct Arguments {
     seed_count: u64,
     minutes: f64,
     time_to_live: bool,
+    global_index: bool,
 }
 
 fn init_logging() {
@@ -32,6 +33,7 @@ fn parse() -> Result<Arguments, String> {
         seed_count: 1,
         minutes: 1.0,
         time_to_live: false,
+        global_index: false,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -53,6 +55,11 @@ fn parse() -> Result<Arguments, String> {
                     .parse()
                     .map_err(|_| format!("bad --time-to-live {value} (true or false)"))?;
             }
+            "--global-index" => {
+                arguments.global_index = value
+                    .parse()
+                    .map_err(|_| format!("bad --global-index {value} (true or false)"))?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -73,6 +80,10 @@ fn add(total: &mut Report, report: &Report) {
     total.wal_segments_recycled += report.wal_segments_recycled;
     total.expiring_writes_acknowledged += report.expiring_writes_acknowledged;
     total.expired_deletes_checked += report.expired_deletes_checked;
+    total.global_index_changes_propagated += report.global_index_changes_propagated;
+    total.global_index_states_observed += report.global_index_states_observed;
+    total.global_index_calls_timed_out += report.global_index_calls_timed_out;
+    total.global_index_entries_checked += report.global_index_entries_checked;
     for (kind, count) in &report.faults {
         *total.faults.entry(kind).or_default() += count;
     }
@@ -84,7 +95,7 @@ fn main() -> ExitCode {
         Ok(arguments) => arguments,
         Err(error) => {
             eprintln!(
-                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true]"
+                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true]"
             );
             return ExitCode::from(2);
         }
@@ -95,6 +106,7 @@ fn main() -> ExitCode {
     for seed in arguments.first_seed..arguments.first_seed + arguments.seed_count {
         let report = run(SimulationOptions {
             time_to_live: arguments.time_to_live,
+            global_index: arguments.global_index,
             ..SimulationOptions::new(seed, simulated)
         });
         println!(
@@ -126,16 +138,31 @@ fn main() -> ExitCode {
                 report.expiring_writes_acknowledged, report.expired_deletes_checked
             );
         }
+        if arguments.global_index {
+            println!(
+                "  global index: {} changes applied, {} index states checked, {} propagation \
+                 calls timed out, {} base items' entries compared at the end",
+                report.global_index_changes_propagated,
+                report.global_index_states_observed,
+                report.global_index_calls_timed_out,
+                report.global_index_entries_checked
+            );
+        }
         if !report.violations.is_empty() {
             failed += 1;
             for violation in &report.violations {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}",
+                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}",
                 arguments.minutes,
                 if arguments.time_to_live {
                     " --time-to-live true"
+                } else {
+                    ""
+                },
+                if arguments.global_index {
+                    " --global-index true"
                 } else {
                     ""
                 }
@@ -161,6 +188,16 @@ fn main() -> ExitCode {
         total.wal_segments_recycled,
         total.faults,
     );
+    if arguments.global_index {
+        println!(
+            "global index: {} changes applied, {} index states checked, {} propagation calls \
+             timed out, {} base items' entries compared at the end",
+            total.global_index_changes_propagated,
+            total.global_index_states_observed,
+            total.global_index_calls_timed_out,
+            total.global_index_entries_checked
+        );
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

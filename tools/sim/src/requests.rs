@@ -10,11 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value as Json, json};
+use shoal_model::Item;
 use shoal_model::encoding::decode_item;
+use shoal_model::index::global::GlobalIndex;
 use shoal_model::index::{LocalIndex, Projection};
 use shoal_model::json::item_to_json;
 use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
-use shoal_model::request::{ItemOperation, PreparedRequest, prepare_indexed};
+use shoal_model::request::{ItemOperation, PreparedRequest, TableIndexes, prepare_for_table};
 use shoal_model::request_codec::{decode_request, encode_request};
 use shoal_wire::messages::ItemResult;
 
@@ -57,10 +59,66 @@ pub fn local_indexes() -> Vec<LocalIndex> {
     }]
 }
 
+/// The simulated table's global secondary index when a run has one (`--global-index`).
+pub const GLOBAL_INDEX_NAME: &str = "by_group";
+/// The GSI's partition key: a string attribute with a few values derived from the written
+/// value, absent for some values (a sparse index), so writes move entries between index keys
+/// and out of the index.
+pub const GLOBAL_INDEX_KEY_ATTRIBUTE: &str = "g";
+/// Values of the GSI's key a write may set (`g1`..), besides leaving it out.
+pub const GLOBAL_INDEX_KEY_VALUES: u64 = 3;
+/// The version counter every write with the GSI adds one to (UpdateItem `ADD`): it grows with
+/// the base partition's commit order per item, and the GSI projects it, so the checker can tell
+/// an older entry from a newer one.
+pub const VERSION_ATTRIBUTE: &str = "ver";
+
+/// The GSI: key `g` (no sort key), projecting the version and not the register value `v`, so
+/// entries are the projection of the items and not the items.
+pub fn global_indexes() -> Vec<GlobalIndex> {
+    vec![GlobalIndex {
+        name: GLOBAL_INDEX_NAME.to_string(),
+        number: 0,
+        partition_key: KeyAttribute {
+            name: GLOBAL_INDEX_KEY_ATTRIBUTE.to_string(),
+            key_type: KeyType::String,
+        },
+        sort_key: None,
+        projection: Projection::Include(vec![VERSION_ATTRIBUTE.to_string()]),
+    }]
+}
+
+/// The GSI key a write of `value` sets: `None` (the item leaves the index) for one value in
+/// `GLOBAL_INDEX_KEY_VALUES + 1`.
+pub fn global_index_key(value: u64) -> Option<String> {
+    let bucket = value % (GLOBAL_INDEX_KEY_VALUES + 1);
+    (bucket != 0).then(|| format!("g{bucket}"))
+}
+
+/// Every GSI key a write may set, in the order the end-of-run check queries them.
+pub fn global_index_keys() -> Vec<String> {
+    (1..=GLOBAL_INDEX_KEY_VALUES)
+        .map(|bucket| format!("g{bucket}"))
+        .collect()
+}
+
 /// `parameters` prepared for the simulated table and carried through the request encoding.
 /// The simulator writes only valid requests, so a refusal is a bug in it (or in `prepare`).
 fn prepared(operation: ItemOperation, parameters: &Json) -> PreparedRequest {
-    let request = prepare_indexed(operation, parameters, &key_schema(), &local_indexes())
+    prepared_for(operation, parameters, &[])
+}
+
+/// As [`prepared`], for a table that also has these global secondary indexes: writes carry
+/// them, and a Query or Scan may name one.
+fn prepared_for(
+    operation: ItemOperation,
+    parameters: &Json,
+    global_indexes: &[GlobalIndex],
+) -> PreparedRequest {
+    let indexes = TableIndexes {
+        local: &local_indexes(),
+        global: global_indexes,
+    };
+    let request = prepare_for_table(operation, parameters, &key_schema(), indexes)
         .unwrap_or_else(|error| panic!("the simulator built an invalid request: {error:?}"));
     decode_request(&encode_request(&request))
         .unwrap_or_else(|error| panic!("a prepared request does not decode: {error:?}"))
@@ -87,6 +145,49 @@ impl Command {
     /// The PutItem: a blind put, or a put conditioned on the current value.
     pub fn request(&self) -> PreparedRequest {
         prepared(ItemOperation::PutItem, &self.parameters())
+    }
+
+    /// The same write to a table with the GSI (`--global-index`): an UpdateItem that sets `v`,
+    /// sets or removes the GSI key `g` and adds one to the version, under the same condition.
+    /// For the register `v` it is a put (the item holds nothing else that a put would drop).
+    pub fn indexed_request(&self) -> PreparedRequest {
+        let value = self.written_value();
+        let mut values = serde_json::Map::new();
+        values.insert(":v".to_string(), json!({ "N": value.to_string() }));
+        values.insert(":one".to_string(), json!({ "N": "1" }));
+        let expression = match global_index_key(value) {
+            Some(key) => {
+                values.insert(":g".to_string(), json!({ "S": key }));
+                format!(
+                    "SET v = :v, {GLOBAL_INDEX_KEY_ATTRIBUTE} = :g ADD {VERSION_ATTRIBUTE} :one"
+                )
+            }
+            None => format!(
+                "SET v = :v REMOVE {GLOBAL_INDEX_KEY_ATTRIBUTE} ADD {VERSION_ATTRIBUTE} :one"
+            ),
+        };
+        let mut parameters = json!({
+            "Key": { "pk": key_attribute(self.key()) },
+            "UpdateExpression": expression,
+        });
+        match *self {
+            Command::Put { .. } => {}
+            Command::CompareAndSet { expected: None, .. } => {
+                parameters["ConditionExpression"] = json!("attribute_not_exists(pk)");
+            }
+            Command::CompareAndSet {
+                expected: Some(expected),
+                ..
+            } => {
+                parameters["ConditionExpression"] = json!("v = :expected");
+                values.insert(
+                    ":expected".to_string(),
+                    json!({ "N": expected.to_string() }),
+                );
+            }
+        }
+        parameters["ExpressionAttributeValues"] = Json::Object(values);
+        prepared_for(ItemOperation::UpdateItem, &parameters, &global_indexes())
     }
 
     fn parameters(&self) -> Json {
@@ -122,14 +223,24 @@ pub const TIME_TO_LIVE_ATTRIBUTE: &str = "expires";
 /// register keys `k<k>` never carry a TTL attribute, so a delete of one of them by the sweeper
 /// is a linearizability violation. It carries the local index's attribute `v`, so it has an
 /// index entry that the sweeper's delete must remove with it.
-pub fn expiring_put_request(key: u64) -> PreparedRequest {
-    prepared(
+/// With the GSI (`global_index`), the item also carries a GSI key and a version, so the
+/// sweeper's delete must remove its GSI entry through the outbox.
+pub fn expiring_put_request(key: u64, global_index: bool) -> PreparedRequest {
+    let mut item = json!({
+        "pk": { "S": format!("x{key}") },
+        "v": { "N": key.to_string() },
+        TIME_TO_LIVE_ATTRIBUTE: { "N": (UNIX_SECONDS_BASE - 1).to_string() },
+    });
+    if !global_index {
+        return prepared(ItemOperation::PutItem, &json!({ "Item": item }));
+    }
+    item[GLOBAL_INDEX_KEY_ATTRIBUTE] =
+        json!({ "S": format!("g{}", 1 + key % GLOBAL_INDEX_KEY_VALUES) });
+    item[VERSION_ATTRIBUTE] = json!({ "N": "1" });
+    prepared_for(
         ItemOperation::PutItem,
-        &json!({ "Item": {
-            "pk": { "S": format!("x{key}") },
-            "v": { "N": key.to_string() },
-            TIME_TO_LIVE_ATTRIBUTE: { "N": (UNIX_SECONDS_BASE - 1).to_string() },
-        }}),
+        &json!({ "Item": item }),
+        &global_indexes(),
     )
 }
 
@@ -149,6 +260,66 @@ pub fn scan_request() -> PreparedRequest {
 /// A Scan of the local index `by_value`, which must hold exactly the items of [`scan_request`].
 pub fn index_scan_request() -> PreparedRequest {
     prepared(ItemOperation::Scan, &json!({ "IndexName": "by_value" }))
+}
+
+/// An eventually consistent Scan of the GSI at one of its index partition's replicas (the
+/// request the router sends for a Scan with its IndexName): every entry, in entry-key order.
+pub fn global_index_scan_request() -> PreparedRequest {
+    prepared_for(
+        ItemOperation::Scan,
+        &json!({ "IndexName": GLOBAL_INDEX_NAME }),
+        &global_indexes(),
+    )
+}
+
+/// An eventually consistent Query of the GSI for one GSI key: exactly the entries whose entry
+/// keys are under that key.
+pub fn global_index_query_request(key: &str) -> PreparedRequest {
+    prepared_for(
+        ItemOperation::Query,
+        &json!({
+            "IndexName": GLOBAL_INDEX_NAME,
+            "KeyConditionExpression": format!("{GLOBAL_INDEX_KEY_ATTRIBUTE} = :g"),
+            "ExpressionAttributeValues": { ":g": { "S": key } },
+        }),
+        &global_indexes(),
+    )
+}
+
+/// Every item of a Query or Scan answer, decoded, in the order of the answer.
+pub fn parse_items(result: &ItemResult) -> Result<Vec<Item>, String> {
+    let ItemResult::Range {
+        items,
+        last_evaluated_key,
+        ..
+    } = result
+    else {
+        return Err(format!("a range read answered {result:?}"));
+    };
+    if last_evaluated_key.is_some() {
+        return Err("a range read of a few small items stopped early".to_string());
+    }
+    items
+        .iter()
+        .map(|bytes| {
+            decode_item(bytes)
+                .map_err(|error| format!("an answered item does not decode: {error:?}"))
+        })
+        .collect()
+}
+
+/// The base key (`pk`) and version of a GSI entry or a base item.
+pub fn key_and_version(item: &Item) -> Result<(String, u64), String> {
+    let json = item_to_json(item);
+    let key = json["pk"]["S"]
+        .as_str()
+        .ok_or_else(|| format!("an item without a string pk: {json}"))?
+        .to_string();
+    let version = json[VERSION_ATTRIBUTE]["N"]
+        .as_str()
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| format!("an item without a numeric {VERSION_ATTRIBUTE}: {json}"))?;
+    Ok((key, version))
 }
 
 fn item_of(bytes: &[u8]) -> Result<Json, String> {
@@ -285,6 +456,45 @@ mod tests {
         assert!(matches!(scan_request(), PreparedRequest::Range(_)));
     }
 
+    /// With the GSI, a write is an UpdateItem that carries the index, under the same
+    /// condition, and moves the item between GSI keys or out of the index by its value.
+    #[test]
+    fn indexed_writes_carry_the_global_index_and_its_key() {
+        let update_of = |command: Command| match command.indexed_request() {
+            PreparedRequest::Write(write) => write,
+            other => panic!("not a write: {other:?}"),
+        };
+        let with_key = update_of(Command::Put { key: 3, value: 5 });
+        assert!(matches!(with_key.kind, WriteKind::Update(_)));
+        assert_eq!(with_key.global_indexes, global_indexes());
+        assert!(with_key.condition.is_none());
+        assert_eq!(global_index_key(5), Some("g1".to_string()));
+        assert_eq!(global_index_key(4), None);
+        let conditional = update_of(Command::CompareAndSet {
+            key: 1,
+            expected: Some(7),
+            new: 4,
+        });
+        assert!(conditional.condition.is_some());
+        assert_eq!(global_index_keys().len() as u64, GLOBAL_INDEX_KEY_VALUES);
+        let PreparedRequest::Range(scan) = global_index_scan_request() else {
+            panic!("not a range read");
+        };
+        assert!(scan.global_index.is_some() && !scan.consistent);
+        let PreparedRequest::Range(query) = global_index_query_request("g2") else {
+            panic!("not a range read");
+        };
+        assert!(query.global_index.is_some());
+        let PreparedRequest::Write(expiring) = expiring_put_request(2, true) else {
+            panic!("not a write");
+        };
+        let WriteKind::Put(item) = &expiring.kind else {
+            panic!("not a put");
+        };
+        assert!(global_indexes()[0].holds(item));
+        assert_eq!(key_and_version(item), Ok(("x2".to_string(), 1)));
+    }
+
     fn encoded(item: Json) -> Vec<u8> {
         encode_item(&item_from_json(&item).unwrap())
     }
@@ -330,7 +540,7 @@ mod tests {
         let mut with_expiring = state.clone();
         with_expiring.expiring.insert(2);
         assert_ne!(digest(&state), digest(&with_expiring));
-        let PreparedRequest::Write(expiring) = expiring_put_request(5) else {
+        let PreparedRequest::Write(expiring) = expiring_put_request(5, false) else {
             panic!("not a write");
         };
         let WriteKind::Put(item) = &expiring.kind else {

@@ -8,6 +8,9 @@ impl Simulation {
         if reply_to == SCAN_REPLY_TO {
             return;
         }
+        if self.propagation_calls.contains_key(&reply_to) {
+            return self.propagation_answered(reply_to, response);
+        }
         let Some(request) = self.requests.remove(&reply_to) else {
             // The client gave up on it.
             return;
@@ -177,7 +180,11 @@ impl Simulation {
 
     pub(crate) fn run_clients(&mut self) {
         self.time_out_pending(false);
-        let key_count = self.groups.len() as u64 * KEYS_PER_GROUP;
+        if self.clients_stopped {
+            return;
+        }
+        let base_groups = self.base_group_count() as u64;
+        let key_count = base_groups * KEYS_PER_GROUP;
         for client in 0..self.clients.len() {
             let ClientState::Idle { next_at_nanos } = self.clients[client].state else {
                 continue;
@@ -186,12 +193,12 @@ impl Simulation {
                 continue;
             }
             if self.options.time_to_live && self.ttl_rng.below(100) < EXPIRING_WRITE_PERCENT {
-                let group = self.ttl_rng.below(self.groups.len() as u64) as usize;
+                let group = self.ttl_rng.below(base_groups) as usize;
                 self.expiring_write(client, group);
                 continue;
             }
             let key = self.workload_rng.below(key_count);
-            let group = (key % self.groups.len() as u64) as usize;
+            let group = (key % base_groups) as usize;
             let kind = self.workload_rng.below(100);
             if kind < PUT_PERCENT {
                 let value = self.take_value();
@@ -274,8 +281,20 @@ impl Simulation {
                 next_at_nanos: self.now_nanos + STEP_NANOS,
             };
         }
-        // Through the bus's request path: encoded as the router sends it, routed and decoded by
-        // the shard's dispatch.
+        self.send_item_request(group, node, reply_to, request);
+        reply_to
+    }
+
+    /// Sends `request` to `node`'s replica of `group` through the bus's request path: encoded
+    /// as the router sends it, routed and decoded by the shard's dispatch. Its answer comes
+    /// back through `on_reply`, perhaps before this returns (a read, a refusal).
+    pub(crate) fn send_item_request(
+        &mut self,
+        group: usize,
+        node: NodeId,
+        reply_to: u64,
+        request: PreparedRequest,
+    ) {
         let frame = RequestFrame {
             request_id: reply_to,
             request: NodeRequest::Item {
@@ -286,7 +305,7 @@ impl Simulation {
         };
         let now = self.local_time(node);
         let Some(runtime) = self.nodes.get_mut(&node).and_then(|n| n.runtime.as_mut()) else {
-            return reply_to;
+            return;
         };
         for routed in runtime
             .dispatch
@@ -300,7 +319,6 @@ impl Simulation {
                 )),
             }
         }
-        reply_to
     }
 
     pub(crate) fn write(&mut self, client: usize, group: usize, command: Command) {
@@ -330,12 +348,17 @@ impl Simulation {
         let operation = self.history.len() - 1;
         self.operation_by_value
             .insert(command.written_value(), operation);
+        let request = if self.options.global_index {
+            command.indexed_request()
+        } else {
+            command.request()
+        };
         self.request(
             client,
             group,
             node,
             RequestKind::Write { operation },
-            command.request(),
+            request,
         );
     }
 
@@ -354,7 +377,7 @@ impl Simulation {
             group,
             node,
             RequestKind::ExpiringWrite { key },
-            requests::expiring_put_request(key),
+            requests::expiring_put_request(key, self.options.global_index),
         );
     }
 
