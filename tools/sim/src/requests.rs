@@ -117,6 +117,7 @@ fn prepared_for(
     let indexes = TableIndexes {
         local: &local_indexes(),
         global: global_indexes,
+        consistent_global_reads: false,
     };
     let request = prepare_for_table(operation, parameters, &key_schema(), indexes)
         .unwrap_or_else(|error| panic!("the simulator built an invalid request: {error:?}"));
