@@ -259,6 +259,14 @@ pub enum ItemResult {
         collection: Option<Box<CollectionSize>>,
         index_write_units_milli: Vec<IndexWriteUnits>,
     },
+    /// A partition's share of a BatchWriteItem to a table with global secondary indexes:
+    /// `BatchWriteInCollections` (empty without local indexes), plus the write units
+    /// (thousandths) its GSI changes cost, which admission does not charge to the table.
+    /// Added at the end.
+    BatchWriteWithIndexes {
+        collections: Vec<CollectionSize>,
+        global_write_units_milli: u64,
+    },
     /// One step of a GSI backfill was applied: the next step starts after `resume_after` (the
     /// last item key the step read), or the partition is done when it is `None`. Added at the
     /// end.

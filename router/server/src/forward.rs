@@ -173,7 +173,9 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
                 body.insert("Attributes".to_string(), item_json(attributes)?);
             }
         }
-        ItemResult::BatchWrite | ItemResult::BatchWriteInCollections { .. } => {}
+        ItemResult::BatchWrite
+        | ItemResult::BatchWriteInCollections { .. }
+        | ItemResult::BatchWriteWithIndexes { .. } => {}
         // Only the GSI propagator asks for outbox records; it reads them without rendering.
         ItemResult::Outbox { .. } | ItemResult::Backfill { .. } => {}
         ItemResult::Get { item } => {

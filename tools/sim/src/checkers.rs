@@ -83,6 +83,13 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
             9 + attributes.as_ref().map_or(0, |item| item.len() as u64)
                 + ((index_write_units_milli.len() as u64) << 8)
         }
+        ItemResult::BatchWriteWithIndexes {
+            collections,
+            global_write_units_milli,
+        } => {
+            10 + collections.iter().map(|size| size.bytes << 8).sum::<u64>()
+                + (global_write_units_milli << 4)
+        }
         ItemResult::Backfill { resume_after } => {
             8 + resume_after.as_ref().map_or(0, |key| key.len() as u64)
         }

@@ -361,13 +361,31 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             ([single], false) => ItemResult::Write {
                 attributes: single.attributes.as_ref().map(encode_item),
             },
-            _ => crate::local_index::batch_result(
-                writes
-                    .iter()
-                    .zip(&evaluated)
-                    .filter_map(|(write, result)| Some((write, result.collection.as_ref()?.1))),
-                &self.meta.key_schema,
-            ),
+            _ => {
+                let result = crate::local_index::batch_result(
+                    writes
+                        .iter()
+                        .zip(&evaluated)
+                        .filter_map(|(write, result)| Some((write, result.collection.as_ref()?.1))),
+                    &self.meta.key_schema,
+                );
+                if writes.iter().all(|write| write.global_indexes.is_empty()) {
+                    result
+                } else {
+                    let collections = match result {
+                        ItemResult::BatchWriteInCollections { collections } => collections,
+                        _ => Vec::new(),
+                    };
+                    ItemResult::BatchWriteWithIndexes {
+                        collections,
+                        global_write_units_milli: evaluated
+                            .iter()
+                            .flat_map(|result| &result.global_write_units)
+                            .sum::<u64>()
+                            * 1000,
+                    }
+                }
+            }
         };
         let response = item_response(result, 0, write_units * 1000);
         let Some((slot, actions)) = self

@@ -350,7 +350,9 @@ fn settle_batch(
                 outcome.units_milli = outcome
                     .units_milli
                     .saturating_add(units_of(&reply, operation));
-                if let ItemResult::BatchWriteInCollections { collections } = &reply.result {
+                if let ItemResult::BatchWriteInCollections { collections }
+                | ItemResult::BatchWriteWithIndexes { collections, .. } = &reply.result
+                {
                     for collection in collections {
                         outcome.collections.push((
                             item_to_json(&decode_batch_item(&collection.key)?),

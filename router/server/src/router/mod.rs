@@ -433,11 +433,17 @@ fn units_of(reply: &Reply, operation: Operation) -> u64 {
 /// What admission settles a request at: its units, less those of its global secondary index
 /// changes, which DynamoDB charges to each index's own capacity, never to the table's (charging
 /// the table would throttle a table with two GSIs at a third of its capacity). GSIs have no
-/// buckets of their own yet. A BatchWriteItem's answer does not split its units per index, so
-/// its GSI units still count against the table (router/server README.md).
+/// buckets of their own yet.
 fn table_units_of(reply: &Reply, operation: Operation) -> u64 {
     let units = units_of(reply, operation);
     match (&reply.result, operation) {
+        (
+            ItemResult::BatchWriteWithIndexes {
+                global_write_units_milli,
+                ..
+            },
+            Operation::Write,
+        ) => units.saturating_sub(*global_write_units_milli),
         (
             ItemResult::WriteWithIndexes {
                 index_write_units_milli,
