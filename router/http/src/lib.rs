@@ -9,6 +9,7 @@
 //! response headers (`x-amzn-RequestId`, `x-amz-crc32`). What an operation does is the
 //! [`Api`]'s business (the router). See README.md.
 
+pub mod framing;
 pub mod protocol;
 pub mod server;
 pub mod sigv4;
