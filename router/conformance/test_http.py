@@ -1,9 +1,13 @@
 """The HTTP front end: requests an SDK never sends (bad JSON, unknown targets, missing or
-malformed authentication), compression both ways, response headers and the health check."""
+malformed authentication), compression both ways, response headers, the health check, CORS,
+chunked bodies and the statuses of oversized requests. Where DynamoDB's answer was recorded by a
+public test suite, the case says which."""
 
 import gzip
 import json
 import zlib
+
+import pytest
 
 from conftest import gunzip_if_needed
 
@@ -80,11 +84,39 @@ def test_gzip_request_body(raw, ddb, table):
     assert got["Item"]["v"] == {"S": "zipped"}
 
 
-def test_corrupt_gzip_body_is_refused(raw):
-    response = raw.call("ListTables", None, raw_body=b"\x1f\x8b not gzip at all",
-                        extra_headers={"Content-Encoding": "gzip"})
-    assert response.status == 400
-    assert response.error_type == "SerializationException"
+# DynamoDB answers an undecodable body, and an unknown Content-Encoding, with 500
+# InternalServerError (ScyllaDB's test/alternator/test_compressed_request.py, run against
+# DynamoDB: test_broken_gzip_content, test_gzip_request_with_missing_character,
+# test_gzip_request_empty, test_garbage_content_encoding).
+@pytest.mark.parametrize("encoding, body", [
+    ("gzip", b"\x1f\x8b not gzip at all"),
+    ("gzip", b'{"Limit": 1}'),
+    ("gzip", gzip.compress(b'{"Limit": 1}')[:-1]),
+    ("gzip", b""),
+    ("gzip", gzip.compress(b'{"Limit": 1}') + b"junk"),
+    ("garbage", b'{"Limit": 1}'),
+], ids=["garbage", "not-compressed", "truncated", "empty", "trailing-junk", "unknown-encoding"])
+def test_undecodable_body_is_an_internal_server_error(raw, encoding, body):
+    response = raw.call("ListTables", None, raw_body=body,
+                        extra_headers={"Content-Encoding": encoding})
+    assert response.status == 500
+    assert response.error_type == "InternalServerError"
+
+
+# Two gzip members are one body (test_gzip_request_two_gzips passes against DynamoDB).
+def test_gzip_body_of_two_members(raw, ddb, table):
+    payload = json.dumps({"TableName": table, "Item": {"pk": {"S": "two"}, "v": {"S": "gz"}}})
+    body = gzip.compress(payload[:10].encode()) + gzip.compress(payload[10:].encode())
+    response = raw.call("PutItem", None, raw_body=body, extra_headers={"Content-Encoding": "gzip"})
+    assert response.status == 200, response.body
+    got = ddb.get_item(TableName=table, Key={"pk": {"S": "two"}}, ConsistentRead=True)
+    assert got["Item"]["v"] == {"S": "gz"}
+
+
+def test_gzip_bomb_is_refused_for_its_inflated_size(raw):
+    body = gzip.compress(b'{"Limit": 1' + b" " * (16 * 1024 * 1024) + b"}")
+    response = raw.call("ListTables", None, raw_body=body, extra_headers={"Content-Encoding": "gzip"})
+    assert response.status == 413
 
 
 def test_gzip_response_when_accepted(raw, ddb, table):
@@ -115,3 +147,80 @@ def test_keep_alive_serves_several_requests_on_one_connection(port, raw):
             assert "TableNames" in json.loads(response.read())
     finally:
         connection.close()
+
+
+# CORS, as DynamoDB answers it: a preflight with an Origin is 200 with an empty body,
+# Access-Control-Allow-Origin *, the requested method and headers echoed, DynamoDB's exposed
+# headers and a max age of 172800 s (recorded from dynamodb.us-east-1.amazonaws.com in
+# AllanZhengYP/cors-test output.md; dynalite's test/connection.js; ScyllaDB's
+# test/alternator/test_cors.py). A browser sends it unsigned.
+CORS_EXPOSED = "x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,Date"
+
+
+def test_cors_preflight_needs_no_signature(raw):
+    requested = "content-type,x-amz-target,x-amz-date,authorization,amz-sdk-invocation-id"
+    for path in ("/", "/some/path"):
+        response = raw.send(method="OPTIONS", path=path, headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": requested,
+        })
+        assert response.status == 200
+        assert response.body == b""
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["Access-Control-Allow-Methods"] == "POST"
+        assert response.headers["Access-Control-Allow-Headers"] == requested
+        assert response.headers["Access-Control-Expose-Headers"] == CORS_EXPOSED
+        assert response.headers["Access-Control-Max-Age"] == "172800"
+
+
+def test_cross_origin_calls_carry_cors_headers(raw):
+    ok = raw.call("ListTables", {"Limit": 1}, extra_headers={"Origin": "https://app.example"})
+    assert ok.status == 200
+    assert ok.headers["Access-Control-Allow-Origin"] == "*"
+    assert ok.headers["Access-Control-Expose-Headers"] == CORS_EXPOSED
+    assert "Access-Control-Max-Age" not in ok.headers
+    # Still authenticated as always: an unsigned call is refused, with the CORS headers so
+    # the browser application can read why.
+    unsigned = raw.call("ListTables", {}, sign=False, extra_headers={"Origin": "https://app.example"})
+    assert unsigned.error_type == "MissingAuthenticationTokenException"
+    assert unsigned.headers["Access-Control-Allow-Origin"] == "*"
+    # No Origin, no CORS headers.
+    plain = raw.call("ListTables", {"Limit": 1})
+    assert "Access-Control-Allow-Origin" not in plain.headers
+
+
+def test_chunked_body(raw, ddb, table):
+    import http.client
+
+    payload = json.dumps({"TableName": table, "Item": {"pk": {"S": "chunked"}}}).encode()
+    headers = raw.signed_headers("DynamoDB_20120810.PutItem", payload)
+    headers.pop("Content-Length", None)
+    connection = http.client.HTTPConnection("127.0.0.1", raw.port, timeout=30)
+    try:
+        # http.client frames an iterable body with Transfer-Encoding: chunked.
+        connection.request("POST", "/", body=iter([payload[:7], payload[7:]]), headers=headers,
+                           encode_chunked=True)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+    finally:
+        connection.close()
+    got = ddb.get_item(TableName=table, Key={"pk": {"S": "chunked"}}, ConsistentRead=True)
+    assert "Item" in got
+
+
+# A body past 16 MB is 413 (test_too_large_request_content_length passes against DynamoDB), and
+# the client, still sending, reads it.
+def test_oversized_body_is_413(raw):
+    body = b'{"Limit": 1' + b" " * (16 * 1024 * 1024) + b"}"
+    response = raw.call("ListTables", None, raw_body=body)
+    assert response.status == 413
+
+
+# A request line or headers past 16 KB are 400 Bad Request, as DynamoDB answers (the tests of
+# scylladb/scylladb pull request 23442, which pass against DynamoDB).
+def test_oversized_head_is_400(raw):
+    response = raw.send(method="GET", path="/" + "x" * 17000)
+    assert response.status == 400
+    response = raw.send(method="GET", path="/", headers={"X-Big": "a" * 17000})
+    assert response.status == 400

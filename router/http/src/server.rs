@@ -1,12 +1,29 @@
 //! The HTTP/1.1 server: one accept loop per router core, one task per connection.
 //!
 //! A connection reads a request head (bounded by [`HEAD_BYTES_MAX`] and [`HEADERS_MAX`]), then
-//! its `Content-Length` body (bounded by [`BODY_BYTES_MAX`]), answers it, and reads the next
-//! request (keep-alive; requests pipelined by the client are answered in order). A client that
-//! sends nothing for [`IDLE_TIMEOUT`] between requests, or takes longer than
-//! [`REQUEST_READ_TIMEOUT`] to send one request once it started, is disconnected. A head that
-//! does not parse gets `400` and the connection is closed, since the stream can no longer be
-//! framed.
+//! its body, framed by `Content-Length` or `Transfer-Encoding: chunked` (framing.rs) and bounded
+//! by [`BODY_BYTES_MAX`], answers it, and reads the next request (keep-alive; requests pipelined
+//! by the client are answered in order). A client that sends nothing for [`IDLE_TIMEOUT`]
+//! between requests, or takes longer than [`REQUEST_READ_TIMEOUT`] to send one request once it
+//! started, is disconnected. A head that does not parse, or is too large, gets `400` and the
+//! connection is closed, since the stream can no longer be framed.
+//!
+//! The statuses are DynamoDB's, as public test suites recorded them against it: a head (request
+//! line or headers) past 16 KB is `400 Bad Request` (scylladb/scylladb issue 23438 and the tests
+//! of pull request 23442, which pass against DynamoDB); a body past 16 MB is `413`, whether
+//! framed by `Content-Length` or chunked (test_manual_requests.py's
+//! test_too_large_request_content_length and test_too_large_request_chunked; dynalite's
+//! test/connection.js records the `413` with an empty body). The `413` is only useful if the
+//! client reads it, and a client still sending its body does not read until it is done, so the
+//! server reads and discards the rest of an oversized body (up to [`OVERSIZED_DRAIN_BYTES_MAX`]
+//! within [`OVERSIZED_DRAIN_TIMEOUT`]) before closing: closing with unread bytes would reset
+//! the connection and lose the answer (ScyllaDB issue 8195).
+//!
+//! CORS, so that browser applications can call the API, as DynamoDB answers it (see
+//! [`cors_headers`]): a preflight `OPTIONS` with an `Origin` (on any path) is answered `200`
+//! without a signature, without reaching the [`Api`] and so without consuming capacity; any
+//! other request with an `Origin` gets `Access-Control-Allow-Origin` and
+//! `Access-Control-Expose-Headers` on its response and is otherwise checked as always.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -19,6 +36,7 @@ use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use serde_json::Value as Json;
 
+use crate::framing::{ChunkedDecoder, ChunkedError};
 use crate::protocol::{
     ApiError, BODY_BYTES_MAX, COMPRESS_RESPONSE_BYTES_MIN, CONTENT_TYPE, Operation, accepts_gzip,
     decode_body, gzip, parse_body,
@@ -41,6 +59,23 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// The region of a server not told otherwise (the AWS SDKs' usual default).
 pub const DEFAULT_REGION: &str = "us-east-1";
+/// After answering `413`, at most this much more of the oversized body is read and discarded
+/// so that the client, still sending, gets to read the answer; a client that declared more is
+/// cut off at once (it would not read the answer in time anyway).
+pub const OVERSIZED_DRAIN_BYTES_MAX: usize = 2 * BODY_BYTES_MAX;
+/// ... and for at most this long.
+pub const OVERSIZED_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `Access-Control-Expose-Headers`, the list DynamoDB sends. Recorded from
+/// dynamodb.us-east-1.amazonaws.com in AllanZhengYP/cors-test (output.md, a preflight with
+/// `Origin: https://foo.example`), and the list ScyllaDB's Alternator copies from DynamoDB
+/// (alternator/server.cc, handle_CORS). `x-amz-crc32` is deliberately not in it, as it is not
+/// in DynamoDB's: a browser inflates a gzip response before the application sees it, so a
+/// checksum of the bytes sent could not be checked there.
+pub const CORS_EXPOSE_HEADERS: &str = "x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,Date";
+/// `Access-Control-Max-Age` of a preflight answer: 2 days, as DynamoDB sends (the same
+/// recording; dynalite's test/connection.js asserts it too).
+pub const CORS_MAX_AGE_SECONDS: u64 = 172_800;
 
 /// What serves the operations, and knows the access keys.
 #[allow(async_fn_in_trait)]
@@ -165,6 +200,26 @@ enum Stop {
     Refused,
     TimedOut,
     Io,
+    /// The body is past [`BODY_BYTES_MAX`]: after the `413`, read and discard the rest of it
+    /// (at most `drain_bytes`; `None` when its length is unknown: chunked) before closing.
+    Oversized {
+        drain_bytes: Option<usize>,
+    },
+}
+
+/// Why [`HttpServer::call`] did not produce a result.
+enum CallError {
+    Api(ApiError),
+    /// A compressed body that inflates past [`BODY_BYTES_MAX`]: `413`, as a body past it
+    /// always is (DynamoDB refuses such a gzip bomb too, since early 2026: ScyllaDB pull
+    /// request 28820; which status it uses is not recorded there).
+    BodyTooLarge,
+}
+
+impl From<ApiError> for CallError {
+    fn from(error: ApiError) -> CallError {
+        CallError::Api(error)
+    }
 }
 
 struct Request {
@@ -186,9 +241,65 @@ impl Request {
 
 struct Response {
     status: u16,
-    content_type: &'static str,
+    /// `None` for an answer without a body to describe (a CORS preflight), which also goes
+    /// without `x-amz-crc32`, as DynamoDB's does.
+    content_type: Option<&'static str>,
     body: Vec<u8>,
     extra_headers: Vec<(&'static str, String)>,
+}
+
+impl Response {
+    /// Adds the CORS headers an ordinary response carries when its request had an `Origin`.
+    fn with_cors(mut self, cross_origin: bool) -> Response {
+        if cross_origin {
+            self.extra_headers.extend(cors_headers(None));
+        }
+        self
+    }
+}
+
+/// What a request asks of CORS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preflight {
+    /// `Access-Control-Request-Method`.
+    pub method: Option<String>,
+    /// `Access-Control-Request-Headers`.
+    pub headers: Option<String>,
+}
+
+/// The CORS headers DynamoDB answers: for every request with an `Origin`,
+/// `Access-Control-Allow-Origin: *` (any origin: a browser application authenticates each
+/// request with its own SigV4 signature, never with cookies, so no origin needs refusing) and
+/// [`CORS_EXPOSE_HEADERS`]; for a preflight (`Some`), also the requested method and headers
+/// echoed as allowed (each only when requested) and [`CORS_MAX_AGE_SECONDS`].
+///
+/// Sources, each recorded against DynamoDB: the preflight answer of
+/// dynamodb.us-east-1.amazonaws.com in AllanZhengYP/cors-test output.md (200, empty body,
+/// `Access-Control-Allow-Origin: *`, the request headers and method echoed, these exposed
+/// headers, max age 172800); dynalite's test/connection.js ("should set CORS if OPTIONS and
+/// Origin and Headers and Method": `*`, echoes, 172800, empty body; "should return
+/// UnknownOperationException and set CORS if using Origin": `*` on an error too); ScyllaDB's
+/// test/alternator/test_cors.py (no CORS header without an `Origin`; with one, allow-origin
+/// and expose-headers on every method, max age, allowed methods and headers only on the
+/// preflight).
+pub fn cors_headers(preflight: Option<&Preflight>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("Access-Control-Allow-Origin", "*".to_string()),
+        (
+            "Access-Control-Expose-Headers",
+            CORS_EXPOSE_HEADERS.to_string(),
+        ),
+    ];
+    if let Some(preflight) = preflight {
+        if let Some(requested) = &preflight.headers {
+            headers.push(("Access-Control-Allow-Headers", requested.clone()));
+        }
+        if let Some(requested) = &preflight.method {
+            headers.push(("Access-Control-Allow-Methods", requested.clone()));
+        }
+        headers.push(("Access-Control-Max-Age", CORS_MAX_AGE_SECONDS.to_string()));
+    }
+    headers
 }
 
 fn reason(status: u16) -> &'static str {
@@ -200,7 +311,7 @@ fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
@@ -304,6 +415,12 @@ impl<A: Api + 'static> HttpServer<A> {
                     let keep_alive = request.keep_alive;
                     (self.answer(request).await, keep_alive)
                 }
+                Err((Some(response), Stop::Oversized { drain_bytes })) => {
+                    self.write_response(&mut stream, response, false).await?;
+                    Self::drain(&mut stream, drain_bytes).await;
+                    let _ = stream.close().await;
+                    return Err(Stop::Refused);
+                }
                 Err((Some(response), _)) => (response, false),
                 Err((None, stop)) => return Err(stop),
             };
@@ -312,6 +429,28 @@ impl<A: Api + 'static> HttpServer<A> {
             if !keep_alive {
                 let _ = stream.close().await;
                 return Ok(());
+            }
+        }
+    }
+
+    /// Reads and discards the rest of an oversized body so that the client, which may still be
+    /// sending it, finishes and reads the `413` already written; bounded by
+    /// [`OVERSIZED_DRAIN_BYTES_MAX`] and [`OVERSIZED_DRAIN_TIMEOUT`].
+    async fn drain<S: AsyncRead + Unpin>(stream: &mut S, drain_bytes: Option<usize>) {
+        let wanted = drain_bytes.unwrap_or(OVERSIZED_DRAIN_BYTES_MAX);
+        if wanted > OVERSIZED_DRAIN_BYTES_MAX {
+            return;
+        }
+        let deadline = Instant::now() + OVERSIZED_DRAIN_TIMEOUT;
+        let mut drained = 0;
+        let mut buffer = Vec::new();
+        while drained < wanted {
+            match Self::read_more(stream, &mut buffer, deadline).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => {
+                    drained += read;
+                    buffer.clear();
+                }
             }
         }
     }
@@ -353,7 +492,7 @@ impl<A: Api + 'static> HttpServer<A> {
             let mut parsed = httparse::Request::new(&mut header_slots);
             match parsed.parse(buffer) {
                 Ok(httparse::Status::Complete(length)) if length > HEAD_BYTES_MAX => {
-                    return Err((Some(plain(431, "request head too large\n")), Stop::Refused));
+                    return Err((Some(plain(400, HEAD_TOO_LARGE)), Stop::Refused));
                 }
                 Ok(httparse::Status::Complete(length)) => {
                     let method = parsed.method.unwrap_or_default().to_string();
@@ -372,11 +511,11 @@ impl<A: Api + 'static> HttpServer<A> {
                 }
                 Ok(httparse::Status::Partial) => {
                     if buffer.len() > HEAD_BYTES_MAX {
-                        return Err((Some(plain(431, "request head too large\n")), Stop::Refused));
+                        return Err((Some(plain(400, HEAD_TOO_LARGE)), Stop::Refused));
                     }
                 }
                 Err(httparse::Error::TooManyHeaders) => {
-                    return Err((Some(plain(431, "too many headers\n")), Stop::Refused));
+                    return Err((Some(plain(400, "too many headers\n")), Stop::Refused));
                 }
                 Err(_) => return Err((Some(plain(400, "malformed request\n")), Stop::Refused)),
             }
@@ -400,42 +539,84 @@ impl<A: Api + 'static> HttpServer<A> {
                 .find(|(key, _)| key.eq_ignore_ascii_case(name))
                 .map(|(_, value)| value.clone())
         };
-        if find("transfer-encoding").is_some() {
-            return Err((
-                Some(plain(
-                    411,
-                    "chunked bodies are not supported; send Content-Length\n",
-                )),
+        let cross_origin = find("origin").is_some();
+        let refuse = |status: u16, text: &str| {
+            Err((
+                Some(plain(status, text).with_cors(cross_origin)),
                 Stop::Refused,
-            ));
-        }
-        let content_length = match find("content-length") {
-            None => 0,
-            Some(value) => match value.trim().parse::<usize>() {
-                Ok(length) => length,
-                Err(_) => return Err((Some(plain(400, "bad Content-Length\n")), Stop::Refused)),
-            },
+            ))
         };
-        if content_length > BODY_BYTES_MAX {
-            let error = ApiError::validation(format!(
-                "Request size {content_length} exceeded {BODY_BYTES_MAX} bytes"
-            ));
-            return Err((Some(self.error_response(&error, &[])), Stop::Refused));
-        }
-        let deadline =
-            request_deadline.unwrap_or_else(|| Instant::now() + self.config.request_read_timeout);
-        while buffer.len() < head_length + content_length {
-            match Self::read_more(stream, buffer, deadline).await {
-                Ok(0) => return Err((None, Stop::Io)),
-                Ok(_) => {}
-                Err(Stop::TimedOut) => {
-                    return Err((Some(plain(408, "request timeout\n")), Stop::TimedOut));
-                }
-                Err(stop) => return Err((None, stop)),
+        let too_large = |drain_bytes: Option<usize>| {
+            Err((
+                Some(empty(413).with_cors(cross_origin)),
+                Stop::Oversized { drain_bytes },
+            ))
+        };
+        let transfer_encoding = find("transfer-encoding");
+        let content_length = find("content-length");
+        let body = if let Some(coding) = transfer_encoding {
+            // RFC 9112 section 6.1: a request with both is refused (one of them would be
+            // ignored, and a proxy in front may have honoured the other: request smuggling);
+            // a transfer coding other than chunked cannot be framed, so 501.
+            if content_length.is_some() {
+                return refuse(400, "both Transfer-Encoding and Content-Length\n");
             }
-        }
-        let body = buffer[head_length..head_length + content_length].to_vec();
-        buffer.drain(..head_length + content_length);
+            if !coding.trim().eq_ignore_ascii_case("chunked") {
+                return refuse(501, "only the chunked transfer coding is supported\n");
+            }
+            buffer.drain(..head_length);
+            let deadline = request_deadline
+                .unwrap_or_else(|| Instant::now() + self.config.request_read_timeout);
+            let mut decoder = ChunkedDecoder::new(BODY_BYTES_MAX);
+            let mut body = Vec::new();
+            loop {
+                match decoder.feed(buffer, &mut body) {
+                    Ok(used) => {
+                        buffer.drain(..used);
+                    }
+                    Err(ChunkedError::TooLarge) => return too_large(None),
+                    Err(ChunkedError::Malformed) => return refuse(400, "malformed chunked body\n"),
+                }
+                if decoder.is_done() {
+                    break body;
+                }
+                match Self::read_more(stream, buffer, deadline).await {
+                    Ok(0) => return Err((None, Stop::Io)),
+                    Ok(_) => {}
+                    Err(Stop::TimedOut) => {
+                        return Err((Some(plain(408, "request timeout\n")), Stop::TimedOut));
+                    }
+                    Err(stop) => return Err((None, stop)),
+                }
+            }
+        } else {
+            let content_length = match content_length {
+                None => 0,
+                Some(value) => match value.trim().parse::<usize>() {
+                    Ok(length) => length,
+                    Err(_) => return refuse(400, "bad Content-Length\n"),
+                },
+            };
+            if content_length > BODY_BYTES_MAX {
+                let received = buffer.len() - head_length;
+                return too_large(Some(content_length.saturating_sub(received)));
+            }
+            let deadline = request_deadline
+                .unwrap_or_else(|| Instant::now() + self.config.request_read_timeout);
+            while buffer.len() < head_length + content_length {
+                match Self::read_more(stream, buffer, deadline).await {
+                    Ok(0) => return Err((None, Stop::Io)),
+                    Ok(_) => {}
+                    Err(Stop::TimedOut) => {
+                        return Err((Some(plain(408, "request timeout\n")), Stop::TimedOut));
+                    }
+                    Err(stop) => return Err((None, stop)),
+                }
+            }
+            let body = buffer[head_length..head_length + content_length].to_vec();
+            buffer.drain(..head_length + content_length);
+            body
+        };
         let connection = find("connection").map(|value| value.to_ascii_lowercase());
         let keep_alive = !matches!(connection.as_deref(), Some("close"));
         Ok(Request {
@@ -450,13 +631,34 @@ impl<A: Api + 'static> HttpServer<A> {
     fn error_response(&self, error: &ApiError, extra: &[(&'static str, String)]) -> Response {
         Response {
             status: error.status(),
-            content_type: CONTENT_TYPE,
+            content_type: Some(CONTENT_TYPE),
             body: error.body().to_string().into_bytes(),
             extra_headers: extra.to_vec(),
         }
     }
 
+    /// The response to a whole request, with the CORS headers when it came with an `Origin`.
     async fn answer(&self, request: Request) -> Response {
+        let origin = request.header("origin").is_some();
+        if origin && request.method == "OPTIONS" {
+            // A preflight: browsers send it without credentials, so it is answered before
+            // authentication and never reaches the Api (no capacity, no operation).
+            let preflight = Preflight {
+                method: request
+                    .header("access-control-request-method")
+                    .map(str::to_string),
+                headers: request
+                    .header("access-control-request-headers")
+                    .map(str::to_string),
+            };
+            let mut response = empty(200);
+            response.extra_headers = cors_headers(Some(&preflight));
+            return response;
+        }
+        self.answer_request(request).await.with_cors(origin)
+    }
+
+    async fn answer_request(&self, request: Request) -> Response {
         if request.method == "GET" {
             return if request.path == "/" {
                 plain(200, &format!("healthy: {}", self.config.health_name))
@@ -482,27 +684,33 @@ impl<A: Api + 'static> HttpServer<A> {
                 };
                 Response {
                     status: 200,
-                    content_type: CONTENT_TYPE,
+                    content_type: Some(CONTENT_TYPE),
                     body,
                     extra_headers: extra,
                 }
             }
-            Err(error) => self.error_response(&error, &[]),
+            Err(CallError::Api(error)) => self.error_response(&error, &[]),
+            Err(CallError::BodyTooLarge) => empty(413),
         }
     }
 
     /// The protocol checks in DynamoDB's order: authentication, operation, body, then the
     /// operation itself (which authorizes the caller before it does anything, so a refused
     /// request costs no capacity).
-    async fn call(&self, request: &Request) -> Result<Json, ApiError> {
+    async fn call(&self, request: &Request) -> Result<Json, CallError> {
         let caller = self.authenticate(request).await?;
         let operation = request
             .header("x-amz-target")
             .and_then(Operation::from_target)
             .ok_or_else(ApiError::unknown_operation)?;
-        let body = decode_body(request.header("content-encoding"), request.body.clone())?;
+        let body = decode_body(request.header("content-encoding"), request.body.clone()).map_err(
+            |error| match error.api_error() {
+                Some(api_error) => CallError::Api(api_error),
+                None => CallError::BodyTooLarge,
+            },
+        )?;
         let body = parse_body(&body)?;
-        self.api.call(&caller, operation, body).await
+        Ok(self.api.call(&caller, operation, body).await?)
     }
 
     /// Prometheus text: whether signatures are verified (an operator must see at a glance that
@@ -591,16 +799,19 @@ impl<A: Api + 'static> HttpServer<A> {
         response: Response,
         keep_alive: bool,
     ) -> Result<(), Stop> {
-        let checksum = crc32fast::hash(&response.body);
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nx-amzn-RequestId: {}\r\nx-amz-crc32: {}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nx-amzn-RequestId: {}\r\n",
             response.status,
             reason(response.status),
-            response.content_type,
             response.body.len(),
             self.next_request_id(),
-            checksum,
         );
+        if let Some(content_type) = response.content_type {
+            let checksum = crc32fast::hash(&response.body);
+            head.push_str(&format!(
+                "Content-Type: {content_type}\r\nx-amz-crc32: {checksum}\r\n"
+            ));
+        }
         for (name, value) in &response.extra_headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -616,11 +827,25 @@ impl<A: Api + 'static> HttpServer<A> {
     }
 }
 
+/// The answer to a head past [`HEAD_BYTES_MAX`].
+const HEAD_TOO_LARGE: &str = "request head too large\n";
+
 fn plain(status: u16, text: &str) -> Response {
     Response {
         status,
-        content_type: "text/plain",
+        content_type: Some("text/plain"),
         body: text.as_bytes().to_vec(),
+        extra_headers: Vec::new(),
+    }
+}
+
+/// A response with an empty body: DynamoDB's `413` (dynalite's test/connection.js) and its
+/// CORS preflight answer have none.
+fn empty(status: u16) -> Response {
+    Response {
+        status,
+        content_type: None,
+        body: Vec::new(),
         extra_headers: Vec::new(),
     }
 }
