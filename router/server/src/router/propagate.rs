@@ -299,6 +299,9 @@ impl Router {
         changes: Vec<OutboxChange>,
         deadline: Instant,
     ) -> Result<(), DynamoError> {
+        // The table's indexes as this core knows them. Not knowing the table at all (evicted
+        // from the cache since the turn began) must not read as "no indexes": every change
+        // would be dropped and trimmed. The turn fails instead and is tried again.
         let indexes: BTreeMap<u8, String> = self
             .tables
             .borrow()
@@ -313,7 +316,11 @@ impl Router {
                     .map(|record| (record.index.number, record.index.name.clone()))
                     .collect()
             })
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                DynamoError::internal(
+                    "Internal server error (the table left the cache during index propagation)",
+                )
+            })?;
         // Index partitions are looked up by name and entry-key hash; the map is the cached
         // one (no await inside the routing function).
         let mut routes: BTreeMap<(String, u64), PartitionEntry> = BTreeMap::new();
