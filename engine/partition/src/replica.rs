@@ -339,6 +339,12 @@ struct OutgoingSnapshot {
 struct IncomingSnapshot<F: Storage> {
     from: u64,
     transfer_id: u64,
+    /// The slot the transfer's first chunk named: every chunk of one transfer names it. A
+    /// sender that restarted numbers its transfers from the start again, so a chunk with this
+    /// sender and id but another slot is of a later transfer (simulator seed 8010 with
+    /// `--global-index true --time-to-live true`: its chunks were installed into the earlier
+    /// transfer's tree, which then claimed a slot it did not hold).
+    last_included_slot: u64,
     next_chunk: u32,
     generation: u32,
     tree: Partition<F>,

@@ -313,6 +313,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 from: chunk.from,
                 transfer_id: chunk.transfer_id,
+                last_included_slot: chunk.last_included_slot,
                 next_chunk: 0,
                 generation,
                 tree,
@@ -325,6 +326,13 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if incoming.from != chunk.from || incoming.transfer_id != chunk.transfer_id {
             // A late chunk of another transfer.
             return Ok(());
+        }
+        if incoming.last_included_slot != chunk.last_included_slot {
+            // The same sender and transfer id for another slot: the sender restarted and began
+            // a new transfer whose first chunks were lost. This one can never complete.
+            return self
+                .abandon_incoming_snapshot("a chunk of a later transfer with the same id")
+                .await;
         }
         if incoming.next_chunk != chunk.chunk_index {
             // A chunk of this transfer was lost, so it can never complete: drop it now, so
