@@ -62,6 +62,29 @@ pub enum Projection {
 }
 
 impl Projection {
+    /// Whether an index with this projection holds attribute `name`, given whether `name` is a
+    /// key attribute of the table or the index (keys are always projected).
+    pub fn holds(&self, name: &str, is_key: bool) -> bool {
+        match self {
+            Projection::All => true,
+            _ if is_key => true,
+            Projection::KeysOnly => false,
+            Projection::Include(names) => names.iter().any(|included| included == name),
+        }
+    }
+
+    /// The attributes of `item` an index with this projection holds (`is_key` as above).
+    pub fn apply(&self, item: &Item, is_key: impl Fn(&str) -> bool) -> Item {
+        match self {
+            Projection::All => item.clone(),
+            _ => item
+                .iter()
+                .filter(|(name, _)| self.holds(name, is_key(name)))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        }
+    }
+
     /// DynamoDB's ProjectionType.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -96,25 +119,18 @@ impl LocalIndex {
 
     /// Whether an attribute is in the index's entries.
     pub fn projects(&self, table: &KeySchema, name: &str) -> bool {
-        match &self.projection {
-            Projection::All => true,
-            _ if table.is_key_attribute(name) || name == self.sort_key.name => true,
-            Projection::KeysOnly => false,
-            Projection::Include(names) => names.iter().any(|included| included == name),
-        }
+        self.projection.holds(
+            name,
+            table.is_key_attribute(name) || name == self.sort_key.name,
+        )
     }
 
     /// The index entry of `item`: its projected attributes (what a read of the index returns
     /// without fetching the base item).
     pub fn project(&self, table: &KeySchema, item: &Item) -> Item {
-        match &self.projection {
-            Projection::All => item.clone(),
-            _ => item
-                .iter()
-                .filter(|(name, _)| self.projects(table, name))
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-        }
+        self.projection.apply(item, |name| {
+            table.is_key_attribute(name) || name == self.sort_key.name
+        })
     }
 
     /// The index sort value of `item`, when the item is in the index (invariant 1).

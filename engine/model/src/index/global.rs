@@ -129,28 +129,17 @@ impl GlobalIndex {
 
     /// Whether an attribute is in the index's entries: the table's and the index's keys always.
     pub fn projects(&self, table: &KeySchema, name: &str) -> bool {
-        match &self.projection {
-            Projection::All => true,
-            _ if table.is_key_attribute(name)
-                || self.key_attributes().any(|key| key.name == name) =>
-            {
-                true
-            }
-            Projection::KeysOnly => false,
-            Projection::Include(names) => names.iter().any(|included| included == name),
-        }
+        self.projection.holds(name, self.is_key(table, name))
     }
 
     /// The entry of `item`: its projected attributes.
     pub fn project(&self, table: &KeySchema, item: &Item) -> Item {
-        match &self.projection {
-            Projection::All => item.clone(),
-            _ => item
-                .iter()
-                .filter(|(name, _)| self.projects(table, name))
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-        }
+        self.projection.apply(item, |name| self.is_key(table, name))
+    }
+
+    /// Whether `name` is a key attribute of the table or of the index.
+    fn is_key(&self, table: &KeySchema, name: &str) -> bool {
+        table.is_key_attribute(name) || self.key_attributes().any(|key| key.name == name)
     }
 
     /// Whether `item` is in the index (invariant 1).
