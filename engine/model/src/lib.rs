@@ -13,6 +13,7 @@ pub mod messages;
 pub mod number;
 pub mod request;
 pub mod request_codec;
+pub mod stream;
 pub mod value;
 
 pub use error::{Error, Result};
