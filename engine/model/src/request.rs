@@ -162,6 +162,23 @@ pub enum PreparedRequest {
         index: GlobalIndex,
         after: Option<Vec<u8>>,
     },
+    /// Sets which stream a base partition's writes feed (`None`: none), through its log
+    /// (crate::stream invariant 1). Answered at once when the partition already has it.
+    StreamConfigure {
+        stream: Option<(u64, crate::stream::ViewType)>,
+    },
+    /// A shard's stream records after `after` (from the shard's start when `None`), at most
+    /// `limit` and [`crate::stream::READ_BYTES_MAX`] bytes (strongly consistent, at the leader).
+    StreamRead {
+        stream: u64,
+        generation: u32,
+        after: Option<crate::stream::RecordPosition>,
+        limit: u32,
+    },
+    /// A stream's shards in one partition.
+    StreamShards {
+        stream: u64,
+    },
 }
 
 impl PreparedRequest {
@@ -182,6 +199,9 @@ impl PreparedRequest {
             PreparedRequest::OutboxTrim { .. } => "OutboxTrim",
             PreparedRequest::IndexApply { .. } => "IndexApply",
             PreparedRequest::IndexBackfill { .. } => "IndexBackfill",
+            PreparedRequest::StreamConfigure { .. } => "StreamConfigure",
+            PreparedRequest::StreamRead { .. } => "StreamRead",
+            PreparedRequest::StreamShards { .. } => "StreamShards",
         }
     }
 
@@ -193,6 +213,7 @@ impl PreparedRequest {
                 | PreparedRequest::OutboxTrim { .. }
                 | PreparedRequest::IndexApply { .. }
                 | PreparedRequest::IndexBackfill { .. }
+                | PreparedRequest::StreamConfigure { .. }
         )
     }
 }

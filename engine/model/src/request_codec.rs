@@ -84,6 +84,11 @@ const REQUEST_OUTBOX_READ: u8 = 0x0C;
 const REQUEST_OUTBOX_TRIM: u8 = 0x0D;
 const REQUEST_INDEX_APPLY: u8 = 0x0E;
 const REQUEST_INDEX_BACKFILL: u8 = 0x0F;
+/// Streams (crate::stream): a partition's stream configuration, a shard's records, and a
+/// stream's shards.
+const REQUEST_STREAM_CONFIGURE: u8 = 0x10;
+const REQUEST_STREAM_READ: u8 = 0x11;
+const REQUEST_STREAM_SHARDS: u8 = 0x12;
 
 /// An index change's kind.
 const CHANGE_PUT: u8 = 0x01;
@@ -274,6 +279,39 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
                     encode_bytes(key, &mut output);
                 }
             }
+        }
+        PreparedRequest::StreamConfigure { stream } => {
+            output.push(REQUEST_STREAM_CONFIGURE);
+            match stream {
+                None => output.push(ABSENT),
+                Some((id, view)) => {
+                    output.push(PRESENT);
+                    encode_u64(*id, &mut output);
+                    output.push(view.code());
+                }
+            }
+        }
+        PreparedRequest::StreamRead {
+            stream,
+            generation,
+            after,
+            limit,
+        } => {
+            output.push(REQUEST_STREAM_READ);
+            encode_u64(*stream, &mut output);
+            output.extend_from_slice(&generation.to_le_bytes());
+            match after {
+                None => output.push(ABSENT),
+                Some(position) => {
+                    output.push(PRESENT);
+                    encode_position(*position, &mut output);
+                }
+            }
+            output.extend_from_slice(&limit.to_le_bytes());
+        }
+        PreparedRequest::StreamShards { stream } => {
+            output.push(REQUEST_STREAM_SHARDS);
+            encode_u64(*stream, &mut output);
         }
         PreparedRequest::BatchWrite(writes) => {
             let indexed = writes.iter().any(|write| !write.local_indexes.is_empty());
@@ -739,6 +777,39 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
                 None
             },
         },
+        REQUEST_STREAM_CONFIGURE => PreparedRequest::StreamConfigure {
+            stream: if decode_present(reader)? {
+                let id = decode_u64(reader)?;
+                let code = reader.byte()?;
+                let view = crate::stream::ViewType::from_code(code)
+                    .ok_or_else(|| reader.fail(&format!("unknown stream view {code:#04x}")))?;
+                Some((id, view))
+            } else {
+                None
+            },
+        },
+        REQUEST_STREAM_READ => {
+            let stream = decode_u64(reader)?;
+            let generation = decode_u32(reader)?;
+            let after = if decode_present(reader)? {
+                Some(decode_position(reader)?)
+            } else {
+                None
+            };
+            let limit = decode_u32(reader)?;
+            if limit as usize > crate::stream::READ_RECORDS_MAX {
+                return Err(reader.fail("a stream read over the record limit"));
+            }
+            PreparedRequest::StreamRead {
+                stream,
+                generation,
+                after,
+                limit,
+            }
+        }
+        REQUEST_STREAM_SHARDS => PreparedRequest::StreamShards {
+            stream: decode_u64(reader)?,
+        },
         REQUEST_RANGE_INDEXED => {
             let mut range = decode_range(reader)?;
             let index = decode_local_index(reader)?;
@@ -811,6 +882,12 @@ fn decode_u64(reader: &mut Reader<'_>) -> Result<u64> {
     let mut field = [0u8; 8];
     field.copy_from_slice(reader.take(8)?);
     Ok(u64::from_le_bytes(field))
+}
+
+fn decode_u32(reader: &mut Reader<'_>) -> Result<u32> {
+    let mut field = [0u8; 4];
+    field.copy_from_slice(reader.take(4)?);
+    Ok(u32::from_le_bytes(field))
 }
 
 fn decode_usize(reader: &mut Reader<'_>, what: &str) -> Result<usize> {
@@ -1509,6 +1586,37 @@ mod tests {
             expression = format!("p = :v OR q = :v AND ({expression})");
         }
         expression
+    }
+
+    #[test]
+    fn stream_requests_round_trip_and_reads_are_bounded() {
+        use crate::stream::{READ_RECORDS_MAX, RecordPosition, ViewType};
+        round_trip(&PreparedRequest::StreamConfigure { stream: None });
+        round_trip(&PreparedRequest::StreamConfigure {
+            stream: Some((1_733_000_000_000, ViewType::NewAndOldImages)),
+        });
+        round_trip(&PreparedRequest::StreamShards { stream: 7 });
+        let read = |after, limit| PreparedRequest::StreamRead {
+            stream: 7,
+            generation: 2,
+            after,
+            limit,
+        };
+        round_trip(&read(None, 1));
+        round_trip(&read(
+            Some(RecordPosition {
+                slot: 9,
+                ordinal: 3,
+            }),
+            READ_RECORDS_MAX as u32,
+        ));
+        let over = encode_request(&read(None, READ_RECORDS_MAX as u32 + 1));
+        assert!(error_message(&over).contains("record limit"));
+        let mut unknown_view = encode_request(&PreparedRequest::StreamConfigure {
+            stream: Some((1, ViewType::KeysOnly)),
+        });
+        *unknown_view.last_mut().unwrap() = 9;
+        assert!(error_message(&unknown_view).contains("unknown stream view"));
     }
 
     #[test]

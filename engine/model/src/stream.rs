@@ -214,6 +214,38 @@ pub fn record_key(stream: u64, generation: u32, position: RecordPosition) -> Vec
     key
 }
 
+/// The key range of a shard's records after `after` (from the shard's start when `None`).
+pub fn record_bounds(
+    stream: u64,
+    generation: u32,
+    after: Option<RecordPosition>,
+) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let lower = match after {
+        None => Bound::Included(record_prefix(stream, generation)),
+        Some(position) => Bound::Excluded(record_key(stream, generation, position)),
+    };
+    let last = RecordPosition {
+        slot: u64::MAX,
+        ordinal: u32::MAX,
+    };
+    (lower, Bound::Included(record_key(stream, generation, last)))
+}
+
+/// The key range of a stream's shard records.
+pub fn shard_bounds(stream: u64) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    (
+        Bound::Included(shard_prefix(stream)),
+        Bound::Included(shard_key(stream, u32::MAX, u64::MAX)),
+    )
+}
+
+/// The creation time in a record's value, without decoding its images (for the trim).
+pub fn record_created_ms(value: &[u8]) -> Option<u64> {
+    (value.len() >= 11).then(|| u64_at(value, 3))
+}
+
 /// A record's stream, generation and position, if `key` is a record key.
 pub fn parse_record_key(key: &[u8]) -> Option<(u64, u32, RecordPosition)> {
     let rest = key
@@ -249,6 +281,11 @@ pub fn shard_prefix(stream: u64) -> Vec<u8> {
 /// The first key of every shard record of every stream.
 pub fn shards_start() -> Vec<u8> {
     region_key(SHARD_MARKER, 0)
+}
+
+/// The key after every shard record of every stream.
+pub fn shards_end() -> Vec<u8> {
+    region_key(SHARD_MARKER + 1, 0)
 }
 
 pub fn shard_key(stream: u64, generation: u32, opened_slot: u64) -> Vec<u8> {

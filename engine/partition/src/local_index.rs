@@ -197,6 +197,23 @@ pub(crate) struct RegionStats {
     /// Of those, the GSI outbox records (shoal_model::index::global): what the leader's
     /// backpressure bounds.
     pub outbox_entries: u64,
+    /// Of those, the keys of DynamoDB Streams (shoal_model::stream: records, shards, the
+    /// configuration and trim records): none means the partition has no stream work.
+    pub stream_keys: u64,
+    /// The key plus value bytes of the stream records alone: what the trim bounds.
+    pub stream_record_bytes: u64,
+}
+
+/// Whether `key` is a stream key (any), and whether it is a stream record.
+fn stream_key_kind(key: &[u8]) -> (bool, bool) {
+    match key.strip_prefix(&INDEX_REGION_PREFIX[..]) {
+        Some([marker, ..]) => (
+            (shoal_model::stream::CONFIG_MARKER..=shoal_model::stream::TRIMMED_MARKER)
+                .contains(marker),
+            *marker == shoal_model::stream::RECORD_MARKER,
+        ),
+        _ => (false, false),
+    }
 }
 
 impl RegionStats {
@@ -220,6 +237,11 @@ impl RegionStats {
                 stats.bytes += (key.len() + value.len()) as u64;
                 if is_outbox_key(&key) {
                     stats.outbox_entries += 1;
+                }
+                let (stream_key, stream_record) = stream_key_kind(&key);
+                stats.stream_keys += u64::from(stream_key);
+                if stream_record {
+                    stats.stream_record_bytes += (key.len() + value.len()) as u64;
                 }
                 lower = Bound::Excluded(key);
             }
@@ -250,15 +272,29 @@ impl RegionStats {
                 None => engine.get(key).await?.map(|value| value.len()),
             };
             let outbox = u64::from(is_outbox_key(key));
+            let (stream_key, stream_record) = stream_key_kind(key);
+            let record_bytes = |value_bytes: usize| {
+                if stream_record {
+                    (key.len() + value_bytes) as u64
+                } else {
+                    0
+                }
+            };
             if let Some(value_bytes) = before {
                 self.count = self.count.saturating_sub(1);
                 self.bytes = self.bytes.saturating_sub((key.len() + value_bytes) as u64);
                 self.outbox_entries = self.outbox_entries.saturating_sub(outbox);
+                self.stream_keys = self.stream_keys.saturating_sub(u64::from(stream_key));
+                self.stream_record_bytes = self
+                    .stream_record_bytes
+                    .saturating_sub(record_bytes(value_bytes));
             }
             if let Some(value_bytes) = after {
                 self.count += 1;
                 self.bytes += (key.len() + value_bytes) as u64;
                 self.outbox_entries += outbox;
+                self.stream_keys += u64::from(stream_key);
+                self.stream_record_bytes += record_bytes(value_bytes);
             }
             in_batch.insert(key, after);
         }

@@ -46,7 +46,10 @@
 mod durability;
 mod global_index;
 mod serve;
+mod stream;
 mod sweep;
+
+pub use stream::StreamMaintenance;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -168,6 +171,9 @@ pub enum Event {
         /// The host's token for the reply (a connection and request id).
         reply_to: u64,
         epoch: u64,
+        /// The host's wall clock (unix milliseconds) when it received the request: the
+        /// creation time of the stream records a write adds.
+        unix_ms: u64,
         /// The request, prepared (parsed and validated) by the router.
         request: PreparedRequest,
     },
@@ -186,6 +192,10 @@ pub enum Event {
         now_unix_seconds: u64,
         pass_period: std::time::Duration,
     },
+    /// Run one step of the stream maintenance if this replica is the leader (src/replica/
+    /// stream.rs): shard rollover and trim. The host sends it to every replica it leads,
+    /// about once a second; a partition without stream keys does nothing.
+    StreamMaintain(StreamMaintenance),
     /// The host is about to stop this replica (its partition is being deleted here); the
     /// replica does nothing with it. It travels in the same queue so that it comes after every
     /// event queued before it.
@@ -425,6 +435,8 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     outputs: Vec<Output>,
     /// The Time to Live sweeper's progress (src/replica/sweep.rs).
     sweep: sweep::SweepState,
+    /// The stream configuration writes follow (src/replica/stream.rs).
+    stream: stream::StreamState,
 }
 
 /// What recovery found for one partition in the shard's WAL.
@@ -724,6 +736,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             next_transfer_id: 1,
             outputs: Vec::new(),
             sweep: Default::default(),
+            stream: Default::default(),
         }
     }
 
@@ -861,10 +874,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             Event::Request {
                 reply_to,
                 epoch,
+                unix_ms,
                 request,
             } => {
-                self.serve(now, reply_to, epoch, request).await?;
+                self.serve(now, reply_to, epoch, unix_ms, request).await?;
             }
+            Event::StreamMaintain(settings) => self.maintain_stream(now, settings).await?,
             Event::Persisted { core_lsn, wal_lsn } => {
                 // A core lsn is durable once every record it was split into is.
                 let Some(persisting) = self.persisting.get_mut(&core_lsn.0) else {
@@ -1012,6 +1027,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// that says so; the overlay is dropped because it no longer predicts the log.
     fn abandon_proposals(&mut self) {
         self.overlay.clear();
+        self.stream.abandon_proposals();
         // Invariant 5: these writes were refused by their conditions and proposed nothing, so
         // withdrawing the refusal leaves them certainly not applied.
         for (_, answers) in std::mem::take(&mut self.deferred) {
@@ -1141,16 +1157,20 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             };
             // Outbox records take their position from the slot (index::global invariant 2),
             // the same on every replica and at every replay.
+            // So do stream records and shard records (stream invariants 2 and 3).
             for mutation in &mut batch.mutations {
-                if let Mutation::Put { key, .. } = mutation
-                    && let Some(ordinal) = shoal_model::index::global::pending_outbox_ordinal(key)
-                {
+                let Mutation::Put { key, .. } = mutation else {
+                    continue;
+                };
+                if let Some(ordinal) = shoal_model::index::global::pending_outbox_ordinal(key) {
                     *key = shoal_model::index::global::outbox_key(
                         shoal_model::index::global::OutboxPosition {
                             slot: slot.0,
                             ordinal,
                         },
                     );
+                } else if let Some(positioned) = shoal_model::stream::positioned_key(key, slot.0) {
+                    *key = positioned;
                 }
             }
             batch.mutations.push(Mutation::Put {
@@ -1161,6 +1181,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 region.before_apply(&self.engine, &batch).await?;
             }
             self.engine.apply(WalLsn(slot.0), &batch).await?;
+            self.stream.applied(slot, &batch).map_err(|error| {
+                PartitionError::Corrupt(format!(
+                    "partition {}: slot {}: {error}",
+                    self.meta.partition, slot.0
+                ))
+            })?;
             self.applied_slot = slot;
             self.applied_chain = Some(chain_after);
             let keys = batch

@@ -16,9 +16,10 @@ use shoal_io::testing::run_on_test_executor;
 use shoal_model::index::{LocalIndex, Projection};
 use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
 use shoal_model::request::{ItemOperation, PreparedRequest, prepare, prepare_indexed};
+use shoal_model::stream::{StreamRecord, ViewType};
 use shoal_partition::replica::{
     CONDITION_ON_UNAPPLIED_WRITE, LEADERSHIP_LOST_WITH_WRITE_IN_FLIGHT, RecoveredRecords,
-    SNAPSHOT_CHUNKS_PER_TICK_MAX, SNAPSHOT_TRANSFER_STALL_MAX,
+    SNAPSHOT_CHUNKS_PER_TICK_MAX, SNAPSHOT_TRANSFER_STALL_MAX, StreamMaintenance,
 };
 use shoal_partition::time_to_live::SweepTarget;
 use shoal_partition::{
@@ -35,6 +36,8 @@ use shoal_wire::messages::{ItemResult, NodeError, NodeResponse, SnapshotChunk};
 
 const PARTITION: u64 = 7;
 const BYSTANDER_PARTITION: u64 = 8;
+/// The wall clock the tests' requests carry (unix milliseconds): any fixed time.
+const UNIX_MS: u64 = 1_765_000_000_000;
 const STEP: Duration = Duration::from_millis(10);
 const STEPS_MAX: usize = 20_000;
 /// The item-collection limit of the replicas of the test of that limit.
@@ -335,6 +338,7 @@ impl Cluster {
         self.feed(
             node,
             Event::Request {
+                unix_ms: UNIX_MS,
                 reply_to,
                 epoch: 1,
                 request: typed(operation, &parameters),
@@ -603,6 +607,7 @@ fn writes_replicate_and_the_leader_evaluates_conditions() {
             .feed(
                 leader,
                 Event::Request {
+                    unix_ms: UNIX_MS,
                     reply_to,
                     epoch: 0,
                     request: typed(ItemOperation::GetItem, &json!({"Key": key("a", 1)})),
@@ -1231,6 +1236,7 @@ fn a_condition_refused_against_an_unapplied_write_waits_for_that_write() {
             .feed(
                 leader,
                 Event::Request {
+                    unix_ms: UNIX_MS,
                     reply_to: put_token,
                     epoch: 1,
                     request: typed(ItemOperation::PutItem, &put("a", 1, "two")),
@@ -1244,6 +1250,7 @@ fn a_condition_refused_against_an_unapplied_write_waits_for_that_write() {
             .feed(
                 leader,
                 Event::Request {
+                    unix_ms: UNIX_MS,
                     reply_to: refusal_token,
                     epoch: 1,
                     request: typed(ItemOperation::PutItem, &conditional),
@@ -1290,6 +1297,7 @@ impl Cluster {
         self.feed(
             node,
             Event::Request {
+                unix_ms: UNIX_MS,
                 reply_to,
                 epoch: 1,
                 request: typed(operation, &parameters),
@@ -1467,6 +1475,7 @@ impl Cluster {
         let node = self.nodes.get_mut(&id).unwrap();
         let bystander = node.bystander.as_mut().unwrap();
         let mut events = VecDeque::from([Event::Request {
+            unix_ms: UNIX_MS,
             reply_to,
             epoch: 1,
             request: prepare(
@@ -1523,6 +1532,7 @@ fn unapplied_entries_do_not_stop_the_shard_wal_from_recycling() {
                     .feed(
                         leader,
                         Event::Request {
+                            unix_ms: UNIX_MS,
                             reply_to,
                             epoch: 1,
                             request: typed(ItemOperation::PutItem, &put("u", sk, "pending")),
@@ -1868,6 +1878,297 @@ fn a_write_after_the_sweepers_delete_sees_the_item_gone() {
             // Leadership moved before the delete applied: the refusal is withdrawn.
             NodeResponse::Error(NodeError::NotApplied { .. }) => {}
             other => panic!("unexpected answer {other:?}"),
+        }
+    });
+}
+
+// DynamoDB Streams (shoal_model::stream, src/replica/stream.rs).
+
+/// A stream id: its creation time.
+const STREAM: u64 = UNIX_MS - 1_000;
+const HOUR_MS: u64 = 3_600_000;
+
+impl Cluster {
+    /// A prepared request at the leader, retried while leadership settles; its typed answer.
+    async fn prepared_at_leader(&mut self, request: PreparedRequest, unix_ms: u64) -> ItemResult {
+        for _ in 0..50 {
+            let leader = self.await_leader().await;
+            let reply_to = self.next_reply;
+            self.next_reply += 1;
+            self.feed(
+                leader,
+                Event::Request {
+                    unix_ms,
+                    reply_to,
+                    epoch: 1,
+                    request: request.clone(),
+                },
+            )
+            .await;
+            let mut answer = None;
+            for _ in 0..STEPS_MAX {
+                if let Some(response) = self.replies.remove(&reply_to) {
+                    answer = Some(response);
+                    break;
+                }
+                self.step().await;
+            }
+            match answer.expect("the request is answered") {
+                NodeResponse::Item { result, .. } => return result,
+                NodeResponse::Error(NodeError::NotLeader { .. } | NodeError::Busy { .. }) => {
+                    self.step().await;
+                }
+                other => panic!("unexpected response {other:?}"),
+            }
+        }
+        panic!("no leader served {request:?}");
+    }
+
+    /// A shard's records, decoded, with their positions; and whether the shard is closed.
+    async fn stream_records(
+        &mut self,
+        generation: u32,
+    ) -> (
+        Vec<(shoal_model::stream::RecordPosition, StreamRecord)>,
+        bool,
+    ) {
+        let read = PreparedRequest::StreamRead {
+            stream: STREAM,
+            generation,
+            after: None,
+            limit: 1000,
+        };
+        match self.prepared_at_leader(read, UNIX_MS).await {
+            ItemResult::StreamRecords {
+                records,
+                shard_closed,
+                ..
+            } => (
+                records
+                    .into_iter()
+                    .map(|record| {
+                        (
+                            shoal_model::stream::RecordPosition {
+                                slot: record.position.slot,
+                                ordinal: record.position.ordinal,
+                            },
+                            StreamRecord::decode(&record.record).unwrap(),
+                        )
+                    })
+                    .collect(),
+                shard_closed,
+            ),
+            other => panic!("unexpected answer to a stream read: {other:?}"),
+        }
+    }
+
+    /// One stream maintenance step on every replica (only the leader acts), then steps.
+    async fn maintain_streams(&mut self, unix_ms: u64) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.feed(
+                id,
+                Event::StreamMaintain(StreamMaintenance {
+                    unix_ms,
+                    retention_ms: 24 * HOUR_MS,
+                    shard_rollover_ms: 4 * HOUR_MS,
+                }),
+            )
+            .await;
+        }
+        for _ in 0..20 {
+            self.step().await;
+        }
+    }
+}
+
+fn events(records: &[(shoal_model::stream::RecordPosition, StreamRecord)]) -> Vec<&'static str> {
+    records
+        .iter()
+        .map(|(_, record)| record.event.as_str())
+        .collect()
+}
+
+#[test]
+fn a_stream_holds_each_committed_change_once_through_crashes_rollover_and_trim() {
+    run_on_test_executor("cluster-stream", || async {
+        // Checkpoints every 4 slots: recovery replays from trees, not only from the WAL.
+        let mut cluster = Cluster::new(4).await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("before", 1, "x"))
+            .await;
+        let configure = PreparedRequest::StreamConfigure {
+            stream: Some((STREAM, ViewType::NewAndOldImages)),
+        };
+        cluster.prepared_at_leader(configure.clone(), UNIX_MS).await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("k", 1, "v1"))
+            .await;
+        // The same item again changes nothing: no record (developer guide, "Change data
+        // capture for DynamoDB Streams").
+        cluster
+            .leader_request(ItemOperation::PutItem, put("k", 1, "v1"))
+            .await;
+        cluster
+            .leader_request(
+                ItemOperation::UpdateItem,
+                json!({"Key": key("k", 1), "UpdateExpression": "SET v = :v",
+                       "ExpressionAttributeValues": {":v": {"S": "v2"}}}),
+            )
+            .await;
+        // A refused conditional write: no record.
+        let leader = cluster.await_leader().await;
+        let refused = cluster
+            .request(
+                leader,
+                ItemOperation::PutItem,
+                json!({"Item": {"pk": {"S": "k"}, "sk": {"N": "1"}},
+                       "ConditionExpression": "attribute_not_exists(pk)"}),
+            )
+            .await;
+        assert!(matches!(
+            refused,
+            NodeResponse::Error(NodeError::Dynamo { .. })
+        ));
+        cluster
+            .leader_request(ItemOperation::DeleteItem, json!({"Key": key("k", 1)}))
+            .await;
+        // Deleting a missing item changes nothing either.
+        cluster
+            .leader_request(ItemOperation::DeleteItem, json!({"Key": key("k", 1)}))
+            .await;
+        // A repeated configuration changes nothing.
+        cluster.prepared_at_leader(configure, UNIX_MS).await;
+
+        let (records, closed) = cluster.stream_records(0).await;
+        assert_eq!(events(&records), ["INSERT", "MODIFY", "REMOVE"]);
+        assert!(!closed);
+        assert!(records.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        let image = |value: &str| {
+            shoal_model::json::item_from_json(
+                &json!({"pk": {"S": "k"}, "sk": {"N": "1"}, "v": {"S": value}}),
+            )
+            .unwrap()
+        };
+        let (_, insert) = &records[0];
+        assert_eq!(
+            (insert.old_image.clone(), insert.new_image.clone()),
+            (None, Some(image("v1")))
+        );
+        assert_eq!(insert.created_ms, UNIX_MS);
+        assert_eq!(insert.keys.len(), 2);
+        let (_, modify) = &records[1];
+        assert_eq!(
+            (modify.old_image.clone(), modify.new_image.clone()),
+            (Some(image("v1")), Some(image("v2")))
+        );
+        let (_, remove) = &records[2];
+        assert_eq!(
+            (remove.old_image.clone(), remove.new_image.clone()),
+            (Some(image("v2")), None)
+        );
+
+        // Every replica replays the same records at the same positions.
+        cluster.crash_and_restart_all().await;
+        assert_eq!(cluster.stream_records(0).await, (records.clone(), false));
+
+        // Rollover: the open shard closes and its child takes the next writes.
+        cluster.maintain_streams(UNIX_MS + 4 * HOUR_MS).await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("k", 2, "later"))
+            .await;
+        let (closed_records, closed) = cluster.stream_records(0).await;
+        assert_eq!((closed_records, closed), (records.clone(), true));
+        let (child, child_closed) = cluster.stream_records(1).await;
+        assert_eq!(events(&child), ["INSERT"]);
+        assert!(!child_closed && child[0].0 > records[2].0);
+        match cluster
+            .prepared_at_leader(PreparedRequest::StreamShards { stream: STREAM }, UNIX_MS)
+            .await
+        {
+            ItemResult::StreamShards {
+                shards,
+                trimmed_through,
+            } => {
+                let summary: Vec<(u32, bool, bool)> = shards
+                    .iter()
+                    .map(|shard| (shard.generation, shard.closed, shard.ended))
+                    .collect();
+                assert_eq!(summary, [(0, true, false), (1, false, false)]);
+                assert_eq!(
+                    shards[0].first.map(|first| first.slot),
+                    Some(records[0].0.slot)
+                );
+                assert_eq!(
+                    shards[0].last.map(|last| last.slot),
+                    Some(records[2].0.slot)
+                );
+                assert_eq!(trimmed_through, None);
+            }
+            other => panic!("unexpected answer to StreamShards: {other:?}"),
+        }
+
+        // Disabled: the stream ends where it is and later writes add nothing.
+        cluster
+            .prepared_at_leader(PreparedRequest::StreamConfigure { stream: None }, UNIX_MS)
+            .await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("k", 3, "unseen"))
+            .await;
+        let (child_after, child_closed) = cluster.stream_records(1).await;
+        assert_eq!((child_after, child_closed), (child.clone(), true));
+        // And it never starts again from a late request.
+        cluster
+            .prepared_at_leader(
+                PreparedRequest::StreamConfigure {
+                    stream: Some((STREAM, ViewType::KeysOnly)),
+                },
+                UNIX_MS,
+            )
+            .await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("k", 4, "unseen"))
+            .await;
+        assert_eq!(cluster.stream_records(1).await.0, child);
+
+        // Past the retention every record goes, and a reader learns where data was trimmed.
+        cluster.maintain_streams(UNIX_MS + 25 * HOUR_MS).await;
+        let read = PreparedRequest::StreamRead {
+            stream: STREAM,
+            generation: 1,
+            after: None,
+            limit: 1000,
+        };
+        match cluster.prepared_at_leader(read, UNIX_MS).await {
+            ItemResult::StreamRecords {
+                records: left,
+                trimmed_through,
+                ..
+            } => {
+                assert!(left.is_empty());
+                let trimmed = trimmed_through.expect("the trim is recorded");
+                assert_eq!(
+                    (trimmed.slot, trimmed.ordinal),
+                    (child[0].0.slot, child[0].0.ordinal)
+                );
+            }
+            other => panic!("unexpected answer to a stream read: {other:?}"),
+        }
+        // Later steps remove the shard records too, and then nothing is left of the stream.
+        cluster.maintain_streams(UNIX_MS + 50 * HOUR_MS).await;
+        cluster.maintain_streams(UNIX_MS + 50 * HOUR_MS).await;
+        match cluster
+            .prepared_at_leader(PreparedRequest::StreamShards { stream: STREAM }, UNIX_MS)
+            .await
+        {
+            ItemResult::StreamShards {
+                shards,
+                trimmed_through,
+            } => {
+                assert!(shards.is_empty(), "{shards:?}");
+                assert_eq!(trimmed_through, None);
+            }
+            other => panic!("unexpected answer to StreamShards: {other:?}"),
         }
     });
 }

@@ -371,6 +371,8 @@ impl<C: Copy> Dispatch<C> {
                     event: Event::Request {
                         reply_to,
                         epoch,
+                        // The shard reads the clock when the replica takes the event.
+                        unix_ms: 0,
                         request,
                     },
                     delivery: Delivery::RefuseWhenFull { reply_to },

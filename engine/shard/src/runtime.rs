@@ -11,6 +11,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
 use shoal_io::{Clock, SystemClock};
 use shoal_partition::meta::mark_unrecoverable;
+use shoal_partition::replica::StreamMaintenance;
 use shoal_partition::time_to_live::SweepTarget;
 use shoal_partition::{
     Event, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig, ShardReplay,
@@ -38,6 +39,12 @@ pub const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `shoal_partition::time_to_live::SWEEP_DELETES_PER_STEP` deletes a step, a partition's
 /// sweeper deletes at most 1,280 items a second: the bound on the write load TTL adds.
 pub const TIME_TO_LIVE_SWEEP_STEP_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the shard offers each partition it leads a stream maintenance step (shard
+/// rollover and trim, shoal_partition's replica/stream.rs). A step trims at most
+/// `shoal_model::stream::TRIM_RECORDS_PER_STEP_MAX` records, so trimming keeps up with any
+/// partition that adds fewer records a second than that; a partition without stream keys does
+/// nothing.
+pub const STREAM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the shard needs from the bus.
 #[allow(async_fn_in_trait)]
@@ -74,6 +81,11 @@ pub struct ShardConfig {
     /// The least time between the starts of two Time to Live passes over one partition
     /// (`shoal node --ttl-sweep-period-seconds`).
     pub time_to_live_sweep_period: Duration,
+    /// How long stream records are kept (`shoal node --stream-retention-seconds`; DynamoDB's
+    /// 24 hours by default).
+    pub stream_retention: Duration,
+    /// How long a stream shard stays open (`shoal node --stream-shard-rollover-seconds`).
+    pub stream_shard_rollover: Duration,
 }
 
 #[derive(Debug)]
@@ -282,6 +294,7 @@ impl<T: Transport + 'static> Shard<T> {
         }
         shard.clone().spawn_ticker();
         shard.clone().spawn_sweeper();
+        shard.clone().spawn_stream_maintenance();
         Ok(shard)
     }
 
@@ -408,6 +421,38 @@ impl<T: Transport + 'static> Shard<T> {
         .detach();
     }
 
+    /// Every [`STREAM_MAINTENANCE_INTERVAL`], queues a stream maintenance step for each
+    /// partition a replica here leads. A full queue drops the step: foreground traffic comes
+    /// first, and the next step comes soon.
+    fn spawn_stream_maintenance(self: Rc<Self>) {
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(STREAM_MAINTENANCE_INTERVAL).await;
+                let settings = StreamMaintenance {
+                    unix_ms: unix_now_ms(),
+                    retention_ms: self.config.stream_retention.as_millis() as u64,
+                    shard_rollover_ms: self.config.stream_shard_rollover.as_millis() as u64,
+                };
+                let senders: Vec<Rc<LocalSender<Event>>> = self
+                    .table
+                    .borrow()
+                    .values()
+                    .filter(|row| {
+                        matches!(
+                            row.status.borrow().role,
+                            ReplicaRole::Leader | ReplicaRole::LeaderWithLease
+                        )
+                    })
+                    .map(|row| row.events.clone())
+                    .collect();
+                for sender in senders {
+                    let _ = sender.try_send(Event::StreamMaintain(settings));
+                }
+            }
+        })
+        .detach();
+    }
+
     /// Releases the WAL records of a partition that refused to recover once they are in the
     /// segment the WAL reuses next: kept longer, they would stop every partition of the shard.
     /// The replica is marked unrecoverable first, durably, so that no later start recovers it
@@ -528,7 +573,7 @@ impl<T: Transport + 'static> Shard<T> {
                 return;
             }
             let now = SystemClock.now();
-            let event = self.with_snapshot_room(&replica, event);
+            let event = self.with_host_readings(&replica, event);
             let expired_before = replica.expired_deletes_proposed();
             let outputs = match replica.handle(now, event).await {
                 Ok(outputs) => outputs,
@@ -560,10 +605,22 @@ impl<T: Transport + 'static> Shard<T> {
         }
     }
 
-    /// A tick, with the room the bus has now toward the follower this replica is streaming a
-    /// snapshot to (read here, at the moment the replica uses it, not when the tick was queued).
-    fn with_snapshot_room(&self, replica: &Replica, event: Event) -> Event {
+    /// An event with what the host reads at the moment the replica uses it, not when the event
+    /// was queued: for a tick, the room the bus has now toward the follower this replica is
+    /// streaming a snapshot to; for a request, the wall clock (stream records' creation time).
+    fn with_host_readings(&self, replica: &Replica, event: Event) -> Event {
         match event {
+            Event::Request {
+                reply_to,
+                epoch,
+                request,
+                ..
+            } => Event::Request {
+                reply_to,
+                epoch,
+                unix_ms: unix_now_ms(),
+                request,
+            },
             Event::Tick { .. } => Event::Tick {
                 snapshot_room: replica.snapshot_destination().map_or(0, |to| {
                     self.transport.snapshot_room(ShardAddress {
@@ -754,4 +811,11 @@ impl<T: Transport + 'static> Shard<T> {
             }),
         }
     }
+}
+
+/// The wall clock in unix milliseconds (0 on a clock set before 1970).
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

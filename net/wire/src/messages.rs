@@ -271,6 +271,52 @@ pub enum ItemResult {
     /// last item key the step read), or the partition is done when it is `None`. Added at the
     /// end.
     Backfill { resume_after: Option<Vec<u8>> },
+    /// A shard's stream records in position order (shoal-model `stream`), for GetRecords.
+    /// `shard_closed`: the partition opened the shard's successor (or ended the stream), so
+    /// after the last of these records the shard has no more. `trimmed_through`: the last
+    /// position the partition removed from this stream, so a reader that asked for earlier
+    /// data knows it is gone. `applied_slot`: the leader's applied slot, where a LATEST
+    /// iterator starts. Added at the end.
+    StreamRecords {
+        records: Vec<StreamRecordWire>,
+        shard_closed: bool,
+        trimmed_through: Option<PositionWire>,
+        applied_slot: u64,
+    },
+    /// A stream's shards in one partition, oldest first. Added at the end.
+    StreamShards {
+        shards: Vec<StreamShardWire>,
+        trimmed_through: Option<PositionWire>,
+    },
+}
+
+/// A log position: slot and ordinal (shoal-model `stream::RecordPosition`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositionWire {
+    pub slot: u64,
+    pub ordinal: u32,
+}
+
+/// One stream record: its position and its bytes (shoal-model `StreamRecord::encode`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecordWire {
+    pub position: PositionWire,
+    pub record: Vec<u8>,
+}
+
+/// One shard of a stream in one partition: its generation, the slot of the log entry that
+/// opened it, when, and its first and last records (absent when it has none left). `closed`:
+/// its successor exists. An `ended` shard record only marks where a disabled stream stopped and
+/// is not a shard consumers see.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StreamShardWire {
+    pub generation: u32,
+    pub opened_slot: u64,
+    pub opened_ms: u64,
+    pub ended: bool,
+    pub closed: bool,
+    pub first: Option<PositionWire>,
+    pub last: Option<PositionWire>,
 }
 
 /// One outbox record (shoal-model `index::global`): its position (log slot and ordinal), the

@@ -177,7 +177,11 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
         | ItemResult::BatchWriteInCollections { .. }
         | ItemResult::BatchWriteWithIndexes { .. } => {}
         // Only the GSI propagator asks for outbox records; it reads them without rendering.
-        ItemResult::Outbox { .. } | ItemResult::Backfill { .. } => {}
+        // The GSI propagator and the Streams operations read these themselves.
+        ItemResult::Outbox { .. }
+        | ItemResult::Backfill { .. }
+        | ItemResult::StreamRecords { .. }
+        | ItemResult::StreamShards { .. } => {}
         ItemResult::Get { item } => {
             if let Some(item) = item {
                 body.insert("Item".to_string(), item_json(item)?);

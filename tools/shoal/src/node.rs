@@ -44,7 +44,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "stream_retention_seconds", "stream_shard_rollover_seconds", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
     pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
     #[arg(long, required_unless_present = "config")]
@@ -89,6 +89,14 @@ pub struct NodeOptions {
     /// for expired items (each partition leader sweeps its own; README.md, "Time to Live").
     #[arg(long, default_value_t = DEFAULT_TTL_SWEEP_PERIOD_SECONDS)]
     pub ttl_sweep_period_seconds: u64,
+    /// DynamoDB Streams: how long in seconds a stream record is kept (DynamoDB's 24 hours by
+    /// default; README.md, "Streams").
+    #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_SECONDS)]
+    pub stream_retention_seconds: u64,
+    /// DynamoDB Streams: how long in seconds a shard stays open before its partition closes
+    /// it and opens a child (about four hours, as DynamoDB's).
+    #[arg(long, default_value_t = DEFAULT_STREAM_SHARD_ROLLOVER_SECONDS)]
+    pub stream_shard_rollover_seconds: u64,
     #[command(flatten)]
     pub bus_tls: crate::bus_tls::BusTlsArgs,
 }
@@ -98,6 +106,12 @@ const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
 const DEFAULT_WAL_SEGMENT_MIB: u64 = 64;
 const DEFAULT_WAL_SEGMENTS: u32 = 16;
 const DEFAULT_CHECKPOINT_EVERY_SLOTS: u64 = 2048;
+const STREAM_RETENTION_SECONDS_MIN: u64 = 60;
+const STREAM_RETENTION_SECONDS_MAX: u64 = 7 * 24 * 3600;
+const STREAM_SHARD_ROLLOVER_SECONDS_MIN: u64 = 10;
+const DEFAULT_STREAM_RETENTION_SECONDS: u64 = shoal_model::stream::RETENTION_MS_DEFAULT / 1000;
+const DEFAULT_STREAM_SHARD_ROLLOVER_SECONDS: u64 =
+    shoal_model::stream::SHARD_ROLLOVER_MS_DEFAULT / 1000;
 /// An hour between sweeps: DynamoDB deletes expired items "typically within two days" (API
 /// reference, UpdateTimeToLive), and a pass an hour finds them well within that at a small
 /// cost (one read of the partition an hour, in bounded steps).
@@ -149,6 +163,10 @@ pub struct NodeSettings {
     pub verify_writes: bool,
     #[serde(default = "default_ttl_sweep_period_seconds")]
     pub ttl_sweep_period_seconds: u64,
+    #[serde(default = "default_stream_retention_seconds")]
+    pub stream_retention_seconds: u64,
+    #[serde(default = "default_stream_shard_rollover_seconds")]
+    pub stream_shard_rollover_seconds: u64,
     /// Mutual TLS on the bus (bus_tls.rs): this node's certificate chain, its key, the
     /// cluster CA bundle; all three or none.
     #[serde(default)]
@@ -182,6 +200,12 @@ fn default_verify_writes() -> bool {
 }
 fn default_ttl_sweep_period_seconds() -> u64 {
     DEFAULT_TTL_SWEEP_PERIOD_SECONDS
+}
+fn default_stream_retention_seconds() -> u64 {
+    DEFAULT_STREAM_RETENTION_SECONDS
+}
+fn default_stream_shard_rollover_seconds() -> u64 {
+    DEFAULT_STREAM_SHARD_ROLLOVER_SECONDS
 }
 
 /// Reads a TOML config file into `T`, with the file named in every error.
@@ -228,6 +252,8 @@ impl NodeOptions {
             checkpoint_every_slots: self.checkpoint_every_slots,
             verify_writes: self.verify_writes,
             ttl_sweep_period_seconds: self.ttl_sweep_period_seconds,
+            stream_retention_seconds: self.stream_retention_seconds,
+            stream_shard_rollover_seconds: self.stream_shard_rollover_seconds,
             bus_tls_cert: self.bus_tls.bus_tls_cert.clone(),
             bus_tls_key: self.bus_tls.bus_tls_key.clone(),
             bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
@@ -416,6 +442,24 @@ fn validate(options: &NodeSettings) -> Result<(), String> {
              {TTL_SWEEP_PERIOD_SECONDS_MAX}"
         ));
     }
+    // Records live at least a minute (a consumer must have time to read them) and at most
+    // DynamoDB's 24 hours' multiple of a week; a shard lasts at least ten seconds.
+    if !(STREAM_RETENTION_SECONDS_MIN..=STREAM_RETENTION_SECONDS_MAX)
+        .contains(&options.stream_retention_seconds)
+    {
+        return Err(format!(
+            "--stream-retention-seconds must be {STREAM_RETENTION_SECONDS_MIN} to \
+             {STREAM_RETENTION_SECONDS_MAX}"
+        ));
+    }
+    if !(STREAM_SHARD_ROLLOVER_SECONDS_MIN..=STREAM_RETENTION_SECONDS_MAX)
+        .contains(&options.stream_shard_rollover_seconds)
+    {
+        return Err(format!(
+            "--stream-shard-rollover-seconds must be {STREAM_SHARD_ROLLOVER_SECONDS_MIN} to \
+             {STREAM_RETENTION_SECONDS_MAX}"
+        ));
+    }
     Ok(())
 }
 
@@ -574,6 +618,8 @@ async fn run_shard(
         tick_interval: Duration::from_millis(10),
         seed: node.rotate_left(32) ^ u64::from(shard),
         time_to_live_sweep_period: Duration::from_secs(options.ttl_sweep_period_seconds),
+        stream_retention: Duration::from_secs(options.stream_retention_seconds),
+        stream_shard_rollover: Duration::from_secs(options.stream_shard_rollover_seconds),
     };
     // kernel-notes/glommio-runtime.md: the first timer on an executor can be late; take that hit before leases.
     glommio::timer::sleep(Duration::from_millis(1)).await;

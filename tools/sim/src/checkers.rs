@@ -93,6 +93,23 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
         ItemResult::Backfill { resume_after } => {
             8 + resume_after.as_ref().map_or(0, |key| key.len() as u64)
         }
+        ItemResult::StreamRecords {
+            records,
+            applied_slot,
+            ..
+        } => {
+            11 + records
+                .iter()
+                .map(|record| record.record.len() as u64 + (record.position.slot << 16))
+                .sum::<u64>()
+                + (applied_slot << 8)
+        }
+        ItemResult::StreamShards { shards, .. } => {
+            12 + shards
+                .iter()
+                .map(|shard| u64::from(shard.generation) + (shard.opened_slot << 8))
+                .sum::<u64>()
+        }
         ItemResult::Outbox { changes } => {
             7 + changes
                 .iter()

@@ -480,6 +480,7 @@ impl Simulation {
         let runtime = self.nodes.get_mut(&id)?.runtime.as_mut()?;
         let replica = runtime.replicas.get_mut(&group)?;
         let event = Event::Request {
+            unix_ms: 0,
             reply_to: SCAN_REPLY_TO,
             epoch: EPOCH,
             request,

@@ -430,8 +430,12 @@ impl Simulation {
     /// Hands one event to one replica and carries out what it returns. When the event moved the
     /// replica's applied slot, its applied state is read back (a Scan at that replica) for the
     /// checkers.
-    pub(crate) fn feed(&mut self, id: NodeId, group: usize, event: Event) {
+    pub(crate) fn feed(&mut self, id: NodeId, group: usize, mut event: Event) {
         let now = self.local_time(id);
+        // As a shard does: the wall clock when the replica takes the request.
+        if let Event::Request { unix_ms, .. } = &mut event {
+            *unix_ms = self.unix_ms(id);
+        }
         let last_snapshot_chunk = matches!(&event, Event::Snapshot(chunk) if chunk.last);
         let Some(runtime) = self
             .nodes
@@ -452,6 +456,7 @@ impl Simulation {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
                 epoch: EPOCH,
+                unix_ms: 0,
                 request: if index_group {
                     requests::global_index_scan_request()
                 } else {
@@ -466,6 +471,7 @@ impl Simulation {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
                 epoch: EPOCH,
+                unix_ms: 0,
                 request: requests::index_scan_request(),
             };
             drive(replica.handle(now, scan), &mut runtime.committer)
@@ -654,6 +660,11 @@ impl Simulation {
                 }
             }
         }
+    }
+
+    /// A node's wall clock in unix milliseconds: its local time after the workload's base.
+    pub(crate) fn unix_ms(&self, node: NodeId) -> u64 {
+        requests::UNIX_SECONDS_BASE * 1000 + self.local_time(node).as_nanos() / 1_000_000
     }
 
     pub(crate) fn local_time(&self, node: NodeId) -> MonotonicTime {

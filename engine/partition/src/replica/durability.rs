@@ -388,6 +388,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // Counted again from the installed tree at the next event.
         self.index_region = None;
         self.applied_chain = None;
+        self.stream.forget_applied();
         let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
         self.discard_tree(old, old_generation).await?;
         let snapshot_slot = Slot(chunk.last_included_slot);

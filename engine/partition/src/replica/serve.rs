@@ -10,6 +10,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         now: MonotonicTime,
         reply_to: u64,
         epoch: u64,
+        unix_ms: u64,
         prepared: PreparedRequest,
     ) -> Result<(), PartitionError> {
         if epoch != self.meta.epoch {
@@ -24,10 +25,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
         let response = match prepared {
             PreparedRequest::Write(write) => {
-                return self.serve_writes(now, reply_to, vec![write], false).await;
+                return self
+                    .serve_writes(now, reply_to, vec![write], false, unix_ms)
+                    .await;
             }
             PreparedRequest::BatchWrite(writes) => {
-                return self.serve_writes(now, reply_to, writes, true).await;
+                return self
+                    .serve_writes(now, reply_to, writes, true, unix_ms)
+                    .await;
             }
             PreparedRequest::Get(get) => self.serve_gets(now, &[get], false).await?,
             PreparedRequest::BatchGet(gets) => self.serve_gets(now, &gets, true).await?,
@@ -41,6 +46,23 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             PreparedRequest::IndexBackfill { index, after } => {
                 return self.serve_index_backfill(now, reply_to, index, after).await;
+            }
+            PreparedRequest::StreamConfigure { stream } => {
+                return self
+                    .serve_stream_configure(now, reply_to, stream, unix_ms)
+                    .await;
+            }
+            PreparedRequest::StreamRead {
+                stream,
+                generation,
+                after,
+                limit,
+            } => {
+                self.serve_stream_read(now, stream, generation, after, limit)
+                    .await?
+            }
+            PreparedRequest::StreamShards { stream } => {
+                self.serve_stream_shards(now, stream).await?
             }
         };
         self.reply(reply_to, response);
@@ -178,6 +200,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         reply_to: u64,
         writes: Vec<WriteRequest>,
         batch: bool,
+        unix_ms: u64,
     ) -> Result<(), PartitionError> {
         // Invariant 2 needs every slot before this leader's own proposals applied: entries of
         // earlier ballots recovered in phase 1 are in no overlay. Ready once the leader's
@@ -186,6 +209,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.reply(reply_to, refusal);
             return Ok(());
         }
+        // Stream invariant 1: the configuration as the latest proposal left it.
+        let stream = self.stream_config().await?;
+        let mut stream_changes: Vec<(Option<Item>, Option<Item>)> = Vec::new();
         let mut evaluated: Vec<Evaluated> = Vec::with_capacity(writes.len());
         for write in &writes {
             let (old_item, mut overlay_slot) = self.latest_item(&write.storage_key).await?;
@@ -226,7 +252,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 }
             }
             match outcome {
-                Ok(result) => evaluated.push(result),
+                Ok(result) => {
+                    if stream.is_some() {
+                        stream_changes.push((old_item, result.new_item.clone()));
+                    }
+                    evaluated.push(result);
+                }
                 // Invariant 5: the refusal waits for the overlay entry it saw.
                 Err(response) => match overlay_slot {
                     Some(slot) => {
@@ -298,6 +329,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 value: shoal_model::index::global::encode_change(change),
             });
         }
+        mutations.mutations.extend(
+            self.stream_records(
+                stream,
+                stream_changes
+                    .iter()
+                    .map(|(old, new)| (old.as_ref(), new.as_ref())),
+                unix_ms,
+                false,
+            ),
+        );
         let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
         let result = match (&evaluated[..], batch) {
             ([single], false) if !writes[0].global_indexes.is_empty() => {

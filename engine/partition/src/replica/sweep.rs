@@ -133,6 +133,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             pass_finished: batch.len() < SWEEP_ITEMS_PER_STEP,
         };
         let mut cursor = self.sweep.cursor.clone();
+        let stream = self.stream_config().await?;
+        let mut expired_items = Vec::new();
         let mut expired_keys = Vec::new();
         let mut mutations = Vec::new();
         // Item collections (tables with local indexes) as this step's deletes leave them.
@@ -189,11 +191,21 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     )
                     .await?;
                     expired_keys.push(key.clone());
+                    if stream.is_some() {
+                        expired_items.push(item);
+                    }
                 }
             }
             cursor = Some(key);
         }
         if !expired_keys.is_empty() {
+            // Stream records name the service as the deleter (issue 18, "Time to Live").
+            mutations.extend(self.stream_records(
+                stream,
+                expired_items.iter().map(|item| (Some(item), None)),
+                now_unix_seconds.saturating_mul(1000),
+                true,
+            ));
             let mut batch = MutationBatch { mutations };
             // Decided against this leader's view of every slot before it (invariant 6).
             batch.mutations.push(self.chain_requirement().await?);

@@ -56,6 +56,8 @@ pub fn shard_config(directory: &Path) -> ShardConfig {
         tick_interval: TICK,
         seed: 17,
         time_to_live_sweep_period: Duration::from_secs(1),
+        stream_retention: Duration::from_secs(24 * 3600),
+        stream_shard_rollover: Duration::from_secs(4 * 3600),
     }
 }
 
