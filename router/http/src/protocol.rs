@@ -7,6 +7,9 @@ use serde_json::{Value as Json, json};
 
 /// The `X-Amz-Target` prefix of DynamoDB API version 2012-08-10.
 pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
+/// The `X-Amz-Target` prefix of the DynamoDB Streams API (version 2012-08-10), served on the
+/// same endpoint: SDKs sign it for the `dynamodb` service too.
+pub const STREAMS_TARGET_PREFIX: &str = "DynamoDBStreams_20120810.";
 /// The content type of requests and responses.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 /// DynamoDB's largest request is a 16 MB BatchWriteItem; bodies past this are refused, and so
@@ -40,6 +43,10 @@ pub enum Operation {
     ListTagsOfResource,
     UpdateTimeToLive,
     DescribeTimeToLive,
+    ListStreams,
+    DescribeStream,
+    GetShardIterator,
+    GetRecords,
 }
 
 const OPERATIONS: [(&str, Operation); 20] = [
@@ -65,18 +72,34 @@ const OPERATIONS: [(&str, Operation); 20] = [
     ("DescribeTimeToLive", Operation::DescribeTimeToLive),
 ];
 
+/// The DynamoDB Streams operations, under their own prefix only.
+const STREAMS_OPERATIONS: [(&str, Operation); 4] = [
+    ("ListStreams", Operation::ListStreams),
+    ("DescribeStream", Operation::DescribeStream),
+    ("GetShardIterator", Operation::GetShardIterator),
+    ("GetRecords", Operation::GetRecords),
+];
+
 impl Operation {
     pub fn name(self) -> &'static str {
         OPERATIONS
             .iter()
+            .chain(STREAMS_OPERATIONS.iter())
             .find(|(_, operation)| *operation == self)
             .map_or("Unknown", |(name, _)| name)
     }
 
-    /// The operation an `X-Amz-Target` header names; `None` for anything else.
+    /// The operation an `X-Amz-Target` header names; `None` for anything else (a Streams
+    /// operation under the DynamoDB prefix included, as DynamoDB has none of that name).
     pub fn from_target(target: &str) -> Option<Operation> {
-        let name = target.strip_prefix(TARGET_PREFIX)?;
-        OPERATIONS
+        let (table, name) = match target.strip_prefix(TARGET_PREFIX) {
+            Some(name) => (&OPERATIONS[..], name),
+            None => (
+                &STREAMS_OPERATIONS[..],
+                target.strip_prefix(STREAMS_TARGET_PREFIX)?,
+            ),
+        };
+        table
             .iter()
             .find(|(known, _)| *known == name)
             .map(|(_, operation)| *operation)
@@ -345,6 +368,16 @@ mod tests {
             Some(Operation::PutItem)
         );
         assert_eq!(Operation::from_target("DynamoDB_20120810.Nope"), None);
+        assert_eq!(
+            Operation::from_target("DynamoDBStreams_20120810.GetRecords"),
+            Some(Operation::GetRecords)
+        );
+        assert_eq!(Operation::from_target("DynamoDB_20120810.GetRecords"), None);
+        assert_eq!(
+            Operation::from_target("DynamoDBStreams_20120810.PutItem"),
+            None
+        );
+        assert_eq!(Operation::GetShardIterator.name(), "GetShardIterator");
         assert_eq!(Operation::from_target("PutItem"), None);
         assert_eq!(Operation::from_target("DynamoDB_20111205.PutItem"), None);
         assert_eq!(Operation::PutItem.name(), "PutItem");

@@ -206,6 +206,8 @@ pub struct TableRecord {
     /// reused, so an outbox record of a deleted index never reaches a new one). Absent in
     /// items written before UpdateTable could add indexes: then one past the highest in use.
     pub global_index_numbers_used: u16,
+    /// The table's streams, oldest first (invariant 2: absent when it never had one).
+    pub streams: Vec<TableStream>,
 }
 
 /// A global secondary index of a table: its definition, its partitions (placed and numbered
@@ -255,6 +257,116 @@ impl GlobalIndexStatus {
 /// The table item's member present while some global index is CREATING or DELETING, so that
 /// the repair pass finds the tables whose index change a router must finish.
 pub const GLOBAL_INDEXES_CHANGING_ATTRIBUTE: &str = "global_indexes_changing";
+
+/// The table item's member present while the table's latest stream is ENABLING or DISABLING,
+/// so that the repair pass finds the tables whose stream change a router must finish.
+pub const STREAMS_CHANGING_ATTRIBUTE: &str = "streams_changing";
+
+/// Where a table's stream is in its life (DescribeStream's StreamStatus).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Its partitions are being told to record changes (`settled`: those that do).
+    Enabling,
+    Enabled,
+    /// Its partitions are being told to stop (`settled`: those that did).
+    Disabling,
+    /// No partition records for it; its records stay readable for the retention.
+    Disabled,
+}
+
+impl StreamStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamStatus::Enabling => "ENABLING",
+            StreamStatus::Enabled => "ENABLED",
+            StreamStatus::Disabling => "DISABLING",
+            StreamStatus::Disabled => "DISABLED",
+        }
+    }
+
+    fn parse(text: &str) -> Option<StreamStatus> {
+        [
+            StreamStatus::Enabling,
+            StreamStatus::Enabled,
+            StreamStatus::Disabling,
+            StreamStatus::Disabled,
+        ]
+        .into_iter()
+        .find(|status| status.name() == text)
+    }
+
+    /// ENABLING or ENABLED: the table's StreamSpecification says enabled.
+    pub fn is_on(self) -> bool {
+        matches!(self, StreamStatus::Enabling | StreamStatus::Enabled)
+    }
+}
+
+/// One stream a table has had (router/server README.md, "Streams"): the newest is the
+/// table's latest stream; older ones are disabled and listed until their records are past the
+/// retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableStream {
+    /// The stream's creation time in unix milliseconds of its router's wall clock: its id in
+    /// the partitions (shoal_model::stream) and its label. Each is above the table's earlier
+    /// streams'.
+    pub id: u64,
+    pub view: shoal_model::stream::ViewType,
+    pub status: StreamStatus,
+    /// While ENABLING or DISABLING: the base partitions whose configuration already follows.
+    pub settled: BTreeSet<u64>,
+    /// When it was disabled (unix milliseconds), once it was.
+    pub disabled_at_ms: Option<u64>,
+}
+
+fn streams_json(streams: &[TableStream]) -> Json {
+    let list: Vec<Json> = streams
+        .iter()
+        .map(|stream| {
+            let settled: Vec<Json> = stream.settled.iter().map(|id| number(*id)).collect();
+            let mut map = json!({
+                "id": number(stream.id),
+                "view": string(stream.view.as_str()),
+                "status": string(stream.status.name()),
+                "settled": { "L": settled },
+            });
+            if let Some(at) = stream.disabled_at_ms {
+                map["disabled_at_ms"] = number(at);
+            }
+            json!({ "M": map })
+        })
+        .collect();
+    json!({ "L": list })
+}
+
+/// The `streams` member (invariant 2: absent in items of tables that never had a stream).
+fn streams_from(item: &Json) -> Result<Vec<TableStream>, DynamoError> {
+    if item.get("streams").is_none() {
+        return Ok(Vec::new());
+    }
+    get_list(item, "streams")?
+        .iter()
+        .map(|entry| {
+            let map = get_map(entry, "a stream")?;
+            Ok(TableStream {
+                id: get_number(map, "id")?,
+                view: shoal_model::stream::ViewType::parse(get_string(map, "view")?)
+                    .ok_or_else(|| corrupt("unknown stream view type"))?,
+                status: StreamStatus::parse(get_string(map, "status")?)
+                    .ok_or_else(|| corrupt("unknown stream status"))?,
+                settled: get_list(map, "settled")?
+                    .iter()
+                    .map(|id| {
+                        id.get("N")
+                            .and_then(Json::as_str)
+                            .and_then(|text| text.parse().ok())
+                            .ok_or_else(|| corrupt("a settled partition is not an id"))
+                    })
+                    .collect::<Result<BTreeSet<u64>, DynamoError>>()?,
+                disabled_at_ms: get_optional_number(map, "disabled_at_ms")?,
+            })
+        })
+        .collect()
+}
 
 /// A table's Time to Live: the attribute that holds each item's expiry while TTL is enabled,
 /// and when UpdateTimeToLive last changed it. Both are absent from items written before TTL
@@ -569,6 +681,20 @@ impl TableRecord {
                 );
             }
         }
+        if !self.streams.is_empty() {
+            item.insert("streams".to_string(), streams_json(&self.streams));
+            if self.streams.last().is_some_and(|stream| {
+                matches!(
+                    stream.status,
+                    StreamStatus::Enabling | StreamStatus::Disabling
+                )
+            }) {
+                item.insert(
+                    STREAMS_CHANGING_ATTRIBUTE.to_string(),
+                    json!({ "BOOL": true }),
+                );
+            }
+        }
         // Invariant 4: absent when empty, so that a scan can filter on its existence.
         if !self.pending_replicas.is_empty() {
             let pending: Vec<Json> = self
@@ -711,6 +837,7 @@ impl TableRecord {
                     .unwrap_or(0),
             },
             global_indexes,
+            streams: streams_from(item)?,
         })
     }
 
@@ -1184,11 +1311,12 @@ impl MetadataStore {
     ) -> Result<Vec<TableRecord>, ForwardError> {
         let parameters = json!({
             "ConsistentRead": true,
-            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR attribute_exists(#changing) OR #status <> :active)",
+            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR attribute_exists(#changing) OR attribute_exists(#streams) OR #status <> :active)",
             "ExpressionAttributeNames": {
                 "#key": KEY_ATTRIBUTE,
                 "#pending": PENDING_REPLICAS_ATTRIBUTE,
                 "#changing": GLOBAL_INDEXES_CHANGING_ATTRIBUTE,
+                "#streams": STREAMS_CHANGING_ATTRIBUTE,
                 "#status": "status",
             },
             "ExpressionAttributeValues": {
@@ -1209,6 +1337,21 @@ impl MetadataStore {
             "ConsistentRead": true,
             "FilterExpression": "begins_with(#key, :prefix)",
             "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
+            "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
+        });
+        self.scan_tables(forwarder, parameters, deadline).await
+    }
+
+    /// The tables that have or had a stream (ListStreams).
+    pub async fn tables_with_streams(
+        &self,
+        forwarder: &Forwarder,
+        deadline: Instant,
+    ) -> Result<Vec<TableRecord>, ForwardError> {
+        let parameters = json!({
+            "ConsistentRead": true,
+            "FilterExpression": "begins_with(#key, :prefix) AND attribute_exists(#streams)",
+            "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE, "#streams": "streams" },
             "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
         });
         self.scan_tables(forwarder, parameters, deadline).await
@@ -1341,6 +1484,22 @@ mod tests {
                 }),
                 deletion_protection: true,
             },
+            streams: vec![
+                TableStream {
+                    id: 1_700_000_000_000,
+                    view: shoal_model::stream::ViewType::OldImage,
+                    status: StreamStatus::Disabled,
+                    settled: BTreeSet::new(),
+                    disabled_at_ms: Some(1_700_000_500_000),
+                },
+                TableStream {
+                    id: 1_700_000_600_000,
+                    view: shoal_model::stream::ViewType::NewAndOldImages,
+                    status: StreamStatus::Enabling,
+                    settled: BTreeSet::from([12]),
+                    disabled_at_ms: None,
+                },
+            ],
             time_to_live: TimeToLiveSetting {
                 attribute: Some("expires_at".to_string()),
                 changed_at_ms: Some(1_700_000_300_000),

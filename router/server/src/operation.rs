@@ -1,6 +1,7 @@
 //! The DynamoDB operations a [`Router`] serves, and its one dispatch table: the HTTP API and the
 //! native protocol both name an operation in their own wire form (an `X-Amz-Target` name, a
-//! schema value) and hand it here by its DynamoDB name.
+//! schema value) and hand it here by its DynamoDB name. The four DynamoDB Streams operations
+//! (`DynamoDBStreams_20120810`) are here too: they share the endpoint and the table metadata.
 
 use serde_json::Value as Json;
 
@@ -29,10 +30,14 @@ pub enum Operation {
     Scan,
     BatchGetItem,
     BatchWriteItem,
+    ListStreams,
+    DescribeStream,
+    GetShardIterator,
+    GetRecords,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 23] = [
         Operation::CreateTable,
         Operation::DeleteTable,
         Operation::DescribeTable,
@@ -52,6 +57,10 @@ impl Operation {
         Operation::Scan,
         Operation::BatchGetItem,
         Operation::BatchWriteItem,
+        Operation::ListStreams,
+        Operation::DescribeStream,
+        Operation::GetShardIterator,
+        Operation::GetRecords,
     ];
 
     /// DynamoDB's name of the operation.
@@ -76,6 +85,10 @@ impl Operation {
             Operation::Scan => "Scan",
             Operation::BatchGetItem => "BatchGetItem",
             Operation::BatchWriteItem => "BatchWriteItem",
+            Operation::ListStreams => "ListStreams",
+            Operation::DescribeStream => "DescribeStream",
+            Operation::GetShardIterator => "GetShardIterator",
+            Operation::GetRecords => "GetRecords",
         }
     }
 
@@ -118,6 +131,10 @@ impl Router {
             Operation::Scan => self.scan(body).await,
             Operation::BatchGetItem => self.batch_get_item(body).await,
             Operation::BatchWriteItem => self.batch_write_item(body).await,
+            Operation::ListStreams => self.list_streams(body).await,
+            Operation::DescribeStream => self.describe_stream(body).await,
+            Operation::GetShardIterator => self.get_shard_iterator(body).await,
+            Operation::GetRecords => self.get_records(body).await,
         }
     }
 }

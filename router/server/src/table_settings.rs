@@ -1,7 +1,8 @@
 //! The table settings that infrastructure tools (CloudFormation, Terraform, CDK) send with every
-//! table: encryption at rest (`SSESpecification`), the table class, deletion protection and a
-//! disabled stream (`StreamSpecification` with `StreamEnabled: false`). Their request checks,
-//! how each is kept in the table item, and what DescribeTable reports, as DynamoDB does.
+//! table: encryption at rest (`SSESpecification`), the table class, deletion protection and
+//! the stream (`StreamSpecification`; the stream itself is router/streams.rs's). Their request
+//! checks, how each is kept in the table item, and what DescribeTable reports, as DynamoDB
+//! does.
 //!
 //! Sources for the rules and texts (conformance tests cite them beside each case):
 //! - botocore's service-2.json: the members, their enums (`SSEType` AES256/KMS,
@@ -76,10 +77,6 @@ pub enum EncryptionRequest {
         key: Option<String>,
     },
 }
-
-/// A checked `StreamSpecification`: only a disabled stream passes (streams are not built).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StreamDisabled;
 
 /// The settings CreateTable asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -239,31 +236,40 @@ pub fn stream_specification(body: &Json) -> Result<Option<StreamSpecification>, 
     }))
 }
 
-/// Streams are not built: a stream asked to be on is refused by name, never ignored.
-fn streams_not_built() -> DynamoError {
-    DynamoError::validation(
-        "StreamSpecification with StreamEnabled true is not supported by this server yet: DynamoDB Streams are not built, so no table has a stream",
-    )
+fn view_type(stream: &StreamSpecification) -> Option<shoal_model::stream::ViewType> {
+    stream
+        .view_type
+        .as_deref()
+        .and_then(shoal_model::stream::ViewType::parse)
 }
 
 /// CreateTable's stream rules: a disabled stream takes no view type, an enabled one needs it.
-pub fn check_create_stream(stream: &StreamSpecification) -> Result<(), DynamoError> {
+/// The view type of the stream to create, if one is asked for.
+pub fn check_create_stream(
+    stream: &StreamSpecification,
+) -> Result<Option<shoal_model::stream::ViewType>, DynamoError> {
     match (stream.enabled, &stream.view_type) {
-        (false, None) => Ok(()),
+        (false, None) => Ok(None),
         (false, Some(_)) => Err(DynamoError::validation(format!(
             "{INVALID}Table is being created with a stream disabled, UpdateViewType should not be specified"
         ))),
         (true, None) => Err(DynamoError::validation(format!(
             "{INVALID}Table is being created with a stream enabled, UpdateViewType is required"
         ))),
-        (true, Some(_)) => Err(streams_not_built()),
+        (true, Some(_)) => Ok(view_type(stream)),
     }
 }
 
-/// UpdateTable's stream rules, given the table's name: the request's shape first, then the
-/// table's state. No Shoal table has a stream, so disabling one is DynamoDB's "no stream to
-/// disable".
-pub fn check_update_stream(stream: &StreamSpecification, table: &str) -> Result<(), DynamoError> {
+/// UpdateTable's stream rules, given the table's name and whether its latest stream is on
+/// (ENABLING or ENABLED): the request's shape first, then the table's state (messages from
+/// probes of DynamoDB, ack-api-quirks DDB-TABLE-050 and -442, and Alternator's
+/// test_streams.py, which runs on DynamoDB). `Some(view)` enables a new stream, `None`
+/// disables the one that is on.
+pub fn check_update_stream(
+    stream: &StreamSpecification,
+    table: &str,
+    stream_on: bool,
+) -> Result<Option<shoal_model::stream::ViewType>, DynamoError> {
     match (stream.enabled, &stream.view_type) {
         (false, Some(_)) => Err(DynamoError::validation(format!(
             "{INVALID}If stream is being disabled, then UpdateViewType must not be specified"
@@ -271,10 +277,15 @@ pub fn check_update_stream(stream: &StreamSpecification, table: &str) -> Result<
         (true, None) => Err(DynamoError::validation(format!(
             "{INVALID}If stream is being enabled then UpdateViewType is required"
         ))),
-        (false, None) => Err(DynamoError::validation(format!(
+        (false, None) if !stream_on => Err(DynamoError::validation(format!(
             "Table has no stream to disable: TableName: {table}"
         ))),
-        (true, Some(_)) => Err(streams_not_built()),
+        (false, None) => Ok(None),
+        // The same view type or another: a stream's view type never changes in place.
+        (true, Some(_)) if stream_on => Err(DynamoError::validation(format!(
+            "Table already has an enabled stream: TableName: {table}"
+        ))),
+        (true, Some(_)) => Ok(view_type(stream)),
     }
 }
 
@@ -316,14 +327,10 @@ impl TableSettings {
     pub fn updated(
         &self,
         request: &UpdateSettings,
-        table: &str,
         region: &str,
         account: &str,
         now_ms: u64,
     ) -> Result<Option<TableSettings>, DynamoError> {
-        if let Some(stream) = &request.stream {
-            check_update_stream(stream, table)?;
-        }
         let mut changed = self.clone();
         match &request.encryption {
             None => {}
@@ -555,16 +562,17 @@ mod tests {
     }
 
     #[test]
-    fn streams_may_only_be_disabled() {
+    fn stream_changes_follow_dynamodb() {
         let stream = |specification: Json| {
             stream_specification(&json!({ "StreamSpecification": specification }))
         };
         let disabled = stream(json!({"StreamEnabled": false})).unwrap().unwrap();
-        assert_eq!(check_create_stream(&disabled), Ok(()));
+        assert_eq!(check_create_stream(&disabled), Ok(None));
         assert_eq!(
-            message(check_update_stream(&disabled, "t")),
+            message(check_update_stream(&disabled, "t", false)),
             "Table has no stream to disable: TableName: t"
         );
+        assert_eq!(check_update_stream(&disabled, "t", true), Ok(None));
         let with_view = stream(json!({"StreamEnabled": false, "StreamViewType": "KEYS_ONLY"}))
             .unwrap()
             .unwrap();
@@ -573,7 +581,7 @@ mod tests {
             "One or more parameter values were invalid: Table is being created with a stream disabled, UpdateViewType should not be specified"
         );
         assert_eq!(
-            message(check_update_stream(&with_view, "t")),
+            message(check_update_stream(&with_view, "t", true)),
             "One or more parameter values were invalid: If stream is being disabled, then UpdateViewType must not be specified"
         );
         let enabled_bare = stream(json!({"StreamEnabled": true})).unwrap().unwrap();
@@ -584,8 +592,13 @@ mod tests {
         let enabled = stream(json!({"StreamEnabled": true, "StreamViewType": "NEW_IMAGE"}))
             .unwrap()
             .unwrap();
-        assert!(message(check_create_stream(&enabled)).contains("not supported by this server"));
-        assert!(message(check_update_stream(&enabled, "t")).contains("not supported"));
+        let new_image = Some(shoal_model::stream::ViewType::NewImage);
+        assert_eq!(check_create_stream(&enabled), Ok(new_image));
+        assert_eq!(check_update_stream(&enabled, "t", false), Ok(new_image));
+        assert_eq!(
+            message(check_update_stream(&enabled, "t", true)),
+            "Table already has an enabled stream: TableName: t"
+        );
         assert_eq!(
             message(stream(json!({"StreamViewType": "NEW_IMAGE"}))),
             "1 validation error detected: Value null at 'streamSpecification.streamEnabled' failed to satisfy constraint: Member must not be null"
@@ -602,7 +615,7 @@ mod tests {
         settings: &TableSettings,
         request: UpdateSettings,
     ) -> Result<Option<TableSettings>, DynamoError> {
-        settings.updated(&request, "t", "us-east-1", "000000000000", 5_000)
+        settings.updated(&request, "us-east-1", "000000000000", 5_000)
     }
 
     #[test]

@@ -178,6 +178,8 @@ pub struct CreateTable {
     pub local_indexes: Vec<LocalIndex>,
     /// GlobalSecondaryIndexes, in request order.
     pub global_indexes: Vec<index_definitions::GlobalIndex>,
+    /// StreamSpecification's view type when it enables a stream.
+    pub stream: Option<shoal_model::stream::ViewType>,
 }
 
 fn attribute_definitions(body: &Json) -> Result<Vec<(String, KeyType)>, DynamoError> {
@@ -509,9 +511,10 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         table_class: table_class(body)?,
         deletion_protection: deletion_protection(body)?,
     };
-    if let Some(stream) = table_settings::stream_specification(body)? {
-        table_settings::check_create_stream(&stream)?;
-    }
+    let stream = match table_settings::stream_specification(body)? {
+        Some(stream) => table_settings::check_create_stream(&stream)?,
+        None => None,
+    };
     index_definitions::check_shapes(body)?;
     let indexed = index_definitions::requested(body);
     let elements = key_elements(body)?;
@@ -586,6 +589,7 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         settings,
         local_indexes: indexes.local,
         global_indexes: indexes.global,
+        stream,
     })
 }
 
@@ -651,6 +655,11 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
     {
         return Err(DynamoError::validation(
             "One or more parameter values were invalid: You cannot modify stream status while updating table IOPS",
+        ));
+    }
+    if stream.is_some() && global_index_updates.is_some() {
+        return Err(DynamoError::validation(
+            "One or more parameter values were invalid: You cannot create or delete index while changing stream status",
         ));
     }
     if let Some(member) = features_not_built.clone().next() {
@@ -1156,7 +1165,10 @@ mod tests {
             Some(table_settings::EncryptionRequest::Kms { key: None })
         );
         body["StreamSpecification"] = json!({"StreamEnabled": true, "StreamViewType": "KEYS_ONLY"});
-        assert!(message(&body).contains("not supported by this server yet"));
+        assert_eq!(
+            create_table(&body).unwrap().stream,
+            Some(shoal_model::stream::ViewType::KeysOnly)
+        );
         // Key attribute names of 1 to 255 characters, in the key schema and the definitions.
         for (schema_name, definition_name, path) in [
             (

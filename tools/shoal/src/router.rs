@@ -521,7 +521,18 @@ mod tests {
             .map(|operation| operation.name())
             .chain(["DescribeEndpoints"]);
         for name in http {
-            let target = format!("DynamoDB_20120810.{name}");
+            let streams = [
+                "ListStreams",
+                "DescribeStream",
+                "GetShardIterator",
+                "GetRecords",
+            ];
+            let prefix = if streams.contains(&name) {
+                "DynamoDBStreams_20120810"
+            } else {
+                "DynamoDB_20120810"
+            };
+            let target = format!("{prefix}.{name}");
             let operation = Operation::from_target(&target).expect("the HTTP API knows it");
             assert!(
                 RouterOperation::from_name(operation.name()).is_some()

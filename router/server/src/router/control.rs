@@ -41,7 +41,7 @@ fn tags_page(
 
 impl Router {
     /// A table's ARN, as DescribeTable reports it and the tag operations take it.
-    fn table_arn(&self, name: &str) -> String {
+    pub(super) fn table_arn(&self, name: &str) -> String {
         format!(
             "arn:aws:dynamodb:{}:{}:table/{name}",
             self.config.region, self.config.account
@@ -191,6 +191,7 @@ impl Router {
             "TableId": format!("00000000-0000-4000-8000-{first_partition:012x}"),
         });
         record.settings.describe_into(&mut description, date_json);
+        self.describe_stream_into(record, &mut description);
         if !record.local_indexes.is_empty() {
             description["LocalSecondaryIndexes"] = self.local_indexes_json(record);
         }
@@ -337,6 +338,19 @@ impl Router {
             local_indexes: request.local_indexes,
             global_index_numbers_used: u16::try_from(global_indexes.len()).unwrap_or(u16::MAX),
             global_indexes,
+            // ENABLING until the partitions record for it; the table is ACTIVE only then
+            // (finish_creation), so no write of the new table escapes its stream.
+            streams: request
+                .stream
+                .map(|view| crate::metadata::TableStream {
+                    id: unix_millis_now(),
+                    view,
+                    status: crate::metadata::StreamStatus::Enabling,
+                    settled: Default::default(),
+                    disabled_at_ms: None,
+                })
+                .into_iter()
+                .collect(),
         };
         // Step 1: the CREATING item, with the partition list, before any replica exists
         // (metadata invariant 5). Ids reserved above and never written here are simply never
@@ -354,7 +368,7 @@ impl Router {
         }
         self.step_done(ControlStep::CreateItemWritten).await;
         match self.finish_creation(record, deadline).await? {
-            Creation::Active(record) => {
+            Creation::Active(record) | Creation::Creating(record) => {
                 Ok(json!({ "TableDescription": self.table_description(&record) }))
             }
             Creation::Abandoned { name, problem } => Err(DynamoError::internal(format!(
@@ -408,6 +422,24 @@ impl Router {
             );
         }
         record.pending_replicas = missing.into_keys().collect();
+        if let Some(stream) = record
+            .streams
+            .last_mut()
+            .filter(|stream| stream.status == crate::metadata::StreamStatus::Enabling)
+        {
+            // The stream must record every write of the table: its partitions follow it before
+            // the table is ACTIVE. Not all reached now: the table stays CREATING and the repair
+            // pass finishes it.
+            let target = Some((stream.id, stream.view));
+            let configured = self
+                .configure_partitions(&record, target, &Default::default(), deadline)
+                .await;
+            if configured.len() < record.partitions.len() {
+                return Ok(Creation::Creating(Box::new(record)));
+            }
+            let stream = record.streams.last_mut().expect("checked above");
+            stream.status = crate::metadata::StreamStatus::Enabled;
+        }
         record.status = TableStatus::Active;
         let activated = self
             .metadata
@@ -873,9 +905,32 @@ impl Router {
                         TableStatus::Deleting => return Err(table_in_use(name, "deleted")),
                     }
                     let now_ms = unix_millis_now();
+                    let stream_change = match &request.settings.stream {
+                        None => None,
+                        Some(specification) => {
+                            let latest = record.streams.last();
+                            if specification.enabled
+                                && latest.is_some_and(|stream| {
+                                    stream.status == crate::metadata::StreamStatus::Disabling
+                                })
+                            {
+                                return Err(DynamoError::new(
+                                    RESOURCE_IN_USE,
+                                    format!(
+                                        "Attempt to change a resource which is still in use: the stream of table {name} is being disabled"
+                                    ),
+                                ));
+                            }
+                            let on = latest.is_some_and(|stream| stream.status.is_on());
+                            Some(crate::table_settings::check_update_stream(
+                                specification,
+                                name,
+                                on,
+                            )?)
+                        }
+                    };
                     let settings = record.settings.updated(
                         &request.settings,
-                        name,
                         region,
                         account,
                         now_ms,
@@ -884,10 +939,34 @@ impl Router {
                     if let Some(billing) = billing {
                         validate::check_table_maximum(billing, region)?;
                     }
-                    if billing.is_none() && settings.is_none() {
+                    if billing.is_none() && settings.is_none() && stream_change.is_none() {
                         return Ok(None);
                     }
                     let mut changed = record.clone();
+                    match stream_change {
+                        None => {}
+                        // A new stream, ENABLING until its partitions record for it; its id is
+                        // above every earlier stream's (a partition never goes back to one).
+                        Some(Some(view)) => {
+                            let id = changed
+                                .streams
+                                .last()
+                                .map_or(now_ms, |latest| now_ms.max(latest.id + 1));
+                            changed.streams.push(crate::metadata::TableStream {
+                                id,
+                                view,
+                                status: crate::metadata::StreamStatus::Enabling,
+                                settled: Default::default(),
+                                disabled_at_ms: None,
+                            });
+                        }
+                        Some(None) => {
+                            let latest = changed.streams.last_mut().expect("a stream is on");
+                            latest.status = crate::metadata::StreamStatus::Disabling;
+                            latest.settled.clear();
+                        }
+                    }
+                    changed.streams = super::streams::pruned_streams(&changed.streams, now_ms);
                     if let Some(billing) = billing {
                         changed.change_billing(billing, now_ms);
                         // Provisioned again, every index needs throughput of its own
@@ -909,6 +988,13 @@ impl Router {
                 },
             )
             .await?;
+        if request.settings.stream.is_some() {
+            // The partitions follow the change now; whatever does not answer, the repair
+            // pass finishes.
+            if let Err(error) = self.advance_stream(&record).await {
+                tracing::warn!(table = %record.name, %error.message, "stream change left to the repair pass");
+            }
+        }
         Ok(json!({ "TableDescription": self.table_description(&record) }))
     }
 
@@ -1073,6 +1159,9 @@ pub(super) enum Creation {
     /// The table is ACTIVE: this record (boxed: a record is several hundred bytes, the other
     /// variant a few dozen).
     Active(Box<TableRecord>),
+    /// Still CREATING: its replicas exist, but not every partition follows its stream yet
+    /// (the repair pass finishes it).
+    Creating(Box<TableRecord>),
     /// Not created (a partition without a majority of its replicas): the table was deleted,
     /// or is being deleted by the router that won the race.
     Abandoned { name: String, problem: String },

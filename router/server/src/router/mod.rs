@@ -16,6 +16,7 @@ mod index_updates;
 mod items;
 mod propagate;
 mod repair;
+mod streams;
 
 pub use repair::RepairReport;
 

@@ -140,6 +140,20 @@ impl Router {
             })
             .cloned()
             .collect();
+        // Stream changes (streams.rs) of ACTIVE tables, likewise.
+        let changing_streams: Vec<TableRecord> = active
+            .iter()
+            .filter(|record| {
+                record.streams.last().is_some_and(|stream| {
+                    matches!(
+                        stream.status,
+                        crate::metadata::StreamStatus::Enabling
+                            | crate::metadata::StreamStatus::Disabling
+                    )
+                })
+            })
+            .cloned()
+            .collect();
         // One part failing (a table item changed meanwhile, a node slow) does not hold up the
         // others: each is tried again at the next pass.
         let pending_total: usize = active
@@ -157,6 +171,11 @@ impl Router {
             self.finish_unfinished_of(unfinished).await;
         for record in &changing_indexes {
             self.advance_index_changes(record).await;
+        }
+        for record in &changing_streams {
+            if let Err(error) = self.advance_stream(record).await {
+                tracing::warn!(table = %record.name, %error.message, "stream change not advanced");
+            }
         }
         let scan_due = self
             .repair
@@ -343,6 +362,7 @@ impl Router {
                     TableStatus::Creating => self.finish_creation(record, deadline).await.map(
                         |creation| match creation {
                             Creation::Active(_) => "ACTIVE",
+                            Creation::Creating(_) => "still CREATING (its stream is not set up)",
                             Creation::Abandoned { .. } => "gone (not created)",
                         },
                     ),
@@ -487,6 +507,7 @@ mod tests {
             local_indexes: Vec::new(),
             global_indexes: Vec::new(),
             global_index_numbers_used: 0,
+            streams: Vec::new(),
         }
     }
 
