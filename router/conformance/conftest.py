@@ -219,9 +219,9 @@ def port(endpoint):
     return int(endpoint.rsplit(":", 1)[1])
 
 
-def _client(endpoint, **config):
+def _client(endpoint, service="dynamodb", **config):
     return boto3.client(
-        "dynamodb",
+        service,
         endpoint_url=endpoint,
         region_name=REGION,
         aws_access_key_id=ACCESS_KEY,
@@ -242,6 +242,13 @@ def _client(endpoint, **config):
 @pytest.fixture(scope="session")
 def ddb(endpoint):
     return _client(endpoint)
+
+
+@pytest.fixture(scope="session")
+def streams(endpoint):
+    """A DynamoDB Streams client (X-Amz-Target DynamoDBStreams_20120810.*) of the same cluster:
+    DynamoDB serves Streams on an endpoint of its own, Shoal's router on the same one."""
+    return _client(endpoint, service="dynamodbstreams")
 
 
 @pytest.fixture(scope="session")

@@ -237,17 +237,6 @@ def test_bad_stream_specifications_are_refused(ddb, specification, message):
                  "ValidationException", message)
 
 
-def test_an_enabled_stream_is_refused_until_streams_exist(ddb):
-    # Shoal has no streams yet: refused by name, never ignored, and no table is made.
-    name = unique_name("settings")
-    expect_error(lambda: ddb.create_table(**create_table_request(name), StreamSpecification={
-        "StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}),
-        "ValidationException",
-        "StreamSpecification with StreamEnabled true is not supported by this server yet: "
-        "DynamoDB Streams are not built, so no table has a stream")
-    expect_error(lambda: ddb.describe_table(TableName=name), "ResourceNotFoundException")
-
-
 def test_update_table_stream_rules(ddb, create):
     name, _ = create()
     # QUIRKS-442: UpdateTable's stream texts; QUIRKS-433: not with a throughput change.
