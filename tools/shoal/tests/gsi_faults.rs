@@ -11,8 +11,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::dev::{Dev, ONE_CLUSTER_AT_A_TIME};
@@ -39,27 +37,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const CONVERGENCE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The table is created over the DynamoDB HTTP API: the native protocol's CreateTable has no
-/// index members. `shoal dev` accepts any credentials, as DynamoDB Local does.
+/// index members.
 fn http_call(port: u16, operation: &str, body: &Json) -> Json {
-    let body = body.to_string();
-    let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.0\r\n\
-         X-Amz-Target: DynamoDB_20120810.{operation}\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature={}\r\n\
-         X-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        "0".repeat(64),
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, payload) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{operation}: {answer}");
-    serde_json::from_str(payload).unwrap()
+    common::dev::http_call(port, &format!("DynamoDB_20120810.{operation}"), body).unwrap()
 }
 
 fn create_table(port: u16) {

@@ -154,6 +154,11 @@ impl Dev {
         })
     }
 
+    /// Every line `shoal dev` printed so far (for a failure's message).
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
     pub fn printed(&self, needle: &str) -> bool {
         self.lines
             .lock()
@@ -199,4 +204,42 @@ pub fn healthy(admin: SocketAddr) -> bool {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n")
+}
+
+/// One call of the DynamoDB JSON API over HTTP on `port` (`target` is the whole X-Amz-Target,
+/// e.g. `DynamoDB_20120810.CreateTable`); `shoal dev` accepts any credentials, as DynamoDB
+/// Local does. The answer's body, or the status line and body of an error.
+pub fn http_call(
+    port: u16,
+    target: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|error| format!("connect: {error}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|error| error.to_string())?;
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.0\r\n\
+         X-Amz-Target: {target}\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature={}\r\n\
+         X-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "0".repeat(64),
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|error| format!("send: {error}"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|error| format!("receive: {error}"))?;
+    let (head, payload) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no body: {answer}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{target}: {answer}"));
+    }
+    serde_json::from_str(payload).map_err(|error| format!("{target}: {error}: {payload}"))
 }
