@@ -439,11 +439,11 @@ impl Router {
             validate::check_table_name(table)?;
         }
         let start = match optional_string(&body, "ExclusiveStartStreamArn")? {
-            Some(arn) => Some(self.parse_stream_arn(arn).or_else(|error| {
+            Some(arn) => Some(self.parse_stream_arn(arn).map_err(|error| {
                 if error.type_name == RESOURCE_NOT_FOUND {
-                    Err(DynamoError::validation(format!("Invalid StreamArn: {arn}")))
+                    DynamoError::validation(format!("Invalid StreamArn: {arn}"))
                 } else {
-                    Err(error)
+                    error
                 }
             })?),
             None => None,
@@ -581,26 +581,17 @@ impl Router {
         Ok((shard, entry))
     }
 
-    /// A shard's records after `after`, at its partition's leader.
+    /// A shard's records (`read`: a `StreamRead`), at its partition's leader.
     async fn read_shard(
         &self,
         table: &str,
         entry: &PartitionEntry,
-        stream: u64,
-        generation: u32,
-        after: Option<RecordPosition>,
-        limit: u32,
+        read: PreparedRequest,
         deadline: Instant,
     ) -> Result<ItemResult, DynamoError> {
-        let call = ItemCall::new(&PreparedRequest::StreamRead {
-            stream,
-            generation,
-            after,
-            limit,
-        });
         let reply = self
             .forwarder
-            .forward(entry, &call, deadline)
+            .forward(entry, &ItemCall::new(&read), deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
         self.note_leader(table, None, entry.id, Some(reply.leader));
@@ -652,16 +643,14 @@ impl Router {
         let after = match (kind, at) {
             ("TRIM_HORIZON", _) => None,
             ("LATEST", _) => {
+                let read = PreparedRequest::StreamRead {
+                    stream: stream.id,
+                    generation: shard.generation,
+                    after: None,
+                    limit: 0,
+                };
                 let result = self
-                    .read_shard(
-                        &record.name,
-                        &entry,
-                        stream.id,
-                        shard.generation,
-                        None,
-                        0,
-                        deadline,
-                    )
+                    .read_shard(&record.name, &entry, read, deadline)
                     .await?;
                 let ItemResult::StreamRecords { applied_slot, .. } = result else {
                     return Err(DynamoError::internal(
@@ -728,16 +717,14 @@ impl Router {
             other => other?,
         };
         let (shard, entry) = Self::shard_partition(&record, Some(state.shard))?;
+        let read = PreparedRequest::StreamRead {
+            stream: stream.id,
+            generation: shard.generation,
+            after: state.after,
+            limit,
+        };
         let result = self
-            .read_shard(
-                &record.name,
-                &entry,
-                stream.id,
-                shard.generation,
-                state.after,
-                limit,
-                deadline,
-            )
+            .read_shard(&record.name, &entry, read, deadline)
             .await?;
         let ItemResult::StreamRecords {
             records,
