@@ -1781,10 +1781,10 @@ mod tests {
             "malformed item request encoding: unknown request format version 2 (at byte 1)"
         );
         let mut unknown_kind = bytes.clone();
-        unknown_kind[1] = 0x10;
+        unknown_kind[1] = 0x13;
         assert_eq!(
             error_message(&unknown_kind),
-            "malformed item request encoding: unknown request kind 0x10 (at byte 2)"
+            "malformed item request encoding: unknown request kind 0x13 (at byte 2)"
         );
         let mut trailing = bytes.clone();
         trailing.push(0);
