@@ -137,6 +137,8 @@ pub struct DynamoDbHttp {
     provisioned: bool,
     /// The table's global secondary indexes (`targets::create_table_request`), and its name.
     global_indexes: u8,
+    /// The table's stream view type, when it has a stream.
+    stream: Option<&'static str>,
     table: String,
     endpoint: SocketAddr,
     /// Idle keep-alive connections; a client thread takes one per request and gives it back.
@@ -150,31 +152,34 @@ impl DynamoDbHttp {
         endpoint: SocketAddr,
         provisioned: bool,
     ) -> Result<DynamoDbHttp, String> {
-        Self::connect_indexed(name, endpoint, provisioned, 0)
+        Self::connect_indexed(name, endpoint, provisioned, 0, None)
     }
 
-    /// [`DynamoDbHttp::connect`] to a table with `global_indexes` GSIs of its own.
+    /// [`DynamoDbHttp::connect`] to a table of its own with `global_indexes` GSIs and a stream
+    /// of view type `stream`.
     pub fn connect_indexed(
         name: &'static str,
         endpoint: SocketAddr,
         provisioned: bool,
         global_indexes: u8,
+        stream: Option<&'static str>,
     ) -> Result<DynamoDbHttp, String> {
         let first = Connection::open(endpoint).map_err(|error| format!("{endpoint}: {error}"))?;
         Ok(DynamoDbHttp {
             name,
             provisioned,
             global_indexes,
-            table: crate::load::targets::table_name(global_indexes),
+            stream,
+            table: crate::load::targets::table_name(global_indexes, stream),
             endpoint,
             idle: Mutex::new(vec![first]),
         })
     }
 
-    fn request_bytes(&self, operation: &str, body: &[u8]) -> Vec<u8> {
+    fn request_bytes(&self, target: &str, body: &[u8]) -> Vec<u8> {
         let mut request = format!(
             "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-amz-json-1.0\r\n\
-             X-Amz-Target: DynamoDB_20120810.{operation}\r\nX-Amz-Date: {AMZ_DATE}\r\n\
+             X-Amz-Target: {target}\r\nX-Amz-Date: {AMZ_DATE}\r\n\
              Authorization: {AUTHORIZATION}\r\nContent-Length: {}\r\n\r\n",
             self.endpoint,
             body.len()
@@ -186,8 +191,13 @@ impl DynamoDbHttp {
 
     /// Calls `operation`; a DynamoDB error becomes its exception name (the part after `#`).
     fn call(&self, operation: &str, input: &Json) -> Result<Json, OpError> {
+        self.call_target(&format!("DynamoDB_20120810.{operation}"), input)
+    }
+
+    /// Calls the operation `target` names (`X-Amz-Target`).
+    fn call_target(&self, target: &str, input: &Json) -> Result<Json, OpError> {
         let body = serde_json::to_vec(input).map_err(|error| OpError(error.to_string()))?;
-        let request = self.request_bytes(operation, &body);
+        let request = self.request_bytes(target, &body);
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let reused = pooled.is_some();
         let mut connection = match pooled {
@@ -221,6 +231,125 @@ impl DynamoDbHttp {
     }
 }
 
+/// What reading a whole stream took (`DynamoDbHttp::read_stream`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamReadReport {
+    pub shards: usize,
+    pub records: u64,
+    /// The records' SizeBytes, summed.
+    pub record_bytes: u64,
+    pub seconds: f64,
+    /// GetRecords calls made.
+    pub calls: u64,
+}
+
+impl StreamReadReport {
+    pub fn table_row(&self) -> String {
+        let per_second = |count: f64| {
+            if self.seconds > 0.0 {
+                count / self.seconds
+            } else {
+                0.0
+            }
+        };
+        format!(
+            "stream read (GetRecords, Limit 1000, TRIM_HORIZON of {} shards): {} records, {:.1} MB in {:.2} s = {:.0} records/s, {:.1} MB/s, {} calls",
+            self.shards,
+            self.records,
+            self.record_bytes as f64 / 1e6,
+            self.seconds,
+            per_second(self.records as f64),
+            per_second(self.record_bytes as f64) / 1e6,
+            self.calls
+        )
+    }
+
+    pub fn to_json(&self) -> Json {
+        serde_json::json!({
+            "shards": self.shards,
+            "records": self.records,
+            "record_bytes": self.record_bytes,
+            "seconds": self.seconds,
+            "calls": self.calls,
+        })
+    }
+}
+
+/// Pages of one shard a stream read follows at most: a bound on the loop (1,000 records a page).
+const STREAM_PAGES_PER_SHARD_MAX: u64 = 100_000;
+
+impl DynamoDbHttp {
+    fn streams_call(&self, operation: &str, input: &Json) -> Result<Json, String> {
+        self.call_target(&format!("DynamoDBStreams_20120810.{operation}"), input)
+            .map_err(|OpError(name)| format!("{operation}: {name}"))
+    }
+
+    /// Reads the benchmark table's stream from the start of every shard to its end (the
+    /// records there when each shard's read began), one consumer, as fast as GetRecords
+    /// answers: the stream's read throughput.
+    pub fn read_stream(&self) -> Result<StreamReadReport, String> {
+        let described = self
+            .call(
+                "DescribeTable",
+                &serde_json::json!({"TableName": self.table}),
+            )
+            .map_err(|OpError(name)| format!("DescribeTable: {name}"))?;
+        let arn = described["Table"]["LatestStreamArn"]
+            .as_str()
+            .ok_or("the benchmark table has no stream")?
+            .to_string();
+        let stream = self.streams_call("DescribeStream", &serde_json::json!({"StreamArn": arn}))?;
+        let shards: Vec<String> = stream["StreamDescription"]["Shards"]
+            .as_array()
+            .map(|shards| {
+                shards
+                    .iter()
+                    .filter_map(|shard| shard["ShardId"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let started = std::time::Instant::now();
+        let mut report = StreamReadReport {
+            shards: shards.len(),
+            records: 0,
+            record_bytes: 0,
+            seconds: 0.0,
+            calls: 0,
+        };
+        for shard in &shards {
+            let request = serde_json::json!({
+                "StreamArn": arn, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON",
+            });
+            let mut iterator = self.streams_call("GetShardIterator", &request)?["ShardIterator"]
+                .as_str()
+                .map(str::to_string);
+            for _ in 0..STREAM_PAGES_PER_SHARD_MAX {
+                let Some(current) = iterator.take() else {
+                    break;
+                };
+                let page = self.streams_call(
+                    "GetRecords",
+                    &serde_json::json!({"ShardIterator": current, "Limit": 1000}),
+                )?;
+                report.calls += 1;
+                let records = page["Records"].as_array().map_or(&[][..], Vec::as_slice);
+                if records.is_empty() {
+                    // An open shard read to its end (a closed one has no next iterator).
+                    break;
+                }
+                report.records += records.len() as u64;
+                report.record_bytes += records
+                    .iter()
+                    .filter_map(|record| record["dynamodb"]["SizeBytes"].as_u64())
+                    .sum::<u64>();
+                iterator = page["NextShardIterator"].as_str().map(str::to_string);
+            }
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
 fn io_error_kind(error: std::io::Error) -> OpError {
     OpError(match error.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "Timeout".to_string(),
@@ -237,7 +366,12 @@ impl Target for DynamoDbHttp {
         retry_until_ready(|| {
             let created = self.call(
                 "CreateTable",
-                &create_table_request(&self.table, self.provisioned, self.global_indexes),
+                &create_table_request(
+                    &self.table,
+                    self.provisioned,
+                    self.global_indexes,
+                    self.stream,
+                ),
             );
             match created {
                 Ok(_) => Ok(()),

@@ -62,6 +62,26 @@ pub enum Consistency {
     Eventual,
 }
 
+/// A stream's view type (`--stream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamView {
+    KeysOnly,
+    NewImage,
+    OldImage,
+    NewAndOldImages,
+}
+
+impl StreamView {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamView::KeysOnly => "KEYS_ONLY",
+            StreamView::NewImage => "NEW_IMAGE",
+            StreamView::OldImage => "OLD_IMAGE",
+            StreamView::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunOptions {
     #[arg(long, value_enum, default_value_t = TargetKind::Shoal)]
@@ -83,6 +103,11 @@ pub struct RunOptions {
     /// /metrics.
     #[arg(long, default_value_t = 0)]
     pub global_indexes: u8,
+    /// A stream on the benchmark table, of this view type (dynamodb-http target only), in a
+    /// table of its own (`usertable_stream_<view>`). After the run, one consumer reads the
+    /// whole stream through GetRecords and its throughput is reported.
+    #[arg(long, value_enum)]
+    pub stream: Option<StreamView>,
     /// etcd client endpoints, comma-separated.
     #[arg(
         long,
@@ -423,6 +448,7 @@ pub fn connect(options: &RunOptions, connections: usize) -> Result<Box<dyn Targe
                 options.http_endpoint,
                 options.provisioned_table,
                 options.global_indexes,
+                options.stream.map(StreamView::as_str),
             )
         })?)),
         #[cfg(feature = "etcd")]
@@ -445,6 +471,11 @@ fn check(options: &RunOptions) -> Result<(), String> {
         return Err(
             "--global-indexes needs --target dynamodb-http (the native protocol's CreateTable has no indexes)"
                 .to_string(),
+        );
+    }
+    if options.stream.is_some() && options.target != TargetKind::DynamodbHttp {
+        return Err(
+            "--stream needs --target dynamodb-http (the Streams API is HTTP only)".to_string(),
         );
     }
     if options.record_count > RECORDS_MAX {
@@ -575,12 +606,28 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     } else {
         None
     };
+    let stream_read = match options.stream {
+        Some(view) => {
+            let target = dynamodb_http::DynamoDbHttp::connect_indexed(
+                "dynamodb-http",
+                options.http_endpoint,
+                options.provisioned_table,
+                options.global_indexes,
+                Some(view.as_str()),
+            )?;
+            let report = target.read_stream()?;
+            println!("{}", report.table_row());
+            Some(report)
+        }
+        None => None,
+    };
     if let Some(path) = &options.json {
         let document = json!({
             "machine": machine_description(),
             "options": format!("{options:?}"),
             "reports": reports.iter().map(Report::to_json).collect::<Vec<_>>(),
             "gsi_propagation_lag": propagation_lag.as_ref().map(gsi_lag::Lag::to_json),
+            "stream_read": stream_read.as_ref().map(dynamodb_http::StreamReadReport::to_json),
         });
         let text = serde_json::to_string_pretty(&document).map_err(|error| error.to_string())?;
         std::fs::write(path, text).map_err(|error| format!("{}: {error}", path.display()))?;

@@ -20,7 +20,12 @@ pub const SHOAL_TABLE_READ_UNITS: u64 = 40_000;
 
 /// The CreateTable request of the benchmark table: provisioned as above for Shoal, on demand
 /// for peers (which do not admit by capacity).
-pub fn create_table_request(table: &str, provisioned: bool, global_indexes: u8) -> Json {
+pub fn create_table_request(
+    table: &str,
+    provisioned: bool,
+    global_indexes: u8,
+    stream: Option<&str>,
+) -> Json {
     let mut request = json!({
         "TableName": table,
         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
@@ -57,6 +62,9 @@ pub fn create_table_request(table: &str, provisioned: bool, global_indexes: u8) 
         request["AttributeDefinitions"] = Json::Array(definitions);
         request["GlobalSecondaryIndexes"] = Json::Array(indexes);
     }
+    if let Some(view) = stream {
+        request["StreamSpecification"] = json!({"StreamEnabled": true, "StreamViewType": view});
+    }
     request
 }
 
@@ -64,13 +72,17 @@ pub fn create_table_request(table: &str, provisioned: bool, global_indexes: u8) 
 /// indexes (field0, field1).
 pub const GLOBAL_INDEXES_MAX: u8 = 2;
 
-/// The benchmark table of a run with `global_indexes` GSIs: its own table, so that runs with
-/// and without indexes can share a cluster.
-pub fn table_name(global_indexes: u8) -> String {
-    match global_indexes {
-        0 => SHOAL_TABLE.to_string(),
-        count => format!("{SHOAL_TABLE}_gsi{count}"),
+/// The benchmark table of a run with `global_indexes` GSIs and a stream of view `stream`: its
+/// own table, so that runs with and without indexes or a stream can share a cluster.
+pub fn table_name(global_indexes: u8, stream: Option<&str>) -> String {
+    let mut name = SHOAL_TABLE.to_string();
+    if global_indexes > 0 {
+        name.push_str(&format!("_gsi{global_indexes}"));
     }
+    if let Some(view) = stream {
+        name.push_str(&format!("_stream_{}", view.to_ascii_lowercase()));
+    }
+    name
 }
 
 /// A record as a DynamoDB item: the key in `pk`, field i in `field<i>` (every DynamoDB-speaking
@@ -201,9 +213,9 @@ impl Target for ShoalNative {
 
     fn prepare(&self) -> Result<(), String> {
         retry_until_ready(|| {
-            let created = self
-                .client
-                .create_table(&create_table_request(SHOAL_TABLE, true, 0));
+            let created =
+                self.client
+                    .create_table(&create_table_request(SHOAL_TABLE, true, 0, None));
             match created {
                 Ok(_) => Ok(()),
                 Err(error) if error.exception_name() == Some("ResourceInUseException") => Ok(()),
