@@ -80,6 +80,26 @@ got="$(aws dynamodb get-item --table-name "$table" --key '{"pk": {"S": "cli"}}' 
 # would print one Count per page).
 count="$(aws dynamodb scan --table-name "$table" --query 'Count')" || smoke_fail scan
 [ "$count" = "1" ] || smoke_fail "scan counted '$count', not 1"
+# DynamoDB Streams through the CLI's own dynamodbstreams commands: the put above is the
+# stream's first record once the stream is on (so enable it, then write again).
+arn="$(aws dynamodb update-table --table-name "$table" \
+    --stream-specification StreamEnabled=true,StreamViewType=NEW_IMAGE \
+    --query 'TableDescription.LatestStreamArn' --output text)" || smoke_fail update-table stream
+aws dynamodb put-item --table-name "$table" --item '{"pk": {"S": "cli"}, "n": {"N": "43"}}' \
+    || smoke_fail put-item with a stream
+listed="$(aws dynamodbstreams list-streams --table-name "$table" --query 'Streams[0].StreamArn' \
+    --output text)" || smoke_fail list-streams
+[ "$listed" = "$arn" ] || smoke_fail "list-streams listed '$listed', not '$arn'"
+seen=""
+for shard in $(aws dynamodbstreams describe-stream --stream-arn "$arn" \
+        --query 'StreamDescription.Shards[].ShardId' --output text); do
+    iterator="$(aws dynamodbstreams get-shard-iterator --stream-arn "$arn" --shard-id "$shard" \
+        --shard-iterator-type TRIM_HORIZON --query ShardIterator --output text)" \
+        || smoke_fail get-shard-iterator
+    seen="$seen$(aws dynamodbstreams get-records --shard-iterator "$iterator" \
+        --query 'Records[].dynamodb.NewImage.n.N' --output text)" || smoke_fail get-records
+done
+[ "$seen" = "43" ] || smoke_fail "the stream held '$seen', not the one change 43"
 aws dynamodb delete-table --table-name "$table" >/dev/null || smoke_fail delete-table
 if aws dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
     smoke_fail "describe-table found the deleted table"
