@@ -338,6 +338,18 @@ fn streams_json(streams: &[TableStream]) -> Json {
     json!({ "L": list })
 }
 
+/// A list of partition ids (Numbers) in a table item.
+fn partition_ids(list: &[Json]) -> Result<BTreeSet<u64>, DynamoError> {
+    list.iter()
+        .map(|id| {
+            id.get("N")
+                .and_then(Json::as_str)
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| corrupt("a partition in a list is not an id"))
+        })
+        .collect()
+}
+
 /// The `streams` member (invariant 2: absent in items of tables that never had a stream).
 fn streams_from(item: &Json) -> Result<Vec<TableStream>, DynamoError> {
     if item.get("streams").is_none() {
@@ -353,15 +365,7 @@ fn streams_from(item: &Json) -> Result<Vec<TableStream>, DynamoError> {
                     .ok_or_else(|| corrupt("unknown stream view type"))?,
                 status: StreamStatus::parse(get_string(map, "status")?)
                     .ok_or_else(|| corrupt("unknown stream status"))?,
-                settled: get_list(map, "settled")?
-                    .iter()
-                    .map(|id| {
-                        id.get("N")
-                            .and_then(Json::as_str)
-                            .and_then(|text| text.parse().ok())
-                            .ok_or_else(|| corrupt("a settled partition is not an id"))
-                    })
-                    .collect::<Result<BTreeSet<u64>, DynamoError>>()?,
+                settled: partition_ids(get_list(map, "settled")?)?,
                 disabled_at_ms: get_optional_number(map, "disabled_at_ms")?,
             })
         })
@@ -511,15 +515,7 @@ fn global_indexes_from(item: &Json) -> Result<Vec<GlobalIndexRecord>, DynamoErro
             };
             let backfilled = match map.get("backfilled") {
                 None => BTreeSet::new(),
-                Some(_) => get_list(map, "backfilled")?
-                    .iter()
-                    .map(|id| {
-                        id.get("N")
-                            .and_then(Json::as_str)
-                            .and_then(|text| text.parse().ok())
-                            .ok_or_else(|| corrupt("a backfilled partition is not an id"))
-                    })
-                    .collect::<Result<BTreeSet<u64>, DynamoError>>()?,
+                Some(_) => partition_ids(get_list(map, "backfilled")?)?,
             };
             Ok(GlobalIndexRecord {
                 status,

@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::dev::{Dev, ONE_CLUSTER_AT_A_TIME};
+use common::dev::{Dev, ONE_CLUSTER_AT_A_TIME, client_of, write_definitely};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
@@ -28,10 +28,6 @@ const ITEMS: u64 = 40;
 const GROUPS: u64 = 4;
 /// Writes of the load, spread over the node kills.
 const WRITES: u64 = 600;
-/// A write whose answer is unknown (its leader died) is sent again until it has one; it is
-/// idempotent (a put of the same item, or a delete), so a repeat changes nothing.
-const WRITE_ATTEMPTS_MAX: u32 = 200;
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long the index may take to converge after the load: generous, since the test shares two
 /// cores with builds; this asserts convergence, not its speed.
 const CONVERGENCE_DEADLINE: Duration = Duration::from_secs(120);
@@ -86,31 +82,6 @@ fn write_of(number: u64) -> (String, Option<Json>) {
         item["group"] = json!({"S": format!("g{}", (number * 3) % GROUPS)});
     }
     (pk, Some(item))
-}
-
-fn client_of(dev: &Dev) -> Client {
-    dev.eventually("a native client connects", || dev.client())
-}
-
-/// Sends the write until it has a definite answer (success: this test writes unconditionally).
-fn write_definitely(dev: &Dev, client: &mut Client, pk: &str, item: Option<&Json>) {
-    for _ in 0..WRITE_ATTEMPTS_MAX {
-        let outcome = match item {
-            Some(item) => client.put_item(&json!({"TableName": TABLE, "Item": item})),
-            None => client.delete_item(&json!({"TableName": TABLE, "Key": {"pk": {"S": pk}}})),
-        };
-        match outcome {
-            Ok(_) => return,
-            // Throttling, a leader election, a node down: none changes what the retry writes.
-            Err(ClientError::Service { .. } | ClientError::Timeout) => {}
-            Err(ClientError::Connect(_) | ClientError::ConnectionLost(_)) => {
-                *client = client_of(dev);
-            }
-            Err(other) => panic!("write of {pk}: {other:?}"),
-        }
-        std::thread::sleep(RETRY_PAUSE);
-    }
-    panic!("write of {pk} had no definite answer after {WRITE_ATTEMPTS_MAX} attempts");
 }
 
 /// The index's entries of every group: (group, seq, pk, version), each page followed.
@@ -174,7 +145,7 @@ fn a_gsi_converges_to_its_table_after_every_leader_was_killed_during_writes() {
             });
         }
         let (pk, item) = write_of(number);
-        write_definitely(&dev, &mut client, &pk, item.as_ref());
+        write_definitely(&dev, &mut client, TABLE, &pk, item.as_ref());
         table.insert(pk, item);
     }
     let number =

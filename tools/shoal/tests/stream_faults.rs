@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::dev::{Dev, ONE_CLUSTER_AT_A_TIME, http_call};
+use common::dev::{Dev, ONE_CLUSTER_AT_A_TIME, client_of, http_call, write_definitely};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
-use shoal_client::{Client, ClientError};
 
 const WATCHDOG: Duration = Duration::from_secs(420);
 const TABLE: &str = "streamed";
@@ -28,8 +27,6 @@ const TABLE: &str = "streamed";
 const ITEMS: u64 = 30;
 /// Writes of the load, spread over the node kills.
 const WRITES: u64 = 450;
-const WRITE_ATTEMPTS_MAX: u32 = 200;
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long the consumer may take to read every record after the load: generous, since the
 /// test shares two cores with builds; this asserts completeness, not speed.
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(120);
@@ -52,29 +49,6 @@ fn write_of(number: u64) -> (String, Option<Json>) {
         "payload": {"S": "y".repeat(48)},
     });
     (pk, Some(item))
-}
-
-fn client_of(dev: &Dev) -> Client {
-    dev.eventually("a native client connects", || dev.client())
-}
-
-fn write_definitely(dev: &Dev, client: &mut Client, pk: &str, item: Option<&Json>) {
-    for _ in 0..WRITE_ATTEMPTS_MAX {
-        let outcome = match item {
-            Some(item) => client.put_item(&json!({"TableName": TABLE, "Item": item})),
-            None => client.delete_item(&json!({"TableName": TABLE, "Key": {"pk": {"S": pk}}})),
-        };
-        match outcome {
-            Ok(_) => return,
-            Err(ClientError::Service { .. } | ClientError::Timeout) => {}
-            Err(ClientError::Connect(_) | ClientError::ConnectionLost(_)) => {
-                *client = client_of(dev);
-            }
-            Err(other) => panic!("write of {pk}: {other:?}"),
-        }
-        std::thread::sleep(RETRY_PAUSE);
-    }
-    panic!("write of {pk} had no definite answer after {WRITE_ATTEMPTS_MAX} attempts");
 }
 
 /// One change as the consumer saw it: event, old version, new version (`None`: no image).
@@ -200,7 +174,7 @@ fn a_consumer_sees_every_acknowledged_change_once_while_nodes_are_killed() {
             });
         }
         let (pk, item) = write_of(number);
-        write_definitely(&dev, &mut client, &pk, item.as_ref());
+        write_definitely(&dev, &mut client, TABLE, &pk, item.as_ref());
         let before = current.get(&pk).copied();
         let change = match (&item, before) {
             (Some(_), None) => Some(("INSERT".to_string(), None, Some(number))),

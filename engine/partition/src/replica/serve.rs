@@ -491,6 +491,37 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         Ok(None)
     }
 
+    /// Proposes `batch`, which no client waits for (the leader's own work: TTL deletes, stream
+    /// maintenance), evaluated against this leader's view of every slot before it (invariant
+    /// 6). The waiter settles the refusals deferred on the slot (invariant 5) like any
+    /// proposal's. `None` when the core refuses to propose now (backpressure, a membership
+    /// change, a lost leadership): the caller tries again at its next step. Otherwise the slot
+    /// and the actions to execute, after the caller noted what it proposed.
+    pub(super) async fn propose_unanswered(
+        &mut self,
+        now: MonotonicTime,
+        mut batch: MutationBatch,
+    ) -> Result<Option<(Slot, Vec<Action>)>, PartitionError> {
+        batch.mutations.push(self.chain_requirement().await?);
+        let payload = batch.encode();
+        let Ok(proposed) = self.core.propose(now, payload.clone()) else {
+            return Ok(None);
+        };
+        self.waiting.insert(
+            proposed.slot,
+            Waiter {
+                reply_to: None,
+                payload,
+                response: NodeResponse::Item {
+                    result: ItemResult::BatchWrite,
+                    read_units_milli: 0,
+                    write_units_milli: 0,
+                },
+            },
+        );
+        Ok(Some((proposed.slot, proposed.actions)))
+    }
+
     /// Whether a read may be served here now; the refusal to send otherwise.
     pub(super) fn check_read(
         &self,

@@ -447,32 +447,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if mutations.is_empty() {
             return Ok(());
         }
-        let mut batch = MutationBatch { mutations };
-        // Decided against this leader's view of every slot before it (invariant 6).
-        batch.mutations.push(self.chain_requirement().await?);
-        let payload = batch.encode();
-        let Ok(proposed) = self.core.propose(now, payload.clone()) else {
-            // Backpressure, a membership change, a lost leadership: the next step tries again.
+        let batch = MutationBatch { mutations };
+        let Some((slot, actions)) = self.propose_unanswered(now, batch).await? else {
             return Ok(());
         };
-        // No client waits; the waiter settles the refusals deferred on the slot (invariant 5).
-        self.waiting.insert(
-            proposed.slot,
-            Waiter {
-                reply_to: None,
-                payload,
-                response: NodeResponse::Item {
-                    result: ItemResult::BatchWrite,
-                    read_units_milli: 0,
-                    write_units_milli: 0,
-                },
-            },
-        );
         if let Some(next) = rolled {
-            self.stream.proposed = Some((proposed.slot, Some(next)));
+            self.stream.proposed = Some((slot, Some(next)));
         }
-        self.stream.maintenance_in_flight = Some(proposed.slot);
-        self.execute(now, proposed.actions).await
+        self.stream.maintenance_in_flight = Some(slot);
+        self.execute(now, actions).await
     }
 
     /// Deletes the oldest records while they are past the retention or the partition holds

@@ -8,9 +8,8 @@ use shoal_model::encoding::decode_item;
 use shoal_replication::{MonotonicTime, RoleKind, Slot};
 use shoal_store::btree::Direction;
 use shoal_store::engine::{Mutation, MutationBatch};
-use shoal_wire::messages::{ItemResult, NodeResponse};
 
-use super::{PartitionError, PartitionReplica, Waiter};
+use super::{PartitionError, PartitionReplica};
 use crate::time_to_live::{SWEEP_DELETES_PER_STEP, SWEEP_ITEMS_PER_STEP, SweepTarget, expired};
 use shoal_io::{Storage, StorageDirectory};
 use shoal_model::Item;
@@ -206,40 +205,22 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 now_unix_seconds.saturating_mul(1000),
                 true,
             ));
-            let mut batch = MutationBatch { mutations };
-            // Decided against this leader's view of every slot before it (invariant 6).
-            batch.mutations.push(self.chain_requirement().await?);
-            let payload = batch.encode();
-            let Ok(proposed) = self.core.propose(now, payload.clone()) else {
-                // Backpressure, a membership change, a lost leadership: the same keys are
-                // read again at the next step, from the unchanged cursor.
+            let batch = MutationBatch { mutations };
+            let Some((slot, actions)) = self.propose_unanswered(now, batch).await? else {
+                // The same keys are read again at the next step, from the unchanged cursor.
                 return Ok(SweepStep::default());
             };
             for key in &expired_keys {
-                self.overlay.insert(key.clone(), (proposed.slot, None));
+                self.overlay.insert(key.clone(), (slot, None));
             }
             for (key, bytes) in collections {
                 let record = (bytes > 0).then(|| shoal_model::index::collection_record(bytes));
-                self.overlay.insert(key, (proposed.slot, record));
+                self.overlay.insert(key, (slot, record));
             }
-            // No client waits for these deletes; the waiter makes the slot's outcome known to
-            // the refusals deferred on it (invariant 5) like any proposal's.
-            self.waiting.insert(
-                proposed.slot,
-                Waiter {
-                    reply_to: None,
-                    payload,
-                    response: NodeResponse::Item {
-                        result: ItemResult::BatchWrite,
-                        read_units_milli: 0,
-                        write_units_milli: 0,
-                    },
-                },
-            );
-            self.sweep.in_flight = Some(proposed.slot);
+            self.sweep.in_flight = Some(slot);
             step.deletes_proposed = expired_keys.len();
             self.sweep.deletes_proposed += expired_keys.len() as u64;
-            self.execute(now, proposed.actions).await?;
+            self.execute(now, actions).await?;
         }
         self.sweep.cursor = cursor;
         if step.pass_finished {

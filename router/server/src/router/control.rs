@@ -879,6 +879,33 @@ impl Router {
         Err(conflict())
     }
 
+    /// [`Router::change_table`] for a control-plane step of `record`'s incarnation: `edit`
+    /// changes a copy of the table as it is now. Nothing is written when the table was
+    /// recreated meanwhile (another incarnation under the same name) or the edit changed
+    /// nothing.
+    pub(super) async fn change_incarnation(
+        &self,
+        record: &TableRecord,
+        mut edit: impl FnMut(&mut TableRecord),
+    ) -> Result<(), DynamoError> {
+        let incarnation = record.incarnation();
+        self.change_table(
+            &record.name,
+            || DynamoError::table_not_found(&record.name),
+            |current| {
+                if current.incarnation() != incarnation {
+                    return Ok(None);
+                }
+                let mut changed = current.clone();
+                edit(&mut changed);
+                Ok((changed != *current).then_some(changed))
+            },
+            || table_in_use(&record.name, "updated"),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// UpdateTable: BillingMode and ProvisionedThroughput, or one table setting (encryption,
     /// table class, deletion protection; table_settings.rs). The change is one metadata write, so
     /// the table stays ACTIVE and the answer describes it changed (DynamoDB answers UPDATING

@@ -194,22 +194,10 @@ impl Router {
         if missing.is_empty() {
             return Ok(());
         }
-        let incarnation = record.incarnation();
-        self.change_table(
-            &record.name,
-            || DynamoError::table_not_found(&record.name),
-            |current| {
-                if current.incarnation() != incarnation {
-                    return Ok(None);
-                }
-                let mut changed = current.clone();
-                changed.pending_replicas.extend(missing.keys().copied());
-                Ok((changed != *current).then_some(changed))
-            },
-            || table_in_use(&record.name, "updated"),
-        )
-        .await?;
-        Ok(())
+        self.change_incarnation(record, |changed| {
+            changed.pending_replicas.extend(missing.keys().copied());
+        })
+        .await
     }
 
     async fn mark_index_deleting(&self, table: &str, index: &str) -> Result<(), DynamoError> {
@@ -267,27 +255,15 @@ impl Router {
             );
         }
         let ids: BTreeSet<u64> = global.partitions.iter().map(|p| p.id).collect();
-        let incarnation = record.incarnation();
-        self.change_table(
-            table,
-            || DynamoError::table_not_found(table),
-            |current| {
-                if current.incarnation() != incarnation {
-                    return Ok(None);
-                }
-                let mut changed = current.clone();
-                changed.global_indexes.retain(|record| {
-                    record.index.name != index || record.status != GlobalIndexStatus::Deleting
-                });
-                changed
-                    .pending_replicas
-                    .retain(|(partition, _)| !ids.contains(partition));
-                Ok((changed != *current).then_some(changed))
-            },
-            || table_in_use(table, "updated"),
-        )
-        .await?;
-        Ok(())
+        self.change_incarnation(&record, |changed| {
+            changed.global_indexes.retain(|record| {
+                record.index.name != index || record.status != GlobalIndexStatus::Deleting
+            });
+            changed
+                .pending_replicas
+                .retain(|(partition, _)| !ids.contains(partition));
+        })
+        .await
     }
 
     /// The repair pass's part for a table with an index CREATING or DELETING: finishes a
@@ -418,34 +394,22 @@ impl Router {
         if backfilled.is_empty() && !complete {
             return Ok(());
         }
-        let incarnation = record.incarnation();
-        self.change_table(
-            &record.name,
-            || DynamoError::table_not_found(&record.name),
-            |current| {
-                if current.incarnation() != incarnation {
-                    return Ok(None);
-                }
-                let mut changed = current.clone();
-                let Some(global) = changed
-                    .global_indexes
-                    .iter_mut()
-                    .find(|global| global.index.name == index)
-                    .filter(|global| global.status == GlobalIndexStatus::Creating)
-                else {
-                    return Ok(None);
-                };
-                global.backfilled.extend(backfilled.iter().copied());
-                if complete {
-                    global.status = GlobalIndexStatus::Active;
-                    global.backfilled.clear();
-                }
-                Ok((changed != *current).then_some(changed))
-            },
-            || table_in_use(&record.name, "updated"),
-        )
-        .await?;
-        Ok(())
+        self.change_incarnation(record, |changed| {
+            let Some(global) = changed
+                .global_indexes
+                .iter_mut()
+                .find(|global| global.index.name == index)
+                .filter(|global| global.status == GlobalIndexStatus::Creating)
+            else {
+                return;
+            };
+            global.backfilled.extend(backfilled.iter().copied());
+            if complete {
+                global.status = GlobalIndexStatus::Active;
+                global.backfilled.clear();
+            }
+        })
+        .await
     }
 }
 

@@ -324,43 +324,29 @@ impl Router {
         let newly = self
             .configure_partitions(record, target, &latest.settled, deadline)
             .await;
-        let incarnation = record.incarnation();
         let partitions: BTreeSet<u64> = record.partitions.iter().map(|entry| entry.id).collect();
-        self.change_table(
-            &record.name,
-            || DynamoError::table_not_found(&record.name),
-            |current| {
-                if current.incarnation() != incarnation {
-                    return Ok(None);
-                }
-                let mut changed = current.clone();
-                let Some(stream) = changed
-                    .streams
-                    .last_mut()
-                    .filter(|stream| stream.id == latest.id && stream.status == latest.status)
-                else {
-                    return Ok(None);
+        self.change_incarnation(record, |changed| {
+            let Some(stream) = changed
+                .streams
+                .last_mut()
+                .filter(|stream| stream.id == latest.id && stream.status == latest.status)
+            else {
+                return;
+            };
+            stream.settled.extend(newly.iter().copied());
+            if stream.settled.is_superset(&partitions) {
+                stream.settled.clear();
+                stream.status = match latest.status {
+                    StreamStatus::Enabling => StreamStatus::Enabled,
+                    _ => {
+                        stream.disabled_at_ms = Some(unix_millis_now());
+                        StreamStatus::Disabled
+                    }
                 };
-                stream.settled.extend(newly.iter().copied());
-                if stream.settled.is_superset(&partitions) {
-                    stream.settled.clear();
-                    stream.status = match latest.status {
-                        StreamStatus::Enabling => StreamStatus::Enabled,
-                        _ => {
-                            stream.disabled_at_ms = Some(unix_millis_now());
-                            StreamStatus::Disabled
-                        }
-                    };
-                } else if newly.is_empty() {
-                    return Ok(None);
-                }
-                changed.streams = pruned_streams(&changed.streams, unix_millis_now());
-                Ok(Some(changed))
-            },
-            || super::control::table_in_use(&record.name, "updated"),
-        )
-        .await?;
-        Ok(())
+            }
+            changed.streams = pruned_streams(&changed.streams, unix_millis_now());
+        })
+        .await
     }
 
     /// Sends `StreamConfigure` to each base partition of `record` not in `settled`; returns

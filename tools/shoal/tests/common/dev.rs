@@ -243,3 +243,43 @@ pub fn http_call(
     }
     serde_json::from_str(payload).map_err(|error| format!("{target}: {error}: {payload}"))
 }
+
+/// A native client of `dev`, connected once the cluster answers.
+pub fn client_of(dev: &Dev) -> Client {
+    dev.eventually("a native client connects", || dev.client())
+}
+
+/// How often a load test's write is sent before it must have had a definite answer.
+pub const WRITE_ATTEMPTS_MAX: u32 = 200;
+const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Puts `item` (or deletes the item of partition key `pk` when `None`) in `table` until the
+/// write has a definite answer: success, since load tests write unconditionally. A retry
+/// after an unknown outcome writes the same thing, which changes nothing if the first took
+/// effect. Reconnects when the connection is lost.
+pub fn write_definitely(
+    dev: &Dev,
+    client: &mut Client,
+    table: &str,
+    pk: &str,
+    item: Option<&serde_json::Value>,
+) {
+    use shoal_client::ClientError;
+    for _ in 0..WRITE_ATTEMPTS_MAX {
+        let outcome = match item {
+            Some(item) => client.put_item(&json!({"TableName": table, "Item": item})),
+            None => client.delete_item(&json!({"TableName": table, "Key": {"pk": {"S": pk}}})),
+        };
+        match outcome {
+            Ok(_) => return,
+            // Throttling, a leader election, a node down: none changes what the retry writes.
+            Err(ClientError::Service { .. } | ClientError::Timeout) => {}
+            Err(ClientError::Connect(_) | ClientError::ConnectionLost(_)) => {
+                *client = client_of(dev);
+            }
+            Err(other) => panic!("write of {pk}: {other:?}"),
+        }
+        std::thread::sleep(WRITE_RETRY_PAUSE);
+    }
+    panic!("write of {pk} had no definite answer after {WRITE_ATTEMPTS_MAX} attempts");
+}
