@@ -183,9 +183,17 @@ fn region_key(marker: u8, capacity: usize) -> Vec<u8> {
     key
 }
 
-/// The key of the partition's stream configuration record.
+/// The key of the partition's stream configuration record (a constant: every applied batch is
+/// checked for it).
+pub const CONFIG_KEY: [u8; 10] = {
+    let mut key = [0xFF; 10];
+    key[9] = CONFIG_MARKER;
+    key
+};
+const _: () = assert!(INDEX_REGION_PREFIX.len() == 9);
+
 pub fn config_key() -> Vec<u8> {
-    region_key(CONFIG_MARKER, 0)
+    CONFIG_KEY.to_vec()
 }
 
 /// The first key of a stream's records in one shard; every record key of the shard starts

@@ -69,16 +69,16 @@ impl StreamState {
     /// Follows a batch applied at `slot`: a configuration record it writes becomes the
     /// applied one, and the proposal it carried is no longer pending.
     pub(super) fn applied(&mut self, slot: Slot, batch: &MutationBatch) -> Result<(), String> {
-        let key = config_key();
+        let key = &model_stream::CONFIG_KEY[..];
         for mutation in &batch.mutations {
             match mutation {
-                Mutation::Put { key: put, value } if *put == key => {
+                Mutation::Put { key: put, value } if put.as_slice() == key => {
                     self.applied = Some(Some(
                         StreamConfig::decode(value).map_err(|error| error.to_string())?,
                     ));
                 }
                 Mutation::Delete { key: deleted } | Mutation::Expire { key: deleted }
-                    if *deleted == key =>
+                    if deleted.as_slice() == key =>
                 {
                     self.applied = Some(None);
                 }
