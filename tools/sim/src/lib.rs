@@ -525,6 +525,9 @@ struct Simulation {
     /// is down leaves its sender no room (the situation of issue 14); replicas produce chunks
     /// only within the room their tick reports.
     snapshot_queues: BTreeMap<(NodeId, NodeId), VecDeque<InFlight>>,
+    /// Per link, when the last snapshot chunk sent on it is delivered: a transfer's chunks
+    /// arrive in order (`send`).
+    snapshot_link_delivery: BTreeMap<(NodeId, NodeId), u64>,
     clients: Vec<Client>,
     requests: BTreeMap<u64, PendingRequest>,
     next_reply_to: u64,
@@ -681,6 +684,7 @@ pub fn run(options: SimulationOptions) -> Report {
         clogged: None,
         clog_held: Vec::new(),
         snapshot_queues: BTreeMap::new(),
+        snapshot_link_delivery: BTreeMap::new(),
         clients,
         requests: BTreeMap::new(),
         next_reply_to: SCAN_REPLY_TO + 1,
