@@ -628,15 +628,14 @@ impl Simulation {
                     ));
                 }
                 match chains.get(&pk) {
-                    Some((previous, previous_position)) => {
-                        if *previous != record.old_image {
-                            violations.push(format!(
-                                "{what} has old image {:?}, the record of {pk} before it (at \
-                                 {previous_position:?}) new image {previous:?}",
-                                record.old_image
-                            ));
-                        }
+                    Some((previous, previous_position)) if *previous != record.old_image => {
+                        violations.push(format!(
+                            "{what} has old image {:?}, the record of {pk} before it (at \
+                             {previous_position:?}) new image {previous:?}",
+                            record.old_image
+                        ));
                     }
+                    Some(_) => {}
                     // The first record of an item since the stream began is its first write.
                     None if trimmed.is_none() && record.old_image.is_some() => {
                         violations.push(format!(
@@ -660,7 +659,7 @@ impl Simulation {
             for pk in keys {
                 let last = chains.get(pk).and_then(|(image, _)| image.as_ref());
                 let applied = latest_items.get(pk);
-                if last != applied && !(trimmed.is_some() && !chains.contains_key(pk)) {
+                if last != applied && (trimmed.is_none() || chains.contains_key(pk)) {
                     violations.push(format!(
                         "stream: group {group}: {pk}'s last record leaves it {last:?}; at \
                          {latest_slot:?} it is {applied:?}"
