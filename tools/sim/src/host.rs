@@ -498,6 +498,7 @@ impl Simulation {
                 if let Some(node) = self.nodes.get_mut(&id) {
                     node.fuzzy_until.insert(group, horizon);
                 }
+                self.forget_stream_cursor(id, group);
             }
             let body = match scanned {
                 Ok(Ok(scan_outputs)) => scan_outputs.into_iter().find_map(|output| match output {
@@ -549,6 +550,7 @@ impl Simulation {
                 None => None,
             };
             self.check_local_index(id, group, after, body.as_ref(), index_body.as_ref());
+            self.observe_stream(id, group, after, body.as_ref());
             self.observe_applied(id, group, after, body);
         }
         self.carry_out(id, group, now, after, outputs);

@@ -33,12 +33,14 @@ mod host;
 pub mod linearizability;
 mod network;
 pub mod requests;
+mod streams;
 mod workload;
 
 use checkers::*;
 use faults::*;
 use global_index::*;
 use host::*;
+use streams::*;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
@@ -223,6 +225,11 @@ pub enum Broken {
     /// moved away or removed stays, so an index state holds two entries of one item, or an
     /// older version after a newer one; the checks of every index state must catch it.
     PropagationSkipsADelete,
+    /// With streams on, the simulator's read of a leader's stream also serves the records of
+    /// the leader's own proposals it has not applied (as a stream read that looked at the
+    /// in-flight writes would): records seen before their write committed, some of them for
+    /// writes that never commit. The stream checkers must catch them.
+    StreamReadsServeProposals,
 }
 
 #[derive(Clone, Debug)]
@@ -240,6 +247,13 @@ pub struct SimulationOptions {
     /// outboxes), a simulated propagator moves the outboxes to the index group, and the GSI
     /// checkers watch the index (README.md, "Global secondary index").
     pub global_index: bool,
+    /// DynamoDB Streams on the simulated table (`--streams true`): every base group gets a
+    /// stream before clients write, replicas get maintenance steps with a short shard rollover,
+    /// and the stream checkers read every replica's stream (README.md, "Streams").
+    pub streams: bool,
+    /// With streams, a retention short enough that records are trimmed within the run
+    /// (`--streams trim`); the checkers then allow for the trimmed prefixes.
+    pub stream_trim: bool,
 }
 
 impl SimulationOptions {
@@ -250,6 +264,8 @@ impl SimulationOptions {
             broken: None,
             time_to_live: false,
             global_index: false,
+            streams: false,
+            stream_trim: false,
         }
     }
 }
@@ -289,6 +305,15 @@ pub struct Report {
     pub global_index_states_observed: u64,
     pub global_index_calls_timed_out: u64,
     pub global_index_entries_checked: u64,
+    /// Streams on: records read from replicas and checked, and at the end the distinct records
+    /// and shards the replicas held.
+    pub stream_records_checked: u64,
+    pub stream_records: u64,
+    pub stream_shards: u64,
+    /// Streams on: writes whose records the end-of-run check counted exactly (acknowledged:
+    /// one; refused: none), and base groups whose records were trimmed (`--streams trim`).
+    pub stream_writes_checked: u64,
+    pub stream_groups_trimmed: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
@@ -525,6 +550,9 @@ struct Simulation {
     /// is down leaves its sender no room (the situation of issue 14); replicas produce chunks
     /// only within the room their tick reports.
     snapshot_queues: BTreeMap<(NodeId, NodeId), VecDeque<InFlight>>,
+    /// Per link, when the last snapshot chunk sent on it is delivered: a transfer's chunks
+    /// arrive in order (`send`).
+    snapshot_link_delivery: BTreeMap<(NodeId, NodeId), u64>,
     clients: Vec<Client>,
     requests: BTreeMap<u64, PendingRequest>,
     next_reply_to: u64,
@@ -555,6 +583,8 @@ struct Simulation {
     index_acknowledged_through: Slot,
     /// After the run: clients start nothing new while the outboxes drain.
     clients_stopped: bool,
+    /// Streams on: the configuration calls and what the stream checkers know.
+    streams: Streams,
     healing: bool,
     report: Report,
 }
@@ -681,6 +711,7 @@ pub fn run(options: SimulationOptions) -> Report {
         clogged: None,
         clog_held: Vec::new(),
         snapshot_queues: BTreeMap::new(),
+        snapshot_link_delivery: BTreeMap::new(),
         clients,
         requests: BTreeMap::new(),
         next_reply_to: SCAN_REPLY_TO + 1,
@@ -700,6 +731,10 @@ pub fn run(options: SimulationOptions) -> Report {
         index_versions: BTreeMap::new(),
         index_acknowledged_through: Slot::ZERO,
         clients_stopped: false,
+        streams: Streams {
+            groups: (0..group_count).map(|_| StreamGroup::default()).collect(),
+            ..Streams::default()
+        },
         healing: false,
         report: Report {
             seed: options.seed,
@@ -808,6 +843,7 @@ impl Simulation {
         if self.index_group.is_some() && self.report.violations.len() < VIOLATIONS_MAX {
             self.drain_outboxes(total_steps);
         }
+        self.check_streams();
         self.check_history();
         self.check_eventual_reads();
         self.report.simulated_ms = self.now_nanos / 1_000_000;
@@ -831,6 +867,10 @@ impl Simulation {
             self.inject_faults();
         }
         self.restart_due();
+        self.run_stream_configure();
+        if step.is_multiple_of(STREAM_MAINTAIN_INTERVAL_STEPS) {
+            self.maintain_streams();
+        }
         self.run_clients();
         self.run_propagator();
     }
@@ -1026,6 +1066,93 @@ mod tests {
                     .iter()
                     .any(|violation| violation.contains(needle)),
                 "{needle}: {violations:?}"
+            );
+        }
+    }
+
+    fn with_streams(seed: u64, seconds: u64) -> SimulationOptions {
+        SimulationOptions {
+            streams: true,
+            ..options(seed, seconds)
+        }
+    }
+
+    /// Streams under every fault: every replica's records agree at every applied slot, chain
+    /// per item into its applied state, and match the acknowledged and refused writes; shards
+    /// roll over many times.
+    #[test]
+    fn a_smoke_of_seeds_with_streams_finds_no_violation() {
+        let mut total = Report::default();
+        for seed in 0..4 {
+            let report = run(with_streams(seed, 10));
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            total.stream_records += report.stream_records;
+            total.stream_shards += report.stream_shards;
+            total.stream_records_checked += report.stream_records_checked;
+            total.stream_writes_checked += report.stream_writes_checked;
+        }
+        assert!(total.stream_records > 1_000, "{total:?}");
+        assert!(total.stream_shards > 12, "{total:?}");
+        assert!(total.stream_writes_checked > 1_000, "{total:?}");
+        assert!(
+            total.stream_records_checked > total.stream_records,
+            "{total:?}"
+        );
+    }
+
+    /// With the GSI and Time to Live too, and with records trimmed within the run.
+    #[test]
+    fn streams_with_a_global_index_time_to_live_and_trimming_find_no_violation() {
+        for (seed, stream_trim) in [(5, false), (6, true)] {
+            let report = run(SimulationOptions {
+                time_to_live: true,
+                stream_trim,
+                ..with_streams(seed, 10)
+            });
+            let report = if stream_trim {
+                report
+            } else {
+                run(SimulationOptions {
+                    global_index: true,
+                    time_to_live: true,
+                    ..with_streams(seed, 10)
+                })
+            };
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            assert!(report.stream_records > 100, "seed {seed}: {report:?}");
+            assert_eq!(
+                report.stream_groups_trimmed > 0,
+                stream_trim,
+                "seed {seed}: {report:?}"
+            );
+        }
+    }
+
+    /// A stream read that serves a leader's proposals before they are applied shows records
+    /// before their writes committed: the stream checkers must catch it in every seed.
+    #[test]
+    fn a_stream_read_of_uncommitted_proposals_is_caught() {
+        for seed in 0..3 {
+            let report = run(SimulationOptions {
+                broken: Some(Broken::StreamReadsServeProposals),
+                ..with_streams(seed, 10)
+            });
+            assert!(
+                report
+                    .violations
+                    .iter()
+                    .any(|violation| violation.starts_with("stream: ")
+                        && violation.contains("before its write committed")),
+                "seed {seed}: {:?}",
+                report.violations
             );
         }
     }

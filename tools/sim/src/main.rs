@@ -1,4 +1,5 @@
-//! `shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true]`: runs seeds of the deterministic simulator and
+//! `shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true]
+//! [--streams true|trim]`: runs seeds of the deterministic simulator and
 //! prints per-run figures; on a violation, the command that replays the seed. With
 //! `SHOAL_LOG` set (for example `SHOAL_LOG=info`), the replicas' own log lines go to stderr, as
 //! `shoal node` writes them: the way to see what a failing seed's replicas did.
@@ -14,6 +15,8 @@ struct Arguments {
     minutes: f64,
     time_to_live: bool,
     global_index: bool,
+    streams: bool,
+    stream_trim: bool,
 }
 
 fn init_logging() {
@@ -34,6 +37,8 @@ fn parse() -> Result<Arguments, String> {
         minutes: 1.0,
         time_to_live: false,
         global_index: false,
+        streams: false,
+        stream_trim: false,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -60,6 +65,17 @@ fn parse() -> Result<Arguments, String> {
                     .parse()
                     .map_err(|_| format!("bad --global-index {value} (true or false)"))?;
             }
+            "--streams" => match value.as_str() {
+                "true" | "false" => {
+                    arguments.streams = value == "true";
+                    arguments.stream_trim = false;
+                }
+                "trim" => {
+                    arguments.streams = true;
+                    arguments.stream_trim = true;
+                }
+                _ => return Err(format!("bad --streams {value} (true, trim or false)")),
+            },
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -84,6 +100,11 @@ fn add(total: &mut Report, report: &Report) {
     total.global_index_states_observed += report.global_index_states_observed;
     total.global_index_calls_timed_out += report.global_index_calls_timed_out;
     total.global_index_entries_checked += report.global_index_entries_checked;
+    total.stream_records_checked += report.stream_records_checked;
+    total.stream_records += report.stream_records;
+    total.stream_shards += report.stream_shards;
+    total.stream_writes_checked += report.stream_writes_checked;
+    total.stream_groups_trimmed += report.stream_groups_trimmed;
     for (kind, count) in &report.faults {
         *total.faults.entry(kind).or_default() += count;
     }
@@ -95,7 +116,7 @@ fn main() -> ExitCode {
         Ok(arguments) => arguments,
         Err(error) => {
             eprintln!(
-                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true]"
+                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true] [--streams true|trim]"
             );
             return ExitCode::from(2);
         }
@@ -107,6 +128,8 @@ fn main() -> ExitCode {
         let report = run(SimulationOptions {
             time_to_live: arguments.time_to_live,
             global_index: arguments.global_index,
+            streams: arguments.streams,
+            stream_trim: arguments.stream_trim,
             ..SimulationOptions::new(seed, simulated)
         });
         println!(
@@ -148,13 +171,24 @@ fn main() -> ExitCode {
                 report.global_index_entries_checked
             );
         }
+        if arguments.streams {
+            println!(
+                "  streams: {} records and {} shards held, {} record reads checked, {} writes' records \
+                 counted, {} groups trimmed",
+                report.stream_records,
+                report.stream_shards,
+                report.stream_records_checked,
+                report.stream_writes_checked,
+                report.stream_groups_trimmed
+            );
+        }
         if !report.violations.is_empty() {
             failed += 1;
             for violation in &report.violations {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}",
+                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}{}",
                 arguments.minutes,
                 if arguments.time_to_live {
                     " --time-to-live true"
@@ -165,6 +199,11 @@ fn main() -> ExitCode {
                     " --global-index true"
                 } else {
                     ""
+                },
+                match (arguments.streams, arguments.stream_trim) {
+                    (true, true) => " --streams trim",
+                    (true, false) => " --streams true",
+                    _ => "",
                 }
             );
         }
@@ -196,6 +235,17 @@ fn main() -> ExitCode {
             total.global_index_states_observed,
             total.global_index_calls_timed_out,
             total.global_index_entries_checked
+        );
+    }
+    if arguments.streams {
+        println!(
+            "streams: {} records and {} shards held, {} record reads checked, {} writes' records \
+             counted, {} groups trimmed",
+            total.stream_records,
+            total.stream_shards,
+            total.stream_records_checked,
+            total.stream_writes_checked,
+            total.stream_groups_trimmed
         );
     }
     if failed == 0 {

@@ -194,13 +194,25 @@ impl Simulation {
             self.enqueue(self.now_nanos + delay, copy);
         }
         let delay = self.network_rng.below(self.rates.delay_nanos_max);
+        let mut deliver_at = self.now_nanos + delay;
+        // A transfer's chunks travel one connection, as the bus's per-peer writer sends them:
+        // a later chunk never overtakes an earlier one (the receiver takes a gap for a lost
+        // chunk and drops the transfer). Each arrives at least a step after the one before, so
+        // that `deliver_due` never shuffles two of them.
+        if let Envelope::Snapshot(chunk, _) = &envelope {
+            let last = self.snapshot_link_delivery.entry((from, to)).or_default();
+            if chunk.chunk_index > 0 {
+                deliver_at = deliver_at.max(*last + STEP_NANOS);
+            }
+            *last = deliver_at;
+        }
         let message = InFlight {
             group,
             from,
             to,
             envelope,
         };
-        self.enqueue(self.now_nanos + delay, message);
+        self.enqueue(deliver_at, message);
     }
 
     /// The room on the link from `id` to the follower its replica of `group` is streaming to.

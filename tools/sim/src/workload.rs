@@ -11,6 +11,9 @@ impl Simulation {
         if self.propagation_calls.contains_key(&reply_to) {
             return self.propagation_answered(reply_to, response);
         }
+        if self.streams.calls.contains_key(&reply_to) {
+            return self.stream_configure_answered(reply_to, response);
+        }
         let Some(request) = self.requests.remove(&reply_to) else {
             // The client gave up on it.
             return;
@@ -180,7 +183,9 @@ impl Simulation {
 
     pub(crate) fn run_clients(&mut self) {
         self.time_out_pending(false);
-        if self.clients_stopped {
+        // With streams, clients write only once every base group has its stream, so every
+        // item's records start with its first write.
+        if self.clients_stopped || !self.streams_configured() {
             return;
         }
         let base_groups = self.base_group_count() as u64;

@@ -225,6 +225,30 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.execute(now, actions).await
     }
 
+    /// The stream keys of this replica's applied tree between `lower` and `upper`, in key
+    /// order, at most `limit`: its configuration, shard, record and trim records (shoal_model::
+    /// stream), whatever its role, and nothing outside their region. For checkers: the
+    /// deterministic simulator compares every replica's stream with it, where the partition's
+    /// own stream reads serve only at the leader.
+    pub async fn applied_stream_keys(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PartitionError> {
+        let first = config_key();
+        let mut end = shoal_model::index::INDEX_REGION_PREFIX.to_vec();
+        end.push(model_stream::TRIMMED_MARKER + 1);
+        let found = self
+            .engine
+            .scan(lower, upper, Direction::Forward, limit)
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|(key, _)| *key >= first && *key < end)
+            .collect())
+    }
+
     /// Whether `stream` has any shard record here: it was configured before.
     async fn stream_existed(&self, stream: u64) -> Result<bool, PartitionError> {
         let (lower, upper) = shard_bounds(stream);
