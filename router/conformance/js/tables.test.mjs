@@ -113,19 +113,26 @@ describe("tables", () => {
     assert.ok(table.TableClassSummary.LastUpdateDateTime instanceof Date);
   });
 
-  it("an enabled stream is refused until streams exist (test_table_settings.py)", async () => {
+  it("enabling a stream twice is refused with the table named (test_streams.py)", async () => {
+    const name = await makeTable({
+      extra: { StreamSpecification: { StreamEnabled: true, StreamViewType: "NEW_IMAGE" } },
+    });
+    const { Table: created } = await ddb.send(new DescribeTableCommand({ TableName: name }));
+    assert.deepEqual(created.StreamSpecification, {
+      StreamEnabled: true,
+      StreamViewType: "NEW_IMAGE",
+    });
+    assert.ok(created.LatestStreamArn.startsWith(created.TableArn + "/stream/"));
+    // Probes of DynamoDB (ack-api-quirks DDB-TABLE-050) and Alternator's test_streams.py.
     await expectError(
       ddb.send(
-        new CreateTableCommand({
-          TableName: uniqueName(),
-          BillingMode: "PAY_PER_REQUEST",
-          KeySchema: [{ AttributeName: "pk", KeyType: "HASH" }],
-          AttributeDefinitions: [{ AttributeName: "pk", AttributeType: "S" }],
-          StreamSpecification: { StreamEnabled: true, StreamViewType: "NEW_IMAGE" },
+        new UpdateTableCommand({
+          TableName: name,
+          StreamSpecification: { StreamEnabled: true, StreamViewType: "KEYS_ONLY" },
         }),
       ),
       "ValidationException",
-      { contains: "StreamSpecification with StreamEnabled true is not supported" },
+      { contains: `Table already has an enabled stream: TableName: ${name}` },
     );
   });
 
