@@ -440,6 +440,12 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     sweep: sweep::SweepState,
     /// The stream configuration writes follow (src/replica/stream.rs).
     stream: stream::StreamState,
+    /// The chain through the last entry of this leader's log when it last proposed, and the
+    /// ballot it led under, so that each proposal hashes only the entries after it (issue 15:
+    /// without it every proposal re-hashed every entry in flight). Valid while the ballot is
+    /// the same: under one ballot a leader's log after its applied slot only grows by its own
+    /// proposals.
+    chain_tip: Option<(Ballot, Slot, u64)>,
 }
 
 /// What recovery found for one partition in the shard's WAL.
@@ -740,6 +746,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             outputs: Vec::new(),
             sweep: Default::default(),
             stream: Default::default(),
+            chain_tip: None,
         }
     }
 
@@ -1030,6 +1037,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// that says so; the overlay is dropped because it no longer predicts the log.
     fn abandon_proposals(&mut self) {
         self.overlay.clear();
+        self.chain_tip = None;
         self.stream.abandon_proposals();
         // Invariant 5: these writes were refused by their conditions and proposed nothing, so
         // withdrawing the refusal leaves them certainly not applied.
@@ -1085,8 +1093,19 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// added to the write's batch as a put of the chain record, which `apply` checks and
     /// replaces with the chain after the write.
     pub(super) async fn chain_requirement(&mut self) -> Result<Mutation, PartitionError> {
-        let mut chain = self.applied_chain().await?;
-        let mut slot = self.applied_slot.next();
+        let ballot = self.core.leader_ballot();
+        let (mut chain, mut slot) = match self.chain_tip {
+            // The tip is usable while it is at or after the applied slot (entries before it may
+            // be gone from the log) and within the log.
+            Some((tip_ballot, tip_slot, tip_chain))
+                if Some(tip_ballot) == ballot
+                    && tip_slot >= self.applied_slot
+                    && tip_slot <= self.core.log_last_slot() =>
+            {
+                (tip_chain, tip_slot.next())
+            }
+            _ => (self.applied_chain().await?, self.applied_slot.next()),
+        };
         while slot <= self.core.log_last_slot() {
             let chained = match self.core.entry(slot).map(|entry| &entry.payload) {
                 Some(Payload::Command(bytes)) => ChainedEntry::Command(bytes),
@@ -1102,6 +1121,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             chain = shoal_model::index::chain_step(chain, slot.0, chained);
             slot = slot.next();
         }
+        self.chain_tip = ballot.map(|ballot| (ballot, self.core.log_last_slot(), chain));
         Ok(Mutation::Put {
             key: shoal_model::index::applied_chain_key(),
             value: chain.to_le_bytes().to_vec(),
