@@ -25,7 +25,9 @@
 //!    see changes in commit order, per item too.
 //! 4. Records leave only from the front of a partition's stream (oldest positions first), and
 //!    the trim record names the last position removed: a reader asking for anything at or
-//!    before it is told the data is trimmed, never given a silent gap.
+//!    before it is told the data is trimmed, never given a silent gap. Shard records leave
+//!    from the front too (a shard only once every older shard of its stream is gone), so the
+//!    generations a partition holds are always consecutive.
 //! 5. No key of this module is an item or GSI entry key: all live in the index region (nine
 //!    0xFF bytes, see [`crate::index::INDEX_REGION_PREFIX`]), between the LSI numbers and the
 //!    GSI outbox markers.

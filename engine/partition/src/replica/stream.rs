@@ -562,7 +562,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
         let retained =
             |opened_ms: u64| opened_ms.saturating_add(settings.retention_ms) > settings.unix_ms;
+        // Shards leave from the front of their stream only (invariant 4), so the generations
+        // left are always consecutive: an empty shard is not removed before an older one that
+        // still has records.
+        let mut kept_stream = None;
         for (at, (stream, generation, record, key)) in shards.iter().enumerate() {
+            if kept_stream == Some(*stream) {
+                continue;
+            }
             let successor = shards
                 .get(at + 1)
                 .filter(|(next_stream, ..)| next_stream == stream);
@@ -582,13 +589,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 }
                 None => false,
             };
-            if stale {
-                mutations.push(Mutation::Delete { key: key.clone() });
-                if record.ended {
-                    mutations.push(Mutation::Delete {
-                        key: trimmed_key(*stream),
-                    });
-                }
+            if !stale {
+                kept_stream = Some(*stream);
+                continue;
+            }
+            mutations.push(Mutation::Delete { key: key.clone() });
+            if record.ended {
+                mutations.push(Mutation::Delete {
+                    key: trimmed_key(*stream),
+                });
             }
         }
         Ok(())
