@@ -162,10 +162,13 @@ pub enum PreparedRequest {
         index: GlobalIndex,
         after: Option<Vec<u8>>,
     },
-    /// Sets which stream a base partition's writes feed (`None`: none), through its log
-    /// (crate::stream invariant 1). Answered at once when the partition already has it.
+    /// Starts stream `stream` at a base partition (`view`: its view type) or ends it (`view`
+    /// `None`), through the partition's log (crate::stream invariant 1). Answered at once when
+    /// the partition already has that state. Ending a stream the partition never started
+    /// records its end all the same, so a late request to start it changes nothing.
     StreamConfigure {
-        stream: Option<(u64, crate::stream::ViewType)>,
+        stream: u64,
+        view: Option<crate::stream::ViewType>,
     },
     /// A shard's stream records after `after` (from the shard's start when `None`), at most
     /// `limit` and [`crate::stream::READ_BYTES_MAX`] bytes (strongly consistent, at the leader).

@@ -280,13 +280,13 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
                 }
             }
         }
-        PreparedRequest::StreamConfigure { stream } => {
+        PreparedRequest::StreamConfigure { stream, view } => {
             output.push(REQUEST_STREAM_CONFIGURE);
-            match stream {
+            encode_u64(*stream, &mut output);
+            match view {
                 None => output.push(ABSENT),
-                Some((id, view)) => {
+                Some(view) => {
                     output.push(PRESENT);
-                    encode_u64(*id, &mut output);
                     output.push(view.code());
                 }
             }
@@ -778,12 +778,13 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
             },
         },
         REQUEST_STREAM_CONFIGURE => PreparedRequest::StreamConfigure {
-            stream: if decode_present(reader)? {
-                let id = decode_u64(reader)?;
+            stream: decode_u64(reader)?,
+            view: if decode_present(reader)? {
                 let code = reader.byte()?;
-                let view = crate::stream::ViewType::from_code(code)
-                    .ok_or_else(|| reader.fail(&format!("unknown stream view {code:#04x}")))?;
-                Some((id, view))
+                Some(
+                    crate::stream::ViewType::from_code(code)
+                        .ok_or_else(|| reader.fail(&format!("unknown stream view {code:#04x}")))?,
+                )
             } else {
                 None
             },
@@ -1591,9 +1592,13 @@ mod tests {
     #[test]
     fn stream_requests_round_trip_and_reads_are_bounded() {
         use crate::stream::{READ_RECORDS_MAX, RecordPosition, ViewType};
-        round_trip(&PreparedRequest::StreamConfigure { stream: None });
         round_trip(&PreparedRequest::StreamConfigure {
-            stream: Some((1_733_000_000_000, ViewType::NewAndOldImages)),
+            stream: 1_733_000_000_000,
+            view: None,
+        });
+        round_trip(&PreparedRequest::StreamConfigure {
+            stream: 1_733_000_000_000,
+            view: Some(ViewType::NewAndOldImages),
         });
         round_trip(&PreparedRequest::StreamShards { stream: 7 });
         let read = |after, limit| PreparedRequest::StreamRead {
@@ -1613,7 +1618,8 @@ mod tests {
         let over = encode_request(&read(None, READ_RECORDS_MAX as u32 + 1));
         assert!(error_message(&over).contains("record limit"));
         let mut unknown_view = encode_request(&PreparedRequest::StreamConfigure {
-            stream: Some((1, ViewType::KeysOnly)),
+            stream: 1,
+            view: Some(ViewType::KeysOnly),
         });
         *unknown_view.last_mut().unwrap() = 9;
         assert!(error_message(&unknown_view).contains("unknown stream view"));

@@ -1998,7 +1998,8 @@ fn a_stream_holds_each_committed_change_once_through_crashes_rollover_and_trim()
             .leader_request(ItemOperation::PutItem, put("before", 1, "x"))
             .await;
         let configure = PreparedRequest::StreamConfigure {
-            stream: Some((STREAM, ViewType::NewAndOldImages)),
+            stream: STREAM,
+            view: Some(ViewType::NewAndOldImages),
         };
         cluster.prepared_at_leader(configure.clone(), UNIX_MS).await;
         cluster
@@ -2110,7 +2111,13 @@ fn a_stream_holds_each_committed_change_once_through_crashes_rollover_and_trim()
 
         // Disabled: the stream ends where it is and later writes add nothing.
         cluster
-            .prepared_at_leader(PreparedRequest::StreamConfigure { stream: None }, UNIX_MS)
+            .prepared_at_leader(
+                PreparedRequest::StreamConfigure {
+                    stream: STREAM,
+                    view: None,
+                },
+                UNIX_MS,
+            )
             .await;
         cluster
             .leader_request(ItemOperation::PutItem, put("k", 3, "unseen"))
@@ -2121,7 +2128,8 @@ fn a_stream_holds_each_committed_change_once_through_crashes_rollover_and_trim()
         cluster
             .prepared_at_leader(
                 PreparedRequest::StreamConfigure {
-                    stream: Some((STREAM, ViewType::KeysOnly)),
+                    stream: STREAM,
+                    view: Some(ViewType::KeysOnly),
                 },
                 UNIX_MS,
             )
@@ -2130,6 +2138,39 @@ fn a_stream_holds_each_committed_change_once_through_crashes_rollover_and_trim()
             .leader_request(ItemOperation::PutItem, put("k", 4, "unseen"))
             .await;
         assert_eq!(cluster.stream_records(1).await.0, child);
+        // A stream ended before it started (its start delayed behind its disable, from two
+        // routers) never starts either: the end is recorded, and no shard is listed.
+        let late = STREAM + 1;
+        for view in [None, Some(ViewType::KeysOnly)] {
+            cluster
+                .prepared_at_leader(
+                    PreparedRequest::StreamConfigure { stream: late, view },
+                    UNIX_MS,
+                )
+                .await;
+        }
+        cluster
+            .leader_request(ItemOperation::PutItem, put("k", 5, "unseen"))
+            .await;
+        match cluster
+            .prepared_at_leader(PreparedRequest::StreamShards { stream: late }, UNIX_MS)
+            .await
+        {
+            ItemResult::StreamShards { shards, .. } => {
+                assert!(shards.iter().all(|shard| shard.ended), "{shards:?}");
+            }
+            other => panic!("unexpected answer to StreamShards: {other:?}"),
+        }
+        let read = PreparedRequest::StreamRead {
+            stream: late,
+            generation: 0,
+            after: None,
+            limit: 1000,
+        };
+        match cluster.prepared_at_leader(read, UNIX_MS).await {
+            ItemResult::StreamRecords { records, .. } => assert!(records.is_empty()),
+            other => panic!("unexpected answer to a stream read: {other:?}"),
+        }
 
         // Past the retention every record goes, and a reader learns where data was trimmed.
         cluster.maintain_streams(UNIX_MS + 25 * HOUR_MS).await;

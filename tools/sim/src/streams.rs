@@ -124,7 +124,8 @@ impl Simulation {
             self.streams.groups[group].call = Some((reply_to, self.now_nanos));
             self.streams.calls.insert(reply_to, group);
             let request = PreparedRequest::StreamConfigure {
-                stream: Some((STREAM_ID, ViewType::NewAndOldImages)),
+                stream: STREAM_ID,
+                view: Some(ViewType::NewAndOldImages),
             };
             self.send_item_request(group, node, reply_to, request);
         }

@@ -47,9 +47,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             PreparedRequest::IndexBackfill { index, after } => {
                 return self.serve_index_backfill(now, reply_to, index, after).await;
             }
-            PreparedRequest::StreamConfigure { stream } => {
+            PreparedRequest::StreamConfigure { stream, view } => {
                 return self
-                    .serve_stream_configure(now, reply_to, stream, unix_ms)
+                    .serve_stream_configure(now, reply_to, stream, view, unix_ms)
                     .await;
             }
             PreparedRequest::StreamRead {

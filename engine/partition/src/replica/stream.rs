@@ -153,14 +153,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .collect()
     }
 
-    /// StreamConfigure: makes the partition's writes feed `target` (a stream id and view) or
-    /// no stream, through the log. A stream that ended here never starts again, and an older
-    /// stream never replaces a newer one, so a late or repeated request changes nothing.
+    /// StreamConfigure: starts stream `stream` with view `view`, or ends it (`view` `None`),
+    /// through the log. A stream that ended here (or whose end was recorded before it started)
+    /// never starts again, and an older stream never replaces a newer one, so a late or
+    /// repeated request changes nothing.
     pub(super) async fn serve_stream_configure(
         &mut self,
         now: MonotonicTime,
         reply_to: u64,
-        target: Option<(u64, ViewType)>,
+        stream: u64,
+        view: Option<ViewType>,
         unix_ms: u64,
     ) -> Result<(), PartitionError> {
         if let Some(refusal) = self.refuse_write() {
@@ -173,50 +175,74 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             write_units_milli: 0,
         };
         let current = self.stream_config().await?;
-        let settled = match (current, target) {
-            (None, None) => true,
-            (Some(current), Some((stream, _))) => stream <= current.stream,
-            (None, Some((stream, _))) => self.stream_existed(stream).await?,
-            (Some(_), None) => false,
+        let ended = |generation: u32| Mutation::Put {
+            key: pending_shard_key(stream, generation),
+            value: ShardRecord {
+                opened_ms: unix_ms,
+                ended: true,
+            }
+            .encode(),
         };
-        if settled {
-            self.reply(reply_to, done);
-            return Ok(());
-        }
         let mut mutations = Vec::new();
-        if let Some(current) = current {
-            mutations.push(Mutation::Put {
-                key: pending_shard_key(current.stream, current.generation + 1),
-                value: ShardRecord {
-                    opened_ms: unix_ms,
-                    ended: true,
+        let next = match (current, view) {
+            // Ending the stream the writes feed: its last shard closes.
+            (Some(current), None) if current.stream == stream => {
+                mutations.push(ended(current.generation + 1));
+                mutations.push(Mutation::Delete { key: config_key() });
+                None
+            }
+            // Ending a stream the writes do not feed: settled if it existed here; otherwise
+            // its end is recorded, so that a start sent before it and delivered after it is
+            // ignored (the generation-0 end marker lists no shard).
+            (current, None) => {
+                if self.stream_existed(stream).await? {
+                    self.reply(reply_to, done);
+                    return Ok(());
                 }
-                .encode(),
-            });
-        }
-        let next = target.map(|(stream, view)| StreamConfig {
-            stream,
-            view,
-            generation: 0,
-            generation_opened_ms: unix_ms,
-        });
-        match next {
-            Some(config) => {
+                mutations.push(ended(0));
+                current
+            }
+            (Some(current), Some(_)) if stream <= current.stream => {
+                self.reply(reply_to, done);
+                return Ok(());
+            }
+            (current, Some(view)) => {
+                if self.stream_existed(stream).await? {
+                    self.reply(reply_to, done);
+                    return Ok(());
+                }
+                // A newer stream replaces the one the writes feed, which ends here.
+                if let Some(current) = current {
+                    mutations.push(Mutation::Put {
+                        key: pending_shard_key(current.stream, current.generation + 1),
+                        value: ShardRecord {
+                            opened_ms: unix_ms,
+                            ended: true,
+                        }
+                        .encode(),
+                    });
+                }
+                let config = StreamConfig {
+                    stream,
+                    view,
+                    generation: 0,
+                    generation_opened_ms: unix_ms,
+                };
                 mutations.push(Mutation::Put {
                     key: config_key(),
                     value: config.encode(),
                 });
                 mutations.push(Mutation::Put {
-                    key: pending_shard_key(config.stream, 0),
+                    key: pending_shard_key(stream, 0),
                     value: ShardRecord {
                         opened_ms: unix_ms,
                         ended: false,
                     }
                     .encode(),
                 });
+                Some(config)
             }
-            None => mutations.push(Mutation::Delete { key: config_key() }),
-        }
+        };
         let batch = MutationBatch { mutations };
         let Some((slot, actions)) = self.propose_batch(now, reply_to, batch, done).await? else {
             return Ok(());

@@ -430,9 +430,9 @@ impl Router {
             // The stream must record every write of the table: its partitions follow it before
             // the table is ACTIVE. Not all reached now: the table stays CREATING and the repair
             // pass finishes it.
-            let target = Some((stream.id, stream.view));
+            let (id, view) = (stream.id, Some(stream.view));
             let configured = self
-                .configure_partitions(&record, target, &Default::default(), deadline)
+                .configure_partitions(&record, id, view, &Default::default(), deadline)
                 .await;
             if configured.len() < record.partitions.len() {
                 return Ok(Creation::Creating(Box::new(record)));

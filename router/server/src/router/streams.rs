@@ -315,14 +315,14 @@ impl Router {
         let Some(latest) = record.streams.last().cloned() else {
             return Ok(());
         };
-        let target = match latest.status {
-            StreamStatus::Enabling => Some((latest.id, latest.view)),
+        let view = match latest.status {
+            StreamStatus::Enabling => Some(latest.view),
             StreamStatus::Disabling => None,
             StreamStatus::Enabled | StreamStatus::Disabled => return Ok(()),
         };
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let newly = self
-            .configure_partitions(record, target, &latest.settled, deadline)
+            .configure_partitions(record, latest.id, view, &latest.settled, deadline)
             .await;
         let partitions: BTreeSet<u64> = record.partitions.iter().map(|entry| entry.id).collect();
         self.change_incarnation(record, |changed| {
@@ -349,16 +349,18 @@ impl Router {
         .await
     }
 
-    /// Sends `StreamConfigure` to each base partition of `record` not in `settled`; returns
-    /// those that answered. A partition that does not answer now is left for a later pass.
+    /// Sends `StreamConfigure` (start `stream` with `view`, or end it) to each base partition
+    /// of `record` not in `settled`; returns those that answered. A partition that does not
+    /// answer now is left for a later pass.
     pub(super) async fn configure_partitions(
         &self,
         record: &TableRecord,
-        target: Option<(u64, ViewType)>,
+        stream: u64,
+        view: Option<ViewType>,
         settled: &BTreeSet<u64>,
         deadline: Instant,
     ) -> BTreeSet<u64> {
-        let call = ItemCall::new(&PreparedRequest::StreamConfigure { stream: target });
+        let call = ItemCall::new(&PreparedRequest::StreamConfigure { stream, view });
         let pending: Vec<&PartitionEntry> = record
             .partitions
             .iter()
