@@ -707,3 +707,28 @@ def test_index_maintenance_adds_no_records(ddb, streams, stream_table):
     time.sleep(1)
     everything = flatten(read_stream(streams, arn))
     assert len(everything) == 4, json.dumps(everything, default=str)
+
+
+def test_nodes_report_the_bytes_their_streams_hold(ddb, port, stream_table):
+    """Operators see how much of each partition its stream takes (shoal's own metric,
+    engine/shard metrics.rs: shoal_partition_stream_record_bytes), one sample per replica that
+    holds records."""
+    import test_metrics
+
+    def total_bytes():
+        total = 0
+        for node in range(1, 4):
+            text = test_metrics.scrape(port + 100 * node + test_metrics.ADMIN_PORT_OFFSET)
+            family = test_metrics.families_of(text).get("shoal_partition_stream_record_bytes")
+            if family is not None:
+                total += sum(sample.value for sample in family.samples)
+        return total
+
+    name, _ = stream_table("NEW_AND_OLD_IMAGES")
+    # Other tests' streams hold bytes too; this one's writes must add to them.
+    before = total_bytes()
+    for i in range(20):
+        ddb.put_item(TableName=name, Item={"pk": {"S": f"m{i}"}, "v": {"S": "x" * 500}})
+    # Every replica applies every record: the three nodes together hold three copies of more
+    # than the images written.
+    wait_for(lambda: total_bytes() >= before + 3 * 20 * 500, "stream bytes in the nodes' metrics")

@@ -40,6 +40,8 @@ struct Inner {
     replication_messages_dropped: u64,
     requests_refused_busy: u64,
     time_to_live_deletes_proposed: u64,
+    /// Bytes of stream records per partition replica on the shard (only those with any).
+    stream_record_bytes: BTreeMap<u64, u64>,
 }
 
 /// The metrics of one shard. Single-threaded, like everything else on the shard.
@@ -86,6 +88,17 @@ impl ShardMetrics {
 
     pub fn request_refused_busy(&self) {
         self.inner.borrow_mut().requests_refused_busy += 1;
+    }
+
+    /// The bytes of stream records a replica holds now (shoal_model::stream; bounded per
+    /// partition by the trim): 0 forgets the partition, as does its deletion.
+    pub fn stream_record_bytes(&self, partition: u64, bytes: u64) {
+        let mut inner = self.inner.borrow_mut();
+        if bytes == 0 {
+            inner.stream_record_bytes.remove(&partition);
+        } else {
+            inner.stream_record_bytes.insert(partition, bytes);
+        }
     }
 
     /// Deletes of expired items a sweeper on this shard proposed.
@@ -224,6 +237,12 @@ impl ShardMetrics {
                 replica.item_count
             );
         }
+        for (partition, bytes) in &inner.stream_record_bytes {
+            let _ = writeln!(
+                text,
+                "shoal_partition_stream_record_bytes{{{labels},partition=\"{partition}\"}} {bytes}"
+            );
+        }
         for failure in recovery_failures {
             let _ = writeln!(
                 text,
@@ -347,6 +366,8 @@ pub const HEADERS: &str = "\
 # TYPE shoal_partition_commit_slot gauge
 # HELP shoal_partition_applied_slot The replica's applied slot.
 # TYPE shoal_partition_applied_slot gauge
+# HELP shoal_partition_stream_record_bytes Bytes of DynamoDB Streams records the replica holds (replicas with none are left out).
+# TYPE shoal_partition_stream_record_bytes gauge
 # HELP shoal_partition_items Items in the replica.
 # TYPE shoal_partition_items gauge
 # HELP shoal_partition_recovery_failed 1 for a partition whose replica on the shard refused to recover at start: out of service, files kept, the reason in the log.

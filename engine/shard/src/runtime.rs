@@ -568,6 +568,7 @@ impl<T: Transport + 'static> Shard<T> {
                 if let Err(error) = replica.destroy().await {
                     shoal_io::fatal!("partition {partition}: deleting its files failed: {error}");
                 }
+                self.metrics.stream_record_bytes(partition, 0);
                 tracing::info!(shard = self.config.shard, partition, "replica deleted");
                 destroyed.set(true);
                 return;
@@ -584,6 +585,8 @@ impl<T: Transport + 'static> Shard<T> {
             *status.borrow_mut() = replica.status(now);
             self.metrics
                 .time_to_live_deletes_proposed(replica.expired_deletes_proposed() - expired_before);
+            self.metrics
+                .stream_record_bytes(partition, replica.stream_record_bytes());
             for output in outputs {
                 let command = self.dispatch.borrow_mut().on_output(partition, output, now);
                 match command {

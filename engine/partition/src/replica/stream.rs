@@ -103,6 +103,14 @@ fn wire(position: RecordPosition) -> PositionWire {
 }
 
 impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
+    /// The bytes (keys and values) of the stream records this replica holds, as the index
+    /// region's stats count them (for metrics; 0 before the first event counted them).
+    pub fn stream_record_bytes(&self) -> u64 {
+        self.index_region
+            .as_ref()
+            .map_or(0, |region| region.stream_record_bytes)
+    }
+
     /// The configuration the next write follows: the latest proposal's, else the applied one.
     pub(super) async fn stream_config(&mut self) -> Result<Option<StreamConfig>, PartitionError> {
         if let Some((_, proposed)) = self.stream.proposed {
