@@ -732,3 +732,60 @@ def test_nodes_report_the_bytes_their_streams_hold(ddb, port, stream_table):
     # Every replica applies every record: the three nodes together hold three copies of more
     # than the images written.
     wait_for(lambda: total_bytes() >= before + 3 * 20 * 500, "stream bytes in the nodes' metrics")
+
+
+def test_at_timestamp_iterators_start_at_the_first_record_created_then(ddb, streams,
+                                                                       stream_table):
+    """AT_TIMESTAMP (API reference, GetShardIterator, "Timestamp"): the first record whose
+    ApproximateCreationDateTime is at or after the timestamp; an older timestamp reads from
+    TRIM_HORIZON; a timestamp in the future is a ValidationException. Current botocore models
+    it; older SDKs do not send it."""
+    name, _ = stream_table("NEW_IMAGE")
+    arn = latest_arn(ddb, name)
+    for i in range(6):
+        ddb.put_item(TableName=name, Item={"pk": {"S": f"early{i}"}})
+    wait_records(streams, arn, 6)
+    # Record times are the leaders' clocks in milliseconds: a pause separates the two groups.
+    time.sleep(1.1)
+    boundary = time.time()
+    time.sleep(0.1)
+    for i in range(6):
+        ddb.put_item(TableName=name, Item={"pk": {"S": f"late{i}"}})
+    wait_records(streams, arn, 12)
+
+    def keys_from(timestamp):
+        keys = []
+        for shard in all_shards(streams, arn):
+            iterator = streams.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="AT_TIMESTAMP",
+                Timestamp=timestamp)["ShardIterator"]
+            records, _ = drain(streams, iterator)
+            keys.extend(record["dynamodb"]["Keys"]["pk"]["S"] for record in records)
+        return sorted(keys)
+
+    assert keys_from(boundary) == [f"late{i}" for i in range(6)]
+    assert keys_from(boundary - 3600) == sorted([f"early{i}" for i in range(6)]
+                                                + [f"late{i}" for i in range(6)])
+    shard_id = all_shards(streams, arn)[0]["ShardId"]
+    expect_error(lambda: streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP",
+        Timestamp=time.time() + 3600), "ValidationException")
+    expect_error(lambda: streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP"),
+        "ValidationException")
+
+
+def test_a_child_shards_filter_lists_only_children(ddb, streams, stream_table):
+    """DescribeStream's ShardFilter CHILD_SHARDS (API reference; the only type): the shards
+    whose parent is the one named. A new stream's shards have no children yet."""
+    name, _ = stream_table("KEYS_ONLY")
+    arn = latest_arn(ddb, name)
+    wait_stream_status(streams, arn, "ENABLED")
+    shard_id = all_shards(streams, arn)[0]["ShardId"]
+    children = streams.describe_stream(
+        StreamArn=arn, ShardFilter={"Type": "CHILD_SHARDS", "ShardId": shard_id}
+    )["StreamDescription"]["Shards"]
+    assert children == []
+    expect_error(lambda: streams.describe_stream(
+        StreamArn=arn, ShardFilter={"Type": "PARENT_SHARDS", "ShardId": shard_id}),
+        "ValidationException")

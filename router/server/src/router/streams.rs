@@ -50,12 +50,18 @@ const TRIMMED_MESSAGE: &str = "The data you are trying to access has been trimme
 const EXPIRED_ITERATOR: &str = "ExpiredIteratorException";
 const EXPIRED_ITERATOR_MESSAGE: &str = "The provided iterator exceeds the maximum age allowed.";
 const SHARD_NOT_FOUND: &str = "Requested resource not found: Shard does not exist";
-const ITERATOR_TYPES: [&str; 4] = [
+const ITERATOR_TYPES: [&str; 5] = [
     "TRIM_HORIZON",
     "LATEST",
     "AT_SEQUENCE_NUMBER",
     "AFTER_SEQUENCE_NUMBER",
+    "AT_TIMESTAMP",
 ];
+/// DescribeStream's ShardFilter types (API reference: only CHILD_SHARDS).
+const SHARD_FILTER_TYPES: [&str; 1] = ["CHILD_SHARDS"];
+/// Probes an AT_TIMESTAMP iterator's search makes at most: a binary search over a shard's
+/// slots (u64) needs at most 65.
+const TIMESTAMP_SEARCH_PROBES_MAX: u32 = 70;
 
 /// A shard: a partition's generation of a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -484,6 +490,7 @@ impl Router {
         let arn = required_string(&body, "StreamArn", "streamArn")?;
         let limit = limit(&body, LIST_LIMIT_MAX)? as usize;
         let start = optional_string(&body, "ExclusiveStartShardId")?;
+        let children_of = shard_filter(&body)?;
         let deadline = self.deadline();
         let (record, stream) = self.stream_of(arn, deadline).await?;
         let mut shards = Vec::new();
@@ -523,6 +530,10 @@ impl Router {
             }
         }
         shards.sort_by_key(|(name, _)| *name);
+        if let Some(parent) = children_of {
+            // CHILD_SHARDS: the shards whose parent is the one named (API reference).
+            shards.retain(|(_, described)| described["ParentShardId"] == json!(parent));
+        }
         // After a shard id the stream does not have: nothing (Alternator's test_streams.py,
         // test_describe_stream_with_nonexistent_last_shard, on DynamoDB).
         let after: Vec<(ShardName, Json)> = match start {
@@ -598,6 +609,40 @@ impl Router {
             )));
         }
         let sequence = optional_string(&body, "SequenceNumber")?;
+        let timestamp_ms = match (kind, body.get("Timestamp")) {
+            ("AT_TIMESTAMP", None | Some(Json::Null)) => {
+                return Err(DynamoError::validation(
+                    "Must specify Timestamp when ShardIteratorType is AT_TIMESTAMP",
+                ));
+            }
+            ("AT_TIMESTAMP", Some(value)) => {
+                let seconds = value.as_f64().filter(|seconds| *seconds >= 0.0).ok_or_else(|| {
+                    DynamoError::serialization(
+                        "Unexpected value type in payload: Timestamp must be a number of epoch seconds",
+                    )
+                })?;
+                let ms = (seconds * 1000.0) as u64;
+                // API reference: "If the timestamp is in the future, the request returns a
+                // ValidationException."
+                if ms > unix_millis_now() {
+                    return Err(DynamoError::validation(format!(
+                        "Timestamp {seconds} is in the future"
+                    )));
+                }
+                Some(ms)
+            }
+            (_, None | Some(Json::Null)) => None,
+            (_, Some(_)) => {
+                return Err(DynamoError::validation(format!(
+                    "Timestamp must not be specified when ShardIteratorType is {kind}"
+                )));
+            }
+        };
+        if kind == "AT_TIMESTAMP" && sequence.is_some() {
+            return Err(DynamoError::validation(
+                "SequenceNumber must not be specified when ShardIteratorType is AT_TIMESTAMP",
+            ));
+        }
         let positioned = matches!(kind, "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER");
         let at = match (positioned, sequence) {
             (true, None) => {
@@ -605,7 +650,7 @@ impl Router {
                     "Must specify SequenceNumber when ShardIteratorType is {kind}"
                 )));
             }
-            (false, Some(_)) => {
+            (false, Some(_)) if kind != "AT_TIMESTAMP" => {
                 return Err(DynamoError::validation(format!(
                     "SequenceNumber must not be specified when ShardIteratorType is {kind}"
                 )));
@@ -613,7 +658,7 @@ impl Router {
             (true, Some(text)) => Some(parse_sequence_number(text).ok_or_else(|| {
                 DynamoError::validation(format!("Invalid SequenceNumber: {text}"))
             })?),
-            (false, None) => None,
+            (false, _) => None,
         };
         let deadline = self.deadline();
         let (record, stream) = self.stream_of(arn, deadline).await?;
@@ -630,6 +675,21 @@ impl Router {
         let trimmed = trimmed.map(position);
         let after = match (kind, at) {
             ("TRIM_HORIZON", _) => None,
+            ("AT_TIMESTAMP", _) => {
+                let listed = shards
+                    .iter()
+                    .find(|listed| listed.generation == shard.generation)
+                    .expect("checked above");
+                self.position_at_time(
+                    &record.name,
+                    &entry,
+                    stream.id,
+                    listed,
+                    timestamp_ms.expect("checked above"),
+                    deadline,
+                )
+                .await?
+            }
             ("LATEST", _) => {
                 let read = PreparedRequest::StreamRead {
                     stream: stream.id,
@@ -682,6 +742,62 @@ impl Router {
             issued_ms: unix_millis_now(),
         };
         Ok(json!({ "ShardIterator": encode_iterator(arn, state) }))
+    }
+
+    /// Where an AT_TIMESTAMP iterator starts: after every record of `shard` created before
+    /// `at_ms`, found by a binary search over the shard's slots (records are created in slot
+    /// order, by the leaders' clocks, so their times increase with their positions up to a
+    /// leader change's clock difference: DynamoDB calls the time approximate too). `None`, the
+    /// shard's oldest record, when `at_ms` is before it (API reference: an older timestamp
+    /// reads from TRIM_HORIZON).
+    async fn position_at_time(
+        &self,
+        table: &str,
+        entry: &PartitionEntry,
+        stream: u64,
+        shard: &StreamShardWire,
+        at_ms: u64,
+        deadline: Instant,
+    ) -> Result<Option<RecordPosition>, DynamoError> {
+        let (Some(first), Some(last)) = (shard.first, shard.last) else {
+            return Ok(None);
+        };
+        // The smallest slot boundary `b` in [first, last + 1] such that the first record at or
+        // after slot `b` was created at or after `at_ms` (or there is none).
+        let (mut low, mut high) = (first.slot, last.slot.saturating_add(1));
+        for _ in 0..TIMESTAMP_SEARCH_PROBES_MAX {
+            if low >= high {
+                break;
+            }
+            let middle = low + (high - low) / 2;
+            let read = PreparedRequest::StreamRead {
+                stream,
+                generation: shard.generation,
+                after: middle.checked_sub(1).map(|slot| RecordPosition {
+                    slot,
+                    ordinal: u32::MAX,
+                }),
+                limit: 1,
+            };
+            let ItemResult::StreamRecords { records, .. } =
+                self.read_shard(table, entry, read, deadline).await?
+            else {
+                return Err(DynamoError::internal(
+                    "Internal server error (a stream read answered with another result)",
+                ));
+            };
+            let created = records
+                .first()
+                .and_then(|record| shoal_model::stream::record_created_ms(&record.record));
+            match created {
+                Some(created) if created < at_ms => low = middle + 1,
+                _ => high = middle,
+            }
+        }
+        Ok((low > first.slot).then(|| RecordPosition {
+            slot: low - 1,
+            ordinal: u32::MAX,
+        }))
     }
 
     /// GetRecords.
@@ -794,6 +910,31 @@ impl Router {
         }
         rendered
     }
+}
+
+/// DescribeStream's ShardFilter: the parent shard whose children are asked for, if any.
+fn shard_filter(body: &Json) -> Result<Option<String>, DynamoError> {
+    let filter = match body.get("ShardFilter") {
+        None | Some(Json::Null) => return Ok(None),
+        Some(filter @ Json::Object(_)) => filter,
+        Some(_) => {
+            return Err(DynamoError::serialization(
+                "Unexpected value type in payload: ShardFilter must be a structure",
+            ));
+        }
+    };
+    if let Some(kind) = optional_string(filter, "Type")?
+        && !SHARD_FILTER_TYPES.contains(&kind)
+    {
+        return Err(DynamoError::validation(format!(
+            "1 validation error detected: Value '{kind}' at 'shardFilter.type' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            SHARD_FILTER_TYPES.join(", ")
+        )));
+    }
+    let parent = optional_string(filter, "ShardId")?.ok_or_else(|| {
+        DynamoError::validation("ShardFilter of type CHILD_SHARDS must name a ShardId")
+    })?;
+    Ok(Some(parent.to_string()))
 }
 
 fn key_schema_json(schema: &shoal_model::key::KeySchema) -> Json {
