@@ -1297,8 +1297,8 @@ impl MetadataStore {
     }
 
     /// The table items the repair pass works on, unsorted: those that list pending replicas
-    /// (invariant 4) and those not ACTIVE (CreateTable or DeleteTable unfinished, or still
-    /// running). The leader reads every metadata item to find them (a filtered scan): the
+    /// (invariant 4), those with a global index or a stream changing, and those not ACTIVE
+    /// (CreateTable or DeleteTable unfinished, or still running). The leader reads every metadata item to find them (a filtered scan): the
     /// repair pass's cost.
     pub async fn tables_needing_repair(
         &self,

@@ -31,16 +31,6 @@ pub struct StreamMaintenance {
     pub shard_rollover_ms: u64,
 }
 
-impl Default for StreamMaintenance {
-    fn default() -> Self {
-        StreamMaintenance {
-            unix_ms: 0,
-            retention_ms: model_stream::RETENTION_MS_DEFAULT,
-            shard_rollover_ms: model_stream::SHARD_ROLLOVER_MS_DEFAULT,
-        }
-    }
-}
-
 /// A replica's view of its stream configuration.
 #[derive(Debug, Default)]
 pub(super) struct StreamState {
@@ -183,7 +173,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             write_units_milli: 0,
         };
         let current = self.stream_config().await?;
-        let ended = |generation: u32| Mutation::Put {
+        // The shard record that marks where a stream stopped.
+        let ended = |stream: u64, generation: u32| Mutation::Put {
             key: pending_shard_key(stream, generation),
             value: ShardRecord {
                 opened_ms: unix_ms,
@@ -195,7 +186,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let next = match (current, view) {
             // Ending the stream the writes feed: its last shard closes.
             (Some(current), None) if current.stream == stream => {
-                mutations.push(ended(current.generation + 1));
+                mutations.push(ended(stream, current.generation + 1));
                 mutations.push(Mutation::Delete { key: config_key() });
                 None
             }
@@ -207,7 +198,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.reply(reply_to, done);
                     return Ok(());
                 }
-                mutations.push(ended(0));
+                mutations.push(ended(stream, 0));
                 current
             }
             (Some(current), Some(_)) if stream <= current.stream => {
@@ -221,14 +212,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 }
                 // A newer stream replaces the one the writes feed, which ends here.
                 if let Some(current) = current {
-                    mutations.push(Mutation::Put {
-                        key: pending_shard_key(current.stream, current.generation + 1),
-                        value: ShardRecord {
-                            opened_ms: unix_ms,
-                            ended: true,
-                        }
-                        .encode(),
-                    });
+                    mutations.push(ended(current.stream, current.generation + 1));
                 }
                 let config = StreamConfig {
                     stream,
