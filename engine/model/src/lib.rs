@@ -14,6 +14,7 @@ pub mod number;
 pub mod request;
 pub mod request_codec;
 pub mod stream;
+pub mod transaction;
 pub mod value;
 
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@ use crate::index::LocalIndex;
 use crate::index::global::{GlobalIndex, OutboxPosition, PositionedChange};
 use crate::json::item_from_json;
 use crate::key::KeySchema;
+use crate::transaction::TransactionRef;
 use crate::{Error, Item, legacy};
 
 /// DynamoDB's page limit for Query and Scan: data read (before any filter) per response.
@@ -182,6 +183,45 @@ pub enum PreparedRequest {
     StreamShards {
         stream: u64,
     },
+    /// Phase 1 of a write transaction at one partition (crate::transaction): check every
+    /// action and, if all pass, lock their items through the log. Answered with the reason of
+    /// each action (all `None` when prepared).
+    TransactPrepare {
+        transaction: TransactionRef,
+        actions: Vec<TransactAction>,
+    },
+    /// Phase 2: commit (`commit`) or cancel the transaction's locks at this partition. The
+    /// table's indexes come with it: a commit maintains them as any write does.
+    TransactFinish {
+        transaction: TransactionRef,
+        commit: bool,
+        local_indexes: Vec<LocalIndex>,
+        global_indexes: Vec<GlobalIndex>,
+    },
+    /// A TransactGetItems' read at one partition: the items, read together at the leader, and
+    /// whether any of them is locked; answered with the applied slot they were read at.
+    TransactRead {
+        gets: Vec<GetRequest>,
+    },
+    /// A TransactGetItems' second look, for reads of several partitions: whether none of these
+    /// items (nor its lock) changed after slot `since`.
+    TransactConfirm {
+        storage_keys: Vec<Vec<u8>>,
+        since: u64,
+    },
+    /// The locks prepared before `prepared_before_ms` (leader's clock), at most
+    /// [`crate::transaction::LOCK_LISTING_MAX`]: the recovery loop's question.
+    TransactLocks {
+        prepared_before_ms: u64,
+    },
+}
+
+/// One action of a write transaction: its write (for a ConditionCheck, a Delete whose
+/// condition is the check's, never applied), evaluated like a single-item write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransactAction {
+    pub write: WriteRequest,
+    pub check_only: bool,
 }
 
 impl PreparedRequest {
@@ -205,6 +245,11 @@ impl PreparedRequest {
             PreparedRequest::StreamConfigure { .. } => "StreamConfigure",
             PreparedRequest::StreamRead { .. } => "StreamRead",
             PreparedRequest::StreamShards { .. } => "StreamShards",
+            PreparedRequest::TransactPrepare { .. } => "TransactPrepare",
+            PreparedRequest::TransactFinish { .. } => "TransactFinish",
+            PreparedRequest::TransactRead { .. } => "TransactRead",
+            PreparedRequest::TransactConfirm { .. } => "TransactConfirm",
+            PreparedRequest::TransactLocks { .. } => "TransactLocks",
         }
     }
 
@@ -217,6 +262,8 @@ impl PreparedRequest {
                 | PreparedRequest::IndexApply { .. }
                 | PreparedRequest::IndexBackfill { .. }
                 | PreparedRequest::StreamConfigure { .. }
+                | PreparedRequest::TransactPrepare { .. }
+                | PreparedRequest::TransactFinish { .. }
         )
     }
 }

@@ -42,8 +42,9 @@ use crate::index::{
 use crate::key::{KeyAttribute, KeyType};
 use crate::request::{
     BATCH_GET_KEYS_MAX, BATCH_WRITE_REQUESTS_MAX, GetRequest, IndexRead, PreparedRequest,
-    RangeRequest, WriteKind, WriteRequest,
+    RangeRequest, TransactAction, WriteKind, WriteRequest,
 };
+use crate::transaction::{TRANSACT_ITEMS_MAX, TransactionRef};
 use crate::value::{AttributeValue, Item, NESTING_DEPTH_MAX, TYPE_NAMES};
 
 /// The version byte written first; a decoder refuses versions it does not know.
@@ -89,6 +90,13 @@ const REQUEST_INDEX_BACKFILL: u8 = 0x0F;
 const REQUEST_STREAM_CONFIGURE: u8 = 0x10;
 const REQUEST_STREAM_READ: u8 = 0x11;
 const REQUEST_STREAM_SHARDS: u8 = 0x12;
+/// Transactions (crate::transaction): prepare, finish, a TransactGetItems' read and confirm,
+/// and the recovery loop's lock listing.
+const REQUEST_TRANSACT_PREPARE: u8 = 0x13;
+const REQUEST_TRANSACT_FINISH: u8 = 0x14;
+const REQUEST_TRANSACT_READ: u8 = 0x15;
+const REQUEST_TRANSACT_CONFIRM: u8 = 0x16;
+const REQUEST_TRANSACT_LOCKS: u8 = 0x17;
 
 /// An index change's kind.
 const CHANGE_PUT: u8 = 0x01;
@@ -313,6 +321,54 @@ pub fn encode_request(request: &PreparedRequest) -> Vec<u8> {
             output.push(REQUEST_STREAM_SHARDS);
             encode_u64(*stream, &mut output);
         }
+        PreparedRequest::TransactPrepare {
+            transaction,
+            actions,
+        } => {
+            output.push(REQUEST_TRANSACT_PREPARE);
+            encode_transaction(transaction, &mut output);
+            encode_length(actions.len(), &mut output);
+            for action in actions {
+                encode_bool(action.check_only, &mut output);
+                encode_write(&action.write, &mut output);
+                encode_local_indexes(&action.write.local_indexes, &mut output);
+                encode_global_indexes(&action.write.global_indexes, &mut output);
+            }
+        }
+        PreparedRequest::TransactFinish {
+            transaction,
+            commit,
+            local_indexes,
+            global_indexes,
+        } => {
+            output.push(REQUEST_TRANSACT_FINISH);
+            encode_transaction(transaction, &mut output);
+            encode_bool(*commit, &mut output);
+            encode_local_indexes(local_indexes, &mut output);
+            encode_global_indexes(global_indexes, &mut output);
+        }
+        PreparedRequest::TransactRead { gets } => {
+            output.push(REQUEST_TRANSACT_READ);
+            encode_length(gets.len(), &mut output);
+            for get in gets {
+                encode_get(get, &mut output);
+            }
+        }
+        PreparedRequest::TransactConfirm {
+            storage_keys,
+            since,
+        } => {
+            output.push(REQUEST_TRANSACT_CONFIRM);
+            encode_u64(*since, &mut output);
+            encode_length(storage_keys.len(), &mut output);
+            for key in storage_keys {
+                encode_bytes(key, &mut output);
+            }
+        }
+        PreparedRequest::TransactLocks { prepared_before_ms } => {
+            output.push(REQUEST_TRANSACT_LOCKS);
+            encode_u64(*prepared_before_ms, &mut output);
+        }
         PreparedRequest::BatchWrite(writes) => {
             let indexed = writes.iter().any(|write| !write.local_indexes.is_empty());
             output.push(if indexed {
@@ -401,6 +457,11 @@ fn encode_bool(flag: bool, output: &mut Vec<u8>) {
 
 fn encode_u64(number: u64, output: &mut Vec<u8>) {
     output.extend_from_slice(&number.to_le_bytes());
+}
+
+fn encode_transaction(transaction: &TransactionRef, output: &mut Vec<u8>) {
+    encode_bytes(transaction.ledger_key.as_bytes(), output);
+    encode_u64(transaction.nonce, output);
 }
 
 fn encode_write(write: &WriteRequest, output: &mut Vec<u8>) {
@@ -811,6 +872,51 @@ fn decode_versioned(reader: &mut Reader<'_>) -> Result<PreparedRequest> {
         REQUEST_STREAM_SHARDS => PreparedRequest::StreamShards {
             stream: decode_u64(reader)?,
         },
+        REQUEST_TRANSACT_PREPARE => {
+            let transaction = decode_transaction(reader)?;
+            let count = bounded_count(reader, TRANSACT_ITEMS_MAX, "transaction actions")?;
+            let mut actions = Vec::with_capacity(count);
+            for _ in 0..count {
+                let check_only = decode_bool(reader)?;
+                let mut write = decode_write(reader)?;
+                write.local_indexes = decode_local_indexes(reader)?;
+                write.global_indexes = decode_global_indexes(reader)?;
+                actions.push(TransactAction { write, check_only });
+            }
+            PreparedRequest::TransactPrepare {
+                transaction,
+                actions,
+            }
+        }
+        REQUEST_TRANSACT_FINISH => PreparedRequest::TransactFinish {
+            transaction: decode_transaction(reader)?,
+            commit: decode_bool(reader)?,
+            local_indexes: decode_local_indexes(reader)?,
+            global_indexes: decode_global_indexes(reader)?,
+        },
+        REQUEST_TRANSACT_READ => {
+            let count = bounded_count(reader, TRANSACT_ITEMS_MAX, "transaction gets")?;
+            let mut gets = Vec::with_capacity(count);
+            for _ in 0..count {
+                gets.push(decode_get(reader)?);
+            }
+            PreparedRequest::TransactRead { gets }
+        }
+        REQUEST_TRANSACT_CONFIRM => {
+            let since = decode_u64(reader)?;
+            let count = bounded_count(reader, TRANSACT_ITEMS_MAX, "transaction keys")?;
+            let mut storage_keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                storage_keys.push(reader.byte_string()?.to_vec());
+            }
+            PreparedRequest::TransactConfirm {
+                storage_keys,
+                since,
+            }
+        }
+        REQUEST_TRANSACT_LOCKS => PreparedRequest::TransactLocks {
+            prepared_before_ms: decode_u64(reader)?,
+        },
         REQUEST_RANGE_INDEXED => {
             let mut range = decode_range(reader)?;
             let index = decode_local_index(reader)?;
@@ -902,6 +1008,12 @@ fn decode_item(reader: &mut Reader<'_>) -> Result<Item> {
 
 fn decode_value(reader: &mut Reader<'_>) -> Result<AttributeValue> {
     reader.value(VALUE_DEPTH)
+}
+
+fn decode_transaction(reader: &mut Reader<'_>) -> Result<TransactionRef> {
+    let ledger_key = decode_name(reader, "transaction ledger key")?;
+    let nonce = decode_u64(reader)?;
+    Ok(TransactionRef { ledger_key, nonce })
 }
 
 fn decode_write(reader: &mut Reader<'_>) -> Result<WriteRequest> {
@@ -1601,6 +1713,54 @@ mod tests {
             view: Some(ViewType::NewAndOldImages),
         });
         round_trip(&PreparedRequest::StreamShards { stream: 7 });
+        let PreparedRequest::Write(write) = prepared(
+            ItemOperation::UpdateItem,
+            json!({
+                "Key": {"pk": {"S": "user#1"}, "sk": {"N": "5"}},
+                "UpdateExpression": "SET balance = balance - :n",
+                "ConditionExpression": "balance >= :n",
+                "ExpressionAttributeValues": {":n": {"N": "3"}},
+            }),
+        ) else {
+            panic!("an UpdateItem prepared as something else");
+        };
+        let transaction = TransactionRef {
+            ledger_key: "t#token".to_string(),
+            nonce: 42,
+        };
+        round_trip(&PreparedRequest::TransactPrepare {
+            transaction: transaction.clone(),
+            actions: vec![
+                TransactAction {
+                    write: write.clone(),
+                    check_only: false,
+                },
+                TransactAction {
+                    write: write.clone(),
+                    check_only: true,
+                },
+            ],
+        });
+        round_trip(&PreparedRequest::TransactFinish {
+            transaction,
+            commit: true,
+            local_indexes: Vec::new(),
+            global_indexes: Vec::new(),
+        });
+        round_trip(&PreparedRequest::TransactConfirm {
+            storage_keys: vec![write.storage_key.clone(), vec![1, 2]],
+            since: 77,
+        });
+        round_trip(&PreparedRequest::TransactLocks {
+            prepared_before_ms: 1_765_000_000_000,
+        });
+        let PreparedRequest::Get(get) = prepared(
+            ItemOperation::GetItem,
+            json!({"Key": {"pk": {"S": "user#1"}, "sk": {"N": "5"}}, "ConsistentRead": true}),
+        ) else {
+            panic!("a GetItem prepared as something else");
+        };
+        round_trip(&PreparedRequest::TransactRead { gets: vec![get] });
         let read = |after, limit| PreparedRequest::StreamRead {
             stream: 7,
             generation: 2,
@@ -1787,10 +1947,10 @@ mod tests {
             "malformed item request encoding: unknown request format version 2 (at byte 1)"
         );
         let mut unknown_kind = bytes.clone();
-        unknown_kind[1] = 0x13;
+        unknown_kind[1] = 0x7F;
         assert_eq!(
             error_message(&unknown_kind),
-            "malformed item request encoding: unknown request kind 0x13 (at byte 2)"
+            "malformed item request encoding: unknown request kind 0x7f (at byte 2)"
         );
         let mut trailing = bytes.clone();
         trailing.push(0);

@@ -48,8 +48,10 @@ mod global_index;
 mod serve;
 mod stream;
 mod sweep;
+mod transaction;
 
 pub use stream::StreamMaintenance;
+pub use transaction::RECENT_CHANGES_MAX;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -446,6 +448,8 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// the same: under one ballot a leader's log after its applied slot only grows by its own
     /// proposals.
     chain_tip: Option<(Ballot, Slot, u64)>,
+    /// Applied locks and recent changes (src/replica/transaction.rs).
+    transactions: transaction::TransactionState,
 }
 
 /// What recovery found for one partition in the shard's WAL.
@@ -747,6 +751,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             sweep: Default::default(),
             stream: Default::default(),
             chain_tip: None,
+            transactions: transaction::TransactionState::new(checkpoint_slot),
         }
     }
 
@@ -1205,6 +1210,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             self.engine.apply(WalLsn(slot.0), &batch).await?;
             self.stream.applied(slot, &batch).map_err(|error| {
+                PartitionError::Corrupt(format!(
+                    "partition {}: slot {}: {error}",
+                    self.meta.partition, slot.0
+                ))
+            })?;
+            self.transactions.applied(slot, &batch).map_err(|error| {
                 PartitionError::Corrupt(format!(
                     "partition {}: slot {}: {error}",
                     self.meta.partition, slot.0

@@ -288,6 +288,45 @@ pub enum ItemResult {
         shards: Vec<StreamShardWire>,
         trimmed_through: Option<PositionWire>,
     },
+    /// A transaction prepare's outcome at one partition: one reason per action, in the order
+    /// sent; all `None` (code 0) when its locks are written. Added at the end.
+    TransactPrepared {
+        reasons: Vec<CancellationReasonWire>,
+    },
+    /// A transaction's locks at this partition are committed or cancelled (or were already).
+    /// Added at the end.
+    TransactFinished,
+    /// A TransactGetItems' items at one partition, in the order asked, each `None` when
+    /// missing; `locked`: whether a prepared transaction holds any of them; `applied_slot`:
+    /// the slot they were read at (a TransactConfirm's `since`). Added at the end.
+    TransactRead {
+        items: Vec<Option<Vec<u8>>>,
+        locked: bool,
+        applied_slot: u64,
+    },
+    /// Whether none of the items asked about changed since the slot given; `false` also when
+    /// the leader cannot tell (it does not remember that far back). Added at the end.
+    TransactConfirmed { unchanged: bool },
+    /// Locks older than asked, for the recovery loop. Added at the end.
+    TransactLocks { locks: Vec<LockWire> },
+}
+
+/// Why one action of a transaction could not be prepared (shoal-model
+/// `transaction::CancellationCode`, by its code byte), with DynamoDB's message (empty for
+/// `None`) and, for a failed condition with ALL_OLD, the item as it was.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CancellationReasonWire {
+    pub code: u8,
+    pub message: String,
+    pub item: Option<Vec<u8>>,
+}
+
+/// A lock as the recovery loop sees it: its transaction and when it was prepared.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LockWire {
+    pub ledger_key: String,
+    pub nonce: u64,
+    pub prepared_at_ms: u64,
 }
 
 /// A log position: slot and ordinal (shoal-model `stream::RecordPosition`).

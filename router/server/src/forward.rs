@@ -182,6 +182,12 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
         | ItemResult::Backfill { .. }
         | ItemResult::StreamRecords { .. }
         | ItemResult::StreamShards { .. } => {}
+        // The transaction coordinator reads these itself.
+        ItemResult::TransactPrepared { .. }
+        | ItemResult::TransactFinished
+        | ItemResult::TransactRead { .. }
+        | ItemResult::TransactConfirmed { .. }
+        | ItemResult::TransactLocks { .. } => {}
         ItemResult::Get { item } => {
             if let Some(item) = item {
                 body.insert("Item".to_string(), item_json(item)?);

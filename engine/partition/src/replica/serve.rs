@@ -64,6 +64,40 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             PreparedRequest::StreamShards { stream } => {
                 self.serve_stream_shards(now, stream).await?
             }
+            PreparedRequest::TransactPrepare {
+                transaction,
+                actions,
+            } => {
+                return self
+                    .serve_transact_prepare(now, reply_to, transaction, actions, unix_ms)
+                    .await;
+            }
+            PreparedRequest::TransactFinish {
+                transaction,
+                commit,
+                local_indexes,
+                global_indexes,
+            } => {
+                return self
+                    .serve_transact_finish(
+                        now,
+                        reply_to,
+                        transaction,
+                        commit,
+                        local_indexes,
+                        global_indexes,
+                        unix_ms,
+                    )
+                    .await;
+            }
+            PreparedRequest::TransactRead { gets } => self.serve_transact_read(now, &gets).await?,
+            PreparedRequest::TransactConfirm {
+                storage_keys,
+                since,
+            } => self.serve_transact_confirm(now, &storage_keys, since),
+            PreparedRequest::TransactLocks { prepared_before_ms } => {
+                self.serve_transact_locks(now, prepared_before_ms).await?
+            }
         };
         self.reply(reply_to, response);
         Ok(())
@@ -194,6 +228,93 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         })
     }
 
+    /// Evaluates `write` against the latest state, after the writes `earlier` of its batch
+    /// (invariant 2), with its item collection's size record for a table with local indexes
+    /// (refused past `collection_bytes_max`). Returns the outcome, the item before the write,
+    /// and the latest overlay slot the evaluation read (a refusal waits for it, invariant 5).
+    pub(super) async fn evaluate_in_batch(
+        &self,
+        write: &WriteRequest,
+        earlier: &[Evaluated],
+        collection_bytes_max: u64,
+    ) -> Result<(Result<Evaluated, NodeResponse>, Option<Item>, Option<Slot>), PartitionError> {
+        let (old_item, mut overlay_slot) = self.latest_item(&write.storage_key).await?;
+        let mut outcome = self.evaluate_write(write, old_item.as_ref());
+        if let Ok(result) = &mut outcome
+            && let Some(collection_key) = crate::local_index::collection_of(write)
+        {
+            // The collection's size as this batch left it, else as the leader sees it.
+            let before = match earlier.iter().rev().find_map(|earlier| {
+                earlier
+                    .collection
+                    .as_ref()
+                    .filter(|(key, _)| *key == collection_key)
+            }) {
+                Some((_, bytes)) => Some(*bytes),
+                None => {
+                    let (record, record_slot) = self.latest_item(&collection_key).await?;
+                    overlay_slot = overlay_slot.max(record_slot);
+                    record
+                        .as_ref()
+                        .and_then(shoal_model::index::collection_bytes)
+                }
+            };
+            match crate::local_index::collection_change(
+                write,
+                &self.meta.key_schema,
+                collection_key,
+                before.unwrap_or(0),
+                old_item.as_ref(),
+                result.new_item.as_ref(),
+                collection_bytes_max,
+            ) {
+                Ok((mutation, collection)) => {
+                    result.mutations.push(mutation);
+                    result.collection = Some(collection);
+                }
+                Err(refusal) => outcome = Err(refusal),
+            }
+        }
+        Ok((outcome, old_item, overlay_slot))
+    }
+
+    /// The log entry of evaluated writes: their items' and local index entries' mutations,
+    /// their GSI changes as pending outbox records (positioned when applied), and their stream
+    /// records under the stream configuration `stream`.
+    pub(super) fn write_batch(
+        &self,
+        evaluated: &[Evaluated],
+        stream: Option<shoal_model::stream::StreamConfig>,
+        stream_changes: &[(Option<Item>, Option<Item>)],
+        unix_ms: u64,
+    ) -> MutationBatch {
+        let mut mutations = MutationBatch {
+            mutations: evaluated
+                .iter()
+                .flat_map(|result| result.mutations.iter().cloned())
+                .collect(),
+        };
+        let global_changes = evaluated.iter().flat_map(|result| &result.global_changes);
+        // The outbox records get their positions when the batch is applied (its slot).
+        for (ordinal, change) in (0u32..).zip(global_changes) {
+            mutations.mutations.push(Mutation::Put {
+                key: shoal_model::index::global::pending_outbox_key(ordinal),
+                value: shoal_model::index::global::encode_change(change),
+            });
+        }
+        mutations.mutations.extend(
+            self.stream_records(
+                stream,
+                stream_changes
+                    .iter()
+                    .map(|(old, new)| (old.as_ref(), new.as_ref())),
+                unix_ms,
+                false,
+            ),
+        );
+        mutations
+    }
+
     pub(super) async fn serve_writes(
         &mut self,
         now: MonotonicTime,
@@ -213,44 +334,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let stream = self.stream_config().await?;
         let mut stream_changes: Vec<(Option<Item>, Option<Item>)> = Vec::new();
         let mut evaluated: Vec<Evaluated> = Vec::with_capacity(writes.len());
+        let locks_possible = self.locks_possible();
         for write in &writes {
-            let (old_item, mut overlay_slot) = self.latest_item(&write.storage_key).await?;
-            let mut outcome = self.evaluate_write(write, old_item.as_ref());
-            if let Ok(result) = &mut outcome
-                && let Some(collection_key) = crate::local_index::collection_of(write)
-            {
-                // The collection's size as this batch left it, else as the leader sees it.
-                let before = match evaluated.iter().rev().find_map(|earlier| {
-                    earlier
-                        .collection
-                        .as_ref()
-                        .filter(|(key, _)| *key == collection_key)
-                }) {
-                    Some((_, bytes)) => Some(*bytes),
-                    None => {
-                        let (record, record_slot) = self.latest_item(&collection_key).await?;
-                        overlay_slot = overlay_slot.max(record_slot);
-                        record
-                            .as_ref()
-                            .and_then(shoal_model::index::collection_bytes)
-                    }
-                };
-                match crate::local_index::collection_change(
-                    write,
-                    &self.meta.key_schema,
-                    collection_key,
-                    before.unwrap_or(0),
-                    old_item.as_ref(),
-                    result.new_item.as_ref(),
-                    self.config.item_collection_bytes_max,
-                ) {
-                    Ok((mutation, collection)) => {
-                        result.mutations.push(mutation);
-                        result.collection = Some(collection);
-                    }
-                    Err(refusal) => outcome = Err(refusal),
-                }
+            // Transaction invariant 2: an item a prepared transaction holds stays as it is.
+            if locks_possible && self.latest_lock(&write.storage_key).await?.is_some() {
+                self.reply(reply_to, super::transaction::transaction_conflict());
+                return Ok(());
             }
+            let (outcome, old_item, overlay_slot) = self
+                .evaluate_in_batch(write, &evaluated, self.config.item_collection_bytes_max)
+                .await?;
             match outcome {
                 Ok(result) => {
                     if stream.is_some() {
@@ -316,29 +409,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
-        let mut mutations = MutationBatch {
-            mutations: evaluated
-                .iter()
-                .flat_map(|result| result.mutations.iter().cloned())
-                .collect(),
-        };
-        // The outbox records get their positions when the batch is applied (its slot).
-        for (ordinal, change) in (0u32..).zip(global_changes) {
-            mutations.mutations.push(Mutation::Put {
-                key: shoal_model::index::global::pending_outbox_key(ordinal),
-                value: shoal_model::index::global::encode_change(change),
-            });
-        }
-        mutations.mutations.extend(
-            self.stream_records(
-                stream,
-                stream_changes
-                    .iter()
-                    .map(|(old, new)| (old.as_ref(), new.as_ref())),
-                unix_ms,
-                false,
-            ),
-        );
+        let mutations = self.write_batch(&evaluated, stream, &stream_changes, unix_ms);
         let write_units: u64 = evaluated.iter().map(|result| result.write_units).sum();
         let result = match (&evaluated[..], batch) {
             ([single], false) if !writes[0].global_indexes.is_empty() => {

@@ -153,8 +153,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.meta.partition
                 ))
             })?;
+            // Transaction invariant 2: a locked item waits for the next pass.
+            let locked = self.locks_possible() && self.latest_lock(&key).await?.is_some();
             let attribute = self.sweep.attribute.as_str();
-            if expired(&stored, attribute, now_unix_seconds) {
+            if !locked && expired(&stored, attribute, now_unix_seconds) {
                 // Invariant 2: the delete is decided on the latest state, proposals in flight
                 // included. A write proposed since (one extending the TTL, say) wins.
                 let (latest, _) = self.latest_item(&key).await?;
