@@ -3,10 +3,8 @@ partitions, CancellationReasons, ClientRequestToken idempotency, every refusal w
 transactional reads, capacity (two units per item), and what a transaction leaves in global
 secondary indexes and streams.
 
-Shoal does not serve transactions yet (issue 17): the whole module is skipped until it does.
-
 Sources, cited per test (the research notes, with every text's origin and how sure it is, are
-in the branch's report /work/transactions-messages.md):
+in router/conformance/notes/transactions.md):
 - [API] the DynamoDB API reference as botocore's service-2.json carries it: TransactWriteItems
   and TransactGetItems (at most 100 actions, no two on one item, 4 MB in all), the shapes
   ConditionCheck (ConditionExpression required), ClientRequestToken (1-36 characters, valid 10
@@ -56,7 +54,6 @@ from conftest import expect_error, unique_name
 from test_gsi import gsi_table_request
 from test_streams import flatten, latest_arn, read_stream, stream_table, wait_for  # noqa: F401
 
-pytestmark = pytest.mark.skip(reason="transactions are not built yet (issue 17)")
 
 CANCELLED = "Transaction cancelled, please refer cancellation reasons for specific reasons"
 CONDITION_FAILED = {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}

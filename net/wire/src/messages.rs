@@ -290,12 +290,19 @@ pub enum ItemResult {
     },
     /// A transaction prepare's outcome at one partition: one reason per action, in the order
     /// sent; all `None` (code 0) when its locks are written. Added at the end.
+    /// `index_write_units_milli`: what the actions' index entries cost, by index (the rest of
+    /// the answer's `write_units_milli` is the table's), for ConsumedCapacity INDEXES.
+    /// `locked`: the actions before it are locked; those after it were not looked at (their
+    /// lock records would not fit one log entry), and the coordinator sends them again.
     TransactPrepared {
         reasons: Vec<CancellationReasonWire>,
+        index_write_units_milli: Vec<IndexWriteUnits>,
+        locked: u32,
     },
-    /// A transaction's locks at this partition are committed or cancelled (or were already).
-    /// Added at the end.
-    TransactFinished,
+    /// A transaction's locks at this partition are committed or cancelled (or were already);
+    /// `more`: some are left for the next finish (one log entry holds about
+    /// 1 MiB of commits). Added at the end.
+    TransactFinished { more: bool },
     /// A TransactGetItems' items at one partition, in the order asked, each `None` when
     /// missing; `locked`: whether a prepared transaction holds any of them; `applied_slot`:
     /// the slot they were read at (a TransactConfirm's `since`). Added at the end.

@@ -36,6 +36,8 @@ pub enum Operation {
     Scan,
     BatchGetItem,
     BatchWriteItem,
+    TransactWriteItems,
+    TransactGetItems,
     DescribeEndpoints,
     DescribeLimits,
     TagResource,
@@ -49,7 +51,7 @@ pub enum Operation {
     GetRecords,
 }
 
-const OPERATIONS: [(&str, Operation); 20] = [
+const OPERATIONS: [(&str, Operation); 22] = [
     ("CreateTable", Operation::CreateTable),
     ("DeleteTable", Operation::DeleteTable),
     ("DescribeTable", Operation::DescribeTable),
@@ -63,6 +65,8 @@ const OPERATIONS: [(&str, Operation); 20] = [
     ("Scan", Operation::Scan),
     ("BatchGetItem", Operation::BatchGetItem),
     ("BatchWriteItem", Operation::BatchWriteItem),
+    ("TransactWriteItems", Operation::TransactWriteItems),
+    ("TransactGetItems", Operation::TransactGetItems),
     ("DescribeEndpoints", Operation::DescribeEndpoints),
     ("DescribeLimits", Operation::DescribeLimits),
     ("TagResource", Operation::TagResource),

@@ -22,6 +22,8 @@ pub struct DynamoError {
     pub type_name: String,
     pub message: String,
     pub item: Option<Json>,
+    /// TransactionCanceledException's CancellationReasons (DynamoDB JSON), one per action.
+    pub cancellation_reasons: Option<Json>,
 }
 
 impl DynamoError {
@@ -30,6 +32,7 @@ impl DynamoError {
             type_name: type_name.to_string(),
             message: message.into(),
             item: None,
+            cancellation_reasons: None,
         }
     }
 

@@ -184,7 +184,7 @@ pub fn render_result(result: &ItemResult, count_only: bool) -> Result<Json, Dyna
         | ItemResult::StreamShards { .. } => {}
         // The transaction coordinator reads these itself.
         ItemResult::TransactPrepared { .. }
-        | ItemResult::TransactFinished
+        | ItemResult::TransactFinished { .. }
         | ItemResult::TransactRead { .. }
         | ItemResult::TransactConfirmed { .. }
         | ItemResult::TransactLocks { .. } => {}
@@ -271,6 +271,7 @@ pub fn after_error(error: NodeError, effect: Effect) -> Retry {
                 type_name,
                 message,
                 item,
+                cancellation_reasons: None,
             }))
         }
         // The router built the request; a node that cannot decode it will not decode it on a
@@ -726,11 +727,13 @@ mod tests {
                     type_name: "ConditionalCheckFailedException".to_string(),
                     message: message(),
                     item: Some(serde_json::json!({"pk": {"S": "a"}})),
+                    cancellation_reasons: None,
                 })),
                 Retry::Stop(ForwardError::Dynamo(DynamoError {
                     type_name: "ConditionalCheckFailedException".to_string(),
                     message: message(),
                     item: Some(serde_json::json!({"pk": {"S": "a"}})),
+                    cancellation_reasons: None,
                 })),
             ),
         ];

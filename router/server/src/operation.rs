@@ -30,6 +30,8 @@ pub enum Operation {
     Scan,
     BatchGetItem,
     BatchWriteItem,
+    TransactWriteItems,
+    TransactGetItems,
     ListStreams,
     DescribeStream,
     GetShardIterator,
@@ -37,7 +39,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 25] = [
         Operation::CreateTable,
         Operation::DeleteTable,
         Operation::DescribeTable,
@@ -57,6 +59,8 @@ impl Operation {
         Operation::Scan,
         Operation::BatchGetItem,
         Operation::BatchWriteItem,
+        Operation::TransactWriteItems,
+        Operation::TransactGetItems,
         Operation::ListStreams,
         Operation::DescribeStream,
         Operation::GetShardIterator,
@@ -85,6 +89,8 @@ impl Operation {
             Operation::Scan => "Scan",
             Operation::BatchGetItem => "BatchGetItem",
             Operation::BatchWriteItem => "BatchWriteItem",
+            Operation::TransactWriteItems => "TransactWriteItems",
+            Operation::TransactGetItems => "TransactGetItems",
             Operation::ListStreams => "ListStreams",
             Operation::DescribeStream => "DescribeStream",
             Operation::GetShardIterator => "GetShardIterator",
@@ -131,6 +137,8 @@ impl Router {
             Operation::Scan => self.scan(body).await,
             Operation::BatchGetItem => self.batch_get_item(body).await,
             Operation::BatchWriteItem => self.batch_write_item(body).await,
+            Operation::TransactWriteItems => self.transact_write_items(body).await,
+            Operation::TransactGetItems => self.transact_get_items(body).await,
             Operation::ListStreams => self.list_streams(body).await,
             Operation::DescribeStream => self.describe_stream(body).await,
             Operation::GetShardIterator => self.get_shard_iterator(body).await,

@@ -239,6 +239,10 @@ fn api_error(error: DynamoError) -> ApiError {
     if let Some(item) = error.item {
         api.fields.push(("Item".to_string(), item));
     }
+    if let Some(reasons) = error.cancellation_reasons {
+        api.fields
+            .push(("CancellationReasons".to_string(), reasons));
+    }
     api
 }
 

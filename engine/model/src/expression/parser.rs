@@ -96,7 +96,7 @@ fn prepare<'source, 'context>(
             let near_start = invalid_character
                 .previous_token_start
                 .unwrap_or(invalid_character.start);
-            let near = &source[near_start..invalid_character.end];
+            let near = &source[near_start..invalid_character.context_end];
             return Err(invalid(&messages::syntax_error(token, near)));
         }
     };

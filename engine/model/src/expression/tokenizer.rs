@@ -44,6 +44,10 @@ pub(crate) struct InvalidCharacter {
     pub end: usize,
     /// Where the token before it starts, so that the error can quote it as context.
     pub previous_token_start: Option<usize>,
+    /// Where the quoted context ends: after the character, or after the one the lexer read
+    /// past it (a '!' is read as the start of "!=", so DynamoDB quotes "!!" for "!!!":
+    /// nubo-db/dynamodb-conformance, transactGetItems error messages, captured on the service).
+    pub context_end: usize,
 }
 
 fn is_name_byte(byte: u8) -> bool {
@@ -92,6 +96,7 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Token>, InvalidCharacter> {
                         start,
                         end: start + 1,
                         previous_token_start: tokens.last().map(|token: &Token| token.start),
+                        context_end: start + 1,
                     });
                 }
                 let kind = if byte == b'#' {
@@ -122,10 +127,16 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Token>, InvalidCharacter> {
                     .next()
                     .map(char::len_utf8)
                     .unwrap_or(1);
+                let end = start + character_length;
+                let context_end = match (byte, source[end..].chars().next()) {
+                    (b'!', Some(following)) if following != '=' => end + following.len_utf8(),
+                    _ => end,
+                };
                 return Err(InvalidCharacter {
                     start,
-                    end: start + character_length,
+                    end,
                     previous_token_start: tokens.last().map(|token: &Token| token.start),
+                    context_end,
                 });
             }
         };
@@ -191,9 +202,19 @@ mod tests {
             start,
             end,
             previous_token_start,
+            context_end: end,
         };
         assert_eq!(tokenize("a = $"), Err(invalid(4, 5, Some(2))));
         assert_eq!(tokenize("# = 1"), Err(invalid(0, 1, None)));
         assert_eq!(tokenize("é"), Err(invalid(0, 2, None)));
+        // A '!' is quoted with the character after it.
+        assert_eq!(
+            tokenize("!!!"),
+            Err(InvalidCharacter {
+                context_end: 2,
+                ..invalid(0, 1, None)
+            })
+        );
+        assert_eq!(tokenize("a !"), Err(invalid(2, 3, Some(0))));
     }
 }

@@ -31,6 +31,23 @@ use super::*;
 /// rounds are milliseconds apart, so only a partition taking more writes than this in that
 /// time cancels them.
 pub const RECENT_CHANGES_MAX: usize = 65_536;
+/// Bytes of one commit entry, roughly, past which a finish leaves the rest of its locks to
+/// the next entries: a transaction of 4 MB in one partition commits in several, each well
+/// within the log's command limit (each item's commit is still atomic; readers other than
+/// TransactGetItems may see some of a partition's items committed before others, as
+/// DynamoDB's read-committed isolation allows).
+pub const FINISH_ENTRY_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes of lock records one prepare writes, past which it locks only the actions before
+/// and says so (`locked`); the coordinator sends the rest again. Lock records hold the items
+/// as the actions leave them, which only the leader knows (an Update's result).
+pub const PREPARE_ENTRY_BYTES_MAX: usize = 1024 * 1024;
+
+fn change_bytes(change: &shoal_model::index::global::GlobalIndexChange) -> usize {
+    match &change.change {
+        shoal_model::index::global::EntryChange::Put(item) => item.len(),
+        shoal_model::index::global::EntryChange::Delete => 0,
+    }
+}
 
 /// The answer to a write whose item a prepared transaction holds (transaction invariant 2).
 pub(super) fn transaction_conflict() -> NodeResponse {
@@ -243,8 +260,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mut new_locks: Vec<(Vec<u8>, Item)> = Vec::new();
         let mut latest_overlay_slot: Option<Slot> = None;
         let mut write_milli = 0u64;
+        let mut index_milli: BTreeMap<(bool, u8), u64> = BTreeMap::new();
         let mut evaluated: Vec<Evaluated> = Vec::new();
-        for action in &actions {
+        let mut lock_bytes = 0usize;
+        let mut locked = actions.len();
+        for (position, action) in actions.iter().enumerate() {
             let write = &action.write;
             match self.latest_lock(&write.storage_key).await? {
                 Some(lock) if lock.transaction == transaction => {
@@ -289,12 +309,6 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     return Ok(());
                 }
             };
-            // Transactional writes cost twice their units (prepare and commit), index
-            // changes once.
-            let index_units: u64 = result.index_write_units.iter().sum::<u64>()
-                + result.global_write_units.iter().sum::<u64>();
-            write_milli +=
-                (2 * result.write_units.saturating_sub(index_units) + index_units) * 1000;
             let change = if action.check_only {
                 LockedChange::Check
             } else {
@@ -319,19 +333,55 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 ));
                 continue;
             }
+            let record_bytes = write.storage_key.len() + encode_item(&record).len();
+            if !new_locks.is_empty() && lock_bytes + record_bytes > PREPARE_ENTRY_BYTES_MAX {
+                // The rest in the coordinator's next prepare (`locked` says where it starts).
+                locked = position;
+                break;
+            }
+            lock_bytes += record_bytes;
+            // Transactional writes cost twice their units (prepare and commit), index
+            // changes once.
+            let index_units: u64 = result.index_write_units.iter().sum::<u64>()
+                + result.global_write_units.iter().sum::<u64>();
+            write_milli +=
+                (2 * result.write_units.saturating_sub(index_units) + index_units) * 1000;
+            for (number, units) in (0u8..).zip(&result.index_write_units) {
+                *index_milli.entry((false, number)).or_default() += units * 1000;
+            }
+            for (index, units) in write.global_indexes.iter().zip(&result.global_write_units) {
+                *index_milli.entry((true, index.number)).or_default() += units * 1000;
+            }
             new_locks.push((lock_key(&write.storage_key), record));
             if !action.check_only {
                 evaluated.push(result);
             }
             reasons.push(passed());
         }
+        let index_write_units_milli: Vec<IndexWriteUnits> = index_milli
+            .into_iter()
+            .filter(|(_, milli)| *milli > 0)
+            .map(|((global, number), milli)| IndexWriteUnits {
+                global,
+                number,
+                milli,
+            })
+            .collect();
+        // Actions after `locked` were not looked at: answered `None` for now.
+        reasons.resize(actions.len(), passed());
+        let locked = u32::try_from(locked).unwrap_or(u32::MAX);
+        let prepared = |reasons| ItemResult::TransactPrepared {
+            reasons,
+            index_write_units_milli: index_write_units_milli.clone(),
+            locked,
+        };
         let refused = reasons
             .iter()
             .any(|reason| reason.code != CancellationCode::None.code());
         if refused || new_locks.is_empty() {
             // Nothing to propose: the answer describes the state evaluated, so it waits for
             // the overlay entry it read, or needs the lease (invariant 5).
-            let response = item_response(ItemResult::TransactPrepared { reasons }, 0, write_milli);
+            let response = item_response(prepared(reasons), 0, write_milli);
             match latest_overlay_slot {
                 Some(slot) => self
                     .deferred
@@ -357,7 +407,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 })
                 .collect(),
         };
-        let response = item_response(ItemResult::TransactPrepared { reasons }, 0, write_milli);
+        let response = item_response(prepared(reasons), 0, write_milli);
         let Some((slot, proposed)) = self.propose_batch(now, reply_to, batch, response).await?
         else {
             return Ok(());
@@ -419,13 +469,31 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             return Ok(());
         }
         let held = self.locks_of(&transaction).await?;
-        let finished = item_response(ItemResult::TransactFinished, 0, 0);
         if held.is_empty() {
-            let response = match self.check_read(now, true) {
-                Ok(()) => finished,
-                Err(refusal) => refusal,
-            };
-            self.reply(reply_to, response);
+            // Done already; but a lock removal still in flight (this transaction's, from an
+            // earlier finish) must apply before "finished" is true for readers.
+            let (start, end) = lock_region();
+            let pending = self
+                .overlay
+                .range(start..end)
+                .filter(|(_, (_, record))| record.is_none())
+                .map(|(_, (slot, _))| *slot)
+                .max();
+            let finished = item_response(ItemResult::TransactFinished { more: false }, 0, 0);
+            match pending {
+                Some(slot) => self
+                    .deferred
+                    .entry(slot)
+                    .or_default()
+                    .push((reply_to, finished)),
+                None => {
+                    let response = match self.check_read(now, true) {
+                        Ok(()) => finished,
+                        Err(refusal) => refusal,
+                    };
+                    self.reply(reply_to, response);
+                }
+            }
             return Ok(());
         }
         let stream = if commit {
@@ -436,11 +504,17 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mut evaluated: Vec<Evaluated> = Vec::new();
         let mut stream_changes: Vec<(Option<Item>, Option<Item>)> = Vec::new();
         let mut written: Vec<Vec<u8>> = Vec::new();
+        let mut finishing: Vec<Vec<u8>> = Vec::new();
+        let mut entry_bytes = 0usize;
+        let mut more = false;
         for (storage_key, lock) in &held {
             let kind = match (&lock.change, commit) {
                 (LockedChange::Put(item), true) => WriteKind::Put(item.clone()),
                 (LockedChange::Delete, true) => WriteKind::Delete,
-                _ => continue,
+                _ => {
+                    finishing.push(storage_key.clone());
+                    continue;
+                }
             };
             let write = WriteRequest {
                 key: lock.key.clone(),
@@ -462,18 +536,46 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.meta.partition
                 ))
             })?;
+            // The entry's size, roughly: mutations, outbox records and stream images.
+            let bytes = result
+                .mutations
+                .iter()
+                .map(|mutation| match mutation {
+                    Mutation::Put { key, value } => key.len() + value.len(),
+                    other => other.key().len(),
+                })
+                .sum::<usize>()
+                + result
+                    .global_changes
+                    .iter()
+                    .map(|change| change.entry_key.len() + ITEM_BYTES_MAX.min(change_bytes(change)))
+                    .sum::<usize>()
+                + if stream.is_some() {
+                    old_item.as_ref().map_or(0, item_size_bytes)
+                        + result.new_item.as_ref().map_or(0, item_size_bytes)
+                } else {
+                    0
+                };
+            if !written.is_empty() && entry_bytes + bytes > FINISH_ENTRY_BYTES_MAX {
+                // The rest in the next entries (the coordinator asks again while `more`).
+                more = true;
+                break;
+            }
+            entry_bytes += bytes;
             if stream.is_some() {
                 stream_changes.push((old_item, result.new_item.clone()));
             }
             written.push(storage_key.clone());
+            finishing.push(storage_key.clone());
             evaluated.push(result);
         }
         let mut batch = self.write_batch(&evaluated, stream, &stream_changes, unix_ms);
         batch
             .mutations
-            .extend(held.iter().map(|(storage_key, _)| Mutation::Delete {
+            .extend(finishing.iter().map(|storage_key| Mutation::Delete {
                 key: lock_key(storage_key),
             }));
+        let finished = item_response(ItemResult::TransactFinished { more }, 0, 0);
         let Some((slot, proposed)) = self.propose_batch(now, reply_to, batch, finished).await?
         else {
             return Ok(());
@@ -485,7 +587,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             self.overlay.insert(storage_key, (slot, result.new_item));
         }
-        for (storage_key, _) in held {
+        for storage_key in finishing {
             self.overlay.insert(lock_key(&storage_key), (slot, None));
         }
         self.execute(now, proposed).await

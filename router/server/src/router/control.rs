@@ -233,6 +233,16 @@ impl Router {
     /// operations, which is not the case). The name is free again for that retry.
     pub async fn create_table(&self, body: Json) -> Result<Json, DynamoError> {
         let request = validate::create_table(&body)?;
+        self.create_validated_table(request, None).await
+    }
+
+    /// CreateTable of a checked request; `time_to_live`: the table starts with Time to Live
+    /// on this attribute (the transaction ledger's records expire so).
+    pub(super) async fn create_validated_table(
+        &self,
+        request: validate::CreateTable,
+        time_to_live: Option<String>,
+    ) -> Result<Json, DynamoError> {
         validate::check_table_maximum(request.billing, &self.config.region)?;
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let cluster = self.cluster().await?;
@@ -334,7 +344,10 @@ impl Router {
                 &self.config.region,
                 &self.config.account,
             ),
-            time_to_live: Default::default(),
+            time_to_live: TimeToLiveSetting {
+                attribute: time_to_live,
+                changed_at_ms: None,
+            },
             local_indexes: request.local_indexes,
             global_index_numbers_used: u16::try_from(global_indexes.len()).unwrap_or(u16::MAX),
             global_indexes,
@@ -711,6 +724,8 @@ impl Router {
         names.sort_unstable();
         let after: Vec<String> = names
             .into_iter()
+            // The transaction ledger is the cluster's own, not a client's table.
+            .filter(|name| name != super::LEDGER_TABLE)
             .filter(|name| start.as_ref().is_none_or(|start| name > start))
             .collect();
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);

@@ -112,7 +112,7 @@ fn index_read_units(consumed: &mut Json, (index, global): &(String, bool), units
 /// ConsumedCapacity INDEXES for a write to a table with secondary indexes: the units each
 /// index's changes cost (`LocalSecondaryIndexes` and `GlobalSecondaryIndexes`, by name), and
 /// the rest as the table's. `units` names each index by kind and number.
-fn split_index_units(
+pub(super) fn split_index_units(
     consumed: &mut Json,
     total_milli: u64,
     indexes: &IndexDefinitions,

@@ -17,8 +17,10 @@ mod items;
 mod propagate;
 mod repair;
 mod streams;
+mod transactions;
 
 pub use repair::RepairReport;
+pub use transactions::{LEDGER_TABLE, TRANSACTION_LOCK_STALE, TRANSACTION_RECOVERY_INTERVAL};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -839,15 +841,47 @@ impl Router {
         estimate: (Operation, CapacityUnits),
         deadline: Instant,
     ) -> Result<Reply, DynamoError> {
+        self.route_admitted(table, index, hash, call, Some(estimate), deadline)
+            .await
+    }
+
+    /// [`Router::route`] without admission: for the steps of work admitted already (a
+    /// transaction's commit, its ledger records, its recovery), which must not be refused
+    /// half way for want of capacity the transaction's own prepare used.
+    async fn route_unadmitted(
+        &self,
+        table: &str,
+        hash: u64,
+        call: &ItemCall,
+        deadline: Instant,
+    ) -> Result<Reply, DynamoError> {
+        self.route_admitted(table, None, hash, call, None, deadline)
+            .await
+    }
+
+    async fn route_admitted(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        hash: u64,
+        call: &ItemCall,
+        estimate: Option<(Operation, CapacityUnits)>,
+        deadline: Instant,
+    ) -> Result<Reply, DynamoError> {
         let mut refreshes = 0;
         loop {
             let map = self.route_map(table, index, deadline).await?;
             let route: PartitionEntry = map.lookup(hash).clone();
-            let admission = self.admit(table, estimate.0, route.id, estimate.1)?;
+            let admission = match estimate {
+                Some((operation, units)) => self.admit(table, operation, route.id, units)?,
+                None => None,
+            };
             let outcome = self.forwarder.forward(&route, call, deadline).await;
             match outcome {
                 Ok(reply) => {
-                    self.settle(table, admission, table_units_of(&reply, estimate.0));
+                    if let Some((operation, _)) = estimate {
+                        self.settle(table, admission, table_units_of(&reply, operation));
+                    }
                     self.note_leader(table, index, route.id, Some(reply.leader));
                     return Ok(reply);
                 }

@@ -39,6 +39,7 @@ pub(super) struct RepairMemory {
     unfinished: RefCell<HashMap<String, StepSeen>>,
     orphans: RefCell<BTreeMap<HostedReplica, Instant>>,
     orphan_scan_last: Cell<Option<Instant>>,
+    transaction_recovery_last: Cell<Option<Instant>>,
 }
 
 /// What one repair pass did and left.
@@ -53,6 +54,8 @@ pub struct RepairReport {
     pub tables_finished: usize,
     /// Replicas of no table this pass deleted.
     pub orphan_replicas_deleted: usize,
+    /// Abandoned transactions this pass finished at some partition (transactions.rs).
+    pub transactions_recovered: usize,
 }
 
 /// Whether an unfinished table's current step is stale, so its router is presumed dead: the
@@ -185,6 +188,17 @@ impl Router {
         if scan_due {
             self.repair.orphan_scan_last.set(Some(Instant::now()));
             report.orphan_replicas_deleted = self.collect_orphan_replicas().await?;
+        }
+        let recovery_due = self
+            .repair
+            .transaction_recovery_last
+            .get()
+            .is_none_or(|last| last.elapsed() >= super::TRANSACTION_RECOVERY_INTERVAL);
+        if recovery_due {
+            self.repair
+                .transaction_recovery_last
+                .set(Some(Instant::now()));
+            report.transactions_recovered = self.recover_transactions().await?;
         }
         Ok(report)
     }

@@ -1,0 +1,1310 @@
+//! TransactWriteItems and TransactGetItems: the router is the transaction coordinator
+//! (shoal-model `transaction` has the partition side and its invariants).
+//!
+//! A write transaction:
+//! 1. Every action is parsed and checked here, as its single-item operation would be; request
+//!    shape problems are top-level errors, problems of a key against its table's schema are
+//!    cancellation reasons (both as DynamoDB answers, router/conformance/notes/transactions.md).
+//! 2. Its **ledger record** is written PENDING: one item of the hidden ledger table
+//!    ([`LEDGER_TABLE`], partitioned and replicated like any table), keyed by the
+//!    ClientRequestToken (or a random id), holding the attempt's nonce and the request's
+//!    digest. An existing record answers a retried token: the first outcome, a mismatch, or
+//!    "in progress".
+//! 3. **Prepare** at every partition concerned, concurrently: each checks its actions and locks
+//!    the items through its log.
+//! 4. The **decision**, the commit point: the ledger record goes from PENDING to COMMITTED (all
+//!    prepared) or CANCELLED, conditionally on still being PENDING with this nonce.
+//! 5. **Finish** at every partition: commit or cancel its locks.
+//!
+//! A coordinator that dies anywhere leaves locks behind; the recovery step of the repair pass
+//! ([`Router::recover_transactions`]) asks every partition for locks older than
+//! [`TRANSACTION_LOCK_STALE`] and finishes each as its ledger record says, first cancelling a
+//! record still PENDING (so its coordinator, if alive after all, cannot commit it any more).
+//! A lock whose record is gone (never written, or expired) is cancelled.
+//!
+//! TransactGetItems reads each partition's items at its leader (one instant per partition) and,
+//! over several partitions, asks each whether any of them changed since; any lock or change
+//! cancels it with TransactionConflict, which SDKs retry.
+
+use shoal_model::request::TransactAction;
+use shoal_model::transaction::{
+    CLIENT_REQUEST_TOKEN_BYTES_MAX, CLIENT_REQUEST_TOKEN_BYTES_MIN, CLIENT_REQUEST_TOKEN_MEMORY_MS,
+    CancellationCode, TRANSACT_ITEMS_MAX, TRANSACTION_BYTES_MAX, TransactionRef,
+    cancellation_message,
+};
+use shoal_wire::messages::{CancellationReasonWire, IndexWriteUnits};
+
+use super::*;
+
+/// The ledger table: '#' is not a DynamoDB table name character, so no user table can take
+/// the name and no client request can name it (every front end checks names first).
+pub const LEDGER_TABLE: &str = "shoal#transactions";
+/// The ledger's partition key (S).
+const LEDGER_KEY: &str = "id";
+/// The ledger's Time to Live attribute: records expire [`LEDGER_RETENTION_SECONDS`] after
+/// they were written or decided.
+const LEDGER_EXPIRES: &str = "expires";
+/// How long a ledger record is kept. Longer than the token memory (10 minutes) and than any
+/// lock can wait for the recovery loop while its partition is reachable: a lock outliving its
+/// record is cancelled, which is wrong only for a committed transaction one of whose
+/// partitions stayed unreachable for this long.
+pub const LEDGER_RETENTION_SECONDS: u64 = 60 * 60;
+/// A lock older than this is presumed abandoned by its coordinator and finished by the
+/// recovery loop through the ledger. Far above a live transaction's duration (milliseconds).
+pub const TRANSACTION_LOCK_STALE: Duration = Duration::from_secs(10);
+/// How often the repair pass looks for stale locks (one call per partition of every table).
+pub const TRANSACTION_RECOVERY_INTERVAL: Duration = Duration::from_secs(10);
+/// Attempts at finishing one partition's locks before the coordinator leaves them to the
+/// recovery loop.
+const FINISH_ATTEMPTS_MAX: usize = 3;
+/// Finish rounds at most: commits of about 1 MiB each per partition (partition
+/// `FINISH_ENTRY_BYTES_MAX`), so a 4 MB transaction needs a handful.
+const FINISH_ROUNDS_MAX: usize = 16;
+/// Estimated item bytes in one prepare request: a partition's actions are split past it, so
+/// each prepare's lock records fit one log entry (2 MiB) whatever the transaction's size.
+const PREPARE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// DynamoDB's message for two actions on one item (verified, notes section 1).
+pub const MULTIPLE_OPERATIONS_ON_ONE_ITEM: &str =
+    "Transaction request cannot include multiple operations on one item";
+/// A retried token whose first request is still running (aws/aws-sdk-java-v2#2518).
+pub const TRANSACTION_IN_PROGRESS: &str = "Transaction from previous request is still in progress";
+/// DynamoDB's text for this is not known (notes section 3); this one says what happened.
+pub const IDEMPOTENT_PARAMETER_MISMATCH: &str =
+    "The request uses the same client token as a previous, but non-identical request.";
+/// DynamoDB's text for an aggregate over 4 MB is not known (notes section 1).
+pub const TRANSACTION_TOO_LARGE: &str = "Transaction request cannot be larger than 4 MB";
+
+const STATE_PENDING: &str = "PENDING";
+const STATE_COMMITTED: &str = "COMMITTED";
+const STATE_CANCELLED: &str = "CANCELLED";
+
+/// The four action kinds of TransactWriteItems, as DynamoDB names their members.
+const WRITE_ACTIONS: [&str; 4] = ["ConditionCheck", "Put", "Delete", "Update"];
+
+/// One parsed action: its table, its partition, and its write.
+struct Action {
+    table: String,
+    hash: u64,
+    write: WriteRequest,
+    check_only: bool,
+}
+
+/// A ledger record as read.
+struct LedgerRecord {
+    state: String,
+    nonce: u64,
+    digest: String,
+    decided_ms: Option<u64>,
+}
+
+/// The table a TransactItems member names: its name, or the name in a table ARN.
+fn table_named(name: &str) -> &str {
+    match name.strip_prefix("arn:") {
+        Some(rest) => rest.rsplit_once(":table/").map_or(name, |(_, table)| table),
+        None => name,
+    }
+}
+
+/// Whether a model error is about a key against its table's schema: DynamoDB makes these
+/// cancellation reasons (ValidationError) inside a transaction, not top-level errors.
+fn is_key_schema_error(error: &DynamoError) -> bool {
+    error.type_name == crate::error::VALIDATION
+        && (error.message.contains("Type mismatch for key")
+            || error.message.contains("Type mismatch for Index Key")
+            || error
+                .message
+                .contains(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA))
+}
+
+/// The JSON text of `value` with every object's members in name order: two requests that
+/// differ only in member order have one digest (DynamoDB compares them so, notes section 3).
+fn canonical_text(value: &Json, output: &mut String) {
+    match value {
+        Json::Object(members) => {
+            let mut names: Vec<&String> = members.keys().collect();
+            names.sort_unstable();
+            output.push('{');
+            for (position, name) in names.into_iter().enumerate() {
+                if position > 0 {
+                    output.push(',');
+                }
+                output.push_str(&Json::String(name.clone()).to_string());
+                output.push(':');
+                canonical_text(&members[name], output);
+            }
+            output.push('}');
+        }
+        Json::Array(elements) => {
+            output.push('[');
+            for (position, element) in elements.iter().enumerate() {
+                if position > 0 {
+                    output.push(',');
+                }
+                canonical_text(element, output);
+            }
+            output.push(']');
+        }
+        other => output.push_str(&other.to_string()),
+    }
+}
+
+fn request_digest(items: &Json) -> String {
+    let mut text = String::new();
+    canonical_text(items, &mut text);
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+}
+
+fn random_u64() -> Result<u64, DynamoError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| DynamoError::internal(format!("Internal server error ({error})")))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn cancelled(reasons: &[CancellationReasonWire]) -> Result<DynamoError, DynamoError> {
+    let mut rendered = Vec::with_capacity(reasons.len());
+    let mut codes = Vec::with_capacity(reasons.len());
+    for reason in reasons {
+        let code = CancellationCode::from_code(reason.code).unwrap_or(CancellationCode::None);
+        codes.push(code);
+        let mut member = json!({ "Code": code.name() });
+        if !reason.message.is_empty() {
+            member["Message"] = json!(reason_message(code, &reason.message));
+        }
+        if let Some(item) = &reason.item {
+            member["Item"] = item_json(item)?;
+        }
+        rendered.push(member);
+    }
+    let mut error = DynamoError::new("TransactionCanceledException", cancellation_message(codes));
+    error.cancellation_reasons = Some(Json::Array(rendered));
+    Ok(error)
+}
+
+/// A reason's message: the single-item operation's, except where the API reference lists
+/// another for transactions (TransactionCanceledException's ValidationError messages): an
+/// update operand of the wrong type found against the item is "An operand in the update
+/// expression has an incorrect data type" there, whatever the operator.
+fn reason_message(code: CancellationCode, message: &str) -> &str {
+    if code == CancellationCode::ValidationError
+        && message.starts_with("Invalid UpdateExpression: Incorrect operand type")
+    {
+        return shoal_model::messages::UPDATE_OPERAND_TYPE;
+    }
+    message
+}
+
+fn reason(code: CancellationCode, message: &str) -> CancellationReasonWire {
+    CancellationReasonWire {
+        code: code.code(),
+        message: message.to_string(),
+        item: None,
+    }
+}
+
+fn none_reasons(count: usize) -> Vec<CancellationReasonWire> {
+    vec![reason(CancellationCode::None, ""); count]
+}
+
+/// The items of a TransactItems list, checked for its length.
+fn transact_items(body: &Json) -> Result<&Vec<Json>, DynamoError> {
+    let items = match body.get("TransactItems") {
+        None | Some(Json::Null) => return Err(DynamoError::missing_member("transactItems")),
+        Some(Json::Array(items)) => items,
+        Some(_) => return Err(DynamoError::serialization("TransactItems must be a list")),
+    };
+    if items.is_empty() {
+        return Err(DynamoError::validation(
+            "1 validation error detected: Value '[]' at 'transactItems' failed to satisfy constraint: Member must have length greater than or equal to 1",
+        ));
+    }
+    if items.len() > TRANSACT_ITEMS_MAX {
+        return Err(DynamoError::validation(format!(
+            "1 validation error detected: Value '{}' at 'transactItems' failed to satisfy constraint: Member must have length less than or equal to {TRANSACT_ITEMS_MAX}",
+            Json::Array(items.clone())
+        )));
+    }
+    Ok(items)
+}
+
+fn client_request_token(body: &Json) -> Result<Option<&str>, DynamoError> {
+    let token = match body.get("ClientRequestToken") {
+        None | Some(Json::Null) => return Ok(None),
+        Some(Json::String(token)) => token.as_str(),
+        Some(_) => {
+            return Err(DynamoError::serialization(
+                "ClientRequestToken must be a string",
+            ));
+        }
+    };
+    if token.len() < CLIENT_REQUEST_TOKEN_BYTES_MIN {
+        return Err(DynamoError::validation(format!(
+            "1 validation error detected: Value '{token}' at 'clientRequestToken' failed to satisfy constraint: Member must have length greater than or equal to {CLIENT_REQUEST_TOKEN_BYTES_MIN}"
+        )));
+    }
+    if token.len() > CLIENT_REQUEST_TOKEN_BYTES_MAX {
+        return Err(DynamoError::validation(format!(
+            "1 validation error detected: Value '{token}' at 'clientRequestToken' failed to satisfy constraint: Member must have length less than or equal to {CLIENT_REQUEST_TOKEN_BYTES_MAX}"
+        )));
+    }
+    Ok(Some(token))
+}
+
+/// What a transaction consumed in one table: its units (thousandths) and, for INDEXES, each
+/// index's part as (global, number, units).
+type TableUnits = (String, u64, Vec<(bool, u8, u64)>);
+
+impl Router {
+    /// The ledger table, created the first time a transaction needs it.
+    async fn ensure_ledger(&self, deadline: Instant) -> Result<(), DynamoError> {
+        if self.tables.borrow().contains_key(LEDGER_TABLE) {
+            return Ok(());
+        }
+        if let Some(record) = self.read_table(LEDGER_TABLE, deadline).await? {
+            if record.status == TableStatus::Active {
+                return self.refresh_table(LEDGER_TABLE, deadline).await;
+            }
+            return Err(DynamoError::internal(
+                "Internal server error (the transaction ledger is being created; retry)",
+            ));
+        }
+        // The ledger is an on-demand table like a user's, created through the same state
+        // machine (so a router dying midway leaves it to the repair pass), with its name
+        // put in after the checks, which it would fail.
+        let body = json!({
+            "TableName": "ledger",
+            "AttributeDefinitions": [{"AttributeName": LEDGER_KEY, "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": LEDGER_KEY, "KeyType": "HASH"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        });
+        let mut request = validate::create_table(&body)?;
+        request.name = LEDGER_TABLE.to_string();
+        match self
+            .create_validated_table(request, Some(LEDGER_EXPIRES.to_string()))
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if error.type_name == RESOURCE_IN_USE => {}
+            Err(error) => return Err(error),
+        }
+        self.refresh_table(LEDGER_TABLE, deadline).await
+    }
+
+    /// One ledger request: a single-item operation on the ledger table.
+    async fn ledger_call(
+        &self,
+        operation: ItemOperation,
+        parameters: Json,
+        deadline: Instant,
+    ) -> Result<Reply, DynamoError> {
+        let key_schema = KeySchema::partition_only(LEDGER_KEY, shoal_model::key::KeyType::String);
+        let key = match operation {
+            ItemOperation::PutItem => &parameters["Item"],
+            _ => &parameters["Key"],
+        };
+        let hash = key_hash(&key_schema, key, operation == ItemOperation::PutItem)?;
+        let prepared = shoal_model::request::prepare(operation, &parameters, &key_schema)
+            .map_err(DynamoError::from)?;
+        // The ledger is the cluster's bookkeeping: never throttled.
+        self.route_unadmitted(LEDGER_TABLE, hash, &ItemCall::new(&prepared), deadline)
+            .await
+    }
+
+    async fn ledger_read(
+        &self,
+        ledger_key: &str,
+        deadline: Instant,
+    ) -> Result<Option<LedgerRecord>, DynamoError> {
+        let reply = self
+            .ledger_call(
+                ItemOperation::GetItem,
+                json!({ "Key": { LEDGER_KEY: { "S": ledger_key } }, "ConsistentRead": true }),
+                deadline,
+            )
+            .await?;
+        let body = render_result(&reply.result, false)?;
+        let Some(item) = body.get("Item") else {
+            return Ok(None);
+        };
+        let text = |name: &str| item[name]["S"].as_str().map(str::to_string);
+        let number = |name: &str| item[name]["N"].as_str().and_then(|text| text.parse().ok());
+        let corrupt = || {
+            DynamoError::internal(format!(
+                "Internal server error (the ledger record {ledger_key} is malformed)"
+            ))
+        };
+        Ok(Some(LedgerRecord {
+            state: text("state").ok_or_else(corrupt)?,
+            nonce: number("nonce").ok_or_else(corrupt)?,
+            digest: text("digest").ok_or_else(corrupt)?,
+            decided_ms: number("decided"),
+        }))
+    }
+
+    /// Writes a PENDING record for attempt `nonce`: new, or replacing the record of attempt
+    /// `replacing`. `Ok(false)` when the record is not as expected (another attempt won).
+    async fn ledger_begin(
+        &self,
+        ledger_key: &str,
+        nonce: u64,
+        digest: &str,
+        replacing: Option<u64>,
+        deadline: Instant,
+    ) -> Result<bool, DynamoError> {
+        let now_ms = unix_millis_now();
+        let mut parameters = json!({
+            "Item": {
+                LEDGER_KEY: { "S": ledger_key },
+                "state": { "S": STATE_PENDING },
+                "nonce": { "N": nonce.to_string() },
+                "digest": { "S": digest },
+                "started": { "N": now_ms.to_string() },
+                LEDGER_EXPIRES: { "N": (now_ms / 1000 + LEDGER_RETENTION_SECONDS).to_string() },
+            },
+        });
+        match replacing {
+            None => {
+                parameters["ConditionExpression"] = json!("attribute_not_exists(#id)");
+                parameters["ExpressionAttributeNames"] = json!({ "#id": LEDGER_KEY });
+            }
+            Some(previous) => {
+                parameters["ConditionExpression"] = json!("#nonce = :nonce");
+                parameters["ExpressionAttributeNames"] = json!({ "#nonce": "nonce" });
+                parameters["ExpressionAttributeValues"] =
+                    json!({ ":nonce": { "N": previous.to_string() } });
+            }
+        }
+        conditional(
+            self.ledger_call(ItemOperation::PutItem, parameters, deadline)
+                .await,
+        )
+    }
+
+    /// The commit point: PENDING -> `state` for attempt `nonce`. `Ok(false)` when the record
+    /// is no longer this attempt's PENDING one (the recovery loop cancelled it).
+    async fn ledger_decide(
+        &self,
+        transaction: &TransactionRef,
+        state: &str,
+        deadline: Instant,
+    ) -> Result<bool, DynamoError> {
+        let now_ms = unix_millis_now();
+        let parameters = json!({
+            "Key": { LEDGER_KEY: { "S": transaction.ledger_key } },
+            "UpdateExpression": "SET #state = :state, #decided = :now, #expires = :expires",
+            "ConditionExpression": "#state = :pending AND #nonce = :nonce",
+            "ExpressionAttributeNames": {
+                "#state": "state",
+                "#decided": "decided",
+                "#expires": LEDGER_EXPIRES,
+                "#nonce": "nonce",
+            },
+            "ExpressionAttributeValues": {
+                ":state": { "S": state },
+                ":pending": { "S": STATE_PENDING },
+                ":nonce": { "N": transaction.nonce.to_string() },
+                ":now": { "N": now_ms.to_string() },
+                ":expires": { "N": (now_ms / 1000 + LEDGER_RETENTION_SECONDS).to_string() },
+            },
+        });
+        conditional(
+            self.ledger_call(ItemOperation::UpdateItem, parameters, deadline)
+                .await,
+        )
+    }
+
+    /// TransactWriteItems (the module's steps 1 to 5).
+    pub async fn transact_write_items(&self, body: Json) -> Result<Json, DynamoError> {
+        let report = capacity_report(&body)?;
+        items::item_collection_metrics(&body)?;
+        let items = transact_items(&body)?;
+        let token = client_request_token(&body)?;
+        let deadline = self.deadline();
+        let mut actions: Vec<Action> = Vec::with_capacity(items.len());
+        let mut early_reasons = none_reasons(items.len());
+        let mut early_cancel = false;
+        let mut total_bytes = 0usize;
+        for (position, item) in items.iter().enumerate() {
+            let members = item.as_object().ok_or_else(|| {
+                DynamoError::serialization("TransactItems members must be objects")
+            })?;
+            let named: Vec<&str> = WRITE_ACTIONS
+                .into_iter()
+                .filter(|name| members.get(*name).is_some_and(|value| !value.is_null()))
+                .collect();
+            let [kind] = named[..] else {
+                return Err(DynamoError::validation(format!(
+                    "1 validation error detected: Value at 'transactItems.{}.member' failed to satisfy constraint: exactly one of ConditionCheck, Put, Delete or Update must be set",
+                    position + 1
+                )));
+            };
+            let action = &members[kind];
+            let member_path = format!(
+                "transactItems.{}.member.{}",
+                position + 1,
+                match kind {
+                    "ConditionCheck" => "conditionCheck",
+                    "Put" => "put",
+                    "Delete" => "delete",
+                    _ => "update",
+                }
+            );
+            let name = match action.get("TableName") {
+                None | Some(Json::Null) => {
+                    return Err(DynamoError::missing_member(&format!(
+                        "{member_path}.tableName"
+                    )));
+                }
+                Some(Json::String(name)) => table_named(name).to_string(),
+                Some(_) => return Err(DynamoError::serialization("TableName must be a string")),
+            };
+            validate::check_table_name(&name)?;
+            if kind == "ConditionCheck"
+                && action.get("ConditionExpression").is_none_or(Json::is_null)
+            {
+                return Err(DynamoError::missing_member(&format!(
+                    "{member_path}.conditionExpression"
+                )));
+            }
+            let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
+            let operation = match kind {
+                "Put" => ItemOperation::PutItem,
+                "Update" => ItemOperation::UpdateItem,
+                _ => ItemOperation::DeleteItem,
+            };
+            let is_item = kind == "Put";
+            let key_member = if is_item { "Item" } else { "Key" };
+            let key = action
+                .get(key_member)
+                .filter(|key| !key.is_null())
+                .ok_or_else(|| {
+                    DynamoError::missing_member(&format!(
+                        "{member_path}.{}",
+                        key_member.to_ascii_lowercase()
+                    ))
+                })?;
+            let prepared = key_hash(&key_schema, key, is_item).and_then(|_| {
+                prepare_for_table(operation, action, &key_schema, indexes.as_table_indexes())
+                    .map_err(DynamoError::from)
+            });
+            let write = match prepared {
+                Ok(PreparedRequest::Write(write)) => write,
+                Ok(_) => {
+                    return Err(DynamoError::internal(
+                        "Internal server error (a transaction action prepared as something else)",
+                    ));
+                }
+                Err(error) if is_key_schema_error(&error) => {
+                    early_reasons[position] =
+                        reason(CancellationCode::ValidationError, &error.message);
+                    early_cancel = true;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            total_bytes += write_estimate_bytes(&write) as usize;
+            let hash = storage_key_hash(&write.storage_key).ok_or_else(|| {
+                DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
+            })?;
+            if actions.iter().any(|earlier| {
+                earlier.table == name && earlier.write.storage_key == write.storage_key
+            }) {
+                return Err(DynamoError::validation(MULTIPLE_OPERATIONS_ON_ONE_ITEM));
+            }
+            actions.push(Action {
+                table: name,
+                hash,
+                write,
+                check_only: kind == "ConditionCheck",
+            });
+        }
+        if total_bytes > TRANSACTION_BYTES_MAX {
+            return Err(DynamoError::validation(TRANSACTION_TOO_LARGE));
+        }
+        if early_cancel {
+            return Err(cancelled(&early_reasons)?);
+        }
+        // Step 2: the ledger record.
+        self.ensure_ledger(deadline).await?;
+        let digest = request_digest(&body["TransactItems"]);
+        let ledger_key = match token {
+            Some(token) => format!("t#{token}"),
+            None => format!("x#{:016x}{:016x}", random_u64()?, random_u64()?),
+        };
+        let transaction = TransactionRef {
+            ledger_key,
+            nonce: random_u64()?,
+        };
+        let mut replacing = None;
+        // A second pass only after replacing a cancelled or forgotten attempt was raced.
+        for _attempt in 0..2 {
+            if self
+                .ledger_begin(
+                    &transaction.ledger_key,
+                    transaction.nonce,
+                    &digest,
+                    replacing,
+                    deadline,
+                )
+                .await?
+            {
+                return self
+                    .run_transaction(&actions, &transaction, report, deadline)
+                    .await;
+            }
+            let Some(record) = self.ledger_read(&transaction.ledger_key, deadline).await? else {
+                replacing = None;
+                continue;
+            };
+            let remembered = record
+                .decided_ms
+                .is_none_or(|decided| unix_millis_now() < decided + CLIENT_REQUEST_TOKEN_MEMORY_MS);
+            if remembered && record.digest != digest {
+                return Err(DynamoError::new(
+                    "IdempotentParameterMismatchException",
+                    IDEMPOTENT_PARAMETER_MISMATCH,
+                ));
+            }
+            if record.state == STATE_PENDING {
+                return Err(DynamoError::new(
+                    "TransactionInProgressException",
+                    TRANSACTION_IN_PROGRESS,
+                ));
+            }
+            if remembered && record.state == STATE_COMMITTED {
+                // The first request's outcome, without applying it again; a replay reports a
+                // transactional read of each item (DynamoDB's documented behaviour).
+                let mut response = json!({});
+                if report != CapacityReport::None {
+                    let units: Vec<TableUnits> = actions
+                        .iter()
+                        .map(|action| (action.table.clone(), 2000, Vec::new()))
+                        .collect();
+                    response["ConsumedCapacity"] =
+                        self.consumed_by_table(&units, report, deadline).await?;
+                }
+                return Ok(response);
+            }
+            // Cancelled, or forgotten: the request runs again as a new attempt.
+            replacing = Some(record.nonce);
+        }
+        Err(DynamoError::new(
+            "TransactionInProgressException",
+            TRANSACTION_IN_PROGRESS,
+        ))
+    }
+
+    /// Steps 3 to 5 for a transaction whose PENDING record is written.
+    async fn run_transaction(
+        &self,
+        actions: &[Action],
+        transaction: &TransactionRef,
+        report: CapacityReport,
+        deadline: Instant,
+    ) -> Result<Json, DynamoError> {
+        // One prepare per partition (its actions, in request order), or several where its
+        // items are large: each prepare is one log entry of locks holding the items.
+        let mut groups: Vec<(String, u64, u64, Vec<usize>)> = Vec::new();
+        let mut group_bytes: Vec<u64> = Vec::new();
+        for (position, action) in actions.iter().enumerate() {
+            let map = self.route_map(&action.table, None, deadline).await?;
+            let partition = map.lookup(action.hash).id;
+            let bytes = write_estimate_bytes(&action.write);
+            match groups
+                .iter()
+                .zip(&group_bytes)
+                .rposition(|((table, _, id, _), total)| {
+                    *table == action.table && *id == partition && total + bytes <= PREPARE_BYTES_MAX
+                }) {
+                Some(group) => {
+                    groups[group].3.push(position);
+                    group_bytes[group] += bytes;
+                }
+                None => {
+                    groups.push((action.table.clone(), action.hash, partition, vec![position]));
+                    group_bytes.push(bytes);
+                }
+            }
+        }
+        let calls: Vec<(Vec<TransactAction>, CapacityUnits)> = groups
+            .iter()
+            .map(|(_, _, _, members)| {
+                let group_actions = members
+                    .iter()
+                    .map(|position| TransactAction {
+                        write: actions[*position].write.clone(),
+                        check_only: actions[*position].check_only,
+                    })
+                    .collect();
+                // Admission refuses only an exhausted bucket and charges the estimate, then
+                // settles what the partition reports. A transaction's units (twice its items')
+                // may exceed what is left, as DynamoDB allows (10 items of 350 KB in one
+                // transaction): so the estimate is the least its actions cost.
+                let least = write_units(1).as_milli() * members.len() as u64;
+                (group_actions, CapacityUnits::from_milli(least))
+            })
+            .collect();
+        let mut reasons = none_reasons(actions.len());
+        // Admission for every prepare before any is sent (one settled first would leave the
+        // next an emptied bucket). A refused one cancels the transaction before anything is
+        // sent, and nothing is charged.
+        let mut admissions = Vec::with_capacity(groups.len());
+        let mut throttled = false;
+        for ((table, _, partition, members), (_, estimate)) in groups.iter().zip(&calls) {
+            match self.admit(table, Operation::Write, *partition, *estimate) {
+                Ok(admission) => admissions.push(admission),
+                Err(error) => {
+                    throttled = true;
+                    let code = CancellationCode::of_exception(&error.type_name);
+                    for position in members {
+                        reasons[*position] = reason(code, &error.message);
+                    }
+                    admissions.push(None);
+                }
+            }
+        }
+        if throttled {
+            for ((table, _, _, _), admission) in groups.iter().zip(admissions) {
+                self.settle(table, admission, 0);
+            }
+            self.ledger_decide(transaction, STATE_CANCELLED, deadline)
+                .await?;
+            return Err(cancelled(&reasons)?);
+        }
+        let results = join_bounded(
+            groups
+                .iter()
+                .zip(&calls)
+                .map(|((table, hash, _, _), (group_actions, _))| {
+                    self.prepare_at(table, *hash, transaction, group_actions, deadline)
+                })
+                .collect(),
+            BATCH_PARTITIONS_IN_FLIGHT_MAX,
+        )
+        .await;
+        let mut failure: Option<DynamoError> = None;
+        let mut units: Vec<TableUnits> = Vec::new();
+        for (((table, _, _, members), result), admission) in
+            groups.iter().zip(results).zip(admissions)
+        {
+            match result {
+                Ok((answered, write_units_milli, index_write_units_milli)) => {
+                    // Admission charges the table's part; GSI writes are the indexes'.
+                    let global_milli: u64 = index_write_units_milli
+                        .iter()
+                        .filter(|units| units.global)
+                        .map(|units| units.milli)
+                        .sum();
+                    self.settle(
+                        table,
+                        admission,
+                        write_units_milli.saturating_sub(global_milli),
+                    );
+                    units.push((
+                        table.clone(),
+                        write_units_milli,
+                        index_write_units_milli
+                            .iter()
+                            .map(|units| (units.global, units.number, units.milli))
+                            .collect(),
+                    ));
+                    for (position, answer) in members.iter().zip(answered) {
+                        reasons[*position] = answer;
+                    }
+                }
+                Err(error) => {
+                    self.settle(table, admission, 0);
+                    failure = Some(error);
+                }
+            }
+        }
+        let all_prepared = failure.is_none()
+            && reasons
+                .iter()
+                .all(|reason| reason.code == CancellationCode::None.code());
+        // Step 4: the commit point.
+        let wanted = if all_prepared {
+            STATE_COMMITTED
+        } else {
+            STATE_CANCELLED
+        };
+        let decided = self.ledger_decide(transaction, wanted, deadline).await;
+        let committed = match decided {
+            Ok(true) => all_prepared,
+            // The recovery loop cancelled it first (this coordinator was too slow).
+            Ok(false) => {
+                if all_prepared {
+                    for reason_of in &mut reasons {
+                        *reason_of = reason(
+                            CancellationCode::TransactionConflict,
+                            shoal_model::transaction::TRANSACTION_CONFLICT_REASON,
+                        );
+                    }
+                }
+                false
+            }
+            Err(error) => {
+                // Unknown whether the decision was recorded: the recovery loop finishes the
+                // locks as the ledger says; the client learns the outcome is unknown.
+                return Err(error);
+            }
+        };
+        // Step 5, once per partition.
+        let mut partitions: Vec<(String, u64)> = Vec::new();
+        for (position, (table, hash, id, _)) in groups.iter().enumerate() {
+            let first = groups
+                .iter()
+                .position(|(other, _, other_id, _)| other == table && other_id == id);
+            if first == Some(position) {
+                partitions.push((table.clone(), *hash));
+            }
+        }
+        self.finish_groups(partitions, transaction, committed, deadline)
+            .await;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if !committed {
+            return Err(cancelled(&reasons)?);
+        }
+        let mut response = json!({});
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] = self.consumed_by_table(&units, report, deadline).await?;
+        }
+        Ok(response)
+    }
+
+    /// Prepares `actions` at the partition of `hash`: in one request, or in several when their
+    /// lock records need more than one log entry (the partition says how many it locked).
+    /// Returns each action's reason and the units the partition reported.
+    async fn prepare_at(
+        &self,
+        table: &str,
+        hash: u64,
+        transaction: &TransactionRef,
+        actions: &[TransactAction],
+        deadline: Instant,
+    ) -> Result<(Vec<CancellationReasonWire>, u64, Vec<IndexWriteUnits>), DynamoError> {
+        let mut reasons = none_reasons(actions.len());
+        let mut write_milli = 0;
+        let mut index_milli: Vec<IndexWriteUnits> = Vec::new();
+        let mut start = 0;
+        // Each round locks at least one action, so the loop ends within the action count.
+        while start < actions.len() {
+            let call = ItemCall::new(&PreparedRequest::TransactPrepare {
+                transaction: transaction.clone(),
+                actions: actions[start..].to_vec(),
+            });
+            let reply = self.route_unadmitted(table, hash, &call, deadline).await?;
+            let ItemResult::TransactPrepared {
+                reasons: answered,
+                index_write_units_milli,
+                locked,
+            } = reply.result
+            else {
+                return Err(DynamoError::internal(
+                    "Internal server error (a partition answered a transaction prepare with another result)",
+                ));
+            };
+            let locked = usize::try_from(locked).unwrap_or(usize::MAX);
+            if answered.len() != actions.len() - start || locked == 0 {
+                return Err(DynamoError::internal(
+                    "Internal server error (a partition answered a transaction prepare for other actions)",
+                ));
+            }
+            write_milli += reply.write_units_milli;
+            index_milli.extend(index_write_units_milli);
+            let refused = answered
+                .iter()
+                .any(|reason| reason.code != CancellationCode::None.code());
+            for (slot, answer) in reasons[start..].iter_mut().zip(answered) {
+                *slot = answer;
+            }
+            if refused {
+                break;
+            }
+            start += locked.min(actions.len() - start);
+        }
+        Ok((reasons, write_milli, index_milli))
+    }
+
+    /// ConsumedCapacity of a transaction: one entry per table, in first-mention order, with
+    /// the table's and each index's part for INDEXES.
+    async fn consumed_by_table(
+        &self,
+        units: &[TableUnits],
+        report: CapacityReport,
+        deadline: Instant,
+    ) -> Result<Json, DynamoError> {
+        let mut by_table: Vec<TableUnits> = Vec::new();
+        for (table, milli, indexes) in units {
+            match by_table.iter_mut().find(|(name, _, _)| name == table) {
+                Some((_, total, parts)) => {
+                    *total += milli;
+                    parts.extend(indexes.iter().copied());
+                }
+                None => by_table.push((table.clone(), *milli, indexes.clone())),
+            }
+        }
+        let mut entries = Vec::with_capacity(by_table.len());
+        for (table, milli, parts) in by_table {
+            let mut entry = consumed_capacity_json(&table, milli, report);
+            if report == CapacityReport::Indexes && !parts.is_empty() {
+                let (_, indexes, _) = self.table_with_indexes(&table, deadline).await?;
+                items::split_index_units(&mut entry, milli, &indexes, parts.into_iter());
+            }
+            entries.push(entry);
+        }
+        Ok(Json::Array(entries))
+    }
+
+    /// Commits or cancels the transaction's locks at each `(table, hash)` partition,
+    /// concurrently, retrying a few times; what still fails is left to the recovery loop.
+    async fn finish_groups(
+        &self,
+        partitions: Vec<(String, u64)>,
+        transaction: &TransactionRef,
+        commit: bool,
+        deadline: Instant,
+    ) {
+        let mut calls = Vec::with_capacity(partitions.len());
+        for (table, _) in &partitions {
+            let indexes = match self.table_with_indexes(table, deadline).await {
+                Ok((_, indexes, _)) => indexes,
+                Err(error) => {
+                    tracing::warn!(%table, %error.message, "transaction finish left to recovery");
+                    IndexDefinitions::default()
+                }
+            };
+            calls.push(ItemCall::new(&PreparedRequest::TransactFinish {
+                transaction: transaction.clone(),
+                commit,
+                local_indexes: indexes.local.clone(),
+                global_indexes: indexes.global.clone(),
+            }));
+        }
+        let mut remaining: Vec<usize> = (0..partitions.len()).collect();
+        let mut failures = vec![0usize; partitions.len()];
+        let mut last_error = None;
+        // Each round commits up to a log entry's worth at each partition still holding locks
+        // (a 4 MB transaction needs a handful); a partition failing FINISH_ATTEMPTS_MAX times
+        // is left to the recovery loop.
+        for _round in 0..FINISH_ROUNDS_MAX {
+            if remaining.is_empty() {
+                break;
+            }
+            let results = join_bounded(
+                remaining
+                    .iter()
+                    .map(|position| {
+                        let (table, hash) = &partitions[*position];
+                        self.route_unadmitted(table, *hash, &calls[*position], deadline)
+                    })
+                    .collect(),
+                BATCH_PARTITIONS_IN_FLIGHT_MAX,
+            )
+            .await;
+            let mut unfinished = Vec::new();
+            for (position, result) in remaining.into_iter().zip(results) {
+                match result {
+                    Ok(Reply {
+                        result: ItemResult::TransactFinished { more: false },
+                        ..
+                    }) => {}
+                    Ok(Reply {
+                        result: ItemResult::TransactFinished { more: true },
+                        ..
+                    }) => unfinished.push(position),
+                    Ok(_) => {
+                        last_error =
+                            Some("a partition answered a finish with another result".to_string());
+                        failures[position] = FINISH_ATTEMPTS_MAX;
+                    }
+                    Err(error) => {
+                        tracing::debug!(table = %partitions[position].0, %error.message,
+                            "transaction finish failed");
+                        last_error = Some(error.message);
+                        failures[position] += 1;
+                        if failures[position] < FINISH_ATTEMPTS_MAX {
+                            unfinished.push(position);
+                        }
+                    }
+                }
+            }
+            remaining = unfinished;
+        }
+        remaining.extend(
+            (0..partitions.len()).filter(|position| failures[*position] >= FINISH_ATTEMPTS_MAX),
+        );
+        for position in remaining {
+            let (table, _) = &partitions[position];
+            tracing::warn!(%table, ledger = %transaction.ledger_key, commit, error = ?last_error,
+                "transaction finish failed; the recovery loop will finish it");
+        }
+        for (table, hash) in &partitions {
+            // A commit's GSI changes wait in the partition's outbox.
+            if commit {
+                self.request_propagation(table, *hash);
+            }
+        }
+    }
+
+    /// TransactGetItems: see the module's comment.
+    pub async fn transact_get_items(&self, body: Json) -> Result<Json, DynamoError> {
+        let report = capacity_report(&body)?;
+        let items = transact_items(&body)?;
+        let deadline = self.deadline();
+        let mut gets: Vec<(String, u64, GetRequest)> = Vec::with_capacity(items.len());
+        let mut early_reasons = none_reasons(items.len());
+        let mut early_cancel = false;
+        for (position, item) in items.iter().enumerate() {
+            let Some(action) = item.get("Get").filter(|get| !get.is_null()) else {
+                return Err(DynamoError::missing_member(&format!(
+                    "transactItems.{}.member.get",
+                    position + 1
+                )));
+            };
+            let name = match action.get("TableName") {
+                None | Some(Json::Null) => {
+                    return Err(DynamoError::missing_member(&format!(
+                        "transactItems.{}.member.get.tableName",
+                        position + 1
+                    )));
+                }
+                Some(Json::String(name)) => table_named(name).to_string(),
+                Some(_) => return Err(DynamoError::serialization("TableName must be a string")),
+            };
+            validate::check_table_name(&name)?;
+            let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
+            let key = action
+                .get("Key")
+                .filter(|key| !key.is_null())
+                .ok_or_else(|| {
+                    DynamoError::missing_member(&format!(
+                        "transactItems.{}.member.get.key",
+                        position + 1
+                    ))
+                })?;
+            let mut parameters = action.clone();
+            parameters["ConsistentRead"] = json!(true);
+            let prepared = key_hash(&key_schema, key, false).and_then(|_| {
+                prepare_for_table(
+                    ItemOperation::GetItem,
+                    &parameters,
+                    &key_schema,
+                    indexes.as_table_indexes(),
+                )
+                .map_err(DynamoError::from)
+            });
+            let get = match prepared {
+                Ok(PreparedRequest::Get(get)) => get,
+                Ok(_) => {
+                    return Err(DynamoError::internal(
+                        "Internal server error (a transaction get prepared as something else)",
+                    ));
+                }
+                Err(error)
+                    if is_key_schema_error(&error)
+                        || key.as_object().is_some_and(|key| key.is_empty()) =>
+                {
+                    early_reasons[position] =
+                        reason(CancellationCode::ValidationError, &error.message);
+                    early_cancel = true;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            if gets
+                .iter()
+                .any(|(table, _, earlier)| *table == name && earlier.storage_key == get.storage_key)
+            {
+                return Err(DynamoError::validation(MULTIPLE_OPERATIONS_ON_ONE_ITEM));
+            }
+            let hash = storage_key_hash(&get.storage_key).ok_or_else(|| {
+                DynamoError::validation(shoal_model::messages::KEY_DOES_NOT_MATCH_SCHEMA)
+            })?;
+            gets.push((name, hash, get));
+        }
+        if early_cancel {
+            return Err(cancelled(&early_reasons)?);
+        }
+        // One read per partition.
+        let mut groups: Vec<(String, u64, u64, Vec<usize>)> = Vec::new();
+        for (position, (table, hash, _)) in gets.iter().enumerate() {
+            let partition = self
+                .route_map(table, None, deadline)
+                .await?
+                .lookup(*hash)
+                .id;
+            match groups
+                .iter_mut()
+                .find(|(name, _, id, _)| name == table && *id == partition)
+            {
+                Some((_, _, _, members)) => members.push(position),
+                None => groups.push((table.clone(), *hash, partition, vec![position])),
+            }
+        }
+        let reads: Vec<ItemCall> = groups
+            .iter()
+            .map(|(_, _, _, members)| {
+                ItemCall::new(&PreparedRequest::TransactRead {
+                    gets: members
+                        .iter()
+                        .map(|position| gets[*position].2.clone())
+                        .collect(),
+                })
+            })
+            .collect();
+        let results = join_bounded(
+            groups
+                .iter()
+                .zip(&reads)
+                .map(|((table, hash, _, members), call)| {
+                    let estimate = CapacityUnits::from_milli(
+                        read_units(1, ReadConsistency::Strong).as_milli()
+                            * 2
+                            * members.len() as u64,
+                    );
+                    self.route(table, *hash, call, (Operation::Read, estimate), deadline)
+                })
+                .collect(),
+            BATCH_PARTITIONS_IN_FLIGHT_MAX,
+        )
+        .await;
+        let mut found: Vec<Option<Vec<u8>>> = vec![None; gets.len()];
+        let mut since = Vec::with_capacity(groups.len());
+        let mut units: Vec<TableUnits> = Vec::new();
+        let mut reasons = none_reasons(gets.len());
+        let mut conflict = false;
+        for ((table, _, _, members), result) in groups.iter().zip(results) {
+            let reply = result?;
+            let ItemResult::TransactRead {
+                items,
+                locked,
+                applied_slot,
+            } = reply.result
+            else {
+                return Err(DynamoError::internal(
+                    "Internal server error (a partition answered a transaction read with another result)",
+                ));
+            };
+            units.push((table.clone(), reply.read_units_milli, Vec::new()));
+            if locked {
+                conflict = true;
+                for position in members {
+                    reasons[*position] = reason(
+                        CancellationCode::TransactionConflict,
+                        shoal_model::transaction::TRANSACTION_CONFLICT_REASON,
+                    );
+                }
+            }
+            for (position, item) in members.iter().zip(items) {
+                found[*position] = item;
+            }
+            since.push(applied_slot);
+        }
+        if !conflict && groups.len() > 1 {
+            // The second round: nothing read changed since (the module's comment).
+            let confirms: Vec<ItemCall> = groups
+                .iter()
+                .zip(&since)
+                .map(|((_, _, _, members), since)| {
+                    ItemCall::new(&PreparedRequest::TransactConfirm {
+                        storage_keys: members
+                            .iter()
+                            .map(|position| gets[*position].2.storage_key.clone())
+                            .collect(),
+                        since: *since,
+                    })
+                })
+                .collect();
+            let results = join_bounded(
+                groups
+                    .iter()
+                    .zip(&confirms)
+                    .map(|((table, hash, _, _), call)| {
+                        self.route_unadmitted(table, *hash, call, deadline)
+                    })
+                    .collect(),
+                BATCH_PARTITIONS_IN_FLIGHT_MAX,
+            )
+            .await;
+            for ((_, _, _, members), result) in groups.iter().zip(results) {
+                let unchanged = matches!(
+                    result?.result,
+                    ItemResult::TransactConfirmed { unchanged: true }
+                );
+                if !unchanged {
+                    conflict = true;
+                    for position in members {
+                        reasons[*position] = reason(
+                            CancellationCode::TransactionConflict,
+                            shoal_model::transaction::TRANSACTION_CONFLICT_REASON,
+                        );
+                    }
+                }
+            }
+        }
+        if conflict {
+            return Err(cancelled(&reasons)?);
+        }
+        let mut responses = Vec::with_capacity(found.len());
+        for item in found {
+            responses.push(match item {
+                Some(item) => json!({ "Item": item_json(&item)? }),
+                None => json!({}),
+            });
+        }
+        let mut response = json!({ "Responses": responses });
+        if report != CapacityReport::None {
+            response["ConsumedCapacity"] = self.consumed_by_table(&units, report, deadline).await?;
+        }
+        Ok(response)
+    }
+
+    /// The repair pass's transaction step: every lock older than [`TRANSACTION_LOCK_STALE`]
+    /// is finished as its ledger record says (the module's comment). Returns how many
+    /// transactions it finished at some partition.
+    pub async fn recover_transactions(&self) -> Result<usize, DynamoError> {
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let tables = self
+            .metadata
+            .all_tables(&self.forwarder, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        let stale_before = unix_millis_now()
+            .saturating_sub(u64::try_from(TRANSACTION_LOCK_STALE.as_millis()).unwrap_or(0));
+        let mut finished = 0;
+        for record in tables {
+            if record.status != TableStatus::Active || record.name == LEDGER_TABLE {
+                continue;
+            }
+            for partition in record.routed_partitions() {
+                let hash = partition.range.first;
+                let call = ItemCall::new(&PreparedRequest::TransactLocks {
+                    prepared_before_ms: stale_before,
+                });
+                let reply = match self
+                    .route_unadmitted(&record.name, hash, &call, deadline)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        tracing::debug!(table = %record.name, %error.message, "lock listing failed");
+                        continue;
+                    }
+                };
+                let ItemResult::TransactLocks { locks } = reply.result else {
+                    continue;
+                };
+                for lock in locks {
+                    let transaction = TransactionRef {
+                        ledger_key: lock.ledger_key,
+                        nonce: lock.nonce,
+                    };
+                    let commit = self.resolve(&transaction, deadline).await?;
+                    tracing::info!(table = %record.name, ledger = %transaction.ledger_key,
+                        commit, "recovering an abandoned transaction");
+                    self.finish_groups(
+                        vec![(record.name.clone(), hash)],
+                        &transaction,
+                        commit,
+                        deadline,
+                    )
+                    .await;
+                    finished += 1;
+                }
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Whether an abandoned transaction committed: its ledger record decides, after a
+    /// PENDING record of this attempt is cancelled.
+    async fn resolve(
+        &self,
+        transaction: &TransactionRef,
+        deadline: Instant,
+    ) -> Result<bool, DynamoError> {
+        self.ensure_ledger(deadline).await?;
+        // Two reads at most: a PENDING record is cancelled, then read again.
+        for _ in 0..2 {
+            let Some(record) = self.ledger_read(&transaction.ledger_key, deadline).await? else {
+                return Ok(false);
+            };
+            if record.nonce != transaction.nonce {
+                return Ok(false);
+            }
+            match record.state.as_str() {
+                STATE_COMMITTED => return Ok(true),
+                STATE_PENDING => {
+                    if self
+                        .ledger_decide(transaction, STATE_CANCELLED, deadline)
+                        .await?
+                    {
+                        return Ok(false);
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// A conditional write's outcome: `Ok(false)` when its condition failed.
+fn conditional(outcome: Result<Reply, DynamoError>) -> Result<bool, DynamoError> {
+    match outcome {
+        Ok(_) => Ok(true),
+        Err(error) if error.type_name == "ConditionalCheckFailedException" => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_ignores_member_order_only() {
+        let first = json!([{"Update": {"TableName": "t", "Key": {"pk": {"S": "a"}}}}]);
+        let reordered = json!([{"Update": {"Key": {"pk": {"S": "a"}}, "TableName": "t"}}]);
+        let other = json!([{"Update": {"TableName": "t", "Key": {"pk": {"S": "b"}}}}]);
+        assert_eq!(request_digest(&first), request_digest(&reordered));
+        assert_ne!(request_digest(&first), request_digest(&other));
+    }
+
+    #[test]
+    fn a_table_arn_names_its_table() {
+        assert_eq!(
+            table_named("arn:aws:dynamodb:us-east-1:123456789012:table/orders"),
+            "orders"
+        );
+        assert_eq!(table_named("orders"), "orders");
+    }
+
+    #[test]
+    fn cancellation_reasons_have_dynamodb_shape() {
+        let error = cancelled(&[
+            reason(CancellationCode::None, ""),
+            reason(
+                CancellationCode::ConditionalCheckFailed,
+                "The conditional request failed",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(error.type_name, "TransactionCanceledException");
+        assert_eq!(
+            error.message,
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]"
+        );
+        assert_eq!(
+            error.cancellation_reasons,
+            Some(json!([
+                {"Code": "None"},
+                {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}
+            ]))
+        );
+    }
+}
