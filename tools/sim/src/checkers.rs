@@ -116,6 +116,30 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
                 .map(|change| change.entry_key.len() as u64 + (change.slot << 16))
                 .sum::<u64>()
         }
+        ItemResult::TransactPrepared {
+            reasons, locked, ..
+        } => {
+            13 + reasons
+                .iter()
+                .map(|reason| u64::from(reason.code))
+                .sum::<u64>()
+                + (u64::from(*locked) << 8)
+        }
+        ItemResult::TransactFinished { more } => 14 + u64::from(*more),
+        ItemResult::TransactRead {
+            items,
+            locked,
+            applied_slot,
+        } => {
+            15 + items
+                .iter()
+                .map(|item| item.as_ref().map_or(0, |item| item.len() as u64))
+                .sum::<u64>()
+                + (u64::from(*locked) << 4)
+                + (applied_slot << 8)
+        }
+        ItemResult::TransactConfirmed { unchanged } => 16 + u64::from(*unchanged),
+        ItemResult::TransactLocks { locks } => 17 + ((locks.len() as u64) << 8),
     }
 }
 
