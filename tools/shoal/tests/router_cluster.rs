@@ -1373,3 +1373,198 @@ fn replicas_of_a_table_deleted_while_their_node_was_down_are_collected_when_it_r
         }
     });
 }
+
+/// The balances of accounts `from` and `to` of "people" (strongly consistent reads).
+async fn balances(router: &Router, accounts: [usize; 2]) -> [i64; 2] {
+    let mut found = [0; 2];
+    for (slot, account) in found.iter_mut().zip(accounts) {
+        let got = router
+            .get_item(json!({
+                "TableName": "people",
+                "Key": {"pk": {"S": key(account)}},
+                "ConsistentRead": true,
+            }))
+            .await
+            .unwrap();
+        *slot = got["Item"]["n"]["N"].as_str().unwrap().parse().unwrap();
+    }
+    found
+}
+
+/// A transfer of 10 from account `from` to account `to` (on other partitions), guarded by the
+/// debited balance, under ClientRequestToken `token`.
+fn transfer(token: &str, [from, to]: [usize; 2]) -> Json {
+    let update = |account: usize, expression: &str| {
+        json!({"Update": {
+            "TableName": "people",
+            "Key": {"pk": {"S": key(account)}},
+            "UpdateExpression": expression,
+            "ConditionExpression": "n >= :ten",
+            "ExpressionAttributeValues": {":ten": {"N": "10"}},
+        }})
+    };
+    json!({
+        "ClientRequestToken": token,
+        "TransactItems": [update(from, "SET n = n - :ten"), update(to, "SET n = n + :ten")],
+    })
+}
+
+/// Runs TransactWriteItems with `body` on a router of its own that stops for good after
+/// `step`, as if its process were killed there.
+async fn kill_coordinator_after(nodes: &[NodeAddress], step: ControlStep, body: Json) {
+    let mut config = RouterConfig::new(nodes.to_vec());
+    config.seed = 13;
+    config.crash_at = Some(step);
+    let router = std::rc::Rc::new(Router::new(config).unwrap());
+    router.load_cluster().await.unwrap();
+    let operation = {
+        let router = router.clone();
+        glommio::spawn_local(async move { router.transact_write_items(body).await })
+    };
+    let started = Instant::now();
+    while !router.crashed() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the coordinator never reached {step:?}"
+        );
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        operation.cancel().await.is_none(),
+        "the transaction went on past {step:?}"
+    );
+}
+
+/// Issue 17: a coordinator killed between the phases of a transaction leaves it to the
+/// recovery step of any router's repair pass. Killed after the ledger record or after the
+/// prepares, the transaction is cancelled (its locks released, nothing applied); killed after
+/// the decision to commit, it is committed. Meanwhile a single-item write to a locked item is
+/// refused with TransactionConflictException; the total of the two balances never changes;
+/// a retry of the same token after recovery returns the outcome without applying it twice.
+#[test]
+fn a_coordinator_killed_between_the_phases_of_a_transaction_leaves_it_whole() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    on_router_core(async move {
+        let mut config = repairing_config(&nodes, 14);
+        config.transaction_lock_stale = Duration::from_millis(300);
+        let recoverer = Router::new(config).unwrap();
+        recoverer.bootstrap(SHARDS).await.unwrap();
+        recoverer
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let partitions = recoverer.table_partitions("people").await.unwrap();
+        // Two accounts on different partitions, so the transaction has two participants.
+        let from = 0;
+        let to = (1..ITEMS)
+            .find(|index| partition_of(&partitions, *index) != partition_of(&partitions, from))
+            .unwrap();
+        let accounts = [from, to];
+        for account in accounts {
+            recoverer
+                .put_item(json!({"TableName": "people", "Item": {
+                    "pk": {"S": key(account)}, "n": {"N": "100"}}}))
+                .await
+                .unwrap();
+        }
+        let mut expected = [100i64, 100];
+        for (attempt, step) in ControlStep::TRANSACTION.into_iter().enumerate() {
+            let token = format!("transfer-{attempt}");
+            kill_coordinator_after(&nodes, step, transfer(&token, accounts)).await;
+            let locked = step != ControlStep::TransactionLedgerWritten;
+            if locked {
+                // Transaction invariant 2: the locked item stays as it is.
+                assert_error(
+                    recoverer
+                        .put_item(json!({"TableName": "people", "Item": {
+                            "pk": {"S": key(from)}, "n": {"N": "0"}}}))
+                        .await,
+                    "TransactionConflictException",
+                );
+                // Readers see the committed values only.
+                assert_eq!(balances(&recoverer, accounts).await, expected);
+            }
+            // The recovery step finishes it once its locks are stale.
+            let started = Instant::now();
+            loop {
+                recoverer.recover_transactions().await.unwrap();
+                let free = recoverer
+                    .update_item(json!({
+                        "TableName": "people",
+                        "Key": {"pk": {"S": key(from)}},
+                        "UpdateExpression": "SET touched = :t",
+                        "ExpressionAttributeValues": {":t": {"N": attempt.to_string()}},
+                    }))
+                    .await;
+                match free {
+                    Ok(_) => break,
+                    Err(error) => {
+                        assert_eq!(error.type_name, "TransactionConflictException", "{error}");
+                        assert!(
+                            started.elapsed() < Duration::from_secs(30),
+                            "{step:?}: the locks were never recovered"
+                        );
+                        glommio::timer::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            eprintln!("{step:?}: recovered after {:?}", started.elapsed());
+            if step == ControlStep::TransactionDecided {
+                expected = [expected[0] - 10, expected[1] + 10];
+            }
+            let seen = balances(&recoverer, accounts).await;
+            assert_eq!(seen, expected, "{step:?}");
+            assert_eq!(seen[0] + seen[1], 200);
+            // The same token again: a committed transaction is answered without applying it
+            // twice; a cancelled one runs again as a new attempt. An attempt abandoned before
+            // it locked anything is "in progress" until it is stale, then recovered inline (as
+            // SDKs retry TransactionInProgressException).
+            let started = Instant::now();
+            loop {
+                match recoverer
+                    .transact_write_items(transfer(&token, accounts))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(error) => {
+                        assert_eq!(error.type_name, "TransactionInProgressException", "{error}");
+                        assert_eq!(step, ControlStep::TransactionLedgerWritten);
+                        assert!(started.elapsed() < Duration::from_secs(30));
+                        glommio::timer::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            if step != ControlStep::TransactionDecided {
+                expected = [expected[0] - 10, expected[1] + 10];
+            }
+            assert_eq!(
+                balances(&recoverer, accounts).await,
+                expected,
+                "{step:?} replayed"
+            );
+        }
+        // A consistent read of both sees the total.
+        let both = recoverer
+            .transact_get_items(json!({"TransactItems": accounts.map(|account| json!({
+                "Get": {"TableName": "people", "Key": {"pk": {"S": key(account)}}}}))}))
+            .await
+            .unwrap();
+        let total: i64 = both["Responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|response| {
+                response["Item"]["n"]["N"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(total, 200);
+    });
+}

@@ -161,9 +161,12 @@ pub struct RouterConfig {
     pub orphan_scan_interval: Duration,
     /// [`ORPHAN_REPLICA_GRACE`] unless a test shortens it.
     pub orphan_replica_grace: Duration,
-    /// Fault injection for tests: the step after which CreateTable or DeleteTable stops for
-    /// good, as if the router's process died there. `None` in production.
+    /// Fault injection for tests: the step after which CreateTable, DeleteTable or
+    /// TransactWriteItems stops for good, as if the router's process died there. `None` in
+    /// production.
     pub crash_at: Option<ControlStep>,
+    /// [`TRANSACTION_LOCK_STALE`] unless a test shortens it.
+    pub transaction_lock_stale: Duration,
     /// Mutual TLS on the bus with the cluster CA (net/bus/src/tls.rs); `None`: plaintext.
     pub bus_tls: Option<shoal_bus::BusTls>,
 }
@@ -188,10 +191,23 @@ pub enum ControlStep {
     DeleteFirstReplicaDeleted,
     /// DeleteTable asked every replica; the item is still there.
     DeleteReplicasDeleted,
+    /// TransactWriteItems wrote its PENDING ledger record; nothing prepared.
+    TransactionLedgerWritten,
+    /// TransactWriteItems prepared every partition (its items are locked); not decided.
+    TransactionPrepared,
+    /// TransactWriteItems recorded its decision; no partition finished.
+    TransactionDecided,
 }
 
 impl ControlStep {
-    /// Every step, in the order CreateTable then DeleteTable take them.
+    /// TransactWriteItems' steps, in its order.
+    pub const TRANSACTION: [ControlStep; 3] = [
+        ControlStep::TransactionLedgerWritten,
+        ControlStep::TransactionPrepared,
+        ControlStep::TransactionDecided,
+    ];
+
+    /// Every step of the table operations, in the order CreateTable then DeleteTable take them.
     pub const ALL: [ControlStep; 7] = [
         ControlStep::CreateIdsReserved,
         ControlStep::CreateItemWritten,
@@ -216,6 +232,7 @@ impl RouterConfig {
             orphan_scan_interval: ORPHAN_SCAN_INTERVAL,
             orphan_replica_grace: ORPHAN_REPLICA_GRACE,
             crash_at: None,
+            transaction_lock_stale: TRANSACTION_LOCK_STALE,
             bus_tls: None,
         }
     }

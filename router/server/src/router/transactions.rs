@@ -95,6 +95,7 @@ struct LedgerRecord {
     state: String,
     nonce: u64,
     digest: String,
+    started_ms: u64,
     decided_ms: Option<u64>,
 }
 
@@ -338,6 +339,7 @@ impl Router {
             state: text("state").ok_or_else(corrupt)?,
             nonce: number("nonce").ok_or_else(corrupt)?,
             digest: text("digest").ok_or_else(corrupt)?,
+            started_ms: number("started").ok_or_else(corrupt)?,
             decided_ms: number("decided"),
         }))
     }
@@ -537,8 +539,9 @@ impl Router {
             nonce: random_u64()?,
         };
         let mut replacing = None;
-        // A second pass only after replacing a cancelled or forgotten attempt was raced.
-        for _attempt in 0..2 {
+        // Another pass only after an abandoned attempt was recovered, or replacing a cancelled
+        // or forgotten one was raced.
+        for _attempt in 0..3 {
             if self
                 .ledger_begin(
                     &transaction.ledger_key,
@@ -549,6 +552,7 @@ impl Router {
                 )
                 .await?
             {
+                self.step_done(ControlStep::TransactionLedgerWritten).await;
                 return self
                     .run_transaction(&actions, &transaction, report, deadline)
                     .await;
@@ -567,10 +571,49 @@ impl Router {
                 ));
             }
             if record.state == STATE_PENDING {
-                return Err(DynamoError::new(
-                    "TransactionInProgressException",
-                    TRANSACTION_IN_PROGRESS,
-                ));
+                let stale_ms =
+                    u64::try_from(self.config.transaction_lock_stale.as_millis()).unwrap_or(0);
+                if unix_millis_now() < record.started_ms.saturating_add(stale_ms) {
+                    return Err(DynamoError::new(
+                        "TransactionInProgressException",
+                        TRANSACTION_IN_PROGRESS,
+                    ));
+                }
+                // Inline recovery (DynamoDB's API reference: a retry well after the first
+                // attempt "can trigger inline recovery"): the abandoned attempt is cancelled,
+                // its locks, at this same request's partitions, released, and the request runs
+                // again as a new attempt.
+                let abandoned = TransactionRef {
+                    ledger_key: transaction.ledger_key.clone(),
+                    nonce: record.nonce,
+                };
+                if self
+                    .ledger_decide(&abandoned, STATE_CANCELLED, deadline)
+                    .await?
+                {
+                    let mut partitions: Vec<(String, u64)> = Vec::new();
+                    for action in &actions {
+                        let partition = self
+                            .route_map(&action.table, None, deadline)
+                            .await?
+                            .lookup(action.hash)
+                            .id;
+                        let known =
+                            partitions.iter().any(|(table, hash)| {
+                                *table == action.table
+                                    && self.tables.borrow().get(table).is_some_and(|state| {
+                                        state.map.lookup(*hash).id == partition
+                                    })
+                            });
+                        if !known {
+                            partitions.push((action.table.clone(), action.hash));
+                        }
+                    }
+                    self.finish_groups(partitions, &abandoned, false, deadline)
+                        .await;
+                }
+                replacing = Some(record.nonce);
+                continue;
             }
             if remembered && record.state == STATE_COMMITTED {
                 // The first request's outcome, without applying it again; a replay reports a
@@ -723,6 +766,9 @@ impl Router {
             && reasons
                 .iter()
                 .all(|reason| reason.code == CancellationCode::None.code());
+        if all_prepared {
+            self.step_done(ControlStep::TransactionPrepared).await;
+        }
         // Step 4: the commit point.
         let wanted = if all_prepared {
             STATE_COMMITTED
@@ -750,6 +796,7 @@ impl Router {
                 return Err(error);
             }
         };
+        self.step_done(ControlStep::TransactionDecided).await;
         // Step 5, once per partition.
         let mut partitions: Vec<(String, u64)> = Vec::new();
         for (position, (table, hash, id, _)) in groups.iter().enumerate() {
@@ -1173,8 +1220,9 @@ impl Router {
             .all_tables(&self.forwarder, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
-        let stale_before = unix_millis_now()
-            .saturating_sub(u64::try_from(TRANSACTION_LOCK_STALE.as_millis()).unwrap_or(0));
+        let stale_before = unix_millis_now().saturating_sub(
+            u64::try_from(self.config.transaction_lock_stale.as_millis()).unwrap_or(u64::MAX),
+        );
         let mut finished = 0;
         for record in tables {
             if record.status != TableStatus::Active || record.name == LEDGER_TABLE {
