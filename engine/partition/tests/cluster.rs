@@ -2213,3 +2213,343 @@ fn a_stream_holds_each_committed_change_once_through_crashes_rollover_and_trim()
         }
     });
 }
+
+// Transactions (shoal_model::transaction, src/replica/transaction.rs).
+
+fn write_of(operation: ItemOperation, parameters: Json) -> shoal_model::request::WriteRequest {
+    match typed(operation, &parameters) {
+        PreparedRequest::Write(write) => write,
+        other => panic!("not a write: {other:?}"),
+    }
+}
+
+fn transaction(nonce: u64) -> shoal_model::transaction::TransactionRef {
+    shoal_model::transaction::TransactionRef {
+        ledger_key: format!("t#test-{nonce}"),
+        nonce,
+    }
+}
+
+impl Cluster {
+    /// A single-item request at the leader, retried while leadership settles; its answer.
+    async fn single_at_leader(
+        &mut self,
+        operation: ItemOperation,
+        parameters: Json,
+    ) -> NodeResponse {
+        for _ in 0..50 {
+            let leader = self.await_leader().await;
+            match self.request(leader, operation, parameters.clone()).await {
+                NodeResponse::Error(NodeError::NotLeader { .. } | NodeError::Busy { .. }) => {
+                    self.step().await;
+                }
+                other => return other,
+            }
+        }
+        panic!("no leader served {operation:?}");
+    }
+
+    /// The sort keys of `pk`'s items in local index by_rank.
+    async fn sort_keys_by_rank(&mut self, pk: &str) -> Vec<u64> {
+        let body = self
+            .leader_request(
+                ItemOperation::Query,
+                json!({
+                    "IndexName": "by_rank",
+                    "KeyConditionExpression": "pk = :pk",
+                    "ExpressionAttributeValues": {":pk": {"S": pk}},
+                    "ConsistentRead": true,
+                }),
+            )
+            .await;
+        body["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["sk"]["N"].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    async fn finish(&mut self, nonce: u64, commit: bool) -> ItemResult {
+        self.prepared_at_leader(
+            PreparedRequest::TransactFinish {
+                transaction: transaction(nonce),
+                commit,
+                local_indexes: local_indexes(),
+                global_indexes: Vec::new(),
+            },
+            UNIX_MS,
+        )
+        .await
+    }
+}
+
+fn codes(result: &ItemResult) -> Vec<u8> {
+    match result {
+        ItemResult::TransactPrepared { reasons, .. } => {
+            reasons.iter().map(|reason| reason.code).collect()
+        }
+        other => panic!("not a prepare's answer: {other:?}"),
+    }
+}
+
+/// Transaction invariants 1-4 at one partition, through crashes: a prepare locks its items
+/// through the log without changing them; a single write to a locked item is refused with
+/// TransactionConflictException and another transaction's prepare with a TransactionConflict
+/// reason; reads see the committed item; the locks survive every node's crash (read again
+/// from the tree); a commit applies the images with their local index entries and removes the
+/// locks, once however often it is sent; a cancel changes nothing; TransactConfirm tells
+/// whether a key changed since a slot.
+#[test]
+fn prepared_transactions_lock_their_items_through_crashes_until_finished() {
+    run_on_test_executor("cluster-transactions", || async {
+        let mut cluster = Cluster::new(2).await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("acct", 1, "100"))
+            .await;
+        cluster
+            .leader_request(ItemOperation::PutItem, put("acct", 2, "100"))
+            .await;
+        let debit = write_of(
+            ItemOperation::UpdateItem,
+            json!({"Key": key("acct", 1), "UpdateExpression": "SET v = :v, #rank = :r",
+                   "ExpressionAttributeNames": {"#rank": "rank"},
+                   "ConditionExpression": "attribute_exists(pk)",
+                   "ExpressionAttributeValues": {":v": {"S": "90"}, ":r": {"N": "5"}}}),
+        );
+        let created = write_of(
+            ItemOperation::PutItem,
+            json!({"Item": put("acct", 3, "10")["Item"]}),
+        );
+        let check = write_of(
+            ItemOperation::DeleteItem,
+            json!({"Key": key("acct", 2), "ConditionExpression": "v = :v",
+                   "ExpressionAttributeValues": {":v": {"S": "100"}}}),
+        );
+        let actions = vec![
+            shoal_model::request::TransactAction {
+                write: debit.clone(),
+                check_only: false,
+            },
+            shoal_model::request::TransactAction {
+                write: created,
+                check_only: false,
+            },
+            shoal_model::request::TransactAction {
+                write: check,
+                check_only: true,
+            },
+        ];
+        let prepare = PreparedRequest::TransactPrepare {
+            transaction: transaction(1),
+            actions: actions.clone(),
+        };
+        let prepared = cluster.prepared_at_leader(prepare.clone(), UNIX_MS).await;
+        assert_eq!(codes(&prepared), vec![0, 0, 0]);
+        assert!(matches!(
+            prepared,
+            ItemResult::TransactPrepared { locked: 3, .. }
+        ));
+        // Invariant 4: a repeated prepare finds its own locks.
+        assert_eq!(
+            codes(&cluster.prepared_at_leader(prepare, UNIX_MS).await),
+            vec![0, 0, 0]
+        );
+        for round in 0..2 {
+            // Invariant 2: nothing else changes a locked item.
+            match cluster
+                .single_at_leader(ItemOperation::PutItem, put("acct", 1, "0"))
+                .await
+            {
+                NodeResponse::Error(NodeError::Dynamo { type_name, .. }) => {
+                    assert_eq!(type_name, "TransactionConflictException", "round {round}");
+                }
+                other => panic!("a write to a locked item answered {other:?}"),
+            }
+            let other = cluster
+                .prepared_at_leader(
+                    PreparedRequest::TransactPrepare {
+                        transaction: transaction(2),
+                        actions: actions[..1].to_vec(),
+                    },
+                    UNIX_MS,
+                )
+                .await;
+            assert_eq!(codes(&other), vec![3], "TransactionConflict");
+            // Invariant 3: readers see the committed item; a transactional read sees the lock.
+            let got = cluster
+                .leader_request(
+                    ItemOperation::GetItem,
+                    json!({"Key": key("acct", 1), "ConsistentRead": true}),
+                )
+                .await;
+            assert_eq!(got["Item"]["v"]["S"], "100");
+            match cluster
+                .prepared_at_leader(
+                    PreparedRequest::TransactLocks {
+                        prepared_before_ms: u64::MAX,
+                    },
+                    UNIX_MS,
+                )
+                .await
+            {
+                ItemResult::TransactLocks { locks } => {
+                    assert_eq!(locks.len(), 1, "one transaction holds locks");
+                    assert_eq!(locks[0].nonce, 1);
+                }
+                other => panic!("unexpected answer {other:?}"),
+            }
+            // The locks are in the tree: every node crashes and reads them again.
+            cluster.crash_and_restart_all().await;
+        }
+        let read = PreparedRequest::TransactRead {
+            gets: vec![match typed(
+                ItemOperation::GetItem,
+                &json!({"Key": key("acct", 1), "ConsistentRead": true}),
+            ) {
+                PreparedRequest::Get(get) => get,
+                other => panic!("not a get: {other:?}"),
+            }],
+        };
+        let since = match cluster.prepared_at_leader(read.clone(), UNIX_MS).await {
+            ItemResult::TransactRead {
+                locked,
+                applied_slot,
+                ..
+            } => {
+                assert!(locked);
+                applied_slot
+            }
+            other => panic!("unexpected answer {other:?}"),
+        };
+        assert_eq!(
+            cluster.finish(1, true).await,
+            ItemResult::TransactFinished { more: false }
+        );
+        // Committed: the images, with their index entries; the check changed nothing.
+        let got = cluster
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("acct", 1), "ConsistentRead": true}),
+            )
+            .await;
+        assert_eq!(got["Item"]["v"]["S"], "90");
+        assert_eq!(cluster.sort_keys_by_rank("acct").await, vec![1]);
+        let got = cluster
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("acct", 3), "ConsistentRead": true}),
+            )
+            .await;
+        assert_eq!(got["Item"]["v"]["S"], "10");
+        let got = cluster
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("acct", 2), "ConsistentRead": true}),
+            )
+            .await;
+        assert_eq!(got["Item"]["v"]["S"], "100");
+        // A finish again finds nothing to do; the item is free.
+        assert_eq!(
+            cluster.finish(1, true).await,
+            ItemResult::TransactFinished { more: false }
+        );
+        cluster
+            .leader_request(ItemOperation::PutItem, put("acct", 2, "50"))
+            .await;
+        // The committed change is a change since the read's slot.
+        let keys = vec![debit.storage_key.clone()];
+        let confirmed = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactConfirm {
+                    storage_keys: keys.clone(),
+                    since,
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert_eq!(
+            confirmed,
+            ItemResult::TransactConfirmed { unchanged: false }
+        );
+        let now = match cluster.prepared_at_leader(read, UNIX_MS).await {
+            ItemResult::TransactRead {
+                locked,
+                applied_slot,
+                ..
+            } => {
+                assert!(!locked);
+                applied_slot
+            }
+            other => panic!("unexpected answer {other:?}"),
+        };
+        let confirmed = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactConfirm {
+                    storage_keys: keys,
+                    since: now,
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert_eq!(confirmed, ItemResult::TransactConfirmed { unchanged: true });
+        // A cancelled transaction changes nothing and frees its items.
+        let delete = write_of(ItemOperation::DeleteItem, json!({"Key": key("acct", 1)}));
+        let prepared = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactPrepare {
+                    transaction: transaction(3),
+                    actions: vec![shoal_model::request::TransactAction {
+                        write: delete,
+                        check_only: false,
+                    }],
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert_eq!(codes(&prepared), vec![0]);
+        assert_eq!(
+            cluster.finish(3, false).await,
+            ItemResult::TransactFinished { more: false }
+        );
+        let got = cluster
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("acct", 1), "ConsistentRead": true}),
+            )
+            .await;
+        assert_eq!(got["Item"]["v"]["S"], "90");
+        cluster
+            .leader_request(ItemOperation::PutItem, put("acct", 1, "1"))
+            .await;
+        // A failed condition is a reason, with nothing locked.
+        let refused = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactPrepare {
+                    transaction: transaction(4),
+                    actions: vec![shoal_model::request::TransactAction {
+                        write: write_of(
+                            ItemOperation::DeleteItem,
+                            json!({"Key": key("acct", 9), "ConditionExpression": "attribute_exists(pk)"}),
+                        ),
+                        check_only: true,
+                    }],
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert_eq!(codes(&refused), vec![1], "ConditionalCheckFailed");
+        match cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactLocks {
+                    prepared_before_ms: u64::MAX,
+                },
+                UNIX_MS,
+            )
+            .await
+        {
+            ItemResult::TransactLocks { locks } => assert!(locks.is_empty(), "{locks:?}"),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    });
+}
