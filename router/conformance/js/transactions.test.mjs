@@ -1,6 +1,4 @@
-// TransactWriteItems and TransactGetItems through the AWS SDK for JavaScript v3. PENDING: Shoal
-// does not serve transactions yet (issue 17), so this file is named *.pending.mjs, outside the
-// js/*.test.mjs glob run.sh runs; rename it to transactions.test.mjs once it does. Each case
+// TransactWriteItems and TransactGetItems through the AWS SDK for JavaScript v3. Each case
 // cites its source, as test_transactions.py does: API (DynamoDB API reference), GUIDE (developer
 // guide, "Amazon DynamoDB Transactions: How it works"), LOCALSTACK (its snapshot recorded
 // against AWS), NUBO (nubo-db/dynamodb-conformance, run against DynamoDB).
