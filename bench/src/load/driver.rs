@@ -28,6 +28,10 @@ const OPEN_LOOP_START_DELAY: Duration = Duration::from_millis(10);
 pub const SCAN_LENGTH_MAX: u64 = 100;
 /// Requests the open-loop dispatcher may queue ahead of the workers.
 const OPEN_LOOP_QUEUE_MAX: usize = 4_096;
+/// Key draws for one transfer's distinct records, at most.
+const TRANSFER_DRAWS_MAX: usize = 1_000;
+/// A transfer moves 1 to this many units.
+const TRANSFER_AMOUNT_MAX: u64 = 100;
 const ALPHANUMERIC: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
 /// The operation mix of a workload (fractions summing to 1).
@@ -51,6 +55,13 @@ pub enum Workload {
     StrongReadOnly,
     /// Eventually consistent (serializable) reads only.
     EventualReadOnly,
+    /// Transactions only: each moves an amount from one record to another (TransactWriteItems
+    /// of 2 Updates, the debit conditional).
+    Transfer2,
+    /// Transactions only, each over 10 records (one debited, nine credited).
+    Transfer10,
+    /// Half durable puts, half 2-record transfers: the puts' latency beside transactions.
+    PutWithTransfers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,6 +71,8 @@ pub enum OpKind {
     Insert,
     ReadModifyWrite,
     Scan,
+    /// A transfer transaction over `Workload::transfer_records` records.
+    Transfer,
 }
 
 impl OpKind {
@@ -70,14 +83,25 @@ impl OpKind {
             OpKind::Insert => "insert",
             OpKind::ReadModifyWrite => "read-modify-write",
             OpKind::Scan => "scan",
+            OpKind::Transfer => "transfer",
         }
     }
 }
 
 impl Workload {
-    /// (read, update, insert, read-modify-write, scan) fractions.
+    /// Records per transfer transaction (2 unless the workload says otherwise).
+    pub fn transfer_records(self) -> usize {
+        match self {
+            Workload::Transfer10 => 10,
+            _ => 2,
+        }
+    }
+
+    /// (read, update, insert, read-modify-write, scan) fractions; the rest are transfers.
     fn mix(self) -> [f64; 5] {
         match self {
+            Workload::Transfer2 | Workload::Transfer10 => [0.0; 5],
+            Workload::PutWithTransfers => [0.0, 0.5, 0.0, 0.0, 0.0],
             Workload::A => [0.5, 0.5, 0.0, 0.0, 0.0],
             Workload::B => [0.95, 0.05, 0.0, 0.0, 0.0],
             Workload::C | Workload::StrongReadOnly | Workload::EventualReadOnly => {
@@ -109,7 +133,7 @@ impl Workload {
 
     pub fn choose(self, rng: &mut SeededRng) -> OpKind {
         let draw = rng.unit_f64();
-        let [read, update, insert, read_modify_write, _] = self.mix();
+        let [read, update, insert, read_modify_write, scan] = self.mix();
         if draw < read {
             OpKind::Read
         } else if draw < read + update {
@@ -118,8 +142,10 @@ impl Workload {
             OpKind::Insert
         } else if draw < read + update + insert + read_modify_write {
             OpKind::ReadModifyWrite
-        } else {
+        } else if draw < read + update + insert + read_modify_write + scan {
             OpKind::Scan
+        } else {
+            OpKind::Transfer
         }
     }
 }
@@ -272,6 +298,22 @@ impl Worker {
                 target
                     .scan(&key, length as usize)
                     .map(|returned| returned > 0)
+            }
+            OpKind::Transfer => {
+                // Distinct records (a transaction may not name one twice); the draws are
+                // bounded, and a run has far more records than a transfer touches.
+                let mut keys: Vec<String> = Vec::with_capacity(plan.workload.transfer_records());
+                for _draw in 0..TRANSFER_DRAWS_MAX {
+                    if keys.len() == plan.workload.transfer_records() {
+                        break;
+                    }
+                    let key = record_key(self.keys.next(&mut self.rng, records));
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+                let amount = 1 + self.rng.below(TRANSFER_AMOUNT_MAX);
+                target.transfer(&keys, amount).map(|()| true)
             }
         }
     }
@@ -595,6 +637,12 @@ mod tests {
         assert!(!counts.contains_key(&OpKind::Insert));
         assert!((0..1_000).all(|_| Workload::PutOnly.choose(&mut rng) == OpKind::Update));
         assert!((0..1_000).all(|_| Workload::C.choose(&mut rng) == OpKind::Read));
+        assert!((0..1_000).all(|_| Workload::Transfer10.choose(&mut rng) == OpKind::Transfer));
+        let transfers = (0..10_000)
+            .filter(|_| Workload::PutWithTransfers.choose(&mut rng) == OpKind::Transfer)
+            .count();
+        assert!((4_500..5_500).contains(&transfers), "{transfers}");
+        assert_eq!(Workload::Transfer10.transfer_records(), 10);
         let mut e = BTreeMap::new();
         for _ in 0..100_000 {
             *e.entry(Workload::E.choose(&mut rng)).or_insert(0u32) += 1;

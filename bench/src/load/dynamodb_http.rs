@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 
 use super::targets::{
     OpError, Target, create_table_request, get_request, put_request, retry_until_ready,
-    scan_request, scanned_items,
+    scan_request, scanned_items, transfer_request,
 };
 
 /// A response header section larger than this is a broken server, not a benchmark result.
@@ -399,6 +399,14 @@ impl Target for DynamoDbHttp {
     fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError> {
         let response = self.call("Scan", &scan_request(&self.table, start_key, count))?;
         Ok(scanned_items(&response))
+    }
+
+    fn transfer(&self, keys: &[String], amount: u64) -> Result<(), OpError> {
+        self.call(
+            "TransactWriteItems",
+            &transfer_request(&self.table, keys, amount),
+        )
+        .map(|_| ())
     }
 }
 

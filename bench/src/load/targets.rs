@@ -146,6 +146,41 @@ pub trait Target: Send + Sync {
     /// short scan: DynamoDB Scan from `ExclusiveStartKey` with `Limit`; an etcd range from
     /// the key). Returns how many records came back.
     fn scan(&self, start_key: &str, count: usize) -> Result<usize, OpError>;
+    /// Moves `amount` from the first of `keys` to each of the others in one transaction
+    /// (TransactWriteItems: the debit conditional on the record existing, the credits
+    /// unconditional). Systems without transactions answer `Unsupported`.
+    fn transfer(&self, keys: &[String], amount: u64) -> Result<(), OpError> {
+        let _ = (keys, amount);
+        Err(OpError("Unsupported".to_string()))
+    }
+}
+
+/// The TransactWriteItems request of a transfer of `amount` from `keys[0]` to each other key
+/// (a numeric `balance` attribute, added to the record).
+pub fn transfer_request(table: &str, keys: &[String], amount: u64) -> Json {
+    let actions: Vec<Json> = keys
+        .iter()
+        .enumerate()
+        .map(|(position, key)| {
+            let mut update = json!({
+                "TableName": table,
+                "Key": { "pk": { "S": key } },
+                "UpdateExpression": "ADD balance :amount",
+                "ExpressionAttributeValues": {
+                    ":amount": { "N": if position == 0 {
+                        format!("-{}", amount * (keys.len() as u64 - 1))
+                    } else {
+                        amount.to_string()
+                    } },
+                },
+            });
+            if position == 0 {
+                update["ConditionExpression"] = json!("attribute_exists(pk)");
+            }
+            json!({ "Update": update })
+        })
+        .collect();
+    json!({ "TransactItems": actions })
 }
 
 /// Retries `attempt` until it succeeds or `PREPARE_TIMEOUT` passes.
