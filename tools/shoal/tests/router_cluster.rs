@@ -1072,21 +1072,32 @@ fn repairing_config(nodes: &[NodeAddress], seed: u64) -> RouterConfig {
 /// Runs CreateTable (or DeleteTable) with `body` on a router of its own that stops for good
 /// after `step`, as if its process were killed there, then drops the operation and the router.
 async fn kill_router_after(nodes: &[NodeAddress], step: ControlStep, body: Json, delete: bool) {
+    kill_router_during(nodes, step, 12, move |router| async move {
+        if delete {
+            router.delete_table(body).await
+        } else {
+            router.create_table(body).await
+        }
+    })
+    .await;
+}
+
+/// Runs `operation` on a router of its own (seeded `seed`) that stops for good after `step`,
+/// as if its process were killed there, then drops the operation and the router.
+async fn kill_router_during<F>(
+    nodes: &[NodeAddress],
+    step: ControlStep,
+    seed: u64,
+    operation: impl FnOnce(std::rc::Rc<Router>) -> F,
+) where
+    F: std::future::Future<Output = Result<Json, DynamoError>> + 'static,
+{
     let mut config = RouterConfig::new(nodes.to_vec());
-    config.seed = 12;
+    config.seed = seed;
     config.crash_at = Some(step);
     let router = std::rc::Rc::new(Router::new(config).unwrap());
     router.load_cluster().await.unwrap();
-    let operation = {
-        let router = router.clone();
-        glommio::spawn_local(async move {
-            if delete {
-                router.delete_table(body).await
-            } else {
-                router.create_table(body).await
-            }
-        })
-    };
+    let operation = glommio::spawn_local(operation(router.clone()));
     let started = Instant::now();
     while !router.crashed() {
         assert!(
@@ -1409,32 +1420,6 @@ fn transfer(token: &str, [from, to]: [usize; 2]) -> Json {
     })
 }
 
-/// Runs TransactWriteItems with `body` on a router of its own that stops for good after
-/// `step`, as if its process were killed there.
-async fn kill_coordinator_after(nodes: &[NodeAddress], step: ControlStep, body: Json) {
-    let mut config = RouterConfig::new(nodes.to_vec());
-    config.seed = 13;
-    config.crash_at = Some(step);
-    let router = std::rc::Rc::new(Router::new(config).unwrap());
-    router.load_cluster().await.unwrap();
-    let operation = {
-        let router = router.clone();
-        glommio::spawn_local(async move { router.transact_write_items(body).await })
-    };
-    let started = Instant::now();
-    while !router.crashed() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the coordinator never reached {step:?}"
-        );
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        operation.cancel().await.is_none(),
-        "the transaction went on past {step:?}"
-    );
-}
-
 /// Issue 17: a coordinator killed between the phases of a transaction leaves it to the
 /// recovery step of any router's repair pass. Killed after the ledger record or after the
 /// prepares, the transaction is cancelled (its locks released, nothing applied); killed after
@@ -1474,7 +1459,11 @@ fn a_coordinator_killed_between_the_phases_of_a_transaction_leaves_it_whole() {
         let mut expected = [100i64, 100];
         for (attempt, step) in ControlStep::TRANSACTION.into_iter().enumerate() {
             let token = format!("transfer-{attempt}");
-            kill_coordinator_after(&nodes, step, transfer(&token, accounts)).await;
+            let body = transfer(&token, accounts);
+            kill_router_during(&nodes, step, 13, move |router| async move {
+                router.transact_write_items(body).await
+            })
+            .await;
             let locked = step != ControlStep::TransactionLedgerWritten;
             if locked {
                 // Transaction invariant 2: the locked item stays as it is.
