@@ -57,6 +57,8 @@ pub const TRANSACTION_RECOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// Attempts at finishing one partition's locks before the coordinator leaves them to the
 /// recovery loop.
 const FINISH_ATTEMPTS_MAX: usize = 3;
+/// How often a transaction waiting for the ledger's creation looks again.
+const LEDGER_CREATION_POLL: Duration = Duration::from_millis(50);
 /// Finish rounds at most: commits of about 1 MiB each per partition (partition
 /// `FINISH_ENTRY_BYTES_MAX`), so a 4 MB transaction needs a handful.
 const FINISH_ROUNDS_MAX: usize = 16;
@@ -257,22 +259,44 @@ fn client_request_token(body: &Json) -> Result<Option<&str>, DynamoError> {
 type TableUnits = (String, u64, Vec<(bool, u8, u64)>);
 
 impl Router {
-    /// The ledger table, created the first time a transaction needs it.
+    /// The ledger table, created the first time a transaction needs it; a transaction that
+    /// finds it being created (by itself or by a concurrent one) waits until it is ACTIVE.
     async fn ensure_ledger(&self, deadline: Instant) -> Result<(), DynamoError> {
         if self.tables.borrow().contains_key(LEDGER_TABLE) {
             return Ok(());
         }
-        if let Some(record) = self.read_table(LEDGER_TABLE, deadline).await? {
-            if record.status == TableStatus::Active {
-                return self.refresh_table(LEDGER_TABLE, deadline).await;
+        let mut created = false;
+        loop {
+            match self.read_table(LEDGER_TABLE, deadline).await? {
+                Some(record) if record.status == TableStatus::Active => {
+                    return self.refresh_table(LEDGER_TABLE, deadline).await;
+                }
+                Some(_) => {}
+                None if !created => {
+                    created = true;
+                    self.create_ledger().await?;
+                    continue;
+                }
+                // Created and gone again: its creation was abandoned (nodes down).
+                None => {
+                    return Err(DynamoError::internal(
+                        "Internal server error (the transaction ledger could not be created; retry when the nodes are back)",
+                    ));
+                }
             }
-            return Err(DynamoError::internal(
-                "Internal server error (the transaction ledger is being created; retry)",
-            ));
+            if Instant::now() + LEDGER_CREATION_POLL >= deadline {
+                return Err(DynamoError::internal(
+                    "Internal server error (the transaction ledger is still being created; retry)",
+                ));
+            }
+            glommio::timer::sleep(LEDGER_CREATION_POLL).await;
         }
-        // The ledger is an on-demand table like a user's, created through the same state
-        // machine (so a router dying midway leaves it to the repair pass), with its name
-        // put in after the checks, which it would fail.
+    }
+
+    /// CreateTable of the ledger: an on-demand table like a user's, created through the same
+    /// state machine (so a router dying midway leaves it to the repair pass), with its name
+    /// put in after the checks, which it would fail. Another router's creation is fine.
+    async fn create_ledger(&self) -> Result<(), DynamoError> {
         let body = json!({
             "TableName": "ledger",
             "AttributeDefinitions": [{"AttributeName": LEDGER_KEY, "AttributeType": "S"}],
@@ -285,11 +309,10 @@ impl Router {
             .create_validated_table(request, Some(LEDGER_EXPIRES.to_string()))
             .await
         {
-            Ok(_) => {}
-            Err(error) if error.type_name == RESOURCE_IN_USE => {}
-            Err(error) => return Err(error),
+            Ok(_) => Ok(()),
+            Err(error) if error.type_name == RESOURCE_IN_USE => Ok(()),
+            Err(error) => Err(error),
         }
-        self.refresh_table(LEDGER_TABLE, deadline).await
     }
 
     /// One ledger request: a single-item operation on the ledger table.
