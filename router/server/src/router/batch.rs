@@ -478,8 +478,14 @@ fn is_throttle(error: &DynamoError) -> bool {
 
 /// Batch groups that failed for reasons of capacity or availability go back to the client as
 /// unprocessed; request errors (validation) fail the whole call, as in DynamoDB.
+/// A group refused for one of these comes back in UnprocessedItems/UnprocessedKeys: a
+/// throttle, an internal failure (the API reference's two cases), or an item a transaction
+/// holds (its partition's share is refused whole; the client's retry loop waits it out, as it
+/// would a throttle, instead of losing the whole batch).
 fn is_retryable_for_batch(error: &DynamoError) -> bool {
-    is_throttle(error) || error.type_name == crate::error::INTERNAL_SERVER_ERROR
+    is_throttle(error)
+        || error.type_name == crate::error::INTERNAL_SERVER_ERROR
+        || error.type_name == "TransactionConflictException"
 }
 
 #[cfg(test)]
@@ -583,6 +589,20 @@ mod tests {
         assert!(outcomes[1].items.is_empty());
         assert_eq!(keys_of(&outcomes[1].unprocessed), ["x"]);
         assert_eq!(outcomes[1].units_milli, 0);
+    }
+
+    #[test]
+    fn a_partition_holding_a_transactions_item_leaves_its_keys_unprocessed() {
+        let groups = vec![group(0, &["a"]), group(0, &["b", "c"])];
+        let results = vec![
+            served(&["a"], 1_000),
+            Err(DynamoError::new(
+                "TransactionConflictException",
+                shoal_model::transaction::TRANSACTION_CONFLICT_MESSAGE,
+            )),
+        ];
+        let outcomes = settle_batch(1, groups, results, Operation::Write, usize::MAX).unwrap();
+        assert_eq!(keys_of(&outcomes[0].unprocessed), ["b", "c"]);
     }
 
     #[test]
