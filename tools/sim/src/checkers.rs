@@ -215,6 +215,11 @@ impl Simulation {
                 self.groups[group].healthy_majority_since = None;
                 continue;
             }
+            // The ledger group likewise, only while a transaction actor waits on it.
+            if Some(group) == self.ledger_group && !self.ledger_call_waiting() {
+                self.groups[group].healthy_majority_since = None;
+                continue;
+            }
             let members = &self.groups[group].members;
             let healthy = members
                 .iter()
@@ -340,8 +345,13 @@ impl Simulation {
                 "{id:?} group {group}: a scan of the items or of the index got no answer"
             ));
         };
+        // An account's marker is not in its entry (keys only): compared without it.
+        let without_markers = |mut state: requests::ScannedState| {
+            state.markers.clear();
+            state
+        };
         match (
-            requests::parse_scan_result(items),
+            requests::parse_scan_result(items).map(without_markers),
             requests::parse_scan_result(index),
         ) {
             // Equal maps and as many entries as keys: no key has a second, stale entry.
@@ -380,6 +390,9 @@ impl Simulation {
             }
         };
         self.trace(id, group, &[9, slot.0, state.registers.len() as u64]);
+        if !state.accounts.is_empty() {
+            self.check_account_balances(id, group, slot, &state.accounts);
+        }
         let latest = &mut self.groups[group].latest_expiring;
         if latest
             .as_ref()

@@ -120,9 +120,11 @@ fn index_key_of(item: &shoal_model::Item) -> Option<&str> {
 }
 
 impl Simulation {
-    /// Base groups: every group but the index group.
+    /// Base groups: every group but the index group and the ledger group.
     pub(crate) fn base_group_count(&self) -> usize {
-        self.groups.len() - usize::from(self.index_group.is_some())
+        self.groups.len()
+            - usize::from(self.index_group.is_some())
+            - usize::from(self.ledger_group.is_some())
     }
 
     /// Whether the propagator waits for the index group to apply a round: only then does the
@@ -470,7 +472,7 @@ impl Simulation {
 
     /// Answers `request` at `id`'s replica of `group` directly, as the applied-state scans
     /// do: `None` when the node is down or the read failed (reported as such).
-    fn read_directly(
+    pub(crate) fn read_directly(
         &mut self,
         id: NodeId,
         group: usize,
@@ -522,7 +524,7 @@ impl Simulation {
 
     /// The replica of `group` at the group's highest applied slot, if it is up (a down
     /// replica's last slot counts: a slot it applied is committed, and the live ones reach it).
-    fn highest_replica(&self, group: usize) -> Option<(NodeId, Slot)> {
+    pub(crate) fn highest_replica(&self, group: usize) -> Option<(NodeId, Slot)> {
         let highest = self.groups[group]
             .members
             .iter()

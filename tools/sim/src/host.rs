@@ -43,11 +43,17 @@ pub(crate) fn wal_config() -> WalConfig {
     }
 }
 
-pub(crate) fn partition_meta(group: usize, members: &[NodeId]) -> PartitionMeta {
+/// The meta of `group`'s partitions; the ledger group (`ledger`) is keyed by `id`, as the
+/// router's ledger table is.
+pub(crate) fn partition_meta(group: usize, members: &[NodeId], ledger: bool) -> PartitionMeta {
     PartitionMeta {
         partition: group as u64 + PARTITION_FIRST,
         epoch: EPOCH,
-        key_schema: KeySchema::partition_only("pk", KeyType::String),
+        key_schema: if ledger {
+            requests::ledger_key_schema()
+        } else {
+            KeySchema::partition_only("pk", KeyType::String)
+        },
         membership: Membership::new(members.iter().copied(), []),
     }
 }
@@ -210,7 +216,11 @@ impl Simulation {
         let metas: Vec<(usize, PartitionMeta)> = self.nodes[&id]
             .groups
             .iter()
-            .map(|group| (*group, partition_meta(*group, &self.groups[*group].members)))
+            .map(|group| {
+                let ledger = Some(*group) == self.ledger_group;
+                let meta = partition_meta(*group, &self.groups[*group].members, ledger);
+                (*group, meta)
+            })
             .collect();
         let broken = self.options.broken == Some(Broken::WalDamageTakenForEndOfLog);
         let node = self.nodes.get_mut(&id).expect("node exists");
@@ -319,7 +329,8 @@ impl Simulation {
             self.feed(id, group, Event::Tick { snapshot_room });
             // Only table partitions are swept (the node sets TTL targets for a table's
             // partitions, never for its indexes' partitions).
-            if sweep && Some(group) != self.index_group {
+            // Nor is the ledger (its records expire after an hour, longer than any run).
+            if sweep && Some(group) != self.index_group && Some(group) != self.ledger_group {
                 // Every replica is offered the step, as a shard offers it to the partitions it
                 // believes it leads; only a ready leader acts on it.
                 let now_unix_seconds =
@@ -452,6 +463,8 @@ impl Simulation {
         let after = replica.applied_slot();
         // An index group's state is its GSI entries, read as a Scan of the GSI reads them.
         let index_group = Some(group) == self.index_group;
+        // The ledger group's state is its records, compared between replicas only.
+        let ledger_group = Some(group) == self.ledger_group;
         let scanned = (after != before).then(|| {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
@@ -459,6 +472,8 @@ impl Simulation {
                 unix_ms: 0,
                 request: if index_group {
                     requests::global_index_scan_request()
+                } else if ledger_group {
+                    requests::ledger_scan_request()
                 } else {
                     requests::scan_request()
                 },
@@ -467,7 +482,7 @@ impl Simulation {
         });
         // The local index at the same applied slot (no await between the two reads). An index
         // group's writes (IndexApply) maintain no local index.
-        let index_scanned = (after != before && !index_group).then(|| {
+        let index_scanned = (after != before && !index_group && !ledger_group).then(|| {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
                 epoch: EPOCH,
@@ -523,6 +538,10 @@ impl Simulation {
             };
             if index_group {
                 self.observe_index(id, group, after, body);
+                return self.carry_out(id, group, now, after, outputs);
+            }
+            if ledger_group {
+                self.observe_ledger(id, group, after, body);
                 return self.carry_out(id, group, now, after, outputs);
             }
             let index_body = match index_scanned {

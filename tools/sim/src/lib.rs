@@ -23,8 +23,9 @@
 //! This file holds the run loop, the settings and the state's types; the rest is by concern:
 //! `host` (start-up, the executor, replica outputs through the production shard dispatch),
 //! `network`, `faults`, `checkers`, `workload` (the clients), `requests` (their DynamoDB
-//! requests), `linearizability`, and `global_index` (with `--global-index`: the GSI
-//! propagators and checkers).
+//! requests), `linearizability`, `global_index` (with `--global-index`: the GSI
+//! propagators and checkers), `streams` (with `--streams`) and `transactions` (with
+//! `--transactions`: the transfer coordinators, recovery, reader and their checkers).
 
 mod checkers;
 mod faults;
@@ -34,6 +35,7 @@ pub mod linearizability;
 mod network;
 pub mod requests;
 mod streams;
+mod transactions;
 mod workload;
 
 use checkers::*;
@@ -41,6 +43,7 @@ use faults::*;
 use global_index::*;
 use host::*;
 use streams::*;
+use transactions::*;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
@@ -167,6 +170,7 @@ const STREAM_TOPOLOGY: u64 = 7;
 const STREAM_STORAGE_FAULTS: u64 = 8;
 const STREAM_TIME_TO_LIVE: u64 = 9;
 const STREAM_GLOBAL_INDEX: u64 = 10;
+const STREAM_TRANSACTIONS: u64 = 11;
 
 /// Storage faults (see "Storage faults" in README.md). Each silent kind is switched on for a
 /// seed with probability one half, at a per-operation rate drawn log-uniformly between these
@@ -230,6 +234,11 @@ pub enum Broken {
     /// in-flight writes would): records seen before their write committed, some of them for
     /// writes that never commit. The stream checkers must catch them.
     StreamReadsServeProposals,
+    /// With transactions on, coordinator 0 sends no prepare to the last group of a transfer
+    /// over several groups (it asks for a lock listing there instead) and takes it as prepared:
+    /// its commit finishes there with no lock, so the transfer applies at the other groups
+    /// only. The total of a TransactGetItems and the end-of-run balances must catch it.
+    CommitWithoutPrepare,
 }
 
 #[derive(Clone, Debug)]
@@ -254,6 +263,11 @@ pub struct SimulationOptions {
     /// With streams, a retention short enough that records are trimmed within the run
     /// (`--streams trim`); the checkers then allow for the trimmed prefixes.
     pub stream_trim: bool,
+    /// Transactions on the simulated table (`--transactions true`): one more group is the
+    /// ledger, coordinators run transfers between accounts with the router's protocol, a
+    /// recovery actor finishes abandoned locks, and the transaction checkers watch balances,
+    /// reads and locks (README.md, "Transactions").
+    pub transactions: bool,
 }
 
 impl SimulationOptions {
@@ -266,6 +280,7 @@ impl SimulationOptions {
             global_index: false,
             streams: false,
             stream_trim: false,
+            transactions: false,
         }
     }
 }
@@ -314,6 +329,24 @@ pub struct Report {
     /// one; refused: none), and base groups whose records were trimmed (`--streams trim`).
     pub stream_writes_checked: u64,
     pub stream_groups_trimmed: u64,
+    /// Transactions on: transfers started, and of those the ones whose decision their
+    /// coordinator recorded (committed, cancelled) or gave up on (its ledger call's outcome
+    /// unknown); transactions recovery finished at some group; transaction calls that timed
+    /// out; TransactGetItems consistent and cancelled; strong reads of accounts; writes
+    /// refused by a lock; accounts whose end balance was checked; ledger records left PENDING
+    /// (their coordinator stopped before any lock; the router leaves them to expire).
+    pub transactions_started: u64,
+    pub transactions_committed: u64,
+    pub transactions_cancelled: u64,
+    pub transactions_abandoned: u64,
+    pub transactions_recovered: u64,
+    pub transaction_calls_timed_out: u64,
+    pub transact_reads_consistent: u64,
+    pub transact_reads_cancelled: u64,
+    pub account_reads_checked: u64,
+    pub conflicting_writes_refused: u64,
+    pub accounts_checked: u64,
+    pub ledger_records_pending: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
@@ -585,6 +618,9 @@ struct Simulation {
     clients_stopped: bool,
     /// Streams on: the configuration calls and what the stream checkers know.
     streams: Streams,
+    /// Transactions on: the ledger group (the last group) and the transaction actors.
+    ledger_group: Option<usize>,
+    transactions: Transactions,
     healing: bool,
     report: Report,
 }
@@ -617,8 +653,10 @@ pub fn run(options: SimulationOptions) -> Report {
     let node_count = NODE_COUNTS[topology_rng.below(NODE_COUNTS.len() as u64) as usize];
     let group_count = GROUP_COUNT_MIN + topology_rng.below(GROUP_COUNT_MAX - GROUP_COUNT_MIN + 1);
     let first_node = topology_rng.below(node_count);
-    // With a GSI, its index partition is one more group, placed like the others.
-    let all_group_count = group_count + u64::from(options.global_index);
+    // With a GSI, its index partition is one more group, placed like the others; with
+    // transactions, the ledger is one more after it.
+    let all_group_count =
+        group_count + u64::from(options.global_index) + u64::from(options.transactions);
     let groups: Vec<Group> = (0..all_group_count)
         .map(|group| Group {
             members: (0..REPLICAS_PER_GROUP as u64)
@@ -632,6 +670,7 @@ pub fn run(options: SimulationOptions) -> Report {
         })
         .collect();
     let index_group = options.global_index.then_some(group_count as usize);
+    let ledger_group = options.transactions.then_some(all_group_count as usize - 1);
     // One lane per propagator and base group; propagators start at different guesses.
     let propagation = match index_group {
         Some(index_group) => (0..PROPAGATORS)
@@ -735,6 +774,8 @@ pub fn run(options: SimulationOptions) -> Report {
             groups: (0..group_count).map(|_| StreamGroup::default()).collect(),
             ..Streams::default()
         },
+        ledger_group,
+        transactions: Transactions::default(),
         healing: false,
         report: Report {
             seed: options.seed,
@@ -752,6 +793,9 @@ pub fn run(options: SimulationOptions) -> Report {
     }
     for node in simulation.nodes.values() {
         node.injector.set_enabled(node.faulty_disk);
+    }
+    if simulation.options.transactions {
+        simulation.start_transactions(root.fork(STREAM_TRANSACTIONS));
     }
     simulation.run();
     simulation.report
@@ -796,8 +840,9 @@ impl Simulation {
         if total_steps >= 5_000 {
             for (group, before) in acknowledged_before_heal.into_iter().enumerate() {
                 // The index group acknowledges the propagator's rounds, not client writes:
-                // its liveness after the heal is that every outbox drains (below).
-                if Some(group) == self.index_group {
+                // its liveness after the heal is that every outbox drains (below). The
+                // ledger's is that every lock is finished through it (below).
+                if Some(group) == self.index_group || Some(group) == self.ledger_group {
                     continue;
                 }
                 if self.groups[group].acknowledged == before {
@@ -843,6 +888,10 @@ impl Simulation {
         if self.index_group.is_some() && self.report.violations.len() < VIOLATIONS_MAX {
             self.drain_outboxes(total_steps);
         }
+        if self.options.transactions && self.report.violations.len() < VIOLATIONS_MAX {
+            let first_step = self.now_nanos / STEP_NANOS;
+            self.drain_transactions(first_step);
+        }
         self.check_streams();
         self.check_history();
         self.check_eventual_reads();
@@ -873,6 +922,7 @@ impl Simulation {
         }
         self.run_clients();
         self.run_propagator();
+        self.run_transactions();
     }
 
     /// GSI on, after the run (every fault healed): clients start nothing new, and the

@@ -1,5 +1,5 @@
 //! `shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true]
-//! [--streams true|trim]`: runs seeds of the deterministic simulator and
+//! [--streams true|trim] [--transactions true]`: runs seeds of the deterministic simulator and
 //! prints per-run figures; on a violation, the command that replays the seed. With
 //! `SHOAL_LOG` set (for example `SHOAL_LOG=info`), the replicas' own log lines go to stderr, as
 //! `shoal node` writes them: the way to see what a failing seed's replicas did.
@@ -17,6 +17,7 @@ struct Arguments {
     global_index: bool,
     streams: bool,
     stream_trim: bool,
+    transactions: bool,
 }
 
 fn init_logging() {
@@ -39,6 +40,7 @@ fn parse() -> Result<Arguments, String> {
         global_index: false,
         streams: false,
         stream_trim: false,
+        transactions: false,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -76,6 +78,11 @@ fn parse() -> Result<Arguments, String> {
                 }
                 _ => return Err(format!("bad --streams {value} (true, trim or false)")),
             },
+            "--transactions" => {
+                arguments.transactions = value
+                    .parse()
+                    .map_err(|_| format!("bad --transactions {value} (true or false)"))?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -105,9 +112,43 @@ fn add(total: &mut Report, report: &Report) {
     total.stream_shards += report.stream_shards;
     total.stream_writes_checked += report.stream_writes_checked;
     total.stream_groups_trimmed += report.stream_groups_trimmed;
+    total.transactions_started += report.transactions_started;
+    total.transactions_committed += report.transactions_committed;
+    total.transactions_cancelled += report.transactions_cancelled;
+    total.transactions_abandoned += report.transactions_abandoned;
+    total.transactions_recovered += report.transactions_recovered;
+    total.transaction_calls_timed_out += report.transaction_calls_timed_out;
+    total.transact_reads_consistent += report.transact_reads_consistent;
+    total.transact_reads_cancelled += report.transact_reads_cancelled;
+    total.account_reads_checked += report.account_reads_checked;
+    total.conflicting_writes_refused += report.conflicting_writes_refused;
+    total.accounts_checked += report.accounts_checked;
+    total.ledger_records_pending += report.ledger_records_pending;
     for (kind, count) in &report.faults {
         *total.faults.entry(kind).or_default() += count;
     }
+}
+
+/// The transactions' figures of a run or of the totals.
+fn transactions_line(report: &Report) -> String {
+    format!(
+        "{} transfers started ({} committed, {} cancelled, {} abandoned by their coordinator), \
+         {} recovered, {} calls timed out, {} TransactGetItems consistent and {} cancelled, {} \
+         strong account reads, {} writes refused by a lock, {} accounts checked at the end, {} \
+         ledger records left pending",
+        report.transactions_started,
+        report.transactions_committed,
+        report.transactions_cancelled,
+        report.transactions_abandoned,
+        report.transactions_recovered,
+        report.transaction_calls_timed_out,
+        report.transact_reads_consistent,
+        report.transact_reads_cancelled,
+        report.account_reads_checked,
+        report.conflicting_writes_refused,
+        report.accounts_checked,
+        report.ledger_records_pending
+    )
 }
 
 fn main() -> ExitCode {
@@ -116,7 +157,7 @@ fn main() -> ExitCode {
         Ok(arguments) => arguments,
         Err(error) => {
             eprintln!(
-                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true] [--streams true|trim]"
+                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true] [--streams true|trim] [--transactions true]"
             );
             return ExitCode::from(2);
         }
@@ -130,6 +171,7 @@ fn main() -> ExitCode {
             global_index: arguments.global_index,
             streams: arguments.streams,
             stream_trim: arguments.stream_trim,
+            transactions: arguments.transactions,
             ..SimulationOptions::new(seed, simulated)
         });
         println!(
@@ -182,13 +224,16 @@ fn main() -> ExitCode {
                 report.stream_groups_trimmed
             );
         }
+        if arguments.transactions {
+            println!("  transactions: {}", transactions_line(&report));
+        }
         if !report.violations.is_empty() {
             failed += 1;
             for violation in &report.violations {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}{}",
+                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}{}{}",
                 arguments.minutes,
                 if arguments.time_to_live {
                     " --time-to-live true"
@@ -204,6 +249,11 @@ fn main() -> ExitCode {
                     (true, true) => " --streams trim",
                     (true, false) => " --streams true",
                     _ => "",
+                },
+                if arguments.transactions {
+                    " --transactions true"
+                } else {
+                    ""
                 }
             );
         }
@@ -247,6 +297,9 @@ fn main() -> ExitCode {
             total.stream_writes_checked,
             total.stream_groups_trimmed
         );
+    }
+    if arguments.transactions {
+        println!("transactions: {}", transactions_line(&total));
     }
     if failed == 0 {
         ExitCode::SUCCESS

@@ -16,7 +16,10 @@ use shoal_model::index::global::GlobalIndex;
 use shoal_model::index::{LocalIndex, Projection};
 use shoal_model::json::item_to_json;
 use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
-use shoal_model::request::{ItemOperation, PreparedRequest, TableIndexes, prepare_for_table};
+use shoal_model::request::{
+    GetRequest, ItemOperation, PreparedRequest, TableIndexes, TransactAction, WriteRequest,
+    prepare_for_table,
+};
 use shoal_model::request_codec::{decode_request, encode_request};
 use shoal_wire::messages::ItemResult;
 
@@ -354,17 +357,20 @@ pub fn parse_get_result(result: &ItemResult) -> Result<Option<u64>, String> {
     }
 }
 
-/// A replica's applied items: the registers by simulated key, and the expiring items' keys.
+/// A replica's applied items: the registers by simulated key, the expiring items' keys, and
+/// with transactions the accounts' balances and markers (an index entry has no marker).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScannedState {
     pub registers: BTreeMap<u64, u64>,
     pub expiring: BTreeSet<u64>,
+    pub accounts: BTreeMap<u64, i64>,
+    pub markers: BTreeMap<u64, u64>,
 }
 
 impl ScannedState {
     /// How many items the state holds.
     pub fn len(&self) -> usize {
-        self.registers.len() + self.expiring.len()
+        self.registers.len() + self.expiring.len() + self.accounts.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -392,9 +398,21 @@ pub fn parse_scan_result(result: &ItemResult) -> Result<ScannedState, String> {
             .as_str()
             .and_then(|name| name.strip_prefix('x'))
             .and_then(|digits| digits.parse::<u64>().ok());
+        let account = item["pk"]["S"]
+            .as_str()
+            .is_some_and(|name| name.starts_with('a'));
         match expiring {
             Some(key) => {
                 state.expiring.insert(key);
+            }
+            None if account => {
+                let decoded = decode_item(bytes)
+                    .map_err(|error| format!("an answered item does not decode: {error:?}"))?;
+                let (account, balance, marker) = parse_account(&decoded)?;
+                state.accounts.insert(account, balance);
+                if marker != 0 {
+                    state.markers.insert(account, marker);
+                }
             }
             None => {
                 let (key, value) = key_and_value(&item)?;
@@ -408,6 +426,7 @@ pub fn parse_scan_result(result: &ItemResult) -> Result<ScannedState, String> {
 /// FNV-1a over the applied items in key order: equal states give equal digests everywhere.
 /// Expiring items count too (after the registers, each with a marker byte), so replicas that
 /// disagree on a delete by the sweeper differ; without them the digest is the registers' alone.
+/// Accounts (balance and marker) come last, the same way.
 pub fn digest(state: &ScannedState) -> u64 {
     let registers = state
         .registers
@@ -415,9 +434,231 @@ pub fn digest(state: &ScannedState) -> u64 {
         .fold(crate::FNV_OFFSET_BASIS, |hash, (key, value)| {
             crate::fnv1a(crate::fnv1a(hash, &key.to_le_bytes()), &value.to_le_bytes())
         });
-    state.expiring.iter().fold(registers, |hash, key| {
+    let expiring = state.expiring.iter().fold(registers, |hash, key| {
         crate::fnv1a(crate::fnv1a(hash, b"x"), &key.to_le_bytes())
-    })
+    });
+    // Accounts (transactions on) last, so that runs without them keep their digests.
+    state
+        .accounts
+        .iter()
+        .fold(expiring, |hash, (account, balance)| {
+            let marker = state.markers.get(account).copied().unwrap_or(0);
+            let hash = crate::fnv1a(crate::fnv1a(hash, b"a"), &account.to_le_bytes());
+            crate::fnv1a(
+                crate::fnv1a(hash, &balance.to_le_bytes()),
+                &marker.to_le_bytes(),
+            )
+        })
+}
+
+/// Transactions (`--transactions`): account `n` is the item `{"pk": {"S": "a<n>"}, "v":
+/// balance}`. Its balance is in `v`, the attribute the local index sorts by, so every
+/// committed transfer moves index entries too (the index check holds commits to it), and the
+/// reader's conflicting writes set the marker attribute `m` and nothing else.
+pub const ACCOUNT_MARKER_ATTRIBUTE: &str = "m";
+
+fn account_attribute(account: u64) -> Json {
+    json!({ "S": format!("a{account}") })
+}
+
+fn write_of(request: PreparedRequest) -> WriteRequest {
+    match request {
+        PreparedRequest::Write(write) => write,
+        other => panic!("a transaction action prepared as {other:?}"),
+    }
+}
+
+/// The PutItem that creates account `account` with `balance`, once: a resend after a lost
+/// answer finds it and fails its condition.
+pub fn account_create_request(account: u64, balance: u64) -> PreparedRequest {
+    prepared(
+        ItemOperation::PutItem,
+        &json!({
+            "Item": { "pk": account_attribute(account), "v": { "N": balance.to_string() } },
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }),
+    )
+}
+
+/// A transfer's debit: an Update action `SET v = v - :amount` under the condition
+/// `v >= :amount`, as a client writes it in TransactItems.
+pub fn account_debit_action(account: u64, amount: u64) -> TransactAction {
+    TransactAction {
+        write: write_of(prepared(
+            ItemOperation::UpdateItem,
+            &json!({
+                "Key": { "pk": account_attribute(account) },
+                "UpdateExpression": "SET v = v - :amount",
+                "ConditionExpression": "v >= :amount",
+                "ExpressionAttributeValues": { ":amount": { "N": amount.to_string() } },
+            }),
+        )),
+        check_only: false,
+    }
+}
+
+/// A transfer's credit: an Update action `SET v = v + :amount` on an existing account.
+pub fn account_credit_action(account: u64, amount: u64) -> TransactAction {
+    TransactAction {
+        write: write_of(prepared(
+            ItemOperation::UpdateItem,
+            &json!({
+                "Key": { "pk": account_attribute(account) },
+                "UpdateExpression": "SET v = v + :amount",
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": { ":amount": { "N": amount.to_string() } },
+            }),
+        )),
+        check_only: false,
+    }
+}
+
+/// A ConditionCheck action `v >= :least` on an account (the router prepares a ConditionCheck
+/// as a Delete with the check's condition, never applied).
+pub fn account_check_action(account: u64, least: u64) -> TransactAction {
+    TransactAction {
+        write: write_of(prepared(
+            ItemOperation::DeleteItem,
+            &json!({
+                "Key": { "pk": account_attribute(account) },
+                "ConditionExpression": "v >= :least",
+                "ExpressionAttributeValues": { ":least": { "N": least.to_string() } },
+            }),
+        )),
+        check_only: true,
+    }
+}
+
+/// A TransactGetItems' Get of an account (strongly consistent, as the router makes them).
+pub fn account_get(account: u64) -> GetRequest {
+    match prepared(
+        ItemOperation::GetItem,
+        &json!({ "Key": { "pk": account_attribute(account) }, "ConsistentRead": true }),
+    ) {
+        PreparedRequest::Get(get) => get,
+        other => panic!("a GetItem prepared as {other:?}"),
+    }
+}
+
+/// A single-item write to an account that a transaction's lock must refuse
+/// (TransactionConflictException): `SET m = :marker`, which leaves the balance alone.
+pub fn account_mark_request(account: u64, marker: u64) -> PreparedRequest {
+    prepared(
+        ItemOperation::UpdateItem,
+        &json!({
+            "Key": { "pk": account_attribute(account) },
+            "UpdateExpression": "SET m = :marker",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeValues": { ":marker": { "N": marker.to_string() } },
+        }),
+    )
+}
+
+/// An account item's number, balance and marker (0 when it has none). Balances are signed:
+/// a negative one must be reported, not fail to parse.
+pub fn parse_account(item: &Item) -> Result<(u64, i64, u64), String> {
+    let json = item_to_json(item);
+    let account = json["pk"]["S"]
+        .as_str()
+        .and_then(|name| name.strip_prefix('a'))
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| format!("not an account: {json}"))?;
+    let balance = json["v"]["N"]
+        .as_str()
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| format!("an account without a numeric balance: {json}"))?;
+    let marker = match json[ACCOUNT_MARKER_ATTRIBUTE]["N"].as_str() {
+        Some(digits) => digits
+            .parse()
+            .map_err(|_| format!("an account with a malformed marker: {json}"))?,
+        None => 0,
+    };
+    Ok((account, balance, marker))
+}
+
+/// The ledger's key (the router's ledger table: partition key `id`, a string).
+pub const LEDGER_KEY: &str = "id";
+/// Ledger record states (router/server `router/transactions.rs`).
+pub const LEDGER_PENDING: &str = "PENDING";
+pub const LEDGER_COMMITTED: &str = "COMMITTED";
+pub const LEDGER_CANCELLED: &str = "CANCELLED";
+
+pub fn ledger_key_schema() -> KeySchema {
+    KeySchema::partition_only(LEDGER_KEY, KeyType::String)
+}
+
+fn ledger_prepared(operation: ItemOperation, parameters: &Json) -> PreparedRequest {
+    let indexes = TableIndexes {
+        local: &[],
+        global: &[],
+        consistent_global_reads: false,
+    };
+    let request = prepare_for_table(operation, parameters, &ledger_key_schema(), indexes)
+        .unwrap_or_else(|error| panic!("the simulator built an invalid request: {error:?}"));
+    decode_request(&encode_request(&request))
+        .unwrap_or_else(|error| panic!("a prepared request does not decode: {error:?}"))
+}
+
+/// The router's `ledger_begin` for a new record: PENDING with the attempt's nonce, only if no
+/// record exists.
+pub fn ledger_begin_request(ledger_key: &str, nonce: u64) -> PreparedRequest {
+    ledger_prepared(
+        ItemOperation::PutItem,
+        &json!({
+            "Item": {
+                LEDGER_KEY: { "S": ledger_key },
+                "state": { "S": LEDGER_PENDING },
+                "nonce": { "N": nonce.to_string() },
+                "digest": { "S": "sim" },
+            },
+            "ConditionExpression": "attribute_not_exists(#id)",
+            "ExpressionAttributeNames": { "#id": LEDGER_KEY },
+        }),
+    )
+}
+
+/// The router's `ledger_decide`: PENDING -> `state` for attempt `nonce`, the commit point.
+pub fn ledger_decide_request(ledger_key: &str, nonce: u64, state: &str) -> PreparedRequest {
+    ledger_prepared(
+        ItemOperation::UpdateItem,
+        &json!({
+            "Key": { LEDGER_KEY: { "S": ledger_key } },
+            "UpdateExpression": "SET #state = :state",
+            "ConditionExpression": "#state = :pending AND #nonce = :nonce",
+            "ExpressionAttributeNames": { "#state": "state", "#nonce": "nonce" },
+            "ExpressionAttributeValues": {
+                ":state": { "S": state },
+                ":pending": { "S": LEDGER_PENDING },
+                ":nonce": { "N": nonce.to_string() },
+            },
+        }),
+    )
+}
+
+/// The router's `ledger_read`: a strongly consistent GetItem of the record.
+pub fn ledger_read_request(ledger_key: &str) -> PreparedRequest {
+    ledger_prepared(
+        ItemOperation::GetItem,
+        &json!({ "Key": { LEDGER_KEY: { "S": ledger_key } }, "ConsistentRead": true }),
+    )
+}
+
+/// A Scan of the whole ledger partition (the checkers' read of a ledger replica).
+pub fn ledger_scan_request() -> PreparedRequest {
+    ledger_prepared(ItemOperation::Scan, &json!({}))
+}
+
+/// A ledger record's key, state and nonce.
+pub fn parse_ledger_record(item: &Item) -> Result<(String, String, u64), String> {
+    let json = item_to_json(item);
+    let text = |name: &str| json[name]["S"].as_str().map(str::to_string);
+    let nonce = json["nonce"]["N"]
+        .as_str()
+        .and_then(|digits| digits.parse().ok());
+    match (text(LEDGER_KEY), text("state"), nonce) {
+        (Some(key), Some(state), Some(nonce)) => Ok((key, state, nonce)),
+        _ => Err(format!("a malformed ledger record: {json}")),
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ impl Simulation {
         if self.streams.calls.contains_key(&reply_to) {
             return self.stream_configure_answered(reply_to, response);
         }
+        if self.transactions.calls.contains_key(&reply_to) {
+            return self.transaction_answered(reply_to, response);
+        }
         let Some(request) = self.requests.remove(&reply_to) else {
             // The client gave up on it.
             return;
