@@ -1207,6 +1207,62 @@ mod tests {
         }
     }
 
+    fn with_transactions(seed: u64, seconds: u64) -> SimulationOptions {
+        SimulationOptions {
+            transactions: true,
+            ..options(seed, seconds)
+        }
+    }
+
+    /// Transactions under every fault: transfers commit and cancel through the ledger,
+    /// coordinators crash and recovery finishes their locks, every TransactGetItems of all
+    /// accounts that is not cancelled sees the initial total, no lock is left after the heal,
+    /// and the balances are the committed transfers' exactly.
+    #[test]
+    fn a_smoke_of_seeds_with_transactions_finds_no_violation() {
+        let mut total = Report::default();
+        for seed in 0..4 {
+            let report = run(with_transactions(seed, 10));
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            assert!(report.accounts_checked > 0, "seed {seed}: {report:?}");
+            total.transactions_committed += report.transactions_committed;
+            total.transactions_cancelled += report.transactions_cancelled;
+            total.transactions_recovered += report.transactions_recovered;
+            total.transact_reads_consistent += report.transact_reads_consistent;
+            total.conflicting_writes_refused += report.conflicting_writes_refused;
+        }
+        assert!(total.transactions_committed > 50, "{total:?}");
+        assert!(total.transactions_cancelled > 50, "{total:?}");
+        assert!(total.transactions_recovered > 10, "{total:?}");
+        assert!(total.transact_reads_consistent > 20, "{total:?}");
+        assert!(total.conflicting_writes_refused > 10, "{total:?}");
+    }
+
+    /// A coordinator that commits at a group it never prepared applies half a transfer: the
+    /// total of a TransactGetItems, or the balances at the end, must show it in every seed.
+    #[test]
+    fn a_commit_without_a_prepare_is_caught() {
+        for seed in 0..3 {
+            let report = run(SimulationOptions {
+                broken: Some(Broken::CommitWithoutPrepare),
+                ..with_transactions(seed, 10)
+            });
+            assert!(
+                report.violations.iter().any(|violation| {
+                    violation.starts_with("transactions: ")
+                        && (violation.contains("sees a total of")
+                            || violation.contains("committed transfers"))
+                }),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+        }
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_trace_hash() {
         let first = run(options(11, 10));
