@@ -59,7 +59,9 @@ const TRANSACTION_RECOVERY_INTERVAL_NANOS: u64 = 1_000_000_000;
 /// and start again this long later, with nothing remembered.
 const COORDINATOR_CRASH_PER_THOUSAND_MAX: u64 = 60;
 const COORDINATOR_RESTART_NANOS: u64 = 100_000_000;
-/// Coordinators and the reader wait up to this long between two of their operations.
+/// Coordinators wait up to this long between two transfers, the reader between two reads:
+/// coordinators rest long enough that a TransactGetItems of every account often finds no lock.
+const COORDINATOR_PAUSE_NANOS_MAX: u64 = 60_000_000;
 const ACTOR_PAUSE_NANOS_MAX: u64 = 20_000_000;
 /// The reader's mix, out of 100: TransactGetItems of every account, then of a few, then
 /// strong GetItems; the rest are single-item writes a lock must refuse.
@@ -240,8 +242,11 @@ pub(crate) struct Transactions {
     next_transaction: u64,
     next_marker: u64,
     markings: Vec<Marking>,
-    /// While draining: when every group last answered a listing with no lock, per group.
+    /// While draining: per group, whether its last listing found no lock and was sent once
+    /// every coordinator was done (a listing sent earlier may miss a lock a coordinator took
+    /// after it and then left to recovery).
     probe_clear: Vec<bool>,
+    probe_sent_when_done: bool,
     probe_next_at_nanos: u64,
     draining: bool,
 }
@@ -842,7 +847,7 @@ impl Simulation {
     /// A coordinator between transactions: idle for a short random pause (as `Down` until
     /// then, which a crash cannot shorten).
     fn idle_later(&mut self, _index: usize) -> CoordinatorStep {
-        let pause = self.transaction_rng().below(ACTOR_PAUSE_NANOS_MAX);
+        let pause = self.transaction_rng().below(COORDINATOR_PAUSE_NANOS_MAX);
         CoordinatorStep::Down {
             restart_at_nanos: self.now_nanos + pause,
         }
@@ -1539,7 +1544,8 @@ impl Simulation {
                     outcome,
                     CallOutcome::Answered(ItemResult::TransactLocks { ref locks }) if locks.is_empty()
                 );
-                self.transactions.probe_clear[group] = clear;
+                self.transactions.probe_clear[group] =
+                    clear && self.transactions.probe_sent_when_done;
             }
             self.transactions.probe_next_at_nanos = self.now_nanos + LOCK_PROBE_INTERVAL_NANOS;
         }
@@ -1559,6 +1565,7 @@ impl Simulation {
                     )
                 })
                 .collect();
+            self.transactions.probe_sent_when_done = self.coordinators_done();
             self.set_legs(Actor::Probe, requests);
         }
     }
