@@ -23,7 +23,11 @@
 //!    reserved region, layout in FORMAT.md), so GetItem, Query, Scan and BatchGetItem read
 //!    around it, as DynamoDB's read-committed isolation documents.
 //! 4. A prepare or finish repeated (a retry, a recovery racing the coordinator) changes
-//!    nothing more: a prepare finds its own locks, a finish finds none.
+//!    nothing more: a prepare finds its own locks, a finish finds none. What this rests on: a
+//!    prepare is never delivered again once its transaction may have finished at that
+//!    partition (the router resends a write only when it was certainly not applied, and the
+//!    bus does not duplicate), since a prepare arriving after its commit would lock the item
+//!    anew with an image evaluated after the commit, and recovery would commit that one too.
 
 use crate::index::INDEX_REGION_PREFIX;
 use crate::value::{AttributeValue, Item};
