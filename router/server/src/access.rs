@@ -100,11 +100,12 @@ impl Role {
 /// The role an operation needs, by its DynamoDB name. An operation not listed needs admin.
 pub fn role_needed(operation: &str) -> Role {
     match operation {
-        "GetItem" | "Query" | "Scan" | "BatchGetItem" | "DescribeTable" | "ListTables"
-        | "ListTagsOfResource" | "DescribeTimeToLive" | "DescribeLimits" | "DescribeEndpoints" => {
-            Role::ReadOnly
+        "GetItem" | "Query" | "Scan" | "BatchGetItem" | "TransactGetItems" | "DescribeTable"
+        | "ListTables" | "ListTagsOfResource" | "DescribeTimeToLive" | "DescribeLimits"
+        | "DescribeEndpoints" => Role::ReadOnly,
+        "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems" => {
+            Role::ReadWrite
         }
-        "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" => Role::ReadWrite,
         _ => Role::Admin,
     }
 }
@@ -132,6 +133,22 @@ pub fn resources(operation: &str, body: &Json) -> Resources {
                 .and_then(Json::as_object)
                 .map(|items| items.keys().cloned().collect())
                 .unwrap_or_default(),
+        ),
+        // Every action's table (a name or a table ARN), so a key limited to some tables
+        // reaches no other through a transaction.
+        "TransactWriteItems" | "TransactGetItems" => Resources::Tables(
+            body.get("TransactItems")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_object)
+                .flat_map(|action| action.values())
+                .filter_map(|operation| operation.get("TableName").and_then(Json::as_str))
+                .map(|name| match name.split_once(":table/") {
+                    Some((_, table)) => table.to_string(),
+                    None => name.to_string(),
+                })
+                .collect(),
         ),
         "TagResource" | "UntagResource" | "ListTagsOfResource" => Resources::Tables(
             body.get("ResourceArn")
@@ -637,6 +654,32 @@ mod tests {
     // arn:aws:dynamodb:<region>:<account>:table/<T> because no identity-based policy allows the
     // dynamodb:PutItem action".
     #[test]
+    fn transactions_need_their_role_and_every_table_they_name() {
+        let write = json!({"TransactItems": [
+            {"Put": {"TableName": "movies", "Item": {}}},
+            {"ConditionCheck": {"TableName": "arn:aws:dynamodb:r:a:table/secrets", "Key": {}}},
+        ]});
+        let read = json!({"TransactItems": [{"Get": {"TableName": "movies", "Key": {}}}]});
+        let reader = key(Role::ReadOnly, None);
+        reader
+            .authorize("TransactGetItems", &read, "r", "a")
+            .unwrap();
+        denial(&reader, "TransactWriteItems", write.clone());
+        let writer = key(Role::ReadWrite, None);
+        writer
+            .authorize("TransactWriteItems", &write, "r", "a")
+            .unwrap();
+        let limited = key(Role::Admin, Some(&["movies"]));
+        limited
+            .authorize("TransactGetItems", &read, "r", "a")
+            .unwrap();
+        assert!(
+            denial(&limited, "TransactWriteItems", write).contains("table/secrets"),
+            "a table outside the key's list, named by its ARN in a ConditionCheck"
+        );
+    }
+
+    #[test]
     fn roles_allow_their_operations_and_deny_with_iam_messages() {
         let item = json!({"TableName": "movies", "Item": {}});
         let reader = key(Role::ReadOnly, None);
@@ -674,7 +717,7 @@ mod tests {
             .contains("table/movies")
         );
         // An operation nobody listed needs admin.
-        assert!(denial(&writer, "TransactWriteItems", json!({})).contains("table/*"));
+        assert!(denial(&writer, "UpdateContinuousBackups", json!({})).contains("table/*"));
         let admin = key(Role::Admin, None);
         for operation in [
             "CreateTable",
