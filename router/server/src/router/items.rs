@@ -194,6 +194,13 @@ impl Router {
             // Its GSI changes (if any, and if it took effect) wait in the partition's outbox.
             self.request_propagation(&name, hash);
         }
+        if let Err(error) = &outcome
+            && error.type_name == "TransactionConflictException"
+        {
+            // A transaction holds the item: if its coordinator died, the repair pass finds
+            // the lock there once it is stale (transactions.rs).
+            self.suspect_lock(&name, hash);
+        }
         let reply = outcome?;
         let mut response = render_result(&reply.result, false)?;
         if report != CapacityReport::None {

@@ -40,6 +40,9 @@ pub(super) struct RepairMemory {
     orphans: RefCell<BTreeMap<HostedReplica, Instant>>,
     orphan_scan_last: Cell<Option<Instant>>,
     transaction_recovery_last: Cell<Option<Instant>>,
+    /// Partitions (table, a hash they own) where requests met a transaction's lock lately, and
+    /// when first (transactions.rs, `suspect_lock`).
+    pub(super) lock_suspects: RefCell<BTreeMap<(String, u64), Instant>>,
 }
 
 /// What one repair pass did and left.
@@ -198,8 +201,8 @@ impl Router {
             self.repair
                 .transaction_recovery_last
                 .set(Some(Instant::now()));
-            report.transactions_recovered = self.recover_transactions().await?;
         }
+        report.transactions_recovered = self.recover_transactions(recovery_due).await?;
         Ok(report)
     }
 

@@ -52,8 +52,12 @@ pub const LEDGER_RETENTION_SECONDS: u64 = 60 * 60;
 /// A lock older than this is presumed abandoned by its coordinator and finished by the
 /// recovery loop through the ledger. Far above a live transaction's duration (milliseconds).
 pub const TRANSACTION_LOCK_STALE: Duration = Duration::from_secs(10);
-/// How often the repair pass looks for stale locks (one call per partition of every table).
-pub const TRANSACTION_RECOVERY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the repair pass looks for stale locks everywhere (one call per partition of every
+/// table). Between these full sweeps it looks only where requests met locks lately, at every
+/// pass ([`REPAIR_INTERVAL`]).
+pub const TRANSACTION_RECOVERY_INTERVAL: Duration = Duration::from_secs(60);
+/// Partitions remembered as holding a lock someone met, at most (more wait for a full sweep).
+const LOCK_SUSPECTS_MAX: usize = 10_000;
 /// Attempts at finishing one partition's locks before the coordinator leaves them to the
 /// recovery loop.
 const FINISH_ATTEMPTS_MAX: usize = 3;
@@ -99,6 +103,8 @@ struct LedgerRecord {
     digest: String,
     started_ms: u64,
     decided_ms: Option<u64>,
+    /// The partitions the attempt touches, as (table, a hash it owns).
+    participants: Vec<(String, u64)>,
 }
 
 /// The table a TransactItems member names: its name, or the name in a table ARN.
@@ -364,20 +370,40 @@ impl Router {
             digest: text("digest").ok_or_else(corrupt)?,
             started_ms: number("started").ok_or_else(corrupt)?,
             decided_ms: number("decided"),
+            participants: item["participants"]["L"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|member| {
+                    let member = &member["M"];
+                    Some((
+                        member["t"]["S"].as_str()?.to_string(),
+                        member["h"]["N"].as_str()?.parse().ok()?,
+                    ))
+                })
+                .collect(),
         }))
     }
 
     /// Writes a PENDING record for attempt `nonce`: new, or replacing the record of attempt
     /// `replacing`. `Ok(false)` when the record is not as expected (another attempt won).
+    #[allow(clippy::too_many_arguments)]
     async fn ledger_begin(
         &self,
         ledger_key: &str,
         nonce: u64,
         digest: &str,
+        participants: &[(String, u64)],
         replacing: Option<u64>,
         deadline: Instant,
     ) -> Result<bool, DynamoError> {
         let now_ms = unix_millis_now();
+        // Each partition the transaction touches, as (table, a hash it owns), so that recovery
+        // finishes all of them once it finds one lock.
+        let listed: Vec<Json> = participants
+            .iter()
+            .map(|(table, hash)| json!({ "M": { "t": { "S": table }, "h": { "N": hash.to_string() } } }))
+            .collect();
         let mut parameters = json!({
             "Item": {
                 LEDGER_KEY: { "S": ledger_key },
@@ -385,6 +411,7 @@ impl Router {
                 "nonce": { "N": nonce.to_string() },
                 "digest": { "S": digest },
                 "started": { "N": now_ms.to_string() },
+                "participants": { "L": listed },
                 LEDGER_EXPIRES: { "N": (now_ms / 1000 + LEDGER_RETENTION_SECONDS).to_string() },
             },
         });
@@ -550,7 +577,25 @@ impl Router {
         if early_cancel {
             return Err(cancelled(&early_reasons)?);
         }
-        // Step 2: the ledger record.
+        // Step 2: the ledger record, listing the partitions the transaction touches.
+        let mut participants: Vec<(String, u64, u64)> = Vec::new();
+        for action in &actions {
+            let partition = self
+                .route_map(&action.table, None, deadline)
+                .await?
+                .lookup(action.hash)
+                .id;
+            if !participants
+                .iter()
+                .any(|(table, _, id)| *table == action.table && *id == partition)
+            {
+                participants.push((action.table.clone(), action.hash, partition));
+            }
+        }
+        let participants: Vec<(String, u64)> = participants
+            .into_iter()
+            .map(|(table, hash, _)| (table, hash))
+            .collect();
         self.ensure_ledger(deadline).await?;
         let digest = request_digest(&body["TransactItems"]);
         let ledger_key = match token {
@@ -570,6 +615,7 @@ impl Router {
                     &transaction.ledger_key,
                     transaction.nonce,
                     &digest,
+                    &participants,
                     replacing,
                     deadline,
                 )
@@ -604,8 +650,8 @@ impl Router {
                 }
                 // Inline recovery (DynamoDB's API reference: a retry well after the first
                 // attempt "can trigger inline recovery"): the abandoned attempt is cancelled,
-                // its locks, at this same request's partitions, released, and the request runs
-                // again as a new attempt.
+                // its locks, at this same request's partitions (the same request: the digests
+                // match), released, and the request runs again as a new attempt.
                 let abandoned = TransactionRef {
                     ledger_key: transaction.ledger_key.clone(),
                     nonce: record.nonce,
@@ -614,25 +660,7 @@ impl Router {
                     .ledger_decide(&abandoned, STATE_CANCELLED, deadline)
                     .await?
                 {
-                    let mut partitions: Vec<(String, u64)> = Vec::new();
-                    for action in &actions {
-                        let partition = self
-                            .route_map(&action.table, None, deadline)
-                            .await?
-                            .lookup(action.hash)
-                            .id;
-                        let known =
-                            partitions.iter().any(|(table, hash)| {
-                                *table == action.table
-                                    && self.tables.borrow().get(table).is_some_and(|state| {
-                                        state.map.lookup(*hash).id == partition
-                                    })
-                            });
-                        if !known {
-                            partitions.push((action.table.clone(), action.hash));
-                        }
-                    }
-                    self.finish_groups(partitions, &abandoned, false, deadline)
+                    self.finish_groups(participants.clone(), &abandoned, false, deadline)
                         .await;
                 }
                 replacing = Some(record.nonce);
@@ -783,6 +811,13 @@ impl Router {
                     self.settle(table, admission, 0);
                     failure = Some(error);
                 }
+            }
+        }
+        for (table, hash, _, members) in &groups {
+            if members.iter().any(|position| {
+                reasons[*position].code == CancellationCode::TransactionConflict.code()
+            }) {
+                self.suspect_lock(table, *hash);
             }
         }
         let all_prepared = failure.is_none()
@@ -1147,7 +1182,7 @@ impl Router {
         let mut units: Vec<TableUnits> = Vec::new();
         let mut reasons = none_reasons(gets.len());
         let mut conflict = false;
-        for ((table, _, _, members), result) in groups.iter().zip(results) {
+        for ((table, hash, _, members), result) in groups.iter().zip(results) {
             let reply = result?;
             let ItemResult::TransactRead {
                 items,
@@ -1161,6 +1196,7 @@ impl Router {
             };
             units.push((table.clone(), reply.read_units_milli, Vec::new()));
             if locked {
+                self.suspect_lock(table, *hash);
                 conflict = true;
                 for position in members {
                     reasons[*position] = reason(
@@ -1233,94 +1269,123 @@ impl Router {
         Ok(response)
     }
 
-    /// The repair pass's transaction step: every lock older than [`TRANSACTION_LOCK_STALE`]
-    /// is finished as its ledger record says (the module's comment). Returns how many
-    /// transactions it finished at some partition.
-    pub async fn recover_transactions(&self) -> Result<usize, DynamoError> {
+    /// Notes that a request met a lock in the partition of `hash` in `table`: the repair pass
+    /// looks there at its next runs (`recover_transactions(false)`), so an abandoned lock on
+    /// an item clients want is recovered within seconds of becoming stale, not at the next
+    /// full sweep.
+    pub(super) fn suspect_lock(&self, table: &str, hash: u64) {
+        let mut suspects = self.repair.lock_suspects.borrow_mut();
+        if suspects.len() < LOCK_SUSPECTS_MAX {
+            suspects
+                .entry((table.to_string(), hash))
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    /// The repair pass's transaction step: every lock older than the staleness threshold
+    /// ([`TRANSACTION_LOCK_STALE`]) is finished as its ledger record says (the module's
+    /// comment). `full`: at every partition of every table (the repair pass does it every
+    /// [`TRANSACTION_RECOVERY_INTERVAL`]); otherwise only where requests met locks lately
+    /// (every pass). Returns how many transactions it finished at some partition.
+    pub async fn recover_transactions(&self, full: bool) -> Result<usize, DynamoError> {
         let deadline = Instant::now() + CONTROL_DEADLINE;
-        let tables = self
-            .metadata
-            .all_tables(&self.forwarder, deadline)
-            .await
-            .map_err(ForwardError::into_dynamo)?;
-        let stale_before = unix_millis_now().saturating_sub(
-            u64::try_from(self.config.transaction_lock_stale.as_millis()).unwrap_or(u64::MAX),
-        );
+        let stale = self.config.transaction_lock_stale;
+        let stale_before =
+            unix_millis_now().saturating_sub(u64::try_from(stale.as_millis()).unwrap_or(u64::MAX));
+        let partitions: Vec<(String, u64)> = if full {
+            let tables = self
+                .metadata
+                .all_tables(&self.forwarder, deadline)
+                .await
+                .map_err(ForwardError::into_dynamo)?;
+            tables
+                .iter()
+                .filter(|record| {
+                    record.status == TableStatus::Active && record.name != LEDGER_TABLE
+                })
+                .flat_map(|record| {
+                    record
+                        .routed_partitions()
+                        .into_iter()
+                        .map(|partition| (record.name.clone(), partition.range.first))
+                })
+                .collect()
+        } else {
+            let mut suspects = self.repair.lock_suspects.borrow_mut();
+            let listed = suspects.keys().cloned().collect();
+            // A suspect is looked at until a listing after its lock can have become stale.
+            suspects.retain(|_, marked| marked.elapsed() <= stale + REPAIR_INTERVAL);
+            listed
+        };
         let mut finished = 0;
-        for record in tables {
-            if record.status != TableStatus::Active || record.name == LEDGER_TABLE {
-                continue;
-            }
-            for partition in record.routed_partitions() {
-                let hash = partition.range.first;
-                let call = ItemCall::new(&PreparedRequest::TransactLocks {
-                    prepared_before_ms: stale_before,
-                });
-                let reply = match self
-                    .route_unadmitted(&record.name, hash, &call, deadline)
-                    .await
-                {
-                    Ok(reply) => reply,
-                    Err(error) => {
-                        tracing::debug!(table = %record.name, %error.message, "lock listing failed");
-                        continue;
-                    }
-                };
-                let ItemResult::TransactLocks { locks } = reply.result else {
+        for (table, hash) in partitions {
+            let call = ItemCall::new(&PreparedRequest::TransactLocks {
+                prepared_before_ms: stale_before,
+            });
+            let reply = match self.route_unadmitted(&table, hash, &call, deadline).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    tracing::debug!(%table, %error.message, "lock listing failed");
                     continue;
-                };
-                for lock in locks {
-                    let transaction = TransactionRef {
-                        ledger_key: lock.ledger_key,
-                        nonce: lock.nonce,
-                    };
-                    let commit = self.resolve(&transaction, deadline).await?;
-                    tracing::info!(table = %record.name, ledger = %transaction.ledger_key,
-                        commit, "recovering an abandoned transaction");
-                    self.finish_groups(
-                        vec![(record.name.clone(), hash)],
-                        &transaction,
-                        commit,
-                        deadline,
-                    )
-                    .await;
-                    finished += 1;
                 }
+            };
+            let ItemResult::TransactLocks { locks } = reply.result else {
+                continue;
+            };
+            for lock in locks {
+                let transaction = TransactionRef {
+                    ledger_key: lock.ledger_key,
+                    nonce: lock.nonce,
+                };
+                let (commit, mut participants) = self.resolve(&transaction, deadline).await?;
+                tracing::info!(%table, ledger = %transaction.ledger_key, commit,
+                    "recovering an abandoned transaction");
+                // Every partition of the transaction at once (a finish where it holds nothing
+                // is answered at once), this one even if its record is gone.
+                if !participants
+                    .iter()
+                    .any(|(other, other_hash)| *other == table && *other_hash == hash)
+                {
+                    participants.push((table.clone(), hash));
+                }
+                self.finish_groups(participants, &transaction, commit, deadline)
+                    .await;
+                finished += 1;
             }
         }
         Ok(finished)
     }
 
-    /// Whether an abandoned transaction committed: its ledger record decides, after a
-    /// PENDING record of this attempt is cancelled.
+    /// Whether an abandoned transaction committed (its ledger record decides, after a PENDING
+    /// record of this attempt is cancelled), and the partitions its record lists.
     async fn resolve(
         &self,
         transaction: &TransactionRef,
         deadline: Instant,
-    ) -> Result<bool, DynamoError> {
+    ) -> Result<(bool, Vec<(String, u64)>), DynamoError> {
         self.ensure_ledger(deadline).await?;
         // Two reads at most: a PENDING record is cancelled, then read again.
         for _ in 0..2 {
             let Some(record) = self.ledger_read(&transaction.ledger_key, deadline).await? else {
-                return Ok(false);
+                return Ok((false, Vec::new()));
             };
             if record.nonce != transaction.nonce {
-                return Ok(false);
+                return Ok((false, Vec::new()));
             }
             match record.state.as_str() {
-                STATE_COMMITTED => return Ok(true),
+                STATE_COMMITTED => return Ok((true, record.participants)),
                 STATE_PENDING => {
                     if self
                         .ledger_decide(transaction, STATE_CANCELLED, deadline)
                         .await?
                     {
-                        return Ok(false);
+                        return Ok((false, record.participants));
                     }
                 }
-                _ => return Ok(false),
+                _ => return Ok((false, record.participants)),
             }
         }
-        Ok(false)
+        Ok((false, Vec::new()))
     }
 }
 
