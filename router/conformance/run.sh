@@ -100,6 +100,34 @@ for shard in $(aws dynamodbstreams describe-stream --stream-arn "$arn" \
         --query 'Records[].dynamodb.NewImage.n.N' --output text)" || smoke_fail get-records
 done
 [ "$seen" = "43" ] || smoke_fail "the stream held '$seen', not the one change 43"
+# Transactions through the CLI (which, like every SDK, fills ClientRequestToken itself): a
+# transfer between two items, read back with transact-get-items; then one whose condition
+# fails, which must change nothing and answer TransactionCanceledException.
+aws dynamodb transact-write-items --transact-items '[
+    {"Update": {"TableName": "'"$table"'", "Key": {"pk": {"S": "cli"}},
+                "UpdateExpression": "SET n = n - :x", "ConditionExpression": "n >= :x",
+                "ExpressionAttributeValues": {":x": {"N": "3"}}}},
+    {"Put": {"TableName": "'"$table"'", "Item": {"pk": {"S": "other"}, "n": {"N": "3"}}}}]' \
+    >/dev/null || smoke_fail transact-write-items
+both="$(aws dynamodb transact-get-items --transact-items '[
+    {"Get": {"TableName": "'"$table"'", "Key": {"pk": {"S": "cli"}}}},
+    {"Get": {"TableName": "'"$table"'", "Key": {"pk": {"S": "other"}}}}]' \
+    --query 'Responses[].Item.n.N' --output text)" || smoke_fail transact-get-items
+[ "$both" = "40	3" ] || smoke_fail "transact-get-items read '$both', not 40 and 3"
+if refused="$(aws dynamodb transact-write-items --transact-items '[
+    {"Update": {"TableName": "'"$table"'", "Key": {"pk": {"S": "cli"}},
+                "UpdateExpression": "SET n = n - :x", "ConditionExpression": "n >= :x",
+                "ExpressionAttributeValues": {":x": {"N": "100"}}}},
+    {"Delete": {"TableName": "'"$table"'", "Key": {"pk": {"S": "other"}}}}]' 2>&1)"; then
+    smoke_fail "a transaction whose condition fails was applied"
+fi
+case "$refused" in
+    *TransactionCanceledException*"[ConditionalCheckFailed, None]"*) ;;
+    *) smoke_fail "a failed transaction answered: $refused" ;;
+esac
+got="$(aws dynamodb get-item --table-name "$table" --key '{"pk": {"S": "other"}}' --consistent-read \
+    --query 'Item.n.N' --output text)" || smoke_fail get-item after a cancelled transaction
+[ "$got" = "3" ] || smoke_fail "the cancelled transaction's delete was applied ('$got')"
 aws dynamodb delete-table --table-name "$table" >/dev/null || smoke_fail delete-table
 if aws dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
     smoke_fail "describe-table found the deleted table"
