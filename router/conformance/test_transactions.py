@@ -52,6 +52,7 @@ from botocore.exceptions import ClientError
 
 from conftest import expect_error, unique_name
 from test_gsi import gsi_table_request
+from test_lsi import lsi_table_request
 from test_streams import flatten, latest_arn, read_stream, stream_table, wait_for  # noqa: F401
 
 
@@ -784,3 +785,36 @@ def test_a_transaction_writes_one_stream_record_per_changed_item(ddb, streams, s
     [modify] = [r for r in everything if r["eventName"] == "MODIFY"]
     assert modify["dynamodb"]["OldImage"] == {**key("upd"), "n": {"N": "1"}}
     assert modify["dynamodb"]["NewImage"] == {**key("upd"), "n": {"N": "2"}}
+
+
+def test_a_transaction_keeps_local_indexes_and_reports_item_collections(ddb):
+    # [API] TransactWriteItems ReturnItemCollectionMetrics SIZE: "A list of tables that were
+    # processed by TransactWriteItems and, for each table, information about any item
+    # collections that were affected by individual UpdateItem, PutItem, or DeleteItem
+    # operations" (ItemCollectionKey, SizeEstimateRangeGB), as BatchWriteItem answers them;
+    # [GUIDE] a transaction's writes reach indexes like any write: a local index, maintained
+    # in the item's own partition, at once.
+    name = unique_name("txlsi")
+    ddb.create_table(**lsi_table_request(name))
+    try:
+        ddb.put_item(TableName=name, Item={"pk": {"S": "p"}, "sk": {"S": "old"}, "rank": {"N": "1"}})
+        answer = ddb.transact_write_items(ReturnItemCollectionMetrics="SIZE", TransactItems=[
+            put(name, {"pk": {"S": "p"}, "sk": {"S": "a"}, "rank": {"N": "5"}}),
+            update(name, {"pk": {"S": "p"}, "sk": {"S": "old"}}, "SET #r = :r",
+                   {":r": {"N": "9"}}, ExpressionAttributeNames={"#r": "rank"}),
+            put(name, {"pk": {"S": "q"}, "sk": {"S": "b"}, "tag": {"S": "t"}})])
+        collections = answer["ItemCollectionMetrics"][name]
+        assert sorted(entry["ItemCollectionKey"]["pk"]["S"] for entry in collections) == ["p", "q"]
+        for entry in collections:
+            low, high = entry["SizeEstimateRangeGB"]
+            assert low <= 0.001 < high
+        ranked = ddb.query(TableName=name, IndexName="by_rank", ConsistentRead=True,
+                           KeyConditionExpression="pk = :p",
+                           ExpressionAttributeValues={":p": {"S": "p"}})["Items"]
+        assert [(item["sk"]["S"], item["rank"]["N"]) for item in ranked] == [("a", "5"), ("old", "9")]
+        # Without SIZE, no metrics.
+        plain = ddb.transact_write_items(TransactItems=[
+            put(name, {"pk": {"S": "p"}, "sk": {"S": "c"}})])
+        assert "ItemCollectionMetrics" not in plain
+    finally:
+        ddb.delete_table(TableName=name)

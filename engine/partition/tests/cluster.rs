@@ -2422,10 +2422,17 @@ fn prepared_transactions_lock_their_items_through_crashes_until_finished() {
             }
             other => panic!("unexpected answer {other:?}"),
         };
-        assert_eq!(
-            cluster.finish(1, true).await,
-            ItemResult::TransactFinished { more: false }
-        );
+        // One item collection (pk "acct", the table has local indexes) was written to.
+        match cluster.finish(1, true).await {
+            ItemResult::TransactFinished {
+                more: false,
+                collections,
+            } => {
+                assert_eq!(collections.len(), 1, "{collections:?}");
+                assert!(collections[0].bytes > 0);
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
         // Committed: the images, with their index entries; the check changed nothing.
         let got = cluster
             .leader_request(
@@ -2452,7 +2459,10 @@ fn prepared_transactions_lock_their_items_through_crashes_until_finished() {
         // A finish again finds nothing to do; the item is free.
         assert_eq!(
             cluster.finish(1, true).await,
-            ItemResult::TransactFinished { more: false }
+            ItemResult::TransactFinished {
+                more: false,
+                collections: Vec::new()
+            }
         );
         cluster
             .leader_request(ItemOperation::PutItem, put("acct", 2, "50"))
@@ -2510,7 +2520,10 @@ fn prepared_transactions_lock_their_items_through_crashes_until_finished() {
         assert_eq!(codes(&prepared), vec![0]);
         assert_eq!(
             cluster.finish(3, false).await,
-            ItemResult::TransactFinished { more: false }
+            ItemResult::TransactFinished {
+                more: false,
+                collections: Vec::new()
+            }
         );
         let got = cluster
             .leader_request(

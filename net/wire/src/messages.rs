@@ -301,8 +301,13 @@ pub enum ItemResult {
     },
     /// A transaction's locks at this partition are committed or cancelled (or were already);
     /// `more`: some are left for the next finish (one log entry holds about
-    /// 1 MiB of commits). Added at the end.
-    TransactFinished { more: bool },
+    /// 1 MiB of commits). `collections`: for a table with local secondary indexes, each item
+    /// collection this finish wrote to, with its size after it (ItemCollectionMetrics).
+    /// Added at the end.
+    TransactFinished {
+        more: bool,
+        collections: Vec<CollectionSize>,
+    },
     /// A TransactGetItems' items at one partition, in the order asked, each `None` when
     /// missing; `locked`: whether a prepared transaction holds any of them; `applied_slot`:
     /// the slot they were read at (a TransactConfirm's `since`). Added at the end.

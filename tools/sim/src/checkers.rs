@@ -125,7 +125,9 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
                 .sum::<u64>()
                 + (u64::from(*locked) << 8)
         }
-        ItemResult::TransactFinished { more } => 14 + u64::from(*more),
+        ItemResult::TransactFinished { more, collections } => {
+            14 + u64::from(*more) + collections.iter().map(|size| size.bytes << 8).sum::<u64>()
+        }
         ItemResult::TransactRead {
             items,
             locked,

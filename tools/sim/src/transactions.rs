@@ -813,10 +813,14 @@ impl Simulation {
                     .zip(self.finishing_positions(&transfer, &failures))
                 {
                     match outcome {
-                        CallOutcome::Answered(ItemResult::TransactFinished { more: false }) => {
+                        CallOutcome::Answered(ItemResult::TransactFinished {
+                            more: false, ..
+                        }) => {
                             failures[position] = u32::MAX;
                         }
-                        CallOutcome::Answered(ItemResult::TransactFinished { more: true }) => {
+                        CallOutcome::Answered(ItemResult::TransactFinished {
+                            more: true, ..
+                        }) => {
                             remaining.push(group);
                         }
                         _ => {
@@ -1205,7 +1209,7 @@ impl Simulation {
                 outcome,
             ) => {
                 let (more, failures) = match outcome {
-                    CallOutcome::Answered(ItemResult::TransactFinished { more }) => {
+                    CallOutcome::Answered(ItemResult::TransactFinished { more, .. }) => {
                         (more, failures)
                     }
                     _ => (true, failures + 1),

@@ -479,7 +479,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 .filter(|(_, (_, record))| record.is_none())
                 .map(|(_, (slot, _))| *slot)
                 .max();
-            let finished = item_response(ItemResult::TransactFinished { more: false }, 0, 0);
+            let finished = item_response(
+                ItemResult::TransactFinished {
+                    more: false,
+                    collections: Vec::new(),
+                },
+                0,
+                0,
+            );
             match pending {
                 Some(slot) => self
                     .deferred
@@ -505,6 +512,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let mut stream_changes: Vec<(Option<Item>, Option<Item>)> = Vec::new();
         let mut written: Vec<Vec<u8>> = Vec::new();
         let mut finishing: Vec<Vec<u8>> = Vec::new();
+        let mut collection_writes: Vec<Option<WriteRequest>> = Vec::new();
         let mut entry_bytes = 0usize;
         let mut more = false;
         for (storage_key, lock) in &held {
@@ -567,6 +575,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             written.push(storage_key.clone());
             finishing.push(storage_key.clone());
+            collection_writes.push(result.collection.is_some().then_some(write));
             evaluated.push(result);
         }
         let mut batch = self.write_batch(&evaluated, stream, &stream_changes, unix_ms);
@@ -575,7 +584,23 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .extend(finishing.iter().map(|storage_key| Mutation::Delete {
                 key: lock_key(storage_key),
             }));
-        let finished = item_response(ItemResult::TransactFinished { more }, 0, 0);
+        // Each item collection written, with its size after this entry (the last write to
+        // it in the batch has the final size).
+        let mut collections: Vec<CollectionSize> = Vec::new();
+        for (write, result) in collection_writes.iter().zip(&evaluated) {
+            let (Some(write), Some((_, bytes))) = (write, &result.collection) else {
+                continue;
+            };
+            let key = encode_item(&crate::local_index::collection_key_item(
+                write,
+                &self.meta.key_schema,
+            ));
+            match collections.iter_mut().find(|size| size.key == key) {
+                Some(size) => size.bytes = *bytes,
+                None => collections.push(CollectionSize { key, bytes: *bytes }),
+            }
+        }
+        let finished = item_response(ItemResult::TransactFinished { more, collections }, 0, 0);
         let Some((slot, proposed)) = self.propose_batch(now, reply_to, batch, finished).await?
         else {
             return Ok(());

@@ -469,7 +469,7 @@ impl Router {
     /// TransactWriteItems (the module's steps 1 to 5).
     pub async fn transact_write_items(&self, body: Json) -> Result<Json, DynamoError> {
         let report = capacity_report(&body)?;
-        items::item_collection_metrics(&body)?;
+        let metrics = items::item_collection_metrics(&body)?;
         let items = transact_items(&body)?;
         let token = client_request_token(&body)?;
         let deadline = self.deadline();
@@ -623,7 +623,7 @@ impl Router {
             {
                 self.step_done(ControlStep::TransactionLedgerWritten).await;
                 return self
-                    .run_transaction(&actions, &transaction, report, deadline)
+                    .run_transaction(&actions, &transaction, report, metrics, deadline)
                     .await;
             }
             let Some(record) = self.ledger_read(&transaction.ledger_key, deadline).await? else {
@@ -695,6 +695,7 @@ impl Router {
         actions: &[Action],
         transaction: &TransactionRef,
         report: CapacityReport,
+        metrics: bool,
         deadline: Instant,
     ) -> Result<Json, DynamoError> {
         // One prepare per partition (its actions, in request order), or several where its
@@ -865,7 +866,8 @@ impl Router {
                 partitions.push((table.clone(), *hash));
             }
         }
-        self.finish_groups(partitions, transaction, committed, deadline)
+        let collections = self
+            .finish_groups(partitions, transaction, committed, deadline)
             .await;
         if let Some(error) = failure {
             return Err(error);
@@ -876,6 +878,23 @@ impl Router {
         let mut response = json!({});
         if report != CapacityReport::None {
             response["ConsumedCapacity"] = self.consumed_by_table(&units, report, deadline).await?;
+        }
+        if metrics && !collections.is_empty() {
+            // DynamoDB's shape: by table, one entry per item collection written.
+            let mut by_table = serde_json::Map::new();
+            for (table, size) in collections {
+                let entry = json!({
+                    "ItemCollectionKey": item_json(&size.key)?,
+                    "SizeEstimateRangeGB": shoal_model::index::size_estimate_range_gb(size.bytes),
+                });
+                if let Json::Array(entries) = by_table
+                    .entry(table)
+                    .or_insert_with(|| Json::Array(Vec::new()))
+                {
+                    entries.push(entry);
+                }
+            }
+            response["ItemCollectionMetrics"] = Json::Object(by_table);
         }
         Ok(response)
     }
@@ -966,13 +985,16 @@ impl Router {
 
     /// Commits or cancels the transaction's locks at each `(table, hash)` partition,
     /// concurrently, retrying a few times; what still fails is left to the recovery loop.
+    /// Returns the item collections the commits wrote to (tables with local indexes), by
+    /// table, with their sizes after the commit.
     async fn finish_groups(
         &self,
         partitions: Vec<(String, u64)>,
         transaction: &TransactionRef,
         commit: bool,
         deadline: Instant,
-    ) {
+    ) -> Vec<(String, shoal_wire::messages::CollectionSize)> {
+        let mut collections = Vec::new();
         let mut calls = Vec::with_capacity(partitions.len());
         for (table, _) in &partitions {
             let indexes = match self.table_with_indexes(table, deadline).await {
@@ -1014,13 +1036,19 @@ impl Router {
             for (position, result) in remaining.into_iter().zip(results) {
                 match result {
                     Ok(Reply {
-                        result: ItemResult::TransactFinished { more: false },
+                        result:
+                            ItemResult::TransactFinished {
+                                more,
+                                collections: written,
+                            },
                         ..
-                    }) => {}
-                    Ok(Reply {
-                        result: ItemResult::TransactFinished { more: true },
-                        ..
-                    }) => unfinished.push(position),
+                    }) => {
+                        let table = &partitions[position].0;
+                        collections.extend(written.into_iter().map(|size| (table.clone(), size)));
+                        if more {
+                            unfinished.push(position);
+                        }
+                    }
                     Ok(_) => {
                         last_error =
                             Some("a partition answered a finish with another result".to_string());
@@ -1053,6 +1081,7 @@ impl Router {
                 self.request_propagation(table, *hash);
             }
         }
+        collections
     }
 
     /// TransactGetItems: see the module's comment.
