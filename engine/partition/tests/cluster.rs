@@ -2566,3 +2566,125 @@ fn prepared_transactions_lock_their_items_through_crashes_until_finished() {
         }
     });
 }
+
+fn global_index(
+    number: u8,
+    attribute: &str,
+    key_type: KeyType,
+) -> shoal_model::index::global::GlobalIndex {
+    shoal_model::index::global::GlobalIndex {
+        name: format!("by_{attribute}_{number}"),
+        number,
+        partition_key: KeyAttribute {
+            name: attribute.to_string(),
+            key_type,
+        },
+        sort_key: None,
+        projection: Projection::All,
+    }
+}
+
+/// What a finish and a prepare must never do (found in review): a commit is never refused
+/// as corruption when the table gained a global index since the prepare whose key the item
+/// has with another type (the index skips the item, as its backfill would; before, the
+/// replica stopped, and so did every next leader); and a prepare refuses an action whose
+/// commit could not fit one log entry (before, the commit failed for ever, its item locked).
+#[test]
+fn a_commit_survives_an_index_added_since_and_a_commit_too_large_is_refused_at_prepare() {
+    run_on_test_executor("cluster-transaction-limits", || async {
+        let mut cluster = Cluster::new(2).await;
+        let put = write_of(
+            ItemOperation::PutItem,
+            json!({"Item": {"pk": {"S": "g"}, "sk": {"N": "1"}, "g": {"N": "5"}}}),
+        );
+        let prepared = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactPrepare {
+                    transaction: transaction(10),
+                    actions: vec![shoal_model::request::TransactAction {
+                        write: put,
+                        check_only: false,
+                    }],
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert_eq!(codes(&prepared), vec![0]);
+        // The finish carries the table's indexes now: one on g, of type S.
+        let finished = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactFinish {
+                    transaction: transaction(10),
+                    commit: true,
+                    local_indexes: local_indexes(),
+                    global_indexes: vec![global_index(0, "g", KeyType::String)],
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert!(
+            matches!(finished, ItemResult::TransactFinished { more: false, .. }),
+            "{finished:?}"
+        );
+        let got = cluster
+            .leader_request(
+                ItemOperation::GetItem,
+                json!({"Key": key("g", 1), "ConsistentRead": true}),
+            )
+            .await;
+        assert_eq!(got["Item"]["g"]["N"], "5");
+        // An item of about 390 KB projected whole into five global indexes: about 2.3 MB to
+        // commit, more than one log entry holds.
+        let mut large = write_of(
+            ItemOperation::PutItem,
+            json!({"Item": {"pk": {"S": "g"}, "sk": {"N": "2"}, "a": {"S": "k"},
+                            "payload": {"S": "x".repeat(390_000)}}}),
+        );
+        // Alone it is prepared (its lock record fits); then cancelled.
+        let alone = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactPrepare {
+                    transaction: transaction(12),
+                    actions: vec![shoal_model::request::TransactAction {
+                        write: large.clone(),
+                        check_only: false,
+                    }],
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert_eq!(codes(&alone), vec![0]);
+        assert!(matches!(
+            cluster.finish(12, false).await,
+            ItemResult::TransactFinished { more: false, .. }
+        ));
+        large.global_indexes = (0..5)
+            .map(|number| global_index(number, "a", KeyType::String))
+            .collect();
+        let refused = cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactPrepare {
+                    transaction: transaction(11),
+                    actions: vec![shoal_model::request::TransactAction {
+                        write: large,
+                        check_only: false,
+                    }],
+                },
+                UNIX_MS,
+            )
+            .await;
+        assert_eq!(codes(&refused), vec![6], "ValidationError");
+        match cluster
+            .prepared_at_leader(
+                PreparedRequest::TransactLocks {
+                    prepared_before_ms: u64::MAX,
+                },
+                UNIX_MS,
+            )
+            .await
+        {
+            ItemResult::TransactLocks { locks } => assert!(locks.is_empty(), "{locks:?}"),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    });
+}

@@ -42,6 +42,35 @@ pub const FINISH_ENTRY_BYTES_MAX: usize = 1024 * 1024;
 /// as the actions leave them, which only the leader knows (an Update's result).
 pub const PREPARE_ENTRY_BYTES_MAX: usize = 1024 * 1024;
 
+/// Bytes of one commit log entry past which a prepare refuses the action (ValidationError):
+/// its commit (item, index entries, outbox records, stream images) must fit one command, with
+/// room for the entry's bookkeeping (chain record, lock removal, stream record headers).
+pub const COMMIT_ENTRY_BYTES_MAX: usize = shoal_replication::limits::COMMAND_BYTES_MAX - 64 * 1024;
+
+/// The bytes a write's commit adds to a log entry, roughly: its mutations, its outbox records
+/// and, with a stream, both images.
+fn commit_bytes(result: &Evaluated, old_item: Option<&Item>, streamed: bool) -> usize {
+    result
+        .mutations
+        .iter()
+        .map(|mutation| match mutation {
+            Mutation::Put { key, value } => key.len() + value.len(),
+            other => other.key().len(),
+        })
+        .sum::<usize>()
+        + result
+            .global_changes
+            .iter()
+            .map(|change| change.entry_key.len() + change_bytes(change))
+            .sum::<usize>()
+        + if streamed {
+            old_item.map_or(0, item_size_bytes)
+                + result.new_item.as_ref().map_or(0, item_size_bytes)
+        } else {
+            0
+        }
+}
+
 fn change_bytes(change: &shoal_model::index::global::GlobalIndexChange) -> usize {
     match &change.change {
         shoal_model::index::global::EntryChange::Put(item) => item.len(),
@@ -71,12 +100,22 @@ fn passed() -> CancellationReasonWire {
 }
 
 /// The slots of recent changes to items and their locks, by item storage key.
+/// Keys are remembered by a 64-bit hash, so the memory is bounded whatever the key sizes (16
+/// bytes an entry twice, about 2 MiB at the bound); two keys sharing a hash only make a
+/// confirm answer "changed" more often, which is safe.
 #[derive(Debug)]
 pub(super) struct RecentChanges {
     /// Changes at slots above this are all remembered.
     floor: u64,
-    latest: HashMap<Vec<u8>, u64>,
-    order: VecDeque<(u64, Vec<u8>)>,
+    latest: HashMap<u64, u64>,
+    order: VecDeque<(u64, u64)>,
+}
+
+fn key_hash(storage_key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    storage_key.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl RecentChanges {
@@ -89,8 +128,9 @@ impl RecentChanges {
     }
 
     fn record(&mut self, slot: u64, storage_key: &[u8]) {
-        self.latest.insert(storage_key.to_vec(), slot);
-        self.order.push_back((slot, storage_key.to_vec()));
+        let key = key_hash(storage_key);
+        self.latest.insert(key, slot);
+        self.order.push_back((slot, key));
         while self.order.len() > RECENT_CHANGES_MAX {
             let Some((forgotten, key)) = self.order.pop_front() else {
                 break;
@@ -105,9 +145,11 @@ impl RecentChanges {
     /// Whether none of `keys` changed after `since`; `false` when that is not known.
     fn unchanged_since(&self, keys: &[Vec<u8>], since: u64) -> bool {
         since >= self.floor
-            && keys
-                .iter()
-                .all(|key| self.latest.get(key).is_none_or(|slot| *slot <= since))
+            && keys.iter().all(|key| {
+                self.latest
+                    .get(&key_hash(key))
+                    .is_none_or(|slot| *slot <= since)
+            })
     }
 }
 
@@ -309,6 +351,33 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     return Ok(());
                 }
             };
+            if !action.check_only {
+                // The commit must fit one log entry, or it could never be applied.
+                let stream = self.stream_config().await?;
+                if commit_bytes(&result, old_item.as_ref(), stream.is_some())
+                    > COMMIT_ENTRY_BYTES_MAX
+                {
+                    reasons.push(reason(
+                        CancellationCode::ValidationError,
+                        shoal_model::messages::ITEM_TOO_LARGE,
+                        None,
+                    ));
+                    continue;
+                }
+                // The table's GSIs are far behind: throttled, as its single writes are.
+                let additions = result.global_changes.len() as u64;
+                if additions > 0
+                    && self.outbox_entries() + additions
+                        > shoal_model::index::global::OUTBOX_ENTRIES_MAX
+                {
+                    reasons.push(reason(
+                        CancellationCode::ProvisionedThroughputExceeded,
+                        shoal_model::index::global::GSI_BACKPRESSURE,
+                        None,
+                    ));
+                    continue;
+                }
+            }
             let change = if action.check_only {
                 LockedChange::Check
             } else {
@@ -341,16 +410,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             lock_bytes += record_bytes;
             // Transactional writes cost twice their units (prepare and commit), index
-            // changes once.
+            // changes once; a ConditionCheck changes no index.
             let index_units: u64 = result.index_write_units.iter().sum::<u64>()
                 + result.global_write_units.iter().sum::<u64>();
-            write_milli +=
-                (2 * result.write_units.saturating_sub(index_units) + index_units) * 1000;
-            for (number, units) in (0u8..).zip(&result.index_write_units) {
-                *index_milli.entry((false, number)).or_default() += units * 1000;
-            }
-            for (index, units) in write.global_indexes.iter().zip(&result.global_write_units) {
-                *index_milli.entry((true, index.number)).or_default() += units * 1000;
+            write_milli += 2 * result.write_units.saturating_sub(index_units) * 1000;
+            if !action.check_only {
+                write_milli += index_units * 1000;
+                for (number, units) in (0u8..).zip(&result.index_write_units) {
+                    *index_milli.entry((false, number)).or_default() += units * 1000;
+                }
+                for (index, units) in write.global_indexes.iter().zip(&result.global_write_units) {
+                    *index_milli.entry((true, index.number)).or_default() += units * 1000;
+                }
             }
             new_locks.push((lock_key(&write.storage_key), record));
             if !action.check_only {
@@ -535,35 +606,45 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 global_indexes: global_indexes.clone(),
             };
             // A committed transaction cannot be refused: the collection limit was checked at
-            // prepare, and nothing changed the item since (invariant 2).
-            let (outcome, old_item, _) =
+            // prepare, and nothing changed the item since (invariant 2). What can differ from
+            // the prepare is the table's global indexes (one added since, whose key this item
+            // has with another type): such an index skips the item, as its backfill would.
+            let (mut outcome, mut old_item, _) =
                 self.evaluate_in_batch(&write, &evaluated, u64::MAX).await?;
-            let result = outcome.map_err(|refusal| {
-                PartitionError::Corrupt(format!(
-                    "partition {}: a prepared write cannot be committed: {refusal:?}",
-                    self.meta.partition
-                ))
-            })?;
-            // The entry's size, roughly: mutations, outbox records and stream images.
-            let bytes = result
-                .mutations
-                .iter()
-                .map(|mutation| match mutation {
-                    Mutation::Put { key, value } => key.len() + value.len(),
-                    other => other.key().len(),
-                })
-                .sum::<usize>()
-                + result
-                    .global_changes
-                    .iter()
-                    .map(|change| change.entry_key.len() + ITEM_BYTES_MAX.min(change_bytes(change)))
-                    .sum::<usize>()
-                + if stream.is_some() {
-                    old_item.as_ref().map_or(0, item_size_bytes)
-                        + result.new_item.as_ref().map_or(0, item_size_bytes)
-                } else {
-                    0
-                };
+            if outcome.is_err() && !write.global_indexes.is_empty() {
+                let mut narrowed = write.clone();
+                narrowed.global_indexes.retain(|index| {
+                    shoal_model::index::global::global_changes(
+                        std::slice::from_ref(index),
+                        &self.meta.key_schema,
+                        &write.storage_key,
+                        old_item.as_ref(),
+                        match &write.kind {
+                            WriteKind::Put(item) => Some(item),
+                            _ => None,
+                        },
+                    )
+                    .is_ok()
+                });
+                (outcome, old_item, _) = self
+                    .evaluate_in_batch(&narrowed, &evaluated, u64::MAX)
+                    .await?;
+            }
+            let result = match outcome {
+                Ok(result) => result,
+                Err(refusal) => {
+                    // Never a reason to stop the replica: the lock stays, and the finish is
+                    // answered with the refusal (the coordinator and recovery try again).
+                    tracing::error!(
+                        partition = self.meta.partition,
+                        ?refusal,
+                        "a prepared write cannot be committed"
+                    );
+                    self.reply(reply_to, refusal);
+                    return Ok(());
+                }
+            };
+            let bytes = commit_bytes(&result, old_item.as_ref(), stream.is_some());
             if !written.is_empty() && entry_bytes + bytes > FINISH_ENTRY_BYTES_MAX {
                 // The rest in the next entries (the coordinator asks again while `more`).
                 more = true;

@@ -63,9 +63,10 @@ const LOCK_SUSPECTS_MAX: usize = 10_000;
 const FINISH_ATTEMPTS_MAX: usize = 3;
 /// How often a transaction waiting for the ledger's creation looks again.
 const LEDGER_CREATION_POLL: Duration = Duration::from_millis(50);
-/// Finish rounds at most: commits of about 1 MiB each per partition (partition
-/// `FINISH_ENTRY_BYTES_MAX`), so a 4 MB transaction needs a handful.
-const FINISH_ROUNDS_MAX: usize = 16;
+/// Finish rounds at most: each commits about 1 MiB (partition `FINISH_ENTRY_BYTES_MAX`), or
+/// at least one item, at every partition, so 100 items need at most 100; the request's
+/// deadline ends them first in practice.
+const FINISH_ROUNDS_MAX: usize = 1_000;
 /// Estimated item bytes in one prepare request: a partition's actions are split past it, so
 /// each prepare's lock records fit one log entry (2 MiB) whatever the transaction's size.
 const PREPARE_BYTES_MAX: u64 = 1024 * 1024;
@@ -394,7 +395,7 @@ impl Router {
         nonce: u64,
         digest: &str,
         participants: &[(String, u64)],
-        replacing: Option<u64>,
+        replacing: Option<(u64, String)>,
         deadline: Instant,
     ) -> Result<bool, DynamoError> {
         let now_ms = unix_millis_now();
@@ -420,11 +421,16 @@ impl Router {
                 parameters["ConditionExpression"] = json!("attribute_not_exists(#id)");
                 parameters["ExpressionAttributeNames"] = json!({ "#id": LEDGER_KEY });
             }
-            Some(previous) => {
-                parameters["ConditionExpression"] = json!("#nonce = :nonce");
-                parameters["ExpressionAttributeNames"] = json!({ "#nonce": "nonce" });
-                parameters["ExpressionAttributeValues"] =
-                    json!({ ":nonce": { "N": previous.to_string() } });
+            // Only the record as it was read: an attempt decided since (a slow coordinator's
+            // COMMITTED) is never replaced by a new one.
+            Some((previous, state)) => {
+                parameters["ConditionExpression"] = json!("#nonce = :nonce AND #state = :state");
+                parameters["ExpressionAttributeNames"] =
+                    json!({ "#nonce": "nonce", "#state": "state" });
+                parameters["ExpressionAttributeValues"] = json!({
+                    ":nonce": { "N": previous.to_string() },
+                    ":state": { "S": state },
+                });
             }
         }
         conditional(
@@ -662,13 +668,24 @@ impl Router {
                 {
                     self.finish_groups(participants.clone(), &abandoned, false, deadline)
                         .await;
+                    replacing = Some((record.nonce, STATE_CANCELLED.to_string()));
+                } else {
+                    // Decided meanwhile by its own coordinator: read it again.
+                    replacing = None;
                 }
-                replacing = Some(record.nonce);
                 continue;
             }
             if remembered && record.state == STATE_COMMITTED {
                 // The first request's outcome, without applying it again; a replay reports a
-                // transactional read of each item (DynamoDB's documented behaviour).
+                // transactional read of each item (DynamoDB's documented behaviour). Its
+                // commits are made sure of first (its coordinator may have died after the
+                // decision): a success must be visible to the reads that follow it.
+                let committed = TransactionRef {
+                    ledger_key: transaction.ledger_key.clone(),
+                    nonce: record.nonce,
+                };
+                self.finish_groups(record.participants.clone(), &committed, true, deadline)
+                    .await;
                 let mut response = json!({});
                 if report != CapacityReport::None {
                     let units: Vec<TableUnits> = actions
@@ -680,8 +697,20 @@ impl Router {
                 }
                 return Ok(response);
             }
-            // Cancelled, or forgotten: the request runs again as a new attempt.
-            replacing = Some(record.nonce);
+            // Cancelled, or forgotten: the request runs again as a new attempt, once the old
+            // attempt's locks are finished as it was decided (its record is about to go).
+            let old = TransactionRef {
+                ledger_key: transaction.ledger_key.clone(),
+                nonce: record.nonce,
+            };
+            self.finish_groups(
+                record.participants.clone(),
+                &old,
+                record.state == STATE_COMMITTED,
+                deadline,
+            )
+            .await;
+            replacing = Some((record.nonce, record.state));
         }
         Err(DynamoError::new(
             "TransactionInProgressException",
@@ -996,37 +1025,45 @@ impl Router {
     ) -> Vec<(String, shoal_wire::messages::CollectionSize)> {
         let mut collections = Vec::new();
         let mut calls = Vec::with_capacity(partitions.len());
-        for (table, _) in &partitions {
+        let mut remaining: Vec<usize> = Vec::with_capacity(partitions.len());
+        for (position, (table, _)) in partitions.iter().enumerate() {
             let indexes = match self.table_with_indexes(table, deadline).await {
                 Ok((_, indexes, _)) => indexes,
-                Err(error) => {
-                    tracing::warn!(%table, %error.message, "transaction finish left to recovery");
-                    IndexDefinitions::default()
+                // A commit needs the table's indexes (it maintains them); without them it is
+                // left to recovery. A cancel changes no item and needs none.
+                Err(error) if commit => {
+                    tracing::warn!(%table, %error.message, "transaction commit left to recovery");
+                    calls.push(None);
+                    continue;
                 }
+                Err(_) => IndexDefinitions::default(),
             };
-            calls.push(ItemCall::new(&PreparedRequest::TransactFinish {
+            calls.push(Some(ItemCall::new(&PreparedRequest::TransactFinish {
                 transaction: transaction.clone(),
                 commit,
                 local_indexes: indexes.local.clone(),
                 global_indexes: indexes.global.clone(),
-            }));
+            })));
+            remaining.push(position);
         }
-        let mut remaining: Vec<usize> = (0..partitions.len()).collect();
         let mut failures = vec![0usize; partitions.len()];
         let mut last_error = None;
         // Each round commits up to a log entry's worth at each partition still holding locks
         // (a 4 MB transaction needs a handful); a partition failing FINISH_ATTEMPTS_MAX times
         // is left to the recovery loop.
+        // Each round makes progress at every partition that answers (at least one item), so
+        // the rounds end; the deadline bounds them too.
         for _round in 0..FINISH_ROUNDS_MAX {
-            if remaining.is_empty() {
+            if remaining.is_empty() || Instant::now() >= deadline {
                 break;
             }
             let results = join_bounded(
                 remaining
                     .iter()
-                    .map(|position| {
+                    .filter_map(|position| {
                         let (table, hash) = &partitions[*position];
-                        self.route_unadmitted(table, *hash, &calls[*position], deadline)
+                        let call = calls[*position].as_ref()?;
+                        Some(self.route_unadmitted(table, *hash, call, deadline))
                     })
                     .collect(),
                 BATCH_PARTITIONS_IN_FLIGHT_MAX,
@@ -1067,9 +1104,9 @@ impl Router {
             }
             remaining = unfinished;
         }
-        remaining.extend(
-            (0..partitions.len()).filter(|position| failures[*position] >= FINISH_ATTEMPTS_MAX),
-        );
+        remaining.extend((0..partitions.len()).filter(|position| {
+            failures[*position] >= FINISH_ATTEMPTS_MAX || calls[*position].is_none()
+        }));
         for position in remaining {
             let (table, _) = &partitions[position];
             tracing::warn!(%table, ledger = %transaction.ledger_key, commit, error = ?last_error,
@@ -1366,7 +1403,15 @@ impl Router {
                     ledger_key: lock.ledger_key,
                     nonce: lock.nonce,
                 };
-                let (commit, mut participants) = self.resolve(&transaction, deadline).await?;
+                let (commit, mut participants) = match self.resolve(&transaction, deadline).await {
+                    Ok(resolved) => resolved,
+                    Err(error) => {
+                        // Tried again at the next pass; the other locks need not wait.
+                        tracing::warn!(%table, ledger = %transaction.ledger_key, %error.message,
+                            "an abandoned transaction could not be resolved");
+                        continue;
+                    }
+                };
                 tracing::info!(%table, ledger = %transaction.ledger_key, commit,
                     "recovering an abandoned transaction");
                 // Every partition of the transaction at once (a finish where it holds nothing
