@@ -106,13 +106,24 @@ pub fn locked_storage_key(key: &[u8]) -> Option<&[u8]> {
         .strip_prefix(&[LOCK_MARKER])
 }
 
-/// The lock region's bounds: `[start, end)`.
-pub fn lock_region() -> (Vec<u8>, Vec<u8>) {
-    let mut start = INDEX_REGION_PREFIX.to_vec();
-    start.push(LOCK_MARKER);
-    let mut end = INDEX_REGION_PREFIX.to_vec();
-    end.push(LOCK_MARKER + 1);
-    (start, end)
+/// The region prefix followed by `marker`: a bound of the lock region.
+const fn region_bound(marker: u8) -> [u8; INDEX_REGION_PREFIX.len() + 1] {
+    let mut bound = [marker; INDEX_REGION_PREFIX.len() + 1];
+    let mut position = 0;
+    while position < INDEX_REGION_PREFIX.len() {
+        bound[position] = INDEX_REGION_PREFIX[position];
+        position += 1;
+    }
+    bound
+}
+
+const LOCK_REGION_START: [u8; INDEX_REGION_PREFIX.len() + 1] = region_bound(LOCK_MARKER);
+const LOCK_REGION_END: [u8; INDEX_REGION_PREFIX.len() + 1] = region_bound(LOCK_MARKER + 1);
+
+/// The lock region's bounds: `[start, end)`. Static, so a single-item write that looks for a
+/// proposed lock allocates nothing.
+pub fn lock_region() -> (&'static [u8], &'static [u8]) {
+    (&LOCK_REGION_START, &LOCK_REGION_END)
 }
 
 impl Lock {
@@ -346,7 +357,7 @@ mod tests {
         let storage_key = vec![0, 1, 2, 3, 4, 5, 6, 7, 0, 1, b'a'];
         let lock = lock_key(&storage_key);
         let (start, end) = lock_region();
-        assert!(lock >= start && lock < end);
+        assert!(lock.as_slice() >= start && lock.as_slice() < end);
         assert_eq!(locked_storage_key(&lock), Some(&storage_key[..]));
         assert_eq!(locked_storage_key(&storage_key), None);
         // The region is in the reserved region no item key reaches (index invariant 3).

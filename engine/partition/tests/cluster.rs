@@ -1610,16 +1610,21 @@ impl Cluster {
 
     /// The sort keys of partition key `pk`, by a strongly consistent query at the leader.
     async fn sort_keys(&mut self, pk: &str) -> Vec<u64> {
-        let body = self
-            .leader_request(
-                ItemOperation::Query,
-                json!({
-                    "KeyConditionExpression": "pk = :pk",
-                    "ExpressionAttributeValues": {":pk": {"S": pk}},
-                    "ConsistentRead": true,
-                }),
-            )
-            .await;
+        self.sort_keys_in(pk, None).await
+    }
+
+    /// The sort keys of partition key `pk` in the table or, with `index`, in that local index
+    /// (in its order), by a strongly consistent query at the leader.
+    async fn sort_keys_in(&mut self, pk: &str, index: Option<&str>) -> Vec<u64> {
+        let mut query = json!({
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+            "ConsistentRead": true,
+        });
+        if let Some(index) = index {
+            query["IndexName"] = json!(index);
+        }
+        let body = self.leader_request(ItemOperation::Query, query).await;
         body["Items"]
             .as_array()
             .unwrap()
@@ -2249,27 +2254,6 @@ impl Cluster {
         panic!("no leader served {operation:?}");
     }
 
-    /// The sort keys of `pk`'s items in local index by_rank.
-    async fn sort_keys_by_rank(&mut self, pk: &str) -> Vec<u64> {
-        let body = self
-            .leader_request(
-                ItemOperation::Query,
-                json!({
-                    "IndexName": "by_rank",
-                    "KeyConditionExpression": "pk = :pk",
-                    "ExpressionAttributeValues": {":pk": {"S": pk}},
-                    "ConsistentRead": true,
-                }),
-            )
-            .await;
-        body["Items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|item| item["sk"]["N"].as_str().unwrap().parse().unwrap())
-            .collect()
-    }
-
     async fn finish(&mut self, nonce: u64, commit: bool) -> ItemResult {
         self.prepared_at_leader(
             PreparedRequest::TransactFinish {
@@ -2441,7 +2425,7 @@ fn prepared_transactions_lock_their_items_through_crashes_until_finished() {
             )
             .await;
         assert_eq!(got["Item"]["v"]["S"], "90");
-        assert_eq!(cluster.sort_keys_by_rank("acct").await, vec![1]);
+        assert_eq!(cluster.sort_keys_in("acct", Some("by_rank")).await, vec![1]);
         let got = cluster
             .leader_request(
                 ItemOperation::GetItem,

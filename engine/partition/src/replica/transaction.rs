@@ -216,14 +216,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if self.transactions.locks.is_none() {
             let (start, end) = lock_region();
             let mut locks = BTreeMap::new();
-            let mut lower = Bound::Included(start);
+            let mut lower = Bound::Included(start.to_vec());
             // Each pass moves past the keys it read; the region is finite, so the loop ends.
             loop {
                 let batch = self
                     .engine
                     .scan(
                         lower.clone(),
-                        Bound::Excluded(end.clone()),
+                        Bound::Excluded(end.to_vec()),
                         Direction::Forward,
                         RANGE_SCAN_BATCH_ITEMS,
                     )
@@ -258,10 +258,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .locks
             .as_ref()
             .is_none_or(|locks| !locks.is_empty());
-        applied || {
-            let (start, end) = lock_region();
-            self.overlay.range(start..end).next().is_some()
-        }
+        applied || self.proposed_locks().next().is_some()
+    }
+
+    /// The overlay's entries in the lock region: locks proposed (or their removals) and not
+    /// applied yet.
+    fn proposed_locks(&self) -> impl Iterator<Item = (&Vec<u8>, &(Slot, Option<Item>))> {
+        let (start, end) = lock_region();
+        self.overlay
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
     }
 
     /// The lock on the item at `storage_key` as the leader sees it: its own proposals in
@@ -495,7 +500,6 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         &mut self,
         transaction: &TransactionRef,
     ) -> Result<Vec<(Vec<u8>, Lock)>, PartitionError> {
-        let (start, end) = lock_region();
         let mut keys: Vec<Vec<u8>> = self
             .applied_locks()
             .await?
@@ -504,8 +508,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             .map(|(key, _)| key.clone())
             .collect();
         keys.extend(
-            self.overlay
-                .range(start..end)
+            self.proposed_locks()
                 .filter_map(|(key, _)| locked_storage_key(key).map(<[u8]>::to_vec)),
         );
         keys.sort_unstable();
@@ -543,10 +546,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if held.is_empty() {
             // Done already; but a lock removal still in flight (this transaction's, from an
             // earlier finish) must apply before "finished" is true for readers.
-            let (start, end) = lock_region();
             let pending = self
-                .overlay
-                .range(start..end)
+                .proposed_locks()
                 .filter(|(_, (_, record))| record.is_none())
                 .map(|(_, (slot, _))| *slot)
                 .max();
