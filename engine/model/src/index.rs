@@ -255,6 +255,12 @@ pub fn query_bounds(number: u8, condition: &KeyCondition) -> Option<ByteRange> {
 pub(crate) fn escaped_query_bounds(header: Vec<u8>, condition: &KeyCondition) -> Option<ByteRange> {
     let mut prefix = header;
     prefix.extend_from_slice(&storage_key_prefix(&condition.partition_value)?);
+    Some(escaped_sort_bounds(prefix, condition.sort.as_ref()))
+}
+
+/// The range of keys `prefix ‖ escaped sort value ‖ rest` whose sort value `sort` selects
+/// (all of them for `None`).
+pub(crate) fn escaped_sort_bounds(prefix: Vec<u8>, sort: Option<&SortKeyCondition>) -> ByteRange {
     let with = |value: &AttributeValue, terminator: Option<u8>| -> Vec<u8> {
         let mut key = prefix.clone();
         let bytes = sort_key_bytes(value).unwrap_or_default();
@@ -273,7 +279,7 @@ pub(crate) fn escaped_query_bounds(header: Vec<u8>, condition: &KeyCondition) ->
     let after = |value: &AttributeValue| with(value, Some(0x01));
     let start = Bound::Included(prefix.clone());
     let end = || successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
-    Some(match &condition.sort {
+    match sort {
         None => (start, end()),
         Some(SortKeyCondition::Equal(value)) => (
             Bound::Included(first_of(value)),
@@ -292,7 +298,7 @@ pub(crate) fn escaped_query_bounds(header: Vec<u8>, condition: &KeyCondition) ->
             let upper = successor(&begin).map_or_else(end, Bound::Excluded);
             (Bound::Included(begin), upper)
         }
-    })
+    }
 }
 
 /// The smallest byte string greater than every string starting with `prefix`, if any.

@@ -73,6 +73,27 @@ pub struct KeySchema {
     pub sort: Option<KeyAttribute>,
 }
 
+/// The attributes of a key as a query reads them: a partition key of one attribute or more,
+/// then a sort key of none or more. A table's or a local index's key has one and at most one;
+/// a GSI's may have up to four of each (DynamoDB's multi-attribute keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyParts<'a> {
+    pub partition: &'a [KeyAttribute],
+    pub sort: &'a [KeyAttribute],
+}
+
+impl KeyParts<'_> {
+    /// Every key attribute, partition key attributes first, each group in key order.
+    pub fn attributes(&self) -> impl Iterator<Item = &KeyAttribute> {
+        self.partition.iter().chain(self.sort)
+    }
+
+    /// Whether `name` is one of the key attributes.
+    pub fn is_key_attribute(&self, name: &str) -> bool {
+        self.attributes().any(|attribute| attribute.name == name)
+    }
+}
+
 impl KeySchema {
     /// A schema with only a partition key.
     pub fn partition_only(name: &str, key_type: KeyType) -> KeySchema {
@@ -107,6 +128,14 @@ impl KeySchema {
     /// The key attributes, partition key first.
     pub fn attributes(&self) -> impl Iterator<Item = &KeyAttribute> {
         std::iter::once(&self.partition).chain(self.sort.as_ref())
+    }
+
+    /// The schema as a query reads it.
+    pub fn parts(&self) -> KeyParts<'_> {
+        KeyParts {
+            partition: std::slice::from_ref(&self.partition),
+            sort: self.sort.as_slice(),
+        }
     }
 
     /// Whether `name` is one of the key attributes.

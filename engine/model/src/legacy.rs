@@ -13,7 +13,7 @@ use crate::expression::ast::{
 };
 use crate::expression::key_condition::{KeyCondition, key_condition_from_tree};
 use crate::json::value_from_json;
-use crate::key::KeySchema;
+use crate::key::KeyParts;
 use crate::messages;
 use crate::value::{AttributeValue, check_attribute_name_length};
 
@@ -294,7 +294,7 @@ pub fn filter_to_condition(
 /// Translates `KeyConditions` and validates it against the key schema.
 pub fn key_conditions_to_key_condition(
     key_conditions: &Json,
-    key_schema: &KeySchema,
+    key: KeyParts<'_>,
 ) -> Result<KeyCondition> {
     let mut conditions = Vec::new();
     for (name, entry) in object(key_conditions, "KeyConditions")? {
@@ -319,7 +319,7 @@ pub fn key_conditions_to_key_condition(
         1 => conditions.swap_remove(0),
         _ => Condition::And(conditions),
     };
-    key_condition_from_tree(&condition, key_schema)
+    key_condition_from_tree(&condition, key)
 }
 
 /// Translates `AttributeUpdates` into an update.

@@ -14,7 +14,7 @@ use crate::expression::{ExpressionContext, ExpressionKind};
 use crate::index::LocalIndex;
 use crate::index::global::{GlobalIndex, OutboxPosition, PositionedChange};
 use crate::json::item_from_json;
-use crate::key::KeySchema;
+use crate::key::{KeyAttribute, KeyParts, KeySchema};
 use crate::transaction::TransactionRef;
 use crate::{Error, Item, legacy};
 
@@ -671,36 +671,6 @@ fn exclusive_start_key(
     }
 }
 
-/// Refuses a Query start key the key condition excludes, with DynamoDB's message for each
-/// case (dynalite's db/query.js, whose suite runs against DynamoDB): without a sort key
-/// condition, another partition key is outside the query's boundaries; with one, a sort key
-/// the condition does not match is checked first, then the partition key.
-fn check_start_key_in_query(
-    start: &Item,
-    key_condition: &KeyCondition,
-    key_schema: &KeySchema,
-) -> Result<()> {
-    let partition_matches =
-        start.get(&key_schema.partition.name) == Some(&key_condition.partition_value);
-    match &key_condition.sort {
-        None if !partition_matches => Err(validation(START_KEY_OUTSIDE_QUERY)),
-        None => Ok(()),
-        Some(sort) => {
-            let sort_value = key_schema
-                .sort
-                .as_ref()
-                .and_then(|sort_key| start.get(&sort_key.name));
-            if !sort_value.is_some_and(|value| sort.matches(value)) {
-                return Err(validation(START_KEY_OUTSIDE_SORT_CONDITION));
-            }
-            if !partition_matches {
-                return Err(validation(START_KEY_CANNOT_RESTART));
-            }
-            Ok(())
-        }
-    }
-}
-
 fn prepare_write(
     parameters: &Json,
     operation: ItemOperation,
@@ -813,12 +783,14 @@ fn prepare_query(
         None => (None, None),
     };
     // An index Query's key condition, filter rule and start key are on the index's key.
-    let index_key_schema = match named {
+    let local_key_schema = match named {
         Some(NamedIndex::Local(index)) => Some(index.key_schema(table_key_schema)),
-        Some(NamedIndex::Global(index)) => Some(index.key_schema()),
-        None => None,
+        _ => None,
     };
-    let key_schema = index_key_schema.as_ref().unwrap_or(table_key_schema);
+    let key_parts = match named {
+        Some(NamedIndex::Global(index)) => index.key_parts(),
+        _ => local_key_schema.as_ref().unwrap_or(table_key_schema).parts(),
+    };
     let mut context = context(parameters)?;
     let expression = string_parameter(parameters, "KeyConditionExpression")?;
     let key_conditions = parameters.get("KeyConditions");
@@ -832,8 +804,8 @@ fn prepare_query(
         .collect();
     legacy::check_not_mixed(&legacy_used, &expression_used)?;
     let key_condition: KeyCondition = match (expression, key_conditions) {
-        (Some(source), _) => parse_key_condition(&mut context, source, key_schema)?,
-        (None, Some(json)) => legacy::key_conditions_to_key_condition(json, key_schema)?,
+        (Some(source), _) => parse_key_condition(&mut context, source, key_parts)?,
+        (None, Some(json)) => legacy::key_conditions_to_key_condition(json, key_parts)?,
         (None, None) => {
             return Err(validation(
                 "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
@@ -842,7 +814,10 @@ fn prepare_query(
     };
     let filter = filter(parameters, "QueryFilter", &mut context)?;
     if let Some(condition) = &filter
-        && let Some(name) = key_attribute_in(condition, key_schema)
+        && let Some(name) = key_attribute_in(
+            condition,
+            &filter_refused_keys(key_parts, &key_condition),
+        )
     {
         // DynamoDB refuses a Query filter on the key: the key condition is where it belongs.
         let parameter = if parameters.get("QueryFilter").is_some() {
@@ -871,12 +846,12 @@ fn prepare_query(
     let start = match named {
         Some(NamedIndex::Local(index)) => index_start_key(parameters, table_key_schema, index)?,
         Some(NamedIndex::Global(index)) => index.start_key(parameters, table_key_schema)?,
-        None => exclusive_start_key(parameters, key_schema)?,
+        None => exclusive_start_key(parameters, table_key_schema)?,
     };
     if let Some((start_key, start)) = start {
         // A start key the key condition excludes (another partition key, a sort key out of
         // range) is refused, as DynamoDB refuses it, rather than read from.
-        check_start_key_in_query(&start_key, &key_condition, key_schema)?;
+        key_condition.check_start_key(&start_key, key_parts)?;
         let above_lower = match &lower {
             Bound::Included(bound) | Bound::Excluded(bound) => start >= *bound,
             Bound::Unbounded => true,
@@ -922,12 +897,25 @@ fn prepare_query(
     })
 }
 
-/// The first key attribute a condition reads (at the top level of any of its paths), if any.
-fn key_attribute_in<'a>(condition: &Condition, key_schema: &'a KeySchema) -> Option<&'a str> {
+/// The key attributes a Query filter may not read: the key's, or for a multi-attribute sort
+/// key (a GSI's) the partition key and the sort key attributes the key condition constrains.
+/// Whether DynamoDB lets a filter read the sort key attributes a multi-attribute key condition
+/// leaves out is not published; Shoal lets it, so as never to be stricter than DynamoDB.
+fn filter_refused_keys<'a>(key: KeyParts<'a>, condition: &KeyCondition) -> Vec<&'a KeyAttribute> {
+    if key.sort.len() <= 1 {
+        return key.partition.iter().chain(key.sort).collect();
+    }
+    key.partition
+        .iter()
+        .chain(condition.constrained_sort_attributes(key))
+        .collect()
+}
+
+/// The first of `keys` a condition reads (at the top level of any of its paths), if any.
+fn key_attribute_in<'a>(condition: &Condition, keys: &[&'a KeyAttribute]) -> Option<&'a str> {
     let key_name = |path: &DocumentPath| {
         let name = path.top_level_name();
-        std::iter::once(&key_schema.partition)
-            .chain(key_schema.sort.as_ref())
+        keys.iter()
             .find(|key| key.name == name)
             .map(|key| key.name.as_str())
     };
@@ -949,8 +937,8 @@ fn key_attribute_in<'a>(condition: &Condition, key_schema: &'a KeySchema) -> Opt
         }
         Condition::And(conditions) | Condition::Or(conditions) => conditions
             .iter()
-            .find_map(|condition| key_attribute_in(condition, key_schema)),
-        Condition::Not(condition) => key_attribute_in(condition, key_schema),
+            .find_map(|condition| key_attribute_in(condition, keys)),
+        Condition::Not(condition) => key_attribute_in(condition, keys),
         Condition::AttributeExists(path)
         | Condition::AttributeNotExists(path)
         | Condition::AttributeType(path, _) => key_name(path),

@@ -32,8 +32,8 @@ use crate::expression::ast::{
 use crate::expression::update::ReturnValues;
 use crate::expression::{DOCUMENT_PATH_DEPTH_MAX, EXPRESSION_NESTING_DEPTH_MAX};
 use crate::index::global::{
-    EntryChange, GlobalIndex, GlobalIndexChange, OUTBOX_READ_ENTRIES_MAX, OutboxPosition,
-    PositionedChange,
+    EntryChange, GSI_PARTITION_KEY_ATTRIBUTES_MAX, GSI_SORT_KEY_ATTRIBUTES_MAX, GlobalIndex,
+    GlobalIndexChange, OUTBOX_READ_ENTRIES_MAX, OutboxPosition, PositionedChange,
 };
 use crate::index::{
     GLOBAL_SECONDARY_INDEXES_MAX, LOCAL_SECONDARY_INDEXES_MAX, LocalIndex,
@@ -48,7 +48,7 @@ use crate::transaction::{TRANSACT_ITEMS_MAX, TransactionRef};
 use crate::value::{AttributeValue, Item, NESTING_DEPTH_MAX, TYPE_NAMES};
 
 /// The version byte written first; a decoder refuses versions it does not know.
-pub const REQUEST_FORMAT_VERSION: u8 = 1;
+pub const REQUEST_FORMAT_VERSION: u8 = 2;
 
 /// The deepest condition tree the expression parser can build, counting the root as 1. Each
 /// of the parser's nesting levels (parentheses or NOT, at most
@@ -412,12 +412,10 @@ fn encode_global_indexes(indexes: &[GlobalIndex], output: &mut Vec<u8>) {
 fn encode_global_index(index: &GlobalIndex, output: &mut Vec<u8>) {
     encode_bytes(index.name.as_bytes(), output);
     output.push(index.number);
-    encode_key_attribute(&index.partition_key, output);
-    match &index.sort_key {
-        None => output.push(ABSENT),
-        Some(sort) => {
-            output.push(PRESENT);
-            encode_key_attribute(sort, output);
+    for attributes in [&index.partition_keys, &index.sort_keys] {
+        encode_length(attributes.len(), output);
+        for attribute in attributes {
+            encode_key_attribute(attribute, output);
         }
     }
     encode_projection_kind(&index.projection, output);
@@ -1089,20 +1087,39 @@ fn decode_global_indexes(reader: &mut Reader<'_>) -> Result<Vec<GlobalIndex>> {
 fn decode_global_index(reader: &mut Reader<'_>) -> Result<GlobalIndex> {
     let name = decode_name(reader, "an index name")?;
     let number = reader.byte()?;
-    let partition_key = decode_key_attribute(reader)?;
-    let sort_key = if decode_present(reader)? {
-        Some(decode_key_attribute(reader)?)
-    } else {
-        None
-    };
+    let partition_keys = decode_key_attributes(
+        reader,
+        1,
+        GSI_PARTITION_KEY_ATTRIBUTES_MAX,
+        "partition key attributes",
+    )?;
+    let sort_keys = decode_key_attributes(
+        reader,
+        0,
+        GSI_SORT_KEY_ATTRIBUTES_MAX,
+        "sort key attributes",
+    )?;
     let projection = decode_projection_kind(reader)?;
     Ok(GlobalIndex {
         name,
         number,
-        partition_key,
-        sort_key,
+        partition_keys,
+        sort_keys,
         projection,
     })
+}
+
+fn decode_key_attributes(
+    reader: &mut Reader<'_>,
+    minimum: usize,
+    maximum: usize,
+    what: &str,
+) -> Result<Vec<KeyAttribute>> {
+    let count = bounded_count(reader, maximum, what)?;
+    if count < minimum {
+        return Err(reader.fail(&format!("{count} {what}, fewer than {minimum}")));
+    }
+    (0..count).map(|_| decode_key_attribute(reader)).collect()
 }
 
 fn decode_position(reader: &mut Reader<'_>) -> Result<OutboxPosition> {
@@ -1471,7 +1488,7 @@ mod tests {
             global_indexes: Vec::new(),
         });
         let expected: Vec<u8> = vec![
-            0x01, // version
+            0x02, // version
             0x01, // Write
             0x01, 0x00, 0x00, 0x00, // key: one attribute
             0x02, 0x00, 0x00, 0x00, b'p', b'k', // name "pk"
@@ -1940,11 +1957,12 @@ mod tests {
         });
         let bytes = encode_request(&request);
         round_trip(&request);
+        // Version 1 (before multi-attribute GSI keys) is refused like any other.
         let mut wrong_version = bytes.clone();
-        wrong_version[0] = 2;
+        wrong_version[0] = 1;
         assert_eq!(
             error_message(&wrong_version),
-            "malformed item request encoding: unknown request format version 2 (at byte 1)"
+            "malformed item request encoding: unknown request format version 1 (at byte 1)"
         );
         let mut unknown_kind = bytes.clone();
         unknown_kind[1] = 0x7F;

@@ -257,7 +257,7 @@ fn key_conditions() {
         "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "k"}]},
         "sk": {"ComparisonOperator": "BETWEEN", "AttributeValueList": [{"N": "1"}, {"N": "9"}]}
     });
-    let condition = key_conditions_to_key_condition(&conditions, &schema).unwrap();
+    let condition = key_conditions_to_key_condition(&conditions, schema.parts()).unwrap();
     assert_eq!(
         condition.partition_value,
         value_from_json(&json!({"S": "k"})).unwrap()
@@ -272,14 +272,14 @@ fn key_conditions() {
     let not_indexable =
         json!({"pk": {"ComparisonOperator": "NE", "AttributeValueList": [{"S": "k"}]}});
     assert_eq!(
-        key_conditions_to_key_condition(&not_indexable, &schema)
+        key_conditions_to_key_condition(&not_indexable, schema.parts())
             .unwrap_err()
             .message(),
         "Attempted conditional constraint is not an indexable operation"
     );
     let missing = json!({"sk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"N": "1"}]}});
     assert_eq!(
-        key_conditions_to_key_condition(&missing, &schema)
+        key_conditions_to_key_condition(&missing, schema.parts())
             .unwrap_err()
             .message(),
         "Query condition missed key schema element: pk"

@@ -44,7 +44,7 @@ fn key_condition(expression: &str) -> Result<Option<SortKeyCondition>, String> {
     });
     let names = json!({"#pk": "pk"});
     let mut context = ExpressionContext::from_json(Some(&names), Some(&values)).unwrap();
-    let condition = parse_key_condition(&mut context, expression, &schema())
+    let condition = parse_key_condition(&mut context, expression, schema().parts())
         .map_err(|error| error.message().to_string())?;
     assert_eq!(
         condition.partition_value,

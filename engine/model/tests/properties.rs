@@ -222,7 +222,7 @@ proptest! {
         };
         let sort_type = if kind < 6 { KeyType::Number } else { KeyType::String };
         let schema = KeySchema::with_sort("pk", KeyType::String, "sk", sort_type);
-        let condition = KeyCondition { partition_value: text(&partition), sort: Some(sort_condition.clone()) };
+        let condition = KeyCondition::single(text(&partition), Some(sort_condition.clone()));
         let bounds = condition.storage_bounds().unwrap();
         for candidate_partition in [&partition, &other_partition] {
             let key = Item::from([

@@ -263,16 +263,17 @@ fn global_index_strategy() -> impl Strategy<Value = GlobalIndex> {
     (
         "[a-z]{3,6}",
         any::<u8>(),
-        key_attribute_strategy(),
-        prop::option::of(key_attribute_strategy()),
+        // Multi-attribute keys: up to four attributes in each part.
+        prop::collection::vec(key_attribute_strategy(), 1..=4),
+        prop::collection::vec(key_attribute_strategy(), 0..=4),
         projection,
     )
         .prop_map(
-            |(name, number, partition_key, sort_key, projection)| GlobalIndex {
+            |(name, number, partition_keys, sort_keys, projection)| GlobalIndex {
                 name,
                 number,
-                partition_key,
-                sort_key,
+                partition_keys,
+                sort_keys,
                 projection,
             },
         )

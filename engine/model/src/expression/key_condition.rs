@@ -7,7 +7,7 @@ use std::ops::Bound;
 use super::ast::{Comparator, Condition, Operand, PathElement};
 use super::{ExpressionContext, ExpressionKind};
 use crate::error::{Result, validation};
-use crate::key::{KeySchema, KeyType, sort_key_bytes, storage_key_prefix};
+use crate::key::{KeyAttribute, KeyParts, KeyType, sort_key_bytes, storage_key_prefix};
 use crate::messages;
 use crate::value::AttributeValue;
 
@@ -108,13 +108,80 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// A validated key condition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyCondition {
-    /// The partition key value the query reads.
+    /// The partition key value the query reads (the first attribute's, for a GSI's
+    /// multi-attribute partition key).
     pub partition_value: AttributeValue,
-    /// The sort key condition, if any.
+    /// The values of a multi-attribute partition key's other attributes, in key order; empty
+    /// for a key of one attribute.
+    pub other_partition_values: Vec<AttributeValue>,
+    /// Equalities on the leading attributes of a multi-attribute sort key, in key order: the
+    /// attributes before the one `sort` constrains. Empty for a key of one attribute.
+    pub sort_equal_prefix: Vec<AttributeValue>,
+    /// The condition on the sort key attribute after `sort_equal_prefix`, if any.
     pub sort: Option<SortKeyCondition>,
 }
 
 impl KeyCondition {
+    /// A condition on a key of one partition attribute and at most one sort attribute.
+    pub fn single(partition_value: AttributeValue, sort: Option<SortKeyCondition>) -> Self {
+        KeyCondition {
+            partition_value,
+            other_partition_values: Vec::new(),
+            sort_equal_prefix: Vec::new(),
+            sort,
+        }
+    }
+
+    /// The partition key values, in key order.
+    pub fn partition_values(&self) -> impl Iterator<Item = &AttributeValue> {
+        std::iter::once(&self.partition_value).chain(&self.other_partition_values)
+    }
+
+    /// Whether a start key (an index's or the table's LastEvaluatedKey) is one this condition
+    /// selects, with DynamoDB's message for each way it is not (dynalite's db/query.js, whose
+    /// suite runs against DynamoDB): without a sort key condition, another partition key is
+    /// outside the query's boundaries; with one, a sort key the condition does not match is
+    /// checked first, then the partition key.
+    pub fn check_start_key(&self, start: &crate::value::Item, parts: KeyParts<'_>) -> Result<()> {
+        let partition_matches = parts
+            .partition
+            .iter()
+            .zip(self.partition_values())
+            .all(|(attribute, value)| start.get(&attribute.name) == Some(value));
+        let Some(sort) = &self.sort else {
+            return if partition_matches {
+                Ok(())
+            } else {
+                Err(validation(crate::request::START_KEY_OUTSIDE_QUERY))
+            };
+        };
+        let prefix_matches = parts
+            .sort
+            .iter()
+            .zip(&self.sort_equal_prefix)
+            .all(|(attribute, value)| start.get(&attribute.name) == Some(value));
+        let constrained = parts.sort.get(self.sort_equal_prefix.len());
+        let sort_matches = constrained
+            .and_then(|attribute| start.get(&attribute.name))
+            .is_some_and(|value| sort.matches(value));
+        if !prefix_matches || !sort_matches {
+            return Err(validation(crate::request::START_KEY_OUTSIDE_SORT_CONDITION));
+        }
+        if !partition_matches {
+            return Err(validation(crate::request::START_KEY_CANNOT_RESTART));
+        }
+        Ok(())
+    }
+
+    /// The sort key attributes this condition constrains, in key order.
+    pub fn constrained_sort_attributes<'a>(
+        &self,
+        parts: KeyParts<'a>,
+    ) -> impl Iterator<Item = &'a KeyAttribute> {
+        let count = self.sort_equal_prefix.len() + usize::from(self.sort.is_some());
+        parts.sort.iter().take(count)
+    }
+
     /// The range of storage keys ([`KeySchema::storage_key`]) holding exactly the items the
     /// condition selects, for one range scan. `None` if the partition value is not a key type.
     pub fn storage_bounds(&self) -> Option<ByteRange> {
@@ -147,10 +214,10 @@ impl KeyCondition {
 pub fn parse_key_condition(
     context: &mut ExpressionContext,
     source: &str,
-    key_schema: &KeySchema,
+    key: KeyParts<'_>,
 ) -> Result<KeyCondition> {
     let condition = context.parse_condition(ExpressionKind::KeyCondition, source)?;
-    key_condition_from_tree(&condition, key_schema)
+    key_condition_from_tree(&condition, key)
 }
 
 /// DynamoDB's text has no "Invalid KeyConditionExpression: " prefix here (as clients quote it:
@@ -258,11 +325,13 @@ fn sort_values(condition: &SortKeyCondition) -> Vec<&AttributeValue> {
 }
 
 /// Validates a condition tree (from an expression or from legacy KeyConditions) as a key
-/// condition for `key_schema`.
-pub fn key_condition_from_tree(
-    condition: &Condition,
-    key_schema: &KeySchema,
-) -> Result<KeyCondition> {
+/// condition for `key`.
+///
+/// A multi-attribute key (a GSI's) follows the developer guide's "Multi-attribute keys
+/// pattern": every partition key attribute with an equality; sort key attributes from the left
+/// without a gap, each with an equality but the last one given, which may have any sort key
+/// condition. For a key of one attribute each, this is the classic rule.
+pub fn key_condition_from_tree(condition: &Condition, key: KeyParts<'_>) -> Result<KeyCondition> {
     let conjuncts: Vec<&Condition> = match condition {
         Condition::And(conjuncts) => conjuncts.iter().collect(),
         single => vec![single],
@@ -271,64 +340,85 @@ pub fn key_condition_from_tree(
         .into_iter()
         .map(term)
         .collect::<Result<Vec<_>>>()?;
+    let terms_of = |attribute: &KeyAttribute| -> Vec<&KeyTerm> {
+        terms
+            .iter()
+            .filter(|(name, _)| *name == attribute.name)
+            .map(|(_, term)| term)
+            .collect()
+    };
     // The checks run in DynamoDB's order: the partition key first, then attributes outside the
     // key, then the sort key.
-    let partition_name = key_schema.partition.name.as_str();
-    let sort_name = key_schema
-        .sort
-        .as_ref()
-        .map(|attribute| attribute.name.as_str());
-    let mut partition_terms = terms.iter().filter(|(name, _)| *name == partition_name);
-    let Some((_, partition_term)) = partition_terms.next() else {
-        return Err(validation(messages::key_condition_missing_key(
-            partition_name,
-        )));
-    };
-    if partition_terms.next().is_some() {
-        return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
+    let mut partition_values = Vec::with_capacity(key.partition.len());
+    for attribute in key.partition {
+        let found = terms_of(attribute);
+        let Some(term) = found.first() else {
+            return Err(validation(messages::key_condition_missing_key(
+                &attribute.name,
+            )));
+        };
+        if found.len() > 1 {
+            return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
+        }
+        let KeyTerm::Equal(value) = term else {
+            return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
+        };
+        partition_values.push(value);
     }
-    let KeyTerm::Equal(partition_value) = partition_term else {
-        return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
-    };
-    let outside_key = terms
-        .iter()
-        .any(|(name, _)| *name != partition_name && Some(*name) != sort_name);
-    let sort_terms: Vec<&KeyTerm> = terms
-        .iter()
-        .filter(|(name, _)| Some(*name) == sort_name)
-        .map(|(_, term)| term)
-        .collect();
+    let sort_terms: Vec<Vec<&KeyTerm>> = key.sort.iter().map(terms_of).collect();
+    let outside_key = terms.iter().any(|(name, _)| !key.is_key_attribute(name));
     if outside_key {
-        return Err(match sort_name {
-            Some(sort_name) if sort_terms.is_empty() => {
-                validation(messages::key_condition_missing_key(sort_name))
+        return Err(match key.sort.first() {
+            Some(first) if sort_terms.iter().all(Vec::is_empty) => {
+                validation(messages::key_condition_missing_key(&first.name))
             }
             _ => validation(messages::KEY_CONDITION_NOT_SUPPORTED),
         });
     }
-    if sort_terms.len() > 1 {
+    if sort_terms.iter().any(|found| found.len() > 1) {
         return Err(validation(messages::KEY_CONDITION_ONE_PER_KEY));
     }
-    check_key_value(
-        partition_name,
-        key_schema.partition.key_type,
-        partition_value,
-    )?;
-    let sort = match (sort_terms.first(), &key_schema.sort) {
-        (Some(term), Some(sort_attribute)) => {
-            let condition = match term {
-                KeyTerm::Equal(value) => SortKeyCondition::Equal(value.clone()),
-                KeyTerm::Sort(condition) => condition.clone(),
-            };
-            for value in sort_values(&condition) {
-                check_key_value(&sort_attribute.name, sort_attribute.key_type, value)?;
-            }
-            Some(condition)
+    for (attribute, value) in key.partition.iter().zip(&partition_values) {
+        check_key_value(&attribute.name, attribute.key_type, value)?;
+    }
+    // The sort key attributes given form a prefix of the sort key: the first one missing after
+    // one given is the one the condition missed.
+    let given = sort_terms.iter().take_while(|found| !found.is_empty()).count();
+    if sort_terms[given..].iter().any(|found| !found.is_empty()) {
+        return Err(validation(messages::key_condition_missing_key(
+            &key.sort[given].name,
+        )));
+    }
+    let mut sort_equal_prefix = Vec::new();
+    let mut sort = None;
+    for (position, (attribute, found)) in key.sort.iter().zip(&sort_terms).take(given).enumerate()
+    {
+        let condition = match found[0] {
+            KeyTerm::Equal(value) => SortKeyCondition::Equal(value.clone()),
+            KeyTerm::Sort(condition) => condition.clone(),
+        };
+        for value in sort_values(&condition) {
+            check_key_value(&attribute.name, attribute.key_type, value)?;
         }
-        _ => None,
+        if position + 1 < given {
+            // Only the last sort key attribute given may have a range condition (DynamoDB's
+            // text for it is not published: this is its generic refusal of a key condition).
+            let SortKeyCondition::Equal(value) = condition else {
+                return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
+            };
+            sort_equal_prefix.push(value);
+        } else {
+            sort = Some(condition);
+        }
+    }
+    let mut partition_values = partition_values.into_iter().cloned();
+    let Some(partition_value) = partition_values.next() else {
+        return Err(validation(messages::KEY_CONDITION_NOT_SUPPORTED));
     };
     Ok(KeyCondition {
-        partition_value: partition_value.clone(),
+        partition_value,
+        other_partition_values: partition_values.collect(),
+        sort_equal_prefix,
         sort,
     })
 }

@@ -11,9 +11,12 @@
 //! changes at the index partitions and then trims what every index partition acknowledged.
 //!
 //! Invariants:
-//! 1. An item is in a GSI exactly when it has the index's partition key attribute, and its sort
-//!    key attribute if the index has one, with the index's key types (sparse index); its one
-//!    entry key is [`GlobalIndex::entry_key`] of those values and the item's storage key.
+//! 1. An item is in a GSI exactly when it has every one of the index's key attributes (one or
+//!    up to four for the partition key, none or up to four for the sort key) with the index's
+//!    key types (sparse index); its one entry key is [`GlobalIndex::entry_key`] of those values
+//!    and the item's storage key. Entries of one index partition key sort by their sort key
+//!    attributes compared one after another, in DynamoDB's order for each, then by storage
+//!    key.
 //! 2. Outbox positions increase with the log: a batch's changes get its slot and their order in
 //!    it, so reading the outbox in key order replays the base partition's index changes in the
 //!    order they were committed.
@@ -31,7 +34,9 @@ use crate::encoding::{decode_item, encode_item};
 use crate::error::{Result, validation};
 use crate::expression::key_condition::{ByteRange, KeyCondition};
 use crate::index::{INDEX_REGION_PREFIX, Projection, escape_sort_key, index_key_type_mismatch};
-use crate::key::{KeyAttribute, KeySchema, sort_key_bytes, storage_key_prefix};
+use crate::key::{
+    KeyAttribute, KeyParts, KeySchema, STORAGE_KEY_PREFIX_BYTES, sort_key_bytes, storage_key_prefix,
+};
 use crate::value::{AttributeValue, Item, item_size_bytes};
 
 /// The marker after the index region prefix of a base partition's outbox records.
@@ -71,6 +76,11 @@ pub const CONSISTENT_READ_ON_GSI: &str =
 /// DynamoDB's message when a write is throttled because an index cannot keep up.
 pub const GSI_BACKPRESSURE: &str = "The level of configured provisioned throughput for one or more global secondary indexes of the table was exceeded. Consider increasing your provisioning level for the under-provisioned global secondary indexes with the UpdateTable API";
 
+/// Attributes a GSI partition key may have (DynamoDB's multi-attribute keys).
+pub const GSI_PARTITION_KEY_ATTRIBUTES_MAX: usize = 4;
+/// Attributes a GSI sort key may have (DynamoDB's multi-attribute keys).
+pub const GSI_SORT_KEY_ATTRIBUTES_MAX: usize = 4;
+
 /// A global secondary index as a base partition leader and an index read need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GlobalIndex {
@@ -78,8 +88,12 @@ pub struct GlobalIndex {
     pub name: String,
     /// Fixed for the index's life and never reused within its table: outbox records carry it.
     pub number: u8,
-    pub partition_key: KeyAttribute,
-    pub sort_key: Option<KeyAttribute>,
+    /// The partition key's attributes in key order: one, or up to
+    /// [`GSI_PARTITION_KEY_ATTRIBUTES_MAX`] for a multi-attribute key.
+    pub partition_keys: Vec<KeyAttribute>,
+    /// The sort key's attributes in key order: none, one, or up to
+    /// [`GSI_SORT_KEY_ATTRIBUTES_MAX`] for a multi-attribute key.
+    pub sort_keys: Vec<KeyAttribute>,
     pub projection: Projection,
 }
 
@@ -114,17 +128,17 @@ pub struct PositionedChange {
 }
 
 impl GlobalIndex {
-    /// The index's key schema.
-    pub fn key_schema(&self) -> KeySchema {
-        KeySchema {
-            partition: self.partition_key.clone(),
-            sort: self.sort_key.clone(),
+    /// The index's key as a query reads it.
+    pub fn key_parts(&self) -> KeyParts<'_> {
+        KeyParts {
+            partition: &self.partition_keys,
+            sort: &self.sort_keys,
         }
     }
 
-    /// The index key attributes, partition key first.
+    /// The index key attributes, partition key attributes first.
     pub fn key_attributes(&self) -> impl Iterator<Item = &KeyAttribute> {
-        std::iter::once(&self.partition_key).chain(self.sort_key.as_ref())
+        self.partition_keys.iter().chain(&self.sort_keys)
     }
 
     /// Whether an attribute is in the index's entries: the table's and the index's keys always.
@@ -156,8 +170,13 @@ impl GlobalIndex {
         if !self.holds(item) {
             return None;
         }
-        let mut key = storage_key_prefix(item.get(&self.partition_key.name)?)?;
-        if let Some(sort) = &self.sort_key {
+        let partition_values = self
+            .partition_keys
+            .iter()
+            .map(|key| item.get(&key.name))
+            .collect::<Option<Vec<_>>>()?;
+        let mut key = index_partition_prefix(&partition_values)?;
+        for sort in &self.sort_keys {
             escape_sort_key(&sort_key_bytes(item.get(&sort.name)?)?, &mut key);
         }
         key.extend_from_slice(storage_key);
@@ -168,6 +187,7 @@ impl GlobalIndex {
     /// empty string or binary, or too long: DynamoDB's checks and messages.
     pub fn check_item(&self, item: &Item) -> Result<()> {
         for (position, key) in self.key_attributes().enumerate() {
+            let in_partition_key = position < self.partition_keys.len();
             let Some(value) = item.get(&key.name) else {
                 continue;
             };
@@ -185,13 +205,13 @@ impl GlobalIndex {
                     self.name, key.name
                 )));
             }
-            let limit = if position == 0 {
+            let limit = if in_partition_key {
                 crate::key::PARTITION_KEY_BYTES_MAX
             } else {
                 crate::key::SORT_KEY_BYTES_MAX
             };
             if length > limit {
-                return Err(validation(if position == 0 {
+                return Err(validation(if in_partition_key {
                     crate::messages::PARTITION_KEY_TOO_LARGE
                 } else {
                     crate::messages::SORT_KEY_TOO_LARGE
@@ -201,16 +221,23 @@ impl GlobalIndex {
         Ok(())
     }
 
-    /// The entry-key range that holds exactly what `condition` (on the index key) selects.
+    /// The entry-key range that holds exactly what `condition` (on the index key) selects:
+    /// the partition prefix, the escaped values of the sort key attributes the condition
+    /// fixes, then the range of the next one's escaped values. `None` if the condition's values
+    /// are not the index's key (the parser never gives such a condition).
     pub fn query_bounds(&self, condition: &KeyCondition) -> Option<ByteRange> {
-        match &self.sort_key {
-            Some(_) => super::escaped_query_bounds(Vec::new(), condition),
-            None => {
-                let prefix = storage_key_prefix(&condition.partition_value)?;
-                let upper = super::successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
-                Some((Bound::Included(prefix), upper))
-            }
+        let partition_values: Vec<&AttributeValue> = condition.partition_values().collect();
+        if partition_values.len() != self.partition_keys.len()
+            || condition.sort_equal_prefix.len() + usize::from(condition.sort.is_some())
+                > self.sort_keys.len()
+        {
+            return None;
         }
+        let mut prefix = index_partition_prefix(&partition_values)?;
+        for value in &condition.sort_equal_prefix {
+            escape_sort_key(&sort_key_bytes(value)?, &mut prefix);
+        }
+        Some(super::escaped_sort_bounds(prefix, condition.sort.as_ref()))
     }
 
     /// A GSI read's ExclusiveStartKey: exactly the table's and the index's key attributes
@@ -260,6 +287,55 @@ impl GlobalIndex {
         }
         key
     }
+}
+
+/// The start of every entry key of one index partition key (FORMAT.md, "Global secondary
+/// indexes"): for a key of one attribute, exactly an item storage key's prefix (hash, length,
+/// value bytes); for a multi-attribute key, the hash of all its values
+/// ([`multi_attribute_partition_hash`]), then the length of the rest, then each value's bytes
+/// after its own u16 length. `None` for a value that is not a key type.
+pub fn index_partition_prefix(values: &[&AttributeValue]) -> Option<Vec<u8>> {
+    if let [value] = values {
+        return storage_key_prefix(value);
+    }
+    let hash = multi_attribute_partition_hash(values)?;
+    let mut body = Vec::new();
+    for value in values {
+        let bytes = sort_key_bytes(value)?;
+        body.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_be_bytes());
+        body.extend_from_slice(&bytes);
+    }
+    let mut key = Vec::with_capacity(STORAGE_KEY_PREFIX_BYTES + body.len());
+    key.extend_from_slice(&hash.to_be_bytes());
+    key.extend_from_slice(&u16::try_from(body.len()).ok()?.to_be_bytes());
+    key.extend_from_slice(&body);
+    Some(key)
+}
+
+// Four maximal partition key values and their lengths fit the prefix's u16 length, whose high
+// byte stays far below 0xFF, so no entry key reaches the index region.
+const _: () = assert!(
+    GSI_PARTITION_KEY_ATTRIBUTES_MAX * (2 + crate::key::PARTITION_KEY_BYTES_MAX) < 0xFF00
+);
+
+/// The partition hash of a multi-attribute GSI partition key: xxh3-64 (seed 0) over, for each
+/// value in key order, its type tag (as [`crate::key::partition_hash`] has it), its sort-key
+/// bytes' length (u16 big-endian) and those bytes. Written in FORMAT.md; it can never change.
+pub fn multi_attribute_partition_hash(values: &[&AttributeValue]) -> Option<u64> {
+    let mut input = Vec::new();
+    for value in values {
+        let tag = match value {
+            AttributeValue::String(_) => crate::key::HASH_TAG_STRING,
+            AttributeValue::Number(_) => crate::key::HASH_TAG_NUMBER,
+            AttributeValue::Binary(_) => crate::key::HASH_TAG_BINARY,
+            _ => return None,
+        };
+        let bytes = sort_key_bytes(value)?;
+        input.push(tag);
+        input.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_be_bytes());
+        input.extend_from_slice(&bytes);
+    }
+    Some(xxhash_rust::xxh3::xxh3_64(&input))
 }
 
 /// The GSI changes of a write that turns `old` into `new` at `storage_key`, and the write

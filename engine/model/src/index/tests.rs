@@ -231,7 +231,7 @@ proptest! {
         let mut sorted = in_key_order.clone();
         sorted.sort();
         prop_assert_eq!(&in_key_order, &sorted);
-        let condition = KeyCondition { partition_value: string("p"), sort: condition };
+        let condition = KeyCondition::single(string("p"), condition);
         let bounds = query_bounds(0, &condition).unwrap();
         let selected: BTreeSet<_> = by_key.keys().filter(|key| bounds.contains(*key)).cloned().collect();
         for (key, (value, _)) in &by_key {

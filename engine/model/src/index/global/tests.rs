@@ -24,14 +24,14 @@ fn index(projection: Projection) -> GlobalIndex {
     GlobalIndex {
         name: "by_city".to_string(),
         number: 3,
-        partition_key: KeyAttribute {
+        partition_keys: vec![KeyAttribute {
             name: "city".to_string(),
             key_type: KeyType::String,
-        },
-        sort_key: Some(KeyAttribute {
+        }],
+        sort_keys: vec![KeyAttribute {
             name: "age".to_string(),
             key_type: KeyType::Number,
-        }),
+        }],
         projection,
     }
 }
@@ -81,10 +81,7 @@ fn entries_of_one_index_key_sort_by_the_index_sort_key_then_the_table_key() {
     let prefix = storage_key_prefix(&AttributeValue::String("paris".to_string())).unwrap();
     assert!(keys.iter().all(|(key, _)| key.starts_with(&prefix)));
     // The condition's bounds select exactly these entries.
-    let condition = KeyCondition {
-        partition_value: AttributeValue::String("paris".to_string()),
-        sort: None,
-    };
+    let condition = KeyCondition::single(AttributeValue::String("paris".to_string()), None);
     let (lower, upper) = index.query_bounds(&condition).unwrap();
     for (key, _) in &keys {
         assert!(within(&lower, &upper, key.as_slice()));
