@@ -789,7 +789,10 @@ fn prepare_query(
     };
     let key_parts = match named {
         Some(NamedIndex::Global(index)) => index.key_parts(),
-        _ => local_key_schema.as_ref().unwrap_or(table_key_schema).parts(),
+        _ => local_key_schema
+            .as_ref()
+            .unwrap_or(table_key_schema)
+            .parts(),
     };
     let mut context = context(parameters)?;
     let expression = string_parameter(parameters, "KeyConditionExpression")?;
@@ -814,10 +817,8 @@ fn prepare_query(
     };
     let filter = filter(parameters, "QueryFilter", &mut context)?;
     if let Some(condition) = &filter
-        && let Some(name) = key_attribute_in(
-            condition,
-            &filter_refused_keys(key_parts, &key_condition),
-        )
+        && let Some(name) =
+            key_attribute_in(condition, &filter_refused_keys(key_parts, &key_condition))
     {
         // DynamoDB refuses a Query filter on the key: the key condition is where it belongs.
         let parameter = if parameters.get("QueryFilter").is_some() {

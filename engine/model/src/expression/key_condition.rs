@@ -383,7 +383,10 @@ pub fn key_condition_from_tree(condition: &Condition, key: KeyParts<'_>) -> Resu
     }
     // The sort key attributes given form a prefix of the sort key: the first one missing after
     // one given is the one the condition missed.
-    let given = sort_terms.iter().take_while(|found| !found.is_empty()).count();
+    let given = sort_terms
+        .iter()
+        .take_while(|found| !found.is_empty())
+        .count();
     if sort_terms[given..].iter().any(|found| !found.is_empty()) {
         return Err(validation(messages::key_condition_missing_key(
             &key.sort[given].name,
@@ -391,8 +394,7 @@ pub fn key_condition_from_tree(condition: &Condition, key: KeyParts<'_>) -> Resu
     }
     let mut sort_equal_prefix = Vec::new();
     let mut sort = None;
-    for (position, (attribute, found)) in key.sort.iter().zip(&sort_terms).take(given).enumerate()
-    {
+    for (position, (attribute, found)) in key.sort.iter().zip(&sort_terms).take(given).enumerate() {
         let condition = match found[0] {
             KeyTerm::Equal(value) => SortKeyCondition::Equal(value.clone()),
             KeyTerm::Sort(condition) => condition.clone(),

@@ -314,9 +314,8 @@ pub fn index_partition_prefix(values: &[&AttributeValue]) -> Option<Vec<u8>> {
 
 // Four maximal partition key values and their lengths fit the prefix's u16 length, whose high
 // byte stays far below 0xFF, so no entry key reaches the index region.
-const _: () = assert!(
-    GSI_PARTITION_KEY_ATTRIBUTES_MAX * (2 + crate::key::PARTITION_KEY_BYTES_MAX) < 0xFF00
-);
+const _: () =
+    assert!(GSI_PARTITION_KEY_ATTRIBUTES_MAX * (2 + crate::key::PARTITION_KEY_BYTES_MAX) < 0xFF00);
 
 /// The partition hash of a multi-attribute GSI partition key: xxh3-64 (seed 0) over, for each
 /// value in key order, its type tag (as [`crate::key::partition_hash`] has it), its sort-key
