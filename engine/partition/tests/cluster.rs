@@ -2559,11 +2559,11 @@ fn global_index(
     shoal_model::index::global::GlobalIndex {
         name: format!("by_{attribute}_{number}"),
         number,
-        partition_key: KeyAttribute {
+        partition_keys: vec![KeyAttribute {
             name: attribute.to_string(),
             key_type,
-        },
-        sort_key: None,
+        }],
+        sort_keys: Vec::new(),
         projection: Projection::All,
     }
 }

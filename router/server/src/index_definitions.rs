@@ -8,6 +8,7 @@
 //! responses quoted in public issue threads (router/server/README.md).
 
 use serde_json::Value as Json;
+use shoal_model::index::global::{GSI_PARTITION_KEY_ATTRIBUTES_MAX, GSI_SORT_KEY_ATTRIBUTES_MAX};
 use shoal_model::index::{
     GLOBAL_SECONDARY_INDEXES_MAX, INDEX_NAME_BYTES_MAX, INDEX_NAME_BYTES_MIN,
     LOCAL_SECONDARY_INDEXES_MAX, LocalIndex, PROJECTED_NON_KEY_ATTRIBUTES_MAX, Projection,
@@ -24,7 +25,10 @@ const INVALID: &str = "One or more parameter values were invalid: ";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GlobalIndex {
     pub name: String,
-    pub key_schema: KeySchema,
+    /// The partition key's attributes, 1 to [`GSI_PARTITION_KEY_ATTRIBUTES_MAX`].
+    pub partition_keys: Vec<KeyAttribute>,
+    /// The sort key's attributes, 0 to [`GSI_SORT_KEY_ATTRIBUTES_MAX`].
+    pub sort_keys: Vec<KeyAttribute>,
     pub projection: Projection,
     pub throughput: Option<Throughput>,
 }
@@ -123,7 +127,10 @@ fn shaped<'body>(list: &'body [Json], kind: Kind) -> Result<Vec<IndexRequest<'bo
                 "Value null at '{at}.keySchema' failed to satisfy constraint: Member must not be null"
             )),
             Some(Json::Array(schema)) => {
-                if schema.is_empty() || schema.len() > 2 {
+                // A GSI key may have up to four attributes in each part (checked with the
+                // key types, in check_common); an LSI's has the table's partition key and one
+                // sort key.
+                if schema.is_empty() || (kind == Kind::Local && schema.len() > 2) {
                     let bound = if schema.is_empty() {
                         "Member must have length greater than or equal to 1"
                     } else {
@@ -219,12 +226,14 @@ fn shaped<'body>(list: &'body [Json], kind: Kind) -> Result<Vec<IndexRequest<'bo
 }
 
 /// The rules every index shares, in DynamoDB's order: key attributes defined, distinct, HASH
-/// then RANGE; the projection.
+/// then RANGE (for a GSI, one to four HASH attributes, then up to four RANGE ones); the
+/// projection. The key attributes come back split into the partition key's and the sort key's.
 fn check_common(
     index: &IndexRequest<'_>,
     definitions: &[(String, KeyType)],
-) -> Result<(Vec<KeyAttribute>, Projection), DynamoError> {
-    let mut attributes = Vec::with_capacity(index.elements.len());
+    kind: Kind,
+) -> Result<(IndexKey, Projection), DynamoError> {
+    let mut attributes: Vec<KeyAttribute> = Vec::with_capacity(index.elements.len());
     for (name, _) in &index.elements {
         match definitions.iter().find(|(defined, _)| defined == name) {
             Some((_, key_type)) => attributes.push(KeyAttribute {
@@ -263,16 +272,78 @@ fn check_common(
             "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
         ));
     }
-    if index
+    let hash_count = index
         .elements
-        .get(1)
-        .is_some_and(|(_, key_type)| key_type != "RANGE")
+        .iter()
+        .take_while(|(_, key_type)| key_type == "HASH")
+        .count();
+    if kind == Kind::Local || index.elements.len() <= 2 && hash_count == 1 {
+        if index
+            .elements
+            .get(1)
+            .is_some_and(|(_, key_type)| key_type != "RANGE")
+        {
+            return Err(DynamoError::validation(
+                "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
+            ));
+        }
+    } else {
+        check_multi_attribute_key(index, hash_count)?;
+    }
+    let sort = attributes.split_off(hash_count);
+    Ok((
+        IndexKey {
+            partition: attributes,
+            sort,
+        },
+        projection(index)?,
+    ))
+}
+
+/// The key attributes of an index, split by key type.
+struct IndexKey {
+    partition: Vec<KeyAttribute>,
+    sort: Vec<KeyAttribute>,
+}
+
+/// The rules of a GSI's multi-attribute key (developer guide, "Multi-attribute keys pattern";
+/// the botocore model: "Global secondary index supports up to 4 partition and up to 4 sort
+/// keys"). DynamoDB's texts for these refusals are not published; these say what is wrong in
+/// the style of its other KeySchema messages.
+fn check_multi_attribute_key(
+    index: &IndexRequest<'_>,
+    hash_count: usize,
+) -> Result<(), DynamoError> {
+    if index.elements[hash_count..]
+        .iter()
+        .any(|(_, key_type)| key_type == "HASH")
     {
         return Err(DynamoError::validation(
-            "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
+            "Invalid KeySchema: Every HASH KeySchemaElement must come before the RANGE KeySchemaElements",
         ));
     }
-    Ok((attributes, projection(index)?))
+    if hash_count > GSI_PARTITION_KEY_ATTRIBUTES_MAX {
+        return Err(DynamoError::validation(format!(
+            "Invalid KeySchema: A global secondary index key has at most {GSI_PARTITION_KEY_ATTRIBUTES_MAX} HASH KeySchemaElements, found {hash_count}"
+        )));
+    }
+    let range_count = index.elements.len() - hash_count;
+    if range_count > GSI_SORT_KEY_ATTRIBUTES_MAX {
+        return Err(DynamoError::validation(format!(
+            "Invalid KeySchema: A global secondary index key has at most {GSI_SORT_KEY_ATTRIBUTES_MAX} RANGE KeySchemaElements, found {range_count}"
+        )));
+    }
+    for (position, (name, _)) in index.elements.iter().enumerate() {
+        if index.elements[..position]
+            .iter()
+            .any(|(earlier, _)| earlier == name)
+        {
+            return Err(DynamoError::validation(format!(
+                "Invalid KeySchema: The attribute {name} appears more than once in the KeySchema"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn projection(index: &IndexRequest<'_>) -> Result<Projection, DynamoError> {
@@ -355,8 +426,8 @@ pub fn secondary_indexes(
             )));
         }
         for (position, index) in shaped(list, Kind::Local)?.iter().enumerate() {
-            let (attributes, projection) = check_common(index, definitions)?;
-            let [hash, sort] = &attributes[..] else {
+            let (key, projection) = check_common(index, definitions, Kind::Local)?;
+            let ([hash], [sort]) = (&key.partition[..], &key.sort[..]) else {
                 return Err(DynamoError::validation(format!(
                     "{INVALID}Index KeySchema does not have a range key for index: {}",
                     index.name
@@ -391,21 +462,23 @@ pub fn secondary_indexes(
             )));
         }
         for index in shaped(list, Kind::Global)? {
-            let (attributes, projection) = check_common(&index, definitions)?;
+            let (key, projection) = check_common(&index, definitions, Kind::Global)?;
             check_unique_name(&mut names, &index.name)?;
-            used.extend(attributes.iter().map(|key| key.name.clone()));
-            let mut attributes = attributes.into_iter();
-            let Some(partition) = attributes.next() else {
+            used.extend(
+                key.partition
+                    .iter()
+                    .chain(&key.sort)
+                    .map(|key| key.name.clone()),
+            );
+            if key.partition.is_empty() {
                 return Err(DynamoError::missing_member(
                     "globalSecondaryIndexes.member.keySchema",
                 ));
-            };
+            }
             indexes.global.push(GlobalIndex {
                 name: index.name.clone(),
-                key_schema: KeySchema {
-                    partition,
-                    sort: attributes.next(),
-                },
+                partition_keys: key.partition,
+                sort_keys: key.sort,
                 projection,
                 throughput: provisioned_throughput(index.body)?,
             });
@@ -546,19 +619,16 @@ pub fn global_index_updates(
                         defined.join(", ")
                     )));
                 }
-                let (attributes, projection) = check_common(index, definitions)?;
-                let mut attributes = attributes.into_iter();
-                let Some(partition) = attributes.next() else {
+                let (key, projection) = check_common(index, definitions, Kind::Global)?;
+                if key.partition.is_empty() {
                     return Err(DynamoError::missing_member(
                         "globalSecondaryIndexUpdates.member.create.keySchema",
                     ));
-                };
+                }
                 GlobalIndexUpdate::Create(GlobalIndex {
                     name: index.name.clone(),
-                    key_schema: KeySchema {
-                        partition,
-                        sort: attributes.next(),
-                    },
+                    partition_keys: key.partition,
+                    sort_keys: key.sort,
                     projection,
                     throughput: provisioned_throughput(index.body)?,
                 })
@@ -657,17 +727,37 @@ pub fn local_indexes_from(member: Option<&Json>) -> Result<Vec<LocalIndex>, Dyna
 
 /// A global index's definition in its metadata map (metadata.rs adds its partitions):
 /// `{name: S, number: N, hash_name: S, hash_type: S, sort_name: S?, sort_type: S?,
-/// projection: S, non_key: L of S?}`.
+/// more_hash: L?, more_sort: L?, projection: S, non_key: L of S?}`: the first partition and
+/// sort key attributes as before multi-attribute keys, and a multi-attribute key's other
+/// attributes in key order as `{name: S, type: S}` maps in `more_hash` and `more_sort`
+/// (absent when there are none, so a record of an index of one attribute per part is what an
+/// older router wrote and reads).
 pub fn global_index_json(index: &shoal_model::index::global::GlobalIndex) -> Json {
     let mut map = serde_json::json!({
         "name": {"S": index.name},
         "number": {"N": index.number.to_string()},
-        "hash_name": {"S": index.partition_key.name},
-        "hash_type": {"S": index.partition_key.key_type.type_name()},
     });
-    if let Some(sort) = &index.sort_key {
-        map["sort_name"] = serde_json::json!({"S": sort.name});
-        map["sort_type"] = serde_json::json!({"S": sort.key_type.type_name()});
+    for (attributes, prefix, more) in [
+        (&index.partition_keys, "hash", "more_hash"),
+        (&index.sort_keys, "sort", "more_sort"),
+    ] {
+        let Some((first, rest)) = attributes.split_first() else {
+            continue;
+        };
+        map[format!("{prefix}_name")] = serde_json::json!({"S": first.name});
+        map[format!("{prefix}_type")] = serde_json::json!({"S": first.key_type.type_name()});
+        if !rest.is_empty() {
+            let list: Vec<Json> = rest
+                .iter()
+                .map(|key| {
+                    serde_json::json!({"M": {
+                        "name": {"S": key.name},
+                        "type": {"S": key.key_type.type_name()},
+                    }})
+                })
+                .collect();
+            map[more] = serde_json::json!({ "L": list });
+        }
     }
     projection_json(&index.projection, &mut map);
     map
@@ -677,16 +767,47 @@ pub fn global_index_json(index: &shoal_model::index::global::GlobalIndex) -> Jso
 pub fn global_index_from(
     map: &Json,
 ) -> Result<shoal_model::index::global::GlobalIndex, DynamoError> {
+    let mut partition_keys = vec![key_attribute(map, "hash")?];
+    partition_keys.extend(more_key_attributes(map, "more_hash")?);
+    let mut sort_keys = Vec::new();
+    if map.get("sort_name").is_some() {
+        sort_keys.push(key_attribute(map, "sort")?);
+        sort_keys.extend(more_key_attributes(map, "more_sort")?);
+    }
+    if partition_keys.len() > GSI_PARTITION_KEY_ATTRIBUTES_MAX
+        || sort_keys.len() > GSI_SORT_KEY_ATTRIBUTES_MAX
+    {
+        return Err(corrupt("key has too many attributes"));
+    }
     Ok(shoal_model::index::global::GlobalIndex {
         name: text(map, "name")?.to_string(),
         number: index_number(map)?,
-        partition_key: key_attribute(map, "hash")?,
-        sort_key: match map.get("sort_name") {
-            None => None,
-            Some(_) => Some(key_attribute(map, "sort")?),
-        },
+        partition_keys,
+        sort_keys,
         projection: projection_from(map)?,
     })
+}
+
+/// The `{name: S, type: S}` maps of [`global_index_json`]'s `more_hash` or `more_sort`.
+fn more_key_attributes(map: &Json, member: &str) -> Result<Vec<KeyAttribute>, DynamoError> {
+    let Some(list) = map.get(member) else {
+        return Ok(Vec::new());
+    };
+    list.get("L")
+        .and_then(Json::as_array)
+        .ok_or_else(|| corrupt(&format!("{member} is not a list")))?
+        .iter()
+        .map(|entry| {
+            let entry = entry
+                .get("M")
+                .ok_or_else(|| corrupt(&format!("{member} holds a non-map")))?;
+            Ok(KeyAttribute {
+                name: text(entry, "name")?.to_string(),
+                key_type: crate::metadata::key_type_from_name(text(entry, "type")?)
+                    .ok_or_else(|| corrupt(&format!("{member} holds an unknown type")))?,
+            })
+        })
+        .collect()
 }
 
 fn index_number(map: &Json) -> Result<u8, DynamoError> {

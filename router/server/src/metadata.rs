@@ -1505,14 +1505,14 @@ mod tests {
                     index: shoal_model::index::global::GlobalIndex {
                         name: "by_customer".to_string(),
                         number: 0,
-                        partition_key: KeyAttribute {
+                        partition_keys: vec![KeyAttribute {
                             name: "customer".to_string(),
                             key_type: KeyType::String,
-                        },
-                        sort_key: Some(KeyAttribute {
+                        }],
+                        sort_keys: vec![KeyAttribute {
                             name: "total".to_string(),
                             key_type: KeyType::Number,
-                        }),
+                        }],
                         projection: shoal_model::index::Projection::Include(vec![
                             "status".to_string(),
                         ]),
@@ -1537,11 +1537,31 @@ mod tests {
                     index: shoal_model::index::global::GlobalIndex {
                         name: "by_status".to_string(),
                         number: 1,
-                        partition_key: KeyAttribute {
-                            name: "status".to_string(),
-                            key_type: KeyType::String,
-                        },
-                        sort_key: None,
+                        // A multi-attribute key: more_hash and more_sort round-trip.
+                        partition_keys: vec![
+                            KeyAttribute {
+                                name: "status".to_string(),
+                                key_type: KeyType::String,
+                            },
+                            KeyAttribute {
+                                name: "region".to_string(),
+                                key_type: KeyType::Binary,
+                            },
+                        ],
+                        sort_keys: vec![
+                            KeyAttribute {
+                                name: "placed".to_string(),
+                                key_type: KeyType::Number,
+                            },
+                            KeyAttribute {
+                                name: "line".to_string(),
+                                key_type: KeyType::String,
+                            },
+                            KeyAttribute {
+                                name: "sku".to_string(),
+                                key_type: KeyType::String,
+                            },
+                        ],
                         projection: shoal_model::index::Projection::KeysOnly,
                     },
                     partitions: Vec::new(),

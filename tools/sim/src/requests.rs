@@ -81,11 +81,11 @@ pub fn global_indexes() -> Vec<GlobalIndex> {
     vec![GlobalIndex {
         name: GLOBAL_INDEX_NAME.to_string(),
         number: 0,
-        partition_key: KeyAttribute {
+        partition_keys: vec![KeyAttribute {
             name: GLOBAL_INDEX_KEY_ATTRIBUTE.to_string(),
             key_type: KeyType::String,
-        },
-        sort_key: None,
+        }],
+        sort_keys: Vec::new(),
         projection: Projection::Include(vec![VERSION_ATTRIBUTE.to_string()]),
     }]
 }

@@ -173,3 +173,114 @@ fn global_indexes_are_checked() {
         "One or more parameter values were invalid: ProvisionedThroughput is not specified for index: by_sk"
     );
 }
+
+fn multi_attribute_table(key_schema: serde_json::Value) -> serde_json::Value {
+    json!({
+        "TableName": "matches",
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "t", "AttributeType": "S"},
+            {"AttributeName": "r", "AttributeType": "S"},
+            {"AttributeName": "round", "AttributeType": "S"},
+            {"AttributeName": "bracket", "AttributeType": "N"},
+            {"AttributeName": "a", "AttributeType": "S"},
+            {"AttributeName": "b", "AttributeType": "S"},
+            {"AttributeName": "c", "AttributeType": "B"},
+        ],
+        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [{
+            "IndexName": "by_match",
+            "KeySchema": key_schema,
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+    })
+}
+
+fn element(name: &str, key_type: &str) -> serde_json::Value {
+    json!({"AttributeName": name, "KeyType": key_type})
+}
+
+/// Multi-attribute GSI keys (developer guide, "Multi-attribute keys pattern"; botocore's
+/// CreateGlobalSecondaryIndexAction: "up to 4 partition and up to 4 sort keys").
+#[test]
+fn a_global_index_key_has_up_to_four_hash_then_up_to_four_range_attributes() {
+    let body = multi_attribute_table(json!([
+        element("t", "HASH"),
+        element("r", "HASH"),
+        element("round", "RANGE"),
+        element("bracket", "RANGE"),
+        element("a", "RANGE"),
+        element("b", "RANGE"),
+    ]));
+    // Every definition is used by some key, so "c" must be too.
+    let mut used_all = body.clone();
+    used_all["GlobalSecondaryIndexes"][0]["KeySchema"]
+        .as_array_mut()
+        .unwrap()
+        .insert(2, element("c", "HASH"));
+    let table = create_table(&used_all).unwrap();
+    let index = &table.global_indexes[0];
+    let names = |keys: &[shoal_model::key::KeyAttribute]| -> Vec<String> {
+        keys.iter().map(|key| key.name.clone()).collect()
+    };
+    assert_eq!(names(&index.partition_keys), ["t", "r", "c"]);
+    assert_eq!(names(&index.sort_keys), ["round", "bracket", "a", "b"]);
+
+    let mut five_range = used_all.clone();
+    five_range["GlobalSecondaryIndexes"][0]["KeySchema"]
+        .as_array_mut()
+        .unwrap()
+        .push(element("id", "RANGE"));
+    assert_eq!(
+        message(&five_range),
+        "Invalid KeySchema: A global secondary index key has at most 4 RANGE KeySchemaElements, found 5"
+    );
+    let five_hash = multi_attribute_table(json!([
+        element("t", "HASH"),
+        element("r", "HASH"),
+        element("round", "HASH"),
+        element("bracket", "HASH"),
+        element("a", "HASH"),
+        element("b", "RANGE"),
+        element("c", "RANGE"),
+    ]));
+    assert_eq!(
+        message(&five_hash),
+        "Invalid KeySchema: A global secondary index key has at most 4 HASH KeySchemaElements, found 5"
+    );
+    let interleaved = multi_attribute_table(json!([
+        element("t", "HASH"),
+        element("round", "RANGE"),
+        element("r", "HASH"),
+    ]));
+    assert_eq!(
+        message(&interleaved),
+        "Invalid KeySchema: Every HASH KeySchemaElement must come before the RANGE KeySchemaElements"
+    );
+    let repeated = multi_attribute_table(json!([
+        element("t", "HASH"),
+        element("r", "HASH"),
+        element("t", "RANGE"),
+    ]));
+    assert_eq!(
+        message(&repeated),
+        "Invalid KeySchema: The attribute t appears more than once in the KeySchema"
+    );
+    let range_first = multi_attribute_table(json!([element("t", "RANGE"), element("r", "HASH")]));
+    assert_eq!(
+        message(&range_first),
+        "Invalid KeySchema: The first KeySchemaElement is not a HASH key type"
+    );
+}
+
+/// A local index keeps its one sort key: two HASH elements are refused as before.
+#[test]
+fn a_local_index_key_has_no_second_hash_attribute() {
+    let mut body = table();
+    body["LocalSecondaryIndexes"][0]["KeySchema"][1]["KeyType"] = json!("HASH");
+    assert_eq!(
+        message(&body),
+        "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type"
+    );
+}

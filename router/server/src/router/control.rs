@@ -84,56 +84,63 @@ impl Router {
         counts: &HashMap<String, (u64, u64)>,
     ) -> Json {
         let table_arn = self.table_arn(&record.name);
-        let indexes: Vec<Json> = record
-            .global_indexes
-            .iter()
-            .map(|global| {
-                let index = &global.index;
-                let mut projection = json!({ "ProjectionType": index.projection.type_name() });
-                if let shoal_model::index::Projection::Include(names) = &index.projection {
-                    projection["NonKeyAttributes"] = json!(names);
-                }
-                let mut key_schema =
-                    vec![json!({ "AttributeName": index.partition_key.name, "KeyType": "HASH" })];
-                if let Some(sort) = &index.sort_key {
-                    key_schema.push(json!({ "AttributeName": sort.name, "KeyType": "RANGE" }));
-                }
-                let (read, write) = global.throughput.map_or((0, 0), |throughput| {
-                    (
-                        throughput.read_capacity_units,
-                        throughput.write_capacity_units,
-                    )
-                });
-                let (items, bytes) = counts.get(&index.name).copied().unwrap_or((0, 0));
-                // A table CREATING or DELETING carries its indexes along.
-                let status = match record.status {
-                    TableStatus::Active => global.status.name(),
-                    other => other.name(),
-                };
-                let mut description = json!({
-                    "IndexName": index.name,
-                    "KeySchema": key_schema,
-                    "Projection": projection,
-                    "IndexStatus": status,
-                    "ProvisionedThroughput": {
-                        "NumberOfDecreasesToday": 0,
-                        "ReadCapacityUnits": read,
-                        "WriteCapacityUnits": write,
-                    },
-                    "IndexSizeBytes": bytes,
-                    "ItemCount": items,
-                    "IndexArn": format!("{table_arn}/index/{}", index.name),
-                });
-                if global.status == GlobalIndexStatus::Creating {
-                    description["Backfilling"] = json!(true);
-                }
-                if global.throughput.is_none() {
-                    description["OnDemandThroughput"] =
-                        json!({ "MaxReadRequestUnits": -1, "MaxWriteRequestUnits": -1 });
-                }
-                description
-            })
-            .collect();
+        let indexes: Vec<Json> =
+            record
+                .global_indexes
+                .iter()
+                .map(|global| {
+                    let index = &global.index;
+                    let mut projection = json!({ "ProjectionType": index.projection.type_name() });
+                    if let shoal_model::index::Projection::Include(names) = &index.projection {
+                        projection["NonKeyAttributes"] = json!(names);
+                    }
+                    // Every partition key attribute, then every sort key attribute, in key order:
+                    // how DynamoDB lists a multi-attribute key.
+                    let key_schema: Vec<Json> =
+                        index
+                            .partition_keys
+                            .iter()
+                            .map(|key| json!({ "AttributeName": key.name, "KeyType": "HASH" }))
+                            .chain(index.sort_keys.iter().map(
+                                |key| json!({ "AttributeName": key.name, "KeyType": "RANGE" }),
+                            ))
+                            .collect();
+                    let (read, write) = global.throughput.map_or((0, 0), |throughput| {
+                        (
+                            throughput.read_capacity_units,
+                            throughput.write_capacity_units,
+                        )
+                    });
+                    let (items, bytes) = counts.get(&index.name).copied().unwrap_or((0, 0));
+                    // A table CREATING or DELETING carries its indexes along.
+                    let status = match record.status {
+                        TableStatus::Active => global.status.name(),
+                        other => other.name(),
+                    };
+                    let mut description = json!({
+                        "IndexName": index.name,
+                        "KeySchema": key_schema,
+                        "Projection": projection,
+                        "IndexStatus": status,
+                        "ProvisionedThroughput": {
+                            "NumberOfDecreasesToday": 0,
+                            "ReadCapacityUnits": read,
+                            "WriteCapacityUnits": write,
+                        },
+                        "IndexSizeBytes": bytes,
+                        "ItemCount": items,
+                        "IndexArn": format!("{table_arn}/index/{}", index.name),
+                    });
+                    if global.status == GlobalIndexStatus::Creating {
+                        description["Backfilling"] = json!(true);
+                    }
+                    if global.throughput.is_none() {
+                        description["OnDemandThroughput"] =
+                            json!({ "MaxReadRequestUnits": -1, "MaxWriteRequestUnits": -1 });
+                    }
+                    description
+                })
+                .collect();
         Json::Array(indexes)
     }
 
@@ -308,8 +315,8 @@ impl Router {
                 index: shoal_model::index::global::GlobalIndex {
                     name: index.name,
                     number,
-                    partition_key: index.key_schema.partition,
-                    sort_key: index.key_schema.sort,
+                    partition_keys: index.partition_keys,
+                    sort_keys: index.sort_keys,
                     projection: index.projection,
                 },
                 partitions: place_partitions(count, next_id)?,

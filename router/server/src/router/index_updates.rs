@@ -110,8 +110,8 @@ impl Router {
                     name: index.name.clone(),
                     // Set from the item read by the change below.
                     number: 0,
-                    partition_key: index.key_schema.partition.clone(),
-                    sort_key: index.key_schema.sort.clone(),
+                    partition_keys: index.partition_keys.clone(),
+                    sort_keys: index.sort_keys.clone(),
                     projection: index.projection.clone(),
                 },
                 partitions,
