@@ -8,6 +8,7 @@ import {
   BatchGetItemCommand,
   BatchWriteItemCommand,
   DeleteItemCommand,
+  DescribeTableCommand,
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
@@ -381,5 +382,70 @@ describe("global secondary indexes", () => {
       assert.ok(scanned.Count <= 3, `${scanned.Count} entries for three items`);
     } while (scanned.Count < 3 && Date.now() < deadline + 15_000);
     assert.equal(scanned.Count, 3);
+  });
+
+  it("a GSI with a multi-attribute key takes several HASH and RANGE elements (GUIDE: Multi-attribute keys pattern; test_multi_attribute_keys.py)", async () => {
+    const keySchema = [
+      { AttributeName: "org", KeyType: "HASH" },
+      { AttributeName: "dept", KeyType: "HASH" },
+      { AttributeName: "team", KeyType: "RANGE" },
+      { AttributeName: "lvl", KeyType: "RANGE" },
+    ];
+    const name = await makeTable({
+      extra: {
+        AttributeDefinitions: [
+          { AttributeName: "pk", AttributeType: "S" },
+          { AttributeName: "org", AttributeType: "S" },
+          { AttributeName: "dept", AttributeType: "N" },
+          { AttributeName: "team", AttributeType: "S" },
+          { AttributeName: "lvl", AttributeType: "N" },
+        ],
+        GlobalSecondaryIndexes: [
+          { IndexName: "by_org", KeySchema: keySchema, Projection: { ProjectionType: "ALL" } },
+        ],
+      },
+    });
+    const { Table: table } = await ddb.send(new DescribeTableCommand({ TableName: name }));
+    assert.deepEqual(table.GlobalSecondaryIndexes[0].KeySchema, keySchema);
+    // Levels 10, 9 and 2 in team "b", one in team "a", one in another dept, one without a dept.
+    const people = [
+      ["p1", "b", 10], ["p2", "b", 9], ["p3", "a", 50], ["p4", "b", 2],
+    ];
+    for (const [pk, team, level] of people) {
+      await ddb.send(new PutItemCommand({
+        TableName: name,
+        Item: { pk: { S: pk }, org: { S: "acme" }, dept: { N: "7" }, team: { S: team }, lvl: { N: String(level) } },
+      }));
+    }
+    await ddb.send(new PutItemCommand({
+      TableName: name,
+      Item: { pk: { S: "p5" }, org: { S: "acme" }, dept: { N: "8" }, team: { S: "b" }, lvl: { N: "1" } },
+    }));
+    await ddb.send(new PutItemCommand({
+      TableName: name,
+      Item: { pk: { S: "p6" }, org: { S: "acme" }, team: { S: "b" }, lvl: { N: "1" } },
+    }));
+    const query = (condition, values) =>
+      ddb.send(new QueryCommand({
+        TableName: name,
+        IndexName: "by_org",
+        KeyConditionExpression: condition,
+        ExpressionAttributeValues: { ":o": { S: "acme" }, ":d": { N: "7" }, ...values },
+      }));
+    const ids = (page) => page.Items.map((item) => item.pk.S);
+    const deadline = Date.now() + 15_000;
+    let page;
+    do {
+      page = await query("org = :o AND dept = :d", {});
+    } while (page.Count < 4 && Date.now() < deadline);
+    // Team, then level as a number: "a" first, then team "b" by level 2, 9, 10.
+    assert.deepEqual(ids(page), ["p3", "p4", "p2", "p1"]);
+    page = await query("org = :o AND dept = :d AND team = :t AND lvl > :l", { ":t": { S: "b" }, ":l": { N: "5" } });
+    assert.deepEqual(ids(page), ["p2", "p1"]);
+    await expectError(
+      query("org = :o AND dept = :d AND lvl = :l", { ":l": { N: "5" } }),
+      "ValidationException",
+      { message: "Query condition missed key schema element: team" },
+    );
   });
 });
