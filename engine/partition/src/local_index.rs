@@ -16,8 +16,8 @@ use shoal_model::expression::evaluate::evaluate;
 use shoal_model::expression::projection::project;
 use shoal_model::index::global::is_outbox_key;
 use shoal_model::index::{
-    INDEX_REGION_PREFIX, base_storage_key, collection_key, collection_record, collection_share,
-    index_changes, projected_size_bytes,
+    INDEX_REGION_PREFIX, LOCAL_SECONDARY_INDEXES_MAX, base_storage_key, collection_key,
+    collection_record, collection_share, index_changes, projected_size_bytes,
 };
 use shoal_model::key::KeySchema;
 use shoal_model::request::{IndexRead, RangeRequest, WriteRequest};
@@ -202,6 +202,21 @@ pub(crate) struct RegionStats {
     pub stream_keys: u64,
     /// The key plus value bytes of the stream records alone: what the trim bounds.
     pub stream_record_bytes: u64,
+    /// Of those, the entries of each local secondary index (by index number) and their key
+    /// plus value bytes: DescribeTable's ItemCount and IndexSizeBytes of the index.
+    pub local_entries: [u64; LOCAL_SECONDARY_INDEXES_MAX],
+    pub local_entry_bytes: [u64; LOCAL_SECONDARY_INDEXES_MAX],
+}
+
+/// The number of the local index whose entry `key` is, if it is one (engine/model FORMAT.md:
+/// an LSI entry key is the region prefix, then the index number, 0-4).
+fn local_index_number(key: &[u8]) -> Option<usize> {
+    match key.strip_prefix(&INDEX_REGION_PREFIX[..]) {
+        Some([number, ..]) if usize::from(*number) < LOCAL_SECONDARY_INDEXES_MAX => {
+            Some(usize::from(*number))
+        }
+        _ => None,
+    }
 }
 
 /// Whether `key` is a stream key (any), and whether it is a stream record.
@@ -243,6 +258,10 @@ impl RegionStats {
                 if stream_record {
                     stats.stream_record_bytes += (key.len() + value.len()) as u64;
                 }
+                if let Some(number) = local_index_number(&key) {
+                    stats.local_entries[number] += 1;
+                    stats.local_entry_bytes[number] += (key.len() + value.len()) as u64;
+                }
                 lower = Bound::Excluded(key);
             }
             if exhausted {
@@ -280,7 +299,13 @@ impl RegionStats {
                     0
                 }
             };
+            let local = local_index_number(key);
             if let Some(value_bytes) = before {
+                if let Some(number) = local {
+                    self.local_entries[number] = self.local_entries[number].saturating_sub(1);
+                    self.local_entry_bytes[number] = self.local_entry_bytes[number]
+                        .saturating_sub((key.len() + value_bytes) as u64);
+                }
                 self.count = self.count.saturating_sub(1);
                 self.bytes = self.bytes.saturating_sub((key.len() + value_bytes) as u64);
                 self.outbox_entries = self.outbox_entries.saturating_sub(outbox);
@@ -290,6 +315,10 @@ impl RegionStats {
                     .saturating_sub(record_bytes(value_bytes));
             }
             if let Some(value_bytes) = after {
+                if let Some(number) = local {
+                    self.local_entries[number] += 1;
+                    self.local_entry_bytes[number] += (key.len() + value_bytes) as u64;
+                }
                 self.count += 1;
                 self.bytes += (key.len() + value_bytes) as u64;
                 self.outbox_entries += outbox;

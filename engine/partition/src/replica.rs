@@ -77,8 +77,8 @@ use shoal_store::btree::{BTreeConfig, Direction, PageCache};
 use shoal_store::engine::{EngineError, Mutation, MutationBatch, Partition};
 use shoal_store::wal::{Lsn as WalLsn, PartitionId, RecordKind, Wal, WalError};
 use shoal_wire::messages::{
-    CheckpointIntent, CollectionSize, IndexWriteUnits, ItemResult, NodeError, NodeResponse,
-    PersistRecord, ReplicaRole, ReplicaStatus, SnapshotChunk,
+    CheckpointIntent, CollectionSize, IndexWriteUnits, ItemResult, LocalIndexStatus, NodeError,
+    NodeResponse, PersistRecord, ReplicaRole, ReplicaStatus, SnapshotChunk,
 };
 
 use crate::meta::PartitionMeta;
@@ -851,6 +851,21 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 .stats()
                 .item_bytes
                 .saturating_sub(self.index_region.as_ref().map_or(0, |region| region.bytes)),
+            local_indexes: self
+                .index_region
+                .as_ref()
+                .map(|region| {
+                    (0u8..)
+                        .zip(region.local_entries.iter().zip(&region.local_entry_bytes))
+                        .filter(|(_, (count, _))| **count > 0)
+                        .map(|(number, (count, bytes))| LocalIndexStatus {
+                            number,
+                            entry_count: *count,
+                            entry_bytes: *bytes,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

@@ -837,10 +837,19 @@ fn local_index_entries_follow_their_items_through_updates_deletes_and_crashes() 
             .leader_request(ItemOperation::Scan, json!({"IndexName": "by_tag"}))
             .await;
         assert_eq!(empty_index["Count"], json!(0));
-        // The status counts items only, not index entries or collection size records.
+        // The status counts items only, not index entries or collection size records; it
+        // counts each local index's entries apart (DescribeTable's ItemCount of the index),
+        // recounted from the tree after the crash and followed through every write since.
         let leader = cluster.await_leader().await;
         let status = cluster.nodes[&leader].replica.status(cluster.now);
         assert_eq!(status.item_count, items.len() as u64);
+        let by_rank: Vec<(u8, u64)> = status
+            .local_indexes
+            .iter()
+            .map(|index| (index.number, index.entry_count))
+            .collect();
+        assert_eq!(by_rank, [(0, expected_by_rank(&items).len() as u64)]);
+        assert!(status.local_indexes[0].entry_bytes > 0);
     });
 }
 

@@ -204,6 +204,19 @@ pub struct ReplicaStatus {
     /// Bytes of the replica's stored items (keys and encoded values): the size estimate behind
     /// DescribeTable's TableSizeBytes.
     pub item_bytes: u64,
+    /// The entries of each local secondary index the replica holds any of: DescribeTable's
+    /// ItemCount and IndexSizeBytes of the index.
+    pub local_indexes: Vec<LocalIndexStatus>,
+}
+
+/// One local secondary index's entries in one replica.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LocalIndexStatus {
+    /// The index's number (its position in CreateTable's LocalSecondaryIndexes).
+    pub number: u8,
+    pub entry_count: u64,
+    /// Keys and encoded values of the entries.
+    pub entry_bytes: u64,
 }
 
 /// The result of an item request. Every item (and key) is in the binary item encoding

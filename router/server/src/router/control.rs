@@ -39,6 +39,15 @@ fn tags_page(
     (page, next)
 }
 
+/// What the partitions of a table (or of one of its GSIs) report they hold.
+#[derive(Debug, Default)]
+struct LiveCounts {
+    items: u64,
+    bytes: u64,
+    /// Entry count and bytes by local index number.
+    local_indexes: BTreeMap<u8, (u64, u64)>,
+}
+
 impl Router {
     /// A table's ARN, as DescribeTable reports it and the tag operations take it.
     pub(super) fn table_arn(&self, name: &str) -> String {
@@ -48,9 +57,10 @@ impl Router {
         )
     }
 
-    /// DescribeTable's LocalSecondaryIndexes, in creation order. IndexSizeBytes and ItemCount
-    /// are not tracked per index yet and report 0 (DynamoDB's own figures lag by hours).
-    fn local_indexes_json(&self, record: &TableRecord) -> Json {
+    /// DescribeTable's LocalSecondaryIndexes, in creation order, with each index's entry count
+    /// and bytes where `counts` has them, by index number (else 0: DynamoDB's own figures lag
+    /// by hours, and a new index reports 0).
+    fn local_indexes_json(&self, record: &TableRecord, counts: &BTreeMap<u8, (u64, u64)>) -> Json {
         let table_arn = self.table_arn(&record.name);
         let indexes: Vec<Json> = record
             .local_indexes
@@ -67,8 +77,8 @@ impl Router {
                         { "AttributeName": index.sort_key.name, "KeyType": "RANGE" },
                     ],
                     "Projection": projection,
-                    "IndexSizeBytes": 0,
-                    "ItemCount": 0,
+                    "IndexSizeBytes": counts.get(&index.number).map_or(0, |(_, bytes)| *bytes),
+                    "ItemCount": counts.get(&index.number).map_or(0, |(items, _)| *items),
                     "IndexArn": format!("{table_arn}/index/{}", index.name),
                 })
             })
@@ -200,7 +210,8 @@ impl Router {
         record.settings.describe_into(&mut description, date_json);
         self.describe_stream_into(record, &mut description);
         if !record.local_indexes.is_empty() {
-            description["LocalSecondaryIndexes"] = self.local_indexes_json(record);
+            description["LocalSecondaryIndexes"] =
+                self.local_indexes_json(record, &BTreeMap::new());
         }
         if !record.global_indexes.is_empty() {
             description["GlobalSecondaryIndexes"] =
@@ -624,15 +635,22 @@ impl Router {
             .read_table(name, deadline)
             .await?
             .ok_or_else(|| DynamoError::table_not_found(name))?;
+        let mut local_counts = None;
         if record.status == TableStatus::Active
-            && let Some((items, bytes)) = self
+            && let Some(counts) = self
                 .live_item_count(&record.name, None, record.routed_partitions())
                 .await
         {
-            record.item_count = items;
-            record.size_bytes = bytes;
+            record.item_count = counts.items;
+            record.size_bytes = counts.bytes;
+            local_counts = Some(counts.local_indexes);
         }
         let mut description = self.table_description(&record);
+        if let Some(counts) = &local_counts
+            && !record.local_indexes.is_empty()
+        {
+            description["LocalSecondaryIndexes"] = self.local_indexes_json(&record, counts);
+        }
         if record.status == TableStatus::Active && !record.global_indexes.is_empty() {
             let mut counts = HashMap::new();
             for index in &record.global_indexes {
@@ -641,7 +659,7 @@ impl Router {
                     .live_item_count(&record.name, Some(&index.index.name), partitions)
                     .await
                 {
-                    counts.insert(index.index.name.clone(), count);
+                    counts.insert(index.index.name.clone(), (count.items, count.bytes));
                 }
             }
             description["GlobalSecondaryIndexes"] = self.global_indexes_json(&record, &counts);
@@ -650,14 +668,14 @@ impl Router {
     }
 
     /// The sums of the item counts and item bytes of `partitions` (of `table`, or of its global
-    /// index `index`: entries), one Status call per (node, shard) asked; `None` if any
-    /// partition went unanswered.
+    /// index `index`: entries), and of their local indexes' entries, one Status call per (node,
+    /// shard) asked; `None` if any partition went unanswered.
     async fn live_item_count(
         &self,
         table: &str,
         index: Option<&str>,
         partitions: Vec<PartitionEntry>,
-    ) -> Option<(u64, u64)> {
+    ) -> Option<LiveCounts> {
         let hints: HashMap<u64, Option<u64>> = self
             .tables
             .borrow()
@@ -683,8 +701,7 @@ impl Router {
                 .or_default()
                 .push(partition.id);
         }
-        let mut total = 0u64;
-        let mut bytes = 0u64;
+        let mut counts = LiveCounts::default();
         for ((node, shard), partitions) in by_shard {
             let Ok(NodeResponse::Status { replicas, .. }) = self
                 .forwarder
@@ -695,11 +712,16 @@ impl Router {
             };
             for partition in partitions {
                 let status = replicas.iter().find(|r| r.partition == partition)?;
-                total = total.saturating_add(status.item_count);
-                bytes = bytes.saturating_add(status.item_bytes);
+                counts.items = counts.items.saturating_add(status.item_count);
+                counts.bytes = counts.bytes.saturating_add(status.item_bytes);
+                for local in &status.local_indexes {
+                    let (items, bytes) = counts.local_indexes.entry(local.number).or_default();
+                    *items = items.saturating_add(local.entry_count);
+                    *bytes = bytes.saturating_add(local.entry_bytes);
+                }
             }
         }
-        Some((total, bytes))
+        Some(counts)
     }
 
     /// ListTables: names in order, `Limit` (1 to 100) per page from `ExclusiveStartTableName`.
