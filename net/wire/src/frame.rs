@@ -25,7 +25,7 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"SHL1");
 
 /// The frame format version this code writes and the only one it reads. Bump it on any change
 /// of the header layout or of an archived message type (FORMAT.md, "Versioning").
-pub const FRAME_FORMAT_VERSION: u16 = 2;
+pub const FRAME_FORMAT_VERSION: u16 = 3;
 
 /// Bytes of the header covered by the header checksum: everything before the checksum itself.
 pub const HEADER_CHECKSUMMED_BYTES: usize = 28;

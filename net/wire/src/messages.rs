@@ -274,11 +274,12 @@ pub enum ItemResult {
     },
     /// A partition's share of a BatchWriteItem to a table with global secondary indexes:
     /// `BatchWriteInCollections` (empty without local indexes), plus the write units
-    /// (thousandths) its GSI changes cost, which admission does not charge to the table.
-    /// Added at the end.
+    /// (thousandths) its GSI changes cost, by index (each `global`): admission charges them to
+    /// each index's own capacity, never to the table's. Added at the end; its units became
+    /// per index with frame format version 3.
     BatchWriteWithIndexes {
         collections: Vec<CollectionSize>,
-        global_write_units_milli: u64,
+        global_write_units_milli: Vec<IndexWriteUnits>,
     },
     /// One step of a GSI backfill was applied: the next step starts after `resume_after` (the
     /// last item key the step read), or the partition is done when it is `None`. Added at the

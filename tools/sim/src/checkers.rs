@@ -88,7 +88,10 @@ pub(crate) fn result_fingerprint(result: &ItemResult) -> u64 {
             global_write_units_milli,
         } => {
             10 + collections.iter().map(|size| size.bytes << 8).sum::<u64>()
-                + (global_write_units_milli << 4)
+                + global_write_units_milli
+                    .iter()
+                    .map(|index| (index.milli << 4) + u64::from(index.number))
+                    .sum::<u64>()
         }
         ItemResult::Backfill { resume_after } => {
             8 + resume_after.as_ref().map_or(0, |key| key.len() as u64)

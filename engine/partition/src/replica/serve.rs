@@ -488,13 +488,27 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                         ItemResult::BatchWriteInCollections { collections } => collections,
                         _ => Vec::new(),
                     };
+                    // One batch writes one table: every write carries the same GSIs.
+                    let mut by_index: Vec<IndexWriteUnits> = writes[0]
+                        .global_indexes
+                        .iter()
+                        .map(|index| IndexWriteUnits {
+                            global: true,
+                            number: index.number,
+                            milli: 0,
+                        })
+                        .collect();
+                    for result in &evaluated {
+                        for (index, units) in by_index.iter_mut().zip(&result.global_write_units) {
+                            index.milli += units * 1000;
+                        }
+                    }
                     ItemResult::BatchWriteWithIndexes {
                         collections,
-                        global_write_units_milli: evaluated
-                            .iter()
-                            .flat_map(|result| &result.global_write_units)
-                            .sum::<u64>()
-                            * 1000,
+                        global_write_units_milli: by_index
+                            .into_iter()
+                            .filter(|index| index.milli > 0)
+                            .collect(),
                     }
                 }
             }

@@ -198,6 +198,11 @@ pub fn sample_messages() -> Vec<BusMessage> {
                     applied_slot: 9,
                     item_count: 1000,
                     item_bytes: 123_456,
+                    local_indexes: vec![LocalIndexStatus {
+                        number: 1,
+                        entry_count: 600,
+                        entry_bytes: 45_678,
+                    }],
                 }],
             },
         }),

@@ -463,7 +463,12 @@ fn table_units_of(reply: &Reply, operation: Operation) -> u64 {
                 ..
             },
             Operation::Write,
-        ) => units.saturating_sub(*global_write_units_milli),
+        ) => units.saturating_sub(
+            global_write_units_milli
+                .iter()
+                .map(|index| index.milli)
+                .sum(),
+        ),
         (
             ItemResult::WriteWithIndexes {
                 index_write_units_milli,
