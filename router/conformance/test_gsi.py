@@ -27,6 +27,7 @@ Sources, cited per test:
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import expect_error, unique_name
 
@@ -324,6 +325,55 @@ def test_provisioned_gsi_throughput_is_described(ddb):
         throughput = {index["IndexName"]: index["ProvisionedThroughput"] for index in described}
         assert throughput["by_city"]["ReadCapacityUnits"] == 3
         assert throughput["by_team"]["WriteCapacityUnits"] == 4
+    finally:
+        ddb.delete_table(TableName=name)
+
+
+def test_a_provisioned_gsi_has_capacity_of_its_own(ddb):
+    # [DG-GSI] "Provisioned throughput considerations for Global Secondary Indexes": a GSI has
+    # its own read and write capacity; a query of the index consumes the index's read
+    # capacity, and "if a global secondary index has insufficient write capacity, write
+    # activity on the table will be throttled", with the message recorded from the service
+    # ([DG-ERR]; audienceproject/spark-dynamodb#61 quotes it). Both buckets start with 300 s
+    # of burst credit (src/lib.rs of shoal-admission): 300 units at 1 unit per second.
+    name = unique_name("gsicap")
+    request = gsi_table_request(
+        name, BillingMode="PROVISIONED",
+        ProvisionedThroughput={"ReadCapacityUnits": 1000, "WriteCapacityUnits": 1000})
+    for index in request["GlobalSecondaryIndexes"]:
+        index["ProvisionedThroughput"] = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+    ddb.create_table(**request)
+    try:
+        big = "x" * 330_000
+        # The table has plenty; by_team (projecting ALL) is charged 323 units for this entry,
+        # more than its 300 of credit: the write is served, the index left in debt.
+        ddb.put_item(TableName=name, Item={"pk": {"S": "big"}, "team": {"S": "t"}, "blob": {"S": big}})
+        expect_error(lambda: ddb.put_item(TableName=name, Item={"pk": {"S": "small"}}),
+                     "ProvisionedThroughputExceededException",
+                     "The level of configured provisioned throughput for one or more global "
+                     "secondary indexes of the table was exceeded. Consider increasing your "
+                     "provisioning level for the under-provisioned global secondary indexes with "
+                     "the UpdateTable API")
+        # Reads of the table are not the index's: served.
+        assert ddb.get_item(TableName=name, Key={"pk": {"S": "big"}})["Item"]["team"] == {"S": "t"}
+        # Queries of by_team read the 323 KB entry: 41 units each (eventually consistent), out
+        # of the index's 300 of read credit, so the eighth at the latest is throttled.
+        eventually(lambda: ddb.query(TableName=name, IndexName="by_team",
+                                     KeyConditionExpression="team = :t",
+                                     ExpressionAttributeValues={":t": {"S": "t"}})["Count"] == 1,
+                   "the big entry")
+        throttled = None
+        for _ in range(10):
+            try:
+                ddb.query(TableName=name, IndexName="by_team", KeyConditionExpression="team = :t",
+                          ExpressionAttributeValues={":t": {"S": "t"}})
+            except ClientError as error:
+                throttled = error.response["Error"]["Code"]
+                break
+        assert throttled == "ProvisionedThroughputExceededException"
+        # The other index's reads have their own capacity.
+        ddb.query(TableName=name, IndexName="by_city", KeyConditionExpression="city = :c",
+                  ExpressionAttributeValues={":c": {"S": "paris"}})
     finally:
         ddb.delete_table(TableName=name)
 

@@ -80,6 +80,13 @@ const ON_DEMAND_EXCEEDED_MESSAGE: &str = "Throughput exceeds the current capacit
 or index. DynamoDB is automatically scaling your table or index so please try again shortly. If \
 exceptions persist, check if you have a hot key: \
 https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html";
+/// DynamoDB's answer to a table write that a provisioned global secondary index has no write
+/// capacity left for (recorded from the service in public issue threads, for example
+/// audienceproject/spark-dynamodb#61).
+const INDEX_WRITE_PROVISIONED_EXCEEDED_MESSAGE: &str = "The level of configured provisioned \
+throughput for one or more global secondary indexes of the table was exceeded. Consider \
+increasing your provisioning level for the under-provisioned global secondary indexes with the \
+UpdateTable API";
 const PROVISIONED_EXCEPTION: &str = "ProvisionedThroughputExceededException";
 /// Data-plane throttling of an on-demand table is ProvisionedThroughputExceededException too,
 /// with its own message: the API reference lists ThrottlingException for control-plane
@@ -180,6 +187,9 @@ struct Direction {
     operation: Operation,
     table: TokenBucket,
     on_demand: Option<PeakTracker>,
+    /// The buckets are a global secondary index's, not a table's: throttling reasons say
+    /// "Index", and a provisioned index out of write capacity answers DynamoDB's GSI text.
+    index: bool,
 }
 
 impl Direction {
@@ -240,6 +250,7 @@ impl Direction {
                         now,
                     ),
                     on_demand: None,
+                    index: false,
                 }
             }
             None => {
@@ -254,6 +265,7 @@ impl Direction {
                     operation,
                     table: TokenBucket::new(rate, rate, rate, now),
                     on_demand: Some(tracker),
+                    index: false,
                 }
             }
         }
@@ -284,25 +296,36 @@ impl Direction {
     }
 
     fn table_throttle(&self) -> Throttled {
-        let read = self.operation == Operation::Read;
+        let reason = |limit: &'static str| -> &'static str {
+            match (self.index, self.operation, limit) {
+                (false, Operation::Read, "Provisioned") => "TableReadProvisionedThroughputExceeded",
+                (false, Operation::Write, "Provisioned") => {
+                    "TableWriteProvisionedThroughputExceeded"
+                }
+                (false, Operation::Read, _) => "TableReadMaxOnDemandThroughputExceeded",
+                (false, Operation::Write, _) => "TableWriteMaxOnDemandThroughputExceeded",
+                (true, Operation::Read, "Provisioned") => "IndexReadProvisionedThroughputExceeded",
+                (true, Operation::Write, "Provisioned") => {
+                    "IndexWriteProvisionedThroughputExceeded"
+                }
+                (true, Operation::Read, _) => "IndexReadMaxOnDemandThroughputExceeded",
+                (true, Operation::Write, _) => "IndexWriteMaxOnDemandThroughputExceeded",
+            }
+        };
         match &self.on_demand {
             None => Throttled {
                 exception_name: PROVISIONED_EXCEPTION,
-                message: PROVISIONED_EXCEEDED_MESSAGE,
-                reason: Some(if read {
-                    "TableReadProvisionedThroughputExceeded"
+                message: if self.index && self.operation == Operation::Write {
+                    INDEX_WRITE_PROVISIONED_EXCEEDED_MESSAGE
                 } else {
-                    "TableWriteProvisionedThroughputExceeded"
-                }),
+                    PROVISIONED_EXCEEDED_MESSAGE
+                },
+                reason: Some(reason("Provisioned")),
             },
             Some(tracker) => Throttled {
                 exception_name: ON_DEMAND_EXCEPTION,
                 message: ON_DEMAND_EXCEEDED_MESSAGE,
-                reason: tracker.capped_by_maximum().then_some(if read {
-                    "TableReadMaxOnDemandThroughputExceeded"
-                } else {
-                    "TableWriteMaxOnDemandThroughputExceeded"
-                }),
+                reason: tracker.capped_by_maximum().then(|| reason("MaxOnDemand")),
             },
         }
     }
@@ -312,9 +335,11 @@ impl Direction {
             None => (PROVISIONED_EXCEPTION, PROVISIONED_EXCEEDED_MESSAGE),
             Some(_) => (ON_DEMAND_EXCEPTION, ON_DEMAND_EXCEEDED_MESSAGE),
         };
-        let reason = match self.operation {
-            Operation::Read => "TableReadKeyRangeThroughputExceeded",
-            Operation::Write => "TableWriteKeyRangeThroughputExceeded",
+        let reason = match (self.index, self.operation) {
+            (false, Operation::Read) => "TableReadKeyRangeThroughputExceeded",
+            (false, Operation::Write) => "TableWriteKeyRangeThroughputExceeded",
+            (true, Operation::Read) => "IndexReadKeyRangeThroughputExceeded",
+            (true, Operation::Write) => "IndexWriteKeyRangeThroughputExceeded",
         };
         Throttled {
             exception_name,
@@ -341,13 +366,14 @@ fn partition_bucket(operation: Operation, now: Duration) -> TokenBucket {
     TokenBucket::new(rate, capacity, capacity, now)
 }
 
-/// The admission state of one table on one router.
+/// The admission state of one table (or one global secondary index) on one router.
 #[derive(Debug, Clone)]
 pub struct TableAdmission {
     mode: BillingMode,
     read: Direction,
     write: Direction,
     partitions: HashMap<(u64, Operation), TokenBucket>,
+    index: bool,
 }
 
 impl TableAdmission {
@@ -357,7 +383,20 @@ impl TableAdmission {
             read: Direction::new(Operation::Read, mode, 0, now),
             write: Direction::new(Operation::Write, mode, 0, now),
             partitions: HashMap::new(),
+            index: false,
         }
+    }
+
+    /// The buckets of a global secondary index: DynamoDB gives each GSI capacity of its own
+    /// (its ProvisionedThroughput, or on-demand like its table), reads of the index draw on
+    /// it, and its share of each table write is charged to it; a write finds it empty is
+    /// throttled ([`TableAdmission::check`]). The partitions are the index's.
+    pub fn for_index(mode: BillingMode, now: Duration) -> Self {
+        let mut admission = Self::new(mode, now);
+        admission.index = true;
+        admission.read.index = true;
+        admission.write.index = true;
+        admission
     }
 
     pub fn mode(&self) -> BillingMode {
@@ -373,6 +412,7 @@ impl TableAdmission {
             current.advance(now);
             let previous_peak = current.previous_peak_milli();
             let mut replacement = Direction::new(direction, mode, previous_peak, now);
+            replacement.index = current.index;
             if current.on_demand.is_none() && replacement.on_demand.is_none() {
                 // Debt carries over too: a new provisioning level does not forgive consumption.
                 replacement.table.set_balance(current.table.balance_milli());
@@ -465,6 +505,27 @@ impl TableAdmission {
         if let Some(key) = fullest {
             self.partitions.remove(&key);
         }
+    }
+
+    /// Whether the table (or index) bucket holds a positive balance for `operation`: what a
+    /// table write checks of each of its global secondary indexes before it is sent, since its
+    /// index units are known only once the leader evaluated it. Charges nothing.
+    pub fn check(&mut self, operation: Operation, now: Duration) -> Result<(), Throttled> {
+        let direction = self.direction_mut(operation);
+        direction.advance(now);
+        if direction.table.tokens_milli(now) <= 0 {
+            return Err(direction.table_throttle());
+        }
+        Ok(())
+    }
+
+    /// Charges `consumed` to the table (or index) bucket alone: an index's share of a table
+    /// write, known after the write (no partition of the index is named by it).
+    pub fn charge(&mut self, operation: Operation, consumed: CapacityUnits, now: Duration) {
+        let direction = self.direction_mut(operation);
+        direction.advance(now);
+        direction.table.take(consumed.as_milli());
+        direction.record(consumed.as_milli());
     }
 
     /// The table bucket's balance now, in milli-units (negative while in debt).

@@ -355,3 +355,78 @@ proptest! {
         }
     }
 }
+
+/// A provisioned GSI has capacity of its own: its share of table writes is charged to it after
+/// each write, and once its burst credit is spent a table write is refused with DynamoDB's GSI
+/// message until the index's rate refills it; reads of the index draw on its read bucket.
+#[test]
+fn a_provisioned_index_throttles_its_table_writes_once_its_capacity_is_spent() {
+    let start = Duration::from_secs(1);
+    let mut index = TableAdmission::for_index(provisioned(2, 3), start);
+    assert!(index.check(Operation::Write, start).is_ok());
+    // Three units a second, 300 s of burst credit: 900 units are there at once.
+    index.charge(Operation::Write, CapacityUnits::from_units(900), start);
+    let throttled = index.check(Operation::Write, start).unwrap_err();
+    assert_eq!(
+        throttled.exception_name,
+        "ProvisionedThroughputExceededException"
+    );
+    assert_eq!(
+        throttled.message,
+        "The level of configured provisioned throughput for one or more global secondary indexes of the table was exceeded. Consider increasing your provisioning level for the under-provisioned global secondary indexes with the UpdateTable API"
+    );
+    assert_eq!(
+        throttled.reason,
+        Some("IndexWriteProvisionedThroughputExceeded")
+    );
+    // One second refills three units.
+    assert!(index.check(Operation::Write, start + SECOND).is_ok());
+    // Reads: their own bucket, their own reason.
+    let read = admit_until_throttled(&mut index, Operation::Read, 7, ONE, start, 10_000);
+    assert_eq!(read, 600);
+    let throttled = index.admit(Operation::Read, 7, ONE, start).unwrap_err();
+    assert_eq!(
+        throttled.reason,
+        Some("IndexReadProvisionedThroughputExceeded")
+    );
+    // A table's own write throttle keeps the table's message and reason.
+    let mut table = TableAdmission::new(provisioned(1, 1), start);
+    table.charge(Operation::Write, CapacityUnits::from_units(300), start);
+    let throttled = table.check(Operation::Write, start).unwrap_err();
+    assert_eq!(
+        throttled.reason,
+        Some("TableWriteProvisionedThroughputExceeded")
+    );
+    assert!(
+        throttled.message.starts_with(
+            "The level of configured provisioned throughput for the table was exceeded"
+        )
+    );
+}
+
+/// An on-demand GSI (an on-demand table's) serves what an on-demand table does and keeps its
+/// index flag across a mode change.
+#[test]
+fn an_on_demand_index_admits_like_an_on_demand_table() {
+    let start = Duration::from_secs(1);
+    let mut index = TableAdmission::for_index(on_demand(), start);
+    index.charge(Operation::Write, CapacityUnits::from_units(3_999), start);
+    assert!(index.check(Operation::Write, start).is_ok());
+    index.charge(Operation::Write, CapacityUnits::from_units(2), start);
+    let throttled = index.check(Operation::Write, start).unwrap_err();
+    assert_eq!(
+        throttled.exception_name,
+        "ProvisionedThroughputExceededException"
+    );
+    assert!(
+        throttled
+            .message
+            .starts_with("Throughput exceeds the current capacity of your table or index")
+    );
+    index.set_mode(provisioned(1, 1), start);
+    index.charge(Operation::Write, CapacityUnits::from_units(301), start);
+    assert_eq!(
+        index.check(Operation::Write, start).unwrap_err().reason,
+        Some("IndexWriteProvisionedThroughputExceeded")
+    );
+}

@@ -286,6 +286,9 @@ struct TableState {
     /// Each global secondary index's partition map, by index name.
     index_maps: HashMap<String, PartitionMap>,
     admission: TableAdmission,
+    /// Each global secondary index's own capacity, by index name (CREATING and ACTIVE
+    /// indexes: the ones table writes maintain).
+    index_admission: HashMap<String, TableAdmission>,
     loaded_at: Instant,
 }
 
@@ -319,6 +322,18 @@ fn unix_millis_now() -> u64 {
         .map_or(0, |elapsed| {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+/// A GSI's capacity: its own ProvisionedThroughput in a provisioned table, on-demand like its
+/// table otherwise.
+fn index_admission_mode(billing: Billing, index: &GlobalIndexRecord) -> BillingMode {
+    match (billing, index.throughput) {
+        (Billing::Provisioned { .. }, Some(throughput)) => BillingMode::Provisioned {
+            read_units_per_second: throughput.read_capacity_units,
+            write_units_per_second: throughput.write_capacity_units,
+        },
+        _ => admission_mode(billing),
+    }
 }
 
 fn admission_mode(billing: Billing) -> BillingMode {
@@ -450,10 +465,44 @@ fn units_of(reply: &Reply, operation: Operation) -> u64 {
     }
 }
 
+/// The GSIs a table's writes maintain (CREATING and ACTIVE): the ones with capacity to check
+/// and charge.
+fn written_indexes(record: &TableRecord) -> impl Iterator<Item = &GlobalIndexRecord> {
+    record
+        .global_indexes
+        .iter()
+        .filter(|index| index.status != GlobalIndexStatus::Deleting)
+}
+
+/// The write units (thousandths) a write's answer says each GSI's changes cost, by index
+/// number.
+fn global_write_units(result: &ItemResult) -> Vec<(u8, u64)> {
+    let units = match result {
+        ItemResult::WriteWithIndexes {
+            index_write_units_milli,
+            ..
+        }
+        | ItemResult::TransactPrepared {
+            index_write_units_milli,
+            ..
+        } => index_write_units_milli,
+        ItemResult::BatchWriteWithIndexes {
+            global_write_units_milli,
+            ..
+        } => global_write_units_milli,
+        _ => return Vec::new(),
+    };
+    units
+        .iter()
+        .filter(|index| index.global && index.milli > 0)
+        .map(|index| (index.number, index.milli))
+        .collect()
+}
+
 /// What admission settles a request at: its units, less those of its global secondary index
 /// changes, which DynamoDB charges to each index's own capacity, never to the table's (charging
-/// the table would throttle a table with two GSIs at a third of its capacity). GSIs have no
-/// buckets of their own yet.
+/// the table would throttle a table with two GSIs at a third of its capacity):
+/// [`Router::charge_index_writes`] charges them to the indexes.
 fn table_units_of(reply: &Reply, operation: Operation) -> u64 {
     let units = units_of(reply, operation);
     match (&reply.result, operation) {
@@ -660,6 +709,22 @@ impl Router {
                         .admission
                         .set_mode(admission_mode(record.billing), now);
                 }
+                let mut previous = std::mem::take(&mut state.index_admission);
+                state.index_admission = written_indexes(&record)
+                    .map(|index| {
+                        let mode = index_admission_mode(record.billing, index);
+                        let admission = match previous.remove(&index.index.name) {
+                            Some(mut admission) => {
+                                if admission.mode() != mode {
+                                    admission.set_mode(mode, now);
+                                }
+                                admission
+                            }
+                            None => TableAdmission::for_index(mode, now),
+                        };
+                        (index.index.name.clone(), admission)
+                    })
+                    .collect();
                 state.record = record;
                 state.map = map;
                 state.index_maps = index_maps;
@@ -674,10 +739,20 @@ impl Router {
                 {
                     tables.remove(&oldest);
                 }
+                let index_admission = written_indexes(&record)
+                    .map(|index| {
+                        let mode = index_admission_mode(record.billing, index);
+                        (
+                            index.index.name.clone(),
+                            TableAdmission::for_index(mode, now),
+                        )
+                    })
+                    .collect();
                 tables.insert(
                     name,
                     TableState {
                         admission: TableAdmission::new(admission_mode(record.billing), now),
+                        index_admission,
                         record,
                         map,
                         index_maps,
@@ -794,9 +869,12 @@ impl Router {
         }
     }
 
+    /// Admits a request against the buckets of `table`, or of its GSI `index` when named (a
+    /// read of the index, on the index's partition `partition`).
     fn admit(
         &self,
         table: &str,
+        index: Option<&str>,
         operation: Operation,
         partition: u64,
         estimate: CapacityUnits,
@@ -806,8 +884,24 @@ impl Router {
         let Some(state) = tables.get_mut(table) else {
             return Ok(None);
         };
-        state
-            .admission
+        if index.is_none() && operation == Operation::Write {
+            // A table write maintains every GSI: refused, having consumed nothing, while one
+            // of them has no write capacity left (DynamoDB throttles the base table then).
+            for admission in state.index_admission.values_mut() {
+                admission.check(operation, now).map_err(|throttled| {
+                    self.metrics.throttled(
+                        "write",
+                        throttled.reason.unwrap_or(throttled.exception_name),
+                    );
+                    DynamoError::new(throttled.exception_name, throttled.message)
+                })?;
+            }
+        }
+        let admission = match index.and_then(|index| state.index_admission.get_mut(index)) {
+            Some(admission) => admission,
+            None => &mut state.admission,
+        };
+        admission
             .admit(operation, partition, estimate, now)
             .map(Some)
             .map_err(|throttled| {
@@ -823,18 +917,51 @@ impl Router {
             })
     }
 
+    /// Settles an admission of [`Router::admit`] (with the same `index`).
     fn settle(
         &self,
         table: &str,
+        index: Option<&str>,
         admission: Option<shoal_admission::Admission>,
         consumed_milli: u64,
     ) {
         let Some(admission) = admission else { return };
         let now = self.admission_now();
         if let Some(state) = self.tables.borrow_mut().get_mut(table) {
-            state
-                .admission
-                .settle(admission, CapacityUnits::from_milli(consumed_milli), now);
+            let buckets = match index.and_then(|index| state.index_admission.get_mut(index)) {
+                Some(buckets) => buckets,
+                None => &mut state.admission,
+            };
+            buckets.settle(admission, CapacityUnits::from_milli(consumed_milli), now);
+        }
+    }
+
+    /// Charges each GSI of `table` its share of a write's units (the leader's answer names
+    /// them by index number).
+    fn charge_index_writes(&self, table: &str, reply: &Reply) {
+        self.charge_index_units(table, global_write_units(&reply.result));
+    }
+
+    /// Charges each GSI of `table` the units (thousandths) given by index number.
+    pub(super) fn charge_index_units(&self, table: &str, units: Vec<(u8, u64)>) {
+        if units.is_empty() {
+            return;
+        }
+        let now = self.admission_now();
+        let mut tables = self.tables.borrow_mut();
+        let Some(state) = tables.get_mut(table) else {
+            return;
+        };
+        for (number, milli) in units {
+            let name = state
+                .record
+                .global_indexes
+                .iter()
+                .find(|index| index.index.number == number)
+                .map(|index| index.index.name.as_str());
+            if let Some(admission) = name.and_then(|name| state.index_admission.get_mut(name)) {
+                admission.charge(Operation::Write, CapacityUnits::from_milli(milli), now);
+            }
         }
     }
 
@@ -895,21 +1022,22 @@ impl Router {
             let map = self.route_map(table, index, deadline).await?;
             let route: PartitionEntry = map.lookup(hash).clone();
             let admission = match estimate {
-                Some((operation, units)) => self.admit(table, operation, route.id, units)?,
+                Some((operation, units)) => self.admit(table, index, operation, route.id, units)?,
                 None => None,
             };
             let outcome = self.forwarder.forward(&route, call, deadline).await;
             match outcome {
                 Ok(reply) => {
                     if let Some((operation, _)) = estimate {
-                        self.settle(table, admission, table_units_of(&reply, operation));
+                        self.settle(table, index, admission, table_units_of(&reply, operation));
+                        self.charge_index_writes(table, &reply);
                     }
                     self.note_leader(table, index, route.id, Some(reply.leader));
                     return Ok(reply);
                 }
                 Err(ForwardError::StaleRoute { .. }) if refreshes < ROUTE_REFRESHES_MAX => {
                     // Refused before doing anything: nothing was consumed.
-                    self.settle(table, admission, 0);
+                    self.settle(table, index, admission, 0);
                     refreshes += 1;
                     self.refresh_table(table, deadline).await?;
                 }
@@ -937,7 +1065,7 @@ impl Router {
                         }
                         _ => 0,
                     };
-                    self.settle(table, admission, charged);
+                    self.settle(table, index, admission, charged);
                     return Err(error.into_dynamo());
                 }
             }

@@ -776,7 +776,7 @@ impl Router {
         let mut admissions = Vec::with_capacity(groups.len());
         let mut throttled = false;
         for ((table, _, partition, members), (_, estimate)) in groups.iter().zip(&calls) {
-            match self.admit(table, Operation::Write, *partition, *estimate) {
+            match self.admit(table, None, Operation::Write, *partition, *estimate) {
                 Ok(admission) => admissions.push(admission),
                 Err(error) => {
                     throttled = true;
@@ -790,7 +790,7 @@ impl Router {
         }
         if throttled {
             for ((table, _, _, _), admission) in groups.iter().zip(admissions) {
-                self.settle(table, admission, 0);
+                self.settle(table, None, admission, 0);
             }
             self.ledger_decide(transaction, STATE_CANCELLED, deadline)
                 .await?;
@@ -822,8 +822,17 @@ impl Router {
                         .sum();
                     self.settle(
                         table,
+                        None,
                         admission,
                         write_units_milli.saturating_sub(global_milli),
+                    );
+                    self.charge_index_units(
+                        table,
+                        index_write_units_milli
+                            .iter()
+                            .filter(|units| units.global)
+                            .map(|units| (units.number, units.milli))
+                            .collect(),
                     );
                     units.push((
                         table.clone(),
@@ -838,7 +847,7 @@ impl Router {
                     }
                 }
                 Err(error) => {
-                    self.settle(table, admission, 0);
+                    self.settle(table, None, admission, 0);
                     failure = Some(error);
                 }
             }
