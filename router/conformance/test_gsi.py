@@ -332,8 +332,8 @@ def test_provisioned_gsi_throughput_is_described(ddb):
 def test_a_provisioned_gsi_has_capacity_of_its_own(ddb):
     # [DG-GSI] "Provisioned throughput considerations for Global Secondary Indexes": a GSI has
     # its own read and write capacity; a query of the index consumes the index's read
-    # capacity, and "if a global secondary index has insufficient write capacity, write
-    # activity on the table will be throttled", with the message recorded from the service
+    # capacity, and a table write succeeds only if the table and all of its GSIs have the
+    # write capacity for it (else it is throttled), with the message recorded from the service
     # ([DG-ERR]; audienceproject/spark-dynamodb#61 quotes it). Both buckets start with 300 s
     # of burst credit (src/lib.rs of shoal-admission): 300 units at 1 unit per second.
     name = unique_name("gsicap")
