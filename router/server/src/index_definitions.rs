@@ -256,8 +256,11 @@ fn check_common(
             }
         }
     }
+    // DynamoDB's text for a HASH and a RANGE element of one name; a GSI's two HASH elements
+    // of one name are a repeated attribute of a multi-attribute key (below).
     if let [first, second] = &index.elements[..]
         && first.0 == second.0
+        && (kind == Kind::Local || second.1 == "RANGE")
     {
         return Err(DynamoError::validation(
             "Both the Hash Key and the Range Key element in the KeySchema have the same name",

@@ -284,3 +284,17 @@ fn a_local_index_key_has_no_second_hash_attribute() {
         "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type"
     );
 }
+
+#[test]
+fn a_repeated_hash_attribute_of_a_global_index_is_named() {
+    let body = multi_attribute_table(json!([element("t", "HASH"), element("t", "HASH")]));
+    assert_eq!(
+        message(&body),
+        "Invalid KeySchema: The attribute t appears more than once in the KeySchema"
+    );
+    let body = multi_attribute_table(json!([element("t", "HASH"), element("t", "RANGE")]));
+    assert_eq!(
+        message(&body),
+        "Both the Hash Key and the Range Key element in the KeySchema have the same name"
+    );
+}

@@ -279,6 +279,24 @@ impl IndexDefinitions {
     }
 }
 
+impl TableState {
+    /// The buckets a request is admitted against: the table's, or its GSI `index`'s (`None`
+    /// when that index is no longer maintained).
+    fn buckets(&mut self, index: Option<&str>) -> Option<&mut TableAdmission> {
+        let Some(name) = index else {
+            return Some(&mut self.admission);
+        };
+        let number = self
+            .record
+            .global_indexes
+            .iter()
+            .find(|global| global.index.name == name)?
+            .index
+            .number;
+        self.index_admission.get_mut(&number)
+    }
+}
+
 /// A table as one router core routes to it.
 struct TableState {
     record: TableRecord,
@@ -286,9 +304,10 @@ struct TableState {
     /// Each global secondary index's partition map, by index name.
     index_maps: HashMap<String, PartitionMap>,
     admission: TableAdmission,
-    /// Each global secondary index's own capacity, by index name (CREATING and ACTIVE
-    /// indexes: the ones table writes maintain).
-    index_admission: HashMap<String, TableAdmission>,
+    /// Each global secondary index's own capacity, by index number (never reused within a
+    /// table, so an index deleted and created again under its name starts afresh): CREATING
+    /// and ACTIVE indexes, the ones table writes maintain.
+    index_admission: HashMap<u8, TableAdmission>,
     loaded_at: Instant,
 }
 
@@ -713,7 +732,7 @@ impl Router {
                 state.index_admission = written_indexes(&record)
                     .map(|index| {
                         let mode = index_admission_mode(record.billing, index);
-                        let admission = match previous.remove(&index.index.name) {
+                        let admission = match previous.remove(&index.index.number) {
                             Some(mut admission) => {
                                 if admission.mode() != mode {
                                     admission.set_mode(mode, now);
@@ -722,7 +741,7 @@ impl Router {
                             }
                             None => TableAdmission::for_index(mode, now),
                         };
-                        (index.index.name.clone(), admission)
+                        (index.index.number, admission)
                     })
                     .collect();
                 state.record = record;
@@ -742,10 +761,7 @@ impl Router {
                 let index_admission = written_indexes(&record)
                     .map(|index| {
                         let mode = index_admission_mode(record.billing, index);
-                        (
-                            index.index.name.clone(),
-                            TableAdmission::for_index(mode, now),
-                        )
+                        (index.index.number, TableAdmission::for_index(mode, now))
                     })
                     .collect();
                 tables.insert(
@@ -884,22 +900,10 @@ impl Router {
         let Some(state) = tables.get_mut(table) else {
             return Ok(None);
         };
-        if index.is_none() && operation == Operation::Write {
-            // A table write maintains every GSI: refused, having consumed nothing, while one
-            // of them has no write capacity left (DynamoDB throttles the base table then).
-            for admission in state.index_admission.values_mut() {
-                admission.check(operation, now).map_err(|throttled| {
-                    self.metrics.throttled(
-                        "write",
-                        throttled.reason.unwrap_or(throttled.exception_name),
-                    );
-                    DynamoError::new(throttled.exception_name, throttled.message)
-                })?;
-            }
-        }
-        let admission = match index.and_then(|index| state.index_admission.get_mut(index)) {
-            Some(admission) => admission,
-            None => &mut state.admission,
+        let Some(admission) = state.buckets(index) else {
+            // An index no longer maintained (DELETING since the read was routed): it has no
+            // capacity left to charge, and the table's is not its to take.
+            return Ok(None);
         };
         admission
             .admit(operation, partition, estimate, now)
@@ -927,13 +931,36 @@ impl Router {
     ) {
         let Some(admission) = admission else { return };
         let now = self.admission_now();
-        if let Some(state) = self.tables.borrow_mut().get_mut(table) {
-            let buckets = match index.and_then(|index| state.index_admission.get_mut(index)) {
-                Some(buckets) => buckets,
-                None => &mut state.admission,
-            };
+        if let Some(buckets) = self
+            .tables
+            .borrow_mut()
+            .get_mut(table)
+            .and_then(|state| state.buckets(index))
+        {
             buckets.settle(admission, CapacityUnits::from_milli(consumed_milli), now);
         }
+    }
+
+    /// A table write maintains every GSI: refused, having consumed nothing, while one of them
+    /// has no write capacity left (DynamoDB throttles the base table then).
+    fn check_index_writes(&self, table: &str) -> Result<(), DynamoError> {
+        let now = self.admission_now();
+        let mut tables = self.tables.borrow_mut();
+        let Some(state) = tables.get_mut(table) else {
+            return Ok(());
+        };
+        for admission in state.index_admission.values_mut() {
+            admission
+                .check(Operation::Write, now)
+                .map_err(|throttled| {
+                    self.metrics.throttled(
+                        "write",
+                        throttled.reason.unwrap_or(throttled.exception_name),
+                    );
+                    DynamoError::new(throttled.exception_name, throttled.message)
+                })?;
+        }
+        Ok(())
     }
 
     /// Charges each GSI of `table` its share of a write's units (the leader's answer names
@@ -953,13 +980,7 @@ impl Router {
             return;
         };
         for (number, milli) in units {
-            let name = state
-                .record
-                .global_indexes
-                .iter()
-                .find(|index| index.index.number == number)
-                .map(|index| index.index.name.as_str());
-            if let Some(admission) = name.and_then(|name| state.index_admission.get_mut(name)) {
+            if let Some(admission) = state.index_admission.get_mut(&number) {
                 admission.charge(Operation::Write, CapacityUnits::from_milli(milli), now);
             }
         }
@@ -1022,7 +1043,12 @@ impl Router {
             let map = self.route_map(table, index, deadline).await?;
             let route: PartitionEntry = map.lookup(hash).clone();
             let admission = match estimate {
-                Some((operation, units)) => self.admit(table, index, operation, route.id, units)?,
+                Some((operation, units)) => {
+                    if operation == Operation::Write && index.is_none() {
+                        self.check_index_writes(table)?;
+                    }
+                    self.admit(table, index, operation, route.id, units)?
+                }
                 None => None,
             };
             let outcome = self.forwarder.forward(&route, call, deadline).await;

@@ -775,8 +775,18 @@ impl Router {
         // sent, and nothing is charged.
         let mut admissions = Vec::with_capacity(groups.len());
         let mut throttled = false;
-        for ((table, _, partition, members), (_, estimate)) in groups.iter().zip(&calls) {
-            match self.admit(table, None, Operation::Write, *partition, *estimate) {
+        for ((table, _, partition, members), (group_actions, estimate)) in groups.iter().zip(&calls)
+        {
+            // A group that writes needs every GSI of its table to have write capacity; one of
+            // ConditionChecks alone changes no index entry.
+            let admitted = if group_actions.iter().all(|action| action.check_only) {
+                Ok(())
+            } else {
+                self.check_index_writes(table)
+            };
+            match admitted
+                .and_then(|()| self.admit(table, None, Operation::Write, *partition, *estimate))
+            {
                 Ok(admission) => admissions.push(admission),
                 Err(error) => {
                     throttled = true;
