@@ -175,7 +175,6 @@ def test_describe_endpoints(ddb, endpoint):
 # SSESpecification, TableClass, DeletionProtectionEnabled and a disabled stream are table
 # settings: test_table_settings.py.
 @pytest.mark.parametrize("member, value", [
-    ("OnDemandThroughput", {"MaxReadRequestUnits": 100}),
     ("WarmThroughput", {"ReadUnitsPerSecond": 13000}),
 ])
 def test_create_table_refuses_features_not_built(ddb, member, value):

@@ -202,7 +202,6 @@ def test_update_of_a_missing_table(ddb):
 
 @pytest.mark.parametrize("member, value", [
     ("ReplicaUpdates", [{"Create": {"RegionName": "eu-west-1"}}]),
-    ("OnDemandThroughput", {"MaxReadRequestUnits": 100}),
     ("WarmThroughput", {"ReadUnitsPerSecond": 13000}),
     ("MultiRegionConsistency", "STRONG"),
 ])

@@ -17,6 +17,7 @@ use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
 
 use crate::error::DynamoError;
 use crate::metadata::Billing;
+use crate::on_demand::{OnDemandRequest, Owner};
 use crate::validate::{Throughput, constraint_violations, provisioned_throughput};
 
 const INVALID: &str = "One or more parameter values were invalid: ";
@@ -31,6 +32,9 @@ pub struct GlobalIndex {
     pub sort_keys: Vec<KeyAttribute>,
     pub projection: Projection,
     pub throughput: Option<Throughput>,
+    /// OnDemandThroughput as asked: checked against the table's billing where it is known
+    /// (at CreateTable here; at UpdateTable when the change is applied).
+    pub on_demand: Option<OnDemandRequest>,
 }
 
 /// The checked secondary indexes of a CreateTable request.
@@ -484,6 +488,7 @@ pub fn secondary_indexes(
                 sort_keys: key.sort,
                 projection,
                 throughput: provisioned_throughput(index.body)?,
+                on_demand: crate::on_demand::request(index.body)?,
             });
         }
         if list.len() > GLOBAL_SECONDARY_INDEXES_MAX {
@@ -522,6 +527,9 @@ pub fn secondary_indexes(
         )));
     }
     for index in &indexes.global {
+        if let Some(on_demand) = index.on_demand {
+            on_demand.for_create(billing, Owner::Index(&index.name))?;
+        }
         match (billing, index.throughput) {
             (Billing::PayPerRequest, Some(_)) => {
                 return Err(DynamoError::validation(format!(
@@ -549,6 +557,7 @@ pub enum GlobalIndexUpdate {
     Update {
         name: String,
         throughput: Option<Throughput>,
+        on_demand: Option<OnDemandRequest>,
     },
     Delete {
         name: String,
@@ -634,6 +643,7 @@ pub fn global_index_updates(
                     sort_keys: key.sort,
                     projection,
                     throughput: provisioned_throughput(index.body)?,
+                    on_demand: crate::on_demand::request(index.body)?,
                 })
             }
             [action] => {
@@ -653,6 +663,7 @@ pub fn global_index_updates(
                     GlobalIndexUpdate::Update {
                         name,
                         throughput: provisioned_throughput(&entry[action])?,
+                        on_demand: crate::on_demand::request(&entry[action])?,
                     }
                 }
             }

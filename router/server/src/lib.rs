@@ -12,6 +12,7 @@ pub mod forward;
 pub mod index_definitions;
 pub mod metadata;
 pub mod metrics;
+pub mod on_demand;
 pub mod operation;
 pub mod partition_map;
 pub mod placement;

@@ -54,6 +54,7 @@ use shoal_wire::messages::{KeySchemaWire, KeyTypeWire, MembershipWire, NodeReque
 
 use crate::error::DynamoError;
 use crate::forward::{ForwardError, Forwarder, ItemCall, render_result};
+use crate::on_demand::OnDemandMaximum;
 use crate::partition_map::{HashRange, NodeDirectory, NodeId, PartitionEntry};
 use crate::table_settings::TableSettings;
 
@@ -75,6 +76,10 @@ pub const TABLE_KEY_PREFIX: &str = "table#";
 /// The table item's member listing replicas not created yet (invariant 4).
 pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
 /// The table item's attribute naming the TTL attribute, present only while TTL is enabled.
+/// The table item's (and a global index map's) OnDemandThroughput maximums, in request units
+/// per second; each absent when not set.
+const ON_DEMAND_READ_ATTRIBUTE: &str = "on_demand_max_read";
+const ON_DEMAND_WRITE_ATTRIBUTE: &str = "on_demand_max_write";
 pub const TIME_TO_LIVE_ATTRIBUTE: &str = "time_to_live_attribute";
 /// Pages of a metadata scan (ListTables) at most; each page is up to 1 MB of metadata.
 pub const METADATA_SCAN_PAGES_MAX: usize = 1024;
@@ -169,6 +174,9 @@ pub struct TableRecord {
     /// As CreateTable gave them (only key attributes are allowed without indexes).
     pub attribute_definitions: Vec<(String, KeyType)>,
     pub billing: Billing,
+    /// OnDemandThroughput's maximums of an on-demand table (on_demand.rs); none in items
+    /// written before they existed (invariant 2).
+    pub on_demand: OnDemandMaximum,
     pub status: TableStatus,
     pub created_at_seconds: u64,
     /// Estimates for DescribeTable, refreshed from the partitions' status.
@@ -218,6 +226,9 @@ pub struct GlobalIndexRecord {
     pub index: shoal_model::index::global::GlobalIndex,
     pub partitions: Vec<PartitionEntry>,
     pub throughput: Option<crate::validate::Throughput>,
+    /// OnDemandThroughput's maximums of an on-demand table's index (none in items written
+    /// before they existed, invariant 2).
+    pub on_demand: OnDemandMaximum,
     /// CREATING (UpdateTable added it; its backfill is under way), ACTIVE, or DELETING.
     pub status: GlobalIndexStatus,
     /// While CREATING: the base partitions whose backfill is done.
@@ -533,9 +544,19 @@ fn global_indexes_from(item: &Json) -> Result<Vec<GlobalIndexRecord>, DynamoErro
                     }),
                     _ => None,
                 },
+                on_demand: on_demand_from(map)?,
             })
         })
         .collect()
+}
+
+/// The maximums of [`ON_DEMAND_READ_ATTRIBUTE`] and [`ON_DEMAND_WRITE_ATTRIBUTE`], each absent
+/// when not set (and in every item written before they existed, invariant 2).
+fn on_demand_from(map: &Json) -> Result<OnDemandMaximum, DynamoError> {
+    Ok(OnDemandMaximum {
+        read: get_optional_number(map, ON_DEMAND_READ_ATTRIBUTE)?,
+        write: get_optional_number(map, ON_DEMAND_WRITE_ATTRIBUTE)?,
+    })
 }
 
 /// Invariant 4's member: absent in items without pending replicas (and in every item written
@@ -626,6 +647,12 @@ impl TableRecord {
         if let Some(at) = self.pay_per_request_since_ms {
             item.insert("pay_per_request_since_ms".to_string(), number(at));
         }
+        if let Some(read) = self.on_demand.read {
+            item.insert(ON_DEMAND_READ_ATTRIBUTE.to_string(), number(read));
+        }
+        if let Some(write) = self.on_demand.write {
+            item.insert(ON_DEMAND_WRITE_ATTRIBUTE.to_string(), number(write));
+        }
         item.insert("revision".to_string(), number(self.revision));
         item.insert("changed_at_ms".to_string(), number(self.changed_at_ms));
         if let Some(attribute) = &self.time_to_live.attribute {
@@ -652,6 +679,12 @@ impl TableRecord {
                     if let Some(throughput) = record.throughput {
                         map["read_capacity_units"] = number(throughput.read_capacity_units);
                         map["write_capacity_units"] = number(throughput.write_capacity_units);
+                    }
+                    if let Some(read) = record.on_demand.read {
+                        map[ON_DEMAND_READ_ATTRIBUTE] = number(read);
+                    }
+                    if let Some(write) = record.on_demand.write {
+                        map[ON_DEMAND_WRITE_ATTRIBUTE] = number(write);
                     }
                     map["status"] = string(record.status.name());
                     let backfilled: Vec<Json> =
@@ -794,6 +827,7 @@ impl TableRecord {
             key_schema: KeySchema { partition, sort },
             attribute_definitions,
             billing,
+            on_demand: on_demand_from(item)?,
             status: TableStatus::parse(get_string(item, "status")?)
                 .ok_or_else(|| corrupt("unknown status"))?,
             created_at_seconds,
@@ -878,7 +912,15 @@ impl TableRecord {
                     index.throughput = None;
                 }
             }
-            (Billing::PayPerRequest, _) => {}
+            (Billing::PayPerRequest, Billing::Provisioned { .. }) => {
+                // Provisioned, no on-demand maximum is left, the table's or its indexes'
+                // (ack-api-quirks DDB-TABLE-153).
+                self.on_demand = OnDemandMaximum::default();
+                for index in &mut self.global_indexes {
+                    index.on_demand = OnDemandMaximum::default();
+                }
+            }
+            (Billing::PayPerRequest, Billing::PayPerRequest) => {}
         }
         self.billing = billing;
     }
@@ -1444,6 +1486,11 @@ mod tests {
                 read_capacity_units: 5,
                 write_capacity_units: 7,
             },
+            // Round-trips although a provisioned table never has one: the codec is separate.
+            on_demand: OnDemandMaximum {
+                read: Some(700),
+                write: None,
+            },
             status: TableStatus::Creating,
             created_at_seconds: 1_700_000_000,
             item_count: 3,
@@ -1529,6 +1576,7 @@ mod tests {
                         read_capacity_units: 3,
                         write_capacity_units: 4,
                     }),
+                    on_demand: OnDemandMaximum::default(),
                     status: GlobalIndexStatus::Creating,
                     backfilled: BTreeSet::from([4, 9]),
                     added_at_ms: 1_700_000_400_000,
@@ -1566,6 +1614,10 @@ mod tests {
                     },
                     partitions: Vec::new(),
                     throughput: None,
+                    on_demand: OnDemandMaximum {
+                        read: None,
+                        write: Some(40),
+                    },
                     status: GlobalIndexStatus::Active,
                     backfilled: BTreeSet::new(),
                     added_at_ms: 0,

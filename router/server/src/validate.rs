@@ -17,6 +17,7 @@ use shoal_model::key::{KeyAttribute, KeySchema, KeyType};
 use crate::error::{DynamoError, LIMIT_EXCEEDED};
 use crate::index_definitions;
 use crate::metadata::{Billing, key_type_from_name};
+use crate::on_demand::{OnDemandMaximum, OnDemandRequest, Owner};
 use crate::table_settings::{self, CreateSettings, UpdateSettings};
 
 /// Key attribute names (KeySchema, AttributeDefinitions) are 1 to 255 characters
@@ -83,9 +84,8 @@ const NO_TABLE_ARN: &str = "Invalid TableArn";
 /// CreateTable members of features Shoal does not have yet: refused, never ignored.
 /// SSESpecification and StreamSpecification (disabled) are table settings (table_settings.rs);
 /// LocalSecondaryIndexes and GlobalSecondaryIndexes are built (index_definitions.rs).
-const CREATE_TABLE_NOT_BUILT: [&str; 6] = [
+const CREATE_TABLE_NOT_BUILT: [&str; 5] = [
     "WarmThroughput",
-    "OnDemandThroughput",
     "ResourcePolicy",
     "GlobalTableSourceArn",
     "GlobalTableSettingsReplicationMode",
@@ -93,11 +93,10 @@ const CREATE_TABLE_NOT_BUILT: [&str; 6] = [
 ];
 /// UpdateTable members of features Shoal does not have yet: refused, never ignored.
 /// SSESpecification and StreamSpecification are table settings (table_settings.rs).
-const UPDATE_TABLE_NOT_BUILT: [&str; 8] = [
+const UPDATE_TABLE_NOT_BUILT: [&str; 7] = [
     "ReplicaUpdates",
     "MultiRegionConsistency",
     "GlobalTableWitnessUpdates",
-    "OnDemandThroughput",
     "WarmThroughput",
     "GlobalTableSettingsReplicationMode",
     "DisassociationProtectionEnabled",
@@ -171,6 +170,8 @@ pub struct CreateTable {
     pub key_schema: KeySchema,
     pub attribute_definitions: Vec<(String, KeyType)>,
     pub billing: Billing,
+    /// OnDemandThroughput's maximums (on_demand.rs).
+    pub on_demand: OnDemandMaximum,
     pub tags: BTreeMap<String, String>,
     /// Encryption, table class and deletion protection as asked (table_settings.rs).
     pub settings: CreateSettings,
@@ -573,6 +574,10 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         (None, _) => return Err(DynamoError::missing_member("keySchema")),
     };
     let billing = billing(body)?;
+    let on_demand = match crate::on_demand::request(body)? {
+        Some(request) => request.for_create(billing, Owner::Table)?,
+        None => OnDemandMaximum::default(),
+    };
     let indexes = index_definitions::secondary_indexes(body, &key_schema, &definitions, billing)?;
     let tags = match body.get("Tags") {
         None | Some(Json::Null) => BTreeMap::new(),
@@ -585,6 +590,7 @@ pub fn create_table(body: &Json) -> Result<CreateTable, DynamoError> {
         key_schema,
         attribute_definitions: definitions,
         billing,
+        on_demand,
         tags,
         settings,
         local_indexes: indexes.local,
@@ -600,6 +606,8 @@ pub struct UpdateTable {
     pub name: String,
     pub billing_mode: Option<BillingModeName>,
     pub throughput: Option<Throughput>,
+    /// OnDemandThroughput, merged over the table's maximums (on_demand.rs).
+    pub on_demand: Option<OnDemandRequest>,
     pub settings: UpdateSettings,
     /// GlobalSecondaryIndexUpdates, checked against the request (index_definitions.rs).
     pub global_index_updates: Option<Vec<index_definitions::GlobalIndexUpdate>>,
@@ -613,6 +621,7 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
     let name = table_name(body)?.to_string();
     let throughput = provisioned_throughput(body)?;
     let billing_mode = billing_mode(body)?;
+    let on_demand = crate::on_demand::request(body)?;
     let class = table_class(body)?;
     let protection = deletion_protection(body)?;
     let encryption = table_settings::encryption_request(body)?;
@@ -628,6 +637,7 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
         .filter(|member| present(body, member));
     let changes = usize::from(throughput.is_some())
         + usize::from(billing_mode.is_some())
+        + usize::from(on_demand.is_some())
         + usize::from(class.is_some())
         + usize::from(protection.is_some())
         + usize::from(encryption.is_some())
@@ -682,6 +692,7 @@ pub fn update_table(body: &Json) -> Result<UpdateTable, DynamoError> {
             name,
             billing_mode,
             throughput,
+            on_demand,
             settings,
             global_index_updates,
         }),

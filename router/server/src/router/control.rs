@@ -2,6 +2,7 @@
 //! DescribeLimits and the tag operations, over the metadata group.
 
 use super::*;
+use crate::on_demand;
 use crate::table_settings::{DELETION_PROTECTED, TableSettings};
 
 /// A time in unix milliseconds as DynamoDB's JSON dates are: seconds, with the fraction when
@@ -145,8 +146,7 @@ impl Router {
                         description["Backfilling"] = json!(true);
                     }
                     if global.throughput.is_none() {
-                        description["OnDemandThroughput"] =
-                            json!({ "MaxReadRequestUnits": -1, "MaxWriteRequestUnits": -1 });
+                        description["OnDemandThroughput"] = global.on_demand.index_json();
                     }
                     description
                 })
@@ -226,6 +226,9 @@ impl Router {
             }
             description["BillingModeSummary"] = summary;
         }
+        if let Some(maximum) = record.on_demand.table_json() {
+            description["OnDemandThroughput"] = maximum;
+        }
         description
     }
 
@@ -262,6 +265,20 @@ impl Router {
         time_to_live: Option<String>,
     ) -> Result<Json, DynamoError> {
         validate::check_table_maximum(request.billing, &self.config.region)?;
+        request
+            .on_demand
+            .check_quota(on_demand::Owner::Table, &self.config.region)?;
+        // The indexes' maximums were checked against the billing by validate::create_table.
+        let mut index_on_demand = Vec::with_capacity(request.global_indexes.len());
+        for index in &request.global_indexes {
+            let owner = on_demand::Owner::Index(&index.name);
+            let maximum = match index.on_demand {
+                Some(asked) => asked.for_create(request.billing, owner)?,
+                None => on_demand::OnDemandMaximum::default(),
+            };
+            maximum.check_quota(owner, &self.config.region)?;
+            index_on_demand.push(maximum);
+        }
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let cluster = self.cluster().await?;
         let partition_count = partitions_for(request.billing, self.config.partitions_per_table);
@@ -318,9 +335,10 @@ impl Router {
         let partitions = place_partitions(partition_count, first_id)?;
         let mut next_id = first_id + u64::from(partition_count);
         let mut global_indexes = Vec::with_capacity(request.global_indexes.len());
-        for ((number, index), count) in (0u8..)
+        for (((number, index), count), on_demand) in (0u8..)
             .zip(request.global_indexes)
             .zip(index_partition_counts)
+            .zip(index_on_demand)
         {
             global_indexes.push(GlobalIndexRecord {
                 index: shoal_model::index::global::GlobalIndex {
@@ -332,6 +350,7 @@ impl Router {
                 },
                 partitions: place_partitions(count, next_id)?,
                 throughput: index.throughput,
+                on_demand,
                 status: GlobalIndexStatus::Active,
                 backfilled: Default::default(),
                 added_at_ms: 0,
@@ -344,6 +363,7 @@ impl Router {
             key_schema: request.key_schema,
             attribute_definitions: request.attribute_definitions,
             billing: request.billing,
+            on_demand: request.on_demand,
             status: TableStatus::Creating,
             created_at_seconds,
             item_count: 0,
@@ -1010,7 +1030,12 @@ impl Router {
                     if let Some(billing) = billing {
                         validate::check_table_maximum(billing, region)?;
                     }
-                    if billing.is_none() && settings.is_none() && stream_change.is_none() {
+                    let on_demand = updated_on_demand(record, &request, billing, region)?;
+                    if billing.is_none()
+                        && settings.is_none()
+                        && stream_change.is_none()
+                        && on_demand == record.on_demand
+                    {
                         return Ok(None);
                     }
                     let mut changed = record.clone();
@@ -1038,6 +1063,7 @@ impl Router {
                         }
                     }
                     changed.streams = super::streams::pruned_streams(&changed.streams, now_ms);
+                    changed.on_demand = on_demand;
                     if let Some(billing) = billing {
                         changed.change_billing(billing, now_ms);
                         // Provisioned again, every index needs throughput of its own
@@ -1328,6 +1354,26 @@ pub(super) fn table_in_use(name: &str, becoming: &str) -> DynamoError {
             "Attempt to change a resource which is still in use: Table is being {becoming}: {name}"
         ),
     )
+}
+
+/// The table's OnDemandThroughput maximums after `request`: its members merged over the
+/// table's (on the billing the request leaves), checked against the quotas.
+pub(super) fn updated_on_demand(
+    record: &TableRecord,
+    request: &validate::UpdateTable,
+    billing: Option<Billing>,
+    region: &str,
+) -> Result<on_demand::OnDemandMaximum, DynamoError> {
+    let Some(asked) = request.on_demand else {
+        return Ok(record.on_demand);
+    };
+    let maximum = asked.merged(
+        record.on_demand,
+        billing.unwrap_or(record.billing),
+        on_demand::Owner::Table,
+    )?;
+    maximum.check_quota(on_demand::Owner::Table, region)?;
+    Ok(maximum)
 }
 
 #[cfg(test)]

@@ -116,6 +116,8 @@ impl Router {
                 },
                 partitions,
                 throughput: index.throughput,
+                // Checked against the table's billing when the change is applied.
+                on_demand: Default::default(),
                 status: GlobalIndexStatus::Creating,
                 backfilled: BTreeSet::new(),
                 added_at_ms: 0,
@@ -137,10 +139,17 @@ impl Router {
                     let billing = validate::updated_billing(record.billing, request)?;
                     if let Some(billing) = billing {
                         validate::check_table_maximum(billing, region)?;
+                    }
+                    changed.on_demand =
+                        super::control::updated_on_demand(record, request, billing, region)?;
+                    if let Some(billing) = billing {
                         changed.change_billing(billing, now_ms);
                     }
                     for update in updates {
                         apply_update(&mut changed, update, planned.as_ref(), request, now_ms)?;
+                    }
+                    for update in updates {
+                        apply_index_on_demand(&mut changed, update, region)?;
                     }
                     check_index_throughput(&changed)?;
                     Ok((changed != *record).then_some(changed))
@@ -507,7 +516,9 @@ fn apply_update(
                 .ok_or_else(|| index_not_found(&changed.name, name))?;
             global.status = GlobalIndexStatus::Deleting;
         }
-        GlobalIndexUpdate::Update { name, throughput } => {
+        GlobalIndexUpdate::Update {
+            name, throughput, ..
+        } => {
             if changed
                 .local_indexes
                 .iter()
@@ -528,6 +539,41 @@ fn apply_update(
         }
     }
     Ok(())
+}
+
+/// An index's OnDemandThroughput from a Create or an Update, once the request's billing change
+/// is applied: a new index's maximums (each at least 1), or an index's merged over its own (-1
+/// removes one); refused on a PROVISIONED table, with DynamoDB's texts (on_demand.rs).
+fn apply_index_on_demand(
+    changed: &mut TableRecord,
+    update: &GlobalIndexUpdate,
+    region: &str,
+) -> Result<(), DynamoError> {
+    let billing = changed.billing;
+    let (name, asked, create) = match update {
+        GlobalIndexUpdate::Create(index) => (&index.name, index.on_demand, true),
+        GlobalIndexUpdate::Update {
+            name, on_demand, ..
+        } => (name, *on_demand, false),
+        GlobalIndexUpdate::Delete { .. } => return Ok(()),
+    };
+    let Some(asked) = asked else {
+        return Ok(());
+    };
+    let Some(global) = changed
+        .global_indexes
+        .iter_mut()
+        .find(|global| global.index.name == *name && global.status != GlobalIndexStatus::Deleting)
+    else {
+        return Ok(());
+    };
+    let owner = crate::on_demand::Owner::Index(name);
+    global.on_demand = if create {
+        asked.for_create(billing, owner)?
+    } else {
+        asked.merged(global.on_demand, billing, owner)?
+    };
+    global.on_demand.check_quota(owner, region)
 }
 
 /// The answer to an Update or Delete of an index the table does not have. The exception

@@ -344,22 +344,24 @@ fn unix_millis_now() -> u64 {
 }
 
 /// A GSI's capacity: its own ProvisionedThroughput in a provisioned table, on-demand like its
-/// table otherwise.
+/// table otherwise, up to its own OnDemandThroughput maximums.
 fn index_admission_mode(billing: Billing, index: &GlobalIndexRecord) -> BillingMode {
     match (billing, index.throughput) {
         (Billing::Provisioned { .. }, Some(throughput)) => BillingMode::Provisioned {
             read_units_per_second: throughput.read_capacity_units,
             write_units_per_second: throughput.write_capacity_units,
         },
-        _ => admission_mode(billing),
+        _ => admission_mode(billing, index.on_demand),
     }
 }
 
-fn admission_mode(billing: Billing) -> BillingMode {
+/// A table's capacity: its provisioned throughput, or on demand up to its OnDemandThroughput
+/// maximums.
+fn admission_mode(billing: Billing, maximum: crate::on_demand::OnDemandMaximum) -> BillingMode {
     match billing {
         Billing::PayPerRequest => BillingMode::PayPerRequest {
-            read_units_per_second_max: None,
-            write_units_per_second_max: None,
+            read_units_per_second_max: maximum.read,
+            write_units_per_second_max: maximum.write,
         },
         Billing::Provisioned {
             read_capacity_units,
@@ -723,10 +725,9 @@ impl Router {
         let mut tables = self.tables.borrow_mut();
         match tables.get_mut(&name) {
             Some(state) => {
-                if state.record.billing != record.billing {
-                    state
-                        .admission
-                        .set_mode(admission_mode(record.billing), now);
+                let mode = admission_mode(record.billing, record.on_demand);
+                if state.admission.mode() != mode {
+                    state.admission.set_mode(mode, now);
                 }
                 let mut previous = std::mem::take(&mut state.index_admission);
                 state.index_admission = written_indexes(&record)
@@ -767,7 +768,10 @@ impl Router {
                 tables.insert(
                     name,
                     TableState {
-                        admission: TableAdmission::new(admission_mode(record.billing), now),
+                        admission: TableAdmission::new(
+                            admission_mode(record.billing, record.on_demand),
+                            now,
+                        ),
                         index_admission,
                         record,
                         map,

@@ -498,6 +498,7 @@ mod tests {
             key_schema: KeySchema::partition_only("pk", KeyType::String),
             attribute_definitions: vec![("pk".to_string(), KeyType::String)],
             billing: Billing::PayPerRequest,
+            on_demand: Default::default(),
             status: TableStatus::Active,
             created_at_seconds: 0,
             item_count: 0,
