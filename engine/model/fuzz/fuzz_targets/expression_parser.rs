@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     if let Err(error) = context.parse_projection(text) {
         check(error);
     }
-    if let Err(error) = parse_key_condition(&mut context, text, &schema) {
+    if let Err(error) = parse_key_condition(&mut context, text, schema.parts()) {
         check(error);
     }
 });

@@ -1,0 +1,1 @@
+/work/main/router/http/fuzz/target/x86_64-unknown-linux-gnu/release/sigv4_parser: /work/main/router/http/fuzz/fuzz_targets/sigv4_parser.rs /work/main/router/http/src/framing.rs /work/main/router/http/src/lib.rs /work/main/router/http/src/protocol.rs /work/main/router/http/src/sigv4.rs
