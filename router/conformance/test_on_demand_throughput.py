@@ -202,3 +202,18 @@ def test_requests_above_the_maximum_are_throttled(ddb, endpoint, created):
             read_codes.append(error.response["Error"]["Code"])
     assert read_codes[0] == "ok"
     assert "ProvisionedThroughputExceededException" in read_codes, read_codes
+
+
+def test_a_global_index_warm_throughput_is_refused_not_ignored(ddb, created):
+    # [API-ODT] GlobalSecondaryIndex, CreateGlobalSecondaryIndexAction and
+    # UpdateGlobalSecondaryIndexAction take WarmThroughput; Shoal has no pre-warming and refuses
+    # it as it refuses a table's (test_tables.py), rather than ignore it.
+    name = unique_name("warm")
+    expect_error(lambda: ddb.create_table(**gsi_request(
+        name, {"WarmThroughput": {"ReadUnitsPerSecond": 13000}})),
+        "ValidationException", "WarmThroughput is not supported by this server yet")
+    ddb.create_table(**gsi_request(name, {}))
+    created.append(name)
+    expect_error(lambda: ddb.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Update": {
+        "IndexName": "g-a", "WarmThroughput": {"WriteUnitsPerSecond": 5000}}}]),
+        "ValidationException", "WarmThroughput is not supported by this server yet")

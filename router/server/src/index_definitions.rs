@@ -88,12 +88,25 @@ fn list(body: &Json, kind: Kind) -> Result<Option<&Vec<Json>>, DynamoError> {
     }
 }
 
+/// A GSI's WarmThroughput, like a table's, is refused rather than ignored: Shoal has no
+/// pre-warming (an on-demand table or index serves DynamoDB's initial 12,000 read and 4,000
+/// write units at once without it).
+fn refuse_warm_throughput(index: &Json) -> Result<(), DynamoError> {
+    match index.get("WarmThroughput") {
+        None | Some(Json::Null) => Ok(()),
+        Some(_) => Err(crate::validate::not_built("WarmThroughput")),
+    }
+}
+
 /// The shape checks of one list (the generic validator's "N validation errors detected"),
 /// reported together as DynamoDB reports them.
 fn shaped<'body>(list: &'body [Json], kind: Kind) -> Result<Vec<IndexRequest<'body>>, DynamoError> {
     let mut problems = Vec::new();
     let mut indexes = Vec::with_capacity(list.len());
     for (position, index) in list.iter().enumerate() {
+        if kind == Kind::Global {
+            refuse_warm_throughput(index)?;
+        }
         let at = format!("{}.{}.member", kind.path(), position + 1);
         let name = match index.get("IndexName") {
             Some(Json::String(name)) => name.clone(),
@@ -647,6 +660,7 @@ pub fn global_index_updates(
                 })
             }
             [action] => {
+                refuse_warm_throughput(&entry[action])?;
                 let name = entry[action]
                     .get("IndexName")
                     .and_then(Json::as_str)

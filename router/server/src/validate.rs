@@ -103,7 +103,7 @@ const UPDATE_TABLE_NOT_BUILT: [&str; 7] = [
     "VectorIndexUpdates",
 ];
 
-fn not_built(member: &str) -> DynamoError {
+pub(crate) fn not_built(member: &str) -> DynamoError {
     DynamoError::validation(format!("{member} is not supported by this server yet"))
 }
 
