@@ -169,6 +169,34 @@ describe("tables", () => {
     assert.deepEqual(tags, [{ Key: "team", Value: "shoal" }]);
   });
 
+  it("OnDemandThroughput is set, merged and removed (test_on_demand_throughput.py, QUIRKS DDB-TABLE-051/182)", async () => {
+    const name = await makeTable({ extra: { OnDemandThroughput: { MaxReadRequestUnits: 100 } } });
+    const describe = async () =>
+      (await ddb.send(new DescribeTableCommand({ TableName: name }))).Table.OnDemandThroughput;
+    assert.deepEqual(await describe(), { MaxReadRequestUnits: 100 });
+    await ddb.send(
+      new UpdateTableCommand({ TableName: name, OnDemandThroughput: { MaxWriteRequestUnits: 50 } }),
+    );
+    assert.deepEqual(await describe(), { MaxReadRequestUnits: 100, MaxWriteRequestUnits: 50 });
+    await ddb.send(
+      new UpdateTableCommand({
+        TableName: name,
+        OnDemandThroughput: { MaxReadRequestUnits: -1, MaxWriteRequestUnits: -1 },
+      }),
+    );
+    assert.equal(await describe(), undefined);
+    await expectError(
+      ddb.send(
+        new UpdateTableCommand({ TableName: name, OnDemandThroughput: { MaxReadRequestUnits: 0 } }),
+      ),
+      "ValidationException",
+      {
+        message:
+          "One or more parameter values were invalid: Requested MaxReadRequestUnits for OnDemandThroughput for table is outside of valid range",
+      },
+    );
+  });
+
   it("DescribeLimits reports DynamoDB's default quotas (API)", async () => {
     const limits = await ddb.send(new DescribeLimitsCommand({}));
     assert.equal(limits.TableMaxReadCapacityUnits, 40000);
