@@ -495,6 +495,30 @@ fn written_indexes(record: &TableRecord) -> impl Iterator<Item = &GlobalIndexRec
         .filter(|index| index.status != GlobalIndexStatus::Deleting)
 }
 
+/// The buckets of the GSIs `record`'s writes maintain, by index number: those in `previous`
+/// kept (re-limited if the index's mode changed), new ones created.
+fn index_admissions(
+    record: &TableRecord,
+    mut previous: HashMap<u8, TableAdmission>,
+    now: Duration,
+) -> HashMap<u8, TableAdmission> {
+    written_indexes(record)
+        .map(|index| {
+            let mode = index_admission_mode(record.billing, index);
+            let admission = match previous.remove(&index.index.number) {
+                Some(mut admission) => {
+                    if admission.mode() != mode {
+                        admission.set_mode(mode, now);
+                    }
+                    admission
+                }
+                None => TableAdmission::for_index(mode, now),
+            };
+            (index.index.number, admission)
+        })
+        .collect()
+}
+
 /// The write units (thousandths) a write's answer says each GSI's changes cost, by index
 /// number.
 fn global_write_units(result: &ItemResult) -> Vec<(u8, u64)> {
@@ -729,22 +753,8 @@ impl Router {
                 if state.admission.mode() != mode {
                     state.admission.set_mode(mode, now);
                 }
-                let mut previous = std::mem::take(&mut state.index_admission);
-                state.index_admission = written_indexes(&record)
-                    .map(|index| {
-                        let mode = index_admission_mode(record.billing, index);
-                        let admission = match previous.remove(&index.index.number) {
-                            Some(mut admission) => {
-                                if admission.mode() != mode {
-                                    admission.set_mode(mode, now);
-                                }
-                                admission
-                            }
-                            None => TableAdmission::for_index(mode, now),
-                        };
-                        (index.index.number, admission)
-                    })
-                    .collect();
+                let previous = std::mem::take(&mut state.index_admission);
+                state.index_admission = index_admissions(&record, previous, now);
                 state.record = record;
                 state.map = map;
                 state.index_maps = index_maps;
@@ -759,12 +769,7 @@ impl Router {
                 {
                     tables.remove(&oldest);
                 }
-                let index_admission = written_indexes(&record)
-                    .map(|index| {
-                        let mode = index_admission_mode(record.billing, index);
-                        (index.index.number, TableAdmission::for_index(mode, now))
-                    })
-                    .collect();
+                let index_admission = index_admissions(&record, HashMap::new(), now);
                 tables.insert(
                     name,
                     TableState {
@@ -912,17 +917,24 @@ impl Router {
         admission
             .admit(operation, partition, estimate, now)
             .map(Some)
-            .map_err(|throttled| {
-                let direction = match operation {
-                    Operation::Read => "read",
-                    Operation::Write => "write",
-                };
-                self.metrics.throttled(
-                    direction,
-                    throttled.reason.unwrap_or(throttled.exception_name),
-                );
-                DynamoError::new(throttled.exception_name, throttled.message)
-            })
+            .map_err(|throttled| self.throttled(operation, &throttled))
+    }
+
+    /// A refusal of admission as the client sees it, counted on /metrics by its reason.
+    fn throttled(
+        &self,
+        operation: Operation,
+        throttled: &shoal_admission::Throttled,
+    ) -> DynamoError {
+        let direction = match operation {
+            Operation::Read => "read",
+            Operation::Write => "write",
+        };
+        self.metrics.throttled(
+            direction,
+            throttled.reason.unwrap_or(throttled.exception_name),
+        );
+        DynamoError::new(throttled.exception_name, throttled.message)
     }
 
     /// Settles an admission of [`Router::admit`] (with the same `index`).
@@ -956,13 +968,7 @@ impl Router {
         for admission in state.index_admission.values_mut() {
             admission
                 .check(Operation::Write, now)
-                .map_err(|throttled| {
-                    self.metrics.throttled(
-                        "write",
-                        throttled.reason.unwrap_or(throttled.exception_name),
-                    );
-                    DynamoError::new(throttled.exception_name, throttled.message)
-                })?;
+                .map_err(|throttled| self.throttled(Operation::Write, &throttled))?;
         }
         Ok(())
     }
