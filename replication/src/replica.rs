@@ -441,6 +441,20 @@ impl Replica {
         self.election_deadline
     }
 
+    /// When [`Replica::tick`] next has a timer to act on: a leader's next heartbeat round, any
+    /// other role's election timeout. A tick before it only checks what other inputs also
+    /// check or what time alone cannot change much sooner: a leader's quorum (it steps down at
+    /// most a heartbeat interval later) and commits held back by an old lease (which a host
+    /// ticks for anyway while it has entries to commit).
+    pub fn next_timer_deadline(&self) -> MonotonicTime {
+        match &self.role {
+            Role::Leader(leader) => leader.heartbeat_deadline,
+            Role::Follower | Role::PreCandidate { .. } | Role::Candidate(_) => {
+                self.election_deadline
+            }
+        }
+    }
+
     // ----- Inputs ----------------------------------------------------------------------------
 
     /// Time passed: send heartbeats, start a pre-check when the leader went quiet, notice leases

@@ -325,6 +325,11 @@ const WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS: u64 = 50_000_000;
 
 /// How long replies may wait on one slot before a replica logs the stall.
 const STALL_REPORT_INTERVAL_NANOS: u64 = 1_000_000_000;
+/// The longest a quiet replica goes without a tick ([`PartitionReplica::tick_due`]): the most
+/// its time-driven duties (a checkpoint by slot count, noticing a lost quorum) wait beyond
+/// their own timers. Idle partitions cost their host a tick every this long instead of every
+/// host tick (issue 19: 1,000 idle partitions took about a quarter of a core per node).
+pub const QUIET_TICK_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A write the leader proposed, waiting for its slot to be applied (invariant 3).
 struct Waiter {
@@ -438,6 +443,9 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     incoming_snapshot: Option<IncomingSnapshot<F>>,
     next_transfer_id: u64,
     outputs: Vec<Output>,
+    /// When the last tick came: a quiet replica's next one is due at most
+    /// [`QUIET_TICK_INTERVAL_MAX`] later.
+    last_tick: MonotonicTime,
     /// The Time to Live sweeper's progress (src/replica/sweep.rs).
     sweep: sweep::SweepState,
     /// The stream configuration writes follow (src/replica/stream.rs).
@@ -745,6 +753,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             stall_since: None,
             last_wal_pressure_checkpoint: None,
             outgoing_snapshot: None,
+            last_tick: MonotonicTime::ZERO,
             incoming_snapshot: None,
             next_transfer_id: 1,
             outputs: Vec::new(),
@@ -869,6 +878,32 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
     }
 
+    /// When this replica next needs an [`Event::Tick`]: a host may skip the ticks before it
+    /// (the shard's ticker and the simulator do). A replica with work under way is due at every
+    /// tick: a role in an election, entries proposed and not yet committed or applied, replies
+    /// waiting, records not yet durable, a snapshot going out or coming in, or WAL segments it
+    /// pins that the WAL reuses soon (a checkpoint frees them). A quiet one is due at its core's
+    /// next timer (a leader's heartbeat, a follower's election timeout), and at least every
+    /// [`QUIET_TICK_INTERVAL_MAX`].
+    pub fn tick_due(&self) -> MonotonicTime {
+        let quiet = matches!(self.core.role(), RoleKind::Leader | RoleKind::Follower)
+            && self.core.log_last_slot() == self.core.commit_slot()
+            && self.applied_slot == self.core.commit_slot()
+            && self.waiting.is_empty()
+            && self.deferred.is_empty()
+            && self.persisting.is_empty()
+            && self.outgoing_snapshot.is_none()
+            && self.incoming_snapshot.is_none()
+            && self.outputs.is_empty()
+            && !self.pins_wal_segments_reused_soon();
+        if !quiet {
+            return MonotonicTime::ZERO;
+        }
+        self.core
+            .next_timer_deadline()
+            .min(self.last_tick.saturating_add(QUIET_TICK_INTERVAL_MAX))
+    }
+
     /// Handles one event; returns what the host must do, in order.
     pub async fn handle(
         &mut self,
@@ -886,6 +921,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 self.execute(now, actions).await?;
             }
             Event::Tick { snapshot_room } => {
+                self.last_tick = now;
                 // The room is the host's for the destination before this tick; a transfer that
                 // starts during it waits for the next tick's room.
                 let destination = self.snapshot_destination();

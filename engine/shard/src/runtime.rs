@@ -16,7 +16,7 @@ use shoal_partition::time_to_live::SweepTarget;
 use shoal_partition::{
     Event, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig, ShardReplay,
 };
-use shoal_replication::NodeId;
+use shoal_replication::{MonotonicTime, NodeId};
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
@@ -133,6 +133,8 @@ type Replica = PartitionReplica<DmaStorageFile, DmaDirectory>;
 /// One row of the shard table.
 struct TableRow {
     events: Rc<LocalSender<Event>>,
+    /// The replica's `tick_due` after the last event it handled: the ticker skips it until then.
+    tick_due: Rc<Cell<MonotonicTime>>,
     status: Rc<RefCell<ReplicaStatus>>,
     /// Set by the replica's task once it stopped and removed its files.
     destroyed: Rc<Cell<bool>>,
@@ -355,10 +357,14 @@ impl<T: Transport + 'static> Shard<T> {
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(self.config.tick_interval).await;
+                // A quiet replica is ticked only when its timers or its duties are due
+                // (`PartitionReplica::tick_due`): idle partitions cost next to nothing.
+                let now = SystemClock.now();
                 let senders: Vec<Rc<LocalSender<Event>>> = self
                     .table
                     .borrow()
                     .values()
+                    .filter(|row| row.tick_due.get() <= now)
                     .map(|row| row.events.clone())
                     .collect();
                 for sender in senders {
@@ -492,6 +498,7 @@ impl<T: Transport + 'static> Shard<T> {
         let (events, receiver) = local_channel::new_bounded(REPLICA_QUEUE_EVENTS_MAX);
         let events = Rc::new(events);
         let status = Rc::new(RefCell::new(replica.status(SystemClock.now())));
+        let tick_due = Rc::new(Cell::new(MonotonicTime::ZERO));
         let destroyed = Rc::new(Cell::new(false));
         self.dispatch
             .borrow_mut()
@@ -500,6 +507,7 @@ impl<T: Transport + 'static> Shard<T> {
             partition,
             TableRow {
                 events: events.clone(),
+                tick_due: tick_due.clone(),
                 status: status.clone(),
                 destroyed: destroyed.clone(),
             },
@@ -509,7 +517,7 @@ impl<T: Transport + 'static> Shard<T> {
         let shard = self.clone();
         glommio::spawn_local(async move {
             shard
-                .replica_loop(replica, receiver, persists, status, destroyed)
+                .replica_loop(replica, receiver, persists, status, tick_due, destroyed)
                 .await;
         })
         .detach();
@@ -557,6 +565,7 @@ impl<T: Transport + 'static> Shard<T> {
         receiver: LocalReceiver<Event>,
         persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
         status: Rc<RefCell<ReplicaStatus>>,
+        tick_due: Rc<Cell<MonotonicTime>>,
         destroyed: Rc<Cell<bool>>,
     ) {
         let partition = replica.partition();
@@ -583,6 +592,7 @@ impl<T: Transport + 'static> Shard<T> {
                 Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
             };
             *status.borrow_mut() = replica.status(now);
+            tick_due.set(replica.tick_due());
             self.metrics
                 .time_to_live_deletes_proposed(replica.expired_deletes_proposed() - expired_before);
             self.metrics

@@ -325,6 +325,23 @@ impl Simulation {
             Vec::new()
         };
         for (id, group) in replicas {
+            // As the shard's ticker does: a quiet replica only when its tick is due.
+            let never_again = self.options.broken == Some(Broken::QuietReplicasNeverTicked);
+            let due = self
+                .nodes
+                .get(&id)
+                .and_then(|node| node.runtime.as_ref())
+                .and_then(|runtime| runtime.replicas.get(&group))
+                .is_none_or(|replica| {
+                    let due = replica.tick_due();
+                    if never_again && due > MonotonicTime::ZERO {
+                        return false;
+                    }
+                    due <= self.local_time(id)
+                });
+            if !due {
+                continue;
+            }
             let snapshot_room = self.snapshot_room(id, group);
             self.feed(id, group, Event::Tick { snapshot_room });
             // Only table partitions are swept (the node sets TTL targets for a table's

@@ -217,6 +217,10 @@ pub enum Broken {
     /// Group 0's answers to writes never reach its clients, so it acknowledges no write however
     /// healthy it is; the liveness check under a minority of faults must catch it.
     GroupZeroRepliesLost,
+    /// A replica that was quiet once is never ticked again (as a ticker that took a replica's
+    /// `tick_due` for "never"): followers never time out, so a group whose leader is cut off
+    /// or crashes elects no other; the liveness check must catch it.
+    QuietReplicasNeverTicked,
     /// Time to Live is on but no replica is ever offered a sweep step, so expired items stay;
     /// the end-of-run expiry check must catch it.
     SweeperStopped,
@@ -1476,6 +1480,14 @@ mod tests {
                 .any(|violation| violation.starts_with("liveness: group 0 kept a healthy majority")),
             "{:?}",
             report.violations
+        );
+    }
+
+    #[test]
+    fn replicas_never_ticked_once_quiet_are_caught() {
+        assert!(
+            caught_within(Broken::QuietReplicasNeverTicked, 10, "liveness"),
+            "the liveness check must catch replicas that stopped being ticked"
         );
     }
 
