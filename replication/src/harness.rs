@@ -60,6 +60,8 @@ pub(crate) fn options(kind: ReplicaKind, seed: u64, lease_duration: Duration) ->
         election_timeout_min: Duration::from_millis(150),
         election_timeout_jitter: Duration::from_millis(150),
         heartbeat_interval: Duration::from_millis(30),
+        // Below the short lease net of drift (50 ms), so idle rounds keep every lease alive.
+        idle_heartbeat_interval: Duration::from_millis(45),
         lease_duration,
         clock_drift_max: CLOCK_DRIFT_MAX,
         snapshot_retry_interval: Duration::from_millis(100),

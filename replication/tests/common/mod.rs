@@ -25,6 +25,8 @@ pub fn options_with_lease(kind: ReplicaKind, seed: u64, lease: Duration) -> Repl
         election_timeout_min: ELECTION_MIN,
         election_timeout_jitter: Duration::from_millis(100),
         heartbeat_interval: HEARTBEAT,
+        // The scenarios step rounds one by one at HEARTBEAT; tests/idle.rs sets its own.
+        idle_heartbeat_interval: HEARTBEAT,
         lease_duration: lease,
         clock_drift_max: DRIFT,
         snapshot_retry_interval: Duration::from_millis(50),

@@ -9,6 +9,8 @@ pub(crate) fn replica_options(seed: u64) -> ReplicaOptions {
         election_timeout_min: Duration::from_millis(300),
         election_timeout_jitter: Duration::from_millis(300),
         heartbeat_interval: Duration::from_millis(50),
+        // Two busy intervals: a lost idle round still leaves the lease (190 ms net) alive.
+        idle_heartbeat_interval: Duration::from_millis(100),
         lease_duration: LEASE_DURATION,
         clock_drift_max: CLOCK_DRIFT_MAX,
         snapshot_retry_interval: Duration::from_millis(200),

@@ -22,6 +22,7 @@ pub fn replica_config() -> ReplicaConfig {
             election_timeout_min: Duration::from_millis(50),
             election_timeout_jitter: Duration::from_millis(50),
             heartbeat_interval: Duration::from_millis(10),
+            idle_heartbeat_interval: Duration::from_millis(30),
             lease_duration: Duration::from_millis(100),
             clock_drift_max: Duration::from_millis(5),
             snapshot_retry_interval: Duration::from_millis(100),
