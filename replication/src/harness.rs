@@ -62,6 +62,7 @@ pub(crate) fn options(kind: ReplicaKind, seed: u64, lease_duration: Duration) ->
         heartbeat_interval: Duration::from_millis(30),
         // Below the short lease net of drift (50 ms), so idle rounds keep every lease alive.
         idle_heartbeat_interval: Duration::from_millis(45),
+        quiesce: false,
         lease_duration,
         clock_drift_max: CLOCK_DRIFT_MAX,
         snapshot_retry_interval: Duration::from_millis(100),

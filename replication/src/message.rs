@@ -33,6 +33,17 @@ pub enum Message {
         entries: Vec<LogEntry>,
         commit_slot: Slot,
     },
+    /// A heartbeat of an idle group that also asks the follower to quiesce: a follower whose
+    /// log matches the leader's through `first_slot - 1` with everything committed stops its
+    /// election timer until the leader speaks again, its host reports the leader's node
+    /// unreachable, or the leader's node asks for a pre-check (it restarted). Answered with
+    /// `Accepted` like any Accept. Only sent when [`crate::ReplicaOptions::quiesce`] is on.
+    Quiesce {
+        ballot: Ballot,
+        round: u64,
+        first_slot: Slot,
+        commit_slot: Slot,
+    },
     /// Phase 2b. `match_slot`: every slot up to here holds the leader's value, durably.
     /// `missing`: the Accept started after `match_slot + 1`, so the leader should resend from
     /// there.

@@ -49,6 +49,14 @@ pub struct ReplicaOptions {
     /// group is idle again. Must lie in `[heartbeat_interval, election_timeout_min)` and below
     /// `lease_duration - clock_drift_max`, or an idle leader's lease would lapse between rounds.
     pub idle_heartbeat_interval: Duration,
+    /// Whether an idle leader quiesces its group: it sends `Message::Quiesce` rounds until every
+    /// follower acknowledged one, then sends nothing until something happens (a proposal,
+    /// [`Replica::wake`] for a strong read, a pre-check, a follower's node reachable again).
+    /// Quiesced followers stop their election timers; their host must then report the leader's
+    /// node unreachable ([`Replica::peer_unreachable`]) for them to campaign. A quiesced
+    /// leader's lease lapses; the host wakes it before a strong read. Issue 19: a node's idle
+    /// partitions must cost next to nothing.
+    pub quiesce: bool,
     /// How long a follower's acknowledgement supports the leader's lease, measured on the
     /// follower's clock from when it processed the Accept.
     pub lease_duration: Duration,
@@ -165,6 +173,10 @@ pub enum StrongReadRefusal {
 /// first answers come only after phase 2 reaches them through lossy links.
 const QUORUM_SILENCE_ELECTION_TIMEOUTS: u32 = 3;
 
+/// The timer of a quiesced replica: never (a quiesced leader sends no heartbeat, a quiesced
+/// follower never times out); only an input wakes it.
+const NEVER: MonotonicTime = MonotonicTime::from_nanos(u64::MAX);
+
 /// A replica that has never promised a ballot nor heard from a leader (a new group's, before
 /// its first election) waits this many times less than its election timeout (minimum and
 /// jitter alike) before a pre-check, and again after each pre-check that found no quorum.
@@ -211,9 +223,12 @@ struct LeaderState {
     lease_until: Option<MonotonicTime>,
     strong_reads_not_before: MonotonicTime,
     heartbeat_deadline: MonotonicTime,
-    /// When this leadership began: the quorum check in `tick` waits an election timeout from
-    /// here before it may step down.
+    /// When this leadership began or last woke from quiescence: the quorum check in `tick`
+    /// waits an election timeout from here before it may step down.
     elected_at: MonotonicTime,
+    /// The first round of the current idle spell that asked followers to quiesce: once every
+    /// follower acknowledged it (or a later one) matching our log's end, the leader quiesces.
+    quiesce_from_round: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -291,6 +306,9 @@ pub struct Replica {
     durable_lsn: Lsn,
     held_replies: VecDeque<(Lsn, NodeId, Message)>,
     lease_announced: bool,
+    /// Quiesced (`ReplicaOptions::quiesce`): a leader sends no heartbeats and a follower runs no
+    /// election timer. Never durable: a restarted replica starts awake.
+    quiesced: bool,
     actions: Vec<Action>,
     #[cfg(test)]
     pub(crate) faults: InjectedFaults,
@@ -327,6 +345,7 @@ impl Replica {
             durable_lsn: Lsn(0),
             held_replies: VecDeque::new(),
             lease_announced: false,
+            quiesced: false,
             actions: Vec::new(),
             #[cfg(test)]
             faults: InjectedFaults::default(),
@@ -467,6 +486,9 @@ impl Replica {
     /// most a heartbeat interval later) and commits held back by an old lease (which a host
     /// ticks for anyway while it has entries to commit).
     pub fn next_timer_deadline(&self) -> MonotonicTime {
+        if self.quiesced {
+            return NEVER;
+        }
         match &self.role {
             Role::Leader(leader) => leader.heartbeat_deadline,
             Role::Follower | Role::PreCandidate { .. } | Role::Candidate(_) => {
@@ -480,6 +502,11 @@ impl Replica {
     /// Time passed: send heartbeats, start a pre-check when the leader went quiet, notice leases
     /// that lapsed.
     pub fn tick(&mut self, now: MonotonicTime) -> Vec<Action> {
+        if self.quiesced {
+            // Nothing is due: no heartbeat, no election timeout, and the quorum check would
+            // only see the silence quiescence asked for.
+            return self.finish(now);
+        }
         match &self.role {
             Role::Leader(_) => {
                 if !self.hears_from_a_quorum(now) {
@@ -550,6 +577,12 @@ impl Replica {
                 match_slot,
                 missing,
             } => self.on_accepted(now, from, ballot, round, match_slot, missing),
+            Message::Quiesce {
+                ballot,
+                round,
+                first_slot,
+                commit_slot,
+            } => self.on_quiesce(now, from, ballot, round, first_slot, commit_slot),
             Message::Rejected { promised } => self.on_rejected(now, promised),
         }
         self.finish(now)
@@ -703,6 +736,66 @@ impl Replica {
     /// log may hold entries of earlier ballots, recovered in phase 1, that are neither committed
     /// nor its own: a host that evaluates requests against its applied state (conditions,
     /// updates) must wait for this, or it evaluates against a state that misses them.
+    /// Whether this replica is quiesced (`ReplicaOptions::quiesce`).
+    pub fn quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// Wakes a quiesced leader: a heartbeat round goes out now, and its lease returns once a
+    /// quorum answers it. The host calls it before a strong read finds no lease. Does nothing
+    /// otherwise.
+    pub fn wake(&mut self, now: MonotonicTime) -> Vec<Action> {
+        if self.quiesced && matches!(self.role, Role::Leader(_)) {
+            self.wake_leader(now);
+            self.start_heartbeat_round(now);
+        }
+        self.finish(now)
+    }
+
+    /// The host lost touch with `node` (nothing heard from it for its liveness timeout). A
+    /// follower quiesced under a leader on that node wakes and runs its election timer again,
+    /// so the group elects another leader if that one is gone.
+    pub fn peer_unreachable(&mut self, now: MonotonicTime, node: NodeId) -> Vec<Action> {
+        if self.quiesced && !matches!(self.role, Role::Leader(_)) && self.leader_hint == Some(node)
+        {
+            self.wake_follower(now);
+        }
+        self.finish(now)
+    }
+
+    /// The host hears from `node` again after it was unreachable (it restarted, or a partition
+    /// healed). A quiesced leader with a replica there wakes, so that replica learns of it
+    /// before its election timer runs out.
+    pub fn peer_reachable(&mut self, now: MonotonicTime, node: NodeId) -> Vec<Action> {
+        let follower_there =
+            matches!(&self.role, Role::Leader(leader) if leader.progress.contains_key(&node));
+        if self.quiesced && follower_there {
+            self.wake_leader(now);
+            self.start_heartbeat_round(now);
+        }
+        self.finish(now)
+    }
+
+    fn wake_leader(&mut self, now: MonotonicTime) {
+        let busy_deadline = now.saturating_add(self.options.heartbeat_interval);
+        let was_quiesced = std::mem::replace(&mut self.quiesced, false);
+        if let Role::Leader(leader) = &mut self.role {
+            leader.quiesce_from_round = None;
+            if was_quiesced {
+                // The followers were silent because we asked them to be: the quorum check
+                // starts over from now.
+                leader.elected_at = now;
+            }
+            leader.heartbeat_deadline = leader.heartbeat_deadline.min(busy_deadline);
+        }
+    }
+
+    fn wake_follower(&mut self, now: MonotonicTime) {
+        if std::mem::replace(&mut self.quiesced, false) {
+            self.reset_election_deadline(now);
+        }
+    }
+
     pub fn leader_ready(&self) -> bool {
         matches!(&self.role, Role::Leader(leader) if self.commit_slot >= leader.first_slot_of_ballot)
     }
@@ -747,9 +840,24 @@ impl Replica {
     }
 
     fn on_pre_check(&mut self, now: MonotonicTime, from: NodeId, round: u64) {
-        let heard_recently = self
-            .last_leader_contact
-            .is_some_and(|contact| now < contact.saturating_add(self.options.election_timeout_min));
+        if self.quiesced {
+            match &self.role {
+                // Someone's timer ran out: they have not heard from us. Heartbeats tell them.
+                Role::Leader(_) => {
+                    self.wake_leader(now);
+                    self.start_heartbeat_round(now);
+                }
+                // Our leader's node asks: it restarted and leads no more.
+                _ if self.leader_hint == Some(from) => self.wake_follower(now),
+                _ => {}
+            }
+        }
+        // A quiesced follower's leader was alive at its last word and its node is still
+        // reachable (or the host would have woken it): as good as heard from just now.
+        let heard_recently = self.quiesced
+            || self.last_leader_contact.is_some_and(|contact| {
+                now < contact.saturating_add(self.options.election_timeout_min)
+            });
         let granted = !matches!(self.role, Role::Leader(_))
             && !heard_recently
             && self.latest_membership().contains(from);
@@ -819,6 +927,15 @@ impl Replica {
 
     fn on_prepare(&mut self, now: MonotonicTime, from: NodeId, ballot: Ballot, from_slot: Slot) {
         self.highest_round_seen = self.highest_round_seen.max(ballot.round);
+        // An election is under way: whatever this replica is, it must time out again if it
+        // does not end in a leader it hears from.
+        if self.quiesced {
+            if matches!(self.role, Role::Leader(_)) {
+                self.wake_leader(now);
+            } else {
+                self.wake_follower(now);
+            }
+        }
         if ballot < self.promised {
             self.send(
                 from,
@@ -1049,6 +1166,7 @@ impl Replica {
             strong_reads_not_before,
             heartbeat_deadline: now,
             elected_at: now,
+            quiesce_from_round: None,
         })));
         self.following = Some(ballot);
         self.leader_hint = Some(self.id);
@@ -1099,11 +1217,10 @@ impl Replica {
         let entry = LogEntry { ballot, payload };
         self.log.put(slot, entry.clone());
         let lsn = self.persist(None, vec![(slot, entry)]);
-        let busy_deadline = now.saturating_add(self.options.heartbeat_interval);
+        // An idle spell (and any quiescence) ends here: the next round (which retransmits what
+        // a follower lost) comes at the busy interval, not at the idle deadline set before.
+        self.wake_leader(now);
         if let Role::Leader(leader) = &mut self.role {
-            // An idle spell ends here: the next round (which retransmits what a follower lost)
-            // comes at the busy interval, not at the idle deadline set before.
-            leader.heartbeat_deadline = leader.heartbeat_deadline.min(busy_deadline);
             leader.durable_marks.push_back((lsn, slot));
             assert!(
                 leader.durable_marks.len() as u64 <= IN_FLIGHT_SLOTS_MAX + 1,
@@ -1124,24 +1241,28 @@ impl Replica {
         };
         let last_slot = self.log.last_slot();
         self.commit_slot == last_slot
-            && leader
-                .progress
-                .values()
-                .all(|progress| {
-                    progress.match_slot == last_slot && progress.commit_sent == self.commit_slot
-                })
+            && leader.progress.values().all(|progress| {
+                progress.match_slot == last_slot && progress.commit_sent == self.commit_slot
+            })
     }
 
     fn start_heartbeat_round(&mut self, now: MonotonicTime) {
-        let interval = if self.idle() {
+        let idle = self.idle();
+        let interval = if idle {
             self.options.idle_heartbeat_interval
         } else {
             self.options.heartbeat_interval
         };
+        let quiesce = idle && self.options.quiesce;
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
         leader.round += 1;
+        if !quiesce {
+            leader.quiesce_from_round = None;
+        } else if leader.quiesce_from_round.is_none() {
+            leader.quiesce_from_round = Some(leader.round);
+        }
         leader.round_send_times.push_back((leader.round, now));
         if leader.round_send_times.len() > LEASE_ROUNDS_TRACKED_MAX {
             leader.round_send_times.pop_front();
@@ -1177,6 +1298,7 @@ impl Replica {
         };
         let ballot = leader.ballot;
         let round = leader.round;
+        let quiescing = leader.quiesce_from_round.is_some();
         let Some(progress) = leader.progress.get_mut(&follower) else {
             return;
         };
@@ -1225,12 +1347,21 @@ impl Replica {
             }
         }
         if messages.is_empty() && heartbeat {
-            messages.push(Message::Accept {
-                ballot,
-                round,
-                first_slot: progress.next_slot,
-                entries: Vec::new(),
-                commit_slot,
+            messages.push(if quiescing {
+                Message::Quiesce {
+                    ballot,
+                    round,
+                    first_slot: progress.next_slot,
+                    commit_slot,
+                }
+            } else {
+                Message::Accept {
+                    ballot,
+                    round,
+                    first_slot: progress.next_slot,
+                    entries: Vec::new(),
+                    commit_slot,
+                }
             });
         }
         if !messages.is_empty() {
@@ -1284,6 +1415,7 @@ impl Replica {
         self.set_role(Role::Follower);
         self.leader_hint = Some(ballot.node);
         self.last_leader_contact = Some(now);
+        self.quiesced = false;
         self.reset_election_deadline(now);
 
         let missing = first_slot > self.match_slot.next();
@@ -1367,6 +1499,69 @@ impl Replica {
         self.send_to_follower(now, from, false);
         self.advance_commit(now);
         self.update_lease();
+        self.quiesce_when_every_follower_did(now, from);
+    }
+
+    /// After an answer from `from`: a quiesced leader wakes when the follower is behind (it
+    /// restarted, or lost entries); a quiescing one quiesces once every follower acknowledged a
+    /// Quiesce round matching our log's end (each of them then quiesced too).
+    fn quiesce_when_every_follower_did(&mut self, now: MonotonicTime, from: NodeId) {
+        let last_slot = self.log.last_slot();
+        let idle = self.idle();
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let behind = leader
+            .progress
+            .get(&from)
+            .is_some_and(|progress| progress.match_slot < last_slot);
+        if self.quiesced {
+            if behind {
+                self.wake_leader(now);
+                self.start_heartbeat_round(now);
+            }
+            return;
+        }
+        let Some(from_round) = leader.quiesce_from_round else {
+            return;
+        };
+        let every_follower_quiesced = leader
+            .progress
+            .values()
+            .all(|progress| progress.acked_round >= from_round && progress.match_slot == last_slot);
+        if idle && every_follower_quiesced {
+            self.quiesced = true;
+            leader.heartbeat_deadline = NEVER;
+        }
+    }
+
+    /// A Quiesce round: a heartbeat (an Accept with no entries), then the follower quiesces if
+    /// it holds the leader's whole log, all of it committed.
+    fn on_quiesce(
+        &mut self,
+        now: MonotonicTime,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        first_slot: Slot,
+        leader_commit_slot: Slot,
+    ) {
+        self.on_accept(
+            now,
+            from,
+            ballot,
+            round,
+            first_slot,
+            Vec::new(),
+            leader_commit_slot,
+        );
+        let following_it = self.following == Some(ballot) && self.promised == ballot;
+        let holds_all = self.match_slot.next() == first_slot
+            && self.commit_slot == leader_commit_slot
+            && self.commit_slot == self.match_slot;
+        if following_it && holds_all && matches!(self.role, Role::Follower) {
+            self.quiesced = true;
+        }
     }
 
     fn on_rejected(&mut self, _now: MonotonicTime, promised: Ballot) {
@@ -1549,6 +1744,11 @@ impl Replica {
         let old = self.role.kind();
         self.role = role;
         let new = self.role.kind();
+        if old != new {
+            // Quiescence belongs to one role: a leader stepping down or a follower starting a
+            // pre-check is awake (callers reset the timers they need).
+            self.quiesced = false;
+        }
         if old != new || new == RoleKind::Candidate || new == RoleKind::Leader {
             self.actions.push(Action::RoleChanged {
                 role: new,

@@ -65,7 +65,10 @@ fn an_idle_leader_heartbeats_at_the_idle_interval_and_keeps_its_lease() {
     let now = group.now;
     let proposed = group.get(1).propose(now, b"x".to_vec()).unwrap();
     group.settle(n(1), proposed.actions);
-    assert!(!group.get(1).idle(), "the followers were not told the commit yet");
+    assert!(
+        !group.get(1).idle(),
+        "the followers were not told the commit yet"
+    );
     let times = heartbeat_times(&mut group, Duration::from_millis(400));
     assert!(group.get(1).idle());
     // The first round tells the followers the commit; from then on the group is idle.

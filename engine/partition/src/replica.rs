@@ -201,6 +201,12 @@ pub enum Event {
     /// stream.rs): shard rollover and trim. The host sends it to every replica it leads,
     /// about once a second; a partition without stream keys does nothing.
     StreamMaintain(StreamMaintenance),
+    /// The host heard nothing from `node` for its liveness timeout: a follower quiesced under a
+    /// leader there wakes and may campaign (`Replica::peer_unreachable`).
+    PeerUnreachable(NodeId),
+    /// The host hears from `node` again: a quiesced leader with a replica there wakes, so that
+    /// replica learns of it (`Replica::peer_reachable`).
+    PeerReachable(NodeId),
     /// The host is about to stop this replica (its partition is being deleted here); the
     /// replica does nothing with it. It travels in the same queue so that it comes after every
     /// event queued before it.
@@ -330,6 +336,18 @@ const STALL_REPORT_INTERVAL_NANOS: u64 = 1_000_000_000;
 /// their own timers. Idle partitions cost their host a tick every this long instead of every
 /// host tick (issue 19: 1,000 idle partitions took about a quarter of a core per node).
 pub const QUIET_TICK_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+/// Reads that need the lease held at a leader while a heartbeat round renews it after
+/// quiescence (`lease_waiters`); beyond this many a read is refused NotLeader at once.
+const LEASE_WAITERS_MAX: usize = 256;
+
+/// A request held until the leader's lease is back (it arrived while the group was quiesced).
+struct LeaseWaiter {
+    reply_to: u64,
+    epoch: u64,
+    unix_ms: u64,
+    request: PreparedRequest,
+    since: MonotonicTime,
+}
 
 /// A write the leader proposed, waiting for its slot to be applied (invariant 3).
 struct Waiter {
@@ -446,6 +464,8 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// When the last tick came: a quiet replica's next one is due at most
     /// [`QUIET_TICK_INTERVAL_MAX`] later.
     last_tick: MonotonicTime,
+    /// Requests that need the lease, held while a woken leader renews it (`hold_for_lease`).
+    lease_waiters: Vec<LeaseWaiter>,
     /// The Time to Live sweeper's progress (src/replica/sweep.rs).
     sweep: sweep::SweepState,
     /// The stream configuration writes follow (src/replica/stream.rs).
@@ -754,6 +774,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             last_wal_pressure_checkpoint: None,
             outgoing_snapshot: None,
             last_tick: MonotonicTime::ZERO,
+            lease_waiters: Vec::new(),
             incoming_snapshot: None,
             next_transfer_id: 1,
             outputs: Vec::new(),
@@ -895,13 +916,89 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             && self.outgoing_snapshot.is_none()
             && self.incoming_snapshot.is_none()
             && self.outputs.is_empty()
+            && self.lease_waiters.is_empty()
             && !self.pins_wal_segments_reused_soon();
         if !quiet {
             return MonotonicTime::ZERO;
         }
+        if self.core.quiesced() {
+            // A quiesced replica has no timer and, being quiet, no duty that time alone brings
+            // due: what wakes it comes as an event (a message, a request, a peer's node
+            // unreachable or back).
+            return MonotonicTime::from_nanos(u64::MAX);
+        }
         self.core
             .next_timer_deadline()
             .min(self.last_tick.saturating_add(QUIET_TICK_INTERVAL_MAX))
+    }
+
+    /// Whether requests wait for this leader's lease to be renewed (it was quiesced when they
+    /// came): their answers come at a later event.
+    pub fn holds_reads_for_lease(&self) -> bool {
+        !self.lease_waiters.is_empty()
+    }
+
+    /// Whether `request` must wait for a lease at a quiesced leader: every read that needs one
+    /// (strong reads, and the internal reads that are always strong). Writes are not held:
+    /// their proposal wakes the leader and commits in the same round trip.
+    fn needs_lease(request: &PreparedRequest) -> bool {
+        match request {
+            PreparedRequest::Write(_) | PreparedRequest::BatchWrite(_) => false,
+            PreparedRequest::Get(get) => get.consistent,
+            PreparedRequest::BatchGet(gets) => gets.iter().any(|get| get.consistent),
+            PreparedRequest::Range(range) => range.consistent,
+            _ => true,
+        }
+    }
+
+    /// A request that needs the lease, at a quiesced leader: wakes it (a heartbeat round goes
+    /// out now) and holds the request until a quorum answered, so the first strong read after
+    /// an idle spell costs one round trip more instead of a NotLeader and the router's retry.
+    /// Returns the request back when it is not held.
+    async fn hold_for_lease(
+        &mut self,
+        now: MonotonicTime,
+        waiter: LeaseWaiter,
+    ) -> Result<Option<LeaseWaiter>, PartitionError> {
+        let woken_leader = self.core.role() == RoleKind::Leader
+            && (self.core.quiesced() || !self.lease_waiters.is_empty());
+        if !woken_leader
+            || !Self::needs_lease(&waiter.request)
+            || self.lease_waiters.len() >= LEASE_WAITERS_MAX
+        {
+            return Ok(Some(waiter));
+        }
+        let actions = self.core.wake(now);
+        self.execute(now, actions).await?;
+        self.lease_waiters.push(waiter);
+        Ok(None)
+    }
+
+    /// Serves the held requests once the lease is back, or once waiting is pointless: this
+    /// replica leads no more, or a minimum election timeout passed (each then gets the answer
+    /// it would get now, NotLeader with a hint or the read itself).
+    async fn serve_lease_waiters(&mut self, now: MonotonicTime) -> Result<(), PartitionError> {
+        let Some(oldest) = self.lease_waiters.first().map(|waiter| waiter.since) else {
+            return Ok(());
+        };
+        let waited_enough = now >= oldest.saturating_add(self.config.core.election_timeout_min);
+        let ready = self.core.can_serve_strong_read(now).is_ok()
+            || self.core.role() != RoleKind::Leader
+            || waited_enough;
+        if !ready {
+            return Ok(());
+        }
+        for waiter in std::mem::take(&mut self.lease_waiters) {
+            self.serve(
+                now,
+                waiter.reply_to,
+                waiter.epoch,
+                waiter.unix_ms,
+                waiter.request,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Handles one event; returns what the host must do, in order.
@@ -943,7 +1040,31 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 unix_ms,
                 request,
             } => {
-                self.serve(now, reply_to, epoch, unix_ms, request).await?;
+                let waiter = LeaseWaiter {
+                    reply_to,
+                    epoch,
+                    unix_ms,
+                    request,
+                    since: now,
+                };
+                if let Some(waiter) = self.hold_for_lease(now, waiter).await? {
+                    self.serve(
+                        now,
+                        waiter.reply_to,
+                        waiter.epoch,
+                        waiter.unix_ms,
+                        waiter.request,
+                    )
+                    .await?;
+                }
+            }
+            Event::PeerUnreachable(node) => {
+                let actions = self.core.peer_unreachable(now, node);
+                self.execute(now, actions).await?;
+            }
+            Event::PeerReachable(node) => {
+                let actions = self.core.peer_reachable(now, node);
+                self.execute(now, actions).await?;
             }
             Event::StreamMaintain(settings) => self.maintain_stream(now, settings).await?,
             Event::Persisted { core_lsn, wal_lsn } => {
@@ -994,6 +1115,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             }
             Event::Stop => {}
         }
+        self.serve_lease_waiters(now).await?;
         Ok(std::mem::take(&mut self.outputs))
     }
 

@@ -58,6 +58,10 @@ fn config_with_tree(checkpoint_every_slots: u64, btree: BTreeConfig) -> ReplicaC
             election_timeout_jitter: Duration::from_millis(300),
             heartbeat_interval: Duration::from_millis(50),
             idle_heartbeat_interval: Duration::from_millis(150),
+            // This harness has no node liveness (the shard's dispatch tracks it), so a group
+            // whose leader it cuts off must keep its election timers: quiescence is tested by
+            // replication/tests/quiesce.rs, the simulator and the real processes of tools/shoal.
+            quiesce: false,
             lease_duration: Duration::from_millis(200),
             clock_drift_max: Duration::from_millis(10),
             snapshot_retry_interval: Duration::from_millis(200),

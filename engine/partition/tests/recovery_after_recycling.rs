@@ -48,6 +48,7 @@ fn config() -> ReplicaConfig {
             election_timeout_jitter: Duration::from_millis(300),
             heartbeat_interval: Duration::from_millis(50),
             idle_heartbeat_interval: Duration::from_millis(150),
+            quiesce: false,
             lease_duration: Duration::from_millis(200),
             clock_drift_max: Duration::from_millis(10),
             snapshot_retry_interval: Duration::from_millis(200),

@@ -10,7 +10,11 @@
 //! partitions served here (with the epoch each was placed with), the partitions out of service,
 //! the partitions being created, and the requests waiting for their replica's answer.
 
+pub mod liveness;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use liveness::{LIVENESS_GROUP, Liveness, LivenessConfig, PeerChange};
 
 use shoal_io::MonotonicTime;
 use shoal_model::request_codec::decode_request;
@@ -167,6 +171,8 @@ pub struct Dispatch<C> {
     replies: HashMap<u64, PendingReply<C>>,
     next_reply: u64,
     requests_in_flight_max: usize,
+    /// Which peer nodes this shard still hears from (`enable_liveness`), for quiesced groups.
+    liveness: Option<Liveness>,
 }
 
 impl<C: Copy> Dispatch<C> {
@@ -185,7 +191,66 @@ impl<C: Copy> Dispatch<C> {
             replies: HashMap::new(),
             next_reply: 1,
             requests_in_flight_max,
+            liveness: None,
         }
+    }
+
+    /// Starts tracking the liveness of `peers` (engine/shard `dispatch::liveness`): from now on
+    /// `liveness_due` pings them and every replica hears of a peer's node going silent or
+    /// coming back. Hosts whose replicas quiesce must enable it.
+    pub fn enable_liveness(
+        &mut self,
+        config: LivenessConfig,
+        peers: impl IntoIterator<Item = NodeId>,
+        now: MonotonicTime,
+    ) {
+        let mut liveness = Liveness::new(self.node, config);
+        for peer in peers {
+            liveness.watch(peer, now);
+        }
+        self.liveness = Some(liveness);
+    }
+
+    /// The liveness pings to send now, each to the same shard of its node, and the events that
+    /// tell every replica of a peer gone silent. Hosts call it at least every ping interval.
+    pub fn liveness_due(&mut self, now: MonotonicTime) -> (Vec<Command<C>>, Vec<Routed<C>>) {
+        let Some(liveness) = self.liveness.as_mut() else {
+            return (Vec::new(), Vec::new());
+        };
+        let (pings, changes) = liveness.due(now);
+        let commands = pings
+            .into_iter()
+            .map(|envelope| Command::Replicate {
+                to: self.peer(NodeId(envelope.to)),
+                envelope,
+            })
+            .collect();
+        let events = changes
+            .into_iter()
+            .flat_map(|change| self.peer_change_events(change))
+            .collect();
+        (commands, events)
+    }
+
+    /// Whether `peer` is reachable, if liveness is tracked and the peer watched.
+    pub fn peer_reachable(&self, peer: NodeId) -> Option<bool> {
+        self.liveness.as_ref()?.reachable(peer)
+    }
+
+    /// One event per replica served here. They wait for room in a full queue: a lost one could
+    /// leave a quiesced follower waiting for a dead leader for good.
+    fn peer_change_events(&self, change: PeerChange) -> Vec<Routed<C>> {
+        self.routes
+            .keys()
+            .map(|partition| Routed::Replica {
+                partition: *partition,
+                event: match change {
+                    PeerChange::Unreachable(node) => Event::PeerUnreachable(node),
+                    PeerChange::Reachable(node) => Event::PeerReachable(node),
+                },
+                delivery: Delivery::WaitForRoom,
+            })
+            .collect()
     }
 
     pub fn node(&self) -> NodeId {
@@ -238,25 +303,24 @@ impl<C: Copy> Dispatch<C> {
         now: MonotonicTime,
     ) -> Vec<Routed<C>> {
         match message {
-            BusMessage::Replication(envelopes) => envelopes
-                .into_iter()
-                .filter(|envelope| {
-                    envelope.to == self.node.0 && self.routes.contains_key(&envelope.group)
-                })
-                .map(
-                    |envelope| match shoal_replication::Message::try_from(envelope.message) {
-                        Ok(message) => Routed::Replica {
-                            partition: envelope.group,
-                            event: Event::Message {
-                                from: NodeId(envelope.from),
-                                message,
-                            },
-                            delivery: Delivery::DropWhenFull,
-                        },
-                        Err(_) => Routed::Undecodable,
-                    },
-                )
-                .collect(),
+            BusMessage::Replication(envelopes) => {
+                let mut routed = Vec::new();
+                // Anything from a peer says its node is alive; a ping says nothing else.
+                let mut senders: Vec<u64> =
+                    envelopes.iter().map(|envelope| envelope.from).collect();
+                senders.dedup();
+                for sender in senders {
+                    let change = self
+                        .liveness
+                        .as_mut()
+                        .and_then(|liveness| liveness.heard(NodeId(sender), now));
+                    if let Some(change) = change {
+                        routed.extend(self.peer_change_events(change));
+                    }
+                }
+                routed.extend(self.route_replication(envelopes));
+                routed
+            }
             BusMessage::Snapshot(chunk) => {
                 if chunk.to != self.node.0 || !self.routes.contains_key(&chunk.group) {
                     return Vec::new();
@@ -273,6 +337,30 @@ impl<C: Copy> Dispatch<C> {
             }) => vec![self.route_request(connection, request_id, request, now)],
             BusMessage::Response(_) | BusMessage::Hello { .. } => Vec::new(),
         }
+    }
+
+    fn route_replication(&self, envelopes: Vec<ReplicationEnvelope>) -> Vec<Routed<C>> {
+        envelopes
+            .into_iter()
+            .filter(|envelope| {
+                envelope.to == self.node.0
+                    && envelope.group != LIVENESS_GROUP
+                    && self.routes.contains_key(&envelope.group)
+            })
+            .map(
+                |envelope| match shoal_replication::Message::try_from(envelope.message) {
+                    Ok(message) => Routed::Replica {
+                        partition: envelope.group,
+                        event: Event::Message {
+                            from: NodeId(envelope.from),
+                            message,
+                        },
+                        delivery: Delivery::DropWhenFull,
+                    },
+                    Err(_) => Routed::Undecodable,
+                },
+            )
+            .collect()
     }
 
     fn route_request(

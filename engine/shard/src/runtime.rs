@@ -24,6 +24,7 @@ use shoal_wire::messages::{
     ResponseFrame, ShardAddress, SnapshotChunk,
 };
 
+use crate::dispatch::liveness::LivenessConfig;
 use crate::dispatch::{Command, Decision, Delivery, Dispatch, Routed};
 use crate::metrics::ShardMetrics;
 use crate::recovery::RecoveryContext;
@@ -86,6 +87,11 @@ pub struct ShardConfig {
     pub stream_retention: Duration,
     /// How long a stream shard stays open (`shoal node --stream-shard-rollover-seconds`).
     pub stream_shard_rollover: Duration,
+    /// The other nodes of the cluster. When replicas quiesce (`ReplicaOptions::quiesce`), the
+    /// shard pings the same shard of each every idle heartbeat interval and tells its replicas
+    /// when one goes silent for a minimum election timeout or comes back
+    /// (`dispatch::liveness`).
+    pub peers: Vec<NodeId>,
 }
 
 #[derive(Debug)]
@@ -182,6 +188,9 @@ pub struct Shard<T: Transport> {
     /// has Time to Live enabled, as the host last learned them from the metadata group
     /// ([`Shard::set_time_to_live`]).
     time_to_live: RefCell<BTreeMap<u64, SweepTarget>>,
+    /// The earliest `tick_due` of any replica as last known: the ticker looks at the table
+    /// only from then on. A replica whose due time comes earlier lowers it after its event.
+    next_tick_scan: Cell<MonotonicTime>,
 }
 
 fn seed_for(config: &ShardConfig, partition: u64, incarnation: u64) -> u64 {
@@ -230,7 +239,19 @@ impl<T: Transport + 'static> Shard<T> {
         })
         .detach();
         let cache = PageCache::new(config.cache_pages);
-        let dispatch = RefCell::new(Dispatch::new(config.node, config.shard));
+        let mut dispatch = Dispatch::new(config.node, config.shard);
+        let core = &config.replica.core;
+        if core.quiesce {
+            dispatch.enable_liveness(
+                LivenessConfig {
+                    ping_interval: core.idle_heartbeat_interval,
+                    unreachable_after: core.election_timeout_min,
+                },
+                config.peers.iter().copied(),
+                SystemClock.now(),
+            );
+        }
+        let dispatch = RefCell::new(dispatch);
         let shard = Rc::new(Self {
             config,
             directory,
@@ -242,6 +263,7 @@ impl<T: Transport + 'static> Shard<T> {
             failed: RefCell::new(BTreeMap::new()),
             metrics,
             time_to_live: RefCell::new(BTreeMap::new()),
+            next_tick_scan: Cell::new(MonotonicTime::ZERO),
         });
         let now = SystemClock.now();
         let recovered = crate::recovery::recover_shard(
@@ -355,24 +377,73 @@ impl<T: Transport + 'static> Shard<T> {
 
     fn spawn_ticker(self: Rc<Self>) {
         glommio::spawn_local(async move {
+            let mut active_segment = self.wal.stats().active_segment;
             loop {
                 glommio::timer::sleep(self.config.tick_interval).await;
                 // A quiet replica is ticked only when its timers or its duties are due
-                // (`PartitionReplica::tick_due`): idle partitions cost next to nothing.
+                // (`PartitionReplica::tick_due`): idle partitions cost next to nothing. When
+                // the WAL moves to another segment, every replica is ticked once: whether it
+                // pins a segment the WAL reuses soon (a duty that `tick_due` cannot foresee,
+                // since other partitions' writes bring it closer) changes only then.
                 let now = SystemClock.now();
+                let segment = self.wal.stats().active_segment;
+                let segment_moved = segment != active_segment;
+                active_segment = segment;
+                if !segment_moved && now < self.next_tick_scan.get() {
+                    self.clone().check_liveness(now);
+                    continue;
+                }
+                let mut next_scan = MonotonicTime::from_nanos(u64::MAX);
                 let senders: Vec<Rc<LocalSender<Event>>> = self
                     .table
                     .borrow()
                     .values()
-                    .filter(|row| row.tick_due.get() <= now)
+                    .filter(|row| {
+                        let due = row.tick_due.get();
+                        if due > now && !segment_moved {
+                            next_scan = next_scan.min(due);
+                            return false;
+                        }
+                        true
+                    })
                     .map(|row| row.events.clone())
                     .collect();
+                // The replicas ticked now report their next due time after the tick.
+                self.next_tick_scan.set(next_scan);
                 for sender in senders {
                     // A full queue already has work; the next tick comes soon.
                     // The replica's task fills in the snapshot room (`with_snapshot_room`).
                     let _ = sender.try_send(Event::Tick { snapshot_room: 0 });
                 }
+                self.clone().check_liveness(now);
                 self.release_records_of_failed_partitions().await;
+            }
+        })
+        .detach();
+    }
+
+    /// Pings the peers whose ping is due and tells every replica of a peer gone silent, in a
+    /// task of its own (a full replica queue must not hold up the ticker).
+    fn check_liveness(self: Rc<Self>, now: MonotonicTime) {
+        let (pings, events) = self.dispatch.borrow_mut().liveness_due(now);
+        for ping in pings {
+            if let Command::Replicate { to, envelope } = ping {
+                self.transport.send_replication(to, envelope);
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        glommio::spawn_local(async move {
+            for routed in events {
+                if let Routed::Replica {
+                    partition,
+                    event,
+                    delivery,
+                } = routed
+                {
+                    self.deliver(partition, event, delivery).await;
+                }
             }
         })
         .detach();
@@ -499,6 +570,7 @@ impl<T: Transport + 'static> Shard<T> {
         let events = Rc::new(events);
         let status = Rc::new(RefCell::new(replica.status(SystemClock.now())));
         let tick_due = Rc::new(Cell::new(MonotonicTime::ZERO));
+        self.next_tick_scan.set(MonotonicTime::ZERO);
         let destroyed = Rc::new(Cell::new(false));
         self.dispatch
             .borrow_mut()
@@ -592,7 +664,11 @@ impl<T: Transport + 'static> Shard<T> {
                 Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
             };
             *status.borrow_mut() = replica.status(now);
-            tick_due.set(replica.tick_due());
+            let due = replica.tick_due();
+            tick_due.set(due);
+            if due < self.next_tick_scan.get() {
+                self.next_tick_scan.set(due);
+            }
             self.metrics
                 .time_to_live_deletes_proposed(replica.expired_deletes_proposed() - expired_before);
             self.metrics

@@ -226,6 +226,17 @@ impl From<Message> for ReplicationMessageWire {
             Message::Rejected { promised } => ReplicationMessageWire::Rejected {
                 promised: promised.into(),
             },
+            Message::Quiesce {
+                ballot,
+                round,
+                first_slot,
+                commit_slot,
+            } => ReplicationMessageWire::Quiesce {
+                ballot: ballot.into(),
+                round,
+                first_slot: first_slot.0,
+                commit_slot: commit_slot.0,
+            },
         }
     }
 }
@@ -284,16 +295,29 @@ impl TryFrom<ReplicationMessageWire> for Message {
             ReplicationMessageWire::Rejected { promised } => Message::Rejected {
                 promised: promised.into(),
             },
+            ReplicationMessageWire::Quiesce {
+                ballot,
+                round,
+                first_slot,
+                commit_slot,
+            } => Message::Quiesce {
+                ballot: ballot.into(),
+                round,
+                first_slot: Slot(first_slot),
+                commit_slot: Slot(commit_slot),
+            },
         })
     }
 }
 
 impl ReplicationMessageWire {
-    /// An Accept with no entries: the leader's heartbeat. A newer heartbeat of the same group
-    /// between the same replicas supersedes an older one (it carries a later round and a commit
-    /// index at least as high), which lets the bus coalesce queued heartbeats.
+    /// An Accept with no entries, or a Quiesce: the leader's heartbeat. A newer heartbeat of
+    /// the same group between the same replicas supersedes an older one (it carries a later
+    /// round and a commit index at least as high, and says whether the leader still asks to
+    /// quiesce), which lets the bus coalesce queued heartbeats.
     pub fn is_heartbeat(&self) -> bool {
         matches!(self, ReplicationMessageWire::Accept { entries, .. } if entries.is_empty())
+            || matches!(self, ReplicationMessageWire::Quiesce { .. })
     }
 
     /// A cheap upper estimate of this message's archived size in bytes, for batching decisions

@@ -84,7 +84,21 @@ pub enum ReplicationMessageWire {
     Rejected {
         promised: BallotWire,
     },
+    /// Appended in frame format version 3 (FORMAT.md, "Variants added at the end"): a
+    /// heartbeat of an idle group that asks the follower to quiesce (shoal-replication
+    /// `Message::Quiesce`).
+    Quiesce {
+        ballot: BallotWire,
+        round: u64,
+        first_slot: u64,
+        commit_slot: u64,
+    },
 }
+
+/// The group id of a node liveness ping (engine/shard `dispatch::liveness`): an envelope of
+/// this group, whatever its message, only says that its sender's node is alive. Partition ids
+/// are allocated from 1 upwards and never reach it.
+pub const LIVENESS_GROUP: u64 = u64::MAX;
 
 /// One replication message of one group, between replicas on two nodes.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -196,3 +196,29 @@ fn the_result_added_later_keeps_the_archived_size() {
 
 /// The archived size of `ItemResult` before `WriteInCollection`, measured on that version.
 const ARCHIVED_ITEM_RESULT_BYTES: usize = 56;
+
+/// `ReplicationMessageWire::Quiesce` was added at the end (idle groups quiesce, issue 19): it
+/// takes the next tag (7) and does not grow the archived enum, so a batch of one Quiesce is the
+/// size of the golden heartbeat batch and every message an older writer sends keeps its bytes.
+#[test]
+fn the_replication_message_added_later_takes_the_next_tag_and_keeps_the_size() {
+    let quiesce = BusMessage::Replication(vec![ReplicationEnvelope {
+        group: 7,
+        from: 1,
+        to: 2,
+        message: ReplicationMessageWire::Quiesce {
+            ballot: BallotWire { round: 3, node: 1 },
+            round: 9,
+            first_slot: 100,
+            commit_slot: 99,
+        },
+    }]);
+    let frame = encode_frame(&quiesce).unwrap();
+    let golden = unhex(HEARTBEAT_FRAME);
+    assert_eq!(frame.len(), golden.len());
+    // Body offset of the message tag: group, from and to (8 bytes each).
+    let message_tag_at = FRAME_HEADER_BYTES + 24;
+    assert_eq!(golden[message_tag_at], 4, "Accept");
+    assert_eq!(frame[message_tag_at], 7, "Quiesce");
+    assert_eq!(decode_frame(&frame).unwrap().0, quiesce);
+}

@@ -27,6 +27,7 @@ pub fn options_with_lease(kind: ReplicaKind, seed: u64, lease: Duration) -> Repl
         heartbeat_interval: HEARTBEAT,
         // The scenarios step rounds one by one at HEARTBEAT; tests/idle.rs sets its own.
         idle_heartbeat_interval: HEARTBEAT,
+        quiesce: false,
         lease_duration: lease,
         clock_drift_max: DRIFT,
         snapshot_retry_interval: Duration::from_millis(50),

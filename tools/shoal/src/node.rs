@@ -297,6 +297,7 @@ pub fn replica_options(election_timeout: Duration) -> ReplicaOptions {
         election_timeout_jitter: election_timeout,
         heartbeat_interval: election_timeout / 10,
         idle_heartbeat_interval: election_timeout / IDLE_HEARTBEATS_PER_ELECTION_TIMEOUT,
+        quiesce: true,
         lease_duration: lease,
         clock_drift_max: lease / 10,
         snapshot_retry_interval: election_timeout * 2,
@@ -628,6 +629,7 @@ async fn run_shard(
         time_to_live_sweep_period: Duration::from_secs(options.ttl_sweep_period_seconds),
         stream_retention: Duration::from_secs(options.stream_retention_seconds),
         stream_shard_rollover: Duration::from_secs(options.stream_shard_rollover_seconds),
+        peers: options.peers.iter().map(|peer| NodeId(peer.id)).collect(),
     };
     // kernel-notes/glommio-runtime.md: the first timer on an executor can be late; take that hit before leases.
     glommio::timer::sleep(Duration::from_millis(1)).await;

@@ -54,6 +54,17 @@ pub(crate) fn message_fingerprint(message: &Message) -> [u64; 4] {
             u64::from(*missing),
         ],
         Message::Rejected { promised } => [7, promised.round, promised.node.0, 0],
+        Message::Quiesce {
+            ballot,
+            round,
+            first_slot,
+            commit_slot,
+        } => [
+            8,
+            ballot.round ^ round.rotate_left(32),
+            first_slot.0,
+            commit_slot.0,
+        ],
     }
 }
 
@@ -253,6 +264,50 @@ impl Simulation {
                     self.now_nanos / 1_000_000
                 ));
                 self.groups[group].healthy_majority_since = Some((self.now_nanos, acknowledged));
+            }
+        }
+    }
+
+    /// A group has a healthy leader within `LEADERLESS_WINDOW_NANOS` of time in which a
+    /// majority of it was healthy (quiesced groups included: nothing else notices a quiesced
+    /// group's dead leader until a client writes to it). Time in which no majority is healthy
+    /// (a clog, crashes) neither counts nor starts the count over, so that clogs coming and
+    /// going cannot hide a group that never elects.
+    pub(crate) fn check_leadership(&mut self, elapsed_nanos: u64) {
+        for group in 0..self.groups.len() {
+            let members = &self.groups[group].members;
+            let healthy: Vec<NodeId> = members
+                .iter()
+                .copied()
+                .filter(|node| self.is_healthy(*node))
+                .collect();
+            let majority = healthy.len() > members.len() / 2;
+            let led = healthy.iter().any(|node| {
+                self.nodes[node]
+                    .runtime
+                    .as_ref()
+                    .and_then(|runtime| runtime.replicas.get(&group))
+                    .is_some_and(|replica| {
+                        replica.core().role() == shoal_replication::RoleKind::Leader
+                    })
+            });
+            if led {
+                self.groups[group].leaderless_nanos = 0;
+                continue;
+            }
+            if !majority {
+                continue;
+            }
+            self.groups[group].leaderless_nanos += elapsed_nanos;
+            if self.groups[group].leaderless_nanos >= LEADERLESS_WINDOW_NANOS {
+                let replicas = self.describe_group(group);
+                self.violation(format!(
+                    "liveness: group {group} had no healthy leader through {} s of a healthy \
+                     majority (at {} ms): {replicas}",
+                    LEADERLESS_WINDOW_NANOS / 1_000_000_000,
+                    self.now_nanos / 1_000_000
+                ));
+                self.groups[group].leaderless_nanos = 0;
             }
         }
     }

@@ -285,6 +285,7 @@ impl Simulation {
     }
 
     pub(crate) fn inject_faults(&mut self) {
+        self.isolate_a_quiesced_leader();
         self.flip_bits_at_rest();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let node = ids[self.fault_rng.below(ids.len() as u64) as usize];
@@ -317,6 +318,36 @@ impl Simulation {
             self.clogged = Some((node, self.now_nanos + duration));
             self.fault("clog");
             self.trace(node, usize::MAX, &[2]);
+        }
+    }
+
+    /// The quiet spell's targeted fault (`QUIESCED_LEADER_ISOLATION_DELAY_NANOS`): cuts off the
+    /// lowest node that leads a quiesced group, if no node is cut off already.
+    fn isolate_a_quiesced_leader(&mut self) {
+        let Some(at) = self.quiesced_leader_isolation_at else {
+            return;
+        };
+        if self.now_nanos < at {
+            return;
+        }
+        self.quiesced_leader_isolation_at = None;
+        if !self.isolated.is_empty() {
+            return;
+        }
+        let leader = self.nodes.iter().find_map(|(id, node)| {
+            let runtime = node.runtime.as_ref()?;
+            runtime
+                .replicas
+                .values()
+                .any(|replica| {
+                    replica.core().quiesced()
+                        && replica.core().role() == shoal_replication::RoleKind::Leader
+                })
+                .then_some(*id)
+        });
+        if let Some(leader) = leader {
+            self.isolated.insert(leader, false);
+            self.fault("isolate a quiesced leader");
         }
     }
 

@@ -11,6 +11,7 @@ pub(crate) fn replica_options(seed: u64) -> ReplicaOptions {
         heartbeat_interval: Duration::from_millis(50),
         // Two busy intervals: a lost idle round still leaves the lease (190 ms net) alive.
         idle_heartbeat_interval: Duration::from_millis(100),
+        quiesce: true,
         lease_duration: LEASE_DURATION,
         clock_drift_max: CLOCK_DRIFT_MAX,
         snapshot_retry_interval: Duration::from_millis(200),
@@ -201,6 +202,22 @@ pub(crate) fn start_runtime(
     for meta in replicas.values().map(|replica| replica.meta()) {
         dispatch.add_replica(meta.partition, meta.epoch);
     }
+    // As the production shard: its replicas quiesce, so it tracks its peers' liveness.
+    let options = replica_options(0);
+    let peers: BTreeSet<NodeId> = replicas
+        .values()
+        .flat_map(|replica| replica.meta().membership.members())
+        .filter(|member| *member != id)
+        .collect();
+    dispatch.enable_liveness(
+        LivenessConfig {
+            ping_interval: options.idle_heartbeat_interval,
+            unreachable_after: options.election_timeout_min,
+        },
+        peers,
+        now,
+    );
+    let wal_active_segment = wal.stats().active_segment;
     Ok(Runtime {
         dispatch,
         wal,
@@ -208,6 +225,7 @@ pub(crate) fn start_runtime(
         replicas,
         unsynced: Vec::new(),
         commit_at_nanos: None,
+        ticked_segment: wal_active_segment,
     })
 }
 
@@ -313,6 +331,57 @@ impl Simulation {
         }
     }
 
+    /// Each running node's shard pings its peers and hears which went silent, as the
+    /// production shard's ticker does (`Dispatch::liveness_due`); pings cross the simulated
+    /// network like any message.
+    pub(crate) fn check_liveness_all(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let now = self.local_time(id);
+            let Some(runtime) = self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut()) else {
+                continue;
+            };
+            let (pings, events) = runtime.dispatch.liveness_due(now);
+            for ping in pings {
+                if let ShardCommand::Replicate { to, envelope } = ping {
+                    self.send(
+                        LIVENESS_PING_GROUP,
+                        id,
+                        NodeId(to.node),
+                        Envelope::Replication(envelope),
+                    );
+                }
+            }
+            for routed in events {
+                self.feed_routed(id, routed);
+            }
+        }
+    }
+
+    /// Hands a routed event that is not a replication message (a peer's liveness, a snapshot
+    /// chunk) to the replica of its partition.
+    pub(crate) fn feed_routed(&mut self, id: NodeId, routed: Routed<u64>) {
+        let Routed::Replica {
+            partition, event, ..
+        } = routed
+        else {
+            return;
+        };
+        if matches!(event, Event::PeerUnreachable(_))
+            && self.options.broken == Some(Broken::PeerUnreachableNeverReported)
+        {
+            return;
+        }
+        let Some(group) = partition
+            .checked_sub(PARTITION_FIRST)
+            .map(|group| group as usize)
+            .filter(|group| *group < self.groups.len())
+        else {
+            return;
+        };
+        self.feed(id, group, event);
+    }
+
     pub(crate) fn tick_all(&mut self) {
         let replicas: Vec<(NodeId, usize)> = self
             .nodes
@@ -326,6 +395,18 @@ impl Simulation {
         } else {
             Vec::new()
         };
+        // As the shard's ticker does: every replica of a node whose WAL moved to another
+        // segment since the last round.
+        let mut segment_moved = BTreeSet::new();
+        for (id, node) in &mut self.nodes {
+            if let Some(runtime) = node.runtime.as_mut() {
+                let segment = runtime.wal.stats().active_segment;
+                if segment != runtime.ticked_segment {
+                    runtime.ticked_segment = segment;
+                    segment_moved.insert(*id);
+                }
+            }
+        }
         for (id, group) in replicas {
             // As the shard's ticker does: a quiet replica only when its tick is due.
             let never_again = self.options.broken == Some(Broken::QuietReplicasNeverTicked);
@@ -339,7 +420,7 @@ impl Simulation {
                     if never_again && due > MonotonicTime::ZERO {
                         return false;
                     }
-                    due <= self.local_time(id)
+                    due <= self.local_time(id) || segment_moved.contains(&id)
                 });
             if !due {
                 continue;

@@ -71,6 +71,7 @@ use shoal_replication::{
     ReplicaKind, ReplicaOptions, Slot,
 };
 use shoal_shard::ShardError;
+use shoal_shard::dispatch::liveness::LivenessConfig;
 use shoal_shard::dispatch::{Command as ShardCommand, Dispatch, Routed};
 use shoal_shard::recovery::{RecoveryContext, recover_shard};
 use shoal_store::btree::{BTreeConfig, BTreeError, PageCache};
@@ -108,6 +109,8 @@ const _: () =
 const GROUP_COMMIT_DELAY_NANOS_MAX: u64 = 3_000_000;
 /// Pages of each node's page cache.
 const PAGE_CACHE_PAGES: usize = 256;
+/// The group a liveness ping travels under in the simulated network (it is no group's).
+const LIVENESS_PING_GROUP: usize = usize::MAX;
 /// The partition id of group `index` is `index + PARTITION_FIRST`.
 const PARTITION_FIRST: u64 = 1;
 /// Every partition's epoch; the simulator never moves partitions.
@@ -147,6 +150,12 @@ const VIOLATIONS_MAX: usize = 16;
 /// long must acknowledge a write in that time. Several election timeouts, leases and client
 /// timeouts, so message loss and elections alone never reach it.
 const MAJORITY_LIVENESS_WINDOW_NANOS: u64 = 10_000_000_000;
+/// A group with a healthy majority must have a healthy leader within this long, whether or not
+/// clients write to it: a leader that crashed or was cut off is replaced even in a quiesced
+/// group (its followers hear of the silent node through the shard's liveness pings), and an
+/// election finishes under the network's faults. Several election timeouts (300-600 ms) plus
+/// the liveness timeout.
+const LEADERLESS_WINDOW_NANOS: u64 = 5_000_000_000;
 /// Workload mix per client operation, out of 100: puts, then compare-and-sets, then strong
 /// reads; the rest are eventual reads.
 const PUT_PERCENT: u64 = 35;
@@ -171,6 +180,19 @@ const STREAM_STORAGE_FAULTS: u64 = 8;
 const STREAM_TIME_TO_LIVE: u64 = 9;
 const STREAM_GLOBAL_INDEX: u64 = 10;
 const STREAM_TRANSACTIONS: u64 = 11;
+const STREAM_QUIET_SPELLS: u64 = 12;
+
+/// Quiet spells (half the seeds): the clients pause, so that groups go idle and quiesce, and
+/// the faults that land meanwhile hit quiesced groups (a crashed leader must be noticed through
+/// node liveness, the first strong read must wake the leader). A spell lasts between the
+/// bounds below, well under `MAJORITY_LIVENESS_WINDOW_NANOS`, and the gap before the next is
+/// as long again or up to twice as long.
+const QUIET_SPELL_NANOS_MIN: u64 = 400_000_000;
+const QUIET_SPELL_NANOS_MAX: u64 = 2_500_000_000;
+/// In one quiet spell in two, this long into it, a node that leads a quiesced group is cut
+/// off (both ways, until the next isolation fault or the heal): its followers hear nothing from
+/// it, quiesced or not, and must elect another leader (`LEADERLESS_WINDOW_NANOS`).
+const QUIESCED_LEADER_ISOLATION_DELAY_NANOS: u64 = 350_000_000;
 
 /// Storage faults (see "Storage faults" in README.md). Each silent kind is switched on for a
 /// seed with probability one half, at a per-operation rate drawn log-uniformly between these
@@ -217,6 +239,10 @@ pub enum Broken {
     /// Group 0's answers to writes never reach its clients, so it acknowledges no write however
     /// healthy it is; the liveness check under a minority of faults must catch it.
     GroupZeroRepliesLost,
+    /// Replicas never hear that a peer's node went silent: a follower quiesced under a leader
+    /// that crashed waits for it for good (until the node comes back), so a quiesced group
+    /// whose leader dies elects no other; the liveness check must catch it.
+    PeerUnreachableNeverReported,
     /// A replica that was quiet once is never ticked again (as a ticker that took a replica's
     /// `tick_due` for "never"): followers never time out, so a group whose leader is cut off
     /// or crashes elects no other; the liveness check must catch it.
@@ -410,6 +436,10 @@ struct Runtime {
     unsynced: Vec<(usize, CoreLsn, Durable, AcceptorRecord)>,
     /// When the simulator next polls the committer (the group commit's fsync).
     commit_at_nanos: Option<u64>,
+    /// The WAL's active segment at the last tick round: when it moves, every replica is ticked
+    /// once, as the shard's ticker does (whether a replica pins a segment reused soon changes
+    /// only then).
+    ticked_segment: u32,
 }
 
 /// What one WAL record of a replica holds that the replica must never forget once it is
@@ -502,6 +532,9 @@ struct Group {
     /// Since when a majority of the members has been healthy with no write acknowledged, and
     /// the acknowledged count then (`MAJORITY_LIVENESS_WINDOW_NANOS`).
     healthy_majority_since: Option<(u64, u64)>,
+    /// How long a majority of the members has been healthy while no healthy member led, since
+    /// one last did (`LEADERLESS_WINDOW_NANOS`).
+    leaderless_nanos: u64,
     /// Time to Live: expiring items acknowledged, with when.
     expiring_acknowledged: BTreeMap<u64, u64>,
     /// The expiring items of the highest applied state any replica was seen at.
@@ -620,6 +653,12 @@ struct Simulation {
     index_acknowledged_through: Slot,
     /// After the run: clients start nothing new while the outboxes drain.
     clients_stopped: bool,
+    /// Quiet spells: their own random stream (None: this seed has none), and the current or
+    /// next spell as `[start, end)`.
+    quiet_spells: Option<SeededRng>,
+    quiet_spell: (u64, u64),
+    /// When the current spell cuts a quiesced leader off, if it does.
+    quiesced_leader_isolation_at: Option<u64>,
     /// Streams on: the configuration calls and what the stream checkers know.
     streams: Streams,
     /// Transactions on: the ledger group (the last group) and the transaction actors.
@@ -669,6 +708,7 @@ pub fn run(options: SimulationOptions) -> Report {
             digests: BTreeMap::new(),
             acknowledged: 0,
             healthy_majority_since: None,
+            leaderless_nanos: 0,
             expiring_acknowledged: BTreeMap::new(),
             latest_expiring: None,
         })
@@ -774,6 +814,12 @@ pub fn run(options: SimulationOptions) -> Report {
         index_versions: BTreeMap::new(),
         index_acknowledged_through: Slot::ZERO,
         clients_stopped: false,
+        quiet_spells: {
+            let mut rng = root.fork(STREAM_QUIET_SPELLS);
+            rng.chance(0.5).then_some(rng)
+        },
+        quiet_spell: (0, 0),
+        quiesced_leader_isolation_at: None,
         streams: Streams {
             groups: (0..group_count).map(|_| StreamGroup::default()).collect(),
             ..Streams::default()
@@ -836,6 +882,7 @@ impl Simulation {
             }
             self.step(step);
             self.check_majority_liveness();
+            self.check_leadership(STEP_NANOS);
             if self.report.violations.len() >= VIOLATIONS_MAX {
                 break;
             }
@@ -912,6 +959,7 @@ impl Simulation {
         self.fsync_due();
         if step.is_multiple_of(TICK_INTERVAL_STEPS) {
             self.tick_all();
+            self.check_liveness_all();
         }
         if step.is_multiple_of(PRUNE_INTERVAL_STEPS) {
             self.prune_checker_state();
@@ -1369,6 +1417,7 @@ mod tests {
                     digests: BTreeMap::new(),
                     acknowledged: 0,
                     healthy_majority_since: None,
+                    leaderless_nanos: 0,
                     expiring_acknowledged: BTreeMap::new(),
                     latest_expiring: None,
                 })
@@ -1480,6 +1529,26 @@ mod tests {
                 .any(|violation| violation.starts_with("liveness: group 0 kept a healthy majority")),
             "{:?}",
             report.violations
+        );
+    }
+
+    /// Runs of 20 s: a quiet spell must start, its quiesced leader be cut off, and the
+    /// leadership check's 5 s pass before the heal.
+    #[test]
+    fn quiesced_followers_never_told_of_a_silent_leader_are_caught() {
+        let caught = (0..20).any(|seed| {
+            let report = run(SimulationOptions {
+                broken: Some(Broken::PeerUnreachableNeverReported),
+                ..options(seed, 20)
+            });
+            report
+                .violations
+                .iter()
+                .any(|violation| violation.contains("no healthy leader"))
+        });
+        assert!(
+            caught,
+            "the leadership check must catch followers that wait for a dead leader's heartbeat"
         );
     }
 

@@ -163,7 +163,7 @@ impl Simulation {
                     };
                     self.feed(to, group, Event::Message { from, message });
                 }
-                Routed::Replica { event, .. } => self.feed(to, group, event),
+                routed @ Routed::Replica { .. } => self.feed_routed(to, routed),
                 Routed::Undecodable => self.violation(format!(
                     "{to:?} group {group}: a replication message that does not convert"
                 )),

@@ -57,7 +57,11 @@ impl Simulation {
                 }
                 NodeResponse::Error(NodeError::NotLeader { leader_hint, .. }) => {
                     let hint = leader_hint.map(NodeId).filter(|hint| *hint != node);
-                    self.retry_later(client, group, hint);
+                    // A read held for the lease may be answered after its client moved on to
+                    // a write: only an idle client retries.
+                    if matches!(self.clients[client].state, ClientState::Idle { .. }) {
+                        self.retry_later(client, group, hint);
+                    }
                 }
                 other => self.violation(format!(
                     "{node:?} group {group}: unexpected answer to a strong read: {other:?}"
@@ -188,7 +192,7 @@ impl Simulation {
         self.time_out_pending(false);
         // With streams, clients write only once every base group has its stream, so every
         // item's records start with its first write.
-        if self.clients_stopped || !self.streams_configured() {
+        if self.clients_stopped || !self.streams_configured() || self.in_quiet_spell() {
             return;
         }
         let base_groups = self.base_group_count() as u64;
@@ -227,6 +231,29 @@ impl Simulation {
                 self.eventual_read(client, group, key);
             }
         }
+    }
+
+    /// Whether the clients pause now (`QUIET_SPELL_NANOS_MIN`): draws the next spell once the
+    /// current one is over. Never while healing, so the heal phase measures progress.
+    fn in_quiet_spell(&mut self) -> bool {
+        if self.healing {
+            return false;
+        }
+        let now = self.now_nanos;
+        let Some(rng) = self.quiet_spells.as_mut() else {
+            return false;
+        };
+        let (start, end) = self.quiet_spell;
+        if now >= end {
+            let length =
+                QUIET_SPELL_NANOS_MIN + rng.below(QUIET_SPELL_NANOS_MAX - QUIET_SPELL_NANOS_MIN);
+            let gap = length + rng.below(length);
+            self.quiet_spell = (now + gap, now + gap + length);
+            self.quiesced_leader_isolation_at =
+                (rng.below(3) == 0).then_some(now + gap + QUIESCED_LEADER_ISOLATION_DELAY_NANOS);
+            return false;
+        }
+        now >= start
     }
 
     pub(crate) fn next_effect_point(&mut self) -> EffectPoint {
@@ -434,10 +461,26 @@ impl Simulation {
             return;
         }
         let reply_to = self.request(client, group, node, kind, request);
-        // Unless the read stopped its node (corruption found on a faulty disk while reading:
-        // counted as such, or a violation of its own), its answer came back already.
-        if self.requests.remove(&reply_to).is_some() && self.is_up(node) {
-            self.violation(format!("{node:?} group {group}: a read was not answered"));
+        // Its answer came back already, unless the read stopped its node (corruption found on
+        // a faulty disk while reading: counted as such, or a violation of its own) or a
+        // quiesced leader holds a strong read until a heartbeat round renews its lease (the
+        // answer comes later through `on_reply`; the client goes on meanwhile).
+        if self.requests.contains_key(&reply_to) {
+            let held_for_lease = matches!(kind, RequestKind::StrongRead { .. })
+                && self.is_up(node)
+                && self.nodes[&node]
+                    .runtime
+                    .as_ref()
+                    .and_then(|runtime| runtime.replicas.get(&group))
+                    .is_some_and(|replica| replica.holds_reads_for_lease());
+            if held_for_lease {
+                self.fault("strong read held for the lease");
+            } else {
+                self.requests.remove(&reply_to);
+                if self.is_up(node) {
+                    self.violation(format!("{node:?} group {group}: a read was not answered"));
+                }
+            }
         }
     }
 

@@ -23,6 +23,7 @@ pub fn replica_config() -> ReplicaConfig {
             election_timeout_jitter: Duration::from_millis(50),
             heartbeat_interval: Duration::from_millis(10),
             idle_heartbeat_interval: Duration::from_millis(30),
+            quiesce: true,
             lease_duration: Duration::from_millis(100),
             clock_drift_max: Duration::from_millis(5),
             snapshot_retry_interval: Duration::from_millis(100),
@@ -59,6 +60,7 @@ pub fn shard_config(directory: &Path) -> ShardConfig {
         time_to_live_sweep_period: Duration::from_secs(1),
         stream_retention: Duration::from_secs(24 * 3600),
         stream_shard_rollover: Duration::from_secs(4 * 3600),
+        peers: Vec::new(),
     }
 }
 

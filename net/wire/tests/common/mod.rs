@@ -82,6 +82,14 @@ pub fn core_message() -> impl Strategy<Value = Message> {
             }
         ),
         ballot().prop_map(|promised| Message::Rejected { promised }),
+        (ballot(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(ballot, round, first, commit)| Message::Quiesce {
+                ballot,
+                round,
+                first_slot: Slot(first),
+                commit_slot: Slot(commit),
+            }
+        ),
     ]
 }
 
