@@ -7,7 +7,11 @@ WINDOW_S seconds with no request in flight. Prints each node's and the router's 
 core. Bounded: a fixed number of CreateTable calls, one measurement window, then the cluster is
 stopped.
 
-Usage: python3 bench/idle/idle_cpu.py SHOAL_BINARY TABLES [WINDOW_S]
+Usage: python3 bench/idle/idle_cpu.py SHOAL_BINARY TABLES [WINDOW_S] [DEV_ARGS...]
+
+DEV_ARGS go to `shoal dev` as given: `--ttl-sweep-period-seconds 3600` measures with the
+production default TTL period (`shoal dev` sweeps every 5 s, and each node then rereads every
+table's TTL setting from the metadata group every 5 s).
 """
 
 import json
@@ -56,8 +60,9 @@ def children(pid):
 def main():
     binary, tables = sys.argv[1], int(sys.argv[2])
     window_s = float(sys.argv[3]) if len(sys.argv) > 3 else 60.0
+    dev_args = sys.argv[4:]
     data_dir = tempfile.mkdtemp(prefix="shoal-idle-")
-    dev = subprocess.Popen([binary, "dev", "--data-dir", data_dir, "--port", str(PORT)],
+    dev = subprocess.Popen([binary, "dev", "--data-dir", data_dir, "--port", str(PORT)] + dev_args,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = boto3.client(
@@ -85,7 +90,7 @@ def main():
         time.sleep(window_s)
         elapsed = time.monotonic() - started
         result = {"tables": tables, "partitions": tables * 4, "window_s": round(elapsed, 1),
-                  "processes": []}
+                  "dev_args": dev_args, "processes": []}
         for pid, command in processes:
             share = (cpu_seconds(pid) - before[pid]) / elapsed
             role = "router" if " router" in command else ("node" if " node" in command else command)
