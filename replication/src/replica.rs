@@ -1272,6 +1272,14 @@ impl Replica {
         self.last_leader_contact = Some(now);
         self.send_to_followers(now, true);
         self.update_lease();
+        if quiesce
+            && let Role::Leader(leader) = &mut self.role
+            && leader.progress.is_empty()
+        {
+            // A group of one: no follower has to acknowledge anything.
+            self.quiesced = true;
+            leader.heartbeat_deadline = NEVER;
+        }
     }
 
     fn send_to_followers(&mut self, now: MonotonicTime, heartbeat: bool) {

@@ -464,7 +464,7 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// When the last tick came: a quiet replica's next one is due at most
     /// [`QUIET_TICK_INTERVAL_MAX`] later.
     last_tick: MonotonicTime,
-    /// Requests that need the lease, held while a woken leader renews it (`hold_for_lease`).
+    /// Requests held while a woken leader renews its lease (`hold_for_lease`).
     lease_waiters: Vec<LeaseWaiter>,
     /// The Time to Live sweeper's progress (src/replica/sweep.rs).
     sweep: sweep::SweepState,
@@ -934,16 +934,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
 
     /// Whether requests wait for this leader's lease to be renewed (it was quiesced when they
     /// came): their answers come at a later event.
-    pub fn holds_reads_for_lease(&self) -> bool {
+    pub fn holds_requests_for_lease(&self) -> bool {
         !self.lease_waiters.is_empty()
     }
 
-    /// Whether `request` must wait for a lease at a quiesced leader: every read that needs one
-    /// (strong reads, and the internal reads that are always strong). Writes are not held:
-    /// their proposal wakes the leader and commits in the same round trip.
+    /// Whether `request` must wait for the lease at a quiesced leader: all but eventually
+    /// consistent reads. Writes too: one whose condition fails is refused only with the lease
+    /// held (invariant 5), and a refusal proposes nothing that would wake the leader; holding
+    /// the first write after an idle spell costs it one round trip.
     fn needs_lease(request: &PreparedRequest) -> bool {
         match request {
-            PreparedRequest::Write(_) | PreparedRequest::BatchWrite(_) => false,
             PreparedRequest::Get(get) => get.consistent,
             PreparedRequest::BatchGet(gets) => gets.iter().any(|get| get.consistent),
             PreparedRequest::Range(range) => range.consistent,
@@ -952,8 +952,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     }
 
     /// A request that needs the lease, at a quiesced leader: wakes it (a heartbeat round goes
-    /// out now) and holds the request until a quorum answered, so the first strong read after
-    /// an idle spell costs one round trip more instead of a NotLeader and the router's retry.
+    /// out now) and holds the request until a quorum answered, so the first request after an
+    /// idle spell costs one round trip more instead of a NotLeader and the router's retry.
     /// Returns the request back when it is not held.
     async fn hold_for_lease(
         &mut self,
