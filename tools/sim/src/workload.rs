@@ -472,7 +472,7 @@ impl Simulation {
                     .runtime
                     .as_ref()
                     .and_then(|runtime| runtime.replicas.get(&group))
-                    .is_some_and(|replica| replica.holds_reads_for_lease());
+                    .is_some_and(|replica| replica.holds_requests_for_lease());
             if held_for_lease {
                 self.fault("strong read held for the lease");
             } else {
