@@ -48,8 +48,9 @@ mod harness;
 
 pub use message::{Action, Message, RoleKind};
 pub use replica::{
-    FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR, OptionsError, ProposeError, Proposed, RecoveredState,
-    RecoveryError, Replica, ReplicaKind, ReplicaOptions, StrongReadRefusal,
+    FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR, OptionsError, ProposeError, Proposed,
+    QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS, RecoveredState, RecoveryError, Replica, ReplicaKind,
+    ReplicaOptions, StrongReadRefusal,
 };
 pub use types::{
     Ballot, LogEntry, Lsn, Membership, MembershipChange, MembershipError, MonotonicTime, NodeId,

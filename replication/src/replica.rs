@@ -173,9 +173,15 @@ pub enum StrongReadRefusal {
 /// first answers come only after phase 2 reaches them through lossy links.
 const QUORUM_SILENCE_ELECTION_TIMEOUTS: u32 = 3;
 
-/// The timer of a quiesced replica: never (a quiesced leader sends no heartbeat, a quiesced
-/// follower never times out); only an input wakes it.
+/// The timer of a quiesced leader: never (it sends no heartbeat); only an input wakes it.
 const NEVER: MonotonicTime = MonotonicTime::from_nanos(u64::MAX);
+
+/// A quiesced follower wakes on its own after this many minimum election timeouts and runs its
+/// election timer again: a backstop for a leader gone without its node going silent (a node
+/// that restarted with that replica out of service, a leader that removed itself from the
+/// group and stepped down with followers quiesced). If the leader is there, the follower's
+/// pre-check wakes it and the group quiesces again: a few messages per group per backstop.
+pub const QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS: u32 = 30;
 
 /// A replica that has never promised a ballot nor heard from a leader (a new group's, before
 /// its first election) waits this many times less than its election timeout (minimum and
@@ -309,6 +315,8 @@ pub struct Replica {
     /// Quiesced (`ReplicaOptions::quiesce`): a leader sends no heartbeats and a follower runs no
     /// election timer. Never durable: a restarted replica starts awake.
     quiesced: bool,
+    /// When a follower quiesced (its backstop, `QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS`).
+    quiesced_at: MonotonicTime,
     actions: Vec<Action>,
     #[cfg(test)]
     pub(crate) faults: InjectedFaults,
@@ -346,6 +354,7 @@ impl Replica {
             held_replies: VecDeque::new(),
             lease_announced: false,
             quiesced: false,
+            quiesced_at: MonotonicTime::ZERO,
             actions: Vec::new(),
             #[cfg(test)]
             faults: InjectedFaults::default(),
@@ -487,7 +496,10 @@ impl Replica {
     /// ticks for anyway while it has entries to commit).
     pub fn next_timer_deadline(&self) -> MonotonicTime {
         if self.quiesced {
-            return NEVER;
+            return match &self.role {
+                Role::Leader(_) => NEVER,
+                _ => self.quiesced_follower_wakes_at(),
+            };
         }
         match &self.role {
             Role::Leader(leader) => leader.heartbeat_deadline,
@@ -503,8 +515,11 @@ impl Replica {
     /// that lapsed.
     pub fn tick(&mut self, now: MonotonicTime) -> Vec<Action> {
         if self.quiesced {
-            // Nothing is due: no heartbeat, no election timeout, and the quorum check would
-            // only see the silence quiescence asked for.
+            // Nothing is due but a follower's backstop: no heartbeat, no election timeout, and
+            // the quorum check would only see the silence quiescence asked for.
+            if !matches!(self.role, Role::Leader(_)) && now >= self.quiesced_follower_wakes_at() {
+                self.wake_follower(now);
+            }
             return self.finish(now);
         }
         match &self.role {
@@ -788,6 +803,14 @@ impl Replica {
             }
             leader.heartbeat_deadline = leader.heartbeat_deadline.min(busy_deadline);
         }
+    }
+
+    fn quiesced_follower_wakes_at(&self) -> MonotonicTime {
+        self.quiesced_at.saturating_add(
+            self.options
+                .election_timeout_min
+                .saturating_mul(QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS),
+        )
     }
 
     fn wake_follower(&mut self, now: MonotonicTime) {
@@ -1375,6 +1398,16 @@ impl Replica {
         if !messages.is_empty() {
             progress.commit_sent = commit_slot;
         }
+        let entries_sent = messages.iter().any(
+            |message| matches!(message, Message::Accept { entries, .. } if !entries.is_empty()),
+        );
+        if entries_sent || snapshot {
+            // The follower takes these as plain Accepts: its answer to this round says nothing
+            // about quiescing, so the spell starts over at the next round.
+            if let Role::Leader(leader) = &mut self.role {
+                leader.quiesce_from_round = None;
+            }
+        }
         if snapshot {
             self.actions.push(Action::SendSnapshot { to: follower });
         }
@@ -1507,22 +1540,18 @@ impl Replica {
         self.send_to_follower(now, from, false);
         self.advance_commit(now);
         self.update_lease();
-        self.quiesce_when_every_follower_did(now, from);
+        self.quiesce_when_every_follower_did(now, missing || match_slot < last_slot);
     }
 
-    /// After an answer from `from`: a quiesced leader wakes when the follower is behind (it
+    /// After an answer: a quiesced leader wakes when the follower reports itself `behind` (it
     /// restarted, or lost entries); a quiescing one quiesces once every follower acknowledged a
     /// Quiesce round matching our log's end (each of them then quiesced too).
-    fn quiesce_when_every_follower_did(&mut self, now: MonotonicTime, from: NodeId) {
+    fn quiesce_when_every_follower_did(&mut self, now: MonotonicTime, behind: bool) {
         let last_slot = self.log.last_slot();
         let idle = self.idle();
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
-        let behind = leader
-            .progress
-            .get(&from)
-            .is_some_and(|progress| progress.match_slot < last_slot);
         if self.quiesced {
             if behind {
                 self.wake_leader(now);
@@ -1569,6 +1598,7 @@ impl Replica {
             && self.commit_slot == self.match_slot;
         if following_it && holds_all && matches!(self.role, Role::Follower) {
             self.quiesced = true;
+            self.quiesced_at = now;
         }
     }
 

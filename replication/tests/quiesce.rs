@@ -9,9 +9,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Group, LEASE, ms, n, options, three_full};
+use common::{ELECTION_MIN, Group, LEASE, ms, n, options, three_full};
 use shoal_replication::{
-    Action, Message, MonotonicTime, Replica, ReplicaKind, RoleKind, StrongReadRefusal,
+    Action, Message, MonotonicTime, QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS, Replica, ReplicaKind,
+    RoleKind, StrongReadRefusal,
 };
 
 const IDLE: Duration = Duration::from_millis(40);
@@ -79,17 +80,48 @@ fn an_idle_group_quiesces_and_then_sends_nothing() {
     assert_eq!(run_leader(&mut group, Duration::from_secs(5)), 0);
     let never = MonotonicTime::from_nanos(u64::MAX);
     assert_eq!(group.get(1).next_timer_deadline(), never);
-    assert_eq!(group.get(2).next_timer_deadline(), never);
-    // Followers run no election timer: ticks far past any timeout do nothing.
-    let far = group.now.saturating_add(Duration::from_secs(60));
-    assert!(group.get(2).tick(far).is_empty());
-    assert_eq!(group.get(2).role(), RoleKind::Follower);
+    // Followers run no election timer, only the backstop of many timeouts.
+    let backstop = group.get(2).next_timer_deadline();
+    let timeouts = ELECTION_MIN * QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS;
+    assert!(backstop < never);
+    assert!(backstop <= group.now.saturating_add(timeouts));
+    let before = backstop.saturating_sub(Duration::from_millis(1));
+    assert!(group.get(2).tick(before).is_empty());
+    assert!(group.get(2).quiesced());
     // The leader still leads; its lease lapsed with the heartbeats.
     assert_eq!(group.get(1).role(), RoleKind::Leader);
     assert_eq!(
-        group.get(1).can_serve_strong_read(far),
+        group.get(1).can_serve_strong_read(before),
         Err(StrongReadRefusal::LeaseNotHeld)
     );
+}
+
+#[test]
+fn a_quiesced_follower_wakes_by_itself_at_its_backstop_and_the_group_quiesces_again() {
+    let mut group = quiesced_group();
+    let backstop = group.get(2).next_timer_deadline();
+    group.get(2).tick(backstop);
+    assert!(!group.get(2).quiesced());
+    assert_eq!(group.get(2).role(), RoleKind::Follower);
+    // Its election timer runs again: past it, it pre-checks; the quiesced leader wakes and the
+    // group goes back to sleep.
+    group.now = backstop.saturating_add(ELECTION_MIN * 3);
+    let now = group.now;
+    let actions = group.get(2).tick(now);
+    assert!(
+        sends_to(&actions, 1)
+            .iter()
+            .any(|message| matches!(message, Message::PreCheck { .. }))
+    );
+    // The pre-check wakes the leader, whose round (still idle: a Quiesce round) tells node 2
+    // of it; delivered at once, the group quiesces again within the same exchange.
+    group.settle(n(2), actions);
+    run_leader(&mut group, Duration::from_millis(300));
+    assert_eq!(group.get(2).leader_hint(), Some(n(1)));
+    assert_eq!(group.get(1).role(), RoleKind::Leader);
+    for id in 1..=3 {
+        assert!(group.get(id).quiesced(), "node {id} quiesced again");
+    }
 }
 
 #[test]

@@ -466,6 +466,9 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     last_tick: MonotonicTime,
     /// Requests held while a woken leader renews its lease (`hold_for_lease`).
     lease_waiters: Vec<LeaseWaiter>,
+    /// Set by `check_read` when it refused for want of a lease at a quiesced leader: `handle`
+    /// then wakes the core, so that the client's next try finds the lease renewed.
+    lease_wanted: std::cell::Cell<bool>,
     /// The Time to Live sweeper's progress (src/replica/sweep.rs).
     sweep: sweep::SweepState,
     /// The stream configuration writes follow (src/replica/stream.rs).
@@ -775,6 +778,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             outgoing_snapshot: None,
             last_tick: MonotonicTime::ZERO,
             lease_waiters: Vec::new(),
+            lease_wanted: std::cell::Cell::new(false),
             incoming_snapshot: None,
             next_transfer_id: 1,
             outputs: Vec::new(),
@@ -922,10 +926,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             return MonotonicTime::ZERO;
         }
         if self.core.quiesced() {
-            // A quiesced replica has no timer and, being quiet, no duty that time alone brings
-            // due: what wakes it comes as an event (a message, a request, a peer's node
-            // unreachable or back).
-            return MonotonicTime::from_nanos(u64::MAX);
+            // A quiesced replica, being quiet, has no duty that time alone brings due, and no
+            // timer but a follower's backstop: what wakes it comes as an event (a message, a
+            // request, a peer's node unreachable or back).
+            return self.core.next_timer_deadline();
         }
         self.core
             .next_timer_deadline()
@@ -938,12 +942,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         !self.lease_waiters.is_empty()
     }
 
-    /// Whether `request` must wait for the lease at a quiesced leader: all but eventually
-    /// consistent reads. Writes too: one whose condition fails is refused only with the lease
-    /// held (invariant 5), and a refusal proposes nothing that would wake the leader; holding
-    /// the first write after an idle spell costs it one round trip.
+    /// Whether `request` must wait for the lease at a quiesced leader: every read that needs
+    /// it (strong reads, and the internal reads that are always strong). Writes are not held:
+    /// their proposal wakes the leader and commits in the same round trip; one refused by its
+    /// condition, which needs the lease and proposes nothing, wakes the leader through
+    /// `check_read` and is answered NotLeader once (the router asks again).
     fn needs_lease(request: &PreparedRequest) -> bool {
         match request {
+            PreparedRequest::Write(_) | PreparedRequest::BatchWrite(_) => false,
             PreparedRequest::Get(get) => get.consistent,
             PreparedRequest::BatchGet(gets) => gets.iter().any(|get| get.consistent),
             PreparedRequest::Range(range) => range.consistent,
@@ -962,7 +968,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     ) -> Result<Option<LeaseWaiter>, PartitionError> {
         let woken_leader = self.core.role() == RoleKind::Leader
             && (self.core.quiesced() || !self.lease_waiters.is_empty());
+        // A lease still running serves at once (it outlives quiescence by up to a lease).
         if !woken_leader
+            || self.core.can_serve_strong_read(now).is_ok()
             || !Self::needs_lease(&waiter.request)
             || self.lease_waiters.len() >= LEASE_WAITERS_MAX
         {
@@ -1114,6 +1122,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 step.log(self.meta.partition);
             }
             Event::Stop => {}
+        }
+        if self.lease_wanted.replace(false) && self.core.quiesced() {
+            let actions = self.core.wake(now);
+            self.execute(now, actions).await?;
         }
         self.serve_lease_waiters(now).await?;
         Ok(std::mem::take(&mut self.outputs))

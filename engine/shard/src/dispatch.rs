@@ -14,7 +14,7 @@ pub mod liveness;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use liveness::{LIVENESS_GROUP, Liveness, LivenessConfig, PeerChange};
+use liveness::{LIVENESS_GROUP, Liveness, LivenessConfig, PeerChange, ping_incarnation};
 
 use shoal_io::MonotonicTime;
 use shoal_model::request_codec::decode_request;
@@ -198,13 +198,15 @@ impl<C: Copy> Dispatch<C> {
     /// Starts tracking the liveness of `peers` (engine/shard `dispatch::liveness`): from now on
     /// `liveness_due` pings them and every replica hears of a peer's node going silent or
     /// coming back. Hosts whose replicas quiesce must enable it.
+    /// `incarnation` is drawn anew at every start of the node (its pings carry it).
     pub fn enable_liveness(
         &mut self,
         config: LivenessConfig,
+        incarnation: u64,
         peers: impl IntoIterator<Item = NodeId>,
         now: MonotonicTime,
     ) {
-        let mut liveness = Liveness::new(self.node, config);
+        let mut liveness = Liveness::new(self.node, incarnation, config);
         for peer in peers {
             liveness.watch(peer, now);
         }
@@ -305,16 +307,18 @@ impl<C: Copy> Dispatch<C> {
         match message {
             BusMessage::Replication(envelopes) => {
                 let mut routed = Vec::new();
-                // Anything from a peer says its node is alive; a ping says nothing else.
-                let mut senders: Vec<u64> =
-                    envelopes.iter().map(|envelope| envelope.from).collect();
-                senders.dedup();
-                for sender in senders {
-                    let change = self
-                        .liveness
-                        .as_mut()
-                        .and_then(|liveness| liveness.heard(NodeId(sender), now));
-                    if let Some(change) = change {
+                // Anything from a peer says its node is alive; a ping also says which
+                // incarnation of it.
+                let heard: Vec<(u64, Option<u64>)> = envelopes
+                    .iter()
+                    .map(|envelope| (envelope.from, ping_incarnation(envelope)))
+                    .collect();
+                for (sender, incarnation) in heard {
+                    let changes = match self.liveness.as_mut() {
+                        Some(liveness) => liveness.heard(NodeId(sender), now, incarnation),
+                        None => Vec::new(),
+                    };
+                    for change in changes {
                         routed.extend(self.peer_change_events(change));
                     }
                 }

@@ -247,6 +247,11 @@ impl<T: Transport + 'static> Shard<T> {
                     ping_interval: core.idle_heartbeat_interval,
                     unreachable_after: core.election_timeout_min,
                 },
+                // A new number at every start: the wall clock's nanoseconds and the process.
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos() as u64)
+                    ^ u64::from(std::process::id()).rotate_left(32),
                 config.peers.iter().copied(),
                 SystemClock.now(),
             );

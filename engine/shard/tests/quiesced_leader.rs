@@ -1,9 +1,10 @@
 //! A quiesced leader (ReplicaOptions::quiesce) answers whatever comes after its idle spell as
-//! an awake one would: a strong read with the item, a write whose condition fails with
-//! ConditionalCheckFailedException. Both need the lease, which lapsed while the group was
-//! quiesced; the replica wakes and holds them for one heartbeat round. Before it held writes,
-//! a refused conditional write got NotLeader from the leader itself for as long as nothing
-//! else woke the group (a real-process transactions test stalled on it).
+//! an awake one would: a strong read with the item (held for one heartbeat round while the
+//! lease, which lapsed in quiescence, is renewed), a write whose condition fails with
+//! ConditionalCheckFailedException once the router asks again (the first try finds no lease,
+//! is answered NotLeader and wakes the leader). Before the refusal woke the leader, it got
+//! NotLeader from the leader itself for as long as nothing else woke the group (a
+//! real-process transactions test stalled on it).
 //!
 //! On real files (glommio DMA in a temporary directory), since the shard runs on them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -122,11 +123,26 @@ fn a_quiesced_leader_answers_strong_reads_and_refused_conditional_writes() {
                 "ConditionExpression": "attribute_not_exists(pk)",
             }),
         );
-        match request(&shard, &transport, 2, refused).await {
-            NodeResponse::Error(NodeError::Dynamo { type_name, .. }) => {
-                assert_eq!(type_name, "ConditionalCheckFailedException");
+        // As the router does: NotLeader with the leader's own hint is asked again.
+        let mut refusals = 0;
+        loop {
+            match request(&shard, &transport, 2000 + refusals, refused.clone()).await {
+                NodeResponse::Error(NodeError::Dynamo { type_name, .. }) => {
+                    assert_eq!(type_name, "ConditionalCheckFailedException");
+                    break;
+                }
+                NodeResponse::Error(NodeError::NotLeader {
+                    leader_hint: Some(1),
+                    ..
+                }) if refusals < 3 => {
+                    refusals += 1;
+                    glommio::timer::sleep(TICK).await;
+                }
+                other => panic!(
+                    "a refused conditional write at a quiesced leader got {other:?} after \
+                     {refusals} refusals"
+                ),
             }
-            other => panic!("a refused conditional write at a quiesced leader got {other:?}"),
         }
 
         glommio::timer::sleep(lease * 4 + Duration::from_millis(50)).await;

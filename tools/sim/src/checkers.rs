@@ -417,7 +417,8 @@ impl Simulation {
             // Equal maps and as many entries as keys: no key has a second, stale entry.
             (Ok(items), Ok(entries))
                 if items == entries
-                    && matches!(index, ItemResult::Range { items: listed, .. } if listed.len() == entries.len()) => {}
+                    && matches!(index, ItemResult::Range { items: listed, .. } if listed.len() == entries.len()) =>
+                {}
             (Ok(items), Ok(entries)) => self.violation(format!(
                 "{id:?} group {group} at {slot:?}: the local index holds {entries:?}, the items are {items:?}"
             )),

@@ -214,6 +214,8 @@ pub(crate) fn start_runtime(
             ping_interval: options.idle_heartbeat_interval,
             unreachable_after: options.election_timeout_min,
         },
+        // The node's start: a new incarnation at every (re)start of it.
+        seed,
         peers,
         now,
     );
@@ -227,6 +229,28 @@ pub(crate) fn start_runtime(
         commit_at_nanos: None,
         ticked_segment: wal_active_segment,
     })
+}
+
+/// The checker's own scan answer among a scan event's outputs, and the rest: an event also
+/// serves the requests a leader held for its lease once the lease is back (the partition's
+/// `lease_waiters`), whatever the event, so their replies and proposals come out of the scan
+/// too and must be carried out like any output.
+fn split_scan_outputs(outputs: Vec<Output>) -> (Option<ItemResult>, Vec<Output>) {
+    let mut result = None;
+    let mut rest = Vec::new();
+    for output in outputs {
+        match output {
+            Output::Reply {
+                reply_to: SCAN_REPLY_TO,
+                response:
+                    NodeResponse::Item {
+                        result: scanned, ..
+                    },
+            } if result.is_none() => result = Some(scanned),
+            other => rest.push(other),
+        }
+    }
+    (result, rest)
 }
 
 impl Simulation {
@@ -591,7 +615,7 @@ impl Simulation {
             };
             drive(replica.handle(now, scan), &mut runtime.committer)
         });
-        let outputs = match handled {
+        let mut outputs = match handled {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(error)) => {
                 let corruption = partition_corruption(&error);
@@ -616,13 +640,11 @@ impl Simulation {
                 self.forget_stream_cursor(id, group);
             }
             let body = match scanned {
-                Ok(Ok(scan_outputs)) => scan_outputs.into_iter().find_map(|output| match output {
-                    Output::Reply {
-                        response: NodeResponse::Item { result, .. },
-                        ..
-                    } => Some(result),
-                    _ => None,
-                }),
+                Ok(Ok(scan_outputs)) => {
+                    let (result, rest) = split_scan_outputs(scan_outputs);
+                    outputs.extend(rest);
+                    result
+                }
                 Ok(Err(error)) => {
                     let corruption = partition_corruption(&error);
                     return self.fail_node(
@@ -646,13 +668,9 @@ impl Simulation {
             }
             let index_body = match index_scanned {
                 Some(Ok(Ok(scan_outputs))) => {
-                    scan_outputs.into_iter().find_map(|output| match output {
-                        Output::Reply {
-                            response: NodeResponse::Item { result, .. },
-                            ..
-                        } => Some(result),
-                        _ => None,
-                    })
+                    let (result, rest) = split_scan_outputs(scan_outputs);
+                    outputs.extend(rest);
+                    result
                 }
                 Some(Ok(Err(error))) => {
                     let corruption = partition_corruption(&error);

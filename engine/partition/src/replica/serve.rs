@@ -619,7 +619,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.core.can_serve_strong_read(now).map_err(|refusal| {
             let hint = match refusal {
                 shoal_replication::StrongReadRefusal::NotLeader { leader_hint } => leader_hint,
-                _ => Some(self.node),
+                shoal_replication::StrongReadRefusal::LeaseNotHeld => {
+                    // A quiesced leader's lease lapsed: `handle` wakes it after this event.
+                    self.lease_wanted.set(true);
+                    Some(self.node)
+                }
             };
             not_leader(self.meta.partition, hint)
         })

@@ -7,8 +7,11 @@
 //! node as hearing from it, and calls a node unreachable after `unreachable_after` of silence.
 //! Each change is handed to every replica of the shard (`Event::PeerUnreachable`,
 //! `Event::PeerReachable`): a follower quiesced under a leader on an unreachable node wakes and
-//! may campaign; a quiesced leader wakes when a follower's node is back. The cost is one ping
-//! per peer per interval, whatever the number of partitions.
+//! may campaign; a quiesced leader wakes when a follower's node is back. A ping carries its
+//! sender's incarnation (a number drawn at each start): a node that restarted faster than the
+//! silence limit is reported unreachable and reachable at once, because its replicas may not
+//! be what they were (one may refuse to recover) while their followers stay quiesced. The cost
+//! is one ping per peer per interval, whatever the number of partitions.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +36,8 @@ struct Peer {
     last_heard: MonotonicTime,
     last_pinged: Option<MonotonicTime>,
     reachable: bool,
+    /// The incarnation its last ping carried.
+    incarnation: Option<u64>,
 }
 
 /// What changed for one peer.
@@ -46,14 +51,17 @@ pub enum PeerChange {
 #[derive(Debug)]
 pub struct Liveness {
     node: NodeId,
+    /// This node's incarnation, carried by its pings.
+    incarnation: u64,
     config: LivenessConfig,
     peers: BTreeMap<NodeId, Peer>,
 }
 
 impl Liveness {
-    pub fn new(node: NodeId, config: LivenessConfig) -> Self {
+    pub fn new(node: NodeId, incarnation: u64, config: LivenessConfig) -> Self {
         Self {
             node,
+            incarnation,
             config,
             peers: BTreeMap::new(),
         }
@@ -69,18 +77,38 @@ impl Liveness {
             last_heard: now,
             last_pinged: None,
             reachable: true,
+            incarnation: None,
         });
     }
 
-    /// Something arrived from `peer`. A peer that was unreachable is reachable again.
-    pub fn heard(&mut self, peer: NodeId, now: MonotonicTime) -> Option<PeerChange> {
-        let entry = self.peers.get_mut(&peer)?;
+    /// Something arrived from `peer`: a ping carries its `incarnation`. A peer that was
+    /// unreachable is reachable again; one whose incarnation changed restarted, and is reported
+    /// unreachable and reachable at once.
+    pub fn heard(
+        &mut self,
+        peer: NodeId,
+        now: MonotonicTime,
+        incarnation: Option<u64>,
+    ) -> Vec<PeerChange> {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
         entry.last_heard = entry.last_heard.max(now);
+        let restarted = match (entry.incarnation, incarnation) {
+            (Some(known), Some(new)) => known != new,
+            _ => false,
+        };
+        if incarnation.is_some() {
+            entry.incarnation = incarnation;
+        }
+        if restarted && entry.reachable {
+            return vec![PeerChange::Unreachable(peer), PeerChange::Reachable(peer)];
+        }
         if entry.reachable {
-            return None;
+            return Vec::new();
         }
         entry.reachable = true;
-        Some(PeerChange::Reachable(peer))
+        vec![PeerChange::Reachable(peer)]
     }
 
     /// The pings due now (one envelope per peer, to be sent to that node's same shard) and the
@@ -94,7 +122,7 @@ impl Liveness {
                 .is_none_or(|at| now >= at.saturating_add(self.config.ping_interval));
             if ping_due {
                 state.last_pinged = Some(now);
-                pings.push(ping(self.node, *peer));
+                pings.push(ping(self.node, *peer, self.incarnation));
             }
             let silent = now
                 >= state
@@ -114,14 +142,24 @@ impl Liveness {
     }
 }
 
-/// A liveness ping from `from` to `to`: an envelope of [`LIVENESS_GROUP`] whose message is
-/// ignored (a pre-check of round 0, the smallest message there is).
-pub fn ping(from: NodeId, to: NodeId) -> ReplicationEnvelope {
+/// A liveness ping from `from` to `to`: an envelope of [`LIVENESS_GROUP`] whose message is a
+/// pre-check whose round is the sender's incarnation (the smallest message there is).
+pub fn ping(from: NodeId, to: NodeId, incarnation: u64) -> ReplicationEnvelope {
     ReplicationEnvelope {
         group: LIVENESS_GROUP,
         from: from.0,
         to: to.0,
-        message: ReplicationMessageWire::PreCheck { round: 0 },
+        message: ReplicationMessageWire::PreCheck { round: incarnation },
+    }
+}
+
+/// The incarnation a ping carries, if `envelope` is one.
+pub fn ping_incarnation(envelope: &ReplicationEnvelope) -> Option<u64> {
+    match envelope.message {
+        ReplicationMessageWire::PreCheck { round } if envelope.group == LIVENESS_GROUP => {
+            Some(round)
+        }
+        _ => None,
     }
 }
 
@@ -142,24 +180,24 @@ mod tests {
 
     #[test]
     fn peers_are_pinged_every_interval_and_never_oneself() {
-        let mut liveness = Liveness::new(NodeId(1), config());
+        let mut liveness = Liveness::new(NodeId(1), 5, config());
         for peer in 1..=3 {
             liveness.watch(NodeId(peer), ms(0));
         }
         let (pings, _) = liveness.due(ms(0));
         let targets: Vec<u64> = pings.iter().map(|ping| ping.to).collect();
         assert_eq!(targets, vec![2, 3]);
-        assert!(pings.iter().all(|ping| ping.group == LIVENESS_GROUP));
+        assert!(pings.iter().all(|ping| ping_incarnation(ping) == Some(5)));
         assert!(liveness.due(ms(99)).0.is_empty());
         assert_eq!(liveness.due(ms(100)).0.len(), 2);
     }
 
     #[test]
     fn a_silent_peer_becomes_unreachable_once_and_reachable_when_heard() {
-        let mut liveness = Liveness::new(NodeId(1), config());
+        let mut liveness = Liveness::new(NodeId(1), 5, config());
         liveness.watch(NodeId(2), ms(0));
         liveness.watch(NodeId(3), ms(0));
-        assert_eq!(liveness.heard(NodeId(3), ms(300)), None);
+        assert_eq!(liveness.heard(NodeId(3), ms(300), None), vec![]);
         assert!(liveness.due(ms(349)).1.is_empty());
         assert_eq!(
             liveness.due(ms(350)).1,
@@ -169,10 +207,30 @@ mod tests {
         assert_eq!(liveness.reachable(NodeId(2)), Some(false));
         assert_eq!(liveness.reachable(NodeId(3)), Some(true));
         assert_eq!(
-            liveness.heard(NodeId(2), ms(500)),
-            Some(PeerChange::Reachable(NodeId(2)))
+            liveness.heard(NodeId(2), ms(500), None),
+            vec![PeerChange::Reachable(NodeId(2))]
         );
-        assert_eq!(liveness.heard(NodeId(2), ms(510)), None);
-        assert_eq!(liveness.heard(NodeId(9), ms(510)), None, "not watched");
+        assert_eq!(liveness.heard(NodeId(2), ms(510), None), vec![]);
+        assert_eq!(
+            liveness.heard(NodeId(9), ms(510), None),
+            vec![],
+            "not watched"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_restarted_within_the_silence_limit_is_reported_gone_and_back() {
+        let mut liveness = Liveness::new(NodeId(1), 5, config());
+        liveness.watch(NodeId(2), ms(0));
+        assert_eq!(liveness.heard(NodeId(2), ms(100), Some(40)), vec![]);
+        assert_eq!(liveness.heard(NodeId(2), ms(200), Some(40)), vec![]);
+        assert_eq!(
+            liveness.heard(NodeId(2), ms(300), Some(41)),
+            vec![
+                PeerChange::Unreachable(NodeId(2)),
+                PeerChange::Reachable(NodeId(2))
+            ]
+        );
+        assert_eq!(liveness.heard(NodeId(2), ms(400), Some(41)), vec![]);
     }
 }
