@@ -446,12 +446,13 @@ impl Simulation {
                     }
                     due <= self.local_time(id) || segment_moved.contains(&id)
                 });
-            if !due {
-                continue;
+            if due {
+                let snapshot_room = self.snapshot_room(id, group);
+                self.feed(id, group, Event::Tick { snapshot_room });
             }
-            let snapshot_room = self.snapshot_room(id, group);
-            self.feed(id, group, Event::Tick { snapshot_room });
-            // Only table partitions are swept (the node sets TTL targets for a table's
+            // Sweep steps come whether or not the replica was due for a tick, as the shard's
+            // sweeper sends them: a step at a quiesced leader proposes its deletes, which
+            // wakes it. Only table partitions are swept (the node sets TTL targets for a table's
             // partitions, never for its indexes' partitions).
             // Nor is the ledger (its records expire after an hour, longer than any run).
             if sweep && Some(group) != self.index_group && Some(group) != self.ledger_group {
