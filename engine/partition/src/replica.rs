@@ -997,16 +997,24 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             return Ok(());
         }
         for waiter in std::mem::take(&mut self.lease_waiters) {
-            self.serve(
-                now,
-                waiter.reply_to,
-                waiter.epoch,
-                waiter.unix_ms,
-                waiter.request,
-            )
-            .await?;
+            self.serve_waiter(now, waiter).await?;
         }
         Ok(())
+    }
+
+    async fn serve_waiter(
+        &mut self,
+        now: MonotonicTime,
+        waiter: LeaseWaiter,
+    ) -> Result<(), PartitionError> {
+        self.serve(
+            now,
+            waiter.reply_to,
+            waiter.epoch,
+            waiter.unix_ms,
+            waiter.request,
+        )
+        .await
     }
 
     /// Handles one event; returns what the host must do, in order.
@@ -1056,14 +1064,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     since: now,
                 };
                 if let Some(waiter) = self.hold_for_lease(now, waiter).await? {
-                    self.serve(
-                        now,
-                        waiter.reply_to,
-                        waiter.epoch,
-                        waiter.unix_ms,
-                        waiter.request,
-                    )
-                    .await?;
+                    self.serve_waiter(now, waiter).await?;
                 }
             }
             Event::PeerUnreachable(node) => {

@@ -17,12 +17,10 @@ use shoal_wire::messages::{
     RequestFrame,
 };
 
-use common::{NODE, Recorder, TICK, shard_config};
+use common::{NODE, Recorder, answer, shard_config};
 
 const PARTITION: u64 = 6;
 const EPOCH: u64 = 3;
-/// How long the test waits for an answer, in ticks.
-const WAIT_STEPS_MAX: usize = 500;
 
 fn frame(request_id: u64, request: NodeRequest) -> BusMessage {
     BusMessage::Request(RequestFrame {
@@ -51,21 +49,6 @@ fn delete() -> NodeRequest {
         partition: PARTITION,
         epoch: EPOCH,
     }
-}
-
-async fn answer(transport: &Recorder, request_id: u64) -> NodeResponse {
-    for _ in 0..WAIT_STEPS_MAX {
-        let answered = transport
-            .responses
-            .borrow()
-            .iter()
-            .position(|frame| frame.request_id == request_id);
-        if let Some(index) = answered {
-            return transport.responses.borrow_mut().remove(index).response;
-        }
-        glommio::timer::sleep(TICK).await;
-    }
-    panic!("request {request_id} was never answered");
 }
 
 fn hosts_partition(shard: &Shard<Recorder>) -> bool {

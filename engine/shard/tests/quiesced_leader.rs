@@ -14,7 +14,7 @@ mod common;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::{Recorder, TICK, replica_config, shard_config};
+use common::{Recorder, TICK, replica_config, request, shard_config};
 use shoal_io::testing::run_on_test_executor;
 use shoal_model::encoding::decode_item;
 use shoal_model::key::{KeySchema, KeyType};
@@ -23,13 +23,10 @@ use shoal_model::request_codec::encode_request;
 use shoal_partition::PartitionMeta;
 use shoal_replication::{Membership, NodeId};
 use shoal_shard::Shard;
-use shoal_wire::messages::{
-    BusMessage, ItemResult, NodeError, NodeRequest, NodeResponse, ReplicaRole, RequestFrame,
-};
+use shoal_wire::messages::{ItemResult, NodeError, NodeRequest, NodeResponse, ReplicaRole};
 
 const PARTITION: u64 = 7;
 const EPOCH: u64 = 1;
-const WAIT_STEPS_MAX: usize = 500;
 
 fn schema() -> KeySchema {
     KeySchema::partition_only("pk", KeyType::String)
@@ -41,35 +38,6 @@ fn item_request(operation: ItemOperation, parameters: serde_json::Value) -> Node
         epoch: EPOCH,
         request: encode_request(&prepare_request(operation, &parameters, &schema()).unwrap()),
     }
-}
-
-async fn request(
-    shard: &Rc<Shard<Recorder>>,
-    transport: &Recorder,
-    request_id: u64,
-    request: NodeRequest,
-) -> NodeResponse {
-    shard
-        .dispatch(
-            0,
-            BusMessage::Request(RequestFrame {
-                request_id,
-                request,
-            }),
-        )
-        .await;
-    for _ in 0..WAIT_STEPS_MAX {
-        let answered = transport
-            .responses
-            .borrow()
-            .iter()
-            .position(|frame| frame.request_id == request_id);
-        if let Some(index) = answered {
-            return transport.responses.borrow_mut().remove(index).response;
-        }
-        glommio::timer::sleep(TICK).await;
-    }
-    panic!("request {request_id} was not answered");
 }
 
 #[test]

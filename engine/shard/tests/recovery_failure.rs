@@ -12,7 +12,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use common::{NODE, Recorder, TICK, replica_config, shard_config, wal_config};
+use common::{
+    NODE, Recorder, TICK, WAIT_STEPS_MAX, replica_config, request, shard_config, wal_config,
+};
 use shoal_io::storage::dma::DmaDirectory;
 use shoal_io::testing::run_on_test_executor;
 use shoal_io::{Clock, SystemClock};
@@ -26,9 +28,7 @@ use shoal_shard::Shard;
 use shoal_shard::metrics::HEADERS;
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, RecordKind, Wal};
-use shoal_wire::messages::{
-    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicaRole, RequestFrame,
-};
+use shoal_wire::messages::{NodeError, NodeRequest, NodeResponse, ReplicaRole};
 use shoal_wire::persist::encode_persist_record;
 
 /// Its only WAL record holds slot 2 and nothing holds slot 1: a hole, so recovery refuses it.
@@ -44,8 +44,6 @@ const FILLER_KIND: RecordKind = match RecordKind::new(1) {
 };
 const FILLER_BODY_BYTES: usize = 3000;
 const FILLER_RECORDS_MAX: usize = 100;
-/// How long the test waits for something the shard does on its own (an election, a tick).
-const WAIT_STEPS_MAX: usize = 500;
 
 fn meta(partition: u64, members: &[u64]) -> PartitionMeta {
     PartitionMeta {
@@ -116,35 +114,6 @@ async fn prepare(path: &Path) {
     }
     assert_eq!(wal.stats().active_segment, 1, "{:?}", wal.stats());
     wal.shutdown();
-}
-
-async fn request(
-    shard: &Rc<Shard<Recorder>>,
-    transport: &Recorder,
-    request_id: u64,
-    request: NodeRequest,
-) -> NodeResponse {
-    shard
-        .dispatch(
-            0,
-            BusMessage::Request(RequestFrame {
-                request_id,
-                request,
-            }),
-        )
-        .await;
-    for _ in 0..WAIT_STEPS_MAX {
-        let answered = transport
-            .responses
-            .borrow()
-            .iter()
-            .position(|frame| frame.request_id == request_id);
-        if let Some(index) = answered {
-            return transport.responses.borrow_mut().remove(index).response;
-        }
-        glommio::timer::sleep(TICK).await;
-    }
-    panic!("request {request_id} was never answered");
 }
 
 fn put(partition: u64) -> NodeRequest {

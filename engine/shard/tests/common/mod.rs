@@ -1,16 +1,21 @@
 //! What the shard's integration tests share: their configuration (small WAL segments, fast
-//! elections) and a transport that records the shard's answers.
+//! elections), a transport that records the shard's answers, and the request helpers.
+#![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use shoal_partition::ReplicaConfig;
 use shoal_partition::replica::ITEM_TREE_CONFIG;
 use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
-use shoal_shard::{ShardConfig, Transport};
+use shoal_shard::{Shard, ShardConfig, Transport};
 use shoal_store::wal::WalConfig;
-use shoal_wire::messages::{ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk};
+use shoal_wire::messages::{
+    BusMessage, NodeRequest, NodeResponse, ReplicationEnvelope, RequestFrame, ResponseFrame,
+    ShardAddress, SnapshotChunk,
+};
 
 pub const NODE: NodeId = NodeId(1);
 pub const TICK: Duration = Duration::from_millis(10);
@@ -81,4 +86,43 @@ impl Transport for Recorder {
     fn respond(&self, _connection: u64, response: ResponseFrame) {
         self.responses.borrow_mut().push(response);
     }
+}
+
+/// How many ticks a test waits for something the shard does on its own (an answer, an
+/// election).
+pub const WAIT_STEPS_MAX: usize = 500;
+
+/// Waits for the shard's answer to `request_id` and takes it from the recorder.
+pub async fn answer(transport: &Recorder, request_id: u64) -> NodeResponse {
+    for _ in 0..WAIT_STEPS_MAX {
+        let answered = transport
+            .responses
+            .borrow()
+            .iter()
+            .position(|frame| frame.request_id == request_id);
+        if let Some(index) = answered {
+            return transport.responses.borrow_mut().remove(index).response;
+        }
+        glommio::timer::sleep(TICK).await;
+    }
+    panic!("request {request_id} was never answered");
+}
+
+/// Hands `request` to the shard as the bus would and waits for its answer.
+pub async fn request(
+    shard: &Rc<Shard<Recorder>>,
+    transport: &Recorder,
+    request_id: u64,
+    request: NodeRequest,
+) -> NodeResponse {
+    shard
+        .dispatch(
+            0,
+            BusMessage::Request(RequestFrame {
+                request_id,
+                request,
+            }),
+        )
+        .await;
+    answer(transport, request_id).await
 }
