@@ -5,29 +5,19 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{DRIFT, ELECTION_MIN, Group, HEARTBEAT, LEASE, ms, n, options, three_full};
-use shoal_replication::{Action, Message, MonotonicTime, OptionsError, Replica, ReplicaKind};
+use common::{DRIFT, ELECTION_MIN, Group, HEARTBEAT, LEASE, n, options, three_full};
+use shoal_replication::{Action, Message, MonotonicTime, OptionsError, ReplicaKind};
 
 /// Three rounds per idle interval would be a busy group; this is three busy intervals, and
 /// below the lease net of drift (70 ms).
 const IDLE: Duration = Duration::from_millis(60);
 
 fn idle_group() -> Group {
-    let membership = three_full();
-    let mut replicas = BTreeMap::new();
-    for member in membership.members() {
-        let mut options = options(ReplicaKind::Full, member.0);
+    Group::with_options(&three_full(), |options| {
         options.idle_heartbeat_interval = IDLE;
-        let replica = Replica::new(member, options, membership.clone(), ms(0)).unwrap();
-        replicas.insert(member, replica);
-    }
-    Group {
-        replicas,
-        now: ms(0),
-    }
+    })
 }
 
 /// Ticks the leader (node 1) every millisecond for `span`, delivering everything at once, and

@@ -6,31 +6,21 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{ELECTION_MIN, Group, LEASE, ms, n, options, three_full};
+use common::{ELECTION_MIN, Group, LEASE, n, three_full};
 use shoal_replication::{
-    Action, Message, MonotonicTime, QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS, Replica, ReplicaKind,
-    RoleKind, StrongReadRefusal,
+    Action, Message, MonotonicTime, QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS, RoleKind,
+    StrongReadRefusal,
 };
 
 const IDLE: Duration = Duration::from_millis(40);
 
 fn quiescing_group() -> Group {
-    let membership = three_full();
-    let mut replicas = BTreeMap::new();
-    for member in membership.members() {
-        let mut options = options(ReplicaKind::Full, member.0);
+    Group::with_options(&three_full(), |options| {
         options.idle_heartbeat_interval = IDLE;
         options.quiesce = true;
-        let replica = Replica::new(member, options, membership.clone(), ms(0)).unwrap();
-        replicas.insert(member, replica);
-    }
-    Group {
-        replicas,
-        now: ms(0),
-    }
+    })
 }
 
 /// Ticks the leader (node 1) every millisecond for `span`, delivering everything at once.

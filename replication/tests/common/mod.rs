@@ -76,6 +76,21 @@ impl Group {
         }
     }
 
+    /// A group of full replicas whose options `configure` changes from `options`.
+    pub fn with_options(membership: &Membership, configure: impl Fn(&mut ReplicaOptions)) -> Group {
+        let mut replicas = BTreeMap::new();
+        for member in membership.members() {
+            let mut options = options(ReplicaKind::Full, member.0);
+            configure(&mut options);
+            let replica = Replica::new(member, options, membership.clone(), ms(0)).unwrap();
+            replicas.insert(member, replica);
+        }
+        Group {
+            replicas,
+            now: ms(0),
+        }
+    }
+
     pub fn get(&mut self, id: u64) -> &mut Replica {
         self.replicas.get_mut(&n(id)).unwrap()
     }
