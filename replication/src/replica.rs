@@ -472,6 +472,26 @@ impl Replica {
         &self.committed_membership
     }
 
+    /// How far each follower's log is durably this leader's, as its acknowledgements said
+    /// (`match_slot`); empty unless leading. A caller that added a member waits on this for
+    /// the new member to catch up before it removes another.
+    pub fn follower_matches(&self) -> Vec<(NodeId, Slot)> {
+        match &self.role {
+            Role::Leader(leader) => leader
+                .progress
+                .iter()
+                .map(|(node, progress)| (*node, progress.match_slot))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a membership entry is in the log and not committed: no other change may be
+    /// proposed until it is (I8).
+    pub fn membership_change_in_progress(&self) -> bool {
+        self.latest_membership() != self.committed_membership || self.uncommitted_membership_entry()
+    }
+
     /// The membership after every membership entry in the log, committed or not.
     pub fn latest_membership(&self) -> Membership {
         self.log
@@ -1210,9 +1230,7 @@ impl Replica {
         if leader.durable_marks.len() as u64 >= IN_FLIGHT_SLOTS_MAX {
             return Err(ProposeError::Backpressure);
         }
-        if self.latest_membership() != self.committed_membership
-            || self.uncommitted_membership_entry()
-        {
+        if self.membership_change_in_progress() {
             return Err(ProposeError::MembershipChangeInProgress);
         }
         let uncommitted = self.log.last_slot().0 - self.commit_slot.0;

@@ -159,7 +159,8 @@ pub struct PartitionMeta {
     pub partition: u64,
     pub epoch: u64,
     pub key_schema: KeySchema,
-    /// The replica set the partition was created with (the log carries later changes).
+    /// The replica set the partition was created with (the log carries later changes); empty
+    /// for a replica created to join an existing group (`NodeRequest::JoinPartition`).
     pub membership: Membership,
 }
 

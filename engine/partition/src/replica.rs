@@ -45,6 +45,7 @@
 
 mod durability;
 mod global_index;
+mod membership;
 mod serve;
 mod stream;
 mod sweep;
@@ -207,6 +208,13 @@ pub enum Event {
     /// The host hears from `node` again: a quiesced leader with a replica there wakes, so that
     /// replica learns of it (`Replica::peer_reachable`).
     PeerReachable(NodeId),
+    /// From a control plane, to the leader: change the replica set by one member
+    /// (src/replica/membership.rs).
+    ChangeMembership {
+        reply_to: u64,
+        epoch: u64,
+        change: shoal_replication::MembershipChange,
+    },
     /// The host is about to stop this replica (its partition is being deleted here); the
     /// replica does nothing with it. It travels in the same queue so that it comes after every
     /// event queued before it.
@@ -450,6 +458,8 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     applied_slot: Slot,
     overlay: BTreeMap<Vec<u8>, (Slot, Option<Item>)>,
     waiting: BTreeMap<Slot, Waiter>,
+    /// Membership changes proposed by this leader, by slot (src/replica/membership.rs).
+    membership_waiters: BTreeMap<Slot, membership::MembershipWaiter>,
     /// Refusals evaluated against the overlay entry at a slot, answered once it is applied
     /// (invariant 5): reply token and response.
     deferred: BTreeMap<Slot, Vec<(u64, NodeResponse)>>,
@@ -772,6 +782,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             applied_slot: checkpoint_slot,
             overlay: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            membership_waiters: BTreeMap::new(),
             deferred: BTreeMap::new(),
             stall_since: None,
             last_wal_pressure_checkpoint: None,
@@ -915,6 +926,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             && self.core.log_last_slot() == self.core.commit_slot()
             && self.applied_slot == self.core.commit_slot()
             && self.waiting.is_empty()
+            && self.membership_waiters.is_empty()
             && self.deferred.is_empty()
             && self.persisting.is_empty()
             && self.outgoing_snapshot.is_none()
@@ -1067,6 +1079,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.serve_waiter(now, waiter).await?;
                 }
             }
+            Event::ChangeMembership {
+                reply_to,
+                epoch,
+                change,
+            } => self.change_membership(now, reply_to, epoch, change).await?,
             Event::PeerUnreachable(node) => {
                 let actions = self.core.peer_unreachable(now, node);
                 self.execute(now, actions).await?;
@@ -1227,6 +1244,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// leader (a new leader re-proposes what a quorum accepted). Their clients get an error
     /// that says so; the overlay is dropped because it no longer predicts the log.
     fn abandon_proposals(&mut self) {
+        self.abandon_membership_changes();
         self.overlay.clear();
         self.chain_tip = None;
         self.stream.abandon_proposals();
@@ -1423,6 +1441,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.overlay.remove(key);
                 }
             }
+            self.settle_membership_waiter(slot, &entry.payload);
             let mut proposal_took_effect = false;
             if let Some(waiter) = self.waiting.remove(&slot) {
                 let taken_effect = !voided

@@ -21,12 +21,14 @@ use shoal_model::request_codec::decode_request;
 use shoal_partition::{Event, Output, PartitionMeta};
 use shoal_replication::{Lsn as CoreLsn, NodeId};
 use shoal_wire::messages::{
-    BusMessage, NodeError, NodeRequest, NodeResponse, ReplicationEnvelope, ReplicationMessageWire,
-    RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
+    BusMessage, MembershipWire, NodeError, NodeRequest, NodeResponse, ReplicationEnvelope,
+    ReplicationMessageWire, RequestFrame, ResponseFrame, ShardAddress, SnapshotChunk,
 };
 
 /// Requests in flight on a shard (waiting for their reply); more are refused with `Busy`.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
+/// The operation label of `NodeRequest::ChangeMembership` in the served-request metrics.
+pub const CHANGE_MEMBERSHIP_OPERATION: &str = "ChangeMembership";
 
 /// How a host must hand a routed event to its replica's bounded queue (crate invariant 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -397,7 +399,9 @@ impl<C: Copy> Dispatch<C> {
                 epoch,
                 key_schema,
                 membership,
-            } => match PartitionMeta::from_parts(partition, epoch, &key_schema, &membership) {
+            } => match PartitionMeta::from_parts(partition, epoch, &key_schema, &membership)
+                .filter(|meta| meta.membership.member_count() > 0)
+            {
                 Some(meta) => Routed::Create {
                     connection,
                     request_id,
@@ -407,70 +411,132 @@ impl<C: Copy> Dispatch<C> {
                     message: "the replica set is not a valid membership".to_string(),
                 })),
             },
+            NodeRequest::JoinPartition {
+                partition,
+                epoch,
+                key_schema,
+            } => {
+                // A joiner starts with no members: it is not one until the group adds it.
+                match PartitionMeta::from_parts(
+                    partition,
+                    epoch,
+                    &key_schema,
+                    &MembershipWire::default(),
+                ) {
+                    Some(meta) => Routed::Create {
+                        connection,
+                        request_id,
+                        meta,
+                    },
+                    None => answer(NodeResponse::Error(NodeError::Malformed {
+                        message: "the key schema is not valid".to_string(),
+                    })),
+                }
+            }
             NodeRequest::Item {
                 partition,
                 epoch,
                 request,
             } => {
-                let Some(current_epoch) = self.routes.get(&partition).copied() else {
-                    // A replica that refused to recover is still this shard's: answering
-                    // WrongOwner would send the router to refresh a map that is right. It is
-                    // not the leader, and never will be until rebuilt, so the router tries the
-                    // next replica.
-                    let error = if self.out_of_service.contains_key(&partition) {
-                        NodeError::NotLeader {
-                            partition,
-                            leader_hint: None,
-                        }
-                    } else {
-                        NodeError::WrongOwner { partition }
-                    };
-                    return answer(NodeResponse::Error(error));
-                };
-                if current_epoch != epoch {
-                    return answer(NodeResponse::Error(NodeError::StaleEpoch {
+                let admitted =
+                    self.admit_to_replica(connection, request_id, partition, epoch, now, || {
+                        // The router encoded what it prepared; a request that does not decode came
+                        // from a build with another format or a bug, and is refused unapplied.
+                        decode_request(&request)
+                            .map(|request| (request.operation_label(), request))
+                            .map_err(|error| NodeError::Malformed {
+                                message: error.message().to_string(),
+                            })
+                    });
+                match admitted {
+                    Ok((reply_to, request)) => Routed::Replica {
                         partition,
-                        current_epoch,
-                    }));
+                        event: Event::Request {
+                            reply_to,
+                            epoch,
+                            // The shard reads the clock when the replica takes the event.
+                            unix_ms: 0,
+                            request,
+                        },
+                        delivery: Delivery::RefuseWhenFull { reply_to },
+                    },
+                    Err(error) => answer(NodeResponse::Error(error)),
                 }
-                if self.replies.len() >= self.requests_in_flight_max {
-                    return answer(NodeResponse::Error(NodeError::Busy { partition }));
-                }
-                // The router encoded what it prepared; a request that does not decode came
-                // from a build with another format or a bug, and is refused unapplied.
-                let request = match decode_request(&request) {
-                    Ok(request) => request,
-                    Err(error) => {
-                        return answer(NodeResponse::Error(NodeError::Malformed {
-                            message: error.message().to_string(),
-                        }));
-                    }
-                };
-                let reply_to = self.next_reply;
-                self.next_reply += 1;
-                self.replies.insert(
-                    reply_to,
-                    PendingReply {
-                        connection,
+            }
+            NodeRequest::ChangeMembership {
+                partition,
+                epoch,
+                change,
+            } => {
+                let admitted =
+                    self.admit_to_replica(connection, request_id, partition, epoch, now, || {
+                        Ok((CHANGE_MEMBERSHIP_OPERATION, change.into()))
+                    });
+                match admitted {
+                    Ok((reply_to, change)) => Routed::Replica {
                         partition,
-                        request_id,
-                        operation: request.operation_label(),
-                        received: now,
+                        event: Event::ChangeMembership {
+                            reply_to,
+                            epoch,
+                            change,
+                        },
+                        delivery: Delivery::RefuseWhenFull { reply_to },
                     },
-                );
-                Routed::Replica {
-                    partition,
-                    event: Event::Request {
-                        reply_to,
-                        epoch,
-                        // The shard reads the clock when the replica takes the event.
-                        unix_ms: 0,
-                        request,
-                    },
-                    delivery: Delivery::RefuseWhenFull { reply_to },
+                    Err(error) => answer(NodeResponse::Error(error)),
                 }
             }
         }
+    }
+
+    /// Admits a request for a replica of this shard: the replica is here and routed with the
+    /// same epoch, and there is room for one more reply in flight. `decode` turns the request
+    /// into the replica's form and names its operation. On success, the token its reply comes
+    /// back with, which is registered as pending.
+    fn admit_to_replica<T>(
+        &mut self,
+        connection: C,
+        request_id: u64,
+        partition: u64,
+        epoch: u64,
+        now: MonotonicTime,
+        decode: impl FnOnce() -> Result<(&'static str, T), NodeError>,
+    ) -> Result<(u64, T), NodeError> {
+        let Some(current_epoch) = self.routes.get(&partition).copied() else {
+            // A replica that refused to recover is still this shard's: answering WrongOwner
+            // would send the router to refresh a map that is right. It is not the leader, and
+            // never will be until rebuilt, so the router tries the next replica.
+            return Err(if self.out_of_service.contains_key(&partition) {
+                NodeError::NotLeader {
+                    partition,
+                    leader_hint: None,
+                }
+            } else {
+                NodeError::WrongOwner { partition }
+            });
+        };
+        if current_epoch != epoch {
+            return Err(NodeError::StaleEpoch {
+                partition,
+                current_epoch,
+            });
+        }
+        if self.replies.len() >= self.requests_in_flight_max {
+            return Err(NodeError::Busy { partition });
+        }
+        let (operation, decoded) = decode()?;
+        let reply_to = self.next_reply;
+        self.next_reply += 1;
+        self.replies.insert(
+            reply_to,
+            PendingReply {
+                connection,
+                partition,
+                request_id,
+                operation,
+                received: now,
+            },
+        );
+        Ok((reply_to, decoded))
     }
 
     /// The answer to a request whose replica's queue was full.
@@ -553,7 +619,9 @@ impl<C: Copy> Dispatch<C> {
                 })
             });
         }
-        if !meta.membership.contains(self.node) {
+        // An empty replica set is a joiner's (`JoinPartition`); any other must include us.
+        let joining = meta.membership.member_count() == 0;
+        if !joining && !meta.membership.contains(self.node) {
             return Decision::Answer(NodeResponse::Error(NodeError::Malformed {
                 message: format!(
                     "node {} is not in the replica set of partition {partition}",
@@ -561,9 +629,7 @@ impl<C: Copy> Dispatch<C> {
                 ),
             }));
         }
-        if meta.membership.member_count() == 0
-            || meta.membership.member_count() > shoal_replication::limits::MEMBERS_MAX
-        {
+        if meta.membership.member_count() > shoal_replication::limits::MEMBERS_MAX {
             return Decision::Answer(NodeResponse::Error(NodeError::Malformed {
                 message: format!(
                     "a replica set has 1 to {} members",

@@ -8,10 +8,13 @@
 use std::fmt;
 
 use shoal_replication::limits::MEMBERS_MAX;
-use shoal_replication::{Ballot, LogEntry, Membership, Message, NodeId, Payload, Slot};
+use shoal_replication::{
+    Ballot, LogEntry, Membership, MembershipChange, Message, NodeId, Payload, Slot,
+};
 
 use crate::messages::{
-    BallotWire, LogEntryWire, MembershipWire, PayloadWire, PersistRecord, ReplicationMessageWire,
+    BallotWire, LogEntryWire, MembershipChangeWire, MembershipWire, PayloadWire, PersistRecord,
+    ReplicationMessageWire,
 };
 
 /// Why a wire value has no core counterpart.
@@ -82,6 +85,17 @@ impl From<Membership> for MembershipWire {
 
 fn strictly_increasing(nodes: &[u64]) -> bool {
     nodes.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+impl From<MembershipChangeWire> for MembershipChange {
+    fn from(change: MembershipChangeWire) -> Self {
+        match change {
+            MembershipChangeWire::AddFullReplica(node) => {
+                MembershipChange::AddFullReplica(NodeId(node))
+            }
+            MembershipChangeWire::Remove(node) => MembershipChange::Remove(NodeId(node)),
+        }
+    }
 }
 
 impl TryFrom<&MembershipWire> for Membership {

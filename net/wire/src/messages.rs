@@ -186,6 +186,39 @@ pub enum NodeRequest {
     /// WAL records. Idempotent: a replica that is not there answers `Deleted`. Added after
     /// version 1's other variants, so their archived tags are unchanged.
     DeletePartition { partition: u64, epoch: u64 },
+    /// Create an empty replica of an existing partition here, to be added to its group by a
+    /// `ChangeMembership`. It starts with no members, so it never campaigns, and learns the
+    /// group's state from the leader (a snapshot, then the log) once it is a member.
+    /// Idempotent like `CreatePartition`. Added at the end (tag 4).
+    JoinPartition {
+        partition: u64,
+        epoch: u64,
+        key_schema: KeySchemaWire,
+    },
+    /// To the partition's leader: change its replica set by one member and answer `Membership`
+    /// once the change is committed. Idempotent: a change the committed membership already
+    /// reflects is answered at once, with each follower's progress, which is how a caller
+    /// waits for a new replica to catch up. Added at the end (tag 5).
+    ChangeMembership {
+        partition: u64,
+        epoch: u64,
+        change: MembershipChangeWire,
+    },
+}
+
+/// One step of a membership change (`shoal_replication::MembershipChange`). Storage nodes host
+/// full replicas only, so adding a log replica does not travel (yet).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChangeWire {
+    AddFullReplica(NodeIdWire),
+    Remove(NodeIdWire),
+}
+
+/// How far the leader knows a follower's log to be durable: every slot up to `match_slot`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerMatchWire {
+    pub node: NodeIdWire,
+    pub match_slot: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -443,6 +476,13 @@ pub enum NodeResponse {
     Error(NodeError),
     /// The answer to `DeletePartition`.
     Deleted,
+    /// The answer to `ChangeMembership`: the leader's committed membership, its commit slot,
+    /// and how far each follower's log is durable. Added at the end (tag 5).
+    Membership {
+        membership: MembershipWire,
+        commit_slot: u64,
+        followers: Vec<FollowerMatchWire>,
+    },
 }
 
 /// Why a shard did not serve a request. The routing errors carry hints so a router can retry at

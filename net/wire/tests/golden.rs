@@ -222,3 +222,76 @@ fn the_replication_message_added_later_takes_the_next_tag_and_keeps_the_size() {
     assert_eq!(frame[message_tag_at], 7, "Quiesce");
     assert_eq!(decode_frame(&frame).unwrap().0, quiesce);
 }
+
+/// `NodeRequest::JoinPartition` and `ChangeMembership` and `NodeResponse::Membership` were added
+/// at the end (replica set changes, issue 19): they take the next tags and do not grow the
+/// archived enums, so every request and answer an older writer sends keeps its bytes.
+#[test]
+fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
+    use shoal_wire::messages::{
+        ArchivedNodeRequest, ArchivedNodeResponse, FollowerMatchWire, KeySchemaWire, KeyTypeWire,
+        MembershipChangeWire, MembershipWire, NodeRequest, RequestFrame,
+    };
+    assert_eq!(
+        std::mem::size_of::<ArchivedNodeRequest>(),
+        ARCHIVED_NODE_REQUEST_BYTES
+    );
+    assert_eq!(
+        std::mem::size_of::<ArchivedNodeResponse>(),
+        ARCHIVED_NODE_RESPONSE_BYTES
+    );
+    // rkyv puts the root object last, after what it points to: the NodeRequest or
+    // NodeResponse tag follows the BusMessage tag (8 with padding) and the request id (8).
+    let inner_tag_at = |frame: &[u8]| frame.len() - std::mem::size_of::<ArchivedBusMessage>() + 16;
+    for (request, tag) in [
+        (
+            NodeRequest::JoinPartition {
+                partition: 9,
+                epoch: 1,
+                key_schema: KeySchemaWire {
+                    partition_key: ("pk".to_string(), KeyTypeWire::String),
+                    sort_key: None,
+                },
+            },
+            4u8,
+        ),
+        (
+            NodeRequest::ChangeMembership {
+                partition: 9,
+                epoch: 1,
+                change: MembershipChangeWire::Remove(3),
+            },
+            5u8,
+        ),
+    ] {
+        let message = BusMessage::Request(RequestFrame {
+            request_id: 1,
+            request,
+        });
+        let frame = encode_frame(&message).unwrap();
+        assert_eq!(frame[inner_tag_at(&frame)], tag, "{message:?}");
+        assert_eq!(decode_frame(&frame).unwrap().0, message);
+    }
+    let answer = BusMessage::Response(ResponseFrame {
+        request_id: 1,
+        response: NodeResponse::Membership {
+            membership: MembershipWire {
+                full_replicas: vec![2, 3, 4],
+                log_replicas: vec![],
+            },
+            commit_slot: 77,
+            followers: vec![FollowerMatchWire {
+                node: 4,
+                match_slot: 70,
+            }],
+        },
+    });
+    let frame = encode_frame(&answer).unwrap();
+    assert_eq!(frame[inner_tag_at(&frame)], 5, "Membership");
+    assert_eq!(decode_frame(&frame).unwrap().0, answer);
+}
+
+/// The archived sizes of `NodeRequest` and `NodeResponse` before the membership requests,
+/// measured on that version.
+const ARCHIVED_NODE_REQUEST_BYTES: usize = 72;
+const ARCHIVED_NODE_RESPONSE_BYTES: usize = 80;
