@@ -901,9 +901,16 @@ impl Replica {
             || self.last_leader_contact.is_some_and(|contact| {
                 now < contact.saturating_add(self.options.election_timeout_min)
             });
+        // A replica that knows no membership yet (one created to join a group, before it has
+        // any of the group's log) cannot tell a member from a removed node. Denying everyone
+        // would let it block elections: once the group has added it, a candidate may need its
+        // grant (found by the simulator: a joiner next to a dead member stalled its group for
+        // good). The pre-check only spares the group needless elections; safety rests on
+        // phase 1, so granting is safe.
+        let latest = self.latest_membership();
         let granted = !matches!(self.role, Role::Leader(_))
             && !heard_recently
-            && self.latest_membership().contains(from);
+            && (latest.contains(from) || latest.member_count() == 0);
         self.send(from, Message::PreCheckReply { round, granted });
     }
 

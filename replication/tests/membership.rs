@@ -84,6 +84,43 @@ fn adding_a_full_replica_goes_through_the_log_and_blocks_other_proposals_until_c
     assert_eq!(proposed.slot, Slot(3));
 }
 
+/// A joiner that has none of the group's log yet grants pre-checks: once the group added it, a
+/// candidate may need its grant (a group of four with one member dead needs every other one).
+/// A replica that knows its membership still denies a non-member.
+#[test]
+fn a_replica_that_knows_no_membership_grants_pre_checks() {
+    let mut joiner = Replica::new(
+        n(4),
+        options(ReplicaKind::Full, 4),
+        Membership::default(),
+        ms(0),
+    )
+    .unwrap();
+    let far = ms(60_000);
+    assert_eq!(
+        joiner.handle_message(far, n(2), Message::PreCheck { round: 7 }),
+        vec![Action::Send {
+            to: n(2),
+            message: Message::PreCheckReply {
+                round: 7,
+                granted: true
+            },
+        }]
+    );
+    let mut member =
+        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
+    assert_eq!(
+        member.handle_message(far, n(9), Message::PreCheck { round: 7 }),
+        vec![Action::Send {
+            to: n(9),
+            message: Message::PreCheckReply {
+                round: 7,
+                granted: false
+            },
+        }]
+    );
+}
+
 #[test]
 fn a_leader_changes_membership_only_after_committing_in_its_own_ballot() {
     let membership = Membership::new([n(1)], []);

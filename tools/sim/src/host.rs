@@ -106,6 +106,7 @@ pub(crate) fn complete<T>(future: impl Future<Output = T>) -> Result<T, String> 
 pub(crate) fn start_runtime(
     directory: &FaultyDirectory,
     id: NodeId,
+    cluster: &[NodeId],
     metas: &[(usize, PartitionMeta)],
     fresh: bool,
     seed: u64,
@@ -202,11 +203,12 @@ pub(crate) fn start_runtime(
     for meta in replicas.values().map(|replica| replica.meta()) {
         dispatch.add_replica(meta.partition, meta.epoch);
     }
-    // As the production shard: its replicas quiesce, so it tracks its peers' liveness.
+    // As the production shard: its replicas quiesce, so it tracks the liveness of every other
+    // node of the cluster (a replica may join a group on any of them).
     let options = replica_options(0);
-    let peers: BTreeSet<NodeId> = replicas
-        .values()
-        .flat_map(|replica| replica.meta().membership.members())
+    let peers: BTreeSet<NodeId> = cluster
+        .iter()
+        .copied()
         .filter(|member| *member != id)
         .collect();
     dispatch.enable_liveness(
@@ -224,6 +226,7 @@ pub(crate) fn start_runtime(
         dispatch,
         wal,
         committer,
+        cache,
         replicas,
         unsynced: Vec::new(),
         commit_at_nanos: None,
@@ -276,8 +279,10 @@ impl Simulation {
                 self.fault("broken: WAL truncated at damage");
             }
         }
+
+        let cluster: Vec<NodeId> = self.nodes.keys().copied().collect();
         let node = self.nodes.get_mut(&id).expect("node exists");
-        match start_runtime(&directory, id, &metas, fresh, seed, now) {
+        match start_runtime(&directory, id, &cluster, &metas, fresh, seed, now) {
             Ok(runtime) => {
                 for (group, replica) in &runtime.replicas {
                     node.observed_applied.insert(*group, replica.applied_slot());
@@ -535,7 +540,10 @@ impl Simulation {
             // What became durable stays on the disk even if a later record failed.
             if let Some(node) = self.nodes.get_mut(&id) {
                 for (group, _, _, record) in &durable {
-                    let memory = node.acceptor_memory.entry(*group).or_default();
+                    // A replica deleted since (a move) is forgotten with its records.
+                    let Some(memory) = node.acceptor_memory.get_mut(group) else {
+                        continue;
+                    };
                     if let Some(promised) = record.promised {
                         memory.promised = memory.promised.max(promised);
                     }

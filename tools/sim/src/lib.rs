@@ -32,6 +32,7 @@ mod faults;
 mod global_index;
 mod host;
 pub mod linearizability;
+mod membership;
 mod network;
 pub mod requests;
 mod streams;
@@ -42,6 +43,7 @@ use checkers::*;
 use faults::*;
 use global_index::*;
 use host::*;
+use membership::*;
 use streams::*;
 use transactions::*;
 
@@ -181,6 +183,7 @@ const STREAM_TIME_TO_LIVE: u64 = 9;
 const STREAM_GLOBAL_INDEX: u64 = 10;
 const STREAM_TRANSACTIONS: u64 = 11;
 const STREAM_QUIET_SPELLS: u64 = 12;
+const STREAM_MOVES: u64 = 13;
 
 /// Quiet spells (half the seeds): the clients pause, so that groups go idle and quiesce, and
 /// the faults that land meanwhile hit quiesced groups (a crashed leader must be noticed through
@@ -298,6 +301,11 @@ pub struct SimulationOptions {
     /// recovery actor finishes abandoned locks, and the transaction checkers watch balances,
     /// reads and locks (README.md, "Transactions").
     pub transactions: bool,
+    /// Replica moves under the workload and the faults (`--membership true`): a simulated
+    /// control plane moves one base group's replica at a time to another node through the
+    /// production membership requests (src/membership.rs). Needs 5-node seeds to have
+    /// somewhere to move to; 3-node seeds run without moves.
+    pub membership_changes: bool,
 }
 
 impl SimulationOptions {
@@ -311,6 +319,7 @@ impl SimulationOptions {
             streams: false,
             stream_trim: false,
             transactions: false,
+            membership_changes: false,
         }
     }
 }
@@ -377,6 +386,10 @@ pub struct Report {
     pub conflicting_writes_refused: u64,
     pub accounts_checked: u64,
     pub ledger_records_pending: u64,
+    /// Membership changes on: replica moves finished (joined, added, caught up, removed,
+    /// deleted), and the longest one took, in simulated time.
+    pub moves_finished: u64,
+    pub move_nanos_max: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
@@ -429,6 +442,8 @@ struct Runtime {
     dispatch: Dispatch<u64>,
     wal: Wal<FaultyFile>,
     committer: Committer,
+    /// The node's page cache, which a replica created later (a move's joiner) shares.
+    cache: Rc<PageCache<FaultyFile>>,
     /// Replicas by group index.
     replicas: BTreeMap<usize, SimulatedReplica>,
     /// Records queued in the WAL and not yet reported durable: group, core lsn, durability,
@@ -665,6 +680,8 @@ struct Simulation {
     ledger_group: Option<usize>,
     transactions: Transactions,
     healing: bool,
+    /// Membership changes on: the move under way and when the next starts.
+    moves: Moves,
     report: Report,
 }
 
@@ -827,6 +844,11 @@ pub fn run(options: SimulationOptions) -> Report {
         ledger_group,
         transactions: Transactions::default(),
         healing: false,
+        moves: if options.membership_changes {
+            Moves::new(root.fork(STREAM_MOVES))
+        } else {
+            Moves::default()
+        },
         report: Report {
             seed: options.seed,
             node_count,
@@ -975,6 +997,7 @@ impl Simulation {
         self.run_clients();
         self.run_propagator();
         self.run_transactions();
+        self.run_moves();
     }
 
     /// GSI on, after the run (every fault healed): clients start nothing new, and the
@@ -1045,6 +1068,27 @@ mod tests {
             "{acknowledged} expiring writes acknowledged"
         );
         assert!(checked > 50, "{checked} expired items checked deleted");
+    }
+
+    /// Replica moves under faults (src/membership.rs): joined, added, caught up, removed and
+    /// deleted while clients write and the checkers compare every replica, the joiners
+    /// included. Seeds with 3 nodes have nowhere to move to; these include 5-node ones.
+    #[test]
+    fn a_smoke_of_seeds_with_replica_moves_finds_no_violation_and_moves() {
+        let mut moves = 0;
+        for seed in 0..4 {
+            let report = run(SimulationOptions {
+                membership_changes: true,
+                ..options(seed, 10)
+            });
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            moves += report.moves_finished;
+        }
+        assert!(moves >= 3, "{moves} replica moves finished");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true]
-//! [--streams true|trim] [--transactions true]`: runs seeds of the deterministic simulator and
+//! [--streams true|trim] [--transactions true] [--membership true]`: runs seeds of the deterministic simulator and
 //! prints per-run figures; on a violation, the command that replays the seed. With
 //! `SHOAL_LOG` set (for example `SHOAL_LOG=info`), the replicas' own log lines go to stderr, as
 //! `shoal node` writes them: the way to see what a failing seed's replicas did.
@@ -18,6 +18,7 @@ struct Arguments {
     streams: bool,
     stream_trim: bool,
     transactions: bool,
+    membership_changes: bool,
 }
 
 fn init_logging() {
@@ -41,6 +42,7 @@ fn parse() -> Result<Arguments, String> {
         streams: false,
         stream_trim: false,
         transactions: false,
+        membership_changes: false,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -83,6 +85,11 @@ fn parse() -> Result<Arguments, String> {
                     .parse()
                     .map_err(|_| format!("bad --transactions {value} (true or false)"))?;
             }
+            "--membership" => {
+                arguments.membership_changes = value
+                    .parse()
+                    .map_err(|_| format!("bad --membership {value} (true or false)"))?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -124,6 +131,8 @@ fn add(total: &mut Report, report: &Report) {
     total.conflicting_writes_refused += report.conflicting_writes_refused;
     total.accounts_checked += report.accounts_checked;
     total.ledger_records_pending += report.ledger_records_pending;
+    total.moves_finished += report.moves_finished;
+    total.move_nanos_max = total.move_nanos_max.max(report.move_nanos_max);
     for (kind, count) in &report.faults {
         *total.faults.entry(kind).or_default() += count;
     }
@@ -151,13 +160,22 @@ fn transactions_line(report: &Report) -> String {
     )
 }
 
+/// The membership changes' figures of a run or of the totals.
+fn membership_line(report: &Report) -> String {
+    format!(
+        "{} replica moves finished, the longest in {:.2} s",
+        report.moves_finished,
+        report.move_nanos_max as f64 / 1e9
+    )
+}
+
 fn main() -> ExitCode {
     init_logging();
     let arguments = match parse() {
         Ok(arguments) => arguments,
         Err(error) => {
             eprintln!(
-                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true] [--streams true|trim] [--transactions true]"
+                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true] [--streams true|trim] [--transactions true] [--membership true]"
             );
             return ExitCode::from(2);
         }
@@ -172,6 +190,7 @@ fn main() -> ExitCode {
             streams: arguments.streams,
             stream_trim: arguments.stream_trim,
             transactions: arguments.transactions,
+            membership_changes: arguments.membership_changes,
             ..SimulationOptions::new(seed, simulated)
         });
         println!(
@@ -227,13 +246,16 @@ fn main() -> ExitCode {
         if arguments.transactions {
             println!("  transactions: {}", transactions_line(&report));
         }
+        if arguments.membership_changes {
+            println!("  membership: {}", membership_line(&report));
+        }
         if !report.violations.is_empty() {
             failed += 1;
             for violation in &report.violations {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}{}{}",
+                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}{}{}{}",
                 arguments.minutes,
                 if arguments.time_to_live {
                     " --time-to-live true"
@@ -252,6 +274,11 @@ fn main() -> ExitCode {
                 },
                 if arguments.transactions {
                     " --transactions true"
+                } else {
+                    ""
+                },
+                if arguments.membership_changes {
+                    " --membership true"
                 } else {
                     ""
                 }
@@ -297,6 +324,9 @@ fn main() -> ExitCode {
             total.stream_writes_checked,
             total.stream_groups_trimmed
         );
+    }
+    if arguments.membership_changes {
+        println!("membership: {}", membership_line(&total));
     }
     if arguments.transactions {
         println!("transactions: {}", transactions_line(&total));

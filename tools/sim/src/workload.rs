@@ -17,6 +17,9 @@ impl Simulation {
         if self.transactions.calls.contains_key(&reply_to) {
             return self.transaction_answered(reply_to, response);
         }
+        if self.moves.waits_for(reply_to) {
+            return self.move_answered(response);
+        }
         let Some(request) = self.requests.remove(&reply_to) else {
             // The client gave up on it.
             return;
@@ -54,6 +57,11 @@ impl Simulation {
                         },
                         refused: false,
                     });
+                }
+                NodeResponse::Error(NodeError::WrongOwner { .. })
+                    if matches!(self.clients[client].state, ClientState::Idle { .. }) =>
+                {
+                    self.retry_later(client, group, None);
                 }
                 NodeResponse::Error(NodeError::NotLeader { leader_hint, .. }) => {
                     let hint = leader_hint.map(NodeId).filter(|hint| *hint != node);
@@ -99,6 +107,8 @@ impl Simulation {
                         observed,
                     });
                 }
+                // Moved away between the client's choice and the read.
+                NodeResponse::Error(NodeError::WrongOwner { .. }) => {}
                 other => self.violation(format!(
                     "{node:?} group {group}: unexpected answer to an eventual read: {other:?}"
                 )),
@@ -152,6 +162,12 @@ impl Simulation {
             NodeResponse::Error(NodeError::Busy { .. }) => {
                 self.history[operation].refused = true;
                 self.retry_later(client, group, Some(node));
+            }
+            // The node's replica was moved away (membership changes): refused unapplied, as a
+            // router takes it, and sent to another replica.
+            NodeResponse::Error(NodeError::WrongOwner { .. }) => {
+                self.history[operation].refused = true;
+                self.retry_later(client, group, None);
             }
             // Its slot went to another leader's entry, or a refusal by its condition was
             // withdrawn: the replica says it never takes effect. Recorded as refused, so the
@@ -484,8 +500,16 @@ impl Simulation {
         }
     }
 
+    /// A replica clients may send to: any of the group's, less a move's joiner still catching
+    /// up (a router routes to it only once it has caught up).
     pub(crate) fn random_member(&mut self, group: usize) -> NodeId {
-        let members = &self.groups[group].members;
+        let catching_up = self.moves.catching_up(group);
+        let members: Vec<NodeId> = self.groups[group]
+            .members
+            .iter()
+            .copied()
+            .filter(|member| Some(*member) != catching_up)
+            .collect();
         members[self.workload_rng.below(members.len() as u64) as usize]
     }
 }
