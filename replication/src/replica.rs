@@ -1508,7 +1508,7 @@ impl Replica {
         }
         // I5: commit only what is known to be the leader's value.
         let commit_to = leader_commit_slot.min(self.match_slot);
-        self.commit_through(commit_to);
+        self.commit_through(now, commit_to);
         self.last_lease_support = Some(now);
         self.reply_after_durable(
             from,
@@ -1688,10 +1688,10 @@ impl Replica {
             commit_to = slot;
             slot = slot.next();
         }
-        self.commit_through(commit_to);
+        self.commit_through(now, commit_to);
     }
 
-    fn commit_through(&mut self, through: Slot) {
+    fn commit_through(&mut self, now: MonotonicTime, through: Slot) {
         if through <= self.commit_slot {
             return;
         }
@@ -1711,10 +1711,16 @@ impl Replica {
             self.actions.push(Action::Apply { entries: newly });
         }
         // A leader removed from the group (or left without a full replica's role) hands over:
-        // it stops heartbeating, and the remaining members elect a leader among themselves.
+        // it tells the remaining members the commit once more and stops, and they elect a
+        // leader among themselves. Without that last round they learned of the removal's
+        // commit only from their next leader, and until then a candidate needed a majority of
+        // the membership before it, the removed replica included: with that replica deleted
+        // and one more member down, the group could not elect (found by the simulator's
+        // replica moves).
         if matches!(self.role, Role::Leader(_))
             && !self.committed_membership.is_full_replica(self.id)
         {
+            self.send_to_followers(now, true);
             self.leader_hint = None;
             self.set_role(Role::Follower);
         }

@@ -152,7 +152,7 @@ fn a_leader_changes_membership_only_after_committing_in_its_own_ballot() {
 }
 
 #[test]
-fn a_removed_leader_steps_down_and_the_rest_elect_a_leader_among_themselves() {
+fn a_removed_leader_tells_the_commit_steps_down_and_the_rest_elect_a_leader_among_themselves() {
     let mut group = Group::new(&three_full(), &[]);
     group.elect(1);
     let now = group.now;
@@ -164,6 +164,11 @@ fn a_removed_leader_steps_down_and_the_rest_elect_a_leader_among_themselves() {
     let two_three = Membership::new([n(2), n(3)], []);
     assert_eq!(group.get(1).committed_membership(), &two_three);
     assert_eq!(group.get(1).role(), RoleKind::Follower);
+    // Its last round told the others the removal is committed: they need no majority of the
+    // old membership (node 1 included) to elect a leader among themselves.
+    for remaining in [2, 3] {
+        assert_eq!(group.get(remaining).committed_membership(), &two_three);
+    }
     // The removed node never campaigns again.
     let far = ms(60_000);
     assert_eq!(group.get(1).tick(far), vec![]);

@@ -94,6 +94,18 @@ pub const REPLICATION_RECORD_KIND: RecordKind = match RecordKind::new(2) {
     None => panic!("record kind 2 is valid"),
 };
 
+/// The WAL record kind that opens a replica's records on its shard: appended, and durable, before
+/// the replica's meta file is written. A partition can come back to a shard that hosted it
+/// before (a replica moved away and back, issue 19); the earlier replica's records may still be
+/// in the WAL, and replaying them into the new one would hand it promises and log entries it
+/// never made. The replay drops every record of the partition before its newest creation
+/// record (`ShardReplay::visit`). The body is the partition id, 8 bytes little-endian
+/// (FORMAT.md, "WAL records of kind 3").
+pub const REPLICA_CREATED_RECORD_KIND: RecordKind = match RecordKind::new(3) {
+    Some(kind) => kind,
+    None => panic!("record kind 3 is valid"),
+};
+
 /// The answer to a write refused by a condition evaluated against an overlay entry that was not
 /// applied as proposed, or not under the lease (invariant 5): the write itself proposed nothing,
 /// so it is sent as `NotApplied`.
@@ -463,6 +475,11 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// Refusals evaluated against the overlay entry at a slot, answered once it is applied
     /// (invariant 5): reply token and response.
     deferred: BTreeMap<Slot, Vec<(u64, NodeResponse)>>,
+    /// A membership entry was applied since the last checkpoint: the next tick checkpoints, so
+    /// that the committed membership is durable at once and a restart does not bring back the
+    /// one before (a candidate would need a majority of that one, and a control plane may have
+    /// deleted a replica it counts; replication README, "Membership change").
+    membership_applied: bool,
     /// When the last checkpoint the WAL asked for (not the slot schedule) ran.
     last_wal_pressure_checkpoint: Option<MonotonicTime>,
     /// The oldest slot replies wait on, and since when (for `report_stalled_replies`).
@@ -648,6 +665,13 @@ pub struct ShardReplay {
 
 impl ShardReplay {
     pub fn visit(&mut self, record: shoal_store::wal::RecoveredRecord<'_>) {
+        if record.kind == REPLICA_CREATED_RECORD_KIND {
+            // What came before belongs to an earlier replica of the partition on this shard.
+            self.partitions.remove(&record.partition.0);
+            self.undecodable
+                .retain(|(_, partition)| *partition != record.partition.0);
+            return;
+        }
         if record.kind != REPLICATION_RECORD_KIND {
             return;
         }
@@ -727,6 +751,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         wal: Wal<F>,
         now: MonotonicTime,
     ) -> Result<Self, PartitionError> {
+        // The creation record is durable before the meta file exists (its doc). Recovery never
+        // needs it once it is durable: only what comes after it is this replica's, and the
+        // ring recycles older segments first, so the WAL may reuse its segment at will.
+        let partition = PartitionId(meta.partition);
+        let created_at = wal
+            .append(
+                partition,
+                REPLICA_CREATED_RECORD_KIND,
+                &meta.partition.to_le_bytes(),
+            )
+            .await?;
+        wal.checkpointed(partition, created_at);
         meta.create(directory.as_ref())
             .await
             .map_err(|error| PartitionError::Corrupt(error.to_string()))?;
@@ -785,6 +821,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             membership_waiters: BTreeMap::new(),
             deferred: BTreeMap::new(),
             stall_since: None,
+            membership_applied: false,
             last_wal_pressure_checkpoint: None,
             outgoing_snapshot: None,
             last_tick: MonotonicTime::ZERO,
@@ -857,6 +894,13 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
 
     /// The MultiPaxos core, read only: hosts and checkers inspect its promise and log (the
     /// simulator checks that a restarted replica still holds what it acknowledged durable).
+    /// Whether the committed membership is in the checkpoint: no membership entry was applied
+    /// since the last one (a restart recovers the membership of its checkpoint, and a removed
+    /// replica may be deleted only once every remaining one holds its removal durably).
+    pub fn membership_checkpointed(&self) -> bool {
+        !self.membership_applied
+    }
+
     pub fn core(&self) -> &Replica {
         &self.core
     }
@@ -927,6 +971,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             && self.applied_slot == self.core.commit_slot()
             && self.waiting.is_empty()
             && self.membership_waiters.is_empty()
+            && !self.membership_applied
             && self.deferred.is_empty()
             && self.persisting.is_empty()
             && self.outgoing_snapshot.is_none()
@@ -1441,6 +1486,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.overlay.remove(key);
                 }
             }
+            if matches!(entry.payload, Payload::Membership(_)) {
+                self.membership_applied = true;
+            }
             self.settle_membership_waiter(slot, &entry.payload);
             let mut proposal_took_effect = false;
             if let Some(waiter) = self.waiting.remove(&slot) {
@@ -1603,6 +1651,50 @@ mod tests {
             })
             .collect();
         PersistRecord::from_persist_action(PARTITION, promised.map(ballot), entries)
+    }
+
+    /// A replica moved away and back to a shard starts from its creation record: the earlier
+    /// replica's records, still in the WAL, are not replayed into it (issue 19).
+    #[test]
+    fn the_replay_starts_a_partition_at_its_newest_creation_record() {
+        let body = |record: &PersistRecord| encode_persist_record(record);
+        let earlier = body(&record(Some(5), 5, 1..=3));
+        let later = body(&record(Some(2), 2, 1..=1));
+        let created = PARTITION.to_le_bytes();
+        let other = encode_persist_record(&PersistRecord::from_persist_action(
+            PARTITION + 1,
+            Some(ballot(1)),
+            Vec::new(),
+        ));
+        let records: [(u64, u64, RecordKind, &[u8]); 5] = [
+            (1, PARTITION, REPLICATION_RECORD_KIND, &earlier),
+            (2, PARTITION + 1, REPLICATION_RECORD_KIND, &other),
+            (3, PARTITION, REPLICA_CREATED_RECORD_KIND, &created),
+            (4, PARTITION, REPLICATION_RECORD_KIND, &later),
+            (
+                5,
+                PARTITION + 1,
+                REPLICA_CREATED_RECORD_KIND,
+                &(PARTITION + 1).to_le_bytes(),
+            ),
+        ];
+        let mut replay = ShardReplay::default();
+        for (lsn, partition, kind, body) in records {
+            replay.visit(shoal_store::wal::RecoveredRecord {
+                lsn: WalLsn(lsn),
+                partition: PartitionId(partition),
+                kind,
+                body,
+            });
+        }
+        let kept: Vec<u64> = replay.partitions[&PARTITION]
+            .records()
+            .iter()
+            .map(|(lsn, _)| lsn.0)
+            .collect();
+        assert_eq!(kept, vec![4]);
+        // Created again after its only record: nothing of it is replayed.
+        assert!(!replay.partitions.contains_key(&(PARTITION + 1)));
     }
 
     fn membership() -> Membership {

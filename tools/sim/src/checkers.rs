@@ -332,12 +332,20 @@ impl Simulation {
                             (None, Some((clogged, _))) if clogged == *id => " (clogged)",
                             _ => "",
                         };
+                        let members = |membership: &Membership| {
+                            membership.members().map(|node| node.0).collect::<Vec<_>>()
+                        };
                         format!(
-                            "{id:?}{faults} {:?} promised {:?} leader hint {:?} commit {} \
-                             applied {} unsynced {} commit_at {:?}",
+                            "{id:?}{faults} {:?} promised {:?} leader hint {:?} members {:?} \
+                             (latest {:?}) log {}..={} commit {} applied {} unsynced {} \
+                             commit_at {:?}",
                             status.role,
                             replica.core().promised(),
                             replica.core().leader_hint(),
+                            members(replica.core().committed_membership()),
+                            members(&replica.core().latest_membership()),
+                            replica.core().log_first_slot().0,
+                            replica.core().log_last_slot().0,
                             status.commit_slot,
                             status.applied_slot,
                             runtime.unsynced.len(),

@@ -14,7 +14,12 @@
 //!    the target holds every slot committed when it was added. Only then do clients read
 //!    from it (a router adds it to its partition map then).
 //! 4. **Remove**: `Remove(source)` at the leader.
-//! 5. **Delete**: the source's replica and files (`DeletePartition`), unless the node is stopped
+//! 5. **Settle**: until every remaining member has applied the removal and checkpointed it
+//!    (read from the replicas; a control plane asks their nodes). Until then a member that
+//!    restarts, or missed the commit, counts the old membership, the source included, in its
+//!    elections (replication README, "Membership change"). A remaining member stopped for good
+//!    never settles: the source's replica is then left running, a non-member.
+//! 6. **Delete**: the source's replica and files (`DeletePartition`), unless the node is stopped
 //!    for good; either way it stops being one of the group's replicas.
 //!
 //! No move starts in the heal phase, so that the liveness checks there measure a settled
@@ -38,6 +43,7 @@ pub(crate) enum MoveStep {
     Add,
     CatchUp { added_at_commit: u64 },
     Remove,
+    Settle,
     Delete,
 }
 
@@ -205,6 +211,7 @@ impl Simulation {
                     change: MembershipChangeWire::Remove(source.0),
                 },
             ),
+            MoveStep::Settle => return self.settle_removal(),
             MoveStep::Delete => {
                 if self.nodes[&source].stopped {
                     // Stopped for good: nothing of it will run again.
@@ -281,6 +288,18 @@ impl Simulation {
         let Some(current) = self.moves.current.as_mut() else {
             return;
         };
+        if std::env::var("SIM_DEBUG_MOVES").is_ok() {
+            eprintln!(
+                "{} ms: move {:?} {:?}->{:?} {:?} guess {:?}: {:?}",
+                self.now_nanos / 1_000_000,
+                current.group,
+                current.source,
+                current.target,
+                current.step,
+                current.leader_guess,
+                response
+            );
+        }
         current.waiting = None;
         let (group, step, source, target) =
             (current.group, current.step, current.source, current.target);
@@ -318,7 +337,7 @@ impl Simulation {
                     }
                     _ => {
                         self.fault("move: replica removed");
-                        self.next_move_step(MoveStep::Delete);
+                        self.next_move_step(MoveStep::Settle);
                     }
                 }
             }
@@ -369,6 +388,42 @@ impl Simulation {
         false
     }
 
+    /// Step 5: whether every remaining member holds the removal durably; if so, on to the
+    /// deletion. A member stopped for good never will: the move ends with the source's replica
+    /// left in place.
+    fn settle_removal(&mut self) {
+        let Some(current) = self.moves.current.as_ref() else {
+            return;
+        };
+        let (group, source) = (current.group, current.source);
+        let remaining: Vec<NodeId> = self.groups[group]
+            .members
+            .iter()
+            .copied()
+            .filter(|member| *member != source)
+            .collect();
+        if remaining.iter().any(|member| self.nodes[member].stopped) {
+            self.fault("move: removed replica left in place");
+            return self.finish_move();
+        }
+        let settled = remaining.iter().all(|member| {
+            self.nodes[member]
+                .runtime
+                .as_ref()
+                .and_then(|runtime| runtime.replicas.get(&group))
+                .is_some_and(|replica| {
+                    !replica.core().committed_membership().contains(source)
+                        && replica.membership_checkpointed()
+                })
+        });
+        if settled {
+            self.next_move_step(MoveStep::Delete);
+        } else {
+            let guess = current.leader_guess;
+            self.retry_move(Some(guess));
+        }
+    }
+
     fn next_move_step(&mut self, step: MoveStep) {
         let Some(current) = self.moves.current.as_mut() else {
             return;
@@ -407,6 +462,11 @@ impl Simulation {
         if let shoal_shard::dispatch::Decision::Answer(response) =
             runtime.dispatch.begin_create(&meta)
         {
+            // Already here: a replica an earlier move removed and left in place (a member
+            // stopped for good kept it from settling). It joins again with its own state.
+            if response == NodeResponse::Created && !self.groups[group].members.contains(&id) {
+                self.groups[group].members.push(id);
+            }
             return response;
         }
         let partition = meta.partition;

@@ -38,7 +38,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // the newest complete generation until the install): the shard's WAL must never wait
         // for a transfer.
         let due_by_slots = self.incoming_snapshot.is_none()
-            && self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots;
+            && (self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots
+                || self.membership_applied);
         let due_by_wal = self.last_wal_pressure_checkpoint.is_none_or(|at| {
             now.as_nanos().saturating_sub(at.as_nanos()) >= WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS
         }) && self.pins_wal_segments_reused_soon();
@@ -132,6 +133,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             "checkpoint covers the applied slot (invariant 4)"
         );
         self.checkpoint_slot = slot;
+        self.membership_applied = false;
         self.intent_wal_lsn = Some(intent_wal_lsn);
         self.slot_wal_lsn = self.slot_wal_lsn.split_off(&slot.next());
         let actions = self.core.checkpointed(now, slot);
