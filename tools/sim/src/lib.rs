@@ -903,16 +903,6 @@ impl Simulation {
                 acknowledged_before_heal = self.groups.iter().map(|g| g.acknowledged).collect();
             }
             self.step(step);
-            if let Ok(group) = std::env::var("SIM_DEBUG_GROUP") {
-                if step % 250 == 0 {
-                    let group: usize = group.parse().unwrap_or(0);
-                    eprintln!(
-                        "{} ms: {}",
-                        self.now_nanos / 1_000_000,
-                        self.describe_group(group)
-                    );
-                }
-            }
             self.check_majority_liveness();
             self.check_leadership(STEP_NANOS);
             if self.report.violations.len() >= VIOLATIONS_MAX {

@@ -288,18 +288,17 @@ impl Simulation {
         let Some(current) = self.moves.current.as_mut() else {
             return;
         };
-        if std::env::var("SIM_DEBUG_MOVES").is_ok() {
-            eprintln!(
-                "{} ms: move {:?} {:?}->{:?} {:?} guess {:?}: {:?}",
-                self.now_nanos / 1_000_000,
-                current.group,
-                current.source,
-                current.target,
-                current.step,
-                current.leader_guess,
-                response
-            );
-        }
+        // `SHOAL_LOG=shoal_sim=debug` shows each step's answer (with the replicas' own lines).
+        tracing::debug!(
+            simulated_ms = self.now_nanos / 1_000_000,
+            group = current.group,
+            source = current.source.0,
+            target = current.target.0,
+            step = ?current.step,
+            asked = current.leader_guess.0,
+            ?response,
+            "move answered"
+        );
         current.waiting = None;
         let (group, step, source, target) =
             (current.group, current.step, current.source, current.target);
