@@ -659,12 +659,17 @@ fn read_durable_state(
 #[derive(Default)]
 pub struct ShardReplay {
     pub partitions: BTreeMap<u64, RecoveredRecords>,
+    /// Every partition with a record of any kind in the WAL: the host releases the records of
+    /// those that have no replica here (deleted, or moved away) so that they never keep the
+    /// WAL from recycling.
+    pub seen: std::collections::BTreeSet<u64>,
     /// Replication records whose body failed to decode although their checksum passed.
     pub undecodable: Vec<(WalLsn, u64)>,
 }
 
 impl ShardReplay {
     pub fn visit(&mut self, record: shoal_store::wal::RecoveredRecord<'_>) {
+        self.seen.insert(record.partition.0);
         if record.kind == REPLICA_CREATED_RECORD_KIND {
             // What came before belongs to an earlier replica of the partition on this shard.
             self.partitions.remove(&record.partition.0);

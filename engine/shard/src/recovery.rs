@@ -75,6 +75,15 @@ pub async fn recover_shard<F: Storage, D: StorageDirectory<File = F>>(
         failed: Vec::new(),
         orphan_trees_removed,
     };
+    // Records of partitions with no replica here (deleted, moved away, or created and not
+    // finished) are never read again: released, or their segments would never be reused once
+    // the replica that wrote them is gone (the WAL holds a segment while any partition's
+    // records in it are past that partition's checkpoint).
+    for partition in &replay.seen {
+        if partitions.binary_search(partition).is_err() {
+            wal.forget_partition(PartitionId(*partition));
+        }
+    }
     for partition in partitions {
         let meta = PartitionMeta::read(directory.as_ref(), partition)
             .await

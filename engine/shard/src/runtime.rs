@@ -590,23 +590,26 @@ impl<T: Transport + 'static> Shard<T> {
             },
         );
         let (persists, persist_receiver) = local_channel::new_bounded(REPLICA_PERSIST_QUEUE_MAX);
-        self.spawn_appender(partition, persist_receiver, events.clone());
+        let appender = self.spawn_appender(partition, persist_receiver, events.clone());
         let shard = self.clone();
         glommio::spawn_local(async move {
             shard
-                .replica_loop(replica, receiver, persists, status, tick_due, destroyed)
+                .replica_loop(
+                    replica, receiver, persists, appender, status, tick_due, destroyed,
+                )
                 .await;
         })
         .detach();
     }
 
-    /// Invariant 1: enqueue in order, await durability concurrently.
+    /// Invariant 1: enqueue in order, await durability concurrently. The task ends once the
+    /// replica's sender is dropped and every record it sent is enqueued.
     fn spawn_appender(
         &self,
         partition: u64,
         receiver: LocalReceiver<(shoal_replication::Lsn, Vec<u8>)>,
         events: Rc<LocalSender<Event>>,
-    ) {
+    ) -> glommio::Task<()> {
         let wal = self.wal.clone();
         glommio::spawn_local(async move {
             while let Some((core_lsn, body)) = receiver.recv().await {
@@ -633,14 +636,15 @@ impl<T: Transport + 'static> Shard<T> {
                 .detach();
             }
         })
-        .detach();
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn replica_loop(
         self: Rc<Self>,
         mut replica: Replica,
         receiver: LocalReceiver<Event>,
         persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
+        appender: glommio::Task<()>,
         status: Rc<RefCell<ReplicaStatus>>,
         tick_due: Rc<Cell<MonotonicTime>>,
         destroyed: Rc<Cell<bool>>,
@@ -650,7 +654,10 @@ impl<T: Transport + 'static> Shard<T> {
             if matches!(event, Event::Stop) {
                 // Requests still queued behind the stop get no answer; their clients time out,
                 // as for any replica that went away.
+                // Every record the replica sent is enqueued before the WAL forgets the
+                // partition (`destroy`): one enqueued after would keep its segment for good.
                 drop(persists);
+                appender.await;
                 if let Err(error) = replica.destroy().await {
                     shoal_io::fatal!("partition {partition}: deleting its files failed: {error}");
                 }

@@ -229,3 +229,69 @@ fn full_log_waits_for_a_checkpoint_then_recycles() {
         assert_eq!(report.lsn_next, Lsn(11));
     });
 }
+
+/// Records of a partition still queued when the WAL forgets it (its replica was deleted while
+/// its appends were in flight) never keep their segment from recycling; a record of the
+/// partition appended after the forget (a replica created again) counts as usual.
+#[test]
+fn a_forgotten_partitions_queued_records_do_not_hold_the_log() {
+    let disk = SimulatedDisk::new();
+    let directory = disk.directory();
+    let config = small_config();
+    block_on(async {
+        let (wal, _, _) = open_collect(&directory, config).await.unwrap();
+        let committer = wal.run_committer();
+        let workload = async {
+            // Queued, not yet written, when the partition is forgotten.
+            let mut queued = Vec::new();
+            for id in 0..3 {
+                queued.push(
+                    wal.enqueue(PartitionId(7), kind(), &body(id, 5000))
+                        .await
+                        .unwrap(),
+                );
+            }
+            wal.forget_partition(PartitionId(7));
+            for durable in queued {
+                durable.await.unwrap();
+            }
+            // Wrap the three-segment ring twice with another partition that checkpoints as it
+            // goes: a queued record holding its segment would block this for good.
+            for id in 0..18 {
+                let lsn = wal
+                    .append(PartitionId(8), kind(), &body(100 + id, 5000))
+                    .await
+                    .unwrap();
+                wal.checkpointed(PartitionId(8), lsn);
+            }
+            assert!(wal.stats().segments_recycled >= 4);
+            // Created again: its new record holds the log until it is checkpointed.
+            let again = wal
+                .append(PartitionId(7), kind(), &body(200, 5000))
+                .await
+                .unwrap();
+            // Once the committer has moved past its segment, that segment is held for it.
+            let mut pinned = false;
+            for id in 0..6 {
+                pinned = wal.pins_segments_ahead(PartitionId(7), 2);
+                if pinned {
+                    break;
+                }
+                let lsn = wal
+                    .append(PartitionId(8), kind(), &body(300 + id, 5000))
+                    .await
+                    .unwrap();
+                wal.checkpointed(PartitionId(8), lsn);
+            }
+            assert!(
+                pinned,
+                "a record written after the forget holds its segment"
+            );
+            wal.checkpointed(PartitionId(7), again);
+            assert!(!wal.pins_segments_ahead(PartitionId(7), 2));
+            wal.shutdown();
+        };
+        let (committed, ()) = zip(committer, workload).await;
+        committed.unwrap();
+    });
+}

@@ -219,6 +219,10 @@ impl Simulation {
     }
 
     pub(crate) fn violation(&mut self, text: String) {
+        tracing::warn!(
+            simulated_ms = self.now_nanos / 1_000_000,
+            "violation: {text}"
+        );
         if self.report.violations.len() < VIOLATIONS_MAX {
             self.report.violations.push(text);
         }

@@ -335,6 +335,12 @@ struct WalState {
     committer_waker: Option<Waker>,
     space_wakers: Vec<Waker>,
     checkpoints: BTreeMap<PartitionId, Lsn>,
+    /// Per partition forgotten ([`Wal::forget_partition`]), the next LSN at that moment: its
+    /// records below it never keep a segment from recycling, including those still queued
+    /// then, which the committer writes afterwards. Records from that LSN on belong to a
+    /// replica created again and count as any partition's. One entry per partition forgotten
+    /// since the WAL was opened.
+    forgotten: BTreeMap<PartitionId, Lsn>,
     shutting_down: bool,
     committer_running: bool,
     failure: Option<WriteFailure>,
@@ -351,11 +357,21 @@ impl WalState {
             && segment
                 .partition_lsn_max
                 .iter()
-                .all(|(partition, lsn_max)| {
-                    self.checkpoints
-                        .get(partition)
-                        .is_some_and(|checkpoint| checkpoint >= lsn_max)
-                })
+                .all(|(partition, lsn_max)| !self.needs(*partition, *lsn_max))
+    }
+
+    /// Whether recovery still needs a record of `partition` at `lsn`: it is past the
+    /// partition's checkpoint (or it has none) and was not forgotten.
+    fn needs(&self, partition: PartitionId, lsn: Lsn) -> bool {
+        let forgotten = self
+            .forgotten
+            .get(&partition)
+            .is_some_and(|below| lsn < *below);
+        let checkpointed = self
+            .checkpoints
+            .get(&partition)
+            .is_some_and(|checkpoint| *checkpoint >= lsn);
+        !forgotten && !checkpointed
     }
 
     fn wake_committer(&mut self) {
@@ -700,6 +716,7 @@ impl<F: Storage> Wal<F> {
             committer_waker: None,
             space_wakers: Vec::new(),
             checkpoints: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
             shutting_down: false,
             committer_running: false,
             failure: None,
@@ -795,10 +812,14 @@ impl<F: Storage> Wal<F> {
         state.wake_committer();
     }
 
-    /// The partition left this shard (moved or dropped): none of its records are needed.
+    /// The partition left this shard (moved or dropped): none of its records are needed, those
+    /// still queued included. A replica of it created here again later appends records from a
+    /// later LSN, which count as usual.
     pub fn forget_partition(&self, partition: PartitionId) {
         let mut state = self.shared.state.borrow_mut();
         state.checkpoints.remove(&partition);
+        let next = state.lsn_next;
+        state.forgotten.insert(partition, next);
         for segment in &mut state.segments {
             segment.partition_lsn_max.remove(&partition);
         }
@@ -836,14 +857,13 @@ impl<F: Storage> Wal<F> {
     pub fn pins_segments_ahead(&self, partition: PartitionId, ahead: usize) -> bool {
         let state = self.shared.state.borrow();
         let count = state.segments.len();
-        let checkpoint = state.checkpoints.get(&partition);
         (1..=ahead.min(count.saturating_sub(1))).any(|distance| {
             let segment = &state.segments[(state.active_segment + distance) % count];
             segment.in_log
                 && segment
                     .partition_lsn_max
                     .get(&partition)
-                    .is_some_and(|lsn_max| checkpoint.is_none_or(|checkpoint| checkpoint < lsn_max))
+                    .is_some_and(|lsn_max| state.needs(partition, *lsn_max))
         })
     }
 
