@@ -475,10 +475,11 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// Refusals evaluated against the overlay entry at a slot, answered once it is applied
     /// (invariant 5): reply token and response.
     deferred: BTreeMap<Slot, Vec<(u64, NodeResponse)>>,
-    /// A membership entry was applied since the last checkpoint: the next tick checkpoints, so
-    /// that the committed membership is durable at once and a restart does not bring back the
-    /// one before (a candidate would need a majority of that one, and a control plane may have
-    /// deleted a replica it counts; replication README, "Membership change").
+    /// A membership entry that keeps this replica a member was applied since the last
+    /// checkpoint: the next tick checkpoints, so that the committed membership is durable at
+    /// once and a restart does not bring back the one before (a candidate would need a
+    /// majority of that one, and a control plane may have deleted a replica it counts;
+    /// replication README, "Membership change").
     membership_applied: bool,
     /// When the last checkpoint the WAL asked for (not the slot schedule) ran.
     last_wal_pressure_checkpoint: Option<MonotonicTime>,
@@ -1491,8 +1492,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.overlay.remove(key);
                 }
             }
-            if matches!(entry.payload, Payload::Membership(_)) {
-                self.membership_applied = true;
+            // A replica the entry removes keeps its log instead: until every remaining member
+            // has learned that the removal committed, a candidate among them that is behind
+            // may need this replica's accepted entries in its phase 1, and a promiser that
+            // truncated past the candidate's commit cannot count for it (found by the
+            // simulator: the removed replica checkpointed at once, the leader that committed
+            // the removal was cut off, and the two members left could not elect).
+            if let Payload::Membership(next) = &entry.payload {
+                self.membership_applied = next.contains(self.node);
             }
             self.settle_membership_waiter(slot, &entry.payload);
             let mut proposal_took_effect = false;
