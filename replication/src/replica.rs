@@ -901,16 +901,15 @@ impl Replica {
             || self.last_leader_contact.is_some_and(|contact| {
                 now < contact.saturating_add(self.options.election_timeout_min)
             });
-        // A replica that knows no membership yet (one created to join a group, before it has
-        // any of the group's log) cannot tell a member from a removed node. Denying everyone
-        // would let it block elections: once the group has added it, a candidate may need its
-        // grant (found by the simulator: a joiner next to a dead member stalled its group for
-        // good). The pre-check only spares the group needless elections; safety rests on
-        // phase 1, so granting is safe.
-        let latest = self.latest_membership();
-        let granted = !matches!(self.role, Role::Leader(_))
-            && !heard_recently
-            && (latest.contains(from) || latest.member_count() == 0);
+        // Whether the asker is a member does not matter: a replica that is behind (or one
+        // created to join, which knows no membership yet) cannot tell a member added since
+        // from a removed node, and denying would let it block elections once the group needs
+        // its grant (the simulator found both: a joiner, then a member that missed an add,
+        // each stalled a group with one member dead). A removed replica that knows it was
+        // removed never campaigns; one that does not only asks when no leader is heard from,
+        // and the control plane deletes it. The pre-check only spares the group needless
+        // elections; safety rests on phase 1.
+        let granted = !matches!(self.role, Role::Leader(_)) && !heard_recently;
         self.send(from, Message::PreCheckReply { round, granted });
     }
 
@@ -993,6 +992,19 @@ impl Replica {
                     promised: self.promised,
                 },
             );
+            // A candidate that has committed slots we have not asks us: we stand down for an
+            // election timeout instead of campaigning again at once. Our rejection tells it our
+            // round and its next ballot goes past it, unless we raised ours again meanwhile: a
+            // lagging candidate that could never win (the replicas that could promise it had
+            // truncated past its commit) kept doing that at every timeout, and the up-to-date
+            // one never got past it (the simulator's replica moves, seed 1105).
+            if from_slot > self.commit_slot.next()
+                && matches!(self.role, Role::Candidate(_) | Role::PreCandidate { .. })
+            {
+                self.leader_hint = None;
+                self.set_role(Role::Follower);
+                self.reset_election_deadline(now);
+            }
             return;
         }
         // A candidate that lacks slots we truncated cannot count our promise (see

@@ -518,3 +518,60 @@ fn a_new_group_elects_its_first_leader_within_a_fraction_of_the_election_timeout
         }
     }
 }
+
+/// A candidate asked to promise by a candidate that has committed more than it has rejects the
+/// lower ballot and stands down for an election timeout, so that its own rounds stop climbing
+/// past the other's (a lagging candidate that could never win kept the up-to-date one out for
+/// good in the simulator's replica moves). One asked by a candidate no further ahead than it
+/// keeps campaigning.
+#[test]
+fn a_candidate_stands_down_for_a_candidate_that_committed_more() {
+    for (from_slot, stands_down) in [(Slot(40), true), (Slot(1), false)] {
+        let mut replica =
+            Replica::new(n(3), options(ReplicaKind::Full, 3), three_full(), ms(0)).unwrap();
+        let far = ms(60_000);
+        let round = replica
+            .tick(far)
+            .iter()
+            .find_map(|action| match action {
+                Action::Send {
+                    message: Message::PreCheck { round },
+                    ..
+                } => Some(*round),
+                _ => None,
+            })
+            .expect("the timer ran out: a pre-check");
+        replica.handle_message(
+            far,
+            n(1),
+            Message::PreCheckReply {
+                round,
+                granted: true,
+            },
+        );
+        assert_eq!(replica.role(), RoleKind::Candidate);
+        let own = replica.promised();
+        let lower = Ballot {
+            round: own.round - 1,
+            node: n(2),
+        };
+        let actions = replica.handle_message(
+            far,
+            n(2),
+            Message::Prepare {
+                ballot: lower,
+                from_slot,
+            },
+        );
+        assert!(actions.contains(&Action::Send {
+            to: n(2),
+            message: Message::Rejected { promised: own },
+        }));
+        let expected = if stands_down {
+            RoleKind::Follower
+        } else {
+            RoleKind::Candidate
+        };
+        assert_eq!(replica.role(), expected, "from slot {from_slot:?}");
+    }
+}

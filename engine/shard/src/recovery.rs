@@ -7,7 +7,8 @@
 //!    written by a buggy or different build, and guessing what they held could lose acknowledged
 //!    writes.
 //! 2. Tree files of partitions without a meta file are removed (a deletion that crashed part
-//!    way).
+//!    way), and their WAL records are released (`Wal::forget_partition`): no replica is left to
+//!    release them, and held, they would stop the WAL once its ring came round to them.
 //! 3. Every partition with a meta file is recovered from its newest tree and its WAL records.
 //!    A partition marked unrecoverable at an earlier start (its WAL records were released since)
 //!    and a replica whose durable state contradicts itself (`PartitionError::Corrupt`) are kept
