@@ -6,6 +6,7 @@
 //! (`router::Router`, one per router core); access keys and what each may do (`access`).
 
 pub mod access;
+pub mod cluster_status;
 pub mod error;
 pub mod fan_out;
 pub mod forward;

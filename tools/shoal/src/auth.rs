@@ -86,7 +86,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 impl ClusterArgs {
     /// The bus's mutual TLS: `--config`'s keys, or the flags.
-    fn bus_tls(&self) -> Result<Option<shoal_bus::BusTls>, String> {
+    pub(crate) fn bus_tls(&self) -> Result<Option<shoal_bus::BusTls>, String> {
         if let Some(path) = &self.config {
             let settings: crate::router::RouterSettings = crate::node::read_config(path)?;
             if self.bus_tls.bus_tls_cert.is_some() {
@@ -97,7 +97,7 @@ impl ClusterArgs {
         self.bus_tls.load()
     }
 
-    fn nodes(&self) -> Result<Vec<NodeAddress>, String> {
+    pub(crate) fn nodes(&self) -> Result<Vec<NodeAddress>, String> {
         let pairs: Vec<(u64, SocketAddr)> = if let Some(path) = &self.config {
             let settings: crate::router::RouterSettings = crate::node::read_config(path)?;
             settings

@@ -1,5 +1,6 @@
 //! `shoal`: one binary for every role (see README.md in this folder).
 
+mod admin;
 mod auth;
 mod bus_tls;
 mod cert;
@@ -64,6 +65,9 @@ enum Action {
     /// the bus).
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// See the cluster: nodes, tables, under-replicated partitions (over the bus, as `auth`).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Action::Scan(options) => cli::run_scan(&options),
         Action::Auth(command) => auth::run(&command),
         Action::Cert(command) => cert::run(&command),
+        Action::Admin(command) => admin::run(&command),
     }
 }
 

@@ -12,6 +12,7 @@
 
 use super::control::{Creation, table_in_use};
 use super::*;
+use crate::cluster_status::{ClusterStatus, ShardReport};
 use std::collections::BTreeSet;
 
 /// One replica as a shard reports it.
@@ -410,31 +411,24 @@ impl Router {
     /// not answer is skipped until it does. Returns how many replicas were deleted.
     pub async fn collect_orphan_replicas(&self) -> Result<usize, DynamoError> {
         let cluster = self.cluster().await?;
-        let mut hosted = Vec::new();
-        for node in &cluster.nodes {
-            for shard in 0..cluster.shards_per_node {
-                match self
-                    .forwarder
-                    .call_once(node.id, shard, NodeRequest::Status)
-                    .await
-                {
-                    Ok(NodeResponse::Status { replicas, .. }) => {
-                        hosted.extend(replicas.iter().map(|replica| HostedReplica {
-                            node: node.id,
-                            shard,
-                            partition: replica.partition,
-                            epoch: replica.epoch,
-                        }));
-                    }
-                    outcome => tracing::debug!(
-                        node = node.id,
+        let hosted: Vec<HostedReplica> = self
+            .shard_reports(&cluster)
+            .await
+            .into_iter()
+            .flat_map(|report| {
+                let (node, shard) = (report.node, report.shard);
+                report
+                    .replicas
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |replica| HostedReplica {
+                        node,
                         shard,
-                        ?outcome,
-                        "a shard did not report its replicas"
-                    ),
-                }
-            }
-        }
+                        partition: replica.partition,
+                        epoch: replica.epoch,
+                    })
+            })
+            .collect();
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let next_partition = self
             .metadata
@@ -483,6 +477,54 @@ impl Router {
             }
         }
         Ok(deleted)
+    }
+}
+
+impl Router {
+    /// What every shard of every node reports hosting (`NodeRequest::Status`), one shard at a
+    /// time; a shard that does not answer is reported with no replicas.
+    pub(super) async fn shard_reports(&self, cluster: &ClusterRecord) -> Vec<ShardReport> {
+        let mut reports = Vec::new();
+        for node in &cluster.nodes {
+            for shard in 0..cluster.shards_per_node {
+                let replicas = match self
+                    .forwarder
+                    .call_once(node.id, shard, NodeRequest::Status)
+                    .await
+                {
+                    Ok(NodeResponse::Status { replicas, .. }) => Some(replicas),
+                    outcome => {
+                        tracing::debug!(
+                            node = node.id,
+                            shard,
+                            ?outcome,
+                            "a shard did not report its replicas"
+                        );
+                        None
+                    }
+                };
+                reports.push(ShardReport {
+                    node: node.id,
+                    shard,
+                    replicas,
+                });
+            }
+        }
+        reports
+    }
+
+    /// `shoal admin status`: the cluster item and every table item, read strongly, and what
+    /// every shard reports hosting (crate::cluster_status).
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, DynamoError> {
+        let cluster = self.load_cluster().await?;
+        let reports = self.shard_reports(&cluster).await;
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let tables = self
+            .metadata
+            .all_tables(&self.forwarder, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        Ok(ClusterStatus::compute(&cluster, &tables, &reports))
     }
 }
 

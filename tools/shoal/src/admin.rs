@@ -1,0 +1,109 @@
+//! `shoal admin status [--json]`: the cluster as it is now (shoal_router::cluster_status):
+//! every node with the shards that answered, its replicas, leaders and item bytes; every table
+//! with its partitions, the under-replicated ones and the replicas not created yet; then each
+//! under-replicated partition with its listed and healthy replicas and its leader, and the
+//! replicas of no table. It reads the metadata group and asks every shard over the bus, as a
+//! router does, so it runs where the buses can be reached (`shoal auth`'s rule; the same
+//! `--config`, `--node` and bus TLS flags).
+//!
+//! Exit status: 0 when every partition has all its replicas; 3 when some are under-replicated
+//! or a node did not answer (the report says which), so scripts and health checks can act on
+//! it; 1 when the metadata cannot be read within [`COMMAND_DEADLINE`]; 2 on bad input.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use glommio::{LocalExecutorBuilder, Placement};
+use shoal_router::cluster_status::ClusterStatus;
+use shoal_router::{DynamoError, Router, RouterConfig};
+
+use crate::auth::{COMMAND_DEADLINE, ClusterArgs};
+
+const RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// io_uring memory of the command's executor (it holds one bus connection per shard asked).
+const IO_MEMORY_BYTES: usize = 1 << 20;
+const EXIT_BAD_INPUT: u8 = 2;
+/// The cluster answered, and something needs attention.
+const EXIT_DEGRADED: u8 = 3;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print nodes, tables, under-replicated partitions and replicas of no table.
+    Status(StatusOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusOptions {
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+pub fn run(command: &AdminCommand) -> ExitCode {
+    match command {
+        AdminCommand::Status(options) => status(options),
+    }
+}
+
+fn status(options: &StatusOptions) -> ExitCode {
+    let (nodes, bus_tls) = match (options.cluster.nodes(), options.cluster.bus_tls()) {
+        (Ok(nodes), Ok(bus_tls)) => (nodes, bus_tls),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("shoal admin: {error}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let executor = match LocalExecutorBuilder::new(Placement::Unbound)
+        .name("shoal-admin")
+        .io_memory(IO_MEMORY_BYTES)
+        .make()
+    {
+        Ok(executor) => executor,
+        Err(error) => {
+            eprintln!("shoal admin: cannot start an executor: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = executor.run(async move {
+        let mut config = RouterConfig::new(nodes);
+        config.bus_tls = bus_tls;
+        let router = Router::new(config)?;
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        loop {
+            match router.cluster_status().await {
+                Ok(status) => return Ok::<ClusterStatus, DynamoError>(status),
+                // The metadata group may be electing its leader.
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(%error.message, "the metadata group did not answer yet");
+                    glommio::timer::sleep(RETRY_INTERVAL).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    });
+    let status = match outcome {
+        Ok(status) => status,
+        Err(error) => {
+            eprintln!("{}: {}", error.type_name, error.message);
+            return ExitCode::FAILURE;
+        }
+    };
+    if options.json {
+        println!("{}", status.to_json());
+    } else {
+        print!("{}", status.render());
+    }
+    let degraded = status.under_replicated().next().is_some()
+        || status
+            .nodes
+            .iter()
+            .any(|node| node.shards_answered < node.shards);
+    if degraded {
+        ExitCode::from(EXIT_DEGRADED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
