@@ -573,5 +573,7 @@ fn a_candidate_stands_down_for_a_candidate_that_committed_more() {
             RoleKind::Candidate
         };
         assert_eq!(replica.role(), expected, "from slot {from_slot:?}");
+        // Standing down changes no promise.
+        assert_eq!(replica.promised(), own);
     }
 }

@@ -858,6 +858,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         now: MonotonicTime,
     ) -> Result<Self, PartitionError> {
         let partition = meta.partition;
+        let no_records = records.records.is_empty();
         let (engine, generation) =
             open_newest_tree(directory.as_ref(), &cache, partition, config.btree.clone()).await?;
         let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
@@ -882,7 +883,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         );
         replica.slot_wal_lsn = slot_wal_lsn;
         replica.intent_wal_lsn = intent_wal_lsn;
-        replica.report_wal_low_water();
+        if no_records {
+            // None of the partition's records in the WAL is this replica's: they came before
+            // its creation record (an earlier replica of the partition here), or there are
+            // none. Nothing is in flight yet, so everything durable can go; kept, they would
+            // hold their segments until this replica first wrote and checkpointed, which a
+            // joiner that is never added may never do (the simulator's moves stopped a node's
+            // WAL this way).
+            let durable = replica.wal.stats().lsn_durable;
+            replica.wal.checkpointed(PartitionId(partition), durable);
+        } else {
+            replica.report_wal_low_water();
+        }
         Ok(replica)
     }
 
@@ -900,13 +912,6 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
 
     /// The MultiPaxos core, read only: hosts and checkers inspect its promise and log (the
     /// simulator checks that a restarted replica still holds what it acknowledged durable).
-    /// Whether the committed membership is in the checkpoint: no membership entry was applied
-    /// since the last one (a restart recovers the membership of its checkpoint, and a removed
-    /// replica may be deleted only once every remaining one holds its removal durably).
-    pub fn membership_checkpointed(&self) -> bool {
-        !self.membership_applied
-    }
-
     pub fn core(&self) -> &Replica {
         &self.core
     }
@@ -1197,6 +1202,15 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.execute(now, actions).await?;
         }
         self.serve_lease_waiters(now).await?;
+        // A membership entry applied by this event is checkpointed before the event's outputs
+        // (the answer to a ChangeMembership among them) go out, and before the host reads the
+        // status that shows it applied: a control plane that sees every remaining member
+        // applied a removal may then delete the removed replica, and a member that restarts
+        // recovers the membership of its checkpoint (replication README, "Membership
+        // change"). During a snapshot install the next tick does it.
+        if self.membership_applied && self.incoming_snapshot.is_none() {
+            self.checkpoint(now).await?;
+        }
         Ok(std::mem::take(&mut self.outputs))
     }
 
@@ -1242,8 +1256,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 Action::RoleChanged { role, ballot } => {
                     tracing::info!(
                         partition = self.meta.partition,
+                        node = self.node.0,
                         ?role,
                         round = ballot.round,
+                        ballot_node = ballot.node.0,
+                        commit = self.core.commit_slot().0,
                         "replica role changed"
                     );
                     if role != RoleKind::Leader {

@@ -170,6 +170,10 @@ pub struct Dispatch<C> {
     /// Partitions being created right now, so that a repeated CreatePartition waits for
     /// nothing.
     creating: BTreeSet<u64>,
+    /// Partitions whose replica is being deleted (out of `routes` already, its files and WAL
+    /// records not released yet): a replica of the same partition created meanwhile would
+    /// share its files and have its WAL records released by the deletion.
+    deleting: BTreeSet<u64>,
     replies: HashMap<u64, PendingReply<C>>,
     next_reply: u64,
     requests_in_flight_max: usize,
@@ -190,6 +194,7 @@ impl<C: Copy> Dispatch<C> {
             routes: BTreeMap::new(),
             out_of_service: BTreeMap::new(),
             creating: BTreeSet::new(),
+            deleting: BTreeSet::new(),
             replies: HashMap::new(),
             next_reply: 1,
             requests_in_flight_max,
@@ -637,6 +642,10 @@ impl<C: Copy> Dispatch<C> {
                 ),
             }));
         }
+        if self.deleting.contains(&partition) {
+            // Not applied; the sender asks again once the deletion is done.
+            return Decision::Answer(NodeResponse::Error(NodeError::Busy { partition }));
+        }
         if !self.creating.insert(partition) {
             return Decision::Answer(NodeResponse::Error(NodeError::Busy { partition }));
         }
@@ -674,9 +683,16 @@ impl<C: Copy> Dispatch<C> {
             }
             Some(_) => {
                 self.routes.remove(&partition);
+                self.deleting.insert(partition);
                 Decision::Proceed
             }
         }
+    }
+
+    /// The deletion begun by `begin_delete` released the replica's files and WAL records: a
+    /// replica of the partition may be created here again.
+    pub fn end_delete(&mut self, partition: u64) {
+        self.deleting.remove(&partition);
     }
 }
 

@@ -136,6 +136,14 @@ impl std::error::Error for ShardError {}
 
 type Replica = PartitionReplica<DmaStorageFile, DmaDirectory>;
 
+/// A replica task's side of its WAL appender (`Shard::spawn_appender`).
+struct ReplicaAppender {
+    persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
+    task: glommio::Task<()>,
+    /// Set when the replica is being deleted: the appender drops what is left.
+    stopping: Rc<Cell<bool>>,
+}
+
 /// One row of the shard table.
 struct TableRow {
     events: Rc<LocalSender<Event>>,
@@ -590,12 +598,27 @@ impl<T: Transport + 'static> Shard<T> {
             },
         );
         let (persists, persist_receiver) = local_channel::new_bounded(REPLICA_PERSIST_QUEUE_MAX);
-        let appender = self.spawn_appender(partition, persist_receiver, events.clone());
+        let stopping = Rc::new(Cell::new(false));
+        let appender = self.spawn_appender(
+            partition,
+            persist_receiver,
+            events.clone(),
+            stopping.clone(),
+        );
         let shard = self.clone();
         glommio::spawn_local(async move {
             shard
                 .replica_loop(
-                    replica, receiver, persists, appender, status, tick_due, destroyed,
+                    replica,
+                    receiver,
+                    ReplicaAppender {
+                        persists,
+                        task: appender,
+                        stopping,
+                    },
+                    status,
+                    tick_due,
+                    destroyed,
                 )
                 .await;
         })
@@ -603,16 +626,21 @@ impl<T: Transport + 'static> Shard<T> {
     }
 
     /// Invariant 1: enqueue in order, await durability concurrently. The task ends once the
-    /// replica's sender is dropped and every record it sent is enqueued.
+    /// replica's sender is dropped and its queue is empty; once `stopping` is set (the replica
+    /// is being deleted) it drops what is left instead of enqueueing it.
     fn spawn_appender(
         &self,
         partition: u64,
         receiver: LocalReceiver<(shoal_replication::Lsn, Vec<u8>)>,
         events: Rc<LocalSender<Event>>,
+        stopping: Rc<Cell<bool>>,
     ) -> glommio::Task<()> {
         let wal = self.wal.clone();
         glommio::spawn_local(async move {
             while let Some((core_lsn, body)) = receiver.recv().await {
+                if stopping.get() {
+                    continue;
+                }
                 let durable = match wal
                     .enqueue(PartitionId(partition), REPLICATION_RECORD_KIND, &body)
                     .await
@@ -638,13 +666,11 @@ impl<T: Transport + 'static> Shard<T> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn replica_loop(
         self: Rc<Self>,
         mut replica: Replica,
         receiver: LocalReceiver<Event>,
-        persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
-        appender: glommio::Task<()>,
+        appender: ReplicaAppender,
         status: Rc<RefCell<ReplicaStatus>>,
         tick_due: Rc<Cell<MonotonicTime>>,
         destroyed: Rc<Cell<bool>>,
@@ -654,13 +680,19 @@ impl<T: Transport + 'static> Shard<T> {
             if matches!(event, Event::Stop) {
                 // Requests still queued behind the stop get no answer; their clients time out,
                 // as for any replica that went away.
-                // Every record the replica sent is enqueued before the WAL forgets the
-                // partition (`destroy`): one enqueued after would keep its segment for good.
-                drop(persists);
-                appender.await;
+                // The appender may be waiting for room in the WAL, which may wait for a
+                // segment this partition's records hold: the WAL forgets them first, the
+                // appender drops what it has not enqueued yet and ends, and `destroy` forgets
+                // again, past the record the appender was enqueueing, if any (a record
+                // enqueued after a forget would hold its segment for good).
+                appender.stopping.set(true);
+                self.wal.forget_partition(PartitionId(partition));
+                drop(appender.persists);
+                appender.task.await;
                 if let Err(error) = replica.destroy().await {
                     shoal_io::fatal!("partition {partition}: deleting its files failed: {error}");
                 }
+                self.dispatch.borrow_mut().end_delete(partition);
                 self.metrics.stream_record_bytes(partition, 0);
                 tracing::info!(shard = self.config.shard, partition, "replica deleted");
                 destroyed.set(true);
@@ -689,9 +721,13 @@ impl<T: Transport + 'static> Shard<T> {
                 let command = self.dispatch.borrow_mut().on_output(partition, output, now);
                 match command {
                     Some(Command::Persist { core_lsn, body, .. }) => {
-                        persists.send((core_lsn, body)).await.unwrap_or_else(|_| {
-                            shoal_io::fatal!("partition {partition}: the WAL appender is gone")
-                        });
+                        appender
+                            .persists
+                            .send((core_lsn, body))
+                            .await
+                            .unwrap_or_else(|_| {
+                                shoal_io::fatal!("partition {partition}: the WAL appender is gone")
+                            });
                     }
                     Some(Command::Replicate { to, envelope }) => {
                         self.transport.send_replication(to, envelope);

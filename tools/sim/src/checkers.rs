@@ -340,10 +340,15 @@ impl Simulation {
                             membership.members().map(|node| node.0).collect::<Vec<_>>()
                         };
                         format!(
-                            "{id:?}{faults} {:?} promised {:?} leader hint {:?} members {:?} \
+                            "{id:?}{faults} {:?}{} promised {:?} leader hint {:?} members {:?} \
                              (latest {:?}) log {}..={} commit {} applied {} unsynced {} \
                              commit_at {:?}",
                             status.role,
+                            if replica.core().quiesced() {
+                                " (quiesced)"
+                            } else {
+                                ""
+                            },
                             replica.core().promised(),
                             replica.core().leader_hint(),
                             members(replica.core().committed_membership()),

@@ -14,11 +14,13 @@
 //!    the target holds every slot committed when it was added. Only then do clients read
 //!    from it (a router adds it to its partition map then).
 //! 4. **Remove**: `Remove(source)` at the leader.
-//! 5. **Settle**: until every remaining member has applied the removal and checkpointed it
-//!    (read from the replicas; a control plane asks their nodes). Until then a member that
-//!    restarts, or missed the commit, counts the old membership, the source included, in its
-//!    elections (replication README, "Membership change"). A remaining member stopped for good
-//!    never settles: the source's replica is then left running, a non-member.
+//! 5. **Settle**: until every remaining member reports (`ReplicaStatus`, what a node's `Status`
+//!    answer carries) an applied slot at or past the commit the removal's answer gave; a
+//!    replica checkpoints a membership entry before it reports it applied, so the removal is
+//!    then durable everywhere. Until then a member that restarts, or missed the commit, counts
+//!    the old membership, the source included, in its elections (replication README,
+//!    "Membership change"). A remaining member stopped for good never settles: the source's
+//!    replica is then left running, a non-member.
 //! 6. **Delete**: the source's replica and files (`DeletePartition`), unless the node is stopped
 //!    for good; either way it stops being one of the group's replicas.
 //!
@@ -43,7 +45,7 @@ pub(crate) enum MoveStep {
     Add,
     CatchUp { added_at_commit: u64 },
     Remove,
-    Settle,
+    Settle { removal_commit: u64 },
     Delete,
 }
 
@@ -211,7 +213,7 @@ impl Simulation {
                     change: MembershipChangeWire::Remove(source.0),
                 },
             ),
-            MoveStep::Settle => return self.settle_removal(),
+            MoveStep::Settle { removal_commit } => return self.settle_removal(removal_commit),
             MoveStep::Delete => {
                 if self.nodes[&source].stopped {
                     // Stopped for good: nothing of it will run again.
@@ -336,7 +338,9 @@ impl Simulation {
                     }
                     _ => {
                         self.fault("move: replica removed");
-                        self.next_move_step(MoveStep::Settle);
+                        self.next_move_step(MoveStep::Settle {
+                            removal_commit: commit_slot,
+                        });
                     }
                 }
             }
@@ -390,7 +394,7 @@ impl Simulation {
     /// Step 5: whether every remaining member holds the removal durably; if so, on to the
     /// deletion. A member stopped for good never will: the move ends with the source's replica
     /// left in place.
-    fn settle_removal(&mut self) {
+    fn settle_removal(&mut self, removal_commit: u64) {
         let Some(current) = self.moves.current.as_ref() else {
             return;
         };
@@ -406,14 +410,12 @@ impl Simulation {
             return self.finish_move();
         }
         let settled = remaining.iter().all(|member| {
+            let now = self.local_time(*member);
             self.nodes[member]
                 .runtime
                 .as_ref()
                 .and_then(|runtime| runtime.replicas.get(&group))
-                .is_some_and(|replica| {
-                    !replica.core().committed_membership().contains(source)
-                        && replica.membership_checkpointed()
-                })
+                .is_some_and(|replica| replica.status(now).applied_slot >= removal_commit)
         });
         if settled {
             self.next_move_step(MoveStep::Delete);
@@ -546,6 +548,10 @@ impl Simulation {
             return NodeResponse::Deleted;
         };
         let destroyed = drive(replica.destroy(), &mut runtime.committer);
+        runtime.dispatch.end_delete(partition);
+        // Its records still on their way to durability are no longer any replica's: a replica
+        // of the group created here again must not be told of them.
+        runtime.unsynced.retain(|(hosted, ..)| *hosted != group);
         let node = self.nodes.get_mut(&id).expect("node exists");
         node.groups.retain(|hosted| *hosted != group);
         node.acceptor_memory.remove(&group);
