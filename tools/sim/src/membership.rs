@@ -24,6 +24,12 @@
 //! 6. **Delete**: the source's replica and files (`DeletePartition`), unless the node is stopped
 //!    for good; either way it stops being one of the group's replicas.
 //!
+//! A source stopped for good is removed first, then the target joins, is added and catches up
+//! (nothing is left to delete). Adding first would make a group of four with one member dead:
+//! every other member, the joiner included, would be needed for every commit and election, and
+//! the joiner can take no part until its snapshot is in (seed 5127 stalled so). Removed first,
+//! the two members left commit while the joiner catches up.
+//!
 //! No move starts in the heal phase, so that the liveness checks there measure a settled
 //! cluster; one under way finishes.
 
@@ -54,6 +60,8 @@ pub(crate) struct Move {
     pub(crate) group: usize,
     pub(crate) source: NodeId,
     pub(crate) target: NodeId,
+    /// The source is stopped for good: it is removed first (module docs).
+    source_dead: bool,
     pub(crate) step: MoveStep,
     /// The node the next leader request goes to.
     leader_guess: NodeId,
@@ -163,11 +171,17 @@ impl Simulation {
         }
         let target = targets[rng.below(targets.len() as u64) as usize];
         let leader_guess = members[0];
+        let source_dead = !stopped.is_empty();
         self.moves.current = Some(Move {
             group,
             source,
             target,
-            step: MoveStep::Join,
+            source_dead,
+            step: if source_dead {
+                MoveStep::Remove
+            } else {
+                MoveStep::Join
+            },
             leader_guess,
             waiting: None,
             next_at_nanos: self.now_nanos,
@@ -302,8 +316,13 @@ impl Simulation {
             "move answered"
         );
         current.waiting = None;
-        let (group, step, source, target) =
-            (current.group, current.step, current.source, current.target);
+        let (group, step, source, target, source_dead) = (
+            current.group,
+            current.step,
+            current.source,
+            current.target,
+            current.source_dead,
+        );
         match (step, response) {
             (MoveStep::Join, NodeResponse::Created) => self.next_move_step(MoveStep::Add),
             (
@@ -328,7 +347,9 @@ impl Simulation {
                         let caught_up = followers.iter().any(|follower| {
                             follower.node == target.0 && follower.match_slot >= added_at_commit
                         });
-                        if caught_up {
+                        if caught_up && source_dead {
+                            self.finish_move();
+                        } else if caught_up {
                             self.next_move_step(MoveStep::Remove);
                         } else {
                             self.retry_move(Some(
@@ -338,9 +359,13 @@ impl Simulation {
                     }
                     _ => {
                         self.fault("move: replica removed");
-                        self.next_move_step(MoveStep::Settle {
-                            removal_commit: commit_slot,
-                        });
+                        if source_dead {
+                            self.next_move_step(MoveStep::Join);
+                        } else {
+                            self.next_move_step(MoveStep::Settle {
+                                removal_commit: commit_slot,
+                            });
+                        }
                     }
                 }
             }
