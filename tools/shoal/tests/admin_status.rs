@@ -32,7 +32,7 @@ fn status(dev: &Dev) -> (i32, Json) {
     (code, serde_json::from_slice(&output.stdout).unwrap())
 }
 
-fn node<'report>(report: &'report Json, id: u64) -> &'report Json {
+fn node(report: &Json, id: u64) -> &Json {
     report["nodes"]
         .as_array()
         .unwrap()
