@@ -1,15 +1,20 @@
 //! A partition's replica set changes while it holds data, through the requests a control plane
-//! sends (`JoinPartition`, then `ChangeMembership` to the leader), on real shards and files:
-//! a one-replica group moves to another node. The joiner catches up from a snapshot (the log
-//! was truncated by checkpoints before it joined), the old replica is removed, the new one
-//! takes over leadership and serves every item, and each request's retry after the fact is
-//! answered as done (the control plane's steps are idempotent).
+//! sends (`JoinPartition`, then `ChangeMembership` to the leader, then `DeletePartition`), on
+//! real shards and files:
+//! - a one-replica group moves to another node. The joiner catches up from a snapshot (the
+//!   log was truncated by checkpoints before it joined), the old replica is removed, the new
+//!   one takes over leadership and serves every item, and each request's retry after the fact
+//!   is answered as done (the control plane's steps are idempotent);
+//! - the group moves back to the node it left, whose WAL still holds the first replica's
+//!   records, and both nodes restart: the replica there recovers only its own records (the
+//!   creation record), with every item and the membership it was added to.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::rc::Rc;
 
 use common::{TICK, WAIT_STEPS_MAX, shard_config};
@@ -135,11 +140,17 @@ fn change(change: MembershipChangeWire) -> NodeRequest {
     }
 }
 
-#[test]
-fn a_partition_moves_to_another_node_with_its_data() {
-    let temporary = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let base = temporary.path().to_path_buf();
-    run_on_test_executor("shard-membership-change", move || async move {
+/// Two nodes' shards on one executor, joined by a pump that delivers their messages, and a
+/// count of the snapshot chunks each received.
+struct Harness {
+    cluster: Rc<Cluster>,
+    stop: Rc<Cell<bool>>,
+    pump: glommio::Task<()>,
+    snapshot_chunks: Rc<RefCell<BTreeMap<u64, u64>>>,
+}
+
+impl Harness {
+    async fn start(base: &Path) -> Harness {
         let outbox = Rc::new(RefCell::new(VecDeque::new()));
         let mut shards = BTreeMap::new();
         for node in [1u64, 2] {
@@ -165,16 +176,16 @@ fn a_partition_moves_to_another_node_with_its_data() {
         });
         // The bus: delivers every queued message, until the test ends.
         let stop = Rc::new(Cell::new(false));
-        let snapshot_chunks_to_joiner = Rc::new(Cell::new(0u64));
+        let snapshot_chunks = Rc::new(RefCell::new(BTreeMap::new()));
         let pump = glommio::spawn_local({
             let (cluster, outbox, stop) = (cluster.clone(), outbox.clone(), stop.clone());
-            let chunks = snapshot_chunks_to_joiner.clone();
+            let chunks = snapshot_chunks.clone();
             async move {
                 while !stop.get() {
                     let batch: Vec<_> = outbox.borrow_mut().drain(..).collect();
                     for (node, message) in batch {
-                        if node == 2 && matches!(message, BusMessage::Snapshot(_)) {
-                            chunks.set(chunks.get() + 1);
+                        if matches!(message, BusMessage::Snapshot(_)) {
+                            *chunks.borrow_mut().entry(node).or_insert(0) += 1;
                         }
                         if let Some((shard, _)) = cluster.shards.get(&node) {
                             shard.dispatch(BUS, message).await;
@@ -184,151 +195,268 @@ fn a_partition_moves_to_another_node_with_its_data() {
                 }
             }
         });
-
-        let meta = PartitionMeta {
-            partition: PARTITION,
-            epoch: EPOCH,
-            key_schema: schema(),
-            membership: Membership::new([NodeId(1)], []),
-        };
-        assert_eq!(
-            cluster.request(1, meta.to_request()).await,
-            NodeResponse::Created
-        );
-        for index in 0..ITEMS {
-            let put = item_request(
-                ItemOperation::PutItem,
-                serde_json::json!({"Item": {"pk": {"S": format!("k{index}")}, "n": {"N": index.to_string()}}}),
-            );
-            let answer = cluster.request_until_settled(1, put).await;
-            assert!(matches!(answer, NodeResponse::Item { .. }), "{answer:?}");
+        Harness {
+            cluster,
+            stop,
+            pump,
+            snapshot_chunks,
         }
+    }
 
-        let join = NodeRequest::JoinPartition {
-            partition: PARTITION,
-            epoch: EPOCH,
-            key_schema: key_schema_to_wire(&schema()),
-        };
-        assert_eq!(
-            cluster.request(2, join.clone()).await,
-            NodeResponse::Created
-        );
-        // Joining again is answered the same (a control plane retrying the step).
-        assert_eq!(cluster.request(2, join).await, NodeResponse::Created);
-        // The joiner is not a member: it does not lead, and refuses to serve.
-        let get = |index: u64, consistent: bool| {
-            item_request(
-                ItemOperation::GetItem,
-                serde_json::json!({"Key": {"pk": {"S": format!("k{index}")}}, "ConsistentRead": consistent}),
-            )
-        };
-        assert!(matches!(
-            cluster.request(2, get(0, true)).await,
-            NodeResponse::Error(NodeError::NotLeader { .. })
-        ));
+    async fn stop(self) {
+        self.stop.set(true);
+        self.pump.await;
+    }
+}
 
-        let added = cluster
-            .request_until_settled(1, change(MembershipChangeWire::AddFullReplica(2)))
-            .await;
-        let NodeResponse::Membership {
-            membership,
-            commit_slot,
-            ..
-        } = added
-        else {
-            panic!("adding a replica got {added:?}");
-        };
-        assert_eq!(
-            membership,
-            MembershipWire {
-                full_replicas: vec![1, 2],
-                log_replicas: vec![]
-            }
-        );
-        // Asked again, the leader reports progress until the new member has every slot
-        // committed when it was added.
-        let mut caught_up = false;
-        for _ in 0..WAIT_STEPS_MAX {
-            let watched = cluster
-                .request_until_settled(1, change(MembershipChangeWire::AddFullReplica(2)))
-                .await;
-            let NodeResponse::Membership { followers, .. } = watched else {
-                panic!("watching the new member got {watched:?}");
-            };
-            if followers
-                .iter()
-                .any(|follower| follower.node == 2 && follower.match_slot >= commit_slot)
-            {
-                caught_up = true;
-                break;
-            }
-            glommio::timer::sleep(TICK).await;
-        }
-        assert!(caught_up, "the new member never caught up");
-        assert!(
-            snapshot_chunks_to_joiner.get() > 0,
-            "the joiner caught up without a snapshot: the test no longer covers one"
-        );
+fn get(index: u64) -> NodeRequest {
+    item_request(
+        ItemOperation::GetItem,
+        serde_json::json!({"Key": {"pk": {"S": format!("k{index}")}}, "ConsistentRead": true}),
+    )
+}
 
-        let removed = cluster
-            .request_until_settled(1, change(MembershipChangeWire::Remove(1)))
-            .await;
-        // The old leader answers once the removal is applied, from the membership it committed
-        // (it steps down right after, so it reports no follower).
-        match removed {
-            NodeResponse::Membership {
-                membership,
-                followers,
-                ..
-            } => {
-                assert_eq!(membership.full_replicas, vec![2]);
-                assert!(followers.is_empty(), "{followers:?}");
-            }
-            other => panic!("removing the old replica got {other:?}"),
-        }
-        // The new replica leads alone and serves every item written before it joined.
-        for index in 0..ITEMS {
-            let answer = cluster.request_until_settled(2, get(index, true)).await;
-            let NodeResponse::Item {
-                result: ItemResult::Get { item: Some(item) },
-                ..
-            } = answer
-            else {
-                panic!("item {index} at the new replica: {answer:?}");
-            };
-            let item = shoal_model::encoding::decode_item(&item).unwrap();
-            assert!(item.contains_key("n"), "{item:?}");
-        }
-        // The removal is done: asked again, the new leader says so.
-        let again = cluster
-            .request_until_settled(2, change(MembershipChangeWire::Remove(1)))
-            .await;
-        assert!(
-            matches!(&again, NodeResponse::Membership { membership, .. } if membership.full_replicas == vec![2]),
-            "{again:?}"
-        );
-        // It takes writes alone, and the old node's replica can be deleted.
+async fn write_items(cluster: &Cluster, node: u64, items: std::ops::Range<u64>) {
+    for index in items {
         let put = item_request(
             ItemOperation::PutItem,
-            serde_json::json!({"Item": {"pk": {"S": "after"}}}),
+            serde_json::json!({"Item": {"pk": {"S": format!("k{index}")}, "n": {"N": index.to_string()}}}),
         );
-        assert!(matches!(
-            cluster.request_until_settled(2, put).await,
-            NodeResponse::Item { .. }
-        ));
+        let answer = cluster.request_until_settled(node, put).await;
+        assert!(matches!(answer, NodeResponse::Item { .. }), "{answer:?}");
+    }
+}
+
+/// Strong reads at `node` (its replica leads) find every item, with its value.
+async fn read_items(cluster: &Cluster, node: u64, items: std::ops::Range<u64>) {
+    for index in items {
+        let answer = cluster.request_until_settled(node, get(index)).await;
+        let NodeResponse::Item {
+            result: ItemResult::Get { item: Some(item) },
+            ..
+        } = answer
+        else {
+            panic!("item {index} at node {node}: {answer:?}");
+        };
+        let item = shoal_model::encoding::decode_item(&item).unwrap();
         assert_eq!(
-            cluster
-                .request(
-                    1,
-                    NodeRequest::DeletePartition {
-                        partition: PARTITION,
-                        epoch: EPOCH
-                    }
-                )
-                .await,
-            NodeResponse::Deleted
+            item.get("n"),
+            Some(&shoal_model::AttributeValue::Number(
+                shoal_model::number::Number::parse(&index.to_string()).unwrap()
+            )),
+            "{item:?}"
         );
-        stop.set(true);
-        pump.await;
+    }
+}
+
+/// Moves the partition's only replica from `from` to `to` as a control plane would, checking
+/// each step's answers (each step asked twice where a retry must be answered as done).
+async fn move_replica(cluster: &Cluster, from: u64, to: u64) {
+    join(cluster, to).await;
+    add_and_catch_up(cluster, from, to).await;
+    remove_and_delete(cluster, from, to).await;
+}
+
+/// An empty replica on `to` that is not a member.
+async fn join(cluster: &Cluster, to: u64) {
+    let join = NodeRequest::JoinPartition {
+        partition: PARTITION,
+        epoch: EPOCH,
+        key_schema: key_schema_to_wire(&schema()),
+    };
+    assert_eq!(
+        cluster.request(to, join.clone()).await,
+        NodeResponse::Created
+    );
+    // Joining again is answered the same (a control plane retrying the step).
+    assert_eq!(cluster.request(to, join).await, NodeResponse::Created);
+    // The joiner is not a member: it does not lead, and refuses to serve.
+    assert!(matches!(
+        cluster.request(to, get(0)).await,
+        NodeResponse::Error(NodeError::NotLeader { .. })
+    ));
+}
+
+/// `to` added at `from`'s leader, then watched until it holds every slot committed when it
+/// was added.
+async fn add_and_catch_up(cluster: &Cluster, from: u64, to: u64) {
+    let added = cluster
+        .request_until_settled(from, change(MembershipChangeWire::AddFullReplica(to)))
+        .await;
+    let NodeResponse::Membership {
+        membership,
+        commit_slot,
+        ..
+    } = added
+    else {
+        panic!("adding a replica got {added:?}");
+    };
+    let mut both = vec![from, to];
+    both.sort_unstable();
+    assert_eq!(
+        membership,
+        MembershipWire {
+            full_replicas: both,
+            log_replicas: vec![]
+        }
+    );
+    let mut caught_up = false;
+    for _ in 0..WAIT_STEPS_MAX {
+        let watched = cluster
+            .request_until_settled(from, change(MembershipChangeWire::AddFullReplica(to)))
+            .await;
+        let NodeResponse::Membership { followers, .. } = watched else {
+            panic!("watching the new member got {watched:?}");
+        };
+        if followers
+            .iter()
+            .any(|follower| follower.node == to && follower.match_slot >= commit_slot)
+        {
+            caught_up = true;
+            break;
+        }
+        glommio::timer::sleep(TICK).await;
+    }
+    assert!(caught_up, "the new member never caught up");
+}
+
+/// `from` removed by its own leadership, then its replica deleted.
+async fn remove_and_delete(cluster: &Cluster, from: u64, to: u64) {
+    let removed = cluster
+        .request_until_settled(from, change(MembershipChangeWire::Remove(from)))
+        .await;
+    // The old leader answers once the removal is applied, from the membership it committed (it
+    // steps down right after, so it reports no follower).
+    match removed {
+        NodeResponse::Membership {
+            membership,
+            followers,
+            ..
+        } => {
+            assert_eq!(membership.full_replicas, vec![to]);
+            assert!(followers.is_empty(), "{followers:?}");
+        }
+        other => panic!("removing the old replica got {other:?}"),
+    }
+    // The removal is done: asked again, the new leader says so.
+    let again = cluster
+        .request_until_settled(to, change(MembershipChangeWire::Remove(from)))
+        .await;
+    assert!(
+        matches!(&again, NodeResponse::Membership { membership, .. } if membership.full_replicas == vec![to]),
+        "{again:?}"
+    );
+    let delete = NodeRequest::DeletePartition {
+        partition: PARTITION,
+        epoch: EPOCH,
+    };
+    assert_eq!(cluster.request(from, delete).await, NodeResponse::Deleted);
+}
+
+fn create_on_node_1() -> NodeRequest {
+    PartitionMeta {
+        partition: PARTITION,
+        epoch: EPOCH,
+        key_schema: schema(),
+        membership: Membership::new([NodeId(1)], []),
+    }
+    .to_request()
+}
+
+#[test]
+fn a_partition_moves_to_another_node_with_its_data() {
+    let temporary = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let base = temporary.path().to_path_buf();
+    run_on_test_executor("shard-membership-change", move || async move {
+        let harness = Harness::start(&base).await;
+        let cluster = harness.cluster.clone();
+        assert_eq!(
+            cluster.request(1, create_on_node_1()).await,
+            NodeResponse::Created
+        );
+        write_items(&cluster, 1, 0..ITEMS).await;
+        move_replica(&cluster, 1, 2).await;
+        assert!(
+            harness
+                .snapshot_chunks
+                .borrow()
+                .get(&2)
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "the joiner caught up without a snapshot: the test no longer covers one"
+        );
+        // The new replica leads alone, serves every item written before it joined, and takes
+        // writes.
+        read_items(&cluster, 2, 0..ITEMS).await;
+        write_items(&cluster, 2, ITEMS..ITEMS + 10).await;
+        harness.stop().await;
+    });
+}
+
+#[test]
+fn a_partition_moved_away_and_back_recovers_only_its_own_records() {
+    let temporary = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let base = temporary.path().to_path_buf();
+    let (second, third) = (base.clone(), base.clone());
+    run_on_test_executor("shard-move-and-back", move || async move {
+        let harness = Harness::start(&base).await;
+        let cluster = harness.cluster.clone();
+        assert_eq!(
+            cluster.request(1, create_on_node_1()).await,
+            NodeResponse::Created
+        );
+        write_items(&cluster, 1, 0..ITEMS).await;
+        move_replica(&cluster, 1, 2).await;
+        write_items(&cluster, 2, ITEMS..2 * ITEMS).await;
+        // Back towards node 1, whose WAL still holds the first replica's records: an empty
+        // replica joins there, and the nodes stop before it is added.
+        join(&cluster, 1).await;
+        harness.stop().await;
+    });
+    // Node 1 recovers the joiner from its own records only (there are none but its creation):
+    // the first replica's promises and entries would make it a member with a log it never had.
+    run_on_test_executor("shard-move-and-back-restarted", move || async move {
+        let harness = Harness::start(&second).await;
+        let cluster = harness.cluster.clone();
+        let (shard_1, _) = &cluster.shards[&1];
+        assert!(shard_1.recovery_failures().is_empty());
+        let joiner = shard_1
+            .statuses()
+            .into_iter()
+            .find(|status| status.partition == PARTITION)
+            .expect("the joiner is recovered");
+        assert_eq!(
+            (joiner.commit_slot, joiner.applied_slot),
+            (0, 0),
+            "{joiner:?}"
+        );
+        add_and_catch_up(&cluster, 2, 1).await;
+        remove_and_delete(&cluster, 2, 1).await;
+        write_items(&cluster, 1, 2 * ITEMS..2 * ITEMS + 10).await;
+        read_items(&cluster, 1, 0..2 * ITEMS + 10).await;
+        harness.stop().await;
+    });
+    // And once more: node 1 leads alone with every item; node 2 hosts nothing.
+    run_on_test_executor("shard-move-and-back-restarted-again", move || async move {
+        let harness = Harness::start(&third).await;
+        let cluster = harness.cluster.clone();
+        let (shard_2, _) = &cluster.shards[&2];
+        assert!(
+            shard_2
+                .statuses()
+                .iter()
+                .all(|status| status.partition != PARTITION),
+            "node 2 still hosts the partition it was removed from"
+        );
+        read_items(&cluster, 1, 0..2 * ITEMS + 10).await;
+        let membership = cluster
+            .request_until_settled(1, change(MembershipChangeWire::AddFullReplica(1)))
+            .await;
+        assert!(
+            matches!(&membership, NodeResponse::Membership { membership, .. } if membership.full_replicas == vec![1]),
+            "{membership:?}"
+        );
+        harness.stop().await;
     });
 }
