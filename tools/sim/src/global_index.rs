@@ -296,6 +296,12 @@ impl Simulation {
                 };
                 self.propagation_retry(lane, group, Some(guess));
             }
+            // The replica there was moved away (`--membership`): another member, as a router
+            // does after it refreshed its map.
+            NodeResponse::Error(NodeError::WrongOwner { .. }) => {
+                let guess = self.propagation_member(group);
+                self.propagation_retry(lane, group, Some(guess));
+            }
             // A leader not ready yet, or a write whose slot went to another entry or whose
             // outcome is unknown: sent again (an apply or a trim twice changes nothing).
             NodeResponse::Error(

@@ -441,6 +441,13 @@ impl Simulation {
                 let group = leg.group;
                 Some((group, leader_hint.map(NodeId).filter(|hint| *hint != asked)))
             }
+            // The replica there was moved away (`--membership`): another member.
+            NodeResponse::Error(NodeError::WrongOwner { .. }) => {
+                let Some(calls) = calls_of(&mut self.transactions, actor) else {
+                    return;
+                };
+                calls.legs.get(index).map(|leg| (leg.group, None))
+            }
             _ => None,
         };
         let retry_guess = match retry_guess {
@@ -469,7 +476,7 @@ impl Simulation {
             NodeResponse::Error(NodeError::Dynamo { type_name, .. }) => {
                 leg.outcome = Some(CallOutcome::Refused(type_name));
             }
-            NodeResponse::Error(NodeError::NotLeader { .. }) => {
+            NodeResponse::Error(NodeError::NotLeader { .. } | NodeError::WrongOwner { .. }) => {
                 if let Some((group, guess)) = retry_guess {
                     calls.leader_guess[group] = guess;
                 }
