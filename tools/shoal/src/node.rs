@@ -44,7 +44,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "stream_retention_seconds", "stream_shard_rollover_seconds", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "stream_retention_seconds", "stream_shard_rollover_seconds", "quiesce", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
     pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
     #[arg(long, required_unless_present = "config")]
@@ -97,6 +97,12 @@ pub struct NodeOptions {
     /// it and opens a child (about four hours, as DynamoDB's).
     #[arg(long, default_value_t = DEFAULT_STREAM_SHARD_ROLLOVER_SECONDS)]
     pub stream_shard_rollover_seconds: u64,
+    /// Let idle replication groups quiesce (replication README, "Quiescence"): an idle
+    /// partition then costs next to nothing. `false` keeps every group heartbeating, for a
+    /// rolling upgrade from a build without quiescence, whose nodes cannot read a Quiesce
+    /// message (net/wire FORMAT.md): turn it on again once every node runs this build.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub quiesce: bool,
     #[command(flatten)]
     pub bus_tls: crate::bus_tls::BusTlsArgs,
 }
@@ -167,6 +173,8 @@ pub struct NodeSettings {
     pub stream_retention_seconds: u64,
     #[serde(default = "default_stream_shard_rollover_seconds")]
     pub stream_shard_rollover_seconds: u64,
+    #[serde(default = "default_quiesce")]
+    pub quiesce: bool,
     /// Mutual TLS on the bus (bus_tls.rs): this node's certificate chain, its key, the
     /// cluster CA bundle; all three or none.
     #[serde(default)]
@@ -206,6 +214,9 @@ fn default_stream_retention_seconds() -> u64 {
 }
 fn default_stream_shard_rollover_seconds() -> u64 {
     DEFAULT_STREAM_SHARD_ROLLOVER_SECONDS
+}
+fn default_quiesce() -> bool {
+    true
 }
 
 /// Reads a TOML config file into `T`, with the file named in every error.
@@ -254,6 +265,7 @@ impl NodeOptions {
             ttl_sweep_period_seconds: self.ttl_sweep_period_seconds,
             stream_retention_seconds: self.stream_retention_seconds,
             stream_shard_rollover_seconds: self.stream_shard_rollover_seconds,
+            quiesce: self.quiesce,
             bus_tls_cert: self.bus_tls.bus_tls_cert.clone(),
             bus_tls_key: self.bus_tls.bus_tls_key.clone(),
             bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
@@ -288,8 +300,8 @@ const IDLE_HEARTBEATS_PER_ELECTION_TIMEOUT: u32 = 4;
 /// The replica timing for an election timeout: heartbeats at a tenth of it (a quarter when the
 /// group is idle), a lease of 80% (it must end before followers would elect someone else), a
 /// drift bound of a tenth of the lease (far above real CLOCK_MONOTONIC rate differences, which
-/// are parts per million).
-pub fn replica_options(election_timeout: Duration) -> ReplicaOptions {
+/// are parts per million). `quiesce`: whether idle groups quiesce (`shoal node --quiesce`).
+pub fn replica_options(election_timeout: Duration, quiesce: bool) -> ReplicaOptions {
     let lease = election_timeout * 4 / 5;
     ReplicaOptions {
         kind: ReplicaKind::Full,
@@ -297,7 +309,7 @@ pub fn replica_options(election_timeout: Duration) -> ReplicaOptions {
         election_timeout_jitter: election_timeout,
         heartbeat_interval: election_timeout / 10,
         idle_heartbeat_interval: election_timeout / IDLE_HEARTBEATS_PER_ELECTION_TIMEOUT,
-        quiesce: true,
+        quiesce,
         lease_duration: lease,
         clock_drift_max: lease / 10,
         snapshot_retry_interval: election_timeout * 2,
@@ -613,7 +625,7 @@ async fn run_shard(
         shard,
         directory: options.data_dir.join(format!("shard-{shard}")),
         replica: ReplicaConfig {
-            core: replica_options(election_timeout),
+            core: replica_options(election_timeout, options.quiesce),
             checkpoint_every_slots: options.checkpoint_every_slots,
             btree: shoal_partition::replica::ITEM_TREE_CONFIG,
             item_collection_bytes_max: shoal_model::index::ITEM_COLLECTION_BYTES_MAX,
@@ -817,4 +829,30 @@ fn answer_admin(stream: TcpStream, published: &Mutex<Vec<String>>) -> std::io::R
         body.len()
     )?;
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> NodeSettings {
+        toml::from_str(&format!(
+            "node_id = 1\ndata_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:7100\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    /// Quiescence is on unless the setting turns it off (a rolling upgrade from a build
+    /// without it), and the replicas' options follow the setting.
+    #[test]
+    fn quiescence_is_on_by_default_and_the_setting_turns_it_off() {
+        let timeout = Duration::from_millis(DEFAULT_ELECTION_TIMEOUT_MS);
+        let default = settings("");
+        assert!(default.quiesce);
+        assert!(replica_options(timeout, default.quiesce).quiesce);
+        let off = settings("quiesce = false\n");
+        assert!(!off.quiesce);
+        assert!(!replica_options(timeout, off.quiesce).quiesce);
+        assert!(replica_options(timeout, off.quiesce).validate().is_ok());
+    }
 }
