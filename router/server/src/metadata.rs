@@ -1366,6 +1366,25 @@ impl MetadataStore {
     }
 
     /// Every table item, whatever its status, unsorted (strongly consistent scan).
+    /// The tables whose Time to Live is enabled (the member is present only then): what every
+    /// node's shards read each sweep period. Filtered at the metadata leader, so an idle cluster
+    /// of tables without TTL costs the nodes one small answer per period, not every table item
+    /// decoded (issue 19: at `shoal dev`'s 5-second period, reading them all took most of an
+    /// idle node's CPU).
+    pub async fn tables_with_time_to_live(
+        &self,
+        forwarder: &Forwarder,
+        deadline: Instant,
+    ) -> Result<Vec<TableRecord>, ForwardError> {
+        let parameters = json!({
+            "ConsistentRead": true,
+            "FilterExpression": "begins_with(#key, :prefix) AND attribute_exists(#ttl)",
+            "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE, "#ttl": TIME_TO_LIVE_ATTRIBUTE },
+            "ExpressionAttributeValues": { ":prefix": string(TABLE_KEY_PREFIX) },
+        });
+        self.scan_tables(forwarder, parameters, deadline).await
+    }
+
     pub async fn all_tables(
         &self,
         forwarder: &Forwarder,
