@@ -189,6 +189,20 @@ impl From<shoal_io::StorageError> for MetaError {
     }
 }
 
+/// Removes the partition's meta file if it is there and makes the removal durable: from then on
+/// the shard's recovery treats whatever else of the partition is left (tree files, WAL records)
+/// as a deleted partition's. The first step of deleting a replica.
+pub async fn remove_meta_file<D: StorageDirectory>(
+    directory: &D,
+    partition: u64,
+) -> Result<(), shoal_io::StorageError> {
+    let name = meta_file_name(partition);
+    if directory.list().await?.contains(&name) {
+        directory.remove(&name).await?;
+    }
+    directory.sync().await
+}
+
 pub fn meta_file_name(partition: u64) -> String {
     format!("partition-{partition:016x}.meta")
 }

@@ -1207,8 +1207,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // status that shows it applied: a control plane that sees every remaining member
         // applied a removal may then delete the removed replica, and a member that restarts
         // recovers the membership of its checkpoint (replication README, "Membership
-        // change"). During a snapshot install the next tick does it.
-        if self.membership_applied && self.incoming_snapshot.is_none() {
+        // change"). A snapshot being received meanwhile does not matter: the checkpoint is of
+        // the current tree, as one under WAL pressure is.
+        if self.membership_applied {
             self.checkpoint(now).await?;
         }
         Ok(std::mem::take(&mut self.outputs))

@@ -673,6 +673,10 @@ impl<C: Copy> Dispatch<C> {
             // applied, the sender asks again later.
             return Decision::Answer(NodeResponse::Error(NodeError::Busy { partition }));
         }
+        if self.deleting.contains(&partition) {
+            // An earlier deletion is still running (its caller gave up waiting): not done yet.
+            return Decision::Answer(NodeResponse::Error(NodeError::Busy { partition }));
+        }
         match self.routes.get(&partition) {
             None => Decision::Answer(NodeResponse::Deleted),
             Some(current) if *current > epoch => {

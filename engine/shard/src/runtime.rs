@@ -87,10 +87,9 @@ pub struct ShardConfig {
     pub stream_retention: Duration,
     /// How long a stream shard stays open (`shoal node --stream-shard-rollover-seconds`).
     pub stream_shard_rollover: Duration,
-    /// The other nodes of the cluster. When replicas quiesce (`ReplicaOptions::quiesce`), the
-    /// shard pings the same shard of each every idle heartbeat interval and tells its replicas
-    /// when one goes silent for a minimum election timeout or comes back
-    /// (`dispatch::liveness`).
+    /// The other nodes of the cluster. The shard pings the same shard of each every idle
+    /// heartbeat interval and tells its replicas when one goes silent for a minimum election
+    /// timeout or comes back (`dispatch::liveness`): quiesced followers wake on it.
     pub peers: Vec<NodeId>,
 }
 
@@ -140,8 +139,6 @@ type Replica = PartitionReplica<DmaStorageFile, DmaDirectory>;
 struct ReplicaAppender {
     persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
     task: glommio::Task<()>,
-    /// Set when the replica is being deleted: the appender drops what is left.
-    stopping: Rc<Cell<bool>>,
 }
 
 /// One row of the shard table.
@@ -152,6 +149,8 @@ struct TableRow {
     status: Rc<RefCell<ReplicaStatus>>,
     /// Set by the replica's task once it stopped and removed its files.
     destroyed: Rc<Cell<bool>>,
+    /// Set when the replica is being deleted: its WAL appender drops what it has not enqueued.
+    stopping: Rc<Cell<bool>>,
 }
 
 /// A partition whose replica on this shard refused to recover: it is out of service (its
@@ -249,21 +248,22 @@ impl<T: Transport + 'static> Shard<T> {
         let cache = PageCache::new(config.cache_pages);
         let mut dispatch = Dispatch::new(config.node, config.shard);
         let core = &config.replica.core;
-        if core.quiesce {
-            dispatch.enable_liveness(
-                LivenessConfig {
-                    ping_interval: core.idle_heartbeat_interval,
-                    unreachable_after: core.election_timeout_min,
-                },
-                // A new number at every start: the wall clock's nanoseconds and the process.
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |since| since.as_nanos() as u64)
-                    ^ u64::from(std::process::id()).rotate_left(32),
-                config.peers.iter().copied(),
-                SystemClock.now(),
-            );
-        }
+        // Whether or not this node's leaders quiesce their groups: a follower here quiesces
+        // when a leader elsewhere asks it to (a cluster turning quiescence on node by node,
+        // `shoal node --quiesce`), and then only liveness wakes it if that leader's node dies.
+        dispatch.enable_liveness(
+            LivenessConfig {
+                ping_interval: core.idle_heartbeat_interval,
+                unreachable_after: core.election_timeout_min,
+            },
+            // A new number at every start: the wall clock's nanoseconds and the process.
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64)
+                ^ u64::from(std::process::id()).rotate_left(32),
+            config.peers.iter().copied(),
+            SystemClock.now(),
+        );
         let dispatch = RefCell::new(dispatch);
         let shard = Rc::new(Self {
             config,
@@ -585,6 +585,7 @@ impl<T: Transport + 'static> Shard<T> {
         let tick_due = Rc::new(Cell::new(MonotonicTime::ZERO));
         self.next_tick_scan.set(MonotonicTime::ZERO);
         let destroyed = Rc::new(Cell::new(false));
+        let stopping = Rc::new(Cell::new(false));
         self.dispatch
             .borrow_mut()
             .add_replica(partition, replica.meta().epoch);
@@ -595,10 +596,10 @@ impl<T: Transport + 'static> Shard<T> {
                 tick_due: tick_due.clone(),
                 status: status.clone(),
                 destroyed: destroyed.clone(),
+                stopping: stopping.clone(),
             },
         );
         let (persists, persist_receiver) = local_channel::new_bounded(REPLICA_PERSIST_QUEUE_MAX);
-        let stopping = Rc::new(Cell::new(false));
         let appender = self.spawn_appender(
             partition,
             persist_receiver,
@@ -614,7 +615,6 @@ impl<T: Transport + 'static> Shard<T> {
                     ReplicaAppender {
                         persists,
                         task: appender,
-                        stopping,
                     },
                     status,
                     tick_due,
@@ -680,13 +680,10 @@ impl<T: Transport + 'static> Shard<T> {
             if matches!(event, Event::Stop) {
                 // Requests still queued behind the stop get no answer; their clients time out,
                 // as for any replica that went away.
-                // The appender may be waiting for room in the WAL, which may wait for a
-                // segment this partition's records hold: the WAL forgets them first, the
-                // appender drops what it has not enqueued yet and ends, and `destroy` forgets
-                // again, past the record the appender was enqueueing, if any (a record
+                // `delete_partition` removed the meta file, released the partition's WAL
+                // records and told the appender to drop what it has not enqueued: it ends, and
+                // `destroy` forgets again, past the record it was enqueueing, if any (a record
                 // enqueued after a forget would hold its segment for good).
-                appender.stopping.set(true);
-                self.wal.forget_partition(PartitionId(partition));
                 drop(appender.persists);
                 appender.task.await;
                 if let Err(error) = replica.destroy().await {
@@ -899,7 +896,21 @@ impl<T: Transport + 'static> Shard<T> {
         // The replica is out of the shard table from here on, whatever happens to its files:
         // the failures below leave the deletion done in part, an outcome the caller cannot
         // know.
+        //
+        // The meta file goes first: once its removal is durable, a crash leaves a deleted
+        // partition, whose WAL records recovery releases. Only then are they released here,
+        // and the appender told to drop what it has not enqueued: the replica's task may be
+        // waiting on its appender, which may wait for WAL room that those very records hold,
+        // and the Stop below must get through.
+        row.stopping.set(true);
+        if let Err(error) =
+            shoal_partition::meta::remove_meta_file(self.directory.as_ref(), partition).await
+        {
+            shoal_io::fatal!("removing the meta file of partition {partition} failed: {error}");
+        }
+        self.wal.forget_partition(PartitionId(partition));
         if events.send(Event::Stop).await.is_err() {
+            self.dispatch.borrow_mut().end_delete(partition);
             return NodeResponse::Error(NodeError::OutcomeUnknown {
                 message: format!("partition {partition}: its task is gone"),
             });

@@ -8,7 +8,9 @@
 //!
 //! Exit status: 0 when every partition has all its replicas; 3 when some are under-replicated
 //! or a node did not answer (the report says which), so scripts and health checks can act on
-//! it; 1 when the metadata cannot be read within [`COMMAND_DEADLINE`]; 2 on bad input.
+//! it; 1 when the metadata cannot be read (attempts start until [`COMMAND_DEADLINE`]; the last
+//! one may take the metadata read's own deadline, 30 s, more); 2 on bad input. Each shard that
+//! does not answer adds the bus call's timeout (a few seconds) once the metadata is read.
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -744,7 +744,10 @@ async fn refresh_time_to_live<T: Transport + 'static>(
             continue;
         }
         let deadline = std::time::Instant::now() + TTL_SETTINGS_READ_DEADLINE;
-        let tables = match metadata.tables_with_time_to_live(&forwarder, deadline).await {
+        let tables = match metadata
+            .tables_with_time_to_live(&forwarder, deadline)
+            .await
+        {
             Ok(tables) => tables,
             Err(error) => {
                 tracing::debug!(node, shard = shard.index(), ?error, "TTL settings not read");

@@ -37,9 +37,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         // While a snapshot comes in, only WAL pressure checkpoints (the current tree, which stays
         // the newest complete generation until the install): the shard's WAL must never wait
         // for a transfer.
-        let due_by_slots = self.incoming_snapshot.is_none()
-            && (self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots
-                || self.membership_applied);
+        let due_by_slots = (self.incoming_snapshot.is_none()
+            && self.applied_slot.0 >= self.checkpoint_slot.0 + self.config.checkpoint_every_slots)
+            || self.membership_applied;
         let due_by_wal = self.last_wal_pressure_checkpoint.is_none_or(|at| {
             now.as_nanos().saturating_sub(at.as_nanos()) >= WAL_PRESSURE_CHECKPOINT_INTERVAL_NANOS
         }) && self.pins_wal_segments_reused_soon();
@@ -477,11 +477,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let directory = self.directory.clone();
         let wal = self.wal.clone();
         self.close().await?;
-        directory
-            .remove(&crate::meta::meta_file_name(partition))
-            .await?;
-        if let Err(error) = directory.sync().await {
-            shoal_io::fatal!("directory sync failed while deleting partition {partition}: {error}");
+        // The host may have removed it already (engine/shard does, before it releases the
+        // partition's WAL records).
+        if let Err(error) = crate::meta::remove_meta_file(directory.as_ref(), partition).await {
+            shoal_io::fatal!("removing the meta file of partition {partition} failed: {error}");
         }
         remove_orphan_trees(directory.as_ref()).await?;
         wal.forget_partition(PartitionId(partition));

@@ -398,10 +398,31 @@ fn deletion_is_idempotent_and_unroutes_the_replica_first() {
             partition: PARTITION
         })
     );
+    // While the deletion runs, asking again is answered Busy (not done yet), and so is a
+    // creation of the same partition (it would share the files the deletion removes); once it
+    // is done, Deleted, and a creation proceeds.
+    assert_eq!(
+        dispatch.begin_delete(PARTITION, EPOCH),
+        Decision::Answer(NodeResponse::Error(NodeError::Busy {
+            partition: PARTITION
+        }))
+    );
+    assert_eq!(
+        dispatch.begin_create(&meta(PARTITION, EPOCH, &[2])),
+        Decision::Answer(NodeResponse::Error(NodeError::Busy {
+            partition: PARTITION
+        }))
+    );
+    dispatch.end_delete(PARTITION);
     assert_eq!(
         dispatch.begin_delete(PARTITION, EPOCH),
         Decision::Answer(NodeResponse::Deleted)
     );
+    assert_eq!(
+        dispatch.begin_create(&meta(PARTITION, EPOCH, &[2])),
+        Decision::Proceed
+    );
+    dispatch.end_create(PARTITION);
     // A deletion while the creation still runs is refused as busy: answered Deleted, it would
     // let the creation finish afterwards and leave a replica nobody deletes.
     assert_eq!(dispatch.begin_create(&meta(12, 1, &[2])), Decision::Proceed);

@@ -513,17 +513,19 @@ impl Router {
         reports
     }
 
-    /// `shoal admin status`: the cluster item and every table item, read strongly, and what
-    /// every shard reports hosting (crate::cluster_status).
+    /// `shoal admin status`: the cluster item and every table item, read strongly, then what
+    /// every shard reports hosting (crate::cluster_status). The metadata comes first, so that a
+    /// metadata group still electing fails the call before any shard is asked (a caller retries
+    /// it); a replica of a table created between the two reads shows as one of no table.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, DynamoError> {
         let cluster = self.load_cluster().await?;
-        let reports = self.shard_reports(&cluster).await;
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let tables = self
             .metadata
             .all_tables(&self.forwarder, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
+        let reports = self.shard_reports(&cluster).await;
         Ok(ClusterStatus::compute(&cluster, &tables, &reports))
     }
 }
