@@ -298,7 +298,7 @@ impl Simulation {
             }
             // The replica there was moved away (`--membership`): another member, as a router
             // does after it refreshed its map.
-            NodeResponse::Error(NodeError::WrongOwner { .. }) => {
+            NodeResponse::Error(NodeError::WrongOwner { .. }) if self.moved_away(group, node) => {
                 let guess = self.propagation_member(group);
                 self.propagation_retry(lane, group, Some(guess));
             }

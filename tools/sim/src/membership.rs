@@ -396,6 +396,13 @@ impl Simulation {
         }
     }
 
+    /// Whether `node` may answer `WrongOwner` for `group`: a move deleted its replica there (or
+    /// never made one). Anywhere else the answer would mean a node lost a replica it hosts, a
+    /// violation.
+    pub(crate) fn moved_away(&self, group: usize, node: NodeId) -> bool {
+        !self.groups[group].members.contains(&node)
+    }
+
     /// A membership answer names only nodes the move knows of: the group's replicas, the
     /// target included, less the source once removed.
     fn membership_is_valid(&mut self, group: usize, membership: &MembershipWire) -> bool {

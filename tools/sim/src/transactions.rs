@@ -446,7 +446,17 @@ impl Simulation {
                 let Some(calls) = calls_of(&mut self.transactions, actor) else {
                     return;
                 };
-                calls.legs.get(index).map(|leg| (leg.group, None))
+                let Some(leg) = calls.legs.get(index) else {
+                    return;
+                };
+                let (group, asked) = (leg.group, calls.leader_guess[leg.group]);
+                if !self.moved_away(group, asked) {
+                    return self.violation(format!(
+                        "transactions: group {group}: {asked:?}, which hosts a replica, \
+                         answered {actor:?} WrongOwner"
+                    ));
+                }
+                Some((group, None))
             }
             _ => None,
         };

@@ -59,9 +59,12 @@ impl Simulation {
                     });
                 }
                 NodeResponse::Error(NodeError::WrongOwner { .. })
-                    if matches!(self.clients[client].state, ClientState::Idle { .. }) =>
+                    if self.moved_away(group, node) =>
                 {
-                    self.retry_later(client, group, None);
+                    // As for NotLeader below: only an idle client retries.
+                    if matches!(self.clients[client].state, ClientState::Idle { .. }) {
+                        self.retry_later(client, group, None);
+                    }
                 }
                 NodeResponse::Error(NodeError::NotLeader { leader_hint, .. }) => {
                     let hint = leader_hint.map(NodeId).filter(|hint| *hint != node);
@@ -108,7 +111,8 @@ impl Simulation {
                     });
                 }
                 // Moved away between the client's choice and the read.
-                NodeResponse::Error(NodeError::WrongOwner { .. }) => {}
+                NodeResponse::Error(NodeError::WrongOwner { .. })
+                    if self.moved_away(group, node) => {}
                 other => self.violation(format!(
                     "{node:?} group {group}: unexpected answer to an eventual read: {other:?}"
                 )),
@@ -165,7 +169,7 @@ impl Simulation {
             }
             // The node's replica was moved away (membership changes): refused unapplied, as a
             // router takes it, and sent to another replica.
-            NodeResponse::Error(NodeError::WrongOwner { .. }) => {
+            NodeResponse::Error(NodeError::WrongOwner { .. }) if self.moved_away(group, node) => {
                 self.history[operation].refused = true;
                 self.retry_later(client, group, None);
             }
