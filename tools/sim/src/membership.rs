@@ -481,6 +481,14 @@ impl Simulation {
         self.moves.next_start_nanos = self.now_nanos + MOVE_INTERVAL_NANOS;
     }
 
+    /// A move's step on `id` failed the node: its outcome is unknown to the mover.
+    fn move_step_failed(&mut self, id: NodeId, group: usize, failure: NodeFailure) -> NodeResponse {
+        self.fail_node(id, group, failure);
+        NodeResponse::Error(NodeError::OutcomeUnknown {
+            message: "the node failed".to_string(),
+        })
+    }
+
     /// A `JoinPartition` routed to `id`'s shard: creates the empty replica as the production
     /// shard does (`Dispatch::begin_create`, `PartitionReplica::create`), and from here on the
     /// checkers count it as one of the group's replicas.
@@ -539,26 +547,15 @@ impl Simulation {
                 self.fault("move: replica joined");
                 NodeResponse::Created
             }
-            Ok(Err(error)) => {
-                let corruption = partition_corruption(&error);
-                self.fail_node(
-                    id,
-                    group,
-                    NodeFailure {
-                        text: format!("joining: {error}"),
-                        corruption,
-                    },
-                );
-                NodeResponse::Error(NodeError::OutcomeUnknown {
-                    message: "the node failed".to_string(),
-                })
-            }
-            Err(failure) => {
-                self.fail_node(id, group, failure);
-                NodeResponse::Error(NodeError::OutcomeUnknown {
-                    message: "the node failed".to_string(),
-                })
-            }
+            Ok(Err(error)) => self.move_step_failed(
+                id,
+                group,
+                NodeFailure {
+                    text: format!("joining: {error}"),
+                    corruption: partition_corruption(&error),
+                },
+            ),
+            Err(failure) => self.move_step_failed(id, group, failure),
         }
     }
 
@@ -594,26 +591,15 @@ impl Simulation {
                 self.fault("move: replica deleted");
                 NodeResponse::Deleted
             }
-            Ok(Err(error)) => {
-                let corruption = partition_corruption(&error);
-                self.fail_node(
-                    id,
-                    group,
-                    NodeFailure {
-                        text: format!("deleting: {error}"),
-                        corruption,
-                    },
-                );
-                NodeResponse::Error(NodeError::OutcomeUnknown {
-                    message: "the node failed".to_string(),
-                })
-            }
-            Err(failure) => {
-                self.fail_node(id, group, failure);
-                NodeResponse::Error(NodeError::OutcomeUnknown {
-                    message: "the node failed".to_string(),
-                })
-            }
+            Ok(Err(error)) => self.move_step_failed(
+                id,
+                group,
+                NodeFailure {
+                    text: format!("deleting: {error}"),
+                    corruption: partition_corruption(&error),
+                },
+            ),
+            Err(failure) => self.move_step_failed(id, group, failure),
         }
     }
 }
