@@ -435,6 +435,7 @@ mod tests {
             pay_per_request_since_ms: None,
             revision: 0,
             pending_replicas: Default::default(),
+            replica_moves: Default::default(),
             changed_at_ms: 0,
             settings: Default::default(),
             time_to_live: Default::default(),

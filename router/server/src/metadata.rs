@@ -27,20 +27,30 @@
 //!    the router's repair pass creates them once their nodes answer and removes them from the
 //!    list. The member is absent when the list is empty, so a scan finds the tables that have
 //!    some by `attribute_exists`.
-//! 5. A replica of a data partition is created (`CreatePartition` sent) only after a table item
-//!    listing that partition has been written, and a table item's partition list never
-//!    changes while the item exists. So a replica that a node hosts at some moment, whose
-//!    partition no table item lists at a later moment (read strongly), belongs to a table
-//!    that was deleted or whose creation was abandoned: nothing will ever route to it again,
-//!    and the repair pass may delete it (`Router::collect_orphan_replicas`). Partition splits
-//!    and index creation, when built, must list a new partition in the item before creating
-//!    its replicas.
+//! 5. A replica of a data partition is created (`CreatePartition` or `JoinPartition` sent)
+//!    on a node only after a table item listing that node for that partition has been
+//!    written: in the partition's replicas, or as the target of its replica move (invariant
+//!    7). A node leaves a partition's listing only when a move of its replica away has ended
+//!    (the replica is no member of the group any more) or with the whole item. So a replica
+//!    that a node hosts at some moment, which no table item lists on that node at a later
+//!    moment (read strongly), belongs to a table that was deleted or whose creation was
+//!    abandoned, or was moved away: nothing will ever route to it again, and the repair pass
+//!    may delete it (`Router::collect_orphan_replicas`). Partition splits and index creation,
+//!    when built, must list a new partition in the item before creating its replicas.
 //! 6. A table's first partition id names its incarnation (ids are never reused): every
 //!    conditional write of a table item also requires the incarnation read, so a router that
 //!    read a table which was deleted and created again meanwhile never changes the new one.
 //!    `changed_at_ms` is the writer's wall clock at each write; the repair pass uses it (and
 //!    its own observation) to tell an unfinished CreateTable or DeleteTable whose router died
 //!    from one still running (router/server README.md, "the control-plane state machine").
+//! 7. `replica_moves` lists the replica moves under way (`shoal_autoadmin::replica_move`, driven
+//!    by the router's autoadmin, router/autoadmin.rs), at most one per partition. A move's
+//!    record is written before its target is asked to join. When the target has caught up it
+//!    is appended to the partition's replicas (`target_routed`), before the source is removed
+//!    from the group, so that a leader elected among the new members is one a router can find.
+//!    The move's end drops the source from the replicas and from `pending_replicas`, and the
+//!    record, in one write. The member is absent when there is no move, so a scan finds the
+//!    tables that have some by `attribute_exists`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +85,8 @@ pub const PARTITION_COUNTER_KEY: &str = "counter#partition";
 pub const TABLE_KEY_PREFIX: &str = "table#";
 /// The table item's member listing replicas not created yet (invariant 4).
 pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
+/// The table item's member listing replica moves under way (invariant 7).
+pub const REPLICA_MOVES_ATTRIBUTE: &str = "replica_moves";
 /// The table item's attribute naming the TTL attribute, present only while TTL is enabled.
 /// The table item's (and a global index map's) OnDemandThroughput maximums, in request units
 /// per second; each absent when not set.
@@ -195,6 +207,8 @@ pub struct TableRecord {
     pub revision: u64,
     /// Replicas (partition id, node) not created yet (invariant 4).
     pub pending_replicas: BTreeSet<(u64, NodeId)>,
+    /// Replica moves under way, by partition id (invariant 7).
+    pub replica_moves: BTreeMap<u64, ReplicaMoveRecord>,
     /// When the item was last written, in unix milliseconds of the writer's wall clock
     /// (invariant 6); 0 in items written before it existed.
     pub changed_at_ms: u64,
@@ -216,6 +230,20 @@ pub struct TableRecord {
     pub global_index_numbers_used: u16,
     /// The table's streams, oldest first (invariant 2: absent when it never had one).
     pub streams: Vec<TableStream>,
+}
+
+/// A replica move under way (invariant 7): the partition's replica on `source` goes to
+/// `target`, on the partition's shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaMoveRecord {
+    pub source: NodeId,
+    pub target: NodeId,
+    /// The source's node was down when the move began: it is removed first and never asked to
+    /// delete its replica (shoal_autoadmin::replica_move).
+    pub source_dead: bool,
+    /// The target has caught up and is in the partition's replicas; the source's removal
+    /// comes next.
+    pub target_routed: bool,
 }
 
 /// A global secondary index of a table: its definition, its partitions (placed and numbered
@@ -559,6 +587,33 @@ fn on_demand_from(map: &Json) -> Result<OnDemandMaximum, DynamoError> {
     })
 }
 
+/// Invariant 7's member: absent in items without replica moves.
+fn replica_moves_from(item: &Json) -> Result<BTreeMap<u64, ReplicaMoveRecord>, DynamoError> {
+    let mut moves = BTreeMap::new();
+    if item.get(REPLICA_MOVES_ATTRIBUTE).is_none() {
+        return Ok(moves);
+    }
+    let flag = |map: &Json, name: &str| {
+        map.get(name)
+            .and_then(|value| value.get("BOOL"))
+            .and_then(Json::as_bool)
+            .ok_or_else(|| corrupt(&format!("{name} is not a boolean")))
+    };
+    for entry in get_list(item, REPLICA_MOVES_ATTRIBUTE)? {
+        let map = get_map(entry, "replica move")?;
+        let record = ReplicaMoveRecord {
+            source: get_number(map, "source")?,
+            target: get_number(map, "target")?,
+            source_dead: flag(map, "source_dead")?,
+            target_routed: flag(map, "target_routed")?,
+        };
+        if moves.insert(get_number(map, "partition")?, record).is_some() {
+            return Err(corrupt("two replica moves of one partition"));
+        }
+    }
+    Ok(moves)
+}
+
 /// Invariant 4's member: absent in items without pending replicas (and in every item written
 /// before it existed, invariant 2).
 fn pending_replicas_from(item: &Json) -> Result<BTreeSet<(u64, NodeId)>, DynamoError> {
@@ -738,8 +793,54 @@ impl TableRecord {
                 json!({ "L": pending }),
             );
         }
+        // Invariant 7: absent when empty, likewise.
+        if !self.replica_moves.is_empty() {
+            let moves: Vec<Json> = self
+                .replica_moves
+                .iter()
+                .map(|(partition, record)| {
+                    json!({ "M": {
+                        "partition": number(*partition),
+                        "source": number(record.source),
+                        "target": number(record.target),
+                        "source_dead": { "BOOL": record.source_dead },
+                        "target_routed": { "BOOL": record.target_routed },
+                    } })
+                })
+                .collect();
+            item.insert(REPLICA_MOVES_ATTRIBUTE.to_string(), json!({ "L": moves }));
+        }
         self.settings.write_to(&mut item);
         Json::Object(item)
+    }
+
+    /// The partition `id` (the table's or one of its global indexes'), to change.
+    pub fn partition_mut(&mut self, id: u64) -> Option<&mut PartitionEntry> {
+        self.partitions
+            .iter_mut()
+            .chain(
+                self.global_indexes
+                    .iter_mut()
+                    .flat_map(|index| index.partitions.iter_mut()),
+            )
+            .find(|partition| partition.id == id)
+    }
+
+    /// Every (partition, node) this item lists a replica on (invariant 5): the partitions'
+    /// replicas and the targets of their moves.
+    pub fn listed_replicas(&self) -> impl Iterator<Item = (u64, NodeId)> + '_ {
+        self.all_partitions()
+            .flat_map(|partition| {
+                partition
+                    .replicas
+                    .iter()
+                    .map(move |node| (partition.id, *node))
+            })
+            .chain(
+                self.replica_moves
+                    .iter()
+                    .map(|(partition, record)| (*partition, record.target)),
+            )
     }
 
     /// The partitions as requests are routed to them: without their pending replicas
@@ -847,6 +948,7 @@ impl TableRecord {
             pay_per_request_since_ms,
             revision: get_optional_number(item, "revision")?.unwrap_or(0),
             pending_replicas: pending_replicas_from(item)?,
+            replica_moves: replica_moves_from(item)?,
             changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
             settings: TableSettings::read_from(item)?,
             time_to_live: TimeToLiveSetting {
@@ -1339,7 +1441,7 @@ impl MetadataStore {
     }
 
     /// The table items the repair pass works on, unsorted: those that list pending replicas
-    /// (invariant 4), those with a global index or a stream changing, and those not ACTIVE
+    /// (invariant 4) or replica moves (invariant 7), those with a global index or a stream changing, and those not ACTIVE
     /// (CreateTable or DeleteTable unfinished, or still running). The leader reads every metadata item to find them (a filtered scan): the
     /// repair pass's cost.
     pub async fn tables_needing_repair(
@@ -1349,10 +1451,11 @@ impl MetadataStore {
     ) -> Result<Vec<TableRecord>, ForwardError> {
         let parameters = json!({
             "ConsistentRead": true,
-            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR attribute_exists(#changing) OR attribute_exists(#streams) OR #status <> :active)",
+            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR attribute_exists(#moves) OR attribute_exists(#changing) OR attribute_exists(#streams) OR #status <> :active)",
             "ExpressionAttributeNames": {
                 "#key": KEY_ATTRIBUTE,
                 "#pending": PENDING_REPLICAS_ATTRIBUTE,
+                "#moves": REPLICA_MOVES_ATTRIBUTE,
                 "#changing": GLOBAL_INDEXES_CHANGING_ATTRIBUTE,
                 "#streams": STREAMS_CHANGING_ATTRIBUTE,
                 "#status": "status",
@@ -1535,6 +1638,15 @@ mod tests {
             pay_per_request_since_ms: Some(1_699_000_000_500),
             revision: 7,
             pending_replicas: BTreeSet::from([(12, 3)]),
+            replica_moves: BTreeMap::from([(
+                11,
+                ReplicaMoveRecord {
+                    source: 3,
+                    target: 4,
+                    source_dead: true,
+                    target_routed: false,
+                },
+            )]),
             changed_at_ms: 1_700_000_200_000,
             settings: TableSettings {
                 encryption: crate::table_settings::Encryption::Kms {

@@ -62,6 +62,10 @@ struct Inner {
     propagation_lag: LatencyHistogram,
     /// GSI changes moved from outboxes to index partitions.
     index_changes: u64,
+    /// Autoadmin events (router/autoadmin.rs) by kind: `move_started`, `move_finished`.
+    autoadmin: BTreeMap<&'static str, u64>,
+    /// Nodes the last autoadmin pass found down.
+    nodes_down: u64,
 }
 
 /// The metrics of one router core.
@@ -93,6 +97,16 @@ impl RouterMetrics {
             .throttles
             .entry((direction, reason.to_string()))
             .or_default() += 1;
+    }
+
+    /// One autoadmin event of `kind` (router/autoadmin.rs).
+    pub fn note_autoadmin(&self, kind: &'static str) {
+        *self.inner.borrow_mut().autoadmin.entry(kind).or_default() += 1;
+    }
+
+    /// How many nodes the last autoadmin pass found down.
+    pub fn set_nodes_down(&self, count: usize) {
+        self.inner.borrow_mut().nodes_down = u64::try_from(count).unwrap_or(u64::MAX);
     }
 
     /// A propagation turn emptied an outbox that a write through this router had filled
@@ -197,6 +211,25 @@ impl RouterMetrics {
             "shoal_router_gsi_changes_propagated_total {}",
             inner.index_changes
         );
+        family(
+            &mut text,
+            "shoal_router_autoadmin_events_total",
+            "counter",
+            "Autoadmin events at this router, by kind (move_started: a replica move off a down node recorded; move_finished: one ended).",
+        );
+        for (kind, count) in &inner.autoadmin {
+            let _ = writeln!(
+                text,
+                "shoal_router_autoadmin_events_total{{kind=\"{kind}\"}} {count}"
+            );
+        }
+        family(
+            &mut text,
+            "shoal_router_nodes_down",
+            "gauge",
+            "Nodes silent past the autoadmin's threshold at its last pass.",
+        );
+        let _ = writeln!(text, "shoal_router_nodes_down {}", inner.nodes_down);
         text
     }
 }

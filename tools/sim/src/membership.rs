@@ -1,41 +1,32 @@
-//! With `--membership true`: replica moves under the workload and every fault, driven through
-//! the production requests a control plane sends (`JoinPartition`, `ChangeMembership`,
-//! `DeletePartition`, routed by each node's shard dispatch).
+//! With `--membership true`: replica moves under the workload and every fault, driven by the
+//! production step machine (`shoal_autoadmin::ReplicaMove`, whose module docs give the steps
+//! and why they are in that order) through the production requests a control plane sends
+//! (`JoinPartition`, `ChangeMembership`, `DeletePartition`, routed by each node's shard
+//! dispatch). A router's autoadmin drives the same machine over the bus.
 //!
 //! One move at a time, as an autoadmin loop would throttle them: a base group's replica goes
 //! from a source node to a target node that hosts none of it. The source is a node stopped for
-//! good by its faulty disk when there is one (re-replication), else a random member. The target
-//! is up, healthy-disked (so a group never gets a second faulty replica) and outside the group.
-//! The steps, each asked again until answered (every request is idempotent):
-//! 1. **Join**: an empty replica on the target. From here the checkers count it as one of the
-//!    group's replicas (its applied state is compared with the others').
-//! 2. **Add**: `AddFullReplica(target)` at the leader, found by following `NotLeader` hints.
-//! 3. **Catch up**: the same request, answered at once with each follower's progress, until
-//!    the target holds every slot committed when it was added. Only then do clients read
-//!    from it (a router adds it to its partition map then).
-//! 4. **Remove**: `Remove(source)` at the leader.
-//! 5. **Settle**: until every remaining member reports (`ReplicaStatus`, what a node's `Status`
-//!    answer carries) an applied slot at or past the commit the removal's answer gave; a
-//!    replica checkpoints a membership entry before it reports it applied, so the removal is
-//!    then durable everywhere. Until then a member that restarts, or missed the commit, counts
-//!    the old membership, the source included, in its elections (replication README,
-//!    "Membership change"). A remaining member stopped for good never settles: the source's
-//!    replica is then left running, a non-member.
-//! 6. **Delete**: the source's replica and files (`DeletePartition`), unless the node is stopped
-//!    for good; either way it stops being one of the group's replicas.
+//! good by its faulty disk when there is one (re-replication: removed first, never deleted),
+//! else a random member. The target is up, healthy-disked (so a group never gets a second
+//! faulty replica) and outside the group. Every request is asked again until answered.
 //!
-//! A source stopped for good is removed first, then the target joins, is added and catches up
-//! (nothing is left to delete). Adding first would make a group of four with one member dead:
-//! every other member, the joiner included, would be needed for every commit and election, and
-//! the joiner can take no part until its snapshot is in (seed 5127 stalled so). Removed first,
-//! the two members left commit while the joiner catches up.
+//! What this driver adds to the machine:
+//! - the joiner counts as one of the group's replicas from its join (the checkers compare its
+//!   applied state with the others'), and clients read from it only once the machine says it
+//!   has caught up (`MoveAction::RecordTarget`, where a router lists it for routing);
+//! - settling reads each remaining member's `ReplicaStatus` directly, what a node's `Status`
+//!   answer carries; a remaining member stopped for good never settles, and the source's
+//!   replica is then left running, a non-member;
+//! - a membership answer naming a node no move added is a violation, and so is any answer the
+//!   machine calls unexpected.
 //!
 //! No move starts in the heal phase, so that the liveness checks there measure a settled
 //! cluster; one under way finishes.
 
 use super::*;
+use shoal_autoadmin::{MoveAction, MoveStep, Progress, ReplicaMove};
 use shoal_partition::meta::key_schema_to_wire;
-use shoal_wire::messages::{MembershipChangeWire, MembershipWire};
+use shoal_wire::messages::MembershipWire;
 
 /// The first move starts after this long, the next ones this long after the last ended.
 const MOVE_INTERVAL_NANOS: u64 = 1_500_000_000;
@@ -45,30 +36,24 @@ const MOVE_REQUEST_TIMEOUT_NANOS: u64 = 500_000_000;
 /// A step refused for now (busy, not the leader, the node down) is asked again after this long.
 const MOVE_RETRY_NANOS: u64 = 20_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum MoveStep {
-    Join,
-    Add,
-    CatchUp { added_at_commit: u64 },
-    Remove,
-    Settle { removal_commit: u64 },
-    Delete,
-}
-
 #[derive(Debug)]
 pub(crate) struct Move {
     pub(crate) group: usize,
-    pub(crate) source: NodeId,
-    pub(crate) target: NodeId,
-    /// The source is stopped for good: it is removed first (module docs).
-    source_dead: bool,
-    pub(crate) step: MoveStep,
-    /// The node the next leader request goes to.
-    leader_guess: NodeId,
-    /// The request in flight, by reply token, and when it is given up on.
-    waiting: Option<(u64, u64)>,
+    pub(crate) machine: ReplicaMove,
+    /// The request in flight: its reply token, the node asked, and when it is given up on.
+    waiting: Option<(u64, NodeId, u64)>,
     next_at_nanos: u64,
     started_nanos: u64,
+}
+
+impl Move {
+    fn source(&self) -> NodeId {
+        NodeId(self.machine.source)
+    }
+
+    fn target(&self) -> NodeId {
+        NodeId(self.machine.target)
+    }
 }
 
 #[derive(Default)]
@@ -92,21 +77,15 @@ impl Moves {
         self.current
             .as_ref()
             .and_then(|current| current.waiting)
-            .is_some_and(|(token, _)| token == reply_to)
+            .is_some_and(|(token, ..)| token == reply_to)
     }
 
     /// The node clients must not read from yet: a joiner still catching up.
     pub(crate) fn catching_up(&self, group: usize) -> Option<NodeId> {
         self.current
             .as_ref()
-            .filter(|current| current.group == group)
-            .filter(|current| {
-                matches!(
-                    current.step,
-                    MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. }
-                )
-            })
-            .map(|current| current.target)
+            .filter(|current| current.group == group && !current.machine.target_caught_up())
+            .map(Move::target)
     }
 }
 
@@ -126,12 +105,13 @@ impl Simulation {
         let Some(current) = self.moves.current.as_mut() else {
             return;
         };
-        if let Some((_, give_up_at)) = current.waiting {
+        if let Some((_, asked, give_up_at)) = current.waiting {
             if now_nanos < give_up_at {
                 return;
             }
             current.waiting = None;
             current.next_at_nanos = now_nanos;
+            current.machine.unanswered(asked.0);
             self.fault("move: a request got no answer");
             return;
         }
@@ -170,85 +150,67 @@ impl Simulation {
             return;
         }
         let target = targets[rng.below(targets.len() as u64) as usize];
-        let leader_guess = members[0];
         let source_dead = !stopped.is_empty();
+        let machine = ReplicaMove::new(
+            group as u64 + PARTITION_FIRST,
+            EPOCH,
+            key_schema_to_wire(&partition_meta(group, &[], false).key_schema),
+            members.iter().map(|member| member.0).collect(),
+            source.0,
+            target.0,
+            source_dead,
+        );
         self.moves.current = Some(Move {
             group,
-            source,
-            target,
-            source_dead,
-            step: if source_dead {
-                MoveStep::Remove
-            } else {
-                MoveStep::Join
-            },
-            leader_guess,
+            machine,
             waiting: None,
             next_at_nanos: self.now_nanos,
             started_nanos: self.now_nanos,
         });
         self.fault("move: started");
-        if !stopped.is_empty() {
+        if source_dead {
             self.fault("move: started for a node stopped for good");
         }
         self.send_move_request();
     }
 
-    /// Sends the current step's request through the node's shard dispatch.
+    /// Acts on the machine's current step: a request through the node's shard dispatch, a
+    /// settle check, or a record (which the simulator keeps in its group view).
     fn send_move_request(&mut self) {
         let Some(current) = self.moves.current.as_ref() else {
             return;
         };
-        let (group, step, source, target) =
-            (current.group, current.step, current.source, current.target);
-        let partition = group as u64 + PARTITION_FIRST;
-        let (node, request) = match step {
-            MoveStep::Join => (
-                target,
-                NodeRequest::JoinPartition {
-                    partition,
-                    epoch: EPOCH,
-                    key_schema: key_schema_to_wire(&partition_meta(group, &[], false).key_schema),
-                },
-            ),
-            MoveStep::Add | MoveStep::CatchUp { .. } => (
-                current.leader_guess,
-                NodeRequest::ChangeMembership {
-                    partition,
-                    epoch: EPOCH,
-                    change: MembershipChangeWire::AddFullReplica(target.0),
-                },
-            ),
-            MoveStep::Remove => (
-                current.leader_guess,
-                NodeRequest::ChangeMembership {
-                    partition,
-                    epoch: EPOCH,
-                    change: MembershipChangeWire::Remove(source.0),
-                },
-            ),
-            MoveStep::Settle { removal_commit } => return self.settle_removal(removal_commit),
-            MoveStep::Delete => {
-                if self.nodes[&source].stopped {
-                    // Stopped for good: nothing of it will run again.
-                    return self.finish_move();
-                }
-                (
-                    source,
-                    NodeRequest::DeletePartition {
-                        partition,
-                        epoch: EPOCH,
-                    },
-                )
+        let group = current.group;
+        let (node, request) = match current.machine.action() {
+            MoveAction::Ask { node, request } => (NodeId(node), request),
+            MoveAction::Settle {
+                members,
+                removal_commit,
+            } => return self.settle_removal(&members, removal_commit),
+            MoveAction::RecordTarget => {
+                self.fault("move: target recorded for routing");
+                return self.move_recorded();
             }
+            MoveAction::RecordDone => return self.move_recorded(),
+            MoveAction::Done => return self.finish_move(),
         };
+        if matches!(request, NodeRequest::DeletePartition { .. }) && self.nodes[&node].stopped {
+            // Stopped for good: nothing of it will run again.
+            if let Some(current) = self.moves.current.as_mut() {
+                current.machine.skip_delete();
+            }
+            return self.send_move_request();
+        }
         if !self.is_up(node) {
-            return self.retry_move(None);
+            if let Some(current) = self.moves.current.as_mut() {
+                current.machine.unanswered(node.0);
+            }
+            return self.retry_move();
         }
         let reply_to = self.take_reply_to();
         let give_up_at = self.now_nanos + MOVE_REQUEST_TIMEOUT_NANOS;
         if let Some(current) = self.moves.current.as_mut() {
-            current.waiting = Some((reply_to, give_up_at));
+            current.waiting = Some((reply_to, node, give_up_at));
         }
         let now = self.local_time(node);
         let frame = RequestFrame {
@@ -280,118 +242,61 @@ impl Simulation {
         }
     }
 
-    fn retry_move(&mut self, leader_hint: Option<NodeId>) {
+    fn move_recorded(&mut self) {
+        if let Some(current) = self.moves.current.as_mut() {
+            current.machine.recorded();
+        }
+        self.send_move_request();
+    }
+
+    fn retry_move(&mut self) {
         let Some(current) = self.moves.current.as_mut() else {
             return;
         };
         current.waiting = None;
         current.next_at_nanos = self.now_nanos + MOVE_RETRY_NANOS;
-        let members = &self.groups[current.group].members;
-        current.leader_guess = match leader_hint {
-            Some(hint) if members.contains(&hint) => hint,
-            // Round the members, so that a dead guess is not asked for ever.
-            _ => {
-                let position = members
-                    .iter()
-                    .position(|member| *member == current.leader_guess)
-                    .map_or(0, |position| position + 1);
-                members[position % members.len()]
-            }
-        };
     }
 
     pub(crate) fn move_answered(&mut self, response: NodeResponse) {
         let Some(current) = self.moves.current.as_mut() else {
             return;
         };
+        let Some((_, asked, _)) = current.waiting.take() else {
+            return;
+        };
+        let (group, step) = (current.group, current.machine.step());
         // `SHOAL_LOG=shoal_sim=debug` shows each step's answer (with the replicas' own lines).
         tracing::debug!(
             simulated_ms = self.now_nanos / 1_000_000,
-            group = current.group,
-            source = current.source.0,
-            target = current.target.0,
-            step = ?current.step,
-            asked = current.leader_guess.0,
+            group,
+            source = current.machine.source,
+            target = current.machine.target,
+            ?step,
+            asked = asked.0,
             ?response,
             "move answered"
         );
-        current.waiting = None;
-        let (group, step, source, target, source_dead) = (
-            current.group,
-            current.step,
-            current.source,
-            current.target,
-            current.source_dead,
-        );
-        match (step, response) {
-            (MoveStep::Join, NodeResponse::Created) => self.next_move_step(MoveStep::Add),
-            (
-                MoveStep::Add | MoveStep::CatchUp { .. } | MoveStep::Remove,
-                NodeResponse::Membership {
-                    membership,
-                    commit_slot,
-                    followers,
-                },
-            ) => {
-                if !self.membership_is_valid(group, &membership) {
-                    return;
+        if let NodeResponse::Membership { membership, .. } = &response
+            && !self.membership_is_valid(group, membership)
+        {
+            return;
+        }
+        let Some(current) = self.moves.current.as_mut() else {
+            return;
+        };
+        match current.machine.answered(asked.0, response) {
+            Ok(Progress::Advanced) => {
+                match (step, current.machine.step()) {
+                    (MoveStep::Add, _) => self.fault("move: replica added"),
+                    (MoveStep::Remove, _) => self.fault("move: replica removed"),
+                    _ => {}
                 }
-                match step {
-                    MoveStep::Add => {
-                        self.fault("move: replica added");
-                        self.next_move_step(MoveStep::CatchUp {
-                            added_at_commit: commit_slot,
-                        });
-                    }
-                    MoveStep::CatchUp { added_at_commit } => {
-                        let caught_up = followers.iter().any(|follower| {
-                            follower.node == target.0 && follower.match_slot >= added_at_commit
-                        });
-                        if caught_up && source_dead {
-                            self.finish_move();
-                        } else if caught_up {
-                            self.next_move_step(MoveStep::Remove);
-                        } else {
-                            self.retry_move(Some(
-                                self.moves.current.as_ref().expect("a move").leader_guess,
-                            ));
-                        }
-                    }
-                    _ => {
-                        self.fault("move: replica removed");
-                        if source_dead {
-                            self.next_move_step(MoveStep::Join);
-                        } else {
-                            self.next_move_step(MoveStep::Settle {
-                                removal_commit: commit_slot,
-                            });
-                        }
-                    }
-                }
+                self.send_move_request();
             }
-            (MoveStep::Delete, NodeResponse::Deleted) => self.finish_move(),
-            (_, NodeResponse::Error(NodeError::NotLeader { leader_hint, .. })) => {
-                self.retry_move(leader_hint.map(NodeId))
-            }
-            (
-                _,
-                NodeResponse::Error(
-                    NodeError::Busy { .. }
-                    | NodeError::NotApplied { .. }
-                    | NodeError::OutcomeUnknown { .. }
-                    | NodeError::WrongOwner { .. },
-                ),
-            ) => {
-                let guess = self
-                    .moves
-                    .current
-                    .as_ref()
-                    .map(|current| current.leader_guess);
-                self.retry_move(guess)
-            }
-            (step, other) => self.violation(format!(
-                "move of group {group} from {source:?} to {target:?}: {step:?} was answered \
-                 {other:?}"
+            Ok(Progress::AskAgain) => self.retry_move(),
+            Err(unexpected) => self.violation(format!(
+                "move of group {group}: {:?} was answered {:?} by {}",
+                unexpected.step, unexpected.response, unexpected.asked
             )),
         }
     }
@@ -423,56 +328,46 @@ impl Simulation {
         false
     }
 
-    /// Step 5: whether every remaining member holds the removal durably; if so, on to the
-    /// deletion. A member stopped for good never will: the move ends with the source's replica
-    /// left in place.
-    fn settle_removal(&mut self, removal_commit: u64) {
-        let Some(current) = self.moves.current.as_ref() else {
+    /// `MoveAction::Settle`: whether every remaining member holds the removal durably; a member
+    /// stopped for good never will, and the source's replica is left in place.
+    fn settle_removal(&mut self, members: &[u64], removal_commit: u64) {
+        if members.iter().any(|member| self.nodes[&NodeId(*member)].stopped) {
+            self.fault("move: removed replica left in place");
+            if let Some(current) = self.moves.current.as_mut() {
+                current.machine.leave_source_in_place();
+            }
+            return self.send_move_request();
+        }
+        let Some(group) = self.moves.current.as_ref().map(|current| current.group) else {
             return;
         };
-        let (group, source) = (current.group, current.source);
-        let remaining: Vec<NodeId> = self.groups[group]
-            .members
-            .iter()
-            .copied()
-            .filter(|member| *member != source)
-            .collect();
-        if remaining.iter().any(|member| self.nodes[member].stopped) {
-            self.fault("move: removed replica left in place");
-            return self.finish_move();
-        }
-        let settled = remaining.iter().all(|member| {
-            let now = self.local_time(*member);
-            self.nodes[member]
+        let settled = members.iter().all(|member| {
+            let member = NodeId(*member);
+            let now = self.local_time(member);
+            self.nodes[&member]
                 .runtime
                 .as_ref()
                 .and_then(|runtime| runtime.replicas.get(&group))
                 .is_some_and(|replica| replica.status(now).applied_slot >= removal_commit)
         });
         if settled {
-            self.next_move_step(MoveStep::Delete);
+            if let Some(current) = self.moves.current.as_mut() {
+                current.machine.settled();
+            }
+            self.send_move_request();
         } else {
-            let guess = current.leader_guess;
-            self.retry_move(Some(guess));
+            self.retry_move();
         }
-    }
-
-    fn next_move_step(&mut self, step: MoveStep) {
-        let Some(current) = self.moves.current.as_mut() else {
-            return;
-        };
-        current.step = step;
-        current.next_at_nanos = self.now_nanos;
-        self.send_move_request();
     }
 
     fn finish_move(&mut self) {
         let Some(current) = self.moves.current.take() else {
             return;
         };
+        let source = current.source();
         self.groups[current.group]
             .members
-            .retain(|member| *member != current.source);
+            .retain(|member| *member != source);
         self.report.moves_finished += 1;
         self.report.move_nanos_max = self
             .report

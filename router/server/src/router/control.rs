@@ -376,6 +376,7 @@ impl Router {
                 .then(|| created_at_seconds.saturating_mul(1000)),
             revision: 0,
             pending_replicas: Default::default(),
+            replica_moves: Default::default(),
             changed_at_ms: 0,
             settings: TableSettings::created(
                 &request.settings,

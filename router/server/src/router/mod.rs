@@ -10,6 +10,7 @@
 //! operations live in `control` (tables and tags), `items` (single items, Query, Scan) and
 //! `batch` (BatchGetItem, BatchWriteItem).
 
+mod autoadmin;
 mod batch;
 mod control;
 mod index_updates;
@@ -19,6 +20,7 @@ mod repair;
 mod streams;
 mod transactions;
 
+pub use autoadmin::{AUTOADMIN_INTERVAL, AutoadminReport, NODE_DOWN_AFTER};
 pub use repair::RepairReport;
 pub use transactions::{LEDGER_TABLE, TRANSACTION_LOCK_STALE, TRANSACTION_RECOVERY_INTERVAL};
 
@@ -161,6 +163,8 @@ pub struct RouterConfig {
     pub orphan_scan_interval: Duration,
     /// [`ORPHAN_REPLICA_GRACE`] unless a test shortens it.
     pub orphan_replica_grace: Duration,
+    /// [`NODE_DOWN_AFTER`] unless set (`shoal router --node-down-after`).
+    pub node_down_after: Duration,
     /// Fault injection for tests: the step after which CreateTable, DeleteTable or
     /// TransactWriteItems stops for good, as if the router's process died there. `None` in
     /// production.
@@ -231,6 +235,7 @@ impl RouterConfig {
             control_step_timeout: CONTROL_STEP_TIMEOUT,
             orphan_scan_interval: ORPHAN_SCAN_INTERVAL,
             orphan_replica_grace: ORPHAN_REPLICA_GRACE,
+            node_down_after: NODE_DOWN_AFTER,
             crash_at: None,
             transaction_lock_stale: TRANSACTION_LOCK_STALE,
             bus_tls: None,
@@ -321,6 +326,8 @@ pub struct Router {
     started: Instant,
     /// What the repair pass remembers between passes (repair.rs).
     repair: repair::RepairMemory,
+    /// What the autoadmin remembers between passes (autoadmin.rs).
+    autoadmin: autoadmin::AutoadminMemory,
     /// Set when an operation stopped at [`RouterConfig::crash_at`].
     crashed: Cell<bool>,
     /// Requests, errors, latency, throttles (metrics.rs).
@@ -597,6 +604,7 @@ impl Router {
             tables: RefCell::new(HashMap::new()),
             started: Instant::now(),
             repair: repair::RepairMemory::default(),
+            autoadmin: autoadmin::AutoadminMemory::default(),
             crashed: Cell::new(false),
             metrics: RouterMetrics::default(),
             propagation: Default::default(),

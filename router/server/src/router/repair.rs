@@ -80,16 +80,17 @@ fn step_stale(
 
 /// The replicas in `hosted` that belong to no table (metadata invariant 5): not partition 0
 /// (the metadata group), below the partition counter `next_partition` (an id at or above it
-/// was never reserved, so this cluster's metadata did not make it: it is left alone), and
-/// listed by no table item, whatever its status.
+/// was never reserved, so this cluster's metadata did not make it: it is left alone), and not
+/// listed on their node by any table item, whatever its status: neither a replica of its
+/// partition there nor a move's target. A replica moved away is one of these.
 fn orphan_replicas(
     hosted: &[HostedReplica],
     tables: &[TableRecord],
     next_partition: u64,
 ) -> BTreeSet<HostedReplica> {
-    let listed: BTreeSet<u64> = tables
+    let listed: BTreeSet<(u64, NodeId)> = tables
         .iter()
-        .flat_map(|table| table.all_partitions().map(|partition| partition.id))
+        .flat_map(TableRecord::listed_replicas)
         .collect();
     hosted
         .iter()
@@ -97,7 +98,7 @@ fn orphan_replicas(
             replica.partition != crate::metadata::METADATA_PARTITION
                 && replica.partition >= crate::metadata::FIRST_DATA_PARTITION
                 && replica.partition < next_partition
-                && !listed.contains(&replica.partition)
+                && !listed.contains(&(replica.partition, replica.node))
         })
         .copied()
         .collect()
@@ -563,6 +564,7 @@ mod tests {
             pay_per_request_since_ms: None,
             revision: 0,
             pending_replicas: Default::default(),
+            replica_moves: Default::default(),
             changed_at_ms: 0,
             settings: Default::default(),
             time_to_live: Default::default(),
@@ -583,12 +585,22 @@ mod tests {
     }
 
     #[test]
-    fn only_replicas_no_table_lists_below_the_counter_are_orphans() {
+    fn only_replicas_no_table_lists_on_their_node_below_the_counter_are_orphans() {
         let mut creating = table("new", &[7, 8]);
         creating.status = TableStatus::Creating;
         let mut deleting = table("old", &[3]);
         deleting.status = TableStatus::Deleting;
-        let tables = [table("live", &[1, 2]), creating, deleting];
+        let mut live = table("live", &[1, 2]);
+        live.replica_moves.insert(
+            2,
+            crate::metadata::ReplicaMoveRecord {
+                source: 1,
+                target: 4,
+                source_dead: false,
+                target_routed: false,
+            },
+        );
+        let tables = [live, creating, deleting];
         let on_nodes = [
             hosted(1, 0),  // the metadata group
             hosted(1, 1),  // a live table's
@@ -599,11 +611,13 @@ mod tests {
             hosted(3, 9),  // of no table: orphaned
             hosted(3, 10), // at the counter: never reserved here, left alone
             hosted(3, 12), // past the counter
+            hosted(4, 1),  // a live table's partition on a node it does not list: moved away
+            hosted(4, 2),  // the target of a move under way
         ];
         let orphans = orphan_replicas(&on_nodes, &tables, 10);
         assert_eq!(
             orphans,
-            BTreeSet::from([hosted(2, 4), hosted(3, 4), hosted(3, 9)])
+            BTreeSet::from([hosted(2, 4), hosted(3, 4), hosted(3, 9), hosted(4, 1)])
         );
         // Without a counter item, nothing was ever reserved: nothing is an orphan.
         assert!(

@@ -1,0 +1,210 @@
+//! Which replicas the autoadmin moves, and where: pure functions of what it sees.
+//!
+//! Re-replication ([`plan_re_replication`]), its invariants checked by the property test below:
+//! 1. A move's source is a replica on a node that is down, and its target is a node that is
+//!    up and holds no replica of the partition.
+//! 2. A partition gets at most one move at a time, and none while one is under way.
+//! 3. A partition whose replicas are mostly down gets none: its group cannot commit the
+//!    membership change (it needs a majority), and moving would only add a member to wait for.
+//! 4. Targets go to the up node hosting the fewest replicas, counting the moves just planned
+//!    (ties to the lowest id), so the replicas of a lost node spread over the others.
+//! 5. At most `moves_max` moves are under way at once, those already under way included.
+
+use std::collections::BTreeMap;
+
+use crate::replica_move::NodeId;
+
+/// Replica moves under way at once at most, cluster-wide, per autoadmin: each costs a snapshot
+/// transfer and a few membership changes, and the survivors serve requests meanwhile.
+pub const MOVES_IN_FLIGHT_MAX: usize = 8;
+
+/// A node as the autoadmin sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: NodeId,
+    /// Answered within the autoadmin's down threshold.
+    pub up: bool,
+}
+
+/// One partition's replicas, as the metadata lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupView {
+    pub partition: u64,
+    /// The listed replicas (a move's target included once recorded).
+    pub replicas: Vec<NodeId>,
+    /// The target of a move under way, if any.
+    pub moving_to: Option<NodeId>,
+}
+
+/// A move [`plan_re_replication`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedMove {
+    pub partition: u64,
+    pub source: NodeId,
+    pub target: NodeId,
+    /// The source's node is down (every re-replication move's is).
+    pub source_dead: bool,
+}
+
+/// The moves that replace replicas on down nodes (module docs, invariants 1-5).
+pub fn plan_re_replication(
+    nodes: &[NodeView],
+    groups: &[GroupView],
+    moves_max: usize,
+) -> Vec<PlannedMove> {
+    let up = |node: NodeId| nodes.iter().any(|view| view.id == node && view.up);
+    let mut hosted: BTreeMap<NodeId, usize> = nodes
+        .iter()
+        .filter(|view| view.up)
+        .map(|view| (view.id, 0))
+        .collect();
+    for group in groups {
+        for node in group.replicas.iter().chain(group.moving_to.iter()) {
+            if let Some(count) = hosted.get_mut(node) {
+                *count += 1;
+            }
+        }
+    }
+    let under_way = groups.iter().filter(|group| group.moving_to.is_some()).count();
+    let mut budget = moves_max.saturating_sub(under_way);
+    let mut planned = Vec::new();
+    for group in groups {
+        if budget == 0 {
+            break;
+        }
+        if group.moving_to.is_some() {
+            continue;
+        }
+        let Some(source) = group.replicas.iter().copied().find(|node| !up(*node)) else {
+            continue;
+        };
+        let up_replicas = group.replicas.iter().filter(|node| up(**node)).count();
+        if up_replicas <= group.replicas.len() / 2 {
+            continue;
+        }
+        let target = hosted
+            .iter()
+            .filter(|(node, _)| !group.replicas.contains(node))
+            .min_by_key(|(node, count)| (**count, **node))
+            .map(|(node, _)| *node);
+        let Some(target) = target else {
+            continue;
+        };
+        if let Some(count) = hosted.get_mut(&target) {
+            *count += 1;
+        }
+        planned.push(PlannedMove {
+            partition: group.partition,
+            source,
+            target,
+            source_dead: true,
+        });
+        budget -= 1;
+    }
+    planned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nodes(up: &[bool]) -> Vec<NodeView> {
+        up.iter()
+            .enumerate()
+            .map(|(index, up)| NodeView {
+                id: index as NodeId + 1,
+                up: *up,
+            })
+            .collect()
+    }
+
+    fn group(partition: u64, replicas: &[NodeId]) -> GroupView {
+        GroupView {
+            partition,
+            replicas: replicas.to_vec(),
+            moving_to: None,
+        }
+    }
+
+    #[test]
+    fn a_lost_nodes_replicas_spread_over_the_least_loaded_nodes() {
+        // Five nodes, node 5 down; four partitions each with a replica on it.
+        let groups = [
+            group(1, &[1, 2, 5]),
+            group(2, &[2, 3, 5]),
+            group(3, &[3, 4, 5]),
+            group(4, &[1, 4, 5]),
+        ];
+        let planned = plan_re_replication(&nodes(&[true, true, true, true, false]), &groups, 8);
+        let targets: Vec<(u64, NodeId)> = planned
+            .iter()
+            .map(|moving| (moving.partition, moving.target))
+            .collect();
+        // Nodes 1-4 host two replicas each; each new one goes to the least loaded outside the
+        // group, lowest id first.
+        assert_eq!(targets, vec![(1, 3), (2, 1), (3, 2), (4, 2)]);
+        assert!(planned.iter().all(|moving| moving.source == 5 && moving.source_dead));
+    }
+
+    #[test]
+    fn nothing_moves_without_a_majority_up_or_while_a_move_is_under_way() {
+        let mut under_way = group(2, &[1, 2, 3]);
+        under_way.moving_to = Some(4);
+        let groups = [group(1, &[1, 2, 3]), under_way];
+        // Nodes 2 and 3 down: partition 1 has one replica of three up; partition 2 is moving.
+        let planned = plan_re_replication(&nodes(&[true, false, false, true]), &groups, 8);
+        assert!(planned.is_empty());
+    }
+
+    #[test]
+    fn moves_under_way_count_against_the_budget() {
+        let mut under_way = group(9, &[1, 2, 3]);
+        under_way.moving_to = Some(4);
+        let groups = [under_way, group(1, &[1, 2, 5]), group(2, &[1, 3, 5])];
+        let planned = plan_re_replication(&nodes(&[true, true, true, true, false]), &groups, 2);
+        assert_eq!(planned.len(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn planned_moves_keep_the_invariants(
+            up in proptest::collection::vec(any::<bool>(), 1..8),
+            picks in proptest::collection::vec((0usize..8, 0usize..8, 0usize..8, any::<bool>()), 0..40),
+            moves_max in 0usize..10,
+        ) {
+            let views = nodes(&up);
+            let count = views.len();
+            let groups: Vec<GroupView> = picks
+                .iter()
+                .enumerate()
+                .filter_map(|(index, (a, b, c, moving))| {
+                    let mut replicas: Vec<NodeId> =
+                        [a, b, c].iter().map(|pick| (**pick % count) as NodeId + 1).collect();
+                    replicas.sort_unstable();
+                    replicas.dedup();
+                    let outside = (1..=count as NodeId).find(|node| !replicas.contains(node));
+                    Some(GroupView {
+                        partition: index as u64,
+                        moving_to: if *moving { outside } else { None },
+                        replicas,
+                    })
+                })
+                .collect();
+            let is_up = |node: NodeId| views.iter().any(|view| view.id == node && view.up);
+            let planned = plan_re_replication(&views, &groups, moves_max);
+            let under_way = groups.iter().filter(|group| group.moving_to.is_some()).count();
+            prop_assert!(planned.len() + under_way <= moves_max.max(under_way));
+            let mut seen = std::collections::BTreeSet::new();
+            for moving in &planned {
+                let group = &groups[moving.partition as usize];
+                prop_assert!(seen.insert(moving.partition), "one move per partition");
+                prop_assert!(group.moving_to.is_none());
+                prop_assert!(group.replicas.contains(&moving.source) && !is_up(moving.source));
+                prop_assert!(is_up(moving.target) && !group.replicas.contains(&moving.target));
+                let up_replicas = group.replicas.iter().filter(|node| is_up(**node)).count();
+                prop_assert!(up_replicas * 2 > group.replicas.len());
+            }
+        }
+    }
+}

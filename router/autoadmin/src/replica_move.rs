@@ -1,0 +1,617 @@
+//! Moving one replica of a partition from a source node to a target node, as a step machine
+//! with no I/O: it says which request to send where ([`MoveAction`]) and takes the answers
+//! ([`ReplicaMove::answered`]). A router's autoadmin drives it over the bus, the simulator
+//! through each simulated node's shard dispatch, so the simulator tests this very code.
+//!
+//! Every request is idempotent, so a step whose answer was lost, or a move resumed by another
+//! driver from the step its record names, is simply asked again.
+//!
+//! # The steps, source alive (a planned move)
+//! 1. **Join**: `JoinPartition` on the target: an empty replica with no members, which never
+//!    campaigns.
+//! 2. **Add**: `ChangeMembership(AddFullReplica(target))` at the leader, found by following
+//!    `NotLeader` hints.
+//! 3. **Catch up**: the same request, answered at once with each follower's durable match slot,
+//!    until the target holds every slot committed when it was added.
+//! 4. **Record the target**: the driver durably lists the target as a replica requests may be
+//!    routed to, before the source goes (a leader elected among the new members must be one a
+//!    router can find).
+//! 5. **Remove**: `ChangeMembership(Remove(source))` at the leader.
+//! 6. **Settle**: until every remaining member reports (`Status`) an applied slot at or past the
+//!    removal's commit. A replica checkpoints a membership entry before it reports it applied,
+//!    so the removal is then durable everywhere; until then a member that restarts, or missed
+//!    the commit, counts the source in its elections (replication README, "Membership
+//!    change"). When a remaining member is gone for good the driver ends the move with the
+//!    source left in place ([`ReplicaMove::leave_source_in_place`]), a non-member that the
+//!    orphan scan deletes later.
+//! 7. **Record done**: the driver durably drops the source from the partition's replicas.
+//! 8. **Delete**: `DeletePartition` at the source: its files and WAL records.
+//!
+//! # The steps, source dead (re-replication)
+//! Remove, then Join, Add, Catch up, Record done. Adding first would make a group of four with
+//! one member dead: every other member, the joiner included, would be needed for every commit
+//! and election, and the joiner can take no part until its snapshot is in (simulator seed 5127
+//! stalled so). Removed first, the members left commit while the joiner catches up. Nothing is
+//! deleted: the source is not there to ask; if its node comes back, the orphan scan deletes
+//! the replica it still holds.
+
+use shoal_wire::messages::{
+    KeySchemaWire, MembershipChangeWire, MembershipWire, NodeError, NodeRequest, NodeResponse,
+};
+
+/// A node of the cluster (`shoal_wire::messages::NodeIdWire`'s number).
+pub type NodeId = u64;
+
+/// Where a move stands (module docs, "The steps").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveStep {
+    Join,
+    Add,
+    CatchUp { added_at_commit: u64 },
+    RecordTarget,
+    Remove,
+    Settle { removal_commit: u64 },
+    RecordDone,
+    Delete,
+    Done,
+}
+
+/// What the driver does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveAction {
+    /// Send `request` to `node` (the partition's shard there) and pass the answer to
+    /// [`ReplicaMove::answered`], or call [`ReplicaMove::unanswered`] if none came.
+    Ask { node: NodeId, request: NodeRequest },
+    /// Ask each of `members` for its replica's status; call [`ReplicaMove::settled`] once every
+    /// one reports an applied slot at or past `removal_commit`, else ask again after a pause.
+    Settle {
+        members: Vec<NodeId>,
+        removal_commit: u64,
+    },
+    /// Durably record that the target is a replica requests may be routed to, then call
+    /// [`ReplicaMove::recorded`].
+    RecordTarget,
+    /// Durably record that the source is no longer a replica (and that the target is one, if
+    /// [`MoveAction::RecordTarget`] did not come first), then call [`ReplicaMove::recorded`].
+    RecordDone,
+    Done,
+}
+
+/// What an answer did to the move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The move is at another step: act on [`ReplicaMove::action`] at once.
+    Advanced,
+    /// Refused for now, or the target has not caught up yet: ask again after a pause.
+    AskAgain,
+}
+
+/// An answer no correct node gives to the step it was asked in. Simulators count it a
+/// violation; a router logs it and asks again later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnexpectedAnswer {
+    pub step: MoveStep,
+    pub asked: NodeId,
+    pub response: NodeResponse,
+}
+
+/// One replica move (module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaMove {
+    pub partition: u64,
+    pub epoch: u64,
+    pub key_schema: KeySchemaWire,
+    pub source: NodeId,
+    pub target: NodeId,
+    /// The source is gone for good: it is removed first and never deleted (module docs).
+    pub source_dead: bool,
+    /// The group's replicas when the move began, the source included: where a leader may be.
+    members: Vec<NodeId>,
+    step: MoveStep,
+    /// The replica the next leader request goes to.
+    leader_guess: NodeId,
+}
+
+impl ReplicaMove {
+    /// A move of `partition`'s replica on `source` (one of `members`, the group's replicas)
+    /// to `target` (not one of them), from its first step.
+    pub fn new(
+        partition: u64,
+        epoch: u64,
+        key_schema: KeySchemaWire,
+        members: Vec<NodeId>,
+        source: NodeId,
+        target: NodeId,
+        source_dead: bool,
+    ) -> ReplicaMove {
+        let leader_guess = members
+            .iter()
+            .copied()
+            .find(|member| *member != source)
+            .unwrap_or(source);
+        ReplicaMove {
+            partition,
+            epoch,
+            key_schema,
+            source,
+            target,
+            source_dead,
+            members,
+            step: if source_dead {
+                MoveStep::Remove
+            } else {
+                MoveStep::Join
+            },
+            leader_guess,
+        }
+    }
+
+    /// The same move resumed by a driver that finds the target already recorded as routed:
+    /// everything before the removal is done, and every later step is asked again.
+    pub fn resumed_after_target_recorded(mut self) -> ReplicaMove {
+        if !self.source_dead {
+            self.step = MoveStep::Remove;
+        }
+        self
+    }
+
+    pub fn step(&self) -> MoveStep {
+        self.step
+    }
+
+    /// Whether the target has caught up with the group: only then may it serve reads.
+    pub fn target_caught_up(&self) -> bool {
+        !matches!(
+            self.step,
+            MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. }
+        ) && !(self.source_dead && self.step == MoveStep::Remove)
+    }
+
+    /// The members a leader may be among: the group's replicas, the target once asked to join,
+    /// the source until removed.
+    fn candidates(&self) -> Vec<NodeId> {
+        let mut candidates: Vec<NodeId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|member| *member != self.source || !self.source_removed())
+            .collect();
+        if !candidates.contains(&self.target) {
+            candidates.push(self.target);
+        }
+        candidates
+    }
+
+    fn source_removed(&self) -> bool {
+        match self.step {
+            MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. } => self.source_dead,
+            MoveStep::RecordTarget | MoveStep::Remove => false,
+            MoveStep::Settle { .. } | MoveStep::RecordDone | MoveStep::Delete | MoveStep::Done => {
+                true
+            }
+        }
+    }
+
+    fn membership_request(&self, change: MembershipChangeWire) -> MoveAction {
+        MoveAction::Ask {
+            node: self.leader_guess,
+            request: NodeRequest::ChangeMembership {
+                partition: self.partition,
+                epoch: self.epoch,
+                change,
+            },
+        }
+    }
+
+    /// What the driver does now.
+    pub fn action(&self) -> MoveAction {
+        match self.step {
+            MoveStep::Join => MoveAction::Ask {
+                node: self.target,
+                request: NodeRequest::JoinPartition {
+                    partition: self.partition,
+                    epoch: self.epoch,
+                    key_schema: self.key_schema.clone(),
+                },
+            },
+            MoveStep::Add | MoveStep::CatchUp { .. } => {
+                self.membership_request(MembershipChangeWire::AddFullReplica(self.target))
+            }
+            MoveStep::RecordTarget => MoveAction::RecordTarget,
+            MoveStep::Remove => {
+                self.membership_request(MembershipChangeWire::Remove(self.source))
+            }
+            MoveStep::Settle { removal_commit } => MoveAction::Settle {
+                members: self.candidates(),
+                removal_commit,
+            },
+            MoveStep::RecordDone => MoveAction::RecordDone,
+            MoveStep::Delete => MoveAction::Ask {
+                node: self.source,
+                request: NodeRequest::DeletePartition {
+                    partition: self.partition,
+                    epoch: self.epoch,
+                },
+            },
+            MoveStep::Done => MoveAction::Done,
+        }
+    }
+
+    /// The answer `asked` gave to [`ReplicaMove::action`]'s request.
+    pub fn answered(
+        &mut self,
+        asked: NodeId,
+        response: NodeResponse,
+    ) -> Result<Progress, UnexpectedAnswer> {
+        let unexpected = |step, response| UnexpectedAnswer {
+            step,
+            asked,
+            response,
+        };
+        match (self.step, response) {
+            (MoveStep::Join, NodeResponse::Created) => Ok(self.advance(MoveStep::Add)),
+            (MoveStep::Delete, NodeResponse::Deleted) => Ok(self.advance(MoveStep::Done)),
+            (
+                step @ (MoveStep::Add | MoveStep::CatchUp { .. } | MoveStep::Remove),
+                NodeResponse::Membership {
+                    membership,
+                    commit_slot,
+                    followers,
+                },
+            ) => {
+                if !self.reflects(step, &membership) {
+                    let response = NodeResponse::Membership {
+                        membership,
+                        commit_slot,
+                        followers,
+                    };
+                    return Err(unexpected(step, response));
+                }
+                // An answer comes from the leader: guess it again next time.
+                self.leader_guess = asked;
+                Ok(match step {
+                    MoveStep::Add => self.advance(MoveStep::CatchUp {
+                        added_at_commit: commit_slot,
+                    }),
+                    MoveStep::CatchUp { added_at_commit } => {
+                        // A target that leads holds every committed slot (phase 1 gave it them).
+                        let caught_up = asked == self.target
+                            || followers.iter().any(|follower| {
+                                follower.node == self.target
+                                    && follower.match_slot >= added_at_commit
+                            });
+                        if !caught_up {
+                            Progress::AskAgain
+                        } else if self.source_dead {
+                            self.advance(MoveStep::RecordDone)
+                        } else {
+                            self.advance(MoveStep::RecordTarget)
+                        }
+                    }
+                    _ if self.source_dead => self.advance(MoveStep::Join),
+                    _ => self.advance(MoveStep::Settle {
+                        removal_commit: commit_slot,
+                    }),
+                })
+            }
+            (_, NodeResponse::Error(NodeError::NotLeader { leader_hint, .. })) => {
+                match leader_hint {
+                    Some(hint) if self.candidates().contains(&hint) && hint != asked => {
+                        self.leader_guess = hint;
+                    }
+                    _ => self.round_leader_guess(asked),
+                }
+                Ok(Progress::AskAgain)
+            }
+            (_, NodeResponse::Error(NodeError::WrongOwner { .. })) => {
+                self.round_leader_guess(asked);
+                Ok(Progress::AskAgain)
+            }
+            (
+                _,
+                NodeResponse::Error(
+                    NodeError::Busy { .. }
+                    | NodeError::NotApplied { .. }
+                    | NodeError::OutcomeUnknown { .. },
+                ),
+            ) => Ok(Progress::AskAgain),
+            (step, response) => Err(unexpected(step, response)),
+        }
+    }
+
+    /// Whether a `Membership` answer in `step` shows the change that step asked for.
+    fn reflects(&self, step: MoveStep, membership: &MembershipWire) -> bool {
+        let holds_target = membership.full_replicas.contains(&self.target);
+        let holds_source = membership.full_replicas.contains(&self.source)
+            || membership.log_replicas.contains(&self.source);
+        match step {
+            MoveStep::Add | MoveStep::CatchUp { .. } => {
+                holds_target && !(self.source_dead && holds_source)
+            }
+            MoveStep::Remove => !holds_source,
+            _ => false,
+        }
+    }
+
+    /// No answer came from `asked`: its node is down, or the answer was lost. A request to the
+    /// leader goes to the next candidate, so a dead guess is not asked for ever.
+    pub fn unanswered(&mut self, asked: NodeId) {
+        self.round_leader_guess(asked);
+    }
+
+    fn round_leader_guess(&mut self, asked: NodeId) {
+        if asked != self.leader_guess {
+            return;
+        }
+        let candidates = self.candidates();
+        let position = candidates
+            .iter()
+            .position(|member| *member == self.leader_guess)
+            .map_or(0, |position| position + 1);
+        self.leader_guess = candidates[position % candidates.len()];
+    }
+
+    /// Every remaining member has applied the removal ([`MoveAction::Settle`]).
+    pub fn settled(&mut self) {
+        if matches!(self.step, MoveStep::Settle { .. }) {
+            self.step = MoveStep::RecordDone;
+        }
+    }
+
+    /// A remaining member is gone for good and will never settle: the move ends with the
+    /// source's replica left in place, a non-member (module docs, step 6).
+    pub fn leave_source_in_place(&mut self) {
+        if matches!(self.step, MoveStep::Settle { .. }) {
+            self.source_dead = true;
+            self.step = MoveStep::RecordDone;
+        }
+    }
+
+    /// The driver recorded what [`MoveAction::RecordTarget`] or [`MoveAction::RecordDone`]
+    /// asked for.
+    pub fn recorded(&mut self) {
+        match self.step {
+            MoveStep::RecordTarget => self.step = MoveStep::Remove,
+            MoveStep::RecordDone if self.source_dead => self.step = MoveStep::Done,
+            MoveStep::RecordDone => self.step = MoveStep::Delete,
+            _ => {}
+        }
+    }
+
+    /// The target's node went down during a re-replication move (source dead) after the source
+    /// was removed: the move ends as it stands, the target to be recorded as a replica (a
+    /// member, or a node the group will say is none), which a later move replaces in turn.
+    /// Before the removal it changes nothing: the source must leave the group first.
+    pub fn give_up_on_target(&mut self) {
+        if self.source_dead
+            && matches!(
+                self.step,
+                MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. }
+            )
+        {
+            self.step = MoveStep::RecordDone;
+        }
+    }
+
+    /// The source cannot be asked to delete its replica (its node is gone for good): the move
+    /// ends without it.
+    pub fn skip_delete(&mut self) {
+        if self.step == MoveStep::Delete {
+            self.step = MoveStep::Done;
+        }
+    }
+
+    fn advance(&mut self, step: MoveStep) -> Progress {
+        self.step = step;
+        Progress::Advanced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_wire::messages::{FollowerMatchWire, KeyTypeWire};
+
+    fn schema() -> KeySchemaWire {
+        KeySchemaWire {
+            partition_key: ("pk".to_string(), KeyTypeWire::String),
+            sort_key: None,
+        }
+    }
+
+    fn membership(full: &[u64]) -> MembershipWire {
+        MembershipWire {
+            full_replicas: full.to_vec(),
+            log_replicas: Vec::new(),
+        }
+    }
+
+    fn answer(full: &[u64], commit_slot: u64, followers: &[(u64, u64)]) -> NodeResponse {
+        NodeResponse::Membership {
+            membership: membership(full),
+            commit_slot,
+            followers: followers
+                .iter()
+                .map(|(node, match_slot)| FollowerMatchWire {
+                    node: *node,
+                    match_slot: *match_slot,
+                })
+                .collect(),
+        }
+    }
+
+    fn asked(action: &MoveAction) -> NodeId {
+        match action {
+            MoveAction::Ask { node, .. } => *node,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_planned_move_takes_every_step_in_order() {
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
+        assert!(matches!(
+            moving.action(),
+            MoveAction::Ask { node: 4, request: NodeRequest::JoinPartition { partition: 7, .. } }
+        ));
+        assert_eq!(moving.answered(4, NodeResponse::Created), Ok(Progress::Advanced));
+        // The first leader guess is a member other than the source.
+        assert_eq!(asked(&moving.action()), 2);
+        assert_eq!(
+            moving.answered(2, answer(&[1, 2, 3, 4], 40, &[(1, 40), (3, 40), (4, 0)])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(moving.step(), MoveStep::CatchUp { added_at_commit: 40 });
+        assert!(!moving.target_caught_up());
+        assert_eq!(
+            moving.answered(2, answer(&[1, 2, 3, 4], 44, &[(4, 39)])),
+            Ok(Progress::AskAgain)
+        );
+        assert_eq!(
+            moving.answered(2, answer(&[1, 2, 3, 4], 45, &[(4, 40)])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(moving.action(), MoveAction::RecordTarget);
+        assert!(moving.target_caught_up());
+        moving.recorded();
+        assert!(matches!(
+            moving.action(),
+            MoveAction::Ask {
+                node: 2,
+                request: NodeRequest::ChangeMembership {
+                    change: MembershipChangeWire::Remove(1),
+                    ..
+                },
+            }
+        ));
+        assert_eq!(
+            moving.answered(2, answer(&[2, 3, 4], 50, &[])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(
+            moving.action(),
+            MoveAction::Settle {
+                members: vec![2, 3, 4],
+                removal_commit: 50
+            }
+        );
+        moving.settled();
+        assert_eq!(moving.action(), MoveAction::RecordDone);
+        moving.recorded();
+        assert!(matches!(
+            moving.action(),
+            MoveAction::Ask { node: 1, request: NodeRequest::DeletePartition { partition: 7, .. } }
+        ));
+        assert_eq!(moving.answered(1, NodeResponse::Deleted), Ok(Progress::Advanced));
+        assert_eq!(moving.action(), MoveAction::Done);
+    }
+
+    #[test]
+    fn a_dead_source_is_removed_first_and_never_deleted() {
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, true);
+        assert!(matches!(
+            moving.action(),
+            MoveAction::Ask {
+                node: 1,
+                request: NodeRequest::ChangeMembership {
+                    change: MembershipChangeWire::Remove(3),
+                    ..
+                },
+            }
+        ));
+        assert_eq!(moving.answered(1, answer(&[1, 2], 9, &[])), Ok(Progress::Advanced));
+        assert!(matches!(moving.action(), MoveAction::Ask { node: 5, .. }));
+        assert_eq!(moving.answered(5, NodeResponse::Created), Ok(Progress::Advanced));
+        assert_eq!(
+            moving.answered(1, answer(&[1, 2, 5], 10, &[(2, 10)])),
+            Ok(Progress::Advanced)
+        );
+        // The target was elected: as leader it holds every committed slot.
+        assert_eq!(
+            moving.answered(5, answer(&[1, 2, 5], 12, &[(1, 12), (2, 12)])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(moving.action(), MoveAction::RecordDone);
+        moving.recorded();
+        assert_eq!(moving.action(), MoveAction::Done);
+    }
+
+    #[test]
+    fn a_lost_target_ends_a_re_replication_only_after_the_source_is_removed() {
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, true);
+        moving.give_up_on_target();
+        assert_eq!(moving.step(), MoveStep::Remove, "the source must leave first");
+        moving.answered(1, answer(&[1, 2], 9, &[])).unwrap();
+        moving.give_up_on_target();
+        assert_eq!(moving.action(), MoveAction::RecordDone);
+        // A planned move (source alive) never gives up this way.
+        let mut planned = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, false);
+        planned.give_up_on_target();
+        assert_eq!(planned.step(), MoveStep::Join);
+    }
+
+    #[test]
+    fn leader_hints_are_followed_only_to_candidates_and_silence_rounds_the_guess() {
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
+        moving.answered(4, NodeResponse::Created).unwrap();
+        let not_leader = |hint: Option<u64>| {
+            NodeResponse::Error(NodeError::NotLeader {
+                partition: 7,
+                leader_hint: hint,
+            })
+        };
+        assert_eq!(moving.answered(2, not_leader(Some(3))), Ok(Progress::AskAgain));
+        assert_eq!(asked(&moving.action()), 3);
+        // A hint naming a stranger is not followed: the next candidate is asked.
+        assert_eq!(moving.answered(3, not_leader(Some(99))), Ok(Progress::AskAgain));
+        assert_eq!(asked(&moving.action()), 4);
+        moving.unanswered(4);
+        assert_eq!(asked(&moving.action()), 1);
+        // Silence from a node that is no longer the guess changes nothing.
+        moving.unanswered(3);
+        assert_eq!(asked(&moving.action()), 1);
+        assert_eq!(
+            moving.answered(
+                1,
+                NodeResponse::Error(NodeError::Busy { partition: 7 })
+            ),
+            Ok(Progress::AskAgain)
+        );
+        assert_eq!(asked(&moving.action()), 1);
+    }
+
+    #[test]
+    fn answers_that_do_not_show_the_change_are_unexpected() {
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
+        moving.answered(4, NodeResponse::Created).unwrap();
+        // An add answered with a membership lacking the target.
+        let wrong = moving.answered(2, answer(&[1, 2, 3], 5, &[]));
+        assert!(matches!(wrong, Err(UnexpectedAnswer { step: MoveStep::Add, asked: 2, .. })));
+        assert_eq!(moving.step(), MoveStep::Add, "an unexpected answer changes nothing");
+        // A join answered Deleted.
+        let mut joining = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
+        assert!(joining.answered(4, NodeResponse::Deleted).is_err());
+    }
+
+    #[test]
+    fn a_resumed_move_starts_again_at_the_removal_and_a_stuck_settle_leaves_the_source() {
+        let mut moving =
+            ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false).resumed_after_target_recorded();
+        assert!(moving.target_caught_up());
+        assert!(matches!(
+            moving.action(),
+            MoveAction::Ask {
+                request: NodeRequest::ChangeMembership {
+                    change: MembershipChangeWire::Remove(1),
+                    ..
+                },
+                ..
+            }
+        ));
+        moving.answered(2, answer(&[2, 3, 4], 8, &[])).unwrap();
+        moving.leave_source_in_place();
+        assert_eq!(moving.action(), MoveAction::RecordDone);
+        moving.recorded();
+        assert_eq!(moving.action(), MoveAction::Done, "no deletion of a source left in place");
+    }
+}

@@ -1,0 +1,490 @@
+//! The autoadmin in a router ([`Router::autoadmin_pass`], which `shoal router` runs every
+//! [`AUTOADMIN_INTERVAL`]): re-replication. A node that has not answered for
+//! [`RouterConfig::node_down_after`] is down; every partition with a replica there, and a
+//! majority of its replicas up, gets that replica moved to the up node hosting the fewest
+//! replicas (shoal_autoadmin::policy), by the shared step machine
+//! (shoal_autoadmin::replica_move) driven over the bus.
+//!
+//! Durability: a move is recorded in its table item before its first step (metadata
+//! invariant 7) and every later record is a conditional write of that item, so a router that
+//! dies mid-move leaves a record that any router's next pass resumes, each step being
+//! idempotent. Several routers may drive one move at once: the steps are idempotent, only one
+//! records each change, and a driver that finds the record changed under it stops.
+//!
+//! A move whose target goes down before it ends is ended as it stands: the target is listed
+//! among the partition's replicas (a member, or a node the group will answer "not a member"
+//! for), and since it is down the next pass moves it in turn. Its replica, if it made one, is
+//! deleted by the orphan scan when the node returns.
+//!
+//! Left for later (issue 19): moves of live replicas for balance and decommission, log
+//! replicas, splits, and the metadata group's own replicas (fixed on the three lowest nodes).
+
+use super::*;
+use crate::metadata::ReplicaMoveRecord;
+use shoal_autoadmin::policy::{GroupView, MOVES_IN_FLIGHT_MAX, NodeView, plan_re_replication};
+use shoal_autoadmin::{MoveAction, Progress, ReplicaMove};
+use std::collections::BTreeSet;
+
+/// How often `shoal router` runs the autoadmin pass: each pass asks every node's shard 0 for
+/// its status, so a down node is seen within this long of [`NODE_DOWN_AFTER`].
+pub const AUTOADMIN_INTERVAL: Duration = Duration::from_secs(5);
+/// A node that has answered nothing for this long is down, and its replicas are moved. Long
+/// enough that a restart (a rolling upgrade, `shoal dev`'s supervisor) is not taken for a
+/// loss, short enough that a lost node's partitions run on two replicas for under a minute.
+pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(30);
+/// A step refused for now (not the leader, busy, the target still catching up) is asked again
+/// after this long.
+const MOVE_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+/// One pass drives each move for this long at most; an unfinished move resumes at the next
+/// pass from its record, after the nodes were probed again.
+const MOVE_DRIVE_MAX: Duration = Duration::from_secs(20);
+/// The pass reads the moves under way from the metadata (another router's, or this one's
+/// before a restart) at least this often, even when it knows of none.
+const MOVE_RECORDS_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+const _: () = assert!(AUTOADMIN_INTERVAL.as_millis() < NODE_DOWN_AFTER.as_millis());
+
+/// What the autoadmin remembers between passes.
+#[derive(Debug, Default)]
+pub(super) struct AutoadminMemory {
+    /// Each node that did not answer its last probe, and when it first failed to since it last
+    /// answered (or since this router started).
+    silent_since: RefCell<BTreeMap<NodeId, Instant>>,
+    /// The last pass left moves unfinished: the next reads them again.
+    moves_left: Cell<bool>,
+    records_scan_last: Cell<Option<Instant>>,
+}
+
+/// What one autoadmin pass saw and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoadminReport {
+    /// Nodes silent past the threshold.
+    pub nodes_down: Vec<NodeId>,
+    pub moves_started: usize,
+    pub moves_finished: usize,
+    /// Moves still under way after the pass (resumed at the next).
+    pub moves_unfinished: usize,
+}
+
+/// A move this pass drives: its table and the machine.
+struct Driven {
+    table: String,
+    incarnation: Option<u64>,
+    shard: u16,
+    machine: ReplicaMove,
+}
+
+/// How driving a move for one pass ended.
+enum Driving {
+    Finished,
+    /// Out of time, or a record failed: the next pass resumes it.
+    Unfinished,
+    /// Its record was changed by someone else (another router finished it, or the table went):
+    /// this driver stops.
+    Superseded,
+}
+
+impl Router {
+    /// One autoadmin pass (module docs): probes every node, resumes the moves under way, plans
+    /// new ones for partitions with a replica on a down node, and drives them all concurrently
+    /// (at most [`MOVES_IN_FLIGHT_MAX`] at once) until they end or [`MOVE_DRIVE_MAX`] passes.
+    pub async fn autoadmin_pass(&self) -> Result<AutoadminReport, DynamoError> {
+        let cluster = self.cluster().await?;
+        let views = self.probe_nodes(&cluster).await;
+        let down: BTreeSet<NodeId> = views
+            .iter()
+            .filter(|view| !view.up)
+            .map(|view| view.id)
+            .collect();
+        self.metrics.set_nodes_down(down.len());
+        let mut report = AutoadminReport {
+            nodes_down: down.iter().copied().collect(),
+            ..AutoadminReport::default()
+        };
+        let records_due = self.autoadmin.moves_left.get()
+            || self
+                .autoadmin
+                .records_scan_last
+                .get()
+                .is_none_or(|last| last.elapsed() >= MOVE_RECORDS_SCAN_INTERVAL);
+        if down.is_empty() && !records_due {
+            return Ok(report);
+        }
+        self.autoadmin.records_scan_last.set(Some(Instant::now()));
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let tables = if down.is_empty() {
+            self.metadata.tables_needing_repair(&self.forwarder, deadline).await
+        } else {
+            self.metadata.all_tables(&self.forwarder, deadline).await
+        }
+        .map_err(ForwardError::into_dynamo)?;
+        let active: Vec<&TableRecord> = tables
+            .iter()
+            .filter(|table| table.status == TableStatus::Active)
+            .collect();
+        let mut driven = Vec::new();
+        for table in &active {
+            for (partition, record) in &table.replica_moves {
+                if let Some(moving) = resumed_move(table, *partition, record) {
+                    driven.push(moving);
+                }
+            }
+        }
+        if !down.is_empty() {
+            let groups: Vec<GroupView> = active
+                .iter()
+                .flat_map(|table| {
+                    table.all_partitions().map(|partition| GroupView {
+                        partition: partition.id,
+                        replicas: partition.replicas.clone(),
+                        moving_to: table
+                            .replica_moves
+                            .get(&partition.id)
+                            .map(|record| record.target),
+                    })
+                })
+                .collect();
+            for planned in plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX) {
+                let Some(table) = active.iter().find(|table| {
+                    table
+                        .all_partitions()
+                        .any(|partition| partition.id == planned.partition)
+                }) else {
+                    continue;
+                };
+                let record = ReplicaMoveRecord {
+                    source: planned.source,
+                    target: planned.target,
+                    source_dead: planned.source_dead,
+                    target_routed: false,
+                };
+                match self.record_new_move(table, planned.partition, record).await {
+                    Ok(Some(moving)) => {
+                        report.moves_started += 1;
+                        self.metrics.note_autoadmin("move_started");
+                        tracing::info!(
+                            table = %table.name,
+                            partition = planned.partition,
+                            source = planned.source,
+                            target = planned.target,
+                            "autoadmin: moving a replica off a down node"
+                        );
+                        driven.push(moving);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(table = %table.name, %error.message, "autoadmin: a move was not recorded");
+                    }
+                }
+            }
+        }
+        let calls: Vec<_> = driven
+            .into_iter()
+            .map(|moving| self.drive_move(moving, &down))
+            .collect();
+        for outcome in join_bounded(calls, MOVES_IN_FLIGHT_MAX).await {
+            match outcome {
+                Driving::Finished => {
+                    report.moves_finished += 1;
+                    self.metrics.note_autoadmin("move_finished");
+                }
+                Driving::Unfinished => report.moves_unfinished += 1,
+                Driving::Superseded => {}
+            }
+        }
+        self.autoadmin.moves_left.set(report.moves_unfinished > 0);
+        Ok(report)
+    }
+
+    /// Asks every node's shard 0 for its status and returns which nodes are up: those that
+    /// answered, or have been silent for less than [`RouterConfig::node_down_after`].
+    async fn probe_nodes(&self, cluster: &ClusterRecord) -> Vec<NodeView> {
+        let probes: Vec<_> = cluster
+            .nodes
+            .iter()
+            .map(|node| async move {
+                let answered = matches!(
+                    self.forwarder
+                        .call_once(node.id, 0, NodeRequest::Status)
+                        .await,
+                    Ok(NodeResponse::Status { .. })
+                );
+                (node.id, answered)
+            })
+            .collect();
+        let answers = join_bounded(probes, cluster.nodes.len()).await;
+        let now = Instant::now();
+        let mut silent = self.autoadmin.silent_since.borrow_mut();
+        answers
+            .into_iter()
+            .map(|(id, answered)| {
+                let up = if answered {
+                    if silent.remove(&id).is_some() {
+                        tracing::info!(node = id, "autoadmin: node answers again");
+                    }
+                    true
+                } else {
+                    let since = *silent.entry(id).or_insert(now);
+                    now.saturating_duration_since(since) < self.config.node_down_after
+                };
+                NodeView { id, up }
+            })
+            .collect()
+    }
+
+    /// Writes `record` as `partition`'s move in `table`'s item, if the partition still has no
+    /// move, still lists the source and not the target (metadata invariant 7). Returns the
+    /// move to drive, or `None` when the item no longer allows it.
+    async fn record_new_move(
+        &self,
+        table: &TableRecord,
+        partition: u64,
+        record: ReplicaMoveRecord,
+    ) -> Result<Option<Driven>, DynamoError> {
+        let written = Cell::new(false);
+        let incarnation = table.incarnation();
+        let current = self
+            .change_table(
+                &table.name,
+                || DynamoError::table_not_found(&table.name),
+                |current| {
+                    written.set(false);
+                    if current.status != TableStatus::Active
+                        || current.incarnation() != incarnation
+                        || current.replica_moves.contains_key(&partition)
+                    {
+                        return Ok(None);
+                    }
+                    let mut changed = current.clone();
+                    let Some(entry) = changed.partition_mut(partition) else {
+                        return Ok(None);
+                    };
+                    if !entry.replicas.contains(&record.source)
+                        || entry.replicas.contains(&record.target)
+                    {
+                        return Ok(None);
+                    }
+                    changed.replica_moves.insert(partition, record);
+                    written.set(true);
+                    Ok(Some(changed))
+                },
+                || control::table_in_use(&table.name, "updated"),
+            )
+            .await?;
+        if !written.get() {
+            return Ok(None);
+        }
+        Ok(resumed_move(&current, partition, &record))
+    }
+
+    /// Changes `moving`'s record in its table item with `edit` (given the item and the
+    /// partition's record as read), if the record is still the one this driver drives. Returns
+    /// false when it is not (superseded).
+    async fn change_move_record(
+        &self,
+        moving: &Driven,
+        edit: impl Fn(&mut TableRecord, u64),
+    ) -> Result<bool, DynamoError> {
+        let partition = moving.machine.partition;
+        let ours = Cell::new(false);
+        self.change_table(
+            &moving.table,
+            || DynamoError::table_not_found(&moving.table),
+            |current| {
+                let record = current.replica_moves.get(&partition);
+                ours.set(
+                    current.status == TableStatus::Active
+                        && current.incarnation() == moving.incarnation
+                        && record.is_some_and(|record| {
+                            record.source == moving.machine.source
+                                && record.target == moving.machine.target
+                        }),
+                );
+                if !ours.get() {
+                    return Ok(None);
+                }
+                let mut changed = current.clone();
+                edit(&mut changed, partition);
+                Ok((changed != *current).then_some(changed))
+            },
+            || control::table_in_use(&moving.table, "updated"),
+        )
+        .await?;
+        Ok(ours.get())
+    }
+
+    /// Drives one move for up to [`MOVE_DRIVE_MAX`] (module docs).
+    async fn drive_move(&self, mut moving: Driven, down: &BTreeSet<NodeId>) -> Driving {
+        let give_up_at = Instant::now() + MOVE_DRIVE_MAX;
+        let (partition, target) = (moving.machine.partition, moving.machine.target);
+        loop {
+            if Instant::now() >= give_up_at {
+                return Driving::Unfinished;
+            }
+            if down.contains(&target) && moving.machine.source_dead {
+                // Module docs: ended as it stands, the target listed; the next pass moves it.
+                moving.machine.give_up_on_target();
+            }
+            let progress = match moving.machine.action() {
+                MoveAction::Done => {
+                    tracing::info!(table = %moving.table, partition, source = moving.machine.source, target, "autoadmin: move finished");
+                    return Driving::Finished;
+                }
+                MoveAction::Ask { node, request } => {
+                    if down.contains(&node)
+                        && matches!(request, NodeRequest::DeletePartition { .. })
+                    {
+                        moving.machine.skip_delete();
+                        continue;
+                    }
+                    match self.forwarder.call_once(node, moving.shard, request).await {
+                        Ok(response) => match moving.machine.answered(node, response) {
+                            Ok(progress) => progress,
+                            Err(unexpected) => {
+                                tracing::warn!(table = %moving.table, partition, ?unexpected, "autoadmin: unexpected answer to a move's step");
+                                Progress::AskAgain
+                            }
+                        },
+                        Err(failure) => {
+                            tracing::debug!(partition, node, ?failure, "autoadmin: a move's step got no answer");
+                            moving.machine.unanswered(node);
+                            Progress::AskAgain
+                        }
+                    }
+                }
+                MoveAction::Settle {
+                    members,
+                    removal_commit,
+                } => {
+                    if members.iter().any(|member| down.contains(member)) {
+                        moving.machine.leave_source_in_place();
+                        Progress::Advanced
+                    } else if self
+                        .settled(&members, moving.shard, partition, removal_commit)
+                        .await
+                    {
+                        moving.machine.settled();
+                        Progress::Advanced
+                    } else {
+                        Progress::AskAgain
+                    }
+                }
+                MoveAction::RecordTarget => {
+                    let recorded = self
+                        .change_move_record(&moving, |table, partition| {
+                            if let Some(record) = table.replica_moves.get_mut(&partition) {
+                                record.target_routed = true;
+                            }
+                            if let Some(entry) = table.partition_mut(partition)
+                                && !entry.replicas.contains(&target)
+                            {
+                                entry.replicas.push(target);
+                            }
+                        })
+                        .await;
+                    match recorded {
+                        Ok(true) => {
+                            moving.machine.recorded();
+                            Progress::Advanced
+                        }
+                        Ok(false) => return Driving::Superseded,
+                        Err(error) => {
+                            tracing::warn!(partition, %error.message, "autoadmin: a move's record failed");
+                            return Driving::Unfinished;
+                        }
+                    }
+                }
+                MoveAction::RecordDone => {
+                    let source = moving.machine.source;
+                    let recorded = self
+                        .change_move_record(&moving, |table, partition| {
+                            table.replica_moves.remove(&partition);
+                            table.pending_replicas.remove(&(partition, source));
+                            if let Some(entry) = table.partition_mut(partition) {
+                                entry.replicas.retain(|node| *node != source);
+                                if !entry.replicas.contains(&target) {
+                                    entry.replicas.push(target);
+                                }
+                            }
+                        })
+                        .await;
+                    match recorded {
+                        Ok(true) => {
+                            moving.machine.recorded();
+                            Progress::Advanced
+                        }
+                        Ok(false) => return Driving::Superseded,
+                        Err(error) => {
+                            tracing::warn!(partition, %error.message, "autoadmin: a move's record failed");
+                            return Driving::Unfinished;
+                        }
+                    }
+                }
+            };
+            if progress == Progress::AskAgain {
+                glommio::timer::sleep(MOVE_RETRY_INTERVAL).await;
+            }
+        }
+    }
+
+    /// Whether every one of `members` reports `partition`'s replica on `shard` applied at or
+    /// past `removal_commit` (shoal_autoadmin::replica_move, step 6).
+    async fn settled(
+        &self,
+        members: &[NodeId],
+        shard: u16,
+        partition: u64,
+        removal_commit: u64,
+    ) -> bool {
+        for member in members {
+            let applied = match self
+                .forwarder
+                .call_once(*member, shard, NodeRequest::Status)
+                .await
+            {
+                Ok(NodeResponse::Status { replicas, .. }) => replicas
+                    .iter()
+                    .find(|replica| replica.partition == partition)
+                    .map(|replica| replica.applied_slot),
+                _ => None,
+            };
+            if applied.is_none_or(|applied| applied < removal_commit) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The machine of `table`'s move of `partition` as its record stands: from the first step, or
+/// from the removal once the target is routed.
+fn resumed_move(table: &TableRecord, partition: u64, record: &ReplicaMoveRecord) -> Option<Driven> {
+    let entry = table.all_partitions().find(|entry| entry.id == partition)?;
+    let members: Vec<NodeId> = entry
+        .replicas
+        .iter()
+        .copied()
+        .filter(|node| *node != record.target)
+        .collect();
+    let machine = ReplicaMove::new(
+        partition,
+        entry.epoch,
+        // Index partitions' replicas are created with the table's key schema too
+        // (`Router::create_replicas_once`).
+        crate::metadata::key_schema_wire(&table.key_schema),
+        members,
+        record.source,
+        record.target,
+        record.source_dead,
+    );
+    Some(Driven {
+        table: table.name.clone(),
+        incarnation: table.incarnation(),
+        shard: entry.shard,
+        machine: if record.target_routed {
+            machine.resumed_after_target_recorded()
+        } else {
+            machine
+        },
+    })
+}
