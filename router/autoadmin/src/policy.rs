@@ -65,7 +65,10 @@ pub fn plan_re_replication(
             }
         }
     }
-    let under_way = groups.iter().filter(|group| group.moving_to.is_some()).count();
+    let under_way = groups
+        .iter()
+        .filter(|group| group.moving_to.is_some())
+        .count();
     let mut budget = moves_max.saturating_sub(under_way);
     let mut planned = Vec::new();
     for group in groups {
@@ -144,7 +147,11 @@ mod tests {
         // Nodes 1-4 host two replicas each; each new one goes to the least loaded outside the
         // group, lowest id first.
         assert_eq!(targets, vec![(1, 3), (2, 1), (3, 2), (4, 2)]);
-        assert!(planned.iter().all(|moving| moving.source == 5 && moving.source_dead));
+        assert!(
+            planned
+                .iter()
+                .all(|moving| moving.source == 5 && moving.source_dead)
+        );
     }
 
     #[test]
@@ -178,17 +185,17 @@ mod tests {
             let groups: Vec<GroupView> = picks
                 .iter()
                 .enumerate()
-                .filter_map(|(index, (a, b, c, moving))| {
+                .map(|(index, (a, b, c, moving))| {
                     let mut replicas: Vec<NodeId> =
                         [a, b, c].iter().map(|pick| (**pick % count) as NodeId + 1).collect();
                     replicas.sort_unstable();
                     replicas.dedup();
                     let outside = (1..=count as NodeId).find(|node| !replicas.contains(node));
-                    Some(GroupView {
+                    GroupView {
                         partition: index as u64,
                         moving_to: if *moving { outside } else { None },
                         replicas,
-                    })
+                    }
                 })
                 .collect();
             let is_up = |node: NodeId| views.iter().any(|view| view.id == node && view.up);

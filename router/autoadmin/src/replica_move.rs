@@ -61,7 +61,10 @@ pub enum MoveStep {
 pub enum MoveAction {
     /// Send `request` to `node` (the partition's shard there) and pass the answer to
     /// [`ReplicaMove::answered`], or call [`ReplicaMove::unanswered`] if none came.
-    Ask { node: NodeId, request: NodeRequest },
+    Ask {
+        node: NodeId,
+        request: NodeRequest,
+    },
     /// Ask each of `members` for its replica's status; call [`ReplicaMove::settled`] once every
     /// one reports an applied slot at or past `removal_commit`, else ask again after a pause.
     Settle {
@@ -161,10 +164,12 @@ impl ReplicaMove {
 
     /// Whether the target has caught up with the group: only then may it serve reads.
     pub fn target_caught_up(&self) -> bool {
-        !matches!(
-            self.step,
-            MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. }
-        ) && !(self.source_dead && self.step == MoveStep::Remove)
+        match self.step {
+            MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. } => false,
+            // A re-replication removes its source before the target even joins.
+            MoveStep::Remove => !self.source_dead,
+            _ => true,
+        }
     }
 
     /// The members a leader may be among: the group's replicas, the target once asked to join,
@@ -218,9 +223,7 @@ impl ReplicaMove {
                 self.membership_request(MembershipChangeWire::AddFullReplica(self.target))
             }
             MoveStep::RecordTarget => MoveAction::RecordTarget,
-            MoveStep::Remove => {
-                self.membership_request(MembershipChangeWire::Remove(self.source))
-            }
+            MoveStep::Remove => self.membership_request(MembershipChangeWire::Remove(self.source)),
             MoveStep::Settle { removal_commit } => MoveAction::Settle {
                 members: self.candidates(),
                 removal_commit,
@@ -452,16 +455,27 @@ mod tests {
         let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
         assert!(matches!(
             moving.action(),
-            MoveAction::Ask { node: 4, request: NodeRequest::JoinPartition { partition: 7, .. } }
+            MoveAction::Ask {
+                node: 4,
+                request: NodeRequest::JoinPartition { partition: 7, .. }
+            }
         ));
-        assert_eq!(moving.answered(4, NodeResponse::Created), Ok(Progress::Advanced));
+        assert_eq!(
+            moving.answered(4, NodeResponse::Created),
+            Ok(Progress::Advanced)
+        );
         // The first leader guess is a member other than the source.
         assert_eq!(asked(&moving.action()), 2);
         assert_eq!(
             moving.answered(2, answer(&[1, 2, 3, 4], 40, &[(1, 40), (3, 40), (4, 0)])),
             Ok(Progress::Advanced)
         );
-        assert_eq!(moving.step(), MoveStep::CatchUp { added_at_commit: 40 });
+        assert_eq!(
+            moving.step(),
+            MoveStep::CatchUp {
+                added_at_commit: 40
+            }
+        );
         assert!(!moving.target_caught_up());
         assert_eq!(
             moving.answered(2, answer(&[1, 2, 3, 4], 44, &[(4, 39)])),
@@ -500,9 +514,15 @@ mod tests {
         moving.recorded();
         assert!(matches!(
             moving.action(),
-            MoveAction::Ask { node: 1, request: NodeRequest::DeletePartition { partition: 7, .. } }
+            MoveAction::Ask {
+                node: 1,
+                request: NodeRequest::DeletePartition { partition: 7, .. }
+            }
         ));
-        assert_eq!(moving.answered(1, NodeResponse::Deleted), Ok(Progress::Advanced));
+        assert_eq!(
+            moving.answered(1, NodeResponse::Deleted),
+            Ok(Progress::Advanced)
+        );
         assert_eq!(moving.action(), MoveAction::Done);
     }
 
@@ -519,9 +539,15 @@ mod tests {
                 },
             }
         ));
-        assert_eq!(moving.answered(1, answer(&[1, 2], 9, &[])), Ok(Progress::Advanced));
+        assert_eq!(
+            moving.answered(1, answer(&[1, 2], 9, &[])),
+            Ok(Progress::Advanced)
+        );
         assert!(matches!(moving.action(), MoveAction::Ask { node: 5, .. }));
-        assert_eq!(moving.answered(5, NodeResponse::Created), Ok(Progress::Advanced));
+        assert_eq!(
+            moving.answered(5, NodeResponse::Created),
+            Ok(Progress::Advanced)
+        );
         assert_eq!(
             moving.answered(1, answer(&[1, 2, 5], 10, &[(2, 10)])),
             Ok(Progress::Advanced)
@@ -540,7 +566,11 @@ mod tests {
     fn a_lost_target_ends_a_re_replication_only_after_the_source_is_removed() {
         let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, true);
         moving.give_up_on_target();
-        assert_eq!(moving.step(), MoveStep::Remove, "the source must leave first");
+        assert_eq!(
+            moving.step(),
+            MoveStep::Remove,
+            "the source must leave first"
+        );
         moving.answered(1, answer(&[1, 2], 9, &[])).unwrap();
         moving.give_up_on_target();
         assert_eq!(moving.action(), MoveAction::RecordDone);
@@ -560,10 +590,16 @@ mod tests {
                 leader_hint: hint,
             })
         };
-        assert_eq!(moving.answered(2, not_leader(Some(3))), Ok(Progress::AskAgain));
+        assert_eq!(
+            moving.answered(2, not_leader(Some(3))),
+            Ok(Progress::AskAgain)
+        );
         assert_eq!(asked(&moving.action()), 3);
         // A hint naming a stranger is not followed: the next candidate is asked.
-        assert_eq!(moving.answered(3, not_leader(Some(99))), Ok(Progress::AskAgain));
+        assert_eq!(
+            moving.answered(3, not_leader(Some(99))),
+            Ok(Progress::AskAgain)
+        );
         assert_eq!(asked(&moving.action()), 4);
         moving.unanswered(4);
         assert_eq!(asked(&moving.action()), 1);
@@ -571,10 +607,7 @@ mod tests {
         moving.unanswered(3);
         assert_eq!(asked(&moving.action()), 1);
         assert_eq!(
-            moving.answered(
-                1,
-                NodeResponse::Error(NodeError::Busy { partition: 7 })
-            ),
+            moving.answered(1, NodeResponse::Error(NodeError::Busy { partition: 7 })),
             Ok(Progress::AskAgain)
         );
         assert_eq!(asked(&moving.action()), 1);
@@ -586,8 +619,19 @@ mod tests {
         moving.answered(4, NodeResponse::Created).unwrap();
         // An add answered with a membership lacking the target.
         let wrong = moving.answered(2, answer(&[1, 2, 3], 5, &[]));
-        assert!(matches!(wrong, Err(UnexpectedAnswer { step: MoveStep::Add, asked: 2, .. })));
-        assert_eq!(moving.step(), MoveStep::Add, "an unexpected answer changes nothing");
+        assert!(matches!(
+            wrong,
+            Err(UnexpectedAnswer {
+                step: MoveStep::Add,
+                asked: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            moving.step(),
+            MoveStep::Add,
+            "an unexpected answer changes nothing"
+        );
         // A join answered Deleted.
         let mut joining = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
         assert!(joining.answered(4, NodeResponse::Deleted).is_err());
@@ -595,8 +639,8 @@ mod tests {
 
     #[test]
     fn a_resumed_move_starts_again_at_the_removal_and_a_stuck_settle_leaves_the_source() {
-        let mut moving =
-            ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false).resumed_after_target_recorded();
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false)
+            .resumed_after_target_recorded();
         assert!(moving.target_caught_up());
         assert!(matches!(
             moving.action(),
@@ -612,6 +656,10 @@ mod tests {
         moving.leave_source_in_place();
         assert_eq!(moving.action(), MoveAction::RecordDone);
         moving.recorded();
-        assert_eq!(moving.action(), MoveAction::Done, "no deletion of a source left in place");
+        assert_eq!(
+            moving.action(),
+            MoveAction::Done,
+            "no deletion of a source left in place"
+        );
     }
 }

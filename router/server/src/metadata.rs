@@ -607,7 +607,10 @@ fn replica_moves_from(item: &Json) -> Result<BTreeMap<u64, ReplicaMoveRecord>, D
             source_dead: flag(map, "source_dead")?,
             target_routed: flag(map, "target_routed")?,
         };
-        if moves.insert(get_number(map, "partition")?, record).is_some() {
+        if moves
+            .insert(get_number(map, "partition")?, record)
+            .is_some()
+        {
             return Err(corrupt("two replica moves of one partition"));
         }
     }

@@ -96,7 +96,16 @@ pub struct DevOptions {
     /// --ttl-sweep-period-seconds`); short here, so that expiry can be watched.
     #[arg(long, default_value_t = DEV_TTL_SWEEP_PERIOD_SECONDS)]
     pub ttl_sweep_period_seconds: u64,
+    /// Passed to the router: seconds a node may answer nothing before its replicas are moved
+    /// to the other nodes (`shoal router --node-down-after`); short here, so that the cluster
+    /// can be watched healing (with `--nodes 4` or more: a replica needs a node to go to).
+    #[arg(long, default_value_t = DEV_NODE_DOWN_AFTER_SECONDS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_down_after: u64,
 }
+
+/// `shoal dev`'s threshold for a node down: longer than the supervisor takes to restart a
+/// node that died (so a crash is not taken for a loss), shorter than a production router's.
+pub const DEV_NODE_DOWN_AFTER_SECONDS: u64 = 15;
 
 /// `shoal dev`'s Time to Live sweep period: expired items go within seconds, where a
 /// production node (an hour by default) takes its time.
@@ -115,6 +124,7 @@ impl DevOptions {
             auth: false,
             tls: false,
             ttl_sweep_period_seconds: DEV_TTL_SWEEP_PERIOD_SECONDS,
+            node_down_after: DEV_NODE_DOWN_AFTER_SECONDS,
         }
     }
 }
@@ -448,7 +458,8 @@ fn router_command(
         .arg("router")
         .arg(format!("--http={}", layout.http))
         .arg(format!("--native={}", layout.native))
-        .arg(format!("--shards-per-node={}", options.shards_per_node));
+        .arg(format!("--shards-per-node={}", options.shards_per_node))
+        .arg(format!("--node-down-after={}", options.node_down_after));
     if !options.auth {
         command.arg("--auth=none");
     }

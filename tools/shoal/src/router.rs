@@ -31,7 +31,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Value as Json, json};
 use shoal_http::{Api, ApiError, Authentication, Caller, HttpConfig, HttpServer, Operation};
 use shoal_router::access::{AccessControl, KeyCache, KeyStore};
-use shoal_router::router::{REPAIR_INTERVAL, RepairReport};
+use shoal_router::router::{
+    AUTOADMIN_INTERVAL, AutoadminReport, NODE_DOWN_AFTER, REPAIR_INTERVAL, RepairReport,
+};
 use shoal_router::{DynamoError, NodeAddress, Router, RouterConfig, RouterOperation};
 
 /// How long the router keeps trying to reach the metadata nodes at start (they may be starting
@@ -48,7 +50,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca", "node_down_after"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -84,6 +86,10 @@ pub struct RouterOptions {
     pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub bus_tls: crate::bus_tls::BusTlsArgs,
+    /// Seconds a node may answer nothing before the autoadmin moves its replicas to other
+    /// nodes (re-replication). At least 1.
+    #[arg(long, default_value_t = NODE_DOWN_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_down_after: u64,
 }
 
 /// How the router authenticates requests.
@@ -132,6 +138,13 @@ pub struct RouterSettings {
     pub bus_tls_key: Option<std::path::PathBuf>,
     #[serde(default)]
     pub bus_tls_ca: Option<std::path::PathBuf>,
+    /// As `--node-down-after`, in seconds.
+    #[serde(default = "default_node_down_after")]
+    pub node_down_after_seconds: u64,
+}
+
+fn default_node_down_after() -> u64 {
+    NODE_DOWN_AFTER.as_secs()
 }
 
 fn default_auth() -> AuthMode {
@@ -176,6 +189,7 @@ impl RouterOptions {
             bus_tls_cert: self.bus_tls.bus_tls_cert.clone(),
             bus_tls_key: self.bus_tls.bus_tls_key.clone(),
             bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
+            node_down_after_seconds: self.node_down_after,
         })
     }
 }
@@ -372,6 +386,41 @@ fn spawn_repair_pass(router: Rc<Router>) {
     .detach();
 }
 
+/// Runs [`Router::autoadmin_pass`] every `AUTOADMIN_INTERVAL` for the life of the executor
+/// (shoal_router's router/autoadmin.rs): nodes probed, replicas of a node down for
+/// `--node-down-after` moved to the others. Its own task, so a pass driving moves never holds
+/// up the repair pass. A failed pass is logged and tried again at the next.
+fn spawn_autoadmin(router: Rc<Router>) {
+    glommio::spawn_local(async move {
+        // Logged when it changes, not at every pass while a node stays down.
+        let mut before = AutoadminReport::default();
+        loop {
+            glommio::timer::sleep(AUTOADMIN_INTERVAL).await;
+            match router.autoadmin_pass().await {
+                Ok(report) => {
+                    if report.nodes_down != before.nodes_down {
+                        tracing::warn!(nodes = ?report.nodes_down, "autoadmin: nodes down");
+                    }
+                    if report.moves_started > 0
+                        || report.moves_finished > 0
+                        || report.moves_unfinished != before.moves_unfinished
+                    {
+                        tracing::info!(
+                            started = report.moves_started,
+                            finished = report.moves_finished,
+                            under_way = report.moves_unfinished,
+                            "autoadmin: replica moves"
+                        );
+                    }
+                    before = report;
+                }
+                Err(error) => tracing::warn!(%error.message, "the autoadmin pass failed"),
+            }
+        }
+    })
+    .detach();
+}
+
 /// `--native`, or the HTTP port + 1 on the HTTP address: the native protocol authenticates
 /// its connections with the same keys as the HTTP API (net/protocol/FORMAT.md,
 /// "Authentication"), so it may listen where the API does.
@@ -405,6 +454,7 @@ async fn serve(
     config.region = options.region.clone();
     config.account = options.account.clone();
     config.bus_tls = bus_tls.clone();
+    config.node_down_after = Duration::from_secs(options.node_down_after_seconds.max(1));
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.
@@ -426,6 +476,7 @@ async fn serve(
         }
     }
     spawn_repair_pass(router.clone());
+    spawn_autoadmin(router.clone());
     let propagating = router.clone();
     glommio::spawn_local(async move { propagating.run_index_propagation().await }).detach();
     let endpoint = options.http.to_string();

@@ -1559,3 +1559,164 @@ fn a_coordinator_killed_between_the_phases_of_a_transaction_leaves_it_whole() {
         assert_eq!(total, 200);
     });
 }
+
+/// Issue 19, re-replication: five nodes, a table of four partitions (three replicas each),
+/// writes acknowledged; one node is killed for good. The router's autoadmin (its threshold
+/// shortened to one second) finds it down and moves each of its replicas to another node: the
+/// replica is removed from its group, a new one joins elsewhere and catches up. Writes go on
+/// between the passes. At the end every partition lists three replicas on live nodes, each
+/// hosted there and caught up with its leader, and every acknowledged write is read back.
+/// Then the killed node returns: the replicas it kept are no member of anything, and the
+/// orphan scan deletes them.
+#[test]
+fn a_node_killed_for_good_has_its_replicas_rebuilt_on_the_others() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = std::cell::RefCell::new(Cluster::start_some(5, 5));
+    let nodes = cluster.borrow().nodes.clone();
+    // Node 5: not one of the metadata group's (the three lowest ids), which does not move yet.
+    let lost = nodes[4];
+    on_router_core(async {
+        let mut config = repairing_config(&nodes, 19);
+        config.node_down_after = Duration::from_secs(1);
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let before = router.table_partitions("people").await.unwrap();
+        let moved: Vec<u64> = before
+            .iter()
+            .filter(|partition| partition.replicas.contains(&lost.id))
+            .map(|partition| partition.id)
+            .collect();
+        assert!(!moved.is_empty(), "node 5 hosts no replica: {before:?}");
+        let report = router.autoadmin_pass().await.unwrap();
+        assert_eq!(report, Default::default(), "a whole cluster needs nothing");
+        for index in 0..50 {
+            put_until_acknowledged(&router, index).await;
+        }
+
+        cluster.borrow_mut().kill_node(4);
+        let killed = Instant::now();
+        let mut written = 50;
+        let mut started = 0;
+        let mut finished = 0;
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            started += report.moves_started;
+            finished += report.moves_finished;
+            for _ in 0..10 {
+                put_until_acknowledged(&router, written).await;
+                written += 1;
+            }
+            let partitions = router.table_partitions("people").await.unwrap();
+            let whole = partitions.iter().all(|partition| {
+                partition.replicas.len() == 3 && !partition.replicas.contains(&lost.id)
+            });
+            if whole && report.moves_unfinished == 0 && !report.nodes_down.is_empty() {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(120),
+                "not healed after two minutes: {report:?}, partitions {partitions:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!(
+            "{} replicas rebuilt {:?} after the kill ({started} moves started, {finished} finished)",
+            moved.len(),
+            killed.elapsed()
+        );
+        assert_eq!(
+            started,
+            moved.len(),
+            "one move per replica of the lost node"
+        );
+        assert_eq!(finished, moved.len());
+
+        // Each listed replica is hosted on its node and catches up with the partition's leader.
+        let partitions = router.table_partitions("people").await.unwrap();
+        let live: Vec<NodeAddress> = nodes
+            .iter()
+            .copied()
+            .filter(|node| node.id != lost.id)
+            .collect();
+        let caught_up = || {
+            let hosted: BTreeMap<u64, Vec<shoal_wire::messages::ReplicaStatus>> = live
+                .iter()
+                .map(|node| (node.id, replicas_on(node)))
+                .collect();
+            partitions.iter().all(|partition| {
+                let statuses: Vec<&shoal_wire::messages::ReplicaStatus> = partition
+                    .replicas
+                    .iter()
+                    .filter_map(|node| {
+                        hosted[node]
+                            .iter()
+                            .find(|replica| replica.partition == partition.id)
+                    })
+                    .collect();
+                let commit = statuses
+                    .iter()
+                    .map(|status| status.commit_slot)
+                    .max()
+                    .unwrap_or(0);
+                statuses.len() == 3 && statuses.iter().all(|status| status.applied_slot >= commit)
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !caught_up() {
+            assert!(
+                Instant::now() < deadline,
+                "the rebuilt replicas did not catch up"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        for index in 0..written {
+            let got = router
+                .get_item(json!({
+                    "TableName": "people",
+                    "Key": {"pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(
+                got["Item"]["n"]["N"],
+                index.to_string(),
+                "acknowledged item {index} was lost"
+            );
+        }
+
+        // Node 5 returns with its old replicas, members of nothing: the orphan scan removes
+        // them (after its grace), and the autoadmin sees the node up.
+        cluster.borrow_mut().start_node(4);
+        let on_lost = || -> Vec<u64> {
+            replicas_on(&lost)
+                .iter()
+                .map(|replica| replica.partition)
+                .filter(|partition| moved.contains(partition))
+                .collect()
+        };
+        assert!(!on_lost().is_empty(), "node 5 recovered its replicas");
+        let returned = Instant::now();
+        loop {
+            router.repair_pass().await.unwrap();
+            if on_lost().is_empty() {
+                break;
+            }
+            assert!(
+                returned.elapsed() < Duration::from_secs(60),
+                "node 5 keeps {:?}",
+                on_lost()
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        let report = router.autoadmin_pass().await.unwrap();
+        assert!(report.nodes_down.is_empty(), "{report:?}");
+        assert_eq!(report.moves_started, 0);
+    });
+}

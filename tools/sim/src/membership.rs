@@ -331,7 +331,10 @@ impl Simulation {
     /// `MoveAction::Settle`: whether every remaining member holds the removal durably; a member
     /// stopped for good never will, and the source's replica is left in place.
     fn settle_removal(&mut self, members: &[u64], removal_commit: u64) {
-        if members.iter().any(|member| self.nodes[&NodeId(*member)].stopped) {
+        if members
+            .iter()
+            .any(|member| self.nodes[&NodeId(*member)].stopped)
+        {
             self.fault("move: removed replica left in place");
             if let Some(current) = self.moves.current.as_mut() {
                 current.machine.leave_source_in_place();

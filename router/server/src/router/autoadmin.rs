@@ -113,7 +113,9 @@ impl Router {
         self.autoadmin.records_scan_last.set(Some(Instant::now()));
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let tables = if down.is_empty() {
-            self.metadata.tables_needing_repair(&self.forwarder, deadline).await
+            self.metadata
+                .tables_needing_repair(&self.forwarder, deadline)
+                .await
         } else {
             self.metadata.all_tables(&self.forwarder, deadline).await
         }
@@ -346,7 +348,12 @@ impl Router {
                             }
                         },
                         Err(failure) => {
-                            tracing::debug!(partition, node, ?failure, "autoadmin: a move's step got no answer");
+                            tracing::debug!(
+                                partition,
+                                node,
+                                ?failure,
+                                "autoadmin: a move's step got no answer"
+                            );
                             moving.machine.unanswered(node);
                             Progress::AskAgain
                         }
