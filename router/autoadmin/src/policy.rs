@@ -1,8 +1,9 @@
 //! Which replicas the autoadmin moves, and where: pure functions of what it sees.
 //!
 //! Re-replication ([`plan_re_replication`]), its invariants checked by the property test below:
-//! 1. A move's source is a replica on a node that is down, and its target is a node that is
-//!    up and holds no replica of the partition.
+//! 1. A move's source is a dead replica: on a node that is down, or lost by its node (not
+//!    hosted, or kept out of service as corrupt); its target is a node that is up and holds no
+//!    replica of the partition.
 //! 2. A partition gets at most one move at a time, and none while one is under way.
 //! 3. A partition whose replicas are mostly down gets none: its group cannot commit the
 //!    membership change (it needs a majority), and moving would only add a member to wait for.
@@ -34,6 +35,9 @@ pub struct GroupView {
     pub replicas: Vec<NodeId>,
     /// The target of a move under way, if any.
     pub moving_to: Option<NodeId>,
+    /// Listed replicas on up nodes that their node does not host (it lost them, or keeps
+    /// them out of service after finding them corrupt): as good as on a down node.
+    pub lost: Vec<NodeId>,
 }
 
 /// A move [`plan_re_replication`] decided.
@@ -53,6 +57,7 @@ pub fn plan_re_replication(
     moves_max: usize,
 ) -> Vec<PlannedMove> {
     let up = |node: NodeId| nodes.iter().any(|view| view.id == node && view.up);
+    let alive = |group: &GroupView, node: NodeId| up(node) && !group.lost.contains(&node);
     let mut hosted: BTreeMap<NodeId, usize> = nodes
         .iter()
         .filter(|view| view.up)
@@ -78,10 +83,19 @@ pub fn plan_re_replication(
         if group.moving_to.is_some() {
             continue;
         }
-        let Some(source) = group.replicas.iter().copied().find(|node| !up(*node)) else {
+        let Some(source) = group
+            .replicas
+            .iter()
+            .copied()
+            .find(|node| !alive(group, *node))
+        else {
             continue;
         };
-        let up_replicas = group.replicas.iter().filter(|node| up(**node)).count();
+        let up_replicas = group
+            .replicas
+            .iter()
+            .filter(|node| alive(group, **node))
+            .count();
         if up_replicas <= group.replicas.len() / 2 {
             continue;
         }
@@ -127,6 +141,7 @@ mod tests {
             partition,
             replicas: replicas.to_vec(),
             moving_to: None,
+            lost: Vec::new(),
         }
     }
 
@@ -165,6 +180,24 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_its_node_lost_is_moved_though_the_node_is_up() {
+        let mut lost = group(1, &[1, 2, 3]);
+        lost.lost = vec![2];
+        let mut too_many = group(2, &[1, 2, 3]);
+        too_many.lost = vec![1, 3];
+        let planned = plan_re_replication(&nodes(&[true, true, true, true]), &[lost, too_many], 8);
+        assert_eq!(
+            planned,
+            vec![PlannedMove {
+                partition: 1,
+                source: 2,
+                target: 4,
+                source_dead: true
+            }]
+        );
+    }
+
+    #[test]
     fn moves_under_way_count_against_the_budget() {
         let mut under_way = group(9, &[1, 2, 3]);
         under_way.moving_to = Some(4);
@@ -177,7 +210,7 @@ mod tests {
         #[test]
         fn planned_moves_keep_the_invariants(
             up in proptest::collection::vec(any::<bool>(), 1..8),
-            picks in proptest::collection::vec((0usize..8, 0usize..8, 0usize..8, any::<bool>()), 0..40),
+            picks in proptest::collection::vec((0usize..8, 0usize..8, 0usize..8, any::<bool>(), 0usize..9), 0..40),
             moves_max in 0usize..10,
         ) {
             let views = nodes(&up);
@@ -185,7 +218,7 @@ mod tests {
             let groups: Vec<GroupView> = picks
                 .iter()
                 .enumerate()
-                .map(|(index, (a, b, c, moving))| {
+                .map(|(index, (a, b, c, moving, lost))| {
                     let mut replicas: Vec<NodeId> =
                         [a, b, c].iter().map(|pick| (**pick % count) as NodeId + 1).collect();
                     replicas.sort_unstable();
@@ -194,11 +227,13 @@ mod tests {
                     GroupView {
                         partition: index as u64,
                         moving_to: if *moving { outside } else { None },
+                        lost: replicas.iter().copied().filter(|node| *node == *lost as NodeId).collect(),
                         replicas,
                     }
                 })
                 .collect();
             let is_up = |node: NodeId| views.iter().any(|view| view.id == node && view.up);
+            let alive = |group: &GroupView, node: NodeId| is_up(node) && !group.lost.contains(&node);
             let planned = plan_re_replication(&views, &groups, moves_max);
             let under_way = groups.iter().filter(|group| group.moving_to.is_some()).count();
             prop_assert!(planned.len() + under_way <= moves_max.max(under_way));
@@ -207,9 +242,9 @@ mod tests {
                 let group = &groups[moving.partition as usize];
                 prop_assert!(seen.insert(moving.partition), "one move per partition");
                 prop_assert!(group.moving_to.is_none());
-                prop_assert!(group.replicas.contains(&moving.source) && !is_up(moving.source));
+                prop_assert!(group.replicas.contains(&moving.source) && !alive(group, moving.source));
                 prop_assert!(is_up(moving.target) && !group.replicas.contains(&moving.target));
-                let up_replicas = group.replicas.iter().filter(|node| is_up(**node)).count();
+                let up_replicas = group.replicas.iter().filter(|node| alive(group, **node)).count();
                 prop_assert!(up_replicas * 2 > group.replicas.len());
             }
         }

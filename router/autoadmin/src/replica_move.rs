@@ -87,6 +87,11 @@ pub enum Progress {
     Advanced,
     /// Refused for now, or the target has not caught up yet: ask again after a pause.
     AskAgain,
+    /// The target refuses to join: it keeps a replica of the partition out of service (found
+    /// corrupt at recovery, its files kept for inspection), so asking again never helps. A
+    /// re-replication move then ends without it ([`ReplicaMove::give_up_on_target`]); a
+    /// planned move waits for its driver to choose.
+    TargetRefused,
 }
 
 /// An answer no correct node gives to the step it was asked in. Simulators count it a
@@ -253,6 +258,9 @@ impl ReplicaMove {
         };
         match (self.step, response) {
             (MoveStep::Join, NodeResponse::Created) => Ok(self.advance(MoveStep::Add)),
+            (MoveStep::Join, NodeResponse::Error(NodeError::NotApplied { .. })) => {
+                Ok(Progress::TargetRefused)
+            }
             (MoveStep::Delete, NodeResponse::Deleted) => Ok(self.advance(MoveStep::Done)),
             (
                 step @ (MoveStep::Add | MoveStep::CatchUp { .. } | MoveStep::Remove),
@@ -578,6 +586,18 @@ mod tests {
         let mut planned = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, false);
         planned.give_up_on_target();
         assert_eq!(planned.step(), MoveStep::Join);
+    }
+
+    #[test]
+    fn a_target_that_keeps_the_partition_out_of_service_refuses_to_join() {
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, true);
+        moving.answered(1, answer(&[1, 2], 9, &[])).unwrap();
+        let refused = NodeResponse::Error(NodeError::NotApplied {
+            message: "out of service".to_string(),
+        });
+        assert_eq!(moving.answered(5, refused), Ok(Progress::TargetRefused));
+        moving.give_up_on_target();
+        assert_eq!(moving.action(), MoveAction::RecordDone);
     }
 
     #[test]

@@ -1560,23 +1560,84 @@ fn a_coordinator_killed_between_the_phases_of_a_transaction_leaves_it_whole() {
     });
 }
 
+/// Waits until every partition of "people" lists three replicas, none on `gone`, each hosted
+/// by its node and applied up to the highest commit any of them reports; then reads back items
+/// `0..written`, strongly.
+async fn wait_until_whole(router: &Router, nodes: &[NodeAddress], gone: u64, written: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partitions = router.table_partitions("people").await.unwrap();
+        let hosted: BTreeMap<u64, Vec<shoal_wire::messages::ReplicaStatus>> = nodes
+            .iter()
+            .filter(|node| node.id != gone)
+            .map(|node| (node.id, replicas_on(node)))
+            .collect();
+        let whole = partitions.iter().all(|partition| {
+            let statuses: Vec<&shoal_wire::messages::ReplicaStatus> = partition
+                .replicas
+                .iter()
+                .filter_map(|node| hosted.get(node))
+                .filter_map(|on_node| {
+                    on_node
+                        .iter()
+                        .find(|replica| replica.partition == partition.id)
+                })
+                .collect();
+            let commit = statuses
+                .iter()
+                .map(|status| status.commit_slot)
+                .max()
+                .unwrap_or(0);
+            partition.replicas.len() == 3
+                && statuses.len() == 3
+                && statuses.iter().all(|status| status.applied_slot >= commit)
+        });
+        if whole {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not whole within a minute: {partitions:?}"
+        );
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+    for index in 0..written {
+        let got = router
+            .get_item(json!({
+                "TableName": "people",
+                "Key": {"pk": {"S": key(index)}},
+                "ConsistentRead": true,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            got["Item"]["n"]["N"],
+            index.to_string(),
+            "acknowledged item {index} was lost"
+        );
+    }
+}
+
 /// Issue 19, re-replication: five nodes, a table of four partitions (three replicas each),
 /// writes acknowledged; one node is killed for good. The router's autoadmin (its threshold
 /// shortened to one second) finds it down and moves each of its replicas to another node: the
 /// replica is removed from its group, a new one joins elsewhere and catches up. Writes go on
 /// between the passes. At the end every partition lists three replicas on live nodes, each
-/// hosted there and caught up with its leader, and every acknowledged write is read back.
-/// Then the killed node returns: the replicas it kept are no member of anything, and the
-/// orphan scan deletes them.
+/// hosted there and caught up, and every acknowledged write is read back. Then the killed node
+/// returns: the replicas it kept are members of nothing, and the orphan scan deletes them.
+/// Last, another node's disk is replaced (killed, its data directory removed, started empty):
+/// it answers, but without the replicas the table lists on it, so after the orphan grace they
+/// are lost, and rebuilt elsewhere the same way.
 #[test]
-fn a_node_killed_for_good_has_its_replicas_rebuilt_on_the_others() {
+fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
     let _turn = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let cluster = std::cell::RefCell::new(Cluster::start_some(5, 5));
     let nodes = cluster.borrow().nodes.clone();
-    // Node 5: not one of the metadata group's (the three lowest ids), which does not move yet.
+    // Nodes 5 and 4: not the metadata group's (the three lowest ids), which does not move yet.
     let lost = nodes[4];
+    let emptied = nodes[3];
     on_router_core(async {
         let mut config = repairing_config(&nodes, 19);
         config.node_down_after = Duration::from_secs(1);
@@ -1613,10 +1674,10 @@ fn a_node_killed_for_good_has_its_replicas_rebuilt_on_the_others() {
                 written += 1;
             }
             let partitions = router.table_partitions("people").await.unwrap();
-            let whole = partitions.iter().all(|partition| {
-                partition.replicas.len() == 3 && !partition.replicas.contains(&lost.id)
-            });
-            if whole && report.moves_unfinished == 0 && !report.nodes_down.is_empty() {
+            let listed_on_lost = partitions
+                .iter()
+                .any(|partition| partition.replicas.contains(&lost.id));
+            if !listed_on_lost && report.moves_unfinished == 0 && !report.nodes_down.is_empty() {
                 break;
             }
             assert!(
@@ -1636,87 +1697,82 @@ fn a_node_killed_for_good_has_its_replicas_rebuilt_on_the_others() {
             "one move per replica of the lost node"
         );
         assert_eq!(finished, moved.len());
-
-        // Each listed replica is hosted on its node and catches up with the partition's leader.
-        let partitions = router.table_partitions("people").await.unwrap();
-        let live: Vec<NodeAddress> = nodes
-            .iter()
-            .copied()
-            .filter(|node| node.id != lost.id)
-            .collect();
-        let caught_up = || {
-            let hosted: BTreeMap<u64, Vec<shoal_wire::messages::ReplicaStatus>> = live
-                .iter()
-                .map(|node| (node.id, replicas_on(node)))
-                .collect();
-            partitions.iter().all(|partition| {
-                let statuses: Vec<&shoal_wire::messages::ReplicaStatus> = partition
-                    .replicas
-                    .iter()
-                    .filter_map(|node| {
-                        hosted[node]
-                            .iter()
-                            .find(|replica| replica.partition == partition.id)
-                    })
-                    .collect();
-                let commit = statuses
-                    .iter()
-                    .map(|status| status.commit_slot)
-                    .max()
-                    .unwrap_or(0);
-                statuses.len() == 3 && statuses.iter().all(|status| status.applied_slot >= commit)
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !caught_up() {
-            assert!(
-                Instant::now() < deadline,
-                "the rebuilt replicas did not catch up"
-            );
-            glommio::timer::sleep(Duration::from_millis(100)).await;
-        }
-        for index in 0..written {
-            let got = router
-                .get_item(json!({
-                    "TableName": "people",
-                    "Key": {"pk": {"S": key(index)}},
-                    "ConsistentRead": true,
-                }))
-                .await
-                .unwrap();
-            assert_eq!(
-                got["Item"]["n"]["N"],
-                index.to_string(),
-                "acknowledged item {index} was lost"
-            );
-        }
+        wait_until_whole(&router, &nodes, lost.id, written).await;
 
         // Node 5 returns with its old replicas, members of nothing: the orphan scan removes
         // them (after its grace), and the autoadmin sees the node up.
         cluster.borrow_mut().start_node(4);
-        let on_lost = || -> Vec<u64> {
-            replicas_on(&lost)
+        let on_node = |node: &NodeAddress, partitions: &[u64]| -> Vec<u64> {
+            replicas_on(node)
                 .iter()
                 .map(|replica| replica.partition)
-                .filter(|partition| moved.contains(partition))
+                .filter(|partition| partitions.contains(partition))
                 .collect()
         };
-        assert!(!on_lost().is_empty(), "node 5 recovered its replicas");
+        assert!(
+            !on_node(&lost, &moved).is_empty(),
+            "node 5 recovered its replicas"
+        );
         let returned = Instant::now();
         loop {
             router.repair_pass().await.unwrap();
-            if on_lost().is_empty() {
+            if on_node(&lost, &moved).is_empty() {
                 break;
             }
             assert!(
                 returned.elapsed() < Duration::from_secs(60),
                 "node 5 keeps {:?}",
-                on_lost()
+                on_node(&lost, &moved)
             );
             glommio::timer::sleep(Duration::from_millis(200)).await;
         }
         let report = router.autoadmin_pass().await.unwrap();
         assert!(report.nodes_down.is_empty(), "{report:?}");
         assert_eq!(report.moves_started, 0);
+
+        // Node 4's disk is replaced: it comes back empty, under the same id.
+        let partitions = router.table_partitions("people").await.unwrap();
+        let on_emptied: Vec<u64> = partitions
+            .iter()
+            .filter(|partition| partition.replicas.contains(&emptied.id))
+            .map(|partition| partition.id)
+            .collect();
+        assert!(
+            !on_emptied.is_empty(),
+            "node 4 hosts no replica: {partitions:?}"
+        );
+        cluster.borrow_mut().kill_node(3);
+        let data = cluster
+            .borrow()
+            .directory
+            .path()
+            .join(format!("node-{}", emptied.id));
+        std::fs::remove_dir_all(&data).unwrap();
+        cluster.borrow_mut().start_node(3);
+        assert!(on_node(&emptied, &on_emptied).is_empty());
+        let replaced = Instant::now();
+        let mut started = 0;
+        loop {
+            router.repair_pass().await.unwrap();
+            let report = router.autoadmin_pass().await.unwrap();
+            started += report.moves_started;
+            put_until_acknowledged(&router, written).await;
+            written += 1;
+            let partitions = router.table_partitions("people").await.unwrap();
+            if report.moves_unfinished == 0
+                && partitions
+                    .iter()
+                    .all(|partition| !partition.replicas.contains(&emptied.id))
+            {
+                break;
+            }
+            assert!(
+                replaced.elapsed() < Duration::from_secs(60),
+                "node 4's lost replicas not rebuilt: {report:?}, {partitions:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(started, on_emptied.len(), "one move per lost replica");
+        wait_until_whole(&router, &nodes, 0, written).await;
     });
 }

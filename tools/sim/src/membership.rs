@@ -294,6 +294,15 @@ impl Simulation {
                 self.send_move_request();
             }
             Ok(Progress::AskAgain) => self.retry_move(),
+            Ok(Progress::TargetRefused) => {
+                // As a router does: a re-replication ends without the target (it is then a
+                // listed replica the group does not have, which the next move replaces).
+                if let Some(current) = self.moves.current.as_mut() {
+                    current.machine.give_up_on_target();
+                }
+                self.fault("move: target refused to join");
+                self.retry_move();
+            }
             Err(unexpected) => self.violation(format!(
                 "move of group {group}: {:?} was answered {:?} by {}",
                 unexpected.step, unexpected.response, unexpected.asked

@@ -1,7 +1,9 @@
 //! The autoadmin in a router ([`Router::autoadmin_pass`], which `shoal router` runs every
 //! [`AUTOADMIN_INTERVAL`]): re-replication. A node that has not answered for
-//! [`RouterConfig::node_down_after`] is down; every partition with a replica there, and a
-//! majority of its replicas up, gets that replica moved to the up node hosting the fewest
+//! [`RouterConfig::node_down_after`] is down, and a replica its answering node has not hosted
+//! for the orphan grace (lost with a replaced disk, or kept out of service as corrupt, its
+//! files left for inspection; found by the orphan scan, repair.rs) is lost. Every partition
+//! with a replica down or lost, and a majority of its replicas alive, gets that replica moved to the up node hosting the fewest
 //! replicas (shoal_autoadmin::policy), by the shared step machine
 //! (shoal_autoadmin::replica_move) driven over the bus.
 //!
@@ -11,9 +13,10 @@
 //! idempotent. Several routers may drive one move at once: the steps are idempotent, only one
 //! records each change, and a driver that finds the record changed under it stops.
 //!
-//! A move whose target goes down before it ends is ended as it stands: the target is listed
-//! among the partition's replicas (a member, or a node the group will answer "not a member"
-//! for), and since it is down the next pass moves it in turn. Its replica, if it made one, is
+//! A move whose target goes down before it ends (or refuses to join, keeping the partition out
+//! of service) is ended as it stands: the target is listed among the partition's replicas (a
+//! member, or a node the group will answer "not a member" for), and since it is down (or does
+//! not host the replica) a later pass moves it in turn. Its replica, if it made one, is
 //! deleted by the orphan scan when the node returns.
 //!
 //! Left for later (issue 19): moves of live replicas for balance and decommission, log
@@ -50,6 +53,9 @@ pub(super) struct AutoadminMemory {
     /// Each node that did not answer its last probe, and when it first failed to since it last
     /// answered (or since this router started).
     silent_since: RefCell<BTreeMap<NodeId, Instant>>,
+    /// Replicas (partition, node) their up node has not hosted for the orphan grace, as the
+    /// last orphan scan found them (repair.rs): rebuilt elsewhere like a down node's.
+    lost_replicas: RefCell<BTreeSet<(u64, NodeId)>>,
     /// The last pass left moves unfinished: the next reads them again.
     moves_left: Cell<bool>,
     records_scan_last: Cell<Option<Instant>>,
@@ -101,7 +107,9 @@ impl Router {
             nodes_down: down.iter().copied().collect(),
             ..AutoadminReport::default()
         };
-        let records_due = self.autoadmin.moves_left.get()
+        let lost = self.autoadmin.lost_replicas.borrow().clone();
+        let records_due = !lost.is_empty()
+            || self.autoadmin.moves_left.get()
             || self
                 .autoadmin
                 .records_scan_last
@@ -112,7 +120,7 @@ impl Router {
         }
         self.autoadmin.records_scan_last.set(Some(Instant::now()));
         let deadline = Instant::now() + CONTROL_DEADLINE;
-        let tables = if down.is_empty() {
+        let tables = if down.is_empty() && lost.is_empty() {
             self.metadata
                 .tables_needing_repair(&self.forwarder, deadline)
                 .await
@@ -132,7 +140,7 @@ impl Router {
                 }
             }
         }
-        if !down.is_empty() {
+        if !down.is_empty() || !lost.is_empty() {
             let groups: Vec<GroupView> = active
                 .iter()
                 .flat_map(|table| {
@@ -143,6 +151,12 @@ impl Router {
                             .replica_moves
                             .get(&partition.id)
                             .map(|record| record.target),
+                        lost: partition
+                            .replicas
+                            .iter()
+                            .copied()
+                            .filter(|node| lost.contains(&(partition.id, *node)))
+                            .collect(),
                     })
                 })
                 .collect();
@@ -196,6 +210,15 @@ impl Router {
         }
         self.autoadmin.moves_left.set(report.moves_unfinished > 0);
         Ok(report)
+    }
+
+    /// What the orphan scan found lost (repair.rs): replaces the last scan's finding.
+    pub(super) fn note_lost_replicas(&self, lost: impl Iterator<Item = (u64, NodeId)>) {
+        let lost: BTreeSet<(u64, NodeId)> = lost.collect();
+        if !lost.is_empty() {
+            tracing::warn!(?lost, "autoadmin: replicas their nodes no longer host");
+        }
+        *self.autoadmin.lost_replicas.borrow_mut() = lost;
     }
 
     /// Asks every node's shard 0 for its status and returns which nodes are up: those that
@@ -428,8 +451,16 @@ impl Router {
                     }
                 }
             };
-            if progress == Progress::AskAgain {
-                glommio::timer::sleep(MOVE_RETRY_INTERVAL).await;
+            match progress {
+                Progress::Advanced => {}
+                Progress::AskAgain => glommio::timer::sleep(MOVE_RETRY_INTERVAL).await,
+                Progress::TargetRefused => {
+                    tracing::warn!(table = %moving.table, partition, target, "autoadmin: the target keeps this partition out of service; the move ends without it");
+                    moving.machine.give_up_on_target();
+                    if !moving.machine.source_dead {
+                        glommio::timer::sleep(MOVE_RETRY_INTERVAL).await;
+                    }
+                }
             }
         }
     }

@@ -39,6 +39,8 @@ struct StepSeen {
 pub(super) struct RepairMemory {
     unfinished: RefCell<HashMap<String, StepSeen>>,
     orphans: RefCell<BTreeMap<HostedReplica, Instant>>,
+    /// Listed replicas their answering node does not host, and since when (autoadmin.rs).
+    missing: RefCell<BTreeMap<HostedReplica, Instant>>,
     orphan_scan_last: Cell<Option<Instant>>,
     transaction_recovery_last: Cell<Option<Instant>>,
     /// Partitions (table, a hash they own) where requests met a transaction's lock lately, and
@@ -101,6 +103,50 @@ fn orphan_replicas(
                 && !listed.contains(&(replica.partition, replica.node))
         })
         .copied()
+        .collect()
+}
+
+/// The replicas that ACTIVE tables list (not pending creation, metadata invariant 4) on a
+/// node whose shard answered `reports` without them: lost with the node's data, or kept out of
+/// service because they were found corrupt at recovery. A table being created or deleted is
+/// left out: its replicas are on their way in or out.
+fn missing_replicas(reports: &[ShardReport], tables: &[TableRecord]) -> BTreeSet<HostedReplica> {
+    let answered: BTreeSet<(NodeId, u16)> = reports
+        .iter()
+        .filter(|report| report.replicas.is_some())
+        .map(|report| (report.node, report.shard))
+        .collect();
+    let hosted: BTreeSet<(u64, NodeId)> = reports
+        .iter()
+        .flat_map(|report| {
+            report
+                .replicas
+                .iter()
+                .flatten()
+                .map(move |replica| (replica.partition, report.node))
+        })
+        .collect();
+    tables
+        .iter()
+        .filter(|table| table.status == TableStatus::Active)
+        .flat_map(|table| {
+            table.all_partitions().flat_map(move |partition| {
+                partition
+                    .replicas
+                    .iter()
+                    .filter(move |node| !table.pending_replicas.contains(&(partition.id, **node)))
+                    .map(move |node| HostedReplica {
+                        node: *node,
+                        shard: partition.shard,
+                        partition: partition.id,
+                        epoch: partition.epoch,
+                    })
+            })
+        })
+        .filter(|replica| {
+            answered.contains(&(replica.node, replica.shard))
+                && !hosted.contains(&(replica.partition, replica.node))
+        })
         .collect()
 }
 
@@ -409,19 +455,20 @@ impl Router {
     /// hosts, then reads the partition counter and every table item (strongly, after the
     /// answers: metadata invariant 5), and deletes the replicas of no table that the previous
     /// scans found so for [`RouterConfig::orphan_replica_grace`] already. A shard that does
-    /// not answer is skipped until it does. Returns how many replicas were deleted.
+    /// not answer is skipped until it does. Returns how many replicas were deleted. It also
+    /// hands the autoadmin the listed replicas that answering nodes have not hosted for that
+    /// grace (lost), to rebuild elsewhere.
     pub async fn collect_orphan_replicas(&self) -> Result<usize, DynamoError> {
         let cluster = self.cluster().await?;
-        let hosted: Vec<HostedReplica> = self
-            .shard_reports(&cluster)
-            .await
-            .into_iter()
+        let reports = self.shard_reports(&cluster).await;
+        let hosted: Vec<HostedReplica> = reports
+            .iter()
             .flat_map(|report| {
                 let (node, shard) = (report.node, report.shard);
                 report
                     .replicas
-                    .unwrap_or_default()
-                    .into_iter()
+                    .iter()
+                    .flatten()
                     .map(move |replica| HostedReplica {
                         node,
                         shard,
@@ -441,6 +488,15 @@ impl Router {
             .all_tables(&self.forwarder, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
+        // Listed replicas their node does not host, for the autoadmin once missing for the same
+        // grace as orphans (a node recovering its replicas answers only once it has them).
+        let lost = orphans_due(
+            &mut self.repair.missing.borrow_mut(),
+            &missing_replicas(&reports, &tables),
+            Instant::now(),
+            self.config.orphan_replica_grace,
+        );
+        self.note_lost_replicas(lost.iter().map(|replica| (replica.partition, replica.node)));
         let orphans = orphan_replicas(&hosted, &tables, next_partition);
         let due = orphans_due(
             &mut self.repair.orphans.borrow_mut(),
@@ -623,6 +679,39 @@ mod tests {
         assert!(
             orphan_replicas(&on_nodes, &tables, crate::metadata::FIRST_DATA_PARTITION).is_empty()
         );
+    }
+
+    #[test]
+    fn listed_replicas_an_answering_shard_does_not_host_are_missing() {
+        let status = |partition| shoal_wire::messages::ReplicaStatus {
+            partition,
+            epoch: 1,
+            role: shoal_wire::messages::ReplicaRole::Follower,
+            leader_hint: None,
+            commit_slot: 0,
+            applied_slot: 0,
+            item_count: 0,
+            item_bytes: 0,
+            local_indexes: Vec::new(),
+        };
+        let report = |node, replicas: Option<Vec<u64>>| ShardReport {
+            node,
+            shard: 0,
+            replicas: replicas.map(|ids| ids.into_iter().map(status).collect()),
+        };
+        let mut live = table("live", &[1, 2]);
+        live.pending_replicas.insert((2, 2));
+        let mut creating = table("new", &[7]);
+        creating.status = TableStatus::Creating;
+        let reports = [
+            report(1, Some(vec![1, 2])),
+            // Node 2 lost partition 1; partition 2 is pending there (not created yet).
+            report(2, Some(vec![])),
+            // Node 3 did not answer: nothing is known of it.
+            report(3, None),
+        ];
+        let missing = missing_replicas(&reports, &[live, creating]);
+        assert_eq!(missing, BTreeSet::from([hosted(2, 1)]));
     }
 
     #[test]
