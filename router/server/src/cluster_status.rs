@@ -80,7 +80,7 @@ pub struct TableSummary {
     pub pending_replicas: usize,
 }
 
-/// A replica a shard reported that no table lists.
+/// A replica a shard reported that no table lists on its node (moved away, or of a table gone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StrayReplica {
     pub node: NodeId,
@@ -88,8 +88,23 @@ pub struct StrayReplica {
     pub partition: u64,
 }
 
+/// A replica move under way (metadata invariant 7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveStatus {
+    pub table: String,
+    pub partition: u64,
+    pub source: NodeId,
+    pub target: NodeId,
+    /// The target is listed for routing already.
+    pub target_routed: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStatus {
+    /// An operator paused the autoadmin (`shoal admin pause`).
+    pub autoadmin_paused: bool,
+    /// Replica moves under way (re-replication).
+    pub moves: Vec<MoveStatus>,
     pub nodes: Vec<NodeStatus>,
     pub tables: Vec<TableSummary>,
     /// Every partition, metadata group first, then by table and partition id.
@@ -105,6 +120,7 @@ impl ClusterStatus {
         cluster: &ClusterRecord,
         tables: &[TableRecord],
         reports: &[ShardReport],
+        autoadmin_paused: bool,
     ) -> ClusterStatus {
         // What each (node, shard) reported, by partition.
         let mut reported: BTreeMap<(NodeId, u16), BTreeMap<u64, &ReplicaStatus>> = BTreeMap::new();
@@ -184,7 +200,11 @@ impl ClusterStatus {
             &metadata_replicas(&cluster.nodes),
         )];
         let mut summaries = Vec::with_capacity(tables.len());
-        let mut listed: BTreeSet<u64> = BTreeSet::from([METADATA_PARTITION]);
+        let mut listed: BTreeSet<(u64, NodeId)> = metadata_replicas(&cluster.nodes)
+            .into_iter()
+            .map(|node| (METADATA_PARTITION, node))
+            .collect();
+        let mut moves = Vec::new();
         for table in tables {
             let first = partitions.len();
             let indexed = table.partitions.iter().map(|entry| (None, entry)).chain(
@@ -195,8 +215,20 @@ impl ClusterStatus {
                         .map(|entry| (Some(index.index.name.clone()), entry))
                 }),
             );
+            listed.extend(table.listed_replicas());
+            moves.extend(
+                table
+                    .replica_moves
+                    .iter()
+                    .map(|(partition, record)| MoveStatus {
+                        table: table.name.clone(),
+                        partition: *partition,
+                        source: record.source,
+                        target: record.target,
+                        target_routed: record.target_routed,
+                    }),
+            );
             for (index, entry) in indexed {
-                listed.insert(entry.id);
                 // A pending replica (not created yet) is listed in the map but not routed to:
                 // it is missing all the same.
                 partitions.push(partition_status(
@@ -224,7 +256,7 @@ impl ClusterStatus {
             .flat_map(|((node, shard), replicas)| {
                 replicas
                     .keys()
-                    .filter(|partition| !listed.contains(partition))
+                    .filter(|partition| !listed.contains(&(**partition, *node)))
                     .map(|partition| StrayReplica {
                         node: *node,
                         shard: *shard,
@@ -233,6 +265,8 @@ impl ClusterStatus {
             })
             .collect();
         ClusterStatus {
+            autoadmin_paused,
+            moves,
             nodes,
             tables: summaries,
             partitions,
@@ -260,6 +294,14 @@ impl ClusterStatus {
             })
         };
         json!({
+            "autoadmin": if self.autoadmin_paused { "paused" } else { "running" },
+            "moves": self.moves.iter().map(|moving| json!({
+                "table": moving.table,
+                "partition": moving.partition,
+                "source": moving.source,
+                "target": moving.target,
+                "target_routed": moving.target_routed,
+            })).collect::<Vec<_>>(),
             "nodes": self.nodes.iter().map(|node| json!({
                 "id": node.id,
                 "address": node.address,
@@ -361,6 +403,31 @@ impl ClusterStatus {
                     partition.partition,
                     list(&partition.replicas),
                     list(&partition.healthy)
+                ));
+            }
+        }
+        out.push_str(if self.autoadmin_paused {
+            "\nAutoadmin: PAUSED (shoal admin resume restarts it).\n"
+        } else {
+            "\nAutoadmin: running.\n"
+        });
+        if !self.moves.is_empty() {
+            out.push_str(&format!(
+                "{} replica move(s) under way:\n",
+                self.moves.len()
+            ));
+            for moving in &self.moves {
+                out.push_str(&format!(
+                    "  {} partition {}: node {} -> node {}{}\n",
+                    moving.table,
+                    moving.partition,
+                    moving.source,
+                    moving.target,
+                    if moving.target_routed {
+                        " (target serving)"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
@@ -491,7 +558,7 @@ mod tests {
             ),
             report(3, None),
         ];
-        let status = ClusterStatus::compute(&cluster(), &[table()], &reports);
+        let status = ClusterStatus::compute(&cluster(), &[table()], &reports, false);
         assert_eq!(status.nodes[0].replicas, 4);
         assert_eq!(status.nodes[0].leaders, 2);
         assert_eq!(status.nodes[0].item_bytes, 400);
@@ -538,7 +605,7 @@ mod tests {
         };
         let mut two_shards = cluster();
         two_shards.shards_per_node = 2;
-        let status = ClusterStatus::compute(&two_shards, &[table()], &[moved, elsewhere]);
+        let status = ClusterStatus::compute(&two_shards, &[table()], &[moved, elsewhere], false);
         let five = status
             .partitions
             .iter()

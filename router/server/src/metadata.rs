@@ -7,6 +7,8 @@
 //! - `table#<name>`: one table: schema, billing mode, status, creation time, statistics, its
 //!   partition list, its tags, the history of its throughput changes and its revision.
 //! - `access_keys`: every access key (id, secret, role, tables) and a revision (access.rs).
+//! - `autoadmin`: `paused` (BOOL), set by `shoal admin pause|resume`; absent means running
+//!   (router/autoadmin.rs).
 //!
 //! Every read is strongly consistent (`ConsistentRead: true`), served by the metadata leader
 //! under its lease, so a router never acts on metadata older than the last acknowledged write.
@@ -83,6 +85,7 @@ pub const KEY_ATTRIBUTE: &str = "key";
 pub const CLUSTER_KEY: &str = "cluster";
 pub const PARTITION_COUNTER_KEY: &str = "counter#partition";
 pub const TABLE_KEY_PREFIX: &str = "table#";
+pub const AUTOADMIN_KEY: &str = "autoadmin";
 /// The table item's member listing replicas not created yet (invariant 4).
 pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
 /// The table item's member listing replica moves under way (invariant 7).
@@ -1250,6 +1253,43 @@ impl MetadataStore {
             )
             .await?;
         Ok(body.get("Item").cloned())
+    }
+
+    /// Whether an operator paused the autoadmin (`shoal admin pause`).
+    pub async fn autoadmin_paused(
+        &self,
+        forwarder: &Forwarder,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
+        let item = self.get(forwarder, AUTOADMIN_KEY, deadline).await?;
+        Ok(item
+            .as_ref()
+            .and_then(|item| item.get("paused"))
+            .and_then(|value| value.get("BOOL"))
+            .and_then(Json::as_bool)
+            .unwrap_or(false))
+    }
+
+    /// Pauses or resumes the autoadmin (the last writer wins: an operator's switch).
+    pub async fn set_autoadmin_paused(
+        &self,
+        forwarder: &Forwarder,
+        paused: bool,
+        deadline: Instant,
+    ) -> Result<(), ForwardError> {
+        let item = json!({
+            KEY_ATTRIBUTE: string(AUTOADMIN_KEY),
+            "paused": { "BOOL": paused },
+            "changed_at_ms": number(unix_millis_now()),
+        });
+        self.request(
+            forwarder,
+            ItemOperation::PutItem,
+            json!({ "Item": item }),
+            deadline,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Writes `item` unless an item with its key exists; `Ok(false)` if one does.

@@ -1,3 +1,6 @@
+//! `shoal admin pause|resume`: stops and restarts the autoadmin (router/autoadmin.rs) of every
+//! router, through the metadata item `autoadmin`.
+//!
 //! `shoal admin status [--json]`: the cluster as it is now (shoal_router::cluster_status):
 //! every node with the shards that answered, its replicas, leaders and item bytes; every table
 //! with its partitions, the under-replicated ones and the replicas not created yet; then each
@@ -17,7 +20,6 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use glommio::{LocalExecutorBuilder, Placement};
-use shoal_router::cluster_status::ClusterStatus;
 use shoal_router::{DynamoError, Router, RouterConfig};
 
 use crate::auth::{COMMAND_DEADLINE, ClusterArgs};
@@ -33,6 +35,17 @@ const EXIT_DEGRADED: u8 = 3;
 pub enum AdminCommand {
     /// Print nodes, tables, under-replicated partitions and replicas of no table.
     Status(StatusOptions),
+    /// Stop the autoadmin (re-replication) of every router at its next pass; moves under way
+    /// stay recorded and go on after `resume`.
+    Pause(SwitchOptions),
+    /// Restart the autoadmin after `pause`.
+    Resume(SwitchOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchOptions {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -47,15 +60,22 @@ pub struct StatusOptions {
 pub fn run(command: &AdminCommand) -> ExitCode {
     match command {
         AdminCommand::Status(options) => status(options),
+        AdminCommand::Pause(options) => switch(&options.cluster, true),
+        AdminCommand::Resume(options) => switch(&options.cluster, false),
     }
 }
 
-fn status(options: &StatusOptions) -> ExitCode {
-    let (nodes, bus_tls) = match (options.cluster.nodes(), options.cluster.bus_tls()) {
+/// Runs `call` with a router of the cluster `cluster` names, on an executor of its own,
+/// retrying while the metadata group elects its leader, until [`COMMAND_DEADLINE`].
+fn with_router<T: 'static, F: std::future::Future<Output = Result<T, DynamoError>>>(
+    cluster: &ClusterArgs,
+    call: impl Fn(std::rc::Rc<Router>) -> F + 'static,
+) -> Result<T, ExitCode> {
+    let (nodes, bus_tls) = match (cluster.nodes(), cluster.bus_tls()) {
         (Ok(nodes), Ok(bus_tls)) => (nodes, bus_tls),
         (Err(error), _) | (_, Err(error)) => {
             eprintln!("shoal admin: {error}");
-            return ExitCode::from(EXIT_BAD_INPUT);
+            return Err(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
     let executor = match LocalExecutorBuilder::new(Placement::Unbound)
@@ -66,17 +86,17 @@ fn status(options: &StatusOptions) -> ExitCode {
         Ok(executor) => executor,
         Err(error) => {
             eprintln!("shoal admin: cannot start an executor: {error}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     let outcome = executor.run(async move {
         let mut config = RouterConfig::new(nodes);
         config.bus_tls = bus_tls;
-        let router = Router::new(config)?;
+        let router = std::rc::Rc::new(Router::new(config)?);
         let deadline = Instant::now() + COMMAND_DEADLINE;
         loop {
-            match router.cluster_status().await {
-                Ok(status) => return Ok::<ClusterStatus, DynamoError>(status),
+            match call(router.clone()).await {
+                Ok(answer) => return Ok::<T, DynamoError>(answer),
                 // The metadata group may be electing its leader.
                 Err(error) if Instant::now() < deadline => {
                     tracing::debug!(%error.message, "the metadata group did not answer yet");
@@ -86,12 +106,37 @@ fn status(options: &StatusOptions) -> ExitCode {
             }
         }
     });
-    let status = match outcome {
-        Ok(status) => status,
-        Err(error) => {
-            eprintln!("{}: {}", error.type_name, error.message);
-            return ExitCode::FAILURE;
+    outcome.map_err(|error| {
+        eprintln!("{}: {}", error.type_name, error.message);
+        ExitCode::FAILURE
+    })
+}
+
+fn switch(cluster: &ClusterArgs, paused: bool) -> ExitCode {
+    match with_router(cluster, move |router| async move {
+        router.set_autoadmin_paused(paused).await
+    }) {
+        Ok(()) => {
+            println!(
+                "autoadmin {}",
+                if paused {
+                    "paused: no replica moves until `shoal admin resume`"
+                } else {
+                    "resumed"
+                }
+            );
+            ExitCode::SUCCESS
         }
+        Err(code) => code,
+    }
+}
+
+fn status(options: &StatusOptions) -> ExitCode {
+    let status = match with_router(&options.cluster, |router| async move {
+        router.cluster_status().await
+    }) {
+        Ok(status) => status,
+        Err(code) => return code,
     };
     if options.json {
         println!("{}", status.to_json());

@@ -398,6 +398,12 @@ fn spawn_autoadmin(router: Rc<Router>) {
             glommio::timer::sleep(AUTOADMIN_INTERVAL).await;
             match router.autoadmin_pass().await {
                 Ok(report) => {
+                    if report.paused != before.paused {
+                        tracing::warn!(
+                            paused = report.paused,
+                            "autoadmin: paused by an operator (shoal admin pause|resume)"
+                        );
+                    }
                     if report.nodes_down != before.nodes_down {
                         tracing::warn!(nodes = ?report.nodes_down, "autoadmin: nodes down");
                     }

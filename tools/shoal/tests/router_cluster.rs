@@ -1625,7 +1625,7 @@ async fn wait_until_whole(router: &Router, nodes: &[NodeAddress], gone: u64, wri
 /// between the passes. At the end every partition lists three replicas on live nodes, each
 /// hosted there and caught up, and every acknowledged write is read back. Then the killed node
 /// returns: the replicas it kept are members of nothing, and the orphan scan deletes them.
-/// Last, another node's disk is replaced (killed, its data directory removed, started empty):
+/// The autoadmin paused (`shoal admin pause`) moves nothing meanwhile. Last, another node's disk is replaced (killed, its data directory removed, started empty):
 /// it answers, but without the replicas the table lists on it, so after the orphan grace they
 /// are lost, and rebuilt elsewhere the same way.
 #[test]
@@ -1660,7 +1660,15 @@ fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
             put_until_acknowledged(&router, index).await;
         }
 
+        // Paused by an operator, the autoadmin moves nothing, however long a node is down.
+        router.set_autoadmin_paused(true).await.unwrap();
         cluster.borrow_mut().kill_node(4);
+        glommio::timer::sleep(Duration::from_millis(1500)).await;
+        let report = router.autoadmin_pass().await.unwrap();
+        assert!(report.paused && report.moves_started == 0, "{report:?}");
+        let status = router.cluster_status().await.unwrap();
+        assert!(status.autoadmin_paused && status.moves.is_empty());
+        router.set_autoadmin_paused(false).await.unwrap();
         let killed = Instant::now();
         let mut written = 50;
         let mut started = 0;

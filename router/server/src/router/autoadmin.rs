@@ -64,6 +64,8 @@ pub(super) struct AutoadminMemory {
 /// What one autoadmin pass saw and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AutoadminReport {
+    /// An operator paused the autoadmin (`shoal admin pause`): the pass did nothing else.
+    pub paused: bool,
     /// Nodes silent past the threshold.
     pub nodes_down: Vec<NodeId>,
     pub moves_started: usize,
@@ -95,6 +97,18 @@ impl Router {
     /// new ones for partitions with a replica on a down node, and drives them all concurrently
     /// (at most [`MOVES_IN_FLIGHT_MAX`] at once) until they end or [`MOVE_DRIVE_MAX`] passes.
     pub async fn autoadmin_pass(&self) -> Result<AutoadminReport, DynamoError> {
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        if self
+            .metadata
+            .autoadmin_paused(&self.forwarder, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?
+        {
+            return Ok(AutoadminReport {
+                paused: true,
+                ..AutoadminReport::default()
+            });
+        }
         let cluster = self.cluster().await?;
         let views = self.probe_nodes(&cluster).await;
         let down: BTreeSet<NodeId> = views
@@ -210,6 +224,17 @@ impl Router {
         }
         self.autoadmin.moves_left.set(report.moves_unfinished > 0);
         Ok(report)
+    }
+
+    /// `shoal admin pause` (`paused`) or `resume`: stops or restarts the autoadmin of every
+    /// router at its next pass. Moves under way stay recorded, and resume when it resumes.
+    pub async fn set_autoadmin_paused(&self, paused: bool) -> Result<(), DynamoError> {
+        self.metadata
+            .set_autoadmin_paused(&self.forwarder, paused, Instant::now() + CONTROL_DEADLINE)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        tracing::info!(paused, "autoadmin switched");
+        Ok(())
     }
 
     /// What the orphan scan found lost (repair.rs): replaces the last scan's finding.

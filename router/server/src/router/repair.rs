@@ -582,8 +582,13 @@ impl Router {
             .all_tables(&self.forwarder, deadline)
             .await
             .map_err(ForwardError::into_dynamo)?;
+        let paused = self
+            .metadata
+            .autoadmin_paused(&self.forwarder, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
         let reports = self.shard_reports(&cluster).await;
-        Ok(ClusterStatus::compute(&cluster, &tables, &reports))
+        Ok(ClusterStatus::compute(&cluster, &tables, &reports, paused))
     }
 }
 
