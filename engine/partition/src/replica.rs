@@ -486,6 +486,10 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// The oldest slot replies wait on, and since when (for `report_stalled_replies`).
     stall_since: Option<(Slot, MonotonicTime)>,
     outgoing_snapshot: Option<OutgoingSnapshot>,
+    /// Followers whose transfer was refused while another moved, and when they last asked;
+    /// and the follower the last transfer went to (durability.rs, fairness).
+    snapshot_waiting: BTreeMap<NodeId, MonotonicTime>,
+    snapshot_last_to: Option<NodeId>,
     incoming_snapshot: Option<IncomingSnapshot<F>>,
     next_transfer_id: u64,
     outputs: Vec<Output>,
@@ -830,6 +834,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             membership_applied: false,
             last_wal_pressure_checkpoint: None,
             outgoing_snapshot: None,
+            snapshot_waiting: BTreeMap::new(),
+            snapshot_last_to: None,
             last_tick: MonotonicTime::ZERO,
             lease_waiters: Vec::new(),
             lease_wanted: std::cell::Cell::new(false),

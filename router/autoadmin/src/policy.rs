@@ -2,8 +2,8 @@
 //!
 //! Re-replication ([`plan_re_replication`]), its invariants checked by the property test below:
 //! 1. A move's source is a dead replica: on a node that is down, or lost by its node (not
-//!    hosted, or kept out of service as corrupt); its target is a node that is up and holds no
-//!    replica of the partition.
+//!    hosted, or kept out of service as corrupt); its target is a node that answered the last
+//!    probe and is listed for no replica of the partition.
 //! 2. A partition gets at most one move at a time, and none while one is under way.
 //! 3. A partition whose replicas are mostly down gets none: its group cannot commit the
 //!    membership change (it needs a majority), and moving would only add a member to wait for.
@@ -25,6 +25,9 @@ pub struct NodeView {
     pub id: NodeId,
     /// Answered within the autoadmin's down threshold.
     pub up: bool,
+    /// Answered the last probe: only such a node is a target (one that just went silent is up
+    /// for a while yet, and would stall the move it was given).
+    pub answered: bool,
 }
 
 /// One partition's replicas, as the metadata lists them.
@@ -50,6 +53,35 @@ pub struct PlannedMove {
     pub source_dead: bool,
 }
 
+/// The nodes a move may go to (up, and answered the last probe), each with the replicas the
+/// groups list on it (move targets included).
+fn target_loads(nodes: &[NodeView], groups: &[GroupView]) -> BTreeMap<NodeId, usize> {
+    let mut loads: BTreeMap<NodeId, usize> = nodes
+        .iter()
+        .filter(|view| view.up && view.answered)
+        .map(|view| (view.id, 0))
+        .collect();
+    for group in groups {
+        for node in group.replicas.iter().chain(group.moving_to.iter()) {
+            if let Some(count) = loads.get_mut(node) {
+                *count += 1;
+            }
+        }
+    }
+    loads
+}
+
+/// The nodes a move may go to, least loaded first (ties to the lowest id): where a driver
+/// looks for a new target when one fails.
+pub fn targets_by_load(nodes: &[NodeView], groups: &[GroupView]) -> Vec<NodeId> {
+    let mut loads: Vec<(usize, NodeId)> = target_loads(nodes, groups)
+        .into_iter()
+        .map(|(node, count)| (count, node))
+        .collect();
+    loads.sort_unstable();
+    loads.into_iter().map(|(_, node)| node).collect()
+}
+
 /// The moves that replace replicas on down nodes (module docs, invariants 1-5).
 pub fn plan_re_replication(
     nodes: &[NodeView],
@@ -58,18 +90,7 @@ pub fn plan_re_replication(
 ) -> Vec<PlannedMove> {
     let up = |node: NodeId| nodes.iter().any(|view| view.id == node && view.up);
     let alive = |group: &GroupView, node: NodeId| up(node) && !group.lost.contains(&node);
-    let mut hosted: BTreeMap<NodeId, usize> = nodes
-        .iter()
-        .filter(|view| view.up)
-        .map(|view| (view.id, 0))
-        .collect();
-    for group in groups {
-        for node in group.replicas.iter().chain(group.moving_to.iter()) {
-            if let Some(count) = hosted.get_mut(node) {
-                *count += 1;
-            }
-        }
-    }
+    let mut hosted = target_loads(nodes, groups);
     let under_way = groups
         .iter()
         .filter(|group| group.moving_to.is_some())
@@ -132,6 +153,7 @@ mod tests {
             .map(|(index, up)| NodeView {
                 id: index as NodeId + 1,
                 up: *up,
+                answered: *up,
             })
             .collect()
     }
@@ -206,14 +228,34 @@ mod tests {
         assert_eq!(planned.len(), 1);
     }
 
+    #[test]
+    fn a_node_silent_since_the_last_probe_is_no_target() {
+        let mut views = nodes(&[true, true, true, true, false]);
+        views[3].answered = false;
+        let planned = plan_re_replication(&views, &[group(1, &[1, 2, 5])], 8);
+        assert_eq!(planned[0].target, 3);
+        assert_eq!(
+            targets_by_load(&views, &[group(1, &[1, 2, 5])]),
+            vec![3, 1, 2]
+        );
+    }
+
     proptest! {
         #[test]
         fn planned_moves_keep_the_invariants(
-            up in proptest::collection::vec(any::<bool>(), 1..8),
+            up in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..8),
             picks in proptest::collection::vec((0usize..8, 0usize..8, 0usize..8, any::<bool>(), 0usize..9), 0..40),
             moves_max in 0usize..10,
         ) {
-            let views = nodes(&up);
+            let views: Vec<NodeView> = up
+                .iter()
+                .enumerate()
+                .map(|(index, (up, answered))| NodeView {
+                    id: index as NodeId + 1,
+                    up: *up,
+                    answered: *up && *answered,
+                })
+                .collect();
             let count = views.len();
             let groups: Vec<GroupView> = picks
                 .iter()
@@ -244,6 +286,7 @@ mod tests {
                 prop_assert!(group.moving_to.is_none());
                 prop_assert!(group.replicas.contains(&moving.source) && !alive(group, moving.source));
                 prop_assert!(is_up(moving.target) && !group.replicas.contains(&moving.target));
+                prop_assert!(views.iter().any(|view| view.id == moving.target && view.answered));
                 let up_replicas = group.replicas.iter().filter(|node| alive(group, **node)).count();
                 prop_assert!(up_replicas * 2 > group.replicas.len());
             }

@@ -9,13 +9,14 @@
 //! # The steps, source alive (a planned move)
 //! 1. **Join**: `JoinPartition` on the target: an empty replica with no members, which never
 //!    campaigns.
-//! 2. **Add**: `ChangeMembership(AddFullReplica(target))` at the leader, found by following
+//! 2. **Record the target**: the driver durably lists the target among the partition's
+//!    replicas, before it can become a member: once added it may be elected, and a router must
+//!    be able to find it. Until then it answers `NotLeader` like any follower that knows no
+//!    leader, and only leaders serve reads.
+//! 3. **Add**: `ChangeMembership(AddFullReplica(target))` at the leader, found by following
 //!    `NotLeader` hints.
-//! 3. **Catch up**: the same request, answered at once with each follower's durable match slot,
+//! 4. **Catch up**: the same request, answered at once with each follower's durable match slot,
 //!    until the target holds every slot committed when it was added.
-//! 4. **Record the target**: the driver durably lists the target as a replica requests may be
-//!    routed to, before the source goes (a leader elected among the new members must be one a
-//!    router can find).
 //! 5. **Remove**: `ChangeMembership(Remove(source))` at the leader.
 //! 6. **Settle**: until every remaining member reports (`Status`) an applied slot at or past the
 //!    removal's commit. A replica checkpoints a membership entry before it reports it applied,
@@ -28,12 +29,25 @@
 //! 8. **Delete**: `DeletePartition` at the source: its files and WAL records.
 //!
 //! # The steps, source dead (re-replication)
-//! Remove, then Join, Add, Catch up, Record done. Adding first would make a group of four with
-//! one member dead: every other member, the joiner included, would be needed for every commit
-//! and election, and the joiner can take no part until its snapshot is in (simulator seed 5127
-//! stalled so). Removed first, the members left commit while the joiner catches up. Nothing is
-//! deleted: the source is not there to ask; if its node comes back, the orphan scan deletes
-//! the replica it still holds.
+//! Remove, then Join, Record the target, Add, Catch up, Record done. Adding first would make a
+//! group of four with one member dead: every other member, the joiner included, would be
+//! needed for every commit and election, and the joiner can take no part until its snapshot is
+//! in (simulator seed 5127 stalled so). Removed first, the members left commit while the joiner
+//! catches up. Nothing is deleted: the source is not there to ask; if its node comes back, the
+//! orphan scan deletes the replica it still holds. An answer to the add that still shows the
+//! source (someone added it back) sends the move back to the removal.
+//!
+//! # A target that fails (source dead only)
+//! A target that goes down, or refuses to join (it keeps the partition out of service), is
+//! given up ([`ReplicaMove::give_up_on_target`]): **Remove the target** (answered at once if
+//! it never became a member), then **Retarget**: the driver picks another node, records it in
+//! place of the old one, and the move goes on from Join. The group never holds a member that
+//! no record lists.
+//!
+//! # Resuming
+//! A driver that takes a move over from its record starts it from its first step: every step
+//! is idempotent (a join, an add or a removal already done is answered at once, a record
+//! already written changes nothing, a deletion already done answers `Deleted`).
 
 use shoal_wire::messages::{
     KeySchemaWire, MembershipChangeWire, MembershipWire, NodeError, NodeRequest, NodeResponse,
@@ -46,13 +60,21 @@ pub type NodeId = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MoveStep {
     Join,
-    Add,
-    CatchUp { added_at_commit: u64 },
     RecordTarget,
+    Add,
+    CatchUp {
+        added_at_commit: u64,
+    },
     Remove,
-    Settle { removal_commit: u64 },
+    Settle {
+        removal_commit: u64,
+    },
     RecordDone,
     Delete,
+    /// A target given up is being removed from the group.
+    RemoveTarget,
+    /// The target given up is out of the group: the driver picks another.
+    Retarget,
     Done,
 }
 
@@ -74,6 +96,12 @@ pub enum MoveAction {
     /// Durably record that the target is a replica requests may be routed to, then call
     /// [`ReplicaMove::recorded`].
     RecordTarget,
+    /// The target `given_up` is out of the group: pick another node (not a replica of the
+    /// partition), record it in place of `given_up` (unlisting `given_up`), then call
+    /// [`ReplicaMove::retarget`].
+    Retarget {
+        given_up: NodeId,
+    },
     /// Durably record that the source is no longer a replica (and that the target is one, if
     /// [`MoveAction::RecordTarget`] did not come first), then call [`ReplicaMove::recorded`].
     RecordDone,
@@ -154,15 +182,6 @@ impl ReplicaMove {
         }
     }
 
-    /// The same move resumed by a driver that finds the target already recorded as routed:
-    /// everything before the removal is done, and every later step is asked again.
-    pub fn resumed_after_target_recorded(mut self) -> ReplicaMove {
-        if !self.source_dead {
-            self.step = MoveStep::Remove;
-        }
-        self
-    }
-
     pub fn step(&self) -> MoveStep {
         self.step
     }
@@ -170,10 +189,17 @@ impl ReplicaMove {
     /// Whether the target has caught up with the group: only then may it serve reads.
     pub fn target_caught_up(&self) -> bool {
         match self.step {
-            MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. } => false,
+            MoveStep::Join
+            | MoveStep::RecordTarget
+            | MoveStep::Add
+            | MoveStep::CatchUp { .. }
+            | MoveStep::RemoveTarget
+            | MoveStep::Retarget => false,
             // A re-replication removes its source before the target even joins.
             MoveStep::Remove => !self.source_dead,
-            _ => true,
+            MoveStep::Settle { .. } | MoveStep::RecordDone | MoveStep::Delete | MoveStep::Done => {
+                true
+            }
         }
     }
 
@@ -194,8 +220,13 @@ impl ReplicaMove {
 
     fn source_removed(&self) -> bool {
         match self.step {
-            MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. } => self.source_dead,
-            MoveStep::RecordTarget | MoveStep::Remove => false,
+            MoveStep::Join
+            | MoveStep::RecordTarget
+            | MoveStep::Add
+            | MoveStep::CatchUp { .. }
+            | MoveStep::RemoveTarget
+            | MoveStep::Retarget => self.source_dead,
+            MoveStep::Remove => false,
             MoveStep::Settle { .. } | MoveStep::RecordDone | MoveStep::Delete | MoveStep::Done => {
                 true
             }
@@ -229,6 +260,12 @@ impl ReplicaMove {
             }
             MoveStep::RecordTarget => MoveAction::RecordTarget,
             MoveStep::Remove => self.membership_request(MembershipChangeWire::Remove(self.source)),
+            MoveStep::RemoveTarget => {
+                self.membership_request(MembershipChangeWire::Remove(self.target))
+            }
+            MoveStep::Retarget => MoveAction::Retarget {
+                given_up: self.target,
+            },
             MoveStep::Settle { removal_commit } => MoveAction::Settle {
                 members: self.candidates(),
                 removal_commit,
@@ -257,19 +294,31 @@ impl ReplicaMove {
             response,
         };
         match (self.step, response) {
-            (MoveStep::Join, NodeResponse::Created) => Ok(self.advance(MoveStep::Add)),
+            (MoveStep::Join, NodeResponse::Created) => Ok(self.advance(MoveStep::RecordTarget)),
             (MoveStep::Join, NodeResponse::Error(NodeError::NotApplied { .. })) => {
                 Ok(Progress::TargetRefused)
             }
             (MoveStep::Delete, NodeResponse::Deleted) => Ok(self.advance(MoveStep::Done)),
             (
-                step @ (MoveStep::Add | MoveStep::CatchUp { .. } | MoveStep::Remove),
+                step @ (MoveStep::Add
+                | MoveStep::CatchUp { .. }
+                | MoveStep::Remove
+                | MoveStep::RemoveTarget),
                 NodeResponse::Membership {
                     membership,
                     commit_slot,
                     followers,
                 },
             ) => {
+                let source_back = self.source_dead
+                    && matches!(step, MoveStep::Add | MoveStep::CatchUp { .. })
+                    && (membership.full_replicas.contains(&self.source)
+                        || membership.log_replicas.contains(&self.source));
+                if source_back {
+                    // Someone added the dead source back: remove it again, then go on.
+                    self.leader_guess = asked;
+                    return Ok(self.advance(MoveStep::Remove));
+                }
                 if !self.reflects(step, &membership) {
                     let response = NodeResponse::Membership {
                         membership,
@@ -281,6 +330,7 @@ impl ReplicaMove {
                 // An answer comes from the leader: guess it again next time.
                 self.leader_guess = asked;
                 Ok(match step {
+                    MoveStep::RemoveTarget => self.advance(MoveStep::Retarget),
                     MoveStep::Add => self.advance(MoveStep::CatchUp {
                         added_at_commit: commit_slot,
                     }),
@@ -296,7 +346,7 @@ impl ReplicaMove {
                         } else if self.source_dead {
                             self.advance(MoveStep::RecordDone)
                         } else {
-                            self.advance(MoveStep::RecordTarget)
+                            self.advance(MoveStep::Remove)
                         }
                     }
                     _ if self.source_dead => self.advance(MoveStep::Join),
@@ -332,14 +382,15 @@ impl ReplicaMove {
 
     /// Whether a `Membership` answer in `step` shows the change that step asked for.
     fn reflects(&self, step: MoveStep, membership: &MembershipWire) -> bool {
-        let holds_target = membership.full_replicas.contains(&self.target);
-        let holds_source = membership.full_replicas.contains(&self.source)
-            || membership.log_replicas.contains(&self.source);
+        let holds = |node: NodeId| {
+            membership.full_replicas.contains(&node) || membership.log_replicas.contains(&node)
+        };
         match step {
             MoveStep::Add | MoveStep::CatchUp { .. } => {
-                holds_target && !(self.source_dead && holds_source)
+                membership.full_replicas.contains(&self.target)
             }
-            MoveStep::Remove => !holds_source,
+            MoveStep::Remove => !holds(self.source),
+            MoveStep::RemoveTarget => !holds(self.target),
             _ => false,
         }
     }
@@ -382,25 +433,35 @@ impl ReplicaMove {
     /// asked for.
     pub fn recorded(&mut self) {
         match self.step {
-            MoveStep::RecordTarget => self.step = MoveStep::Remove,
+            MoveStep::RecordTarget => self.step = MoveStep::Add,
             MoveStep::RecordDone if self.source_dead => self.step = MoveStep::Done,
             MoveStep::RecordDone => self.step = MoveStep::Delete,
             _ => {}
         }
     }
 
-    /// The target's node went down during a re-replication move (source dead) after the source
-    /// was removed: the move ends as it stands, the target to be recorded as a replica (a
-    /// member, or a node the group will say is none), which a later move replaces in turn.
-    /// Before the removal it changes nothing: the source must leave the group first.
+    /// The target's node went down, or it refused to join, during a re-replication move
+    /// (source dead) after the source was removed: the target is removed from the group and
+    /// replaced (module docs, "A target that fails"). Before the source's removal, and in a
+    /// planned move, it changes nothing: the source must leave first, and a planned move can
+    /// simply wait for its target.
     pub fn give_up_on_target(&mut self) {
         if self.source_dead
             && matches!(
                 self.step,
-                MoveStep::Join | MoveStep::Add | MoveStep::CatchUp { .. }
+                MoveStep::Join | MoveStep::RecordTarget | MoveStep::Add | MoveStep::CatchUp { .. }
             )
         {
-            self.step = MoveStep::RecordDone;
+            self.step = MoveStep::RemoveTarget;
+        }
+    }
+
+    /// The driver recorded `target` in place of the target given up ([`MoveAction::Retarget`]):
+    /// the move goes on from its join there.
+    pub fn retarget(&mut self, target: NodeId) {
+        if self.step == MoveStep::Retarget {
+            self.target = target;
+            self.step = MoveStep::Join;
         }
     }
 
@@ -430,16 +491,12 @@ mod tests {
         }
     }
 
-    fn membership(full: &[u64]) -> MembershipWire {
-        MembershipWire {
-            full_replicas: full.to_vec(),
-            log_replicas: Vec::new(),
-        }
-    }
-
     fn answer(full: &[u64], commit_slot: u64, followers: &[(u64, u64)]) -> NodeResponse {
         NodeResponse::Membership {
-            membership: membership(full),
+            membership: MembershipWire {
+                full_replicas: full.to_vec(),
+                log_replicas: Vec::new(),
+            },
             commit_slot,
             followers: followers
                 .iter()
@@ -458,6 +515,35 @@ mod tests {
         }
     }
 
+    fn asks_change(action: &MoveAction, expected: MembershipChangeWire) -> bool {
+        matches!(
+            action,
+            MoveAction::Ask { request: NodeRequest::ChangeMembership { change, .. }, .. }
+                if *change == expected
+        )
+    }
+
+    /// A move past its join and the target's record, at the add.
+    fn at_add(source: NodeId, target: NodeId, source_dead: bool) -> ReplicaMove {
+        let mut moving =
+            ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], source, target, source_dead);
+        if source_dead {
+            let remaining: Vec<u64> = [1, 2, 3]
+                .into_iter()
+                .filter(|node| *node != source)
+                .collect();
+            let removed = moving.answered(remaining[0], answer(&remaining, 5, &[]));
+            assert_eq!(removed, Ok(Progress::Advanced));
+        }
+        assert_eq!(
+            moving.answered(target, NodeResponse::Created),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(moving.action(), MoveAction::RecordTarget);
+        moving.recorded();
+        moving
+    }
+
     #[test]
     fn a_planned_move_takes_every_step_in_order() {
         let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
@@ -472,8 +558,16 @@ mod tests {
             moving.answered(4, NodeResponse::Created),
             Ok(Progress::Advanced)
         );
+        // The target is listed for routing before it can be elected.
+        assert_eq!(moving.action(), MoveAction::RecordTarget);
+        assert!(!moving.target_caught_up());
+        moving.recorded();
         // The first leader guess is a member other than the source.
         assert_eq!(asked(&moving.action()), 2);
+        assert!(asks_change(
+            &moving.action(),
+            MembershipChangeWire::AddFullReplica(4)
+        ));
         assert_eq!(
             moving.answered(2, answer(&[1, 2, 3, 4], 40, &[(1, 40), (3, 40), (4, 0)])),
             Ok(Progress::Advanced)
@@ -493,19 +587,12 @@ mod tests {
             moving.answered(2, answer(&[1, 2, 3, 4], 45, &[(4, 40)])),
             Ok(Progress::Advanced)
         );
-        assert_eq!(moving.action(), MoveAction::RecordTarget);
         assert!(moving.target_caught_up());
-        moving.recorded();
-        assert!(matches!(
-            moving.action(),
-            MoveAction::Ask {
-                node: 2,
-                request: NodeRequest::ChangeMembership {
-                    change: MembershipChangeWire::Remove(1),
-                    ..
-                },
-            }
+        assert!(asks_change(
+            &moving.action(),
+            MembershipChangeWire::Remove(1)
         ));
+        assert_eq!(asked(&moving.action()), 2);
         assert_eq!(
             moving.answered(2, answer(&[2, 3, 4], 50, &[])),
             Ok(Progress::Advanced)
@@ -537,15 +624,10 @@ mod tests {
     #[test]
     fn a_dead_source_is_removed_first_and_never_deleted() {
         let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, true);
-        assert!(matches!(
-            moving.action(),
-            MoveAction::Ask {
-                node: 1,
-                request: NodeRequest::ChangeMembership {
-                    change: MembershipChangeWire::Remove(3),
-                    ..
-                },
-            }
+        assert_eq!(asked(&moving.action()), 1);
+        assert!(asks_change(
+            &moving.action(),
+            MembershipChangeWire::Remove(3)
         ));
         assert_eq!(
             moving.answered(1, answer(&[1, 2], 9, &[])),
@@ -556,6 +638,7 @@ mod tests {
             moving.answered(5, NodeResponse::Created),
             Ok(Progress::Advanced)
         );
+        moving.recorded();
         assert_eq!(
             moving.answered(1, answer(&[1, 2, 5], 10, &[(2, 10)])),
             Ok(Progress::Advanced)
@@ -571,7 +654,20 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_target_ends_a_re_replication_only_after_the_source_is_removed() {
+    fn a_dead_source_added_back_is_removed_again() {
+        let mut moving = at_add(3, 5, true);
+        assert_eq!(
+            moving.answered(1, answer(&[1, 2, 3, 5], 10, &[])),
+            Ok(Progress::Advanced)
+        );
+        assert!(asks_change(
+            &moving.action(),
+            MembershipChangeWire::Remove(3)
+        ));
+    }
+
+    #[test]
+    fn a_failed_target_is_removed_and_replaced_only_after_the_source_is_removed() {
         let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, true);
         moving.give_up_on_target();
         assert_eq!(
@@ -580,30 +676,47 @@ mod tests {
             "the source must leave first"
         );
         moving.answered(1, answer(&[1, 2], 9, &[])).unwrap();
+        let refused = NodeResponse::Error(NodeError::NotApplied {
+            message: "out of service".to_string(),
+        });
+        assert_eq!(moving.answered(5, refused), Ok(Progress::TargetRefused));
         moving.give_up_on_target();
-        assert_eq!(moving.action(), MoveAction::RecordDone);
-        // A planned move (source alive) never gives up this way.
+        assert!(asks_change(
+            &moving.action(),
+            MembershipChangeWire::Remove(5)
+        ));
+        // Never a member: the leader answers at once.
+        assert_eq!(
+            moving.answered(1, answer(&[1, 2], 9, &[])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(moving.action(), MoveAction::Retarget { given_up: 5 });
+        assert!(!moving.target_caught_up());
+        moving.retarget(6);
+        assert!(matches!(
+            moving.action(),
+            MoveAction::Ask {
+                node: 6,
+                request: NodeRequest::JoinPartition { .. }
+            }
+        ));
+        // A target that became a member before it failed is removed the same way.
+        let mut added = at_add(3, 5, true);
+        added.answered(1, answer(&[1, 2, 5], 11, &[])).unwrap();
+        added.give_up_on_target();
+        assert!(asks_change(
+            &added.action(),
+            MembershipChangeWire::Remove(5)
+        ));
+        // A planned move never gives up this way.
         let mut planned = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, false);
         planned.give_up_on_target();
         assert_eq!(planned.step(), MoveStep::Join);
     }
 
     #[test]
-    fn a_target_that_keeps_the_partition_out_of_service_refuses_to_join() {
-        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 3, 5, true);
-        moving.answered(1, answer(&[1, 2], 9, &[])).unwrap();
-        let refused = NodeResponse::Error(NodeError::NotApplied {
-            message: "out of service".to_string(),
-        });
-        assert_eq!(moving.answered(5, refused), Ok(Progress::TargetRefused));
-        moving.give_up_on_target();
-        assert_eq!(moving.action(), MoveAction::RecordDone);
-    }
-
-    #[test]
     fn leader_hints_are_followed_only_to_candidates_and_silence_rounds_the_guess() {
-        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
-        moving.answered(4, NodeResponse::Created).unwrap();
+        let mut moving = at_add(1, 4, false);
         let not_leader = |hint: Option<u64>| {
             NodeResponse::Error(NodeError::NotLeader {
                 partition: 7,
@@ -635,8 +748,7 @@ mod tests {
 
     #[test]
     fn answers_that_do_not_show_the_change_are_unexpected() {
-        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false);
-        moving.answered(4, NodeResponse::Created).unwrap();
+        let mut moving = at_add(1, 4, false);
         // An add answered with a membership lacking the target.
         let wrong = moving.answered(2, answer(&[1, 2, 3], 5, &[]));
         assert!(matches!(
@@ -658,21 +770,45 @@ mod tests {
     }
 
     #[test]
-    fn a_resumed_move_starts_again_at_the_removal_and_a_stuck_settle_leaves_the_source() {
-        let mut moving = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], 1, 4, false)
-            .resumed_after_target_recorded();
-        assert!(moving.target_caught_up());
-        assert!(matches!(
-            moving.action(),
-            MoveAction::Ask {
-                request: NodeRequest::ChangeMembership {
-                    change: MembershipChangeWire::Remove(1),
-                    ..
-                },
-                ..
-            }
-        ));
-        moving.answered(2, answer(&[2, 3, 4], 8, &[])).unwrap();
+    fn a_move_taken_over_from_its_record_finishes_with_every_step_answered_at_once() {
+        // The first driver got as far as deleting the source; a second starts from the join.
+        let mut moving = ReplicaMove::new(7, 1, schema(), vec![2, 3, 4], 1, 4, false);
+        assert_eq!(
+            moving.answered(4, NodeResponse::Created),
+            Ok(Progress::Advanced)
+        );
+        moving.recorded();
+        assert_eq!(
+            moving.answered(2, answer(&[2, 3, 4], 60, &[(4, 60)])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(
+            moving.answered(2, answer(&[2, 3, 4], 60, &[(4, 60)])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(
+            moving.answered(2, answer(&[2, 3, 4], 60, &[])),
+            Ok(Progress::Advanced)
+        );
+        moving.settled();
+        moving.recorded();
+        assert_eq!(
+            moving.answered(1, NodeResponse::Deleted),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(moving.action(), MoveAction::Done);
+    }
+
+    #[test]
+    fn a_stuck_settle_leaves_the_source_in_place() {
+        let mut moving = at_add(1, 4, false);
+        moving
+            .answered(2, answer(&[1, 2, 3, 4], 8, &[(4, 8)]))
+            .unwrap();
+        moving
+            .answered(2, answer(&[1, 2, 3, 4], 8, &[(4, 8)]))
+            .unwrap();
+        moving.answered(2, answer(&[2, 3, 4], 9, &[])).unwrap();
         moving.leave_source_in_place();
         assert_eq!(moving.action(), MoveAction::RecordDone);
         moving.recorded();

@@ -46,13 +46,15 @@
 //!    its own observation) to tell an unfinished CreateTable or DeleteTable whose router died
 //!    from one still running (router/server README.md, "the control-plane state machine").
 //! 7. `replica_moves` lists the replica moves under way (`shoal_autoadmin::replica_move`, driven
-//!    by the router's autoadmin, router/autoadmin.rs), at most one per partition. A move's
-//!    record is written before its target is asked to join. When the target has caught up it
-//!    is appended to the partition's replicas (`target_routed`), before the source is removed
-//!    from the group, so that a leader elected among the new members is one a router can find.
-//!    The move's end drops the source from the replicas and from `pending_replicas`, and the
-//!    record, in one write. The member is absent when there is no move, so a scan finds the
-//!    tables that have some by `attribute_exists`.
+//!    by the router's autoadmin, router/autoadmin.rs), at most one per partition, each with an
+//!    id drawn when it is recorded. A move's record is written before its target is asked to
+//!    join. Once joined, before it is added to the group, the target is appended to the
+//!    partition's replicas (`target_routed`), so that a leader elected among the new members
+//!    is one a router can find. A target given up is removed from the group first, then
+//!    replaced in the record (and unlisted) by another. The move's end drops the source from
+//!    the replicas and from `pending_replicas`, and the record, in one write. The member is
+//!    absent when there is no move, so a scan finds the tables that have some by
+//!    `attribute_exists`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -239,6 +241,9 @@ pub struct TableRecord {
 /// `target`, on the partition's shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicaMoveRecord {
+    /// Drawn when the move is recorded: a driver acts only while the record it drives has it
+    /// (router/autoadmin.rs, fencing).
+    pub id: u64,
     pub source: NodeId,
     pub target: NodeId,
     /// The source's node was down when the move began: it is removed first and never asked to
@@ -605,6 +610,7 @@ fn replica_moves_from(item: &Json) -> Result<BTreeMap<u64, ReplicaMoveRecord>, D
     for entry in get_list(item, REPLICA_MOVES_ATTRIBUTE)? {
         let map = get_map(entry, "replica move")?;
         let record = ReplicaMoveRecord {
+            id: get_number(map, "id")?,
             source: get_number(map, "source")?,
             target: get_number(map, "target")?,
             source_dead: flag(map, "source_dead")?,
@@ -807,6 +813,7 @@ impl TableRecord {
                 .map(|(partition, record)| {
                     json!({ "M": {
                         "partition": number(*partition),
+                        "id": number(record.id),
                         "source": number(record.source),
                         "target": number(record.target),
                         "source_dead": { "BOOL": record.source_dead },
@@ -1684,6 +1691,7 @@ mod tests {
             replica_moves: BTreeMap::from([(
                 11,
                 ReplicaMoveRecord {
+                    id: 77,
                     source: 3,
                     target: 4,
                     source_dead: true,

@@ -99,7 +99,7 @@ pub struct DevOptions {
     /// Passed to the router: seconds a node may answer nothing before its replicas are moved
     /// to the other nodes (`shoal router --node-down-after`); short here, so that the cluster
     /// can be watched healing (with `--nodes 4` or more: a replica needs a node to go to).
-    #[arg(long, default_value_t = DEV_NODE_DOWN_AFTER_SECONDS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = DEV_NODE_DOWN_AFTER_SECONDS, value_parser = clap::value_parser!(u64).range(crate::router::NODE_DOWN_AFTER_MIN_SECONDS..))]
     pub node_down_after: u64,
 }
 

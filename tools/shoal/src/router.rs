@@ -87,10 +87,14 @@ pub struct RouterOptions {
     #[command(flatten)]
     pub bus_tls: crate::bus_tls::BusTlsArgs,
     /// Seconds a node may answer nothing before the autoadmin moves its replicas to other
-    /// nodes (re-replication). At least 1.
-    #[arg(long, default_value_t = NODE_DOWN_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    /// nodes (re-replication). At least 10: the autoadmin probes every 5 s, and one lost probe
+    /// must not count as a dead node.
+    #[arg(long, default_value_t = NODE_DOWN_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(NODE_DOWN_AFTER_MIN_SECONDS..))]
     pub node_down_after: u64,
 }
+
+/// The least `--node-down-after`: two autoadmin probe periods.
+pub const NODE_DOWN_AFTER_MIN_SECONDS: u64 = 2 * AUTOADMIN_INTERVAL.as_secs();
 
 /// How the router authenticates requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -460,7 +464,12 @@ async fn serve(
     config.region = options.region.clone();
     config.account = options.account.clone();
     config.bus_tls = bus_tls.clone();
-    config.node_down_after = Duration::from_secs(options.node_down_after_seconds.max(1));
+    if options.node_down_after_seconds < NODE_DOWN_AFTER_MIN_SECONDS {
+        return Err(format!(
+            "node_down_after_seconds must be at least {NODE_DOWN_AFTER_MIN_SECONDS}"
+        ));
+    }
+    config.node_down_after = Duration::from_secs(options.node_down_after_seconds);
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.

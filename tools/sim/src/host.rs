@@ -300,6 +300,11 @@ impl Simulation {
     /// A power loss: every replica of the node and its WAL are gone from memory, and the disk
     /// is what the loss leaves (unsynced sectors may or may not have landed).
     pub(crate) fn crash(&mut self, id: NodeId) {
+        tracing::debug!(
+            simulated_ms = self.now_nanos / 1_000_000,
+            node = id.0,
+            "node crashed"
+        );
         let node = self.nodes.get_mut(&id).expect("node exists");
         if let Some(runtime) = node.runtime.take() {
             self.report.wal_segments_recycled += runtime.wal.stats().segments_recycled;
@@ -352,6 +357,11 @@ impl Simulation {
         for id in due {
             let node = self.nodes.get_mut(&id).expect("node exists");
             node.restart_at_nanos = None;
+            tracing::debug!(
+                simulated_ms = self.now_nanos / 1_000_000,
+                node = id.0,
+                "node restarts"
+            );
             let seed =
                 id.0.wrapping_mul(0x9E37)
                     .wrapping_add(node.incarnation.rotate_left(20))

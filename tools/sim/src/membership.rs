@@ -13,7 +13,8 @@
 //! What this driver adds to the machine:
 //! - the joiner counts as one of the group's replicas from its join (the checkers compare its
 //!   applied state with the others'), and clients read from it only once the machine says it
-//!   has caught up (`MoveAction::RecordTarget`, where a router lists it for routing);
+//!   has caught up (`ReplicaMove::target_caught_up`);
+//! - a target given up (it refused to join) is replaced by another up, healthy-disked node;
 //! - settling reads each remaining member's `ReplicaStatus` directly, what a node's `Status`
 //!   answer carries; a remaining member stopped for good never settles, and the source's
 //!   replica is then left running, a non-member;
@@ -192,6 +193,7 @@ impl Simulation {
                 return self.move_recorded();
             }
             MoveAction::RecordDone => return self.move_recorded(),
+            MoveAction::Retarget { given_up } => return self.retarget_move(NodeId(given_up)),
             MoveAction::Done => return self.finish_move(),
         };
         if matches!(request, NodeRequest::DeletePartition { .. }) && self.nodes[&node].stopped {
@@ -240,6 +242,41 @@ impl Simulation {
                 )),
             }
         }
+    }
+
+    /// `MoveAction::Retarget`: the target given up is out of the group (its replica, if it
+    /// made one, stays on its node, a non-member no longer compared); another up,
+    /// healthy-disked node outside the group takes its place, or the move waits for one.
+    fn retarget_move(&mut self, given_up: NodeId) {
+        let Some(group) = self.moves.current.as_ref().map(|current| current.group) else {
+            return;
+        };
+        self.groups[group]
+            .members
+            .retain(|member| *member != given_up);
+        let members = self.groups[group].members.clone();
+        let targets: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, node)| {
+                **id != given_up
+                    && !members.contains(id)
+                    && node.is_up()
+                    && !node.stopped
+                    && !node.faulty_disk
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if targets.is_empty() {
+            return self.retry_move();
+        }
+        let rng = self.moves.rng.as_mut().expect("moves are on");
+        let target = targets[rng.below(targets.len() as u64) as usize];
+        self.fault("move: target replaced");
+        if let Some(current) = self.moves.current.as_mut() {
+            current.machine.retarget(target.0);
+        }
+        self.send_move_request();
     }
 
     fn move_recorded(&mut self) {
@@ -295,8 +332,8 @@ impl Simulation {
             }
             Ok(Progress::AskAgain) => self.retry_move(),
             Ok(Progress::TargetRefused) => {
-                // As a router does: a re-replication ends without the target (it is then a
-                // listed replica the group does not have, which the next move replaces).
+                // As a router does: a re-replication removes the target from the group and
+                // replaces it (`MoveAction::Retarget`).
                 if let Some(current) = self.moves.current.as_mut() {
                     current.machine.give_up_on_target();
                 }

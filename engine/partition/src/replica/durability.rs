@@ -178,7 +178,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             // way, or a dead follower would keep a live one waiting.
             let moving =
                 now.saturating_duration_since(running.progressed_at) < SNAPSHOT_PREEMPT_STALL_MIN;
-            if running.to == to || moving {
+            if running.to == to {
+                return;
+            }
+            if moving {
+                self.snapshot_waiting.insert(to, now);
                 return;
             }
             tracing::info!(
@@ -188,6 +192,28 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 "replacing a snapshot transfer that does not move"
             );
         }
+        // Fairness: the follower the last transfer went to, asking again, gives way to one
+        // that was refused meanwhile and asked lately. A follower whose acknowledgements are
+        // lost (cut off one way) takes every transfer whole and asks again at once; without
+        // this it kept a joiner from ever getting one, and a group of four that needed the
+        // joiner stalled (simulator seed 22059).
+        self.snapshot_waiting.retain(|follower, asked| {
+            *follower != to && now.saturating_duration_since(*asked) < SNAPSHOT_TRANSFER_STALL_MAX
+        });
+        let to = match self
+            .snapshot_waiting
+            .iter()
+            .min_by_key(|(_, asked)| **asked)
+        {
+            Some((waiting, _)) if self.snapshot_last_to == Some(to) => {
+                let waiting = *waiting;
+                self.snapshot_waiting.remove(&waiting);
+                self.snapshot_waiting.insert(to, now);
+                waiting
+            }
+            _ => to,
+        };
+        self.snapshot_last_to = Some(to);
         let transfer_id = self.next_transfer_id;
         self.next_transfer_id += 1;
         tracing::info!(

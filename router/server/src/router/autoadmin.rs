@@ -13,19 +13,28 @@
 //! idempotent. Several routers may drive one move at once: the steps are idempotent, only one
 //! records each change, and a driver that finds the record changed under it stops.
 //!
-//! A move whose target goes down before it ends (or refuses to join, keeping the partition out
-//! of service) is ended as it stands: the target is listed among the partition's replicas (a
-//! member, or a node the group will answer "not a member" for), and since it is down (or does
-//! not host the replica) a later pass moves it in turn. Its replica, if it made one, is
-//! deleted by the orphan scan when the node returns.
+//! A target that goes down before the move ends, or refuses to join (it keeps the partition out
+//! of service), is removed from the group and replaced by another node, recorded in its place
+//! (shoal_autoadmin::replica_move, "A target that fails"). A target is always a node that
+//! answered the last probe and whose shard does not host the partition (a replica left there
+//! by an earlier move would be adopted by the join, and then deleted as an orphan).
+//!
+//! Fencing: every record carries a move id drawn when the move is recorded, and a driver
+//! re-reads the record before a membership change (at each new step, and every
+//! [`FENCE_INTERVAL`] while it polls one), so a driver whose move was taken over or finished
+//! by another router stops instead of changing the group under it. A driver that stalls
+//! between its read and its request can still act once; a compare-and-set on the membership
+//! (a wire change) would close that.
 //!
 //! Left for later (issue 19): moves of live replicas for balance and decommission, log
 //! replicas, splits, and the metadata group's own replicas (fixed on the three lowest nodes).
 
 use super::*;
 use crate::metadata::ReplicaMoveRecord;
-use shoal_autoadmin::policy::{GroupView, MOVES_IN_FLIGHT_MAX, NodeView, plan_re_replication};
-use shoal_autoadmin::{MoveAction, Progress, ReplicaMove};
+use shoal_autoadmin::policy::{
+    GroupView, MOVES_IN_FLIGHT_MAX, NodeView, plan_re_replication, targets_by_load,
+};
+use shoal_autoadmin::{MoveAction, MoveStep, Progress, ReplicaMove};
 use std::collections::BTreeSet;
 
 /// How often `shoal router` runs the autoadmin pass: each pass asks every node's shard 0 for
@@ -44,6 +53,8 @@ const MOVE_DRIVE_MAX: Duration = Duration::from_secs(20);
 /// The pass reads the moves under way from the metadata (another router's, or this one's
 /// before a restart) at least this often, even when it knows of none.
 const MOVE_RECORDS_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+/// A driver polling one membership step re-reads its record at least this often.
+const FENCE_INTERVAL: Duration = Duration::from_secs(1);
 
 const _: () = assert!(AUTOADMIN_INTERVAL.as_millis() < NODE_DOWN_AFTER.as_millis());
 
@@ -74,12 +85,15 @@ pub struct AutoadminReport {
     pub moves_unfinished: usize,
 }
 
-/// A move this pass drives: its table and the machine.
+/// A move this pass drives: its table, its record's id and the machine.
 struct Driven {
     table: String,
     incarnation: Option<u64>,
     shard: u16,
+    id: u64,
     machine: ReplicaMove,
+    /// The step at which the record was last read for fencing, and when.
+    fenced: Option<(MoveStep, Instant)>,
 }
 
 /// How driving a move for one pass ended.
@@ -94,7 +108,7 @@ enum Driving {
 
 impl Router {
     /// One autoadmin pass (module docs): probes every node, resumes the moves under way, plans
-    /// new ones for partitions with a replica on a down node, and drives them all concurrently
+    /// new ones for partitions with a replica down or lost, and drives them all concurrently
     /// (at most [`MOVES_IN_FLIGHT_MAX`] at once) until they end or [`MOVE_DRIVE_MAX`] passes.
     pub async fn autoadmin_pass(&self) -> Result<AutoadminReport, DynamoError> {
         let deadline = Instant::now() + CONTROL_DEADLINE;
@@ -146,34 +160,35 @@ impl Router {
             .iter()
             .filter(|table| table.status == TableStatus::Active)
             .collect();
+        let groups: Vec<GroupView> = active
+            .iter()
+            .flat_map(|table| {
+                table.all_partitions().map(|partition| GroupView {
+                    partition: partition.id,
+                    replicas: partition.replicas.clone(),
+                    moving_to: table
+                        .replica_moves
+                        .get(&partition.id)
+                        .map(|record| record.target),
+                    lost: partition
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|node| lost.contains(&(partition.id, *node)))
+                        .collect(),
+                })
+            })
+            .collect();
+        let targets = targets_by_load(&views, &groups);
         let mut driven = Vec::new();
         for table in &active {
             for (partition, record) in &table.replica_moves {
-                if let Some(moving) = resumed_move(table, *partition, record) {
+                if let Some(moving) = driven_move(table, *partition, record) {
                     driven.push(moving);
                 }
             }
         }
         if !down.is_empty() || !lost.is_empty() {
-            let groups: Vec<GroupView> = active
-                .iter()
-                .flat_map(|table| {
-                    table.all_partitions().map(|partition| GroupView {
-                        partition: partition.id,
-                        replicas: partition.replicas.clone(),
-                        moving_to: table
-                            .replica_moves
-                            .get(&partition.id)
-                            .map(|record| record.target),
-                        lost: partition
-                            .replicas
-                            .iter()
-                            .copied()
-                            .filter(|node| lost.contains(&(partition.id, *node)))
-                            .collect(),
-                    })
-                })
-                .collect();
             for planned in plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX) {
                 let Some(table) = active.iter().find(|table| {
                     table
@@ -183,6 +198,7 @@ impl Router {
                     continue;
                 };
                 let record = ReplicaMoveRecord {
+                    id: new_move_id(),
                     source: planned.source,
                     target: planned.target,
                     source_dead: planned.source_dead,
@@ -197,7 +213,7 @@ impl Router {
                             partition = planned.partition,
                             source = planned.source,
                             target = planned.target,
-                            "autoadmin: moving a replica off a down node"
+                            "autoadmin: moving a dead replica to another node"
                         );
                         driven.push(moving);
                     }
@@ -210,7 +226,7 @@ impl Router {
         }
         let calls: Vec<_> = driven
             .into_iter()
-            .map(|moving| self.drive_move(moving, &down))
+            .map(|moving| self.drive_move(moving, &down, &targets))
             .collect();
         for outcome in join_bounded(calls, MOVES_IN_FLIGHT_MAX).await {
             match outcome {
@@ -246,8 +262,9 @@ impl Router {
         *self.autoadmin.lost_replicas.borrow_mut() = lost;
     }
 
-    /// Asks every node's shard 0 for its status and returns which nodes are up: those that
-    /// answered, or have been silent for less than [`RouterConfig::node_down_after`].
+    /// Asks every node's shard 0 for its status and returns what it knows of each node: up
+    /// (answered, or silent for less than [`RouterConfig::node_down_after`]) and whether it
+    /// answered this probe.
     async fn probe_nodes(&self, cluster: &ClusterRecord) -> Vec<NodeView> {
         let probes: Vec<_> = cluster
             .nodes
@@ -277,20 +294,48 @@ impl Router {
                     let since = *silent.entry(id).or_insert(now);
                     now.saturating_duration_since(since) < self.config.node_down_after
                 };
-                NodeView { id, up }
+                NodeView { id, up, answered }
             })
             .collect()
     }
 
-    /// Writes `record` as `partition`'s move in `table`'s item, if the partition still has no
-    /// move, still lists the source and not the target (metadata invariant 7). Returns the
-    /// move to drive, or `None` when the item no longer allows it.
+    /// Whether `node`'s `shard` hosts a replica of `partition`; `None` when it did not answer.
+    async fn hosts_partition(&self, node: NodeId, shard: u16, partition: u64) -> Option<bool> {
+        match self
+            .forwarder
+            .call_once(node, shard, NodeRequest::Status)
+            .await
+        {
+            Ok(NodeResponse::Status { replicas, .. }) => Some(
+                replicas
+                    .iter()
+                    .any(|replica| replica.partition == partition),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Writes `record` as `partition`'s move in `table`'s item, if its target's shard hosts
+    /// no replica of the partition (module docs) and the item still allows it: no move of the
+    /// partition, the source listed and the target not (metadata invariant 7). Returns the
+    /// move to drive, or `None` when it was not recorded.
     async fn record_new_move(
         &self,
         table: &TableRecord,
         partition: u64,
         record: ReplicaMoveRecord,
     ) -> Result<Option<Driven>, DynamoError> {
+        let Some(shard) = table
+            .all_partitions()
+            .find(|entry| entry.id == partition)
+            .map(|entry| entry.shard)
+        else {
+            return Ok(None);
+        };
+        if self.hosts_partition(record.target, shard, partition).await != Some(false) {
+            tracing::info!(table = %table.name, partition, target = record.target, "autoadmin: the target holds a replica of the partition (or did not answer); the move waits");
+            return Ok(None);
+        }
         let written = Cell::new(false);
         let incarnation = table.incarnation();
         let current = self
@@ -324,12 +369,24 @@ impl Router {
         if !written.get() {
             return Ok(None);
         }
-        Ok(resumed_move(&current, partition, &record))
+        Ok(driven_move(&current, partition, &record))
     }
 
-    /// Changes `moving`'s record in its table item with `edit` (given the item and the
-    /// partition's record as read), if the record is still the one this driver drives. Returns
-    /// false when it is not (superseded).
+    /// Whether `moving`'s record is still the one it drives: same table incarnation, same move
+    /// id, same target.
+    fn record_is(moving: &Driven, table: &TableRecord) -> bool {
+        table.status == TableStatus::Active
+            && table.incarnation() == moving.incarnation
+            && table
+                .replica_moves
+                .get(&moving.machine.partition)
+                .is_some_and(|record| {
+                    record.id == moving.id && record.target == moving.machine.target
+                })
+    }
+
+    /// Changes `moving`'s record in its table item with `edit`, if the record is still the one
+    /// this driver drives. `Ok(false)` when it is not, or the table is gone (superseded).
     async fn change_move_record(
         &self,
         moving: &Driven,
@@ -337,47 +394,69 @@ impl Router {
     ) -> Result<bool, DynamoError> {
         let partition = moving.machine.partition;
         let ours = Cell::new(false);
-        self.change_table(
-            &moving.table,
-            || DynamoError::table_not_found(&moving.table),
-            |current| {
-                let record = current.replica_moves.get(&partition);
-                ours.set(
-                    current.status == TableStatus::Active
-                        && current.incarnation() == moving.incarnation
-                        && record.is_some_and(|record| {
-                            record.source == moving.machine.source
-                                && record.target == moving.machine.target
-                        }),
-                );
-                if !ours.get() {
-                    return Ok(None);
-                }
-                let mut changed = current.clone();
-                edit(&mut changed, partition);
-                Ok((changed != *current).then_some(changed))
-            },
-            || control::table_in_use(&moving.table, "updated"),
-        )
-        .await?;
-        Ok(ours.get())
+        let changed = self
+            .change_table(
+                &moving.table,
+                || DynamoError::table_not_found(&moving.table),
+                |current| {
+                    ours.set(Self::record_is(moving, current));
+                    if !ours.get() {
+                        return Ok(None);
+                    }
+                    let mut changed = current.clone();
+                    edit(&mut changed, partition);
+                    Ok((changed != *current).then_some(changed))
+                },
+                || control::table_in_use(&moving.table, "updated"),
+            )
+            .await;
+        match changed {
+            Ok(_) => Ok(ours.get()),
+            Err(error) if error.type_name == crate::error::RESOURCE_NOT_FOUND => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
-    /// Drives one move for up to [`MOVE_DRIVE_MAX`] (module docs).
-    async fn drive_move(&self, mut moving: Driven, down: &BTreeSet<NodeId>) -> Driving {
+    /// Fencing (module docs): before a membership change, whether the record is still this
+    /// driver's. Read again at each new step and every [`FENCE_INTERVAL`] within one.
+    async fn still_ours(&self, moving: &mut Driven) -> Result<bool, DynamoError> {
+        let step = moving.machine.step();
+        if moving
+            .fenced
+            .is_some_and(|(at, when)| at == step && when.elapsed() < FENCE_INTERVAL)
+        {
+            return Ok(true);
+        }
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let ours = match self.read_table(&moving.table, deadline).await? {
+            Some(table) => Self::record_is(moving, &table),
+            None => false,
+        };
+        moving.fenced = Some((step, Instant::now()));
+        Ok(ours)
+    }
+
+    /// Drives one move for up to [`MOVE_DRIVE_MAX`] (module docs). `targets`: the nodes a new
+    /// target may be, least loaded first.
+    async fn drive_move(
+        &self,
+        mut moving: Driven,
+        down: &BTreeSet<NodeId>,
+        targets: &[NodeId],
+    ) -> Driving {
         let give_up_at = Instant::now() + MOVE_DRIVE_MAX;
-        let (partition, target) = (moving.machine.partition, moving.machine.target);
+        let partition = moving.machine.partition;
         loop {
             if Instant::now() >= give_up_at {
                 return Driving::Unfinished;
             }
-            if down.contains(&target) && moving.machine.source_dead {
-                // Module docs: ended as it stands, the target listed; the next pass moves it.
+            if down.contains(&moving.machine.target) {
+                // Replaced once the source is out of the group (module docs).
                 moving.machine.give_up_on_target();
             }
             let progress = match moving.machine.action() {
                 MoveAction::Done => {
-                    tracing::info!(table = %moving.table, partition, source = moving.machine.source, target, "autoadmin: move finished");
+                    tracing::info!(table = %moving.table, partition, source = moving.machine.source, target = moving.machine.target, "autoadmin: move finished");
                     return Driving::Finished;
                 }
                 MoveAction::Ask { node, request } => {
@@ -386,6 +465,16 @@ impl Router {
                     {
                         moving.machine.skip_delete();
                         continue;
+                    }
+                    if matches!(request, NodeRequest::ChangeMembership { .. }) {
+                        match self.still_ours(&mut moving).await {
+                            Ok(true) => {}
+                            Ok(false) => return Driving::Superseded,
+                            Err(error) => {
+                                tracing::warn!(partition, %error.message, "autoadmin: a move's record could not be read");
+                                return Driving::Unfinished;
+                            }
+                        }
                     }
                     match self.forwarder.call_once(node, moving.shard, request).await {
                         Ok(response) => match moving.machine.answered(node, response) {
@@ -425,6 +514,7 @@ impl Router {
                     }
                 }
                 MoveAction::RecordTarget => {
+                    let target = moving.machine.target;
                     let recorded = self
                         .change_move_record(&moving, |table, partition| {
                             if let Some(record) = table.replica_moves.get_mut(&partition) {
@@ -437,20 +527,13 @@ impl Router {
                             }
                         })
                         .await;
-                    match recorded {
-                        Ok(true) => {
-                            moving.machine.recorded();
-                            Progress::Advanced
-                        }
-                        Ok(false) => return Driving::Superseded,
-                        Err(error) => {
-                            tracing::warn!(partition, %error.message, "autoadmin: a move's record failed");
-                            return Driving::Unfinished;
-                        }
+                    match self.after_record(&mut moving, recorded) {
+                        Some(ended) => return ended,
+                        None => Progress::Advanced,
                     }
                 }
                 MoveAction::RecordDone => {
-                    let source = moving.machine.source;
+                    let (source, target) = (moving.machine.source, moving.machine.target);
                     let recorded = self
                         .change_move_record(&moving, |table, partition| {
                             table.replica_moves.remove(&partition);
@@ -463,16 +546,15 @@ impl Router {
                             }
                         })
                         .await;
-                    match recorded {
-                        Ok(true) => {
-                            moving.machine.recorded();
-                            Progress::Advanced
-                        }
-                        Ok(false) => return Driving::Superseded,
-                        Err(error) => {
-                            tracing::warn!(partition, %error.message, "autoadmin: a move's record failed");
-                            return Driving::Unfinished;
-                        }
+                    match self.after_record(&mut moving, recorded) {
+                        Some(ended) => return ended,
+                        None => Progress::Advanced,
+                    }
+                }
+                MoveAction::Retarget { given_up } => {
+                    match self.retarget(&mut moving, given_up, down, targets).await {
+                        Some(ended) => return ended,
+                        None => Progress::Advanced,
                     }
                 }
             };
@@ -480,7 +562,7 @@ impl Router {
                 Progress::Advanced => {}
                 Progress::AskAgain => glommio::timer::sleep(MOVE_RETRY_INTERVAL).await,
                 Progress::TargetRefused => {
-                    tracing::warn!(table = %moving.table, partition, target, "autoadmin: the target keeps this partition out of service; the move ends without it");
+                    tracing::warn!(table = %moving.table, partition, target = moving.machine.target, "autoadmin: the target keeps this partition out of service; another is chosen");
                     moving.machine.give_up_on_target();
                     if !moving.machine.source_dead {
                         glommio::timer::sleep(MOVE_RETRY_INTERVAL).await;
@@ -488,6 +570,85 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// After a record step: on to the next step, or how the drive ends (`Some`).
+    fn after_record(
+        &self,
+        moving: &mut Driven,
+        recorded: Result<bool, DynamoError>,
+    ) -> Option<Driving> {
+        match recorded {
+            Ok(true) => {
+                moving.machine.recorded();
+                None
+            }
+            Ok(false) => Some(Driving::Superseded),
+            Err(error) => {
+                tracing::warn!(partition = moving.machine.partition, %error.message, "autoadmin: a move's record failed");
+                Some(Driving::Unfinished)
+            }
+        }
+    }
+
+    /// [`MoveAction::Retarget`]: the first of `targets` that is up, not listed for the
+    /// partition, not the target given up, and whose shard hosts no replica of it, recorded in
+    /// place of `given_up`. `Some` when the drive ends (no such node now: the next pass tries
+    /// again; or the record is no longer this driver's).
+    async fn retarget(
+        &self,
+        moving: &mut Driven,
+        given_up: NodeId,
+        down: &BTreeSet<NodeId>,
+        targets: &[NodeId],
+    ) -> Option<Driving> {
+        let partition = moving.machine.partition;
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let listed: Vec<NodeId> = match self.read_table(&moving.table, deadline).await {
+            Ok(Some(table)) if Self::record_is(moving, &table) => table
+                .all_partitions()
+                .find(|entry| entry.id == partition)
+                .map(|entry| entry.replicas.clone())
+                .unwrap_or_default(),
+            Ok(_) => return Some(Driving::Superseded),
+            Err(_) => return Some(Driving::Unfinished),
+        };
+        for candidate in targets.iter().copied() {
+            if candidate == given_up
+                || candidate == moving.machine.source
+                || down.contains(&candidate)
+                || listed.contains(&candidate)
+                || self
+                    .hosts_partition(candidate, moving.shard, partition)
+                    .await
+                    != Some(false)
+            {
+                continue;
+            }
+            let recorded = self
+                .change_move_record(moving, |table, partition| {
+                    if let Some(record) = table.replica_moves.get_mut(&partition) {
+                        record.target = candidate;
+                        record.target_routed = false;
+                    }
+                    if let Some(entry) = table.partition_mut(partition) {
+                        entry.replicas.retain(|node| *node != given_up);
+                    }
+                })
+                .await;
+            return match recorded {
+                Ok(true) => {
+                    tracing::info!(table = %moving.table, partition, given_up, target = candidate, "autoadmin: a failed target replaced");
+                    moving.machine.retarget(candidate);
+                    moving.fenced = None;
+                    None
+                }
+                Ok(false) => Some(Driving::Superseded),
+                Err(_) => Some(Driving::Unfinished),
+            };
+        }
+        tracing::warn!(table = %moving.table, partition, given_up, "autoadmin: no node can take the replica now; the next pass tries again");
+        Some(Driving::Unfinished)
     }
 
     /// Whether every one of `members` reports `partition`'s replica on `shard` applied at or
@@ -519,9 +680,20 @@ impl Router {
     }
 }
 
-/// The machine of `table`'s move of `partition` as its record stands: from the first step, or
-/// from the removal once the target is routed.
-fn resumed_move(table: &TableRecord, partition: u64, record: &ReplicaMoveRecord) -> Option<Driven> {
+/// A fresh move id: the wall clock's nanoseconds, unique enough to tell two moves of one
+/// partition apart (they are recorded one after the other).
+fn new_move_id() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The machine of `table`'s move of `partition` as its record stands, from its first step
+/// (shoal_autoadmin::replica_move, "Resuming"); a retargeted move's record names its current
+/// target.
+fn driven_move(table: &TableRecord, partition: u64, record: &ReplicaMoveRecord) -> Option<Driven> {
     let entry = table.all_partitions().find(|entry| entry.id == partition)?;
     let members: Vec<NodeId> = entry
         .replicas
@@ -544,10 +716,8 @@ fn resumed_move(table: &TableRecord, partition: u64, record: &ReplicaMoveRecord)
         table: table.name.clone(),
         incarnation: table.incarnation(),
         shard: entry.shard,
-        machine: if record.target_routed {
-            machine.resumed_after_target_recorded()
-        } else {
-            machine
-        },
+        id: record.id,
+        machine,
+        fenced: None,
     })
 }

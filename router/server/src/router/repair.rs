@@ -504,6 +504,25 @@ impl Router {
             Instant::now(),
             self.config.orphan_replica_grace,
         );
+        // Read the items once more just before deleting: a replica moved away may have been
+        // chosen as a move's target since the read above (the autoadmin never picks a node
+        // that hosts the partition, so this closes the window to the time between this read
+        // and the deletion's arrival).
+        let due = if due.is_empty() {
+            due
+        } else {
+            let listed: BTreeSet<(u64, NodeId)> = self
+                .metadata
+                .all_tables(&self.forwarder, Instant::now() + CONTROL_DEADLINE)
+                .await
+                .map_err(ForwardError::into_dynamo)?
+                .iter()
+                .flat_map(TableRecord::listed_replicas)
+                .collect();
+            due.into_iter()
+                .filter(|replica| !listed.contains(&(replica.partition, replica.node)))
+                .collect()
+        };
         let mut deleted = 0;
         for replica in due {
             let request = NodeRequest::DeletePartition {
@@ -655,6 +674,7 @@ mod tests {
         live.replica_moves.insert(
             2,
             crate::metadata::ReplicaMoveRecord {
+                id: 1,
                 source: 1,
                 target: 4,
                 source_dead: false,
