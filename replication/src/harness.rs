@@ -159,6 +159,17 @@ pub(crate) struct Stats {
     pub(crate) membership_changes_committed: u64,
 }
 
+/// Whether the entry a node wrote, `durable`, is the one `Action::Apply` handed over as
+/// `applied`: the same payload, or a membership step as what it did (the membership it moved
+/// to, or a no-op where it was void).
+fn is_applied_as(durable: &Payload, applied: &Payload) -> bool {
+    match (durable, applied) {
+        (Payload::MembershipStep { next, .. }, Payload::Membership(moved_to)) => next == moved_to,
+        (Payload::MembershipStep { .. }, Payload::Noop) => true,
+        _ => durable == applied,
+    }
+}
+
 pub(crate) struct Cluster {
     pub(crate) rng: TestRng,
     true_nanos: u64,
@@ -167,6 +178,8 @@ pub(crate) struct Cluster {
     faults: Faults,
     isolated: BTreeSet<NodeId>,
     initial_membership: Membership,
+    /// Every membership step proposed: (the proposer's committed membership, the next one).
+    proposed_steps: BTreeSet<(Membership, Membership)>,
     /// The value chosen for each slot, as first observed committed anywhere (I1).
     chosen: BTreeMap<Slot, Payload>,
     /// Which node led each ballot (I3).
@@ -245,6 +258,7 @@ impl Cluster {
             faults,
             isolated: BTreeSet::new(),
             initial_membership: membership,
+            proposed_steps: BTreeSet::new(),
             chosen: BTreeMap::new(),
             leaders: BTreeMap::new(),
             next_command: 0,
@@ -428,6 +442,9 @@ impl Cluster {
         } else {
             MembershipChange::Remove(members[self.rng.below(members.len() as u64) as usize])
         };
+        if let Ok(next) = membership.apply(change) {
+            self.proposed_steps.insert((membership.clone(), next));
+        }
         let replica = self
             .nodes
             .get_mut(&leader)
@@ -607,13 +624,25 @@ impl Cluster {
         Ok(())
     }
 
-    /// Records a committed value and checks I1 (one value per slot) and I4 (on a quorum).
+    /// Records a committed value and checks I1 (one value per slot) and I4 (on a quorum). A
+    /// membership step read from a log is recorded as what it did, as `Action::Apply` hands
+    /// it over (every slot below was observed first: commits are prefixes).
     fn observe_committed(
         &mut self,
         node: NodeId,
         slot: Slot,
         payload: &Payload,
     ) -> Result<(), String> {
+        let as_applied;
+        let payload = if let Payload::MembershipStep { .. } = payload {
+            as_applied = match payload.membership_after(&self.governing_membership(slot)) {
+                Some(next) => Payload::Membership(next.clone()),
+                None => Payload::Noop,
+            };
+            &as_applied
+        } else {
+            payload
+        };
         match self.chosen.get(&slot) {
             Some(existing) if existing != payload => Err(format!(
                 "I1: slot {slot:?} committed as {existing:?} and as {payload:?} on {node:?}"
@@ -622,8 +651,20 @@ impl Cluster {
             None => {
                 self.chosen.insert(slot, payload.clone());
                 self.stats.committed_slots += 1;
-                if let Payload::Membership(_) = payload {
+                if let Payload::Membership(next) = payload {
                     self.stats.membership_changes_committed += 1;
+                    // A step takes effect only on the membership it was proposed on: a stale
+                    // step re-proposed after others committed must be void, not undo them.
+                    let governing = self.governing_membership(slot);
+                    if !self
+                        .proposed_steps
+                        .contains(&(governing.clone(), next.clone()))
+                    {
+                        return Err(format!(
+                            "membership: slot {slot:?} moved {governing:?} to {next:?}, a step no \
+                             leader proposed on that membership"
+                        ));
+                    }
                 }
                 self.check_on_quorum(slot, payload)
             }
@@ -650,7 +691,7 @@ impl Cluster {
                     || disk
                         .entries
                         .get(&slot)
-                        .is_some_and(|entry| &entry.payload == payload)
+                        .is_some_and(|entry| is_applied_as(&entry.payload, payload))
             })
             .count();
         if holders < membership.quorum_size() {
@@ -871,6 +912,7 @@ mod tests {
         let broken = InjectedFaults {
             commit_without_quorum: true,
             ignore_old_leases: false,
+            unconditional_membership_steps: false,
         };
         let caught = (0..5).find_map(|seed| run_seed(seed, STEPS_PER_SEED, false, broken).err());
         let violation = caught.expect("the broken variant must be caught");
@@ -880,11 +922,34 @@ mod tests {
         );
     }
 
+    /// Found by the simulator (seed 23061): a step accepted in a ballot that lost, re-proposed by
+    /// a later leader after another step committed below it, undid that one. Unconditional
+    /// steps are caught: as a membership no leader proposed, or as a commit on too few members.
+    #[test]
+    fn the_checker_catches_membership_steps_that_ignore_their_base_within_a_few_seeds() {
+        let broken = InjectedFaults {
+            commit_without_quorum: false,
+            ignore_old_leases: false,
+            unconditional_membership_steps: true,
+        };
+        let caught =
+            (2680..2700).find_map(|seed| run_seed(seed, STEPS_PER_SEED, true, broken).err());
+        let violation = caught.expect("the broken variant must be caught");
+        // Seed 2686: a commit on too few of the membership the undone step had left (I4).
+        assert!(
+            ["membership", "I4", "I1"]
+                .iter()
+                .any(|kind| violation.contains(kind)),
+            "{violation}"
+        );
+    }
+
     #[test]
     fn the_checker_catches_a_new_leader_that_ignores_old_leases_within_a_few_seeds() {
         let broken = InjectedFaults {
             commit_without_quorum: false,
             ignore_old_leases: true,
+            unconditional_membership_steps: false,
         };
         // The broken variant shows only when a lease hand-over meets a read at the wrong
         // moment: about one seed in twenty-five, first at seed 41 since followers that restart

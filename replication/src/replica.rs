@@ -279,6 +279,9 @@ pub(crate) struct InjectedFaults {
     pub(crate) commit_without_quorum: bool,
     /// A new leader serves strong reads without waiting out old leases (breaks I7).
     pub(crate) ignore_old_leases: bool,
+    /// Membership steps take effect whatever membership governs their slot (a stale step
+    /// re-proposed in phase 1 then undoes the steps committed below it).
+    pub(crate) unconditional_membership_steps: bool,
 }
 
 /// One replica of one replication group. Equality and hashing cover the whole state, so a model
@@ -494,15 +497,13 @@ impl Replica {
 
     /// The membership after every membership entry in the log, committed or not.
     pub fn latest_membership(&self) -> Membership {
-        self.log
-            .iter(self.commit_slot.next(), self.log.last_slot())
-            .filter_map(|(_, entry)| match &entry.payload {
-                Payload::Membership(next) => Some(next),
-                Payload::Command(_) | Payload::Noop => None,
-            })
-            .last()
-            .unwrap_or(&self.committed_membership)
-            .clone()
+        let mut membership = &self.committed_membership;
+        for (_, entry) in self.log.iter(self.commit_slot.next(), self.log.last_slot()) {
+            if let Some(next) = self.membership_after(&entry.payload, membership) {
+                membership = next;
+            }
+        }
+        membership.clone()
     }
 
     pub fn election_deadline(&self) -> MonotonicTime {
@@ -666,7 +667,13 @@ impl Replica {
             .committed_membership
             .apply(change)
             .map_err(ProposeError::Membership)?;
-        let slot = self.append_as_leader(now, Payload::Membership(next.clone()));
+        let slot = self.append_as_leader(
+            now,
+            Payload::MembershipStep {
+                base: self.committed_membership.clone(),
+                next: next.clone(),
+            },
+        );
         if let Role::Leader(leader) = &mut self.role {
             for member in next.members() {
                 if member != self.id && !leader.progress.contains_key(&member) {
@@ -674,7 +681,8 @@ impl Replica {
                         member,
                         FollowerProgress {
                             match_slot: Slot::ZERO,
-                            next_slot: self.commit_slot.next(),
+                            // A new member starts blank: a snapshot first (`on_accept`).
+                            next_slot: Slot::ZERO,
                             acked_round: 0,
                             heard_at: None,
                             commit_sent: Slot::ZERO,
@@ -1126,7 +1134,8 @@ impl Replica {
         let mut unasked = Vec::new();
         let mut complete = self.committed_membership.is_quorum(promised_by);
         for entry in merged.values() {
-            if let Payload::Membership(membership) = &entry.payload {
+            // Every membership an entry could set, whether it will take effect or not.
+            if let Some(membership) = entry.payload.membership_next() {
                 unasked.extend(
                     membership
                         .members()
@@ -1265,7 +1274,7 @@ impl Replica {
     fn uncommitted_membership_entry(&self) -> bool {
         self.log
             .iter(self.commit_slot.next(), self.log.last_slot())
-            .any(|(_, entry)| matches!(entry.payload, Payload::Membership(_)))
+            .any(|(_, entry)| entry.payload.membership_next().is_some())
     }
 
     fn append_as_leader(&mut self, now: MonotonicTime, payload: Payload) -> Slot {
@@ -1496,7 +1505,13 @@ impl Replica {
         self.quiesced = false;
         self.reset_election_deadline(now);
 
-        let missing = first_slot > self.match_slot.next();
+        // A blank replica (joined, never given any state) cannot tell which membership steps
+        // take effect (`Payload::MembershipStep` depends on the membership before it): it
+        // takes no entries until a snapshot gives it a membership, and says so as missing. Its
+        // leader sends one first (it starts a new member at slot 0, below any log); a later
+        // leader resends from slot 1, a snapshot too once a checkpoint has truncated its log,
+        // which the host does as soon as it applies a membership step.
+        let missing = first_slot > self.match_slot.next() || self.is_blank();
         let mut written = Vec::new();
         if !missing {
             let mut slot = first_slot;
@@ -1531,6 +1546,28 @@ impl Replica {
                 missing,
             },
         );
+    }
+
+    /// The membership after `payload` when `governing` governs its slot
+    /// (`Payload::membership_after`; the tests' broken variant ignores the step's base).
+    fn membership_after<'a>(
+        &self,
+        payload: &'a Payload,
+        governing: &'a Membership,
+    ) -> Option<&'a Membership> {
+        #[cfg(test)]
+        if self.faults.unconditional_membership_steps {
+            return payload.membership_next();
+        }
+        payload.membership_after(governing)
+    }
+
+    /// Whether this replica was created empty to join a group (no members known) and has been
+    /// given no state yet: no snapshot, no commit, no entry.
+    fn is_blank(&self) -> bool {
+        self.committed_membership.member_count() == 0
+            && self.commit_slot == Slot::ZERO
+            && self.log.last_slot() == Slot::ZERO
     }
 
     fn on_accepted(
@@ -1690,10 +1727,10 @@ impl Replica {
             if !chosen {
                 break;
             }
-            if let Some(LogEntry {
-                payload: Payload::Membership(next),
-                ..
-            }) = self.log.get(slot)
+            if let Some(next) = self
+                .log
+                .get(slot)
+                .and_then(|entry| self.membership_after(&entry.payload, &membership))
             {
                 membership = next.clone();
             }
@@ -1714,7 +1751,9 @@ impl Replica {
         );
         let newly = self.log.range(self.commit_slot.next(), through);
         for (_, entry) in &newly {
-            if let Payload::Membership(next) = &entry.payload {
+            // A void step (`Payload::MembershipStep` on another base) changes nothing. The host
+            // decides each step the same way, from the membership it applied before it.
+            if let Some(next) = self.membership_after(&entry.payload, &self.committed_membership) {
                 self.committed_membership = next.clone();
             }
         }

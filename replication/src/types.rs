@@ -60,19 +60,52 @@ pub enum Payload {
     Noop,
     /// An opaque command for the host's state machine (an encoded write record).
     Command(Vec<u8>),
-    /// The group's next membership. It governs every slot after its own once it is committed.
+    /// The group's next membership, unconditionally. It governs every slot after its own once
+    /// it is committed. Written by builds before [`Payload::MembershipStep`]; still read from
+    /// their logs.
     Membership(Membership),
+    /// One membership step proposed on `base`, the membership the leader had committed then.
+    /// Once committed it takes effect, governing every slot after its own, only if `base` is
+    /// the membership that governs its own slot; otherwise it is void, a no-op. A step accepted
+    /// in a ballot that lost can be re-proposed by a later leader's phase 1 after other steps
+    /// committed below it; unconditional, it would then undo them (simulator seed 23061: a
+    /// stale "add" re-proposed after a removal brought the removed, deleted replica back).
+    /// `Action::Apply` hands it over as it is: the host decides it the same way, from the
+    /// membership it applied before it ([`Payload::membership_after`]).
+    MembershipStep { base: Membership, next: Membership },
 }
 
 impl Payload {
     /// Bytes this payload holds in memory, for the log's memory limit.
     pub fn size_bytes(&self) -> usize {
+        let members = |membership: &Membership| {
+            (membership.full_replicas.len() + membership.log_replicas.len()) * 8
+        };
         match self {
             Payload::Noop => 0,
             Payload::Command(bytes) => bytes.len(),
-            Payload::Membership(membership) => {
-                (membership.full_replicas.len() + membership.log_replicas.len()) * 8
-            }
+            Payload::Membership(membership) => members(membership),
+            Payload::MembershipStep { base, next } => members(base) + members(next),
+        }
+    }
+
+    /// The membership this entry would move the group to, whether it takes effect or not: for
+    /// the checks that must hold under every membership an entry could set (phase 1's quorums,
+    /// one uncommitted change at a time).
+    pub fn membership_next(&self) -> Option<&Membership> {
+        match self {
+            Payload::Membership(next) | Payload::MembershipStep { next, .. } => Some(next),
+            Payload::Noop | Payload::Command(_) => None,
+        }
+    }
+
+    /// The membership after this entry when `governing` governs its slot: its `next` if it is
+    /// a membership entry that takes effect, `None` if it is none or is void.
+    pub fn membership_after(&self, governing: &Membership) -> Option<&Membership> {
+        match self {
+            Payload::Membership(next) => Some(next),
+            Payload::MembershipStep { base, next } if base == governing => Some(next),
+            Payload::MembershipStep { .. } | Payload::Noop | Payload::Command(_) => None,
         }
     }
 }

@@ -22,9 +22,13 @@ fn adding_a_full_replica_goes_through_the_log_and_blocks_other_proposals_until_c
     let now = group.now;
     let b1 = group.get(1).leader_ballot().unwrap();
     let four = Membership::new([n(1), n(2), n(3), n(4)], []);
+    // A step on the membership the leader committed: it takes effect only on that one.
     let entry = LogEntry {
         ballot: b1,
-        payload: Payload::Membership(four.clone()),
+        payload: Payload::MembershipStep {
+            base: three_full(),
+            next: four.clone(),
+        },
     };
     let accept = Message::Accept {
         ballot: b1,
@@ -52,12 +56,11 @@ fn adding_a_full_replica_goes_through_the_log_and_blocks_other_proposals_until_c
             },
             Action::Send {
                 to: n(3),
-                message: accept.clone(),
-            },
-            Action::Send {
-                to: n(4),
                 message: accept,
             },
+            // The newcomer is blank: it starts from a snapshot, never from entries whose
+            // membership steps it could not evaluate.
+            Action::SendSnapshot { to: n(4) },
         ]
     );
     assert_eq!(
@@ -75,7 +78,8 @@ fn adding_a_full_replica_goes_through_the_log_and_blocks_other_proposals_until_c
 
     group.settle(n(1), proposed.actions);
     assert_eq!(group.get(1).committed_membership(), &four);
-    // The newcomer caught up from the leader's log and learns the commit with the heartbeat.
+    // The newcomer caught up from the leader's snapshot and log, and learns the commit with the
+    // heartbeat.
     group.advance(HEARTBEAT);
     assert_eq!(group.get(4).commit_slot(), Slot(2));
     assert_eq!(group.get(4).committed_membership(), &four);

@@ -485,6 +485,12 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     last_wal_pressure_checkpoint: Option<MonotonicTime>,
     /// The oldest slot replies wait on, and since when (for `report_stalled_replies`).
     stall_since: Option<(Slot, MonotonicTime)>,
+    /// The membership governing the slot after `applied_slot`: what a checkpoint intent and an
+    /// outgoing snapshot at `applied_slot` must carry. The core's committed membership belongs
+    /// to its commit slot, which may be ahead; a replica started from a snapshot with a later
+    /// membership than its slot would judge the membership steps it then applies differently
+    /// from the others (`Payload::MembershipStep`).
+    applied_membership: Membership,
     outgoing_snapshot: Option<OutgoingSnapshot>,
     /// Followers whose transfer was refused while another moved, and when they last asked;
     /// and the follower the last transfer went to (durability.rs, fairness).
@@ -807,7 +813,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         wal: Wal<F>,
     ) -> Self {
         let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
+        // Created or recovered, the core has committed exactly through the checkpoint.
+        let applied_membership = core.committed_membership().clone();
         Self {
+            applied_membership,
             meta,
             node,
             config,
@@ -1394,7 +1403,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             let chained = match self.core.entry(slot).map(|entry| &entry.payload) {
                 Some(Payload::Command(bytes)) => ChainedEntry::Command(bytes),
                 Some(Payload::Noop) => ChainedEntry::Noop,
-                Some(Payload::Membership(_)) => ChainedEntry::Membership,
+                // A step counts the same whether it takes effect or is void.
+                Some(Payload::Membership(_) | Payload::MembershipStep { .. }) => {
+                    ChainedEntry::Membership
+                }
                 None => {
                     return Err(PartitionError::Corrupt(format!(
                         "partition {}: the log holds no entry at slot {} after the applied slot",
@@ -1432,7 +1444,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     ChainedEntry::Command(bytes),
                 ),
                 Payload::Noop => (MutationBatch::default(), ChainedEntry::Noop),
-                Payload::Membership(_) => (MutationBatch::default(), ChainedEntry::Membership),
+                Payload::Membership(_) | Payload::MembershipStep { .. } => {
+                    (MutationBatch::default(), ChainedEntry::Membership)
+                }
             };
             // Invariant 6: a write evaluated against another history than the one committed
             // before it (its leader's proposals before it lost to a later leader's) is applied
@@ -1522,10 +1536,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             // truncated past the candidate's commit cannot count for it (found by the
             // simulator: the removed replica checkpointed at once, the leader that committed
             // the removal was cut off, and the two members left could not elect).
-            if let Payload::Membership(next) = &entry.payload {
+            // A membership step takes effect only on the membership it was proposed on, decided
+            // here as the core decides it (`Payload::membership_after`), from the membership
+            // applied before it.
+            let took_effect = entry
+                .payload
+                .membership_after(&self.applied_membership)
+                .cloned();
+            if let Some(next) = &took_effect {
                 self.membership_applied = next.contains(self.node);
+                self.applied_membership = next.clone();
             }
-            self.settle_membership_waiter(slot, &entry.payload);
+            self.settle_membership_waiter(slot, took_effect.as_ref());
             let mut proposal_took_effect = false;
             if let Some(waiter) = self.waiting.remove(&slot) {
                 let taken_effect = !voided

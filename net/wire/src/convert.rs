@@ -26,6 +26,8 @@ pub enum ConversionError {
     MembershipOverlap { node: u64 },
     /// More members than `shoal_replication::limits::MEMBERS_MAX`.
     TooManyMembers { count: usize },
+    /// A membership step's bytes do not follow FORMAT.md ("Membership steps").
+    MembershipStepMalformed,
 }
 
 impl fmt::Display for ConversionError {
@@ -42,6 +44,9 @@ impl fmt::Display for ConversionError {
                     formatter,
                     "{count} members exceed the limit of {MEMBERS_MAX}"
                 )
+            }
+            ConversionError::MembershipStepMalformed => {
+                write!(formatter, "membership step bytes are malformed")
             }
         }
     }
@@ -133,12 +138,90 @@ impl TryFrom<MembershipWire> for Membership {
     }
 }
 
+/// Appends `membership` in the layout of FORMAT.md ("Membership steps"): the full replicas'
+/// count and the log replicas' count (u16 little-endian each), then every id (u64
+/// little-endian), full replicas first, each list ascending.
+fn encode_membership(membership: &Membership, bytes: &mut Vec<u8>) {
+    // A membership holds at most MEMBERS_MAX (far below u16::MAX) nodes: `try_from` refuses more.
+    for count in [
+        membership.full_replicas.len(),
+        membership.log_replicas.len(),
+    ] {
+        bytes.extend_from_slice(&u16::try_from(count).unwrap_or(u16::MAX).to_le_bytes());
+    }
+    for node in membership
+        .full_replicas
+        .iter()
+        .chain(membership.log_replicas.iter())
+    {
+        bytes.extend_from_slice(&node.0.to_le_bytes());
+    }
+}
+
+/// Reads one membership of [`encode_membership`]'s layout from the front of `bytes`.
+fn decode_membership(bytes: &mut &[u8]) -> Result<Membership, ConversionError> {
+    let mut take = |count: usize| -> Result<&[u8], ConversionError> {
+        if bytes.len() < count {
+            return Err(ConversionError::MembershipStepMalformed);
+        }
+        let (head, rest) = bytes.split_at(count);
+        *bytes = rest;
+        Ok(head)
+    };
+    let mut count = || -> Result<usize, ConversionError> {
+        let raw = take(2)?;
+        Ok(usize::from(u16::from_le_bytes([raw[0], raw[1]])))
+    };
+    let (full, log) = (count()?, count()?);
+    if full + log > MEMBERS_MAX {
+        return Err(ConversionError::TooManyMembers { count: full + log });
+    }
+    let mut ids = |count: usize| -> Result<Vec<u64>, ConversionError> {
+        (0..count)
+            .map(|_| {
+                let raw = take(8)?;
+                let mut id = [0u8; 8];
+                id.copy_from_slice(raw);
+                Ok(u64::from_le_bytes(id))
+            })
+            .collect()
+    };
+    let wire = MembershipWire {
+        full_replicas: ids(full)?,
+        log_replicas: ids(log)?,
+    };
+    Membership::try_from(&wire)
+}
+
+/// A membership step's bytes (FORMAT.md, "Membership steps"): `base`, then `next`.
+pub fn encode_membership_step(base: &Membership, next: &Membership) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + (base.member_count() + next.member_count()) * 8);
+    encode_membership(base, &mut bytes);
+    encode_membership(next, &mut bytes);
+    bytes
+}
+
+/// The `(base, next)` of a membership step's bytes; anything left over is malformed.
+pub fn decode_membership_step(
+    mut bytes: &[u8],
+) -> Result<(Membership, Membership), ConversionError> {
+    let base = decode_membership(&mut bytes)?;
+    let next = decode_membership(&mut bytes)?;
+    if !bytes.is_empty() {
+        return Err(ConversionError::MembershipStepMalformed);
+    }
+    Ok((base, next))
+}
+
 impl From<Payload> for PayloadWire {
     fn from(payload: Payload) -> Self {
         match payload {
             Payload::Noop => PayloadWire::Noop,
             Payload::Command(bytes) => PayloadWire::Command(bytes),
             Payload::Membership(membership) => PayloadWire::Membership(membership.into()),
+            Payload::MembershipStep { base, next } => {
+                PayloadWire::MembershipStep(encode_membership_step(&base, &next))
+            }
         }
     }
 }
@@ -151,6 +234,10 @@ impl TryFrom<PayloadWire> for Payload {
             PayloadWire::Noop => Payload::Noop,
             PayloadWire::Command(bytes) => Payload::Command(bytes),
             PayloadWire::Membership(membership) => Payload::Membership(membership.try_into()?),
+            PayloadWire::MembershipStep(bytes) => {
+                let (base, next) = decode_membership_step(&bytes)?;
+                Payload::MembershipStep { base, next }
+            }
         })
     }
 }
@@ -349,6 +436,7 @@ impl ReplicationMessageWire {
                     PayloadWire::Membership(membership) => {
                         (membership.full_replicas.len() + membership.log_replicas.len()) * 8
                     }
+                    PayloadWire::MembershipStep(bytes) => bytes.len(),
                 }
         };
         MESSAGE_FIXED_BYTES

@@ -11,7 +11,7 @@ pub mod limits;
 pub mod messages;
 pub mod persist;
 
-pub use convert::ConversionError;
+pub use convert::{ConversionError, decode_membership_step, encode_membership_step};
 pub use frame::{
     FRAME_FORMAT_VERSION, FRAME_MAGIC, FrameDecoder, FrameError, FrameHeader, MessageKind,
     decode_body, decode_frame, encode_frame,

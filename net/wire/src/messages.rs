@@ -40,6 +40,10 @@ pub enum PayloadWire {
     Noop,
     Command(Vec<u8>),
     Membership(MembershipWire),
+    /// `shoal_replication::Payload::MembershipStep { base, next }`, in the byte layout of
+    /// FORMAT.md ("Membership steps"): a byte vector, so the archived size of every payload
+    /// (and of the entries holding one) is unchanged. Added at the end (tag 3).
+    MembershipStep(Vec<u8>),
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -53,6 +53,42 @@ fn membership_lists_must_be_sorted_disjoint_and_small() {
     );
 }
 
+/// FORMAT.md, "Membership steps": the bytes of a step, byte for byte, and what is refused.
+#[test]
+fn membership_steps_have_the_documented_bytes_and_malformed_ones_are_refused() {
+    let base = Membership::new([NodeId(1), NodeId(2)], []);
+    let next = Membership::new([NodeId(1), NodeId(2)], [NodeId(7)]);
+    let bytes = encode_membership_step(&base, &next);
+    let mut expected = vec![2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0];
+    expected.extend([2, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+    expected.extend([7, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(bytes, expected);
+    assert_eq!(decode_membership_step(&bytes), Ok((base, next)));
+    assert_eq!(
+        decode_membership_step(&bytes[..bytes.len() - 1]),
+        Err(ConversionError::MembershipStepMalformed)
+    );
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_eq!(
+        decode_membership_step(&trailing),
+        Err(ConversionError::MembershipStepMalformed)
+    );
+    // Ids out of order inside a step are refused like those of a plain membership.
+    let unsorted = [
+        2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(
+        decode_membership_step(&unsorted),
+        Err(ConversionError::MembershipNotSorted)
+    );
+    let too_many = [9, 0, 0, 0];
+    assert_eq!(
+        decode_membership_step(&too_many),
+        Err(ConversionError::TooManyMembers { count: 9 })
+    );
+}
+
 #[test]
 fn heartbeats_are_recognised() {
     assert!(common::heartbeat(1, 1).message.is_heartbeat());

@@ -124,6 +124,25 @@ impl Group {
                     applied.entry(node).or_default().push(apply);
                     continue;
                 }
+                // A snapshot of the sender's committed state (these hosts apply at once), as
+                // a host would stream and install it.
+                Action::SendSnapshot { to } => {
+                    let Some(sender) = self.replicas.get(&node) else {
+                        continue;
+                    };
+                    let meta = shoal_replication::SnapshotMeta {
+                        last_included_slot: sender.commit_slot(),
+                        membership: sender.committed_membership().clone(),
+                    };
+                    match self.replicas.get_mut(&to) {
+                        Some(replica) => {
+                            let produced = replica.snapshot_installed(now, meta);
+                            queue.extend(produced.into_iter().map(|action| (to, action)));
+                            continue;
+                        }
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
             queue.extend(produced.into_iter().map(|action| (node, action)));

@@ -12,7 +12,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             entries: Vec::new(),
             checkpoint: Some(CheckpointIntent {
                 last_included_slot: self.applied_slot.0,
-                membership: MembershipWire::from(self.core.committed_membership()),
+                membership: MembershipWire::from(&self.applied_membership),
             }),
         };
         Ok(self
@@ -226,7 +226,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             to,
             transfer_id,
             last_included_slot: self.applied_slot,
-            membership: MembershipWire::from(self.core.committed_membership()),
+            membership: MembershipWire::from(&self.applied_membership),
             applied_chain: self.applied_chain,
             next_chunk: 0,
             after: None,
@@ -413,6 +413,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             "an installed snapshot is durable at its slot"
         );
         let old = std::mem::replace(&mut self.engine, tree);
+        self.applied_membership = membership.clone();
         // Counted again from the installed tree at the next event.
         self.index_region = None;
         self.applied_chain = None;

@@ -123,15 +123,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         Ok(())
     }
 
-    /// `slot` was applied holding `payload`: answers the membership change that waits on it.
-    pub(super) fn settle_membership_waiter(&mut self, slot: Slot, payload: &Payload) {
+    /// `slot` was applied, moving the group to `took_effect` (none: no membership entry, or a
+    /// void step): answers the membership change that waits on it.
+    pub(super) fn settle_membership_waiter(&mut self, slot: Slot, took_effect: Option<&Membership>) {
         let Some(waiter) = self.membership_waiters.remove(&slot) else {
             return;
         };
-        let response = match payload {
-            Payload::Membership(membership) if *membership == waiter.next => {
-                self.membership_answer()
-            }
+        let response = match took_effect {
+            Some(membership) if *membership == waiter.next => self.membership_answer(),
             _ => NodeResponse::Error(NodeError::NotApplied {
                 message: MEMBERSHIP_CHANGE_LOST_ITS_SLOT.to_string(),
             }),
