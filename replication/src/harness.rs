@@ -178,8 +178,9 @@ pub(crate) struct Cluster {
     faults: Faults,
     isolated: BTreeSet<NodeId>,
     initial_membership: Membership,
-    /// Every membership step proposed: (the proposer's committed membership, the next one).
-    proposed_steps: BTreeSet<(Membership, Membership)>,
+    /// Every membership step proposed: (the slot that set the proposer's committed membership,
+    /// that membership, the next one).
+    proposed_steps: BTreeSet<(Slot, Membership, Membership)>,
     /// The value chosen for each slot, as first observed committed anywhere (I1).
     chosen: BTreeMap<Slot, Payload>,
     /// Which node led each ballot (I3).
@@ -241,6 +242,7 @@ impl Cluster {
                         snapshot: SnapshotMeta {
                             last_included_slot: Slot::ZERO,
                             membership: starting_membership,
+                            config_slot: Slot::ZERO,
                         },
                         entries: BTreeMap::new(),
                     },
@@ -422,6 +424,7 @@ impl Cluster {
         let now = self.local_time(leader);
         let replica = self.nodes[&leader].replica.as_ref().expect("alive");
         let membership = replica.committed_membership().clone();
+        let config_slot = replica.config_slot();
         let non_members: Vec<NodeId> = self
             .nodes
             .iter()
@@ -443,7 +446,8 @@ impl Cluster {
             MembershipChange::Remove(members[self.rng.below(members.len() as u64) as usize])
         };
         if let Ok(next) = membership.apply(change) {
-            self.proposed_steps.insert((membership.clone(), next));
+            self.proposed_steps
+                .insert((config_slot, membership.clone(), next));
         }
         let replica = self
             .nodes
@@ -470,6 +474,7 @@ impl Cluster {
         state.disk.snapshot = SnapshotMeta {
             last_included_slot: through,
             membership: replica.committed_membership().clone(),
+            config_slot: replica.config_slot(),
         };
         state.disk.entries = state.disk.entries.split_off(&through.next());
         let actions = replica.checkpointed(now, through);
@@ -635,7 +640,8 @@ impl Cluster {
     ) -> Result<(), String> {
         let as_applied;
         let payload = if let Payload::MembershipStep { .. } = payload {
-            as_applied = match payload.membership_after(&self.governing_membership(slot)) {
+            let (governing, config_slot) = self.governing_config(slot);
+            as_applied = match payload.membership_after(&governing, config_slot) {
                 Some(next) => Payload::Membership(next.clone()),
                 None => Payload::Noop,
             };
@@ -655,11 +661,12 @@ impl Cluster {
                     self.stats.membership_changes_committed += 1;
                     // A step takes effect only on the membership it was proposed on: a stale
                     // step re-proposed after others committed must be void, not undo them.
-                    let governing = self.governing_membership(slot);
-                    if !self
-                        .proposed_steps
-                        .contains(&(governing.clone(), next.clone()))
-                    {
+                    let (governing, config_slot) = self.governing_config(slot);
+                    if !self.proposed_steps.contains(&(
+                        config_slot,
+                        governing.clone(),
+                        next.clone(),
+                    )) {
                         return Err(format!(
                             "membership: slot {slot:?} moved {governing:?} to {next:?}, a step no \
                              leader proposed on that membership"
@@ -672,13 +679,21 @@ impl Cluster {
     }
 
     fn governing_membership(&self, slot: Slot) -> Membership {
+        self.governing_config(slot).0
+    }
+
+    /// The membership governing `slot` by the chosen values below it, and the slot of the
+    /// entry that set it (0: the initial membership).
+    fn governing_config(&self, slot: Slot) -> (Membership, Slot) {
         let mut membership = self.initial_membership.clone();
-        for (_, payload) in self.chosen.range(..slot) {
+        let mut config_slot = Slot::ZERO;
+        for (chosen_slot, payload) in self.chosen.range(..slot) {
             if let Payload::Membership(next) = payload {
                 membership = next.clone();
+                config_slot = *chosen_slot;
             }
         }
-        membership
+        (membership, config_slot)
     }
 
     fn check_on_quorum(&self, slot: Slot, payload: &Payload) -> Result<(), String> {
@@ -728,6 +743,10 @@ impl Cluster {
             // I1 and I4 for log replicas and for committed entries not yet seen in an Apply.
             let from = state.checked_through.next().max(replica.log_first_slot());
             let through = replica.commit_slot();
+            let committed = (
+                replica.committed_membership().clone(),
+                replica.config_slot(),
+            );
             let mut slot = from;
             let mut observed = Vec::new();
             while slot <= through {
@@ -738,6 +757,16 @@ impl Cluster {
             }
             for (slot, payload) in observed {
                 self.observe_committed(node, slot, &payload)?;
+            }
+            // Every replica decides each membership step as the chosen values do (a blank
+            // joiner, which has been given nothing yet, knows no membership).
+            let expected = self.governing_config(through.next());
+            let blank = through == Slot::ZERO && committed.0.member_count() == 0;
+            if !blank && committed != expected {
+                return Err(format!(
+                    "membership: {node:?} committed through {through:?} holds {committed:?}, the \
+                     chosen values say {expected:?}"
+                ));
             }
             self.nodes
                 .get_mut(&node)

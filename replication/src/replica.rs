@@ -295,6 +295,9 @@ pub struct Replica {
     log: Log,
     commit_slot: Slot,
     committed_membership: Membership,
+    /// The slot of the membership entry that set `committed_membership` (0: the initial one),
+    /// the base a [`Payload::MembershipStep`] names.
+    config_slot: Slot,
     role: Role,
     /// The ballot whose leader this replica's log is being matched against, and how far it
     /// matches (I5).
@@ -343,6 +346,7 @@ impl Replica {
             log: Log::starting_at(Slot(1)),
             commit_slot: Slot::ZERO,
             committed_membership: membership,
+            config_slot: Slot::ZERO,
             role: Role::Follower,
             following: None,
             match_slot: Slot::ZERO,
@@ -382,6 +386,7 @@ impl Replica {
         let snapshot_slot = state.snapshot.last_included_slot;
         let mut replica = Self::new(id, options, state.snapshot.membership, now)
             .map_err(RecoveryError::Options)?;
+        replica.config_slot = state.snapshot.config_slot;
         // I2: every entry was accepted under a ballot this replica had promised, so the
         // promise is at least the highest of them, whichever writes are left.
         let promised = state
@@ -475,6 +480,12 @@ impl Replica {
         &self.committed_membership
     }
 
+    /// The slot of the membership entry that set the committed membership (0: the group's
+    /// initial one): what a checkpoint or snapshot of the committed state records with it.
+    pub fn config_slot(&self) -> Slot {
+        self.config_slot
+    }
+
     /// How far each follower's log is durably this leader's, as its acknowledgements said
     /// (`match_slot`); empty unless leading. A caller that added a member waits on this for
     /// the new member to catch up before it removes another.
@@ -498,9 +509,11 @@ impl Replica {
     /// The membership after every membership entry in the log, committed or not.
     pub fn latest_membership(&self) -> Membership {
         let mut membership = &self.committed_membership;
-        for (_, entry) in self.log.iter(self.commit_slot.next(), self.log.last_slot()) {
-            if let Some(next) = self.membership_after(&entry.payload, membership) {
+        let mut config_slot = self.config_slot;
+        for (slot, entry) in self.log.iter(self.commit_slot.next(), self.log.last_slot()) {
+            if let Some(next) = self.membership_after(&entry.payload, membership, config_slot) {
                 membership = next;
+                config_slot = slot;
             }
         }
         membership.clone()
@@ -670,6 +683,7 @@ impl Replica {
         let slot = self.append_as_leader(
             now,
             Payload::MembershipStep {
+                base_slot: self.config_slot,
                 base: self.committed_membership.clone(),
                 next: next.clone(),
             },
@@ -744,6 +758,7 @@ impl Replica {
             self.log.truncate_prefix(slot);
             self.commit_slot = slot;
             self.committed_membership = meta.membership;
+            self.config_slot = meta.config_slot;
             // The snapshot holds only chosen values, which every leader's log shares (I1).
             self.match_slot = self.match_slot.max(slot);
             if let Some(ballot) = self.following {
@@ -1548,18 +1563,19 @@ impl Replica {
         );
     }
 
-    /// The membership after `payload` when `governing` governs its slot
+    /// The membership after `payload` when `governing`, set at `config_slot`, governs its slot
     /// (`Payload::membership_after`; the tests' broken variant ignores the step's base).
     fn membership_after<'a>(
         &self,
         payload: &'a Payload,
         governing: &'a Membership,
+        config_slot: Slot,
     ) -> Option<&'a Membership> {
         #[cfg(test)]
         if self.faults.unconditional_membership_steps {
             return payload.membership_next();
         }
-        payload.membership_after(governing)
+        payload.membership_after(governing, config_slot)
     }
 
     /// Whether this replica was created empty to join a group (no members known) and has been
@@ -1600,7 +1616,10 @@ impl Replica {
         let may_rewind = progress
             .rewound_at
             .is_none_or(|at| now >= at.saturating_add(heartbeat_interval));
-        if missing && may_rewind {
+        if missing && progress.next_slot == Slot::ZERO && match_slot == Slot::ZERO {
+            // A member this leader added, still waiting for its first snapshot: it refuses
+            // entries until then (`on_accept`), so resending them cannot help.
+        } else if missing && may_rewind {
             // Resend from the match slot the follower reports, which may be below our record of
             // it: a follower that restarted knows only its snapshot to match (I5) until we
             // resend, although the entries we recorded are still durable there (so the record
@@ -1703,6 +1722,7 @@ impl Replica {
             return;
         }
         let mut membership = self.committed_membership.clone();
+        let mut config_slot = self.config_slot;
         let mut slot = self.commit_slot.next();
         let mut commit_to = self.commit_slot;
         while slot <= self.log.last_slot() {
@@ -1730,9 +1750,10 @@ impl Replica {
             if let Some(next) = self
                 .log
                 .get(slot)
-                .and_then(|entry| self.membership_after(&entry.payload, &membership))
+                .and_then(|entry| self.membership_after(&entry.payload, &membership, config_slot))
             {
                 membership = next.clone();
+                config_slot = slot;
             }
             commit_to = slot;
             slot = slot.next();
@@ -1750,11 +1771,14 @@ impl Replica {
             self.log.last_slot()
         );
         let newly = self.log.range(self.commit_slot.next(), through);
-        for (_, entry) in &newly {
+        for (slot, entry) in &newly {
             // A void step (`Payload::MembershipStep` on another base) changes nothing. The host
             // decides each step the same way, from the membership it applied before it.
-            if let Some(next) = self.membership_after(&entry.payload, &self.committed_membership) {
+            if let Some(next) =
+                self.membership_after(&entry.payload, &self.committed_membership, self.config_slot)
+            {
                 self.committed_membership = next.clone();
+                self.config_slot = *slot;
             }
         }
         self.commit_slot = through;

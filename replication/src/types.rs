@@ -64,15 +64,22 @@ pub enum Payload {
     /// it is committed. Written by builds before [`Payload::MembershipStep`]; still read from
     /// their logs.
     Membership(Membership),
-    /// One membership step proposed on `base`, the membership the leader had committed then.
-    /// Once committed it takes effect, governing every slot after its own, only if `base` is
-    /// the membership that governs its own slot; otherwise it is void, a no-op. A step accepted
-    /// in a ballot that lost can be re-proposed by a later leader's phase 1 after other steps
-    /// committed below it; unconditional, it would then undo them (simulator seed 23061: a
-    /// stale "add" re-proposed after a removal brought the removed, deleted replica back).
-    /// `Action::Apply` hands it over as it is: the host decides it the same way, from the
-    /// membership it applied before it ([`Payload::membership_after`]).
-    MembershipStep { base: Membership, next: Membership },
+    /// One membership step proposed on `base`, the membership the leader had committed then,
+    /// set by the membership entry at `base_slot` (0: the group's initial membership). Once
+    /// committed it takes effect, governing every slot after its own, only if the membership
+    /// governing its own slot was set at `base_slot` (and is `base`); otherwise it is void, a
+    /// no-op. A step accepted in a ballot that lost can be re-proposed by a later leader's
+    /// phase 1 after other steps committed below it; unconditional, it would then undo them
+    /// (simulator seed 23061: a stale "add" re-proposed after a removal brought the removed,
+    /// deleted replica back). The base is named by its slot, not only by its value, because a
+    /// membership can come back to an earlier value (add a node, then remove it): a stale step
+    /// on that value must stay void. `Action::Apply` hands it over as it is: the host decides it
+    /// the same way ([`Payload::membership_after`]).
+    MembershipStep {
+        base_slot: Slot,
+        base: Membership,
+        next: Membership,
+    },
 }
 
 impl Payload {
@@ -85,7 +92,7 @@ impl Payload {
             Payload::Noop => 0,
             Payload::Command(bytes) => bytes.len(),
             Payload::Membership(membership) => members(membership),
-            Payload::MembershipStep { base, next } => members(base) + members(next),
+            Payload::MembershipStep { base, next, .. } => 8 + members(base) + members(next),
         }
     }
 
@@ -99,12 +106,21 @@ impl Payload {
         }
     }
 
-    /// The membership after this entry when `governing` governs its slot: its `next` if it is
-    /// a membership entry that takes effect, `None` if it is none or is void.
-    pub fn membership_after(&self, governing: &Membership) -> Option<&Membership> {
+    /// The membership after this entry when `governing`, set by the membership entry at
+    /// `config_slot`, governs its slot: its `next` if it is a membership entry that takes
+    /// effect, `None` if it is none or is void.
+    pub fn membership_after(
+        &self,
+        governing: &Membership,
+        config_slot: Slot,
+    ) -> Option<&Membership> {
         match self {
             Payload::Membership(next) => Some(next),
-            Payload::MembershipStep { base, next } if base == governing => Some(next),
+            Payload::MembershipStep {
+                base_slot,
+                base,
+                next,
+            } if *base_slot == config_slot && base == governing => Some(next),
             Payload::MembershipStep { .. } | Payload::Noop | Payload::Command(_) => None,
         }
     }
@@ -243,4 +259,7 @@ pub struct SnapshotMeta {
     pub last_included_slot: Slot,
     /// The committed membership as of `last_included_slot`.
     pub membership: Membership,
+    /// The slot of the membership entry that set `membership` (0: the group's initial one):
+    /// what a [`Payload::MembershipStep`] names as its base.
+    pub config_slot: Slot,
 }

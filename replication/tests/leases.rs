@@ -184,6 +184,7 @@ fn a_restarted_replica_protects_leases_it_may_have_supported_before_the_crash() 
         snapshot: shoal_replication::SnapshotMeta {
             last_included_slot: shoal_replication::Slot(0),
             membership: three_full(),
+            config_slot: shoal_replication::Slot::ZERO,
         },
         entries: vec![],
     };

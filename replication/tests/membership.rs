@@ -26,6 +26,7 @@ fn adding_a_full_replica_goes_through_the_log_and_blocks_other_proposals_until_c
     let entry = LogEntry {
         ballot: b1,
         payload: Payload::MembershipStep {
+            base_slot: Slot::ZERO,
             base: three_full(),
             next: four.clone(),
         },

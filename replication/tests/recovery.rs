@@ -25,6 +25,7 @@ fn state(entries: Vec<(Slot, LogEntry)>) -> RecoveredState {
         snapshot: SnapshotMeta {
             last_included_slot: Slot(3),
             membership: three_full(),
+            config_slot: Slot::ZERO,
         },
         entries,
     }
@@ -110,6 +111,7 @@ fn from_scratch(promised: Ballot, entries: Vec<(Slot, LogEntry)>) -> RecoveredSt
         snapshot: SnapshotMeta {
             last_included_slot: Slot::ZERO,
             membership: three_full(),
+            config_slot: Slot::ZERO,
         },
         entries,
     }

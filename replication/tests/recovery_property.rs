@@ -342,6 +342,7 @@ impl Host {
             snapshot: SnapshotMeta {
                 last_included_slot: snapshot,
                 membership: three_full(),
+                config_slot: Slot::ZERO,
             },
             entries: self
                 .log

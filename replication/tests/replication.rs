@@ -235,6 +235,7 @@ fn a_follower_behind_the_truncation_point_is_caught_up_by_snapshot() {
     let meta = SnapshotMeta {
         last_included_slot: Slot(6),
         membership: three_full(),
+        config_slot: Slot::ZERO,
     };
     let caught_up = Message::Accepted {
         ballot: b1,
@@ -326,6 +327,7 @@ fn a_follower_that_restarted_is_resent_the_entries_it_no_longer_knows_match() {
         snapshot: SnapshotMeta {
             last_included_slot: Slot(0),
             membership: three_full(),
+            config_slot: Slot::ZERO,
         },
         entries,
     };

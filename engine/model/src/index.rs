@@ -343,6 +343,21 @@ const _: () = assert!(LOCAL_SECONDARY_INDEXES_MAX < COLLECTION_REGION_MARKER as 
 pub const APPLIED_CHAIN_MARKER: u8 = 0xFF;
 const _: () = assert!(COLLECTION_REGION_MARKER < APPLIED_CHAIN_MARKER);
 
+/// The byte after [`INDEX_REGION_PREFIX`] of the membership record: the slot of the membership
+/// entry that set the replica's applied membership (engine/model FORMAT.md, "The membership
+/// record"), below the transaction locks' region.
+pub const MEMBERSHIP_CONFIG_MARKER: u8 = 0xF3;
+const _: () = assert!((LOCAL_SECONDARY_INDEXES_MAX as u8) < MEMBERSHIP_CONFIG_MARKER);
+const _: () = assert!(MEMBERSHIP_CONFIG_MARKER < crate::transaction::LOCK_MARKER);
+
+/// The key of the membership record (its value: the slot, u64 little-endian). Absent means
+/// slot 0: the group's initial membership.
+pub fn membership_config_key() -> Vec<u8> {
+    let mut key = INDEX_REGION_PREFIX.to_vec();
+    key.push(MEMBERSHIP_CONFIG_MARKER);
+    key
+}
+
 /// The key of the applied-chain record, the last key of the tree's index region.
 pub fn applied_chain_key() -> Vec<u8> {
     let mut key = INDEX_REGION_PREFIX.to_vec();

@@ -382,6 +382,9 @@ struct OutgoingSnapshot {
     transfer_id: u64,
     last_included_slot: Slot,
     membership: MembershipWire,
+    /// The membership record's slot at `last_included_slot`, sent in place of what the live
+    /// tree holds when the stream reaches the record (as the applied chain is).
+    config_slot: Slot,
     /// The applied chain at `last_included_slot`. The stream reads the live tree, which may
     /// have applied later slots by the time it reaches the chain record (the tree's last key):
     /// the record is sent with this value instead, so the follower's chain is exact at the
@@ -491,6 +494,9 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     /// membership than its slot would judge the membership steps it then applies differently
     /// from the others (`Payload::MembershipStep`).
     applied_membership: Membership,
+    /// The slot of the membership entry that set `applied_membership` (0: the initial one),
+    /// kept in the tree as the membership record (engine/model FORMAT.md).
+    applied_config_slot: Slot,
     outgoing_snapshot: Option<OutgoingSnapshot>,
     /// Followers whose transfer was refused while another moved, and when they last asked;
     /// and the follower the last transfer went to (durability.rs, fairness).
@@ -556,12 +562,34 @@ struct RecoveredCore {
     intent_wal_lsn: Option<WalLsn>,
 }
 
+/// The membership record of `engine`'s tree (engine/model FORMAT.md): slot 0 when absent.
+pub(crate) async fn read_config_slot<F: Storage>(
+    engine: &Partition<F>,
+    partition: u64,
+) -> Result<Slot, PartitionError> {
+    match engine
+        .get(&shoal_model::index::membership_config_key())
+        .await?
+    {
+        None => Ok(Slot::ZERO),
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                PartitionError::Corrupt(format!(
+                    "partition {partition}: the membership record holds {} bytes, not 8",
+                    bytes.len()
+                ))
+            })?;
+            Ok(Slot(u64::from_le_bytes(bytes)))
+        }
+    }
+}
+
 fn recover_core(
     meta: &PartitionMeta,
     node: NodeId,
     options: ReplicaOptions,
     records: &[(WalLsn, PersistRecord)],
-    checkpoint_slot: Slot,
+    (checkpoint_slot, config_slot): (Slot, Slot),
     now: MonotonicTime,
 ) -> Result<RecoveredCore, PartitionError> {
     let partition = meta.partition;
@@ -594,6 +622,7 @@ fn recover_core(
             snapshot: SnapshotMeta {
                 last_included_slot: checkpoint_slot,
                 membership,
+                config_slot,
             },
             entries,
         },
@@ -815,8 +844,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
         // Created or recovered, the core has committed exactly through the checkpoint.
         let applied_membership = core.committed_membership().clone();
+        let applied_config_slot = core.config_slot();
         Self {
             applied_membership,
+            applied_config_slot,
             meta,
             node,
             config,
@@ -879,7 +910,21 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         let checkpoint_slot = Slot(engine.stats().lsn_checkpointed.0);
         let mut options = config.core.clone();
         options.election_seed = election_seed;
-        let recovered = recover_core(&meta, node, options, &records.records, checkpoint_slot, now);
+        let config_slot = match read_config_slot(&engine, partition).await {
+            Ok(slot) => slot,
+            Err(error) => {
+                engine.close().await?;
+                return Err(error);
+            }
+        };
+        let recovered = recover_core(
+            &meta,
+            node,
+            options,
+            &records.records,
+            (checkpoint_slot, config_slot),
+            now,
+        );
         let RecoveredCore {
             core,
             slot_wal_lsn,
@@ -1498,6 +1543,19 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 key: chain_key,
                 value: chain_after.to_le_bytes().to_vec(),
             });
+            // A membership step takes effect only on the membership it was proposed on, decided
+            // here as the core decides it (`Payload::membership_after`), from the membership
+            // applied before it; the tree records which entry set it (the membership record).
+            let took_effect = entry
+                .payload
+                .membership_after(&self.applied_membership, self.applied_config_slot)
+                .cloned();
+            if took_effect.is_some() {
+                batch.mutations.push(Mutation::Put {
+                    key: shoal_model::index::membership_config_key(),
+                    value: slot.0.to_le_bytes().to_vec(),
+                });
+            }
             if let Some(region) = &mut self.index_region {
                 region.before_apply(&self.engine, &batch).await?;
             }
@@ -1536,16 +1594,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             // truncated past the candidate's commit cannot count for it (found by the
             // simulator: the removed replica checkpointed at once, the leader that committed
             // the removal was cut off, and the two members left could not elect).
-            // A membership step takes effect only on the membership it was proposed on, decided
-            // here as the core decides it (`Payload::membership_after`), from the membership
-            // applied before it.
-            let took_effect = entry
-                .payload
-                .membership_after(&self.applied_membership)
-                .cloned();
             if let Some(next) = &took_effect {
                 self.membership_applied = next.contains(self.node);
                 self.applied_membership = next.clone();
+                self.applied_config_slot = slot;
             }
             self.settle_membership_waiter(slot, took_effect.as_ref());
             let mut proposal_took_effect = false;

@@ -193,24 +193,31 @@ fn decode_membership(bytes: &mut &[u8]) -> Result<Membership, ConversionError> {
     Membership::try_from(&wire)
 }
 
-/// A membership step's bytes (FORMAT.md, "Membership steps"): `base`, then `next`.
-pub fn encode_membership_step(base: &Membership, next: &Membership) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + (base.member_count() + next.member_count()) * 8);
+/// A membership step's bytes (FORMAT.md, "Membership steps"): `base_slot` (u64
+/// little-endian), `base`, then `next`.
+pub fn encode_membership_step(base_slot: Slot, base: &Membership, next: &Membership) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + (base.member_count() + next.member_count()) * 8);
+    bytes.extend_from_slice(&base_slot.0.to_le_bytes());
     encode_membership(base, &mut bytes);
     encode_membership(next, &mut bytes);
     bytes
 }
 
-/// The `(base, next)` of a membership step's bytes; anything left over is malformed.
+/// The `(base_slot, base, next)` of a membership step's bytes; anything left over is
+/// malformed.
 pub fn decode_membership_step(
-    mut bytes: &[u8],
-) -> Result<(Membership, Membership), ConversionError> {
-    let base = decode_membership(&mut bytes)?;
-    let next = decode_membership(&mut bytes)?;
-    if !bytes.is_empty() {
+    bytes: &[u8],
+) -> Result<(Slot, Membership, Membership), ConversionError> {
+    let (slot, mut rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or(ConversionError::MembershipStepMalformed)?;
+    let base_slot = Slot(u64::from_le_bytes(*slot));
+    let base = decode_membership(&mut rest)?;
+    let next = decode_membership(&mut rest)?;
+    if !rest.is_empty() {
         return Err(ConversionError::MembershipStepMalformed);
     }
-    Ok((base, next))
+    Ok((base_slot, base, next))
 }
 
 impl From<Payload> for PayloadWire {
@@ -219,9 +226,11 @@ impl From<Payload> for PayloadWire {
             Payload::Noop => PayloadWire::Noop,
             Payload::Command(bytes) => PayloadWire::Command(bytes),
             Payload::Membership(membership) => PayloadWire::Membership(membership.into()),
-            Payload::MembershipStep { base, next } => {
-                PayloadWire::MembershipStep(encode_membership_step(&base, &next))
-            }
+            Payload::MembershipStep {
+                base_slot,
+                base,
+                next,
+            } => PayloadWire::MembershipStep(encode_membership_step(base_slot, &base, &next)),
         }
     }
 }
@@ -235,8 +244,12 @@ impl TryFrom<PayloadWire> for Payload {
             PayloadWire::Command(bytes) => Payload::Command(bytes),
             PayloadWire::Membership(membership) => Payload::Membership(membership.try_into()?),
             PayloadWire::MembershipStep(bytes) => {
-                let (base, next) = decode_membership_step(&bytes)?;
-                Payload::MembershipStep { base, next }
+                let (base_slot, base, next) = decode_membership_step(&bytes)?;
+                Payload::MembershipStep {
+                    base_slot,
+                    base,
+                    next,
+                }
             }
         })
     }

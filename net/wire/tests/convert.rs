@@ -58,14 +58,22 @@ fn membership_lists_must_be_sorted_disjoint_and_small() {
 fn membership_steps_have_the_documented_bytes_and_malformed_ones_are_refused() {
     let base = Membership::new([NodeId(1), NodeId(2)], []);
     let next = Membership::new([NodeId(1), NodeId(2)], [NodeId(7)]);
-    let bytes = encode_membership_step(&base, &next);
-    let mut expected = vec![2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0];
+    let bytes = encode_membership_step(Slot(0x0102), &base, &next);
+    let mut expected = vec![2, 1, 0, 0, 0, 0, 0, 0];
+    expected.extend([2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
     expected.extend([2, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
     expected.extend([7, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(bytes, expected);
-    assert_eq!(decode_membership_step(&bytes), Ok((base, next)));
+    assert_eq!(
+        decode_membership_step(&bytes),
+        Ok((Slot(0x0102), base, next))
+    );
     assert_eq!(
         decode_membership_step(&bytes[..bytes.len() - 1]),
+        Err(ConversionError::MembershipStepMalformed)
+    );
+    assert_eq!(
+        decode_membership_step(&bytes[..5]),
         Err(ConversionError::MembershipStepMalformed)
     );
     let mut trailing = bytes.clone();
@@ -75,14 +83,13 @@ fn membership_steps_have_the_documented_bytes_and_malformed_ones_are_refused() {
         Err(ConversionError::MembershipStepMalformed)
     );
     // Ids out of order inside a step are refused like those of a plain membership.
-    let unsorted = [
-        2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    let mut unsorted = vec![0u8; 8];
+    unsorted.extend([2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(
         decode_membership_step(&unsorted),
         Err(ConversionError::MembershipNotSorted)
     );
-    let too_many = [9, 0, 0, 0];
+    let too_many = [0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0];
     assert_eq!(
         decode_membership_step(&too_many),
         Err(ConversionError::TooManyMembers { count: 9 })

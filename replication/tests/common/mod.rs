@@ -133,6 +133,7 @@ impl Group {
                     let meta = shoal_replication::SnapshotMeta {
                         last_included_slot: sender.commit_slot(),
                         membership: sender.committed_membership().clone(),
+                        config_slot: sender.config_slot(),
                     };
                     match self.replicas.get_mut(&to) {
                         Some(replica) => {

@@ -227,6 +227,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             transfer_id,
             last_included_slot: self.applied_slot,
             membership: MembershipWire::from(&self.applied_membership),
+            config_slot: self.applied_config_slot,
             applied_chain: self.applied_chain,
             next_chunk: 0,
             after: None,
@@ -275,6 +276,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                         && key == shoal_model::index::applied_chain_key()
                     {
                         value = chain.to_le_bytes().to_vec();
+                    }
+                    if key == shoal_model::index::membership_config_key() {
+                        value = snapshot.config_slot.0.to_le_bytes().to_vec();
                     }
                     bytes += key.len() + value.len();
                     after = Some(key.clone());
@@ -433,11 +437,14 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             slot = snapshot_slot.0,
             "installed a snapshot"
         );
+        let config_slot = read_config_slot(&self.engine, self.meta.partition).await?;
+        self.applied_config_slot = config_slot;
         let actions = self.core.snapshot_installed(
             now,
             SnapshotMeta {
                 last_included_slot: snapshot_slot,
                 membership,
+                config_slot,
             },
         );
         self.execute(now, actions).await?;

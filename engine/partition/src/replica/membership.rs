@@ -125,7 +125,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
 
     /// `slot` was applied, moving the group to `took_effect` (none: no membership entry, or a
     /// void step): answers the membership change that waits on it.
-    pub(super) fn settle_membership_waiter(&mut self, slot: Slot, took_effect: Option<&Membership>) {
+    pub(super) fn settle_membership_waiter(
+        &mut self,
+        slot: Slot,
+        took_effect: Option<&Membership>,
+    ) {
         let Some(waiter) = self.membership_waiters.remove(&slot) else {
             return;
         };

@@ -28,8 +28,13 @@ pub fn payload() -> impl Strategy<Value = Payload> {
         Just(Payload::Noop),
         vec(any::<u8>(), 0..300).prop_map(Payload::Command),
         membership().prop_map(Payload::Membership),
-        (membership(), membership())
-            .prop_map(|(base, next)| Payload::MembershipStep { base, next }),
+        (any::<u64>(), membership(), membership()).prop_map(|(base_slot, base, next)| {
+            Payload::MembershipStep {
+                base_slot: Slot(base_slot),
+                base,
+                next,
+            }
+        }),
     ]
 }
 
