@@ -87,14 +87,15 @@ pub struct RouterOptions {
     #[command(flatten)]
     pub bus_tls: crate::bus_tls::BusTlsArgs,
     /// Seconds a node may answer nothing before the autoadmin moves its replicas to other
-    /// nodes (re-replication). At least 10: the autoadmin probes every 5 s, and one lost probe
-    /// must not count as a dead node.
+    /// nodes (re-replication). At least two autoadmin probe periods (4 s), so that one lost
+    /// probe never counts as a dead node.
     #[arg(long, default_value_t = NODE_DOWN_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(NODE_DOWN_AFTER_MIN_SECONDS..))]
     pub node_down_after: u64,
 }
 
 /// The least `--node-down-after`: two autoadmin probe periods.
 pub const NODE_DOWN_AFTER_MIN_SECONDS: u64 = 2 * AUTOADMIN_INTERVAL.as_secs();
+const _: () = assert!(NODE_DOWN_AFTER_MIN_SECONDS >= 1);
 
 /// How the router authenticates requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

@@ -38,8 +38,9 @@ use shoal_autoadmin::{MoveAction, MoveStep, Progress, ReplicaMove};
 use std::collections::BTreeSet;
 
 /// How often `shoal router` runs the autoadmin pass: each pass asks every node's shard 0 for
-/// its status, so a down node is seen within this long of [`NODE_DOWN_AFTER`].
-pub const AUTOADMIN_INTERVAL: Duration = Duration::from_secs(5);
+/// its status (one small answer per node), so a down node is seen within this long of
+/// [`NODE_DOWN_AFTER`] after its last answer.
+pub const AUTOADMIN_INTERVAL: Duration = Duration::from_secs(2);
 /// A node that has answered nothing for this long is down, and its replicas are moved. Long
 /// enough that a restart (a rolling upgrade, `shoal dev`'s supervisor) is not taken for a
 /// loss, short enough that a lost node's partitions run on two replicas for under a minute.
@@ -61,9 +62,12 @@ const _: () = assert!(AUTOADMIN_INTERVAL.as_millis() < NODE_DOWN_AFTER.as_millis
 /// What the autoadmin remembers between passes.
 #[derive(Debug, Default)]
 pub(super) struct AutoadminMemory {
-    /// Each node that did not answer its last probe, and when it first failed to since it last
-    /// answered (or since this router started).
-    silent_since: RefCell<BTreeMap<NodeId, Instant>>,
+    /// When each node last answered a probe (the first probe's time for a node that never has
+    /// since this router started): its silence is counted from there, so a node that dies
+    /// just after a probe is down one threshold after that probe, not after the next.
+    heard_at: RefCell<BTreeMap<NodeId, Instant>>,
+    /// The nodes that did not answer their last probe.
+    silent: RefCell<BTreeSet<NodeId>>,
     /// Replicas (partition, node) their up node has not hosted for the orphan grace, as the
     /// last orphan scan found them (repair.rs): rebuilt elsewhere like a down node's.
     lost_replicas: RefCell<BTreeSet<(u64, NodeId)>>,
@@ -281,18 +285,21 @@ impl Router {
             .collect();
         let answers = join_bounded(probes, cluster.nodes.len()).await;
         let now = Instant::now();
-        let mut silent = self.autoadmin.silent_since.borrow_mut();
+        let mut heard_at = self.autoadmin.heard_at.borrow_mut();
+        let mut silent = self.autoadmin.silent.borrow_mut();
         answers
             .into_iter()
             .map(|(id, answered)| {
                 let up = if answered {
-                    if silent.remove(&id).is_some() {
+                    heard_at.insert(id, now);
+                    if silent.remove(&id) {
                         tracing::info!(node = id, "autoadmin: node answers again");
                     }
                     true
                 } else {
-                    let since = *silent.entry(id).or_insert(now);
-                    now.saturating_duration_since(since) < self.config.node_down_after
+                    silent.insert(id);
+                    let heard = *heard_at.entry(id).or_insert(now);
+                    now.saturating_duration_since(heard) < self.config.node_down_after
                 };
                 NodeView { id, up, answered }
             })
