@@ -1,9 +1,10 @@
 //! Which replicas the autoadmin moves, and where: pure functions of what it sees.
 //!
 //! Re-replication ([`plan_re_replication`]), its invariants checked by the property test below:
-//! 1. A move's source is a dead replica: on a node that is down, or lost by its node (not
-//!    hosted, or kept out of service as corrupt); its target is a node that answered the last
-//!    probe and is listed for no replica of the partition.
+//! 1. A move's source is a dead replica (on a node that is down, or lost by its node: not
+//!    hosted, or kept out of service as corrupt), or else a replica on a draining node (being
+//!    decommissioned); its target is a node that answered the last probe, is not draining,
+//!    and is listed for no replica of the partition.
 //! 2. A partition gets at most one move at a time, and none while one is under way.
 //! 3. A partition whose replicas are mostly down gets none: its group cannot commit the
 //!    membership change (it needs a majority), and moving would only add a member to wait for.
@@ -28,6 +29,8 @@ pub struct NodeView {
     /// Answered the last probe: only such a node is a target (one that just went silent is up
     /// for a while yet, and would stall the move it was given).
     pub answered: bool,
+    /// Being decommissioned: its replicas move away, and it is never a target.
+    pub draining: bool,
 }
 
 /// One partition's replicas, as the metadata lists them.
@@ -49,7 +52,8 @@ pub struct PlannedMove {
     pub partition: u64,
     pub source: NodeId,
     pub target: NodeId,
-    /// The source's node is down (every re-replication move's is).
+    /// The source is dead (down or lost): re-replication. A draining node's live replica is a
+    /// planned move instead (added first, then removed and deleted).
     pub source_dead: bool,
 }
 
@@ -58,7 +62,7 @@ pub struct PlannedMove {
 fn target_loads(nodes: &[NodeView], groups: &[GroupView]) -> BTreeMap<NodeId, usize> {
     let mut loads: BTreeMap<NodeId, usize> = nodes
         .iter()
-        .filter(|view| view.up && view.answered)
+        .filter(|view| view.up && view.answered && !view.draining)
         .map(|view| (view.id, 0))
         .collect();
     for group in groups {
@@ -82,7 +86,8 @@ pub fn targets_by_load(nodes: &[NodeView], groups: &[GroupView]) -> Vec<NodeId> 
     loads.into_iter().map(|(_, node)| node).collect()
 }
 
-/// The moves that replace replicas on down nodes (module docs, invariants 1-5).
+/// The moves that replace dead replicas and drain decommissioned nodes (module docs,
+/// invariants 1-5).
 pub fn plan_re_replication(
     nodes: &[NodeView],
     groups: &[GroupView],
@@ -104,11 +109,13 @@ pub fn plan_re_replication(
         if group.moving_to.is_some() {
             continue;
         }
+        let draining = |node: NodeId| nodes.iter().any(|view| view.id == node && view.draining);
         let Some(source) = group
             .replicas
             .iter()
             .copied()
             .find(|node| !alive(group, *node))
+            .or_else(|| group.replicas.iter().copied().find(|node| draining(*node)))
         else {
             continue;
         };
@@ -135,7 +142,7 @@ pub fn plan_re_replication(
             partition: group.partition,
             source,
             target,
-            source_dead: true,
+            source_dead: !alive(group, source),
         });
         budget -= 1;
     }
@@ -154,6 +161,7 @@ mod tests {
                 id: index as NodeId + 1,
                 up: *up,
                 answered: *up,
+                draining: false,
             })
             .collect()
     }
@@ -240,20 +248,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_draining_node_is_emptied_by_planned_moves_after_dead_replicas() {
+        let mut views = nodes(&[true, true, true, true, true]);
+        views[4].draining = true;
+        let mut dead = group(2, &[1, 2, 5]);
+        dead.lost = vec![2];
+        let groups = [group(1, &[1, 2, 5]), dead];
+        let planned = plan_re_replication(&views, &groups, 8);
+        // The dead replica goes first in its group; the draining one is a planned move; no
+        // target is the draining node.
+        assert_eq!(
+            planned,
+            vec![
+                PlannedMove {
+                    partition: 1,
+                    source: 5,
+                    target: 3,
+                    source_dead: false
+                },
+                PlannedMove {
+                    partition: 2,
+                    source: 2,
+                    target: 4,
+                    source_dead: true
+                },
+            ]
+        );
+    }
+
     proptest! {
         #[test]
         fn planned_moves_keep_the_invariants(
-            up in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..8),
+            up in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 1..8),
             picks in proptest::collection::vec((0usize..8, 0usize..8, 0usize..8, any::<bool>(), 0usize..9), 0..40),
             moves_max in 0usize..10,
         ) {
             let views: Vec<NodeView> = up
                 .iter()
                 .enumerate()
-                .map(|(index, (up, answered))| NodeView {
+                .map(|(index, (up, answered, draining))| NodeView {
                     id: index as NodeId + 1,
                     up: *up,
                     answered: *up && *answered,
+                    draining: *draining,
                 })
                 .collect();
             let count = views.len();
@@ -284,7 +322,15 @@ mod tests {
                 let group = &groups[moving.partition as usize];
                 prop_assert!(seen.insert(moving.partition), "one move per partition");
                 prop_assert!(group.moving_to.is_none());
-                prop_assert!(group.replicas.contains(&moving.source) && !alive(group, moving.source));
+                let draining = |node: NodeId| views.iter().any(|view| view.id == node && view.draining);
+                let any_dead = group.replicas.iter().any(|node| !alive(group, *node));
+                prop_assert!(group.replicas.contains(&moving.source));
+                if any_dead {
+                    prop_assert!(!alive(group, moving.source) && moving.source_dead);
+                } else {
+                    prop_assert!(draining(moving.source) && !moving.source_dead);
+                }
+                prop_assert!(!draining(moving.target));
                 prop_assert!(is_up(moving.target) && !group.replicas.contains(&moving.target));
                 prop_assert!(views.iter().any(|view| view.id == moving.target && view.answered));
                 let up_replicas = group.replicas.iter().filter(|node| alive(group, **node)).count();

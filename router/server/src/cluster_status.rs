@@ -34,6 +34,8 @@ pub struct NodeStatus {
     pub address: String,
     pub shards: u16,
     pub shards_answered: u16,
+    /// Being decommissioned (`shoal admin decommission`): its replicas are moving away.
+    pub draining: bool,
     pub replicas: u64,
     pub leaders: u64,
     /// Bytes of the items its replicas hold (keys and encoded values): the size estimate
@@ -144,6 +146,7 @@ impl ClusterStatus {
                     address: node.address.to_string(),
                     shards: cluster.shards_per_node,
                     shards_answered: 0,
+                    draining: cluster.draining.contains(&node.id),
                     replicas: 0,
                     leaders: 0,
                     item_bytes: 0,
@@ -307,6 +310,7 @@ impl ClusterStatus {
                 "address": node.address,
                 "shards": node.shards,
                 "shards_answered": node.shards_answered,
+                "draining": node.draining,
                 "replicas": node.replicas,
                 "leaders": node.leaders,
                 "item_bytes": node.item_bytes,
@@ -336,10 +340,11 @@ impl ClusterStatus {
             "NODE", "ADDRESS", "SHARDS", "REPLICAS", "LEADERS", "ITEM BYTES"
         ));
         for node in &self.nodes {
-            let unreachable = if node.shards_answered == 0 {
-                "  unreachable"
-            } else {
-                ""
+            let unreachable = match (node.shards_answered == 0, node.draining) {
+                (true, true) => "  unreachable, draining",
+                (true, false) => "  unreachable",
+                (false, true) => "  draining",
+                (false, false) => "",
             };
             out.push_str(&format!(
                 "{:<6} {:<22} {:>7} {:>9} {:>8} {:>12}{unreachable}\n",
@@ -469,6 +474,7 @@ mod tests {
                     address: format!("127.0.0.1:{}", 9000 + id).parse().unwrap(),
                 })
                 .collect(),
+            draining: Default::default(),
             shards_per_node: 1,
             created_at_seconds: 0,
         }

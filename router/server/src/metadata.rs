@@ -116,6 +116,10 @@ pub struct NodeAddress {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterRecord {
     pub nodes: Vec<NodeAddress>,
+    /// Nodes being decommissioned (`shoal admin decommission`): the autoadmin moves their
+    /// replicas away, no new replica is placed on them, and once no table lists them they leave
+    /// `nodes`. The member is absent when there are none (and in items written before it).
+    pub draining: BTreeSet<NodeId>,
     pub shards_per_node: u16,
     pub created_at_seconds: u64,
 }
@@ -1053,12 +1057,17 @@ impl ClusterRecord {
                 }})
             })
             .collect();
-        json!({
+        let mut item = json!({
             KEY_ATTRIBUTE: string(CLUSTER_KEY),
             "nodes": { "L": nodes },
             "shards_per_node": number(u64::from(self.shards_per_node)),
             "created_at": number(self.created_at_seconds),
-        })
+        });
+        if !self.draining.is_empty() {
+            let draining: Vec<Json> = self.draining.iter().map(|node| number(*node)).collect();
+            item["draining"] = json!({ "L": draining });
+        }
+        item
     }
 
     pub fn from_item(item: &Json) -> Result<ClusterRecord, DynamoError> {
@@ -1074,8 +1083,22 @@ impl ClusterRecord {
                 })
             })
             .collect::<Result<Vec<_>, DynamoError>>()?;
+        let draining = match item.get("draining") {
+            None => BTreeSet::new(),
+            Some(_) => get_list(item, "draining")?
+                .iter()
+                .map(|value| {
+                    value
+                        .get("N")
+                        .and_then(Json::as_str)
+                        .and_then(|text| text.parse().ok())
+                        .ok_or_else(|| corrupt("a draining node is not a number"))
+                })
+                .collect::<Result<BTreeSet<NodeId>, DynamoError>>()?,
+        };
         Ok(ClusterRecord {
             nodes,
+            draining,
             shards_per_node: u16::try_from(get_number(item, "shards_per_node")?)
                 .map_err(|_| corrupt("shards_per_node too large"))?,
             created_at_seconds: get_number(item, "created_at")?,
@@ -1084,6 +1107,15 @@ impl ClusterRecord {
 
     pub fn directory(&self) -> NodeDirectory {
         NodeDirectory::new(self.nodes.iter().map(|node| (node.id, node.address)))
+    }
+
+    /// The nodes new replicas may be placed on: every node but those draining.
+    pub fn placement_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .map(|node| node.id)
+            .filter(|node| !self.draining.contains(node))
+            .collect()
     }
 }
 
@@ -1260,6 +1292,25 @@ impl MetadataStore {
             )
             .await?;
         Ok(body.get("Item").cloned())
+    }
+
+    /// Replaces the cluster item (a decommission starting or ending). Unconditional: the item
+    /// changes only by an operator's command or the autoadmin ending a decommission, and the
+    /// writer read it just before.
+    pub async fn put_cluster(
+        &self,
+        forwarder: &Forwarder,
+        cluster: &ClusterRecord,
+        deadline: Instant,
+    ) -> Result<(), ForwardError> {
+        self.request(
+            forwarder,
+            ItemOperation::PutItem,
+            json!({ "Item": cluster.to_item() }),
+            deadline,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Whether an operator paused the autoadmin (`shoal admin pause`).
@@ -2026,12 +2077,20 @@ mod tests {
                     address: "[::1]:7000".parse().unwrap(),
                 },
             ],
+            draining: BTreeSet::new(),
             shards_per_node: 4,
             created_at_seconds: 5,
         };
         let item = cluster.to_item();
         shoal_model::json::item_from_json(&item).unwrap();
         assert_eq!(ClusterRecord::from_item(&item).unwrap(), cluster);
+        assert!(item.get("draining").is_none(), "absent when none drains");
+        let mut draining = cluster.clone();
+        draining.draining.insert(2);
+        let item = draining.to_item();
+        shoal_model::json::item_from_json(&item).unwrap();
+        assert_eq!(ClusterRecord::from_item(&item).unwrap(), draining);
+        assert_eq!(draining.placement_nodes(), vec![1]);
         assert_eq!(
             cluster.directory().shard_address(2, 3),
             Some("127.0.0.1:7103".parse().unwrap())

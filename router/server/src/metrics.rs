@@ -215,7 +215,7 @@ impl RouterMetrics {
             &mut text,
             "shoal_router_autoadmin_events_total",
             "counter",
-            "Autoadmin events at this router, by kind (move_started: a replica move off a down node recorded; move_finished: one ended).",
+            "Autoadmin events at this router, by kind (move_started: a replica move recorded; move_finished: one ended; node_decommissioned: a drained node left the node list).",
         );
         for (kind, count) in &inner.autoadmin {
             let _ = writeln!(

@@ -1,3 +1,5 @@
+//! `shoal admin decommission NODE`: drains a node (router/autoadmin.rs).
+//!
 //! `shoal admin pause|resume`: stops and restarts the autoadmin (router/autoadmin.rs) of every
 //! router, through the metadata item `autoadmin`.
 //!
@@ -40,6 +42,18 @@ pub enum AdminCommand {
     Pause(SwitchOptions),
     /// Restart the autoadmin after `pause`.
     Resume(SwitchOptions),
+    /// Drain a node: the autoadmin moves every replica it holds to the other nodes, places
+    /// nothing new on it, and drops it from the node list once no table lists it (watch
+    /// `shoal admin status`). Then stop its process.
+    Decommission(DecommissionOptions),
+}
+
+#[derive(Debug, Args)]
+pub struct DecommissionOptions {
+    /// The node's id.
+    pub node: u64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +76,23 @@ pub fn run(command: &AdminCommand) -> ExitCode {
         AdminCommand::Status(options) => status(options),
         AdminCommand::Pause(options) => switch(&options.cluster, true),
         AdminCommand::Resume(options) => switch(&options.cluster, false),
+        AdminCommand::Decommission(options) => decommission(options),
+    }
+}
+
+fn decommission(options: &DecommissionOptions) -> ExitCode {
+    let node = options.node;
+    match with_router(&options.cluster, move |router| async move {
+        router.decommission_node(node).await
+    }) {
+        Ok(()) => {
+            println!(
+                "node {node} is draining: its replicas move to the other nodes, and it leaves the \
+                 node list once none is left (shoal admin status shows it)"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
     }
 }
 
@@ -97,8 +128,11 @@ fn with_router<T: 'static, F: std::future::Future<Output = Result<T, DynamoError
         loop {
             match call(router.clone()).await {
                 Ok(answer) => return Ok::<T, DynamoError>(answer),
-                // The metadata group may be electing its leader.
-                Err(error) if Instant::now() < deadline => {
+                // The metadata group may be electing its leader; a refusal is final.
+                Err(error)
+                    if Instant::now() < deadline
+                        && !error.type_name.ends_with("ValidationException") =>
+                {
                     tracing::debug!(%error.message, "the metadata group did not answer yet");
                     glommio::timer::sleep(RETRY_INTERVAL).await;
                 }

@@ -1784,3 +1784,80 @@ fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
         wait_until_whole(&router, &nodes, 0, written).await;
     });
 }
+
+/// Issue 19, decommission: five nodes, a table written; node 5 is decommissioned while writes go
+/// on. The autoadmin moves each of its replicas with planned moves (the new replica joins, is
+/// listed, added and caught up before the old one is removed, settled and deleted), and node 5
+/// leaves the node list once no table lists it. Every partition ends with three replicas on the
+/// other nodes, node 5 (still running) hosts none of the table's replicas, and every
+/// acknowledged write is read back. A node of the metadata group is refused.
+#[test]
+fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start_some(5, 5);
+    let nodes = cluster.nodes.clone();
+    let drained = nodes[4];
+    on_router_core(async {
+        let router = Router::new(repairing_config(&nodes, 23)).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let before = router.table_partitions("people").await.unwrap();
+        let held: Vec<u64> = before
+            .iter()
+            .filter(|partition| partition.replicas.contains(&drained.id))
+            .map(|partition| partition.id)
+            .collect();
+        assert!(!held.is_empty(), "node 5 holds no replica: {before:?}");
+        for index in 0..50 {
+            put_until_acknowledged(&router, index).await;
+        }
+        let refused = router.decommission_node(nodes[0].id).await.unwrap_err();
+        assert!(refused.message.contains("metadata group"), "{refused}");
+
+        router.decommission_node(drained.id).await.unwrap();
+        let started = Instant::now();
+        let mut written = 50;
+        let mut moved = 0;
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            moved += report.moves_finished;
+            for _ in 0..5 {
+                put_until_acknowledged(&router, written).await;
+                written += 1;
+            }
+            let listed = router
+                .load_cluster()
+                .await
+                .unwrap()
+                .nodes
+                .iter()
+                .any(|node| node.id == drained.id);
+            if !listed {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "node 5 still listed after two minutes: {report:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "{} replicas drained from node 5 in {:?}",
+            held.len(),
+            started.elapsed()
+        );
+        assert_eq!(moved, held.len(), "one planned move per replica");
+        let on_drained: Vec<u64> = replicas_on(&drained)
+            .iter()
+            .map(|replica| replica.partition)
+            .filter(|partition| held.contains(partition))
+            .collect();
+        assert!(on_drained.is_empty(), "node 5 keeps {on_drained:?}");
+        wait_until_whole(&router, &nodes, drained.id, written).await;
+    });
+}

@@ -87,6 +87,8 @@ pub struct AutoadminReport {
     pub moves_finished: usize,
     /// Moves still under way after the pass (resumed at the next).
     pub moves_unfinished: usize,
+    /// Draining nodes that left the node list at this pass.
+    pub nodes_decommissioned: usize,
 }
 
 /// A move this pass drives: its table, its record's id and the machine.
@@ -127,7 +129,9 @@ impl Router {
                 ..AutoadminReport::default()
             });
         }
-        let cluster = self.cluster().await?;
+        // Read afresh: a decommission starts in the cluster item (and this refreshes the cache
+        // CreateTable places new replicas with).
+        let cluster = self.load_cluster().await?;
         let views = self.probe_nodes(&cluster).await;
         let down: BTreeSet<NodeId> = views
             .iter()
@@ -147,12 +151,13 @@ impl Router {
                 .records_scan_last
                 .get()
                 .is_none_or(|last| last.elapsed() >= MOVE_RECORDS_SCAN_INTERVAL);
-        if down.is_empty() && !records_due {
+        let draining = !cluster.draining.is_empty();
+        if down.is_empty() && !records_due && !draining {
             return Ok(report);
         }
         self.autoadmin.records_scan_last.set(Some(Instant::now()));
         let deadline = Instant::now() + CONTROL_DEADLINE;
-        let tables = if down.is_empty() && lost.is_empty() {
+        let tables = if down.is_empty() && lost.is_empty() && !draining {
             self.metadata
                 .tables_needing_repair(&self.forwarder, deadline)
                 .await
@@ -192,7 +197,7 @@ impl Router {
                 }
             }
         }
-        if !down.is_empty() || !lost.is_empty() {
+        if !down.is_empty() || !lost.is_empty() || draining {
             for planned in plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX) {
                 let Some(table) = active.iter().find(|table| {
                     table
@@ -217,7 +222,8 @@ impl Router {
                             partition = planned.partition,
                             source = planned.source,
                             target = planned.target,
-                            "autoadmin: moving a dead replica to another node"
+                            dead = planned.source_dead,
+                            "autoadmin: moving a replica to another node"
                         );
                         driven.push(moving);
                     }
@@ -243,7 +249,93 @@ impl Router {
             }
         }
         self.autoadmin.moves_left.set(report.moves_unfinished > 0);
+        if draining {
+            report.nodes_decommissioned = self.finish_decommissions(&cluster, &tables).await?;
+        }
         Ok(report)
+    }
+
+    /// `shoal admin decommission NODE`: marks `node` draining in the cluster item. The
+    /// autoadmin then moves each of its replicas to another node (added, caught up, then the
+    /// drained one removed and deleted), places nothing new on it, and drops it from the node
+    /// list once no table lists it. Refused for a node of the metadata group (its replicas do
+    /// not move yet) and when fewer than three nodes would be left to hold replicas.
+    pub async fn decommission_node(&self, node: NodeId) -> Result<(), DynamoError> {
+        let mut cluster = self.load_cluster().await?;
+        if !cluster.nodes.iter().any(|known| known.id == node) {
+            return Err(DynamoError::validation(format!(
+                "node {node} is not in the cluster"
+            )));
+        }
+        if crate::metadata::metadata_replicas(&cluster.nodes).contains(&node) {
+            return Err(DynamoError::validation(format!(
+                "node {node} holds a replica of the metadata group, which does not move yet; \
+                 decommission a node outside the three lowest ids"
+            )));
+        }
+        if cluster.draining.contains(&node) {
+            return Ok(());
+        }
+        let left = cluster
+            .placement_nodes()
+            .into_iter()
+            .filter(|placed| *placed != node)
+            .count();
+        if left < crate::placement::REPLICATION_FACTOR {
+            return Err(DynamoError::validation(format!(
+                "decommissioning node {node} would leave {left} node(s) to hold replicas; at \
+                 least {} are needed",
+                crate::placement::REPLICATION_FACTOR
+            )));
+        }
+        cluster.draining.insert(node);
+        self.metadata
+            .put_cluster(&self.forwarder, &cluster, Instant::now() + CONTROL_DEADLINE)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        self.load_cluster().await?;
+        tracing::info!(node, "decommission started");
+        Ok(())
+    }
+
+    /// Drops from the node list every draining node no table lists any more (as a replica or a
+    /// move's target), by the items `tables` read at this pass's start: the moves this pass
+    /// finished count at the next. Returns how many left.
+    async fn finish_decommissions(
+        &self,
+        cluster: &ClusterRecord,
+        tables: &[TableRecord],
+    ) -> Result<usize, DynamoError> {
+        let listed: BTreeSet<NodeId> = tables
+            .iter()
+            .flat_map(TableRecord::listed_replicas)
+            .map(|(_, node)| node)
+            .collect();
+        let done: Vec<NodeId> = cluster
+            .draining
+            .iter()
+            .copied()
+            .filter(|node| !listed.contains(node))
+            .collect();
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let mut cluster = self.load_cluster().await?;
+        cluster.nodes.retain(|node| !done.contains(&node.id));
+        cluster.draining.retain(|node| !done.contains(node));
+        self.metadata
+            .put_cluster(&self.forwarder, &cluster, Instant::now() + CONTROL_DEADLINE)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        self.load_cluster().await?;
+        for node in &done {
+            tracing::info!(
+                node,
+                "decommissioned: no table lists it; it left the node list"
+            );
+            self.metrics.note_autoadmin("node_decommissioned");
+        }
+        Ok(done.len())
     }
 
     /// `shoal admin pause` (`paused`) or `resume`: stops or restarts the autoadmin of every
@@ -301,7 +393,12 @@ impl Router {
                     let heard = *heard_at.entry(id).or_insert(now);
                     now.saturating_duration_since(heard) < self.config.node_down_after
                 };
-                NodeView { id, up, answered }
+                NodeView {
+                    id,
+                    up,
+                    answered,
+                    draining: cluster.draining.contains(&id),
+                }
             })
             .collect()
     }

@@ -312,7 +312,7 @@ impl Router {
             .await
             .map_err(ForwardError::into_dynamo)?;
         self.step_done(ControlStep::CreateIdsReserved).await;
-        let node_ids: Vec<u64> = cluster.nodes.iter().map(|node| node.id).collect();
+        let node_ids: Vec<u64> = cluster.placement_nodes();
         let place_partitions = |count: u32, first_id: u64| {
             let planned =
                 place(&node_ids, cluster.shards_per_node, count, first_id).map_err(|error| {

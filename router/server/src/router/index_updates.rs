@@ -90,7 +90,7 @@ impl Router {
                 .await
                 .map_err(ForwardError::into_dynamo)?;
             let cluster = self.cluster().await?;
-            let node_ids: Vec<u64> = cluster.nodes.iter().map(|node| node.id).collect();
+            let node_ids: Vec<u64> = cluster.placement_nodes();
             let partitions = place(&node_ids, cluster.shards_per_node, count, first_id)
                 .map_err(|error| {
                     DynamoError::internal(format!("Internal server error (placement: {error:?})"))

@@ -662,6 +662,7 @@ impl Router {
         self.metadata.create_group(&self.forwarder).await?;
         let cluster = ClusterRecord {
             nodes: self.config.nodes.clone(),
+            draining: Default::default(),
             shards_per_node,
             created_at_seconds: unix_seconds_now(),
         };
