@@ -18,7 +18,13 @@ Put latency is reported for three windows: before the kill, from the kill until 
 and after; "longest put" is the longest single put (the write pause a move or the loss caused;
 puts to the lost node's partitions wait for their new leader's election first).
 
-Usage: python3 bench/heal/heal.py SHOAL_BINARY [TRIALS] [NODE_DOWN_AFTER_S] [TABLES]
+With MODE `decommission` (instead of the default `kill`), step 2 runs `shoal admin
+decommission 5` instead: node 5 keeps running while the autoadmin drains it with planned moves
+(each new replica added and caught up before the old one goes), and the restore time is until
+node 5 has left the node list and every partition is whole without it. Its "longest put" is
+the write pause the moves caused.
+
+Usage: python3 bench/heal/heal.py SHOAL_BINARY [TRIALS] [NODE_DOWN_AFTER_S] [TABLES] [MODE]
 Prints one JSON line per trial and a summary; writes nothing else.
 """
 
@@ -75,7 +81,9 @@ def status(binary):
     return json.loads(result.stdout)
 
 
-def restored(report):
+def restored(report, mode):
+    if mode == "decommission" and any(node["id"] == LOST_NODE for node in report["nodes"]):
+        return False
     partitions = [p for p in report["partitions"] if p["table"] != "(metadata)"]
     return bool(partitions) and all(
         len(p["replicas"]) == 3
@@ -132,7 +140,7 @@ class Writer(threading.Thread):
             index += 1
 
 
-def trial(binary, number, node_down_after, tables):
+def trial(binary, number, node_down_after, tables, mode):
     data = tempfile.mkdtemp(prefix="shoal-heal-")
     dev = subprocess.Popen(
         [
@@ -180,11 +188,19 @@ def trial(binary, number, node_down_after, tables):
         writer.start()
         time.sleep(BASELINE_S)
         killed = time.monotonic()
-        os.kill(pid, signal.SIGKILL)
+        if mode == "decommission":
+            subprocess.run(
+                [binary, "admin", "decommission", str(LOST_NODE), *node_flags()],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        else:
+            os.kill(pid, signal.SIGKILL)
         restored_at = None
         while time.monotonic() - killed < RESTORE_TIMEOUT_S:
             report = status(binary)
-            if report is not None and restored(report):
+            if report is not None and restored(report, mode):
                 restored_at = time.monotonic()
                 break
             time.sleep(POLL_S)
@@ -231,11 +247,16 @@ def main():
     trials = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     node_down_after = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     tables = int(sys.argv[4]) if len(sys.argv) > 4 else 4
-    results = [trial(binary, number, node_down_after, tables) for number in range(1, trials + 1)]
+    mode = sys.argv[5] if len(sys.argv) > 5 else "kill"
+    if mode not in ("kill", "decommission"):
+        raise SystemExit("MODE is kill or decommission")
+    results = [
+        trial(binary, number, node_down_after, tables, mode) for number in range(1, trials + 1)
+    ]
     restores = [result["restore_s"] for result in results]
     moves = [result["restore_minus_threshold_s"] for result in results]
     print(
-        f"{trials} trials, --node-down-after {node_down_after}, {tables} tables "
+        f"{mode}: {trials} trials, --node-down-after {node_down_after}, {tables} tables "
         f"({tables * 4} partitions): restore p50 {statistics.median(restores):.2f} s, max "
         f"{max(restores):.2f} s; restore minus threshold p50 {statistics.median(moves):.2f} s, "
         f"max {max(moves):.2f} s; acknowledged puts lost: "
