@@ -578,21 +578,7 @@ fn killing_a_node_keeps_the_table_serving_without_losing_acknowledged_writes() {
             longest_pause < Duration::from_secs(10),
             "the table stopped serving for {longest_pause:?}"
         );
-        for index in 0..200 {
-            let got = router
-                .get_item(json!({
-                    "TableName": "people",
-                    "Key": {"pk": {"S": key(index)}},
-                    "ConsistentRead": true,
-                }))
-                .await
-                .unwrap();
-            assert_eq!(
-                got["Item"]["n"]["N"],
-                index.to_string(),
-                "acknowledged item {index} was lost"
-            );
-        }
+        assert_acknowledged_readable(&router, 0..200).await;
     });
 }
 
@@ -1601,7 +1587,12 @@ async fn wait_until_whole(router: &Router, nodes: &[NodeAddress], gone: u64, wri
         );
         glommio::timer::sleep(Duration::from_millis(100)).await;
     }
-    for index in 0..written {
+    assert_acknowledged_readable(router, 0..written).await;
+}
+
+/// Reads back items `indexes` of "people" strongly: each must hold what its put wrote.
+async fn assert_acknowledged_readable(router: &Router, indexes: std::ops::Range<usize>) {
+    for index in indexes {
         let got = router
             .get_item(json!({
                 "TableName": "people",
@@ -1625,9 +1616,10 @@ async fn wait_until_whole(router: &Router, nodes: &[NodeAddress], gone: u64, wri
 /// between the passes. At the end every partition lists three replicas on live nodes, each
 /// hosted there and caught up, and every acknowledged write is read back. Then the killed node
 /// returns: the replicas it kept are members of nothing, and the orphan scan deletes them.
-/// The autoadmin paused (`shoal admin pause`) moves nothing meanwhile. Last, another node's disk is replaced (killed, its data directory removed, started empty):
-/// it answers, but without the replicas the table lists on it, so after the orphan grace they
-/// are lost, and rebuilt elsewhere the same way.
+/// Before all that, the autoadmin paused (`shoal admin pause`) moves nothing. Last, another
+/// node's disk is replaced (killed, its data directory removed, started empty): it answers,
+/// but without the replicas the table lists on it, so after the orphan grace they are lost,
+/// and rebuilt elsewhere the same way.
 #[test]
 fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
     let _turn = ONE_CLUSTER_AT_A_TIME
