@@ -1546,6 +1546,22 @@ fn a_coordinator_killed_between_the_phases_of_a_transaction_leaves_it_whole() {
     });
 }
 
+/// The partitions of "people" that list a replica on `node`; at least one, or the test that
+/// asks would prove nothing.
+async fn partitions_listing(router: &Router, node: u64) -> Vec<u64> {
+    let partitions = router.table_partitions("people").await.unwrap();
+    let listing: Vec<u64> = partitions
+        .iter()
+        .filter(|partition| partition.replicas.contains(&node))
+        .map(|partition| partition.id)
+        .collect();
+    assert!(
+        !listing.is_empty(),
+        "node {node} holds no replica: {partitions:?}"
+    );
+    listing
+}
+
 /// Waits until every partition of "people" lists three replicas, none on `gone`, each hosted
 /// by its node and applied up to the highest commit any of them reports; then reads back items
 /// `0..written`, strongly.
@@ -1639,13 +1655,7 @@ fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
             .create_table(create_people("on-demand"))
             .await
             .unwrap();
-        let before = router.table_partitions("people").await.unwrap();
-        let moved: Vec<u64> = before
-            .iter()
-            .filter(|partition| partition.replicas.contains(&lost.id))
-            .map(|partition| partition.id)
-            .collect();
-        assert!(!moved.is_empty(), "node 5 hosts no replica: {before:?}");
+        let moved = partitions_listing(&router, lost.id).await;
         let report = router.autoadmin_pass().await.unwrap();
         assert_eq!(report, Default::default(), "a whole cluster needs nothing");
         for index in 0..50 {
@@ -1731,16 +1741,7 @@ fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
         assert_eq!(report.moves_started, 0);
 
         // Node 4's disk is replaced: it comes back empty, under the same id.
-        let partitions = router.table_partitions("people").await.unwrap();
-        let on_emptied: Vec<u64> = partitions
-            .iter()
-            .filter(|partition| partition.replicas.contains(&emptied.id))
-            .map(|partition| partition.id)
-            .collect();
-        assert!(
-            !on_emptied.is_empty(),
-            "node 4 hosts no replica: {partitions:?}"
-        );
+        let on_emptied = partitions_listing(&router, emptied.id).await;
         cluster.borrow_mut().kill_node(3);
         let data = cluster
             .borrow()
@@ -1798,13 +1799,7 @@ fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() 
             .create_table(create_people("on-demand"))
             .await
             .unwrap();
-        let before = router.table_partitions("people").await.unwrap();
-        let held: Vec<u64> = before
-            .iter()
-            .filter(|partition| partition.replicas.contains(&drained.id))
-            .map(|partition| partition.id)
-            .collect();
-        assert!(!held.is_empty(), "node 5 holds no replica: {before:?}");
+        let held = partitions_listing(&router, drained.id).await;
         for index in 0..50 {
             put_until_acknowledged(&router, index).await;
         }
