@@ -58,6 +58,8 @@ pub enum Routed<C> {
     Respond { connection: C, frame: ResponseFrame },
     /// Answer `NodeRequest::Status` with the statuses of the replicas (the host holds them).
     Status { connection: C, request_id: u64 },
+    /// Answer `NodeRequest::ClusterNodes` with the node list the host was given.
+    ClusterNodes { connection: C, request_id: u64 },
     /// Create this replica (checked by [`Dispatch::begin_create`] first), then answer.
     Create {
         connection: C,
@@ -241,6 +243,25 @@ impl<C: Copy> Dispatch<C> {
         (commands, events)
     }
 
+    /// Watches exactly `peers` from now on, if liveness is tracked: a node that joined the
+    /// cluster is watched from `now` (reachable until silent for the threshold), one that left
+    /// is forgotten.
+    pub fn set_peers(&mut self, peers: &BTreeSet<NodeId>, now: MonotonicTime) {
+        let Some(liveness) = self.liveness.as_mut() else {
+            return;
+        };
+        let gone: Vec<NodeId> = liveness
+            .watched()
+            .filter(|peer| !peers.contains(peer))
+            .collect();
+        for peer in gone {
+            liveness.forget(peer);
+        }
+        for peer in peers {
+            liveness.watch(*peer, now);
+        }
+    }
+
     /// Whether `peer` is reachable, if liveness is tracked and the peer watched.
     pub fn peer_reachable(&self, peer: NodeId) -> Option<bool> {
         self.liveness.as_ref()?.reachable(peer)
@@ -390,6 +411,10 @@ impl<C: Copy> Dispatch<C> {
         };
         match request {
             NodeRequest::Status => Routed::Status {
+                connection,
+                request_id,
+            },
+            NodeRequest::ClusterNodes => Routed::ClusterNodes {
                 connection,
                 request_id,
             },

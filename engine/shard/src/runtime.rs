@@ -20,8 +20,8 @@ use shoal_replication::{MonotonicTime, NodeId};
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
-    BusMessage, NodeError, NodeResponse, ReplicaRole, ReplicaStatus, ReplicationEnvelope,
-    ResponseFrame, ShardAddress, SnapshotChunk,
+    BusMessage, NodeAddressWire, NodeError, NodeResponse, ReplicaRole, ReplicaStatus,
+    ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk,
 };
 
 use crate::dispatch::liveness::LivenessConfig;
@@ -195,6 +195,9 @@ pub struct Shard<T: Transport> {
     /// has Time to Live enabled, as the host last learned them from the metadata group
     /// ([`Shard::set_time_to_live`]).
     time_to_live: RefCell<BTreeMap<u64, SweepTarget>>,
+    /// The cluster's nodes as the host last learned them ([`Shard::set_cluster_nodes`]):
+    /// the answer to `NodeRequest::ClusterNodes`.
+    cluster_nodes: RefCell<Vec<NodeAddressWire>>,
     /// The earliest `tick_due` of any replica as last known: the ticker looks at the table
     /// only from then on. A replica whose due time comes earlier lowers it after its event.
     next_tick_scan: Cell<MonotonicTime>,
@@ -276,6 +279,7 @@ impl<T: Transport + 'static> Shard<T> {
             failed: RefCell::new(BTreeMap::new()),
             metrics,
             time_to_live: RefCell::new(BTreeMap::new()),
+            cluster_nodes: RefCell::new(Vec::new()),
             next_tick_scan: Cell::new(MonotonicTime::ZERO),
         });
         let now = SystemClock.now();
@@ -467,6 +471,27 @@ impl<T: Transport + 'static> Shard<T> {
     /// and passes the partitions of this shard. A partition left out is not swept.
     pub fn set_time_to_live(&self, targets: BTreeMap<u64, SweepTarget>) {
         *self.time_to_live.borrow_mut() = targets;
+    }
+
+    /// Sets the cluster's node list (every node, this one included), as the host read it from
+    /// the metadata group: this shard answers `NodeRequest::ClusterNodes` with it, and watches
+    /// the liveness of exactly the other nodes on it (a node that joined is watched from now, one
+    /// that left is forgotten). The host makes each node reachable on its transport first.
+    pub fn set_cluster_nodes(&self, nodes: Vec<NodeAddressWire>) {
+        let peers: std::collections::BTreeSet<NodeId> = nodes
+            .iter()
+            .map(|node| NodeId(node.node))
+            .filter(|node| *node != self.config.node)
+            .collect();
+        self.dispatch
+            .borrow_mut()
+            .set_peers(&peers, SystemClock.now());
+        *self.cluster_nodes.borrow_mut() = nodes;
+    }
+
+    /// The cluster's node list, as last set.
+    pub fn cluster_nodes(&self) -> Vec<NodeAddressWire> {
+        self.cluster_nodes.borrow().clone()
     }
 
     /// The partitions with Time to Live enabled, as last set.
@@ -822,6 +847,15 @@ impl<T: Transport + 'static> Shard<T> {
                         node: self.config.node.0,
                         shard: self.config.shard,
                         replicas: self.statuses(),
+                    };
+                    self.respond_now(connection, request_id, response);
+                }
+                Routed::ClusterNodes {
+                    connection,
+                    request_id,
+                } => {
+                    let response = NodeResponse::ClusterNodes {
+                        nodes: self.cluster_nodes(),
                     };
                     self.respond_now(connection, request_id, response);
                 }

@@ -208,6 +208,19 @@ pub enum NodeRequest {
         epoch: u64,
         change: MembershipChangeWire,
     },
+    /// The nodes of the cluster as this node knows them (the cluster item's list, refreshed
+    /// from the metadata group): how a node started with `shoal node --join SEED` finds the
+    /// metadata group through any node it can reach. Added at the end (tag 6).
+    ClusterNodes,
+}
+
+/// A node and the bus address of its shard 0 (shard `i` listens on that port + `i`), in the
+/// answer to `NodeRequest::ClusterNodes`. The address is text (`HOST:PORT`, as `SocketAddr`
+/// prints it) so that the layout does not depend on the address family.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddressWire {
+    pub node: NodeIdWire,
+    pub address: String,
 }
 
 /// One step of a membership change (`shoal_replication::MembershipChange`). Storage nodes host
@@ -486,6 +499,11 @@ pub enum NodeResponse {
         membership: MembershipWire,
         commit_slot: u64,
         followers: Vec<FollowerMatchWire>,
+    },
+    /// The answer to `ClusterNodes`: every node the answering node knows, itself included.
+    /// Added at the end (tag 6).
+    ClusterNodes {
+        nodes: Vec<NodeAddressWire>,
     },
 }
 

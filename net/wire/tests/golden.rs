@@ -291,6 +291,49 @@ fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
     assert_eq!(decode_frame(&frame).unwrap().0, answer);
 }
 
+/// `NodeRequest::ClusterNodes` and its answer were added at the end (node join, issue 19): the
+/// next tags, and the archived enums keep their sizes.
+#[test]
+fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes() {
+    use shoal_wire::messages::{
+        ArchivedNodeRequest, ArchivedNodeResponse, NodeAddressWire, NodeRequest, RequestFrame,
+    };
+    assert_eq!(
+        std::mem::size_of::<ArchivedNodeRequest>(),
+        ARCHIVED_NODE_REQUEST_BYTES
+    );
+    assert_eq!(
+        std::mem::size_of::<ArchivedNodeResponse>(),
+        ARCHIVED_NODE_RESPONSE_BYTES
+    );
+    let inner_tag_at = |frame: &[u8]| frame.len() - std::mem::size_of::<ArchivedBusMessage>() + 16;
+    let request = BusMessage::Request(RequestFrame {
+        request_id: 1,
+        request: NodeRequest::ClusterNodes,
+    });
+    let frame = encode_frame(&request).unwrap();
+    assert_eq!(frame[inner_tag_at(&frame)], 6, "ClusterNodes");
+    assert_eq!(decode_frame(&frame).unwrap().0, request);
+    let answer = BusMessage::Response(ResponseFrame {
+        request_id: 1,
+        response: NodeResponse::ClusterNodes {
+            nodes: vec![
+                NodeAddressWire {
+                    node: 1,
+                    address: "127.0.0.1:7000".to_string(),
+                },
+                NodeAddressWire {
+                    node: 6,
+                    address: "[::1]:7100".to_string(),
+                },
+            ],
+        },
+    });
+    let frame = encode_frame(&answer).unwrap();
+    assert_eq!(frame[inner_tag_at(&frame)], 6, "ClusterNodes");
+    assert_eq!(decode_frame(&frame).unwrap().0, answer);
+}
+
 /// The archived sizes of `NodeRequest` and `NodeResponse` before the membership requests,
 /// measured on that version.
 const ARCHIVED_NODE_REQUEST_BYTES: usize = 72;

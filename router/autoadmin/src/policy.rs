@@ -11,8 +11,20 @@
 //! 4. Targets go to the up node hosting the fewest replicas, counting the moves just planned
 //!    (ties to the lowest id), so the replicas of a lost node spread over the others.
 //! 5. At most `moves_max` moves are under way at once, those already under way included.
+//!
+//! Balance ([`plan_balance`]), its invariants checked by the second property test:
+//! 6. It plans only in a healthy, quiet cluster: every node up, answering and not draining, no
+//!    replica dead, and no move under way (re-replication and decommission come first, and the
+//!    replica counts it reads are then exact, so a batch never overshoots).
+//! 7. Each move goes from a node to one hosting at least two replicas fewer, counting the moves
+//!    planned before it: each evens the counts strictly (the sum of their squares falls), so
+//!    balancing ends, and a node that joined receives replicas until it is within one of the
+//!    others.
+//! 8. A follower replica moves before a leader: moving a leader costs its partition a pause of
+//!    writes for an election. A leader moves only when no follower can.
+//! 9. At most `moves_max` moves, at most one per partition, to a node not in its group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::replica_move::NodeId;
 
@@ -44,6 +56,8 @@ pub struct GroupView {
     /// Listed replicas on up nodes that their node does not host (it lost them, or keeps
     /// them out of service after finding them corrupt): as good as on a down node.
     pub lost: Vec<NodeId>,
+    /// The node whose replica leads the group, when known (balance prefers to move others).
+    pub leader: Option<NodeId>,
 }
 
 /// A move [`plan_re_replication`] decided.
@@ -149,6 +163,102 @@ pub fn plan_re_replication(
     planned
 }
 
+/// Balance moves under way at once at most: each is a planned move (the target added and
+/// caught up before the source is removed), paced so that the snapshots they send leave the
+/// foreground traffic room.
+pub const BALANCE_MOVES_IN_FLIGHT_MAX: usize = 4;
+
+/// Whether the replica counts of the nodes that may receive replicas differ by two or more
+/// (what [`plan_balance`] evens out); cheap, so the autoadmin asks it before it asks the
+/// nodes who leads.
+pub fn imbalanced(nodes: &[NodeView], groups: &[GroupView]) -> bool {
+    let loads = target_loads(nodes, groups);
+    match (loads.values().max(), loads.values().min()) {
+        (Some(most), Some(least)) => *most >= *least + 2,
+        _ => false,
+    }
+}
+
+/// The moves that even out the replicas each node hosts (module docs, invariants 6-9).
+pub fn plan_balance(
+    nodes: &[NodeView],
+    groups: &[GroupView],
+    moves_max: usize,
+) -> Vec<PlannedMove> {
+    let healthy_node = |view: &NodeView| view.up && view.answered && !view.draining;
+    if !nodes.iter().all(healthy_node) {
+        return Vec::new();
+    }
+    let known = |node: &NodeId| nodes.iter().any(|view| view.id == *node);
+    let quiet = groups.iter().all(|group| {
+        group.moving_to.is_none() && group.lost.is_empty() && group.replicas.iter().all(known)
+    });
+    if !quiet {
+        return Vec::new();
+    }
+    let mut loads = target_loads(nodes, groups);
+    let mut planned: Vec<PlannedMove> = Vec::new();
+    let mut moving: BTreeSet<u64> = BTreeSet::new();
+    while planned.len() < moves_max {
+        let Some(next) = [false, true]
+            .into_iter()
+            .find_map(|leaders_too| balance_move(&loads, groups, &moving, leaders_too))
+        else {
+            break;
+        };
+        if let Some(count) = loads.get_mut(&next.source) {
+            *count -= 1;
+        }
+        if let Some(count) = loads.get_mut(&next.target) {
+            *count += 1;
+        }
+        moving.insert(next.partition);
+        planned.push(next);
+    }
+    planned
+}
+
+/// The next balance move for `loads`: from the most loaded node that has a replica it can move
+/// to a node hosting two fewer, the least loaded such node taking it (ties: the higher id gives,
+/// the lower receives, the lowest partition moves). Leaders' replicas only if `leaders_too`.
+fn balance_move(
+    loads: &BTreeMap<NodeId, usize>,
+    groups: &[GroupView],
+    moving: &BTreeSet<u64>,
+    leaders_too: bool,
+) -> Option<PlannedMove> {
+    let mut givers: Vec<(usize, NodeId)> =
+        loads.iter().map(|(node, load)| (*load, *node)).collect();
+    givers.sort_unstable_by(|a, b| b.cmp(a));
+    let mut takers = givers.clone();
+    takers.sort_unstable_by_key(|(load, node)| (*load, *node));
+    for (source_load, source) in &givers {
+        for (target_load, target) in &takers {
+            if *source_load < *target_load + 2 {
+                break;
+            }
+            let group = groups
+                .iter()
+                .filter(|group| {
+                    !moving.contains(&group.partition)
+                        && group.replicas.contains(source)
+                        && !group.replicas.contains(target)
+                        && (leaders_too || group.leader != Some(*source))
+                })
+                .min_by_key(|group| group.partition);
+            if let Some(group) = group {
+                return Some(PlannedMove {
+                    partition: group.partition,
+                    source: *source,
+                    target: *target,
+                    source_dead: false,
+                });
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +282,7 @@ mod tests {
             replicas: replicas.to_vec(),
             moving_to: None,
             lost: Vec::new(),
+            leader: None,
         }
     }
 
@@ -308,6 +419,7 @@ mod tests {
                         partition: index as u64,
                         moving_to: if *moving { outside } else { None },
                         lost: replicas.iter().copied().filter(|node| *node == *lost as NodeId).collect(),
+                        leader: None,
                         replicas,
                     }
                 })
@@ -335,6 +447,146 @@ mod tests {
                 prop_assert!(views.iter().any(|view| view.id == moving.target && view.answered));
                 let up_replicas = group.replicas.iter().filter(|node| alive(group, **node)).count();
                 prop_assert!(up_replicas * 2 > group.replicas.len());
+            }
+        }
+    }
+
+    /// Three nodes hosting 6 partitions each and a fourth that joined empty: replicas move
+    /// onto it, followers first, until it is within one of the others.
+    fn joined_cluster(leaders: &[(u64, NodeId)]) -> Vec<GroupView> {
+        (1..=6)
+            .map(|partition| {
+                let mut group = group(partition, &[1, 2, 3]);
+                group.leader = leaders
+                    .iter()
+                    .find(|(led, _)| *led == partition)
+                    .map(|(_, node)| *node);
+                group
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_node_that_joined_receives_replicas_followers_first() {
+        let views = nodes(&[true, true, true, true]);
+        // Node 3 leads every partition: it gives only when no other node can.
+        let groups = joined_cluster(&[(1, 3), (2, 3), (3, 3), (4, 3), (5, 3), (6, 3)]);
+        assert!(imbalanced(&views, &groups));
+        let planned = plan_balance(&views, &groups, 8);
+        // 18 replicas on 4 nodes: nodes 1 and 2 give two each, then node 3 must give one,
+        // though it leads (at 6 it would be two above the others), and node 4 ends with 5.
+        let sources: Vec<NodeId> = planned.iter().map(|moving| moving.source).collect();
+        assert_eq!(sources, vec![2, 1, 2, 1, 3], "{planned:?}");
+        assert!(
+            planned
+                .iter()
+                .all(|moving| moving.target == 4 && !moving.source_dead)
+        );
+        let partitions: BTreeSet<u64> = planned.iter().map(|moving| moving.partition).collect();
+        assert_eq!(partitions.len(), 5, "one move per partition");
+        // The budget caps a batch.
+        assert_eq!(plan_balance(&views, &groups, 2).len(), 2);
+        // A balanced cluster plans nothing.
+        let even = [
+            group(1, &[1, 2, 3]),
+            group(2, &[2, 3, 4]),
+            group(3, &[1, 3, 4]),
+        ];
+        assert!(!imbalanced(&views, &even));
+        assert!(plan_balance(&views, &even, 8).is_empty());
+    }
+
+    #[test]
+    fn balance_waits_for_a_healthy_quiet_cluster() {
+        let groups = joined_cluster(&[]);
+        let mut views = nodes(&[true, true, true, true]);
+        views[1].answered = false;
+        assert!(plan_balance(&views, &groups, 8).is_empty(), "a node silent");
+        let mut views = nodes(&[true, true, true, true]);
+        views[0].draining = true;
+        assert!(
+            plan_balance(&views, &groups, 8).is_empty(),
+            "a node draining"
+        );
+        let views = nodes(&[true, true, true, true]);
+        let mut busy = groups.clone();
+        busy[0].moving_to = Some(4);
+        assert!(
+            plan_balance(&views, &busy, 8).is_empty(),
+            "a move under way"
+        );
+        let mut lost = groups.clone();
+        lost[2].lost = vec![2];
+        assert!(plan_balance(&views, &lost, 8).is_empty(), "a replica lost");
+    }
+
+    proptest! {
+        #[test]
+        fn balance_moves_even_the_counts_and_prefer_followers(
+            node_count in 2usize..7,
+            picks in proptest::collection::vec((0usize..7, 0usize..7, 0usize..7, 0usize..8), 0..40),
+            moves_max in 0usize..10,
+        ) {
+            let views = nodes(&vec![true; node_count]);
+            let groups: Vec<GroupView> = picks
+                .iter()
+                .enumerate()
+                .map(|(index, (a, b, c, leader))| {
+                    let mut replicas: Vec<NodeId> =
+                        [a, b, c].iter().map(|pick| (**pick % node_count) as NodeId + 1).collect();
+                    replicas.sort_unstable();
+                    replicas.dedup();
+                    GroupView {
+                        partition: index as u64,
+                        leader: replicas.get(*leader).copied(),
+                        replicas,
+                        moving_to: None,
+                        lost: Vec::new(),
+                    }
+                })
+                .collect();
+            let planned = plan_balance(&views, &groups, moves_max);
+            prop_assert!(planned.len() <= moves_max);
+            let mut loads = target_loads(&views, &groups);
+            let squares = |loads: &BTreeMap<NodeId, usize>| loads.values().map(|n| n * n).sum::<usize>();
+            let mut seen = BTreeSet::new();
+            for moving in &planned {
+                let group = &groups[moving.partition as usize];
+                prop_assert!(seen.insert(moving.partition), "one move per partition");
+                prop_assert!(group.replicas.contains(&moving.source));
+                prop_assert!(!group.replicas.contains(&moving.target));
+                prop_assert!(!moving.source_dead);
+                prop_assert!(loads[&moving.source] >= loads[&moving.target] + 2);
+                if group.leader == Some(moving.source) {
+                    // A leader's replica moves only when no follower's could even the counts.
+                    for other in groups.iter().filter(|other| !seen.contains(&other.partition)) {
+                        for source in other.replicas.iter().filter(|node| other.leader != Some(**node)) {
+                            for (target, load) in &loads {
+                                prop_assert!(
+                                    other.replicas.contains(target) || loads[source] < load + 2,
+                                    "{other:?} could move a follower {source} -> {target}"
+                                );
+                            }
+                        }
+                    }
+                }
+                let before = squares(&loads);
+                *loads.get_mut(&moving.source).unwrap() -= 1;
+                *loads.get_mut(&moving.target).unwrap() += 1;
+                prop_assert!(squares(&loads) < before);
+            }
+            // With room left in the budget, what remains cannot be evened by any one move.
+            if planned.len() < moves_max {
+                let moved: BTreeSet<u64> = planned.iter().map(|moving| moving.partition).collect();
+                for group in groups.iter().filter(|group| !moved.contains(&group.partition)) {
+                    for source in &group.replicas {
+                        for (target, load) in &loads {
+                            if !group.replicas.contains(target) {
+                                prop_assert!(loads[source] < load + 2, "{group:?} could move {source} -> {target}");
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -477,6 +477,8 @@ mod tests {
             draining: Default::default(),
             shards_per_node: 1,
             created_at_seconds: 0,
+            highest_node_id: 3,
+            revision: 0,
         }
     }
 

@@ -459,6 +459,20 @@ impl Forwarder {
         }
     }
 
+    /// One request to the shard listening on `address`, whose node id may be unknown (a seed
+    /// of `shoal node --join`), with no retries.
+    pub async fn call_address(
+        &self,
+        address: SocketAddr,
+        request: NodeRequest,
+    ) -> Result<NodeResponse, CallFailure> {
+        match self.call(address, request).await {
+            CallOutcome::Answer(response) => Ok(response),
+            CallOutcome::NotSent(error) => Err(CallFailure::NotSent(format!("{address}: {error}"))),
+            CallOutcome::Lost(error) => Err(CallFailure::Lost(format!("{address}: {error}"))),
+        }
+    }
+
     /// One request to one shard with no retries (CreatePartition, Status); `Err` says why no
     /// answer came.
     pub async fn call_once(

@@ -80,6 +80,9 @@ pub const METADATA_EPOCH: u64 = 1;
 pub const METADATA_SHARD: u16 = 0;
 /// Metadata replicas: the lowest node ids, up to this many.
 pub const METADATA_REPLICAS_MAX: usize = 3;
+/// Nodes in a cluster at most: well under the bus's peers per shard (`shoal_bus` PEERS_MAX),
+/// and a cluster item of that many nodes stays far below DynamoDB's 400 KB item limit.
+pub const NODES_MAX: usize = 1024;
 /// The first data partition id.
 pub const FIRST_DATA_PARTITION: u64 = 1;
 /// The metadata key attribute.
@@ -122,6 +125,14 @@ pub struct ClusterRecord {
     pub draining: BTreeSet<NodeId>,
     pub shards_per_node: u16,
     pub created_at_seconds: u64,
+    /// The highest node id the cluster ever had: a joining node needs a higher one, so that no
+    /// id is ever reused (a decommissioned node's replicas, records and metrics keep meaning
+    /// that node). Absent in items written before node join: the highest id listed then.
+    pub highest_node_id: NodeId,
+    /// Bumped by every write of the item, which is conditional on the revision read
+    /// ([`MetadataStore::put_cluster`]): a join, a decommission and its end may race from
+    /// different routers. Absent (0) in items written before it.
+    pub revision: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1067,6 +1078,8 @@ impl ClusterRecord {
             let draining: Vec<Json> = self.draining.iter().map(|node| number(*node)).collect();
             item["draining"] = json!({ "L": draining });
         }
+        item["highest_node_id"] = number(self.highest_node_id);
+        item["revision"] = number(self.revision);
         item
     }
 
@@ -1096,13 +1109,70 @@ impl ClusterRecord {
                 })
                 .collect::<Result<BTreeSet<NodeId>, DynamoError>>()?,
         };
+        let highest_listed = nodes.iter().map(|node| node.id).max().unwrap_or(0);
+        let highest_node_id = match item.get("highest_node_id") {
+            None => highest_listed,
+            Some(_) => get_number(item, "highest_node_id")?,
+        };
+        if highest_node_id < highest_listed {
+            return Err(corrupt("a node id is above the highest node id"));
+        }
+        let revision = match item.get("revision") {
+            None => 0,
+            Some(_) => get_number(item, "revision")?,
+        };
         Ok(ClusterRecord {
             nodes,
             draining,
             shards_per_node: u16::try_from(get_number(item, "shards_per_node")?)
                 .map_err(|_| corrupt("shards_per_node too large"))?,
             created_at_seconds: get_number(item, "created_at")?,
+            highest_node_id,
+            revision,
         })
+    }
+
+    /// Adds the node `id` at `address` to the node list (`shoal node --join`). Returns whether
+    /// the list changed: a node already listed with the same address is admitted again as it
+    /// is (a joined node restarting). Refused (a ValidationException saying why):
+    /// - an id listed at another address, or an address another id listens on: two processes
+    ///   would answer for one node;
+    /// - an id at or below [`ClusterRecord::highest_node_id`] that is not listed: ids are never
+    ///   reused, so a node that left (or whose join was refused) cannot come back under its
+    ///   old id, and the metadata group, which lives on the lowest ids, never changes hands;
+    /// - a node list already at [`NODES_MAX`].
+    pub fn admit(&mut self, id: NodeId, address: SocketAddr) -> Result<bool, DynamoError> {
+        if let Some(listed) = self.nodes.iter().find(|node| node.id == id) {
+            if listed.address == address {
+                return Ok(false);
+            }
+            return Err(DynamoError::validation(format!(
+                "node {id} is already in the cluster at {}; a new node needs a new id",
+                listed.address
+            )));
+        }
+        if let Some(listed) = self.nodes.iter().find(|node| node.address == address) {
+            return Err(DynamoError::validation(format!(
+                "node {} already listens on {address}",
+                listed.id
+            )));
+        }
+        if id <= self.highest_node_id {
+            return Err(DynamoError::validation(format!(
+                "node id {id} is not new: node ids are never reused, and this cluster has had \
+                 ids up to {}; start the node with --node-id {} or higher",
+                self.highest_node_id,
+                self.highest_node_id + 1
+            )));
+        }
+        if self.nodes.len() >= NODES_MAX {
+            return Err(DynamoError::validation(format!(
+                "the cluster has {NODES_MAX} nodes, the most it may have"
+            )));
+        }
+        self.nodes.push(NodeAddress { id, address });
+        self.highest_node_id = id;
+        Ok(true)
     }
 
     pub fn directory(&self) -> NodeDirectory {
@@ -1294,23 +1364,45 @@ impl MetadataStore {
         Ok(body.get("Item").cloned())
     }
 
-    /// Replaces the cluster item (a decommission starting or ending). Unconditional: the item
-    /// changes only by an operator's command or the autoadmin ending a decommission, and the
-    /// writer read it just before.
+    /// Replaces the cluster item (a node joining, a decommission starting or ending) if it is
+    /// still at `cluster.revision`, writing the next revision; `Ok(false)` if another writer
+    /// changed it since it was read (the caller reads it again and redoes its change).
     pub async fn put_cluster(
         &self,
         forwarder: &Forwarder,
         cluster: &ClusterRecord,
         deadline: Instant,
-    ) -> Result<(), ForwardError> {
-        self.request(
-            forwarder,
-            ItemOperation::PutItem,
-            json!({ "Item": cluster.to_item() }),
-            deadline,
-        )
-        .await?;
-        Ok(())
+    ) -> Result<bool, ForwardError> {
+        let mut next = cluster.clone();
+        next.revision = cluster.revision + 1;
+        let parameters = if cluster.revision == 0 {
+            // The bootstrap writes revision 0; items from before revisions have none.
+            json!({
+                "Item": next.to_item(),
+                "ConditionExpression": "attribute_not_exists(#revision) OR #revision = :revision",
+                "ExpressionAttributeNames": { "#revision": "revision" },
+                "ExpressionAttributeValues": { ":revision": number(0) },
+            })
+        } else {
+            json!({
+                "Item": next.to_item(),
+                "ConditionExpression": "#revision = :revision",
+                "ExpressionAttributeNames": { "#revision": "revision" },
+                "ExpressionAttributeValues": { ":revision": number(cluster.revision) },
+            })
+        };
+        match self
+            .request(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ForwardError::Dynamo(error))
+                if error.type_name == "ConditionalCheckFailedException" =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Whether an operator paused the autoadmin (`shoal admin pause`).
@@ -2064,6 +2156,51 @@ mod tests {
         );
     }
 
+    /// `shoal node --join`'s rules (ClusterRecord::admit): a new id above every id the cluster
+    /// had, on an address no node listens on; a listed node re-joining is admitted unchanged.
+    #[test]
+    fn a_node_joins_with_a_new_id_and_a_free_address_only() {
+        let address = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+        let mut cluster = ClusterRecord {
+            nodes: (1..=3)
+                .map(|id| NodeAddress {
+                    id,
+                    address: address(7000 + id as u16 * 10),
+                })
+                .collect(),
+            draining: BTreeSet::new(),
+            shards_per_node: 1,
+            created_at_seconds: 0,
+            // Node 4 was decommissioned.
+            highest_node_id: 4,
+            revision: 9,
+        };
+        let refused = |cluster: &mut ClusterRecord, id: NodeId, port: u16| {
+            let before = cluster.clone();
+            let error = cluster.admit(id, address(port)).unwrap_err();
+            assert_eq!(*cluster, before, "a refusal changes nothing");
+            assert_eq!(error.type_name, DynamoError::validation("").type_name);
+            error.message
+        };
+        assert!(refused(&mut cluster, 4, 7040).contains("--node-id 5 or higher"));
+        assert!(
+            refused(&mut cluster, 2, 7050).contains("already in the cluster at 127.0.0.1:7020")
+        );
+        assert!(refused(&mut cluster, 6, 7020).contains("node 2 already listens"));
+        assert_eq!(
+            cluster.admit(2, address(7020)),
+            Ok(false),
+            "a listed node re-joins"
+        );
+        assert_eq!(cluster.admit(6, address(7060)), Ok(true));
+        assert_eq!(cluster.highest_node_id, 6);
+        assert_eq!(cluster.nodes.last().unwrap().id, 6);
+        assert!(refused(&mut cluster, 5, 7050).contains("--node-id 7 or higher"));
+        assert_eq!(cluster.admit(6, address(7060)), Ok(false));
+        // The metadata group stays on the lowest ids.
+        assert_eq!(metadata_replicas(&cluster.nodes), vec![1, 2, 3]);
+    }
+
     #[test]
     fn cluster_items_round_trip() {
         let cluster = ClusterRecord {
@@ -2080,11 +2217,25 @@ mod tests {
             draining: BTreeSet::new(),
             shards_per_node: 4,
             created_at_seconds: 5,
+            highest_node_id: 7,
+            revision: 3,
         };
         let item = cluster.to_item();
         shoal_model::json::item_from_json(&item).unwrap();
         assert_eq!(ClusterRecord::from_item(&item).unwrap(), cluster);
         assert!(item.get("draining").is_none(), "absent when none drains");
+        // An item from before node join: no highest id (the highest listed), no revision.
+        let mut legacy = item.clone();
+        legacy.as_object_mut().unwrap().remove("highest_node_id");
+        legacy.as_object_mut().unwrap().remove("revision");
+        let read = ClusterRecord::from_item(&legacy).unwrap();
+        assert_eq!((read.highest_node_id, read.revision), (2, 0));
+        let mut corrupt = item.clone();
+        corrupt["highest_node_id"] = number(1);
+        assert!(
+            ClusterRecord::from_item(&corrupt).is_err(),
+            "a listed id above the highest"
+        );
         let mut draining = cluster.clone();
         draining.draining.insert(2);
         let item = draining.to_item();

@@ -19,12 +19,16 @@ use shoal_partition::time_to_live::SweepTarget;
 use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
 use shoal_router::forward::Forwarder;
 use shoal_router::metadata::{
-    METADATA_PARTITION, MetadataStore, NodeAddress, TableStatus, metadata_replicas,
+    CLUSTER_KEY, ClusterRecord, METADATA_PARTITION, MetadataStore, NodeAddress, TableStatus,
+    metadata_replicas,
 };
 use shoal_router::partition_map::NodeDirectory;
 use shoal_shard::{Shard, ShardConfig, Transport};
 use shoal_store::wal::WalConfig;
-use shoal_wire::messages::{ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk};
+use shoal_wire::messages::{
+    NodeAddressWire, NodeRequest, NodeResponse, ReplicationEnvelope, ResponseFrame, ShardAddress,
+    SnapshotChunk,
+};
 
 /// Shards per node at most (a sanity bound; one per core is the design).
 pub const SHARDS_MAX: u16 = 256;
@@ -44,7 +48,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "stream_retention_seconds", "stream_shard_rollover_seconds", "quiesce", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "join", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "stream_retention_seconds", "stream_shard_rollover_seconds", "quiesce", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
     pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
     #[arg(long, required_unless_present = "config")]
@@ -58,9 +62,17 @@ pub struct NodeOptions {
     /// Shard executors (one per core is the design; more than cores runs unpinned).
     #[arg(long, default_value_t = 1)]
     pub shards: u16,
-    /// Another node: ID=HOST:PORT (its shard 0 bus port). Repeat for each peer.
-    #[arg(long = "peer", value_parser = parse_peer)]
+    /// Another node: ID=HOST:PORT (its shard 0 bus port). Repeat for each peer. This lists the
+    /// nodes a cluster is created with; a node added later uses --join instead.
+    #[arg(long = "peer", value_parser = parse_peer, conflicts_with = "join")]
     pub peers: Vec<(u64, SocketAddr)>,
+    /// Join a running cluster through a node of it: HOST:PORT of any node's shard 0 bus port
+    /// (repeat to name several; the first that answers is used). The node is added to the
+    /// cluster's node list (its --node-id must be higher than every id the cluster has had),
+    /// learns the other nodes from it, and the autoadmin moves replicas onto it. A joined node
+    /// restarts with the same flags. --listen must then name an address the others reach.
+    #[arg(long = "join")]
+    pub join: Vec<SocketAddr>,
     /// Admin HTTP address serving /metrics and /health.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
@@ -153,6 +165,9 @@ pub struct NodeSettings {
     pub shards: u16,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSetting>,
+    /// `--join`: nodes of a running cluster to join through.
+    #[serde(default)]
+    pub join: Vec<SocketAddr>,
     #[serde(default)]
     pub admin: Option<SocketAddr>,
     #[serde(default = "default_cache_mib")]
@@ -255,6 +270,7 @@ impl NodeOptions {
                     address: *address,
                 })
                 .collect(),
+            join: self.join.clone(),
             admin: self.admin,
             cache_mib: self.cache_mib,
             election_timeout_ms: self.election_timeout_ms,
@@ -429,6 +445,22 @@ fn validate(options: &NodeSettings) -> Result<(), String> {
     if options.peers.iter().any(|peer| peer.id == options.node_id) {
         return Err("a --peer has this node's own id".to_string());
     }
+    if !options.join.is_empty() {
+        if !options.peers.is_empty() {
+            return Err(
+                "--join and --peer exclude each other: a joining node learns its \
+                        peers from the cluster"
+                    .to_string(),
+            );
+        }
+        if options.listen.ip().is_unspecified() || options.listen.port() == 0 {
+            return Err(format!(
+                "--listen {} cannot be given to the cluster as this node's address: with --join \
+                 it must name an address and port the other nodes reach",
+                options.listen
+            ));
+        }
+    }
     if !(100..=60_000).contains(&options.election_timeout_ms) {
         return Err("--election-timeout-ms must be 100 to 60000".to_string());
     }
@@ -520,6 +552,30 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let joined;
+    let options = if options.join.is_empty() {
+        options
+    } else {
+        match join_cluster(options, bus_tls.clone()) {
+            Ok(nodes) => {
+                let mut settings = options.clone();
+                settings.peers = nodes
+                    .iter()
+                    .filter(|node| node.id != options.node_id)
+                    .map(|node| PeerSetting {
+                        id: node.id,
+                        address: node.address,
+                    })
+                    .collect();
+                joined = settings;
+                &joined
+            }
+            Err(error) => {
+                eprintln!("shoal node: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let published: Arc<Mutex<Vec<String>>> =
         Arc::new(Mutex::new(vec![String::new(); usize::from(options.shards)]));
     if let Some(admin) = options.admin {
@@ -594,6 +650,166 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// How long `shoal node --join` keeps trying its seeds and the metadata group before it gives
+/// up: a whole cluster restarting may take this long to elect its metadata leader.
+const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+/// Pause between rounds over the seeds.
+const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// io_uring memory of the executor the join runs on (a few bus connections).
+const JOIN_IO_MEMORY_BYTES: usize = 1 << 20;
+/// Every shard reads the cluster item this often, so that it sends to nodes that joined (and
+/// stops watching those that left) within this long.
+pub const CLUSTER_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// One read of the cluster item may take this long.
+const CLUSTER_READ_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `--join`: asks the seeds, in turn, for the node list (`NodeRequest::ClusterNodes`), then
+/// adds this node to the cluster item through the metadata group (`Router::join_node`, whose
+/// rules refuse a reused id or a taken address) and returns the node list, this node
+/// included. Runs on an executor of its own before the shards start. A refusal is final;
+/// anything else (no seed answering, the metadata group electing) is tried again until
+/// [`JOIN_DEADLINE`].
+fn join_cluster(
+    options: &NodeSettings,
+    bus_tls: Option<BusTls>,
+) -> Result<Vec<NodeAddress>, String> {
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("shoal-join")
+        .io_memory(JOIN_IO_MEMORY_BYTES)
+        .make()
+        .map_err(|error| format!("cannot start an executor to join: {error}"))?;
+    let (id, listen, seeds) = (options.node_id, options.listen, options.join.clone());
+    executor.run(async move {
+        let deadline = std::time::Instant::now() + JOIN_DEADLINE;
+        let forwarder = Forwarder::new(NodeDirectory::new(std::iter::empty()), id)
+            .with_bus_tls(bus_tls.clone());
+        let mut last_failure = String::from("no seed was asked");
+        loop {
+            for seed in &seeds {
+                let nodes = match forwarder
+                    .call_address(*seed, NodeRequest::ClusterNodes)
+                    .await
+                {
+                    Ok(NodeResponse::ClusterNodes { nodes }) if !nodes.is_empty() => nodes,
+                    outcome => {
+                        last_failure = format!("seed {seed} gave no node list: {outcome:?}");
+                        tracing::debug!(%seed, ?outcome, "a seed gave no node list");
+                        continue;
+                    }
+                };
+                let nodes: Vec<NodeAddress> = nodes
+                    .iter()
+                    .filter_map(|node| {
+                        Some(NodeAddress {
+                            id: node.node,
+                            address: node.address.parse().ok()?,
+                        })
+                    })
+                    .collect();
+                let mut config = shoal_router::RouterConfig::new(nodes);
+                config.bus_tls = bus_tls.clone();
+                let router = shoal_router::Router::new(config)
+                    .map_err(|error| format!("{}: {}", error.type_name, error.message))?;
+                match router.join_node(id, listen).await {
+                    Ok(cluster) => {
+                        tracing::info!(node = id, %listen, nodes = cluster.nodes.len(), "joined the cluster");
+                        return Ok(cluster.nodes);
+                    }
+                    Err(error) if error.type_name.ends_with("ValidationException") => {
+                        return Err(format!("the cluster refused this node: {}", error.message));
+                    }
+                    Err(error) => {
+                        last_failure = format!("through seed {seed}: {}", error.message);
+                        tracing::debug!(%seed, %error.message, "the join did not go through yet");
+                    }
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "could not join through {seeds:?} within {} s; last: {last_failure}",
+                    JOIN_DEADLINE.as_secs()
+                ));
+            }
+            glommio::timer::sleep(JOIN_RETRY_INTERVAL).await;
+        }
+    })
+}
+
+/// Gives the shard the cluster's node list: each other node becomes a peer of its bus (at
+/// its port + this shard's index) before the shard watches it and answers `ClusterNodes`
+/// with the list.
+fn apply_cluster_nodes<T: Transport + 'static>(
+    shard_runtime: &Shard<T>,
+    bus: &Bus,
+    nodes: &[NodeAddress],
+) {
+    let (me, shard) = (shard_runtime.node().0, shard_runtime.index());
+    for node in nodes.iter().filter(|node| node.id != me) {
+        let Some(address) = shard_address(node.address, shard) else {
+            continue;
+        };
+        if let Err(error) = bus.add_peer(
+            ShardAddress {
+                node: node.id,
+                shard,
+            },
+            address,
+        ) {
+            tracing::warn!(node = node.id, %error, "a node of the cluster is not a bus peer");
+        }
+    }
+    shard_runtime.set_cluster_nodes(
+        nodes
+            .iter()
+            .map(|node| NodeAddressWire {
+                node: node.id,
+                address: node.address.to_string(),
+            })
+            .collect(),
+    );
+}
+
+/// Keeps the shard's node list current ([`CLUSTER_REFRESH_INTERVAL`]): reads the cluster item
+/// and applies a changed list. A read that fails keeps the list it had.
+async fn refresh_cluster_nodes<T: Transport + 'static>(
+    shard_runtime: Rc<Shard<T>>,
+    bus: Rc<Bus>,
+    forwarder: Rc<Forwarder>,
+    metadata: Rc<MetadataStore>,
+) {
+    loop {
+        glommio::timer::sleep(CLUSTER_REFRESH_INTERVAL).await;
+        let deadline = std::time::Instant::now() + CLUSTER_READ_DEADLINE;
+        let cluster = match metadata.get(&forwarder, CLUSTER_KEY, deadline).await {
+            Ok(Some(item)) => match ClusterRecord::from_item(&item) {
+                Ok(cluster) => cluster,
+                Err(error) => {
+                    tracing::warn!(%error.message, "the cluster item does not read");
+                    continue;
+                }
+            },
+            outcome => {
+                tracing::debug!(?outcome, "the cluster item was not read");
+                continue;
+            }
+        };
+        let known: Vec<(u64, String)> = shard_runtime
+            .cluster_nodes()
+            .into_iter()
+            .map(|node| (node.node, node.address))
+            .collect();
+        let listed: Vec<(u64, String)> = cluster
+            .nodes
+            .iter()
+            .map(|node| (node.id, node.address.to_string()))
+            .collect();
+        if known != listed {
+            tracing::info!(?listed, "the cluster's node list changed");
+            apply_cluster_nodes(&shard_runtime, &bus, &cluster.nodes);
+        }
+    }
+}
+
 async fn run_shard(
     options: NodeSettings,
     shard: u16,
@@ -652,6 +868,7 @@ async fn run_shard(
     tracing::info!(node, shard, %listen, "shard serving");
     {
         let shard_runtime = shard_runtime.clone();
+        let bus = bus.clone();
         let tls = bus_tls.is_some();
         glommio::spawn_local(async move {
             loop {
@@ -674,7 +891,6 @@ async fn run_shard(
         .detach();
     }
     {
-        let shard_runtime = shard_runtime.clone();
         let mut nodes: Vec<NodeAddress> = options
             .peers
             .iter()
@@ -687,13 +903,29 @@ async fn run_shard(
             id: node,
             address: options.listen,
         });
+        nodes.sort_by_key(|node| node.id);
+        apply_cluster_nodes(&shard_runtime, &bus, &nodes);
+        // The metadata group lives on the lowest node ids of the cluster (`metadata_replicas`),
+        // which this node knows from its peer list; later nodes have higher ids.
+        let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
+        let forwarder = Rc::new(
+            Forwarder::new(directory, node ^ u64::from(shard)).with_bus_tls(bus_tls.clone()),
+        );
+        let metadata = Rc::new(MetadataStore::new(metadata_replicas(&nodes)));
+        glommio::spawn_local(refresh_cluster_nodes(
+            shard_runtime.clone(),
+            bus.clone(),
+            forwarder.clone(),
+            metadata.clone(),
+        ))
+        .detach();
         let interval = Duration::from_secs(options.ttl_sweep_period_seconds)
             .min(TTL_SETTINGS_REFRESH_INTERVAL_MAX);
         glommio::spawn_local(refresh_time_to_live(
-            shard_runtime,
-            nodes,
+            shard_runtime.clone(),
+            forwarder,
+            metadata,
             interval,
-            bus_tls,
         ))
         .detach();
     }
@@ -720,14 +952,10 @@ async fn run_shard(
 /// nothing.
 async fn refresh_time_to_live<T: Transport + 'static>(
     shard: Rc<Shard<T>>,
-    nodes: Vec<NodeAddress>,
+    forwarder: Rc<Forwarder>,
+    metadata: Rc<MetadataStore>,
     interval: Duration,
-    bus_tls: Option<BusTls>,
 ) {
-    let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
-    let forwarder =
-        Forwarder::new(directory, shard.node().0 ^ u64::from(shard.index())).with_bus_tls(bus_tls);
-    let metadata = MetadataStore::new(metadata_replicas(&nodes));
     let node = shard.node().0;
     loop {
         glommio::timer::sleep(interval).await;

@@ -50,7 +50,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca", "node_down_after"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca", "node_down_after", "balance"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -91,6 +91,11 @@ pub struct RouterOptions {
     /// probe never counts as a dead node.
     #[arg(long, default_value_t = NODE_DOWN_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(NODE_DOWN_AFTER_MIN_SECONDS..))]
     pub node_down_after: u64,
+    /// Whether the autoadmin moves replicas so that every node hosts about as many (a node
+    /// that joined receives its share). `false` leaves placement to CreateTable,
+    /// re-replication and decommissions.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub balance: bool,
 }
 
 /// The least `--node-down-after`: two autoadmin probe periods.
@@ -146,6 +151,13 @@ pub struct RouterSettings {
     /// As `--node-down-after`, in seconds.
     #[serde(default = "default_node_down_after")]
     pub node_down_after_seconds: u64,
+    /// As `--balance`.
+    #[serde(default = "default_balance")]
+    pub balance: bool,
+}
+
+fn default_balance() -> bool {
+    true
 }
 
 fn default_node_down_after() -> u64 {
@@ -195,6 +207,7 @@ impl RouterOptions {
             bus_tls_key: self.bus_tls.bus_tls_key.clone(),
             bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
             node_down_after_seconds: self.node_down_after,
+            balance: self.balance,
         })
     }
 }
@@ -471,6 +484,7 @@ async fn serve(
         ));
     }
     config.node_down_after = Duration::from_secs(options.node_down_after_seconds);
+    config.balance = options.balance;
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.

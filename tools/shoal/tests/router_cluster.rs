@@ -55,6 +55,9 @@ struct Cluster {
     /// Per node slot, its process while it runs.
     children: Vec<Option<Child>>,
     nodes: Vec<NodeAddress>,
+    /// The slots started with `--peer` flags (the cluster's first nodes, peers of each other);
+    /// the others join (`Cluster::join_node`).
+    founders: usize,
     /// Every node process started, for the watchdog.
     pids: Arc<Mutex<Vec<u32>>>,
     done: Arc<AtomicBool>,
@@ -64,6 +67,17 @@ impl Cluster {
     /// Three nodes, all running.
     fn start() -> Cluster {
         Cluster::start_some(3, 3)
+    }
+
+    /// `founders` nodes started as a cluster (peers of each other), and `joiners` slots more,
+    /// not started: each joins the running cluster when started.
+    fn start_growing(founders: usize, joiners: usize) -> Cluster {
+        let mut cluster = Cluster::start_some(founders + joiners, 0);
+        cluster.founders = founders;
+        for index in 0..founders {
+            cluster.start_node(index);
+        }
+        cluster
     }
 
     /// `slots` nodes known to each other (and to routers given `nodes`), the first `running`
@@ -91,6 +105,7 @@ impl Cluster {
             admins,
             children: (0..slots).map(|_| None).collect(),
             nodes,
+            founders: slots,
             pids,
             done,
         };
@@ -101,17 +116,37 @@ impl Cluster {
     }
 
     /// Starts node slot `index` (again, on its data directory, after a kill) and waits until
-    /// every shard of it answers.
+    /// every shard of it answers. A founder is started with the other founders as peers, any
+    /// other slot with `--join` through the first node.
     fn start_node(&mut self, index: usize) {
         assert!(self.children[index].is_none(), "node slot {index} runs");
         let node = self.nodes[index];
-        let peers: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|peer| peer.id != node.id)
-            .map(|peer| format!("--peer={}={}", peer.id, peer.address))
-            .collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        let cluster_flags: Vec<String> = if index < self.founders {
+            self.nodes[..self.founders]
+                .iter()
+                .filter(|peer| peer.id != node.id)
+                .map(|peer| format!("--peer={}={}", peer.id, peer.address))
+                .collect()
+        } else {
+            vec![format!("--join={}", self.nodes[0].address)]
+        };
+        let child = self
+            .node_command(node, index)
+            .args(cluster_flags)
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start shoal node");
+        self.pids.lock().unwrap().push(child.id());
+        self.children[index] = Some(child);
+        self.wait_until_serving(node);
+    }
+
+    /// `shoal node` with the settings every test node gets, for `node` in slot `index`.
+    fn node_command(&self, node: NodeAddress, index: usize) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        command
             .arg("node")
             .arg(format!("--node-id={}", node.id))
             .arg(format!(
@@ -127,15 +162,12 @@ impl Cluster {
             .arg("--cache-mib=4")
             .arg("--wal-segment-mib=16")
             .arg("--wal-segments=4")
-            .arg(format!("--election-timeout-ms={ELECTION_TIMEOUT_MS}"))
-            .args(peers)
-            .env("SHOAL_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start shoal node");
-        self.pids.lock().unwrap().push(child.id());
-        self.children[index] = Some(child);
+            .arg(format!("--election-timeout-ms={ELECTION_TIMEOUT_MS}"));
+        command
+    }
+
+    /// Waits until every shard of `node` answers a status request.
+    fn wait_until_serving(&self, node: NodeAddress) {
         for shard in 0..SHARDS {
             let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -1649,6 +1681,9 @@ fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
     on_router_core(async {
         let mut config = repairing_config(&nodes, 19);
         config.node_down_after = Duration::from_secs(1);
+        // Re-replication alone: with balance on, node 5 returning empty would receive replicas
+        // again (the join test checks that), and those moves would mix with the ones counted.
+        config.balance = false;
         let router = Router::new(config).unwrap();
         router.bootstrap(SHARDS).await.unwrap();
         router
@@ -1847,4 +1882,127 @@ fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() 
         assert!(on_drained.is_empty(), "node 5 keeps {on_drained:?}");
         wait_until_whole(&router, &nodes, drained.id, written).await;
     });
+}
+
+/// Issue 19, node join and balance: three nodes (peers of each other) hold a table of four
+/// partitions, written. A fourth node starts with `--join` through node 1: it is added to the
+/// cluster item, the other nodes learn its address from it, and the autoadmin's balance moves
+/// replicas onto it (planned moves, followers first) until every node hosts three. Every
+/// partition ends with three caught-up replicas and every acknowledged write reads back; the
+/// joined node restarts with the same flags and serves again; a table created afterwards is
+/// placed on it too. A node started with an id the cluster has, at another address, is refused
+/// and exits.
+#[test]
+fn a_node_that_joins_receives_replicas_by_balance_and_a_taken_id_is_refused() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = std::cell::RefCell::new(Cluster::start_growing(3, 1));
+    let nodes = cluster.borrow().nodes.clone();
+    let (founders, joiner) = (nodes[..3].to_vec(), nodes[3]);
+    on_router_core(async {
+        // The router is configured with the founders only, as one deployed before the join.
+        let router = Router::new(repairing_config(&founders, 29)).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        for index in 0..50 {
+            put_until_acknowledged(&router, index).await;
+        }
+        let report = router.autoadmin_pass().await.unwrap();
+        assert_eq!(
+            report.moves_started, 0,
+            "three nodes are balanced: {report:?}"
+        );
+
+        cluster.borrow_mut().start_node(3);
+        let listed = router.load_cluster().await.unwrap();
+        assert!(
+            listed.nodes.contains(&joiner),
+            "the joined node is listed: {listed:?}"
+        );
+        assert_eq!(listed.highest_node_id, joiner.id);
+        let joined = Instant::now();
+        let mut written = 50;
+        let mut balance_moves = 0;
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            balance_moves += report.balance_moves;
+            for _ in 0..5 {
+                put_until_acknowledged(&router, written).await;
+                written += 1;
+            }
+            let partitions = router.table_partitions("people").await.unwrap();
+            let per_node = |node: u64| {
+                partitions
+                    .iter()
+                    .filter(|partition| partition.replicas.contains(&node))
+                    .count()
+            };
+            if report.moves_unfinished == 0 && nodes.iter().all(|node| per_node(node.id) == 3) {
+                break;
+            }
+            assert!(
+                joined.elapsed() < Duration::from_secs(120),
+                "not balanced after two minutes: {report:?}, {partitions:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "node 4 received {balance_moves} replicas in {:?}",
+            joined.elapsed()
+        );
+        assert_eq!(balance_moves, 3, "12 replicas on 4 nodes: 3 move to node 4");
+        wait_until_whole(&router, &nodes, 0, written).await;
+        let on_joiner = partitions_listing(&router, joiner.id).await;
+        let hosted: Vec<u64> = replicas_on(&joiner)
+            .iter()
+            .map(|replica| replica.partition)
+            .collect();
+        assert!(
+            on_joiner.iter().all(|partition| hosted.contains(partition)),
+            "node 4 hosts {hosted:?}, listed for {on_joiner:?}"
+        );
+
+        // The joined node restarts with the same flags (joining again changes nothing), and a
+        // founder restarts with its static peers (it learns node 4 from the cluster item).
+        cluster.borrow_mut().kill_node(3);
+        cluster.borrow_mut().start_node(3);
+        cluster.borrow_mut().kill_node(1);
+        cluster.borrow_mut().start_node(1);
+        for _ in 0..20 {
+            put_until_acknowledged(&router, written).await;
+            written += 1;
+        }
+        wait_until_whole(&router, &nodes, 0, written).await;
+        assert_eq!(router.load_cluster().await.unwrap().nodes.len(), 4);
+
+        // New tables are placed on the joined node as well.
+        router.create_table(create_named("later")).await.unwrap();
+        let later = router.table_partitions("later").await.unwrap();
+        assert!(
+            later
+                .iter()
+                .any(|partition| partition.replicas.contains(&joiner.id)),
+            "{later:?}"
+        );
+    });
+
+    // Node 3's id at another address: refused, and the process exits saying why.
+    let (bases, _) = free_port_blocks(1);
+    let taken = NodeAddress {
+        id: 3,
+        address: SocketAddr::from(([127, 0, 0, 1], bases[0])),
+    };
+    let output = cluster
+        .borrow()
+        .node_command(taken, 0)
+        .arg(format!("--join={}", nodes[1].address))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("already in the cluster at"), "{stderr}");
 }

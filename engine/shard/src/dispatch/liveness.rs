@@ -81,6 +81,16 @@ impl Liveness {
         });
     }
 
+    /// Stops watching `peer` (a node that left the cluster): no more pings to it.
+    pub fn forget(&mut self, peer: NodeId) {
+        self.peers.remove(&peer);
+    }
+
+    /// The peers watched.
+    pub fn watched(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.keys().copied()
+    }
+
     /// Something arrived from `peer`: a ping carries its `incarnation`. A peer that was
     /// unreachable is reachable again; one whose incarnation changed restarted, and is reported
     /// unreachable and reachable at once.

@@ -434,3 +434,47 @@ fn deletion_is_idempotent_and_unroutes_the_replica_first() {
     dispatch.add_replica(12, 1);
     assert_eq!(dispatch.begin_delete(12, 1), Decision::Proceed);
 }
+
+/// Node join: `ClusterNodes` is the host's to answer (it holds the list), and `set_peers`
+/// watches a node that joined and forgets one that left, so pings go to exactly the others.
+#[test]
+fn cluster_nodes_is_answered_by_the_host_and_set_peers_follows_the_node_list() {
+    let mut dispatch = dispatch();
+    let request = BusMessage::Request(RequestFrame {
+        request_id: 41,
+        request: NodeRequest::ClusterNodes,
+    });
+    let routed = dispatch.route(CONNECTION, request, at(0));
+    assert!(
+        matches!(
+            routed.as_slice(),
+            [Routed::ClusterNodes {
+                connection: CONNECTION,
+                request_id: 41
+            }]
+        ),
+        "{routed:?}"
+    );
+    let config = liveness::LivenessConfig {
+        ping_interval: std::time::Duration::from_millis(100),
+        unreachable_after: std::time::Duration::from_millis(350),
+    };
+    dispatch.enable_liveness(config, 5, [NodeId(1), NodeId(3)], at(0));
+    let pinged = |dispatch: &mut Dispatch<u32>, now| -> Vec<u64> {
+        let (commands, _) = dispatch.liveness_due(now);
+        commands
+            .iter()
+            .filter_map(|command| match command {
+                Command::Replicate { to, .. } => Some(to.node),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(pinged(&mut dispatch, at(0)), vec![1, 3]);
+    // Node 4 joined, node 3 left; the node itself is never watched.
+    let peers: BTreeSet<NodeId> = [NodeId(1), NodeId(4)].into_iter().collect();
+    dispatch.set_peers(&peers, at(50_000_000));
+    assert_eq!(pinged(&mut dispatch, at(200_000_000)), vec![1, 4]);
+    assert_eq!(dispatch.peer_reachable(NodeId(4)), Some(true));
+    assert_eq!(dispatch.peer_reachable(NodeId(3)), None);
+}

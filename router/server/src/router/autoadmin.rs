@@ -26,15 +26,22 @@
 //! between its read and its request can still act once; a compare-and-set on the membership
 //! (a wire change) would close that.
 //!
-//! Left for later (issue 19): moves of live replicas for balance and decommission, log
-//! replicas, splits, and the metadata group's own replicas (fixed on the three lowest nodes).
+//! Planned moves (the source alive: added and caught up before it is removed) drain a
+//! decommissioned node and, when the cluster is healthy and quiet, even out the replicas per
+//! node (balance, shoal_autoadmin::policy::plan_balance), which is how a node that joined
+//! ([`Router::join_node`]) receives replicas.
+//!
+//! Left for later (issue 19): balance by bytes, traffic and leader counts, log replicas,
+//! splits, and the metadata group's own replicas (fixed on the three lowest nodes).
 
 use super::*;
 use crate::metadata::ReplicaMoveRecord;
 use shoal_autoadmin::policy::{
-    GroupView, MOVES_IN_FLIGHT_MAX, NodeView, plan_re_replication, targets_by_load,
+    BALANCE_MOVES_IN_FLIGHT_MAX, GroupView, MOVES_IN_FLIGHT_MAX, NodeView, imbalanced,
+    plan_balance, plan_re_replication, targets_by_load,
 };
 use shoal_autoadmin::{MoveAction, MoveStep, Progress, ReplicaMove};
+use shoal_wire::messages::ReplicaRole;
 use std::collections::BTreeSet;
 
 /// How often `shoal router` runs the autoadmin pass: each pass asks every node's shard 0 for
@@ -56,6 +63,13 @@ const MOVE_DRIVE_MAX: Duration = Duration::from_secs(20);
 const MOVE_RECORDS_SCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// A driver polling one membership step re-reads its record at least this often.
 const FENCE_INTERVAL: Duration = Duration::from_secs(1);
+/// A change of the cluster item that keeps meeting another writer's gives up after this many
+/// tries (each a read and a conditional write); its caller tries again later.
+const CLUSTER_WRITE_ATTEMPTS: usize = 8;
+
+/// A healthy, quiet cluster is checked for balance this often (and at once when its node list
+/// changes): the check reads every table item, which an idle cluster should not do every pass.
+const BALANCE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 const _: () = assert!(AUTOADMIN_INTERVAL.as_millis() < NODE_DOWN_AFTER.as_millis());
 
@@ -74,6 +88,10 @@ pub(super) struct AutoadminMemory {
     /// The last pass left moves unfinished: the next reads them again.
     moves_left: Cell<bool>,
     records_scan_last: Cell<Option<Instant>>,
+    /// When the pass last asked whether the nodes need balancing, and the node list it asked
+    /// for: a changed list (a node joined) is checked at once.
+    balance_check_last: Cell<Option<Instant>>,
+    balanced_nodes: RefCell<BTreeSet<NodeId>>,
 }
 
 /// What one autoadmin pass saw and did.
@@ -89,6 +107,8 @@ pub struct AutoadminReport {
     pub moves_unfinished: usize,
     /// Draining nodes that left the node list at this pass.
     pub nodes_decommissioned: usize,
+    /// Of the moves started, those that even out the replicas per node (balance).
+    pub balance_moves: usize,
 }
 
 /// A move this pass drives: its table, its record's id and the machine.
@@ -117,6 +137,9 @@ impl Router {
     /// new ones for partitions with a replica down or lost, and drives them all concurrently
     /// (at most [`MOVES_IN_FLIGHT_MAX`] at once) until they end or [`MOVE_DRIVE_MAX`] passes.
     pub async fn autoadmin_pass(&self) -> Result<AutoadminReport, DynamoError> {
+        // Read afresh, paused or not: a node joins and a decommission starts in the cluster
+        // item, and this refreshes the node list this router routes and places replicas with.
+        let cluster = self.load_cluster().await?;
         let deadline = Instant::now() + CONTROL_DEADLINE;
         if self
             .metadata
@@ -129,9 +152,6 @@ impl Router {
                 ..AutoadminReport::default()
             });
         }
-        // Read afresh: a decommission starts in the cluster item (and this refreshes the cache
-        // CreateTable places new replicas with).
-        let cluster = self.load_cluster().await?;
         let views = self.probe_nodes(&cluster).await;
         let down: BTreeSet<NodeId> = views
             .iter()
@@ -152,12 +172,27 @@ impl Router {
                 .get()
                 .is_none_or(|last| last.elapsed() >= MOVE_RECORDS_SCAN_INTERVAL);
         let draining = !cluster.draining.is_empty();
-        if down.is_empty() && !records_due && !draining {
+        let node_ids: BTreeSet<NodeId> = cluster.nodes.iter().map(|node| node.id).collect();
+        let balance_due = self.config.balance
+            && down.is_empty()
+            && lost.is_empty()
+            && !draining
+            && (*self.autoadmin.balanced_nodes.borrow() != node_ids
+                || self
+                    .autoadmin
+                    .balance_check_last
+                    .get()
+                    .is_none_or(|last| last.elapsed() >= BALANCE_CHECK_INTERVAL));
+        if down.is_empty() && !records_due && !draining && !balance_due {
             return Ok(report);
+        }
+        if balance_due {
+            self.autoadmin.balance_check_last.set(Some(Instant::now()));
+            *self.autoadmin.balanced_nodes.borrow_mut() = node_ids;
         }
         self.autoadmin.records_scan_last.set(Some(Instant::now()));
         let deadline = Instant::now() + CONTROL_DEADLINE;
-        let tables = if down.is_empty() && lost.is_empty() && !draining {
+        let tables = if down.is_empty() && lost.is_empty() && !draining && !balance_due {
             self.metadata
                 .tables_needing_repair(&self.forwarder, deadline)
                 .await
@@ -185,6 +220,7 @@ impl Router {
                         .copied()
                         .filter(|node| lost.contains(&(partition.id, *node)))
                         .collect(),
+                    leader: None,
                 })
             })
             .collect();
@@ -197,40 +233,57 @@ impl Router {
                 }
             }
         }
-        if !down.is_empty() || !lost.is_empty() || draining {
-            for planned in plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX) {
-                let Some(table) = active.iter().find(|table| {
-                    table
-                        .all_partitions()
-                        .any(|partition| partition.id == planned.partition)
-                }) else {
-                    continue;
-                };
-                let record = ReplicaMoveRecord {
-                    id: new_move_id(),
-                    source: planned.source,
-                    target: planned.target,
-                    source_dead: planned.source_dead,
-                    target_routed: false,
-                };
-                match self.record_new_move(table, planned.partition, record).await {
-                    Ok(Some(moving)) => {
-                        report.moves_started += 1;
-                        self.metrics.note_autoadmin("move_started");
-                        tracing::info!(
-                            table = %table.name,
-                            partition = planned.partition,
-                            source = planned.source,
-                            target = planned.target,
-                            dead = planned.source_dead,
-                            "autoadmin: moving a replica to another node"
-                        );
-                        driven.push(moving);
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(table = %table.name, %error.message, "autoadmin: a move was not recorded");
-                    }
+        let planned = if !down.is_empty() || !lost.is_empty() || draining {
+            plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX)
+        } else if balance_due && driven.is_empty() && imbalanced(&views, &groups) {
+            // Who leads is asked only now, when there is something to even out.
+            let leaders = self.partition_leaders(&cluster).await;
+            let groups: Vec<GroupView> = groups
+                .into_iter()
+                .map(|group| GroupView {
+                    leader: leaders.get(&group.partition).copied(),
+                    ..group
+                })
+                .collect();
+            let planned = plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX);
+            report.balance_moves = planned.len();
+            planned
+        } else {
+            Vec::new()
+        };
+        for planned in planned {
+            let Some(table) = active.iter().find(|table| {
+                table
+                    .all_partitions()
+                    .any(|partition| partition.id == planned.partition)
+            }) else {
+                continue;
+            };
+            let record = ReplicaMoveRecord {
+                id: new_move_id(),
+                source: planned.source,
+                target: planned.target,
+                source_dead: planned.source_dead,
+                target_routed: false,
+            };
+            match self.record_new_move(table, planned.partition, record).await {
+                Ok(Some(moving)) => {
+                    report.moves_started += 1;
+                    self.metrics.note_autoadmin("move_started");
+                    tracing::info!(
+                        table = %table.name,
+                        partition = planned.partition,
+                        source = planned.source,
+                        target = planned.target,
+                        dead = planned.source_dead,
+                        balance = report.balance_moves > 0,
+                        "autoadmin: moving a replica to another node"
+                    );
+                    driven.push(moving);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(table = %table.name, %error.message, "autoadmin: a move was not recorded");
                 }
             }
         }
@@ -261,7 +314,7 @@ impl Router {
     /// list once no table lists it. Refused for a node of the metadata group (its replicas do
     /// not move yet) and when fewer than three nodes would be left to hold replicas.
     pub async fn decommission_node(&self, node: NodeId) -> Result<(), DynamoError> {
-        let mut cluster = self.load_cluster().await?;
+        let cluster = self.load_cluster().await?;
         if !cluster.nodes.iter().any(|known| known.id == node) {
             return Err(DynamoError::validation(format!(
                 "node {node} is not in the cluster"
@@ -276,26 +329,79 @@ impl Router {
         if cluster.draining.contains(&node) {
             return Ok(());
         }
-        let left = cluster
-            .placement_nodes()
-            .into_iter()
-            .filter(|placed| *placed != node)
-            .count();
-        if left < crate::placement::REPLICATION_FACTOR {
-            return Err(DynamoError::validation(format!(
-                "decommissioning node {node} would leave {left} node(s) to hold replicas; at \
-                 least {} are needed",
-                crate::placement::REPLICATION_FACTOR
-            )));
-        }
-        cluster.draining.insert(node);
-        self.metadata
-            .put_cluster(&self.forwarder, &cluster, Instant::now() + CONTROL_DEADLINE)
-            .await
-            .map_err(ForwardError::into_dynamo)?;
-        self.load_cluster().await?;
+        self.update_cluster(|cluster| {
+            if cluster.draining.contains(&node) || !cluster.nodes.iter().any(|n| n.id == node) {
+                return Ok(false);
+            }
+            let left = cluster
+                .placement_nodes()
+                .into_iter()
+                .filter(|placed| *placed != node)
+                .count();
+            if left < crate::placement::REPLICATION_FACTOR {
+                return Err(DynamoError::validation(format!(
+                    "decommissioning node {node} would leave {left} node(s) to hold replicas; \
+                     at least {} are needed",
+                    crate::placement::REPLICATION_FACTOR
+                )));
+            }
+            cluster.draining.insert(node);
+            Ok(true)
+        })
+        .await?;
         tracing::info!(node, "decommission started");
         Ok(())
+    }
+
+    /// `shoal node --join`: adds node `id`, whose shard 0 listens on `address`, to the node
+    /// list (the rules are [`ClusterRecord::admit`]'s; a listed node re-joining changes
+    /// nothing) and returns the cluster item as written. Every router routes to the node from
+    /// its next read of the item, every node sends to it from its next refresh (`shoal node`),
+    /// and the autoadmin's balancing moves replicas onto it.
+    pub async fn join_node(
+        &self,
+        id: NodeId,
+        address: std::net::SocketAddr,
+    ) -> Result<ClusterRecord, DynamoError> {
+        let mut joined = false;
+        let cluster = self
+            .update_cluster(|cluster| {
+                joined = cluster.admit(id, address)?;
+                Ok(joined)
+            })
+            .await?;
+        if joined {
+            tracing::info!(node = id, %address, "a node joined the cluster");
+            self.metrics.note_autoadmin("node_joined");
+        }
+        Ok(cluster)
+    }
+
+    /// Reads the cluster item, applies `change` (which returns whether it changed anything)
+    /// and writes it back if nobody wrote it meanwhile; reads it again and redoes the change
+    /// on a conflict, [`CLUSTER_WRITE_ATTEMPTS`] times at most. Returns the item as written
+    /// (or as read, when there was nothing to change), which this router routes with from now.
+    async fn update_cluster(
+        &self,
+        mut change: impl FnMut(&mut ClusterRecord) -> Result<bool, DynamoError>,
+    ) -> Result<ClusterRecord, DynamoError> {
+        for _ in 0..CLUSTER_WRITE_ATTEMPTS {
+            let mut cluster = self.load_cluster().await?;
+            if !change(&mut cluster)? {
+                return Ok(cluster);
+            }
+            let written = self
+                .metadata
+                .put_cluster(&self.forwarder, &cluster, Instant::now() + CONTROL_DEADLINE)
+                .await
+                .map_err(ForwardError::into_dynamo)?;
+            if written {
+                return self.load_cluster().await;
+            }
+        }
+        Err(DynamoError::internal(
+            "Internal server error (the cluster item kept changing under this write; try again)",
+        ))
     }
 
     /// Drops from the node list every draining node no table lists any more (as a replica or a
@@ -320,14 +426,13 @@ impl Router {
         if done.is_empty() {
             return Ok(0);
         }
-        let mut cluster = self.load_cluster().await?;
-        cluster.nodes.retain(|node| !done.contains(&node.id));
-        cluster.draining.retain(|node| !done.contains(node));
-        self.metadata
-            .put_cluster(&self.forwarder, &cluster, Instant::now() + CONTROL_DEADLINE)
-            .await
-            .map_err(ForwardError::into_dynamo)?;
-        self.load_cluster().await?;
+        self.update_cluster(|cluster| {
+            let before = cluster.nodes.len();
+            cluster.nodes.retain(|node| !done.contains(&node.id));
+            cluster.draining.retain(|node| !done.contains(node));
+            Ok(cluster.nodes.len() != before)
+        })
+        .await?;
         for node in &done {
             tracing::info!(
                 node,
@@ -399,6 +504,28 @@ impl Router {
                     answered,
                     draining: cluster.draining.contains(&id),
                 }
+            })
+            .collect()
+    }
+
+    /// The node whose replica leads each partition, as every shard reports it now (a shard
+    /// that does not answer leaves its partitions' leaders unknown).
+    async fn partition_leaders(&self, cluster: &ClusterRecord) -> BTreeMap<u64, NodeId> {
+        self.shard_reports(cluster)
+            .await
+            .iter()
+            .flat_map(|report| {
+                report
+                    .replicas
+                    .iter()
+                    .flatten()
+                    .filter(|replica| {
+                        matches!(
+                            replica.role,
+                            ReplicaRole::Leader | ReplicaRole::LeaderWithLease
+                        )
+                    })
+                    .map(|replica| (replica.partition, report.node))
             })
             .collect()
     }

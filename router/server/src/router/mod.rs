@@ -165,6 +165,9 @@ pub struct RouterConfig {
     pub orphan_replica_grace: Duration,
     /// [`NODE_DOWN_AFTER`] unless set (`shoal router --node-down-after`).
     pub node_down_after: Duration,
+    /// Whether the autoadmin evens out the replicas per node (balance: a node that joined or
+    /// came back empty receives replicas); on unless set (`shoal router --balance false`).
+    pub balance: bool,
     /// Fault injection for tests: the step after which CreateTable, DeleteTable or
     /// TransactWriteItems stops for good, as if the router's process died there. `None` in
     /// production.
@@ -236,6 +239,7 @@ impl RouterConfig {
             orphan_scan_interval: ORPHAN_SCAN_INTERVAL,
             orphan_replica_grace: ORPHAN_REPLICA_GRACE,
             node_down_after: NODE_DOWN_AFTER,
+            balance: true,
             crash_at: None,
             transaction_lock_stale: TRANSACTION_LOCK_STALE,
             bus_tls: None,
@@ -665,6 +669,14 @@ impl Router {
             draining: Default::default(),
             shards_per_node,
             created_at_seconds: unix_seconds_now(),
+            highest_node_id: self
+                .config
+                .nodes
+                .iter()
+                .map(|node| node.id)
+                .max()
+                .unwrap_or(0),
+            revision: 0,
         };
         let deadline = Instant::now() + crate::metadata::BOOTSTRAP_DEADLINE;
         // A fresh group elects its first leader within a few election timeouts; until then
