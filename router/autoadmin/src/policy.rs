@@ -15,7 +15,8 @@
 //! Balance ([`plan_balance`]), its invariants checked by the second property test:
 //! 6. It plans only in a healthy, quiet cluster: every node up, answering and not draining, no
 //!    replica dead, and no move under way (re-replication and decommission come first, and the
-//!    replica counts it reads are then exact, so a batch never overshoots).
+//!    replica counts it reads are then exact, so one planner's batch never overshoots; two
+//!    routers planning at the same moment may, and a later batch evens it out).
 //! 7. Each move goes from a node to one hosting at least two replicas fewer, counting the moves
 //!    planned before it: each evens the counts strictly (the sum of their squares falls), so
 //!    balancing ends, and a node that joined receives replicas until it is within one of the
@@ -219,17 +220,39 @@ pub fn plan_balance(
 }
 
 /// The next balance move for `loads`: from the most loaded node that has a replica it can move
-/// to a node hosting two fewer, the least loaded such node taking it (ties: the higher id gives,
-/// the lower receives, the lowest partition moves). Leaders' replicas only if `leaders_too`.
+/// to a node hosting two fewer, the least loaded such node taking it (ties: the higher id
+/// gives, the lower receives, the lowest partition moves). Leaders' replicas only if
+/// `leaders_too`.
+///
+/// Among equally loaded givers, the one with the fewest follower replicas left to give goes
+/// first: another giver taking its last one (one move per partition in a batch) would leave it
+/// only a leader's replica to give. (Seen on `shoal dev`: a node leading three of four
+/// partitions had one follower replica, and the node that gave first took that partition.)
 fn balance_move(
     loads: &BTreeMap<NodeId, usize>,
     groups: &[GroupView],
     moving: &BTreeSet<u64>,
     leaders_too: bool,
 ) -> Option<PlannedMove> {
+    let follower_replicas = |node: NodeId| {
+        groups
+            .iter()
+            .filter(|group| {
+                !moving.contains(&group.partition)
+                    && group.replicas.contains(&node)
+                    && group.leader != Some(node)
+            })
+            .count()
+    };
     let mut givers: Vec<(usize, NodeId)> =
         loads.iter().map(|(node, load)| (*load, *node)).collect();
-    givers.sort_unstable_by(|a, b| b.cmp(a));
+    givers.sort_unstable_by_key(|(load, node)| {
+        (
+            std::cmp::Reverse(*load),
+            follower_replicas(*node),
+            std::cmp::Reverse(*node),
+        )
+    });
     let mut takers = givers.clone();
     takers.sort_unstable_by_key(|(load, node)| (*load, *node));
     for (source_load, source) in &givers {
@@ -496,6 +519,26 @@ mod tests {
         assert!(plan_balance(&views, &even, 8).is_empty());
     }
 
+    /// The case seen on `shoal dev`: node 1 leads partitions 2-4, node 2 leads 1; node 1's only
+    /// follower replica is partition 1's, so node 1 gives first and no leader moves.
+    #[test]
+    fn a_giver_with_few_follower_replicas_gives_first() {
+        let views = nodes(&[true, true, true, true]);
+        let mut groups: Vec<GroupView> = (1..=4)
+            .map(|partition| group(partition, &[1, 2, 3]))
+            .collect();
+        groups[0].leader = Some(2);
+        for group in &mut groups[1..] {
+            group.leader = Some(1);
+        }
+        let planned = plan_balance(&views, &groups, 8);
+        let moves: Vec<(u64, NodeId)> = planned
+            .iter()
+            .map(|moving| (moving.partition, moving.source))
+            .collect();
+        assert_eq!(moves, vec![(1, 1), (2, 3), (3, 2)]);
+    }
+
     #[test]
     fn balance_waits_for_a_healthy_quiet_cluster() {
         let groups = joined_cluster(&[]);
@@ -552,7 +595,7 @@ mod tests {
             let mut seen = BTreeSet::new();
             for moving in &planned {
                 let group = &groups[moving.partition as usize];
-                prop_assert!(seen.insert(moving.partition), "one move per partition");
+                prop_assert!(!seen.contains(&moving.partition), "one move per partition");
                 prop_assert!(group.replicas.contains(&moving.source));
                 prop_assert!(!group.replicas.contains(&moving.target));
                 prop_assert!(!moving.source_dead);
@@ -570,6 +613,7 @@ mod tests {
                         }
                     }
                 }
+                seen.insert(moving.partition);
                 let before = squares(&loads);
                 *loads.get_mut(&moving.source).unwrap() -= 1;
                 *loads.get_mut(&moving.target).unwrap() += 1;

@@ -80,9 +80,11 @@ pub const METADATA_EPOCH: u64 = 1;
 pub const METADATA_SHARD: u16 = 0;
 /// Metadata replicas: the lowest node ids, up to this many.
 pub const METADATA_REPLICAS_MAX: usize = 3;
-/// Nodes in a cluster at most: well under the bus's peers per shard (`shoal_bus` PEERS_MAX),
-/// and a cluster item of that many nodes stays far below DynamoDB's 400 KB item limit.
-pub const NODES_MAX: usize = 1024;
+/// Nodes in a cluster at most. Each shard takes an inbound connection from the same shard of
+/// every other node, and from routers and tools: half of the bus's inbound connections per
+/// shard (`shoal_bus` INBOUND_CONNECTIONS_MAX, 1024) leaves the other half to those. A cluster
+/// item of that many nodes stays far below DynamoDB's 400 KB item limit.
+pub const NODES_MAX: usize = 512;
 /// The first data partition id.
 pub const FIRST_DATA_PARTITION: u64 = 1;
 /// The metadata key attribute.
@@ -1132,16 +1134,34 @@ impl ClusterRecord {
         })
     }
 
-    /// Adds the node `id` at `address` to the node list (`shoal node --join`). Returns whether
-    /// the list changed: a node already listed with the same address is admitted again as it
-    /// is (a joined node restarting). Refused (a ValidationException saying why):
-    /// - an id listed at another address, or an address another id listens on: two processes
-    ///   would answer for one node;
+    /// Adds the node `id`, whose shard 0 listens on `address` and which runs `shards` shards,
+    /// to the node list (`shoal node --join`). Returns whether the list changed: a node already
+    /// listed with the same address is admitted again as it is. Refused (a
+    /// ValidationException saying why):
+    /// - a shard count other than the cluster's: a partition's replicas sit on the same shard
+    ///   index on every node (placement invariant 3);
+    /// - an id listed at another address, or ports that overlap another node's (shard `i`
+    ///   listens on the port + `i`): two processes would answer for one shard;
     /// - an id at or below [`ClusterRecord::highest_node_id`] that is not listed: ids are never
     ///   reused, so a node that left (or whose join was refused) cannot come back under its
-    ///   old id, and the metadata group, which lives on the lowest ids, never changes hands;
+    ///   old id;
+    /// - a cluster of fewer than [`METADATA_REPLICAS_MAX`] nodes: its metadata group lives on
+    ///   every node it has (the lowest ids, up to that many), and it does not grow yet, so a
+    ///   node joining would be counted as a metadata replica that does not exist;
     /// - a node list already at [`NODES_MAX`].
-    pub fn admit(&mut self, id: NodeId, address: SocketAddr) -> Result<bool, DynamoError> {
+    pub fn admit(
+        &mut self,
+        id: NodeId,
+        address: SocketAddr,
+        shards: u16,
+    ) -> Result<bool, DynamoError> {
+        if shards != self.shards_per_node {
+            return Err(DynamoError::validation(format!(
+                "this node runs {shards} shard(s) and the cluster's nodes run {}; start it with \
+                 --shards {}",
+                self.shards_per_node, self.shards_per_node
+            )));
+        }
         if let Some(listed) = self.nodes.iter().find(|node| node.id == id) {
             if listed.address == address {
                 return Ok(false);
@@ -1151,10 +1171,21 @@ impl ClusterRecord {
                 listed.address
             )));
         }
-        if let Some(listed) = self.nodes.iter().find(|node| node.address == address) {
+        let ports = |base: SocketAddr| {
+            u32::from(base.port())..u32::from(base.port()) + u32::from(self.shards_per_node)
+        };
+        if let Some(listed) = self.nodes.iter().find(|node| {
+            node.address.ip() == address.ip() && {
+                let (taken, wanted) = (ports(node.address), ports(address));
+                taken.start < wanted.end && wanted.start < taken.end
+            }
+        }) {
             return Err(DynamoError::validation(format!(
-                "node {} already listens on {address}",
-                listed.id
+                "node {} listens on {} (and the {} port(s) after it, one per shard): {address} \
+                 overlaps them",
+                listed.id,
+                listed.address,
+                self.shards_per_node - 1
             )));
         }
         if id <= self.highest_node_id {
@@ -1163,6 +1194,14 @@ impl ClusterRecord {
                  ids up to {}; start the node with --node-id {} or higher",
                 self.highest_node_id,
                 self.highest_node_id + 1
+            )));
+        }
+        if self.nodes.len() < METADATA_REPLICAS_MAX {
+            return Err(DynamoError::validation(format!(
+                "the cluster has {} node(s): a cluster grows by joining only once it has {}, \
+                 which its metadata group lives on",
+                self.nodes.len(),
+                METADATA_REPLICAS_MAX
             )));
         }
         if self.nodes.len() >= NODES_MAX {
@@ -2169,36 +2208,47 @@ mod tests {
                 })
                 .collect(),
             draining: BTreeSet::new(),
-            shards_per_node: 1,
+            shards_per_node: 2,
             created_at_seconds: 0,
             // Node 4 was decommissioned.
             highest_node_id: 4,
             revision: 9,
         };
-        let refused = |cluster: &mut ClusterRecord, id: NodeId, port: u16| {
+        let refused = |cluster: &mut ClusterRecord, id: NodeId, port: u16, shards: u16| {
             let before = cluster.clone();
-            let error = cluster.admit(id, address(port)).unwrap_err();
+            let error = cluster.admit(id, address(port), shards).unwrap_err();
             assert_eq!(*cluster, before, "a refusal changes nothing");
             assert_eq!(error.type_name, DynamoError::validation("").type_name);
             error.message
         };
-        assert!(refused(&mut cluster, 4, 7040).contains("--node-id 5 or higher"));
+        assert!(refused(&mut cluster, 6, 7060, 1).contains("start it with --shards 2"));
+        assert!(refused(&mut cluster, 4, 7040, 2).contains("--node-id 5 or higher"));
         assert!(
-            refused(&mut cluster, 2, 7050).contains("already in the cluster at 127.0.0.1:7020")
+            refused(&mut cluster, 2, 7050, 2).contains("already in the cluster at 127.0.0.1:7020")
         );
-        assert!(refused(&mut cluster, 6, 7020).contains("node 2 already listens"));
+        // Node 2's shards listen on 7020 and 7021.
+        assert!(refused(&mut cluster, 6, 7021, 2).contains("node 2 listens on 127.0.0.1:7020"));
+        assert!(refused(&mut cluster, 6, 7019, 2).contains("overlaps"));
         assert_eq!(
-            cluster.admit(2, address(7020)),
+            cluster.admit(2, address(7020), 2),
             Ok(false),
             "a listed node re-joins"
         );
-        assert_eq!(cluster.admit(6, address(7060)), Ok(true));
+        assert_eq!(
+            cluster.admit(6, address(7022), 2),
+            Ok(true),
+            "the ports after node 2's"
+        );
         assert_eq!(cluster.highest_node_id, 6);
         assert_eq!(cluster.nodes.last().unwrap().id, 6);
-        assert!(refused(&mut cluster, 5, 7050).contains("--node-id 7 or higher"));
-        assert_eq!(cluster.admit(6, address(7060)), Ok(false));
+        assert!(refused(&mut cluster, 5, 7050, 2).contains("--node-id 7 or higher"));
+        assert_eq!(cluster.admit(6, address(7022), 2), Ok(false));
         // The metadata group stays on the lowest ids.
         assert_eq!(metadata_replicas(&cluster.nodes), vec![1, 2, 3]);
+        // A cluster smaller than its metadata group's size does not grow.
+        let mut small = cluster.clone();
+        small.nodes.truncate(2);
+        assert!(refused(&mut small, 9, 7090, 2).contains("has 2 node(s)"));
     }
 
     #[test]

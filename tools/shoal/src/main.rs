@@ -10,6 +10,7 @@ mod doctor;
 mod inspect;
 mod native;
 mod node;
+mod node_list;
 mod router;
 
 use std::process::ExitCode;

@@ -19,16 +19,14 @@ use shoal_partition::time_to_live::SweepTarget;
 use shoal_replication::{NodeId, ReplicaKind, ReplicaOptions};
 use shoal_router::forward::Forwarder;
 use shoal_router::metadata::{
-    CLUSTER_KEY, ClusterRecord, METADATA_PARTITION, MetadataStore, NodeAddress, TableStatus,
-    metadata_replicas,
+    METADATA_PARTITION, MetadataStore, NodeAddress, TableStatus, metadata_replicas,
 };
 use shoal_router::partition_map::NodeDirectory;
 use shoal_shard::{Shard, ShardConfig, Transport};
 use shoal_store::wal::WalConfig;
-use shoal_wire::messages::{
-    NodeAddressWire, NodeRequest, NodeResponse, ReplicationEnvelope, ResponseFrame, ShardAddress,
-    SnapshotChunk,
-};
+use shoal_wire::messages::{ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk};
+
+use crate::node_list;
 
 /// Shards per node at most (a sanity bound; one per core is the design).
 pub const SHARDS_MAX: u16 = 256;
@@ -552,30 +550,24 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let joined;
-    let options = if options.join.is_empty() {
-        options
-    } else {
-        match join_cluster(options, bus_tls.clone()) {
-            Ok(nodes) => {
-                let mut settings = options.clone();
-                settings.peers = nodes
-                    .iter()
-                    .filter(|node| node.id != options.node_id)
-                    .map(|node| PeerSetting {
-                        id: node.id,
-                        address: node.address,
-                    })
-                    .collect();
-                joined = settings;
-                &joined
-            }
-            Err(error) => {
-                eprintln!("shoal node: {error}");
-                return ExitCode::FAILURE;
-            }
+    let node_list = match starting_node_list(options, bus_tls.clone()) {
+        Ok(nodes) => nodes,
+        Err(error) => {
+            eprintln!("shoal node: {error}");
+            return ExitCode::FAILURE;
         }
     };
+    let shared_list = Arc::new(node_list::SharedNodeList::new(node_list.clone()));
+    let mut with_peers = options.clone();
+    with_peers.peers = node_list
+        .iter()
+        .filter(|node| node.id != options.node_id)
+        .map(|node| PeerSetting {
+            id: node.id,
+            address: node.address,
+        })
+        .collect();
+    let options = &with_peers;
     let published: Arc<Mutex<Vec<String>>> =
         Arc::new(Mutex::new(vec![String::new(); usize::from(options.shards)]));
     if let Some(admin) = options.admin {
@@ -605,6 +597,7 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
         let published = published.clone();
         let failures_sender = failures_sender.clone();
         let bus_tls = bus_tls.clone();
+        let shared_list = shared_list.clone();
         let placement = if pinned {
             Placement::Fixed(usize::from(shard))
         } else {
@@ -625,7 +618,8 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
                         return;
                     }
                 };
-                let outcome = executor.run(run_shard(options, shard, published, bus_tls));
+                let outcome =
+                    executor.run(run_shard(options, shard, published, bus_tls, shared_list));
                 if let Err(error) = outcome {
                     let _ = failures_sender.send(format!("shard {shard}: {error}"));
                 }
@@ -650,164 +644,50 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// How long `shoal node --join` keeps trying its seeds and the metadata group before it gives
-/// up: a whole cluster restarting may take this long to elect its metadata leader.
-const JOIN_DEADLINE: Duration = Duration::from_secs(120);
-/// Pause between rounds over the seeds.
-const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(500);
-/// io_uring memory of the executor the join runs on (a few bus connections).
-const JOIN_IO_MEMORY_BYTES: usize = 1 << 20;
-/// Every shard reads the cluster item this often, so that it sends to nodes that joined (and
-/// stops watching those that left) within this long.
-pub const CLUSTER_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
-/// One read of the cluster item may take this long.
-const CLUSTER_READ_DEADLINE: Duration = Duration::from_secs(10);
-
-/// `--join`: asks the seeds, in turn, for the node list (`NodeRequest::ClusterNodes`), then
-/// adds this node to the cluster item through the metadata group (`Router::join_node`, whose
-/// rules refuse a reused id or a taken address) and returns the node list, this node
-/// included. Runs on an executor of its own before the shards start. A refusal is final;
-/// anything else (no seed answering, the metadata group electing) is tried again until
-/// [`JOIN_DEADLINE`].
-fn join_cluster(
+/// The node list this node starts from (node_list.rs): the saved list merged with the
+/// flags' peers; or, for a node started with `--join` and nothing saved, the list it gets by
+/// joining, saved before any shard starts. Before joining, the bus ports are bound once to see
+/// that they are free: a node admitted to the cluster that then cannot listen would stay
+/// listed (its id spent) as a node that never answers.
+fn starting_node_list(
     options: &NodeSettings,
     bus_tls: Option<BusTls>,
 ) -> Result<Vec<NodeAddress>, String> {
-    let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("shoal-join")
-        .io_memory(JOIN_IO_MEMORY_BYTES)
-        .make()
-        .map_err(|error| format!("cannot start an executor to join: {error}"))?;
-    let (id, listen, seeds) = (options.node_id, options.listen, options.join.clone());
-    executor.run(async move {
-        let deadline = std::time::Instant::now() + JOIN_DEADLINE;
-        let forwarder = Forwarder::new(NodeDirectory::new(std::iter::empty()), id)
-            .with_bus_tls(bus_tls.clone());
-        let mut last_failure = String::from("no seed was asked");
-        loop {
-            for seed in &seeds {
-                let nodes = match forwarder
-                    .call_address(*seed, NodeRequest::ClusterNodes)
-                    .await
-                {
-                    Ok(NodeResponse::ClusterNodes { nodes }) if !nodes.is_empty() => nodes,
-                    outcome => {
-                        last_failure = format!("seed {seed} gave no node list: {outcome:?}");
-                        tracing::debug!(%seed, ?outcome, "a seed gave no node list");
-                        continue;
-                    }
-                };
-                let nodes: Vec<NodeAddress> = nodes
-                    .iter()
-                    .filter_map(|node| {
-                        Some(NodeAddress {
-                            id: node.node,
-                            address: node.address.parse().ok()?,
-                        })
-                    })
-                    .collect();
-                let mut config = shoal_router::RouterConfig::new(nodes);
-                config.bus_tls = bus_tls.clone();
-                let router = shoal_router::Router::new(config)
-                    .map_err(|error| format!("{}: {}", error.type_name, error.message))?;
-                match router.join_node(id, listen).await {
-                    Ok(cluster) => {
-                        tracing::info!(node = id, %listen, nodes = cluster.nodes.len(), "joined the cluster");
-                        return Ok(cluster.nodes);
-                    }
-                    Err(error) if error.type_name.ends_with("ValidationException") => {
-                        return Err(format!("the cluster refused this node: {}", error.message));
-                    }
-                    Err(error) => {
-                        last_failure = format!("through seed {seed}: {}", error.message);
-                        tracing::debug!(%seed, %error.message, "the join did not go through yet");
-                    }
-                }
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "could not join through {seeds:?} within {} s; last: {last_failure}",
-                    JOIN_DEADLINE.as_secs()
-                ));
-            }
-            glommio::timer::sleep(JOIN_RETRY_INTERVAL).await;
-        }
-    })
-}
-
-/// Gives the shard the cluster's node list: each other node becomes a peer of its bus (at
-/// its port + this shard's index) before the shard watches it and answers `ClusterNodes`
-/// with the list.
-fn apply_cluster_nodes<T: Transport + 'static>(
-    shard_runtime: &Shard<T>,
-    bus: &Bus,
-    nodes: &[NodeAddress],
-) {
-    let (me, shard) = (shard_runtime.node().0, shard_runtime.index());
-    for node in nodes.iter().filter(|node| node.id != me) {
-        let Some(address) = shard_address(node.address, shard) else {
-            continue;
-        };
-        if let Err(error) = bus.add_peer(
-            ShardAddress {
-                node: node.id,
-                shard,
-            },
-            address,
-        ) {
-            tracing::warn!(node = node.id, %error, "a node of the cluster is not a bus peer");
-        }
-    }
-    shard_runtime.set_cluster_nodes(
-        nodes
+    let saved = node_list::load_node_list(&options.data_dir);
+    if options.join.is_empty() || saved.is_some() {
+        let mut flags: Vec<NodeAddress> = options
+            .peers
             .iter()
-            .map(|node| NodeAddressWire {
-                node: node.id,
-                address: node.address.to_string(),
+            .map(|peer| NodeAddress {
+                id: peer.id,
+                address: peer.address,
             })
-            .collect(),
-    );
-}
-
-/// Keeps the shard's node list current ([`CLUSTER_REFRESH_INTERVAL`]): reads the cluster item
-/// and applies a changed list. A read that fails keeps the list it had.
-async fn refresh_cluster_nodes<T: Transport + 'static>(
-    shard_runtime: Rc<Shard<T>>,
-    bus: Rc<Bus>,
-    forwarder: Rc<Forwarder>,
-    metadata: Rc<MetadataStore>,
-) {
-    loop {
-        glommio::timer::sleep(CLUSTER_REFRESH_INTERVAL).await;
-        let deadline = std::time::Instant::now() + CLUSTER_READ_DEADLINE;
-        let cluster = match metadata.get(&forwarder, CLUSTER_KEY, deadline).await {
-            Ok(Some(item)) => match ClusterRecord::from_item(&item) {
-                Ok(cluster) => cluster,
-                Err(error) => {
-                    tracing::warn!(%error.message, "the cluster item does not read");
-                    continue;
-                }
-            },
-            outcome => {
-                tracing::debug!(?outcome, "the cluster item was not read");
-                continue;
-            }
-        };
-        let known: Vec<(u64, String)> = shard_runtime
-            .cluster_nodes()
-            .into_iter()
-            .map(|node| (node.node, node.address))
             .collect();
-        let listed: Vec<(u64, String)> = cluster
-            .nodes
-            .iter()
-            .map(|node| (node.id, node.address.to_string()))
-            .collect();
-        if known != listed {
-            tracing::info!(?listed, "the cluster's node list changed");
-            apply_cluster_nodes(&shard_runtime, &bus, &cluster.nodes);
-        }
+        flags.push(NodeAddress {
+            id: options.node_id,
+            address: options.listen,
+        });
+        return Ok(node_list::starting_list(flags, saved));
     }
+    for shard in 0..options.shards {
+        let address = shard_address(options.listen, shard).ok_or("port out of range")?;
+        TcpListener::bind(address)
+            .map_err(|error| format!("cannot listen on {address} (shard {shard}): {error}"))?;
+    }
+    let nodes = node_list::join_cluster(
+        options.node_id,
+        options.listen,
+        options.shards,
+        options.join.clone(),
+        bus_tls,
+    )?;
+    node_list::save_node_list(&options.data_dir, &nodes).map_err(|error| {
+        format!(
+            "joined, but the node list was not saved in {}: {error}",
+            options.data_dir.display()
+        )
+    })?;
+    Ok(nodes)
 }
 
 async fn run_shard(
@@ -815,6 +695,7 @@ async fn run_shard(
     shard: u16,
     published: Arc<Mutex<Vec<String>>>,
     bus_tls: Option<BusTls>,
+    shared_list: Arc<node_list::SharedNodeList>,
 ) -> Result<(), String> {
     let node = options.node_id;
     let listen = shard_address(options.listen, shard).ok_or("port out of range")?;
@@ -891,34 +772,30 @@ async fn run_shard(
         .detach();
     }
     {
-        let mut nodes: Vec<NodeAddress> = options
-            .peers
-            .iter()
-            .map(|peer| NodeAddress {
-                id: peer.id,
-                address: peer.address,
-            })
-            .collect();
-        nodes.push(NodeAddress {
-            id: node,
-            address: options.listen,
-        });
-        nodes.sort_by_key(|node| node.id);
-        apply_cluster_nodes(&shard_runtime, &bus, &nodes);
-        // The metadata group lives on the lowest node ids of the cluster (`metadata_replicas`),
-        // which this node knows from its peer list; later nodes have higher ids.
+        let nodes = shared_list.nodes();
+        node_list::apply_node_list(&shard_runtime, &bus, &nodes);
+        glommio::spawn_local(node_list::follow_shared_list(
+            shard_runtime.clone(),
+            bus.clone(),
+            shared_list.clone(),
+        ))
+        .detach();
+        // The metadata group lives on the lowest node ids of the cluster (`metadata_replicas`);
+        // nodes that join later have higher ids, so the starting list locates it.
         let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
         let forwarder = Rc::new(
             Forwarder::new(directory, node ^ u64::from(shard)).with_bus_tls(bus_tls.clone()),
         );
         let metadata = Rc::new(MetadataStore::new(metadata_replicas(&nodes)));
-        glommio::spawn_local(refresh_cluster_nodes(
-            shard_runtime.clone(),
-            bus.clone(),
-            forwarder.clone(),
-            metadata.clone(),
-        ))
-        .detach();
+        if shard == 0 {
+            glommio::spawn_local(node_list::refresh_from_metadata(
+                forwarder.clone(),
+                metadata.clone(),
+                shared_list,
+                options.data_dir.clone(),
+            ))
+            .detach();
+        }
         let interval = Duration::from_secs(options.ttl_sweep_period_seconds)
             .min(TTL_SETTINGS_REFRESH_INTERVAL_MAX);
         glommio::spawn_local(refresh_time_to_live(

@@ -131,7 +131,11 @@ impl Cluster {
             vec![format!("--join={}", self.nodes[0].address)]
         };
         let child = self
-            .node_command(node, index)
+            .node_command(
+                node,
+                &self.directory.path().join(format!("node-{}", node.id)),
+                self.admins[index],
+            )
             .args(cluster_flags)
             .env("SHOAL_LOG", "warn")
             .stdout(Stdio::null())
@@ -143,21 +147,16 @@ impl Cluster {
         self.wait_until_serving(node);
     }
 
-    /// `shoal node` with the settings every test node gets, for `node` in slot `index`.
-    fn node_command(&self, node: NodeAddress, index: usize) -> Command {
+    /// `shoal node` with the settings every test node gets, for `node` with its data in
+    /// `data_dir` and its admin endpoint on `admin`.
+    fn node_command(&self, node: NodeAddress, data_dir: &std::path::Path, admin: u16) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
         command
             .arg("node")
             .arg(format!("--node-id={}", node.id))
-            .arg(format!(
-                "--data-dir={}",
-                self.directory
-                    .path()
-                    .join(format!("node-{}", node.id))
-                    .display()
-            ))
+            .arg(format!("--data-dir={}", data_dir.display()))
             .arg(format!("--listen={}", node.address))
-            .arg(format!("--admin=127.0.0.1:{}", self.admins[index]))
+            .arg(format!("--admin=127.0.0.1:{admin}"))
             .arg(format!("--shards={SHARDS}"))
             .arg("--cache-mib=4")
             .arg("--wal-segment-mib=16")
@@ -1888,10 +1887,11 @@ fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() 
 /// partitions, written. A fourth node starts with `--join` through node 1: it is added to the
 /// cluster item, the other nodes learn its address from it, and the autoadmin's balance moves
 /// replicas onto it (planned moves, followers first) until every node hosts three. Every
-/// partition ends with three caught-up replicas and every acknowledged write reads back; the
-/// joined node restarts with the same flags and serves again; a table created afterwards is
-/// placed on it too. A node started with an id the cluster has, at another address, is refused
-/// and exits.
+/// partition ends with three caught-up replicas and every acknowledged write reads back. With
+/// the metadata group's majority down, the joined node still restarts (from its saved node
+/// list, its seed down too), and the founders restarted with their static peers know it from
+/// theirs; a table created afterwards is placed on it too. A node started with an id the
+/// cluster has, at another address, is refused and exits.
 #[test]
 fn a_node_that_joins_receives_replicas_by_balance_and_a_taken_id_is_refused() {
     let _turn = ONE_CLUSTER_AT_A_TIME
@@ -1966,12 +1966,15 @@ fn a_node_that_joins_receives_replicas_by_balance_and_a_taken_id_is_refused() {
             "node 4 hosts {hosted:?}, listed for {on_joiner:?}"
         );
 
-        // The joined node restarts with the same flags (joining again changes nothing), and a
-        // founder restarts with its static peers (it learns node 4 from the cluster item).
-        cluster.borrow_mut().kill_node(3);
+        // Every node saved the node list: with nodes 1 and 3 down, the metadata group has no
+        // majority, and the joined node still restarts (with the same flags; its seed is
+        // down); the founders restart with their static peers and know node 4 from the list.
+        for slot in [3, 0, 2] {
+            cluster.borrow_mut().kill_node(slot);
+        }
         cluster.borrow_mut().start_node(3);
-        cluster.borrow_mut().kill_node(1);
-        cluster.borrow_mut().start_node(1);
+        cluster.borrow_mut().start_node(0);
+        cluster.borrow_mut().start_node(2);
         for _ in 0..20 {
             put_until_acknowledged(&router, written).await;
             written += 1;
@@ -1991,14 +1994,15 @@ fn a_node_that_joins_receives_replicas_by_balance_and_a_taken_id_is_refused() {
     });
 
     // Node 3's id at another address: refused, and the process exits saying why.
-    let (bases, _) = free_port_blocks(1);
+    let (bases, admins) = free_port_blocks(1);
     let taken = NodeAddress {
         id: 3,
         address: SocketAddr::from(([127, 0, 0, 1], bases[0])),
     };
+    let data_dir = tempfile::tempdir().unwrap();
     let output = cluster
         .borrow()
-        .node_command(taken, 0)
+        .node_command(taken, data_dir.path(), admins[0])
         .arg(format!("--join={}", nodes[1].address))
         .output()
         .unwrap();

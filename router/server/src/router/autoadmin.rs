@@ -173,10 +173,13 @@ impl Router {
                 .is_none_or(|last| last.elapsed() >= MOVE_RECORDS_SCAN_INTERVAL);
         let draining = !cluster.draining.is_empty();
         let node_ids: BTreeSet<NodeId> = cluster.nodes.iter().map(|node| node.id).collect();
+        // Only once every node answers: a node that just joined and does not serve yet would
+        // use up the check its joining triggers.
         let balance_due = self.config.balance
             && down.is_empty()
             && lost.is_empty()
             && !draining
+            && views.iter().all(|view| view.answered)
             && (*self.autoadmin.balanced_nodes.borrow() != node_ids
                 || self
                     .autoadmin
@@ -233,7 +236,8 @@ impl Router {
                 }
             }
         }
-        let planned = if !down.is_empty() || !lost.is_empty() || draining {
+        let balancing = down.is_empty() && lost.is_empty() && !draining;
+        let planned = if !balancing {
             plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX)
         } else if balance_due && driven.is_empty() && imbalanced(&views, &groups) {
             // Who leads is asked only now, when there is something to even out.
@@ -245,9 +249,7 @@ impl Router {
                     ..group
                 })
                 .collect();
-            let planned = plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX);
-            report.balance_moves = planned.len();
-            planned
+            plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX)
         } else {
             Vec::new()
         };
@@ -269,6 +271,9 @@ impl Router {
             match self.record_new_move(table, planned.partition, record).await {
                 Ok(Some(moving)) => {
                     report.moves_started += 1;
+                    if balancing {
+                        report.balance_moves += 1;
+                    }
                     self.metrics.note_autoadmin("move_started");
                     tracing::info!(
                         table = %table.name,
@@ -276,7 +281,7 @@ impl Router {
                         source = planned.source,
                         target = planned.target,
                         dead = planned.source_dead,
-                        balance = report.balance_moves > 0,
+                        balance = balancing,
                         "autoadmin: moving a replica to another node"
                     );
                     driven.push(moving);
@@ -353,8 +358,8 @@ impl Router {
         Ok(())
     }
 
-    /// `shoal node --join`: adds node `id`, whose shard 0 listens on `address`, to the node
-    /// list (the rules are [`ClusterRecord::admit`]'s; a listed node re-joining changes
+    /// `shoal node --join`: adds node `id`, whose shard 0 listens on `address` and which runs
+    /// `shards` shards, to the node list (the rules are [`ClusterRecord::admit`]'s; a listed node re-joining changes
     /// nothing) and returns the cluster item as written. Every router routes to the node from
     /// its next read of the item, every node sends to it from its next refresh (`shoal node`),
     /// and the autoadmin's balancing moves replicas onto it.
@@ -362,17 +367,17 @@ impl Router {
         &self,
         id: NodeId,
         address: std::net::SocketAddr,
+        shards: u16,
     ) -> Result<ClusterRecord, DynamoError> {
         let mut joined = false;
         let cluster = self
             .update_cluster(|cluster| {
-                joined = cluster.admit(id, address)?;
+                joined = cluster.admit(id, address, shards)?;
                 Ok(joined)
             })
             .await?;
         if joined {
             tracing::info!(node = id, %address, "a node joined the cluster");
-            self.metrics.note_autoadmin("node_joined");
         }
         Ok(cluster)
     }
