@@ -942,6 +942,7 @@ mod tests {
             commit_without_quorum: true,
             ignore_old_leases: false,
             unconditional_membership_steps: false,
+            hand_over_keeps_leading: false,
         };
         let caught = (0..5).find_map(|seed| run_seed(seed, STEPS_PER_SEED, false, broken).err());
         let violation = caught.expect("the broken variant must be caught");
@@ -960,6 +961,7 @@ mod tests {
             commit_without_quorum: false,
             ignore_old_leases: false,
             unconditional_membership_steps: true,
+            hand_over_keeps_leading: false,
         };
         let caught =
             (2680..2700).find_map(|seed| run_seed(seed, STEPS_PER_SEED, true, broken).err());
@@ -979,11 +981,28 @@ mod tests {
             commit_without_quorum: false,
             ignore_old_leases: true,
             unconditional_membership_steps: false,
+            hand_over_keeps_leading: false,
         };
         // The broken variant shows only when a lease hand-over meets a read at the wrong
         // moment: about one seed in twenty-five, first at seed 41 since followers that restart
         // are resent entries from the match they report.
         let caught = (0..50).find_map(|seed| run_seed(seed, STEPS_PER_SEED, false, broken).err());
+        let violation = caught.expect("the broken variant must be caught");
+        assert!(violation.contains("I7"), "{violation}");
+    }
+
+    /// Leadership hand-over: a removed leader tells its successor to campaign with its lease
+    /// released, which is safe only because it stops serving first. One that goes on leading
+    /// is caught: two replicas able to serve strong reads at once (I7).
+    #[test]
+    fn the_checker_catches_a_removed_leader_that_keeps_leading_after_handing_over() {
+        let broken = InjectedFaults {
+            commit_without_quorum: false,
+            ignore_old_leases: false,
+            unconditional_membership_steps: false,
+            hand_over_keeps_leading: true,
+        };
+        let caught = (0..50).find_map(|seed| run_seed(seed, STEPS_PER_SEED, true, broken).err());
         let violation = caught.expect("the broken variant must be caught");
         assert!(violation.contains("I7"), "{violation}");
     }

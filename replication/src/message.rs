@@ -12,8 +12,15 @@ pub enum Message {
     /// election timeout.
     PreCheckReply { round: u64, granted: bool },
     /// Phase 1a: promise not to accept lower ballots, and report every accepted entry from
-    /// `from_slot` on (the candidate's commit index plus one).
-    Prepare { ballot: Ballot, from_slot: Slot },
+    /// `from_slot` on (the candidate's commit index plus one). `lease_released`: the ballot of
+    /// the leader that handed over to this candidate (`TimeoutNow`); that leader stepped down
+    /// before it asked, so it serves no read under its lease any more, and a promiser whose
+    /// last lease support was for that ballot reports no wait.
+    Prepare {
+        ballot: Ballot,
+        from_slot: Slot,
+        lease_released: Option<Ballot>,
+    },
     /// Phase 1b. `log_first_slot` lets the candidate see that the replier truncated entries it
     /// would need. `lease_wait_nanos` is how long, on the replier's clock, an old leader's lease
     /// that the replier supported may still run.
@@ -55,6 +62,10 @@ pub enum Message {
     },
     /// The sender has promised a higher ballot; the receiver's Prepare or Accept lost.
     Rejected { promised: Ballot },
+    /// From the leader at `ballot` whose own removal from the group just committed, to the
+    /// member it hands over to (the most caught up): campaign now, without a pre-check and
+    /// without waiting for this leader's lease, which ended when it stepped down.
+    TimeoutNow { ballot: Ballot },
 }
 
 /// What the host should do, in order.

@@ -247,6 +247,9 @@ struct CandidateState {
     /// know; they are asked too, because we need a quorum of that membership as well.
     asked: BTreeSet<NodeId>,
     strong_reads_not_before: MonotonicTime,
+    /// The ballot of the leader that handed over to this candidate, whose lease it asks the
+    /// promisers not to wait for (`Message::Prepare::lease_released`).
+    lease_released: Option<Ballot>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -282,6 +285,10 @@ pub(crate) struct InjectedFaults {
     /// Membership steps take effect whatever membership governs their slot (a stale step
     /// re-proposed in phase 1 then undoes the steps committed below it).
     pub(crate) unconditional_membership_steps: bool,
+    /// A removed leader hands over (`TimeoutNow`, its lease released) but goes on leading, a
+    /// higher ballot's rejections notwithstanding, so it serves reads under the lease its
+    /// successor was told was released until that lease lapses.
+    pub(crate) hand_over_keeps_leading: bool,
 }
 
 /// One replica of one replication group. Equality and hashing cover the whole state, so a model
@@ -306,8 +313,10 @@ pub struct Replica {
     leader_hint: Option<NodeId>,
     last_leader_contact: Option<MonotonicTime>,
     /// When this replica last supported a leader's lease (acknowledged an Accept, or sent a
-    /// heartbeat round as leader).
+    /// heartbeat round as leader), and that leader's ballot (`None` after a restart, when the
+    /// moment is assumed and the ballot unknown).
     last_lease_support: Option<MonotonicTime>,
+    last_lease_support_ballot: Option<Ballot>,
     election_deadline: MonotonicTime,
     /// The random part of the election timeout, redrawn at every election attempt rather than
     /// at every heartbeat, so that replicas stay desynchronised after a failed election while a
@@ -353,6 +362,7 @@ impl Replica {
             leader_hint: None,
             last_leader_contact: None,
             last_lease_support: None,
+            last_lease_support_ballot: None,
             election_deadline: now,
             election_jitter_nanos: 0,
             random_state,
@@ -599,7 +609,12 @@ impl Replica {
             Message::PreCheckReply { round, granted } => {
                 self.on_pre_check_reply(now, from, round, granted)
             }
-            Message::Prepare { ballot, from_slot } => self.on_prepare(now, from, ballot, from_slot),
+            Message::Prepare {
+                ballot,
+                from_slot,
+                lease_released,
+            } => self.on_prepare(now, from, ballot, from_slot, lease_released),
+            Message::TimeoutNow { ballot } => self.on_timeout_now(now, from, ballot),
             Message::Promise {
                 ballot,
                 log_first_slot,
@@ -963,7 +978,27 @@ impl Replica {
         }
     }
 
+    /// `TimeoutNow` from the leader this replica follows: it stepped down after its own removal
+    /// committed and hands over. Campaign at once, skipping the pre-check (the leader is gone
+    /// by its own word) and telling the promisers that its lease was released.
+    fn on_timeout_now(&mut self, now: MonotonicTime, from: NodeId, ballot: Ballot) {
+        let follows_it = ballot == self.promised
+            && ballot.node == from
+            && self.following == Some(ballot)
+            && matches!(self.role, Role::Follower);
+        if follows_it && self.may_campaign() {
+            self.wake_follower(now);
+            self.start_election_after(now, Some(ballot));
+        }
+    }
+
     fn start_election(&mut self, now: MonotonicTime) {
+        self.start_election_after(now, None);
+    }
+
+    /// Phase 1 at a new ballot. `lease_released`: the ballot of a leader that handed over to
+    /// this replica (`TimeoutNow`), whose lease no promiser need wait for.
+    fn start_election_after(&mut self, now: MonotonicTime, lease_released: Option<Ballot>) {
         assert!(self.may_campaign(), "I6: only full members campaign");
         let ballot = Ballot {
             round: self.highest_round_seen.max(self.promised.round) + 1,
@@ -974,13 +1009,11 @@ impl Replica {
         self.following = None;
         self.leader_hint = None;
         let own_promise_lsn = self.persist(Some(ballot), Vec::new());
-        // Our own support for an old leader protects its lease like anyone else's.
+        // Our own support for an old leader protects its lease like anyone else's, unless that
+        // leader released it.
         let strong_reads_not_before = self
-            .last_lease_support
-            .map_or(now, |support| {
-                support.saturating_add(self.options.lease_duration)
-            })
-            .max(now);
+            .lease_support_left(now, lease_released)
+            .map_or(now, |left| now.saturating_add(left));
         let peers = self.peers();
         self.set_role(Role::Candidate(CandidateState {
             ballot,
@@ -988,16 +1021,45 @@ impl Replica {
             promises: BTreeMap::new(),
             asked: peers.iter().copied().collect(),
             strong_reads_not_before,
+            lease_released,
         }));
         self.reset_election_deadline(now);
         let from_slot = self.commit_slot.next();
         for member in peers {
-            self.send(member, Message::Prepare { ballot, from_slot });
+            self.send(
+                member,
+                Message::Prepare {
+                    ballot,
+                    from_slot,
+                    lease_released,
+                },
+            );
         }
         self.try_become_leader(now);
     }
 
-    fn on_prepare(&mut self, now: MonotonicTime, from: NodeId, ballot: Ballot, from_slot: Slot) {
+    /// How much of the lease this replica last supported may still run, on its clock: `None`
+    /// when none may (it supported none, that one ended, or its leader released it:
+    /// `released` is its ballot).
+    fn lease_support_left(&self, now: MonotonicTime, released: Option<Ballot>) -> Option<Duration> {
+        let support = self.last_lease_support?;
+        if released.is_some() && released == self.last_lease_support_ballot {
+            return None;
+        }
+        let left = support
+            .saturating_add(self.options.lease_duration)
+            .saturating_duration_since(now);
+        (left > Duration::ZERO).then_some(left)
+    }
+
+    fn on_prepare(
+        &mut self,
+        now: MonotonicTime,
+        from: NodeId,
+        ballot: Ballot,
+        from_slot: Slot,
+        lease_released: Option<Ballot>,
+    ) {
         self.highest_round_seen = self.highest_round_seen.max(ballot.round);
         // An election is under way: whatever this replica is, it must time out again if it
         // does not end in a leader it hears from.
@@ -1056,13 +1118,9 @@ impl Replica {
             self.set_role(Role::Follower);
         }
         self.reset_election_deadline(now);
-        let lease_wait_nanos = self.last_lease_support.map_or(0, |support| {
-            duration_nanos(
-                support
-                    .saturating_add(self.options.lease_duration)
-                    .saturating_duration_since(now),
-            )
-        });
+        let lease_wait_nanos = self
+            .lease_support_left(now, lease_released)
+            .map_or(0, duration_nanos);
         let accepted = self
             .log
             .range(from_slot.max(self.commit_slot.next()), self.log.last_slot());
@@ -1159,7 +1217,7 @@ impl Replica {
                 complete &= membership.is_quorum(promised_by);
             }
         }
-        let ballot = candidate.ballot;
+        let (ballot, lease_released) = (candidate.ballot, candidate.lease_released);
         let from_slot = self.commit_slot.next();
         for node in unasked {
             if let Role::Candidate(candidate) = &mut self.role
@@ -1167,7 +1225,11 @@ impl Replica {
             {
                 self.actions.push(Action::Send {
                     to: node,
-                    message: Message::Prepare { ballot, from_slot },
+                    message: Message::Prepare {
+                        ballot,
+                        from_slot,
+                        lease_released,
+                    },
                 });
             }
         }
@@ -1352,7 +1414,9 @@ impl Replica {
             leader.round_send_times.pop_front();
         }
         leader.heartbeat_deadline = now.saturating_add(interval);
+        let ballot = leader.ballot;
         self.last_lease_support = Some(now);
+        self.last_lease_support_ballot = Some(ballot);
         self.last_leader_contact = Some(now);
         self.send_to_followers(now, true);
         self.update_lease();
@@ -1552,6 +1616,7 @@ impl Replica {
         let commit_to = leader_commit_slot.min(self.match_slot);
         self.commit_through(now, commit_to);
         self.last_lease_support = Some(now);
+        self.last_lease_support_ballot = Some(ballot);
         self.reply_after_durable(
             from,
             Message::Accepted {
@@ -1702,6 +1767,13 @@ impl Replica {
             Role::Candidate(candidate) => Some(candidate.ballot),
             Role::Follower | Role::PreCandidate { .. } => None,
         };
+        #[cfg(test)]
+        if self.faults.hand_over_keeps_leading
+            && matches!(self.role, Role::Leader(_))
+            && !self.committed_membership.contains(self.id)
+        {
+            return;
+        }
         if own_ballot.is_some_and(|own| promised > own) {
             self.leader_hint = None;
             self.set_role(Role::Follower);
@@ -1792,12 +1864,39 @@ impl Replica {
         // the membership before it, the removed replica included: with that replica deleted
         // and one more member down, the group could not elect (found by the simulator's
         // replica moves).
-        if matches!(self.role, Role::Leader(_))
+        //
+        // It also hands its leadership over: the member with the most of its log durable (the
+        // removal's slot at least) gets `TimeoutNow` and campaigns at once, telling the others
+        // that this leader's lease is released. This leader stops serving reads here, before
+        // it sends, so no read under its lease can miss the next leader's writes. Without it
+        // the group waited an election timeout and then the lease (1.5 to 1.8 s of paused
+        // writes on `shoal dev`, bench/results/2026-12-07-dev-vm-heal.md).
+        if let Role::Leader(leader) = &self.role
             && !self.committed_membership.is_full_replica(self.id)
         {
+            let ballot = leader.ballot;
+            let successor = self
+                .committed_membership
+                .members()
+                .filter(|node| *node != self.id && self.committed_membership.is_full_replica(*node))
+                .filter_map(|node| {
+                    let matched = leader.progress.get(&node)?.match_slot;
+                    (matched >= through).then_some((matched, node))
+                })
+                .max()
+                .map(|(_, node)| node);
             self.send_to_followers(now, true);
-            self.leader_hint = None;
-            self.set_role(Role::Follower);
+            #[cfg(test)]
+            let step_down = !self.faults.hand_over_keeps_leading;
+            #[cfg(not(test))]
+            let step_down = true;
+            if step_down {
+                self.leader_hint = successor;
+                self.set_role(Role::Follower);
+            }
+            if let Some(successor) = successor {
+                self.send(successor, Message::TimeoutNow { ballot });
+            }
         }
         let latest = self.latest_membership();
         if let Role::Leader(leader) = &mut self.role {

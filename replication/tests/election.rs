@@ -81,6 +81,7 @@ fn a_silent_leader_leads_to_a_pre_check_then_phase_one_then_a_no_op_in_the_new_b
                 Message::Prepare {
                     ballot: b1,
                     from_slot: Slot(1),
+                    lease_released: None,
                 }
             ),
             send(
@@ -88,6 +89,7 @@ fn a_silent_leader_leads_to_a_pre_check_then_phase_one_then_a_no_op_in_the_new_b
                 Message::Prepare {
                     ballot: b1,
                     from_slot: Slot(1),
+                    lease_released: None,
                 }
             ),
         ]
@@ -100,6 +102,7 @@ fn a_silent_leader_leads_to_a_pre_check_then_phase_one_then_a_no_op_in_the_new_b
         Message::Prepare {
             ballot: b1,
             from_slot: Slot(1),
+            lease_released: None,
         },
     );
     assert_eq!(
@@ -422,6 +425,7 @@ fn a_candidate_behind_our_truncation_point_does_not_hold_our_election_back() {
     let hopeless = Message::Prepare {
         ballot: ballot(7, 2),
         from_slot: Slot(1),
+        lease_released: None,
     };
     let actions = group.get(3).handle_message(later, n(2), hopeless);
     assert_eq!(
@@ -441,6 +445,7 @@ fn a_candidate_behind_our_truncation_point_does_not_hold_our_election_back() {
     let viable = Message::Prepare {
         ballot: ballot(8, 2),
         from_slot: commit.next(),
+        lease_released: None,
     };
     group.get(3).handle_message(later, n(2), viable);
     assert!(group.get(3).election_deadline() > deadline);
@@ -561,6 +566,7 @@ fn a_candidate_stands_down_for_a_candidate_that_committed_more() {
             Message::Prepare {
                 ballot: lower,
                 from_slot,
+                lease_released: None,
             },
         );
         assert!(actions.contains(&Action::Send {

@@ -205,6 +205,7 @@ fn a_restarted_replica_protects_leases_it_may_have_supported_before_the_crash() 
         Message::Prepare {
             ballot,
             from_slot: shoal_replication::Slot(1),
+            lease_released: None,
         },
     );
     let promise = Message::Promise {

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Group, HEARTBEAT, ms, n, options, three_full};
 use shoal_replication::{
-    Action, LogEntry, Lsn, Membership, MembershipChange, MembershipError, Message, Payload,
+    Action, Ballot, LogEntry, Lsn, Membership, MembershipChange, MembershipError, Message, Payload,
     ProposeError, Replica, ReplicaKind, RoleKind, Slot,
 };
 
@@ -175,18 +175,52 @@ fn a_removed_leader_tells_the_commit_steps_down_and_the_rest_elect_a_leader_amon
     for remaining in [2, 3] {
         assert_eq!(group.get(remaining).committed_membership(), &two_three);
     }
+    // It handed over: a member whose log held the removal when it committed got TimeoutNow
+    // and was elected at once, with no election timeout; and since the old leader released
+    // its lease, the new one commits without waiting for it: at the same instant.
+    let successor = group
+        .get(1)
+        .leader_hint()
+        .expect("the removed leader names its successor");
+    assert!([n(2), n(3)].contains(&successor));
+    assert_eq!(group.get(successor.0).role(), RoleKind::Leader);
+    let now = group.now;
+    let proposed = group
+        .get(successor.0)
+        .propose(now, b"after".to_vec())
+        .unwrap();
+    let slot = proposed.slot;
+    group.settle(successor, proposed.actions);
+    assert_eq!(group.now, now);
+    assert_eq!(group.get(successor.0).commit_slot(), slot);
+    assert_eq!(group.get(successor.0).committed_membership(), &two_three);
     // The removed node never campaigns again.
     let far = ms(60_000);
     assert_eq!(group.get(1).tick(far), vec![]);
+}
 
-    group.elect(2);
-    assert_eq!(group.get(2).role(), RoleKind::Leader);
+/// A TimeoutNow is obeyed only from the leader the replica follows, at the ballot it promised:
+/// a stale or forged one starts no election.
+#[test]
+fn timeout_now_from_anyone_but_the_current_leader_is_ignored() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
     let now = group.now;
-    let proposed = group.get(2).propose(now, b"after".to_vec()).unwrap();
-    let slot = proposed.slot;
-    group.settle(n(2), proposed.actions);
-    assert_eq!(group.get(2).commit_slot(), slot);
-    assert_eq!(group.get(2).committed_membership(), &two_three);
+    let ballot = group.get(2).promised();
+    assert_eq!(ballot.node, n(1));
+    // From node 3, which does not lead; and from node 1 at an older ballot.
+    let older = Ballot {
+        round: ballot.round - 1,
+        node: n(1),
+    };
+    for (from, stale) in [(n(3), ballot), (n(1), older)] {
+        let actions = group
+            .get(2)
+            .handle_message(now, from, Message::TimeoutNow { ballot: stale });
+        assert_eq!(actions, vec![]);
+        assert_eq!(group.get(2).role(), RoleKind::Follower);
+        assert_eq!(group.get(2).promised(), ballot);
+    }
 }
 
 #[test]

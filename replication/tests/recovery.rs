@@ -55,6 +55,7 @@ fn recovery_keeps_the_promise_and_the_last_write_of_each_slot_after_the_snapshot
                 node: n(1),
             },
             from_slot: Slot(4),
+            lease_released: None,
         },
     );
     assert_eq!(

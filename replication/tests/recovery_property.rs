@@ -222,6 +222,7 @@ impl Host {
                 let message = Message::Prepare {
                     ballot: self.ballot,
                     from_slot: self.replica.commit_slot().next(),
+                    lease_released: None,
                 };
                 let actions = self.replica.handle_message(now, self.ballot.node, message);
                 self.execute(actions);

@@ -298,9 +298,25 @@ impl From<Message> for ReplicationMessageWire {
             Message::PreCheckReply { round, granted } => {
                 ReplicationMessageWire::PreCheckReply { round, granted }
             }
-            Message::Prepare { ballot, from_slot } => ReplicationMessageWire::Prepare {
+            Message::Prepare {
+                ballot,
+                from_slot,
+                lease_released: None,
+            } => ReplicationMessageWire::Prepare {
                 ballot: ballot.into(),
                 from_slot: from_slot.0,
+            },
+            Message::Prepare {
+                ballot,
+                from_slot,
+                lease_released: Some(released),
+            } => ReplicationMessageWire::PrepareAfterHandover {
+                ballot: ballot.into(),
+                from_slot: from_slot.0,
+                lease_released: released.into(),
+            },
+            Message::TimeoutNow { ballot } => ReplicationMessageWire::TimeoutNow {
+                ballot: ballot.into(),
             },
             Message::Promise {
                 ballot,
@@ -367,6 +383,19 @@ impl TryFrom<ReplicationMessageWire> for Message {
             ReplicationMessageWire::Prepare { ballot, from_slot } => Message::Prepare {
                 ballot: ballot.into(),
                 from_slot: Slot(from_slot),
+                lease_released: None,
+            },
+            ReplicationMessageWire::PrepareAfterHandover {
+                ballot,
+                from_slot,
+                lease_released,
+            } => Message::Prepare {
+                ballot: ballot.into(),
+                from_slot: Slot(from_slot),
+                lease_released: Some(lease_released.into()),
+            },
+            ReplicationMessageWire::TimeoutNow { ballot } => Message::TimeoutNow {
+                ballot: ballot.into(),
             },
             ReplicationMessageWire::Promise {
                 ballot,

@@ -97,6 +97,21 @@ pub enum ReplicationMessageWire {
         first_slot: u64,
         commit_slot: u64,
     },
+    /// Appended with leadership hand-over (issue 19; FORMAT.md, "Variants added at the end"):
+    /// from a leader whose removal committed, to the member that is to campaign at once
+    /// (shoal-replication `Message::TimeoutNow`).
+    TimeoutNow {
+        ballot: BallotWire,
+    },
+    /// Appended with it: a `Prepare` whose candidate was handed over to by the leader at
+    /// `lease_released` (shoal-replication `Message::Prepare` with `lease_released` set). A
+    /// `Prepare` without one keeps its own variant, so a group that hands nothing over sends
+    /// only what older nodes read.
+    PrepareAfterHandover {
+        ballot: BallotWire,
+        from_slot: u64,
+        lease_released: BallotWire,
+    },
 }
 
 /// The group id of a node liveness ping (engine/shard `dispatch::liveness`): an envelope of

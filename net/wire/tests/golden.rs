@@ -223,6 +223,61 @@ fn the_replication_message_added_later_takes_the_next_tag_and_keeps_the_size() {
     assert_eq!(decode_frame(&frame).unwrap().0, quiesce);
 }
 
+/// `ReplicationMessageWire::TimeoutNow` and `PrepareAfterHandover` were added at the end
+/// (leadership hand-over, issue 19): tags 8 and 9, the archived enum no larger, and a Prepare
+/// without a released lease still encoded as the old variant, byte for byte.
+#[test]
+fn the_hand_over_messages_added_later_take_the_next_tags() {
+    use shoal_replication::{Ballot, Message, NodeId, Slot};
+    let envelope = |message: Message| {
+        BusMessage::Replication(vec![ReplicationEnvelope {
+            group: 9,
+            from: 1,
+            to: 2,
+            message: message.into(),
+        }])
+    };
+    let ballot = Ballot {
+        round: 7,
+        node: NodeId(1),
+    };
+    let message_tag_at = FRAME_HEADER_BYTES + 24;
+    for (message, tag) in [
+        (Message::TimeoutNow { ballot }, 8u8),
+        (
+            Message::Prepare {
+                ballot,
+                from_slot: Slot(5),
+                lease_released: Some(ballot),
+            },
+            9,
+        ),
+        (
+            Message::Prepare {
+                ballot,
+                from_slot: Slot(5),
+                lease_released: None,
+            },
+            2,
+        ),
+    ] {
+        let frame = encode_frame(&envelope(message.clone())).unwrap();
+        assert_eq!(
+            frame.len(),
+            unhex(HEARTBEAT_FRAME).len(),
+            "the archived size"
+        );
+        assert_eq!(frame[message_tag_at], tag, "{message:?}");
+        let BusMessage::Replication(envelopes) = decode_frame(&frame).unwrap().0 else {
+            panic!("not a replication frame");
+        };
+        assert_eq!(
+            Message::try_from(envelopes[0].message.clone()).unwrap(),
+            message
+        );
+    }
+}
+
 /// `NodeRequest::JoinPartition` and `ChangeMembership` and `NodeResponse::Membership` were added
 /// at the end (replica set changes, issue 19): they take the next tags and do not grow the
 /// archived enums, so every request and answer an older writer sends keeps its bytes.

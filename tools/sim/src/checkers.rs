@@ -26,7 +26,17 @@ pub(crate) fn message_fingerprint(message: &Message) -> [u64; 4] {
     match message {
         Message::PreCheck { round } => [1, *round, 0, 0],
         Message::PreCheckReply { round, granted } => [2, *round, u64::from(*granted), 0],
-        Message::Prepare { ballot, from_slot } => [3, ballot.round, ballot.node.0, from_slot.0],
+        Message::Prepare {
+            ballot,
+            from_slot,
+            lease_released,
+        } => [
+            3,
+            ballot.round,
+            ballot.node.0,
+            from_slot.0 ^ lease_released.map_or(0, |released| released.round.rotate_left(32)),
+        ],
+        Message::TimeoutNow { ballot } => [9, ballot.round, ballot.node.0, 0],
         Message::Promise {
             ballot, accepted, ..
         } => [4, ballot.round, ballot.node.0, accepted.len() as u64],

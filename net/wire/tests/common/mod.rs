@@ -47,10 +47,14 @@ pub fn core_message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|round| Message::PreCheck { round }),
         (any::<u64>(), any::<bool>())
             .prop_map(|(round, granted)| Message::PreCheckReply { round, granted }),
-        (ballot(), any::<u64>()).prop_map(|(ballot, slot)| Message::Prepare {
-            ballot,
-            from_slot: Slot(slot)
-        }),
+        (ballot(), any::<u64>(), proptest::option::of(ballot())).prop_map(
+            |(ballot, slot, lease_released)| Message::Prepare {
+                ballot,
+                from_slot: Slot(slot),
+                lease_released,
+            }
+        ),
+        ballot().prop_map(|ballot| Message::TimeoutNow { ballot }),
         (
             ballot(),
             any::<u64>(),
