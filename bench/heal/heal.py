@@ -24,6 +24,11 @@ decommission 5` instead: node 5 keeps running while the autoadmin drains it with
 node 5 has left the node list and every partition is whole without it. Its "longest put" is
 the write pause the moves caused.
 
+With MODE `join`, `shoal dev` starts only nodes 1-4, and step 2 starts node 5 with `shoal node
+--join` (dev's node settings): the autoadmin's balance moves replicas onto it. The restore time
+is until node 5 holds its share (within one of the replicas per node of the others), no move is
+under way, and every partition is whole. Its "longest put" is the write pause the moves caused.
+
 Usage: python3 bench/heal/heal.py SHOAL_BINARY [TRIALS] [NODE_DOWN_AFTER_S] [TABLES] [MODE]
 Prints one JSON line per trial and a summary; writes nothing else.
 """
@@ -85,12 +90,18 @@ def restored(report, mode):
     if mode == "decommission" and any(node["id"] == LOST_NODE for node in report["nodes"]):
         return False
     partitions = [p for p in report["partitions"] if p["table"] != "(metadata)"]
-    return bool(partitions) and all(
-        len(p["replicas"]) == 3
-        and LOST_NODE not in p["replicas"]
-        and sorted(p["healthy"]) == sorted(p["replicas"])
+    whole = bool(partitions) and all(
+        len(p["replicas"]) == 3 and sorted(p["healthy"]) == sorted(p["replicas"])
         for p in partitions
     )
+    if mode == "join":
+        per_node = {}
+        for p in partitions:
+            for node in p["replicas"]:
+                per_node[node] = per_node.get(node, 0) + 1
+        counts = [per_node.get(node, 0) for node in range(1, NODES + 1)]
+        return whole and not report.get("moves") and max(counts) - min(counts) <= 1
+    return whole and all(LOST_NODE not in p["replicas"] for p in partitions)
 
 
 def percentile(samples, fraction):
@@ -142,10 +153,12 @@ class Writer(threading.Thread):
 
 def trial(binary, number, node_down_after, tables, mode):
     data = tempfile.mkdtemp(prefix="shoal-heal-")
+    joiner = None
     dev = subprocess.Popen(
         [
-            binary, "dev", "--nodes", str(NODES), "--no-restart", "--port", str(PORT),
-            "--data-dir", data, "--node-down-after", str(node_down_after),
+            binary, "dev", "--nodes", str(NODES - 1 if mode == "join" else NODES),
+            "--no-restart", "--port", str(PORT), "--data-dir", data,
+            "--node-down-after", str(node_down_after),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -182,7 +195,7 @@ def trial(binary, number, node_down_after, tables, mode):
             found = re.search(rf"node {LOST_NODE} started \(pid (\d+)\)", line)
             if found:
                 pid = int(found.group(1))
-        if pid is None:
+        if pid is None and mode != "join":
             raise RuntimeError("node 5's pid was not printed")
         writer = Writer(names)
         writer.start()
@@ -194,6 +207,19 @@ def trial(binary, number, node_down_after, tables, mode):
                 check=True,
                 capture_output=True,
                 timeout=60,
+            )
+        elif mode == "join":
+            joiner = subprocess.Popen(
+                [
+                    binary, "node", f"--node-id={LOST_NODE}",
+                    f"--data-dir={data}/node-{LOST_NODE}",
+                    f"--listen=127.0.0.1:{PORT + 100 * LOST_NODE}",
+                    "--wal-segment-mib=16", "--wal-segments=4",
+                    f"--join=127.0.0.1:{PORT + 100}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
         else:
             os.kill(pid, signal.SIGKILL)
@@ -234,6 +260,9 @@ def trial(binary, number, node_down_after, tables, mode):
         print(json.dumps(result), flush=True)
         return result
     finally:
+        if joiner is not None:
+            joiner.kill()
+            joiner.wait()
         try:
             os.killpg(dev.pid, signal.SIGTERM)
             dev.wait(timeout=30)
@@ -248,8 +277,8 @@ def main():
     node_down_after = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     tables = int(sys.argv[4]) if len(sys.argv) > 4 else 4
     mode = sys.argv[5] if len(sys.argv) > 5 else "kill"
-    if mode not in ("kill", "decommission"):
-        raise SystemExit("MODE is kill or decommission")
+    if mode not in ("kill", "decommission", "join"):
+        raise SystemExit("MODE is kill, decommission or join")
     results = [
         trial(binary, number, node_down_after, tables, mode) for number in range(1, trials + 1)
     ]

@@ -176,6 +176,9 @@ pub struct RecoveryFailure {
     pub wal_records_released: bool,
 }
 
+/// What [`Shard::on_unknown_node`] calls.
+type UnknownNodeHook = Box<dyn Fn(NodeId)>;
+
 pub struct Shard<T: Transport> {
     config: ShardConfig,
     directory: Rc<DmaDirectory>,
@@ -198,6 +201,9 @@ pub struct Shard<T: Transport> {
     /// The cluster's nodes as the host last learned them ([`Shard::set_cluster_nodes`]):
     /// the answer to `NodeRequest::ClusterNodes`.
     cluster_nodes: RefCell<Vec<NodeAddressWire>>,
+    /// Called with a node that a membership change adds and that is not on the node list yet
+    /// ([`Shard::on_unknown_node`]): the host reads the list again sooner.
+    unknown_node_hook: RefCell<Option<UnknownNodeHook>>,
     /// The earliest `tick_due` of any replica as last known: the ticker looks at the table
     /// only from then on. A replica whose due time comes earlier lowers it after its event.
     next_tick_scan: Cell<MonotonicTime>,
@@ -280,6 +286,7 @@ impl<T: Transport + 'static> Shard<T> {
             metrics,
             time_to_live: RefCell::new(BTreeMap::new()),
             cluster_nodes: RefCell::new(Vec::new()),
+            unknown_node_hook: RefCell::new(None),
             next_tick_scan: Cell::new(MonotonicTime::ZERO),
         });
         let now = SystemClock.now();
@@ -492,6 +499,33 @@ impl<T: Transport + 'static> Shard<T> {
     /// The cluster's node list, as last set.
     pub fn cluster_nodes(&self) -> Vec<NodeAddressWire> {
         self.cluster_nodes.borrow().clone()
+    }
+
+    /// Sets what to call when a membership change asks a replica here to add a node that is
+    /// not on the node list: its leader here could not send to it until the list is read
+    /// again (a node that just joined), so the host reads it now rather than at its next
+    /// period.
+    pub fn on_unknown_node(&self, hook: impl Fn(NodeId) + 'static) {
+        *self.unknown_node_hook.borrow_mut() = Some(Box::new(hook));
+    }
+
+    fn note_added_node(&self, event: &Event) {
+        let Event::ChangeMembership { change, .. } = event else {
+            return;
+        };
+        let added = match change {
+            shoal_replication::MembershipChange::AddFullReplica(node)
+            | shoal_replication::MembershipChange::AddLogReplica(node) => *node,
+            shoal_replication::MembershipChange::Remove(_) => return,
+        };
+        let known = self
+            .cluster_nodes
+            .borrow()
+            .iter()
+            .any(|listed| listed.node == added.0);
+        if !known && let Some(hook) = self.unknown_node_hook.borrow().as_ref() {
+            hook(added);
+        }
     }
 
     /// The partitions with Time to Live enabled, as last set.
@@ -835,7 +869,10 @@ impl<T: Transport + 'static> Shard<T> {
                     partition,
                     event,
                     delivery,
-                } => self.deliver(partition, event, delivery).await,
+                } => {
+                    self.note_added_node(&event);
+                    self.deliver(partition, event, delivery).await
+                }
                 Routed::Respond { connection, frame } => {
                     self.respond_now(connection, frame.request_id, frame.response);
                 }

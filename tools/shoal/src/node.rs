@@ -774,6 +774,16 @@ async fn run_shard(
     {
         let nodes = shared_list.nodes();
         node_list::apply_node_list(&shard_runtime, &bus, &nodes);
+        {
+            let shared_list = shared_list.clone();
+            shard_runtime.on_unknown_node(move |added| {
+                tracing::info!(
+                    node = added.0,
+                    "a membership change adds a node not on the node list; reading it again"
+                );
+                shared_list.want_refresh();
+            });
+        }
         glommio::spawn_local(node_list::follow_shared_list(
             shard_runtime.clone(),
             bus.clone(),

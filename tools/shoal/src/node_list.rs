@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -63,6 +63,9 @@ const SHARED_LIST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub struct SharedNodeList {
     version: AtomicU64,
     nodes: Mutex<Vec<NodeAddress>>,
+    /// A shard met a node not on the list (`Shard::on_unknown_node`): shard 0 reads the
+    /// cluster item at its next check instead of at its next period.
+    refresh_wanted: AtomicBool,
 }
 
 impl SharedNodeList {
@@ -70,7 +73,13 @@ impl SharedNodeList {
         SharedNodeList {
             version: AtomicU64::new(1),
             nodes: Mutex::new(sorted(nodes)),
+            refresh_wanted: AtomicBool::new(false),
         }
+    }
+
+    /// Asks shard 0 to read the cluster item soon (within [`SHARED_LIST_CHECK_INTERVAL`]).
+    pub fn want_refresh(&self) {
+        self.refresh_wanted.store(true, Ordering::Release);
     }
 
     fn version(&self) -> u64 {
@@ -309,7 +318,8 @@ pub async fn follow_shared_list<T: Transport + 'static>(
     }
 }
 
-/// Shard 0: reads the cluster item at start and every [`CLUSTER_REFRESH_INTERVAL`], and
+/// Shard 0: reads the cluster item at start, every [`CLUSTER_REFRESH_INTERVAL`], and within
+/// [`SHARED_LIST_CHECK_INTERVAL`] of a shard asking ([`SharedNodeList::want_refresh`]), and
 /// publishes and saves a changed list. A read that fails keeps the list it had.
 pub async fn refresh_from_metadata(
     forwarder: Rc<Forwarder>,
@@ -334,7 +344,10 @@ pub async fn refresh_from_metadata(
             },
             outcome => tracing::debug!(?outcome, "the cluster item was not read"),
         }
-        glommio::timer::sleep(CLUSTER_REFRESH_INTERVAL).await;
+        let next = Instant::now() + CLUSTER_REFRESH_INTERVAL;
+        while Instant::now() < next && !shared.refresh_wanted.swap(false, Ordering::AcqRel) {
+            glommio::timer::sleep(SHARED_LIST_CHECK_INTERVAL).await;
+        }
     }
 }
 
