@@ -307,6 +307,11 @@ impl Router {
             }
         }
         self.autoadmin.moves_left.set(report.moves_unfinished > 0);
+        // A balance batch that ended is followed by the next check at the next pass, not a
+        // whole check interval later: a node that joined receives its share batch after batch.
+        if balancing && report.moves_finished > 0 {
+            self.autoadmin.balance_check_last.set(None);
+        }
         if draining {
             report.nodes_decommissioned = self.finish_decommissions(&cluster, &tables).await?;
         }
