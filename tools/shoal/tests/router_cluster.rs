@@ -165,11 +165,13 @@ impl Cluster {
         command
     }
 
-    /// Waits until every shard of `node` answers a status request.
+    /// Waits until every shard of `node` answers a status request. A joining node first
+    /// joins (seed, metadata group) and recovering nodes replay their WAL, on a machine that
+    /// may be busy with other tests: the bound is generous and only a failure waits it out.
     fn wait_until_serving(&self, node: NodeAddress) {
         for shard in 0..SHARDS {
             let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 if let Ok(mut client) = BlockingClient::connect(address, Duration::from_secs(2))
                     && client.call(NodeRequest::Status).is_ok()
