@@ -157,6 +157,7 @@ pub(crate) struct Stats {
     pub(crate) messages_delivered: u64,
     pub(crate) snapshots_installed: u64,
     pub(crate) membership_changes_committed: u64,
+    pub(crate) leadership_transfers_asked: u64,
 }
 
 /// Whether the entry a node wrote, `durable`, is the one `Action::Apply` handed over as
@@ -339,6 +340,12 @@ impl Cluster {
                     .chance_per_mille(faults.membership_change_per_mille * 10)
                 {
                     self.change_membership()?;
+                } else if faults.membership_change_per_mille > 0
+                    && self
+                        .rng
+                        .chance_per_mille(faults.membership_change_per_mille * 10)
+                {
+                    self.transfer_leadership()?;
                 }
             }
         }
@@ -404,6 +411,46 @@ impl Cluster {
             if let Ok(proposed) = replica.propose(now, command) {
                 self.execute(node, proposed.actions)?;
             }
+        }
+        Ok(())
+    }
+
+    /// A leader asked to hand over to another full member (leader balance): the hand-over,
+    /// its lease released, runs under every fault like the rest.
+    fn transfer_leadership(&mut self) -> Result<(), String> {
+        let Some(leader) = self
+            .nodes
+            .iter()
+            .find(|(_, n)| {
+                n.replica
+                    .as_ref()
+                    .is_some_and(|r| r.role() == RoleKind::Leader)
+            })
+            .map(|(id, _)| *id)
+        else {
+            return Ok(());
+        };
+        let now = self.local_time(leader);
+        let replica = self.nodes[&leader].replica.as_ref().expect("alive");
+        let others: Vec<NodeId> = replica
+            .committed_membership()
+            .full_replicas
+            .iter()
+            .copied()
+            .filter(|node| *node != leader)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let to = others[self.rng.below(others.len() as u64) as usize];
+        let replica = self
+            .nodes
+            .get_mut(&leader)
+            .and_then(|n| n.replica.as_mut())
+            .expect("alive");
+        if let Ok(actions) = replica.transfer_leadership(now, to) {
+            self.stats.leadership_transfers_asked += 1;
+            self.execute(leader, actions)?;
         }
         Ok(())
     }
@@ -964,9 +1011,10 @@ mod tests {
             hand_over_keeps_leading: false,
         };
         let caught =
-            (2680..2700).find_map(|seed| run_seed(seed, STEPS_PER_SEED, true, broken).err());
+            (2130..2150).find_map(|seed| run_seed(seed, STEPS_PER_SEED, true, broken).err());
         let violation = caught.expect("the broken variant must be caught");
-        // Seed 2686: a commit on too few of the membership the undone step had left (I4).
+        // Seed 2135: a replica's membership differs from what the chosen values decide (since
+        // leadership transfers joined the harness; seed 2686, a commit on too few, before).
         assert!(
             ["membership", "I4", "I1"]
                 .iter()
@@ -1031,6 +1079,7 @@ mod tests {
                 total.crashes += stats.crashes;
                 total.snapshots_installed += stats.snapshots_installed;
                 total.membership_changes_committed += stats.membership_changes_committed;
+                total.leadership_transfers_asked += stats.leadership_transfers_asked;
                 total.messages_delivered += stats.messages_delivered;
             }
         }

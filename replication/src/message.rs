@@ -65,7 +65,10 @@ pub enum Message {
     /// From the leader at `ballot` whose own removal from the group just committed, to the
     /// member it hands over to (the most caught up): campaign now, without a pre-check and
     /// without waiting for this leader's lease, which ended when it stepped down.
-    TimeoutNow { ballot: Ballot },
+    /// `commit_slot` is the leader's commit, the removal's slot or later: the member commits
+    /// what of it its log matches, so that its `Prepare` asks from there (the others may have
+    /// truncated below it once they applied the removal).
+    TimeoutNow { ballot: Ballot, commit_slot: Slot },
 }
 
 /// What the host should do, in order.

@@ -235,6 +235,9 @@ struct LeaderState {
     /// The first round of the current idle spell that asked followers to quiesce: once every
     /// follower acknowledged it (or a later one) matching our log's end, the leader quiesces.
     quiesce_from_round: Option<u64>,
+    /// A leadership transfer under way ([`Replica::transfer_leadership`]): the member to hand
+    /// over to, and when to give up and lead on.
+    transfer: Option<(NodeId, MonotonicTime)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -588,6 +591,7 @@ impl Replica {
                 }
                 // Commits held back while an old lease ran go through at the first tick after.
                 self.advance_commit(now);
+                self.try_transfer(now);
             }
             Role::Follower | Role::PreCandidate { .. } | Role::Candidate(_) => {
                 if now >= self.election_deadline && self.may_campaign() {
@@ -614,7 +618,10 @@ impl Replica {
                 from_slot,
                 lease_released,
             } => self.on_prepare(now, from, ballot, from_slot, lease_released),
-            Message::TimeoutNow { ballot } => self.on_timeout_now(now, from, ballot),
+            Message::TimeoutNow {
+                ballot,
+                commit_slot,
+            } => self.on_timeout_now(now, from, ballot, commit_slot),
             Message::Promise {
                 ballot,
                 log_first_slot,
@@ -669,6 +676,103 @@ impl Replica {
             slot,
             actions: self.finish(now),
         })
+    }
+
+    /// Hands leadership over to the full member `to` (balancing leaders across nodes). The
+    /// leader stops taking proposals, and once `to` has every entry of its log durable and all
+    /// of it is committed, it steps down and tells `to` to campaign at once with its lease
+    /// released, as a removed leader does (`Message::TimeoutNow`). If that has not happened
+    /// within a minimum election timeout (`to` slow or gone), the leader gives up and leads
+    /// on. Refused unless this replica leads, is ready, no membership change is under way and
+    /// `to` is another full member of the committed and latest memberships.
+    pub fn transfer_leadership(
+        &mut self,
+        now: MonotonicTime,
+        to: NodeId,
+    ) -> Result<Vec<Action>, ProposeError> {
+        let Role::Leader(leader) = &self.role else {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_hint,
+            });
+        };
+        if self.commit_slot < leader.first_slot_of_ballot {
+            return Err(ProposeError::LeaderNotReady);
+        }
+        if self.membership_change_in_progress() {
+            return Err(ProposeError::MembershipChangeInProgress);
+        }
+        let member = self.committed_membership.is_full_replica(to)
+            && self.latest_membership().is_full_replica(to);
+        if to == self.id || !member {
+            return Err(ProposeError::Membership(MembershipError::NotMember(to)));
+        }
+        let give_up_at = now.saturating_add(self.options.election_timeout_min);
+        if let Role::Leader(leader) = &mut self.role {
+            leader.transfer = Some((to, give_up_at));
+        }
+        self.wake_leader(now);
+        self.send_to_follower(now, to, false);
+        self.try_transfer(now);
+        Ok(self.finish(now))
+    }
+
+    /// The leadership transfer under way, if any: its target.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Leader(leader) => leader.transfer.map(|(to, _)| to),
+            _ => None,
+        }
+    }
+
+    /// Completes a transfer whose target caught up, or gives it up after its time.
+    fn try_transfer(&mut self, now: MonotonicTime) {
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some((to, give_up_at)) = leader.transfer else {
+            return;
+        };
+        if now >= give_up_at {
+            leader.transfer = None;
+            return;
+        }
+        let last = self.log.last_slot();
+        let caught_up = leader
+            .progress
+            .get(&to)
+            .is_some_and(|progress| progress.match_slot >= last);
+        if caught_up && self.commit_slot >= last {
+            self.hand_over(now, Some(to), last);
+            self.reset_election_deadline(now);
+        }
+    }
+
+    /// Steps down and tells `successor` to campaign at once, this leader's lease released:
+    /// one last round tells everyone the commit (`through`), and this replica stops serving
+    /// before `TimeoutNow` leaves, so no read under its lease can miss the successor's writes.
+    fn hand_over(&mut self, now: MonotonicTime, successor: Option<NodeId>, through: Slot) {
+        let Role::Leader(leader) = &self.role else {
+            return;
+        };
+        let ballot = leader.ballot;
+        self.send_to_followers(now, true);
+        #[cfg(test)]
+        let step_down = !self.faults.hand_over_keeps_leading;
+        #[cfg(not(test))]
+        let step_down = true;
+        if step_down {
+            self.leader_hint = successor;
+            self.set_role(Role::Follower);
+        }
+        if let Some(successor) = successor {
+            self.send(
+                successor,
+                Message::TimeoutNow {
+                    ballot,
+                    commit_slot: through,
+                },
+            );
+        }
     }
 
     /// Proposes one membership step. It governs the slots after its own once committed; until
@@ -980,16 +1084,36 @@ impl Replica {
 
     /// `TimeoutNow` from the leader this replica follows: it stepped down after its own removal
     /// committed and hands over. Campaign at once, skipping the pre-check (the leader is gone
-    /// by its own word) and telling the promisers that its lease was released.
-    fn on_timeout_now(&mut self, now: MonotonicTime, from: NodeId, ballot: Ballot) {
+    /// by its own word) and telling the promisers that its lease was released. Obeyed only
+    /// from that leader at the ballot promised, within an election timeout of hearing from it
+    /// (a late one would depose whoever the others elected meanwhile), and only with a log
+    /// that matches the leader's through its commit: the member commits that first (I5), so
+    /// its `Prepare` asks from past the removal, where the others' logs still begin once
+    /// they truncated after applying it. Otherwise the members elect the usual way.
+    fn on_timeout_now(
+        &mut self,
+        now: MonotonicTime,
+        from: NodeId,
+        ballot: Ballot,
+        commit_slot: Slot,
+    ) {
+        let recent = self
+            .last_leader_contact
+            .is_some_and(|contact| now < contact.saturating_add(self.options.election_timeout_min));
         let follows_it = ballot == self.promised
             && ballot.node == from
             && self.following == Some(ballot)
-            && matches!(self.role, Role::Follower);
-        if follows_it && self.may_campaign() {
-            self.wake_follower(now);
-            self.start_election_after(now, Some(ballot));
+            && matches!(self.role, Role::Follower)
+            && (recent || self.quiesced);
+        if !follows_it || !self.may_campaign() || self.match_slot < commit_slot {
+            return;
         }
+        self.commit_through(now, commit_slot);
+        if !self.may_campaign() {
+            return;
+        }
+        self.wake_follower(now);
+        self.start_election_after(now, Some(ballot));
     }
 
     fn start_election(&mut self, now: MonotonicTime) {
@@ -1315,6 +1439,7 @@ impl Replica {
             heartbeat_deadline: now,
             elected_at: now,
             quiesce_from_round: None,
+            transfer: None,
         })));
         self.following = Some(ballot);
         self.leader_hint = Some(self.id);
@@ -1329,6 +1454,13 @@ impl Replica {
                 leader_hint: self.leader_hint,
             });
         };
+        // A leader handing over appends nothing more, so that its successor can catch up to
+        // the end of its log; the request goes to the successor, leader in a moment.
+        if let Some((to, _)) = leader.transfer {
+            return Err(ProposeError::NotLeader {
+                leader_hint: Some(to),
+            });
+        }
         // The leader's own writes not yet durable are bounded too: two followers can commit
         // entries the leader's disk has not made durable yet, so the uncommitted window below
         // does not bound them (found by shoal-bench with 32 put clients).
@@ -1698,6 +1830,10 @@ impl Replica {
         self.send_to_follower(now, from, false);
         self.advance_commit(now);
         self.update_lease();
+        self.try_transfer(now);
+        if !matches!(self.role, Role::Leader(_)) {
+            return;
+        }
         self.quiesce_when_every_follower_did(now, missing || match_slot < last_slot);
     }
 
@@ -1874,29 +2010,24 @@ impl Replica {
         if let Role::Leader(leader) = &self.role
             && !self.committed_membership.is_full_replica(self.id)
         {
-            let ballot = leader.ballot;
+            // Every member eligible holds the log through the removal (nothing goes after a
+            // membership entry until it commits, I8), so prefer the one heard from last: one
+            // gone silent would only waste the hand-over.
             let successor = self
                 .committed_membership
                 .members()
                 .filter(|node| *node != self.id && self.committed_membership.is_full_replica(*node))
                 .filter_map(|node| {
-                    let matched = leader.progress.get(&node)?.match_slot;
-                    (matched >= through).then_some((matched, node))
+                    let progress = leader.progress.get(&node)?;
+                    (progress.match_slot >= through).then_some((
+                        progress.heard_at,
+                        progress.match_slot,
+                        node,
+                    ))
                 })
                 .max()
-                .map(|(_, node)| node);
-            self.send_to_followers(now, true);
-            #[cfg(test)]
-            let step_down = !self.faults.hand_over_keeps_leading;
-            #[cfg(not(test))]
-            let step_down = true;
-            if step_down {
-                self.leader_hint = successor;
-                self.set_role(Role::Follower);
-            }
-            if let Some(successor) = successor {
-                self.send(successor, Message::TimeoutNow { ballot });
-            }
+                .map(|(_, _, node)| node);
+            self.hand_over(now, successor, through);
         }
         let latest = self.latest_membership();
         if let Role::Leader(leader) = &mut self.role {

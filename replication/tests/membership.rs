@@ -199,8 +199,9 @@ fn a_removed_leader_tells_the_commit_steps_down_and_the_rest_elect_a_leader_amon
     assert_eq!(group.get(1).tick(far), vec![]);
 }
 
-/// A TimeoutNow is obeyed only from the leader the replica follows, at the ballot it promised:
-/// a stale or forged one starts no election.
+/// A TimeoutNow is obeyed only from the leader the replica follows, at the ballot it promised,
+/// within an election timeout of hearing from it, and with a log matching the leader's
+/// through the commit it names: a stale, forged, late or premature one starts no election.
 #[test]
 fn timeout_now_from_anyone_but_the_current_leader_is_ignored() {
     let mut group = Group::new(&three_full(), &[]);
@@ -214,13 +215,51 @@ fn timeout_now_from_anyone_but_the_current_leader_is_ignored() {
         node: n(1),
     };
     for (from, stale) in [(n(3), ballot), (n(1), older)] {
-        let actions = group
-            .get(2)
-            .handle_message(now, from, Message::TimeoutNow { ballot: stale });
+        let actions = group.get(2).handle_message(
+            now,
+            from,
+            Message::TimeoutNow {
+                ballot: stale,
+                commit_slot: Slot::ZERO,
+            },
+        );
         assert_eq!(actions, vec![]);
         assert_eq!(group.get(2).role(), RoleKind::Follower);
         assert_eq!(group.get(2).promised(), ballot);
     }
+    // From the leader, but naming a commit past node 2's log.
+    let beyond = Slot(group.get(2).log_last_slot().0 + 5);
+    let actions = group.get(2).handle_message(
+        now,
+        n(1),
+        Message::TimeoutNow {
+            ballot,
+            commit_slot: beyond,
+        },
+    );
+    assert_eq!(actions, vec![]);
+    assert_eq!(group.get(2).promised(), ballot);
+    // From the leader, but after an election timeout without hearing from it.
+    let late = ms(now.as_nanos() / 1_000_000 + 10_000);
+    let actions = group.get(2).handle_message(
+        late,
+        n(1),
+        Message::TimeoutNow {
+            ballot,
+            commit_slot: Slot::ZERO,
+        },
+    );
+    assert!(
+        !actions.iter().any(|action| matches!(
+            action,
+            Action::Send {
+                message: Message::Prepare { .. },
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    assert_eq!(group.get(2).promised(), ballot);
 }
 
 #[test]
@@ -270,4 +309,59 @@ fn a_leader_is_ready_only_after_committing_in_its_own_ballot() {
     assert!(!replica.leader_ready(), "its no-op is not committed yet");
     replica.persisted(now, Lsn(2));
     assert!(replica.leader_ready());
+}
+
+/// Leader balance: a leader asked to hand over to a member takes no new proposal (NotLeader,
+/// the member as the hint) until the member has its whole log, then steps down; the member
+/// campaigns at once and, the old lease released, commits at the same instant. A transfer to
+/// a member that never catches up is given up after an election timeout.
+#[test]
+fn a_leader_hands_over_to_a_member_that_caught_up_and_gives_up_on_one_that_does_not() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    let proposed = group.get(1).propose(now, b"before".to_vec()).unwrap();
+    group.settle(n(1), proposed.actions);
+    let actions = group.get(1).transfer_leadership(now, n(2)).unwrap();
+    group.settle(n(1), actions);
+    assert_eq!(group.get(2).role(), RoleKind::Leader);
+    assert_eq!(group.get(1).role(), RoleKind::Follower);
+    assert_eq!(group.get(1).leader_hint(), Some(n(2)));
+    let proposed = group.get(2).propose(now, b"after".to_vec()).unwrap();
+    let slot = proposed.slot;
+    group.settle(n(2), proposed.actions);
+    assert_eq!(group.now, now);
+    assert_eq!(group.get(2).commit_slot(), slot);
+    assert_eq!(
+        group.get(1).transfer_leadership(now, n(3)),
+        Err(ProposeError::NotLeader {
+            leader_hint: Some(n(2))
+        })
+    );
+
+    // Node 3 is cut off and misses an entry: the transfer waits, refusing proposals, then is
+    // given up.
+    let three = group.replicas.remove(&n(3)).unwrap();
+    let proposed = group.get(2).propose(now, b"missed".to_vec()).unwrap();
+    group.settle(n(2), proposed.actions);
+    let actions = group.get(2).transfer_leadership(now, n(3)).unwrap();
+    group.settle(n(2), actions);
+    assert_eq!(group.get(2).role(), RoleKind::Leader);
+    assert_eq!(
+        group.get(2).propose(now, b"held".to_vec()).map(|_| ()),
+        Err(ProposeError::NotLeader {
+            leader_hint: Some(n(3))
+        })
+    );
+    // Past an election timeout, in heartbeat steps (node 1 keeps hearing from node 2).
+    for _ in 0..60 {
+        group.advance(HEARTBEAT);
+    }
+    group.replicas.insert(n(3), three);
+    assert_eq!(group.get(2).role(), RoleKind::Leader);
+    let now = group.now;
+    assert!(group.get(2).propose(now, b"on".to_vec()).is_ok());
+    // Not a member, or itself: refused.
+    assert!(group.get(2).transfer_leadership(now, n(9)).is_err());
+    assert!(group.get(2).transfer_leadership(now, n(2)).is_err());
 }

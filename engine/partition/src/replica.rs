@@ -227,6 +227,12 @@ pub enum Event {
         epoch: u64,
         change: shoal_replication::MembershipChange,
     },
+    /// `NodeRequest::TransferLeadership`: hand leadership over to `to`.
+    TransferLeadership {
+        reply_to: u64,
+        epoch: u64,
+        to: NodeId,
+    },
     /// The host is about to stop this replica (its partition is being deleted here); the
     /// replica does nothing with it. It travels in the same queue so that it comes after every
     /// event queued before it.
@@ -1200,6 +1206,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 epoch,
                 change,
             } => self.change_membership(now, reply_to, epoch, change).await?,
+            Event::TransferLeadership {
+                reply_to,
+                epoch,
+                to,
+            } => self.transfer_leadership(now, reply_to, epoch, to).await?,
             Event::PeerUnreachable(node) => {
                 let actions = self.core.peer_unreachable(now, node);
                 self.execute(now, actions).await?;

@@ -29,6 +29,8 @@ use shoal_wire::messages::{
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
 /// The operation label of `NodeRequest::ChangeMembership` in the served-request metrics.
 pub const CHANGE_MEMBERSHIP_OPERATION: &str = "ChangeMembership";
+/// The operation label of `NodeRequest::TransferLeadership` in the served-request metrics.
+pub const TRANSFER_LEADERSHIP_OPERATION: &str = "TransferLeadership";
 
 /// How a host must hand a routed event to its replica's bounded queue (crate invariant 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,6 +420,28 @@ impl<C: Copy> Dispatch<C> {
                 connection,
                 request_id,
             },
+            NodeRequest::TransferLeadership {
+                partition,
+                epoch,
+                to,
+            } => {
+                let admitted =
+                    self.admit_to_replica(connection, request_id, partition, epoch, now, || {
+                        Ok((TRANSFER_LEADERSHIP_OPERATION, NodeId(to)))
+                    });
+                match admitted {
+                    Ok((reply_to, to)) => Routed::Replica {
+                        partition,
+                        event: Event::TransferLeadership {
+                            reply_to,
+                            epoch,
+                            to,
+                        },
+                        delivery: Delivery::RefuseWhenFull { reply_to },
+                    },
+                    Err(error) => answer(NodeResponse::Error(error)),
+                }
+            }
             NodeRequest::DeletePartition { partition, epoch } => Routed::Delete {
                 connection,
                 request_id,

@@ -315,8 +315,12 @@ impl From<Message> for ReplicationMessageWire {
                 from_slot: from_slot.0,
                 lease_released: released.into(),
             },
-            Message::TimeoutNow { ballot } => ReplicationMessageWire::TimeoutNow {
+            Message::TimeoutNow {
+                ballot,
+                commit_slot,
+            } => ReplicationMessageWire::TimeoutNow {
                 ballot: ballot.into(),
+                commit_slot: commit_slot.0,
             },
             Message::Promise {
                 ballot,
@@ -394,8 +398,12 @@ impl TryFrom<ReplicationMessageWire> for Message {
                 from_slot: Slot(from_slot),
                 lease_released: Some(lease_released.into()),
             },
-            ReplicationMessageWire::TimeoutNow { ballot } => Message::TimeoutNow {
+            ReplicationMessageWire::TimeoutNow {
+                ballot,
+                commit_slot,
+            } => Message::TimeoutNow {
                 ballot: ballot.into(),
+                commit_slot: Slot(commit_slot),
             },
             ReplicationMessageWire::Promise {
                 ballot,

@@ -102,6 +102,7 @@ pub enum ReplicationMessageWire {
     /// (shoal-replication `Message::TimeoutNow`).
     TimeoutNow {
         ballot: BallotWire,
+        commit_slot: u64,
     },
     /// Appended with it: a `Prepare` whose candidate was handed over to by the leader at
     /// `lease_released` (shoal-replication `Message::Prepare` with `lease_released` set). A
@@ -227,6 +228,16 @@ pub enum NodeRequest {
     /// from the metadata group): how a node started with `shoal node --join SEED` finds the
     /// metadata group through any node it can reach. Added at the end (tag 6).
     ClusterNodes,
+    /// To the partition's leader: hand leadership over to the member `to` (balancing leaders
+    /// across nodes). Answered with `Membership` once the hand-over has started; the leader
+    /// takes no new write until `to` has its whole log, then steps down and has `to` campaign
+    /// at once, or gives up after an election timeout. The caller learns who leads from
+    /// `Status`. Added at the end (tag 7).
+    TransferLeadership {
+        partition: u64,
+        epoch: u64,
+        to: NodeIdWire,
+    },
 }
 
 /// A node and the bus address of its shard 0 (shard `i` listens on that port + `i`), in the

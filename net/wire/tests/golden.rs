@@ -243,7 +243,13 @@ fn the_hand_over_messages_added_later_take_the_next_tags() {
     };
     let message_tag_at = FRAME_HEADER_BYTES + 24;
     for (message, tag) in [
-        (Message::TimeoutNow { ballot }, 8u8),
+        (
+            Message::TimeoutNow {
+                ballot,
+                commit_slot: Slot(5),
+            },
+            8u8,
+        ),
         (
             Message::Prepare {
                 ballot,

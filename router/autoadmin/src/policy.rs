@@ -24,6 +24,13 @@
 //! 8. A follower replica moves before a leader: moving a leader costs its partition a pause of
 //!    writes for an election. A leader moves only when no follower can.
 //! 9. At most `moves_max` moves, at most one per partition, to a node not in its group.
+//!
+//! Leader balance ([`plan_leader_balance`]), once the replicas are balanced (the third
+//! property test):
+//! 10. The same healthy, quiet cluster as 6, and only partitions whose leader is known.
+//! 11. Each transfer goes from a node leading two or more partitions more than the node it
+//!     goes to, counting the transfers planned before it, and that node holds a replica of
+//!     the partition: each evens the leader counts strictly, so leader balancing ends.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -164,6 +171,87 @@ pub fn plan_re_replication(
     planned
 }
 
+/// Leadership transfers one balance check asks for at most: each pauses its partition's
+/// writes for a hand-over (a round trip and a log flush on the new leader).
+pub const LEADER_TRANSFERS_MAX: usize = 4;
+
+/// A leadership transfer [`plan_leader_balance`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedTransfer {
+    pub partition: u64,
+    pub from: NodeId,
+    pub to: NodeId,
+}
+
+/// The transfers that even out how many partitions each node leads (module docs, invariants
+/// 10-11).
+pub fn plan_leader_balance(
+    nodes: &[NodeView],
+    groups: &[GroupView],
+    transfers_max: usize,
+) -> Vec<PlannedTransfer> {
+    if !healthy_and_quiet(nodes, groups) {
+        return Vec::new();
+    }
+    let mut leads: BTreeMap<NodeId, usize> = nodes.iter().map(|view| (view.id, 0)).collect();
+    for group in groups {
+        if let Some(count) = group.leader.and_then(|leader| leads.get_mut(&leader)) {
+            *count += 1;
+        }
+    }
+    let mut planned: Vec<PlannedTransfer> = Vec::new();
+    while planned.len() < transfers_max {
+        let mut givers: Vec<(usize, NodeId)> =
+            leads.iter().map(|(node, count)| (*count, *node)).collect();
+        givers.sort_unstable_by(|a, b| b.cmp(a));
+        let mut takers = givers.clone();
+        takers.sort_unstable();
+        let next = givers.iter().find_map(|(given, from)| {
+            takers
+                .iter()
+                .take_while(|(taken, _)| *given >= *taken + 2)
+                .find_map(|(_, to)| {
+                    groups
+                        .iter()
+                        .filter(|group| {
+                            group.leader == Some(*from)
+                                && group.replicas.contains(to)
+                                && !planned.iter().any(|done| done.partition == group.partition)
+                        })
+                        .min_by_key(|group| group.partition)
+                        .map(|group| PlannedTransfer {
+                            partition: group.partition,
+                            from: *from,
+                            to: *to,
+                        })
+                })
+        });
+        let Some(next) = next else {
+            break;
+        };
+        if let Some(count) = leads.get_mut(&next.from) {
+            *count -= 1;
+        }
+        if let Some(count) = leads.get_mut(&next.to) {
+            *count += 1;
+        }
+        planned.push(next);
+    }
+    planned
+}
+
+/// Every node up, answering and not draining; no move under way, no replica lost, and every
+/// replica on a node the autoadmin sees (module docs, invariant 6).
+fn healthy_and_quiet(nodes: &[NodeView], groups: &[GroupView]) -> bool {
+    let known = |node: &NodeId| nodes.iter().any(|view| view.id == *node);
+    nodes
+        .iter()
+        .all(|view| view.up && view.answered && !view.draining)
+        && groups.iter().all(|group| {
+            group.moving_to.is_none() && group.lost.is_empty() && group.replicas.iter().all(known)
+        })
+}
+
 /// Balance moves under way at once at most: each is a planned move (the target added and
 /// caught up before the source is removed), paced so that the snapshots they send leave the
 /// foreground traffic room.
@@ -186,15 +274,7 @@ pub fn plan_balance(
     groups: &[GroupView],
     moves_max: usize,
 ) -> Vec<PlannedMove> {
-    let healthy_node = |view: &NodeView| view.up && view.answered && !view.draining;
-    if !nodes.iter().all(healthy_node) {
-        return Vec::new();
-    }
-    let known = |node: &NodeId| nodes.iter().any(|view| view.id == *node);
-    let quiet = groups.iter().all(|group| {
-        group.moving_to.is_none() && group.lost.is_empty() && group.replicas.iter().all(known)
-    });
-    if !quiet {
+    if !healthy_and_quiet(nodes, groups) {
         return Vec::new();
     }
     let mut loads = target_loads(nodes, groups);
@@ -629,6 +709,105 @@ mod tests {
                                 prop_assert!(loads[source] < load + 2, "{group:?} could move {source} -> {target}");
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Node 1 leads all four partitions, nodes 2-4 none: leadership goes to the least leading
+    /// member of each, until no node leads two more than another.
+    #[test]
+    fn leaders_are_spread_over_the_members() {
+        let views = nodes(&[true, true, true, true]);
+        let mut groups = vec![
+            group(1, &[1, 2, 3]),
+            group(2, &[1, 3, 4]),
+            group(3, &[1, 2, 4]),
+            group(4, &[1, 2, 3]),
+        ];
+        for group in &mut groups {
+            group.leader = Some(1);
+        }
+        let planned = plan_leader_balance(&views, &groups, 8);
+        assert_eq!(
+            planned,
+            vec![
+                PlannedTransfer {
+                    partition: 1,
+                    from: 1,
+                    to: 2
+                },
+                PlannedTransfer {
+                    partition: 2,
+                    from: 1,
+                    to: 3
+                },
+                PlannedTransfer {
+                    partition: 3,
+                    from: 1,
+                    to: 4
+                },
+            ],
+            "then every node leads one"
+        );
+        let mut unknown = groups.clone();
+        unknown[0].moving_to = Some(4);
+        assert!(
+            plan_leader_balance(&views, &unknown, 8).is_empty(),
+            "a move under way"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn leader_transfers_even_the_leader_counts(
+            node_count in 2usize..7,
+            picks in proptest::collection::vec((0usize..7, 0usize..7, 0usize..7, 0usize..4), 0..40),
+            transfers_max in 0usize..10,
+        ) {
+            let views = nodes(&vec![true; node_count]);
+            let groups: Vec<GroupView> = picks
+                .iter()
+                .enumerate()
+                .map(|(index, (a, b, c, leader))| {
+                    let mut replicas: Vec<NodeId> =
+                        [a, b, c].iter().map(|pick| (**pick % node_count) as NodeId + 1).collect();
+                    replicas.sort_unstable();
+                    replicas.dedup();
+                    GroupView {
+                        partition: index as u64,
+                        leader: replicas.get(*leader).copied(),
+                        replicas,
+                        moving_to: None,
+                        lost: Vec::new(),
+                    }
+                })
+                .collect();
+            let planned = plan_leader_balance(&views, &groups, transfers_max);
+            prop_assert!(planned.len() <= transfers_max);
+            let mut leads: BTreeMap<NodeId, usize> = views.iter().map(|view| (view.id, 0)).collect();
+            for group in &groups {
+                if let Some(leader) = group.leader {
+                    *leads.get_mut(&leader).unwrap() += 1;
+                }
+            }
+            let mut seen = BTreeSet::new();
+            for transfer in &planned {
+                let group = &groups[transfer.partition as usize];
+                prop_assert!(seen.insert(transfer.partition), "one transfer per partition");
+                prop_assert_eq!(group.leader, Some(transfer.from));
+                prop_assert!(group.replicas.contains(&transfer.to) && transfer.to != transfer.from);
+                prop_assert!(leads[&transfer.from] >= leads[&transfer.to] + 2);
+                *leads.get_mut(&transfer.from).unwrap() -= 1;
+                *leads.get_mut(&transfer.to).unwrap() += 1;
+            }
+            // With room left, no transfer of a partition not yet planned could even the counts.
+            if planned.len() < transfers_max {
+                for group in groups.iter().filter(|group| !seen.contains(&group.partition)) {
+                    let Some(leader) = group.leader else { continue };
+                    for member in group.replicas.iter().filter(|member| **member != leader) {
+                        prop_assert!(leads[&leader] < leads[member] + 2, "{group:?} {leads:?}");
                     }
                 }
             }

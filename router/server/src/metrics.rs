@@ -62,7 +62,8 @@ struct Inner {
     propagation_lag: LatencyHistogram,
     /// GSI changes moved from outboxes to index partitions.
     index_changes: u64,
-    /// Autoadmin events (router/autoadmin.rs) by kind: `move_started`, `move_finished`.
+    /// Autoadmin events (router/autoadmin.rs) by kind: `move_started`, `move_finished`,
+    /// `node_decommissioned`, `leader_transfer`.
     autoadmin: BTreeMap<&'static str, u64>,
     /// Nodes the last autoadmin pass found down.
     nodes_down: u64,
@@ -215,7 +216,7 @@ impl RouterMetrics {
             &mut text,
             "shoal_router_autoadmin_events_total",
             "counter",
-            "Autoadmin events at this router, by kind (move_started: a replica move recorded; move_finished: one ended; node_decommissioned: a drained node left the node list).",
+            "Autoadmin events at this router, by kind (move_started: a replica move recorded; move_finished: one ended; node_decommissioned: a drained node left the node list; leader_transfer: a leader accepted to hand over for leader balance).",
         );
         for (kind, count) in &inner.autoadmin {
             let _ = writeln!(

@@ -36,7 +36,10 @@ pub(crate) fn message_fingerprint(message: &Message) -> [u64; 4] {
             ballot.node.0,
             from_slot.0 ^ lease_released.map_or(0, |released| released.round.rotate_left(32)),
         ],
-        Message::TimeoutNow { ballot } => [9, ballot.round, ballot.node.0, 0],
+        Message::TimeoutNow {
+            ballot,
+            commit_slot,
+        } => [9, ballot.round, ballot.node.0, commit_slot.0],
         Message::Promise {
             ballot, accepted, ..
         } => [4, ballot.round, ballot.node.0, accepted.len() as u64],

@@ -68,6 +68,73 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
     }
 
+    /// The refusal of a request for the leader (a membership change, a transfer) that this
+    /// replica cannot take: another epoch, or not the leader.
+    fn leader_request_refusal(&self, epoch: u64) -> Option<NodeResponse> {
+        let partition = self.meta.partition;
+        if epoch != self.meta.epoch {
+            return Some(NodeResponse::Error(NodeError::StaleEpoch {
+                partition,
+                current_epoch: self.meta.epoch,
+            }));
+        }
+        (self.core.role() != RoleKind::Leader)
+            .then(|| not_leader(partition, self.core.leader_hint()))
+    }
+
+    /// The answer to a proposal the core refused.
+    fn proposal_refusal(&self, error: ProposeError) -> NodeResponse {
+        let partition = self.meta.partition;
+        match error {
+            ProposeError::NotLeader { leader_hint } => not_leader(partition, leader_hint),
+            ProposeError::LeaderNotReady
+            | ProposeError::Backpressure
+            | ProposeError::MembershipChangeInProgress => {
+                NodeResponse::Error(NodeError::Busy { partition })
+            }
+            ProposeError::Membership(error) => NodeResponse::Error(NodeError::NotApplied {
+                message: format!("partition {partition}: {}", refusal_message(error)),
+            }),
+            ProposeError::CommandTooLarge { .. } => {
+                unreachable!("neither a membership entry nor a transfer is a command")
+            }
+        }
+    }
+
+    /// `NodeRequest::TransferLeadership`: starts handing leadership over to `to`
+    /// (`Replica::transfer_leadership`) and answers with the membership at once; the caller
+    /// learns that `to` leads from its `Status`. Asking again while a transfer to the same node
+    /// is under way changes nothing.
+    pub(super) async fn transfer_leadership(
+        &mut self,
+        now: MonotonicTime,
+        reply_to: u64,
+        epoch: u64,
+        to: NodeId,
+    ) -> Result<(), PartitionError> {
+        if let Some(refusal) = self.leader_request_refusal(epoch) {
+            self.reply(reply_to, refusal);
+            return Ok(());
+        }
+        if self.core.transfer_target() == Some(to) {
+            let answer = self.membership_answer();
+            self.reply(reply_to, answer);
+            return Ok(());
+        }
+        match self.core.transfer_leadership(now, to) {
+            Ok(actions) => {
+                let answer = self.membership_answer();
+                self.reply(reply_to, answer);
+                self.execute(now, actions).await
+            }
+            Err(error) => {
+                let refusal = self.proposal_refusal(error);
+                self.reply(reply_to, refusal);
+                Ok(())
+            }
+        }
+    }
+
     pub(super) async fn change_membership(
         &mut self,
         now: MonotonicTime,
@@ -76,18 +143,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         change: MembershipChange,
     ) -> Result<(), PartitionError> {
         let partition = self.meta.partition;
-        if epoch != self.meta.epoch {
-            self.reply(
-                reply_to,
-                NodeResponse::Error(NodeError::StaleEpoch {
-                    partition,
-                    current_epoch: self.meta.epoch,
-                }),
-            );
-            return Ok(());
-        }
-        if self.core.role() != RoleKind::Leader {
-            self.reply(reply_to, not_leader(partition, self.core.leader_hint()));
+        if let Some(refusal) = self.leader_request_refusal(epoch) {
+            self.reply(reply_to, refusal);
             return Ok(());
         }
         if self.core.membership_change_in_progress() {
@@ -99,28 +156,19 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.reply(reply_to, answer);
             return Ok(());
         }
-        let refusal = match self.core.propose_membership_change(now, change) {
+        match self.core.propose_membership_change(now, change) {
             Ok(proposed) => {
                 let next = self.core.latest_membership();
                 self.membership_waiters
                     .insert(proposed.slot, MembershipWaiter { reply_to, next });
-                return self.execute(now, proposed.actions).await;
+                self.execute(now, proposed.actions).await
             }
-            Err(ProposeError::NotLeader { leader_hint }) => not_leader(partition, leader_hint),
-            Err(
-                ProposeError::LeaderNotReady
-                | ProposeError::Backpressure
-                | ProposeError::MembershipChangeInProgress,
-            ) => NodeResponse::Error(NodeError::Busy { partition }),
-            Err(ProposeError::Membership(error)) => NodeResponse::Error(NodeError::NotApplied {
-                message: format!("partition {partition}: {}", refusal_message(error)),
-            }),
-            Err(ProposeError::CommandTooLarge { .. }) => {
-                unreachable!("a membership entry is not a command")
+            Err(error) => {
+                let refusal = self.proposal_refusal(error);
+                self.reply(reply_to, refusal);
+                Ok(())
             }
-        };
-        self.reply(reply_to, refusal);
-        Ok(())
+        }
     }
 
     /// `slot` was applied, moving the group to `took_effect` (none: no membership entry, or a

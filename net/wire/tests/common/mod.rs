@@ -54,7 +54,10 @@ pub fn core_message() -> impl Strategy<Value = Message> {
                 lease_released,
             }
         ),
-        ballot().prop_map(|ballot| Message::TimeoutNow { ballot }),
+        (ballot(), any::<u64>()).prop_map(|(ballot, slot)| Message::TimeoutNow {
+            ballot,
+            commit_slot: Slot(slot)
+        }),
         (
             ballot(),
             any::<u64>(),

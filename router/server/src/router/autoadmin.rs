@@ -37,8 +37,9 @@
 use super::*;
 use crate::metadata::ReplicaMoveRecord;
 use shoal_autoadmin::policy::{
-    BALANCE_MOVES_IN_FLIGHT_MAX, GroupView, MOVES_IN_FLIGHT_MAX, NodeView, imbalanced,
-    plan_balance, plan_re_replication, targets_by_load,
+    BALANCE_MOVES_IN_FLIGHT_MAX, GroupView, LEADER_TRANSFERS_MAX, MOVES_IN_FLIGHT_MAX, NodeView,
+    PlannedTransfer, imbalanced, plan_balance, plan_leader_balance, plan_re_replication,
+    targets_by_load,
 };
 use shoal_autoadmin::{MoveAction, MoveStep, Progress, ReplicaMove};
 use shoal_wire::messages::ReplicaRole;
@@ -109,6 +110,8 @@ pub struct AutoadminReport {
     pub nodes_decommissioned: usize,
     /// Of the moves started, those that even out the replicas per node (balance).
     pub balance_moves: usize,
+    /// Leadership transfers the leaders accepted (leader balance).
+    pub leader_transfers: usize,
 }
 
 /// A move this pass drives: its table, its record's id and the machine.
@@ -239,8 +242,8 @@ impl Router {
         let balancing = down.is_empty() && lost.is_empty() && !draining;
         let planned = if !balancing {
             plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX)
-        } else if balance_due && driven.is_empty() && imbalanced(&views, &groups) {
-            // Who leads is asked only now, when there is something to even out.
+        } else if balance_due && driven.is_empty() {
+            // Who leads is asked only at a balance check: replicas first, then leaders.
             let leaders = self.partition_leaders(&cluster).await;
             let groups: Vec<GroupView> = groups
                 .into_iter()
@@ -249,7 +252,13 @@ impl Router {
                     ..group
                 })
                 .collect();
-            plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX)
+            if imbalanced(&views, &groups) {
+                plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX)
+            } else {
+                let transfers = plan_leader_balance(&views, &groups, LEADER_TRANSFERS_MAX);
+                report.leader_transfers = self.transfer_leaderships(&active, &transfers).await;
+                Vec::new()
+            }
         } else {
             Vec::new()
         };
@@ -516,6 +525,56 @@ impl Router {
                 }
             })
             .collect()
+    }
+
+    /// Asks each partition's leader to hand over to the member `transfers` names
+    /// (`NodeRequest::TransferLeadership`); returns how many accepted. Nothing is recorded: a
+    /// transfer that does not happen leaves the leader where it was, and the next balance
+    /// check plans again from who leads then.
+    async fn transfer_leaderships(
+        &self,
+        tables: &[&TableRecord],
+        transfers: &[PlannedTransfer],
+    ) -> usize {
+        let calls: Vec<_> = transfers
+            .iter()
+            .filter_map(|transfer| {
+                let partition = tables
+                    .iter()
+                    .flat_map(|table| table.all_partitions())
+                    .find(|partition| partition.id == transfer.partition)?;
+                let request = NodeRequest::TransferLeadership {
+                    partition: partition.id,
+                    epoch: partition.epoch,
+                    to: transfer.to,
+                };
+                let shard = partition.shard;
+                Some(async move {
+                    let outcome = self
+                        .forwarder
+                        .call_once(transfer.from, shard, request)
+                        .await;
+                    let accepted = matches!(outcome, Ok(NodeResponse::Membership { .. }));
+                    if accepted {
+                        self.metrics.note_autoadmin("leader_transfer");
+                        tracing::info!(
+                            partition = transfer.partition,
+                            from = transfer.from,
+                            to = transfer.to,
+                            "autoadmin: handing a partition's leadership over (leader balance)"
+                        );
+                    } else {
+                        tracing::debug!(?transfer, ?outcome, "a leadership transfer was refused");
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        join_bounded(calls, LEADER_TRANSFERS_MAX)
+            .await
+            .into_iter()
+            .filter(|accepted| *accepted)
+            .count()
     }
 
     /// The node whose replica leads each partition, as every shard reports it now (a shard
