@@ -352,8 +352,9 @@ fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
     assert_eq!(decode_frame(&frame).unwrap().0, answer);
 }
 
-/// `NodeRequest::ClusterNodes` and its answer were added at the end (node join, issue 19): the
-/// next tags, and the archived enums keep their sizes.
+/// `NodeRequest::ClusterNodes` and its answer (node join, issue 19), then
+/// `NodeRequest::TransferLeadership` (leader balance), were added at the end: the next tags,
+/// and the archived enums keep their sizes.
 #[test]
 fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes() {
     use shoal_wire::messages::{
@@ -368,13 +369,25 @@ fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes(
         ARCHIVED_NODE_RESPONSE_BYTES
     );
     let inner_tag_at = |frame: &[u8]| frame.len() - std::mem::size_of::<ArchivedBusMessage>() + 16;
-    let request = BusMessage::Request(RequestFrame {
-        request_id: 1,
-        request: NodeRequest::ClusterNodes,
-    });
-    let frame = encode_frame(&request).unwrap();
-    assert_eq!(frame[inner_tag_at(&frame)], 6, "ClusterNodes");
-    assert_eq!(decode_frame(&frame).unwrap().0, request);
+    for (request, tag) in [
+        (NodeRequest::ClusterNodes, 6u8),
+        (
+            NodeRequest::TransferLeadership {
+                partition: 9,
+                epoch: 1,
+                to: 4,
+            },
+            7,
+        ),
+    ] {
+        let request = BusMessage::Request(RequestFrame {
+            request_id: 1,
+            request,
+        });
+        let frame = encode_frame(&request).unwrap();
+        assert_eq!(frame[inner_tag_at(&frame)], tag, "{request:?}");
+        assert_eq!(decode_frame(&frame).unwrap().0, request);
+    }
     let answer = BusMessage::Response(ResponseFrame {
         request_id: 1,
         response: NodeResponse::ClusterNodes {

@@ -1888,8 +1888,9 @@ fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() 
 /// Issue 19, node join and balance: three nodes (peers of each other) hold a table of four
 /// partitions, written. A fourth node starts with `--join` through node 1: it is added to the
 /// cluster item, the other nodes learn its address from it, and the autoadmin's balance moves
-/// replicas onto it (planned moves, followers first) until every node hosts three. Every
-/// partition ends with three caught-up replicas and every acknowledged write reads back. With
+/// replicas onto it (planned moves, followers first) until every node hosts three, then hands
+/// leaderships over until each node leads one partition. Every partition ends with three
+/// caught-up replicas and every acknowledged write reads back. With
 /// the metadata group's majority down, the joined node still restarts (from its saved node
 /// list, its seed down too), and the founders restarted with their static peers know it from
 /// theirs; a table created afterwards is placed on it too. A node started with an id the
@@ -1958,6 +1959,48 @@ fn a_node_that_joins_receives_replicas_by_balance_and_a_taken_id_is_refused() {
         );
         assert_eq!(balance_moves, 3, "12 replicas on 4 nodes: 3 move to node 4");
         wait_until_whole(&router, &nodes, 0, written).await;
+
+        // Leader balance: the four partitions end led by four different nodes.
+        let leading = || -> BTreeMap<u64, usize> {
+            nodes
+                .iter()
+                .map(|node| {
+                    let led = replicas_on(node)
+                        .iter()
+                        .filter(|replica| {
+                            replica.partition != shoal_router::metadata::METADATA_PARTITION
+                                && matches!(
+                                    replica.role,
+                                    shoal_wire::messages::ReplicaRole::Leader
+                                        | shoal_wire::messages::ReplicaRole::LeaderWithLease
+                                )
+                        })
+                        .count();
+                    (node.id, led)
+                })
+                .collect()
+        };
+        let started = Instant::now();
+        let mut transfers = 0;
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            transfers += report.leader_transfers;
+            put_until_acknowledged(&router, written).await;
+            written += 1;
+            let led = leading();
+            if led.values().all(|count| *count == 1) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "leaders not balanced: {led:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!(
+            "leaders balanced in {:?} ({transfers} transfers)",
+            started.elapsed()
+        );
         let on_joiner = partitions_listing(&router, joiner.id).await;
         let hosted: Vec<u64> = replicas_on(&joiner)
             .iter()
