@@ -29,10 +29,11 @@
 //! Planned moves (the source alive: added and caught up before it is removed) drain a
 //! decommissioned node and, when the cluster is healthy and quiet, even out the replicas per
 //! node (balance, shoal_autoadmin::policy::plan_balance), which is how a node that joined
-//! ([`Router::join_node`]) receives replicas.
+//! ([`Router::join_node`]) receives replicas. Once replicas are even, leaderships are evened
+//! out too (policy::plan_leader_balance, `NodeRequest::TransferLeadership`).
 //!
-//! Left for later (issue 19): balance by bytes, traffic and leader counts, log replicas,
-//! splits, and the metadata group's own replicas (fixed on the three lowest nodes).
+//! Left for later (issue 19): balance by bytes and traffic, log replicas, splits, and the
+//! metadata group's own replicas (fixed on the three lowest nodes).
 
 use super::*;
 use crate::metadata::ReplicaMoveRecord;
