@@ -158,6 +158,8 @@ pub(crate) struct Stats {
     pub(crate) snapshots_installed: u64,
     pub(crate) membership_changes_committed: u64,
     pub(crate) leadership_transfers_asked: u64,
+    /// Leaders that stepped down handing over (`TimeoutNow` sent): removed, or transferring.
+    pub(crate) hand_overs: u64,
 }
 
 /// Whether the entry a node wrote, `durable`, is the one `Action::Apply` handed over as
@@ -343,8 +345,11 @@ impl Cluster {
                 } else if faults.membership_change_per_mille > 0
                     && self
                         .rng
-                        .chance_per_mille(faults.membership_change_per_mille * 10)
+                        .chance_per_mille(faults.membership_change_per_mille * 2)
                 {
+                    // A fifth as often as membership changes: each holds proposals back for
+                    // up to an election timeout, and more of them thinned out the membership
+                    // changes that the harness exists to stress.
                     self.transfer_leadership()?;
                 }
             }
@@ -642,6 +647,9 @@ impl Cluster {
                     state.pending_writes.push((lsn, promised, entries));
                 }
                 Action::Send { to, message } => {
+                    if matches!(message, Message::TimeoutNow { .. }) {
+                        self.stats.hand_overs += 1;
+                    }
                     if self.nodes.contains_key(&to) {
                         self.send(node, to, Payloadish::Message(message));
                     }
@@ -933,8 +941,12 @@ mod tests {
                 run_seed(1000 + seed, STEPS_PER_SEED, true, InjectedFaults::default()).unwrap();
             total.membership_changes_committed += stats.membership_changes_committed;
             total.committed_slots += stats.committed_slots;
+            total.hand_overs += stats.hand_overs;
         }
         assert!(total.membership_changes_committed > 10, "{total:?}");
+        // Hand-overs happen (a removed leader's, a transfer's), so the lease release they
+        // carry is checked (I7) and not only written.
+        assert!(total.hand_overs > 10, "{total:?}");
     }
 
     /// Liveness: faults for a while, then heal; the group must commit again within a bound.
@@ -1011,10 +1023,10 @@ mod tests {
             hand_over_keeps_leading: false,
         };
         let caught =
-            (2130..2150).find_map(|seed| run_seed(seed, STEPS_PER_SEED, true, broken).err());
+            (2000..3000).find_map(|seed| run_seed(seed, STEPS_PER_SEED, true, broken).err());
         let violation = caught.expect("the broken variant must be caught");
-        // Seed 2135: a replica's membership differs from what the chosen values decide (since
-        // leadership transfers joined the harness; seed 2686, a commit on too few, before).
+        // The first seed that shows it moves whenever the harness's random choices change
+        // (2686 once, 2135 when transfers joined): a range, searched until one is caught.
         assert!(
             ["membership", "I4", "I1"]
                 .iter()
@@ -1080,6 +1092,7 @@ mod tests {
                 total.snapshots_installed += stats.snapshots_installed;
                 total.membership_changes_committed += stats.membership_changes_committed;
                 total.leadership_transfers_asked += stats.leadership_transfers_asked;
+                total.hand_overs += stats.hand_overs;
                 total.messages_delivered += stats.messages_delivered;
             }
         }

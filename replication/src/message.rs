@@ -62,12 +62,12 @@ pub enum Message {
     },
     /// The sender has promised a higher ballot; the receiver's Prepare or Accept lost.
     Rejected { promised: Ballot },
-    /// From the leader at `ballot` whose own removal from the group just committed, to the
-    /// member it hands over to (the most caught up): campaign now, without a pre-check and
-    /// without waiting for this leader's lease, which ended when it stepped down.
-    /// `commit_slot` is the leader's commit, the removal's slot or later: the member commits
-    /// what of it its log matches, so that its `Prepare` asks from there (the others may have
-    /// truncated below it once they applied the removal).
+    /// From the leader at `ballot`, which just stepped down (its own removal committed, or it
+    /// transfers its leadership), to the member it hands over to: campaign now, without a
+    /// pre-check and without waiting for this leader's lease, which ended when it stepped down.
+    /// `commit_slot` is the leader's commit: the member obeys only if its log matches the
+    /// leader's through it, and commits it first, so that its `Prepare` asks from past it (the
+    /// others may have truncated below it once they applied a removal).
     TimeoutNow { ballot: Ballot, commit_slot: Slot },
 }
 

@@ -235,9 +235,20 @@ struct LeaderState {
     /// The first round of the current idle spell that asked followers to quiesce: once every
     /// follower acknowledged it (or a later one) matching our log's end, the leader quiesces.
     quiesce_from_round: Option<u64>,
-    /// A leadership transfer under way ([`Replica::transfer_leadership`]): the member to hand
-    /// over to, and when to give up and lead on.
-    transfer: Option<(NodeId, MonotonicTime)>,
+    /// A leadership transfer under way ([`Replica::transfer_leadership`]).
+    transfer: Option<Transfer>,
+}
+
+/// A leadership transfer under way at a leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Transfer {
+    to: NodeId,
+    /// When to give up and lead on.
+    give_up_at: MonotonicTime,
+    /// The match slot `to` reported in its last answer since the transfer began (not the
+    /// highest ever recorded: a member that restarted since reports less, and handing over to
+    /// it would only end in an ordinary election).
+    reported_match: Option<Slot>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -706,12 +717,31 @@ impl Replica {
         if to == self.id || !member {
             return Err(ProposeError::Membership(MembershipError::NotMember(to)));
         }
-        let give_up_at = now.saturating_add(self.options.election_timeout_min);
-        if let Role::Leader(leader) = &mut self.role {
-            leader.transfer = Some((to, give_up_at));
+        // A member not heard from lately, or far behind, would hold the writes up for the
+        // whole wait and then not take over: refused, the caller asks again later.
+        let last = self.log.last_slot();
+        let ready = leader.progress.get(&to).is_some_and(|progress| {
+            progress
+                .heard_at
+                .is_some_and(|heard| now < heard.saturating_add(self.options.election_timeout_min))
+                && progress.match_slot.0.saturating_add(IN_FLIGHT_SLOTS_MAX) >= last.0
+        });
+        if !ready && leader.transfer.is_none_or(|transfer| transfer.to != to) {
+            return Err(ProposeError::Backpressure);
+        }
+        if leader.transfer.is_none_or(|transfer| transfer.to != to) {
+            let give_up_at = now.saturating_add(self.options.election_timeout_min);
+            if let Role::Leader(leader) = &mut self.role {
+                leader.transfer = Some(Transfer {
+                    to,
+                    give_up_at,
+                    reported_match: None,
+                });
+            }
         }
         self.wake_leader(now);
-        self.send_to_follower(now, to, false);
+        // A heartbeat, so that `to` reports where its log stands now.
+        self.send_to_follower(now, to, true);
         self.try_transfer(now);
         Ok(self.finish(now))
     }
@@ -719,7 +749,7 @@ impl Replica {
     /// The leadership transfer under way, if any: its target.
     pub fn transfer_target(&self) -> Option<NodeId> {
         match &self.role {
-            Role::Leader(leader) => leader.transfer.map(|(to, _)| to),
+            Role::Leader(leader) => leader.transfer.map(|transfer| transfer.to),
             _ => None,
         }
     }
@@ -729,18 +759,18 @@ impl Replica {
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
-        let Some((to, give_up_at)) = leader.transfer else {
+        let Some(transfer) = leader.transfer else {
             return;
         };
-        if now >= give_up_at {
+        if now >= transfer.give_up_at {
             leader.transfer = None;
             return;
         }
         let last = self.log.last_slot();
-        let caught_up = leader
-            .progress
-            .get(&to)
-            .is_some_and(|progress| progress.match_slot >= last);
+        let caught_up = transfer
+            .reported_match
+            .is_some_and(|reported| reported >= last);
+        let to = transfer.to;
         if caught_up && self.commit_slot >= last {
             self.hand_over(now, Some(to), last);
             self.reset_election_deadline(now);
@@ -862,6 +892,7 @@ impl Replica {
                 }
                 self.advance_commit(now);
                 self.update_lease();
+                self.try_transfer(now);
             }
             Role::Candidate(_) => self.try_become_leader(now),
             Role::Follower | Role::PreCandidate { .. } => {}
@@ -1456,9 +1487,9 @@ impl Replica {
         };
         // A leader handing over appends nothing more, so that its successor can catch up to
         // the end of its log; the request goes to the successor, leader in a moment.
-        if let Some((to, _)) = leader.transfer {
+        if let Some(transfer) = leader.transfer {
             return Err(ProposeError::NotLeader {
-                leader_hint: Some(to),
+                leader_hint: Some(transfer.to),
             });
         }
         // The leader's own writes not yet durable are bounded too: two followers can commit
@@ -1809,6 +1840,13 @@ impl Replica {
         );
         progress.acked_round = progress.acked_round.max(round);
         progress.heard_at = Some(now);
+        if let Some(transfer) = leader
+            .transfer
+            .as_mut()
+            .filter(|transfer| transfer.to == from)
+        {
+            transfer.reported_match = Some(match_slot);
+        }
         progress.match_slot = progress.match_slot.max(match_slot);
         let may_rewind = progress
             .rewound_at

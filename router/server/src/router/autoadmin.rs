@@ -245,7 +245,7 @@ impl Router {
             plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX)
         } else if balance_due && driven.is_empty() {
             // Who leads is asked only at a balance check: replicas first, then leaders.
-            let leaders = self.partition_leaders(&cluster).await;
+            let (leaders, every_shard_answered) = self.partition_leaders(&cluster).await;
             let groups: Vec<GroupView> = groups
                 .into_iter()
                 .map(|group| GroupView {
@@ -255,9 +255,13 @@ impl Router {
                 .collect();
             if imbalanced(&views, &groups) {
                 plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX)
-            } else {
+            } else if every_shard_answered {
+                // Only with every shard's word: a shard that did not answer would make its
+                // node look as if it led nothing, and draw transfers it does not need.
                 let transfers = plan_leader_balance(&views, &groups, LEADER_TRANSFERS_MAX);
                 report.leader_transfers = self.transfer_leaderships(&active, &transfers).await;
+                Vec::new()
+            } else {
                 Vec::new()
             }
         } else {
@@ -579,10 +583,12 @@ impl Router {
     }
 
     /// The node whose replica leads each partition, as every shard reports it now (a shard
-    /// that does not answer leaves its partitions' leaders unknown).
-    async fn partition_leaders(&self, cluster: &ClusterRecord) -> BTreeMap<u64, NodeId> {
-        self.shard_reports(cluster)
-            .await
+    /// that does not answer leaves its partitions' leaders unknown), and whether every shard
+    /// answered.
+    async fn partition_leaders(&self, cluster: &ClusterRecord) -> (BTreeMap<u64, NodeId>, bool) {
+        let reports = self.shard_reports(cluster).await;
+        let every_shard_answered = reports.iter().all(|report| report.replicas.is_some());
+        let leaders = reports
             .iter()
             .flat_map(|report| {
                 report
@@ -597,7 +603,8 @@ impl Router {
                     })
                     .map(|replica| (replica.partition, report.node))
             })
-            .collect()
+            .collect();
+        (leaders, every_shard_answered)
     }
 
     /// Whether `node`'s `shard` hosts a replica of `partition`; `None` when it did not answer.

@@ -15,6 +15,11 @@ use super::*;
 use crate::cluster_status::{ClusterStatus, ShardReport};
 use std::collections::BTreeSet;
 
+/// `Status` calls the router has in flight at once while it gathers every shard's report (the
+/// orphan scan, `shoal admin status`, the autoadmin's leader count): each answer lists a
+/// shard's replicas, so this bounds the answers held at once.
+const SHARD_REPORTS_IN_FLIGHT_MAX: usize = 16;
+
 /// One replica as a shard reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct HostedReplica {
@@ -557,21 +562,24 @@ impl Router {
 }
 
 impl Router {
-    /// What every shard of every node reports hosting (`NodeRequest::Status`), one shard at a
-    /// time; a shard that does not answer is reported with no replicas.
+    /// What every shard of every node reports hosting (`NodeRequest::Status`), asked
+    /// concurrently (a slow shard costs its call's timeout once, not once per shard after
+    /// it); a shard that does not answer is reported with no replicas.
     pub(super) async fn shard_reports(&self, cluster: &ClusterRecord) -> Vec<ShardReport> {
-        let mut reports = Vec::new();
-        for node in &cluster.nodes {
-            for shard in 0..cluster.shards_per_node {
+        let calls: Vec<_> = cluster
+            .nodes
+            .iter()
+            .flat_map(|node| (0..cluster.shards_per_node).map(move |shard| (node.id, shard)))
+            .map(|(node, shard)| async move {
                 let replicas = match self
                     .forwarder
-                    .call_once(node.id, shard, NodeRequest::Status)
+                    .call_once(node, shard, NodeRequest::Status)
                     .await
                 {
                     Ok(NodeResponse::Status { replicas, .. }) => Some(replicas),
                     outcome => {
                         tracing::debug!(
-                            node = node.id,
+                            node,
                             shard,
                             ?outcome,
                             "a shard did not report its replicas"
@@ -579,14 +587,14 @@ impl Router {
                         None
                     }
                 };
-                reports.push(ShardReport {
-                    node: node.id,
+                ShardReport {
+                    node,
                     shard,
                     replicas,
-                });
-            }
-        }
-        reports
+                }
+            })
+            .collect();
+        join_bounded(calls, SHARD_REPORTS_IN_FLIGHT_MAX).await
     }
 
     /// `shoal admin status`: the cluster item and every table item, read strongly, then what
