@@ -420,11 +420,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// A leader asked to hand over to another full member (leader balance): the hand-over,
-    /// its lease released, runs under every fault like the rest.
-    fn transfer_leadership(&mut self) -> Result<(), String> {
-        let Some(leader) = self
-            .nodes
+    /// A live replica that believes it leads, if any.
+    fn a_leader(&self) -> Option<NodeId> {
+        self.nodes
             .iter()
             .find(|(_, n)| {
                 n.replica
@@ -432,7 +430,12 @@ impl Cluster {
                     .is_some_and(|r| r.role() == RoleKind::Leader)
             })
             .map(|(id, _)| *id)
-        else {
+    }
+
+    /// A leader asked to hand over to another full member (leader balance): the hand-over,
+    /// its lease released, runs under every fault like the rest.
+    fn transfer_leadership(&mut self) -> Result<(), String> {
+        let Some(leader) = self.a_leader() else {
             return Ok(());
         };
         let now = self.local_time(leader);
@@ -461,16 +464,7 @@ impl Cluster {
     }
 
     fn change_membership(&mut self) -> Result<(), String> {
-        let Some(leader) = self
-            .nodes
-            .iter()
-            .find(|(_, n)| {
-                n.replica
-                    .as_ref()
-                    .is_some_and(|r| r.role() == RoleKind::Leader)
-            })
-            .map(|(id, _)| *id)
-        else {
+        let Some(leader) = self.a_leader() else {
             return Ok(());
         };
         let now = self.local_time(leader);

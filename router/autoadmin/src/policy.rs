@@ -554,6 +554,30 @@ mod tests {
         }
     }
 
+    /// Groups of up to three replicas picked from `node_count` nodes, with a leader among
+    /// them (or none, when the pick is past them), none moving or lost.
+    fn healthy_groups(node_count: usize, picks: &[(usize, usize, usize, usize)]) -> Vec<GroupView> {
+        picks
+            .iter()
+            .enumerate()
+            .map(|(index, (a, b, c, leader))| {
+                let mut replicas: Vec<NodeId> = [a, b, c]
+                    .iter()
+                    .map(|pick| (**pick % node_count) as NodeId + 1)
+                    .collect();
+                replicas.sort_unstable();
+                replicas.dedup();
+                GroupView {
+                    partition: index as u64,
+                    leader: replicas.get(*leader).copied(),
+                    replicas,
+                    moving_to: None,
+                    lost: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
     /// Three nodes hosting 6 partitions each and a fourth that joined empty: replicas move
     /// onto it, followers first, until it is within one of the others.
     fn joined_cluster(leaders: &[(u64, NodeId)]) -> Vec<GroupView> {
@@ -651,23 +675,7 @@ mod tests {
             moves_max in 0usize..10,
         ) {
             let views = nodes(&vec![true; node_count]);
-            let groups: Vec<GroupView> = picks
-                .iter()
-                .enumerate()
-                .map(|(index, (a, b, c, leader))| {
-                    let mut replicas: Vec<NodeId> =
-                        [a, b, c].iter().map(|pick| (**pick % node_count) as NodeId + 1).collect();
-                    replicas.sort_unstable();
-                    replicas.dedup();
-                    GroupView {
-                        partition: index as u64,
-                        leader: replicas.get(*leader).copied(),
-                        replicas,
-                        moving_to: None,
-                        lost: Vec::new(),
-                    }
-                })
-                .collect();
+            let groups = healthy_groups(node_count, &picks);
             let planned = plan_balance(&views, &groups, moves_max);
             prop_assert!(planned.len() <= moves_max);
             let mut loads = target_loads(&views, &groups);
@@ -767,23 +775,7 @@ mod tests {
             transfers_max in 0usize..10,
         ) {
             let views = nodes(&vec![true; node_count]);
-            let groups: Vec<GroupView> = picks
-                .iter()
-                .enumerate()
-                .map(|(index, (a, b, c, leader))| {
-                    let mut replicas: Vec<NodeId> =
-                        [a, b, c].iter().map(|pick| (**pick % node_count) as NodeId + 1).collect();
-                    replicas.sort_unstable();
-                    replicas.dedup();
-                    GroupView {
-                        partition: index as u64,
-                        leader: replicas.get(*leader).copied(),
-                        replicas,
-                        moving_to: None,
-                        lost: Vec::new(),
-                    }
-                })
-                .collect();
+            let groups = healthy_groups(node_count, &picks);
             let planned = plan_leader_balance(&views, &groups, transfers_max);
             prop_assert!(planned.len() <= transfers_max);
             let mut leads: BTreeMap<NodeId, usize> = views.iter().map(|view| (view.id, 0)).collect();
