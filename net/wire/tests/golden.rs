@@ -291,7 +291,7 @@ fn the_hand_over_messages_added_later_take_the_next_tags() {
 fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
     use shoal_wire::messages::{
         ArchivedNodeRequest, ArchivedNodeResponse, FollowerMatchWire, KeySchemaWire, KeyTypeWire,
-        MembershipChangeWire, MembershipWire, NodeRequest, RequestFrame,
+        MembershipChangeWire, MembershipWire, NodeRequest,
     };
     assert_eq!(
         std::mem::size_of::<ArchivedNodeRequest>(),
@@ -301,9 +301,6 @@ fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
         std::mem::size_of::<ArchivedNodeResponse>(),
         ARCHIVED_NODE_RESPONSE_BYTES
     );
-    // rkyv puts the root object last, after what it points to: the NodeRequest or
-    // NodeResponse tag follows the BusMessage tag (8 with padding) and the request id (8).
-    let inner_tag_at = |frame: &[u8]| frame.len() - std::mem::size_of::<ArchivedBusMessage>() + 16;
     for (request, tag) in [
         (
             NodeRequest::JoinPartition {
@@ -325,13 +322,7 @@ fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
             5u8,
         ),
     ] {
-        let message = BusMessage::Request(RequestFrame {
-            request_id: 1,
-            request,
-        });
-        let frame = encode_frame(&message).unwrap();
-        assert_eq!(frame[inner_tag_at(&frame)], tag, "{message:?}");
-        assert_eq!(decode_frame(&frame).unwrap().0, message);
+        assert_request_tag(request, tag);
     }
     let answer = BusMessage::Response(ResponseFrame {
         request_id: 1,
@@ -358,7 +349,7 @@ fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
 #[test]
 fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes() {
     use shoal_wire::messages::{
-        ArchivedNodeRequest, ArchivedNodeResponse, NodeAddressWire, NodeRequest, RequestFrame,
+        ArchivedNodeRequest, ArchivedNodeResponse, NodeAddressWire, NodeRequest,
     };
     assert_eq!(
         std::mem::size_of::<ArchivedNodeRequest>(),
@@ -368,7 +359,6 @@ fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes(
         std::mem::size_of::<ArchivedNodeResponse>(),
         ARCHIVED_NODE_RESPONSE_BYTES
     );
-    let inner_tag_at = |frame: &[u8]| frame.len() - std::mem::size_of::<ArchivedBusMessage>() + 16;
     for (request, tag) in [
         (NodeRequest::ClusterNodes, 6u8),
         (
@@ -380,13 +370,7 @@ fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes(
             7,
         ),
     ] {
-        let request = BusMessage::Request(RequestFrame {
-            request_id: 1,
-            request,
-        });
-        let frame = encode_frame(&request).unwrap();
-        assert_eq!(frame[inner_tag_at(&frame)], tag, "{request:?}");
-        assert_eq!(decode_frame(&frame).unwrap().0, request);
+        assert_request_tag(request, tag);
     }
     let answer = BusMessage::Response(ResponseFrame {
         request_id: 1,
@@ -412,3 +396,22 @@ fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes(
 /// measured on that version.
 const ARCHIVED_NODE_REQUEST_BYTES: usize = 72;
 const ARCHIVED_NODE_RESPONSE_BYTES: usize = 80;
+
+/// Where the `NodeRequest` or `NodeResponse` tag of a request or response frame sits: rkyv puts
+/// the root object last, after what it points to, and the inner tag follows the BusMessage tag
+/// (8 bytes with padding) and the request id (8).
+fn inner_tag_at(frame: &[u8]) -> usize {
+    frame.len() - std::mem::size_of::<ArchivedBusMessage>() + 16
+}
+
+/// A request frame round-trips and its `NodeRequest` takes tag `tag`.
+fn assert_request_tag(request: shoal_wire::messages::NodeRequest, tag: u8) {
+    use shoal_wire::messages::RequestFrame;
+    let message = BusMessage::Request(RequestFrame {
+        request_id: 1,
+        request,
+    });
+    let frame = encode_frame(&message).unwrap();
+    assert_eq!(frame[inner_tag_at(&frame)], tag, "{message:?}");
+    assert_eq!(decode_frame(&frame).unwrap().0, message);
+}

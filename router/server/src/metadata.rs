@@ -1430,29 +1430,8 @@ impl MetadataStore {
                 "ExpressionAttributeValues": { ":revision": number(cluster.revision) },
             })
         };
-        self.conditional_put(forwarder, parameters, deadline).await
-    }
-
-    /// A PutItem with a condition: `Ok(false)` when the condition failed (another writer got
-    /// there first), `Ok(true)` when the item was written.
-    async fn conditional_put(
-        &self,
-        forwarder: &Forwarder,
-        parameters: Json,
-        deadline: Instant,
-    ) -> Result<bool, ForwardError> {
-        match self
-            .request(forwarder, ItemOperation::PutItem, parameters, deadline)
+        self.conditional(forwarder, ItemOperation::PutItem, parameters, deadline)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(ForwardError::Dynamo(error))
-                if error.type_name == "ConditionalCheckFailedException" =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(error),
-        }
     }
 
     /// Whether an operator paused the autoadmin (`shoal admin pause`).
@@ -1504,7 +1483,8 @@ impl MetadataStore {
             "ConditionExpression": "attribute_not_exists(#key)",
             "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
         });
-        self.conditional_put(forwarder, parameters, deadline).await
+        self.conditional(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
     }
 
     /// Writes a new table item (CreateTable's first step) unless one of its name exists;
@@ -1617,7 +1597,8 @@ impl MetadataStore {
                 "ExpressionAttributeValues": { ":revision": number(revision) },
             }),
         };
-        self.conditional_put(forwarder, parameters, deadline).await
+        self.conditional(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
     }
 
     /// The next unused partition id: every id below it was reserved by some CreateTable (and

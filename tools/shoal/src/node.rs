@@ -300,7 +300,7 @@ pub fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
     Ok((id, address))
 }
 
-fn shard_address(base: SocketAddr, shard: u16) -> Option<SocketAddr> {
+pub(crate) fn shard_address(base: SocketAddr, shard: u16) -> Option<SocketAddr> {
     let port = base.port().checked_add(shard)?;
     Some(SocketAddr::new(base.ip(), port))
 }

@@ -276,10 +276,9 @@ pub fn apply_node_list<T: Transport + 'static>(
 ) {
     let (me, shard) = (shard_runtime.node().0, shard_runtime.index());
     for node in nodes.iter().filter(|node| node.id != me) {
-        let Some(port) = node.address.port().checked_add(shard) else {
+        let Some(address) = crate::node::shard_address(node.address, shard) else {
             continue;
         };
-        let address = SocketAddr::new(node.address.ip(), port);
         if let Err(error) = bus.add_peer(
             ShardAddress {
                 node: node.id,
