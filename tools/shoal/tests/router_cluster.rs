@@ -130,21 +130,32 @@ impl Cluster {
         } else {
             vec![format!("--join={}", self.nodes[0].address)]
         };
-        let child = self
-            .node_command(
-                node,
-                &self.directory.path().join(format!("node-{}", node.id)),
-                self.admins[index],
-            )
-            .args(cluster_flags)
-            .env("SHOAL_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start shoal node");
-        self.pids.lock().unwrap().push(child.id());
-        self.children[index] = Some(child);
-        self.wait_until_serving(node);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let child = self
+                .node_command(
+                    node,
+                    &self.directory.path().join(format!("node-{}", node.id)),
+                    self.admins[index],
+                )
+                .args(&cluster_flags)
+                .env("SHOAL_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("cannot start shoal node");
+            self.pids.lock().unwrap().push(child.id());
+            self.children[index] = Some(child);
+            // A node started right after its previous process was SIGKILLed has, under load,
+            // found its bus port still in use and exited (seen twice in `router_cluster`'s join
+            // test, never alone; the cause is not known): it is started again, as a supervisor
+            // would, and the test still requires it to serve within the deadline.
+            if self.wait_until_serving(node, index, deadline) {
+                return;
+            }
+            eprintln!("node {} exited while starting; starting it again", node.id);
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// `shoal node` with the settings every test node gets, for `node` with its data in
@@ -165,18 +176,25 @@ impl Cluster {
         command
     }
 
-    /// Waits until every shard of `node` answers a status request. A joining node first
-    /// joins (seed, metadata group) and recovering nodes replay their WAL, on a machine that
-    /// may be busy with other tests: the bound is generous and only a failure waits it out.
-    fn wait_until_serving(&self, node: NodeAddress) {
+    /// Waits until every shard of `node` (slot `index`) answers a status request; false if
+    /// its process exited first. A joining node first joins (seed, metadata group) and
+    /// recovering nodes replay their WAL, on a machine that may be busy with other tests: the
+    /// bound is generous and only a failure waits it out.
+    fn wait_until_serving(&mut self, node: NodeAddress, index: usize, deadline: Instant) -> bool {
         for shard in 0..SHARDS {
             let address = SocketAddr::new(node.address.ip(), node.address.port() + shard);
-            let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 if let Ok(mut client) = BlockingClient::connect(address, Duration::from_secs(2))
                     && client.call(NodeRequest::Status).is_ok()
                 {
                     break;
+                }
+                let exited = self.children[index]
+                    .as_mut()
+                    .is_some_and(|child| child.try_wait().ok().flatten().is_some());
+                if exited {
+                    self.children[index] = None;
+                    return false;
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -186,6 +204,7 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        true
     }
 
     /// SIGKILLs node slot `index`.
