@@ -346,6 +346,9 @@ pub struct Replica {
     quiesced: bool,
     /// When a follower quiesced (its backstop, `QUIESCED_FOLLOWER_WAKE_ELECTION_TIMEOUTS`).
     quiesced_at: MonotonicTime,
+    /// Candidates this replica last shipped its snapshot to, and when (`on_prepare`): asked
+    /// again within `snapshot_retry_interval`, it does not start another.
+    snapshots_offered: BTreeMap<NodeId, MonotonicTime>,
     actions: Vec<Action>,
     #[cfg(test)]
     pub(crate) faults: InjectedFaults,
@@ -386,6 +389,7 @@ impl Replica {
             lease_announced: false,
             quiesced: false,
             quiesced_at: MonotonicTime::ZERO,
+            snapshots_offered: BTreeMap::new(),
             actions: Vec::new(),
             #[cfg(test)]
             faults: InjectedFaults::default(),
@@ -911,6 +915,13 @@ impl Replica {
             self.config_slot = meta.config_slot;
             // The snapshot holds only chosen values, which every leader's log shares (I1).
             self.match_slot = self.match_slot.max(slot);
+            match self.role {
+                Role::Candidate(_) => self.resume_campaign_after_snapshot(now),
+                // A snapshot offered to our last campaign can arrive during the next pre-check,
+                // and can show that we were removed (I6).
+                Role::PreCandidate { .. } if !self.may_campaign() => self.stop_campaigning(now),
+                _ => {}
+            }
             if let Some(ballot) = self.following {
                 self.reply_after_durable(
                     ballot.node,
@@ -1225,6 +1236,16 @@ impl Replica {
                 self.wake_follower(now);
             }
         }
+        // A candidate that lacks slots we hold only in our snapshot can never learn what was
+        // chosen there from our promise (`on_promise`). We give it that snapshot: once
+        // installed, its next Prepare asks from past it and our promise counts. Without this a
+        // group could stall for good: a joiner given a snapshot beyond a lagging member's
+        // commit, in a group of four whose old leader died, was the only third promiser that
+        // member could find, and refused it at every ballot (simulator seeds 80066, 90026).
+        // Everything in a snapshot is chosen (I1), so any replica's is as good as the leader's.
+        if from_slot < self.log.first_slot() {
+            self.offer_snapshot(now, from);
+        }
         if ballot < self.promised {
             self.send(
                 from,
@@ -1248,7 +1269,8 @@ impl Replica {
             return;
         }
         // A candidate that lacks slots we truncated cannot count our promise (see
-        // `on_promise`), so it cannot win with it. Promising anyway would only cost us: the
+        // `on_promise`), so it cannot win with it until our snapshot (offered above) is
+        // installed. Promising anyway would only cost us: the
         // higher ballot would end our own campaign (or our leadership), and a lagging replica
         // that campaigns again at every timeout would keep the up-to-date ones from ever
         // winning (a dueling-candidates livelock the simulator found: seed 354, one replica
@@ -1292,6 +1314,64 @@ impl Replica {
                 lease_wait_nanos,
             },
         );
+    }
+
+    /// Asks the host to stream our applied state to `to`, a candidate behind our log's first
+    /// slot, at most once per `snapshot_retry_interval` per candidate. A log replica holds no
+    /// applied state to ship.
+    fn offer_snapshot(&mut self, now: MonotonicTime, to: NodeId) {
+        if self.options.kind != ReplicaKind::Full {
+            return;
+        }
+        let retry = self.options.snapshot_retry_interval;
+        self.snapshots_offered
+            .retain(|_, offered| now < offered.saturating_add(retry));
+        if self.snapshots_offered.contains_key(&to) {
+            return;
+        }
+        self.snapshots_offered.insert(to, now);
+        self.actions.push(Action::SendSnapshot { to });
+    }
+
+    /// A candidate installed a snapshot (offered by a promiser that had truncated the slots it
+    /// asked for, `on_prepare`). The promises already gathered stay valid: they reported every
+    /// slot from the old `from_slot` on, which covers the new one. Whoever has not promised is
+    /// asked again at the same ballot from past the snapshot, so that the replica that shipped
+    /// it can now promise. A snapshot can also show that the candidate is no longer a member;
+    /// then it stops campaigning.
+    fn resume_campaign_after_snapshot(&mut self, now: MonotonicTime) {
+        if !self.may_campaign() {
+            self.stop_campaigning(now);
+            return;
+        }
+        let Role::Candidate(candidate) = &self.role else {
+            return;
+        };
+        let from_slot = self.commit_slot.next();
+        let (ballot, lease_released) = (candidate.ballot, candidate.lease_released);
+        let unanswered: Vec<NodeId> = candidate
+            .asked
+            .iter()
+            .filter(|node| !candidate.promises.contains_key(node))
+            .copied()
+            .collect();
+        for node in unanswered {
+            self.send(
+                node,
+                Message::Prepare {
+                    ballot,
+                    from_slot,
+                    lease_released,
+                },
+            );
+        }
+        self.try_become_leader(now);
+    }
+
+    fn stop_campaigning(&mut self, now: MonotonicTime) {
+        self.leader_hint = None;
+        self.set_role(Role::Follower);
+        self.reset_election_deadline(now);
     }
 
     fn on_promise(

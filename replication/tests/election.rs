@@ -6,7 +6,7 @@ mod common;
 use common::{ELECTION_MIN, Group, ms, n, options, three_full};
 use shoal_replication::{
     Action, Ballot, FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR, LogEntry, Lsn, Membership, Message,
-    Payload, Replica, ReplicaKind, RoleKind, Slot,
+    Payload, Replica, ReplicaKind, RoleKind, Slot, SnapshotMeta,
 };
 
 fn ballot(round: u64, node: u64) -> Ballot {
@@ -325,6 +325,149 @@ fn a_promise_from_a_replica_that_truncated_needed_slots_does_not_count() {
     assert_eq!(replica.role(), RoleKind::Candidate);
 }
 
+/// The other half of the rule above: the replica that refused ships its snapshot
+/// (`a_candidate_behind_our_truncation_point_does_not_hold_our_election_back`), and once the
+/// candidate installed it, the candidate asks everyone who has not promised again, at the same
+/// ballot, from past the snapshot. Without this a group stalled for good in the simulator
+/// (seed 80066): a joiner with a snapshot beyond a lagging member's commit was the only third
+/// promiser that member could find in a group of four whose leader had died.
+#[test]
+fn a_candidate_that_installs_a_promisers_snapshot_asks_again_from_past_it_and_wins() {
+    let mut replica =
+        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
+    let now = ms(1000);
+    replica.tick(now);
+    replica.handle_message(
+        now,
+        n(2),
+        Message::PreCheckReply {
+            round: 1,
+            granted: true,
+        },
+    );
+    let b1 = ballot(1, 1);
+    replica.persisted(now, Lsn(1));
+    let truncated = Message::Promise {
+        ballot: b1,
+        log_first_slot: Slot(10),
+        accepted: vec![],
+        lease_wait_nanos: 0,
+    };
+    assert_eq!(replica.handle_message(now, n(2), truncated), vec![]);
+
+    let actions = replica.snapshot_installed(
+        now,
+        SnapshotMeta {
+            last_included_slot: Slot(9),
+            membership: three_full(),
+            config_slot: Slot::ZERO,
+        },
+    );
+    let again = Message::Prepare {
+        ballot: b1,
+        from_slot: Slot(10),
+        lease_released: None,
+    };
+    assert_eq!(actions, vec![send(2, again.clone()), send(3, again)]);
+    assert_eq!(replica.role(), RoleKind::Candidate);
+
+    // Node 2's promise from past the snapshot counts: with ours, a quorum.
+    let entry = LogEntry {
+        ballot: ballot(0, 2),
+        payload: Payload::Command(b"tail".to_vec()),
+    };
+    let actions = replica.handle_message(
+        now,
+        n(2),
+        Message::Promise {
+            ballot: b1,
+            log_first_slot: Slot(10),
+            accepted: vec![(Slot(10), entry.clone())],
+            lease_wait_nanos: 0,
+        },
+    );
+    assert_eq!(replica.role(), RoleKind::Leader, "{actions:?}");
+    assert_eq!(replica.commit_slot(), Slot(9));
+    // The accepted tail is re-proposed in the new ballot after the snapshot.
+    assert!(
+        actions.iter().any(|action| matches!(
+            action,
+            Action::Persist { entries, .. }
+                if entries.first() == Some(&(Slot(10), LogEntry { ballot: b1, payload: entry.payload.clone() }))
+        )),
+        "{actions:?}"
+    );
+}
+
+/// A snapshot can show a candidate that it was removed meanwhile: it stops campaigning.
+#[test]
+fn a_candidate_whose_installed_snapshot_removed_it_stops_campaigning() {
+    let mut replica =
+        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
+    let now = ms(1000);
+    replica.tick(now);
+    replica.handle_message(
+        now,
+        n(2),
+        Message::PreCheckReply {
+            round: 1,
+            granted: true,
+        },
+    );
+    replica.persisted(now, Lsn(1));
+    assert_eq!(replica.role(), RoleKind::Candidate);
+    let actions = replica.snapshot_installed(
+        now,
+        SnapshotMeta {
+            last_included_slot: Slot(9),
+            membership: Membership::new([n(2), n(3), n(4)], []),
+            config_slot: Slot(7),
+        },
+    );
+    assert_eq!(replica.role(), RoleKind::Follower, "{actions:?}");
+    assert!(
+        !actions.iter().any(|action| matches!(
+            action,
+            Action::Send {
+                message: Message::Prepare { .. },
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+}
+
+/// The snapshot offered to one campaign can arrive during the next pre-check. If it shows the
+/// replica was removed, the pre-check ends there: a grant arriving afterwards starts no
+/// campaign (the harness soak found one that did, against I6).
+#[test]
+fn a_pre_candidate_whose_installed_snapshot_removed_it_starts_no_campaign() {
+    let mut replica =
+        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
+    let now = ms(1000);
+    replica.tick(now);
+    assert_eq!(replica.role(), RoleKind::PreCandidate);
+    replica.snapshot_installed(
+        now,
+        SnapshotMeta {
+            last_included_slot: Slot(9),
+            membership: Membership::new([n(2), n(3), n(4)], []),
+            config_slot: Slot(7),
+        },
+    );
+    assert_eq!(replica.role(), RoleKind::Follower);
+    let actions = replica.handle_message(
+        now,
+        n(2),
+        Message::PreCheckReply {
+            round: 1,
+            granted: true,
+        },
+    );
+    assert_eq!(actions, vec![]);
+    assert_eq!(replica.role(), RoleKind::Follower);
+}
+
 #[test]
 fn a_single_replica_group_elects_itself_and_commits_on_its_own_durability() {
     let membership = Membership::new([n(1)], []);
@@ -415,31 +558,48 @@ fn a_candidate_behind_our_truncation_point_does_not_hold_our_election_back() {
     let deadline = group.get(3).election_deadline();
 
     // Node 2 lags (it committed nothing) and campaigns. Node 3 truncated the slots node 2 would
-    // need, so node 2 cannot count node 3's promise: it can never win with it. Node 3 refuses
-    // the prepare: it keeps its promise, its role and its own election deadline, or a hopeless
+    // need, so node 2 cannot count node 3's promise: it cannot win with it yet. Node 3 refuses
+    // the prepare: it keeps its promise, its role and its own election deadline, or a lagging
     // candidate campaigning again at every timeout would keep the up-to-date replicas from
-    // ever winning. Its next ballot still goes past the hopeless round.
+    // ever winning. Its next ballot still goes past that round. It ships the candidate its
+    // snapshot, after which the candidate's promise requests can count it.
     let later = now.saturating_add(std::time::Duration::from_millis(50));
     let promised_before = group.get(3).promised();
     let role_before = group.get(3).role();
-    let hopeless = Message::Prepare {
+    let lagging = Message::Prepare {
         ballot: ballot(7, 2),
         from_slot: Slot(1),
         lease_released: None,
     };
-    let actions = group.get(3).handle_message(later, n(2), hopeless);
+    let actions = group.get(3).handle_message(later, n(2), lagging.clone());
     assert_eq!(
         actions,
-        vec![Action::Send {
-            to: n(2),
-            message: Message::Rejected {
-                promised: promised_before
-            },
-        }]
+        vec![
+            Action::SendSnapshot { to: n(2) },
+            Action::Send {
+                to: n(2),
+                message: Message::Rejected {
+                    promised: promised_before
+                },
+            }
+        ]
     );
     assert_eq!(group.get(3).promised(), promised_before);
     assert_eq!(group.get(3).role(), role_before);
     assert_eq!(group.get(3).election_deadline(), deadline);
+    // Asked again within the snapshot retry interval, it ships no second snapshot; after it,
+    // it does (the first may have been lost).
+    let actions = group.get(3).handle_message(later, n(2), lagging.clone());
+    assert!(
+        !actions.contains(&Action::SendSnapshot { to: n(2) }),
+        "{actions:?}"
+    );
+    let after_retry = later.saturating_add(std::time::Duration::from_millis(50));
+    let actions = group.get(3).handle_message(after_retry, n(2), lagging);
+    assert!(
+        actions.contains(&Action::SendSnapshot { to: n(2) }),
+        "{actions:?}"
+    );
 
     // A candidate that can use the promise still holds the election back.
     let viable = Message::Prepare {
