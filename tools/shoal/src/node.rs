@@ -142,6 +142,17 @@ pub const TTL_SETTINGS_REFRESH_INTERVAL_MAX: Duration = Duration::from_secs(60);
 const TTL_SETTINGS_READ_DEADLINE: Duration = Duration::from_secs(10);
 /// A config file larger than this is not a config file.
 const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// How long a starting node waits for its bus ports to be released before it gives up. A
+/// process killed with SIGKILL keeps its listening sockets for a while after it has been
+/// reaped: the kernel tears its io_uring instance down asynchronously, and the accept pending
+/// in the ring keeps the socket listening until then (6 to 12 ms on the dev VM when idle,
+/// measured by killing a node and binding its port in a loop; longer under load, where a node
+/// restarted at once by the process tests exited with EADDRINUSE). A supervisor that restarts
+/// the node at once must not see it fail for that. A port still held after this is a real
+/// conflict, reported as such.
+const BUS_PORT_RELEASE_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How often the port is tried meanwhile.
+const BUS_PORT_RELEASE_POLL: Duration = Duration::from_millis(10);
 
 /// A peer in a config file.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -550,6 +561,12 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if let Err(error) =
+        wait_for_bus_ports(options.listen, options.shards, BUS_PORT_RELEASE_WAIT_MAX)
+    {
+        eprintln!("shoal node: {error}");
+        return ExitCode::FAILURE;
+    }
     let node_list = match starting_node_list(options, bus_tls.clone()) {
         Ok(nodes) => nodes,
         Err(error) => {
@@ -644,11 +661,47 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Waits until every shard's bus port can be bound (`BUS_PORT_RELEASE_WAIT_MAX`), so that a
+/// node restarted right after a SIGKILL starts, and a node about to join knows it can listen:
+/// one admitted to the cluster that then could not would stay listed (its id spent) as a node
+/// that never answers. Binds with SO_REUSEADDR, as the bus does, so connections of the previous
+/// process left in TIME_WAIT do not count as a conflict.
+fn wait_for_bus_ports(listen: SocketAddr, shards: u16, wait_max: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + wait_max;
+    let mut told = false;
+    for shard in 0..shards {
+        let address = shard_address(listen, shard).ok_or("port out of range")?;
+        loop {
+            match TcpListener::bind(address) {
+                Ok(_) => break,
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    if !told {
+                        tracing::info!(
+                            %address,
+                            "bus port still in use (a previous process may still be closing \
+                             it); waiting for it"
+                        );
+                        told = true;
+                    }
+                    std::thread::sleep(BUS_PORT_RELEASE_POLL);
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "cannot listen on {address} (shard {shard}): {error}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The node list this node starts from (node_list.rs): the saved list merged with the
 /// flags' peers; or, for a node started with `--join` and nothing saved, the list it gets by
-/// joining, saved before any shard starts. Before joining, the bus ports are bound once to see
-/// that they are free: a node admitted to the cluster that then cannot listen would stay
-/// listed (its id spent) as a node that never answers.
+/// joining, saved before any shard starts (`run` saw first that the bus ports are free).
 fn starting_node_list(
     options: &NodeSettings,
     bus_tls: Option<BusTls>,
@@ -668,11 +721,6 @@ fn starting_node_list(
             address: options.listen,
         });
         return Ok(node_list::starting_list(flags, saved));
-    }
-    for shard in 0..options.shards {
-        let address = shard_address(options.listen, shard).ok_or("port out of range")?;
-        TcpListener::bind(address)
-            .map_err(|error| format!("cannot listen on {address} (shard {shard}): {error}"))?;
     }
     let nodes = node_list::join_cluster(
         options.node_id,
@@ -972,5 +1020,26 @@ mod tests {
         assert!(!off.quiesce);
         assert!(!replica_options(timeout, off.quiesce).quiesce);
         assert!(replica_options(timeout, off.quiesce).validate().is_ok());
+    }
+
+    /// A bus port still held when the node starts (its previous process, killed, not yet
+    /// gone) is waited for; one held past the wait is reported, naming the address.
+    #[test]
+    fn a_starting_node_waits_for_a_bus_port_to_be_released_and_reports_one_that_stays_held() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = held.local_addr().unwrap();
+        let error = wait_for_bus_ports(address, 1, Duration::from_millis(100)).unwrap_err();
+        assert!(error.contains(&address.to_string()), "{error}");
+        assert!(error.contains("shard 0"), "{error}");
+
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        assert_eq!(
+            wait_for_bus_ports(address, 1, Duration::from_secs(10)),
+            Ok(())
+        );
+        releaser.join().unwrap();
     }
 }

@@ -130,32 +130,29 @@ impl Cluster {
         } else {
             vec![format!("--join={}", self.nodes[0].address)]
         };
+        let child = self
+            .node_command(
+                node,
+                &self.directory.path().join(format!("node-{}", node.id)),
+                self.admins[index],
+            )
+            .args(&cluster_flags)
+            .env("SHOAL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start shoal node");
+        self.pids.lock().unwrap().push(child.id());
+        self.children[index] = Some(child);
+        // Restarts come right after a SIGKILL of the node's previous process, whose bus ports
+        // the kernel may still hold for a while (its io_uring teardown): the node waits for
+        // them itself (node.rs, `BUS_PORT_RELEASE_WAIT_MAX`), so exiting here is a failure.
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let child = self
-                .node_command(
-                    node,
-                    &self.directory.path().join(format!("node-{}", node.id)),
-                    self.admins[index],
-                )
-                .args(&cluster_flags)
-                .env("SHOAL_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("cannot start shoal node");
-            self.pids.lock().unwrap().push(child.id());
-            self.children[index] = Some(child);
-            // A node started right after its previous process was SIGKILLed has, under load,
-            // found its bus port still in use and exited (seen twice in `router_cluster`'s join
-            // test, never alone; the cause is not known): it is started again, as a supervisor
-            // would, and the test still requires it to serve within the deadline.
-            if self.wait_until_serving(node, index, deadline) {
-                return;
-            }
-            eprintln!("node {} exited while starting; starting it again", node.id);
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        assert!(
+            self.wait_until_serving(node, index, deadline),
+            "node {} exited while starting",
+            node.id
+        );
     }
 
     /// `shoal node` with the settings every test node gets, for `node` with its data in
