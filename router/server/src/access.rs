@@ -402,7 +402,8 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// `nodes` as a router is given them: the metadata group is on the lowest ids. `bus_tls`:
+    /// `nodes` as a router is given them: the metadata group is looked for on the lowest ids
+    /// first, then through the nodes (`MetadataStore::rediscover`). `bus_tls`:
     /// the bus's mutual TLS, when the cluster's buses require it.
     pub fn new(
         nodes: &[NodeAddress],

@@ -14,9 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value as Json, json};
 use shoal_wire::messages::{ReplicaRole, ReplicaStatus};
 
-use crate::metadata::{
-    ClusterRecord, METADATA_PARTITION, METADATA_SHARD, TableRecord, metadata_replicas,
-};
+use crate::metadata::{ClusterRecord, METADATA_PARTITION, METADATA_SHARD, TableRecord};
 use crate::partition_map::NodeId;
 
 /// What one shard answered: its replicas, or nothing (unreachable, or no answer in time).
@@ -200,14 +198,27 @@ impl ClusterStatus {
             None,
             METADATA_PARTITION,
             METADATA_SHARD,
-            &metadata_replicas(&cluster.nodes),
+            &cluster.metadata_replicas,
         )];
         let mut summaries = Vec::with_capacity(tables.len());
-        let mut listed: BTreeSet<(u64, NodeId)> = metadata_replicas(&cluster.nodes)
-            .into_iter()
+        let mut listed: BTreeSet<(u64, NodeId)> = cluster
+            .metadata_replicas
+            .iter()
+            .copied()
+            .chain(cluster.metadata_move.map(|record| record.target))
             .map(|node| (METADATA_PARTITION, node))
             .collect();
-        let mut moves = Vec::new();
+        let mut moves: Vec<MoveStatus> = cluster
+            .metadata_move
+            .iter()
+            .map(|record| MoveStatus {
+                table: METADATA_TABLE.to_string(),
+                partition: METADATA_PARTITION,
+                source: record.source,
+                target: record.target,
+                target_routed: record.target_routed,
+            })
+            .collect();
         for table in tables {
             let first = partitions.len();
             let indexed = table.partitions.iter().map(|entry| (None, entry)).chain(
@@ -479,6 +490,8 @@ mod tests {
             created_at_seconds: 0,
             highest_node_id: 3,
             revision: 0,
+            metadata_replicas: vec![1, 2, 3],
+            metadata_move: None,
         }
     }
 

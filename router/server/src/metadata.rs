@@ -2,7 +2,8 @@
 //! run by the same MultiPaxos partition code as data (the metadata replication group).
 //!
 //! Layout (partition key `key`, type S; README.md has the attribute list):
-//! - `cluster`: the node list with bus addresses and the shards per node.
+//! - `cluster`: the node list with bus addresses and the shards per node, the nodes the
+//!   metadata group's replicas are on, and that group's replica move under way, if any.
 //! - `counter#partition`: `next`, the next unused partition id (ids are never reused).
 //! - `table#<name>`: one table: schema, billing mode, status, creation time, statistics, its
 //!   partition list, its tags, the history of its throughput changes and its revision.
@@ -74,12 +75,19 @@ use crate::table_settings::TableSettings;
 
 /// The metadata group's partition id. Data partitions are numbered from 1.
 pub const METADATA_PARTITION: u64 = 0;
-/// The metadata group's epoch (its replica set never changes yet).
+/// The metadata group's epoch. Its replicas move (`ClusterRecord::metadata_replicas`) by
+/// membership change, like a data partition's, which keeps the epoch.
 pub const METADATA_EPOCH: u64 = 1;
 /// The metadata group lives on this shard of its nodes.
 pub const METADATA_SHARD: u16 = 0;
-/// Metadata replicas: the lowest node ids, up to this many.
+/// Metadata replicas: the cluster's first nodes (the lowest ids), up to this many; the
+/// autoadmin moves them off nodes that die or are decommissioned.
 pub const METADATA_REPLICAS_MAX: usize = 3;
+/// A metadata store whose listed replicas all fail asks every node where the group is
+/// (`MetadataStore::rediscover`) at most this often.
+const METADATA_REDISCOVERY_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// Nodes asked at once when the metadata group is looked for.
+const METADATA_REDISCOVERY_IN_FLIGHT_MAX: usize = 16;
 /// Nodes in a cluster at most. Each shard takes an inbound connection from the same shard of
 /// every other node, and from routers and tools: half of the bus's inbound connections per
 /// shard (`shoal_bus` INBOUND_CONNECTIONS_MAX, 1024) leaves the other half to those. A cluster
@@ -135,6 +143,14 @@ pub struct ClusterRecord {
     /// ([`MetadataStore::put_cluster`]): a join, a decommission and its end may race from
     /// different routers. Absent (0) in items written before it.
     pub revision: u64,
+    /// The nodes the metadata group's replicas are on, a move's target included from when it
+    /// has caught up (as a table's partition lists it, invariant 7), sorted. Absent in items
+    /// written before the group could move: then the lowest ids, up to
+    /// [`METADATA_REPLICAS_MAX`], where the group was created ([`metadata_replicas`]).
+    pub metadata_replicas: Vec<NodeId>,
+    /// The metadata group's replica move under way (router/autoadmin.rs), recorded before its
+    /// first step like a table partition's (invariant 7). Absent when there is none.
+    pub metadata_move: Option<ReplicaMoveRecord>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -618,21 +634,9 @@ fn replica_moves_from(item: &Json) -> Result<BTreeMap<u64, ReplicaMoveRecord>, D
     if item.get(REPLICA_MOVES_ATTRIBUTE).is_none() {
         return Ok(moves);
     }
-    let flag = |map: &Json, name: &str| {
-        map.get(name)
-            .and_then(|value| value.get("BOOL"))
-            .and_then(Json::as_bool)
-            .ok_or_else(|| corrupt(&format!("{name} is not a boolean")))
-    };
     for entry in get_list(item, REPLICA_MOVES_ATTRIBUTE)? {
         let map = get_map(entry, "replica move")?;
-        let record = ReplicaMoveRecord {
-            id: get_number(map, "id")?,
-            source: get_number(map, "source")?,
-            target: get_number(map, "target")?,
-            source_dead: flag(map, "source_dead")?,
-            target_routed: flag(map, "target_routed")?,
-        };
+        let record = replica_move_from(map)?;
         if moves
             .insert(get_number(map, "partition")?, record)
             .is_some()
@@ -641,6 +645,39 @@ fn replica_moves_from(item: &Json) -> Result<BTreeMap<u64, ReplicaMoveRecord>, D
         }
     }
     Ok(moves)
+}
+
+/// One replica move's record (a table item's `replica_moves` entry, without its `partition`;
+/// the cluster item's `metadata_move`).
+fn replica_move_from(map: &Json) -> Result<ReplicaMoveRecord, DynamoError> {
+    let flag = |name: &str| {
+        map.get(name)
+            .and_then(|value| value.get("BOOL"))
+            .and_then(Json::as_bool)
+            .ok_or_else(|| corrupt(&format!("{name} is not a boolean")))
+    };
+    Ok(ReplicaMoveRecord {
+        id: get_number(map, "id")?,
+        source: get_number(map, "source")?,
+        target: get_number(map, "target")?,
+        source_dead: flag("source_dead")?,
+        target_routed: flag("target_routed")?,
+    })
+}
+
+/// The JSON of a replica move's record, with the partition it moves when it is a table's.
+fn replica_move_json(partition: Option<u64>, record: &ReplicaMoveRecord) -> Json {
+    let mut map = json!({
+        "id": number(record.id),
+        "source": number(record.source),
+        "target": number(record.target),
+        "source_dead": { "BOOL": record.source_dead },
+        "target_routed": { "BOOL": record.target_routed },
+    });
+    if let Some(partition) = partition {
+        map["partition"] = number(partition);
+    }
+    json!({ "M": map })
 }
 
 /// Invariant 4's member: absent in items without pending replicas (and in every item written
@@ -827,16 +864,7 @@ impl TableRecord {
             let moves: Vec<Json> = self
                 .replica_moves
                 .iter()
-                .map(|(partition, record)| {
-                    json!({ "M": {
-                        "partition": number(*partition),
-                        "id": number(record.id),
-                        "source": number(record.source),
-                        "target": number(record.target),
-                        "source_dead": { "BOOL": record.source_dead },
-                        "target_routed": { "BOOL": record.target_routed },
-                    } })
-                })
+                .map(|(partition, record)| replica_move_json(Some(*partition), record))
                 .collect();
             item.insert(REPLICA_MOVES_ATTRIBUTE.to_string(), json!({ "L": moves }));
         }
@@ -1082,6 +1110,15 @@ impl ClusterRecord {
         }
         item["highest_node_id"] = number(self.highest_node_id);
         item["revision"] = number(self.revision);
+        let metadata: Vec<Json> = self
+            .metadata_replicas
+            .iter()
+            .map(|node| number(*node))
+            .collect();
+        item["metadata_replicas"] = json!({ "L": metadata });
+        if let Some(record) = &self.metadata_move {
+            item["metadata_move"] = replica_move_json(None, record);
+        }
         item
     }
 
@@ -1123,6 +1160,31 @@ impl ClusterRecord {
             None => 0,
             Some(_) => get_number(item, "revision")?,
         };
+        let metadata_replicas = match item.get("metadata_replicas") {
+            None => metadata_replicas(&nodes),
+            Some(_) => {
+                let mut listed = get_list(item, "metadata_replicas")?
+                    .iter()
+                    .map(|value| {
+                        value
+                            .get("N")
+                            .and_then(Json::as_str)
+                            .and_then(|text| text.parse().ok())
+                            .ok_or_else(|| corrupt("a metadata replica is not a number"))
+                    })
+                    .collect::<Result<Vec<NodeId>, DynamoError>>()?;
+                listed.sort_unstable();
+                listed.dedup();
+                listed
+            }
+        };
+        if metadata_replicas.is_empty() && !nodes.is_empty() {
+            return Err(corrupt("the metadata group has no replicas"));
+        }
+        let metadata_move = match item.get("metadata_move") {
+            None => None,
+            Some(value) => Some(replica_move_from(get_map(value, "metadata move")?)?),
+        };
         Ok(ClusterRecord {
             nodes,
             draining,
@@ -1131,6 +1193,8 @@ impl ClusterRecord {
             created_at_seconds: get_number(item, "created_at")?,
             highest_node_id,
             revision,
+            metadata_replicas,
+            metadata_move,
         })
     }
 
@@ -1239,7 +1303,7 @@ pub fn metadata_replicas(nodes: &[NodeAddress]) -> Vec<NodeId> {
 
 /// The wire form of a key schema, for CreatePartition.
 /// The metadata partition's key: one string attribute, [`KEY_ATTRIBUTE`].
-fn metadata_key_schema() -> KeySchema {
+pub(crate) fn metadata_key_schema() -> KeySchema {
     KeySchema::partition_only(KEY_ATTRIBUTE, KeyType::String)
 }
 
@@ -1303,8 +1367,15 @@ fn unix_millis_now() -> u64 {
 }
 
 /// Reads and writes the metadata items through the metadata group's leader.
+///
+/// Where the group is: a router or node starts from the lowest node ids (where the group was
+/// created) and follows the cluster item's `metadata_replicas` once it reads it
+/// ([`MetadataStore::set_replicas`]). One that started after the group moved off all of those
+/// nodes (or missed the move) finds every listed replica gone, and asks every node it knows
+/// which of them host the group ([`MetadataStore::rediscover`]).
 pub struct MetadataStore {
     route: RefCell<PartitionEntry>,
+    rediscovered_at: std::cell::Cell<Option<Instant>>,
 }
 
 fn key_json(key: &str) -> Json {
@@ -1323,11 +1394,112 @@ impl MetadataStore {
                 epoch: METADATA_EPOCH,
                 leader_hint: None,
             }),
+            rediscovered_at: std::cell::Cell::new(None),
         }
     }
 
     pub fn replicas(&self) -> Vec<NodeId> {
         self.route.borrow().replicas.clone()
+    }
+
+    /// Routes to `replicas` from now on (the cluster item's `metadata_replicas`, read
+    /// strongly). An empty list changes nothing.
+    pub fn set_replicas(&self, replicas: &[NodeId]) {
+        if replicas.is_empty() {
+            return;
+        }
+        let mut route = self.route.borrow_mut();
+        if route.replicas != replicas {
+            route.replicas = replicas.to_vec();
+            if route
+                .leader_hint
+                .is_some_and(|leader| !replicas.contains(&leader))
+            {
+                route.leader_hint = None;
+            }
+        }
+    }
+
+    /// Asks the metadata shard of every node in `forwarder`'s directory whether it hosts the
+    /// metadata group, and routes to those that do, the one that says it leads first. At most
+    /// once per [`METADATA_REDISCOVERY_INTERVAL_MIN`]; returns whether it found a replica set
+    /// other than the one it routed to.
+    pub async fn rediscover(&self, forwarder: &Forwarder) -> bool {
+        if self
+            .rediscovered_at
+            .get()
+            .is_some_and(|last| last.elapsed() < METADATA_REDISCOVERY_INTERVAL_MIN)
+        {
+            return false;
+        }
+        self.rediscovered_at.set(Some(Instant::now()));
+        // First the nodes the known nodes know (`ClusterNodes`): the group may have moved onto
+        // nodes that joined after this store's list was made.
+        let known: Vec<NodeId> = forwarder
+            .directory()
+            .nodes()
+            .map(|(node, _)| node)
+            .collect();
+        let asks: Vec<_> = known
+            .iter()
+            .map(|node| forwarder.call_once(*node, METADATA_SHARD, NodeRequest::ClusterNodes))
+            .collect();
+        let mut directory = forwarder.directory();
+        for answer in crate::fan_out::join_bounded(asks, METADATA_REDISCOVERY_IN_FLIGHT_MAX).await {
+            if let Ok(NodeResponse::ClusterNodes { nodes }) = answer {
+                for node in nodes {
+                    if let Ok(address) = node.address.parse() {
+                        directory.insert(node.node, address);
+                    }
+                }
+            }
+        }
+        forwarder.set_directory(directory);
+        let nodes: Vec<NodeId> = forwarder
+            .directory()
+            .nodes()
+            .map(|(node, _)| node)
+            .collect();
+        let asks: Vec<_> = nodes
+            .iter()
+            .map(|node| async move {
+                let answer = forwarder
+                    .call_once(*node, METADATA_SHARD, NodeRequest::Status)
+                    .await;
+                (*node, answer)
+            })
+            .collect();
+        let mut hosting = Vec::new();
+        let mut leader = None;
+        for (node, answer) in
+            crate::fan_out::join_bounded(asks, METADATA_REDISCOVERY_IN_FLIGHT_MAX).await
+        {
+            let Ok(NodeResponse::Status { replicas, .. }) = answer else {
+                continue;
+            };
+            if let Some(replica) = replicas
+                .iter()
+                .find(|replica| replica.partition == METADATA_PARTITION)
+            {
+                hosting.push(node);
+                if replica.leader_hint == Some(node) {
+                    leader = Some(node);
+                }
+            }
+        }
+        if hosting.is_empty() {
+            return false;
+        }
+        hosting.sort_unstable();
+        let changed = self.replicas() != hosting;
+        self.set_replicas(&hosting);
+        if leader.is_some() {
+            self.route.borrow_mut().leader_hint = leader;
+        }
+        if changed {
+            tracing::info!(replicas = ?hosting, "found the metadata group on other nodes");
+        }
+        changed
     }
 
     async fn request(
@@ -1337,13 +1509,29 @@ impl MetadataStore {
         parameters: Json,
         deadline: Instant,
     ) -> Result<Json, ForwardError> {
-        let route = self.route.borrow().clone();
         let prepared = prepare(operation, &parameters, &metadata_key_schema())
             .map_err(|error| ForwardError::Dynamo(DynamoError::from(error)))?;
         let count_only = matches!(&prepared, PreparedRequest::Range(range) if range.count_only);
-        let reply = forwarder
-            .forward(&route, &ItemCall::new(&prepared), deadline)
-            .await?;
+        let call = ItemCall::new(&prepared);
+        let route = self.route.borrow().clone();
+        // The listed replicas get half the time: if the group moved, what is left goes to
+        // the replicas the nodes name.
+        let now = Instant::now();
+        let listed_deadline = now + deadline.saturating_duration_since(now) / 2;
+        let reply = match forwarder.forward(&route, &call, listed_deadline).await {
+            // Every listed replica answered that it does not host the group, or none answered
+            // as its leader in time: the group may have moved. The forwarder would have tried
+            // the request again on any replica in both cases (a write whose outcome is unknown
+            // ends in OutcomeUnknown, never sent again).
+            Err(ForwardError::StaleRoute { .. } | ForwardError::Unavailable { .. })
+                if Instant::now() < deadline =>
+            {
+                self.rediscover(forwarder).await;
+                let route = self.route.borrow().clone();
+                forwarder.forward(&route, &call, deadline).await?
+            }
+            outcome => outcome?,
+        };
         self.route.borrow_mut().leader_hint = Some(reply.leader);
         render_result(&reply.result, count_only).map_err(ForwardError::Dynamo)
     }
@@ -2183,6 +2371,8 @@ mod tests {
             // Node 4 was decommissioned.
             highest_node_id: 4,
             revision: 9,
+            metadata_replicas: vec![1, 2, 3],
+            metadata_move: None,
         };
         let refused = |cluster: &mut ClusterRecord, id: NodeId, port: u16, shards: u16| {
             let before = cluster.clone();
@@ -2239,6 +2429,8 @@ mod tests {
             created_at_seconds: 5,
             highest_node_id: 7,
             revision: 3,
+            metadata_replicas: vec![1, 2],
+            metadata_move: None,
         };
         let item = cluster.to_item();
         shoal_model::json::item_from_json(&item).unwrap();
@@ -2250,6 +2442,29 @@ mod tests {
         legacy.as_object_mut().unwrap().remove("revision");
         let read = ClusterRecord::from_item(&legacy).unwrap();
         assert_eq!((read.highest_node_id, read.revision), (2, 0));
+        // An item from before the metadata group could move: on the lowest ids.
+        let mut legacy = item.clone();
+        legacy.as_object_mut().unwrap().remove("metadata_replicas");
+        assert_eq!(
+            ClusterRecord::from_item(&legacy).unwrap().metadata_replicas,
+            vec![1, 2]
+        );
+        // A move of the metadata group under way round-trips; an empty group is corrupt.
+        let mut moving = cluster.clone();
+        moving.metadata_replicas = vec![1, 2, 9];
+        moving.metadata_move = Some(ReplicaMoveRecord {
+            id: 77,
+            source: 2,
+            target: 9,
+            source_dead: true,
+            target_routed: true,
+        });
+        let item = moving.to_item();
+        shoal_model::json::item_from_json(&item).unwrap();
+        assert_eq!(ClusterRecord::from_item(&item).unwrap(), moving);
+        let mut empty = item.clone();
+        empty["metadata_replicas"] = json!({ "L": [] });
+        assert!(ClusterRecord::from_item(&empty).is_err());
         let mut corrupt = item.clone();
         corrupt["highest_node_id"] = number(1);
         assert!(

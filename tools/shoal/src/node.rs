@@ -838,8 +838,10 @@ async fn run_shard(
             shared_list.clone(),
         ))
         .detach();
-        // The metadata group lives on the lowest node ids of the cluster (`metadata_replicas`);
-        // nodes that join later have higher ids, so the starting list locates it.
+        // The metadata group was created on the lowest node ids of the cluster
+        // (`metadata_replicas`) and may have moved since: the cluster item lists where it is
+        // (followed once read), and a store that finds none of its listed replicas asks the
+        // nodes (`MetadataStore::rediscover`).
         let directory = NodeDirectory::new(nodes.iter().map(|node| (node.id, node.address)));
         let forwarder = Rc::new(
             Forwarder::new(directory, node ^ u64::from(shard)).with_bus_tls(bus_tls.clone()),
@@ -849,7 +851,7 @@ async fn run_shard(
             glommio::spawn_local(node_list::refresh_from_metadata(
                 forwarder.clone(),
                 metadata.clone(),
-                shared_list,
+                shared_list.clone(),
                 options.data_dir.clone(),
             ))
             .detach();
@@ -860,6 +862,7 @@ async fn run_shard(
             shard_runtime.clone(),
             forwarder,
             metadata,
+            shared_list,
             interval,
         ))
         .detach();
@@ -881,19 +884,21 @@ async fn run_shard(
 /// Keeps the shard's Time to Live settings current: every `interval`, reads every table item
 /// from the metadata group (a strongly consistent scan at its leader, as a router does) and
 /// gives the shard the TTL attribute of each of its partitions whose table has TTL enabled.
-/// The metadata group lives on the lowest node ids of the cluster (`metadata_replicas`), which
-/// this node knows from its peer list. A read that fails keeps the settings it had: the sweep
+/// The reads follow the metadata group where shard 0 last read it to be
+/// (`node_list::follow_metadata_group`). A read that fails keeps the settings it had: the sweep
 /// goes on as last known, and the next read corrects it. A shard with no data partition reads
 /// nothing.
 async fn refresh_time_to_live<T: Transport + 'static>(
     shard: Rc<Shard<T>>,
     forwarder: Rc<Forwarder>,
     metadata: Rc<MetadataStore>,
+    shared_list: Arc<node_list::SharedNodeList>,
     interval: Duration,
 ) {
     let node = shard.node().0;
     loop {
         glommio::timer::sleep(interval).await;
+        node_list::follow_metadata_group(&shared_list, &forwarder, &metadata);
         let hosted: std::collections::BTreeSet<u64> = shard
             .statuses()
             .iter()

@@ -66,6 +66,9 @@ pub struct SharedNodeList {
     /// A shard met a node not on the list (`Shard::on_unknown_node`): shard 0 reads the
     /// cluster item at its next check instead of at its next period.
     refresh_wanted: AtomicBool,
+    /// The nodes the metadata group is on, as the cluster item last read lists them (empty
+    /// until then): every shard's metadata reads follow it.
+    metadata_replicas: Mutex<Vec<u64>>,
 }
 
 impl SharedNodeList {
@@ -74,6 +77,21 @@ impl SharedNodeList {
             version: AtomicU64::new(1),
             nodes: Mutex::new(sorted(nodes)),
             refresh_wanted: AtomicBool::new(false),
+            metadata_replicas: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The metadata group's nodes by the cluster item last read; empty before the first read.
+    pub fn metadata_replicas(&self) -> Vec<u64> {
+        self.metadata_replicas
+            .lock()
+            .map(|replicas| replicas.clone())
+            .unwrap_or_default()
+    }
+
+    fn publish_metadata_replicas(&self, replicas: &[u64]) {
+        if let Ok(mut current) = self.metadata_replicas.lock() {
+            replicas.clone_into(&mut current);
         }
     }
 
@@ -331,6 +349,12 @@ pub async fn refresh_from_metadata(
         match metadata.get(&forwarder, CLUSTER_KEY, deadline).await {
             Ok(Some(item)) => match ClusterRecord::from_item(&item) {
                 Ok(cluster) => {
+                    // The metadata group may have moved (to a node that joined after this one
+                    // started, too): this shard's reads follow it at once, the others' at
+                    // their next read (`follow_metadata_group`).
+                    forwarder.set_directory(cluster.directory());
+                    metadata.set_replicas(&cluster.metadata_replicas);
+                    shared.publish_metadata_replicas(&cluster.metadata_replicas);
                     if shared.publish(cluster.nodes) {
                         let nodes = shared.nodes();
                         tracing::info!(?nodes, "the cluster's node list changed");
@@ -348,6 +372,20 @@ pub async fn refresh_from_metadata(
             glommio::timer::sleep(SHARED_LIST_CHECK_INTERVAL).await;
         }
     }
+}
+
+/// Points a shard's metadata reads at the nodes and the metadata group shard 0 last read
+/// (`refresh_from_metadata`); before its first read, they keep the starting list's.
+pub fn follow_metadata_group(
+    shared: &SharedNodeList,
+    forwarder: &Forwarder,
+    metadata: &MetadataStore,
+) {
+    let nodes = shared.nodes();
+    forwarder.set_directory(NodeDirectory::new(
+        nodes.iter().map(|node| (node.id, node.address)),
+    ));
+    metadata.set_replicas(&shared.metadata_replicas());
 }
 
 #[cfg(test)]

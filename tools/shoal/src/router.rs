@@ -60,7 +60,8 @@ pub struct RouterOptions {
     #[arg(long)]
     pub native: Option<SocketAddr>,
     /// A storage node: ID=HOST:PORT (its shard 0 bus port). Repeat for each node; the metadata
-    /// group lives on the three lowest ids.
+    /// group is created on the three lowest ids, and found wherever it moved through any
+    /// live node listed.
     #[arg(long = "node", value_parser = crate::node::parse_peer, required_unless_present = "config")]
     pub nodes: Vec<(u64, SocketAddr)>,
     /// Shards per node (every node runs the same number).

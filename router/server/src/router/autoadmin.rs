@@ -32,11 +32,20 @@
 //! ([`Router::join_node`]) receives replicas. Once replicas are even, leaderships are evened
 //! out too (policy::plan_leader_balance, `NodeRequest::TransferLeadership`).
 //!
-//! Left for later (issue 19): balance by bytes and traffic, log replicas, splits, and the
-//! metadata group's own replicas (fixed on the three lowest nodes).
+//! The metadata group (partition 0) is one of the groups: its replicas count in each node's
+//! load when a target is chosen, and it is re-replicated and drained by the same policy and
+//! step machine. Balance leaves it where it is: one replica's worth of load does not pay for
+//! moving the control plane's replicas.
+//! Its move's record is the cluster item's `metadata_move` and its replica list the cluster
+//! item's `metadata_replicas` (written by the same record steps, conditional on the item's
+//! revision); routers and nodes follow that list, and one that lost track of the group finds
+//! it by asking the nodes (`MetadataStore::rediscover`).
+//!
+//! Left for later (issue 19): balance by bytes and traffic, log replicas, splits, and growing
+//! a metadata group of fewer than three replicas (a cluster started with fewer nodes).
 
 use super::*;
-use crate::metadata::ReplicaMoveRecord;
+use crate::metadata::{METADATA_EPOCH, METADATA_PARTITION, METADATA_SHARD, ReplicaMoveRecord};
 use shoal_autoadmin::policy::{
     BALANCE_MOVES_IN_FLIGHT_MAX, GroupView, LEADER_TRANSFERS_MAX, MOVES_IN_FLIGHT_MAX, NodeView,
     PlannedTransfer, imbalanced, plan_balance, plan_leader_balance, plan_re_replication,
@@ -115,10 +124,82 @@ pub struct AutoadminReport {
     pub leader_transfers: usize,
 }
 
-/// A move this pass drives: its table, its record's id and the machine.
+/// Where a move's record lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MoveHome {
+    /// A table partition's: the table item's `replica_moves` (metadata invariant 7).
+    Table {
+        name: String,
+        incarnation: Option<u64>,
+    },
+    /// The metadata group's: the cluster item's `metadata_move`, its replicas listed in
+    /// `metadata_replicas`.
+    MetadataGroup,
+}
+
+impl std::fmt::Display for MoveHome {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveHome::Table { name, .. } => write!(formatter, "table {name}"),
+            MoveHome::MetadataGroup => write!(formatter, "the metadata group"),
+        }
+    }
+}
+
+/// A change of a move's record and of the replica list it moves a replica in, made at one of
+/// the move's record steps (module docs).
+#[derive(Clone, Copy, Debug)]
+enum RecordEdit {
+    /// The target caught up: it is listed, so that a leader elected among the new members is
+    /// one a router can find.
+    TargetRouted,
+    /// The move ended: the source unlisted and the record dropped, in one write.
+    Done,
+    /// The target `given_up` failed: unlisted, and `candidate` is the target from now on.
+    Retarget { given_up: NodeId, candidate: NodeId },
+}
+
+impl RecordEdit {
+    fn apply(
+        self,
+        replicas: &mut Vec<NodeId>,
+        record: &mut Option<ReplicaMoveRecord>,
+        source: NodeId,
+        target: NodeId,
+    ) {
+        match self {
+            RecordEdit::TargetRouted => {
+                if let Some(record) = record {
+                    record.target_routed = true;
+                }
+                if !replicas.contains(&target) {
+                    replicas.push(target);
+                }
+            }
+            RecordEdit::Done => {
+                *record = None;
+                replicas.retain(|node| *node != source);
+                if !replicas.contains(&target) {
+                    replicas.push(target);
+                }
+            }
+            RecordEdit::Retarget {
+                given_up,
+                candidate,
+            } => {
+                if let Some(record) = record {
+                    record.target = candidate;
+                    record.target_routed = false;
+                }
+                replicas.retain(|node| *node != given_up);
+            }
+        }
+    }
+}
+
+/// A move this pass drives: where its record lives, the record's id and the machine.
 struct Driven {
-    table: String,
-    incarnation: Option<u64>,
+    home: MoveHome,
     shard: u16,
     id: u64,
     machine: ReplicaMove,
@@ -169,6 +250,7 @@ impl Router {
         };
         let lost = self.autoadmin.lost_replicas.borrow().clone();
         let records_due = !lost.is_empty()
+            || cluster.metadata_move.is_some()
             || self.autoadmin.moves_left.get()
             || self
                 .autoadmin
@@ -211,9 +293,22 @@ impl Router {
             .iter()
             .filter(|table| table.status == TableStatus::Active)
             .collect();
-        let groups: Vec<GroupView> = active
-            .iter()
-            .flat_map(|table| {
+        // The metadata group is placed, re-replicated and drained like any partition (its
+        // replicas count in every node's load); only its record lives in the cluster item.
+        let metadata_group = GroupView {
+            partition: METADATA_PARTITION,
+            replicas: cluster.metadata_replicas.clone(),
+            moving_to: cluster.metadata_move.map(|record| record.target),
+            lost: cluster
+                .metadata_replicas
+                .iter()
+                .copied()
+                .filter(|node| lost.contains(&(METADATA_PARTITION, *node)))
+                .collect(),
+            leader: None,
+        };
+        let groups: Vec<GroupView> = std::iter::once(metadata_group)
+            .chain(active.iter().flat_map(|table| {
                 table.all_partitions().map(|partition| GroupView {
                     partition: partition.id,
                     replicas: partition.replicas.clone(),
@@ -229,10 +324,13 @@ impl Router {
                         .collect(),
                     leader: None,
                 })
-            })
+            }))
             .collect();
         let targets = targets_by_load(&views, &groups);
         let mut driven = Vec::new();
+        if let Some(record) = &cluster.metadata_move {
+            driven.push(driven_metadata_move(&cluster, record));
+        }
         for table in &active {
             for (partition, record) in &table.replica_moves {
                 if let Some(moving) = driven_move(table, *partition, record) {
@@ -246,8 +344,11 @@ impl Router {
         } else if balance_due && driven.is_empty() {
             // Who leads is asked only at a balance check: replicas first, then leaders.
             let (leaders, every_shard_answered) = self.partition_leaders(&cluster).await;
+            // The metadata group is left out of balance: one replica's worth of load does not
+            // pay for moving the control plane's replicas (and perhaps its leader).
             let groups: Vec<GroupView> = groups
                 .into_iter()
+                .filter(|group| group.partition != METADATA_PARTITION)
                 .map(|group| GroupView {
                     leader: leaders.get(&group.partition).copied(),
                     ..group
@@ -268,6 +369,37 @@ impl Router {
             Vec::new()
         };
         for planned in planned {
+            if planned.partition == METADATA_PARTITION {
+                let record = ReplicaMoveRecord {
+                    id: new_move_id(),
+                    source: planned.source,
+                    target: planned.target,
+                    source_dead: planned.source_dead,
+                    target_routed: false,
+                };
+                match self.record_new_metadata_move(record).await {
+                    Ok(Some(moving)) => {
+                        report.moves_started += 1;
+                        if balancing {
+                            report.balance_moves += 1;
+                        }
+                        self.metrics.note_autoadmin("move_started");
+                        tracing::info!(
+                            source = planned.source,
+                            target = planned.target,
+                            dead = planned.source_dead,
+                            balance = balancing,
+                            "autoadmin: moving a replica of the metadata group to another node"
+                        );
+                        driven.push(moving);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%error.message, "autoadmin: a metadata group move was not recorded");
+                    }
+                }
+                continue;
+            }
             let Some(table) = active.iter().find(|table| {
                 table
                     .all_partitions()
@@ -335,19 +467,13 @@ impl Router {
     /// `shoal admin decommission NODE`: marks `node` draining in the cluster item. The
     /// autoadmin then moves each of its replicas to another node (added, caught up, then the
     /// drained one removed and deleted), places nothing new on it, and drops it from the node
-    /// list once no table lists it. Refused for a node of the metadata group (its replicas do
-    /// not move yet) and when fewer than three nodes would be left to hold replicas.
+    /// list once neither a table nor the metadata group lists it. Refused when fewer than three
+    /// nodes would be left to hold replicas.
     pub async fn decommission_node(&self, node: NodeId) -> Result<(), DynamoError> {
         let cluster = self.load_cluster().await?;
         if !cluster.nodes.iter().any(|known| known.id == node) {
             return Err(DynamoError::validation(format!(
                 "node {node} is not in the cluster"
-            )));
-        }
-        if crate::metadata::metadata_replicas(&cluster.nodes).contains(&node) {
-            return Err(DynamoError::validation(format!(
-                "node {node} holds a replica of the metadata group, which does not move yet; \
-                 decommission a node outside the three lowest ids"
             )));
         }
         if cluster.draining.contains(&node) {
@@ -428,9 +554,10 @@ impl Router {
         ))
     }
 
-    /// Drops from the node list every draining node no table lists any more (as a replica or a
-    /// move's target), by the items `tables` read at this pass's start: the moves this pass
-    /// finished count at the next. Returns how many left.
+    /// Drops from the node list every draining node no table and not the metadata group lists
+    /// any more (as a replica or a move's target), by the items `cluster` and `tables` read at
+    /// this pass's start: the moves this pass finished count at the next. Returns how many
+    /// left.
     async fn finish_decommissions(
         &self,
         cluster: &ClusterRecord,
@@ -440,6 +567,8 @@ impl Router {
             .iter()
             .flat_map(TableRecord::listed_replicas)
             .map(|(_, node)| node)
+            .chain(cluster.metadata_replicas.iter().copied())
+            .chain(cluster.metadata_move.map(|record| record.target))
             .collect();
         let done: Vec<NodeId> = cluster
             .draining
@@ -680,42 +809,150 @@ impl Router {
         Ok(driven_move(&current, partition, &record))
     }
 
-    /// Whether `moving`'s record is still the one it drives: same table incarnation, same move
-    /// id, same target.
-    fn record_is(moving: &Driven, table: &TableRecord) -> bool {
-        table.status == TableStatus::Active
-            && table.incarnation() == moving.incarnation
-            && table
-                .replica_moves
-                .get(&moving.machine.partition)
-                .is_some_and(|record| {
-                    record.id == moving.id && record.target == moving.machine.target
-                })
+    /// Writes `record` as the metadata group's move in the cluster item, like
+    /// [`Router::record_new_move`] for a table partition: only if the target's metadata shard
+    /// hosts no replica of the group, no move of the group is under way, the source is listed
+    /// and the target is not.
+    async fn record_new_metadata_move(
+        &self,
+        record: ReplicaMoveRecord,
+    ) -> Result<Option<Driven>, DynamoError> {
+        if self
+            .hosts_partition(record.target, METADATA_SHARD, METADATA_PARTITION)
+            .await
+            != Some(false)
+        {
+            tracing::info!(
+                target = record.target,
+                "autoadmin: the target holds a replica of the metadata group (or did not answer); the move waits"
+            );
+            return Ok(None);
+        }
+        let written = Cell::new(false);
+        let cluster = self
+            .update_cluster(|cluster| {
+                written.set(false);
+                if cluster.metadata_move.is_some()
+                    || !cluster.metadata_replicas.contains(&record.source)
+                    || cluster.metadata_replicas.contains(&record.target)
+                {
+                    return Ok(false);
+                }
+                cluster.metadata_move = Some(record);
+                written.set(true);
+                Ok(true)
+            })
+            .await?;
+        Ok(written
+            .get()
+            .then(|| driven_metadata_move(&cluster, &record)))
     }
 
-    /// Changes `moving`'s record in its table item with `edit`, if the record is still the one
-    /// this driver drives. `Ok(false)` when it is not, or the table is gone (superseded).
+    /// Whether `record` is the one `moving` drives: same move id, same target.
+    fn is_drivers(moving: &Driven, record: Option<&ReplicaMoveRecord>) -> bool {
+        record
+            .is_some_and(|record| record.id == moving.id && record.target == moving.machine.target)
+    }
+
+    /// Whether `moving`'s record in `table` is still the one it drives: same table
+    /// incarnation, same move id, same target.
+    fn record_is(moving: &Driven, table: &TableRecord) -> bool {
+        let MoveHome::Table { incarnation, .. } = &moving.home else {
+            return false;
+        };
+        table.status == TableStatus::Active
+            && table.incarnation() == *incarnation
+            && Self::is_drivers(moving, table.replica_moves.get(&moving.machine.partition))
+    }
+
+    /// The replicas listed for `moving`'s partition, if its record is still the one it drives
+    /// (read strongly now); `Ok(None)` when it is not, or its table is gone (superseded).
+    async fn listed_if_ours(&self, moving: &Driven) -> Result<Option<Vec<NodeId>>, DynamoError> {
+        match &moving.home {
+            MoveHome::Table { name, .. } => {
+                let deadline = Instant::now() + CONTROL_DEADLINE;
+                Ok(self
+                    .read_table(name, deadline)
+                    .await?
+                    .filter(|table| Self::record_is(moving, table))
+                    .and_then(|table| {
+                        table
+                            .all_partitions()
+                            .find(|entry| entry.id == moving.machine.partition)
+                            .map(|entry| entry.replicas.clone())
+                    }))
+            }
+            MoveHome::MetadataGroup => {
+                let cluster = self.load_cluster().await?;
+                Ok(Self::is_drivers(moving, cluster.metadata_move.as_ref())
+                    .then_some(cluster.metadata_replicas))
+            }
+        }
+    }
+
+    /// Makes `edit` in `moving`'s record and its replica list, if the record is still the one
+    /// this driver drives. `Ok(false)` when it is not, or its table is gone (superseded).
     async fn change_move_record(
         &self,
         moving: &Driven,
-        edit: impl Fn(&mut TableRecord, u64),
+        edit: RecordEdit,
     ) -> Result<bool, DynamoError> {
         let partition = moving.machine.partition;
+        let (source, target) = (moving.machine.source, moving.machine.target);
         let ours = Cell::new(false);
+        let name = match &moving.home {
+            MoveHome::Table { name, .. } => name,
+            MoveHome::MetadataGroup => {
+                let written = self
+                    .update_cluster(|cluster| {
+                        ours.set(Self::is_drivers(moving, cluster.metadata_move.as_ref()));
+                        if !ours.get() {
+                            return Ok(false);
+                        }
+                        let before = cluster.clone();
+                        edit.apply(
+                            &mut cluster.metadata_replicas,
+                            &mut cluster.metadata_move,
+                            source,
+                            target,
+                        );
+                        cluster.metadata_replicas.sort_unstable();
+                        Ok(*cluster != before)
+                    })
+                    .await?;
+                // This router follows the group at once (`load_cluster` did).
+                debug_assert_eq!(self.metadata.replicas(), written.metadata_replicas);
+                return Ok(ours.get());
+            }
+        };
         let changed = self
             .change_table(
-                &moving.table,
-                || DynamoError::table_not_found(&moving.table),
+                name,
+                || DynamoError::table_not_found(name),
                 |current| {
                     ours.set(Self::record_is(moving, current));
                     if !ours.get() {
                         return Ok(None);
                     }
                     let mut changed = current.clone();
-                    edit(&mut changed, partition);
+                    let mut record = changed.replica_moves.get(&partition).copied();
+                    if let Some(entry) = changed.partition_mut(partition) {
+                        edit.apply(&mut entry.replicas, &mut record, source, target);
+                    }
+                    match record {
+                        Some(record) => {
+                            changed.replica_moves.insert(partition, record);
+                        }
+                        None => {
+                            changed.replica_moves.remove(&partition);
+                        }
+                    }
+                    if matches!(edit, RecordEdit::Done) {
+                        changed.pending_replicas.remove(&(partition, source));
+                    }
                     Ok((changed != *current).then_some(changed))
                 },
-                || control::table_in_use(&moving.table, "updated"),
+                || control::table_in_use(name, "updated"),
             )
             .await;
         match changed {
@@ -735,11 +972,7 @@ impl Router {
         {
             return Ok(true);
         }
-        let deadline = Instant::now() + CONTROL_DEADLINE;
-        let ours = match self.read_table(&moving.table, deadline).await? {
-            Some(table) => Self::record_is(moving, &table),
-            None => false,
-        };
+        let ours = self.listed_if_ours(moving).await?.is_some();
         moving.fenced = Some((step, Instant::now()));
         Ok(ours)
     }
@@ -764,7 +997,7 @@ impl Router {
             }
             let progress = match moving.machine.action() {
                 MoveAction::Done => {
-                    tracing::info!(table = %moving.table, partition, source = moving.machine.source, target = moving.machine.target, "autoadmin: move finished");
+                    tracing::info!(home = %moving.home, partition, source = moving.machine.source, target = moving.machine.target, "autoadmin: move finished");
                     return Driving::Finished;
                 }
                 MoveAction::Ask { node, request } => {
@@ -788,7 +1021,7 @@ impl Router {
                         Ok(response) => match moving.machine.answered(node, response) {
                             Ok(progress) => progress,
                             Err(unexpected) => {
-                                tracing::warn!(table = %moving.table, partition, ?unexpected, "autoadmin: unexpected answer to a move's step");
+                                tracing::warn!(home = %moving.home, partition, ?unexpected, "autoadmin: unexpected answer to a move's step");
                                 Progress::AskAgain
                             }
                         },
@@ -822,18 +1055,8 @@ impl Router {
                     }
                 }
                 MoveAction::RecordTarget => {
-                    let target = moving.machine.target;
                     let recorded = self
-                        .change_move_record(&moving, |table, partition| {
-                            if let Some(record) = table.replica_moves.get_mut(&partition) {
-                                record.target_routed = true;
-                            }
-                            if let Some(entry) = table.partition_mut(partition)
-                                && !entry.replicas.contains(&target)
-                            {
-                                entry.replicas.push(target);
-                            }
-                        })
+                        .change_move_record(&moving, RecordEdit::TargetRouted)
                         .await;
                     match self.after_record(&mut moving, recorded) {
                         Some(ended) => return ended,
@@ -841,19 +1064,7 @@ impl Router {
                     }
                 }
                 MoveAction::RecordDone => {
-                    let (source, target) = (moving.machine.source, moving.machine.target);
-                    let recorded = self
-                        .change_move_record(&moving, |table, partition| {
-                            table.replica_moves.remove(&partition);
-                            table.pending_replicas.remove(&(partition, source));
-                            if let Some(entry) = table.partition_mut(partition) {
-                                entry.replicas.retain(|node| *node != source);
-                                if !entry.replicas.contains(&target) {
-                                    entry.replicas.push(target);
-                                }
-                            }
-                        })
-                        .await;
+                    let recorded = self.change_move_record(&moving, RecordEdit::Done).await;
                     match self.after_record(&mut moving, recorded) {
                         Some(ended) => return ended,
                         None => Progress::Advanced,
@@ -870,7 +1081,7 @@ impl Router {
                 Progress::Advanced => {}
                 Progress::AskAgain => glommio::timer::sleep(MOVE_RETRY_INTERVAL).await,
                 Progress::TargetRefused => {
-                    tracing::warn!(table = %moving.table, partition, target = moving.machine.target, "autoadmin: the target keeps this partition out of service; another is chosen");
+                    tracing::warn!(home = %moving.home, partition, target = moving.machine.target, "autoadmin: the target keeps this partition out of service; another is chosen");
                     moving.machine.give_up_on_target();
                     if !moving.machine.source_dead {
                         glommio::timer::sleep(MOVE_RETRY_INTERVAL).await;
@@ -911,14 +1122,9 @@ impl Router {
         targets: &[NodeId],
     ) -> Option<Driving> {
         let partition = moving.machine.partition;
-        let deadline = Instant::now() + CONTROL_DEADLINE;
-        let listed: Vec<NodeId> = match self.read_table(&moving.table, deadline).await {
-            Ok(Some(table)) if Self::record_is(moving, &table) => table
-                .all_partitions()
-                .find(|entry| entry.id == partition)
-                .map(|entry| entry.replicas.clone())
-                .unwrap_or_default(),
-            Ok(_) => return Some(Driving::Superseded),
+        let listed: Vec<NodeId> = match self.listed_if_ours(moving).await {
+            Ok(Some(listed)) => listed,
+            Ok(None) => return Some(Driving::Superseded),
             Err(_) => return Some(Driving::Unfinished),
         };
         for candidate in targets.iter().copied() {
@@ -934,19 +1140,17 @@ impl Router {
                 continue;
             }
             let recorded = self
-                .change_move_record(moving, |table, partition| {
-                    if let Some(record) = table.replica_moves.get_mut(&partition) {
-                        record.target = candidate;
-                        record.target_routed = false;
-                    }
-                    if let Some(entry) = table.partition_mut(partition) {
-                        entry.replicas.retain(|node| *node != given_up);
-                    }
-                })
+                .change_move_record(
+                    moving,
+                    RecordEdit::Retarget {
+                        given_up,
+                        candidate,
+                    },
+                )
                 .await;
             return match recorded {
                 Ok(true) => {
-                    tracing::info!(table = %moving.table, partition, given_up, target = candidate, "autoadmin: a failed target replaced");
+                    tracing::info!(home = %moving.home, partition, given_up, target = candidate, "autoadmin: a failed target replaced");
                     moving.machine.retarget(candidate);
                     moving.fenced = None;
                     None
@@ -955,7 +1159,7 @@ impl Router {
                 Err(_) => Some(Driving::Unfinished),
             };
         }
-        tracing::warn!(table = %moving.table, partition, given_up, "autoadmin: no node can take the replica now; the next pass tries again");
+        tracing::warn!(home = %moving.home, partition, given_up, "autoadmin: no node can take the replica now; the next pass tries again");
         Some(Driving::Unfinished)
     }
 
@@ -998,6 +1202,33 @@ fn new_move_id() -> u64 {
         })
 }
 
+/// The machine of the metadata group's move as its record in `cluster` stands, from its first
+/// step, like [`driven_move`]'s.
+fn driven_metadata_move(cluster: &ClusterRecord, record: &ReplicaMoveRecord) -> Driven {
+    let members: Vec<NodeId> = cluster
+        .metadata_replicas
+        .iter()
+        .copied()
+        .filter(|node| *node != record.target)
+        .collect();
+    let machine = ReplicaMove::new(
+        METADATA_PARTITION,
+        METADATA_EPOCH,
+        crate::metadata::key_schema_wire(&crate::metadata::metadata_key_schema()),
+        members,
+        record.source,
+        record.target,
+        record.source_dead,
+    );
+    Driven {
+        home: MoveHome::MetadataGroup,
+        shard: METADATA_SHARD,
+        id: record.id,
+        machine,
+        fenced: None,
+    }
+}
+
 /// The machine of `table`'s move of `partition` as its record stands, from its first step
 /// (shoal_autoadmin::replica_move, "Resuming"); a retargeted move's record names its current
 /// target.
@@ -1021,8 +1252,10 @@ fn driven_move(table: &TableRecord, partition: u64, record: &ReplicaMoveRecord) 
         record.source_dead,
     );
     Some(Driven {
-        table: table.name.clone(),
-        incarnation: table.incarnation(),
+        home: MoveHome::Table {
+            name: table.name.clone(),
+            incarnation: table.incarnation(),
+        },
         shard: entry.shard,
         id: record.id,
         machine,

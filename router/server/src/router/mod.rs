@@ -146,8 +146,10 @@ const _: () = assert!(
         && BATCH_PARTITIONS_IN_FLIGHT_MAX < shoal_bus::limits::CLIENT_REQUESTS_IN_FLIGHT_MAX
 );
 
-/// The router's settings. `nodes` must include the metadata nodes: the metadata group lives on
-/// the lowest node ids of the bootstrap node list, up to three.
+/// The router's settings. The metadata group is created on the lowest node ids of the
+/// bootstrap node list, up to three; it may move since (`ClusterRecord::metadata_replicas`),
+/// and a router whose `nodes` name none of its replicas finds it through any live node
+/// (`MetadataStore::rediscover`).
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
     pub nodes: Vec<NodeAddress>,
@@ -677,6 +679,8 @@ impl Router {
                 .max()
                 .unwrap_or(0),
             revision: 0,
+            metadata_replicas: self.metadata.replicas(),
+            metadata_move: None,
         };
         let deadline = Instant::now() + crate::metadata::BOOTSTRAP_DEADLINE;
         // A fresh group elects its first leader within a few election timeouts; until then
@@ -711,6 +715,7 @@ impl Router {
             })?;
         let cluster = ClusterRecord::from_item(&item)?;
         self.forwarder.set_directory(cluster.directory());
+        self.metadata.set_replicas(&cluster.metadata_replicas);
         *self.cluster.borrow_mut() = Some(cluster.clone());
         Ok(cluster)
     }

@@ -85,15 +85,19 @@ fn step_stale(
         || now.saturating_duration_since(seen_since) >= timeout
 }
 
-/// The replicas in `hosted` that belong to no table (metadata invariant 5): not partition 0
-/// (the metadata group), below the partition counter `next_partition` (an id at or above it
-/// was never reserved, so this cluster's metadata did not make it: it is left alone), and not
-/// listed on their node by any table item, whatever its status: neither a replica of its
-/// partition there nor a move's target. A replica moved away is one of these.
+/// The replicas in `hosted` that belong to no table (metadata invariant 5): below the
+/// partition counter `next_partition` (an id at or above it was never reserved, so this
+/// cluster's metadata did not make it: it is left alone), and not listed on their node by any
+/// table item, whatever its status: neither a replica of its partition there nor a move's
+/// target. A replica moved away is one of these. A replica of the metadata group (partition 0)
+/// is one when `metadata_listed` (the cluster item's `metadata_replicas` and its move's
+/// target, read after `hosted` was gathered) does not name its node: the group moved away
+/// from a node that was down meanwhile.
 fn orphan_replicas(
     hosted: &[HostedReplica],
     tables: &[TableRecord],
     next_partition: u64,
+    metadata_listed: &BTreeSet<NodeId>,
 ) -> BTreeSet<HostedReplica> {
     let listed: BTreeSet<(u64, NodeId)> = tables
         .iter()
@@ -102,8 +106,10 @@ fn orphan_replicas(
     hosted
         .iter()
         .filter(|replica| {
-            replica.partition != crate::metadata::METADATA_PARTITION
-                && replica.partition >= crate::metadata::FIRST_DATA_PARTITION
+            if replica.partition == crate::metadata::METADATA_PARTITION {
+                return !metadata_listed.is_empty() && !metadata_listed.contains(&replica.node);
+            }
+            replica.partition >= crate::metadata::FIRST_DATA_PARTITION
                 && replica.partition < next_partition
                 && !listed.contains(&(replica.partition, replica.node))
         })
@@ -111,11 +117,16 @@ fn orphan_replicas(
         .collect()
 }
 
-/// The replicas that ACTIVE tables list (not pending creation, metadata invariant 4) on a
-/// node whose shard answered `reports` without them: lost with the node's data, or kept out of
-/// service because they were found corrupt at recovery. A table being created or deleted is
-/// left out: its replicas are on their way in or out.
-fn missing_replicas(reports: &[ShardReport], tables: &[TableRecord]) -> BTreeSet<HostedReplica> {
+/// The replicas that ACTIVE tables (not pending creation, metadata invariant 4) and the
+/// metadata group (`metadata_replicas`, the cluster item's) list on a node whose shard answered
+/// `reports` without them: lost with the node's data, or kept out of service because they were
+/// found corrupt at recovery. A table being created or deleted is left out: its replicas are
+/// on their way in or out.
+fn missing_replicas(
+    reports: &[ShardReport],
+    tables: &[TableRecord],
+    metadata_replicas: &[NodeId],
+) -> BTreeSet<HostedReplica> {
     let answered: BTreeSet<(NodeId, u16)> = reports
         .iter()
         .filter(|report| report.replicas.is_some())
@@ -131,6 +142,12 @@ fn missing_replicas(reports: &[ShardReport], tables: &[TableRecord]) -> BTreeSet
                 .map(move |replica| (replica.partition, report.node))
         })
         .collect();
+    let metadata = metadata_replicas.iter().map(|node| HostedReplica {
+        node: *node,
+        shard: crate::metadata::METADATA_SHARD,
+        partition: crate::metadata::METADATA_PARTITION,
+        epoch: crate::metadata::METADATA_EPOCH,
+    });
     tables
         .iter()
         .filter(|table| table.status == TableStatus::Active)
@@ -148,6 +165,7 @@ fn missing_replicas(reports: &[ShardReport], tables: &[TableRecord]) -> BTreeSet
                     })
             })
         })
+        .chain(metadata)
         .filter(|replica| {
             answered.contains(&(replica.node, replica.shard))
                 && !hosted.contains(&(replica.partition, replica.node))
@@ -466,6 +484,15 @@ impl Router {
     pub async fn collect_orphan_replicas(&self) -> Result<usize, DynamoError> {
         let cluster = self.cluster().await?;
         let reports = self.shard_reports(&cluster).await;
+        // Read strongly after the reports, like the table items below (metadata invariant 5):
+        // the metadata group lists a move's target before the target hosts anything.
+        let current = self.load_cluster().await?;
+        let metadata_listed: BTreeSet<NodeId> = current
+            .metadata_replicas
+            .iter()
+            .copied()
+            .chain(current.metadata_move.map(|record| record.target))
+            .collect();
         let hosted: Vec<HostedReplica> = reports
             .iter()
             .flat_map(|report| {
@@ -497,12 +524,12 @@ impl Router {
         // grace as orphans (a node recovering its replicas answers only once it has them).
         let lost = orphans_due(
             &mut self.repair.missing.borrow_mut(),
-            &missing_replicas(&reports, &tables),
+            &missing_replicas(&reports, &tables, &current.metadata_replicas),
             Instant::now(),
             self.config.orphan_replica_grace,
         );
         self.note_lost_replicas(lost.iter().map(|replica| (replica.partition, replica.node)));
-        let orphans = orphan_replicas(&hosted, &tables, next_partition);
+        let orphans = orphan_replicas(&hosted, &tables, next_partition, &metadata_listed);
         let due = orphans_due(
             &mut self.repair.orphans.borrow_mut(),
             &orphans,
@@ -703,15 +730,34 @@ mod tests {
             hosted(4, 1),  // a live table's partition on a node it does not list: moved away
             hosted(4, 2),  // the target of a move under way
         ];
-        let orphans = orphan_replicas(&on_nodes, &tables, 10);
+        let metadata_listed = BTreeSet::from([1, 2, 3]);
+        let orphans = orphan_replicas(&on_nodes, &tables, 10, &metadata_listed);
         assert_eq!(
             orphans,
             BTreeSet::from([hosted(2, 4), hosted(3, 4), hosted(3, 9), hosted(4, 1)])
         );
-        // Without a counter item, nothing was ever reserved: nothing is an orphan.
+        // Without a counter item, nothing was ever reserved: no data replica is an orphan.
         assert!(
-            orphan_replicas(&on_nodes, &tables, crate::metadata::FIRST_DATA_PARTITION).is_empty()
+            orphan_replicas(
+                &on_nodes,
+                &tables,
+                crate::metadata::FIRST_DATA_PARTITION,
+                &metadata_listed
+            )
+            .is_empty()
         );
+        // The metadata group moved from node 1 to node 4 while node 1 was down: node 1's
+        // replica of it is an orphan, node 4's (listed, or the move's target) is not. With
+        // nothing listed (never the case once read), none is.
+        let metadata_replicas = [hosted(1, 0), hosted(4, 0)];
+        assert_eq!(
+            orphan_replicas(&metadata_replicas, &[], 10, &BTreeSet::from([2, 3, 4])),
+            BTreeSet::from([hosted(1, 0)])
+        );
+        assert!(
+            orphan_replicas(&metadata_replicas, &[], 10, &BTreeSet::from([1, 2, 3, 4])).is_empty()
+        );
+        assert!(orphan_replicas(&metadata_replicas, &[], 10, &BTreeSet::new()).is_empty());
     }
 
     #[test]
@@ -737,14 +783,17 @@ mod tests {
         let mut creating = table("new", &[7]);
         creating.status = TableStatus::Creating;
         let reports = [
-            report(1, Some(vec![1, 2])),
+            report(1, Some(vec![0, 1, 2])),
             // Node 2 lost partition 1; partition 2 is pending there (not created yet).
             report(2, Some(vec![])),
             // Node 3 did not answer: nothing is known of it.
             report(3, None),
         ];
-        let missing = missing_replicas(&reports, &[live, creating]);
+        let missing = missing_replicas(&reports, &[live.clone(), creating.clone()], &[]);
         assert_eq!(missing, BTreeSet::from([hosted(2, 1)]));
+        // The metadata group on nodes 1, 2 and 3: node 2 answered without its replica.
+        let missing = missing_replicas(&reports, &[live, creating], &[1, 2, 3]);
+        assert_eq!(missing, BTreeSet::from([hosted(2, 1), hosted(2, 0)]));
     }
 
     #[test]
