@@ -1952,12 +1952,14 @@ fn the_metadata_group_moves_off_a_dead_node_and_survives_a_second_loss() {
     });
 }
 
-/// Issue 19, decommission: five nodes, a table written; node 5 is decommissioned while writes go
-/// on. The autoadmin moves each of its replicas with planned moves (the new replica joins, is
-/// listed, added and caught up before the old one is removed, settled and deleted), and node 5
-/// leaves the node list once no table lists it. Every partition ends with three replicas on the
-/// other nodes, node 5 (still running) hosts none of the table's replicas, and every
-/// acknowledged write is read back.
+/// Issue 19, decommission: five nodes, a table written; node 1, which also holds a replica of
+/// the metadata group, is decommissioned while writes go on. The autoadmin moves each of its
+/// replicas, the metadata group's included, with planned moves (the new replica joins, is
+/// listed, added and caught up before the old one is removed, settled and deleted; a leader
+/// among them hands over), and node 1 leaves the node list once neither a table nor the
+/// metadata group lists it. Every partition and the metadata group end with three replicas on
+/// the other nodes, node 1 (still running) hosts none of them, and every acknowledged write is
+/// read back.
 #[test]
 fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() {
     let _turn = ONE_CLUSTER_AT_A_TIME
@@ -1965,7 +1967,7 @@ fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() 
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let cluster = Cluster::start_some(5, 5);
     let nodes = cluster.nodes.clone();
-    let drained = nodes[4];
+    let drained = nodes[0];
     on_router_core(async {
         let router = Router::new(repairing_config(&nodes, 23)).unwrap();
         router.bootstrap(SHARDS).await.unwrap();
@@ -2000,22 +2002,31 @@ fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() 
             }
             assert!(
                 started.elapsed() < Duration::from_secs(120),
-                "node 5 still listed after two minutes: {report:?}"
+                "node 1 still listed after two minutes: {report:?}"
             );
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
         eprintln!(
-            "{} replicas drained from node 5 in {:?}",
+            "{} replicas and the metadata group's drained from node 1 in {:?}",
             held.len(),
             started.elapsed()
         );
-        assert_eq!(moved, held.len(), "one planned move per replica");
+        assert_eq!(
+            moved,
+            held.len() + 1,
+            "one planned move per replica, the metadata group's included"
+        );
+        let metadata = router.load_cluster().await.unwrap().metadata_replicas;
+        assert!(
+            metadata.len() == 3 && !metadata.contains(&drained.id),
+            "{metadata:?}"
+        );
         let on_drained: Vec<u64> = replicas_on(&drained)
             .iter()
             .map(|replica| replica.partition)
-            .filter(|partition| held.contains(partition))
+            .filter(|partition| held.contains(partition) || *partition == 0)
             .collect();
-        assert!(on_drained.is_empty(), "node 5 keeps {on_drained:?}");
+        assert!(on_drained.is_empty(), "node 1 keeps {on_drained:?}");
         wait_until_whole(&router, &nodes, drained.id, written).await;
     });
 }
