@@ -6,7 +6,7 @@ creates TABLES on-demand tables (4 partitions each, 3 replicas per partition), w
 items, then runs one writer that puts items one after another (bounded: it stops at the end of
 the trial) while the script:
 1. measures a BASELINE_S-second window of put latency;
-2. SIGKILLs node 5 (not one of the metadata group's nodes, which do not move yet) for good;
+2. SIGKILLs node 5 for good;
 3. polls `shoal admin status --json` every POLL_S seconds until every partition lists three
    replicas, none on node 5, each reported healthy: the restore time, counted from the kill.
    It includes the detection threshold (`--node-down-after`), the autoadmin's probe period
@@ -23,6 +23,11 @@ decommission 5` instead: node 5 keeps running while the autoadmin drains it with
 (each new replica added and caught up before the old one goes), and the restore time is until
 node 5 has left the node list and every partition is whole without it. Its "longest put" is
 the write pause the moves caused.
+
+With MODE `kill-metadata`, step 2 SIGKILLs node 1 instead, a node of the metadata group (the
+cluster's catalog, created on nodes 1-3), and step 3 also waits for the metadata group to list
+three healthy replicas, none on node 1: the time the whole cluster, its control plane
+included, takes to be back to three replicas of everything.
 
 With MODE `join`, `shoal dev` starts only nodes 1-4, and step 2 starts node 5 with `shoal node
 --join` (dev's node settings): the autoadmin's balance moves replicas onto it. The restore time
@@ -86,10 +91,18 @@ def status(binary):
     return json.loads(result.stdout)
 
 
+def lost_node(mode):
+    return 1 if mode == "kill-metadata" else LOST_NODE
+
+
 def restored(report, mode):
-    if mode == "decommission" and any(node["id"] == LOST_NODE for node in report["nodes"]):
+    lost = lost_node(mode)
+    if mode == "decommission" and any(node["id"] == lost for node in report["nodes"]):
         return False
-    partitions = [p for p in report["partitions"] if p["table"] != "(metadata)"]
+    partitions = [
+        p for p in report["partitions"]
+        if p["table"] != "(metadata)" or mode == "kill-metadata"
+    ]
     whole = bool(partitions) and all(
         len(p["replicas"]) == 3 and sorted(p["healthy"]) == sorted(p["replicas"])
         for p in partitions
@@ -101,7 +114,7 @@ def restored(report, mode):
                 per_node[node] = per_node.get(node, 0) + 1
         counts = [per_node.get(node, 0) for node in range(1, NODES + 1)]
         return whole and not report.get("moves") and max(counts) - min(counts) <= 1
-    return whole and all(LOST_NODE not in p["replicas"] for p in partitions)
+    return whole and all(lost not in p["replicas"] for p in partitions)
 
 
 def percentile(samples, fraction):
@@ -192,11 +205,11 @@ def trial(binary, number, node_down_after, tables, mode):
             )
         pid = None
         for line in list(lines):
-            found = re.search(rf"node {LOST_NODE} started \(pid (\d+)\)", line)
+            found = re.search(rf"node {lost_node(mode)} started \(pid (\d+)\)", line)
             if found:
                 pid = int(found.group(1))
         if pid is None and mode != "join":
-            raise RuntimeError("node 5's pid was not printed")
+            raise RuntimeError(f"node {lost_node(mode)}'s pid was not printed")
         writer = Writer(names)
         writer.start()
         time.sleep(BASELINE_S)
@@ -277,8 +290,8 @@ def main():
     node_down_after = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     tables = int(sys.argv[4]) if len(sys.argv) > 4 else 4
     mode = sys.argv[5] if len(sys.argv) > 5 else "kill"
-    if mode not in ("kill", "decommission", "join"):
-        raise SystemExit("MODE is kill, decommission or join")
+    if mode not in ("kill", "kill-metadata", "decommission", "join"):
+        raise SystemExit("MODE is kill, kill-metadata, decommission or join")
     results = [
         trial(binary, number, node_down_after, tables, mode) for number in range(1, trials + 1)
     ]

@@ -922,7 +922,9 @@ impl Replica {
                 Role::PreCandidate { .. } if !self.may_campaign() => self.stop_campaigning(now),
                 _ => {}
             }
-            if let Some(ballot) = self.following {
+            // A candidate that won with other promises before the snapshot it was offered
+            // arrived leads now, and answers nobody for it.
+            if let Some(ballot) = self.following.filter(|ballot| ballot.node != self.id) {
                 self.reply_after_durable(
                     ballot.node,
                     Message::Accepted {
@@ -1349,12 +1351,22 @@ impl Replica {
         };
         let from_slot = self.commit_slot.next();
         let (ballot, lease_released) = (candidate.ballot, candidate.lease_released);
+        // The snapshot's membership may name members never asked: asked now too.
+        let newly_known: Vec<NodeId> = self
+            .committed_membership
+            .members()
+            .filter(|node| *node != self.id && !candidate.asked.contains(node))
+            .collect();
         let unanswered: Vec<NodeId> = candidate
             .asked
             .iter()
             .filter(|node| !candidate.promises.contains_key(node))
             .copied()
+            .chain(newly_known.iter().copied())
             .collect();
+        if let Role::Candidate(candidate) = &mut self.role {
+            candidate.asked.extend(newly_known);
+        }
         for node in unanswered {
             self.send(
                 node,

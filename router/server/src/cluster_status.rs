@@ -491,6 +491,7 @@ mod tests {
             highest_node_id: 3,
             revision: 0,
             metadata_replicas: vec![1, 2, 3],
+            metadata_replicas_recorded: true,
             metadata_move: None,
         }
     }

@@ -10,6 +10,8 @@
 //! - `access_keys`: every access key (id, secret, role, tables) and a revision (access.rs).
 //! - `autoadmin`: `paused` (BOOL), set by `shoal admin pause|resume`; absent means running
 //!   (router/autoadmin.rs).
+//! - `autoadmin#lease`: `holder` (N) and `revision` (N): which router's autoadmin is the active
+//!   one (router/autoadmin.rs, "One active autoadmin").
 //!
 //! Every read is strongly consistent (`ConsistentRead: true`), served by the metadata leader
 //! under its lease, so a router never acts on metadata older than the last acknowledged write.
@@ -101,6 +103,9 @@ pub const CLUSTER_KEY: &str = "cluster";
 pub const PARTITION_COUNTER_KEY: &str = "counter#partition";
 pub const TABLE_KEY_PREFIX: &str = "table#";
 pub const AUTOADMIN_KEY: &str = "autoadmin";
+/// The autoadmin's lease (router/autoadmin.rs, "One active autoadmin"): `holder` N, the
+/// holding router's id, and `revision` N, bumped by every renewal.
+pub const AUTOADMIN_LEASE_KEY: &str = "autoadmin#lease";
 /// The table item's member listing replicas not created yet (invariant 4).
 pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
 /// The table item's member listing replica moves under way (invariant 7).
@@ -144,10 +149,16 @@ pub struct ClusterRecord {
     /// different routers. Absent (0) in items written before it.
     pub revision: u64,
     /// The nodes the metadata group's replicas are on, a move's target included from when it
-    /// has caught up (as a table's partition lists it, invariant 7), sorted. Absent in items
+    /// has joined, before it is added (as a table's partition lists it, invariant 7), sorted. Absent in items
     /// written before the group could move: then the lowest ids, up to
     /// [`METADATA_REPLICAS_MAX`], where the group was created ([`metadata_replicas`]).
     pub metadata_replicas: Vec<NodeId>,
+    /// Whether the item had `metadata_replicas` (every write since the group could move has
+    /// it). When it did not, the list above is the lowest ids by assumption: a router of an
+    /// older version may have rewritten the item after a move and dropped the real list. The
+    /// autoadmin then writes the list only once the nodes confirm it, and until then neither
+    /// moves the group nor deletes a replica of it as an orphan.
+    pub metadata_replicas_recorded: bool,
     /// The metadata group's replica move under way (router/autoadmin.rs), recorded before its
     /// first step like a table partition's (invariant 7). Absent when there is none.
     pub metadata_move: Option<ReplicaMoveRecord>,
@@ -1110,12 +1121,16 @@ impl ClusterRecord {
         }
         item["highest_node_id"] = number(self.highest_node_id);
         item["revision"] = number(self.revision);
-        let metadata: Vec<Json> = self
-            .metadata_replicas
-            .iter()
-            .map(|node| number(*node))
-            .collect();
-        item["metadata_replicas"] = json!({ "L": metadata });
+        // Only a list that was recorded or confirmed is written: one assumed from an item
+        // without it stays assumed, whatever else this write changes.
+        if self.metadata_replicas_recorded {
+            let metadata: Vec<Json> = self
+                .metadata_replicas
+                .iter()
+                .map(|node| number(*node))
+                .collect();
+            item["metadata_replicas"] = json!({ "L": metadata });
+        }
         if let Some(record) = &self.metadata_move {
             item["metadata_move"] = replica_move_json(None, record);
         }
@@ -1160,6 +1175,7 @@ impl ClusterRecord {
             None => 0,
             Some(_) => get_number(item, "revision")?,
         };
+        let metadata_replicas_recorded = item.get("metadata_replicas").is_some();
         let metadata_replicas = match item.get("metadata_replicas") {
             None => metadata_replicas(&nodes),
             Some(_) => {
@@ -1194,6 +1210,7 @@ impl ClusterRecord {
             highest_node_id,
             revision,
             metadata_replicas,
+            metadata_replicas_recorded,
             metadata_move,
         })
     }
@@ -1209,9 +1226,9 @@ impl ClusterRecord {
     /// - an id at or below [`ClusterRecord::highest_node_id`] that is not listed: ids are never
     ///   reused, so a node that left (or whose join was refused) cannot come back under its
     ///   old id;
-    /// - a cluster of fewer than [`METADATA_REPLICAS_MAX`] nodes: its metadata group lives on
-    ///   every node it has (the lowest ids, up to that many), and it does not grow yet, so a
-    ///   node joining would be counted as a metadata replica that does not exist;
+    /// - a cluster of fewer than [`METADATA_REPLICAS_MAX`] nodes: its metadata group has a
+    ///   replica on every node it has, fewer than that many, and a group does not grow by
+    ///   added replicas yet (only moves), so it would stay that small however many joined;
     /// - a node list already at [`NODES_MAX`].
     pub fn admit(
         &mut self,
@@ -1433,6 +1450,24 @@ impl MetadataStore {
             return false;
         }
         self.rediscovered_at.set(Some(Instant::now()));
+        let (hosting, leader) = self.find_group(forwarder).await;
+        if hosting.is_empty() {
+            return false;
+        }
+        let changed = self.replicas() != hosting;
+        self.set_replicas(&hosting);
+        if leader.is_some() {
+            self.route.borrow_mut().leader_hint = leader;
+        }
+        if changed {
+            tracing::info!(replicas = ?hosting, "found the metadata group on other nodes");
+        }
+        changed
+    }
+
+    /// The nodes that host a replica of the metadata group, sorted, and the one among them that
+    /// says it leads, by asking every node `forwarder` knows, and every node they know.
+    pub async fn find_group(&self, forwarder: &Forwarder) -> (Vec<NodeId>, Option<NodeId>) {
         // First the nodes the known nodes know (`ClusterNodes`): the group may have moved onto
         // nodes that joined after this store's list was made.
         let known: Vec<NodeId> = forwarder
@@ -1487,19 +1522,8 @@ impl MetadataStore {
                 }
             }
         }
-        if hosting.is_empty() {
-            return false;
-        }
         hosting.sort_unstable();
-        let changed = self.replicas() != hosting;
-        self.set_replicas(&hosting);
-        if leader.is_some() {
-            self.route.borrow_mut().leader_hint = leader;
-        }
-        if changed {
-            tracing::info!(replicas = ?hosting, "found the metadata group on other nodes");
-        }
-        changed
+        (hosting, leader)
     }
 
     async fn request(
@@ -1657,6 +1681,52 @@ impl MetadataStore {
         )
         .await?;
         Ok(())
+    }
+
+    /// The autoadmin lease's holder and revision, if any router ever took it.
+    pub async fn autoadmin_lease(
+        &self,
+        forwarder: &Forwarder,
+        deadline: Instant,
+    ) -> Result<Option<(u64, u64)>, ForwardError> {
+        let Some(item) = self.get(forwarder, AUTOADMIN_LEASE_KEY, deadline).await? else {
+            return Ok(None);
+        };
+        let read = || -> Result<(u64, u64), DynamoError> {
+            Ok((get_number(&item, "holder")?, get_number(&item, "revision")?))
+        };
+        read().map(Some).map_err(ForwardError::Dynamo)
+    }
+
+    /// Writes the autoadmin lease as held by `holder` at `revision + 1`, if it is still at
+    /// `revision` (or absent, for `None`); `Ok(false)` if another writer changed it first.
+    pub async fn put_autoadmin_lease(
+        &self,
+        forwarder: &Forwarder,
+        holder: u64,
+        revision: Option<u64>,
+        deadline: Instant,
+    ) -> Result<bool, ForwardError> {
+        let item = json!({
+            KEY_ATTRIBUTE: string(AUTOADMIN_LEASE_KEY),
+            "holder": number(holder),
+            "revision": number(revision.map_or(1, |revision| revision + 1)),
+        });
+        let parameters = match revision {
+            None => json!({
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(#key)",
+                "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
+            }),
+            Some(revision) => json!({
+                "Item": item,
+                "ConditionExpression": "#revision = :revision",
+                "ExpressionAttributeNames": { "#revision": "revision" },
+                "ExpressionAttributeValues": { ":revision": number(revision) },
+            }),
+        };
+        self.conditional(forwarder, ItemOperation::PutItem, parameters, deadline)
+            .await
     }
 
     /// Writes `item` unless an item with its key exists; `Ok(false)` if one does.
@@ -2372,6 +2442,7 @@ mod tests {
             highest_node_id: 4,
             revision: 9,
             metadata_replicas: vec![1, 2, 3],
+            metadata_replicas_recorded: true,
             metadata_move: None,
         };
         let refused = |cluster: &mut ClusterRecord, id: NodeId, port: u16, shards: u16| {
@@ -2430,6 +2501,7 @@ mod tests {
             highest_node_id: 7,
             revision: 3,
             metadata_replicas: vec![1, 2],
+            metadata_replicas_recorded: true,
             metadata_move: None,
         };
         let item = cluster.to_item();
@@ -2445,10 +2517,11 @@ mod tests {
         // An item from before the metadata group could move: on the lowest ids.
         let mut legacy = item.clone();
         legacy.as_object_mut().unwrap().remove("metadata_replicas");
-        assert_eq!(
-            ClusterRecord::from_item(&legacy).unwrap().metadata_replicas,
-            vec![1, 2]
-        );
+        let read = ClusterRecord::from_item(&legacy).unwrap();
+        assert_eq!(read.metadata_replicas, vec![1, 2]);
+        assert!(!read.metadata_replicas_recorded);
+        // Written again unconfirmed (a join through a newer router), it stays assumed.
+        assert!(read.to_item().get("metadata_replicas").is_none());
         // A move of the metadata group under way round-trips; an empty group is corrupt.
         let mut moving = cluster.clone();
         moving.metadata_replicas = vec![1, 2, 9];

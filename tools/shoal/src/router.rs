@@ -423,6 +423,12 @@ fn spawn_autoadmin(router: Rc<Router>) {
                             "autoadmin: paused by an operator (shoal admin pause|resume)"
                         );
                     }
+                    if report.standby != before.standby {
+                        tracing::info!(
+                            standby = report.standby,
+                            "autoadmin: another router's autoadmin is the active one"
+                        );
+                    }
                     if report.nodes_down != before.nodes_down {
                         tracing::warn!(nodes = ?report.nodes_down, "autoadmin: nodes down");
                     }

@@ -1831,6 +1831,109 @@ fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
     });
 }
 
+/// Issue 19, one active autoadmin: two routers run the autoadmin pass on one cluster. The
+/// first to pass takes the autoadmin lease and acts; the other stands by, pass after pass,
+/// even with a node down, so the dead node's replicas get one move each, not two. When the
+/// holder stops (its router gone, as if killed), the other takes the lease over once it has
+/// gone unrenewed for the takeover time (shortened to a second here) and heals the cluster.
+#[test]
+fn only_the_router_holding_the_autoadmin_lease_acts_and_another_takes_over_when_it_stops() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start_some(5, 5);
+    let nodes = cluster.nodes.clone();
+    on_router_core(async {
+        let config = |seed| {
+            let mut config = repairing_config(&nodes, seed);
+            config.node_down_after = Duration::from_secs(1);
+            config.autoadmin_takeover_after = Duration::from_secs(1);
+            config.balance = false;
+            config
+        };
+        let first = Router::new(config(41)).unwrap();
+        let second = Router::new(config(43)).unwrap();
+        first.bootstrap(SHARDS).await.unwrap();
+        first
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let report = first.autoadmin_pass().await.unwrap();
+        assert!(!report.standby, "{report:?}");
+        for index in 0..20 {
+            put_until_acknowledged(&first, index).await;
+        }
+        let lost = nodes[4];
+        let moved = partitions_listing(&first, lost.id).await;
+        cluster.kill_node(4);
+        glommio::timer::sleep(Duration::from_millis(1500)).await;
+        // Both pass for a while, the holder renewing within the takeover time: only it acts.
+        let mut started = 0;
+        for _ in 0..4 {
+            let standing_by = second.autoadmin_pass().await.unwrap();
+            assert!(standing_by.standby, "{standing_by:?}");
+            assert_eq!(standing_by.moves_started, 0);
+            let acting = first.autoadmin_pass().await.unwrap();
+            assert!(!acting.standby, "{acting:?}");
+            started += acting.moves_started;
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            started,
+            moved.len(),
+            "one move per replica of the lost node"
+        );
+
+        // The holder stops. The other takes over once the lease has gone unrenewed for the
+        // takeover time, and heals the next loss.
+        drop(first);
+        let stopped = Instant::now();
+        let taken_over = loop {
+            let report = second.autoadmin_pass().await.unwrap();
+            if !report.standby {
+                break stopped.elapsed();
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_secs(30),
+                "no takeover within 30 s"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        };
+        // Counted from the last revision the standby saw, which the holder wrote up to a
+        // renewal period before it stopped: the standby acts within the takeover time of that.
+        eprintln!("the autoadmin lease was taken over {taken_over:?} after its holder stopped");
+        let next = nodes[3];
+        let listing_next = partitions_listing(&second, next.id).await;
+        cluster.kill_node(3);
+        let killed = Instant::now();
+        let mut started = 0;
+        loop {
+            let report = second.autoadmin_pass().await.unwrap();
+            assert!(!report.standby, "{report:?}");
+            started += report.moves_started;
+            let partitions = second.table_partitions("people").await.unwrap();
+            if report.moves_unfinished == 0
+                && partitions
+                    .iter()
+                    .all(|partition| !partition.replicas.contains(&next.id))
+            {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "not healed: {report:?}, {partitions:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            started,
+            listing_next.len(),
+            "one move per replica of node 4"
+        );
+        wait_until_whole(&second, &nodes[..4], next.id, 20).await;
+    });
+}
+
 /// Issue 19, the metadata group heals: five nodes; node 1, one of the three the metadata group
 /// was created on, is killed for good while a table is written. The autoadmin moves the
 /// group's replica off node 1 like any partition's (recorded in the cluster item), along with
@@ -1839,7 +1942,7 @@ fn a_node_killed_for_good_or_emptied_has_its_replicas_rebuilt_on_the_others() {
 /// acknowledged write is read back. Before this, the group was fixed on the three lowest ids, and
 /// these two losses stopped every control-plane operation of the cluster for good. Last, a
 /// router started afresh whose node list names no live replica of the group finds it by
-/// asking the nodes.
+/// asking the nodes, and its bootstrap creates no replica of the group anywhere.
 #[test]
 fn the_metadata_group_moves_off_a_dead_node_and_survives_a_second_loss() {
     let _turn = ONE_CLUSTER_AT_A_TIME
@@ -1945,9 +2048,19 @@ fn the_metadata_group_moves_off_a_dead_node_and_survives_a_second_loss() {
             .copied()
             .chain([outside])
             .collect();
+        // It starts as `shoal router` does, through `bootstrap`, which must load the cluster
+        // and create nothing: replicas of the group created on its node list's lowest ids
+        // would be a second, empty metadata group.
         let fresh = Router::new(repairing_config(&known, 31)).unwrap();
-        let found = fresh.load_cluster().await.unwrap();
+        let found = fresh.bootstrap(SHARDS).await.unwrap();
         assert_eq!(found.metadata_replicas, group);
+        assert!(
+            !replicas_on(&outside)
+                .iter()
+                .any(|replica| replica.partition == 0),
+            "bootstrap created a metadata replica on node {}",
+            outside.id
+        );
         assert_acknowledged_readable(&fresh, 0..written).await;
     });
 }

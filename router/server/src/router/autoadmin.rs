@@ -41,6 +41,20 @@
 //! revision); routers and nodes follow that list, and one that lost track of the group finds
 //! it by asking the nodes (`MetadataStore::rediscover`).
 //!
+//! One active autoadmin: every router runs the pass, but only the holder of the autoadmin
+//! lease (the metadata item `autoadmin#lease`) acts on what it sees; the others read the node
+//! list and stand by (`AutoadminReport::standby`). Two routers planning at once each planned
+//! against the other's moves, so balance overshot and moves were started twice. The lease is
+//! kept without clocks: the holder renews it (a conditional write of the next revision) at
+//! most every [`AUTOADMIN_INTERVAL`], at each pass and while it drives moves, and acts only
+//! while its last renewal is under half of [`AUTOADMIN_LEASE_TAKEOVER_AFTER`] old on its own
+//! clock. Another router takes the lease (a conditional write on the revision it saw) once
+//! it has seen the same revision for the whole of [`AUTOADMIN_LEASE_TAKEOVER_AFTER`] on its
+//! clock. A holder that stalls past its half stops before the next takes over (clock rates
+//! differ by far less than two to one); were both to act anyway, every move's steps stay
+//! idempotent and fenced by its record, so the cost is a duplicated plan, not damage. The
+//! lease is independent of `shoal admin pause`, which stops whichever router holds it.
+//!
 //! Left for later (issue 19): balance by bytes and traffic, log replicas, splits, and growing
 //! a metadata group of fewer than three replicas (a cluster started with fewer nodes).
 
@@ -84,6 +98,15 @@ const BALANCE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 const _: () = assert!(AUTOADMIN_INTERVAL.as_millis() < NODE_DOWN_AFTER.as_millis());
 
+/// The autoadmin lease goes to another router once it has not been renewed for this long
+/// (module docs, "One active autoadmin"): five renewal periods, so that one or two slow
+/// metadata writes do not hand it over, and short against [`NODE_DOWN_AFTER`], so that a
+/// router dying delays healing by little.
+pub const AUTOADMIN_LEASE_TAKEOVER_AFTER: Duration = Duration::from_secs(10);
+
+const _: () =
+    assert!(AUTOADMIN_INTERVAL.as_millis() * 2 < AUTOADMIN_LEASE_TAKEOVER_AFTER.as_millis());
+
 /// What the autoadmin remembers between passes.
 #[derive(Debug, Default)]
 pub(super) struct AutoadminMemory {
@@ -103,6 +126,12 @@ pub(super) struct AutoadminMemory {
     /// for: a changed list (a node joined) is checked at once.
     balance_check_last: Cell<Option<Instant>>,
     balanced_nodes: RefCell<BTreeSet<NodeId>>,
+    /// This router's id as the lease's holder, drawn at its first use.
+    lease_id: Cell<u64>,
+    /// When this router last renewed (or took) the lease.
+    lease_renewed_at: Cell<Option<Instant>>,
+    /// The other holder's lease as last read, and when this router first saw that revision.
+    lease_seen: Cell<Option<(u64, u64, Instant)>>,
 }
 
 /// What one autoadmin pass saw and did.
@@ -110,6 +139,8 @@ pub(super) struct AutoadminMemory {
 pub struct AutoadminReport {
     /// An operator paused the autoadmin (`shoal admin pause`): the pass did nothing else.
     pub paused: bool,
+    /// Another router holds the autoadmin lease (module docs): the pass did nothing else.
+    pub standby: bool,
     /// Nodes silent past the threshold.
     pub nodes_down: Vec<NodeId>,
     pub moves_started: usize,
@@ -237,6 +268,14 @@ impl Router {
                 ..AutoadminReport::default()
             });
         }
+        if !self.keep_autoadmin_lease().await? {
+            return Ok(AutoadminReport {
+                standby: true,
+                ..AutoadminReport::default()
+            });
+        }
+        let metadata_recorded =
+            cluster.metadata_replicas_recorded || self.confirm_metadata_replicas(&cluster).await;
         let views = self.probe_nodes(&cluster).await;
         let down: BTreeSet<NodeId> = views
             .iter()
@@ -308,6 +347,7 @@ impl Router {
             leader: None,
         };
         let groups: Vec<GroupView> = std::iter::once(metadata_group)
+            .filter(|_| metadata_recorded)
             .chain(active.iter().flat_map(|table| {
                 table.all_partitions().map(|partition| GroupView {
                     partition: partition.id,
@@ -809,6 +849,108 @@ impl Router {
         Ok(driven_move(&current, partition, &record))
     }
 
+    /// Whether this router may act as the autoadmin now (module docs, "One active
+    /// autoadmin"): renews the lease it holds, takes one left unrenewed for
+    /// [`RouterConfig::autoadmin_takeover_after`], at most one metadata read and write per
+    /// [`AUTOADMIN_INTERVAL`].
+    pub(super) async fn keep_autoadmin_lease(&self) -> Result<bool, DynamoError> {
+        let memory = &self.autoadmin;
+        let takeover_after = self.config.autoadmin_takeover_after;
+        let held_for = takeover_after / 2;
+        let now = Instant::now();
+        if let Some(renewed) = memory.lease_renewed_at.get()
+            && now.saturating_duration_since(renewed) < AUTOADMIN_INTERVAL.min(held_for)
+        {
+            return Ok(true);
+        }
+        if memory.lease_id.get() == 0 {
+            memory.lease_id.set(new_move_id().max(1));
+        }
+        let me = memory.lease_id.get();
+        let deadline = now + CONTROL_DEADLINE;
+        let lease = self
+            .metadata
+            .autoadmin_lease(&self.forwarder, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        let expected = match lease {
+            None => None,
+            Some((holder, revision)) if holder == me => Some(revision),
+            Some((holder, revision)) => {
+                let first_seen = match memory.lease_seen.get() {
+                    Some((seen_holder, seen_revision, at))
+                        if (seen_holder, seen_revision) == (holder, revision) =>
+                    {
+                        at
+                    }
+                    _ => {
+                        memory.lease_seen.set(Some((holder, revision, now)));
+                        now
+                    }
+                };
+                memory.lease_renewed_at.set(None);
+                if now.saturating_duration_since(first_seen) < takeover_after {
+                    return Ok(false);
+                }
+                tracing::warn!(
+                    holder,
+                    "autoadmin: the lease went unrenewed; this router takes it over"
+                );
+                Some(revision)
+            }
+        };
+        let written = self
+            .metadata
+            .put_autoadmin_lease(&self.forwarder, me, expected, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        if written {
+            if memory.lease_renewed_at.get().is_none() {
+                tracing::info!("autoadmin: this router holds the lease and acts");
+                self.metrics.note_autoadmin("lease_taken");
+            }
+            memory.lease_renewed_at.set(Some(now));
+            memory.lease_seen.set(None);
+        } else {
+            memory.lease_renewed_at.set(None);
+        }
+        Ok(written)
+    }
+
+    /// A cluster item without `metadata_replicas` (written by an older router) assumes the
+    /// group on the lowest ids (`ClusterRecord::metadata_replicas_recorded`). Writes that list
+    /// if the nodes that host a replica of the group are exactly those; returns whether it is
+    /// now recorded. Otherwise the group is neither moved nor collected until an operator looks.
+    async fn confirm_metadata_replicas(&self, cluster: &ClusterRecord) -> bool {
+        let (hosting, _) = self.metadata.find_group(&self.forwarder).await;
+        if hosting != cluster.metadata_replicas {
+            tracing::warn!(
+                assumed = ?cluster.metadata_replicas,
+                ?hosting,
+                "autoadmin: the cluster item does not list the metadata group's replicas and the \
+                 nodes hosting it are not the ones assumed; the group is not moved"
+            );
+            return false;
+        }
+        let assumed = cluster.metadata_replicas.clone();
+        match self
+            .update_cluster(|current| {
+                if current.metadata_replicas_recorded || current.metadata_replicas != assumed {
+                    return Ok(false);
+                }
+                current.metadata_replicas_recorded = true;
+                Ok(true)
+            })
+            .await
+        {
+            Ok(written) => written.metadata_replicas_recorded,
+            Err(error) => {
+                tracing::warn!(%error.message, "autoadmin: the metadata group's list was not written");
+                false
+            }
+        }
+    }
+
     /// Writes `record` as the metadata group's move in the cluster item, like
     /// [`Router::record_new_move`] for a table partition: only if the target's metadata shard
     /// hosts no replica of the group, no move of the group is under way, the source is listed
@@ -989,6 +1131,10 @@ impl Router {
         let partition = moving.machine.partition;
         loop {
             if Instant::now() >= give_up_at {
+                return Driving::Unfinished;
+            }
+            // A long drive keeps the lease; one that lost it leaves the move to the holder.
+            if !matches!(self.keep_autoadmin_lease().await, Ok(true)) {
                 return Driving::Unfinished;
             }
             if down.contains(&moving.machine.target) {

@@ -20,7 +20,9 @@ mod repair;
 mod streams;
 mod transactions;
 
-pub use autoadmin::{AUTOADMIN_INTERVAL, AutoadminReport, NODE_DOWN_AFTER};
+pub use autoadmin::{
+    AUTOADMIN_INTERVAL, AUTOADMIN_LEASE_TAKEOVER_AFTER, AutoadminReport, NODE_DOWN_AFTER,
+};
 pub use repair::RepairReport;
 pub use transactions::{LEDGER_TABLE, TRANSACTION_LOCK_STALE, TRANSACTION_RECOVERY_INTERVAL};
 
@@ -170,6 +172,9 @@ pub struct RouterConfig {
     /// Whether the autoadmin evens out the replicas per node (balance: a node that joined or
     /// came back empty receives replicas); on unless set (`shoal router --balance false`).
     pub balance: bool,
+    /// [`AUTOADMIN_LEASE_TAKEOVER_AFTER`] unless a test shortens it: how long the autoadmin
+    /// lease must go unrenewed before another router takes it (autoadmin.rs).
+    pub autoadmin_takeover_after: Duration,
     /// Fault injection for tests: the step after which CreateTable, DeleteTable or
     /// TransactWriteItems stops for good, as if the router's process died there. `None` in
     /// production.
@@ -242,6 +247,7 @@ impl RouterConfig {
             orphan_replica_grace: ORPHAN_REPLICA_GRACE,
             node_down_after: NODE_DOWN_AFTER,
             balance: true,
+            autoadmin_takeover_after: AUTOADMIN_LEASE_TAKEOVER_AFTER,
             crash_at: None,
             transaction_lock_stale: TRANSACTION_LOCK_STALE,
             bus_tls: None,
@@ -659,12 +665,44 @@ impl Router {
     /// Creates the metadata group on its nodes and writes the cluster item (the configured
     /// nodes, `shards_per_node`), unless a cluster item exists, which is then kept. Safe to
     /// repeat and to run from several routers.
+    ///
+    /// The group is created only where it was never formed: its first nodes are the lowest
+    /// configured ids, but it may have moved since (the autoadmin), and creating replicas on
+    /// those nodes again would make a second, empty group there, with a catalog of its own.
+    /// So a group that answers (the cluster item read, present or not) is only completed on
+    /// its first nodes when it has no cluster item yet (a bootstrap that stopped between the
+    /// two; no move happens before the item exists). One that does not answer is created only
+    /// if fewer than a majority of its first nodes host a replica and no other node does:
+    /// otherwise it exists and is electing, or has moved, and the caller asks again later.
     pub async fn bootstrap(&self, shards_per_node: u16) -> Result<ClusterRecord, DynamoError> {
         if shards_per_node == 0 {
             return Err(DynamoError::validation(
                 "shards_per_node must be at least 1",
             ));
         }
+        let first = metadata_replicas(&self.config.nodes);
+        match self
+            .metadata
+            .get(&self.forwarder, CLUSTER_KEY, self.deadline())
+            .await
+        {
+            Ok(Some(_)) => return self.load_cluster().await,
+            Ok(None) => {}
+            Err(unreachable) => {
+                let (hosting, _) = self.metadata.find_group(&self.forwarder).await;
+                let formed = hosting.len() * 2 > first.len()
+                    || hosting.iter().any(|node| !first.contains(node));
+                if formed {
+                    return Err(DynamoError::internal(format!(
+                        "Internal server error (the metadata group on nodes {hosting:?} does \
+                         not answer yet: {})",
+                        unreachable.into_dynamo().message
+                    )));
+                }
+            }
+        }
+        // The group's first nodes, whatever a rediscovery above found of it so far.
+        self.metadata.set_replicas(&first);
         self.metadata.create_group(&self.forwarder).await?;
         let cluster = ClusterRecord {
             nodes: self.config.nodes.clone(),
@@ -680,6 +718,7 @@ impl Router {
                 .unwrap_or(0),
             revision: 0,
             metadata_replicas: self.metadata.replicas(),
+            metadata_replicas_recorded: true,
             metadata_move: None,
         };
         let deadline = Instant::now() + crate::metadata::BOOTSTRAP_DEADLINE;

@@ -487,11 +487,13 @@ impl Router {
         // Read strongly after the reports, like the table items below (metadata invariant 5):
         // the metadata group lists a move's target before the target hosts anything.
         let current = self.load_cluster().await?;
+        // Empty (no replica of the group is an orphan) while the list is only assumed.
         let metadata_listed: BTreeSet<NodeId> = current
             .metadata_replicas
             .iter()
             .copied()
             .chain(current.metadata_move.map(|record| record.target))
+            .filter(|_| current.metadata_replicas_recorded)
             .collect();
         let hosted: Vec<HostedReplica> = reports
             .iter()
@@ -543,6 +545,7 @@ impl Router {
         let due = if due.is_empty() {
             due
         } else {
+            let again = self.load_cluster().await?;
             let listed: BTreeSet<(u64, NodeId)> = self
                 .metadata
                 .all_tables(&self.forwarder, Instant::now() + CONTROL_DEADLINE)
@@ -550,6 +553,14 @@ impl Router {
                 .map_err(ForwardError::into_dynamo)?
                 .iter()
                 .flat_map(TableRecord::listed_replicas)
+                .chain(
+                    again
+                        .metadata_replicas
+                        .iter()
+                        .copied()
+                        .chain(again.metadata_move.map(|record| record.target))
+                        .map(|node| (crate::metadata::METADATA_PARTITION, node)),
+                )
                 .collect();
             due.into_iter()
                 .filter(|replica| !listed.contains(&(replica.partition, replica.node)))
