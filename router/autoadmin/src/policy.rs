@@ -25,6 +25,15 @@
 //!    writes for an election. A leader moves only when no follower can.
 //! 9. At most `moves_max` moves, at most one per partition, to a node not in its group.
 //!
+//! Growth ([`plan_growth`]), before balance (the fourth property test):
+//! 12. The same healthy, quiet cluster as 6. A group with fewer replicas than
+//!     `replicas_wanted` (the replication factor), in a cluster with a node outside it that may
+//!     take one, gets one more replica (an addition, from
+//!     [`NO_SOURCE`](crate::replica_move::NO_SOURCE)), on the least loaded such node, counting
+//!     the additions planned before it. A table created while the cluster had fewer nodes
+//!     (`shoal dev --nodes 1`, or the metadata group of a cluster started with one or two)
+//!     reaches three replicas as nodes join. At most `moves_max`, one per group.
+//!
 //! Leader balance ([`plan_leader_balance`]), once the replicas are balanced (the third
 //! property test):
 //! 10. The same healthy, quiet cluster as 6, and only partitions whose leader is known.
@@ -250,6 +259,47 @@ fn healthy_and_quiet(nodes: &[NodeView], groups: &[GroupView]) -> bool {
         && groups.iter().all(|group| {
             group.moving_to.is_none() && group.lost.is_empty() && group.replicas.iter().all(known)
         })
+}
+
+/// The additions that bring groups with fewer than `replicas_wanted` replicas up to it, as
+/// far as the nodes allow (module docs, invariant 12).
+pub fn plan_growth(
+    nodes: &[NodeView],
+    groups: &[GroupView],
+    replicas_wanted: usize,
+    moves_max: usize,
+) -> Vec<PlannedMove> {
+    if !healthy_and_quiet(nodes, groups) {
+        return Vec::new();
+    }
+    let mut loads = target_loads(nodes, groups);
+    let mut planned = Vec::new();
+    for group in groups {
+        if planned.len() >= moves_max {
+            break;
+        }
+        if group.replicas.len() >= replicas_wanted {
+            continue;
+        }
+        let target = loads
+            .iter()
+            .filter(|(node, _)| !group.replicas.contains(node))
+            .min_by_key(|(node, load)| (**load, **node))
+            .map(|(node, _)| *node);
+        let Some(target) = target else {
+            continue;
+        };
+        if let Some(load) = loads.get_mut(&target) {
+            *load += 1;
+        }
+        planned.push(PlannedMove {
+            partition: group.partition,
+            source: crate::replica_move::NO_SOURCE,
+            target,
+            source_dead: true,
+        });
+    }
+    planned
 }
 
 /// Balance moves under way at once at most: each is a planned move (the target added and
@@ -641,6 +691,80 @@ mod tests {
             .map(|moving| (moving.partition, moving.source))
             .collect();
         assert_eq!(moves, vec![(1, 1), (2, 3), (3, 2)]);
+    }
+
+    /// A table created on one node, then two nodes joined: each partition (and the metadata
+    /// group, one more group) gets an addition per pass until it has three replicas, on the
+    /// least loaded nodes; a group already whole gets none, and a busy cluster none at all.
+    #[test]
+    fn groups_created_on_fewer_nodes_grow_to_the_replication_factor() {
+        let views = nodes(&[true, true, true]);
+        let groups: Vec<GroupView> = (0..4).map(|partition| group(partition, &[1])).collect();
+        let planned = plan_growth(&views, &groups, 3, 8);
+        let targets: Vec<(u64, NodeId)> = planned
+            .iter()
+            .map(|moving| (moving.partition, moving.target))
+            .collect();
+        assert_eq!(targets, vec![(0, 2), (1, 3), (2, 2), (3, 3)]);
+        assert!(planned.iter().all(|moving| moving.source
+            == crate::replica_move::NO_SOURCE
+            && moving.source_dead));
+        assert_eq!(plan_growth(&views, &groups, 3, 2).len(), 2, "the budget");
+        let whole = [group(0, &[1, 2, 3])];
+        assert!(plan_growth(&views, &whole, 3, 8).is_empty());
+        let two_nodes = nodes(&[true, true]);
+        assert_eq!(
+            plan_growth(&two_nodes, &[group(0, &[1])], 3, 8).len(),
+            1,
+            "as far as the nodes allow"
+        );
+        assert!(plan_growth(&two_nodes, &[group(0, &[1, 2])], 3, 8).is_empty());
+        let mut busy = groups.clone();
+        busy[0].moving_to = Some(2);
+        assert!(plan_growth(&views, &busy, 3, 8).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn growth_adds_one_replica_per_short_group_on_the_least_loaded_node(
+            node_count in 1usize..7,
+            picks in proptest::collection::vec((0usize..7, 0usize..7, 0usize..7, 0usize..8), 0..40),
+            shrink in proptest::collection::vec(0usize..3, 0..40),
+            moves_max in 0usize..10,
+        ) {
+            let views = nodes(&vec![true; node_count]);
+            let mut groups = healthy_groups(node_count, &picks);
+            for (group, drop) in groups.iter_mut().zip(&shrink) {
+                let keep = group.replicas.len().saturating_sub(*drop).max(1);
+                group.replicas.truncate(keep);
+            }
+            let planned = plan_growth(&views, &groups, 3, moves_max);
+            prop_assert!(planned.len() <= moves_max);
+            let mut loads = target_loads(&views, &groups);
+            let mut seen = BTreeSet::new();
+            for moving in &planned {
+                let group = &groups[moving.partition as usize];
+                prop_assert!(seen.insert(moving.partition), "one addition per group");
+                prop_assert!(group.replicas.len() < 3);
+                prop_assert!(!group.replicas.contains(&moving.target));
+                prop_assert_eq!(moving.source, crate::replica_move::NO_SOURCE);
+                let least = loads
+                    .iter()
+                    .filter(|(node, _)| !group.replicas.contains(node))
+                    .map(|(_, load)| *load)
+                    .min();
+                prop_assert_eq!(Some(loads[&moving.target]), least);
+                *loads.get_mut(&moving.target).unwrap() += 1;
+            }
+            // Every short group that could grow did, budget allowing.
+            if planned.len() < moves_max {
+                for group in &groups {
+                    let could = group.replicas.len() < 3
+                        && views.iter().any(|view| !group.replicas.contains(&view.id));
+                    prop_assert_eq!(could, seen.contains(&group.partition), "{:?}", group);
+                }
+            }
+        }
     }
 
     #[test]

@@ -44,6 +44,12 @@
 //! place of the old one, and the move goes on from Join. The group never holds a member that
 //! no record lists.
 //!
+//! # Adding a replica (no source)
+//! A group with fewer replicas than the replication factor, in a cluster that has grown
+//! enough nodes, gets one more: a move from [`NO_SOURCE`] ([`ReplicaMove::addition`]), which
+//! is a re-replication move whose removal has nothing to remove. Join, Record the target, Add,
+//! Catch up, Record done; a failed target is given up and replaced the same way.
+//!
 //! # Resuming
 //! A driver that takes a move over from its record starts it from its first step: every step
 //! is idempotent (a join, an add or a removal already done is answered at once, a record
@@ -55,6 +61,10 @@ use shoal_wire::messages::{
 
 /// A node of the cluster (`shoal_wire::messages::NodeIdWire`'s number).
 pub type NodeId = u64;
+
+/// The source of a move that only adds a replica (module docs, "Adding a replica"): node ids
+/// start at 1, and 0 means no node (`shoal node --node-id`).
+pub const NO_SOURCE: NodeId = 0;
 
 /// Where a move stands (module docs, "The steps").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,13 +183,34 @@ impl ReplicaMove {
             target,
             source_dead,
             members,
-            step: if source_dead {
+            step: if source == NO_SOURCE {
+                MoveStep::Join
+            } else if source_dead {
                 MoveStep::Remove
             } else {
                 MoveStep::Join
             },
             leader_guess,
         }
+    }
+
+    /// An addition of a replica of `partition` (whose replicas are `members`) on `target`, a
+    /// node outside the group, from its first step (module docs, "Adding a replica").
+    pub fn addition(
+        partition: u64,
+        epoch: u64,
+        key_schema: KeySchemaWire,
+        members: Vec<NodeId>,
+        target: NodeId,
+    ) -> ReplicaMove {
+        ReplicaMove::new(
+            partition, epoch, key_schema, members, NO_SOURCE, target, true,
+        )
+    }
+
+    /// Whether this move only adds a replica.
+    pub fn is_addition(&self) -> bool {
+        self.source == NO_SOURCE
     }
 
     pub fn step(&self) -> MoveStep {
@@ -651,6 +682,65 @@ mod tests {
         assert_eq!(moving.action(), MoveAction::RecordDone);
         moving.recorded();
         assert_eq!(moving.action(), MoveAction::Done);
+    }
+
+    /// An addition (no source): join, record, add, catch up, record done; nothing is removed
+    /// or deleted, and a target that fails is given up and replaced like a re-replication's.
+    #[test]
+    fn an_addition_joins_adds_and_catches_up_a_new_replica_and_removes_nothing() {
+        let mut moving = ReplicaMove::addition(7, 1, schema(), vec![1, 2], 3);
+        assert!(moving.is_addition());
+        assert!(matches!(
+            moving.action(),
+            MoveAction::Ask {
+                node: 3,
+                request: NodeRequest::JoinPartition { partition: 7, .. }
+            }
+        ));
+        assert_eq!(
+            moving.answered(3, NodeResponse::Created),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(moving.action(), MoveAction::RecordTarget);
+        moving.recorded();
+        assert!(asks_change(
+            &moving.action(),
+            MembershipChangeWire::AddFullReplica(3)
+        ));
+        assert_eq!(asked(&moving.action()), 1);
+        assert_eq!(
+            moving.answered(1, answer(&[1, 2, 3], 20, &[(2, 20), (3, 0)])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(
+            moving.answered(1, answer(&[1, 2, 3], 21, &[(3, 20)])),
+            Ok(Progress::Advanced)
+        );
+        assert!(moving.target_caught_up());
+        assert_eq!(moving.action(), MoveAction::RecordDone);
+        moving.recorded();
+        assert_eq!(moving.action(), MoveAction::Done);
+
+        // Resumed from its record, it starts at the join, not at a removal.
+        let resumed = ReplicaMove::new(7, 1, schema(), vec![1, 2, 3], NO_SOURCE, 3, true);
+        assert_eq!(resumed.step(), MoveStep::Join);
+
+        let mut failing = ReplicaMove::addition(7, 1, schema(), vec![1, 2], 3);
+        assert_eq!(
+            failing.answered(3, NodeResponse::Created),
+            Ok(Progress::Advanced)
+        );
+        failing.recorded();
+        failing.give_up_on_target();
+        assert!(asks_change(
+            &failing.action(),
+            MembershipChangeWire::Remove(3)
+        ));
+        assert_eq!(
+            failing.answered(1, answer(&[1, 2], 22, &[])),
+            Ok(Progress::Advanced)
+        );
+        assert_eq!(failing.action(), MoveAction::Retarget { given_up: 3 });
     }
 
     #[test]

@@ -1226,9 +1226,6 @@ impl ClusterRecord {
     /// - an id at or below [`ClusterRecord::highest_node_id`] that is not listed: ids are never
     ///   reused, so a node that left (or whose join was refused) cannot come back under its
     ///   old id;
-    /// - a cluster of fewer than [`METADATA_REPLICAS_MAX`] nodes: its metadata group has a
-    ///   replica on every node it has, fewer than that many, and a group does not grow by
-    ///   added replicas yet (only moves), so it would stay that small however many joined;
     /// - a node list already at [`NODES_MAX`].
     pub fn admit(
         &mut self,
@@ -1275,14 +1272,6 @@ impl ClusterRecord {
                  ids up to {}; start the node with --node-id {} or higher",
                 self.highest_node_id,
                 self.highest_node_id + 1
-            )));
-        }
-        if self.nodes.len() < METADATA_REPLICAS_MAX {
-            return Err(DynamoError::validation(format!(
-                "the cluster has {} node(s): a cluster grows by joining only once it has {}, \
-                 which its metadata group lives on",
-                self.nodes.len(),
-                METADATA_REPLICAS_MAX
             )));
         }
         if self.nodes.len() >= NODES_MAX {
@@ -1609,6 +1598,26 @@ impl MetadataStore {
                 forwarder,
                 ItemOperation::GetItem,
                 json!({ "Key": key_json(key), "ConsistentRead": true }),
+                deadline,
+            )
+            .await?;
+        Ok(body.get("Item").cloned())
+    }
+
+    /// An eventually consistent read of one metadata item: served by whichever replica is
+    /// asked from what it has applied, without the leader's lease. Only for what may be stale
+    /// (`node_list::refresh_from_metadata`'s fallback).
+    pub async fn get_eventual(
+        &self,
+        forwarder: &Forwarder,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<Option<Json>, ForwardError> {
+        let body = self
+            .request(
+                forwarder,
+                ItemOperation::GetItem,
+                json!({ "Key": key_json(key), "ConsistentRead": false }),
                 deadline,
             )
             .await?;
@@ -2476,10 +2485,10 @@ mod tests {
         assert_eq!(cluster.admit(6, address(7022), 2), Ok(false));
         // The metadata group stays on the lowest ids.
         assert_eq!(metadata_replicas(&cluster.nodes), vec![1, 2, 3]);
-        // A cluster smaller than its metadata group's size does not grow.
+        // A cluster of one node grows too (its groups gain replicas as nodes join).
         let mut small = cluster.clone();
-        small.nodes.truncate(2);
-        assert!(refused(&mut small, 9, 7090, 2).contains("has 2 node(s)"));
+        small.nodes.truncate(1);
+        assert_eq!(small.admit(9, address(7090), 2), Ok(true));
     }
 
     #[test]

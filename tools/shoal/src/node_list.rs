@@ -344,7 +344,13 @@ pub async fn refresh_from_metadata(
     shared: std::sync::Arc<SharedNodeList>,
     data_dir: PathBuf,
 ) {
+    let mut unknown_node_met = false;
     loop {
+        if unknown_node_met {
+            // A membership change named a node this node does not know: learn its address
+            // from the applied state first, which needs no lease (see below).
+            learn_nodes_from_applied_state(&forwarder, &metadata, &shared, &data_dir).await;
+        }
         let deadline = Instant::now() + CLUSTER_READ_DEADLINE;
         match metadata.get(&forwarder, CLUSTER_KEY, deadline).await {
             Ok(Some(item)) => match ClusterRecord::from_item(&item) {
@@ -365,11 +371,65 @@ pub async fn refresh_from_metadata(
                 }
                 Err(error) => tracing::warn!(%error.message, "the cluster item does not read"),
             },
-            outcome => tracing::debug!(?outcome, "the cluster item was not read"),
+            outcome => {
+                tracing::debug!(?outcome, "the cluster item was not read");
+                learn_nodes_from_applied_state(&forwarder, &metadata, &shared, &data_dir).await;
+            }
         }
         let next = Instant::now() + CLUSTER_REFRESH_INTERVAL;
-        while Instant::now() < next && !shared.refresh_wanted.swap(false, Ordering::AcqRel) {
+        unknown_node_met = false;
+        while Instant::now() < next {
+            if shared.refresh_wanted.swap(false, Ordering::AcqRel) {
+                unknown_node_met = true;
+                break;
+            }
             glommio::timer::sleep(SHARED_LIST_CHECK_INTERVAL).await;
+        }
+    }
+}
+
+/// Before the strong read when a membership change named an unknown node, and when the strong
+/// read failed: the nodes an eventually consistent read lists that this node does not know yet
+/// are added (never removed: the read may be stale). Without
+/// this a metadata group growing from one replica stalled for good: the add made the joined
+/// node needed for every commit and every lease, the leader's node could learn the joined
+/// node's address only from the cluster item, and a strong read of it needed that lease. The
+/// leader's own replica has the item applied, with the joined node in it.
+async fn learn_nodes_from_applied_state(
+    forwarder: &Forwarder,
+    metadata: &MetadataStore,
+    shared: &SharedNodeList,
+    data_dir: &Path,
+) {
+    let deadline = Instant::now() + CLUSTER_READ_DEADLINE;
+    let Ok(Some(item)) = metadata
+        .get_eventual(forwarder, CLUSTER_KEY, deadline)
+        .await
+    else {
+        return;
+    };
+    let Ok(cluster) = ClusterRecord::from_item(&item) else {
+        return;
+    };
+    let known = shared.nodes();
+    let new: Vec<NodeAddress> = cluster
+        .nodes
+        .into_iter()
+        .filter(|node| !known.iter().any(|known| known.id == node.id))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut nodes = known;
+    nodes.extend(new);
+    forwarder.set_directory(NodeDirectory::new(
+        nodes.iter().map(|node| (node.id, node.address)),
+    ));
+    if shared.publish(nodes) {
+        let nodes = shared.nodes();
+        tracing::info!(?nodes, "nodes learned from the metadata's applied state");
+        if let Err(error) = save_node_list(data_dir, &nodes) {
+            tracing::warn!(%error, "the node list was not saved");
         }
     }
 }

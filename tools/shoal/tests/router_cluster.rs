@@ -2144,6 +2144,101 @@ fn a_decommissioned_node_is_drained_by_planned_moves_and_leaves_the_node_list() 
     });
 }
 
+/// Issue 19, growth: a cluster started with one node (its metadata group and a table's
+/// partitions on one replica each) is joined by two more nodes. With balance off, the
+/// autoadmin still adds the missing replicas (growth: join, record, add, catch up, nothing
+/// removed), until every partition and the metadata group have a replica on each of the three
+/// nodes; every acknowledged write reads back. Then node 1, where it all began, is killed for
+/// good: with two of three replicas left, every group still serves and metadata is still
+/// written (before growth, that loss stopped the whole cluster).
+#[test]
+fn a_cluster_started_on_one_node_grows_its_groups_to_three_replicas_as_nodes_join() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cluster = Cluster::start_growing(1, 2);
+    let nodes = cluster.nodes.clone();
+    on_router_core(async {
+        let mut config = repairing_config(&nodes[..1], 47);
+        config.balance = false;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        for index in 0..30 {
+            put_until_acknowledged(&router, index).await;
+        }
+        let partitions = router.table_partitions("people").await.unwrap();
+        assert!(
+            partitions
+                .iter()
+                .all(|partition| partition.replicas == vec![1])
+        );
+        cluster.start_node(1);
+        cluster.start_node(2);
+        let joined = Instant::now();
+        let mut written = 30;
+        let mut added = 0;
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            added += report.replicas_added;
+            assert_eq!(report.balance_moves, 0, "{report:?}");
+            for _ in 0..5 {
+                put_until_acknowledged(&router, written).await;
+                written += 1;
+            }
+            let current = router.load_cluster().await.unwrap();
+            let partitions = router.table_partitions("people").await.unwrap();
+            let whole = |replicas: &[u64]| {
+                let mut sorted = replicas.to_vec();
+                sorted.sort_unstable();
+                sorted == vec![1, 2, 3]
+            };
+            if current.nodes.len() == 3
+                && report.moves_unfinished == 0
+                && whole(&current.metadata_replicas)
+                && partitions
+                    .iter()
+                    .all(|partition| whole(&partition.replicas))
+            {
+                break;
+            }
+            assert!(
+                joined.elapsed() < Duration::from_secs(120),
+                "not grown after two minutes: {report:?}, {current:?}, {partitions:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        let groups = router.table_partitions("people").await.unwrap().len() + 1;
+        eprintln!(
+            "{added} replicas added to {groups} groups in {:?}",
+            joined.elapsed()
+        );
+        assert_eq!(
+            added,
+            2 * groups,
+            "two additions per group, the metadata group's included"
+        );
+        wait_until_whole(&router, &nodes, 0, written).await;
+
+        cluster.kill_node(0);
+        let killed = Instant::now();
+        while let Err(error) = router.set_autoadmin_paused(false).await {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "no metadata write within 30 s of node 1's loss: {error}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        for index in written..written + 10 {
+            put_until_acknowledged(&router, index).await;
+        }
+        assert_acknowledged_readable(&router, 0..written + 10).await;
+    });
+}
+
 /// Issue 19, node join and balance: three nodes (peers of each other) hold a table of four
 /// partitions, written. A fourth node starts with `--join` through node 1: it is added to the
 /// cluster item, the other nodes learn its address from it, and the autoadmin's balance moves

@@ -60,11 +60,13 @@
 
 use super::*;
 use crate::metadata::{METADATA_EPOCH, METADATA_PARTITION, METADATA_SHARD, ReplicaMoveRecord};
+use crate::placement::REPLICATION_FACTOR;
 use shoal_autoadmin::policy::{
     BALANCE_MOVES_IN_FLIGHT_MAX, GroupView, LEADER_TRANSFERS_MAX, MOVES_IN_FLIGHT_MAX, NodeView,
-    PlannedTransfer, imbalanced, plan_balance, plan_leader_balance, plan_re_replication,
-    targets_by_load,
+    PlannedTransfer, imbalanced, plan_balance, plan_growth, plan_leader_balance,
+    plan_re_replication, targets_by_load,
 };
+use shoal_autoadmin::replica_move::NO_SOURCE;
 use shoal_autoadmin::{MoveAction, MoveStep, Progress, ReplicaMove};
 use shoal_wire::messages::ReplicaRole;
 use std::collections::BTreeSet;
@@ -153,6 +155,9 @@ pub struct AutoadminReport {
     pub balance_moves: usize,
     /// Leadership transfers the leaders accepted (leader balance).
     pub leader_transfers: usize,
+    /// Of the moves started, those that add a replica to a group with fewer than the
+    /// replication factor (growth, `policy::plan_growth`).
+    pub replicas_added: usize,
 }
 
 /// Where a move's record lives.
@@ -298,10 +303,9 @@ impl Router {
                 .is_none_or(|last| last.elapsed() >= MOVE_RECORDS_SCAN_INTERVAL);
         let draining = !cluster.draining.is_empty();
         let node_ids: BTreeSet<NodeId> = cluster.nodes.iter().map(|node| node.id).collect();
-        // Only once every node answers: a node that just joined and does not serve yet would
-        // use up the check its joining triggers.
-        let balance_due = self.config.balance
-            && down.is_empty()
+        // Growth, then balance (if on), checked only once every node answers: a node that just
+        // joined and does not serve yet would use up the check its joining triggers.
+        let balance_due = down.is_empty()
             && lost.is_empty()
             && !draining
             && views.iter().all(|view| view.answered)
@@ -381,7 +385,20 @@ impl Router {
         let balancing = down.is_empty() && lost.is_empty() && !draining;
         let planned = if !balancing {
             plan_re_replication(&views, &groups, MOVES_IN_FLIGHT_MAX)
-        } else if balance_due && driven.is_empty() {
+        } else if balance_due
+            && driven.is_empty()
+            && let growth = plan_growth(
+                &views,
+                &groups,
+                REPLICATION_FACTOR,
+                BALANCE_MOVES_IN_FLIGHT_MAX,
+            )
+            && !growth.is_empty()
+        {
+            // Groups created while the cluster had fewer nodes, the metadata group included,
+            // get their missing replicas before anything is balanced.
+            growth
+        } else if balance_due && driven.is_empty() && self.config.balance {
             // Who leads is asked only at a balance check: replicas first, then leaders.
             let (leaders, every_shard_answered) = self.partition_leaders(&cluster).await;
             // The metadata group is left out of balance: one replica's worth of load does not
@@ -420,7 +437,9 @@ impl Router {
                 match self.record_new_metadata_move(record).await {
                     Ok(Some(moving)) => {
                         report.moves_started += 1;
-                        if balancing {
+                        if planned.source == NO_SOURCE {
+                            report.replicas_added += 1;
+                        } else if balancing {
                             report.balance_moves += 1;
                         }
                         self.metrics.note_autoadmin("move_started");
@@ -457,7 +476,9 @@ impl Router {
             match self.record_new_move(table, planned.partition, record).await {
                 Ok(Some(moving)) => {
                     report.moves_started += 1;
-                    if balancing {
+                    if planned.source == NO_SOURCE {
+                        report.replicas_added += 1;
+                    } else if balancing {
                         report.balance_moves += 1;
                     }
                     self.metrics.note_autoadmin("move_started");
@@ -831,9 +852,9 @@ impl Router {
                     let Some(entry) = changed.partition_mut(partition) else {
                         return Ok(None);
                     };
-                    if !entry.replicas.contains(&record.source)
-                        || entry.replicas.contains(&record.target)
-                    {
+                    let source_listed =
+                        record.source == NO_SOURCE || entry.replicas.contains(&record.source);
+                    if !source_listed || entry.replicas.contains(&record.target) {
                         return Ok(None);
                     }
                     changed.replica_moves.insert(partition, record);
@@ -975,7 +996,8 @@ impl Router {
             .update_cluster(|cluster| {
                 written.set(false);
                 if cluster.metadata_move.is_some()
-                    || !cluster.metadata_replicas.contains(&record.source)
+                    || !(record.source == NO_SOURCE
+                        || cluster.metadata_replicas.contains(&record.source))
                     || cluster.metadata_replicas.contains(&record.target)
                 {
                     return Ok(false);
