@@ -15,8 +15,8 @@
 //! Balance ([`plan_balance`]), its invariants checked by the second property test:
 //! 6. It plans only in a healthy, quiet cluster: every node up, answering and not draining, no
 //!    replica dead, and no move under way (re-replication and decommission come first, and the
-//!    replica counts it reads are then exact, so one planner's batch never overshoots; two
-//!    routers planning at the same moment may, and a later batch evens it out).
+//!    replica counts it reads are then exact, so a batch never overshoots; one router plans
+//!    at a time, the holder of the autoadmin lease).
 //! 7. Each move goes from a node to one hosting at least two replicas fewer, counting the moves
 //!    planned before it: each evens the counts strictly (the sum of their squares falls), so
 //!    balancing ends, and a node that joined receives replicas until it is within one of the
@@ -33,6 +33,12 @@
 //!     the additions planned before it. A table created while the cluster had fewer nodes
 //!     (`shoal dev --nodes 1`, or the metadata group of a cluster started with one or two)
 //!     reaches three replicas as nodes join. At most `moves_max`, one per group.
+//! 13. A group of one grows only when two nodes outside it can take replicas, and at most one
+//!     such group per batch: once it has two members, its joiner is needed for every commit
+//!     (and lease) until its snapshot is in, so its writes pause for that long, and a group
+//!     left at two would stop at the loss of either node. A group named in `alone` (the
+//!     metadata group, whose pause stops every control-plane operation) grows in a batch of
+//!     its own.
 //!
 //! Leader balance ([`plan_leader_balance`]), once the replicas are balanced (the third
 //! property test):
@@ -267,37 +273,59 @@ pub fn plan_growth(
     nodes: &[NodeView],
     groups: &[GroupView],
     replicas_wanted: usize,
+    alone: &[u64],
     moves_max: usize,
 ) -> Vec<PlannedMove> {
-    if !healthy_and_quiet(nodes, groups) {
+    if !healthy_and_quiet(nodes, groups) || moves_max == 0 {
         return Vec::new();
     }
     let mut loads = target_loads(nodes, groups);
-    let mut planned = Vec::new();
-    for group in groups {
-        if planned.len() >= moves_max {
-            break;
-        }
-        if group.replicas.len() >= replicas_wanted {
-            continue;
-        }
+    let outside = |group: &GroupView, loads: &BTreeMap<NodeId, usize>| {
+        loads
+            .keys()
+            .filter(|node| !group.replicas.contains(node))
+            .count()
+    };
+    let may_grow = |group: &GroupView, loads: &BTreeMap<NodeId, usize>| {
+        group.replicas.len() < replicas_wanted
+            && match group.replicas.len() {
+                1 => outside(group, loads) >= 2,
+                _ => outside(group, loads) >= 1,
+            }
+    };
+    let addition = |group: &GroupView, loads: &mut BTreeMap<NodeId, usize>| {
         let target = loads
             .iter()
             .filter(|(node, _)| !group.replicas.contains(node))
             .min_by_key(|(node, load)| (**load, **node))
-            .map(|(node, _)| *node);
-        let Some(target) = target else {
-            continue;
-        };
+            .map(|(node, _)| *node)?;
         if let Some(load) = loads.get_mut(&target) {
             *load += 1;
         }
-        planned.push(PlannedMove {
+        Some(PlannedMove {
             partition: group.partition,
             source: crate::replica_move::NO_SOURCE,
             target,
             source_dead: true,
-        });
+        })
+    };
+    if let Some(group) = groups
+        .iter()
+        .find(|group| alone.contains(&group.partition) && may_grow(group, &loads))
+    {
+        return addition(group, &mut loads).into_iter().collect();
+    }
+    let mut planned = Vec::new();
+    let mut pausing = false;
+    for group in groups {
+        if planned.len() >= moves_max {
+            break;
+        }
+        if !may_grow(group, &loads) || (group.replicas.len() == 1 && pausing) {
+            continue;
+        }
+        pausing |= group.replicas.len() == 1;
+        planned.extend(addition(group, &mut loads));
     }
     planned
 }
@@ -699,29 +727,56 @@ mod tests {
     #[test]
     fn groups_created_on_fewer_nodes_grow_to_the_replication_factor() {
         let views = nodes(&[true, true, true]);
-        let groups: Vec<GroupView> = (0..4).map(|partition| group(partition, &[1])).collect();
-        let planned = plan_growth(&views, &groups, 3, 8);
+        let mut groups: Vec<GroupView> = (0..4).map(|partition| group(partition, &[1])).collect();
+        // Partition 0 stands for the metadata group: it grows in a batch of its own.
+        let planned = plan_growth(&views, &groups, 3, &[0], 8);
         let targets: Vec<(u64, NodeId)> = planned
             .iter()
             .map(|moving| (moving.partition, moving.target))
             .collect();
-        assert_eq!(targets, vec![(0, 2), (1, 3), (2, 2), (3, 3)]);
-        assert!(planned.iter().all(|moving| moving.source
-            == crate::replica_move::NO_SOURCE
-            && moving.source_dead));
-        assert_eq!(plan_growth(&views, &groups, 3, 2).len(), 2, "the budget");
-        let whole = [group(0, &[1, 2, 3])];
-        assert!(plan_growth(&views, &whole, 3, 8).is_empty());
-        let two_nodes = nodes(&[true, true]);
-        assert_eq!(
-            plan_growth(&two_nodes, &[group(0, &[1])], 3, 8).len(),
-            1,
-            "as far as the nodes allow"
+        assert_eq!(targets, vec![(0, 2)]);
+        assert!(
+            planned
+                .iter()
+                .all(|moving| moving.source == crate::replica_move::NO_SOURCE
+                    && moving.source_dead)
         );
-        assert!(plan_growth(&two_nodes, &[group(0, &[1, 2])], 3, 8).is_empty());
-        let mut busy = groups.clone();
+        // Then one group of one at a time (its writes pause until its joiner caught up),
+        // groups of two together.
+        groups[0].replicas = vec![1, 2];
+        let planned = plan_growth(&views, &groups, 3, &[0], 8);
+        let targets: Vec<(u64, NodeId)> = planned
+            .iter()
+            .map(|moving| (moving.partition, moving.target))
+            .collect();
+        assert_eq!(targets, vec![(0, 3)]);
+        groups[0].replicas = vec![1, 2, 3];
+        assert_eq!(plan_growth(&views, &groups, 3, &[0], 8).len(), 1);
+        for group in &mut groups[1..] {
+            group.replicas = vec![1, 3];
+        }
+        let planned = plan_growth(&views, &groups, 3, &[0], 8);
+        assert_eq!(planned.len(), 3);
+        assert!(planned.iter().all(|moving| moving.target == 2));
+        assert_eq!(
+            plan_growth(&views, &groups, 3, &[0], 2).len(),
+            2,
+            "the budget"
+        );
+        let whole = [group(0, &[1, 2, 3])];
+        assert!(plan_growth(&views, &whole, 3, &[], 8).is_empty());
+        // Two nodes: a group of one stays one (at two, it would stop at either's loss); a
+        // group of two grows once a third node can take a replica.
+        let two_nodes = nodes(&[true, true]);
+        assert!(plan_growth(&two_nodes, &[group(0, &[1])], 3, &[], 8).is_empty());
+        assert!(plan_growth(&two_nodes, &[group(0, &[1, 2])], 3, &[], 8).is_empty());
+        assert_eq!(
+            plan_growth(&views, &[group(0, &[1, 2])], 3, &[], 8).len(),
+            1
+        );
+        let mut busy: Vec<GroupView> = (0..4).map(|partition| group(partition, &[1])).collect();
         busy[0].moving_to = Some(2);
-        assert!(plan_growth(&views, &busy, 3, 8).is_empty());
+        assert!(plan_growth(&views, &busy, 3, &[], 8).is_empty());
     }
 
     proptest! {
@@ -738,16 +793,22 @@ mod tests {
                 let keep = group.replicas.len().saturating_sub(*drop).max(1);
                 group.replicas.truncate(keep);
             }
-            let planned = plan_growth(&views, &groups, 3, moves_max);
+            let planned = plan_growth(&views, &groups, 3, &[], moves_max);
             prop_assert!(planned.len() <= moves_max);
             let mut loads = target_loads(&views, &groups);
             let mut seen = BTreeSet::new();
+            let mut ones = 0;
             for moving in &planned {
                 let group = &groups[moving.partition as usize];
                 prop_assert!(seen.insert(moving.partition), "one addition per group");
                 prop_assert!(group.replicas.len() < 3);
                 prop_assert!(!group.replicas.contains(&moving.target));
                 prop_assert_eq!(moving.source, crate::replica_move::NO_SOURCE);
+                let outside = views.iter().filter(|view| !group.replicas.contains(&view.id)).count();
+                if group.replicas.len() == 1 {
+                    ones += 1;
+                    prop_assert!(outside >= 2, "a group of one grows only toward three");
+                }
                 let least = loads
                     .iter()
                     .filter(|(node, _)| !group.replicas.contains(node))
@@ -756,12 +817,19 @@ mod tests {
                 prop_assert_eq!(Some(loads[&moving.target]), least);
                 *loads.get_mut(&moving.target).unwrap() += 1;
             }
-            // Every short group that could grow did, budget allowing.
+            prop_assert!(ones <= 1, "one group of one per batch");
+            // Every short group of two that could grow did, budget allowing.
             if planned.len() < moves_max {
-                for group in &groups {
-                    let could = group.replicas.len() < 3
-                        && views.iter().any(|view| !group.replicas.contains(&view.id));
+                for group in groups.iter().filter(|group| group.replicas.len() == 2) {
+                    let could = views.iter().any(|view| !group.replicas.contains(&view.id));
                     prop_assert_eq!(could, seen.contains(&group.partition), "{:?}", group);
+                }
+            }
+            // A group named alone grows in a batch of its own.
+            if let Some(first) = groups.first() {
+                let planned = plan_growth(&views, &groups, 3, &[first.partition], moves_max);
+                if planned.iter().any(|moving| moving.partition == first.partition) {
+                    prop_assert_eq!(planned.len(), 1);
                 }
             }
         }

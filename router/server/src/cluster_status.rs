@@ -433,11 +433,16 @@ impl ClusterStatus {
                 self.moves.len()
             ));
             for moving in &self.moves {
+                let source = if moving.source == shoal_autoadmin::replica_move::NO_SOURCE {
+                    "a new replica".to_string()
+                } else {
+                    format!("node {}", moving.source)
+                };
                 out.push_str(&format!(
-                    "  {} partition {}: node {} -> node {}{}\n",
+                    "  {} partition {}: {} -> node {}{}\n",
                     moving.table,
                     moving.partition,
-                    moving.source,
+                    source,
                     moving.target,
                     if moving.target_routed {
                         " (target serving)"

@@ -1279,6 +1279,16 @@ impl ClusterRecord {
                 "the cluster has {NODES_MAX} nodes, the most it may have"
             )));
         }
+        if !self.metadata_replicas_recorded && self.nodes.len() < METADATA_REPLICAS_MAX {
+            // The metadata group's nodes are only assumed (the lowest ids, from the node
+            // list): a node joining would be assumed to hold one of its replicas.
+            return Err(DynamoError::validation(format!(
+                "the cluster has {} node(s) and its metadata group's nodes are not recorded \
+                 yet (an older router wrote the cluster item); retry once a router of this \
+                 version has run its autoadmin",
+                self.nodes.len()
+            )));
+        }
         self.nodes.push(NodeAddress { id, address });
         self.highest_node_id = id;
         Ok(true)

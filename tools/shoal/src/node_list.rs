@@ -345,16 +345,20 @@ pub async fn refresh_from_metadata(
     data_dir: PathBuf,
 ) {
     let mut unknown_node_met = false;
+    // The highest node id of the last strong read: a stale read adds only ids above it.
+    let mut highest_read = 0;
     loop {
         if unknown_node_met {
             // A membership change named a node this node does not know: learn its address
             // from the applied state first, which needs no lease (see below).
-            learn_nodes_from_applied_state(&forwarder, &metadata, &shared, &data_dir).await;
+            learn_nodes_from_applied_state(&forwarder, &metadata, &shared, &data_dir, highest_read)
+                .await;
         }
         let deadline = Instant::now() + CLUSTER_READ_DEADLINE;
         match metadata.get(&forwarder, CLUSTER_KEY, deadline).await {
             Ok(Some(item)) => match ClusterRecord::from_item(&item) {
                 Ok(cluster) => {
+                    highest_read = highest_read.max(cluster.highest_node_id);
                     // The metadata group may have moved (to a node that joined after this one
                     // started, too): this shard's reads follow it at once, the others' at
                     // their next read (`follow_metadata_group`).
@@ -373,7 +377,14 @@ pub async fn refresh_from_metadata(
             },
             outcome => {
                 tracing::debug!(?outcome, "the cluster item was not read");
-                learn_nodes_from_applied_state(&forwarder, &metadata, &shared, &data_dir).await;
+                learn_nodes_from_applied_state(
+                    &forwarder,
+                    &metadata,
+                    &shared,
+                    &data_dir,
+                    highest_read,
+                )
+                .await;
             }
         }
         let next = Instant::now() + CLUSTER_REFRESH_INTERVAL;
@@ -390,7 +401,9 @@ pub async fn refresh_from_metadata(
 
 /// Before the strong read when a membership change named an unknown node, and when the strong
 /// read failed: the nodes an eventually consistent read lists that this node does not know yet
-/// are added (never removed: the read may be stale). Without
+/// are added, never removed (the read may be stale), and only those with an id above
+/// `highest_read`, the highest of the last strong read: ids are never reused, so a stale read
+/// cannot bring back a node that was decommissioned and left. Without
 /// this a metadata group growing from one replica stalled for good: the add made the joined
 /// node needed for every commit and every lease, the leader's node could learn the joined
 /// node's address only from the cluster item, and a strong read of it needed that lease. The
@@ -400,6 +413,7 @@ async fn learn_nodes_from_applied_state(
     metadata: &MetadataStore,
     shared: &SharedNodeList,
     data_dir: &Path,
+    highest_read: u64,
 ) {
     let deadline = Instant::now() + CLUSTER_READ_DEADLINE;
     let Ok(Some(item)) = metadata
@@ -415,7 +429,7 @@ async fn learn_nodes_from_applied_state(
     let new: Vec<NodeAddress> = cluster
         .nodes
         .into_iter()
-        .filter(|node| !known.iter().any(|known| known.id == node.id))
+        .filter(|node| node.id > highest_read && !known.iter().any(|known| known.id == node.id))
         .collect();
     if new.is_empty() {
         return;

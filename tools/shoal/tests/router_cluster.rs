@@ -1937,7 +1937,8 @@ fn only_the_router_holding_the_autoadmin_lease_acts_and_another_takes_over_when_
 /// Issue 19, the metadata group heals: five nodes; node 1, one of the three the metadata group
 /// was created on, is killed for good while a table is written. The autoadmin moves the
 /// group's replica off node 1 like any partition's (recorded in the cluster item), along with
-/// the table's. Then a second node of the group is killed: with two of its three replicas
+/// the table's. Node 1 then returns, and the orphan scan deletes its stale replica of the group
+/// (and only that one). Then a second node of the group is killed: with two of its three replicas
 /// alive the group still has a majority, so metadata is still written and read, and every
 /// acknowledged write is read back. Before this, the group was fixed on the three lowest ids, and
 /// these two losses stopped every control-plane operation of the cluster for good. Last, a
@@ -2014,6 +2015,34 @@ fn the_metadata_group_moves_off_a_dead_node_and_survives_a_second_loss() {
         assert!(status.moves.is_empty(), "{:?}", status.moves);
         wait_until_whole(&router, &nodes, 1, written).await;
 
+        // Node 1 returns with its replica of the group, a member of nothing now: the orphan
+        // scan deletes it (after its grace), and no replica of the group that is listed.
+        cluster.start_node(0);
+        let returned = Instant::now();
+        loop {
+            router.repair_pass().await.unwrap();
+            let kept = replicas_on(&nodes[0])
+                .iter()
+                .any(|replica| replica.partition == 0);
+            if !kept {
+                break;
+            }
+            assert!(
+                returned.elapsed() < Duration::from_secs(60),
+                "node 1 keeps its replica of the metadata group"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        for node in &group {
+            let address = nodes.iter().find(|known| known.id == *node).unwrap();
+            assert!(
+                replicas_on(address)
+                    .iter()
+                    .any(|replica| replica.partition == 0),
+                "the orphan scan deleted node {node}'s listed replica of the metadata group"
+            );
+        }
+
         // A second loss in the group: still a majority of it, so metadata writes (here the
         // autoadmin's switch) and strong reads go on.
         let second = group[0];
@@ -2033,10 +2062,10 @@ fn the_metadata_group_moves_off_a_dead_node_and_survives_a_second_loss() {
         router.set_autoadmin_paused(false).await.unwrap();
         assert_acknowledged_readable(&router, 0..written).await;
 
-        // A router started afresh with a node list of the two dead nodes and the one live
-        // node outside the group (its metadata store starts on the lowest three: none of them
-        // serves the group) finds the group by asking that node for the nodes it knows, and
-        // those where the group is.
+        // A router started afresh with a node list of node 1 (back, but no replica of the
+        // group any more), the second node killed, and the one live node outside the group
+        // (its metadata store starts on these three: none of them serves the group) finds the
+        // group by asking those nodes for the nodes they know, and those where it is.
         let outside = nodes
             .iter()
             .find(|node| node.id != 1 && node.id != second && !group.contains(&node.id))
@@ -2054,13 +2083,15 @@ fn the_metadata_group_moves_off_a_dead_node_and_survives_a_second_loss() {
         let fresh = Router::new(repairing_config(&known, 31)).unwrap();
         let found = fresh.bootstrap(SHARDS).await.unwrap();
         assert_eq!(found.metadata_replicas, group);
-        assert!(
-            !replicas_on(&outside)
-                .iter()
-                .any(|replica| replica.partition == 0),
-            "bootstrap created a metadata replica on node {}",
-            outside.id
-        );
+        for node in [nodes[0], outside] {
+            assert!(
+                !replicas_on(&node)
+                    .iter()
+                    .any(|replica| replica.partition == 0),
+                "bootstrap created a metadata replica on node {}",
+                node.id
+            );
+        }
         assert_acknowledged_readable(&fresh, 0..written).await;
     });
 }

@@ -55,8 +55,7 @@
 //! idempotent and fenced by its record, so the cost is a duplicated plan, not damage. The
 //! lease is independent of `shoal admin pause`, which stops whichever router holds it.
 //!
-//! Left for later (issue 19): balance by bytes and traffic, log replicas, splits, and growing
-//! a metadata group of fewer than three replicas (a cluster started with fewer nodes).
+//! Left for later (issue 19): balance by bytes and traffic, log replicas, and splits.
 
 use super::*;
 use crate::metadata::{METADATA_EPOCH, METADATA_PARTITION, METADATA_SHARD, ReplicaMoveRecord};
@@ -132,6 +131,12 @@ pub(super) struct AutoadminMemory {
     lease_id: Cell<u64>,
     /// When this router last renewed (or took) the lease.
     lease_renewed_at: Cell<Option<Instant>>,
+    /// When the metadata group's assumed list was last checked against the nodes
+    /// (`confirm_metadata_replicas`, at most every [`BALANCE_CHECK_INTERVAL`]).
+    metadata_confirmed_at: Cell<Option<Instant>>,
+    /// A renewal is in flight: the moves driven concurrently wait on it instead of racing it
+    /// with writes of their own (all but one of which would fail their condition).
+    lease_renewing: Cell<bool>,
     /// The other holder's lease as last read, and when this router first saw that revision.
     lease_seen: Cell<Option<(u64, u64, Instant)>>,
 }
@@ -391,6 +396,7 @@ impl Router {
                 &views,
                 &groups,
                 REPLICATION_FACTOR,
+                &[METADATA_PARTITION],
                 BALANCE_MOVES_IN_FLIGHT_MAX,
             )
             && !growth.is_empty()
@@ -878,12 +884,37 @@ impl Router {
         let memory = &self.autoadmin;
         let takeover_after = self.config.autoadmin_takeover_after;
         let held_for = takeover_after / 2;
+        let held_now = |now: Instant| {
+            memory
+                .lease_renewed_at
+                .get()
+                .is_some_and(|renewed| now.saturating_duration_since(renewed) < held_for)
+        };
         let now = Instant::now();
         if let Some(renewed) = memory.lease_renewed_at.get()
             && now.saturating_duration_since(renewed) < AUTOADMIN_INTERVAL.min(held_for)
         {
             return Ok(true);
         }
+        if memory.lease_renewing.get() {
+            return Ok(held_now(now));
+        }
+        memory.lease_renewing.set(true);
+        let renewed = self.renew_autoadmin_lease(now, takeover_after).await;
+        memory.lease_renewing.set(false);
+        // Acting counts from when the renewal was asked for, not answered: a late answer
+        // leaves less of the lease.
+        Ok(renewed? && held_now(Instant::now()))
+    }
+
+    /// One read of the lease and, if this router holds it or may take it, one conditional
+    /// write ([`Router::keep_autoadmin_lease`]). Returns whether this router holds it now.
+    async fn renew_autoadmin_lease(
+        &self,
+        now: Instant,
+        takeover_after: Duration,
+    ) -> Result<bool, DynamoError> {
+        let memory = &self.autoadmin;
         if memory.lease_id.get() == 0 {
             memory.lease_id.set(new_move_id().max(1));
         }
@@ -943,6 +974,17 @@ impl Router {
     /// if the nodes that host a replica of the group are exactly those; returns whether it is
     /// now recorded. Otherwise the group is neither moved nor collected until an operator looks.
     async fn confirm_metadata_replicas(&self, cluster: &ClusterRecord) -> bool {
+        if self
+            .autoadmin
+            .metadata_confirmed_at
+            .get()
+            .is_some_and(|last| last.elapsed() < BALANCE_CHECK_INTERVAL)
+        {
+            return false;
+        }
+        self.autoadmin
+            .metadata_confirmed_at
+            .set(Some(Instant::now()));
         let (hosting, _) = self.metadata.find_group(&self.forwarder).await;
         if hosting != cluster.metadata_replicas {
             tracing::warn!(
@@ -1429,4 +1471,59 @@ fn driven_move(table: &TableRecord, partition: u64, record: &ReplicaMoveRecord) 
         machine,
         fenced: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(source: NodeId, target: NodeId) -> ReplicaMoveRecord {
+        ReplicaMoveRecord {
+            id: 9,
+            source,
+            target,
+            source_dead: false,
+            target_routed: false,
+        }
+    }
+
+    /// The three record steps, as a table partition's entry and the cluster item's metadata
+    /// listing both take them (metadata invariant 7): the target listed when routed, the source
+    /// dropped with the record at the end, a failed target unlisted and replaced in the record.
+    #[test]
+    fn record_edits_list_the_target_then_drop_the_source_and_the_record() {
+        let mut replicas = vec![1, 2, 3];
+        let mut moving = Some(record(3, 5));
+        RecordEdit::TargetRouted.apply(&mut replicas, &mut moving, 3, 5);
+        assert_eq!(replicas, vec![1, 2, 3, 5]);
+        assert!(moving.is_some_and(|record| record.target_routed));
+        // Repeated (a driver that resumed), it changes nothing more.
+        RecordEdit::TargetRouted.apply(&mut replicas, &mut moving, 3, 5);
+        assert_eq!(replicas, vec![1, 2, 3, 5]);
+        RecordEdit::Done.apply(&mut replicas, &mut moving, 3, 5);
+        assert_eq!(replicas, vec![1, 2, 5]);
+        assert_eq!(moving, None);
+
+        // A target given up before it was routed is unlisted (if it was) and replaced.
+        let mut replicas = vec![1, 2, 4];
+        let mut moving = Some(ReplicaMoveRecord {
+            target_routed: true,
+            ..record(3, 4)
+        });
+        RecordEdit::Retarget {
+            given_up: 4,
+            candidate: 6,
+        }
+        .apply(&mut replicas, &mut moving, 3, 4);
+        assert_eq!(replicas, vec![1, 2]);
+        assert!(moving.is_some_and(|record| record.target == 6 && !record.target_routed));
+
+        // An addition: nothing to drop at the end.
+        let mut replicas = vec![1];
+        let mut moving = Some(record(NO_SOURCE, 2));
+        RecordEdit::TargetRouted.apply(&mut replicas, &mut moving, NO_SOURCE, 2);
+        RecordEdit::Done.apply(&mut replicas, &mut moving, NO_SOURCE, 2);
+        assert_eq!(replicas, vec![1, 2]);
+        assert_eq!(moving, None);
+    }
 }

@@ -27,7 +27,7 @@ pub use repair::RepairReport;
 pub use transactions::{LEDGER_TABLE, TRANSACTION_LOCK_STALE, TRANSACTION_RECOVERY_INTERVAL};
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -672,8 +672,9 @@ impl Router {
     /// So a group that answers (the cluster item read, present or not) is only completed on
     /// its first nodes when it has no cluster item yet (a bootstrap that stopped between the
     /// two; no move happens before the item exists). One that does not answer is created only
-    /// if fewer than a majority of its first nodes host a replica and no other node does:
-    /// otherwise it exists and is electing, or has moved, and the caller asks again later.
+    /// if fewer than a majority of its first nodes host a replica, no other node does, and no
+    /// node knows of a node this router was not configured with (one that joined): otherwise
+    /// it exists and is electing, or has moved, and the caller asks again later.
     pub async fn bootstrap(&self, shards_per_node: u16) -> Result<ClusterRecord, DynamoError> {
         if shards_per_node == 0 {
             return Err(DynamoError::validation(
@@ -690,9 +691,20 @@ impl Router {
             Ok(None) => {}
             Err(unreachable) => {
                 let (hosting, _) = self.metadata.find_group(&self.forwarder).await;
-                let formed = hosting.len() * 2 > first.len()
+                // The nodes know of nodes this router was not configured with: nodes joined,
+                // so the cluster was bootstrapped, wherever its group is now.
+                let configured: BTreeSet<NodeId> =
+                    self.config.nodes.iter().map(|node| node.id).collect();
+                let joined = self
+                    .forwarder
+                    .directory()
+                    .nodes()
+                    .any(|(node, _)| !configured.contains(&node));
+                let formed = joined
+                    || hosting.len() * 2 > first.len()
                     || hosting.iter().any(|node| !first.contains(node));
                 if formed {
+                    self.metadata.set_replicas(&hosting);
                     return Err(DynamoError::internal(format!(
                         "Internal server error (the metadata group on nodes {hosting:?} does \
                          not answer yet: {})",

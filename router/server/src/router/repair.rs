@@ -526,7 +526,15 @@ impl Router {
         // grace as orphans (a node recovering its replicas answers only once it has them).
         let lost = orphans_due(
             &mut self.repair.missing.borrow_mut(),
-            &missing_replicas(&reports, &tables, &current.metadata_replicas),
+            &missing_replicas(
+                &reports,
+                &tables,
+                if current.metadata_replicas_recorded {
+                    &current.metadata_replicas
+                } else {
+                    &[]
+                },
+            ),
             Instant::now(),
             self.config.orphan_replica_grace,
         );
