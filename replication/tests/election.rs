@@ -6,7 +6,7 @@ mod common;
 use common::{ELECTION_MIN, Group, ms, n, options, three_full};
 use shoal_replication::{
     Action, Ballot, FRESH_GROUP_ELECTION_TIMEOUT_DIVISOR, LogEntry, Lsn, Membership, Message,
-    Payload, Replica, ReplicaKind, RoleKind, Slot, SnapshotMeta,
+    MonotonicTime, Payload, Replica, ReplicaKind, RoleKind, Slot, SnapshotMeta,
 };
 
 fn ballot(round: u64, node: u64) -> Ballot {
@@ -293,11 +293,11 @@ fn phase_one_re_proposes_the_highest_ballot_value_of_every_open_slot_and_fills_g
     );
 }
 
-#[test]
-fn a_promise_from_a_replica_that_truncated_needed_slots_does_not_count() {
+/// Node 1 of three, its pre-check granted by node 2 at `now`: a candidate at ballot (1, 1)
+/// whose own promise is being persisted (`Lsn(1)`).
+fn replica_past_its_pre_check(now: MonotonicTime) -> Replica {
     let mut replica =
         Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
-    let now = ms(1000);
     replica.tick(now);
     replica.handle_message(
         now,
@@ -307,6 +307,13 @@ fn a_promise_from_a_replica_that_truncated_needed_slots_does_not_count() {
             granted: true,
         },
     );
+    replica
+}
+
+#[test]
+fn a_promise_from_a_replica_that_truncated_needed_slots_does_not_count() {
+    let now = ms(1000);
+    let mut replica = replica_past_its_pre_check(now);
     let b1 = ballot(1, 1);
     replica.persisted(now, Lsn(1));
     // Node 2 checkpointed through slot 9; we have committed nothing, so we cannot learn slots
@@ -333,18 +340,8 @@ fn a_promise_from_a_replica_that_truncated_needed_slots_does_not_count() {
 /// promiser that member could find in a group of four whose leader had died.
 #[test]
 fn a_candidate_that_installs_a_promisers_snapshot_asks_again_from_past_it_and_wins() {
-    let mut replica =
-        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
     let now = ms(1000);
-    replica.tick(now);
-    replica.handle_message(
-        now,
-        n(2),
-        Message::PreCheckReply {
-            round: 1,
-            granted: true,
-        },
-    );
+    let mut replica = replica_past_its_pre_check(now);
     let b1 = ballot(1, 1);
     replica.persisted(now, Lsn(1));
     let truncated = Message::Promise {
@@ -402,18 +399,8 @@ fn a_candidate_that_installs_a_promisers_snapshot_asks_again_from_past_it_and_wi
 /// A snapshot can show a candidate that it was removed meanwhile: it stops campaigning.
 #[test]
 fn a_candidate_whose_installed_snapshot_removed_it_stops_campaigning() {
-    let mut replica =
-        Replica::new(n(1), options(ReplicaKind::Full, 1), three_full(), ms(0)).unwrap();
     let now = ms(1000);
-    replica.tick(now);
-    replica.handle_message(
-        now,
-        n(2),
-        Message::PreCheckReply {
-            round: 1,
-            granted: true,
-        },
-    );
+    let mut replica = replica_past_its_pre_check(now);
     replica.persisted(now, Lsn(1));
     assert_eq!(replica.role(), RoleKind::Candidate);
     let actions = replica.snapshot_installed(

@@ -1731,20 +1731,7 @@ impl MetadataStore {
             "holder": number(holder),
             "revision": number(revision.map_or(1, |revision| revision + 1)),
         });
-        let parameters = match revision {
-            None => json!({
-                "Item": item,
-                "ConditionExpression": "attribute_not_exists(#key)",
-                "ExpressionAttributeNames": { "#key": KEY_ATTRIBUTE },
-            }),
-            Some(revision) => json!({
-                "Item": item,
-                "ConditionExpression": "#revision = :revision",
-                "ExpressionAttributeNames": { "#revision": "revision" },
-                "ExpressionAttributeValues": { ":revision": number(revision) },
-            }),
-        };
-        self.conditional(forwarder, ItemOperation::PutItem, parameters, deadline)
+        self.put_if_revision(forwarder, item, revision, deadline)
             .await
     }
 

@@ -62,7 +62,7 @@ use crate::metadata::{METADATA_EPOCH, METADATA_PARTITION, METADATA_SHARD, Replic
 use crate::placement::REPLICATION_FACTOR;
 use shoal_autoadmin::policy::{
     BALANCE_MOVES_IN_FLIGHT_MAX, GroupView, LEADER_TRANSFERS_MAX, MOVES_IN_FLIGHT_MAX, NodeView,
-    PlannedTransfer, imbalanced, plan_balance, plan_growth, plan_leader_balance,
+    PlannedMove, PlannedTransfer, imbalanced, plan_balance, plan_growth, plan_leader_balance,
     plan_re_replication, targets_by_load,
 };
 use shoal_autoadmin::replica_move::NO_SOURCE;
@@ -442,13 +442,7 @@ impl Router {
                 };
                 match self.record_new_metadata_move(record).await {
                     Ok(Some(moving)) => {
-                        report.moves_started += 1;
-                        if planned.source == NO_SOURCE {
-                            report.replicas_added += 1;
-                        } else if balancing {
-                            report.balance_moves += 1;
-                        }
-                        self.metrics.note_autoadmin("move_started");
+                        self.count_move_started(&mut report, &planned, balancing);
                         tracing::info!(
                             source = planned.source,
                             target = planned.target,
@@ -481,13 +475,7 @@ impl Router {
             };
             match self.record_new_move(table, planned.partition, record).await {
                 Ok(Some(moving)) => {
-                    report.moves_started += 1;
-                    if planned.source == NO_SOURCE {
-                        report.replicas_added += 1;
-                    } else if balancing {
-                        report.balance_moves += 1;
-                    }
-                    self.metrics.note_autoadmin("move_started");
+                    self.count_move_started(&mut report, &planned, balancing);
                     tracing::info!(
                         table = %table.name,
                         partition = planned.partition,
@@ -874,6 +862,23 @@ impl Router {
             return Ok(None);
         }
         Ok(driven_move(&current, partition, &record))
+    }
+
+    /// Counts a move the pass recorded: an addition (growth), a balance move, or a
+    /// re-replication or drain.
+    fn count_move_started(
+        &self,
+        report: &mut AutoadminReport,
+        planned: &PlannedMove,
+        balancing: bool,
+    ) {
+        report.moves_started += 1;
+        if planned.source == NO_SOURCE {
+            report.replicas_added += 1;
+        } else if balancing {
+            report.balance_moves += 1;
+        }
+        self.metrics.note_autoadmin("move_started");
     }
 
     /// Whether this router may act as the autoadmin now (module docs, "One active
