@@ -1603,31 +1603,33 @@ impl MetadataStore {
         key: &str,
         deadline: Instant,
     ) -> Result<Option<Json>, ForwardError> {
-        let body = self
-            .request(
-                forwarder,
-                ItemOperation::GetItem,
-                json!({ "Key": key_json(key), "ConsistentRead": true }),
-                deadline,
-            )
-            .await?;
-        Ok(body.get("Item").cloned())
+        self.get_item(forwarder, key, true, deadline).await
     }
 
     /// An eventually consistent read of one metadata item: served by whichever replica is
     /// asked from what it has applied, without the leader's lease. Only for what may be stale
-    /// (`node_list::refresh_from_metadata`'s fallback).
+    /// (`node_list::learn_nodes_from_applied_state`).
     pub async fn get_eventual(
         &self,
         forwarder: &Forwarder,
         key: &str,
         deadline: Instant,
     ) -> Result<Option<Json>, ForwardError> {
+        self.get_item(forwarder, key, false, deadline).await
+    }
+
+    async fn get_item(
+        &self,
+        forwarder: &Forwarder,
+        key: &str,
+        consistent: bool,
+        deadline: Instant,
+    ) -> Result<Option<Json>, ForwardError> {
         let body = self
             .request(
                 forwarder,
                 ItemOperation::GetItem,
-                json!({ "Key": key_json(key), "ConsistentRead": false }),
+                json!({ "Key": key_json(key), "ConsistentRead": consistent }),
                 deadline,
             )
             .await?;

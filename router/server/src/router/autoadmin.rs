@@ -432,14 +432,14 @@ impl Router {
             Vec::new()
         };
         for planned in planned {
+            let record = ReplicaMoveRecord {
+                id: new_move_id(),
+                source: planned.source,
+                target: planned.target,
+                source_dead: planned.source_dead,
+                target_routed: false,
+            };
             if planned.partition == METADATA_PARTITION {
-                let record = ReplicaMoveRecord {
-                    id: new_move_id(),
-                    source: planned.source,
-                    target: planned.target,
-                    source_dead: planned.source_dead,
-                    target_routed: false,
-                };
                 match self.record_new_metadata_move(record).await {
                     Ok(Some(moving)) => {
                         self.count_move_started(&mut report, &planned, balancing);
@@ -465,13 +465,6 @@ impl Router {
                     .any(|partition| partition.id == planned.partition)
             }) else {
                 continue;
-            };
-            let record = ReplicaMoveRecord {
-                id: new_move_id(),
-                source: planned.source,
-                target: planned.target,
-                source_dead: planned.source_dead,
-                target_routed: false,
             };
             match self.record_new_move(table, planned.partition, record).await {
                 Ok(Some(moving)) => {
