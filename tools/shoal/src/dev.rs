@@ -369,6 +369,7 @@ fn node_command(
         .arg(format!("--listen={bus}"))
         .arg(format!("--admin={admin}"))
         .arg(format!("--shards={}", options.shards_per_node))
+        .arg(format!("--cpus={}", node_cpus(options, layout, *id)))
         .arg(format!("--verify-writes={}", options.verify_writes))
         .arg(format!(
             "--ttl-sweep-period-seconds={}",
@@ -383,6 +384,23 @@ fn node_command(
         }
     }
     command
+}
+
+/// The cores node `id` pins its shards to. The nodes of `shoal dev` share one machine: each
+/// gets CPUs of its own from this process's affinity mask when there are enough for every
+/// shard of every node, and otherwise none are pinned. Left to its default, every node would
+/// pin its shard 0 to the mask's first CPU, and a partition's three replicas would share one
+/// core (crate::cpus).
+fn node_cpus(options: &DevOptions, layout: &DevLayout, id: u64) -> String {
+    let allowed = crate::cpus::allowed_cpus().unwrap_or_default();
+    let shards = usize::from(options.shards_per_node);
+    let position = layout.nodes.iter().position(|(node, ..)| *node == id);
+    match position {
+        Some(index) if layout.nodes.len() * shards <= allowed.len() => {
+            crate::cpus::format_cpu_list(&allowed[index * shards..(index + 1) * shards])
+        }
+        _ => "none".to_string(),
+    }
 }
 
 /// The directory under `--data-dir` that holds `shoal dev --tls`'s certificate and key.

@@ -5,6 +5,7 @@ mod auth;
 mod bus_tls;
 mod cert;
 mod cli;
+mod cpus;
 mod dev;
 mod doctor;
 mod inspect;

@@ -46,7 +46,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "peers", "join", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "stream_retention_seconds", "stream_shard_rollover_seconds", "quiesce", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
+    #[arg(long, conflicts_with_all = ["node_id", "data_dir", "listen", "shards", "cpus", "peers", "join", "admin", "cache_mib", "election_timeout_ms", "wal_segment_mib", "wal_segments", "checkpoint_every_slots", "verify_writes", "ttl_sweep_period_seconds", "stream_retention_seconds", "stream_shard_rollover_seconds", "quiesce", "bus_tls_cert", "bus_tls_key", "bus_tls_ca"])]
     pub config: Option<PathBuf>,
     /// This node's id (unique in the cluster, never reused).
     #[arg(long, required_unless_present = "config")]
@@ -60,6 +60,12 @@ pub struct NodeOptions {
     /// Shard executors (one per core is the design; more than cores runs unpinned).
     #[arg(long, default_value_t = 1)]
     pub shards: u16,
+    /// The cores the shards are pinned to, shard i on the i-th: a Linux CPU list (`4-7`,
+    /// `0,2,4`), `none` (unpinned), or `allowed` (the default: the CPUs of this process's
+    /// affinity mask, as `taskset` or systemd's `CPUAffinity=` set it; unpinned when the mask
+    /// has fewer CPUs than shards).
+    #[arg(long, value_parser = validate_cpus)]
+    pub cpus: Option<String>,
     /// Another node: ID=HOST:PORT (its shard 0 bus port). Repeat for each peer. This lists the
     /// nodes a cluster is created with; a node added later uses --join instead.
     #[arg(long = "peer", value_parser = parse_peer, conflicts_with = "join")]
@@ -172,6 +178,9 @@ pub struct NodeSettings {
     pub listen: SocketAddr,
     #[serde(default = "default_shards")]
     pub shards: u16,
+    /// `--cpus`: a CPU list, `none` or `allowed` (absent: `allowed`).
+    #[serde(default)]
+    pub cpus: Option<String>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSetting>,
     /// `--join`: nodes of a running cluster to join through.
@@ -271,6 +280,7 @@ impl NodeOptions {
             data_dir: self.data_dir.clone().ok_or_else(|| missing("data-dir"))?,
             listen: self.listen.ok_or_else(|| missing("listen"))?,
             shards: self.shards,
+            cpus: self.cpus.clone(),
             peers: self
                 .peers
                 .iter()
@@ -441,10 +451,28 @@ fn bus_metrics(
     text
 }
 
+/// `--cpus`'s value parser: the text is kept, checked here.
+fn validate_cpus(text: &str) -> Result<String, String> {
+    crate::cpus::parse_cpu_choice(text).map(|_| text.to_string())
+}
+
+/// Where each shard's executor runs (crate::cpus).
+fn shard_placements(options: &NodeSettings) -> Result<Vec<Placement>, String> {
+    let choice = match &options.cpus {
+        Some(text) => {
+            crate::cpus::parse_cpu_choice(text).map_err(|error| format!("cpus: {error}"))?
+        }
+        None => crate::cpus::CpuChoice::Allowed,
+    };
+    let allowed = crate::cpus::allowed_cpus()?;
+    crate::cpus::shard_placements(&choice, options.shards, &allowed)
+}
+
 fn validate(options: &NodeSettings) -> Result<(), String> {
     if options.shards == 0 || options.shards > SHARDS_MAX {
         return Err(format!("--shards must be 1 to {SHARDS_MAX}"));
     }
+    shard_placements(options)?;
     if options.node_id == 0 {
         return Err("--node-id must be at least 1 (0 means no node)".to_string());
     }
@@ -605,8 +633,13 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
             }
         }
     }
-    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
-    let pinned = usize::from(options.shards) <= cores;
+    let placements = match shard_placements(options) {
+        Ok(placements) => placements,
+        Err(error) => {
+            eprintln!("shoal node: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let (failures_sender, failures) = std::sync::mpsc::channel::<String>();
     let mut threads = Vec::new();
     for shard in 0..options.shards {
@@ -615,11 +648,7 @@ pub fn run(flags: &NodeOptions) -> ExitCode {
         let failures_sender = failures_sender.clone();
         let bus_tls = bus_tls.clone();
         let shared_list = shared_list.clone();
-        let placement = if pinned {
-            Placement::Fixed(usize::from(shard))
-        } else {
-            Placement::Unbound
-        };
+        let placement = placements[usize::from(shard)].clone();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{shard}"))
             .spawn(move || {
@@ -1025,6 +1054,24 @@ mod tests {
         assert!(!off.quiesce);
         assert!(!replica_options(timeout, off.quiesce).quiesce);
         assert!(replica_options(timeout, off.quiesce).validate().is_ok());
+    }
+
+    /// The config file's `cpus` key is checked like the flag: a bad list or a CPU outside
+    /// the process's mask stops the node before anything starts, with the reason.
+    #[test]
+    fn the_cpus_setting_is_validated_before_the_node_starts() {
+        assert!(validate(&settings("")).is_ok());
+        assert!(validate(&settings("cpus = \"none\"\n")).is_ok());
+        let backwards = validate(&settings("cpus = \"3-1\"\n")).unwrap_err();
+        assert!(
+            backwards.contains("cpus: CPU range 3-1 runs backwards"),
+            "{backwards}"
+        );
+        let outside = validate(&settings("cpus = \"8191\"\n")).unwrap_err();
+        assert!(outside.contains("may not use"), "{outside}");
+        let first = crate::cpus::allowed_cpus().unwrap()[0];
+        let placements = shard_placements(&settings(&format!("cpus = \"{first}\"\n"))).unwrap();
+        assert_eq!(placements, vec![Placement::Fixed(first)]);
     }
 
     /// A bus port still held when the node starts (its previous process, killed, not yet
