@@ -24,6 +24,7 @@
 
 pub mod dispatch;
 pub mod metrics;
+mod queue;
 pub mod recovery;
 mod runtime;
 

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shoal_io::storage::dma::{DmaDirectory, DmaStorageFile};
 use shoal_io::{Clock, SystemClock};
 use shoal_partition::meta::mark_unrecoverable;
@@ -27,6 +26,7 @@ use shoal_wire::messages::{
 use crate::dispatch::liveness::LivenessConfig;
 use crate::dispatch::{Command, Decision, Delivery, Dispatch, Routed};
 use crate::metrics::ShardMetrics;
+use crate::queue::{self, QueueReceiver, QueueSender};
 use crate::recovery::RecoveryContext;
 
 /// Events waiting for one replica. Bounded: see invariant 2 in the crate docs.
@@ -137,13 +137,13 @@ type Replica = PartitionReplica<DmaStorageFile, DmaDirectory>;
 
 /// A replica task's side of its WAL appender (`Shard::spawn_appender`).
 struct ReplicaAppender {
-    persists: LocalSender<(shoal_replication::Lsn, Vec<u8>)>,
+    persists: QueueSender<(shoal_replication::Lsn, Vec<u8>)>,
     task: glommio::Task<()>,
 }
 
 /// One row of the shard table.
 struct TableRow {
-    events: Rc<LocalSender<Event>>,
+    events: Rc<QueueSender<Event>>,
     /// The replica's `tick_due` after the last event it handled: the ticker skips it until then.
     tick_due: Rc<Cell<MonotonicTime>>,
     status: Rc<RefCell<ReplicaStatus>>,
@@ -418,7 +418,7 @@ impl<T: Transport + 'static> Shard<T> {
                     continue;
                 }
                 let mut next_scan = MonotonicTime::from_nanos(u64::MAX);
-                let senders: Vec<Rc<LocalSender<Event>>> = self
+                let senders: Vec<Rc<QueueSender<Event>>> = self
                     .table
                     .borrow()
                     .values()
@@ -582,7 +582,7 @@ impl<T: Transport + 'static> Shard<T> {
                     retention_ms: self.config.stream_retention.as_millis() as u64,
                     shard_rollover_ms: self.config.stream_shard_rollover.as_millis() as u64,
                 };
-                let senders: Vec<Rc<LocalSender<Event>>> = self
+                let senders: Vec<Rc<QueueSender<Event>>> = self
                     .table
                     .borrow()
                     .values()
@@ -638,7 +638,7 @@ impl<T: Transport + 'static> Shard<T> {
     /// Puts a replica in the shard table and starts its task and its WAL appender.
     fn run_replica(self: &Rc<Self>, replica: Replica) {
         let partition = replica.partition();
-        let (events, receiver) = local_channel::new_bounded(REPLICA_QUEUE_EVENTS_MAX);
+        let (events, receiver) = queue::bounded(REPLICA_QUEUE_EVENTS_MAX);
         let events = Rc::new(events);
         let status = Rc::new(RefCell::new(replica.status(SystemClock.now())));
         let tick_due = Rc::new(Cell::new(MonotonicTime::ZERO));
@@ -658,7 +658,7 @@ impl<T: Transport + 'static> Shard<T> {
                 stopping: stopping.clone(),
             },
         );
-        let (persists, persist_receiver) = local_channel::new_bounded(REPLICA_PERSIST_QUEUE_MAX);
+        let (persists, persist_receiver) = queue::bounded(REPLICA_PERSIST_QUEUE_MAX);
         let appender = self.spawn_appender(
             partition,
             persist_receiver,
@@ -690,8 +690,8 @@ impl<T: Transport + 'static> Shard<T> {
     fn spawn_appender(
         &self,
         partition: u64,
-        receiver: LocalReceiver<(shoal_replication::Lsn, Vec<u8>)>,
-        events: Rc<LocalSender<Event>>,
+        receiver: QueueReceiver<(shoal_replication::Lsn, Vec<u8>)>,
+        events: Rc<QueueSender<Event>>,
         stopping: Rc<Cell<bool>>,
     ) -> glommio::Task<()> {
         let wal = self.wal.clone();
@@ -728,7 +728,7 @@ impl<T: Transport + 'static> Shard<T> {
     async fn replica_loop(
         self: Rc<Self>,
         mut replica: Replica,
-        receiver: LocalReceiver<Event>,
+        receiver: QueueReceiver<Event>,
         appender: ReplicaAppender,
         status: Rc<RefCell<ReplicaStatus>>,
         tick_due: Rc<Cell<MonotonicTime>>,
