@@ -65,8 +65,12 @@ struct Inner {
     /// Autoadmin events (router/autoadmin.rs) by kind: `move_started`, `move_finished`,
     /// `node_decommissioned`, `leader_transfer`.
     autoadmin: BTreeMap<&'static str, u64>,
-    /// Nodes the last autoadmin pass found down.
-    nodes_down: u64,
+    /// Nodes the last autoadmin pass found down; `None` while this router's autoadmin is not
+    /// the active one (another router holds the lease, or the loop is paused): it does not
+    /// probe the nodes then, and a count from its last active pass would go stale unseen.
+    nodes_down: Option<u64>,
+    /// Whether this router's last autoadmin pass was the active one.
+    autoadmin_active: bool,
 }
 
 /// The metrics of one router core.
@@ -105,9 +109,19 @@ impl RouterMetrics {
         *self.inner.borrow_mut().autoadmin.entry(kind).or_default() += 1;
     }
 
-    /// How many nodes the last autoadmin pass found down.
+    /// This router's autoadmin pass was the active one and found `count` nodes down.
     pub fn set_nodes_down(&self, count: usize) {
-        self.inner.borrow_mut().nodes_down = u64::try_from(count).unwrap_or(u64::MAX);
+        let mut inner = self.inner.borrow_mut();
+        inner.nodes_down = Some(u64::try_from(count).unwrap_or(u64::MAX));
+        inner.autoadmin_active = true;
+    }
+
+    /// This router's autoadmin pass stood by (another router holds the lease) or the loop is
+    /// paused: it probed nothing, so it reports no count of nodes down.
+    pub fn set_autoadmin_inactive(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.nodes_down = None;
+        inner.autoadmin_active = false;
     }
 
     /// A propagation turn emptied an outbox that a write through this router had filled
@@ -226,11 +240,25 @@ impl RouterMetrics {
         }
         family(
             &mut text,
+            "shoal_router_autoadmin_active",
+            "gauge",
+            "1 when this router's autoadmin holds the lease and its last pass ran, else 0.",
+        );
+        let _ = writeln!(
+            text,
+            "shoal_router_autoadmin_active {}",
+            u8::from(inner.autoadmin_active)
+        );
+        family(
+            &mut text,
             "shoal_router_nodes_down",
             "gauge",
-            "Nodes silent past the autoadmin's threshold at its last pass.",
+            "Nodes silent past the autoadmin's threshold at its last pass (only from the active \
+             autoadmin).",
         );
-        let _ = writeln!(text, "shoal_router_nodes_down {}", inner.nodes_down);
+        if let Some(nodes_down) = inner.nodes_down {
+            let _ = writeln!(text, "shoal_router_nodes_down {nodes_down}");
+        }
         text
     }
 }
@@ -350,6 +378,24 @@ mod tests {
             "shoal_router_throttled_total{direction=\"write\",reason=\"TableWriteProvisionedThroughputExceeded\"} 1\n"
         ));
         assert!(text.contains("shoal_router_forward_retries_total{kind=\"busy\"} 2\n"));
+    }
+
+    /// Only the active autoadmin reports nodes down: a router that stood by or was paused
+    /// has probed nothing, and a count left from its last active pass would go stale.
+    #[test]
+    fn nodes_down_is_reported_only_by_the_active_autoadmin() {
+        let metrics = RouterMetrics::default();
+        let text = metrics.render(&[]);
+        assert!(text.contains("shoal_router_autoadmin_active 0\n"));
+        assert!(!text.contains("\nshoal_router_nodes_down "), "{text}");
+        metrics.set_nodes_down(2);
+        let text = metrics.render(&[]);
+        assert!(text.contains("shoal_router_autoadmin_active 1\n"));
+        assert!(text.contains("shoal_router_nodes_down 2\n"));
+        metrics.set_autoadmin_inactive();
+        let text = metrics.render(&[]);
+        assert!(text.contains("shoal_router_autoadmin_active 0\n"));
+        assert!(!text.contains("\nshoal_router_nodes_down "), "{text}");
     }
 
     #[test]

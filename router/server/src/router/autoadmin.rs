@@ -273,12 +273,14 @@ impl Router {
             .await
             .map_err(ForwardError::into_dynamo)?
         {
+            self.metrics.set_autoadmin_inactive();
             return Ok(AutoadminReport {
                 paused: true,
                 ..AutoadminReport::default()
             });
         }
         if !self.keep_autoadmin_lease().await? {
+            self.metrics.set_autoadmin_inactive();
             return Ok(AutoadminReport {
                 standby: true,
                 ..AutoadminReport::default()
