@@ -46,6 +46,12 @@ pub const TIME_TO_LIVE_SWEEP_STEP_INTERVAL: Duration = Duration::from_millis(50)
 /// partition that adds fewer records a second than that; a partition without stream keys does
 /// nothing.
 pub const STREAM_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest the ticker sleeps when no replica is due sooner (half the liveness ping
+/// interval caps it too). It still looks at the WAL this often: when the WAL moves to another
+/// segment every replica is ticked once (`spawn_ticker`), and a replica that pins the segment
+/// the WAL reuses next learns it within this. Before, the ticker woke every `tick_interval`
+/// (10 ms) whatever was due: 100 wake-ups a second per shard of an idle node.
+pub const TICKER_IDLE_SLEEP_MAX: Duration = Duration::from_millis(100);
 
 /// What the shard needs from the bus.
 #[allow(async_fn_in_trait)]
@@ -207,6 +213,12 @@ pub struct Shard<T: Transport> {
     /// The earliest `tick_due` of any replica as last known: the ticker looks at the table
     /// only from then on. A replica whose due time comes earlier lowers it after its event.
     next_tick_scan: Cell<MonotonicTime>,
+    /// When the sleeping ticker means to wake, and how to wake it sooner: a replica whose due
+    /// time comes before then wakes it after its event ([`Shard::due_earlier`]).
+    ticker_wakes_at: Cell<MonotonicTime>,
+    /// The least time the sleeping ticker wakes at: `tick_interval` after it fell asleep.
+    ticker_earliest: Cell<MonotonicTime>,
+    ticker_waker: RefCell<Option<std::task::Waker>>,
 }
 
 fn seed_for(config: &ShardConfig, partition: u64, incarnation: u64) -> u64 {
@@ -288,6 +300,9 @@ impl<T: Transport + 'static> Shard<T> {
             cluster_nodes: RefCell::new(Vec::new()),
             unknown_node_hook: RefCell::new(None),
             next_tick_scan: Cell::new(MonotonicTime::ZERO),
+            ticker_wakes_at: Cell::new(MonotonicTime::ZERO),
+            ticker_earliest: Cell::new(MonotonicTime::ZERO),
+            ticker_waker: RefCell::new(None),
         });
         let now = SystemClock.now();
         let recovered = crate::recovery::recover_shard(
@@ -403,7 +418,7 @@ impl<T: Transport + 'static> Shard<T> {
         glommio::spawn_local(async move {
             let mut active_segment = self.wal.stats().active_segment;
             loop {
-                glommio::timer::sleep(self.config.tick_interval).await;
+                self.ticker_sleep().await;
                 // A quiet replica is ticked only when its timers or its duties are due
                 // (`PartitionReplica::tick_due`): idle partitions cost next to nothing. When
                 // the WAL moves to another segment, every replica is ticked once: whether it
@@ -444,6 +459,65 @@ impl<T: Transport + 'static> Shard<T> {
             }
         })
         .detach();
+    }
+
+    /// Sleeps until the earliest replica is due, at least `tick_interval` (the resolution of
+    /// every replica timer, and the least time between two scans) and at most
+    /// [`TICKER_IDLE_SLEEP_MAX`] or half the liveness ping interval; woken sooner when a
+    /// replica's due time comes earlier ([`Shard::due_earlier`]), but never before
+    /// `tick_interval` has passed: a replica that is due again at once after every tick is
+    /// ticked every `tick_interval`, as by a fixed ticker, not in a loop.
+    async fn ticker_sleep(&self) {
+        let now = SystemClock.now();
+        // Liveness pings are sent when a check finds them due: checking every half interval
+        // keeps a peer's pings at most one and a half intervals apart.
+        let longest = TICKER_IDLE_SLEEP_MAX
+            .min(self.config.replica.core.idle_heartbeat_interval / 2)
+            .max(self.config.tick_interval);
+        let sleep = self
+            .next_tick_scan
+            .get()
+            .saturating_duration_since(now)
+            .clamp(self.config.tick_interval, longest);
+        self.ticker_earliest
+            .set(now.saturating_add(self.config.tick_interval));
+        self.ticker_wakes_at.set(now.saturating_add(sleep));
+        loop {
+            let target = self.ticker_wakes_at.get();
+            let now = SystemClock.now();
+            if now >= target {
+                break;
+            }
+            // Ready once a replica moved the wake time earlier: the loop sleeps again, until
+            // the new time.
+            let moved_earlier = std::future::poll_fn(|context| {
+                if self.ticker_wakes_at.get() < target {
+                    return std::task::Poll::Ready(());
+                }
+                *self.ticker_waker.borrow_mut() = Some(context.waker().clone());
+                std::task::Poll::Pending
+            });
+            let sleep = target.saturating_duration_since(now);
+            futures_lite::future::or(glommio::timer::sleep(sleep), moved_earlier).await;
+        }
+        self.ticker_waker.borrow_mut().take();
+    }
+
+    /// A replica is due at `due`: lowers the ticker's next scan to it and, if the ticker sleeps
+    /// past it, wakes the ticker so that it sleeps until then instead (not before its
+    /// `tick_interval` since it fell asleep).
+    fn due_earlier(&self, due: MonotonicTime) {
+        if due >= self.next_tick_scan.get() {
+            return;
+        }
+        self.next_tick_scan.set(due);
+        let wake_at = due.max(self.ticker_earliest.get());
+        if wake_at < self.ticker_wakes_at.get() {
+            self.ticker_wakes_at.set(wake_at);
+            if let Some(waker) = self.ticker_waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
     }
 
     /// Pings the peers whose ping is due and tells every replica of a peer gone silent, in a
@@ -642,7 +716,7 @@ impl<T: Transport + 'static> Shard<T> {
         let events = Rc::new(events);
         let status = Rc::new(RefCell::new(replica.status(SystemClock.now())));
         let tick_due = Rc::new(Cell::new(MonotonicTime::ZERO));
-        self.next_tick_scan.set(MonotonicTime::ZERO);
+        self.due_earlier(MonotonicTime::ZERO);
         let destroyed = Rc::new(Cell::new(false));
         let stopping = Rc::new(Cell::new(false));
         self.dispatch
@@ -766,9 +840,7 @@ impl<T: Transport + 'static> Shard<T> {
             *status.borrow_mut() = replica.status(now);
             let due = replica.tick_due();
             tick_due.set(due);
-            if due < self.next_tick_scan.get() {
-                self.next_tick_scan.set(due);
-            }
+            self.due_earlier(due);
             self.metrics
                 .time_to_live_deletes_proposed(replica.expired_deletes_proposed() - expired_before);
             self.metrics
