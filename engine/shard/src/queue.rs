@@ -18,9 +18,12 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-/// A drained queue whose buffer has grown past this many slots gives the buffer back: a burst
-/// must not keep its high-water memory for the replica's lifetime.
+/// A drained queue keeps a buffer of this many slots: a burst must not keep its high-water
+/// memory for the replica's lifetime.
 pub const RETAINED_SLOTS_MAX: usize = 32;
+/// ... but gives the buffer back only once it has grown past this many slots, so that a queue
+/// whose bursts are a little over the retained size does not reallocate at every one.
+pub const SHRINK_ABOVE_SLOTS: usize = 4 * RETAINED_SLOTS_MAX;
 
 /// Why [`QueueSender::try_send`] did not queue an item; the item comes back.
 #[derive(Debug, PartialEq, Eq)]
@@ -143,7 +146,7 @@ impl<T> QueueReceiver<T> {
         poll_fn(|context| {
             let mut state = self.state.borrow_mut();
             if let Some(item) = state.items.pop_front() {
-                if state.items.is_empty() && state.items.capacity() > RETAINED_SLOTS_MAX {
+                if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE_SLOTS {
                     state.items.shrink_to(RETAINED_SLOTS_MAX);
                 }
                 let waiting = std::mem::take(&mut state.room_wakers);

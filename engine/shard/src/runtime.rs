@@ -416,7 +416,9 @@ impl<T: Transport + 'static> Shard<T> {
 
     fn spawn_ticker(self: Rc<Self>) {
         glommio::spawn_local(async move {
-            let mut active_segment = self.wal.stats().active_segment;
+            // Counted, not compared by index: with few segments, two moves between scans
+            // would bring the index back where it was.
+            let mut segments_initialised = self.wal.stats().segments_initialised;
             loop {
                 self.ticker_sleep().await;
                 // A quiet replica is ticked only when its timers or its duties are due
@@ -425,9 +427,9 @@ impl<T: Transport + 'static> Shard<T> {
                 // pins a segment the WAL reuses soon (a duty that `tick_due` cannot foresee,
                 // since other partitions' writes bring it closer) changes only then.
                 let now = SystemClock.now();
-                let segment = self.wal.stats().active_segment;
-                let segment_moved = segment != active_segment;
-                active_segment = segment;
+                let initialised = self.wal.stats().segments_initialised;
+                let segment_moved = initialised != segments_initialised;
+                segments_initialised = initialised;
                 if !segment_moved && now < self.next_tick_scan.get() {
                     self.clone().check_liveness(now);
                     continue;
@@ -514,7 +516,8 @@ impl<T: Transport + 'static> Shard<T> {
         let wake_at = due.max(self.ticker_earliest.get());
         if wake_at < self.ticker_wakes_at.get() {
             self.ticker_wakes_at.set(wake_at);
-            if let Some(waker) = self.ticker_waker.borrow_mut().take() {
+            let waker = self.ticker_waker.borrow_mut().take();
+            if let Some(waker) = waker {
                 waker.wake();
             }
         }

@@ -116,8 +116,8 @@ impl RouterMetrics {
         inner.autoadmin_active = true;
     }
 
-    /// This router's autoadmin pass stood by (another router holds the lease) or the loop is
-    /// paused: it probed nothing, so it reports no count of nodes down.
+    /// This router's autoadmin pass stood by (another router holds the lease), the loop is
+    /// paused, or the pass failed: it reports no count of nodes down.
     pub fn set_autoadmin_inactive(&self) {
         let mut inner = self.inner.borrow_mut();
         inner.nodes_down = None;

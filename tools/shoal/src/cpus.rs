@@ -7,16 +7,21 @@
 //! every node of `shoal dev` (several nodes on one machine) pinned its shard 0 to CPU 0, so a
 //! partition's three replicas, one per node, all ran on one core.
 //!
-//! Now shard `i` goes to the `i`-th CPU of a list: the one `--cpus` gives, or by default the
-//! process's own affinity mask. With more shards than CPUs in the list, or `--cpus none`, the
-//! executors are left unpinned and the kernel places them.
+//! Now shard `i` goes to the `i`-th CPU of a list: the one `--cpus` gives (it must have a CPU
+//! for every shard), or by default the process's own affinity mask. With more shards than
+//! CPUs in the mask, with a mask that cannot be read, or with `--cpus none`, the executors are
+//! left unpinned and the kernel places them.
+//!
+//! The mask is not the CPU quota: a container limited to 2 CPUs of quota but allowed on 16
+//! pins its shards to the first CPUs of its mask. Give such a node `--cpus none`, or a mask
+//! (cpuset) of its own.
 
 use std::collections::BTreeSet;
 
 use glommio::Placement;
 
 /// The highest CPU id a list may name: the kernel's own upper bound on configurable CPUs
-/// (`CONFIG_NSR_CPUS` is at most 8192). A larger number is a typo, not a machine.
+/// (`CONFIG_NR_CPUS` is at most 8192). A larger number is a typo, not a machine.
 pub const CPU_ID_MAX: usize = 8191;
 
 /// What `--cpus` (or the config file's `cpus` key) asks for.
@@ -88,12 +93,21 @@ pub fn allowed_cpus() -> Result<Vec<usize>, String> {
 pub fn shard_placements(
     choice: &CpuChoice,
     shards: u16,
-    allowed: &[usize],
+    allowed: &Result<Vec<usize>, String>,
 ) -> Result<Vec<Placement>, String> {
     let shards = usize::from(shards);
     let unpinned = || (0..shards).map(|_| Placement::Unbound).collect();
+    let allowed = match (choice, allowed) {
+        (CpuChoice::Unpinned, _) => return Ok(unpinned()),
+        (_, Ok(allowed)) => allowed.as_slice(),
+        // Without a readable mask (`sched_getaffinity` refuses a fixed-size set on a host with
+        // more possible CPUs than it holds) nothing is pinned by default, and a list cannot be
+        // checked.
+        (CpuChoice::Allowed, Err(_)) => return Ok(unpinned()),
+        (CpuChoice::Listed(_), Err(error)) => return Err(error.clone()),
+    };
     let cpus: &[usize] = match choice {
-        CpuChoice::Unpinned => return Ok(unpinned()),
+        CpuChoice::Unpinned => unreachable!("answered above"),
         CpuChoice::Allowed => {
             if allowed.len() < shards {
                 return Ok(unpinned());
@@ -179,27 +193,35 @@ mod tests {
     #[test]
     fn the_default_follows_the_affinity_mask_not_absolute_ids() {
         // A node started under `taskset -c 4-7` with 2 shards runs on 4 and 5, not on 0 and 1.
-        let placements = shard_placements(&CpuChoice::Allowed, 2, &[4, 5, 6, 7]).unwrap();
+        let placements = shard_placements(&CpuChoice::Allowed, 2, &Ok(vec![4, 5, 6, 7])).unwrap();
         assert_eq!(fixed(&placements), vec![Some(4), Some(5)]);
         // More shards than allowed CPUs: unpinned, as before.
-        let placements = shard_placements(&CpuChoice::Allowed, 3, &[0, 1]).unwrap();
+        let placements = shard_placements(&CpuChoice::Allowed, 3, &Ok(vec![0, 1])).unwrap();
         assert_eq!(fixed(&placements), vec![None, None, None]);
     }
 
     #[test]
     fn a_list_must_cover_every_shard_within_the_mask() {
         let placements =
-            shard_placements(&CpuChoice::Listed(vec![3, 1]), 2, &[0, 1, 2, 3]).unwrap();
+            shard_placements(&CpuChoice::Listed(vec![3, 1]), 2, &Ok(vec![0, 1, 2, 3])).unwrap();
         assert_eq!(fixed(&placements), vec![Some(3), Some(1)]);
-        let outside = shard_placements(&CpuChoice::Listed(vec![5]), 1, &[0, 1]).unwrap_err();
+        let outside =
+            shard_placements(&CpuChoice::Listed(vec![5]), 1, &Ok(vec![0, 1])).unwrap_err();
         assert!(
             outside.contains("CPU 5") && outside.contains("0-1"),
             "{outside}"
         );
-        let short = shard_placements(&CpuChoice::Listed(vec![0]), 2, &[0, 1]).unwrap_err();
+        let short = shard_placements(&CpuChoice::Listed(vec![0]), 2, &Ok(vec![0, 1])).unwrap_err();
         assert!(short.contains("1 CPUs for 2 shards"), "{short}");
-        let unpinned = shard_placements(&CpuChoice::Unpinned, 2, &[0, 1]).unwrap();
+        let unpinned = shard_placements(&CpuChoice::Unpinned, 2, &Ok(vec![0, 1])).unwrap();
         assert_eq!(fixed(&unpinned), vec![None, None]);
+        // A mask that cannot be read pins nothing by default and refuses only a list.
+        let unreadable = Err("EINVAL".to_string());
+        let unpinned = shard_placements(&CpuChoice::Allowed, 2, &unreadable).unwrap();
+        assert_eq!(fixed(&unpinned), vec![None, None]);
+        let unpinned = shard_placements(&CpuChoice::Unpinned, 2, &unreadable).unwrap();
+        assert_eq!(fixed(&unpinned), vec![None, None]);
+        assert!(shard_placements(&CpuChoice::Listed(vec![0]), 1, &unreadable).is_err());
     }
 
     #[test]

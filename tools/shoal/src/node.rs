@@ -57,7 +57,7 @@ pub struct NodeOptions {
     /// Address of shard 0's bus port; shard i listens on port + i.
     #[arg(long, required_unless_present = "config")]
     pub listen: Option<SocketAddr>,
-    /// Shard executors (one per core is the design; more than cores runs unpinned).
+    /// Shard executors (one per core is the design; see --cpus for where they run).
     #[arg(long, default_value_t = 1)]
     pub shards: u16,
     /// The cores the shards are pinned to, shard i on the i-th: a Linux CPU list (`4-7`,
@@ -464,8 +464,7 @@ fn shard_placements(options: &NodeSettings) -> Result<Vec<Placement>, String> {
         }
         None => crate::cpus::CpuChoice::Allowed,
     };
-    let allowed = crate::cpus::allowed_cpus()?;
-    crate::cpus::shard_placements(&choice, options.shards, &allowed)
+    crate::cpus::shard_placements(&choice, options.shards, &crate::cpus::allowed_cpus())
 }
 
 fn validate(options: &NodeSettings) -> Result<(), String> {

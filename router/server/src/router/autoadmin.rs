@@ -263,6 +263,16 @@ impl Router {
     /// new ones for partitions with a replica down or lost, and drives them all concurrently
     /// (at most [`MOVES_IN_FLIGHT_MAX`] at once) until they end or [`MOVE_DRIVE_MAX`] passes.
     pub async fn autoadmin_pass(&self) -> Result<AutoadminReport, DynamoError> {
+        let outcome = self.run_autoadmin_pass().await;
+        if outcome.is_err() {
+            // A pass that failed (the metadata group out of reach, the lease not renewed) is
+            // not the active one's: its count of nodes down would go stale unseen.
+            self.metrics.set_autoadmin_inactive();
+        }
+        outcome
+    }
+
+    async fn run_autoadmin_pass(&self) -> Result<AutoadminReport, DynamoError> {
         // Read afresh, paused or not: a node joins and a decommission starts in the cluster
         // item, and this refreshes the node list this router routes and places replicas with.
         let cluster = self.load_cluster().await?;
