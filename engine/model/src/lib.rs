@@ -13,6 +13,7 @@ pub mod messages;
 pub mod number;
 pub mod request;
 pub mod request_codec;
+pub mod split;
 pub mod stream;
 pub mod transaction;
 pub mod value;

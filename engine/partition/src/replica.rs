@@ -47,10 +47,12 @@ mod durability;
 mod global_index;
 mod membership;
 mod serve;
+mod split;
 mod stream;
 mod sweep;
 mod transaction;
 
+pub use split::{SPLIT_BLOCKED, SPLIT_DIFFERS};
 pub use stream::StreamMaintenance;
 pub use transaction::RECENT_CHANGES_MAX;
 
@@ -226,6 +228,13 @@ pub enum Event {
         reply_to: u64,
         epoch: u64,
         change: shoal_replication::MembershipChange,
+    },
+    /// `NodeRequest::SplitPartition`, to the leader: split the partition (src/replica/
+    /// split.rs).
+    Split {
+        reply_to: u64,
+        epoch: u64,
+        split: shoal_model::split::SplitRecord,
     },
     /// `NodeRequest::TransferLeadership`: hand leadership over to `to`.
     TransferLeadership {
@@ -531,6 +540,11 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     chain_tip: Option<(Ballot, Slot, u64)>,
     /// Applied locks and recent changes (src/replica/transaction.rs).
     transactions: transaction::TransactionState,
+    /// The split record of the tree (src/replica/split.rs): `None` until read after the tree
+    /// is opened or replaced, then the record, if a split was applied.
+    split: Option<Option<shoal_model::split::SplitRecord>>,
+    /// The slot of the split this leader proposed, while it may be in flight.
+    split_proposed: Option<Slot>,
 }
 
 /// What recovery found for one partition in the shard's WAL.
@@ -892,6 +906,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             stream: Default::default(),
             chain_tip: None,
             transactions: transaction::TransactionState::new(checkpoint_slot),
+            split: None,
+            split_proposed: None,
         }
     }
 
@@ -1162,6 +1178,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         }
         // Loaded before anything can start a snapshot, which captures it.
         self.applied_chain().await?;
+        self.load_split().await?;
         match event {
             Event::Message { from, message } => {
                 let actions = self.core.handle_message(now, from, message);
@@ -1211,6 +1228,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 epoch,
                 to,
             } => self.transfer_leadership(now, reply_to, epoch, to).await?,
+            Event::Split {
+                reply_to,
+                epoch,
+                split,
+            } => self.propose_split(now, reply_to, epoch, split).await?,
             Event::PeerUnreachable(node) => {
                 let actions = self.core.peer_unreachable(now, node);
                 self.execute(now, actions).await?;
@@ -1219,6 +1241,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 let actions = self.core.peer_reachable(now, node);
                 self.execute(now, actions).await?;
             }
+            // A split parent proposes nothing of its own: its entries would be void.
+            Event::StreamMaintain(_) | Event::SweepExpired { .. } if self.split().is_some() => {}
             Event::StreamMaintain(settings) => self.maintain_stream(now, settings).await?,
             Event::Persisted { core_lsn, wal_lsn } => {
                 // A core lsn is durable once every record it was split into is.
@@ -1489,6 +1513,8 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             if slot <= self.applied_slot {
                 continue;
             }
+            // A snapshot installed by this event replaced the tree and its record.
+            self.load_split().await?;
             let (mut batch, chained) = match &entry.payload {
                 Payload::Command(bytes) => (
                     MutationBatch::decode(bytes).ok_or_else(|| {
@@ -1515,10 +1541,18 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 .iter()
                 .rposition(|mutation| mutation.key() == chain_key.as_slice())
                 .map(|position| batch.mutations.remove(position));
-            let voided = required.is_some_and(|mutation| {
+            let mut voided = required.is_some_and(|mutation| {
                 !matches!(mutation, Mutation::Put { value, .. }
                     if value.as_slice() == chain_before.to_le_bytes().as_slice())
             });
+            // A split parent is frozen at its split's slot (src/replica/split.rs, step 3).
+            voided |= self.split().is_some();
+            let split = if voided {
+                split::SplitApplication::None
+            } else {
+                self.take_split(slot, &mut batch).await?
+            };
+            voided |= matches!(split, split::SplitApplication::Void);
             let written_keys: Vec<Vec<u8>> = if voided {
                 tracing::debug!(
                     partition = self.meta.partition,
@@ -1585,6 +1619,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             })?;
             self.applied_slot = slot;
             self.applied_chain = Some(chain_after);
+            if let split::SplitApplication::Applied(record) = &split {
+                tracing::info!(
+                    partition = self.meta.partition,
+                    slot = slot.0,
+                    left = record.left.partition,
+                    right = record.right.partition,
+                    "applied a split: this replica is frozen and its node builds the children"
+                );
+                self.split = Some(Some(record.clone()));
+            }
             let keys = batch
                 .mutations
                 .iter()
@@ -1621,6 +1665,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 // means this write never takes effect.
                 let response = if taken_effect {
                     waiter.response
+                } else if matches!(split, split::SplitApplication::Void) {
+                    NodeResponse::Error(NodeError::NotApplied {
+                        message: format!("partition {}: {SPLIT_BLOCKED}", self.meta.partition),
+                    })
                 } else {
                     NodeResponse::Error(NodeError::NotApplied {
                         message: WRITE_LOST_ITS_SLOT.to_string(),

@@ -31,6 +31,8 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
 pub const CHANGE_MEMBERSHIP_OPERATION: &str = "ChangeMembership";
 /// The operation label of `NodeRequest::TransferLeadership` in the served-request metrics.
 pub const TRANSFER_LEADERSHIP_OPERATION: &str = "TransferLeadership";
+/// The operation label of `NodeRequest::SplitPartition` in the served-request metrics.
+pub const SPLIT_PARTITION_OPERATION: &str = "SplitPartition";
 
 /// How a host must hand a routed event to its replica's bounded queue (crate invariant 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,6 +438,44 @@ impl<C: Copy> Dispatch<C> {
                             reply_to,
                             epoch,
                             to,
+                        },
+                        delivery: Delivery::RefuseWhenFull { reply_to },
+                    },
+                    Err(error) => answer(NodeResponse::Error(error)),
+                }
+            }
+            NodeRequest::SplitPartition {
+                partition,
+                epoch,
+                at_hash,
+                left,
+                right,
+            } => {
+                let admitted =
+                    self.admit_to_replica(connection, request_id, partition, epoch, now, || {
+                        Ok((
+                            SPLIT_PARTITION_OPERATION,
+                            shoal_model::split::SplitRecord {
+                                at_hash,
+                                left: shoal_model::split::SplitChild {
+                                    partition: left.partition,
+                                    epoch: left.epoch,
+                                },
+                                right: shoal_model::split::SplitChild {
+                                    partition: right.partition,
+                                    epoch: right.epoch,
+                                },
+                                applied: None,
+                            },
+                        ))
+                    });
+                match admitted {
+                    Ok((reply_to, split)) => Routed::Replica {
+                        partition,
+                        event: Event::Split {
+                            reply_to,
+                            epoch,
+                            split,
                         },
                         delivery: Delivery::RefuseWhenFull { reply_to },
                     },

@@ -812,6 +812,8 @@ impl<T: Transport + 'static> Shard<T> {
         destroyed: Rc<Cell<bool>>,
     ) {
         let partition = replica.partition();
+        // Whether this replica's split children are built here (or not this node's to build).
+        let mut split_children_built = false;
         while let Some(event) = receiver.recv().await {
             if matches!(event, Event::Stop) {
                 // Requests still queued behind the stop get no answer; their clients time out,
@@ -840,6 +842,10 @@ impl<T: Transport + 'static> Shard<T> {
                 // longer be trusted, and a restart recovers it from disk.
                 Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
             };
+            if !split_children_built && replica.split().is_some() {
+                self.build_split_children(&replica).await;
+                split_children_built = true;
+            }
             *status.borrow_mut() = replica.status(now);
             let due = replica.tick_due();
             tick_due.set(due);
@@ -1071,6 +1077,59 @@ impl<T: Transport + 'static> Shard<T> {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
         NodeResponse::Deleted
+    }
+
+    /// Builds on this shard each child of `parent`'s applied split that it does not host yet
+    /// (engine/partition src/replica/split.rs, step 4) and runs it. A child whose membership
+    /// leaves this node out is not built: the parent's replica here applied the split while no
+    /// longer a member. A failure stops the node: the parent stays frozen on disk, and the
+    /// restart builds the children again.
+    async fn build_split_children(self: &Rc<Self>, parent: &Replica) {
+        let Some(split) = parent.split().cloned() else {
+            return;
+        };
+        for child in [split.left, split.right] {
+            let Ok(membership) = parent.split_membership() else {
+                shoal_io::fatal!(
+                    "partition {}: its split record names no valid membership",
+                    parent.partition()
+                );
+            };
+            let meta = PartitionMeta {
+                partition: child.partition,
+                epoch: child.epoch,
+                key_schema: parent.meta().key_schema.clone(),
+                membership,
+            };
+            if let Decision::Answer(_) = self.dispatch.borrow_mut().begin_create(&meta) {
+                continue;
+            }
+            let now = SystemClock.now();
+            let built = parent
+                .create_split_child(
+                    child,
+                    seed_for(&self.config, child.partition, now.as_nanos()),
+                    now,
+                )
+                .await;
+            self.dispatch.borrow_mut().end_create(child.partition);
+            match built {
+                Ok(replica) => {
+                    tracing::info!(
+                        shard = self.config.shard,
+                        parent = parent.partition(),
+                        partition = child.partition,
+                        "replica of a split child built"
+                    );
+                    self.run_replica(replica);
+                }
+                Err(error) => shoal_io::fatal!(
+                    "partition {}: building its split child {} failed: {error}",
+                    parent.partition(),
+                    child.partition
+                ),
+            }
+        }
     }
 
     async fn create_partition(self: &Rc<Self>, meta: PartitionMeta) -> NodeResponse {

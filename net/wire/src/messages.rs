@@ -238,6 +238,23 @@ pub enum NodeRequest {
         epoch: u64,
         to: NodeIdWire,
     },
+    /// To the partition's leader: split it at `at_hash` into `left` (keys hashing below it)
+    /// and `right` (engine/partition src/replica/split.rs). Answered `Created` once the split is
+    /// applied; asked again after that, answered `Created` at once. Added at the end (tag 8).
+    SplitPartition {
+        partition: u64,
+        epoch: u64,
+        at_hash: u64,
+        left: SplitChildWire,
+        right: SplitChildWire,
+    },
+}
+
+/// A child of a split: its new partition id and the map epoch it is routed with.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitChildWire {
+    pub partition: u64,
+    pub epoch: u64,
 }
 
 /// A node and the bus address of its shard 0 (shard `i` listens on that port + `i`), in the

@@ -344,8 +344,8 @@ fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
 }
 
 /// `NodeRequest::ClusterNodes` and its answer (node join, issue 19), then
-/// `NodeRequest::TransferLeadership` (leader balance), were added at the end: the next tags,
-/// and the archived enums keep their sizes.
+/// `NodeRequest::TransferLeadership` (leader balance) and `NodeRequest::SplitPartition`
+/// (splits), were added at the end: the next tags, and the archived enums keep their sizes.
 #[test]
 fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes() {
     use shoal_wire::messages::{
@@ -368,6 +368,22 @@ fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes(
                 to: 4,
             },
             7,
+        ),
+        (
+            NodeRequest::SplitPartition {
+                partition: 9,
+                epoch: 1,
+                at_hash: 1 << 63,
+                left: shoal_wire::messages::SplitChildWire {
+                    partition: 10,
+                    epoch: 2,
+                },
+                right: shoal_wire::messages::SplitChildWire {
+                    partition: 11,
+                    epoch: 2,
+                },
+            },
+            8,
         ),
     ] {
         assert_request_tag(request, tag);

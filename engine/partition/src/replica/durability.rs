@@ -424,6 +424,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.stream.forget_applied();
         self.transactions
             .forget_applied(Slot(chunk.last_included_slot));
+        self.split = None;
         let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
         self.discard_tree(old, old_generation).await?;
         let snapshot_slot = Slot(chunk.last_included_slot);

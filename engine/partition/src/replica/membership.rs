@@ -70,7 +70,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
 
     /// The refusal of a request for the leader (a membership change, a transfer) that this
     /// replica cannot take: another epoch, or not the leader.
-    fn leader_request_refusal(&self, epoch: u64) -> Option<NodeResponse> {
+    pub(super) fn leader_request_refusal(&self, epoch: u64) -> Option<NodeResponse> {
         let partition = self.meta.partition;
         if epoch != self.meta.epoch {
             return Some(NodeResponse::Error(NodeError::StaleEpoch {

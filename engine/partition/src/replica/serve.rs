@@ -13,6 +13,20 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         unix_ms: u64,
         prepared: PreparedRequest,
     ) -> Result<(), PartitionError> {
+        // A split parent serves nothing: its children do (src/replica/split.rs, step 3).
+        if let Some(refusal) = self.split_refusal() {
+            self.reply(reply_to, refusal);
+            return Ok(());
+        }
+        if self.split_in_flight() {
+            self.reply(
+                reply_to,
+                NodeResponse::Error(NodeError::Busy {
+                    partition: self.meta.partition,
+                }),
+            );
+            return Ok(());
+        }
         if epoch != self.meta.epoch {
             self.reply(
                 reply_to,

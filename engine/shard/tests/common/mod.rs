@@ -2,6 +2,8 @@
 //! elections), a transport that records the shard's answers, and the request helpers.
 #![allow(dead_code)]
 
+pub mod bus;
+
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;

@@ -1,0 +1,337 @@
+//! A partition splits at a hash through `NodeRequest::SplitPartition`, on three nodes' real shards
+//! and files (engine/partition src/replica/split.rs):
+//! - every node builds both children from its own replica's tree, each child holds exactly the
+//!   parent's items on its side of the cut, elects, serves them and takes writes, and the parent
+//!   refuses everything with the children's epoch;
+//! - asking again for the split is answered as done, and another split of the same parent is
+//!   refused;
+//! - after a restart of every node the children come back with their items, and a node whose
+//!   child was left half built (its tree and WAL records written, its meta file not) builds it
+//!   again from the frozen parent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::bus::{Cluster, Harness};
+use common::{TICK, WAIT_STEPS_MAX};
+use shoal_io::testing::run_on_test_executor;
+use shoal_model::AttributeValue;
+use shoal_model::key::{KeySchema, KeyType, partition_hash};
+use shoal_model::request::{ItemOperation, prepare as prepare_request};
+use shoal_model::request_codec::encode_request;
+use shoal_partition::PartitionMeta;
+use shoal_replication::{Membership, NodeId};
+use shoal_wire::messages::{
+    ItemResult, NodeError, NodeRequest, NodeResponse, ReplicaRole, SplitChildWire,
+};
+
+const PARENT: u64 = 9;
+const PARENT_EPOCH: u64 = 1;
+const LEFT: SplitChildWire = SplitChildWire {
+    partition: 10,
+    epoch: 2,
+};
+const RIGHT: SplitChildWire = SplitChildWire {
+    partition: 11,
+    epoch: 2,
+};
+/// The cut: the middle of the hash space.
+const AT_HASH: u64 = 1 << 63;
+const NODES: [u64; 3] = [1, 2, 3];
+/// More than the test configuration's `checkpoint_every_slots`, so the parent has checkpointed
+/// and truncated its log before it splits.
+const ITEMS: u64 = 150;
+
+fn schema() -> KeySchema {
+    KeySchema::partition_only("pk", KeyType::String)
+}
+
+fn pk(index: u64) -> String {
+    format!("k{index}")
+}
+
+/// The child that owns item `index`.
+fn owner(index: u64) -> SplitChildWire {
+    let hash = partition_hash(&AttributeValue::String(pk(index))).unwrap();
+    if hash < AT_HASH { LEFT } else { RIGHT }
+}
+
+fn item_request(
+    partition: u64,
+    epoch: u64,
+    operation: ItemOperation,
+    parameters: serde_json::Value,
+) -> NodeRequest {
+    NodeRequest::Item {
+        partition,
+        epoch,
+        request: encode_request(&prepare_request(operation, &parameters, &schema()).unwrap()),
+    }
+}
+
+fn put(partition: u64, epoch: u64, index: u64, value: u64) -> NodeRequest {
+    item_request(
+        partition,
+        epoch,
+        ItemOperation::PutItem,
+        serde_json::json!({"Item": {"pk": {"S": pk(index)}, "n": {"N": value.to_string()}}}),
+    )
+}
+
+fn get(partition: u64, epoch: u64, index: u64) -> NodeRequest {
+    item_request(
+        partition,
+        epoch,
+        ItemOperation::GetItem,
+        serde_json::json!({"Key": {"pk": {"S": pk(index)}}, "ConsistentRead": true}),
+    )
+}
+
+fn split_request() -> NodeRequest {
+    NodeRequest::SplitPartition {
+        partition: PARENT,
+        epoch: PARENT_EPOCH,
+        at_hash: AT_HASH,
+        left: LEFT,
+        right: RIGHT,
+    }
+}
+
+/// The node whose replica of `partition` leads with its lease, once there is one.
+async fn leader(cluster: &Cluster, partition: u64) -> u64 {
+    for _ in 0..WAIT_STEPS_MAX {
+        for (node, (shard, _)) in &cluster.shards {
+            let leads = shard.statuses().iter().any(|status| {
+                status.partition == partition && status.role == ReplicaRole::LeaderWithLease
+            });
+            if leads {
+                return *node;
+            }
+        }
+        glommio::timer::sleep(TICK).await;
+    }
+    panic!("partition {partition} never elected a leader");
+}
+
+/// Sends `request` to the leader of `partition` until it is served (a leader may step down, a
+/// new one may not be ready yet).
+async fn at_leader(cluster: &Cluster, partition: u64, request: NodeRequest) -> NodeResponse {
+    for _ in 0..WAIT_STEPS_MAX {
+        let node = leader(cluster, partition).await;
+        match cluster.request(node, request.clone()).await {
+            NodeResponse::Error(NodeError::NotLeader { .. } | NodeError::Busy { .. }) => {
+                glommio::timer::sleep(TICK).await;
+            }
+            other => return other,
+        }
+    }
+    panic!("partition {partition} kept refusing {request:?}");
+}
+
+/// The value of item `index` read strongly from `child`, `None` if the child does not hold it.
+async fn read(cluster: &Cluster, child: SplitChildWire, index: u64) -> Option<u64> {
+    let answer = at_leader(
+        cluster,
+        child.partition,
+        get(child.partition, child.epoch, index),
+    )
+    .await;
+    let NodeResponse::Item {
+        result: ItemResult::Get { item },
+        ..
+    } = answer
+    else {
+        panic!("item {index} at partition {}: {answer:?}", child.partition);
+    };
+    item.map(|item| {
+        let item = shoal_model::encoding::decode_item(&item).unwrap();
+        let Some(AttributeValue::Number(number)) = item.get("n") else {
+            panic!("{item:?}");
+        };
+        number.to_string().parse().unwrap()
+    })
+}
+
+/// Every item is in its own child with `value(index)`, and absent from the other.
+async fn check_items(cluster: &Cluster, items: std::ops::Range<u64>, value: impl Fn(u64) -> u64) {
+    for index in items {
+        let home = owner(index);
+        let other = if home == LEFT { RIGHT } else { LEFT };
+        assert_eq!(
+            read(cluster, home, index).await,
+            Some(value(index)),
+            "item {index} in partition {}",
+            home.partition
+        );
+        assert_eq!(
+            read(cluster, other, index).await,
+            None,
+            "item {index} leaked into partition {}",
+            other.partition
+        );
+    }
+}
+
+/// Waits until every node hosts both children and their item counts agree on every node;
+/// returns the counts.
+async fn children_everywhere(cluster: &Cluster) -> BTreeMap<u64, u64> {
+    for _ in 0..WAIT_STEPS_MAX {
+        let mut counts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for (shard, _) in cluster.shards.values() {
+            for status in shard.statuses() {
+                if status.partition == LEFT.partition || status.partition == RIGHT.partition {
+                    counts
+                        .entry(status.partition)
+                        .or_default()
+                        .push(status.item_count);
+                }
+            }
+        }
+        let complete = counts.len() == 2
+            && counts.values().all(|per_node| {
+                per_node.len() == NODES.len() && per_node.iter().all(|count| *count == per_node[0])
+            });
+        if complete {
+            return counts
+                .into_iter()
+                .map(|(partition, per_node)| (partition, per_node[0]))
+                .collect();
+        }
+        glommio::timer::sleep(TICK).await;
+    }
+    panic!("the children never appeared with equal items on every node");
+}
+
+/// The parent refuses items with the children's epoch at every node.
+async fn parent_refuses(cluster: &Cluster) {
+    for node in NODES {
+        let answer = cluster.request(node, get(PARENT, PARENT_EPOCH, 0)).await;
+        assert_eq!(
+            answer,
+            NodeResponse::Error(NodeError::StaleEpoch {
+                partition: PARENT,
+                current_epoch: LEFT.epoch,
+            }),
+            "the parent at node {node}"
+        );
+    }
+}
+
+fn create_parent() -> NodeRequest {
+    PartitionMeta {
+        partition: PARENT,
+        epoch: PARENT_EPOCH,
+        key_schema: schema(),
+        membership: Membership::new(NODES.map(NodeId), []),
+    }
+    .to_request()
+}
+
+fn expected_counts() -> BTreeMap<u64, u64> {
+    let mut counts = BTreeMap::new();
+    for index in 0..ITEMS {
+        *counts.entry(owner(index).partition).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_partition_splits_into_children_that_hold_its_items_on_every_replica() {
+    let temporary = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let base = temporary.path().to_path_buf();
+    let (second, third) = (base.clone(), base.clone());
+    let expected = expected_counts();
+    assert!(
+        expected.len() == 2 && expected.values().all(|count| *count > ITEMS / 4),
+        "the items fall on both sides of the cut: {expected:?}"
+    );
+    let expected_after_restart = expected.clone();
+    run_on_test_executor("shard-split", move || async move {
+        let harness = Harness::start_nodes(&base, &NODES).await;
+        let cluster = harness.cluster.clone();
+        for node in NODES {
+            assert_eq!(
+                cluster.request(node, create_parent()).await,
+                NodeResponse::Created
+            );
+        }
+        for index in 0..ITEMS {
+            let answer = at_leader(&cluster, PARENT, put(PARENT, PARENT_EPOCH, index, index)).await;
+            assert!(matches!(answer, NodeResponse::Item { .. }), "{answer:?}");
+        }
+        assert_eq!(
+            at_leader(&cluster, PARENT, split_request()).await,
+            NodeResponse::Created
+        );
+        // Asked again (a control plane that lost the answer): done.
+        assert_eq!(
+            at_leader(&cluster, PARENT, split_request()).await,
+            NodeResponse::Created
+        );
+        // Another split of the same parent is refused, never applied.
+        let other = NodeRequest::SplitPartition {
+            partition: PARENT,
+            epoch: PARENT_EPOCH,
+            at_hash: AT_HASH / 2,
+            left: LEFT,
+            right: RIGHT,
+        };
+        assert!(
+            matches!(
+                cluster.request(1, other).await,
+                NodeResponse::Error(NodeError::NotApplied { .. })
+            ),
+            "a second split"
+        );
+        assert_eq!(children_everywhere(&cluster).await, expected);
+        // Every replica applied it, so every one answers so.
+        for node in NODES {
+            assert_eq!(
+                cluster.request(node, split_request()).await,
+                NodeResponse::Created,
+                "asked again at node {node}"
+            );
+        }
+        parent_refuses(&cluster).await;
+        check_items(&cluster, 0..ITEMS, |index| index).await;
+        // The children take writes, each on its own side.
+        for index in 0..ITEMS {
+            let child = owner(index);
+            let answer = at_leader(
+                &cluster,
+                child.partition,
+                put(child.partition, child.epoch, index, index + 1000),
+            )
+            .await;
+            assert!(matches!(answer, NodeResponse::Item { .. }), "{answer:?}");
+        }
+        check_items(&cluster, 0..ITEMS, |index| index + 1000).await;
+        harness.stop().await;
+    });
+    // Node 3's right child is left as a crash before its meta file would leave it: its tree
+    // and its WAL records are there, nothing names it.
+    let meta = third
+        .join("node-3")
+        .join(shoal_partition::meta::meta_file_name(RIGHT.partition));
+    assert!(
+        meta.exists(),
+        "the child's meta file is at {}",
+        meta.display()
+    );
+    std::fs::remove_file(&meta).unwrap();
+    run_on_test_executor("shard-split-restarted", move || async move {
+        let harness = Harness::start_nodes(&second, &NODES).await;
+        let cluster = harness.cluster.clone();
+        for (node, (shard, _)) in &cluster.shards {
+            assert!(shard.recovery_failures().is_empty(), "node {node}");
+        }
+        parent_refuses(&cluster).await;
+        // Node 3 built its right child again from the frozen parent, with the items the parent
+        // had; the log of the child brings it the writes made since.
+        assert_eq!(children_everywhere(&cluster).await, expected_after_restart);
+        check_items(&cluster, 0..ITEMS, |index| index + 1000).await;
+        harness.stop().await;
+    });
+}
