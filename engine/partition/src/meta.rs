@@ -215,6 +215,48 @@ pub fn parse_meta_file_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The name of the marker that a replica of `child` was built on this shard from its split
+/// parent `parent` (src/replica/split.rs). Once built, a child is never built from the parent
+/// again: if it is gone later, it was deleted (moved away, its table dropped), and one built
+/// again from the split slot would be a member that forgot its promises and its log. An
+/// empty file; that it exists is all it says. Removed with the parent's replica.
+pub fn split_child_marker_file_name(parent: u64, child: u64) -> String {
+    format!("partition-{parent:016x}.split-{child:016x}")
+}
+
+/// The parent and child of a [`split_child_marker_file_name`].
+pub fn parse_split_child_marker_file_name(name: &str) -> Option<(u64, u64)> {
+    let (parent, child) = name.strip_prefix("partition-")?.split_once(".split-")?;
+    let parse = |hex: &str| {
+        (hex.len() == 16)
+            .then(|| u64::from_str_radix(hex, 16).ok())
+            .flatten()
+    };
+    Some((parse(parent)?, parse(child)?))
+}
+
+/// Durably leaves the marker of [`split_child_marker_file_name`].
+pub async fn mark_split_child_built<D: StorageDirectory>(
+    directory: &D,
+    parent: u64,
+    child: u64,
+) -> Result<(), shoal_io::StorageError> {
+    create_marker(directory, &split_child_marker_file_name(parent, child)).await
+}
+
+async fn create_marker<D: StorageDirectory>(
+    directory: &D,
+    name: &str,
+) -> Result<(), shoal_io::StorageError> {
+    let file = directory.open(name, OpenMode::CreateOrExisting).await?;
+    shoal_io::storage::sync_or_stop(&file).await;
+    file.close().await?;
+    if let Err(error) = directory.sync().await {
+        shoal_io::fatal!("directory sync failed after creating {name}: {error}");
+    }
+    Ok(())
+}
+
 /// The name of the marker a shard leaves when it gives a replica of `partition` up: the replica
 /// refused to recover, and its WAL records were then released so that the shard's WAL could go
 /// on (FORMAT.md). An empty file; that it exists is all it says.
@@ -230,14 +272,7 @@ pub async fn mark_unrecoverable<D: StorageDirectory>(
     directory: &D,
     partition: u64,
 ) -> Result<(), shoal_io::StorageError> {
-    let name = unrecoverable_marker_file_name(partition);
-    let file = directory.open(&name, OpenMode::CreateOrExisting).await?;
-    shoal_io::storage::sync_or_stop(&file).await;
-    file.close().await?;
-    if let Err(error) = directory.sync().await {
-        shoal_io::fatal!("directory sync failed after creating {name}: {error}");
-    }
-    Ok(())
+    create_marker(directory, &unrecoverable_marker_file_name(partition)).await
 }
 
 pub fn key_type_to_wire(key_type: KeyType) -> KeyTypeWire {

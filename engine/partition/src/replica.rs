@@ -52,7 +52,7 @@ mod stream;
 mod sweep;
 mod transaction;
 
-pub use split::{SPLIT_BLOCKED, SPLIT_DIFFERS};
+pub use split::{SPLIT_BLOCKED, SPLIT_DIFFERS, split_is_valid};
 pub use stream::StreamMaintenance;
 pub use transaction::RECENT_CHANGES_MAX;
 
@@ -1545,7 +1545,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 !matches!(mutation, Mutation::Put { value, .. }
                     if value.as_slice() == chain_before.to_le_bytes().as_slice())
             });
-            // A split parent is frozen at its split's slot (src/replica/split.rs, step 3).
+            // A split parent is frozen at its split's slot (src/replica/split.rs, step 3). A
+            // second proposal of the split it applied (a new leader asked again before it had
+            // applied the first) is answered as that split's.
+            let repeated_split = self.split().and_then(|applied| {
+                split::proposed_split_in(&batch).map(|proposed| proposed.same_split(applied))
+            });
             voided |= self.split().is_some();
             let split = if voided {
                 split::SplitApplication::None
@@ -1665,6 +1670,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 // means this write never takes effect.
                 let response = if taken_effect {
                     waiter.response
+                } else if repeated_split == Some(true) {
+                    NodeResponse::Created
+                } else if repeated_split == Some(false) {
+                    NodeResponse::Error(NodeError::NotApplied {
+                        message: format!("partition {}: {SPLIT_DIFFERS}", self.meta.partition),
+                    })
                 } else if matches!(split, split::SplitApplication::Void) {
                     NodeResponse::Error(NodeError::NotApplied {
                         message: format!("partition {}: {SPLIT_BLOCKED}", self.meta.partition),
@@ -1756,8 +1767,9 @@ async fn open_newest_tree<F: Storage, D: StorageDirectory<File = F>>(
     }
 }
 
-/// Removes tree files of partitions that have no meta file (left by a deletion that crashed
-/// part way). Returns how many it removed.
+/// Removes tree files of partitions that have no meta file (left by a deletion or a split
+/// child's build that crashed part way), and split children's markers of parents that have no
+/// meta file (the parent was deleted). Returns how many it removed.
 pub async fn remove_orphan_trees<D: StorageDirectory>(
     directory: &D,
 ) -> Result<usize, PartitionError> {
@@ -1768,9 +1780,14 @@ pub async fn remove_orphan_trees<D: StorageDirectory>(
         .collect();
     let mut removed = 0;
     for name in &names {
-        if let Some((partition, _)) = parse_tree_file_name(name)
-            && !with_meta.contains(&partition)
-        {
+        // A tree without a meta file; a split child's marker whose parent is gone.
+        let orphan = parse_tree_file_name(name)
+            .map(|(partition, _)| partition)
+            .or_else(|| {
+                crate::meta::parse_split_child_marker_file_name(name).map(|(parent, _)| parent)
+            })
+            .is_some_and(|partition| !with_meta.contains(&partition));
+        if orphan {
             directory.remove(name).await?;
             removed += 1;
         }

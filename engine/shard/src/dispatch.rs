@@ -453,21 +453,21 @@ impl<C: Copy> Dispatch<C> {
             } => {
                 let admitted =
                     self.admit_to_replica(connection, request_id, partition, epoch, now, || {
-                        Ok((
-                            SPLIT_PARTITION_OPERATION,
-                            shoal_model::split::SplitRecord {
-                                at_hash,
-                                left: shoal_model::split::SplitChild {
-                                    partition: left.partition,
-                                    epoch: left.epoch,
-                                },
-                                right: shoal_model::split::SplitChild {
-                                    partition: right.partition,
-                                    epoch: right.epoch,
-                                },
-                                applied: None,
+                        let split = shoal_model::split::SplitRecord {
+                            at_hash,
+                            left: shoal_model::split::SplitChild {
+                                partition: left.partition,
+                                epoch: left.epoch,
                             },
-                        ))
+                            right: shoal_model::split::SplitChild {
+                                partition: right.partition,
+                                epoch: right.epoch,
+                            },
+                            applied: None,
+                        };
+                        shoal_partition::replica::split_is_valid(&split, partition, epoch)
+                            .map_err(|message| NodeError::Malformed { message })?;
+                        Ok((SPLIT_PARTITION_OPERATION, split))
                     });
                 match admitted {
                     Ok((reply_to, split)) => Routed::Replica {

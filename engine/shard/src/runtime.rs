@@ -843,7 +843,7 @@ impl<T: Transport + 'static> Shard<T> {
                 Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
             };
             if !split_children_built && replica.split().is_some() {
-                self.build_split_children(&replica).await;
+                self.build_split_children(&mut replica).await;
                 split_children_built = true;
             }
             *status.borrow_mut() = replica.status(now);
@@ -1079,27 +1079,38 @@ impl<T: Transport + 'static> Shard<T> {
         NodeResponse::Deleted
     }
 
-    /// Builds on this shard each child of `parent`'s applied split that it does not host yet
-    /// (engine/partition src/replica/split.rs, step 4) and runs it. A child whose membership
-    /// leaves this node out is not built: the parent's replica here applied the split while no
-    /// longer a member. A failure stops the node: the parent stays frozen on disk, and the
-    /// restart builds the children again.
-    async fn build_split_children(self: &Rc<Self>, parent: &Replica) {
-        let Some(split) = parent.split().cloned() else {
-            return;
+    /// Builds on this shard each child of `parent`'s applied split that was never built here
+    /// (engine/partition src/replica/split.rs, step 4; `split_children_to_build`) and runs
+    /// it, through `begin_create` like any creation. A child whose membership leaves this node
+    /// out is not built: the parent's replica here applied the split while no longer a member.
+    /// The parent checkpoints first, so that none of its records in the WAL waits on it while
+    /// its task builds. A failure stops the node: the parent stays frozen on disk, and the
+    /// restart builds what is missing.
+    async fn build_split_children(self: &Rc<Self>, parent: &mut Replica) {
+        let partition = parent.partition();
+        let hosted = |child: u64| self.dispatch.borrow().epoch_of(child).is_some();
+        let children = match parent.split_children_to_build(hosted).await {
+            Ok(children) => children,
+            Err(error) => {
+                shoal_io::fatal!("partition {partition}: reading its split's children: {error}")
+            }
         };
-        for child in [split.left, split.right] {
-            let Ok(membership) = parent.split_membership() else {
-                shoal_io::fatal!(
-                    "partition {}: its split record names no valid membership",
-                    parent.partition()
-                );
-            };
+        if children.is_empty() {
+            return;
+        }
+        let membership = match parent.split_membership() {
+            Ok(membership) => membership,
+            Err(error) => shoal_io::fatal!("partition {partition}: {error}"),
+        };
+        if let Err(error) = parent.checkpoint(SystemClock.now()).await {
+            shoal_io::fatal!("partition {partition}: checkpoint before its split: {error}");
+        }
+        for child in children {
             let meta = PartitionMeta {
                 partition: child.partition,
                 epoch: child.epoch,
                 key_schema: parent.meta().key_schema.clone(),
-                membership,
+                membership: membership.clone(),
             };
             if let Decision::Answer(_) = self.dispatch.borrow_mut().begin_create(&meta) {
                 continue;
@@ -1117,15 +1128,14 @@ impl<T: Transport + 'static> Shard<T> {
                 Ok(replica) => {
                     tracing::info!(
                         shard = self.config.shard,
-                        parent = parent.partition(),
+                        parent = partition,
                         partition = child.partition,
                         "replica of a split child built"
                     );
                     self.run_replica(replica);
                 }
                 Err(error) => shoal_io::fatal!(
-                    "partition {}: building its split child {} failed: {error}",
-                    parent.partition(),
+                    "partition {partition}: building its split child {} failed: {error}",
                     child.partition
                 ),
             }

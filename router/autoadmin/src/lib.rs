@@ -4,9 +4,11 @@
 //!
 //! - [`replica_move`]: moving one replica of a partition from one node to another, the
 //!   primitive behind re-replication and balance.
+//! - [`split`]: splitting one partition at a hash into two children.
 //! - [`policy`]: which replicas to move where.
 
 pub mod policy;
 pub mod replica_move;
+pub mod split;
 
 pub use replica_move::{MoveAction, MoveStep, NodeId, Progress, ReplicaMove, UnexpectedAnswer};

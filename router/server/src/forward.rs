@@ -77,7 +77,10 @@ pub enum ForwardError {
     /// it): the error to answer, with nothing consumed.
     Refused(DynamoError),
     /// The map the request was routed with is out of date; refresh it and route again.
-    StaleRoute { partition: u64 },
+    /// `newer_epoch`: the replica answered with a later epoch of the partition than the
+    /// route's (a split froze it), so a refreshed map that still shows the route's epoch is
+    /// behind the node and will change soon.
+    StaleRoute { partition: u64, newer_epoch: bool },
     /// A write may or may not have been applied; it must not be retried.
     OutcomeUnknown { message: String },
     /// No answer within the deadline or the attempt cap. `replica_may_have_served` is false
@@ -108,7 +111,7 @@ impl ForwardError {
     pub fn into_dynamo(self) -> DynamoError {
         match self {
             ForwardError::Dynamo(error) | ForwardError::Refused(error) => error,
-            ForwardError::StaleRoute { partition } => DynamoError::internal(format!(
+            ForwardError::StaleRoute { partition, .. } => DynamoError::internal(format!(
                 "The partition map for partition {partition} kept changing; retry the request"
             )),
             ForwardError::OutcomeUnknown { message } => DynamoError::internal(format!(
@@ -552,6 +555,14 @@ impl Forwarder {
                         }
                         CallOutcome::Answer(NodeResponse::Error(error)) => {
                             last_problem = problem_of(&error, route.id, target);
+                            if let NodeError::StaleEpoch { current_epoch, .. } = error
+                                && current_epoch > route.epoch
+                            {
+                                return Err(ForwardError::StaleRoute {
+                                    partition: route.id,
+                                    newer_epoch: true,
+                                });
+                            }
                             after_error(error, effect)
                         }
                         CallOutcome::Answer(other) => {
@@ -601,6 +612,7 @@ impl Forwarder {
                 Retry::RefreshRoute => {
                     return Err(ForwardError::StaleRoute {
                         partition: route.id,
+                        newer_epoch: false,
                     });
                 }
                 Retry::Stop(error) => return Err(error),
@@ -799,7 +811,13 @@ mod tests {
             .may_have_consumed()
         );
         assert!(!ForwardError::Refused(conditional).may_have_consumed());
-        assert!(!ForwardError::StaleRoute { partition: 1 }.may_have_consumed());
+        assert!(
+            !ForwardError::StaleRoute {
+                partition: 1,
+                newer_epoch: false
+            }
+            .may_have_consumed()
+        );
         for served in [false, true] {
             let unavailable = ForwardError::Unavailable {
                 message: "m".to_string(),

@@ -58,6 +58,15 @@
 //!    the replicas and from `pending_replicas`, and the record, in one write. The member is
 //!    absent when there is no move, so a scan finds the tables that have some by
 //!    `attribute_exists`.
+//! 8. `partition_splits` lists the splits under way (`shoal_autoadmin::split`, driven by
+//!    router/splits.rs), at most one per partition, each with an id drawn when it is recorded.
+//!    A split's record names the two children (their ids drawn from the partition counter, their
+//!    epoch) and the parent's replicas, and is written before `SplitPartition` is sent: the
+//!    children are listed on those nodes (invariant 5) before any node builds them, and the
+//!    parent stays listed there until the record is gone, after it was replaced by the
+//!    children in `partitions` (`routed`, one write). A partition with a split under way gets
+//!    no replica move, and one with a move gets no split. The member is absent when there is
+//!    no split.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,6 +119,8 @@ pub const AUTOADMIN_LEASE_KEY: &str = "autoadmin#lease";
 pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
 /// The table item's member listing replica moves under way (invariant 7).
 pub const REPLICA_MOVES_ATTRIBUTE: &str = "replica_moves";
+/// The table item's member listing partition splits under way (invariant 8).
+pub const PARTITION_SPLITS_ATTRIBUTE: &str = "partition_splits";
 /// The table item's attribute naming the TTL attribute, present only while TTL is enabled.
 /// The table item's (and a global index map's) OnDemandThroughput maximums, in request units
 /// per second; each absent when not set.
@@ -258,6 +269,8 @@ pub struct TableRecord {
     pub pending_replicas: BTreeSet<(u64, NodeId)>,
     /// Replica moves under way, by partition id (invariant 7).
     pub replica_moves: BTreeMap<u64, ReplicaMoveRecord>,
+    /// Partition splits under way, by parent partition id (invariant 8).
+    pub partition_splits: BTreeMap<u64, PartitionSplitRecord>,
     /// When the item was last written, in unix milliseconds of the writer's wall clock
     /// (invariant 6); 0 in items written before it existed.
     pub changed_at_ms: u64,
@@ -279,6 +292,123 @@ pub struct TableRecord {
     pub global_index_numbers_used: u16,
     /// The table's streams, oldest first (invariant 2: absent when it never had one).
     pub streams: Vec<TableStream>,
+}
+
+/// A partition split under way (invariant 8; shoal_autoadmin::split).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionSplitRecord {
+    /// Drawn when the split is recorded: a driver acts only while the record it drives has it.
+    pub id: u64,
+    /// The parent's epoch and range, as the parent's entry had them when the split was
+    /// recorded (the entry is gone once routed).
+    pub parent_epoch: u64,
+    pub range: HashRange,
+    pub shard: u16,
+    /// The parent's replicas: where the children are built.
+    pub replicas: Vec<NodeId>,
+    /// The cut: the left child takes the hashes below it, the right child the others.
+    pub at_hash: u64,
+    pub left: u64,
+    pub right: u64,
+    /// Both children's epoch.
+    pub epoch: u64,
+    /// The children replaced the parent in the table's partitions.
+    pub routed: bool,
+}
+
+impl PartitionSplitRecord {
+    /// The children's entries in the partition map (routed with the parent's replicas, on its
+    /// shard).
+    pub fn children(&self) -> [PartitionEntry; 2] {
+        let child = |id: u64, range: HashRange| PartitionEntry {
+            id,
+            range,
+            replicas: self.replicas.clone(),
+            shard: self.shard,
+            epoch: self.epoch,
+            leader_hint: None,
+        };
+        [
+            child(
+                self.left,
+                HashRange {
+                    first: self.range.first,
+                    last: self.at_hash - 1,
+                },
+            ),
+            child(
+                self.right,
+                HashRange {
+                    first: self.at_hash,
+                    last: self.range.last,
+                },
+            ),
+        ]
+    }
+}
+
+fn partition_split_json(parent: u64, record: &PartitionSplitRecord) -> Json {
+    json!({ "M": {
+        "parent": number(parent),
+        "id": number(record.id),
+        "parent_epoch": number(record.parent_epoch),
+        "first": number(record.range.first),
+        "last": number(record.range.last),
+        "shard": number(u64::from(record.shard)),
+        "replicas": { "L": record.replicas.iter().map(|node| number(*node)).collect::<Vec<_>>() },
+        "at_hash": number(record.at_hash),
+        "left": number(record.left),
+        "right": number(record.right),
+        "epoch": number(record.epoch),
+        "routed": { "BOOL": record.routed },
+    }})
+}
+
+/// Invariant 8's member: absent in items without splits.
+fn partition_splits_from(item: &Json) -> Result<BTreeMap<u64, PartitionSplitRecord>, DynamoError> {
+    let mut splits = BTreeMap::new();
+    if item.get(PARTITION_SPLITS_ATTRIBUTE).is_none() {
+        return Ok(splits);
+    }
+    for entry in get_list(item, PARTITION_SPLITS_ATTRIBUTE)? {
+        let map = get_map(entry, "partition split")?;
+        let replicas = get_list(map, "replicas")?
+            .iter()
+            .map(|node| {
+                node.get("N")
+                    .and_then(Json::as_str)
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| corrupt("a split's replica is not a node id"))
+            })
+            .collect::<Result<Vec<NodeId>, DynamoError>>()?;
+        let record = PartitionSplitRecord {
+            id: get_number(map, "id")?,
+            parent_epoch: get_number(map, "parent_epoch")?,
+            range: HashRange {
+                first: get_number(map, "first")?,
+                last: get_number(map, "last")?,
+            },
+            shard: u16::try_from(get_number(map, "shard")?)
+                .map_err(|_| corrupt("shard too large"))?,
+            replicas,
+            at_hash: get_number(map, "at_hash")?,
+            left: get_number(map, "left")?,
+            right: get_number(map, "right")?,
+            epoch: get_number(map, "epoch")?,
+            routed: map
+                .get("routed")
+                .and_then(|value| value.get("BOOL"))
+                .and_then(Json::as_bool)
+                .ok_or_else(|| corrupt("routed is not a boolean"))?,
+        };
+        if record.at_hash <= record.range.first || record.at_hash > record.range.last {
+            return Err(corrupt("a split's cut is outside its partition's range"));
+        }
+        if splits.insert(get_number(map, "parent")?, record).is_some() {
+            return Err(corrupt("two splits of one partition"));
+        }
+    }
+    Ok(splits)
 }
 
 /// A replica move under way (invariant 7): the partition's replica on `source` goes to
@@ -879,6 +1009,18 @@ impl TableRecord {
                 .collect();
             item.insert(REPLICA_MOVES_ATTRIBUTE.to_string(), json!({ "L": moves }));
         }
+        // Invariant 8: absent when empty, likewise.
+        if !self.partition_splits.is_empty() {
+            let splits: Vec<Json> = self
+                .partition_splits
+                .iter()
+                .map(|(parent, record)| partition_split_json(*parent, record))
+                .collect();
+            item.insert(
+                PARTITION_SPLITS_ATTRIBUTE.to_string(),
+                json!({ "L": splits }),
+            );
+        }
         self.settings.write_to(&mut item);
         Json::Object(item)
     }
@@ -910,6 +1052,13 @@ impl TableRecord {
                     .iter()
                     .map(|(partition, record)| (*partition, record.target)),
             )
+            .chain(self.partition_splits.iter().flat_map(|(parent, record)| {
+                [*parent, record.left, record.right]
+                    .into_iter()
+                    .flat_map(|partition| {
+                        record.replicas.iter().map(move |node| (partition, *node))
+                    })
+            }))
     }
 
     /// The partitions as requests are routed to them: without their pending replicas
@@ -1018,6 +1167,7 @@ impl TableRecord {
             revision: get_optional_number(item, "revision")?.unwrap_or(0),
             pending_replicas: pending_replicas_from(item)?,
             replica_moves: replica_moves_from(item)?,
+            partition_splits: partition_splits_from(item)?,
             changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
             settings: TableSettings::read_from(item)?,
             time_to_live: TimeToLiveSetting {
@@ -1919,11 +2069,12 @@ impl MetadataStore {
     ) -> Result<Vec<TableRecord>, ForwardError> {
         let parameters = json!({
             "ConsistentRead": true,
-            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR attribute_exists(#moves) OR attribute_exists(#changing) OR attribute_exists(#streams) OR #status <> :active)",
+            "FilterExpression": "begins_with(#key, :prefix) AND (attribute_exists(#pending) OR attribute_exists(#moves) OR attribute_exists(#splits) OR attribute_exists(#changing) OR attribute_exists(#streams) OR #status <> :active)",
             "ExpressionAttributeNames": {
                 "#key": KEY_ATTRIBUTE,
                 "#pending": PENDING_REPLICAS_ATTRIBUTE,
                 "#moves": REPLICA_MOVES_ATTRIBUTE,
+                "#splits": PARTITION_SPLITS_ATTRIBUTE,
                 "#changing": GLOBAL_INDEXES_CHANGING_ATTRIBUTE,
                 "#streams": STREAMS_CHANGING_ATTRIBUTE,
                 "#status": "status",
@@ -2114,6 +2265,24 @@ mod tests {
                     target: 4,
                     source_dead: true,
                     target_routed: false,
+                },
+            )]),
+            partition_splits: BTreeMap::from([(
+                12,
+                PartitionSplitRecord {
+                    id: 78,
+                    parent_epoch: 1,
+                    range: HashRange {
+                        first: 1 << 62,
+                        last: (1 << 63) - 1,
+                    },
+                    shard: 0,
+                    replicas: vec![1, 2, 3],
+                    at_hash: 3 << 61,
+                    left: 20,
+                    right: 21,
+                    epoch: 2,
+                    routed: true,
                 },
             )]),
             changed_at_ms: 1_700_000_200_000,

@@ -391,10 +391,12 @@ fn stale_epochs_and_wrong_owners_ask_for_a_map_refresh() {
             .forward(&route(), &write(), deadline)
             .await
             .unwrap_err();
+        // The node knows a later epoch than the route's: the map will change (a split).
         assert_eq!(
             error,
             ForwardError::StaleRoute {
-                partition: PARTITION
+                partition: PARTITION,
+                newer_epoch: true,
             }
         );
         let mut elsewhere = route();
@@ -407,7 +409,8 @@ fn stale_epochs_and_wrong_owners_ask_for_a_map_refresh() {
         assert_eq!(
             error,
             ForwardError::StaleRoute {
-                partition: PARTITION
+                partition: PARTITION,
+                newer_epoch: false,
             }
         );
         assert_eq!(cluster.total_requests(), 2);

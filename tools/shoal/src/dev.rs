@@ -101,6 +101,10 @@ pub struct DevOptions {
     /// can be watched healing (with `--nodes 4` or more: a replica needs a node to go to).
     #[arg(long, default_value_t = DEV_NODE_DOWN_AFTER_SECONDS, value_parser = clap::value_parser!(u64).range(crate::router::NODE_DOWN_AFTER_MIN_SECONDS..))]
     pub node_down_after: u64,
+    /// Passed to the router: bytes of items at which a table partition is split in two
+    /// (`shoal router --split-bytes`); set it low to watch a table split as it grows.
+    #[arg(long, default_value_t = shoal_router::router::SPLIT_BYTES_DEFAULT)]
+    pub split_bytes: u64,
 }
 
 /// `shoal dev`'s threshold for a node down: longer than the supervisor takes to restart a
@@ -125,6 +129,7 @@ impl DevOptions {
             tls: false,
             ttl_sweep_period_seconds: DEV_TTL_SWEEP_PERIOD_SECONDS,
             node_down_after: DEV_NODE_DOWN_AFTER_SECONDS,
+            split_bytes: shoal_router::router::SPLIT_BYTES_DEFAULT,
         }
     }
 }
@@ -477,7 +482,8 @@ fn router_command(
         .arg(format!("--http={}", layout.http))
         .arg(format!("--native={}", layout.native))
         .arg(format!("--shards-per-node={}", options.shards_per_node))
-        .arg(format!("--node-down-after={}", options.node_down_after));
+        .arg(format!("--node-down-after={}", options.node_down_after))
+        .arg(format!("--split-bytes={}", options.split_bytes));
     if !options.auth {
         command.arg("--auth=none");
     }

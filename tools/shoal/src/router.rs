@@ -50,7 +50,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca", "node_down_after", "balance"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca", "node_down_after", "balance", "split_bytes"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -97,6 +97,10 @@ pub struct RouterOptions {
     /// re-replication and decommissions.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub balance: bool,
+    /// Bytes of items at which the autoadmin splits a table partition in two (at the middle
+    /// of its hash range). 0 never splits. DynamoDB's partitions hold 10 GB.
+    #[arg(long, default_value_t = shoal_router::router::SPLIT_BYTES_DEFAULT)]
+    pub split_bytes: u64,
 }
 
 /// The least `--node-down-after`: two autoadmin probe periods.
@@ -155,6 +159,13 @@ pub struct RouterSettings {
     /// As `--balance`.
     #[serde(default = "default_balance")]
     pub balance: bool,
+    /// As `--split-bytes`.
+    #[serde(default = "default_split_bytes")]
+    pub split_bytes: u64,
+}
+
+fn default_split_bytes() -> u64 {
+    shoal_router::router::SPLIT_BYTES_DEFAULT
 }
 
 fn default_balance() -> bool {
@@ -209,6 +220,7 @@ impl RouterOptions {
             bus_tls_ca: self.bus_tls.bus_tls_ca.clone(),
             node_down_after_seconds: self.node_down_after,
             balance: self.balance,
+            split_bytes: self.split_bytes,
         })
     }
 }
@@ -492,6 +504,7 @@ async fn serve(
     }
     config.node_down_after = Duration::from_secs(options.node_down_after_seconds);
     config.balance = options.balance;
+    config.split_bytes = options.split_bytes;
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.

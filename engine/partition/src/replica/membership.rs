@@ -69,9 +69,17 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     }
 
     /// The refusal of a request for the leader (a membership change, a transfer) that this
-    /// replica cannot take: another epoch, or not the leader.
+    /// replica cannot take: the partition is split (its children have the membership it had
+    /// then, and a change here would reach neither) or being split, another epoch, or not the
+    /// leader.
     pub(super) fn leader_request_refusal(&self, epoch: u64) -> Option<NodeResponse> {
         let partition = self.meta.partition;
+        if let Some(refusal) = self.split_refusal() {
+            return Some(refusal);
+        }
+        if self.split_in_flight() {
+            return Some(NodeResponse::Error(NodeError::Busy { partition }));
+        }
         if epoch != self.meta.epoch {
             return Some(NodeResponse::Error(NodeError::StaleEpoch {
                 partition,

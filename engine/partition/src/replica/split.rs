@@ -44,6 +44,38 @@ pub(super) enum SplitApplication {
     Void,
 }
 
+/// The split a proposed batch holds, if it holds one.
+pub(super) fn proposed_split_in(batch: &MutationBatch) -> Option<SplitRecord> {
+    let key = shoal_model::split::split_key();
+    batch.mutations.iter().find_map(|mutation| match mutation {
+        Mutation::Put { key: put, value } if *put == key => SplitRecord::decode(value),
+        _ => None,
+    })
+}
+
+/// Whether `record` can split partition `parent` at `epoch`: two distinct new partitions, at a
+/// later epoch, and a cut that leaves the left child some hashes. The router's record is
+/// checked the same way (router/server metadata.rs); a node checks again, since a child id
+/// reused or a side missing would lose that side's items for good.
+pub fn split_is_valid(record: &SplitRecord, parent: u64, epoch: u64) -> Result<(), String> {
+    let (left, right) = (record.left, record.right);
+    if left.partition == right.partition || left.partition == parent || right.partition == parent {
+        return Err(format!(
+            "a split of partition {parent} needs two new partitions, not {} and {}",
+            left.partition, right.partition
+        ));
+    }
+    if left.epoch <= epoch || right.epoch <= epoch {
+        return Err(format!(
+            "a split of partition {parent} at epoch {epoch} needs later epochs for its children"
+        ));
+    }
+    if record.at_hash == 0 {
+        return Err("a split at hash 0 leaves its left child no hash".to_string());
+    }
+    Ok(())
+}
+
 /// Keys copied per scan while building a child.
 const CHILD_COPY_BATCH_KEYS: usize = 256;
 
@@ -65,10 +97,9 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                     self.meta.partition
                 ))
             })?;
-        let membership = Membership::new(
-            applied.full_replicas.iter().copied().map(NodeId),
-            applied.log_replicas.iter().copied().map(NodeId),
-        );
+        // Full replicas only: a log replica applies no entry, so it never applies the split
+        // and never builds a child; listed, it would be a member that never exists.
+        let membership = Membership::new(applied.full_replicas.iter().copied().map(NodeId), []);
         if membership.member_count() == 0 {
             return Err(PartitionError::Corrupt(format!(
                 "partition {}: its split record names no member",
@@ -156,11 +187,24 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.reply(reply_to, answer);
             return Ok(());
         }
+        if let Err(problem) = split_is_valid(&record, self.meta.partition, self.meta.epoch) {
+            self.reply(
+                reply_to,
+                NodeResponse::Error(NodeError::Malformed { message: problem }),
+            );
+            return Ok(());
+        }
         if let Some(refusal) = self.leader_request_refusal(epoch) {
             self.reply(reply_to, refusal);
             return Ok(());
         }
-        if self.split_in_flight() || !self.core.leader_ready() {
+        // While a membership change is uncommitted the split waits: its children must start
+        // with the membership every replica applied at its slot, and no change may follow
+        // the split's proposal (`leader_request_refusal` refuses them meanwhile).
+        if self.split_in_flight()
+            || !self.core.leader_ready()
+            || self.core.membership_change_in_progress()
+        {
             self.reply(
                 reply_to,
                 NodeResponse::Error(NodeError::Busy {
@@ -252,6 +296,39 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             value: applied.encode(),
         };
         Ok(SplitApplication::Applied(applied))
+    }
+
+    /// The children of the applied split the host should build now: each not built here
+    /// before. `hosted` says whether the shard hosts a partition now; a hosted child gets its
+    /// marker if a crash came between its meta file and its marker, so that once it is
+    /// deleted it is never built again (meta.rs, `split_child_marker_file_name`).
+    pub async fn split_children_to_build(
+        &self,
+        hosted: impl Fn(u64) -> bool,
+    ) -> Result<Vec<SplitChild>, PartitionError> {
+        let Some(record) = self.split() else {
+            return Ok(Vec::new());
+        };
+        let names = self.directory.list().await?;
+        let mut to_build = Vec::new();
+        for child in [record.left, record.right] {
+            let marker =
+                crate::meta::split_child_marker_file_name(self.meta.partition, child.partition);
+            let marked = names.contains(&marker);
+            if hosted(child.partition) {
+                if !marked {
+                    crate::meta::mark_split_child_built(
+                        self.directory.as_ref(),
+                        self.meta.partition,
+                        child.partition,
+                    )
+                    .await?;
+                }
+            } else if !marked {
+                to_build.push(child);
+            }
+        }
+        Ok(to_build)
     }
 
     /// Builds this node's replica of `child` from this replica's frozen tree (step 4 of the
@@ -374,6 +451,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         meta.create(self.directory.as_ref())
             .await
             .map_err(|error| PartitionError::Corrupt(error.to_string()))?;
+        crate::meta::mark_split_child_built(
+            self.directory.as_ref(),
+            self.meta.partition,
+            child.partition,
+        )
+        .await?;
         tracing::info!(
             parent = self.meta.partition,
             child = child.partition,

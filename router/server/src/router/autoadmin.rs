@@ -122,6 +122,8 @@ pub(super) struct AutoadminMemory {
     lost_replicas: RefCell<BTreeSet<(u64, NodeId)>>,
     /// The last pass left moves unfinished: the next reads them again.
     moves_left: Cell<bool>,
+    /// The last pass left splits unfinished: the next reads them again.
+    splits_left: Cell<bool>,
     records_scan_last: Cell<Option<Instant>>,
     /// When the pass last asked whether the nodes need balancing, and the node list it asked
     /// for: a changed list (a node joined) is checked at once.
@@ -163,6 +165,8 @@ pub struct AutoadminReport {
     /// Of the moves started, those that add a replica to a group with fewer than the
     /// replication factor (growth, `policy::plan_growth`).
     pub replicas_added: usize,
+    /// Partition splits (splits.rs).
+    pub splits: super::splits::SplitReport,
 }
 
 /// Where a move's record lives.
@@ -313,6 +317,7 @@ impl Router {
         let records_due = !lost.is_empty()
             || cluster.metadata_move.is_some()
             || self.autoadmin.moves_left.get()
+            || self.autoadmin.splits_left.get()
             || self
                 .autoadmin
                 .records_scan_last
@@ -370,23 +375,36 @@ impl Router {
         let groups: Vec<GroupView> = std::iter::once(metadata_group)
             .filter(|_| metadata_recorded)
             .chain(active.iter().flat_map(|table| {
-                table.all_partitions().map(|partition| GroupView {
-                    partition: partition.id,
-                    replicas: partition.replicas.clone(),
-                    moving_to: table
-                        .replica_moves
-                        .get(&partition.id)
-                        .map(|record| record.target),
-                    lost: partition
-                        .replicas
-                        .iter()
-                        .copied()
-                        .filter(|node| lost.contains(&(partition.id, *node)))
-                        .collect(),
-                    leader: None,
-                })
+                // A partition being split, and its children, get no move (metadata
+                // invariant 8).
+                let splitting: BTreeSet<u64> = table
+                    .partition_splits
+                    .iter()
+                    .flat_map(|(parent, record)| [*parent, record.left, record.right])
+                    .collect();
+                table
+                    .all_partitions()
+                    .filter(move |partition| !splitting.contains(&partition.id))
+                    .map(|partition| GroupView {
+                        partition: partition.id,
+                        replicas: partition.replicas.clone(),
+                        moving_to: table
+                            .replica_moves
+                            .get(&partition.id)
+                            .map(|record| record.target),
+                        lost: partition
+                            .replicas
+                            .iter()
+                            .copied()
+                            .filter(|node| lost.contains(&(partition.id, *node)))
+                            .collect(),
+                        leader: None,
+                    })
             }))
             .collect();
+        // Each partition's size as its leader reports it, gathered at a balance check (with
+        // the leaders balance needs, from the same answers): what the split policy reads.
+        let mut split_sizes: Option<BTreeMap<u64, u64>> = None;
         let targets = targets_by_load(&views, &groups);
         let mut driven = Vec::new();
         if let Some(record) = &cluster.metadata_move {
@@ -416,9 +434,16 @@ impl Router {
             // Groups created while the cluster had fewer nodes, the metadata group included,
             // get their missing replicas before anything is balanced.
             growth
-        } else if balance_due && driven.is_empty() && self.config.balance {
+        } else if balance_due && driven.is_empty() && !self.config.balance {
+            if self.config.split_bytes > 0 {
+                let (_, sizes, _) = self.partition_leaders(&cluster).await;
+                split_sizes = Some(sizes);
+            }
+            Vec::new()
+        } else if balance_due && driven.is_empty() {
             // Who leads is asked only at a balance check: replicas first, then leaders.
-            let (leaders, every_shard_answered) = self.partition_leaders(&cluster).await;
+            let (leaders, sizes, every_shard_answered) = self.partition_leaders(&cluster).await;
+            split_sizes = Some(sizes);
             // The metadata group is left out of balance: one replica's worth of load does not
             // pay for moving the control plane's replicas (and perhaps its leader).
             let groups: Vec<GroupView> = groups
@@ -445,7 +470,7 @@ impl Router {
         };
         for planned in planned {
             let record = ReplicaMoveRecord {
-                id: new_move_id(),
+                id: new_record_id(),
                 source: planned.source,
                 target: planned.target,
                 source_dead: planned.source_dead,
@@ -513,6 +538,10 @@ impl Router {
             }
         }
         self.autoadmin.moves_left.set(report.moves_unfinished > 0);
+        report.splits = self.run_splits(&active, split_sizes.as_ref()).await;
+        self.autoadmin
+            .splits_left
+            .set(report.splits.unfinished > 0 || report.splits.started > report.splits.finished);
         // A balance batch that ended is followed by the next check at the next pass, not a
         // whole check interval later: a node that joined receives its share batch after batch.
         if balancing && report.moves_finished > 0 {
@@ -771,29 +800,30 @@ impl Router {
             .count()
     }
 
-    /// The node whose replica leads each partition, as every shard reports it now (a shard
-    /// that does not answer leaves its partitions' leaders unknown), and whether every shard
-    /// answered.
-    async fn partition_leaders(&self, cluster: &ClusterRecord) -> (BTreeMap<u64, NodeId>, bool) {
+    /// The node whose replica leads each partition, and the bytes of items that leader
+    /// reports, as every shard reports them now (a shard that does not answer leaves its
+    /// partitions' leaders unknown), and whether every shard answered.
+    async fn partition_leaders(
+        &self,
+        cluster: &ClusterRecord,
+    ) -> (BTreeMap<u64, NodeId>, BTreeMap<u64, u64>, bool) {
         let reports = self.shard_reports(cluster).await;
         let every_shard_answered = reports.iter().all(|report| report.replicas.is_some());
-        let leaders = reports
-            .iter()
-            .flat_map(|report| {
-                report
-                    .replicas
-                    .iter()
-                    .flatten()
-                    .filter(|replica| {
-                        matches!(
-                            replica.role,
-                            ReplicaRole::Leader | ReplicaRole::LeaderWithLease
-                        )
-                    })
-                    .map(|replica| (replica.partition, report.node))
-            })
-            .collect();
-        (leaders, every_shard_answered)
+        let mut leaders = BTreeMap::new();
+        let mut sizes = BTreeMap::new();
+        for report in &reports {
+            let leading = report.replicas.iter().flatten().filter(|replica| {
+                matches!(
+                    replica.role,
+                    ReplicaRole::Leader | ReplicaRole::LeaderWithLease
+                )
+            });
+            for replica in leading {
+                leaders.insert(replica.partition, report.node);
+                sizes.insert(replica.partition, replica.item_bytes);
+            }
+        }
+        (leaders, sizes, every_shard_answered)
     }
 
     /// Whether `node`'s `shard` hosts a replica of `partition`; `None` when it did not answer.
@@ -841,9 +871,13 @@ impl Router {
                 || DynamoError::table_not_found(&table.name),
                 |current| {
                     written.set(false);
+                    let splitting = current.partition_splits.iter().any(|(parent, split)| {
+                        [*parent, split.left, split.right].contains(&partition)
+                    });
                     if current.status != TableStatus::Active
                         || current.incarnation() != incarnation
                         || current.replica_moves.contains_key(&partition)
+                        || splitting
                     {
                         return Ok(None);
                     }
@@ -926,7 +960,7 @@ impl Router {
     ) -> Result<bool, DynamoError> {
         let memory = &self.autoadmin;
         if memory.lease_id.get() == 0 {
-            memory.lease_id.set(new_move_id().max(1));
+            memory.lease_id.set(new_record_id().max(1));
         }
         let me = memory.lease_id.get();
         let deadline = now + CONTROL_DEADLINE;
@@ -1414,7 +1448,9 @@ impl Router {
 
 /// A fresh move id: the wall clock's nanoseconds, unique enough to tell two moves of one
 /// partition apart (they are recorded one after the other).
-fn new_move_id() -> u64 {
+/// A record's id (moves, splits): the wall clock in nanoseconds, distinct between drivers in
+/// practice, and only ever compared for equality with the record a driver wrote.
+pub(super) fn new_record_id() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

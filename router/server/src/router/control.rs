@@ -377,6 +377,7 @@ impl Router {
             revision: 0,
             pending_replicas: Default::default(),
             replica_moves: Default::default(),
+            partition_splits: Default::default(),
             changed_at_ms: 0,
             settings: TableSettings::created(
                 &request.settings,

@@ -17,6 +17,7 @@ mod index_updates;
 mod items;
 mod propagate;
 mod repair;
+mod splits;
 mod streams;
 mod transactions;
 
@@ -24,6 +25,7 @@ pub use autoadmin::{
     AUTOADMIN_INTERVAL, AUTOADMIN_LEASE_TAKEOVER_AFTER, AutoadminReport, NODE_DOWN_AFTER,
 };
 pub use repair::RepairReport;
+pub use splits::{SPLIT_BYTES_DEFAULT, SplitReport};
 pub use transactions::{LEDGER_TABLE, TRANSACTION_LOCK_STALE, TRANSACTION_RECOVERY_INTERVAL};
 
 use std::cell::{Cell, RefCell};
@@ -70,6 +72,11 @@ pub const PARTITIONS_PER_TABLE_DEFAULT: u32 = 4;
 pub const TABLE_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Map refreshes per request at most (each after a StaleEpoch or WrongOwner answer).
 pub const ROUTE_REFRESHES_MAX: u32 = 3;
+/// The first pause of a request that found its partition frozen by a split whose children the
+/// metadata does not route yet (shoal_autoadmin::split, step 3); it doubles up to
+/// [`SPLIT_ROUTE_WAIT_PAUSE_MAX`], within the request's deadline.
+pub const SPLIT_ROUTE_WAIT_PAUSE_MIN: Duration = Duration::from_millis(5);
+pub const SPLIT_ROUTE_WAIT_PAUSE_MAX: Duration = Duration::from_millis(100);
 /// CreateTable and DeleteTable may take this long (they create replicas on several nodes).
 pub const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
 /// CreateTable waits this long for replicas on nodes it cannot reach (connections refused or
@@ -172,6 +179,9 @@ pub struct RouterConfig {
     /// Whether the autoadmin evens out the replicas per node (balance: a node that joined or
     /// came back empty receives replicas); on unless set (`shoal router --balance false`).
     pub balance: bool,
+    /// A table partition whose items reach this many bytes is split (splits.rs);
+    /// [`SPLIT_BYTES_DEFAULT`] unless set (`shoal router --split-bytes`), 0 never splits.
+    pub split_bytes: u64,
     /// [`AUTOADMIN_LEASE_TAKEOVER_AFTER`] unless a test shortens it: how long the autoadmin
     /// lease must go unrenewed before another router takes it (autoadmin.rs).
     pub autoadmin_takeover_after: Duration,
@@ -247,6 +257,7 @@ impl RouterConfig {
             orphan_replica_grace: ORPHAN_REPLICA_GRACE,
             node_down_after: NODE_DOWN_AFTER,
             balance: true,
+            split_bytes: SPLIT_BYTES_DEFAULT,
             autoadmin_takeover_after: AUTOADMIN_LEASE_TAKEOVER_AFTER,
             crash_at: None,
             transaction_lock_stale: TRANSACTION_LOCK_STALE,
@@ -340,6 +351,8 @@ pub struct Router {
     repair: repair::RepairMemory,
     /// What the autoadmin remembers between passes (autoadmin.rs).
     autoadmin: autoadmin::AutoadminMemory,
+    /// What the autoadmin remembers of splits between passes (splits.rs).
+    autoadmin_splits: splits::SplitMemory,
     /// Set when an operation stopped at [`RouterConfig::crash_at`].
     crashed: Cell<bool>,
     /// Requests, errors, latency, throttles (metrics.rs).
@@ -617,6 +630,7 @@ impl Router {
             started: Instant::now(),
             repair: repair::RepairMemory::default(),
             autoadmin: autoadmin::AutoadminMemory::default(),
+            autoadmin_splits: splits::SplitMemory::default(),
             crashed: Cell::new(false),
             metrics: RouterMetrics::default(),
             propagation: Default::default(),
@@ -1126,6 +1140,7 @@ impl Router {
         deadline: Instant,
     ) -> Result<Reply, DynamoError> {
         let mut refreshes = 0;
+        let mut split_pause = SPLIT_ROUTE_WAIT_PAUSE_MIN;
         loop {
             let map = self.route_map(table, index, deadline).await?;
             let route: PartitionEntry = map.lookup(hash).clone();
@@ -1148,11 +1163,37 @@ impl Router {
                     self.note_leader(table, index, route.id, Some(reply.leader));
                     return Ok(reply);
                 }
-                Err(ForwardError::StaleRoute { .. }) if refreshes < ROUTE_REFRESHES_MAX => {
+                Err(ForwardError::StaleRoute { newer_epoch, .. })
+                    if refreshes < ROUTE_REFRESHES_MAX =>
+                {
                     // Refused before doing anything: nothing was consumed.
                     self.settle(table, index, admission, 0);
-                    refreshes += 1;
                     self.refresh_table(table, deadline).await?;
+                    let refreshed = self.route_map(table, index, deadline).await?;
+                    let unchanged = {
+                        let now_routed = refreshed.lookup(hash);
+                        now_routed.id == route.id && now_routed.epoch == route.epoch
+                    };
+                    if newer_epoch && unchanged {
+                        // The node is ahead of the metadata: a split froze the partition and
+                        // its children are about to be routed. Wait for that write rather
+                        // than fail, as long as the deadline allows.
+                        if Instant::now() + split_pause >= deadline {
+                            return Err(ForwardError::Unavailable {
+                                message: format!(
+                                    "partition {} is being split; its children were not routed \
+                                     before the request's deadline",
+                                    route.id
+                                ),
+                                replica_may_have_served: false,
+                            }
+                            .into_dynamo());
+                        }
+                        glommio::timer::sleep(split_pause).await;
+                        split_pause = (split_pause * 2).min(SPLIT_ROUTE_WAIT_PAUSE_MAX);
+                    } else {
+                        refreshes += 1;
+                    }
                 }
                 Err(error) => {
                     if matches!(error, ForwardError::OutcomeUnknown { .. }) {

@@ -699,6 +699,7 @@ mod tests {
             revision: 0,
             pending_replicas: Default::default(),
             replica_moves: Default::default(),
+            partition_splits: Default::default(),
             changed_at_ms: 0,
             settings: Default::default(),
             time_to_live: Default::default(),

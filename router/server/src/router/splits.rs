@@ -1,0 +1,575 @@
+//! Partition splits in the autoadmin (issue 19): the split-for-size policy, and the driver of
+//! the shared step machine (shoal_autoadmin::split) over the bus.
+//!
+//! - **Policy.** At each balance check of a healthy cluster (every node answering, nothing
+//!   down or draining), the active autoadmin asks every shard for its replicas' status; a
+//!   table partition whose leader reports at least [`RouterConfig::split_bytes`] of items is
+//!   split at the middle of its hash range. Keys are placed by a 64-bit hash, so the middle of
+//!   the range divides the items evenly but for chance; one partition key's items (an item
+//!   collection) share a hash and can never be divided. A partition with a replica move,
+//!   replicas pending creation or a split under way is left alone, as are global index
+//!   partitions (their splits are not built). At most [`SPLITS_STARTED_PER_PASS_MAX`] start
+//!   per pass.
+//! - **Record first** (metadata invariant 8): the children's ids are reserved from the
+//!   partition counter and the split is written into the table item, conditional on its
+//!   revision, before any node is asked.
+//! - **Drive** (shoal_autoadmin::split's steps): every request is idempotent, so a driver that
+//!   dies leaves a record that the next pass of the active autoadmin resumes. A driver acts
+//!   only while the record it drives still carries its id (fencing, as for moves).
+//! - **Refused**: a parent whose leader refuses the split (it holds a stream's records, GSI
+//!   changes not yet propagated, or prepared transactions) has its record dropped, and is not
+//!   planned again for [`SPLIT_REFUSED_BACKOFF`].
+
+use super::*;
+use crate::metadata::PartitionSplitRecord;
+use crate::partition_map::HashRange;
+use shoal_autoadmin::split::{HostedView, PartitionSplit, Progress, SplitAction};
+use shoal_wire::messages::{ReplicaRole, SplitChildWire};
+
+/// DynamoDB's partitions hold up to 10 GB; a partition past this size is split.
+pub const SPLIT_BYTES_DEFAULT: u64 = 10 << 30;
+/// New splits recorded per autoadmin pass at most: each copies its parent's data on every one
+/// of its nodes, so a cluster that crossed the threshold everywhere at once splits in waves.
+pub const SPLITS_STARTED_PER_PASS_MAX: usize = 4;
+/// One pass drives each split for this long at most; an unfinished split resumes at the next
+/// pass from its record.
+const SPLIT_DRIVE_MAX: Duration = Duration::from_secs(20);
+/// A step refused for now (no leader yet, a child not built yet) is asked again after this
+/// long: the parent's writes pause from its freezing until its children are routed, so the
+/// driver watches closely.
+const SPLIT_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+/// A partition whose split its leader refused is not planned again for this long.
+pub const SPLIT_REFUSED_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A split being driven: its machine, and what fences it.
+struct DrivenSplit {
+    table: String,
+    incarnation: Option<u64>,
+    record_id: u64,
+    shard: u16,
+    machine: PartitionSplit,
+}
+
+/// How driving one split ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SplitOutcome {
+    Finished,
+    /// Out of time, or a step failed: the next pass resumes it.
+    Unfinished,
+    /// Its parent's leader refused it; the record is dropped.
+    Refused,
+    /// Its record changed under the driver (another router took it over, the table went).
+    Superseded,
+}
+
+/// What the split work of one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitReport {
+    pub started: usize,
+    pub finished: usize,
+    pub unfinished: usize,
+    pub refused: usize,
+}
+
+/// The cut of a split of `range`: its middle, so that both children are non-empty; `None` for
+/// a range of one hash.
+pub fn split_point(range: HashRange) -> Option<u64> {
+    (range.last > range.first).then(|| range.first + (range.last - range.first) / 2 + 1)
+}
+
+impl Router {
+    /// The splits under way in `tables` (resumed) and new ones for partitions past the size
+    /// threshold, as `sizes` (each partition's leader's item bytes) shows them, all driven
+    /// until they end or [`SPLIT_DRIVE_MAX`] passes. `sizes` is `None` when this pass did not
+    /// gather them (no balance check): then only splits under way are driven.
+    pub(super) async fn run_splits(
+        &self,
+        tables: &[&TableRecord],
+        sizes: Option<&BTreeMap<u64, u64>>,
+    ) -> SplitReport {
+        let mut report = SplitReport::default();
+        let mut driven: Vec<DrivenSplit> = tables
+            .iter()
+            .flat_map(|table| {
+                table
+                    .partition_splits
+                    .iter()
+                    .map(|(parent, record)| driven_split(table, *parent, record))
+            })
+            .collect();
+        if let Some(sizes) = sizes
+            && self.config.split_bytes > 0
+        {
+            let planned = self.plan_splits(tables, sizes);
+            for (table, parent) in planned {
+                match self.record_new_split(table, parent).await {
+                    Ok(Some(split)) => {
+                        report.started += 1;
+                        self.metrics.note_autoadmin("split_started");
+                        tracing::info!(
+                            table = %table.name,
+                            partition = parent,
+                            left = split.machine.left.partition,
+                            right = split.machine.right.partition,
+                            at_hash = split.machine.at_hash,
+                            "autoadmin: splitting a partition past the size threshold"
+                        );
+                        driven.push(split);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(table = %table.name, partition = parent, %error.message, "autoadmin: a split was not recorded");
+                    }
+                }
+            }
+        }
+        let calls: Vec<_> = driven
+            .into_iter()
+            .map(|split| self.drive_split(split))
+            .collect();
+        for outcome in join_bounded(calls, SPLITS_STARTED_PER_PASS_MAX).await {
+            match outcome {
+                SplitOutcome::Finished => {
+                    report.finished += 1;
+                    self.metrics.note_autoadmin("split_finished");
+                }
+                SplitOutcome::Unfinished => report.unfinished += 1,
+                SplitOutcome::Refused => {
+                    report.refused += 1;
+                    self.metrics.note_autoadmin("split_refused");
+                }
+                SplitOutcome::Superseded => {}
+            }
+        }
+        report
+    }
+
+    /// The partitions to split now (module docs, "Policy"), largest first.
+    fn plan_splits<'a>(
+        &self,
+        tables: &[&'a TableRecord],
+        sizes: &BTreeMap<u64, u64>,
+    ) -> Vec<(&'a TableRecord, u64)> {
+        let now = Instant::now();
+        self.autoadmin_splits
+            .refused
+            .borrow_mut()
+            .retain(|_, since| now.duration_since(*since) < SPLIT_REFUSED_BACKOFF);
+        let refused = self.autoadmin_splits.refused.borrow();
+        let mut candidates: Vec<(u64, &'a TableRecord, u64)> = tables
+            .iter()
+            .filter(|table| table.status == TableStatus::Active)
+            .flat_map(|table| {
+                table.partitions.iter().filter_map(move |partition| {
+                    let bytes = *sizes.get(&partition.id)?;
+                    let left_alone = table.replica_moves.contains_key(&partition.id)
+                        || table.partition_splits.contains_key(&partition.id)
+                        || table
+                            .pending_replicas
+                            .iter()
+                            .any(|(pending, _)| *pending == partition.id)
+                        || split_point(partition.range).is_none();
+                    (bytes >= self.config.split_bytes && !left_alone).then_some((
+                        bytes,
+                        *table,
+                        partition.id,
+                    ))
+                })
+            })
+            .filter(|(_, _, partition)| !refused.contains_key(partition))
+            .collect();
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+        candidates
+            .into_iter()
+            .take(SPLITS_STARTED_PER_PASS_MAX)
+            .map(|(_, table, partition)| (table, partition))
+            .collect()
+    }
+
+    /// Reserves two partition ids and writes the split of `parent` into `table`'s item, if
+    /// the item still allows it (module docs, "Policy"). Returns the split to drive, or `None`
+    /// when it was not recorded.
+    async fn record_new_split(
+        &self,
+        table: &TableRecord,
+        parent: u64,
+    ) -> Result<Option<DrivenSplit>, DynamoError> {
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        let first_child = self
+            .metadata
+            .allocate_partition_ids(&self.forwarder, 2, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)?;
+        let incarnation = table.incarnation();
+        let id = super::autoadmin::new_record_id();
+        let written = Cell::new(None);
+        let current = self
+            .change_table(
+                &table.name,
+                || DynamoError::table_not_found(&table.name),
+                |current| {
+                    written.set(None);
+                    if current.status != TableStatus::Active
+                        || current.incarnation() != incarnation
+                        || current.replica_moves.contains_key(&parent)
+                        || current.partition_splits.contains_key(&parent)
+                        || current
+                            .pending_replicas
+                            .iter()
+                            .any(|(pending, _)| *pending == parent)
+                    {
+                        return Ok(None);
+                    }
+                    let Some(entry) = current.partitions.iter().find(|entry| entry.id == parent)
+                    else {
+                        return Ok(None);
+                    };
+                    let Some(at_hash) = split_point(entry.range) else {
+                        return Ok(None);
+                    };
+                    let record = PartitionSplitRecord {
+                        id,
+                        parent_epoch: entry.epoch,
+                        range: entry.range,
+                        shard: entry.shard,
+                        replicas: entry.replicas.clone(),
+                        at_hash,
+                        left: first_child,
+                        right: first_child + 1,
+                        epoch: entry.epoch + 1,
+                        routed: false,
+                    };
+                    let mut changed = current.clone();
+                    changed.partition_splits.insert(parent, record.clone());
+                    written.set(Some(record));
+                    Ok(Some(changed))
+                },
+                || control::table_in_use(&table.name, "updated"),
+            )
+            .await?;
+        let Some(record) = written.take() else {
+            return Ok(None);
+        };
+        Ok(Some(driven_split(&current, parent, &record)))
+    }
+
+    /// Whether `split`'s record is still in its table, with its id (read strongly now), and
+    /// the record as it is.
+    async fn split_record_if_ours(
+        &self,
+        split: &DrivenSplit,
+    ) -> Result<Option<PartitionSplitRecord>, DynamoError> {
+        let deadline = Instant::now() + CONTROL_DEADLINE;
+        Ok(self
+            .read_table(&split.table, deadline)
+            .await?
+            .filter(|table| {
+                table.status == TableStatus::Active && table.incarnation() == split.incarnation
+            })
+            .and_then(|table| table.partition_splits.get(&split.machine.parent).cloned())
+            .filter(|record| record.id == split.record_id))
+    }
+
+    /// Changes `split`'s record by `edit` (on a copy of the table), if it is still the one
+    /// this driver drives. `Ok(false)` when it is not.
+    async fn change_split_record(
+        &self,
+        split: &DrivenSplit,
+        edit: impl Fn(&mut TableRecord, &PartitionSplitRecord),
+    ) -> Result<bool, DynamoError> {
+        let ours = Cell::new(false);
+        let parent = split.machine.parent;
+        let changed = self
+            .change_table(
+                &split.table,
+                || DynamoError::table_not_found(&split.table),
+                |current| {
+                    let record = current
+                        .partition_splits
+                        .get(&parent)
+                        .filter(|record| record.id == split.record_id)
+                        .filter(|_| {
+                            current.status == TableStatus::Active
+                                && current.incarnation() == split.incarnation
+                        })
+                        .cloned();
+                    ours.set(record.is_some());
+                    let Some(record) = record else {
+                        return Ok(None);
+                    };
+                    let mut changed = current.clone();
+                    edit(&mut changed, &record);
+                    Ok((changed != *current).then_some(changed))
+                },
+                || control::table_in_use(&split.table, "updated"),
+            )
+            .await;
+        match changed {
+            Ok(_) => Ok(ours.get()),
+            Err(error) if error.type_name == crate::error::RESOURCE_NOT_FOUND => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// What each of `nodes`' shard `shard` hosts and leads of the split's partitions.
+    async fn watch_split(
+        &self,
+        split: &DrivenSplit,
+        nodes: &[NodeId],
+    ) -> BTreeMap<NodeId, Option<HostedView>> {
+        let wanted = [
+            split.machine.parent,
+            split.machine.left.partition,
+            split.machine.right.partition,
+        ];
+        let calls: Vec<_> = nodes
+            .iter()
+            .map(|node| async move {
+                let view = match self
+                    .forwarder
+                    .call_once(*node, split.shard, NodeRequest::Status)
+                    .await
+                {
+                    Ok(NodeResponse::Status { replicas, .. }) => {
+                        let mut view = HostedView::default();
+                        for replica in replicas
+                            .iter()
+                            .filter(|replica| wanted.contains(&replica.partition))
+                        {
+                            view.hosted.insert(replica.partition);
+                            if matches!(
+                                replica.role,
+                                ReplicaRole::Leader | ReplicaRole::LeaderWithLease
+                            ) {
+                                view.leading.insert(replica.partition);
+                            }
+                        }
+                        Some(view)
+                    }
+                    _ => None,
+                };
+                (*node, view)
+            })
+            .collect();
+        join_bounded(calls, SPLIT_WATCH_IN_FLIGHT_MAX)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Drives one split for up to [`SPLIT_DRIVE_MAX`] (module docs).
+    async fn drive_split(&self, mut split: DrivenSplit) -> SplitOutcome {
+        let started = Instant::now();
+        let mut fenced_at = None;
+        while started.elapsed() < SPLIT_DRIVE_MAX {
+            let action = split.machine.action();
+            // Fencing: before asking a node to act, the record must still be this driver's
+            // (re-read when the step changed or a second passed).
+            let step = split.machine.step();
+            let fence_due = fenced_at
+                .is_none_or(|(at, when): (_, Instant)| at != step || when.elapsed() >= FENCE);
+            if matches!(action, SplitAction::Ask { .. }) && fence_due {
+                match self.split_record_if_ours(&split).await {
+                    Ok(Some(_)) => fenced_at = Some((step, Instant::now())),
+                    Ok(None) => return SplitOutcome::Superseded,
+                    Err(_) => return SplitOutcome::Unfinished,
+                }
+            }
+            match action {
+                SplitAction::Ask { node, request } => {
+                    match self.forwarder.call_once(node, split.shard, request).await {
+                        Ok(response) => match split.machine.answered(node, response) {
+                            Ok(Progress::Advanced) => {}
+                            Ok(Progress::AskAgain) => {
+                                glommio::timer::sleep(SPLIT_RETRY_INTERVAL).await;
+                            }
+                            Ok(Progress::Refused) => {
+                                self.autoadmin_splits
+                                    .refused
+                                    .borrow_mut()
+                                    .insert(split.machine.parent, Instant::now());
+                                tracing::info!(table = %split.table, partition = split.machine.parent, "autoadmin: the partition's leader refused the split (stream records, GSI changes not yet propagated, or prepared transactions); it is dropped for now");
+                                return match self
+                                    .change_split_record(&split, |table, _| {
+                                        table.partition_splits.remove(&split.machine.parent);
+                                    })
+                                    .await
+                                {
+                                    Ok(true) => SplitOutcome::Refused,
+                                    Ok(false) => SplitOutcome::Superseded,
+                                    Err(_) => SplitOutcome::Unfinished,
+                                };
+                            }
+                            Err(unexpected) => {
+                                tracing::warn!(table = %split.table, ?unexpected, "autoadmin: a split step got an unexpected answer; the next pass asks again");
+                                return SplitOutcome::Unfinished;
+                            }
+                        },
+                        Err(_) => {
+                            split.machine.unanswered(node);
+                            glommio::timer::sleep(SPLIT_RETRY_INTERVAL).await;
+                        }
+                    }
+                }
+                SplitAction::Watch { nodes } => {
+                    let reports = self.watch_split(&split, &nodes).await;
+                    let (progress, to_delete) = split.machine.watched(&reports);
+                    if !to_delete.is_empty() {
+                        if !matches!(self.split_record_if_ours(&split).await, Ok(Some(_))) {
+                            return SplitOutcome::Superseded;
+                        }
+                        let request = split.machine.delete_parent_request();
+                        let mut all_deleted = true;
+                        for node in to_delete {
+                            let answer = self
+                                .forwarder
+                                .call_once(node, split.shard, request.clone())
+                                .await;
+                            all_deleted &= matches!(answer, Ok(NodeResponse::Deleted));
+                        }
+                        if all_deleted {
+                            split.machine.parent_deleted();
+                        } else {
+                            glommio::timer::sleep(SPLIT_RETRY_INTERVAL).await;
+                        }
+                    } else if progress == Progress::AskAgain {
+                        glommio::timer::sleep(SPLIT_RETRY_INTERVAL).await;
+                    }
+                }
+                SplitAction::Route => {
+                    let parent = split.machine.parent;
+                    let routed = self
+                        .change_split_record(&split, |table, record| {
+                            route_children(table, parent, record);
+                        })
+                        .await;
+                    match routed {
+                        Ok(true) => {
+                            tracing::info!(table = %split.table, partition = parent, "autoadmin: a split's children are routed");
+                            split.machine.recorded();
+                        }
+                        Ok(false) => return SplitOutcome::Superseded,
+                        Err(_) => return SplitOutcome::Unfinished,
+                    }
+                }
+                SplitAction::Forget => {
+                    let parent = split.machine.parent;
+                    match self
+                        .change_split_record(&split, |table, _| {
+                            table.partition_splits.remove(&parent);
+                        })
+                        .await
+                    {
+                        Ok(true) => split.machine.recorded(),
+                        Ok(false) => return SplitOutcome::Superseded,
+                        Err(_) => return SplitOutcome::Unfinished,
+                    }
+                }
+                SplitAction::Done => {
+                    tracing::info!(table = %split.table, partition = split.machine.parent, "autoadmin: a split finished");
+                    return SplitOutcome::Finished;
+                }
+            }
+        }
+        SplitOutcome::Unfinished
+    }
+}
+
+/// `Status` calls in flight at once while a split watches its nodes.
+const SPLIT_WATCH_IN_FLIGHT_MAX: usize = 8;
+/// A driver re-reads its record before asking a node at least this often within one step.
+const FENCE: Duration = Duration::from_secs(1);
+
+/// What the autoadmin remembers about splits between passes.
+#[derive(Debug, Default)]
+pub(super) struct SplitMemory {
+    /// Partitions whose leader refused a split lately, and when.
+    refused: RefCell<BTreeMap<u64, Instant>>,
+}
+
+/// The split of `parent` as its record in `table` says, to drive.
+fn driven_split(table: &TableRecord, parent: u64, record: &PartitionSplitRecord) -> DrivenSplit {
+    DrivenSplit {
+        table: table.name.clone(),
+        incarnation: table.incarnation(),
+        record_id: record.id,
+        shard: record.shard,
+        machine: PartitionSplit::new(
+            parent,
+            record.parent_epoch,
+            record.at_hash,
+            (
+                SplitChildWire {
+                    partition: record.left,
+                    epoch: record.epoch,
+                },
+                SplitChildWire {
+                    partition: record.right,
+                    epoch: record.epoch,
+                },
+            ),
+            record.replicas.clone(),
+            record.routed,
+        ),
+    }
+}
+
+/// Step 3's edit: the parent's entry replaced by its two children, in hash order, and the
+/// record marked routed. Nothing changes when the parent is not in the map any more (a record
+/// already routed).
+fn route_children(table: &mut TableRecord, parent: u64, record: &PartitionSplitRecord) {
+    if let Some(position) = table.partitions.iter().position(|entry| entry.id == parent) {
+        let [left, right] = record.children();
+        table.partitions.splice(position..=position, [left, right]);
+    }
+    if let Some(stored) = table.partition_splits.get_mut(&parent) {
+        stored.routed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_is_the_middle_and_both_children_keep_a_hash() {
+        assert_eq!(split_point(HashRange::ALL), Some(1 << 63));
+        assert_eq!(
+            split_point(HashRange {
+                first: 10,
+                last: 11
+            }),
+            Some(11)
+        );
+        assert_eq!(split_point(HashRange { first: 7, last: 7 }), None);
+        let record = PartitionSplitRecord {
+            id: 1,
+            parent_epoch: 1,
+            range: HashRange {
+                first: 10,
+                last: 11,
+            },
+            shard: 0,
+            replicas: vec![1, 2, 3],
+            at_hash: 11,
+            left: 5,
+            right: 6,
+            epoch: 2,
+            routed: false,
+        };
+        let [left, right] = record.children();
+        assert_eq!(
+            (left.range, right.range),
+            (
+                HashRange {
+                    first: 10,
+                    last: 10
+                },
+                HashRange {
+                    first: 11,
+                    last: 11
+                }
+            )
+        );
+    }
+}
