@@ -531,6 +531,7 @@ mod tests {
             pending_replicas: Default::default(),
             replica_moves: Default::default(),
             partition_splits: Default::default(),
+            incarnation_id: None,
             changed_at_ms: 0,
             settings: Default::default(),
             time_to_live: Default::default(),

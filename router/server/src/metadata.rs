@@ -119,6 +119,8 @@ pub const AUTOADMIN_LEASE_KEY: &str = "autoadmin#lease";
 pub const PENDING_REPLICAS_ATTRIBUTE: &str = "pending_replicas";
 /// The table item's member listing replica moves under way (invariant 7).
 pub const REPLICA_MOVES_ATTRIBUTE: &str = "replica_moves";
+/// The table item's first partition id at creation (invariant 6), which splits do not change.
+pub const INCARNATION_ATTRIBUTE: &str = "incarnation";
 /// The table item's member listing partition splits under way (invariant 8).
 pub const PARTITION_SPLITS_ATTRIBUTE: &str = "partition_splits";
 /// The table item's attribute naming the TTL attribute, present only while TTL is enabled.
@@ -271,6 +273,11 @@ pub struct TableRecord {
     pub replica_moves: BTreeMap<u64, ReplicaMoveRecord>,
     /// Partition splits under way, by parent partition id (invariant 8).
     pub partition_splits: BTreeMap<u64, PartitionSplitRecord>,
+    /// The table's first partition id at its creation, its incarnation (invariant 6), kept
+    /// in the item's `incarnation` since a split may replace that partition; `None` in a
+    /// record not read from an item yet (then the first partition's id), and an item written
+    /// before splits existed has none (then its first partition's id, which no split changed).
+    pub incarnation_id: Option<u64>,
     /// When the item was last written, in unix milliseconds of the writer's wall clock
     /// (invariant 6); 0 in items written before it existed.
     pub changed_at_ms: u64,
@@ -1009,6 +1016,9 @@ impl TableRecord {
                 .collect();
             item.insert(REPLICA_MOVES_ATTRIBUTE.to_string(), json!({ "L": moves }));
         }
+        if let Some(incarnation) = self.incarnation() {
+            item.insert(INCARNATION_ATTRIBUTE.to_string(), number(incarnation));
+        }
         // Invariant 8: absent when empty, likewise.
         if !self.partition_splits.is_empty() {
             let splits: Vec<Json> = self
@@ -1141,6 +1151,15 @@ impl TableRecord {
             since => since,
         };
         let global_indexes = global_indexes_from(item)?;
+        let partitions = get_list(item, "partitions")?
+            .iter()
+            .map(partition_from)
+            .collect::<Result<Vec<_>, DynamoError>>()?;
+        let incarnation_id = match get_optional_number(item, INCARNATION_ATTRIBUTE)? {
+            Some(incarnation) => Some(incarnation),
+            // Written before splits existed: no split has replaced its first partition.
+            None => partitions.first().map(|partition| partition.id),
+        };
         Ok(TableRecord {
             name: get_string(item, "name")?.to_string(),
             key_schema: KeySchema { partition, sort },
@@ -1152,10 +1171,7 @@ impl TableRecord {
             created_at_seconds,
             item_count: get_number(item, "item_count")?,
             size_bytes: get_number(item, "size_bytes")?,
-            partitions: get_list(item, "partitions")?
-                .iter()
-                .map(partition_from)
-                .collect::<Result<Vec<_>, DynamoError>>()?,
+            partitions,
             tags,
             throughput_history: ThroughputHistory {
                 last_increase_ms: get_optional_number(item, "throughput_last_increase_ms")?,
@@ -1168,6 +1184,7 @@ impl TableRecord {
             pending_replicas: pending_replicas_from(item)?,
             replica_moves: replica_moves_from(item)?,
             partition_splits: partition_splits_from(item)?,
+            incarnation_id,
             changed_at_ms: get_optional_number(item, "changed_at_ms")?.unwrap_or(0),
             settings: TableSettings::read_from(item)?,
             time_to_live: TimeToLiveSetting {
@@ -1195,7 +1212,8 @@ impl TableRecord {
     /// The table's incarnation: its first partition id (invariant 6). Every table has at least
     /// one partition; an item without any (corrupt) has none.
     pub fn incarnation(&self) -> Option<u64> {
-        self.partitions.first().map(|partition| partition.id)
+        self.incarnation_id
+            .or_else(|| self.partitions.first().map(|partition| partition.id))
     }
 
     /// Sets the billing mode and throughput as UpdateTable does, keeping what DescribeTable
@@ -1496,9 +1514,9 @@ pub fn key_schema_wire(schema: &KeySchema) -> KeySchemaWire {
 /// reads as revision 0 (invariant 2).
 fn replace_condition(expected_revision: u64) -> &'static str {
     if expected_revision == 0 {
-        "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision) AND #partitions[0].#id = :incarnation"
+        "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision) AND (#incarnation = :incarnation OR (attribute_not_exists(#incarnation) AND #partitions[0].#id = :incarnation))"
     } else {
-        "#status = :expected AND #revision = :revision AND #partitions[0].#id = :incarnation"
+        "#status = :expected AND #revision = :revision AND (#incarnation = :incarnation OR (attribute_not_exists(#incarnation) AND #partitions[0].#id = :incarnation))"
     }
 }
 
@@ -1514,6 +1532,7 @@ fn replace_condition_members(
             "#revision": "revision",
             "#partitions": "partitions",
             "#id": "id",
+            "#incarnation": INCARNATION_ATTRIBUTE,
         }),
         json!({
             ":expected": string(expected_status.name()),
@@ -2285,6 +2304,7 @@ mod tests {
                     routed: true,
                 },
             )]),
+            incarnation_id: Some(12),
             changed_at_ms: 1_700_000_200_000,
             settings: TableSettings {
                 encryption: crate::table_settings::Encryption::Kms {
@@ -2512,14 +2532,31 @@ mod tests {
     }
 
     #[test]
+    fn the_incarnation_outlives_a_split_of_the_first_partition() {
+        let table = record();
+        let mut item = table.to_item();
+        assert_eq!(item[INCARNATION_ATTRIBUTE], number(12));
+        let mut split = table.clone();
+        split.partitions[0].id = 40;
+        let read = TableRecord::from_item(&split.to_item()).unwrap();
+        assert_eq!(read.incarnation(), Some(12));
+        // An item written before splits existed has no member: its first partition names it.
+        item.as_object_mut().unwrap().remove(INCARNATION_ATTRIBUTE);
+        assert_eq!(
+            TableRecord::from_item(&item).unwrap().incarnation(),
+            Some(12)
+        );
+    }
+
+    #[test]
     fn replaces_are_conditional_on_the_revision_and_incarnation_read() {
         assert_eq!(
             replace_condition(0),
-            "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision) AND #partitions[0].#id = :incarnation"
+            "#status = :expected AND (attribute_not_exists(#revision) OR #revision = :revision) AND (#incarnation = :incarnation OR (attribute_not_exists(#incarnation) AND #partitions[0].#id = :incarnation))"
         );
         assert_eq!(
             replace_condition(3),
-            "#status = :expected AND #revision = :revision AND #partitions[0].#id = :incarnation"
+            "#status = :expected AND #revision = :revision AND (#incarnation = :incarnation OR (attribute_not_exists(#incarnation) AND #partitions[0].#id = :incarnation))"
         );
         assert_eq!(record().incarnation(), Some(12));
         let (names, values) = replace_condition_members(TableStatus::Deleting, 3, 12);

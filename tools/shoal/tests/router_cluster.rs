@@ -2440,3 +2440,137 @@ fn a_node_that_joins_receives_replicas_by_balance_and_a_taken_id_is_refused() {
     assert!(!output.status.success());
     assert!(stderr.contains("already in the cluster at"), "{stderr}");
 }
+
+/// The split threshold of the split test: small, so that a few hundred items cross it.
+const SPLIT_TEST_BYTES: u64 = 64 << 10;
+/// Items written before the autoadmin looks: about 75 per partition of 1 KB each, past the
+/// threshold in each of the table's four partitions.
+const SPLIT_TEST_ITEMS: usize = 300;
+/// Items the writer adds while the splits run.
+const SPLIT_TEST_WRITES_DURING: usize = 100;
+
+fn padded_put(index: usize) -> Json {
+    json!({
+        "TableName": "people",
+        "Item": {
+            "pk": {"S": key(index)},
+            "n": {"N": index.to_string()},
+            "pad": {"S": "p".repeat(1000)},
+        },
+    })
+}
+
+/// Issue 19, split for size: a table whose four partitions each pass the split threshold (set
+/// to 64 KiB) is split by the autoadmin while a writer keeps writing: each partition's leader
+/// applies the split, every node builds both children from its replica, the router routes the
+/// children and the parents' replicas are deleted. Every write is acknowledged (the router
+/// waits out a parent's frozen window instead of failing the request), and afterwards every
+/// item is found by GetItem, Query and Scan (whole, and in parallel segments), exactly once,
+/// and no node hosts a parent any more. The longest write during the splits is printed: the
+/// write pause a split costs.
+#[test]
+fn a_table_past_the_split_threshold_splits_and_every_item_is_still_found() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    on_router_core(async {
+        let mut config = repairing_config(&nodes, 23);
+        config.balance = false;
+        config.split_bytes = SPLIT_TEST_BYTES;
+        let router = std::rc::Rc::new(Router::new(config).unwrap());
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let parents: Vec<u64> = router
+            .table_partitions("people")
+            .await
+            .unwrap()
+            .iter()
+            .map(|partition| partition.id)
+            .collect();
+        for index in 0..SPLIT_TEST_ITEMS {
+            router.put_item(padded_put(index)).await.unwrap();
+        }
+        let writer = glommio::spawn_local({
+            let router = router.clone();
+            async move {
+                let mut longest = Duration::ZERO;
+                for index in SPLIT_TEST_ITEMS..SPLIT_TEST_ITEMS + SPLIT_TEST_WRITES_DURING {
+                    let started = Instant::now();
+                    if let Err(error) = router.put_item(padded_put(index)).await {
+                        panic!("a write during the splits failed: {error}");
+                    }
+                    longest = longest.max(started.elapsed());
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+                longest
+            }
+        });
+        let started = Instant::now();
+        let (mut splits_started, mut splits_finished) = (0, 0);
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            splits_started += report.splits.started;
+            splits_finished += report.splits.finished;
+            assert_eq!(report.splits.refused, 0, "{report:?}");
+            let settled = report.splits.started == 0 && report.splits.unfinished == 0;
+            if splits_finished >= parents.len() && splits_finished == splits_started && settled {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the splits did not end within two minutes: {splits_started} started, \
+                 {splits_finished} finished, {report:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        let longest_write = writer.await;
+        let partitions = router.table_partitions("people").await.unwrap();
+        eprintln!(
+            "{splits_finished} splits in {:?}: {} partitions; the longest write during them took \
+             {longest_write:?}",
+            started.elapsed(),
+            partitions.len()
+        );
+        assert!(
+            partitions
+                .iter()
+                .all(|partition| !parents.contains(&partition.id)),
+            "every parent was split: {partitions:?}"
+        );
+        let written = SPLIT_TEST_ITEMS + SPLIT_TEST_WRITES_DURING;
+        assert_acknowledged_readable(&router, 0..written).await;
+        for index in (0..written).step_by(37) {
+            let found = router
+                .query(json!({
+                    "TableName": "people",
+                    "KeyConditionExpression": "pk = :pk",
+                    "ExpressionAttributeValues": {":pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(found["Count"], 1, "Query for item {index}: {found}");
+        }
+        let every: BTreeSet<String> = (0..written).map(key).collect();
+        let (scanned, _) = scan_keys(&router, None).await;
+        assert_eq!(scanned.len(), written, "the scan saw each item once");
+        assert_eq!(scanned.iter().cloned().collect::<BTreeSet<_>>(), every);
+        let mut segmented = Vec::new();
+        for segment in 0..3 {
+            segmented.extend(scan_keys(&router, Some((segment, 3))).await.0);
+        }
+        assert_eq!(segmented.len(), written, "the segments saw each item once");
+        assert_eq!(segmented.into_iter().collect::<BTreeSet<_>>(), every);
+        for (node, hosted) in hosted_partitions(&nodes) {
+            assert!(
+                hosted.iter().all(|partition| !parents.contains(partition)),
+                "node {node} still hosts a parent: {hosted:?}"
+            );
+        }
+    });
+}

@@ -542,6 +542,11 @@ impl Router {
         self.autoadmin
             .splits_left
             .set(report.splits.unfinished > 0 || report.splits.started > report.splits.finished);
+        // Children that are still past the threshold are found at the next pass, not a whole
+        // check interval later.
+        if report.splits.finished > 0 {
+            self.autoadmin.balance_check_last.set(None);
+        }
         // A balance batch that ended is followed by the next check at the next pass, not a
         // whole check interval later: a node that joined receives its share batch after batch.
         if balancing && report.moves_finished > 0 {

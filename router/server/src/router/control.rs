@@ -193,7 +193,7 @@ impl Router {
         if let Some(at) = history.last_decrease_ms {
             throughput["LastDecreaseDateTime"] = date_json(at);
         }
-        let first_partition = record.partitions.first().map_or(0, |p| p.id);
+        let first_partition = record.incarnation().unwrap_or(0);
         let mut description = json!({
             "TableName": record.name,
             "TableStatus": record.status.name(),
@@ -378,6 +378,7 @@ impl Router {
             pending_replicas: Default::default(),
             replica_moves: Default::default(),
             partition_splits: Default::default(),
+            incarnation_id: None,
             changed_at_ms: 0,
             settings: TableSettings::created(
                 &request.settings,

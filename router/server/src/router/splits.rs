@@ -50,6 +50,21 @@ struct DrivenSplit {
     machine: PartitionSplit,
 }
 
+impl DrivenSplit {
+    /// A step failed (the metadata group out of reach, its item contended): logged, and the
+    /// next pass resumes the split.
+    fn unfinished(&self, error: &DynamoError) -> SplitOutcome {
+        tracing::warn!(
+            table = %self.table,
+            partition = self.machine.parent,
+            step = ?self.machine.step(),
+            %error.message,
+            "autoadmin: a split step failed; the next pass resumes it"
+        );
+        SplitOutcome::Unfinished
+    }
+}
+
 /// How driving one split ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SplitOutcome {
@@ -372,7 +387,7 @@ impl Router {
                 match self.split_record_if_ours(&split).await {
                     Ok(Some(_)) => fenced_at = Some((step, Instant::now())),
                     Ok(None) => return SplitOutcome::Superseded,
-                    Err(_) => return SplitOutcome::Unfinished,
+                    Err(error) => return split.unfinished(&error),
                 }
             }
             match action {
@@ -397,7 +412,7 @@ impl Router {
                                 {
                                     Ok(true) => SplitOutcome::Refused,
                                     Ok(false) => SplitOutcome::Superseded,
-                                    Err(_) => SplitOutcome::Unfinished,
+                                    Err(error) => split.unfinished(&error),
                                 };
                             }
                             Err(unexpected) => {
@@ -415,8 +430,10 @@ impl Router {
                     let reports = self.watch_split(&split, &nodes).await;
                     let (progress, to_delete) = split.machine.watched(&reports);
                     if !to_delete.is_empty() {
-                        if !matches!(self.split_record_if_ours(&split).await, Ok(Some(_))) {
-                            return SplitOutcome::Superseded;
+                        match self.split_record_if_ours(&split).await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => return SplitOutcome::Superseded,
+                            Err(error) => return split.unfinished(&error),
                         }
                         let request = split.machine.delete_parent_request();
                         let mut all_deleted = true;
@@ -449,7 +466,7 @@ impl Router {
                             split.machine.recorded();
                         }
                         Ok(false) => return SplitOutcome::Superseded,
-                        Err(_) => return SplitOutcome::Unfinished,
+                        Err(error) => return split.unfinished(&error),
                     }
                 }
                 SplitAction::Forget => {
@@ -462,7 +479,7 @@ impl Router {
                     {
                         Ok(true) => split.machine.recorded(),
                         Ok(false) => return SplitOutcome::Superseded,
-                        Err(_) => return SplitOutcome::Unfinished,
+                        Err(error) => return split.unfinished(&error),
                     }
                 }
                 SplitAction::Done => {
@@ -471,6 +488,12 @@ impl Router {
                 }
             }
         }
+        tracing::info!(
+            table = %split.table,
+            partition = split.machine.parent,
+            step = ?split.machine.step(),
+            "autoadmin: a split is still under way; the next pass resumes it"
+        );
         SplitOutcome::Unfinished
     }
 }
