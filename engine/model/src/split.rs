@@ -21,6 +21,66 @@ pub const SPLIT_MARKER: u8 = 0xF2;
 const _: () = assert!((LOCAL_SECONDARY_INDEXES_MAX as u8) < SPLIT_MARKER);
 const _: () = assert!(SPLIT_MARKER < MEMBERSHIP_CONFIG_MARKER);
 
+/// The byte after [`INDEX_REGION_PREFIX`] of the range record: the hashes a split child owns
+/// (absent in a partition that was never split: it owns what its map entry says, and takes
+/// any key).
+pub const RANGE_MARKER: u8 = 0xF1;
+const _: () = assert!((LOCAL_SECONDARY_INDEXES_MAX as u8) < RANGE_MARKER);
+const _: () = assert!(RANGE_MARKER < SPLIT_MARKER);
+
+/// The key of the range record. Its value: `first:u64 BE  last:u64 BE`, both included.
+pub fn range_key() -> Vec<u8> {
+    let mut key = INDEX_REGION_PREFIX.to_vec();
+    key.push(RANGE_MARKER);
+    key
+}
+
+/// The value of a range record.
+pub fn encode_range((first, last): (u64, u64)) -> Vec<u8> {
+    let mut bytes = first.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&last.to_be_bytes());
+    bytes
+}
+
+/// A range record's `(first, last)`; `None` for bytes that are not one.
+pub fn decode_range(bytes: &[u8]) -> Option<(u64, u64)> {
+    let mut reader = Reader { bytes };
+    let range = (reader.u64()?, reader.u64()?);
+    (reader.bytes.is_empty() && range.0 <= range.1).then_some(range)
+}
+
+/// The partition hash a key of a tree belongs to: an item's (or GSI entry's) leading hash, or
+/// the item's hash inside an LSI entry, item-collection record or lock key; `None` for keys
+/// that belong to the partition as a whole.
+pub fn key_hash(key: &[u8]) -> Option<u64> {
+    let hash_at = |offset: usize| -> Option<u64> {
+        key.get(offset..offset + 8)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    let Some(rest) = key.strip_prefix(&INDEX_REGION_PREFIX[..]) else {
+        return hash_at(0);
+    };
+    let marker = *rest.first()?;
+    let by_item = usize::from(marker) < LOCAL_SECONDARY_INDEXES_MAX
+        || marker == COLLECTION_REGION_MARKER
+        || marker == crate::transaction::LOCK_MARKER;
+    if by_item {
+        hash_at(INDEX_REGION_PREFIX.len() + 1)
+    } else {
+        None
+    }
+}
+
+/// The range of the `side` child (Left or Right) of a split at `at_hash` of a partition
+/// owning `parent`.
+pub fn child_range(parent: (u64, u64), at_hash: u64, side: Placement) -> (u64, u64) {
+    match side {
+        Placement::Left => (parent.0, at_hash.saturating_sub(1).max(parent.0)),
+        _ => (at_hash.max(parent.0), parent.1),
+    }
+}
+
 /// The version byte that starts a split record's value.
 const SPLIT_RECORD_VERSION: u8 = 1;
 /// Bytes of a split record as the leader proposes it: version, the cut, two children.
@@ -192,7 +252,7 @@ pub enum Placement {
     /// applied, which either child needs to apply the next ones once.
     Both,
     /// To neither: the parent's own bookkeeping (applied chain, membership record, the split
-    /// record itself), which each child starts afresh.
+    /// record itself, its range record), which each child starts afresh.
     Neither,
     /// The key belongs to the partition as a whole, or to state a split cannot divide yet
     /// (outbox records, stream records and settings, transaction locks): a split entry applied
@@ -228,7 +288,9 @@ pub fn placement(key: &[u8], at_hash: u64) -> Option<Placement> {
             hash_at(header).map(side)
         }
         crate::index::global::SOURCE_POSITION_MARKER => Some(Placement::Both),
-        APPLIED_CHAIN_MARKER | MEMBERSHIP_CONFIG_MARKER | SPLIT_MARKER => Some(Placement::Neither),
+        APPLIED_CHAIN_MARKER | MEMBERSHIP_CONFIG_MARKER | SPLIT_MARKER | RANGE_MARKER => {
+            Some(Placement::Neither)
+        }
         crate::transaction::LOCK_MARKER
         | crate::index::global::OUTBOX_MARKER
         | crate::index::global::OUTBOX_PENDING_MARKER => Some(Placement::Blocking),
@@ -368,6 +430,17 @@ mod tests {
             Some(Placement::Neither)
         );
         assert_eq!(placement(&split_key(), at), Some(Placement::Neither));
+        assert_eq!(placement(&range_key(), at), Some(Placement::Neither));
+        assert_eq!(decode_range(&encode_range((3, 9))), Some((3, 9)));
+        assert_eq!(decode_range(&encode_range((9, 3))), None);
+        assert_eq!(child_range((0, u64::MAX), at, Placement::Left), (0, at - 1));
+        assert_eq!(
+            child_range((0, u64::MAX), at, Placement::Right),
+            (at, u64::MAX)
+        );
+        assert_eq!(key_hash(&item(7)), Some(7));
+        assert_eq!(key_hash(&region(2, 8)), Some(8));
+        assert_eq!(key_hash(&crate::index::applied_chain_key()), None);
         assert_eq!(
             placement(&region(crate::index::global::SOURCE_POSITION_MARKER, 3), at),
             Some(Placement::Both)

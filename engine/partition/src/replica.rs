@@ -545,6 +545,9 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     split: Option<Option<shoal_model::split::SplitRecord>>,
     /// The slot of the split this leader proposed, while it may be in flight.
     split_proposed: Option<Slot>,
+    /// The hashes this replica's partition owns, from the tree's range record (a split child):
+    /// `None` until read with the split record, then `None` inside for a partition never split.
+    hash_range: Option<Option<(u64, u64)>>,
 }
 
 /// What recovery found for one partition in the shard's WAL.
@@ -908,6 +911,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             transactions: transaction::TransactionState::new(checkpoint_slot),
             split: None,
             split_proposed: None,
+            hash_range: None,
         }
     }
 

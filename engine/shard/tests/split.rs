@@ -1,8 +1,8 @@
 //! A partition splits at a hash through `NodeRequest::SplitPartition`, on three nodes' real shards
 //! and files (engine/partition src/replica/split.rs):
 //! - every node builds both children from its own replica's tree, each child holds exactly the
-//!   parent's items on its side of the cut, elects, serves them and takes writes, and the parent
-//!   refuses everything with the children's epoch;
+//!   parent's items on its side of the cut (and refuses the other side's keys), elects, serves
+//!   them and takes writes, and the parent refuses everything with the children's epoch;
 //! - asking again for the split is answered as done, and another split of the same parent is
 //!   refused, as is a split of a partition holding a stream's keys (void), and one that names
 //!   the parent as a child (malformed);
@@ -156,7 +156,9 @@ async fn read(cluster: &Cluster, child: SplitChildWire, index: u64) -> Option<u6
     })
 }
 
-/// Every item is in its own child with `value(index)`, and absent from the other.
+/// Every item is in its own child with `value(index)`, and the other child refuses it: it
+/// owns the other half of the parent's hashes (its range record), so a request routed with a
+/// map older than the split is sent back to be routed again, never answered "no such item".
 async fn check_items(cluster: &Cluster, items: std::ops::Range<u64>, value: impl Fn(u64) -> u64) {
     for index in items {
         let home = owner(index);
@@ -167,10 +169,19 @@ async fn check_items(cluster: &Cluster, items: std::ops::Range<u64>, value: impl
             "item {index} in partition {}",
             home.partition
         );
+        let elsewhere = at_leader(
+            cluster,
+            other.partition,
+            get(other.partition, other.epoch, index),
+        )
+        .await;
         assert_eq!(
-            read(cluster, other, index).await,
-            None,
-            "item {index} leaked into partition {}",
+            elsewhere,
+            NodeResponse::Error(NodeError::StaleEpoch {
+                partition: other.partition,
+                current_epoch: other.epoch,
+            }),
+            "item {index} asked of partition {}",
             other.partition
         );
     }

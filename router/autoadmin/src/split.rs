@@ -19,13 +19,15 @@
 //! 3. **Route**: the driver replaces the parent by the two children in the table's partitions,
 //!    in one write. Requests routed with the parent's epoch meanwhile were refused with
 //!    `StaleEpoch` naming the children's epoch, and the router waited for this write.
-//! 4. **Delete the parent**: once every node that answers hosts both children, each node
-//!    that still hosts the parent is asked to delete it. Deleting while a node still lacks its
+//! 4. **Delete the parent**: once every node hosting a parent replica also hosts both
+//!    children, each is asked to delete the parent. Deleting while a node still lacks its
 //!    children would leave its parent replica unable to catch up (too few parent replicas
 //!    left to commit), so its children would never be built there. A node that does not
-//!    answer is skipped: if it comes back, its parent replica is a replica of no table, which
-//!    the orphan scan deletes, and a child it never built is a missing replica, which the
-//!    autoadmin re-replicates.
+//!    answer is waited for, unless the driver counts it gone (down past its threshold): its
+//!    parent replica is then a replica of no table once the record is gone, which the orphan
+//!    scan deletes, and a child it never built is a missing replica of a routed partition,
+//!    which the autoadmin re-replicates. A node that answers without the parent (it lost its
+//!    data, or deleted it already) is not waited for either.
 //! 5. **Forget**: the driver drops the split record.
 //!
 //! # Resuming
@@ -224,15 +226,17 @@ impl PartitionSplit {
         self.leader_guess = self.replicas[position % self.replicas.len()];
     }
 
-    /// What the watched nodes reported ([`SplitAction::Watch`]). In step 2, advances once each
-    /// child leads somewhere. In step 4, returns the nodes to ask to delete the parent (every
-    /// answering node that hosts it), once every answering node hosts both children; the
-    /// driver sends each `DeletePartition` and, once all are answered `Deleted`, calls
-    /// [`PartitionSplit::parent_deleted`]. An empty list with [`Progress::Advanced`] means
-    /// nothing is left to delete.
+    /// What the watched nodes reported ([`SplitAction::Watch`]; `None` for a node that did not
+    /// answer), and the nodes the driver counts gone for good. In step 2, advances once each
+    /// child leads somewhere. In step 4, returns the nodes to ask to delete the parent, once
+    /// every node hosting it also hosts both children and no node that is not gone is silent
+    /// (module docs); the driver sends each `DeletePartition` and, once all are answered
+    /// `Deleted`, calls [`PartitionSplit::parent_deleted`]. An empty list with
+    /// [`Progress::Advanced`] means nothing is left to delete.
     pub fn watched(
         &mut self,
         reports: &BTreeMap<NodeId, Option<HostedView>>,
+        gone: &BTreeSet<NodeId>,
     ) -> (Progress, Vec<NodeId>) {
         let children = [self.left.partition, self.right.partition];
         let answered = || reports.values().flatten();
@@ -249,19 +253,20 @@ impl PartitionSplit {
                 }
             }
             SplitStep::DeleteParent => {
-                let every_child_built =
-                    answered().all(|view| children.iter().all(|child| view.hosted.contains(child)));
-                if !every_child_built {
-                    return (Progress::AskAgain, Vec::new());
+                let mut hosting_parent = Vec::new();
+                for node in self.replicas.iter().filter(|node| !gone.contains(node)) {
+                    match reports.get(node) {
+                        Some(Some(view)) if view.hosted.contains(&self.parent) => {
+                            if !children.iter().all(|child| view.hosted.contains(child)) {
+                                return (Progress::AskAgain, Vec::new());
+                            }
+                            hosting_parent.push(*node);
+                        }
+                        Some(Some(_)) => {}
+                        // Silent, and not gone: it may still hold a parent that must catch up.
+                        Some(None) | None => return (Progress::AskAgain, Vec::new()),
+                    }
                 }
-                let hosting_parent: Vec<NodeId> = reports
-                    .iter()
-                    .filter(|(_, view)| {
-                        view.as_ref()
-                            .is_some_and(|view| view.hosted.contains(&self.parent))
-                    })
-                    .map(|(node, _)| *node)
-                    .collect();
                 if hosting_parent.is_empty() {
                     self.step = SplitStep::Forget;
                 }
@@ -329,6 +334,7 @@ mod tests {
 
     #[test]
     fn a_split_follows_its_leader_then_waits_routes_deletes_and_forgets() {
+        let none = BTreeSet::new();
         let mut split = split(false);
         assert_eq!(asked(&split), 1);
         let not_leader = NodeResponse::Error(NodeError::NotLeader {
@@ -353,17 +359,22 @@ mod tests {
             (2, view(&[7, 20], &[])),
             (3, None),
         ]);
-        assert_eq!(split.watched(&reports), (Progress::AskAgain, vec![]));
+        assert_eq!(split.watched(&reports, &none), (Progress::AskAgain, vec![]));
         reports.insert(2, view(&[7, 20, 21], &[21]));
-        assert_eq!(split.watched(&reports), (Progress::Advanced, vec![]));
+        assert_eq!(split.watched(&reports, &none), (Progress::Advanced, vec![]));
         assert_eq!(split.action(), SplitAction::Route);
         split.recorded();
         assert_eq!(split.step(), SplitStep::DeleteParent);
-        // Node 3 answers again, without its children yet: nothing is deleted anywhere.
+        // Node 3 is silent: nothing is deleted while it may still hold a parent to catch up.
+        assert_eq!(split.watched(&reports, &none), (Progress::AskAgain, vec![]));
+        // It answers, without its children yet: still nothing.
         reports.insert(3, view(&[7], &[]));
-        assert_eq!(split.watched(&reports), (Progress::AskAgain, vec![]));
+        assert_eq!(split.watched(&reports, &none), (Progress::AskAgain, vec![]));
         reports.insert(3, view(&[7, 20, 21], &[]));
-        assert_eq!(split.watched(&reports), (Progress::Advanced, vec![1, 2, 3]));
+        assert_eq!(
+            split.watched(&reports, &none),
+            (Progress::Advanced, vec![1, 2, 3])
+        );
         assert_eq!(
             split.delete_parent_request(),
             NodeRequest::DeletePartition {
@@ -378,16 +389,33 @@ mod tests {
     }
 
     #[test]
-    fn a_resumed_routed_split_deletes_what_is_left_and_a_silent_node_is_skipped() {
+    fn a_resumed_routed_split_deletes_what_is_left_skipping_gone_and_emptied_nodes() {
         let mut split = split(true);
         let reports = BTreeMap::from([
             (1, view(&[20, 21], &[20, 21])),
             (2, view(&[7, 20, 21], &[])),
             (3, None),
         ]);
-        assert_eq!(split.watched(&reports), (Progress::Advanced, vec![2]));
-        let deleted = BTreeMap::from([(1, view(&[20, 21], &[])), (2, view(&[20, 21], &[]))]);
-        assert_eq!(split.watched(&deleted), (Progress::Advanced, vec![]));
+        // Node 3 is silent: waited for, until the driver counts it gone.
+        assert_eq!(
+            split.watched(&reports, &BTreeSet::new()),
+            (Progress::AskAgain, vec![])
+        );
+        let gone = BTreeSet::from([3]);
+        assert_eq!(
+            split.watched(&reports, &gone),
+            (Progress::Advanced, vec![2])
+        );
+        // Node 2 answers having lost its data (no parent, no child): not waited for.
+        let emptied = BTreeMap::from([
+            (1, view(&[20, 21], &[])),
+            (2, view(&[], &[])),
+            (3, view(&[20, 21], &[])),
+        ]);
+        assert_eq!(
+            split.watched(&emptied, &BTreeSet::new()),
+            (Progress::Advanced, vec![])
+        );
         assert_eq!(split.action(), SplitAction::Forget);
     }
 

@@ -67,6 +67,9 @@ pub struct Reply {
     pub write_units_milli: u64,
     /// The node that answered: it leads the partition.
     pub leader: NodeId,
+    /// The last hash of the partition that answered, as the route it was sent with says: a
+    /// Scan goes on after it (the map may have changed under the Scan: a split).
+    pub range_last: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -551,6 +554,7 @@ impl Forwarder {
                                 read_units_milli,
                                 write_units_milli,
                                 leader: target,
+                                range_last: route.range.last,
                             });
                         }
                         CallOutcome::Answer(NodeResponse::Error(error)) => {

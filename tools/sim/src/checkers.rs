@@ -253,6 +253,12 @@ impl Simulation {
                 self.groups[group].healthy_majority_since = None;
                 continue;
             }
+            // A split's children owe writes once clients are routed to them; the parent, and
+            // a group being split (its writes pause until the children are routed), do not.
+            if !self.groups[group].serving || self.splits.involves(group) {
+                self.groups[group].healthy_majority_since = None;
+                continue;
+            }
             let members = &self.groups[group].members;
             let healthy = members
                 .iter()
@@ -292,6 +298,10 @@ impl Simulation {
     /// going cannot hide a group that never elects.
     pub(crate) fn check_leadership(&mut self, elapsed_nanos: u64) {
         for group in 0..self.groups.len() {
+            // A split parent whose children are routed is deleted: no leader is owed.
+            if self.groups[group].retired {
+                continue;
+            }
             let members = &self.groups[group].members;
             let healthy: Vec<NodeId> = members
                 .iter()

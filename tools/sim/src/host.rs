@@ -231,6 +231,7 @@ pub(crate) fn start_runtime(
         unsynced: Vec::new(),
         commit_at_nanos: None,
         ticked_segment: wal_active_segment,
+        split_checked: BTreeSet::new(),
     })
 }
 
@@ -604,14 +605,18 @@ impl Simulation {
         let before = replica.applied_slot();
         let handled = drive(replica.handle(now, event), &mut runtime.committer);
         let after = replica.applied_slot();
+        // A split parent serves no scan: its state is frozen at the split, and its children
+        // are compared from there.
+        let frozen = replica.split().is_some();
+        let epoch = self.groups[group].epoch;
         // An index group's state is its GSI entries, read as a Scan of the GSI reads them.
         let index_group = Some(group) == self.index_group;
         // The ledger group's state is its records, compared between replicas only.
         let ledger_group = Some(group) == self.ledger_group;
-        let scanned = (after != before).then(|| {
+        let scanned = (after != before && !frozen).then(|| {
             let scan = Event::Request {
                 reply_to: SCAN_REPLY_TO,
-                epoch: EPOCH,
+                epoch,
                 unix_ms: 0,
                 request: if index_group {
                     requests::global_index_scan_request()
@@ -625,15 +630,16 @@ impl Simulation {
         });
         // The local index at the same applied slot (no await between the two reads). An index
         // group's writes (IndexApply) maintain no local index.
-        let index_scanned = (after != before && !index_group && !ledger_group).then(|| {
-            let scan = Event::Request {
-                reply_to: SCAN_REPLY_TO,
-                epoch: EPOCH,
-                unix_ms: 0,
-                request: requests::index_scan_request(),
-            };
-            drive(replica.handle(now, scan), &mut runtime.committer)
-        });
+        let index_scanned =
+            (after != before && !frozen && !index_group && !ledger_group).then(|| {
+                let scan = Event::Request {
+                    reply_to: SCAN_REPLY_TO,
+                    epoch,
+                    unix_ms: 0,
+                    request: requests::index_scan_request(),
+                };
+                drive(replica.handle(now, scan), &mut runtime.committer)
+            });
         let mut outputs = match handled {
             Ok(Ok(outputs)) => outputs,
             Ok(Err(error)) => {
@@ -710,6 +716,9 @@ impl Simulation {
             self.observe_applied(id, group, after, body);
         }
         self.carry_out(id, group, now, after, outputs);
+        if frozen {
+            self.build_split_children(id, group);
+        }
     }
 
     /// Carries out a replica's outputs through the production shard dispatch: WAL appends,

@@ -35,6 +35,7 @@ pub mod linearizability;
 mod membership;
 mod network;
 pub mod requests;
+mod splits;
 mod streams;
 mod transactions;
 mod workload;
@@ -44,6 +45,7 @@ use faults::*;
 use global_index::*;
 use host::*;
 use membership::*;
+use splits::*;
 use streams::*;
 use transactions::*;
 
@@ -184,6 +186,7 @@ const STREAM_GLOBAL_INDEX: u64 = 10;
 const STREAM_TRANSACTIONS: u64 = 11;
 const STREAM_QUIET_SPELLS: u64 = 12;
 const STREAM_MOVES: u64 = 13;
+const STREAM_SPLITS: u64 = 14;
 
 /// Quiet spells (half the seeds): the clients pause, so that groups go idle and quiesce, and
 /// the faults that land meanwhile hit quiesced groups (a crashed leader must be noticed through
@@ -227,6 +230,10 @@ pub enum Broken {
     /// Strong reads are sent with ConsistentRead false to any replica (served without a lease)
     /// and checked as strong; the linearizability checker must catch the stale ones.
     ReadsWithoutLease,
+    /// Splits on: the driver routes each key of a split parent to the child that does not
+    /// own it; the child must refuse every such request (its range record), which the
+    /// simulator reports as unexpected answers.
+    SplitRoutesKeysToTheWrongChild,
     /// The network turns every put in the Accepts delivered to one replica of each group into
     /// a delete; the applied-state comparison must catch the divergence.
     AcceptedWritesAlteredOnOneReplica,
@@ -306,6 +313,11 @@ pub struct SimulationOptions {
     /// production membership requests (src/membership.rs). Needs 5-node seeds to have
     /// somewhere to move to; 3-node seeds run without moves.
     pub membership_changes: bool,
+    /// Partition splits under the workload and the faults (`--splits true`): a simulated
+    /// control plane splits one base group at a time in two through the production split
+    /// request, the nodes build the children with the production code (src/splits.rs). Not
+    /// with a GSI, streams, transactions or Time to Live.
+    pub splits: bool,
 }
 
 impl SimulationOptions {
@@ -320,6 +332,7 @@ impl SimulationOptions {
             stream_trim: false,
             transactions: false,
             membership_changes: false,
+            splits: false,
         }
     }
 }
@@ -390,6 +403,12 @@ pub struct Report {
     /// deleted), and the longest one took, in simulated time.
     pub moves_finished: u64,
     pub move_nanos_max: u64,
+    /// Splits on: splits finished (applied, children built and routed, parent deleted), the
+    /// longest one, and the longest time from a parent's freezing (its first replica applied
+    /// the split) to its children's routing, in simulated time.
+    pub splits_finished: u64,
+    pub split_nanos_max: u64,
+    pub split_write_pause_nanos_max: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,
     pub trace_hash: u64,
@@ -455,6 +474,9 @@ struct Runtime {
     /// once, as the shard's ticker does (whether a replica pins a segment reused soon changes
     /// only then).
     ticked_segment: u32,
+    /// Split parents whose children this incarnation of the node has built or found built
+    /// (`build_split_children`), as the shard's replica task remembers it.
+    split_checked: BTreeSet<usize>,
 }
 
 /// What one WAL record of a replica holds that the replica must never forget once it is
@@ -554,6 +576,13 @@ struct Group {
     expiring_acknowledged: BTreeMap<u64, u64>,
     /// The expiring items of the highest applied state any replica was seen at.
     latest_expiring: Option<(Slot, BTreeSet<u64>)>,
+    /// The partition map epoch requests are routed with: 1, or its split parent's plus one.
+    epoch: u64,
+    /// Clients route keys to it: false for a split's children until they are routed, and for a
+    /// split parent once they are.
+    serving: bool,
+    /// A split parent whose children are routed: it owes no liveness.
+    retired: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -682,6 +711,12 @@ struct Simulation {
     healing: bool,
     /// Membership changes on: the move under way and when the next starts.
     moves: Moves,
+    /// Splits on: the split under way, the groups split, when the next starts.
+    splits: Splits,
+    /// Base groups at the start: clients' keys are `0..base_keys_groups * KEYS_PER_GROUP`, each
+    /// in group `key % base_keys_groups` until a split routes it to a child (`key_groups`).
+    base_keys_groups: u64,
+    key_groups: BTreeMap<u64, usize>,
     report: Report,
 }
 
@@ -728,6 +763,9 @@ pub fn run(options: SimulationOptions) -> Report {
             leaderless_nanos: 0,
             expiring_acknowledged: BTreeMap::new(),
             latest_expiring: None,
+            epoch: EPOCH,
+            serving: true,
+            retired: false,
         })
         .collect();
     let index_group = options.global_index.then_some(group_count as usize);
@@ -849,6 +887,13 @@ pub fn run(options: SimulationOptions) -> Report {
         } else {
             Moves::default()
         },
+        splits: if options.splits {
+            Splits::new(root.fork(STREAM_SPLITS))
+        } else {
+            Splits::default()
+        },
+        base_keys_groups: group_count,
+        key_groups: BTreeMap::new(),
         report: Report {
             seed: options.seed,
             node_count,
@@ -916,6 +961,10 @@ impl Simulation {
                 // its liveness after the heal is that every outbox drains (below). The
                 // ledger's is that every lock is finished through it (below).
                 if Some(group) == self.index_group || Some(group) == self.ledger_group {
+                    continue;
+                }
+                // A split parent serves nothing once its children are routed.
+                if !self.groups[group].serving {
                     continue;
                 }
                 if self.groups[group].acknowledged == before {
@@ -998,6 +1047,7 @@ impl Simulation {
         self.run_propagator();
         self.run_transactions();
         self.run_moves();
+        self.run_splits();
     }
 
     /// GSI on, after the run (every fault healed): clients start nothing new, and the
@@ -1089,6 +1139,57 @@ mod tests {
             moves += report.moves_finished;
         }
         assert!(moves >= 3, "{moves} replica moves finished");
+    }
+
+    /// Splits under faults (src/splits.rs), with replica moves too: parents frozen, children
+    /// built on every node by the production code, routed, parents deleted, while clients
+    /// write and every checker runs over parents and children alike.
+    #[test]
+    fn a_smoke_of_seeds_with_splits_finds_no_violation_and_splits() {
+        let mut splits = 0;
+        for seed in 0..3 {
+            let report = run(SimulationOptions {
+                splits: true,
+                membership_changes: true,
+                ..options(seed, 10)
+            });
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            splits += report.splits_finished;
+        }
+        assert!(splits >= 3, "{splits} splits finished");
+    }
+
+    /// A router that sends a split parent's keys to the child that does not own them: every
+    /// child knows its range (its range record) and refuses them, so no write lands where
+    /// reads never look; the simulator, which expects no such refusal, reports each one.
+    #[test]
+    fn keys_routed_to_the_wrong_child_are_refused_there() {
+        for seed in 0..1 {
+            let report = run(SimulationOptions {
+                splits: true,
+                broken: Some(Broken::SplitRoutesKeysToTheWrongChild),
+                ..options(seed, 10)
+            });
+            assert!(
+                report.violations.iter().any(|violation| {
+                    violation.contains("unexpected answer") && violation.contains("StaleEpoch")
+                }),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            assert!(
+                report
+                    .violations
+                    .iter()
+                    .all(|violation| !violation.contains("not linearizable")),
+                "seed {seed}: a misrouted key was served: {:?}",
+                report.violations
+            );
+        }
     }
 
     #[test]
@@ -1464,6 +1565,9 @@ mod tests {
                     leaderless_nanos: 0,
                     expiring_acknowledged: BTreeMap::new(),
                     latest_expiring: None,
+                    epoch: EPOCH,
+                    serving: true,
+                    retired: false,
                 })
                 .collect();
             let faulty = faulty_disks(&mut rng, node_count, &groups);

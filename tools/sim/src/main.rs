@@ -19,6 +19,7 @@ struct Arguments {
     stream_trim: bool,
     transactions: bool,
     membership_changes: bool,
+    splits: bool,
 }
 
 fn init_logging() {
@@ -43,6 +44,7 @@ fn parse() -> Result<Arguments, String> {
         stream_trim: false,
         transactions: false,
         membership_changes: false,
+        splits: false,
     };
     let mut iterator = std::env::args().skip(1);
     while let Some(flag) = iterator.next() {
@@ -90,6 +92,11 @@ fn parse() -> Result<Arguments, String> {
                     .parse()
                     .map_err(|_| format!("bad --membership {value} (true or false)"))?;
             }
+            "--splits" => {
+                arguments.splits = value
+                    .parse()
+                    .map_err(|_| format!("bad --splits {value} (true or false)"))?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -133,6 +140,11 @@ fn add(total: &mut Report, report: &Report) {
     total.ledger_records_pending += report.ledger_records_pending;
     total.moves_finished += report.moves_finished;
     total.move_nanos_max = total.move_nanos_max.max(report.move_nanos_max);
+    total.splits_finished += report.splits_finished;
+    total.split_nanos_max = total.split_nanos_max.max(report.split_nanos_max);
+    total.split_write_pause_nanos_max = total
+        .split_write_pause_nanos_max
+        .max(report.split_write_pause_nanos_max);
     for (kind, count) in &report.faults {
         *total.faults.entry(kind).or_default() += count;
     }
@@ -160,6 +172,17 @@ fn transactions_line(report: &Report) -> String {
     )
 }
 
+/// The splits' figures of a run or of the totals.
+fn splits_line(report: &Report) -> String {
+    format!(
+        "{} splits finished, the longest in {:.2} s; writes paused at most {:.3} s (a parent's \
+         freezing to its children's routing)",
+        report.splits_finished,
+        report.split_nanos_max as f64 / 1e9,
+        report.split_write_pause_nanos_max as f64 / 1e9
+    )
+}
+
 /// The membership changes' figures of a run or of the totals.
 fn membership_line(report: &Report) -> String {
     format!(
@@ -175,11 +198,23 @@ fn main() -> ExitCode {
         Ok(arguments) => arguments,
         Err(error) => {
             eprintln!(
-                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true] [--streams true|trim] [--transactions true] [--membership true]"
+                "shoal-sim: {error}\nusage: shoal-sim --seeds N [--seed S] [--minutes M] [--time-to-live true] [--global-index true] [--streams true|trim] [--transactions true] [--membership true] [--splits true]"
             );
             return ExitCode::from(2);
         }
     };
+    if arguments.splits
+        && (arguments.time_to_live
+            || arguments.global_index
+            || arguments.streams
+            || arguments.transactions)
+    {
+        eprintln!(
+            "shoal-sim: --splits runs without --time-to-live, --global-index, --streams and \
+             --transactions (src/splits.rs says why)"
+        );
+        return ExitCode::from(2);
+    }
     let simulated = Duration::from_secs_f64(arguments.minutes * 60.0);
     let mut failed = 0u64;
     let mut total = Report::default();
@@ -191,6 +226,7 @@ fn main() -> ExitCode {
             stream_trim: arguments.stream_trim,
             transactions: arguments.transactions,
             membership_changes: arguments.membership_changes,
+            splits: arguments.splits,
             ..SimulationOptions::new(seed, simulated)
         });
         println!(
@@ -249,13 +285,16 @@ fn main() -> ExitCode {
         if arguments.membership_changes {
             println!("  membership: {}", membership_line(&report));
         }
+        if arguments.splits {
+            println!("  splits: {}", splits_line(&report));
+        }
         if !report.violations.is_empty() {
             failed += 1;
             for violation in &report.violations {
                 println!("  violation: {violation}");
             }
             println!(
-                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}{}{}{}",
+                "  replay: cargo run -p shoal-sim -- --seed {seed} --seeds 1 --minutes {}{}{}{}{}{}{}",
                 arguments.minutes,
                 if arguments.time_to_live {
                     " --time-to-live true"
@@ -279,6 +318,11 @@ fn main() -> ExitCode {
                 },
                 if arguments.membership_changes {
                     " --membership true"
+                } else {
+                    ""
+                },
+                if arguments.splits {
+                    " --splits true"
                 } else {
                     ""
                 }
@@ -327,6 +371,9 @@ fn main() -> ExitCode {
     }
     if arguments.membership_changes {
         println!("membership: {}", membership_line(&total));
+    }
+    if arguments.splits {
+        println!("splits: {}", splits_line(&total));
     }
     if arguments.transactions {
         println!("transactions: {}", transactions_line(&total));

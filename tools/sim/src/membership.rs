@@ -123,7 +123,14 @@ impl Simulation {
     }
 
     fn start_move(&mut self) {
-        let groups: Vec<usize> = (0..self.base_group_count()).collect();
+        // A group being split, and a split parent, get no move.
+        let groups: Vec<usize> = (0..self.base_group_count())
+            .filter(|group| self.groups[*group].serving && !self.splits.involves(*group))
+            .collect();
+        if groups.is_empty() {
+            self.moves.next_start_nanos = self.now_nanos + MOVE_INTERVAL_NANOS;
+            return;
+        }
         let rng = self.moves.rng.as_mut().expect("moves are on");
         let group = groups[rng.below(groups.len() as u64) as usize];
         let members = self.groups[group].members.clone();
@@ -154,7 +161,7 @@ impl Simulation {
         let source_dead = !stopped.is_empty();
         let machine = ReplicaMove::new(
             group as u64 + PARTITION_FIRST,
-            EPOCH,
+            self.groups[group].epoch,
             key_schema_to_wire(&partition_meta(group, &[], false).key_schema),
             members.iter().map(|member| member.0).collect(),
             source.0,
@@ -351,7 +358,8 @@ impl Simulation {
     /// never made one). Anywhere else the answer would mean a node lost a replica it hosts, a
     /// violation.
     pub(crate) fn moved_away(&self, group: usize, node: NodeId) -> bool {
-        !self.groups[group].members.contains(&node)
+        // A split's child is listed on the parent's members before each of them builds it.
+        !self.groups[group].members.contains(&node) || self.groups[group].epoch > EPOCH
     }
 
     /// A membership answer names only nodes the move knows of: the group's replicas, the
@@ -506,14 +514,20 @@ impl Simulation {
     /// A `DeletePartition` routed to `id`'s shard: the replica is out of the dispatch's table
     /// already (`begin_delete`); closes it and removes its files as the production shard's
     /// replica task does on `Event::Stop`.
-    fn delete_replica(&mut self, id: NodeId, group: usize, partition: u64) -> NodeResponse {
+    pub(crate) fn delete_replica(
+        &mut self,
+        id: NodeId,
+        group: usize,
+        partition: u64,
+    ) -> NodeResponse {
         let Some(runtime) = self.nodes.get_mut(&id).and_then(|n| n.runtime.as_mut()) else {
             return NodeResponse::Error(NodeError::OutcomeUnknown {
                 message: "down".to_string(),
             });
         };
-        if let shoal_shard::dispatch::Decision::Answer(response) =
-            runtime.dispatch.begin_delete(partition, EPOCH)
+        if let shoal_shard::dispatch::Decision::Answer(response) = runtime
+            .dispatch
+            .begin_delete(partition, self.groups[group].epoch)
         {
             return response;
         }

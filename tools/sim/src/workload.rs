@@ -20,6 +20,9 @@ impl Simulation {
         if self.moves.waits_for(reply_to) {
             return self.move_answered(response);
         }
+        if self.splits.waits_for(reply_to) {
+            return self.split_answered(response);
+        }
         let Some(request) = self.requests.remove(&reply_to) else {
             // The client gave up on it.
             return;
@@ -74,6 +77,14 @@ impl Simulation {
                         self.retry_later(client, group, hint);
                     }
                 }
+                // The group applied its split: the client routes the key again.
+                NodeResponse::Error(NodeError::StaleEpoch { .. } | NodeError::Busy { .. })
+                    if self.splits.may_refuse_as_split(group) =>
+                {
+                    if matches!(self.clients[client].state, ClientState::Idle { .. }) {
+                        self.retry_later(client, group, None);
+                    }
+                }
                 other => self.violation(format!(
                     "{node:?} group {group}: unexpected answer to a strong read: {other:?}"
                 )),
@@ -113,6 +124,8 @@ impl Simulation {
                 // Moved away between the client's choice and the read.
                 NodeResponse::Error(NodeError::WrongOwner { .. })
                     if self.moved_away(group, node) => {}
+                NodeResponse::Error(NodeError::StaleEpoch { .. } | NodeError::Busy { .. })
+                    if self.splits.may_refuse_as_split(group) => {}
                 other => self.violation(format!(
                     "{node:?} group {group}: unexpected answer to an eventual read: {other:?}"
                 )),
@@ -167,6 +180,14 @@ impl Simulation {
                 self.history[operation].refused = true;
                 self.retry_later(client, group, Some(node));
             }
+            // The group applied its split (or is applying it): refused unapplied, as a router
+            // takes it, and routed again.
+            NodeResponse::Error(NodeError::StaleEpoch { .. })
+                if self.splits.may_refuse_as_split(group) =>
+            {
+                self.history[operation].refused = true;
+                self.retry_later(client, group, None);
+            }
             // The node's replica was moved away (membership changes): refused unapplied, as a
             // router takes it, and sent to another replica.
             NodeResponse::Error(NodeError::WrongOwner { .. }) if self.moved_away(group, node) => {
@@ -216,7 +237,7 @@ impl Simulation {
             return;
         }
         let base_groups = self.base_group_count() as u64;
-        let key_count = base_groups * KEYS_PER_GROUP;
+        let key_count = self.base_keys_groups * KEYS_PER_GROUP;
         for client in 0..self.clients.len() {
             let ClientState::Idle { next_at_nanos } = self.clients[client].state else {
                 continue;
@@ -230,7 +251,7 @@ impl Simulation {
                 continue;
             }
             let key = self.workload_rng.below(key_count);
-            let group = (key % base_groups) as usize;
+            let group = self.group_of_key(key);
             let kind = self.workload_rng.below(100);
             if kind < PUT_PERCENT {
                 let value = self.take_value();
@@ -354,7 +375,7 @@ impl Simulation {
             request_id: reply_to,
             request: NodeRequest::Item {
                 partition: group as u64 + PARTITION_FIRST,
-                epoch: EPOCH,
+                epoch: self.groups[group].epoch,
                 request: encode_request(&request),
             },
         };

@@ -424,7 +424,11 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         self.stream.forget_applied();
         self.transactions
             .forget_applied(Slot(chunk.last_included_slot));
+        // The installed tree's split and range records, read now: a host that checks
+        // `split()` after this event must see a split the snapshot carries.
         self.split = None;
+        self.hash_range = None;
+        self.load_split().await?;
         let old_generation = std::mem::replace(&mut self.generation, incoming.generation);
         self.discard_tree(old, old_generation).await?;
         let snapshot_slot = Slot(chunk.last_included_slot);

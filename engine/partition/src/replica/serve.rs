@@ -18,13 +18,31 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.reply(reply_to, refusal);
             return Ok(());
         }
-        if self.split_in_flight() {
+        // A write proposed after the split would be void: it waits instead (reads are served
+        // from the state the split will freeze).
+        let reads_only = matches!(
+            prepared,
+            PreparedRequest::Get(_)
+                | PreparedRequest::BatchGet(_)
+                | PreparedRequest::Range(_)
+                | PreparedRequest::OutboxRead { .. }
+                | PreparedRequest::StreamRead { .. }
+                | PreparedRequest::StreamShards { .. }
+                | PreparedRequest::TransactRead { .. }
+                | PreparedRequest::TransactConfirm { .. }
+                | PreparedRequest::TransactLocks { .. }
+        );
+        if self.split_in_flight() && !reads_only {
             self.reply(
                 reply_to,
                 NodeResponse::Error(NodeError::Busy {
                     partition: self.meta.partition,
                 }),
             );
+            return Ok(());
+        }
+        if let Some(refusal) = self.range_refusal(&prepared) {
+            self.reply(reply_to, refusal);
             return Ok(());
         }
         if epoch != self.meta.epoch {

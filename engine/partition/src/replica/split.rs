@@ -109,8 +109,21 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         Ok(membership)
     }
 
-    /// Reads the split record once after the tree is opened or replaced.
+    /// Reads the split record and the range record once after the tree is opened or replaced.
     pub(super) async fn load_split(&mut self) -> Result<(), PartitionError> {
+        if self.hash_range.is_none() {
+            let stored = self.engine.get(&shoal_model::split::range_key()).await?;
+            let range = match stored {
+                None => None,
+                Some(bytes) => Some(shoal_model::split::decode_range(&bytes).ok_or_else(|| {
+                    PartitionError::Corrupt(format!(
+                        "partition {}: the range record is damaged",
+                        self.meta.partition
+                    ))
+                })?),
+            };
+            self.hash_range = Some(range);
+        }
         if self.split.is_some() {
             return Ok(());
         }
@@ -139,6 +152,48 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         Some(NodeResponse::Error(NodeError::StaleEpoch {
             partition: self.meta.partition,
             current_epoch: record.left.epoch.max(record.right.epoch),
+        }))
+    }
+
+    /// The refusal of a request naming a key this split child does not own: the router routed
+    /// it with a map older than the split (a batch grouped before it), and must route it again.
+    pub(super) fn range_refusal(&self, request: &PreparedRequest) -> Option<NodeResponse> {
+        let (first, last) = self.hash_range.flatten()?;
+        let outside = |key: &[u8]| {
+            shoal_model::split::key_hash(key).is_some_and(|hash| hash < first || hash > last)
+        };
+        let refused = match request {
+            PreparedRequest::Write(write) => outside(&write.storage_key),
+            PreparedRequest::BatchWrite(writes) => {
+                writes.iter().any(|write| outside(&write.storage_key))
+            }
+            PreparedRequest::Get(get) => outside(&get.storage_key),
+            PreparedRequest::BatchGet(gets) | PreparedRequest::TransactRead { gets } => {
+                gets.iter().any(|get| outside(&get.storage_key))
+            }
+            PreparedRequest::TransactPrepare { actions, .. } => actions
+                .iter()
+                .any(|action| outside(&action.write.storage_key)),
+            PreparedRequest::TransactConfirm { storage_keys, .. } => {
+                storage_keys.iter().any(|key| outside(key))
+            }
+            // A Query's bounds share its partition key's hash; a Scan's need not, and a child
+            // holds only its own keys anyway.
+            PreparedRequest::Range(range) => match (&range.lower, &range.upper) {
+                (
+                    Bound::Included(lower) | Bound::Excluded(lower),
+                    Bound::Included(upper) | Bound::Excluded(upper),
+                ) => {
+                    let hash = shoal_model::split::key_hash(lower);
+                    hash.is_some() && hash == shoal_model::split::key_hash(upper) && outside(lower)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        refused.then_some(NodeResponse::Error(NodeError::StaleEpoch {
+            partition: self.meta.partition,
+            current_epoch: self.meta.epoch,
         }))
     }
 
@@ -415,6 +470,17 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
                 break;
             }
         }
+        // The child's own range, which it enforces on every request (`range_refusal`).
+        let parent_range = self.hash_range.flatten().unwrap_or((0, u64::MAX));
+        let range = shoal_model::split::child_range(parent_range, record.at_hash, side);
+        tree.install_snapshot_chunk(
+            WalLsn(split_slot.0),
+            &[(
+                shoal_model::split::range_key(),
+                shoal_model::split::encode_range(range),
+            )],
+        )
+        .await?;
         tree.apply(WalLsn(split_slot.0), &MutationBatch::default())
             .await?;
         let checkpointed = tree.checkpoint_tree().await?;

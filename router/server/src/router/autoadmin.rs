@@ -375,12 +375,20 @@ impl Router {
         let groups: Vec<GroupView> = std::iter::once(metadata_group)
             .filter(|_| metadata_recorded)
             .chain(active.iter().flat_map(|table| {
-                // A partition being split, and its children, get no move (metadata
-                // invariant 8).
+                // A partition being split, and its children until they are routed, get no move
+                // (metadata invariant 8). Routed, a child is a partition like any other: one
+                // of its replicas that a node never built is re-replicated.
                 let splitting: BTreeSet<u64> = table
                     .partition_splits
                     .iter()
-                    .flat_map(|(parent, record)| [*parent, record.left, record.right])
+                    .flat_map(|(parent, record)| {
+                        std::iter::once(*parent).chain(
+                            (!record.routed)
+                                .then_some([record.left, record.right])
+                                .into_iter()
+                                .flatten(),
+                        )
+                    })
                     .collect();
                 table
                     .all_partitions()
@@ -538,7 +546,7 @@ impl Router {
             }
         }
         self.autoadmin.moves_left.set(report.moves_unfinished > 0);
-        report.splits = self.run_splits(&active, split_sizes.as_ref()).await;
+        report.splits = self.run_splits(&active, split_sizes.as_ref(), &down).await;
         self.autoadmin
             .splits_left
             .set(report.splits.unfinished > 0 || report.splits.started > report.splits.finished);
@@ -877,7 +885,8 @@ impl Router {
                 |current| {
                     written.set(false);
                     let splitting = current.partition_splits.iter().any(|(parent, split)| {
-                        [*parent, split.left, split.right].contains(&partition)
+                        *parent == partition
+                            || (!split.routed && [split.left, split.right].contains(&partition))
                     });
                     if current.status != TableStatus::Active
                         || current.incarnation() != incarnation

@@ -515,6 +515,7 @@ mod tests {
             read_units_milli,
             write_units_milli: 0,
             leader: 1,
+            range_last: u64::MAX,
         })
     }
 
@@ -663,6 +664,7 @@ mod tests {
             read_units_milli: 0,
             write_units_milli: 2_000,
             leader: 2,
+            range_last: u64::MAX,
         };
         let outcomes = settle_batch(
             1,

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Partitions one Scan page visits at most: more than any table has (each split doubles a
+/// range's partitions, and a page stops at its first partition that fills it).
+const SCAN_PARTITION_STEPS_MAX: usize = 1 << 16;
+
 /// The partition hash a Query reads: its key condition names one partition key, so both of its
 /// storage-key bounds start with that key's hash.
 fn query_hash(range: &RangeRequest) -> Result<u64, DynamoError> {
@@ -334,7 +338,7 @@ impl Router {
         let name = validate::table_name(&body)?.to_string();
         let report = capacity_report(&body)?;
         let deadline = self.deadline();
-        let (key_schema, indexes, map) = self.table_with_indexes(&name, deadline).await?;
+        let (key_schema, indexes, _) = self.table_with_indexes(&name, deadline).await?;
         let (segment, segment_numbers) = scan_segment(&body)?;
         let prepared = prepare_for_table(
             ItemOperation::Scan,
@@ -352,21 +356,23 @@ impl Router {
             self.drain_outboxes(&name, deadline).await?;
         }
         let mut resume_hash = scan_start_hash(&body, &range, segment, segment_numbers)?;
-        // A GSI Scan walks the index's partitions.
+        // A GSI Scan walks the index's partitions (the map is read now so that an index being
+        // deleted is refused before anything is read).
         let global = range.global_index.as_ref().map(|index| index.name.clone());
-        let map = match &global {
-            Some(index) => self.route_map(&name, Some(index), deadline).await?,
-            None => map,
-        };
+        if let Some(index) = &global {
+            self.route_map(&name, Some(index), deadline).await?;
+        }
         let mut items: Vec<Json> = Vec::new();
         let mut count = 0u64;
         let mut scanned = 0u64;
         let mut scanned_bytes = 0u64;
         let mut consumed_milli = 0u64;
         let mut last_evaluated: Option<Json> = None;
-        // Each step moves to a later partition, so the walk ends within the partition count.
-        for _step in 0..map.partitions().len() {
-            let partition = &map.partitions()[map.index_of(resume_hash)];
+        // Each step moves past the partition that answered, whose range comes with its answer:
+        // the map may change under the Scan (a split routes children for a partition it started
+        // with), and going on after the range the Scan started with would skip a child. The
+        // walk ends within the hash space; the bound only guards against a loop.
+        for _step in 0..SCAN_PARTITION_STEPS_MAX {
             let mut part = range.clone();
             part.limit = range
                 .limit
@@ -395,6 +401,7 @@ impl Router {
                     "Internal server error (a partition answered a Scan with another result)",
                 ));
             };
+            let answered_last = reply.range_last;
             count += page_count;
             scanned += scanned_count;
             scanned_bytes = scanned_bytes.saturating_add(page_bytes);
@@ -405,9 +412,7 @@ impl Router {
                 last_evaluated = Some(item_json(&key)?);
                 break;
             }
-            match partition
-                .range
-                .last
+            match answered_last
                 .checked_add(1)
                 .filter(|first| *first <= segment.last)
             {

@@ -101,6 +101,7 @@ impl Router {
         &self,
         tables: &[&TableRecord],
         sizes: Option<&BTreeMap<u64, u64>>,
+        down: &BTreeSet<NodeId>,
     ) -> SplitReport {
         let mut report = SplitReport::default();
         let mut driven: Vec<DrivenSplit> = tables
@@ -140,7 +141,7 @@ impl Router {
         }
         let calls: Vec<_> = driven
             .into_iter()
-            .map(|split| self.drive_split(split))
+            .map(|split| self.drive_split(split, down))
             .collect();
         for outcome in join_bounded(calls, SPLITS_STARTED_PER_PASS_MAX).await {
             match outcome {
@@ -178,7 +179,7 @@ impl Router {
                 table.partitions.iter().filter_map(move |partition| {
                     let bytes = *sizes.get(&partition.id)?;
                     let left_alone = table.replica_moves.contains_key(&partition.id)
-                        || table.partition_splits.contains_key(&partition.id)
+                        || in_a_split(table, partition.id)
                         || table
                             .pending_replicas
                             .iter()
@@ -227,7 +228,7 @@ impl Router {
                     if current.status != TableStatus::Active
                         || current.incarnation() != incarnation
                         || current.replica_moves.contains_key(&parent)
-                        || current.partition_splits.contains_key(&parent)
+                        || in_a_split(current, parent)
                         || current
                             .pending_replicas
                             .iter()
@@ -372,11 +373,17 @@ impl Router {
             .collect()
     }
 
-    /// Drives one split for up to [`SPLIT_DRIVE_MAX`] (module docs).
-    async fn drive_split(&self, mut split: DrivenSplit) -> SplitOutcome {
+    /// Drives one split for up to [`SPLIT_DRIVE_MAX`] (module docs). `down`: the nodes the
+    /// autoadmin counts down, which the parent's deletion does not wait for.
+    async fn drive_split(&self, mut split: DrivenSplit, down: &BTreeSet<NodeId>) -> SplitOutcome {
         let started = Instant::now();
         let mut fenced_at = None;
         while started.elapsed() < SPLIT_DRIVE_MAX {
+            // A long drive keeps the autoadmin lease; one that lost it leaves the split to the
+            // holder, so that two drivers never act on one record at once.
+            if !matches!(self.keep_autoadmin_lease().await, Ok(true)) {
+                return SplitOutcome::Unfinished;
+            }
             let action = split.machine.action();
             // Fencing: before asking a node to act, the record must still be this driver's
             // (re-read when the step changed or a second passed).
@@ -428,7 +435,33 @@ impl Router {
                 }
                 SplitAction::Watch { nodes } => {
                     let reports = self.watch_split(&split, &nodes).await;
-                    let (progress, to_delete) = split.machine.watched(&reports);
+                    // Not waited for: nodes down, and nodes a routed child is no longer listed
+                    // on (re-replication moved it away; they will never host it again).
+                    let mut gone = down.clone();
+                    if split.machine.step() == shoal_autoadmin::split::SplitStep::DeleteParent {
+                        match self
+                            .read_table(&split.table, Instant::now() + CONTROL_DEADLINE)
+                            .await
+                        {
+                            Ok(Some(table)) => {
+                                let children = [split.machine.left, split.machine.right];
+                                for node in &split.machine.replicas {
+                                    let listed_on_both = children.iter().all(|child| {
+                                        table.partitions.iter().any(|entry| {
+                                            entry.id == child.partition
+                                                && entry.replicas.contains(node)
+                                        })
+                                    });
+                                    if !listed_on_both {
+                                        gone.insert(*node);
+                                    }
+                                }
+                            }
+                            Ok(None) => return SplitOutcome::Superseded,
+                            Err(error) => return split.unfinished(&error),
+                        }
+                    }
+                    let (progress, to_delete) = split.machine.watched(&reports, &gone);
                     if !to_delete.is_empty() {
                         match self.split_record_if_ours(&split).await {
                             Ok(Some(_)) => {}
@@ -508,6 +541,16 @@ const FENCE: Duration = Duration::from_secs(1);
 pub(super) struct SplitMemory {
     /// Partitions whose leader refused a split lately, and when.
     refused: RefCell<BTreeMap<u64, Instant>>,
+}
+
+/// Whether `partition` is the parent of a split under way in `table`, or a child of one whose
+/// parent is not forgotten yet (a child split before then would leave the parent's deletion
+/// waiting for a child that no longer exists).
+fn in_a_split(table: &TableRecord, partition: u64) -> bool {
+    table
+        .partition_splits
+        .iter()
+        .any(|(parent, record)| [*parent, record.left, record.right].contains(&partition))
 }
 
 /// The split of `parent` as its record in `table` says, to drive.
