@@ -507,18 +507,20 @@ impl Simulation {
                 return self.violation(format!("{id:?} group {group}: {error}"));
             }
         };
-        if let Err(failure) = drive(replica.checkpoint(now), &mut runtime.committer)
-            .map_err(|failure| failure.text)
-            .and_then(|checkpointed| checkpointed.map_err(|error| error.to_string()))
-        {
-            return self.fail_node(
-                id,
-                group,
-                NodeFailure {
-                    text: format!("checkpoint before a split: {failure}"),
-                    corruption: false,
-                },
-            );
+        match drive(replica.checkpoint(now), &mut runtime.committer) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                let corruption = partition_corruption(&error);
+                return self.fail_node(
+                    id,
+                    group,
+                    NodeFailure {
+                        text: format!("checkpoint before a split: {error}"),
+                        corruption,
+                    },
+                );
+            }
+            Err(failure) => return self.fail_node(id, group, failure),
         }
         for child in children {
             let Some(child_group) = child
