@@ -559,13 +559,29 @@ impl Forwarder {
                         }
                         CallOutcome::Answer(NodeResponse::Error(error)) => {
                             last_problem = problem_of(&error, route.id, target);
-                            if let NodeError::StaleEpoch { current_epoch, .. } = error
-                                && current_epoch > route.epoch
-                            {
-                                return Err(ForwardError::StaleRoute {
-                                    partition: route.id,
-                                    newer_epoch: true,
-                                });
+                            if let NodeError::StaleEpoch { current_epoch, .. } = error {
+                                if current_epoch > route.epoch {
+                                    return Err(ForwardError::StaleRoute {
+                                        partition: route.id,
+                                        newer_epoch: true,
+                                    });
+                                }
+                                if current_epoch == route.epoch {
+                                    // The partition's epoch is the route's, so the map is not
+                                    // stale: the request names a key the partition does not
+                                    // own (a split child's range; a batch grouped with a map
+                                    // older than the split). Routing it the same way cannot
+                                    // help: nothing was applied, and a batch returns these keys
+                                    // unprocessed, to be grouped again.
+                                    return Err(ForwardError::Unavailable {
+                                        message: format!(
+                                            "partition {} does not own every key of the request \
+                                             (the partition was split); send them again",
+                                            route.id
+                                        ),
+                                        replica_may_have_served: false,
+                                    });
+                                }
                             }
                             after_error(error, effect)
                         }

@@ -417,6 +417,39 @@ fn stale_epochs_and_wrong_owners_ask_for_a_map_refresh() {
     });
 }
 
+/// A split child refuses a key outside its range with its own epoch, the route's: the map is
+/// not stale, so the forwarder neither refreshes nor retries; nothing was applied, and a batch
+/// returns such keys unprocessed.
+#[test]
+fn a_key_outside_a_split_childs_range_is_refused_without_a_refresh() {
+    run(async {
+        let cluster = FakeCluster::start(Rc::new(|_, _| {
+            NodeResponse::Error(NodeError::StaleEpoch {
+                partition: PARTITION,
+                current_epoch: 1,
+            })
+        }));
+        let deadline = deadline_in(Duration::from_secs(5));
+        let error = cluster
+            .forwarder
+            .forward(&route(), &write(), deadline)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                ForwardError::Unavailable {
+                    replica_may_have_served: false,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(!error.may_have_consumed());
+        assert_eq!(cluster.total_requests(), 1);
+    });
+}
+
 #[test]
 fn dynamodb_errors_pass_through_with_the_old_item() {
     run(async {

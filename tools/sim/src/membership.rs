@@ -358,8 +358,10 @@ impl Simulation {
     /// never made one). Anywhere else the answer would mean a node lost a replica it hosts, a
     /// violation.
     pub(crate) fn moved_away(&self, group: usize, node: NodeId) -> bool {
-        // A split's child is listed on the parent's members before each of them builds it.
-        !self.groups[group].members.contains(&node) || self.groups[group].epoch > EPOCH
+        // A split's child is listed on the parent's members before each of them builds it:
+        // only a node that has not built it yet may say it does not host it.
+        !self.groups[group].members.contains(&node)
+            || (self.groups[group].epoch > EPOCH && !self.nodes[&node].groups.contains(&group))
     }
 
     /// A membership answer names only nodes the move knows of: the group's replicas, the

@@ -78,7 +78,7 @@ impl Simulation {
                     }
                 }
                 // The group applied its split: the client routes the key again.
-                NodeResponse::Error(NodeError::StaleEpoch { .. } | NodeError::Busy { .. })
+                NodeResponse::Error(NodeError::StaleEpoch { .. })
                     if self.splits.may_refuse_as_split(group) =>
                 {
                     if matches!(self.clients[client].state, ClientState::Idle { .. }) {
@@ -124,7 +124,7 @@ impl Simulation {
                 // Moved away between the client's choice and the read.
                 NodeResponse::Error(NodeError::WrongOwner { .. })
                     if self.moved_away(group, node) => {}
-                NodeResponse::Error(NodeError::StaleEpoch { .. } | NodeError::Busy { .. })
+                NodeResponse::Error(NodeError::StaleEpoch { .. })
                     if self.splits.may_refuse_as_split(group) => {}
                 other => self.violation(format!(
                     "{node:?} group {group}: unexpected answer to an eventual read: {other:?}"

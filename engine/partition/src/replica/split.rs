@@ -242,7 +242,19 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             self.reply(reply_to, answer);
             return Ok(());
         }
-        if let Err(problem) = split_is_valid(&record, self.meta.partition, self.meta.epoch) {
+        let (first, last) = self.hash_range.flatten().unwrap_or((0, u64::MAX));
+        let cut_outside = record.at_hash <= first || record.at_hash > last;
+        let valid = split_is_valid(&record, self.meta.partition, self.meta.epoch).and_then(|()| {
+            if cut_outside {
+                Err(format!(
+                    "a split of partition {} must cut inside its hashes {first}..={last}, not at {}",
+                    self.meta.partition, record.at_hash
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(problem) = valid {
             self.reply(
                 reply_to,
                 NodeResponse::Error(NodeError::Malformed { message: problem }),

@@ -378,6 +378,19 @@ impl Router {
                 .limit
                 .map(|limit| limit.saturating_sub(usize::try_from(scanned).unwrap_or(limit)));
             part.page_bytes_max = range.page_bytes_max.saturating_sub(scanned_bytes);
+            // Past the first step, nothing below the hash this step starts at is read again,
+            // whatever partition answers (a replica routed with an older map holds more than
+            // the range left). Table and GSI keys start with their hash; an LSI's do not.
+            if resume_hash > 0 && part.index.is_none() {
+                let floor = resume_hash.to_be_bytes().to_vec();
+                let below_floor = match &part.lower {
+                    Bound::Unbounded => true,
+                    Bound::Included(key) | Bound::Excluded(key) => *key < floor,
+                };
+                if below_floor {
+                    part.lower = Bound::Included(floor);
+                }
+            }
             let reply = self
                 .route_in(
                     &name,

@@ -148,6 +148,20 @@ fn missing_replicas(
         partition: crate::metadata::METADATA_PARTITION,
         epoch: crate::metadata::METADATA_EPOCH,
     });
+    // A split's child is not missing on a node that still hosts the split's parent: the node
+    // builds it once its parent replica has applied the split (it may be catching up).
+    let building: BTreeSet<(u64, NodeId)> = tables
+        .iter()
+        .flat_map(|table| table.partition_splits.iter())
+        .flat_map(|(parent, record)| {
+            record
+                .replicas
+                .iter()
+                .filter(|node| hosted.contains(&(*parent, **node)))
+                .flat_map(|node| [(record.left, *node), (record.right, *node)])
+                .collect::<Vec<_>>()
+        })
+        .collect();
     tables
         .iter()
         .filter(|table| table.status == TableStatus::Active)
@@ -169,6 +183,7 @@ fn missing_replicas(
         .filter(|replica| {
             answered.contains(&(replica.node, replica.shard))
                 && !hosted.contains(&(replica.partition, replica.node))
+                && !building.contains(&(replica.partition, replica.node))
         })
         .collect()
 }
