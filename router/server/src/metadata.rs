@@ -379,15 +379,7 @@ fn partition_splits_from(item: &Json) -> Result<BTreeMap<u64, PartitionSplitReco
     }
     for entry in get_list(item, PARTITION_SPLITS_ATTRIBUTE)? {
         let map = get_map(entry, "partition split")?;
-        let replicas = get_list(map, "replicas")?
-            .iter()
-            .map(|node| {
-                node.get("N")
-                    .and_then(Json::as_str)
-                    .and_then(|text| text.parse().ok())
-                    .ok_or_else(|| corrupt("a split's replica is not a node id"))
-            })
-            .collect::<Result<Vec<NodeId>, DynamoError>>()?;
+        let replicas = node_list(map, "replicas")?;
         let record = PartitionSplitRecord {
             id: get_number(map, "id")?,
             parent_epoch: get_number(map, "parent_epoch")?,
@@ -697,9 +689,9 @@ fn partition_json(partition: &PartitionEntry) -> Json {
     }})
 }
 
-fn partition_from(value: &Json) -> Result<PartitionEntry, DynamoError> {
-    let map = get_map(value, "partition")?;
-    let replicas = get_list(map, "replicas")?
+/// A list member of node ids (`{"L": [{"N": ...}, ...]}`).
+fn node_list(map: &Json, name: &str) -> Result<Vec<NodeId>, DynamoError> {
+    get_list(map, name)?
         .iter()
         .map(|node| {
             node.get("N")
@@ -707,7 +699,12 @@ fn partition_from(value: &Json) -> Result<PartitionEntry, DynamoError> {
                 .and_then(|text| text.parse().ok())
                 .ok_or_else(|| corrupt("a replica is not a node id"))
         })
-        .collect::<Result<Vec<NodeId>, DynamoError>>()?;
+        .collect()
+}
+
+fn partition_from(value: &Json) -> Result<PartitionEntry, DynamoError> {
+    let map = get_map(value, "partition")?;
+    let replicas = node_list(map, "replicas")?;
     Ok(PartitionEntry {
         id: get_number(map, "id")?,
         range: HashRange {

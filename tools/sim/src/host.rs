@@ -61,6 +61,22 @@ pub(crate) fn partition_meta(group: usize, members: &[NodeId], ledger: bool) -> 
     }
 }
 
+/// What a replica call driven to its end gave: its value, or the node's failure, a partition
+/// error classified as corruption or not (`what` names the call in its text).
+pub(crate) fn replica_outcome<T>(
+    driven: Result<Result<T, PartitionError>, NodeFailure>,
+    what: &str,
+) -> Result<T, NodeFailure> {
+    match driven {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(NodeFailure {
+            text: format!("{what}: {error}"),
+            corruption: partition_corruption(&error),
+        }),
+        Err(failure) => Err(failure),
+    }
+}
+
 pub(crate) fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
 }
@@ -640,19 +656,8 @@ impl Simulation {
                 };
                 drive(replica.handle(now, scan), &mut runtime.committer)
             });
-        let mut outputs = match handled {
-            Ok(Ok(outputs)) => outputs,
-            Ok(Err(error)) => {
-                let corruption = partition_corruption(&error);
-                return self.fail_node(
-                    id,
-                    group,
-                    NodeFailure {
-                        text: format!("replica error: {error}"),
-                        corruption,
-                    },
-                );
-            }
+        let mut outputs = match replica_outcome(handled, "replica error") {
+            Ok(outputs) => outputs,
             Err(failure) => return self.fail_node(id, group, failure),
         };
         if let Some(scanned) = scanned {

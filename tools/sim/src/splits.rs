@@ -483,19 +483,8 @@ impl Simulation {
             replica.split_children_to_build(|partition| dispatch.epoch_of(partition).is_some()),
             &mut runtime.committer,
         );
-        let children = match children {
-            Ok(Ok(children)) => children,
-            Ok(Err(error)) => {
-                let corruption = partition_corruption(&error);
-                return self.fail_node(
-                    id,
-                    group,
-                    NodeFailure {
-                        text: format!("split children: {error}"),
-                        corruption,
-                    },
-                );
-            }
+        let children = match replica_outcome(children, "split children") {
+            Ok(children) => children,
             Err(failure) => return self.fail_node(id, group, failure),
         };
         if children.is_empty() {
@@ -507,20 +496,9 @@ impl Simulation {
                 return self.violation(format!("{id:?} group {group}: {error}"));
             }
         };
-        match drive(replica.checkpoint(now), &mut runtime.committer) {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                let corruption = partition_corruption(&error);
-                return self.fail_node(
-                    id,
-                    group,
-                    NodeFailure {
-                        text: format!("checkpoint before a split: {error}"),
-                        corruption,
-                    },
-                );
-            }
-            Err(failure) => return self.fail_node(id, group, failure),
+        let checkpointed = drive(replica.checkpoint(now), &mut runtime.committer);
+        if let Err(failure) = replica_outcome(checkpointed, "checkpoint before a split") {
+            return self.fail_node(id, group, failure);
         }
         for child in children {
             let Some(child_group) = child
@@ -554,8 +532,8 @@ impl Simulation {
                 &mut runtime.committer,
             );
             runtime.dispatch.end_create(child.partition);
-            match built {
-                Ok(Ok(replica)) => {
+            match replica_outcome(built, "building a split child") {
+                Ok(replica) => {
                     runtime.dispatch.add_replica(child.partition, child.epoch);
                     let applied = replica.applied_slot();
                     runtime.replicas.insert(child_group, replica);
@@ -566,17 +544,6 @@ impl Simulation {
                     node.observed_applied.insert(child_group, applied);
                     node.fuzzy_until.remove(&child_group);
                     self.fault("split: child built");
-                }
-                Ok(Err(error)) => {
-                    let corruption = partition_corruption(&error);
-                    return self.fail_node(
-                        id,
-                        group,
-                        NodeFailure {
-                            text: format!("building a split child: {error}"),
-                            corruption,
-                        },
-                    );
                 }
                 Err(failure) => return self.fail_node(id, group, failure),
             }
