@@ -214,7 +214,6 @@ impl Simulation {
         let Some(current) = self.splits.current.as_ref() else {
             return;
         };
-        let parent = current.parent;
         match current.machine.action() {
             SplitAction::Ask { node, request } => self.ask_for_split(NodeId(node), request),
             SplitAction::Watch { nodes } => self.watch_split(&nodes),
@@ -241,7 +240,6 @@ impl Simulation {
                     .split_nanos_max
                     .max(self.now_nanos - current.started_nanos);
                 self.splits.next_start_nanos = self.now_nanos + SPLIT_INTERVAL_NANOS;
-                let _ = parent;
             }
         }
     }
@@ -262,11 +260,13 @@ impl Simulation {
         if let Some(current) = self.splits.current.as_mut() {
             current.waiting = Some((reply_to, node, give_up_at));
         }
-        self.route_control_request(node, parent, reply_to, request);
+        self.route_request(node, parent, reply_to, request);
     }
 
-    /// A control request through `node`'s shard dispatch; its answer comes to `on_reply`.
-    fn route_control_request(
+    /// A request to `group`'s replica through `node`'s shard dispatch, as the bus delivers it
+    /// (an item request, or a split's); its answer comes to `on_reply`, perhaps before this
+    /// returns.
+    pub(crate) fn route_request(
         &mut self,
         node: NodeId,
         group: usize,
@@ -293,7 +293,7 @@ impl Simulation {
                     self.on_reply(reply_to, response);
                 }
                 other => self.violation(format!(
-                    "{node:?} group {group}: a split's request routed as {other:?}"
+                    "{node:?} group {group}: a request routed as {other:?}"
                 )),
             }
         }
@@ -391,7 +391,7 @@ impl Simulation {
                 .runtime
                 .as_ref()
                 .is_some_and(|runtime| runtime.replicas.contains_key(&parent));
-            self.route_control_request(NodeId(*node), parent, reply_to, request.clone());
+            self.route_request(NodeId(*node), parent, reply_to, request.clone());
             let after = self.nodes[&NodeId(*node)]
                 .runtime
                 .as_ref()

@@ -371,30 +371,12 @@ impl Simulation {
         reply_to: u64,
         request: PreparedRequest,
     ) {
-        let frame = RequestFrame {
-            request_id: reply_to,
-            request: NodeRequest::Item {
-                partition: group as u64 + PARTITION_FIRST,
-                epoch: self.groups[group].epoch,
-                request: encode_request(&request),
-            },
+        let request = NodeRequest::Item {
+            partition: group as u64 + PARTITION_FIRST,
+            epoch: self.groups[group].epoch,
+            request: encode_request(&request),
         };
-        let now = self.local_time(node);
-        let Some(runtime) = self.nodes.get_mut(&node).and_then(|n| n.runtime.as_mut()) else {
-            return;
-        };
-        for routed in runtime
-            .dispatch
-            .route(reply_to, BusMessage::Request(frame), now)
-        {
-            match routed {
-                Routed::Replica { event, .. } => self.feed(node, group, event),
-                Routed::Respond { frame, .. } => self.on_reply(frame.request_id, frame.response),
-                other => self.violation(format!(
-                    "{node:?} group {group}: an item request routed as {other:?}"
-                )),
-            }
-        }
+        self.route_request(node, group, reply_to, request);
     }
 
     pub(crate) fn write(&mut self, client: usize, group: usize, command: Command) {

@@ -68,18 +68,9 @@ impl Cluster {
                 }),
             )
             .await;
-        for _ in 0..WAIT_STEPS_MAX {
-            let answered = transport
-                .responses
-                .borrow()
-                .iter()
-                .position(|frame| frame.request_id == request_id);
-            if let Some(index) = answered {
-                return transport.responses.borrow_mut().remove(index).response;
-            }
-            glommio::timer::sleep(TICK).await;
-        }
-        panic!("request {request_id} to node {node} was never answered");
+        super::recorded_answer(&transport.responses, request_id)
+            .await
+            .unwrap_or_else(|| panic!("request {request_id} to node {node} was never answered"))
     }
 
     /// Asks `node` until it answers something other than a refusal to retry (not the

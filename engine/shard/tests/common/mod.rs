@@ -96,18 +96,28 @@ pub const WAIT_STEPS_MAX: usize = 500;
 
 /// Waits for the shard's answer to `request_id` and takes it from the recorder.
 pub async fn answer(transport: &Recorder, request_id: u64) -> NodeResponse {
+    recorded_answer(&transport.responses, request_id)
+        .await
+        .unwrap_or_else(|| panic!("request {request_id} was never answered"))
+}
+
+/// Waits for the answer to `request_id` among `responses` (what a test transport records)
+/// and takes it; `None` if none came within [`WAIT_STEPS_MAX`] ticks.
+pub async fn recorded_answer(
+    responses: &RefCell<Vec<ResponseFrame>>,
+    request_id: u64,
+) -> Option<NodeResponse> {
     for _ in 0..WAIT_STEPS_MAX {
-        let answered = transport
-            .responses
+        let answered = responses
             .borrow()
             .iter()
             .position(|frame| frame.request_id == request_id);
         if let Some(index) = answered {
-            return transport.responses.borrow_mut().remove(index).response;
+            return Some(responses.borrow_mut().remove(index).response);
         }
         glommio::timer::sleep(TICK).await;
     }
-    panic!("request {request_id} was never answered");
+    None
 }
 
 /// Hands `request` to the shard as the bus would and waits for its answer.

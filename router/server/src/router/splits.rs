@@ -38,6 +38,10 @@ const SPLIT_DRIVE_MAX: Duration = Duration::from_secs(20);
 /// long: the parent's writes pause from its freezing until its children are routed, so the
 /// driver watches closely.
 const SPLIT_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+/// Once the children are routed nothing waits on the parent's deletion: a node it waits for
+/// (silent, or still building) is watched again after this long, each time with a read of the
+/// table item, rather than at [`SPLIT_RETRY_INTERVAL`].
+const SPLIT_DELETE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// A partition whose split its leader refused is not planned again for this long.
 pub const SPLIT_REFUSED_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -483,7 +487,14 @@ impl Router {
                             glommio::timer::sleep(SPLIT_RETRY_INTERVAL).await;
                         }
                     } else if progress == Progress::AskAgain {
-                        glommio::timer::sleep(SPLIT_RETRY_INTERVAL).await;
+                        let pause = if split.machine.step()
+                            == shoal_autoadmin::split::SplitStep::DeleteParent
+                        {
+                            SPLIT_DELETE_RETRY_INTERVAL
+                        } else {
+                            SPLIT_RETRY_INTERVAL
+                        };
+                        glommio::timer::sleep(pause).await;
                     }
                 }
                 SplitAction::Route => {
