@@ -93,6 +93,10 @@ pub enum ForwardError {
         message: String,
         replica_may_have_served: bool,
     },
+    /// The partition's epoch is the route's, yet it refused the request for naming a key it
+    /// does not own: the request was grouped with a map from before a split of `partition`.
+    /// Nothing was applied; the keys must be grouped again with the current map.
+    KeysElsewhere { partition: u64 },
 }
 
 impl ForwardError {
@@ -102,7 +106,9 @@ impl ForwardError {
     pub fn may_have_consumed(&self) -> bool {
         match self {
             ForwardError::Dynamo(_) | ForwardError::OutcomeUnknown { .. } => true,
-            ForwardError::Refused(_) | ForwardError::StaleRoute { .. } => false,
+            ForwardError::Refused(_)
+            | ForwardError::StaleRoute { .. }
+            | ForwardError::KeysElsewhere { .. } => false,
             ForwardError::Unavailable {
                 replica_may_have_served,
                 ..
@@ -123,6 +129,12 @@ impl ForwardError {
             ForwardError::Unavailable { message, .. } => {
                 DynamoError::internal(format!("Internal server error ({message})"))
             }
+            // A batch returns these keys unprocessed (an internal error is what its settling
+            // treats as "not served"); a transaction groups them again before this is seen.
+            ForwardError::KeysElsewhere { partition } => DynamoError::internal(format!(
+                "Internal server error (partition {partition} does not own every key of the \
+                 request (the partition was split); send them again)"
+            )),
         }
     }
 }
@@ -328,9 +340,19 @@ pub struct Forwarder {
 }
 
 /// Why an attempt was made again, as /metrics names it: a replica was not the leader (or
-/// not in the directory), was busy or had not applied the request, did not answer, or the
-/// partition map was stale (the router refreshes it and routes again).
-pub const RETRY_KINDS: [&str; 4] = ["not_leader", "busy", "no_answer", "stale_route"];
+/// not in the directory), was busy or had not applied the request, did not answer, the
+/// partition map was stale (the router refreshes it and routes again), or the request was
+/// grouped with a map from before a split and its keys must be grouped again
+/// ([`ForwardError::KeysElsewhere`]).
+pub const RETRY_KINDS: [&str; 5] = [
+    "not_leader",
+    "busy",
+    "no_answer",
+    "stale_route",
+    "keys_elsewhere",
+];
+/// [`RETRY_KINDS`]' index of `keys_elsewhere`.
+const KEYS_ELSEWHERE_RETRY: usize = 4;
 
 /// Why a single call to a shard ([`Forwarder::call_once`]) got no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -569,17 +591,12 @@ impl Forwarder {
                                 if current_epoch == route.epoch {
                                     // The partition's epoch is the route's, so the map is not
                                     // stale: the request names a key the partition does not
-                                    // own (a split child's range; a batch grouped with a map
-                                    // older than the split). Routing it the same way cannot
-                                    // help: nothing was applied, and a batch returns these keys
-                                    // unprocessed, to be grouped again.
-                                    return Err(ForwardError::Unavailable {
-                                        message: format!(
-                                            "partition {} does not own every key of the request \
-                                             (the partition was split); send them again",
-                                            route.id
-                                        ),
-                                        replica_may_have_served: false,
+                                    // own (a split child's range; a batch or transaction
+                                    // grouped with a map older than the split). Routing it the
+                                    // same way cannot help: nothing was applied.
+                                    self.count_retry(KEYS_ELSEWHERE_RETRY);
+                                    return Err(ForwardError::KeysElsewhere {
+                                        partition: route.id,
                                     });
                                 }
                             }

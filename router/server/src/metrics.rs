@@ -195,7 +195,7 @@ impl RouterMetrics {
             &mut text,
             "shoal_router_forward_retries_total",
             "counter",
-            "Attempts of a request to a partition made again, by why (not_leader, busy, no_answer, stale_route).",
+            "Attempts of a request to a partition made again, by why (not_leader, busy, no_answer, stale_route, keys_elsewhere).",
         );
         for (kind, count) in retries {
             let _ = writeln!(

@@ -418,8 +418,8 @@ fn stale_epochs_and_wrong_owners_ask_for_a_map_refresh() {
 }
 
 /// A split child refuses a key outside its range with its own epoch, the route's: the map is
-/// not stale, so the forwarder neither refreshes nor retries; nothing was applied, and a batch
-/// returns such keys unprocessed.
+/// not stale, so the forwarder neither refreshes nor retries; nothing was applied, a batch
+/// returns such keys unprocessed and a transaction groups them again.
 #[test]
 fn a_key_outside_a_split_childs_range_is_refused_without_a_refresh() {
     run(async {
@@ -438,15 +438,16 @@ fn a_key_outside_a_split_childs_range_is_refused_without_a_refresh() {
         assert!(
             matches!(
                 &error,
-                ForwardError::Unavailable {
-                    replica_may_have_served: false,
-                    ..
+                ForwardError::KeysElsewhere {
+                    partition: PARTITION
                 }
             ),
             "{error:?}"
         );
         assert!(!error.may_have_consumed());
         assert_eq!(cluster.total_requests(), 1);
+        // What a batch's settling sees: an internal error, so the keys come back unprocessed.
+        assert_eq!(error.into_dynamo().type_name, "InternalServerError");
     });
 }
 

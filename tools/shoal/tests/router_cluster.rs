@@ -2449,6 +2449,137 @@ const SPLIT_TEST_ITEMS: usize = 300;
 /// Items the writer adds while the splits run.
 const SPLIT_TEST_WRITES_DURING: usize = 100;
 
+/// A router's count of requests refused for naming keys their partition does not own since a
+/// split (`shoal_router_forward_retries_total{kind="keys_elsewhere"}`).
+fn keys_elsewhere_refusals(router: &Router) -> u64 {
+    router
+        .render_metrics()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("shoal_router_forward_retries_total{kind=\"keys_elsewhere\"} ")
+        })
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The partitions of `people` as `router` reads them from the metadata now (refreshing its
+/// cache): (id, first hash, last hash).
+async fn people_partitions(router: &Router) -> Vec<(u64, u64, u64)> {
+    router
+        .table_partitions("people")
+        .await
+        .unwrap()
+        .iter()
+        .map(|partition| (partition.id, partition.range.first, partition.range.last))
+        .collect()
+}
+
+/// Watches the split test's table until a split is routed that `stale_routers` have not
+/// seen, then runs a TransactGetItems and a TransactWriteItems through them on the items of
+/// that parent (written before the splits). Each router groups the items as one prepare or
+/// read for the parent; the child it is sent to refuses the keys it did not get, the router
+/// groups them again, and both succeed (they failed with an InternalServerError before).
+/// Returns whether it ran them; it gives up when `watching` goes false.
+async fn transactions_grouped_before_a_split(
+    router: std::rc::Rc<Router>,
+    stale_routers: Vec<Router>,
+    watching: std::rc::Rc<std::cell::Cell<bool>>,
+) -> bool {
+    // The stale routers' maps, read again each second: within the cache's lifetime (5 s), so
+    // a split the main router sees routed since the last read is one they do not know of.
+    let mut stale_maps: Vec<Vec<(u64, u64, u64)>> = Vec::new();
+    let mut stale_read_at = Instant::now();
+    let parent = loop {
+        if !watching.get() {
+            return false;
+        }
+        if stale_maps.is_empty() || stale_read_at.elapsed() >= Duration::from_secs(1) {
+            stale_maps.clear();
+            for stale in &stale_routers {
+                stale_maps.push(people_partitions(stale).await);
+            }
+            stale_read_at = Instant::now();
+        }
+        let now = people_partitions(&router).await;
+        let unseen = stale_maps[0].iter().find(|parent| {
+            !now.iter().any(|(id, _, _)| *id == parent.0)
+                && stale_maps.iter().all(|map| map.contains(parent))
+        });
+        if let Some(parent) = unseen {
+            break *parent;
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    };
+    let (_, first, last) = parent;
+    let keys: Vec<usize> = (0..SPLIT_TEST_ITEMS)
+        .filter(|index| {
+            let value = shoal_model::AttributeValue::String(key(*index));
+            let hash = shoal_model::key::partition_hash(&value).unwrap();
+            (first..=last).contains(&hash)
+        })
+        .take(shoal_model::transaction::TRANSACT_ITEMS_MAX)
+        .collect();
+    assert!(keys.len() > 1, "parent {parent:?} holds {keys:?}");
+    let gets: Vec<Json> = keys
+        .iter()
+        .map(|index| json!({"Get": {"TableName": "people", "Key": {"pk": {"S": key(*index)}}}}))
+        .collect();
+    let got = stale_routers[0]
+        .transact_get_items(json!({ "TransactItems": gets }))
+        .await
+        .unwrap();
+    for (position, index) in keys.iter().enumerate() {
+        assert_eq!(
+            got["Responses"][position]["Item"]["pk"]["S"],
+            key(*index),
+            "TransactGetItems answer {position}"
+        );
+    }
+    let updates: Vec<Json> = keys
+        .iter()
+        .map(|index| {
+            json!({"Update": {
+                "TableName": "people",
+                "Key": {"pk": {"S": key(*index)}},
+                "UpdateExpression": "SET in_transaction = :yes",
+                "ExpressionAttributeValues": {":yes": {"BOOL": true}},
+            }})
+        })
+        .collect();
+    stale_routers[1]
+        .transact_write_items(json!({ "TransactItems": updates }))
+        .await
+        .unwrap();
+    for index in &keys {
+        let found = router
+            .get_item(json!({
+                "TableName": "people",
+                "Key": {"pk": {"S": key(*index)}},
+                "ConsistentRead": true,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            found["Item"]["in_transaction"],
+            json!({"BOOL": true}),
+            "item {index} after the transaction"
+        );
+    }
+    for (which, stale) in stale_routers.iter().enumerate() {
+        assert!(
+            keys_elsewhere_refusals(stale) > 0,
+            "stale router {which}: no child of partition {parent:?} refused the keys it lost"
+        );
+    }
+    eprintln!(
+        "a TransactGetItems and a TransactWriteItems of {} items grouped for split partition \
+         {} succeeded",
+        keys.len(),
+        parent.0
+    );
+    true
+}
+
 fn padded_put(index: usize) -> Json {
     json!({
         "TableName": "people",
@@ -2510,10 +2641,33 @@ fn a_table_past_the_split_threshold_splits_and_every_item_is_still_found() {
                 longest
             }
         });
+        // Two more routers that hear of a split only when a node refuses them: a watcher runs
+        // transactions through them with the map from before the first split it sees routed.
+        let mut stale_routers = Vec::new();
+        for seed in [24, 25] {
+            let other = Router::new(repairing_config(&nodes, seed)).unwrap();
+            other.load_cluster().await.unwrap();
+            stale_routers.push(other);
+        }
+        let watching = std::rc::Rc::new(std::cell::Cell::new(true));
+        let mut watcher = Some(glommio::spawn_local(transactions_grouped_before_a_split(
+            router.clone(),
+            stale_routers,
+            watching.clone(),
+        )));
         let started = Instant::now();
         let (mut splits_started, mut splits_finished) = (0, 0);
         loop {
             let report = router.autoadmin_pass().await.unwrap();
+            // The next pass may split the children the watcher's transaction writes to (a split
+            // meeting its locks is refused): it finishes first.
+            if let Some(watcher) = watcher.take() {
+                watching.set(false);
+                assert!(
+                    watcher.await,
+                    "every split of the first pass was routed between two looks of the watcher"
+                );
+            }
             splits_started += report.splits.started;
             splits_finished += report.splits.finished;
             assert_eq!(report.splits.refused, 0, "{report:?}");

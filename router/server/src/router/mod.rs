@@ -1139,17 +1139,39 @@ impl Router {
         estimate: Option<(Operation, CapacityUnits)>,
         deadline: Instant,
     ) -> Result<Reply, DynamoError> {
+        self.route_forward(table, index, hash, call, estimate, deadline)
+            .await
+            .map_err(ForwardError::into_dynamo)
+    }
+
+    /// [`Router::route_admitted`], failing with the forwarder's error: for callers that act on
+    /// its kind (a transaction groups keys again on [`ForwardError::KeysElsewhere`]). Errors of
+    /// the router's own (metadata, admission) come back as [`ForwardError::Refused`].
+    async fn route_forward(
+        &self,
+        table: &str,
+        index: Option<&str>,
+        hash: u64,
+        call: &ItemCall,
+        estimate: Option<(Operation, CapacityUnits)>,
+        deadline: Instant,
+    ) -> Result<Reply, ForwardError> {
         let mut refreshes = 0;
         let mut split_pause = SPLIT_ROUTE_WAIT_PAUSE_MIN;
         loop {
-            let map = self.route_map(table, index, deadline).await?;
+            let map = self
+                .route_map(table, index, deadline)
+                .await
+                .map_err(ForwardError::Refused)?;
             let route: PartitionEntry = map.lookup(hash).clone();
             let admission = match estimate {
                 Some((operation, units)) => {
                     if operation == Operation::Write && index.is_none() {
-                        self.check_index_writes(table)?;
+                        self.check_index_writes(table)
+                            .map_err(ForwardError::Refused)?;
                     }
-                    self.admit(table, index, operation, route.id, units)?
+                    self.admit(table, index, operation, route.id, units)
+                        .map_err(ForwardError::Refused)?
                 }
                 None => None,
             };
@@ -1168,8 +1190,13 @@ impl Router {
                 {
                     // Refused before doing anything: nothing was consumed.
                     self.settle(table, index, admission, 0);
-                    self.refresh_table(table, deadline).await?;
-                    let refreshed = self.route_map(table, index, deadline).await?;
+                    self.refresh_table(table, deadline)
+                        .await
+                        .map_err(ForwardError::Refused)?;
+                    let refreshed = self
+                        .route_map(table, index, deadline)
+                        .await
+                        .map_err(ForwardError::Refused)?;
                     let unchanged = {
                         let now_routed = refreshed.lookup(hash);
                         now_routed.id == route.id && now_routed.epoch == route.epoch
@@ -1186,8 +1213,7 @@ impl Router {
                                     route.id
                                 ),
                                 replica_may_have_served: false,
-                            }
-                            .into_dynamo());
+                            });
                         }
                         glommio::timer::sleep(split_pause).await;
                         split_pause = (split_pause * 2).min(SPLIT_ROUTE_WAIT_PAUSE_MAX);
@@ -1220,7 +1246,7 @@ impl Router {
                         _ => 0,
                     };
                     self.settle(table, index, admission, charged);
-                    return Err(error.into_dynamo());
+                    return Err(error);
                 }
             }
         }

@@ -70,6 +70,9 @@ const FINISH_ROUNDS_MAX: usize = 1_000;
 /// Estimated item bytes in one prepare request: a partition's actions are split past it, so
 /// each prepare's lock records fit one log entry (2 MiB) whatever the transaction's size.
 const PREPARE_BYTES_MAX: u64 = 1024 * 1024;
+/// Groupings of a transaction's actions at most: the first, and one more per split met among
+/// its partitions since (a split takes seconds to finish, a transaction milliseconds).
+const TRANSACTION_GROUPINGS_MAX: usize = 4;
 
 /// DynamoDB's message for two actions on one item (verified, notes section 1).
 pub const MULTIPLE_OPERATIONS_ON_ONE_ITEM: &str =
@@ -97,6 +100,26 @@ struct Action {
     check_only: bool,
 }
 
+/// One prepare request: actions of one table at one partition (request positions, in order).
+struct PrepareGroup {
+    table: String,
+    /// A hash the partition owns (its first action's), to route by.
+    hash: u64,
+    partition: u64,
+    members: Vec<usize>,
+}
+
+/// What one group's prepare came to.
+struct Prepared {
+    /// One per action of the group; `None` for those not prepared.
+    reasons: Vec<CancellationReasonWire>,
+    write_units_milli: u64,
+    index_write_units_milli: Vec<IndexWriteUnits>,
+    /// The first of the group's actions the partition refused as not its own (it was split
+    /// after the grouping): these and the ones after them were not prepared there.
+    elsewhere_from: Option<usize>,
+}
+
 /// A ledger record as read.
 struct LedgerRecord {
     state: String,
@@ -104,7 +127,8 @@ struct LedgerRecord {
     digest: String,
     started_ms: u64,
     decided_ms: Option<u64>,
-    /// The partitions the attempt touches, as (table, a hash it owns).
+    /// Where the attempt's actions are, as (table, key hash): older records list one hash per
+    /// partition, newer ones one per action, so both lead to every partition concerned.
     participants: Vec<(String, u64)>,
 }
 
@@ -399,8 +423,8 @@ impl Router {
         deadline: Instant,
     ) -> Result<bool, DynamoError> {
         let now_ms = unix_millis_now();
-        // Each partition the transaction touches, as (table, a hash it owns), so that recovery
-        // finishes all of them once it finds one lock.
+        // Where the transaction's actions are, as (table, key hash), so that recovery finishes
+        // all of its partitions once it finds one lock.
         let listed: Vec<Json> = participants
             .iter()
             .map(|(table, hash)| json!({ "M": { "t": { "S": table }, "h": { "N": hash.to_string() } } }))
@@ -583,25 +607,19 @@ impl Router {
         if early_cancel {
             return Err(cancelled(&early_reasons)?);
         }
-        // Step 2: the ledger record, listing the partitions the transaction touches.
-        let mut participants: Vec<(String, u64, u64)> = Vec::new();
+        // Step 2: the ledger record, listing a key hash of every action. Not one per partition:
+        // a partition split after the record is written leaves the transaction's locks in
+        // children the record must still lead to (recovery and a replayed token's commit
+        // finish every partition the hashes fall in, each once).
+        let mut participants: Vec<(String, u64)> = Vec::new();
         for action in &actions {
-            let partition = self
-                .route_map(&action.table, None, deadline)
-                .await?
-                .lookup(action.hash)
-                .id;
             if !participants
                 .iter()
-                .any(|(table, _, id)| *table == action.table && *id == partition)
+                .any(|(table, hash)| *table == action.table && *hash == action.hash)
             {
-                participants.push((action.table.clone(), action.hash, partition));
+                participants.push((action.table.clone(), action.hash));
             }
         }
-        let participants: Vec<(String, u64)> = participants
-            .into_iter()
-            .map(|(table, hash, _)| (table, hash))
-            .collect();
         self.ensure_ledger(deadline).await?;
         let digest = request_digest(&body["TransactItems"]);
         let ledger_key = match token {
@@ -718,6 +736,45 @@ impl Router {
         ))
     }
 
+    /// Groups the actions at `positions` into prepares by the partitions of the current map:
+    /// one prepare per partition (its actions, in request order), or several where its items
+    /// are large, so that each prepare is one log entry of locks holding the items.
+    async fn prepare_groups(
+        &self,
+        actions: &[Action],
+        positions: &[usize],
+        deadline: Instant,
+    ) -> Result<Vec<PrepareGroup>, DynamoError> {
+        let mut groups: Vec<PrepareGroup> = Vec::new();
+        let mut group_bytes: Vec<u64> = Vec::new();
+        for position in positions {
+            let action = &actions[*position];
+            let map = self.route_map(&action.table, None, deadline).await?;
+            let partition = map.lookup(action.hash).id;
+            let bytes = write_estimate_bytes(&action.write);
+            match groups.iter().zip(&group_bytes).rposition(|(group, total)| {
+                group.table == action.table
+                    && group.partition == partition
+                    && total + bytes <= PREPARE_BYTES_MAX
+            }) {
+                Some(group) => {
+                    groups[group].members.push(*position);
+                    group_bytes[group] += bytes;
+                }
+                None => {
+                    groups.push(PrepareGroup {
+                        table: action.table.clone(),
+                        hash: action.hash,
+                        partition,
+                        members: vec![*position],
+                    });
+                    group_bytes.push(bytes);
+                }
+            }
+        }
+        Ok(groups)
+    }
+
     /// Steps 3 to 5 for a transaction whose PENDING record is written.
     async fn run_transaction(
         &self,
@@ -727,149 +784,174 @@ impl Router {
         metrics: bool,
         deadline: Instant,
     ) -> Result<Json, DynamoError> {
-        // One prepare per partition (its actions, in request order), or several where its
-        // items are large: each prepare is one log entry of locks holding the items.
-        let mut groups: Vec<(String, u64, u64, Vec<usize>)> = Vec::new();
-        let mut group_bytes: Vec<u64> = Vec::new();
-        for (position, action) in actions.iter().enumerate() {
-            let map = self.route_map(&action.table, None, deadline).await?;
-            let partition = map.lookup(action.hash).id;
-            let bytes = write_estimate_bytes(&action.write);
-            match groups
-                .iter()
-                .zip(&group_bytes)
-                .rposition(|((table, _, id, _), total)| {
-                    *table == action.table && *id == partition && total + bytes <= PREPARE_BYTES_MAX
-                }) {
-                Some(group) => {
-                    groups[group].3.push(position);
-                    group_bytes[group] += bytes;
-                }
-                None => {
-                    groups.push((action.table.clone(), action.hash, partition, vec![position]));
-                    group_bytes.push(bytes);
-                }
-            }
-        }
-        let calls: Vec<(Vec<TransactAction>, CapacityUnits)> = groups
-            .iter()
-            .map(|(_, _, _, members)| {
-                let group_actions = members
-                    .iter()
-                    .map(|position| TransactAction {
-                        write: actions[*position].write.clone(),
-                        check_only: actions[*position].check_only,
-                    })
-                    .collect();
-                // Admission refuses only an exhausted bucket and charges the estimate, then
-                // settles what the partition reports. A transaction's units (twice its items')
-                // may exceed what is left, as DynamoDB allows (10 items of 350 KB in one
-                // transaction): so the estimate is the least its actions cost.
-                let least = write_units(1).as_milli() * members.len() as u64;
-                (group_actions, CapacityUnits::from_milli(least))
-            })
-            .collect();
         let mut reasons = none_reasons(actions.len());
-        // Admission for every prepare before any is sent (one settled first would leave the
-        // next an emptied bucket). A refused one cancels the transaction before anything is
-        // sent, and nothing is charged.
-        let mut admissions = Vec::with_capacity(groups.len());
+        // Every prepare sent, whatever its outcome: each of their partitions is finished.
+        let mut sent: Vec<PrepareGroup> = Vec::new();
+        let mut failure: Option<DynamoError> = None;
         let mut throttled = false;
-        for ((table, _, partition, members), (group_actions, estimate)) in groups.iter().zip(&calls)
-        {
-            // A group that writes needs every GSI of its table to have write capacity; one of
-            // ConditionChecks alone changes no index entry.
-            let admitted = if group_actions.iter().all(|action| action.check_only) {
-                Ok(())
-            } else {
-                self.check_index_writes(table)
-            };
-            match admitted
-                .and_then(|()| self.admit(table, None, Operation::Write, *partition, *estimate))
-            {
-                Ok(admission) => admissions.push(admission),
+        let mut units: Vec<TableUnits> = Vec::new();
+        // Actions still to prepare. A partition split after the actions were grouped refuses
+        // the keys it no longer owns, having locked nothing: they are grouped again with the
+        // map as it is now, a round at most per split met (splits wait for locks to go, so a
+        // partition holding this transaction's locks is never split under it).
+        let mut pending: Vec<usize> = (0..actions.len()).collect();
+        for _round in 0..TRANSACTION_GROUPINGS_MAX {
+            if pending.is_empty() {
+                break;
+            }
+            let groups = match self.prepare_groups(actions, &pending, deadline).await {
+                Ok(groups) => groups,
                 Err(error) => {
-                    throttled = true;
-                    let code = CancellationCode::of_exception(&error.type_name);
-                    for position in members {
-                        reasons[*position] = reason(code, &error.message);
+                    failure = Some(error);
+                    break;
+                }
+            };
+            pending.clear();
+            let calls: Vec<(Vec<TransactAction>, CapacityUnits)> = groups
+                .iter()
+                .map(|group| {
+                    let group_actions = group
+                        .members
+                        .iter()
+                        .map(|position| TransactAction {
+                            write: actions[*position].write.clone(),
+                            check_only: actions[*position].check_only,
+                        })
+                        .collect();
+                    // Admission refuses only an exhausted bucket and charges the estimate,
+                    // then settles what the partition reports. A transaction's units (twice
+                    // its items') may exceed what is left, as DynamoDB allows (10 items of
+                    // 350 KB in one transaction): so the estimate is the least its actions
+                    // cost.
+                    let least = write_units(1).as_milli() * group.members.len() as u64;
+                    (group_actions, CapacityUnits::from_milli(least))
+                })
+                .collect();
+            // Admission for every prepare before any is sent (one settled first would leave
+            // the next an emptied bucket). A refused one cancels the transaction before
+            // anything more is sent, and nothing is charged.
+            let mut admissions = Vec::with_capacity(groups.len());
+            for (group, (group_actions, estimate)) in groups.iter().zip(&calls) {
+                // A group that writes needs every GSI of its table to have write capacity; one
+                // of ConditionChecks alone changes no index entry.
+                let admitted = if group_actions.iter().all(|action| action.check_only) {
+                    Ok(())
+                } else {
+                    self.check_index_writes(&group.table)
+                };
+                match admitted.and_then(|()| {
+                    self.admit(
+                        &group.table,
+                        None,
+                        Operation::Write,
+                        group.partition,
+                        *estimate,
+                    )
+                }) {
+                    Ok(admission) => admissions.push(admission),
+                    Err(error) => {
+                        throttled = true;
+                        let code = CancellationCode::of_exception(&error.type_name);
+                        for position in &group.members {
+                            reasons[*position] = reason(code, &error.message);
+                        }
+                        admissions.push(None);
                     }
-                    admissions.push(None);
                 }
             }
-        }
-        if throttled {
-            for ((table, _, _, _), admission) in groups.iter().zip(admissions) {
-                self.settle(table, None, admission, 0);
+            if throttled {
+                for (group, admission) in groups.iter().zip(admissions) {
+                    self.settle(&group.table, None, admission, 0);
+                }
+                break;
             }
-            self.ledger_decide(transaction, STATE_CANCELLED, deadline)
-                .await?;
-            return Err(cancelled(&reasons)?);
-        }
-        let results = join_bounded(
-            groups
-                .iter()
-                .zip(&calls)
-                .map(|((table, hash, _, _), (group_actions, _))| {
-                    self.prepare_at(table, *hash, transaction, group_actions, deadline)
-                })
-                .collect(),
-            BATCH_PARTITIONS_IN_FLIGHT_MAX,
-        )
-        .await;
-        let mut failure: Option<DynamoError> = None;
-        let mut units: Vec<TableUnits> = Vec::new();
-        for (((table, _, _, members), result), admission) in
-            groups.iter().zip(results).zip(admissions)
-        {
-            match result {
-                Ok((answered, write_units_milli, index_write_units_milli)) => {
-                    // Admission charges the table's part; GSI writes are the indexes'.
-                    let global_milli: u64 = index_write_units_milli
-                        .iter()
-                        .filter(|units| units.global)
-                        .map(|units| units.milli)
-                        .sum();
-                    self.settle(
-                        table,
-                        None,
-                        admission,
-                        write_units_milli.saturating_sub(global_milli),
-                    );
-                    self.charge_index_units(
-                        table,
-                        index_write_units_milli
+            let results = join_bounded(
+                groups
+                    .iter()
+                    .zip(&calls)
+                    .map(|(group, (group_actions, _))| {
+                        self.prepare_at(
+                            &group.table,
+                            group.hash,
+                            transaction,
+                            group_actions,
+                            deadline,
+                        )
+                    })
+                    .collect(),
+                BATCH_PARTITIONS_IN_FLIGHT_MAX,
+            )
+            .await;
+            for ((group, result), admission) in groups.iter().zip(results).zip(admissions) {
+                match result {
+                    Ok(prepared) => {
+                        // Admission charges the table's part; GSI writes are the indexes'.
+                        let global_milli: u64 = prepared
+                            .index_write_units_milli
                             .iter()
                             .filter(|units| units.global)
-                            .map(|units| (units.number, units.milli))
-                            .collect(),
-                    );
-                    units.push((
-                        table.clone(),
-                        write_units_milli,
-                        index_write_units_milli
-                            .iter()
-                            .map(|units| (units.global, units.number, units.milli))
-                            .collect(),
-                    ));
-                    for (position, answer) in members.iter().zip(answered) {
-                        reasons[*position] = answer;
+                            .map(|units| units.milli)
+                            .sum();
+                        self.settle(
+                            &group.table,
+                            None,
+                            admission,
+                            prepared.write_units_milli.saturating_sub(global_milli),
+                        );
+                        self.charge_index_units(
+                            &group.table,
+                            prepared
+                                .index_write_units_milli
+                                .iter()
+                                .filter(|units| units.global)
+                                .map(|units| (units.number, units.milli))
+                                .collect(),
+                        );
+                        units.push((
+                            group.table.clone(),
+                            prepared.write_units_milli,
+                            prepared
+                                .index_write_units_milli
+                                .iter()
+                                .map(|units| (units.global, units.number, units.milli))
+                                .collect(),
+                        ));
+                        for (position, answer) in group.members.iter().zip(prepared.reasons) {
+                            reasons[*position] = answer;
+                        }
+                        if let Some(first) = prepared.elsewhere_from {
+                            pending.extend_from_slice(&group.members[first..]);
+                        }
+                    }
+                    Err(error) => {
+                        self.settle(&group.table, None, admission, 0);
+                        failure = Some(error);
                     }
                 }
-                Err(error) => {
-                    self.settle(table, None, admission, 0);
-                    failure = Some(error);
+            }
+            for group in &groups {
+                if group.members.iter().any(|position| {
+                    reasons[*position].code == CancellationCode::TransactionConflict.code()
+                }) {
+                    self.suspect_lock(&group.table, group.hash);
                 }
             }
-        }
-        for (table, hash, _, members) in &groups {
-            if members.iter().any(|position| {
-                reasons[*position].code == CancellationCode::TransactionConflict.code()
-            }) {
-                self.suspect_lock(table, *hash);
+            sent.extend(groups);
+            let refused = reasons
+                .iter()
+                .any(|reason| reason.code != CancellationCode::None.code());
+            if failure.is_some() || refused {
+                break;
             }
         }
+        if failure.is_none() && !throttled && !pending.is_empty() {
+            failure = Some(DynamoError::internal(
+                "Internal server error (the table's partitions kept splitting under the \
+                 transaction; nothing was applied, send it again)",
+            ));
+        }
         let all_prepared = failure.is_none()
+            && !throttled
             && reasons
                 .iter()
                 .all(|reason| reason.code == CancellationCode::None.code());
@@ -904,14 +986,14 @@ impl Router {
             }
         };
         self.step_done(ControlStep::TransactionDecided).await;
-        // Step 5, once per partition.
+        // Step 5, once per partition a prepare was sent to.
         let mut partitions: Vec<(String, u64)> = Vec::new();
-        for (position, (table, hash, id, _)) in groups.iter().enumerate() {
-            let first = groups
+        for (position, group) in sent.iter().enumerate() {
+            let first = sent
                 .iter()
-                .position(|(other, _, other_id, _)| other == table && other_id == id);
+                .position(|other| other.table == group.table && other.partition == group.partition);
             if first == Some(position) {
-                partitions.push((table.clone(), *hash));
+                partitions.push((group.table.clone(), group.hash));
             }
         }
         let collections = self
@@ -949,7 +1031,9 @@ impl Router {
 
     /// Prepares `actions` at the partition of `hash`: in one request, or in several when their
     /// lock records need more than one log entry (the partition says how many it locked).
-    /// Returns each action's reason and the units the partition reported.
+    /// Returns each action's reason and the units the partition reported; a partition that
+    /// no longer owns some of the keys (split since they were grouped) leaves the rest
+    /// unprepared ([`Prepared::elsewhere_from`]).
     async fn prepare_at(
         &self,
         table: &str,
@@ -957,10 +1041,13 @@ impl Router {
         transaction: &TransactionRef,
         actions: &[TransactAction],
         deadline: Instant,
-    ) -> Result<(Vec<CancellationReasonWire>, u64, Vec<IndexWriteUnits>), DynamoError> {
-        let mut reasons = none_reasons(actions.len());
-        let mut write_milli = 0;
-        let mut index_milli: Vec<IndexWriteUnits> = Vec::new();
+    ) -> Result<Prepared, DynamoError> {
+        let mut prepared = Prepared {
+            reasons: none_reasons(actions.len()),
+            write_units_milli: 0,
+            index_write_units_milli: Vec::new(),
+            elsewhere_from: None,
+        };
         let mut start = 0;
         // Each round locks at least one action, so the loop ends within the action count.
         while start < actions.len() {
@@ -968,7 +1055,17 @@ impl Router {
                 transaction: transaction.clone(),
                 actions: actions[start..].to_vec(),
             });
-            let reply = self.route_unadmitted(table, hash, &call, deadline).await?;
+            let reply = match self
+                .route_forward(table, None, hash, &call, None, deadline)
+                .await
+            {
+                Ok(reply) => reply,
+                Err(ForwardError::KeysElsewhere { .. }) => {
+                    prepared.elsewhere_from = Some(start);
+                    break;
+                }
+                Err(error) => return Err(error.into_dynamo()),
+            };
             let ItemResult::TransactPrepared {
                 reasons: answered,
                 index_write_units_milli,
@@ -985,12 +1082,14 @@ impl Router {
                     "Internal server error (a partition answered a transaction prepare for other actions)",
                 ));
             }
-            write_milli += reply.write_units_milli;
-            index_milli.extend(index_write_units_milli);
+            prepared.write_units_milli += reply.write_units_milli;
+            prepared
+                .index_write_units_milli
+                .extend(index_write_units_milli);
             let refused = answered
                 .iter()
                 .any(|reason| reason.code != CancellationCode::None.code());
-            for (slot, answer) in reasons[start..].iter_mut().zip(answered) {
+            for (slot, answer) in prepared.reasons[start..].iter_mut().zip(answered) {
                 *slot = answer;
             }
             if refused {
@@ -998,7 +1097,7 @@ impl Router {
             }
             start += locked.min(actions.len() - start);
         }
-        Ok((reasons, write_milli, index_milli))
+        Ok(prepared)
     }
 
     /// ConsumedCapacity of a transaction: one entry per table, in first-mention order, with
@@ -1042,6 +1141,7 @@ impl Router {
         commit: bool,
         deadline: Instant,
     ) -> Vec<(String, shoal_wire::messages::CollectionSize)> {
+        let partitions = self.distinct_partitions(partitions, deadline).await;
         let mut collections = Vec::new();
         let mut calls = Vec::with_capacity(partitions.len());
         let mut remaining: Vec<usize> = Vec::with_capacity(partitions.len());
@@ -1140,6 +1240,32 @@ impl Router {
         collections
     }
 
+    /// `hashes` (table, key hash) less those routed to a partition an earlier one is routed
+    /// to now: one per partition to call. A table whose map cannot be read keeps all of its
+    /// entries (the calls fail as they would have).
+    async fn distinct_partitions(
+        &self,
+        hashes: Vec<(String, u64)>,
+        deadline: Instant,
+    ) -> Vec<(String, u64)> {
+        let mut seen: Vec<(String, u64)> = Vec::new();
+        let mut distinct = Vec::with_capacity(hashes.len());
+        for (table, hash) in hashes {
+            if let Ok(map) = self.route_map(&table, None, deadline).await {
+                let partition = map.lookup(hash).id;
+                if seen
+                    .iter()
+                    .any(|(name, id)| *name == table && *id == partition)
+                {
+                    continue;
+                }
+                seen.push((table.clone(), partition));
+            }
+            distinct.push((table, hash));
+        }
+        distinct
+    }
+
     /// TransactGetItems: see the module's comment.
     pub async fn transact_get_items(&self, body: Json) -> Result<Json, DynamoError> {
         let report = capacity_report(&body)?;
@@ -1219,114 +1345,90 @@ impl Router {
         if early_cancel {
             return Err(cancelled(&early_reasons)?);
         }
-        // One read per partition.
-        let mut groups: Vec<(String, u64, u64, Vec<usize>)> = Vec::new();
-        for (position, (table, hash, _)) in gets.iter().enumerate() {
-            let partition = self
-                .route_map(table, None, deadline)
-                .await?
-                .lookup(*hash)
-                .id;
-            match groups
-                .iter_mut()
-                .find(|(name, _, id, _)| name == table && *id == partition)
-            {
-                Some((_, _, _, members)) => members.push(position),
-                None => groups.push((table.clone(), *hash, partition, vec![position])),
-            }
-        }
-        let reads: Vec<ItemCall> = groups
-            .iter()
-            .map(|(_, _, _, members)| {
-                ItemCall::new(&PreparedRequest::TransactRead {
-                    gets: members
-                        .iter()
-                        .map(|position| gets[*position].2.clone())
-                        .collect(),
-                })
-            })
-            .collect();
-        let results = join_bounded(
-            groups
-                .iter()
-                .zip(&reads)
-                .map(|((table, hash, _, members), call)| {
-                    let estimate = CapacityUnits::from_milli(
-                        read_units(1, ReadConsistency::Strong).as_milli()
-                            * 2
-                            * members.len() as u64,
-                    );
-                    self.route(table, *hash, call, (Operation::Read, estimate), deadline)
-                })
-                .collect(),
-            BATCH_PARTITIONS_IN_FLIGHT_MAX,
-        )
-        .await;
         let mut found: Vec<Option<Vec<u8>>> = vec![None; gets.len()];
-        let mut since = Vec::with_capacity(groups.len());
         let mut units: Vec<TableUnits> = Vec::new();
         let mut reasons = none_reasons(gets.len());
         let mut conflict = false;
-        for ((table, hash, _, members), result) in groups.iter().zip(results) {
-            let reply = result?;
-            let ItemResult::TransactRead {
-                items,
-                locked,
-                applied_slot,
-            } = reply.result
-            else {
-                return Err(DynamoError::internal(
-                    "Internal server error (a partition answered a transaction read with another result)",
-                ));
-            };
-            units.push((table.clone(), reply.read_units_milli, Vec::new()));
-            if locked {
-                self.suspect_lock(table, *hash);
-                conflict = true;
-                for position in members {
-                    reasons[*position] = reason(
-                        CancellationCode::TransactionConflict,
-                        shoal_model::transaction::TRANSACTION_CONFLICT_REASON,
-                    );
+        // A partition split after the gets were grouped refuses the keys it no longer owns:
+        // the reads start again, grouped with the map as it is now.
+        for grouping in 1..=TRANSACTION_GROUPINGS_MAX {
+            let last_grouping = grouping == TRANSACTION_GROUPINGS_MAX;
+            // One read per partition.
+            let mut groups: Vec<(String, u64, u64, Vec<usize>)> = Vec::new();
+            for (position, (table, hash, _)) in gets.iter().enumerate() {
+                let partition = self
+                    .route_map(table, None, deadline)
+                    .await?
+                    .lookup(*hash)
+                    .id;
+                match groups
+                    .iter_mut()
+                    .find(|(name, _, id, _)| name == table && *id == partition)
+                {
+                    Some((_, _, _, members)) => members.push(position),
+                    None => groups.push((table.clone(), *hash, partition, vec![position])),
                 }
             }
-            for (position, item) in members.iter().zip(items) {
-                found[*position] = item;
-            }
-            since.push(applied_slot);
-        }
-        if !conflict && groups.len() > 1 {
-            // The second round: nothing read changed since (the module's comment).
-            let confirms: Vec<ItemCall> = groups
+            let reads: Vec<ItemCall> = groups
                 .iter()
-                .zip(&since)
-                .map(|((_, _, _, members), since)| {
-                    ItemCall::new(&PreparedRequest::TransactConfirm {
-                        storage_keys: members
+                .map(|(_, _, _, members)| {
+                    ItemCall::new(&PreparedRequest::TransactRead {
+                        gets: members
                             .iter()
-                            .map(|position| gets[*position].2.storage_key.clone())
+                            .map(|position| gets[*position].2.clone())
                             .collect(),
-                        since: *since,
                     })
                 })
                 .collect();
             let results = join_bounded(
                 groups
                     .iter()
-                    .zip(&confirms)
-                    .map(|((table, hash, _, _), call)| {
-                        self.route_unadmitted(table, *hash, call, deadline)
+                    .zip(&reads)
+                    .map(|((table, hash, _, members), call)| {
+                        let estimate = CapacityUnits::from_milli(
+                            read_units(1, ReadConsistency::Strong).as_milli()
+                                * 2
+                                * members.len() as u64,
+                        );
+                        self.route_forward(
+                            table,
+                            None,
+                            *hash,
+                            call,
+                            Some((Operation::Read, estimate)),
+                            deadline,
+                        )
                     })
                     .collect(),
                 BATCH_PARTITIONS_IN_FLIGHT_MAX,
             )
             .await;
-            for ((_, _, _, members), result) in groups.iter().zip(results) {
-                let unchanged = matches!(
-                    result?.result,
-                    ItemResult::TransactConfirmed { unchanged: true }
-                );
-                if !unchanged {
+            let mut regroup = false;
+            let mut since = Vec::with_capacity(groups.len());
+            for ((table, hash, _, members), result) in groups.iter().zip(results) {
+                let reply = match result {
+                    Ok(reply) => reply,
+                    Err(ForwardError::KeysElsewhere { .. }) if !last_grouping => {
+                        regroup = true;
+                        since.push(0);
+                        continue;
+                    }
+                    Err(error) => return Err(error.into_dynamo()),
+                };
+                let ItemResult::TransactRead {
+                    items,
+                    locked,
+                    applied_slot,
+                } = reply.result
+                else {
+                    return Err(DynamoError::internal(
+                        "Internal server error (a partition answered a transaction read with another result)",
+                    ));
+                };
+                // Charged when served, whether this grouping's reads are kept or not.
+                units.push((table.clone(), reply.read_units_milli, Vec::new()));
+                if locked {
+                    self.suspect_lock(table, *hash);
                     conflict = true;
                     for position in members {
                         reasons[*position] = reason(
@@ -1335,6 +1437,70 @@ impl Router {
                         );
                     }
                 }
+                for (position, item) in members.iter().zip(items) {
+                    found[*position] = item;
+                }
+                since.push(applied_slot);
+            }
+            if conflict {
+                break;
+            }
+            if regroup {
+                continue;
+            }
+            if groups.len() > 1 {
+                // The second round: nothing read changed since (the module's comment).
+                let confirms: Vec<ItemCall> = groups
+                    .iter()
+                    .zip(&since)
+                    .map(|((_, _, _, members), since)| {
+                        ItemCall::new(&PreparedRequest::TransactConfirm {
+                            storage_keys: members
+                                .iter()
+                                .map(|position| gets[*position].2.storage_key.clone())
+                                .collect(),
+                            since: *since,
+                        })
+                    })
+                    .collect();
+                let results = join_bounded(
+                    groups
+                        .iter()
+                        .zip(&confirms)
+                        .map(|((table, hash, _, _), call)| {
+                            self.route_forward(table, None, *hash, call, None, deadline)
+                        })
+                        .collect(),
+                    BATCH_PARTITIONS_IN_FLIGHT_MAX,
+                )
+                .await;
+                for ((_, _, _, members), result) in groups.iter().zip(results) {
+                    let unchanged = match result {
+                        Ok(reply) => matches!(
+                            reply.result,
+                            ItemResult::TransactConfirmed { unchanged: true }
+                        ),
+                        // Split between the read and the confirmation: the slots read at the
+                        // parent mean nothing to its child, so the reads start again.
+                        Err(ForwardError::KeysElsewhere { .. }) if !last_grouping => {
+                            regroup = true;
+                            true
+                        }
+                        Err(error) => return Err(error.into_dynamo()),
+                    };
+                    if !unchanged {
+                        conflict = true;
+                        for position in members {
+                            reasons[*position] = reason(
+                                CancellationCode::TransactionConflict,
+                                shoal_model::transaction::TRANSACTION_CONFLICT_REASON,
+                            );
+                        }
+                    }
+                }
+            }
+            if conflict || !regroup {
+                break;
             }
         }
         if conflict {
