@@ -72,6 +72,50 @@ pub fn key_hash(key: &[u8]) -> Option<u64> {
     }
 }
 
+/// Calls `found` with the partition hash of every key `request` names: each item key of a
+/// write, read, batch or transaction step, and a Query's partition key (its bounds share the
+/// hash). A Scan and the partition-wide requests (outbox, streams, index upkeep, lock
+/// listing) name none. A child refuses a request naming a hash outside its range, and a
+/// replica's traffic sample counts these hashes.
+pub fn for_each_key_hash(request: &crate::request::PreparedRequest, mut found: impl FnMut(u64)) {
+    use crate::request::PreparedRequest;
+    use std::ops::Bound;
+    let mut key = |key: &[u8]| {
+        if let Some(hash) = key_hash(key) {
+            found(hash);
+        }
+    };
+    match request {
+        PreparedRequest::Write(write) => key(&write.storage_key),
+        PreparedRequest::BatchWrite(writes) => {
+            writes.iter().for_each(|write| key(&write.storage_key));
+        }
+        PreparedRequest::Get(get) => key(&get.storage_key),
+        PreparedRequest::BatchGet(gets) | PreparedRequest::TransactRead { gets } => {
+            gets.iter().for_each(|get| key(&get.storage_key));
+        }
+        PreparedRequest::TransactPrepare { actions, .. } => actions
+            .iter()
+            .for_each(|action| key(&action.write.storage_key)),
+        PreparedRequest::TransactConfirm { storage_keys, .. } => {
+            storage_keys.iter().for_each(|storage_key| key(storage_key));
+        }
+        PreparedRequest::Range(range) => {
+            if let (
+                Bound::Included(lower) | Bound::Excluded(lower),
+                Bound::Included(upper) | Bound::Excluded(upper),
+            ) = (&range.lower, &range.upper)
+            {
+                let hash = key_hash(lower);
+                if hash.is_some() && hash == key_hash(upper) {
+                    key(lower);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The range of the `side` child (Left or Right) of a split at `at_hash` of a partition
 /// owning `parent`.
 pub fn child_range(parent: (u64, u64), at_hash: u64, side: Placement) -> (u64, u64) {

@@ -9,6 +9,7 @@ mod local_index;
 pub mod meta;
 pub mod replica;
 pub mod time_to_live;
+pub mod traffic;
 
 pub use meta::PartitionMeta;
 pub use replica::{

@@ -532,6 +532,9 @@ pub struct PartitionReplica<F: Storage, D: StorageDirectory<File = F>> {
     sweep: sweep::SweepState,
     /// The stream configuration writes follow (src/replica/stream.rs).
     stream: stream::StreamState,
+    /// What this replica served lately, for the autoadmin's split for traffic; shared with
+    /// the host, which reports it without waiting for the replica's task.
+    traffic: Rc<std::cell::RefCell<crate::traffic::TrafficTracker>>,
     /// The chain through the last entry of this leader's log when it last proposed, and the
     /// ballot it led under, so that each proposal hashes only the entries after it (issue 15:
     /// without it every proposal re-hashed every entry in flight). Valid while the ballot is
@@ -907,6 +910,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             outputs: Vec::new(),
             sweep: Default::default(),
             stream: Default::default(),
+            traffic: Default::default(),
             chain_tip: None,
             transactions: transaction::TransactionState::new(checkpoint_slot),
             split: None,
@@ -1251,7 +1255,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             Event::Persisted { core_lsn, wal_lsn } => {
                 // A core lsn is durable once every record it was split into is.
                 let Some(persisting) = self.persisting.get_mut(&core_lsn.0) else {
-                    return Ok(std::mem::take(&mut self.outputs));
+                    return Ok(self.take_outputs());
                 };
                 persisting.records_outstanding -= 1;
                 persisting.wal_lsn_first = Some(
@@ -1311,7 +1315,34 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         if self.membership_applied {
             self.checkpoint(now).await?;
         }
-        Ok(std::mem::take(&mut self.outputs))
+        Ok(self.take_outputs())
+    }
+
+    /// The outputs of an event, the units of the answers among them counted as traffic.
+    fn take_outputs(&mut self) -> Vec<Output> {
+        for output in &self.outputs {
+            if let Output::Reply {
+                response:
+                    NodeResponse::Item {
+                        read_units_milli,
+                        write_units_milli,
+                        ..
+                    },
+                ..
+            } = output
+            {
+                self.traffic
+                    .borrow_mut()
+                    .charge(*read_units_milli, *write_units_milli);
+            }
+        }
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// This replica's traffic tracker (src/traffic.rs): the host reads its load for the
+    /// autoadmin whenever asked, between the replica's events.
+    pub fn traffic(&self) -> Rc<std::cell::RefCell<crate::traffic::TrafficTracker>> {
+        self.traffic.clone()
     }
 
     async fn execute(

@@ -62,6 +62,8 @@ pub enum Routed<C> {
     Respond { connection: C, frame: ResponseFrame },
     /// Answer `NodeRequest::Status` with the statuses of the replicas (the host holds them).
     Status { connection: C, request_id: u64 },
+    /// Answer `NodeRequest::Loads` with the replicas' traffic (the host holds their trackers).
+    Loads { connection: C, request_id: u64 },
     /// Answer `NodeRequest::ClusterNodes` with the node list the host was given.
     ClusterNodes { connection: C, request_id: u64 },
     /// Create this replica (checked by [`Dispatch::begin_create`] first), then answer.
@@ -419,6 +421,10 @@ impl<C: Copy> Dispatch<C> {
                 request_id,
             },
             NodeRequest::ClusterNodes => Routed::ClusterNodes {
+                connection,
+                request_id,
+            },
+            NodeRequest::Loads => Routed::Loads {
                 connection,
                 request_id,
             },

@@ -12,6 +12,7 @@ use shoal_io::{Clock, SystemClock};
 use shoal_partition::meta::mark_unrecoverable;
 use shoal_partition::replica::StreamMaintenance;
 use shoal_partition::time_to_live::SweepTarget;
+use shoal_partition::traffic::TrafficTracker;
 use shoal_partition::{
     Event, PartitionMeta, PartitionReplica, REPLICATION_RECORD_KIND, ReplicaConfig, ShardReplay,
 };
@@ -19,7 +20,7 @@ use shoal_replication::{MonotonicTime, NodeId};
 use shoal_store::btree::PageCache;
 use shoal_store::wal::{PartitionId, Wal, WalConfig};
 use shoal_wire::messages::{
-    BusMessage, NodeAddressWire, NodeError, NodeResponse, ReplicaRole, ReplicaStatus,
+    BusMessage, NodeAddressWire, NodeError, NodeResponse, ReplicaLoad, ReplicaRole, ReplicaStatus,
     ReplicationEnvelope, ResponseFrame, ShardAddress, SnapshotChunk,
 };
 
@@ -153,6 +154,8 @@ struct TableRow {
     /// The replica's `tick_due` after the last event it handled: the ticker skips it until then.
     tick_due: Rc<Cell<MonotonicTime>>,
     status: Rc<RefCell<ReplicaStatus>>,
+    /// The replica's traffic tracker, read for `NodeRequest::Loads`.
+    traffic: Rc<RefCell<TrafficTracker>>,
     /// Set by the replica's task once it stopped and removed its files.
     destroyed: Rc<Cell<bool>>,
     /// Set when the replica is being deleted: its WAL appender drops what it has not enqueued.
@@ -394,6 +397,27 @@ impl<T: Transport + 'static> Shard<T> {
             .borrow()
             .values()
             .map(|row| row.status.borrow().clone())
+            .collect()
+    }
+
+    /// Every replica's traffic over the last seconds, as of `now` (src/traffic.rs of
+    /// engine/partition).
+    pub fn loads(&self, now: MonotonicTime) -> Vec<ReplicaLoad> {
+        self.table
+            .borrow()
+            .iter()
+            .map(|(partition, row)| {
+                let load = row.traffic.borrow_mut().load(now);
+                ReplicaLoad {
+                    partition: *partition,
+                    epoch: row.status.borrow().epoch,
+                    read_milli_per_second: load.read_milli_per_second,
+                    write_milli_per_second: load.write_milli_per_second,
+                    samples: load.samples,
+                    cut: load.cut,
+                    top_key_permille: load.top_key_permille,
+                }
+            })
             .collect()
     }
 
@@ -731,6 +755,7 @@ impl<T: Transport + 'static> Shard<T> {
                 events: events.clone(),
                 tick_due: tick_due.clone(),
                 status: status.clone(),
+                traffic: replica.traffic(),
                 destroyed: destroyed.clone(),
                 stopping: stopping.clone(),
             },
@@ -965,6 +990,17 @@ impl<T: Transport + 'static> Shard<T> {
                         node: self.config.node.0,
                         shard: self.config.shard,
                         replicas: self.statuses(),
+                    };
+                    self.respond_now(connection, request_id, response);
+                }
+                Routed::Loads {
+                    connection,
+                    request_id,
+                } => {
+                    let response = NodeResponse::Loads {
+                        node: self.config.node.0,
+                        shard: self.config.shard,
+                        replicas: self.loads(SystemClock.now()),
                     };
                     self.respond_now(connection, request_id, response);
                 }

@@ -248,6 +248,9 @@ pub enum NodeRequest {
         left: SplitChildWire,
         right: SplitChildWire,
     },
+    /// Every replica's recent traffic on the shard (engine/partition src/traffic.rs), for the
+    /// autoadmin's split for traffic; answered `Loads`. Added at the end (tag 9).
+    Loads,
 }
 
 /// A child of a split: its new partition id and the map epoch it is routed with.
@@ -548,6 +551,33 @@ pub enum NodeResponse {
     ClusterNodes {
         nodes: Vec<NodeAddressWire>,
     },
+    /// The answer to `Loads`: one entry per replica on the shard. Added at the end (tag 7).
+    Loads {
+        node: NodeIdWire,
+        shard: u16,
+        replicas: Vec<ReplicaLoad>,
+    },
+}
+
+/// One replica's traffic over the last seconds, as it measured it (engine/partition
+/// src/traffic.rs): the units it answered with, and a cut balancing the keys it was asked
+/// for.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLoad {
+    pub partition: u64,
+    pub epoch: u64,
+    /// Read units (thousandths) this replica answered with per second, over the window.
+    pub read_milli_per_second: u64,
+    /// Write units (thousandths) this replica answered with per second, over the window.
+    pub write_milli_per_second: u64,
+    /// Key hashes in its sample of recent requests.
+    pub samples: u32,
+    /// The first hash of the right side of the cut that gives each side half of the sampled
+    /// keys; `None` when no cut leaves both sides some.
+    pub cut: Option<u64>,
+    /// The most frequent sampled hash's share of the sample, in thousandths: a single hot
+    /// item (or item collection) is not helped by a split.
+    pub top_key_permille: u16,
 }
 
 /// Why a shard did not serve a request. The routing errors carry hints so a router can retry at

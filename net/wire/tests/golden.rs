@@ -344,8 +344,9 @@ fn the_membership_requests_added_later_take_the_next_tags_and_keep_the_sizes() {
 }
 
 /// `NodeRequest::ClusterNodes` and its answer (node join, issue 19), then
-/// `NodeRequest::TransferLeadership` (leader balance) and `NodeRequest::SplitPartition`
-/// (splits), were added at the end: the next tags, and the archived enums keep their sizes.
+/// `NodeRequest::TransferLeadership` (leader balance), `NodeRequest::SplitPartition` (splits)
+/// and `NodeRequest::Loads` with its answer (split for traffic), were added at the end: the
+/// next tags, and the archived enums keep their sizes.
 #[test]
 fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes() {
     use shoal_wire::messages::{
@@ -385,9 +386,29 @@ fn the_cluster_nodes_request_added_later_takes_the_next_tag_and_keeps_the_sizes(
             },
             8,
         ),
+        (NodeRequest::Loads, 9),
     ] {
         assert_request_tag(request, tag);
     }
+    let loads = BusMessage::Response(ResponseFrame {
+        request_id: 2,
+        response: NodeResponse::Loads {
+            node: 3,
+            shard: 1,
+            replicas: vec![shoal_wire::messages::ReplicaLoad {
+                partition: 9,
+                epoch: 2,
+                read_milli_per_second: 2_500_000,
+                write_milli_per_second: 900_000,
+                samples: 512,
+                cut: Some(1 << 62),
+                top_key_permille: 40,
+            }],
+        },
+    });
+    let frame = encode_frame(&loads).unwrap();
+    assert_eq!(frame[inner_tag_at(&frame)], 7, "Loads");
+    assert_eq!(decode_frame(&frame).unwrap().0, loads);
     let answer = BusMessage::Response(ResponseFrame {
         request_id: 1,
         response: NodeResponse::ClusterNodes {

@@ -105,6 +105,14 @@ pub struct DevOptions {
     /// (`shoal router --split-bytes`); set it low to watch a table split as it grows.
     #[arg(long, default_value_t = shoal_router::router::SPLIT_BYTES_DEFAULT)]
     pub split_bytes: u64,
+    /// Passed to the router: read units per second at which a table partition is split for
+    /// traffic (`shoal router --split-read-units`).
+    #[arg(long, default_value_t = shoal_router::router::SPLIT_READ_UNITS_DEFAULT)]
+    pub split_read_units: u64,
+    /// Passed to the router: the same for write units (`shoal router --split-write-units`);
+    /// set it low to watch a busy partition split.
+    #[arg(long, default_value_t = shoal_router::router::SPLIT_WRITE_UNITS_DEFAULT)]
+    pub split_write_units: u64,
 }
 
 /// `shoal dev`'s threshold for a node down: longer than the supervisor takes to restart a
@@ -130,6 +138,8 @@ impl DevOptions {
             ttl_sweep_period_seconds: DEV_TTL_SWEEP_PERIOD_SECONDS,
             node_down_after: DEV_NODE_DOWN_AFTER_SECONDS,
             split_bytes: shoal_router::router::SPLIT_BYTES_DEFAULT,
+            split_read_units: shoal_router::router::SPLIT_READ_UNITS_DEFAULT,
+            split_write_units: shoal_router::router::SPLIT_WRITE_UNITS_DEFAULT,
         }
     }
 }
@@ -483,7 +493,9 @@ fn router_command(
         .arg(format!("--native={}", layout.native))
         .arg(format!("--shards-per-node={}", options.shards_per_node))
         .arg(format!("--node-down-after={}", options.node_down_after))
-        .arg(format!("--split-bytes={}", options.split_bytes));
+        .arg(format!("--split-bytes={}", options.split_bytes))
+        .arg(format!("--split-read-units={}", options.split_read_units))
+        .arg(format!("--split-write-units={}", options.split_write_units));
     if !options.auth {
         command.arg("--auth=none");
     }

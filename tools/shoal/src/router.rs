@@ -50,7 +50,7 @@ const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 pub struct RouterOptions {
     /// A TOML file with every setting (kernel-notes/deployment.md documents each key); no
     /// other flag may be given with it.
-    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca", "node_down_after", "balance", "split_bytes"])]
+    #[arg(long, conflicts_with_all = ["http", "native", "nodes", "shards_per_node", "region", "account", "auth", "tls_cert", "tls_key", "bus_tls_cert", "bus_tls_key", "bus_tls_ca", "node_down_after", "balance", "split_bytes", "split_read_units", "split_write_units"])]
     pub config: Option<std::path::PathBuf>,
     /// Address of the DynamoDB JSON/HTTP API.
     #[arg(long, default_value = DEFAULT_HTTP)]
@@ -101,6 +101,15 @@ pub struct RouterOptions {
     /// of its hash range). 0 never splits. DynamoDB's partitions hold 10 GB.
     #[arg(long, default_value_t = shoal_router::router::SPLIT_BYTES_DEFAULT)]
     pub split_bytes: u64,
+    /// Read units per second at which the autoadmin splits a table partition in two, where
+    /// its requests balance, once sustained for about half a minute (80% of DynamoDB's
+    /// per-partition ceiling of 3,000 by default). 0 never splits for reads.
+    #[arg(long, default_value_t = shoal_router::router::SPLIT_READ_UNITS_DEFAULT)]
+    pub split_read_units: u64,
+    /// The same for write units (80% of the ceiling of 1,000 by default). 0 never splits for
+    /// writes.
+    #[arg(long, default_value_t = shoal_router::router::SPLIT_WRITE_UNITS_DEFAULT)]
+    pub split_write_units: u64,
 }
 
 /// The least `--node-down-after`: two autoadmin probe periods.
@@ -162,6 +171,20 @@ pub struct RouterSettings {
     /// As `--split-bytes`.
     #[serde(default = "default_split_bytes")]
     pub split_bytes: u64,
+    /// As `--split-read-units`.
+    #[serde(default = "default_split_read_units")]
+    pub split_read_units: u64,
+    /// As `--split-write-units`.
+    #[serde(default = "default_split_write_units")]
+    pub split_write_units: u64,
+}
+
+fn default_split_read_units() -> u64 {
+    shoal_router::router::SPLIT_READ_UNITS_DEFAULT
+}
+
+fn default_split_write_units() -> u64 {
+    shoal_router::router::SPLIT_WRITE_UNITS_DEFAULT
 }
 
 fn default_split_bytes() -> u64 {
@@ -221,6 +244,8 @@ impl RouterOptions {
             node_down_after_seconds: self.node_down_after,
             balance: self.balance,
             split_bytes: self.split_bytes,
+            split_read_units: self.split_read_units,
+            split_write_units: self.split_write_units,
         })
     }
 }
@@ -505,6 +530,8 @@ async fn serve(
     config.node_down_after = Duration::from_secs(options.node_down_after_seconds);
     config.balance = options.balance;
     config.split_bytes = options.split_bytes;
+    config.split_read_units_per_second = options.split_read_units;
+    config.split_write_units_per_second = options.split_write_units;
     let native = native_address(&options)?;
     let router = Rc::new(Router::new(config).map_err(|error| error.message)?);
     // kernel-notes/glommio-runtime.md: take the first-timer delay before anything times out.

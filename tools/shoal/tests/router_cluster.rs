@@ -2580,6 +2580,127 @@ async fn transactions_grouped_before_a_split(
     true
 }
 
+/// The partition hash of the split tests' key `index`.
+fn key_hash_of(index: usize) -> u64 {
+    shoal_model::key::partition_hash(&shoal_model::AttributeValue::String(key(index))).unwrap()
+}
+
+/// The indexes of the first `count` keys whose hash is in `first..=last`.
+fn keys_hashing_within(first: u64, last: u64, count: usize) -> Vec<usize> {
+    (0..)
+        .filter(|index| (first..=last).contains(&key_hash_of(*index)))
+        .take(count)
+        .collect()
+}
+
+/// Writes the traffic split test sends to each of its two busy partitions: within the
+/// replicas' 10 s window, 40 write units per second, twice the test's threshold.
+const TRAFFIC_TEST_WRITES: usize = 400;
+
+/// Split for traffic (issue 19; the DynamoDB paper, section 4.1): with the write threshold
+/// set low, a partition whose writes go to the lower quarter of its hash range is split where
+/// its traffic balances, not in the middle (which would leave all of it on one side); a
+/// partition as busy but with all of its writes to one item is not split, since the item
+/// would be as hot in either child; every item is still found afterwards.
+#[test]
+fn a_busy_partition_splits_where_its_traffic_balances_and_a_hot_item_alone_does_not() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    on_router_core(async {
+        let mut config = repairing_config(&nodes, 26);
+        config.balance = false;
+        config.split_bytes = 0;
+        config.split_read_units_per_second = 0;
+        config.split_write_units_per_second = 20;
+        config.split_traffic_checks = 1;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(create_people("on-demand"))
+            .await
+            .unwrap();
+        let partitions = router.table_partitions("people").await.unwrap();
+        let (busy, hot_item) = (&partitions[0], &partitions[1]);
+        let quarter = (busy.range.last - busy.range.first) / 4;
+        let busy_keys = keys_hashing_within(busy.range.first, busy.range.first + quarter, 100);
+        let hot_key = keys_hashing_within(hot_item.range.first, hot_item.range.last, 1)[0];
+        for round in 0..TRAFFIC_TEST_WRITES {
+            let index = busy_keys[round % busy_keys.len()];
+            router.put_item(put_body(index)).await.unwrap();
+            router.put_item(put_body(hot_key)).await.unwrap();
+        }
+        let started = Instant::now();
+        let mut splits_finished = 0;
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            assert_eq!(report.splits.refused, 0, "{report:?}");
+            splits_finished += report.splits.finished;
+            if splits_finished > 0 && report.splits.started == 0 && report.splits.unfinished == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the busy partition was not split within a minute: {report:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        let after = router.table_partitions("people").await.unwrap();
+        assert_eq!(
+            splits_finished, 1,
+            "only the busy partition splits: {after:?}"
+        );
+        assert!(after.iter().any(|partition| partition.id == hot_item.id));
+        assert!(!after.iter().any(|partition| partition.id == busy.id));
+        let right = after
+            .iter()
+            .find(|partition| partition.range.last == busy.range.last)
+            .unwrap();
+        let cut = right.range.first;
+        // The cut is inside the quarter the writes went to, and leaves each side a good part
+        // of the keys written.
+        assert!(
+            cut > busy.range.first && cut <= busy.range.first + quarter,
+            "cut {cut:#x}"
+        );
+        let left_keys = busy_keys
+            .iter()
+            .filter(|index| key_hash_of(**index) < cut)
+            .count();
+        assert!(
+            (25..=75).contains(&left_keys),
+            "{left_keys} of {} keys left of the cut",
+            busy_keys.len()
+        );
+        let skipped = router
+            .render_metrics()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    "shoal_router_autoadmin_events_total{kind=\"split_skipped_single_hot_key\"} ",
+                )
+            })
+            .and_then(|count| count.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(skipped >= 1, "the hot item's partition was not found hot");
+        for index in busy_keys.iter().chain([&hot_key]) {
+            let found = router
+                .get_item(json!({
+                    "TableName": "people",
+                    "Key": {"pk": {"S": key(*index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(found["Item"]["pk"]["S"], key(*index));
+        }
+        let (scanned, _) = scan_keys(&router, None).await;
+        assert_eq!(scanned.len(), busy_keys.len() + 1);
+    });
+}
+
 fn padded_put(index: usize) -> Json {
     json!({
         "TableName": "people",

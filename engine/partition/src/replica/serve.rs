@@ -55,6 +55,7 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
+        self.traffic.borrow_mut().note_request(now, &prepared);
         let response = match prepared {
             PreparedRequest::Write(write) => {
                 return self

@@ -159,38 +159,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// it with a map older than the split (a batch grouped before it), and must route it again.
     pub(super) fn range_refusal(&self, request: &PreparedRequest) -> Option<NodeResponse> {
         let (first, last) = self.hash_range.flatten()?;
-        let outside = |key: &[u8]| {
-            shoal_model::split::key_hash(key).is_some_and(|hash| hash < first || hash > last)
-        };
-        let refused = match request {
-            PreparedRequest::Write(write) => outside(&write.storage_key),
-            PreparedRequest::BatchWrite(writes) => {
-                writes.iter().any(|write| outside(&write.storage_key))
-            }
-            PreparedRequest::Get(get) => outside(&get.storage_key),
-            PreparedRequest::BatchGet(gets) | PreparedRequest::TransactRead { gets } => {
-                gets.iter().any(|get| outside(&get.storage_key))
-            }
-            PreparedRequest::TransactPrepare { actions, .. } => actions
-                .iter()
-                .any(|action| outside(&action.write.storage_key)),
-            PreparedRequest::TransactConfirm { storage_keys, .. } => {
-                storage_keys.iter().any(|key| outside(key))
-            }
-            // A Query's bounds share its partition key's hash; a Scan's need not, and a child
-            // holds only its own keys anyway.
-            PreparedRequest::Range(range) => match (&range.lower, &range.upper) {
-                (
-                    Bound::Included(lower) | Bound::Excluded(lower),
-                    Bound::Included(upper) | Bound::Excluded(upper),
-                ) => {
-                    let hash = shoal_model::split::key_hash(lower);
-                    hash.is_some() && hash == shoal_model::split::key_hash(upper) && outside(lower)
-                }
-                _ => false,
-            },
-            _ => false,
-        };
+        let mut refused = false;
+        shoal_model::split::for_each_key_hash(request, |hash| {
+            refused |= hash < first || hash > last;
+        });
         refused.then_some(NodeResponse::Error(NodeError::StaleEpoch {
             partition: self.meta.partition,
             current_epoch: self.meta.epoch,

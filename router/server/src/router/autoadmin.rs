@@ -412,7 +412,7 @@ impl Router {
             .collect();
         // Each partition's size as its leader reports it, gathered at a balance check (with
         // the leaders balance needs, from the same answers): what the split policy reads.
-        let mut split_sizes: Option<BTreeMap<u64, u64>> = None;
+        let mut split_inputs: Option<splits::SplitInputs> = None;
         let targets = targets_by_load(&views, &groups);
         let mut driven = Vec::new();
         if let Some(record) = &cluster.metadata_move {
@@ -443,15 +443,17 @@ impl Router {
             // get their missing replicas before anything is balanced.
             growth
         } else if balance_due && driven.is_empty() && !self.config.balance {
-            if self.config.split_bytes > 0 {
+            if self.splits_on() {
                 let (_, sizes, _) = self.partition_leaders(&cluster).await;
-                split_sizes = Some(sizes);
+                split_inputs = Some(self.split_inputs(&cluster, sizes).await);
             }
             Vec::new()
         } else if balance_due && driven.is_empty() {
             // Who leads is asked only at a balance check: replicas first, then leaders.
             let (leaders, sizes, every_shard_answered) = self.partition_leaders(&cluster).await;
-            split_sizes = Some(sizes);
+            if self.splits_on() {
+                split_inputs = Some(self.split_inputs(&cluster, sizes).await);
+            }
             // The metadata group is left out of balance: one replica's worth of load does not
             // pay for moving the control plane's replicas (and perhaps its leader).
             let groups: Vec<GroupView> = groups
@@ -546,7 +548,7 @@ impl Router {
             }
         }
         self.autoadmin.moves_left.set(report.moves_unfinished > 0);
-        report.splits = self.run_splits(&active, split_sizes.as_ref(), &down).await;
+        report.splits = self.run_splits(&active, split_inputs.as_ref(), &down).await;
         self.autoadmin
             .splits_left
             .set(report.splits.unfinished > 0 || report.splits.started > report.splits.finished);

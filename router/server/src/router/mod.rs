@@ -25,7 +25,10 @@ pub use autoadmin::{
     AUTOADMIN_INTERVAL, AUTOADMIN_LEASE_TAKEOVER_AFTER, AutoadminReport, NODE_DOWN_AFTER,
 };
 pub use repair::RepairReport;
-pub use splits::{SPLIT_BYTES_DEFAULT, SplitReport};
+pub use splits::{
+    SPLIT_BYTES_DEFAULT, SPLIT_READ_UNITS_DEFAULT, SPLIT_TRAFFIC_CHECKS_DEFAULT,
+    SPLIT_WRITE_UNITS_DEFAULT, SplitReport,
+};
 pub use transactions::{LEDGER_TABLE, TRANSACTION_LOCK_STALE, TRANSACTION_RECOVERY_INTERVAL};
 
 use std::cell::{Cell, RefCell};
@@ -182,6 +185,16 @@ pub struct RouterConfig {
     /// A table partition whose items reach this many bytes is split (splits.rs);
     /// [`SPLIT_BYTES_DEFAULT`] unless set (`shoal router --split-bytes`), 0 never splits.
     pub split_bytes: u64,
+    /// A table partition whose replicas answered with this many read units per second, over
+    /// [`RouterConfig::split_traffic_checks`] balance checks in a row, is split where its
+    /// traffic balances (splits.rs); [`SPLIT_READ_UNITS_DEFAULT`] unless set (`shoal router
+    /// --split-read-units`), 0 never splits for reads.
+    pub split_read_units_per_second: u64,
+    /// The same for write units: [`SPLIT_WRITE_UNITS_DEFAULT`] unless set (`shoal router
+    /// --split-write-units`), 0 never splits for writes.
+    pub split_write_units_per_second: u64,
+    /// [`SPLIT_TRAFFIC_CHECKS_DEFAULT`] unless a test lowers it.
+    pub split_traffic_checks: u32,
     /// [`AUTOADMIN_LEASE_TAKEOVER_AFTER`] unless a test shortens it: how long the autoadmin
     /// lease must go unrenewed before another router takes it (autoadmin.rs).
     pub autoadmin_takeover_after: Duration,
@@ -258,6 +271,9 @@ impl RouterConfig {
             node_down_after: NODE_DOWN_AFTER,
             balance: true,
             split_bytes: SPLIT_BYTES_DEFAULT,
+            split_read_units_per_second: SPLIT_READ_UNITS_DEFAULT,
+            split_write_units_per_second: SPLIT_WRITE_UNITS_DEFAULT,
+            split_traffic_checks: SPLIT_TRAFFIC_CHECKS_DEFAULT,
             autoadmin_takeover_after: AUTOADMIN_LEASE_TAKEOVER_AFTER,
             crash_at: None,
             transaction_lock_stale: TRANSACTION_LOCK_STALE,

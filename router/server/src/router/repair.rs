@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 /// `Status` calls the router has in flight at once while it gathers every shard's report (the
 /// orphan scan, `shoal admin status`, the autoadmin's leader count): each answer lists a
 /// shard's replicas, so this bounds the answers held at once.
-const SHARD_REPORTS_IN_FLIGHT_MAX: usize = 16;
+pub(super) const SHARD_REPORTS_IN_FLIGHT_MAX: usize = 16;
 
 /// One replica as a shard reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

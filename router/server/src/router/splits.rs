@@ -8,8 +8,13 @@
 //!   the range divides the items evenly but for chance; one partition key's items (an item
 //!   collection) share a hash and can never be divided. A partition with a replica move,
 //!   replicas pending creation or a split under way is left alone, as are global index
-//!   partitions (their splits are not built). At most [`SPLITS_STARTED_PER_PASS_MAX`] start
-//!   per pass.
+//!   partitions (their splits are not built). A partition whose replicas together answered
+//!   with more than [`RouterConfig::split_read_units_per_second`] or
+//!   [`RouterConfig::split_write_units_per_second`] over their last 10 s
+//!   (`NodeRequest::Loads`), at [`RouterConfig::split_traffic_checks`] balance checks in a
+//!   row, is split for traffic, at the cut that balances the key hashes its leader sampled,
+//!   unless one key draws [`SPLIT_SINGLE_KEY_PERMILLE`] of them. At most
+//!   [`SPLITS_STARTED_PER_PASS_MAX`] start per pass, size splits first.
 //! - **Record first** (metadata invariant 8): the children's ids are reserved from the
 //!   partition counter and the split is written into the table item, conditional on its
 //!   revision, before any node is asked.
@@ -24,7 +29,7 @@ use super::*;
 use crate::metadata::PartitionSplitRecord;
 use crate::partition_map::HashRange;
 use shoal_autoadmin::split::{HostedView, PartitionSplit, Progress, SplitAction};
-use shoal_wire::messages::{ReplicaRole, SplitChildWire};
+use shoal_wire::messages::{ReplicaLoad, ReplicaRole, SplitChildWire};
 
 /// DynamoDB's partitions hold up to 10 GB; a partition past this size is split.
 pub const SPLIT_BYTES_DEFAULT: u64 = 10 << 30;
@@ -44,6 +49,21 @@ const SPLIT_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 const SPLIT_DELETE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// A partition whose split its leader refused is not planned again for this long.
 pub const SPLIT_REFUSED_BACKOFF: Duration = Duration::from_secs(60);
+/// A partition sustaining this many read units per second (80% of DynamoDB's per-partition
+/// ceiling, 3,000) is split for traffic, unless set (`shoal router --split-read-units`).
+pub const SPLIT_READ_UNITS_DEFAULT: u64 =
+    shoal_admission::PARTITION_READ_UNITS_PER_SECOND_MAX * 4 / 5;
+/// The same for write units (80% of 1,000), unless set (`shoal router --split-write-units`).
+pub const SPLIT_WRITE_UNITS_DEFAULT: u64 =
+    shoal_admission::PARTITION_WRITE_UNITS_PER_SECOND_MAX * 4 / 5;
+/// Consecutive balance checks (10 s apart, each reading the replicas' last 10 s) a partition
+/// must be found hot at before it is split for traffic: about half a minute of sustained
+/// load, not a burst. Unless set (`RouterConfig::split_traffic_checks`).
+pub const SPLIT_TRAFFIC_CHECKS_DEFAULT: u32 = 3;
+/// A hot partition one of whose keys draws at least this share (thousandths) of its sampled
+/// requests is not split for traffic: the hot item (or item collection) would stay as hot in
+/// one child (the DynamoDB paper, section 4.1).
+pub const SPLIT_SINGLE_KEY_PERMILLE: u16 = 500;
 
 /// A split being driven: its machine, and what fences it.
 struct DrivenSplit {
@@ -96,15 +116,121 @@ pub fn split_point(range: HashRange) -> Option<u64> {
     (range.last > range.first).then(|| range.first + (range.last - range.first) / 2 + 1)
 }
 
+/// Whether `at_hash` cuts `range` into two non-empty children (it is the right child's first
+/// hash).
+fn cuts(range: HashRange, at_hash: u64) -> bool {
+    at_hash > range.first && at_hash <= range.last
+}
+
+/// Why a partition is split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SplitReason {
+    /// Its items reached `RouterConfig::split_bytes`: cut in the middle of its hash range.
+    Size,
+    /// Its traffic stayed past the thresholds: cut where its sampled requests balance.
+    Traffic,
+}
+
+/// One partition's traffic: its replicas' reports (`NodeRequest::Loads`) added up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionLoad {
+    pub read_milli_per_second: u64,
+    pub write_milli_per_second: u64,
+    /// The cut balancing the sample of the replica that sampled most (the leader, which sees
+    /// every write and strong read), and its most frequent key's share.
+    pub cut: Option<u64>,
+    pub top_key_permille: u16,
+    samples: u32,
+}
+
+/// Adds up each partition's replicas' loads.
+pub fn partition_loads<'a>(
+    replicas: impl IntoIterator<Item = &'a ReplicaLoad>,
+) -> BTreeMap<u64, PartitionLoad> {
+    let mut loads: BTreeMap<u64, PartitionLoad> = BTreeMap::new();
+    for replica in replicas {
+        let load = loads.entry(replica.partition).or_default();
+        load.read_milli_per_second = load
+            .read_milli_per_second
+            .saturating_add(replica.read_milli_per_second);
+        load.write_milli_per_second = load
+            .write_milli_per_second
+            .saturating_add(replica.write_milli_per_second);
+        if replica.samples > load.samples {
+            load.samples = replica.samples;
+            load.cut = replica.cut;
+            load.top_key_permille = replica.top_key_permille;
+        }
+    }
+    loads
+}
+
+/// What a balance check gathered for the split policy.
+#[derive(Debug, Default)]
+pub(super) struct SplitInputs {
+    /// Each partition's leader's item bytes.
+    pub sizes: BTreeMap<u64, u64>,
+    /// Each partition's traffic (empty when traffic splits are off).
+    pub loads: BTreeMap<u64, PartitionLoad>,
+}
+
 impl Router {
+    /// Whether the autoadmin splits anything: for size, for traffic, or both.
+    pub(super) fn splits_on(&self) -> bool {
+        self.config.split_bytes > 0 || self.traffic_splits_on()
+    }
+
+    fn traffic_splits_on(&self) -> bool {
+        self.config.split_read_units_per_second > 0 || self.config.split_write_units_per_second > 0
+    }
+
+    /// What the split policy reads at a balance check: the leaders' sizes (from the shard
+    /// reports the check gathered) and, when traffic splits are on, every replica's load.
+    pub(super) async fn split_inputs(
+        &self,
+        cluster: &ClusterRecord,
+        sizes: BTreeMap<u64, u64>,
+    ) -> SplitInputs {
+        let loads = if self.traffic_splits_on() {
+            let calls: Vec<_> = cluster
+                .nodes
+                .iter()
+                .flat_map(|node| (0..cluster.shards_per_node).map(move |shard| (node.id, shard)))
+                .map(|(node, shard)| async move {
+                    match self
+                        .forwarder
+                        .call_once(node, shard, NodeRequest::Loads)
+                        .await
+                    {
+                        Ok(NodeResponse::Loads { replicas, .. }) => replicas,
+                        outcome => {
+                            tracing::debug!(
+                                node,
+                                shard,
+                                ?outcome,
+                                "a shard did not report its loads"
+                            );
+                            Vec::new()
+                        }
+                    }
+                })
+                .collect();
+            let reports = join_bounded(calls, super::repair::SHARD_REPORTS_IN_FLIGHT_MAX).await;
+            partition_loads(reports.iter().flatten())
+        } else {
+            BTreeMap::new()
+        };
+        SplitInputs { sizes, loads }
+    }
+
     /// The splits under way in `tables` (resumed) and new ones for partitions past the size
-    /// threshold, as `sizes` (each partition's leader's item bytes) shows them, all driven
-    /// until they end or [`SPLIT_DRIVE_MAX`] passes. `sizes` is `None` when this pass did not
-    /// gather them (no balance check): then only splits under way are driven.
+    /// or traffic thresholds, as `inputs` shows them, all driven until they end or
+    /// [`SPLIT_DRIVE_MAX`] passes. `inputs` is `None` when this pass did not gather them (no
+    /// balance check): then only splits under way are driven.
     pub(super) async fn run_splits(
         &self,
         tables: &[&TableRecord],
-        sizes: Option<&BTreeMap<u64, u64>>,
+        inputs: Option<&SplitInputs>,
         down: &BTreeSet<NodeId>,
     ) -> SplitReport {
         let mut report = SplitReport::default();
@@ -117,22 +243,26 @@ impl Router {
                     .map(|(parent, record)| driven_split(table, *parent, record))
             })
             .collect();
-        if let Some(sizes) = sizes
-            && self.config.split_bytes > 0
+        if let Some(inputs) = inputs
+            && self.splits_on()
         {
-            let planned = self.plan_splits(tables, sizes);
-            for (table, parent) in planned {
-                match self.record_new_split(table, parent).await {
+            let planned = self.plan_splits(tables, inputs);
+            for (table, parent, at_hash, reason) in planned {
+                match self.record_new_split(table, parent, at_hash).await {
                     Ok(Some(split)) => {
                         report.started += 1;
-                        self.metrics.note_autoadmin("split_started");
+                        self.metrics.note_autoadmin(match reason {
+                            SplitReason::Size => "split_started",
+                            SplitReason::Traffic => "split_started_for_traffic",
+                        });
                         tracing::info!(
                             table = %table.name,
                             partition = parent,
                             left = split.machine.left.partition,
                             right = split.machine.right.partition,
                             at_hash = split.machine.at_hash,
-                            "autoadmin: splitting a partition past the size threshold"
+                            ?reason,
+                            "autoadmin: splitting a partition past the size or traffic threshold"
                         );
                         driven.push(split);
                     }
@@ -164,45 +294,114 @@ impl Router {
         report
     }
 
-    /// The partitions to split now (module docs, "Policy"), largest first.
+    /// The partitions to split now (module docs, "Policy"): those past the size threshold,
+    /// largest first, cut in the middle; then those hot for long enough, hottest first, cut
+    /// where their traffic balances. Each with its cut and why.
     fn plan_splits<'a>(
         &self,
         tables: &[&'a TableRecord],
-        sizes: &BTreeMap<u64, u64>,
-    ) -> Vec<(&'a TableRecord, u64)> {
+        inputs: &SplitInputs,
+    ) -> Vec<(&'a TableRecord, u64, u64, SplitReason)> {
         let now = Instant::now();
         self.autoadmin_splits
             .refused
             .borrow_mut()
             .retain(|_, since| now.duration_since(*since) < SPLIT_REFUSED_BACKOFF);
         let refused = self.autoadmin_splits.refused.borrow();
-        let mut candidates: Vec<(u64, &'a TableRecord, u64)> = tables
+        let refused = &*refused;
+        let eligible: Vec<(&'a TableRecord, &'a PartitionEntry)> = tables
             .iter()
             .filter(|table| table.status == TableStatus::Active)
             .flat_map(|table| {
-                table.partitions.iter().filter_map(move |partition| {
-                    let bytes = *sizes.get(&partition.id)?;
-                    let left_alone = table.replica_moves.contains_key(&partition.id)
-                        || in_a_split(table, partition.id)
-                        || table
-                            .pending_replicas
-                            .iter()
-                            .any(|(pending, _)| *pending == partition.id)
-                        || split_point(partition.range).is_none();
-                    (bytes >= self.config.split_bytes && !left_alone).then_some((
-                        bytes,
-                        *table,
-                        partition.id,
-                    ))
-                })
+                table
+                    .partitions
+                    .iter()
+                    .filter(move |partition| {
+                        !(table.replica_moves.contains_key(&partition.id)
+                            || in_a_split(table, partition.id)
+                            || table
+                                .pending_replicas
+                                .iter()
+                                .any(|(pending, _)| *pending == partition.id)
+                            || refused.contains_key(&partition.id))
+                    })
+                    .map(move |partition| (*table, partition))
             })
-            .filter(|(_, _, partition)| !refused.contains_key(partition))
             .collect();
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
-        candidates
-            .into_iter()
-            .take(SPLITS_STARTED_PER_PASS_MAX)
-            .map(|(_, table, partition)| (table, partition))
+        let mut planned: Vec<(&'a TableRecord, u64, u64, SplitReason)> = Vec::new();
+        if self.config.split_bytes > 0 {
+            let mut by_size: Vec<(u64, &'a TableRecord, &'a PartitionEntry, u64)> = eligible
+                .iter()
+                .filter_map(|(table, partition)| {
+                    let bytes = *inputs.sizes.get(&partition.id)?;
+                    let at_hash = split_point(partition.range)?;
+                    (bytes >= self.config.split_bytes)
+                        .then_some((bytes, *table, *partition, at_hash))
+                })
+                .collect();
+            by_size.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.id.cmp(&b.2.id)));
+            planned.extend(by_size.into_iter().map(|(_, table, partition, at_hash)| {
+                (table, partition.id, at_hash, SplitReason::Size)
+            }));
+        }
+        planned.extend(self.plan_traffic_splits(&eligible, &inputs.loads));
+        planned.truncate(SPLITS_STARTED_PER_PASS_MAX);
+        planned
+    }
+
+    /// The partitions found hot at [`RouterConfig::split_traffic_checks`] balance checks in a
+    /// row (this one included), hottest first, with the cut their traffic balances at. A
+    /// partition whose traffic is mostly one key's is not split (it is logged and counted).
+    fn plan_traffic_splits<'a>(
+        &self,
+        eligible: &[(&'a TableRecord, &'a PartitionEntry)],
+        loads: &BTreeMap<u64, PartitionLoad>,
+    ) -> Vec<(&'a TableRecord, u64, u64, SplitReason)> {
+        let read_limit = self.config.split_read_units_per_second.saturating_mul(1000);
+        let write_limit = self
+            .config
+            .split_write_units_per_second
+            .saturating_mul(1000);
+        let mut hot_checks = self.autoadmin_splits.hot_checks.borrow_mut();
+        let previous = std::mem::take(&mut *hot_checks);
+        let mut hot: Vec<(u64, &'a TableRecord, u64, u64)> = Vec::new();
+        for (table, partition) in eligible {
+            let Some(load) = loads.get(&partition.id) else {
+                continue;
+            };
+            let over_reads = read_limit > 0 && load.read_milli_per_second >= read_limit;
+            let over_writes = write_limit > 0 && load.write_milli_per_second >= write_limit;
+            if !over_reads && !over_writes {
+                continue;
+            }
+            let checks = previous.get(&partition.id).copied().unwrap_or(0) + 1;
+            hot_checks.insert(partition.id, checks);
+            if checks < self.config.split_traffic_checks {
+                continue;
+            }
+            if load.top_key_permille >= SPLIT_SINGLE_KEY_PERMILLE {
+                if checks == self.config.split_traffic_checks {
+                    self.metrics.note_autoadmin("split_skipped_single_hot_key");
+                    tracing::info!(
+                        table = %table.name,
+                        partition = partition.id,
+                        share_permille = load.top_key_permille,
+                        "autoadmin: a hot partition is not split: most of its traffic is to one key"
+                    );
+                }
+                continue;
+            }
+            let Some(at_hash) = load.cut.filter(|cut| cuts(partition.range, *cut)) else {
+                continue;
+            };
+            // Reads and writes weighed by their ceilings, so the hottest goes first.
+            let heat = (load.read_milli_per_second / read_limit.max(1))
+                .max(load.write_milli_per_second / write_limit.max(1));
+            hot.push((heat, *table, partition.id, at_hash));
+        }
+        hot.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+        hot.into_iter()
+            .map(|(_, table, partition, at_hash)| (table, partition, at_hash, SplitReason::Traffic))
             .collect()
     }
 
@@ -213,6 +412,7 @@ impl Router {
         &self,
         table: &TableRecord,
         parent: u64,
+        at_hash: u64,
     ) -> Result<Option<DrivenSplit>, DynamoError> {
         let deadline = Instant::now() + CONTROL_DEADLINE;
         let first_child = self
@@ -244,9 +444,9 @@ impl Router {
                     else {
                         return Ok(None);
                     };
-                    let Some(at_hash) = split_point(entry.range) else {
+                    if !cuts(entry.range, at_hash) {
                         return Ok(None);
-                    };
+                    }
                     let record = PartitionSplitRecord {
                         id,
                         parent_epoch: entry.epoch,
@@ -552,6 +752,8 @@ const FENCE: Duration = Duration::from_secs(1);
 pub(super) struct SplitMemory {
     /// Partitions whose leader refused a split lately, and when.
     refused: RefCell<BTreeMap<u64, Instant>>,
+    /// Partitions found hot at the last balance check, and at how many checks in a row.
+    hot_checks: RefCell<BTreeMap<u64, u32>>,
 }
 
 /// Whether `partition` is the parent of a split under way in `table`, or a child of one whose
@@ -607,6 +809,60 @@ fn route_children(table: &mut TableRecord, parent: u64, record: &PartitionSplitR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(partition: u64, write_milli: u64, samples: u32, cut: u64) -> ReplicaLoad {
+        ReplicaLoad {
+            partition,
+            epoch: 1,
+            read_milli_per_second: 1_000,
+            write_milli_per_second: write_milli,
+            samples,
+            cut: Some(cut),
+            top_key_permille: 10,
+        }
+    }
+
+    #[test]
+    fn a_partitions_load_adds_its_replicas_up_and_takes_the_fullest_samples_cut() {
+        // The leader (writes, strong reads) and two followers (eventual reads).
+        let reports = [
+            load(7, 900_000, 512, 40),
+            load(7, 0, 30, 90),
+            load(7, 0, 0, 0),
+        ];
+        let loads = partition_loads(&reports);
+        assert_eq!(
+            loads[&7],
+            PartitionLoad {
+                read_milli_per_second: 3_000,
+                write_milli_per_second: 900_000,
+                cut: Some(40),
+                top_key_permille: 10,
+                samples: 512,
+            }
+        );
+        assert!(cuts(
+            HashRange {
+                first: 10,
+                last: 50
+            },
+            40
+        ));
+        assert!(!cuts(
+            HashRange {
+                first: 40,
+                last: 50
+            },
+            40
+        ));
+        assert!(!cuts(
+            HashRange {
+                first: 10,
+                last: 30
+            },
+            40
+        ));
+    }
 
     #[test]
     fn the_cut_is_the_middle_and_both_children_keep_a_hash() {
