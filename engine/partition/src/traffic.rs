@@ -7,12 +7,13 @@
 //!   in [`TRAFFIC_WINDOW_SECONDS`] one-second slots: their sum over the window is the rate.
 //!   Every replica counts only what it answered, so a router adds its replicas' rates up:
 //!   the leader's writes and strong reads, and eventual reads wherever they were served.
-//! - **A sample of key hashes**: the partition hash of every key the last
-//!   [`TRAFFIC_SAMPLES_MAX`] keyed requests named, one entry per key. Its median is the cut
-//!   that gives each child half of the recent requests, and the share of its most frequent
-//!   hash tells a single hot item (or item collection, which shares its hash) from a hot
-//!   range. Requests count alike whatever their size: the sample balances requests, the rate
-//!   measures units.
+//! - **A sample of key hashes**: the partition hash of every key named by the last
+//!   [`TRAFFIC_SAMPLES_MAX`] keyed requests the replica took as leader within the window, one
+//!   entry per key (a follower's would be eventual reads only, and an old leader's stale).
+//!   Its median is the cut that gives each child half of the recent requests, and the share
+//!   of its most frequent hash tells a single hot item (or item collection, which shares its
+//!   hash) from a hot range. Requests count alike whatever their size: the sample balances
+//!   requests, the rate measures units.
 //!
 //! Idle replicas hold no sample memory: the ring is allocated by the first keyed request.
 
@@ -24,8 +25,9 @@ use shoal_replication::MonotonicTime;
 /// The window the rate is measured over, in one-second slots. Short enough to react within a
 /// router's few passes; a router wants a partition hot over several windows before splitting.
 pub const TRAFFIC_WINDOW_SECONDS: usize = 10;
-/// Key hashes kept in the sample: about 4 KB per busy replica, and enough that a median over
-/// them places the cut within a few percent of the traffic's true balance point.
+/// Key hashes kept in the sample: 8 KB per busy leader (each with its second), and enough
+/// that a median over them places the cut within a few percent of the traffic's balance
+/// point.
 pub const TRAFFIC_SAMPLES_MAX: usize = 512;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -54,7 +56,8 @@ pub struct TrafficTracker {
     slots: [(u64, u64); TRAFFIC_WINDOW_SECONDS],
     /// The second (of the monotonic clock) the slot `second % TRAFFIC_WINDOW_SECONDS` counts.
     second: u64,
-    samples: VecDeque<u64>,
+    /// Sampled key hashes with the second they were sampled in, oldest first.
+    samples: VecDeque<(u64, u64)>,
 }
 
 impl TrafficTracker {
@@ -73,16 +76,35 @@ impl TrafficTracker {
             }
         }
         self.second = second;
+        let window = TRAFFIC_WINDOW_SECONDS as u64;
+        while self
+            .samples
+            .front()
+            .is_some_and(|(_, sampled)| sampled + window <= second)
+        {
+            self.samples.pop_front();
+        }
+        if self.samples.is_empty() && self.samples.capacity() > 0 {
+            // An idle replica gives its sample's memory back.
+            self.samples = VecDeque::new();
+        }
     }
 
-    /// A request about to be served at `now`: the hashes of the keys it names join the sample.
+    /// Moves the window to `now` (units answered next count in its second).
+    pub fn note_time(&mut self, now: MonotonicTime) {
+        self.advance(now);
+    }
+
+    /// A request the leader is about to serve at `now`: the hashes of the keys it names join
+    /// the sample.
     pub fn note_request(&mut self, now: MonotonicTime, request: &PreparedRequest) {
         self.advance(now);
+        let second = self.second;
         shoal_model::split::for_each_key_hash(request, |hash| {
             if self.samples.len() == TRAFFIC_SAMPLES_MAX {
                 self.samples.pop_front();
             }
-            self.samples.push_back(hash);
+            self.samples.push_back((hash, second));
         });
     }
 
@@ -100,7 +122,7 @@ impl TrafficTracker {
         let (read, write) = self.slots.iter().fold((0u64, 0u64), |sum, slot| {
             (sum.0.saturating_add(slot.0), sum.1.saturating_add(slot.1))
         });
-        let mut sorted: Vec<u64> = self.samples.iter().copied().collect();
+        let mut sorted: Vec<u64> = self.samples.iter().map(|(hash, _)| *hash).collect();
         sorted.sort_unstable();
         let (cut, top_key_permille) = balancing_cut(&sorted);
         TrafficLoad {
@@ -193,6 +215,16 @@ mod tests {
         // Half the sample is hashes 256..512, half the hot one above them: the cut keeps
         // them apart.
         assert_eq!(load.cut, Some(1 << 40));
+    }
+
+    #[test]
+    fn samples_leave_with_the_window() {
+        let mut tracker = TrafficTracker::default();
+        tracker.note_request(at_second(5), &PreparedRequest::Get(get_of_hash(1)));
+        tracker.note_request(at_second(9), &PreparedRequest::Get(get_of_hash(2)));
+        assert_eq!(tracker.load(at_second(14)).samples, 2);
+        assert_eq!(tracker.load(at_second(15)).samples, 1);
+        assert_eq!(tracker.load(at_second(19)), TrafficLoad::default());
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub struct RouterOptions {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub balance: bool,
     /// Bytes of items at which the autoadmin splits a table partition in two (at the middle
-    /// of its hash range). 0 never splits. DynamoDB's partitions hold 10 GB.
+    /// of its hash range). 0 never splits for size. DynamoDB's partitions hold 10 GB.
     #[arg(long, default_value_t = shoal_router::router::SPLIT_BYTES_DEFAULT)]
     pub split_bytes: u64,
     /// Read units per second at which the autoadmin splits a table partition in two, where

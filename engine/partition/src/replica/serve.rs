@@ -55,7 +55,12 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             );
             return Ok(());
         }
-        self.traffic.borrow_mut().note_request(now, &prepared);
+        // Only a leader samples keys (src/traffic.rs): a follower sees eventual reads only.
+        if self.core.role() == RoleKind::Leader {
+            self.traffic.borrow_mut().note_request(now, &prepared);
+        } else {
+            self.traffic.borrow_mut().note_time(now);
+        }
         let response = match prepared {
             PreparedRequest::Write(write) => {
                 return self

@@ -183,7 +183,7 @@ pub struct RouterConfig {
     /// came back empty receives replicas); on unless set (`shoal router --balance false`).
     pub balance: bool,
     /// A table partition whose items reach this many bytes is split (splits.rs);
-    /// [`SPLIT_BYTES_DEFAULT`] unless set (`shoal router --split-bytes`), 0 never splits.
+    /// [`SPLIT_BYTES_DEFAULT`] unless set (`shoal router --split-bytes`), 0 never splits for size.
     pub split_bytes: u64,
     /// A table partition whose replicas answered with this many read units per second, over
     /// [`RouterConfig::split_traffic_checks`] balance checks in a row, is split where its

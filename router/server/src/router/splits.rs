@@ -136,11 +136,13 @@ pub(super) enum SplitReason {
 pub struct PartitionLoad {
     pub read_milli_per_second: u64,
     pub write_milli_per_second: u64,
-    /// The cut balancing the sample of the replica that sampled most (the leader, which sees
-    /// every write and strong read), and its most frequent key's share.
+    /// The cut balancing the sample of the replica that answered the most units (the leader,
+    /// which answers every write and strong read; only a leader samples), and its most
+    /// frequent key's share.
     pub cut: Option<u64>,
     pub top_key_permille: u16,
-    samples: u32,
+    /// The units that replica answered per second (thousandths), and its sample's size.
+    sampler: (u64, u32),
 }
 
 /// Adds up each partition's replicas' loads.
@@ -156,8 +158,11 @@ pub fn partition_loads<'a>(
         load.write_milli_per_second = load
             .write_milli_per_second
             .saturating_add(replica.write_milli_per_second);
-        if replica.samples > load.samples {
-            load.samples = replica.samples;
+        let answered = replica
+            .read_milli_per_second
+            .saturating_add(replica.write_milli_per_second);
+        if replica.samples > 0 && (answered, replica.samples) > load.sampler {
+            load.sampler = (answered, replica.samples);
             load.cut = replica.cut;
             load.top_key_permille = replica.top_key_permille;
         }
@@ -344,7 +349,15 @@ impl Router {
                 (table, partition.id, at_hash, SplitReason::Size)
             }));
         }
-        planned.extend(self.plan_traffic_splits(&eligible, &inputs.loads));
+        let by_traffic = self.plan_traffic_splits(&eligible, &inputs.loads);
+        // A partition past the size threshold is split for that, in the middle, once.
+        let by_traffic: Vec<_> = by_traffic
+            .into_iter()
+            .filter(|(_, partition, _, _)| {
+                !planned.iter().any(|(_, sized, _, _)| sized == partition)
+            })
+            .collect();
+        planned.extend(by_traffic);
         planned.truncate(SPLITS_STARTED_PER_PASS_MAX);
         planned
     }
@@ -352,6 +365,9 @@ impl Router {
     /// The partitions found hot at [`RouterConfig::split_traffic_checks`] balance checks in a
     /// row (this one included), hottest first, with the cut their traffic balances at. A
     /// partition whose traffic is mostly one key's is not split (it is logged and counted).
+    /// "In a row" counts the checks that gathered loads: one that found the partition cool,
+    /// not eligible (a move, a refused split's backoff) or without a report starts it again;
+    /// a pass that gathers nothing (moves under way) neither counts nor resets it.
     fn plan_traffic_splits<'a>(
         &self,
         eligible: &[(&'a TableRecord, &'a PartitionEntry)],
@@ -394,9 +410,17 @@ impl Router {
             let Some(at_hash) = load.cut.filter(|cut| cuts(partition.range, *cut)) else {
                 continue;
             };
-            // Reads and writes weighed by their ceilings, so the hottest goes first.
-            let heat = (load.read_milli_per_second / read_limit.max(1))
-                .max(load.write_milli_per_second / write_limit.max(1));
+            // Reads and writes each as thousandths of their threshold, so the hottest goes
+            // first (a threshold of 0 is off and counts nothing).
+            let share = |rate: u64, limit: u64| {
+                if limit == 0 {
+                    0
+                } else {
+                    rate.saturating_mul(1000) / limit
+                }
+            };
+            let heat = share(load.read_milli_per_second, read_limit)
+                .max(share(load.write_milli_per_second, write_limit));
             hot.push((heat, *table, partition.id, at_hash));
         }
         hot.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
@@ -824,10 +848,11 @@ mod tests {
 
     #[test]
     fn a_partitions_load_adds_its_replicas_up_and_takes_the_fullest_samples_cut() {
-        // The leader (writes, strong reads) and two followers (eventual reads).
+        // The leader (writes, strong reads), a former leader whose sample is as full, and a
+        // follower that sampled nothing: the leader's cut wins.
         let reports = [
+            load(7, 0, 512, 90),
             load(7, 900_000, 512, 40),
-            load(7, 0, 30, 90),
             load(7, 0, 0, 0),
         ];
         let loads = partition_loads(&reports);
@@ -838,7 +863,7 @@ mod tests {
                 write_milli_per_second: 900_000,
                 cut: Some(40),
                 top_key_permille: 10,
-                samples: 512,
+                sampler: (901_000, 512),
             }
         );
         assert!(cuts(

@@ -986,16 +986,14 @@ impl Router {
             }
         };
         self.step_done(ControlStep::TransactionDecided).await;
-        // Step 5, once per partition a prepare was sent to.
-        let mut partitions: Vec<(String, u64)> = Vec::new();
-        for (position, group) in sent.iter().enumerate() {
-            let first = sent
-                .iter()
-                .position(|other| other.table == group.table && other.partition == group.partition);
-            if first == Some(position) {
-                partitions.push((group.table.clone(), group.hash));
-            }
-        }
+        // Step 5, at every partition a prepare reached: each group's hash, reduced to one per
+        // partition by the map as it is now (`finish_groups`). Not by the partition each group
+        // was grouped for: two groups of one partition split since (a partition's actions
+        // past PREPARE_BYTES_MAX make several) may have locked in different children.
+        let partitions: Vec<(String, u64)> = sent
+            .iter()
+            .map(|group| (group.table.clone(), group.hash))
+            .collect();
         let collections = self
             .finish_groups(partitions, transaction, committed, deadline)
             .await;
