@@ -412,13 +412,8 @@ impl Router {
             };
             // Reads and writes each as thousandths of their threshold, so the hottest goes
             // first (a threshold of 0 is off and counts nothing).
-            let share = |rate: u64, limit: u64| {
-                if limit == 0 {
-                    0
-                } else {
-                    rate.saturating_mul(1000) / limit
-                }
-            };
+            let share =
+                |rate: u64, limit: u64| rate.saturating_mul(1000).checked_div(limit).unwrap_or(0);
             let heat = share(load.read_milli_per_second, read_limit)
                 .max(share(load.write_milli_per_second, write_limit));
             hot.push((heat, *table, partition.id, at_hash));
