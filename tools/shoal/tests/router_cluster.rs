@@ -2580,6 +2580,101 @@ async fn transactions_grouped_before_a_split(
     true
 }
 
+/// A partition past the size threshold whose bytes are one item collection (one partition
+/// key, many sort keys) is split once: the child holding the collection keeps nearly all of
+/// the bytes, and is not split again (halving its hash range again and again would only make
+/// empty partitions); every item is still found.
+#[test]
+fn an_item_collection_past_the_size_threshold_is_split_once_not_again_and_again() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    on_router_core(async {
+        let mut config = repairing_config(&nodes, 27);
+        config.balance = false;
+        config.split_bytes = SPLIT_TEST_BYTES;
+        config.split_read_units_per_second = 0;
+        config.split_write_units_per_second = 0;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(json!({
+                "TableName": "orders",
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                "BillingMode": "PAY_PER_REQUEST",
+            }))
+            .await
+            .unwrap();
+        // 100 items of 1 KB in one collection: about 100 KiB, past the 64 KiB threshold.
+        let collection_items = 100;
+        for index in 0..collection_items {
+            router
+                .put_item(json!({
+                    "TableName": "orders",
+                    "Item": {
+                        "pk": {"S": "customer-1"},
+                        "sk": {"S": format!("order-{index:04}")},
+                        "pad": {"S": "p".repeat(1000)},
+                    },
+                }))
+                .await
+                .unwrap();
+        }
+        let started = Instant::now();
+        let (mut splits_started, mut splits_finished) = (0, 0);
+        // Until the split ends, then three passes more: the first of them is a balance check
+        // (one follows every finished split at once), which found the heavy child past the
+        // threshold and, before this change, split it again.
+        let mut passes_after = 0;
+        while passes_after < 3 {
+            let report = router.autoadmin_pass().await.unwrap();
+            assert_eq!(report.splits.refused, 0, "{report:?}");
+            splits_started += report.splits.started;
+            splits_finished += report.splits.finished;
+            if splits_finished > 0 && report.splits.unfinished == 0 {
+                passes_after += 1;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the split did not end within a minute: {report:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!((splits_started, splits_finished), (1, 1));
+        let marked = router
+            .render_metrics()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    "shoal_router_autoadmin_events_total{kind=\"split_indivisible\"} ",
+                )
+            })
+            .and_then(|count| count.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert_eq!(marked, 1);
+        let found = router
+            .query(json!({
+                "TableName": "orders",
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": "customer-1"}},
+                "ConsistentRead": true,
+                "Select": "COUNT",
+            }))
+            .await
+            .unwrap();
+        assert_eq!(found["Count"], collection_items);
+    });
+}
+
 /// The partition hash of the split tests' key `index`.
 fn key_hash_of(index: usize) -> u64 {
     shoal_model::key::partition_hash(&shoal_model::AttributeValue::String(key(index))).unwrap()

@@ -6,7 +6,8 @@
 //!   table partition whose leader reports at least [`RouterConfig::split_bytes`] of items is
 //!   split at the middle of its hash range. Keys are placed by a 64-bit hash, so the middle of
 //!   the range divides the items evenly but for chance; one partition key's items (an item
-//!   collection) share a hash and can never be divided. A partition with a replica move,
+//!   collection) share a hash and can never be divided: a child that kept
+//!   [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes is not split for size again. A partition with a replica move,
 //!   replicas pending creation or a split under way is left alone, as are global index
 //!   partitions (their splits are not built). A partition whose replicas together answered
 //!   with more than [`RouterConfig::split_read_units_per_second`] or
@@ -60,6 +61,15 @@ pub const SPLIT_WRITE_UNITS_DEFAULT: u64 =
 /// must be found hot at before it is split for traffic: about half a minute of sustained
 /// load, not a burst. Unless set (`RouterConfig::split_traffic_checks`).
 pub const SPLIT_TRAFFIC_CHECKS_DEFAULT: u32 = 3;
+/// A split for size that leaves at least this share (percent) of its parent's bytes in one
+/// child moved next to nothing: the parent's items were mostly one item collection (one
+/// partition key's items share a hash, and no cut divides them). That child is not split for
+/// size again, where halving its range again and again would only make empty partitions.
+pub const SPLIT_INDIVISIBLE_PERCENT: u64 = 95;
+/// How long a size split's outcome is awaited for [`SPLIT_INDIVISIBLE_PERCENT`]'s check (a
+/// split that never finishes is forgotten after this).
+const SIZE_SPLIT_WATCH: Duration = Duration::from_secs(600);
+
 /// A hot partition one of whose keys draws at least this share (thousandths) of its sampled
 /// requests is not split for traffic: the hot item (or item collection) would stay as hot in
 /// one child (the DynamoDB paper, section 4.1).
@@ -255,6 +265,17 @@ impl Router {
             for (table, parent, at_hash, reason) in planned {
                 match self.record_new_split(table, parent, at_hash).await {
                     Ok(Some(split)) => {
+                        if reason == SplitReason::Size {
+                            self.autoadmin_splits.size_splits.borrow_mut().insert(
+                                parent,
+                                SizeSplit {
+                                    left: split.machine.left.partition,
+                                    right: split.machine.right.partition,
+                                    parent_bytes: inputs.sizes.get(&parent).copied().unwrap_or(0),
+                                    started: Instant::now(),
+                                },
+                            );
+                        }
                         report.started += 1;
                         self.metrics.note_autoadmin(match reason {
                             SplitReason::Size => "split_started",
@@ -334,11 +355,16 @@ impl Router {
             })
             .collect();
         let mut planned: Vec<(&'a TableRecord, u64, u64, SplitReason)> = Vec::new();
+        self.note_indivisible_children(tables, &inputs.sizes);
+        let indivisible = self.autoadmin_splits.indivisible.borrow();
         if self.config.split_bytes > 0 {
             let mut by_size: Vec<(u64, &'a TableRecord, &'a PartitionEntry, u64)> = eligible
                 .iter()
                 .filter_map(|(table, partition)| {
                     let bytes = *inputs.sizes.get(&partition.id)?;
+                    if indivisible.contains(&partition.id) {
+                        return None;
+                    }
                     let at_hash = split_point(partition.range)?;
                     (bytes >= self.config.split_bytes)
                         .then_some((bytes, *table, *partition, at_hash))
@@ -360,6 +386,38 @@ impl Router {
         planned.extend(by_traffic);
         planned.truncate(SPLITS_STARTED_PER_PASS_MAX);
         planned
+    }
+
+    /// Looks at the size splits started lately whose children both report a size now: a
+    /// child holding [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes is remembered as not
+    /// to be split for size (its items are mostly one item collection). Forgets what no table
+    /// routes any more.
+    fn note_indivisible_children(&self, tables: &[&TableRecord], sizes: &BTreeMap<u64, u64>) {
+        let mut watched = self.autoadmin_splits.size_splits.borrow_mut();
+        let mut indivisible = self.autoadmin_splits.indivisible.borrow_mut();
+        watched.retain(|parent, split| {
+            let (Some(left), Some(right)) = (sizes.get(&split.left), sizes.get(&split.right))
+            else {
+                return split.started.elapsed() < SIZE_SPLIT_WATCH;
+            };
+            if let Some(heavy) = heavy_child(split, *left, *right) {
+                tracing::info!(
+                    partition = *parent,
+                    child = heavy,
+                    parent_bytes = split.parent_bytes,
+                    "autoadmin: a size split moved next to nothing (one item collection holds \
+                     the partition's items); that child is not split for size again"
+                );
+                self.metrics.note_autoadmin("split_indivisible");
+                indivisible.insert(heavy);
+            }
+            false
+        });
+        indivisible.retain(|partition| {
+            tables
+                .iter()
+                .any(|table| table.partitions.iter().any(|entry| entry.id == *partition))
+        });
     }
 
     /// The partitions found hot at [`RouterConfig::split_traffic_checks`] balance checks in a
@@ -773,6 +831,36 @@ pub(super) struct SplitMemory {
     refused: RefCell<BTreeMap<u64, Instant>>,
     /// Partitions found hot at the last balance check, and at how many checks in a row.
     hot_checks: RefCell<BTreeMap<u64, u32>>,
+    /// Size splits this router started, by parent, until both children report their sizes.
+    size_splits: RefCell<BTreeMap<u64, SizeSplit>>,
+    /// Children that a size split could not divide: not split for size again.
+    indivisible: RefCell<BTreeSet<u64>>,
+}
+
+/// A size split being watched for [`SPLIT_INDIVISIBLE_PERCENT`].
+#[derive(Debug)]
+struct SizeSplit {
+    left: u64,
+    right: u64,
+    /// The parent's item bytes when the split was planned.
+    parent_bytes: u64,
+    started: Instant,
+}
+
+/// The child of `split` still holding [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes,
+/// if one does.
+fn heavy_child(split: &SizeSplit, left_bytes: u64, right_bytes: u64) -> Option<u64> {
+    let (heavy, bytes) = if left_bytes >= right_bytes {
+        (split.left, left_bytes)
+    } else {
+        (split.right, right_bytes)
+    };
+    let parent = split
+        .parent_bytes
+        .max(left_bytes.saturating_add(right_bytes));
+    (parent > 0
+        && u128::from(bytes) * 100 >= u128::from(parent) * u128::from(SPLIT_INDIVISIBLE_PERCENT))
+    .then_some(heavy)
 }
 
 /// Whether `partition` is the parent of a split under way in `table`, or a child of one whose
@@ -839,6 +927,26 @@ mod tests {
             cut: Some(cut),
             top_key_permille: 10,
         }
+    }
+
+    #[test]
+    fn a_child_keeping_nearly_all_of_its_parents_bytes_is_the_heavy_one() {
+        let split = SizeSplit {
+            left: 5,
+            right: 6,
+            parent_bytes: 1_000,
+            started: Instant::now(),
+        };
+        assert_eq!(heavy_child(&split, 960, 10), Some(5));
+        assert_eq!(heavy_child(&split, 0, 950), Some(6));
+        assert_eq!(heavy_child(&split, 600, 400), None);
+        // Grown since: measured against what the children hold together.
+        assert_eq!(heavy_child(&split, 1_500, 100), None);
+        let empty = SizeSplit {
+            parent_bytes: 0,
+            ..split
+        };
+        assert_eq!(heavy_child(&empty, 0, 0), None);
     }
 
     #[test]
