@@ -99,12 +99,27 @@ pub struct MoveStatus {
     pub target_routed: bool,
 }
 
+/// A partition split under way (metadata invariant 8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitStatus {
+    pub table: String,
+    pub parent: u64,
+    pub left: u64,
+    pub right: u64,
+    /// The cut: the right child's first hash.
+    pub at_hash: u64,
+    /// The children serve in the parent's place; what is left is the parent's deletion.
+    pub routed: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStatus {
     /// An operator paused the autoadmin (`shoal admin pause`).
     pub autoadmin_paused: bool,
     /// Replica moves under way (re-replication).
     pub moves: Vec<MoveStatus>,
+    /// Partition splits under way.
+    pub splits: Vec<SplitStatus>,
     pub nodes: Vec<NodeStatus>,
     pub tables: Vec<TableSummary>,
     /// Every partition, metadata group first, then by table and partition id.
@@ -219,8 +234,22 @@ impl ClusterStatus {
                 target_routed: record.target_routed,
             })
             .collect();
+        let mut splits: Vec<SplitStatus> = Vec::new();
         for table in tables {
             let first = partitions.len();
+            splits.extend(
+                table
+                    .partition_splits
+                    .iter()
+                    .map(|(parent, record)| SplitStatus {
+                        table: table.name.clone(),
+                        parent: *parent,
+                        left: record.left,
+                        right: record.right,
+                        at_hash: record.at_hash,
+                        routed: record.routed,
+                    }),
+            );
             let indexed = table.partitions.iter().map(|entry| (None, entry)).chain(
                 table.global_indexes.iter().flat_map(|index| {
                     index
@@ -281,6 +310,7 @@ impl ClusterStatus {
         ClusterStatus {
             autoadmin_paused,
             moves,
+            splits,
             nodes,
             tables: summaries,
             partitions,
@@ -315,6 +345,14 @@ impl ClusterStatus {
                 "source": moving.source,
                 "target": moving.target,
                 "target_routed": moving.target_routed,
+            })).collect::<Vec<_>>(),
+            "splits": self.splits.iter().map(|split| json!({
+                "table": split.table,
+                "partition": split.parent,
+                "left": split.left,
+                "right": split.right,
+                "at_hash": split.at_hash,
+                "routed": split.routed,
             })).collect::<Vec<_>>(),
             "nodes": self.nodes.iter().map(|node| json!({
                 "id": node.id,
@@ -446,6 +484,27 @@ impl ClusterStatus {
                     moving.target,
                     if moving.target_routed {
                         " (target serving)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        if !self.splits.is_empty() {
+            out.push_str(&format!(
+                "{} partition split(s) under way:\n",
+                self.splits.len()
+            ));
+            for split in &self.splits {
+                out.push_str(&format!(
+                    "  {} partition {} -> {} and {} at hash {:#018x}{}\n",
+                    split.table,
+                    split.parent,
+                    split.left,
+                    split.right,
+                    split.at_hash,
+                    if split.routed {
+                        " (children serving, parent being deleted)"
                     } else {
                         ""
                     }
@@ -612,6 +671,7 @@ mod tests {
         assert!(text.contains("unreachable"), "{text}");
         assert!(text.contains("3 under-replicated partition(s)"), "{text}");
         assert!(text.contains("1 replica(s) of no table"), "{text}");
+        assert!(!text.contains("split"), "{text}");
         let json = status.to_json();
         assert_eq!(json["under_replicated"].as_array().unwrap().len(), 3);
         assert_eq!(json["nodes"][2]["shards_answered"], 0);
@@ -646,5 +706,46 @@ mod tests {
         // Node 2's shard 1 holds a replica of partition 5, which the map places on shard 0: not
         // healthy, and not of no table either (its partition is listed).
         assert!(status.stray_replicas.is_empty());
+    }
+
+    #[test]
+    fn a_split_under_way_is_shown_with_its_children_and_cut() {
+        let mut splitting = table();
+        let parent = splitting.partitions[1].clone();
+        splitting.partition_splits.insert(
+            parent.id,
+            crate::metadata::PartitionSplitRecord {
+                id: 77,
+                parent_epoch: parent.epoch,
+                range: parent.range,
+                shard: parent.shard,
+                replicas: parent.replicas.clone(),
+                at_hash: 0xc000_0000_0000_0000,
+                left: 9,
+                right: 10,
+                epoch: parent.epoch + 1,
+                routed: false,
+            },
+        );
+        let status = ClusterStatus::compute(&cluster(), &[splitting], &[], false);
+        assert_eq!(
+            status.splits,
+            vec![SplitStatus {
+                table: "orders".to_string(),
+                parent: 6,
+                left: 9,
+                right: 10,
+                at_hash: 0xc000_0000_0000_0000,
+                routed: false,
+            }]
+        );
+        let text = status.render();
+        assert!(
+            text.contains("1 partition split(s) under way:\n  orders partition 6 -> 9 and 10 at hash 0xc000000000000000\n"),
+            "{text}"
+        );
+        let json = status.to_json();
+        assert_eq!(json["splits"][0]["partition"], 6);
+        assert_eq!(json["splits"][0]["routed"], false);
     }
 }
