@@ -148,6 +148,16 @@ struct ReplicaAppender {
     task: glommio::Task<()>,
 }
 
+/// What a replica's task publishes to the shard table after each event (the row's side is in
+/// [`TableRow`]).
+struct Published {
+    status: Rc<RefCell<ReplicaStatus>>,
+    tick_due: Rc<Cell<MonotonicTime>>,
+    stream_upkeep: Rc<Cell<bool>>,
+    /// Set once the replica stopped and removed its files.
+    destroyed: Rc<Cell<bool>>,
+}
+
 /// One row of the shard table.
 struct TableRow {
     events: Rc<QueueSender<Event>>,
@@ -156,6 +166,9 @@ struct TableRow {
     status: Rc<RefCell<ReplicaStatus>>,
     /// The replica's traffic tracker, read for `NodeRequest::Loads`.
     traffic: Rc<RefCell<TrafficTracker>>,
+    /// Whether the replica has stream upkeep to do (`PartitionReplica::has_stream_upkeep`),
+    /// as of its last event: only those get the periodic maintenance step.
+    stream_upkeep: Rc<Cell<bool>>,
     /// Set by the replica's task once it stopped and removed its files.
     destroyed: Rc<Cell<bool>>,
     /// Set when the replica is being deleted: its WAL appender drops what it has not enqueued.
@@ -672,8 +685,10 @@ impl<T: Transport + 'static> Shard<T> {
     }
 
     /// Every [`STREAM_MAINTENANCE_INTERVAL`], queues a stream maintenance step for each
-    /// partition a replica here leads. A full queue drops the step: foreground traffic comes
-    /// first, and the next step comes soon.
+    /// partition a replica here leads that has stream upkeep to do (a stream's records or a
+    /// step in flight; the others would do nothing, and waking each of an idle node's leaders
+    /// every second was a good part of its idle CPU). A full queue drops the step: foreground
+    /// traffic comes first, and the next step comes soon.
     fn spawn_stream_maintenance(self: Rc<Self>) {
         glommio::spawn_local(async move {
             loop {
@@ -688,10 +703,11 @@ impl<T: Transport + 'static> Shard<T> {
                     .borrow()
                     .values()
                     .filter(|row| {
-                        matches!(
-                            row.status.borrow().role,
-                            ReplicaRole::Leader | ReplicaRole::LeaderWithLease
-                        )
+                        row.stream_upkeep.get()
+                            && matches!(
+                                row.status.borrow().role,
+                                ReplicaRole::Leader | ReplicaRole::LeaderWithLease
+                            )
                     })
                     .map(|row| row.events.clone())
                     .collect();
@@ -746,6 +762,7 @@ impl<T: Transport + 'static> Shard<T> {
         self.due_earlier(MonotonicTime::ZERO);
         let destroyed = Rc::new(Cell::new(false));
         let stopping = Rc::new(Cell::new(false));
+        let stream_upkeep = Rc::new(Cell::new(replica.has_stream_upkeep()));
         self.dispatch
             .borrow_mut()
             .add_replica(partition, replica.meta().epoch);
@@ -756,6 +773,7 @@ impl<T: Transport + 'static> Shard<T> {
                 tick_due: tick_due.clone(),
                 status: status.clone(),
                 traffic: replica.traffic(),
+                stream_upkeep: stream_upkeep.clone(),
                 destroyed: destroyed.clone(),
                 stopping: stopping.clone(),
             },
@@ -777,9 +795,12 @@ impl<T: Transport + 'static> Shard<T> {
                         persists,
                         task: appender,
                     },
-                    status,
-                    tick_due,
-                    destroyed,
+                    Published {
+                        status,
+                        tick_due,
+                        stream_upkeep,
+                        destroyed,
+                    },
                 )
                 .await;
         })
@@ -832,10 +853,14 @@ impl<T: Transport + 'static> Shard<T> {
         mut replica: Replica,
         receiver: QueueReceiver<Event>,
         appender: ReplicaAppender,
-        status: Rc<RefCell<ReplicaStatus>>,
-        tick_due: Rc<Cell<MonotonicTime>>,
-        destroyed: Rc<Cell<bool>>,
+        published: Published,
     ) {
+        let Published {
+            status,
+            tick_due,
+            stream_upkeep,
+            destroyed,
+        } = published;
         let partition = replica.partition();
         // Whether this replica's split children are built here (or not this node's to build).
         let mut split_children_built = false;
@@ -872,6 +897,7 @@ impl<T: Transport + 'static> Shard<T> {
                 split_children_built = true;
             }
             *status.borrow_mut() = replica.status(now);
+            stream_upkeep.set(replica.has_stream_upkeep());
             let due = replica.tick_due();
             tick_due.set(due);
             self.due_earlier(due);

@@ -433,6 +433,16 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
     /// the rollover period, trims records past the retention (or past the partition's byte
     /// bound, oldest first) and removes shard records nothing refers to any more. Nothing at
     /// all for a partition that never had a stream.
+    /// Whether a maintenance step could do anything here: the partition holds stream keys
+    /// (records, a configuration), or a step is proposed. Unknown until the tree's index
+    /// region is counted (the first event after opening), so `true` until then.
+    pub fn has_stream_upkeep(&self) -> bool {
+        self.index_region
+            .as_ref()
+            .is_none_or(|region| region.stream_keys > 0)
+            || self.stream.proposed.is_some()
+    }
+
     pub(super) async fn maintain_stream(
         &mut self,
         now: MonotonicTime,

@@ -720,7 +720,9 @@ impl Router {
         *self.autoadmin.lost_replicas.borrow_mut() = lost;
     }
 
-    /// Asks every node's shard 0 for its status and returns what it knows of each node: up
+    /// Asks every node's shard 0 for its node list (`ClusterNodes`: a small answer, where a
+    /// `Status` lists every replica of the shard, built, sent and checked every pass for
+    /// nothing but the fact of an answer) and returns what it knows of each node: up
     /// (answered, or silent for less than [`RouterConfig::node_down_after`]) and whether it
     /// answered this probe.
     async fn probe_nodes(&self, cluster: &ClusterRecord) -> Vec<NodeView> {
@@ -730,9 +732,9 @@ impl Router {
             .map(|node| async move {
                 let answered = matches!(
                     self.forwarder
-                        .call_once(node.id, 0, NodeRequest::Status)
+                        .call_once(node.id, 0, NodeRequest::ClusterNodes)
                         .await,
-                    Ok(NodeResponse::Status { .. })
+                    Ok(NodeResponse::ClusterNodes { .. })
                 );
                 (node.id, answered)
             })
