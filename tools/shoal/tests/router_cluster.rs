@@ -2631,9 +2631,9 @@ fn an_item_collection_past_the_size_threshold_is_split_once_not_again_and_again(
         }
         let started = Instant::now();
         let (mut splits_started, mut splits_finished) = (0, 0);
-        // Until the split ends, then three passes more: the first of them is a balance check
-        // (one follows every finished split at once), which found the heavy child past the
-        // threshold and, before this change, split it again.
+        // Until the split ends, then two passes more (three counting the one that finished
+        // it): the next is a balance check (one follows every finished split at once), which
+        // found the heavy child past the threshold and, before this change, split it again.
         let mut passes_after = 0;
         while passes_after < 3 {
             let report = router.autoadmin_pass().await.unwrap();

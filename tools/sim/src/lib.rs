@@ -97,6 +97,9 @@ const GROUP_COUNT_MIN: u64 = 2;
 const GROUP_COUNT_MAX: u64 = 4;
 const REPLICAS_PER_GROUP: usize = 3;
 const KEYS_PER_GROUP: u64 = 2;
+/// Keys per base group with splits on: a split cuts below a group's highest key hash, so four
+/// keys give three generations (children of children, whose range records are inherited).
+const SPLIT_KEYS_PER_GROUP: u64 = 4;
 const CLIENT_COUNT: usize = 3;
 const _: () = assert!(REPLICAS_PER_GROUP as u64 <= NODE_COUNTS[0]);
 const STEP_NANOS: u64 = 1_000_000;
@@ -713,9 +716,11 @@ struct Simulation {
     moves: Moves,
     /// Splits on: the split under way, the groups split, when the next starts.
     splits: Splits,
-    /// Base groups at the start: clients' keys are `0..base_keys_groups * KEYS_PER_GROUP`, each
+    /// Base groups at the start: clients' keys are `0..base_keys_groups * keys_per_group`, each
     /// in group `key % base_keys_groups` until a split routes it to a child (`key_groups`).
     base_keys_groups: u64,
+    /// [`KEYS_PER_GROUP`], or [`SPLIT_KEYS_PER_GROUP`] with splits on.
+    keys_per_group: u64,
     key_groups: BTreeMap<u64, usize>,
     report: Report,
 }
@@ -893,6 +898,11 @@ pub fn run(options: SimulationOptions) -> Report {
             Splits::default()
         },
         base_keys_groups: group_count,
+        keys_per_group: if options.splits {
+            SPLIT_KEYS_PER_GROUP
+        } else {
+            KEYS_PER_GROUP
+        },
         key_groups: BTreeMap::new(),
         report: Report {
             seed: options.seed,

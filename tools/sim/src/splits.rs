@@ -5,8 +5,9 @@
 //! by the production code (`PartitionReplica::split_children_to_build` and
 //! `create_split_child`, called by the simulated host as the shard's replica task calls them).
 //!
-//! One split at a time: a base group that was never split and holds two keys whose partition
-//! hashes differ is cut between them, so that each child takes one key. What this driver adds:
+//! One split at a time: a serving group that was never split and holds keys of at least two
+//! partition hashes is cut below the highest, so that the right child takes that key and the
+//! left child the others (and may be split in turn). What this driver adds:
 //! - the children are groups of their own from the split's record on (the checkers compare
 //!   their replicas' applied state like any group's), and clients route the parent's keys to
 //!   them only from the Route step on, as a router does once the children are in the map;
@@ -49,7 +50,7 @@ pub(crate) struct Splits {
     current: Option<Split>,
     next_start_nanos: u64,
     rng: Option<SeededRng>,
-    /// Groups split so far (each base group at most once).
+    /// Groups split so far (each at most once; a child may be split in turn once routed).
     split: BTreeSet<usize>,
 }
 
@@ -133,10 +134,17 @@ impl Simulation {
     fn start_split(&mut self) {
         self.splits.next_start_nanos = self.now_nanos + SPLIT_INTERVAL_NANOS;
         let moving = self.moves.current.as_ref().map(|current| current.group);
-        let candidates: Vec<(usize, u64)> = (0..self.base_keys_groups as usize)
-            .filter(|group| !self.splits.split.contains(group) && Some(*group) != moving)
+        // Any group serving keys: a base group, or a child of an earlier split once routed
+        // (so children are split again, and their range records are inherited).
+        let candidates: Vec<(usize, u64)> = (0..self.groups.len())
+            .filter(|group| {
+                self.groups[*group].serving
+                    && !self.groups[*group].retired
+                    && !self.splits.split.contains(group)
+                    && Some(*group) != moving
+            })
             .filter_map(|group| {
-                let mut hashes: Vec<u64> = (0..self.base_keys_groups * KEYS_PER_GROUP)
+                let mut hashes: Vec<u64> = (0..self.base_keys_groups * self.keys_per_group)
                     .filter(|key| self.group_of_key(*key) == group)
                     .map(key_hash)
                     .collect();
@@ -187,6 +195,9 @@ impl Simulation {
             members.iter().map(|member| member.0).collect(),
             false,
         );
+        if parent as u64 >= self.base_keys_groups {
+            self.fault("split: a child split again");
+        }
         self.splits.split.insert(parent);
         self.splits.current = Some(Split {
             parent,
@@ -425,7 +436,7 @@ impl Simulation {
             return;
         };
         let swapped = self.options.broken == Some(Broken::SplitRoutesKeysToTheWrongChild);
-        for key in 0..self.base_keys_groups * KEYS_PER_GROUP {
+        for key in 0..self.base_keys_groups * self.keys_per_group {
             if self.group_of_key(key) != parent {
                 continue;
             }

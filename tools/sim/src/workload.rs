@@ -237,7 +237,7 @@ impl Simulation {
             return;
         }
         let base_groups = self.base_group_count() as u64;
-        let key_count = self.base_keys_groups * KEYS_PER_GROUP;
+        let key_count = self.base_keys_groups * self.keys_per_group;
         for client in 0..self.clients.len() {
             let ClientState::Idle { next_at_nanos } = self.clients[client].state else {
                 continue;

@@ -429,10 +429,6 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
         })
     }
 
-    /// One maintenance step at a ready leader: rolls the open shard over once it is older than
-    /// the rollover period, trims records past the retention (or past the partition's byte
-    /// bound, oldest first) and removes shard records nothing refers to any more. Nothing at
-    /// all for a partition that never had a stream.
     /// Whether a maintenance step could do anything here: the partition holds stream keys
     /// (records, a configuration), or a step is proposed. Unknown until the tree's index
     /// region is counted (the first event after opening), so `true` until then.
@@ -443,6 +439,10 @@ impl<F: Storage, D: StorageDirectory<File = F>> PartitionReplica<F, D> {
             || self.stream.proposed.is_some()
     }
 
+    /// One maintenance step at a ready leader: rolls the open shard over once it is older than
+    /// the rollover period, trims records past the retention (or past the partition's byte
+    /// bound, oldest first) and removes shard records nothing refers to any more. Nothing at
+    /// all for a partition that never had a stream.
     pub(super) async fn maintain_stream(
         &mut self,
         now: MonotonicTime,

@@ -71,7 +71,7 @@ use shoal_wire::messages::ReplicaRole;
 use std::collections::BTreeSet;
 
 /// How often `shoal router` runs the autoadmin pass: each pass asks every node's shard 0 for
-/// its status (one small answer per node), so a down node is seen within this long of
+/// its node list (`ClusterNodes`, one small answer per node), so a down node is seen within this long of
 /// [`NODE_DOWN_AFTER`] after its last answer.
 pub const AUTOADMIN_INTERVAL: Duration = Duration::from_secs(2);
 /// A node that has answered nothing for this long is down, and its replicas are moved. Long

@@ -66,9 +66,6 @@ pub const SPLIT_TRAFFIC_CHECKS_DEFAULT: u32 = 3;
 /// partition key's items share a hash, and no cut divides them). That child is not split for
 /// size again, where halving its range again and again would only make empty partitions.
 pub const SPLIT_INDIVISIBLE_PERCENT: u64 = 95;
-/// How long a size split's outcome is awaited for [`SPLIT_INDIVISIBLE_PERCENT`]'s check (a
-/// split that never finishes is forgotten after this).
-const SIZE_SPLIT_WATCH: Duration = Duration::from_secs(600);
 
 /// A hot partition one of whose keys draws at least this share (thousandths) of its sampled
 /// requests is not split for traffic: the hot item (or item collection) would stay as hot in
@@ -272,7 +269,6 @@ impl Router {
                                     left: split.machine.left.partition,
                                     right: split.machine.right.partition,
                                     parent_bytes: inputs.sizes.get(&parent).copied().unwrap_or(0),
-                                    started: Instant::now(),
                                 },
                             );
                         }
@@ -357,12 +353,19 @@ impl Router {
         let mut planned: Vec<(&'a TableRecord, u64, u64, SplitReason)> = Vec::new();
         self.note_indivisible_children(tables, &inputs.sizes);
         let indivisible = self.autoadmin_splits.indivisible.borrow();
+        let watched = self.autoadmin_splits.size_splits.borrow();
         if self.config.split_bytes > 0 {
             let mut by_size: Vec<(u64, &'a TableRecord, &'a PartitionEntry, u64)> = eligible
                 .iter()
                 .filter_map(|(table, partition)| {
                     let bytes = *inputs.sizes.get(&partition.id)?;
-                    if indivisible.contains(&partition.id) {
+                    // Marked, or a child of a size split not judged yet (its sizes may show it
+                    // kept nearly all of the bytes).
+                    if indivisible.contains(&partition.id)
+                        || watched
+                            .values()
+                            .any(|split| [split.left, split.right].contains(&partition.id))
+                    {
                         return None;
                     }
                     let at_hash = split_point(partition.range)?;
@@ -388,17 +391,30 @@ impl Router {
         planned
     }
 
-    /// Looks at the size splits started lately whose children both report a size now: a
-    /// child holding [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes is remembered as not
-    /// to be split for size (its items are mostly one item collection). Forgets what no table
-    /// routes any more.
+    /// Judges the size splits this router started whose children are both routed and both
+    /// report a size now: a child holding [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes
+    /// is remembered as not to be split for size (its items are mostly one item collection).
+    /// A split is watched for as long as its record or a child is in a table (a refused or
+    /// abandoned one leaves neither); marks of partitions no table routes are forgotten.
     fn note_indivisible_children(&self, tables: &[&TableRecord], sizes: &BTreeMap<u64, u64>) {
+        let routed = |partition: u64| {
+            tables
+                .iter()
+                .any(|table| table.partitions.iter().any(|entry| entry.id == partition))
+        };
+        let recorded = |parent: u64| {
+            tables
+                .iter()
+                .any(|table| table.partition_splits.contains_key(&parent))
+        };
         let mut watched = self.autoadmin_splits.size_splits.borrow_mut();
         let mut indivisible = self.autoadmin_splits.indivisible.borrow_mut();
         watched.retain(|parent, split| {
-            let (Some(left), Some(right)) = (sizes.get(&split.left), sizes.get(&split.right))
+            let judged = routed(split.left) && routed(split.right);
+            let (Some(left), Some(right), true) =
+                (sizes.get(&split.left), sizes.get(&split.right), judged)
             else {
-                return split.started.elapsed() < SIZE_SPLIT_WATCH;
+                return recorded(*parent) || routed(split.left) || routed(split.right);
             };
             if let Some(heavy) = heavy_child(split, *left, *right) {
                 tracing::info!(
@@ -413,11 +429,7 @@ impl Router {
             }
             false
         });
-        indivisible.retain(|partition| {
-            tables
-                .iter()
-                .any(|table| table.partitions.iter().any(|entry| entry.id == *partition))
-        });
+        indivisible.retain(|partition| routed(*partition));
     }
 
     /// The partitions found hot at [`RouterConfig::split_traffic_checks`] balance checks in a
@@ -844,7 +856,6 @@ struct SizeSplit {
     right: u64,
     /// The parent's item bytes when the split was planned.
     parent_bytes: u64,
-    started: Instant,
 }
 
 /// The child of `split` still holding [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes,
@@ -935,7 +946,6 @@ mod tests {
             left: 5,
             right: 6,
             parent_bytes: 1_000,
-            started: Instant::now(),
         };
         assert_eq!(heavy_child(&split, 960, 10), Some(5));
         assert_eq!(heavy_child(&split, 0, 950), Some(6));
