@@ -2449,17 +2449,24 @@ const SPLIT_TEST_ITEMS: usize = 300;
 /// Items the writer adds while the splits run.
 const SPLIT_TEST_WRITES_DURING: usize = 100;
 
-/// A router's count of requests refused for naming keys their partition does not own since a
-/// split (`shoal_router_forward_retries_total{kind="keys_elsewhere"}`).
-fn keys_elsewhere_refusals(router: &Router) -> u64 {
+/// The value of one series of a router's /metrics page (`name{labels}` as written there);
+/// 0 when the page does not have it.
+fn metric(router: &Router, series: &str) -> u64 {
     router
         .render_metrics()
         .lines()
-        .find_map(|line| {
-            line.strip_prefix("shoal_router_forward_retries_total{kind=\"keys_elsewhere\"} ")
-        })
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|count| count.parse().ok())
         .unwrap_or(0)
+}
+
+/// A router's count of requests refused for naming keys their partition does not own since a
+/// split.
+fn keys_elsewhere_refusals(router: &Router) -> u64 {
+    metric(
+        router,
+        "shoal_router_forward_retries_total{kind=\"keys_elsewhere\"}",
+    )
 }
 
 /// The partitions of `people` as `router` reads them from the metadata now (refreshing its
@@ -2650,16 +2657,10 @@ fn an_item_collection_past_the_size_threshold_is_split_once_not_again_and_again(
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!((splits_started, splits_finished), (1, 1));
-        let marked = router
-            .render_metrics()
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(
-                    "shoal_router_autoadmin_events_total{kind=\"split_indivisible\"} ",
-                )
-            })
-            .and_then(|count| count.parse::<u64>().ok())
-            .unwrap_or(0);
+        let marked = metric(
+            &router,
+            "shoal_router_autoadmin_events_total{kind=\"split_indivisible\"}",
+        );
         assert_eq!(marked, 1);
         let found = router
             .query(json!({
@@ -2785,16 +2786,10 @@ fn a_busy_partition_splits_where_its_traffic_balances_and_a_hot_item_alone_does_
             "{left_keys} of {} keys left of the cut",
             busy_keys.len()
         );
-        let skipped = router
-            .render_metrics()
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(
-                    "shoal_router_autoadmin_events_total{kind=\"split_skipped_single_hot_key\"} ",
-                )
-            })
-            .and_then(|count| count.parse::<u64>().ok())
-            .unwrap_or(0);
+        let skipped = metric(
+            &router,
+            "shoal_router_autoadmin_events_total{kind=\"split_skipped_single_hot_key\"}",
+        );
         assert!(skipped >= 1, "the hot item's partition was not found hot");
         for index in busy_keys.iter().chain([&hot_key]) {
             let found = router
