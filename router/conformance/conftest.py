@@ -472,6 +472,42 @@ def gunzip_if_needed(response):
     return response.body
 
 
+# Setup writes that a fast run pushes past a new table's throughput (DynamoDB's own: an
+# on-demand table serves 4,000 WCU a second at once, a partition 1,000) are sent again while
+# throttled, as an SDK with more retries would; only this many throttles in a row fail them.
+SETUP_THROTTLES_MAX = 100
+SETUP_THROTTLE_PAUSE_S = 0.1
+
+
+def put_admitted(ddb, **parameters):
+    """PutItem for a test's setup, sent again while throttled."""
+    for _ in range(SETUP_THROTTLES_MAX):
+        try:
+            return ddb.put_item(**parameters)
+        except ddb.exceptions.ProvisionedThroughputExceededException:
+            time.sleep(SETUP_THROTTLE_PAUSE_S)
+    raise AssertionError(f"a setup write was throttled {SETUP_THROTTLES_MAX} times in a row")
+
+
+def batch_write_admitted(ddb, table, requests):
+    """BatchWriteItem of `requests` for a test's setup, 25 at a time, sending again what was
+    throttled or left unprocessed."""
+    pending = list(requests)
+    throttles = 0
+    while pending:
+        chunk, pending = pending[:25], pending[25:]
+        try:
+            response = ddb.batch_write_item(RequestItems={table: chunk})
+        except ddb.exceptions.ProvisionedThroughputExceededException:
+            throttles += 1
+            assert throttles < SETUP_THROTTLES_MAX, "setup writes throttled too often"
+            pending = chunk + pending
+            time.sleep(SETUP_THROTTLE_PAUSE_S)
+            continue
+        throttles = 0
+        pending = response.get("UnprocessedItems", {}).get(table, []) + pending
+
+
 def expect_error(call, code, message=None, contains=None):
     """Runs `call`, which must fail with DynamoDB error `code` (and `message` exactly, or a
     message containing `contains`); returns the botocore error response."""

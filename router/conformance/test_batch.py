@@ -1,11 +1,9 @@
 """BatchGetItem (at most 100 keys) and BatchWriteItem (at most 25 requests): results,
 Unprocessed members and their limits."""
 
-import time
-
 import pytest
 
-from conftest import expect_error
+from conftest import expect_error, put_admitted
 
 
 def put(i, **extra):
@@ -160,17 +158,8 @@ def test_batch_get_answers_at_most_16_mb_and_hands_back_the_rest(ddb, make_table
     value = "x" * (300 * 1024)
     count = 60
     for i in range(count):
-        # 60 writes of 300 WCU each are 18,000 WCU: a new on-demand table serves 4,000 a second
-        # at once (DynamoDB's initial on-demand throughput, as router/admission has it), so a
-        # fast enough run is throttled, as DynamoDB would throttle it; the writes are only the
-        # setup here, so each is sent again until admitted, as an SDK with more retries would.
-        for attempt in range(100):
-            try:
-                ddb.put_item(TableName=table, Item={"pk": {"S": f"big{i}"}, "v": {"S": value}})
-                break
-            except ddb.exceptions.ProvisionedThroughputExceededException:
-                assert attempt < 99, "a write was throttled 100 times in a row"
-                time.sleep(0.1)
+        # 18,000 WCU in all: past a new on-demand table's 4,000 a second in a fast run.
+        put_admitted(ddb, TableName=table, Item={"pk": {"S": f"big{i}"}, "v": {"S": value}})
     keys = [{"pk": {"S": f"big{i}"}} for i in range(count)]
     response = ddb.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
     first = response["Responses"][table]
