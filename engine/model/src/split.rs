@@ -73,9 +73,9 @@ pub fn key_hash(key: &[u8]) -> Option<u64> {
 }
 
 /// Calls `found` with the partition hash of every key `request` names: each item key of a
-/// write, read, batch or transaction step, and a Query's partition key (its bounds share the
-/// hash). A Scan and the partition-wide requests (outbox, streams, index upkeep, lock
-/// listing) name none. A child refuses a request naming a hash outside its range, and a
+/// write, read, batch or transaction step, each entry key of a GSI partition's apply, and a
+/// Query's partition key (its bounds share the hash). A Scan and the partition-wide requests
+/// (outbox, streams, backfill, lock listing) name none. A child refuses a request naming a hash outside its range, and a
 /// replica's traffic sample counts these hashes.
 pub fn for_each_key_hash(request: &crate::request::PreparedRequest, mut found: impl FnMut(u64)) {
     use crate::request::PreparedRequest;
@@ -100,6 +100,10 @@ pub fn for_each_key_hash(request: &crate::request::PreparedRequest, mut found: i
         PreparedRequest::TransactConfirm { storage_keys, .. } => {
             storage_keys.iter().for_each(|storage_key| key(storage_key));
         }
+        // A GSI partition's entries are placed by their own leading hash, like items.
+        PreparedRequest::IndexApply { changes, .. } => changes
+            .iter()
+            .for_each(|change| key(&change.change.entry_key)),
         PreparedRequest::Range(range) => {
             if let (
                 Bound::Included(lower) | Bound::Excluded(lower),
@@ -519,5 +523,29 @@ mod tests {
                 "{key:x?} is outside every blocking range"
             );
         }
+    }
+
+    #[test]
+    fn a_gsi_partitions_apply_names_each_entry_keys_hash() {
+        use crate::index::global::{
+            EntryChange, GlobalIndexChange, OutboxPosition, PositionedChange,
+        };
+        use crate::request::PreparedRequest;
+        let entry = |hash: u64, ordinal: u32| PositionedChange {
+            position: OutboxPosition { slot: 4, ordinal },
+            change: GlobalIndexChange {
+                index_number: 1,
+                entry_key: [&hash.to_be_bytes()[..], &[0, 1, b'g']].concat(),
+                change: EntryChange::Delete,
+            },
+        };
+        let apply = PreparedRequest::IndexApply {
+            source: 3,
+            changes: vec![entry(10, 0), entry(u64::MAX - 1, 1)],
+        };
+        let mut hashes = Vec::new();
+        for_each_key_hash(&apply, |hash| hashes.push(hash));
+        // A child refuses an apply naming a hash outside its range, as it refuses a write.
+        assert_eq!(hashes, vec![10, u64::MAX - 1]);
     }
 }

@@ -2965,3 +2965,204 @@ fn a_table_past_the_split_threshold_splits_and_every_item_is_still_found() {
         }
     });
 }
+
+/// The GSI split test's index: items are spread over [`GSI_SPLIT_TEST_CUSTOMERS`] index
+/// partition keys, so its entries spread over the index's hash range as items do over the
+/// table's.
+const GSI_SPLIT_TEST_INDEX: &str = "by_customer";
+const GSI_SPLIT_TEST_CUSTOMERS: usize = 60;
+
+fn customer_of(index: usize) -> String {
+    format!("customer-{:03}", index % GSI_SPLIT_TEST_CUSTOMERS)
+}
+
+/// The items of one customer, as the GSI split test's index must list them (by `pk`).
+async fn customer_items(router: &Router, customer: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut start: Option<Json> = None;
+    loop {
+        let mut body = json!({
+            "TableName": "orders",
+            "IndexName": GSI_SPLIT_TEST_INDEX,
+            "KeyConditionExpression": "customer = :c",
+            "ExpressionAttributeValues": {":c": {"S": customer}},
+            "Limit": 5,
+        });
+        if let Some(start) = start.take() {
+            body["ExclusiveStartKey"] = start;
+        }
+        let page = router.query(body).await.unwrap();
+        for item in page["Items"].as_array().unwrap() {
+            found.insert(item["pk"]["S"].as_str().unwrap().to_string());
+        }
+        match page.get("LastEvaluatedKey") {
+            Some(next) => start = Some(next.clone()),
+            None => return found,
+        }
+    }
+}
+
+/// Issue 19, splits of global secondary index partitions: an index's partitions hold its
+/// entries, placed by the hash of the index's partition key as a table's items are by theirs,
+/// so an index partition past the split threshold splits like a table partition. With the
+/// threshold at 64 KiB and every item projected (about 75 KiB of entries per index partition),
+/// the autoadmin splits every one of the index's partitions while a writer goes on; the
+/// propagation of the writes meets the frozen parents and the children (it groups again with
+/// a refreshed map). Afterwards the index lists every item under its customer exactly once, by
+/// Query and by a paged Scan, and no node hosts an index parent.
+#[test]
+fn a_global_index_past_the_split_threshold_splits_and_lists_every_item() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start();
+    let nodes = cluster.nodes.clone();
+    on_router_core(async {
+        let mut config = repairing_config(&nodes, 28);
+        config.balance = false;
+        config.split_bytes = SPLIT_TEST_BYTES;
+        config.split_read_units_per_second = 0;
+        config.split_write_units_per_second = 0;
+        let router = std::rc::Rc::new(Router::new(config).unwrap());
+        router.bootstrap(SHARDS).await.unwrap();
+        router
+            .create_table(json!({
+                "TableName": "orders",
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "customer", "AttributeType": "S"},
+                ],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "GlobalSecondaryIndexes": [{
+                    "IndexName": GSI_SPLIT_TEST_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "customer", "KeyType": "HASH"},
+                        {"AttributeName": "pk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }],
+                "BillingMode": "PAY_PER_REQUEST",
+            }))
+            .await
+            .unwrap();
+        glommio::spawn_local({
+            let router = router.clone();
+            async move { router.run_index_propagation().await }
+        })
+        .detach();
+        let index_parents: Vec<u64> = router
+            .index_partitions("orders", GSI_SPLIT_TEST_INDEX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|partition| partition.id)
+            .collect();
+        let order = |index: usize| {
+            json!({
+                "TableName": "orders",
+                "Item": {
+                    "pk": {"S": key(index)},
+                    "customer": {"S": customer_of(index)},
+                    "pad": {"S": "p".repeat(1000)},
+                },
+            })
+        };
+        for index in 0..SPLIT_TEST_ITEMS {
+            router.put_item(order(index)).await.unwrap();
+        }
+        let writer = glommio::spawn_local({
+            let router = router.clone();
+            async move {
+                for index in SPLIT_TEST_ITEMS..SPLIT_TEST_ITEMS + SPLIT_TEST_WRITES_DURING {
+                    if let Err(error) = router.put_item(order(index)).await {
+                        panic!("a write during the index splits failed: {error}");
+                    }
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let started = Instant::now();
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            let partitions = router
+                .index_partitions("orders", GSI_SPLIT_TEST_INDEX)
+                .await
+                .unwrap();
+            let all_split = partitions
+                .iter()
+                .all(|partition| !index_parents.contains(&partition.id));
+            if all_split && report.splits.started == 0 && report.splits.unfinished == 0 {
+                eprintln!(
+                    "the index's {} partitions became {} in {:?}",
+                    index_parents.len(),
+                    partitions.len(),
+                    started.elapsed()
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the index partitions were not all split within two minutes: {partitions:?}, \
+                 {report:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        writer.await;
+        let written = SPLIT_TEST_ITEMS + SPLIT_TEST_WRITES_DURING;
+        let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for index in 0..written {
+            expected
+                .entry(customer_of(index))
+                .or_default()
+                .insert(key(index));
+        }
+        // The index is eventually consistent: propagation catches up within seconds.
+        let converging = Instant::now();
+        for (customer, items) in &expected {
+            loop {
+                let found = customer_items(&router, customer).await;
+                if found == *items {
+                    break;
+                }
+                assert!(
+                    converging.elapsed() < Duration::from_secs(60),
+                    "the index lists {found:?} for {customer}, not {items:?}"
+                );
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let mut scanned = Vec::new();
+        let mut start: Option<Json> = None;
+        loop {
+            let mut body = json!({
+                "TableName": "orders",
+                "IndexName": GSI_SPLIT_TEST_INDEX,
+                "Limit": SCAN_LIMIT,
+            });
+            if let Some(start) = start.take() {
+                body["ExclusiveStartKey"] = start;
+            }
+            let page = router.scan(body).await.unwrap();
+            for item in page["Items"].as_array().unwrap() {
+                scanned.push(item["pk"]["S"].as_str().unwrap().to_string());
+            }
+            match page.get("LastEvaluatedKey") {
+                Some(next) => start = Some(next.clone()),
+                None => break,
+            }
+        }
+        assert_eq!(scanned.len(), written, "the index scan saw each entry once");
+        assert_eq!(
+            scanned.into_iter().collect::<BTreeSet<_>>(),
+            (0..written).map(key).collect::<BTreeSet<_>>()
+        );
+        for (node, hosted) in hosted_partitions(&nodes) {
+            assert!(
+                hosted
+                    .iter()
+                    .all(|partition| !index_parents.contains(partition)),
+                "node {node} still hosts an index parent: {hosted:?}"
+            );
+        }
+    });
+}

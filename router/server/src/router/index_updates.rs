@@ -265,6 +265,23 @@ impl Router {
         }
         let ids: BTreeSet<u64> = global.partitions.iter().map(|p| p.id).collect();
         self.change_incarnation(&record, |changed| {
+            // A split of one of the index's partitions goes with it (the parent listed before
+            // the split was routed, its children after). Children built on nodes but never
+            // routed are then owned by no table, and the orphan scan deletes them.
+            let doomed: BTreeSet<u64> = changed
+                .global_indexes
+                .iter()
+                .filter(|record| {
+                    record.index.name == index && record.status == GlobalIndexStatus::Deleting
+                })
+                .flat_map(|record| record.partitions.iter().map(|p| p.id))
+                .chain(ids.iter().copied())
+                .collect();
+            changed.partition_splits.retain(|parent, split| {
+                ![*parent, split.left, split.right]
+                    .iter()
+                    .any(|partition| doomed.contains(partition))
+            });
             changed.global_indexes.retain(|record| {
                 record.index.name != index || record.status != GlobalIndexStatus::Deleting
             });

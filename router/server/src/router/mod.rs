@@ -1278,6 +1278,21 @@ impl Router {
             .map(|state| state.map.partitions().to_vec())
             .ok_or_else(DynamoError::resource_not_found)
     }
+
+    /// [`Router::table_partitions`] of the table's global secondary index `index`.
+    pub async fn index_partitions(
+        &self,
+        table: &str,
+        index: &str,
+    ) -> Result<Vec<PartitionEntry>, DynamoError> {
+        self.refresh_table(table, self.deadline()).await?;
+        self.tables
+            .borrow()
+            .get(table)
+            .and_then(|state| state.index_maps.get(index))
+            .map(|map| map.partitions().to_vec())
+            .ok_or_else(DynamoError::resource_not_found)
+    }
 }
 
 #[cfg(test)]

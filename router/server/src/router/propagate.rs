@@ -252,7 +252,7 @@ impl Router {
                 break;
             };
             let moved = changes.len();
-            self.apply_at_index_partitions(table, partition, changes, deadline)
+            self.apply_routed(table, partition, &changes, deadline)
                 .await?;
             applied_through = Some(last);
             untrimmed += moved;
@@ -289,16 +289,46 @@ impl Router {
         Ok(())
     }
 
+    /// [`Router::apply_at_index_partitions`], grouped again with a refreshed map while an
+    /// index partition answers that the cached map is behind it (it was split). Sending the
+    /// changes again to the index partitions that applied them changes nothing (each applies
+    /// a position once). A split that froze a partition whose children are not routed yet is
+    /// waited out, as a request's route waits, within `deadline`.
+    async fn apply_routed(
+        &self,
+        table: &str,
+        source: u64,
+        changes: &[OutboxChange],
+        deadline: Instant,
+    ) -> Result<(), DynamoError> {
+        let mut pause = SPLIT_ROUTE_WAIT_PAUSE_MIN;
+        loop {
+            let Some(stale) = self
+                .apply_at_index_partitions(table, source, changes, deadline)
+                .await?
+            else {
+                return Ok(());
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(stale.into_dynamo());
+            }
+            self.refresh_table(table, deadline).await?;
+            glommio::timer::sleep(pause).await;
+            pause = (pause * 2).min(SPLIT_ROUTE_WAIT_PAUSE_MAX);
+        }
+    }
+
     /// Sends each index partition the changes of `source` that touch it, in position order,
     /// and waits until every one has applied them. A change of an index the table no longer
-    /// has is dropped.
+    /// has is dropped. `Ok(Some(refusal))` when an index partition refused its changes
+    /// because the map they were grouped with is behind it (nothing was applied there).
     async fn apply_at_index_partitions(
         &self,
         table: &str,
         source: u64,
-        changes: Vec<OutboxChange>,
+        changes: &[OutboxChange],
         deadline: Instant,
-    ) -> Result<(), DynamoError> {
+    ) -> Result<Option<ForwardError>, DynamoError> {
         // The table's indexes as this core knows them. Not knowing the table at all (evicted
         // from the cache since the turn began) must not read as "no indexes": every change
         // would be dropped and trimmed. The turn fails instead and is tried again.
@@ -331,7 +361,7 @@ impl Router {
                 self.route_map(table, Some(name), deadline).await?,
             );
         }
-        let plan = plan_round(changes.into_iter().map(positioned), |change| {
+        let plan = plan_round(changes.iter().cloned().map(positioned), |change| {
             let name = indexes.get(&change.index_number)?;
             let route = maps.get(name)?.lookup(storage_key_hash(&change.entry_key)?);
             routes.insert((name.clone(), route.id), route.clone());
@@ -349,17 +379,24 @@ impl Router {
                 let reply = self
                     .forwarder
                     .forward(&route, &ItemCall::new(&apply), deadline)
-                    .await
-                    .map_err(ForwardError::into_dynamo)?;
+                    .await?;
                 self.note_leader(table, Some(&index), route.id, Some(reply.leader));
-                Ok::<(), DynamoError>(())
+                Ok::<(), ForwardError>(())
             })
             .collect();
         // Each index partition is its own log, so their applies run at once.
+        let mut stale = None;
         for outcome in join_bounded(calls, PROPAGATION_APPLIES_IN_FLIGHT_MAX).await {
-            outcome?;
+            match outcome {
+                Ok(()) => {}
+                Err(
+                    refusal
+                    @ (ForwardError::StaleRoute { .. } | ForwardError::KeysElsewhere { .. }),
+                ) => stale = Some(refusal),
+                Err(error) => return Err(error.into_dynamo()),
+            }
         }
-        Ok(())
+        Ok(stale)
     }
 }
 

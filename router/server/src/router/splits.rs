@@ -7,9 +7,11 @@
 //!   split at the middle of its hash range. Keys are placed by a 64-bit hash, so the middle of
 //!   the range divides the items evenly but for chance; one partition key's items (an item
 //!   collection) share a hash and can never be divided: a child that kept
-//!   [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes is not split for size again. A partition with a replica move,
-//!   replicas pending creation or a split under way is left alone, as are global index
-//!   partitions (their splits are not built). A partition whose replicas together answered
+//!   [`SPLIT_INDIVISIBLE_PERCENT`] of its parent's bytes is not split for size again. A
+//!   partition with a replica move, replicas pending creation or a split under way is left
+//!   alone. The partitions of an ACTIVE global secondary index split like the table's (an
+//!   index entry's key starts with its own hash, like an item's); those of an index being
+//!   created or deleted do not. A partition whose replicas together answered
 //!   with more than [`RouterConfig::split_read_units_per_second`] or
 //!   [`RouterConfig::split_write_units_per_second`] over their last 10 s
 //!   (`NodeRequest::Loads`), at [`RouterConfig::split_traffic_checks`] balance checks in a
@@ -335,9 +337,7 @@ impl Router {
             .iter()
             .filter(|table| table.status == TableStatus::Active)
             .flat_map(|table| {
-                table
-                    .partitions
-                    .iter()
+                splittable_partitions(table)
                     .filter(move |partition| {
                         !(table.replica_moves.contains_key(&partition.id)
                             || in_a_split(table, partition.id)
@@ -400,7 +400,7 @@ impl Router {
         let routed = |partition: u64| {
             tables
                 .iter()
-                .any(|table| table.partitions.iter().any(|entry| entry.id == partition))
+                .any(|table| table.all_partitions().any(|entry| entry.id == partition))
         };
         let recorded = |parent: u64| {
             tables
@@ -529,7 +529,8 @@ impl Router {
                     {
                         return Ok(None);
                     }
-                    let Some(entry) = current.partitions.iter().find(|entry| entry.id == parent)
+                    let Some(entry) =
+                        splittable_partitions(current).find(|entry| entry.id == parent)
                     else {
                         return Ok(None);
                     };
@@ -740,7 +741,7 @@ impl Router {
                                 let children = [split.machine.left, split.machine.right];
                                 for node in &split.machine.replicas {
                                     let listed_on_both = children.iter().all(|child| {
-                                        table.partitions.iter().any(|entry| {
+                                        table.all_partitions().any(|entry| {
                                             entry.id == child.partition
                                                 && entry.replicas.contains(node)
                                         })
@@ -914,10 +915,34 @@ fn driven_split(table: &TableRecord, parent: u64, record: &PartitionSplitRecord)
 /// Step 3's edit: the parent's entry replaced by its two children, in hash order, and the
 /// record marked routed. Nothing changes when the parent is not in the map any more (a record
 /// already routed).
+/// The partitions the split policy considers: the table's, and those of its ACTIVE global
+/// secondary indexes (one being created is still filled by its backfill, one being deleted is
+/// going away).
+fn splittable_partitions(table: &TableRecord) -> impl Iterator<Item = &PartitionEntry> {
+    table.partitions.iter().chain(
+        table
+            .global_indexes
+            .iter()
+            .filter(|index| index.status == GlobalIndexStatus::Active)
+            .flat_map(|index| index.partitions.iter()),
+    )
+}
+
+/// Puts `record`'s children in the place of `parent` in whichever list holds it: the table's
+/// partitions or one of its global secondary indexes'.
 fn route_children(table: &mut TableRecord, parent: u64, record: &PartitionSplitRecord) {
-    if let Some(position) = table.partitions.iter().position(|entry| entry.id == parent) {
-        let [left, right] = record.children();
-        table.partitions.splice(position..=position, [left, right]);
+    let lists = std::iter::once(&mut table.partitions).chain(
+        table
+            .global_indexes
+            .iter_mut()
+            .map(|index| &mut index.partitions),
+    );
+    for list in lists {
+        if let Some(position) = list.iter().position(|entry| entry.id == parent) {
+            let [left, right] = record.children();
+            list.splice(position..=position, [left, right]);
+            break;
+        }
     }
     if let Some(stored) = table.partition_splits.get_mut(&parent) {
         stored.routed = true;
