@@ -40,6 +40,22 @@
 //!     metadata group, whose pause stops every control-plane operation) grows in a batch of
 //!     its own.
 //!
+//! Weight balance ([`plan_weight_balance`]), once the replica counts are even (the fifth
+//! property test): nodes should carry similar storage and traffic, not only similar counts.
+//! 14. The same healthy, quiet cluster as 6, with replica counts already even (no node two
+//!     above another): each partition has a weight, its bytes and its traffic as shares of
+//!     what one partition may hold or serve, and a node's weight is the sum over its replicas.
+//! 15. A step acts on two nodes whose weights differ by at least the threshold
+//!     ([`WEIGHT_IMBALANCE_FLOOR`], or [`WEIGHT_IMBALANCE_PERCENT`] of the mean node weight
+//!     when that is more), so that moves do not chase the noise of changing sizes and rates.
+//!     It moves one heavier replica from the heavier node to the lighter (when the heavier
+//!     hosts more replicas, so counts stay even), or swaps a heavier replica for a lighter one
+//!     (two moves, counts unchanged). The step must narrow the two nodes' gap by at least half
+//!     the threshold: the sum of the squares of the node weights then falls strictly, so
+//!     weight balance ends, and the counts stay even, so count balance never undoes it.
+//! 16. Followers before leaders, as 8; at most `moves_max` moves, at most one per partition,
+//!     each to a node not in the group.
+//!
 //! Leader balance ([`plan_leader_balance`]), once the replicas are balanced (the third
 //! property test):
 //! 10. The same healthy, quiet cluster as 6, and only partitions whose leader is known.
@@ -253,6 +269,206 @@ pub fn plan_leader_balance(
         planned.push(next);
     }
     planned
+}
+
+/// A node pair whose weights differ by less than this (thousandths of one partition's worth:
+/// half a partition at the split threshold, or half of one at its traffic thresholds) is
+/// balanced enough: closer than that, a move's snapshot costs more than it evens.
+pub const WEIGHT_IMBALANCE_FLOOR: u64 = 500;
+/// ... and by less than this share (percent) of the mean node weight, in a cluster whose nodes
+/// carry many partitions' worth each.
+pub const WEIGHT_IMBALANCE_PERCENT: u64 = 20;
+
+/// The moves that even out the nodes' weights once their replica counts are even (module
+/// docs, invariants 14-16). `weights`: each partition's weight (a partition missing has
+/// none).
+pub fn plan_weight_balance(
+    nodes: &[NodeView],
+    groups: &[GroupView],
+    weights: &BTreeMap<u64, u64>,
+    moves_max: usize,
+) -> Vec<PlannedMove> {
+    if !healthy_and_quiet(nodes, groups) || imbalanced(nodes, groups) {
+        return Vec::new();
+    }
+    let mut counts = target_loads(nodes, groups);
+    let weight_of = |partition: u64| weights.get(&partition).copied().unwrap_or(0);
+    let mut node_weights: BTreeMap<NodeId, u64> = counts.keys().map(|node| (*node, 0)).collect();
+    for group in groups {
+        for node in &group.replicas {
+            if let Some(weight) = node_weights.get_mut(node) {
+                *weight = weight.saturating_add(weight_of(group.partition));
+            }
+        }
+    }
+    let mut planned: Vec<PlannedMove> = Vec::new();
+    let mut moving: BTreeSet<u64> = BTreeSet::new();
+    while planned.len() < moves_max {
+        let Some(step) = [false, true].into_iter().find_map(|leaders_too| {
+            weight_step(
+                &node_weights,
+                &counts,
+                groups,
+                &weight_of,
+                &moving,
+                leaders_too,
+                moves_max - planned.len(),
+            )
+        }) else {
+            break;
+        };
+        for moved in &step {
+            let weight = weight_of(moved.partition);
+            if let Some(source) = node_weights.get_mut(&moved.source) {
+                *source = source.saturating_sub(weight);
+            }
+            if let Some(target) = node_weights.get_mut(&moved.target) {
+                *target = target.saturating_add(weight);
+            }
+            if let Some(count) = counts.get_mut(&moved.source) {
+                *count -= 1;
+            }
+            if let Some(count) = counts.get_mut(&moved.target) {
+                *count += 1;
+            }
+            moving.insert(moved.partition);
+        }
+        planned.extend(step);
+    }
+    planned
+}
+
+/// The weight a step must act on (invariant 15): the floor, or a share of the mean node weight.
+fn weight_threshold(node_weights: &BTreeMap<NodeId, u64>) -> u64 {
+    let total: u64 = node_weights.values().sum();
+    let mean = total.checked_div(node_weights.len() as u64).unwrap_or(0);
+    WEIGHT_IMBALANCE_FLOOR.max(mean * WEIGHT_IMBALANCE_PERCENT / 100)
+}
+
+/// The next weight balance step (one move, or a swap of two), for the heaviest giver that has
+/// one with a lighter node: the candidate narrowing the pair's gap most (ties: the lowest
+/// partitions). Leaders' replicas only if `leaders_too`; at most `room` moves.
+fn weight_step(
+    node_weights: &BTreeMap<NodeId, u64>,
+    counts: &BTreeMap<NodeId, usize>,
+    groups: &[GroupView],
+    weight_of: &dyn Fn(u64) -> u64,
+    moving: &BTreeSet<u64>,
+    leaders_too: bool,
+    room: usize,
+) -> Option<Vec<PlannedMove>> {
+    let threshold = weight_threshold(node_weights);
+    let mut givers: Vec<(u64, NodeId)> = node_weights
+        .iter()
+        .map(|(node, weight)| (*weight, *node))
+        .collect();
+    givers.sort_unstable_by_key(|(weight, node)| (std::cmp::Reverse(*weight), *node));
+    let mut takers = givers.clone();
+    takers.sort_unstable();
+    // What `node` may give to `other`: its replicas of groups `other` is not in.
+    let movable = |node: NodeId, other: NodeId| -> Vec<&GroupView> {
+        groups
+            .iter()
+            .filter(|group| {
+                !moving.contains(&group.partition)
+                    && group.replicas.contains(&node)
+                    && !group.replicas.contains(&other)
+                    && (leaders_too || group.leader != Some(node))
+            })
+            .collect()
+    };
+    for (heavy_weight, heavy) in &givers {
+        for (light_weight, light) in &takers {
+            let Some(gap) = heavy_weight.checked_sub(*light_weight) else {
+                break;
+            };
+            if gap < threshold {
+                break;
+            }
+            // How much moving `moved` of weight from the heavy node to the light narrows the
+            // gap between them.
+            let narrowing = |moved: u64| gap.saturating_sub(gap.abs_diff(moved.saturating_mul(2)));
+            let given = movable(*heavy, *light);
+            let mut best: Option<(u64, Vec<PlannedMove>)> = None;
+            let mut consider = |narrowed: u64, step: Vec<PlannedMove>| {
+                if narrowed * 2 >= threshold
+                    && best.as_ref().is_none_or(|(most, _)| narrowed > *most)
+                {
+                    best = Some((narrowed, step));
+                }
+            };
+            let one_way = PlannedMove {
+                partition: 0,
+                source: *heavy,
+                target: *light,
+                source_dead: false,
+            };
+            // A single move keeps the counts even only if the heavy node hosts more.
+            if counts[heavy] > counts[light] && even_after(counts, *heavy, *light) {
+                for group in &given {
+                    consider(
+                        narrowing(weight_of(group.partition)),
+                        vec![PlannedMove {
+                            partition: group.partition,
+                            ..one_way
+                        }],
+                    );
+                }
+            }
+            if room >= 2 {
+                let taken = movable(*light, *heavy);
+                for group in &given {
+                    for back in &taken {
+                        let (out, back_weight) =
+                            (weight_of(group.partition), weight_of(back.partition));
+                        if back.partition == group.partition || out <= back_weight {
+                            continue;
+                        }
+                        consider(
+                            narrowing(out - back_weight),
+                            vec![
+                                PlannedMove {
+                                    partition: group.partition,
+                                    ..one_way
+                                },
+                                PlannedMove {
+                                    partition: back.partition,
+                                    source: *light,
+                                    target: *heavy,
+                                    source_dead: false,
+                                },
+                            ],
+                        );
+                    }
+                }
+            }
+            if let Some((_, step)) = best {
+                return Some(step);
+            }
+        }
+    }
+    None
+}
+
+/// Whether moving one replica from `from` to `to` leaves no node two replicas above another.
+fn even_after(counts: &BTreeMap<NodeId, usize>, from: NodeId, to: NodeId) -> bool {
+    let after = |node: &NodeId, count: usize| {
+        if *node == from {
+            count - 1
+        } else if *node == to {
+            count + 1
+        } else {
+            count
+        }
+    };
+    let counts_after: Vec<usize> = counts
+        .iter()
+        .map(|(node, count)| after(node, *count))
+        .collect();
+    match (counts_after.iter().max(), counts_after.iter().min()) {
+        (Some(most), Some(least)) => *most < *least + 2,
+        _ => true,
+    }
 }
 
 /// Every node up, answering and not draining; no move under way, no replica lost, and every
@@ -992,6 +1208,150 @@ mod tests {
                     let Some(leader) = group.leader else { continue };
                     for member in group.replicas.iter().filter(|member| **member != leader) {
                         prop_assert!(leads[&leader] < leads[member] + 2, "{group:?} {leads:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Groups whose replicas are three consecutive nodes of `node_count`, round and round:
+    /// every node hosts as many as the others (counts even), as weight balance needs.
+    fn even_groups(node_count: usize, rounds: usize, leaders: &[usize]) -> Vec<GroupView> {
+        (0..node_count * rounds)
+            .map(|index| {
+                let mut replicas: Vec<NodeId> = (0..3)
+                    .map(|offset| ((index + offset) % node_count) as NodeId + 1)
+                    .collect();
+                replicas.sort_unstable();
+                GroupView {
+                    partition: index as u64,
+                    leader: leaders
+                        .get(index)
+                        .and_then(|pick| replicas.get(*pick % 4))
+                        .copied(),
+                    replicas,
+                    moving_to: None,
+                    lost: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn node_weights(
+        views: &[NodeView],
+        groups: &[GroupView],
+        weights: &BTreeMap<u64, u64>,
+    ) -> BTreeMap<NodeId, u64> {
+        let mut sums: BTreeMap<NodeId, u64> = views.iter().map(|view| (view.id, 0)).collect();
+        for group in groups {
+            for node in &group.replicas {
+                *sums.get_mut(node).unwrap() += weights.get(&group.partition).copied().unwrap_or(0);
+            }
+        }
+        sums
+    }
+
+    /// Four nodes, eight partitions on three nodes each (six per node); partitions 0 and 4 are
+    /// big and both on nodes 1-3, so node 4 weighs nothing. Counts are even, so a big replica
+    /// is swapped for a light one rather than moved alone; node 1 leads partition 0, so its
+    /// follower replica of partition 4 goes. Six big replicas on four nodes are then as even
+    /// as they can be (two nodes with two, two with one), and nothing more moves.
+    #[test]
+    fn a_heavy_replica_is_swapped_for_a_light_one_when_the_counts_are_even() {
+        let views = nodes(&[true, true, true, true]);
+        let mut groups = even_groups(4, 2, &[]);
+        assert_eq!(groups[0].replicas, vec![1, 2, 3]);
+        assert_eq!(groups[4].replicas, vec![1, 2, 3]);
+        assert_eq!(groups[1].replicas, vec![2, 3, 4]);
+        groups[0].leader = Some(1);
+        let weights = BTreeMap::from([(0, 1_000), (4, 1_000)]);
+        let planned = plan_weight_balance(&views, &groups, &weights, 4);
+        assert_eq!(
+            planned,
+            vec![
+                PlannedMove {
+                    partition: 4,
+                    source: 1,
+                    target: 4,
+                    source_dead: false
+                },
+                PlannedMove {
+                    partition: 1,
+                    source: 4,
+                    target: 1,
+                    source_dead: false
+                },
+            ],
+            "{:?}",
+            node_weights(&views, &groups, &weights)
+        );
+        // Nodes 200 apart at most: under the floor, nothing moves.
+        let light = BTreeMap::from([(0, 200), (4, 200)]);
+        assert!(plan_weight_balance(&views, &groups, &light, 4).is_empty());
+        // Room for one move only: a swap does not fit, and a single move would leave the
+        // counts uneven.
+        assert!(plan_weight_balance(&views, &groups, &weights, 1).is_empty());
+        // Counts uneven: count balance goes first.
+        let uneven = joined_cluster(&[]);
+        assert!(plan_weight_balance(&views, &uneven, &weights, 4).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn weight_balance_narrows_gaps_keeps_counts_even_and_ends(
+            node_count in 4usize..8,
+            rounds in 1usize..4,
+            weights in proptest::collection::vec(0u64..3_000, 28),
+            leaders in proptest::collection::vec(0usize..4, 28),
+            moves_max in 0usize..7,
+        ) {
+            let views = nodes(&vec![true; node_count]);
+            let groups = even_groups(node_count, rounds, &leaders);
+            let weights: BTreeMap<u64, u64> = weights.iter().enumerate().map(|(index, weight)| (index as u64, *weight)).collect();
+            let planned = plan_weight_balance(&views, &groups, &weights, moves_max);
+            prop_assert!(planned.len() <= moves_max);
+            let squares = |sums: &BTreeMap<NodeId, u64>| sums.values().map(|w| u128::from(*w) * u128::from(*w)).sum::<u128>();
+            let before = node_weights(&views, &groups, &weights);
+            let mut after_groups = groups.clone();
+            let mut seen = BTreeSet::new();
+            for moving in &planned {
+                prop_assert!(seen.insert(moving.partition), "one move per partition");
+                let group = &mut after_groups[moving.partition as usize];
+                prop_assert!(group.replicas.contains(&moving.source));
+                prop_assert!(!group.replicas.contains(&moving.target));
+                prop_assert!(!moving.source_dead);
+                group.replicas.retain(|node| *node != moving.source);
+                group.replicas.push(moving.target);
+                group.leader = None;
+            }
+            let after = node_weights(&views, &after_groups, &weights);
+            if !planned.is_empty() {
+                prop_assert!(squares(&after) < squares(&before), "{before:?} -> {after:?}");
+                let threshold = weight_threshold(&before);
+                let widest = before.values().max().unwrap() - before.values().min().unwrap();
+                prop_assert!(widest >= threshold);
+            }
+            prop_assert!(!imbalanced(&views, &after_groups), "counts stay even");
+            // Nothing planned with room for a swap: no single move or swap of any node pair
+            // apart by the threshold narrows its gap by half the threshold.
+            if planned.is_empty() && moves_max >= 2 {
+                let threshold = weight_threshold(&before);
+                let weight = |group: &GroupView| weights.get(&group.partition).copied().unwrap_or(0);
+                for (heavy, heavy_weight) in &before {
+                    for (light, light_weight) in &before {
+                        let Some(gap) = heavy_weight.checked_sub(*light_weight) else { continue };
+                        if gap < threshold {
+                            continue;
+                        }
+                        let narrowing = |moved: u64| gap.saturating_sub(gap.abs_diff(moved * 2));
+                        for out in groups.iter().filter(|g| g.replicas.contains(heavy) && !g.replicas.contains(light)) {
+                            for back in groups.iter().filter(|g| g.replicas.contains(light) && !g.replicas.contains(heavy)) {
+                                if weight(out) > weight(back) {
+                                    prop_assert!(narrowing(weight(out) - weight(back)) * 2 < threshold,
+                                        "{out:?} for {back:?} would narrow {heavy}-{light}");
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -3166,3 +3166,151 @@ fn a_global_index_past_the_split_threshold_splits_and_lists_every_item() {
         }
     });
 }
+
+/// The weight balance test's split threshold: its big partitions (about 150 KiB) weigh about
+/// 600 thousandths each, past the balance floor of 500, and stay whole.
+const WEIGHT_TEST_SPLIT_BYTES: u64 = 256 << 10;
+/// Items of 1 KB written into each of the two big partitions.
+const WEIGHT_TEST_ITEMS: usize = 150;
+
+/// Issue 19, balance by storage: four nodes, two tables of four partitions each, replica
+/// counts even. Two partitions with the same three replicas are filled (about 150 KiB each),
+/// so the fourth node carries none of the bytes. The autoadmin swaps one of the big replicas
+/// onto that node for a light one of its own (two moves, the counts still even), and then
+/// leaves things be: the two nodes that carry both big replicas cannot give one without
+/// becoming the light ones, so no further move narrows any gap, and none is made at the
+/// balance checks that follow. Every item is still read back.
+#[test]
+fn nodes_carrying_more_bytes_swap_a_big_replica_for_a_small_one_and_then_stay() {
+    let _turn = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cluster = Cluster::start_some(4, 4);
+    let nodes = cluster.nodes.clone();
+    on_router_core(async {
+        let mut config = repairing_config(&nodes, 30);
+        config.split_bytes = WEIGHT_TEST_SPLIT_BYTES;
+        config.split_read_units_per_second = 0;
+        config.split_write_units_per_second = 0;
+        let router = Router::new(config).unwrap();
+        router.bootstrap(SHARDS).await.unwrap();
+        for table in ["people", "others"] {
+            router.create_table(create_named(table)).await.unwrap();
+        }
+        let listed = |tables: [Vec<shoal_router::partition_map::PartitionEntry>; 2]| {
+            tables
+                .into_iter()
+                .zip(["people", "others"])
+                .flat_map(|(partitions, table)| {
+                    partitions
+                        .into_iter()
+                        .map(move |partition| (table, partition))
+                })
+                .collect::<Vec<_>>()
+        };
+        let partitions = listed([
+            router.table_partitions("people").await.unwrap(),
+            router.table_partitions("others").await.unwrap(),
+        ]);
+        let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
+        for (_, partition) in &partitions {
+            for node in &partition.replicas {
+                *per_node.entry(*node).or_default() += 1;
+            }
+        }
+        assert!(
+            per_node.values().all(|count| *count == 6),
+            "the counts start even: {per_node:?}"
+        );
+        // Two partitions with the same replicas; the node outside them is the light one.
+        let sorted = |replicas: &[u64]| {
+            let mut replicas = replicas.to_vec();
+            replicas.sort_unstable();
+            replicas
+        };
+        let (first, second) = partitions
+            .iter()
+            .enumerate()
+            .find_map(|(index, (_, a))| {
+                partitions[index + 1..]
+                    .iter()
+                    .find(|(_, b)| sorted(&a.replicas) == sorted(&b.replicas))
+                    .map(|b| (partitions[index].clone(), b.clone()))
+            })
+            .expect("two of eight partitions on four nodes share their replicas");
+        let light = nodes
+            .iter()
+            .map(|node| node.id)
+            .find(|node| !first.1.replicas.contains(node))
+            .unwrap();
+        let mut written: Vec<(&str, usize)> = Vec::new();
+        for (table, partition) in [&first, &second] {
+            for index in keys_hashing_within(
+                partition.range.first,
+                partition.range.last,
+                WEIGHT_TEST_ITEMS,
+            ) {
+                let mut put = padded_put(index);
+                put["TableName"] = json!(table);
+                router.put_item(put).await.unwrap();
+                written.push((table, index));
+            }
+        }
+        let big = [first.1.id, second.1.id];
+        let weighed = "shoal_router_autoadmin_events_total{kind=\"weight_balance_planned\"}";
+        let started = Instant::now();
+        let mut moves = 0;
+        loop {
+            let report = router.autoadmin_pass().await.unwrap();
+            moves += report.balance_moves;
+            let now = listed([
+                router.table_partitions("people").await.unwrap(),
+                router.table_partitions("others").await.unwrap(),
+            ]);
+            let light_took_one = now.iter().any(|(_, partition)| {
+                big.contains(&partition.id) && partition.replicas.contains(&light)
+            });
+            if metric(&router, weighed) >= 1 && report.moves_unfinished == 0 && light_took_one {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no big replica reached node {light} within two minutes: {report:?}, {now:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(moves, 2, "one swap: a big replica out, a small one back");
+        // Two balance checks more (10 s apart): nothing moves.
+        let settled = Instant::now();
+        while settled.elapsed() < Duration::from_secs(22) {
+            let report = router.autoadmin_pass().await.unwrap();
+            assert_eq!(
+                report.moves_started, 0,
+                "balanced by weight, it stays: {report:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(metric(&router, weighed), 1);
+        let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
+        for (_, partition) in listed([
+            router.table_partitions("people").await.unwrap(),
+            router.table_partitions("others").await.unwrap(),
+        ]) {
+            for node in &partition.replicas {
+                *per_node.entry(*node).or_default() += 1;
+            }
+        }
+        assert!(per_node.values().all(|count| *count == 6), "{per_node:?}");
+        for (table, index) in written {
+            let found = router
+                .get_item(json!({
+                    "TableName": table,
+                    "Key": {"pk": {"S": key(index)}},
+                    "ConsistentRead": true,
+                }))
+                .await
+                .unwrap();
+            assert_eq!(found["Item"]["n"]["N"], index.to_string());
+        }
+    });
+}

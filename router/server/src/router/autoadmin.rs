@@ -29,8 +29,11 @@
 //! Planned moves (the source alive: added and caught up before it is removed) drain a
 //! decommissioned node and, when the cluster is healthy and quiet, even out the replicas per
 //! node (balance, shoal_autoadmin::policy::plan_balance), which is how a node that joined
-//! ([`Router::join_node`]) receives replicas. Once replicas are even, leaderships are evened
-//! out too (policy::plan_leader_balance, `NodeRequest::TransferLeadership`).
+//! ([`Router::join_node`]) receives replicas. Once the counts are even, the nodes' weights
+//! are (policy::plan_weight_balance: each partition weighs its leader's bytes and its traffic
+//! as shares of the split thresholds, [`Router::partition_weights`]), by moving a heavy
+//! replica to a lighter node or swapping it for a light one; then leaderships are evened out
+//! too (policy::plan_leader_balance, `NodeRequest::TransferLeadership`).
 //!
 //! The metadata group (partition 0) is one of the groups: its replicas count in each node's
 //! load when a target is chosen, and it is re-replicated and drained by the same policy and
@@ -55,7 +58,7 @@
 //! idempotent and fenced by its record, so the cost is a duplicated plan, not damage. The
 //! lease is independent of `shoal admin pause`, which stops whichever router holds it.
 //!
-//! Left for later (issue 19): balance by bytes and traffic, log replicas, and splits.
+//! Left for later (issue 19): log replicas. Splits are router/splits.rs.
 
 use super::*;
 use crate::metadata::{METADATA_EPOCH, METADATA_PARTITION, METADATA_SHARD, ReplicaMoveRecord};
@@ -63,7 +66,7 @@ use crate::placement::REPLICATION_FACTOR;
 use shoal_autoadmin::policy::{
     BALANCE_MOVES_IN_FLIGHT_MAX, GroupView, LEADER_TRANSFERS_MAX, MOVES_IN_FLIGHT_MAX, NodeView,
     PlannedMove, PlannedTransfer, imbalanced, plan_balance, plan_growth, plan_leader_balance,
-    plan_re_replication, targets_by_load,
+    plan_re_replication, plan_weight_balance, targets_by_load,
 };
 use shoal_autoadmin::replica_move::NO_SOURCE;
 use shoal_autoadmin::{MoveAction, MoveStep, Progress, ReplicaMove};
@@ -452,7 +455,7 @@ impl Router {
             // Who leads is asked only at a balance check: replicas first, then leaders.
             let (leaders, sizes, every_shard_answered) = self.partition_leaders(&cluster).await;
             if self.splits_on() {
-                split_inputs = Some(self.split_inputs(&cluster, sizes).await);
+                split_inputs = Some(self.split_inputs(&cluster, sizes.clone()).await);
             }
             // The metadata group is left out of balance: one replica's worth of load does not
             // pay for moving the control plane's replicas (and perhaps its leader).
@@ -464,8 +467,24 @@ impl Router {
                     ..group
                 })
                 .collect();
+            // Weights need every leader's size: a partition whose shard did not answer would
+            // weigh nothing, and draw replicas it does not need.
+            let weighted = if every_shard_answered {
+                let loads = split_inputs.as_ref().map(|inputs| &inputs.loads);
+                let weights = self.partition_weights(&sizes, loads);
+                plan_weight_balance(&views, &groups, &weights, BALANCE_MOVES_IN_FLIGHT_MAX)
+            } else {
+                Vec::new()
+            };
             if imbalanced(&views, &groups) {
                 plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX)
+            } else if !weighted.is_empty() {
+                tracing::info!(
+                    moves = weighted.len(),
+                    "autoadmin: evening out the nodes' storage and traffic"
+                );
+                self.metrics.note_autoadmin("weight_balance_planned");
+                weighted
             } else if every_shard_answered {
                 // Only with every shard's word: a shard that did not answer would make its
                 // node look as if it led nothing, and draw transfers it does not need.

@@ -198,6 +198,43 @@ impl Router {
         self.config.split_read_units_per_second > 0 || self.config.split_write_units_per_second > 0
     }
 
+    /// Each partition's weight for weight balance (shoal_autoadmin::policy, invariant 14):
+    /// its leader's item bytes as thousandths of the split threshold, plus its replicas' reads
+    /// and writes per second as thousandths of the traffic thresholds (when they were
+    /// gathered). A threshold that is off (0) counts at its default: weights compare nodes,
+    /// whether or not partitions split.
+    pub(super) fn partition_weights(
+        &self,
+        sizes: &BTreeMap<u64, u64>,
+        loads: Option<&BTreeMap<u64, PartitionLoad>>,
+    ) -> BTreeMap<u64, u64> {
+        let or_default = |value: u64, default: u64| if value == 0 { default } else { value };
+        let split_bytes = or_default(self.config.split_bytes, SPLIT_BYTES_DEFAULT);
+        let read_units = or_default(
+            self.config.split_read_units_per_second,
+            SPLIT_READ_UNITS_DEFAULT,
+        );
+        let write_units = or_default(
+            self.config.split_write_units_per_second,
+            SPLIT_WRITE_UNITS_DEFAULT,
+        );
+        let share = |amount: u64, whole: u64| {
+            u64::try_from(u128::from(amount) * 1000 / u128::from(whole)).unwrap_or(u64::MAX)
+        };
+        let mut weights: BTreeMap<u64, u64> = sizes
+            .iter()
+            .map(|(partition, bytes)| (*partition, share(*bytes, split_bytes)))
+            .collect();
+        for (partition, load) in loads.into_iter().flatten() {
+            // Rates are in thousandths of a unit per second, thresholds in units.
+            let traffic = (load.read_milli_per_second / read_units)
+                .saturating_add(load.write_milli_per_second / write_units);
+            let weight = weights.entry(*partition).or_default();
+            *weight = weight.saturating_add(traffic);
+        }
+        weights
+    }
+
     /// What the split policy reads at a balance check: the leaders' sizes (from the shard
     /// reports the check gathered) and, when traffic splits are on, every replica's load.
     pub(super) async fn split_inputs(
