@@ -41,18 +41,19 @@
 //!     its own.
 //!
 //! Weight balance ([`plan_weight_balance`]), once the replica counts are even (the fifth
-//! property test): nodes should carry similar storage and traffic, not only similar counts.
+//! property test): nodes should carry similar bytes, not only similar counts.
 //! 14. The same healthy, quiet cluster as 6, with replica counts already even (no node two
-//!     above another): each partition has a weight, its bytes and its traffic as shares of
-//!     what one partition may hold or serve, and a node's weight is the sum over its replicas.
+//!     above another): each partition has a weight (the caller's: a router weighs its bytes
+//!     as a share of the split threshold), and a node's weight is the sum over its replicas.
 //! 15. A step acts on two nodes whose weights differ by at least the threshold
 //!     ([`WEIGHT_IMBALANCE_FLOOR`], or [`WEIGHT_IMBALANCE_PERCENT`] of the mean node weight
-//!     when that is more), so that moves do not chase the noise of changing sizes and rates.
-//!     It moves one heavier replica from the heavier node to the lighter (when the heavier
-//!     hosts more replicas, so counts stay even), or swaps a heavier replica for a lighter one
-//!     (two moves, counts unchanged). The step must narrow the two nodes' gap by at least half
-//!     the threshold: the sum of the squares of the node weights then falls strictly, so
-//!     weight balance ends, and the counts stay even, so count balance never undoes it.
+//!     when that is more), so that moves do not chase the noise of changing sizes. It moves
+//!     one heavier replica from the heavier node to the lighter (when the heavier hosts more
+//!     replicas, so counts stay even), or swaps a heavier replica for a lighter one (two moves,
+//!     counts unchanged). The step must narrow the two nodes' gap by at least
+//!     [`WEIGHT_STEP_MIN`]: the sum of the squares of the node weights then falls by a fixed
+//!     amount, so weight balance ends, and the counts stay even, so count balance (which moves
+//!     the lightest replica it can) does not undo it.
 //! 16. Followers before leaders, as 8; at most `moves_max` moves, at most one per partition,
 //!     each to a node not in the group.
 //!
@@ -272,12 +273,16 @@ pub fn plan_leader_balance(
 }
 
 /// A node pair whose weights differ by less than this (thousandths of one partition's worth:
-/// half a partition at the split threshold, or half of one at its traffic thresholds) is
-/// balanced enough: closer than that, a move's snapshot costs more than it evens.
+/// half a partition at the split threshold) is balanced enough: closer than that, a move's
+/// snapshot costs more than it evens.
 pub const WEIGHT_IMBALANCE_FLOOR: u64 = 500;
 /// ... and by less than this share (percent) of the mean node weight, in a cluster whose nodes
 /// carry many partitions' worth each.
 pub const WEIGHT_IMBALANCE_PERCENT: u64 = 20;
+/// A step narrows its pair's gap by at least this much (half the floor): a fixed amount, so
+/// that nodes carrying hundreds of partitions each, whose gap threshold is a share of a large
+/// mean, are still evened by moves of single partitions.
+pub const WEIGHT_STEP_MIN: u64 = WEIGHT_IMBALANCE_FLOOR / 2;
 
 /// The moves that even out the nodes' weights once their replica counts are even (module
 /// docs, invariants 14-16). `weights`: each partition's weight (a partition missing has
@@ -288,6 +293,19 @@ pub fn plan_weight_balance(
     weights: &BTreeMap<u64, u64>,
     moves_max: usize,
 ) -> Vec<PlannedMove> {
+    weight_steps(nodes, groups, weights, moves_max)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// [`plan_weight_balance`] step by step: each step is one move, or the two moves of a swap.
+fn weight_steps(
+    nodes: &[NodeView],
+    groups: &[GroupView],
+    weights: &BTreeMap<u64, u64>,
+    moves_max: usize,
+) -> Vec<Vec<PlannedMove>> {
     if !healthy_and_quiet(nodes, groups) || imbalanced(nodes, groups) {
         return Vec::new();
     }
@@ -301,9 +319,10 @@ pub fn plan_weight_balance(
             }
         }
     }
-    let mut planned: Vec<PlannedMove> = Vec::new();
+    let mut steps: Vec<Vec<PlannedMove>> = Vec::new();
+    let mut planned = 0;
     let mut moving: BTreeSet<u64> = BTreeSet::new();
-    while planned.len() < moves_max {
+    while planned < moves_max {
         let Some(step) = [false, true].into_iter().find_map(|leaders_too| {
             weight_step(
                 &node_weights,
@@ -312,7 +331,7 @@ pub fn plan_weight_balance(
                 &weight_of,
                 &moving,
                 leaders_too,
-                moves_max - planned.len(),
+                moves_max - planned,
             )
         }) else {
             break;
@@ -333,21 +352,31 @@ pub fn plan_weight_balance(
             }
             moving.insert(moved.partition);
         }
-        planned.extend(step);
+        planned += step.len();
+        steps.push(step);
     }
-    planned
+    steps
 }
 
-/// The weight a step must act on (invariant 15): the floor, or a share of the mean node weight.
+/// The gap between two nodes' weights a step acts on (invariant 15): the floor, or a share of
+/// the mean node weight.
 fn weight_threshold(node_weights: &BTreeMap<NodeId, u64>) -> u64 {
-    let total: u64 = node_weights.values().sum();
+    let total = node_weights
+        .values()
+        .fold(0u64, |sum, weight| sum.saturating_add(*weight));
     let mean = total.checked_div(node_weights.len() as u64).unwrap_or(0);
-    WEIGHT_IMBALANCE_FLOOR.max(mean * WEIGHT_IMBALANCE_PERCENT / 100)
+    WEIGHT_IMBALANCE_FLOOR.max(mean / 100 * WEIGHT_IMBALANCE_PERCENT)
+}
+
+/// How much moving `moved` of weight from a node to one `gap` lighter narrows their gap.
+fn narrowing(gap: u64, moved: u64) -> u64 {
+    gap.saturating_sub(gap.abs_diff(moved.saturating_mul(2)))
 }
 
 /// The next weight balance step (one move, or a swap of two), for the heaviest giver that has
-/// one with a lighter node: the candidate narrowing the pair's gap most (ties: the lowest
-/// partitions). Leaders' replicas only if `leaders_too`; at most `room` moves.
+/// one with a lighter node: the candidate narrowing the pair's gap most, by at least
+/// [`WEIGHT_STEP_MIN`] (ties: the lowest partitions). Leaders' replicas only if `leaders_too`;
+/// at most `room` moves.
 fn weight_step(
     node_weights: &BTreeMap<NodeId, u64>,
     counts: &BTreeMap<NodeId, usize>,
@@ -365,9 +394,10 @@ fn weight_step(
     givers.sort_unstable_by_key(|(weight, node)| (std::cmp::Reverse(*weight), *node));
     let mut takers = givers.clone();
     takers.sort_unstable();
-    // What `node` may give to `other`: its replicas of groups `other` is not in.
-    let movable = |node: NodeId, other: NodeId| -> Vec<&GroupView> {
-        groups
+    // What `node` may give to `other`: its replicas of groups `other` is not in, with their
+    // weights, lightest first (ties: lowest partition).
+    let movable = |node: NodeId, other: NodeId| -> Vec<(u64, u64)> {
+        let mut movable: Vec<(u64, u64)> = groups
             .iter()
             .filter(|group| {
                 !moving.contains(&group.partition)
@@ -375,7 +405,10 @@ fn weight_step(
                     && !group.replicas.contains(&other)
                     && (leaders_too || group.leader != Some(node))
             })
-            .collect()
+            .map(|group| (weight_of(group.partition), group.partition))
+            .collect();
+        movable.sort_unstable();
+        movable
     };
     for (heavy_weight, heavy) in &givers {
         for (light_weight, light) in &takers {
@@ -385,64 +418,53 @@ fn weight_step(
             if gap < threshold {
                 break;
             }
-            // How much moving `moved` of weight from the heavy node to the light narrows the
-            // gap between them.
-            let narrowing = |moved: u64| gap.saturating_sub(gap.abs_diff(moved.saturating_mul(2)));
             let given = movable(*heavy, *light);
-            let mut best: Option<(u64, Vec<PlannedMove>)> = None;
-            let mut consider = |narrowed: u64, step: Vec<PlannedMove>| {
-                if narrowed * 2 >= threshold
-                    && best.as_ref().is_none_or(|(most, _)| narrowed > *most)
-                {
-                    best = Some((narrowed, step));
+            // The best candidate so far: (narrowing, partition out, partition back).
+            let mut best: Option<(u64, u64, Option<u64>)> = None;
+            let mut consider = |narrowed: u64, out: u64, back: Option<u64>| {
+                let better = best.is_none_or(|(most, best_out, best_back)| {
+                    (narrowed, std::cmp::Reverse((out, back)))
+                        > (most, std::cmp::Reverse((best_out, best_back)))
+                });
+                if narrowed >= WEIGHT_STEP_MIN && better {
+                    best = Some((narrowed, out, back));
                 }
-            };
-            let one_way = PlannedMove {
-                partition: 0,
-                source: *heavy,
-                target: *light,
-                source_dead: false,
             };
             // A single move keeps the counts even only if the heavy node hosts more.
             if counts[heavy] > counts[light] && even_after(counts, *heavy, *light) {
-                for group in &given {
-                    consider(
-                        narrowing(weight_of(group.partition)),
-                        vec![PlannedMove {
-                            partition: group.partition,
-                            ..one_way
-                        }],
-                    );
+                for (weight, partition) in &given {
+                    consider(narrowing(gap, *weight), *partition, None);
                 }
             }
             if room >= 2 {
                 let taken = movable(*light, *heavy);
-                for group in &given {
-                    for back in &taken {
-                        let (out, back_weight) =
-                            (weight_of(group.partition), weight_of(back.partition));
-                        if back.partition == group.partition || out <= back_weight {
-                            continue;
+                // For each replica out, the best one back weighs nearest `out - gap / 2`:
+                // the two around that point in the sorted list.
+                for (out_weight, out) in &given {
+                    let ideal = out_weight.saturating_sub(gap / 2);
+                    let at = taken.partition_point(|(weight, _)| *weight < ideal);
+                    for (back_weight, back) in
+                        taken[at.saturating_sub(1)..(at + 1).min(taken.len())].iter()
+                    {
+                        if back_weight < out_weight {
+                            consider(narrowing(gap, out_weight - back_weight), *out, Some(*back));
                         }
-                        consider(
-                            narrowing(out - back_weight),
-                            vec![
-                                PlannedMove {
-                                    partition: group.partition,
-                                    ..one_way
-                                },
-                                PlannedMove {
-                                    partition: back.partition,
-                                    source: *light,
-                                    target: *heavy,
-                                    source_dead: false,
-                                },
-                            ],
-                        );
                     }
                 }
             }
-            if let Some((_, step)) = best {
+            if let Some((_, out, back)) = best {
+                let mut step = vec![PlannedMove {
+                    partition: out,
+                    source: *heavy,
+                    target: *light,
+                    source_dead: false,
+                }];
+                step.extend(back.map(|back| PlannedMove {
+                    partition: back,
+                    source: *light,
+                    target: *heavy,
+                    source_dead: false,
+                }));
                 return Some(step);
             }
         }
@@ -562,10 +584,14 @@ pub fn imbalanced(nodes: &[NodeView], groups: &[GroupView]) -> bool {
     }
 }
 
-/// The moves that even out the replicas each node hosts (module docs, invariants 6-9).
+/// The moves that even out the replicas each node hosts (module docs, invariants 6-9). Among
+/// the replicas a node could give, the lightest by `weights` goes (ties: the lowest
+/// partition): moving it costs the smallest snapshot, and a heavy replica that weight balance
+/// just placed is not sent back.
 pub fn plan_balance(
     nodes: &[NodeView],
     groups: &[GroupView],
+    weights: &BTreeMap<u64, u64>,
     moves_max: usize,
 ) -> Vec<PlannedMove> {
     if !healthy_and_quiet(nodes, groups) {
@@ -577,7 +603,7 @@ pub fn plan_balance(
     while planned.len() < moves_max {
         let Some(next) = [false, true]
             .into_iter()
-            .find_map(|leaders_too| balance_move(&loads, groups, &moving, leaders_too))
+            .find_map(|leaders_too| balance_move(&loads, groups, weights, &moving, leaders_too))
         else {
             break;
         };
@@ -605,6 +631,7 @@ pub fn plan_balance(
 fn balance_move(
     loads: &BTreeMap<NodeId, usize>,
     groups: &[GroupView],
+    weights: &BTreeMap<u64, u64>,
     moving: &BTreeSet<u64>,
     leaders_too: bool,
 ) -> Option<PlannedMove> {
@@ -642,7 +669,12 @@ fn balance_move(
                         && !group.replicas.contains(target)
                         && (leaders_too || group.leader != Some(*source))
                 })
-                .min_by_key(|group| group.partition);
+                .min_by_key(|group| {
+                    (
+                        weights.get(&group.partition).copied().unwrap_or(0),
+                        group.partition,
+                    )
+                });
             if let Some(group) = group {
                 return Some(PlannedMove {
                     partition: group.partition,
@@ -893,7 +925,7 @@ mod tests {
         // Node 3 leads every partition: it gives only when no other node can.
         let groups = joined_cluster(&[(1, 3), (2, 3), (3, 3), (4, 3), (5, 3), (6, 3)]);
         assert!(imbalanced(&views, &groups));
-        let planned = plan_balance(&views, &groups, 8);
+        let planned = plan_balance(&views, &groups, &BTreeMap::new(), 8);
         // 18 replicas on 4 nodes: nodes 1 and 2 give two each, then node 3 must give one,
         // though it leads (at 6 it would be two above the others), and node 4 ends with 5.
         let sources: Vec<NodeId> = planned.iter().map(|moving| moving.source).collect();
@@ -906,7 +938,7 @@ mod tests {
         let partitions: BTreeSet<u64> = planned.iter().map(|moving| moving.partition).collect();
         assert_eq!(partitions.len(), 5, "one move per partition");
         // The budget caps a batch.
-        assert_eq!(plan_balance(&views, &groups, 2).len(), 2);
+        assert_eq!(plan_balance(&views, &groups, &BTreeMap::new(), 2).len(), 2);
         // A balanced cluster plans nothing.
         let even = [
             group(1, &[1, 2, 3]),
@@ -914,7 +946,7 @@ mod tests {
             group(3, &[1, 3, 4]),
         ];
         assert!(!imbalanced(&views, &even));
-        assert!(plan_balance(&views, &even, 8).is_empty());
+        assert!(plan_balance(&views, &even, &BTreeMap::new(), 8).is_empty());
     }
 
     /// The case seen on `shoal dev`: node 1 leads partitions 2-4, node 2 leads 1; node 1's only
@@ -929,7 +961,7 @@ mod tests {
         for group in &mut groups[1..] {
             group.leader = Some(1);
         }
-        let planned = plan_balance(&views, &groups, 8);
+        let planned = plan_balance(&views, &groups, &BTreeMap::new(), 8);
         let moves: Vec<(u64, NodeId)> = planned
             .iter()
             .map(|moving| (moving.partition, moving.source))
@@ -1056,23 +1088,29 @@ mod tests {
         let groups = joined_cluster(&[]);
         let mut views = nodes(&[true, true, true, true]);
         views[1].answered = false;
-        assert!(plan_balance(&views, &groups, 8).is_empty(), "a node silent");
+        assert!(
+            plan_balance(&views, &groups, &BTreeMap::new(), 8).is_empty(),
+            "a node silent"
+        );
         let mut views = nodes(&[true, true, true, true]);
         views[0].draining = true;
         assert!(
-            plan_balance(&views, &groups, 8).is_empty(),
+            plan_balance(&views, &groups, &BTreeMap::new(), 8).is_empty(),
             "a node draining"
         );
         let views = nodes(&[true, true, true, true]);
         let mut busy = groups.clone();
         busy[0].moving_to = Some(4);
         assert!(
-            plan_balance(&views, &busy, 8).is_empty(),
+            plan_balance(&views, &busy, &BTreeMap::new(), 8).is_empty(),
             "a move under way"
         );
         let mut lost = groups.clone();
         lost[2].lost = vec![2];
-        assert!(plan_balance(&views, &lost, 8).is_empty(), "a replica lost");
+        assert!(
+            plan_balance(&views, &lost, &BTreeMap::new(), 8).is_empty(),
+            "a replica lost"
+        );
     }
 
     proptest! {
@@ -1084,7 +1122,7 @@ mod tests {
         ) {
             let views = nodes(&vec![true; node_count]);
             let groups = healthy_groups(node_count, &picks);
-            let planned = plan_balance(&views, &groups, moves_max);
+            let planned = plan_balance(&views, &groups, &BTreeMap::new(), moves_max);
             prop_assert!(planned.len() <= moves_max);
             let mut loads = target_loads(&views, &groups);
             let squares = |loads: &BTreeMap<NodeId, usize>| loads.values().map(|n| n * n).sum::<usize>();
@@ -1296,64 +1334,136 @@ mod tests {
         assert!(plan_weight_balance(&views, &uneven, &weights, 4).is_empty());
     }
 
+    /// Whether some single move (keeping the counts even) or swap between two nodes whose
+    /// weights differ by the threshold narrows their gap by [`WEIGHT_STEP_MIN`], moving
+    /// followers' replicas only unless `leaders_too`: by brute force, for the property test.
+    fn a_step_exists(
+        groups: &[GroupView],
+        weights: &BTreeMap<u64, u64>,
+        counts: &BTreeMap<NodeId, usize>,
+        node_weights: &BTreeMap<NodeId, u64>,
+        moving: &BTreeSet<u64>,
+        leaders_too: bool,
+        room: usize,
+    ) -> bool {
+        let threshold = weight_threshold(node_weights);
+        let weight = |group: &GroupView| weights.get(&group.partition).copied().unwrap_or(0);
+        let may_give = |group: &GroupView, from: NodeId, to: NodeId| {
+            !moving.contains(&group.partition)
+                && group.replicas.contains(&from)
+                && !group.replicas.contains(&to)
+                && (leaders_too || group.leader != Some(from))
+        };
+        for (heavy, heavy_weight) in node_weights {
+            for (light, light_weight) in node_weights {
+                let Some(gap) = heavy_weight.checked_sub(*light_weight) else {
+                    continue;
+                };
+                if gap < threshold || heavy == light {
+                    continue;
+                }
+                for out in groups.iter().filter(|g| may_give(g, *heavy, *light)) {
+                    if counts[heavy] > counts[light]
+                        && even_after(counts, *heavy, *light)
+                        && narrowing(gap, weight(out)) >= WEIGHT_STEP_MIN
+                    {
+                        return true;
+                    }
+                    if room < 2 {
+                        continue;
+                    }
+                    for back in groups.iter().filter(|g| may_give(g, *light, *heavy)) {
+                        if weight(out) > weight(back)
+                            && narrowing(gap, weight(out) - weight(back)) >= WEIGHT_STEP_MIN
+                        {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
     proptest! {
         #[test]
         fn weight_balance_narrows_gaps_keeps_counts_even_and_ends(
             node_count in 4usize..8,
             rounds in 1usize..4,
-            weights in proptest::collection::vec(0u64..3_000, 28),
-            leaders in proptest::collection::vec(0usize..4, 28),
+            extra in proptest::collection::vec((0usize..8, 0usize..8, 0usize..8), 0..3),
+            weights in proptest::collection::vec(0u64..3_000, 40),
+            leaders in proptest::collection::vec(0usize..4, 40),
             moves_max in 0usize..7,
         ) {
             let views = nodes(&vec![true; node_count]);
-            let groups = even_groups(node_count, rounds, &leaders);
+            // Even counts, then up to two groups more: some nodes then host one more.
+            let mut groups = even_groups(node_count, rounds, &leaders);
+            for (a, b, c) in &extra {
+                let mut replicas: Vec<NodeId> = [a, b, c].iter().map(|pick| (**pick % node_count) as NodeId + 1).collect();
+                replicas.sort_unstable();
+                replicas.dedup();
+                groups.push(GroupView { partition: groups.len() as u64, leader: replicas.first().copied(), replicas, moving_to: None, lost: Vec::new() });
+            }
             let weights: BTreeMap<u64, u64> = weights.iter().enumerate().map(|(index, weight)| (index as u64, *weight)).collect();
-            let planned = plan_weight_balance(&views, &groups, &weights, moves_max);
-            prop_assert!(planned.len() <= moves_max);
+            let steps = weight_steps(&views, &groups, &weights, moves_max);
+            prop_assert_eq!(
+                steps.iter().flatten().copied().collect::<Vec<_>>(),
+                plan_weight_balance(&views, &groups, &weights, moves_max)
+            );
+            if imbalanced(&views, &groups) {
+                prop_assert!(steps.is_empty(), "counts first");
+                return Ok(());
+            }
+            prop_assert!(steps.iter().map(Vec::len).sum::<usize>() <= moves_max);
+            let mut counts = target_loads(&views, &groups);
+            let mut sums = node_weights(&views, &groups, &weights);
+            let weight = |partition: u64| weights.get(&partition).copied().unwrap_or(0);
             let squares = |sums: &BTreeMap<NodeId, u64>| sums.values().map(|w| u128::from(*w) * u128::from(*w)).sum::<u128>();
-            let before = node_weights(&views, &groups, &weights);
-            let mut after_groups = groups.clone();
-            let mut seen = BTreeSet::new();
-            for moving in &planned {
-                prop_assert!(seen.insert(moving.partition), "one move per partition");
-                let group = &mut after_groups[moving.partition as usize];
-                prop_assert!(group.replicas.contains(&moving.source));
-                prop_assert!(!group.replicas.contains(&moving.target));
-                prop_assert!(!moving.source_dead);
-                group.replicas.retain(|node| *node != moving.source);
-                group.replicas.push(moving.target);
-                group.leader = None;
-            }
-            let after = node_weights(&views, &after_groups, &weights);
-            if !planned.is_empty() {
-                prop_assert!(squares(&after) < squares(&before), "{before:?} -> {after:?}");
-                let threshold = weight_threshold(&before);
-                let widest = before.values().max().unwrap() - before.values().min().unwrap();
-                prop_assert!(widest >= threshold);
-            }
-            prop_assert!(!imbalanced(&views, &after_groups), "counts stay even");
-            // Nothing planned with room for a swap: no single move or swap of any node pair
-            // apart by the threshold narrows its gap by half the threshold.
-            if planned.is_empty() && moves_max >= 2 {
-                let threshold = weight_threshold(&before);
-                let weight = |group: &GroupView| weights.get(&group.partition).copied().unwrap_or(0);
-                for (heavy, heavy_weight) in &before {
-                    for (light, light_weight) in &before {
-                        let Some(gap) = heavy_weight.checked_sub(*light_weight) else { continue };
-                        if gap < threshold {
-                            continue;
-                        }
-                        let narrowing = |moved: u64| gap.saturating_sub(gap.abs_diff(moved * 2));
-                        for out in groups.iter().filter(|g| g.replicas.contains(heavy) && !g.replicas.contains(light)) {
-                            for back in groups.iter().filter(|g| g.replicas.contains(light) && !g.replicas.contains(heavy)) {
-                                if weight(out) > weight(back) {
-                                    prop_assert!(narrowing(weight(out) - weight(back)) * 2 < threshold,
-                                        "{out:?} for {back:?} would narrow {heavy}-{light}");
-                                }
-                            }
-                        }
+            let mut moving = BTreeSet::new();
+            let mut planned = 0;
+            for step in &steps {
+                let first = step[0];
+                let (heavy, light) = (first.source, first.target);
+                let gap = sums[&heavy].checked_sub(sums[&light]);
+                prop_assert!(gap.is_some_and(|gap| gap >= weight_threshold(&sums)), "{step:?} acts on a pair apart by the threshold");
+                let moved_weight = match step.as_slice() {
+                    [single] => {
+                        prop_assert!(counts[&heavy] > counts[&light]);
+                        weight(single.partition)
                     }
+                    [out, back] => {
+                        prop_assert_eq!((back.source, back.target), (light, heavy), "a swap");
+                        weight(out.partition) - weight(back.partition)
+                    }
+                    _ => { prop_assert!(false, "a step is one move or two"); 0 }
+                };
+                prop_assert!(narrowing(gap.unwrap(), moved_weight) >= WEIGHT_STEP_MIN);
+                let leads = step.iter().any(|moved| groups[moved.partition as usize].leader == Some(moved.source));
+                if leads {
+                    prop_assert!(
+                        !a_step_exists(&groups, &weights, &counts, &sums, &moving, false, moves_max - planned),
+                        "{step:?} moves a leader's replica though a follower's would do"
+                    );
                 }
+                let before = squares(&sums);
+                for moved in step {
+                    let group = &groups[moved.partition as usize];
+                    prop_assert!(moving.insert(moved.partition), "one move per partition");
+                    prop_assert!(group.replicas.contains(&moved.source));
+                    prop_assert!(!group.replicas.contains(&moved.target));
+                    prop_assert!(!moved.source_dead);
+                    *sums.get_mut(&moved.source).unwrap() -= weight(moved.partition);
+                    *sums.get_mut(&moved.target).unwrap() += weight(moved.partition);
+                    *counts.get_mut(&moved.source).unwrap() -= 1;
+                    *counts.get_mut(&moved.target).unwrap() += 1;
+                }
+                prop_assert!(squares(&sums) < before, "the sum of squared weights falls");
+                prop_assert!(counts.values().max().unwrap() < &(counts.values().min().unwrap() + 2), "counts stay even");
+                planned += step.len();
+            }
+            // With room for a swap left, no step is left.
+            if moves_max - planned >= 2 {
+                prop_assert!(!a_step_exists(&groups, &weights, &counts, &sums, &moving, true, moves_max - planned));
             }
         }
     }

@@ -16,8 +16,8 @@
 //!    record.
 //! 2. **Await children**: every node's shard is watched until each child leads somewhere: its
 //!    group has a majority built and serves.
-//! 3. **Route**: the driver replaces the parent by the two children in the table's partitions,
-//!    in one write. Requests routed with the parent's epoch meanwhile were refused with
+//! 3. **Route**: the driver replaces the parent by the two children in the table's partitions
+//!    (or its global index's), in one write. Requests routed with the parent's epoch meanwhile were refused with
 //!    `StaleEpoch` naming the children's epoch, and the router waited for this write.
 //! 4. **Delete the parent**: once every node hosting a parent replica also hosts both
 //!    children, each is asked to delete the parent. Deleting while a node still lacks its

@@ -103,6 +103,8 @@ pub struct MoveStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SplitStatus {
     pub table: String,
+    /// The global secondary index whose partition is split; `None` for the table's own.
+    pub index: Option<String>,
     pub parent: u64,
     pub left: u64,
     pub right: u64,
@@ -237,19 +239,26 @@ impl ClusterStatus {
         let mut splits: Vec<SplitStatus> = Vec::new();
         for table in tables {
             let first = partitions.len();
-            splits.extend(
-                table
-                    .partition_splits
-                    .iter()
-                    .map(|(parent, record)| SplitStatus {
-                        table: table.name.clone(),
-                        parent: *parent,
-                        left: record.left,
-                        right: record.right,
-                        at_hash: record.at_hash,
-                        routed: record.routed,
-                    }),
-            );
+            splits.extend(table.partition_splits.iter().map(|(parent, record)| {
+                SplitStatus {
+                    table: table.name.clone(),
+                    // The parent is listed until routed, the children after.
+                    index: table
+                        .global_indexes
+                        .iter()
+                        .find(|index| {
+                            index.partitions.iter().any(|entry| {
+                                [*parent, record.left, record.right].contains(&entry.id)
+                            })
+                        })
+                        .map(|index| index.index.name.clone()),
+                    parent: *parent,
+                    left: record.left,
+                    right: record.right,
+                    at_hash: record.at_hash,
+                    routed: record.routed,
+                }
+            }));
             let indexed = table.partitions.iter().map(|entry| (None, entry)).chain(
                 table.global_indexes.iter().flat_map(|index| {
                     index
@@ -348,6 +357,7 @@ impl ClusterStatus {
             })).collect::<Vec<_>>(),
             "splits": self.splits.iter().map(|split| json!({
                 "table": split.table,
+                "index": split.index,
                 "partition": split.parent,
                 "left": split.left,
                 "right": split.right,
@@ -497,8 +507,13 @@ impl ClusterStatus {
             ));
             for split in &self.splits {
                 out.push_str(&format!(
-                    "  {} partition {} -> {} and {} at hash {:#018x}{}\n",
+                    "  {}{} partition {} -> {} and {} at hash {:#018x}{}\n",
                     split.table,
+                    split
+                        .index
+                        .as_ref()
+                        .map(|index| format!(" index {index}"))
+                        .unwrap_or_default(),
                     split.parent,
                     split.left,
                     split.right,
@@ -732,6 +747,7 @@ mod tests {
             status.splits,
             vec![SplitStatus {
                 table: "orders".to_string(),
+                index: None,
                 parent: 6,
                 left: 9,
                 right: 10,

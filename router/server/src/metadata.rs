@@ -64,7 +64,7 @@
 //!    epoch) and the parent's replicas, and is written before `SplitPartition` is sent: the
 //!    children are listed on those nodes (invariant 5) before any node builds them, and the
 //!    parent stays listed there until the record is gone, after it was replaced by the
-//!    children in `partitions` (`routed`, one write). A partition with a split under way gets
+//!    children in `partitions`, or in its global index's partitions (`routed`, one write). A partition with a split under way gets
 //!    no replica move, and one with a move gets no split. The member is absent when there is
 //!    no split.
 

@@ -29,11 +29,11 @@
 //! Planned moves (the source alive: added and caught up before it is removed) drain a
 //! decommissioned node and, when the cluster is healthy and quiet, even out the replicas per
 //! node (balance, shoal_autoadmin::policy::plan_balance), which is how a node that joined
-//! ([`Router::join_node`]) receives replicas. Once the counts are even, the nodes' weights
-//! are (policy::plan_weight_balance: each partition weighs its leader's bytes and its traffic
-//! as shares of the split thresholds, [`Router::partition_weights`]), by moving a heavy
-//! replica to a lighter node or swapping it for a light one; then leaderships are evened out
-//! too (policy::plan_leader_balance, `NodeRequest::TransferLeadership`).
+//! ([`Router::join_node`]) receives replicas, the lightest first. Once the counts are even,
+//! the bytes the nodes carry are (policy::plan_weight_balance: each partition weighs its
+//! leader's bytes as a share of the split threshold, [`Router::partition_weights`]), by
+//! moving a heavy replica to a lighter node or swapping it for a light one; then leaderships
+//! are evened out too (policy::plan_leader_balance, `NodeRequest::TransferLeadership`).
 //!
 //! The metadata group (partition 0) is one of the groups: its replicas count in each node's
 //! load when a target is chosen, and it is re-replicated and drained by the same policy and
@@ -467,21 +467,31 @@ impl Router {
                     ..group
                 })
                 .collect();
-            // Weights need every leader's size: a partition whose shard did not answer would
-            // weigh nothing, and draw replicas it does not need.
-            let weighted = if every_shard_answered {
-                let loads = split_inputs.as_ref().map(|inputs| &inputs.loads);
-                let weights = self.partition_weights(&sizes, loads);
-                plan_weight_balance(&views, &groups, &weights, BALANCE_MOVES_IN_FLIGHT_MAX)
-            } else {
-                Vec::new()
-            };
+            // Each partition's weight is its leader's bytes (policy::plan_weight_balance).
+            // Weights are trusted only when every partition of `groups` reported a size (a
+            // shard that did not answer, or a group between leaders, would weigh nothing and
+            // draw replicas it does not need, sent back at the next check) and no split is
+            // under way (its parent and unrouted children are out of `groups`, so their nodes
+            // look light until the children are routed).
+            let weights = self.partition_weights(&sizes);
+            let splitting = active
+                .iter()
+                .any(|table| !table.partition_splits.is_empty());
+            let weighed = every_shard_answered
+                && !splitting
+                && groups
+                    .iter()
+                    .all(|group| sizes.contains_key(&group.partition));
             if imbalanced(&views, &groups) {
-                plan_balance(&views, &groups, BALANCE_MOVES_IN_FLIGHT_MAX)
-            } else if !weighted.is_empty() {
+                plan_balance(&views, &groups, &weights, BALANCE_MOVES_IN_FLIGHT_MAX)
+            } else if weighed
+                && let weighted =
+                    plan_weight_balance(&views, &groups, &weights, BALANCE_MOVES_IN_FLIGHT_MAX)
+                && !weighted.is_empty()
+            {
                 tracing::info!(
                     moves = weighted.len(),
-                    "autoadmin: evening out the nodes' storage and traffic"
+                    "autoadmin: evening out the bytes the nodes carry"
                 );
                 self.metrics.note_autoadmin("weight_balance_planned");
                 weighted

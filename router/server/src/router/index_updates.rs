@@ -282,6 +282,11 @@ impl Router {
                     .iter()
                     .any(|partition| doomed.contains(partition))
             });
+            // Likewise a replica move: its record would list its target for a partition no
+            // list holds, which no driver finds and the orphan scan never deletes.
+            changed
+                .replica_moves
+                .retain(|partition, _| !doomed.contains(partition));
             changed.global_indexes.retain(|record| {
                 record.index.name != index || record.status != GlobalIndexStatus::Deleting
             });

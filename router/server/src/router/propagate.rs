@@ -289,11 +289,14 @@ impl Router {
         Ok(())
     }
 
-    /// [`Router::apply_at_index_partitions`], grouped again with a refreshed map while an
-    /// index partition answers that the cached map is behind it (it was split). Sending the
-    /// changes again to the index partitions that applied them changes nothing (each applies
-    /// a position once). A split that froze a partition whose children are not routed yet is
-    /// waited out, as a request's route waits, within `deadline`.
+    /// [`Router::apply_at_index_partitions`], with the changes an index partition refused
+    /// because the cached map is behind it (it was split) grouped again with a refreshed map
+    /// and sent again; the changes the others applied are not sent again. The children of a
+    /// split partition start from its per-source positions and it applied none of the changes
+    /// it refused, so each child still gets its changes in position order. A split that froze
+    /// a partition whose children are not routed yet is waited out, as a request's route
+    /// waits, for at most [`PROPAGATION_SPLIT_WAIT_MAX`]: the other base partitions' turns
+    /// wait for this one, and a failed turn is tried again at the next request or sweep.
     async fn apply_routed(
         &self,
         table: &str,
@@ -301,34 +304,54 @@ impl Router {
         changes: &[OutboxChange],
         deadline: Instant,
     ) -> Result<(), DynamoError> {
+        let incarnation = |router: &Router| {
+            router
+                .tables
+                .borrow()
+                .get(table)
+                .map(|state| state.record.incarnation())
+        };
+        let started = incarnation(self);
+        let waited_until = deadline.min(Instant::now() + PROPAGATION_SPLIT_WAIT_MAX);
         let mut pause = SPLIT_ROUTE_WAIT_PAUSE_MIN;
+        let mut remaining: Vec<PositionedChange> =
+            changes.iter().cloned().map(positioned).collect();
         loop {
-            let Some(stale) = self
-                .apply_at_index_partitions(table, source, changes, deadline)
+            let Some((stale, refused)) = self
+                .apply_at_index_partitions(table, source, remaining, deadline)
                 .await?
             else {
                 return Ok(());
             };
-            if Instant::now() + pause >= deadline {
+            if Instant::now() + pause >= waited_until {
                 return Err(stale.into_dynamo());
             }
-            self.refresh_table(table, deadline).await?;
             glommio::timer::sleep(pause).await;
             pause = (pause * 2).min(SPLIT_ROUTE_WAIT_PAUSE_MAX);
+            self.refresh_table(table, deadline).await?;
+            // A table deleted and created again under the same name numbers its indexes
+            // afresh: these changes are not its own.
+            if incarnation(self) != started {
+                return Err(DynamoError::internal(
+                    "Internal server error (the table was replaced during index propagation)",
+                ));
+            }
+            remaining = refused;
         }
     }
 
     /// Sends each index partition the changes of `source` that touch it, in position order,
     /// and waits until every one has applied them. A change of an index the table no longer
-    /// has is dropped. `Ok(Some(refusal))` when an index partition refused its changes
-    /// because the map they were grouped with is behind it (nothing was applied there).
+    /// has is dropped. `Ok(Some((refusal, refused)))` when index partitions refused their
+    /// changes because the map they were grouped with is behind them (nothing was applied
+    /// there): `refused` are those changes, in position order.
     async fn apply_at_index_partitions(
         &self,
         table: &str,
         source: u64,
-        changes: &[OutboxChange],
+        changes: Vec<PositionedChange>,
         deadline: Instant,
-    ) -> Result<Option<ForwardError>, DynamoError> {
+    ) -> Result<Option<(ForwardError, Vec<PositionedChange>)>, DynamoError> {
         // The table's indexes as this core knows them. Not knowing the table at all (evicted
         // from the cache since the turn began) must not read as "no indexes": every change
         // would be dropped and trimmed. The turn fails instead and is tried again.
@@ -361,7 +384,7 @@ impl Router {
                 self.route_map(table, Some(name), deadline).await?,
             );
         }
-        let plan = plan_round(changes.iter().cloned().map(positioned), |change| {
+        let plan = plan_round(changes, |change| {
             let name = indexes.get(&change.index_number)?;
             let route = maps.get(name)?.lookup(storage_key_hash(&change.entry_key)?);
             routes.insert((name.clone(), route.id), route.clone());
@@ -376,32 +399,58 @@ impl Router {
             .into_iter()
             .map(|((index, _), (route, changes))| async move {
                 let apply = PreparedRequest::IndexApply { source, changes };
-                let reply = self
+                let outcome = self
                     .forwarder
                     .forward(&route, &ItemCall::new(&apply), deadline)
-                    .await?;
-                self.note_leader(table, Some(&index), route.id, Some(reply.leader));
-                Ok::<(), ForwardError>(())
+                    .await;
+                match outcome {
+                    Ok(reply) => {
+                        self.note_leader(table, Some(&index), route.id, Some(reply.leader));
+                        Ok(())
+                    }
+                    // Refused for a stale map: these changes are grouped again (a rare path,
+                    // so they are copied only here).
+                    Err(
+                        refusal @ (ForwardError::StaleRoute { .. }
+                        | ForwardError::KeysElsewhere { .. }),
+                    ) => match &apply {
+                        PreparedRequest::IndexApply { changes, .. } => {
+                            Err((refusal, changes.clone()))
+                        }
+                        _ => Err((refusal, Vec::new())),
+                    },
+                    Err(error) => Err((error, Vec::new())),
+                }
             })
             .collect();
         // Each index partition is its own log, so their applies run at once.
         let mut stale = None;
+        let mut refused: Vec<PositionedChange> = Vec::new();
         for outcome in join_bounded(calls, PROPAGATION_APPLIES_IN_FLIGHT_MAX).await {
             match outcome {
                 Ok(()) => {}
-                Err(
+                Err((
                     refusal
                     @ (ForwardError::StaleRoute { .. } | ForwardError::KeysElsewhere { .. }),
-                ) => stale = Some(refusal),
-                Err(error) => return Err(error.into_dynamo()),
+                    changes,
+                )) => {
+                    stale = Some(refusal);
+                    refused.extend(changes);
+                }
+                Err((error, _)) => return Err(error.into_dynamo()),
             }
         }
-        Ok(stale)
+        refused.sort_by_key(|change| change.position);
+        Ok(stale.map(|refusal| (refusal, refused)))
     }
 }
 
 /// Index partitions one base partition's changes are applied at concurrently.
 const PROPAGATION_APPLIES_IN_FLIGHT_MAX: usize = 16;
+/// How long a propagation turn waits for an index partition's split to be routed (its parent
+/// frozen) before it fails and is tried again later: the other base partitions' turns wait
+/// for it.
+const PROPAGATION_SPLIT_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// An outbox record as the model's propagation plan takes it.
 fn positioned(change: OutboxChange) -> PositionedChange {

@@ -198,41 +198,23 @@ impl Router {
         self.config.split_read_units_per_second > 0 || self.config.split_write_units_per_second > 0
     }
 
-    /// Each partition's weight for weight balance (shoal_autoadmin::policy, invariant 14):
-    /// its leader's item bytes as thousandths of the split threshold, plus its replicas' reads
-    /// and writes per second as thousandths of the traffic thresholds (when they were
-    /// gathered). A threshold that is off (0) counts at its default: weights compare nodes,
-    /// whether or not partitions split.
-    pub(super) fn partition_weights(
-        &self,
-        sizes: &BTreeMap<u64, u64>,
-        loads: Option<&BTreeMap<u64, PartitionLoad>>,
-    ) -> BTreeMap<u64, u64> {
-        let or_default = |value: u64, default: u64| if value == 0 { default } else { value };
-        let split_bytes = or_default(self.config.split_bytes, SPLIT_BYTES_DEFAULT);
-        let read_units = or_default(
-            self.config.split_read_units_per_second,
-            SPLIT_READ_UNITS_DEFAULT,
-        );
-        let write_units = or_default(
-            self.config.split_write_units_per_second,
-            SPLIT_WRITE_UNITS_DEFAULT,
-        );
-        let share = |amount: u64, whole: u64| {
-            u64::try_from(u128::from(amount) * 1000 / u128::from(whole)).unwrap_or(u64::MAX)
+    /// Each partition's weight for balance (shoal_autoadmin::policy, invariant 14): its
+    /// leader's item bytes as thousandths of the split threshold (of its default when splits
+    /// are off: weights compare nodes, whether or not partitions split). Traffic is not
+    /// weighed: a 10 s rate moves with every burst, while a move copies up to a whole
+    /// partition; leader balance and splits for traffic spread the load instead.
+    pub(super) fn partition_weights(&self, sizes: &BTreeMap<u64, u64>) -> BTreeMap<u64, u64> {
+        let split_bytes = match self.config.split_bytes {
+            0 => SPLIT_BYTES_DEFAULT,
+            bytes => bytes,
         };
-        let mut weights: BTreeMap<u64, u64> = sizes
+        sizes
             .iter()
-            .map(|(partition, bytes)| (*partition, share(*bytes, split_bytes)))
-            .collect();
-        for (partition, load) in loads.into_iter().flatten() {
-            // Rates are in thousandths of a unit per second, thresholds in units.
-            let traffic = (load.read_milli_per_second / read_units)
-                .saturating_add(load.write_milli_per_second / write_units);
-            let weight = weights.entry(*partition).or_default();
-            *weight = weight.saturating_add(traffic);
-        }
-        weights
+            .map(|(partition, bytes)| {
+                let share = u128::from(*bytes) * 1000 / u128::from(split_bytes);
+                (*partition, u64::try_from(share).unwrap_or(u64::MAX))
+            })
+            .collect()
     }
 
     /// What the split policy reads at a balance check: the leaders' sizes (from the shard
@@ -949,9 +931,6 @@ fn driven_split(table: &TableRecord, parent: u64, record: &PartitionSplitRecord)
     }
 }
 
-/// Step 3's edit: the parent's entry replaced by its two children, in hash order, and the
-/// record marked routed. Nothing changes when the parent is not in the map any more (a record
-/// already routed).
 /// The partitions the split policy considers: the table's, and those of its ACTIVE global
 /// secondary indexes (one being created is still filled by its backfill, one being deleted is
 /// going away).
@@ -965,8 +944,10 @@ fn splittable_partitions(table: &TableRecord) -> impl Iterator<Item = &Partition
     )
 }
 
-/// Puts `record`'s children in the place of `parent` in whichever list holds it: the table's
-/// partitions or one of its global secondary indexes'.
+/// Step 3's edit: the parent's entry replaced by its two children, in hash order, in
+/// whichever list holds it (the table's partitions or one of its global secondary indexes'),
+/// and the record marked routed. No list changes when the parent is in none any more (a record
+/// already routed).
 fn route_children(table: &mut TableRecord, parent: u64, record: &PartitionSplitRecord) {
     let lists = std::iter::once(&mut table.partitions).chain(
         table
