@@ -1228,6 +1228,24 @@ impl Replica {
         from_slot: Slot,
         lease_released: Option<Ballot>,
     ) {
+        // A node our committed membership does not list, asking from no later than the entry
+        // that set that membership, has not learned that entry: it was removed while cut off
+        // or down, and campaigns on the membership it last knew (a member added since would
+        // have committed the entry that added it, so it asks from past it). It can never win:
+        // phase 1 would show it the membership without it. But promising it would end our
+        // leader's ballot, and with a second such replica to grant its pre-checks it campaigns
+        // at every timeout until the orphan scan deletes it: the group kept losing its leader
+        // for that long. Refusing a prepare is always safe; it wakes nothing here, and no
+        // snapshot is offered to a replica about to be deleted.
+        if !self.committed_membership.contains(from) && from_slot <= self.config_slot {
+            self.send(
+                from,
+                Message::Rejected {
+                    promised: self.promised,
+                },
+            );
+            return;
+        }
         self.highest_round_seen = self.highest_round_seen.max(ballot.round);
         // An election is under way: whatever this replica is, it must time out again if it
         // does not end in a leader it hears from.

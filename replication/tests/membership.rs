@@ -365,3 +365,74 @@ fn a_leader_hands_over_to_a_member_that_caught_up_and_gives_up_on_one_that_does_
     assert!(group.get(2).transfer_leadership(now, n(9)).is_err());
     assert!(group.get(2).transfer_leadership(now, n(2)).is_err());
 }
+
+/// A replica removed while it was cut off does not know it: on its return it campaigns on the
+/// membership it last knew. Its `Prepare` asks from before the entry that removed it, and the
+/// members refuse it without raising their promise: the leader keeps leading. (With a second
+/// removed replica granting its pre-checks, it used to take the group's leader away at every
+/// election timeout until the orphan scan deleted it.) A node that the membership lists again
+/// by a later entry asks from past it, and is heard as any candidate.
+#[test]
+fn a_removed_replica_that_missed_its_removal_cannot_take_the_leadership_away() {
+    let mut group = Group::new(&three_full(), &[]);
+    group.elect(1);
+    let now = group.now;
+    let proposed = group
+        .get(1)
+        .propose_membership_change(now, MembershipChange::Remove(n(3)))
+        .unwrap();
+    let removal = proposed.slot;
+    group.settle(n(1), proposed.actions);
+    // A heartbeat tells node 2 the removal is committed.
+    group.advance(HEARTBEAT);
+    for member in [1, 2] {
+        assert_eq!(group.get(member).config_slot(), removal);
+    }
+    let leading = group.get(1).leader_ballot().unwrap();
+    let promised = group.get(2).promised();
+    // Node 3 as it was before the removal: committed through the slot before it.
+    let stale = Message::Prepare {
+        ballot: Ballot {
+            round: leading.round + 10,
+            node: n(3),
+        },
+        from_slot: removal,
+        lease_released: None,
+    };
+    let now = group.now;
+    let refused = group.get(1).handle_message(now, n(3), stale.clone());
+    assert_eq!(
+        refused,
+        vec![Action::Send {
+            to: n(3),
+            message: Message::Rejected { promised: leading },
+        }]
+    );
+    assert_eq!(group.get(1).role(), RoleKind::Leader);
+    assert_eq!(group.get(1).leader_ballot(), Some(leading));
+    let refused = group.get(2).handle_message(now, n(3), stale);
+    assert!(
+        matches!(
+            refused.as_slice(),
+            [Action::Send {
+                message: Message::Rejected { .. },
+                ..
+            }]
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(group.get(2).promised(), promised);
+    // A candidate that committed past the entry (as a member added again would have) is not
+    // refused for being unlisted: its higher ballot ends the leader's.
+    let current = Message::Prepare {
+        ballot: Ballot {
+            round: leading.round + 10,
+            node: n(3),
+        },
+        from_slot: removal.next(),
+        lease_released: None,
+    };
+    group.get(1).handle_message(now, n(3), current);
+    assert_eq!(group.get(1).role(), RoleKind::Follower);
+    assert!(group.get(1).promised() > leading);
+}
