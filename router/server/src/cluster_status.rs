@@ -763,5 +763,75 @@ mod tests {
         let json = status.to_json();
         assert_eq!(json["splits"][0]["partition"], 6);
         assert_eq!(json["splits"][0]["routed"], false);
+        assert_eq!(json["splits"][0]["index"], Json::Null);
+    }
+
+    /// A split of a global secondary index's partition names the index, before its children
+    /// are routed (the parent is listed) and after (the children are).
+    #[test]
+    fn a_split_of_an_index_partition_names_the_index() {
+        let mut indexed = table();
+        let parent = PartitionEntry {
+            id: 20,
+            range: HashRange::ALL,
+            replicas: vec![1, 2, 3],
+            shard: 0,
+            epoch: 1,
+            leader_hint: None,
+        };
+        indexed
+            .global_indexes
+            .push(crate::metadata::GlobalIndexRecord {
+                index: shoal_model::index::global::GlobalIndex {
+                    name: "by_customer".to_string(),
+                    number: 0,
+                    partition_keys: vec![shoal_model::key::KeyAttribute {
+                        name: "customer".to_string(),
+                        key_type: KeyType::String,
+                    }],
+                    sort_keys: Vec::new(),
+                    projection: shoal_model::index::Projection::KeysOnly,
+                },
+                partitions: vec![parent.clone()],
+                throughput: None,
+                on_demand: Default::default(),
+                status: crate::metadata::GlobalIndexStatus::Active,
+                backfilled: BTreeSet::new(),
+                added_at_ms: 0,
+            });
+        let record = crate::metadata::PartitionSplitRecord {
+            id: 78,
+            parent_epoch: 1,
+            range: HashRange::ALL,
+            shard: 0,
+            replicas: parent.replicas.clone(),
+            at_hash: 1 << 63,
+            left: 21,
+            right: 22,
+            epoch: 2,
+            routed: false,
+        };
+        indexed.partition_splits.insert(20, record.clone());
+        let status = ClusterStatus::compute(&cluster(), &[indexed.clone()], &[], false);
+        assert_eq!(status.splits[0].index.as_deref(), Some("by_customer"));
+        assert!(
+            status
+                .render()
+                .contains("orders index by_customer partition 20 -> 21 and 22"),
+            "{}",
+            status.render()
+        );
+        assert_eq!(status.to_json()["splits"][0]["index"], "by_customer");
+        // Routed: the index lists the children, not the parent.
+        indexed.global_indexes[0].partitions = record.children().to_vec();
+        indexed.partition_splits.insert(
+            20,
+            crate::metadata::PartitionSplitRecord {
+                routed: true,
+                ..record
+            },
+        );
+        let status = ClusterStatus::compute(&cluster(), &[indexed], &[], false);
+        assert_eq!(status.splits[0].index.as_deref(), Some("by_customer"));
     }
 }

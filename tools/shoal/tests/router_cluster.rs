@@ -3173,6 +3173,35 @@ const WEIGHT_TEST_SPLIT_BYTES: u64 = 256 << 10;
 /// Items of 1 KB written into each of the two big partitions.
 const WEIGHT_TEST_ITEMS: usize = 150;
 
+/// The weight balance test's two tables.
+const WEIGHT_TEST_TABLES: [&str; 2] = ["people", "others"];
+
+/// Every partition of the weight balance test's tables, with its table's name.
+async fn weight_test_partitions(
+    router: &Router,
+) -> Vec<(&'static str, shoal_router::partition_map::PartitionEntry)> {
+    let mut listed = Vec::new();
+    for table in WEIGHT_TEST_TABLES {
+        for partition in router.table_partitions(table).await.unwrap() {
+            listed.push((table, partition));
+        }
+    }
+    listed
+}
+
+/// How many of `partitions`' replicas each node holds.
+fn replicas_per_node(
+    partitions: &[(&str, shoal_router::partition_map::PartitionEntry)],
+) -> BTreeMap<u64, usize> {
+    let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
+    for (_, partition) in partitions {
+        for node in &partition.replicas {
+            *per_node.entry(*node).or_default() += 1;
+        }
+    }
+    per_node
+}
+
 /// Issue 19, balance by storage: four nodes, two tables of four partitions each, replica
 /// counts even. Two partitions with the same three replicas are filled (about 150 KiB each),
 /// so the fourth node carries none of the bytes. The autoadmin swaps one of the big replicas
@@ -3194,30 +3223,11 @@ fn nodes_carrying_more_bytes_swap_a_big_replica_for_a_small_one_and_then_stay() 
         config.split_write_units_per_second = 0;
         let router = Router::new(config).unwrap();
         router.bootstrap(SHARDS).await.unwrap();
-        for table in ["people", "others"] {
+        for table in WEIGHT_TEST_TABLES {
             router.create_table(create_named(table)).await.unwrap();
         }
-        let listed = |tables: [Vec<shoal_router::partition_map::PartitionEntry>; 2]| {
-            tables
-                .into_iter()
-                .zip(["people", "others"])
-                .flat_map(|(partitions, table)| {
-                    partitions
-                        .into_iter()
-                        .map(move |partition| (table, partition))
-                })
-                .collect::<Vec<_>>()
-        };
-        let partitions = listed([
-            router.table_partitions("people").await.unwrap(),
-            router.table_partitions("others").await.unwrap(),
-        ]);
-        let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
-        for (_, partition) in &partitions {
-            for node in &partition.replicas {
-                *per_node.entry(*node).or_default() += 1;
-            }
-        }
+        let partitions = weight_test_partitions(&router).await;
+        let per_node = replicas_per_node(&partitions);
         assert!(
             per_node.values().all(|count| *count == 6),
             "the counts start even: {per_node:?}"
@@ -3263,10 +3273,7 @@ fn nodes_carrying_more_bytes_swap_a_big_replica_for_a_small_one_and_then_stay() 
         loop {
             let report = router.autoadmin_pass().await.unwrap();
             moves += report.balance_moves;
-            let now = listed([
-                router.table_partitions("people").await.unwrap(),
-                router.table_partitions("others").await.unwrap(),
-            ]);
+            let now = weight_test_partitions(&router).await;
             let light_took_one = now.iter().any(|(_, partition)| {
                 big.contains(&partition.id) && partition.replicas.contains(&light)
             });
@@ -3291,16 +3298,23 @@ fn nodes_carrying_more_bytes_swap_a_big_replica_for_a_small_one_and_then_stay() 
             glommio::timer::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(metric(&router, weighed), 1);
-        let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
-        for (_, partition) in listed([
-            router.table_partitions("people").await.unwrap(),
-            router.table_partitions("others").await.unwrap(),
-        ]) {
-            for node in &partition.replicas {
-                *per_node.entry(*node).or_default() += 1;
-            }
-        }
+        let partitions = weight_test_partitions(&router).await;
+        let per_node = replicas_per_node(&partitions);
         assert!(per_node.values().all(|count| *count == 6), "{per_node:?}");
+        // Six big replicas on four nodes: each node carries one or two.
+        for node in &nodes {
+            let carried = partitions
+                .iter()
+                .filter(|(_, partition)| {
+                    big.contains(&partition.id) && partition.replicas.contains(&node.id)
+                })
+                .count();
+            assert!(
+                (1..=2).contains(&carried),
+                "node {} carries {carried}",
+                node.id
+            );
+        }
         for (table, index) in written {
             let found = router
                 .get_item(json!({
