@@ -470,19 +470,22 @@ impl Router {
             // Each partition's weight is its leader's bytes (policy::plan_weight_balance).
             // Weights are trusted only when every partition of `groups` reported a size (a
             // shard that did not answer, or a group between leaders, would weigh nothing and
-            // draw replicas it does not need, sent back at the next check) and no split is
-            // under way (its parent and unrouted children are out of `groups`, so their nodes
-            // look light until the children are routed).
+            // draw replicas it does not need, sent back at the next check).
             let weights = self.partition_weights(&sizes);
-            let splitting = active
-                .iter()
-                .any(|table| !table.partition_splits.is_empty());
             let weighed = every_shard_answered
-                && !splitting
                 && groups
                     .iter()
                     .all(|group| sizes.contains_key(&group.partition));
-            if imbalanced(&views, &groups) {
+            // A split's parent and its unrouted children are out of `groups`, so their nodes
+            // look light, by count and by bytes, until the children are routed, and then
+            // heavy by one replica each: moves made meanwhile would be moved back after.
+            // Balance (replicas, bytes and leaders) waits for the splits, which take seconds.
+            let splitting = active
+                .iter()
+                .any(|table| !table.partition_splits.is_empty());
+            if splitting {
+                Vec::new()
+            } else if imbalanced(&views, &groups) {
                 plan_balance(&views, &groups, &weights, BALANCE_MOVES_IN_FLIGHT_MAX)
             } else if weighed
                 && let weighted =
