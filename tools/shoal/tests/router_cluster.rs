@@ -2976,30 +2976,37 @@ fn customer_of(index: usize) -> String {
     format!("customer-{:03}", index % GSI_SPLIT_TEST_CUSTOMERS)
 }
 
-/// The items of one customer, as the GSI split test's index must list them (by `pk`).
-async fn customer_items(router: &Router, customer: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut start: Option<Json> = None;
+/// The `pk` of every item the GSI split test's index returns for `body`, page after page of
+/// a Query (`query`) or a Scan.
+async fn index_pages(router: &Router, mut body: Json, query: bool) -> Vec<String> {
+    body["TableName"] = json!("orders");
+    body["IndexName"] = json!(GSI_SPLIT_TEST_INDEX);
+    let mut found = Vec::new();
     loop {
-        let mut body = json!({
-            "TableName": "orders",
-            "IndexName": GSI_SPLIT_TEST_INDEX,
-            "KeyConditionExpression": "customer = :c",
-            "ExpressionAttributeValues": {":c": {"S": customer}},
-            "Limit": 5,
-        });
-        if let Some(start) = start.take() {
-            body["ExclusiveStartKey"] = start;
+        let page = if query {
+            router.query(body.clone()).await
+        } else {
+            router.scan(body.clone()).await
         }
-        let page = router.query(body).await.unwrap();
+        .unwrap();
         for item in page["Items"].as_array().unwrap() {
-            found.insert(item["pk"]["S"].as_str().unwrap().to_string());
+            found.push(item["pk"]["S"].as_str().unwrap().to_string());
         }
         match page.get("LastEvaluatedKey") {
-            Some(next) => start = Some(next.clone()),
+            Some(next) => body["ExclusiveStartKey"] = next.clone(),
             None => return found,
         }
     }
+}
+
+/// The items of one customer, as the GSI split test's index must list them (by `pk`).
+async fn customer_items(router: &Router, customer: &str) -> BTreeSet<String> {
+    let body = json!({
+        "KeyConditionExpression": "customer = :c",
+        "ExpressionAttributeValues": {":c": {"S": customer}},
+        "Limit": 5,
+    });
+    index_pages(router, body, true).await.into_iter().collect()
 }
 
 /// Issue 19, splits of global secondary index partitions: an index's partitions hold its
@@ -3131,26 +3138,7 @@ fn a_global_index_past_the_split_threshold_splits_and_lists_every_item() {
                 glommio::timer::sleep(Duration::from_millis(200)).await;
             }
         }
-        let mut scanned = Vec::new();
-        let mut start: Option<Json> = None;
-        loop {
-            let mut body = json!({
-                "TableName": "orders",
-                "IndexName": GSI_SPLIT_TEST_INDEX,
-                "Limit": SCAN_LIMIT,
-            });
-            if let Some(start) = start.take() {
-                body["ExclusiveStartKey"] = start;
-            }
-            let page = router.scan(body).await.unwrap();
-            for item in page["Items"].as_array().unwrap() {
-                scanned.push(item["pk"]["S"].as_str().unwrap().to_string());
-            }
-            match page.get("LastEvaluatedKey") {
-                Some(next) => start = Some(next.clone()),
-                None => break,
-            }
-        }
+        let scanned = index_pages(&router, json!({"Limit": SCAN_LIMIT}), false).await;
         assert_eq!(scanned.len(), written, "the index scan saw each entry once");
         assert_eq!(
             scanned.into_iter().collect::<BTreeSet<_>>(),
